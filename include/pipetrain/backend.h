@@ -1,0 +1,171 @@
+/* pipetrain/backend.h — the kernel seam. All tensor memory is allocated, copied and computed
+ * on through a pt_backend; the runtime and models never dereference tensor memory directly,
+ * so the same runtime drives the CPU backend (C, OpenMP, OpenBLAS) and the CUDA backend
+ * (CUDA C, cuBLAS). Both fill the same table with the same signatures.
+ *
+ *     const pt_backend *be;
+ *     PT_CHECK(pt_backend_get("cpu", &be));
+ *     pt_stream *s;
+ *     PT_CHECK(be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 2 }, &s));
+ *     float *x;
+ *     PT_CHECK(pt_backend_alloc(be, (void **)&x, n * sizeof(float)));
+ *     PT_CHECK(be->gelu_forward(s, y, x, n));
+ *     PT_CHECK(be->stream_sync(s));
+ *     pt_backend_free(be, x);
+ *     be->stream_destroy(s);
+ *
+ * Conventions, for every kernel:
+ *  - Shapes are written (B,T,C); N is a count of rows (usually B*T). All float tensors are fp32
+ *    on the CPU backend; the CUDA backend keeps fp32 master weights and may compute in bf16
+ *    (see its header), but its entry points take the same fp32 pointers.
+ *  - Gradients w.r.t. inputs (`dinp`) are OVERWRITTEN. Gradients w.r.t. parameters (`dw`, `db`)
+ *    are ADDED to, so micro-batches accumulate. (Residual gradient sums use `add`.)
+ *  - Kernels never allocate; callers pass scratch sized by the `_size` functions.
+ *  - Kernels are asynchronous with respect to the host on CUDA (ordered on the stream) and
+ *    synchronous on CPU. Only functions that write to host memory (`sum_squares`, memcpy_d2h)
+ *    synchronise.
+ *  - Results are deterministic: the same inputs, shapes and thread count give the same bits.
+ *  - Every entry is required (non-NULL) unless marked optional.
+ */
+#ifndef PIPETRAIN_BACKEND_H
+#define PIPETRAIN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An ordered queue of work on one device (a CUDA stream; on CPU, the thread team settings). */
+typedef struct pt_stream pt_stream;
+
+typedef struct pt_stream_opts {
+    int device;    /* GPU ordinal (CUDA); ignored on CPU */
+    int n_threads; /* OpenMP threads for this stream's kernels (CPU); <= 0: all cores */
+} pt_stream_opts;
+
+typedef struct pt_backend {
+    const char *name; /* "cpu" | "cuda" */
+
+    /* ---- streams ---- */
+    /* Returns PT_ENOTSUP when the backend has no device here (e.g. CUDA without a GPU). */
+    pt_status (*stream_create)(const pt_stream_opts *opts, pt_stream **out);
+    void (*stream_destroy)(pt_stream *s); /* accepts NULL */
+    pt_status (*stream_sync)(pt_stream *s); /* waits for all work queued on s */
+
+    /* ---- memory (use pt_backend_alloc / pt_backend_free, which also account bytes) ---- */
+    pt_status (*alloc)(void **ptr, size_t bytes); /* device memory, 256-byte aligned, uninitialised */
+    void (*free)(void *ptr);                      /* accepts NULL */
+    pt_status (*memcpy_h2d)(pt_stream *s, void *dst, const void *src, size_t bytes);
+    pt_status (*memcpy_d2h)(pt_stream *s, void *dst, const void *src, size_t bytes); /* synchronises */
+    pt_status (*memcpy_d2d)(pt_stream *s, void *dst, const void *src, size_t bytes);
+    pt_status (*memset_zero)(pt_stream *s, void *dst, size_t bytes);
+
+    /* ---- element-wise ---- */
+    /* out = a + b, (n). out may alias a or b. */
+    pt_status (*add)(pt_stream *s, float *out, const float *a, const float *b, size_t n);
+    /* x *= alpha, (n). */
+    pt_status (*scale)(pt_stream *s, float *x, float alpha, size_t n);
+    /* *out (host) = sum of x[i]^2 in double, (n); deterministic order; synchronises. */
+    pt_status (*sum_squares)(pt_stream *s, double *out, const float *x, size_t n);
+    /* 1 in *out (host) when any x[i] is NaN or Inf, else 0; synchronises. */
+    pt_status (*has_nonfinite)(pt_stream *s, int *out, const float *x, size_t n);
+
+    /* ---- matrix products: weight is (OC,C), as torch.nn.Linear ---- */
+    /* out (N,OC) = inp (N,C) @ weight^T + bias; bias (OC) may be NULL. */
+    pt_status (*matmul_forward)(pt_stream *s, float *out, const float *inp, const float *weight,
+                                const float *bias, int N, int C, int OC);
+    /* dinp (N,C) = dout (N,OC) @ weight (OC,C). Overwrites dinp. */
+    pt_status (*matmul_backward_input)(pt_stream *s, float *dinp, const float *dout, const float *weight, int N,
+                                       int C, int OC);
+    /* dweight (OC,C) += dout^T @ inp; dbias (OC) += column sums of dout (dbias may be NULL). */
+    pt_status (*matmul_backward_weight)(pt_stream *s, float *dweight, float *dbias, const float *dout,
+                                        const float *inp, int N, int C, int OC);
+
+    /* ---- layernorm over the last dim, eps 1e-5 ---- */
+    /* out, inp (N,C); mean, rstd (N) are kept for backward. */
+    pt_status (*layernorm_forward)(pt_stream *s, float *out, float *mean, float *rstd, const float *inp,
+                                   const float *w, const float *b, int N, int C);
+    /* dinp (N,C) overwritten. */
+    pt_status (*layernorm_backward_input)(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                          const float *w, const float *mean, const float *rstd, int N, int C);
+    /* dw, db (C) added to. */
+    pt_status (*layernorm_backward_weight)(pt_stream *s, float *dw, float *db, const float *dout,
+                                           const float *inp, const float *mean, const float *rstd, int N, int C);
+    /* Fused: both of the above in one pass; bit-identical to calling them separately. */
+    pt_status (*layernorm_backward)(pt_stream *s, float *dinp, float *dw, float *db, const float *dout,
+                                    const float *inp, const float *w, const float *mean, const float *rstd, int N,
+                                    int C);
+
+    /* ---- GELU, tanh approximation ---- */
+    pt_status (*gelu_forward)(pt_stream *s, float *out, const float *inp, size_t n);
+    /* dinp overwritten; dinp may alias dout. */
+    pt_status (*gelu_backward)(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
+
+    /* ---- causal multi-head self-attention, scale 1/sqrt(C/NH), T up to 1024 ---- */
+    /* Floats the forward keeps for the backward (per call of shape B,T,C,NH). */
+    size_t (*attention_saved_size)(int B, int T, int C, int NH);
+    /* Floats of scratch that forward and backward need while they run (not kept). */
+    size_t (*attention_scratch_size)(int B, int T, int C, int NH);
+    /* qkv (B,T,3C) holds q, k, v side by side per token (as GPT-2's c_attn output);
+     * out (B,T,C) heads concatenated; saved: attention_saved_size floats. */
+    pt_status (*attention_forward)(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv,
+                                   int B, int T, int C, int NH);
+    /* dqkv (B,T,3C) overwritten, from dout (B,T,C), the forward's qkv, out and saved. */
+    pt_status (*attention_backward)(pt_stream *s, float *dqkv, float *scratch, const float *dout,
+                                    const float *qkv, const float *out, const float *saved, int B, int T, int C,
+                                    int NH);
+
+    /* ---- token + position embedding ---- */
+    /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 on the device; wte (V,C), wpe (maxT,C). */
+    pt_status (*embedding_forward)(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                   const float *wpe, int B, int T, int C);
+    /* dwte (V,C), dwpe (maxT,C) added to. Deterministic (no atomics order dependence). */
+    pt_status (*embedding_backward)(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                    const int32_t *tokens, int B, int T, int C);
+
+    /* ---- softmax + cross-entropy over the vocabulary ---- */
+    /* logits (N,V); losses (N) = -log softmax(logits)[target]; targets < 0 are ignored (loss 0).
+     * probs (N,V) receives the softmax and may alias logits. */
+    pt_status (*crossentropy_forward)(pt_stream *s, float *losses, float *probs, const float *logits,
+                                      const int32_t *targets, int N, int V);
+    /* dlogits (N,V) = dloss * (probs - onehot(target)), 0 rows where target < 0; overwritten;
+     * may alias probs. dloss is the weight of each position in the loss (1 / tokens in the global batch). */
+    pt_status (*crossentropy_backward)(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
+                                       float dloss, int N, int V);
+
+    /* ---- optimizer ---- */
+    /* AdamW on one tensor (n), in place: m, v updated; bias correction with step t >= 1;
+     * decoupled weight decay `weight_decay` (callers pass 0 for tensors of rank < 2);
+     * grad is multiplied by grad_scale first (gradient clipping, loss scaling). */
+    pt_status (*adamw_update)(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
+                              float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                              int t);
+} pt_backend;
+
+/* The CPU backend (always built). */
+extern const pt_backend pt_backend_cpu;
+
+/* Looks a backend up by name ("cpu", "cuda"). PT_ENOTSUP naming the build option when this build
+ * lacks it. The table is static and shared; thread-safe. */
+pt_status pt_backend_get(const char *name, const pt_backend **out);
+
+/* Allocates through `be` and adds the bytes to this process's account (current and peak),
+ * which the runtime reports and checks against --mem-limit. PT_ENOMEM names the size. */
+pt_status pt_backend_alloc(const pt_backend *be, void **ptr, size_t bytes);
+/* Frees memory from pt_backend_alloc (NULL ok) and takes its bytes off the account. */
+void pt_backend_free(const pt_backend *be, void *ptr);
+
+/* Bytes currently allocated through pt_backend_alloc in this process, and the peak since start
+ * (or since pt_backend_reset_peak). Thread-safe. */
+size_t pt_backend_bytes_in_use(void);
+size_t pt_backend_bytes_peak(void);
+void pt_backend_reset_peak(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,179 @@
+#include "args.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+pt_status pt_args_parse_bytes(const char *text, size_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || errno != 0 || !(v >= 0) || !isfinite(v))
+        return pt_fail(PT_EINVAL, "'%s' is not a size; write bytes like 4096, 512M or 24G", text);
+    double mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mul = 1024.0; break;
+        case 'm': case 'M': mul = 1024.0 * 1024; break;
+        case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
+        case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+        default: return pt_fail(PT_EINVAL, "'%s' is not a size; write bytes like 4096, 512M or 24G", text);
+        }
+        end++;
+        if (*end == 'i' || *end == 'I')
+            end++;
+        if (*end == 'b' || *end == 'B')
+            end++;
+        if (*end)
+            return pt_fail(PT_EINVAL, "'%s' is not a size; write bytes like 4096, 512M or 24G", text);
+    }
+    double bytes = v * mul;
+    if (bytes > (double)SIZE_MAX / 2)
+        return pt_fail(PT_EINVAL, "'%s' is too large a size", text);
+    *out = (size_t)bytes;
+    return PT_OK;
+}
+
+static void print_default(const pt_opt *o)
+{
+    switch (o->type) {
+    case PT_OPT_FLAG: break;
+    case PT_OPT_INT: printf(" (default %d)", *(int *)o->dst); break;
+    case PT_OPT_INT64: printf(" (default %lld)", *(long long *)o->dst); break;
+    case PT_OPT_DOUBLE: printf(" (default %g)", *(double *)o->dst); break;
+    case PT_OPT_STRING:
+        if (*(const char **)o->dst)
+            printf(" (default %s)", *(const char **)o->dst);
+        break;
+    case PT_OPT_BYTES:
+        if (*(size_t *)o->dst)
+            printf(" (default %zu bytes)", *(size_t *)o->dst);
+        break;
+    }
+}
+
+void pt_args_print_help(const pt_cmd_spec *spec)
+{
+    printf("usage: %s\n\n%s\n", spec->usage, spec->summary);
+    if (spec->n_opts > 0)
+        printf("\noptions:\n");
+    for (int i = 0; i < spec->n_opts; i++) {
+        const pt_opt *o = &spec->opts[i];
+        char left[96];
+        if (o->metavar)
+            snprintf(left, sizeof left, "--%s %s", o->name, o->metavar);
+        else
+            snprintf(left, sizeof left, "--%s", o->name);
+        printf("  %-28s %s", left, o->help ? o->help : "");
+        print_default(o);
+        printf("\n");
+    }
+    printf("  %-28s %s\n", "-h, --help", "show this help");
+    if (spec->epilog)
+        printf("\n%s\n", spec->epilog);
+}
+
+static pt_status set_value(pt_opt *o, const char *val)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case PT_OPT_FLAG: *(int *)o->dst = 1; return PT_OK;
+    case PT_OPT_INT: {
+        long v = strtol(val, &end, 10);
+        if (end == val || *end || errno || v < INT_MIN || v > INT_MAX)
+            return pt_fail(PT_EINVAL, "--%s expects an integer %s, got '%s'", o->name, o->metavar ? o->metavar : "",
+                           val);
+        *(int *)o->dst = (int)v;
+        return PT_OK;
+    }
+    case PT_OPT_INT64: {
+        long long v = strtoll(val, &end, 10);
+        if (end == val || *end || errno)
+            return pt_fail(PT_EINVAL, "--%s expects an integer, got '%s'", o->name, val);
+        *(long long *)o->dst = v;
+        return PT_OK;
+    }
+    case PT_OPT_DOUBLE: {
+        double v = strtod(val, &end);
+        if (end == val || *end || errno || !isfinite(v))
+            return pt_fail(PT_EINVAL, "--%s expects a number, got '%s'", o->name, val);
+        *(double *)o->dst = v;
+        return PT_OK;
+    }
+    case PT_OPT_STRING: *(const char **)o->dst = val; return PT_OK;
+    case PT_OPT_BYTES: {
+        pt_status st = pt_args_parse_bytes(val, (size_t *)o->dst);
+        if (st != PT_OK)
+            return pt_fail_wrap(st, "--%s", o->name);
+        return PT_OK;
+    }
+    }
+    return pt_fail(PT_EINTERNAL, "--%s: unknown option type", o->name);
+}
+
+pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, int max_pos, int *n_pos, int *done)
+{
+    int np = 0;
+    *done = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            pt_args_print_help(spec);
+            *done = 1;
+            return PT_OK;
+        }
+        if (strcmp(a, "--") == 0) {
+            for (i++; i < argc; i++) {
+                if (np >= max_pos)
+                    return pt_fail(PT_EINVAL, "too many arguments after --; see '%s --help'", argv[0]);
+                pos[np++] = argv[i];
+            }
+            break;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (np >= max_pos)
+                return pt_fail(PT_EINVAL, "unexpected argument '%s'; see '%s --help'", a, argv[0]);
+            pos[np++] = argv[i];
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        pt_opt *o = NULL;
+        for (int k = 0; k < spec->n_opts; k++)
+            if (strlen(spec->opts[k].name) == len && strncmp(spec->opts[k].name, name, len) == 0)
+                o = &spec->opts[k];
+        if (!o)
+            return pt_fail(PT_EINVAL, "unknown option '%.*s'; see '%s --help'", (int)(len + 2), a, argv[0]);
+        const char *val = NULL;
+        if (o->type == PT_OPT_FLAG) {
+            if (eq)
+                return pt_fail(PT_EINVAL, "--%s takes no value", o->name);
+        } else if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return pt_fail(PT_EINVAL, "--%s needs a value (%s)", o->name, o->metavar ? o->metavar : "value");
+            val = argv[++i];
+        }
+        PT_CHECK(set_value(o, val));
+        o->seen = 1;
+    }
+    if (n_pos)
+        *n_pos = np;
+    return PT_OK;
+}
+
+int pt_cli_finish(pt_status st)
+{
+    if (st == PT_OK)
+        return 0;
+    const char *msg = pt_last_error();
+    fprintf(stderr, "pipetrain: %s\n", msg[0] ? msg : pt_status_name(st));
+    return pt_status_exit_code(st);
+}
