@@ -1,0 +1,161 @@
+/* pipetrain/model.h — GPT-2 as an ordered list of layers, instantiated one contiguous range
+ * of layers at a time (a pipeline chunk, or the whole model in one process).
+ *
+ * Layer numbering (model_config.h): 0 embedding, 1..n_layer blocks, n_layer+1 head.
+ * A pt_model holds layers [first, last] of a config on one backend: its parameters, their
+ * gradients, and per-micro-batch activation *slots*. Parameters and gradients each live in one
+ * flat device buffer; named tensors (pt_param) are views into them by offset.
+ *
+ *     pt_model_opts o = { .micro_batch = 4, .seq_len = 64, .n_slots = 1, .recompute = 0 };
+ *     pt_model *m;
+ *     PT_CHECK(pt_model_create(&cfg, 0, pt_model_n_layers(&cfg) - 1, &o, be, stream, &m));
+ *     PT_CHECK(pt_model_init_weights(m, seed));
+ *     PT_CHECK(pt_model_zero_grads(m));
+ *     // per micro-batch: put tokens/targets into the slot, then
+ *     PT_CHECK(be->memcpy_h2d(stream, pt_model_slot_tokens(m, 0), tok, B * T * 4));
+ *     PT_CHECK(be->memcpy_h2d(stream, pt_model_slot_targets(m, 0), tgt, B * T * 4));
+ *     PT_CHECK(pt_model_forward(m, 0));
+ *     PT_CHECK(pt_model_backward(m, 0, 1.0f / (B * T * M)));
+ *     PT_CHECK(pt_model_reduce_tied_grads(m));   // once per step, before the optimizer
+ *
+ * Slots: forward(slot) stores in the slot what that micro-batch's backward needs; backward
+ * (fused), or backward_weight after backward_input, releases it. A pipeline keeps several
+ * micro-batches in flight, each in its own slot; the runtime maps (micro-batch, chunk) to slots.
+ *
+ * Tied weights: `wte.weight` serves the embedding (layer 0) and the LM head (last layer). The
+ * head's use of it always accumulates into a separate gradient buffer (the "head twin"), even when
+ * one pt_model holds both layers, so that summing the two contributions happens once per step in a
+ * fixed order: grad(wte) = grad_embedding + grad_head. In one process pt_model_reduce_tied_grads
+ * does that sum; across ranks the runtime all-reduces the twin buffers (2-way sums are exact and
+ * commutative, so a pipeline gives the same bits as one process).
+ *
+ * Initialisation depends only on (seed, global tensor name): any partition of the same config
+ * gets the same initial weights.
+ *
+ * Thread-safety: one pt_model is used by one thread at a time.
+ */
+#ifndef PIPETRAIN_MODEL_H
+#define PIPETRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/model_config.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- configs ---- */
+
+/* Fills `out` from a preset name (gpt2-tiny, gpt2-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl,
+ * and larger planning shapes) or, when `name_or_path` is not a preset, from a JSON file with keys
+ * n_layer, n_head, n_embd, vocab_size, max_seq_len and optional name, vocab_padded.
+ * PT_EINVAL names the bad field (heads not dividing width, zero layers, unknown keys, absurd sizes). */
+pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out);
+
+/* Checks a config's fields; PT_EINVAL naming the field and the fix. */
+pt_status pt_model_config_validate(const pt_model_config *cfg);
+
+/* Names of the presets, NULL-terminated, for --help and errors. */
+const char *const *pt_model_preset_names(void);
+
+/* Parameters of the whole model (tied wte counted once). */
+int64_t pt_model_config_n_params(const pt_model_config *cfg);
+
+/* ---- a chunk of layers ---- */
+
+typedef struct pt_model_opts {
+    int micro_batch; /* B: sequences per micro-batch */
+    int seq_len;     /* T <= cfg->max_seq_len */
+    int n_slots;     /* micro-batches whose activations can be held at once (>= 1) */
+    int recompute;   /* 1: keep only each block's input; recompute the block in backward */
+} pt_model_opts;
+
+typedef struct pt_param {
+    const char *name; /* global name: "wte.weight", "wpe.weight", "blocks.3.attn.qkv.weight", "lnf.weight" ... */
+    int ndim;
+    int shape[4];
+    size_t numel;
+    size_t offset;    /* element offset into pt_model_params / pt_model_grads */
+    int layer;        /* global layer index */
+    int decay;        /* 1 when AdamW weight decay applies (ndim >= 2) */
+} pt_param;
+
+typedef struct pt_model pt_model;
+
+/* Builds layers [first_layer, last_layer] of `cfg` on backend `be`, queueing work on `stream`
+ * (borrowed; must outlive the model). Allocates parameters, gradients and n_slots activation slots
+ * once, through pt_backend_alloc. Weights are uninitialised until pt_model_init_weights or a load. */
+pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_layer, const pt_model_opts *opts,
+                          const pt_backend *be, pt_stream *stream, pt_model **out);
+void pt_model_destroy(pt_model *m); /* accepts NULL */
+
+const pt_model_config *pt_model_config_of(const pt_model *m);
+int pt_model_first_layer(const pt_model *m);
+int pt_model_last_layer(const pt_model *m);
+int pt_model_has_embedding(const pt_model *m); /* holds layer 0 */
+int pt_model_has_head(const pt_model *m);      /* holds the last layer */
+
+/* Named tensors of this chunk, in global layer order (embedding, blocks, head). A chunk holding the
+ * head but not the embedding lists its own "wte.weight" (same name: the tied copy). */
+int pt_model_n_tensors(const pt_model *m);
+const pt_param *pt_model_tensor(const pt_model *m, int i);
+/* Finds a tensor by global name; NULL when this chunk does not hold it. */
+const pt_param *pt_model_find_tensor(const pt_model *m, const char *name);
+size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
+
+/* Flat device buffers (pt_model_n_params elements), owned by the model. */
+float *pt_model_params(pt_model *m);
+float *pt_model_grads(pt_model *m);
+/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head. */
+float *pt_model_head_wte_grad(pt_model *m);
+
+/* Initialises weights as GPT-2: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), biases 0,
+ * layernorm weights 1. Values depend only on (seed, tensor name). */
+pt_status pt_model_init_weights(pt_model *m, uint64_t seed);
+/* Zeroes gradients (and the head twin). Call at the start of each step. */
+pt_status pt_model_zero_grads(pt_model *m);
+
+/* ---- per micro-batch, in slot s (0 <= s < n_slots) ---- */
+/* Device buffers the runtime fills or reads; owned by the model. NULL when not applicable. */
+int32_t *pt_model_slot_tokens(pt_model *m, int s);  /* (B,T): input ids, when has_embedding */
+int32_t *pt_model_slot_targets(pt_model *m, int s); /* (B,T): next-token ids (<0 ignored), when has_head */
+float *pt_model_slot_input(pt_model *m, int s);     /* (B,T,C): the chunk's input, when !has_embedding */
+float *pt_model_slot_output(pt_model *m, int s);    /* (B,T,C): the chunk's output, when !has_head */
+float *pt_model_slot_dinput(pt_model *m, int s);    /* (B,T,C): dLoss/dinput after backward, when !has_embedding */
+float *pt_model_slot_doutput(pt_model *m, int s);   /* (B,T,C): dLoss/doutput before backward, when !has_head */
+
+/* Forward through the chunk's layers. With the head, also the per-token losses of the slot. */
+pt_status pt_model_forward(pt_model *m, int s);
+/* Gradient w.r.t. the chunk's input (and the intermediate gradients backward_weight needs).
+ * loss_scale is d(loss)/d(per-token loss): 1 / (tokens in the global batch). Used by the head only. */
+pt_status pt_model_backward_input(pt_model *m, int s, float loss_scale);
+/* Parameter gradients of the slot, ADDED to pt_model_grads; then releases the slot. */
+pt_status pt_model_backward_weight(pt_model *m, int s);
+/* Both, fused; bit-identical to backward_input then backward_weight. Releases the slot. */
+pt_status pt_model_backward(pt_model *m, int s, float loss_scale);
+/* Sum of the slot's per-token losses (targets >= 0 only) and their count, to the host (head only;
+ * valid after forward until the slot is released). Synchronises. */
+pt_status pt_model_slot_loss(pt_model *m, int s, double *loss_sum, int64_t *n_tokens);
+
+/* When one model holds both embedding and head: grad(wte) += head twin, in that order.
+ * A no-op for chunks holding only one of them (the runtime reduces across chunks instead). */
+pt_status pt_model_reduce_tied_grads(pt_model *m);
+
+/* Bytes of activation memory one slot holds (what the planner and --mem-limit count). */
+size_t pt_model_slot_bytes(const pt_model *m);
+
+/* ---- weights in and out ---- */
+
+/* Loads every tensor of this chunk found in a safetensors file in Hugging Face GPT-2 naming and
+ * layout (wte.weight, h.0.attn.c_attn.weight as [in, out], ...), transposing as needed.
+ * A tensor missing from the file, or of the wrong shape, is PT_EFORMAT naming it. */
+pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
