@@ -1,0 +1,90 @@
+/* pipetrain/optim.h — AdamW optimizer state for one pt_model, gradient norms for clipping, and the
+ * learning-rate schedule (linear warmup, then cosine decay).
+ *
+ * The moments m and v live in two flat device buffers laid out exactly like pt_model_params, so a
+ * checkpoint can save them by the model's tensor names and offsets.
+ *
+ *     pt_adamw_cfg ac = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+ *                         .weight_decay = 0.1f, .grad_clip = 1.0f };
+ *     pt_optim *o;
+ *     PT_CHECK(pt_optim_create(model, &ac, &o));
+ *     // after the backward passes and pt_model_reduce_tied_grads:
+ *     double ss[n_tensors], total = 0;
+ *     PT_CHECK(pt_grad_sumsq(model, ss));
+ *     for (int i = 0; i < n_tensors; i++) total += ss[i];
+ *     float clip = pt_clip_scale(sqrt(total), ac.grad_clip);
+ *     PT_CHECK(pt_optim_step(o, (float)pt_lr_at(step, warmup, steps, ac.lr, ac.lr / 10), clip));
+ *     pt_optim_destroy(o);
+ *
+ * Global gradient norm rule (a pipeline matches one process bit for bit): sum the per-tensor sums of
+ * squares in GLOBAL tensor order (embedding, blocks, head), counting wte.weight once (the embedding's
+ * copy, after the tied reduction; a head-only chunk's wte.weight copy is skipped), norm = sqrt(total)
+ * in double.
+ *
+ * Thread-safety: a pt_optim is used by one thread at a time, together with its model.
+ */
+#ifndef PIPETRAIN_OPTIM_H
+#define PIPETRAIN_OPTIM_H
+
+#include <stdint.h>
+
+#include "pipetrain/model.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pt_adamw_cfg {
+    float lr;           /* peak learning rate (pt_optim_step takes the scheduled one) */
+    float beta1, beta2; /* moment decay rates, in [0, 1) */
+    float eps;          /* added to sqrt(v_hat) */
+    float weight_decay; /* decoupled decay, applied only to tensors with pt_param.decay */
+    float grad_clip;    /* global-norm clip threshold; <= 0 disables clipping */
+} pt_adamw_cfg;
+
+/* AdamW moments (m, v) for one pt_model, in device memory. */
+typedef struct pt_optim pt_optim;
+
+/* Allocates zeroed moments for every parameter of `m` (borrowed; must outlive the optimizer) through
+ * pt_backend_alloc. Steps done starts at 0. PT_EINVAL for out-of-range hyper-parameters (naming
+ * the field), PT_ENOMEM when the moments do not fit. Blocks until the moments are zeroed. */
+pt_status pt_optim_create(pt_model *m, const pt_adamw_cfg *cfg, pt_optim **out);
+/* Frees the moments. Accepts NULL. */
+void pt_optim_destroy(pt_optim *o);
+
+/* The hyper-parameters given at creation (borrowed from the optimizer). */
+const pt_adamw_cfg *pt_optim_cfg(const pt_optim *o);
+
+/* Flat device buffers of pt_model_n_params(model) floats, laid out like pt_model_params; owned by
+ * the optimizer (checkpoints read and write them in place). */
+float *pt_optim_m(pt_optim *o);
+float *pt_optim_v(pt_optim *o);
+
+/* Optimizer steps applied so far (the bias-correction counter). Set it when resuming. */
+int64_t pt_optim_steps_done(const pt_optim *o);
+void pt_optim_set_steps_done(pt_optim *o, int64_t t);
+
+/* One AdamW step on every tensor of the model, in place, through the backend's fused update (one
+ * pass over parameter, gradient and both moments): gradients are multiplied by `grad_scale` (the clip
+ * scale) first; weight decay applies only where pt_param.decay. Increments steps done. Queued on the
+ * model's stream (asynchronous on CUDA). Does not allocate. */
+pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale);
+
+/* Per-tensor sum of squares of the model's gradients, in double, in the model's tensor order
+ * (per_tensor: host array of pt_model_n_tensors(m) doubles). Synchronises. Does not allocate. */
+pt_status pt_grad_sumsq(pt_model *m, double *per_tensor);
+
+/* Clip scale from a global norm: min(1, grad_clip / (norm + 1e-6)); 1 when grad_clip <= 0.
+ * Pure function. */
+float pt_clip_scale(double global_norm, float grad_clip);
+
+/* Learning rate at `step` (0-based): linear warmup over the first `warmup` steps
+ * ((step + 1) / warmup * lr_max), then cosine decay from lr_max at step `warmup` to
+ * lr_min at step `total` (and lr_min after it). Pure function. */
+double pt_lr_at(int64_t step, int64_t warmup, int64_t total, double lr_max, double lr_min);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
