@@ -103,7 +103,7 @@ pt_status pt_dataset_batch(pt_dataset *d, int split, int64_t step, int64_t first
 /* Scores greedy predictions (pred (B,T): argmax of the model's output at each position) against
  * targets (B,T). For the built-in task a problem is each maximal run of targets >= 0 within a row
  * (one answer); it counts as correct when every prediction in the run equals its target:
- * *n_correct/*n_total are problems. Teacher-forced argmax at every answer position equals greedy
+ * *n_correct and *n_total count problems. Teacher-forced argmax at every answer position equals greedy
  * decoding of the answer, so this is the exact-match accuracy of greedy answers. For a token file
  * every position with a target counts on its own (next-token accuracy). Pure function. */
 void pt_dataset_score(const pt_dataset *d, const int32_t *targets, const int32_t *pred, int B, int T,
