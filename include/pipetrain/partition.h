@@ -1,0 +1,202 @@
+/* pipetrain/partition.h — the cost model and the partitioners that turn a model, a device and a
+ * topology into a *plan*: which contiguous layers form each pipeline chunk, how many stages (P),
+ * chunks per rank (V) and data-parallel replicas (D), which schedule, and the predicted per-stage
+ * time and memory, step time, bubble, tokens/s and MFU.
+ *
+ *     pt_device dev;  pt_topology topo;
+ *     PT_CHECK(pt_device_load("h100", &dev));
+ *     PT_CHECK(pt_topology_init(&topo, &dev, 2, 8));          // 2 nodes x 8 devices
+ *     pt_plan_request rq;
+ *     pt_plan_request_init(&rq);
+ *     rq.method = "time"; rq.n_devices = 16; rq.n_stages = 4; rq.schedule = "1f1b";
+ *     pt_plan *p;
+ *     PT_CHECK(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &p));
+ *     ... p->first_layer[s] .. p->last_layer[s], p->pred_step_time_s ...
+ *     pt_plan_destroy(p);
+ *
+ * Layers are numbered as in model_config.h: 0 embedding, 1..n_layer blocks, n_layer+1 head; the
+ * embedding and the head are real layers with their own cost. Virtual stage k (0..P*V-1) holds
+ * layers first_layer[k]..last_layer[k]; the ranges are contiguous and cover every layer in order.
+ * Rank map: virtual stage k is chunk k / P of pipeline rank k % P (interleaved order; with V = 1,
+ * stage = rank), except for "zbv" where chunk 0 is stage r and chunk 1 is stage 2P-1-r.
+ * Replica d's pipeline rank s is global rank d * P + s (a pipeline's stages are consecutive ranks,
+ * so pipeline boundaries stay inside a node when P divides the devices per node).
+ *
+ * Nothing here allocates on a hot path, prints or runs kernels. All functions are thread-safe
+ * on distinct objects.
+ */
+#ifndef PIPETRAIN_PARTITION_H
+#define PIPETRAIN_PARTITION_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "pipetrain/model_config.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- devices and topology ---- */
+
+typedef struct pt_device {
+    char name[32];
+    double peak_flops;      /* dense peak FLOP/s of one device in the training precision */
+    double efficiency;      /* fraction of peak a large matrix product reaches (0, 1] */
+    double mem_bytes;       /* memory capacity of one device */
+    int act_elem_bytes;     /* bytes per stored activation element: 4 (fp32 CPU), 2 (bf16 GPU) */
+    int bf16_weights;       /* 1: a bf16 copy of the weights is kept next to the fp32 master */
+    double intra_bw_Bps;    /* default link bandwidth between devices of one node (bytes/s) */
+    double intra_latency_s;
+    double inter_bw_Bps;    /* default per-device bandwidth between nodes (bytes/s) */
+    double inter_latency_s;
+} pt_device;
+
+/* Fills `out` from a preset ("cpu": this machine, 540 GFLOP/s fp32 on 2 cores at 50%;
+ * "h100": 989 TFLOP/s bf16 dense, 80 GB, NVLink 450 GB/s, IB 50 GB/s; "h200": same compute,
+ * 141 GB) or from a JSON file with keys name, peak_tflops, efficiency, mem_gb and optional
+ * act_elem_bytes, bf16_weights, intra_gbps, intra_latency_us, inter_gbps, inter_latency_us
+ * (bandwidths in GB/s). PT_EINVAL / PT_EIO / PT_EFORMAT naming the file and field. */
+pt_status pt_device_load(const char *name_or_path, pt_device *out);
+
+typedef struct pt_topology {
+    int n_nodes;            /* >= 1 */
+    int devices_per_node;   /* >= 1 */
+    double intra_bw_Bps, intra_latency_s;   /* between devices of one node */
+    double inter_bw_Bps, inter_latency_s;   /* between nodes, per device */
+} pt_topology;
+
+/* n_nodes x devices_per_node devices, links taken from `dev`'s defaults. PT_EINVAL on counts < 1. */
+pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, int devices_per_node);
+
+/* ---- cost model ---- */
+
+/* Costs of one layer for one micro-batch of (B, T) sequences. FLOPs count matrix products (2 per
+ * multiply-add) including attention's QK^T and AV over the full T x T; the backward of a matrix
+ * product is split into backward-input (dX) and backward-weight (dW) halves; attention's backward
+ * is all backward-input. */
+typedef struct pt_layer_cost {
+    double fwd_flops, bwd_input_flops, bwd_weight_flops;
+    int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only) */
+    int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows; the head's tied wte copy) */
+    double state_bytes;       /* parameters + gradients + AdamW m, v (+ bf16 copy on GPUs) of n_params_alloc */
+    double act_bytes;         /* activation bytes kept per micro-batch for backward */
+    double act_bytes_recompute; /* the same with recomputation (block input only) */
+    double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; 0 for the head) */
+    /* Seconds on the device: analytic (FLOPs / (peak * efficiency)) or measured (cost file). */
+    double t_fwd, t_bwd_input, t_bwd_weight;
+} pt_layer_cost;
+
+/* Measured per-layer times from `pipetrain profile-layers` (a cost file). */
+typedef struct pt_layer_times {
+    pt_model_config cfg;      /* the model the file was measured on */
+    int micro_batch_size, seq_len, n_threads;
+    char backend[16];
+    int n_layers;
+    double *fwd_s, *bwd_input_s, *bwd_weight_s;   /* [n_layers], owned */
+} pt_layer_times;
+
+/* Reads a cost file (format in docs/planning.md). *out is owned by the caller. */
+pt_status pt_layer_times_load(const char *path, pt_layer_times **out);
+/* Writes `t` as a cost file (atomic). */
+pt_status pt_layer_times_save(const pt_layer_times *t, const char *path);
+/* Allocates the arrays for n_layers layers (zeroed). */
+pt_status pt_layer_times_create(int n_layers, pt_layer_times **out);
+void pt_layer_times_destroy(pt_layer_times *t); /* accepts NULL */
+
+/* Fills costs[0..pt_model_n_layers(cfg)-1] for micro-batches of B sequences of T tokens on `dev`.
+ * With `measured` (may be NULL), times come from it, scaled by (B*T)/(B0*T0) when the shapes
+ * differ; it must describe the same layer count and widths (PT_EINVAL otherwise). Caller owns
+ * `costs`. */
+pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
+                         const pt_layer_times *measured, pt_layer_cost *costs);
+
+/* Independent parameter count of the whole model (tied wte once, vocab_size rows). */
+int64_t pt_cost_n_params(const pt_model_config *cfg);
+
+/* Analytic FLOPs of one training step (forward + backward) over `n_tokens` tokens of length-T
+ * sequences: the sum of pt_cost_layers' FLOPs. Close to 6*N*tokens + 12*n_layer*T*C*tokens. */
+double pt_cost_step_flops(const pt_model_config *cfg, int T, double n_tokens);
+
+/* ---- plans ---- */
+
+typedef struct pt_plan {
+    int n_stages;      /* P */
+    int n_chunks;      /* V per rank */
+    int n_replicas;    /* D */
+    int n_vstages;     /* P*V */
+    int *first_layer, *last_layer;  /* [n_vstages] contiguous ranges covering 0..n_layer+1 in order */
+    int *recompute;                 /* [n_vstages] 1 = activation recomputation */
+    int micro_batch_size, n_microbatches, seq_len;
+    char schedule[32]; char method[16];
+    double *pred_time_s, *pred_mem_bytes;   /* per virtual stage (time per micro-batch F+B, bytes);
+                                               0 until priced */
+    double pred_step_time_s, pred_bubble, pred_tokens_per_s, pred_mfu;
+    /* additions beyond the pinned contract */
+    int64_t *n_params;              /* [n_vstages] logical parameters of each chunk */
+    int *boundary_inter;            /* [n_vstages-1] 1 when the boundary after chunk k crosses nodes */
+    double *pred_rank_mem_bytes;    /* [n_stages] memory of pipeline rank s (all its chunks) */
+    double pred_comm_s;             /* per-step data-parallel all-reduce time in the prediction */
+    char device[32];
+    int n_nodes, devices_per_node;
+    int64_t n_params_total;
+} pt_plan;
+
+/* Allocates a plan with every array sized for P*V chunks, zeroed. */
+pt_status pt_plan_create(int P, int V, int D, pt_plan **out);
+void pt_plan_destroy(pt_plan *p); /* accepts NULL */
+
+/* A manual plan: `layout` lists layers per virtual stage ("4,8,8,4", embedding and head count as
+ * layers), V chunks per rank (the list has P*V entries). PT_EINVAL when counts are not positive,
+ * do not sum to pt_model_n_layers(cfg) or are not a multiple of V. Not priced: call pt_plan_price. */
+pt_status pt_plan_from_layout(const pt_model_config *cfg, const char *layout, int V, pt_plan **out);
+
+/* Fills the predictions of `p` (ranges, P, V, D, B, M, T, schedule and recompute already set) on
+ * `dev` and `topo` with analytic or `measured` (may be NULL) layer costs. Uses the schedule
+ * simulator when the schedule module is built, the closed-form bubble otherwise. */
+pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                        const pt_layer_times *measured);
+
+/* Checks the predicted memory of every rank against cap_bytes; PT_ENOMEM naming the rank, its
+ * need and the cap. */
+pt_status pt_plan_check_memory(const pt_plan *p, double cap_bytes);
+
+typedef struct pt_plan_request {
+    const char *method;     /* "uniform" | "params" | "time" | "memory" | "auto" */
+    int n_devices;          /* G = P * D (no tensor parallelism) */
+    int n_stages;           /* P; 0: G / n_replicas (auto searches) */
+    int n_replicas;         /* D; 0: G / P */
+    int n_chunks;           /* V; 0: 2 for interleaved and zbv, else 1 */
+    const char *schedule;   /* "gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv"; NULL: 1f1b
+                               (auto: NULL searches) */
+    int micro_batch_size;   /* B; 0: 1 (auto searches) */
+    int n_microbatches;     /* M per replica; 0: global_batch / (D * B), or 4 * P without global_batch */
+    int global_batch;       /* sequences per optimizer step over all replicas; 0: unset */
+    int seq_len;            /* T; 0: the model's max_seq_len */
+    double mem_cap_bytes;   /* per device; 0: the device's memory */
+    int recompute;          /* -1: per stage, as needed (memory, auto); 0: never; 1: always */
+} pt_plan_request;
+
+/* Defaults: method "time", recompute -1, everything else 0/NULL. */
+void pt_plan_request_init(pt_plan_request *rq);
+
+/* Makes and prices a plan. "time" and "memory" run an O(P*V * L^2) dynamic program over contiguous
+ * splits minimising the slowest chunk's compute + boundary transfer time; "memory" (and "auto")
+ * additionally keep every chunk within its share of the memory cap, choosing recomputation per
+ * chunk where that is what fits. Returns PT_ENOMEM with one line naming the smallest device count
+ * (or per-device memory) that would fit when no plan fits; PT_EINVAL for inconsistent requests. */
+pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                       const pt_layer_times *measured, const pt_plan_request *rq, pt_plan **out);
+
+/* JSON form (the object `pipetrain train` reads and `pipetrain plan --json` prints). */
+pt_status pt_plan_to_json(const pt_plan *p, cJSON **out);
+pt_status pt_plan_from_json(const cJSON *j, pt_plan **out);
+
+/* The pipeline rank and chunk index of virtual stage k under p's schedule. */
+void pt_plan_vstage_place(const pt_plan *p, int k, int *rank, int *chunk);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
