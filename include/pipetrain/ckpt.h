@@ -1,0 +1,291 @@
+/* pipetrain/ckpt.h — checkpoints: sharded, compressed, checksummed, atomic, asynchronous,
+ * loadable into any partition of the same model.
+ *
+ * On disk (docs/checkpoints.md has the full format):
+ *     DIR/latest                       text: "step_000100\n", replaced atomically
+ *     DIR/step_000100/manifest.json    version, step, run JSON, data position, seed, tensor index
+ *     DIR/step_000100/shard-<rank>.ptz each rank's tensors, each compressed on its own
+ * A checkpoint is written into step_000100.tmp/, every file and the directory are fsynced, the
+ * directory is renamed, and only then is `latest` replaced, so a crash never leaves a half
+ * checkpoint that looks whole. The last `keep_last` complete checkpoints are kept.
+ *
+ * Training loop use (one process or every rank of a pipeline):
+ *
+ *     pt_ckpt_saver *sv;
+ *     PT_CHECK(pt_ckpt_saver_create("ckpt", 3, 1, 2, &sv));
+ *     pt_ckpt_saver_set_device(sv, be, stream);             // where the models' memory lives
+ *     ...
+ *     pt_train_state ts = { .step = step, .data_step = step, .seed = seed, .run_json = run_json };
+ *     PT_CHECK(pt_ckpt_save(sv, comm, models, optims, n_chunks, &ts));  // returns after the copy
+ *     pt_ckpt_save_info info;
+ *     pt_ckpt_saver_info(sv, &info);
+ *     if (info.waited_for_step >= 0) printf("checkpoint: waited for the previous save (step %lld)\n", ...);
+ *     ...
+ *     PT_CHECK(pt_ckpt_saver_wait(sv));  // before exit: the last save is durable
+ *     pt_ckpt_saver_destroy(sv);
+ *
+ * Resume:
+ *     pt_train_state ts;
+ *     pt_ckpt_load_info li;
+ *     PT_CHECK(pt_ckpt_load_ex("ckpt", models, optims, n_chunks, &ts, be, stream, &li));
+ *     if (li.note[0]) printf("%s\n", li.note);   // e.g. "latest (step_000200) is damaged: ...; resumed from step_000100"
+ *     free((char *)ts.run_json);
+ *
+ * Tensors are stored by global name (pt_param.name) and kind (param, adam_m, adam_v); loading
+ * looks each tensor of each chunk up by name, so a run saved with 4 stages resumes with 2 or 1.
+ * The tied `wte.weight` is saved once, from the chunk holding the embedding; every chunk that
+ * lists `wte.weight` (the embedding and the head) gets it on load.
+ *
+ * Codec: each tensor is cut into blocks of `block_elems` values; each block's values are
+ * transformed (byte planes, or exponent / sign+mantissa planes) and every plane is stored either
+ * zstd-compressed (content checksum on) or raw, whichever is smaller by more than 1%. Every block
+ * also carries an XXH64 of its raw bytes, checked on load.
+ */
+#ifndef PIPETRAIN_CKPT_H
+#define PIPETRAIN_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/model.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Manifest format version written by this build; newer ones are refused on load. */
+#define PT_CKPT_FORMAT_VERSION 1
+
+typedef struct pt_optim pt_optim; /* pipetrain/optim.h */
+struct pt_comm;                   /* pipetrain/comm.h */
+
+/* ======================================================================================
+ * Training-loop API
+ * ====================================================================================== */
+
+typedef struct pt_train_state {
+    int64_t step;         /* optimizer steps done */
+    int64_t data_step;    /* the data loader's next step */
+    uint64_t seed;
+    const char *run_json; /* model config, plan, schedule, hyper-parameters as JSON text (borrowed on
+                             save, malloc'd on load: the caller frees it); NULL on save: "{}" */
+} pt_train_state;
+
+typedef struct pt_ckpt_saver pt_ckpt_saver; /* background writer thread */
+
+/* Creates a saver writing checkpoints under `dir` (created if missing), keeping the last
+ * `keep_last` complete ones (<= 0: keep all), compressing with zstd level `zstd_level` (1..19;
+ * 1 is as small as higher levels on weights and much faster) on `n_threads` threads (<= 0: 1).
+ * Starts the background thread. Returns PT_EINVAL (bad argument), PT_EIO (cannot create dir). */
+pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, int n_threads, pt_ckpt_saver **out);
+
+/* Waits for a save in progress (its error, if any, is dropped: call pt_ckpt_saver_wait first to
+ * see it), stops the thread and frees the staging buffers. Accepts NULL. */
+void pt_ckpt_saver_destroy(pt_ckpt_saver *s);
+
+/* Where the models' tensors live: `be` (borrowed, static table) and `stream` (borrowed, must
+ * outlive the saver's use; NULL is allowed for the CPU backend). Default: the CPU backend with no
+ * stream. Call before pt_ckpt_save, not while a save is being staged. */
+void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream *stream);
+
+/* Copies this rank's models' weights and AdamW moments (optims[i] belongs to models[i]; optims
+ * may be NULL to save weights only) into a host staging buffer (allocated once, grown only when
+ * needed), then returns; a background thread compresses and writes them. If the previous save
+ * is still being written this first waits for it (recorded in pt_ckpt_saver_info). If the previous
+ * save failed, returns its error (and does not start a new one). With comm != NULL every rank
+ * must call this with the same st->step; each rank writes shard-<rank>.ptz and rank 0 commits
+ * the manifest after every rank's shard is durable (the background thread uses comm, so the
+ * caller must not use comm collectives concurrently: see docs/checkpoints.md). Blocks only for
+ * the copy (and the wait). Not thread-safe with other calls on the same saver. */
+pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
+                       int n, const pt_train_state *st);
+
+/* Waits until the last save is committed (or failed). Returns its status. */
+pt_status pt_ckpt_saver_wait(pt_ckpt_saver *s);
+
+typedef struct pt_ckpt_save_info {
+    int64_t step;            /* step of the last pt_ckpt_save (-1: none yet) */
+    int64_t waited_for_step; /* that save first waited for the save of this step (-1: no wait) */
+    double wait_s;           /* seconds it waited for the previous save */
+    double stage_s;          /* seconds spent copying tensors to the staging buffer (the stall) */
+    int done;                /* 1 once the background write finished (ok or not) */
+    pt_status status;        /* its result once done */
+    double write_s;          /* seconds the background compression + write + commit took */
+    uint64_t raw_bytes;      /* tensor bytes of this rank's shard */
+    uint64_t stored_bytes;   /* bytes of this rank's shard on disk */
+    char step_dir[512];      /* the committed directory (DIR/step_NNNNNN) */
+} pt_ckpt_save_info;
+
+/* Snapshot of the last save's progress and numbers. Thread-safe. */
+void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out);
+
+typedef struct pt_ckpt_load_info {
+    char step_dir[512]; /* the step directory loaded */
+    char note[1024];    /* "" or a sentence for the user, e.g. why `latest` was not used */
+    int n_loaded;       /* tensors copied into the models (tied copies counted each time) */
+} pt_ckpt_load_info;
+
+/* Loads weights, and AdamW moments and step counts when optims != NULL, into whatever chunks the
+ * caller holds, by tensor name. `dir` is the checkpoint root (uses `latest`, falling back to the
+ * newest complete checkpoint when `latest` is missing or damaged: info->note says so) or one
+ * step directory. Every tensor of every chunk must be in the checkpoint with the same dtype and
+ * shape. st->run_json is malloc'd (caller frees). be/stream: where the models live (NULL: CPU).
+ * info may be NULL. Returns PT_EFORMAT / PT_EIO / PT_EINVAL naming the file and tensor. Blocks;
+ * uses up to 2 threads for decoding. */
+pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n,
+                          pt_train_state *st, const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info);
+
+/* pt_ckpt_load_ex on the CPU backend with no info (APIS.md). */
+pt_status pt_ckpt_load(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st);
+
+/* ======================================================================================
+ * Files: directories, manifests, shards (used by `pipetrain ckpt` and the tests)
+ * ====================================================================================== */
+
+typedef enum pt_ckpt_kind { PT_CKPT_PARAM, PT_CKPT_ADAM_M, PT_CKPT_ADAM_V, PT_CKPT_KIND_COUNT } pt_ckpt_kind;
+typedef enum pt_ckpt_dtype { PT_CKPT_F32, PT_CKPT_BF16, PT_CKPT_DTYPE_COUNT } pt_ckpt_dtype;
+/* How a block's values are split into planes before compression. */
+typedef enum pt_ckpt_transform {
+    PT_CKPT_XFORM_NONE,     /* one plane: the bytes as they are (plain zstd) */
+    PT_CKPT_XFORM_BYTES,    /* byte plane k of every value stored together (elem_size planes) */
+    PT_CKPT_XFORM_EXPSPLIT, /* value rotated left by 1 bit, then byte planes: the exponent gets a plane
+                               of its own; sign + mantissa fill the others */
+    PT_CKPT_XFORM_COUNT
+} pt_ckpt_transform;
+typedef enum pt_ckpt_plane_codec { PT_CKPT_PLANE_RAW, PT_CKPT_PLANE_ZSTD, PT_CKPT_PLANE_CODEC_COUNT } pt_ckpt_plane_codec;
+
+#define PT_CKPT_MAX_PLANES 4
+#define PT_CKPT_MAX_DIMS 4
+
+/* Stable names used in manifests: "param", "f32", "expsplit", "zstd" ... (NULL when out of range). */
+const char *pt_ckpt_kind_name(pt_ckpt_kind k);
+const char *pt_ckpt_dtype_name(pt_ckpt_dtype d);
+const char *pt_ckpt_transform_name(pt_ckpt_transform t);
+size_t pt_ckpt_dtype_size(pt_ckpt_dtype d); /* bytes per value (0 when out of range) */
+
+typedef struct pt_ckpt_block {
+    uint64_t xxh64;                                /* of the block's raw bytes, seed 0 */
+    uint8_t codec[PT_CKPT_MAX_PLANES];             /* pt_ckpt_plane_codec per plane */
+    uint64_t plane_bytes[PT_CKPT_MAX_PLANES];      /* stored bytes per plane */
+} pt_ckpt_block;
+
+/* One tensor of a checkpoint: identity, and where and how it is stored. */
+typedef struct pt_ckpt_entry {
+    char *name; /* owned (manifest) */
+    pt_ckpt_kind kind;
+    pt_ckpt_dtype dtype;
+    int ndim;
+    int64_t shape[PT_CKPT_MAX_DIMS];
+    int rank;                    /* shard-<rank>.ptz */
+    uint64_t offset;             /* byte offset in the shard */
+    uint64_t stored_bytes;       /* sum of every block's planes */
+    uint64_t raw_bytes;          /* numel * dtype size */
+    pt_ckpt_transform transform;
+    uint64_t block_elems;        /* values per block (the last one may be shorter) */
+    int n_planes;                /* planes per block: 1 (NONE) or dtype size */
+    int64_t n_blocks;
+    pt_ckpt_block *blocks;       /* owned, [n_blocks] */
+} pt_ckpt_entry;
+
+typedef struct pt_ckpt_manifest {
+    int version;
+    int64_t step, data_step;
+    uint64_t seed;
+    int n_ranks;           /* shards shard-0 .. shard-(n_ranks-1) */
+    char *run_json;        /* owned; "{}" when none */
+    int n_entries;
+    pt_ckpt_entry *entries; /* owned */
+} pt_ckpt_manifest;
+
+/* Parses manifest JSON text and checks it completely (types, ranges, sizes adding up, names
+ * unique per kind), so that readers can trust every field. `what` names it in errors.
+ * PT_EFORMAT naming the field. *out owned by the caller. */
+pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what, pt_ckpt_manifest **out);
+/* Reads and parses STEP_DIR/manifest.json. */
+pt_status pt_ckpt_manifest_read(const char *step_dir, pt_ckpt_manifest **out);
+/* Builds the manifest's JSON (caller cJSON_Deletes *out). */
+pt_status pt_ckpt_manifest_to_json(const pt_ckpt_manifest *m, struct cJSON **out);
+void pt_ckpt_manifest_destroy(pt_ckpt_manifest *m); /* accepts NULL */
+/* The entry of (name, kind), or NULL. Linear in the number of entries. */
+const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind);
+
+/* Resolves `dir` to one step directory: a step directory itself, or a root whose `latest` names
+ * one; when `latest` is missing or names a missing/damaged checkpoint, the newest complete one
+ * (by step number, manifest parses) is used and `note` explains. `*.tmp` directories are never
+ * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
+pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
+
+/* Steps of the complete checkpoints under root (directories step_NNNNNN holding a manifest.json),
+ * ascending; *steps malloc'd (caller frees; NULL when *n == 0). */
+pt_status pt_ckpt_list(const char *root, int64_t **steps, int *n);
+
+/* ---- reading tensors ---- */
+typedef struct pt_ckpt_reader pt_ckpt_reader;
+
+/* Opens a step directory (use pt_ckpt_resolve for a root): reads the manifest; shards are mapped
+ * on first use. n_threads decoding threads (<= 0: 1). */
+pt_status pt_ckpt_reader_open(const char *step_dir, int n_threads, pt_ckpt_reader **out);
+void pt_ckpt_reader_close(pt_ckpt_reader *r); /* accepts NULL */
+const pt_ckpt_manifest *pt_ckpt_reader_manifest(const pt_ckpt_reader *r);
+/* Decodes entries e[i] into dst[i] (host, e[i]->raw_bytes each), checking every checksum and that
+ * the shard holds the bytes. PT_EFORMAT / PT_EIO naming the shard file and tensor. Blocks. */
+pt_status pt_ckpt_reader_read(pt_ckpt_reader *r, int n, const pt_ckpt_entry *const *e, void *const *dst);
+
+/* ---- writing a checkpoint from host tensors (import, tests, tools) ---- */
+typedef struct pt_ckpt_src {
+    const char *name; /* borrowed */
+    pt_ckpt_kind kind;
+    pt_ckpt_dtype dtype;
+    int ndim;
+    int64_t shape[PT_CKPT_MAX_DIMS];
+    const void *data; /* borrowed, host */
+} pt_ckpt_src;
+
+typedef struct pt_ckpt_codec_opts {
+    pt_ckpt_transform transform; /* default (0 = NONE is never the default for writers: see below) */
+    int zstd_level;              /* 1..19 */
+    int raw_if_no_gain;          /* store a plane raw when zstd does not shrink it by more than 1% */
+    uint64_t block_elems;        /* values per block; 0: 1 Mi */
+    int n_threads;               /* <= 0: 1 */
+} pt_ckpt_codec_opts;
+
+/* The codec pipetrain writes checkpoints with: EXPSPLIT, raw_if_no_gain, 1 Mi blocks. */
+pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads);
+
+/* Writes a complete single-shard checkpoint ROOT/step_NNNNNN (tmp dir, fsync, rename, `latest`,
+ * then deletes all but the newest keep_last when keep_last > 0). Refuses to replace an existing
+ * step directory (PT_EINVAL). Blocks. */
+pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_train_state *st,
+                        const pt_ckpt_codec_opts *o, int keep_last);
+
+/* ---- the codec alone (benchmarks, tests) ---- */
+typedef struct pt_ckpt_codec pt_ckpt_codec;
+
+/* Per-thread zstd contexts and scratch for o->n_threads threads. */
+pt_status pt_ckpt_codec_create(const pt_ckpt_codec_opts *o, pt_ckpt_codec **out);
+void pt_ckpt_codec_destroy(pt_ckpt_codec *c); /* accepts NULL */
+/* Worst-case encoded size of n values of dtype dt with blocks of block_elems (0: 1 Mi). */
+size_t pt_ckpt_encode_bound(pt_ckpt_dtype dt, uint64_t n, uint64_t block_elems);
+/* Encodes tensors src[i] (ndim/shape give the value count) into dst[i] (dst_cap[i] >= the
+ * bound), filling e[i]'s stored fields (dtype, shape, transform, blocks; name and kind copied
+ * by pointer — e[i].name is borrowed from src; offset and rank are left 0). Blocks of all
+ * tensors are spread over the codec's threads. e[i].blocks is malloc'd (free it, or use
+ * pt_ckpt_entry_clear). Not thread-safe per codec. */
+pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_t *const *dst,
+                         const size_t *dst_cap, pt_ckpt_entry *e);
+/* Decodes e[i] from src[i] (src_len[i] bytes available) into dst[i] (e[i]->raw_bytes). Checks
+ * zstd's checksums, every block's XXH64 and every size. PT_EFORMAT naming the tensor and block. */
+pt_status pt_ckpt_decode(pt_ckpt_codec *c, int n, const pt_ckpt_entry *const *e, const uint8_t *const *src,
+                         const size_t *src_len, void *const *dst);
+/* Frees e->blocks (not e->name) and zeroes the pointer. */
+void pt_ckpt_entry_clear(pt_ckpt_entry *e);
+
+/* XXH64 (seed `seed`) of n bytes: the checksum checkpoints record per block. */
+uint64_t pt_ckpt_xxh64(const void *data, size_t n, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
