@@ -60,6 +60,7 @@ extern "C" {
 
 typedef struct pt_optim pt_optim; /* pipetrain/optim.h */
 struct pt_comm;                   /* pipetrain/comm.h */
+struct cJSON;                     /* cjson/cJSON.h */
 
 /* ======================================================================================
  * Training-loop API
