@@ -1,0 +1,177 @@
+/* pipetrain/comm.h — ranks, point-to-point messages and collectives between pipeline stages.
+ *
+ * A pt_comm is one process's view of the job: its rank, the world size, and a libfabric
+ * reliable-datagram endpoint (provider `shm` when every rank is on one host, `tcp` otherwise,
+ * or PT_FABRIC_PROVIDER) that carries activations, gradients and collective traffic.
+ * Ranks find each other through a TCP rendezvous at MASTER_ADDR:MASTER_PORT (rank 0 listens);
+ * the environment of whatever started the process says who is who: pipetrain's own launcher
+ * and torchrun (RANK, WORLD_SIZE, LOCAL_RANK), srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID)
+ * and mpirun (OMPI_COMM_WORLD_*, PMI_RANK/PMI_SIZE). With none of these set the process is a
+ * single rank (size 1) and nothing touches the network.
+ *
+ *     pt_comm *c;
+ *     pt_comm_opts o = { .provider = NULL, .timeout_ms = 0, .config_hash = hash_of_run_config };
+ *     PT_CHECK(pt_comm_create(&o, &c));
+ *     pt_msg_id id = { PT_ACT_SEND_ACT, mb, chunk, step };
+ *     pt_comm_req *r;
+ *     PT_CHECK(pt_comm_isend(c, next_rank, &id, act, bytes, &r));
+ *     ... compute ...
+ *     PT_CHECK(pt_comm_wait(c, r, pt_deadline_after_ms(pt_comm_timeout_ms(c))));
+ *     pt_comm_destroy(c);
+ *
+ * Messages are matched by (sender, pt_msg_id): a receive names the sending rank and the same
+ * id the sender used (the kind may be the send or the receive kind of the pair: SEND_ACT and
+ * RECV_ACT match, as do SEND_GRAD and RECV_GRAD). The receiver states the size it expects and
+ * a message of any other size fails on both sides with both sizes named.
+ *
+ * Threading: a pt_comm and its requests belong to one thread at a time (no internal locks);
+ * different pt_comm objects are independent. Every blocking call takes an absolute deadline in
+ * pt_now_ns() units (see timeutil.h) and returns PT_ETIMEDOUT naming the peer and the message
+ * when it passes. Library code: nothing here prints or exits.
+ */
+#ifndef PIPETRAIN_COMM_H
+#define PIPETRAIN_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pt_comm pt_comm;
+typedef struct pt_comm_req pt_comm_req;
+typedef struct pt_comm_group pt_comm_group;
+
+/* Largest world size the tag layout supports. */
+#define PT_COMM_MAX_RANKS 4096
+
+typedef struct pt_comm_opts {
+    const char *provider;  /* libfabric provider ("shm", "tcp", "tcp;ofi_rxm", "verbs;ofi_rxm", ...);
+                              NULL: PT_FABRIC_PROVIDER, else `shm` on one host and `tcp` across hosts */
+    int64_t timeout_ms;    /* default deadline for waits; <= 0: PT_COMM_TIMEOUT (seconds) or 300000 */
+    uint64_t config_hash;  /* ranks with different hashes are refused at rendezvous (0 is a value too) */
+} pt_comm_opts;
+
+/* Finds this process's rank and the world size from the environment, meets the other ranks at
+ * the rendezvous (deadline: the timeout above), checks that every rank runs the same pipetrain
+ * version and config_hash, chooses the provider, opens the endpoint, exchanges addresses and
+ * measures each rank's clock offset against rank 0. `o` may be NULL (defaults).
+ * Returns PT_OK; PT_EINVAL for an inconsistent environment or a version/config mismatch (naming
+ * both ranks); PT_ETIMEDOUT naming the ranks that never arrived; PT_ECOMM for a socket or
+ * libfabric failure. Blocking; *out is owned by the caller (pt_comm_destroy). */
+pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out);
+
+/* Closes the endpoint and frees everything, including requests never waited for (their
+ * transfers are abandoned). Accepts NULL. Does not wait for other ranks. */
+void pt_comm_destroy(pt_comm *c);
+
+/* This rank (0..size-1), the world size, the rank's index among ranks on its host. */
+int pt_comm_rank(const pt_comm *c);
+int pt_comm_size(const pt_comm *c);
+int pt_comm_local_rank(const pt_comm *c);
+
+/* The default wait in ms chosen at create (see pt_comm_opts.timeout_ms). */
+int64_t pt_comm_timeout_ms(const pt_comm *c);
+
+/* Add to pt_now_ns() on this rank to get rank 0's clock (0 on rank 0). Measured at create as
+ * the offset of the ping-pong with the smallest round trip over the bootstrap socket. */
+int64_t pt_comm_clock_offset_ns(const pt_comm *c);
+
+/* The libfabric provider in use ("shm", "tcp;ofi_rxm", ...; "self" for a single rank). Borrowed. */
+const char *pt_comm_provider(const pt_comm *c);
+
+/* Identity of a point-to-point message. kind: a pt_action_kind value (schedule.h) below 15;
+ * microbatch 0..65535, chunk 0..255; only the low 23 bits of step take part in matching. */
+typedef struct pt_msg_id {
+    int kind;
+    int microbatch;
+    int chunk;
+    int64_t step;
+} pt_msg_id;
+
+/* Starts sending `bytes` of `buf` to rank `peer`. `buf` is borrowed and must stay unchanged until
+ * the request completes. Large messages go by RMA write into the receiver's registered buffer
+ * once the receiver has posted it; small ones as tagged messages. Does not block (beyond
+ * making progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the peer on a
+ * transport error. *out must be completed with pt_comm_test or pt_comm_wait. */
+pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes,
+                        pt_comm_req **out);
+
+/* Starts receiving exactly `bytes` into `buf` (borrowed, written until completion) from rank
+ * `peer`. A message of another size completes the request with PT_ECOMM naming both sizes. */
+pt_status pt_comm_irecv(pt_comm *c, int peer, const pt_msg_id *id, void *buf, size_t bytes, pt_comm_req **out);
+
+/* Makes progress on all transfers; *done = 1 when `r` has completed, and then `r` is freed and
+ * its status returned (the request's error, if it failed). *done = 0: still running, PT_OK. */
+pt_status pt_comm_test(pt_comm *c, pt_comm_req *r, int *done);
+
+/* Waits for `r` until deadline_ns (absolute, pt_now_ns units; INT64_MAX: no limit), making
+ * progress; spins briefly, then sleeps on the completion queue so waiting ranks leave the CPU
+ * to others. Frees `r` in every case. Returns its status, or PT_ETIMEDOUT naming the peer rank
+ * and the message id (the transfer is then abandoned). */
+pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns);
+
+/* Waits for n requests (NULL entries are skipped); frees all of them whatever happens and
+ * returns the first error. */
+pt_status pt_comm_waitall(pt_comm *c, pt_comm_req **r, int n, int64_t deadline_ns);
+
+/* A group of ranks for collectives, in the order given (ranks distinct, each in 0..size-1,
+ * this rank among them). Every member must create the group with the same list, in the same
+ * order relative to its other groups (groups are numbered by creation order). Returns
+ * PT_EINVAL for a bad list. *out owned by caller. */
+pt_status pt_comm_group_create(pt_comm *c, const int *ranks, int n, pt_comm_group **out);
+void pt_comm_group_destroy(pt_comm_group *g);
+/* This rank's index in the group, and the group's size. */
+int pt_comm_group_rank(const pt_comm_group *g);
+int pt_comm_group_size(const pt_comm_group *g);
+
+typedef enum { PT_REDUCE_SUM, PT_REDUCE_MEAN } pt_reduce_op;
+
+/* Collectives. g == NULL means all ranks. Every member must call the same collectives in the
+ * same order with the same n / bytes / root. Blocking until deadline_ns; PT_ETIMEDOUT names
+ * the rank being waited for.
+ *
+ * All-reduce is a chunked ring (reduce-scatter then all-gather) processed in buckets of at
+ * most 4 MiB, so any n works with any group size (1 and non-powers of two included). The
+ * summation order of each element is fixed by the group, so repeated calls on the same inputs
+ * give bit-identical results on every member. MEAN divides the sum by the group size. */
+pt_status pt_comm_allreduce(pt_comm *c, pt_comm_group *g, float *buf, size_t n, pt_reduce_op op, int64_t deadline_ns);
+/* Same, double precision, sum. */
+pt_status pt_comm_allreduce_f64(pt_comm *c, pt_comm_group *g, double *buf, size_t n, int64_t deadline_ns);
+/* Copies `bytes` of buf from the member whose world rank is `root` to every member. */
+pt_status pt_comm_broadcast(pt_comm *c, pt_comm_group *g, void *buf, size_t bytes, int root, int64_t deadline_ns);
+/* Returns once every member has entered it. */
+pt_status pt_comm_barrier(pt_comm *c, pt_comm_group *g, int64_t deadline_ns);
+/* All ranks: world rank `root` receives every rank's `bytes` (sizes may differ) concatenated in
+ * rank order. At root *recv (malloc'd, caller frees; NULL if the total is 0) and *sizes (malloc'd
+ * array of size entries) are set; elsewhere both are set to NULL. recv/sizes may be NULL off root. */
+pt_status pt_comm_gatherv(pt_comm *c, int root, const void *send, size_t bytes, void **recv, size_t **sizes,
+                          int64_t deadline_ns);
+
+/* ---- launcher (`pipetrain launch`, `pipetrain train --nproc N`) ---- */
+typedef struct pt_launch_opts {
+    int nproc;           /* ranks on this node (>= 1) */
+    int nodes;           /* nodes in the job (<= 0: 1) */
+    int node_rank;       /* this node's index (0..nodes-1) */
+    const char *master;  /* "ADDR:PORT" of rank 0's rendezvous; NULL: 127.0.0.1 and a free port
+                            (required when nodes > 1) */
+} pt_launch_opts;
+
+/* Starts nproc copies of argv (argv[0] looked up in PATH; NULL-terminated) with RANK,
+ * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and IPATH_NO_BACKTRACE=1
+ * set, copies their stdout and stderr line by line with a "[rank R] " prefix to its own stdout
+ * and stderr, forwards SIGINT and SIGTERM, and waits. When a rank fails (non-zero exit or
+ * signal) the others get SIGTERM, then SIGKILL after a 5 s grace period; children also die
+ * with the launcher (PR_SET_PDEATHSIG). Sets *exit_code to 0 when every rank exited 0, else
+ * to the first failing rank's exit status (128 + signal for a signal), and then returns
+ * PT_ECOMM naming that rank and its status. Blocking; installs SIGINT/SIGTERM/SIGCHLD handlers
+ * for its duration. Not thread-safe (one launch per process at a time). */
+pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
