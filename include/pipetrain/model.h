@@ -148,6 +148,22 @@ pt_status pt_model_reduce_tied_grads(pt_model *m);
 /* Bytes of activation memory one slot holds (what the planner and --mem-limit count). */
 size_t pt_model_slot_bytes(const pt_model *m);
 
+/* ---- added for the trainer (src/train): optimizer and evaluation need these ---- */
+
+/* The backend and stream the model was created with (borrowed from the creator). The optimizer
+ * (optim.h) queues its updates and gradient norms on them. */
+const pt_backend *pt_model_backend(const pt_model *m);
+pt_stream *pt_model_stream(const pt_model *m);
+
+/* Device (B,T,Vp): the slot's softmax over the vocabulary after forward (head only; NULL for a
+ * chunk without the head). Valid until the slot is released. Evaluation reads it for greedy
+ * predictions (argmax over the first vocab_size entries of each row). */
+const float *pt_model_slot_probs(pt_model *m, int s);
+
+/* Releases a slot after a forward that has no backward (evaluation), so it can take the next
+ * micro-batch. A no-op for a slot that holds nothing. */
+pt_status pt_model_slot_release(pt_model *m, int s);
+
 /* ---- weights in and out ---- */
 
 /* Loads every tensor of this chunk found in a safetensors file in Hugging Face GPT-2 naming and
