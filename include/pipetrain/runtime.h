@@ -1,0 +1,126 @@
+/* pipetrain/runtime.h — executes a schedule (schedule.h) on this rank: the rank's chunks of the
+ * model, their optimizers, activation slots, and one step = one pass over the rank's action list.
+ *
+ * Every rank of a job (P pipeline ranks x D data-parallel replicas, world rank = d * P + p) builds
+ * a pt_runtime from the same model config, plan and schedule. The runtime never asks which
+ * generator made the schedule: forward / backward / backward-input / backward-weight run through
+ * the model (and so the backend), sends and receives through pt_comm, and REDUCE_GRADS does the
+ * tied-weight sum (embedding + LM-head twin), the data-parallel sum, and the global gradient norm
+ * by the rule in optim.h, so that P ranks give the weights of one process bit for bit.
+ *
+ *     pt_runtime_opts o = { .cfg = &cfg, .plan = plan, .sched = sched, .comm = comm,
+ *                           .be = be, .stream = stream, .adamw = ac, .seed = 1 };
+ *     pt_runtime *rt;
+ *     PT_CHECK(pt_runtime_create(&o, &rt));
+ *     for (int64_t s = 0; s < steps; s++) {
+ *         pt_runtime_step_info si;
+ *         PT_CHECK(pt_runtime_step(rt, data, s, lr_at(s), &si));
+ *     }
+ *     pt_runtime_destroy(rt);
+ *
+ * Data: a rank holding the embedding (tokens) or the head (targets) reads its micro-batches from
+ * the data set itself: micro-batch j of replica d at step s is samples [(d*M + j)*B, +B) (data.h).
+ * Only activations and their gradients travel between ranks.
+ *
+ * Loss scale: every micro-batch's backward uses 1 / (B*T*M*D), the tokens of the global batch, and
+ * data-parallel replicas SUM their gradients, which is the single-process gradient of the global
+ * batch.
+ *
+ * Thread-safety: a pt_runtime and everything it holds is used by one thread at a time.
+ */
+#ifndef PIPETRAIN_RUNTIME_H
+#define PIPETRAIN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/comm.h"
+#include "pipetrain/data.h"
+#include "pipetrain/model.h"
+#include "pipetrain/optim.h"
+#include "pipetrain/partition.h"
+#include "pipetrain/profile.h"
+#include "pipetrain/schedule.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pt_runtime pt_runtime;
+
+typedef struct pt_runtime_opts {
+    const pt_model_config *cfg; /* borrowed; must outlive the runtime */
+    const pt_plan *plan;        /* borrowed: vstage layer ranges, recompute, B, M, T, P, V, D */
+    const pt_schedule *sched;   /* borrowed; must match the plan's P, V and M */
+    pt_comm *comm;              /* borrowed; NULL only when P * D == 1 */
+    const pt_backend *be;       /* borrowed */
+    pt_stream *stream;          /* borrowed; the models queue their work on it */
+    pt_adamw_cfg adamw;         /* copied */
+    uint64_t seed;              /* weight initialisation (pt_model_init_weights) */
+    int64_t timeout_ms;         /* every wait; <= 0: pt_comm_timeout_ms, or 300000 without comm */
+    size_t mem_limit_bytes;     /* 0: none; else refused at create when this rank would exceed it */
+    pt_profile *profile;        /* borrowed; NULL: no events recorded */
+} pt_runtime_opts;
+
+typedef struct pt_runtime_step_info {
+    double loss;         /* mean per-token loss over the global batch (every rank gets it) */
+    int64_t n_tokens;    /* tokens that carried a loss in the global batch */
+    double grad_norm;    /* global gradient norm before clipping */
+    float clip_scale;    /* what the gradients were multiplied by */
+    double step_s;       /* wall time of this rank's step */
+    double comm_wait_s;  /* time this rank spent waiting on receives, sends and collectives */
+} pt_runtime_step_info;
+
+/* Builds this rank's chunks: for each local chunk c, a pt_model of layers
+ * plan->first_layer[v]..last_layer[v] (v = sched->stage_of[rank * V + c]), weights from `seed`, one
+ * pt_optim each, and as many activation slots as the rank's action list keeps in flight for that
+ * chunk (a dry run of the list). Checks the schedule against the plan (P, V, M, the stage map, and
+ * that every send/receive peer owns the neighbouring virtual stage), creates the communication
+ * groups (tied embedding/head pair, data-parallel peers), and checks memory against
+ * mem_limit_bytes twice: the planner's prediction before allocating, the real allocation
+ * (pt_backend_bytes_peak) after. Returns PT_OK, PT_EINVAL (plan/schedule mismatch, naming it),
+ * PT_ENOMEM (one line: this rank's need, the limit, and how many stages would fit), or the
+ * errors of the model, optimizer and comm. Collective: every rank must call it. *out owned by the
+ * caller. */
+pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out);
+
+/* Frees models, optimizers, groups and buffers, in reverse order. Accepts NULL. Does not talk to
+ * other ranks. */
+void pt_runtime_destroy(pt_runtime *rt);
+
+/* Runs optimizer step `step` (0-based; also the data step) with learning rate `lr`: zeroes the
+ * gradients, executes this rank's action list, and fills *info (may be NULL). Receives are posted
+ * as soon as their slot is free, sends complete lazily, and every wait has the runtime's timeout;
+ * a timeout or peer failure returns PT_ETIMEDOUT / PT_ECOMM with one line naming this rank, the
+ * action, the peer, the step and this rank's position in its action list, e.g.
+ * "rank 2: no RECV_ACT mb 5 chunk 0 from rank 1 after 300 s (step 14, action 37 of 96); check
+ * rank 1's log". Collective: every rank runs the same step. Blocking. */
+pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info);
+
+/* This rank's world rank, pipeline rank (0..P-1) and replica (0..D-1). */
+int pt_runtime_rank(const pt_runtime *rt);
+int pt_runtime_stage_rank(const pt_runtime *rt);
+int pt_runtime_replica(const pt_runtime *rt);
+
+/* Chunks on this rank (the schedule's V), and for chunk c: its virtual stage, model and optimizer
+ * (borrowed; owned by the runtime; valid until destroy). Checkpoints save these by tensor name. */
+int pt_runtime_n_chunks(const pt_runtime *rt);
+int pt_runtime_chunk_vstage(const pt_runtime *rt, int c);
+pt_model *pt_runtime_chunk_model(pt_runtime *rt, int c);
+pt_optim *pt_runtime_chunk_optim(pt_runtime *rt, int c);
+
+/* Activation slots allocated for chunk c (the dry-run peak), and the most slots that were in use
+ * at once in any step so far (measured). */
+int pt_runtime_chunk_slots(const pt_runtime *rt, int c);
+int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c);
+
+/* Bytes this rank allocated through the backend (peak), and the bytes of its activation slots. */
+size_t pt_runtime_peak_bytes(const pt_runtime *rt);
+size_t pt_runtime_slot_bytes(const pt_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
