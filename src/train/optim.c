@@ -1,0 +1,104 @@
+/* AdamW state, gradient norms and the learning-rate schedule (pipetrain/optim.h). */
+#include "pipetrain/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct pt_optim {
+    pt_model *model; /* borrowed */
+    const pt_backend *be;
+    pt_adamw_cfg cfg;
+    float *m, *v; /* device, pt_model_n_params floats each */
+    int64_t t;
+};
+
+static pt_status check_cfg(const pt_adamw_cfg *c)
+{
+    if (!(c->lr >= 0) || !isfinite(c->lr))
+        return pt_fail(PT_EINVAL, "learning rate %g must be a finite number >= 0", (double)c->lr);
+    if (!(c->beta1 >= 0 && c->beta1 < 1))
+        return pt_fail(PT_EINVAL, "AdamW beta1 %g must be in [0, 1)", (double)c->beta1);
+    if (!(c->beta2 >= 0 && c->beta2 < 1))
+        return pt_fail(PT_EINVAL, "AdamW beta2 %g must be in [0, 1)", (double)c->beta2);
+    if (!(c->eps > 0) || !isfinite(c->eps))
+        return pt_fail(PT_EINVAL, "AdamW eps %g must be a finite number > 0", (double)c->eps);
+    if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
+        return pt_fail(PT_EINVAL, "weight decay %g must be a finite number >= 0", (double)c->weight_decay);
+    if (isnan(c->grad_clip))
+        return pt_fail(PT_EINVAL, "gradient clip is NaN; give a number (<= 0 disables clipping)");
+    return PT_OK;
+}
+
+pt_status pt_optim_create(pt_model *m, const pt_adamw_cfg *cfg, pt_optim **out)
+{
+    *out = NULL;
+    PT_CHECK(check_cfg(cfg));
+    pt_optim *o = calloc(1, sizeof *o);
+    if (!o)
+        return pt_fail(PT_ENOMEM, "out of memory creating the optimizer");
+    o->model = m;
+    o->be = pt_model_backend(m);
+    o->cfg = *cfg;
+    size_t bytes = pt_model_n_params(m) * sizeof(float);
+    pt_status st = PT_OK;
+    PT_TRY(pt_backend_alloc(o->be, (void **)&o->m, bytes ? bytes : sizeof(float)), fail);
+    PT_TRY(pt_backend_alloc(o->be, (void **)&o->v, bytes ? bytes : sizeof(float)), fail);
+    PT_TRY(o->be->memset_zero(pt_model_stream(m), o->m, bytes), fail);
+    PT_TRY(o->be->memset_zero(pt_model_stream(m), o->v, bytes), fail);
+    PT_TRY(o->be->stream_sync(pt_model_stream(m)), fail);
+    *out = o;
+    return PT_OK;
+fail:
+    pt_optim_destroy(o);
+    return st;
+}
+
+void pt_optim_destroy(pt_optim *o)
+{
+    if (!o)
+        return;
+    pt_backend_free(o->be, o->v);
+    pt_backend_free(o->be, o->m);
+    free(o);
+}
+
+const pt_adamw_cfg *pt_optim_cfg(const pt_optim *o) { return &o->cfg; }
+float *pt_optim_m(pt_optim *o) { return o->m; }
+float *pt_optim_v(pt_optim *o) { return o->v; }
+int64_t pt_optim_steps_done(const pt_optim *o) { return o->t; }
+void pt_optim_set_steps_done(pt_optim *o, int64_t t) { o->t = t; }
+
+pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale)
+{
+    if (!isfinite(lr) || !isfinite(grad_scale))
+        return pt_fail(PT_ENUMERIC, "optimizer step with lr %g and gradient scale %g; both must be finite",
+                       (double)lr, (double)grad_scale);
+    if (o->t >= INT32_MAX)
+        return pt_fail(PT_EINVAL, "optimizer step counter %lld is past the backend's limit", (long long)o->t);
+    pt_model *m = o->model;
+    pt_stream *s = pt_model_stream(m);
+    float *p = pt_model_params(m), *g = pt_model_grads(m);
+    int t = (int)(o->t + 1);
+    int n = pt_model_n_tensors(m);
+    for (int i = 0; i < n; i++) {
+        const pt_param *pr = pt_model_tensor(m, i);
+        float wd = pr->decay ? o->cfg.weight_decay : 0.0f;
+        PT_CHECK(o->be->adamw_update(s, p + pr->offset, g + pr->offset, o->m + pr->offset, o->v + pr->offset,
+                                     pr->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, grad_scale, t));
+    }
+    o->t = t;
+    return PT_OK;
+}
+
+pt_status pt_grad_sumsq(pt_model *m, double *per_tensor)
+{
+    const pt_backend *be = pt_model_backend(m);
+    pt_stream *s = pt_model_stream(m);
+    const float *g = pt_model_grads(m);
+    int n = pt_model_n_tensors(m);
+    for (int i = 0; i < n; i++) {
+        const pt_param *pr = pt_model_tensor(m, i);
+        PT_CHECK(be->sum_squares(s, &per_tensor[i], g + pr->offset, pr->numel));
+    }
+    return PT_OK;
+}
