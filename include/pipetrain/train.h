@@ -1,0 +1,188 @@
+/* pipetrain/train.h — the training loop and the single-process trainer.
+ *
+ * Two layers, so that the loop (learning-rate schedule, progress, eval, metrics, checkpoints, the
+ * NaN check) is shared by every way of computing a step:
+ *  - pt_train_loop drives any step function given as pt_train_ops (one process here; the
+ *    pipeline runtime provides a multi-rank one);
+ *  - pt_trainer is the single-process implementation: one pt_model holding every layer, its
+ *    optimizer and the data set; pt_train_step_single is one whole optimizer step.
+ *
+ *     pt_train_cfg cfg;
+ *     pt_train_cfg_defaults(&cfg);
+ *     cfg.run_dir = "runs/demo";
+ *     pt_trainer *t;
+ *     PT_CHECK(pt_trainer_create(&cfg, &t));
+ *     pt_train_ops ops;
+ *     pt_trainer_ops(t, &ops);
+ *     pt_train_summary sum;
+ *     pt_status st = pt_train_loop(&cfg, &ops, pt_trainer_start_step(t), print_progress, NULL, &sum);
+ *     pt_trainer_destroy(t);
+ *
+ * A step of the global batch (M micro-batches of B sequences of T tokens): gradients zeroed; each
+ * micro-batch j takes samples [j*B, +B) of data step `step` (pipetrain/data.h), runs forward and
+ * backward with loss scale 1 / (targets >= 0 in the whole global batch), so the gradient is that of
+ * the mean loss over the global batch whatever M is; then the tied-weight reduction, the global
+ * gradient norm (optim.h rule), clipping, and one AdamW step at the scheduled learning rate.
+ * On the CPU backend the same configuration and seed give the same bits, run after run.
+ *
+ * Files a run writes into its run directory: config.json (the settings), metrics.jsonl (one JSON
+ * object per line: per step {"step","loss","lr","step_ms","tokens_per_s","grad_norm",...}, per eval
+ * {"step","eval_loss","eval_accuracy",...}); see docs/training.md.
+ *
+ * Library code: nothing here prints; progress goes to the caller's pt_train_event_fn.
+ */
+#ifndef PIPETRAIN_TRAIN_H
+#define PIPETRAIN_TRAIN_H
+
+#include <stdint.h>
+
+#include "pipetrain/data.h"
+#include "pipetrain/model.h"
+#include "pipetrain/optim.h"
+#include "pipetrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pt_train_cfg {
+    const char *model;        /* preset name or JSON config (pt_model_config_load) */
+    const char *data;         /* token file, or NULL / "builtin[:sort|:add]" */
+    const char *init_from;    /* Hugging Face GPT-2 safetensors to start from, or NULL */
+    const char *run_dir;      /* where config.json and metrics.jsonl go (created); NULL: no files */
+    const char *metrics_path; /* a second copy of metrics.jsonl, or NULL */
+    const char *backend;      /* "cpu" (default) or "cuda" */
+    uint64_t seed;
+    int64_t steps;            /* optimizer steps in the whole run */
+    int threads;              /* CPU threads (<= 0: all cores) */
+    int micro_batches;        /* M: gradient accumulation steps per optimizer step */
+    int micro_batch_size;     /* B */
+    int seq_len;              /* T */
+    double lr, lr_min;        /* peak and final learning rate */
+    int64_t warmup;           /* linear warmup steps */
+    double weight_decay, grad_clip, beta1, beta2, eps;
+    int64_t eval_every;       /* steps between evals (0: only at the end) */
+    int eval_batches;         /* eval micro-batches of B sequences each */
+    const char *ckpt_dir;     /* checkpoint root, or NULL */
+    int64_t ckpt_every;       /* steps between checkpoints (0: only at the end when ckpt_dir is set) */
+    int resume;               /* 1: continue from the newest checkpoint in ckpt_dir */
+} pt_train_cfg;
+
+/* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */
+void pt_train_cfg_defaults(pt_train_cfg *c);
+
+/* What one optimizer step did. Filled by a step function (single process or pipeline). */
+typedef struct pt_step_stats {
+    double loss;         /* mean loss over the targets of the global batch (NaN/Inf possible) */
+    double grad_norm;    /* global gradient norm before clipping (NaN/Inf possible) */
+    float lr;            /* learning rate used */
+    float clip_scale;    /* gradient multiplier from clipping (1 = not clipped) */
+    int applied;         /* 1 when the optimizer ran; 0 when loss or norm was not finite */
+    int64_t n_tokens;    /* tokens processed: M*B*T (per replica times replicas) */
+    int64_t n_targets;   /* of which targets >= 0 */
+    double fwd_s, bwd_s, optim_s; /* host seconds in forward, backward, norm + clip + optimizer */
+} pt_step_stats;
+
+/* Evaluation on the held-out split. */
+typedef struct pt_eval_stats {
+    double loss;        /* mean loss over eval targets */
+    int64_t n_targets;
+    int64_t n_correct;  /* problems answered exactly (built-in task) or tokens predicted (token file) */
+    int64_t n_total;
+    int is_task;        /* 1: n_correct/n_total count problems (exact match); 0: next-token accuracy */
+    double seconds;
+} pt_eval_stats;
+
+/* The step, eval and checkpoint behind the loop. ctx is passed back to each. */
+typedef struct pt_train_ops {
+    void *ctx;
+    /* One optimizer step: data step `step` (0-based), learning rate `lr`. Must not apply an update
+     * when the loss or gradient norm is not finite (stats->applied = 0). */
+    pt_status (*step)(void *ctx, int64_t step, double lr, pt_step_stats *out);
+    /* Evaluation; may be NULL. */
+    pt_status (*eval)(void *ctx, pt_eval_stats *out);
+    /* Checkpoint after `steps_done` steps; may be NULL. *path (borrowed, may stay NULL) names it. */
+    pt_status (*save)(void *ctx, int64_t steps_done, const char **path);
+} pt_train_ops;
+
+typedef enum pt_train_event_kind {
+    PT_TRAIN_EV_STEP,  /* after every step */
+    PT_TRAIN_EV_EVAL,  /* after an eval */
+    PT_TRAIN_EV_CKPT,  /* after a checkpoint */
+    PT_TRAIN_EV_KIND_COUNT
+} pt_train_event_kind;
+
+typedef struct pt_train_event {
+    pt_train_event_kind kind;
+    int64_t step;            /* steps done (1-based count) */
+    int64_t total;           /* steps in the run */
+    const pt_step_stats *st; /* PT_TRAIN_EV_STEP */
+    const pt_eval_stats *ev; /* PT_TRAIN_EV_EVAL */
+    const char *ckpt_path;   /* PT_TRAIN_EV_CKPT (may be NULL) */
+    double step_ms;          /* this step's wall time */
+    double tokens_per_s;     /* this step's throughput */
+    double elapsed_s;        /* since the loop started */
+    double eta_s;            /* estimated time to the end */
+} pt_train_event;
+
+typedef void (*pt_train_event_fn)(void *ctx, const pt_train_event *ev);
+
+typedef struct pt_train_summary {
+    int64_t steps_done;
+    double final_loss;      /* loss of the last step */
+    double seconds;         /* wall time of the loop */
+    double tokens_per_s;    /* tokens processed / seconds */
+    int has_eval;
+    pt_eval_stats last_eval;
+    char last_ckpt[512];    /* path of the last checkpoint ("" if none) */
+} pt_train_summary;
+
+/* Runs steps first_step .. cfg->steps-1 through ops: learning rate from pt_lr_at (cfg's warmup,
+ * steps, lr, lr_min), a metrics line per step to <run_dir>/metrics.jsonl and cfg->metrics_path
+ * (appended to when first_step > 0, else created), an eval every cfg->eval_every steps and at the
+ * end, a checkpoint every cfg->ckpt_every steps and at the end (when ops->save). on_event (may be
+ * NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
+ * PT_ENUMERIC: "step N: loss is NaN; the last good step was N-1 (checkpoint ...); lower --lr ...".
+ * summary may be NULL. Blocks for the whole run. */
+pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_t first_step,
+                        pt_train_event_fn on_event, void *ev_ctx, pt_train_summary *summary);
+
+/* ---- single process ---- */
+
+typedef struct pt_trainer pt_trainer;
+
+/* Builds everything for a single-process run of cfg: model config, backend stream with cfg->threads,
+ * one pt_model with all layers (weights from cfg->seed, then cfg->init_from when set), the AdamW
+ * state, the data set, the host batch buffers, and (when cfg->ckpt_dir) the checkpoint writer;
+ * resumes from the newest checkpoint when cfg->resume. Writes <run_dir>/config.json. All memory
+ * of a step is allocated here, none in the step. PT_EINVAL naming a bad setting. */
+pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out);
+void pt_trainer_destroy(pt_trainer *t); /* accepts NULL; waits for a checkpoint being written */
+
+/* One optimizer step on data step `step` at learning rate lr (see the top of this file).
+ * Does not allocate. Not thread-safe with other calls on t. */
+pt_status pt_train_step_single(pt_trainer *t, int64_t step, double lr, pt_step_stats *out);
+
+/* Loss and exact-match (or next-token) accuracy over cfg->eval_batches fixed held-out micro-batches
+ * (eval data steps 0.., so every eval of a run sees the same problems). Does not touch gradients or
+ * optimizer state. Does not allocate. */
+pt_status pt_train_eval_single(pt_trainer *t, pt_eval_stats *out);
+
+/* The ops of this trainer for pt_train_loop (ctx = t). */
+void pt_trainer_ops(pt_trainer *t, pt_train_ops *ops);
+
+/* The step to start the loop at: 0, or the steps done in the checkpoint resumed from. */
+int64_t pt_trainer_start_step(const pt_trainer *t);
+
+/* Borrowed parts, for tests, benchmarks and tools. */
+pt_model *pt_trainer_model(pt_trainer *t);
+pt_optim *pt_trainer_optim(pt_trainer *t);
+pt_dataset *pt_trainer_dataset(pt_trainer *t);
+
+/* Creates a directory and its parents (mkdir -p). PT_EIO naming the path. */
+pt_status pt_train_mkdirs(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
