@@ -138,8 +138,8 @@ void pt_profile_summary_free(pt_profile_summary *s); /* accepts a zeroed summary
 /* The summary as a cJSON object string (malloc'd, caller frees) — the content of summary.json. */
 pt_status pt_profile_summary_json(const pt_profile_summary *s, const pt_profile_report_opts *o, char **text_out);
 
-/* Writes DIR/trace.json, DIR/timeline.svg and DIR/summary.json (creating DIR). The trace and the
- * timeline show the LAST profiled step (times relative to its start), the summary covers all.
+/* Writes DIR/trace.json (every profiled step), DIR/timeline.svg (the last profiled step) and,
+ * when s is not NULL, DIR/summary.json, creating DIR. Times start at 0 at the first event shown.
  * PT_EIO naming the file. */
 pt_status pt_profile_write_dir(const char *dir, const pt_prof_event *ev, size_t n, const pt_profile_report_opts *o,
                                const pt_profile_summary *s);

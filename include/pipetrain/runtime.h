@@ -116,7 +116,8 @@ pt_optim *pt_runtime_chunk_optim(pt_runtime *rt, int c);
 int pt_runtime_chunk_slots(const pt_runtime *rt, int c);
 int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c);
 
-/* Bytes this rank allocated through the backend (peak), and the bytes of its activation slots. */
+/* Bytes this runtime allocated through the backend at create (parameters, gradients, optimizer
+ * state, activation slots: what --mem-limit is checked against), and the bytes of its slots. */
 size_t pt_runtime_peak_bytes(const pt_runtime *rt);
 size_t pt_runtime_slot_bytes(const pt_runtime *rt);
 

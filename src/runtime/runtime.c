@@ -1,0 +1,1093 @@
+/* The pipeline runtime: this rank's chunks, their activation slots, and one step as one pass over
+ * the rank's action list (see include/pipetrain/runtime.h and docs/pipeline.md).
+ *
+ * Slots. Each local chunk has n_slots activation slots (the most (micro-batch, chunk) pairs the
+ * list keeps alive at once, found by a dry run of the same rules at create). A pair takes a slot
+ * at its first touch (its RECV_ACT, or its FORWARD when the input is local) and gives it back when
+ *   - its backward is done (B, or W after I),
+ *   - its input gradient has left (SEND_GRAD issued, or copied into the previous chunk on this
+ *     rank), and
+ *   - no send from the slot's buffers is still in flight.
+ * Receives are posted ahead in list order as soon as their pair holds a slot; slots are handed
+ * out in list order only, so a later action never takes a slot an earlier one needs.
+ */
+#include "pipetrain/runtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/timeutil.h"
+
+typedef struct rt_chunk {
+    int vstage;
+    int first_layer, last_layer;
+    int has_emb, has_head;
+    int prev_local, next_local; /* local chunk index of vstage -1 / +1 on this rank, else -1 */
+    int prev_rank, next_rank;   /* pipeline rank owning vstage -1 / +1, else -1 */
+    pt_model *m;
+    pt_optim *o;
+    int n_slots;
+    int *slot_mb;               /* [n_slots] micro-batch holding the slot, -1 free */
+    int *mb_slot;               /* [M] slot of the micro-batch, -1 none */
+    unsigned char *bwd_done;    /* [M] */
+    unsigned char *dgrad_pend;  /* [M] input gradient still to leave (chunks without the embedding) */
+    int *n_sends;               /* [M] sends in flight from the pair's buffers */
+    int in_use, peak_in_use;
+    int global_tensor0;         /* index of this chunk's first counted tensor in the global order */
+    int n_counted;              /* tensors counted in the global norm (head-only wte skipped) */
+    int skip_tensor;            /* index of the skipped tied copy, or -1 */
+} rt_chunk;
+
+typedef struct rt_send {
+    pt_comm_req *req;
+    int chunk, mb, action;
+} rt_send;
+
+struct pt_runtime {
+    const pt_model_config *cfg;
+    const pt_plan *plan;
+    const pt_schedule *sched;
+    pt_comm *comm;
+    const pt_backend *be;
+    pt_stream *stream;
+    pt_adamw_cfg adamw;
+    pt_profile *prof;
+    int64_t timeout_ms;
+    size_t mem_limit_bytes;
+    int rank, world, P, V, D, M, B, T, C;
+    int p, d;                   /* pipeline rank, replica */
+    rt_chunk *ch;               /* [V] */
+    int emb_chunk, head_chunk;  /* local chunk indices or -1 */
+    int emb_rank, head_rank;    /* pipeline ranks of the first and last vstage */
+    pt_comm_group *tied_group;  /* this replica's embedding rank + head rank (when they differ) */
+    pt_comm_group *dp_group;    /* the D ranks of this pipeline rank (when D > 1) */
+    int n_global_tensors;
+    double *norm_buf;           /* [n_global_tensors + 2]: per-tensor sums of squares, loss, tokens */
+    double *sumsq;              /* [max local tensors] */
+    int32_t *tokens, *targets;  /* host (M,B,T) for this step, when the rank needs them */
+    /* per step */
+    const pt_action *acts;
+    int n_acts;
+    pt_comm_req **recv_req;     /* [n_acts] posted receives */
+    unsigned char *first_touch; /* [n_acts] 1: this action takes the pair's slot */
+    rt_send *sends;
+    int n_sends, cap_sends;
+    int64_t step;
+    int cur;                    /* action being executed */
+    double loss_sum;
+    int64_t loss_tokens;
+    int64_t wait_ns;            /* communication wait of the current action */
+    int64_t step_wait_ns;
+    float clip_scale;
+    double grad_norm;
+    int reduced;
+    size_t alloc_bytes, slot_bytes;
+};
+
+static const char *kind_name(int k) { return pt_action_kind_name((pt_action_kind)k); }
+
+/* ---- rank and position in errors ---- */
+
+static pt_status rt_fail_at(pt_runtime *rt, pt_status code, const char *what)
+{
+    /* Keep the lower layer's sentence and say where this rank stood. */
+    const pt_action *a = rt->cur >= 0 && rt->cur < rt->n_acts ? &rt->acts[rt->cur] : NULL;
+    if (a)
+        return pt_fail_wrap(code, "rank %d: %s %s mb %d chunk %d (step %lld, action %d of %d)", rt->rank, what,
+                            kind_name(a->kind), a->microbatch, a->chunk, (long long)rt->step, rt->cur, rt->n_acts);
+    return pt_fail_wrap(code, "rank %d: %s (step %lld)", rt->rank, what, (long long)rt->step);
+}
+
+static int world_of(const pt_runtime *rt, int stage_rank) { return rt->d * rt->P + stage_rank; }
+
+static int64_t rt_deadline(const pt_runtime *rt) { return pt_deadline_after_ms(rt->timeout_ms); }
+
+/* Waits for a request; on failure names the action, peer and position. */
+static pt_status rt_wait(pt_runtime *rt, pt_comm_req *r, const pt_action *a, int peer, int is_recv)
+{
+    int64_t t0 = pt_now_ns();
+    pt_status st = pt_comm_wait(rt->comm, r, rt_deadline(rt));
+    int64_t dt = pt_now_ns() - t0;
+    rt->wait_ns += dt;
+    if (st == PT_OK)
+        return PT_OK;
+    if (st == PT_ETIMEDOUT)
+        return pt_fail(PT_ETIMEDOUT,
+                       "rank %d: no %s mb %d chunk %d %s rank %d after %.0f s (step %lld, action %d of %d); "
+                       "check rank %d's log",
+                       rt->rank, kind_name(a->kind), a->microbatch, a->chunk, is_recv ? "from" : "taken by",
+                       world_of(rt, peer), (double)rt->timeout_ms / 1000.0, (long long)rt->step, rt->cur,
+                       rt->n_acts, world_of(rt, peer));
+    return pt_fail_wrap(st, "rank %d: %s mb %d chunk %d with rank %d failed (step %lld, action %d of %d)", rt->rank,
+                        kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, peer), (long long)rt->step,
+                        rt->cur, rt->n_acts);
+}
+
+/* ---- slots ---- */
+
+static void slot_try_release(pt_runtime *rt, int c, int mb)
+{
+    rt_chunk *k = &rt->ch[c];
+    int s = k->mb_slot[mb];
+    if (s < 0 || !k->bwd_done[mb] || k->dgrad_pend[mb] || k->n_sends[mb] > 0)
+        return;
+    k->slot_mb[s] = -1;
+    k->mb_slot[mb] = -1;
+    k->in_use--;
+}
+
+/* Gives (c, mb) a free slot; returns 0 when none is free. */
+static int slot_acquire(pt_runtime *rt, int c, int mb)
+{
+    rt_chunk *k = &rt->ch[c];
+    if (k->mb_slot[mb] >= 0)
+        return 1;
+    for (int s = 0; s < k->n_slots; s++) {
+        if (k->slot_mb[s] < 0) {
+            k->slot_mb[s] = mb;
+            k->mb_slot[mb] = s;
+            k->bwd_done[mb] = 0;
+            k->dgrad_pend[mb] = !k->has_emb;
+            k->in_use++;
+            if (k->in_use > k->peak_in_use)
+                k->peak_in_use = k->in_use;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void send_done(pt_runtime *rt, int i)
+{
+    rt_send sd = rt->sends[i];
+    rt->sends[i] = rt->sends[--rt->n_sends];
+    rt->ch[sd.chunk].n_sends[sd.mb]--;
+    slot_try_release(rt, sd.chunk, sd.mb);
+}
+
+/* Completes whatever sends have finished, without blocking. */
+static pt_status sends_progress(pt_runtime *rt)
+{
+    for (int i = 0; i < rt->n_sends;) {
+        int done = 0;
+        pt_status st = pt_comm_test(rt->comm, rt->sends[i].req, &done);
+        if (done) {
+            rt->sends[i].req = NULL;
+            if (st != PT_OK) {
+                const pt_action *a = &rt->acts[rt->sends[i].action];
+                send_done(rt, i);
+                return pt_fail_wrap(st, "rank %d: %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
+                                    rt->rank, kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, a->peer),
+                                    (long long)rt->step, rt->cur, rt->n_acts);
+            }
+            send_done(rt, i);
+        } else {
+            i++;
+        }
+    }
+    return PT_OK;
+}
+
+/* Waits for every send still in flight (before the reductions, and at the end of a step). */
+static pt_status sends_wait_all(pt_runtime *rt)
+{
+    while (rt->n_sends > 0) {
+        rt_send *sd = &rt->sends[rt->n_sends - 1];
+        pt_comm_req *r = sd->req;
+        sd->req = NULL;
+        pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
+        send_done(rt, rt->n_sends - 1);
+        if (st != PT_OK)
+            return st;
+    }
+    return PT_OK;
+}
+
+/* A slot for (c, mb) at the action that needs it, waiting for sends that hold releasable slots. */
+static pt_status slot_need(pt_runtime *rt, int c, int mb)
+{
+    if (slot_acquire(rt, c, mb))
+        return PT_OK;
+    PT_CHECK(sends_progress(rt));
+    while (!slot_acquire(rt, c, mb)) {
+        int waited = 0;
+        for (int i = 0; i < rt->n_sends; i++) {
+            rt_send *sd = &rt->sends[i];
+            if (sd->chunk != c)
+                continue;
+            pt_comm_req *r = sd->req;
+            sd->req = NULL;
+            pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
+            send_done(rt, i);
+            if (st != PT_OK)
+                return st;
+            waited = 1;
+            break;
+        }
+        if (!waited)
+            return pt_fail(PT_EINTERNAL,
+                           "rank %d: no free activation slot for mb %d chunk %d (%d slots, step %lld, action %d of "
+                           "%d); the slot count disagrees with the action list, please report it",
+                           rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
+    }
+    return PT_OK;
+}
+
+/* Posts receives ahead: slots in list order, receives for pairs holding a slot. */
+static pt_status recv_post_ahead(pt_runtime *rt, int from)
+{
+    int blocked = 0;
+    for (int i = from; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        if (a->kind != PT_ACT_FORWARD && a->kind != PT_ACT_RECV_ACT && a->kind != PT_ACT_RECV_GRAD)
+            continue;
+        rt_chunk *k = &rt->ch[a->chunk];
+        if (rt->first_touch[i] && k->mb_slot[a->microbatch] < 0) {
+            if (blocked || !slot_acquire(rt, a->chunk, a->microbatch)) {
+                blocked = 1;
+                continue;
+            }
+        }
+        if (a->kind == PT_ACT_FORWARD || rt->recv_req[i] || k->mb_slot[a->microbatch] < 0)
+            continue;
+        int s = k->mb_slot[a->microbatch];
+        pt_msg_id id = { a->kind == PT_ACT_RECV_ACT ? PT_ACT_SEND_ACT : PT_ACT_SEND_GRAD, a->microbatch, k->vstage,
+                         rt->step };
+        void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
+                                               : (void *)pt_model_slot_doutput(k->m, s);
+        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        pt_status st = pt_comm_irecv(rt->comm, world_of(rt, a->peer), &id, buf, bytes, &rt->recv_req[i]);
+        if (st != PT_OK) {
+            rt->recv_req[i] = NULL;
+            return rt_fail_at(rt, st, "posting");
+        }
+    }
+    return PT_OK;
+}
+
+static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf, int dst_vstage)
+{
+    if (rt->n_sends == rt->cap_sends)
+        return pt_fail(PT_EINTERNAL, "rank %d: more than %d sends in flight; please report it", rt->rank,
+                       rt->cap_sends);
+    pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->step };
+    size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+    pt_comm_req *r = NULL;
+    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, buf, bytes, &r);
+    if (st != PT_OK)
+        return rt_fail_at(rt, st, "starting");
+    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur };
+    rt->ch[a->chunk].n_sends[a->microbatch]++;
+    return PT_OK;
+}
+
+static pt_status recv_finish(pt_runtime *rt, int i)
+{
+    const pt_action *a = &rt->acts[i];
+    if (!rt->recv_req[i]) {
+        PT_CHECK(slot_need(rt, a->chunk, a->microbatch));
+        PT_CHECK(recv_post_ahead(rt, i));
+        if (!rt->recv_req[i])
+            return pt_fail(PT_EINTERNAL, "rank %d: receive of action %d was not posted; please report it", rt->rank,
+                           i);
+    }
+    pt_comm_req *r = rt->recv_req[i];
+    rt->recv_req[i] = NULL;
+    return rt_wait(rt, r, a, a->peer, 1);
+}
+
+/* ---- compute ---- */
+
+static float rt_loss_scale(const pt_runtime *rt)
+{
+    return (float)(1.0 / ((double)rt->B * rt->T * rt->M * rt->D));
+}
+
+static pt_status do_forward(pt_runtime *rt, const pt_action *a)
+{
+    int c = a->chunk, mb = a->microbatch;
+    rt_chunk *k = &rt->ch[c];
+    PT_CHECK(slot_need(rt, c, mb));
+    int s = k->mb_slot[mb];
+    size_t bt = (size_t)rt->B * rt->T;
+    if (k->has_emb)
+        PT_CHECK(rt->be->memcpy_h2d(rt->stream, pt_model_slot_tokens(k->m, s), rt->tokens + (size_t)mb * bt,
+                                    bt * sizeof(int32_t)));
+    else if (k->prev_local >= 0) {
+        rt_chunk *pk = &rt->ch[k->prev_local];
+        int ps = pk->mb_slot[mb];
+        if (ps < 0)
+            return pt_fail(PT_EINTERNAL, "rank %d: mb %d of chunk %d has no output for chunk %d; please report it",
+                           rt->rank, mb, k->prev_local, c);
+        PT_CHECK(rt->be->memcpy_d2d(rt->stream, pt_model_slot_input(k->m, s), pt_model_slot_output(pk->m, ps),
+                                    bt * rt->C * sizeof(float)));
+    }
+    if (k->has_head)
+        PT_CHECK(rt->be->memcpy_h2d(rt->stream, pt_model_slot_targets(k->m, s), rt->targets + (size_t)mb * bt,
+                                    bt * sizeof(int32_t)));
+    PT_CHECK(pt_model_forward(k->m, s));
+    if (k->has_head) {
+        double ls = 0;
+        int64_t nt = 0;
+        PT_CHECK(pt_model_slot_loss(k->m, s, &ls, &nt));
+        rt->loss_sum += ls;
+        rt->loss_tokens += nt;
+    }
+    return PT_OK;
+}
+
+/* Fills the slot's output gradient from the next chunk on this rank, when that is where it is. */
+static pt_status take_local_grad(pt_runtime *rt, int c, int mb, int s)
+{
+    rt_chunk *k = &rt->ch[c];
+    if (k->has_head || k->next_local < 0)
+        return PT_OK;
+    rt_chunk *nk = &rt->ch[k->next_local];
+    int ns = nk->mb_slot[mb];
+    if (ns < 0 || !nk->dgrad_pend[mb])
+        return pt_fail(PT_EINTERNAL, "rank %d: mb %d of chunk %d has no input gradient for chunk %d; please report it",
+                       rt->rank, mb, k->next_local, c);
+    PT_CHECK(rt->be->memcpy_d2d(rt->stream, pt_model_slot_doutput(k->m, s), pt_model_slot_dinput(nk->m, ns),
+                                (size_t)rt->B * rt->T * rt->C * sizeof(float)));
+    nk->dgrad_pend[mb] = 0;
+    slot_try_release(rt, k->next_local, mb);
+    return PT_OK;
+}
+
+static pt_status do_backward(pt_runtime *rt, const pt_action *a)
+{
+    int c = a->chunk, mb = a->microbatch;
+    rt_chunk *k = &rt->ch[c];
+    int s = k->mb_slot[mb];
+    if (s < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: %s of mb %d chunk %d without its forward; please report it", rt->rank,
+                       kind_name(a->kind), mb, c);
+    switch (a->kind) {
+    case PT_ACT_BACKWARD:
+        PT_CHECK(take_local_grad(rt, c, mb, s));
+        PT_CHECK(pt_model_backward(k->m, s, rt_loss_scale(rt)));
+        k->bwd_done[mb] = 1;
+        break;
+    case PT_ACT_BACKWARD_INPUT:
+        PT_CHECK(take_local_grad(rt, c, mb, s));
+        PT_CHECK(pt_model_backward_input(k->m, s, rt_loss_scale(rt)));
+        break;
+    case PT_ACT_BACKWARD_WEIGHT:
+        PT_CHECK(pt_model_backward_weight(k->m, s));
+        k->bwd_done[mb] = 1;
+        break;
+    case PT_ACT_FORWARD:
+    case PT_ACT_SEND_ACT:
+    case PT_ACT_RECV_ACT:
+    case PT_ACT_SEND_GRAD:
+    case PT_ACT_RECV_GRAD:
+    case PT_ACT_REDUCE_GRADS:
+    case PT_ACT_OPTIMIZER_STEP:
+    case PT_ACT_KIND_COUNT:
+        return pt_fail(PT_EINTERNAL, "do_backward called for %s", kind_name(a->kind));
+    }
+    slot_try_release(rt, c, mb);
+    return PT_OK;
+}
+
+/* ---- reductions ---- */
+
+static pt_status coll_fail(pt_runtime *rt, pt_status st, const char *what)
+{
+    return pt_fail_wrap(st, "rank %d: %s failed (step %lld, action %d of %d)", rt->rank, what, (long long)rt->step,
+                        rt->cur, rt->n_acts);
+}
+
+static pt_status reduce_tied(pt_runtime *rt)
+{
+    if (rt->emb_chunk < 0 && rt->head_chunk < 0)
+        return PT_OK;
+    if (rt->emb_chunk >= 0 && rt->emb_chunk == rt->head_chunk)
+        return pt_model_reduce_tied_grads(rt->ch[rt->emb_chunk].m);
+    size_t n = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+    float *ge = NULL, *twin = NULL, *gh = NULL;
+    if (rt->emb_chunk >= 0) {
+        pt_model *m = rt->ch[rt->emb_chunk].m;
+        ge = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
+    }
+    if (rt->head_chunk >= 0) {
+        pt_model *m = rt->ch[rt->head_chunk].m;
+        twin = pt_model_head_wte_grad(m);
+        gh = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
+    }
+    if (ge && twin) {
+        /* Both on this rank (zbv, or one rank with several chunks): the one-process sum. */
+        PT_CHECK(rt->be->add(rt->stream, ge, ge, twin, n));
+        if (gh != ge)
+            PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, ge, n * sizeof(float)));
+        return PT_OK;
+    }
+    /* Two ranks: a 2-way sum is exact and commutative, so both get the one-process bits. */
+    int64_t t0 = pt_now_ns();
+    pt_status st = pt_comm_allreduce(rt->comm, rt->tied_group, ge ? ge : twin, n, PT_REDUCE_SUM, rt_deadline(rt));
+    rt->wait_ns += pt_now_ns() - t0;
+    if (st != PT_OK)
+        return coll_fail(rt, st, "REDUCE_GRADS (tied embedding/head all-reduce)");
+    if (twin && gh != twin)
+        PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, twin, n * sizeof(float)));
+    return PT_OK;
+}
+
+static pt_status do_reduce(pt_runtime *rt)
+{
+    PT_CHECK(sends_wait_all(rt));
+    PT_CHECK(reduce_tied(rt));
+    if (rt->D > 1) {
+        for (int c = 0; c < rt->V; c++) {
+            PT_CHECK(rt->be->stream_sync(rt->stream));
+            int64_t t0 = pt_now_ns();
+            pt_status st = pt_comm_allreduce(rt->comm, rt->dp_group, pt_model_grads(rt->ch[c].m),
+                                             pt_model_n_params(rt->ch[c].m), PT_REDUCE_SUM, rt_deadline(rt));
+            rt->wait_ns += pt_now_ns() - t0;
+            if (st != PT_OK)
+                return coll_fail(rt, st, "REDUCE_GRADS (data-parallel all-reduce)");
+        }
+    }
+    /* Global norm: per-tensor sums of squares placed at their global index, then summed in that
+     * order on every rank (optim.h's rule). Replica 0 contributes; x + 0 is exact. */
+    int ng = rt->n_global_tensors;
+    memset(rt->norm_buf, 0, (size_t)(ng + 2) * sizeof(double));
+    if (rt->d == 0) {
+        for (int c = 0; c < rt->V; c++) {
+            rt_chunk *k = &rt->ch[c];
+            PT_CHECK(pt_grad_sumsq(k->m, rt->sumsq));
+            int nt = pt_model_n_tensors(k->m), g = k->global_tensor0;
+            for (int i = 0; i < nt; i++)
+                if (i != k->skip_tensor)
+                    rt->norm_buf[g++] = rt->sumsq[i];
+        }
+    }
+    rt->norm_buf[ng] = rt->loss_sum;
+    rt->norm_buf[ng + 1] = (double)rt->loss_tokens;
+    if (rt->comm && rt->world > 1) {
+        int64_t t0 = pt_now_ns();
+        pt_status st = pt_comm_allreduce_f64(rt->comm, NULL, rt->norm_buf, (size_t)ng + 2, rt_deadline(rt));
+        rt->wait_ns += pt_now_ns() - t0;
+        if (st != PT_OK)
+            return coll_fail(rt, st, "REDUCE_GRADS (gradient norm all-reduce)");
+    }
+    double total = 0.0;
+    for (int i = 0; i < ng; i++)
+        total += rt->norm_buf[i];
+    rt->grad_norm = sqrt(total);
+    rt->clip_scale = pt_clip_scale(rt->grad_norm, rt->adamw.grad_clip);
+    rt->reduced = 1;
+    return PT_OK;
+}
+
+/* ---- the step ---- */
+
+static pt_status run_action(pt_runtime *rt, int i, float lr)
+{
+    const pt_action *a = &rt->acts[i];
+    rt_chunk *k = a->chunk >= 0 && a->chunk < rt->V ? &rt->ch[a->chunk] : NULL;
+    switch (a->kind) {
+    case PT_ACT_FORWARD:
+        return do_forward(rt, a);
+    case PT_ACT_BACKWARD:
+    case PT_ACT_BACKWARD_INPUT:
+    case PT_ACT_BACKWARD_WEIGHT:
+        return do_backward(rt, a);
+    case PT_ACT_SEND_ACT: {
+        int s = k->mb_slot[a->microbatch];
+        if (s < 0)
+            return pt_fail(PT_EINTERNAL, "rank %d: SEND_ACT of mb %d chunk %d before its forward", rt->rank,
+                           a->microbatch, a->chunk);
+        PT_CHECK(rt->be->stream_sync(rt->stream));
+        return send_start(rt, a, pt_model_slot_output(k->m, s), k->vstage + 1);
+    }
+    case PT_ACT_SEND_GRAD: {
+        int s = k->mb_slot[a->microbatch];
+        if (s < 0 || !k->dgrad_pend[a->microbatch])
+            return pt_fail(PT_EINTERNAL, "rank %d: SEND_GRAD of mb %d chunk %d without its input gradient", rt->rank,
+                           a->microbatch, a->chunk);
+        PT_CHECK(rt->be->stream_sync(rt->stream));
+        PT_CHECK(send_start(rt, a, pt_model_slot_dinput(k->m, s), k->vstage - 1));
+        k->dgrad_pend[a->microbatch] = 0;
+        return PT_OK;
+    }
+    case PT_ACT_RECV_ACT:
+    case PT_ACT_RECV_GRAD:
+        return recv_finish(rt, i);
+    case PT_ACT_REDUCE_GRADS:
+        return do_reduce(rt);
+    case PT_ACT_OPTIMIZER_STEP:
+        if (!rt->reduced)
+            return pt_fail(PT_EINTERNAL, "rank %d: OPTIMIZER_STEP before REDUCE_GRADS", rt->rank);
+        for (int c = 0; c < rt->V; c++)
+            PT_CHECK(pt_optim_step(rt->ch[c].o, lr, rt->clip_scale));
+        return PT_OK;
+    case PT_ACT_KIND_COUNT:
+        break;
+    }
+    return pt_fail(PT_EINTERNAL, "rank %d: action %d has unknown kind %d", rt->rank, i, (int)a->kind);
+}
+
+static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
+{
+    for (int c = 0; c < rt->V; c++) {
+        rt_chunk *k = &rt->ch[c];
+        for (int s = 0; s < k->n_slots; s++)
+            if (k->slot_mb[s] >= 0)
+                PT_CHECK(pt_model_slot_release(k->m, s));
+        for (int s = 0; s < k->n_slots; s++)
+            k->slot_mb[s] = -1;
+        for (int mb = 0; mb < rt->M; mb++) {
+            k->mb_slot[mb] = -1;
+            k->bwd_done[mb] = 0;
+            k->dgrad_pend[mb] = 0;
+            k->n_sends[mb] = 0;
+        }
+        k->in_use = 0;
+        PT_CHECK(pt_model_zero_grads(k->m));
+    }
+    memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
+    rt->n_sends = 0;
+    rt->loss_sum = 0;
+    rt->loss_tokens = 0;
+    rt->step_wait_ns = 0;
+    rt->reduced = 0;
+    rt->clip_scale = 1.0f;
+    rt->grad_norm = 0;
+    if (rt->tokens) {
+        size_t bt = (size_t)rt->B * rt->T;
+        for (int j = 0; j < rt->M; j++) {
+            int64_t first = ((int64_t)rt->d * rt->M + j) * rt->B;
+            PT_CHECK(pt_dataset_batch(data, PT_SPLIT_TRAIN, rt->step, first, rt->B, rt->T, rt->tokens + j * bt,
+                                      rt->targets + j * bt));
+        }
+    }
+    return PT_OK;
+}
+
+/* Abandons what a failed step left in flight, so destroy and the next step start clean. */
+static void step_abandon(pt_runtime *rt)
+{
+    /* pt_comm_destroy frees requests never waited for; here we only forget them. */
+    rt->n_sends = 0;
+    if (rt->recv_req)
+        memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
+}
+
+pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info)
+{
+    if (!rt || (!data && (rt->emb_chunk >= 0 || rt->head_chunk >= 0)))
+        return pt_fail(PT_EINVAL, "pt_runtime_step: runtime and data set are required");
+    int64_t t_step = pt_now_ns();
+    rt->step = step;
+    rt->cur = -1;
+    pt_status st = step_reset(rt, data);
+    if (st != PT_OK)
+        return rt_fail_at(rt, st, "reading the batch");
+    for (int i = 0; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        rt->cur = i;
+        if (rt->comm && rt->world > 1) {
+            PT_TRY(recv_post_ahead(rt, i), fail);
+            PT_TRY(sends_progress(rt), fail);
+        }
+        rt->wait_ns = 0;
+        int64_t t0 = rt->prof ? pt_profile_now_ns(rt->prof) : 0;
+        PT_TRY(run_action(rt, i, lr), fail);
+        if (rt->prof && pt_profile_enabled(rt->prof)) {
+            if (pt_action_is_compute(a->kind) || a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
+                PT_TRY(rt->be->stream_sync(rt->stream), fail);
+            rt_chunk *k = a->chunk >= 0 && a->chunk < rt->V ? &rt->ch[a->chunk] : NULL;
+            pt_prof_event e = { .step = step, .rank = rt->rank, .stage_rank = rt->p, .action = i, .kind = a->kind,
+                                .microbatch = a->microbatch, .chunk = a->chunk, .vstage = k ? k->vstage : -1,
+                                .peer = a->peer, .start_ns = t0, .end_ns = pt_profile_now_ns(rt->prof),
+                                .wait_ns = rt->wait_ns };
+            PT_TRY(pt_profile_record(rt->prof, &e), fail);
+        }
+        rt->step_wait_ns += rt->wait_ns;
+    }
+    rt->cur = rt->n_acts;
+    rt->wait_ns = 0;
+    PT_TRY(sends_wait_all(rt), fail);
+    rt->step_wait_ns += rt->wait_ns;
+    PT_TRY(rt->be->stream_sync(rt->stream), fail);
+    if (!rt->reduced) {
+        st = pt_fail(PT_EINVAL, "rank %d: the schedule's action list has no REDUCE_GRADS", rt->rank);
+        goto fail;
+    }
+    if (rt->prof)
+        pt_profile_note_peak_bytes(rt->prof, pt_backend_bytes_peak());
+    if (info) {
+        int ng = rt->n_global_tensors;
+        info->n_tokens = (int64_t)rt->norm_buf[ng + 1];
+        info->loss = info->n_tokens > 0 ? rt->norm_buf[ng] / (double)info->n_tokens : 0.0;
+        info->grad_norm = rt->grad_norm;
+        info->clip_scale = rt->clip_scale;
+        info->step_s = pt_seconds_between(t_step, pt_now_ns());
+        info->comm_wait_s = (double)rt->step_wait_ns * 1e-9;
+    }
+    return PT_OK;
+fail:
+    step_abandon(rt);
+    return st;
+}
+
+/* ---- create ---- */
+
+/* Dry run of the list with the slot rules (sends complete at once): the most pairs each chunk holds. */
+static pt_status dry_run_slots(pt_runtime *rt, int *peak)
+{
+    int V = rt->V, M = rt->M;
+    unsigned char *held = calloc((size_t)V * M, 1), *bwd = calloc((size_t)V * M, 1), *dg = calloc((size_t)V * M, 1);
+    int *in_use = calloc((size_t)V, sizeof(int));
+    pt_status st = PT_OK;
+    if (!held || !bwd || !dg || !in_use) {
+        st = pt_fail(PT_ENOMEM, "out of host memory for the slot dry run");
+        goto out;
+    }
+    for (int c = 0; c < V; c++)
+        peak[c] = 0;
+#define IX(c, mb) ((size_t)(c) * M + (mb))
+#define TRY_FREE(c, mb)                                                         \
+    do {                                                                        \
+        if (held[IX(c, mb)] && bwd[IX(c, mb)] && !dg[IX(c, mb)]) {              \
+            held[IX(c, mb)] = 0;                                                \
+            in_use[c]--;                                                        \
+        }                                                                       \
+    } while (0)
+    for (int i = 0; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        int c = a->chunk, mb = a->microbatch;
+        switch (a->kind) {
+        case PT_ACT_FORWARD:
+        case PT_ACT_RECV_ACT:
+            if (rt->first_touch[i]) {
+                held[IX(c, mb)] = 1;
+                bwd[IX(c, mb)] = 0;
+                dg[IX(c, mb)] = !rt->ch[c].has_emb;
+                if (++in_use[c] > peak[c])
+                    peak[c] = in_use[c];
+            }
+            break;
+        case PT_ACT_BACKWARD:
+        case PT_ACT_BACKWARD_INPUT:
+            if (rt->ch[c].next_local >= 0 && !rt->ch[c].has_head) {
+                int nc = rt->ch[c].next_local;
+                dg[IX(nc, mb)] = 0;
+                TRY_FREE(nc, mb);
+            }
+            if (a->kind == PT_ACT_BACKWARD) {
+                bwd[IX(c, mb)] = 1;
+                TRY_FREE(c, mb);
+            }
+            break;
+        case PT_ACT_BACKWARD_WEIGHT:
+            bwd[IX(c, mb)] = 1;
+            TRY_FREE(c, mb);
+            break;
+        case PT_ACT_SEND_GRAD:
+            dg[IX(c, mb)] = 0;
+            TRY_FREE(c, mb);
+            break;
+        case PT_ACT_SEND_ACT:
+        case PT_ACT_RECV_GRAD:
+        case PT_ACT_REDUCE_GRADS:
+        case PT_ACT_OPTIMIZER_STEP:
+        case PT_ACT_KIND_COUNT:
+            break;
+        }
+    }
+#undef TRY_FREE
+#undef IX
+    for (int c = 0; c < V; c++)
+        if (peak[c] < 1)
+            peak[c] = 1;
+out:
+    free(held);
+    free(bwd);
+    free(dg);
+    free(in_use);
+    return st;
+}
+
+/* Checks the action list against the plan and marks first touches. */
+static pt_status check_actions(pt_runtime *rt)
+{
+    int n_ar = 0, n_step = 0;
+    unsigned char *seen = calloc((size_t)rt->V * rt->M, 1);
+    if (!seen)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    pt_status st = PT_OK;
+    for (int i = 0; i < rt->n_acts && st == PT_OK; i++) {
+        const pt_action *a = &rt->acts[i];
+        switch (a->kind) {
+        case PT_ACT_REDUCE_GRADS:
+            n_ar++;
+            continue;
+        case PT_ACT_OPTIMIZER_STEP:
+            n_step++;
+            continue;
+        case PT_ACT_FORWARD:
+        case PT_ACT_BACKWARD:
+        case PT_ACT_BACKWARD_INPUT:
+        case PT_ACT_BACKWARD_WEIGHT:
+        case PT_ACT_SEND_ACT:
+        case PT_ACT_RECV_ACT:
+        case PT_ACT_SEND_GRAD:
+        case PT_ACT_RECV_GRAD:
+            break;
+        case PT_ACT_KIND_COUNT:
+            st = pt_fail(PT_EINVAL, "rank %d: action %d has an unknown kind", rt->p, i);
+            continue;
+        }
+        if (a->chunk < 0 || a->chunk >= rt->V || a->microbatch < 0 || a->microbatch >= rt->M) {
+            st = pt_fail(PT_EINVAL, "schedule rank %d, action %d: micro-batch %d or chunk %d out of range", rt->p, i,
+                         a->microbatch, a->chunk);
+            break;
+        }
+        rt_chunk *k = &rt->ch[a->chunk];
+        int want = -2;
+        if (a->kind == PT_ACT_SEND_ACT || a->kind == PT_ACT_RECV_GRAD)
+            want = k->next_rank;
+        else if (a->kind == PT_ACT_RECV_ACT || a->kind == PT_ACT_SEND_GRAD)
+            want = k->prev_rank;
+        if (want != -2 && (want < 0 || want == rt->p || a->peer != want)) {
+            st = pt_fail(PT_EINVAL,
+                         "schedule rank %d, action %d (%s mb %d chunk %d): peer %d does not hold the neighbouring "
+                         "stage of virtual stage %d (rank %d does); regenerate the schedule for this plan",
+                         rt->p, i, kind_name(a->kind), a->microbatch, a->chunk, a->peer, k->vstage, want);
+            break;
+        }
+        size_t ix = (size_t)a->chunk * rt->M + a->microbatch;
+        if ((a->kind == PT_ACT_FORWARD || a->kind == PT_ACT_RECV_ACT) && !seen[ix]) {
+            seen[ix] = 1;
+            rt->first_touch[i] = 1;
+        }
+    }
+    free(seen);
+    if (st == PT_OK && (n_ar != 1 || n_step != 1))
+        st = pt_fail(PT_EINVAL, "schedule rank %d has %d REDUCE_GRADS and %d OPTIMIZER_STEP actions; it needs one of each",
+                     rt->p, n_ar, n_step);
+    return st;
+}
+
+/* How many stages (same replicas, uniform split) would fit a per-rank limit, by the planner. */
+static int stages_that_fit(const pt_runtime *rt, double limit)
+{
+    pt_device dev;
+    if (pt_device_load("cpu", &dev) != PT_OK)
+        return -1;
+    int L = pt_model_n_layers(rt->cfg);
+    for (int P2 = rt->P + 1; P2 <= L; P2++) {
+        pt_topology topo;
+        if (pt_topology_init(&topo, &dev, 1, P2 * rt->D) != PT_OK)
+            return -1;
+        pt_plan_request rq;
+        pt_plan_request_init(&rq);
+        rq.method = "uniform";
+        rq.n_devices = P2 * rt->D;
+        rq.n_stages = P2;
+        rq.n_replicas = rt->D;
+        rq.n_chunks = 1;
+        rq.schedule = "1f1b";
+        rq.micro_batch_size = rt->B;
+        rq.n_microbatches = rt->M;
+        rq.seq_len = rt->T;
+        rq.recompute = 0;
+        pt_plan *p = NULL;
+        if (pt_plan_make(rt->cfg, &dev, &topo, NULL, &rq, &p) != PT_OK)
+            continue;
+        int ok = pt_plan_check_memory(p, limit) == PT_OK;
+        pt_plan_destroy(p);
+        if (ok)
+            return P2;
+    }
+    pt_clear_error();
+    return -1;
+}
+
+static pt_status mem_refuse(pt_runtime *rt, double need, const char *what)
+{
+    double lim = (double)rt->mem_limit_bytes;
+    int fit = stages_that_fit(rt, lim);
+    if (fit > 0)
+        return pt_fail(PT_ENOMEM,
+                       "rank %d needs %.1f MiB (%s) but --mem-limit is %.1f MiB per rank; %d stages would fit "
+                       "(--stages %d)",
+                       rt->rank, need / 1048576.0, what, lim / 1048576.0, fit, fit);
+    return pt_fail(PT_ENOMEM,
+                   "rank %d needs %.1f MiB (%s) but --mem-limit is %.1f MiB per rank, and no stage count up to one "
+                   "layer per stage fits; raise --mem-limit or lower --micro-batch-size / --seq-len",
+                   rt->rank, need / 1048576.0, what, lim / 1048576.0);
+}
+
+pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
+{
+    *out = NULL;
+    if (!o || !o->cfg || !o->plan || !o->sched || !o->be || !o->stream)
+        return pt_fail(PT_EINVAL, "pt_runtime_create: cfg, plan, schedule, backend and stream are required");
+    const pt_plan *pl = o->plan;
+    const pt_schedule *sc = o->sched;
+    if (sc->n_ranks != pl->n_stages || sc->n_chunks != pl->n_chunks || sc->n_microbatches != pl->n_microbatches)
+        return pt_fail(PT_EINVAL,
+                       "schedule '%s' is for P=%d V=%d M=%d but the plan has P=%d V=%d M=%d; generate both from the "
+                       "same settings",
+                       sc->name, sc->n_ranks, sc->n_chunks, sc->n_microbatches, pl->n_stages, pl->n_chunks,
+                       pl->n_microbatches);
+    int world = o->comm ? pt_comm_size(o->comm) : 1;
+    if (world != pl->n_stages * pl->n_replicas)
+        return pt_fail(PT_EINVAL, "the plan needs %d ranks (%d stages x %d replicas) but the job has %d; start %d",
+                       pl->n_stages * pl->n_replicas, pl->n_stages, pl->n_replicas, world,
+                       pl->n_stages * pl->n_replicas);
+    PT_CHECK(pt_sched_validate(sc));
+
+    pt_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return pt_fail(PT_ENOMEM, "out of host memory for the runtime");
+    pt_status st = PT_OK;
+    size_t bytes0 = pt_backend_bytes_in_use();
+    rt->cfg = o->cfg;
+    rt->plan = pl;
+    rt->sched = sc;
+    rt->comm = o->comm;
+    rt->be = o->be;
+    rt->stream = o->stream;
+    rt->adamw = o->adamw;
+    rt->prof = o->profile;
+    rt->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : o->comm ? pt_comm_timeout_ms(o->comm) : 300000;
+    rt->world = world;
+    rt->rank = o->comm ? pt_comm_rank(o->comm) : 0;
+    rt->P = pl->n_stages;
+    rt->V = pl->n_chunks;
+    rt->D = pl->n_replicas;
+    rt->M = pl->n_microbatches;
+    rt->B = pl->micro_batch_size;
+    rt->T = pl->seq_len;
+    rt->C = o->cfg->n_embd;
+    rt->p = rt->rank % rt->P;
+    rt->d = rt->rank / rt->P;
+    rt->emb_chunk = rt->head_chunk = -1;
+    rt->acts = sc->actions[rt->p];
+    rt->n_acts = sc->n_actions[rt->p];
+    rt->cur = -1;
+    int NV = rt->P * rt->V;
+    int L = pt_model_n_layers(o->cfg);
+    if (pl->n_vstages != NV || pl->first_layer[0] != 0 || pl->last_layer[NV - 1] != L - 1) {
+        st = pt_fail(PT_EINVAL, "the plan's %d chunks do not cover layers 0..%d", pl->n_vstages, L - 1);
+        goto fail;
+    }
+    if (o->mem_limit_bytes > 0 && pl->pred_rank_mem_bytes && pl->pred_rank_mem_bytes[rt->p] > 0 &&
+        pl->pred_rank_mem_bytes[rt->p] > (double)o->mem_limit_bytes) {
+        rt->mem_limit_bytes = o->mem_limit_bytes;
+        rt->cfg = o->cfg;
+        st = mem_refuse(rt, pl->pred_rank_mem_bytes[rt->p], "planner's prediction");
+        goto fail;
+    }
+    rt->mem_limit_bytes = o->mem_limit_bytes;
+    rt->ch = calloc((size_t)rt->V, sizeof(*rt->ch));
+    rt->recv_req = calloc((size_t)rt->n_acts + 1, sizeof(*rt->recv_req));
+    rt->first_touch = calloc((size_t)rt->n_acts + 1, 1);
+    rt->cap_sends = 2 * rt->M * rt->V + 4;
+    rt->sends = calloc((size_t)rt->cap_sends, sizeof(*rt->sends));
+    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends) {
+        st = pt_fail(PT_ENOMEM, "out of host memory for the runtime");
+        goto fail;
+    }
+    rt->emb_rank = rt->head_rank = -1;
+    {
+        int r0, c0, r1, c1;
+        PT_TRY(pt_sched_owner(sc, 0, &r0, &c0), fail);
+        PT_TRY(pt_sched_owner(sc, NV - 1, &r1, &c1), fail);
+        rt->emb_rank = r0;
+        rt->head_rank = r1;
+    }
+    for (int c = 0; c < rt->V; c++) {
+        rt_chunk *k = &rt->ch[c];
+        int v = pt_sched_vstage(sc, rt->p, c);
+        k->vstage = v;
+        k->first_layer = pl->first_layer[v];
+        k->last_layer = pl->last_layer[v];
+        k->has_emb = v == 0;
+        k->has_head = v == NV - 1;
+        k->prev_local = k->next_local = -1;
+        k->prev_rank = k->next_rank = -1;
+        k->skip_tensor = -1;
+        int r, cc;
+        if (v > 0) {
+            PT_TRY(pt_sched_owner(sc, v - 1, &r, &cc), fail);
+            k->prev_rank = r;
+            if (r == rt->p)
+                k->prev_local = cc;
+        }
+        if (v < NV - 1) {
+            PT_TRY(pt_sched_owner(sc, v + 1, &r, &cc), fail);
+            k->next_rank = r;
+            if (r == rt->p)
+                k->next_local = cc;
+        }
+        if (k->has_emb)
+            rt->emb_chunk = c;
+        if (k->has_head)
+            rt->head_chunk = c;
+    }
+    PT_TRY(check_actions(rt), fail);
+    {
+        int peak[256];
+        if (rt->V > 256) {
+            st = pt_fail(PT_EINVAL, "%d chunks per rank is more than the 256 supported", rt->V);
+            goto fail;
+        }
+        PT_TRY(dry_run_slots(rt, peak), fail);
+        for (int c = 0; c < rt->V; c++)
+            rt->ch[c].n_slots = peak[c];
+    }
+    for (int c = 0; c < rt->V; c++) {
+        rt_chunk *k = &rt->ch[c];
+        pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
+                             .recompute = pl->recompute ? pl->recompute[k->vstage] : 0 };
+        PT_TRY(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m), fail);
+        PT_TRY(pt_model_init_weights(k->m, o->seed), fail);
+        PT_TRY(pt_optim_create(k->m, &o->adamw, &k->o), fail);
+        k->slot_mb = malloc((size_t)k->n_slots * sizeof(int));
+        k->mb_slot = malloc((size_t)rt->M * sizeof(int));
+        k->bwd_done = calloc((size_t)rt->M, 1);
+        k->dgrad_pend = calloc((size_t)rt->M, 1);
+        k->n_sends = calloc((size_t)rt->M, sizeof(int));
+        if (!k->slot_mb || !k->mb_slot || !k->bwd_done || !k->dgrad_pend || !k->n_sends) {
+            st = pt_fail(PT_ENOMEM, "out of host memory for slot maps");
+            goto fail;
+        }
+        for (int s = 0; s < k->n_slots; s++)
+            k->slot_mb[s] = -1;
+        for (int mb = 0; mb < rt->M; mb++)
+            k->mb_slot[mb] = -1;
+        if (k->has_head && !k->has_emb) {
+            const pt_param *w = pt_model_find_tensor(k->m, "wte.weight");
+            for (int i = 0; w && i < pt_model_n_tensors(k->m); i++)
+                if (pt_model_tensor(k->m, i) == w)
+                    k->skip_tensor = i;
+        }
+        k->n_counted = pt_model_n_tensors(k->m) - (k->skip_tensor >= 0);
+        rt->slot_bytes += (size_t)k->n_slots * pt_model_slot_bytes(k->m);
+    }
+    /* Global tensor order: counts per virtual stage from every rank of replica 0. */
+    {
+        double *cnt = calloc((size_t)NV, sizeof(double));
+        if (!cnt) {
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto fail;
+        }
+        if (rt->d == 0)
+            for (int c = 0; c < rt->V; c++)
+                cnt[rt->ch[c].vstage] = rt->ch[c].n_counted;
+        if (rt->comm && rt->world > 1)
+            st = pt_comm_allreduce_f64(rt->comm, NULL, cnt, (size_t)NV, pt_deadline_after_ms(rt->timeout_ms));
+        if (st == PT_OK) {
+            int g = 0;
+            for (int v = 0; v < NV; v++) {
+                for (int c = 0; c < rt->V; c++)
+                    if (rt->ch[c].vstage == v)
+                        rt->ch[c].global_tensor0 = g;
+                g += (int)cnt[v];
+            }
+            rt->n_global_tensors = g;
+        }
+        free(cnt);
+        if (st != PT_OK) {
+            st = pt_fail_wrap(st, "rank %d: exchanging tensor counts at start-up failed", rt->rank);
+            goto fail;
+        }
+    }
+    {
+        int max_t = 1;
+        for (int c = 0; c < rt->V; c++)
+            if (pt_model_n_tensors(rt->ch[c].m) > max_t)
+                max_t = pt_model_n_tensors(rt->ch[c].m);
+        rt->sumsq = calloc((size_t)max_t, sizeof(double));
+        rt->norm_buf = calloc((size_t)rt->n_global_tensors + 2, sizeof(double));
+        if (rt->emb_chunk >= 0 || rt->head_chunk >= 0) {
+            size_t n = (size_t)rt->M * rt->B * rt->T;
+            rt->tokens = malloc(n * sizeof(int32_t));
+            rt->targets = malloc(n * sizeof(int32_t));
+            if (!rt->tokens || !rt->targets) {
+                st = pt_fail(PT_ENOMEM, "out of host memory for the batch");
+                goto fail;
+            }
+        }
+        if (!rt->sumsq || !rt->norm_buf) {
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto fail;
+        }
+    }
+    /* Groups, created by members in the same order on every rank: tied pair, then data parallel. */
+    if (rt->comm && rt->emb_rank != rt->head_rank && (rt->p == rt->emb_rank || rt->p == rt->head_rank)) {
+        int g[2] = { world_of(rt, rt->emb_rank), world_of(rt, rt->head_rank) };
+        PT_TRY(pt_comm_group_create(rt->comm, g, 2, &rt->tied_group), fail);
+    }
+    if (rt->comm && rt->D > 1) {
+        int *g = malloc((size_t)rt->D * sizeof(int));
+        if (!g) {
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto fail;
+        }
+        for (int d = 0; d < rt->D; d++)
+            g[d] = d * rt->P + rt->p;
+        st = pt_comm_group_create(rt->comm, g, rt->D, &rt->dp_group);
+        free(g);
+        if (st != PT_OK)
+            goto fail;
+    }
+    PT_TRY(o->be->stream_sync(o->stream), fail);
+    rt->alloc_bytes = pt_backend_bytes_in_use() - bytes0;
+    if (rt->mem_limit_bytes > 0 && rt->alloc_bytes > rt->mem_limit_bytes) {
+        st = mem_refuse(rt, (double)rt->alloc_bytes, "parameters, gradients, optimizer state and activation slots");
+        goto fail;
+    }
+    *out = rt;
+    return PT_OK;
+fail:
+    pt_runtime_destroy(rt);
+    return st;
+}
+
+void pt_runtime_destroy(pt_runtime *rt)
+{
+    if (!rt)
+        return;
+    pt_comm_group_destroy(rt->dp_group);
+    pt_comm_group_destroy(rt->tied_group);
+    free(rt->tokens);
+    free(rt->targets);
+    free(rt->norm_buf);
+    free(rt->sumsq);
+    for (int c = 0; rt->ch && c < rt->V; c++) {
+        rt_chunk *k = &rt->ch[c];
+        pt_optim_destroy(k->o);
+        pt_model_destroy(k->m);
+        free(k->slot_mb);
+        free(k->mb_slot);
+        free(k->bwd_done);
+        free(k->dgrad_pend);
+        free(k->n_sends);
+    }
+    free(rt->ch);
+    free(rt->sends);
+    free(rt->first_touch);
+    free(rt->recv_req);
+    free(rt);
+}
+
+/* ---- queries ---- */
+
+int pt_runtime_rank(const pt_runtime *rt) { return rt->rank; }
+int pt_runtime_stage_rank(const pt_runtime *rt) { return rt->p; }
+int pt_runtime_replica(const pt_runtime *rt) { return rt->d; }
+int pt_runtime_n_chunks(const pt_runtime *rt) { return rt->V; }
+int pt_runtime_chunk_vstage(const pt_runtime *rt, int c) { return rt->ch[c].vstage; }
+pt_model *pt_runtime_chunk_model(pt_runtime *rt, int c) { return rt->ch[c].m; }
+pt_optim *pt_runtime_chunk_optim(pt_runtime *rt, int c) { return rt->ch[c].o; }
+int pt_runtime_chunk_slots(const pt_runtime *rt, int c) { return rt->ch[c].n_slots; }
+int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c) { return rt->ch[c].peak_in_use; }
+size_t pt_runtime_peak_bytes(const pt_runtime *rt) { return rt->alloc_bytes; }
+size_t pt_runtime_slot_bytes(const pt_runtime *rt) { return rt->slot_bytes; }
