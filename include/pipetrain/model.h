@@ -110,7 +110,10 @@ size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
 /* Flat device buffers (pt_model_n_params elements), owned by the model. */
 float *pt_model_params(pt_model *m);
 float *pt_model_grads(pt_model *m);
-/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head. */
+/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head.
+ * With the embedding in the same chunk it is a separate buffer; in a head-only chunk it is the
+ * gradient of the chunk's own wte.weight copy (a view into pt_model_grads), so after the runtime
+ * sums the two ranks' contributions into it the optimizer updates the copy like the original. */
 float *pt_model_head_wte_grad(pt_model *m);
 
 /* Initialises weights as GPT-2: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), biases 0,
@@ -170,6 +173,29 @@ pt_status pt_model_slot_release(pt_model *m, int s);
  * layout (wte.weight, h.0.attn.c_attn.weight as [in, out], ...), transposing as needed.
  * A tensor missing from the file, or of the wrong shape, is PT_EFORMAT naming it. */
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path);
+
+/* ---- added by models/: logits, Hugging Face names, export ---- */
+
+/* Copies the slot's logits (B*T, Vp) to host `out` (head only, after forward and until the slot's
+ * next forward). The slot keeps softmax probabilities, not logits, so they are recomputed from the
+ * kept final-layernorm output a few rows at a time (equal to the forward's up to rounding).
+ * Synchronises. PT_EINVAL for a chunk without the head. */
+pt_status pt_model_slot_logits(pt_model *m, int s, float *out);
+
+/* The Hugging Face GPT-2 name of a pipetrain tensor name ("blocks.3.attn.qkv.weight" ->
+ * "h.3.attn.c_attn.weight"), written to hf (cap bytes). *transposed is set to 1 when the file
+ * stores the tensor as [in, out] (HF Conv1D), the transpose of our (out, in). PT_EINVAL for a name
+ * that is not a GPT-2 parameter. Pure; thread-safe. */
+pt_status pt_model_hf_name(const char *name, char *hf, size_t cap, int *transposed);
+
+/* Writes the weights held by `models` (n chunks of one config in one process, together covering
+ * every layer; a tensor held twice, like a pipeline's tied wte copy, is written once) to a
+ * safetensors file in Hugging Face GPT-2 naming and layout, the inverse of
+ * pt_model_load_hf_safetensors. wte.weight is written with all vocab_padded rows, and the
+ * metadata holds the config (n_layer, n_head, n_embd, vocab_size, vocab_padded, max_seq_len).
+ * Synchronises; writes through a temporary file. PT_EINVAL when the chunks miss a layer or differ
+ * in config, PT_EIO when the file cannot be written. */
+pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const char *path);
 
 #ifdef __cplusplus
 }

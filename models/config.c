@@ -1,0 +1,159 @@
+/* Model configs: presets, JSON config files, validation, parameter counts. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "pipetrain/json.h"
+#include "pipetrain/model.h"
+
+/* Limits beyond which a config is refused as absurd (a typo, not a model). */
+#define PT_CFG_MAX_LAYERS 4096
+#define PT_CFG_MAX_HEADS 1024
+#define PT_CFG_MAX_EMBD 65536
+#define PT_CFG_MAX_VOCAB (1 << 24)
+#define PT_CFG_MAX_SEQ (1 << 20)
+
+typedef struct cfg_preset {
+    const char *name;
+    int n_layer, n_head, n_embd, vocab_size, vocab_padded, max_seq_len;
+} cfg_preset;
+
+/* The 50257-token presets pad the vocabulary to 50304 (a multiple of 128) as llm.c does, so
+ * the LM-head GEMM runs on friendly shapes; the padded rows are never targets. */
+static const cfg_preset cfg_presets[] = {
+    { "gpt2-tiny", 4, 4, 128, 256, 256, 256 },
+    { "gpt2-small", 6, 6, 384, 50257, 50304, 1024 },
+    { "gpt2", 12, 12, 768, 50257, 50304, 1024 },
+    { "gpt2-medium", 24, 16, 1024, 50257, 50304, 1024 },
+    { "gpt2-large", 36, 20, 1280, 50257, 50304, 1024 },
+    { "gpt2-xl", 48, 25, 1600, 50257, 50304, 1024 },
+    /* Planning shapes (GPT-3 paper, Table 2.1; 13B uses width 5120 so 40 heads divide it). */
+    { "gpt3-2.7b", 32, 32, 2560, 50257, 50304, 2048 },
+    { "gpt3-6.7b", 32, 32, 4096, 50257, 50304, 2048 },
+    { "gpt3-13b", 40, 40, 5120, 50257, 50304, 2048 },
+    { "gpt3-175b", 96, 96, 12288, 50257, 50304, 2048 },
+};
+#define CFG_N_PRESETS ((int)(sizeof(cfg_presets) / sizeof(cfg_presets[0])))
+
+static const char *const cfg_preset_names[CFG_N_PRESETS + 1] = {
+    "gpt2-tiny", "gpt2-small", "gpt2", "gpt2-medium", "gpt2-large",
+    "gpt2-xl",   "gpt3-2.7b",  "gpt3-6.7b", "gpt3-13b", "gpt3-175b", NULL,
+};
+
+const char *const *pt_model_preset_names(void) { return cfg_preset_names; }
+
+pt_status pt_model_config_validate(const pt_model_config *c)
+{
+    const char *who = c->name[0] ? c->name : "model config";
+    if (c->n_layer < 1 || c->n_layer > PT_CFG_MAX_LAYERS)
+        return pt_fail(PT_EINVAL, "%s: n_layer is %d; it must be between 1 and %d", who, c->n_layer, PT_CFG_MAX_LAYERS);
+    if (c->n_head < 1 || c->n_head > PT_CFG_MAX_HEADS)
+        return pt_fail(PT_EINVAL, "%s: n_head is %d; it must be between 1 and %d", who, c->n_head, PT_CFG_MAX_HEADS);
+    if (c->n_embd < 1 || c->n_embd > PT_CFG_MAX_EMBD)
+        return pt_fail(PT_EINVAL, "%s: n_embd is %d; it must be between 1 and %d", who, c->n_embd, PT_CFG_MAX_EMBD);
+    if (c->n_embd % c->n_head != 0)
+        return pt_fail(PT_EINVAL, "%s: n_head %d does not divide n_embd %d; choose n_head so that n_embd / n_head is "
+                                  "a whole head width",
+                       who, c->n_head, c->n_embd);
+    if (c->vocab_size < 2 || c->vocab_size > PT_CFG_MAX_VOCAB)
+        return pt_fail(PT_EINVAL, "%s: vocab_size is %d; it must be between 2 and %d", who, c->vocab_size,
+                       PT_CFG_MAX_VOCAB);
+    if (c->vocab_padded < c->vocab_size || c->vocab_padded > PT_CFG_MAX_VOCAB)
+        return pt_fail(PT_EINVAL, "%s: vocab_padded is %d; it must be at least vocab_size (%d) and at most %d", who,
+                       c->vocab_padded, c->vocab_size, PT_CFG_MAX_VOCAB);
+    if (c->max_seq_len < 1 || c->max_seq_len > PT_CFG_MAX_SEQ)
+        return pt_fail(PT_EINVAL, "%s: max_seq_len is %d; it must be between 1 and %d", who, c->max_seq_len,
+                       PT_CFG_MAX_SEQ);
+    return PT_OK;
+}
+
+int64_t pt_model_config_n_params(const pt_model_config *c)
+{
+    int64_t C = c->n_embd;
+    int64_t block = 12 * C * C + 13 * C; /* qkv 3C*C+3C, proj C*C+C, fc 4C*C+4C, proj C*4C+C, 2 layernorms 4C */
+    return (int64_t)c->vocab_size * C + (int64_t)c->max_seq_len * C + (int64_t)c->n_layer * block + 2 * C;
+}
+
+static int cfg_find_preset(const char *name, pt_model_config *out)
+{
+    for (int i = 0; i < CFG_N_PRESETS; i++) {
+        const cfg_preset *p = &cfg_presets[i];
+        if (strcmp(p->name, name) == 0) {
+            memset(out, 0, sizeof(*out));
+            snprintf(out->name, sizeof(out->name), "%s", p->name);
+            out->n_layer = p->n_layer;
+            out->n_head = p->n_head;
+            out->n_embd = p->n_embd;
+            out->vocab_size = p->vocab_size;
+            out->vocab_padded = p->vocab_padded;
+            out->max_seq_len = p->max_seq_len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads one integer field into an int, naming the file and field on error. */
+static pt_status cfg_get(const cJSON *root, const char *path, const char *key, long long lo, long long hi, int *out)
+{
+    long long v = 0;
+    PT_CHECK(pt_json_get_int(root, path, key, lo, hi, &v));
+    *out = (int)v;
+    return PT_OK;
+}
+
+pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!name_or_path || !name_or_path[0])
+        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2-small, gpt2, ...) or a JSON config");
+    if (cfg_find_preset(name_or_path, out))
+        return PT_OK;
+    struct stat sb;
+    if (stat(name_or_path, &sb) != 0) {
+        char list[256] = "";
+        for (int i = 0; i < CFG_N_PRESETS; i++) {
+            size_t len = strlen(list);
+            snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "", cfg_presets[i].name);
+        }
+        return pt_fail(PT_EINVAL, "model \"%s\" is neither a preset nor a readable JSON config file (%s); presets: %s",
+                       name_or_path, strerror(errno), list);
+    }
+    cJSON *root = NULL;
+    PT_CHECK(pt_json_read_file(name_or_path, &root));
+    pt_status st = PT_OK;
+    static const char *const allowed[] = { "name",       "n_layer",     "n_head",      "n_embd",
+                                           "vocab_size", "vocab_padded", "max_seq_len", NULL };
+    if (!cJSON_IsObject(root)) {
+        st = pt_fail(PT_EINVAL, "%s: a model config must be a JSON object with n_layer, n_head, n_embd, vocab_size "
+                                "and max_seq_len",
+                     name_or_path);
+        goto done;
+    }
+    PT_TRY(pt_json_check_keys(root, name_or_path, allowed), done);
+    PT_TRY(cfg_get(root, name_or_path, "n_layer", 1, PT_CFG_MAX_LAYERS, &out->n_layer), done);
+    PT_TRY(cfg_get(root, name_or_path, "n_head", 1, PT_CFG_MAX_HEADS, &out->n_head), done);
+    PT_TRY(cfg_get(root, name_or_path, "n_embd", 1, PT_CFG_MAX_EMBD, &out->n_embd), done);
+    PT_TRY(cfg_get(root, name_or_path, "vocab_size", 2, PT_CFG_MAX_VOCAB, &out->vocab_size), done);
+    PT_TRY(cfg_get(root, name_or_path, "max_seq_len", 1, PT_CFG_MAX_SEQ, &out->max_seq_len), done);
+    out->vocab_padded = out->vocab_size;
+    if (cJSON_HasObjectItem(root, "vocab_padded"))
+        PT_TRY(cfg_get(root, name_or_path, "vocab_padded", 2, PT_CFG_MAX_VOCAB, &out->vocab_padded), done);
+    if (cJSON_HasObjectItem(root, "name")) {
+        const char *name = NULL;
+        PT_TRY(pt_json_get_string(root, name_or_path, "name", &name), done);
+        if (strlen(name) >= sizeof(out->name)) {
+            st = pt_fail(PT_EINVAL, "%s: \"name\" is longer than %zu characters; shorten it", name_or_path,
+                         sizeof(out->name) - 1);
+            goto done;
+        }
+        snprintf(out->name, sizeof(out->name), "%s", name);
+    }
+    st = pt_model_config_validate(out);
+    if (st != PT_OK && !out->name[0])
+        st = pt_fail_wrap(st, "%s", name_or_path);
+done:
+    cJSON_Delete(root);
+    return st;
+}

@@ -1,0 +1,778 @@
+/* GPT-2 layers [first, last] on one backend: parameters, activation slots, forward, split and
+ * fused backward. Kernels are reached only through the pt_backend table; tensor memory is touched
+ * from the host only through memcpy_h2d/d2h (initialisation, loading, losses).
+ *
+ * Slot layout. Boundary b (1 <= b <= n_layer+1) is the residual stream entering layer b (the
+ * output of layer b-1); each slot keeps x[b] and its gradient dx[b] for the boundaries the chunk
+ * touches. A block keeps its internal activations (ln1, qkv, attention, res2 = x + attn, ln2,
+ * fc, gelu) and, between backward_input and backward_weight, the gradients at the outputs of its
+ * weight-bearing ops (dfch, dln2, dres2, dqkv, dln1; the gradient at its output is dx[b+1]).
+ * With recompute, the block internals live in one area shared by all blocks and slots and are
+ * recomputed from x[b] before each backward pass over the block. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/model.h"
+
+/* Sub-buffers inside an arena start on 256-byte boundaries (the backend's alignment). */
+#define MODEL_ALIGN 256
+
+/* Logit rows recomputed per call in pt_model_slot_logits. */
+#define MODEL_LOGIT_ROWS 16
+
+enum {
+    BP_LN1W,
+    BP_LN1B,
+    BP_QKVW,
+    BP_QKVB,
+    BP_PROJW,
+    BP_PROJB,
+    BP_LN2W,
+    BP_LN2B,
+    BP_FCW,
+    BP_FCB,
+    BP_MPROJW,
+    BP_MPROJB,
+    BP_COUNT
+};
+
+static const char *const block_param_suffix[BP_COUNT] = {
+    [BP_LN1W] = "ln1.weight",       [BP_LN1B] = "ln1.bias",       [BP_QKVW] = "attn.qkv.weight",
+    [BP_QKVB] = "attn.qkv.bias",    [BP_PROJW] = "attn.proj.weight", [BP_PROJB] = "attn.proj.bias",
+    [BP_LN2W] = "ln2.weight",       [BP_LN2B] = "ln2.bias",       [BP_FCW] = "mlp.fc.weight",
+    [BP_FCB] = "mlp.fc.bias",       [BP_MPROJW] = "mlp.proj.weight", [BP_MPROJB] = "mlp.proj.bias",
+};
+_Static_assert(sizeof(block_param_suffix) / sizeof(block_param_suffix[0]) == BP_COUNT, "block parameter table");
+
+/* A block's activations in one slot (or the shared recompute area). */
+typedef struct block_act {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att_saved, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu;
+} block_act;
+
+/* Gradients a block keeps between backward_input and backward_weight. */
+typedef struct block_grad {
+    float *dfch, *dln2, *dres2, *dqkv, *dln1;
+} block_grad;
+
+typedef enum { SLOT_FREE = 0, SLOT_FORWARD, SLOT_INPUT_GRAD } slot_state;
+
+typedef struct model_slot {
+    void *mem;
+    int32_t *tokens, *targets;
+    float **x, **dx;  /* [boundary - first_layer], NULL where the boundary has no buffer */
+    block_act *act;   /* [local block]; with recompute all point at the shared area */
+    block_grad *grad; /* [local block] */
+    float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *dlnf;
+    slot_state state;
+} model_slot;
+
+struct pt_model {
+    pt_model_config cfg;
+    pt_model_opts opts;
+    const pt_backend *be;
+    pt_stream *stream;
+    int first, last;
+    int has_emb, has_head;
+    int first_block, n_blocks; /* global layer index of the first block, local block count */
+    int n_tensors;
+    pt_param *tensors;
+    size_t n_params;
+    int t_wte, t_wpe;    /* embedding tensors (-1 when absent) */
+    int *t_block;        /* [n_blocks] index of the block's first tensor */
+    int t_lnfw, t_lnfb;  /* head tensors */
+    int t_head_wte;      /* the wte the head multiplies with: t_wte, or the head's own copy */
+    float *params, *grads;
+    float *twin;         /* head's wte gradient: own buffer (with embedding) or a view into grads */
+    int own_twin;
+    float *scratch_att;  /* attention scratch */
+    float *scratch_nc;   /* (N,C): gradient at the attention output */
+    float *scratch_logits; /* (MODEL_LOGIT_ROWS,Vp) for pt_model_slot_logits */
+    void *recompute_mem; /* shared block activations when recompute */
+    block_act recompute_act;
+    size_t slot_bytes;
+    model_slot *slots;
+    float *host_losses;  /* (N) host buffers for pt_model_slot_loss */
+    int32_t *host_targets;
+};
+
+/* ---- arena carving: run once with base NULL to measure, then on the allocation ---- */
+
+typedef struct carve {
+    char *base;
+    size_t off;
+} carve;
+
+static void *carve_bytes(carve *c, size_t bytes)
+{
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + MODEL_ALIGN - 1) / MODEL_ALIGN * MODEL_ALIGN;
+    return p;
+}
+
+static float *carve_f(carve *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
+
+static void carve_block_act(carve *c, const pt_model *m, block_act *a)
+{
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
+    const size_t N = (size_t)B * T;
+    a->ln1 = carve_f(c, N * C);
+    a->ln1_mean = carve_f(c, N);
+    a->ln1_rstd = carve_f(c, N);
+    a->qkv = carve_f(c, N * 3 * C);
+    a->atty = carve_f(c, N * C);
+    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, C, NH));
+    a->res2 = carve_f(c, N * C);
+    a->ln2 = carve_f(c, N * C);
+    a->ln2_mean = carve_f(c, N);
+    a->ln2_rstd = carve_f(c, N);
+    a->fch = carve_f(c, N * 4 * C);
+    a->fch_gelu = carve_f(c, N * 4 * C);
+}
+
+/* Lays out one slot; `s` receives pointers (NULL when measuring). */
+static void carve_slot(carve *c, const pt_model *m, model_slot *s)
+{
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
+    const int L = m->cfg.n_layer;
+    s->tokens = m->has_emb ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
+    s->targets = m->has_head ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
+    for (int b = m->first; b <= m->last + 1; b++) {
+        int has = b >= 1 && b <= L + 1;
+        s->x[b - m->first] = has ? carve_f(c, N * C) : NULL;
+        s->dx[b - m->first] = has ? carve_f(c, N * C) : NULL;
+    }
+    for (int j = 0; j < m->n_blocks; j++) {
+        if (m->opts.recompute)
+            s->act[j] = m->recompute_act;
+        else
+            carve_block_act(c, m, &s->act[j]);
+        block_grad *g = &s->grad[j];
+        g->dfch = carve_f(c, N * 4 * C);
+        g->dln2 = carve_f(c, N * C);
+        g->dres2 = carve_f(c, N * C);
+        g->dqkv = carve_f(c, N * 3 * C);
+        g->dln1 = carve_f(c, N * C);
+    }
+    if (m->has_head) {
+        s->lnf = carve_f(c, N * C);
+        s->lnf_mean = carve_f(c, N);
+        s->lnf_rstd = carve_f(c, N);
+        s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
+        s->losses = carve_f(c, N);
+        s->dlnf = carve_f(c, N * C);
+    } else {
+        s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = NULL;
+    }
+}
+
+/* ---- parameters ---- */
+
+static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int ndim, int d0, int d1)
+{
+    pt_param *p = &m->tensors[m->n_tensors];
+    char *copy = strdup(name);
+    if (!copy)
+        return pt_fail(PT_ENOMEM, "out of memory naming tensor %s", name);
+    p->name = copy;
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim > 1 ? d1 : 0;
+    p->numel = (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    p->offset = m->n_params;
+    p->layer = layer;
+    p->decay = ndim >= 2;
+    m->n_params += p->numel;
+    m->n_tensors++;
+    return PT_OK;
+}
+
+static pt_status model_build_tensors(pt_model *m)
+{
+    const int C = m->cfg.n_embd, L = m->cfg.n_layer;
+    int cap = (m->has_emb ? 2 : 0) + m->n_blocks * BP_COUNT + (m->has_head ? 3 : 0);
+    m->tensors = calloc((size_t)cap, sizeof(pt_param));
+    m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
+    if (!m->tensors || !m->t_block)
+        return pt_fail(PT_ENOMEM, "out of memory for the model's tensor table");
+    m->t_wte = m->t_wpe = m->t_lnfw = m->t_lnfb = m->t_head_wte = -1;
+    if (m->has_emb) {
+        m->t_wte = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
+        m->t_wpe = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "wpe.weight", 0, 2, m->cfg.max_seq_len, C));
+    }
+    for (int j = 0; j < m->n_blocks; j++) {
+        int layer = m->first_block + j, i = layer - 1;
+        static const int rows[BP_COUNT] = { 1, 1, 3, 3, 1, 1, 1, 1, 4, 4, 1, 1 };
+        m->t_block[j] = m->n_tensors;
+        for (int k = 0; k < BP_COUNT; k++) {
+            char name[96];
+            snprintf(name, sizeof(name), "blocks.%d.%s", i, block_param_suffix[k]);
+            int is_weight = k == BP_QKVW || k == BP_PROJW || k == BP_FCW || k == BP_MPROJW;
+            int in = k == BP_MPROJW ? 4 * C : C;
+            PT_CHECK(model_add_tensor(m, name, layer, is_weight ? 2 : 1, rows[k] * C, in));
+        }
+    }
+    if (m->has_head) {
+        m->t_lnfw = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "lnf.weight", L + 1, 1, C, 0));
+        m->t_lnfb = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "lnf.bias", L + 1, 1, C, 0));
+        if (m->has_emb) {
+            m->t_head_wte = m->t_wte;
+        } else {
+            m->t_head_wte = m->n_tensors;
+            PT_CHECK(model_add_tensor(m, "wte.weight", L + 1, 2, m->cfg.vocab_padded, C));
+        }
+    }
+    return PT_OK;
+}
+
+static float *P(pt_model *m, int t) { return m->params + m->tensors[t].offset; }
+static float *G(pt_model *m, int t) { return m->grads + m->tensors[t].offset; }
+
+/* ---- create / destroy ---- */
+
+void pt_model_destroy(pt_model *m)
+{
+    if (!m)
+        return;
+    if (m->slots) {
+        for (int s = 0; s < m->opts.n_slots; s++) {
+            pt_backend_free(m->be, m->slots[s].mem);
+            free(m->slots[s].x);
+            free(m->slots[s].dx);
+            free(m->slots[s].act);
+            free(m->slots[s].grad);
+        }
+        free(m->slots);
+    }
+    free(m->host_targets);
+    free(m->host_losses);
+    pt_backend_free(m->be, m->recompute_mem);
+    pt_backend_free(m->be, m->scratch_logits);
+    pt_backend_free(m->be, m->scratch_nc);
+    pt_backend_free(m->be, m->scratch_att);
+    if (m->own_twin)
+        pt_backend_free(m->be, m->twin);
+    pt_backend_free(m->be, m->grads);
+    pt_backend_free(m->be, m->params);
+    for (int i = 0; i < m->n_tensors; i++)
+        free((char *)m->tensors[i].name);
+    free(m->tensors);
+    free(m->t_block);
+    free(m);
+}
+
+pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_layer, const pt_model_opts *opts,
+                          const pt_backend *be, pt_stream *stream, pt_model **out)
+{
+    *out = NULL;
+    PT_CHECK(pt_model_config_validate(cfg));
+    const int n_layers = pt_model_n_layers(cfg);
+    if (first_layer < 0 || last_layer >= n_layers || first_layer > last_layer)
+        return pt_fail(PT_EINVAL, "layers %d..%d are not a range of the model's %d layers (0..%d); pick 0 <= first <= "
+                                  "last <= %d",
+                       first_layer, last_layer, n_layers, n_layers - 1, n_layers - 1);
+    if (opts->micro_batch < 1 || opts->micro_batch > (1 << 20))
+        return pt_fail(PT_EINVAL, "micro-batch size %d must be between 1 and %d", opts->micro_batch, 1 << 20);
+    if (opts->seq_len < 1 || opts->seq_len > cfg->max_seq_len)
+        return pt_fail(PT_EINVAL, "sequence length %d must be between 1 and the model's max_seq_len %d",
+                       opts->seq_len, cfg->max_seq_len);
+    if (opts->n_slots < 1 || opts->n_slots > 4096)
+        return pt_fail(PT_EINVAL, "n_slots is %d; a model needs between 1 and 4096 activation slots", opts->n_slots);
+    pt_status st = PT_OK;
+    pt_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return pt_fail(PT_ENOMEM, "out of memory creating a model");
+    m->cfg = *cfg;
+    m->opts = *opts;
+    m->opts.recompute = opts->recompute ? 1 : 0;
+    m->be = be;
+    m->stream = stream;
+    m->first = first_layer;
+    m->last = last_layer;
+    m->has_emb = first_layer == 0;
+    m->has_head = last_layer == n_layers - 1;
+    m->first_block = first_layer < 1 ? 1 : first_layer;
+    int last_block = last_layer > cfg->n_layer ? cfg->n_layer : last_layer;
+    m->n_blocks = last_block >= m->first_block ? last_block - m->first_block + 1 : 0;
+    PT_TRY(model_build_tensors(m), fail);
+
+    const int B = opts->micro_batch, T = opts->seq_len, C = cfg->n_embd, NH = cfg->n_head;
+    const size_t N = (size_t)B * T, Vp = (size_t)cfg->vocab_padded;
+    size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
+    PT_TRY(pt_backend_alloc(be, (void **)&m->params, pbytes), fail);
+    PT_TRY(pt_backend_alloc(be, (void **)&m->grads, pbytes), fail);
+    if (m->has_head) {
+        if (m->has_emb) {
+            PT_TRY(pt_backend_alloc(be, (void **)&m->twin, Vp * C * sizeof(float)), fail);
+            m->own_twin = 1;
+        } else {
+            m->twin = G(m, m->t_head_wte);
+        }
+        size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
+        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float)), fail);
+    }
+    if (m->n_blocks > 0) {
+        size_t att = be->attention_scratch_size(B, T, C, NH);
+        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float)), fail);
+        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_nc, N * C * sizeof(float)), fail);
+        if (m->opts.recompute) {
+            carve c = { 0 };
+            carve_block_act(&c, m, &m->recompute_act);
+            PT_TRY(pt_backend_alloc(be, &m->recompute_mem, c.off), fail);
+            c = (carve){ .base = m->recompute_mem };
+            carve_block_act(&c, m, &m->recompute_act);
+        }
+    }
+    if (m->has_head) {
+        m->host_losses = malloc(N * sizeof(float));
+        m->host_targets = malloc(N * sizeof(int32_t));
+        if (!m->host_losses || !m->host_targets) {
+            st = pt_fail(PT_ENOMEM, "out of memory for host loss buffers");
+            goto fail;
+        }
+    }
+    m->slots = calloc((size_t)opts->n_slots, sizeof(model_slot));
+    if (!m->slots) {
+        st = pt_fail(PT_ENOMEM, "out of memory for %d slots", opts->n_slots);
+        goto fail;
+    }
+    const int n_bound = last_layer - first_layer + 2;
+    for (int s = 0; s < opts->n_slots; s++) {
+        model_slot *sl = &m->slots[s];
+        sl->x = calloc((size_t)n_bound, sizeof(float *));
+        sl->dx = calloc((size_t)n_bound, sizeof(float *));
+        sl->act = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_act));
+        sl->grad = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_grad));
+        if (!sl->x || !sl->dx || !sl->act || !sl->grad) {
+            st = pt_fail(PT_ENOMEM, "out of memory for slot tables");
+            goto fail;
+        }
+        carve c = { 0 };
+        carve_slot(&c, m, sl);
+        m->slot_bytes = c.off;
+        PT_TRY(pt_backend_alloc(be, &sl->mem, c.off ? c.off : 1), fail);
+        c = (carve){ .base = sl->mem };
+        carve_slot(&c, m, sl);
+    }
+    *out = m;
+    return PT_OK;
+fail:
+    pt_model_destroy(m);
+    return st;
+}
+
+/* ---- accessors ---- */
+
+const pt_model_config *pt_model_config_of(const pt_model *m) { return &m->cfg; }
+int pt_model_first_layer(const pt_model *m) { return m->first; }
+int pt_model_last_layer(const pt_model *m) { return m->last; }
+int pt_model_has_embedding(const pt_model *m) { return m->has_emb; }
+int pt_model_has_head(const pt_model *m) { return m->has_head; }
+int pt_model_n_tensors(const pt_model *m) { return m->n_tensors; }
+const pt_param *pt_model_tensor(const pt_model *m, int i) { return i >= 0 && i < m->n_tensors ? &m->tensors[i] : NULL; }
+size_t pt_model_n_params(const pt_model *m) { return m->n_params; }
+float *pt_model_params(pt_model *m) { return m->params; }
+float *pt_model_grads(pt_model *m) { return m->grads; }
+float *pt_model_head_wte_grad(pt_model *m) { return m->has_head ? m->twin : NULL; }
+size_t pt_model_slot_bytes(const pt_model *m) { return m->slot_bytes; }
+const pt_backend *pt_model_backend(const pt_model *m) { return m->be; }
+pt_stream *pt_model_stream(const pt_model *m) { return m->stream; }
+
+const pt_param *pt_model_find_tensor(const pt_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+static model_slot *slot_at(pt_model *m, int s) { return s >= 0 && s < m->opts.n_slots ? &m->slots[s] : NULL; }
+
+int32_t *pt_model_slot_tokens(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl ? sl->tokens : NULL;
+}
+
+int32_t *pt_model_slot_targets(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl ? sl->targets : NULL;
+}
+
+float *pt_model_slot_input(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl && !m->has_emb ? sl->x[0] : NULL;
+}
+
+float *pt_model_slot_output(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl && !m->has_head ? sl->x[m->last + 1 - m->first] : NULL;
+}
+
+float *pt_model_slot_dinput(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl && !m->has_emb ? sl->dx[0] : NULL;
+}
+
+float *pt_model_slot_doutput(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl && !m->has_head ? sl->dx[m->last + 1 - m->first] : NULL;
+}
+
+const float *pt_model_slot_probs(pt_model *m, int s)
+{
+    model_slot *sl = slot_at(m, s);
+    return sl && m->has_head ? sl->logits : NULL;
+}
+
+static pt_status slot_check(pt_model *m, int s, const char *what)
+{
+    if (!slot_at(m, s))
+        return pt_fail(PT_EINVAL, "%s: slot %d is out of range; this model has %d slots (0..%d)", what, s,
+                       m->opts.n_slots, m->opts.n_slots - 1);
+    return PT_OK;
+}
+
+pt_status pt_model_slot_release(pt_model *m, int s)
+{
+    PT_CHECK(slot_check(m, s, "slot release"));
+    m->slots[s].state = SLOT_FREE;
+    return PT_OK;
+}
+
+/* ---- initialisation ---- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The RNG stream of one tensor: a function of (seed, name) only, so every partition of a model
+ * initialises a tensor identically. */
+static uint64_t init_stream(uint64_t seed, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t x = seed ^ h;
+    return splitmix64(&x);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Fills `out` (n) with the initial values of tensor `name` (GPT-2's scheme). */
+static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *name, float *out, size_t n)
+{
+    int is_ln = strncmp(name, "lnf.", 4) == 0 || strstr(name, ".ln1.") || strstr(name, ".ln2.");
+    if (ends_with(name, ".bias") || is_ln) {
+        float v = is_ln && ends_with(name, ".weight") ? 1.0f : 0.0f;
+        for (size_t i = 0; i < n; i++)
+            out[i] = v;
+        return;
+    }
+    double std = 0.02;
+    if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight"))
+        std = 0.02 / sqrt(2.0 * cfg->n_layer);
+    uint64_t state = init_stream(seed, name);
+    for (size_t i = 0; i < n; i += 2) { /* Box-Muller: two normals per pair of uniforms */
+        double u1 = ((double)(splitmix64(&state) >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
+        double u2 = (double)(splitmix64(&state) >> 11) * 0x1.0p-53;
+        double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+        out[i] = (float)(std * r * cos(a));
+        if (i + 1 < n)
+            out[i + 1] = (float)(std * r * sin(a));
+    }
+}
+
+pt_status pt_model_init_weights(pt_model *m, uint64_t seed)
+{
+    size_t max = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        max = m->tensors[i].numel > max ? m->tensors[i].numel : max;
+    float *host = malloc(max * sizeof(float));
+    if (!host)
+        return pt_fail(PT_ENOMEM, "out of memory initialising weights (%zu floats)", max);
+    pt_status st = PT_OK;
+    for (int i = 0; i < m->n_tensors && st == PT_OK; i++) {
+        const pt_param *p = &m->tensors[i];
+        init_fill(&m->cfg, seed, p->name, host, p->numel);
+        st = m->be->memcpy_h2d(m->stream, m->params + p->offset, host, p->numel * sizeof(float));
+    }
+    if (st == PT_OK)
+        st = m->be->stream_sync(m->stream); /* the host buffer must outlive the copies */
+    free(host);
+    return st;
+}
+
+pt_status pt_model_zero_grads(pt_model *m)
+{
+    PT_CHECK(m->be->memset_zero(m->stream, m->grads, m->n_params * sizeof(float)));
+    if (m->own_twin)
+        PT_CHECK(m->be->memset_zero(m->stream, m->twin,
+                                    (size_t)m->cfg.vocab_padded * m->cfg.n_embd * sizeof(float)));
+    return PT_OK;
+}
+
+pt_status pt_model_reduce_tied_grads(pt_model *m)
+{
+    if (!(m->has_emb && m->has_head))
+        return PT_OK;
+    float *g = G(m, m->t_wte);
+    return m->be->add(m->stream, g, g, m->twin, (size_t)m->cfg.vocab_padded * m->cfg.n_embd);
+}
+
+/* ---- the layers ---- */
+
+/* Block j forward from x into its activations a; with `out`, also the block's output. */
+static pt_status block_forward(pt_model *m, int j, const float *x, const block_act *a, float *out)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int t = m->t_block[j];
+    PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), N,
+                                   C));
+    PT_CHECK(be->matmul_forward(s, a->qkv, a->ln1, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, 3 * C));
+    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH));
+    PT_CHECK(be->matmul_forward(s, a->res2, a->atty, P(m, t + BP_PROJW), P(m, t + BP_PROJB), N, C, C));
+    PT_CHECK(be->add(s, a->res2, a->res2, x, (size_t)N * C));
+    PT_CHECK(be->layernorm_forward(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, t + BP_LN2W),
+                                   P(m, t + BP_LN2B), N, C));
+    PT_CHECK(be->matmul_forward(s, a->fch, a->ln2, P(m, t + BP_FCW), P(m, t + BP_FCB), N, C, 4 * C));
+    PT_CHECK(be->gelu_forward(s, a->fch_gelu, a->fch, (size_t)N * 4 * C));
+    if (out) {
+        PT_CHECK(be->matmul_forward(s, out, a->fch_gelu, P(m, t + BP_MPROJW), P(m, t + BP_MPROJB), N, 4 * C, C));
+        PT_CHECK(be->add(s, out, out, a->res2, (size_t)N * C));
+    }
+    return PT_OK;
+}
+
+/* Block j: dx (N,C) from dy, keeping the intermediate gradients in g. */
+static pt_status block_backward_input(pt_model *m, int j, const float *x, const block_act *a, const block_grad *g,
+                                      const float *dy, float *dx)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int t = m->t_block[j];
+    PT_CHECK(be->matmul_backward_input(s, g->dfch, dy, P(m, t + BP_MPROJW), N, 4 * C, C));
+    PT_CHECK(be->gelu_backward(s, g->dfch, a->fch, g->dfch, (size_t)N * 4 * C));
+    PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + BP_FCW), N, C, 4 * C));
+    PT_CHECK(be->layernorm_backward_input(s, g->dres2, g->dln2, a->res2, P(m, t + BP_LN2W), a->ln2_mean,
+                                          a->ln2_rstd, N, C));
+    PT_CHECK(be->add(s, g->dres2, g->dres2, dy, (size_t)N * C));
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, g->dres2, P(m, t + BP_PROJW), N, C, C));
+    PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
+                                    C, NH));
+    PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, 3 * C));
+    PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, N, C));
+    PT_CHECK(be->add(s, dx, dx, g->dres2, (size_t)N * C));
+    return PT_OK;
+}
+
+/* Block j: parameter gradients from the kept activations and intermediate gradients. */
+static pt_status block_backward_weight(pt_model *m, int j, const float *x, const block_act *a, const block_grad *g,
+                                       const float *dy)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len;
+    const int t = m->t_block[j];
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_MPROJW), G(m, t + BP_MPROJB), dy, a->fch_gelu, N, 4 * C, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_FCW), G(m, t + BP_FCB), g->dfch, a->ln2, N, C, 4 * C));
+    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN2W), G(m, t + BP_LN2B), g->dln2, a->res2, a->ln2_mean,
+                                           a->ln2_rstd, N, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_PROJW), G(m, t + BP_PROJB), g->dres2, a->atty, N, C, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_QKVW), G(m, t + BP_QKVB), g->dqkv, a->ln1, N, C, 3 * C));
+    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN1W), G(m, t + BP_LN1B), g->dln1, x, a->ln1_mean,
+                                           a->ln1_rstd, N, C));
+    return PT_OK;
+}
+
+/* Local block index j <-> boundary index of its input. */
+static int block_in(const pt_model *m, int j) { return m->first_block + j - m->first; }
+
+pt_status pt_model_forward(pt_model *m, int s)
+{
+    PT_CHECK(slot_check(m, s, "forward"));
+    model_slot *sl = &m->slots[s];
+    if (sl->state != SLOT_FREE)
+        return pt_fail(PT_EINVAL, "forward: slot %d still holds a micro-batch (%s pending); run its backward or "
+                                  "pt_model_slot_release first",
+                       s, sl->state == SLOT_FORWARD ? "backward" : "backward_weight");
+    const pt_backend *be = m->be;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T;
+    if (m->has_emb)
+        PT_CHECK(be->embedding_forward(m->stream, sl->x[1 - m->first], sl->tokens, P(m, m->t_wte), P(m, m->t_wpe), B,
+                                       T, C));
+    for (int j = 0; j < m->n_blocks; j++) {
+        int b = block_in(m, j);
+        PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
+    }
+    if (m->has_head) {
+        const float *x = sl->x[m->cfg.n_layer + 1 - m->first];
+        const int Vp = m->cfg.vocab_padded;
+        PT_CHECK(be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
+                                       P(m, m->t_lnfb), N, C));
+        PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
+        PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
+    }
+    sl->state = SLOT_FORWARD;
+    return PT_OK;
+}
+
+/* Head backward_input: dlogits (in place of the probabilities), dlnf, and dx at the head's input. */
+static pt_status head_backward_input(pt_model *m, model_slot *sl, float loss_scale)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
+    const int b = m->cfg.n_layer + 1 - m->first;
+    PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
+    PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
+    PT_CHECK(be->layernorm_backward_input(m->stream, sl->dx[b], sl->dlnf, sl->x[b], P(m, m->t_lnfw), sl->lnf_mean,
+                                          sl->lnf_rstd, N, C));
+    return PT_OK;
+}
+
+static pt_status head_backward_weight(pt_model *m, model_slot *sl)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
+    const int b = m->cfg.n_layer + 1 - m->first;
+    PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, sl->logits, sl->lnf, N, C, Vp));
+    PT_CHECK(be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf, sl->x[b],
+                                           sl->lnf_mean, sl->lnf_rstd, N, C));
+    return PT_OK;
+}
+
+static pt_status embedding_backward_weight(pt_model *m, model_slot *sl)
+{
+    return m->be->embedding_backward(m->stream, G(m, m->t_wte), G(m, m->t_wpe), sl->dx[1 - m->first], sl->tokens,
+                                     m->opts.micro_batch, m->opts.seq_len, m->cfg.n_embd);
+}
+
+/* The backward passes in one place: input gradients, weight gradients, or both per layer (the
+ * same kernels on the same inputs in every mode, so all three give the same bits). */
+enum { BWD_INPUT = 1, BWD_WEIGHT = 2 };
+
+static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
+{
+    model_slot *sl = &m->slots[s];
+    if (parts & BWD_INPUT && m->has_head)
+        PT_CHECK(head_backward_input(m, sl, loss_scale));
+    if (parts & BWD_WEIGHT && m->has_head)
+        PT_CHECK(head_backward_weight(m, sl));
+    for (int j = m->n_blocks - 1; j >= 0; j--) {
+        int b = block_in(m, j);
+        const block_act *a = &sl->act[j];
+        if (m->opts.recompute) /* internals of block j from its kept input */
+            PT_CHECK(block_forward(m, j, sl->x[b], a, NULL));
+        if (parts & BWD_INPUT)
+            PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1], sl->dx[b]));
+        if (parts & BWD_WEIGHT)
+            PT_CHECK(block_backward_weight(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1]));
+    }
+    if (parts & BWD_WEIGHT && m->has_emb)
+        PT_CHECK(embedding_backward_weight(m, sl));
+    return PT_OK;
+}
+
+static pt_status check_loss_scale(float loss_scale)
+{
+    if (!isfinite(loss_scale))
+        return pt_fail(PT_EINVAL, "backward: loss_scale %g is not finite; pass 1 / (tokens in the global batch)",
+                       (double)loss_scale);
+    return PT_OK;
+}
+
+pt_status pt_model_backward_input(pt_model *m, int s, float loss_scale)
+{
+    PT_CHECK(slot_check(m, s, "backward_input"));
+    PT_CHECK(check_loss_scale(loss_scale));
+    if (m->slots[s].state != SLOT_FORWARD)
+        return pt_fail(PT_EINVAL, "backward_input: slot %d has %s; run forward on it first", s,
+                       m->slots[s].state == SLOT_FREE ? "no forward" : "already had its backward_input");
+    PT_CHECK(model_backward(m, s, loss_scale, BWD_INPUT));
+    m->slots[s].state = SLOT_INPUT_GRAD;
+    return PT_OK;
+}
+
+pt_status pt_model_backward_weight(pt_model *m, int s)
+{
+    PT_CHECK(slot_check(m, s, "backward_weight"));
+    if (m->slots[s].state != SLOT_INPUT_GRAD)
+        return pt_fail(PT_EINVAL, "backward_weight: slot %d has no backward_input pending; run backward_input first",
+                       s);
+    PT_CHECK(model_backward(m, s, 0.0f, BWD_WEIGHT));
+    m->slots[s].state = SLOT_FREE;
+    return PT_OK;
+}
+
+pt_status pt_model_backward(pt_model *m, int s, float loss_scale)
+{
+    PT_CHECK(slot_check(m, s, "backward"));
+    PT_CHECK(check_loss_scale(loss_scale));
+    if (m->slots[s].state != SLOT_FORWARD)
+        return pt_fail(PT_EINVAL, "backward: slot %d has %s; run forward on it first", s,
+                       m->slots[s].state == SLOT_FREE ? "no forward" : "a backward_input pending its backward_weight");
+    PT_CHECK(model_backward(m, s, loss_scale, BWD_INPUT | BWD_WEIGHT));
+    m->slots[s].state = SLOT_FREE;
+    return PT_OK;
+}
+
+pt_status pt_model_slot_loss(pt_model *m, int s, double *loss_sum, int64_t *n_tokens)
+{
+    PT_CHECK(slot_check(m, s, "slot loss"));
+    if (!m->has_head)
+        return pt_fail(PT_EINVAL, "slot loss: this chunk (layers %d..%d) has no head; ask the chunk holding layer %d",
+                       m->first, m->last, m->cfg.n_layer + 1);
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len;
+    model_slot *sl = &m->slots[s];
+    PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_losses, sl->losses, N * sizeof(float)));
+    PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_targets, sl->targets, N * sizeof(int32_t)));
+    double sum = 0.0;
+    int64_t n = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (m->host_targets[i] >= 0) {
+            sum += m->host_losses[i];
+            n++;
+        }
+    }
+    *loss_sum = sum;
+    *n_tokens = n;
+    return PT_OK;
+}
+
+pt_status pt_model_slot_logits(pt_model *m, int s, float *out)
+{
+    PT_CHECK(slot_check(m, s, "slot logits"));
+    if (!m->has_head)
+        return pt_fail(PT_EINVAL, "slot logits: this chunk (layers %d..%d) has no head", m->first, m->last);
+    const int C = m->cfg.n_embd, Vp = m->cfg.vocab_padded, N = m->opts.micro_batch * m->opts.seq_len;
+    const model_slot *sl = &m->slots[s];
+    for (int r0 = 0; r0 < N; r0 += MODEL_LOGIT_ROWS) {
+        int rows = N - r0 < MODEL_LOGIT_ROWS ? N - r0 : MODEL_LOGIT_ROWS;
+        PT_CHECK(m->be->matmul_forward(m->stream, m->scratch_logits, sl->lnf + (size_t)r0 * C, P(m, m->t_head_wte),
+                                       NULL, rows, C, Vp));
+        PT_CHECK(m->be->memcpy_d2h(m->stream, out + (size_t)r0 * Vp, m->scratch_logits,
+                                   (size_t)rows * Vp * sizeof(float)));
+    }
+    return PT_OK;
+}

@@ -1,0 +1,30 @@
+/* Shared helpers of the models tests: failure counting that names the line and the last error. */
+#ifndef PT_TESTS_MODELS_COMMON_H
+#define PT_TESTS_MODELS_COMMON_H
+
+#include <stdio.h>
+
+#include "pipetrain/status.h"
+
+static int failures;
+
+#define EXPECT(cond)                                                                                        \
+    do {                                                                                                    \
+        if (!(cond)) {                                                                                      \
+            fprintf(stderr, "%s:%d: expected %s (last error: %s)\n", __FILE__, __LINE__, #cond,           \
+                    pt_last_error());                                                                       \
+            failures++;                                                                                     \
+        }                                                                                                   \
+    } while (0)
+
+/* Expects `expr` to succeed; on failure prints the error and counts it. */
+#define EXPECT_OK(expr)                                                                                     \
+    do {                                                                                                    \
+        pt_status expect_ok_s_ = (expr);                                                                    \
+        if (expect_ok_s_ != PT_OK) {                                                                        \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, pt_last_error());         \
+            failures++;                                                                                     \
+        }                                                                                                   \
+    } while (0)
+
+#endif
