@@ -1,0 +1,153 @@
+/* kernels/cpu/cpu_backend.c — the CPU backend's table, streams, memory, and the sgemm driver
+ * that splits a matrix product across our OpenMP team. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+pt_status pt_cpu_stream_create(const pt_stream_opts *opts, pt_stream **out)
+{
+    *out = NULL;
+    int n = opts != NULL ? opts->n_threads : 0;
+    if (n <= 0)
+        n = omp_get_max_threads();
+    if (n > 1024)
+        return pt_fail(PT_EINVAL, "stream with %d threads; use at most 1024 (or <= 0 for all cores)", n);
+    pt_stream *s = malloc(sizeof *s);
+    if (s == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory creating a CPU stream");
+    s->n_threads = n;
+    pt_cpu_blas_single();
+    *out = s;
+    return PT_OK;
+}
+
+void pt_cpu_stream_destroy(pt_stream *s) { free(s); }
+
+pt_status pt_cpu_stream_sync(pt_stream *s)
+{
+    (void)s; /* CPU kernels finish before they return */
+    return PT_OK;
+}
+
+pt_status pt_cpu_alloc(void **ptr, size_t bytes)
+{
+    size_t rounded = (bytes + 255) & ~(size_t)255;
+    if (rounded < bytes) {
+        *ptr = NULL;
+        return pt_fail(PT_ENOMEM, "cannot allocate %zu bytes of host memory (size overflows)", bytes);
+    }
+    *ptr = aligned_alloc(256, rounded == 0 ? 256 : rounded);
+    if (*ptr == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory allocating %zu bytes; use a smaller model, batch or "
+                                  "more pipeline stages", bytes);
+    return PT_OK;
+}
+
+void pt_cpu_free(void *ptr) { free(ptr); }
+
+pt_status pt_cpu_memcpy(pt_stream *s, void *dst, const void *src, size_t bytes)
+{
+    (void)s;
+    if (bytes > 0)
+        memmove(dst, src, bytes);
+    return PT_OK;
+}
+
+pt_status pt_cpu_memset_zero(pt_stream *s, void *dst, size_t bytes)
+{
+    (void)s;
+    if (bytes > 0)
+        memset(dst, 0, bytes);
+    return PT_OK;
+}
+
+void pt_cpu_blas_single(void)
+{
+    /* OpenBLAS's own pool would compete with our OpenMP team for the same cores; we split
+     * products ourselves and let each OpenBLAS call run in its calling thread. */
+    if (openblas_get_num_threads() != 1)
+        openblas_set_num_threads(1);
+}
+
+void pt_cpu_sgemm1(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void pt_cpu_sgemm(int n_threads, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    pt_cpu_blas_single();
+    /* Slices narrower than this waste the micro-kernel; tiny products run on one thread. */
+    const int align = 64;
+    int split_rows = M >= N;
+    int dim = split_rows ? M : N;
+    int n_parts = n_threads;
+    if (n_parts > (dim + align - 1) / align)
+        n_parts = (dim + align - 1) / align;
+    if ((double)M * N * K < 2e6)
+        n_parts = 1;
+    if (n_parts <= 1) {
+        pt_cpu_sgemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* Equal slices rounded to `align` so every thread gets full micro-kernel tiles. */
+    int chunk = (dim + n_parts - 1) / n_parts;
+    chunk = (chunk + align - 1) / align * align;
+#pragma omp parallel for num_threads(n_parts) schedule(static, 1)
+    for (int p = 0; p < n_parts; p++) {
+        int lo = p * chunk;
+        int hi = lo + chunk < dim ? lo + chunk : dim;
+        if (lo >= hi)
+            continue;
+        if (split_rows) {
+            const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
+            pt_cpu_sgemm1(trans_a, trans_b, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        } else {
+            const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
+            pt_cpu_sgemm1(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+        }
+    }
+}
+
+const pt_backend pt_backend_cpu = {
+    .name = "cpu",
+    .stream_create = pt_cpu_stream_create,
+    .stream_destroy = pt_cpu_stream_destroy,
+    .stream_sync = pt_cpu_stream_sync,
+    .alloc = pt_cpu_alloc,
+    .free = pt_cpu_free,
+    .memcpy_h2d = pt_cpu_memcpy,
+    .memcpy_d2h = pt_cpu_memcpy,
+    .memcpy_d2d = pt_cpu_memcpy,
+    .memset_zero = pt_cpu_memset_zero,
+    .add = pt_cpu_add,
+    .scale = pt_cpu_scale,
+    .sum_squares = pt_cpu_sum_squares,
+    .has_nonfinite = pt_cpu_has_nonfinite,
+    .matmul_forward = pt_cpu_matmul_forward,
+    .matmul_backward_input = pt_cpu_matmul_backward_input,
+    .matmul_backward_weight = pt_cpu_matmul_backward_weight,
+    .layernorm_forward = pt_cpu_layernorm_forward,
+    .layernorm_backward_input = pt_cpu_layernorm_backward_input,
+    .layernorm_backward_weight = pt_cpu_layernorm_backward_weight,
+    .layernorm_backward = pt_cpu_layernorm_backward,
+    .gelu_forward = pt_cpu_gelu_forward,
+    .gelu_backward = pt_cpu_gelu_backward,
+    .attention_saved_size = pt_cpu_attention_saved_size,
+    .attention_scratch_size = pt_cpu_attention_scratch_size,
+    .attention_forward = pt_cpu_attention_forward,
+    .attention_backward = pt_cpu_attention_backward,
+    .embedding_forward = pt_cpu_embedding_forward,
+    .embedding_backward = pt_cpu_embedding_backward,
+    .crossentropy_forward = pt_cpu_crossentropy_forward,
+    .crossentropy_backward = pt_cpu_crossentropy_backward,
+    .adamw_update = pt_cpu_adamw_update,
+};

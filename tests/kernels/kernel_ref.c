@@ -1,0 +1,104 @@
+/* tests/kernels/kernel_ref.c — see kernel_ref.h. */
+#include "kernel_ref.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+void ref_matmul(double *out, const double *inp, const double *w, const double *b, int N, int C, int OC)
+{
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (int c = 0; c < C; c++)
+                acc += inp[(size_t)n * C + c] * w[(size_t)o * C + c];
+            out[(size_t)n * OC + o] = acc;
+        }
+}
+
+void ref_layernorm(double *out, const double *inp, const double *w, const double *b, int N, int C)
+{
+    for (int n = 0; n < N; n++) {
+        const double *x = inp + (size_t)n * C;
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++)
+            m += x[c];
+        m /= C;
+        for (int c = 0; c < C; c++)
+            v += (x[c] - m) * (x[c] - m);
+        v /= C;
+        double r = 1.0 / sqrt(v + 1e-5);
+        for (int c = 0; c < C; c++)
+            out[(size_t)n * C + c] = (x[c] - m) * r * w[c] + b[c];
+    }
+}
+
+void ref_gelu(double *out, const double *inp, int n)
+{
+    const double k = sqrt(2.0 / M_PI);
+    for (int i = 0; i < n; i++) {
+        double x = inp[i];
+        out[i] = 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
+    }
+}
+
+void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH)
+{
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    const double *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+    double *s = malloc(sizeof(double) * (size_t)(t + 1));
+    double mx = -INFINITY;
+    for (int j = 0; j <= t; j++) {
+        const double *k = qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+        double d = 0;
+        for (int i = 0; i < hs; i++)
+            d += q[i] * k[i];
+        s[j] = d * scale;
+        if (s[j] > mx)
+            mx = s[j];
+    }
+    double sum = 0;
+    for (int j = 0; j <= t; j++) {
+        s[j] = exp(s[j] - mx);
+        sum += s[j];
+    }
+    for (int i = 0; i < hs; i++)
+        out_row[i] = 0;
+    for (int j = 0; j <= t; j++) {
+        const double *v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+        for (int i = 0; i < hs; i++)
+            out_row[i] += s[j] / sum * v[i];
+    }
+    free(s);
+}
+
+void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH)
+{
+    int hs = C / NH;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                ref_attention_row(out + ((size_t)b * T + t) * C + (size_t)h * hs, qkv, b, t, h, T, C, NH);
+}
+
+void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                out[((size_t)b * T + t) * C + c] = wte[(size_t)tokens[b * T + t] * C + c] + wpe[(size_t)t * C + c];
+}
+
+void ref_crossentropy(double *losses, const double *logits, const int32_t *targets, int N, int V)
+{
+    for (int n = 0; n < N; n++) {
+        const double *x = logits + (size_t)n * V;
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < V; i++)
+            if (x[i] > mx)
+                mx = x[i];
+        for (int i = 0; i < V; i++)
+            sum += exp(x[i] - mx);
+        losses[n] = targets[n] >= 0 ? log(sum) + mx - x[targets[n]] : 0.0;
+    }
+}

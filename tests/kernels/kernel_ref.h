@@ -1,0 +1,23 @@
+/* tests/kernels/kernel_ref.h — naive double-precision reference forwards of the kernels, written
+ * for clarity, not speed. Gradient checks differentiate these by central differences. */
+#ifndef PT_TEST_KERNEL_REF_H
+#define PT_TEST_KERNEL_REF_H
+
+#include <stdint.h>
+
+/* out (N,OC) = inp (N,C) @ w^T (w is (OC,C)) + b (NULL: none). */
+void ref_matmul(double *out, const double *inp, const double *w, const double *b, int N, int C, int OC);
+/* out (N,C) = (x - mean) / sqrt(var + 1e-5) * w + b per row. */
+void ref_layernorm(double *out, const double *inp, const double *w, const double *b, int N, int C);
+/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), (n). */
+void ref_gelu(double *out, const double *inp, int n);
+/* Causal attention: qkv (B,T,3C), out (B,T,C), scale 1/sqrt(C/NH). */
+void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH);
+/* One output row (b,t) of ref_attention, head h only: out_row (C/NH). For sampled checks. */
+void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH);
+/* out (B,T,C) = wte[tokens] + wpe[t]. */
+void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C);
+/* losses (N): -log softmax(logits)[target], 0 where target < 0. */
+void ref_crossentropy(double *losses, const double *logits, const int32_t *targets, int N, int V);
+
+#endif

@@ -1,0 +1,912 @@
+/* tests/kernels/test_kernels.c — the CPU backend against naive double-precision references
+ * (kernel_ref.c) and central finite differences of those references.
+ *
+ * Usage: test_kernels GROUP   (backend elementwise matmul layernorm gelu attention
+ *                              attention_long embedding crossentropy adamw)
+ * A failure prints the tensor, the first bad index and both values; the exit status is the
+ * number of failed checks (capped). Every group also checks that the byte account of
+ * pt_backend_alloc returns to zero. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel_ref.h"
+#include "pipetrain/backend.h"
+
+static int g_fail;
+static const pt_backend *be;
+
+#define EXPECT(cond)                                                                                     \
+    do {                                                                                                 \
+        if (!(cond)) {                                                                                   \
+            fprintf(stderr, "%s:%d: expected %s (last error: %s)\n", __FILE__, __LINE__, #cond,        \
+                    pt_last_error());                                                                    \
+            g_fail++;                                                                                    \
+        }                                                                                                \
+    } while (0)
+
+/* ---- helpers ---- */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static double urand(void) /* [-1, 1) */
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / 4503599627370496.0 - 1.0;
+}
+
+static float *fnew(size_t n)
+{
+    void *p = NULL;
+    if (pt_backend_alloc(be, &p, n * sizeof(float)) != PT_OK) {
+        fprintf(stderr, "allocation of %zu floats failed: %s\n", n, pt_last_error());
+        exit(1);
+    }
+    return p;
+}
+static void ffree(float *p) { pt_backend_free(be, p); }
+
+static float *frand_new(size_t n, double scale)
+{
+    float *x = fnew(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(urand() * scale);
+    return x;
+}
+
+static double *dnew(size_t n)
+{
+    double *p = calloc(n ? n : 1, sizeof(double));
+    if (p == NULL)
+        exit(1);
+    return p;
+}
+
+static double *to_double(const float *x, size_t n)
+{
+    double *d = dnew(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+static pt_stream *stream_new(int n_threads)
+{
+    pt_stream *s = NULL;
+    if (be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = n_threads }, &s) != PT_OK) {
+        fprintf(stderr, "stream_create failed: %s\n", pt_last_error());
+        exit(1);
+    }
+    return s;
+}
+
+/* |got - ref| <= atol + rtol |ref| everywhere (NaN fails). */
+static int check_close(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol)
+{
+    size_t bad = 0, first = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        if (!(err <= atol + rtol * fabs(ref[i]))) {
+            if (bad++ == 0)
+                first = i;
+        }
+        if (err > worst)
+            worst = err;
+    }
+    if (bad) {
+        fprintf(stderr, "%s: %zu of %zu values out of tolerance (atol %g, rtol %g); first bad index %zu: got %.9g, "
+                        "want %.9g; largest abs error %.3g\n",
+                what, bad, n, atol, rtol, first, (double)got[first], ref[first], worst);
+        g_fail++;
+    }
+    return bad == 0;
+}
+
+static int check_bits(const char *what, const void *a, const void *b, size_t n_floats)
+{
+    const float *x = a, *y = b;
+    for (size_t i = 0; i < n_floats; i++)
+        if (memcmp(&x[i], &y[i], sizeof(float)) != 0) {
+            fprintf(stderr, "%s: not bit-identical; first difference at index %zu: %.9g vs %.9g\n", what, i,
+                    (double)x[i], (double)y[i]);
+            g_fail++;
+            return 0;
+        }
+    return 1;
+}
+
+/* Central differences of L = sum(out * R) in double, where `fwd` recomputes `out` from inputs
+ * that include x. Returns dL/dx[i]. */
+typedef void (*fwd_fn)(void *ctx, double *out);
+static double fd_loss(fwd_fn f, void *ctx, double *out, const double *R, size_t n_out)
+{
+    f(ctx, out);
+    double L = 0;
+    for (size_t k = 0; k < n_out; k++)
+        L += out[k] * R[k];
+    return L;
+}
+static double fd_grad(fwd_fn f, void *ctx, double *x, size_t i, double *out, const double *R, size_t n_out)
+{
+    const double h = 1e-5;
+    double save = x[i];
+    x[i] = save + h;
+    double lp = fd_loss(f, ctx, out, R, n_out);
+    x[i] = save - h;
+    double lm = fd_loss(f, ctx, out, R, n_out);
+    x[i] = save;
+    return (lp - lm) / (2 * h);
+}
+
+/* ---- backend: lookup and byte accounting ---- */
+
+#define N_THREAD_ALLOCS 400
+static void *alloc_worker(void *arg)
+{
+    int *ok = arg;
+    void *p[16] = { 0 };
+    for (int i = 0; i < N_THREAD_ALLOCS; i++) {
+        int k = i % 16;
+        pt_backend_free(be, p[k]);
+        p[k] = NULL;
+        if (pt_backend_alloc(be, &p[k], (size_t)(i % 7 + 1) * 1000) != PT_OK)
+            *ok = 0;
+    }
+    for (int k = 0; k < 16; k++)
+        pt_backend_free(be, p[k]);
+    return NULL;
+}
+
+static void test_backend(void)
+{
+    const pt_backend *b = NULL;
+    EXPECT(pt_backend_get("nope", &b) == PT_EINVAL && b == NULL);
+    EXPECT(strstr(pt_last_error(), "nope") != NULL);
+    EXPECT(pt_backend_get(NULL, &b) == PT_EINVAL);
+    pt_status st = pt_backend_get("cuda", &b);
+    EXPECT(st == PT_OK || (st == PT_ENOTSUP && strstr(pt_last_error(), "-DPT_CUDA=ON") != NULL));
+    EXPECT(pt_backend_get("cpu", &b) == PT_OK && b == &pt_backend_cpu && strcmp(b->name, "cpu") == 0);
+
+    /* every entry is filled */
+    const void *const *entries = (const void *const *)(const void *)&pt_backend_cpu;
+    for (size_t i = 0; i < sizeof(pt_backend) / sizeof(void *); i++)
+        EXPECT(entries[i] != NULL);
+
+    size_t base = pt_backend_bytes_in_use();
+    EXPECT(base == 0);
+    void *a = NULL, *c = NULL;
+    EXPECT(pt_backend_alloc(be, &a, 1000) == PT_OK && ((uintptr_t)a % 256) == 0);
+    EXPECT(pt_backend_alloc(be, &c, 1 << 20) == PT_OK && ((uintptr_t)c % 256) == 0);
+    EXPECT(pt_backend_bytes_in_use() == 1000 + (1 << 20));
+    EXPECT(pt_backend_bytes_peak() >= 1000 + (1 << 20));
+    pt_backend_free(be, a);
+    EXPECT(pt_backend_bytes_in_use() == (1 << 20));
+    EXPECT(pt_backend_bytes_peak() >= 1000 + (1 << 20));
+    pt_backend_reset_peak();
+    EXPECT(pt_backend_bytes_peak() == (1 << 20));
+    pt_backend_free(be, c);
+    pt_backend_free(be, NULL);
+    EXPECT(pt_backend_bytes_in_use() == 0);
+    EXPECT(pt_backend_bytes_peak() == (1 << 20));
+
+    /* many blocks (the size table grows), freed in a scrambled order; zero-byte blocks too */
+    enum { MANY = 3000 };
+    void **p = calloc(MANY, sizeof *p);
+    size_t total = 0;
+    pt_backend_reset_peak();
+    for (int i = 0; i < MANY; i++) {
+        size_t sz = (size_t)(i % 13) * 100;
+        EXPECT(pt_backend_alloc(be, &p[i], sz) == PT_OK && p[i] != NULL);
+        total += sz;
+    }
+    EXPECT(pt_backend_bytes_in_use() == total && pt_backend_bytes_peak() == total);
+    for (int i = 0; i < MANY; i++)
+        pt_backend_free(be, p[(size_t)i * 7 % MANY]); /* 7 is coprime with 3000: a permutation */
+    EXPECT(pt_backend_bytes_in_use() == 0 && pt_backend_bytes_peak() == total);
+    free(p);
+
+    /* thread-safe accounting */
+    pthread_t th[4];
+    int ok = 1;
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, alloc_worker, &ok);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    EXPECT(ok);
+    EXPECT(pt_backend_bytes_in_use() == 0);
+
+#ifndef __SANITIZE_ADDRESS__ /* ASan aborts on absurd sizes instead of returning NULL */
+    void *huge = (void *)1;
+    EXPECT(pt_backend_alloc(be, &huge, SIZE_MAX / 2) == PT_ENOMEM && huge == NULL);
+    EXPECT(strstr(pt_last_error(), "bytes") != NULL);
+    EXPECT(pt_backend_bytes_in_use() == 0);
+#endif
+
+    /* streams and copies */
+    pt_stream *s = stream_new(0);
+    float *x = frand_new(1000, 1), *y = fnew(1000);
+    float host[1000];
+    EXPECT(be->memcpy_d2d(s, y, x, sizeof host) == PT_OK);
+    EXPECT(be->memcpy_d2h(s, host, y, sizeof host) == PT_OK && memcmp(host, x, sizeof host) == 0);
+    EXPECT(be->memset_zero(s, y, sizeof host) == PT_OK && y[0] == 0.0f && y[999] == 0.0f);
+    EXPECT(be->memcpy_h2d(s, y, host, sizeof host) == PT_OK && memcmp(y, x, sizeof host) == 0);
+    EXPECT(be->stream_sync(s) == PT_OK);
+    ffree(x);
+    ffree(y);
+    be->stream_destroy(s);
+    be->stream_destroy(NULL);
+    pt_stream *bad = NULL;
+    EXPECT(be->stream_create(&(pt_stream_opts){ .n_threads = 100000 }, &bad) == PT_EINVAL && bad == NULL);
+}
+
+/* ---- element-wise ---- */
+
+static void test_elementwise(void)
+{
+    pt_stream *s = stream_new(2);
+    const size_t n = 100003;
+    float *a = frand_new(n, 3), *b = frand_new(n, 3), *o = fnew(n);
+    double *ref = dnew(n);
+    EXPECT(be->add(s, o, a, b, n) == PT_OK);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = (float)(a[i] + b[i]);
+    check_close("add", o, ref, n, 0, 0);
+    EXPECT(be->add(s, a, a, b, n) == PT_OK); /* out aliases a */
+    check_close("add (aliased)", a, ref, n, 0, 0);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = (float)(a[i] * 0.37f);
+    EXPECT(be->scale(s, a, 0.37f, n) == PT_OK);
+    check_close("scale", a, ref, n, 0, 0);
+
+    /* sum_squares: exact-ish against long double, and the same bits for 1, 2 and 3 threads */
+    const size_t sizes[] = { 0, 1, 1000, 4097, 5000003 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t m = sizes[k];
+        float *x = frand_new(m ? m : 1, 2);
+        long double want = 0;
+        for (size_t i = 0; i < m; i++)
+            want += (long double)x[i] * x[i];
+        double got[3];
+        for (int t = 1; t <= 3; t++) {
+            pt_stream *st = stream_new(t);
+            EXPECT(be->sum_squares(st, &got[t - 1], x, m) == PT_OK);
+            be->stream_destroy(st);
+        }
+        if (!(fabsl(got[0] - want) <= 1e-12L * want)) {
+            fprintf(stderr, "sum_squares(n=%zu): got %.17g, want %.17Lg\n", m, got[0], want);
+            g_fail++;
+        }
+        if (memcmp(&got[0], &got[1], sizeof(double)) != 0 || memcmp(&got[0], &got[2], sizeof(double)) != 0) {
+            fprintf(stderr, "sum_squares(n=%zu) depends on the thread count: %.17g %.17g %.17g\n", m, got[0],
+                    got[1], got[2]);
+            g_fail++;
+        }
+        ffree(x);
+    }
+
+    /* has_nonfinite */
+    int flag = -1;
+    float *x = frand_new(n, 1e30);
+    x[5] = 3.0e38f;
+    x[6] = 1e-40f; /* subnormal */
+    EXPECT(be->has_nonfinite(s, &flag, x, n) == PT_OK && flag == 0);
+    EXPECT(be->has_nonfinite(s, &flag, x, 0) == PT_OK && flag == 0);
+    const float bads[] = { NAN, INFINITY, -INFINITY };
+    const size_t where[] = { n - 1, n / 2, 0 };
+    for (int k = 0; k < 3; k++) {
+        float save = x[where[k]];
+        x[where[k]] = bads[k];
+        EXPECT(be->has_nonfinite(s, &flag, x, n) == PT_OK && flag == 1);
+        EXPECT(be->has_nonfinite(s, &flag, x + where[k], 1) == PT_OK && flag == 1);
+        x[where[k]] = save;
+    }
+    ffree(x);
+    ffree(a);
+    ffree(b);
+    ffree(o);
+    free(ref);
+    be->stream_destroy(s);
+}
+
+/* ---- GELU ---- */
+
+typedef struct gelu_ctx { double *x; int n; } gelu_ctx;
+static void gelu_fwd(void *c, double *out) { ref_gelu(out, ((gelu_ctx *)c)->x, ((gelu_ctx *)c)->n); }
+
+static void test_gelu(void)
+{
+    pt_stream *s = stream_new(2);
+    const int n = 50001;
+    float *x = frand_new(n, 6), *y = fnew(n);
+    x[0] = 20;
+    x[1] = -20;
+    x[2] = 100;
+    x[3] = -100;
+    x[4] = 0;
+    double *xd = to_double(x, n), *ref = dnew(n);
+    EXPECT(be->gelu_forward(s, y, x, n) == PT_OK);
+    ref_gelu(ref, xd, n);
+    check_close("gelu_forward", y, ref, n, 1e-6, 1e-5);
+
+    /* gradient: the derivative of the double reference by central differences */
+    float *dout = frand_new(n, 1), *dx = fnew(n);
+    EXPECT(be->gelu_backward(s, dx, x, dout, n) == PT_OK);
+    double *g = dnew(n), one[1], r1[1] = { 1.0 };
+    for (int i = 0; i < n; i++) {
+        gelu_ctx c = { &xd[i], 1 };
+        g[i] = fd_grad(gelu_fwd, &c, &xd[i], 0, one, r1, 1) * dout[i];
+    }
+    check_close("gelu_backward vs finite differences", dx, g, n, 1e-5, 1e-4);
+    EXPECT(be->gelu_backward(s, dout, x, dout, n) == PT_OK); /* dinp aliases dout */
+    check_bits("gelu_backward (aliased)", dout, dx, n);
+    free(xd);
+    free(ref);
+    free(g);
+    ffree(x);
+    ffree(y);
+    ffree(dout);
+    ffree(dx);
+    be->stream_destroy(s);
+}
+
+/* ---- matmul ---- */
+
+typedef struct mm_ctx { double *inp, *w, *b; int N, C, OC; } mm_ctx;
+static void mm_fwd(void *c_, double *out)
+{
+    mm_ctx *c = c_;
+    ref_matmul(out, c->inp, c->w, c->b, c->N, c->C, c->OC);
+}
+
+static void matmul_case(pt_stream *s, int N, int C, int OC, int use_bias, int full_fd)
+{
+    char what[128];
+    size_t nin = (size_t)N * C, nw = (size_t)OC * C, nout = (size_t)N * OC;
+    float *inp = frand_new(nin, 1), *w = frand_new(nw, 1), *b = use_bias ? frand_new(OC, 1) : NULL;
+    float *out = fnew(nout), *dout = frand_new(nout, 1), *dinp = fnew(nin);
+    float *dw = frand_new(nw, 1), *db = frand_new(OC, 1);
+    double *dw0 = to_double(dw, nw), *db0 = to_double(db, OC);
+    mm_ctx c = { to_double(inp, nin), to_double(w, nw), use_bias ? to_double(b, OC) : NULL, N, C, OC };
+    double *ref = dnew(nout), *R = to_double(dout, nout);
+
+    EXPECT(be->matmul_forward(s, out, inp, w, b, N, C, OC) == PT_OK);
+    mm_fwd(&c, ref);
+    snprintf(what, sizeof what, "matmul_forward N=%d C=%d OC=%d bias=%d", N, C, OC, use_bias);
+    check_close(what, out, ref, nout, 1e-5, 1e-5);
+
+    EXPECT(be->matmul_backward_input(s, dinp, dout, w, N, C, OC) == PT_OK);
+    EXPECT(be->matmul_backward_weight(s, dw, use_bias ? db : NULL, dout, inp, N, C, OC) == PT_OK);
+    double *gi = dnew(nin), *gw = dnew(nw), *gb = dnew(OC);
+    if (full_fd) {
+        for (size_t i = 0; i < nin; i++)
+            gi[i] = fd_grad(mm_fwd, &c, c.inp, i, ref, R, nout);
+        for (size_t i = 0; i < nw; i++)
+            gw[i] = dw0[i] + fd_grad(mm_fwd, &c, c.w, i, ref, R, nout);
+        for (int i = 0; i < OC; i++)
+            gb[i] = db0[i] + (use_bias ? fd_grad(mm_fwd, &c, c.b, i, ref, R, nout) : 0.0);
+    } else { /* large shapes: the analytic products in double */
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < C; k++) {
+                double a = 0;
+                for (int o = 0; o < OC; o++)
+                    a += R[(size_t)n * OC + o] * c.w[(size_t)o * C + k];
+                gi[(size_t)n * C + k] = a;
+            }
+        for (int o = 0; o < OC; o++) {
+            for (int k = 0; k < C; k++) {
+                double a = dw0[(size_t)o * C + k];
+                for (int n = 0; n < N; n++)
+                    a += R[(size_t)n * OC + o] * c.inp[(size_t)n * C + k];
+                gw[(size_t)o * C + k] = a;
+            }
+            double a = db0[o];
+            for (int n = 0; n < N && use_bias; n++)
+                a += R[(size_t)n * OC + o];
+            gb[o] = a;
+        }
+    }
+    snprintf(what, sizeof what, "matmul_backward_input N=%d C=%d OC=%d", N, C, OC);
+    check_close(what, dinp, gi, nin, 1e-4, 1e-4);
+    snprintf(what, sizeof what, "matmul_backward_weight dweight N=%d C=%d OC=%d", N, C, OC);
+    check_close(what, dw, gw, nw, 1e-4, 1e-4);
+    snprintf(what, sizeof what, "matmul_backward_weight dbias N=%d C=%d OC=%d", N, C, OC);
+    check_close(what, db, gb, OC, 1e-4, 1e-4);
+
+    free(c.inp);
+    free(c.w);
+    free(c.b);
+    free(ref);
+    free(R);
+    free(gi);
+    free(gw);
+    free(gb);
+    free(dw0);
+    free(db0);
+    ffree(inp);
+    ffree(w);
+    ffree(b);
+    ffree(out);
+    ffree(dout);
+    ffree(dinp);
+    ffree(dw);
+    ffree(db);
+}
+
+static void test_matmul(void)
+{
+    pt_stream *s1 = stream_new(1), *s2 = stream_new(2), *s3 = stream_new(3);
+    matmul_case(s1, 5, 7, 3, 1, 1);
+    matmul_case(s2, 33, 20, 17, 1, 1);
+    matmul_case(s2, 9, 6, 4, 0, 1);
+    matmul_case(s2, 256, 96, 200, 1, 0); /* split by rows across threads */
+    matmul_case(s3, 64, 96, 700, 1, 0);  /* split by columns, uneven */
+    matmul_case(s2, 130, 300, 130, 0, 0);
+    float dummy = 0;
+    EXPECT(be->matmul_forward(s1, &dummy, &dummy, &dummy, NULL, 1, 0, 1) == PT_EINVAL);
+    EXPECT(be->matmul_forward(s1, &dummy, &dummy, &dummy, NULL, 0, 1, 1) == PT_OK);
+    be->stream_destroy(s1);
+    be->stream_destroy(s2);
+    be->stream_destroy(s3);
+}
+
+/* ---- layernorm ---- */
+
+typedef struct ln_ctx { double *inp, *w, *b; int N, C; } ln_ctx;
+static void ln_fwd(void *c_, double *out)
+{
+    ln_ctx *c = c_;
+    ref_layernorm(out, c->inp, c->w, c->b, c->N, c->C);
+}
+
+static void test_layernorm(void)
+{
+    pt_stream *s = stream_new(2);
+    /* forward, including mean and rstd, on a gpt2-sized row and an odd one */
+    const int shapes[][2] = { { 7, 33 }, { 64, 768 } };
+    for (int k = 0; k < 2; k++) {
+        int N = shapes[k][0], C = shapes[k][1];
+        float *x = frand_new((size_t)N * C, 2), *w = frand_new(C, 1), *b = frand_new(C, 1);
+        for (size_t i = 0; i < (size_t)N * C; i++)
+            x[i] += 0.5f; /* a non-zero mean */
+        float *y = fnew((size_t)N * C), *mean = fnew(N), *rstd = fnew(N);
+        ln_ctx c = { to_double(x, (size_t)N * C), to_double(w, C), to_double(b, C), N, C };
+        double *ref = dnew((size_t)N * C), *rm = dnew(N), *rr = dnew(N);
+        EXPECT(be->layernorm_forward(s, y, mean, rstd, x, w, b, N, C) == PT_OK);
+        ln_fwd(&c, ref);
+        for (int n = 0; n < N; n++) {
+            double m = 0, v = 0;
+            for (int i = 0; i < C; i++)
+                m += c.inp[(size_t)n * C + i];
+            m /= C;
+            for (int i = 0; i < C; i++)
+                v += (c.inp[(size_t)n * C + i] - m) * (c.inp[(size_t)n * C + i] - m);
+            rm[n] = m;
+            rr[n] = 1 / sqrt(v / C + 1e-5);
+        }
+        check_close("layernorm_forward out", y, ref, (size_t)N * C, 1e-5, 1e-5);
+        check_close("layernorm_forward mean", mean, rm, N, 1e-6, 1e-5);
+        check_close("layernorm_forward rstd", rstd, rr, N, 1e-6, 1e-5);
+        free(c.inp);
+        free(c.w);
+        free(c.b);
+        free(ref);
+        free(rm);
+        free(rr);
+        ffree(x);
+        ffree(w);
+        ffree(b);
+        ffree(y);
+        ffree(mean);
+        ffree(rstd);
+    }
+
+    /* gradients by central differences; dw and db accumulate onto what was there */
+    {
+        const int N = 4, C = 37;
+        size_t nx = (size_t)N * C;
+        float *x = frand_new(nx, 2), *w = frand_new(C, 1), *b = frand_new(C, 1);
+        float *y = fnew(nx), *mean = fnew(N), *rstd = fnew(N), *dout = frand_new(nx, 1), *dx = fnew(nx);
+        float *dw = frand_new(C, 1), *db = frand_new(C, 1);
+        double *dw0 = to_double(dw, C), *db0 = to_double(db, C);
+        EXPECT(be->layernorm_forward(s, y, mean, rstd, x, w, b, N, C) == PT_OK);
+        EXPECT(be->layernorm_backward(s, dx, dw, db, dout, x, w, mean, rstd, N, C) == PT_OK);
+        ln_ctx c = { to_double(x, nx), to_double(w, C), to_double(b, C), N, C };
+        double *R = to_double(dout, nx), *out = dnew(nx), *gx = dnew(nx), *gw = dnew(C), *gb = dnew(C);
+        for (size_t i = 0; i < nx; i++)
+            gx[i] = fd_grad(ln_fwd, &c, c.inp, i, out, R, nx);
+        for (int i = 0; i < C; i++) {
+            gw[i] = dw0[i] + fd_grad(ln_fwd, &c, c.w, i, out, R, nx);
+            gb[i] = db0[i] + fd_grad(ln_fwd, &c, c.b, i, out, R, nx);
+        }
+        check_close("layernorm_backward dinp vs finite differences", dx, gx, nx, 1e-4, 1e-3);
+        check_close("layernorm_backward dw vs finite differences", dw, gw, C, 1e-4, 1e-3);
+        check_close("layernorm_backward db vs finite differences", db, gb, C, 1e-4, 1e-3);
+        free(c.inp);
+        free(c.w);
+        free(c.b);
+        free(R);
+        free(out);
+        free(gx);
+        free(gw);
+        free(gb);
+        free(dw0);
+        free(db0);
+        ffree(x);
+        ffree(w);
+        ffree(b);
+        ffree(y);
+        ffree(mean);
+        ffree(rstd);
+        ffree(dout);
+        ffree(dx);
+        ffree(dw);
+        ffree(db);
+    }
+
+    /* split (input, then weight) and fused backward give the same bits; dw/db also do not
+     * depend on the thread count */
+    {
+        const int N = 300, C = 200;
+        size_t nx = (size_t)N * C;
+        float *x = frand_new(nx, 2), *w = frand_new(C, 1), *b = frand_new(C, 1), *dout = frand_new(nx, 1);
+        float *y = fnew(nx), *mean = fnew(N), *rstd = fnew(N);
+        float *dx1 = fnew(nx), *dx2 = fnew(nx), *dw1 = frand_new(C, 1), *db1 = frand_new(C, 1);
+        float *dw2 = fnew(C), *db2 = fnew(C), *dw3 = fnew(C), *db3 = fnew(C);
+        memcpy(dw2, dw1, C * sizeof(float));
+        memcpy(db2, db1, C * sizeof(float));
+        memcpy(dw3, dw1, C * sizeof(float));
+        memcpy(db3, db1, C * sizeof(float));
+        EXPECT(be->layernorm_forward(s, y, mean, rstd, x, w, b, N, C) == PT_OK);
+        EXPECT(be->layernorm_backward_input(s, dx1, dout, x, w, mean, rstd, N, C) == PT_OK);
+        EXPECT(be->layernorm_backward_weight(s, dw1, db1, dout, x, mean, rstd, N, C) == PT_OK);
+        EXPECT(be->layernorm_backward(s, dx2, dw2, db2, dout, x, w, mean, rstd, N, C) == PT_OK);
+        check_bits("layernorm split vs fused dinp", dx1, dx2, nx);
+        check_bits("layernorm split vs fused dw", dw1, dw2, C);
+        check_bits("layernorm split vs fused db", db1, db2, C);
+        pt_stream *s3 = stream_new(3);
+        EXPECT(be->layernorm_backward_weight(s3, dw3, db3, dout, x, mean, rstd, N, C) == PT_OK);
+        check_bits("layernorm dw, 2 vs 3 threads", dw1, dw3, C);
+        check_bits("layernorm db, 2 vs 3 threads", db1, db3, C);
+        be->stream_destroy(s3);
+        float *all[] = { x, w, b, dout, y, mean, rstd, dx1, dx2, dw1, db1, dw2, db2, dw3, db3 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+    float d = 0;
+    EXPECT(be->layernorm_forward(s, &d, &d, &d, &d, &d, &d, 1, 0) == PT_EINVAL);
+    be->stream_destroy(s);
+}
+
+/* ---- attention ---- */
+
+typedef struct att_ctx { double *qkv; int B, T, C, NH; } att_ctx;
+static void att_fwd(void *c_, double *out)
+{
+    att_ctx *c = c_;
+    ref_attention(out, c->qkv, c->B, c->T, c->C, c->NH);
+}
+
+/* Forward against the reference (all rows, or `n_rows` sampled rows when > 0) and the input
+ * gradient against central differences (all entries, or `n_fd` sampled ones when > 0). */
+static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows, int n_fd)
+{
+    char what[160];
+    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
+    float *qkv = frand_new(nqkv, 1.5), *out = fnew(nout), *dout = frand_new(nout, 1), *dqkv = fnew(nqkv);
+    float *saved = fnew(be->attention_saved_size(B, T, C, NH));
+    float *scratch = fnew(be->attention_scratch_size(B, T, C, NH));
+    EXPECT(be->attention_forward(s, out, saved, scratch, qkv, B, T, C, NH) == PT_OK);
+    EXPECT(be->attention_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH) == PT_OK);
+    att_ctx c = { to_double(qkv, nqkv), B, T, C, NH };
+    const int hs = C / NH;
+
+    snprintf(what, sizeof what, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    if (n_rows <= 0) {
+        double *ref = dnew(nout);
+        att_fwd(&c, ref);
+        check_close(what, out, ref, nout, 1e-5, 1e-4);
+        free(ref);
+    } else {
+        double *row = dnew(hs);
+        for (int k = 0; k < n_rows; k++) {
+            int b = (int)((urand() + 1) / 2 * B), h = (int)((urand() + 1) / 2 * NH);
+            int t = k == 0 ? 0 : k == 1 ? T - 1 : k == 2 ? 64 : (int)((urand() + 1) / 2 * T);
+            if (t >= T)
+                t = T - 1;
+            ref_attention_row(row, c.qkv, b, t, h, T, C, NH);
+            check_close(what, out + ((size_t)b * T + t) * C + (size_t)h * hs, row, hs, 1e-5, 1e-4);
+        }
+        free(row);
+    }
+
+    double *R = to_double(dout, nout), *tmp = dnew(nout);
+    size_t n_check = n_fd > 0 ? (size_t)n_fd : nqkv;
+    float *got = fnew(n_check);
+    double *want = dnew(n_check);
+    for (size_t k = 0; k < n_check; k++) {
+        size_t i = n_fd > 0 ? (size_t)((urand() + 1) / 2 * nqkv) % nqkv : k;
+        if (n_fd > 0 && k < 3) /* always include a q, a k and a v entry of the last token */
+            i = nqkv - 3 * C + k * C + 1;
+        got[k] = dqkv[i];
+        want[k] = fd_grad(att_fwd, &c, c.qkv, i, tmp, R, nout);
+    }
+    snprintf(what, sizeof what, "attention_backward dqkv vs finite differences B=%d T=%d C=%d NH=%d (%s)", B, T, C,
+             NH, n_fd > 0 ? "sampled entries" : "all entries");
+    check_close(what, got, want, n_check, 2e-5, 1e-3);
+    free(R);
+    free(tmp);
+    free(want);
+    free(c.qkv);
+    ffree(got);
+    ffree(qkv);
+    ffree(out);
+    ffree(dout);
+    ffree(dqkv);
+    ffree(saved);
+    ffree(scratch);
+}
+
+static void test_attention(void)
+{
+    pt_stream *s1 = stream_new(1), *s2 = stream_new(2);
+    attention_case(s2, 2, 5, 8, 2, 0, 0);
+    attention_case(s1, 1, 1, 4, 1, 0, 0);
+    attention_case(s2, 1, 70, 12, 3, 0, 150); /* two query blocks, the second partial */
+
+    /* the same bits whatever the thread count (one task per batch and head) */
+    const int B = 2, T = 130, C = 32, NH = 4;
+    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
+    float *qkv = frand_new(nqkv, 1), *dout = frand_new(nout, 1);
+    float *o1 = fnew(nout), *o2 = fnew(nout), *d1 = fnew(nqkv), *d2 = fnew(nqkv);
+    size_t nsv = be->attention_saved_size(B, T, C, NH), nsc = be->attention_scratch_size(B, T, C, NH);
+    float *sv1 = fnew(nsv), *sv2 = fnew(nsv), *sc = fnew(nsc);
+    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, B, T, C, NH) == PT_OK);
+    EXPECT(be->attention_backward(s1, d1, sc, dout, qkv, o1, sv1, B, T, C, NH) == PT_OK);
+    EXPECT(be->attention_forward(s2, o2, sv2, sc, qkv, B, T, C, NH) == PT_OK);
+    EXPECT(be->attention_backward(s2, d2, sc, dout, qkv, o2, sv2, B, T, C, NH) == PT_OK);
+    check_bits("attention_forward, 1 vs 2 threads", o1, o2, nout);
+    check_bits("attention_backward, 1 vs 2 threads", d1, d2, nqkv);
+    EXPECT(be->attention_saved_size(B, T, C, NH) == (size_t)B * NH * T);
+    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, 1, 4, 10, 3) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "NH") != NULL);
+    float *all[] = { qkv, dout, o1, o2, d1, d2, sv1, sv2, sc };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+    be->stream_destroy(s1);
+    be->stream_destroy(s2);
+}
+
+static void test_attention_long(void)
+{
+    pt_stream *s = stream_new(2);
+    attention_case(s, 1, 1024, 16, 2, 12, 12);
+    be->stream_destroy(s);
+}
+
+/* ---- embedding ---- */
+
+typedef struct emb_ctx { const int32_t *tok; double *wte, *wpe; int B, T, C; } emb_ctx;
+static void emb_fwd(void *c_, double *out)
+{
+    emb_ctx *c = c_;
+    ref_embedding(out, c->tok, c->wte, c->wpe, c->B, c->T, c->C);
+}
+
+static void test_embedding(void)
+{
+    const int B = 3, T = 7, C = 130, V = 5, maxT = 9;
+    size_t nout = (size_t)B * T * C;
+    int32_t tok[3 * 7];
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int32_t)((urand() + 1) / 2 * V) % V; /* repeats */
+    tok[0] = tok[1] = tok[B * T - 1];
+    float *wte = frand_new((size_t)V * C, 1), *wpe = frand_new((size_t)maxT * C, 1), *out = fnew(nout);
+    pt_stream *s = stream_new(2);
+    EXPECT(be->embedding_forward(s, out, tok, wte, wpe, B, T, C) == PT_OK);
+    emb_ctx c = { tok, to_double(wte, (size_t)V * C), to_double(wpe, (size_t)maxT * C), B, T, C };
+    double *ref = dnew(nout);
+    emb_fwd(&c, ref);
+    check_close("embedding_forward", out, ref, nout, 0, 1e-7);
+
+    float *dout = frand_new(nout, 1);
+    float *dwte = frand_new((size_t)V * C, 1), *dwpe = frand_new((size_t)maxT * C, 1);
+    double *gte = to_double(dwte, (size_t)V * C), *gpe = to_double(dwpe, (size_t)maxT * C), *R = to_double(dout, nout);
+    float *dwte_b = fnew((size_t)V * C), *dwpe_b = fnew((size_t)maxT * C);
+    memcpy(dwte_b, dwte, (size_t)V * C * sizeof(float));
+    memcpy(dwpe_b, dwpe, (size_t)maxT * C * sizeof(float));
+    EXPECT(be->embedding_backward(s, dwte, dwpe, dout, tok, B, T, C) == PT_OK);
+    for (size_t i = 0; i < (size_t)V * C; i++)
+        gte[i] += fd_grad(emb_fwd, &c, c.wte, i, ref, R, nout);
+    for (size_t i = 0; i < (size_t)maxT * C; i++)
+        gpe[i] += fd_grad(emb_fwd, &c, c.wpe, i, ref, R, nout);
+    check_close("embedding_backward dwte vs finite differences", dwte, gte, (size_t)V * C, 1e-5, 1e-5);
+    check_close("embedding_backward dwpe vs finite differences", dwpe, gpe, (size_t)maxT * C, 1e-5, 1e-5);
+    pt_stream *s3 = stream_new(3);
+    EXPECT(be->embedding_backward(s3, dwte_b, dwpe_b, dout, tok, B, T, C) == PT_OK);
+    check_bits("embedding_backward dwte, 2 vs 3 threads", dwte, dwte_b, (size_t)V * C);
+    check_bits("embedding_backward dwpe, 2 vs 3 threads", dwpe, dwpe_b, (size_t)maxT * C);
+    be->stream_destroy(s3);
+
+    tok[4] = -1;
+    EXPECT(be->embedding_forward(s, out, tok, wte, wpe, B, T, C) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "position 4") != NULL);
+    free(c.wte);
+    free(c.wpe);
+    free(ref);
+    free(gte);
+    free(gpe);
+    free(R);
+    float *all[] = { wte, wpe, out, dout, dwte, dwpe, dwte_b, dwpe_b };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+    be->stream_destroy(s);
+}
+
+/* ---- softmax + cross-entropy ---- */
+
+typedef struct ce_ctx { double *logits; const int32_t *tgt; int N, V; } ce_ctx;
+static void ce_fwd(void *c_, double *out)
+{
+    ce_ctx *c = c_;
+    ref_crossentropy(out, c->logits, c->tgt, c->N, c->V);
+}
+
+static void test_crossentropy(void)
+{
+    pt_stream *s = stream_new(2);
+    {   /* forward on a wide vocabulary, with ignored rows and extreme logits */
+        const int N = 6, V = 50257;
+        int32_t tgt[6] = { 3, -1, V - 1, 0, -100, 17 };
+        float *logits = frand_new((size_t)N * V, 4), *probs = fnew((size_t)N * V), *loss = fnew(N);
+        logits[(size_t)3 * V + 5] = 1000.0f;
+        logits[(size_t)3 * V + 6] = -1000.0f;
+        double *ld = to_double(logits, (size_t)N * V), *ref = dnew(N), *pref = dnew((size_t)N * V);
+        ref_crossentropy(ref, ld, tgt, N, V);
+        for (int n = 0; n < N; n++) {
+            double mx = -INFINITY, sum = 0;
+            for (int i = 0; i < V; i++)
+                mx = fmax(mx, ld[(size_t)n * V + i]);
+            for (int i = 0; i < V; i++)
+                sum += exp(ld[(size_t)n * V + i] - mx);
+            for (int i = 0; i < V; i++)
+                pref[(size_t)n * V + i] = exp(ld[(size_t)n * V + i] - mx) / sum;
+        }
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_OK);
+        check_close("crossentropy_forward losses", loss, ref, N, 1e-5, 1e-5);
+        check_close("crossentropy_forward probs", probs, pref, (size_t)N * V, 1e-9, 1e-5);
+        EXPECT(loss[1] == 0.0f && loss[4] == 0.0f);
+        EXPECT(be->crossentropy_forward(s, loss, logits, logits, tgt, N, V) == PT_OK); /* probs aliases logits */
+        check_bits("crossentropy_forward probs (aliased)", logits, probs, (size_t)N * V);
+        check_close("crossentropy_forward losses (aliased)", loss, ref, N, 1e-5, 1e-5);
+        tgt[2] = V;
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "row 2") != NULL);
+        free(ld);
+        free(ref);
+        free(pref);
+        ffree(logits);
+        ffree(probs);
+        ffree(loss);
+    }
+    {   /* backward: L = dloss * sum of losses, by central differences */
+        const int N = 5, V = 11;
+        const int32_t tgt[5] = { 2, -1, 10, 0, 7 };
+        const float dloss = 0.25f;
+        size_t n = (size_t)N * V;
+        float *logits = frand_new(n, 3), *probs = fnew(n), *loss = fnew(N), *dl = fnew(n);
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_OK);
+        EXPECT(be->crossentropy_backward(s, dl, probs, tgt, dloss, N, V) == PT_OK);
+        ce_ctx c = { to_double(logits, n), tgt, N, V };
+        double *R = dnew(N), *tmp = dnew(N), *g = dnew(n);
+        for (int i = 0; i < N; i++)
+            R[i] = dloss;
+        for (size_t i = 0; i < n; i++)
+            g[i] = fd_grad(ce_fwd, &c, c.logits, i, tmp, R, N);
+        check_close("crossentropy_backward vs finite differences", dl, g, n, 1e-6, 1e-4);
+        for (int i = 0; i < V; i++)
+            EXPECT(dl[(size_t)1 * V + i] == 0.0f);
+        EXPECT(be->crossentropy_backward(s, probs, probs, tgt, dloss, N, V) == PT_OK); /* aliased */
+        check_bits("crossentropy_backward (aliased)", probs, dl, n);
+        free(c.logits);
+        free(R);
+        free(tmp);
+        free(g);
+        ffree(logits);
+        ffree(probs);
+        ffree(loss);
+        ffree(dl);
+    }
+    be->stream_destroy(s);
+}
+
+/* ---- AdamW ---- */
+
+static void test_adamw(void)
+{
+    const size_t n = 100003;
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
+    float *p = frand_new(n, 1), *m = fnew(n), *v = fnew(n), *g = fnew(n);
+    double *pd = to_double(p, n), *md = dnew(n), *vd = dnew(n);
+    memset(m, 0, n * sizeof(float));
+    memset(v, 0, n * sizeof(float));
+    pt_stream *s = stream_new(2);
+    for (int t = 1; t <= 3; t++) {
+        for (size_t i = 0; i < n; i++)
+            g[i] = (float)(urand() * (i % 3 == 0 ? 1e-4 : 1.0));
+        EXPECT(be->adamw_update(s, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t) == PT_OK);
+        /* textbook AdamW with decoupled decay, in double */
+        for (size_t i = 0; i < n; i++) {
+            double gi = (double)g[i] * gs;
+            md[i] = b1 * md[i] + (1 - (double)b1) * gi;
+            vd[i] = b2 * vd[i] + (1 - (double)b2) * gi * gi;
+            double mhat = md[i] / (1 - pow(b1, t)), vhat = vd[i] / (1 - pow(b2, t));
+            pd[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * pd[i]);
+        }
+    }
+    check_close("adamw param after 3 steps", p, pd, n, 1e-7, 1e-5);
+    check_close("adamw m after 3 steps", m, md, n, 5e-8, 1e-5); /* m can cancel to ~0 */
+    check_close("adamw v after 3 steps", v, vd, n, 1e-12, 1e-5);
+
+    /* a hand-computed step: m = v = 0, g = 1, t = 1: mhat = vhat = 1, so
+     * p -= lr * (1 / (1 + eps) + wd * p) */
+    float p1 = 2.0f, g1 = 1.0f, m1 = 0, v1 = 0;
+    EXPECT(be->adamw_update(s, &p1, &g1, &m1, &v1, 1, lr, b1, b2, eps, wd, 1.0f, 1) == PT_OK);
+    double want = 2.0 - 1e-3 * (1 / (1 + 1e-8) + 0.1 * 2.0);
+    EXPECT(fabs(p1 - want) < 1e-6 && fabs(m1 - 0.1) < 1e-7 && fabs(v1 - 0.05) < 1e-7);
+
+    /* the same bits on 1 and 2 threads */
+    float *p2 = fnew(n), *m2 = fnew(n), *v2 = fnew(n);
+    memcpy(p2, p, n * sizeof(float));
+    memcpy(m2, m, n * sizeof(float));
+    memcpy(v2, v, n * sizeof(float));
+    pt_stream *s1 = stream_new(1);
+    EXPECT(be->adamw_update(s, p, g, m, v, n, lr, b1, b2, eps, wd, gs, 4) == PT_OK);
+    EXPECT(be->adamw_update(s1, p2, g, m2, v2, n, lr, b1, b2, eps, wd, gs, 4) == PT_OK);
+    check_bits("adamw param, 1 vs 2 threads", p, p2, n);
+    EXPECT(be->adamw_update(s, p, g, m, v, n, lr, b1, b2, eps, wd, gs, 0) == PT_EINVAL);
+    be->stream_destroy(s1);
+    be->stream_destroy(s);
+    free(pd);
+    free(md);
+    free(vd);
+    float *all[] = { p, m, v, g, p2, m2, v2 };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct { const char *name; void (*fn)(void); } groups[] = {
+        { "backend", test_backend },       { "elementwise", test_elementwise },
+        { "matmul", test_matmul },         { "layernorm", test_layernorm },
+        { "gelu", test_gelu },             { "attention", test_attention },
+        { "attention_long", test_attention_long }, { "embedding", test_embedding },
+        { "crossentropy", test_crossentropy }, { "adamw", test_adamw },
+    };
+    if (pt_backend_get("cpu", &be) != PT_OK) {
+        fprintf(stderr, "%s\n", pt_last_error());
+        return 1;
+    }
+    int ran = 0;
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+        if (argc < 2 || strcmp(argv[1], groups[i].name) == 0) {
+            groups[i].fn();
+            ran++;
+        }
+    if (ran == 0) {
+        fprintf(stderr, "usage: %s [GROUP]; unknown group \"%s\"\n", argv[0], argv[1]);
+        return 2;
+    }
+    if (pt_backend_bytes_in_use() != 0) {
+        fprintf(stderr, "%zu bytes still allocated through pt_backend_alloc at exit\n", pt_backend_bytes_in_use());
+        g_fail++;
+    }
+    if (g_fail)
+        fprintf(stderr, "%d check(s) failed\n", g_fail);
+    return g_fail > 100 ? 100 : g_fail;
+}
