@@ -1,0 +1,370 @@
+/* Cost model: devices, topology, per-layer FLOPs / bytes / times, cost files. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "partition_internal.h"
+#include "pipetrain/json.h"
+
+/* ---- devices ---- */
+
+static const pt_device device_presets[] = {
+    /* This machine: 2 Zen 5 cores, 540 GFLOP/s fp32 FMA peak measured, ~50% reached by a whole
+     * training step; "links" are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us). */
+    { "cpu", 540e9, 0.5, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6 },
+    /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
+     * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. */
+    { "h100", 989e12, 0.5, 80e9, 2, 1, 450e9, 3e-6, 50e9, 5e-6 },
+    /* H200: same compute as H100, 141 GB HBM3e. */
+    { "h200", 989e12, 0.5, 141e9, 2, 1, 450e9, 3e-6, 50e9, 5e-6 },
+};
+
+pt_status pt_device_load(const char *name_or_path, pt_device *out)
+{
+    if (!name_or_path || !*name_or_path)
+        return pt_fail(PT_EINVAL, "no device given; use cpu, h100, h200 or a device JSON file");
+    for (size_t i = 0; i < sizeof device_presets / sizeof device_presets[0]; i++) {
+        if (strcmp(name_or_path, device_presets[i].name) == 0) {
+            *out = device_presets[i];
+            return PT_OK;
+        }
+    }
+    cJSON *j = NULL;
+    pt_status st = pt_json_read_file(name_or_path, &j);
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "device '%s' is not cpu, h100 or h200, and reading it as a file failed", name_or_path);
+    static const char *const keys[] = { "name", "peak_tflops", "efficiency", "mem_gb", "act_elem_bytes", "bf16_weights",
+                                        "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", NULL };
+    pt_device d = device_presets[1]; /* GPU-like defaults for optional keys */
+    const char *name = NULL;
+    double tf = 0, eff = 0, mem = 0, v = 0;
+    long long iv = 0;
+    PT_TRY(pt_json_check_keys(j, name_or_path, keys), done);
+    PT_TRY(pt_json_get_string(j, name_or_path, "name", &name), done);
+    PT_TRY(pt_json_get_double(j, name_or_path, "peak_tflops", &tf), done);
+    PT_TRY(pt_json_get_double(j, name_or_path, "efficiency", &eff), done);
+    PT_TRY(pt_json_get_double(j, name_or_path, "mem_gb", &mem), done);
+    if (!(tf > 0) || !(eff > 0 && eff <= 1) || !(mem > 0)) {
+        st = pt_fail(PT_EINVAL, "%s: peak_tflops and mem_gb must be > 0 and efficiency in (0, 1]", name_or_path);
+        goto done;
+    }
+    snprintf(d.name, sizeof d.name, "%s", name);
+    d.peak_flops = tf * 1e12;
+    d.efficiency = eff;
+    d.mem_bytes = mem * 1e9;
+    if (cJSON_GetObjectItemCaseSensitive(j, "act_elem_bytes")) {
+        PT_TRY(pt_json_get_int(j, name_or_path, "act_elem_bytes", 1, 8, &iv), done);
+        d.act_elem_bytes = (int)iv;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(j, "bf16_weights")) {
+        PT_TRY(pt_json_get_int(j, name_or_path, "bf16_weights", 0, 1, &iv), done);
+        d.bf16_weights = (int)iv;
+    }
+    static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us" };
+    double *link_dst[] = { &d.intra_bw_Bps, &d.intra_latency_s, &d.inter_bw_Bps, &d.inter_latency_s };
+    const double link_scale[] = { 1e9, 1e-6, 1e9, 1e-6 };
+    for (int k = 0; k < 4; k++) {
+        if (!cJSON_GetObjectItemCaseSensitive(j, link_keys[k]))
+            continue;
+        PT_TRY(pt_json_get_double(j, name_or_path, link_keys[k], &v), done);
+        if (!(v >= 0) || ((k == 0 || k == 2) && !(v > 0))) {
+            st = pt_fail(PT_EINVAL, "%s: %s must be positive", name_or_path, link_keys[k]);
+            goto done;
+        }
+        *link_dst[k] = v * link_scale[k];
+    }
+    *out = d;
+done:
+    cJSON_Delete(j);
+    return st;
+}
+
+pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, int devices_per_node)
+{
+    if (n_nodes < 1 || devices_per_node < 1)
+        return pt_fail(PT_EINVAL, "topology of %d nodes x %d devices: both must be >= 1", n_nodes, devices_per_node);
+    t->n_nodes = n_nodes;
+    t->devices_per_node = devices_per_node;
+    t->intra_bw_Bps = dev->intra_bw_Bps;
+    t->intra_latency_s = dev->intra_latency_s;
+    t->inter_bw_Bps = dev->inter_bw_Bps;
+    t->inter_latency_s = dev->inter_latency_s;
+    return PT_OK;
+}
+
+/* ---- analytic costs ---- */
+
+static int64_t vocab_padded(const pt_model_config *c) { return c->vocab_padded > 0 ? c->vocab_padded : c->vocab_size; }
+
+int64_t pt_cost_n_params(const pt_model_config *c)
+{
+    const int64_t C = c->n_embd;
+    int64_t n = (int64_t)c->vocab_size * C + (int64_t)c->max_seq_len * C; /* wte, wpe */
+    n += (int64_t)c->n_layer * (12 * C * C + 13 * C);                      /* blocks */
+    n += 2 * C;                                                           /* final layernorm */
+    return n;
+}
+
+double pt_part_state_bytes_per_param(const pt_device *dev)
+{
+    /* fp32 parameters (the master copy on GPUs), fp32 gradients, AdamW m and v; plus a bf16 copy
+     * of the weights where the device computes in bf16. */
+    return 16.0 + (dev->bf16_weights ? 2.0 : 0.0);
+}
+
+double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev)
+{
+    /* A chunk holding both embedding and head keeps one wte (plus the head's gradient twin);
+     * separately, the head's chunk keeps its own copy with gradients and moments. */
+    return (double)vocab_padded(cfg) * cfg->n_embd * pt_part_state_bytes_per_param(dev);
+}
+
+pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
+                         const pt_layer_times *measured, pt_layer_cost *costs)
+{
+    if (B < 1 || T < 1)
+        return pt_fail(PT_EINVAL, "micro-batch size %d and sequence length %d must be >= 1", B, T);
+    if (cfg->n_layer < 1 || cfg->n_embd < 1 || cfg->n_head < 1 || cfg->vocab_size < 1)
+        return pt_fail(PT_EINVAL, "model config '%s' has a zero size; check n_layer, n_embd, n_head, vocab_size",
+                       cfg->name);
+    const int L = pt_model_n_layers(cfg);
+    if (measured && (measured->n_layers != L || measured->cfg.n_embd != cfg->n_embd ||
+                     measured->cfg.n_head != cfg->n_head))
+        return pt_fail(PT_EINVAL,
+                       "cost file measured %d layers of width %d, but model '%s' has %d layers of width %d; "
+                       "run pipetrain profile-layers for this model",
+                       measured->n_layers, measured->cfg.n_embd, cfg->name, L, cfg->n_embd);
+    const double C = cfg->n_embd, N = (double)B * T, Vp = (double)vocab_padded(cfg);
+    const double a = dev->act_elem_bytes, per_param = pt_part_state_bytes_per_param(dev);
+    const double rate = dev->peak_flops * dev->efficiency;
+
+    /* embedding: a table lookup (no matrix products); keeps the token ids for backward. */
+    pt_layer_cost *e = &costs[0];
+    memset(e, 0, sizeof *e);
+    e->n_params = (int64_t)cfg->vocab_size * cfg->n_embd + (int64_t)cfg->max_seq_len * cfg->n_embd;
+    e->n_params_alloc = (int64_t)(Vp * C) + (int64_t)cfg->max_seq_len * cfg->n_embd;
+    e->act_bytes = e->act_bytes_recompute = N * 4;
+    e->out_bytes = N * C * 4;
+
+    for (int l = 1; l <= cfg->n_layer; l++) {
+        pt_layer_cost *b = &costs[l];
+        memset(b, 0, sizeof *b);
+        /* qkv (C->3C), attention projection (C->C), MLP (C->4C->C): 12 C^2 multiply-adds a token. */
+        const double mm = 2.0 * N * 12.0 * C * C;
+        const double att = 2.0 * N * 2.0 * T * C; /* QK^T and AV over all heads */
+        b->fwd_flops = mm + att;
+        b->bwd_input_flops = mm + 2.0 * att;
+        b->bwd_weight_flops = mm;
+        b->n_params = b->n_params_alloc = 12 * (int64_t)cfg->n_embd * cfg->n_embd + 13 * (int64_t)cfg->n_embd;
+        b->act_bytes = pt_part_block_act_bytes(cfg, B, T, a);
+        b->act_bytes_recompute = N * C * a; /* the block input only */
+        b->out_bytes = N * C * 4;
+    }
+
+    /* head: final layernorm, logits against the tied wte (Vp x C), softmax cross-entropy. */
+    pt_layer_cost *h = &costs[L - 1];
+    memset(h, 0, sizeof *h);
+    h->fwd_flops = 2.0 * N * C * Vp;
+    h->bwd_input_flops = 2.0 * N * C * Vp;
+    h->bwd_weight_flops = 2.0 * N * C * Vp;
+    h->n_params = 2 * (int64_t)cfg->n_embd;
+    h->n_params_alloc = 2 * (int64_t)cfg->n_embd + (int64_t)(Vp * C);
+    /* layernorm output, its mean and rstd, fp32 probabilities (B,T,Vp) and per-token losses */
+    h->act_bytes = h->act_bytes_recompute = N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
+    h->out_bytes = 0;
+
+    for (int l = 0; l < L; l++) {
+        pt_layer_cost *c = &costs[l];
+        c->state_bytes = (double)c->n_params_alloc * per_param;
+        if (l == L - 1)
+            c->state_bytes += Vp * C * 4; /* the head's gradient twin of wte */
+        if (measured) {
+            const double scale = N / ((double)measured->micro_batch_size * measured->seq_len);
+            c->t_fwd = measured->fwd_s[l] * scale;
+            c->t_bwd_input = measured->bwd_input_s[l] * scale;
+            c->t_bwd_weight = measured->bwd_weight_s[l] * scale;
+        } else {
+            c->t_fwd = c->fwd_flops / rate;
+            c->t_bwd_input = c->bwd_input_flops / rate;
+            c->t_bwd_weight = c->bwd_weight_flops / rate;
+        }
+    }
+    return PT_OK;
+}
+
+double pt_cost_step_flops(const pt_model_config *cfg, int T, double n_tokens)
+{
+    const double C = cfg->n_embd, Vp = (double)vocab_padded(cfg);
+    const double per_token_block = 3.0 * 2.0 * 12.0 * C * C + 3.0 * 4.0 * T * C;
+    const double per_token_head = 3.0 * 2.0 * C * Vp;
+    return n_tokens * (cfg->n_layer * per_token_block + per_token_head);
+}
+
+/* ---- cost files ---- */
+
+pt_status pt_layer_times_create(int n_layers, pt_layer_times **out)
+{
+    if (n_layers < 1)
+        return pt_fail(PT_EINVAL, "a cost file needs at least one layer");
+    pt_layer_times *t = calloc(1, sizeof *t);
+    if (!t)
+        return pt_fail(PT_ENOMEM, "out of host memory for a cost table");
+    t->n_layers = n_layers;
+    t->fwd_s = calloc((size_t)n_layers, sizeof(double));
+    t->bwd_input_s = calloc((size_t)n_layers, sizeof(double));
+    t->bwd_weight_s = calloc((size_t)n_layers, sizeof(double));
+    if (!t->fwd_s || !t->bwd_input_s || !t->bwd_weight_s) {
+        pt_layer_times_destroy(t);
+        return pt_fail(PT_ENOMEM, "out of host memory for a cost table");
+    }
+    *out = t;
+    return PT_OK;
+}
+
+void pt_layer_times_destroy(pt_layer_times *t)
+{
+    if (!t)
+        return;
+    free(t->bwd_weight_s);
+    free(t->bwd_input_s);
+    free(t->fwd_s);
+    free(t);
+}
+
+pt_status pt_layer_times_save(const pt_layer_times *t, const char *path)
+{
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *layers = cJSON_CreateArray();
+    if (!root || !model || !layers) {
+        cJSON_Delete(root);
+        cJSON_Delete(model);
+        cJSON_Delete(layers);
+        return pt_fail(PT_ENOMEM, "out of host memory writing %s", path);
+    }
+    cJSON_AddStringToObject(root, "format", PT_COST_FILE_FORMAT);
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(model, "name", t->cfg.name);
+    cJSON_AddNumberToObject(model, "n_layer", t->cfg.n_layer);
+    cJSON_AddNumberToObject(model, "n_head", t->cfg.n_head);
+    cJSON_AddNumberToObject(model, "n_embd", t->cfg.n_embd);
+    cJSON_AddNumberToObject(model, "vocab_size", t->cfg.vocab_size);
+    cJSON_AddNumberToObject(model, "vocab_padded", t->cfg.vocab_padded);
+    cJSON_AddNumberToObject(model, "max_seq_len", t->cfg.max_seq_len);
+    cJSON_AddItemToObject(root, "model", model);
+    cJSON_AddNumberToObject(root, "micro_batch_size", t->micro_batch_size);
+    cJSON_AddNumberToObject(root, "seq_len", t->seq_len);
+    cJSON_AddNumberToObject(root, "threads", t->n_threads);
+    cJSON_AddStringToObject(root, "backend", t->backend);
+    for (int l = 0; l < t->n_layers; l++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddNumberToObject(o, "layer", l);
+        cJSON_AddNumberToObject(o, "forward_s", t->fwd_s[l]);
+        cJSON_AddNumberToObject(o, "backward_input_s", t->bwd_input_s[l]);
+        cJSON_AddNumberToObject(o, "backward_weight_s", t->bwd_weight_s[l]);
+        cJSON_AddItemToArray(layers, o);
+    }
+    cJSON_AddItemToObject(root, "layers", layers);
+    pt_status st = pt_json_write_file(path, root, 0);
+    cJSON_Delete(root);
+    return st;
+}
+
+pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
+{
+    cJSON *j = NULL;
+    PT_CHECK(pt_json_read_file(path, &j));
+    static const char *const keys[] = { "format", "version", "model", "micro_batch_size", "seq_len", "threads",
+                                        "backend", "layers", NULL };
+    static const char *const model_keys[] = { "name", "n_layer", "n_head", "n_embd", "vocab_size", "vocab_padded",
+                                              "max_seq_len", NULL };
+    static const char *const layer_keys[] = { "layer", "forward_s", "backward_input_s", "backward_weight_s", NULL };
+    pt_layer_times *t = NULL;
+    const char *s = NULL;
+    long long v = 0, b = 0, T = 0, th = 0;
+    pt_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    pt_status st = pt_json_check_keys(j, path, keys);
+    if (st != PT_OK)
+        goto fail;
+    PT_TRY(pt_json_get_string(j, path, "format", &s), fail);
+    if (strcmp(s, PT_COST_FILE_FORMAT) != 0) {
+        st = pt_fail(PT_EFORMAT, "%s: format '%s' is not a pipetrain cost file; make one with pipetrain profile-layers",
+                     path, s);
+        goto fail;
+    }
+    PT_TRY(pt_json_get_int(j, path, "version", 1, 1, &v), fail);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
+    if (!cJSON_IsObject(m)) {
+        st = pt_fail(PT_EFORMAT, "%s: 'model' must be an object", path);
+        goto fail;
+    }
+    PT_TRY(pt_json_check_keys(m, path, model_keys), fail);
+    PT_TRY(pt_json_get_string(m, path, "name", &s), fail);
+    snprintf(cfg.name, sizeof cfg.name, "%s", s);
+    PT_TRY(pt_json_get_int(m, path, "n_layer", 1, 100000, &v), fail);
+    cfg.n_layer = (int)v;
+    PT_TRY(pt_json_get_int(m, path, "n_head", 1, 100000, &v), fail);
+    cfg.n_head = (int)v;
+    PT_TRY(pt_json_get_int(m, path, "n_embd", 1, 1000000, &v), fail);
+    cfg.n_embd = (int)v;
+    PT_TRY(pt_json_get_int(m, path, "vocab_size", 1, 100000000, &v), fail);
+    cfg.vocab_size = (int)v;
+    PT_TRY(pt_json_get_int(m, path, "vocab_padded", 0, 100000000, &v), fail);
+    cfg.vocab_padded = (int)v;
+    PT_TRY(pt_json_get_int(m, path, "max_seq_len", 1, 100000000, &v), fail);
+    cfg.max_seq_len = (int)v;
+    PT_TRY(pt_json_get_int(j, path, "micro_batch_size", 1, 1 << 20, &b), fail);
+    PT_TRY(pt_json_get_int(j, path, "seq_len", 1, 1 << 24, &T), fail);
+    PT_TRY(pt_json_get_int(j, path, "threads", 0, 1 << 16, &th), fail);
+    PT_TRY(pt_json_get_string(j, path, "backend", &s), fail);
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(j, "layers");
+    if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) != cfg.n_layer + 2) {
+        st = pt_fail(PT_EFORMAT, "%s: 'layers' must list all %d layers (embedding, blocks, head)", path,
+                     cfg.n_layer + 2);
+        goto fail;
+    }
+    PT_TRY(pt_layer_times_create(cfg.n_layer + 2, &t), fail);
+    t->cfg = cfg;
+    t->micro_batch_size = (int)b;
+    t->seq_len = (int)T;
+    t->n_threads = (int)th;
+    snprintf(t->backend, sizeof t->backend, "%s", s);
+    int l = 0;
+    const cJSON *o;
+    cJSON_ArrayForEach(o, layers)
+    {
+        char what[512];
+        snprintf(what, sizeof what, "%s: layers[%d]", path, l);
+        PT_TRY(pt_json_check_keys(o, what, layer_keys), fail);
+        PT_TRY(pt_json_get_int(o, what, "layer", l, l, &v), fail);
+        double *cols[] = { &t->fwd_s[l], &t->bwd_input_s[l], &t->bwd_weight_s[l] };
+        for (int k = 0; k < 3; k++) {
+            PT_TRY(pt_json_get_double(o, what, layer_keys[k + 1], cols[k]), fail);
+            if (!(*cols[k] >= 0) || !isfinite(*cols[k])) {
+                st = pt_fail(PT_EFORMAT, "%s: %s must be a finite time >= 0", what, layer_keys[k + 1]);
+                goto fail;
+            }
+        }
+        l++;
+    }
+    cJSON_Delete(j);
+    *out = t;
+    return PT_OK;
+fail:
+    pt_layer_times_destroy(t);
+    cJSON_Delete(j);
+    return st;
+}
+
+double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes)
+{
+    const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
+    /* Kept for backward: both layernorm outputs (2 NC) with mean and rstd (4 N, fp32), qkv (3 NC),
+     * the attention output (NC), the residual after attention (NC), the MLP hidden before and after
+     * GELU (8 NC); and attention's softmax probabilities (B,H,T,T) where attention is computed
+     * plainly (fp32 CPU), or only the log-sum-exp (B,H,T) where it is fused (bf16 GPUs). */
+    const double att = elem_bytes >= 4 ? B * H * (double)T * T * elem_bytes : B * H * (double)T * 4;
+    return elem_bytes * 15.0 * N * C + 16.0 * N + att;
+}

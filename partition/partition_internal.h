@@ -1,0 +1,61 @@
+/* partition/partition_internal.h — helpers shared by the files of partition/ (not public). */
+#ifndef PT_PARTITION_INTERNAL_H
+#define PT_PARTITION_INTERNAL_H
+
+#include "pipetrain/partition.h"
+
+#define PT_COST_FILE_FORMAT "pipetrain-layer-costs"
+
+/* Bytes of state per allocated parameter element on `dev` (weights, gradients, AdamW m and v,
+ * and the bf16 copy on GPUs). */
+double pt_part_state_bytes_per_param(const pt_device *dev);
+
+/* Bytes saved when the embedding and the head share one chunk (one wte instead of two). */
+double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev);
+
+/* Activation bytes one transformer block keeps per micro-batch of (B,T), elements of elem_bytes. */
+double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
+
+/* Schedules the planner knows: returns the default chunks per rank (1 or 2), or 0 when unknown. */
+int pt_part_sched_default_chunks(const char *schedule);
+
+/* Checks that V suits the schedule; PT_EINVAL naming both. */
+pt_status pt_part_sched_check_chunks(const char *schedule, int V);
+
+/* Micro-batches whose activations virtual stage k (of S) keeps at its peak under `schedule`. */
+int pt_part_inflight(const char *schedule, int S, int M, int k);
+
+/* Everything the dynamic program and the pricing need about one (model, device, topology, P, V,
+ * D, B, M, T, schedule) point: per-layer costs as prefix sums and per-boundary transfer times. */
+typedef struct pt_part_ctx {
+    const pt_model_config *cfg;
+    const pt_device *dev;
+    const pt_topology *topo;
+    int L, P, V, D, S, B, M, T;
+    char schedule[32];
+    pt_layer_cost *lc;     /* [L] */
+    double *pre_time;      /* [L+1] prefix sums of t_fwd + t_bwd_input + t_bwd_weight */
+    double *pre_fwd_blocks;/* [L+1] prefix sums of t_fwd of blocks (what recomputation repeats) */
+    double *pre_state;     /* [L+1] state bytes */
+    double *pre_act;       /* [L+1] activation bytes kept */
+    double *pre_act_rc;    /* [L+1] with recomputation */
+    double *pre_params;    /* [L+1] logical parameters */
+    double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0) */
+    int *inter;            /* [S] boundary after chunk k crosses nodes */
+    double tied_dup;       /* bytes saved when one chunk holds layers 0 and L-1 */
+    double block_act;      /* activation bytes of one block (the recomputation working set) */
+} pt_part_ctx;
+
+pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                             const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
+                             const char *schedule, pt_part_ctx **out);
+void pt_part_ctx_destroy(pt_part_ctx *c);
+
+/* Per-micro-batch time of chunk k holding layers i..j: compute (+ the blocks' forward again
+ * with recomputation) plus the transfers across its incoming and outgoing boundaries. */
+double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc);
+/* Peak bytes of chunk k holding layers i..j: state + in-flight activations (+ one block's
+ * working set when recomputing). */
+double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc);
+
+#endif

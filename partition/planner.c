@@ -1,0 +1,711 @@
+/* The partitioners: uniform, params, time and memory (dynamic programming over contiguous
+ * splits), auto (search over P, D, B, M, schedule and recomputation), pricing of a plan. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "partition_internal.h"
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+#include "pipetrain/schedule.h"
+#endif
+
+/* ---- context: prefix sums over layers, boundary links ---- */
+
+static int node_of(const pt_topology *t, int global_rank) { return global_rank / t->devices_per_node; }
+
+static void place(const char *schedule, int P, int V, int k, int *rank)
+{
+    if (strcmp(schedule, "zbv") == 0 && V == 2)
+        *rank = k < P ? k : 2 * P - 1 - k;
+    else
+        *rank = k % P;
+}
+
+pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                             const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
+                             const char *schedule, pt_part_ctx **out)
+{
+    const int L = pt_model_n_layers(cfg), S = P * V;
+    if (S > L)
+        return pt_fail(PT_EINVAL, "%d stages x %d chunks = %d chunks but %s has only %d layers; use fewer stages", P, V,
+                       S, cfg->name[0] ? cfg->name : "the model", L);
+    if (M < 1)
+        return pt_fail(PT_EINVAL, "micro-batches per step must be >= 1 (got %d)", M);
+    pt_part_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return pt_fail(PT_ENOMEM, "out of host memory for the planner");
+    c->cfg = cfg;
+    c->dev = dev;
+    c->topo = topo;
+    c->L = L;
+    c->P = P;
+    c->V = V;
+    c->D = D;
+    c->S = S;
+    c->B = B;
+    c->M = M;
+    c->T = T;
+    snprintf(c->schedule, sizeof c->schedule, "%s", schedule);
+    c->lc = calloc((size_t)L, sizeof *c->lc);
+    double **pre[] = { &c->pre_time, &c->pre_fwd_blocks, &c->pre_state, &c->pre_act, &c->pre_act_rc, &c->pre_params };
+    for (size_t a = 0; a < sizeof pre / sizeof pre[0]; a++)
+        *pre[a] = calloc((size_t)L + 1, sizeof(double));
+    c->comm = calloc((size_t)S, sizeof(double));
+    c->inter = calloc((size_t)S, sizeof(int));
+    if (!c->lc || !c->pre_time || !c->pre_fwd_blocks || !c->pre_state || !c->pre_act || !c->pre_act_rc ||
+        !c->pre_params || !c->comm || !c->inter) {
+        pt_part_ctx_destroy(c);
+        return pt_fail(PT_ENOMEM, "out of host memory for the planner");
+    }
+    pt_status st = pt_cost_layers(cfg, B, T, dev, measured, c->lc);
+    if (st != PT_OK) {
+        pt_part_ctx_destroy(c);
+        return st;
+    }
+    for (int l = 0; l < L; l++) {
+        const pt_layer_cost *x = &c->lc[l];
+        const int is_block = l >= 1 && l <= cfg->n_layer;
+        c->pre_time[l + 1] = c->pre_time[l] + x->t_fwd + x->t_bwd_input + x->t_bwd_weight;
+        c->pre_fwd_blocks[l + 1] = c->pre_fwd_blocks[l] + (is_block ? x->t_fwd : 0.0);
+        c->pre_state[l + 1] = c->pre_state[l] + x->state_bytes;
+        c->pre_act[l + 1] = c->pre_act[l] + x->act_bytes;
+        c->pre_act_rc[l + 1] = c->pre_act_rc[l] + x->act_bytes_recompute;
+        c->pre_params[l + 1] = c->pre_params[l] + (double)x->n_params;
+    }
+    c->tied_dup = pt_part_tied_dup_bytes(cfg, dev);
+    c->block_act = c->lc[1].act_bytes;
+    /* Boundary k (after chunk k): inter-node when, in any replica, its two ranks sit on different
+     * nodes. Every non-head layer outputs (B,T,C) fp32, so the bytes do not depend on the split. */
+    const double bytes = c->lc[0].out_bytes;
+    for (int k = 0; k + 1 < S; k++) {
+        int r1, r2;
+        place(c->schedule, P, V, k, &r1);
+        place(c->schedule, P, V, k + 1, &r2);
+        if (r1 == r2)
+            continue; /* same rank: no transfer */
+        int inter = 0;
+        for (int d = 0; d < D && !inter; d++)
+            inter = node_of(topo, d * P + r1) != node_of(topo, d * P + r2);
+        c->inter[k] = inter;
+        c->comm[k] = inter ? topo->inter_latency_s + bytes / topo->inter_bw_Bps
+                           : topo->intra_latency_s + bytes / topo->intra_bw_Bps;
+    }
+    *out = c;
+    return PT_OK;
+}
+
+void pt_part_ctx_destroy(pt_part_ctx *c)
+{
+    if (!c)
+        return;
+    free(c->inter);
+    free(c->comm);
+    free(c->pre_params);
+    free(c->pre_act_rc);
+    free(c->pre_act);
+    free(c->pre_state);
+    free(c->pre_fwd_blocks);
+    free(c->pre_time);
+    free(c->lc);
+    free(c);
+}
+
+double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc)
+{
+    double t = c->pre_time[j + 1] - c->pre_time[i];
+    if (rc)
+        t += c->pre_fwd_blocks[j + 1] - c->pre_fwd_blocks[i];
+    if (k > 0)
+        t += c->comm[k - 1];
+    t += c->comm[k];
+    return t;
+}
+
+static int has_block(const pt_part_ctx *c, int i, int j) { return j >= 1 && i <= c->cfg->n_layer; }
+
+double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
+{
+    double m = c->pre_state[j + 1] - c->pre_state[i];
+    if (i == 0 && j == c->L - 1)
+        m -= c->tied_dup;
+    const double n = pt_part_inflight(c->schedule, c->S, c->M, k);
+    m += n * (rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i]);
+    if (rc && has_block(c, i, j))
+        m += c->block_act; /* one block re-materialised during its backward */
+    return m;
+}
+
+/* ---- the dynamic program ---- */
+
+typedef enum { OBJ_TIME, OBJ_PARAMS, OBJ_MEM } objective;
+
+/* Cost of chunk k = layers i..j under the objective; recomputation options rc_lo..rc_hi; INFINITY
+ * when nothing fits the per-chunk memory share `cap_chunk` (<= 0: no cap). *rc_out: the choice. */
+static double chunk_cost(const pt_part_ctx *c, objective obj, int k, int i, int j, int rc_lo, int rc_hi,
+                         double cap_chunk, int *rc_out)
+{
+    if (obj == OBJ_PARAMS) {
+        *rc_out = rc_lo;
+        return c->pre_params[j + 1] - c->pre_params[i];
+    }
+    double best = INFINITY;
+    *rc_out = rc_lo;
+    for (int rc = rc_lo; rc <= rc_hi; rc++) {
+        const double mem = pt_part_chunk_mem(c, k, i, j, rc);
+        if (cap_chunk > 0 && mem > cap_chunk)
+            continue;
+        const double v = obj == OBJ_TIME ? pt_part_chunk_time(c, k, i, j, rc) : mem;
+        if (v < best) {
+            best = v;
+            *rc_out = rc;
+        }
+    }
+    return best;
+}
+
+/* Minimises the largest chunk cost over contiguous splits of the L layers into S non-empty
+ * chunks: best[k][j] = min_i max(best[k-1][i-1], cost(k, i..j)). O(S * L^2). Writes first/last/rc
+ * and returns the optimum (INFINITY when nothing fits). */
+static pt_status dp_minmax(const pt_part_ctx *c, objective obj, int rc_lo, int rc_hi, double cap_chunk, int *first,
+                           int *last, int *rcs, double *value)
+{
+    const int S = c->S, L = c->L;
+    if (S < 1 || L < S)
+        return pt_fail(PT_EINVAL, "cannot split %d layers into %d chunks", L, S);
+    double *best = malloc(sizeof(double) * (size_t)S * L);
+    int *arg = malloc(sizeof(int) * (size_t)S * L);
+    int *argrc = malloc(sizeof(int) * (size_t)S * L);
+    if (!best || !arg || !argrc) {
+        free(best);
+        free(arg);
+        free(argrc);
+        return pt_fail(PT_ENOMEM, "out of host memory for the partition search (%d chunks x %d layers)", S, L);
+    }
+    /* best[k*L + j]: chunks 0..k cover layers 0..j. Chunk k needs j >= k and leaves S-1-k layers. */
+    for (int k = 0; k < S; k++) {
+        for (int j = 0; j < L; j++) {
+            best[k * L + j] = INFINITY;
+            arg[k * L + j] = -1;
+            argrc[k * L + j] = 0;
+            if (j < k || j > L - S + k)
+                continue;
+            if (k == 0) {
+                int rc;
+                best[j] = chunk_cost(c, obj, 0, 0, j, rc_lo, rc_hi, cap_chunk, &rc);
+                arg[j] = 0;
+                argrc[j] = rc;
+                continue;
+            }
+            for (int i = j; i >= k; i--) {
+                const double prev = best[(k - 1) * L + i - 1];
+                if (prev >= best[k * L + j])
+                    continue; /* cannot improve */
+                int rc;
+                const double cost = chunk_cost(c, obj, k, i, j, rc_lo, rc_hi, cap_chunk, &rc);
+                const double v = prev > cost ? prev : cost;
+                if (v < best[k * L + j]) {
+                    best[k * L + j] = v;
+                    arg[k * L + j] = i;
+                    argrc[k * L + j] = rc;
+                }
+            }
+        }
+    }
+    *value = best[(S - 1) * L + L - 1];
+    if (isfinite(*value)) {
+        int j = L - 1;
+        for (int k = S - 1; k >= 0; k--) {
+            const int i = arg[k * L + j];
+            first[k] = i;
+            last[k] = j;
+            rcs[k] = argrc[k * L + j];
+            j = i - 1;
+        }
+    }
+    free(best);
+    free(arg);
+    free(argrc);
+    return PT_OK;
+}
+
+/* ---- pricing ---- */
+
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+/* Step time and bubble from the schedule simulator; PT_ENOTSUP style failures leave the closed form. */
+static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *step, double *bubble)
+{
+    pt_schedule *s = NULL;
+    pt_sim_costs sc;
+    memset(&sc, 0, sizeof sc);
+    const int S = c->S;
+    double *arr = calloc((size_t)S * 6, sizeof(double));
+    if (!arr)
+        return pt_fail(PT_ENOMEM, "out of host memory for the simulator's costs");
+    sc.n_vstages = S;
+    sc.f = arr;
+    sc.b = arr + S;
+    sc.i = arr + 2 * S;
+    sc.w = arr + 3 * S;
+    sc.act_bytes = arr + 4 * S;
+    sc.boundary_bytes = arr + 5 * S;
+    for (int k = 0; k < S; k++) {
+        const int i = p->first_layer[k], j = p->last_layer[k];
+        double f = 0, bi = 0, bw = 0;
+        for (int l = i; l <= j; l++) {
+            f += c->lc[l].t_fwd;
+            bi += c->lc[l].t_bwd_input;
+            bw += c->lc[l].t_bwd_weight;
+        }
+        if (p->recompute[k])
+            bi += c->pre_fwd_blocks[j + 1] - c->pre_fwd_blocks[i];
+        sc.f[k] = f;
+        sc.i[k] = bi;
+        sc.w[k] = bw;
+        sc.b[k] = bi + bw;
+        sc.act_bytes[k] = p->recompute[k] ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+        sc.boundary_bytes[k] = k + 1 < S ? c->lc[j].out_bytes : 0;
+    }
+    /* One link figure for the simulator: the slowest boundary's. */
+    int any_inter = 0;
+    for (int k = 0; k + 1 < S; k++)
+        any_inter |= c->inter[k];
+    sc.link_latency_s = any_inter ? c->topo->inter_latency_s : c->topo->intra_latency_s;
+    sc.link_bandwidth_Bps = any_inter ? c->topo->inter_bw_Bps : c->topo->intra_bw_Bps;
+    pt_status st = pt_sched_generate(p->schedule, c->P, c->V, c->M, &sc, &s);
+    if (st == PT_OK) {
+        pt_sim_result r;
+        memset(&r, 0, sizeof r);
+        st = pt_sched_simulate(s, &sc, &r);
+        if (st == PT_OK) {
+            *step = r.step_time;
+            *bubble = r.bubble_overall;
+        }
+        pt_sim_result_free(&r);
+    }
+    pt_sched_destroy(s);
+    free(arr);
+    return st;
+}
+#endif
+
+/* Fills p's predictions from the context; `simulate`: use the schedule simulator when built. */
+static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
+{
+    const int P = c->P, V = c->V, S = c->S, D = c->D;
+    double rank_t[4096];
+    double *rt = P <= 4096 ? rank_t : calloc((size_t)P, sizeof(double));
+    if (!rt)
+        return pt_fail(PT_ENOMEM, "out of host memory pricing a plan");
+    memset(rt, 0, sizeof(double) * (size_t)P);
+    memset(p->pred_rank_mem_bytes, 0, sizeof(double) * (size_t)P);
+    double f_sum = 0, i_sum = 0, w_sum = 0;
+    p->n_params_total = 0;
+    for (int k = 0; k < S; k++) {
+        const int i = p->first_layer[k], j = p->last_layer[k], rc = p->recompute[k];
+        int r = 0, chunk = 0;
+        pt_plan_vstage_place(p, k, &r, &chunk);
+        p->pred_time_s[k] = pt_part_chunk_time(c, k, i, j, rc);
+        p->pred_mem_bytes[k] = pt_part_chunk_mem(c, k, i, j, rc);
+        p->n_params[k] = (int64_t)(c->pre_params[j + 1] - c->pre_params[i]);
+        p->n_params_total += p->n_params[k];
+        p->boundary_inter[k] = c->inter[k];
+        rt[r] += p->pred_time_s[k];
+        p->pred_rank_mem_bytes[r] += p->pred_mem_bytes[k];
+        for (int l = i; l <= j; l++) {
+            f_sum += c->lc[l].t_fwd;
+            i_sum += c->lc[l].t_bwd_input;
+            w_sum += c->lc[l].t_bwd_weight;
+        }
+    }
+    double t_max = 0, t_sum = 0;
+    for (int r = 0; r < P; r++) {
+        t_max = rt[r] > t_max ? rt[r] : t_max;
+        t_sum += rt[r];
+    }
+    /* Closed form: the slowest rank runs M micro-batches back to back; filling and draining the
+     * pipeline costs the other ranks' work once, divided by V for interleaving. Zero-bubble
+     * schedules fill with F + I and drain W late: the fill shrinks by (F + I - W) / (F + I + W). */
+    double fill = (t_sum - t_max) / V;
+    if (strncmp(p->schedule, "zb", 2) == 0 && f_sum + i_sum + w_sum > 0) {
+        const double ratio = (f_sum + i_sum - w_sum) / (f_sum + i_sum + w_sum);
+        fill *= ratio > 0 ? ratio : 0;
+    }
+    double step = c->M * t_max + fill;
+    double bubble = step > 0 ? 1.0 - c->M * t_sum / (P * step) : 0;
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+    if (simulate) {
+        double s_step, s_bubble;
+        if (simulate_plan(c, p, &s_step, &s_bubble) == PT_OK && s_step > 0) {
+            step = s_step;
+            bubble = s_bubble;
+        }
+    }
+#else
+    (void)simulate;
+#endif
+    /* Data-parallel gradient all-reduce (ring): 2 (D-1)/D of the rank's fp32 gradients, at the
+     * slowest link among its replicas; not overlapped with the pipeline (conservative). */
+    double comm = 0;
+    if (D > 1) {
+        for (int r = 0; r < P; r++) {
+            double bytes = 0;
+            for (int k = 0; k < S; k++) {
+                int rr, chunk;
+                pt_plan_vstage_place(p, k, &rr, &chunk);
+                if (rr == r)
+                    for (int l = p->first_layer[k]; l <= p->last_layer[k]; l++)
+                        bytes += 4.0 * (double)c->lc[l].n_params_alloc;
+            }
+            const int inter = node_of(c->topo, r) != node_of(c->topo, (D - 1) * P + r);
+            const double bw = inter ? c->topo->inter_bw_Bps : c->topo->intra_bw_Bps;
+            const double lat = inter ? c->topo->inter_latency_s : c->topo->intra_latency_s;
+            const double t = 2.0 * (D - 1) / D * bytes / bw + 2.0 * (D - 1) * lat;
+            comm = t > comm ? t : comm;
+        }
+    }
+    if (rt != rank_t)
+        free(rt);
+    p->pred_comm_s = comm;
+    p->pred_step_time_s = step + comm;
+    p->pred_bubble = bubble;
+    const double tokens = (double)D * c->M * c->B * c->T;
+    p->pred_tokens_per_s = p->pred_step_time_s > 0 ? tokens / p->pred_step_time_s : 0;
+    p->pred_mfu = p->pred_step_time_s > 0
+                      ? pt_cost_step_flops(c->cfg, c->T, tokens) / (p->pred_step_time_s * P * D * c->dev->peak_flops)
+                      : 0;
+    return PT_OK;
+}
+
+static void plan_fill_header(pt_plan *p, const pt_part_ctx *c, const char *method)
+{
+    p->micro_batch_size = c->B;
+    p->n_microbatches = c->M;
+    p->seq_len = c->T;
+    snprintf(p->schedule, sizeof p->schedule, "%s", c->schedule);
+    snprintf(p->method, sizeof p->method, "%s", method);
+    snprintf(p->device, sizeof p->device, "%s", c->dev->name);
+    p->n_nodes = c->topo->n_nodes;
+    p->devices_per_node = c->topo->devices_per_node;
+}
+
+pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                        const pt_layer_times *measured)
+{
+    const int L = pt_model_n_layers(cfg);
+    for (int k = 0; k < p->n_vstages; k++) {
+        const int want = k == 0 ? 0 : p->last_layer[k - 1] + 1;
+        if (p->first_layer[k] != want || p->last_layer[k] < p->first_layer[k])
+            return pt_fail(PT_EINVAL, "plan chunk %d holds layers %d..%d; chunks must be contiguous and non-empty", k,
+                           p->first_layer[k], p->last_layer[k]);
+    }
+    if (p->last_layer[p->n_vstages - 1] != L - 1)
+        return pt_fail(PT_EINVAL, "plan ends at layer %d but %s has %d layers; the last chunk must hold the head",
+                       p->last_layer[p->n_vstages - 1], cfg->name, L);
+    PT_CHECK(pt_part_sched_check_chunks(p->schedule, p->n_chunks));
+    if (p->n_stages * p->n_replicas > topo->n_nodes * topo->devices_per_node)
+        return pt_fail(PT_EINVAL, "plan needs %d stages x %d replicas = %d devices but the topology has %d x %d",
+                       p->n_stages, p->n_replicas, p->n_stages * p->n_replicas, topo->n_nodes, topo->devices_per_node);
+    const int T = p->seq_len > 0 ? p->seq_len : cfg->max_seq_len;
+    pt_part_ctx *c;
+    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, p->n_stages, p->n_chunks, p->n_replicas, p->micro_batch_size,
+                                p->n_microbatches, T, p->schedule, &c));
+    char method[16];
+    snprintf(method, sizeof method, "%s", p->method);
+    plan_fill_header(p, c, method);
+    pt_status st = price(c, p, 1);
+    pt_part_ctx_destroy(c);
+    return st;
+}
+
+/* ---- making plans ---- */
+
+void pt_plan_request_init(pt_plan_request *rq)
+{
+    memset(rq, 0, sizeof *rq);
+    rq->method = "time";
+    rq->recompute = -1;
+}
+
+static void uniform_split(int L, int S, int *first, int *last)
+{
+    const int base = L / S, extra = L % S;
+    int at = 0;
+    for (int k = 0; k < S; k++) {
+        const int n = base + (k < extra ? 1 : 0);
+        first[k] = at;
+        last[k] = at + n - 1;
+        at += n;
+    }
+}
+
+/* Smallest cap a request needs with P stages: the memory-minimising split (recomputation allowed). */
+static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                             const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
+                             const char *schedule, int rc_lo, int rc_hi, double *need)
+{
+    pt_part_ctx *c;
+    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    int *buf = malloc(sizeof(int) * 3 * (size_t)c->S);
+    if (!buf) {
+        pt_part_ctx_destroy(c);
+        return pt_fail(PT_ENOMEM, "out of host memory for the partition search");
+    }
+    double v = INFINITY;
+    pt_status st = dp_minmax(c, OBJ_MEM, rc_lo, rc_hi, 0, buf, buf + c->S, buf + 2 * c->S, &v);
+    *need = v * V; /* each chunk gets cap / V */
+    free(buf);
+    pt_part_ctx_destroy(c);
+    return st;
+}
+
+/* The one-line error for a request nothing fits: the smallest device count (more stages, same
+ * replicas) that fits, and the memory per device the requested stage count would need. */
+static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                            const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
+                            int T, const char *schedule, int rc_lo, int rc_hi, double cap)
+{
+    const int L = pt_model_n_layers(cfg);
+    double need = INFINITY;
+    pt_status st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, &need);
+    if (st != PT_OK)
+        return st;
+    int fit_P = 0;
+    for (int P2 = P + 1; P2 * V <= L && !fit_P; P2++) {
+        double n2;
+        pt_topology t2 = *topo;
+        t2.n_nodes = (P2 * D + topo->devices_per_node - 1) / topo->devices_per_node;
+        if (min_mem_for(cfg, dev, &t2, measured, P2, V, D, B, M, T, schedule, rc_lo, rc_hi, &n2) == PT_OK && n2 <= cap)
+            fit_P = P2;
+    }
+    const char *name = cfg->name[0] ? cfg->name : "the model";
+    if (fit_P)
+        return pt_fail(PT_ENOMEM,
+                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d): "
+                       "needs at least %d devices (%d stages x %d replicas), or %.2f GB per device",
+                       method, name, P * D, cap / 1e9, schedule, P, D, B, T, fit_P * D, fit_P, D, need / 1e9);
+    return pt_fail(PT_ENOMEM,
+                   "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d), "
+                   "not even with one layer per stage: needs %.2f GB per device; lower the micro-batch size or sequence length",
+                   method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9);
+}
+
+/* One fixed point (P, V, D, B, M, schedule): split by `method` and price. *out NULL with PT_OK
+ * when `quiet_infeasible` and nothing fits. */
+static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                            const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
+                            int T, const char *schedule, int recompute, double cap, int quiet_infeasible, int simulate,
+                            pt_plan **out)
+{
+    *out = NULL;
+    pt_part_ctx *c;
+    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    pt_plan *p = NULL;
+    pt_status st = pt_plan_create(P, V, D, &p);
+    if (st != PT_OK)
+        goto done;
+    plan_fill_header(p, c, method);
+    const int rc_lo = recompute == 1 ? 1 : 0, rc_hi = recompute == 0 ? 0 : 1;
+    const double cap_chunk = cap / V;
+    double v = 0;
+    if (strcmp(method, "uniform") == 0) {
+        uniform_split(c->L, c->S, p->first_layer, p->last_layer);
+    } else if (strcmp(method, "params") == 0) {
+        PT_TRY(dp_minmax(c, OBJ_PARAMS, 0, 0, 0, p->first_layer, p->last_layer, p->recompute, &v), done);
+    } else if (strcmp(method, "time") == 0) {
+        PT_TRY(dp_minmax(c, OBJ_TIME, rc_lo, rc_lo, 0, p->first_layer, p->last_layer, p->recompute, &v), done);
+    } else { /* memory, auto */
+        PT_TRY(dp_minmax(c, OBJ_TIME, rc_lo, rc_hi, cap_chunk, p->first_layer, p->last_layer, p->recompute, &v), done);
+        if (!isfinite(v))
+            goto nofit;
+    }
+    if (strcmp(method, "memory") != 0 && strcmp(method, "auto") != 0) {
+        /* Balanced without regard to memory: recompute (when allowed) the chunks that do not fit. */
+        for (int k = 0; k < c->S; k++) {
+            p->recompute[k] = rc_lo;
+            if (rc_hi > rc_lo && pt_part_chunk_mem(c, k, p->first_layer[k], p->last_layer[k], 0) > cap_chunk)
+                p->recompute[k] = 1;
+        }
+    }
+    PT_TRY(price(c, p, simulate), done);
+    if (pt_plan_check_memory(p, cap) != PT_OK)
+        goto nofit;
+    *out = p;
+    p = NULL;
+    goto done;
+nofit:
+    if (quiet_infeasible)
+        st = PT_OK;
+    else
+        st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
+done:
+    pt_plan_destroy(p);
+    pt_part_ctx_destroy(c);
+    return st;
+}
+
+/* ---- auto ---- */
+
+typedef struct {
+    int P, V, D, B, M;
+    const char *schedule;
+    double tokens_per_s;
+} candidate;
+
+static int resolve_M(const pt_plan_request *rq, int P, int D, int B, int default_gb)
+{
+    if (rq->n_microbatches > 0)
+        return rq->n_microbatches;
+    const int gb = rq->global_batch > 0 ? rq->global_batch : default_gb;
+    if (gb > 0) {
+        if (gb % (D * B) != 0)
+            return 0;
+        return gb / (D * B);
+    }
+    return 4 * P;
+}
+
+static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                           const pt_layer_times *measured, const pt_plan_request *rq, int G, int T, double cap,
+                           pt_plan **out)
+{
+    static const char *const all_scheds[] = { "1f1b", "interleaved", "zb-h1", "zbv", "gpipe", "zb-h2" };
+    const int n_scheds = rq->schedule ? 1 : 6;
+    const int L = pt_model_n_layers(cfg);
+    const int default_gb = rq->global_batch > 0 ? rq->global_batch : 2 * G;
+    enum { TOP = 4 };
+    candidate top[TOP];
+    int n_top = 0;
+    int tried = 0;
+    for (int si = 0; si < n_scheds; si++) {
+        const char *sched = rq->schedule ? rq->schedule : all_scheds[si];
+        const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
+        PT_CHECK(pt_part_sched_check_chunks(sched, V));
+        for (int P = 1; P <= G && P * V <= L; P++) {
+            if (G % P != 0 || (rq->n_stages > 0 && P != rq->n_stages))
+                continue;
+            const int D = G / P;
+            if (rq->n_replicas > 0 && D != rq->n_replicas)
+                continue;
+            for (int B = 1; B <= 64; B *= 2) {
+                if (rq->micro_batch_size > 0 && B != rq->micro_batch_size)
+                    continue;
+                const int M = resolve_M(rq, P, D, B, rq->n_microbatches > 0 ? 0 : default_gb);
+                if (M < 1)
+                    continue;
+                pt_plan *p = NULL;
+                tried++;
+                PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute, cap, 1, 0,
+                                    &p));
+                if (!p)
+                    continue;
+                candidate cd = { P, V, D, B, M, sched, p->pred_tokens_per_s };
+                pt_plan_destroy(p);
+                /* keep the TOP best by closed-form tokens/s */
+                int pos = n_top < TOP ? n_top++ : TOP;
+                if (pos == TOP) {
+                    if (cd.tokens_per_s <= top[TOP - 1].tokens_per_s)
+                        continue;
+                    pos = TOP - 1;
+                }
+                top[pos] = cd;
+                while (pos > 0 && top[pos].tokens_per_s > top[pos - 1].tokens_per_s) {
+                    candidate t = top[pos];
+                    top[pos] = top[pos - 1];
+                    top[pos - 1] = t;
+                    pos--;
+                }
+            }
+        }
+    }
+    if (n_top == 0) {
+        if (tried == 0)
+            return pt_fail(PT_EINVAL,
+                           "auto found no (stages, micro-batch) combination for %d devices and %d layers; check --gpus, "
+                           "--global-batch (must divide into replicas x micro-batch size) and --micro-batches",
+                           G, L);
+        /* report against the most memory-friendly shape: the most stages 1f1b allows, B = 1 */
+        int P = 1;
+        for (int q = 1; q <= G && q <= L; q++)
+            if (G % q == 0)
+                P = q;
+        const char *sched = rq->schedule ? rq->schedule : "1f1b";
+        const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
+        while (P * V > L)
+            P--;
+        const int D = G / P > 0 ? G / P : 1;
+        int M = resolve_M(rq, P, D, 1, default_gb);
+        if (M < 1)
+            M = 1;
+        return infeasible(cfg, dev, topo, measured, "auto", P, V, D, 1, M, T, sched, rq->recompute == 1,
+                          rq->recompute == 0 ? 0 : 1, cap);
+    }
+    /* Simulate the best few and keep the fastest. */
+    pt_plan *best = NULL;
+    for (int t = 0; t < n_top; t++) {
+        pt_plan *p = NULL;
+        PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", top[t].P, top[t].V, top[t].D, top[t].B, top[t].M, T,
+                            top[t].schedule, rq->recompute, cap, 1, 1, &p));
+        if (!p)
+            continue;
+        if (!best || p->pred_tokens_per_s > best->pred_tokens_per_s) {
+            pt_plan_destroy(best);
+            best = p;
+        } else {
+            pt_plan_destroy(p);
+        }
+    }
+    if (!best)
+        return pt_fail(PT_EINTERNAL, "auto: a candidate that fit stopped fitting when simulated; please report this");
+    *out = best;
+    return PT_OK;
+}
+
+pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                       const pt_layer_times *measured, const pt_plan_request *rq, pt_plan **out)
+{
+    *out = NULL;
+    static const char *const methods[] = { "uniform", "params", "time", "memory", "auto" };
+    const char *method = rq->method ? rq->method : "time";
+    int known = 0;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        known |= strcmp(method, methods[i]) == 0;
+    if (!known)
+        return pt_fail(PT_EINVAL, "unknown partition method '%s'; use uniform, params, time, memory or auto", method);
+    const int n_dev = topo->n_nodes * topo->devices_per_node;
+    const int G = rq->n_devices > 0 ? rq->n_devices : n_dev;
+    if (G > n_dev)
+        return pt_fail(PT_EINVAL, "%d devices requested but the topology has %d nodes x %d devices", G, topo->n_nodes,
+                       topo->devices_per_node);
+    if (rq->recompute < -1 || rq->recompute > 1)
+        return pt_fail(PT_EINVAL, "recompute must be -1 (as needed), 0 or 1 (got %d)", rq->recompute);
+    const int T = rq->seq_len > 0 ? rq->seq_len : cfg->max_seq_len;
+    if (T > cfg->max_seq_len)
+        return pt_fail(PT_EINVAL, "sequence length %d exceeds %s's context of %d", T, cfg->name, cfg->max_seq_len);
+    const double cap = rq->mem_cap_bytes > 0 ? rq->mem_cap_bytes : dev->mem_bytes;
+    if (strcmp(method, "auto") == 0)
+        return make_auto(cfg, dev, topo, measured, rq, G, T, cap, out);
+
+    const char *sched = rq->schedule ? rq->schedule : "1f1b";
+    const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
+    PT_CHECK(pt_part_sched_check_chunks(sched, V));
+    int P = rq->n_stages, D = rq->n_replicas;
+    if (P <= 0 && D <= 0)
+        D = 1;
+    if (P <= 0)
+        P = G / D;
+    if (D <= 0)
+        D = G / P;
+    if (P < 1 || D < 1 || P * D != G)
+        return pt_fail(PT_EINVAL,
+                       "%d stages x %d replicas != %d devices; pipetrain has no tensor parallelism, so devices = "
+                       "stages x replicas",
+                       P, D, G);
+    const int B = rq->micro_batch_size > 0 ? rq->micro_batch_size : 1;
+    const int M = resolve_M(rq, P, D, B, 0);
+    if (M < 1)
+        return pt_fail(PT_EINVAL, "global batch %d does not divide into %d replicas x micro-batch size %d",
+                       rq->global_batch, D, B);
+    return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, cap, 0, 1, out);
+}

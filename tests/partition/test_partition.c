@@ -1,0 +1,581 @@
+/* Tests of partition/: parameter counts and FLOPs of the cost model, the time and memory
+ * dynamic programs against exhaustive search on random small instances, the memory cap, the
+ * infeasibility error, manual layouts and their JSON round trip, cost and device files. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../partition/partition_internal.h"
+#include "pipetrain/json.h"
+#ifdef PT_TEST_HAVE_MODELS
+#include "pipetrain/model.h"
+#endif
+
+static int failures;
+#define EXPECT(cond)                                                                                              \
+    do {                                                                                                          \
+        if (!(cond)) {                                                                                            \
+            fprintf(stderr, "%s:%d: expected %s (last error: %s)\n", __FILE__, __LINE__, #cond, pt_last_error()); \
+            failures++;                                                                                           \
+        }                                                                                                         \
+    } while (0)
+
+static pt_model_config make_cfg(const char *name, int n_layer, int n_head, int n_embd, int vocab, int vocab_padded,
+                                int T)
+{
+    pt_model_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.name, sizeof c.name, "%s", name);
+    c.n_layer = n_layer;
+    c.n_head = n_head;
+    c.n_embd = n_embd;
+    c.vocab_size = vocab;
+    c.vocab_padded = vocab_padded;
+    c.max_seq_len = T;
+    return c;
+}
+
+/* xorshift: deterministic random instances */
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint64_t next_u64(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+/* JSON numbers keep 15 significant digits (cJSON), so round trips compare to that. */
+static int near(double a, double b) { return fabs(a - b) <= 1e-14 * fabs(b) + 1e-300; }
+
+static int rand_int(int lo, int hi) { return lo + (int)(next_u64() % (uint64_t)(hi - lo + 1)); }
+static double rand_unit(void) { return (double)(next_u64() >> 11) / 9007199254740992.0; }
+
+/* ---- cost model ---- */
+
+static void test_param_counts(void)
+{
+    static const struct {
+        const char *name;
+        int L, H, C;
+        int64_t n;
+    } known[] = {
+        { "gpt2", 12, 12, 768, 124439808 },
+        { "gpt2-medium", 24, 16, 1024, 354823168 },
+        { "gpt2-large", 36, 20, 1280, 774030080 },
+        { "gpt2-xl", 48, 25, 1600, 1557611200 },
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        pt_model_config c = make_cfg(known[i].name, known[i].L, known[i].H, known[i].C, 50257, 50304, 1024);
+        EXPECT(pt_cost_n_params(&c) == known[i].n);
+        /* the per-layer logical counts add up to the same total */
+        pt_layer_cost lc[64];
+        pt_device dev;
+        EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+        EXPECT(pt_cost_layers(&c, 1, 64, &dev, NULL, lc) == PT_OK);
+        int64_t sum = 0;
+        for (int l = 0; l < pt_model_n_layers(&c); l++)
+            sum += lc[l].n_params;
+        EXPECT(sum == known[i].n);
+#ifdef PT_TEST_HAVE_MODELS
+        /* the models module counts independently from its own preset */
+        pt_model_config m;
+        EXPECT(pt_model_config_load(known[i].name, &m) == PT_OK);
+        EXPECT(pt_model_config_n_params(&m) == known[i].n);
+        EXPECT(pt_cost_n_params(&m) == pt_model_config_n_params(&m));
+#endif
+    }
+}
+
+static void test_flops(void)
+{
+    pt_device dev;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    static const int shapes[][3] = { { 12, 12, 768 }, { 24, 16, 1024 }, { 36, 20, 1280 }, { 48, 25, 1600 } };
+    for (size_t s = 0; s < 4; s++) {
+        pt_model_config c = make_cfg("x", shapes[s][0], shapes[s][1], shapes[s][2], 50257, 50257, 1024);
+        const int B = 4, T = 1024, M = 3;
+        const double tokens = (double)B * T * M;
+        const double N = (double)pt_cost_n_params(&c);
+        const double ref = 6.0 * N * tokens + 12.0 * c.n_layer * T * c.n_embd * tokens;
+        const double got = pt_cost_step_flops(&c, T, tokens);
+        EXPECT(fabs(got - ref) / ref < 0.01);
+        /* the per-layer FLOPs of a micro-batch add up to the step's */
+        pt_layer_cost lc[64];
+        EXPECT(pt_cost_layers(&c, B, T, &dev, NULL, lc) == PT_OK);
+        double sum = 0;
+        for (int l = 0; l < pt_model_n_layers(&c); l++)
+            sum += lc[l].fwd_flops + lc[l].bwd_input_flops + lc[l].bwd_weight_flops;
+        EXPECT(fabs(sum * M - got) / got < 1e-12);
+        /* backward is twice forward for matrix products */
+        EXPECT(fabs(lc[1].bwd_input_flops + lc[1].bwd_weight_flops - 2 * lc[1].fwd_flops) <=
+               lc[1].fwd_flops * 0.2);
+    }
+}
+
+/* ---- DP vs exhaustive search ---- */
+
+typedef struct {
+    pt_model_config cfg;
+    pt_device dev;
+    pt_topology topo;
+    pt_layer_times *lt;
+    int P, D, M;
+    const char *sched;
+} instance;
+
+static void random_instance(instance *in)
+{
+    const int n_layer = rand_int(1, 10);
+    in->cfg = make_cfg("rand", n_layer, 2, 16 * rand_int(1, 4), 64 * rand_int(1, 8), 0, 32);
+    const int L = pt_model_n_layers(&in->cfg);
+    EXPECT(pt_device_load("cpu", &in->dev) == PT_OK);
+    in->P = rand_int(1, L < 5 ? L : 5);
+    in->D = rand_int(1, 2);
+    static const char *const scheds[] = { "gpipe", "1f1b", "zb-h1", "zb-h2" };
+    in->sched = scheds[rand_int(0, 3)];
+    in->M = rand_int(1, 8);
+    /* a slow network (so boundary transfers matter) on 1..3 devices per node */
+    in->dev.intra_bw_Bps = 1e6 * rand_int(1, 50);
+    in->dev.inter_bw_Bps = in->dev.intra_bw_Bps / rand_int(1, 8);
+    const int dpn = rand_int(1, 3);
+    EXPECT(pt_topology_init(&in->topo, &in->dev, (in->P * in->D + dpn - 1) / dpn, dpn) == PT_OK);
+    EXPECT(pt_layer_times_create(L, &in->lt) == PT_OK);
+    in->lt->cfg = in->cfg;
+    in->lt->micro_batch_size = 1;
+    in->lt->seq_len = 32;
+    for (int l = 0; l < L; l++) {
+        in->lt->fwd_s[l] = rand_unit() * 1e-3;
+        in->lt->bwd_input_s[l] = rand_unit() * 1e-3;
+        in->lt->bwd_weight_s[l] = rand_unit() * 1e-3;
+    }
+}
+
+/* Exhaustive search over every split of L layers into S chunks (and, with rc_choice, every
+ * recomputation vector): the smallest max chunk time whose chunks all fit `cap` (<= 0: none).
+ * INFINITY when nothing fits. */
+static double brute_force(const pt_part_ctx *c, int rc_lo, int rc_hi, double cap)
+{
+    const int L = c->L, S = c->S;
+    int cut[16]; /* chunk k = [cut[k], cut[k+1]) */
+    double best = INFINITY;
+    for (int k = 0; k <= S; k++)
+        cut[k] = k;
+    cut[S] = L;
+    for (;;) {
+        for (int mask = 0; mask < (1 << S); mask++) {
+            double worst = 0;
+            int ok = 1;
+            for (int k = 0; k < S && ok; k++) {
+                const int rc = (mask >> k) & 1;
+                if (rc < rc_lo || rc > rc_hi) {
+                    ok = 0;
+                    break;
+                }
+                const double m = pt_part_chunk_mem(c, k, cut[k], cut[k + 1] - 1, rc);
+                if (cap > 0 && m > cap)
+                    ok = 0;
+                const double t = pt_part_chunk_time(c, k, cut[k], cut[k + 1] - 1, rc);
+                worst = t > worst ? t : worst;
+            }
+            if (ok && worst < best)
+                best = worst;
+        }
+        /* next composition: advance the last movable inner cut */
+        int k = S - 1;
+        while (k >= 1 && cut[k] + 1 >= cut[k + 1])
+            k--;
+        if (k < 1)
+            break;
+        cut[k]++;
+        for (int q = k + 1; q < S; q++)
+            cut[q] = cut[q - 1] + 1;
+    }
+    return best;
+}
+
+static double plan_max_time(const pt_plan *p)
+{
+    double m = 0;
+    for (int k = 0; k < p->n_vstages; k++)
+        m = p->pred_time_s[k] > m ? p->pred_time_s[k] : m;
+    return m;
+}
+
+static void test_dp_vs_exhaustive(void)
+{
+    int n_mem_feasible = 0, n_mem_infeasible = 0;
+    for (int trial = 0; trial < 150; trial++) {
+        instance in;
+        random_instance(&in);
+        pt_part_ctx *c = NULL;
+        EXPECT(pt_part_ctx_create(&in.cfg, &in.dev, &in.topo, in.lt, in.P, 1, in.D, 1, in.M, 32, in.sched, &c) ==
+               PT_OK);
+        if (!c) {
+            pt_layer_times_destroy(in.lt);
+            continue;
+        }
+        pt_plan_request rq;
+        pt_plan_request_init(&rq);
+        rq.n_devices = in.P * in.D;
+        rq.n_stages = in.P;
+        rq.schedule = in.sched;
+        rq.n_microbatches = in.M;
+        rq.seq_len = 32;
+
+        /* time: no cap, no recomputation */
+        rq.method = "time";
+        rq.recompute = 0;
+        rq.mem_cap_bytes = 1e18;
+        pt_plan *p = NULL;
+        EXPECT(pt_plan_make(&in.cfg, &in.dev, &in.topo, in.lt, &rq, &p) == PT_OK);
+        const double bf_time = brute_force(c, 0, 0, 0);
+        if (p) {
+            const double got = plan_max_time(p);
+            EXPECT(fabs(got - bf_time) <= 1e-12 * bf_time);
+            if (fabs(got - bf_time) > 1e-12 * bf_time)
+                fprintf(stderr, "  trial %d: time DP %.9g vs exhaustive %.9g (L=%d P=%d)\n", trial, got, bf_time, c->L,
+                        in.P);
+        }
+        pt_plan_destroy(p);
+
+        /* memory: a cap between the smallest and largest chunk need, recomputation per chunk */
+        double lo = INFINITY, hi = 0;
+        for (int k = 0; k < c->S; k++)
+            for (int i = k; i < c->L; i++)
+                for (int j = i; j < c->L; j++)
+                    for (int rc = 0; rc <= 1; rc++) {
+                        const double m = pt_part_chunk_mem(c, k, i, j, rc);
+                        lo = m < lo ? m : lo;
+                        hi = m > hi ? m : hi;
+                    }
+        const double cap = lo + (hi - lo) * rand_unit() * 0.7;
+        rq.method = "memory";
+        rq.recompute = -1;
+        rq.mem_cap_bytes = cap;
+        p = NULL;
+        const pt_status st = pt_plan_make(&in.cfg, &in.dev, &in.topo, in.lt, &rq, &p);
+        const double bf_mem = brute_force(c, 0, 1, cap);
+        if (isfinite(bf_mem)) {
+            n_mem_feasible++;
+            EXPECT(st == PT_OK && p);
+            if (p) {
+                const double got = plan_max_time(p);
+                EXPECT(fabs(got - bf_mem) <= 1e-12 * bf_mem);
+                for (int r = 0; r < p->n_stages; r++)
+                    EXPECT(p->pred_rank_mem_bytes[r] <= cap);
+                EXPECT(pt_plan_check_memory(p, cap) == PT_OK);
+            }
+        } else {
+            n_mem_infeasible++;
+            EXPECT(st == PT_ENOMEM && !p);
+            EXPECT(strstr(pt_last_error(), "GB per device") != NULL);
+        }
+        pt_plan_destroy(p);
+        pt_part_ctx_destroy(c);
+        pt_layer_times_destroy(in.lt);
+    }
+    /* the random caps exercise both outcomes */
+    EXPECT(n_mem_feasible > 20 && n_mem_infeasible > 5);
+}
+
+/* The interleaved time DP (V = 2) against exhaustive search too. */
+static void test_dp_interleaved(void)
+{
+    for (int trial = 0; trial < 40; trial++) {
+        instance in;
+        random_instance(&in);
+        const int L = pt_model_n_layers(&in.cfg);
+        if (L < 4) {
+            pt_layer_times_destroy(in.lt);
+            continue;
+        }
+        in.P = rand_int(2, L / 2 < 3 ? L / 2 : 3);
+        EXPECT(pt_topology_init(&in.topo, &in.dev, in.P * in.D, 1) == PT_OK);
+        pt_part_ctx *c = NULL;
+        EXPECT(pt_part_ctx_create(&in.cfg, &in.dev, &in.topo, in.lt, in.P, 2, in.D, 1, in.M, 32, "interleaved", &c) ==
+               PT_OK);
+        pt_plan_request rq;
+        pt_plan_request_init(&rq);
+        rq.n_devices = in.P * in.D;
+        rq.n_stages = in.P;
+        rq.schedule = "interleaved";
+        rq.n_microbatches = in.M;
+        rq.seq_len = 32;
+        rq.recompute = 0;
+        rq.mem_cap_bytes = 1e18;
+        pt_plan *p = NULL;
+        EXPECT(pt_plan_make(&in.cfg, &in.dev, &in.topo, in.lt, &rq, &p) == PT_OK);
+        if (p && c) {
+            const double bf = brute_force(c, 0, 0, 0);
+            EXPECT(fabs(plan_max_time(p) - bf) <= 1e-12 * bf);
+            EXPECT(p->n_chunks == 2 && p->n_vstages == 2 * in.P);
+        }
+        pt_plan_destroy(p);
+        pt_part_ctx_destroy(c);
+        pt_layer_times_destroy(in.lt);
+    }
+}
+
+/* ---- methods, infeasibility, auto ---- */
+
+static void test_methods(void)
+{
+    pt_model_config c = make_cfg("gpt2", 12, 12, 768, 50257, 50304, 1024);
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 4) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.n_devices = 4;
+    rq.n_stages = 4;
+    rq.n_microbatches = 8;
+    rq.method = "uniform";
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    if (p) {
+        /* 14 layers into 4: 4,4,3,3 */
+        EXPECT(p->last_layer[0] == 3 && p->last_layer[1] == 7 && p->last_layer[2] == 10 && p->last_layer[3] == 13);
+        EXPECT(p->n_params_total == 124439808);
+        EXPECT(p->pred_bubble > 0 && p->pred_bubble < 1 && p->pred_tokens_per_s > 0);
+        EXPECT(p->pred_mfu > 0 && p->pred_mfu < dev.efficiency + 1e-9);
+    }
+    pt_plan_destroy(p);
+    /* params: the embedding's 39M parameters weigh as much as 5.5 blocks, so stage 0 has fewer blocks */
+    rq.method = "params";
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    if (p) {
+        EXPECT(p->last_layer[0] - p->first_layer[0] + 1 < 4);
+        int64_t mx = 0;
+        for (int k = 0; k < 4; k++)
+            mx = p->n_params[k] > mx ? p->n_params[k] : mx;
+        EXPECT(mx < 124439808 / 4 + 2 * 7087872);
+    }
+    pt_plan_destroy(p);
+    /* auto on 4 devices: a plan that fits and beats (or ties) plain 1f1b uniform */
+    rq.method = "auto";
+    rq.n_stages = 0;
+    rq.n_microbatches = 0;
+    rq.global_batch = 32;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    if (p) {
+        EXPECT(p->n_stages * p->n_replicas == 4);
+        EXPECT(p->n_replicas * p->n_microbatches * p->micro_batch_size == 32);
+        EXPECT(pt_plan_check_memory(p, dev.mem_bytes) == PT_OK);
+        EXPECT(strcmp(p->method, "auto") == 0);
+    }
+    pt_plan_destroy(p);
+}
+
+static void test_infeasible(void)
+{
+    /* gpt2-xl needs ~28 GB of state: on 8 GB devices one stage cannot hold it */
+    pt_model_config c = make_cfg("gpt2-xl", 48, 25, 1600, 50257, 50304, 1024);
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = "memory";
+    rq.n_devices = 2;
+    rq.n_stages = 2;
+    rq.n_microbatches = 4;
+    rq.mem_cap_bytes = 8e9;
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_ENOMEM);
+    EXPECT(!p);
+    const char *msg = pt_last_error();
+    EXPECT(strstr(msg, "needs at least") != NULL);
+    EXPECT(strchr(msg, '\n') == NULL);
+    /* the count it names does fit */
+    int n_dev = 0;
+    const char *at = strstr(msg, "needs at least ");
+    if (at)
+        n_dev = atoi(at + strlen("needs at least "));
+    EXPECT(n_dev > 2);
+    if (n_dev > 2) {
+        pt_topology t2;
+        EXPECT(pt_topology_init(&t2, &dev, 1, n_dev) == PT_OK);
+        rq.n_devices = n_dev;
+        rq.n_stages = n_dev;
+        EXPECT(pt_plan_make(&c, &dev, &t2, NULL, &rq, &p) == PT_OK);
+        pt_plan_destroy(p);
+        p = NULL;
+        /* and one fewer does not */
+        rq.n_devices = n_dev - 1;
+        rq.n_stages = n_dev - 1;
+        EXPECT(pt_plan_make(&c, &dev, &t2, NULL, &rq, &p) == PT_ENOMEM);
+        pt_plan_destroy(p);
+    }
+    /* bad requests */
+    rq.n_devices = 2;
+    rq.n_stages = 3;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_EINVAL);
+    rq.n_stages = 2;
+    rq.method = "fastest";
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_EINVAL);
+    rq.method = "time";
+    rq.schedule = "zbv";
+    rq.n_chunks = 3;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_EINVAL);
+}
+
+/* ---- manual layouts and JSON ---- */
+
+static void test_layouts(void)
+{
+    pt_model_config c = make_cfg("gpt2-tiny", 4, 4, 128, 256, 256, 256);
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_from_layout(&c, "3,3", 1, &p) == PT_OK);
+    if (p) {
+        EXPECT(p->n_stages == 2 && p->first_layer[1] == 3 && p->last_layer[1] == 5);
+        pt_device dev;
+        pt_topology topo;
+        EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+        EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+        p->micro_batch_size = 4;
+        p->n_microbatches = 4;
+        p->seq_len = 64;
+        p->recompute[1] = 1;
+        EXPECT(pt_plan_price(p, &c, &dev, &topo, NULL) == PT_OK);
+        EXPECT(p->pred_step_time_s > 0 && p->pred_mem_bytes[0] > 0);
+        cJSON *j = NULL;
+        EXPECT(pt_plan_to_json(p, &j) == PT_OK);
+        char *text = cJSON_PrintUnformatted(j);
+        cJSON *j2 = NULL;
+        EXPECT(text && pt_json_parse(text, strlen(text), "plan", &j2) == PT_OK);
+        pt_plan *q = NULL;
+        EXPECT(j2 && pt_plan_from_json(j2, &q) == PT_OK);
+        if (q) {
+            EXPECT(q->n_stages == p->n_stages && q->n_chunks == p->n_chunks && q->n_replicas == p->n_replicas);
+            for (int k = 0; k < p->n_vstages; k++) {
+                EXPECT(q->first_layer[k] == p->first_layer[k] && q->last_layer[k] == p->last_layer[k]);
+                EXPECT(q->recompute[k] == p->recompute[k] && q->n_params[k] == p->n_params[k]);
+                EXPECT(near(q->pred_time_s[k], p->pred_time_s[k]) && near(q->pred_mem_bytes[k], p->pred_mem_bytes[k]));
+            }
+            EXPECT(q->micro_batch_size == 4 && q->n_microbatches == 4 && q->seq_len == 64);
+            EXPECT(strcmp(q->schedule, p->schedule) == 0 && strcmp(q->method, "manual") == 0);
+            EXPECT(near(q->pred_step_time_s, p->pred_step_time_s) && near(q->pred_mfu, p->pred_mfu));
+            EXPECT(q->n_params_total == p->n_params_total);
+        }
+        pt_plan_destroy(q);
+        cJSON_Delete(j2);
+        free(text);
+        /* a broken chunk list is refused */
+        cJSON *list = cJSON_GetObjectItem(j, "chunk_list");
+        cJSON_ReplaceItemInObject(cJSON_GetArrayItem(list, 1), "first_layer", cJSON_CreateNumber(2));
+        q = NULL;
+        EXPECT(pt_plan_from_json(j, &q) == PT_EINVAL && !q);
+        cJSON_Delete(j);
+    }
+    pt_plan_destroy(p);
+    p = NULL;
+    EXPECT(pt_plan_from_layout(&c, "2,2,1,1", 2, &p) == PT_OK);
+    if (p)
+        EXPECT(p->n_stages == 2 && p->n_chunks == 2 && p->last_layer[2] == 4);
+    pt_plan_destroy(p);
+    p = NULL;
+    EXPECT(pt_plan_from_layout(&c, "3,2", 1, &p) == PT_EINVAL && !p);
+    EXPECT(strstr(pt_last_error(), "sum to 6") != NULL);
+    EXPECT(pt_plan_from_layout(&c, "0,6", 1, &p) == PT_EINVAL);
+    EXPECT(pt_plan_from_layout(&c, "3,x", 1, &p) == PT_EINVAL);
+    EXPECT(pt_plan_from_layout(&c, "3;3", 1, &p) == PT_EINVAL);
+    EXPECT(pt_plan_from_layout(&c, "1,2,3", 2, &p) == PT_EINVAL);
+}
+
+/* ---- files ---- */
+
+static void test_files(void)
+{
+    char dir[] = "/tmp/pt_part_XXXXXX";
+    EXPECT(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/costs.json", dir);
+    pt_layer_times *t = NULL;
+    EXPECT(pt_layer_times_create(6, &t) == PT_OK);
+    if (t) {
+        t->cfg = make_cfg("gpt2-tiny", 4, 4, 128, 256, 256, 256);
+        t->micro_batch_size = 4;
+        t->seq_len = 64;
+        t->n_threads = 2;
+        snprintf(t->backend, sizeof t->backend, "cpu");
+        for (int l = 0; l < 6; l++) {
+            t->fwd_s[l] = 1e-4 * (l + 1);
+            t->bwd_input_s[l] = 2e-4 * (l + 1);
+            t->bwd_weight_s[l] = 3e-4 * (l + 1);
+        }
+        EXPECT(pt_layer_times_save(t, path) == PT_OK);
+        pt_layer_times *u = NULL;
+        EXPECT(pt_layer_times_load(path, &u) == PT_OK);
+        if (u) {
+            EXPECT(u->n_layers == 6 && u->micro_batch_size == 4 && u->seq_len == 64 && u->cfg.n_embd == 128);
+            for (int l = 0; l < 6; l++)
+                EXPECT(near(u->fwd_s[l], t->fwd_s[l]) && near(u->bwd_weight_s[l], t->bwd_weight_s[l]));
+            /* measured times replace the analytic ones, scaled by tokens */
+            pt_device dev;
+            EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+            pt_layer_cost lc[6];
+            EXPECT(pt_cost_layers(&u->cfg, 8, 64, &dev, u, lc) == PT_OK);
+            EXPECT(fabs(lc[2].t_fwd - 2 * 3e-4) < 1e-12);
+            /* a different model is refused */
+            pt_model_config other = make_cfg("x", 5, 4, 128, 256, 256, 256);
+            pt_layer_cost lc7[7];
+            EXPECT(pt_cost_layers(&other, 8, 64, &dev, u, lc7) == PT_EINVAL);
+        }
+        pt_layer_times_destroy(u);
+    }
+    pt_layer_times_destroy(t);
+    /* a corrupt cost file names the field */
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{\"format\":\"pipetrain-layer-costs\",\"version\":1,\"bogus\":1}", f);
+        fclose(f);
+    }
+    pt_layer_times *u = NULL;
+    EXPECT(pt_layer_times_load(path, &u) != PT_OK && !u);
+    EXPECT(strstr(pt_last_error(), "bogus") != NULL);
+
+    /* device files */
+    snprintf(path, sizeof path, "%s/dev.json", dir);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("{\"name\":\"a100\",\"peak_tflops\":312,\"efficiency\":0.45,\"mem_gb\":40,\"inter_gbps\":25}", f);
+        fclose(f);
+    }
+    pt_device d;
+    EXPECT(pt_device_load(path, &d) == PT_OK);
+    EXPECT(strcmp(d.name, "a100") == 0 && d.peak_flops == 312e12 && d.mem_bytes == 40e9 && d.inter_bw_Bps == 25e9);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("{\"name\":\"x\",\"peak_tflops\":-1,\"efficiency\":0.45,\"mem_gb\":40}", f);
+        fclose(f);
+    }
+    EXPECT(pt_device_load(path, &d) == PT_EINVAL);
+    EXPECT(pt_device_load("tpu9", &d) != PT_OK);
+    EXPECT(pt_device_load("h200", &d) == PT_OK && d.mem_bytes == 141e9);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/costs.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    test_param_counts();
+    test_flops();
+    test_dp_vs_exhaustive();
+    test_dp_interleaved();
+    test_methods();
+    test_infeasible();
+    test_layouts();
+    test_files();
+    if (failures) {
+        fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("partition: all tests passed\n");
+    return 0;
+}
