@@ -1,0 +1,224 @@
+/* `pipetrain plan`: partition a model across devices and predict its step time, bubble,
+ * tokens/s, MFU and per-stage memory. Prints a table, or the plan as JSON (--json, --output). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "pipetrain/json.h"
+#include "pipetrain/model.h"
+#include "pipetrain/partition.h"
+
+static void fmt_count(char *buf, size_t cap, double n)
+{
+    if (n >= 1e9)
+        snprintf(buf, cap, "%.2fB", n / 1e9);
+    else if (n >= 1e6)
+        snprintf(buf, cap, "%.1fM", n / 1e6);
+    else if (n >= 1e3)
+        snprintf(buf, cap, "%.1fK", n / 1e3);
+    else
+        snprintf(buf, cap, "%.0f", n);
+}
+
+static void fmt_time(char *buf, size_t cap, double s)
+{
+    if (s >= 1)
+        snprintf(buf, cap, "%.3f s", s);
+    else if (s >= 1e-3)
+        snprintf(buf, cap, "%.2f ms", s * 1e3);
+    else
+        snprintf(buf, cap, "%.1f us", s * 1e6);
+}
+
+/* "emb+b0-2", "b3-5", "b10-11+head", "emb+b0-3+head" */
+static void fmt_layers(char *buf, size_t cap, const pt_model_config *cfg, int first, int last)
+{
+    const int head = pt_model_n_layers(cfg) - 1;
+    int n = 0;
+    buf[0] = 0;
+    if (first == 0)
+        n += snprintf(buf + n, cap - (size_t)n, "emb");
+    const int b0 = first < 1 ? 1 : first, b1 = last > head - 1 ? head - 1 : last;
+    if (b0 <= b1) {
+        if (b0 == b1)
+            n += snprintf(buf + n, cap - (size_t)n, "%sb%d", n ? "+" : "", b0 - 1);
+        else
+            n += snprintf(buf + n, cap - (size_t)n, "%sb%d-%d", n ? "+" : "", b0 - 1, b1 - 1);
+    }
+    if (last == head && n < (int)cap)
+        snprintf(buf + n, cap - (size_t)n, "%shead", n ? "+" : "");
+}
+
+static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_device *dev, double cap)
+{
+    char a[32], b[32], c[32];
+    fmt_count(a, sizeof a, (double)p->n_params_total);
+    printf("plan %s: %s (%s parameters) on %d x %s (%d node(s) x %d), schedule %s\n", p->method,
+           cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_replicas, dev->name, p->n_nodes,
+           p->devices_per_node, p->schedule);
+    printf("  %d stage(s) x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
+           "memory cap %.2f GB\n\n",
+           p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9);
+    double tmax = 0;
+    for (int k = 0; k < p->n_vstages; k++)
+        tmax = p->pred_time_s[k] > tmax ? p->pred_time_s[k] : tmax;
+    printf("  %-5s %-4s %-5s %-7s %-18s %9s %10s %11s %6s %-9s %s\n", "chunk", "rank", "local", "layers", "holds",
+           "params", "memory", "time/mb", "share", "recompute", "link after");
+    for (int k = 0; k < p->n_vstages; k++) {
+        int rank, chunk;
+        pt_plan_vstage_place(p, k, &rank, &chunk);
+        char layers[24], holds[64];
+        snprintf(layers, sizeof layers, "%d-%d", p->first_layer[k], p->last_layer[k]);
+        fmt_layers(holds, sizeof holds, cfg, p->first_layer[k], p->last_layer[k]);
+        fmt_count(a, sizeof a, (double)p->n_params[k]);
+        snprintf(b, sizeof b, "%.2f GB", p->pred_mem_bytes[k] / 1e9);
+        fmt_time(c, sizeof c, p->pred_time_s[k]);
+        const char *link = k + 1 == p->n_vstages ? "-" : p->boundary_inter[k] ? "inter-node" : "intra-node";
+        int r_next = -1, ch_next;
+        if (k + 1 < p->n_vstages)
+            pt_plan_vstage_place(p, k + 1, &r_next, &ch_next);
+        if (r_next == rank)
+            link = "same rank";
+        printf("  %-5d %-4d %-5d %-7s %-18s %9s %10s %11s %5.0f%% %-9s %s\n", k, rank, chunk, layers, holds, a, b, c,
+               tmax > 0 ? 100.0 * p->pred_time_s[k] / tmax : 0.0, p->recompute[k] ? "yes" : "no", link);
+    }
+    printf("\n  memory per rank:");
+    for (int r = 0; r < p->n_stages && r < 16; r++)
+        printf(" %.2f", p->pred_rank_mem_bytes[r] / 1e9);
+    printf("%s GB\n", p->n_stages > 16 ? " ..." : "");
+    fmt_time(a, sizeof a, p->pred_step_time_s);
+    fmt_time(b, sizeof b, p->pred_comm_s);
+    printf("  predicted step time %s (data-parallel all-reduce %s), bubble %.1f%%, %.0f tokens/s, MFU %.1f%%\n", a, b,
+           100.0 * p->pred_bubble, p->pred_tokens_per_s, 100.0 * p->pred_mfu);
+}
+
+int pt_cmd_plan(int argc, char **argv)
+{
+    const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
+    const char *output = NULL, *recompute = "auto";
+    int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0;
+    size_t mem = 0;
+    pt_opt opts[] = {
+        { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset (gpt2, gpt2-xl, gpt3-175b, ...) or JSON config", 0 },
+        { "gpus", PT_OPT_INT, &gpus, "G", "devices in all (stages x replicas)", 0 },
+        { "nodes", PT_OPT_INT, &nodes, "N", "nodes the devices are spread over (G/N per node)", 0 },
+        { "device", PT_OPT_STRING, &device, "cpu|h100|h200|FILE", "device preset or JSON device file", 0 },
+        { "mem", PT_OPT_BYTES, &mem, "BYTES", "memory per device (default: the device's)", 0 },
+        { "partition", PT_OPT_STRING, &method, "METHOD", "uniform, params, time, memory or auto", 0 },
+        { "schedule", PT_OPT_STRING, &schedule, "NAME",
+          "gpipe, 1f1b, interleaved, zb-h1, zb-h2, zbv (default 1f1b; auto searches)", 0 },
+        { "stages", PT_OPT_INT, &stages, "P", "pipeline stages (default G / replicas; auto searches)", 0 },
+        { "chunks", PT_OPT_INT, &chunks, "V", "chunks per rank (interleaved)", 0 },
+        { "micro-batches", PT_OPT_INT, &mb, "M", "micro-batches per step and replica", 0 },
+        { "micro-batch-size", PT_OPT_INT, &mbs, "B", "sequences per micro-batch (default 1; auto searches)", 0 },
+        { "global-batch", PT_OPT_INT, &gb, "N", "sequences per step over all replicas (auto default 2 x G)", 0 },
+        { "seq-len", PT_OPT_INT, &seq, "T", "tokens per sequence (default the model's context)", 0 },
+        { "recompute", PT_OPT_STRING, &recompute, "auto|never|always", "activation recomputation per chunk", 0 },
+        { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head count)", 0 },
+        { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
+        { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },
+        { "json", PT_OPT_FLAG, &json, NULL, "print the plan as JSON", 0 },
+    };
+    pt_cmd_spec spec = {
+        "pipetrain plan --model NAME|CONFIG --gpus G [--nodes N] [--device D] [--mem BYTES] [--partition METHOD] ...",
+        "Partition a model's layers into pipeline stages and predict step time, bubble, tokens/s, MFU and memory.",
+        opts, (int)(sizeof opts / sizeof opts[0]),
+        "examples:\n  pipetrain plan --model gpt2-xl --gpus 8 --device h100 --partition memory --mem 16G\n"
+        "  pipetrain plan --model gpt3-175b --gpus 1024 --nodes 128 --device h100 --partition auto --global-batch 1536\n"
+        "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json"
+    };
+    int done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (!model)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--model is required (a preset such as gpt2, or a JSON config)"));
+    if (gpus < 1 || nodes < 1 || gpus % nodes != 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--gpus %d over --nodes %d: the devices must split evenly over the nodes",
+                                     gpus, nodes));
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    if (strcmp(recompute, "auto") == 0)
+        rq.recompute = -1;
+    else if (strcmp(recompute, "never") == 0)
+        rq.recompute = 0;
+    else if (strcmp(recompute, "always") == 0)
+        rq.recompute = 1;
+    else
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--recompute '%s': use auto, never or always", recompute));
+
+    pt_model_config cfg;
+    pt_device dev;
+    pt_topology topo;
+    pt_layer_times *lt = NULL;
+    pt_plan *p = NULL;
+    cJSON *j = NULL;
+    PT_TRY(pt_model_config_load(model, &cfg), out);
+    PT_TRY(pt_device_load(device, &dev), out);
+    PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
+    if (costs)
+        PT_TRY(pt_layer_times_load(costs, &lt), out);
+    const double cap = mem ? (double)mem : dev.mem_bytes;
+    if (layout) {
+        const int V = chunks > 0 ? chunks : 1;
+        PT_TRY(pt_plan_from_layout(&cfg, layout, V, &p), out);
+        if (gpus % p->n_stages != 0) {
+            st = pt_fail(PT_EINVAL, "--layout has %d stages, which does not divide --gpus %d", p->n_stages, gpus);
+            goto out;
+        }
+        p->n_replicas = gpus / p->n_stages;
+        p->micro_batch_size = mbs > 0 ? mbs : 1;
+        p->n_microbatches = mb > 0 ? mb : gb > 0 ? gb / (p->n_replicas * p->micro_batch_size) : 4 * p->n_stages;
+        p->seq_len = seq > 0 ? seq : cfg.max_seq_len;
+        if (p->n_microbatches < 1) {
+            st = pt_fail(PT_EINVAL, "--global-batch %d is smaller than %d replicas x micro-batch size %d", gb,
+                         p->n_replicas, p->micro_batch_size);
+            goto out;
+        }
+        snprintf(p->schedule, sizeof p->schedule, "%s", schedule ? schedule : V > 1 ? "interleaved" : "1f1b");
+        for (int k = 0; k < p->n_vstages; k++)
+            p->recompute[k] = rq.recompute == 1;
+        PT_TRY(pt_plan_price(p, &cfg, &dev, &topo, lt), out);
+        if (rq.recompute == -1 && pt_plan_check_memory(p, cap) != PT_OK) {
+            /* as for the other methods: recompute where that is what fits */
+            for (int k = 0; k < p->n_vstages; k++)
+                p->recompute[k] = 1;
+            PT_TRY(pt_plan_price(p, &cfg, &dev, &topo, lt), out);
+        }
+        PT_TRY(pt_plan_check_memory(p, cap), out);
+    } else {
+        rq.method = method;
+        rq.n_devices = gpus;
+        rq.n_stages = stages;
+        rq.n_chunks = chunks;
+        rq.schedule = schedule;
+        rq.micro_batch_size = mbs;
+        rq.n_microbatches = mb;
+        rq.global_batch = gb;
+        rq.seq_len = seq;
+        rq.mem_cap_bytes = (double)mem;
+        PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
+    }
+    if (json || output)
+        PT_TRY(pt_plan_to_json(p, &j), out);
+    if (output)
+        PT_TRY(pt_json_write_file(output, j, 0), out);
+    if (json) {
+        char *text = cJSON_Print(j);
+        if (!text) {
+            st = pt_fail(PT_ENOMEM, "out of host memory printing the plan");
+            goto out;
+        }
+        printf("%s\n", text);
+        free(text);
+    } else {
+        print_table(p, &cfg, &dev, cap);
+    }
+out:
+    cJSON_Delete(j);
+    pt_plan_destroy(p);
+    pt_layer_times_destroy(lt);
+    return pt_cli_finish(st);
+}
