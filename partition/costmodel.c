@@ -115,9 +115,10 @@ double pt_part_state_bytes_per_param(const pt_device *dev)
 
 double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev)
 {
-    /* A chunk holding both embedding and head keeps one wte (plus the head's gradient twin);
-     * separately, the head's chunk keeps its own copy with gradients and moments. */
-    return (double)vocab_padded(cfg) * cfg->n_embd * pt_part_state_bytes_per_param(dev);
+    /* Alone, the head's chunk keeps its own wte copy (weights, gradient, moments), whose gradient
+     * is the head's twin. With the embedding in the same chunk it shares the embedding's wte and
+     * keeps only a separate fp32 twin gradient. */
+    return (double)vocab_padded(cfg) * cfg->n_embd * (pt_part_state_bytes_per_param(dev) - 4.0);
 }
 
 pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
@@ -144,7 +145,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     memset(e, 0, sizeof *e);
     e->n_params = (int64_t)cfg->vocab_size * cfg->n_embd + (int64_t)cfg->max_seq_len * cfg->n_embd;
     e->n_params_alloc = (int64_t)(Vp * C) + (int64_t)cfg->max_seq_len * cfg->n_embd;
-    e->act_bytes = e->act_bytes_recompute = N * 4;
+    e->act_bytes = e->act_bytes_recompute = N * 4 + 2.0 * N * C * a; /* token ids; output and its gradient */
     e->out_bytes = N * C * 4;
 
     for (int l = 1; l <= cfg->n_layer; l++) {
@@ -157,8 +158,11 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         b->bwd_input_flops = mm + 2.0 * att;
         b->bwd_weight_flops = mm;
         b->n_params = b->n_params_alloc = 12 * (int64_t)cfg->n_embd * cfg->n_embd + 13 * (int64_t)cfg->n_embd;
-        b->act_bytes = pt_part_block_act_bytes(cfg, B, T, a);
-        b->act_bytes_recompute = N * C * a; /* the block input only */
+        /* per slot: the block's output and its gradient (2 NC), the gradients kept between
+         * backward-input and backward-weight (dfch 4 NC, dln2, dres2, dln1 NC each, dqkv 3 NC),
+         * and, unless recomputed, the internals */
+        b->act_bytes_recompute = a * 12.0 * N * C;
+        b->act_bytes = b->act_bytes_recompute + pt_part_block_act_bytes(cfg, B, T, a);
         b->out_bytes = N * C * 4;
     }
 
@@ -170,15 +174,13 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     h->bwd_weight_flops = 2.0 * N * C * Vp;
     h->n_params = 2 * (int64_t)cfg->n_embd;
     h->n_params_alloc = 2 * (int64_t)cfg->n_embd + (int64_t)(Vp * C);
-    /* layernorm output, its mean and rstd, fp32 probabilities (B,T,Vp) and per-token losses */
-    h->act_bytes = h->act_bytes_recompute = N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
+    /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
+    h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
     h->out_bytes = 0;
 
     for (int l = 0; l < L; l++) {
         pt_layer_cost *c = &costs[l];
         c->state_bytes = (double)c->n_params_alloc * per_param;
-        if (l == L - 1)
-            c->state_bytes += Vp * C * 4; /* the head's gradient twin of wte */
         if (measured) {
             const double scale = N / ((double)measured->micro_batch_size * measured->seq_len);
             c->t_fwd = measured->fwd_s[l] * scale;
@@ -361,10 +363,27 @@ fail:
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes)
 {
     const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
-    /* Kept for backward: both layernorm outputs (2 NC) with mean and rstd (4 N, fp32), qkv (3 NC),
-     * the attention output (NC), the residual after attention (NC), the MLP hidden before and after
-     * GELU (8 NC); and attention's softmax probabilities (B,H,T,T) where attention is computed
-     * plainly (fp32 CPU), or only the log-sum-exp (B,H,T) where it is fused (bf16 GPUs). */
-    const double att = elem_bytes >= 4 ? B * H * (double)T * T * elem_bytes : B * H * (double)T * 4;
-    return elem_bytes * 15.0 * N * C + 16.0 * N + att;
+    /* A block's internals, as models/ keeps them per slot and recomputes from the block input:
+     * ln1 and ln2 outputs (2 NC) with their mean and rstd (4 N, fp32), qkv (3 NC), the attention
+     * output (NC) and its saved log-sum-exp (B,H,T, fp32), res2 = x + attention (NC), and the MLP
+     * hidden before and after GELU (8 NC). */
+    return elem_bytes * 15.0 * N * C + 16.0 * N + 4.0 * B * H * T;
+}
+
+double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
+                                 int has_head, int recompute)
+{
+    const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
+    const double Vp = (double)vocab_padded(cfg);
+    const double rows = T < 64 ? T : 64;
+    double m = 0;
+    if (has_block) {
+        /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk */
+        m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C;
+        if (recompute)
+            m += pt_part_block_act_bytes(cfg, B, T, elem_bytes); /* the shared re-materialised block */
+    }
+    if (has_head)
+        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits */
+    return m;
 }

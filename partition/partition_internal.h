@@ -13,8 +13,14 @@ double pt_part_state_bytes_per_param(const pt_device *dev);
 /* Bytes saved when the embedding and the head share one chunk (one wte instead of two). */
 double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev);
 
-/* Activation bytes one transformer block keeps per micro-batch of (B,T), elements of elem_bytes. */
+/* Bytes of one transformer block's internals per micro-batch of (B,T) (what recomputation drops
+ * from each slot and re-materialises once per chunk). */
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
+
+/* Bytes a chunk allocates once, whatever the number of slots: attention and gradient scratch
+ * (with blocks), the recomputation area, logit rows (with the head). */
+double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
+                                 int has_head, int recompute);
 
 /* Schedules the planner knows: returns the default chunks per rank (1 or 2), or 0 when unknown. */
 int pt_part_sched_default_chunks(const char *schedule);
@@ -43,7 +49,7 @@ typedef struct pt_part_ctx {
     double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0) */
     int *inter;            /* [S] boundary after chunk k crosses nodes */
     double tied_dup;       /* bytes saved when one chunk holds layers 0 and L-1 */
-    double block_act;      /* activation bytes of one block (the recomputation working set) */
+    double boundary_act;   /* per slot: a chunk's input and its gradient (2 NC), unless it starts at 0 */
 } pt_part_ctx;
 
 pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,

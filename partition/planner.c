@@ -75,7 +75,7 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         c->pre_params[l + 1] = c->pre_params[l] + (double)x->n_params;
     }
     c->tied_dup = pt_part_tied_dup_bytes(cfg, dev);
-    c->block_act = c->lc[1].act_bytes;
+    c->boundary_act = 2.0 * B * T * cfg->n_embd * dev->act_elem_bytes;
     /* Boundary k (after chunk k): inter-node when, in any replica, its two ranks sit on different
      * nodes. Every non-head layer outputs (B,T,C) fp32, so the bytes do not depend on the split. */
     const double bytes = c->lc[0].out_bytes;
@@ -131,9 +131,11 @@ double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
     if (i == 0 && j == c->L - 1)
         m -= c->tied_dup;
     const double n = pt_part_inflight(c->schedule, c->S, c->M, k);
-    m += n * (rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i]);
-    if (rc && has_block(c, i, j))
-        m += c->block_act; /* one block re-materialised during its backward */
+    double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+    if (i > 0)
+        slot += c->boundary_act;
+    m += n * slot;
+    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, has_block(c, i, j), j == c->L - 1, rc);
     return m;
 }
 
@@ -264,7 +266,8 @@ static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *s
         sc.i[k] = bi;
         sc.w[k] = bw;
         sc.b[k] = bi + bw;
-        sc.act_bytes[k] = p->recompute[k] ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+        sc.act_bytes[k] = (p->recompute[k] ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i]) +
+                          (i > 0 ? c->boundary_act : 0);
         sc.boundary_bytes[k] = k + 1 < S ? c->lc[j].out_bytes : 0;
     }
     /* One link figure for the simulator: the slowest boundary's. */

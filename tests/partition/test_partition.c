@@ -114,6 +114,51 @@ static void test_flops(void)
     }
 }
 
+#ifdef PT_TEST_HAVE_MODELS
+/* The memory the cost model predicts for a chunk is what models/ really allocates (minus the
+ * optimizer's m and v, which the trainer allocates), up to 256-byte alignment of sub-buffers. */
+static void test_memory_matches_models(void)
+{
+    const pt_backend *be = NULL;
+    pt_stream *stream = NULL;
+    EXPECT(pt_backend_get("cpu", &be) == PT_OK);
+    if (!be || be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 1 }, &stream) != PT_OK)
+        return;
+    pt_model_config cfg = make_cfg("t", 4, 4, 64, 96, 128, 64);
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 1) == PT_OK);
+    static const int ranges[][2] = { { 0, 5 }, { 0, 2 }, { 3, 5 }, { 2, 3 }, { 5, 5 }, { 0, 0 } };
+    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+        for (int rc = 0; rc <= 1; rc++) {
+            const int n_slots = 1 + (int)r % 3, B = 2, T = 32;
+            pt_part_ctx *c = NULL;
+            EXPECT(pt_part_ctx_create(&cfg, &dev, &topo, NULL, 1, 1, 1, B, n_slots, T, "gpipe", &c) == PT_OK);
+            if (!c)
+                continue;
+            const double pred = pt_part_chunk_mem(c, 0, ranges[r][0], ranges[r][1], rc);
+            pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = rc };
+            const size_t before = pt_backend_bytes_in_use();
+            pt_model *m = NULL;
+            EXPECT(pt_model_create(&cfg, ranges[r][0], ranges[r][1], &o, be, stream, &m) == PT_OK);
+            if (m) {
+                const double got = (double)(pt_backend_bytes_in_use() - before);
+                const double model_side = pred - 8.0 * (double)pt_model_n_params(m); /* less AdamW m, v */
+                const double slack = 256.0 * (40 * 4 + 20) * n_slots + 4096;
+                EXPECT(fabs(model_side - got) <= slack);
+                if (fabs(model_side - got) > slack)
+                    fprintf(stderr, "  layers %d..%d rc=%d slots=%d: predicted %.0f bytes, models/ allocated %.0f\n",
+                            ranges[r][0], ranges[r][1], rc, n_slots, model_side, got);
+            }
+            pt_model_destroy(m);
+            pt_part_ctx_destroy(c);
+        }
+    }
+    be->stream_destroy(stream);
+}
+#endif
+
 /* ---- DP vs exhaustive search ---- */
 
 typedef struct {
@@ -566,6 +611,9 @@ int main(void)
 {
     test_param_counts();
     test_flops();
+#ifdef PT_TEST_HAVE_MODELS
+    test_memory_matches_models();
+#endif
     test_dp_vs_exhaustive();
     test_dp_interleaved();
     test_methods();
