@@ -13,7 +13,7 @@
  *
  *     pt_ckpt_saver *sv;
  *     PT_CHECK(pt_ckpt_saver_create("ckpt", 3, 1, 2, &sv));
- *     pt_ckpt_saver_set_device(sv, be, stream);             // where the models' memory lives
+ *     pt_ckpt_saver_set_device(sv, be, stream);   // optional: default is each model's own
  *     ...
  *     pt_train_state ts = { .step = step, .data_step = step, .seed = seed, .run_json = run_json };
  *     PT_CHECK(pt_ckpt_save(sv, comm, models, optims, n_chunks, &ts));  // returns after the copy
@@ -27,7 +27,7 @@
  * Resume:
  *     pt_train_state ts;
  *     pt_ckpt_load_info li;
- *     PT_CHECK(pt_ckpt_load_ex("ckpt", models, optims, n_chunks, &ts, be, stream, &li));
+ *     PT_CHECK(pt_ckpt_load_ex("ckpt", models, optims, n_chunks, &ts, NULL, NULL, &li));
  *     if (li.note[0]) printf("%s\n", li.note);   // e.g. "latest (step_000200) is damaged: ...; resumed from step_000100"
  *     free((char *)ts.run_json);
  *
@@ -39,7 +39,8 @@
  * Codec: each tensor is cut into blocks of `block_elems` values; each block's values are
  * transformed (byte planes, or exponent / sign+mantissa planes) and every plane is stored either
  * zstd-compressed (content checksum on) or raw, whichever is smaller by more than 1%. Every block
- * also carries an XXH64 of its raw bytes, checked on load.
+ * also carries an XXH64 of its stored bytes (so any damaged byte of a shard is caught, even one
+ * zstd would ignore) and one of its raw values (checked after decoding).
  */
 #ifndef PIPETRAIN_CKPT_H
 #define PIPETRAIN_CKPT_H
@@ -86,24 +87,31 @@ pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, i
  * see it), stops the thread and frees the staging buffers. Accepts NULL. */
 void pt_ckpt_saver_destroy(pt_ckpt_saver *s);
 
-/* Where the models' tensors live: `be` (borrowed, static table) and `stream` (borrowed, must
- * outlive the saver's use; NULL is allowed for the CPU backend). Default: the CPU backend with no
- * stream. Call before pt_ckpt_save, not while a save is being staged. */
+/* Where the models' tensors live: `be` (borrowed, a static table) and `stream` (borrowed; must
+ * outlive the saver's use of it). NULL be (the default): each model's pt_model_backend and
+ * pt_model_stream. Call between saves, not concurrently with pt_ckpt_save. */
 void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream *stream);
 
 /* Copies this rank's models' weights and AdamW moments (optims[i] belongs to models[i]; optims
  * may be NULL to save weights only) into a host staging buffer (allocated once, grown only when
- * needed), then returns; a background thread compresses and writes them. If the previous save
- * is still being written this first waits for it (recorded in pt_ckpt_saver_info). If the previous
- * save failed, returns its error (and does not start a new one). With comm != NULL every rank
- * must call this with the same st->step; each rank writes shard-<rank>.ptz and rank 0 commits
- * the manifest after every rank's shard is durable (the background thread uses comm, so the
- * caller must not use comm collectives concurrently: see docs/checkpoints.md). Blocks only for
- * the copy (and the wait). Not thread-safe with other calls on the same saver. */
+ * needed) through the backend (pt_ckpt_saver_set_device), then returns; a background thread
+ * compresses and writes them. If the previous save is still being written this first waits for
+ * it (recorded in pt_ckpt_saver_info). If the previous save failed, returns its error once (and
+ * does not start a new one).
+ * With comm != NULL this is collective: every rank calls it with the same st->step, from the
+ * thread that owns comm. Rank 0 prepares DIR/step_N.tmp/ and all ranks meet at a barrier (the
+ * only use of comm: the background thread never touches it). Each rank's thread then writes
+ * shard-<rank>.ptz and its index shard-<rank>.json, fsyncs them and creates shard-<rank>.done;
+ * rank 0's thread waits for every rank's marker (up to the comm timeout), merges the indexes
+ * into manifest.json and commits. DIR must be on a file system every rank sees.
+ * Blocks only for the copy, the barrier and any wait for the previous save. Not thread-safe with
+ * other calls on the same saver. */
 pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                        int n, const pt_train_state *st);
 
-/* Waits until the last save is committed (or failed). Returns its status. */
+/* Waits until this rank's part of the last save is done (rank 0: committed) or failed. With the
+ * last save's comm (collective then: every rank calls it), the ranks then agree on the result:
+ * every rank returns an error when any rank's part failed. Returns PT_ETIMEDOUT after an hour. */
 pt_status pt_ckpt_saver_wait(pt_ckpt_saver *s);
 
 typedef struct pt_ckpt_save_info {
@@ -129,16 +137,17 @@ typedef struct pt_ckpt_load_info {
 } pt_ckpt_load_info;
 
 /* Loads weights, and AdamW moments and step counts when optims != NULL, into whatever chunks the
- * caller holds, by tensor name. `dir` is the checkpoint root (uses `latest`, falling back to the
- * newest complete checkpoint when `latest` is missing or damaged: info->note says so) or one
- * step directory. Every tensor of every chunk must be in the checkpoint with the same dtype and
- * shape. st->run_json is malloc'd (caller frees). be/stream: where the models live (NULL: CPU).
- * info may be NULL. Returns PT_EFORMAT / PT_EIO / PT_EINVAL naming the file and tensor. Blocks;
- * uses up to 2 threads for decoding. */
+ * caller holds, by tensor name, through `be`/`stream` (NULL be: each model's pt_model_backend and
+ * pt_model_stream). `dir` is the checkpoint root (uses
+ * `latest`, falling back to the newest complete checkpoint when `latest` is missing or damaged:
+ * info->note says so) or one step directory. Every tensor of every chunk must be in the
+ * checkpoint with the same dtype and shape. st->run_json is malloc'd (caller frees). info may be
+ * NULL. Returns PT_EFORMAT / PT_EIO / PT_EINVAL naming the file and tensor; on error the models
+ * may be partly loaded. Blocks; decodes on 2 threads. */
 pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n,
                           pt_train_state *st, const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info);
 
-/* pt_ckpt_load_ex on the CPU backend with no info (APIS.md). */
+/* pt_ckpt_load_ex with each model's own backend and no info (APIS.md). */
 pt_status pt_ckpt_load(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st);
 
 /* ======================================================================================
@@ -167,7 +176,8 @@ const char *pt_ckpt_transform_name(pt_ckpt_transform t);
 size_t pt_ckpt_dtype_size(pt_ckpt_dtype d); /* bytes per value (0 when out of range) */
 
 typedef struct pt_ckpt_block {
-    uint64_t xxh64;                                /* of the block's raw bytes, seed 0 */
+    uint64_t xxh64;                                /* of the block's raw bytes (the values), seed 0 */
+    uint64_t stored_xxh64;                         /* of the block's stored bytes (all planes), seed 0 */
     uint8_t codec[PT_CKPT_MAX_PLANES];             /* pt_ckpt_plane_codec per plane */
     uint64_t plane_bytes[PT_CKPT_MAX_PLANES];      /* stored bytes per plane */
 } pt_ckpt_block;

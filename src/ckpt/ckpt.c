@@ -1,0 +1,671 @@
+/* The training-loop side of checkpoints: the asynchronous saver (stage on the caller's thread,
+ * compress and write on a background thread, commit through the file system so that the
+ * background thread never touches comm) and loading by tensor name into any partition. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt_internal.h"
+#include "pipetrain/comm.h"
+#include "pipetrain/json.h"
+#include "pipetrain/optim.h"
+#include "pipetrain/timeutil.h"
+
+/* A save that is still being written after this long is reported as stuck (a dead disk or
+ * a dead rank), never waited on forever. */
+#define SAVER_WAIT_TIMEOUT_MS (3600LL * 1000)
+#define MARKER_POLL_NS (10LL * 1000 * 1000)
+
+static const char *const tied_name = "wte.weight";
+
+struct pt_ckpt_saver {
+    char dir[2048];
+    int keep_last, n_threads;
+    pt_ckpt_codec *codec;
+
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int has_job; /* a job is waiting for the thread */
+    int busy;    /* a job is waiting or running */
+    int stop;
+    pt_status last_status; /* of the last finished job */
+    char last_msg[1024];
+    int unreported; /* last_status is an error nobody has returned yet */
+    pt_ckpt_save_info info;
+
+    /* the job (owned by the thread while busy) */
+    int rank, n_ranks;
+    int64_t marker_timeout_ms;
+    pt_train_state st;
+    char *run_json;
+    int n_src, src_cap;
+    pt_ckpt_src *src;
+    char **names;
+    uint8_t *staging;
+    size_t staging_cap;
+    uint8_t *arena;
+    size_t arena_cap;
+    struct pt_comm *comm; /* of the last save; used by pt_ckpt_saver_wait on the caller's thread */
+    const pt_backend *be; /* NULL: each model's own */
+    pt_stream *stream;
+};
+
+void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream *stream)
+{
+    s->be = be;
+    s->stream = be ? stream : NULL;
+}
+
+/* ---------------------------------------------------------------- background job */
+
+static void dir_paths(const pt_ckpt_saver *s, int64_t step, char *tmp, size_t cap)
+{
+    char name[64];
+    pt_ckpt_step_name(step, name, sizeof name);
+    snprintf(tmp, cap, "%s/%s.tmp", s->dir, name);
+}
+
+static pt_status touch_durable(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
+    return pt_ckpt_file_finish(fd, path);
+}
+
+/* Rank 0 of a multi-rank save: waits for every rank's marker, merges the indexes. */
+static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry **all, int *n_all)
+{
+    *all = NULL;
+    *n_all = 0;
+    char path[4200];
+    int64_t deadline = pt_deadline_after_ms(s->marker_timeout_ms);
+    for (int r = 0; r < s->n_ranks; r++) {
+        snprintf(path, sizeof path, "%s/shard-%d.done", tmp, r);
+        while (access(path, F_OK) != 0) {
+            if (pt_deadline_passed(deadline))
+                return pt_fail(PT_ETIMEDOUT,
+                               "checkpoint step %lld: rank %d did not finish its shard within %lld s (%s is missing); "
+                               "check rank %d's log",
+                               (long long)s->st.step, r, (long long)(s->marker_timeout_ms / 1000), path, r);
+            struct timespec ts = { 0, MARKER_POLL_NS };
+            nanosleep(&ts, NULL);
+        }
+    }
+    pt_status st = PT_OK;
+    pt_ckpt_entry *merged = NULL;
+    int n = 0;
+    for (int r = 0; r < s->n_ranks && st == PT_OK; r++) {
+        snprintf(path, sizeof path, "%s/shard-%d.json", tmp, r);
+        cJSON *j = NULL;
+        pt_ckpt_entry *e = NULL;
+        int ne = 0;
+        st = pt_json_read_file(path, &j);
+        if (st == PT_OK)
+            st = pt_ckpt_entries_from_json(j, path, s->n_ranks, &e, &ne);
+        cJSON_Delete(j);
+        if (st != PT_OK)
+            break;
+        pt_ckpt_entry *nm = realloc(merged, ((size_t)n + (size_t)ne + 1) * sizeof *nm);
+        if (!nm) {
+            pt_ckpt_entries_free(e, ne);
+            st = pt_fail(PT_ENOMEM, "checkpoint: out of memory merging indexes");
+            break;
+        }
+        merged = nm;
+        for (int i = 0; i < ne; i++) {
+            /* data-parallel replicas hold the same tensors: keep the lowest rank's copy */
+            int dup = e[i].rank != r;
+            for (int k = 0; k < n && !dup; k++)
+                dup = merged[k].kind == e[i].kind && strcmp(merged[k].name, e[i].name) == 0;
+            if (e[i].rank != r) {
+                st = pt_fail(PT_EFORMAT, "%s lists a tensor of shard %d; the checkpoint is damaged", path, e[i].rank);
+            }
+            if (dup) {
+                free(e[i].name);
+                free(e[i].blocks);
+            } else {
+                merged[n++] = e[i];
+            }
+        }
+        free(e);
+    }
+    if (st != PT_OK) {
+        pt_ckpt_entries_free(merged, n);
+        return st;
+    }
+    *all = merged;
+    *n_all = n;
+    return PT_OK;
+}
+
+static pt_status run_job(pt_ckpt_saver *s)
+{
+    char tmp[2200], shard[2400], path[2400];
+    dir_paths(s, s->st.step, tmp, sizeof tmp);
+    snprintf(shard, sizeof shard, "%s/shard-%d.ptz", tmp, s->rank);
+    pt_ckpt_entry *e = calloc((size_t)s->n_src + 1, sizeof *e);
+    if (!e)
+        return pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+    pt_status st = PT_OK;
+    int fd = -1;
+    PT_TRY(pt_ckpt_shard_create(shard, s->rank, &fd), done);
+    uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
+    PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off, &s->arena, &s->arena_cap),
+           done);
+    st = pt_ckpt_file_finish(fd, shard);
+    fd = -1;
+    if (st != PT_OK)
+        goto done;
+    uint64_t raw = 0;
+    for (int i = 0; i < s->n_src; i++)
+        raw += e[i].raw_bytes;
+    pthread_mutex_lock(&s->mu);
+    s->info.raw_bytes = raw;
+    s->info.stored_bytes = off;
+    pthread_mutex_unlock(&s->mu);
+
+    pt_ckpt_manifest m = { .version = PT_CKPT_FORMAT_VERSION,
+                           .step = s->st.step,
+                           .data_step = s->st.data_step,
+                           .seed = s->st.seed,
+                           .n_ranks = s->n_ranks,
+                           .run_json = s->run_json,
+                           .n_entries = s->n_src,
+                           .entries = e };
+    char final_dir[sizeof s->info.step_dir];
+    final_dir[0] = 0;
+    if (s->n_ranks == 1) {
+        PT_TRY(pt_ckpt_commit(s->dir, tmp, &m, s->keep_last, 0, final_dir, sizeof final_dir), done);
+    } else {
+        cJSON *j;
+        PT_TRY(pt_ckpt_entries_to_json(e, s->n_src, &j), done);
+        snprintf(path, sizeof path, "%s/shard-%d.json", tmp, s->rank);
+        st = pt_json_write_file(path, j, 1);
+        cJSON_Delete(j);
+        if (st != PT_OK)
+            goto done;
+        snprintf(path, sizeof path, "%s/shard-%d.done", tmp, s->rank);
+        PT_TRY(touch_durable(path), done);
+        PT_TRY(pt_ckpt_fsync_dir(tmp), done);
+        if (s->rank == 0) {
+            pt_ckpt_entry *all;
+            int n_all;
+            PT_TRY(gather_indexes(s, tmp, &all, &n_all), done);
+            m.entries = all;
+            m.n_entries = n_all;
+            for (int r = 0; r < s->n_ranks && st == PT_OK; r++) {
+                snprintf(path, sizeof path, "%s/shard-%d.json", tmp, r);
+                unlink(path);
+                snprintf(path, sizeof path, "%s/shard-%d.done", tmp, r);
+                unlink(path);
+            }
+            st = pt_ckpt_commit(s->dir, tmp, &m, s->keep_last, 0, final_dir, sizeof final_dir);
+            pt_ckpt_entries_free(all, n_all);
+            if (st != PT_OK)
+                goto done;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->info.step_dir, sizeof s->info.step_dir, "%s", final_dir);
+    pthread_mutex_unlock(&s->mu);
+done:
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < s->n_src; i++)
+        pt_ckpt_entry_clear(&e[i]);
+    free(e);
+    return st;
+}
+
+static void *saver_thread(void *p)
+{
+    pt_ckpt_saver *s = p;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->has_job && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->has_job && s->stop)
+            break;
+        s->has_job = 0;
+        pthread_mutex_unlock(&s->mu);
+        int64_t t0 = pt_now_ns();
+        pt_status st = run_job(s);
+        double secs = pt_seconds_between(t0, pt_now_ns());
+        pthread_mutex_lock(&s->mu);
+        s->last_status = st;
+        snprintf(s->last_msg, sizeof s->last_msg, "%s", st == PT_OK ? "" : pt_last_error());
+        s->unreported = st != PT_OK;
+        s->info.done = 1;
+        s->info.status = st;
+        s->info.write_s = secs;
+        s->busy = 0;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- saver API */
+
+pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, int n_threads, pt_ckpt_saver **out)
+{
+    *out = NULL;
+    if (!dir || !dir[0])
+        return pt_fail(PT_EINVAL, "checkpoint directory is empty; pass --ckpt-dir DIR");
+    if (strlen(dir) >= 2000)
+        return pt_fail(PT_EINVAL, "checkpoint directory path is too long: %.80s...", dir);
+    pt_ckpt_saver *s = calloc(1, sizeof *s);
+    if (!s)
+        return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    s->keep_last = keep_last;
+    s->n_threads = n_threads < 1 ? 1 : n_threads;
+    s->info.step = -1;
+    s->info.waited_for_step = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pt_status st;
+    PT_TRY(pt_ckpt_mkdirs(dir), fail);
+    pt_ckpt_codec_opts o = pt_ckpt_codec_default(zstd_level, s->n_threads);
+    PT_TRY(pt_ckpt_codec_create(&o, &s->codec), fail);
+    if (pthread_create(&s->thread, NULL, saver_thread, s) != 0) {
+        st = pt_fail(PT_ENOMEM, "checkpoint saver: cannot start its thread: %s", strerror(errno));
+        goto fail;
+    }
+    s->thread_started = 1;
+    *out = s;
+    return PT_OK;
+fail:
+    pt_ckpt_saver_destroy(s);
+    return st;
+}
+
+static void free_job_names(pt_ckpt_saver *s)
+{
+    for (int i = 0; i < s->n_src; i++)
+        free(s->names[i]);
+    s->n_src = 0;
+    free(s->run_json);
+    s->run_json = NULL;
+}
+
+/* Waits (mutex held) until the thread is idle. */
+static pt_status wait_idle_locked(pt_ckpt_saver *s)
+{
+    if (!s->busy)
+        return PT_OK;
+    int64_t deadline = pt_deadline_after_ms(SAVER_WAIT_TIMEOUT_MS);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += SAVER_WAIT_TIMEOUT_MS / 1000;
+    while (s->busy) {
+        int r = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        if (r == ETIMEDOUT || pt_deadline_passed(deadline))
+            return pt_fail(PT_ETIMEDOUT, "checkpoint: the save of step %lld is still being written after %lld s; check the disk under %s",
+                           (long long)s->info.step, SAVER_WAIT_TIMEOUT_MS / 1000, s->dir);
+    }
+    return PT_OK;
+}
+
+void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
+{
+    if (!s)
+        return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->mu);
+        if (wait_idle_locked(s) != PT_OK) {
+            /* a stuck write: the thread still uses our buffers, so leak them rather than crash */
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->stop = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    free_job_names(s);
+    free(s->names);
+    free(s->src);
+    free(s->staging);
+    free(s->arena);
+    pt_ckpt_codec_destroy(s->codec);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind)
+{
+    if (s->n_src == s->src_cap) {
+        int nc = s->src_cap ? s->src_cap * 2 : 256;
+        pt_ckpt_src *ns = realloc(s->src, (size_t)nc * sizeof *ns);
+        if (!ns)
+            return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+        s->src = ns;
+        char **nn = realloc(s->names, (size_t)nc * sizeof *nn);
+        if (!nn)
+            return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+        s->names = nn;
+        s->src_cap = nc;
+    }
+    char *name = strdup(p->name);
+    if (!name)
+        return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+    pt_ckpt_src *d = &s->src[s->n_src];
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    d->kind = kind;
+    d->dtype = PT_CKPT_F32;
+    d->ndim = p->ndim;
+    for (int k = 0; k < p->ndim && k < PT_CKPT_MAX_DIMS; k++)
+        d->shape[k] = p->shape[k];
+    s->names[s->n_src++] = name;
+    return PT_OK;
+}
+
+/* The tied wte copy of a chunk without the embedding is not saved (the embedding's is). */
+static int saved_here(pt_model *m, const pt_param *p)
+{
+    return pt_model_has_embedding(m) || strcmp(p->name, tied_name) != 0;
+}
+
+pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
+                       int n, const pt_train_state *st_in)
+{
+    if (n < 0 || (n > 0 && !models) || !st_in || st_in->step < 0)
+        return pt_fail(PT_EINVAL, "checkpoint save: bad arguments (n = %d, step %lld)", n,
+                       st_in ? (long long)st_in->step : -1LL);
+    /* 1. the previous save */
+    int64_t t0 = pt_now_ns();
+    pthread_mutex_lock(&s->mu);
+    int64_t waited_for = s->busy ? s->info.step : -1;
+    pt_status st = wait_idle_locked(s);
+    if (st == PT_OK && s->unreported) {
+        s->unreported = 0;
+        st = pt_fail(s->last_status, "checkpoint of step %lld failed: %s", (long long)s->info.step, s->last_msg);
+    }
+    pthread_mutex_unlock(&s->mu);
+    PT_CHECK(st);
+    double wait_s = pt_seconds_between(t0, pt_now_ns());
+
+    /* 2. the tensor list and the staging copy */
+    free_job_names(s);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        pt_model *m = models[i];
+        for (int t = 0; t < pt_model_n_tensors(m); t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            if (!saved_here(m, p))
+                continue;
+            if (p->ndim > PT_CKPT_MAX_DIMS)
+                return pt_fail(PT_EINVAL, "checkpoint save: tensor %s has %d dimensions (at most %d)", p->name, p->ndim,
+                               PT_CKPT_MAX_DIMS);
+            int n_kinds = optims && optims[i] ? 3 : 1;
+            for (int k = 0; k < n_kinds; k++)
+                PT_CHECK(add_src(s, p, (pt_ckpt_kind)k));
+            total += (size_t)n_kinds * p->numel * sizeof(float);
+        }
+    }
+    if (total > s->staging_cap) {
+        free(s->staging);
+        s->staging = malloc(total);
+        s->staging_cap = s->staging ? total : 0;
+        if (!s->staging)
+            return pt_fail(PT_ENOMEM, "checkpoint save: cannot allocate %zu bytes of host staging", total);
+    }
+    int64_t t1 = pt_now_ns();
+    size_t pos = 0;
+    int si = 0;
+    for (int i = 0; i < n; i++) {
+        pt_model *m = models[i];
+        const pt_backend *be = s->be ? s->be : pt_model_backend(m);
+        pt_stream *stream = s->be ? s->stream : pt_model_stream(m);
+        for (int t = 0; t < pt_model_n_tensors(m); t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            if (!saved_here(m, p))
+                continue;
+            int n_kinds = optims && optims[i] ? 3 : 1;
+            for (int k = 0; k < n_kinds; k++) {
+                const float *base = k == 0 ? pt_model_params(m)
+                                           : (k == 1 ? pt_optim_m(optims[i]) : pt_optim_v(optims[i]));
+                size_t bytes = p->numel * sizeof(float);
+                PT_CHECK(be->memcpy_d2h(stream, s->staging + pos, base + p->offset, bytes));
+                s->src[si++].data = s->staging + pos;
+                pos += bytes;
+            }
+        }
+    }
+    double stage_s = pt_seconds_between(t1, pt_now_ns());
+
+    /* 3. the directory, and (multi-rank) the barrier that orders its creation before any shard */
+    int rank = comm ? pt_comm_rank(comm) : 0, n_ranks = comm ? pt_comm_size(comm) : 1;
+    char tmp[2200];
+    dir_paths(s, st_in->step, tmp, sizeof tmp);
+    if (rank == 0) {
+        PT_CHECK(pt_ckpt_remove_dir(tmp)); /* left over from a crash */
+        PT_CHECK(pt_ckpt_mkdirs(tmp));
+    }
+    if (comm) {
+        int64_t timeout_ms = pt_comm_timeout_ms(comm);
+        PT_CHECK(pt_comm_barrier(comm, NULL, pt_deadline_after_ms(timeout_ms)));
+        s->marker_timeout_ms = SAVER_WAIT_TIMEOUT_MS;
+    }
+
+    /* 4. hand over */
+    s->st = *st_in;
+    s->run_json = strdup(st_in->run_json ? st_in->run_json : "{}");
+    if (!s->run_json)
+        return pt_fail(PT_ENOMEM, "checkpoint save: out of memory");
+    s->rank = rank;
+    s->n_ranks = n_ranks;
+    s->comm = comm;
+    pthread_mutex_lock(&s->mu);
+    memset(&s->info, 0, sizeof s->info);
+    s->info.step = st_in->step;
+    s->info.waited_for_step = waited_for;
+    s->info.wait_s = waited_for >= 0 ? wait_s : 0;
+    s->info.stage_s = stage_s;
+    s->has_job = 1;
+    s->busy = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return PT_OK;
+}
+
+pt_status pt_ckpt_saver_wait(pt_ckpt_saver *s)
+{
+    pthread_mutex_lock(&s->mu);
+    pt_status st = wait_idle_locked(s);
+    if (st == PT_OK && s->last_status != PT_OK) {
+        s->unreported = 0;
+        st = pt_fail(s->last_status, "checkpoint of step %lld failed: %s", (long long)s->info.step, s->last_msg);
+    }
+    struct pt_comm *comm = s->comm;
+    pthread_mutex_unlock(&s->mu);
+    if (comm) {
+        /* every rank learns whether any rank's part failed */
+        double bad = st != PT_OK;
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s", pt_last_error());
+        pt_status cst = pt_comm_allreduce_f64(comm, NULL, &bad, 1, pt_deadline_after_ms(pt_comm_timeout_ms(comm)));
+        if (cst != PT_OK)
+            return st != PT_OK ? pt_fail(st, "%s", msg) : cst;
+        if (st == PT_OK && bad > 0)
+            st = pt_fail(PT_EIO, "checkpoint of step %lld failed on another rank; see its log",
+                         (long long)s->info.step);
+        else if (st != PT_OK)
+            st = pt_fail(st, "%s", msg);
+    }
+    return st;
+}
+
+void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->info;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- load */
+
+typedef struct load_item {
+    const pt_ckpt_entry *e;
+    float *dev; /* destination in the model's or optimizer's buffer */
+    const pt_backend *be;
+    pt_stream *stream;
+} load_item;
+
+#define LOAD_BATCH_BYTES ((size_t)64 << 20)
+
+static pt_status check_shape(const pt_ckpt_entry *e, const pt_param *p, const char *step_dir)
+{
+    int same = e->ndim == p->ndim && e->dtype == PT_CKPT_F32;
+    for (int d = 0; same && d < p->ndim; d++)
+        same = e->shape[d] == p->shape[d];
+    if (same)
+        return PT_OK;
+    char want[96] = "", have[96] = "";
+    for (int d = 0; d < p->ndim; d++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", d ? "," : "", p->shape[d]);
+    for (int d = 0; d < e->ndim; d++)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? "," : "", (long long)e->shape[d]);
+    return pt_fail(PT_EFORMAT, "%s/manifest.json: tensor %s (%s) is %s [%s] but the model needs f32 [%s]; "
+                               "load with the model config the checkpoint was saved with",
+                   step_dir, e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), have, want);
+}
+
+pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st_out,
+                          const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info)
+{
+    pt_ckpt_load_info local;
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof *info);
+    memset(st_out, 0, sizeof *st_out);
+    if (n < 0 || (n > 0 && !models))
+        return pt_fail(PT_EINVAL, "checkpoint load: bad arguments (n = %d)", n);
+    PT_CHECK(pt_ckpt_resolve(dir, info->step_dir, sizeof info->step_dir, info->note, sizeof info->note));
+    pt_ckpt_reader *r;
+    PT_CHECK(pt_ckpt_reader_open(info->step_dir, 2, &r));
+    const pt_ckpt_manifest *man = pt_ckpt_reader_manifest(r);
+    pt_status st = PT_OK;
+    load_item *items = NULL;
+    int n_items = 0, cap = 0;
+    uint8_t *host = NULL;
+    for (int i = 0; i < n; i++) {
+        pt_model *m = models[i];
+        int n_kinds = optims && optims[i] ? 3 : 1;
+        for (int t = 0; t < pt_model_n_tensors(m); t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            for (int k = 0; k < n_kinds; k++) {
+                const pt_ckpt_entry *e = pt_ckpt_manifest_find(man, p->name, (pt_ckpt_kind)k);
+                if (!e) {
+                    st = pt_fail(PT_EFORMAT, "%s/manifest.json has no %s for tensor %s; it was saved from another model%s",
+                                 info->step_dir, pt_ckpt_kind_name((pt_ckpt_kind)k), p->name,
+                                 k ? " or without optimizer state" : "");
+                    goto done;
+                }
+                PT_TRY(check_shape(e, p, info->step_dir), done);
+                if (n_items == cap) {
+                    cap = cap ? cap * 2 : 512;
+                    load_item *ni = realloc(items, (size_t)cap * sizeof *ni);
+                    if (!ni) {
+                        st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+                        goto done;
+                    }
+                    items = ni;
+                }
+                float *base = k == 0 ? pt_model_params(m) : (k == 1 ? pt_optim_m(optims[i]) : pt_optim_v(optims[i]));
+                items[n_items++] = (load_item){ e, base + p->offset, be ? be : pt_model_backend(m),
+                                                be ? stream : pt_model_stream(m) };
+            }
+        }
+    }
+    /* CPU memory is host memory: decode in place. Elsewhere decode to a host batch, then copy. */
+    host = malloc(LOAD_BATCH_BYTES);
+    if (!host) {
+        st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+        goto done;
+    }
+    const pt_ckpt_entry *eb[256];
+    void *db[256];
+    for (int i = 0; i < n_items;) {
+        int j = i, nb = 0;
+        size_t used = 0;
+        while (j < n_items && nb < 256) {
+            int on_host = strcmp(items[j].be->name, "cpu") == 0;
+            size_t need = on_host ? 0 : (size_t)items[j].e->raw_bytes;
+            if (need > LOAD_BATCH_BYTES) { /* one large tensor alone: its own buffer */
+                if (nb > 0)
+                    break;
+                uint8_t *big = malloc(need);
+                if (!big) {
+                    st = pt_fail(PT_ENOMEM, "checkpoint load: cannot allocate %zu bytes", need);
+                    goto done;
+                }
+                eb[0] = items[j].e;
+                db[0] = big;
+                st = pt_ckpt_reader_read(r, 1, eb, db);
+                if (st == PT_OK)
+                    st = items[j].be->memcpy_h2d(items[j].stream, items[j].dev, big, need);
+                if (st == PT_OK)
+                    st = items[j].be->stream_sync(items[j].stream);
+                free(big);
+                if (st != PT_OK)
+                    goto done;
+                j++;
+                nb = -1;
+                break;
+            }
+            if (used + need > LOAD_BATCH_BYTES)
+                break;
+            eb[nb] = items[j].e;
+            db[nb] = on_host ? (void *)items[j].dev : (void *)(host + used);
+            used += need;
+            nb++;
+            j++;
+        }
+        if (nb > 0) {
+            PT_TRY(pt_ckpt_reader_read(r, nb, eb, db), done);
+            for (int q = 0; q < nb; q++) {
+                load_item *it = &items[i + q];
+                if (db[q] != (void *)it->dev)
+                    PT_TRY(it->be->memcpy_h2d(it->stream, it->dev, db[q], (size_t)it->e->raw_bytes), done);
+            }
+            for (int q = 0; q < nb; q++)
+                PT_TRY(items[i + q].be->stream_sync(items[i + q].stream), done);
+        }
+        i = j;
+    }
+    info->n_loaded = n_items;
+    if (optims)
+        for (int i = 0; i < n; i++)
+            if (optims[i])
+                pt_optim_set_steps_done(optims[i], man->step);
+    st_out->step = man->step;
+    st_out->data_step = man->data_step;
+    st_out->seed = man->seed;
+    st_out->run_json = strdup(man->run_json);
+    if (!st_out->run_json)
+        st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+done:
+    free(host);
+    free(items);
+    pt_ckpt_reader_close(r);
+    return st;
+}
+
+pt_status pt_ckpt_load(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st)
+{
+    return pt_ckpt_load_ex(dir, models, optims, n, st, NULL, NULL, NULL);
+}

@@ -1,0 +1,74 @@
+/* src/ckpt/ckpt_internal.h — pieces shared by the checkpoint sources (not a public API). */
+#ifndef PT_CKPT_INTERNAL_H
+#define PT_CKPT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/ckpt.h"
+
+/* Shard file header: magic, then little-endian u32 format version and u32 rank. */
+#define PT_CKPT_SHARD_MAGIC "PTCKSHRD"
+#define PT_CKPT_SHARD_HEADER_BYTES 16
+#define PT_CKPT_DEFAULT_BLOCK_ELEMS ((uint64_t)1 << 20)
+/* Largest value a manifest integer may hold (exact in a JSON double). */
+#define PT_CKPT_JSON_INT_MAX ((int64_t)1 << 53)
+
+/* One job of a parallel loop: item `item` on worker `worker` (0 <= worker < n_threads). */
+typedef pt_status (*pt_ckpt_job_fn)(void *ctx, int64_t item, int worker);
+
+/* Runs fn for items 0..n_items-1 on n_threads threads (the caller is worker 0). Stops handing
+ * out items after the first failure and returns it, with its message re-recorded on the
+ * calling thread. Blocks until every started job has returned. */
+pt_status pt_ckpt_parallel_for(int n_threads, int64_t n_items, pt_ckpt_job_fn fn, void *ctx);
+
+/* pt_ckpt_decode that also tells which tensor failed (*failed: index into e, or -1). */
+pt_status pt_ckpt_decode_at(pt_ckpt_codec *c, int n, const pt_ckpt_entry *const *e, const uint8_t *const *src,
+                            const size_t *src_len, void *const *dst, int *failed);
+
+/* Values per block of a codec (its options' block_elems, after defaults). */
+uint64_t pt_ckpt_codec_block_elems(const pt_ckpt_codec *c);
+
+/* Number of planes and values of block b of an entry. */
+int pt_ckpt_entry_planes(pt_ckpt_transform t, pt_ckpt_dtype d);
+uint64_t pt_ckpt_block_values(const pt_ckpt_entry *e, int64_t b);
+/* Raw bytes of plane p of a block of nb values. */
+uint64_t pt_ckpt_plane_raw_bytes(pt_ckpt_transform t, pt_ckpt_dtype d, uint64_t nb);
+
+/* "shard-<rank>.ptz" into buf. */
+void pt_ckpt_shard_name(int rank, char *buf, size_t cap);
+/* "step_%06lld" into buf. */
+void pt_ckpt_step_name(int64_t step, char *buf, size_t cap);
+
+/* Encodes src[0..n) and appends them to the open file `fd` (positioned at *offset, which
+ * advances), filling e[i] (name borrowed from src, rank set, offset set). `arena`/`arena_cap`
+ * are a reusable output buffer (grown with realloc when needed; caller frees). `path` names
+ * the file in errors. */
+pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int rank, int n, const pt_ckpt_src *src,
+                               pt_ckpt_entry *e, uint64_t *offset, uint8_t **arena, size_t *arena_cap);
+/* Creates `path` with the shard header (returns the fd, offset = header bytes). */
+pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd);
+/* fsyncs and closes fd. */
+pt_status pt_ckpt_file_finish(int fd, const char *path);
+
+/* Makes `dir` (and missing parents, like mkdir -p). */
+pt_status pt_ckpt_mkdirs(const char *dir);
+/* fsyncs a directory. */
+pt_status pt_ckpt_fsync_dir(const char *dir);
+/* Removes a directory holding only plain files (a step directory). Missing is not an error. */
+pt_status pt_ckpt_remove_dir(const char *dir);
+
+/* Commits a written checkpoint: writes tmp_dir/manifest.json (fsynced), fsyncs tmp_dir, renames
+ * it to root/step_NNNNNN (an existing one is moved aside first and removed after, unless
+ * refuse_existing), fsyncs root, replaces root/latest atomically, then prunes to keep_last.
+ * `final_dir` receives the committed path. */
+pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
+                         int refuse_existing, char *final_dir, size_t final_cap);
+
+/* Entries array (as the manifest's "tensors") to JSON / from JSON; used to gather ranks' indexes. */
+pt_status pt_ckpt_entries_to_json(const pt_ckpt_entry *e, int n, struct cJSON **out);
+pt_status pt_ckpt_entries_from_json(const struct cJSON *arr, const char *what, int n_ranks, pt_ckpt_entry **out,
+                                    int *n_out);
+void pt_ckpt_entries_free(pt_ckpt_entry *e, int n);
+
+#endif

@@ -1,0 +1,619 @@
+/* Checkpoint files: shards, atomic commit, `latest`, keep-K pruning, resolving a directory,
+ * and reading tensors back from mapped shards. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt_internal.h"
+#include "pipetrain/json.h"
+
+/* ---------------------------------------------------------------- directories */
+
+pt_status pt_ckpt_mkdirs(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return pt_fail(PT_EINVAL, "checkpoint directory path is too long: %.80s...", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return pt_fail(PT_EIO, "%s exists and is not a directory; choose another checkpoint directory", path);
+    return PT_OK;
+}
+
+pt_status pt_ckpt_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return pt_fail(PT_EIO, "cannot open directory %s: %s", dir, strerror(errno));
+    int r = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (r != 0 && err != EINVAL) /* EINVAL: the file system cannot sync directories */
+        return pt_fail(PT_EIO, "fsync %s: %s; check the disk", dir, strerror(err));
+    return PT_OK;
+}
+
+pt_status pt_ckpt_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? PT_OK : pt_fail(PT_EIO, "cannot open %s to remove it: %s", dir, strerror(errno));
+    struct dirent *de;
+    pt_status st = PT_OK;
+    char path[4096];
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (unlink(path) != 0 && st == PT_OK)
+            st = pt_fail(PT_EIO, "cannot remove %s: %s", path, strerror(errno));
+    }
+    closedir(d);
+    if (st == PT_OK && rmdir(dir) != 0)
+        st = pt_fail(PT_EIO, "cannot remove %s: %s", dir, strerror(errno));
+    return st;
+}
+
+/* ---------------------------------------------------------------- shards */
+
+static pt_status write_all(int fd, const void *buf, size_t n, const char *path)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return pt_fail(PT_EIO, "write %s: %s; check free space", path, strerror(errno));
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return PT_OK;
+}
+
+pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd)
+{
+    *fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (*fd < 0)
+        return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
+    uint8_t hdr[PT_CKPT_SHARD_HEADER_BYTES];
+    memcpy(hdr, PT_CKPT_SHARD_MAGIC, 8);
+    uint32_t v = PT_CKPT_FORMAT_VERSION, r = (uint32_t)rank;
+    memcpy(hdr + 8, &v, 4);
+    memcpy(hdr + 12, &r, 4);
+    pt_status st = write_all(*fd, hdr, sizeof hdr, path);
+    if (st != PT_OK) {
+        close(*fd);
+        *fd = -1;
+    }
+    return st;
+}
+
+pt_status pt_ckpt_file_finish(int fd, const char *path)
+{
+    pt_status st = PT_OK;
+    if (fsync(fd) != 0)
+        st = pt_fail(PT_EIO, "fsync %s: %s; check the disk", path, strerror(errno));
+    if (close(fd) != 0 && st == PT_OK)
+        st = pt_fail(PT_EIO, "close %s: %s", path, strerror(errno));
+    return st;
+}
+
+/* Tensors are encoded in batches of about this many raw bytes, so the output arena stays small
+ * while every thread has blocks to work on. */
+#define SHARD_BATCH_BYTES ((uint64_t)64 << 20)
+
+pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int rank, int n, const pt_ckpt_src *src,
+                               pt_ckpt_entry *e, uint64_t *offset, uint8_t **arena, size_t *arena_cap)
+{
+    pt_status st = PT_OK;
+    int i = 0;
+    uint8_t **dst = calloc((size_t)n + 1, sizeof *dst);
+    size_t *cap = calloc((size_t)n + 1, sizeof *cap);
+    if (!dst || !cap) {
+        st = pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+        goto done;
+    }
+    while (i < n) {
+        /* a batch: tensors [i, j) */
+        int j = i;
+        uint64_t raw = 0;
+        size_t need = 0;
+        while (j < n && (j == i || raw < SHARD_BATCH_BYTES)) {
+            uint64_t numel = 1;
+            for (int d = 0; d < src[j].ndim; d++)
+                numel *= (uint64_t)src[j].shape[d];
+            cap[j] = pt_ckpt_encode_bound(src[j].dtype, numel, pt_ckpt_codec_block_elems(c));
+            raw += numel * pt_ckpt_dtype_size(src[j].dtype);
+            need += cap[j];
+            j++;
+        }
+        if (need > *arena_cap) {
+            uint8_t *na = realloc(*arena, need);
+            if (!na) {
+                st = pt_fail(PT_ENOMEM, "checkpoint: cannot allocate %zu bytes of output buffer", need);
+                goto done;
+            }
+            *arena = na;
+            *arena_cap = need;
+        }
+        size_t pos = 0;
+        for (int k = i; k < j; k++) {
+            dst[k] = *arena + pos;
+            pos += cap[k];
+        }
+        PT_TRY(pt_ckpt_encode(c, j - i, src + i, dst + i, cap + i, e + i), done);
+        for (int k = i; k < j; k++) {
+            e[k].rank = rank;
+            e[k].offset = *offset;
+            st = write_all(fd, dst[k], (size_t)e[k].stored_bytes, path);
+            if (st != PT_OK) {
+                for (int q = i; q < j; q++)
+                    pt_ckpt_entry_clear(&e[q]);
+                goto done;
+            }
+            *offset += e[k].stored_bytes;
+        }
+        i = j;
+    }
+done:
+    if (st != PT_OK)
+        for (int k = 0; k < i; k++)
+            pt_ckpt_entry_clear(&e[k]);
+    free(dst);
+    free(cap);
+    return st;
+}
+
+/* ---------------------------------------------------------------- listing and resolving */
+
+/* Parses "step_NNNNNN" (digits only, no suffix) into *step. */
+static int parse_step_name(const char *s, int64_t *step)
+{
+    if (strncmp(s, "step_", 5) != 0 || !s[5])
+        return 0;
+    int64_t v = 0;
+    for (const char *p = s + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (int64_t)1 << 50)
+            return 0;
+        v = v * 10 + (*p - '0');
+    }
+    *step = v;
+    return 1;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+pt_status pt_ckpt_list(const char *root, int64_t **steps, int *n)
+{
+    *steps = NULL;
+    *n = 0;
+    DIR *d = opendir(root);
+    if (!d)
+        return pt_fail(PT_EIO, "cannot open checkpoint directory %s: %s", root, strerror(errno));
+    int cap = 0, cnt = 0;
+    int64_t *v = NULL;
+    struct dirent *de;
+    char path[4096];
+    while ((de = readdir(d))) {
+        int64_t s;
+        if (!parse_step_name(de->d_name, &s))
+            continue;
+        snprintf(path, sizeof path, "%s/%s/manifest.json", root, de->d_name);
+        if (access(path, R_OK) != 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            int64_t *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return pt_fail(PT_ENOMEM, "checkpoint: out of memory listing %s", root);
+            }
+            v = nv;
+        }
+        v[cnt++] = s;
+    }
+    closedir(d);
+    if (cnt)
+        qsort(v, (size_t)cnt, sizeof *v, cmp_i64);
+    *steps = v;
+    *n = cnt;
+    return PT_OK;
+}
+
+/* Usable: the manifest parses and every shard it names exists with at least the bytes it needs. */
+static pt_status check_step_dir(const char *step_dir)
+{
+    pt_ckpt_manifest *m;
+    PT_CHECK(pt_ckpt_manifest_read(step_dir, &m));
+    pt_status st = PT_OK;
+    for (int r = 0; r < m->n_ranks && st == PT_OK; r++) {
+        uint64_t need = PT_CKPT_SHARD_HEADER_BYTES;
+        int used = 0;
+        for (int i = 0; i < m->n_entries; i++)
+            if (m->entries[i].rank == r) {
+                uint64_t end = m->entries[i].offset + m->entries[i].stored_bytes;
+                need = end > need ? end : need;
+                used = 1;
+            }
+        char name[32], path[4096];
+        pt_ckpt_shard_name(r, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", step_dir, name);
+        struct stat sb;
+        if (stat(path, &sb) != 0)
+            st = pt_fail(PT_EFORMAT, "%s: %s; the checkpoint is incomplete", path, strerror(errno));
+        else if (used && (uint64_t)sb.st_size < need)
+            st = pt_fail(PT_EFORMAT, "%s is %lld bytes but the manifest needs %llu; the file is truncated", path,
+                         (long long)sb.st_size, (unsigned long long)need);
+    }
+    pt_ckpt_manifest_destroy(m);
+    return st;
+}
+
+pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *note, size_t note_cap)
+{
+    if (note && note_cap)
+        note[0] = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    if (access(path, F_OK) == 0) { /* a step directory itself */
+        if (snprintf(step_dir, cap, "%s", dir) >= (int)cap)
+            return pt_fail(PT_EINVAL, "checkpoint path is too long: %.80s...", dir);
+        return PT_OK;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return pt_fail(PT_EIO, "%s: no such checkpoint directory; check --ckpt-dir", dir);
+    /* `latest` */
+    char latest[256] = "", why[1200] = "";
+    snprintf(path, sizeof path, "%s/latest", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(latest, sizeof latest, f))
+            latest[0] = 0;
+        fclose(f);
+        latest[strcspn(latest, "\r\n")] = 0;
+        int64_t s;
+        if (!parse_step_name(latest, &s)) {
+            snprintf(why, sizeof why, "%s/latest does not name a step directory", dir);
+        } else {
+            snprintf(path, sizeof path, "%s/%s", dir, latest);
+            if (check_step_dir(path) == PT_OK) {
+                if (snprintf(step_dir, cap, "%s", path) >= (int)cap)
+                    return pt_fail(PT_EINVAL, "checkpoint path is too long: %.80s...", path);
+                return PT_OK;
+            }
+            snprintf(why, sizeof why, "latest (%s) is not usable: %s", latest, pt_last_error());
+        }
+    } else {
+        snprintf(why, sizeof why, "%s/latest is missing", dir);
+    }
+    /* fall back to the newest complete checkpoint */
+    int64_t *steps;
+    int n;
+    PT_CHECK(pt_ckpt_list(dir, &steps, &n));
+    pt_status st = PT_EFORMAT;
+    for (int i = n - 1; i >= 0 && st != PT_OK; i--) {
+        char name[64];
+        pt_ckpt_step_name(steps[i], name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (strcmp(name, latest) == 0 || check_step_dir(path) != PT_OK)
+            continue;
+        if (snprintf(step_dir, cap, "%s", path) >= (int)cap) {
+            free(steps);
+            return pt_fail(PT_EINVAL, "checkpoint path is too long: %.80s...", path);
+        }
+        if (note && note_cap)
+            snprintf(note, note_cap, "checkpoint: %s; using %s, the newest complete checkpoint", why, name);
+        st = PT_OK;
+    }
+    if (st != PT_OK)
+        st = pt_fail(PT_EFORMAT, "%s: no %scheckpoint (%s); start without --resume", dir, n ? "complete " : "", why);
+    free(steps);
+    return st;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static pt_status write_latest(const char *root, const char *name)
+{
+    char tmp[4096], fin[4096];
+    snprintf(tmp, sizeof tmp, "%s/latest.tmp", root);
+    snprintf(fin, sizeof fin, "%s/latest", root);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return pt_fail(PT_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    char line[128];
+    int len = snprintf(line, sizeof line, "%s\n", name);
+    pt_status st = write_all(fd, line, (size_t)len, tmp);
+    if (st != PT_OK) {
+        close(fd);
+        return st;
+    }
+    PT_CHECK(pt_ckpt_file_finish(fd, tmp));
+    if (rename(tmp, fin) != 0)
+        return pt_fail(PT_EIO, "rename %s -> %s: %s", tmp, fin, strerror(errno));
+    return pt_ckpt_fsync_dir(root);
+}
+
+static pt_status prune(const char *root, int keep_last, int64_t keep_step)
+{
+    if (keep_last <= 0)
+        return PT_OK;
+    int64_t *steps;
+    int n;
+    PT_CHECK(pt_ckpt_list(root, &steps, &n));
+    pt_status st = PT_OK;
+    int excess = n - keep_last;
+    for (int i = 0; i < n && excess > 0 && st == PT_OK; i++) {
+        if (steps[i] == keep_step)
+            continue;
+        char name[64], path[4096];
+        pt_ckpt_step_name(steps[i], name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", root, name);
+        /* manifest first: a half-removed directory is then not mistaken for a complete one */
+        char man[4200];
+        snprintf(man, sizeof man, "%s/manifest.json", path);
+        if (unlink(man) != 0)
+            st = pt_fail(PT_EIO, "cannot remove %s: %s", man, strerror(errno));
+        else
+            st = pt_ckpt_remove_dir(path);
+        excess--;
+    }
+    free(steps);
+    return st;
+}
+
+pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
+                         int refuse_existing, char *final_dir, size_t final_cap)
+{
+    char name[64], fin[4096], aside[4200], path[4200];
+    pt_ckpt_step_name(m->step, name, sizeof name);
+    snprintf(fin, sizeof fin, "%s/%s", root, name);
+    cJSON *j;
+    PT_CHECK(pt_ckpt_manifest_to_json(m, &j));
+    snprintf(path, sizeof path, "%s/manifest.json", tmp_dir);
+    pt_status st = pt_json_write_file(path, j, 0);
+    cJSON_Delete(j);
+    PT_CHECK(st);
+    PT_CHECK(pt_ckpt_fsync_dir(tmp_dir));
+    struct stat sb;
+    int existed = stat(fin, &sb) == 0;
+    if (existed) {
+        if (refuse_existing)
+            return pt_fail(PT_EINVAL, "%s already exists; remove it or choose another directory", fin);
+        /* never overwrite in place: move the old one aside, remove it once the new one is in place */
+        snprintf(aside, sizeof aside, "%s.replaced", fin);
+        PT_CHECK(pt_ckpt_remove_dir(aside));
+        if (rename(fin, aside) != 0)
+            return pt_fail(PT_EIO, "rename %s -> %s: %s", fin, aside, strerror(errno));
+    }
+    if (rename(tmp_dir, fin) != 0)
+        return pt_fail(PT_EIO, "rename %s -> %s: %s", tmp_dir, fin, strerror(errno));
+    PT_CHECK(pt_ckpt_fsync_dir(root));
+    PT_CHECK(write_latest(root, name));
+    if (existed)
+        PT_CHECK(pt_ckpt_remove_dir(aside));
+    if (final_dir && snprintf(final_dir, final_cap, "%s", fin) >= (int)final_cap)
+        return pt_fail(PT_EINVAL, "checkpoint path is too long: %.80s...", fin);
+    return prune(root, keep_last, m->step);
+}
+
+/* ---------------------------------------------------------------- writing from host tensors */
+
+pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_train_state *st_in,
+                        const pt_ckpt_codec_opts *o, int keep_last)
+{
+    char name[64], tmp[4096], shard[4200];
+    pt_ckpt_step_name(st_in->step, name, sizeof name);
+    PT_CHECK(pt_ckpt_mkdirs(root));
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", root, name);
+    PT_CHECK(pt_ckpt_remove_dir(tmp)); /* left over from a crash */
+    PT_CHECK(pt_ckpt_mkdirs(tmp));
+    snprintf(shard, sizeof shard, "%s/shard-0.ptz", tmp);
+
+    pt_status st = PT_OK;
+    pt_ckpt_codec *c = NULL;
+    uint8_t *arena = NULL;
+    size_t arena_cap = 0;
+    int fd = -1;
+    pt_ckpt_entry *e = calloc((size_t)n + 1, sizeof *e);
+    if (!e)
+        return pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+    PT_TRY(pt_ckpt_codec_create(o, &c), done);
+    PT_TRY(pt_ckpt_shard_create(shard, 0, &fd), done);
+    uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
+    PT_TRY(pt_ckpt_shard_append(c, fd, shard, 0, n, t, e, &off, &arena, &arena_cap), done);
+    st = pt_ckpt_file_finish(fd, shard);
+    fd = -1;
+    if (st != PT_OK)
+        goto done;
+    pt_ckpt_manifest m = { .version = PT_CKPT_FORMAT_VERSION,
+                           .step = st_in->step,
+                           .data_step = st_in->data_step,
+                           .seed = st_in->seed,
+                           .n_ranks = 1,
+                           .run_json = (char *)(st_in->run_json ? st_in->run_json : "{}"),
+                           .n_entries = n,
+                           .entries = e };
+    st = pt_ckpt_commit(root, tmp, &m, keep_last, 1, NULL, 0);
+done:
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < n; i++)
+        pt_ckpt_entry_clear(&e[i]);
+    free(e);
+    free(arena);
+    pt_ckpt_codec_destroy(c);
+    return st;
+}
+
+/* ---------------------------------------------------------------- reader */
+
+typedef struct mapped_shard {
+    int tried;
+    const uint8_t *base;
+    size_t size;
+} mapped_shard;
+
+struct pt_ckpt_reader {
+    char dir[4096];
+    pt_ckpt_manifest *m;
+    pt_ckpt_codec *codec;
+    mapped_shard *shards; /* [n_ranks] */
+};
+
+pt_status pt_ckpt_reader_open(const char *step_dir, int n_threads, pt_ckpt_reader **out)
+{
+    *out = NULL;
+    pt_ckpt_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+    snprintf(r->dir, sizeof r->dir, "%s", step_dir);
+    pt_status st;
+    PT_TRY(pt_ckpt_manifest_read(step_dir, &r->m), fail);
+    uint64_t be = PT_CKPT_DEFAULT_BLOCK_ELEMS;
+    for (int i = 0; i < r->m->n_entries; i++)
+        if (r->m->entries[i].block_elems > be)
+            be = r->m->entries[i].block_elems;
+    pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, n_threads);
+    o.block_elems = be;
+    PT_TRY(pt_ckpt_codec_create(&o, &r->codec), fail);
+    r->shards = calloc((size_t)r->m->n_ranks, sizeof *r->shards);
+    if (!r->shards) {
+        st = pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+        goto fail;
+    }
+    *out = r;
+    return PT_OK;
+fail:
+    pt_ckpt_reader_close(r);
+    return st;
+}
+
+void pt_ckpt_reader_close(pt_ckpt_reader *r)
+{
+    if (!r)
+        return;
+    if (r->shards && r->m)
+        for (int i = 0; i < r->m->n_ranks; i++)
+            if (r->shards[i].base)
+                munmap((void *)r->shards[i].base, r->shards[i].size);
+    free(r->shards);
+    pt_ckpt_codec_destroy(r->codec);
+    pt_ckpt_manifest_destroy(r->m);
+    free(r);
+}
+
+const pt_ckpt_manifest *pt_ckpt_reader_manifest(const pt_ckpt_reader *r)
+{
+    return r->m;
+}
+
+static pt_status map_shard(pt_ckpt_reader *r, int rank, const char *path)
+{
+    mapped_shard *s = &r->shards[rank];
+    if (s->tried)
+        return s->base ? PT_OK : pt_fail(PT_EFORMAT, "%s could not be opened earlier", path);
+    s->tried = 1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pt_fail(PT_EFORMAT, "%s: %s; the checkpoint is incomplete", path, strerror(errno));
+    struct stat sb;
+    pt_status st = PT_OK;
+    if (fstat(fd, &sb) != 0) {
+        st = pt_fail(PT_EIO, "%s: %s", path, strerror(errno));
+    } else if ((uint64_t)sb.st_size < PT_CKPT_SHARD_HEADER_BYTES) {
+        st = pt_fail(PT_EFORMAT, "%s is %lld bytes, shorter than its header; the file is truncated", path,
+                     (long long)sb.st_size);
+    } else {
+        void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            st = pt_fail(PT_EIO, "mmap %s: %s", path, strerror(errno));
+        } else {
+            s->base = p;
+            s->size = (size_t)sb.st_size;
+            uint32_t v, rk;
+            memcpy(&v, s->base + 8, 4);
+            memcpy(&rk, s->base + 12, 4);
+            if (memcmp(s->base, PT_CKPT_SHARD_MAGIC, 8) != 0)
+                st = pt_fail(PT_EFORMAT, "%s is not a pipetrain shard (bad magic); the checkpoint is damaged", path);
+            else if (v == 0 || v > PT_CKPT_FORMAT_VERSION)
+                st = pt_fail(PT_EFORMAT, "%s: format %u is newer than this build (%d); upgrade pipetrain", path, v,
+                             PT_CKPT_FORMAT_VERSION);
+            else if (rk != (uint32_t)rank)
+                st = pt_fail(PT_EFORMAT, "%s says it is rank %u's shard; the checkpoint is damaged", path, rk);
+            else
+                madvise(p, s->size, MADV_WILLNEED);
+        }
+    }
+    close(fd);
+    return st;
+}
+
+pt_status pt_ckpt_reader_read(pt_ckpt_reader *r, int n, const pt_ckpt_entry *const *e, void *const *dst)
+{
+    const uint8_t **src = calloc((size_t)n + 1, sizeof *src);
+    size_t *len = calloc((size_t)n + 1, sizeof *len);
+    pt_status st = PT_OK;
+    if (!src || !len) {
+        st = pt_fail(PT_ENOMEM, "checkpoint: out of memory");
+        goto done;
+    }
+    char name[32], path[4200];
+    for (int i = 0; i < n; i++) {
+        pt_ckpt_shard_name(e[i]->rank, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", r->dir, name);
+        if (e[i]->rank < 0 || e[i]->rank >= r->m->n_ranks) {
+            st = pt_fail(PT_EINVAL, "%s: tensor %s is not from this checkpoint", path, e[i]->name);
+            goto done;
+        }
+        PT_TRY(map_shard(r, e[i]->rank, path), done);
+        const mapped_shard *s = &r->shards[e[i]->rank];
+        if (e[i]->offset > s->size || e[i]->stored_bytes > s->size - e[i]->offset) {
+            st = pt_fail(PT_EFORMAT, "%s is %zu bytes but tensor %s (%s) needs bytes [%llu, %llu); the file is truncated",
+                         path, s->size, e[i]->name, pt_ckpt_kind_name(e[i]->kind), (unsigned long long)e[i]->offset,
+                         (unsigned long long)(e[i]->offset + e[i]->stored_bytes));
+            goto done;
+        }
+        src[i] = s->base + e[i]->offset;
+        len[i] = (size_t)e[i]->stored_bytes;
+    }
+    int failed;
+    st = pt_ckpt_decode_at(r->codec, n, e, src, len, dst, &failed);
+    if (st != PT_OK) { /* name the file: the codec only knows the tensor */
+        if (failed >= 0) {
+            pt_ckpt_shard_name(e[failed]->rank, name, sizeof name);
+            pt_fail_wrap(st, "%s/%s: tensor %s (%s)", r->dir, name, e[failed]->name, pt_ckpt_kind_name(e[failed]->kind));
+        } else {
+            pt_fail_wrap(st, "%s", r->dir);
+        }
+    }
+done:
+    free(src);
+    free(len);
+    return st;
+}
