@@ -15,7 +15,6 @@
  *             dS = P (dP - D), dQ_blk = scale dS K, dK += scale dS^T Q_blk
  * Scratch: two (QBLOCK, T) buffers per task (P and dP), so (B*NH) * 2 * min(T,64) * T floats. */
 #include <math.h>
-#include <string.h>
 
 #include "cpu_internal.h"
 
@@ -117,13 +116,13 @@ pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, c
         const float *lse = saved + (size_t)task * T;
         float *P = scratch + (size_t)task * 2 * rows * T;
         float *dP = P + (size_t)rows * T;
-        for (int t = 0; t < T; t++) {
-            memset(dk + (size_t)t * ld, 0, (size_t)hs * sizeof(float));
-            memset(dv + (size_t)t * ld, 0, (size_t)hs * sizeof(float));
-        }
-        for (int i0 = 0; i0 < T; i0 += PT_ATT_QBLOCK) {
+        /* Query blocks last to first: the last block sees every key, so its products write
+         * dK and dV whole (beta 0) and the earlier ones add to them; no zeroing pass. */
+        const int last_i0 = (T - 1) / PT_ATT_QBLOCK * PT_ATT_QBLOCK;
+        for (int i0 = last_i0; i0 >= 0; i0 -= PT_ATT_QBLOCK) {
             int rb = T - i0 < PT_ATT_QBLOCK ? T - i0 : PT_ATT_QBLOCK;
             int kend = i0 + rb;
+            float beta = i0 == last_i0 ? 0.0f : 1.0f;
             pt_att_scores(P, q, k, i0, rb, kend, hs, ld, scale);
             for (int r = 0; r < rb; r++) {
                 int t = i0 + r;
@@ -136,7 +135,7 @@ pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, c
                     row[j] = 0.0f;
             }
             const float *dO_blk = dO + (size_t)i0 * C;
-            pt_cpu_sgemm1(1, 0, kend, hs, rb, 1.0f, P, kend, dO_blk, C, 1.0f, dv, ld);
+            pt_cpu_sgemm1(1, 0, kend, hs, rb, 1.0f, P, kend, dO_blk, C, beta, dv, ld);
             pt_cpu_sgemm1(0, 1, rb, kend, hs, 1.0f, dO_blk, C, v, ld, 0.0f, dP, kend);
             for (int r = 0; r < rb; r++) {
                 int t = i0 + r;
@@ -152,7 +151,7 @@ pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, c
                     row[j] = row[j] * (drow[j] - D);
             }
             pt_cpu_sgemm1(0, 0, rb, hs, kend, scale, P, kend, k, ld, 0.0f, dq + (size_t)i0 * ld, ld);
-            pt_cpu_sgemm1(1, 0, kend, hs, rb, scale, P, kend, q + (size_t)i0 * ld, ld, 1.0f, dk, ld);
+            pt_cpu_sgemm1(1, 0, kend, hs, rb, scale, P, kend, q + (size_t)i0 * ld, ld, beta, dk, ld);
         }
     }
     return PT_OK;

@@ -1,6 +1,7 @@
 /* kernels/cpu/crossentropy.c — softmax + cross-entropy over the vocabulary, row-parallel.
- * A row's loss is log(sum exp(x - max)) + max - x[target], taken before the probabilities are
- * written (probs may alias logits). Targets < 0 are ignored (loss 0, gradient row 0); a target
+ * A row's loss is log(sum exp(x - max)) + max - x[target]. Each row takes three passes (max;
+ * exp written to probs while summing; scale by 1/sum): one exp per element, and a row of a
+ * 50257-word vocabulary (200 KB) stays in L2 after the first pass. probs may alias logits. Targets < 0 are ignored (loss 0, gradient row 0); a target
  * >= V is refused before anything is written. */
 #include <math.h>
 
@@ -29,16 +30,20 @@ pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs,
 #pragma omp simd reduction(max : mx)
         for (int i = 0; i < V; i++)
             mx = x[i] > mx ? x[i] : mx;
+        int32_t tgt = targets[n];
+        float x_tgt = tgt >= 0 ? x[tgt] : 0.0f; /* read before p (which may be x) is written */
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < V; i++)
-            sum += pt_cpu_expf(x[i] - mx);
-        int32_t tgt = targets[n];
-        losses[n] = tgt >= 0 ? logf(sum) + mx - x[tgt] : 0.0f;
+        for (int i = 0; i < V; i++) {
+            float e = pt_cpu_expf(x[i] - mx);
+            p[i] = e;
+            sum += e;
+        }
+        losses[n] = tgt >= 0 ? logf(sum) + mx - x_tgt : 0.0f;
         float inv = 1.0f / sum;
 #pragma omp simd
         for (int i = 0; i < V; i++)
-            p[i] = pt_cpu_expf(x[i] - mx) * inv;
+            p[i] *= inv;
     }
     return PT_OK;
 }
