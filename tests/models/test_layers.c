@@ -1,0 +1,548 @@
+/* The layers: central finite differences (in double, from the float forward) for each layer
+ * type's backward_input and backward_weight; split backward == fused, bit for bit; M micro-
+ * batches of b == one batch of M*b (1e-6 relative); a model cut into chunks (activations and
+ * gradients passed by hand, the tied wte reduced by hand) == the whole model, bit for bit;
+ * recompute == no recompute, bit for bit; initialisation depends only on (seed, name); HF
+ * export then import round-trips; misuse and bad files give their errors. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/model.h"
+#include "pipetrain/safetensors.h"
+#include "test_common.h"
+
+static const pt_backend *be;
+static pt_stream *stream;
+
+/* A tiny config with a padded vocabulary (the padded rows take part in the softmax). */
+static const pt_model_config tiny = {
+    .name = "layers-test", .n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 50, .vocab_padded = 64,
+    .max_seq_len = 16,
+};
+
+static uint64_t rng_state = 12345;
+static double urand(void) /* [0, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) * 0x1.0p-53;
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
+
+static pt_model *make(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute)
+{
+    pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = recompute };
+    pt_model *m = NULL;
+    pt_status st = pt_model_create(c, first, last, &o, be, stream, &m);
+    if (st != PT_OK) {
+        fprintf(stderr, "pt_model_create(%d..%d): %s\n", first, last, pt_last_error());
+        exit(1);
+    }
+    if (pt_model_init_weights(m, 7) != PT_OK || pt_model_zero_grads(m) != PT_OK) {
+        fprintf(stderr, "init: %s\n", pt_last_error());
+        exit(1);
+    }
+    return m;
+}
+
+static float *to_host(const float *dev, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (!h || be->memcpy_d2h(stream, h, dev, n * sizeof(float)) != PT_OK) {
+        fprintf(stderr, "d2h: %s\n", pt_last_error());
+        exit(1);
+    }
+    return h;
+}
+
+static void h2d(void *dev, const void *host, size_t bytes)
+{
+    if (be->memcpy_h2d(stream, dev, host, bytes) != PT_OK) {
+        fprintf(stderr, "h2d: %s\n", pt_last_error());
+        exit(1);
+    }
+}
+
+/* Random tokens in [0, V) and next-token targets, one of them ignored (-1). */
+static void make_batch(int N, int V, int32_t *tok, int32_t *tgt)
+{
+    for (int i = 0; i < N; i++) {
+        tok[i] = (int32_t)(urand() * V);
+        tgt[i] = (int32_t)(urand() * V);
+    }
+    tgt[N / 2] = -1;
+}
+
+/* Replaces every parameter with a random value (layernorm weights near 1), so no gradient is
+ * trivially zero. Deterministic for a given tensor name. */
+static void randomise_params(pt_model *m)
+{
+    for (int i = 0; i < pt_model_n_tensors(m); i++) {
+        const pt_param *p = pt_model_tensor(m, i);
+        float *h = malloc(p->numel * sizeof(float));
+        uint64_t save = rng_state;
+        rng_state = 1;
+        for (const char *c = p->name; *c; c++)
+            rng_state = rng_state * 31 + (unsigned char)*c;
+        int is_lnw = strstr(p->name, "ln") && strstr(p->name, ".weight");
+        for (size_t k = 0; k < p->numel; k++)
+            h[k] = is_lnw ? frand(0.7f, 1.3f) : frand(-0.25f, 0.25f);
+        rng_state = save;
+        h2d(pt_model_params(m) + p->offset, h, p->numel * sizeof(float));
+        free(h);
+    }
+}
+
+/* ---- finite differences ---- */
+
+typedef struct fd_case {
+    pt_model *m;
+    int kind;           /* 0 embedding, 1 block, 2 head */
+    const float *R;     /* (N,C) weights of the objective sum(y * R) for embedding and block */
+    size_t N, C;
+} fd_case;
+
+/* The objective in double: sum(out * R), or for the head the sum of the per-token losses. */
+static double fd_objective(fd_case *fc)
+{
+    double L = 0.0;
+    if (fc->kind == 2) {
+        int64_t n = 0;
+        if (pt_model_forward(fc->m, 0) != PT_OK || pt_model_slot_loss(fc->m, 0, &L, &n) != PT_OK) {
+            fprintf(stderr, "fd forward: %s\n", pt_last_error());
+            exit(1);
+        }
+    } else {
+        if (pt_model_forward(fc->m, 0) != PT_OK) {
+            fprintf(stderr, "fd forward: %s\n", pt_last_error());
+            exit(1);
+        }
+        float *y = to_host(pt_model_slot_output(fc->m, 0), fc->N * fc->C);
+        for (size_t i = 0; i < fc->N * fc->C; i++)
+            L += (double)y[i] * fc->R[i];
+        free(y);
+    }
+    pt_model_slot_release(fc->m, 0);
+    return L;
+}
+
+/* Central difference of the objective w.r.t. device float *x. */
+static double fd_at(fd_case *fc, float *x, double h)
+{
+    float v0;
+    if (be->memcpy_d2h(stream, &v0, x, sizeof(float)) != PT_OK)
+        exit(1);
+    float vp = (float)(v0 + h), vm = (float)(v0 - h);
+    h2d(x, &vp, sizeof(float));
+    double Lp = fd_objective(fc);
+    h2d(x, &vm, sizeof(float));
+    double Lm = fd_objective(fc);
+    h2d(x, &v0, sizeof(float));
+    return (Lp - Lm) / ((double)vp - (double)vm);
+}
+
+/* Checks analytic gradient `an` (host, n) of device tensor `x` at `n_check` random indices:
+ * |fd - an| <= 1e-3 * max|an| + 1e-5. */
+static void fd_check(fd_case *fc, const char *what, float *x, const float *an, size_t n, int n_check)
+{
+    double amax = 0.0, worst = 0.0;
+    size_t worst_i = 0;
+    double worst_fd = 0;
+    for (size_t i = 0; i < n; i++)
+        amax = fabs(an[i]) > amax ? fabs(an[i]) : amax;
+    for (int k = 0; k < n_check; k++) {
+        size_t i = (size_t)(urand() * n);
+        double fd = fd_at(fc, x + i, 1e-2);
+        double err = fabs(fd - an[i]) / (1e-3 * amax + 1e-5);
+        if (err > worst || isnan(err)) {
+            worst = err;
+            worst_i = i;
+            worst_fd = fd;
+        }
+    }
+    if (!(worst <= 1.0)) {
+        fprintf(stderr, "finite differences: %s[%zu]: analytic %.6g, central difference %.6g (max |grad| %.3g)\n", what,
+                worst_i, (double)an[worst_i], worst_fd, amax);
+        failures++;
+    }
+    printf("  fd %-28s worst error / tolerance %.3f\n", what, worst);
+}
+
+static void test_finite_differences(void)
+{
+    const int B = 2, T = 8, C = tiny.n_embd, L = tiny.n_layer;
+    const size_t N = (size_t)B * T;
+    int32_t tok[16], tgt[16];
+    make_batch((int)N, tiny.vocab_size, tok, tgt);
+    float *R = malloc(N * C * sizeof(float)), *xin = malloc(N * C * sizeof(float));
+    for (size_t i = 0; i < N * C; i++) {
+        R[i] = frand(-1, 1);
+        xin[i] = frand(-1, 1);
+    }
+    const struct {
+        int kind, first, last;
+    } cases[] = { { 0, 0, 0 }, { 1, 1, 1 }, { 1, L, L }, { 2, L + 1, L + 1 } };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        pt_model *m = make(&tiny, cases[c].first, cases[c].last, B, T, 1, 0);
+        randomise_params(m);
+        fd_case fc = { .m = m, .kind = cases[c].kind, .R = R, .N = N, .C = (size_t)C };
+        if (pt_model_has_embedding(m))
+            h2d(pt_model_slot_tokens(m, 0), tok, sizeof(tok));
+        if (pt_model_has_head(m))
+            h2d(pt_model_slot_targets(m, 0), tgt, sizeof(tgt));
+        if (!pt_model_has_embedding(m))
+            h2d(pt_model_slot_input(m, 0), xin, N * C * sizeof(float));
+        /* analytic: d(objective)/d(input) and d/d(params) */
+        EXPECT_OK(pt_model_forward(m, 0));
+        if (!pt_model_has_head(m))
+            h2d(pt_model_slot_doutput(m, 0), R, N * C * sizeof(float));
+        EXPECT_OK(pt_model_backward_input(m, 0, 1.0f));
+        EXPECT_OK(pt_model_backward_weight(m, 0));
+        printf("layers %d..%d:\n", cases[c].first, cases[c].last);
+        if (!pt_model_has_embedding(m)) {
+            float *dx = to_host(pt_model_slot_dinput(m, 0), N * C);
+            fd_check(&fc, "input", pt_model_slot_input(m, 0), dx, N * C, 24);
+            free(dx);
+        }
+        float *g = to_host(pt_model_grads(m), pt_model_n_params(m));
+        for (int i = 0; i < pt_model_n_tensors(m); i++) {
+            const pt_param *p = pt_model_tensor(m, i);
+            fd_check(&fc, p->name, pt_model_params(m) + p->offset, g + p->offset, p->numel, 12);
+        }
+        if (pt_model_has_head(m)) /* a head-only chunk's twin is its own wte copy's gradient */
+            EXPECT(pt_model_head_wte_grad(m) == pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset);
+        free(g);
+        pt_model_destroy(m);
+    }
+    free(R);
+    free(xin);
+}
+
+/* ---- whole-model runs ---- */
+
+/* Runs one training step's forward and backward over `M` micro-batches of the global batch
+ * (tok, tgt: M*B rows of T) on `m`; split: backward_input then backward_weight. */
+static double run_step(pt_model *m, int M, int B, int T, const int32_t *tok, const int32_t *tgt, int split,
+                       float scale)
+{
+    const int s = 0;
+    double loss = 0.0;
+    EXPECT_OK(pt_model_zero_grads(m));
+    for (int j = 0; j < M; j++) {
+        h2d(pt_model_slot_tokens(m, s), tok + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
+        h2d(pt_model_slot_targets(m, s), tgt + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
+        EXPECT_OK(pt_model_forward(m, s));
+        double ls = 0.0;
+        int64_t nt = 0;
+        EXPECT_OK(pt_model_slot_loss(m, s, &ls, &nt));
+        loss += ls;
+        if (split) {
+            EXPECT_OK(pt_model_backward_input(m, s, scale));
+            EXPECT_OK(pt_model_backward_weight(m, s));
+        } else {
+            EXPECT_OK(pt_model_backward(m, s, scale));
+        }
+    }
+    EXPECT_OK(pt_model_reduce_tied_grads(m));
+    return loss;
+}
+
+static int same_bits(pt_model *a, pt_model *b, const char *what)
+{
+    size_t n = pt_model_n_params(a);
+    float *ga = to_host(pt_model_grads(a), n), *gb = to_host(pt_model_grads(b), n);
+    int same = n == pt_model_n_params(b) && memcmp(ga, gb, n * sizeof(float)) == 0;
+    if (!same) {
+        fprintf(stderr, "%s: gradients differ\n", what);
+        failures++;
+    }
+    free(ga);
+    free(gb);
+    return same;
+}
+
+static void test_split_recompute_microbatch(void)
+{
+    const int B = 2, T = 8, M = 3;
+    const size_t N = (size_t)B * T;
+    int32_t tok[3 * 16], tgt[3 * 16];
+    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    int n_tok = 0;
+    for (size_t i = 0; i < M * N; i++)
+        n_tok += tgt[i] >= 0;
+    const float scale = 1.0f / (float)n_tok;
+    const int last = pt_model_n_layers(&tiny) - 1;
+
+    pt_model *fused = make(&tiny, 0, last, B, T, 1, 0), *split = make(&tiny, 0, last, B, T, 1, 0);
+    pt_model *rec = make(&tiny, 0, last, B, T, 1, 1), *rec_split = make(&tiny, 0, last, B, T, 1, 1);
+    run_step(fused, M, B, T, tok, tgt, 0, scale);
+    run_step(split, M, B, T, tok, tgt, 1, scale);
+    run_step(rec, M, B, T, tok, tgt, 0, scale);
+    run_step(rec_split, M, B, T, tok, tgt, 1, scale);
+    printf("split == fused: %s\n", same_bits(fused, split, "split vs fused") ? "bit-identical" : "DIFFERENT");
+    printf("recompute == keep: %s\n", same_bits(fused, rec, "recompute vs keep") ? "bit-identical" : "DIFFERENT");
+    printf("recompute split == keep: %s\n",
+           same_bits(fused, rec_split, "recompute split vs keep") ? "bit-identical" : "DIFFERENT");
+    EXPECT(pt_model_slot_bytes(rec) < pt_model_slot_bytes(fused));
+    printf("slot bytes: %zu kept, %zu with recompute\n", pt_model_slot_bytes(fused), pt_model_slot_bytes(rec));
+
+    /* M micro-batches of B == one batch of M*B */
+    pt_model *big = make(&tiny, 0, last, M * B, T, 1, 0);
+    run_step(big, 1, M * B, T, tok, tgt, 0, scale);
+    size_t n = pt_model_n_params(big);
+    float *ga = to_host(pt_model_grads(big), n), *gb = to_host(pt_model_grads(fused), n);
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < pt_model_n_tensors(big); i++) {
+        const pt_param *p = pt_model_tensor(big, i);
+        double mag = 0.0, err = 0.0;
+        for (size_t k = 0; k < p->numel; k++) {
+            mag = fmax(mag, fabs(ga[p->offset + k]));
+            err = fmax(err, fabs((double)ga[p->offset + k] - gb[p->offset + k]));
+        }
+        if (mag > 0 && err / mag > worst) {
+            worst = err / mag;
+            worst_name = p->name;
+        }
+    }
+    printf("%d micro-batches of %d vs one batch of %d: max rel diff %.3g (%s)\n", M, B, M * B, worst, worst_name);
+    EXPECT(worst <= 1e-6);
+    free(ga);
+    free(gb);
+    pt_model_destroy(big);
+    pt_model_destroy(rec_split);
+    pt_model_destroy(rec);
+    pt_model_destroy(split);
+    pt_model_destroy(fused);
+}
+
+/* A pipeline by hand: chunks [cuts[k], cuts[k+1]-1], activations forward, gradients back. */
+static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
+{
+    const int B = 2, T = 8, C = tiny.n_embd, M = 2;
+    const size_t N = (size_t)B * T;
+    const int last = pt_model_n_layers(&tiny) - 1;
+    int32_t tok[2 * 16], tgt[2 * 16];
+    uint64_t save = rng_state;
+    rng_state = 99;
+    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    rng_state = save;
+    const float scale = 1.0f / (float)(M * N - 1); /* one target is ignored */
+    pt_model *whole = make(&tiny, 0, last, B, T, 1, 0);
+    const double whole_loss = run_step(whole, M, B, T, tok, tgt, 0, scale);
+    double chunk_loss = 0;
+    int64_t chunk_n = 0;
+
+    pt_model *ch[4] = { 0 };
+    for (int k = 0; k < n_chunks; k++) {
+        ch[k] = make(&tiny, cuts[k], cuts[k + 1] - 1, B, T, M, recompute);
+        /* initialisation depends only on (seed, name): every tensor equals the whole model's */
+        float *pc = to_host(pt_model_params(ch[k]), pt_model_n_params(ch[k]));
+        float *pw = to_host(pt_model_params(whole), pt_model_n_params(whole));
+        for (int i = 0; i < pt_model_n_tensors(ch[k]); i++) {
+            const pt_param *p = pt_model_tensor(ch[k], i), *q = pt_model_find_tensor(whole, p->name);
+            EXPECT(q && q->numel == p->numel && memcmp(pc + p->offset, pw + q->offset, p->numel * 4) == 0);
+        }
+        free(pc);
+        free(pw);
+    }
+    /* all forwards first (micro-batches in different slots), then all backwards, like GPipe */
+    for (int j = 0; j < M; j++) {
+        for (int k = 0; k < n_chunks; k++) {
+            if (pt_model_has_embedding(ch[k]))
+                h2d(pt_model_slot_tokens(ch[k], j), tok + j * N, N * sizeof(int32_t));
+            else
+                EXPECT_OK(be->memcpy_d2d(stream, pt_model_slot_input(ch[k], j), pt_model_slot_output(ch[k - 1], j),
+                                         N * C * sizeof(float)));
+            if (pt_model_has_head(ch[k]))
+                h2d(pt_model_slot_targets(ch[k], j), tgt + j * N, N * sizeof(int32_t));
+            EXPECT_OK(pt_model_forward(ch[k], j));
+        }
+        double ls = 0;
+        int64_t nt = 0;
+        EXPECT_OK(pt_model_slot_loss(ch[n_chunks - 1], j, &ls, &nt));
+        chunk_loss += ls;
+        chunk_n += nt;
+    }
+    for (int j = 0; j < M; j++) {
+        for (int k = n_chunks - 1; k >= 0; k--) {
+            if (!pt_model_has_head(ch[k]))
+                EXPECT_OK(be->memcpy_d2d(stream, pt_model_slot_doutput(ch[k], j), pt_model_slot_dinput(ch[k + 1], j),
+                                         N * C * sizeof(float)));
+            if (split) {
+                EXPECT_OK(pt_model_backward_input(ch[k], j, scale));
+                EXPECT_OK(pt_model_backward_weight(ch[k], j));
+            } else {
+                EXPECT_OK(pt_model_backward(ch[k], j, scale));
+            }
+        }
+    }
+    EXPECT(chunk_n == (int64_t)(M * N - 1) && chunk_loss == whole_loss);
+    /* the tied wte: embedding's gradient + the head's, in that order, as the whole model does */
+    pt_model *emb = ch[0], *head = ch[n_chunks - 1];
+    const pt_param *we = pt_model_find_tensor(emb, "wte.weight");
+    size_t nw = (size_t)tiny.vocab_padded * C;
+    EXPECT_OK(be->add(stream, pt_model_grads(emb) + we->offset, pt_model_grads(emb) + we->offset,
+                      pt_model_head_wte_grad(head), nw));
+    int same = 1;
+    float *gw = to_host(pt_model_grads(whole), pt_model_n_params(whole));
+    for (int k = 0; k < n_chunks; k++) {
+        float *gc = to_host(pt_model_grads(ch[k]), pt_model_n_params(ch[k]));
+        for (int i = 0; i < pt_model_n_tensors(ch[k]); i++) {
+            const pt_param *p = pt_model_tensor(ch[k], i), *q = pt_model_find_tensor(whole, p->name);
+            if (k > 0 && strcmp(p->name, "wte.weight") == 0)
+                continue; /* the head's copy holds only the head's share */
+            if (!q || memcmp(gc + p->offset, gw + q->offset, p->numel * sizeof(float)) != 0) {
+                fprintf(stderr, "chunked model: gradient of %s differs from the whole model's\n", p->name);
+                same = 0;
+            }
+        }
+        free(gc);
+    }
+    free(gw);
+    EXPECT(same);
+    printf("chunks");
+    for (int k = 0; k <= n_chunks; k++)
+        printf("%s%d", k ? "," : " ", cuts[k]);
+    printf(" (%s%s): %s\n", split ? "split" : "fused", recompute ? ", recompute" : "",
+           same ? "bit-identical to the whole model" : "DIFFERENT");
+    for (int k = 0; k < n_chunks; k++)
+        pt_model_destroy(ch[k]);
+    pt_model_destroy(whole);
+}
+
+/* ---- misuse, files ---- */
+
+static void test_errors_and_files(void)
+{
+    const int last = pt_model_n_layers(&tiny) - 1;
+    pt_model_opts o = { .micro_batch = 2, .seq_len = 8, .n_slots = 1 };
+    pt_model *m = NULL;
+    EXPECT(pt_model_create(&tiny, 2, 1, &o, be, stream, &m) == PT_EINVAL && !m);
+    EXPECT(pt_model_create(&tiny, 0, last + 1, &o, be, stream, &m) == PT_EINVAL && !m);
+    o.seq_len = 17;
+    EXPECT(pt_model_create(&tiny, 0, last, &o, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "max_seq_len"));
+    o.seq_len = 8;
+    o.n_slots = 0;
+    EXPECT(pt_model_create(&tiny, 0, last, &o, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "n_slots"));
+    o.n_slots = 1;
+    pt_model_config bad = tiny;
+    bad.n_head = 3;
+    EXPECT(pt_model_create(&bad, 0, last, &o, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "n_head"));
+
+    m = make(&tiny, 0, last, 2, 8, 1, 0);
+    EXPECT(pt_model_n_tensors(m) == 2 + 12 * tiny.n_layer + 2);
+    EXPECT(pt_model_n_params(m) == (size_t)pt_model_config_n_params(&tiny) +
+                                       (size_t)(tiny.vocab_padded - tiny.vocab_size) * tiny.n_embd);
+    const pt_param *qkv = pt_model_find_tensor(m, "blocks.1.attn.qkv.weight");
+    EXPECT(qkv && qkv->shape[0] == 3 * tiny.n_embd && qkv->shape[1] == tiny.n_embd && qkv->decay && qkv->layer == 2);
+    EXPECT(pt_model_find_tensor(m, "blocks.2.ln1.weight") == NULL);
+    EXPECT(pt_model_backward(m, 0, 1.0f) == PT_EINVAL && strstr(pt_last_error(), "forward"));
+    EXPECT(pt_model_backward_weight(m, 0) == PT_EINVAL && strstr(pt_last_error(), "backward_input"));
+    EXPECT(pt_model_forward(m, 1) == PT_EINVAL && strstr(pt_last_error(), "slot 1"));
+    int32_t tok[16], tgt[16];
+    make_batch(16, tiny.vocab_size, tok, tgt);
+    h2d(pt_model_slot_tokens(m, 0), tok, sizeof(tok));
+    h2d(pt_model_slot_targets(m, 0), tgt, sizeof(tgt));
+    EXPECT_OK(pt_model_forward(m, 0));
+    EXPECT(pt_model_forward(m, 0) == PT_EINVAL && strstr(pt_last_error(), "slot_release"));
+    /* the probabilities of each row sum to one over the padded vocabulary */
+    float *probs = to_host(pt_model_slot_probs(m, 0), 16 * (size_t)tiny.vocab_padded);
+    double row = 0;
+    for (int v = 0; v < tiny.vocab_padded; v++)
+        row += probs[v];
+    EXPECT(fabs(row - 1.0) < 1e-5);
+    free(probs);
+    EXPECT_OK(pt_model_slot_release(m, 0));
+    EXPECT_OK(pt_model_forward(m, 0));
+    EXPECT(pt_model_backward(m, 0, NAN) == PT_EINVAL);
+    EXPECT_OK(pt_model_backward(m, 0, 1.0f / 15));
+
+    /* export, then import into a two-chunk split: the same weights, bit for bit */
+    randomise_params(m);
+    EXPECT_OK(pt_model_export_hf_safetensors(&m, 1, "layers_export.safetensors"));
+    pt_model *a = make(&tiny, 0, 1, 2, 8, 1, 0), *b = make(&tiny, 2, last, 2, 8, 1, 0);
+    EXPECT_OK(pt_model_load_hf_safetensors(a, "layers_export.safetensors"));
+    EXPECT_OK(pt_model_load_hf_safetensors(b, "layers_export.safetensors"));
+    float *pw = to_host(pt_model_params(m), pt_model_n_params(m));
+    pt_model *parts[2] = { a, b };
+    for (int k = 0; k < 2; k++) {
+        float *pc = to_host(pt_model_params(parts[k]), pt_model_n_params(parts[k]));
+        for (int i = 0; i < pt_model_n_tensors(parts[k]); i++) {
+            const pt_param *p = pt_model_tensor(parts[k], i), *q = pt_model_find_tensor(m, p->name);
+            EXPECT(q && memcmp(pc + p->offset, pw + q->offset, p->numel * sizeof(float)) == 0);
+        }
+        free(pc);
+    }
+    free(pw);
+    pt_safetensors *f = NULL;
+    EXPECT_OK(pt_safetensors_open("layers_export.safetensors", &f));
+    if (f) {
+        const pt_safetensors_tensor *t = pt_safetensors_find(f, "h.1.mlp.c_fc.weight"); /* [in, out] */
+        EXPECT(t && t->shape[0] == tiny.n_embd && t->shape[1] == 4 * tiny.n_embd);
+        t = pt_safetensors_find(f, "wte.weight");
+        EXPECT(t && t->shape[0] == tiny.vocab_padded);
+        EXPECT(pt_safetensors_metadata(f, "n_layer") && strcmp(pt_safetensors_metadata(f, "n_layer"), "2") == 0);
+        EXPECT(pt_safetensors_n_tensors(f) == 2 + 12 * tiny.n_layer + 2); /* the tied wte once */
+        pt_safetensors_close(f);
+    }
+    /* the two chunks export the same file content (each tensor once) */
+    EXPECT_OK(pt_model_export_hf_safetensors(parts, 2, "layers_export2.safetensors"));
+    /* a chunk set missing a layer, and files that do not fit, are refused */
+    EXPECT(pt_model_export_hf_safetensors(&a, 1, "layers_bad.safetensors") == PT_EINVAL &&
+           strstr(pt_last_error(), "layer 2"));
+    pt_model_config other = tiny;
+    other.n_embd = 64;
+    pt_model *o2 = make(&other, 0, 0, 2, 8, 1, 0);
+    EXPECT(pt_model_load_hf_safetensors(o2, "layers_export.safetensors") == PT_EFORMAT &&
+           strstr(pt_last_error(), "wte.weight"));
+    pt_model_destroy(o2);
+    other = tiny;
+    other.n_layer = 3;
+    o2 = make(&other, 3, 3, 2, 8, 1, 0);
+    EXPECT(pt_model_load_hf_safetensors(o2, "layers_export.safetensors") == PT_EFORMAT &&
+           strstr(pt_last_error(), "h.2.ln_1.weight"));
+    pt_model_destroy(o2);
+    other = tiny;
+    other.vocab_padded = tiny.vocab_size; /* the file has 64 rows, this model 50 */
+    o2 = make(&other, 0, 0, 2, 8, 1, 0);
+    EXPECT(pt_model_load_hf_safetensors(o2, "layers_export.safetensors") == PT_EFORMAT);
+    pt_model_destroy(o2);
+    EXPECT(pt_model_load_hf_safetensors(a, "no-such-file.safetensors") == PT_EIO);
+    char hf[64];
+    int tr = 0;
+    EXPECT(pt_model_hf_name("blocks.11.attn.proj.weight", hf, sizeof(hf), &tr) == PT_OK &&
+           strcmp(hf, "h.11.attn.c_proj.weight") == 0 && tr == 1);
+    EXPECT(pt_model_hf_name("lnf.bias", hf, sizeof(hf), &tr) == PT_OK && strcmp(hf, "ln_f.bias") == 0 && tr == 0);
+    EXPECT(pt_model_hf_name("blocks.1.attn.bias", hf, sizeof(hf), &tr) == PT_EINVAL);
+    remove("layers_export.safetensors");
+    remove("layers_export2.safetensors");
+    pt_model_destroy(b);
+    pt_model_destroy(a);
+    pt_model_destroy(m);
+}
+
+int main(void)
+{
+    if (pt_backend_get("cpu", &be) != PT_OK ||
+        be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 2 }, &stream) != PT_OK) {
+        fprintf(stderr, "cpu backend: %s\n", pt_last_error());
+        return 1;
+    }
+    test_finite_differences();
+    test_split_recompute_microbatch();
+    const int L1 = tiny.n_layer + 1;
+    const int three[4] = { 0, 2, 3, L1 + 1 }, two[3] = { 0, 1, L1 + 1 }, head_alone[3] = { 0, L1, L1 + 1 };
+    test_chunks(three, 3, 0, 0);
+    test_chunks(three, 3, 1, 1);
+    test_chunks(two, 2, 1, 0);
+    test_chunks(head_alone, 2, 0, 1);
+    test_errors_and_files();
+    be->stream_destroy(stream);
+    if (failures)
+        fprintf(stderr, "%d failure(s)\n", failures);
+    return failures ? 1 : 0;
+}
