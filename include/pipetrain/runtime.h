@@ -22,9 +22,10 @@
  * the data set itself: micro-batch j of replica d at step s is samples [(d*M + j)*B, +B) (data.h).
  * Only activations and their gradients travel between ranks.
  *
- * Loss scale: every micro-batch's backward uses 1 / (B*T*M*D), the tokens of the global batch, and
- * data-parallel replicas SUM their gradients, which is the single-process gradient of the global
- * batch.
+ * Loss scale: every micro-batch's backward uses pt_loss_scale_for(targets >= 0 in the GLOBAL batch,
+ * all replicas), as the single-process trainer does (train.h), and data-parallel replicas SUM their
+ * gradients: the single-process gradient of the mean loss over the global batch.
+ * A step whose loss or gradient norm is NaN/Inf runs but does not update (info->applied = 0).
  *
  * Thread-safety: a pt_runtime and everything it holds is used by one thread at a time.
  */
@@ -43,12 +44,17 @@
 #include "pipetrain/profile.h"
 #include "pipetrain/schedule.h"
 #include "pipetrain/status.h"
+#include "pipetrain/train.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct pt_runtime pt_runtime;
+
+/* d(loss)/d(per-token loss) for a global batch with n_targets targets: (float)(1.0 / n_targets),
+ * 0 when there are none. The one expression the pipeline and its single-process reference share. */
+float pt_loss_scale_for(int64_t n_targets);
 
 typedef struct pt_runtime_opts {
     const pt_model_config *cfg; /* borrowed; must outlive the runtime */
@@ -69,6 +75,7 @@ typedef struct pt_runtime_step_info {
     int64_t n_tokens;    /* tokens that carried a loss in the global batch */
     double grad_norm;    /* global gradient norm before clipping */
     float clip_scale;    /* what the gradients were multiplied by */
+    int applied;         /* 1 when the optimizer ran; 0 when the loss or the norm was NaN/Inf */
     double step_s;       /* wall time of this rank's step */
     double comm_wait_s;  /* time this rank spent waiting on receives, sends and collectives */
 } pt_runtime_step_info;
@@ -120,6 +127,43 @@ int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c);
  * state, activation slots: what --mem-limit is checked against), and the bytes of its slots. */
 size_t pt_runtime_peak_bytes(const pt_runtime *rt);
 size_t pt_runtime_slot_bytes(const pt_runtime *rt);
+
+/* ---- the multi-rank training entry (`pipetrain train --nproc N / --stages P / --dp D`) ---- */
+
+/* One line for the user (plan, prediction, profile), without a newline; called on rank 0 only. */
+typedef void (*pt_runtime_log_fn)(void *ctx, const char *line);
+
+typedef struct pt_runtime_train_args {
+    pt_train_cfg train;       /* model, data, steps, lr schedule, B, M, T, threads, seed, run_dir,
+                                 ckpt_dir/ckpt_every/resume (as the single-process trainer) */
+    int stages;               /* P >= 1 (a schedule file's rank count wins) */
+    int replicas;             /* D >= 1; the job must have P * D ranks */
+    int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
+    const char *schedule;     /* generator name (pt_sched_generator_names) or a schedule file; NULL: 1f1b */
+    const char *partition;    /* planner method: uniform, params, time, memory; NULL: time */
+    const char *layout;       /* layers per chunk, "3,3" (overrides partition); NULL */
+    const char *layer_costs;  /* measured layer times for the planner (pipetrain profile-layers), or NULL */
+    size_t mem_limit_bytes;   /* per rank; 0: none */
+    const char *profile_dir;  /* NULL: no profile; else trace.json, timeline.svg, summary.json there */
+    int64_t timeout_ms;       /* every wait; <= 0: PT_COMM_TIMEOUT or 300 s */
+    const char *provider;     /* libfabric provider, NULL: automatic */
+    pt_train_event_fn on_event; /* progress (rank 0 only); may be NULL */
+    void *event_ctx;
+    pt_runtime_log_fn on_log;   /* plan, prediction, profile lines (rank 0 only); may be NULL */
+    void *log_ctx;
+} pt_runtime_train_args;
+
+/* Runs a whole multi-rank training job from inside one rank (every rank calls it; the ranks were
+ * started by pt_launch, srun, mpirun or torchrun): joins the job (pt_comm_create), loads the model
+ * config and data set, makes the plan (layout or partitioner) and the schedule (generator or file),
+ * logs the plan and the simulator's prediction, builds the runtime (checking --mem-limit), resumes
+ * from train.ckpt_dir when train.resume, then runs pt_train_loop with the runtime as its step
+ * (metrics and progress on rank 0, checkpoints of every rank's chunks), and with profile_dir
+ * profiles every step after the first and writes the report, logging measurement next to
+ * prediction. summary (may be NULL) is filled on every rank. Returns the first error (the same
+ * kind on every rank for plan and schedule problems; a timeout names the rank waited for).
+ * Blocking for the whole run. */
+pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary *summary);
 
 #ifdef __cplusplus
 }

@@ -82,8 +82,14 @@ struct pt_runtime {
     float clip_scale;
     double grad_norm;
     int reduced;
+    int applied;                /* the optimizer ran (loss and norm finite) */
+    float loss_scale;           /* 1 / targets of the global batch (head only) */
+    int64_t n_targets;
+    int32_t *scratch_tok, *scratch_tgt; /* (B,T) for counting other replicas' targets */
     size_t alloc_bytes, slot_bytes;
 };
+
+float pt_loss_scale_for(int64_t n_targets) { return n_targets > 0 ? (float)(1.0 / (double)n_targets) : 0.0f; }
 
 static const char *kind_name(int k) { return pt_action_kind_name((pt_action_kind)k); }
 
@@ -299,10 +305,7 @@ static pt_status recv_finish(pt_runtime *rt, int i)
 
 /* ---- compute ---- */
 
-static float rt_loss_scale(const pt_runtime *rt)
-{
-    return (float)(1.0 / ((double)rt->B * rt->T * rt->M * rt->D));
-}
+static float rt_loss_scale(const pt_runtime *rt) { return rt->loss_scale; }
 
 static pt_status do_forward(pt_runtime *rt, const pt_action *a)
 {
@@ -520,8 +523,11 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
     case PT_ACT_OPTIMIZER_STEP:
         if (!rt->reduced)
             return pt_fail(PT_EINTERNAL, "rank %d: OPTIMIZER_STEP before REDUCE_GRADS", rt->rank);
+        if (!isfinite(rt->grad_norm) || !isfinite(rt->norm_buf[rt->n_global_tensors]))
+            return PT_OK; /* no update from a NaN/Inf step; the caller sees applied = 0 */
         for (int c = 0; c < rt->V; c++)
             PT_CHECK(pt_optim_step(rt->ch[c].o, lr, rt->clip_scale));
+        rt->applied = 1;
         return PT_OK;
     case PT_ACT_KIND_COUNT:
         break;
@@ -555,6 +561,7 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
     rt->reduced = 0;
     rt->clip_scale = 1.0f;
     rt->grad_norm = 0;
+    rt->applied = 0;
     if (rt->tokens) {
         size_t bt = (size_t)rt->B * rt->T;
         for (int j = 0; j < rt->M; j++) {
@@ -562,6 +569,27 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
             PT_CHECK(pt_dataset_batch(data, PT_SPLIT_TRAIN, rt->step, first, rt->B, rt->T, rt->tokens + j * bt,
                                       rt->targets + j * bt));
         }
+    }
+    if (rt->head_chunk >= 0) {
+        /* The loss scale is 1 / (targets >= 0 in the GLOBAL batch), as in one process (train.h), so
+         * the head counts the other replicas' targets too (the data are a pure function). */
+        size_t bt = (size_t)rt->B * rt->T;
+        int64_t n_tgt = 0;
+        for (int dd = 0; dd < rt->D; dd++) {
+            for (int j = 0; j < rt->M; j++) {
+                const int32_t *tg = rt->targets + j * bt;
+                if (dd != rt->d) {
+                    int64_t first = ((int64_t)dd * rt->M + j) * rt->B;
+                    PT_CHECK(pt_dataset_batch(data, PT_SPLIT_TRAIN, rt->step, first, rt->B, rt->T, rt->scratch_tok,
+                                              rt->scratch_tgt));
+                    tg = rt->scratch_tgt;
+                }
+                for (size_t q = 0; q < bt; q++)
+                    n_tgt += tg[q] >= 0;
+            }
+        }
+        rt->n_targets = n_tgt;
+        rt->loss_scale = pt_loss_scale_for(n_tgt);
     }
     return PT_OK;
 }
@@ -624,6 +652,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         info->loss = info->n_tokens > 0 ? rt->norm_buf[ng] / (double)info->n_tokens : 0.0;
         info->grad_norm = rt->grad_norm;
         info->clip_scale = rt->clip_scale;
+        info->applied = rt->applied;
         info->step_s = pt_seconds_between(t_step, pt_now_ns());
         info->comm_wait_s = (double)rt->step_wait_ns * 1e-9;
     }
@@ -1010,7 +1039,9 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             size_t n = (size_t)rt->M * rt->B * rt->T;
             rt->tokens = malloc(n * sizeof(int32_t));
             rt->targets = malloc(n * sizeof(int32_t));
-            if (!rt->tokens || !rt->targets) {
+            rt->scratch_tok = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
+            rt->scratch_tgt = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
+            if (!rt->tokens || !rt->targets || !rt->scratch_tok || !rt->scratch_tgt) {
                 st = pt_fail(PT_ENOMEM, "out of host memory for the batch");
                 goto fail;
             }
@@ -1059,6 +1090,8 @@ void pt_runtime_destroy(pt_runtime *rt)
     pt_comm_group_destroy(rt->tied_group);
     free(rt->tokens);
     free(rt->targets);
+    free(rt->scratch_tok);
+    free(rt->scratch_tgt);
     free(rt->norm_buf);
     free(rt->sumsq);
     for (int c = 0; rt->ch && c < rt->V; c++) {

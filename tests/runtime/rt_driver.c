@@ -1,0 +1,621 @@
+/* Test driver for the pipeline runtime. Started with --nproc N it re-launches itself as N ranks
+ * through pt_launch (the launcher `pipetrain train --nproc` uses); each rank then runs one mode:
+ *
+ *   equiv   for every model x schedule x partition x M given, train `--steps` steps through the
+ *           runtime and compare every tensor of every local chunk, after every step, with a
+ *           single-process reference computed in this program on the same global batch (bitwise
+ *           with --tol 0); the tied wte copies are both compared, so they are identical too.
+ *           Also checks activation slots against the schedule (gpipe: M; 1f1b: at most P - s).
+ *   fault   rank --victim kills itself (SIGKILL) in the middle of step 1; the others must fail
+ *           with the runtime's error naming the dead rank (ctest matches the text).
+ *   mem     --mem-limit is refused on --refuse-stages stages and trains on P stages.
+ *   bubble  2-stage 1F1B with profiling: measured bubble vs the simulator on measured costs.
+ *
+ * It prints; it is a test program, not library code. Exit status 0 = pass.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipetrain/runtime.h"
+#include "pipetrain/timeutil.h"
+
+typedef struct args {
+    const char *mode;
+    int nproc, P, D, steps, threads, B, T;
+    double tol;
+    const char *models, *schedules, *partitions, *mbs;
+    int victim;
+    size_t mem_limit;
+    int refuse_stages;
+    int64_t timeout_ms;
+    double bubble_tol;
+    int quiet;
+} args;
+
+static int g_rank = 0, g_world = 1;
+static pt_comm *g_comm = NULL;
+
+#define LOG0(...)                      \
+    do {                               \
+        if (g_rank == 0) {             \
+            printf(__VA_ARGS__);       \
+            fflush(stdout);            \
+        }                              \
+    } while (0)
+
+static void die_status(const char *what, pt_status st)
+{
+    fprintf(stderr, "rank %d: %s: %s (%s)\n", g_rank, what, pt_last_error(), pt_status_name(st));
+    fflush(stderr);
+    exit(1);
+}
+
+#define CHECK(expr)                           \
+    do {                                      \
+        pt_status st_ = (expr);               \
+        if (st_ != PT_OK)                     \
+            die_status(#expr, st_);           \
+    } while (0)
+
+/* ---- settings shared by the reference and the pipeline ---- */
+
+static pt_adamw_cfg adamw_cfg(void)
+{
+    return (pt_adamw_cfg){ .lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
+                           .grad_clip = 1.0f };
+}
+
+static float lr_at(int64_t step, int steps) { return (float)pt_lr_at(step, 1, steps, 3e-3, 3e-4); }
+
+/* ---- the single-process reference (train.h's step, written out with the model API) ---- */
+
+typedef struct reference {
+    int M;
+    int n_steps;
+    size_t n_params;
+    float **snap;  /* [step] host copy of all parameters after that step */
+    double *loss;  /* [step] */
+    pt_model *m;   /* kept for tensor lookup by name */
+    pt_optim *o;
+} reference;
+
+static void reference_free(reference *r)
+{
+    if (!r)
+        return;
+    for (int s = 0; s < r->n_steps; s++)
+        free(r->snap[s]);
+    free(r->snap);
+    free(r->loss);
+    pt_optim_destroy(r->o);
+    pt_model_destroy(r->m);
+    memset(r, 0, sizeof(*r));
+}
+
+static void reference_run(const pt_model_config *cfg, const args *a, int M, int D, pt_dataset *data,
+                          const pt_backend *be, pt_stream *stream, reference *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->M = M;
+    r->n_steps = a->steps;
+    int B = a->B, T = a->T, L = pt_model_n_layers(cfg);
+    pt_model_opts mo = { .micro_batch = B, .seq_len = T, .n_slots = 1, .recompute = 0 };
+    CHECK(pt_model_create(cfg, 0, L - 1, &mo, be, stream, &r->m));
+    CHECK(pt_model_init_weights(r->m, 1234));
+    pt_adamw_cfg ac = adamw_cfg();
+    CHECK(pt_optim_create(r->m, &ac, &r->o));
+    r->n_params = pt_model_n_params(r->m);
+    r->snap = calloc((size_t)a->steps, sizeof(float *));
+    r->loss = calloc((size_t)a->steps, sizeof(double));
+    int nt = pt_model_n_tensors(r->m);
+    double *ss = calloc((size_t)nt, sizeof(double));
+    int32_t *tok = malloc((size_t)B * T * 4), *tgt = malloc((size_t)B * T * 4);
+    for (int step = 0; step < a->steps; step++) {
+        CHECK(pt_model_zero_grads(r->m));
+        int64_t n_tgt = 0;
+        for (int j = 0; j < D * M; j++) {
+            CHECK(pt_dataset_batch(data, PT_SPLIT_TRAIN, step, (int64_t)j * B, B, T, tok, tgt));
+            for (int q = 0; q < B * T; q++)
+                n_tgt += tgt[q] >= 0;
+        }
+        float scale = pt_loss_scale_for(n_tgt);
+        double loss = 0;
+        int64_t ntok = 0;
+        for (int j = 0; j < D * M; j++) {
+            CHECK(pt_dataset_batch(data, PT_SPLIT_TRAIN, step, (int64_t)j * B, B, T, tok, tgt));
+            CHECK(be->memcpy_h2d(stream, pt_model_slot_tokens(r->m, 0), tok, (size_t)B * T * 4));
+            CHECK(be->memcpy_h2d(stream, pt_model_slot_targets(r->m, 0), tgt, (size_t)B * T * 4));
+            CHECK(pt_model_forward(r->m, 0));
+            double ls;
+            int64_t n;
+            CHECK(pt_model_slot_loss(r->m, 0, &ls, &n));
+            loss += ls;
+            ntok += n;
+            CHECK(pt_model_backward(r->m, 0, scale));
+        }
+        CHECK(pt_model_reduce_tied_grads(r->m));
+        CHECK(pt_grad_sumsq(r->m, ss));
+        double total = 0;
+        for (int i = 0; i < nt; i++)
+            total += ss[i];
+        float clip = pt_clip_scale(sqrt(total), ac.grad_clip);
+        CHECK(pt_optim_step(r->o, lr_at(step, a->steps), clip));
+        r->loss[step] = ntok ? loss / (double)ntok : 0;
+        r->snap[step] = malloc(r->n_params * sizeof(float));
+        CHECK(be->memcpy_d2h(stream, r->snap[step], pt_model_params(r->m), r->n_params * sizeof(float)));
+    }
+    free(ss);
+    free(tok);
+    free(tgt);
+}
+
+/* ---- plans ---- */
+
+/* "uniform" and "time" from the partitioner; "manual": an uneven layout (1, 2, 1, 2, ... and the
+ * rest on the last chunk) through pt_plan_from_layout. NULL when the model has too few layers. */
+static pt_plan *make_plan(const pt_model_config *cfg, const char *method, const char *sched, int P, int V, int D,
+                          int M, int B, int T, char *why, size_t why_cap)
+{
+    int L = pt_model_n_layers(cfg), NV = P * V;
+    if (NV > L) {
+        snprintf(why, why_cap, "%d chunks > %d layers", NV, L);
+        return NULL;
+    }
+    pt_plan *p = NULL;
+    pt_device dev;
+    CHECK(pt_device_load("cpu", &dev));
+    pt_topology topo;
+    CHECK(pt_topology_init(&topo, &dev, 1, P * D));
+    if (strcmp(method, "manual") == 0) {
+        char layout[512];
+        size_t off = 0;
+        int used = 0;
+        for (int k = 0; k < NV; k++) {
+            int n = k == NV - 1 ? L - used : 1 + (k % 2);
+            if (k < NV - 1 && L - used - n < NV - 1 - k)
+                n = 1;
+            used += n;
+            off += (size_t)snprintf(layout + off, sizeof(layout) - off, "%s%d", k ? "," : "", n);
+        }
+        pt_status st = pt_plan_from_layout(cfg, layout, V, &p);
+        if (st != PT_OK)
+            die_status("pt_plan_from_layout", st);
+        p->n_replicas = D;
+        p->micro_batch_size = B;
+        p->n_microbatches = M;
+        p->seq_len = T;
+        snprintf(p->schedule, sizeof(p->schedule), "%s", sched);
+        CHECK(pt_plan_price(p, cfg, &dev, &topo, NULL));
+        return p;
+    }
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = method;
+    rq.n_devices = P * D;
+    rq.n_stages = P;
+    rq.n_replicas = D;
+    rq.n_chunks = V;
+    rq.schedule = sched;
+    rq.micro_batch_size = B;
+    rq.n_microbatches = M;
+    rq.seq_len = T;
+    rq.recompute = 0;
+    pt_status st = pt_plan_make(cfg, &dev, &topo, NULL, &rq, &p);
+    if (st != PT_OK)
+        die_status("pt_plan_make", st);
+    return p;
+}
+
+static int sched_chunks(const char *name) { return strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0 ? 2 : 1; }
+
+/* ---- comparison ---- */
+
+/* Compares this rank's chunks with the reference after `step`; returns the number of mismatches
+ * and the largest relative difference seen. */
+static int compare(pt_runtime *rt, const reference *r, int step, double tol, const pt_backend *be, pt_stream *stream,
+                   double *max_rel, const char *tag)
+{
+    int bad = 0;
+    for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
+        pt_model *m = pt_runtime_chunk_model(rt, c);
+        size_t n = pt_model_n_params(m);
+        float *h = malloc(n * sizeof(float));
+        CHECK(be->memcpy_d2h(stream, h, pt_model_params(m), n * sizeof(float)));
+        for (int t = 0; t < pt_model_n_tensors(m); t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            const pt_param *q = pt_model_find_tensor(r->m, p->name);
+            if (!q || q->numel != p->numel) {
+                fprintf(stderr, "rank %d %s: tensor %s not in the reference\n", g_rank, tag, p->name);
+                bad++;
+                continue;
+            }
+            const float *x = h + p->offset, *y = r->snap[step] + q->offset;
+            if (tol == 0 && memcmp(x, y, p->numel * sizeof(float)) == 0)
+                continue;
+            for (size_t i = 0; i < p->numel; i++) {
+                double d = fabs((double)x[i] - y[i]), rel = d / (fabs((double)y[i]) + 1e-12);
+                if (d > 0 && rel > *max_rel)
+                    *max_rel = rel;
+                if ((tol == 0 && d != 0) || (tol > 0 && d > tol * fabs((double)y[i]) + 1e-9)) {
+                    if (bad < 3)
+                        fprintf(stderr,
+                                "rank %d %s step %d: %s (chunk %d, vstage %d)[%zu] = %.9g, reference %.9g\n",
+                                g_rank, tag, step, p->name, c, pt_runtime_chunk_vstage(rt, c), i, x[i], y[i]);
+                    bad++;
+                    break;
+                }
+            }
+        }
+        free(h);
+    }
+    return bad;
+}
+
+static double world_sum(double x)
+{
+    if (!g_comm || g_world == 1)
+        return x;
+    CHECK(pt_comm_allreduce_f64(g_comm, NULL, &x, 1, pt_deadline_after_ms(120000)));
+    return x;
+}
+
+static double world_max(double x)
+{
+    if (!g_comm || g_world == 1)
+        return x;
+    double *v = calloc((size_t)g_world, sizeof(double));
+    v[g_rank] = x;
+    CHECK(pt_comm_allreduce_f64(g_comm, NULL, v, (size_t)g_world, pt_deadline_after_ms(120000)));
+    double m = v[0];
+    for (int i = 1; i < g_world; i++)
+        m = v[i] > m ? v[i] : m;
+    free(v);
+    return m;
+}
+
+static int parse_m(const char *tok, int P)
+{
+    if (strcmp(tok, "P") == 0)
+        return P;
+    if (strcmp(tok, "2P+1") == 0)
+        return 2 * P + 1;
+    return atoi(tok);
+}
+
+/* ---- modes ---- */
+
+static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    int P = a->P, D = a->D, fails = 0, runs = 0, skipped = 0;
+    char models[512], *save_m = NULL;
+    snprintf(models, sizeof(models), "%s", a->models);
+    pt_dataset *data;
+    CHECK(pt_dataset_open("builtin", 7, &data));
+    for (char *mname = strtok_r(models, ",", &save_m); mname; mname = strtok_r(NULL, ",", &save_m)) {
+        pt_model_config cfg;
+        CHECK(pt_model_config_load(mname, &cfg));
+        char mbs[128], *save_mb = NULL;
+        snprintf(mbs, sizeof(mbs), "%s", a->mbs);
+        for (char *mt = strtok_r(mbs, ",", &save_mb); mt; mt = strtok_r(NULL, ",", &save_mb)) {
+            int M = parse_m(mt, P);
+            reference ref;
+            reference_run(&cfg, a, M, D, data, be, stream, &ref);
+            char scheds[256], *save_s = NULL;
+            snprintf(scheds, sizeof(scheds), "%s", a->schedules);
+            for (char *sn = strtok_r(scheds, ",", &save_s); sn; sn = strtok_r(NULL, ",", &save_s)) {
+                char parts[128], *save_p = NULL;
+                snprintf(parts, sizeof(parts), "%s", a->partitions);
+                for (char *pm = strtok_r(parts, ",", &save_p); pm; pm = strtok_r(NULL, ",", &save_p)) {
+                    char tag[256], why[128] = "";
+                    int V = sched_chunks(sn);
+                    snprintf(tag, sizeof(tag), "%s %s P=%d V=%d D=%d M=%d %s", cfg.name[0] ? cfg.name : mname, sn, P,
+                             V, D, M, pm);
+                    pt_plan *plan = make_plan(&cfg, pm, sn, P, V, D, M, a->B, a->T, why, sizeof(why));
+                    if (!plan) {
+                        LOG0("skip %s (%s)\n", tag, why);
+                        skipped++;
+                        continue;
+                    }
+                    pt_schedule *sc;
+                    CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
+                    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
+                                           .stream = stream, .adamw = adamw_cfg(), .seed = 1234,
+                                           .timeout_ms = a->timeout_ms };
+                    pt_runtime *rt;
+                    CHECK(pt_runtime_create(&ro, &rt));
+                    int bad = 0;
+                    double max_rel = 0, loss_diff = 0;
+                    for (int s = 0; s < a->steps; s++) {
+                        pt_runtime_step_info si;
+                        pt_status st = pt_runtime_step(rt, data, s, lr_at(s, a->steps), &si);
+                        if (st != PT_OK)
+                            die_status(tag, st);
+                        double ld = fabs(si.loss - ref.loss[s]) / (fabs(ref.loss[s]) + 1e-30);
+                        loss_diff = ld > loss_diff ? ld : loss_diff;
+                        if ((a->tol == 0 && si.loss != ref.loss[s]) || ld > 1e-6) {
+                            fprintf(stderr, "rank %d %s step %d: loss %.17g, reference %.17g\n", g_rank, tag, s,
+                                    si.loss, ref.loss[s]);
+                            bad++;
+                        }
+                        bad += compare(rt, &ref, s, a->tol, be, stream, &max_rel, tag);
+                    }
+                    /* Activation slots follow the schedule. */
+                    int s_rank = pt_runtime_stage_rank(rt);
+                    for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
+                        int slots = pt_runtime_chunk_slots(rt, c), peak = pt_runtime_chunk_peak_inflight(rt, c);
+                        int want_max = strcmp(sn, "gpipe") == 0 ? M : strcmp(sn, "1f1b") == 0 ? P - s_rank : M;
+                        if (want_max > M)
+                            want_max = M;
+                        if (peak > slots || slots > want_max ||
+                            (strcmp(sn, "gpipe") == 0 && (slots != M || peak != M))) {
+                            fprintf(stderr, "rank %d %s: chunk %d holds %d slots (peak in use %d); expected at most %d%s\n",
+                                    g_rank, tag, c, slots, peak, want_max,
+                                    strcmp(sn, "gpipe") == 0 ? " and exactly M" : "");
+                            bad++;
+                        }
+                    }
+                    pt_runtime_destroy(rt);
+                    pt_sched_destroy(sc);
+                    pt_plan_destroy(plan);
+                    double all_bad = world_sum(bad);
+                    double rel = world_max(max_rel);
+                    runs++;
+                    if (all_bad > 0)
+                        fails++;
+                    if (!a->quiet || all_bad > 0)
+                        LOG0("%s %s: %d steps, max rel diff %.3g\n", all_bad > 0 ? "FAIL" : "ok", tag, a->steps, rel);
+                    (void)loss_diff;
+                }
+            }
+            reference_free(&ref);
+        }
+    }
+    pt_dataset_close(data);
+    LOG0("equiv P=%d D=%d: %d configurations, %d failed, %d skipped\n", P, D, runs, fails, skipped);
+    return fails ? 1 : 0;
+}
+
+static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    pt_model_config cfg;
+    CHECK(pt_model_config_load("gpt2-tiny", &cfg));
+    pt_dataset *data;
+    CHECK(pt_dataset_open("builtin", 7, &data));
+    char why[64];
+    int M = 2 * a->P;
+    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
+    pt_schedule *sc;
+    CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
+    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms };
+    pt_runtime *rt;
+    CHECK(pt_runtime_create(&ro, &rt));
+    CHECK(pt_runtime_step(rt, data, 0, 1e-3f, NULL));
+    if (g_rank == a->victim) {
+        /* Die in the middle of step 1: after a few of this rank's actions (an F), never sending. */
+        fprintf(stderr, "rank %d: killing myself now (fault test)\n", g_rank);
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+    pt_status st = pt_runtime_step(rt, data, 1, 1e-3f, NULL);
+    if (st == PT_OK) {
+        fprintf(stderr, "rank %d: step 1 succeeded although rank %d died\n", g_rank, a->victim);
+        return 1;
+    }
+    fprintf(stderr, "rank %d: step failed as expected: %s\n", g_rank, pt_last_error());
+    fflush(stderr);
+    pt_runtime_destroy(rt);
+    pt_sched_destroy(sc);
+    pt_plan_destroy(plan);
+    pt_dataset_close(data);
+    return 3; /* a failing rank, as in a real run */
+}
+
+static int mode_mem(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    pt_model_config cfg;
+    CHECK(pt_model_config_load(a->models, &cfg));
+    pt_dataset *data;
+    CHECK(pt_dataset_open("builtin", 7, &data));
+    char why[64];
+    int M = a->P;
+    int rc = 0;
+    /* Refused on fewer stages: every rank builds the same small plan on one process-local view. */
+    if (g_rank == 0 && a->refuse_stages == 1) {
+        pt_plan *p1 = make_plan(&cfg, "uniform", "1f1b", 1, 1, 1, M, a->B, a->T, why, sizeof(why));
+        pt_schedule *s1;
+        CHECK(pt_sched_generate("1f1b", 1, 1, M, NULL, &s1));
+        pt_runtime_opts ro = { .cfg = &cfg, .plan = p1, .sched = s1, .comm = NULL, .be = be, .stream = stream,
+                               .adamw = adamw_cfg(), .seed = 1, .mem_limit_bytes = a->mem_limit };
+        pt_runtime *rt = NULL;
+        pt_status st = pt_runtime_create(&ro, &rt);
+        if (st != PT_ENOMEM) {
+            fprintf(stderr, "rank 0: 1 stage under --mem-limit %zu was not refused (%s)\n", a->mem_limit,
+                    pt_status_name(st));
+            rc = 1;
+        } else {
+            printf("1 stage refused: %s\n", pt_last_error());
+            if (!strstr(pt_last_error(), "stages would fit")) {
+                fprintf(stderr, "rank 0: the refusal does not say how many stages fit\n");
+                rc = 1;
+            }
+        }
+        pt_runtime_destroy(rt);
+        pt_sched_destroy(s1);
+        pt_plan_destroy(p1);
+    }
+    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
+    pt_schedule *sc;
+    CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
+    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms,
+                           .mem_limit_bytes = a->mem_limit };
+    pt_runtime *rt;
+    CHECK(pt_runtime_create(&ro, &rt));
+    for (int s = 0; s < 2; s++) {
+        pt_runtime_step_info si;
+        CHECK(pt_runtime_step(rt, data, s, 1e-3f, &si));
+        LOG0("step %d loss %.4f\n", s, si.loss);
+    }
+    size_t used = pt_runtime_peak_bytes(rt);
+    printf("rank %d: %zu bytes allocated (limit %zu)\n", g_rank, used, a->mem_limit);
+    if (used > a->mem_limit) {
+        fprintf(stderr, "rank %d: allocated %zu bytes over the limit %zu\n", g_rank, used, a->mem_limit);
+        rc = 1;
+    }
+    pt_runtime_destroy(rt);
+    pt_sched_destroy(sc);
+    pt_plan_destroy(plan);
+    pt_dataset_close(data);
+    return world_sum(rc) > 0 ? 1 : 0;
+}
+
+static int mode_bubble(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    pt_model_config cfg;
+    CHECK(pt_model_config_load(a->models, &cfg));
+    pt_dataset *data;
+    CHECK(pt_dataset_open("builtin", 7, &data));
+    char why[64];
+    int M = 8;
+    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
+    pt_schedule *sc;
+    CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
+    pt_profile *prof;
+    CHECK(pt_profile_create(g_rank, g_comm ? pt_comm_clock_offset_ns(g_comm) : 0, &prof));
+    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms, .profile = prof };
+    pt_runtime *rt;
+    CHECK(pt_runtime_create(&ro, &rt));
+    pt_profile_set_enabled(prof, 0);
+    CHECK(pt_runtime_step(rt, data, 0, 1e-3f, NULL)); /* warm-up */
+    pt_profile_set_enabled(prof, 1);
+    for (int s = 1; s <= a->steps; s++)
+        CHECK(pt_runtime_step(rt, data, s, 1e-3f, NULL));
+    pt_prof_event *all = NULL;
+    size_t n = 0;
+    double peak[64] = { 0 };
+    CHECK(pt_profile_gather(prof, g_comm, pt_deadline_after_ms(60000), &all, &n, peak));
+    int rc = 0;
+    if (g_rank == 0) {
+        pt_profile_report_opts po = { .sched = sc, .plan = plan, .cfg = &cfg, .n_world = g_world,
+                                      .peak_flops = 540e9, .peak_bytes = peak, .title = "bubble test" };
+        pt_profile_summary sum;
+        CHECK(pt_profile_summarize(all, n, &po, &sum));
+        printf("measured bubble %.1f%% (rank0 %.1f%%, rank1 %.1f%%), predicted %.1f%%, step %.2f ms, window %.2f ms "
+               "predicted %.2f ms\n",
+               100 * sum.bubble_overall, 100 * sum.bubble[0], 100 * sum.bubble[1 % g_world],
+               100 * sum.pred_bubble_overall, 1e3 * sum.step_time_s, 1e3 * sum.window_s, 1e3 * sum.pred_step_time_s);
+        double diff = fabs(sum.bubble_overall - sum.pred_bubble_overall);
+        if (!sum.has_prediction || diff > a->bubble_tol) {
+            fprintf(stderr, "measured bubble %.1f%% differs from the prediction %.1f%% by more than %.0f points\n",
+                    100 * sum.bubble_overall, 100 * sum.pred_bubble_overall, 100 * a->bubble_tol);
+            rc = 1;
+        }
+        const char *dir = getenv("RT_PROFILE_DIR");
+        if (dir)
+            CHECK(pt_profile_write_dir(dir, all, n, &po, &sum));
+        pt_profile_summary_free(&sum);
+    }
+    free(all);
+    pt_runtime_destroy(rt);
+    pt_profile_destroy(prof);
+    pt_sched_destroy(sc);
+    pt_plan_destroy(plan);
+    pt_dataset_close(data);
+    return world_sum(rc) > 0 ? 1 : 0;
+}
+
+/* ---- main ---- */
+
+static void parse(int argc, char **argv, args *a)
+{
+    *a = (args){ .mode = "equiv", .nproc = 1, .P = 1, .D = 1, .steps = 3, .threads = 1, .B = 2, .T = 32,
+                 .tol = 0, .models = "gpt2-tiny", .schedules = "gpipe,1f1b,interleaved,zb-h1,zb-h2,zbv",
+                 .partitions = "uniform,time,manual", .mbs = "1,P,2P+1", .victim = 1, .mem_limit = 0,
+                 .refuse_stages = 1, .timeout_ms = 60000, .bubble_tol = 0.05 };
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+#define OPT(name) (strcmp(k, "--" name) == 0 && ++i)
+        if (OPT("mode")) a->mode = v;
+        else if (OPT("nproc")) a->nproc = atoi(v);
+        else if (OPT("P")) a->P = atoi(v);
+        else if (OPT("D")) a->D = atoi(v);
+        else if (OPT("steps")) a->steps = atoi(v);
+        else if (OPT("threads")) a->threads = atoi(v);
+        else if (OPT("B")) a->B = atoi(v);
+        else if (OPT("T")) a->T = atoi(v);
+        else if (OPT("tol")) a->tol = atof(v);
+        else if (OPT("models")) a->models = v;
+        else if (OPT("schedules")) a->schedules = v;
+        else if (OPT("partitions")) a->partitions = v;
+        else if (OPT("mbs")) a->mbs = v;
+        else if (OPT("victim")) a->victim = atoi(v);
+        else if (OPT("mem-limit")) a->mem_limit = (size_t)atoll(v);
+        else if (OPT("refuse-stages")) a->refuse_stages = atoi(v);
+        else if (OPT("timeout-ms")) a->timeout_ms = atoll(v);
+        else if (OPT("bubble-tol")) a->bubble_tol = atof(v);
+        else if (strcmp(k, "--quiet") == 0) a->quiet = 1;
+        else {
+            fprintf(stderr, "rt_driver: unknown option %s\n", k);
+            exit(2);
+        }
+#undef OPT
+    }
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    parse(argc, argv, &a);
+    if (a.nproc > 1 && !getenv("RANK")) {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0)
+            return 1;
+        self[n] = '\0';
+        char **av = calloc((size_t)argc + 1, sizeof(char *));
+        av[0] = self;
+        for (int i = 1; i < argc; i++)
+            av[i] = argv[i];
+        pt_launch_opts lo = { .nproc = a.nproc, .nodes = 1, .node_rank = 0, .master = NULL };
+        int code = 0;
+        pt_status st = pt_launch(&lo, av, &code);
+        free(av);
+        if (st != PT_OK)
+            fprintf(stderr, "rt_driver: %s\n", pt_last_error());
+        return code ? code : st != PT_OK;
+    }
+    if (a.nproc > 1) {
+        pt_comm_opts co = { .provider = NULL, .timeout_ms = a.timeout_ms, .config_hash = 42 };
+        CHECK(pt_comm_create(&co, &g_comm));
+        g_rank = pt_comm_rank(g_comm);
+        g_world = pt_comm_size(g_comm);
+    }
+    const pt_backend *be;
+    CHECK(pt_backend_get("cpu", &be));
+    pt_stream *stream;
+    CHECK(be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = a.threads }, &stream));
+    int rc;
+    if (strcmp(a.mode, "equiv") == 0)
+        rc = mode_equiv(&a, be, stream);
+    else if (strcmp(a.mode, "fault") == 0)
+        rc = mode_fault(&a, be, stream);
+    else if (strcmp(a.mode, "mem") == 0)
+        rc = mode_mem(&a, be, stream);
+    else if (strcmp(a.mode, "bubble") == 0)
+        rc = mode_bubble(&a, be, stream);
+    else {
+        fprintf(stderr, "rt_driver: unknown mode %s\n", a.mode);
+        rc = 2;
+    }
+    be->stream_destroy(stream);
+    if (g_comm && rc == 0)
+        pt_comm_barrier(g_comm, NULL, pt_deadline_after_ms(60000));
+    pt_comm_destroy(g_comm);
+    return rc;
+}
