@@ -538,10 +538,28 @@ static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, co
     p = NULL;
     goto done;
 nofit:
-    if (quiet_infeasible)
+    if (quiet_infeasible) {
         st = PT_OK;
-    else
+    } else if (strcmp(method, "memory") != 0 && strcmp(method, "auto") != 0) {
+        /* a fixed split that does not fit: say whether a memory-aware split would */
+        double need = INFINITY;
+        st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, &need);
+        if (st == PT_OK && need <= cap) {
+            int worst = 0;
+            for (int r = 1; r < P; r++)
+                if (p->pred_rank_mem_bytes[r] > p->pred_rank_mem_bytes[worst])
+                    worst = r;
+            st = pt_fail(PT_ENOMEM,
+                         "the %s split of %s needs %.2f GB on stage %d but a device has %.2f GB; --partition memory "
+                         "finds a split of %d stages that needs %.2f GB",
+                         method, cfg->name[0] ? cfg->name : "the model", p->pred_rank_mem_bytes[worst] / 1e9, worst,
+                         cap / 1e9, P, need / 1e9);
+        } else if (st == PT_OK) {
+            st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
+        }
+    } else {
         st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
+    }
 done:
     pt_plan_destroy(p);
     pt_part_ctx_destroy(c);

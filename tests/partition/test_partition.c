@@ -455,6 +455,26 @@ static void test_infeasible(void)
         EXPECT(pt_plan_make(&c, &dev, &t2, NULL, &rq, &p) == PT_ENOMEM);
         pt_plan_destroy(p);
     }
+    /* a fixed split that does not fit, where a memory-aware one does, points to it */
+    pt_topology t4;
+    EXPECT(pt_topology_init(&t4, &dev, 1, 4) == PT_OK);
+    rq.method = "uniform";
+    rq.n_devices = 4;
+    rq.n_stages = 4;
+    rq.n_microbatches = 16;
+    rq.micro_batch_size = 4;
+    rq.mem_cap_bytes = 12.0 * 1024 * 1024 * 1024;
+    EXPECT(pt_plan_make(&c, &dev, &t4, NULL, &rq, &p) == PT_ENOMEM && !p);
+    EXPECT(strstr(pt_last_error(), "--partition memory") != NULL);
+    rq.method = "memory";
+    EXPECT(pt_plan_make(&c, &dev, &t4, NULL, &rq, &p) == PT_OK && p);
+    if (p)
+        EXPECT(pt_plan_check_memory(p, rq.mem_cap_bytes) == PT_OK);
+    pt_plan_destroy(p);
+    p = NULL;
+    rq.micro_batch_size = 0;
+    rq.mem_cap_bytes = 8e9;
+    rq.method = "memory";
     /* bad requests */
     rq.n_devices = 2;
     rq.n_stages = 3;
