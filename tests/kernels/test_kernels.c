@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_internal.h" /* the vectorisable exp/tanh the CPU kernels share */
 #include "kernel_ref.h"
 #include "pipetrain/backend.h"
 
@@ -288,6 +289,33 @@ static void test_elementwise(void)
         }
         ffree(x);
     }
+
+    /* the polynomial exp and the tanh built on it, over their whole range */
+    double worst_exp = 0, worst_tanh = 0;
+    float at_exp = 0, at_tanh = 0;
+    for (double v = -87.0; v <= 88.0; v += 1e-4) {
+        float f = (float)v;
+        double want = exp((double)f), err = fabs(pt_cpu_expf(f) - want) / want;
+        if (err > worst_exp) {
+            worst_exp = err;
+            at_exp = f;
+        }
+    }
+    for (double v = -12.0; v <= 12.0; v += 1e-5) {
+        float f = (float)v;
+        double err = fabs(pt_cpu_tanhf(f) - tanh((double)f));
+        if (err > worst_tanh) {
+            worst_tanh = err;
+            at_tanh = f;
+        }
+    }
+    if (worst_exp > 2e-7 || worst_tanh > 3e-7) {
+        fprintf(stderr, "pt_cpu_expf: worst relative error %.3g at %.9g; pt_cpu_tanhf: worst absolute error %.3g at "
+                        "%.9g (limits 2e-7, 3e-7)\n", worst_exp, (double)at_exp, worst_tanh, (double)at_tanh);
+        g_fail++;
+    }
+    EXPECT(isnan(pt_cpu_expf(NAN)) && pt_cpu_expf(-1000.0f) >= 0.0f && pt_cpu_expf(-1000.0f) < 1e-37f);
+    EXPECT(pt_cpu_tanhf(1000.0f) == 1.0f && pt_cpu_tanhf(-1000.0f) == -1.0f && pt_cpu_tanhf(0.0f) == 0.0f);
 
     /* has_nonfinite */
     int flag = -1;
