@@ -35,9 +35,9 @@ void pt_cpu_sgemm1(int trans_a, int trans_b, int M, int N, int K, float alpha, c
 /* Makes OpenBLAS run each call in the calling thread (we parallelise around it). */
 void pt_cpu_blas_single(void);
 
-/* exp(x) for float, relative error below 1e-7 in [-87, 88]; inputs are clamped to that range (so exp of a
- * very negative number is ~1.6e-38, not 0); NaN stays NaN. Plain arithmetic, so loops over it
- * vectorise (libm's expf does not without -ffast-math). Same bits on every call. */
+/* exp(x) for float, relative error below 1e-7 in [-87, 88]; inputs are clamped to that range
+ * (so exp of a very negative number is ~1.6e-38, not 0); NaN stays NaN. Plain arithmetic, so
+ * loops over it vectorise (libm's expf does not without -ffast-math). Same bits on every call. */
 static inline float pt_cpu_expf(float x)
 {
     x = x < -87.0f ? -87.0f : x;

@@ -1,8 +1,9 @@
 /* kernels/cpu/crossentropy.c — softmax + cross-entropy over the vocabulary, row-parallel.
  * A row's loss is log(sum exp(x - max)) + max - x[target]. Each row takes three passes (max;
  * exp written to probs while summing; scale by 1/sum): one exp per element, and a row of a
- * 50257-word vocabulary (200 KB) stays in L2 after the first pass. probs may alias logits. Targets < 0 are ignored (loss 0, gradient row 0); a target
- * >= V is refused before anything is written. */
+ * 50257-word vocabulary (200 KB) stays in L2 after the first pass. probs may alias logits.
+ * Targets < 0 are ignored (loss 0, gradient row 0); a target >= V is refused before anything
+ * is written. */
 #include <math.h>
 
 #include "cpu_internal.h"
