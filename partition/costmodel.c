@@ -14,10 +14,11 @@ static const pt_device device_presets[] = {
      * training step; "links" are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us). */
     { "cpu", 540e9, 0.5, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6 },
     /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
-     * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. */
-    { "h100", 989e12, 0.5, 80e9, 2, 1, 450e9, 3e-6, 50e9, 5e-6 },
+     * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. Activations are fp32 buffers (the backend seam takes
+     * fp32 pointers on every backend); weights have a bf16 copy next to the fp32 master. */
+    { "h100", 989e12, 0.5, 80e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6 },
     /* H200: same compute as H100, 141 GB HBM3e. */
-    { "h200", 989e12, 0.5, 141e9, 2, 1, 450e9, 3e-6, 50e9, 5e-6 },
+    { "h200", 989e12, 0.5, 141e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6 },
 };
 
 pt_status pt_device_load(const char *name_or_path, pt_device *out)

@@ -339,7 +339,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
     double bubble = step > 0 ? 1.0 - c->M * t_sum / (P * step) : 0;
 #ifdef PT_PARTITION_HAVE_SCHEDULE
     if (simulate) {
-        double s_step, s_bubble;
+        double s_step = 0, s_bubble = 0;
         if (simulate_plan(c, p, &s_step, &s_bubble) == PT_OK && s_step > 0) {
             step = s_step;
             bubble = s_bubble;
@@ -490,8 +490,9 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
                        method, name, P * D, cap / 1e9, schedule, P, D, B, T, fit_P * D, fit_P, D, need / 1e9);
     return pt_fail(PT_ENOMEM,
                    "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d), "
-                   "not even with one layer per stage: needs %.2f GB per device; lower the micro-batch size or sequence length",
-                   method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9);
+                   "not even with the most stages: needs %.2f GB per device; %s",
+                   method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9,
+                   B > 1 ? "lower the micro-batch size" : "shorten the sequences or use devices with more memory");
 }
 
 /* One fixed point (P, V, D, B, M, schedule): split by `method` and price. *out NULL with PT_OK

@@ -45,7 +45,7 @@ typedef struct pt_device {
     double peak_flops;      /* dense peak FLOP/s of one device in the training precision */
     double efficiency;      /* fraction of peak a large matrix product reaches (0, 1] */
     double mem_bytes;       /* memory capacity of one device */
-    int act_elem_bytes;     /* bytes per stored activation element: 4 (fp32 CPU), 2 (bf16 GPU) */
+    int act_elem_bytes;     /* bytes per stored activation element (4: fp32, what every backend stores now) */
     int bf16_weights;       /* 1: a bf16 copy of the weights is kept next to the fp32 master */
     double intra_bw_Bps;    /* default link bandwidth between devices of one node (bytes/s) */
     double intra_latency_s;

@@ -463,7 +463,7 @@ static void test_infeasible(void)
     rq.n_stages = 4;
     rq.n_microbatches = 16;
     rq.micro_batch_size = 4;
-    rq.mem_cap_bytes = 12.0 * 1024 * 1024 * 1024;
+    rq.mem_cap_bytes = 18.0 * 1024 * 1024 * 1024;
     EXPECT(pt_plan_make(&c, &dev, &t4, NULL, &rq, &p) == PT_ENOMEM && !p);
     EXPECT(strstr(pt_last_error(), "--partition memory") != NULL);
     rq.method = "memory";
