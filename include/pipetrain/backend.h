@@ -89,7 +89,7 @@ typedef struct pt_backend {
     /* out, inp (N,C); mean, rstd (N) are kept for backward. */
     pt_status (*layernorm_forward)(pt_stream *s, float *out, float *mean, float *rstd, const float *inp,
                                    const float *w, const float *b, int N, int C);
-    /* dinp (N,C) overwritten. */
+    /* dinp (N,C) overwritten; it must not alias dout or inp (nor in the fused entry below). */
     pt_status (*layernorm_backward_input)(pt_stream *s, float *dinp, const float *dout, const float *inp,
                                           const float *w, const float *mean, const float *rstd, int N, int C);
     /* dw, db (C) added to. */
@@ -106,7 +106,9 @@ typedef struct pt_backend {
     pt_status (*gelu_backward)(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
 
     /* ---- causal multi-head self-attention, scale 1/sqrt(C/NH), T up to 1024 ---- */
-    /* Floats the forward keeps for the backward (per call of shape B,T,C,NH). */
+    /* Floats the forward keeps for the backward (per call of shape B,T,C,NH). The CPU backend
+     * keeps the log-sum-exp of each softmax row (B*NH*T) and recomputes the probabilities in
+     * the backward (docs/kernels.md explains the choice). */
     size_t (*attention_saved_size)(int B, int T, int C, int NH);
     /* Floats of scratch that forward and backward need while they run (not kept). */
     size_t (*attention_scratch_size)(int B, int T, int C, int NH);
@@ -120,7 +122,9 @@ typedef struct pt_backend {
                                     int NH);
 
     /* ---- token + position embedding ---- */
-    /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 on the device; wte (V,C), wpe (maxT,C). */
+    /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 on the device; wte (V,C), wpe (maxT,C).
+     * Callers guarantee 0 <= tokens < V and T <= maxT (neither bound is passed); the CPU backend
+     * refuses negative tokens with PT_EINVAL. */
     pt_status (*embedding_forward)(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                    const float *wpe, int B, int T, int C);
     /* dwte (V,C), dwpe (maxT,C) added to. Deterministic (no atomics order dependence). */
@@ -128,7 +132,8 @@ typedef struct pt_backend {
                                     const int32_t *tokens, int B, int T, int C);
 
     /* ---- softmax + cross-entropy over the vocabulary ---- */
-    /* logits (N,V); losses (N) = -log softmax(logits)[target]; targets < 0 are ignored (loss 0).
+    /* logits (N,V); losses (N) = -log softmax(logits)[target]; targets < 0 are ignored (loss 0),
+     * the CPU backend refuses a target >= V with PT_EINVAL before writing anything.
      * probs (N,V) receives the softmax and may alias logits. */
     pt_status (*crossentropy_forward)(pt_stream *s, float *losses, float *probs, const float *logits,
                                       const int32_t *targets, int N, int V);
