@@ -1,0 +1,468 @@
+/* `pipetrain ckpt inspect|verify|export|import`: look into, check, and convert checkpoints. */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "args.h"
+#include "cli.h"
+#include "pipetrain/ckpt.h"
+#include "pipetrain/model.h"
+#include "pipetrain/optim.h"
+#include "pipetrain/safetensors.h"
+#include "pipetrain/timeutil.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pipetrain ckpt COMMAND ...   (pipetrain ckpt COMMAND --help for each)\n\n"
+               "commands:\n"
+               "  inspect DIR                              tensors, sizes and compression ratios\n"
+               "  verify DIR [--all]                       check every checksum; non-zero exit on damage\n"
+               "  export DIR --format safetensors OUT      weights in Hugging Face GPT-2 naming and layout\n"
+               "  import IN.safetensors DIR                a step_000000 checkpoint (fresh optimizer state)\n\n"
+               "DIR is a checkpoint root (its `latest` is used, or the newest complete checkpoint) or one\n"
+               "step directory (DIR/step_000100).\n");
+}
+
+static double mib(uint64_t b)
+{
+    return (double)b / 1048576.0;
+}
+
+static void shape_text(const pt_ckpt_entry *e, char *buf, size_t cap)
+{
+    buf[0] = 0;
+    size_t len = 0;
+    for (int d = 0; d < e->ndim && len < cap; d++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", d ? "x" : "", (long long)e->shape[d]);
+    if (e->ndim == 0)
+        snprintf(buf, cap, "scalar");
+}
+
+/* Plane codecs of the first block, e.g. "zrrr" (z: zstd, r: raw). */
+static void planes_text(const pt_ckpt_entry *e, char *buf)
+{
+    int k = 0;
+    if (e->n_blocks > 0)
+        for (; k < e->n_planes; k++)
+            buf[k] = e->blocks[0].codec[k] == PT_CKPT_PLANE_ZSTD ? 'z' : 'r';
+    buf[k] = 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    int json = 0;
+    pt_opt opts[] = { { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per tensor, then a summary object", 0 } };
+    pt_cmd_spec spec = { "pipetrain ckpt inspect DIR [--json]",
+                         "Lists a checkpoint's tensors: kind, dtype, shape, shard, raw and stored size, compression\n"
+                         "ratio and plane codecs (z = zstd, r = raw), then totals per kind and overall.",
+                         opts, 1, NULL };
+    char *pos[2];
+    int n_pos = 0, done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, pos, 1, &n_pos, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (n_pos != 1)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt inspect needs the checkpoint directory: pipetrain ckpt inspect DIR"));
+    char dir[512], note[1024];
+    PT_TRY(pt_ckpt_resolve(pos[0], dir, sizeof dir, note, sizeof note), out);
+    if (note[0])
+        fprintf(stderr, "%s\n", note);
+    pt_ckpt_manifest *m;
+    PT_TRY(pt_ckpt_manifest_read(dir, &m), out);
+    uint64_t raw[PT_CKPT_KIND_COUNT] = { 0 }, stored[PT_CKPT_KIND_COUNT] = { 0 };
+    int count[PT_CKPT_KIND_COUNT] = { 0 };
+    if (!json) {
+        printf("%s: format %d, step %lld, data step %lld, seed %" PRIu64 ", %d shard(s), %d tensors\n", dir,
+               m->version, (long long)m->step, (long long)m->data_step, m->seed, m->n_ranks, m->n_entries);
+        printf("run: %.300s%s\n\n", m->run_json, strlen(m->run_json) > 300 ? " ..." : "");
+        printf("%-36s %-6s %-5s %-14s %-12s %10s %10s %6s %s\n", "tensor", "kind", "dtype", "shape", "shard", "raw MiB",
+               "stored MiB", "ratio", "planes");
+    }
+    for (int i = 0; i < m->n_entries; i++) {
+        const pt_ckpt_entry *e = &m->entries[i];
+        char shape[96], planes[PT_CKPT_MAX_PLANES + 1], shard[32];
+        shape_text(e, shape, sizeof shape);
+        planes_text(e, planes);
+        snprintf(shard, sizeof shard, "shard-%d.ptz", e->rank);
+        double ratio = e->stored_bytes ? (double)e->raw_bytes / (double)e->stored_bytes : 0;
+        if (json)
+            printf("{\"tensor\":\"%s\",\"kind\":\"%s\",\"dtype\":\"%s\",\"shape\":\"%s\",\"shard\":\"%s\","
+                   "\"raw_bytes\":%llu,\"stored_bytes\":%llu,\"ratio\":%.4f,\"transform\":\"%s\",\"planes\":\"%s\"}\n",
+                   e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), shape, shard,
+                   (unsigned long long)e->raw_bytes, (unsigned long long)e->stored_bytes, ratio,
+                   pt_ckpt_transform_name(e->transform), planes);
+        else
+            printf("%-36s %-6s %-5s %-14s %-12s %10.3f %10.3f %6.3f %s %s\n", e->name, pt_ckpt_kind_name(e->kind),
+                   pt_ckpt_dtype_name(e->dtype), shape, shard, mib(e->raw_bytes), mib(e->stored_bytes), ratio,
+                   pt_ckpt_transform_name(e->transform), planes);
+        raw[e->kind] += e->raw_bytes;
+        stored[e->kind] += e->stored_bytes;
+        count[e->kind]++;
+    }
+    uint64_t tr = 0, ts = 0;
+    if (!json)
+        printf("\n%-8s %8s %12s %12s %7s\n", "kind", "tensors", "raw MiB", "stored MiB", "ratio");
+    for (int k = 0; k < PT_CKPT_KIND_COUNT; k++) {
+        tr += raw[k];
+        ts += stored[k];
+        if (!count[k])
+            continue;
+        if (!json)
+            printf("%-8s %8d %12.3f %12.3f %7.4f\n", pt_ckpt_kind_name((pt_ckpt_kind)k), count[k], mib(raw[k]),
+                   mib(stored[k]), stored[k] ? (double)raw[k] / (double)stored[k] : 0);
+    }
+    if (json)
+        printf("{\"summary\":true,\"dir\":\"%s\",\"step\":%lld,\"tensors\":%d,\"raw_bytes\":%llu,\"stored_bytes\":%llu,"
+               "\"ratio\":%.4f}\n",
+               dir, (long long)m->step, m->n_entries, (unsigned long long)tr, (unsigned long long)ts,
+               ts ? (double)tr / (double)ts : 0);
+    else
+        printf("%-8s %8d %12.3f %12.3f %7.4f\n", "all", m->n_entries, mib(tr), mib(ts), ts ? (double)tr / (double)ts : 0);
+    pt_ckpt_manifest_destroy(m);
+out:
+    return pt_cli_finish(st);
+}
+
+/* Decodes every tensor of one step directory; prints each failure. Returns the number of failures
+ * (or -1 when the manifest itself cannot be read). */
+static int verify_one(const char *dir, int threads, uint64_t *bytes)
+{
+    pt_ckpt_reader *r;
+    if (pt_ckpt_reader_open(dir, threads, &r) != PT_OK) {
+        fprintf(stderr, "pipetrain: %s\n", pt_last_error());
+        return -1;
+    }
+    const pt_ckpt_manifest *m = pt_ckpt_reader_manifest(r);
+    int bad = 0;
+    void *buf = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < m->n_entries; i++) {
+        const pt_ckpt_entry *e = &m->entries[i];
+        if (e->raw_bytes > cap) {
+            free(buf);
+            cap = (size_t)e->raw_bytes;
+            buf = malloc(cap);
+            if (!buf) {
+                fprintf(stderr, "pipetrain: out of memory (%zu bytes)\n", cap);
+                pt_ckpt_reader_close(r);
+                return bad + 1;
+            }
+        }
+        if (pt_ckpt_reader_read(r, 1, &e, &buf) != PT_OK) {
+            fprintf(stderr, "FAILED %s\n", pt_last_error());
+            bad++;
+        }
+        *bytes += e->raw_bytes;
+    }
+    free(buf);
+    pt_ckpt_reader_close(r);
+    return bad;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    int all = 0, threads = 2;
+    pt_opt opts[] = { { "all", PT_OPT_FLAG, &all, NULL, "verify every complete checkpoint under DIR, not only the latest", 0 },
+                      { "threads", PT_OPT_INT, &threads, "N", "decoding threads", 0 } };
+    pt_cmd_spec spec = { "pipetrain ckpt verify DIR [--all]",
+                         "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's XXH64 of its\n"
+                         "stored and raw bytes, and every size. Prints each damaged tensor (file and name) and exits\n"
+                         "1 when any is damaged.",
+                         opts, 2, NULL };
+    char *pos[2];
+    int n_pos = 0, done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, pos, 1, &n_pos, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (n_pos != 1)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt verify needs the checkpoint directory: pipetrain ckpt verify DIR"));
+    int64_t *steps = NULL;
+    int n = 0;
+    char dirs[64][600];
+    int n_dirs = 0;
+    if (all) {
+        PT_TRY(pt_ckpt_list(pos[0], &steps, &n), out);
+        for (int i = n > 64 ? n - 64 : 0; i < n; i++)
+            snprintf(dirs[n_dirs++], sizeof dirs[0], "%s/step_%06lld", pos[0], (long long)steps[i]);
+        free(steps);
+        if (n_dirs == 0) {
+            st = pt_fail(PT_EFORMAT, "%s holds no complete checkpoint", pos[0]);
+            goto out;
+        }
+    } else {
+        char note[1024];
+        PT_TRY(pt_ckpt_resolve(pos[0], dirs[0], sizeof dirs[0], note, sizeof note), out);
+        if (note[0])
+            fprintf(stderr, "%s\n", note);
+        n_dirs = 1;
+    }
+    int failed_dirs = 0;
+    for (int i = 0; i < n_dirs; i++) {
+        uint64_t bytes = 0;
+        int64_t t0 = pt_now_ns();
+        int bad = verify_one(dirs[i], threads, &bytes);
+        double s = pt_seconds_between(t0, pt_now_ns());
+        if (bad == 0)
+            printf("ok      %s: %.1f MiB of tensors verified in %.2f s\n", dirs[i], mib(bytes), s);
+        else
+            printf("DAMAGED %s: %s\n", dirs[i], bad < 0 ? "manifest unreadable" : "see the errors above");
+        failed_dirs += bad != 0;
+    }
+    if (failed_dirs)
+        st = pt_fail(PT_EFORMAT, "%d of %d checkpoint(s) are damaged", failed_dirs, n_dirs);
+out:
+    return pt_cli_finish(st);
+}
+
+/* The model config of a checkpoint: --model when given, else the run JSON's "model" (an object
+ * with the config's fields, or a preset name / config file path). */
+static pt_status ckpt_model_config(const pt_ckpt_manifest *m, const char *model_opt, pt_model_config *cfg)
+{
+    if (model_opt)
+        return pt_model_config_load(model_opt, cfg);
+    cJSON *run = cJSON_Parse(m->run_json);
+    const cJSON *mj = run ? cJSON_GetObjectItemCaseSensitive(run, "model") : NULL;
+    pt_status st;
+    if (cJSON_IsString(mj)) {
+        st = pt_model_config_load(mj->valuestring, cfg);
+    } else if (cJSON_IsObject(mj)) {
+        memset(cfg, 0, sizeof *cfg);
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(mj, "name");
+        if (cJSON_IsString(nm))
+            snprintf(cfg->name, sizeof cfg->name, "%s", nm->valuestring);
+        struct {
+            const char *key;
+            int *dst;
+        } f[] = { { "n_layer", &cfg->n_layer },       { "n_head", &cfg->n_head },
+                  { "n_embd", &cfg->n_embd },         { "vocab_size", &cfg->vocab_size },
+                  { "vocab_padded", &cfg->vocab_padded }, { "max_seq_len", &cfg->max_seq_len } };
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(mj, f[i].key);
+            *f[i].dst = cJSON_IsNumber(v) ? v->valueint : 0;
+        }
+        if (!cfg->vocab_padded)
+            cfg->vocab_padded = cfg->vocab_size;
+        st = pt_model_config_validate(cfg);
+    } else {
+        st = pt_fail(PT_EINVAL, "the checkpoint's run description names no model; pass --model NAME|FILE");
+    }
+    cJSON_Delete(run);
+    return st;
+}
+
+static pt_status full_model(const pt_model_config *cfg, const pt_backend **be, pt_stream **stream, pt_model **m)
+{
+    PT_CHECK(pt_backend_get("cpu", be));
+    PT_CHECK((*be)->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 0 }, stream));
+    pt_model_opts mo = { .micro_batch = 1, .seq_len = 1, .n_slots = 1, .recompute = 0 };
+    pt_status st = pt_model_create(cfg, 0, pt_model_n_layers(cfg) - 1, &mo, *be, *stream, m);
+    if (st != PT_OK) {
+        (*be)->stream_destroy(*stream);
+        *stream = NULL;
+    }
+    return st;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+    const char *format = "safetensors", *model = NULL;
+    pt_opt opts[] = { { "format", PT_OPT_STRING, &format, "FORMAT", "output format (safetensors)", 0 },
+                      { "model", PT_OPT_STRING, &model, "NAME|FILE",
+                        "model config (default: the one recorded in the checkpoint)", 0 } };
+    pt_cmd_spec spec = { "pipetrain ckpt export DIR --format safetensors OUT",
+                         "Writes a checkpoint's weights to a safetensors file in Hugging Face GPT-2 naming and layout\n"
+                         "(h.0.attn.c_attn.weight as [in, out], ...), loadable by transformers and other tools.",
+                         opts, 2, "example: pipetrain ckpt export ckpt --format safetensors model.safetensors" };
+    char *pos[3];
+    int n_pos = 0, done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, pos, 2, &n_pos, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (n_pos != 2)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt export needs DIR and OUT: pipetrain ckpt export DIR --format safetensors OUT"));
+    if (strcmp(format, "safetensors") != 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--format %s is not supported; use --format safetensors", format));
+    char dir[512], note[1024];
+    pt_ckpt_manifest *m = NULL;
+    const pt_backend *be = NULL;
+    pt_stream *stream = NULL;
+    pt_model *mod = NULL;
+    pt_model_config cfg;
+    pt_train_state ts = { 0 };
+    PT_TRY(pt_ckpt_resolve(pos[0], dir, sizeof dir, note, sizeof note), out);
+    if (note[0])
+        fprintf(stderr, "%s\n", note);
+    PT_TRY(pt_ckpt_manifest_read(dir, &m), out);
+    PT_TRY(ckpt_model_config(m, model, &cfg), out);
+    PT_TRY(full_model(&cfg, &be, &stream, &mod), out);
+    PT_TRY(pt_ckpt_load_ex(dir, &mod, NULL, 1, &ts, NULL, NULL, NULL), out);
+    PT_TRY(pt_model_export_hf_safetensors(&mod, 1, pos[1]), out);
+    printf("wrote %s: %d tensors of %s, step %lld\n", pos[1], pt_model_n_tensors(mod), dir, (long long)m->step);
+out:
+    free((char *)ts.run_json);
+    pt_model_destroy(mod);
+    if (be && stream)
+        be->stream_destroy(stream);
+    pt_ckpt_manifest_destroy(m);
+    return pt_cli_finish(st);
+}
+
+/* The config of a safetensors file: its metadata (pipetrain's export writes it), else the preset
+ * whose shapes match (Hugging Face's own files carry no config). */
+static pt_status file_model_config(const char *path, pt_model_config *cfg)
+{
+    pt_safetensors *f;
+    PT_CHECK(pt_safetensors_open(path, &f));
+    pt_status st = PT_OK;
+    const char *nl = pt_safetensors_metadata(f, "n_layer");
+    if (nl) {
+        memset(cfg, 0, sizeof *cfg);
+        struct {
+            const char *key;
+            int *dst;
+        } k[] = { { "n_layer", &cfg->n_layer },       { "n_head", &cfg->n_head },
+                  { "n_embd", &cfg->n_embd },         { "vocab_size", &cfg->vocab_size },
+                  { "vocab_padded", &cfg->vocab_padded }, { "max_seq_len", &cfg->max_seq_len } };
+        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+            const char *v = pt_safetensors_metadata(f, k[i].key);
+            *k[i].dst = v ? atoi(v) : 0;
+        }
+        if (!cfg->vocab_padded)
+            cfg->vocab_padded = cfg->vocab_size;
+        st = pt_model_config_validate(cfg);
+        goto done;
+    }
+    const pt_safetensors_tensor *wte = pt_safetensors_find(f, "wte.weight"), *wpe = pt_safetensors_find(f, "wpe.weight");
+    if (!wte || !wpe || wte->ndim != 2 || wpe->ndim != 2) {
+        st = pt_fail(PT_EINVAL, "%s has no GPT-2 config metadata and no wte/wpe tensors; pass --model NAME|FILE", path);
+        goto done;
+    }
+    int n_layer = 0;
+    char name[64];
+    for (;;) {
+        snprintf(name, sizeof name, "h.%d.ln_1.weight", n_layer);
+        if (!pt_safetensors_find(f, name))
+            break;
+        n_layer++;
+    }
+    st = pt_fail(PT_EINVAL, "%s: no preset has %d blocks of width %lld with %lld positions; pass --model NAME|FILE", path,
+                 n_layer, (long long)wte->shape[1], (long long)wpe->shape[0]);
+    for (const char *const *p = pt_model_preset_names(); *p; p++) {
+        pt_model_config c;
+        if (pt_model_config_load(*p, &c) != PT_OK)
+            continue;
+        if (c.n_layer == n_layer && c.n_embd == wte->shape[1] && c.max_seq_len == wpe->shape[0] &&
+            (c.vocab_size == wte->shape[0] || c.vocab_padded == wte->shape[0])) {
+            *cfg = c;
+            st = PT_OK;
+            break;
+        }
+    }
+done:
+    pt_safetensors_close(f);
+    return st;
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    const char *model = NULL;
+    int level = 1, threads = 2;
+    pt_opt opts[] = { { "model", PT_OPT_STRING, &model, "NAME|FILE",
+                        "model config (default: the file's metadata, else the preset its shapes match)", 0 },
+                      { "zstd-level", PT_OPT_INT, &level, "N", "zstd level (1..19)", 0 },
+                      { "threads", PT_OPT_INT, &threads, "N", "compression threads", 0 } };
+    pt_cmd_spec spec = { "pipetrain ckpt import IN.safetensors DIR",
+                         "Makes DIR/step_000000 from weights in Hugging Face GPT-2 naming and layout, with zeroed AdamW\n"
+                         "moments, so that `pipetrain train --ckpt-dir DIR --resume` starts from them.",
+                         opts, 3, "example: pipetrain ckpt import gpt2.safetensors ckpt --model gpt2" };
+    char *pos[3];
+    int n_pos = 0, done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, pos, 2, &n_pos, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (n_pos != 2)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt import needs IN and DIR: pipetrain ckpt import IN.safetensors DIR"));
+    const pt_backend *be = NULL;
+    pt_stream *stream = NULL;
+    pt_model *mod = NULL;
+    pt_optim *opt = NULL;
+    pt_ckpt_saver *sv = NULL;
+    pt_model_config cfg;
+    char path[600];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/step_000000", pos[1]);
+    if (stat(path, &sb) == 0) {
+        st = pt_fail(PT_EINVAL, "%s already exists; import into an empty directory", path);
+        goto out;
+    }
+    if (model)
+        PT_TRY(pt_model_config_load(model, &cfg), out);
+    else
+        PT_TRY(file_model_config(pos[0], &cfg), out);
+    PT_TRY(full_model(&cfg, &be, &stream, &mod), out);
+    PT_TRY(pt_model_load_hf_safetensors(mod, pos[0]), out);
+    pt_adamw_cfg ac = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 0 };
+    PT_TRY(pt_optim_create(mod, &ac, &opt), out);
+    cJSON *run = cJSON_CreateObject(), *mj = cJSON_CreateObject();
+    char *run_json = NULL;
+    if (run && mj) {
+        cJSON_AddStringToObject(mj, "name", cfg.name);
+        cJSON_AddNumberToObject(mj, "n_layer", cfg.n_layer);
+        cJSON_AddNumberToObject(mj, "n_head", cfg.n_head);
+        cJSON_AddNumberToObject(mj, "n_embd", cfg.n_embd);
+        cJSON_AddNumberToObject(mj, "vocab_size", cfg.vocab_size);
+        cJSON_AddNumberToObject(mj, "vocab_padded", cfg.vocab_padded);
+        cJSON_AddNumberToObject(mj, "max_seq_len", cfg.max_seq_len);
+        cJSON_AddItemToObject(run, "model", mj);
+        mj = NULL;
+        cJSON_AddStringToObject(run, "imported_from", pos[0]);
+        run_json = cJSON_PrintUnformatted(run);
+    }
+    cJSON_Delete(mj);
+    cJSON_Delete(run);
+    if (!run_json) {
+        st = pt_fail(PT_ENOMEM, "out of memory");
+        goto out;
+    }
+    pt_train_state ts = { .step = 0, .data_step = 0, .seed = 0, .run_json = run_json };
+    st = pt_ckpt_saver_create(pos[1], 0, level, threads, &sv);
+    if (st == PT_OK)
+        st = pt_ckpt_save(sv, NULL, &mod, &opt, 1, &ts);
+    if (st == PT_OK)
+        st = pt_ckpt_saver_wait(sv);
+    free(run_json);
+    if (st == PT_OK) {
+        pt_ckpt_save_info info;
+        pt_ckpt_saver_info(sv, &info);
+        printf("wrote %s: %s (%d layers, width %d), %.1f MiB -> %.1f MiB\n", info.step_dir, cfg.name, cfg.n_layer,
+               cfg.n_embd, mib(info.raw_bytes), mib(info.stored_bytes));
+    }
+out:
+    pt_ckpt_saver_destroy(sv);
+    pt_optim_destroy(opt);
+    pt_model_destroy(mod);
+    if (be && stream)
+        be->stream_destroy(stream);
+    return pt_cli_finish(st);
+}
+
+int pt_cmd_ckpt(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "export") == 0)
+        return cmd_export(argc - 1, argv + 1);
+    if (strcmp(argv[1], "import") == 0)
+        return cmd_import(argc - 1, argv + 1);
+    fprintf(stderr, "pipetrain: unknown ckpt command '%s'; run 'pipetrain ckpt --help'\n", argv[1]);
+    return 2;
+}
