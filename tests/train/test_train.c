@@ -331,6 +331,92 @@ static void test_trainer(void)
     }
 }
 
+#ifdef PT_TEST_HAVE_CKPT
+#include <dirent.h>
+#include <unistd.h>
+
+static void remove_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[1024];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(path);
+}
+
+typedef struct {
+    double loss[16];
+} loss_log;
+
+static void log_loss(void *ctx, const pt_train_event *e)
+{
+    loss_log *l = ctx;
+    if (e->kind == PT_TRAIN_EV_STEP && e->step <= 16)
+        l->loss[e->step - 1] = e->st->loss;
+}
+
+/* A run stopped after a checkpoint and resumed gives the bits of the uninterrupted run. */
+static void test_resume(void)
+{
+    remove_dir("resume_ckpt/step_000005");
+    remove_dir("resume_ckpt/step_000010");
+    pt_train_cfg c;
+    small_cfg(&c, "resume_run");
+    c.steps = 10;
+    c.ckpt_dir = "resume_ckpt";
+    c.ckpt_every = 5;
+    c.eval_batches = 0;
+    pt_trainer *t = NULL;
+    EXPECT(pt_trainer_create(&c, &t) == PT_OK);
+    if (!t)
+        return;
+    pt_train_ops ops;
+    pt_trainer_ops(t, &ops);
+    loss_log full = { { 0 } }, resumed = { { 0 } };
+    pt_train_summary sum;
+    EXPECT(pt_train_loop(&c, &ops, 0, log_loss, &full, &sum) == PT_OK);
+    EXPECT(strstr(sum.last_ckpt, "step_000010") != NULL);
+    pt_model *m = pt_trainer_model(t);
+    size_t n = pt_model_n_params(m);
+    float *wa = malloc(n * 4), *wb = malloc(n * 4);
+    EXPECT(pt_model_backend(m)->memcpy_d2h(pt_model_stream(m), wa, pt_model_params(m), n * 4) == PT_OK);
+    pt_trainer_destroy(t);
+
+    /* forget the last checkpoint: the run "stopped" after step 5 */
+    remove_dir("resume_ckpt/step_000010");
+    FILE *f = fopen("resume_ckpt/latest", "w");
+    EXPECT(f != NULL);
+    if (f) {
+        fputs("step_000005\n", f);
+        fclose(f);
+    }
+    c.resume = 1;
+    t = NULL;
+    EXPECT(pt_trainer_create(&c, &t) == PT_OK);
+    if (t) {
+        EXPECT(pt_trainer_start_step(t) == 5);
+        EXPECT(pt_optim_steps_done(pt_trainer_optim(t)) == 5);
+        pt_trainer_ops(t, &ops);
+        EXPECT(pt_train_loop(&c, &ops, pt_trainer_start_step(t), log_loss, &resumed, &sum) == PT_OK);
+        for (int i = 5; i < 10; i++)
+            EXPECT(memcmp(&full.loss[i], &resumed.loss[i], sizeof(double)) == 0);
+        m = pt_trainer_model(t);
+        EXPECT(pt_model_backend(m)->memcpy_d2h(pt_model_stream(m), wb, pt_model_params(m), n * 4) == PT_OK);
+        EXPECT(memcmp(wa, wb, n * 4) == 0);
+        pt_trainer_destroy(t);
+    }
+    free(wa);
+    free(wb);
+}
+#endif
+
 /* gpt2-tiny on the built-in task, 1 thread: the answer loss falls below the threshold. */
 static int test_learn(void)
 {
@@ -369,6 +455,9 @@ int main(int argc, char **argv)
     test_optim();
     test_loop();
     test_trainer();
+#ifdef PT_TEST_HAVE_CKPT
+    test_resume();
+#endif
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
