@@ -232,6 +232,89 @@ static pt_status dp_minmax(const pt_part_ctx *c, objective obj, int rc_lo, int r
     return PT_OK;
 }
 
+/* With V > 1 a rank runs several chunks, so the pace is set by the largest per-rank SUM of chunk
+ * times, which the chunk-wise minimax above does not see (zbv's rank 0 holds both the embedding
+ * and the head). Local search from the DP's split: move one layer across one boundary at a time
+ * while (max rank time, sum of squared rank times) decreases lexicographically and every chunk
+ * still fits. Terminates: the pair strictly decreases over a finite set of splits. */
+static double rank_times(const pt_part_ctx *c, const int *first, const int *last, const int *rc, double *rt,
+                         double *sumsq)
+{
+    memset(rt, 0, sizeof(double) * (size_t)c->P);
+    for (int k = 0; k < c->S; k++) {
+        int r;
+        place(c->schedule, c->P, c->V, k, &r);
+        rt[r] += pt_part_chunk_time(c, k, first[k], last[k], rc[k]);
+    }
+    double mx = 0, sq = 0;
+    for (int r = 0; r < c->P; r++) {
+        mx = rt[r] > mx ? rt[r] : mx;
+        sq += rt[r] * rt[r];
+    }
+    *sumsq = sq;
+    return mx;
+}
+
+/* Copies p's split (first, last, recompute) to a new array when V > 1; *out NULL otherwise. */
+static pt_status keep_split(const pt_part_ctx *c, const pt_plan *p, int **out)
+{
+    *out = NULL;
+    if (c->V == 1)
+        return PT_OK;
+    int *a = malloc(sizeof(int) * 3 * (size_t)c->S);
+    if (!a)
+        return pt_fail(PT_ENOMEM, "out of host memory refining a plan");
+    memcpy(a, p->first_layer, sizeof(int) * (size_t)c->S);
+    memcpy(a + c->S, p->last_layer, sizeof(int) * (size_t)c->S);
+    memcpy(a + 2 * c->S, p->recompute, sizeof(int) * (size_t)c->S);
+    *out = a;
+    return PT_OK;
+}
+
+static pt_status refine_ranks(const pt_part_ctx *c, int *first, int *last, int *rc, int rc_lo, int rc_hi,
+                              double cap_chunk)
+{
+    if (c->V == 1)
+        return PT_OK;
+    double *rt = malloc(sizeof(double) * (size_t)c->P);
+    if (!rt)
+        return pt_fail(PT_ENOMEM, "out of host memory refining a plan");
+    double best_sq, best = rank_times(c, first, last, rc, rt, &best_sq);
+    int improved = 1;
+    for (int iter = 0; improved && iter < 100 * c->L; iter++) {
+        improved = 0;
+        for (int k = 0; k + 1 < c->S; k++) {
+            for (int dir = -1; dir <= 1; dir += 2) {
+                const int nl = last[k] + dir; /* new last layer of chunk k */
+                if (nl < first[k] || nl + 1 > last[k + 1])
+                    continue;
+                const int old_rc0 = rc[k], old_rc1 = rc[k + 1];
+                int rc0, rc1;
+                if (!isfinite(chunk_cost(c, OBJ_TIME, k, first[k], nl, rc_lo, rc_hi, cap_chunk, &rc0)) ||
+                    !isfinite(chunk_cost(c, OBJ_TIME, k + 1, nl + 1, last[k + 1], rc_lo, rc_hi, cap_chunk, &rc1)))
+                    continue;
+                last[k] = nl;
+                first[k + 1] = nl + 1;
+                rc[k] = rc0;
+                rc[k + 1] = rc1;
+                double sq, v = rank_times(c, first, last, rc, rt, &sq);
+                if (v < best || (v == best && sq < best_sq)) {
+                    best = v;
+                    best_sq = sq;
+                    improved = 1;
+                } else {
+                    last[k] = nl - dir;
+                    first[k + 1] = nl - dir + 1;
+                    rc[k] = old_rc0;
+                    rc[k + 1] = old_rc1;
+                }
+            }
+        }
+    }
+    free(rt);
+    return PT_OK;
+}
+
 /* ---- pricing ---- */
 
 #ifdef PT_PARTITION_HAVE_SCHEDULE
@@ -503,6 +586,7 @@ static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, co
                             pt_plan **out)
 {
     *out = NULL;
+    int *dp_split = NULL; /* the DP's split before refinement (V > 1) */
     pt_part_ctx *c;
     PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
     pt_plan *p = NULL;
@@ -519,10 +603,14 @@ static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, co
         PT_TRY(dp_minmax(c, OBJ_PARAMS, 0, 0, 0, p->first_layer, p->last_layer, p->recompute, &v), done);
     } else if (strcmp(method, "time") == 0) {
         PT_TRY(dp_minmax(c, OBJ_TIME, rc_lo, rc_lo, 0, p->first_layer, p->last_layer, p->recompute, &v), done);
+        PT_TRY(keep_split(c, p, &dp_split), done);
+        PT_TRY(refine_ranks(c, p->first_layer, p->last_layer, p->recompute, rc_lo, rc_lo, 0), done);
     } else { /* memory, auto */
         PT_TRY(dp_minmax(c, OBJ_TIME, rc_lo, rc_hi, cap_chunk, p->first_layer, p->last_layer, p->recompute, &v), done);
         if (!isfinite(v))
             goto nofit;
+        PT_TRY(keep_split(c, p, &dp_split), done);
+        PT_TRY(refine_ranks(c, p->first_layer, p->last_layer, p->recompute, rc_lo, rc_hi, cap_chunk), done);
     }
     if (strcmp(method, "memory") != 0 && strcmp(method, "auto") != 0) {
         /* Balanced without regard to memory: recompute (when allowed) the chunks that do not fit. */
@@ -533,6 +621,25 @@ static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, co
         }
     }
     PT_TRY(price(c, p, simulate), done);
+    if (dp_split) {
+        /* the refinement balances rank sums; keep the chunk-minimax split when the step (simulated
+         * for final plans) says it was better after all */
+        pt_plan *q = NULL;
+        PT_TRY(pt_plan_create(P, V, D, &q), done);
+        plan_fill_header(q, c, method);
+        memcpy(q->first_layer, dp_split, sizeof(int) * (size_t)c->S);
+        memcpy(q->last_layer, dp_split + c->S, sizeof(int) * (size_t)c->S);
+        memcpy(q->recompute, dp_split + 2 * c->S, sizeof(int) * (size_t)c->S);
+        st = price(c, q, simulate);
+        if (st == PT_OK && q->pred_step_time_s < p->pred_step_time_s) {
+            pt_plan *t = p;
+            p = q;
+            q = t;
+        }
+        pt_plan_destroy(q);
+        if (st != PT_OK)
+            goto done;
+    }
     if (pt_plan_check_memory(p, cap) != PT_OK)
         goto nofit;
     *out = p;
@@ -562,6 +669,7 @@ nofit:
         st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
     }
 done:
+    free(dp_split);
     pt_plan_destroy(p);
     pt_part_ctx_destroy(c);
     return st;
