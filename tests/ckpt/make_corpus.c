@@ -1,0 +1,95 @@
+/* Writes the seed corpus of the checkpoint fuzz targets (tests/ckpt/corpus/{manifest,read}/):
+ * small real checkpoints with every transform and dtype, multi-block tensors and raw and zstd
+ * planes. Run it after a format change:  make_ckpt_corpus tests/ckpt/corpus */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/ckpt.h"
+
+static int write_file(const char *path, const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return 1;
+    int bad = fwrite(a, 1, na, f) != na || (nb && fwrite(b, 1, nb, f) != nb) || (nc && fwrite(c, 1, nc, f) != nc);
+    return fclose(f) != 0 || bad;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+        return 2;
+    }
+    char tmp[] = "/tmp/pt_ckpt_corpus_XXXXXX";
+    if (!mkdtemp(tmp))
+        return 1;
+    float a[300], b[5];
+    uint16_t h[200];
+    uint32_t x = 7;
+    for (int i = 0; i < 300; i++) {
+        x = x * 1664525u + 1013904223u;
+        a[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.04f;
+    }
+    for (int i = 0; i < 5; i++)
+        b[i] = (float)i;
+    for (int i = 0; i < 200; i++)
+        h[i] = (uint16_t)(0x3c00 + (i * 37) % 512);
+    static const char *const names[PT_CKPT_XFORM_COUNT] = { "none", "bytes", "expsplit" };
+    for (int t = 0; t < PT_CKPT_XFORM_COUNT; t++) {
+        pt_ckpt_src src[3] = {
+            { "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 3, 100 }, a },
+            { "lnf.bias", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 5 }, b },
+            { "wte.weight", PT_CKPT_ADAM_M, PT_CKPT_BF16, 2, { 20, 10 }, h },
+        };
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 1);
+        o.transform = (pt_ckpt_transform)t;
+        o.block_elems = 128;
+        char root[256], path[512];
+        snprintf(root, sizeof root, "%s/%s", tmp, names[t]);
+        pt_train_state st = { .step = 3, .data_step = 3, .seed = 9, .run_json = "{\"model\":\"gpt2-tiny\"}" };
+        if (pt_ckpt_write(root, src, 3, &st, &o, 0) != PT_OK) {
+            fprintf(stderr, "%s\n", pt_last_error());
+            return 1;
+        }
+        size_t mlen, slen;
+        snprintf(path, sizeof path, "%s/step_000003/manifest.json", root);
+        uint8_t *man = slurp(path, &mlen);
+        snprintf(path, sizeof path, "%s/step_000003/shard-0.ptz", root);
+        uint8_t *shard = slurp(path, &slen);
+        if (!man || !shard)
+            return 1;
+        uint32_t len32 = (uint32_t)mlen;
+        snprintf(path, sizeof path, "%s/manifest/%s.json", argv[1], names[t]);
+        if (write_file(path, man, mlen, NULL, 0, NULL, 0))
+            return 1;
+        snprintf(path, sizeof path, "%s/read/%s.bin", argv[1], names[t]);
+        if (write_file(path, &len32, 4, man, mlen, shard, slen))
+            return 1;
+        free(man);
+        free(shard);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    return system(cmd) != 0;
+}
