@@ -13,10 +13,12 @@ typedef struct {
     const char *name;
     int default_chunks; /* V */
     int fixed_chunks;   /* 1: V must equal default_chunks */
+    int min_chunks;     /* otherwise V >= min_chunks */
 } sched_info;
 
 static const sched_info sched_table[] = {
-    { "gpipe", 1, 1 }, { "1f1b", 1, 1 }, { "interleaved", 2, 0 }, { "zb-h1", 1, 1 }, { "zb-h2", 1, 1 }, { "zbv", 2, 1 },
+    { "gpipe", 1, 1, 1 }, { "1f1b", 1, 1, 1 },  { "interleaved", 2, 0, 2 }, { "looped-bfs", 2, 0, 1 },
+    { "zb-h1", 1, 1, 1 }, { "zb-h2", 1, 1, 1 }, { "zbv", 2, 1, 2 },
 };
 
 static const sched_info *sched_find(const char *name)
@@ -37,21 +39,21 @@ pt_status pt_part_sched_check_chunks(const char *schedule, int V)
 {
     const sched_info *s = sched_find(schedule);
     if (!s)
-        return pt_fail(PT_EINVAL, "unknown schedule '%s'; use gpipe, 1f1b, interleaved, zb-h1, zb-h2 or zbv",
+        return pt_fail(PT_EINVAL, "unknown schedule '%s'; use gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2 or zbv",
                        schedule ? schedule : "(null)");
     if (s->fixed_chunks && V != s->default_chunks)
         return pt_fail(PT_EINVAL, "schedule %s runs %d chunk(s) per rank, not %d; drop --chunks or change the schedule",
                        s->name, s->default_chunks, V);
-    if (!s->fixed_chunks && V < 2)
-        return pt_fail(PT_EINVAL, "schedule %s needs at least 2 chunks per rank (got %d)", s->name, V);
+    if (!s->fixed_chunks && V < s->min_chunks)
+        return pt_fail(PT_EINVAL, "schedule %s needs at least %d chunks per rank (got %d)", s->name, s->min_chunks, V);
     return PT_OK;
 }
 
 int pt_part_inflight(const char *schedule, int S, int M, int k)
 {
     int n;
-    if (strcmp(schedule, "gpipe") == 0)
-        n = M; /* every forward runs before any backward */
+    if (strcmp(schedule, "gpipe") == 0 || strcmp(schedule, "looped-bfs") == 0)
+        n = M; /* every forward (of the chunk) runs before any backward */
     else if (strcmp(schedule, "zb-h2") == 0)
         n = 2 * (S - k) - 1; /* zero bubble at twice 1F1B's warm-up */
     else

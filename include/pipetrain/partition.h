@@ -167,8 +167,8 @@ typedef struct pt_plan_request {
     int n_devices;          /* G = P * D (no tensor parallelism) */
     int n_stages;           /* P; 0: G / n_replicas (auto searches) */
     int n_replicas;         /* D; 0: G / P */
-    int n_chunks;           /* V; 0: 2 for interleaved and zbv, else 1 */
-    const char *schedule;   /* "gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv"; NULL: 1f1b
+    int n_chunks;           /* V; 0: 2 for interleaved, looped-bfs and zbv, else 1 */
+    const char *schedule;   /* "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv"; NULL: 1f1b
                                (auto: NULL searches) */
     int micro_batch_size;   /* B; 0: 1 (auto searches) */
     int n_microbatches;     /* M per replica; 0: global_batch / (D * B), or 4 * P without global_batch */

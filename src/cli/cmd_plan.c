@@ -108,7 +108,7 @@ int pt_cmd_plan(int argc, char **argv)
         { "mem", PT_OPT_BYTES, &mem, "BYTES", "memory per device (default: the device's)", 0 },
         { "partition", PT_OPT_STRING, &method, "METHOD", "uniform, params, time, memory or auto", 0 },
         { "schedule", PT_OPT_STRING, &schedule, "NAME",
-          "gpipe, 1f1b, interleaved, zb-h1, zb-h2, zbv (default 1f1b; auto searches)", 0 },
+          "gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2, zbv; default 1f1b (auto searches)", 0 },
         { "stages", PT_OPT_INT, &stages, "P", "pipeline stages; 0: G / replicas (auto searches)", 0 },
         { "chunks", PT_OPT_INT, &chunks, "V", "chunks per rank; 0: 2 for interleaved and zbv, else 1", 0 },
         { "micro-batches", PT_OPT_INT, &mb, "M", "micro-batches per step and replica; 0: global batch / (D x B), else 4 x P", 0 },
