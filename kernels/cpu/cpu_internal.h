@@ -52,7 +52,10 @@ static inline float pt_cpu_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    /* For NaN x, n is NaN too: the comparison maps it to a valid exponent (converting NaN to
+     * an integer is undefined) and p, already NaN, carries it to the result. */
+    n = n >= -126.0f ? n : -126.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
