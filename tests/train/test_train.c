@@ -438,12 +438,15 @@ static int test_learn(void)
     pt_trainer_ops(t, &ops);
     pt_train_summary sum;
     EXPECT(pt_train_loop(&c, &ops, 0, NULL, NULL, &sum) == PT_OK);
-    const double threshold = 1.0;
-    printf("gpt2-tiny, %lld steps: train loss %.4f, held-out loss %.4f, exact match %lld/%lld (threshold: held-out "
-           "loss < %.2f)\n",
+    /* Measured here: held-out loss 0.45 and 52% exact match (61/117) after 300 steps; the format
+     * alone (answers of the right letters in any order) leaves the loss near 2. */
+    const double threshold = 1.0, min_exact = 0.2;
+    printf("gpt2-tiny, %lld steps: train loss %.4f, held-out loss %.4f, exact match %lld/%lld (thresholds: held-out "
+           "loss < %.2f, exact match >= %.0f%%)\n",
            (long long)sum.steps_done, sum.final_loss, sum.last_eval.loss, (long long)sum.last_eval.n_correct,
-           (long long)sum.last_eval.n_total, threshold);
+           (long long)sum.last_eval.n_total, threshold, 100 * min_exact);
     EXPECT(sum.has_eval && sum.last_eval.loss < threshold);
+    EXPECT(sum.last_eval.n_correct >= min_exact * (double)sum.last_eval.n_total);
     pt_trainer_destroy(t);
     return failures ? 1 : 0;
 }
