@@ -438,8 +438,8 @@ static int test_learn(void)
     pt_trainer_ops(t, &ops);
     pt_train_summary sum;
     EXPECT(pt_train_loop(&c, &ops, 0, NULL, NULL, &sum) == PT_OK);
-    /* Measured here: held-out loss 0.45 and 52% exact match (61/117) after 300 steps; the format
-     * alone (answers of the right letters in any order) leaves the loss near 2. */
+    /* Measured here: held-out loss 0.45 and 52% exact match (61/117) after 300 steps. For scale, the
+     * default run (16 x 128) had held-out loss 1.54 and 0.7% exact match after 40 steps. */
     const double threshold = 1.0, min_exact = 0.2;
     printf("gpt2-tiny, %lld steps: train loss %.4f, held-out loss %.4f, exact match %lld/%lld (thresholds: held-out "
            "loss < %.2f, exact match >= %.0f%%)\n",
