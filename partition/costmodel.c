@@ -11,14 +11,15 @@
 
 static const pt_device device_presets[] = {
     /* This machine: 2 Zen 5 cores, 540 GFLOP/s fp32 FMA peak measured, ~50% reached by a whole
-     * training step; "links" are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us). */
-    { "cpu", 540e9, 0.5, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6 },
+     * training step; "links" are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us);
+     * ~20 GB/s memory bandwidth on large arrays (memcpy at 256 MiB). */
+    { "cpu", 540e9, 0.5, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6, 20e9 },
     /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
      * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. Activations are fp32 buffers (the backend seam takes
      * fp32 pointers on every backend); weights have a bf16 copy next to the fp32 master. */
-    { "h100", 989e12, 0.5, 80e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6 },
-    /* H200: same compute as H100, 141 GB HBM3e. */
-    { "h200", 989e12, 0.5, 141e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6 },
+    { "h100", 989e12, 0.5, 80e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6, 3.35e12 },
+    /* H200: same compute as H100, 141 GB HBM3e at 4.8 TB/s (H100: 3.35 TB/s). */
+    { "h200", 989e12, 0.5, 141e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6, 4.8e12 },
 };
 
 pt_status pt_device_load(const char *name_or_path, pt_device *out)
@@ -36,7 +37,8 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
     if (st != PT_OK)
         return pt_fail_wrap(st, "device '%s' is not cpu, h100 or h200, and reading it as a file failed", name_or_path);
     static const char *const keys[] = { "name", "peak_tflops", "efficiency", "mem_gb", "act_elem_bytes", "bf16_weights",
-                                        "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", NULL };
+                                        "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", "mem_gbps",
+                                        NULL };
     pt_device d = device_presets[1]; /* GPU-like defaults for optional keys */
     const char *name = NULL;
     double tf = 0, eff = 0, mem = 0, v = 0;
@@ -62,14 +64,15 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
         PT_TRY(pt_json_get_int(j, name_or_path, "bf16_weights", 0, 1, &iv), done);
         d.bf16_weights = (int)iv;
     }
-    static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us" };
-    double *link_dst[] = { &d.intra_bw_Bps, &d.intra_latency_s, &d.inter_bw_Bps, &d.inter_latency_s };
-    const double link_scale[] = { 1e9, 1e-6, 1e9, 1e-6 };
-    for (int k = 0; k < 4; k++) {
+    static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us",
+                                             "mem_gbps" };
+    double *link_dst[] = { &d.intra_bw_Bps, &d.intra_latency_s, &d.inter_bw_Bps, &d.inter_latency_s, &d.mem_bw_Bps };
+    const double link_scale[] = { 1e9, 1e-6, 1e9, 1e-6, 1e9 };
+    for (int k = 0; k < 5; k++) {
         if (!cJSON_GetObjectItemCaseSensitive(j, link_keys[k]))
             continue;
         PT_TRY(pt_json_get_double(j, name_or_path, link_keys[k], &v), done);
-        if (!(v >= 0) || ((k == 0 || k == 2) && !(v > 0))) {
+        if (!(v >= 0) || (k % 2 == 0 && !(v > 0))) {
             st = pt_fail(PT_EINVAL, "%s: %s must be positive", name_or_path, link_keys[k]);
             goto done;
         }
@@ -148,6 +151,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     e->n_params_alloc = (int64_t)(Vp * C) + (int64_t)cfg->max_seq_len * cfg->n_embd;
     e->act_bytes = e->act_bytes_recompute = N * 4 + 2.0 * N * C * a; /* token ids; output and its gradient */
     e->out_bytes = N * C * 4;
+    e->fwd_traffic_bytes = N * C * 4 + N * C * a; /* gather wte + wpe rows, write the output */
 
     for (int l = 1; l <= cfg->n_layer; l++) {
         pt_layer_cost *b = &costs[l];
@@ -164,6 +168,8 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
          * and, unless recomputed, the internals */
         b->act_bytes_recompute = a * 12.0 * N * C;
         b->act_bytes = b->act_bytes_recompute + pt_part_block_act_bytes(cfg, B, T, a);
+        /* every internal written once and read once, plus the block's input and output */
+        b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
         b->out_bytes = N * C * 4;
     }
 
@@ -178,6 +184,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
     h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
     h->out_bytes = 0;
+    h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
 
     for (int l = 0; l < L; l++) {
         pt_layer_cost *c = &costs[l];
@@ -188,9 +195,10 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
             c->t_bwd_input = measured->bwd_input_s[l] * scale;
             c->t_bwd_weight = measured->bwd_weight_s[l] * scale;
         } else {
-            c->t_fwd = c->fwd_flops / rate;
-            c->t_bwd_input = c->bwd_input_flops / rate;
-            c->t_bwd_weight = c->bwd_weight_flops / rate;
+            const double bw = dev->mem_bw_Bps > 0 ? dev->mem_bw_Bps : INFINITY;
+            c->t_fwd = c->fwd_flops / rate + c->fwd_traffic_bytes / bw;
+            c->t_bwd_input = c->bwd_input_flops / rate + 1.5 * c->fwd_traffic_bytes / bw;
+            c->t_bwd_weight = c->bwd_weight_flops / rate + 0.5 * c->fwd_traffic_bytes / bw;
         }
     }
     return PT_OK;

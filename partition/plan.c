@@ -239,6 +239,7 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON_AddNumberToObject(j, "pred_tokens_per_s", p->pred_tokens_per_s);
     cJSON_AddNumberToObject(j, "pred_mfu", p->pred_mfu);
     cJSON_AddNumberToObject(j, "pred_dp_comm_s", p->pred_comm_s);
+    cJSON_AddNumberToObject(j, "pred_optim_s", p->pred_optim_s);
     *out = j;
     return PT_OK;
 }
@@ -254,7 +255,7 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
                                         "micro_batch_size", "micro_batches", "seq_len", "device", "nodes",
                                         "devices_per_node", "params_total", "chunk_list", "pred_rank_mem_bytes",
                                         "pred_step_time_s", "pred_bubble", "pred_tokens_per_s", "pred_mfu",
-                                        "pred_dp_comm_s", NULL };
+                                        "pred_dp_comm_s", "pred_optim_s", NULL };
     static const char *const chunk_keys[] = { "first_layer", "last_layer", "layers", "rank", "chunk", "recompute",
                                               "params", "pred_time_s", "pred_mem_bytes", "link_after", NULL };
     const char *what = "plan";
@@ -297,6 +298,7 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
     PT_TRY(get_num(j, what, "pred_tokens_per_s", &p->pred_tokens_per_s), fail);
     PT_TRY(get_num(j, what, "pred_mfu", &p->pred_mfu), fail);
     PT_TRY(get_num(j, what, "pred_dp_comm_s", &p->pred_comm_s), fail);
+    PT_TRY(get_num(j, what, "pred_optim_s", &p->pred_optim_s), fail);
     const cJSON *rm = cJSON_GetObjectItemCaseSensitive(j, "pred_rank_mem_bytes");
     if (!cJSON_IsArray(rm) || cJSON_GetArraySize(rm) != P) {
         st = pt_fail(PT_EFORMAT, "plan: pred_rank_mem_bytes must hold %lld numbers", P);

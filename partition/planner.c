@@ -453,8 +453,27 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
     }
     if (rt != rank_t)
         free(rt);
+    /* AdamW: read weights, gradients, m, v and write weights, m, v (and the bf16 copy) of every
+     * parameter the rank holds, at memory bandwidth; ranks step in parallel, the slowest counts. */
+    double optim = 0;
+    if (c->dev->mem_bw_Bps > 0) {
+        const double per_param = 28.0 + (c->dev->bf16_weights ? 2.0 : 0.0);
+        for (int r = 0; r < P; r++) {
+            double n = 0;
+            for (int k = 0; k < S; k++) {
+                int rr, chunk;
+                pt_plan_vstage_place(p, k, &rr, &chunk);
+                if (rr == r)
+                    for (int l = p->first_layer[k]; l <= p->last_layer[k]; l++)
+                        n += (double)c->lc[l].n_params_alloc;
+            }
+            const double t = n * per_param / c->dev->mem_bw_Bps;
+            optim = t > optim ? t : optim;
+        }
+    }
     p->pred_comm_s = comm;
-    p->pred_step_time_s = step + comm;
+    p->pred_optim_s = optim;
+    p->pred_step_time_s = step + comm + optim;
     p->pred_bubble = bubble;
     const double tokens = (double)D * c->M * c->B * c->T;
     p->pred_tokens_per_s = p->pred_step_time_s > 0 ? tokens / p->pred_step_time_s : 0;

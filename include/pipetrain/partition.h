@@ -51,13 +51,14 @@ typedef struct pt_device {
     double intra_latency_s;
     double inter_bw_Bps;    /* default per-device bandwidth between nodes (bytes/s) */
     double inter_latency_s;
+    double mem_bw_Bps;      /* device memory bandwidth: element-wise work and the optimizer step */
 } pt_device;
 
 /* Fills `out` from a preset ("cpu": this machine, 540 GFLOP/s fp32 on 2 cores at 50%;
  * "h100": 989 TFLOP/s bf16 dense, 80 GB, NVLink 450 GB/s, IB 50 GB/s; "h200": same compute,
  * 141 GB) or from a JSON file with keys name, peak_tflops, efficiency, mem_gb and optional
- * act_elem_bytes, bf16_weights, intra_gbps, intra_latency_us, inter_gbps, inter_latency_us
- * (bandwidths in GB/s). PT_EINVAL / PT_EIO / PT_EFORMAT naming the file and field. */
+ * act_elem_bytes, bf16_weights, intra_gbps, intra_latency_us, inter_gbps, inter_latency_us,
+ * mem_gbps (bandwidths in GB/s). PT_EINVAL / PT_EIO / PT_EFORMAT naming the file and field. */
 pt_status pt_device_load(const char *name_or_path, pt_device *out);
 
 typedef struct pt_topology {
@@ -84,7 +85,9 @@ typedef struct pt_layer_cost {
     double act_bytes;         /* activation bytes kept per micro-batch for backward */
     double act_bytes_recompute; /* the same with recomputation (block input only) */
     double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; 0 for the head) */
-    /* Seconds on the device: analytic (FLOPs / (peak * efficiency)) or measured (cost file). */
+    double fwd_traffic_bytes; /* memory traffic of the forward's element-wise work (estimate) */
+    /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
+     * backward-input moving 1.5x and backward-weight 0.5x the forward's traffic) or measured. */
     double t_fwd, t_bwd_input, t_bwd_weight;
 } pt_layer_cost;
 
@@ -138,6 +141,7 @@ typedef struct pt_plan {
     int *boundary_inter;            /* [n_vstages-1] 1 when the boundary after chunk k crosses nodes */
     double *pred_rank_mem_bytes;    /* [n_stages] memory of pipeline rank s (all its chunks) */
     double pred_comm_s;             /* per-step data-parallel all-reduce time in the prediction */
+    double pred_optim_s;            /* per-step AdamW time of the slowest rank in the prediction */
     char device[32];
     int n_nodes, devices_per_node;
     int64_t n_params_total;

@@ -90,8 +90,10 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     printf("%s GB\n", p->n_stages > 16 ? " ..." : "");
     fmt_time(a, sizeof a, p->pred_step_time_s);
     fmt_time(b, sizeof b, p->pred_comm_s);
-    printf("  predicted step time %s (data-parallel all-reduce %s), bubble %.1f%%, %.0f tokens/s, MFU %.1f%%\n", a, b,
-           100.0 * p->pred_bubble, p->pred_tokens_per_s, 100.0 * p->pred_mfu);
+    fmt_time(c, sizeof c, p->pred_optim_s);
+    printf("  predicted step time %s (data-parallel all-reduce %s, optimizer %s), bubble %.1f%%, %.0f tokens/s, "
+           "MFU %.1f%%\n",
+           a, b, c, 100.0 * p->pred_bubble, p->pred_tokens_per_s, 100.0 * p->pred_mfu);
 }
 
 int pt_cmd_plan(int argc, char **argv)
