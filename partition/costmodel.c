@@ -135,11 +135,12 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
                        cfg->name);
     const int L = pt_model_n_layers(cfg);
     if (measured && (measured->n_layers != L || measured->cfg.n_embd != cfg->n_embd ||
-                     measured->cfg.n_head != cfg->n_head))
+                     measured->cfg.n_head != cfg->n_head || measured->cfg.vocab_size != cfg->vocab_size))
         return pt_fail(PT_EINVAL,
-                       "cost file measured %d layers of width %d, but model '%s' has %d layers of width %d; "
-                       "run pipetrain profile-layers for this model",
-                       measured->n_layers, measured->cfg.n_embd, cfg->name, L, cfg->n_embd);
+                       "cost file measured %d layers of width %d (vocabulary %d), but model '%s' has %d layers of "
+                       "width %d (vocabulary %d); run pipetrain profile-layers for this model",
+                       measured->n_layers, measured->cfg.n_embd, measured->cfg.vocab_size, cfg->name, L, cfg->n_embd,
+                       cfg->vocab_size);
     const double C = cfg->n_embd, N = (double)B * T, Vp = (double)vocab_padded(cfg);
     const double a = dev->act_elem_bytes, per_param = pt_part_state_bytes_per_param(dev);
     const double rate = dev->peak_flops * dev->efficiency;
