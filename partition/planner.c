@@ -318,7 +318,7 @@ static pt_status refine_ranks(const pt_part_ctx *c, int *first, int *last, int *
 /* ---- pricing ---- */
 
 #ifdef PT_PARTITION_HAVE_SCHEDULE
-/* Step time and bubble from the schedule simulator; PT_ENOTSUP style failures leave the closed form. */
+/* Step time and bubble from the schedule simulator; on failure the caller keeps the closed form. */
 static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *step, double *bubble)
 {
     pt_schedule *s = NULL;
@@ -426,6 +426,8 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
         if (simulate_plan(c, p, &s_step, &s_bubble) == PT_OK && s_step > 0) {
             step = s_step;
             bubble = s_bubble;
+        } else {
+            pt_clear_error(); /* a schedule the generators cannot make (e.g. M too small): closed form */
         }
     }
 #else
