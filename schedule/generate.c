@@ -7,12 +7,14 @@
  *
  *   gpipe        all forwards, then all backwards                       (V = 1)
  *   1f1b         P-1-r warm-up forwards, then one forward / one backward (V = 1)
- *   interleaved  Megatron's interleaved 1F1B over groups of P micro-batches, the last
- *                group may be smaller, so any M >= 1 works               (V >= 2)
+ *   interleaved  Megatron's interleaved 1F1B over groups of P micro-batches; when the last
+ *                group is smaller the same order runs ready-first, so any M >= 1 works
+ *                                                                        (V >= 2)
  *   looped-bfs   every chunk's forwards breadth-first, then backwards    (any V)
- *   zb-h1/zb-h2  split backward; list scheduling by the costs with I first, F while the
- *                memory budget allows (P resp. 2P-1 micro-batches held until their W),
- *                W to fill the gaps                                      (V = 1)
+ *   zb-h1/zb-h2  split backward; list scheduling by the costs: F when ready and within the
+ *                memory budget, else I, else a deferred W. Budget: at most P (zb-h1) or
+ *                2P-1 (zb-h2) micro-batches held until their W, and at most P-r (zb-h1) or
+ *                2(P-r)-1 (zb-h2) forwards ahead of their I on rank r      (V = 1)
  *   zbv          the same on two chunks per rank in a V shape (chunk 0 = stage r,
  *                chunk 1 = stage 2P-1-r), budget 2P half-size chunks      (V = 2)
  */
@@ -403,10 +405,11 @@ static pt_status gen_looped_bfs(pt_schedule *s)
 /* ---- zero-bubble generators: list scheduling over the costs ----
  *
  * A small discrete-event pass: every rank, when free, starts the best action that is ready
- * (inputs arrived): first a backward-input I (it unblocks the ranks before it), then a
- * forward F if the rank holds fewer than `budget` activations (held from F until W), then a
- * deferred backward-weight W (it only fills gaps). The rank that can start earliest goes
- * first, so the result is the order a real run with these costs would take. */
+ * (inputs arrived): a forward F if the memory budget allows it (this keeps the pipeline fed,
+ * as 1F1B's steady phase does), else a backward-input I (it unblocks the ranks before it),
+ * else a deferred backward-weight W (it fills what would be bubbles). The rank that can start
+ * earliest goes first, so the result is the order a run with these costs would take. With
+ * F = I = W this gives ZB-H1's (P-1)(F+I-W) bubble, a third of 1F1B's. */
 
 typedef struct zb_ctx {
     const pt_schedule *s;

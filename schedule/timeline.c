@@ -86,8 +86,8 @@ pt_status pt_timeline_svg(const pt_timeline_event *events, int n_events, const p
     int any_chunk = 0, used[PT_ACT_KIND_COUNT] = { 0 };
     for (int k = 0; k < n_events; k++) {
         any_chunk |= events[k].chunk > 0;
-        if (pt_action_is_compute((pt_action_kind)events[k].kind) || events[k].kind >= PT_ACT_REDUCE_GRADS ||
-            (opts->show_comm && events[k].end_s > events[k].start_s))
+        int comm = events[k].kind >= PT_ACT_SEND_ACT && events[k].kind <= PT_ACT_RECV_GRAD;
+        if (events[k].end_s > events[k].start_s && (!comm || opts->show_comm))
             used[events[k].kind] = 1;
     }
     int axis_y = top + P * row_h + 6;
@@ -102,7 +102,7 @@ pt_status pt_timeline_svg(const pt_timeline_event *events, int n_events, const p
         xml_text(f, opts->title);
         fputs("</text>\n", f);
     }
-    /* rows: a light band per rank so idle time shows as empty band */
+    /* rows: a light band per rank, so idle time shows as empty band; odd chunks are drawn lighter */
     for (int r = 0; r < P; r++) {
         int y = top + r * row_h;
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>\n", left, y + (row_h - box_h) / 2,
@@ -131,15 +131,18 @@ pt_status pt_timeline_svg(const pt_timeline_event *events, int n_events, const p
         pt_action a = { (pt_action_kind)e->kind, e->microbatch, e->chunk, e->peer };
         pt_action_format(&a, tok, sizeof tok);
         fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\" stroke=\"white\" "
-                   "stroke-width=\"0.5\"><title>rank %d %s [%.6g, %.6g] s</title></rect>\n",
-                x, y, w, h, kind_style[e->kind].fill, e->rank, tok, e->start_s - t0, e->end_s - t0);
+                   "stroke-width=\"0.5\"%s><title>rank %d ",
+                x, y, w, h, kind_style[e->kind].fill, (!comm && e->chunk % 2) ? " fill-opacity=\"0.72\"" : "",
+                e->rank);
+        xml_text(f, tok);
+        fprintf(f, " [%.6g, %.6g] s</title></rect>\n", e->start_s - t0, e->end_s - t0);
         if (!comm && e->microbatch >= 0) {
             char label[32];
             if (any_chunk)
                 snprintf(label, sizeof label, "%d.%d", e->microbatch, e->chunk);
             else
                 snprintf(label, sizeof label, "%d", e->microbatch);
-            if (w >= 6.5 * (double)strlen(label) + 2)
+            if (w >= 5.8 * (double)strlen(label) + 2)
                 fprintf(f, "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\" fill=\"white\" font-size=\"10\">%s</text>\n",
                         x + w / 2, y + box_h / 2 + 4, label);
         }
