@@ -82,8 +82,9 @@ typedef struct pt_layer_cost {
     int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only) */
     int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows; the head's tied wte copy) */
     double state_bytes;       /* parameters + gradients + AdamW m, v (+ bf16 copy on GPUs) of n_params_alloc */
-    double act_bytes;         /* activation bytes kept per micro-batch for backward */
-    double act_bytes_recompute; /* the same with recomputation (block input only) */
+    double act_bytes;         /* bytes one in-flight micro-batch holds in the layer's slot (models/ layout:
+                                 output and its gradient, split-backward gradients, block internals) */
+    double act_bytes_recompute; /* the same with recomputation (block internals dropped) */
     double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; 0 for the head) */
     double fwd_traffic_bytes; /* memory traffic of the forward's element-wise work (estimate) */
     /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
@@ -110,8 +111,8 @@ void pt_layer_times_destroy(pt_layer_times *t); /* accepts NULL */
 
 /* Fills costs[0..pt_model_n_layers(cfg)-1] for micro-batches of B sequences of T tokens on `dev`.
  * With `measured` (may be NULL), times come from it, scaled by (B*T)/(B0*T0) when the shapes
- * differ; it must describe the same layer count and widths (PT_EINVAL otherwise). Caller owns
- * `costs`. */
+ * differ; it must describe the same layer count, width, heads and vocabulary (PT_EINVAL
+ * otherwise). Caller owns `costs`. */
 pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
                          const pt_layer_times *measured, pt_layer_cost *costs);
 
