@@ -137,6 +137,10 @@ int pt_cmd_plan(int argc, char **argv)
         return pt_cli_finish(st);
     if (!model)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--model is required (a preset such as gpt2, or a JSON config)"));
+    for (size_t i = 0; layout && i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].seen && (strcmp(opts[i].name, "partition") == 0 || strcmp(opts[i].name, "stages") == 0))
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--layout fixes the split and the stage count; drop --%s",
+                                         opts[i].name));
     if (gpus < 1 || nodes < 1 || gpus % nodes != 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--gpus %d over --nodes %d: the devices must split evenly over the nodes",
                                      gpus, nodes));
