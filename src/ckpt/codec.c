@@ -286,10 +286,19 @@ static void planes_join16(uint8_t *const *pl, uint8_t *dst, uint64_t n, int rot)
 
 /* ---------------------------------------------------------------- codec object */
 
+/* Planes larger than this are first tried on a sample: SAMPLE_SLICES slices of SAMPLE_SLICE
+ * bytes spread over the plane. A sample zstd cannot shrink by 1% means the plane is stored raw
+ * without compressing all of it (the low mantissa planes of weights are noise). */
+#define SAMPLE_MIN_PLANE (256 * 1024)
+#define SAMPLE_SLICE (16 * 1024)
+#define SAMPLE_SLICES 4
+
 typedef struct codec_worker {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
     uint8_t *scratch; /* planes of one block: block_elems * 4 bytes */
+    uint8_t *sample;  /* SAMPLE_SLICES * SAMPLE_SLICE bytes, and zstd's output for them */
+    size_t sample_cap;
 } codec_worker;
 
 struct pt_ckpt_codec {
@@ -315,6 +324,7 @@ void pt_ckpt_codec_destroy(pt_ckpt_codec *c)
         ZSTD_freeCCtx(c->w[i].cctx);
         ZSTD_freeDCtx(c->w[i].dctx);
         free(c->w[i].scratch);
+        free(c->w[i].sample);
     }
     free(c->w);
     free(c);
@@ -358,7 +368,9 @@ pt_status pt_ckpt_codec_create(const pt_ckpt_codec_opts *o, pt_ckpt_codec **out)
         w->cctx = ZSTD_createCCtx();
         w->dctx = ZSTD_createDCtx();
         w->scratch = malloc(be * 4);
-        if (!w->cctx || !w->dctx || !w->scratch) {
+        w->sample_cap = SAMPLE_SLICES * SAMPLE_SLICE + ZSTD_compressBound(SAMPLE_SLICES * SAMPLE_SLICE);
+        w->sample = malloc(w->sample_cap);
+        if (!w->cctx || !w->dctx || !w->scratch || !w->sample) {
             st = pt_fail(PT_ENOMEM, "checkpoint codec: out of memory for %d threads of %llu-value blocks",
                          c->n_workers, (unsigned long long)be);
             goto fail;
@@ -459,6 +471,19 @@ static pt_status encode_block(void *p, int64_t unit, int worker)
     if (cap > x->dst_cap[i] - from) /* the last block may be short, and so may its slot */
         cap = x->dst_cap[i] - from;
     for (int k = 0; k < e->n_planes; k++) {
+        if (x->c->o.raw_if_no_gain && plane_raw >= SAMPLE_MIN_PLANE) {
+            size_t n_in = SAMPLE_SLICES * SAMPLE_SLICE, stride = (size_t)(plane_raw - SAMPLE_SLICE) / (SAMPLE_SLICES - 1);
+            for (int q = 0; q < SAMPLE_SLICES; q++)
+                memcpy(w->sample + (size_t)q * SAMPLE_SLICE, planes[k] + (size_t)q * stride, SAMPLE_SLICE);
+            size_t r = ZSTD_compress2(w->cctx, w->sample + n_in, w->sample_cap - n_in, w->sample, n_in);
+            if (!ZSTD_isError(r) && (double)r >= 0.99 * (double)n_in) {
+                memcpy(out + pos, planes[k], (size_t)plane_raw);
+                blk->codec[k] = PT_CKPT_PLANE_RAW;
+                blk->plane_bytes[k] = plane_raw;
+                pos += (size_t)plane_raw;
+                continue;
+            }
+        }
         size_t r = ZSTD_compress2(w->cctx, out + pos, cap - pos, planes[k], (size_t)plane_raw);
         if (ZSTD_isError(r))
             return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on %s block %lld plane %d (%s)",
