@@ -107,7 +107,8 @@ typedef struct pt_sim_result {
 
 /* Creates an empty schedule (no actions) for P ranks, V chunks, M micro-batches. stage_of
  * ([P*V], copied) may be NULL for the default stage = chunk*P + rank. `name` is truncated
- * to 31 characters. Returns PT_EINVAL (bad sizes; stage_of not a permutation) or PT_ENOMEM;
+ * to 31 characters, blanks and control characters become '_', and NULL or "" becomes
+ * "unnamed" (so the text form can carry it). Returns PT_EINVAL (bad sizes; stage_of not a permutation) or PT_ENOMEM;
  * *out owned by the caller (pt_sched_destroy). */
 pt_status pt_sched_create(const char *name, int P, int V, int M, const int *stage_of, pt_schedule **out);
 
@@ -155,7 +156,8 @@ const char *const *pt_sched_generator_names(void);
  * zb-h2: V=1 (stage = rank); interleaved: V>=2 (stage = c*P + r), any M>=1; looped-bfs: any V
  * (stage = c*P + r); zbv: V=2 (chunk 0 = stage r, chunk 1 = stage 2P-1-r). The zero-bubble
  * ones (zb-h1, zb-h2, zbv) place their work by a list-scheduling pass over `costs` (NULL:
- * unit costs F=1, B=2, I=1, W=1); the others ignore costs. The result always passes
+ * unit costs F=1, B=2, I=1, W=1; c->n_vstages must be P*V); the others ignore costs.
+ * Orders and memory budgets of each generator: docs/schedules.md. The result always passes
  * pt_sched_validate. Returns PT_EINVAL naming the bad argument, or PT_ENOMEM. */
 pt_status pt_sched_generate(const char *name, int P, int V, int M, const pt_sim_costs *costs, pt_schedule **out);
 
