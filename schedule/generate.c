@@ -411,6 +411,12 @@ static pt_status gen_looped_bfs(pt_schedule *s)
  * earliest goes first, so the result is the order a run with these costs would take. With
  * F = I = W this gives ZB-H1's (P-1)(F+I-W) bubble, a third of 1F1B's. */
 
+typedef struct zb_pick {
+    int kind; /* 0 F, 1 I, 2 W, -1 none */
+    int chunk, mb;
+    double start;
+} zb_pick;
+
 typedef struct zb_ctx {
     const pt_schedule *s;
     const pt_sim_costs *c;
@@ -423,6 +429,8 @@ typedef struct zb_ctx {
     int *ahead;                     /* [rank] forwards whose backward-input has not run */
     int *ahead_limit;               /* [rank] most forwards ahead of their I before the next F waits */
     double *free_at;                /* [rank] */
+    zb_pick *pick;                  /* [rank] cached next action */
+    char *dirty;                    /* [rank] 1: pick must be recomputed */
     int budget;
 } zb_ctx;
 
@@ -458,11 +466,6 @@ static double zb_ready(const zb_ctx *z, int r, int chunk, int mb, int kind)
     return g < 0 ? INFINITY : (g + zb_xfer(z, v + 1, v) > t ? g + zb_xfer(z, v + 1, v) : t);
 }
 
-typedef struct zb_pick {
-    int kind; /* 0 F, 1 I, 2 W, -1 none */
-    int chunk, mb;
-    double start;
-} zb_pick;
 
 /* The action rank r would start next, and when. */
 static zb_pick zb_choose(const zb_ctx *z, int r)
@@ -547,8 +550,11 @@ static pt_status gen_zero_bubble(pt_schedule *s, const pt_sim_costs *costs, int 
     z.ahead = calloc((size_t)P, sizeof(int));
     z.ahead_limit = malloc((size_t)P * sizeof(int));
     z.free_at = calloc((size_t)P, sizeof(double));
+    z.pick = malloc((size_t)P * sizeof *z.pick);
+    z.dirty = malloc((size_t)P);
     if (!z.owner_rank || !z.owner_chunk || !z.f_done || !z.i_done || !z.next_f || !z.next_i || !z.wq || !z.wq_head ||
-        !z.wq_tail || !z.held || !z.ahead || !z.ahead_limit || !z.free_at) {
+        !z.wq_tail || !z.held || !z.ahead || !z.ahead_limit || !z.free_at ||
+        !z.pick || !z.dirty) {
         st = pt_fail(PT_ENOMEM, "%s: out of memory for %d stages x %d micro-batches", s->name, S, M);
         goto done;
     }
@@ -560,14 +566,23 @@ static pt_status gen_zero_bubble(pt_schedule *s, const pt_sim_costs *costs, int 
         z.f_done[k] = z.i_done[k] = -1.0;
     for (int r = 0; r < P; r++)
         z.ahead_limit[r] = V > 1 ? budget : h2 ? 2 * (P - r) - 1 : P - r;
+    /* Each rank's next pick is cached; an action changes only its own rank's pick and those of
+     * the ranks holding the neighbour stages (their inputs became ready). */
+    for (int r = 0; r < P; r++) {
+        z.pick[r] = zb_choose(&z, r);
+        z.dirty[r] = 0;
+    }
     long long left = 3LL * S * M;
     while (left > 0) {
         int br = -1;
         zb_pick bp = { -1, 0, 0, INFINITY };
         for (int r = 0; r < P; r++) {
-            zb_pick p = zb_choose(&z, r);
-            if (p.kind >= 0 && p.start < bp.start) {
-                bp = p;
+            if (z.dirty[r]) {
+                z.pick[r] = zb_choose(&z, r);
+                z.dirty[r] = 0;
+            }
+            if (z.pick[r].kind >= 0 && z.pick[r].start < bp.start) {
+                bp = z.pick[r];
                 br = r;
             }
         }
@@ -580,6 +595,11 @@ static pt_status gen_zero_bubble(pt_schedule *s, const pt_sim_costs *costs, int 
         int v = s->stage_of[br * V + bp.chunk];
         double end = bp.start + zb_cost(&z, bp.kind, v);
         z.free_at[br] = end;
+        z.dirty[br] = 1;
+        if (v > 0)
+            z.dirty[z.owner_rank[v - 1]] = 1;
+        if (v + 1 < S)
+            z.dirty[z.owner_rank[v + 1]] = 1;
         size_t key = (size_t)v * M + bp.mb;
         if (bp.kind == 0) {
             z.f_done[key] = end;
@@ -614,6 +634,8 @@ done:
     free(z.ahead);
     free(z.ahead_limit);
     free(z.free_at);
+    free(z.pick);
+    free(z.dirty);
     return st;
 }
 
