@@ -159,16 +159,33 @@ typedef struct sim_link {
     int n_sent, cap, n_recvd;
 } sim_link;
 
+/* The directed links in use, found through a small per-rank list of the links that rank
+ * touches (a rank talks to few others, so a scan of its list is short). */
 typedef struct sim_links {
     sim_link *v;
     int n, cap;
+    int **mine;   /* [rank] indices into v of links with src or dst == rank */
+    int *n_mine;  /* [rank] */
 } sim_links;
 
-static sim_link *get_link(sim_links *L, int src, int dst, int kind)
+static int push_mine(sim_links *L, int rank, int idx)
 {
-    for (int k = 0; k < L->n; k++)
-        if (L->v[k].src == src && L->v[k].dst == dst && L->v[k].kind == kind)
-            return &L->v[k];
+    int *p = realloc(L->mine[rank], (size_t)(L->n_mine[rank] + 1) * sizeof *p);
+    if (!p)
+        return 0;
+    p[L->n_mine[rank]++] = idx;
+    L->mine[rank] = p;
+    return 1;
+}
+
+/* Finds or adds link (src -> dst, kind), looked up from `rank`'s side. NULL on ENOMEM. */
+static sim_link *get_link(sim_links *L, int rank, int src, int dst, int kind)
+{
+    for (int k = 0; k < L->n_mine[rank]; k++) {
+        sim_link *l = &L->v[L->mine[rank][k]];
+        if (l->src == src && l->dst == dst && l->kind == kind)
+            return l;
+    }
     if (L->n == L->cap) {
         int cap = L->cap ? 2 * L->cap : 16;
         sim_link *p = realloc(L->v, (size_t)cap * sizeof *p);
@@ -177,6 +194,8 @@ static sim_link *get_link(sim_links *L, int src, int dst, int kind)
         L->v = p;
         L->cap = cap;
     }
+    if (!push_mine(L, src, L->n) || (dst != src && !push_mine(L, dst, L->n)))
+        return NULL;
     sim_link *l = &L->v[L->n++];
     memset(l, 0, sizeof *l);
     l->src = src;
@@ -243,7 +262,9 @@ pt_status pt_sched_simulate(const pt_schedule *s, const pt_sim_costs *c, pt_sim_
     held = calloc((size_t)P, sizeof *held);
     clock = calloc((size_t)P, sizeof *clock);
     held_bytes = calloc((size_t)P, sizeof *held_bytes);
-    if (!out->bubble || !out->busy_s || !out->peak_inflight || !out->peak_act_bytes || !out->events || !pc ||
+    L.mine = calloc((size_t)P, sizeof *L.mine);
+    L.n_mine = calloc((size_t)P, sizeof *L.n_mine);
+    if (!L.mine || !L.n_mine || !out->bubble || !out->busy_s || !out->peak_inflight || !out->peak_act_bytes || !out->events || !pc ||
         !first || !held || !clock || !held_bytes) {
         st = pt_fail(PT_ENOMEM, "simulate: out of memory for %lld events", n_events);
         goto done;
@@ -261,7 +282,7 @@ pt_status pt_sched_simulate(const pt_schedule *s, const pt_sim_costs *c, pt_sim_
                 int v = a->chunk >= 0 ? s->stage_of[r * V + a->chunk] : -1;
                 double start = clock[r], end = start;
                 if (a->kind == PT_ACT_RECV_ACT || a->kind == PT_ACT_RECV_GRAD) {
-                    sim_link *l = get_link(&L, a->peer, r, a->kind == PT_ACT_RECV_GRAD);
+                    sim_link *l = get_link(&L, r, a->peer, r, a->kind == PT_ACT_RECV_GRAD);
                     if (!l) {
                         st = pt_fail(PT_ENOMEM, "simulate: out of memory");
                         goto done;
@@ -271,7 +292,7 @@ pt_status pt_sched_simulate(const pt_schedule *s, const pt_sim_costs *c, pt_sim_
                     double t = l->arrival[l->n_recvd++];
                     end = t > start ? t : start;
                 } else if (a->kind == PT_ACT_SEND_ACT || a->kind == PT_ACT_SEND_GRAD) {
-                    sim_link *l = get_link(&L, r, a->peer, a->kind == PT_ACT_SEND_GRAD);
+                    sim_link *l = get_link(&L, r, r, a->peer, a->kind == PT_ACT_SEND_GRAD);
                     if (!l) {
                         st = pt_fail(PT_ENOMEM, "simulate: out of memory");
                         goto done;
@@ -337,6 +358,11 @@ done:
     for (int k = 0; k < L.n; k++)
         free(L.v[k].arrival);
     free(L.v);
+    if (L.mine)
+        for (int r = 0; r < P; r++)
+            free(L.mine[r]);
+    free(L.mine);
+    free(L.n_mine);
     free(pc);
     free(first);
     free(held);
