@@ -704,6 +704,12 @@ typedef struct {
     double tokens_per_s;
 } candidate;
 
+static int same_candidate(const candidate *a, const candidate *b)
+{
+    return a->P == b->P && a->V == b->V && a->D == b->D && a->B == b->B && a->M == b->M &&
+           strcmp(a->schedule, b->schedule) == 0;
+}
+
 static int resolve_M(const pt_plan_request *rq, int P, int D, int B, int default_gb)
 {
     if (rq->n_microbatches > 0)
@@ -726,7 +732,8 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
     const int L = pt_model_n_layers(cfg);
     const int default_gb = rq->global_batch > 0 ? rq->global_batch : 2 * G;
     enum { TOP = 4 };
-    candidate top[TOP];
+    candidate top[TOP], sched_best[6];
+    int sched_fit[6] = { 0 };
     int n_top = 0;
     int tried = 0;
     for (int si = 0; si < n_scheds; si++) {
@@ -753,6 +760,10 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                     continue;
                 candidate cd = { P, V, D, B, M, sched, p->pred_tokens_per_s };
                 pt_plan_destroy(p);
+                if (!sched_fit[si] || cd.tokens_per_s > sched_best[si].tokens_per_s) {
+                    sched_fit[si] = 1;
+                    sched_best[si] = cd;
+                }
                 /* keep the TOP best by closed-form tokens/s */
                 int pos = n_top < TOP ? n_top++ : TOP;
                 if (pos == TOP) {
@@ -792,14 +803,57 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
         return infeasible(cfg, dev, topo, measured, "auto", P, V, D, 1, M, T, sched, rq->recompute == 1,
                           rq->recompute == 0 ? 0 : 1, cap);
     }
-    /* Simulate the best few and keep the fastest. */
+    /* Simulate the best few overall and the best of every schedule; keep the fastest. */
+    candidate sim[TOP + 6];
+    int n_sim = 0;
+    for (int t = 0; t < n_top; t++)
+        sim[n_sim++] = top[t];
+    for (int si = 0; si < n_scheds; si++) {
+        if (!sched_fit[si])
+            continue;
+        int dup = 0;
+        for (int t = 0; t < n_sim; t++)
+            dup |= same_candidate(&sim[t], &sched_best[si]);
+        if (!dup)
+            sim[n_sim++] = sched_best[si];
+    }
     pt_plan *best = NULL;
-    for (int t = 0; t < n_top; t++) {
+    pt_plan_candidate found[6];
+    memset(found, 0, sizeof found);
+    for (int si = 0; si < n_scheds; si++)
+        snprintf(found[si].schedule, sizeof found[si].schedule, "%s", rq->schedule ? rq->schedule : all_scheds[si]);
+    for (int t = 0; t < n_sim; t++) {
         pt_plan *p = NULL;
-        PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", top[t].P, top[t].V, top[t].D, top[t].B, top[t].M, T,
-                            top[t].schedule, rq->recompute, cap, 1, 1, &p));
+        pt_status st = make_fixed(cfg, dev, topo, measured, "auto", sim[t].P, sim[t].V, sim[t].D, sim[t].B, sim[t].M, T,
+                                  sim[t].schedule, rq->recompute, cap, 1, 1, &p);
+        if (st != PT_OK) {
+            pt_plan_destroy(best);
+            return st;
+        }
         if (!p)
             continue;
+        for (int si = 0; si < n_scheds; si++) {
+            pt_plan_candidate *f = &found[si];
+            if (strcmp(f->schedule, p->schedule) != 0 || (f->fits && f->pred_tokens_per_s >= p->pred_tokens_per_s))
+                continue;
+            f->fits = 1;
+            f->n_stages = p->n_stages;
+            f->n_chunks = p->n_chunks;
+            f->n_replicas = p->n_replicas;
+            f->micro_batch_size = p->micro_batch_size;
+            f->n_microbatches = p->n_microbatches;
+            f->n_recompute = 0;
+            f->pred_max_mem_bytes = 0;
+            for (int k = 0; k < p->n_vstages; k++)
+                f->n_recompute += p->recompute[k];
+            for (int r = 0; r < p->n_stages; r++)
+                if (p->pred_rank_mem_bytes[r] > f->pred_max_mem_bytes)
+                    f->pred_max_mem_bytes = p->pred_rank_mem_bytes[r];
+            f->pred_step_time_s = p->pred_step_time_s;
+            f->pred_bubble = p->pred_bubble;
+            f->pred_tokens_per_s = p->pred_tokens_per_s;
+            f->pred_mfu = p->pred_mfu;
+        }
         if (!best || p->pred_tokens_per_s > best->pred_tokens_per_s) {
             pt_plan_destroy(best);
             best = p;
@@ -809,6 +863,28 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
     }
     if (!best)
         return pt_fail(PT_EINTERNAL, "auto: a candidate that fit stopped fitting when simulated; please report this");
+    if (rq->candidates && rq->max_candidates > 0) {
+        /* fitting schedules fastest first, then the others in search order */
+        int n = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            const int base = n;
+            for (int si = 0; si < n_scheds && n < rq->max_candidates; si++) {
+                if (found[si].fits != (pass == 0))
+                    continue;
+                int pos = n++;
+                rq->candidates[pos] = found[si];
+                while (pass == 0 && pos > base &&
+                       rq->candidates[pos].pred_tokens_per_s > rq->candidates[pos - 1].pred_tokens_per_s) {
+                    pt_plan_candidate t = rq->candidates[pos];
+                    rq->candidates[pos] = rq->candidates[pos - 1];
+                    rq->candidates[pos - 1] = t;
+                    pos--;
+                }
+            }
+        }
+        if (rq->n_candidates)
+            *rq->n_candidates = n;
+    }
     *out = best;
     return PT_OK;
 }

@@ -167,6 +167,14 @@ pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device 
  * need and the cap. */
 pt_status pt_plan_check_memory(const pt_plan *p, double cap_bytes);
 
+/* One alternative `auto` weighed: the best plan it found for one schedule (simulated). */
+typedef struct pt_plan_candidate {
+    char schedule[32];
+    int fits;               /* 0: no stage count or micro-batch size of this schedule fits memory */
+    int n_stages, n_chunks, n_replicas, micro_batch_size, n_microbatches, n_recompute;
+    double pred_step_time_s, pred_bubble, pred_tokens_per_s, pred_mfu, pred_max_mem_bytes;
+} pt_plan_candidate;
+
 typedef struct pt_plan_request {
     const char *method;     /* "uniform" | "params" | "time" | "memory" | "auto" */
     int n_devices;          /* G = P * D (no tensor parallelism) */
@@ -181,6 +189,11 @@ typedef struct pt_plan_request {
     int seq_len;            /* T; 0: the model's max_seq_len */
     double mem_cap_bytes;   /* per device; 0: the device's memory */
     int recompute;          /* -1: per stage, as needed (memory, auto); 0: never; 1: always */
+    /* auto, optional: room for max_candidates entries, one per schedule searched (fitting ones
+     * fastest first, then those that did not fit); *n_candidates receives the count. Borrowed. */
+    pt_plan_candidate *candidates;
+    int max_candidates;
+    int *n_candidates;
 } pt_plan_request;
 
 /* Defaults: method "time", recompute -1, everything else 0/NULL. */

@@ -51,6 +51,26 @@ static void fmt_layers(char *buf, size_t cap, const pt_model_config *cfg, int fi
         snprintf(buf + n, cap - (size_t)n, "%shead", n ? "+" : "");
 }
 
+static void print_candidates(const pt_plan_candidate *cand, int n)
+{
+    printf("\n  auto compared (the best plan of each schedule, simulated):\n");
+    printf("    %-12s %-14s %3s %5s %9s %11s %7s %10s %6s %9s\n", "schedule", "P x V x D", "B", "M", "recompute",
+           "step", "bubble", "tokens/s", "MFU", "memory");
+    for (int i = 0; i < n; i++) {
+        const pt_plan_candidate *c = &cand[i];
+        if (!c->fits) {
+            printf("    %-12s no plan: no stage count or micro-batch size fits memory and layers\n", c->schedule);
+            continue;
+        }
+        char shape[32], t[32];
+        snprintf(shape, sizeof shape, "%d x %d x %d", c->n_stages, c->n_chunks, c->n_replicas);
+        fmt_time(t, sizeof t, c->pred_step_time_s);
+        printf("    %-12s %-14s %3d %5d %9d %11s %6.1f%% %10.0f %5.1f%% %6.1f GB%s\n", c->schedule, shape,
+               c->micro_batch_size, c->n_microbatches, c->n_recompute, t, 100 * c->pred_bubble, c->pred_tokens_per_s,
+               100 * c->pred_mfu, c->pred_max_mem_bytes / 1e9, i == 0 ? "  <- chosen" : "");
+    }
+}
+
 static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_device *dev, double cap)
 {
     char a[32], b[32], c[32];
@@ -161,6 +181,8 @@ int pt_cmd_plan(int argc, char **argv)
     pt_layer_times *lt = NULL;
     pt_plan *p = NULL;
     cJSON *j = NULL;
+    pt_plan_candidate cand[8];
+    int n_cand = 0;
     PT_TRY(pt_model_config_load(model, &cfg), out);
     PT_TRY(pt_device_load(device, &dev), out);
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
@@ -205,6 +227,9 @@ int pt_cmd_plan(int argc, char **argv)
         rq.global_batch = gb;
         rq.seq_len = seq;
         rq.mem_cap_bytes = (double)mem;
+        rq.candidates = cand;
+        rq.max_candidates = (int)(sizeof cand / sizeof cand[0]);
+        rq.n_candidates = &n_cand;
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
     }
     if (json || output)
@@ -221,6 +246,8 @@ int pt_cmd_plan(int argc, char **argv)
         free(text);
     } else {
         print_table(p, &cfg, &dev, cap);
+        if (n_cand > 0)
+            print_candidates(cand, n_cand);
     }
 out:
     cJSON_Delete(j);

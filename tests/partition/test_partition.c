@@ -460,7 +460,20 @@ static void test_methods(void)
     rq.n_stages = 0;
     rq.n_microbatches = 0;
     rq.global_batch = 32;
+    pt_plan_candidate cand[6];
+    int n_cand = -1;
+    rq.candidates = cand;
+    rq.max_candidates = 6;
+    rq.n_candidates = &n_cand;
     EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    EXPECT(n_cand == 6); /* one per schedule searched */
+    if (p && n_cand > 0) {
+        /* the first candidate is the plan returned; the fitting ones come fastest first */
+        EXPECT(cand[0].fits && strcmp(cand[0].schedule, p->schedule) == 0);
+        EXPECT(cand[0].pred_tokens_per_s == p->pred_tokens_per_s);
+        for (int i = 1; i < n_cand; i++)
+            EXPECT(!cand[i].fits || (cand[i - 1].fits && cand[i].pred_tokens_per_s <= cand[i - 1].pred_tokens_per_s));
+    }
     if (p) {
         EXPECT(p->n_stages * p->n_replicas == 4);
         EXPECT(p->n_replicas * p->n_microbatches * p->micro_batch_size == 32);
