@@ -225,7 +225,7 @@ int pt_cmd_simulate(int argc, char **argv)
           "gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2, zbv, or a schedule file (text, or .csv)", 0 },
         { "stages", PT_OPT_INT, &a.P, "P", "pipeline ranks (generators)", 0 },
         { "micro-batches", PT_OPT_INT, &a.M, "M", "micro-batches per step (generators)", 0 },
-        { "chunks", PT_OPT_INT, &a.V, "V", "chunks per rank (default 2 for interleaved and zbv, else 1)", 0 },
+        { "chunks", PT_OPT_INT, &a.V, "V", "chunks per rank (interleaved, zbv: 2 when not given)", 0 },
         { "costs", PT_OPT_STRING, &a.costs_path, "FILE", "cost file (JSON; docs/schedules.md); default unit costs", 0 },
         { "svg", PT_OPT_STRING, &a.svg, "OUT", "write an SVG timeline", 0 },
         { "trace", PT_OPT_STRING, &a.trace, "OUT", "write a Chrome trace (opens in Perfetto)", 0 },

@@ -1,7 +1,7 @@
 /* The fuzz target of the schedule readers: any bytes go through the text reader and the CSV
  * reader; whatever they accept must print, parse back equal, and pass through the validator
  * and (when valid) the simulator without crashing. libFuzzer calls LLVMFuzzerTestOneInput
- * (fuzz_schedule_libfuzzer, clang only); fuzz_replay (every compiler) runs a corpus through it. */
+ * (fuzz_schedule_libfuzzer, clang only); schedule_fuzz_replay (every compiler) runs a corpus through it. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
