@@ -601,6 +601,11 @@ static pt_status block_backward_weight(pt_model *m, int j, const float *x, const
                                            a->ln2_rstd, N, C));
     PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_PROJW), G(m, t + BP_PROJB), g->dres2, a->atty, N, C, C));
     PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_QKVW), G(m, t + BP_QKVB), g->dqkv, a->ln1, N, C, 3 * C));
+    /* The key bias's gradient is exactly zero: it adds q.b to every score of a softmax row, which
+     * softmax ignores. Computed, it is rounding noise (~1e-11) that AdamW's first steps turn into
+     * lr-sized random moves which differ with every summation order (data-parallel, micro-batch
+     * splits). Store the exact value instead. */
+    PT_CHECK(be->memset_zero(s, G(m, t + BP_QKVB) + C, (size_t)C * sizeof(float)));
     PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN1W), G(m, t + BP_LN1B), g->dln1, x, a->ln1_mean,
                                            a->ln1_rstd, N, C));
     return PT_OK;
