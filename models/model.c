@@ -8,7 +8,8 @@
  * fc, gelu) and, between backward_input and backward_weight, the gradients at the outputs of its
  * weight-bearing ops (dfch, dln2, dres2, dqkv, dln1; the gradient at its output is dx[b+1]).
  * With recompute, the block internals live in one area shared by all blocks and slots and are
- * recomputed from x[b] before each backward pass over the block. */
+ * recomputed from x[b] before each backward pass over the block. With fused_only, the block
+ * gradients share one area too: the fused backward uses them for one block at a time. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,8 @@ struct pt_model {
     float *scratch_logits; /* (MODEL_LOGIT_ROWS,Vp) for pt_model_slot_logits */
     void *recompute_mem; /* shared block activations when recompute */
     block_act recompute_act;
+    void *grad_shared_mem; /* shared block gradients when fused_only */
+    block_grad grad_shared;
     size_t slot_bytes;
     model_slot *slots;
     float *host_losses;  /* (N) host buffers for pt_model_slot_loss */
@@ -131,6 +134,16 @@ static void carve_block_act(carve *c, const pt_model *m, block_act *a)
     a->fch_gelu = carve_f(c, N * 4 * C);
 }
 
+static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
+{
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
+    g->dfch = carve_f(c, N * 4 * C);
+    g->dln2 = carve_f(c, N * C);
+    g->dres2 = carve_f(c, N * C);
+    g->dqkv = carve_f(c, N * 3 * C);
+    g->dln1 = carve_f(c, N * C);
+}
+
 /* Lays out one slot; `s` receives pointers (NULL when measuring). */
 static void carve_slot(carve *c, const pt_model *m, model_slot *s)
 {
@@ -148,12 +161,10 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
             s->act[j] = m->recompute_act;
         else
             carve_block_act(c, m, &s->act[j]);
-        block_grad *g = &s->grad[j];
-        g->dfch = carve_f(c, N * 4 * C);
-        g->dln2 = carve_f(c, N * C);
-        g->dres2 = carve_f(c, N * C);
-        g->dqkv = carve_f(c, N * 3 * C);
-        g->dln1 = carve_f(c, N * C);
+        if (m->opts.fused_only)
+            s->grad[j] = m->grad_shared;
+        else
+            carve_block_grad(c, m, &s->grad[j]);
     }
     if (m->has_head) {
         s->lnf = carve_f(c, N * C);
@@ -251,6 +262,7 @@ void pt_model_destroy(pt_model *m)
     }
     free(m->host_targets);
     free(m->host_losses);
+    pt_backend_free(m->be, m->grad_shared_mem);
     pt_backend_free(m->be, m->recompute_mem);
     pt_backend_free(m->be, m->scratch_logits);
     pt_backend_free(m->be, m->scratch_nc);
@@ -290,6 +302,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->cfg = *cfg;
     m->opts = *opts;
     m->opts.recompute = opts->recompute ? 1 : 0;
+    m->opts.fused_only = opts->fused_only ? 1 : 0;
     m->be = be;
     m->stream = stream;
     m->first = first_layer;
@@ -326,6 +339,13 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
             PT_TRY(pt_backend_alloc(be, &m->recompute_mem, c.off), fail);
             c = (carve){ .base = m->recompute_mem };
             carve_block_act(&c, m, &m->recompute_act);
+        }
+        if (m->opts.fused_only) {
+            carve c = { 0 };
+            carve_block_grad(&c, m, &m->grad_shared);
+            PT_TRY(pt_backend_alloc(be, &m->grad_shared_mem, c.off), fail);
+            c = (carve){ .base = m->grad_shared_mem };
+            carve_block_grad(&c, m, &m->grad_shared);
         }
     }
     if (m->has_head) {
@@ -711,6 +731,9 @@ pt_status pt_model_backward_input(pt_model *m, int s, float loss_scale)
 {
     PT_CHECK(slot_check(m, s, "backward_input"));
     PT_CHECK(check_loss_scale(loss_scale));
+    if (m->opts.fused_only)
+        return pt_fail(PT_EINVAL, "backward_input: this model was created with fused_only (no split backward); "
+                                  "create it with fused_only = 0 to run zero-bubble schedules");
     if (m->slots[s].state != SLOT_FORWARD)
         return pt_fail(PT_EINVAL, "backward_input: slot %d has %s; run forward on it first", s,
                        m->slots[s].state == SLOT_FREE ? "no forward" : "already had its backward_input");

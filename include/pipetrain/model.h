@@ -72,6 +72,9 @@ typedef struct pt_model_opts {
     int seq_len;     /* T <= cfg->max_seq_len */
     int n_slots;     /* micro-batches whose activations can be held at once (>= 1) */
     int recompute;   /* 1: keep only each block's input; recompute the block in backward */
+    int fused_only;  /* 1: only pt_model_backward (fused) is used; backward_input/backward_weight are
+                      * refused, and the gradients they pass between them (10*C floats per token per
+                      * block) are not kept per slot. Same bits; less memory. (Added by models/.) */
 } pt_model_opts;
 
 typedef struct pt_param {

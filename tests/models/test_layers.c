@@ -32,9 +32,11 @@ static double urand(void) /* [0, 1) */
 }
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
 
+/* recompute: bit 0 = recompute, bit 1 = fused_only */
 static pt_model *make(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute)
 {
-    pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = recompute };
+    pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = recompute & 1,
+                        .fused_only = (recompute >> 1) & 1 };
     pt_model *m = NULL;
     pt_status st = pt_model_create(c, first, last, &o, be, stream, &m);
     if (st != PT_OK) {
@@ -286,8 +288,20 @@ static void test_split_recompute_microbatch(void)
     printf("recompute == keep: %s\n", same_bits(fused, rec, "recompute vs keep") ? "bit-identical" : "DIFFERENT");
     printf("recompute split == keep: %s\n",
            same_bits(fused, rec_split, "recompute split vs keep") ? "bit-identical" : "DIFFERENT");
+    pt_model *fo = make(&tiny, 0, last, B, T, 1, 2), *fo_rec = make(&tiny, 0, last, B, T, 1, 3);
+    run_step(fo, M, B, T, tok, tgt, 0, scale);
+    run_step(fo_rec, M, B, T, tok, tgt, 0, scale);
+    printf("fused_only == keep: %s\n", same_bits(fused, fo, "fused_only vs keep") ? "bit-identical" : "DIFFERENT");
+    printf("fused_only recompute == keep: %s\n",
+           same_bits(fused, fo_rec, "fused_only recompute vs keep") ? "bit-identical" : "DIFFERENT");
+    EXPECT(pt_model_backward_input(fo, 0, scale) == PT_EINVAL && strstr(pt_last_error(), "fused_only"));
     EXPECT(pt_model_slot_bytes(rec) < pt_model_slot_bytes(fused));
-    printf("slot bytes: %zu kept, %zu with recompute\n", pt_model_slot_bytes(fused), pt_model_slot_bytes(rec));
+    EXPECT(pt_model_slot_bytes(fo) < pt_model_slot_bytes(fused));
+    EXPECT(pt_model_slot_bytes(fo_rec) < pt_model_slot_bytes(fo) && pt_model_slot_bytes(fo_rec) < pt_model_slot_bytes(rec));
+    printf("slot bytes: %zu kept, %zu recompute, %zu fused_only, %zu both\n", pt_model_slot_bytes(fused),
+           pt_model_slot_bytes(rec), pt_model_slot_bytes(fo), pt_model_slot_bytes(fo_rec));
+    pt_model_destroy(fo_rec);
+    pt_model_destroy(fo);
 
     /* M micro-batches of B == one batch of M*B */
     pt_model *big = make(&tiny, 0, last, M * B, T, 1, 0);
@@ -407,7 +421,8 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
     printf("chunks");
     for (int k = 0; k <= n_chunks; k++)
         printf("%s%d", k ? "," : " ", cuts[k]);
-    printf(" (%s%s): %s\n", split ? "split" : "fused", recompute ? ", recompute" : "",
+    printf(" (%s%s%s): %s\n", split ? "split" : "fused", recompute & 1 ? ", recompute" : "",
+           recompute & 2 ? ", fused_only" : "",
            same ? "bit-identical to the whole model" : "DIFFERENT");
     for (int k = 0; k < n_chunks; k++)
         pt_model_destroy(ch[k]);
@@ -540,6 +555,7 @@ int main(void)
     test_chunks(three, 3, 1, 1);
     test_chunks(two, 2, 1, 0);
     test_chunks(head_alone, 2, 0, 1);
+    test_chunks(three, 3, 0, 3); /* fused_only + recompute */
     test_errors_and_files();
     be->stream_destroy(stream);
     if (failures)
