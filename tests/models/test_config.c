@@ -40,7 +40,8 @@ int main(void)
     } presets[] = {
         { "gpt2", 124439808, 12, 50304 },          { "gpt2-medium", 354823168, 24, 50304 },
         { "gpt2-large", 774030080, 36, 50304 },    { "gpt2-xl", 1557611200, 48, 50304 },
-        { "gpt2-tiny", 0, 4, 256 },                { "gpt2-small", 0, 6, 50304 },
+        { "gpt2-tiny", 858880, 4, 256 },           { "gpt2-small", 30339456, 6, 50304 },
+        { "gpt3-175b", 174604259328LL, 96, 50304 },
     };
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
         pt_model_config c;
@@ -48,8 +49,7 @@ int main(void)
         EXPECT(strcmp(c.name, presets[i].name) == 0);
         EXPECT(c.n_layer == presets[i].n_layer && c.vocab_padded == presets[i].vocab_padded);
         EXPECT(pt_model_config_validate(&c) == PT_OK);
-        if (presets[i].n_params)
-            EXPECT(pt_model_config_n_params(&c) == presets[i].n_params);
+        EXPECT(pt_model_config_n_params(&c) == presets[i].n_params);
     }
     pt_model_config tiny;
     EXPECT_OK(pt_model_config_load("gpt2-tiny", &tiny));
