@@ -266,9 +266,9 @@ static pt_status check_links(const pt_schedule *s, comm_ref *sends, int n_sends,
                 char tok[48];
                 pt_action_format(&s->actions[sd->rank][sd->index], tok, sizeof tok);
                 return VFAIL(s, rv->rank, rv->index,
-                             "is %s number %d on the link from rank %d, which carries %s (rank %d action %d) there: "
-                             "sends and receives on a link must come in the same order",
-                             k ? "receive" : "the first receive", k, sd->src, tok, sd->rank, sd->index);
+                             "is %s number %d from rank %d, but rank %d's %s number %d to this rank is %s (its action "
+                             "%d); sends and receives on a link must come in the same order",
+                             what[sd->kind], k, sd->src, sd->src, what[sd->kind], k, tok, sd->index);
             }
             link_of[sd->rank][sd->index] = link_of[rv->rank][rv->index] = link;
             ord_of[sd->rank][sd->index] = ord_of[rv->rank][rv->index] = k;
