@@ -2,7 +2,7 @@
 # Single-process CPU training throughput, pipetrain next to PyTorch, one configuration after the
 # other on the same machine, both with the same OpenBLAS kernel (OPENBLAS_CORETYPE=SkylakeX).
 # PyTorch is tuned as docs and PLATFORM.md describe: jemalloc preloaded (freed tensors otherwise
-# cost ~445k page faults a step) and, for 2 threads, a passive OpenMP wait policy.
+# cost ~445k page faults a step) and, for 2 threads, a passive OpenMP wait policy (given to both).
 # Prints one JSON line per (implementation, configuration) with ms/step (median), tokens/s, GFLOP/s.
 #
 # usage: bench/compare_torch.sh [PIPETRAIN_BINARY]     (default: build/pipetrain)
@@ -33,11 +33,12 @@ gpt2-small 6 6 384 8 256"
 
 while read -r model layers heads embd B T; do
   for thr in $THREADS; do
-    timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --batch "$B" --seq "$T" \
-      --threads "$thr" --steps "$STEPS" --warmup "$WARMUP" ||
-      echo "{\"bench\":\"train\",\"impl\":\"pipetrain\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"exit $?\"}"
+    # the same OpenMP/OpenBLAS environment for both programs
     extra=()
     if [ "$thr" -gt 1 ]; then extra=(OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4); fi
+    env "${extra[@]}" timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --batch "$B" --seq "$T" \
+      --threads "$thr" --steps "$STEPS" --warmup "$WARMUP" ||
+      echo "{\"bench\":\"train\",\"impl\":\"pipetrain\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"exit $?\"}"
     out=$(env LD_PRELOAD="$JEMALLOC" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 "${extra[@]}" \
           timeout "$LIMIT_S" "$PYTHON" "$TORCH_BENCH" --layers "$layers" --heads "$heads" --embd "$embd" \
           --vocab 50257 --padded-vocab 50304 --block-size 1024 --batch "$B" --seq "$T" \
