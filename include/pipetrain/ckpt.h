@@ -122,6 +122,8 @@ typedef struct pt_ckpt_save_info {
     int done;                /* 1 once the background write finished (ok or not) */
     pt_status status;        /* its result once done */
     double write_s;          /* seconds the background compression + write + commit took */
+    double encode_s;         /* of which compressing (and checksumming) */
+    double io_s;             /* of which write() and fsync() of the shard */
     uint64_t raw_bytes;      /* tensor bytes of this rank's shard */
     uint64_t stored_bytes;   /* bytes of this rank's shard on disk */
     char step_dir[512];      /* the committed directory (DIR/step_NNNNNN) */
@@ -258,11 +260,14 @@ typedef struct pt_ckpt_codec_opts {
     pt_ckpt_transform transform; /* default (0 = NONE is never the default for writers: see below) */
     int zstd_level;              /* 1..19 */
     int raw_if_no_gain;          /* store a plane raw when zstd does not shrink it by more than 1% */
+    int choose_transform;        /* per tensor, try BYTES and EXPSPLIT on a 16 Ki-value sample and keep the
+                                    smaller (`transform` is then only the tie-break) */
     uint64_t block_elems;        /* values per block; 0: 1 Mi */
     int n_threads;               /* <= 0: 1 */
 } pt_ckpt_codec_opts;
 
-/* The codec pipetrain writes checkpoints with: EXPSPLIT, raw_if_no_gain, 1 Mi blocks. */
+/* The codec pipetrain writes checkpoints with: EXPSPLIT or BYTES per tensor (choose_transform),
+ * raw_if_no_gain, 1 Mi blocks. */
 pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads);
 
 /* Writes a complete single-shard checkpoint ROOT/step_NNNNNN (tmp dir, fsync, rename, `latest`,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,10 +163,17 @@ static pt_status run_job(pt_ckpt_saver *s)
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
     PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off, &s->arena, &s->arena_cap),
            done);
+    double enc_s, wr_s;
+    pt_ckpt_shard_times(&enc_s, &wr_s);
+    int64_t t_sync = pt_now_ns();
     st = pt_ckpt_file_finish(fd, shard);
     fd = -1;
     if (st != PT_OK)
         goto done;
+    pthread_mutex_lock(&s->mu);
+    s->info.encode_s = enc_s;
+    s->info.io_s = wr_s + pt_seconds_between(t_sync, pt_now_ns());
+    pthread_mutex_unlock(&s->mu);
     uint64_t raw = 0;
     for (int i = 0; i < s->n_src; i++)
         raw += e[i].raw_bytes;
@@ -336,7 +344,8 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     free_job_names(s);
     free(s->names);
     free(s->src);
-    free(s->staging);
+    if (s->staging)
+        munmap(s->staging, s->staging_cap);
     free(s->arena);
     pt_ckpt_codec_destroy(s->codec);
     pthread_cond_destroy(&s->cv);
@@ -417,11 +426,19 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
         }
     }
     if (total > s->staging_cap) {
-        free(s->staging);
-        s->staging = malloc(total);
-        s->staging_cap = s->staging ? total : 0;
+        /* Mapped directly, with transparent huge pages where the kernel allows them: the first
+         * copy into a fresh buffer otherwise takes a page fault every 4 KiB. */
+        if (s->staging)
+            munmap(s->staging, s->staging_cap);
+        size_t cap = (total + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+        void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        s->staging = p == MAP_FAILED ? NULL : p;
+        s->staging_cap = s->staging ? cap : 0;
         if (!s->staging)
             return pt_fail(PT_ENOMEM, "checkpoint save: cannot allocate %zu bytes of host staging", total);
+#ifdef MADV_HUGEPAGE
+        madvise(s->staging, cap, MADV_HUGEPAGE);
+#endif
     }
     int64_t t1 = pt_now_ns();
     size_t pos = 0;

@@ -46,6 +46,9 @@ void pt_ckpt_step_name(int64_t step, char *buf, size_t cap);
  * the file in errors. */
 pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int rank, int n, const pt_ckpt_src *src,
                                pt_ckpt_entry *e, uint64_t *offset, uint8_t **arena, size_t *arena_cap);
+/* Seconds spent encoding and in write() by pt_ckpt_shard_append on this thread since the last
+ * call (then reset). */
+void pt_ckpt_shard_times(double *encode_s, double *write_s);
 /* Creates `path` with the shard header (returns the fd, offset = header bytes). */
 pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd);
 /* fsyncs and closes fd. */

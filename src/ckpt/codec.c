@@ -289,7 +289,9 @@ static void planes_join16(uint8_t *const *pl, uint8_t *dst, uint64_t n, int rot)
 /* Planes larger than this are first tried on a sample: SAMPLE_SLICES slices of SAMPLE_SLICE
  * bytes spread over the plane. A sample zstd cannot shrink by 1% means the plane is stored raw
  * without compressing all of it (the low mantissa planes of weights are noise). */
+#ifndef SAMPLE_MIN_PLANE
 #define SAMPLE_MIN_PLANE (256 * 1024)
+#endif
 #define SAMPLE_SLICE (16 * 1024)
 #define SAMPLE_SLICES 4
 
@@ -312,6 +314,7 @@ pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads)
     return (pt_ckpt_codec_opts){ .transform = PT_CKPT_XFORM_EXPSPLIT,
                                  .zstd_level = zstd_level,
                                  .raw_if_no_gain = 1,
+                                 .choose_transform = 1,
                                  .block_elems = PT_CKPT_DEFAULT_BLOCK_ELEMS,
                                  .n_threads = n_threads };
 }
@@ -502,6 +505,61 @@ static pt_status encode_block(void *p, int64_t unit, int worker)
     return PT_OK;
 }
 
+/* Stored bytes of `nb` values at `raw` under transform t (planes zstd'd, or raw where that is not
+ * 1% smaller when raw_if_no_gain). Uses the worker's scratch and sample buffers. */
+static pt_status trial_size(pt_ckpt_codec *c, codec_worker *w, pt_ckpt_transform t, pt_ckpt_dtype dt,
+                            const uint8_t *raw, uint64_t nb, uint64_t *out)
+{
+    size_t es = pt_ckpt_dtype_size(dt);
+    int rot = t == PT_CKPT_XFORM_EXPSPLIT;
+    if (es == 4)
+        planes_split32(raw, w->scratch, nb, rot);
+    else
+        planes_split16(raw, w->scratch, nb, rot);
+    uint64_t total = 0;
+    for (size_t k = 0; k < es; k++) {
+        size_t r = ZSTD_compress2(w->cctx, w->sample, w->sample_cap, w->scratch + k * nb, (size_t)nb);
+        if (ZSTD_isError(r))
+            return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on a sample (%s)", ZSTD_getErrorName(r));
+        total += c->o.raw_if_no_gain && (double)r >= 0.99 * (double)nb ? nb : r;
+    }
+    *out = total;
+    return PT_OK;
+}
+
+#define CHOOSE_SAMPLE_VALUES (16 * 1024)
+
+typedef struct choose_ctx {
+    pt_ckpt_codec *c;
+    const pt_ckpt_src *src;
+    pt_ckpt_entry *e;
+} choose_ctx;
+
+/* Tensor i: the transform that stores a sample from its middle in fewer bytes. */
+static pt_status choose_one(void *p, int64_t i, int worker)
+{
+    choose_ctx *x = p;
+    pt_ckpt_entry *e = &x->e[i];
+    codec_worker *w = &x->c->w[worker];
+    size_t es = pt_ckpt_dtype_size(e->dtype);
+    uint64_t numel = e->raw_bytes / es;
+    uint64_t nb = numel < CHOOSE_SAMPLE_VALUES ? numel : CHOOSE_SAMPLE_VALUES;
+    if (nb > x->c->o.block_elems)
+        nb = x->c->o.block_elems; /* the scratch holds one block */
+    if (nb * es > SAMPLE_SLICES * SAMPLE_SLICE)
+        nb = SAMPLE_SLICES * SAMPLE_SLICE / es;
+    if (nb == 0)
+        return PT_OK;
+    const uint8_t *raw = (const uint8_t *)x->src[i].data + (size_t)((numel - nb) / 2) * es;
+    uint64_t bytes_size, exp_size;
+    PT_CHECK(trial_size(x->c, w, PT_CKPT_XFORM_BYTES, e->dtype, raw, nb, &bytes_size));
+    PT_CHECK(trial_size(x->c, w, PT_CKPT_XFORM_EXPSPLIT, e->dtype, raw, nb, &exp_size));
+    if (bytes_size != exp_size)
+        e->transform = bytes_size < exp_size ? PT_CKPT_XFORM_BYTES : PT_CKPT_XFORM_EXPSPLIT;
+    e->n_planes = pt_ckpt_entry_planes(e->transform, e->dtype);
+    return PT_OK;
+}
+
 pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_t *const *dst,
                          const size_t *dst_cap, pt_ckpt_entry *e)
 {
@@ -551,6 +609,10 @@ pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_
             }
         }
         unit_first[i + 1] = unit_first[i] + en->n_blocks;
+    }
+    if (c->o.choose_transform && c->o.transform != PT_CKPT_XFORM_NONE) {
+        choose_ctx cx = { c, src, e };
+        PT_TRY(pt_ckpt_parallel_for(c->n_workers, n, choose_one, &cx), done);
     }
     enc_ctx x = { c, src, dst, dst_cap, e, unit_first, slot, n };
     PT_TRY(pt_ckpt_parallel_for(c->n_workers, unit_first[n], encode_block, &x), done);

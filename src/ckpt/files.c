@@ -13,6 +13,7 @@
 
 #include "ckpt_internal.h"
 #include "pipetrain/json.h"
+#include "pipetrain/timeutil.h"
 
 /* ---------------------------------------------------------------- directories */
 
@@ -117,6 +118,15 @@ pt_status pt_ckpt_file_finish(int fd, const char *path)
     return st;
 }
 
+static _Thread_local double shard_encode_s, shard_write_s;
+
+void pt_ckpt_shard_times(double *encode_s, double *write_s)
+{
+    *encode_s = shard_encode_s;
+    *write_s = shard_write_s;
+    shard_encode_s = shard_write_s = 0;
+}
+
 /* Tensors are encoded in batches of about this many raw bytes, so the output arena stays small
  * while every thread has blocks to work on. */
 #define SHARD_BATCH_BYTES ((uint64_t)64 << 20)
@@ -160,7 +170,10 @@ pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int r
             dst[k] = *arena + pos;
             pos += cap[k];
         }
+        int64_t t0 = pt_now_ns();
         PT_TRY(pt_ckpt_encode(c, j - i, src + i, dst + i, cap + i, e + i), done);
+        int64_t t1 = pt_now_ns();
+        shard_encode_s += pt_seconds_between(t0, t1);
         for (int k = i; k < j; k++) {
             e[k].rank = rank;
             e[k].offset = *offset;
@@ -172,6 +185,7 @@ pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int r
             }
             *offset += e[k].stored_bytes;
         }
+        shard_write_s += pt_seconds_between(t1, pt_now_ns());
         i = j;
     }
 done:

@@ -240,6 +240,7 @@ static void test_gain(void)
     for (int t = 0; t < PT_CKPT_XFORM_COUNT; t++) {
         pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 1);
         o.transform = (pt_ckpt_transform)t;
+        o.choose_transform = 0;
         pt_ckpt_codec *c;
         CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
         size_t cap = pt_ckpt_encode_bound(PT_CKPT_BF16, n, 0);
@@ -261,6 +262,52 @@ static void test_gain(void)
     free(w);
 }
 
+/* Stored size of n f32 values under a codec option set. */
+static size_t stored_size(const float *x, size_t n, pt_ckpt_transform t, int choose, pt_ckpt_transform *chosen)
+{
+    pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 2);
+    o.transform = t;
+    o.choose_transform = choose;
+    pt_ckpt_codec *c;
+    CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
+    size_t cap = pt_ckpt_encode_bound(PT_CKPT_F32, n, 0), size = 0;
+    uint8_t *enc = malloc(cap);
+    pt_ckpt_src s = { .name = "c", .dtype = PT_CKPT_F32, .ndim = 1, .shape = { (int64_t)n }, .data = x };
+    pt_ckpt_entry e;
+    CHECK(pt_ckpt_encode(c, 1, &s, &enc, &cap, &e) == PT_OK, "encode: %s", pt_last_error());
+    size = (size_t)e.stored_bytes;
+    *chosen = e.transform;
+    pt_ckpt_entry_clear(&e);
+    free(enc);
+    pt_ckpt_codec_destroy(c);
+    return size;
+}
+
+/* Per tensor, the writer keeps whichever of bytes / expsplit stores it smaller: weights (random
+ * signs), positive values (second moments) and values whose signs come in runs (first moments). */
+static void test_choose(void)
+{
+    size_t n = 1 << 19;
+    float *x = malloc(n * sizeof(float));
+    for (int dist = 0; dist < 3; dist++) {
+        for (size_t i = 0; i < n; i++) {
+            float v = (float)(0.02 * next_normal());
+            if (dist == 1)
+                v = v * v;
+            if (dist == 2)
+                v = ((i / 64) % 2 ? -1.0f : 1.0f) * fabsf(v);
+            x[i] = v;
+        }
+        pt_ckpt_transform tb, te, tc;
+        size_t sb = stored_size(x, n, PT_CKPT_XFORM_BYTES, 0, &tb), se = stored_size(x, n, PT_CKPT_XFORM_EXPSPLIT, 0, &te);
+        size_t sc = stored_size(x, n, PT_CKPT_XFORM_EXPSPLIT, 1, &tc);
+        size_t best = sb < se ? sb : se;
+        CHECK(sc <= best + best / 200, "distribution %d: chose %s (%zu bytes); bytes %zu, expsplit %zu", dist,
+              pt_ckpt_transform_name(tc), sc, sb, se);
+    }
+    free(x);
+}
+
 int main(void)
 {
     test_xxh64();
@@ -268,6 +315,7 @@ int main(void)
     test_many();
     test_damage();
     test_gain();
+    test_choose();
     if (failures) {
         fprintf(stderr, "ckpt.codec: %d failure(s)\n", failures);
         return 1;
