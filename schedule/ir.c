@@ -30,6 +30,10 @@ pt_status pt_sched_create(const char *name, int P, int V, int M, const int *stag
     if ((long long)P * V > PT_SCHED_MAX_VSTAGES)
         return pt_fail(PT_EINVAL, "schedule: %d ranks x %d chunks is more than %d virtual stages; use fewer", P, V,
                        PT_SCHED_MAX_VSTAGES);
+    if ((long long)P * V * M > PT_SCHED_MAX_WORK)
+        return pt_fail(PT_EINVAL, "schedule: %d ranks x %d chunks x %d micro-batches is more than %d units of work; "
+                                  "use fewer micro-batches",
+                       P, V, M, PT_SCHED_MAX_WORK);
     int S = P * V;
     if (stage_of) {
         char *seen = calloc((size_t)S, 1);

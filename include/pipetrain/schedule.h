@@ -108,7 +108,8 @@ typedef struct pt_sim_result {
 /* Creates an empty schedule (no actions) for P ranks, V chunks, M micro-batches. stage_of
  * ([P*V], copied) may be NULL for the default stage = chunk*P + rank. `name` is truncated
  * to 31 characters, blanks and control characters become '_', and NULL or "" becomes
- * "unnamed" (so the text form can carry it). Returns PT_EINVAL (bad sizes; stage_of not a permutation) or PT_ENOMEM;
+ * "unnamed" (so the text form can carry it). P*V*M may be at most 2^24. Returns PT_EINVAL
+ * (bad sizes; stage_of not a permutation) or PT_ENOMEM;
  * *out owned by the caller (pt_sched_destroy). */
 pt_status pt_sched_create(const char *name, int P, int V, int M, const int *stage_of, pt_schedule **out);
 
