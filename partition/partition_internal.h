@@ -28,8 +28,11 @@ int pt_part_sched_default_chunks(const char *schedule);
 /* Checks that V suits the schedule; PT_EINVAL naming both. */
 pt_status pt_part_sched_check_chunks(const char *schedule, int V);
 
-/* Micro-batches whose activations virtual stage k (of S) keeps at its peak under `schedule`. */
-int pt_part_inflight(const char *schedule, int S, int M, int k);
+/* Micro-batches whose activations each virtual stage keeps at its peak under `schedule` with P
+ * ranks, V chunks and M micro-batches (what the runtime sizes its slots by): out[P*V]. Exact for
+ * gpipe, 1f1b, looped-bfs, zb-h1, zb-h2 and (from the generator) interleaved; an upper bound for
+ * zbv, whose cost-driven placement varies. PT_EINVAL for an unknown schedule. */
+pt_status pt_part_inflight_counts(const char *schedule, int P, int V, int M, int *out);
 
 /* Everything the dynamic program and the pricing need about one (model, device, topology, P, V,
  * D, B, M, T, schedule) point: per-layer costs as prefix sums and per-boundary transfer times. */
@@ -47,6 +50,7 @@ typedef struct pt_part_ctx {
     double *pre_act_rc;    /* [L+1] with recomputation */
     double *pre_params;    /* [L+1] logical parameters */
     double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0) */
+    int *inflight;         /* [S] micro-batches chunk k holds at its peak */
     int *inter;            /* [S] boundary after chunk k crosses nodes */
     double tied_dup;       /* bytes saved when one chunk holds layers 0 and L-1 */
     double boundary_act;   /* per slot: a chunk's input and its gradient (2 NC), unless it starts at 0 */

@@ -6,6 +6,9 @@
 
 #include "partition_internal.h"
 #include "pipetrain/json.h"
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+#include "pipetrain/schedule.h"
+#endif
 
 /* ---- schedules the planner prices ---- */
 
@@ -49,16 +52,68 @@ pt_status pt_part_sched_check_chunks(const char *schedule, int V)
     return PT_OK;
 }
 
-int pt_part_inflight(const char *schedule, int S, int M, int k)
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+/* Per-stage peak of (micro-batch) activations of a generated schedule: held from F until B, or
+ * until W with split backward, exactly as the runtime's dry run sizes its slots. */
+static pt_status inflight_from_generator(const char *schedule, int P, int V, int M, int *out)
 {
-    int n;
-    if (strcmp(schedule, "gpipe") == 0 || strcmp(schedule, "looped-bfs") == 0)
-        n = M; /* every forward (of the chunk) runs before any backward */
-    else if (strcmp(schedule, "zb-h2") == 0)
-        n = 2 * (S - k) - 1; /* zero bubble at twice 1F1B's warm-up */
-    else
-        n = S - k; /* 1F1B family: chunk k's forwards run S-k ahead of its first backward */
-    return n < M ? n : M;
+    pt_schedule *sc = NULL;
+    PT_CHECK(pt_sched_generate(schedule, P, V, M, NULL, &sc));
+    const int S = P * V;
+    int *held = calloc((size_t)S, sizeof(int));
+    if (!held) {
+        pt_sched_destroy(sc);
+        return pt_fail(PT_ENOMEM, "out of host memory counting in-flight micro-batches");
+    }
+    memset(out, 0, sizeof(int) * (size_t)S);
+    for (int r = 0; r < P; r++) {
+        for (int i = 0; i < sc->n_actions[r]; i++) {
+            const pt_action *a = &sc->actions[r][i];
+            if (a->kind != PT_ACT_FORWARD && a->kind != PT_ACT_BACKWARD && a->kind != PT_ACT_BACKWARD_WEIGHT)
+                continue; /* communication, AR and STEP name no chunk */
+            const int k = sc->stage_of[r * V + a->chunk];
+            if (a->kind == PT_ACT_FORWARD && ++held[k] > out[k])
+                out[k] = held[k];
+            else if (a->kind == PT_ACT_BACKWARD || a->kind == PT_ACT_BACKWARD_WEIGHT)
+                held[k]--;
+        }
+    }
+    free(held);
+    pt_sched_destroy(sc);
+    return PT_OK;
+}
+#endif
+
+pt_status pt_part_inflight_counts(const char *schedule, int P, int V, int M, int *out)
+{
+    const int S = P * V;
+    PT_CHECK(pt_part_sched_check_chunks(schedule, V));
+    if (strcmp(schedule, "interleaved") == 0) {
+#ifdef PT_PARTITION_HAVE_SCHEDULE
+        /* the interleaved generator ignores costs: its counts are exact */
+        if (inflight_from_generator(schedule, P, V, M, out) == PT_OK)
+            return PT_OK;
+        pt_clear_error();
+#endif
+        for (int k = 0; k < S; k++)
+            out[k] = M; /* without the generator: the safe bound */
+        return PT_OK;
+    }
+    for (int k = 0; k < S; k++) {
+        int n;
+        if (strcmp(schedule, "gpipe") == 0 || strcmp(schedule, "looped-bfs") == 0)
+            n = M; /* every forward (of a chunk) runs before its backwards */
+        else if (strcmp(schedule, "1f1b") == 0)
+            n = P - k; /* stage s runs P - s forwards ahead of its first backward */
+        else if (strcmp(schedule, "zb-h1") == 0)
+            n = P; /* W deferred: every stage holds P until its weight gradients */
+        else if (strcmp(schedule, "zb-h2") == 0)
+            n = 2 * P - 1;
+        else /* zbv: the list scheduler holds up to 2P on a chunk, depending on the costs */
+            n = 2 * P;
+        out[k] = n < M ? n : M;
+    }
+    return PT_OK;
 }
 
 /* ---- the object ---- */

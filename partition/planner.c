@@ -54,12 +54,15 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         *pre[a] = calloc((size_t)L + 1, sizeof(double));
     c->comm = calloc((size_t)S, sizeof(double));
     c->inter = calloc((size_t)S, sizeof(int));
+    c->inflight = calloc((size_t)S, sizeof(int));
     if (!c->lc || !c->pre_time || !c->pre_fwd_blocks || !c->pre_state || !c->pre_act || !c->pre_act_rc ||
-        !c->pre_params || !c->comm || !c->inter) {
+        !c->pre_params || !c->comm || !c->inter || !c->inflight) {
         pt_part_ctx_destroy(c);
         return pt_fail(PT_ENOMEM, "out of host memory for the planner");
     }
     pt_status st = pt_cost_layers(cfg, B, T, dev, measured, c->lc);
+    if (st == PT_OK)
+        st = pt_part_inflight_counts(c->schedule, P, V, M, c->inflight);
     if (st != PT_OK) {
         pt_part_ctx_destroy(c);
         return st;
@@ -100,6 +103,7 @@ void pt_part_ctx_destroy(pt_part_ctx *c)
 {
     if (!c)
         return;
+    free(c->inflight);
     free(c->inter);
     free(c->comm);
     free(c->pre_params);
@@ -130,7 +134,7 @@ double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
     double m = c->pre_state[j + 1] - c->pre_state[i];
     if (i == 0 && j == c->L - 1)
         m -= c->tied_dup;
-    const double n = pt_part_inflight(c->schedule, c->S, c->M, k);
+    const double n = c->inflight[k];
     double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
     if (i > 0)
         slot += c->boundary_act;
