@@ -394,6 +394,12 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
     if (n < 0 || (n > 0 && !models) || !st_in || st_in->step < 0)
         return pt_fail(PT_EINVAL, "checkpoint save: bad arguments (n = %d, step %lld)", n,
                        st_in ? (long long)st_in->step : -1LL);
+    cJSON *run = cJSON_Parse(st_in->run_json ? st_in->run_json : "{}");
+    int run_ok = cJSON_IsObject(run);
+    cJSON_Delete(run);
+    if (!run_ok) /* checked here: the background thread would only find out after the copy */
+        return pt_fail(PT_EINVAL, "checkpoint save: the run description is not a JSON object (\"%.40s\")",
+                       st_in->run_json);
     /* 1. the previous save */
     int64_t t0 = pt_now_ns();
     pthread_mutex_lock(&s->mu);

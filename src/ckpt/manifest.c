@@ -127,6 +127,11 @@ pt_status pt_ckpt_manifest_to_json(const pt_ckpt_manifest *m, cJSON **out)
     }
     const char *rj = m->run_json ? m->run_json : "{}";
     run = cJSON_Parse(rj);
+    if (run && !cJSON_IsObject(run)) {
+        cJSON_Delete(run);
+        st = pt_fail(PT_EINVAL, "checkpoint: the run description must be a JSON object, not \"%.40s\"", rj);
+        goto fail;
+    }
     if (!run) {
         st = pt_fail(PT_EINVAL, "checkpoint: the run description is not valid JSON (near \"%.40s\"); pass a JSON object",
                      cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : rj);

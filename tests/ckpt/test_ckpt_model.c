@@ -236,6 +236,10 @@ int main(void)
     CHECK(pt_ckpt_load(root, one.m, NULL, 1, &ts) == PT_OK, "weights-only load: %s", pt_last_error());
     free((char *)ts.run_json);
 
+    /* --- a run description that is not a JSON object is refused before anything is written --- */
+    CHECK(pt_ckpt_save(sv, NULL, one.m, NULL, 1, &(pt_train_state){ .step = 60, .run_json = "[1]" }) == PT_EINVAL,
+          "a non-object run JSON must be refused");
+
     /* --- another shape: error naming tensor and shapes --- */
     pt_model_config wide = cfg;
     wide.n_embd = 64;
