@@ -293,6 +293,10 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     if (opts->seq_len < 1 || opts->seq_len > cfg->max_seq_len)
         return pt_fail(PT_EINVAL, "sequence length %d must be between 1 and the model's max_seq_len %d",
                        opts->seq_len, cfg->max_seq_len);
+    if ((int64_t)opts->micro_batch * opts->seq_len > (1 << 24))
+        return pt_fail(PT_EINVAL, "micro-batch %d x sequence %d is more than %d tokens per micro-batch; use more, "
+                                  "smaller micro-batches",
+                       opts->micro_batch, opts->seq_len, 1 << 24);
     if (opts->n_slots < 1 || opts->n_slots > 4096)
         return pt_fail(PT_EINVAL, "n_slots is %d; a model needs between 1 and 4096 activation slots", opts->n_slots);
     pt_status st = PT_OK;

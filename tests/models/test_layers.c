@@ -444,6 +444,10 @@ static void test_errors_and_files(void)
     o.n_slots = 0;
     EXPECT(pt_model_create(&tiny, 0, last, &o, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "n_slots"));
     o.n_slots = 1;
+    pt_model_config wide = tiny;
+    wide.max_seq_len = 32;
+    pt_model_opts huge = { .micro_batch = 1 << 20, .seq_len = 32, .n_slots = 1 };
+    EXPECT(pt_model_create(&wide, 0, last, &huge, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "tokens"));
     pt_model_config bad = tiny;
     bad.n_head = 3;
     EXPECT(pt_model_create(&bad, 0, last, &o, be, stream, &m) == PT_EINVAL && strstr(pt_last_error(), "n_head"));
