@@ -144,7 +144,7 @@ pt_status pt_model_backward_weight(pt_model *m, int s);
 /* Both, fused; bit-identical to backward_input then backward_weight. Releases the slot. */
 pt_status pt_model_backward(pt_model *m, int s, float loss_scale);
 /* Sum of the slot's per-token losses (targets >= 0 only) and their count, to the host (head only;
- * valid after forward until the slot is released). Synchronises. */
+ * valid after forward until the slot's next forward, so also after its backward). Synchronises. */
 pt_status pt_model_slot_loss(pt_model *m, int s, double *loss_sum, int64_t *n_tokens);
 
 /* When one model holds both embedding and head: grad(wte) += head twin, in that order.
@@ -162,7 +162,8 @@ const pt_backend *pt_model_backend(const pt_model *m);
 pt_stream *pt_model_stream(const pt_model *m);
 
 /* Device (B,T,Vp): the slot's softmax over the vocabulary after forward (head only; NULL for a
- * chunk without the head). Valid until the slot is released. Evaluation reads it for greedy
+ * chunk without the head). Valid until the slot is released or its backward(_input) runs, which
+ * overwrites it with d(loss)/d(logits). Evaluation reads it for greedy
  * predictions (argmax over the first vocab_size entries of each row). */
 const float *pt_model_slot_probs(pt_model *m, int s);
 
