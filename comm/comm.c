@@ -1,0 +1,172 @@
+/* comm/comm.c — pt_comm life cycle: environment, rendezvous, endpoint, address exchange. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm_internal.h"
+#include "pipetrain/timeutil.h"
+
+static pt_status timeout_from_env(int64_t *out)
+{
+    const char *v = getenv("PT_COMM_TIMEOUT");
+    *out = 300000;
+    if (!v || !*v)
+        return PT_OK;
+    char *end;
+    double s = strtod(v, &end);
+    if (*end || !(s > 0) || s > 1e7)
+        return pt_fail(PT_EINVAL, "PT_COMM_TIMEOUT=%s: expected a positive number of seconds", v);
+    *out = (int64_t)(s * 1000.0);
+    if (*out < 1)
+        *out = 1;
+    return PT_OK;
+}
+
+pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
+{
+    pt_comm_opts defaults = { 0 };
+    if (!out)
+        return pt_fail(PT_EINVAL, "pt_comm_create: out is NULL");
+    *out = NULL;
+    if (!o)
+        o = &defaults;
+    pt_boot_env e;
+    PT_CHECK(pt_boot_env_read(&e));
+    pt_comm *c = calloc(1, sizeof *c);
+    if (!c)
+        return pt_fail(PT_ENOMEM, "out of memory for a communicator");
+    c->rank = e.rank;
+    c->size = e.size;
+    c->local_rank = e.local_rank;
+    c->local_size = e.local_size;
+    pt_status st = PT_OK;
+    pt_boot b;
+    memset(&b, 0, sizeof b);
+    b.fd_master = -1;
+    void *all = NULL;
+    if (o->timeout_ms > 0)
+        c->timeout_ms = o->timeout_ms;
+    else
+        PT_TRY(timeout_from_env(&c->timeout_ms), fail);
+    if (c->size == 1) {
+        snprintf(c->provider, sizeof c->provider, "self");
+    } else {
+        const char *req = o->provider ? o->provider : getenv("PT_FABRIC_PROVIDER");
+        if (req && !*req)
+            req = NULL;
+        int64_t deadline = pt_deadline_after_ms(c->timeout_ms);
+        PT_TRY(pt_boot_rendezvous(&e, o->config_hash, req, deadline, &b), fail);
+        char addr[256];
+        size_t addr_len = sizeof addr;
+        char err[512] = "";
+        pt_status fst = pt_fabric_open(c, b.provider, b.local_ip);
+        if (fst == PT_OK) {
+            int ret = fi_getname(&c->ep->fid, addr, &addr_len);
+            if (ret)
+                fst = pt_fail(PT_ECOMM, "rank %d: libfabric fi_getname failed (provider %s): %s", c->rank,
+                              c->provider, fi_strerror(-ret));
+        }
+        if (fst != PT_OK)
+            snprintf(err, sizeof err, "%s", pt_last_error());
+        int64_t offset = 0;
+        st = pt_boot_exchange(&e, &b, fst == PT_OK ? addr : NULL, addr_len, err, &all, &offset, deadline);
+        if (st != PT_OK) {
+            if (fst != PT_OK)
+                st = pt_fail(fst, "%s", err);
+            goto fail;
+        }
+        c->clock_offset_ns = offset;
+        PT_TRY(pt_fabric_insert(c, all, addr_len), fail);
+        free(all);
+        all = NULL;
+        pt_boot_close(&b, c->size);
+    }
+    int *world = malloc(sizeof(int) * (size_t)c->size);
+    if (!world) {
+        st = pt_fail(PT_ENOMEM, "out of memory for the world group");
+        goto fail;
+    }
+    for (int i = 0; i < c->size; i++)
+        world[i] = i;
+    st = pt_comm_group_create(c, world, c->size, &c->world);
+    free(world);
+    if (st != PT_OK)
+        goto fail;
+    *out = c;
+    return PT_OK;
+fail:
+    free(all);
+    pt_boot_close(&b, c->size);
+    pt_comm_destroy(c);
+    return st;
+}
+
+void pt_comm_destroy(pt_comm *c)
+{
+    if (!c)
+        return;
+    pt_comm_group_destroy(c->world);
+    pt_fabric_close(c);
+    free(c->scratch);
+    free(c);
+}
+
+int pt_comm_rank(const pt_comm *c) { return c->rank; }
+int pt_comm_size(const pt_comm *c) { return c->size; }
+int pt_comm_local_rank(const pt_comm *c) { return c->local_rank; }
+int64_t pt_comm_timeout_ms(const pt_comm *c) { return c->timeout_ms; }
+int64_t pt_comm_clock_offset_ns(const pt_comm *c) { return c->clock_offset_ns; }
+const char *pt_comm_provider(const pt_comm *c) { return c->provider; }
+
+pt_status pt_comm_group_create(pt_comm *c, const int *ranks, int n, pt_comm_group **out)
+{
+    if (!out)
+        return pt_fail(PT_EINVAL, "pt_comm_group_create: out is NULL");
+    *out = NULL;
+    if (!c || !ranks || n < 1 || n > c->size)
+        return pt_fail(PT_EINVAL, "a group needs 1..%d ranks (got %d)", c ? c->size : 0, n);
+    int me = -1;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the member list: the same on every member */
+    for (int i = 0; i < n; i++) {
+        if (ranks[i] < 0 || ranks[i] >= c->size)
+            return pt_fail(PT_EINVAL, "rank %d: group member %d is not a rank (0..%d)", c->rank, ranks[i],
+                           c->size - 1);
+        for (int j = 0; j < i; j++)
+            if (ranks[j] == ranks[i])
+                return pt_fail(PT_EINVAL, "rank %d: rank %d appears twice in a group", c->rank, ranks[i]);
+        if (ranks[i] == c->rank)
+            me = i;
+        for (int k = 0; k < 4; k++) {
+            h ^= (uint64_t)((ranks[i] >> (8 * k)) & 0xff);
+            h *= 1099511628211ull;
+        }
+    }
+    if (me < 0)
+        return pt_fail(PT_EINVAL, "rank %d: cannot create a group it is not a member of", c->rank);
+    pt_comm_group *g = calloc(1, sizeof *g);
+    int *r = malloc(sizeof(int) * (size_t)n);
+    if (!g || !r) {
+        free(g);
+        free(r);
+        return pt_fail(PT_ENOMEM, "out of memory for a group");
+    }
+    memcpy(r, ranks, sizeof(int) * (size_t)n);
+    g->c = c;
+    g->ranks = r;
+    g->n = n;
+    g->me = me;
+    g->id = (h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)) & 0xffff;
+    *out = g;
+    return PT_OK;
+}
+
+void pt_comm_group_destroy(pt_comm_group *g)
+{
+    if (!g)
+        return;
+    free(g->ranks);
+    free(g);
+}
+
+int pt_comm_group_rank(const pt_comm_group *g) { return g->me; }
+int pt_comm_group_size(const pt_comm_group *g) { return g->n; }

@@ -1,0 +1,982 @@
+/* comm/fabric.c — the libfabric transport: one RDM endpoint per process, tagged messages for
+ * small transfers, RMA writes into the receiver's registered buffer for large ones, a cache of
+ * memory registrations, and completion handling with bounded, CPU-friendly waits.
+ *
+ * Protocol. Every tagged data message carries the sender's byte count as immediate data, so
+ * the receiver compares it with what it expects. A large message (>= rma_min bytes on both
+ * sides) goes like this:
+ *   receiver: posts a tagged receive (tag T) and sends a ready-to-receive (RTR, tag T|CTRL)
+ *             holding the address, key and size of its registered buffer;
+ *   sender:   sends a zero-byte "announce" (tag T, immediate data = ANNOUNCE | its size) and
+ *             posts a receive for the RTR; on the RTR it compares sizes and fi_writedata()s the
+ *             payload with immediate data (rma id << 32 | size);
+ *   receiver: done when both the announce and the write's remote completion have arrived.
+ * Any disagreement (sizes, or one side using the tagged path and the other the RMA path) is
+ * seen by at least the receiver through the announce or the tagged message's size, and by the
+ * sender through the RTR, which the receiver sends as a "nack" when it saw an announce it
+ * cannot accept. */
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <rdma/fi_errno.h>
+
+#include "comm_internal.h"
+#include "pipetrain/timeutil.h"
+
+#define SPIN_NS 30000          /* busy-poll this long before sleeping on the CQ */
+#define SREAD_MAX_MS 50        /* one blocking CQ read at most this long (re-checks the deadline) */
+#define CQ_BATCH 16
+#define MR_ACCESS (FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE)
+
+static const char *const kind_names[] = { "FORWARD", "BACKWARD", "BACKWARD_INPUT", "BACKWARD_WEIGHT",
+                                          "SEND_ACT", "RECV_ACT", "SEND_GRAD", "RECV_GRAD",
+                                          "REDUCE_GRADS", "OPTIMIZER_STEP" };
+
+const char *pt_comm_kind_name(int kind)
+{
+    if (kind >= 0 && kind < (int)(sizeof kind_names / sizeof kind_names[0]))
+        return kind_names[kind];
+    return kind == PT_COMM_KIND_COLL ? "collective" : "message";
+}
+
+/* "RECV_ACT mb 3 chunk 0 step 7" or the collective's name */
+static void describe(const pt_comm_req *r, char *out, size_t cap)
+{
+    if (r->what)
+        snprintf(out, cap, "%s message", r->what);
+    else
+        snprintf(out, cap, "%s mb %d chunk %d step %lld", pt_comm_kind_name(r->id.kind), r->id.microbatch,
+                 r->id.chunk, (long long)r->id.step);
+}
+
+static void fi_fail_text(char *out, size_t cap, int err)
+{
+    snprintf(out, cap, "%s", fi_strerror(err < 0 ? -err : err));
+}
+
+/* ---------------------------------------------------------------- endpoint */
+
+static pt_status fab_err(pt_comm *c, const char *what, int ret)
+{
+    return pt_fail(PT_ECOMM, "rank %d: libfabric %s failed for provider %s: %s (%d)", c->rank, what, c->provider,
+                   fi_strerror(-ret), ret);
+}
+
+static struct fi_info *make_hints(const char *prov, int with_rma)
+{
+    struct fi_info *h = fi_allocinfo();
+    if (!h)
+        return NULL;
+    h->ep_attr->type = FI_EP_RDM;
+    h->caps = FI_TAGGED | (with_rma ? FI_RMA : 0);
+    h->mode = FI_CONTEXT | FI_CONTEXT2;
+    h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+    h->domain_attr->threading = FI_THREAD_DOMAIN;
+    h->fabric_attr->prov_name = strdup(prov);
+    return h;
+}
+
+pt_status pt_fabric_open(pt_comm *c, const char *provider, const char *local_ip)
+{
+    char prov[64];
+    if (strcmp(provider, "tcp") == 0 || strcmp(provider, "verbs") == 0)
+        snprintf(prov, sizeof prov, "%s;ofi_rxm", provider);
+    else
+        snprintf(prov, sizeof prov, "%s", provider);
+    snprintf(c->provider, sizeof c->provider, "%s", prov);
+    int is_shm = strcmp(prov, "shm") == 0;
+    const char *node = (!is_shm && local_ip && *local_ip) ? local_ip : NULL;
+    int ret = -FI_ENODATA;
+    c->rma_ok = 0;
+    for (int attempt = 0; attempt < 4 && ret; attempt++) {
+        int with_rma = attempt < 2;
+        const char *n = (attempt % 2 == 0) ? node : NULL;
+        if (attempt % 2 == 1 && !node)
+            continue;
+        struct fi_info *h = make_hints(prov, with_rma);
+        if (!h)
+            return pt_fail(PT_ENOMEM, "rank %d: out of memory for libfabric hints", c->rank);
+        ret = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), n, NULL, n ? FI_SOURCE : 0, h, &c->info);
+        fi_freeinfo(h);
+        if (ret == 0)
+            c->rma_ok = with_rma;
+    }
+    if (ret)
+        return pt_fail(PT_ECOMM, "rank %d: libfabric has no reliable-datagram endpoint with tagged messages for provider "
+                                 "'%s' (%s); run `fi_info -t FI_EP_RDM` to list providers and set PT_FABRIC_PROVIDER",
+                       c->rank, prov, fi_strerror(-ret));
+    if (c->info->domain_attr->cq_data_size < 8)
+        c->rma_ok = 0; /* the size check and RMA ids need 8 bytes of immediate data */
+    if (c->info->domain_attr->cq_data_size < 6)
+        return pt_fail(PT_ENOTSUP, "rank %d: provider %s carries only %zu bytes of immediate data (pipetrain needs 6); "
+                                   "choose another PT_FABRIC_PROVIDER", c->rank, prov,
+                       c->info->domain_attr->cq_data_size);
+    c->mr_mode = (uint64_t)c->info->domain_attr->mr_mode;
+    c->inject_size = c->info->tx_attr->inject_size;
+    if (c->info->fabric_attr->prov_name)
+        snprintf(c->provider, sizeof c->provider, "%s", c->info->fabric_attr->prov_name);
+    if ((ret = fi_fabric(c->info->fabric_attr, &c->fabric, NULL)))
+        return fab_err(c, "fi_fabric", ret);
+    if ((ret = fi_domain(c->fabric, c->info, &c->domain, NULL)))
+        return fab_err(c, "fi_domain", ret);
+    struct fi_av_attr av_attr = { .type = FI_AV_TABLE, .count = (size_t)c->size };
+    if ((ret = fi_av_open(c->domain, &av_attr, &c->av, NULL)))
+        return fab_err(c, "fi_av_open", ret);
+    /* Only a file-descriptor wait object is a real sleep that wakes on arrival (shm's default
+     * "yield" wait neither progresses nor honours the timeout here); without one, waits
+     * yield and nap in pt_comm_wait instead. */
+    struct fi_cq_attr cq_attr = { .format = FI_CQ_FORMAT_TAGGED, .wait_obj = FI_WAIT_FD };
+    c->cq_waitable = 1;
+    if (fi_cq_open(c->domain, &cq_attr, &c->cq, NULL) != 0) {
+        cq_attr.wait_obj = FI_WAIT_NONE; /* no wait object: waits yield the CPU instead */
+        c->cq_waitable = 0;
+        if ((ret = fi_cq_open(c->domain, &cq_attr, &c->cq, NULL)))
+            return fab_err(c, "fi_cq_open", ret);
+    }
+    if ((ret = fi_endpoint(c->domain, c->info, &c->ep, NULL)))
+        return fab_err(c, "fi_endpoint", ret);
+    if ((ret = fi_ep_bind(c->ep, &c->av->fid, 0)))
+        return fab_err(c, "fi_ep_bind(av)", ret);
+    if ((ret = fi_ep_bind(c->ep, &c->cq->fid, FI_TRANSMIT | FI_RECV)))
+        return fab_err(c, "fi_ep_bind(cq)", ret);
+    if ((ret = fi_enable(c->ep)))
+        return fab_err(c, "fi_enable", ret);
+    c->rma_min = SIZE_MAX; /* RMA path is opt-in: see docs/comm.md */
+    const char *env = getenv("PT_COMM_RMA_MIN");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (strcmp(env, "off") == 0 || strcmp(env, "never") == 0)
+            c->rma_min = SIZE_MAX;
+        else if (*end == 0)
+            c->rma_min = (size_t)v;
+        else
+            return pt_fail(PT_EINVAL, "PT_COMM_RMA_MIN=%s: expected a byte count or 'off'", env);
+    }
+    if (!c->rma_ok)
+        c->rma_min = SIZE_MAX;
+    if (!(c->mr_mode & FI_MR_LOCAL) && c->info->rx_attr->iov_limit >= 2) {
+        size_t sink = (size_t)1 << 30;
+        void *p = mmap(NULL, sink, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) {
+            c->sink = p;
+            c->sink_bytes = sink;
+        }
+    }
+    c->addrs = calloc((size_t)c->size, sizeof *c->addrs);
+    if (!c->addrs)
+        return pt_fail(PT_ENOMEM, "rank %d: out of memory for %d addresses", c->rank, c->size);
+    return PT_OK;
+}
+
+pt_status pt_fabric_insert(pt_comm *c, const void *all, size_t addr_len)
+{
+    (void)addr_len;
+    int n = fi_av_insert(c->av, all, (size_t)c->size, c->addrs, 0, NULL);
+    if (n != c->size)
+        return pt_fail(PT_ECOMM, "rank %d: libfabric fi_av_insert took %d of %d addresses (provider %s): %s", c->rank,
+                       n, c->size, c->provider, n < 0 ? fi_strerror(-n) : "some were refused");
+    return PT_OK;
+}
+
+static void req_free_all(pt_comm *c);
+
+void pt_fabric_close(pt_comm *c)
+{
+    if (c->ep)
+        fi_close(&c->ep->fid);
+    c->ep = NULL;
+    for (int i = 0; i < c->n_mrs; i++)
+        if (c->mrs[i].mr)
+            fi_close(&c->mrs[i].mr->fid);
+    free(c->mrs);
+    c->mrs = NULL;
+    c->n_mrs = c->cap_mrs = 0;
+    req_free_all(c);
+    if (c->cq)
+        fi_close(&c->cq->fid);
+    if (c->av)
+        fi_close(&c->av->fid);
+    if (c->domain)
+        fi_close(&c->domain->fid);
+    if (c->fabric)
+        fi_close(&c->fabric->fid);
+    c->cq = NULL;
+    c->av = NULL;
+    c->domain = NULL;
+    c->fabric = NULL;
+    if (c->info)
+        fi_freeinfo(c->info);
+    c->info = NULL;
+    free(c->addrs);
+    c->addrs = NULL;
+    if (c->sink)
+        munmap(c->sink, c->sink_bytes);
+    c->sink = NULL;
+}
+
+/* ---------------------------------------------------------------- memory registration cache */
+
+/* Finds or makes a registration covering [buf, buf+bytes); returns its index (a reference is
+ * held until mr_put) or -1 with the error recorded. Registrations are kept (LRU, evicted only
+ * when unused) because the runtime sends from and receives into the same buffers every step. */
+static int mr_get(pt_comm *c, const void *buf, size_t bytes)
+{
+    uintptr_t a = (uintptr_t)buf;
+    int lru = -1;
+    for (int i = 0; i < c->n_mrs; i++) {
+        pt_mr_entry *m = &c->mrs[i];
+        if (m->mr && m->base <= a && a + bytes <= m->base + m->len) {
+            m->refs++;
+            m->last_use = ++c->use_clock;
+            return i;
+        }
+        if (m->refs == 0 && (lru < 0 || !m->mr || m->last_use < c->mrs[lru].last_use))
+            lru = i;
+    }
+    int slot = lru;
+    if (slot < 0 || (c->n_mrs < 64 && c->mrs[slot].mr)) {
+        if (c->n_mrs == c->cap_mrs) {
+            int cap = c->cap_mrs ? 2 * c->cap_mrs : 16;
+            pt_mr_entry *n = realloc(c->mrs, sizeof *n * (size_t)cap);
+            if (!n) {
+                pt_fail(PT_ENOMEM, "rank %d: out of memory for memory registrations", c->rank);
+                return -1;
+            }
+            c->mrs = n;
+            c->cap_mrs = cap;
+        }
+        slot = c->n_mrs++;
+        memset(&c->mrs[slot], 0, sizeof c->mrs[slot]);
+    }
+    pt_mr_entry *m = &c->mrs[slot];
+    if (m->mr)
+        fi_close(&m->mr->fid);
+    memset(m, 0, sizeof *m);
+    struct fid_mr *mr;
+    uint64_t key = (c->mr_mode & FI_MR_PROV_KEY) ? 0 : ++c->next_key;
+    int ret = fi_mr_reg(c->domain, buf, bytes ? bytes : 1, MR_ACCESS, 0, key, 0, &mr, NULL);
+    if (ret == 0 && (c->mr_mode & FI_MR_ENDPOINT)) {
+        ret = fi_mr_bind(mr, &c->ep->fid, 0);
+        if (ret == 0)
+            ret = fi_mr_enable(mr);
+        if (ret)
+            fi_close(&mr->fid);
+    }
+    if (ret) {
+        pt_fail(PT_ECOMM, "rank %d: libfabric fi_mr_reg of %zu bytes failed (provider %s): %s", c->rank, bytes,
+                c->provider, fi_strerror(-ret));
+        return -1;
+    }
+    m->base = a;
+    m->len = bytes ? bytes : 1;
+    m->mr = mr;
+    m->desc = fi_mr_desc(mr);
+    m->key = fi_mr_key(mr);
+    m->refs = 1;
+    m->last_use = ++c->use_clock;
+    return slot;
+}
+
+static void mr_put(pt_comm *c, int idx)
+{
+    if (idx >= 0 && idx < c->n_mrs && c->mrs[idx].refs > 0)
+        c->mrs[idx].refs--;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void req_free_all(pt_comm *c)
+{
+    pt_comm_req *r = c->all_reqs;
+    while (r) {
+        pt_comm_req *n = r->all_next;
+        if (r->rtr_mr)
+            fi_close(&r->rtr_mr->fid);
+        free(r);
+        r = n;
+    }
+    c->all_reqs = c->free_reqs = c->rma_recvs = c->post_queue = c->zombies = NULL;
+}
+
+static pt_comm_req *req_get(pt_comm *c)
+{
+    pt_comm_req *r = c->free_reqs;
+    if (r) {
+        c->free_reqs = r->next;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r) {
+            pt_fail(PT_ENOMEM, "rank %d: out of memory for a request", c->rank);
+            return NULL;
+        }
+        r->all_next = c->all_reqs;
+        c->all_reqs = r;
+        if (c->mr_mode & FI_MR_LOCAL) {
+            int ret = fi_mr_reg(c->domain, &r->rtr, sizeof r->rtr, MR_ACCESS, 0,
+                                (c->mr_mode & FI_MR_PROV_KEY) ? 0 : ++c->next_key, 0, &r->rtr_mr, NULL);
+            if (ret == 0 && (c->mr_mode & FI_MR_ENDPOINT) && (ret = fi_mr_bind(r->rtr_mr, &c->ep->fid, 0)) == 0)
+                ret = fi_mr_enable(r->rtr_mr);
+            if (ret) {
+                if (r->rtr_mr)
+                    fi_close(&r->rtr_mr->fid);
+                r->rtr_mr = NULL;
+                pt_fail(PT_ECOMM, "rank %d: libfabric fi_mr_reg of a control buffer failed: %s", c->rank,
+                        fi_strerror(-ret));
+                r->next = c->free_reqs; /* keep it allocated (freed at destroy), unusable for now */
+                return NULL;
+            }
+            r->rtr_desc = fi_mr_desc(r->rtr_mr);
+        }
+    }
+    struct fid_mr *keep_mr = r->rtr_mr;
+    void *keep_desc = r->rtr_desc;
+    pt_comm_req *keep_all = r->all_next;
+    memset(r, 0, sizeof *r);
+    r->rtr_mr = keep_mr;
+    r->rtr_desc = keep_desc;
+    r->all_next = keep_all;
+    r->mr_idx = -1;
+    for (int i = 0; i < PT_N_OPS; i++) {
+        r->ops[i].req = r;
+        r->ops[i].which = i;
+    }
+    return r;
+}
+
+static void req_put(pt_comm *c, pt_comm_req *r)
+{
+    mr_put(c, r->mr_idx);
+    r->mr_idx = -1;
+    r->next = c->free_reqs;
+    c->free_reqs = r;
+}
+
+static void list_remove(pt_comm_req **head, pt_comm_req *r)
+{
+    for (pt_comm_req **p = head; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            r->next = NULL;
+            return;
+        }
+}
+
+/* Records the first error of a request (the message goes to r->err: other completions may be
+ * handled before its owner looks). */
+static void req_error(pt_comm_req *r, pt_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void req_error(pt_comm_req *r, pt_status st, const char *fmt, ...)
+{
+    if (r->st != PT_OK)
+        return;
+    r->st = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+}
+
+static void mismatch(pt_comm *c, pt_comm_req *r, unsigned long long sent)
+{
+    char d[128];
+    describe(r, d, sizeof d);
+    if (r->is_send)
+        req_error(r, PT_ECOMM, "rank %d sends %zu B for %s, rank %d expected %llu B; both sides must agree on the "
+                               "shapes (same micro-batch size, sequence length, model and plan)",
+                  c->rank, r->bytes, d, r->peer, sent);
+    else
+        req_error(r, PT_ECOMM, "rank %d sent %llu B for %s, rank %d expected %zu B; both sides must agree on the "
+                               "shapes (same micro-batch size, sequence length, model and plan)",
+                  r->peer, sent, d, c->rank, r->bytes);
+}
+
+static void update_done(pt_comm *c, pt_comm_req *r)
+{
+    if (r->n_pending > 0 || r->done)
+        return;
+    if (r->st == PT_OK && r->rma && !r->is_send && !r->got_write)
+        return;
+    if (r->st == PT_OK && r->rma && r->is_send && r->post_pending)
+        return;
+    if (r->in_rma_list) {
+        list_remove(&c->rma_recvs, r);
+        r->in_rma_list = 0;
+    }
+    if (r->post_pending) {
+        list_remove(&c->post_queue, r);
+        r->post_pending = 0;
+    }
+    r->done = 1;
+    if (r->abandoned) {
+        list_remove(&c->zombies, r);
+        req_put(c, r);
+    }
+}
+
+static pt_status progress(pt_comm *c);
+
+/* The sender's RMA write, once the RTR has arrived. Called from completion handling: -FI_EAGAIN
+ * queues it for the next progress call instead of looping. */
+static void post_write(pt_comm *c, pt_comm_req *r)
+{
+    void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
+    uint64_t data = ((r->rtr.id & 0xffffffffu) << 32) | (uint64_t)r->bytes;
+    ssize_t ret = fi_writedata(c->ep, r->buf, r->bytes, desc, data, c->addrs[r->peer], r->rtr.addr, r->rtr.key,
+                               &r->ops[PT_OP_WRITE]);
+    if (ret == -FI_EAGAIN) {
+        if (!r->post_pending) {
+            r->post_pending = 1;
+            r->next = c->post_queue;
+            c->post_queue = r;
+        }
+        return;
+    }
+    if (r->post_pending) {
+        list_remove(&c->post_queue, r);
+        r->post_pending = 0;
+    }
+    if (ret) {
+        char d[128];
+        describe(r, d, sizeof d);
+        req_error(r, PT_ECOMM, "rank %d: RMA write of %s to rank %d failed: %s", c->rank, d, r->peer,
+                  fi_strerror((int)-ret));
+        return;
+    }
+    r->n_pending++;
+}
+
+static void send_nack(pt_comm *c, pt_comm_req *r)
+{
+    r->rtr = (pt_rtr){ .bytes = r->bytes, .nack = 1 };
+    ssize_t ret;
+    if (sizeof r->rtr <= c->inject_size)
+        ret = fi_tinject(c->ep, &r->rtr, sizeof r->rtr, c->addrs[r->peer], r->tag | PT_TAG_CTRL);
+    else {
+        ret = fi_tsend(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, c->addrs[r->peer], r->tag | PT_TAG_CTRL,
+                       &r->ops[PT_OP_CTRL_SEND]);
+        if (ret == 0)
+            r->n_pending++;
+    }
+    (void)ret; /* best effort: the sender times out otherwise, and this side already has the error */
+}
+
+static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
+{
+    if (e->flags & FI_REMOTE_WRITE) {
+        uint32_t id = (uint32_t)(e->data >> 32);
+        for (pt_comm_req *r = c->rma_recvs; r; r = r->next)
+            if ((uint32_t)r->rma_id == id) {
+                r->got_write = 1;
+                if ((e->data & 0xffffffffu) != (r->bytes & 0xffffffffu))
+                    mismatch(c, r, (unsigned long long)(e->data & 0xffffffffu));
+                update_done(c, r);
+                return;
+            }
+        return; /* a write for an abandoned receive */
+    }
+    pt_comm_op *op = e->op_context;
+    if (!op)
+        return;
+    pt_comm_req *r = op->req;
+    r->n_pending--;
+    switch (op->which) {
+    case PT_OP_RECV: {
+        int has_data = (e->flags & FI_REMOTE_CQ_DATA) != 0;
+        uint64_t sent = has_data ? (e->data & PT_DATA_SIZE_MASK) : e->len;
+        if (has_data && (e->data & PT_DATA_ANNOUNCE)) {
+            if (!r->rma) {
+                mismatch(c, r, sent);
+                send_nack(c, r);
+            } else if (sent != r->bytes) {
+                mismatch(c, r, sent); /* the sender sees our RTR's size and fails too */
+            } else {
+                r->got_announce = 1;
+            }
+        } else if (r->rma || sent != r->bytes || e->len != r->bytes) {
+            mismatch(c, r, sent);
+        }
+        break;
+    }
+    case PT_OP_CTRL_RECV:
+        if (r->rtr.nack || r->rtr.bytes != r->bytes)
+            mismatch(c, r, r->rtr.bytes);
+        else if (!r->abandoned)
+            post_write(c, r);
+        break;
+    case PT_OP_SEND:
+    case PT_OP_CTRL_SEND:
+    case PT_OP_WRITE:
+    default:
+        break;
+    }
+    update_done(c, r);
+}
+
+static void on_error(pt_comm *c)
+{
+    struct fi_cq_err_entry e;
+    memset(&e, 0, sizeof e);
+    if (fi_cq_readerr(c->cq, &e, 0) <= 0)
+        return;
+    pt_comm_op *op = e.op_context;
+    if (!op)
+        return;
+    pt_comm_req *r = op->req;
+    r->n_pending--;
+    if (e.err < 0)
+        e.err = -e.err; /* providers differ in the sign */
+    if (e.err == FI_ECANCELED) {
+        /* our own cancel of an abandoned request */
+    } else if (e.err == FI_ETRUNC && op->which == PT_OP_RECV) {
+        unsigned long long sent = (e.flags & FI_REMOTE_CQ_DATA) ? (e.data & PT_DATA_SIZE_MASK)
+                                                                : (unsigned long long)(e.len + e.olen);
+        if (sent > r->bytes) {
+            mismatch(c, r, sent);
+        } else { /* the provider did not say how much was sent */
+            char d[128];
+            describe(r, d, sizeof d);
+            req_error(r, PT_ECOMM, "rank %d sent more than %zu B for %s, rank %d expected %zu B; both sides must "
+                                   "agree on the shapes (same micro-batch size, sequence length, model and plan)",
+                      r->peer, r->bytes, d, c->rank, r->bytes);
+        }
+    } else if (e.err == FI_ETRUNC && op->which == PT_OP_CTRL_RECV) {
+        char d[128];
+        describe(r, d, sizeof d);
+        req_error(r, PT_ECOMM, "rank %d: rank %d answered %s with a malformed ready-to-receive message; run the same "
+                               "build on every rank", c->rank, r->peer, d);
+    } else {
+        char d[128], pe[160];
+        describe(r, d, sizeof d);
+        pe[0] = 0;
+        if (e.prov_errno)
+            snprintf(pe, sizeof pe, " (%s)", fi_cq_strerror(c->cq, e.prov_errno, e.err_data, NULL, 0));
+        static const char *const opn[] = { "send", "receive", "ready-to-receive send", "ready-to-receive receive",
+                                           "RMA write" };
+        char fe[96];
+        fi_fail_text(fe, sizeof fe, e.err);
+        req_error(r, PT_ECOMM, "rank %d: %s of %s with rank %d failed: %s%s; check rank %d's log", c->rank,
+                  opn[op->which], d, r->peer, fe, pe, r->peer);
+    }
+    update_done(c, r);
+}
+
+static pt_status handle_cq_ret(pt_comm *c, ssize_t n, struct fi_cq_tagged_entry *ents)
+{
+    if (n > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            on_completion(c, &ents[i]);
+        return PT_OK;
+    }
+    if (n == -FI_EAGAIN || n == 0)
+        return PT_OK;
+    if (n == -FI_EAVAIL) {
+        on_error(c);
+        return PT_OK;
+    }
+    return pt_fail(PT_ECOMM, "rank %d: libfabric completion queue read failed (provider %s): %s", c->rank,
+                   c->provider, fi_strerror((int)-n));
+}
+
+static pt_status progress(pt_comm *c)
+{
+    struct fi_cq_tagged_entry ents[CQ_BATCH];
+    for (int round = 0; round < 64; round++) {
+        ssize_t n = fi_cq_read(c->cq, ents, CQ_BATCH);
+        PT_CHECK(handle_cq_ret(c, n, ents));
+        if (n != CQ_BATCH && n != -FI_EAVAIL)
+            break;
+    }
+    for (pt_comm_req *r = c->post_queue, *next; r; r = next) {
+        next = r->next;
+        post_write(c, r);
+        update_done(c, r);
+    }
+    return PT_OK;
+}
+
+/* ---------------------------------------------------------------- point to point */
+
+static pt_status check_peer(pt_comm *c, int peer, const char *what)
+{
+    if (!c)
+        return pt_fail(PT_EINVAL, "%s: no communicator", what);
+    if (peer < 0 || peer >= c->size || peer == c->rank)
+        return pt_fail(PT_EINVAL, "rank %d: %s with rank %d: the peer must be another rank in 0..%d", c->rank, what,
+                       peer, c->size - 1);
+    return PT_OK;
+}
+
+static pt_status p2p_tag(pt_comm *c, const pt_msg_id *id, uint64_t *tag)
+{
+    if (!id)
+        return pt_fail(PT_EINVAL, "rank %d: a message needs an id", c->rank);
+    int kind = id->kind;
+    if (kind == 5 || kind == 7) /* RECV_ACT, RECV_GRAD match SEND_ACT, SEND_GRAD */
+        kind--;
+    if (kind < 0 || kind >= PT_COMM_KIND_COLL || id->microbatch < 0 || id->microbatch > 65535 || id->chunk < 0 ||
+        id->chunk > 255 || id->step < 0)
+        return pt_fail(PT_EINVAL, "rank %d: message id kind %d mb %d chunk %d step %lld is out of range (kind 0..14, "
+                                  "mb 0..65535, chunk 0..255, step >= 0)",
+                       c->rank, id->kind, id->microbatch, id->chunk, (long long)id->step);
+    *tag = ((uint64_t)kind << PT_TAG_KIND_SHIFT) | ((uint64_t)id->microbatch << PT_TAG_MB_SHIFT) |
+           ((uint64_t)id->chunk << PT_TAG_CHUNK_SHIFT) | ((uint64_t)id->step & PT_TAG_STEP_MASK);
+    return PT_OK;
+}
+
+static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id *id, const char *what,
+                            const void *buf, size_t bytes, pt_comm_req **out)
+{
+    *out = NULL;
+    if (bytes > PT_DATA_SIZE_MASK)
+        return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
+    if (bytes && !buf)
+        return pt_fail(PT_EINVAL, "rank %d: send of %zu bytes from a NULL buffer", c->rank, bytes);
+    pt_comm_req *r = req_get(c);
+    if (!r)
+        return PT_ENOMEM;
+    r->is_send = 1;
+    r->peer = peer;
+    if (id)
+        r->id = *id;
+    r->what = what;
+    r->tag = tag | ((uint64_t)c->rank << PT_TAG_SRC_SHIFT);
+    r->buf = (void *)buf;
+    r->bytes = bytes;
+    r->rma = bytes >= c->rma_min && bytes <= 0xffffffffu;
+    pt_status st = PT_OK;
+    if (r->rma || (c->mr_mode & FI_MR_LOCAL)) {
+        r->mr_idx = mr_get(c, buf, bytes);
+        if (r->mr_idx < 0) {
+            req_put(c, r);
+            return PT_ECOMM;
+        }
+    }
+    void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
+    if (r->rma) {
+        ssize_t ret;
+        r->n_pending++;
+        int64_t dl = pt_deadline_after_ms(c->timeout_ms);
+        while ((ret = fi_trecv(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
+                               &r->ops[PT_OP_CTRL_RECV])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+            if ((st = progress(c)) != PT_OK)
+                break;
+        if (st == PT_OK && ret) {
+            r->n_pending--;
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv (ready-to-receive) from rank %d failed: %s", c->rank,
+                         peer, fi_strerror((int)-ret));
+        }
+        if (st == PT_OK) {
+            r->n_pending++;
+            while ((ret = fi_tsenddata(c->ep, NULL, 0, NULL, PT_DATA_ANNOUNCE | (uint64_t)bytes, c->addrs[peer],
+                                       r->tag, &r->ops[PT_OP_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+                if ((st = progress(c)) != PT_OK)
+                    break;
+            if (st == PT_OK && ret) {
+                r->n_pending--;
+                st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_tsenddata (announce) to rank %d failed: %s", c->rank,
+                             peer, fi_strerror((int)-ret));
+            }
+        }
+    } else if (bytes <= c->inject_size) {
+        ssize_t ret;
+        int64_t dl = pt_deadline_after_ms(c->timeout_ms);
+        while ((ret = fi_tinjectdata(c->ep, buf, bytes, (uint64_t)bytes, c->addrs[peer], r->tag)) == -FI_EAGAIN &&
+               !pt_deadline_passed(dl))
+            if ((st = progress(c)) != PT_OK)
+                break;
+        if (st == PT_OK && ret)
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_tinjectdata to rank %d failed: %s", c->rank, peer,
+                         fi_strerror((int)-ret));
+    } else {
+        ssize_t ret;
+        int64_t dl = pt_deadline_after_ms(c->timeout_ms);
+        r->n_pending++;
+        while ((ret = fi_tsenddata(c->ep, buf, bytes, desc, (uint64_t)bytes, c->addrs[peer], r->tag,
+                                   &r->ops[PT_OP_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+            if ((st = progress(c)) != PT_OK)
+                break;
+        if (st == PT_OK && ret) {
+            r->n_pending--;
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_tsenddata to rank %d failed: %s", c->rank, peer,
+                         fi_strerror((int)-ret));
+        }
+    }
+    if (st != PT_OK) {
+        if (r->n_pending > 0) { /* something is posted: keep the request until the provider lets go */
+            fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]);
+            r->abandoned = 1;
+            r->next = c->zombies;
+            c->zombies = r;
+        } else {
+            req_put(c, r);
+        }
+        return st;
+    }
+    update_done(c, r);
+    *out = r;
+    return PT_OK;
+}
+
+static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id *id, const char *what, void *buf,
+                            size_t bytes, pt_comm_req **out)
+{
+    *out = NULL;
+    if (bytes > PT_DATA_SIZE_MASK)
+        return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
+    if (bytes && !buf)
+        return pt_fail(PT_EINVAL, "rank %d: receive of %zu bytes into a NULL buffer", c->rank, bytes);
+    pt_comm_req *r = req_get(c);
+    if (!r)
+        return PT_ENOMEM;
+    r->is_send = 0;
+    r->peer = peer;
+    if (id)
+        r->id = *id;
+    r->what = what;
+    r->tag = tag | ((uint64_t)peer << PT_TAG_SRC_SHIFT);
+    r->buf = buf;
+    r->bytes = bytes;
+    r->rma = bytes >= c->rma_min && bytes <= 0xffffffffu;
+    if (r->rma || (c->mr_mode & FI_MR_LOCAL)) {
+        r->mr_idx = mr_get(c, buf, bytes);
+        if (r->mr_idx < 0) {
+            req_put(c, r);
+            return PT_ECOMM;
+        }
+    }
+    pt_status st = PT_OK;
+    void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
+    int64_t dl = pt_deadline_after_ms(c->timeout_ms);
+    ssize_t ret;
+    r->n_pending++;
+    struct iovec iov[2] = { { buf, bytes }, { c->sink, c->sink_bytes } };
+    void *descs[2] = { desc, NULL };
+    for (;;) {
+        if (c->sink)
+            ret = fi_trecvv(c->ep, iov, descs, 2, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]);
+        else
+            ret = fi_trecv(c->ep, buf, bytes, desc, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]);
+        if (ret != -FI_EAGAIN || pt_deadline_passed(dl))
+            break;
+        if ((st = progress(c)) != PT_OK)
+            break;
+    }
+    if (st == PT_OK && ret) {
+        r->n_pending--;
+        st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv from rank %d failed: %s", c->rank, peer,
+                     fi_strerror((int)-ret));
+    }
+    if (st == PT_OK && r->rma) {
+        pt_mr_entry *m = &c->mrs[r->mr_idx];
+        r->rma_id = ++c->next_rma_id & 0xffffffffu;
+        r->rtr = (pt_rtr){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
+                                                                   : (uint64_t)((uintptr_t)buf - m->base),
+                           .key = m->key, .bytes = bytes, .id = r->rma_id, .nack = 0 };
+        r->next = c->rma_recvs;
+        c->rma_recvs = r;
+        r->in_rma_list = 1;
+        if (sizeof r->rtr <= c->inject_size) {
+            while ((ret = fi_tinject(c->ep, &r->rtr, sizeof r->rtr, c->addrs[peer], r->tag | PT_TAG_CTRL)) ==
+                       -FI_EAGAIN && !pt_deadline_passed(dl))
+                if ((st = progress(c)) != PT_OK)
+                    break;
+        } else {
+            r->n_pending++;
+            while ((ret = fi_tsend(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, c->addrs[peer], r->tag | PT_TAG_CTRL,
+                                   &r->ops[PT_OP_CTRL_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+                if ((st = progress(c)) != PT_OK)
+                    break;
+            if (ret)
+                r->n_pending--;
+        }
+        if (st == PT_OK && ret)
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric send of the ready-to-receive to rank %d failed: %s", c->rank,
+                         peer, fi_strerror((int)-ret));
+    }
+    if (st != PT_OK) {
+        if (r->in_rma_list) {
+            list_remove(&c->rma_recvs, r);
+            r->in_rma_list = 0;
+        }
+        if (r->n_pending > 0) {
+            fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]);
+            r->abandoned = 1;
+            r->next = c->zombies;
+            c->zombies = r;
+        } else {
+            req_put(c, r);
+        }
+        return st;
+    }
+    update_done(c, r);
+    *out = r;
+    return PT_OK;
+}
+
+pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes, pt_comm_req **out)
+{
+    uint64_t tag = 0;
+    if (!out)
+        return pt_fail(PT_EINVAL, "pt_comm_isend: out is NULL");
+    *out = NULL;
+    PT_CHECK(check_peer(c, peer, "send"));
+    PT_CHECK(p2p_tag(c, id, &tag));
+    return start_send(c, peer, tag, id, NULL, buf, bytes, out);
+}
+
+pt_status pt_comm_irecv(pt_comm *c, int peer, const pt_msg_id *id, void *buf, size_t bytes, pt_comm_req **out)
+{
+    uint64_t tag = 0;
+    if (!out)
+        return pt_fail(PT_EINVAL, "pt_comm_irecv: out is NULL");
+    *out = NULL;
+    PT_CHECK(check_peer(c, peer, "receive"));
+    PT_CHECK(p2p_tag(c, id, &tag));
+    return start_recv(c, peer, tag, id, NULL, buf, bytes, out);
+}
+
+pt_status pt_comm_isend_tag(pt_comm *c, int peer, uint64_t tag, const char *what, const void *buf, size_t bytes,
+                            pt_comm_req **out)
+{
+    PT_CHECK(check_peer(c, peer, what));
+    return start_send(c, peer, tag, NULL, what, buf, bytes, out);
+}
+
+pt_status pt_comm_irecv_tag(pt_comm *c, int peer, uint64_t tag, const char *what, void *buf, size_t bytes,
+                            pt_comm_req **out)
+{
+    PT_CHECK(check_peer(c, peer, what));
+    return start_recv(c, peer, tag, NULL, what, buf, bytes, out);
+}
+
+/* Gives up on r: cancels what it has posted and keeps it (as a zombie) until the provider has
+ * let go of its contexts, so late completions never touch freed memory. */
+static void abandon(pt_comm *c, pt_comm_req *r)
+{
+    if (r->in_rma_list) {
+        list_remove(&c->rma_recvs, r);
+        r->in_rma_list = 0;
+    }
+    if (r->post_pending) {
+        list_remove(&c->post_queue, r);
+        r->post_pending = 0;
+    }
+    if (r->n_pending == 0) {
+        req_put(c, r);
+        return;
+    }
+    r->abandoned = 1;
+    fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]);
+    fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]);
+    r->next = c->zombies;
+    c->zombies = r;
+}
+
+static pt_status finish(pt_comm *c, pt_comm_req *r)
+{
+    pt_status st = r->st;
+    if (st != PT_OK)
+        pt_fail(st, "%s", r->err);
+    req_put(c, r);
+    return st;
+}
+
+pt_status pt_comm_test(pt_comm *c, pt_comm_req *r, int *done)
+{
+    *done = 0;
+    if (!r) {
+        *done = 1;
+        return PT_OK;
+    }
+    pt_status st = progress(c);
+    if (st != PT_OK)
+        return st;
+    if (!r->done)
+        return PT_OK;
+    *done = 1;
+    return finish(c, r);
+}
+
+static void nap(int64_t waited_ns)
+{
+    if (waited_ns < 1000000) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = { 0, 50 * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
+{
+    if (!r)
+        return PT_OK;
+    int64_t start = pt_now_ns();
+    struct fi_cq_tagged_entry ents[CQ_BATCH];
+    for (;;) {
+        pt_status st = progress(c);
+        if (st != PT_OK) {
+            abandon(c, r);
+            return st;
+        }
+        if (r->done)
+            return finish(c, r);
+        int64_t now = pt_now_ns();
+        if (deadline_ns != INT64_MAX && now >= deadline_ns) {
+            char d[128];
+            describe(r, d, sizeof d);
+            double waited = pt_seconds_between(start, now);
+            int peer = r->peer;
+            if (r->is_send)
+                st = pt_fail(PT_ETIMEDOUT, "rank %d: %s to rank %d not delivered after %.1f s (rank %d has not taken "
+                                           "it); check rank %d's log", c->rank, d, peer, waited, peer, peer);
+            else
+                st = pt_fail(PT_ETIMEDOUT, "rank %d: no %s from rank %d after %.1f s; check rank %d's log", c->rank,
+                             d, peer, waited, peer);
+            abandon(c, r);
+            return st;
+        }
+        if (now - start < SPIN_NS)
+            continue;
+        if (c->cq_waitable) {
+            int64_t left_ms = deadline_ns == INT64_MAX ? SREAD_MAX_MS : (deadline_ns - now) / 1000000 + 1;
+            int ms = left_ms < SREAD_MAX_MS ? (int)left_ms : SREAD_MAX_MS;
+            ssize_t n = fi_cq_sread(c->cq, ents, CQ_BATCH, NULL, ms);
+            if (n == -FI_ETIMEDOUT)
+                continue;
+            st = handle_cq_ret(c, n, ents);
+            if (st != PT_OK) {
+                abandon(c, r);
+                return st;
+            }
+        } else {
+            nap(now - start);
+        }
+    }
+}
+
+pt_status pt_comm_waitall(pt_comm *c, pt_comm_req **r, int n, int64_t deadline_ns)
+{
+    pt_status first = PT_OK;
+    char msg[512] = "";
+    for (int i = 0; i < n; i++) {
+        if (!r[i])
+            continue;
+        pt_status st = pt_comm_wait(c, r[i], deadline_ns);
+        r[i] = NULL;
+        if (st != PT_OK && first == PT_OK) {
+            first = st;
+            snprintf(msg, sizeof msg, "%s", pt_last_error());
+        }
+    }
+    if (first != PT_OK)
+        pt_fail(first, "%s", msg);
+    return first;
+}
