@@ -37,8 +37,9 @@
  * lists `wte.weight` (the embedding and the head) gets it on load.
  *
  * Codec: each tensor is cut into blocks of `block_elems` values; each block's values are
- * transformed (byte planes, or exponent / sign+mantissa planes) and every plane is stored either
- * zstd-compressed (content checksum on) or raw, whichever is smaller by more than 1%. Every block
+ * transformed (byte planes, or exponent / sign+mantissa planes, chosen per tensor on a sample) and
+ * every plane is stored zstd-compressed (content checksum on), or raw when zstd does not shrink it
+ * by more than 1%. Every block
  * also carries an XXH64 of its stored bytes (so any damaged byte of a shard is caught, even one
  * zstd would ignore) and one of its raw values (checked after decoding).
  */
@@ -102,7 +103,8 @@ void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream 
  * thread that owns comm. Rank 0 prepares DIR/step_N.tmp/ and all ranks meet at a barrier (the
  * only use of comm: the background thread never touches it). Each rank's thread then writes
  * shard-<rank>.ptz and its index shard-<rank>.json, fsyncs them and creates shard-<rank>.done;
- * rank 0's thread waits for every rank's marker (up to the comm timeout), merges the indexes
+ * rank 0's thread waits for every rank's marker (up to an hour, then an error naming the missing
+ * rank), merges the indexes
  * into manifest.json and commits. DIR must be on a file system every rank sees.
  * Blocks only for the copy, the barrier and any wait for the previous save. Not thread-safe with
  * other calls on the same saver. */
