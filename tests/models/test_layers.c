@@ -431,6 +431,55 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
 
 /* ---- misuse, files ---- */
 
+/* 1 when two files have the same bytes. */
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        same = ca == cb;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+/* Copies safetensors file src to dst with `prefix` before every name, as BF16 when bf16. */
+static void rewrite(const char *src, const char *dst, const char *prefix, int bf16)
+{
+    pt_safetensors *f = NULL;
+    pt_safetensors_writer *w = NULL;
+    EXPECT_OK(pt_safetensors_open(src, &f));
+    EXPECT_OK(pt_safetensors_writer_create(dst, &w));
+    if (!f || !w)
+        exit(1);
+    for (int i = 0; i < pt_safetensors_n_tensors(f); i++) {
+        const pt_safetensors_tensor *t = pt_safetensors_tensor_at(f, i);
+        char name[160];
+        snprintf(name, sizeof(name), "%s%s", prefix, t->name);
+        EXPECT_OK(pt_safetensors_writer_declare(w, name, bf16 ? PT_ST_BF16 : PT_ST_F32, t->ndim, t->shape));
+    }
+    for (int i = 0; i < pt_safetensors_n_tensors(f); i++) {
+        const pt_safetensors_tensor *t = pt_safetensors_tensor_at(f, i);
+        float *v = malloc(t->numel * sizeof(float));
+        uint16_t *h = malloc(t->numel * sizeof(uint16_t));
+        EXPECT_OK(pt_safetensors_read_f32(f, t, v, t->numel));
+        for (size_t k = 0; k < t->numel; k++)
+            h[k] = pt_f32_to_bf16(v[k]);
+        EXPECT_OK(pt_safetensors_writer_write(w, bf16 ? (void *)h : (void *)v, t->numel * (bf16 ? 2 : 4)));
+        free(h);
+        free(v);
+    }
+    EXPECT_OK(pt_safetensors_writer_finish(w));
+    pt_safetensors_writer_destroy(w);
+    pt_safetensors_close(f);
+}
+
 static void test_errors_and_files(void)
 {
     const int last = pt_model_n_layers(&tiny) - 1;
@@ -508,8 +557,23 @@ static void test_errors_and_files(void)
         EXPECT(pt_safetensors_n_tensors(f) == 2 + 12 * tiny.n_layer + 2); /* the tied wte once */
         pt_safetensors_close(f);
     }
+    /* names prefixed "transformer." (whole GPT2LMHeadModel files) and BF16 weights load too */
+    rewrite("layers_export.safetensors", "layers_bf16.safetensors", "transformer.", 1);
+    pt_model *c16 = make(&tiny, 0, last, 2, 8, 1, 0);
+    EXPECT_OK(pt_model_load_hf_safetensors(c16, "layers_bf16.safetensors"));
+    float *p16 = to_host(pt_model_params(c16), pt_model_n_params(c16));
+    float *p32 = to_host(pt_model_params(m), pt_model_n_params(m));
+    int bf16_ok = 1;
+    for (size_t k = 0; k < pt_model_n_params(m); k++)
+        bf16_ok &= p16[k] == pt_bf16_to_f32(pt_f32_to_bf16(p32[k]));
+    EXPECT(bf16_ok);
+    free(p16);
+    free(p32);
+    pt_model_destroy(c16);
+    remove("layers_bf16.safetensors");
     /* the two chunks export the same file content (each tensor once) */
     EXPECT_OK(pt_model_export_hf_safetensors(parts, 2, "layers_export2.safetensors"));
+    EXPECT(same_file("layers_export.safetensors", "layers_export2.safetensors"));
     /* a chunk set missing a layer, and files that do not fit, are refused */
     EXPECT(pt_model_export_hf_safetensors(&a, 1, "layers_bad.safetensors") == PT_EINVAL &&
            strstr(pt_last_error(), "layer 2"));
