@@ -501,6 +501,10 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* Values are drawn in blocks of this many, each block from its own stream, so a tensor is filled
+ * in parallel with the same result for any thread count. */
+#define INIT_BLOCK 4096
+
 /* Fills `out` (n) with the initial values of tensor `name` (GPT-2's scheme). */
 static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *name, float *out, size_t n)
 {
@@ -514,14 +518,25 @@ static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *nam
     double std = 0.02;
     if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight"))
         std = 0.02 / sqrt(2.0 * cfg->n_layer);
-    uint64_t state = init_stream(seed, name);
-    for (size_t i = 0; i < n; i += 2) { /* Box-Muller: two normals per pair of uniforms */
-        double u1 = ((double)(splitmix64(&state) >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
-        double u2 = (double)(splitmix64(&state) >> 11) * 0x1.0p-53;
-        double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
-        out[i] = (float)(std * r * cos(a));
-        if (i + 1 < n)
-            out[i + 1] = (float)(std * r * sin(a));
+    const uint64_t base = init_stream(seed, name);
+    const long long n_blocks = (long long)((n + INIT_BLOCK - 1) / INIT_BLOCK);
+#pragma omp parallel for schedule(static) if (n_blocks > 8)
+    for (long long blk = 0; blk < n_blocks; blk++) {
+        uint64_t state = base ^ ((uint64_t)blk * 0xd1b54a32d192ed03ull);
+        splitmix64(&state);
+        size_t i0 = (size_t)blk * INIT_BLOCK, i1 = i0 + INIT_BLOCK < n ? i0 + INIT_BLOCK : n;
+        for (size_t i = i0; i < i1; i += 2) { /* Marsaglia's polar method: two normals per accepted pair */
+            double u, v, r2;
+            do {
+                u = (double)(splitmix64(&state) >> 11) * 0x1.0p-52 - 1.0; /* [-1, 1) */
+                v = (double)(splitmix64(&state) >> 11) * 0x1.0p-52 - 1.0;
+                r2 = u * u + v * v;
+            } while (r2 >= 1.0 || r2 == 0.0);
+            double f = std * sqrt(-2.0 * log(r2) / r2);
+            out[i] = (float)(u * f);
+            if (i + 1 < i1)
+                out[i + 1] = (float)(v * f);
+        }
     }
 }
 

@@ -429,6 +429,41 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
     pt_model_destroy(whole);
 }
 
+/* ---- initialisation ---- */
+
+/* GPT-2's scheme: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), biases 0,
+ * layernorm weights 1; a different seed gives different weights. */
+static void test_init(void)
+{
+    pt_model_config c = tiny;
+    c.n_embd = 64;
+    pt_model *m = make(&c, 0, pt_model_n_layers(&c) - 1, 1, 4, 1, 0);
+    float *p = to_host(pt_model_params(m), pt_model_n_params(m));
+    for (int i = 0; i < pt_model_n_tensors(m); i++) {
+        const pt_param *t = pt_model_tensor(m, i);
+        double sum = 0, sq = 0;
+        for (size_t k = 0; k < t->numel; k++) {
+            sum += p[t->offset + k];
+            sq += (double)p[t->offset + k] * p[t->offset + k];
+        }
+        double mean = sum / t->numel, sd = sqrt(sq / t->numel - mean * mean);
+        double want_sd = strstr(t->name, "proj.weight") ? 0.02 / sqrt(2.0 * c.n_layer) : 0.02;
+        if (t->ndim == 2)
+            EXPECT(fabs(mean) < 0.1 * want_sd && fabs(sd - want_sd) < 0.05 * want_sd);
+        else if (strstr(t->name, "ln") && strstr(t->name, ".weight"))
+            EXPECT(mean == 1.0 && sd == 0.0);
+        else
+            EXPECT(mean == 0.0 && sd == 0.0);
+    }
+    EXPECT_OK(pt_model_init_weights(m, 8));
+    float *q = to_host(pt_model_params(m), pt_model_n_params(m));
+    const pt_param *w = pt_model_find_tensor(m, "wte.weight");
+    EXPECT(memcmp(p + w->offset, q + w->offset, w->numel * sizeof(float)) != 0);
+    free(q);
+    free(p);
+    pt_model_destroy(m);
+}
+
 /* ---- misuse, files ---- */
 
 /* 1 when two files have the same bytes. */
@@ -615,6 +650,7 @@ int main(void)
         fprintf(stderr, "cpu backend: %s\n", pt_last_error());
         return 1;
     }
+    test_init();
     test_finite_differences();
     test_split_recompute_microbatch();
     const int L1 = tiny.n_layer + 1;
