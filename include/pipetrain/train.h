@@ -138,10 +138,10 @@ typedef struct pt_train_summary {
 } pt_train_summary;
 
 /* Runs steps first_step .. cfg->steps-1 through ops: learning rate from pt_lr_at (cfg's warmup,
- * steps, lr, lr_min), a metrics line per step to <run_dir>/metrics.jsonl and cfg->metrics_path
- * (appended to when first_step > 0, else created), an eval every cfg->eval_every steps and at the
- * end, a checkpoint every cfg->ckpt_every steps and at the end (when ops->save). on_event (may be
- * NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
+ * steps, lr, lr_min), a metrics line per step to <run_dir>/metrics.jsonl (the directory is created
+ * if missing) and cfg->metrics_path (appended to when first_step > 0, else created), an eval every
+ * cfg->eval_every steps and at the end, a checkpoint every cfg->ckpt_every steps and at the end
+ * (when ops->save). on_event (may be NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
  * PT_ENUMERIC: "step N: loss is NaN; the last good step was N-1 (checkpoint ...); lower --lr ...".
  * summary may be NULL. Blocks for the whole run. */
 pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_t first_step,

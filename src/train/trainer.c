@@ -74,6 +74,7 @@ static pt_status metrics_open(metrics_out *mo, const pt_train_cfg *cfg, int appe
     const char *paths[2] = { NULL, cfg->metrics_path };
     char run_metrics[4096];
     if (cfg->run_dir) {
+        PT_CHECK(pt_train_mkdirs(cfg->run_dir));
         snprintf(run_metrics, sizeof run_metrics, "%s/metrics.jsonl", cfg->run_dir);
         paths[0] = run_metrics;
     }
