@@ -6,8 +6,8 @@
  * at its first touch (its RECV_ACT, or its FORWARD when the input is local) and gives it back when
  *   - its backward is done (B, or W after I),
  *   - its input gradient has left (SEND_GRAD issued, or copied into the previous chunk on this
- *     rank), and
- *   - no send from the slot's buffers is still in flight.
+ *     rank).
+ * Sends copy their data into a staging buffer first, so a slot never waits for the network.
  * Receives are posted ahead in list order as soon as their pair holds a slot; slots are handed
  * out in list order only, so a later action never takes a slot an earlier one needs.
  */
@@ -32,7 +32,6 @@ typedef struct rt_chunk {
     int *mb_slot;               /* [M] slot of the micro-batch, -1 none */
     unsigned char *bwd_done;    /* [M] */
     unsigned char *dgrad_pend;  /* [M] input gradient still to leave (chunks without the embedding) */
-    int *n_sends;               /* [M] sends in flight from the pair's buffers */
     int in_use, peak_in_use;
     int global_tensor0;         /* index of this chunk's first counted tensor in the global order */
     int n_counted;              /* tensors counted in the global norm (head-only wte skipped) */
@@ -42,6 +41,7 @@ typedef struct rt_chunk {
 typedef struct rt_send {
     pt_comm_req *req;
     int chunk, mb, action;
+    int buf;                    /* staging buffer index */
 } rt_send;
 
 struct pt_runtime {
@@ -73,6 +73,14 @@ struct pt_runtime {
     unsigned char *first_touch; /* [n_acts] 1: this action takes the pair's slot */
     rt_send *sends;
     int n_sends, cap_sends;
+    /* Send staging: the schedule's sends are buffered (schedule.h), but a transport send completes
+     * only once the receiver has posted its buffer, so a send straight from a slot would pin that
+     * slot and two ranks waiting for each other's slots could deadlock. Sends copy into a staging
+     * buffer instead (grown on demand up to the list's send count, reused every step). */
+    float **stage;              /* [cap_sends] */
+    int n_stage;                /* allocated */
+    int *stage_free;            /* stack of free indices */
+    int n_stage_free;
     int64_t step;
     int cur;                    /* action being executed */
     double loss_sum;
@@ -136,7 +144,7 @@ static void slot_try_release(pt_runtime *rt, int c, int mb)
 {
     rt_chunk *k = &rt->ch[c];
     int s = k->mb_slot[mb];
-    if (s < 0 || !k->bwd_done[mb] || k->dgrad_pend[mb] || k->n_sends[mb] > 0)
+    if (s < 0 || !k->bwd_done[mb] || k->dgrad_pend[mb])
         return;
     k->slot_mb[s] = -1;
     k->mb_slot[mb] = -1;
@@ -168,8 +176,7 @@ static void send_done(pt_runtime *rt, int i)
 {
     rt_send sd = rt->sends[i];
     rt->sends[i] = rt->sends[--rt->n_sends];
-    rt->ch[sd.chunk].n_sends[sd.mb]--;
-    slot_try_release(rt, sd.chunk, sd.mb);
+    rt->stage_free[rt->n_stage_free++] = sd.buf;
 }
 
 /* Completes whatever sends have finished, without blocking. */
@@ -210,34 +217,16 @@ static pt_status sends_wait_all(pt_runtime *rt)
     return PT_OK;
 }
 
-/* A slot for (c, mb) at the action that needs it, waiting for sends that hold releasable slots. */
+/* A slot for (c, mb) at the action that needs it. Slots never wait for the network (sends are
+ * staged), so the dry-run count always suffices. */
 static pt_status slot_need(pt_runtime *rt, int c, int mb)
 {
     if (slot_acquire(rt, c, mb))
         return PT_OK;
-    PT_CHECK(sends_progress(rt));
-    while (!slot_acquire(rt, c, mb)) {
-        int waited = 0;
-        for (int i = 0; i < rt->n_sends; i++) {
-            rt_send *sd = &rt->sends[i];
-            if (sd->chunk != c)
-                continue;
-            pt_comm_req *r = sd->req;
-            sd->req = NULL;
-            pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
-            send_done(rt, i);
-            if (st != PT_OK)
-                return st;
-            waited = 1;
-            break;
-        }
-        if (!waited)
-            return pt_fail(PT_EINTERNAL,
-                           "rank %d: no free activation slot for mb %d chunk %d (%d slots, step %lld, action %d of "
-                           "%d); the slot count disagrees with the action list, please report it",
-                           rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
-    }
-    return PT_OK;
+    return pt_fail(PT_EINTERNAL,
+                   "rank %d: no free activation slot for mb %d chunk %d (%d slots, step %lld, action %d of %d); the "
+                   "slot count disagrees with the action list, please report it",
+                   rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
 }
 
 /* Posts receives ahead: slots in list order, receives for pairs holding a slot. */
@@ -272,19 +261,50 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
     return PT_OK;
 }
 
+/* A free staging buffer: a finished send's, a new one, or (at the cap) the oldest send's once done. */
+static pt_status stage_get(pt_runtime *rt, int *out)
+{
+    PT_CHECK(sends_progress(rt));
+    if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends) {
+        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        PT_CHECK(pt_backend_alloc(rt->be, (void **)&rt->stage[rt->n_stage], bytes));
+        rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
+    }
+    while (rt->n_stage_free == 0) {
+        if (rt->n_sends == 0)
+            return pt_fail(PT_EINTERNAL, "rank %d: no send staging buffer free and no send in flight", rt->rank);
+        rt_send *sd = &rt->sends[0];
+        pt_comm_req *r = sd->req;
+        sd->req = NULL;
+        pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
+        send_done(rt, 0);
+        if (st != PT_OK)
+            return st;
+    }
+    *out = rt->stage_free[--rt->n_stage_free];
+    return PT_OK;
+}
+
 static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf, int dst_vstage)
 {
     if (rt->n_sends == rt->cap_sends)
         return pt_fail(PT_EINTERNAL, "rank %d: more than %d sends in flight; please report it", rt->rank,
                        rt->cap_sends);
+    int b = -1;
+    PT_CHECK(stage_get(rt, &b));
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->step };
     size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+    pt_status st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
+    if (st == PT_OK)
+        st = rt->be->stream_sync(rt->stream);
     pt_comm_req *r = NULL;
-    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, buf, bytes, &r);
-    if (st != PT_OK)
+    if (st == PT_OK)
+        st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[b], bytes, &r);
+    if (st != PT_OK) {
+        rt->stage_free[rt->n_stage_free++] = b;
         return rt_fail_at(rt, st, "starting");
-    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur };
-    rt->ch[a->chunk].n_sends[a->microbatch]++;
+    }
+    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b };
     return PT_OK;
 }
 
@@ -513,6 +533,7 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
         PT_CHECK(rt->be->stream_sync(rt->stream));
         PT_CHECK(send_start(rt, a, pt_model_slot_dinput(k->m, s), k->vstage - 1));
         k->dgrad_pend[a->microbatch] = 0;
+        slot_try_release(rt, a->chunk, a->microbatch);
         return PT_OK;
     }
     case PT_ACT_RECV_ACT:
@@ -548,13 +569,15 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
             k->mb_slot[mb] = -1;
             k->bwd_done[mb] = 0;
             k->dgrad_pend[mb] = 0;
-            k->n_sends[mb] = 0;
         }
         k->in_use = 0;
         PT_CHECK(pt_model_zero_grads(k->m));
     }
     memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
     rt->n_sends = 0;
+    rt->n_stage_free = rt->n_stage;
+    for (int b = 0; b < rt->n_stage; b++)
+        rt->stage_free[b] = b;
     rt->loss_sum = 0;
     rt->loss_tokens = 0;
     rt->step_wait_ns = 0;
@@ -917,9 +940,13 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     rt->ch = calloc((size_t)rt->V, sizeof(*rt->ch));
     rt->recv_req = calloc((size_t)rt->n_acts + 1, sizeof(*rt->recv_req));
     rt->first_touch = calloc((size_t)rt->n_acts + 1, 1);
-    rt->cap_sends = 2 * rt->M * rt->V + 4;
+    rt->cap_sends = 1;
+    for (int i = 0; i < rt->n_acts; i++)
+        rt->cap_sends += rt->acts[i].kind == PT_ACT_SEND_ACT || rt->acts[i].kind == PT_ACT_SEND_GRAD;
     rt->sends = calloc((size_t)rt->cap_sends, sizeof(*rt->sends));
-    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends) {
+    rt->stage = calloc((size_t)rt->cap_sends, sizeof(*rt->stage));
+    rt->stage_free = calloc((size_t)rt->cap_sends, sizeof(int));
+    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends || !rt->stage || !rt->stage_free) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the runtime");
         goto fail;
     }
@@ -982,8 +1009,7 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         k->mb_slot = malloc((size_t)rt->M * sizeof(int));
         k->bwd_done = calloc((size_t)rt->M, 1);
         k->dgrad_pend = calloc((size_t)rt->M, 1);
-        k->n_sends = calloc((size_t)rt->M, sizeof(int));
-        if (!k->slot_mb || !k->mb_slot || !k->bwd_done || !k->dgrad_pend || !k->n_sends) {
+        if (!k->slot_mb || !k->mb_slot || !k->bwd_done || !k->dgrad_pend) {
             st = pt_fail(PT_ENOMEM, "out of host memory for slot maps");
             goto fail;
         }
@@ -1102,9 +1128,12 @@ void pt_runtime_destroy(pt_runtime *rt)
         free(k->mb_slot);
         free(k->bwd_done);
         free(k->dgrad_pend);
-        free(k->n_sends);
     }
     free(rt->ch);
+    for (int b = 0; b < rt->n_stage; b++)
+        pt_backend_free(rt->be, rt->stage[b]);
+    free(rt->stage);
+    free(rt->stage_free);
     free(rt->sends);
     free(rt->first_touch);
     free(rt->recv_req);
