@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +24,15 @@
 #define MARKER_POLL_NS (10LL * 1000 * 1000)
 
 static const char *const tied_name = "wte.weight";
+
+/* One memcpy of the staging copy (host tensors are copied in pieces on several threads). */
+typedef struct staging_piece {
+    uint8_t *dst;
+    const uint8_t *src;
+    size_t bytes;
+} staging_piece;
+
+#define STAGING_PIECE_BYTES ((size_t)16 << 20)
 
 struct pt_ckpt_saver {
     char dir[2048];
@@ -58,6 +66,8 @@ struct pt_ckpt_saver {
     struct pt_comm *comm; /* of the last save; used by pt_ckpt_saver_wait on the caller's thread */
     const pt_backend *be; /* NULL: each model's own */
     pt_stream *stream;
+    staging_piece *pieces; /* host-to-host copies of the staging step */
+    int64_t n_pieces, pieces_cap;
 };
 
 void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream *stream)
@@ -344,8 +354,8 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     free_job_names(s);
     free(s->names);
     free(s->src);
-    if (s->staging)
-        munmap(s->staging, s->staging_cap);
+    free(s->pieces);
+    free(s->staging);
     free(s->arena);
     pt_ckpt_codec_destroy(s->codec);
     pthread_cond_destroy(&s->cv);
@@ -379,6 +389,31 @@ static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind)
     for (int k = 0; k < p->ndim && k < PT_CKPT_MAX_DIMS; k++)
         d->shape[k] = p->shape[k];
     s->names[s->n_src++] = name;
+    return PT_OK;
+}
+
+static pt_status add_pieces(pt_ckpt_saver *s, uint8_t *dst, const float *src, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += STAGING_PIECE_BYTES) {
+        if (s->n_pieces == s->pieces_cap) {
+            int64_t nc = s->pieces_cap ? s->pieces_cap * 2 : 1024;
+            staging_piece *np = realloc(s->pieces, (size_t)nc * sizeof *np);
+            if (!np)
+                return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+            s->pieces = np;
+            s->pieces_cap = nc;
+        }
+        size_t len = bytes - off < STAGING_PIECE_BYTES ? bytes - off : STAGING_PIECE_BYTES;
+        s->pieces[s->n_pieces++] = (staging_piece){ dst + off, (const uint8_t *)src + off, len };
+    }
+    return PT_OK;
+}
+
+static pt_status copy_piece(void *ctx, int64_t i, int worker)
+{
+    (void)worker;
+    const staging_piece *p = &((pt_ckpt_saver *)ctx)->pieces[i];
+    memcpy(p->dst, p->src, p->bytes);
     return PT_OK;
 }
 
@@ -432,27 +467,23 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
         }
     }
     if (total > s->staging_cap) {
-        /* Mapped directly, with transparent huge pages where the kernel allows them: the first
-         * copy into a fresh buffer otherwise takes a page fault every 4 KiB. */
-        if (s->staging)
-            munmap(s->staging, s->staging_cap);
-        size_t cap = (total + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
-        void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        s->staging = p == MAP_FAILED ? NULL : p;
-        s->staging_cap = s->staging ? cap : 0;
+        free(s->staging);
+        s->staging = malloc(total);
+        s->staging_cap = s->staging ? total : 0;
         if (!s->staging)
             return pt_fail(PT_ENOMEM, "checkpoint save: cannot allocate %zu bytes of host staging", total);
-#ifdef MADV_HUGEPAGE
-        madvise(s->staging, cap, MADV_HUGEPAGE);
-#endif
     }
     int64_t t1 = pt_now_ns();
     size_t pos = 0;
     int si = 0;
+    s->n_pieces = 0;
     for (int i = 0; i < n; i++) {
         pt_model *m = models[i];
         const pt_backend *be = s->be ? s->be : pt_model_backend(m);
         pt_stream *stream = s->be ? s->stream : pt_model_stream(m);
+        /* Host memory (the CPU backend) is copied on the saver's threads, in pieces, after this
+         * loop; device memory goes through the backend's copy, in order, on its stream. */
+        int on_host = strcmp(be->name, "cpu") == 0;
         for (int t = 0; t < pt_model_n_tensors(m); t++) {
             const pt_param *p = pt_model_tensor(m, t);
             if (!saved_here(m, p))
@@ -462,12 +493,16 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
                 const float *base = k == 0 ? pt_model_params(m)
                                            : (k == 1 ? pt_optim_m(optims[i]) : pt_optim_v(optims[i]));
                 size_t bytes = p->numel * sizeof(float);
-                PT_CHECK(be->memcpy_d2h(stream, s->staging + pos, base + p->offset, bytes));
+                if (on_host)
+                    PT_CHECK(add_pieces(s, s->staging + pos, base + p->offset, bytes));
+                else
+                    PT_CHECK(be->memcpy_d2h(stream, s->staging + pos, base + p->offset, bytes));
                 s->src[si++].data = s->staging + pos;
                 pos += bytes;
             }
         }
     }
+    PT_CHECK(pt_ckpt_parallel_for(s->n_threads, s->n_pieces, copy_piece, s));
     double stage_s = pt_seconds_between(t1, pt_now_ns());
 
     /* 3. the directory, and (multi-rank) the barrier that orders its creation before any shard */
