@@ -68,7 +68,10 @@ static float g_eps = 1e-8f;
 /* --eps: with data parallelism the summation order of gradients changes, and AdamW divides each
  * gradient by its own magnitude (+ eps): a gradient that is mathematically zero (the attention key
  * bias: softmax ignores it) is pure rounding noise, which a tiny eps turns into a full lr-sized
- * step of random sign. The D=2 comparison therefore runs with eps well above that noise. */
+ * step of random sign, and small gradients get their ~1e-7 relative noise amplified. The D=2
+ * comparison (1e-6) therefore runs with eps = 1e-2, above the gradients of these tiny models,
+ * where the update stays close to linear in the gradient and so measures the reduction itself
+ * (max relative L2 difference seen: 3.5e-7; with eps 1e-4 it was 3e-6). */
 static pt_adamw_cfg adamw_cfg(void)
 {
     return (pt_adamw_cfg){ .lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = g_eps, .weight_decay = 0.1f,
