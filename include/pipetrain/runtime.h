@@ -52,8 +52,8 @@ extern "C" {
 
 typedef struct pt_runtime pt_runtime;
 
-/* d(loss)/d(per-token loss) for a global batch with n_targets targets: (float)(1.0 / n_targets),
- * 0 when there are none. The one expression the pipeline and its single-process reference share. */
+/* d(loss)/d(per-token loss) for a global batch with n_targets targets: 1.0f / (float)n_targets,
+ * 0 when there are none — the single-process trainer's expression (src/train), so the bits match. */
 float pt_loss_scale_for(int64_t n_targets);
 
 typedef struct pt_runtime_opts {

@@ -97,7 +97,7 @@ struct pt_runtime {
     size_t alloc_bytes, slot_bytes;
 };
 
-float pt_loss_scale_for(int64_t n_targets) { return n_targets > 0 ? (float)(1.0 / (double)n_targets) : 0.0f; }
+float pt_loss_scale_for(int64_t n_targets) { return n_targets > 0 ? 1.0f / (float)n_targets : 0.0f; }
 
 static const char *kind_name(int k) { return pt_action_kind_name((pt_action_kind)k); }
 

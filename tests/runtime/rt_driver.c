@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "pipetrain/runtime.h"
+#include "pipetrain/train.h"
 #include "pipetrain/timeutil.h"
 
 typedef struct args {
@@ -34,7 +35,11 @@ typedef struct args {
     int64_t timeout_ms;
     double bubble_tol;
     int quiet;
+    int check_trainer;
 } args;
+
+/* Weights and data from one seed, as the single-process trainer does (train.h). */
+#define SEED 1337
 
 static int g_rank = 0, g_world = 1;
 static pt_comm *g_comm = NULL;
@@ -114,7 +119,7 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
     int B = a->B, T = a->T, L = pt_model_n_layers(cfg);
     pt_model_opts mo = { .micro_batch = B, .seq_len = T, .n_slots = 1, .recompute = 0 };
     CHECK(pt_model_create(cfg, 0, L - 1, &mo, be, stream, &r->m));
-    CHECK(pt_model_init_weights(r->m, 1234));
+    CHECK(pt_model_init_weights(r->m, SEED));
     pt_adamw_cfg ac = adamw_cfg();
     CHECK(pt_optim_create(r->m, &ac, &r->o));
     r->n_params = pt_model_n_params(r->m);
@@ -160,6 +165,49 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
     free(ss);
     free(tok);
     free(tgt);
+}
+
+/* The reference above is train.h's step written out; this checks it against the real
+ * single-process trainer (pt_trainer), bit for bit, so the pipeline is compared with `pipetrain
+ * train` on one process. */
+static int check_trainer(const pt_model_config *cfg, const char *model, const args *a, int M, int D,
+                         const reference *r)
+{
+    pt_train_cfg tc;
+    pt_train_cfg_defaults(&tc);
+    tc.model = model;
+    tc.data = "builtin";
+    tc.seed = SEED;
+    tc.steps = a->steps;
+    tc.threads = a->threads;
+    tc.micro_batches = M * D;
+    tc.micro_batch_size = a->B;
+    tc.seq_len = a->T;
+    pt_adamw_cfg ac = adamw_cfg();
+    tc.lr = ac.lr;
+    tc.weight_decay = ac.weight_decay;
+    tc.grad_clip = ac.grad_clip;
+    tc.beta1 = ac.beta1;
+    tc.beta2 = ac.beta2;
+    tc.eps = ac.eps;
+    pt_trainer *t;
+    CHECK(pt_trainer_create(&tc, &t));
+    for (int s = 0; s < a->steps; s++) {
+        pt_step_stats st;
+        CHECK(pt_train_step_single(t, s, lr_at(s, a->steps), &st));
+    }
+    pt_model *m = pt_trainer_model(t);
+    size_t n = pt_model_n_params(m);
+    float *h = malloc(n * sizeof(float));
+    pt_stream *ts = pt_model_stream(m);
+    CHECK(pt_model_backend(m)->memcpy_d2h(ts, h, pt_model_params(m), n * sizeof(float)));
+    int bad = n != r->n_params || memcmp(h, r->snap[a->steps - 1], n * sizeof(float)) != 0;
+    if (bad)
+        fprintf(stderr, "rank %d: %s M=%d: the written-out reference differs from pt_trainer after %d steps\n",
+                g_rank, cfg->name, M * D, a->steps);
+    free(h);
+    pt_trainer_destroy(t);
+    return bad;
 }
 
 /* ---- plans ---- */
@@ -314,7 +362,7 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
     char models[512], *save_m = NULL;
     snprintf(models, sizeof(models), "%s", a->models);
     pt_dataset *data;
-    CHECK(pt_dataset_open("builtin", 7, &data));
+    CHECK(pt_dataset_open("builtin", SEED, &data));
     for (char *mname = strtok_r(models, ",", &save_m); mname; mname = strtok_r(NULL, ",", &save_m)) {
         pt_model_config cfg;
         CHECK(pt_model_config_load(mname, &cfg));
@@ -330,6 +378,11 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
             done_m[n_done++] = M;
             reference ref;
             reference_run(&cfg, a, M, D, data, be, stream, &ref);
+            if (a->check_trainer && g_rank == 0) {
+                int tb = check_trainer(&cfg, mname, a, M, D, &ref);
+                fails += tb;
+                LOG0("%s reference == pt_trainer (%s, M=%d, %d steps)\n", tb ? "FAIL" : "ok", mname, M * D, a->steps);
+            }
             char scheds[256], *save_s = NULL;
             snprintf(scheds, sizeof(scheds), "%s", a->schedules);
             for (char *sn = strtok_r(scheds, ",", &save_s); sn; sn = strtok_r(NULL, ",", &save_s)) {
@@ -349,7 +402,7 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
                     pt_schedule *sc;
                     CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
                     pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
-                                           .stream = stream, .adamw = adamw_cfg(), .seed = 1234,
+                                           .stream = stream, .adamw = adamw_cfg(), .seed = SEED,
                                            .timeout_ms = a->timeout_ms };
                     pt_runtime *rt;
                     CHECK(pt_runtime_create(&ro, &rt));
@@ -410,7 +463,7 @@ static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
     pt_model_config cfg;
     CHECK(pt_model_config_load("gpt2-tiny", &cfg));
     pt_dataset *data;
-    CHECK(pt_dataset_open("builtin", 7, &data));
+    CHECK(pt_dataset_open("builtin", SEED, &data));
     char why[64];
     int M = 2 * a->P;
     pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
@@ -451,7 +504,7 @@ static int mode_mem(const args *a, const pt_backend *be, pt_stream *stream)
     pt_model_config cfg;
     CHECK(pt_model_config_load(a->models, &cfg));
     pt_dataset *data;
-    CHECK(pt_dataset_open("builtin", 7, &data));
+    CHECK(pt_dataset_open("builtin", SEED, &data));
     char why[64];
     int M = a->P;
     int rc = 0;
@@ -510,7 +563,7 @@ static int mode_bubble(const args *a, const pt_backend *be, pt_stream *stream)
     pt_model_config cfg;
     CHECK(pt_model_config_load(a->models, &cfg));
     pt_dataset *data;
-    CHECK(pt_dataset_open("builtin", 7, &data));
+    CHECK(pt_dataset_open("builtin", SEED, &data));
     char why[64];
     int M = 8;
     pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
@@ -592,6 +645,7 @@ static void parse(int argc, char **argv, args *a)
         else if (OPT("bubble-tol")) a->bubble_tol = atof(v);
         else if (OPT("eps")) g_eps = (float)atof(v);
         else if (strcmp(k, "--quiet") == 0) a->quiet = 1;
+        else if (strcmp(k, "--check-trainer") == 0) a->check_trainer = 1;
         else {
             fprintf(stderr, "rt_driver: unknown option %s\n", k);
             exit(2);
