@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/train.h"
 #include "pipetrain/timeutil.h"
@@ -614,6 +615,106 @@ static int mode_bubble(const args *a, const pt_backend *be, pt_stream *stream)
     return world_sum(rc) > 0 ? 1 : 0;
 }
 
+static void on_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+static void on_event(void *ctx, const pt_train_event *ev)
+{
+    (void)ctx;
+    if (ev->kind == PT_TRAIN_EV_STEP)
+        printf("step %lld/%lld loss %.4f %.1f ms\n", (long long)ev->step, (long long)ev->total, ev->st->loss,
+               ev->step_ms);
+    else if (ev->kind == PT_TRAIN_EV_CKPT)
+        printf("checkpoint %s\n", ev->ckpt_path ? ev->ckpt_path : "");
+    fflush(stdout);
+}
+
+/* The multi-rank training entry with checkpoints and a profile, then a resumed run. */
+static int mode_train(const args *a)
+{
+    const char *dir = getenv("RT_OUT_DIR") ? getenv("RT_OUT_DIR") : ".";
+    char prof[1024], ckpt[1024];
+    snprintf(prof, sizeof(prof), "%s/rt_train_profile", dir);
+    snprintf(ckpt, sizeof(ckpt), "%s/rt_train_ckpt", dir);
+    pt_runtime_train_args ta;
+    memset(&ta, 0, sizeof(ta));
+    pt_train_cfg_defaults(&ta.train);
+    ta.train.model = a->models;
+    ta.train.steps = a->steps;
+    ta.train.threads = a->threads;
+    ta.train.micro_batches = 2 * a->P;
+    ta.train.micro_batch_size = a->B;
+    ta.train.seq_len = a->T;
+    ta.train.warmup = 1;
+    ta.train.ckpt_dir = ckpt;
+    ta.train.ckpt_every = a->steps;
+    ta.stages = a->P;
+    ta.replicas = a->D;
+    ta.schedule = a->schedules;
+    ta.partition = "time";
+    ta.profile_dir = prof;
+    ta.timeout_ms = a->timeout_ms;
+    ta.on_event = on_event;
+    ta.on_log = on_log;
+    pt_train_summary sum;
+    pt_status st = pt_runtime_train_main(&ta, &sum);
+    if (st != PT_OK)
+        die_status("pt_runtime_train_main", st);
+    int rc = 0;
+    if (g_rank == 0) {
+        const char *files[] = { "trace.json", "timeline.svg", "summary.json" };
+        for (int i = 0; i < 3; i++) {
+            char path[1200];
+            snprintf(path, sizeof(path), "%s/%s", prof, files[i]);
+            if (access(path, R_OK) != 0) {
+                fprintf(stderr, "missing %s\n", path);
+                rc = 1;
+            }
+        }
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/summary.json", prof);
+        cJSON *j = NULL;
+        if (pt_json_read_file(path, &j) == PT_OK) {
+            const char *keys[] = { "step_time_s", "tokens_per_s", "flops_per_s", "mfu", "bubble", "comm_wait_s",
+                                   "peak_bytes", "predicted" };
+            for (int i = 0; i < 8; i++)
+                if (!cJSON_GetObjectItemCaseSensitive(j, keys[i])) {
+                    fprintf(stderr, "%s lacks %s\n", path, keys[i]);
+                    rc = 1;
+                }
+            cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bubble");
+            if (cJSON_GetArraySize(b) != a->P * a->D) {
+                fprintf(stderr, "%s: bubble has %d ranks, not %d\n", path, cJSON_GetArraySize(b), a->P * a->D);
+                rc = 1;
+            }
+            cJSON_Delete(j);
+        } else {
+            rc = 1;
+        }
+        printf("first run: %lld steps, final loss %.4f\n", (long long)sum.steps_done, sum.final_loss);
+    }
+    /* Resume: two more steps from the checkpoint just written. */
+    ta.train.steps = a->steps + 2;
+    ta.train.resume = 1;
+    ta.train.ckpt_every = 0;
+    ta.profile_dir = NULL;
+    st = pt_runtime_train_main(&ta, &sum);
+    if (st != PT_OK)
+        die_status("pt_runtime_train_main (resume)", st);
+    if (g_rank == 0)
+        printf("resumed run: %lld steps done, final loss %.4f\n", (long long)sum.steps_done, sum.final_loss);
+    if (sum.steps_done != a->steps + 2) {
+        fprintf(stderr, "rank %d: resumed run ended at %lld steps, not %d\n", g_rank, (long long)sum.steps_done,
+                a->steps + 2);
+        rc = 1;
+    }
+    return rc;
+}
+
 /* ---- main ---- */
 
 static void parse(int argc, char **argv, args *a)
@@ -675,6 +776,10 @@ int main(int argc, char **argv)
         if (st != PT_OK)
             fprintf(stderr, "rt_driver: %s\n", pt_last_error());
         return code ? code : st != PT_OK;
+    }
+    if (strcmp(a.mode, "train") == 0) {
+        g_rank = getenv("RANK") ? atoi(getenv("RANK")) : 0;
+        return mode_train(&a);
     }
     if (a.nproc > 1) {
         pt_comm_opts co = { .provider = NULL, .timeout_ms = a.timeout_ms, .config_hash = 42 };
