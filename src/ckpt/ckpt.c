@@ -134,14 +134,13 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
         }
         merged = nm;
         for (int i = 0; i < ne; i++) {
-            /* data-parallel replicas hold the same tensors: keep the lowest rank's copy */
-            int dup = e[i].rank != r;
-            for (int k = 0; k < n && !dup; k++)
-                dup = merged[k].kind == e[i].kind && strcmp(merged[k].name, e[i].name) == 0;
-            if (e[i].rank != r) {
+            int dup = 0;
+            if (e[i].rank != r)
                 st = pt_fail(PT_EFORMAT, "%s lists a tensor of shard %d; the checkpoint is damaged", path, e[i].rank);
-            }
-            if (dup) {
+            /* data-parallel replicas hold the same tensors: keep the lowest rank's copy */
+            for (int k = 0; k < n && !dup && st == PT_OK; k++)
+                dup = merged[k].kind == e[i].kind && strcmp(merged[k].name, e[i].name) == 0;
+            if (dup || st != PT_OK) {
                 free(e[i].name);
                 free(e[i].blocks);
             } else {
@@ -169,11 +168,12 @@ static pt_status run_job(pt_ckpt_saver *s)
         return pt_fail(PT_ENOMEM, "checkpoint: out of memory");
     pt_status st = PT_OK;
     int fd = -1;
+    double enc_s, wr_s;
+    pt_ckpt_shard_times(&enc_s, &wr_s); /* resets this thread's counters */
     PT_TRY(pt_ckpt_shard_create(shard, s->rank, &fd), done);
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
     PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off, &s->arena, &s->arena_cap),
            done);
-    double enc_s, wr_s;
     pt_ckpt_shard_times(&enc_s, &wr_s);
     int64_t t_sync = pt_now_ns();
     st = pt_ckpt_file_finish(fd, shard);
