@@ -11,6 +11,9 @@
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
 
+/* Steps profiled for the end-of-run summary when no --profile directory was asked for. */
+#define TM_SUMMARY_STEPS 20
+
 typedef struct tm_ctx {
     const pt_runtime_train_args *a;
     pt_runtime *rt;
@@ -41,9 +44,11 @@ static void tm_log(const pt_runtime_train_args *a, int rank, const char *fmt, ..
 static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
 {
     tm_ctx *t = ctx;
-    /* Profile every step after the first of this run (the first warms caches and the transport). */
+    /* Profile every step after the first of this run (the first warms caches and the transport);
+     * without --profile only the next TM_SUMMARY_STEPS, for the summary printed at the end. */
     if (t->prof)
-        pt_profile_set_enabled(t->prof, step > t->first_step);
+        pt_profile_set_enabled(t->prof, step > t->first_step &&
+                                            (t->a->profile_dir || step <= t->first_step + TM_SUMMARY_STEPS));
     pt_runtime_step_info si;
     int64_t t0 = pt_now_ns();
     PT_CHECK(pt_runtime_step(t->rt, t->data, step, (float)lr, &si));
@@ -270,8 +275,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     PT_TRY(be->stream_create(&(pt_stream_opts){ .device = pt_comm_local_rank(comm), .n_threads = tc->threads },
                              &stream),
            out);
-    if (a->profile_dir)
-        PT_TRY(pt_profile_create(rank, pt_comm_clock_offset_ns(comm), &prof), out);
+    PT_TRY(pt_profile_create(rank, pt_comm_clock_offset_ns(comm), &prof), out);
     pt_adamw_cfg ac = { .lr = (float)tc->lr, .beta1 = (float)tc->beta1, .beta2 = (float)tc->beta2,
                         .eps = (float)tc->eps, .weight_decay = (float)tc->weight_decay,
                         .grad_clip = (float)tc->grad_clip };
@@ -342,7 +346,8 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
             pt_profile_summary sum;
             st = pt_profile_summarize(all, n, &po, &sum);
             if (st == PT_OK) {
-                st = pt_profile_write_dir(a->profile_dir, all, n, &po, &sum);
+                if (a->profile_dir)
+                    st = pt_profile_write_dir(a->profile_dir, all, n, &po, &sum);
                 tm_log(a, rank, "profile (%d steps): step %.1f ms, %.0f tokens/s, %.2f GFLOP/s, MFU %.1f%%",
                        sum.n_steps, 1e3 * sum.step_time_s, sum.tokens_per_s, sum.flops_per_s / 1e9, 100 * sum.mfu);
                 tm_log(a, rank, "bubble: measured %.1f%%, predicted %.1f%% (simulator on the measured costs); "
@@ -353,7 +358,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
                     tm_log(a, rank, "  rank %d: bubble %.1f%% (predicted %.1f%%), comm wait %.2f ms/step, peak %.1f MiB",
                            r, 100 * sum.bubble[r], sum.has_prediction ? 100 * sum.pred_bubble[r % P] : 0.0,
                            1e3 * sum.comm_wait_s[r], sum.peak_bytes[r] / 1048576.0);
-                if (st == PT_OK)
+                if (st == PT_OK && a->profile_dir)
                     tm_log(a, rank, "profile written to %s (trace.json, timeline.svg, summary.json)", a->profile_dir);
                 pt_profile_summary_free(&sum);
             }
