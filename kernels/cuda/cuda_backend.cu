@@ -1,0 +1,257 @@
+/* kernels/cuda/cuda_backend.cu — the CUDA backend's table, streams, memory, error conversion.
+ *
+ * A pt_stream owns one non-blocking cudaStream_t, one cuBLAS handle bound to it (with its own
+ * workspace, so cuBLAS never allocates in a step and picks the same algorithms every time), a
+ * scratch workspace for the kernels' temporaries, and two pinned host words for the results of
+ * the synchronising reductions. All of it is allocated here, once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+pt_status pt_cuda_fail(cudaError_t err, const char *what)
+{
+    if (err == cudaSuccess)
+        return PT_OK;
+    (void)cudaGetLastError(); /* clear a sticky-free error so the next call starts clean */
+    pt_status code = err == cudaErrorMemoryAllocation ? PT_ENOMEM : PT_EBACKEND;
+    return pt_fail(code, "CUDA %s failed: %s (%s); check the device with nvidia-smi", what,
+                   cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+pt_status pt_cuda_blas_fail(cublasStatus_t err, const char *what)
+{
+    if (err == CUBLAS_STATUS_SUCCESS)
+        return PT_OK;
+    pt_status code = err == CUBLAS_STATUS_ALLOC_FAILED ? PT_ENOMEM : PT_EBACKEND;
+    return pt_fail(code, "cuBLAS %s failed: %s (%s)", what, cublasGetStatusString(err), cublasGetStatusName(err));
+}
+
+pt_status pt_cuda_launched(const char *kernel)
+{
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess)
+        return PT_OK;
+    return pt_fail(PT_EBACKEND, "CUDA kernel %s did not launch: %s; check the shapes and the device", kernel,
+                   cudaGetErrorString(err));
+}
+
+pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out)
+{
+    if (bytes > s->workspace_bytes)
+        return pt_fail(PT_ENOMEM, "%s needs %zu bytes of CUDA stream workspace but it has %zu; set "
+                                  "PT_CUDA_WORKSPACE_MB to at least %zu",
+                       what, bytes, s->workspace_bytes, (bytes >> 20) + 1);
+    *out = s->workspace;
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_device_count(int *n, char *why, size_t cap)
+{
+    *n = 0;
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+        /* Without a driver (35, cudaErrorInsufficientDriver) or a device (100, cudaErrorNoDevice)
+         * there is nothing to use; both mean "no GPU here", not a failure. */
+        (void)cudaGetLastError();
+        if (why != NULL && cap > 0)
+            snprintf(why, cap, "cudaGetDeviceCount: %s", cudaGetErrorString(err));
+        return PT_OK;
+    }
+    if (count == 0 && why != NULL && cap > 0)
+        snprintf(why, cap, "cudaGetDeviceCount: no CUDA device");
+    *n = count;
+    return PT_OK;
+}
+
+extern "C" void *pt_cuda_stream_handle(pt_stream *s)
+{
+    return s != NULL ? (void *)s->stream : NULL;
+}
+
+extern "C" int pt_cuda_stream_device(const pt_stream *s)
+{
+    return s->device;
+}
+
+static pt_cuda_mm_mode pt_cuda_mm_mode_env(pt_status *st)
+{
+    *st = PT_OK;
+    const char *e = getenv("PT_CUDA_MATMUL");
+    if (e == NULL || *e == '\0' || strcmp(e, "bf16") == 0)
+        return PT_CUDA_MM_BF16;
+    if (strcmp(e, "fp32") == 0)
+        return PT_CUDA_MM_FP32;
+    if (strcmp(e, "tf32") == 0)
+        return PT_CUDA_MM_TF32;
+    *st = pt_fail(PT_EINVAL, "PT_CUDA_MATMUL is \"%s\"; use bf16, tf32 or fp32", e);
+    return PT_CUDA_MM_BF16;
+}
+
+static pt_status pt_cuda_workspace_env(size_t *bytes)
+{
+    const char *e = getenv("PT_CUDA_WORKSPACE_MB");
+    long mb = 64;
+    if (e != NULL && *e != '\0') {
+        char *end;
+        mb = strtol(e, &end, 10);
+        if (*end != '\0' || mb < 1 || mb > (1l << 20))
+            return pt_fail(PT_EINVAL, "PT_CUDA_WORKSPACE_MB is \"%s\"; give a whole number of MiB from 1", e);
+    }
+    *bytes = (size_t)mb << 20;
+    return PT_OK;
+}
+
+pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out)
+{
+    *out = NULL;
+    int n = 0;
+    char why[160] = "";
+    PT_CHECK(pt_cuda_device_count(&n, why, sizeof why));
+    if (n == 0)
+        return pt_fail(PT_ENOTSUP, "no CUDA device (%s); use --backend cpu", why);
+    int device = opts != NULL ? opts->device : 0;
+    if (device < 0 || device >= n)
+        return pt_fail(PT_EINVAL, "CUDA device %d does not exist; this machine has %d (0..%d)", device, n, n - 1);
+    pt_status st;
+    pt_cuda_mm_mode mode = pt_cuda_mm_mode_env(&st);
+    PT_CHECK(st);
+    size_t ws_bytes = 0;
+    PT_CHECK(pt_cuda_workspace_env(&ws_bytes));
+    pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
+    if (s == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory creating a CUDA stream");
+    s->device = device;
+    s->mm_mode = mode;
+    s->workspace_bytes = ws_bytes;
+    PT_TRY(pt_cuda_fail(cudaSetDevice(device), "cudaSetDevice"), fail);
+    PT_TRY(pt_cuda_fail(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate"), fail);
+    PT_TRY(pt_cuda_fail(cudaMalloc(&s->workspace, ws_bytes), "cudaMalloc of the stream workspace"), fail);
+    PT_TRY(pt_cuda_fail(cudaMalloc(&s->blas_workspace, PT_CUDA_BLAS_WORKSPACE), "cudaMalloc of the cuBLAS workspace"),
+           fail);
+    PT_TRY(pt_cuda_fail(cudaMallocHost((void **)&s->host_double, sizeof(double)), "cudaMallocHost"), fail);
+    PT_TRY(pt_cuda_fail(cudaMallocHost((void **)&s->host_int, sizeof(int)), "cudaMallocHost"), fail);
+    PT_TRY(pt_cuda_blas_fail(cublasCreate(&s->blas), "cublasCreate"), fail);
+    PT_TRY(pt_cuda_blas_fail(cublasSetStream(s->blas, s->stream), "cublasSetStream"), fail);
+    PT_TRY(pt_cuda_blas_fail(cublasSetWorkspace(s->blas, s->blas_workspace, PT_CUDA_BLAS_WORKSPACE),
+                             "cublasSetWorkspace"),
+           fail);
+    /* fp32 mode must not drift into TF32: pedantic math keeps CUBLAS_COMPUTE_32F exact. */
+    PT_TRY(pt_cuda_blas_fail(cublasSetMathMode(s->blas, mode == PT_CUDA_MM_FP32 ? CUBLAS_PEDANTIC_MATH
+                                                                                : CUBLAS_DEFAULT_MATH),
+                             "cublasSetMathMode"),
+           fail);
+    *out = s;
+    return PT_OK;
+fail:
+    pt_cuda_stream_destroy(s);
+    return st;
+}
+
+void pt_cuda_stream_destroy(pt_stream *s)
+{
+    if (s == NULL)
+        return;
+    if (s->stream != NULL)
+        (void)cudaStreamSynchronize(s->stream);
+    if (s->blas != NULL)
+        cublasDestroy(s->blas);
+    cudaFreeHost(s->host_int);
+    cudaFreeHost(s->host_double);
+    cudaFree(s->blas_workspace);
+    cudaFree(s->workspace);
+    if (s->stream != NULL)
+        cudaStreamDestroy(s->stream);
+    (void)cudaGetLastError();
+    free(s);
+}
+
+pt_status pt_cuda_stream_sync(pt_stream *s)
+{
+    PT_CUDA_CHECK(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize (a queued kernel failed)");
+    return PT_OK;
+}
+
+pt_status pt_cuda_alloc(void **ptr, size_t bytes)
+{
+    *ptr = NULL;
+    cudaError_t err = cudaMalloc(ptr, bytes ? bytes : 1);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        (void)cudaMemGetInfo(&free_b, &total_b);
+        *ptr = NULL;
+        return pt_fail(PT_ENOMEM, "cudaMalloc of %zu bytes failed: %s (%zu of %zu bytes free); use fewer "
+                                  "micro-batches in flight, recomputation or more stages",
+                       bytes, cudaGetErrorString(err), free_b, total_b);
+    }
+    return PT_OK;
+}
+
+void pt_cuda_free(void *ptr)
+{
+    if (ptr != NULL)
+        cudaFree(ptr);
+}
+
+pt_status pt_cuda_memcpy_h2d(pt_stream *s, void *dst, const void *src, size_t bytes)
+{
+    PT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s->stream), "memcpy host to device");
+    return PT_OK;
+}
+
+pt_status pt_cuda_memcpy_d2h(pt_stream *s, void *dst, const void *src, size_t bytes)
+{
+    PT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "memcpy device to host");
+    PT_CUDA_CHECK(cudaStreamSynchronize(s->stream), "memcpy device to host (stream synchronise)");
+    return PT_OK;
+}
+
+pt_status pt_cuda_memcpy_d2d(pt_stream *s, void *dst, const void *src, size_t bytes)
+{
+    PT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s->stream), "memcpy device to device");
+    return PT_OK;
+}
+
+pt_status pt_cuda_memset_zero(pt_stream *s, void *dst, size_t bytes)
+{
+    PT_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, s->stream), "memset");
+    return PT_OK;
+}
+
+extern "C" const pt_backend pt_backend_cuda = {
+    /* .name = */ "cuda",
+    pt_cuda_stream_create,
+    pt_cuda_stream_destroy,
+    pt_cuda_stream_sync,
+    pt_cuda_alloc,
+    pt_cuda_free,
+    pt_cuda_memcpy_h2d,
+    pt_cuda_memcpy_d2h,
+    pt_cuda_memcpy_d2d,
+    pt_cuda_memset_zero,
+    pt_cuda_add,
+    pt_cuda_scale,
+    pt_cuda_sum_squares,
+    pt_cuda_has_nonfinite,
+    pt_cuda_matmul_forward,
+    pt_cuda_matmul_backward_input,
+    pt_cuda_matmul_backward_weight,
+    pt_cuda_layernorm_forward,
+    pt_cuda_layernorm_backward_input,
+    pt_cuda_layernorm_backward_weight,
+    pt_cuda_layernorm_backward,
+    pt_cuda_gelu_forward,
+    pt_cuda_gelu_backward,
+    pt_cuda_attention_saved_size,
+    pt_cuda_attention_scratch_size,
+    pt_cuda_attention_forward,
+    pt_cuda_attention_backward,
+    pt_cuda_embedding_forward,
+    pt_cuda_embedding_backward,
+    pt_cuda_crossentropy_forward,
+    pt_cuda_crossentropy_backward,
+    pt_cuda_adamw_update,
+};

@@ -1,0 +1,153 @@
+/* kernels/cuda/cuda_internal.h — what the CUDA backend's files share: the CUDA stream, error
+ * conversion, the matmul precision mode, the stream workspace, and the kernel entry points that
+ * fill pt_backend_cuda. Not a public header.
+ *
+ * Every entry point queues work on its stream and returns without waiting, except those that
+ * write host memory (sum_squares, has_nonfinite, memcpy_d2h), which synchronise the stream.
+ * Launch errors are reported at the call (cudaGetLastError); errors inside a kernel surface at
+ * the next synchronising call. Kernels never allocate: temporary space comes from the stream's
+ * workspace, allocated once at stream creation.
+ */
+#ifndef PT_KERNELS_CUDA_INTERNAL_H
+#define PT_KERNELS_CUDA_INTERNAL_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/cuda.h"
+
+/* Matrix product precision, chosen per stream from PT_CUDA_MATMUL at stream creation. */
+typedef enum { PT_CUDA_MM_FP32 = 0, PT_CUDA_MM_TF32 = 1, PT_CUDA_MM_BF16 = 2 } pt_cuda_mm_mode;
+
+struct pt_stream {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    pt_cuda_mm_mode mm_mode;
+    void *workspace;          /* device, PT_CUDA_WORKSPACE_MB (default 64) MiB, 256-aligned */
+    size_t workspace_bytes;
+    void *blas_workspace;     /* device, handed to cuBLAS once (deterministic split-K) */
+    double *host_double;      /* pinned, 1 double: sum_squares result */
+    int *host_int;            /* pinned, 1 int: has_nonfinite result */
+};
+
+/* Bytes of the stream workspace given to cuBLAS. */
+#define PT_CUDA_BLAS_WORKSPACE (32u << 20)
+
+/* Records a failed CUDA runtime call as PT_EBACKEND (PT_ENOMEM for out-of-memory), naming `what` and
+ * CUDA's own error string. Returns PT_OK when err is cudaSuccess. */
+pt_status pt_cuda_fail(cudaError_t err, const char *what);
+/* Same for cuBLAS statuses. */
+pt_status pt_cuda_blas_fail(cublasStatus_t err, const char *what);
+/* Checks the last kernel launch (cudaGetLastError), naming the kernel. */
+pt_status pt_cuda_launched(const char *kernel);
+
+#define PT_CUDA_CHECK(expr, what)                                                                            \
+    do {                                                                                                     \
+        cudaError_t pt_cuda_err_ = (expr);                                                                   \
+        if (pt_cuda_err_ != cudaSuccess)                                                                     \
+            return pt_cuda_fail(pt_cuda_err_, what);                                                         \
+    } while (0)
+
+/* Blocks for a grid-stride element-wise kernel over n elements (at most 65535 * 8). */
+static inline unsigned pt_cuda_blocks(size_t n, unsigned threads)
+{
+    size_t b = (n + threads - 1) / threads;
+    if (b > 65535u * 8u)
+        b = 65535u * 8u;
+    return b == 0 ? 1u : (unsigned)b;
+}
+
+/* The stream workspace as `bytes` of scratch (a kernel's temporary). PT_ENOMEM naming `what` and
+ * PT_CUDA_WORKSPACE_MB when it is too small. */
+pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out);
+
+/* ---- entry points of pt_backend_cuda (documented in pipetrain/backend.h) ---- */
+#ifdef __cplusplus
+extern "C" {
+#endif
+pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out);
+void pt_cuda_stream_destroy(pt_stream *s);
+pt_status pt_cuda_stream_sync(pt_stream *s);
+pt_status pt_cuda_alloc(void **ptr, size_t bytes);
+void pt_cuda_free(void *ptr);
+pt_status pt_cuda_memcpy_h2d(pt_stream *s, void *dst, const void *src, size_t bytes);
+pt_status pt_cuda_memcpy_d2h(pt_stream *s, void *dst, const void *src, size_t bytes);
+pt_status pt_cuda_memcpy_d2d(pt_stream *s, void *dst, const void *src, size_t bytes);
+pt_status pt_cuda_memset_zero(pt_stream *s, void *dst, size_t bytes);
+
+pt_status pt_cuda_add(pt_stream *s, float *out, const float *a, const float *b, size_t n);
+pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n);
+pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t n);
+pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
+pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
+pt_status pt_cuda_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
+
+pt_status pt_cuda_matmul_forward(pt_stream *s, float *out, const float *inp, const float *weight, const float *bias,
+                                 int N, int C, int OC);
+pt_status pt_cuda_matmul_backward_input(pt_stream *s, float *dinp, const float *dout, const float *weight, int N,
+                                        int C, int OC);
+pt_status pt_cuda_matmul_backward_weight(pt_stream *s, float *dweight, float *dbias, const float *dout,
+                                         const float *inp, int N, int C, int OC);
+
+pt_status pt_cuda_layernorm_forward(pt_stream *s, float *out, float *mean, float *rstd, const float *inp,
+                                    const float *w, const float *b, int N, int C);
+pt_status pt_cuda_layernorm_backward_input(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                           const float *w, const float *mean, const float *rstd, int N, int C);
+pt_status pt_cuda_layernorm_backward_weight(pt_stream *s, float *dw, float *db, const float *dout, const float *inp,
+                                            const float *mean, const float *rstd, int N, int C);
+pt_status pt_cuda_layernorm_backward(pt_stream *s, float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, const float *mean, const float *rstd, int N,
+                                     int C);
+
+size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH);
+size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH);
+pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
+                                    int T, int C, int NH);
+pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                     const float *out, const float *saved, int B, int T, int C, int NH);
+
+pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                    const float *wpe, int B, int T, int C);
+pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                     const int32_t *tokens, int B, int T, int C);
+
+pt_status pt_cuda_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
+                                       const int32_t *targets, int N, int V);
+pt_status pt_cuda_crossentropy_backward(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
+                                        float dloss, int N, int V);
+
+pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
+                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                               int t);
+#ifdef __cplusplus
+}
+#endif
+
+/* Warp sum / max over all 32 lanes (butterfly: every lane gets the same bits). */
+#ifdef __CUDACC__
+__device__ __forceinline__ float pt_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double pt_warp_sum_d(double v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float pt_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+#endif
+
+#endif

@@ -1,0 +1,197 @@
+/* kernels/cuda/elementwise.cu — add, scale, sum of squares, non-finite check, GELU (tanh form),
+ * AdamW. Grid-stride loops; the reductions are deterministic (fixed grid, fixed trees). */
+#include <math.h>
+
+#include "cuda_internal.h"
+
+#define PT_EW_THREADS 256
+
+__global__ void pt_k_add(float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+__global__ void pt_k_scale(float *x, float alpha, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= alpha;
+}
+
+pt_status pt_cuda_add(pt_stream *s, float *out, const float *a, const float *b, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_add<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(out, a, b, n);
+    return pt_cuda_launched("add");
+}
+
+pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_scale<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(x, alpha, n);
+    return pt_cuda_launched("scale");
+}
+
+/* Sum of squares in two passes with a grid that depends on nothing but this constant: block k
+ * sums elements k*256+tid, + PT_SUMSQ_BLOCKS*256, ... in a fixed order per thread, then a fixed
+ * shared-memory tree; the second pass adds the block sums in a fixed tree. Same bits on every
+ * run and every GPU model (the order never depends on the number of SMs). */
+#define PT_SUMSQ_BLOCKS 1024
+#define PT_SUMSQ_THREADS 256
+
+__device__ double pt_block_sum_d(double v, double *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w)
+            sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+__global__ void pt_k_sumsq_partial(double *partial, const float *x, size_t n)
+{
+    __shared__ double sh[PT_SUMSQ_THREADS];
+    double acc = 0.0;
+    for (size_t i = blockIdx.x * (size_t)PT_SUMSQ_THREADS + threadIdx.x; i < n;
+         i += (size_t)PT_SUMSQ_BLOCKS * PT_SUMSQ_THREADS) {
+        double v = (double)x[i];
+        acc += v * v;
+    }
+    double total = pt_block_sum_d(acc, sh);
+    if (threadIdx.x == 0)
+        partial[blockIdx.x] = total;
+}
+
+__global__ void pt_k_sumsq_final(double *out, const double *partial)
+{
+    __shared__ double sh[PT_SUMSQ_THREADS];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < PT_SUMSQ_BLOCKS; i += PT_SUMSQ_THREADS)
+        acc += partial[i];
+    double total = pt_block_sum_d(acc, sh);
+    if (threadIdx.x == 0)
+        *out = total;
+}
+
+pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t n)
+{
+    void *ws;
+    PT_CHECK(pt_cuda_scratch(s, (PT_SUMSQ_BLOCKS + 1) * sizeof(double), "sum_squares", &ws));
+    double *partial = (double *)ws, *result = partial + PT_SUMSQ_BLOCKS;
+    pt_k_sumsq_partial<<<PT_SUMSQ_BLOCKS, PT_SUMSQ_THREADS, 0, s->stream>>>(partial, x, n);
+    PT_CHECK(pt_cuda_launched("sum_squares"));
+    pt_k_sumsq_final<<<1, PT_SUMSQ_THREADS, 0, s->stream>>>(result, partial);
+    PT_CHECK(pt_cuda_launched("sum_squares (final)"));
+    PT_CUDA_CHECK(cudaMemcpyAsync(s->host_double, result, sizeof(double), cudaMemcpyDeviceToHost, s->stream),
+                  "sum_squares copy to host");
+    PT_CUDA_CHECK(cudaStreamSynchronize(s->stream), "sum_squares (stream synchronise)");
+    *out = *s->host_double;
+    return PT_OK;
+}
+
+/* NaN and Inf are exactly the floats with all exponent bits set. Any thread that sees one
+ * writes 1 (all writers write the same value, so the result does not depend on order). */
+__global__ void pt_k_nonfinite(int *flag, const float *x, size_t n)
+{
+    int bad = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
+    if (__syncthreads_or(bad) && threadIdx.x == 0)
+        *flag = 1;
+}
+
+pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n)
+{
+    void *ws;
+    PT_CHECK(pt_cuda_scratch(s, sizeof(int), "has_nonfinite", &ws));
+    int *flag = (int *)ws;
+    PT_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), s->stream), "has_nonfinite memset");
+    if (n > 0) {
+        pt_k_nonfinite<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(flag, x, n);
+        PT_CHECK(pt_cuda_launched("has_nonfinite"));
+    }
+    PT_CUDA_CHECK(cudaMemcpyAsync(s->host_int, flag, sizeof(int), cudaMemcpyDeviceToHost, s->stream),
+                  "has_nonfinite copy to host");
+    PT_CUDA_CHECK(cudaStreamSynchronize(s->stream), "has_nonfinite (stream synchronise)");
+    *out = *s->host_int != 0;
+    return PT_OK;
+}
+
+#define PT_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define PT_GELU_A 0.044715f
+
+__global__ void pt_k_gelu_fwd(float *out, const float *inp, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = inp[i];
+        float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+__global__ void pt_k_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = inp[i];
+        float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PT_GELU_K * (1.0f + 3.0f * PT_GELU_A * x * x);
+        dinp[i] = local * dout[i];
+    }
+}
+
+pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_gelu_fwd<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(out, inp, n);
+    return pt_cuda_launched("gelu_forward");
+}
+
+pt_status pt_cuda_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_gelu_bwd<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(dinp, inp, dout, n);
+    return pt_cuda_launched("gelu_backward");
+}
+
+/* AdamW, operation for operation as kernels/cpu/adamw.c (PyTorch's single-tensor AdamW); the
+ * scalar factors are computed on the host in double and rounded to float, as there. */
+__global__ void pt_k_adamw(float *param, const float *grad, float *m, float *v, size_t n, float decay,
+                           float beta1, float beta2, float one_m_b1, float one_m_b2, float step_size,
+                           float bc2_sqrt, float eps, float grad_scale)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = grad[i] * grad_scale;
+        float mi = m[i] * beta1 + one_m_b1 * g;
+        float vi = v[i] * beta2 + one_m_b2 * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        param[i] = param[i] * decay - step_size * (mi / denom);
+    }
+}
+
+pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
+                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                               int t)
+{
+    if (t < 1)
+        return pt_fail(PT_EINVAL, "adamw_update: step t=%d; the first optimizer step is t=1", t);
+    if (n == 0)
+        return PT_OK;
+    const float decay = (float)(1.0 - (double)lr * (double)weight_decay);
+    const float one_m_b1 = (float)(1.0 - (double)beta1), one_m_b2 = (float)(1.0 - (double)beta2);
+    const float step_size = (float)((double)lr / (1.0 - pow((double)beta1, t)));
+    const float bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, t));
+    pt_k_adamw<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(
+        param, grad, m, v, n, decay, beta1, beta2, one_m_b1, one_m_b2, step_size, bc2_sqrt, eps, grad_scale);
+    return pt_cuda_launched("adamw_update");
+}

@@ -1,0 +1,535 @@
+/* tests/cuda/test_cuda_kernels.c — every CUDA kernel against the CPU backend (the reference) on
+ * random inputs: `test_cuda_kernels fp32` with PT_CUDA_MATMUL=fp32 and tight tolerances,
+ * `test_cuda_kernels bf16` the matrix products in bf16 mode with the stated looser tolerance,
+ * `test_cuda_kernels determinism` the same inputs twice give the same bits.
+ * Exits 77 (skipped) when this machine has no CUDA device; never passes without one. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/backend.h"
+#include "pipetrain/cuda.h"
+
+static const pt_backend *cpu, *gpu;
+static pt_stream *cs, *gs;
+static int failures;
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static void fill(float *x, size_t n, float amp)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = amp * frand();
+}
+
+static void die_if(pt_status st, const char *what)
+{
+    if (st != PT_OK) {
+        fprintf(stderr, "FAIL %s: %s\n", what, pt_last_error());
+        exit(1);
+    }
+}
+
+/* Device copy of n host bytes (freed by dev_free). */
+static void *dev_from(const void *h, size_t bytes)
+{
+    void *d;
+    die_if(pt_backend_alloc(gpu, &d, bytes), "alloc");
+    die_if(gpu->memcpy_h2d(gs, d, h, bytes), "h2d");
+    return d;
+}
+
+static void dev_free(void *d) { pt_backend_free(gpu, d); }
+
+static void to_host(void *h, const void *d, size_t bytes) { die_if(gpu->memcpy_d2h(gs, h, d, bytes), "d2h"); }
+
+/* |got - ref| <= atol + rtol * |ref| everywhere; prints the first bad index. */
+static void check(const char *what, const float *got, const float *ref, size_t n, float atol, float rtol)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        if (!(err <= atol + rtol * fabs(ref[i]))) {
+            fprintf(stderr, "FAIL %s: index %zu got %.9g want %.9g (atol %g rtol %g)\n", what, i, got[i], ref[i],
+                    atol, rtol);
+            failures++;
+            return;
+        }
+        if (err > worst)
+            worst = err;
+    }
+    printf("ok   %-44s n=%-9zu max abs err %.3g\n", what, n, worst);
+}
+
+static void check_bits(const char *what, const float *a, const float *b, size_t n)
+{
+    if (memcmp(a, b, n * sizeof(float)) != 0) {
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+                fprintf(stderr, "FAIL %s: index %zu differs between runs (%.9g vs %.9g)\n", what, i, a[i], b[i]);
+                break;
+            }
+        failures++;
+        return;
+    }
+    printf("ok   %-44s n=%zu bit-identical\n", what, n);
+}
+
+static void test_elementwise(void)
+{
+    const size_t n = 300007;
+    float *a = malloc(n * 4), *b = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
+    fill(a, n, 3.0f);
+    fill(b, n, 3.0f);
+    float *da = dev_from(a, n * 4), *db = dev_from(b, n * 4), *dout = dev_from(a, n * 4);
+    die_if(cpu->add(cs, ref, a, b, n), "cpu add");
+    die_if(gpu->add(gs, dout, da, db, n), "cuda add");
+    to_host(got, dout, n * 4);
+    check("add", got, ref, n, 0, 0);
+    memcpy(ref, a, n * 4);
+    die_if(cpu->scale(cs, ref, 0.37f, n), "cpu scale");
+    die_if(gpu->scale(gs, da, 0.37f, n), "cuda scale");
+    to_host(got, da, n * 4);
+    check("scale", got, ref, n, 0, 0);
+    die_if(cpu->gelu_forward(cs, ref, b, n), "cpu gelu");
+    die_if(gpu->gelu_forward(gs, dout, db, n), "cuda gelu");
+    to_host(got, dout, n * 4);
+    check("gelu_forward", got, ref, n, 1e-6f, 1e-5f);
+    die_if(cpu->gelu_backward(cs, ref, b, a, n), "cpu gelu bwd");
+    float *da2 = dev_from(a, n * 4);
+    die_if(gpu->gelu_backward(gs, da2, db, da2, n), "cuda gelu bwd (aliased)"); /* dinp may alias dout */
+    to_host(got, da2, n * 4);
+    check("gelu_backward (dinp aliases dout)", got, ref, n, 1e-6f, 1e-5f);
+    double s_cpu, s_gpu;
+    die_if(cpu->sum_squares(cs, &s_cpu, b, n), "cpu sumsq");
+    die_if(gpu->sum_squares(gs, &s_gpu, db, n), "cuda sumsq");
+    if (fabs(s_cpu - s_gpu) > 1e-12 * fabs(s_cpu)) {
+        fprintf(stderr, "FAIL sum_squares: %.17g vs cpu %.17g\n", s_gpu, s_cpu);
+        failures++;
+    } else {
+        printf("ok   %-44s %.17g\n", "sum_squares", s_gpu);
+    }
+    int bad = -1;
+    die_if(gpu->has_nonfinite(gs, &bad, db, n), "cuda nonfinite");
+    if (bad != 0) {
+        fprintf(stderr, "FAIL has_nonfinite: finite data reported %d\n", bad);
+        failures++;
+    }
+    const float specials[3] = { NAN, INFINITY, -INFINITY };
+    for (int k = 0; k < 3; k++) {
+        float v = b[n - 3];
+        b[n - 3] = specials[k];
+        die_if(gpu->memcpy_h2d(gs, db + n - 3, &b[n - 3], 4), "h2d");
+        die_if(gpu->has_nonfinite(gs, &bad, db, n), "cuda nonfinite");
+        if (bad != 1) {
+            fprintf(stderr, "FAIL has_nonfinite: %g at %zu not found\n", specials[k], n - 3);
+            failures++;
+        }
+        b[n - 3] = v;
+        die_if(gpu->memcpy_h2d(gs, db + n - 3, &v, 4), "h2d");
+    }
+    printf("ok   %-44s NaN, +Inf, -Inf found; finite data clean\n", "has_nonfinite");
+    dev_free(da);
+    dev_free(db);
+    dev_free(dout);
+    dev_free(da2);
+    free(a);
+    free(b);
+    free(ref);
+    free(got);
+}
+
+static void test_adamw(void)
+{
+    const size_t n = 100003;
+    float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4), *got = malloc(n * 4);
+    fill(p, n, 1.0f);
+    fill(g, n, 0.1f);
+    fill(m, n, 0.01f);
+    for (size_t i = 0; i < n; i++)
+        v[i] = 1e-4f * fabsf(frand());
+    float *dp = dev_from(p, n * 4), *dg = dev_from(g, n * 4), *dm = dev_from(m, n * 4), *dv = dev_from(v, n * 4);
+    for (int t = 1; t <= 3; t++) {
+        die_if(cpu->adamw_update(cs, p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t), "cpu adamw");
+        die_if(gpu->adamw_update(gs, dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t), "cuda adamw");
+    }
+    to_host(got, dp, n * 4);
+    check("adamw_update param (3 steps)", got, p, n, 1e-7f, 1e-6f);
+    to_host(got, dm, n * 4);
+    check("adamw_update m", got, m, n, 1e-9f, 1e-6f);
+    to_host(got, dv, n * 4);
+    check("adamw_update v", got, v, n, 1e-12f, 1e-6f);
+    if (gpu->adamw_update(gs, dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, 0) != PT_EINVAL) {
+        fprintf(stderr, "FAIL adamw_update: t=0 accepted\n");
+        failures++;
+    }
+    dev_free(dp);
+    dev_free(dg);
+    dev_free(dm);
+    dev_free(dv);
+    free(p);
+    free(g);
+    free(m);
+    free(v);
+    free(got);
+}
+
+/* Matrix products at (N,C,OC); atol_per_sqrtk scales with sqrt of the reduction length. */
+static void test_matmul_shape(const char *mode, int N, int C, int OC, float atol_per_sqrtk, float rtol)
+{
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = malloc(ni * 4), *w = malloc(nw * 4), *bias = malloc(OC * 4), *dout = malloc(no * 4);
+    float *out = malloc(no * 4), *dinp = malloc(ni * 4), *dw = malloc(nw * 4), *dbias = malloc(OC * 4);
+    float *got = malloc((ni > nw ? (ni > no ? ni : no) : (nw > no ? nw : no)) * 4);
+    fill(inp, ni, 1.0f);
+    fill(w, nw, 1.0f);
+    fill(bias, OC, 1.0f);
+    fill(dout, no, 1.0f);
+    fill(dw, nw, 1.0f); /* accumulated into */
+    fill(dbias, OC, 1.0f);
+    float *d_inp = dev_from(inp, ni * 4), *d_w = dev_from(w, nw * 4), *d_bias = dev_from(bias, OC * 4);
+    float *d_dout = dev_from(dout, no * 4), *d_out = dev_from(out, no * 4), *d_dinp = dev_from(dinp, ni * 4);
+    float *d_dw = dev_from(dw, nw * 4), *d_dbias = dev_from(dbias, OC * 4);
+    char name[96];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        die_if(cpu->matmul_forward(cs, out, inp, w, with_bias ? bias : NULL, N, C, OC), "cpu matmul");
+        die_if(gpu->matmul_forward(gs, d_out, d_inp, d_w, with_bias ? d_bias : NULL, N, C, OC), "cuda matmul");
+        to_host(got, d_out, no * 4);
+        snprintf(name, sizeof name, "%s matmul_forward %dx%dx%d%s", mode, N, C, OC, with_bias ? " +bias" : "");
+        check(name, got, out, no, atol_per_sqrtk * sqrtf((float)C), rtol);
+    }
+    die_if(cpu->matmul_backward_input(cs, dinp, dout, w, N, C, OC), "cpu matmul bwd in");
+    die_if(gpu->matmul_backward_input(gs, d_dinp, d_dout, d_w, N, C, OC), "cuda matmul bwd in");
+    to_host(got, d_dinp, ni * 4);
+    snprintf(name, sizeof name, "%s matmul_backward_input %dx%dx%d", mode, N, C, OC);
+    check(name, got, dinp, ni, atol_per_sqrtk * sqrtf((float)OC), rtol);
+    die_if(cpu->matmul_backward_weight(cs, dw, dbias, dout, inp, N, C, OC), "cpu matmul bwd w");
+    die_if(gpu->matmul_backward_weight(gs, d_dw, d_dbias, d_dout, d_inp, N, C, OC), "cuda matmul bwd w");
+    to_host(got, d_dw, nw * 4);
+    snprintf(name, sizeof name, "%s matmul_backward_weight dw += %dx%dx%d", mode, N, C, OC);
+    check(name, got, dw, nw, atol_per_sqrtk * sqrtf((float)N), rtol);
+    to_host(got, d_dbias, OC * 4);
+    snprintf(name, sizeof name, "%s matmul_backward_weight dbias +=", mode);
+    check(name, got, dbias, OC, 1e-5f * sqrtf((float)N), 1e-5f); /* fp32 sums in every mode */
+    dev_free(d_inp);
+    dev_free(d_w);
+    dev_free(d_bias);
+    dev_free(d_dout);
+    dev_free(d_out);
+    dev_free(d_dinp);
+    dev_free(d_dw);
+    dev_free(d_dbias);
+    free(inp);
+    free(w);
+    free(bias);
+    free(dout);
+    free(out);
+    free(dinp);
+    free(dw);
+    free(dbias);
+    free(got);
+}
+
+static void test_layernorm(int N, int C)
+{
+    size_t n = (size_t)N * C;
+    float *x = malloc(n * 4), *w = malloc(C * 4), *b = malloc(C * 4), *dy = malloc(n * 4), *y = malloc(n * 4);
+    float *mean = malloc(N * 4), *rstd = malloc(N * 4), *dx = malloc(n * 4), *dw = malloc(C * 4),
+          *db = malloc(C * 4), *got = malloc(n * 4);
+    fill(x, n, 2.0f);
+    for (size_t i = 0; i < n; i++)
+        x[i] += 0.5f; /* a nonzero mean */
+    fill(w, C, 1.0f);
+    fill(b, C, 1.0f);
+    fill(dy, n, 1.0f);
+    fill(dw, C, 1.0f);
+    fill(db, C, 1.0f);
+    float *d_x = dev_from(x, n * 4), *d_w = dev_from(w, C * 4), *d_b = dev_from(b, C * 4), *d_dy = dev_from(dy, n * 4);
+    float *d_y = dev_from(y, n * 4), *d_mean = dev_from(mean, N * 4), *d_rstd = dev_from(rstd, N * 4);
+    float *d_dx = dev_from(dx, n * 4), *d_dw = dev_from(dw, C * 4), *d_db = dev_from(db, C * 4);
+    float *d_dx2 = dev_from(dx, n * 4), *d_dw2 = dev_from(dw, C * 4), *d_db2 = dev_from(db, C * 4);
+    char name[96];
+    die_if(cpu->layernorm_forward(cs, y, mean, rstd, x, w, b, N, C), "cpu ln");
+    die_if(gpu->layernorm_forward(gs, d_y, d_mean, d_rstd, d_x, d_w, d_b, N, C), "cuda ln");
+    to_host(got, d_y, n * 4);
+    snprintf(name, sizeof name, "layernorm_forward %dx%d", N, C);
+    check(name, got, y, n, 2e-6f, 2e-5f);
+    to_host(got, d_mean, N * 4);
+    check("layernorm_forward mean", got, mean, N, 1e-6f, 1e-5f);
+    to_host(got, d_rstd, N * 4);
+    check("layernorm_forward rstd", got, rstd, N, 1e-6f, 1e-5f);
+    /* Backward from the CPU's saved statistics, so only the backward is compared. */
+    die_if(gpu->memcpy_h2d(gs, d_mean, mean, N * 4), "h2d");
+    die_if(gpu->memcpy_h2d(gs, d_rstd, rstd, N * 4), "h2d");
+    die_if(cpu->layernorm_backward(cs, dx, dw, db, dy, x, w, mean, rstd, N, C), "cpu ln bwd");
+    die_if(gpu->layernorm_backward(gs, d_dx, d_dw, d_db, d_dy, d_x, d_w, d_mean, d_rstd, N, C), "cuda ln bwd");
+    to_host(got, d_dx, n * 4);
+    snprintf(name, sizeof name, "layernorm_backward dinp %dx%d", N, C);
+    check(name, got, dx, n, 2e-5f, 1e-4f);
+    to_host(got, d_dw, C * 4);
+    check("layernorm_backward dw +=", got, dw, C, 1e-5f * sqrtf((float)N), 1e-5f);
+    to_host(got, d_db, C * 4);
+    check("layernorm_backward db +=", got, db, C, 1e-5f * sqrtf((float)N), 1e-5f);
+    /* Split entries give the fused entry's bits. */
+    die_if(gpu->layernorm_backward_input(gs, d_dx2, d_dy, d_x, d_w, d_mean, d_rstd, N, C), "cuda ln bwd in");
+    die_if(gpu->layernorm_backward_weight(gs, d_dw2, d_db2, d_dy, d_x, d_mean, d_rstd, N, C), "cuda ln bwd w");
+    float *got2 = malloc(n * 4);
+    to_host(got, d_dx, n * 4);
+    to_host(got2, d_dx2, n * 4);
+    check_bits("layernorm split dinp == fused", got, got2, n);
+    to_host(got, d_dw, C * 4);
+    to_host(got2, d_dw2, C * 4);
+    check_bits("layernorm split dw == fused", got, got2, C);
+    to_host(got, d_db, C * 4);
+    to_host(got2, d_db2, C * 4);
+    check_bits("layernorm split db == fused", got, got2, C);
+    free(got2);
+    float *dev[] = { d_x, d_w, d_b, d_dy, d_y, d_mean, d_rstd, d_dx, d_dw, d_db, d_dx2, d_dw2, d_db2 };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        dev_free(dev[i]);
+    float *host[] = { x, w, b, dy, y, mean, rstd, dx, dw, db, got };
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+}
+
+static void test_attention(int B, int T, int C, int NH)
+{
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    size_t nsaved_c = cpu->attention_saved_size(B, T, C, NH), nscr_c = cpu->attention_scratch_size(B, T, C, NH);
+    size_t nsaved_g = gpu->attention_saved_size(B, T, C, NH), nscr_g = gpu->attention_scratch_size(B, T, C, NH);
+    float *qkv = malloc(nqkv * 4), *out = malloc(no * 4), *dout = malloc(no * 4), *dqkv = malloc(nqkv * 4);
+    float *saved = malloc(nsaved_c * 4), *scr = malloc(nscr_c * 4), *got = malloc(nqkv * 4);
+    fill(qkv, nqkv, 2.0f);
+    fill(dout, no, 1.0f);
+    float *d_qkv = dev_from(qkv, nqkv * 4), *d_dout = dev_from(dout, no * 4), *d_out, *d_dqkv, *d_saved, *d_scr;
+    die_if(pt_backend_alloc(gpu, (void **)&d_out, no * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_dqkv, nqkv * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_saved, nsaved_g * 4 + 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_scr, nscr_g * 4 + 4), "alloc");
+    die_if(gpu->memset_zero(gs, d_dqkv, nqkv * 4), "memset"); /* so a hole shows up as 0, not garbage */
+    char name[96];
+    die_if(cpu->attention_forward(cs, out, saved, scr, qkv, B, T, C, NH), "cpu att");
+    die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH), "cuda att");
+    to_host(got, d_out, no * 4);
+    snprintf(name, sizeof name, "attention_forward B%d T%d C%d NH%d", B, T, C, NH);
+    check(name, got, out, no, 1e-5f, 1e-4f);
+    if (nsaved_c == nsaved_g) {
+        to_host(got, d_saved, nsaved_g * 4);
+        check("attention_forward saved log-sum-exp", got, saved, nsaved_g, 1e-5f, 1e-5f);
+    }
+    die_if(cpu->attention_backward(cs, dqkv, scr, dout, qkv, out, saved, B, T, C, NH), "cpu att bwd");
+    die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH), "cuda att bwd");
+    to_host(got, d_dqkv, nqkv * 4);
+    snprintf(name, sizeof name, "attention_backward B%d T%d C%d NH%d", B, T, C, NH);
+    check(name, got, dqkv, nqkv, 5e-5f, 5e-4f);
+    dev_free(d_qkv);
+    dev_free(d_dout);
+    dev_free(d_out);
+    dev_free(d_dqkv);
+    dev_free(d_saved);
+    dev_free(d_scr);
+    free(qkv);
+    free(out);
+    free(dout);
+    free(dqkv);
+    free(saved);
+    free(scr);
+    free(got);
+}
+
+static void test_embedding(int B, int T, int C, int V)
+{
+    size_t n = (size_t)B * T * C;
+    int32_t *tok = malloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int32_t)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33) % V;
+    tok[0] = tok[B * T - 1]; /* at least one repeat */
+    float *wte = malloc((size_t)V * C * 4), *wpe = malloc((size_t)T * C * 4), *out = malloc(n * 4),
+          *dout = malloc(n * 4), *got = malloc((n > (size_t)V * C ? n : (size_t)V * C) * 4);
+    fill(wte, (size_t)V * C, 1.0f);
+    fill(wpe, (size_t)T * C, 1.0f);
+    fill(dout, n, 1.0f);
+    int32_t *d_tok = dev_from(tok, (size_t)B * T * 4);
+    float *d_wte = dev_from(wte, (size_t)V * C * 4), *d_wpe = dev_from(wpe, (size_t)T * C * 4);
+    float *d_out = dev_from(out, n * 4), *d_dout = dev_from(dout, n * 4);
+    die_if(cpu->embedding_forward(cs, out, tok, wte, wpe, B, T, C), "cpu emb");
+    die_if(gpu->embedding_forward(gs, d_out, d_tok, d_wte, d_wpe, B, T, C), "cuda emb");
+    to_host(got, d_out, n * 4);
+    check("embedding_forward", got, out, n, 0, 0);
+    /* gradients are added to the weights themselves here (any starting values do) */
+    die_if(cpu->embedding_backward(cs, wte, wpe, dout, tok, B, T, C), "cpu emb bwd");
+    die_if(gpu->embedding_backward(gs, d_wte, d_wpe, d_dout, d_tok, B, T, C), "cuda emb bwd");
+    to_host(got, d_wte, (size_t)V * C * 4);
+    check("embedding_backward dwte +=", got, wte, (size_t)V * C, 1e-6f * B * T, 1e-6f);
+    to_host(got, d_wpe, (size_t)T * C * 4);
+    check("embedding_backward dwpe +=", got, wpe, (size_t)T * C, 1e-6f * B, 1e-6f);
+    dev_free(d_tok);
+    dev_free(d_wte);
+    dev_free(d_wpe);
+    dev_free(d_out);
+    dev_free(d_dout);
+    free(tok);
+    free(wte);
+    free(wpe);
+    free(out);
+    free(dout);
+    free(got);
+}
+
+static void test_crossentropy(int N, int V)
+{
+    size_t n = (size_t)N * V;
+    float *logits = malloc(n * 4), *probs = malloc(n * 4), *losses = malloc(N * 4), *dl = malloc(n * 4),
+          *got = malloc(n * 4);
+    int32_t *tgt = malloc(N * 4);
+    fill(logits, n, 8.0f);
+    for (int i = 0; i < N; i++)
+        tgt[i] = (int32_t)(fabsf(frand()) * (V - 1));
+    tgt[1 % N] = -1; /* ignored position */
+    int32_t *d_tgt = dev_from(tgt, N * 4);
+    float *d_logits = dev_from(logits, n * 4), *d_losses = dev_from(losses, N * 4);
+    die_if(cpu->crossentropy_forward(cs, losses, probs, logits, tgt, N, V), "cpu ce");
+    /* probs aliases logits on the GPU: the harder case */
+    die_if(gpu->crossentropy_forward(gs, d_losses, d_logits, d_logits, d_tgt, N, V), "cuda ce");
+    to_host(got, d_losses, N * 4);
+    check("crossentropy_forward losses (probs alias logits)", got, losses, N, 1e-5f, 1e-5f);
+    to_host(got, d_logits, n * 4);
+    check("crossentropy_forward probs", got, probs, n, 1e-7f, 1e-5f);
+    float dloss = 1.0f / N;
+    die_if(cpu->crossentropy_backward(cs, dl, probs, tgt, dloss, N, V), "cpu ce bwd");
+    die_if(gpu->crossentropy_backward(gs, d_logits, d_logits, d_tgt, dloss, N, V), "cuda ce bwd (aliased)");
+    to_host(got, d_logits, n * 4);
+    check("crossentropy_backward (dlogits alias probs)", got, dl, n, 1e-8f, 1e-5f);
+    dev_free(d_tgt);
+    dev_free(d_logits);
+    dev_free(d_losses);
+    free(logits);
+    free(probs);
+    free(losses);
+    free(dl);
+    free(got);
+    free(tgt);
+}
+
+/* Runs the order-sensitive kernels twice on the same inputs and compares bits. */
+static void test_determinism(void)
+{
+    const int B = 2, T = 96, C = 128, NH = 2, V = 50;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    float *qkv = malloc(nqkv * 4), *dout = malloc(no * 4), *a = malloc(nqkv * 4), *b = malloc(nqkv * 4);
+    int32_t tok[2 * 96];
+    for (int i = 0; i < B * T; i++)
+        tok[i] = i % 7; /* heavy repetition */
+    fill(qkv, nqkv, 2.0f);
+    fill(dout, no, 1.0f);
+    float *d_qkv = dev_from(qkv, nqkv * 4), *d_dout = dev_from(dout, no * 4), *d_out, *d_saved, *d_scr, *d_dqkv;
+    int32_t *d_tok = dev_from(tok, sizeof tok);
+    die_if(pt_backend_alloc(gpu, (void **)&d_out, no * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_dqkv, nqkv * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_saved, gpu->attention_saved_size(B, T, C, NH) * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_scr, gpu->attention_scratch_size(B, T, C, NH) * 4), "alloc");
+    float *d_dwte, *d_dwpe, *d_dw, *d_db;
+    die_if(pt_backend_alloc(gpu, (void **)&d_dwte, (size_t)V * C * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_dwpe, (size_t)T * C * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_dw, (size_t)3 * C * C * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_db, (size_t)3 * C * 4), "alloc");
+    const char *names[4] = { "attention_backward", "embedding_backward dwte", "matmul_backward_weight dw",
+                             "matmul_backward_weight dbias" };
+    const float *bufs[4] = { d_dqkv, d_dwte, d_dw, d_db };
+    size_t sizes[4] = { nqkv, (size_t)V * C, (size_t)3 * C * C, (size_t)3 * C };
+    float *first[4];
+    for (int run = 0; run < 2; run++) {
+        die_if(gpu->memset_zero(gs, d_dwte, (size_t)V * C * 4), "memset");
+        die_if(gpu->memset_zero(gs, d_dwpe, (size_t)T * C * 4), "memset");
+        die_if(gpu->memset_zero(gs, d_dw, (size_t)3 * C * C * 4), "memset");
+        die_if(gpu->memset_zero(gs, d_db, (size_t)3 * C * 4), "memset");
+        die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH), "att");
+        die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH), "att bwd");
+        die_if(gpu->embedding_backward(gs, d_dwte, d_dwpe, d_dout, d_tok, B, T, C), "emb bwd");
+        die_if(gpu->matmul_backward_weight(gs, d_dw, d_db, d_qkv, d_dout, B * T, C, 3 * C), "mm bwd");
+        for (int k = 0; k < 4; k++) {
+            float *h = malloc(sizes[k] * 4);
+            to_host(h, bufs[k], sizes[k] * 4);
+            if (run == 0) {
+                first[k] = h;
+            } else {
+                check_bits(names[k], first[k], h, sizes[k]);
+                free(first[k]);
+                free(h);
+            }
+        }
+    }
+    (void)a;
+    (void)b;
+    float *dev[] = { d_qkv, d_dout, d_out, d_saved, d_scr, d_dqkv, d_dwte, d_dwpe, d_dw, d_db };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        dev_free(dev[i]);
+    dev_free(d_tok);
+    free(qkv);
+    free(dout);
+    free(a);
+    free(b);
+}
+
+int main(int argc, char **argv)
+{
+    const char *group = argc > 1 ? argv[1] : "fp32";
+    if (strcmp(group, "fp32") != 0 && strcmp(group, "bf16") != 0 && strcmp(group, "determinism") != 0) {
+        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism\n");
+        return 2;
+    }
+    int n_dev = 0;
+    char why[160] = "";
+    die_if(pt_cuda_device_count(&n_dev, why, sizeof why), "device count");
+    if (n_dev == 0) {
+        printf("SKIP: no CUDA device (%s)\n", why);
+        return 77;
+    }
+    setenv("PT_CUDA_MATMUL", strcmp(group, "bf16") == 0 ? "bf16" : "fp32", 1);
+    die_if(pt_backend_get("cpu", &cpu), "cpu backend");
+    die_if(pt_backend_get("cuda", &gpu), "cuda backend");
+    die_if(cpu->stream_create(&(pt_stream_opts){ .n_threads = 0 }, &cs), "cpu stream");
+    die_if(gpu->stream_create(&(pt_stream_opts){ .device = 0 }, &gs), "cuda stream");
+    if (strcmp(group, "fp32") == 0) {
+        test_elementwise();
+        test_adamw();
+        test_matmul_shape("fp32", 1, 1, 1, 5e-6f, 1e-5f);
+        test_matmul_shape("fp32", 257, 192, 77, 5e-6f, 1e-5f);
+        test_matmul_shape("fp32", 512, 768, 2304, 5e-6f, 1e-5f);
+        test_layernorm(1, 7);
+        test_layernorm(333, 768);
+        test_layernorm(600, 1600); /* two row blocks and a partial one */
+        test_attention(1, 1, 32, 1);
+        test_attention(2, 37, 96, 3);   /* hs 32, T not a tile multiple */
+        test_attention(2, 130, 256, 4); /* hs 64 */
+        test_attention(1, 70, 256, 2);  /* hs 128 */
+        test_attention(1, 1024, 768, 12); /* GPT-2 shape */
+        test_embedding(2, 64, 96, 40);
+        test_embedding(3, 50, 2100, 9); /* more channels than one pass */
+        test_crossentropy(7, 50257);
+        test_crossentropy(64, 256);
+    } else if (strcmp(group, "bf16") == 0) {
+        /* bf16 mode: inputs rounded to 8 mantissa bits, fp32 accumulate; stated tolerance
+         * |err| <= 1e-2 * sqrt(K) * amp^2 + 1e-2 * |ref| for inputs of amplitude 1. */
+        test_matmul_shape("bf16", 257, 192, 77, 1e-2f, 1e-2f);
+        test_matmul_shape("bf16", 1024, 768, 3072, 1e-2f, 1e-2f);
+    } else {
+        test_determinism();
+    }
+    gpu->stream_destroy(gs);
+    cpu->stream_destroy(cs);
+    if (pt_backend_bytes_in_use() != 0) {
+        fprintf(stderr, "FAIL: %zu bytes still allocated at exit\n", pt_backend_bytes_in_use());
+        failures++;
+    }
+    printf("%s: %d failure(s)\n", group, failures);
+    return failures ? 1 : 0;
+}
