@@ -259,7 +259,7 @@ typedef struct pt_ckpt_src {
 } pt_ckpt_src;
 
 typedef struct pt_ckpt_codec_opts {
-    pt_ckpt_transform transform; /* default (0 = NONE is never the default for writers: see below) */
+    pt_ckpt_transform transform; /* how blocks are split into planes (the tie-break with choose_transform) */
     int zstd_level;              /* 1..19 */
     int raw_if_no_gain;          /* store a plane raw when zstd does not shrink it by more than 1% */
     int choose_transform;        /* per tensor, try BYTES and EXPSPLIT on a 16 Ki-value sample and keep the

@@ -406,7 +406,6 @@ size_t pt_ckpt_encode_bound(pt_ckpt_dtype dt, uint64_t n, uint64_t block_elems)
         block_elems = PT_CKPT_DEFAULT_BLOCK_ELEMS;
     if (n == 0)
         return 0;
-    uint64_t nblk = (n + block_elems - 1) / block_elems;
     uint64_t full = n / block_elems, last = n - full * block_elems;
     /* every transform's bound is <= the 1-byte-plane bound, which is the larger one */
     size_t b = (size_t)full * block_bound(PT_CKPT_XFORM_BYTES, dt, block_elems);
@@ -415,7 +414,6 @@ size_t pt_ckpt_encode_bound(pt_ckpt_dtype dt, uint64_t n, uint64_t block_elems)
         b += block_bound(PT_CKPT_XFORM_BYTES, dt, last);
         b_none += block_bound(PT_CKPT_XFORM_NONE, dt, last);
     }
-    (void)nblk;
     return b > b_none ? b : b_none;
 }
 
