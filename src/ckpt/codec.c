@@ -438,6 +438,15 @@ typedef struct enc_ctx {
     int n;
 } enc_ctx;
 
+/* Plane k of a block stored as it is; returns its size. */
+static size_t store_raw(pt_ckpt_block *blk, int k, uint8_t *dst, const uint8_t *plane, uint64_t bytes)
+{
+    memcpy(dst, plane, (size_t)bytes);
+    blk->codec[k] = PT_CKPT_PLANE_RAW;
+    blk->plane_bytes[k] = bytes;
+    return (size_t)bytes;
+}
+
 static pt_status encode_block(void *p, int64_t unit, int worker)
 {
     enc_ctx *x = p;
@@ -478,10 +487,7 @@ static pt_status encode_block(void *p, int64_t unit, int worker)
                 memcpy(w->sample + (size_t)q * SAMPLE_SLICE, planes[k] + (size_t)q * stride, SAMPLE_SLICE);
             size_t r = ZSTD_compress2(w->cctx, w->sample + n_in, w->sample_cap - n_in, w->sample, n_in);
             if (!ZSTD_isError(r) && (double)r >= 0.99 * (double)n_in) {
-                memcpy(out + pos, planes[k], (size_t)plane_raw);
-                blk->codec[k] = PT_CKPT_PLANE_RAW;
-                blk->plane_bytes[k] = plane_raw;
-                pos += (size_t)plane_raw;
+                pos += store_raw(blk, k, out + pos, planes[k], plane_raw);
                 continue;
             }
         }
@@ -490,14 +496,12 @@ static pt_status encode_block(void *p, int64_t unit, int worker)
             return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on %s block %lld plane %d (%s)",
                            e->name ? e->name : "tensor", (long long)b, k, ZSTD_getErrorName(r));
         if (x->c->o.raw_if_no_gain && (double)r >= 0.99 * (double)plane_raw) {
-            memcpy(out + pos, planes[k], (size_t)plane_raw);
-            blk->codec[k] = PT_CKPT_PLANE_RAW;
-            blk->plane_bytes[k] = plane_raw;
+            pos += store_raw(blk, k, out + pos, planes[k], plane_raw);
         } else {
             blk->codec[k] = PT_CKPT_PLANE_ZSTD;
             blk->plane_bytes[k] = r;
+            pos += r;
         }
-        pos += (size_t)blk->plane_bytes[k];
     }
     blk->stored_xxh64 = pt_ckpt_xxh64(out, pos, 0);
     return PT_OK;
