@@ -100,8 +100,9 @@ void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream 
  * it (recorded in pt_ckpt_saver_info). If the previous save failed, returns its error once (and
  * does not start a new one).
  * With comm != NULL this is collective: every rank calls it with the same st->step, from the
- * thread that owns comm. Rank 0 prepares DIR/step_N.tmp/ and all ranks meet at a barrier (the
- * only use of comm: the background thread never touches it). Each rank's thread then writes
+ * thread that owns comm. The ranks first agree on the previous save's result (all fail when one
+ * rank's part failed), then rank 0 prepares DIR/step_N.tmp/ and all ranks meet at a barrier (comm
+ * is used only here and in pt_ckpt_saver_wait: the background thread never touches it). Each rank's thread then writes
  * shard-<rank>.ptz and its index shard-<rank>.json, fsyncs them and creates shard-<rank>.done;
  * rank 0's thread waits for every rank's marker (up to an hour, then an error naming the missing
  * rank), merges the indexes

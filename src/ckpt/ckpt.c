@@ -423,6 +423,23 @@ static int saved_here(pt_model *m, const pt_param *p)
     return pt_model_has_embedding(m) || strcmp(p->name, tied_name) != 0;
 }
 
+/* Collective: every rank learns whether any rank's part of the save of `step` failed (a rank
+ * that returned early would leave the others waiting at the next collective until the timeout). */
+static pt_status agree(struct pt_comm *comm, pt_status st, int64_t step)
+{
+    double bad = st != PT_OK;
+    char msg[1200];
+    snprintf(msg, sizeof msg, "%s", pt_last_error());
+    pt_status cst = pt_comm_allreduce_f64(comm, NULL, &bad, 1, pt_deadline_after_ms(pt_comm_timeout_ms(comm)));
+    if (st != PT_OK)
+        return pt_fail(st, "%s", msg);
+    if (cst != PT_OK)
+        return cst;
+    if (bad > 0)
+        return pt_fail(PT_EIO, "checkpoint of step %lld failed on another rank; see its log", (long long)step);
+    return PT_OK;
+}
+
 pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                        int n, const pt_train_state *st_in)
 {
@@ -444,7 +461,10 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
         s->unreported = 0;
         st = pt_fail(s->last_status, "checkpoint of step %lld failed: %s", (long long)s->info.step, s->last_msg);
     }
+    int64_t prev_step = s->info.step;
     pthread_mutex_unlock(&s->mu);
+    if (comm && s->comm == comm)
+        st = agree(comm, st, prev_step);
     PT_CHECK(st);
     double wait_s = pt_seconds_between(t0, pt_now_ns());
 
@@ -549,22 +569,9 @@ pt_status pt_ckpt_saver_wait(pt_ckpt_saver *s)
         st = pt_fail(s->last_status, "checkpoint of step %lld failed: %s", (long long)s->info.step, s->last_msg);
     }
     struct pt_comm *comm = s->comm;
+    int64_t step = s->info.step;
     pthread_mutex_unlock(&s->mu);
-    if (comm) {
-        /* every rank learns whether any rank's part failed */
-        double bad = st != PT_OK;
-        char msg[1200];
-        snprintf(msg, sizeof msg, "%s", pt_last_error());
-        pt_status cst = pt_comm_allreduce_f64(comm, NULL, &bad, 1, pt_deadline_after_ms(pt_comm_timeout_ms(comm)));
-        if (cst != PT_OK)
-            return st != PT_OK ? pt_fail(st, "%s", msg) : cst;
-        if (st == PT_OK && bad > 0)
-            st = pt_fail(PT_EIO, "checkpoint of step %lld failed on another rank; see its log",
-                         (long long)s->info.step);
-        else if (st != PT_OK)
-            st = pt_fail(st, "%s", msg);
-    }
-    return st;
+    return comm ? agree(comm, st, step) : st;
 }
 
 void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out)
