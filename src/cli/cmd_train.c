@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "pipetrain/json.h"
 #include "pipetrain/train.h"
 
 typedef struct {
@@ -58,6 +59,62 @@ static void on_event(void *ctx, const pt_train_event *e)
     }
 }
 
+/* Values of the options that are not fields of pt_train_cfg, or need checking first. */
+typedef struct {
+    pt_train_cfg cfg;
+    long long seed, steps, warmup, eval_every, ckpt_every, log_every;
+    double lr_min; /* < 0: lr / 10 */
+    int stages, dp, nproc, chunks;
+    const char *schedule, *partition, *layout, *config;
+} train_args;
+
+/* Applies a --config file: a JSON object whose keys are option names ("steps", "micro-batch-size",
+ * ...), to every option not given on the command line (the command line wins). Strings point into
+ * *root, which the caller keeps until the options are no longer used. */
+static pt_status apply_config(const char *path, pt_opt *opts, int n_opts, cJSON **root)
+{
+    PT_CHECK(pt_json_read_file(path, root));
+    if (!cJSON_IsObject(*root))
+        return pt_fail(PT_EINVAL, "%s: a training config is a JSON object of option names and values", path);
+    const char *allowed[64];
+    int n = 0;
+    for (int i = 0; i < n_opts && n < 63; i++)
+        if (strcmp(opts[i].name, "config") != 0)
+            allowed[n++] = opts[i].name;
+    allowed[n] = NULL;
+    PT_CHECK(pt_json_check_keys(*root, path, allowed));
+    for (int i = 0; i < n_opts; i++) {
+        pt_opt *o = &opts[i];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(*root, o->name);
+        if (!v || o->seen)
+            continue;
+        switch (o->type) {
+        case PT_OPT_FLAG:
+            if (!cJSON_IsBool(v))
+                return pt_fail(PT_EINVAL, "%s: \"%s\" must be true or false", path, o->name);
+            *(int *)o->dst = cJSON_IsTrue(v);
+            break;
+        case PT_OPT_INT: {
+            long long x;
+            PT_CHECK(pt_json_get_int(*root, path, o->name, -2147483647LL, 2147483647LL, &x));
+            *(int *)o->dst = (int)x;
+            break;
+        }
+        case PT_OPT_INT64: {
+            long long x;
+            PT_CHECK(pt_json_get_int(*root, path, o->name, -(1LL << 62), 1LL << 62, &x));
+            *(long long *)o->dst = x;
+            break;
+        }
+        case PT_OPT_DOUBLE: PT_CHECK(pt_json_get_double(*root, path, o->name, (double *)o->dst)); break;
+        case PT_OPT_STRING: PT_CHECK(pt_json_get_string(*root, path, o->name, (const char **)o->dst)); break;
+        case PT_OPT_BYTES:
+            return pt_fail(PT_EINTERNAL, "%s: option --%s has no config-file form", path, o->name);
+        }
+    }
+    return PT_OK;
+}
+
 /* runs/<UTC timestamp>, with -2, -3 ... when a run of the same second exists. */
 static void default_run_dir(char *buf, size_t cap)
 {
@@ -72,90 +129,33 @@ static void default_run_dir(char *buf, size_t cap)
         snprintf(buf, cap, "runs/%s-%d", stamp, k);
 }
 
-int pt_cmd_train(int argc, char **argv)
+static pt_status run_train(const train_args *a)
 {
-    pt_train_cfg cfg;
-    pt_train_cfg_defaults(&cfg);
-    long long seed = (long long)cfg.seed, steps = cfg.steps, warmup = cfg.warmup, eval_every = cfg.eval_every,
-              ckpt_every = 0, log_every = 0;
-    double lr_min = -1;
-    int stages = 1, dp = 1, nproc = 1, chunks = 1;
-    const char *schedule = NULL, *partition = NULL, *layout = NULL;
-    pt_opt opts[] = {
-        { "model", PT_OPT_STRING, &cfg.model, "NAME|FILE", "preset (gpt2-tiny, gpt2-small, gpt2, ...) or JSON config", 0 },
-        { "data", PT_OPT_STRING, &cfg.data, "FILE", "token file from 'pipetrain prepare', or builtin:sort / builtin:add", 0 },
-        { "steps", PT_OPT_INT64, &steps, "N", "optimizer steps", 0 },
-        { "micro-batches", PT_OPT_INT, &cfg.micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },
-        { "micro-batch-size", PT_OPT_INT, &cfg.micro_batch_size, "B", "sequences per micro-batch", 0 },
-        { "seq-len", PT_OPT_INT, &cfg.seq_len, "T", "tokens per sequence", 0 },
-        { "lr", PT_OPT_DOUBLE, &cfg.lr, "LR", "peak learning rate (AdamW)", 0 },
-        { "lr-min", PT_OPT_DOUBLE, &lr_min, "LR", "final learning rate of the cosine decay (-1: lr / 10)", 0 },
-        { "warmup", PT_OPT_INT64, &warmup, "N", "linear warmup steps", 0 },
-        { "weight-decay", PT_OPT_DOUBLE, &cfg.weight_decay, "WD", "decoupled weight decay (matrices only)", 0 },
-        { "grad-clip", PT_OPT_DOUBLE, &cfg.grad_clip, "NORM", "clip the global gradient norm to this (0: off)", 0 },
-        { "seed", PT_OPT_INT64, &seed, "N", "seed of the weights and the data order", 0 },
-        { "threads", PT_OPT_INT, &cfg.threads, "N", "CPU threads (0: all cores)", 0 },
-        { "eval-every", PT_OPT_INT64, &eval_every, "N", "steps between evals on the held-out split (0: at the end)", 0 },
-        { "eval-batches", PT_OPT_INT, &cfg.eval_batches, "N", "micro-batches per eval (0: no eval)", 0 },
-        { "log-every", PT_OPT_INT64, &log_every, "N", "steps between progress lines (0: about 20 lines)", 0 },
-        { "run-dir", PT_OPT_STRING, &cfg.run_dir, "DIR", "where config.json and metrics.jsonl go (default runs/<time>)", 0 },
-        { "metrics", PT_OPT_STRING, &cfg.metrics_path, "FILE", "also write the metrics JSON lines here", 0 },
-        { "init-from", PT_OPT_STRING, &cfg.init_from, "FILE", "start from Hugging Face GPT-2 safetensors weights", 0 },
-        { "ckpt-dir", PT_OPT_STRING, &cfg.ckpt_dir, "DIR", "write checkpoints here (at the end, and every --ckpt-every)", 0 },
-        { "ckpt-every", PT_OPT_INT64, &ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
-        { "resume", PT_OPT_FLAG, &cfg.resume, NULL, "continue from the newest checkpoint in --ckpt-dir", 0 },
-        { "backend", PT_OPT_STRING, &cfg.backend, "cpu|cuda", "kernel backend", 0 },
-        { "stages", PT_OPT_INT, &stages, "P", "pipeline stages (multi-rank: arrives with the pipeline runtime)", 0 },
-        { "dp", PT_OPT_INT, &dp, "D", "data-parallel replicas (multi-rank)", 0 },
-        { "nproc", PT_OPT_INT, &nproc, "N", "local processes to start (multi-rank)", 0 },
-        { "chunks", PT_OPT_INT, &chunks, "V", "virtual chunks per rank (multi-rank)", 0 },
-        { "schedule", PT_OPT_STRING, &schedule, "NAME|FILE", "pipeline schedule (multi-rank)", 0 },
-        { "partition", PT_OPT_STRING, &partition, "METHOD", "partitioner (multi-rank)", 0 },
-        { "layout", PT_OPT_STRING, &layout, "N,N,...", "layers per stage (multi-rank)", 0 },
-    };
-    pt_cmd_spec spec = {
-        "pipetrain train [options]",
-        "Train a GPT-2 style model with AdamW (warmup + cosine), gradient accumulation and clipping.\n"
-        "With no options: gpt2-tiny learns the built-in task (sort the letters: \"sort:dcab=abcd\") in\n"
-        "about a minute; evals report exact-match accuracy of greedy answers on held-out problems.\n"
-        "Progress goes to stdout; metrics (one JSON object per step and per eval) to\n"
-        "<run-dir>/metrics.jsonl. A NaN or Inf loss stops the run naming the last good step.",
-        opts,
-        (int)(sizeof opts / sizeof opts[0]),
-        "examples:\n"
-        "  pipetrain train\n"
-        "  pipetrain train --data builtin:add --steps 1500\n"
-        "  pipetrain prepare --input book.txt --output book.bin && pipetrain train --data book.bin --steps 500\n"
-        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data book.bin --lr 1e-4",
-    };
-    int done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
-    if (st != PT_OK || done)
-        return pt_cli_finish(st);
-    if (stages != 1 || dp != 1 || nproc != 1 || chunks != 1 || schedule || partition || layout)
-        return pt_cli_finish(pt_fail(PT_ENOTSUP,
-                                     "multi-rank training (--stages, --dp, --nproc, --chunks, --schedule, "
-                                     "--partition, --layout) arrives with the pipeline runtime; this build trains "
-                                     "in one process: leave those options out"));
-    if (seed < 0)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", seed));
-    cfg.seed = (uint64_t)seed;
-    cfg.steps = steps;
-    cfg.warmup = warmup;
-    cfg.eval_every = eval_every;
-    cfg.ckpt_every = ckpt_every;
-    cfg.lr_min = lr_min < 0 ? cfg.lr / 10 : lr_min;
+    pt_train_cfg cfg = a->cfg;
+    pt_status st;
+    if (a->stages != 1 || a->dp != 1 || a->nproc != 1 || a->chunks != 1 || a->schedule || a->partition || a->layout)
+        return pt_fail(PT_ENOTSUP, "multi-rank training (--stages, --dp, --nproc, --chunks, --schedule, --partition, "
+                                   "--layout) arrives with the pipeline runtime; this build trains in one process: "
+                                   "leave those options out");
+    if (a->seed < 0)
+        return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
+    cfg.seed = (uint64_t)a->seed;
+    cfg.steps = a->steps;
+    cfg.warmup = a->warmup;
+    cfg.eval_every = a->eval_every;
+    cfg.ckpt_every = a->ckpt_every;
+    cfg.lr_min = a->lr_min < 0 ? cfg.lr / 10 : a->lr_min;
     char run_dir[512];
     if (!cfg.run_dir) {
         default_run_dir(run_dir, sizeof run_dir);
         cfg.run_dir = run_dir;
     }
-    progress_ctx p = { .log_every = log_every > 0 ? log_every : (steps >= 20 ? steps / 20 : 1) };
+    progress_ctx p = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
 
     pt_trainer *t = NULL;
     st = pt_trainer_create(&cfg, &t);
     if (st != PT_OK)
-        return pt_cli_finish(st);
+        return st;
     const pt_model_config *mc = pt_model_config_of(pt_trainer_model(t));
     int64_t start = pt_trainer_start_step(t);
     char threads[32];
@@ -184,5 +184,80 @@ int pt_cmd_train(int argc, char **argv)
         printf("\nmetrics: %s/metrics.jsonl\n", cfg.run_dir);
     }
     pt_trainer_destroy(t);
+    return st;
+}
+
+int pt_cmd_train(int argc, char **argv)
+{
+    train_args a;
+    memset(&a, 0, sizeof a);
+    pt_train_cfg_defaults(&a.cfg);
+    a.seed = (long long)a.cfg.seed;
+    a.steps = a.cfg.steps;
+    a.warmup = a.cfg.warmup;
+    a.eval_every = a.cfg.eval_every;
+    a.lr_min = -1;
+    a.stages = a.dp = a.nproc = a.chunks = 1;
+    pt_train_cfg *cfg = &a.cfg;
+    pt_opt opts[] = {
+        { "config", PT_OPT_STRING, &a.config, "FILE",
+          "JSON object of option values ({\"steps\": 100, \"lr\": 1e-3}); the command line wins", 0 },
+        { "model", PT_OPT_STRING, &cfg->model, "NAME|FILE", "preset (gpt2-tiny, gpt2-small, gpt2, ...) or JSON config", 0 },
+        { "data", PT_OPT_STRING, &cfg->data, "FILE", "token file from 'pipetrain prepare', or builtin:sort / builtin:add", 0 },
+        { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
+        { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },
+        { "micro-batch-size", PT_OPT_INT, &cfg->micro_batch_size, "B", "sequences per micro-batch", 0 },
+        { "seq-len", PT_OPT_INT, &cfg->seq_len, "T", "tokens per sequence", 0 },
+        { "lr", PT_OPT_DOUBLE, &cfg->lr, "LR", "peak learning rate (AdamW)", 0 },
+        { "lr-min", PT_OPT_DOUBLE, &a.lr_min, "LR", "final learning rate of the cosine decay (-1: lr / 10)", 0 },
+        { "warmup", PT_OPT_INT64, &a.warmup, "N", "linear warmup steps", 0 },
+        { "weight-decay", PT_OPT_DOUBLE, &cfg->weight_decay, "WD", "decoupled weight decay (matrices only)", 0 },
+        { "grad-clip", PT_OPT_DOUBLE, &cfg->grad_clip, "NORM", "clip the global gradient norm to this (0: off)", 0 },
+        { "seed", PT_OPT_INT64, &a.seed, "N", "seed of the weights and the data order", 0 },
+        { "threads", PT_OPT_INT, &cfg->threads, "N", "CPU threads (0: all cores)", 0 },
+        { "eval-every", PT_OPT_INT64, &a.eval_every, "N", "steps between evals on the held-out split (0: at the end)", 0 },
+        { "eval-batches", PT_OPT_INT, &cfg->eval_batches, "N", "micro-batches per eval (0: no eval)", 0 },
+        { "log-every", PT_OPT_INT64, &a.log_every, "N", "steps between progress lines (0: about 20 lines)", 0 },
+        { "run-dir", PT_OPT_STRING, &cfg->run_dir, "DIR", "where config.json and metrics.jsonl go (default runs/<time>)", 0 },
+        { "metrics", PT_OPT_STRING, &cfg->metrics_path, "FILE", "also write the metrics JSON lines here", 0 },
+        { "init-from", PT_OPT_STRING, &cfg->init_from, "FILE", "start from Hugging Face GPT-2 safetensors weights", 0 },
+        { "ckpt-dir", PT_OPT_STRING, &cfg->ckpt_dir, "DIR", "write checkpoints here (at the end, and every --ckpt-every)", 0 },
+        { "ckpt-every", PT_OPT_INT64, &a.ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
+        { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir", 0 },
+        { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
+        { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages (multi-rank: arrives with the pipeline runtime)", 0 },
+        { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas (multi-rank)", 0 },
+        { "nproc", PT_OPT_INT, &a.nproc, "N", "local processes to start (multi-rank)", 0 },
+        { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (multi-rank)", 0 },
+        { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE", "pipeline schedule (multi-rank)", 0 },
+        { "partition", PT_OPT_STRING, &a.partition, "METHOD", "partitioner (multi-rank)", 0 },
+        { "layout", PT_OPT_STRING, &a.layout, "N,N,...", "layers per stage (multi-rank)", 0 },
+    };
+    pt_cmd_spec spec = {
+        "pipetrain train [options]",
+        "Train a GPT-2 style model with AdamW (warmup + cosine), gradient accumulation and clipping.\n"
+        "With no options: gpt2-tiny learns the built-in task (sort the letters: \"sort:dcab=abcd\") in\n"
+        "about a minute; evals report exact-match accuracy of greedy answers on held-out problems.\n"
+        "Progress goes to stdout; metrics (one JSON object per step and per eval) to\n"
+        "<run-dir>/metrics.jsonl. A NaN or Inf loss stops the run naming the last good step.",
+        opts,
+        (int)(sizeof opts / sizeof opts[0]),
+        "examples:\n"
+        "  pipetrain train\n"
+        "  pipetrain train --data builtin:add --steps 1500\n"
+        "  pipetrain prepare --input book.txt --output book.bin && pipetrain train --data book.bin --steps 500\n"
+        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data book.bin --lr 1e-4",
+    };
+    int done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    cJSON *config_root = NULL;
+    if (a.config)
+        st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
+    if (st == PT_OK)
+        st = run_train(&a);
+    cJSON_Delete(config_root);
     return pt_cli_finish(st);
 }
+
