@@ -65,6 +65,7 @@ typedef struct {
     long long seed, steps, warmup, eval_every, ckpt_every, log_every;
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
+    int no_ckpt;
     const char *schedule, *partition, *layout, *config;
 } train_args;
 
@@ -145,10 +146,14 @@ static pt_status run_train(const train_args *a)
     cfg.eval_every = a->eval_every;
     cfg.ckpt_every = a->ckpt_every;
     cfg.lr_min = a->lr_min < 0 ? cfg.lr / 10 : a->lr_min;
-    char run_dir[512];
+    char run_dir[512], ckpt_dir[600];
     if (!cfg.run_dir) {
         default_run_dir(run_dir, sizeof run_dir);
         cfg.run_dir = run_dir;
+    }
+    if (!cfg.ckpt_dir && !a->no_ckpt) {
+        snprintf(ckpt_dir, sizeof ckpt_dir, "%s/ckpt", cfg.run_dir);
+        cfg.ckpt_dir = ckpt_dir;
     }
     progress_ctx p = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
 
@@ -167,7 +172,7 @@ static pt_status run_train(const train_args *a)
            mc->name[0] ? mc->name : cfg.model, (double)pt_model_config_n_params(mc) / 1e6,
            pt_dataset_name(pt_trainer_dataset(t)), (long long)cfg.steps, cfg.micro_batches, cfg.micro_batch_size,
            cfg.seq_len, threads, cfg.run_dir);
-    if (start > 0)
+    if (cfg.resume)
         printf("resuming after step %lld from %s\n", (long long)start, cfg.ckpt_dir);
     fflush(stdout);
     pt_train_ops ops;
@@ -221,9 +226,11 @@ int pt_cmd_train(int argc, char **argv)
         { "run-dir", PT_OPT_STRING, &cfg->run_dir, "DIR", "where config.json and metrics.jsonl go (default runs/<time>)", 0 },
         { "metrics", PT_OPT_STRING, &cfg->metrics_path, "FILE", "also write the metrics JSON lines here", 0 },
         { "init-from", PT_OPT_STRING, &cfg->init_from, "FILE", "start from Hugging Face GPT-2 safetensors weights", 0 },
-        { "ckpt-dir", PT_OPT_STRING, &cfg->ckpt_dir, "DIR", "write checkpoints here (at the end, and every --ckpt-every)", 0 },
+        { "ckpt-dir", PT_OPT_STRING, &cfg->ckpt_dir, "DIR",
+          "write checkpoints here, at the end and every --ckpt-every (default <run-dir>/ckpt)", 0 },
+        { "no-ckpt", PT_OPT_FLAG, &a.no_ckpt, NULL, "write no checkpoint", 0 },
         { "ckpt-every", PT_OPT_INT64, &a.ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
-        { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir", 0 },
+        { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir (or <run-dir>/ckpt)", 0 },
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages (multi-rank: arrives with the pipeline runtime)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas (multi-rank)", 0 },
