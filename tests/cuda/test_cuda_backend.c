@@ -1,7 +1,8 @@
 /* tests/cuda/test_cuda_backend.c — the CUDA backend's table and its behaviour without a GPU.
  * Runs on every machine: the table is complete; without a device, stream_create refuses with
  * PT_ENOTSUP and the message names CUDA's reason; with one, a stream is created and a
- * non-existent device ordinal is refused with PT_EINVAL, and a bad PT_CUDA_MATMUL too. */
+ * non-existent device ordinal is refused with PT_EINVAL, and a bad PT_CUDA_MATMUL too.
+ * `test_cuda_backend gpus N` exits 0 with at least N devices, else 77 (for the scripts). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +10,17 @@
 #include "pipetrain/backend.h"
 #include "pipetrain/cuda.h"
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "gpus") == 0) { /* for scripts: 0 with >= N devices, else 77 */
+        int have = 0;
+        char why[160] = "";
+        if (pt_cuda_device_count(&have, why, sizeof why) != PT_OK || have < atoi(argv[2])) {
+            printf("SKIP: %d CUDA device(s), need %s (%s)\n", have, argv[2], why);
+            return 77;
+        }
+        return 0;
+    }
     const pt_backend *be = NULL;
     if (pt_backend_get("cuda", &be) != PT_OK || be != &pt_backend_cuda || strcmp(be->name, "cuda") != 0) {
         fprintf(stderr, "FAIL: pt_backend_get(\"cuda\") does not return pt_backend_cuda: %s\n", pt_last_error());

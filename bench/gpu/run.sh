@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench/gpu/run.sh — the one command for a machine with an NVIDIA GPU (H100 / H200 / A100):
+# builds pipetrain with the CUDA backend, runs the `gpu` tests, then measures training and
+# prints one JSON object per line on stdout (progress goes to stderr):
+#   {"bench":"gpu_tests", ...}                       ctest -L gpu: passed / failed / skipped
+#   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
+#   {"bench":"train", "model":"gpt2-medium", ...}
+#   {"bench":"pipeline_1gpu", "stages":2, ...}        2-stage 1F1B, two processes on one GPU,
+#                                                     tokens/s and the measured bubble
+# MFU = tokens/s * (6 N + 12 L T C) / peak, with N the parameter count and the bf16 dense peak of
+# the GPU (H100/H200 SXM 989 TFLOP/s, A100 312; PT_GPU_PEAK_TFLOPS overrides). Matrix products
+# run in bf16 (PT_CUDA_MATMUL, default bf16). Environment: BUILD (build dir, default build-gpu),
+# STEPS (timed steps, default 30), B (micro-batch size, default 8), T (default 1024).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build-gpu}
+STEPS=${STEPS:-30}
+B=${B:-8}
+T=${T:-1024}
+OUT=$(mktemp -d /tmp/pt-gpu-bench.XXXXXX)
+log() { echo "[gpu-bench] $*" >&2; }
+
+command -v nvidia-smi >/dev/null || { echo '{"bench":"gpu","error":"nvidia-smi not found: no NVIDIA driver on this machine"}'; exit 1; }
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+case "$GPU" in
+  *H100*|*H200*|*H800*|*GH200*) PEAK=989 ;;
+  *A100*|*A800*) PEAK=312 ;;
+  *L40S*) PEAK=362 ;;
+  *) PEAK=0 ;;
+esac
+PEAK=${PT_GPU_PEAK_TFLOPS:-$PEAK}
+log "GPU: $GPU (bf16 dense peak ${PEAK} TFLOP/s)"
+
+log "building in $BUILD"
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPT_CUDA=ON >&2
+cmake --build "$BUILD" -j "$(nproc)" >&2
+PT="$BUILD/pipetrain"
+
+log "running the gpu tests"
+set +e
+(cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 900) >"$OUT/ctest.log" 2>&1
+set -e
+cat "$OUT/ctest.log" >&2
+python3 - "$OUT/ctest.log" "$GPU" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+tests = re.findall(r"Test +#\d+: (\S+) \.*\s*(?:\*\*\*)?(\w+)", text)
+res = {"passed": [], "failed": [], "skipped": []}
+for name, state in tests:
+    key = "passed" if state == "Passed" else "skipped" if state == "Skipped" else "failed"
+    res[key].append(name)
+print(json.dumps({"bench": "gpu_tests", "gpu": sys.argv[2], **{k: v for k, v in res.items()},
+                  "ok": not res["failed"]}))
+PY
+
+# summarize RUN_DIR MODEL EXTRA_JSON: tokens/s over the steps after the first 5, and MFU
+summarize() {
+  python3 - "$1" "$2" "$PEAK" "$GPU" "$3" <<'PY'
+import json, statistics, sys
+run, model, peak, gpu, extra = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+cfg = json.load(open(run + "/config.json"))
+steps = [json.loads(l) for l in open(run + "/metrics.jsonl") if '"tokens_per_s"' in l]
+timed = steps[5:] if len(steps) > 5 else steps
+tps = statistics.median(s["tokens_per_s"] for s in timed)
+m = cfg["model"]
+T, L, C = cfg["seq_len"], m["n_layer"], m["n_embd"]
+flops_per_token = 6 * cfg["n_params"] + 12 * L * T * C
+out = {"bench": "train", "model": model, "gpu": gpu, "B": cfg["micro_batch_size"], "T": T,
+       "micro_batches": cfg["micro_batches"], "n_params": cfg["n_params"], "steps_timed": len(timed),
+       "tokens_per_s": round(tps, 1), "ms_per_step": round(statistics.median(s["step_ms"] for s in timed), 2),
+       "tflops": round(tps * flops_per_token / 1e12, 2),
+       "mfu": round(tps * flops_per_token / (peak * 1e12), 4) if peak > 0 else None,
+       "final_loss": steps[-1]["loss"]}
+out.update(json.loads(extra))
+print(json.dumps(out))
+PY
+}
+
+for model in gpt2 gpt2-medium; do
+  log "training $model: B=$B T=$T, $STEPS steps"
+  run="$OUT/$model"
+  if "$PT" train --backend cuda --model "$model" --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" \
+       --warmup 5 --eval-batches 0 --run-dir "$run" >"$OUT/$model.log" 2>&1; then
+    summarize "$run" "$model" '{}' || echo "{\"bench\":\"train\",\"model\":\"$model\",\"error\":\"no metrics in $run\"}"
+  else
+    tail -5 "$OUT/$model.log" >&2
+    python3 -c 'import json,sys; print(json.dumps({"bench":"train","model":sys.argv[1],"error":sys.argv[2]}))' \
+      "$model" "$(tail -1 "$OUT/$model.log")"
+  fi
+done
+
+log "2-stage 1F1B pipeline, two processes on one GPU (gpt2)"
+run="$OUT/pipeline"
+M=8
+if "$PT" train --backend cuda --model gpt2 --stages 2 --nproc 2 --schedule 1f1b --micro-batches $M \
+     --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" --warmup 5 --eval-batches 0 --run-dir "$run" \
+     >"$OUT/pipeline.log" 2>&1; then
+  bubble=$(sed -n 's/.*bubble: measured \([0-9.]*\)%.*/\1/p' "$OUT/pipeline.log" | tail -1)
+  summarize "$run" gpt2 "{\"bench\":\"pipeline_1gpu\",\"stages\":2,\"schedule\":\"1f1b\",\"bubble_measured_pct\":${bubble:-null}}" ||
+    echo "{\"bench\":\"pipeline_1gpu\",\"error\":\"no metrics in $run\",\"bubble_measured_pct\":${bubble:-null}}"
+else
+  tail -5 "$OUT/pipeline.log" >&2
+  python3 -c 'import json,sys; print(json.dumps({"bench":"pipeline_1gpu","stages":2,"schedule":"1f1b","error":sys.argv[1]}))' \
+    "$(tail -1 "$OUT/pipeline.log")"
+fi
+log "logs and run directories: $OUT"
