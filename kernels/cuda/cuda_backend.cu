@@ -14,7 +14,7 @@ pt_status pt_cuda_fail(cudaError_t err, const char *what)
 {
     if (err == cudaSuccess)
         return PT_OK;
-    (void)cudaGetLastError(); /* clear a sticky-free error so the next call starts clean */
+    (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
     pt_status code = err == cudaErrorMemoryAllocation ? PT_ENOMEM : PT_EBACKEND;
     return pt_fail(code, "CUDA %s failed: %s (%s); check the device with nvidia-smi", what,
                    cudaGetErrorString(err), cudaGetErrorName(err));

@@ -62,6 +62,18 @@ static inline unsigned pt_cuda_blocks(size_t n, unsigned threads)
     return b == 0 ? 1u : (unsigned)b;
 }
 
+/* Row blocks of a two-pass column sum over N rows: blocks of 256 rows, or more rows per block
+ * when that would make more than 1024 blocks, so the partial sums take at most 1024 rows of
+ * scratch whatever N is. A function of N only, so the summation order is too. */
+static inline void pt_cuda_row_parts(int N, int *n_parts, int *rows)
+{
+    int r = 256;
+    if ((N + r - 1) / r > 1024)
+        r = (N + 1023) / 1024;
+    *rows = r;
+    *n_parts = (N + r - 1) / r;
+}
+
 /* The stream workspace as `bytes` of scratch (a kernel's temporary). PT_ENOMEM naming `what` and
  * PT_CUDA_WORKSPACE_MB when it is too small. */
 pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out);

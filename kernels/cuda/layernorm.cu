@@ -1,13 +1,12 @@
 /* kernels/cuda/layernorm.cu — layernorm over the last dim (eps 1e-5), forward and backward.
  * Forward and the input gradient: one warp per row (rows are independent; a warp's butterfly
  * sums give every lane the same bits). Weight gradients reduce over rows: deterministic two-pass
- * column sums through the stream workspace (row blocks of 256 in a fixed order). The fused entry
+ * column sums through the stream workspace (row blocks in a fixed order, see pt_cuda_row_parts). The fused entry
  * launches exactly the split kernels, so its bits equal theirs. */
 #include "cuda_internal.h"
 
 #define PT_LN_EPS 1e-5f
 #define PT_LN_WARPS 8
-#define PT_LN_ROWS 256
 
 static pt_status pt_cuda_ln_check(const char *what, int N, int C)
 {
@@ -64,13 +63,13 @@ __global__ void pt_k_ln_bwd_input(float *dinp, const float *dout, const float *i
     }
 }
 
-/* Pass 1: block (x, y) sums dy*norm and dy over rows [y*256, +256) of columns [x*32, +32). */
+/* Pass 1: block (x, y) sums dy*norm and dy over rows [y*rows, +rows) of columns [x*32, +32). */
 __global__ void pt_k_ln_dw_partial(float *pw, float *pb, const float *dout, const float *inp, const float *mean,
-                                   const float *rstd, int N, int C)
+                                   const float *rstd, int N, int C, int rows)
 {
     __shared__ float shw[8][33], shb[8][33];
     int col = blockIdx.x * 32 + threadIdx.x;
-    int r0 = blockIdx.y * PT_LN_ROWS, r1 = min(r0 + PT_LN_ROWS, N);
+    int r0 = blockIdx.y * rows, r1 = min(r0 + rows, N);
     float aw = 0.0f, ab = 0.0f;
     if (col < C)
         for (int r = r0 + threadIdx.y; r < r1; r += 8) {
@@ -132,12 +131,13 @@ pt_status pt_cuda_layernorm_backward_weight(pt_stream *s, float *dw, float *db, 
     PT_CHECK(pt_cuda_ln_check("layernorm_backward_weight", N, C));
     if (N == 0)
         return PT_OK;
-    int n_parts = (N + PT_LN_ROWS - 1) / PT_LN_ROWS;
+    int n_parts, rows;
+    pt_cuda_row_parts(N, &n_parts, &rows);
     void *ws;
     PT_CHECK(pt_cuda_scratch(s, 2 * (size_t)n_parts * C * sizeof(float), "layernorm_backward_weight", &ws));
     float *pw = (float *)ws, *pb = pw + (size_t)n_parts * C;
     dim3 grid((C + 31) / 32, n_parts), block(32, 8);
-    pt_k_ln_dw_partial<<<grid, block, 0, s->stream>>>(pw, pb, dout, inp, mean, rstd, N, C);
+    pt_k_ln_dw_partial<<<grid, block, 0, s->stream>>>(pw, pb, dout, inp, mean, rstd, N, C, rows);
     PT_CHECK(pt_cuda_launched("layernorm_backward_weight"));
     pt_k_ln_dw_final<<<(C + 255) / 256, 256, 0, s->stream>>>(dw, db, pw, pb, n_parts, C);
     return pt_cuda_launched("layernorm_backward_weight (final)");

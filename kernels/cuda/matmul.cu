@@ -75,13 +75,11 @@ pt_status pt_cuda_matmul_backward_input(pt_stream *s, float *dinp, const float *
 
 /* Column sums, pass 1: block (x, y) sums rows [y*rows, +rows) of columns [x*32, +32) with a
  * 32x8 thread tile (each thread a fixed stride of rows, then a fixed tree over the 8). */
-#define PT_COLSUM_ROWS 256
-
-__global__ void pt_k_colsum_partial(float *partial, const float *x, int N, int OC)
+__global__ void pt_k_colsum_partial(float *partial, const float *x, int N, int OC, int rows)
 {
     __shared__ float sh[8][33];
     int col = blockIdx.x * 32 + threadIdx.x;
-    int r0 = blockIdx.y * PT_COLSUM_ROWS, r1 = min(r0 + PT_COLSUM_ROWS, N);
+    int r0 = blockIdx.y * rows, r1 = min(r0 + rows, N);
     float acc = 0.0f;
     if (col < OC)
         for (int r = r0 + threadIdx.y; r < r1; r += 8)
@@ -111,11 +109,12 @@ __global__ void pt_k_colsum_final(float *out, const float *partial, int n_parts,
  * through pt_cuda_colsum_add in this file only). */
 static pt_status pt_cuda_colsum_add(pt_stream *s, float *out, const float *x, int N, int OC, const char *what)
 {
-    int n_parts = (N + PT_COLSUM_ROWS - 1) / PT_COLSUM_ROWS;
+    int n_parts, rows;
+    pt_cuda_row_parts(N, &n_parts, &rows);
     void *ws;
     PT_CHECK(pt_cuda_scratch(s, (size_t)n_parts * OC * sizeof(float), what, &ws));
     dim3 grid((OC + 31) / 32, n_parts), block(32, 8);
-    pt_k_colsum_partial<<<grid, block, 0, s->stream>>>((float *)ws, x, N, OC);
+    pt_k_colsum_partial<<<grid, block, 0, s->stream>>>((float *)ws, x, N, OC, rows);
     PT_CHECK(pt_cuda_launched(what));
     pt_k_colsum_final<<<(OC + 255) / 256, 256, 0, s->stream>>>(out, (const float *)ws, n_parts, OC);
     return pt_cuda_launched(what);

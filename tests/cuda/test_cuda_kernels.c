@@ -504,9 +504,11 @@ int main(int argc, char **argv)
         test_matmul_shape("fp32", 1, 1, 1, 5e-6f, 1e-5f);
         test_matmul_shape("fp32", 257, 192, 77, 5e-6f, 1e-5f);
         test_matmul_shape("fp32", 512, 768, 2304, 5e-6f, 1e-5f);
+        test_matmul_shape("fp32", 300001, 8, 8, 5e-6f, 1e-5f); /* bias sums over wide row blocks */
         test_layernorm(1, 7);
         test_layernorm(333, 768);
-        test_layernorm(600, 1600); /* two row blocks and a partial one */
+        test_layernorm(600, 1600);  /* two row blocks and a partial one */
+        test_layernorm(300001, 8);  /* more than 1024 row blocks of 256: wider blocks */
         test_attention(1, 1, 32, 1);
         test_attention(2, 37, 96, 3);   /* hs 32, T not a tile multiple */
         test_attention(2, 130, 256, 4); /* hs 64 */
