@@ -22,6 +22,34 @@ static pt_status timeout_from_env(int64_t *out)
     return PT_OK;
 }
 
+/* Every rank exchanges one byte with every other: connections (tcp) and peer mappings (shm)
+ * are set up now, while nothing else is in flight, and a peer it cannot reach is named here. */
+static pt_status connect_all(pt_comm *c)
+{
+    int n = c->size;
+    pt_comm_req **r = calloc((size_t)(2 * n), sizeof *r);
+    char *in = calloc((size_t)n, 1), out = 1;
+    pt_status st = PT_OK;
+    if (!r || !in) {
+        free(r);
+        free(in);
+        return pt_fail(PT_ENOMEM, "rank %d: out of memory", c->rank);
+    }
+    uint64_t tag = (uint64_t)PT_COMM_KIND_COLL << PT_TAG_KIND_SHIFT | PT_TAG_SEQ_MASK; /* group id 0, last seq */
+    for (int i = 0; i < n && st == PT_OK; i++)
+        if (i != c->rank)
+            st = pt_comm_irecv_tag(c, i, tag, "connection check", &in[i], 1, &r[i]);
+    for (int i = 0; i < n && st == PT_OK; i++)
+        if (i != c->rank)
+            st = pt_comm_isend_tag(c, i, tag, "connection check", &out, 1, &r[n + i]);
+    pt_status wst = pt_comm_waitall(c, r, 2 * n, st == PT_OK ? pt_deadline_after_ms(c->timeout_ms) : pt_now_ns());
+    if (st == PT_OK)
+        st = wst;
+    free(r);
+    free(in);
+    return st;
+}
+
 pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
 {
     pt_comm_opts defaults = { 0 };
@@ -92,6 +120,8 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
     free(world);
     if (st != PT_OK)
         goto fail;
+    if (c->size > 1)
+        PT_TRY(connect_all(c), fail);
     *out = c;
     return PT_OK;
 fail:
