@@ -88,13 +88,24 @@ static int cmd_inspect(int argc, char **argv)
         planes_text(e, planes);
         snprintf(shard, sizeof shard, "shard-%d.ptz", e->rank);
         double ratio = e->stored_bytes ? (double)e->raw_bytes / (double)e->stored_bytes : 0;
-        if (json)
-            printf("{\"tensor\":\"%s\",\"kind\":\"%s\",\"dtype\":\"%s\",\"shape\":\"%s\",\"shard\":\"%s\","
-                   "\"raw_bytes\":%llu,\"stored_bytes\":%llu,\"ratio\":%.4f,\"transform\":\"%s\",\"planes\":\"%s\"}\n",
-                   e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), shape, shard,
-                   (unsigned long long)e->raw_bytes, (unsigned long long)e->stored_bytes, ratio,
-                   pt_ckpt_transform_name(e->transform), planes);
-        else
+        if (json) { /* through cJSON: names come from the file and are escaped */
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "tensor", e->name);
+            cJSON_AddStringToObject(o, "kind", pt_ckpt_kind_name(e->kind));
+            cJSON_AddStringToObject(o, "dtype", pt_ckpt_dtype_name(e->dtype));
+            cJSON_AddStringToObject(o, "shape", shape);
+            cJSON_AddStringToObject(o, "shard", shard);
+            cJSON_AddNumberToObject(o, "raw_bytes", (double)e->raw_bytes);
+            cJSON_AddNumberToObject(o, "stored_bytes", (double)e->stored_bytes);
+            cJSON_AddNumberToObject(o, "ratio", ratio);
+            cJSON_AddStringToObject(o, "transform", pt_ckpt_transform_name(e->transform));
+            cJSON_AddStringToObject(o, "planes", planes);
+            char *line = cJSON_PrintUnformatted(o);
+            if (line)
+                printf("%s\n", line);
+            free(line);
+            cJSON_Delete(o);
+        } else
             printf("%-36s %-6s %-5s %-14s %-12s %10.3f %10.3f %6.3f %s %s\n", e->name, pt_ckpt_kind_name(e->kind),
                    pt_ckpt_dtype_name(e->dtype), shape, shard, mib(e->raw_bytes), mib(e->stored_bytes), ratio,
                    pt_ckpt_transform_name(e->transform), planes);
@@ -114,12 +125,21 @@ static int cmd_inspect(int argc, char **argv)
             printf("%-8s %8d %12.3f %12.3f %7.4f\n", pt_ckpt_kind_name((pt_ckpt_kind)k), count[k], mib(raw[k]),
                    mib(stored[k]), stored[k] ? (double)raw[k] / (double)stored[k] : 0);
     }
-    if (json)
-        printf("{\"summary\":true,\"dir\":\"%s\",\"step\":%lld,\"tensors\":%d,\"raw_bytes\":%llu,\"stored_bytes\":%llu,"
-               "\"ratio\":%.4f}\n",
-               dir, (long long)m->step, m->n_entries, (unsigned long long)tr, (unsigned long long)ts,
-               ts ? (double)tr / (double)ts : 0);
-    else
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddBoolToObject(o, "summary", 1);
+        cJSON_AddStringToObject(o, "dir", dir);
+        cJSON_AddNumberToObject(o, "step", (double)m->step);
+        cJSON_AddNumberToObject(o, "tensors", m->n_entries);
+        cJSON_AddNumberToObject(o, "raw_bytes", (double)tr);
+        cJSON_AddNumberToObject(o, "stored_bytes", (double)ts);
+        cJSON_AddNumberToObject(o, "ratio", ts ? (double)tr / (double)ts : 0);
+        char *line = cJSON_PrintUnformatted(o);
+        if (line)
+            printf("%s\n", line);
+        free(line);
+        cJSON_Delete(o);
+    } else
         printf("%-8s %8d %12.3f %12.3f %7.4f\n", "all", m->n_entries, mib(tr), mib(ts), ts ? (double)tr / (double)ts : 0);
     pt_ckpt_manifest_destroy(m);
 out:
