@@ -3,8 +3,8 @@
  * memory registrations, and completion handling with bounded, CPU-friendly waits.
  *
  * Protocol. Every tagged data message carries the sender's byte count as immediate data, so
- * the receiver compares it with what it expects. A large message (>= rma_min bytes on both
- * sides) goes like this:
+ * the receiver compares it with what it expects. With PT_COMM_RMA_MIN set (opt-in: see
+ * docs/comm.md for why), a large message (>= rma_min bytes on both sides) goes like this:
  *   receiver: posts a tagged receive (tag T) and sends a ready-to-receive (RTR, tag T|CTRL)
  *             holding the address, key and size of its registered buffer;
  *   sender:   sends a zero-byte "announce" (tag T, immediate data = ANNOUNCE | its size) and

@@ -93,10 +93,10 @@ typedef struct pt_msg_id {
 } pt_msg_id;
 
 /* Starts sending `bytes` of `buf` to rank `peer`. `buf` is borrowed and must stay unchanged until
- * the request completes. Large messages go by RMA write into the receiver's registered buffer
- * once the receiver has posted it; small ones as tagged messages. Does not block (beyond
- * making progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the peer on a
- * transport error. *out must be completed with pt_comm_test or pt_comm_wait. */
+ * the request completes. Messages go as tagged messages, or, from PT_COMM_RMA_MIN bytes when
+ * that is set, by RMA write into the receiver's registered buffer (docs/comm.md). Does not
+ * block (beyond making progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the
+ * peer on a transport error. *out must be completed with pt_comm_test or pt_comm_wait. */
 pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes,
                         pt_comm_req **out);
 
