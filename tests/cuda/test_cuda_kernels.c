@@ -83,6 +83,13 @@ static void check_bits(const char *what, const float *a, const float *b, size_t 
     printf("ok   %-44s n=%zu bit-identical\n", what, n);
 }
 
+/* Absolute tolerance of a column sum over N rows of values of size ~1: the CPU adds the rows one
+ * by one in float (error growing up to ~N ulps of the running sum), the GPU in a tree. */
+static float colsum_atol(int N)
+{
+    return 1e-5f * sqrtf((float)N) + 1e-7f * (float)N;
+}
+
 static void test_elementwise(void)
 {
     const size_t n = 300007;
@@ -123,6 +130,7 @@ static void test_elementwise(void)
         fprintf(stderr, "FAIL has_nonfinite: finite data reported %d\n", bad);
         failures++;
     }
+    const int failures_before = failures;
     const float specials[3] = { NAN, INFINITY, -INFINITY };
     for (int k = 0; k < 3; k++) {
         float v = b[n - 3];
@@ -136,7 +144,8 @@ static void test_elementwise(void)
         b[n - 3] = v;
         die_if(gpu->memcpy_h2d(gs, db + n - 3, &v, 4), "h2d");
     }
-    printf("ok   %-44s NaN, +Inf, -Inf found; finite data clean\n", "has_nonfinite");
+    if (failures == failures_before)
+        printf("ok   %-44s NaN, +Inf, -Inf found; finite data clean\n", "has_nonfinite");
     dev_free(da);
     dev_free(db);
     dev_free(dout);
@@ -218,7 +227,7 @@ static void test_matmul_shape(const char *mode, int N, int C, int OC, float atol
     check(name, got, dw, nw, atol_per_sqrtk * sqrtf((float)N), rtol);
     to_host(got, d_dbias, OC * 4);
     snprintf(name, sizeof name, "%s matmul_backward_weight dbias +=", mode);
-    check(name, got, dbias, OC, 1e-5f * sqrtf((float)N), 1e-5f); /* fp32 sums in every mode */
+    check(name, got, dbias, OC, colsum_atol(N), 1e-5f); /* fp32 sums in every mode */
     dev_free(d_inp);
     dev_free(d_w);
     dev_free(d_bias);
@@ -275,9 +284,9 @@ static void test_layernorm(int N, int C)
     snprintf(name, sizeof name, "layernorm_backward dinp %dx%d", N, C);
     check(name, got, dx, n, 2e-5f, 1e-4f);
     to_host(got, d_dw, C * 4);
-    check("layernorm_backward dw +=", got, dw, C, 1e-5f * sqrtf((float)N), 1e-5f);
+    check("layernorm_backward dw +=", got, dw, C, colsum_atol(N), 1e-5f);
     to_host(got, d_db, C * 4);
-    check("layernorm_backward db +=", got, db, C, 1e-5f * sqrtf((float)N), 1e-5f);
+    check("layernorm_backward db +=", got, db, C, colsum_atol(N), 1e-5f);
     /* Split entries give the fused entry's bits. */
     die_if(gpu->layernorm_backward_input(gs, d_dx2, d_dy, d_x, d_w, d_mean, d_rstd, N, C), "cuda ln bwd in");
     die_if(gpu->layernorm_backward_weight(gs, d_dw2, d_db2, d_dy, d_x, d_mean, d_rstd, N, C), "cuda ln bwd w");
