@@ -28,6 +28,7 @@ typedef struct bp_opts {
 typedef struct bp_result {
     double tokens_per_s, step_s, bubble, pred_bubble, window_s, pred_window_s;
     double bubble_rank[8], pred_rank[8];
+    char layers[128]; /* "0-5|6-7": layers of each virtual stage */
 } bp_result;
 
 /* One rank of the pipeline measurement; rank 0 writes one line of numbers to `out`. */
@@ -98,6 +99,9 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
                 sum.pred_bubble_overall, sum.window_s, sum.pred_step_time_s, world);
         for (int r = 0; r < world && r < 8; r++)
             fprintf(f, " %.9g %.9g", sum.bubble[r], sum.has_prediction ? sum.pred_bubble[r] : 0.0);
+        fprintf(f, "\n");
+        for (int v = 0; v < plan->n_vstages; v++)
+            fprintf(f, "%s%d-%d", v ? "|" : "", plan->first_layer[v], plan->last_layer[v]);
         fprintf(f, "\n");
         fclose(f);
         pt_profile_summary_free(&sum);
@@ -171,6 +175,8 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
         for (int i = 0; st == PT_OK && i < world && i < 8; i++)
             if (fscanf(f, "%lf %lf", &r->bubble_rank[i], &r->pred_rank[i]) != 2)
                 st = pt_fail(PT_EFORMAT, "the pipeline ranks left a short result in %s", tmp);
+        if (st == PT_OK && fscanf(f, " %127s", r->layers) != 1)
+            st = pt_fail(PT_EFORMAT, "the pipeline ranks left no layer split in %s", tmp);
         if (f)
             fclose(f);
     }
@@ -243,14 +249,15 @@ int pt_bench_pipeline(int argc, char **argv)
             printf("{\"bench\":\"pipeline\",\"model\":\"%s\",\"schedule\":\"%s\",\"stages\":%d,\"microbatches\":%d,"
                    "\"micro_batch_size\":%d,\"seq_len\":%d,\"single_threads\":%d,\"single_tokens_per_s\":%.1f,"
                    "\"pipeline_tokens_per_s\":%.1f,\"ratio\":%.4f,\"step_s\":%.6f,\"bubble\":%.4f,"
-                   "\"predicted_bubble\":%.4f,\"window_s\":%.6f,\"predicted_window_s\":%.6f,\"per_rank\":[%s]}\n",
+                   "\"predicted_bubble\":%.4f,\"window_s\":%.6f,\"predicted_window_s\":%.6f,\"per_rank\":[%s],"
+                   "\"layers\":\"%s\"}\n",
                    o.model, o.schedule, o.P, M, o.B, o.T, o.base_threads, base, r.tokens_per_s,
                    base > 0 ? r.tokens_per_s / base : 0, r.step_s, r.bubble, r.pred_bubble, r.window_s,
-                   r.pred_window_s, ranks);
+                   r.pred_window_s, ranks, r.layers);
         else
-            printf("%-12s %-8s %3d %6d %12.0f %12.0f %6.1f%% %8.1f%% %8.1f%% %s\n", o.model, o.schedule, o.P, M, base,
-                   r.tokens_per_s, base > 0 ? 100 * r.tokens_per_s / base : 0, 100 * r.bubble, 100 * r.pred_bubble,
-                   ranks);
+            printf("%-12s %-8s %3d %6d %12.0f %12.0f %6.1f%% %8.1f%% %8.1f%% %s  layers %s\n", o.model, o.schedule, o.P,
+                   M, base, r.tokens_per_s, base > 0 ? 100 * r.tokens_per_s / base : 0, 100 * r.bubble,
+                   100 * r.pred_bubble, ranks, r.layers);
         fflush(stdout);
     }
     return 0;

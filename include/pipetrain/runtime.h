@@ -103,7 +103,8 @@ void pt_runtime_destroy(pt_runtime *rt);
  * a timeout or peer failure returns PT_ETIMEDOUT / PT_ECOMM with one line naming this rank, the
  * action, the peer, the step and this rank's position in its action list, e.g.
  * "rank 2: no RECV_ACT mb 5 chunk 0 from rank 1 after 300 s (step 14, action 37 of 96); check
- * rank 1's log". Collective: every rank runs the same step. Blocking. */
+ * rank 1's log". Collective: every rank runs the same step. Blocking. After an error the job is
+ * broken (other ranks are mid-step, receives may still be posted): destroy the runtime. */
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info);
 
 /* This rank's world rank, pipeline rank (0..P-1) and replica (0..D-1). */

@@ -128,11 +128,11 @@ static pt_status rt_wait(pt_runtime *rt, pt_comm_req *r, const pt_action *a, int
         return PT_OK;
     if (st == PT_ETIMEDOUT)
         return pt_fail(PT_ETIMEDOUT,
-                       "rank %d: no %s mb %d chunk %d %s rank %d after %.0f s (step %lld, action %d of %d); "
+                       "rank %d: %s %s mb %d chunk %d %s rank %d after %.0f s (step %lld, action %d of %d); "
                        "check rank %d's log",
-                       rt->rank, kind_name(a->kind), a->microbatch, a->chunk, is_recv ? "from" : "taken by",
-                       world_of(rt, peer), (double)rt->timeout_ms / 1000.0, (long long)rt->step, rt->cur,
-                       rt->n_acts, world_of(rt, peer));
+                       rt->rank, is_recv ? "no" : "nobody took", kind_name(a->kind), a->microbatch, a->chunk,
+                       is_recv ? "from" : "at", world_of(rt, peer), (double)rt->timeout_ms / 1000.0,
+                       (long long)rt->step, rt->cur, rt->n_acts, world_of(rt, peer));
     return pt_fail_wrap(st, "rank %d: %s mb %d chunk %d with rank %d failed (step %lld, action %d of %d)", rt->rank,
                         kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, peer), (long long)rt->step,
                         rt->cur, rt->n_acts);
