@@ -219,6 +219,9 @@ pt_status pt_nccl_allreduce(pt_nccl *nc, float *buf, size_t n, pt_reduce_op op, 
 
 pt_status pt_nccl_wait(pt_nccl *nc, pt_stream *s, int64_t deadline_ns)
 {
+    if (nc->aborted)
+        return pt_fail(PT_EBACKEND, "NCCL wait on rank %d: the communicator was aborted after an earlier error; "
+                                    "restart the run", nc->world_rank);
     cudaStream_t cs = (cudaStream_t)pt_cuda_stream_handle(s);
     for (;;) {
         cudaError_t ce = cudaStreamQuery(cs);
@@ -230,7 +233,7 @@ pt_status pt_nccl_wait(pt_nccl *nc, pt_stream *s, int64_t deadline_ns)
                            cudaGetErrorString(ce));
         }
         ncclResult_t state = ncclSuccess;
-        if (!nc->aborted && ncclCommGetAsyncError(nc->comm, &state) == ncclSuccess && state != ncclSuccess &&
+        if (ncclCommGetAsyncError(nc->comm, &state) == ncclSuccess && state != ncclSuccess &&
             state != ncclInProgress)
             return pt_nccl_settle(nc, state, "wait", deadline_ns);
         if (pt_deadline_passed(deadline_ns)) {
