@@ -37,6 +37,8 @@ typedef struct args {
     double bubble_tol;
     int quiet;
     int check_trainer;
+    const char *sched_file;
+    int file_m, file_v;
 } args;
 
 /* Weights and data from one seed, as the single-process trainer does (train.h). */
@@ -357,8 +359,22 @@ static int parse_m(const char *tok, int P)
 
 /* ---- modes ---- */
 
-static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
+static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
 {
+    if (a->sched_file) {
+        /* A schedule file: its P, V and M; one "schedule" in the loops below. */
+        pt_schedule *fs;
+        CHECK(pt_sched_load(a->sched_file, &fs));
+        if (fs->n_ranks != a->P) {
+            fprintf(stderr, "%s is for %d ranks, not --P %d\n", a->sched_file, fs->n_ranks, a->P);
+            pt_sched_destroy(fs);
+            return 1;
+        }
+        a->file_m = fs->n_microbatches;
+        a->file_v = fs->n_chunks;
+        a->schedules = fs->n_chunks > 1 ? "interleaved" : "1f1b"; /* pricing only; the file is what runs */
+        pt_sched_destroy(fs);
+    }
     int P = a->P, D = a->D, fails = 0, runs = 0, skipped = 0;
     char models[512], *save_m = NULL;
     snprintf(models, sizeof(models), "%s", a->models);
@@ -371,7 +387,7 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
         snprintf(mbs, sizeof(mbs), "%s", a->mbs);
         int done_m[16], n_done = 0;
         for (char *mt = strtok_r(mbs, ",", &save_mb); mt; mt = strtok_r(NULL, ",", &save_mb)) {
-            int M = parse_m(mt, P), dup = 0;
+            int M = a->sched_file ? a->file_m : parse_m(mt, P), dup = 0;
             for (int q = 0; q < n_done; q++)
                 dup |= done_m[q] == M;
             if (dup || M < 1 || n_done == 16)
@@ -391,9 +407,9 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
                 snprintf(parts, sizeof(parts), "%s", a->partitions);
                 for (char *pm = strtok_r(parts, ",", &save_p); pm; pm = strtok_r(NULL, ",", &save_p)) {
                     char tag[256], why[128] = "";
-                    int V = sched_chunks(sn);
-                    snprintf(tag, sizeof(tag), "%s %s P=%d V=%d D=%d M=%d %s", cfg.name[0] ? cfg.name : mname, sn, P,
-                             V, D, M, pm);
+                    int V = a->sched_file ? a->file_v : sched_chunks(sn);
+                    snprintf(tag, sizeof(tag), "%s %s P=%d V=%d D=%d M=%d %s", cfg.name[0] ? cfg.name : mname,
+                             a->sched_file ? a->sched_file : sn, P, V, D, M, pm);
                     pt_plan *plan = make_plan(&cfg, pm, sn, P, V, D, M, a->B, a->T, why, sizeof(why));
                     if (!plan) {
                         LOG0("skip %s (%s)\n", tag, why);
@@ -401,7 +417,10 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
                         continue;
                     }
                     pt_schedule *sc;
-                    CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
+                    if (a->sched_file)
+                        CHECK(pt_sched_load(a->sched_file, &sc));
+                    else
+                        CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
                     pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
                                            .stream = stream, .adamw = adamw_cfg(), .seed = SEED,
                                            .timeout_ms = a->timeout_ms };
@@ -427,14 +446,14 @@ static int mode_equiv(const args *a, const pt_backend *be, pt_stream *stream)
                     int s_rank = pt_runtime_stage_rank(rt);
                     for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
                         int slots = pt_runtime_chunk_slots(rt, c), peak = pt_runtime_chunk_peak_inflight(rt, c);
-                        int want_max = strcmp(sn, "gpipe") == 0 ? M : strcmp(sn, "1f1b") == 0 ? P - s_rank : M;
+                        int want_max = !a->sched_file && strcmp(sn, "1f1b") == 0 ? P - s_rank : M;
                         if (want_max > M)
                             want_max = M;
                         if (peak > slots || slots > want_max ||
-                            (strcmp(sn, "gpipe") == 0 && (slots != M || peak != M))) {
+                            (!a->sched_file && strcmp(sn, "gpipe") == 0 && (slots != M || peak != M))) {
                             fprintf(stderr, "rank %d %s: chunk %d holds %d slots (peak in use %d); expected at most %d%s\n",
                                     g_rank, tag, c, slots, peak, want_max,
-                                    strcmp(sn, "gpipe") == 0 ? " and exactly M" : "");
+                                    !a->sched_file && strcmp(sn, "gpipe") == 0 ? " and exactly M" : "");
                             bad++;
                         }
                     }
@@ -745,6 +764,7 @@ static void parse(int argc, char **argv, args *a)
         else if (OPT("timeout-ms")) a->timeout_ms = atoll(v);
         else if (OPT("bubble-tol")) a->bubble_tol = atof(v);
         else if (OPT("eps")) g_eps = (float)atof(v);
+        else if (OPT("schedule-file")) a->sched_file = v;
         else if (strcmp(k, "--quiet") == 0) a->quiet = 1;
         else if (strcmp(k, "--check-trainer") == 0) a->check_trainer = 1;
         else {
