@@ -75,9 +75,10 @@ enum { PT_SPLIT_TRAIN = 0, PT_SPLIT_EVAL = 1 };
 
 /* Opens a data set. path: a token file made by `pipetrain prepare`, or NULL / "builtin" (the sort
  * task) / "builtin:sort" / "builtin:add" for the built-in task. A token file is checked as in
- * pt_token_file_read; its last 10% (at least one sequence's worth, see pt_dataset_batch) is the
- * eval split. Returns PT_EFORMAT/PT_EIO as pt_token_file_read, PT_EINVAL for an unknown built-in
- * name. Blocks while reading the file. */
+ * pt_token_file_read (and mapped read-only, not copied); its last n/10 tokens are the eval split,
+ * the rest the train split (each must hold T + 1 tokens for pt_dataset_batch). Returns
+ * PT_EFORMAT/PT_EIO as pt_token_file_read, PT_EINVAL for an unknown built-in name. Blocks while
+ * checking the file. */
 pt_status pt_dataset_open(const char *path, uint64_t seed, pt_dataset **out);
 void pt_dataset_close(pt_dataset *d); /* accepts NULL */
 
