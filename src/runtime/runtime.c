@@ -804,7 +804,14 @@ static pt_status check_actions(pt_runtime *rt)
             want = k->next_rank;
         else if (a->kind == PT_ACT_RECV_ACT || a->kind == PT_ACT_SEND_GRAD)
             want = k->prev_rank;
-        if (want != -2 && (want < 0 || want == rt->p || a->peer != want)) {
+        if (want != -2 && want == rt->p) {
+            st = pt_fail(PT_EINVAL,
+                         "schedule rank %d, action %d (%s mb %d chunk %d): the neighbouring virtual stage of %d is on "
+                         "this same rank, which hands data over locally; remove the send/receive",
+                         rt->p, i, kind_name(a->kind), a->microbatch, a->chunk, k->vstage);
+            break;
+        }
+        if (want != -2 && (want < 0 || a->peer != want)) {
             st = pt_fail(PT_EINVAL,
                          "schedule rank %d, action %d (%s mb %d chunk %d): peer %d does not hold the neighbouring "
                          "stage of virtual stage %d (rank %d does); regenerate the schedule for this plan",
