@@ -634,6 +634,41 @@ static int mode_bubble(const args *a, const pt_backend *be, pt_stream *stream)
     return world_sum(rc) > 0 ? 1 : 0;
 }
 
+/* Bad input is refused with a sentence, never run: plan/schedule mismatch, wrong world size. */
+static int expect_refusal(const char *what, pt_status st, pt_status want, const char *needle)
+{
+    if (st == want && strstr(pt_last_error(), needle)) {
+        printf("ok %s: %s\n", what, pt_last_error());
+        return 0;
+    }
+    fprintf(stderr, "FAIL %s: got %s '%s', wanted %s mentioning '%s'\n", what, pt_status_name(st), pt_last_error(),
+            pt_status_name(want), needle);
+    return 1;
+}
+
+static int mode_bad(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    pt_model_config cfg;
+    CHECK(pt_model_config_load("gpt2-tiny", &cfg));
+    char why[64];
+    int bad = 0;
+    pt_plan *p2 = make_plan(&cfg, "uniform", "1f1b", 2, 1, 1, 2, a->B, a->T, why, sizeof(why));
+    pt_schedule *s1, *s2;
+    CHECK(pt_sched_generate("1f1b", 1, 1, 2, NULL, &s1));
+    CHECK(pt_sched_generate("1f1b", 2, 1, 2, NULL, &s2));
+    pt_runtime_opts ro = { .cfg = &cfg, .plan = p2, .sched = s1, .comm = NULL, .be = be, .stream = stream,
+                           .adamw = adamw_cfg(), .seed = 1 };
+    pt_runtime *rt = NULL;
+    bad += expect_refusal("schedule for another P", pt_runtime_create(&ro, &rt), PT_EINVAL, "generate both");
+    ro.sched = s2;
+    bad += expect_refusal("too few ranks", pt_runtime_create(&ro, &rt), PT_EINVAL, "start 2");
+    pt_runtime_destroy(rt);
+    pt_sched_destroy(s1);
+    pt_sched_destroy(s2);
+    pt_plan_destroy(p2);
+    return bad ? 1 : 0;
+}
+
 static void on_log(void *ctx, const char *line)
 {
     (void)ctx;
@@ -818,6 +853,8 @@ int main(int argc, char **argv)
         rc = mode_fault(&a, be, stream);
     else if (strcmp(a.mode, "mem") == 0)
         rc = mode_mem(&a, be, stream);
+    else if (strcmp(a.mode, "bad") == 0)
+        rc = mode_bad(&a, be, stream);
     else if (strcmp(a.mode, "bubble") == 0)
         rc = mode_bubble(&a, be, stream);
     else {
