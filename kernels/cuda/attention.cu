@@ -3,12 +3,14 @@
  * log-sum-exp of each softmax row, saved = (B,NH,T) floats, and the backward recomputes the
  * probabilities from Q, K and it.
  *
- * Layout of the work: a block is 8 warps; a warp owns one row (a query in the forward and the
- * dQ pass, a key in the dK/dV pass). The block stages tiles of 32 rows of the other side (keys,
- * or queries) in shared memory; inside a tile, lane l takes row l of the tile for the dot
- * products (rows padded to hs+1 floats, so the 32 lanes hit 32 banks), and then each lane owns
- * the head dimensions d = lane, lane+32, ... of the accumulators, with the tile's weights
- * broadcast by shuffles. Head size hs = C/NH up to 128 (GPT-2 uses 64).
+ * Layout of the work: a block is 8 warps and covers 32 rows of one (batch, head); a warp owns 4
+ * consecutive rows (queries in the forward and the dQ pass, keys in the dK/dV pass). The block
+ * stages tiles of 32 rows of the other side (keys, or queries) in shared memory. Inside a tile,
+ * lane l takes row l of the tile for the dot products (rows padded to hs+1 floats, so the 32 lanes
+ * hit 32 banks), and each value it reads serves the warp's 4 rows; then each lane owns the head
+ * dimensions d = lane, lane+32, ... of the accumulators, with the tile's weights broadcast by
+ * shuffles. Head size hs = C/NH up to 128 (GPT-2 uses 64); a kernel that needs more than 48 KiB
+ * of shared memory (the backward passes from hs = 96) asks for it with cudaFuncSetAttribute.
  *   forward   online softmax over key tiles: m, l per query; O = sum_j p_j V_j / l; lse = m + log l
  *   dQ pass   D_t = dO_t . O_t (also written to scratch), p = exp(s - lse), dp = dO_t . V_j,
  *             ds = p (dp - D_t), dQ_t = scale sum_j ds_j K_j
@@ -24,6 +26,7 @@
 #define PT_ATT_TILE 32
 #define PT_ATT_HS_MAX 128
 #define PT_ATT_PER_LANE (PT_ATT_HS_MAX / 32)
+static_assert(PT_ATT_TILE == 32, "lane l of a warp takes row l of a staged tile");
 
 size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH)
 {
@@ -48,36 +51,40 @@ static pt_status pt_cuda_att_check(const char *what, int B, int T, int C, int NH
     return PT_OK;
 }
 
-/* Dot product of a[0..hs) with b[0..hs) (both shared memory), sequential. */
-__device__ __forceinline__ float pt_att_dot(const float *a, const float *b, int hs)
-{
-    float acc = 0.0f;
-    for (int d = 0; d < hs; d++)
-        acc += a[d] * b[d];
-    return acc;
-}
+/* Rows per warp: a warp owns PT_ATT_R consecutive rows, so each element of a staged tile read
+ * from shared memory serves PT_ATT_R rows, and a block covers PT_ATT_WARPS * PT_ATT_R = 32 rows,
+ * one tile of the other side. */
+#define PT_ATT_R 4
+#define PT_ATT_ROWS (PT_ATT_WARPS * PT_ATT_R)
 
 __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, int C, int NH, float scale)
 {
     extern __shared__ float sm[];
     const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int t0 = blockIdx.x * PT_ATT_WARPS, t = t0 + warp;
-    const bool valid = t < T;
-    float *Ks = sm;                               /* [32][hs+1] */
-    float *Vs = Ks + PT_ATT_TILE * (hs + 1);      /* [32][hs] */
-    float *qs = Vs + PT_ATT_TILE * hs + warp * hs; /* [8][hs] */
+    const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R; /* the warp's first row */
+    const int tmax = min(tw + PT_ATT_R, T) - 1;                        /* its last valid row (< tw: none) */
+    float *Ks = sm;                            /* [32][hs+1] */
+    float *Vs = Ks + PT_ATT_TILE * (hs + 1);   /* [32][hs] */
+    float *Qs = Vs + PT_ATT_TILE * hs;         /* [32][hs]: the block's query rows */
     const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
-    if (valid)
-        for (int d = lane; d < hs; d += 32)
-            qs[d] = base[(size_t)t * ld + d];
-    float m = -INFINITY, l = 0.0f, o[PT_ATT_PER_LANE];
+    for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
+        int r = i / hs, d = i % hs, t = t0 + r;
+        Qs[i] = t < T ? base[(size_t)t * ld + d] : 0.0f;
+    }
+    const float *qw = Qs + warp * PT_ATT_R * hs;
+    float m[PT_ATT_R], l[PT_ATT_R], o[PT_ATT_R][PT_ATT_PER_LANE];
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++)
-        o[k] = 0.0f;
-    const int kend = min(t0 + PT_ATT_WARPS, T);
+    for (int r = 0; r < PT_ATT_R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++)
+            o[r][k] = 0.0f;
+    }
+    const int kend = min(t0 + PT_ATT_ROWS, T);
     for (int k0 = 0; k0 < kend; k0 += PT_ATT_TILE) {
-        __syncthreads();
+        __syncthreads(); /* the previous tile is no longer read (and Qs is written, first time) */
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, j = k0 + r;
             const float *row = base + (size_t)j * ld;
@@ -85,41 +92,73 @@ __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, in
             Vs[r * hs + d] = j < T ? row[2 * C + d] : 0.0f;
         }
         __syncthreads();
-        if (!valid || k0 > t)
+        if (k0 > tmax || tmax < tw) /* every row of this warp is before the tile, or past T */
             continue;
         const int j = k0 + lane;
-        float sc = j <= t ? scale * pt_att_dot(qs, Ks + lane * (hs + 1), hs) : -INFINITY;
-        float m_new = fmaxf(m, pt_warp_max(sc));
-        float corr = expf(m - m_new);
-        float p = j <= t ? expf(sc - m_new) : 0.0f;
-        l = l * corr + pt_warp_sum(p);
-        const int n_keys = min(PT_ATT_TILE, t - k0 + 1);
+        float sc[PT_ATT_R];
 #pragma unroll
-        for (int k = 0; k < PT_ATT_PER_LANE; k++)
-            o[k] *= corr;
+        for (int r = 0; r < PT_ATT_R; r++)
+            sc[r] = 0.0f;
+        const float *kr = Ks + lane * (hs + 1);
+        for (int d = 0; d < hs; d++) {
+            float kd = kr[d];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++)
+                sc[r] += qw[r * hs + d] * kd;
+        }
+        float p[PT_ATT_R];
+#pragma unroll
+        for (int r = 0; r < PT_ATT_R; r++) {
+            const int t = tw + r;
+            const bool ok = t <= tmax && j <= t;
+            float s = ok ? scale * sc[r] : -INFINITY;
+            float mx = pt_warp_max(s);
+            p[r] = 0.0f;
+            if (mx == -INFINITY) /* no key of this tile for row r: nothing changes (warp-uniform) */
+                continue;
+            float m_new = fmaxf(m[r], mx);
+            float corr = expf(m[r] - m_new); /* m[r] = -inf on the first tile: 0 */
+            p[r] = ok ? expf(s - m_new) : 0.0f;
+            l[r] = l[r] * corr + pt_warp_sum(p[r]);
+#pragma unroll
+            for (int k = 0; k < PT_ATT_PER_LANE; k++)
+                o[r][k] *= corr;
+            m[r] = m_new;
+        }
+        const int n_keys = min(PT_ATT_TILE, tmax - k0 + 1);
         for (int jj = 0; jj < n_keys; jj++) {
-            float pj = __shfl_sync(0xffffffffu, p, jj);
+            float pj[PT_ATT_R];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++)
+                pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
 #pragma unroll
             for (int k = 0; k < PT_ATT_PER_LANE; k++) {
                 int d = lane + 32 * k;
-                if (d < hs)
-                    o[k] += pj * Vs[jj * hs + d];
+                if (d < hs) {
+                    float v = Vs[jj * hs + d];
+#pragma unroll
+                    for (int r = 0; r < PT_ATT_R; r++)
+                        o[r][k] += pj[r] * v;
+                }
             }
         }
-        m = m_new;
     }
-    if (!valid)
-        return;
-    float inv = 1.0f / l;
-    float *orow = out + ((size_t)b * T + t) * C + (size_t)h * hs;
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++) {
-        int d = lane + 32 * k;
-        if (d < hs)
-            orow[d] = o[k] * inv;
+    for (int r = 0; r < PT_ATT_R; r++) {
+        const int t = tw + r;
+        if (t > tmax)
+            break;
+        float inv = 1.0f / l[r];
+        float *orow = out + ((size_t)b * T + t) * C + (size_t)h * hs;
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++) {
+            int d = lane + 32 * k;
+            if (d < hs)
+                orow[d] = o[r][k] * inv;
+        }
+        if (lane == 0)
+            lse[(size_t)bh * T + t] = m[r] + logf(l[r]);
     }
-    if (lane == 0)
-        lse[(size_t)bh * T + t] = m + logf(l);
 }
 
 __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, const float *qkv, const float *out,
@@ -128,33 +167,38 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
     extern __shared__ float sm[];
     const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int t0 = blockIdx.x * PT_ATT_WARPS, t = t0 + warp;
-    const bool valid = t < T;
-    float *Ks = sm;                                   /* [32][hs+1] */
-    float *Vs = Ks + PT_ATT_TILE * (hs + 1);          /* [32][hs+1] */
-    float *qs = Vs + PT_ATT_TILE * (hs + 1) + warp * 2 * hs; /* [8][2][hs]: q, dO */
-    float *dos = qs + hs;
+    const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R;
+    const int tmax = min(tw + PT_ATT_R, T) - 1;
+    float *Ks = sm;                            /* [32][hs+1] */
+    float *Vs = Ks + PT_ATT_TILE * (hs + 1);   /* [32][hs+1] */
+    float *Qs = Vs + PT_ATT_TILE * (hs + 1);   /* [32][hs] */
+    float *dOs = Qs + PT_ATT_ROWS * hs;        /* [32][hs] */
     const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
-    float D = 0.0f, L = 0.0f;
-    if (valid) {
-        const float *orow = out + ((size_t)b * T + t) * C + (size_t)h * hs;
-        const float *dorow = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-        float acc = 0.0f;
-        for (int d = lane; d < hs; d += 32) {
-            qs[d] = base[(size_t)t * ld + d];
-            dos[d] = dorow[d];
-            acc += dorow[d] * orow[d];
-        }
-        D = pt_warp_sum(acc);
-        L = lse[(size_t)bh * T + t];
-        if (lane == 0)
-            Dbuf[(size_t)bh * T + t] = D;
+    const float *obase = out + (size_t)b * T * C + (size_t)h * hs;
+    const float *dobase = dout + (size_t)b * T * C + (size_t)h * hs;
+    for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
+        int r = i / hs, d = i % hs, t = t0 + r;
+        Qs[i] = t < T ? base[(size_t)t * ld + d] : 0.0f;
+        dOs[i] = t < T ? dobase[(size_t)t * C + d] : 0.0f;
     }
-    float dq[PT_ATT_PER_LANE];
+    const float *qw = Qs + warp * PT_ATT_R * hs, *dow = dOs + warp * PT_ATT_R * hs;
+    float D[PT_ATT_R], L[PT_ATT_R], dq[PT_ATT_R][PT_ATT_PER_LANE];
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++)
-        dq[k] = 0.0f;
-    const int kend = min(t0 + PT_ATT_WARPS, T);
+    for (int r = 0; r < PT_ATT_R; r++) {
+        const int t = tw + r;
+        float acc = 0.0f;
+        if (t <= tmax)
+            for (int d = lane; d < hs; d += 32)
+                acc += dobase[(size_t)t * C + d] * obase[(size_t)t * C + d];
+        D[r] = pt_warp_sum(acc);
+        L[r] = t <= tmax ? lse[(size_t)bh * T + t] : 0.0f;
+        if (t <= tmax && lane == 0)
+            Dbuf[(size_t)bh * T + t] = D[r];
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++)
+            dq[r][k] = 0.0f;
+    }
+    const int kend = min(t0 + PT_ATT_ROWS, T);
     for (int k0 = 0; k0 < kend; k0 += PT_ATT_TILE) {
         __syncthreads();
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
@@ -164,34 +208,58 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
             Vs[r * (hs + 1) + d] = j < T ? row[2 * C + d] : 0.0f;
         }
         __syncthreads();
-        if (!valid || k0 > t)
+        if (k0 > tmax || tmax < tw)
             continue;
         const int j = k0 + lane;
-        float ds = 0.0f;
-        if (j <= t) {
-            float p = expf(scale * pt_att_dot(qs, Ks + lane * (hs + 1), hs) - L);
-            float dp = pt_att_dot(dos, Vs + lane * (hs + 1), hs);
-            ds = p * (dp - D);
+        float sc[PT_ATT_R], dp[PT_ATT_R];
+#pragma unroll
+        for (int r = 0; r < PT_ATT_R; r++)
+            sc[r] = dp[r] = 0.0f;
+        const float *kr = Ks + lane * (hs + 1), *vr = Vs + lane * (hs + 1);
+        for (int d = 0; d < hs; d++) {
+            float kd = kr[d], vd = vr[d];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++) {
+                sc[r] += qw[r * hs + d] * kd;
+                dp[r] += dow[r * hs + d] * vd;
+            }
         }
-        const int n_keys = min(PT_ATT_TILE, t - k0 + 1);
+        float ds[PT_ATT_R];
+#pragma unroll
+        for (int r = 0; r < PT_ATT_R; r++) {
+            const int t = tw + r;
+            ds[r] = t <= tmax && j <= t ? expf(scale * sc[r] - L[r]) * (dp[r] - D[r]) : 0.0f;
+        }
+        const int n_keys = min(PT_ATT_TILE, tmax - k0 + 1);
         for (int jj = 0; jj < n_keys; jj++) {
-            float dsj = __shfl_sync(0xffffffffu, ds, jj);
+            float dsj[PT_ATT_R];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++)
+                dsj[r] = __shfl_sync(0xffffffffu, ds[r], jj);
 #pragma unroll
             for (int k = 0; k < PT_ATT_PER_LANE; k++) {
                 int d = lane + 32 * k;
-                if (d < hs)
-                    dq[k] += dsj * Ks[jj * (hs + 1) + d];
+                if (d < hs) {
+                    float kv = Ks[jj * (hs + 1) + d];
+#pragma unroll
+                    for (int r = 0; r < PT_ATT_R; r++)
+                        dq[r][k] += dsj[r] * kv;
+                }
             }
         }
     }
-    if (!valid)
-        return;
-    float *dqrow = dqkv + (size_t)b * T * ld + (size_t)t * ld + (size_t)h * hs;
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++) {
-        int d = lane + 32 * k;
-        if (d < hs)
-            dqrow[d] = scale * dq[k];
+    for (int r = 0; r < PT_ATT_R; r++) {
+        const int t = tw + r;
+        if (t > tmax)
+            break;
+        float *dqrow = dqkv + ((size_t)b * T + t) * ld + (size_t)h * hs;
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++) {
+            int d = lane + 32 * k;
+            if (d < hs)
+                dqrow[d] = scale * dq[r][k];
+        }
     }
 }
 
@@ -201,25 +269,28 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
     extern __shared__ float sm[];
     const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int j0 = blockIdx.x * PT_ATT_WARPS, j = j0 + warp;
-    const bool valid = j < T;
-    float *Qs = sm;                                   /* [32][hs+1] */
-    float *dOs = Qs + PT_ATT_TILE * (hs + 1);         /* [32][hs+1] */
-    float *Ls = dOs + PT_ATT_TILE * (hs + 1);         /* [32] */
-    float *Ds = Ls + PT_ATT_TILE;                     /* [32] */
-    float *ks = Ds + PT_ATT_TILE + warp * 2 * hs;     /* [8][2][hs]: k, v */
-    float *vs = ks + hs;
+    const int j0 = blockIdx.x * PT_ATT_ROWS, jw = j0 + warp * PT_ATT_R; /* the warp's first key */
+    const int jmax = min(jw + PT_ATT_R, T) - 1;                        /* its last valid key */
+    float *Qs = sm;                            /* [32][hs+1] */
+    float *dOs = Qs + PT_ATT_TILE * (hs + 1);  /* [32][hs+1] */
+    float *Ls = dOs + PT_ATT_TILE * (hs + 1);  /* [32] */
+    float *Ds = Ls + PT_ATT_TILE;              /* [32] */
+    float *Kb = Ds + PT_ATT_TILE;              /* [32][hs]: the block's keys */
+    float *Vb = Kb + PT_ATT_ROWS * hs;         /* [32][hs] */
     const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
     const float *dobase = dout + (size_t)b * T * C + (size_t)h * hs;
-    if (valid)
-        for (int d = lane; d < hs; d += 32) {
-            ks[d] = base[(size_t)j * ld + C + d];
-            vs[d] = base[(size_t)j * ld + 2 * C + d];
-        }
-    float dk[PT_ATT_PER_LANE], dv[PT_ATT_PER_LANE];
+    for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
+        int r = i / hs, d = i % hs, j = j0 + r;
+        Kb[i] = j < T ? base[(size_t)j * ld + C + d] : 0.0f;
+        Vb[i] = j < T ? base[(size_t)j * ld + 2 * C + d] : 0.0f;
+    }
+    const float *kw = Kb + warp * PT_ATT_R * hs, *vw = Vb + warp * PT_ATT_R * hs;
+    float dk[PT_ATT_R][PT_ATT_PER_LANE], dv[PT_ATT_R][PT_ATT_PER_LANE];
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++)
-        dk[k] = dv[k] = 0.0f;
+    for (int r = 0; r < PT_ATT_R; r++)
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++)
+            dk[r][k] = dv[r][k] = 0.0f;
     for (int q0 = j0; q0 < T; q0 += PT_ATT_TILE) {
         __syncthreads();
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
@@ -233,40 +304,76 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
             Ds[threadIdx.x] = t < T ? Dbuf[(size_t)bh * T + t] : 0.0f;
         }
         __syncthreads();
-        if (!valid)
+        if (jmax < jw) /* this warp has no key below T */
             continue;
         const int t = q0 + lane;
-        float p = 0.0f, ds = 0.0f;
-        if (t >= j && t < T) {
-            p = expf(scale * pt_att_dot(Qs + lane * (hs + 1), ks, hs) - Ls[lane]);
-            float dp = pt_att_dot(dOs + lane * (hs + 1), vs, hs);
-            ds = p * (dp - Ds[lane]);
+        float sc[PT_ATT_R], dp[PT_ATT_R];
+#pragma unroll
+        for (int r = 0; r < PT_ATT_R; r++)
+            sc[r] = dp[r] = 0.0f;
+        const float *qr = Qs + lane * (hs + 1), *dor = dOs + lane * (hs + 1);
+        for (int d = 0; d < hs; d++) {
+            float qd = qr[d], dod = dor[d];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++) {
+                sc[r] += qd * kw[r * hs + d];
+                dp[r] += dod * vw[r * hs + d];
+            }
         }
-        const int first = max(0, j - q0), n_q = min(PT_ATT_TILE, T - q0);
+        float p[PT_ATT_R], ds[PT_ATT_R];
+#pragma unroll
+        for (int r = 0; r < PT_ATT_R; r++) {
+            const int j = jw + r;
+            const bool ok = j <= jmax && t < T && t >= j;
+            p[r] = ok ? expf(scale * sc[r] - Ls[lane]) : 0.0f;
+            ds[r] = ok ? p[r] * (dp[r] - Ds[lane]) : 0.0f;
+        }
+        const int first = max(0, jw - q0), n_q = min(PT_ATT_TILE, T - q0);
         for (int tt = first; tt < n_q; tt++) {
-            float pt = __shfl_sync(0xffffffffu, p, tt);
-            float dst = __shfl_sync(0xffffffffu, ds, tt);
+            float pt[PT_ATT_R], dst[PT_ATT_R];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++) {
+                pt[r] = __shfl_sync(0xffffffffu, p[r], tt);
+                dst[r] = __shfl_sync(0xffffffffu, ds[r], tt);
+            }
 #pragma unroll
             for (int k = 0; k < PT_ATT_PER_LANE; k++) {
                 int d = lane + 32 * k;
                 if (d < hs) {
-                    dv[k] += pt * dOs[tt * (hs + 1) + d];
-                    dk[k] += dst * Qs[tt * (hs + 1) + d];
+                    float dov = dOs[tt * (hs + 1) + d], qv = Qs[tt * (hs + 1) + d];
+#pragma unroll
+                    for (int r = 0; r < PT_ATT_R; r++) {
+                        dv[r][k] += pt[r] * dov;
+                        dk[r][k] += dst[r] * qv;
+                    }
                 }
             }
         }
     }
-    if (!valid)
-        return;
-    float *row = dqkv + (size_t)b * T * ld + (size_t)j * ld + (size_t)h * hs;
 #pragma unroll
-    for (int k = 0; k < PT_ATT_PER_LANE; k++) {
-        int d = lane + 32 * k;
-        if (d < hs) {
-            row[C + d] = scale * dk[k];
-            row[2 * C + d] = dv[k];
+    for (int r = 0; r < PT_ATT_R; r++) {
+        const int j = jw + r;
+        if (j > jmax)
+            break;
+        float *row = dqkv + ((size_t)b * T + j) * ld + (size_t)h * hs;
+#pragma unroll
+        for (int k = 0; k < PT_ATT_PER_LANE; k++) {
+            int d = lane + 32 * k;
+            if (d < hs) {
+                row[C + d] = scale * dk[r][k];
+                row[2 * C + d] = dv[r][k];
+            }
         }
     }
+}
+
+/* Allows `bytes` of dynamic shared memory for `kernel` (above 48 KiB it must be asked for). */
+template <typename K> static pt_status pt_att_smem(K kernel, size_t bytes, const char *what)
+{
+    if (bytes <= 48 * 1024)
+        return PT_OK;
+    PT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), what);
+    return PT_OK;
 }
 
 pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
@@ -276,8 +383,9 @@ pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, floa
     PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH));
     const int hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
-    size_t smem = (size_t)(PT_ATT_TILE * (hs + 1) + PT_ATT_TILE * hs + PT_ATT_WARPS * hs) * sizeof(float);
-    dim3 grid((T + PT_ATT_WARPS - 1) / PT_ATT_WARPS, B * NH);
+    size_t smem = (size_t)(PT_ATT_TILE * (hs + 1) + PT_ATT_TILE * hs + PT_ATT_ROWS * hs) * sizeof(float);
+    PT_CHECK(pt_att_smem(pt_k_att_fwd, smem, "attention_forward shared memory"));
+    dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
     pt_k_att_fwd<<<grid, PT_ATT_WARPS * 32, smem, s->stream>>>(out, saved, qkv, T, C, NH, scale);
     return pt_cuda_launched("attention_forward");
 }
@@ -288,12 +396,14 @@ pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, 
     PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH));
     const int hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
-    dim3 grid((T + PT_ATT_WARPS - 1) / PT_ATT_WARPS, B * NH);
-    size_t smem_dq = (size_t)(2 * PT_ATT_TILE * (hs + 1) + PT_ATT_WARPS * 2 * hs) * sizeof(float);
+    dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
+    size_t smem_dq = (size_t)(2 * PT_ATT_TILE * (hs + 1) + 2 * PT_ATT_ROWS * hs) * sizeof(float);
+    PT_CHECK(pt_att_smem(pt_k_att_bwd_dq, smem_dq, "attention_backward shared memory"));
     pt_k_att_bwd_dq<<<grid, PT_ATT_WARPS * 32, smem_dq, s->stream>>>(dqkv, scratch, dout, qkv, out, saved, T, C, NH,
                                                                      scale);
     PT_CHECK(pt_cuda_launched("attention_backward (dq)"));
-    size_t smem_dkv = (size_t)(2 * PT_ATT_TILE * (hs + 1) + 2 * PT_ATT_TILE + PT_ATT_WARPS * 2 * hs) * sizeof(float);
+    size_t smem_dkv = (size_t)(2 * PT_ATT_TILE * (hs + 1) + 2 * PT_ATT_TILE + 2 * PT_ATT_ROWS * hs) * sizeof(float);
+    PT_CHECK(pt_att_smem(pt_k_att_bwd_dkv, smem_dkv, "attention_backward shared memory"));
     pt_k_att_bwd_dkv<<<grid, PT_ATT_WARPS * 32, smem_dkv, s->stream>>>(dqkv, scratch, dout, qkv, saved, T, C, NH,
                                                                        scale);
     return pt_cuda_launched("attention_backward (dk, dv)");
