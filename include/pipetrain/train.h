@@ -34,6 +34,7 @@
 #ifndef PIPETRAIN_TRAIN_H
 #define PIPETRAIN_TRAIN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "pipetrain/data.h"
@@ -66,6 +67,10 @@ typedef struct pt_train_cfg {
     const char *ckpt_dir;     /* checkpoint root, or NULL */
     int64_t ckpt_every;       /* steps between checkpoints (0: only at the end when ckpt_dir is set) */
     int resume;               /* 1: continue from the newest checkpoint in ckpt_dir */
+    /* Optional (NULL: none). When *stop becomes non-zero (a SIGINT handler sets it), the loop ends
+     * after the step in progress, writes a checkpoint (when ops->save) and returns PT_OK with
+     * summary->interrupted = 1. One process only: ranks of a pipeline would stop at different steps. */
+    volatile sig_atomic_t *stop;
 } pt_train_cfg;
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */
@@ -135,6 +140,7 @@ typedef struct pt_train_summary {
     int has_eval;
     pt_eval_stats last_eval;
     char last_ckpt[512];    /* path of the last checkpoint ("" if none) */
+    int interrupted;        /* 1 when cfg->stop ended the run early */
 } pt_train_summary;
 
 /* Runs steps first_step .. cfg->steps-1 through ops: learning rate from pt_lr_at (cfg's warmup,

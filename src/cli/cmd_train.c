@@ -1,5 +1,6 @@
 /* `pipetrain train`: trains a model (single process; the pipeline runtime adds the multi-rank
  * options' behaviour). With no arguments: gpt2-tiny on the built-in sort task, about a minute here. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -116,6 +117,16 @@ static pt_status apply_config(const char *path, pt_opt *opts, int n_opts, cJSON 
     return PT_OK;
 }
 
+/* Ctrl-C: the first one stops the run after the current step (with a checkpoint); a second one
+ * kills the process, as the handler restores the default action. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_sigint(int sig)
+{
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
+
 /* runs/<UTC timestamp>, with -2, -3 ... when a run of the same second exists. */
 static void default_run_dir(char *buf, size_t cap)
 {
@@ -130,7 +141,7 @@ static void default_run_dir(char *buf, size_t cap)
         snprintf(buf, cap, "runs/%s-%d", stamp, k);
 }
 
-static pt_status run_train(const train_args *a)
+static pt_status run_train(const train_args *a, int *interrupted)
 {
     pt_train_cfg cfg = a->cfg;
     pt_status st;
@@ -178,8 +189,21 @@ static pt_status run_train(const train_args *a)
     pt_train_ops ops;
     pt_trainer_ops(t, &ops);
     pt_train_summary sum;
+    cfg.stop = &stop_requested;
+    struct sigaction sa, old_sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
     st = pt_train_loop(&cfg, &ops, start, on_event, &p, &sum);
-    if (st == PT_OK) {
+    sigaction(SIGINT, &old_sa, NULL);
+    if (st == PT_OK && sum.interrupted) {
+        printf("interrupted after step %lld", (long long)sum.steps_done);
+        if (sum.last_ckpt[0])
+            printf("; checkpoint %s; continue with the same command and --resume", sum.last_ckpt);
+        printf("\n");
+        *interrupted = 1;
+    } else if (st == PT_OK) {
         printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f", (long long)sum.steps_done,
                sum.seconds, sum.tokens_per_s, sum.final_loss);
         if (sum.has_eval)
@@ -262,9 +286,12 @@ int pt_cmd_train(int argc, char **argv)
     cJSON *config_root = NULL;
     if (a.config)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
+    int interrupted = 0;
     if (st == PT_OK)
-        st = run_train(&a);
+        st = run_train(&a, &interrupted);
     cJSON_Delete(config_root);
+    if (st == PT_OK && interrupted)
+        return 130; /* the shell's code for "ended by SIGINT" */
     return pt_cli_finish(st);
 }
 

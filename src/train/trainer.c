@@ -240,6 +240,10 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         }
         if (done == cfg->steps)
             break;
+        if (cfg->stop && *cfg->stop) {
+            sum->interrupted = 1;
+            break;
+        }
         if (ops->eval && cfg->eval_every > 0 && done % cfg->eval_every == 0)
             PT_TRY(loop_eval(ops, &mo, done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
         if (ops->save && cfg->ckpt_every > 0 && done % cfg->ckpt_every == 0)
@@ -247,7 +251,7 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
     }
     {
         double elapsed = pt_seconds_between(t0, pt_now_ns());
-        if (ops->eval)
+        if (ops->eval && !sum->interrupted)
             PT_TRY(loop_eval(ops, &mo, sum->steps_done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
         if (ops->save && sum->steps_done > first_step)
             PT_TRY(loop_save(ops, sum->steps_done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
@@ -580,8 +584,9 @@ static pt_status ops_save(void *ctx, int64_t steps_done, const char **path)
     PT_CHECK(pt_ckpt_save(t->saver, NULL, models, optims, 1, &ts));
     snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s/step_%06lld", t->cfg.ckpt_dir, (long long)steps_done);
     *path = t->ckpt_path;
-    if (steps_done == t->cfg.steps)
-        PT_CHECK(pt_ckpt_saver_wait(t->saver)); /* the last one is durable before the run reports success */
+    /* the last one of a run (finished or stopped) is durable before the run reports success */
+    if (steps_done == t->cfg.steps || (t->cfg.stop && *t->cfg.stop))
+        PT_CHECK(pt_ckpt_saver_wait(t->saver));
     return PT_OK;
 }
 #endif

@@ -3,6 +3,7 @@
  *   test_train unit     optimizer, loop, determinism, micro-batches, NaN (a few seconds)
  *   test_train learn    gpt2-tiny on the built-in task reaches the loss threshold */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +124,10 @@ static void test_optim(void)
 
 typedef struct {
     int64_t nan_at; /* data step whose loss is NaN (-1: never) */
-    int n_steps, n_evals;
+    int64_t stop_at; /* data step after which *stop is raised (0: never) */
+    volatile sig_atomic_t *stop;
+    int n_steps, n_evals, n_saves;
+    int64_t saved_at;
     int64_t steps_seen[64];
 } script;
 
@@ -138,6 +142,17 @@ static pt_status script_step(void *ctx, int64_t step, double lr, pt_step_stats *
     out->applied = step != sc->nan_at;
     out->n_tokens = 100;
     out->n_targets = 50;
+    if (sc->stop && sc->stop_at && step == sc->stop_at)
+        *sc->stop = 1;
+    return PT_OK;
+}
+
+static pt_status script_save(void *ctx, int64_t steps_done, const char **path)
+{
+    script *sc = ctx;
+    sc->n_saves++;
+    sc->saved_at = steps_done;
+    *path = "scripted";
     return PT_OK;
 }
 
@@ -219,6 +234,16 @@ static void test_loop(void)
     EXPECT(strstr(pt_last_error(), "lower --lr") != NULL);
     EXPECT(sc3.n_steps == 7 && sum.steps_done == 6);
     EXPECT(count_lines("loop_run/metrics.jsonl", &ne, &last) == 6);
+    /* a stop request (Ctrl-C) after data step 3 ends the run after that step with a checkpoint */
+    volatile sig_atomic_t stop = 0;
+    script sc4 = { .nan_at = -1, .stop_at = 3, .stop = &stop };
+    pt_train_ops ops4 = { .ctx = &sc4, .step = script_step, .eval = script_eval, .save = script_save };
+    cfg.stop = &stop;
+    EXPECT(pt_train_loop(&cfg, &ops4, 0, NULL, NULL, &sum) == PT_OK);
+    EXPECT(sum.interrupted && sum.steps_done == 4 && sc4.n_steps == 4);
+    EXPECT(sc4.n_saves == 1 && sc4.saved_at == 4 && strcmp(sum.last_ckpt, "scripted") == 0);
+    EXPECT(sc4.n_evals == 0);
+    cfg.stop = NULL;
     cfg.steps = 0;
     EXPECT(pt_train_loop(&cfg, &ops, 0, NULL, NULL, &sum) == PT_EINVAL);
 }
