@@ -330,8 +330,7 @@ static pt_comm_req *req_get(pt_comm *c)
                 r->rtr_mr = NULL;
                 pt_fail(PT_ECOMM, "rank %d: libfabric fi_mr_reg of a control buffer failed: %s", c->rank,
                         fi_strerror(-ret));
-                r->next = c->free_reqs; /* keep it allocated (freed at destroy), unusable for now */
-                return NULL;
+                return NULL; /* stays on all_reqs, freed at destroy */
             }
             r->rtr_desc = fi_mr_desc(r->rtr_mr);
         }
@@ -555,8 +554,9 @@ static void on_error(pt_comm *c)
         char d[128], pe[160];
         describe(r, d, sizeof d);
         pe[0] = 0;
-        if (e.prov_errno)
-            snprintf(pe, sizeof pe, " (%s)", fi_cq_strerror(c->cq, e.prov_errno, e.err_data, NULL, 0));
+        const char *ps = e.prov_errno ? fi_cq_strerror(c->cq, e.prov_errno, e.err_data, NULL, 0) : NULL;
+        if (ps && strcmp(ps, fi_strerror(e.err)) != 0)
+            snprintf(pe, sizeof pe, " (%s)", ps);
         static const char *const opn[] = { "send", "receive", "ready-to-receive send", "ready-to-receive receive",
                                            "RMA write" };
         char fe[96];
