@@ -3,13 +3,23 @@
  * from the host only through memcpy_h2d/d2h (initialisation, loading, losses).
  *
  * Slot layout. Boundary b (1 <= b <= n_layer+1) is the residual stream entering layer b (the
- * output of layer b-1); each slot keeps x[b] and its gradient dx[b] for the boundaries the chunk
- * touches. A block keeps its internal activations (ln1, qkv, attention, res2 = x + attn, ln2,
+ * output of layer b-1); each slot keeps x[b] for the boundaries the chunk touches, and dx[b], its
+ * gradient. A block keeps its internal activations (ln1, qkv, attention, res2 = x + attn, ln2,
  * fc, gelu) and, between backward_input and backward_weight, the gradients at the outputs of its
- * weight-bearing ops (dfch, dln2, dres2, dqkv, dln1; the gradient at its output is dx[b+1]).
- * With recompute, the block internals live in one area shared by all blocks and slots and are
- * recomputed from x[b] before each backward pass over the block. With fused_only, the block
- * gradients share one area too: the fused backward uses them for one block at a time. */
+ * weight-bearing ops (dfch, dln2, dres2, dqkv, dln1; the gradient at its output is dx[b+1]); the
+ * head keeps dlnf likewise.
+ *
+ * What is per slot and what is shared by the chunk's slots:
+ *  - recompute: the block internals live in one area shared by all blocks and slots and are
+ *    recomputed from x[b] before each backward pass over the block.
+ *  - fused_only: every gradient that only lives while one backward call runs is shared: the
+ *    block gradients and dlnf (one block / the head at a time), and the internal boundaries'
+ *    dx (b in first+1..last), which alternate between two buffers by the parity of b (block j
+ *    reads dx[b+1] and writes dx[b]). A slot keeps only its external gradients: dx at the chunk's
+ *    input (pt_model_slot_dinput, sent after backward) and at its output (pt_model_slot_doutput,
+ *    received before backward).
+ * With both, a slot holds x at each boundary (B*T*C floats a block), the external gradients, the
+ * token ids / targets, and the head's layernorm output, statistics, probabilities and losses. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,8 +102,10 @@ struct pt_model {
     float *scratch_logits; /* (MODEL_LOGIT_ROWS,Vp) for pt_model_slot_logits */
     void *recompute_mem; /* shared block activations when recompute */
     block_act recompute_act;
-    void *grad_shared_mem; /* shared block gradients when fused_only */
+    void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
     block_grad grad_shared;
+    float *dlnf_shared;
+    float *dx_shared[2];  /* internal boundary b uses dx_shared[b & 1] */
     size_t slot_bytes;
     model_slot *slots;
     float *host_losses;  /* (N) host buffers for pt_model_slot_loss */
@@ -144,6 +156,26 @@ static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
     g->dln1 = carve_f(c, N * C);
 }
 
+/* Boundary b lies strictly inside the chunk: its gradient is produced and consumed within one
+ * backward call (first+1 <= b <= last; the chunk's own input and output are external). */
+static int boundary_internal(const pt_model *m, int b) { return b > m->first && b <= m->last; }
+
+/* The area fused_only shares among the slots: block gradients (with blocks), dlnf (with the head)
+ * and one (N,C) buffer per parity of the internal boundaries. */
+static void carve_bwd_shared(carve *c, pt_model *m)
+{
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
+    if (m->n_blocks > 0)
+        carve_block_grad(c, m, &m->grad_shared);
+    m->dlnf_shared = m->has_head ? carve_f(c, N * C) : NULL;
+    for (int p = 0; p < 2; p++) {
+        int used = 0;
+        for (int b = m->first + 1; b <= m->last && !used; b++)
+            used = (b & 1) == p;
+        m->dx_shared[p] = used ? carve_f(c, N * C) : NULL;
+    }
+}
+
 /* Lays out one slot; `s` receives pointers (NULL when measuring). */
 static void carve_slot(carve *c, const pt_model *m, model_slot *s)
 {
@@ -154,7 +186,12 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     for (int b = m->first; b <= m->last + 1; b++) {
         int has = b >= 1 && b <= L + 1;
         s->x[b - m->first] = has ? carve_f(c, N * C) : NULL;
-        s->dx[b - m->first] = has ? carve_f(c, N * C) : NULL;
+        if (!has)
+            s->dx[b - m->first] = NULL;
+        else if (m->opts.fused_only && boundary_internal(m, b))
+            s->dx[b - m->first] = m->dx_shared[b & 1];
+        else
+            s->dx[b - m->first] = carve_f(c, N * C);
     }
     for (int j = 0; j < m->n_blocks; j++) {
         if (m->opts.recompute)
@@ -172,7 +209,7 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
         s->lnf_rstd = carve_f(c, N);
         s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
         s->losses = carve_f(c, N);
-        s->dlnf = carve_f(c, N * C);
+        s->dlnf = m->opts.fused_only ? m->dlnf_shared : carve_f(c, N * C);
     } else {
         s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = NULL;
     }
@@ -262,7 +299,7 @@ void pt_model_destroy(pt_model *m)
     }
     free(m->host_targets);
     free(m->host_losses);
-    pt_backend_free(m->be, m->grad_shared_mem);
+    pt_backend_free(m->be, m->bwd_shared_mem);
     pt_backend_free(m->be, m->recompute_mem);
     pt_backend_free(m->be, m->scratch_logits);
     pt_backend_free(m->be, m->scratch_nc);
@@ -344,12 +381,14 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
             c = (carve){ .base = m->recompute_mem };
             carve_block_act(&c, m, &m->recompute_act);
         }
-        if (m->opts.fused_only) {
-            carve c = { 0 };
-            carve_block_grad(&c, m, &m->grad_shared);
-            PT_TRY(pt_backend_alloc(be, &m->grad_shared_mem, c.off), fail);
-            c = (carve){ .base = m->grad_shared_mem };
-            carve_block_grad(&c, m, &m->grad_shared);
+    }
+    if (m->opts.fused_only) {
+        carve c = { 0 };
+        carve_bwd_shared(&c, m);
+        if (c.off > 0) {
+            PT_TRY(pt_backend_alloc(be, &m->bwd_shared_mem, c.off), fail);
+            c = (carve){ .base = m->bwd_shared_mem };
+            carve_bwd_shared(&c, m);
         }
     }
     if (m->has_head) {

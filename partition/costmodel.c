@@ -151,6 +151,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     e->n_params = (int64_t)cfg->vocab_size * cfg->n_embd + (int64_t)cfg->max_seq_len * cfg->n_embd;
     e->n_params_alloc = (int64_t)(Vp * C) + (int64_t)cfg->max_seq_len * cfg->n_embd;
     e->act_bytes = e->act_bytes_recompute = N * 4 + 2.0 * N * C * a; /* token ids; output and its gradient */
+    e->act_split_bytes = N * C * a;
     e->out_bytes = N * C * 4;
     e->fwd_traffic_bytes = N * C * 4 + N * C * a; /* gather wte + wpe rows, write the output */
 
@@ -166,8 +167,9 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         b->n_params = b->n_params_alloc = 12 * (int64_t)cfg->n_embd * cfg->n_embd + 13 * (int64_t)cfg->n_embd;
         /* per slot: the block's output and its gradient (2 NC), the gradients kept between
          * backward-input and backward-weight (dfch 4 NC, dln2, dres2, dln1 NC each, dqkv 3 NC),
-         * and, unless recomputed, the internals */
+         * and, unless recomputed, the internals; all but the output only for split backward */
         b->act_bytes_recompute = a * 12.0 * N * C;
+        b->act_split_bytes = a * 11.0 * N * C;
         b->act_bytes = b->act_bytes_recompute + pt_part_block_act_bytes(cfg, B, T, a);
         /* every internal written once and read once, plus the block's input and output */
         b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
@@ -184,6 +186,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     h->n_params_alloc = 2 * (int64_t)cfg->n_embd + (int64_t)(Vp * C);
     /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
     h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
+    h->act_split_bytes = N * C * a; /* the layernorm output's gradient */
     h->out_bytes = 0;
     h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
 
@@ -381,7 +384,7 @@ double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double 
 }
 
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
-                                 int has_head, int recompute)
+                                 int has_head, int recompute, int fused_only, int n_internal)
 {
     const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
     const double Vp = (double)vocab_padded(cfg);
@@ -395,5 +398,9 @@ double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, doubl
     }
     if (has_head)
         m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits */
+    if (fused_only) {
+        /* one backward at a time: a block's inner gradients (10 NC), dlnf, inner boundaries' dx */
+        m += elem_bytes * N * C * ((has_block ? 10.0 : 0.0) + (has_head ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
+    }
     return m;
 }

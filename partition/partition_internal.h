@@ -18,9 +18,15 @@ double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev);
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
 
 /* Bytes a chunk allocates once, whatever the number of slots: attention and gradient scratch
- * (with blocks), the recomputation area, logit rows (with the head). */
+ * (with blocks), the recomputation area, logit rows (with the head), and with fused_only the
+ * backward's shared gradients (block gradients, dlnf, and one (N,C) buffer per parity of the
+ * chunk's n_internal inner boundaries, at most two). */
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
-                                 int has_head, int recompute);
+                                 int has_head, int recompute, int fused_only, int n_internal);
+
+/* 1 when the runtime runs `schedule` with pt_model_opts.fused_only (a known schedule without split
+ * backward: gpipe, 1f1b, interleaved, looped-bfs); 0 for zb-h1, zb-h2, zbv and unknown names. */
+int pt_part_sched_fused_only(const char *schedule);
 
 /* Schedules the planner knows: returns the default chunks per rank (1 or 2), or 0 when unknown. */
 int pt_part_sched_default_chunks(const char *schedule);
@@ -48,12 +54,15 @@ typedef struct pt_part_ctx {
     double *pre_state;     /* [L+1] state bytes */
     double *pre_act;       /* [L+1] activation bytes kept */
     double *pre_act_rc;    /* [L+1] with recomputation */
+    double *pre_act_split; /* [L+1] the part of either kept only for split backward */
     double *pre_params;    /* [L+1] logical parameters */
     double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0) */
     int *inflight;         /* [S] micro-batches chunk k holds at its peak */
     int *inter;            /* [S] boundary after chunk k crosses nodes */
     double tied_dup;       /* bytes saved when one chunk holds layers 0 and L-1 */
     double boundary_act;   /* per slot: a chunk's input and its gradient (2 NC), unless it starts at 0 */
+    double nc_bytes;       /* one (B,T,C) activation */
+    int fused_only;        /* the schedule runs without split backward (pt_part_sched_fused_only) */
 } pt_part_ctx;
 
 pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
@@ -67,5 +76,8 @@ double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc);
 /* Peak bytes of chunk k holding layers i..j: state + in-flight activations (+ one block's
  * working set when recomputing). */
 double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc);
+/* Bytes one in-flight micro-batch holds in the slot of a chunk holding layers i..j (what
+ * pt_model_slot_bytes reports, up to alignment). */
+double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc);
 
 #endif

@@ -17,11 +17,12 @@ typedef struct {
     int default_chunks; /* V */
     int fixed_chunks;   /* 1: V must equal default_chunks */
     int min_chunks;     /* otherwise V >= min_chunks */
+    int split_backward; /* 1: the schedule has BACKWARD_INPUT / BACKWARD_WEIGHT actions */
 } sched_info;
 
 static const sched_info sched_table[] = {
-    { "gpipe", 1, 1, 1 }, { "1f1b", 1, 1, 1 },  { "interleaved", 2, 0, 2 }, { "looped-bfs", 2, 0, 1 },
-    { "zb-h1", 1, 1, 1 }, { "zb-h2", 1, 1, 1 }, { "zbv", 2, 1, 2 },
+    { "gpipe", 1, 1, 1, 0 }, { "1f1b", 1, 1, 1, 0 },  { "interleaved", 2, 0, 2, 0 }, { "looped-bfs", 2, 0, 1, 0 },
+    { "zb-h1", 1, 1, 1, 1 }, { "zb-h2", 1, 1, 1, 1 }, { "zbv", 2, 1, 2, 1 },
 };
 
 static const sched_info *sched_find(const char *name)
@@ -37,6 +38,14 @@ int pt_part_sched_default_chunks(const char *schedule)
     const sched_info *s = sched_find(schedule);
     return s ? s->default_chunks : 0;
 }
+
+int pt_part_sched_fused_only(const char *schedule)
+{
+    const sched_info *s = sched_find(schedule);
+    return s && !s->split_backward;
+}
+
+int pt_plan_fused_only(const pt_plan *p) { return pt_part_sched_fused_only(p->schedule); }
 
 pt_status pt_part_sched_check_chunks(const char *schedule, int V)
 {

@@ -49,14 +49,15 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
     c->T = T;
     snprintf(c->schedule, sizeof c->schedule, "%s", schedule);
     c->lc = calloc((size_t)L, sizeof *c->lc);
-    double **pre[] = { &c->pre_time, &c->pre_fwd_blocks, &c->pre_state, &c->pre_act, &c->pre_act_rc, &c->pre_params };
+    double **pre[] = { &c->pre_time, &c->pre_fwd_blocks, &c->pre_state, &c->pre_act, &c->pre_act_rc,
+                       &c->pre_act_split, &c->pre_params };
     for (size_t a = 0; a < sizeof pre / sizeof pre[0]; a++)
         *pre[a] = calloc((size_t)L + 1, sizeof(double));
     c->comm = calloc((size_t)S, sizeof(double));
     c->inter = calloc((size_t)S, sizeof(int));
     c->inflight = calloc((size_t)S, sizeof(int));
     if (!c->lc || !c->pre_time || !c->pre_fwd_blocks || !c->pre_state || !c->pre_act || !c->pre_act_rc ||
-        !c->pre_params || !c->comm || !c->inter || !c->inflight) {
+        !c->pre_act_split || !c->pre_params || !c->comm || !c->inter || !c->inflight) {
         pt_part_ctx_destroy(c);
         return pt_fail(PT_ENOMEM, "out of host memory for the planner");
     }
@@ -75,10 +76,13 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         c->pre_state[l + 1] = c->pre_state[l] + x->state_bytes;
         c->pre_act[l + 1] = c->pre_act[l] + x->act_bytes;
         c->pre_act_rc[l + 1] = c->pre_act_rc[l] + x->act_bytes_recompute;
+        c->pre_act_split[l + 1] = c->pre_act_split[l] + x->act_split_bytes;
         c->pre_params[l + 1] = c->pre_params[l] + (double)x->n_params;
     }
     c->tied_dup = pt_part_tied_dup_bytes(cfg, dev);
-    c->boundary_act = 2.0 * B * T * cfg->n_embd * dev->act_elem_bytes;
+    c->nc_bytes = (double)B * T * cfg->n_embd * dev->act_elem_bytes;
+    c->boundary_act = 2.0 * c->nc_bytes;
+    c->fused_only = pt_part_sched_fused_only(c->schedule);
     /* Boundary k (after chunk k): inter-node when, in any replica, its two ranks sit on different
      * nodes. Every non-head layer outputs (B,T,C) fp32, so the bytes do not depend on the split. */
     const double bytes = c->lc[0].out_bytes;
@@ -107,6 +111,7 @@ void pt_part_ctx_destroy(pt_part_ctx *c)
     free(c->inter);
     free(c->comm);
     free(c->pre_params);
+    free(c->pre_act_split);
     free(c->pre_act_rc);
     free(c->pre_act);
     free(c->pre_state);
@@ -129,17 +134,28 @@ double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc)
 
 static int has_block(const pt_part_ctx *c, int i, int j) { return j >= 1 && i <= c->cfg->n_layer; }
 
+double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
+{
+    double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+    if (i > 0)
+        slot += c->boundary_act; /* the chunk's input and its gradient */
+    if (c->fused_only) {
+        /* gradients live in the chunk's shared area, except the one received at its output */
+        slot -= c->pre_act_split[j + 1] - c->pre_act_split[i];
+        if (j < c->L - 1)
+            slot += c->nc_bytes;
+    }
+    return slot;
+}
+
 double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
 {
     double m = c->pre_state[j + 1] - c->pre_state[i];
     if (i == 0 && j == c->L - 1)
         m -= c->tied_dup;
-    const double n = c->inflight[k];
-    double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
-    if (i > 0)
-        slot += c->boundary_act;
-    m += n * slot;
-    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, has_block(c, i, j), j == c->L - 1, rc);
+    m += c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc);
+    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, has_block(c, i, j), j == c->L - 1, rc,
+                                   c->fused_only, j - i);
     return m;
 }
 
@@ -353,8 +369,7 @@ static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *s
         sc.i[k] = bi;
         sc.w[k] = bw;
         sc.b[k] = bi + bw;
-        sc.act_bytes[k] = (p->recompute[k] ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i]) +
-                          (i > 0 ? c->boundary_act : 0);
+        sc.act_bytes[k] = pt_part_chunk_slot_bytes(c, i, j, p->recompute[k]);
         sc.boundary_bytes[k] = k + 1 < S ? c->lc[j].out_bytes : 0;
     }
     /* One link figure for the simulator: the slowest boundary's. */

@@ -73,8 +73,11 @@ typedef struct pt_model_opts {
     int n_slots;     /* micro-batches whose activations can be held at once (>= 1) */
     int recompute;   /* 1: keep only each block's input; recompute the block in backward */
     int fused_only;  /* 1: only pt_model_backward (fused) is used; backward_input/backward_weight are
-                      * refused, and the gradients they pass between them (10*C floats per token per
-                      * block) are not kept per slot. Same bits; less memory. (Added by models/.) */
+                      * refused, and the gradients they pass between them (11*C floats per token per
+                      * block, C for the embedding and the head) are not kept per slot: one set is
+                      * shared by the chunk's slots. A slot keeps only its external gradients
+                      * (slot_dinput, slot_doutput). Same bits; less memory. pt_plan_fused_only
+                      * (partition.h) says which schedules run this way. (Added by models/.) */
 } pt_model_opts;
 
 typedef struct pt_param {

@@ -82,9 +82,13 @@ typedef struct pt_layer_cost {
     int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only) */
     int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows; the head's tied wte copy) */
     double state_bytes;       /* parameters + gradients + AdamW m, v (+ bf16 copy on GPUs) of n_params_alloc */
-    double act_bytes;         /* bytes one in-flight micro-batch holds in the layer's slot (models/ layout:
-                                 output and its gradient, split-backward gradients, block internals) */
+    double act_bytes;         /* bytes one in-flight micro-batch holds in the layer's slot with split
+                                 backward (models/ layout: output and its gradient, the gradients kept
+                                 between backward-input and backward-weight, block internals) */
     double act_bytes_recompute; /* the same with recomputation (block internals dropped) */
+    double act_split_bytes;   /* the part of both that only split backward keeps per slot (the
+                                 output's gradient, the block's or head's inner gradients); with
+                                 pt_model_opts.fused_only they are shared by the chunk's slots */
     double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; 0 for the head) */
     double fwd_traffic_bytes; /* memory traffic of the forward's element-wise work (estimate) */
     /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
@@ -162,6 +166,11 @@ pt_status pt_plan_from_layout(const pt_model_config *cfg, const char *layout, in
  * simulator when the schedule module is built, the closed-form bubble otherwise. */
 pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                         const pt_layer_times *measured);
+
+/* 1 when the plan's schedule has no split backward (gpipe, 1f1b, interleaved, looped-bfs): the
+ * runtime and the trainer then create their models with pt_model_opts.fused_only = 1, and the
+ * plan's memory predictions assume so. 0 for zb-h1, zb-h2, zbv (and any other name). Pure. */
+int pt_plan_fused_only(const pt_plan *p);
 
 /* Checks the predicted memory of every rank against cap_bytes; PT_ENOMEM naming the rank, its
  * need and the cap. */

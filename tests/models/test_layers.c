@@ -2,7 +2,7 @@
  * type's backward_input and backward_weight; split backward == fused, bit for bit; M micro-
  * batches of b == one batch of M*b (1e-6 relative); a model cut into chunks (activations and
  * gradients passed by hand, the tied wte reduced by hand) == the whole model, bit for bit;
- * recompute == no recompute, bit for bit; initialisation depends only on (seed, name); HF
+ * recompute == no recompute, bit for bit; slot bytes as claimed; initialisation depends only on (seed, name); HF
  * export then import round-trips; misuse and bad files give their errors. */
 #include <math.h>
 #include <stdint.h>
@@ -515,6 +515,54 @@ static void rewrite(const char *src, const char *dst, const char *prefix, int bf
     pt_safetensors_close(f);
 }
 
+/* Slot bytes as models/model.c's header claims: with recompute and fused_only a slot keeps x at
+ * each boundary (one (B,T,C) buffer a block) and the chunk's two external gradients, so each block
+ * adds exactly B*T*C floats; with recompute and split backward, 12 B*T*C a block (x, dx and the
+ * ten kept between backward_input and backward_weight). The shared areas are allocated once per
+ * chunk: one more slot costs exactly pt_model_slot_bytes. B*T*C*4 = 2048 and B*T*4 = 64 bytes,
+ * so each (B,T,C) buffer is a whole number of 256-byte alignment units and each (B,T) one is one. */
+static void test_slot_bytes(void)
+{
+    const pt_model_config c4 = { .name = "slot-bytes", .n_layer = 4, .n_head = 2, .n_embd = 32, .vocab_size = 50,
+                                 .vocab_padded = 64, .max_seq_len = 16 };
+    const int B = 2, T = 8;
+    const size_t nc = (size_t)B * T * c4.n_embd * sizeof(float), n = 256;
+    for (int k = 1; k <= 4; k++) { /* a middle chunk: blocks 1..k, neither embedding nor head */
+        pt_model *fr = make(&c4, 1, k, B, T, 1, 3), *r = make(&c4, 1, k, B, T, 1, 1);
+        pt_model *f = make(&c4, 1, k, B, T, 1, 2), *none = make(&c4, 1, k, B, T, 1, 0);
+        EXPECT(pt_model_slot_bytes(fr) == (size_t)(k + 3) * nc); /* x at k+1 boundaries, dinput, doutput */
+        EXPECT(pt_model_slot_bytes(r) == (size_t)(12 * k + 2) * nc);
+        /* without recompute both keep the same block internals on top */
+        EXPECT(pt_model_slot_bytes(f) - pt_model_slot_bytes(fr) == pt_model_slot_bytes(none) - pt_model_slot_bytes(r));
+        EXPECT(pt_model_slot_bytes(f) < pt_model_slot_bytes(none));
+        if (k == 4)
+            printf("slot bytes of 4 blocks (B*T*C*4 = %zu): %zu recompute+fused_only, %zu recompute, %zu fused_only, "
+                   "%zu neither\n", nc, pt_model_slot_bytes(fr), pt_model_slot_bytes(r), pt_model_slot_bytes(f),
+                   pt_model_slot_bytes(none));
+        pt_model_destroy(none);
+        pt_model_destroy(f);
+        pt_model_destroy(r);
+        pt_model_destroy(fr);
+    }
+    /* the whole model, recompute + fused_only: token ids, targets, x at the 5 block and head inputs,
+     * the head's layernorm output, mean, rstd, probabilities (B*T x 64) and losses; no gradients */
+    pt_model *w = make(&c4, 0, 5, B, T, 1, 3);
+    EXPECT(pt_model_slot_bytes(w) == 6 * nc + 5 * n + (size_t)B * T * 64 * sizeof(float));
+    pt_model_destroy(w);
+    /* shared areas once per chunk: two more slots cost two slot sizes, in every mode */
+    for (int mode = 0; mode < 4; mode++) {
+        size_t before = pt_backend_bytes_in_use();
+        pt_model *one = make(&c4, 0, 5, B, T, 1, mode);
+        size_t bytes_one = pt_backend_bytes_in_use() - before;
+        before = pt_backend_bytes_in_use();
+        pt_model *three = make(&c4, 0, 5, B, T, 3, mode);
+        size_t bytes_three = pt_backend_bytes_in_use() - before;
+        EXPECT(bytes_three - bytes_one == 2 * pt_model_slot_bytes(one));
+        pt_model_destroy(three);
+        pt_model_destroy(one);
+    }
+}
+
 static void test_errors_and_files(void)
 {
     const int last = pt_model_n_layers(&tiny) - 1;
@@ -660,6 +708,9 @@ int main(void)
     test_chunks(two, 2, 1, 0);
     test_chunks(head_alone, 2, 0, 1);
     test_chunks(three, 3, 0, 3); /* fused_only + recompute */
+    test_chunks(two, 2, 0, 2);   /* fused_only: 3 inner boundaries, both shared dx buffers */
+    test_chunks(head_alone, 2, 0, 3);
+    test_slot_bytes();
     test_errors_and_files();
     be->stream_destroy(stream);
     if (failures)
