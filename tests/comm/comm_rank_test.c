@@ -11,9 +11,13 @@
  *   comm_rank_test hash         every rank uses its own config hash: the rendezvous refuses
  *   comm_rank_test kill         3 ranks: rank 2 dies mid-transfer; 0 and 1 must fail naming it
  *   comm_rank_test rendezvous   expects the rendezvous to fail naming the missing rank(s)
+ *   comm_rank_test freeport     prints a free TCP port
  * Exits 0 on success, 1 on a failed check (printing what and where), 3 for an expected comm
  * error (kill), 2 for bad usage. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -538,6 +542,21 @@ static int test_kill(void)
     return 3;
 }
 
+/* Prints a TCP port that was free a moment ago (for the scripts' rendezvous). */
+static int print_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { 0 };
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof a;
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+          getsockname(fd, (struct sockaddr *)&a, &sl) == 0, "cannot find a free port");
+    printf("%d\n", ntohs(a.sin_port));
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -548,6 +567,8 @@ int main(int argc, char **argv)
     g_rank = r ? atoi(r) : 0;
     if (strcmp(argv[1], "single") == 0)
         return test_single();
+    if (strcmp(argv[1], "freeport") == 0)
+        return print_free_port();
     if (strcmp(argv[1], "p2p") == 0)
         return test_p2p(argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : (64u << 20));
     if (strcmp(argv[1], "coll") == 0)

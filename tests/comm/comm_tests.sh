@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$T" freeport; }
 
 # wait_pids SECONDS: waits for every pid in PIDS, at most SECONDS in all; fails on overrun
 wait_pids() {
