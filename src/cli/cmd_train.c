@@ -13,7 +13,6 @@
 
 typedef struct {
     int64_t log_every;
-    int printed_header;
 } progress_ctx;
 
 static void fmt_duration(char *buf, size_t cap, double s)
@@ -168,6 +167,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
     }
     progress_ctx p = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
 
+    cfg.stop = &stop_requested; /* set by on_sigint while the loop runs */
     pt_trainer *t = NULL;
     st = pt_trainer_create(&cfg, &t);
     if (st != PT_OK)
@@ -189,7 +189,6 @@ static pt_status run_train(const train_args *a, int *interrupted)
     pt_train_ops ops;
     pt_trainer_ops(t, &ops);
     pt_train_summary sum;
-    cfg.stop = &stop_requested;
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
