@@ -142,10 +142,11 @@ int pt_bench_train(int argc, char **argv)
     pt_cmd_spec spec = {
         "pipetrain bench train [--json] [--threads N] [--steps N]",
         "Single-process training throughput on the CPU: gpt2 (124M) at B=4,T=64 and B=8,T=128, gpt2-small\n"
-        "at B=8,T=256, on 1 and 2 threads. Reports tokens/s, achieved GFLOP/s (6*N_matmul*tokens + 12*L*T*C*tokens)\n"
-        "and its share of the measured fp32 peak (273 GFLOP/s on 1 core, 540 on 2), and ms/step split into\n"
-        "forward, backward and optimizer (norm + clip + AdamW). Device and heap bytes allocated during the\n"
-        "timed steps are reported too (0: the step allocates nothing).",
+        "at B=8,T=256, on 1 and 2 threads, random tokens. Reports the median ms/step split into forward,\n"
+        "backward and optimizer (norm + clip + AdamW), tokens/s, achieved GFLOP/s counted as\n"
+        "(6 N + 12 L T C) B T with N the parameters except the position embedding (as torch_gpt2.py), and\n"
+        "its share of the measured fp32 peak (273 GFLOP/s on 1 core, 540 on 2). Device and heap bytes\n"
+        "allocated during the timed steps are reported too (0: the step allocates nothing).",
         opts,
         (int)(sizeof opts / sizeof opts[0]),
         "compare with PyTorch side by side: bench/compare_torch.sh",
