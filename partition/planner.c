@@ -806,20 +806,24 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                            "auto found no (stages, micro-batch) combination for %d devices and %d layers; check --gpus, "
                            "--global-batch (must divide into replicas x micro-batch size) and --micro-batches",
                            G, L);
-        /* report against the most memory-friendly shape: the most stages 1f1b allows, B = 1 */
+        /* report against the most memory-friendly shape the request allows: the stages and
+         * micro-batch size asked for, else the most stages 1f1b allows and B = 1 */
         int P = 1;
         for (int q = 1; q <= G && q <= L; q++)
             if (G % q == 0)
                 P = q;
+        if (rq->n_stages > 0)
+            P = rq->n_stages;
+        const int B = rq->micro_batch_size > 0 ? rq->micro_batch_size : 1;
         const char *sched = rq->schedule ? rq->schedule : "1f1b";
         const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
         while (P * V > L)
             P--;
         const int D = G / P > 0 ? G / P : 1;
-        int M = resolve_M(rq, P, D, 1, default_gb);
+        int M = resolve_M(rq, P, D, B, default_gb);
         if (M < 1)
             M = 1;
-        return infeasible(cfg, dev, topo, measured, "auto", P, V, D, 1, M, T, sched, rq->recompute == 1,
+        return infeasible(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute == 1,
                           rq->recompute == 0 ? 0 : 1, cap);
     }
     /* Simulate the best few overall and the best of every schedule; keep the fastest. */
