@@ -152,7 +152,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
     cfg.seed = (uint64_t)a->seed;
     cfg.steps = a->steps;
-    cfg.warmup = a->warmup;
+    /* the default warmup (30 steps) would be the whole of a short run: at most a tenth of it */
+    cfg.warmup = a->warmup >= 0 ? a->warmup : (a->steps / 10 < cfg.warmup ? a->steps / 10 : cfg.warmup);
     cfg.eval_every = a->eval_every;
     cfg.ckpt_every = a->ckpt_every;
     cfg.lr_min = a->lr_min < 0 ? cfg.lr / 10 : a->lr_min;
@@ -222,7 +223,7 @@ int pt_cmd_train(int argc, char **argv)
     pt_train_cfg_defaults(&a.cfg);
     a.seed = (long long)a.cfg.seed;
     a.steps = a.cfg.steps;
-    a.warmup = a.cfg.warmup;
+    a.warmup = -1;
     a.eval_every = a.cfg.eval_every;
     a.lr_min = -1;
     a.stages = a.dp = a.nproc = a.chunks = 1;
@@ -238,7 +239,7 @@ int pt_cmd_train(int argc, char **argv)
         { "seq-len", PT_OPT_INT, &cfg->seq_len, "T", "tokens per sequence", 0 },
         { "lr", PT_OPT_DOUBLE, &cfg->lr, "LR", "peak learning rate (AdamW)", 0 },
         { "lr-min", PT_OPT_DOUBLE, &a.lr_min, "LR", "final learning rate of the cosine decay (-1: lr / 10)", 0 },
-        { "warmup", PT_OPT_INT64, &a.warmup, "N", "linear warmup steps", 0 },
+        { "warmup", PT_OPT_INT64, &a.warmup, "N", "linear warmup steps (-1: 30, or a tenth of --steps if less)", 0 },
         { "weight-decay", PT_OPT_DOUBLE, &cfg->weight_decay, "WD", "decoupled weight decay (matrices only)", 0 },
         { "grad-clip", PT_OPT_DOUBLE, &cfg->grad_clip, "NORM", "clip the global gradient norm to this (0: off)", 0 },
         { "seed", PT_OPT_INT64, &a.seed, "N", "seed of the weights and the data order", 0 },
