@@ -218,7 +218,10 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
             if (sum->last_ckpt[0])
                 snprintf(where, sizeof where, "checkpoint %s", sum->last_ckpt);
             else
-                snprintf(where, sizeof where, "%s", step == 0 ? "the initial weights" : "no checkpoint kept");
+                snprintf(where, sizeof where, "%s",
+                         step == 0            ? "the initial weights"
+                         : step == first_step ? "the checkpoint this run resumed from"
+                                              : "no checkpoint kept");
             st = pt_fail(PT_ENUMERIC,
                          "step %lld: %s is %s; the last good step was %lld (%s); lower --lr (now %g) or raise "
                          "--warmup, or check the data",
