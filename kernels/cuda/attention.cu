@@ -372,7 +372,7 @@ template <typename K> static pt_status pt_att_smem(K kernel, size_t bytes, const
 {
     if (bytes <= 48 * 1024)
         return PT_OK;
-    PT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), what);
+    PT_CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), what);
     return PT_OK;
 }
 

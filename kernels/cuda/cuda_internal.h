@@ -141,7 +141,7 @@ pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, fl
 #endif
 
 /* Warp sum / max over all 32 lanes (butterfly: every lane gets the same bits). */
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(PT_CUDA_EMU)
 __device__ __forceinline__ float pt_warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1)

@@ -1,0 +1,347 @@
+/* tests/cuda/emu/cuda_emu.cpp — the fiber scheduler behind cuda_emu.h, the few CUDA runtime
+ * calls the backend's kernel files make (memory copies on the host, errors), the helpers of
+ * kernels/cuda/cuda_backend.cu, and `pt_backend_cuda_emu`: the CUDA backend's kernels in a table
+ * the comparison test can drive. Matrix products (cuBLAS) are not emulated. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <map>
+#include <vector>
+
+#include "cuda_internal.h"
+
+uint3 pt_emu_threadIdx, pt_emu_blockIdx;
+dim3 pt_emu_blockDim, pt_emu_gridDim;
+void *pt_emu_dyn_smem;
+
+namespace {
+
+enum fiber_state { RUNNABLE, WAIT_BLOCK, WAIT_WARP, DONE };
+
+struct fiber {
+    ucontext_t ctx;
+    fiber_state state;
+    uint3 tid;
+    long block_phase, warp_phase;
+    std::vector<char> stack;
+};
+
+ucontext_t g_sched;
+std::vector<fiber> g_fibers;
+int g_cur;
+void (*g_body)(void *);
+void *g_ctx;
+/* Barrier exchange areas, double-buffered by phase parity (see the shuffle comment). */
+std::vector<uint64_t> g_warp_buf[2]; /* [warp * 32 + lane] */
+int g_block_or[2];
+std::map<const void *, int> g_smem_attr;
+const size_t k_stack = 64 * 1024;
+
+void fiber_entry()
+{
+    g_body(g_ctx);
+    g_fibers[g_cur].state = DONE;
+    /* returning resumes uc_link: the scheduler */
+}
+
+void yield_as(fiber_state st)
+{
+    fiber &f = g_fibers[g_cur];
+    f.state = st;
+    swapcontext(&f.ctx, &g_sched);
+}
+
+[[noreturn]] void emu_die(const char *msg)
+{
+    fprintf(stderr, "FAIL cuda emulation: %s (block %u,%u)\n", msg, pt_emu_blockIdx.x, pt_emu_blockIdx.y);
+    exit(1);
+}
+
+void run_block(size_t n_threads)
+{
+    for (size_t i = 0; i < n_threads; i++) {
+        fiber &f = g_fibers[i];
+        f.state = RUNNABLE;
+        f.block_phase = f.warp_phase = 0;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_link = &g_sched;
+        makecontext(&f.ctx, fiber_entry, 0);
+    }
+    g_block_or[0] = g_block_or[1] = 0;
+    const size_t n_warps = (n_threads + 31) / 32;
+    for (;;) {
+        bool progress = false;
+        for (size_t i = 0; i < n_threads; i++) {
+            if (g_fibers[i].state != RUNNABLE)
+                continue;
+            g_cur = (int)i;
+            pt_emu_threadIdx = g_fibers[i].tid;
+            swapcontext(&g_sched, &g_fibers[i].ctx);
+            progress = true;
+        }
+        size_t n_done = 0, n_block = 0;
+        for (size_t i = 0; i < n_threads; i++) {
+            n_done += g_fibers[i].state == DONE;
+            n_block += g_fibers[i].state == WAIT_BLOCK;
+        }
+        if (n_done == n_threads)
+            return;
+        for (size_t w = 0; w < n_warps; w++) {
+            size_t lo = w * 32, hi = std::min(lo + 32, n_threads), waiting = 0, done = 0;
+            for (size_t i = lo; i < hi; i++) {
+                waiting += g_fibers[i].state == WAIT_WARP;
+                done += g_fibers[i].state == DONE;
+            }
+            if (waiting == hi - lo) {
+                for (size_t i = lo; i < hi; i++)
+                    g_fibers[i].state = RUNNABLE;
+                progress = true;
+            } else if (waiting > 0 && done > 0) {
+                emu_die("a warp shuffle waits for lanes that have exited");
+            }
+        }
+        /* Exited threads count as arrived at a block barrier (as on Volta and later). */
+        if (n_block > 0 && n_block + n_done == n_threads) {
+            long phase = -1;
+            for (size_t i = 0; i < n_threads; i++)
+                if (g_fibers[i].state == WAIT_BLOCK) {
+                    if (phase >= 0 && g_fibers[i].block_phase != phase)
+                        emu_die("threads wait at different __syncthreads");
+                    phase = g_fibers[i].block_phase;
+                    g_fibers[i].state = RUNNABLE;
+                }
+            g_block_or[(phase + 1) & 1] = 0; /* the next phase's accumulator starts clean */
+            progress = true;
+        }
+        if (!progress)
+            emu_die("deadlock: some threads wait at a block barrier while others of a warp wait at a shuffle");
+    }
+}
+
+} // namespace
+
+void __syncthreads()
+{
+    g_fibers[g_cur].block_phase++;
+    yield_as(WAIT_BLOCK);
+}
+
+int __syncthreads_or(int v)
+{
+    fiber &f = g_fibers[g_cur];
+    long p = ++f.block_phase;
+    if (v)
+        g_block_or[p & 1] = 1;
+    yield_as(WAIT_BLOCK);
+    return g_block_or[p & 1];
+}
+
+/* A lane writes its value into the buffer of its phase's parity, waits for the whole warp, then
+ * reads its source lane's value. A lane cannot reach phase p+2 (same buffer) before every lane
+ * has read phase p: phase p+1 releases only when all lanes arrived there. */
+uint64_t pt_emu_shfl(uint64_t v, int src_lane, int xor_mask)
+{
+    fiber &f = g_fibers[g_cur];
+    unsigned flat = f.tid.y * pt_emu_blockDim.x + f.tid.x, warp = flat / 32, lane = flat % 32;
+    long p = ++f.warp_phase;
+    std::vector<uint64_t> &buf = g_warp_buf[p & 1];
+    buf[warp * 32 + lane] = v;
+    yield_as(WAIT_WARP);
+    unsigned src = xor_mask >= 0 ? (lane ^ (unsigned)xor_mask) : (unsigned)src_lane;
+    if (src >= 32)
+        emu_die("shuffle from a lane outside the warp");
+    return buf[warp * 32 + src];
+}
+
+void pt_emu_run_grid(const void *kernel, dim3 grid, dim3 block, size_t smem, void (*body)(void *), void *ctx)
+{
+    size_t n_threads = (size_t)block.x * block.y * block.z;
+    if (n_threads == 0 || n_threads > 1024 || block.z != 1)
+        emu_die("block size outside 1..1024 (z must be 1 here)");
+    if (grid.x == 0 || grid.y == 0 || grid.y > 65535 || grid.z != 1)
+        emu_die("grid outside the CUDA limits");
+    if (smem > 48 * 1024) {
+        auto it = g_smem_attr.find(kernel);
+        if (it == g_smem_attr.end() || (size_t)it->second < smem)
+            emu_die("more than 48 KiB of dynamic shared memory without cudaFuncSetAttribute");
+    }
+    if (smem > 227 * 1024)
+        emu_die("more dynamic shared memory than an H100 has");
+    if (g_fibers.size() < n_threads) {
+        g_fibers.resize(n_threads);
+        for (fiber &f : g_fibers)
+            f.stack.resize(k_stack);
+    }
+    for (int k = 0; k < 2; k++)
+        g_warp_buf[k].assign((n_threads + 31) / 32 * 32, 0);
+    for (size_t i = 0; i < n_threads; i++)
+        g_fibers[i].tid = make_uint3((unsigned)(i % block.x), (unsigned)(i / block.x), 0);
+    std::vector<float> dyn(smem / sizeof(float) + 1);
+    pt_emu_blockDim = block;
+    pt_emu_gridDim = grid;
+    g_body = body;
+    g_ctx = ctx;
+    for (unsigned by = 0; by < grid.y; by++)
+        for (unsigned bx = 0; bx < grid.x; bx++) {
+            std::fill(dyn.begin(), dyn.end(), NAN);
+            pt_emu_dyn_smem = dyn.data();
+            pt_emu_blockIdx = make_uint3(bx, by, 0);
+            run_block(n_threads);
+        }
+}
+
+/* ---- the CUDA runtime calls the kernel files make ---- */
+extern "C" {
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind, cudaStream_t)
+{
+    memmove(dst, src, count);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *p, int value, size_t count, cudaStream_t)
+{
+    memset(p, value, count);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
+cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value)
+{
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize)
+        g_smem_attr[func] = value;
+    return cudaSuccess;
+}
+}
+
+/* ---- what kernels/cuda/cuda_backend.cu gives the kernel files ---- */
+pt_status pt_cuda_fail(cudaError_t err, const char *what)
+{
+    return err == cudaSuccess ? PT_OK : pt_fail(PT_EBACKEND, "emulated CUDA %s failed", what);
+}
+
+pt_status pt_cuda_blas_fail(cublasStatus_t err, const char *what)
+{
+    return err == CUBLAS_STATUS_SUCCESS ? PT_OK : pt_fail(PT_EBACKEND, "emulated cuBLAS %s failed", what);
+}
+
+pt_status pt_cuda_launched(const char *) { return PT_OK; }
+
+pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out)
+{
+    if (bytes > s->workspace_bytes)
+        return pt_fail(PT_ENOMEM, "%s needs %zu bytes of workspace", what, bytes);
+    *out = s->workspace;
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_device_count(int *n, char *why, size_t cap)
+{
+    *n = 1;
+    if (why != NULL && cap > 0)
+        why[0] = '\0';
+    return PT_OK;
+}
+
+/* ---- the table ---- */
+static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
+{
+    pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
+    if (s == NULL)
+        return pt_fail(PT_ENOMEM, "emulated stream");
+    s->workspace_bytes = 64u << 20;
+    s->workspace = aligned_alloc(256, s->workspace_bytes);
+    s->host_double = (double *)malloc(sizeof(double));
+    s->host_int = (int *)malloc(sizeof(int));
+    s->mm_mode = PT_CUDA_MM_FP32;
+    if (s->workspace == NULL || s->host_double == NULL || s->host_int == NULL)
+        return pt_fail(PT_ENOMEM, "emulated stream");
+    /* NaN-filled, like unwritten device memory should be treated: a kernel must not read scratch
+     * it did not write */
+    float nan = NAN;
+    for (size_t i = 0; i < s->workspace_bytes / sizeof(float); i++)
+        memcpy((float *)s->workspace + i, &nan, sizeof nan);
+    *out = s;
+    return PT_OK;
+}
+
+static void emu_stream_destroy(pt_stream *s)
+{
+    if (s == NULL)
+        return;
+    free(s->workspace);
+    free(s->host_double);
+    free(s->host_int);
+    free(s);
+}
+
+static pt_status emu_ok(pt_stream *) { return PT_OK; }
+
+static pt_status emu_alloc(void **p, size_t bytes)
+{
+    *p = aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    return *p != NULL ? PT_OK : pt_fail(PT_ENOMEM, "emulated alloc of %zu bytes", bytes);
+}
+
+static pt_status emu_copy(pt_stream *, void *dst, const void *src, size_t bytes)
+{
+    memmove(dst, src, bytes);
+    return PT_OK;
+}
+
+static pt_status emu_memset(pt_stream *, void *dst, size_t bytes)
+{
+    memset(dst, 0, bytes);
+    return PT_OK;
+}
+
+static pt_status emu_no_mm_fwd(pt_stream *, float *, const float *, const float *, const float *, int, int, int)
+{
+    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
+}
+static pt_status emu_no_mm_bi(pt_stream *, float *, const float *, const float *, int, int, int)
+{
+    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
+}
+static pt_status emu_no_mm_bw(pt_stream *, float *, float *, const float *, const float *, int, int, int)
+{
+    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
+}
+
+extern "C" const pt_backend pt_backend_cuda_emu = {
+    "cuda-emulated",
+    emu_stream_create,
+    emu_stream_destroy,
+    emu_ok,
+    emu_alloc,
+    free,
+    emu_copy,
+    emu_copy,
+    emu_copy,
+    emu_memset,
+    pt_cuda_add,
+    pt_cuda_scale,
+    pt_cuda_sum_squares,
+    pt_cuda_has_nonfinite,
+    emu_no_mm_fwd,
+    emu_no_mm_bi,
+    emu_no_mm_bw,
+    pt_cuda_layernorm_forward,
+    pt_cuda_layernorm_backward_input,
+    pt_cuda_layernorm_backward_weight,
+    pt_cuda_layernorm_backward,
+    pt_cuda_gelu_forward,
+    pt_cuda_gelu_backward,
+    pt_cuda_attention_saved_size,
+    pt_cuda_attention_scratch_size,
+    pt_cuda_attention_forward,
+    pt_cuda_attention_backward,
+    pt_cuda_embedding_forward,
+    pt_cuda_embedding_backward,
+    pt_cuda_crossentropy_forward,
+    pt_cuda_crossentropy_backward,
+    pt_cuda_adamw_update,
+};
