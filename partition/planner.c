@@ -808,16 +808,16 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                            G, L);
         /* report against the most memory-friendly shape the request allows: the stages and
          * micro-batch size asked for, else the most stages 1f1b allows and B = 1 */
+        const char *sched = rq->schedule ? rq->schedule : "1f1b";
+        const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
         int P = 1;
-        for (int q = 1; q <= G && q <= L; q++)
+        for (int q = 1; q <= G && q * V <= L; q++)
             if (G % q == 0)
                 P = q;
         if (rq->n_stages > 0)
             P = rq->n_stages;
         const int B = rq->micro_batch_size > 0 ? rq->micro_batch_size : 1;
-        const char *sched = rq->schedule ? rq->schedule : "1f1b";
-        const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
-        while (P * V > L)
+        while (P > 1 && P * V > L)
             P--;
         const int D = G / P > 0 ? G / P : 1;
         int M = resolve_M(rq, P, D, B, default_gb);
