@@ -1,7 +1,8 @@
 /* tests/cuda/emu/cuda_emu.cpp — the fiber scheduler behind cuda_emu.h, the few CUDA runtime
  * calls the backend's kernel files make (memory copies on the host, errors), the helpers of
- * kernels/cuda/cuda_backend.cu, and `pt_backend_cuda_emu`: the CUDA backend's kernels in a table
- * the comparison test can drive. Matrix products (cuBLAS) are not emulated. */
+ * kernels/cuda/cuda_backend.cu, a plain column-major cublasGemmEx (so matmul.cu's mapping of
+ * row-major products onto cuBLAS is checked; fp32 only), and `pt_backend_cuda_emu`: the CUDA
+ * backend's kernels in a table the comparison test can drive. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,33 @@ cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, 
 }
 }
 
+/* C (m,n) = alpha op(A) op(B) + beta C, column-major, as cuBLAS defines it; fp32 only. */
+extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb, int m,
+                                       int n, int k, const void *alpha, const void *A, cudaDataType Atype, int lda,
+                                       const void *B, cudaDataType Btype, int ldb, const void *beta, void *C,
+                                       cudaDataType Ctype, int ldc, cublasComputeType_t, cublasGemmAlgo_t)
+{
+    if (Atype != CUDA_R_32F || Btype != CUDA_R_32F || Ctype != CUDA_R_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (m < 0 || n < 0 || k < 0 || lda < (transa == CUBLAS_OP_N ? m : k) || ldb < (transb == CUBLAS_OP_N ? k : n) ||
+        ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    const float *a = (const float *)A, *b = (const float *)B;
+    float *c = (float *)C, al = *(const float *)alpha, be = *(const float *)beta;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double acc = 0.0;
+            for (int l = 0; l < k; l++) {
+                float x = transa == CUBLAS_OP_N ? a[i + (size_t)l * lda] : a[l + (size_t)i * lda];
+                float y = transb == CUBLAS_OP_N ? b[l + (size_t)j * ldb] : b[j + (size_t)l * ldb];
+                acc += (double)x * y;
+            }
+            float *cij = &c[i + (size_t)j * ldc];
+            *cij = (float)(al * acc + (be != 0.0f ? (double)be * *cij : 0.0));
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 /* ---- what kernels/cuda/cuda_backend.cu gives the kernel files ---- */
 pt_status pt_cuda_fail(cudaError_t err, const char *what)
 {
@@ -298,19 +326,6 @@ static pt_status emu_memset(pt_stream *, void *dst, size_t bytes)
     return PT_OK;
 }
 
-static pt_status emu_no_mm_fwd(pt_stream *, float *, const float *, const float *, const float *, int, int, int)
-{
-    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
-}
-static pt_status emu_no_mm_bi(pt_stream *, float *, const float *, const float *, int, int, int)
-{
-    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
-}
-static pt_status emu_no_mm_bw(pt_stream *, float *, float *, const float *, const float *, int, int, int)
-{
-    return pt_fail(PT_ENOTSUP, "matrix products are cuBLAS: not emulated");
-}
-
 extern "C" const pt_backend pt_backend_cuda_emu = {
     "cuda-emulated",
     emu_stream_create,
@@ -326,9 +341,9 @@ extern "C" const pt_backend pt_backend_cuda_emu = {
     pt_cuda_scale,
     pt_cuda_sum_squares,
     pt_cuda_has_nonfinite,
-    emu_no_mm_fwd,
-    emu_no_mm_bi,
-    emu_no_mm_bw,
+    pt_cuda_matmul_forward,
+    pt_cuda_matmul_backward_input,
+    pt_cuda_matmul_backward_weight,
     pt_cuda_layernorm_forward,
     pt_cuda_layernorm_backward_input,
     pt_cuda_layernorm_backward_weight,
