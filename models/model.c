@@ -15,11 +15,15 @@
  *  - fused_only: every gradient that only lives while one backward call runs is shared: the
  *    block gradients and dlnf (one block / the head at a time), and the internal boundaries'
  *    dx (b in first+1..last), which alternate between two buffers by the parity of b (block j
- *    reads dx[b+1] and writes dx[b]). A slot keeps only its external gradients: dx at the chunk's
- *    input (pt_model_slot_dinput, sent after backward) and at its output (pt_model_slot_doutput,
- *    received before backward).
- * With both, a slot holds x at each boundary (B*T*C floats a block), the external gradients, the
+ *    reads dx[b+1] and writes dx[b]). The external gradients reuse their activation's buffer:
+ *    the chunk's output is dead once the runtime has sent it, before the gradient arrives in its
+ *    place (pt_model_slot_doutput == pt_model_slot_output); the chunk's input is dead after the
+ *    fused backward, whose last step copies the input's gradient over it (from the (N,C)
+ *    scratch, as backward_weight still reads the input). A head-only chunk, whose layernorm
+ *    backward reads x while writing dx, keeps a separate input gradient.
+ * With both, a slot holds x at each boundary (B*T*C floats a block, plus the chunk's output), the
  * token ids / targets, and the head's layernorm output, statistics, probabilities and losses. */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,12 +190,17 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     for (int b = m->first; b <= m->last + 1; b++) {
         int has = b >= 1 && b <= L + 1;
         s->x[b - m->first] = has ? carve_f(c, N * C) : NULL;
+        float **dx = &s->dx[b - m->first];
         if (!has)
-            s->dx[b - m->first] = NULL;
-        else if (m->opts.fused_only && boundary_internal(m, b))
-            s->dx[b - m->first] = m->dx_shared[b & 1];
+            *dx = NULL;
+        else if (!m->opts.fused_only)
+            *dx = carve_f(c, N * C);
+        else if (boundary_internal(m, b))
+            *dx = m->dx_shared[b & 1];
+        else if (b == m->last + 1 || m->n_blocks > 0)
+            *dx = s->x[b - m->first]; /* output: dead once sent; input: dead after the fused backward */
         else
-            s->dx[b - m->first] = carve_f(c, N * C);
+            *dx = carve_f(c, N * C); /* a head-only chunk's input: its layernorm reads x while writing dx */
     }
     for (int j = 0; j < m->n_blocks; j++) {
         if (m->opts.recompute)
@@ -765,12 +774,20 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
     for (int j = m->n_blocks - 1; j >= 0; j--) {
         int b = block_in(m, j);
         const block_act *a = &sl->act[j];
+        /* fused_only, first block: dx[b] is x[b]'s buffer, which backward_weight still reads; the
+         * gradient goes through the (N,C) scratch and replaces the input after it */
+        const int in_place = sl->dx[b] == sl->x[b];
+        assert(!in_place || parts == (BWD_INPUT | BWD_WEIGHT));
         if (m->opts.recompute) /* internals of block j from its kept input */
             PT_CHECK(block_forward(m, j, sl->x[b], a, NULL));
         if (parts & BWD_INPUT)
-            PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1], sl->dx[b]));
+            PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
+                                          in_place ? m->scratch_nc : sl->dx[b]));
         if (parts & BWD_WEIGHT)
             PT_CHECK(block_backward_weight(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1]));
+        if (in_place)
+            PT_CHECK(m->be->memcpy_d2d(m->stream, sl->dx[b], m->scratch_nc,
+                                       (size_t)m->opts.micro_batch * m->opts.seq_len * m->cfg.n_embd * sizeof(float)));
     }
     if (parts & BWD_WEIGHT && m->has_emb)
         PT_CHECK(embedding_backward_weight(m, sl));

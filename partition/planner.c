@@ -137,14 +137,14 @@ static int has_block(const pt_part_ctx *c, int i, int j) { return j >= 1 && i <=
 double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
 {
     double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+    if (!c->fused_only)
+        return slot + (i > 0 ? c->boundary_act : 0); /* the chunk's input and its gradient */
+    /* Without split backward the inner gradients live in the chunk's shared area, the output's
+     * gradient arrives in the (sent) output's buffer, and the input's gradient replaces the input
+     * after the backward, except in a head-only chunk. */
+    slot -= c->pre_act_split[j + 1] - c->pre_act_split[i];
     if (i > 0)
-        slot += c->boundary_act; /* the chunk's input and its gradient */
-    if (c->fused_only) {
-        /* gradients live in the chunk's shared area, except the one received at its output */
-        slot -= c->pre_act_split[j + 1] - c->pre_act_split[i];
-        if (j < c->L - 1)
-            slot += c->nc_bytes;
-    }
+        slot += i == c->L - 1 ? c->boundary_act : c->nc_bytes;
     return slot;
 }
 

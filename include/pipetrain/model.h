@@ -75,9 +75,10 @@ typedef struct pt_model_opts {
     int fused_only;  /* 1: only pt_model_backward (fused) is used; backward_input/backward_weight are
                       * refused, and the gradients they pass between them (11*C floats per token per
                       * block, C for the embedding and the head) are not kept per slot: one set is
-                      * shared by the chunk's slots. A slot keeps only its external gradients
-                      * (slot_dinput, slot_doutput). Same bits; less memory. pt_plan_fused_only
-                      * (partition.h) says which schedules run this way. (Added by models/.) */
+                      * shared by the chunk's slots, and the external gradients reuse their
+                      * activation's buffer (see slot_dinput / slot_doutput). Same bits; less
+                      * memory. pt_plan_fused_only (partition.h) says which schedules run this
+                      * way. (Added by models/.) */
 } pt_model_opts;
 
 typedef struct pt_param {
@@ -136,6 +137,9 @@ float *pt_model_slot_input(pt_model *m, int s);     /* (B,T,C): the chunk's inpu
 float *pt_model_slot_output(pt_model *m, int s);    /* (B,T,C): the chunk's output, when !has_head */
 float *pt_model_slot_dinput(pt_model *m, int s);    /* (B,T,C): dLoss/dinput after backward, when !has_embedding */
 float *pt_model_slot_doutput(pt_model *m, int s);   /* (B,T,C): dLoss/doutput before backward, when !has_head */
+/* With fused_only, slot_doutput is slot_output's buffer (write the gradient there only after the
+ * output has been sent or copied on), and, in a chunk that starts with a block, slot_dinput is
+ * slot_input's buffer (the backward replaces the input by its gradient). */
 
 /* Forward through the chunk's layers. With the head, also the per-token losses of the slot. */
 pt_status pt_model_forward(pt_model *m, int s);

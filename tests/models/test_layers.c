@@ -516,9 +516,10 @@ static void rewrite(const char *src, const char *dst, const char *prefix, int bf
 }
 
 /* Slot bytes as models/model.c's header claims: with recompute and fused_only a slot keeps x at
- * each boundary (one (B,T,C) buffer a block) and the chunk's two external gradients, so each block
- * adds exactly B*T*C floats; with recompute and split backward, 12 B*T*C a block (x, dx and the
- * ten kept between backward_input and backward_weight). The shared areas are allocated once per
+ * each boundary (one (B,T,C) buffer a block, plus the chunk's output) and the two external
+ * gradients share the input's and the output's buffers, so a middle chunk of k blocks holds
+ * exactly (k+1) B*T*C floats; with recompute and split backward, 12 B*T*C a block (x, dx and the
+ * ten kept between backward_input and backward_weight) plus the input and its gradient. The shared areas are allocated once per
  * chunk: one more slot costs exactly pt_model_slot_bytes. B*T*C*4 = 2048 and B*T*4 = 64 bytes,
  * so each (B,T,C) buffer is a whole number of 256-byte alignment units and each (B,T) one is one. */
 static void test_slot_bytes(void)
@@ -530,8 +531,12 @@ static void test_slot_bytes(void)
     for (int k = 1; k <= 4; k++) { /* a middle chunk: blocks 1..k, neither embedding nor head */
         pt_model *fr = make(&c4, 1, k, B, T, 1, 3), *r = make(&c4, 1, k, B, T, 1, 1);
         pt_model *f = make(&c4, 1, k, B, T, 1, 2), *none = make(&c4, 1, k, B, T, 1, 0);
-        EXPECT(pt_model_slot_bytes(fr) == (size_t)(k + 3) * nc); /* x at k+1 boundaries, dinput, doutput */
+        EXPECT(pt_model_slot_bytes(fr) == (size_t)(k + 1) * nc); /* x at k+1 boundaries */
         EXPECT(pt_model_slot_bytes(r) == (size_t)(12 * k + 2) * nc);
+        EXPECT(pt_model_slot_dinput(fr, 0) == pt_model_slot_input(fr, 0) &&
+               pt_model_slot_doutput(fr, 0) == pt_model_slot_output(fr, 0));
+        EXPECT(pt_model_slot_dinput(r, 0) != pt_model_slot_input(r, 0) &&
+               pt_model_slot_doutput(r, 0) != pt_model_slot_output(r, 0));
         /* without recompute both keep the same block internals on top */
         EXPECT(pt_model_slot_bytes(f) - pt_model_slot_bytes(fr) == pt_model_slot_bytes(none) - pt_model_slot_bytes(r));
         EXPECT(pt_model_slot_bytes(f) < pt_model_slot_bytes(none));
@@ -549,6 +554,11 @@ static void test_slot_bytes(void)
     pt_model *w = make(&c4, 0, 5, B, T, 1, 3);
     EXPECT(pt_model_slot_bytes(w) == 6 * nc + 5 * n + (size_t)B * T * 64 * sizeof(float));
     pt_model_destroy(w);
+    /* a head-only chunk keeps its input gradient apart (its layernorm reads x while writing dx) */
+    pt_model *h = make(&c4, 5, 5, B, T, 1, 3);
+    EXPECT(pt_model_slot_dinput(h, 0) != pt_model_slot_input(h, 0));
+    EXPECT(pt_model_slot_bytes(h) == 3 * nc + 4 * n + (size_t)B * T * 64 * sizeof(float));
+    pt_model_destroy(h);
     /* shared areas once per chunk: two more slots cost two slot sizes, in every mode */
     for (int mode = 0; mode < 4; mode++) {
         size_t before = pt_backend_bytes_in_use();
@@ -709,6 +719,7 @@ int main(void)
     test_chunks(head_alone, 2, 0, 1);
     test_chunks(three, 3, 0, 3); /* fused_only + recompute */
     test_chunks(two, 2, 0, 2);   /* fused_only: 3 inner boundaries, both shared dx buffers */
+    test_chunks(three, 3, 0, 2); /* fused_only: a one-block middle chunk, gradients in place */
     test_chunks(head_alone, 2, 0, 3);
     test_slot_bytes();
     test_errors_and_files();
