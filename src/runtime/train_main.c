@@ -26,6 +26,7 @@ typedef struct tm_ctx {
     int64_t tokens_per_step;
     int rank;
     uint64_t seed;
+    char last_ckpt[512];
 } tm_ctx;
 
 static void tm_log(const pt_runtime_train_args *a, int rank, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -80,11 +81,10 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
     pt_train_state st = { .step = steps_done, .data_step = steps_done, .seed = t->seed, .run_json = t->run_json };
     PT_CHECK(pt_ckpt_save(t->saver, t->comm, models, optims, V, &st));
     PT_CHECK(pt_ckpt_saver_wait(t->saver));
-    static char last[512];
     pt_ckpt_save_info info;
     pt_ckpt_saver_info(t->saver, &info);
-    snprintf(last, sizeof(last), "%s", info.step_dir);
-    *path = last;
+    snprintf(t->last_ckpt, sizeof(t->last_ckpt), "%s", info.step_dir);
+    *path = t->last_ckpt;
     return PT_OK;
 }
 
