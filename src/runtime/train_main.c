@@ -79,11 +79,10 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
         optims[c] = pt_runtime_chunk_optim(t->rt, c);
     }
     pt_train_state st = { .step = steps_done, .data_step = steps_done, .seed = t->seed, .run_json = t->run_json };
+    /* Returns once the tensors are staged; the writer compresses and commits in the background
+     * while training goes on (the next save, or the end of the run, waits for it). */
     PT_CHECK(pt_ckpt_save(t->saver, t->comm, models, optims, V, &st));
-    PT_CHECK(pt_ckpt_saver_wait(t->saver));
-    pt_ckpt_save_info info;
-    pt_ckpt_saver_info(t->saver, &info);
-    snprintf(t->last_ckpt, sizeof(t->last_ckpt), "%s", info.step_dir);
+    snprintf(t->last_ckpt, sizeof(t->last_ckpt), "%s/step_%06lld", t->a->train.ckpt_dir, (long long)steps_done);
     *path = t->last_ckpt;
     return PT_OK;
 }
@@ -326,6 +325,8 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         lc.metrics_path = NULL;
     }
     PT_TRY(pt_train_loop(&lc, &ops, first_step, rank == 0 ? a->on_event : NULL, a->event_ctx, summary), out);
+    if (saver)
+        PT_TRY(pt_ckpt_saver_wait(saver), out); /* the last checkpoint is committed (every rank agrees) */
 
     if (prof) {
         pt_prof_event *all = NULL;
