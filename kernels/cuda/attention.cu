@@ -6,10 +6,10 @@
  * Layout of the work: a block is 8 warps and covers 32 rows of one (batch, head); a warp owns 4
  * consecutive rows (queries in the forward and the dQ pass, keys in the dK/dV pass). The block
  * stages tiles of 32 rows of the other side (keys, or queries) in shared memory. Inside a tile,
- * lane l takes row l of the tile for the dot products (rows padded to hs+1 floats, so the 32 lanes
- * hit 32 banks), and each value it reads serves the warp's 4 rows; then each lane owns the head
- * dimensions d = lane, lane+32, ... of the accumulators, with the tile's weights broadcast by
- * shuffles. Head size hs = C/NH up to 128 (GPT-2 uses 64); a kernel that needs more than 48 KiB
+ * lane l takes row l of the tile for the dot products (rows padded, see pt_att_pad, and read as
+ * float4 when hs % 4 == 0, without bank conflicts), and each value it reads serves the warp's 4
+ * rows; then each lane owns the head dimensions d = lane, lane+32, ... of the accumulators, with
+ * the tile's weights broadcast by shuffles. Head size hs = C/NH up to 128 (GPT-2 uses 64); a kernel that needs more than 48 KiB
  * of shared memory (the backward passes from hs = 96) asks for it with cudaFuncSetAttribute.
  *   forward   online softmax over key tiles: m, l per query; O = sum_j p_j V_j / l; lse = m + log l
  *   dQ pass   D_t = dO_t . O_t (also written to scratch), p = exp(s - lse), dp = dO_t . V_j,
@@ -57,15 +57,51 @@ static pt_status pt_cuda_att_check(const char *what, int B, int T, int C, int NH
 #define PT_ATT_R 4
 #define PT_ATT_ROWS (PT_ATT_WARPS * PT_ATT_R)
 
+/* Row stride of a staged tile that lanes read row-wise: hs + 4 when hs % 4 == 0 (the lanes'
+ * float4 reads then fall on distinct banks in each quarter-warp phase), else hs + 1 (scalar
+ * reads, 32 distinct banks). */
+__host__ __device__ __forceinline__ int pt_att_pad(int hs)
+{
+    return hs % 4 == 0 ? hs + 4 : hs + 1;
+}
+
+/* acc[r] += rows[r*hs + d] * x[d] for d = 0..hs-1 in order, r < PT_ATT_R: `rows` are the warp's
+ * PT_ATT_R rows (every lane reads the same address: a broadcast), x is this lane's row of the
+ * staged tile. With hs % 4 == 0 both are read as float4; the order of the additions is the same
+ * as the scalar loop's. */
+__device__ __forceinline__ void pt_att_dots(float *acc, const float *rows, const float *x, int hs)
+{
+    if ((hs & 3) == 0) {
+        for (int d = 0; d < hs; d += 4) {
+            float4 xv = *reinterpret_cast<const float4 *>(x + d);
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++) {
+                float4 a = *reinterpret_cast<const float4 *>(rows + r * hs + d);
+                acc[r] += a.x * xv.x;
+                acc[r] += a.y * xv.y;
+                acc[r] += a.z * xv.z;
+                acc[r] += a.w * xv.w;
+            }
+        }
+    } else {
+        for (int d = 0; d < hs; d++) {
+            float xd = x[d];
+#pragma unroll
+            for (int r = 0; r < PT_ATT_R; r++)
+                acc[r] += rows[r * hs + d] * xd;
+        }
+    }
+}
+
 __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, int C, int NH, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R; /* the warp's first row */
     const int tmax = min(tw + PT_ATT_R, T) - 1;                        /* its last valid row (< tw: none) */
-    float *Ks = sm;                            /* [32][hs+1] */
-    float *Vs = Ks + PT_ATT_TILE * (hs + 1);   /* [32][hs] */
+    float *Ks = sm;                            /* [32][pad] */
+    float *Vs = Ks + PT_ATT_TILE * pad;        /* [32][hs] */
     float *Qs = Vs + PT_ATT_TILE * hs;         /* [32][hs]: the block's query rows */
     const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
     for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
@@ -88,7 +124,7 @@ __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, in
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, j = k0 + r;
             const float *row = base + (size_t)j * ld;
-            Ks[r * (hs + 1) + d] = j < T ? row[C + d] : 0.0f;
+            Ks[r * pad + d] = j < T ? row[C + d] : 0.0f;
             Vs[r * hs + d] = j < T ? row[2 * C + d] : 0.0f;
         }
         __syncthreads();
@@ -99,13 +135,7 @@ __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, in
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++)
             sc[r] = 0.0f;
-        const float *kr = Ks + lane * (hs + 1);
-        for (int d = 0; d < hs; d++) {
-            float kd = kr[d];
-#pragma unroll
-            for (int r = 0; r < PT_ATT_R; r++)
-                sc[r] += qw[r * hs + d] * kd;
-        }
+        pt_att_dots(sc, qw, Ks + lane * pad, hs);
         float p[PT_ATT_R];
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++) {
@@ -165,13 +195,13 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
                                 const float *lse, int T, int C, int NH, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R;
     const int tmax = min(tw + PT_ATT_R, T) - 1;
-    float *Ks = sm;                            /* [32][hs+1] */
-    float *Vs = Ks + PT_ATT_TILE * (hs + 1);   /* [32][hs+1] */
-    float *Qs = Vs + PT_ATT_TILE * (hs + 1);   /* [32][hs] */
+    float *Ks = sm;                            /* [32][pad] */
+    float *Vs = Ks + PT_ATT_TILE * pad;        /* [32][pad] */
+    float *Qs = Vs + PT_ATT_TILE * pad;        /* [32][hs] */
     float *dOs = Qs + PT_ATT_ROWS * hs;        /* [32][hs] */
     const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
     const float *obase = out + (size_t)b * T * C + (size_t)h * hs;
@@ -204,8 +234,8 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, j = k0 + r;
             const float *row = base + (size_t)j * ld;
-            Ks[r * (hs + 1) + d] = j < T ? row[C + d] : 0.0f;
-            Vs[r * (hs + 1) + d] = j < T ? row[2 * C + d] : 0.0f;
+            Ks[r * pad + d] = j < T ? row[C + d] : 0.0f;
+            Vs[r * pad + d] = j < T ? row[2 * C + d] : 0.0f;
         }
         __syncthreads();
         if (k0 > tmax || tmax < tw)
@@ -215,15 +245,8 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++)
             sc[r] = dp[r] = 0.0f;
-        const float *kr = Ks + lane * (hs + 1), *vr = Vs + lane * (hs + 1);
-        for (int d = 0; d < hs; d++) {
-            float kd = kr[d], vd = vr[d];
-#pragma unroll
-            for (int r = 0; r < PT_ATT_R; r++) {
-                sc[r] += qw[r * hs + d] * kd;
-                dp[r] += dow[r * hs + d] * vd;
-            }
-        }
+        pt_att_dots(sc, qw, Ks + lane * pad, hs);
+        pt_att_dots(dp, dow, Vs + lane * pad, hs);
         float ds[PT_ATT_R];
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++) {
@@ -240,7 +263,7 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
             for (int k = 0; k < PT_ATT_PER_LANE; k++) {
                 int d = lane + 32 * k;
                 if (d < hs) {
-                    float kv = Ks[jj * (hs + 1) + d];
+                    float kv = Ks[jj * pad + d];
 #pragma unroll
                     for (int r = 0; r < PT_ATT_R; r++)
                         dq[r][k] += dsj[r] * kv;
@@ -267,13 +290,13 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
                                  const float *lse, int T, int C, int NH, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int j0 = blockIdx.x * PT_ATT_ROWS, jw = j0 + warp * PT_ATT_R; /* the warp's first key */
     const int jmax = min(jw + PT_ATT_R, T) - 1;                        /* its last valid key */
-    float *Qs = sm;                            /* [32][hs+1] */
-    float *dOs = Qs + PT_ATT_TILE * (hs + 1);  /* [32][hs+1] */
-    float *Ls = dOs + PT_ATT_TILE * (hs + 1);  /* [32] */
+    float *Qs = sm;                            /* [32][pad] */
+    float *dOs = Qs + PT_ATT_TILE * pad;       /* [32][pad] */
+    float *Ls = dOs + PT_ATT_TILE * pad;       /* [32] */
     float *Ds = Ls + PT_ATT_TILE;              /* [32] */
     float *Kb = Ds + PT_ATT_TILE;              /* [32][hs]: the block's keys */
     float *Vb = Kb + PT_ATT_ROWS * hs;         /* [32][hs] */
@@ -295,8 +318,8 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
         __syncthreads();
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, t = q0 + r;
-            Qs[r * (hs + 1) + d] = t < T ? base[(size_t)t * ld + d] : 0.0f;
-            dOs[r * (hs + 1) + d] = t < T ? dobase[(size_t)t * C + d] : 0.0f;
+            Qs[r * pad + d] = t < T ? base[(size_t)t * ld + d] : 0.0f;
+            dOs[r * pad + d] = t < T ? dobase[(size_t)t * C + d] : 0.0f;
         }
         if (threadIdx.x < PT_ATT_TILE) {
             int t = q0 + threadIdx.x;
@@ -311,15 +334,8 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++)
             sc[r] = dp[r] = 0.0f;
-        const float *qr = Qs + lane * (hs + 1), *dor = dOs + lane * (hs + 1);
-        for (int d = 0; d < hs; d++) {
-            float qd = qr[d], dod = dor[d];
-#pragma unroll
-            for (int r = 0; r < PT_ATT_R; r++) {
-                sc[r] += qd * kw[r * hs + d];
-                dp[r] += dod * vw[r * hs + d];
-            }
-        }
+        pt_att_dots(sc, kw, Qs + lane * pad, hs);
+        pt_att_dots(dp, vw, dOs + lane * pad, hs);
         float p[PT_ATT_R], ds[PT_ATT_R];
 #pragma unroll
         for (int r = 0; r < PT_ATT_R; r++) {
@@ -340,7 +356,7 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
             for (int k = 0; k < PT_ATT_PER_LANE; k++) {
                 int d = lane + 32 * k;
                 if (d < hs) {
-                    float dov = dOs[tt * (hs + 1) + d], qv = Qs[tt * (hs + 1) + d];
+                    float dov = dOs[tt * pad + d], qv = Qs[tt * pad + d];
 #pragma unroll
                     for (int r = 0; r < PT_ATT_R; r++) {
                         dv[r][k] += pt[r] * dov;
@@ -381,9 +397,9 @@ pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, floa
 {
     (void)scratch;
     PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH));
-    const int hs = C / NH;
+    const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
-    size_t smem = (size_t)(PT_ATT_TILE * (hs + 1) + PT_ATT_TILE * hs + PT_ATT_ROWS * hs) * sizeof(float);
+    size_t smem = (size_t)(PT_ATT_TILE * pad + PT_ATT_TILE * hs + PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_fwd, smem, "attention_forward shared memory"));
     dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
     pt_k_att_fwd<<<grid, PT_ATT_WARPS * 32, smem, s->stream>>>(out, saved, qkv, T, C, NH, scale);
@@ -394,15 +410,15 @@ pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, 
                                      const float *out, const float *saved, int B, int T, int C, int NH)
 {
     PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH));
-    const int hs = C / NH;
+    const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
     dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
-    size_t smem_dq = (size_t)(2 * PT_ATT_TILE * (hs + 1) + 2 * PT_ATT_ROWS * hs) * sizeof(float);
+    size_t smem_dq = (size_t)(2 * PT_ATT_TILE * pad + 2 * PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_bwd_dq, smem_dq, "attention_backward shared memory"));
     pt_k_att_bwd_dq<<<grid, PT_ATT_WARPS * 32, smem_dq, s->stream>>>(dqkv, scratch, dout, qkv, out, saved, T, C, NH,
                                                                      scale);
     PT_CHECK(pt_cuda_launched("attention_backward (dq)"));
-    size_t smem_dkv = (size_t)(2 * PT_ATT_TILE * (hs + 1) + 2 * PT_ATT_TILE + 2 * PT_ATT_ROWS * hs) * sizeof(float);
+    size_t smem_dkv = (size_t)(2 * PT_ATT_TILE * pad + 2 * PT_ATT_TILE + 2 * PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_bwd_dkv, smem_dkv, "attention_backward shared memory"));
     pt_k_att_bwd_dkv<<<grid, PT_ATT_WARPS * 32, smem_dkv, s->stream>>>(dqkv, scratch, dout, qkv, saved, T, C, NH,
                                                                        scale);

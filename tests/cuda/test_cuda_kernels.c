@@ -526,6 +526,7 @@ int main(int argc, char **argv)
         test_attention(1, 70, 128, 2); /* hs 64, three row blocks */
         test_attention(1, 40, 256, 2); /* hs 128: more than 48 KiB of shared memory */
         test_attention(1, 33, 48, 3);  /* hs 16 */
+        test_attention(2, 35, 18, 3);  /* hs 6: the scalar (not float4) dot products */
         test_embedding(2, 24, 40, 9);
         test_embedding(1, 5, 2100, 3); /* more channels than one pass */
         test_crossentropy(5, 1000);
@@ -561,6 +562,7 @@ int main(int argc, char **argv)
         test_attention(2, 37, 96, 3);   /* hs 32, T not a tile multiple */
         test_attention(2, 130, 256, 4); /* hs 64 */
         test_attention(1, 70, 256, 2);  /* hs 128 */
+        test_attention(2, 35, 18, 3);   /* hs 6: the scalar (not float4) dot products */
         test_attention(1, 1024, 768, 12); /* GPT-2 shape */
         test_embedding(2, 64, 96, 40);
         test_embedding(3, 50, 2100, 9); /* more channels than one pass */
