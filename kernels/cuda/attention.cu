@@ -45,6 +45,9 @@ static pt_status pt_cuda_att_check(const char *what, int B, int T, int C, int NH
     if (B <= 0 || T <= 0 || C <= 0 || NH <= 0 || C % NH != 0)
         return pt_fail(PT_EINVAL, "%s: shape B=%d T=%d C=%d NH=%d; sizes must be positive and NH must divide C",
                        what, B, T, C, NH);
+    if ((long)B * NH > 65535)
+        return pt_fail(PT_EINVAL, "%s: B=%d x NH=%d is above the CUDA grid's 65535 (batch, head) pairs; use smaller "
+                                  "micro-batches", what, B, NH);
     if (C / NH > PT_ATT_HS_MAX)
         return pt_fail(PT_ENOTSUP, "%s: head size %d (C=%d / NH=%d) is above the CUDA kernel's %d; use more heads",
                        what, C / NH, C, NH, PT_ATT_HS_MAX);
