@@ -270,7 +270,10 @@ static pt_plan *make_plan(const pt_model_config *cfg, const char *method, const 
     return p;
 }
 
-static int sched_chunks(const char *name) { return strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0 ? 2 : 1; }
+static int sched_chunks(const char *name)
+{
+    return strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0 || strcmp(name, "looped-bfs") == 0 ? 2 : 1;
+}
 
 /* ---- comparison ---- */
 
@@ -785,7 +788,7 @@ static int mode_train(const args *a)
 static void parse(int argc, char **argv, args *a)
 {
     *a = (args){ .mode = "equiv", .nproc = 1, .P = 1, .D = 1, .steps = 3, .threads = 1, .B = 2, .T = 32,
-                 .tol = 0, .models = "gpt2-tiny", .schedules = "gpipe,1f1b,interleaved,zb-h1,zb-h2,zbv",
+                 .tol = 0, .models = "gpt2-tiny", .schedules = "gpipe,1f1b,interleaved,looped-bfs,zb-h1,zb-h2,zbv",
                  .partitions = "uniform,time,manual", .mbs = "1,P,2P+1", .victim = 1, .mem_limit = 0,
                  .refuse_stages = 1, .timeout_ms = 60000, .bubble_tol = 0.05 };
     for (int i = 1; i < argc; i++) {
