@@ -169,7 +169,10 @@ pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device 
 
 /* 1 when the plan's schedule has no split backward (gpipe, 1f1b, interleaved, looped-bfs): the
  * runtime and the trainer then create their models with pt_model_opts.fused_only = 1, and the
- * plan's memory predictions assume so. 0 for zb-h1, zb-h2, zbv (and any other name). Pure. */
+ * plan's memory predictions assume so. 0 for zb-h1, zb-h2, zbv (and any other name). A runtime
+ * that runs a schedule loaded from a file rather than generated from this name must decide from
+ * the actions instead: fused_only only when no rank has BACKWARD_INPUT or BACKWARD_WEIGHT (the
+ * models refuse split backward otherwise). Pure. */
 int pt_plan_fused_only(const pt_plan *p);
 
 /* Checks the predicted memory of every rank against cap_bytes; PT_ENOMEM naming the rank, its
