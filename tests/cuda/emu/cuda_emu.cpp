@@ -1,6 +1,6 @@
 /* tests/cuda/emu/cuda_emu.cpp — the fiber scheduler behind cuda_emu.h, the few CUDA runtime
- * calls the backend's kernel files make (memory copies on the host, errors), the helpers of
- * kernels/cuda/cuda_backend.cu, a plain column-major cublasGemmEx (so matmul.cu's mapping of
+ * calls the backend's kernel files make (memory copies on the host, errors),
+ * a plain column-major cublasGemmEx (so matmul.cu's mapping of
  * row-major products onto cuBLAS is checked; fp32 only), and `pt_backend_cuda_emu`: the CUDA
  * backend's kernels in a table the comparison test can drive. */
 #include <stdio.h>
@@ -243,35 +243,6 @@ extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t transa,
             *cij = (float)(al * acc + (be != 0.0f ? (double)be * *cij : 0.0));
         }
     return CUBLAS_STATUS_SUCCESS;
-}
-
-/* ---- what kernels/cuda/cuda_backend.cu gives the kernel files ---- */
-pt_status pt_cuda_fail(cudaError_t err, const char *what)
-{
-    return err == cudaSuccess ? PT_OK : pt_fail(PT_EBACKEND, "emulated CUDA %s failed", what);
-}
-
-pt_status pt_cuda_blas_fail(cublasStatus_t err, const char *what)
-{
-    return err == CUBLAS_STATUS_SUCCESS ? PT_OK : pt_fail(PT_EBACKEND, "emulated cuBLAS %s failed", what);
-}
-
-pt_status pt_cuda_launched(const char *) { return PT_OK; }
-
-pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out)
-{
-    if (bytes > s->workspace_bytes)
-        return pt_fail(PT_ENOMEM, "%s needs %zu bytes of workspace", what, bytes);
-    *out = s->workspace;
-    return PT_OK;
-}
-
-extern "C" pt_status pt_cuda_device_count(int *n, char *why, size_t cap)
-{
-    *n = 1;
-    if (why != NULL && cap > 0)
-        why[0] = '\0';
-    return PT_OK;
 }
 
 /* ---- the table ---- */
