@@ -6,7 +6,7 @@
  *           single-process reference computed in this program on the same global batch (bitwise
  *           with --tol 0); the tied wte copies are both compared, so they are identical too.
  *           Also checks activation slots against the schedule (gpipe: M; 1f1b: at most P - s).
- *   fault   rank --victim kills itself (SIGKILL) in the middle of step 1; the others must fail
+ *   fault   rank --victim dies (SIGALRM) 1 ms into step 1; the others must fail
  *           with the runtime's error naming the dead rank (ctest matches the text).
  *   mem     --mem-limit is refused on --refuse-stages stages and trains on P stages.
  *   bubble  2-stage 1F1B with profiling: measured bubble vs the simulator on measured costs.
@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "pipetrain/json.h"
@@ -503,9 +504,15 @@ static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
     if (g_rank != a->victim)
         signal(SIGTERM, SIG_IGN);
     if (g_rank == a->victim) {
-        /* Die in the middle of step 1: after a few of this rank's actions (an F), never sending. */
-        fprintf(stderr, "rank %d: killing myself now (fault test)\n", g_rank);
+        /* Die in the middle of step 1: SIGALRM (default action: terminate) 1 ms into the step,
+         * about one forward in; a step takes several ms here. */
+        fprintf(stderr, "rank %d: dying 1 ms into step 1 (fault test)\n", g_rank);
         fflush(stderr);
+        struct itimerval it = { .it_interval = { 0, 0 }, .it_value = { 0, 1000 } };
+        setitimer(ITIMER_REAL, &it, NULL);
+        pt_runtime_step(rt, data, 1, 1e-3f, NULL);
+        pt_runtime_step(rt, data, 2, 1e-3f, NULL);
+        fprintf(stderr, "rank %d: still alive after two steps; the fault test did not kill me\n", g_rank);
         raise(SIGKILL);
     }
     pt_status st = pt_runtime_step(rt, data, 1, 1e-3f, NULL);
