@@ -33,13 +33,22 @@ pt_status pt_fail(pt_status code, const char *fmt, ...)
 
 pt_status pt_fail_wrap(pt_status code, const char *fmt, ...)
 {
-    char prefix[512], old[sizeof pt_err_msg];
+    char old[sizeof pt_err_msg];
+    memcpy(old, pt_err_msg, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(pt_err_msg, sizeof pt_err_msg, fmt, ap);
     va_end(ap);
-    memcpy(old, pt_err_msg, sizeof old);
-    snprintf(pt_err_msg, sizeof pt_err_msg, "%s: %s", prefix, old[0] ? old : pt_status_name(code));
+    /* prefix, then ": ", then the earlier message, cut to fit the buffer */
+    size_t used = n < 0 ? 0 : (size_t)n < sizeof pt_err_msg ? (size_t)n : sizeof pt_err_msg - 1;
+    const char *rest = old[0] ? old : pt_status_name(code);
+    if (used + 2 < sizeof pt_err_msg) {
+        memcpy(pt_err_msg + used, ": ", 3);
+        used += 2;
+        size_t room = sizeof pt_err_msg - 1 - used, len = strlen(rest);
+        memcpy(pt_err_msg + used, rest, len < room ? len : room);
+        pt_err_msg[used + (len < room ? len : room)] = '\0';
+    }
     return code;
 }
 
