@@ -75,9 +75,9 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
 {
     char a[32], b[32], c[32];
     fmt_count(a, sizeof a, (double)p->n_params_total);
-    printf("plan %s: %s (%s parameters) on %d x %s (%d node(s) x %d), schedule %s\n", p->method,
+    printf("plan %s: %s (%s parameters) on %d x %s (%d node(s) x %d), schedule %s (%s backward)\n", p->method,
            cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_replicas, dev->name, p->n_nodes,
-           p->devices_per_node, p->schedule);
+           p->devices_per_node, p->schedule, pt_plan_fused_only(p) ? "fused" : "split");
     printf("  %d stage(s) x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
            "memory cap %.2f GB\n\n",
            p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9);

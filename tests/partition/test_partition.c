@@ -658,6 +658,17 @@ static void test_layouts(void)
         p->recompute[1] = 1;
         EXPECT(pt_plan_price(p, &c, &dev, &topo, NULL) == PT_OK);
         EXPECT(p->pred_step_time_s > 0 && p->pred_mem_bytes[0] > 0);
+        /* 1f1b runs fused backward; zb-h1 keeps the split-backward gradients (stage 0 holds two
+         * micro-batches under both) */
+        EXPECT(strcmp(p->schedule, "1f1b") == 0 && pt_plan_fused_only(p) == 1);
+        const double mem_fused = p->pred_mem_bytes[0];
+        snprintf(p->schedule, sizeof p->schedule, "zb-h1");
+        EXPECT(pt_plan_fused_only(p) == 0);
+        EXPECT(pt_plan_price(p, &c, &dev, &topo, NULL) == PT_OK);
+        EXPECT(p->pred_mem_bytes[0] > mem_fused);
+        snprintf(p->schedule, sizeof p->schedule, "1f1b");
+        EXPECT(pt_plan_price(p, &c, &dev, &topo, NULL) == PT_OK);
+        EXPECT(p->pred_mem_bytes[0] == mem_fused);
         cJSON *j = NULL;
         EXPECT(pt_plan_to_json(p, &j) == PT_OK);
         char *text = cJSON_PrintUnformatted(j);
