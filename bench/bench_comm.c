@@ -20,6 +20,9 @@
 
 static size_t next_size(size_t s) { return s * 4; }
 
+/* messages in flight per bandwidth window */
+static int window_of(size_t bytes) { return bytes >= (64u << 20) ? 2 : 8; }
+
 static double memcpy_GBps(void *dst, const void *src, size_t bytes)
 {
     size_t reps = bytes >= (64u << 20) ? 3 : (size_t)((256u << 20) / bytes) + 1;
@@ -60,14 +63,24 @@ static pt_status worker(size_t max_size, FILE *out)
         st = pt_fail(PT_EINVAL, "bench comm: the worker needs exactly 2 ranks, got %d", pt_comm_size(c));
         goto out;
     }
+    /* the receives of a window are outstanding together, so each gets its own buffer */
+    size_t pool = 0;
+    for (size_t b = 8;; b = next_size(b)) {
+        size_t sz = b < max_size ? b : max_size;
+        size_t need = sz * (size_t)window_of(sz);
+        if (need > pool)
+            pool = need;
+        if (b >= max_size)
+            break;
+    }
     sbuf = malloc(max_size);
-    rbuf = malloc(max_size);
+    rbuf = malloc(pool);
     if (!sbuf || !rbuf) {
-        st = pt_fail(PT_ENOMEM, "bench comm: cannot allocate 2 x %zu bytes", max_size);
+        st = pt_fail(PT_ENOMEM, "bench comm: cannot allocate %zu + %zu bytes", max_size, pool);
         goto out;
     }
     memset(sbuf, 1, max_size);
-    memset(rbuf, 0, max_size);
+    memset(rbuf, 0, pool);
     int64_t tmo = pt_comm_timeout_ms(c);
     int mb = 0;
     for (size_t bytes = 8; bytes <= max_size; bytes = bytes < max_size && next_size(bytes) > max_size ? max_size
@@ -94,7 +107,7 @@ static pt_status worker(size_t max_size, FILE *out)
                 best_rtt = rtt;
         }
         /* bandwidth: windows of W messages, acknowledged by one byte */
-        int W = bytes >= (64u << 20) ? 2 : 8;
+        int W = window_of(bytes);
         size_t total = bytes >= (64u << 20) ? 2 * bytes : (512u << 20);
         int windows = (int)(total / (bytes * (size_t)W));
         if (windows < 2)
@@ -112,7 +125,7 @@ static pt_status worker(size_t max_size, FILE *out)
                 for (int k = 0; k < W; k++) {
                     id.microbatch = k;
                     st = me == 0 ? pt_comm_isend(c, peer, &id, sbuf, bytes, &r[k])
-                                 : pt_comm_irecv(c, peer, &id, rbuf, bytes, &r[k]);
+                                 : pt_comm_irecv(c, peer, &id, rbuf + (size_t)k * bytes, bytes, &r[k]);
                     if (st != PT_OK) {
                         pt_comm_waitall(c, r, k, pt_now_ns());
                         goto out;

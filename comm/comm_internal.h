@@ -16,7 +16,7 @@
 #include "pipetrain/comm.h"
 
 /* ---- tag layout (64 bits) ----
- *   bit 63      control message (ready-to-receive of the RMA path)
+ *   bit 63      control message (the RMA path's finished / nack, receiver -> sender)
  *   bits 59..62 kind: pt_action_kind of a point-to-point message, PT_COMM_KIND_COLL for collectives
  *   bits 47..58 sending rank
  *   p2p:  bits 31..46 micro-batch, 23..30 chunk, 0..22 step (low bits)
@@ -30,9 +30,12 @@
 #define PT_TAG_STEP_MASK ((UINT64_C(1) << 23) - 1)
 #define PT_TAG_SEQ_MASK ((UINT64_C(1) << 31) - 1)
 
-/* Immediate data of a tagged data message: the sender's byte count, plus a flag when the data
- * itself follows by RMA write (the zero-byte "announce"). */
+/* Immediate data of a tagged message: the sender's byte count, plus a flag for the RMA path's
+ * "announce" (payload: a pt_rma_desc of the sender's buffer) and for its "finished" message
+ * (receiver -> sender, zero bytes; NACK: the receiver refused the size it holds). */
 #define PT_DATA_ANNOUNCE (UINT64_C(1) << 63)
+#define PT_DATA_FIN (UINT64_C(1) << 62)
+#define PT_DATA_NACK (UINT64_C(1) << 61)
 #define PT_DATA_SIZE_MASK ((UINT64_C(1) << 48) - 1)
 
 /* ---- bootstrap (bootstrap.c) ---- */
@@ -77,16 +80,14 @@ typedef struct pt_mr_entry {
     uint64_t last_use;
 } pt_mr_entry;
 
-enum { PT_OP_SEND, PT_OP_RECV, PT_OP_CTRL_SEND, PT_OP_CTRL_RECV, PT_OP_WRITE, PT_N_OPS };
+enum { PT_OP_SEND, PT_OP_RECV, PT_OP_CTRL_SEND, PT_OP_CTRL_RECV, PT_OP_READ, PT_N_OPS };
 
-/* The RMA path's ready-to-receive message (receiver -> sender). */
-typedef struct pt_rtr {
-    uint64_t addr;   /* remote address to write (virtual address or offset, per mr_mode) */
+/* The RMA path's announce payload (sender -> receiver): where the receiver reads from. */
+typedef struct pt_rma_desc {
+    uint64_t addr;   /* remote address (virtual address or offset into the MR, per mr_mode) */
     uint64_t key;    /* MR key */
-    uint64_t bytes;  /* what the receiver expects */
-    uint64_t id;     /* echoed in the write's immediate data */
-    uint64_t nack;   /* 1: the receiver already saw a mismatch; do not write */
-} pt_rtr;
+    uint64_t bytes;  /* the sender's size */
+} pt_rma_desc;
 
 struct pt_comm_req;
 typedef struct pt_comm_op {
@@ -98,7 +99,7 @@ typedef struct pt_comm_op {
 struct pt_comm_req {
     pt_comm_op ops[PT_N_OPS];
     struct pt_comm_req *next;      /* free list / pending-post list / rma list */
-    int is_send, peer, rma, abandoned, n_pending, in_rma_list;
+    int is_send, peer, rma, abandoned, n_pending;
     pt_msg_id id;
     const char *what;              /* collective name, or NULL for p2p */
     uint64_t tag;
@@ -108,10 +109,10 @@ struct pt_comm_req {
     struct fid_mr *rtr_mr;         /* FI_MR_LOCAL: registration of `rtr` (kept while recycled) */
     void *rtr_desc;
     struct pt_comm_req *all_next;  /* every request the comm ever allocated (freed at destroy) */
-    uint64_t rma_id;
-    int got_announce, got_write, done;
-    pt_rtr rtr;                    /* send: received RTR; recv: the RTR we send */
-    int post_pending;              /* the RMA write (send) is waiting to be posted */
+    int stage;                     /* RMA receive: 1 read to post, 2 reading, 3 FIN to post, 4 done */
+    int done;
+    pt_rma_desc rtr;               /* send: the announce payload; recv: the sender's buffer */
+    int post_pending;              /* RMA receive: stage 1 or 3 waits in post_queue (-FI_EAGAIN) */
     pt_status st;
     char err[320];
 };
@@ -140,15 +141,14 @@ struct pt_comm {
     int cq_waitable;          /* CQ has a wait object (fi_cq_sread) */
     uint64_t mr_mode;
     size_t inject_size;
-    size_t rma_min;           /* messages of at least this size go by RMA write; SIZE_MAX: never */
-    uint64_t next_key, next_rma_id, use_clock;
+    size_t rma_min;           /* messages of at least this size go by RMA read; SIZE_MAX: never */
+    uint64_t next_key, use_clock;
     pt_mr_entry *mrs;
     int n_mrs, cap_mrs;
     pt_comm_req *free_reqs;   /* recycled requests */
     pt_comm_req *all_reqs;    /* every request allocated (chained through all_next) */
     int rma_ok;               /* the provider offers FI_RMA with remote CQ data */
-    pt_comm_req *rma_recvs;   /* RMA receives waiting for their write */
-    pt_comm_req *post_queue;  /* RMA writes waiting to be posted (-FI_EAGAIN) */
+    pt_comm_req *post_queue;  /* RMA receives whose read or FIN waits to be posted (-FI_EAGAIN) */
     pt_comm_req *zombies;     /* abandoned requests with operations still in the provider */
     pt_comm_group *world;
     /* Overflow sink: tagged receives get it as a second iov entry so a sender with more

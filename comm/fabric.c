@@ -3,18 +3,18 @@
  * memory registrations, and completion handling with bounded, CPU-friendly waits.
  *
  * Protocol. Every tagged data message carries the sender's byte count as immediate data, so
- * the receiver compares it with what it expects. With PT_COMM_RMA_MIN set (opt-in: see
- * docs/comm.md for why), a large message (>= rma_min bytes on both sides) goes like this:
- *   receiver: posts a tagged receive (tag T) and sends a ready-to-receive (RTR, tag T|CTRL)
- *             holding the address, key and size of its registered buffer;
- *   sender:   sends a zero-byte "announce" (tag T, immediate data = ANNOUNCE | its size) and
- *             posts a receive for the RTR; on the RTR it compares sizes and fi_writedata()s the
- *             payload with immediate data (rma id << 32 | size);
- *   receiver: done when both the announce and the write's remote completion have arrived.
- * Any disagreement (sizes, or one side using the tagged path and the other the RMA path) is
- * seen by at least the receiver through the announce or the tagged message's size, and by the
- * sender through the RTR, which the receiver sends as a "nack" when it saw an announce it
- * cannot accept. */
+ * the receiver compares it with what it expects before it accepts anything. With
+ * PT_COMM_RMA_MIN set, a sender of at least that many bytes uses the RMA path instead:
+ *   sender:   registers its buffer, posts a receive for the FIN (tag T|CTRL) and sends an
+ *             "announce" (tag T, immediate data ANNOUNCE | size, payload: address and key);
+ *   receiver: its one tagged receive (tag T) gets the announce; if the size is what it expects
+ *             it fi_read()s the payload straight into its buffer and, once the read has
+ *             completed, sends a zero-byte FIN (tag T|CTRL); if not, it fails naming both sizes
+ *             and sends a NACK FIN carrying its own size, so the sender fails as well.
+ * The receiver never has to know in advance which path the sender takes, no data moves before
+ * the sizes agree, and the data is in place when the read completes (no remote completion or
+ * ordering to rely on: writes with remote CQ data lost completions on libfabric 1.17's shm and
+ * tcp;ofi_rxm when a rank talked to two peers at once). */
 #include <errno.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rdma/fi_errno.h>
 
@@ -118,6 +119,18 @@ pt_status pt_fabric_open(pt_comm *c, const char *provider, const char *local_ip)
         return pt_fail(PT_ENOTSUP, "rank %d: provider %s carries only %zu bytes of immediate data (pipetrain needs 6); "
                                    "choose another PT_FABRIC_PROVIDER", c->rank, prov,
                        c->info->domain_attr->cq_data_size);
+    if (is_shm) {
+        /* shm names its /dev/shm region after the pid by default; a region left by a killed
+         * process whose pid comes round again makes fi_enable fail with EBUSY. */
+        char name[64];
+        snprintf(name, sizeof name, "pipetrain-%d-%llx", (int)getpid(), (unsigned long long)pt_now_ns());
+        char *dup = strdup(name);
+        if (!dup)
+            return pt_fail(PT_ENOMEM, "rank %d: out of memory", c->rank);
+        free(c->info->src_addr);
+        c->info->src_addr = dup;
+        c->info->src_addrlen = strlen(dup) + 1;
+    }
     c->mr_mode = (uint64_t)c->info->domain_attr->mr_mode;
     c->inject_size = c->info->tx_attr->inject_size;
     if (c->info->fabric_attr->prov_name)
@@ -303,7 +316,7 @@ static void req_free_all(pt_comm *c)
         free(r);
         r = n;
     }
-    c->all_reqs = c->free_reqs = c->rma_recvs = c->post_queue = c->zombies = NULL;
+    c->all_reqs = c->free_reqs = c->post_queue = c->zombies = NULL;
 }
 
 static pt_comm_req *req_get(pt_comm *c)
@@ -400,14 +413,8 @@ static void update_done(pt_comm *c, pt_comm_req *r)
 {
     if (r->n_pending > 0 || r->done)
         return;
-    if (r->st == PT_OK && r->rma && !r->is_send && !r->got_write)
+    if (!r->abandoned && r->st == PT_OK && r->rma && !r->is_send && r->stage != 4)
         return;
-    if (r->st == PT_OK && r->rma && r->is_send && r->post_pending)
-        return;
-    if (r->in_rma_list) {
-        list_remove(&c->rma_recvs, r);
-        r->in_rma_list = 0;
-    }
     if (r->post_pending) {
         list_remove(&c->post_queue, r);
         r->post_pending = 0;
@@ -421,14 +428,47 @@ static void update_done(pt_comm *c, pt_comm_req *r)
 
 static pt_status progress(pt_comm *c);
 
-/* The sender's RMA write, once the RTR has arrived. Called from completion handling: -FI_EAGAIN
- * queues it for the next progress call instead of looping. */
-static void post_write(pt_comm *c, pt_comm_req *r)
+/* Zero-byte FIN (or NACK) from receiver to sender on tag T|CTRL. Returns the libfabric code. */
+static ssize_t send_fin(pt_comm *c, pt_comm_req *r, uint64_t data)
 {
-    void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
-    uint64_t data = ((r->rtr.id & 0xffffffffu) << 32) | (uint64_t)r->bytes;
-    ssize_t ret = fi_writedata(c->ep, r->buf, r->bytes, desc, data, c->addrs[r->peer], r->rtr.addr, r->rtr.key,
-                               &r->ops[PT_OP_WRITE]);
+    if (c->inject_size > 0)
+        return fi_tinjectdata(c->ep, NULL, 0, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL);
+    ssize_t ret = fi_tsenddata(c->ep, NULL, 0, NULL, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL,
+                               &r->ops[PT_OP_CTRL_SEND]);
+    if (ret == 0)
+        r->n_pending++;
+    return ret;
+}
+
+/* Moves an RMA receive on: posts its read (stage 1) or its FIN (stage 3). Called from completion
+ * handling, so -FI_EAGAIN queues it for the next progress call instead of looping. */
+static void receiver_advance(pt_comm *c, pt_comm_req *r)
+{
+    ssize_t ret;
+    if (r->stage == 1) {
+        void *desc = NULL;
+        if ((c->mr_mode & FI_MR_LOCAL) && r->mr_idx < 0) {
+            r->mr_idx = mr_get(c, r->buf, r->bytes);
+            if (r->mr_idx < 0) {
+                req_error(r, PT_ECOMM, "%s", pt_last_error());
+                return;
+            }
+        }
+        if (r->mr_idx >= 0)
+            desc = c->mrs[r->mr_idx].desc;
+        ret = fi_read(c->ep, r->buf, r->bytes, desc, c->addrs[r->peer], r->rtr.addr, r->rtr.key,
+                      &r->ops[PT_OP_READ]);
+        if (ret == 0) {
+            r->n_pending++;
+            r->stage = 2;
+        }
+    } else if (r->stage == 3) {
+        ret = send_fin(c, r, PT_DATA_FIN | (uint64_t)r->bytes);
+        if (ret == 0)
+            r->stage = 4;
+    } else {
+        return;
+    }
     if (ret == -FI_EAGAIN) {
         if (!r->post_pending) {
             r->post_pending = 1;
@@ -444,74 +484,67 @@ static void post_write(pt_comm *c, pt_comm_req *r)
     if (ret) {
         char d[128];
         describe(r, d, sizeof d);
-        req_error(r, PT_ECOMM, "rank %d: RMA write of %s to rank %d failed: %s", c->rank, d, r->peer,
-                  fi_strerror((int)-ret));
-        return;
+        req_error(r, PT_ECOMM, "rank %d: RMA %s of %s from rank %d failed: %s; check rank %d's log", c->rank,
+                  r->stage == 1 ? "read" : "completion message", d, r->peer, fi_strerror((int)-ret), r->peer);
     }
-    r->n_pending++;
-}
-
-static void send_nack(pt_comm *c, pt_comm_req *r)
-{
-    r->rtr = (pt_rtr){ .bytes = r->bytes, .nack = 1 };
-    ssize_t ret;
-    if (sizeof r->rtr <= c->inject_size)
-        ret = fi_tinject(c->ep, &r->rtr, sizeof r->rtr, c->addrs[r->peer], r->tag | PT_TAG_CTRL);
-    else {
-        ret = fi_tsend(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, c->addrs[r->peer], r->tag | PT_TAG_CTRL,
-                       &r->ops[PT_OP_CTRL_SEND]);
-        if (ret == 0)
-            r->n_pending++;
-    }
-    (void)ret; /* best effort: the sender times out otherwise, and this side already has the error */
 }
 
 static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
 {
-    if (e->flags & FI_REMOTE_WRITE) {
-        uint32_t id = (uint32_t)(e->data >> 32);
-        for (pt_comm_req *r = c->rma_recvs; r; r = r->next)
-            if ((uint32_t)r->rma_id == id) {
-                r->got_write = 1;
-                if ((e->data & 0xffffffffu) != (r->bytes & 0xffffffffu))
-                    mismatch(c, r, (unsigned long long)(e->data & 0xffffffffu));
-                update_done(c, r);
-                return;
-            }
-        return; /* a write for an abandoned receive */
-    }
+    if (e->flags & FI_REMOTE_WRITE)
+        return; /* nothing of ours writes remotely with completion data */
     pt_comm_op *op = e->op_context;
     if (!op)
         return;
     pt_comm_req *r = op->req;
     r->n_pending--;
+    int has_data = (e->flags & FI_REMOTE_CQ_DATA) != 0;
     switch (op->which) {
     case PT_OP_RECV: {
-        int has_data = (e->flags & FI_REMOTE_CQ_DATA) != 0;
         uint64_t sent = has_data ? (e->data & PT_DATA_SIZE_MASK) : e->len;
         if (has_data && (e->data & PT_DATA_ANNOUNCE)) {
-            if (!r->rma) {
-                mismatch(c, r, sent);
-                send_nack(c, r);
-            } else if (sent != r->bytes) {
-                mismatch(c, r, sent); /* the sender sees our RTR's size and fails too */
-            } else {
-                r->got_announce = 1;
+            if (sent != r->bytes || e->len != sizeof r->rtr) {
+                if (sent != r->bytes) {
+                    mismatch(c, r, sent);
+                } else {
+                    char d[128];
+                    describe(r, d, sizeof d);
+                    req_error(r, PT_ECOMM, "rank %d: rank %d announced %s with a malformed %zu-byte descriptor; run "
+                                           "the same build on every rank", c->rank, r->peer, d, (size_t)e->len);
+                }
+                send_fin(c, r, PT_DATA_NACK | (uint64_t)r->bytes); /* best effort: else the sender times out */
+            } else if (!r->abandoned) {
+                memcpy(&r->rtr, r->buf, sizeof r->rtr); /* the payload landed in the buffer; the read overwrites it */
+                if (r->rtr.bytes != r->bytes) { /* overwritten before we looked: overlapping receive buffers */
+                    char d[128];
+                    describe(r, d, sizeof d);
+                    req_error(r, PT_ECOMM, "rank %d: the RMA descriptor of %s from rank %d was overwritten in the "
+                                           "receive buffer; outstanding receives must not share buffers",
+                              c->rank, d, r->peer);
+                    send_fin(c, r, PT_DATA_NACK | (uint64_t)r->bytes);
+                } else {
+                    r->rma = 1;
+                    r->stage = 1;
+                    receiver_advance(c, r);
+                }
             }
-        } else if (r->rma || sent != r->bytes || e->len != r->bytes) {
+        } else if (sent != r->bytes || e->len != r->bytes) {
             mismatch(c, r, sent);
         }
         break;
     }
-    case PT_OP_CTRL_RECV:
-        if (r->rtr.nack || r->rtr.bytes != r->bytes)
-            mismatch(c, r, r->rtr.bytes);
-        else if (!r->abandoned)
-            post_write(c, r);
+    case PT_OP_READ:
+        if (r->st == PT_OK && !r->abandoned) {
+            r->stage = 3;
+            receiver_advance(c, r);
+        }
+        break;
+    case PT_OP_CTRL_RECV: /* sender: the receiver's FIN or NACK */
+        if (!has_data || (e->data & PT_DATA_NACK))
+            mismatch(c, r, has_data ? (e->data & PT_DATA_SIZE_MASK) : 0);
         break;
     case PT_OP_SEND:
     case PT_OP_CTRL_SEND:
-    case PT_OP_WRITE:
     default:
         break;
     }
@@ -548,7 +581,7 @@ static void on_error(pt_comm *c)
     } else if (e.err == FI_ETRUNC && op->which == PT_OP_CTRL_RECV) {
         char d[128];
         describe(r, d, sizeof d);
-        req_error(r, PT_ECOMM, "rank %d: rank %d answered %s with a malformed ready-to-receive message; run the same "
+        req_error(r, PT_ECOMM, "rank %d: rank %d answered %s with a malformed RMA completion message; run the same "
                                "build on every rank", c->rank, r->peer, d);
     } else {
         char d[128], pe[160];
@@ -557,8 +590,8 @@ static void on_error(pt_comm *c)
         const char *ps = e.prov_errno ? fi_cq_strerror(c->cq, e.prov_errno, e.err_data, NULL, 0) : NULL;
         if (ps && strcmp(ps, fi_strerror(e.err)) != 0)
             snprintf(pe, sizeof pe, " (%s)", ps);
-        static const char *const opn[] = { "send", "receive", "ready-to-receive send", "ready-to-receive receive",
-                                           "RMA write" };
+        static const char *const opn[] = { "send", "receive", "RMA completion send", "RMA completion receive",
+                                           "RMA read" };
         char fe[96];
         fi_fail_text(fe, sizeof fe, e.err);
         req_error(r, PT_ECOMM, "rank %d: %s of %s with rank %d failed: %s%s; check rank %d's log", c->rank,
@@ -595,7 +628,7 @@ static pt_status progress(pt_comm *c)
     }
     for (pt_comm_req *r = c->post_queue, *next; r; r = next) {
         next = r->next;
-        post_write(c, r);
+        receiver_advance(c, r);
         update_done(c, r);
     }
     return PT_OK;
@@ -649,7 +682,8 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     r->tag = tag | ((uint64_t)c->rank << PT_TAG_SRC_SHIFT);
     r->buf = (void *)buf;
     r->bytes = bytes;
-    r->rma = bytes >= c->rma_min && bytes <= 0xffffffffu;
+    /* RMA from rma_min, and never below the announce's size (the receiver's buffer holds it) */
+    r->rma = bytes >= c->rma_min && bytes >= sizeof(pt_rma_desc);
     pt_status st = PT_OK;
     if (r->rma || (c->mr_mode & FI_MR_LOCAL)) {
         r->mr_idx = mr_get(c, buf, bytes);
@@ -661,26 +695,36 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
     if (r->rma) {
         ssize_t ret;
+        pt_mr_entry *m = &c->mrs[r->mr_idx];
+        r->rtr = (pt_rma_desc){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
+                                                                        : (uint64_t)((uintptr_t)buf - m->base),
+                                .key = m->key, .bytes = bytes };
         r->n_pending++;
         int64_t dl = pt_deadline_after_ms(c->timeout_ms);
-        while ((ret = fi_trecv(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
+        while ((ret = fi_trecv(c->ep, NULL, 0, NULL, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
                                &r->ops[PT_OP_CTRL_RECV])) == -FI_EAGAIN && !pt_deadline_passed(dl))
             if ((st = progress(c)) != PT_OK)
                 break;
         if (st == PT_OK && ret) {
             r->n_pending--;
-            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv (ready-to-receive) from rank %d failed: %s", c->rank,
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv (RMA completion) from rank %d failed: %s", c->rank,
                          peer, fi_strerror((int)-ret));
         }
         if (st == PT_OK) {
-            r->n_pending++;
-            while ((ret = fi_tsenddata(c->ep, NULL, 0, NULL, PT_DATA_ANNOUNCE | (uint64_t)bytes, c->addrs[peer],
-                                       r->tag, &r->ops[PT_OP_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+            uint64_t data = PT_DATA_ANNOUNCE | (uint64_t)bytes;
+            int inject = sizeof r->rtr <= c->inject_size;
+            if (!inject)
+                r->n_pending++;
+            while ((ret = inject ? fi_tinjectdata(c->ep, &r->rtr, sizeof r->rtr, data, c->addrs[peer], r->tag)
+                                 : fi_tsenddata(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, data, c->addrs[peer],
+                                                r->tag, &r->ops[PT_OP_SEND])) == -FI_EAGAIN &&
+                   !pt_deadline_passed(dl))
                 if ((st = progress(c)) != PT_OK)
                     break;
             if (st == PT_OK && ret) {
-                r->n_pending--;
-                st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_tsenddata (announce) to rank %d failed: %s", c->rank,
+                if (!inject)
+                    r->n_pending--;
+                st = pt_fail(PT_ECOMM, "rank %d: libfabric send of the RMA announce to rank %d failed: %s", c->rank,
                              peer, fi_strerror((int)-ret));
             }
         }
@@ -743,8 +787,8 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     r->tag = tag | ((uint64_t)peer << PT_TAG_SRC_SHIFT);
     r->buf = buf;
     r->bytes = bytes;
-    r->rma = bytes >= c->rma_min && bytes <= 0xffffffffu;
-    if (r->rma || (c->mr_mode & FI_MR_LOCAL)) {
+    r->rma = 0; /* becomes 1 when the sender's announce arrives */
+    if (c->mr_mode & FI_MR_LOCAL) {
         r->mr_idx = mr_get(c, buf, bytes);
         if (r->mr_idx < 0) {
             req_put(c, r);
@@ -773,38 +817,7 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
         st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv from rank %d failed: %s", c->rank, peer,
                      fi_strerror((int)-ret));
     }
-    if (st == PT_OK && r->rma) {
-        pt_mr_entry *m = &c->mrs[r->mr_idx];
-        r->rma_id = ++c->next_rma_id & 0xffffffffu;
-        r->rtr = (pt_rtr){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
-                                                                   : (uint64_t)((uintptr_t)buf - m->base),
-                           .key = m->key, .bytes = bytes, .id = r->rma_id, .nack = 0 };
-        r->next = c->rma_recvs;
-        c->rma_recvs = r;
-        r->in_rma_list = 1;
-        if (sizeof r->rtr <= c->inject_size) {
-            while ((ret = fi_tinject(c->ep, &r->rtr, sizeof r->rtr, c->addrs[peer], r->tag | PT_TAG_CTRL)) ==
-                       -FI_EAGAIN && !pt_deadline_passed(dl))
-                if ((st = progress(c)) != PT_OK)
-                    break;
-        } else {
-            r->n_pending++;
-            while ((ret = fi_tsend(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, c->addrs[peer], r->tag | PT_TAG_CTRL,
-                                   &r->ops[PT_OP_CTRL_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
-                if ((st = progress(c)) != PT_OK)
-                    break;
-            if (ret)
-                r->n_pending--;
-        }
-        if (st == PT_OK && ret)
-            st = pt_fail(PT_ECOMM, "rank %d: libfabric send of the ready-to-receive to rank %d failed: %s", c->rank,
-                         peer, fi_strerror((int)-ret));
-    }
     if (st != PT_OK) {
-        if (r->in_rma_list) {
-            list_remove(&c->rma_recvs, r);
-            r->in_rma_list = 0;
-        }
         if (r->n_pending > 0) {
             fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]);
             r->abandoned = 1;
@@ -860,10 +873,6 @@ pt_status pt_comm_irecv_tag(pt_comm *c, int peer, uint64_t tag, const char *what
  * let go of its contexts, so late completions never touch freed memory. */
 static void abandon(pt_comm *c, pt_comm_req *r)
 {
-    if (r->in_rma_list) {
-        list_remove(&c->rma_recvs, r);
-        r->in_rma_list = 0;
-    }
     if (r->post_pending) {
         list_remove(&c->post_queue, r);
         r->post_pending = 0;

@@ -93,15 +93,16 @@ typedef struct pt_msg_id {
 } pt_msg_id;
 
 /* Starts sending `bytes` of `buf` to rank `peer`. `buf` is borrowed and must stay unchanged until
- * the request completes. Messages go as tagged messages, or, from PT_COMM_RMA_MIN bytes when
- * that is set, by RMA write into the receiver's registered buffer (docs/comm.md). Does not
+ * the request completes. Messages go as tagged messages, or, from PT_COMM_RMA_MIN bytes, by the
+ * receiver reading them straight from `buf` (registered and cached; docs/comm.md). Does not
  * block (beyond making progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the
  * peer on a transport error. *out must be completed with pt_comm_test or pt_comm_wait. */
 pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes,
                         pt_comm_req **out);
 
 /* Starts receiving exactly `bytes` into `buf` (borrowed, written until completion) from rank
- * `peer`. A message of another size completes the request with PT_ECOMM naming both sizes. */
+ * `peer`. Buffers of receives outstanding at the same time must not overlap. A message of
+ * another size completes the request with PT_ECOMM naming both sizes. */
 pt_status pt_comm_irecv(pt_comm *c, int peer, const pt_msg_id *id, void *buf, size_t bytes, pt_comm_req **out);
 
 /* Makes progress on all transfers; *done = 1 when `r` has completed, and then `r` is freed and
