@@ -1007,8 +1007,16 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     }
     for (int c = 0; c < rt->V; c++) {
         rt_chunk *k = &rt->ch[c];
+        /* A chunk whose actions never split its backward keeps no per-slot gradients between I
+         * and W, and passes its external gradients in its activations' buffers (model.h): less
+         * memory, same bits. Sends are staged and receives of gradients only land after this
+         * rank's activation left, which is what that buffer sharing needs. */
+        int split = 0;
+        for (int i = 0; i < rt->n_acts; i++)
+            split |= rt->acts[i].chunk == c &&
+                     (rt->acts[i].kind == PT_ACT_BACKWARD_INPUT || rt->acts[i].kind == PT_ACT_BACKWARD_WEIGHT);
         pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
-                             .recompute = pl->recompute ? pl->recompute[k->vstage] : 0 };
+                             .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split };
         PT_TRY(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m), fail);
         PT_TRY(pt_model_init_weights(k->m, o->seed), fail);
         PT_TRY(pt_optim_create(k->m, &o->adamw, &k->o), fail);
