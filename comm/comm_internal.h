@@ -106,12 +106,12 @@ struct pt_comm_req {
     void *buf;
     size_t bytes;
     int mr_idx;                    /* registration held in c->mrs (RMA recv / FI_MR_LOCAL), -1 none */
-    struct fid_mr *rtr_mr;         /* FI_MR_LOCAL: registration of `rtr` (kept while recycled) */
-    void *rtr_desc;
+    struct fid_mr *ann_mr;         /* FI_MR_LOCAL: registration of `ann` (kept while recycled) */
+    void *ann_desc;
     struct pt_comm_req *all_next;  /* every request the comm ever allocated (freed at destroy) */
     int stage;                     /* RMA receive: 1 read to post, 2 reading, 3 FIN to post, 4 done */
     int done;
-    pt_rma_desc rtr;               /* send: the announce payload; recv: the sender's buffer */
+    pt_rma_desc ann;               /* send: the announce payload; recv: the sender's buffer */
     int post_pending;              /* RMA receive: stage 1 or 3 waits in post_queue (-FI_EAGAIN) */
     pt_status st;
     char err[320];

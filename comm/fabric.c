@@ -1,6 +1,6 @@
-/* comm/fabric.c — the libfabric transport: one RDM endpoint per process, tagged messages for
- * small transfers, RMA writes into the receiver's registered buffer for large ones, a cache of
- * memory registrations, and completion handling with bounded, CPU-friendly waits.
+/* comm/fabric.c — the libfabric transport: one RDM endpoint per process, size-checked tagged
+ * messages, an opt-in RMA-read rendezvous for large ones, a cache of memory registrations, and
+ * completion handling with bounded, CPU-friendly waits.
  *
  * Protocol. Every tagged data message carries the sender's byte count as immediate data, so
  * the receiver compares it with what it expects before it accepts anything. With
@@ -311,8 +311,8 @@ static void req_free_all(pt_comm *c)
     pt_comm_req *r = c->all_reqs;
     while (r) {
         pt_comm_req *n = r->all_next;
-        if (r->rtr_mr)
-            fi_close(&r->rtr_mr->fid);
+        if (r->ann_mr)
+            fi_close(&r->ann_mr->fid);
         free(r);
         r = n;
     }
@@ -333,27 +333,27 @@ static pt_comm_req *req_get(pt_comm *c)
         r->all_next = c->all_reqs;
         c->all_reqs = r;
         if (c->mr_mode & FI_MR_LOCAL) {
-            int ret = fi_mr_reg(c->domain, &r->rtr, sizeof r->rtr, MR_ACCESS, 0,
-                                (c->mr_mode & FI_MR_PROV_KEY) ? 0 : ++c->next_key, 0, &r->rtr_mr, NULL);
-            if (ret == 0 && (c->mr_mode & FI_MR_ENDPOINT) && (ret = fi_mr_bind(r->rtr_mr, &c->ep->fid, 0)) == 0)
-                ret = fi_mr_enable(r->rtr_mr);
+            int ret = fi_mr_reg(c->domain, &r->ann, sizeof r->ann, MR_ACCESS, 0,
+                                (c->mr_mode & FI_MR_PROV_KEY) ? 0 : ++c->next_key, 0, &r->ann_mr, NULL);
+            if (ret == 0 && (c->mr_mode & FI_MR_ENDPOINT) && (ret = fi_mr_bind(r->ann_mr, &c->ep->fid, 0)) == 0)
+                ret = fi_mr_enable(r->ann_mr);
             if (ret) {
-                if (r->rtr_mr)
-                    fi_close(&r->rtr_mr->fid);
-                r->rtr_mr = NULL;
+                if (r->ann_mr)
+                    fi_close(&r->ann_mr->fid);
+                r->ann_mr = NULL;
                 pt_fail(PT_ECOMM, "rank %d: libfabric fi_mr_reg of a control buffer failed: %s", c->rank,
                         fi_strerror(-ret));
                 return NULL; /* stays on all_reqs, freed at destroy */
             }
-            r->rtr_desc = fi_mr_desc(r->rtr_mr);
+            r->ann_desc = fi_mr_desc(r->ann_mr);
         }
     }
-    struct fid_mr *keep_mr = r->rtr_mr;
-    void *keep_desc = r->rtr_desc;
+    struct fid_mr *keep_mr = r->ann_mr;
+    void *keep_desc = r->ann_desc;
     pt_comm_req *keep_all = r->all_next;
     memset(r, 0, sizeof *r);
-    r->rtr_mr = keep_mr;
-    r->rtr_desc = keep_desc;
+    r->ann_mr = keep_mr;
+    r->ann_desc = keep_desc;
     r->all_next = keep_all;
     r->mr_idx = -1;
     for (int i = 0; i < PT_N_OPS; i++) {
@@ -456,7 +456,7 @@ static void receiver_advance(pt_comm *c, pt_comm_req *r)
         }
         if (r->mr_idx >= 0)
             desc = c->mrs[r->mr_idx].desc;
-        ret = fi_read(c->ep, r->buf, r->bytes, desc, c->addrs[r->peer], r->rtr.addr, r->rtr.key,
+        ret = fi_read(c->ep, r->buf, r->bytes, desc, c->addrs[r->peer], r->ann.addr, r->ann.key,
                       &r->ops[PT_OP_READ]);
         if (ret == 0) {
             r->n_pending++;
@@ -503,7 +503,7 @@ static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
     case PT_OP_RECV: {
         uint64_t sent = has_data ? (e->data & PT_DATA_SIZE_MASK) : e->len;
         if (has_data && (e->data & PT_DATA_ANNOUNCE)) {
-            if (sent != r->bytes || e->len != sizeof r->rtr) {
+            if (sent != r->bytes || e->len != sizeof r->ann) {
                 if (sent != r->bytes) {
                     mismatch(c, r, sent);
                 } else {
@@ -514,8 +514,8 @@ static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
                 }
                 send_fin(c, r, PT_DATA_NACK | (uint64_t)r->bytes); /* best effort: else the sender times out */
             } else if (!r->abandoned) {
-                memcpy(&r->rtr, r->buf, sizeof r->rtr); /* the payload landed in the buffer; the read overwrites it */
-                if (r->rtr.bytes != r->bytes) { /* overwritten before we looked: overlapping receive buffers */
+                memcpy(&r->ann, r->buf, sizeof r->ann); /* the payload landed in the buffer; the read overwrites it */
+                if (r->ann.bytes != r->bytes) { /* overwritten before we looked: overlapping receive buffers */
                     char d[128];
                     describe(r, d, sizeof d);
                     req_error(r, PT_ECOMM, "rank %d: the RMA descriptor of %s from rank %d was overwritten in the "
@@ -696,7 +696,7 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     if (r->rma) {
         ssize_t ret;
         pt_mr_entry *m = &c->mrs[r->mr_idx];
-        r->rtr = (pt_rma_desc){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
+        r->ann = (pt_rma_desc){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
                                                                         : (uint64_t)((uintptr_t)buf - m->base),
                                 .key = m->key, .bytes = bytes };
         r->n_pending++;
@@ -712,11 +712,11 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
         }
         if (st == PT_OK) {
             uint64_t data = PT_DATA_ANNOUNCE | (uint64_t)bytes;
-            int inject = sizeof r->rtr <= c->inject_size;
+            int inject = sizeof r->ann <= c->inject_size;
             if (!inject)
                 r->n_pending++;
-            while ((ret = inject ? fi_tinjectdata(c->ep, &r->rtr, sizeof r->rtr, data, c->addrs[peer], r->tag)
-                                 : fi_tsenddata(c->ep, &r->rtr, sizeof r->rtr, r->rtr_desc, data, c->addrs[peer],
+            while ((ret = inject ? fi_tinjectdata(c->ep, &r->ann, sizeof r->ann, data, c->addrs[peer], r->tag)
+                                 : fi_tsenddata(c->ep, &r->ann, sizeof r->ann, r->ann_desc, data, c->addrs[peer],
                                                 r->tag, &r->ops[PT_OP_SEND])) == -FI_EAGAIN &&
                    !pt_deadline_passed(dl))
                 if ((st = progress(c)) != PT_OK)
