@@ -123,6 +123,7 @@ netns)
   NS_A="ptc${ID}a"; NS_B="ptc${ID}b"
   if ! ip netns add "$NS_A" 2>"$WORK/ns.err"; then NS_A=""; echo "SKIPPED: cannot create namespaces: $(cat "$WORK/ns.err")"; exit 77; fi
   ip netns add "$NS_B" || fail "second namespace"
+  if ! ip netns exec "$NS_A" true 2>"$WORK/ns.err"; then echo "SKIPPED: cannot enter a namespace: $(cat "$WORK/ns.err")"; exit 77; fi
   ip link add "pv${ID}a" type veth peer name "pv${ID}b" || { echo "SKIPPED: no veth support"; exit 77; }
   ip link set "pv${ID}a" netns "$NS_A" && ip link set "pv${ID}b" netns "$NS_B" || fail "moving veth ends"
   ip -n "$NS_A" addr add 198.18.0.1/24 dev "pv${ID}a" && ip -n "$NS_B" addr add 198.18.0.2/24 dev "pv${ID}b" || fail "addresses"
