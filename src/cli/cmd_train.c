@@ -1,14 +1,19 @@
 /* `pipetrain train`: trains a model (single process; the pipeline runtime adds the multi-rank
  * options' behaviour). With no arguments: gpt2-tiny on the built-in sort task, about a minute here. */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "cli.h"
+#include "pipetrain/comm.h"
 #include "pipetrain/json.h"
+#include "pipetrain/runtime.h"
 #include "pipetrain/train.h"
 
 typedef struct {
@@ -67,6 +72,12 @@ typedef struct {
     int stages, dp, nproc, chunks;
     int no_ckpt;
     const char *schedule, *partition, *layout, *config;
+    const char *profile_dir, *layer_costs, *provider;
+    size_t mem_limit;
+    double comm_timeout_s;
+    int eval_batch; /* micro-batch size of the single-process eval of a multi-rank run's result */
+    int argc;    /* the command line, passed on to the ranks when this process launches them */
+    char **argv;
 } train_args;
 
 /* Applies a --config file: a JSON object whose keys are option names ("steps", "micro-batch-size",
@@ -140,14 +151,102 @@ static void default_run_dir(char *buf, size_t cap)
         snprintf(buf, cap, "runs/%s-%d", stamp, k);
 }
 
+/* World size announced by whatever started this process as one rank of a job (pipetrain's
+ * launcher and torchrun: RANK/WORLD_SIZE; srun: SLURM_PROCID/SLURM_NTASKS; mpirun:
+ * OMPI_COMM_WORLD_RANK/SIZE or PMI_RANK/PMI_SIZE), or 0 when it was started on its own. */
+static int job_world_size(void)
+{
+    static const char *const vars[][2] = { { "RANK", "WORLD_SIZE" },
+                                           { "SLURM_PROCID", "SLURM_NTASKS" },
+                                           { "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" },
+                                           { "PMI_RANK", "PMI_SIZE" } };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *r = getenv(vars[i][0]), *n = getenv(vars[i][1]);
+        if (r && n && atoi(n) > 0)
+            return atoi(n);
+    }
+    return 0;
+}
+
+static void log_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+/* Starts `nproc` local ranks of this same command (pipetrain's launcher), each told the run
+ * directory and its thread count explicitly so that every rank agrees on them. */
+static pt_status launch_ranks(const train_args *a, int nproc, const char *run_dir, int threads, int *exit_code)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return pt_fail(PT_EIO, "cannot find this program's path (/proc/self/exe) to start the ranks");
+    exe[n] = '\0';
+    char threads_s[16];
+    snprintf(threads_s, sizeof threads_s, "%d", threads);
+    char **av = calloc((size_t)a->argc + 8, sizeof *av);
+    if (!av)
+        return pt_fail(PT_ENOMEM, "out of memory");
+    int k = 0;
+    av[k++] = exe;
+    av[k++] = "train";
+    for (int i = 0; i < a->argc; i++) /* the options after "train" */
+        av[k++] = a->argv[i];
+    av[k++] = "--run-dir";
+    av[k++] = (char *)run_dir;
+    av[k++] = "--threads";
+    av[k++] = threads_s;
+    av[k] = NULL;
+    pt_launch_opts lo = { .nproc = nproc, .nodes = 1, .node_rank = 0, .master = NULL };
+    printf("launching %d ranks (%d thread%s each), run dir %s\n", nproc, threads, threads == 1 ? "" : "s", run_dir);
+    fflush(stdout);
+    pt_status st = pt_launch(&lo, av, exit_code);
+    free(av);
+    return st;
+}
+
+/* After a multi-rank run: loads its final checkpoint into one process (resharding the stages
+ * into one model) and evaluates it on the held-out split, so the run ends with a number a person
+ * understands. eval_batch is the micro-batch size used for the eval. */
+static pt_status eval_final_checkpoint(const pt_train_cfg *run, int eval_batch)
+{
+    pt_train_cfg ec = *run;
+    ec.resume = 1;
+    ec.run_dir = NULL;
+    ec.metrics_path = NULL;
+    ec.init_from = NULL;
+    ec.micro_batches = 1;
+    ec.micro_batch_size = eval_batch;
+    ec.stop = NULL;
+    if (ec.eval_batches <= 0)
+        return PT_OK;
+    pt_trainer *t = NULL;
+    pt_status st = pt_trainer_create(&ec, &t);
+    pt_eval_stats ev;
+    if (st == PT_OK)
+        st = pt_train_eval_single(t, &ev);
+    if (st == PT_OK)
+        printf("held-out eval of the final checkpoint (stages merged into one process): loss %.4f  %s %.1f%% "
+               "(%lld/%lld)\n",
+               ev.loss, ev.is_task ? "exact match" : "next-token accuracy",
+               ev.n_total ? 100.0 * (double)ev.n_correct / (double)ev.n_total : 0.0, (long long)ev.n_correct,
+               (long long)ev.n_total);
+    pt_trainer_destroy(t);
+    return st;
+}
+
 static pt_status run_train(const train_args *a, int *interrupted)
 {
     pt_train_cfg cfg = a->cfg;
     pt_status st;
-    if (a->stages != 1 || a->dp != 1 || a->nproc != 1 || a->chunks != 1 || a->schedule || a->partition || a->layout)
-        return pt_fail(PT_ENOTSUP, "multi-rank training (--stages, --dp, --nproc, --chunks, --schedule, --partition, "
-                                   "--layout) arrives with the pipeline runtime; this build trains in one process: "
-                                   "leave those options out");
+    if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0)
+        return pt_fail(PT_EINVAL, "--stages, --dp and --chunks must be >= 1 and --nproc >= 0");
+    int want = a->stages * a->dp;
+    int multi_opts = a->stages > 1 || a->dp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
+                     a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
+    int job = job_world_size();
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
     cfg.seed = (uint64_t)a->seed;
@@ -165,6 +264,51 @@ static pt_status run_train(const train_args *a, int *interrupted)
     if (!cfg.ckpt_dir && !a->no_ckpt) {
         snprintf(ckpt_dir, sizeof ckpt_dir, "%s/ckpt", cfg.run_dir);
         cfg.ckpt_dir = ckpt_dir;
+    }
+
+    if (job == 0 && multi_opts) {
+        /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
+        int nproc = a->nproc > 0 ? a->nproc : want;
+        if (nproc != want && !(a->schedule && access(a->schedule, R_OK) == 0))
+            return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
+                                      "(or leave it out)", nproc, a->stages, a->dp, want, want);
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
+        int code = 0;
+        st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
+        if (st == PT_OK && cfg.ckpt_dir)
+            st = eval_final_checkpoint(&cfg, a->eval_batch);
+        if (st == PT_OK)
+            printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
+        return st;
+    }
+    if (job > 0 || multi_opts) {
+        /* One rank of a job: the pipeline runtime runs the whole training from here. */
+        pt_runtime_train_args ra;
+        memset(&ra, 0, sizeof ra);
+        ra.train = cfg;
+        ra.stages = a->stages;
+        ra.replicas = a->dp;
+        ra.chunks = a->chunks > 1 ? a->chunks : 0;
+        ra.schedule = a->schedule;
+        ra.partition = a->partition;
+        ra.layout = a->layout;
+        ra.layer_costs = a->layer_costs;
+        ra.mem_limit_bytes = a->mem_limit;
+        ra.profile_dir = a->profile_dir;
+        ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
+        ra.provider = a->provider;
+        progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
+        ra.on_event = on_event;
+        ra.event_ctx = &pr;
+        ra.on_log = log_line;
+        pt_train_summary sum;
+        memset(&sum, 0, sizeof sum);
+        st = pt_runtime_train_main(&ra, &sum);
+        if (st == PT_OK && (job == 0 || getenv("RANK") == NULL || atoi(getenv("RANK")) == 0))
+            printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f\n", (long long)sum.steps_done,
+                   sum.seconds, sum.tokens_per_s, sum.final_loss);
+        return st;
     }
     progress_ctx p = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
 
@@ -226,7 +370,11 @@ int pt_cmd_train(int argc, char **argv)
     a.warmup = -1;
     a.eval_every = a.cfg.eval_every;
     a.lr_min = -1;
-    a.stages = a.dp = a.nproc = a.chunks = 1;
+    a.stages = 2; /* DESIGN.md: with no arguments, two local pipeline stages */
+    a.dp = a.chunks = 1;
+    a.nproc = 0;
+    a.argc = argc - 1;
+    a.argv = argv + 1;
     pt_train_cfg *cfg = &a.cfg;
     pt_opt opts[] = {
         { "config", PT_OPT_STRING, &a.config, "FILE",
@@ -256,20 +404,30 @@ int pt_cmd_train(int argc, char **argv)
         { "ckpt-every", PT_OPT_INT64, &a.ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
         { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir (or <run-dir>/ckpt)", 0 },
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
-        { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages (multi-rank: arrives with the pipeline runtime)", 0 },
-        { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas (multi-rank)", 0 },
-        { "nproc", PT_OPT_INT, &a.nproc, "N", "local processes to start (multi-rank)", 0 },
-        { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (multi-rank)", 0 },
-        { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE", "pipeline schedule (multi-rank)", 0 },
-        { "partition", PT_OPT_STRING, &a.partition, "METHOD", "partitioner (multi-rank)", 0 },
-        { "layout", PT_OPT_STRING, &a.layout, "N,N,...", "layers per stage (multi-rank)", 0 },
+        { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
+        { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
+        { "nproc", PT_OPT_INT, &a.nproc, "N", "local ranks to start (0: stages x dp)", 0 },
+        { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (interleaved, zbv: 2 when left at 1)", 0 },
+        { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE",
+          "gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2, zbv, or a schedule file (default 1f1b)", 0 },
+        { "partition", PT_OPT_STRING, &a.partition, "METHOD", "uniform, params, time or memory (default time)", 0 },
+        { "layout", PT_OPT_STRING, &a.layout, "N,N,...", "layers per chunk, embedding and head included (\"3,3\")", 0 },
+        { "layer-costs", PT_OPT_STRING, &a.layer_costs, "FILE", "measured layer times from 'pipetrain profile-layers'", 0 },
+        { "mem-limit", PT_OPT_BYTES, &a.mem_limit, "BYTES", "memory per rank (24G, 512M); refuse plans that exceed it", 0 },
+        { "profile", PT_OPT_STRING, &a.profile_dir, "DIR",
+          "write trace.json, timeline.svg and summary.json (measured vs predicted) there", 0 },
+        { "comm-timeout", PT_OPT_DOUBLE, &a.comm_timeout_s, "SECONDS",
+          "how long any rank waits for a peer before failing (0: PT_COMM_TIMEOUT or 300)", 0 },
+        { "provider", PT_OPT_STRING, &a.provider, "NAME", "libfabric provider (shm, tcp; default: automatic)", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain train [options]",
         "Train a GPT-2 style model with AdamW (warmup + cosine), gradient accumulation and clipping.\n"
-        "With no options: gpt2-tiny learns the built-in task (sort the letters: \"sort:dcab=abcd\") in\n"
-        "about a minute; evals report exact-match accuracy of greedy answers on held-out problems.\n"
-        "Progress goes to stdout; metrics (one JSON object per step and per eval) to\n"
+        "With no options: gpt2-tiny learns the built-in task (sort the letters: \"sort:dcab=abcd\") on two\n"
+        "local pipeline stages (1F1B, 8 micro-batches of 2), about a minute here; rank 0 prints the plan, the\n"
+        "simulator's prediction, progress and the measured bubble, and the final checkpoint is merged into\n"
+        "one process for a held-out eval (exact-match accuracy of greedy answers). --stages 1 trains in\n"
+        "one process, with periodic evals. Metrics (one JSON object per step and per eval) go to\n"
         "<run-dir>/metrics.jsonl. A NaN or Inf loss stops the run naming the last good step.",
         opts,
         (int)(sizeof opts / sizeof opts[0]),
@@ -277,7 +435,9 @@ int pt_cmd_train(int argc, char **argv)
         "  pipetrain train\n"
         "  pipetrain train --data builtin:add --steps 1500\n"
         "  pipetrain prepare --input book.txt --output book.bin && pipetrain train --data book.bin --steps 500\n"
-        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data book.bin --lr 1e-4",
+        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data book.bin --lr 1e-4\n"
+        "  pipetrain train --stages 2 --schedule 1f1b --micro-batches 8 --profile prof\n"
+        "  pipetrain train --stages 2 --dp 2 --schedule zb-h1 --micro-batches 8",
     };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
@@ -286,6 +446,23 @@ int pt_cmd_train(int argc, char **argv)
     cJSON *config_root = NULL;
     if (a.config)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
+    /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
+     * global batch (B x M sequences) into 4 micro-batches per stage of the same total size. */
+    a.eval_batch = cfg->micro_batch_size * cfg->micro_batches;
+    int mb_seen = 0, mbs_seen = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        if (strcmp(opts[i].name, "micro-batches") == 0)
+            mb_seen = opts[i].seen || (config_root && cJSON_GetObjectItemCaseSensitive(config_root, "micro-batches"));
+        if (strcmp(opts[i].name, "micro-batch-size") == 0)
+            mbs_seen = opts[i].seen ||
+                       (config_root && cJSON_GetObjectItemCaseSensitive(config_root, "micro-batch-size"));
+    }
+    if (a.stages > 1 && !mb_seen) {
+        int global = cfg->micro_batch_size * cfg->micro_batches;
+        cfg->micro_batches = 4 * a.stages;
+        if (!mbs_seen)
+            cfg->micro_batch_size = global / cfg->micro_batches > 0 ? global / cfg->micro_batches : 1;
+    }
     int interrupted = 0;
     if (st == PT_OK)
         st = run_train(&a, &interrupted);
