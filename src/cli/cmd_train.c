@@ -448,7 +448,7 @@ int pt_cmd_train(int argc, char **argv)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
     /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
      * global batch (B x M sequences) into 4 micro-batches per stage of the same total size. */
-    a.eval_batch = cfg->micro_batch_size * cfg->micro_batches;
+    a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the same options evaluates */
     int mb_seen = 0, mbs_seen = 0;
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
         if (strcmp(opts[i].name, "micro-batches") == 0)
