@@ -3,6 +3,10 @@
  * a plain column-major cublasGemmEx (so matmul.cu's mapping of
  * row-major products onto cuBLAS is checked; fp32 only), and `pt_backend_cuda_emu`: the CUDA
  * backend's kernels in a table the comparison test can drive. */
+/* The fibers switch with _setjmp/_longjmp between their own stacks; the fortified longjmp would
+ * take that for a corrupted stack. */
+#undef _FORTIFY_SOURCE
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +25,24 @@ namespace {
 
 enum fiber_state { RUNNABLE, WAIT_BLOCK, WAIT_WARP, DONE };
 
+/* One fiber per thread index of a block, created once and reused by every block and launch: its
+ * entry loops "run the kernel body, yield DONE". The first entry goes through swapcontext (which
+ * sets the stack up); every later switch is _setjmp/_longjmp, which, unlike swapcontext, makes no
+ * system call, so a block costs microseconds rather than milliseconds. */
 struct fiber {
     ucontext_t ctx;
+    jmp_buf jb;
+    bool started;
     fiber_state state;
     uint3 tid;
     long block_phase, warp_phase;
     std::vector<char> stack;
 };
 
-ucontext_t g_sched;
-std::vector<fiber> g_fibers;
+const size_t k_max_threads = 1024;
+ucontext_t g_sched_uc;
+jmp_buf g_sched_jb;
+std::vector<fiber> g_fibers; /* reserved once: fibers never move */
 int g_cur;
 void (*g_body)(void *);
 void *g_ctx;
@@ -40,18 +52,20 @@ int g_block_or[2];
 std::map<const void *, int> g_smem_attr;
 const size_t k_stack = 64 * 1024;
 
-void fiber_entry()
-{
-    g_body(g_ctx);
-    g_fibers[g_cur].state = DONE;
-    /* returning resumes uc_link: the scheduler */
-}
-
 void yield_as(fiber_state st)
 {
     fiber &f = g_fibers[g_cur];
     f.state = st;
-    swapcontext(&f.ctx, &g_sched);
+    if (!_setjmp(f.jb))
+        _longjmp(g_sched_jb, 1);
+}
+
+void fiber_entry()
+{
+    for (;;) {
+        g_body(g_ctx);
+        yield_as(DONE);
+    }
 }
 
 [[noreturn]] void emu_die(const char *msg)
@@ -60,17 +74,31 @@ void yield_as(fiber_state st)
     exit(1);
 }
 
-void run_block(size_t n_threads)
+void resume(size_t i)
 {
-    for (size_t i = 0; i < n_threads; i++) {
-        fiber &f = g_fibers[i];
-        f.state = RUNNABLE;
-        f.block_phase = f.warp_phase = 0;
+    fiber &f = g_fibers[i];
+    g_cur = (int)i;
+    pt_emu_threadIdx = f.tid;
+    if (_setjmp(g_sched_jb))
+        return; /* the fiber yielded */
+    if (!f.started) {
+        f.started = true;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack.data();
         f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = &g_sched;
+        f.ctx.uc_link = NULL; /* the entry never returns */
         makecontext(&f.ctx, fiber_entry, 0);
+        swapcontext(&g_sched_uc, &f.ctx);
+        emu_die("a fiber returned through swapcontext");
+    }
+    _longjmp(f.jb, 1);
+}
+
+void run_block(size_t n_threads)
+{
+    for (size_t i = 0; i < n_threads; i++) {
+        g_fibers[i].state = RUNNABLE;
+        g_fibers[i].block_phase = g_fibers[i].warp_phase = 0;
     }
     g_block_or[0] = g_block_or[1] = 0;
     const size_t n_warps = (n_threads + 31) / 32;
@@ -79,9 +107,7 @@ void run_block(size_t n_threads)
         for (size_t i = 0; i < n_threads; i++) {
             if (g_fibers[i].state != RUNNABLE)
                 continue;
-            g_cur = (int)i;
-            pt_emu_threadIdx = g_fibers[i].tid;
-            swapcontext(&g_sched, &g_fibers[i].ctx);
+            resume(i);
             progress = true;
         }
         size_t n_done = 0, n_block = 0;
@@ -172,10 +198,13 @@ void pt_emu_run_grid(const void *kernel, dim3 grid, dim3 block, size_t smem, voi
     }
     if (smem > 227 * 1024)
         emu_die("more dynamic shared memory than an H100 has");
-    if (g_fibers.size() < n_threads) {
-        g_fibers.resize(n_threads);
-        for (fiber &f : g_fibers)
+    if (g_fibers.empty()) {
+        g_fibers.reserve(k_max_threads);
+        g_fibers.resize(k_max_threads);
+        for (fiber &f : g_fibers) {
+            f.started = false;
             f.stack.resize(k_stack);
+        }
     }
     for (int k = 0; k < 2; k++)
         g_warp_buf[k].assign((n_threads + 31) / 32 * 32, 0);
