@@ -521,9 +521,11 @@ int main(int argc, char **argv)
         test_matmul_shape("emulated", 270001, 3, 5, 5e-6f, 1e-5f); /* bias sums over wide row blocks */
         test_layernorm(1, 7);
         test_layernorm(70, 100);
+        test_layernorm(5000, 40); /* 20 row blocks of the weight-gradient sums */
         test_attention(1, 1, 32, 1);
         test_attention(2, 37, 96, 3);  /* hs 32, T not a tile multiple, warps past T */
         test_attention(1, 70, 128, 2); /* hs 64, three row blocks */
+        test_attention(2, 300, 256, 4); /* hs 64, ten key tiles */
         test_attention(1, 40, 256, 2); /* hs 128: more than 48 KiB of shared memory */
         test_attention(1, 33, 48, 3);  /* hs 16 */
         test_attention(2, 35, 18, 3);  /* hs 6: the scalar (not float4) dot products */
