@@ -6,6 +6,8 @@
  *           single-process reference computed in this program on the same global batch (bitwise
  *           with --tol 0); the tied wte copies are both compared, so they are identical too.
  *           Also checks activation slots against the schedule (gpipe: M; 1f1b: at most P - s).
+ *           --recompute: every chunk recomputes its blocks in backward; --schedule-file: run a
+ *           schedule read from a file instead of the generators.
  *   fault   rank --victim dies (SIGALRM) 1 ms into step 1; the others must fail
  *           with the runtime's error naming the dead rank (ctest matches the text).
  *   mem     --mem-limit is refused on --refuse-stages stages and trains on P stages.
@@ -38,6 +40,7 @@ typedef struct args {
     double bubble_tol;
     int quiet;
     int check_trainer;
+    int recompute;
     const char *sched_file;
     int file_m, file_v;
 } args;
@@ -420,6 +423,8 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                         skipped++;
                         continue;
                     }
+                    for (int v = 0; a->recompute && v < plan->n_vstages; v++)
+                        plan->recompute[v] = 1;
                     pt_schedule *sc;
                     if (a->sched_file)
                         CHECK(pt_sched_load(a->sched_file, &sc));
@@ -823,6 +828,7 @@ static void parse(int argc, char **argv, args *a)
         else if (OPT("schedule-file")) a->sched_file = v;
         else if (strcmp(k, "--quiet") == 0) a->quiet = 1;
         else if (strcmp(k, "--check-trainer") == 0) a->check_trainer = 1;
+        else if (strcmp(k, "--recompute") == 0) a->recompute = 1;
         else {
             fprintf(stderr, "rt_driver: unknown option %s\n", k);
             exit(2);
