@@ -180,6 +180,10 @@ void pt_trainer_ops(pt_trainer *t, pt_train_ops *ops);
 /* The step to start the loop at: 0, or the steps done in the checkpoint resumed from. */
 int64_t pt_trainer_start_step(const pt_trainer *t);
 
+/* After a resume: "" or a sentence saying why the newest checkpoint (`latest`) was not used and
+ * which one was (e.g. a damaged one was skipped). Owned by the trainer. */
+const char *pt_trainer_resume_note(const pt_trainer *t);
+
 /* Borrowed parts, for tests, benchmarks and tools. */
 pt_model *pt_trainer_model(pt_trainer *t);
 pt_optim *pt_trainer_optim(pt_trainer *t);

@@ -328,8 +328,11 @@ static pt_status run_train(const train_args *a, int *interrupted)
            mc->name[0] ? mc->name : cfg.model, (double)pt_model_config_n_params(mc) / 1e6,
            pt_dataset_name(pt_trainer_dataset(t)), (long long)cfg.steps, cfg.micro_batches, cfg.micro_batch_size,
            cfg.seq_len, threads, cfg.run_dir);
-    if (cfg.resume)
+    if (cfg.resume) {
         printf("resuming after step %lld from %s\n", (long long)start, cfg.ckpt_dir);
+        if (pt_trainer_resume_note(t)[0])
+            printf("%s\n", pt_trainer_resume_note(t));
+    }
     fflush(stdout);
     pt_train_ops ops;
     pt_trainer_ops(t, &ops);

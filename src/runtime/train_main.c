@@ -82,7 +82,12 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
     /* Returns once the tensors are staged; the writer compresses and commits in the background
      * while training goes on (the next save, or the end of the run, waits for it). */
     PT_CHECK(pt_ckpt_save(t->saver, t->comm, models, optims, V, &st));
+    pt_ckpt_save_info si;
+    pt_ckpt_saver_info(t->saver, &si);
     snprintf(t->last_ckpt, sizeof(t->last_ckpt), "%s/step_%06lld", t->a->train.ckpt_dir, (long long)steps_done);
+    if (si.waited_for_step >= 0) /* the user should know a save stalled training */
+        snprintf(t->last_ckpt + strlen(t->last_ckpt), sizeof(t->last_ckpt) - strlen(t->last_ckpt),
+                 " (waited for the save of step %lld to finish first)", (long long)si.waited_for_step);
     *path = t->last_ckpt;
     return PT_OK;
 }
@@ -309,7 +314,11 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
                 models[c] = pt_runtime_chunk_model(rt, c);
                 optims[c] = pt_runtime_chunk_optim(rt, c);
             }
-            PT_TRY(pt_ckpt_load(tc->ckpt_dir, models, optims, V_, &rs), out);
+            pt_ckpt_load_info li;
+            memset(&li, 0, sizeof li);
+            PT_TRY(pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V_, &rs, NULL, NULL, &li), out);
+            if (li.note[0])
+                tm_log(a, rank, "%s", li.note);
             first_step = rs.step;
             tm_log(a, rank, "resumed from %s at step %lld", tc->ckpt_dir, (long long)first_step);
         }

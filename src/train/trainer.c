@@ -286,6 +286,7 @@ struct pt_trainer {
 #ifdef PT_TRAIN_HAVE_CKPT
     pt_ckpt_saver *saver;
     char ckpt_path[4096];
+    char resume_note[1024];    /* why resuming did not use `latest`, or "" */
 #endif
 };
 
@@ -396,7 +397,10 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
         memset(&ts, 0, sizeof ts);
         pt_model *models[1] = { t->model };
         pt_optim *optims[1] = { t->optim };
-        PT_TRY(pt_ckpt_load_ex(c->ckpt_dir, models, optims, 1, &ts, t->be, t->stream, NULL), fail);
+        pt_ckpt_load_info li;
+        memset(&li, 0, sizeof li);
+        PT_TRY(pt_ckpt_load_ex(c->ckpt_dir, models, optims, 1, &ts, t->be, t->stream, &li), fail);
+        snprintf(t->resume_note, sizeof t->resume_note, "%s", li.note);
         free((char *)ts.run_json);
         t->start_step = ts.step;
         t->data_seed = ts.seed;
@@ -586,7 +590,12 @@ static pt_status ops_save(void *ctx, int64_t steps_done, const char **path)
     pt_optim *optims[1] = { t->optim };
     pt_train_state ts = { .step = steps_done, .data_step = steps_done, .seed = t->data_seed, .run_json = t->run_json };
     PT_CHECK(pt_ckpt_save(t->saver, NULL, models, optims, 1, &ts));
+    pt_ckpt_save_info si;
+    pt_ckpt_saver_info(t->saver, &si);
     snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s/step_%06lld", t->cfg.ckpt_dir, (long long)steps_done);
+    if (si.waited_for_step >= 0) /* the user should know a save stalled training */
+        snprintf(t->ckpt_path + strlen(t->ckpt_path), sizeof t->ckpt_path - strlen(t->ckpt_path),
+                 " (waited for the save of step %lld to finish first)", (long long)si.waited_for_step);
     *path = t->ckpt_path;
     /* the last one of a run (finished or stopped) is durable before the run reports success */
     if (steps_done == t->cfg.steps || (t->cfg.stop && *t->cfg.stop))
@@ -605,6 +614,8 @@ void pt_trainer_ops(pt_trainer *t, pt_train_ops *ops)
     ops->save = t->saver ? ops_save : NULL;
 #endif
 }
+
+const char *pt_trainer_resume_note(const pt_trainer *t) { return t->resume_note; }
 
 int64_t pt_trainer_start_step(const pt_trainer *t) { return t->start_step; }
 pt_model *pt_trainer_model(pt_trainer *t) { return t->model; }
