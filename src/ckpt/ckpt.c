@@ -609,17 +609,13 @@ static pt_status check_shape(const pt_ckpt_entry *e, const pt_param *p, const ch
                    step_dir, e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), have, want);
 }
 
-pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st_out,
-                          const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info)
+/* Loads one step directory (info->step_dir) into the chunks; the body of pt_ckpt_load_ex. */
+/* *damaged is set to 1 when the failure is damaged data found while decoding (checksum, truncation),
+ * as opposed to a checkpoint that does not fit the models (missing tensor, shape, no optimizer state). */
+static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st_out,
+                               const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info, int *damaged)
 {
-    pt_ckpt_load_info local;
-    if (!info)
-        info = &local;
-    memset(info, 0, sizeof *info);
-    memset(st_out, 0, sizeof *st_out);
-    if (n < 0 || (n > 0 && !models))
-        return pt_fail(PT_EINVAL, "checkpoint load: bad arguments (n = %d)", n);
-    PT_CHECK(pt_ckpt_resolve(dir, info->step_dir, sizeof info->step_dir, info->note, sizeof info->note));
+    *damaged = 0;
     pt_ckpt_reader *r;
     PT_CHECK(pt_ckpt_reader_open(info->step_dir, 2, &r));
     const pt_ckpt_manifest *man = pt_ckpt_reader_manifest(r);
@@ -681,6 +677,7 @@ pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *co
                 eb[0] = items[j].e;
                 db[0] = big;
                 st = pt_ckpt_reader_read(r, 1, eb, db);
+                *damaged = st != PT_OK;
                 if (st == PT_OK)
                     st = items[j].be->memcpy_h2d(items[j].stream, items[j].dev, big, need);
                 if (st == PT_OK)
@@ -701,7 +698,11 @@ pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *co
             j++;
         }
         if (nb > 0) {
-            PT_TRY(pt_ckpt_reader_read(r, nb, eb, db), done);
+            st = pt_ckpt_reader_read(r, nb, eb, db);
+            if (st != PT_OK) {
+                *damaged = 1;
+                goto done;
+            }
             for (int q = 0; q < nb; q++) {
                 load_item *it = &items[i + q];
                 if (db[q] != (void *)it->dev)
@@ -728,6 +729,52 @@ done:
     free(items);
     pt_ckpt_reader_close(r);
     return st;
+}
+
+pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st_out,
+                          const pt_backend *be, pt_stream *stream, pt_ckpt_load_info *info)
+{
+    pt_ckpt_load_info local;
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof *info);
+    memset(st_out, 0, sizeof *st_out);
+    if (n < 0 || (n > 0 && !models))
+        return pt_fail(PT_EINVAL, "checkpoint load: bad arguments (n = %d)", n);
+    PT_CHECK(pt_ckpt_resolve(dir, info->step_dir, sizeof info->step_dir, info->note, sizeof info->note));
+    int damaged = 0;
+    pt_status st = load_step_dir(models, optims, n, st_out, be, stream, info, &damaged);
+    /* Damaged tensor data shows only while decoding. Given a checkpoint root (not one step
+     * directory), fall back to the newest older checkpoint that loads, and say why. Every tensor
+     * is loaded again, so nothing of the damaged one stays in the models. */
+    if (!damaged || strcmp(info->step_dir, dir) == 0)
+        return st;
+    char first_err[768], failed[sizeof info->step_dir];
+    snprintf(first_err, sizeof first_err, "%s", pt_last_error());
+    snprintf(failed, sizeof failed, "%s", info->step_dir);
+    const char *base = strrchr(failed, '/');
+    long long failed_step = -1;
+    if (sscanf(base ? base + 1 : failed, "step_%lld", &failed_step) != 1)
+        return st;
+    int64_t *steps = NULL;
+    int n_steps = 0;
+    if (pt_ckpt_list(dir, &steps, &n_steps) != PT_OK)
+        return pt_fail(st, "%s", first_err);
+    for (int i = n_steps - 1; i >= 0; i--) {
+        if (steps[i] >= failed_step)
+            continue;
+        snprintf(info->step_dir, sizeof info->step_dir, "%s/step_%06lld", dir, (long long)steps[i]);
+        memset(st_out, 0, sizeof *st_out);
+        if (load_step_dir(models, optims, n, st_out, be, stream, info, &damaged) == PT_OK) {
+            snprintf(info->note, sizeof info->note, "checkpoint: %s; resumed from step_%06lld instead, the newest "
+                     "checkpoint that loads", first_err, (long long)steps[i]);
+            free(steps);
+            return PT_OK;
+        }
+    }
+    free(steps);
+    snprintf(info->step_dir, sizeof info->step_dir, "%s", failed);
+    return pt_fail(st, "%s; no older checkpoint in %s loads either; start without --resume", first_err, dir);
 }
 
 pt_status pt_ckpt_load(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st)
