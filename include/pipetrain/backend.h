@@ -149,6 +149,13 @@ typedef struct pt_backend {
     pt_status (*adamw_update)(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                               int t);
+
+    /* ---- where the memory lives (added after the kernels; tables that leave it out get 0) ---- */
+    /* 0: alloc returns host memory (the CPU backend): the host and the network (pt_comm) may read
+     * and write it in place. 1: alloc returns device memory the host cannot touch (CUDA): callers
+     * that hand tensor memory to host code or to pt_comm copy it through host buffers with
+     * memcpy_d2h / memcpy_h2d (the pipeline runtime stages its sends, receives and reductions so). */
+    int device_memory;
 } pt_backend;
 
 /* The CPU backend (always built). */

@@ -254,4 +254,5 @@ extern "C" const pt_backend pt_backend_cuda = {
     pt_cuda_crossentropy_forward,
     pt_cuda_crossentropy_backward,
     pt_cuda_adamw_update,
+    /* .device_memory = */ 1,
 };

@@ -10,6 +10,12 @@
  * Sends copy their data into a staging buffer first, so a slot never waits for the network.
  * Receives are posted ahead in list order as soon as their pair holds a slot; slots are handed
  * out in list order only, so a later action never takes a slot an earlier one needs.
+ *
+ * Device memory. pt_comm moves host memory. When the backend's memory is host memory (cpu) a
+ * receive lands in its slot and a send leaves from a staging buffer of backend memory. When it is
+ * device memory (be->device_memory, cuda) the staging buffers are host memory filled by
+ * memcpy_d2h, a receive lands in a host buffer that memcpy_h2d copies into the slot once it
+ * arrives, and the all-reduces of gradients go through one host buffer.
  */
 #include "pipetrain/runtime.h"
 
@@ -81,6 +87,15 @@ struct pt_runtime {
     int n_stage;                /* allocated */
     int *stage_free;            /* stack of free indices */
     int n_stage_free;
+    /* Device memory only (see the top of the file). */
+    int dev_mem;                /* be->device_memory */
+    float **rhost;              /* [n_acts] host receive buffers, grown on demand */
+    int n_rhost;                /* allocated */
+    int *rhost_free;            /* [n_acts] stack of free indices */
+    int n_rhost_free;
+    int *recv_host;             /* [n_acts] host buffer of the action's posted receive, -1 none */
+    float *red_buf;             /* host buffer for the gradient all-reduces */
+    size_t red_cap;             /* its floats */
     int64_t step;
     int cur;                    /* action being executed */
     double loss_sum;
@@ -229,6 +244,24 @@ static pt_status slot_need(pt_runtime *rt, int c, int mb)
                    rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
 }
 
+/* A free host receive buffer (device memory only): a finished receive's or a new one. At most one
+ * per receive action of the list, so the pool never runs dry. */
+static pt_status rhost_get(pt_runtime *rt, int *out)
+{
+    if (rt->n_rhost_free == 0) {
+        if (rt->n_rhost >= rt->n_acts)
+            return pt_fail(PT_EINTERNAL, "rank %d: more receives posted than the list has; please report it",
+                           rt->rank);
+        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        rt->rhost[rt->n_rhost] = malloc(bytes);
+        if (!rt->rhost[rt->n_rhost])
+            return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-byte receive buffer", rt->rank, bytes);
+        rt->rhost_free[rt->n_rhost_free++] = rt->n_rhost++;
+    }
+    *out = rt->rhost_free[--rt->n_rhost_free];
+    return PT_OK;
+}
+
 /* Posts receives ahead: slots in list order, receives for pairs holding a slot. */
 static pt_status recv_post_ahead(pt_runtime *rt, int from)
 {
@@ -252,11 +285,19 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        int hb = -1;
+        if (rt->dev_mem) {
+            PT_CHECK(rhost_get(rt, &hb));
+            buf = rt->rhost[hb];
+        }
         pt_status st = pt_comm_irecv(rt->comm, world_of(rt, a->peer), &id, buf, bytes, &rt->recv_req[i]);
         if (st != PT_OK) {
             rt->recv_req[i] = NULL;
+            if (hb >= 0)
+                rt->rhost_free[rt->n_rhost_free++] = hb;
             return rt_fail_at(rt, st, "posting");
         }
+        rt->recv_host[i] = hb;
     }
     return PT_OK;
 }
@@ -267,7 +308,14 @@ static pt_status stage_get(pt_runtime *rt, int *out)
     PT_CHECK(sends_progress(rt));
     if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends) {
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
-        PT_CHECK(pt_backend_alloc(rt->be, (void **)&rt->stage[rt->n_stage], bytes));
+        if (rt->dev_mem) {
+            rt->stage[rt->n_stage] = malloc(bytes);
+            if (!rt->stage[rt->n_stage])
+                return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-byte send buffer", rt->rank,
+                               bytes);
+        } else {
+            PT_CHECK(pt_backend_alloc(rt->be, (void **)&rt->stage[rt->n_stage], bytes));
+        }
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
     }
     while (rt->n_stage_free == 0) {
@@ -294,9 +342,14 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
     PT_CHECK(stage_get(rt, &b));
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->step };
     size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
-    pt_status st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
-    if (st == PT_OK)
-        st = rt->be->stream_sync(rt->stream);
+    pt_status st;
+    if (rt->dev_mem) {
+        st = rt->be->memcpy_d2h(rt->stream, rt->stage[b], buf, bytes); /* synchronises */
+    } else {
+        st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
+        if (st == PT_OK)
+            st = rt->be->stream_sync(rt->stream);
+    }
     pt_comm_req *r = NULL;
     if (st == PT_OK)
         st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[b], bytes, &r);
@@ -320,7 +373,25 @@ static pt_status recv_finish(pt_runtime *rt, int i)
     }
     pt_comm_req *r = rt->recv_req[i];
     rt->recv_req[i] = NULL;
-    return rt_wait(rt, r, a, a->peer, 1);
+    pt_status st = rt_wait(rt, r, a, a->peer, 1);
+    int hb = rt->recv_host[i];
+    rt->recv_host[i] = -1;
+    if (hb < 0)
+        return st;
+    if (st == PT_OK) {
+        /* Into the slot; the sync keeps the host buffer from being reused before the copy read it. */
+        rt_chunk *k = &rt->ch[a->chunk];
+        int s = k->mb_slot[a->microbatch];
+        void *dst = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
+                                               : (void *)pt_model_slot_doutput(k->m, s);
+        st = rt->be->memcpy_h2d(rt->stream, dst, rt->rhost[hb], (size_t)rt->B * rt->T * rt->C * sizeof(float));
+        if (st == PT_OK)
+            st = rt->be->stream_sync(rt->stream);
+        if (st != PT_OK)
+            st = rt_fail_at(rt, st, "copying to the device");
+    }
+    rt->rhost_free[rt->n_rhost_free++] = hb;
+    return st;
 }
 
 /* ---- compute ---- */
@@ -422,6 +493,37 @@ static pt_status coll_fail(pt_runtime *rt, pt_status st, const char *what)
                         rt->cur, rt->n_acts);
 }
 
+/* Sums n floats of backend memory x over group g on every member. On device memory the sum goes
+ * through the host buffer red_buf (copied out, reduced, copied back). Only the all-reduce itself
+ * counts as communication wait. */
+static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, float *x, size_t n, const char *what)
+{
+    float *buf = x;
+    if (rt->dev_mem) {
+        if (n > rt->red_cap) {
+            float *nb = realloc(rt->red_buf, n * sizeof(float));
+            if (!nb)
+                return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-float reduction buffer", rt->rank,
+                               n);
+            rt->red_buf = nb;
+            rt->red_cap = n;
+        }
+        buf = rt->red_buf;
+        PT_CHECK(rt->be->memcpy_d2h(rt->stream, buf, x, n * sizeof(float))); /* synchronises */
+    }
+    int64_t t0 = pt_now_ns();
+    pt_status st = pt_comm_allreduce(rt->comm, g, buf, n, PT_REDUCE_SUM, rt_deadline(rt));
+    rt->wait_ns += pt_now_ns() - t0;
+    if (st != PT_OK)
+        return coll_fail(rt, st, what);
+    if (rt->dev_mem) {
+        /* The sync keeps red_buf from being reused before the copy read it. */
+        PT_CHECK(rt->be->memcpy_h2d(rt->stream, x, buf, n * sizeof(float)));
+        PT_CHECK(rt->be->stream_sync(rt->stream));
+    }
+    return PT_OK;
+}
+
 static pt_status reduce_tied(pt_runtime *rt)
 {
     if (rt->emb_chunk < 0 && rt->head_chunk < 0)
@@ -447,11 +549,7 @@ static pt_status reduce_tied(pt_runtime *rt)
         return PT_OK;
     }
     /* Two ranks: a 2-way sum is exact and commutative, so both get the one-process bits. */
-    int64_t t0 = pt_now_ns();
-    pt_status st = pt_comm_allreduce(rt->comm, rt->tied_group, ge ? ge : twin, n, PT_REDUCE_SUM, rt_deadline(rt));
-    rt->wait_ns += pt_now_ns() - t0;
-    if (st != PT_OK)
-        return coll_fail(rt, st, "REDUCE_GRADS (tied embedding/head all-reduce)");
+    PT_CHECK(allreduce_grads(rt, rt->tied_group, ge ? ge : twin, n, "REDUCE_GRADS (tied embedding/head all-reduce)"));
     if (twin && gh != twin)
         PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, twin, n * sizeof(float)));
     return PT_OK;
@@ -464,12 +562,8 @@ static pt_status do_reduce(pt_runtime *rt)
     if (rt->D > 1) {
         for (int c = 0; c < rt->V; c++) {
             PT_CHECK(rt->be->stream_sync(rt->stream));
-            int64_t t0 = pt_now_ns();
-            pt_status st = pt_comm_allreduce(rt->comm, rt->dp_group, pt_model_grads(rt->ch[c].m),
-                                             pt_model_n_params(rt->ch[c].m), PT_REDUCE_SUM, rt_deadline(rt));
-            rt->wait_ns += pt_now_ns() - t0;
-            if (st != PT_OK)
-                return coll_fail(rt, st, "REDUCE_GRADS (data-parallel all-reduce)");
+            PT_CHECK(allreduce_grads(rt, rt->dp_group, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
+                                     "REDUCE_GRADS (data-parallel all-reduce)"));
         }
     }
     /* Global norm: per-tensor sums of squares placed at their global index, then summed in that
@@ -578,6 +672,13 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
     rt->n_stage_free = rt->n_stage;
     for (int b = 0; b < rt->n_stage; b++)
         rt->stage_free[b] = b;
+    if (rt->dev_mem) {
+        rt->n_rhost_free = rt->n_rhost;
+        for (int b = 0; b < rt->n_rhost; b++)
+            rt->rhost_free[b] = b;
+        for (int i = 0; i < rt->n_acts; i++)
+            rt->recv_host[i] = -1;
+    }
     rt->loss_sum = 0;
     rt->loss_tokens = 0;
     rt->step_wait_ns = 0;
@@ -953,10 +1054,19 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     rt->sends = calloc((size_t)rt->cap_sends, sizeof(*rt->sends));
     rt->stage = calloc((size_t)rt->cap_sends, sizeof(*rt->stage));
     rt->stage_free = calloc((size_t)rt->cap_sends, sizeof(int));
-    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends || !rt->stage || !rt->stage_free) {
+    rt->dev_mem = o->be->device_memory;
+    rt->recv_host = malloc(((size_t)rt->n_acts + 1) * sizeof(int));
+    if (rt->dev_mem) {
+        rt->rhost = calloc((size_t)rt->n_acts + 1, sizeof(*rt->rhost));
+        rt->rhost_free = calloc((size_t)rt->n_acts + 1, sizeof(int));
+    }
+    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends || !rt->stage || !rt->stage_free ||
+        !rt->recv_host || (rt->dev_mem && (!rt->rhost || !rt->rhost_free))) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the runtime");
         goto fail;
     }
+    for (int i = 0; i <= rt->n_acts; i++)
+        rt->recv_host[i] = -1;
     rt->emb_rank = rt->head_rank = -1;
     {
         int r0, c0, r1, c1;
@@ -1145,8 +1255,18 @@ void pt_runtime_destroy(pt_runtime *rt)
         free(k->dgrad_pend);
     }
     free(rt->ch);
-    for (int b = 0; b < rt->n_stage; b++)
-        pt_backend_free(rt->be, rt->stage[b]);
+    for (int b = 0; b < rt->n_stage; b++) {
+        if (rt->dev_mem)
+            free(rt->stage[b]);
+        else
+            pt_backend_free(rt->be, rt->stage[b]);
+    }
+    for (int b = 0; b < rt->n_rhost; b++)
+        free(rt->rhost[b]);
+    free(rt->rhost);
+    free(rt->rhost_free);
+    free(rt->recv_host);
+    free(rt->red_buf);
     free(rt->stage);
     free(rt->stage_free);
     free(rt->sends);

@@ -10,9 +10,34 @@
 #include "pipetrain/ckpt.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
+#ifdef PT_RUNTIME_CUDA
+#include "pipetrain/cuda.h"
+#endif
 
 /* Steps profiled for the end-of-run summary when no --profile directory was asked for. */
 #define TM_SUMMARY_STEPS 20
+
+/* The device this rank's stream opens on: on a device backend its local rank modulo the node's
+ * GPUs, so ranks share GPUs when there are more local ranks than GPUs (two stages on one GPU);
+ * otherwise the local rank (ignored by the CPU backend). */
+static pt_status tm_device(const pt_backend *be, int local_rank, int *out)
+{
+    *out = local_rank;
+#ifdef PT_RUNTIME_CUDA
+    if (be->device_memory) {
+        int n = 0;
+        char why[256] = "";
+        PT_CHECK(pt_cuda_device_count(&n, why, sizeof why));
+        if (n <= 0)
+            return pt_fail(PT_ENOTSUP, "backend %s: no CUDA device on this node (%s); use --backend cpu", be->name,
+                           why);
+        *out = local_rank % n;
+    }
+#else
+    (void)be;
+#endif
+    return PT_OK;
+}
 
 typedef struct tm_ctx {
     const pt_runtime_train_args *a;
@@ -276,9 +301,9 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
 
     /* This rank. */
     PT_TRY(pt_backend_get(tc->backend ? tc->backend : "cpu", &be), out);
-    PT_TRY(be->stream_create(&(pt_stream_opts){ .device = pt_comm_local_rank(comm), .n_threads = tc->threads },
-                             &stream),
-           out);
+    int device = 0;
+    PT_TRY(tm_device(be, pt_comm_local_rank(comm), &device), out);
+    PT_TRY(be->stream_create(&(pt_stream_opts){ .device = device, .n_threads = tc->threads }, &stream), out);
     PT_TRY(pt_profile_create(rank, pt_comm_clock_offset_ns(comm), &prof), out);
     pt_adamw_cfg ac = { .lr = (float)tc->lr, .beta1 = (float)tc->beta1, .beta2 = (float)tc->beta2,
                         .eps = (float)tc->eps, .weight_decay = (float)tc->weight_decay,

@@ -359,4 +359,5 @@ extern "C" const pt_backend pt_backend_cuda_emu = {
     pt_cuda_crossentropy_forward,
     pt_cuda_crossentropy_backward,
     pt_cuda_adamw_update,
+    /* .device_memory = */ 1,
 };

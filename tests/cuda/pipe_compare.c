@@ -1,0 +1,171 @@
+/* tests/cuda/pipe_compare.c — a 2-stage pipeline on the CUDA backend against the CPU backend and
+ * against the single-process trainer (issue 8's "2-stage pipeline on one GPU").
+ *
+ * Started without RANK in the environment it re-launches itself as 2 local ranks through
+ * pt_launch (what `pipetrain train --stages 2` does). Both ranks run pt_runtime_train_main twice,
+ * gpt2-tiny, 1F1B, 2 stages, 4 micro-batches of B=2, T=32, 3 steps, one thread: first with
+ * --backend cpu, then with --backend cuda. With one GPU both ranks open it (local rank modulo the
+ * GPU count); activations, gradients and the tied embedding/head all-reduce travel through host
+ * buffers. Rank 0 also trains the single-process trainer with --backend cuda on the same batches.
+ * Every step's loss must agree with the CPU pipeline to TOL relative and its gradient norm to
+ * 10 * TOL; with the single-process CUDA run (the same kernels on the same shapes) the bounds are
+ * TOL_SINGLE and 10 * TOL_SINGLE (0: the same bits).
+ *
+ *   pipe_compare [TOL [TOL_SINGLE]]    defaults 1e-5 and 0. Exits 77 when no CUDA device is usable.
+ *
+ * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
+ * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
+ * and against the emulator (cuda.emulated_pipeline: the real backend table and runtime code, CUDA
+ * runtime calls answered on the host, the kernels' own source run by the fiber emulator).
+ *
+ * It prints; it is a test program. Exit status 0 = pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipetrain/cuda.h"
+#include "pipetrain/runtime.h"
+#include "pipetrain/train.h"
+
+enum { STEPS = 3 };
+
+typedef struct run_log {
+    int n;
+    double loss[STEPS], gnorm[STEPS];
+} run_log;
+
+static void on_event(void *ctx, const pt_train_event *ev)
+{
+    run_log *r = ctx;
+    if (ev->kind == PT_TRAIN_EV_STEP && r->n < STEPS) {
+        r->loss[r->n] = ev->st->loss;
+        r->gnorm[r->n] = ev->st->grad_norm;
+        r->n++;
+    }
+}
+
+static void cfg_common(pt_train_cfg *c, const char *backend)
+{
+    pt_train_cfg_defaults(c);
+    c->backend = backend;
+    c->model = "gpt2-tiny";
+    c->run_dir = NULL;
+    c->metrics_path = NULL;
+    c->ckpt_dir = NULL;
+    c->ckpt_every = 0;
+    c->steps = STEPS;
+    c->micro_batches = 4;
+    c->micro_batch_size = 2;
+    c->seq_len = 32;
+    c->threads = 1;
+    c->eval_batches = 0;
+    c->warmup = 1;
+}
+
+static int run_pipeline(const char *backend, run_log *out)
+{
+    pt_runtime_train_args ta;
+    memset(&ta, 0, sizeof(ta));
+    cfg_common(&ta.train, backend);
+    ta.stages = 2;
+    ta.replicas = 1;
+    ta.schedule = "1f1b";
+    ta.partition = "uniform";
+    ta.timeout_ms = 120000;
+    ta.on_event = on_event;
+    ta.event_ctx = out;
+    memset(out, 0, sizeof(*out));
+    pt_train_summary sum;
+    pt_status st = pt_runtime_train_main(&ta, &sum);
+    if (st != PT_OK) {
+        fprintf(stderr, "FAIL %s pipeline: %s (%s)\n", backend, pt_last_error(), pt_status_name(st));
+        return 1;
+    }
+    if (sum.steps_done != STEPS) {
+        fprintf(stderr, "FAIL %s pipeline: %lld steps done, want %d\n", backend, (long long)sum.steps_done, STEPS);
+        return 1;
+    }
+    return 0;
+}
+
+static int run_single(const char *backend, run_log *out)
+{
+    pt_train_cfg c;
+    cfg_common(&c, backend);
+    pt_trainer *t = NULL;
+    if (pt_trainer_create(&c, &t) != PT_OK) {
+        fprintf(stderr, "FAIL %s trainer: %s\n", backend, pt_last_error());
+        return 1;
+    }
+    memset(out, 0, sizeof(*out));
+    for (int s = 0; s < STEPS; s++) {
+        pt_step_stats st;
+        if (pt_train_step_single(t, s, c.lr, &st) != PT_OK) {
+            fprintf(stderr, "FAIL %s trainer step %d: %s\n", backend, s, pt_last_error());
+            pt_trainer_destroy(t);
+            return 1;
+        }
+        out->loss[s] = st.loss;
+        out->gnorm[s] = st.grad_norm;
+        out->n++;
+    }
+    pt_trainer_destroy(t);
+    return 0;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / (fabs(b) > 0 ? fabs(b) : 1.0); }
+
+/* Compares run a with reference b step by step; prints one line per step. */
+static int compare(const char *what, const run_log *a, const run_log *b, double tol)
+{
+    int bad = a->n != STEPS || b->n != STEPS;
+    if (bad)
+        printf("FAIL %s: %d and %d steps recorded, want %d\n", what, a->n, b->n, STEPS);
+    for (int s = 0; s < STEPS && !bad; s++) {
+        double rl = rel(a->loss[s], b->loss[s]), rg = rel(a->gnorm[s], b->gnorm[s]);
+        int ok = isfinite(a->loss[s]) && isfinite(a->gnorm[s]) && rl <= tol && rg <= 10 * tol;
+        printf("%s %s step %d: loss %.7f vs %.7f (rel %.2g), grad norm %.7f vs %.7f (rel %.2g)\n", ok ? "ok  " : "FAIL",
+               what, s + 1, a->loss[s], b->loss[s], rl, a->gnorm[s], b->gnorm[s], rg);
+        bad |= !ok;
+    }
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    double tol = argc > 1 ? atof(argv[1]) : 1e-5, tol_single = argc > 2 ? atof(argv[2]) : 0.0;
+    if (!getenv("RANK")) {
+        int n = 0;
+        char why[256] = "";
+        if (pt_cuda_device_count(&n, why, sizeof(why)) != PT_OK || n < 1) {
+            printf("skipped: no CUDA device (%s)\n", why);
+            return 77;
+        }
+        setenv("PT_CUDA_MATMUL", "fp32", 1);
+        char self[4096];
+        ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (len <= 0)
+            return 1;
+        self[len] = '\0';
+        char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, NULL };
+        pt_launch_opts lo = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
+        int code = 0;
+        pt_status st = pt_launch(&lo, av, &code);
+        if (st != PT_OK)
+            fprintf(stderr, "pipe_compare: %s\n", pt_last_error());
+        return code ? code : st != PT_OK;
+    }
+    int rank = atoi(getenv("RANK"));
+    run_log cpu, cuda, single;
+    if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
+        return 1;
+    if (rank != 0)
+        return 0;
+    if (run_single("cuda", &single))
+        return 1;
+    int bad = compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);
+    bad |= compare("cuda pipeline vs cuda single process", &cuda, &single, tol_single);
+    return bad;
+}
