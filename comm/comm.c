@@ -67,6 +67,7 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
     c->size = e.size;
     c->local_rank = e.local_rank;
     c->local_size = e.local_size;
+    c->dead_rank = -1;
     pt_status st = PT_OK;
     pt_boot b;
     memset(&b, 0, sizeof b);
@@ -84,8 +85,9 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
             req = NULL;
         int64_t deadline = pt_deadline_after_ms(c->timeout_ms);
         PT_TRY(pt_boot_rendezvous(&e, o->config_hash, req, deadline, &b), fail);
-        char addr[256];
-        size_t addr_len = sizeof addr;
+        /* each rank sends [endpoint address | pt_peer_ident]; the identities feed the peer watch */
+        char addr[256 + sizeof(pt_peer_ident)];
+        size_t addr_len = 256;
         char err[512] = "";
         pt_status fst = pt_fabric_open(c, b.provider, b.local_ip);
         if (fst == PT_OK) {
@@ -96,14 +98,37 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
         }
         if (fst != PT_OK)
             snprintf(err, sizeof err, "%s", pt_last_error());
+        pt_peer_ident self;
+        if (fst == PT_OK && strcmp(c->provider, "shm") == 0 && c->info && c->info->src_addr &&
+            strlen(c->info->src_addr) < sizeof c->own_region)
+            snprintf(c->own_region, sizeof c->own_region, "%s", (const char *)c->info->src_addr);
+        pt_peer_ident_self(&self, c->own_region[0] ? c->own_region : NULL);
+        if (fst == PT_OK)
+            memcpy(addr + addr_len, &self, sizeof self);
+        size_t blob_len = addr_len + sizeof self;
         int64_t offset = 0;
-        st = pt_boot_exchange(&e, &b, fst == PT_OK ? addr : NULL, addr_len, err, &all, &offset, deadline);
+        st = pt_boot_exchange(&e, &b, fst == PT_OK ? addr : NULL, blob_len, err, &all, &offset, deadline);
         if (st != PT_OK) {
             if (fst != PT_OK)
                 st = pt_fail(fst, "%s", err);
             goto fail;
         }
         c->clock_offset_ns = offset;
+        /* split the blobs: addresses packed for fi_av_insert, identities aside */
+        pt_peer_ident *ids = malloc(sizeof *ids * (size_t)c->size);
+        if (!ids) {
+            st = pt_fail(PT_ENOMEM, "rank %d: out of memory for the peer identities", c->rank);
+            goto fail;
+        }
+        for (int i = 0; i < c->size; i++) {
+            char *blob = (char *)all + blob_len * (size_t)i;
+            memcpy(&ids[i], blob + addr_len, sizeof ids[i]);
+            memmove((char *)all + addr_len * (size_t)i, blob, addr_len);
+        }
+        st = pt_peers_watch(c, ids);
+        free(ids);
+        if (st != PT_OK)
+            goto fail;
         PT_TRY(pt_fabric_insert(c, all, addr_len), fail);
         free(all);
         all = NULL;
@@ -137,6 +162,7 @@ void pt_comm_destroy(pt_comm *c)
         return;
     pt_comm_group_destroy(c->world);
     pt_fabric_close(c);
+    pt_peers_close(c);
     free(c->scratch);
     free(c);
 }

@@ -10,6 +10,10 @@
 #include <rdma/fi_eq.h>
 #include <rdma/fi_rma.h>
 #include <rdma/fi_tagged.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +72,43 @@ pt_status pt_boot_rendezvous(const pt_boot_env *e, uint64_t config_hash, const c
 pt_status pt_boot_exchange(const pt_boot_env *e, pt_boot *b, const void *addr, size_t addr_len, const char *err,
                            void **all, int64_t *offset_ns, int64_t deadline_ns);
 void pt_boot_close(pt_boot *b, int size);
+
+/* ---- peer watch (peers.c) ---- */
+/* Who a rank is, sent at rendezvous next to its endpoint address (fixed size, plain bytes). */
+typedef struct pt_peer_ident {
+    uint32_t magic;
+    int32_t pid;
+    uint64_t start_time;  /* /proc/self/stat starttime (clock ticks since boot) */
+    char boot_id[48];     /* /proc/sys/kernel/random/boot_id: same value = same kernel = same host */
+    char shm_region[64];  /* shm provider: the name of its /dev/shm region ("" otherwise) */
+} pt_peer_ident;
+
+/* Fills this process's identity; `shm_region`: this rank's shm region name or NULL. */
+void pt_peer_ident_self(pt_peer_ident *id, const char *shm_region);
+/* Starts watching the same-host peers among ids[size] (others keep only the deadline). */
+pt_status pt_peers_watch(pt_comm *c, const pt_peer_ident *ids);
+/* A watched peer that has exited (its rank), or -1. Reads the monitor's record (or, without a
+ * monitor, polls the pidfds); once a peer is seen dead the answer stays, and the dead peer's shm region name is unlinked (it could not). */
+int pt_peers_dead(pt_comm *c);
+/* Records (pt_fail, PT_ECOMM) "rank D (pid P) exited while rank R <waiting_for>" and returns it. */
+pt_status pt_peers_fail(pt_comm *c, const char *waiting_for);
+void pt_peers_close(pt_comm *c);
+
+/* Getting out of a libfabric call that a dead peer's lock holds forever. Public entry points
+ * that call into libfabric run their body under PT_FAB_GUARDED (fabric.c): a jump buffer is
+ * pushed, and every libfabric call is made through PT_FI, which lets the monitor's signal jump
+ * back out of a call stuck after a peer died. The entry point then returns PT_ECOMM naming the
+ * dead rank, and the comm never enters libfabric again (PT_FI jumps back at once, and
+ * pt_fabric_close leaves the provider's objects alone). */
+sigjmp_buf *pt_escape_push(sigjmp_buf *env);
+void pt_escape_pop(sigjmp_buf *prev);
+void pt_fab_enter(pt_comm *c);
+ssize_t pt_fab_leave(pt_comm *c, ssize_t ret);
+/* After the jump: pops `prev`, re-enables the signal, marks the comm escaped, and records the
+ * dead-peer error (not when waiting_for is NULL). Returns PT_ECOMM. */
+pt_status pt_peers_escaped(pt_comm *c, sigjmp_buf *prev, const char *waiting_for);
+
+#define PT_FI(c, expr) (pt_fab_enter(c), pt_fab_leave((c), (ssize_t)(expr)))
 
 /* ---- fabric (fabric.c) ---- */
 typedef struct pt_mr_entry {
@@ -157,6 +198,24 @@ struct pt_comm {
      * read; pages are only touched by such a faulty sender. NULL when the provider cannot. */
     void *sink;
     size_t sink_bytes;
+    /* same-host peer watch (peers.c) */
+    struct pollfd *peer_poll; /* [n_watched] pidfds of the watched peers */
+    int *peer_poll_rank;      /* [n_watched] their ranks */
+    int *peer_pid;            /* [size] every rank's pid as it reported it (0: unknown) */
+    char (*peer_region)[64];  /* [size] each rank's shm region name ("" none) */
+    int n_watched;
+    int dead_rank;            /* a watched peer seen exited, -1 none; then libfabric is not entered */
+    char own_region[64];      /* this rank's shm region name ("" none) */
+    /* the monitor thread (peers.c): sleeps in poll() on the pidfds; on a death it stores the
+     * rank in dead_async and, if this comm's thread is inside libfabric, signals it out */
+    int monitor_on;
+    pthread_t monitor;
+    int monitor_stop[2];      /* pipe: closing the write end stops the monitor */
+    _Atomic int dead_async;   /* rank seen dead by the monitor, -1 none */
+    _Atomic int in_fabric;    /* the comm's thread is inside a libfabric call */
+    _Atomic uint64_t fab_seq; /* libfabric calls entered so far */
+    int escaped;              /* a call was interrupted: libfabric is never entered again */
+    pthread_t fabric_thread;  /* that thread (written before in_fabric is set) */
     /* collective scratch (grown once, reused) */
     void *scratch;
     size_t scratch_bytes;

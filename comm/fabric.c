@@ -203,24 +203,43 @@ static void req_free_all(pt_comm *c);
 
 void pt_fabric_close(pt_comm *c)
 {
+    /* After an escape (peers.c) the provider's objects are left as they are: closing them could
+     * spin on the dead peer's lock again. Only the name of our shm region goes. */
+    sigjmp_buf env;
+    sigjmp_buf *prev = pt_escape_push(&env);
+    if (sigsetjmp(env, 0) != 0)
+        pt_peers_escaped(c, prev, NULL);
+    if (c->escaped) {
+        if (c->own_region[0])
+            (void)shm_unlink(c->own_region);
+        c->ep = NULL;
+        c->cq = NULL;
+        c->av = NULL;
+        c->domain = NULL;
+        c->fabric = NULL;
+        for (int i = 0; i < c->n_mrs; i++)
+            c->mrs[i].mr = NULL;
+    }
     if (c->ep)
-        fi_close(&c->ep->fid);
+        PT_FI(c, fi_close(&c->ep->fid));
     c->ep = NULL;
     for (int i = 0; i < c->n_mrs; i++)
         if (c->mrs[i].mr)
-            fi_close(&c->mrs[i].mr->fid);
+            PT_FI(c, fi_close(&c->mrs[i].mr->fid));
     free(c->mrs);
     c->mrs = NULL;
     c->n_mrs = c->cap_mrs = 0;
-    req_free_all(c);
+    if (!c->escaped)
+        req_free_all(c);
     if (c->cq)
-        fi_close(&c->cq->fid);
+        PT_FI(c, fi_close(&c->cq->fid));
     if (c->av)
-        fi_close(&c->av->fid);
+        PT_FI(c, fi_close(&c->av->fid));
     if (c->domain)
-        fi_close(&c->domain->fid);
+        PT_FI(c, fi_close(&c->domain->fid));
     if (c->fabric)
-        fi_close(&c->fabric->fid);
+        PT_FI(c, fi_close(&c->fabric->fid));
+    pt_escape_pop(prev);
     c->cq = NULL;
     c->av = NULL;
     c->domain = NULL;
@@ -428,13 +447,27 @@ static void update_done(pt_comm *c, pt_comm_req *r)
 
 static pt_status progress(pt_comm *c);
 
+/* Runs `call` (a pt_status expression) as a public entry point's body: a libfabric call inside
+ * it that a dead peer's lock holds comes back here (peers.c) and the entry point returns
+ * PT_ECOMM naming the dead rank. Returns from the enclosing function. */
+#define PT_FAB_GUARDED(c, waiting_for, call)                                                      \
+    do {                                                                                          \
+        sigjmp_buf env_;                                                                          \
+        sigjmp_buf *prev_ = pt_escape_push(&env_);                                                \
+        if (sigsetjmp(env_, 0) != 0)                                                              \
+            return pt_peers_escaped((c), prev_, (waiting_for));                                   \
+        pt_status st_ = (call);                                                                   \
+        pt_escape_pop(prev_);                                                                     \
+        return st_;                                                                               \
+    } while (0)
+
 /* Zero-byte FIN (or NACK) from receiver to sender on tag T|CTRL. Returns the libfabric code. */
 static ssize_t send_fin(pt_comm *c, pt_comm_req *r, uint64_t data)
 {
     if (c->inject_size > 0)
-        return fi_tinjectdata(c->ep, NULL, 0, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL);
-    ssize_t ret = fi_tsenddata(c->ep, NULL, 0, NULL, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL,
-                               &r->ops[PT_OP_CTRL_SEND]);
+        return PT_FI(c, fi_tinjectdata(c->ep, NULL, 0, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL));
+    ssize_t ret = PT_FI(c, fi_tsenddata(c->ep, NULL, 0, NULL, data, c->addrs[r->peer], r->tag | PT_TAG_CTRL,
+                                        &r->ops[PT_OP_CTRL_SEND]));
     if (ret == 0)
         r->n_pending++;
     return ret;
@@ -456,8 +489,8 @@ static void receiver_advance(pt_comm *c, pt_comm_req *r)
         }
         if (r->mr_idx >= 0)
             desc = c->mrs[r->mr_idx].desc;
-        ret = fi_read(c->ep, r->buf, r->bytes, desc, c->addrs[r->peer], r->ann.addr, r->ann.key,
-                      &r->ops[PT_OP_READ]);
+        ret = PT_FI(c, fi_read(c->ep, r->buf, r->bytes, desc, c->addrs[r->peer], r->ann.addr, r->ann.key,
+                               &r->ops[PT_OP_READ]));
         if (ret == 0) {
             r->n_pending++;
             r->stage = 2;
@@ -555,7 +588,7 @@ static void on_error(pt_comm *c)
 {
     struct fi_cq_err_entry e;
     memset(&e, 0, sizeof e);
-    if (fi_cq_readerr(c->cq, &e, 0) <= 0)
+    if (PT_FI(c, fi_cq_readerr(c->cq, &e, 0)) <= 0)
         return;
     pt_comm_op *op = e.op_context;
     if (!op)
@@ -617,11 +650,21 @@ static pt_status handle_cq_ret(pt_comm *c, ssize_t n, struct fi_cq_tagged_entry 
                    c->provider, fi_strerror((int)-n));
 }
 
+/* Refuses to start an operation with a peer seen dead (peers.c). */
+static pt_status check_peer_alive(pt_comm *c, int peer, const char *doing)
+{
+    if (pt_peers_dead(c) != peer)
+        return PT_OK;
+    char w[96];
+    snprintf(w, sizeof w, "was starting a %s with it", doing);
+    return pt_peers_fail(c, w);
+}
+
 static pt_status progress(pt_comm *c)
 {
     struct fi_cq_tagged_entry ents[CQ_BATCH];
     for (int round = 0; round < 64; round++) {
-        ssize_t n = fi_cq_read(c->cq, ents, CQ_BATCH);
+        ssize_t n = PT_FI(c, fi_cq_read(c->cq, ents, CQ_BATCH));
         PT_CHECK(handle_cq_ret(c, n, ents));
         if (n != CQ_BATCH && n != -FI_EAVAIL)
             break;
@@ -667,6 +710,7 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
                             const void *buf, size_t bytes, pt_comm_req **out)
 {
     *out = NULL;
+    PT_CHECK(check_peer_alive(c, peer, "send"));
     if (bytes > PT_DATA_SIZE_MASK)
         return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
     if (bytes && !buf)
@@ -701,8 +745,9 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
                                 .key = m->key, .bytes = bytes };
         r->n_pending++;
         int64_t dl = pt_deadline_after_ms(c->timeout_ms);
-        while ((ret = fi_trecv(c->ep, NULL, 0, NULL, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
-                               &r->ops[PT_OP_CTRL_RECV])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+        while ((ret = PT_FI(c, fi_trecv(c->ep, NULL, 0, NULL, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
+                                        &r->ops[PT_OP_CTRL_RECV]))) == -FI_EAGAIN &&
+               !pt_deadline_passed(dl))
             if ((st = progress(c)) != PT_OK)
                 break;
         if (st == PT_OK && ret) {
@@ -715,9 +760,11 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
             int inject = sizeof r->ann <= c->inject_size;
             if (!inject)
                 r->n_pending++;
-            while ((ret = inject ? fi_tinjectdata(c->ep, &r->ann, sizeof r->ann, data, c->addrs[peer], r->tag)
-                                 : fi_tsenddata(c->ep, &r->ann, sizeof r->ann, r->ann_desc, data, c->addrs[peer],
-                                                r->tag, &r->ops[PT_OP_SEND])) == -FI_EAGAIN &&
+            while ((ret = inject ? PT_FI(c, fi_tinjectdata(c->ep, &r->ann, sizeof r->ann, data, c->addrs[peer],
+                                                           r->tag))
+                                 : PT_FI(c, fi_tsenddata(c->ep, &r->ann, sizeof r->ann, r->ann_desc, data,
+                                                         c->addrs[peer], r->tag, &r->ops[PT_OP_SEND]))) ==
+                       -FI_EAGAIN &&
                    !pt_deadline_passed(dl))
                 if ((st = progress(c)) != PT_OK)
                     break;
@@ -731,7 +778,8 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     } else if (bytes <= c->inject_size) {
         ssize_t ret;
         int64_t dl = pt_deadline_after_ms(c->timeout_ms);
-        while ((ret = fi_tinjectdata(c->ep, buf, bytes, (uint64_t)bytes, c->addrs[peer], r->tag)) == -FI_EAGAIN &&
+        while ((ret = PT_FI(c, fi_tinjectdata(c->ep, buf, bytes, (uint64_t)bytes, c->addrs[peer], r->tag))) ==
+                   -FI_EAGAIN &&
                !pt_deadline_passed(dl))
             if ((st = progress(c)) != PT_OK)
                 break;
@@ -742,8 +790,9 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
         ssize_t ret;
         int64_t dl = pt_deadline_after_ms(c->timeout_ms);
         r->n_pending++;
-        while ((ret = fi_tsenddata(c->ep, buf, bytes, desc, (uint64_t)bytes, c->addrs[peer], r->tag,
-                                   &r->ops[PT_OP_SEND])) == -FI_EAGAIN && !pt_deadline_passed(dl))
+        while ((ret = PT_FI(c, fi_tsenddata(c->ep, buf, bytes, desc, (uint64_t)bytes, c->addrs[peer], r->tag,
+                                            &r->ops[PT_OP_SEND]))) == -FI_EAGAIN &&
+               !pt_deadline_passed(dl))
             if ((st = progress(c)) != PT_OK)
                 break;
         if (st == PT_OK && ret) {
@@ -754,7 +803,7 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     }
     if (st != PT_OK) {
         if (r->n_pending > 0) { /* something is posted: keep the request until the provider lets go */
-            fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]);
+            PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]));
             r->abandoned = 1;
             r->next = c->zombies;
             c->zombies = r;
@@ -772,6 +821,7 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
                             size_t bytes, pt_comm_req **out)
 {
     *out = NULL;
+    PT_CHECK(check_peer_alive(c, peer, "receive"));
     if (bytes > PT_DATA_SIZE_MASK)
         return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
     if (bytes && !buf)
@@ -804,9 +854,9 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     void *descs[2] = { desc, NULL };
     for (;;) {
         if (c->sink)
-            ret = fi_trecvv(c->ep, iov, descs, 2, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]);
+            ret = PT_FI(c, fi_trecvv(c->ep, iov, descs, 2, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]));
         else
-            ret = fi_trecv(c->ep, buf, bytes, desc, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]);
+            ret = PT_FI(c, fi_trecv(c->ep, buf, bytes, desc, FI_ADDR_UNSPEC, r->tag, 0, &r->ops[PT_OP_RECV]));
         if (ret != -FI_EAGAIN || pt_deadline_passed(dl))
             break;
         if ((st = progress(c)) != PT_OK)
@@ -819,7 +869,7 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     }
     if (st != PT_OK) {
         if (r->n_pending > 0) {
-            fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]);
+            PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]));
             r->abandoned = 1;
             r->next = c->zombies;
             c->zombies = r;
@@ -841,7 +891,7 @@ pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *b
     *out = NULL;
     PT_CHECK(check_peer(c, peer, "send"));
     PT_CHECK(p2p_tag(c, id, &tag));
-    return start_send(c, peer, tag, id, NULL, buf, bytes, out);
+    PT_FAB_GUARDED(c, "was starting a send", start_send(c, peer, tag, id, NULL, buf, bytes, out));
 }
 
 pt_status pt_comm_irecv(pt_comm *c, int peer, const pt_msg_id *id, void *buf, size_t bytes, pt_comm_req **out)
@@ -852,21 +902,21 @@ pt_status pt_comm_irecv(pt_comm *c, int peer, const pt_msg_id *id, void *buf, si
     *out = NULL;
     PT_CHECK(check_peer(c, peer, "receive"));
     PT_CHECK(p2p_tag(c, id, &tag));
-    return start_recv(c, peer, tag, id, NULL, buf, bytes, out);
+    PT_FAB_GUARDED(c, "was starting a receive", start_recv(c, peer, tag, id, NULL, buf, bytes, out));
 }
 
 pt_status pt_comm_isend_tag(pt_comm *c, int peer, uint64_t tag, const char *what, const void *buf, size_t bytes,
                             pt_comm_req **out)
 {
     PT_CHECK(check_peer(c, peer, what));
-    return start_send(c, peer, tag, NULL, what, buf, bytes, out);
+    PT_FAB_GUARDED(c, "was starting a send", start_send(c, peer, tag, NULL, what, buf, bytes, out));
 }
 
 pt_status pt_comm_irecv_tag(pt_comm *c, int peer, uint64_t tag, const char *what, void *buf, size_t bytes,
                             pt_comm_req **out)
 {
     PT_CHECK(check_peer(c, peer, what));
-    return start_recv(c, peer, tag, NULL, what, buf, bytes, out);
+    PT_FAB_GUARDED(c, "was starting a receive", start_recv(c, peer, tag, NULL, what, buf, bytes, out));
 }
 
 /* Gives up on r: cancels what it has posted and keeps it (as a zombie) until the provider has
@@ -882,8 +932,8 @@ static void abandon(pt_comm *c, pt_comm_req *r)
         return;
     }
     r->abandoned = 1;
-    fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]);
-    fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]);
+    PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]));
+    PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]));
     r->next = c->zombies;
     c->zombies = r;
 }
@@ -897,7 +947,7 @@ static pt_status finish(pt_comm *c, pt_comm_req *r)
     return st;
 }
 
-pt_status pt_comm_test(pt_comm *c, pt_comm_req *r, int *done)
+static pt_status test_impl(pt_comm *c, pt_comm_req *r, int *done)
 {
     *done = 0;
     if (!r) {
@@ -923,13 +973,14 @@ static void nap(int64_t waited_ns)
     nanosleep(&ts, NULL);
 }
 
-pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
+static pt_status wait_impl(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
 {
     if (!r)
         return PT_OK;
     int64_t start = pt_now_ns();
     struct fi_cq_tagged_entry ents[CQ_BATCH];
     for (;;) {
+        int dead = pt_peers_dead(c); /* read before progress: what the dead rank delivered is seen */
         pt_status st = progress(c);
         if (st != PT_OK) {
             abandon(c, r);
@@ -937,6 +988,14 @@ pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
         }
         if (r->done)
             return finish(c, r);
+        if (dead >= 0 && dead == r->peer) {
+            char d[128], w[200];
+            describe(r, d, sizeof d);
+            snprintf(w, sizeof w, r->is_send ? "waited to send %s to it" : "waited for %s from it", d);
+            st = pt_peers_fail(c, w);
+            abandon(c, r);
+            return st;
+        }
         int64_t now = pt_now_ns();
         if (deadline_ns != INT64_MAX && now >= deadline_ns) {
             char d[128];
@@ -954,10 +1013,10 @@ pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
         }
         if (now - start < SPIN_NS)
             continue;
-        if (c->cq_waitable) {
+        if (c->cq_waitable && dead < 0) {
             int64_t left_ms = deadline_ns == INT64_MAX ? SREAD_MAX_MS : (deadline_ns - now) / 1000000 + 1;
             int ms = left_ms < SREAD_MAX_MS ? (int)left_ms : SREAD_MAX_MS;
-            ssize_t n = fi_cq_sread(c->cq, ents, CQ_BATCH, NULL, ms);
+            ssize_t n = PT_FI(c, fi_cq_sread(c->cq, ents, CQ_BATCH, NULL, ms));
             if (n == -FI_ETIMEDOUT)
                 continue;
             st = handle_cq_ret(c, n, ents);
@@ -969,6 +1028,31 @@ pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
             nap(now - start);
         }
     }
+}
+
+pt_status pt_comm_test(pt_comm *c, pt_comm_req *r, int *done)
+{
+    if (!c || !r)
+        return test_impl(c, r, done);
+    PT_FAB_GUARDED(c, "was testing a message with it", test_impl(c, r, done));
+}
+
+pt_status pt_comm_wait(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
+{
+    if (!r)
+        return PT_OK;
+    sigjmp_buf env;
+    sigjmp_buf *prev = pt_escape_push(&env);
+    if (sigsetjmp(env, 0) != 0) {
+        char d[128], w[200];
+        describe(r, d, sizeof d);
+        snprintf(w, sizeof w, r->is_send ? "waited to send %s to rank %d" : "waited for %s from rank %d", d,
+                 r->peer);
+        return pt_peers_escaped(c, prev, w);
+    }
+    pt_status st = wait_impl(c, r, deadline_ns);
+    pt_escape_pop(prev);
+    return st;
 }
 
 pt_status pt_comm_waitall(pt_comm *c, pt_comm_req **r, int n, int64_t deadline_ns)

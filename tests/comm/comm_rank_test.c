@@ -10,11 +10,17 @@
  *   comm_rank_test mismatch     2 ranks: size disagreements on both paths are errors naming both
  *   comm_rank_test hash         every rank uses its own config hash: the rendezvous refuses
  *   comm_rank_test kill         3 ranks: rank 2 dies mid-transfer; 0 and 1 must fail naming it
+ *   comm_rank_test dead [N]     2 ranks exchange messages both ways; after N (default 20) rank 1
+ *                               dies holding a lock in rank 0's shm region (fault injection,
+ *                               see pthread_spin_unlock below) or, on other providers, just dies;
+ *                               rank 0 must fail naming it within the timeout
  *   comm_rank_test rendezvous   expects the rendezvous to fail naming the missing rank(s)
  *   comm_rank_test freeport     prints a free TCP port
  * Exits 0 on success, 1 on a failed check (printing what and where), 3 for an expected comm
- * error (kill), 2 for bad usage. */
+ * error (kill, dead), 2 for bad usage. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -542,6 +548,100 @@ static int test_kill(void)
     return 3;
 }
 
+/* ---------------------------------------------------------------- dead (fault injection) */
+
+/* Fault injection for `dead`: this program's pthread_spin_unlock stands in for glibc's in
+ * libfabric (the executable's definition comes first in symbol lookup). Once armed, the first
+ * release of a lock that lies inside another rank's shared-memory region (a mapping of
+ * /dev/shm/pipetrain-* not named after our pid) does not happen: the process dies by SIGKILL
+ * holding it, its update to that region done. The survivor's shm provider then spins on that
+ * lock inside fi_cq_read forever, so pipetrain must notice the death before entering it. */
+static int g_die_in_lock;
+static uintptr_t g_peer_lo, g_peer_hi; /* the other rank's region, from /proc/self/maps */
+
+int pthread_spin_unlock(pthread_spinlock_t *l)
+{
+    static int (*real)(pthread_spinlock_t *);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_spin_unlock");
+    if (g_die_in_lock && (uintptr_t)l >= g_peer_lo && (uintptr_t)l < g_peer_hi) {
+        static const char msg[] = "rank 1: dying while holding a lock in rank 0's shm region\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        raise(SIGKILL);
+    }
+    return real(l);
+}
+
+/* Finds the other rank's shm region among this process's mappings; 0 when there is none
+ * (another provider). */
+static int find_peer_region(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return 0;
+    char line[512], mine[64];
+    snprintf(mine, sizeof mine, "/pipetrain-%d-", (int)getpid());
+    unsigned long lo, hi;
+    while (fgets(line, sizeof line, f)) {
+        char *name = strstr(line, "/dev/shm/pipetrain-");
+        if (!name || strstr(line, mine) || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+            continue;
+        if (!g_peer_lo || lo < g_peer_lo)
+            g_peer_lo = lo;
+        if (hi > g_peer_hi)
+            g_peer_hi = hi;
+    }
+    fclose(f);
+    return g_peer_lo != 0;
+}
+
+/* 2 ranks exchange messages of 8 B .. 1 MiB both ways; after `after` exchanges rank 1 dies
+ * (holding rank 0's shm lock where there is one); rank 0 must fail naming rank 1. */
+static int test_dead(long after)
+{
+    pt_comm *c = open_comm(17);
+    int me = pt_comm_rank(c), peer = 1 - me;
+    CHECK(pt_comm_size(c) == 2, "dead runs with 2 ranks");
+    static const size_t sizes[] = { 8, 4096, 65536, 1u << 20 };
+    uint8_t *sbuf = calloc(1u << 20, 1), *rbuf = calloc(1u << 20, 1);
+    CHECK(sbuf && rbuf, "oom");
+    OK(pt_comm_barrier(c, NULL, dl()));
+    int64_t t0 = pt_now_ns();
+    pt_status st = PT_OK;
+    long i;
+    for (i = 0; st == PT_OK && i < 1000000; i++) {
+        if (me == 1 && i == after) {
+            if (!find_peer_region()) {
+                fprintf(stderr, "rank 1: no shm region of rank 0 mapped (provider %s): dying now\n",
+                        pt_comm_provider(c));
+                raise(SIGKILL);
+            }
+            g_die_in_lock = 1;
+        }
+        size_t n = sizes[i % 4];
+        pt_msg_id sid = { KIND_SEND_ACT, (int)(i & 0xffff), 0, i & 0x7fffff };
+        pt_msg_id rid = { KIND_RECV_ACT, (int)(i & 0xffff), 0, i & 0x7fffff };
+        pt_comm_req *r[2] = { NULL, NULL };
+        st = pt_comm_irecv(c, peer, &rid, rbuf, n, &r[0]);
+        if (st == PT_OK)
+            st = pt_comm_isend(c, peer, &sid, sbuf, n, &r[1]);
+        if (st == PT_OK)
+            st = pt_comm_waitall(c, r, 2, pt_deadline_after_ms(pt_comm_timeout_ms(c)));
+        else if (r[0])
+            pt_comm_waitall(c, r, 1, pt_now_ns());
+    }
+    CHECK(me == 0, "rank 1: still alive after %ld exchanges (%s)", i, pt_last_error());
+    CHECK(st != PT_OK, "rank 0: %ld exchanges with a rank that should have died succeeded", i);
+    CHECK(strstr(pt_last_error(), "rank 1"), "error '%s' should name rank 1", pt_last_error());
+    fprintf(stderr, "rank 0: error after %ld exchanges, %.1f s: %s\n", i, pt_seconds_between(t0, pt_now_ns()),
+            pt_last_error());
+    pt_comm_destroy(c);
+    free(sbuf);
+    free(rbuf);
+    return 3;
+}
+
 /* Prints a TCP port that was free a moment ago (for the scripts' rendezvous). */
 static int print_free_port(void)
 {
@@ -560,7 +660,7 @@ static int print_free_port(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: comm_rank_test single|p2p [MAX]|coll|mismatch|hash|kill|rendezvous\n");
+        fprintf(stderr, "usage: comm_rank_test single|p2p [MAX]|coll|mismatch|hash|kill|dead [N]|rendezvous\n");
         return 2;
     }
     const char *r = getenv("RANK");
@@ -579,6 +679,8 @@ int main(int argc, char **argv)
         return test_hash();
     if (strcmp(argv[1], "kill") == 0)
         return test_kill();
+    if (strcmp(argv[1], "dead") == 0)
+        return test_dead(argc > 2 ? atol(argv[2]) : 20);
     if (strcmp(argv[1], "rendezvous") == 0)
         return test_rendezvous();
     fprintf(stderr, "unknown mode %s\n", argv[1]);

@@ -4,6 +4,10 @@
 #   rendezvous  a rank never starts: the others fail naming it
 #   kill        a rank dies mid-transfer (no launcher, so nobody kills the survivors): the
 #               survivors fail naming it within the timeout, and no process is left behind
+#   dead        shm: a rank dies holding a lock in its peer's shared-memory region (fault
+#               injection in comm_rank_test), no launcher: the survivor must not spin inside
+#               libfabric but fail at once naming the dead rank and its pid, remove the dead
+#               rank's /dev/shm region, and leave no process behind
 #   launcher    output prefixes, exit status and signal reporting, teardown when a rank fails
 #   netns       two "nodes" as network namespaces joined by a veth pair (198.18.0.0/15), two
 #               ranks each, tcp provider; skipped (exit 77) when namespaces cannot be made
@@ -76,6 +80,28 @@ kill)
     for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && fail "$prov: process $p left behind"; done
     rm -f /dev/shm/pipetrain-"${PIDS[2]}"-* # the SIGKILLed rank could not remove its shm region
     echo "$prov: survivors failed after $(( $(date +%s) - start )) s:"; cat "$WORK/k0.log" "$WORK/k1.log"
+  done
+  ;;
+dead)
+  export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 PT_COMM_TIMEOUT=3 IPATH_NO_BACKTRACE=1 PT_FABRIC_PROVIDER=shm
+  # eager messages only, then with the RMA read path for 4 KiB and up; two death points each
+  for rma in "" 4096; do
+    for after in 6 11; do
+      PIDS=()
+      export MASTER_PORT=$(free_port) PT_COMM_RMA_MIN=$rma
+      for r in 0 1; do RANK=$r "$T" dead $after >"$WORK/d$r.log" 2>&1 & PIDS+=($!); done
+      wait_pids 20
+      s0=$(status_of "${PIDS[0]}"); s1=$(status_of "${PIDS[1]}")
+      what="rma_min '$rma', death after $after"
+      [ "$s1" = 137 ] || fail "$what: rank 1 should have died by SIGKILL (137), got $s1"
+      grep -q "dying while holding a lock" "$WORK/d1.log" || fail "$what: rank 1 did not die holding a lock"
+      [ "$s0" = 3 ] || fail "$what: the survivor should exit 3 with a named error, got $s0"
+      grep -q "rank 1 (pid ${PIDS[1]}, same host) exited while rank 0" "$WORK/d0.log" ||
+        fail "$what: the error does not say that rank 1 (pid ${PIDS[1]}) exited"
+      ls /dev/shm/pipetrain-"${PIDS[1]}"-* >/dev/null 2>&1 && fail "$what: rank 1's shm region was left in /dev/shm"
+      for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && fail "$what: process $p left behind"; done
+      echo "$what: $(grep 'rank 0: error' "$WORK/d0.log")"
+    done
   done
   ;;
 launcher)
