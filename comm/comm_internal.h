@@ -88,10 +88,12 @@ void pt_peer_ident_self(pt_peer_ident *id, const char *shm_region);
 /* Starts watching the same-host peers among ids[size] (others keep only the deadline). */
 pt_status pt_peers_watch(pt_comm *c, const pt_peer_ident *ids);
 /* A watched peer that has exited (its rank), or -1. Reads the monitor's record (or, without a
- * monitor, polls the pidfds); once a peer is seen dead the answer stays, and the dead peer's shm region name is unlinked (it could not). */
+ * monitor, polls the pidfds); once a peer is seen dead the answer stays, and the dead peer's
+ * shm region name is unlinked (it could not). Called from the comm's thread only. */
 int pt_peers_dead(pt_comm *c);
 /* Records (pt_fail, PT_ECOMM) "rank D (pid P) exited while rank R <waiting_for>" and returns it. */
 pt_status pt_peers_fail(pt_comm *c, const char *waiting_for);
+/* Stops the monitor thread (joins it) and closes the pidfds. */
 void pt_peers_close(pt_comm *c);
 
 /* Getting out of a libfabric call that a dead peer's lock holds forever. Public entry points
