@@ -3,6 +3,7 @@
  * PT_ENOTSUP and the message names CUDA's reason; with one, a stream is created and a
  * non-existent device ordinal is refused with PT_EINVAL, and a bad PT_CUDA_MATMUL too.
  * `test_cuda_backend gpus N` exits 0 with at least N devices, else 77 (for the scripts). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: pt_backend_get(\"cuda\") does not return pt_backend_cuda: %s\n", pt_last_error());
         return 1;
     }
-    /* Every entry after the name is a function pointer and none is optional. */
+    /* Every entry between the name and the plain fields is a function pointer; none is optional. */
     const void *const *fns = (const void *const *)((const char *)be + sizeof(const char *));
-    size_t n_fns = (sizeof(pt_backend) - sizeof(const char *)) / sizeof(void *);
+    size_t n_fns = (offsetof(pt_backend, device_memory) - sizeof(const char *)) / sizeof(void *);
+    if (be->device_memory != 1) {
+        fprintf(stderr, "FAIL: pt_backend_cuda.device_memory is %d; CUDA memory is device memory\n", be->device_memory);
+        return 1;
+    }
     for (size_t i = 0; i < n_fns; i++)
         if (fns[i] == NULL) {
             fprintf(stderr, "FAIL: entry %zu of pt_backend_cuda is NULL\n", i);
