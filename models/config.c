@@ -103,6 +103,55 @@ static pt_status cfg_get(const cJSON *root, const char *path, const char *key, l
     return PT_OK;
 }
 
+pt_status pt_model_config_from_json(const struct cJSON *obj, const char *what, pt_model_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    static const char *const allowed[] = { "name",       "n_layer",     "n_head",      "n_embd",
+                                           "vocab_size", "vocab_padded", "max_seq_len", NULL };
+    if (!cJSON_IsObject(obj))
+        return pt_fail(PT_EINVAL, "%s: a model config must be a JSON object with n_layer, n_head, n_embd, vocab_size "
+                                  "and max_seq_len",
+                       what);
+    PT_CHECK(pt_json_check_keys(obj, what, allowed));
+    PT_CHECK(cfg_get(obj, what, "n_layer", 1, PT_CFG_MAX_LAYERS, &out->n_layer));
+    PT_CHECK(cfg_get(obj, what, "n_head", 1, PT_CFG_MAX_HEADS, &out->n_head));
+    PT_CHECK(cfg_get(obj, what, "n_embd", 1, PT_CFG_MAX_EMBD, &out->n_embd));
+    PT_CHECK(cfg_get(obj, what, "vocab_size", 2, PT_CFG_MAX_VOCAB, &out->vocab_size));
+    PT_CHECK(cfg_get(obj, what, "max_seq_len", 1, PT_CFG_MAX_SEQ, &out->max_seq_len));
+    out->vocab_padded = out->vocab_size;
+    if (cJSON_HasObjectItem(obj, "vocab_padded"))
+        PT_CHECK(cfg_get(obj, what, "vocab_padded", 2, PT_CFG_MAX_VOCAB, &out->vocab_padded));
+    if (cJSON_HasObjectItem(obj, "name")) {
+        const char *name = NULL;
+        PT_CHECK(pt_json_get_string(obj, what, "name", &name));
+        if (strlen(name) >= sizeof(out->name))
+            return pt_fail(PT_EINVAL, "%s: \"name\" is longer than %zu characters; shorten it", what,
+                           sizeof(out->name) - 1);
+        snprintf(out->name, sizeof(out->name), "%s", name);
+    }
+    pt_status st = pt_model_config_validate(out);
+    if (st != PT_OK && !out->name[0])
+        st = pt_fail_wrap(st, "%s", what);
+    return st;
+}
+
+struct cJSON *pt_model_config_to_json(const pt_model_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    int ok = cJSON_AddStringToObject(o, "name", c->name) && cJSON_AddNumberToObject(o, "n_layer", c->n_layer) &&
+             cJSON_AddNumberToObject(o, "n_head", c->n_head) && cJSON_AddNumberToObject(o, "n_embd", c->n_embd) &&
+             cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size) &&
+             cJSON_AddNumberToObject(o, "vocab_padded", c->vocab_padded) &&
+             cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
 {
     memset(out, 0, sizeof(*out));
@@ -122,38 +171,7 @@ pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
     }
     cJSON *root = NULL;
     PT_CHECK(pt_json_read_file(name_or_path, &root));
-    pt_status st = PT_OK;
-    static const char *const allowed[] = { "name",       "n_layer",     "n_head",      "n_embd",
-                                           "vocab_size", "vocab_padded", "max_seq_len", NULL };
-    if (!cJSON_IsObject(root)) {
-        st = pt_fail(PT_EINVAL, "%s: a model config must be a JSON object with n_layer, n_head, n_embd, vocab_size "
-                                "and max_seq_len",
-                     name_or_path);
-        goto done;
-    }
-    PT_TRY(pt_json_check_keys(root, name_or_path, allowed), done);
-    PT_TRY(cfg_get(root, name_or_path, "n_layer", 1, PT_CFG_MAX_LAYERS, &out->n_layer), done);
-    PT_TRY(cfg_get(root, name_or_path, "n_head", 1, PT_CFG_MAX_HEADS, &out->n_head), done);
-    PT_TRY(cfg_get(root, name_or_path, "n_embd", 1, PT_CFG_MAX_EMBD, &out->n_embd), done);
-    PT_TRY(cfg_get(root, name_or_path, "vocab_size", 2, PT_CFG_MAX_VOCAB, &out->vocab_size), done);
-    PT_TRY(cfg_get(root, name_or_path, "max_seq_len", 1, PT_CFG_MAX_SEQ, &out->max_seq_len), done);
-    out->vocab_padded = out->vocab_size;
-    if (cJSON_HasObjectItem(root, "vocab_padded"))
-        PT_TRY(cfg_get(root, name_or_path, "vocab_padded", 2, PT_CFG_MAX_VOCAB, &out->vocab_padded), done);
-    if (cJSON_HasObjectItem(root, "name")) {
-        const char *name = NULL;
-        PT_TRY(pt_json_get_string(root, name_or_path, "name", &name), done);
-        if (strlen(name) >= sizeof(out->name)) {
-            st = pt_fail(PT_EINVAL, "%s: \"name\" is longer than %zu characters; shorten it", name_or_path,
-                         sizeof(out->name) - 1);
-            goto done;
-        }
-        snprintf(out->name, sizeof(out->name), "%s", name);
-    }
-    st = pt_model_config_validate(out);
-    if (st != PT_OK && !out->name[0])
-        st = pt_fail_wrap(st, "%s", name_or_path);
-done:
+    pt_status st = pt_model_config_from_json(root, name_or_path, out);
     cJSON_Delete(root);
     return st;
 }

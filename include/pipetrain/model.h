@@ -56,6 +56,18 @@ extern "C" {
  * PT_EINVAL names the bad field (heads not dividing width, zero layers, unknown keys, absurd sizes). */
 pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out);
 
+struct cJSON; /* cjson/cJSON.h */
+
+/* Fills `out` from a JSON object with the config file's keys (n_layer, n_head, n_embd, vocab_size,
+ * max_seq_len, optional name and vocab_padded): types, ranges and unknown keys are checked, then
+ * pt_model_config_validate. `what` names the source in errors. The one parser of config objects
+ * (config files, checkpoints' run descriptions). */
+pt_status pt_model_config_from_json(const struct cJSON *obj, const char *what, pt_model_config *out);
+
+/* The inverse: a new JSON object with every field (caller frees with cJSON_Delete); NULL when out of
+ * memory. */
+struct cJSON *pt_model_config_to_json(const pt_model_config *c);
+
 /* Checks a config's fields; PT_EINVAL naming the field and the fix. */
 pt_status pt_model_config_validate(const pt_model_config *cfg);
 

@@ -249,23 +249,7 @@ static pt_status ckpt_model_config(const pt_ckpt_manifest *m, const char *model_
     if (cJSON_IsString(mj)) {
         st = pt_model_config_load(mj->valuestring, cfg);
     } else if (cJSON_IsObject(mj)) {
-        memset(cfg, 0, sizeof *cfg);
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(mj, "name");
-        if (cJSON_IsString(nm))
-            snprintf(cfg->name, sizeof cfg->name, "%s", nm->valuestring);
-        struct {
-            const char *key;
-            int *dst;
-        } f[] = { { "n_layer", &cfg->n_layer },       { "n_head", &cfg->n_head },
-                  { "n_embd", &cfg->n_embd },         { "vocab_size", &cfg->vocab_size },
-                  { "vocab_padded", &cfg->vocab_padded }, { "max_seq_len", &cfg->max_seq_len } };
-        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(mj, f[i].key);
-            *f[i].dst = cJSON_IsNumber(v) ? v->valueint : 0;
-        }
-        if (!cfg->vocab_padded)
-            cfg->vocab_padded = cfg->vocab_size;
-        st = pt_model_config_validate(cfg);
+        st = pt_model_config_from_json(mj, "the checkpoint's run description (\"model\")", cfg);
     } else {
         st = pt_fail(PT_EINVAL, "the checkpoint's run description names no model; pass --model NAME|FILE");
     }
@@ -426,16 +410,9 @@ static int cmd_import(int argc, char **argv)
     PT_TRY(pt_model_load_hf_safetensors(mod, pos[0]), out);
     pt_adamw_cfg ac = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 0 };
     PT_TRY(pt_optim_create(mod, &ac, &opt), out);
-    cJSON *run = cJSON_CreateObject(), *mj = cJSON_CreateObject();
+    cJSON *run = cJSON_CreateObject(), *mj = pt_model_config_to_json(&cfg);
     char *run_json = NULL;
     if (run && mj) {
-        cJSON_AddStringToObject(mj, "name", cfg.name);
-        cJSON_AddNumberToObject(mj, "n_layer", cfg.n_layer);
-        cJSON_AddNumberToObject(mj, "n_head", cfg.n_head);
-        cJSON_AddNumberToObject(mj, "n_embd", cfg.n_embd);
-        cJSON_AddNumberToObject(mj, "vocab_size", cfg.vocab_size);
-        cJSON_AddNumberToObject(mj, "vocab_padded", cfg.vocab_padded);
-        cJSON_AddNumberToObject(mj, "max_seq_len", cfg.max_seq_len);
         cJSON_AddItemToObject(run, "model", mj);
         mj = NULL;
         cJSON_AddStringToObject(run, "imported_from", pos[0]);

@@ -320,19 +320,12 @@ static pt_status run_json_make(const pt_trainer *t, char **out)
 {
     const pt_train_cfg *c = &t->cfg;
     const pt_model_config *m = &t->mcfg;
-    cJSON *o = cJSON_CreateObject(), *mj = cJSON_CreateObject();
+    cJSON *o = cJSON_CreateObject(), *mj = pt_model_config_to_json(m);
     if (!o || !mj) {
         cJSON_Delete(o);
         cJSON_Delete(mj);
         return pt_fail(PT_ENOMEM, "out of memory writing the run config");
     }
-    cJSON_AddStringToObject(mj, "name", m->name);
-    cJSON_AddNumberToObject(mj, "n_layer", m->n_layer);
-    cJSON_AddNumberToObject(mj, "n_head", m->n_head);
-    cJSON_AddNumberToObject(mj, "n_embd", m->n_embd);
-    cJSON_AddNumberToObject(mj, "vocab_size", m->vocab_size);
-    cJSON_AddNumberToObject(mj, "vocab_padded", m->vocab_padded);
-    cJSON_AddNumberToObject(mj, "max_seq_len", m->max_seq_len);
     cJSON_AddItemToObject(o, "model", mj);
     cJSON_AddNumberToObject(o, "n_params", (double)pt_model_config_n_params(m));
     cJSON_AddStringToObject(o, "data", pt_dataset_name(t->data));

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "pipetrain/model.h"
 #include "test_common.h"
 
@@ -116,6 +118,19 @@ int main(void)
     EXPECT(pt_model_config_validate(&v) == PT_EINVAL && strstr(pt_last_error(), "vocab_padded"));
     remove("bad_config.json");
     remove("good_config.json");
+    /* config objects: to_json then from_json gives the config back; a field of the wrong type is named */
+    {
+        pt_model_config a, b;
+        EXPECT_OK(pt_model_config_load("gpt2-small", &a));
+        cJSON *j = pt_model_config_to_json(&a);
+        EXPECT(j != NULL);
+        EXPECT_OK(pt_model_config_from_json(j, "round trip", &b));
+        EXPECT(memcmp(&a, &b, sizeof a) == 0);
+        cJSON_ReplaceItemInObject(j, "n_head", cJSON_CreateString("six"));
+        EXPECT(pt_model_config_from_json(j, "run.json", &b) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "run.json") && strstr(pt_last_error(), "n_head"));
+        cJSON_Delete(j);
+    }
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
