@@ -170,6 +170,16 @@ void pt_comm_destroy(pt_comm *c)
 int pt_comm_rank(const pt_comm *c) { return c->rank; }
 int pt_comm_size(const pt_comm *c) { return c->size; }
 int pt_comm_local_rank(const pt_comm *c) { return c->local_rank; }
+
+pt_status pt_comm_env_job(int *in_job, int *rank, int *size)
+{
+    pt_boot_env e;
+    PT_CHECK(pt_boot_env_read(&e));
+    *in_job = strcmp(e.source, "none") != 0;
+    *rank = e.rank;
+    *size = e.size;
+    return PT_OK;
+}
 int64_t pt_comm_timeout_ms(const pt_comm *c) { return c->timeout_ms; }
 int64_t pt_comm_clock_offset_ns(const pt_comm *c) { return c->clock_offset_ns; }
 const char *pt_comm_provider(const pt_comm *c) { return c->provider; }

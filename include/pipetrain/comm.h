@@ -68,6 +68,13 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out);
  * transfers are abandoned). Accepts NULL. Does not wait for other ranks. */
 void pt_comm_destroy(pt_comm *c);
 
+/* Reads, without any network activity, what the environment says about this process: when a
+ * launcher (pipetrain's, torchrun, srun, mpirun/PMI) started it as one rank of a job, *rank and
+ * *size are set from it and *in_job is 1; otherwise *in_job is 0, *rank 0 and *size 1. The same
+ * rules pt_comm_create uses. PT_EINVAL naming the variable when it is malformed or incomplete (a
+ * multi-rank job without MASTER_ADDR/MASTER_PORT). Thread-safe. */
+pt_status pt_comm_env_job(int *in_job, int *rank, int *size);
+
 /* This rank (0..size-1), the world size, the rank's index among ranks on its host. */
 int pt_comm_rank(const pt_comm *c);
 int pt_comm_size(const pt_comm *c);

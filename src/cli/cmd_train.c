@@ -151,23 +151,6 @@ static void default_run_dir(char *buf, size_t cap)
         snprintf(buf, cap, "runs/%s-%d", stamp, k);
 }
 
-/* World size announced by whatever started this process as one rank of a job (pipetrain's
- * launcher and torchrun: RANK/WORLD_SIZE; srun: SLURM_PROCID/SLURM_NTASKS; mpirun:
- * OMPI_COMM_WORLD_RANK/SIZE or PMI_RANK/PMI_SIZE), or 0 when it was started on its own. */
-static int job_world_size(void)
-{
-    static const char *const vars[][2] = { { "RANK", "WORLD_SIZE" },
-                                           { "SLURM_PROCID", "SLURM_NTASKS" },
-                                           { "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" },
-                                           { "PMI_RANK", "PMI_SIZE" } };
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *r = getenv(vars[i][0]), *n = getenv(vars[i][1]);
-        if (r && n && atoi(n) > 0)
-            return atoi(n);
-    }
-    return 0;
-}
-
 static void log_line(void *ctx, const char *line)
 {
     (void)ctx;
@@ -246,7 +229,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
     int want = a->stages * a->dp;
     int multi_opts = a->stages > 1 || a->dp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
-    int job = job_world_size();
+    int job = 0, job_rank = 0, job_size = 1;
+    PT_CHECK(pt_comm_env_job(&job, &job_rank, &job_size));
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
     cfg.seed = (uint64_t)a->seed;
@@ -266,7 +250,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
         cfg.ckpt_dir = ckpt_dir;
     }
 
-    if (job == 0 && multi_opts) {
+    if (!job && multi_opts) {
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int nproc = a->nproc > 0 ? a->nproc : want;
         if (nproc != want && !(a->schedule && access(a->schedule, R_OK) == 0))
@@ -282,7 +266,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
         return st;
     }
-    if (job > 0 || multi_opts) {
+    if (job || multi_opts) {
         /* One rank of a job: the pipeline runtime runs the whole training from here. */
         pt_runtime_train_args ra;
         memset(&ra, 0, sizeof ra);
@@ -305,7 +289,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
         pt_train_summary sum;
         memset(&sum, 0, sizeof sum);
         st = pt_runtime_train_main(&ra, &sum);
-        if (st == PT_OK && (job == 0 || getenv("RANK") == NULL || atoi(getenv("RANK")) == 0))
+        if (st == PT_OK && job_rank == 0)
             printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f\n", (long long)sum.steps_done,
                    sum.seconds, sum.tokens_per_s, sum.final_loss);
         return st;

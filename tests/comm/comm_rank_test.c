@@ -97,6 +97,21 @@ static int test_single(void)
                                   "MASTER_ADDR", "MASTER_PORT", NULL };
     for (int i = 0; vars[i]; i++)
         unsetenv(vars[i]);
+    /* what pt_comm_env_job reads: nothing set = not in a job; a launcher's variables = in one */
+    int in_job = -1, er = -1, es = -1;
+    OK(pt_comm_env_job(&in_job, &er, &es));
+    CHECK(in_job == 0 && er == 0 && es == 1, "alone: in_job %d rank %d size %d", in_job, er, es);
+    setenv("RANK", "2", 1);
+    setenv("WORLD_SIZE", "4", 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", "29500", 1);
+    OK(pt_comm_env_job(&in_job, &er, &es));
+    CHECK(in_job == 1 && er == 2 && es == 4, "launched: in_job %d rank %d size %d", in_job, er, es);
+    setenv("WORLD_SIZE", "four", 1);
+    CHECK(pt_comm_env_job(&in_job, &er, &es) == PT_EINVAL && strstr(pt_last_error(), "WORLD_SIZE"),
+          "malformed WORLD_SIZE accepted (%s)", pt_last_error());
+    for (int i = 0; vars[i]; i++)
+        unsetenv(vars[i]);
     pt_comm *c = open_comm(42);
     CHECK(pt_comm_size(c) == 1 && pt_comm_rank(c) == 0, "size %d rank %d", pt_comm_size(c), pt_comm_rank(c));
     CHECK(strcmp(pt_comm_provider(c), "self") == 0, "provider %s", pt_comm_provider(c));
