@@ -672,6 +672,35 @@ static int print_free_port(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- last message before a normal exit */
+
+/* Rank 1 sends one message and exits normally; rank 0 posts its receive only after rank 1 is gone
+ * (as the end of a profile gather can). The message was delivered, so the receive must get it, not
+ * fail because its sender has exited. */
+static int test_last_message(void)
+{
+    pt_comm *c = open_comm(7);
+    CHECK(pt_comm_size(c) == 2, "needs 2 ranks");
+    uint8_t buf[4096];
+    pt_msg_id id = { KIND_SEND_ACT, 1, 0, 3 };
+    pt_comm_req *r = NULL;
+    if (g_rank == 1) {
+        fill(buf, sizeof buf, 99);
+        OK(pt_comm_isend(c, 0, &id, buf, sizeof buf, &r));
+        OK(pt_comm_wait(c, r, dl()));
+        fflush(stdout);
+        _exit(0); /* normally, without saying goodbye */
+    }
+    usleep(300 * 1000); /* rank 1 has exited by now (its send completed before it did), and the
+                           same-host peer watch has seen it go */
+    memset(buf, 0, sizeof buf);
+    OK(pt_comm_irecv(c, 1, &id, buf, sizeof buf, &r));
+    OK(pt_comm_wait(c, r, dl()));
+    check_fill(buf, sizeof buf, 99, "the last message of an exited rank");
+    printf("rank 0 received the last message of rank 1 after it exited\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -696,6 +725,8 @@ int main(int argc, char **argv)
         return test_kill();
     if (strcmp(argv[1], "dead") == 0)
         return test_dead(argc > 2 ? atol(argv[2]) : 20);
+    if (strcmp(argv[1], "last") == 0)
+        return test_last_message();
     if (strcmp(argv[1], "rendezvous") == 0)
         return test_rendezvous();
     fprintf(stderr, "unknown mode %s\n", argv[1]);
