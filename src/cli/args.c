@@ -117,6 +117,18 @@ static pt_status set_value(pt_opt *o, const char *val)
     return pt_fail(PT_EINTERNAL, "--%s: unknown option type", o->name);
 }
 
+pt_status pt_args_parse_n(pt_cmd_spec *spec, int argc, char **argv, char **pos, int n, const char *what, int *done)
+{
+    char *all[16];
+    int n_pos = 0;
+    PT_CHECK(pt_args_parse(spec, argc, argv, all, 16, &n_pos, done));
+    if (!*done && n_pos != n)
+        return pt_fail(PT_EINVAL, "%s needs %s (usage: %s)", argv[0], what, spec->usage);
+    for (int i = 0; i < n_pos; i++)
+        pos[i] = all[i];
+    return PT_OK;
+}
+
 pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, int max_pos, int *n_pos, int *done)
 {
     int np = 0;

@@ -53,6 +53,11 @@ typedef struct pt_cmd_spec {
  * Returns PT_EINVAL with a message naming the option and saying what it expects. */
 pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, int max_pos, int *n_pos, int *done);
 
+/* pt_args_parse for a command that takes exactly `n` positional words, described by `what`
+ * ("the checkpoint directory", "DIR and OUT"): any other count is PT_EINVAL
+ * "<argv[0]> needs <what> (usage: <spec->usage>)". pos must hold n entries. */
+pt_status pt_args_parse_n(pt_cmd_spec *spec, int argc, char **argv, char **pos, int n, const char *what, int *done);
+
 /* Prints the help of `spec` to stdout. */
 void pt_args_print_help(const pt_cmd_spec *spec);
 

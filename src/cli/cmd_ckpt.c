@@ -59,13 +59,11 @@ static int cmd_inspect(int argc, char **argv)
                          "Lists a checkpoint's tensors: kind, dtype, shape, shard, raw and stored size, compression\n"
                          "ratio and plane codecs (z = zstd, r = raw), then totals per kind and overall.",
                          opts, 1, NULL };
-    char *pos[2];
-    int n_pos = 0, done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, pos, 1, &n_pos, &done);
+    char *pos[1];
+    int done = 0;
+    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 1, "the checkpoint directory", &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
-    if (n_pos != 1)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt inspect needs the checkpoint directory: pipetrain ckpt inspect DIR"));
     char dir[512], note[1024];
     PT_TRY(pt_ckpt_resolve(pos[0], dir, sizeof dir, note, sizeof note), out);
     if (note[0])
@@ -192,13 +190,11 @@ static int cmd_verify(int argc, char **argv)
                          "stored and raw bytes, and every size. Prints each damaged tensor (file and name) and exits\n"
                          "1 when any is damaged.",
                          opts, 2, NULL };
-    char *pos[2];
-    int n_pos = 0, done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, pos, 1, &n_pos, &done);
+    char *pos[1];
+    int done = 0;
+    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 1, "the checkpoint directory", &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
-    if (n_pos != 1)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt verify needs the checkpoint directory: pipetrain ckpt verify DIR"));
     int64_t *steps = NULL;
     int n = 0;
     char dirs[64][600];
@@ -280,13 +276,11 @@ static int cmd_export(int argc, char **argv)
                          "Writes a checkpoint's weights to a safetensors file in Hugging Face GPT-2 naming and layout\n"
                          "(h.0.attn.c_attn.weight as [in, out], ...), loadable by transformers and other tools.",
                          opts, 2, "example: pipetrain ckpt export ckpt --format safetensors model.safetensors" };
-    char *pos[3];
-    int n_pos = 0, done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, pos, 2, &n_pos, &done);
+    char *pos[2];
+    int done = 0;
+    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 2, "DIR and OUT", &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
-    if (n_pos != 2)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt export needs DIR and OUT: pipetrain ckpt export DIR --format safetensors OUT"));
     if (strcmp(format, "safetensors") != 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--format %s is not supported; use --format safetensors", format));
     char dir[512], note[1024];
@@ -382,13 +376,11 @@ static int cmd_import(int argc, char **argv)
                          "Makes DIR/step_000000 from weights in Hugging Face GPT-2 naming and layout, with zeroed AdamW\n"
                          "moments, so that `pipetrain train --ckpt-dir DIR --resume` starts from them.",
                          opts, 3, "example: pipetrain ckpt import gpt2.safetensors ckpt --model gpt2" };
-    char *pos[3];
-    int n_pos = 0, done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, pos, 2, &n_pos, &done);
+    char *pos[2];
+    int done = 0;
+    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 2, "IN.safetensors and DIR", &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
-    if (n_pos != 2)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "ckpt import needs IN and DIR: pipetrain ckpt import IN.safetensors DIR"));
     const pt_backend *be = NULL;
     pt_stream *stream = NULL;
     pt_model *mod = NULL;
