@@ -85,7 +85,7 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
            out);
     if (rank == 0) {
         pt_profile_report_opts po = { .sched = sc, .plan = plan, .cfg = &cfg, .n_world = world,
-                                      .peak_flops = dev.peak_flops, .peak_bytes = peak,
+                                      .peak_flops = dev.peak_flops * world, .peak_bytes = peak,
                                       .link_latency_s = dev.intra_latency_s, .link_bandwidth_Bps = dev.intra_bw_Bps };
         pt_profile_summary sum;
         PT_TRY(pt_profile_summarize(all, n, &po, &sum), out);
@@ -186,7 +186,7 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
 
 int pt_bench_pipeline(int argc, char **argv)
 {
-    bp_opts o = { .model = "gpt2-small", .schedule = "1f1b", .partition = "time", .mbs = "4,8,16", .B = 2,
+    bp_opts o = { .model = "gpt2-small", .schedule = "1f1b", .partition = "time", .mbs = "4,8,16", .B = 1,
                   .T = 256, .steps = 2, .P = 2, .base_threads = 2 };
     int json = 0, worker_mode = 0, worker_m = 0;
     const char *out_path = NULL;

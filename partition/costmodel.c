@@ -10,10 +10,13 @@
 /* ---- devices ---- */
 
 static const pt_device device_presets[] = {
-    /* This machine: 2 Zen 5 cores, 540 GFLOP/s fp32 FMA peak measured, ~50% reached by a whole
-     * training step; "links" are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us);
-     * ~20 GB/s memory bandwidth on large arrays (memcpy at 256 MiB). */
-    { "cpu", 540e9, 0.5, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6, 20e9 },
+    /* One core of this machine (a rank with one thread; the trainer multiplies the peak by a
+     * rank's threads): Zen 5, 270 GFLOP/s fp32 FMA peak (540 measured on its 2 cores). Efficiency
+     * 0.38 is what whole training steps reach with OPENBLAS_CORETYPE=Haswell (AVX2 kernels) as set
+     * here: gpt2 (124M), P=2 1F1B, M=16 of 1x256 took 17.7 s where 0.5 predicted 13.6 s. "Links"
+     * are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us); ~20 GB/s memory bandwidth
+     * on large arrays (memcpy at 256 MiB). */
+    { "cpu", 270e9, 0.38, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6, 20e9 },
     /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
      * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. Activations are fp32 buffers (the backend seam takes
      * fp32 pointers on every backend); weights have a bf16 copy next to the fp32 master. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipetrain/ckpt.h"
 #include "pipetrain/runtime.h"
@@ -236,6 +237,8 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     pt_device dev;
     pt_topology topo;
     PT_TRY(pt_device_load("cpu", &dev), out);
+    /* The cpu device is one core; a rank computes on as many as it has threads. */
+    dev.peak_flops *= tc->threads > 0 ? tc->threads : (double)sysconf(_SC_NPROCESSORS_ONLN);
     PT_TRY(pt_topology_init(&topo, &dev, 1, world), out);
     if (a->layer_costs)
         PT_TRY(pt_layer_times_load(a->layer_costs, &measured), out);
@@ -375,7 +378,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
             char title[256];
             snprintf(title, sizeof(title), "%s %s P=%d V=%d D=%d M=%d (measured)", cfg.name, sc->name, P, V, D, M);
             pt_profile_report_opts po = { .sched = sc, .plan = plan, .cfg = &cfg, .n_world = world,
-                                          .peak_flops = dev.peak_flops, .peak_bytes = peak,
+                                          .peak_flops = dev.peak_flops * world, .peak_bytes = peak,
                                           .link_latency_s = dev.intra_latency_s,
                                           .link_bandwidth_Bps = dev.intra_bw_Bps, .title = title };
             pt_profile_summary sum;
