@@ -260,8 +260,13 @@ static pt_status run_train(const train_args *a, int *interrupted)
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
         st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
-        if (st == PT_OK && cfg.ckpt_dir)
-            st = eval_final_checkpoint(&cfg, a->eval_batch);
+        if (st == PT_OK && cfg.ckpt_dir && cfg.eval_batches > 0 && a->mem_limit)
+            printf("held-out eval skipped: with --mem-limit the model is split because it may not fit one process; "
+                   "the final checkpoint is in %s\n", cfg.ckpt_dir);
+        else if (st == PT_OK && cfg.ckpt_dir && eval_final_checkpoint(&cfg, a->eval_batch) != PT_OK)
+            /* the training itself succeeded and its checkpoint is written: say why there is no eval */
+            fprintf(stderr, "pipetrain: note: the final checkpoint in %s could not be evaluated in one process: %s\n",
+                    cfg.ckpt_dir, pt_last_error());
         if (st == PT_OK)
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
         return st;
