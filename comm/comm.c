@@ -23,30 +23,44 @@ static pt_status timeout_from_env(int64_t *out)
 }
 
 /* Every rank exchanges one byte with every other: connections (tcp) and peer mappings (shm)
- * are set up now, while nothing else is in flight, and a peer it cannot reach is named here. */
+ * are set up now, while nothing else is in flight, and a peer it cannot reach is named here.
+ * The byte says whether the sender can map the receiver's buffers (it probed them at
+ * rendezvous), which is what the receiver needs to know to send to it by the direct path.
+ * Once every peer's byte is in, every peer has probed, and the probe buffer goes. */
 static pt_status connect_all(pt_comm *c)
 {
     int n = c->size;
     pt_comm_req **r = calloc((size_t)(2 * n), sizeof *r);
-    char *in = calloc((size_t)n, 1), out = 1;
+    char *in = calloc((size_t)n, 1), *out = calloc((size_t)n, 1);
     pt_status st = PT_OK;
-    if (!r || !in) {
+    c->direct_to = calloc((size_t)n, 1);
+    if (!r || !in || !out || !c->direct_to) {
         free(r);
         free(in);
+        free(out);
         return pt_fail(PT_ENOMEM, "rank %d: out of memory", c->rank);
     }
+    for (int i = 0; i < n; i++)
+        out[i] = (char)(1 | (c->can_map && c->can_map[i] ? 2 : 0));
     uint64_t tag = (uint64_t)PT_COMM_KIND_COLL << PT_TAG_KIND_SHIFT | PT_TAG_SEQ_MASK; /* group id 0, last seq */
     for (int i = 0; i < n && st == PT_OK; i++)
         if (i != c->rank)
             st = pt_comm_irecv_tag(c, i, tag, "connection check", &in[i], 1, &r[i]);
     for (int i = 0; i < n && st == PT_OK; i++)
         if (i != c->rank)
-            st = pt_comm_isend_tag(c, i, tag, "connection check", &out, 1, &r[n + i]);
+            st = pt_comm_isend_tag(c, i, tag, "connection check", &out[i], 1, &r[n + i]);
     pt_status wst = pt_comm_waitall(c, r, 2 * n, st == PT_OK ? pt_deadline_after_ms(c->timeout_ms) : pt_now_ns());
     if (st == PT_OK)
         st = wst;
+    if (st == PT_OK) {
+        for (int i = 0; i < n; i++)
+            c->direct_to[i] = i != c->rank && (in[i] & 2) != 0;
+        pt_comm_buf_free(c->probe);
+        c->probe = NULL;
+    }
     free(r);
     free(in);
+    free(out);
     return st;
 }
 
@@ -103,6 +117,11 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
             strlen(c->info->src_addr) < sizeof c->own_region)
             snprintf(c->own_region, sizeof c->own_region, "%s", (const char *)c->info->src_addr);
         pt_peer_ident_self(&self, c->own_region[0] ? c->own_region : NULL);
+        pt_probe_desc probe;
+        if (fst == PT_OK && (fst = pt_shmbuf_probe_create(c, &self, &probe)) != PT_OK)
+            snprintf(err, sizeof err, "%s", pt_last_error());
+        if (fst == PT_OK)
+            self.probe = probe;
         if (fst == PT_OK)
             memcpy(addr + addr_len, &self, sizeof self);
         size_t blob_len = addr_len + sizeof self;
@@ -162,6 +181,7 @@ void pt_comm_destroy(pt_comm *c)
         return;
     pt_comm_group_destroy(c->world);
     pt_fabric_close(c);
+    pt_shmbuf_close(c);
     pt_peers_close(c);
     free(c->scratch);
     free(c);
@@ -182,6 +202,7 @@ pt_status pt_comm_env_job(int *in_job, int *rank, int *size)
 }
 int64_t pt_comm_timeout_ms(const pt_comm *c) { return c->timeout_ms; }
 int64_t pt_comm_clock_offset_ns(const pt_comm *c) { return c->clock_offset_ns; }
+uint64_t pt_comm_direct_bytes(const pt_comm *c) { return c ? c->direct_bytes : 0; }
 const char *pt_comm_provider(const pt_comm *c) { return c->provider; }
 
 pt_status pt_comm_group_create(pt_comm *c, const int *ranks, int n, pt_comm_group **out)

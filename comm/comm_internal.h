@@ -40,6 +40,9 @@
 #define PT_DATA_ANNOUNCE (UINT64_C(1) << 63)
 #define PT_DATA_FIN (UINT64_C(1) << 62)
 #define PT_DATA_NACK (UINT64_C(1) << 61)
+/* With ANNOUNCE: the payload names a shared-memory segment for the direct path (shmbuf.c);
+ * with NACK: the receiver could not map it (rather than a size disagreement). */
+#define PT_DATA_DIRECT (UINT64_C(1) << 60)
 #define PT_DATA_SIZE_MASK ((UINT64_C(1) << 48) - 1)
 
 /* ---- bootstrap (bootstrap.c) ---- */
@@ -74,6 +77,14 @@ pt_status pt_boot_exchange(const pt_boot_env *e, pt_boot *b, const void *addr, s
 void pt_boot_close(pt_boot *b, int size);
 
 /* ---- peer watch (peers.c) ---- */
+/* Where a rank's probe buffer lives (shmbuf.c): its memfd number, inode and size; fd -1 none. */
+typedef struct pt_probe_desc {
+    int32_t fd;
+    uint32_t pad;
+    uint64_t ino;
+    uint64_t bytes;
+} pt_probe_desc;
+
 /* Who a rank is, sent at rendezvous next to its endpoint address (fixed size, plain bytes). */
 typedef struct pt_peer_ident {
     uint32_t magic;
@@ -81,6 +92,7 @@ typedef struct pt_peer_ident {
     uint64_t start_time;  /* /proc/self/stat starttime (clock ticks since boot) */
     char boot_id[48];     /* /proc/sys/kernel/random/boot_id: same value = same kernel = same host */
     char shm_region[64];  /* shm provider: the name of its /dev/shm region ("" otherwise) */
+    pt_probe_desc probe;  /* its probe buffer, for the direct path (shmbuf.c) */
 } pt_peer_ident;
 
 /* Fills this process's identity; `shm_region`: this rank's shm region name or NULL. */
@@ -125,12 +137,51 @@ typedef struct pt_mr_entry {
 
 enum { PT_OP_SEND, PT_OP_RECV, PT_OP_CTRL_SEND, PT_OP_CTRL_RECV, PT_OP_READ, PT_N_OPS };
 
-/* The RMA path's announce payload (sender -> receiver): where the receiver reads from. */
+/* The announce payload of the RMA and direct paths (sender -> receiver): where the receiver
+ * reads from. One layout for both, so the receiver checks one descriptor size. */
 typedef struct pt_rma_desc {
-    uint64_t addr;   /* remote address (virtual address or offset into the MR, per mr_mode) */
-    uint64_t key;    /* MR key */
-    uint64_t bytes;  /* the sender's size */
+    uint64_t addr;      /* RMA: remote address (virtual address or offset into the MR, per mr_mode);
+                           direct: offset of the message in the segment */
+    uint64_t key;       /* RMA: MR key; direct: 0 */
+    uint64_t bytes;     /* the sender's size */
+    uint64_t seg_ino;   /* direct: the segment's inode (checks the descriptor taken) */
+    uint64_t seg_bytes; /* direct: the segment's size */
+    int32_t seg_fd;     /* direct: the segment's memfd number in the sender; RMA: -1 */
+    uint32_t pad;
 } pt_rma_desc;
+
+/* ---- shared-memory buffers and the direct path (shmbuf.c) ---- */
+/* Where a buffer from pt_comm_buf_alloc lies. */
+typedef struct pt_shm_ref {
+    int fd;
+    uint64_t ino;
+    size_t seg_bytes, offset;
+} pt_shm_ref;
+
+/* A peer's segment mapped here (read-only), cached per communicator. */
+typedef struct pt_peer_map {
+    void *base;          /* NULL: free slot */
+    size_t len;
+    int peer;
+    int32_t fd;          /* the segment's descriptor number in the peer */
+    uint64_t ino;
+    uint64_t last_use;
+} pt_peer_map;
+#define PT_PEER_MAPS 64
+
+struct pt_comm;
+/* 1 and *ref filled when [buf, buf+bytes) lies inside one shareable pt_comm_buf_alloc buffer.
+ * Thread-safe. */
+int pt_shmbuf_find(const void *buf, size_t bytes, pt_shm_ref *ref);
+/* The address, in this process, of the message a direct announce `d` from `peer` names
+ * (mapping the segment, or reusing the cached mapping); NULL with the reason in `why`. */
+const void *pt_shmbuf_peer_map(struct pt_comm *c, int peer, const pt_rma_desc *d, char *why, size_t why_cap);
+/* Allocates this rank's probe buffer, copies `self` into it and fills *out (fd -1: none). */
+pt_status pt_shmbuf_probe_create(struct pt_comm *c, const pt_peer_ident *self, pt_probe_desc *out);
+/* 1 when this rank can map `peer`'s buffers: its probe maps and reads back its identity. */
+int pt_shmbuf_probe_peer(struct pt_comm *c, int peer, const pt_peer_ident *id);
+/* Unmaps every cached mapping and frees the probe and direct_to. */
+void pt_shmbuf_close(struct pt_comm *c);
 
 struct pt_comm_req;
 typedef struct pt_comm_op {
@@ -143,6 +194,7 @@ struct pt_comm_req {
     pt_comm_op ops[PT_N_OPS];
     struct pt_comm_req *next;      /* free list / pending-post list / rma list */
     int is_send, peer, rma, abandoned, n_pending;
+    int direct;                    /* rma == 1 by the direct path: the receiver memcpy's from shared memory */
     pt_msg_id id;
     const char *what;              /* collective name, or NULL for p2p */
     uint64_t tag;
@@ -152,7 +204,8 @@ struct pt_comm_req {
     struct fid_mr *ann_mr;         /* FI_MR_LOCAL: registration of `ann` (kept while recycled) */
     void *ann_desc;
     struct pt_comm_req *all_next;  /* every request the comm ever allocated (freed at destroy) */
-    int stage;                     /* RMA receive: 1 read to post, 2 reading, 3 FIN to post, 4 done */
+    int stage;                     /* RMA receive: 1 read (direct: copy) to post, 2 reading, 3 FIN to post,
+                                      4 done */
     int done;
     pt_rma_desc ann;               /* send: the announce payload; recv: the sender's buffer */
     int post_pending;              /* RMA receive: stage 1 or 3 waits in post_queue (-FI_EAGAIN) */
@@ -185,6 +238,8 @@ struct pt_comm {
     uint64_t mr_mode;
     size_t inject_size;
     size_t rma_min;           /* messages of at least this size go by RMA read; SIZE_MAX: never */
+    size_t direct_min;        /* messages of at least this size from a pt_comm_buf_alloc buffer go by
+                                 the direct path to peers in direct_to; SIZE_MAX: never */
     uint64_t next_key, use_clock;
     pt_mr_entry *mrs;
     int n_mrs, cap_mrs;
@@ -208,6 +263,14 @@ struct pt_comm {
     int n_watched;
     int dead_rank;            /* a watched peer seen exited, -1 none; then libfabric is not entered */
     char own_region[64];      /* this rank's shm region name ("" none) */
+    int *peer_pidfd;          /* [size] pidfd of each watched peer, -1 otherwise (owned by peer_poll) */
+    /* the direct path (shmbuf.c) */
+    unsigned char *direct_to; /* [size] 1: that peer maps our buffers (it said so at connection) */
+    unsigned char *can_map;   /* [size] 1: we can map that peer's buffers (probed at rendezvous) */
+    void *probe;              /* this rank's probe buffer until every peer has probed it */
+    pt_peer_map maps[PT_PEER_MAPS];
+    uint64_t map_clock;
+    uint64_t direct_bytes;    /* sent and received by the direct path (pt_comm_direct_bytes) */
     /* the monitor thread (peers.c): sleeps in poll() on the pidfds; on a death it stores the
      * rank in dead_async and, if this comm's thread is inside libfabric, signals it out */
     int monitor_on;

@@ -34,6 +34,7 @@
 #define SPIN_NS 30000          /* busy-poll this long before sleeping on the CQ */
 #define SREAD_MAX_MS 50        /* one blocking CQ read at most this long (re-checks the deadline) */
 #define CQ_BATCH 16
+#define DIRECT_MIN_DEFAULT ((size_t)256 << 10) /* direct path from here (bench/results/comm.md) */
 #define MR_ACCESS (FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE)
 
 static const char *const kind_names[] = { "FORWARD", "BACKWARD", "BACKWARD_INPUT", "BACKWARD_WEIGHT",
@@ -175,6 +176,20 @@ pt_status pt_fabric_open(pt_comm *c, const char *provider, const char *local_ip)
     }
     if (!c->rma_ok)
         c->rma_min = SIZE_MAX;
+    c->direct_min = DIRECT_MIN_DEFAULT;
+    env = getenv("PT_COMM_DIRECT_MIN");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (strcmp(env, "off") == 0 || strcmp(env, "never") == 0)
+            c->direct_min = SIZE_MAX;
+        else if (*end == 0)
+            c->direct_min = (size_t)v;
+        else
+            return pt_fail(PT_EINVAL, "PT_COMM_DIRECT_MIN=%s: expected a byte count or 'off'", env);
+    }
+    if (c->info->domain_attr->cq_data_size < 8)
+        c->direct_min = SIZE_MAX; /* the announce's flags need 8 bytes of immediate data */
     if (!(c->mr_mode & FI_MR_LOCAL) && c->info->rx_attr->iov_limit >= 2) {
         size_t sink = (size_t)1 << 30;
         void *p = mmap(NULL, sink, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -478,6 +493,33 @@ static ssize_t send_fin(pt_comm *c, pt_comm_req *r, uint64_t data)
 static void receiver_advance(pt_comm *c, pt_comm_req *r)
 {
     ssize_t ret;
+    if (r->stage == 1 && r->direct) {
+        /* the direct path: one memcpy out of the sender's shared buffer, then the FIN */
+        char why[200];
+        const void *src = pt_shmbuf_peer_map(c, r->peer, &r->ann, why, sizeof why);
+        if (!src) {
+            char d[128];
+            describe(r, d, sizeof d);
+            if (pt_peers_dead(c) == r->peer) { /* its buffer went with it before we mapped it */
+                char w[200];
+                snprintf(w, sizeof w, "was taking %s from its shared buffer", d);
+                pt_status st = pt_peers_fail(c, w);
+                req_error(r, st, "%s", pt_last_error());
+                return;
+            }
+            req_error(r, PT_ECOMM, "rank %d: cannot read %s from rank %d's shared buffer: %s; set "
+                                   "PT_COMM_DIRECT_MIN=off on every rank to send without it", c->rank, d, r->peer, why);
+            send_fin(c, r, PT_DATA_NACK | PT_DATA_DIRECT | (uint64_t)r->bytes); /* best effort */
+            return;
+        }
+        memcpy(r->buf, src, r->bytes);
+        c->direct_bytes += r->bytes;
+        r->stage = 3;
+        if (pt_peers_dead(c) == r->peer) { /* the data is here; nobody is left to tell */
+            r->stage = 4;
+            return;
+        }
+    }
     if (r->stage == 1) {
         void *desc = NULL;
         if ((c->mr_mode & FI_MR_LOCAL) && r->mr_idx < 0) {
@@ -555,8 +597,15 @@ static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
                                            "receive buffer; outstanding receives must not share buffers",
                               c->rank, d, r->peer);
                     send_fin(c, r, PT_DATA_NACK | (uint64_t)r->bytes);
+                } else if ((e->data & PT_DATA_DIRECT) && r->ann.seg_fd < 0) {
+                    char d[128];
+                    describe(r, d, sizeof d);
+                    req_error(r, PT_ECOMM, "rank %d: rank %d announced %s by the direct path without a buffer; run "
+                                           "the same build on every rank", c->rank, r->peer, d);
+                    send_fin(c, r, PT_DATA_NACK | PT_DATA_DIRECT | (uint64_t)r->bytes);
                 } else {
                     r->rma = 1;
+                    r->direct = (e->data & PT_DATA_DIRECT) != 0;
                     r->stage = 1;
                     receiver_advance(c, r);
                 }
@@ -573,8 +622,16 @@ static void on_completion(pt_comm *c, const struct fi_cq_tagged_entry *e)
         }
         break;
     case PT_OP_CTRL_RECV: /* sender: the receiver's FIN or NACK */
-        if (!has_data || (e->data & PT_DATA_NACK))
+        if (has_data && (e->data & PT_DATA_NACK) && (e->data & PT_DATA_DIRECT)) {
+            char d[128];
+            describe(r, d, sizeof d);
+            req_error(r, PT_ECOMM, "rank %d: rank %d could not read %s from this rank's shared buffer; rank %d's "
+                                   "log says why", c->rank, r->peer, d, r->peer);
+        } else if (!has_data || (e->data & PT_DATA_NACK)) {
             mismatch(c, r, has_data ? (e->data & PT_DATA_SIZE_MASK) : 0);
+        } else if (r->direct) {
+            c->direct_bytes += r->bytes;
+        }
         break;
     case PT_OP_SEND:
     case PT_OP_CTRL_SEND:
@@ -726,10 +783,14 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     r->tag = tag | ((uint64_t)c->rank << PT_TAG_SRC_SHIFT);
     r->buf = (void *)buf;
     r->bytes = bytes;
-    /* RMA from rma_min, and never below the announce's size (the receiver's buffer holds it) */
-    r->rma = bytes >= c->rma_min && bytes >= sizeof(pt_rma_desc);
+    /* Direct (a shared buffer to a peer that maps it) from direct_min, else RMA from rma_min;
+     * never below the announce's size (the receiver's buffer holds it) */
+    pt_shm_ref ref;
+    r->direct = bytes >= c->direct_min && bytes >= sizeof(pt_rma_desc) && c->direct_to && c->direct_to[peer] &&
+                pt_shmbuf_find(buf, bytes, &ref);
+    r->rma = r->direct || (bytes >= c->rma_min && bytes >= sizeof(pt_rma_desc));
     pt_status st = PT_OK;
-    if (r->rma || (c->mr_mode & FI_MR_LOCAL)) {
+    if (!r->direct && (r->rma || (c->mr_mode & FI_MR_LOCAL))) {
         r->mr_idx = mr_get(c, buf, bytes);
         if (r->mr_idx < 0) {
             req_put(c, r);
@@ -739,10 +800,15 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     void *desc = r->mr_idx >= 0 ? c->mrs[r->mr_idx].desc : NULL;
     if (r->rma) {
         ssize_t ret;
-        pt_mr_entry *m = &c->mrs[r->mr_idx];
-        r->ann = (pt_rma_desc){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
-                                                                        : (uint64_t)((uintptr_t)buf - m->base),
-                                .key = m->key, .bytes = bytes };
+        if (r->direct) {
+            r->ann = (pt_rma_desc){ .addr = ref.offset, .key = 0, .bytes = bytes, .seg_ino = ref.ino,
+                                    .seg_bytes = ref.seg_bytes, .seg_fd = ref.fd };
+        } else {
+            pt_mr_entry *m = &c->mrs[r->mr_idx];
+            r->ann = (pt_rma_desc){ .addr = (c->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf
+                                                                            : (uint64_t)((uintptr_t)buf - m->base),
+                                    .key = m->key, .bytes = bytes, .seg_fd = -1 };
+        }
         r->n_pending++;
         int64_t dl = pt_deadline_after_ms(c->timeout_ms);
         while ((ret = PT_FI(c, fi_trecv(c->ep, NULL, 0, NULL, FI_ADDR_UNSPEC, r->tag | PT_TAG_CTRL, 0,
@@ -756,7 +822,7 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
                          peer, fi_strerror((int)-ret));
         }
         if (st == PT_OK) {
-            uint64_t data = PT_DATA_ANNOUNCE | (uint64_t)bytes;
+            uint64_t data = PT_DATA_ANNOUNCE | (r->direct ? PT_DATA_DIRECT : 0) | (uint64_t)bytes;
             int inject = sizeof r->ann <= c->inject_size;
             if (!inject)
                 r->n_pending++;

@@ -224,9 +224,13 @@ pt_status pt_peers_watch(pt_comm *c, const pt_peer_ident *ids)
     c->peer_poll = malloc(sizeof(struct pollfd) * ((size_t)c->size + 1)); /* + the monitor's stop pipe */
     c->peer_poll_rank = malloc(sizeof(int) * (size_t)c->size);
     c->peer_region = calloc((size_t)c->size, sizeof *c->peer_region);
-    if (!c->peer_pid || !c->peer_poll || !c->peer_poll_rank || !c->peer_region)
+    c->peer_pidfd = malloc(sizeof(int) * (size_t)c->size);
+    c->can_map = calloc((size_t)c->size, 1);
+    if (!c->peer_pid || !c->peer_poll || !c->peer_poll_rank || !c->peer_region || !c->peer_pidfd || !c->can_map)
         return pt_fail(PT_ENOMEM, "rank %d: out of memory for the peer watch", c->rank);
     const pt_peer_ident *me = &ids[c->rank];
+    for (int r = 0; r < c->size; r++)
+        c->peer_pidfd[r] = -1;
     for (int r = 0; r < c->size; r++) {
         const pt_peer_ident *p = &ids[r];
         c->peer_pid[r] = p->magic == PEER_IDENT_MAGIC ? p->pid : 0;
@@ -246,6 +250,8 @@ pt_status pt_peers_watch(pt_comm *c, const pt_peer_ident *ids)
         c->peer_poll[c->n_watched] = (struct pollfd){ .fd = fd, .events = POLLIN };
         c->peer_poll_rank[c->n_watched] = r;
         c->n_watched++;
+        c->peer_pidfd[r] = fd;
+        c->can_map[r] = (unsigned char)pt_shmbuf_probe_peer(c, r, p); /* the direct path's precondition */
     }
     if (c->n_watched == 0)
         return PT_OK;
@@ -315,6 +321,10 @@ void pt_peers_close(pt_comm *c)
     free(c->peer_poll);
     free(c->peer_poll_rank);
     free(c->peer_region);
+    free(c->peer_pidfd);
+    free(c->can_map);
+    c->peer_pidfd = NULL;
+    c->can_map = NULL;
     c->peer_region = NULL;
     c->peer_pid = NULL;
     c->peer_poll = NULL;

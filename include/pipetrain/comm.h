@@ -99,11 +99,31 @@ typedef struct pt_msg_id {
     int64_t step;
 } pt_msg_id;
 
+/* Allocates `bytes` (rounded up to whole pages; 0 gives one page) of page-aligned, uninitialised
+ * host memory that same-host ranks can map: a message sent from it to a same-host peer (from
+ * PT_COMM_DIRECT_MIN bytes, default 256 KiB) is copied by the receiver straight out of it with
+ * one memcpy (the "direct" path, docs/comm.md) instead of going through the provider. Use it for
+ * send buffers that are reused (the runtime's send staging); any memory can still be sent.
+ * The memory is an anonymous memfd: it has no name in /dev/shm and is released by the kernel
+ * however the process ends. Not tied to a pt_comm (it may outlive one). Returns PT_ENOMEM when
+ * no memory can be had. Thread-safe. *out is owned by the caller (pt_comm_buf_free). */
+pt_status pt_comm_buf_alloc(size_t bytes, void **out);
+
+/* Frees a buffer from pt_comm_buf_alloc. NULL, and pointers that did not come from it, are
+ * ignored. No send from it may be in flight. Thread-safe. */
+void pt_comm_buf_free(void *buf);
+
+/* Bytes this rank has sent and received by the direct path so far (completed messages only);
+ * lets tests and benchmarks see which path their messages took. */
+uint64_t pt_comm_direct_bytes(const pt_comm *c);
+
 /* Starts sending `bytes` of `buf` to rank `peer`. `buf` is borrowed and must stay unchanged until
- * the request completes. Messages go as tagged messages, or, from PT_COMM_RMA_MIN bytes, by the
- * receiver reading them straight from `buf` (registered and cached; docs/comm.md). Does not
- * block (beyond making progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the
- * peer on a transport error. *out must be completed with pt_comm_test or pt_comm_wait. */
+ * the request completes. Messages go as tagged messages; from PT_COMM_DIRECT_MIN bytes, when
+ * `buf` lies in a pt_comm_buf_alloc buffer and `peer` is on this host, by the receiver copying
+ * them out of shared memory; otherwise, from PT_COMM_RMA_MIN bytes, by the receiver reading them
+ * straight from `buf` (registered and cached; docs/comm.md). Does not block (beyond making
+ * progress). Returns PT_EINVAL for a bad peer or id, PT_ECOMM naming the peer on a transport
+ * error. *out must be completed with pt_comm_test or pt_comm_wait. */
 pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes,
                         pt_comm_req **out);
 

@@ -2,18 +2,25 @@
  * (or by test scripts with the rank environment set by hand).
  *
  *   comm_rank_test single       one process, no environment: size 1 behaviour and bad input
- *   comm_rank_test p2p [MAX]    every pair exchanges many outstanding messages (1 B .. 1 MiB),
+ *   comm_rank_test p2p [MAX [direct]]
+ *                               every pair exchanges many outstanding messages (1 B .. 1 MiB),
  *                               then ring neighbours exchange 4 MiB .. MAX (default 64 MiB);
- *                               content checked byte for byte
+ *                               content checked byte for byte. `direct`: every buffer comes from
+ *                               pt_comm_buf_alloc (big ones at odd sizes and offsets), and the
+ *                               direct path must have carried the big messages
  *   comm_rank_test coll         all-reduce (sizes 1, 7, 4097, 10^6) over groups of 1..N ranks
  *                               against the serial sum; broadcast, barrier, gatherv
- *   comm_rank_test mismatch     2 ranks: size disagreements on both paths are errors naming both
+ *   comm_rank_test mismatch [direct]
+ *                               2 ranks: size disagreements on every path are errors naming both
  *   comm_rank_test hash         every rank uses its own config hash: the rendezvous refuses
  *   comm_rank_test kill         3 ranks: rank 2 dies mid-transfer; 0 and 1 must fail naming it
  *   comm_rank_test dead [N]     2 ranks exchange messages both ways; after N (default 20) rank 1
  *                               dies holding a lock in rank 0's shm region (fault injection,
  *                               see pthread_spin_unlock below) or, on other providers, just dies;
  *                               rank 0 must fail naming it within the timeout
+ *   comm_rank_test chain        3 ranks, buffers from pt_comm_buf_alloc: rank 0 sends 48 MiB + 5 B
+ *                               messages to rank 2, which sends its own to rank 1, until the
+ *                               script kills rank 2; 0 and 1 must fail naming it
  *   comm_rank_test rendezvous   expects the rendezvous to fail naming the missing rank(s)
  *   comm_rank_test freeport     prints a free TCP port
  * Exits 0 on success, 1 on a failed check (printing what and where), 3 for an expected comm
@@ -181,7 +188,26 @@ static int test_single(void)
 
 static uint32_t seed_of(int src, int dst, int k) { return (uint32_t)(src * 7919 + dst * 104729 + k * 31); }
 
-static int test_p2p(size_t max_big)
+static void *buf_new(int direct, size_t bytes)
+{
+    void *p = NULL;
+    if (direct)
+        OK(pt_comm_buf_alloc(bytes, &p));
+    else
+        p = malloc(bytes);
+    CHECK(p, "oom for %zu", bytes);
+    return p;
+}
+
+static void buf_del(int direct, void *p)
+{
+    if (direct)
+        pt_comm_buf_free(p);
+    else
+        free(p);
+}
+
+static int test_p2p(size_t max_big, int direct)
 {
     pt_comm *c = open_comm(7);
     int me = pt_comm_rank(c), n = pt_comm_size(c);
@@ -198,8 +224,7 @@ static int test_p2p(size_t max_big)
             continue;
         for (int s = 0; s < N_SMALL; s++)
             for (int rep = 0; rep < REPEAT; rep++, k++) {
-                rbuf[k] = malloc(small[s] + 1);
-                CHECK(rbuf[k], "oom");
+                rbuf[k] = buf_new(direct, small[s] + 1);
                 pt_msg_id id = { KIND_RECV_ACT, s, rep, 1 };
                 OK(pt_comm_irecv(c, peer, &id, rbuf[k], small[s], &reqs[n_msgs + k]));
             }
@@ -210,8 +235,7 @@ static int test_p2p(size_t max_big)
             continue;
         for (int s = 0; s < N_SMALL; s++)
             for (int rep = 0; rep < REPEAT; rep++, k++) {
-                sbuf[k] = malloc(small[s] + 1);
-                CHECK(sbuf[k], "oom");
+                sbuf[k] = buf_new(direct, small[s] + 1);
                 fill(sbuf[k], small[s], seed_of(me, peer, s * REPEAT + rep));
                 pt_msg_id id = { KIND_SEND_ACT, s, rep, 1 };
                 OK(pt_comm_isend(c, peer, &id, sbuf[k], small[s], &reqs[k]));
@@ -242,8 +266,8 @@ static int test_p2p(size_t max_big)
                 char what[96];
                 snprintf(what, sizeof what, "%zu B from rank %d (repeat %d)", small[s], peer, rep);
                 check_fill(rbuf[k], small[s], seed_of(peer, me, s * REPEAT + rep), what);
-                free(rbuf[k]);
-                free(sbuf[k]);
+                buf_del(direct, rbuf[k]);
+                buf_del(direct, sbuf[k]);
             }
     }
     free(sbuf);
@@ -251,9 +275,13 @@ static int test_p2p(size_t max_big)
     free(reqs);
     /* phase B: big messages around the ring, sent twice from the same buffers (cached registrations) */
     int right = (me + 1) % n, leftp = (me - 1 + n) % n;
-    for (size_t big = 4u << 20; big <= max_big; big *= 4) {
-        uint8_t *s = malloc(big), *r = malloc(big);
-        CHECK(s && r, "oom for %zu", big);
+    uint64_t direct0 = pt_comm_direct_bytes(c), direct_want = 0;
+    for (size_t big0 = 4u << 20; big0 <= max_big; big0 *= 4) {
+        /* direct: sizes that are a multiple of nothing, sent from an odd offset in the buffer */
+        size_t big = direct ? big0 - 4093 : big0, off = direct ? 3 : 0;
+        uint8_t *s0 = buf_new(direct, big + off), *r = buf_new(direct, big);
+        uint8_t *s = s0 + off;
+        direct_want += 4 * (uint64_t)big;
         for (int rep = 0; rep < 2; rep++) {
             fill(s, big, seed_of(me, right, 1000 + rep));
             memset(r, 0, big);
@@ -267,12 +295,15 @@ static int test_p2p(size_t max_big)
             snprintf(what, sizeof what, "%zu B from rank %d (repeat %d)", big, leftp, rep);
             check_fill(r, big, seed_of(leftp, me, 1000 + rep), what);
         }
-        free(s);
-        free(r);
+        buf_del(direct, s0);
+        buf_del(direct, r);
     }
+    if (direct) /* every big message went by the direct path, both ways */
+        CHECK(pt_comm_direct_bytes(c) - direct0 == direct_want, "direct path carried %llu of the %llu big bytes",
+              (unsigned long long)(pt_comm_direct_bytes(c) - direct0), (unsigned long long)direct_want);
     OK(pt_comm_barrier(c, NULL, dl()));
-    printf("p2p: ok (%d ranks, provider %s, clock offset %lld ns)\n", n, pt_comm_provider(c),
-           (long long)pt_comm_clock_offset_ns(c));
+    printf("p2p: ok (%d ranks, provider %s, clock offset %lld ns, %llu bytes by the direct path)\n", n,
+           pt_comm_provider(c), (long long)pt_comm_clock_offset_ns(c), (unsigned long long)pt_comm_direct_bytes(c));
     pt_comm_destroy(c);
     return 0;
 }
@@ -432,7 +463,7 @@ static void expect_mismatch(pt_status st, const char *what, const char *must1, c
           what, pt_last_error(), must1, must2);
 }
 
-static int test_mismatch(void)
+static int test_mismatch(int direct)
 {
     pt_comm *c = open_comm(11);
     int me = pt_comm_rank(c);
@@ -446,11 +477,17 @@ static int test_mismatch(void)
         { 1u << 20, 1000, 1 },         /* sender RMA, receiver tagged */
         { 1000, 1u << 20, 0 },         /* sender tagged, receiver RMA */
     };
-    uint8_t *buf = calloc(2u << 20, 1);
-    CHECK(buf, "oom");
-    /* large messages take the RMA path only when PT_COMM_RMA_MIN asks for it (<= 1 MiB here) */
-    const char *rm = getenv("PT_COMM_RMA_MIN");
+    uint8_t *buf = buf_new(direct, 2u << 20);
+    memset(buf, 0, 2u << 20);
+    /* large messages take the RMA path only when PT_COMM_RMA_MIN asks for it (<= 1 MiB here), the
+     * direct path when they leave from a shared buffer and PT_COMM_DIRECT_MIN is <= 1 MiB */
+    const char *rm = getenv("PT_COMM_RMA_MIN"), *dm = getenv("PT_COMM_DIRECT_MIN");
     int rma = rm && strtoull(rm, NULL, 10) > 0 && strtoull(rm, NULL, 10) <= (1u << 20);
+    if (direct) {
+        CHECK(dm && strtoull(dm, NULL, 10) > 0 && strtoull(dm, NULL, 10) <= (1u << 20),
+              "mismatch direct needs PT_COMM_DIRECT_MIN <= 1 MiB");
+        rma = 1;
+    }
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
         cases[i].sender_fails &= rma;
         pt_msg_id id = { KIND_SEND_ACT, 3, 0, i };
@@ -490,7 +527,19 @@ static int test_mismatch(void)
         OK(pt_comm_irecv(c, 0, &id, buf, 5000, &r));
     OK(pt_comm_wait(c, r, dl()));
     check_fill(buf, 5000, 3, "after mismatches");
-    free(buf);
+    if (direct) { /* and the direct path too: 1 MiB + 1 */
+        size_t big = (1u << 20) + 1;
+        fill(buf, big, 4);
+        id.microbatch = 10;
+        if (me == 0)
+            OK(pt_comm_isend(c, 1, &id, buf, big, &r));
+        else
+            OK(pt_comm_irecv(c, 0, &id, buf, big, &r));
+        OK(pt_comm_wait(c, r, dl()));
+        check_fill(buf, big, 4, "direct after mismatches");
+        CHECK(pt_comm_direct_bytes(c) >= big, "the last message did not go by the direct path");
+    }
+    buf_del(direct, buf);
     OK(pt_comm_barrier(c, NULL, dl()));
     printf("mismatch: ok\n");
     pt_comm_destroy(c);
@@ -560,6 +609,63 @@ static int test_kill(void)
     fprintf(stderr, "rank %d: error after %.1f s: %s\n", me, pt_seconds_between(t0, pt_now_ns()), pt_last_error());
     pt_comm_destroy(c);
     free(buf);
+    return 3;
+}
+
+/* ---------------------------------------------------------------- chain (killed mid direct transfer) */
+
+/* Rank 0 sends to rank 2, rank 2 sends to rank 1, 48 MiB + 5 B at a time from shared buffers, until
+ * the script kills rank 2 (most likely in the middle of a copy: copies are most of the time). Rank
+ * 0 then waits for 2's finished message, rank 1 for 2's next announce; both must fail naming rank 2
+ * (they never talk to each other, so nothing else can be named). */
+static int test_chain(void)
+{
+    pt_comm *c = open_comm(19);
+    int me = pt_comm_rank(c);
+    CHECK(pt_comm_size(c) == 3, "chain runs with 3 ranks");
+    size_t big = (48u << 20) + 5;
+    uint8_t *buf = buf_new(1, big);
+    fill(buf, big, (uint32_t)(900 + me));
+    OK(pt_comm_barrier(c, NULL, dl()));
+    int64_t t0 = pt_now_ns();
+    pt_status st = PT_OK;
+    long i;
+    for (i = 0; st == PT_OK; i++) {
+        pt_msg_id sid = { KIND_SEND_ACT, 1, 0, i & 0x7fffff }, rid = { KIND_RECV_ACT, 1, 0, i & 0x7fffff };
+        pt_comm_req *r[2] = { NULL, NULL };
+        int64_t d = pt_deadline_after_ms(pt_comm_timeout_ms(c));
+        if (me == 0) {
+            st = pt_comm_isend(c, 2, &sid, buf, big, &r[0]);
+        } else if (me == 1) {
+            st = pt_comm_irecv(c, 2, &rid, buf, big, &r[0]);
+        } else {
+            uint8_t *in = buf_new(1, big); /* fresh each time: unmapped segments, new descriptors */
+            st = pt_comm_irecv(c, 0, &rid, in, big, &r[0]);
+            if (st == PT_OK)
+                st = pt_comm_isend(c, 1, &sid, buf, big, &r[1]);
+            if (st == PT_OK)
+                st = pt_comm_waitall(c, r, 2, d);
+            if (st == PT_OK && i < 2)
+                check_fill(in, big, 900, "chain: from rank 0");
+            buf_del(1, in);
+            if (i == 1) {
+                fprintf(stderr, "rank 2: looping\n");
+                fflush(stderr);
+            }
+            continue;
+        }
+        if (st == PT_OK)
+            st = pt_comm_wait(c, r[0], d);
+        if (st == PT_OK && me == 1 && i < 2)
+            check_fill(buf, big, 902, "chain: from rank 2");
+    }
+    CHECK(me != 2, "rank 2: failed before it was killed: %s", pt_last_error());
+    CHECK(strstr(pt_last_error(), "rank 2"), "error '%s' should name rank 2", pt_last_error());
+    CHECK(pt_comm_direct_bytes(c) >= big, "rank %d: nothing went by the direct path", me);
+    fprintf(stderr, "rank %d: error after %ld transfers (%llu bytes direct), %.1f s: %s\n", me, i,
+            (unsigned long long)pt_comm_direct_bytes(c), pt_seconds_between(t0, pt_now_ns()), pt_last_error());
+    pt_comm_destroy(c);
+    buf_del(1, buf);
     return 3;
 }
 
@@ -704,7 +810,7 @@ static int test_last_message(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: comm_rank_test single|p2p [MAX]|coll|mismatch|hash|kill|dead [N]|rendezvous\n");
+        fprintf(stderr, "usage: comm_rank_test single|p2p [MAX [direct]]|coll|mismatch [direct]|hash|kill|chain|dead [N]|rendezvous\n");
         return 2;
     }
     const char *r = getenv("RANK");
@@ -713,12 +819,15 @@ int main(int argc, char **argv)
         return test_single();
     if (strcmp(argv[1], "freeport") == 0)
         return print_free_port();
+    int direct = argc > 3 && strcmp(argv[3], "direct") == 0;
     if (strcmp(argv[1], "p2p") == 0)
-        return test_p2p(argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : (64u << 20));
+        return test_p2p(argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : (64u << 20), direct);
+    if (strcmp(argv[1], "chain") == 0)
+        return test_chain();
     if (strcmp(argv[1], "coll") == 0)
         return test_coll();
     if (strcmp(argv[1], "mismatch") == 0)
-        return test_mismatch();
+        return test_mismatch(argc > 2 && strcmp(argv[2], "direct") == 0);
     if (strcmp(argv[1], "hash") == 0)
         return test_hash();
     if (strcmp(argv[1], "kill") == 0)

@@ -8,6 +8,9 @@
 #               injection in comm_rank_test), no launcher: the survivor must not spin inside
 #               libfabric but fail at once naming the dead rank and its pid, remove the dead
 #               rank's /dev/shm region, and leave no process behind
+#   chain       shm, direct path: rank 2 is killed (SIGKILL from here, no launcher) while 48 MiB
+#               messages stream 0 -> 2 -> 1 out of shared buffers: the survivors fail naming
+#               it within the timeout, no process is left, and /dev/shm holds nothing of theirs
 #   launcher    output prefixes, exit status and signal reporting, teardown when a rank fails
 #   netns       two "nodes" as network namespaces joined by a veth pair (198.18.0.0/15), two
 #               ranks each, tcp provider; skipped (exit 77) when namespaces cannot be made
@@ -102,6 +105,37 @@ dead)
       for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && fail "$what: process $p left behind"; done
       echo "$what: $(grep 'rank 0: error' "$WORK/d0.log")"
     done
+  done
+  ;;
+chain)
+  export WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 PT_COMM_TIMEOUT=5 IPATH_NO_BACKTRACE=1 PT_FABRIC_PROVIDER=shm
+  for round in 1 2; do
+    PIDS=()
+    export MASTER_PORT=$(free_port)
+    for r in 0 1 2; do RANK=$r "$T" chain >"$WORK/c$r.log" 2>&1 & PIDS+=($!); done
+    # rank 2 says "looping" after two checked transfers; then kill it (after a round-dependent pause)
+    until=$(( $(date +%s) + 30 ))
+    until grep -q looping "$WORK/c2.log" 2>/dev/null; do
+      [ "$(date +%s)" -ge "$until" ] && fail "round $round: rank 2 never started looping"
+      kill -0 "${PIDS[2]}" 2>/dev/null || fail "round $round: rank 2 ended before it was killed"
+      sleep 0.05
+    done
+    sleep 0.$(( round * 3 ))
+    start=$(date +%s)
+    kill -KILL "${PIDS[2]}"
+    wait_pids 20
+    s0=$(status_of "${PIDS[0]}"); s1=$(status_of "${PIDS[1]}"); s2=$(status_of "${PIDS[2]}")
+    [ "$s2" = 137 ] || fail "round $round: rank 2 should have died by SIGKILL (137), got $s2"
+    [ "$s0" = 3 ] && [ "$s1" = 3 ] || fail "round $round: survivors should exit 3 with a named error, got $s0 $s1"
+    for r in 0 1; do
+      grep -q "rank 2 (pid ${PIDS[2]}, same host) exited while rank $r" "$WORK/c$r.log" ||
+        fail "round $round: rank $r's error does not say that rank 2 (pid ${PIDS[2]}) exited"
+    done
+    for p in "${PIDS[@]}"; do
+      kill -0 "$p" 2>/dev/null && fail "round $round: process $p left behind"
+      ls /dev/shm/ 2>/dev/null | grep -q -- "-$p-" && fail "round $round: /dev/shm holds objects of pid $p: $(ls /dev/shm | grep -- "-$p-")"
+    done
+    echo "round $round: survivors failed $(( $(date +%s) - start )) s after the kill:"; grep -h "error after" "$WORK/c0.log" "$WORK/c1.log"
   done
   ;;
 launcher)
