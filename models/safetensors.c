@@ -354,16 +354,75 @@ pt_status pt_safetensors_read(pt_safetensors *f, const pt_safetensors_tensor *t,
 /* Reads the tensor in pieces of at most this many elements into a bounce buffer. */
 #define PT_ST_CHUNK_ELEMS ((size_t)1 << 20)
 
-pt_status pt_safetensors_read_f32(pt_safetensors *f, const pt_safetensors_tensor *t, float *dst, size_t n)
+/* Converts k elements of the file's dtype at src into dst (element i0 onwards); PT_EFORMAT when one
+ * does not fit the destination type. */
+typedef pt_status (*st_convert_fn)(pt_safetensors *f, const pt_safetensors_tensor *t, const unsigned char *src,
+                                   size_t k, size_t i0, void *dst);
+
+static pt_status st_to_f32(pt_safetensors *f, const pt_safetensors_tensor *t, const unsigned char *src, size_t k,
+                           size_t i0, void *dst)
+{
+    (void)f;
+    float *out = (float *)dst + i0;
+    size_t es = pt_st_dtype_size(t->dtype);
+    for (size_t i = 0; i < k; i++) {
+        const unsigned char *p = src + i * es;
+        if (t->dtype == PT_ST_F64) {
+            double d;
+            memcpy(&d, p, 8);
+            out[i] = (float)d;
+        } else {
+            uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+            out[i] = t->dtype == PT_ST_F16 ? pt_f16_to_f32(h) : pt_bf16_to_f32(h);
+        }
+    }
+    return PT_OK;
+}
+
+static pt_status st_to_i32(pt_safetensors *f, const pt_safetensors_tensor *t, const unsigned char *src, size_t k,
+                           size_t i0, void *dst)
+{
+    int32_t *out = (int32_t *)dst + i0;
+    size_t es = pt_st_dtype_size(t->dtype);
+    for (size_t i = 0; i < k; i++) {
+        const unsigned char *p = src + i * es;
+        int64_t v;
+        if (t->dtype == PT_ST_I64) {
+            memcpy(&v, p, 8);
+        } else if (t->dtype == PT_ST_I16) {
+            int16_t s;
+            memcpy(&s, p, 2);
+            v = s;
+        } else if (t->dtype == PT_ST_I8) {
+            v = (int8_t)p[0];
+        } else {
+            v = p[0];
+        }
+        if (v < INT32_MIN || v > INT32_MAX)
+            return pt_fail(PT_EFORMAT, "%s: tensor \"%s\" element %zu (%lld) does not fit in int32", f->path, t->name,
+                           i0 + i, (long long)v);
+        out[i] = (int32_t)v;
+    }
+    return PT_OK;
+}
+
+/* Reads tensor t into dst (n elements of 4 bytes): straight when the file's dtype is the
+ * destination's (`same`), else in chunks through `conv` when the dtype is one of `accept`
+ * (kind names the family in the error). */
+static pt_status st_read_as(pt_safetensors *f, const pt_safetensors_tensor *t, void *dst, size_t n, pt_st_dtype same,
+                            const pt_st_dtype *accept, int n_accept, const char *kind, st_convert_fn conv)
 {
     if (t->numel > n)
         return pt_fail(PT_EINVAL, "%s: tensor \"%s\" has %zu elements but the destination holds %zu", f->path,
                        t->name, t->numel, n);
-    if (t->dtype == PT_ST_F32)
+    if (t->dtype == same)
         return st_pread_all(f->fd, dst, t->nbytes, t->offset, f->path);
-    if (t->dtype != PT_ST_F16 && t->dtype != PT_ST_BF16 && t->dtype != PT_ST_F64)
-        return pt_fail(PT_EFORMAT, "%s: tensor \"%s\" is %s, not a floating-point tensor", f->path, t->name,
-                       pt_st_dtype_name(t->dtype));
+    int ok = 0;
+    for (int i = 0; i < n_accept; i++)
+        ok |= t->dtype == accept[i];
+    if (!ok)
+        return pt_fail(PT_EFORMAT, "%s: tensor \"%s\" is %s, not %s tensor", f->path, t->name,
+                       pt_st_dtype_name(t->dtype), kind);
     size_t es = pt_st_dtype_size(t->dtype);
     unsigned char *buf = malloc(PT_ST_CHUNK_ELEMS * es);
     if (!buf)
@@ -372,63 +431,23 @@ pt_status pt_safetensors_read_f32(pt_safetensors *f, const pt_safetensors_tensor
     for (size_t i0 = 0; i0 < t->numel && st == PT_OK; i0 += PT_ST_CHUNK_ELEMS) {
         size_t k = t->numel - i0 < PT_ST_CHUNK_ELEMS ? t->numel - i0 : PT_ST_CHUNK_ELEMS;
         st = st_pread_all(f->fd, buf, k * es, t->offset + i0 * es, f->path);
-        for (size_t i = 0; st == PT_OK && i < k; i++) {
-            const unsigned char *p = buf + i * es;
-            if (t->dtype == PT_ST_F64) {
-                double d;
-                memcpy(&d, p, 8);
-                dst[i0 + i] = (float)d;
-            } else {
-                uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
-                dst[i0 + i] = t->dtype == PT_ST_F16 ? pt_f16_to_f32(h) : pt_bf16_to_f32(h);
-            }
-        }
+        if (st == PT_OK)
+            st = conv(f, t, buf, k, i0, dst);
     }
     free(buf);
     return st;
 }
 
+pt_status pt_safetensors_read_f32(pt_safetensors *f, const pt_safetensors_tensor *t, float *dst, size_t n)
+{
+    static const pt_st_dtype accept[] = { PT_ST_F16, PT_ST_BF16, PT_ST_F64 };
+    return st_read_as(f, t, dst, n, PT_ST_F32, accept, 3, "a floating-point", st_to_f32);
+}
+
 pt_status pt_safetensors_read_i32(pt_safetensors *f, const pt_safetensors_tensor *t, int32_t *dst, size_t n)
 {
-    if (t->numel > n)
-        return pt_fail(PT_EINVAL, "%s: tensor \"%s\" has %zu elements but the destination holds %zu", f->path,
-                       t->name, t->numel, n);
-    if (t->dtype == PT_ST_I32)
-        return st_pread_all(f->fd, dst, t->nbytes, t->offset, f->path);
-    if (t->dtype != PT_ST_I64 && t->dtype != PT_ST_I16 && t->dtype != PT_ST_I8 && t->dtype != PT_ST_U8)
-        return pt_fail(PT_EFORMAT, "%s: tensor \"%s\" is %s, not an integer tensor", f->path, t->name,
-                       pt_st_dtype_name(t->dtype));
-    size_t es = pt_st_dtype_size(t->dtype);
-    unsigned char *buf = malloc(PT_ST_CHUNK_ELEMS * es);
-    if (!buf)
-        return pt_fail(PT_ENOMEM, "out of memory reading %s", t->name);
-    pt_status st = PT_OK;
-    for (size_t i0 = 0; i0 < t->numel && st == PT_OK; i0 += PT_ST_CHUNK_ELEMS) {
-        size_t k = t->numel - i0 < PT_ST_CHUNK_ELEMS ? t->numel - i0 : PT_ST_CHUNK_ELEMS;
-        st = st_pread_all(f->fd, buf, k * es, t->offset + i0 * es, f->path);
-        for (size_t i = 0; st == PT_OK && i < k; i++) {
-            const unsigned char *p = buf + i * es;
-            int64_t v;
-            if (t->dtype == PT_ST_I64) {
-                memcpy(&v, p, 8);
-            } else if (t->dtype == PT_ST_I16) {
-                int16_t s;
-                memcpy(&s, p, 2);
-                v = s;
-            } else if (t->dtype == PT_ST_I8) {
-                v = (int8_t)p[0];
-            } else {
-                v = p[0];
-            }
-            if (v < INT32_MIN || v > INT32_MAX)
-                st = pt_fail(PT_EFORMAT, "%s: tensor \"%s\" element %zu (%lld) does not fit in int32", f->path,
-                             t->name, i0 + i, (long long)v);
-            else
-                dst[i0 + i] = (int32_t)v;
-        }
-    }
-    free(buf);
-    return st;
+    static const pt_st_dtype accept[] = { PT_ST_I64, PT_ST_I16, PT_ST_I8, PT_ST_U8 };
+    return st_read_as(f, t, dst, n, PT_ST_I32, accept, 4, "an integer", st_to_i32);
 }
 
 /* ---- writer ---- */

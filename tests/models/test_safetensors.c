@@ -117,6 +117,57 @@ int main(void)
     }
     pt_safetensors_close(f);
 
+    /* every dtype the readers convert: F16/F64 to float, I64/I16/I8/U8 to int32, and an I64 that
+     * does not fit int32 named by element */
+    {
+        uint16_t f16[3] = { 0x3c00, 0xc000, 0x3800 }; /* 1, -2, 0.5 */
+        double f64[2] = { 0.125, -3.0 };
+        int64_t i64[3] = { -5, 1 << 30, (int64_t)1 << 40 };
+        int16_t i16[2] = { -300, 300 };
+        int8_t i8[2] = { -7, 7 };
+        uint8_t u8[2] = { 0, 255 };
+        int64_t s2[1] = { 2 }, s3[1] = { 3 };
+        EXPECT_OK(pt_safetensors_writer_create("conv.safetensors", &w));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "f16", PT_ST_F16, 1, s3));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "f64", PT_ST_F64, 1, s2));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "i64", PT_ST_I64, 1, s3));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "i16", PT_ST_I16, 1, s2));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "i8", PT_ST_I8, 1, s2));
+        EXPECT_OK(pt_safetensors_writer_declare(w, "u8", PT_ST_U8, 1, s2));
+        EXPECT_OK(pt_safetensors_writer_write(w, f16, sizeof f16));
+        EXPECT_OK(pt_safetensors_writer_write(w, f64, sizeof f64));
+        EXPECT_OK(pt_safetensors_writer_write(w, i64, sizeof i64));
+        EXPECT_OK(pt_safetensors_writer_write(w, i16, sizeof i16));
+        EXPECT_OK(pt_safetensors_writer_write(w, i8, sizeof i8));
+        EXPECT_OK(pt_safetensors_writer_write(w, u8, sizeof u8));
+        EXPECT_OK(pt_safetensors_writer_finish(w));
+        pt_safetensors_writer_destroy(w);
+        EXPECT_OK(pt_safetensors_open("conv.safetensors", &f));
+        if (f) {
+            float fb[3];
+            int32_t ib[3];
+            EXPECT_OK(pt_safetensors_read_f32(f, pt_safetensors_find(f, "f16"), fb, 3));
+            EXPECT(fb[0] == 1.0f && fb[1] == -2.0f && fb[2] == 0.5f);
+            EXPECT_OK(pt_safetensors_read_f32(f, pt_safetensors_find(f, "f64"), fb, 2));
+            EXPECT(fb[0] == 0.125f && fb[1] == -3.0f);
+            EXPECT(pt_safetensors_read_i32(f, pt_safetensors_find(f, "i64"), ib, 3) == PT_EFORMAT);
+            EXPECT(strstr(pt_last_error(), "element 2") && strstr(pt_last_error(), "int32"));
+            EXPECT(ib[0] == -5 && ib[1] == 1 << 30);
+            EXPECT_OK(pt_safetensors_read_i32(f, pt_safetensors_find(f, "i16"), ib, 2));
+            EXPECT(ib[0] == -300 && ib[1] == 300);
+            EXPECT_OK(pt_safetensors_read_i32(f, pt_safetensors_find(f, "i8"), ib, 2));
+            EXPECT(ib[0] == -7 && ib[1] == 7);
+            EXPECT_OK(pt_safetensors_read_i32(f, pt_safetensors_find(f, "u8"), ib, 2));
+            EXPECT(ib[0] == 0 && ib[1] == 255);
+            EXPECT(pt_safetensors_read_i32(f, pt_safetensors_find(f, "f16"), ib, 3) == PT_EFORMAT);
+            EXPECT(strstr(pt_last_error(), "is F16, not an integer tensor"));
+            EXPECT(pt_safetensors_read_f32(f, pt_safetensors_find(f, "u8"), fb, 3) == PT_EFORMAT);
+            EXPECT(strstr(pt_last_error(), "not a floating-point tensor"));
+            pt_safetensors_close(f);
+        }
+        remove("conv.safetensors");
+    }
+
     /* the writer refuses more bytes than declared and leaves no file behind */
     EXPECT_OK(pt_safetensors_writer_create("over.safetensors", &w));
     EXPECT_OK(pt_safetensors_writer_declare(w, "x", PT_ST_F32, 1, s_h));
