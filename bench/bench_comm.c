@@ -1,7 +1,12 @@
 /* `pipetrain bench comm [--provider NAME] [--json] [--max-size BYTES]`: point-to-point latency
  * and bandwidth per message size between two ranks it starts itself (through pt_launch), for
- * each provider and for the tagged and RMA-write paths, next to single-thread memcpy
- * bandwidth measured in the same run.
+ * each provider and for three paths, next to single-thread memcpy bandwidth measured in the
+ * same run:
+ *   tagged  malloc'd buffers, PT_COMM_RMA_MIN and PT_COMM_DIRECT_MIN off: the provider's messages
+ *   rma     malloc'd buffers, PT_COMM_RMA_MIN=1: the RMA-read rendezvous from 48 B
+ *   direct  buffers from pt_comm_buf_alloc, PT_COMM_DIRECT_MIN=1: the receiver copies out of the
+ *           sender's shared memory from 48 B (smaller messages stay tagged); the run fails
+ *           rather than print this label when no byte went that way
  *
  * Latency: half the round trip of a ping-pong, best of a few rounds. Bandwidth: rank 0 streams
  * a window of messages, rank 1 answers each window with one byte; bytes / time. */
@@ -23,7 +28,11 @@ static size_t next_size(size_t s) { return s * 4; }
 /* messages in flight per bandwidth window */
 static int window_of(size_t bytes) { return bytes >= (64u << 20) ? 2 : 8; }
 
-static double memcpy_GBps(void *dst, const void *src, size_t bytes)
+static void libc_memcpy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+
+/* Single-thread bandwidth of `copy` (glibc's memcpy, or pt_comm_memcpy: the direct path's copy)
+ * from src to dst, best of three rounds. */
+static double copy_GBps(void (*copy)(void *, const void *, size_t), void *dst, const void *src, size_t bytes)
 {
     size_t reps = bytes >= (64u << 20) ? 3 : (size_t)((256u << 20) / bytes) + 1;
     if (reps > 100000)
@@ -32,7 +41,7 @@ static double memcpy_GBps(void *dst, const void *src, size_t bytes)
     for (int round = 0; round < 3; round++) {
         int64_t t0 = pt_now_ns();
         for (size_t i = 0; i < reps; i++) {
-            memcpy(dst, src, bytes);
+            copy(dst, src, bytes);
             __asm__ volatile("" ::"r"(dst) : "memory"); /* keep every copy */
         }
         double s = pt_seconds_between(t0, pt_now_ns());
@@ -52,8 +61,60 @@ static pt_status xfer(pt_comm *c, int send, int peer, int mb, void *buf, size_t 
 }
 
 /* One rank of the measurement; rank 0 writes "bytes latency_us GBps" lines to `out`. */
-static pt_status worker(size_t max_size, FILE *out)
+static void *bench_alloc(int shared, size_t bytes)
 {
+    void *p = NULL;
+    if (shared)
+        return pt_comm_buf_alloc(bytes, &p) == PT_OK ? p : NULL;
+    return malloc(bytes);
+}
+
+static void bench_free(int shared, void *p)
+{
+    if (shared)
+        pt_comm_buf_free(p);
+    else
+        free(p);
+}
+
+#define MAX_SIZES 40
+
+/* The message sizes: the comma-separated list `text` (each as PT_OPT_BYTES reads it), or, when
+ * it is NULL, 8 B, 32 B, ... (x4) up to max_size, which is always the last. */
+static pt_status size_list(const char *text, size_t max_size, size_t *sizes, int *n)
+{
+    *n = 0;
+    if (!text) {
+        for (size_t b = 8; *n < MAX_SIZES; b = next_size(b)) {
+            sizes[(*n)++] = b < max_size ? b : max_size;
+            if (b >= max_size)
+                break;
+        }
+        return PT_OK;
+    }
+    char buf[512];
+    if (strlen(text) >= sizeof buf)
+        return pt_fail(PT_EINVAL, "--sizes: the list is too long");
+    snprintf(buf, sizeof buf, "%s", text);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n == MAX_SIZES)
+            return pt_fail(PT_EINVAL, "--sizes: at most %d sizes", MAX_SIZES);
+        PT_CHECK(pt_args_parse_bytes(tok, &sizes[*n]));
+        if (sizes[*n] < 1)
+            return pt_fail(PT_EINVAL, "--sizes: %s is not a message size (at least 1 byte)", tok);
+        (*n)++;
+    }
+    if (*n == 0)
+        return pt_fail(PT_EINVAL, "--sizes: give at least one size, e.g. 16M,32M,64M,256M");
+    return PT_OK;
+}
+
+static pt_status worker(const size_t *sizes, int n_sizes, int shared, FILE *out)
+{
+    size_t max_size = 0;
+    for (int i = 0; i < n_sizes; i++)
+        if (sizes[i] > max_size)
+            max_size = sizes[i];
     pt_comm *c;
     PT_CHECK(pt_comm_create(NULL, &c));
     pt_status st = PT_OK;
@@ -65,16 +126,11 @@ static pt_status worker(size_t max_size, FILE *out)
     }
     /* the receives of a window are outstanding together, so each gets its own buffer */
     size_t pool = 0;
-    for (size_t b = 8;; b = next_size(b)) {
-        size_t sz = b < max_size ? b : max_size;
-        size_t need = sz * (size_t)window_of(sz);
-        if (need > pool)
-            pool = need;
-        if (b >= max_size)
-            break;
-    }
-    sbuf = malloc(max_size);
-    rbuf = malloc(pool);
+    for (int i = 0; i < n_sizes; i++)
+        if (sizes[i] * (size_t)window_of(sizes[i]) > pool)
+            pool = sizes[i] * (size_t)window_of(sizes[i]);
+    sbuf = bench_alloc(shared, max_size);
+    rbuf = bench_alloc(shared, pool);
     if (!sbuf || !rbuf) {
         st = pt_fail(PT_ENOMEM, "bench comm: cannot allocate %zu + %zu bytes", max_size, pool);
         goto out;
@@ -83,8 +139,8 @@ static pt_status worker(size_t max_size, FILE *out)
     memset(rbuf, 0, pool);
     int64_t tmo = pt_comm_timeout_ms(c);
     int mb = 0;
-    for (size_t bytes = 8; bytes <= max_size; bytes = bytes < max_size && next_size(bytes) > max_size ? max_size
-                                                                                                  : next_size(bytes)) {
+    for (int si = 0; si < n_sizes; si++) {
+        size_t bytes = sizes[si];
         /* latency: ping-pong */
         int iters = bytes <= 65536 ? 2000 : bytes <= (4u << 20) ? 50 : 4;
         double best_rtt = 1e30;
@@ -141,31 +197,35 @@ static pt_status worker(size_t max_size, FILE *out)
         }
         if (me == 0 && out)
             fprintf(out, "%zu %.3f %.4f\n", bytes, best_rtt / 2 * 1e6, best_bw);
-        if (bytes == max_size)
-            break;
     }
+    if (me == 0 && out)
+        fprintf(out, "direct %llu\n", (unsigned long long)pt_comm_direct_bytes(c));
 out:
-    free(sbuf);
-    free(rbuf);
+    bench_free(shared, sbuf);
+    bench_free(shared, rbuf);
     pt_comm_destroy(c);
     return st;
 }
 
 int pt_bench_comm(int argc, char **argv)
 {
-    const char *provider = NULL, *out_path = NULL;
-    int json = 0, worker_mode = 0;
+    const char *provider = NULL, *out_path = NULL, *sizes_text = NULL;
+    int json = 0, worker_mode = 0, shared = 0;
     size_t max_size = (size_t)256 << 20;
     pt_opt opts[] = {
         { "provider", PT_OPT_STRING, &provider, "NAME", "libfabric provider to measure (default: shm and tcp)", 0 },
         { "max-size", PT_OPT_BYTES, &max_size, "BYTES", "largest message (sizes go 8 B, x4, ... up to it)", 0 },
+        { "sizes", PT_OPT_STRING, &sizes_text, "LIST", "comma-separated message sizes instead (e.g. 16M,32M,64M,256M)",
+          0 },
         { "json", PT_OPT_FLAG, &json, NULL, "print one JSON object per line", 0 },
         { "worker", PT_OPT_FLAG, &worker_mode, NULL, "internal: run as one of the two measuring ranks", 0 },
         { "out", PT_OPT_STRING, &out_path, "FILE", "internal: where rank 0 of --worker writes its results", 0 },
+        { "shared", PT_OPT_FLAG, &shared, NULL, "internal: --worker's buffers come from pt_comm_buf_alloc", 0 },
     };
-    pt_cmd_spec spec = { "pipetrain bench comm [--provider NAME] [--max-size BYTES] [--json]",
+    pt_cmd_spec spec = { "pipetrain bench comm [--provider NAME] [--max-size BYTES | --sizes LIST] [--json]",
                          "Point-to-point latency and bandwidth between two local ranks per message size, for each\n"
-                         "provider and for the tagged and RMA-write paths, next to memcpy bandwidth.",
+                         "provider and for the tagged, RMA-read and direct (shared-memory) paths, next to memcpy\n"
+                         "bandwidth measured in the same run.",
                          opts, (int)(sizeof opts / sizeof opts[0]), NULL };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
@@ -173,25 +233,28 @@ int pt_bench_comm(int argc, char **argv)
         return pt_cli_finish(st);
     if (max_size < 8)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--max-size must be at least 8 bytes"));
+    int n_sizes = 0;
+    size_t sizes[MAX_SIZES];
+    double mcpy[MAX_SIZES], ccpy[MAX_SIZES];
+    st = size_list(sizes_text, max_size, sizes, &n_sizes);
+    if (st != PT_OK)
+        return pt_cli_finish(st);
+    max_size = 0;
+    for (int i = 0; i < n_sizes; i++)
+        if (sizes[i] > max_size)
+            max_size = sizes[i];
     if (worker_mode) {
         FILE *f = NULL;
         if (out_path && getenv("RANK") && atoi(getenv("RANK")) == 0 && !(f = fopen(out_path, "w")))
             return pt_cli_finish(pt_fail(PT_EIO, "cannot write %s", out_path));
-        st = worker(max_size, f);
+        st = worker(sizes, n_sizes, shared, f);
         if (f)
             fclose(f);
         return pt_cli_finish(st);
     }
 
-    /* memcpy reference, same sizes, same run */
-    int n_sizes = 0;
-    size_t sizes[40];
-    double mcpy[40];
-    for (size_t b = 8; n_sizes < 40; b = next_size(b)) {
-        sizes[n_sizes++] = b < max_size ? b : max_size;
-        if (b >= max_size)
-            break;
-    }
+    /* memcpy reference, same sizes, same run: measured before the ranks start and again after
+     * each provider and path; the best figure is the one reported (the ratio errs low) */
     uint8_t *a = malloc(max_size), *b = malloc(max_size);
     if (!a || !b) {
         free(a);
@@ -200,10 +263,10 @@ int pt_bench_comm(int argc, char **argv)
     }
     memset(a, 1, max_size);
     memset(b, 2, max_size);
-    for (int i = 0; i < n_sizes; i++)
-        mcpy[i] = memcpy_GBps(b, a, sizes[i]);
-    free(a);
-    free(b);
+    for (int i = 0; i < n_sizes; i++) {
+        mcpy[i] = copy_GBps(libc_memcpy, b, a, sizes[i]);
+        ccpy[i] = copy_GBps(pt_comm_memcpy, b, a, sizes[i]);
+    }
 
     const char *provs[2] = { "shm", "tcp" };
     int n_provs = 2;
@@ -213,52 +276,89 @@ int pt_bench_comm(int argc, char **argv)
     }
     char tmp[] = "/tmp/pt-bench-comm-XXXXXX";
     int fd = mkstemp(tmp);
-    if (fd < 0)
+    if (fd < 0) {
+        free(a);
+        free(b);
         return pt_cli_finish(pt_fail(PT_EIO, "cannot create a temporary file in /tmp"));
+    }
     close(fd);
-    char max_arg[32];
-    snprintf(max_arg, sizeof max_arg, "%zu", max_size);
-    if (!json)
-        printf("%-12s %-7s %12s %12s %12s %12s\n", "provider", "path", "bytes", "latency_us", "GB/s", "memcpy_GB/s");
+    char sizes_arg[MAX_SIZES * 24] = "";
+    for (int i = 0; i < n_sizes; i++)
+        snprintf(sizes_arg + strlen(sizes_arg), sizeof sizes_arg - strlen(sizes_arg), "%s%zu", i ? "," : "", sizes[i]);
+    /* rows are kept and printed at the end, against the final (best) memcpy figures */
+    struct row { int prov, path, size; double lat, bw; } rows[2 * 3 * MAX_SIZES];
+    int n_rows = 0;
     int rc = 0;
+    static const char *const path_names[] = { "tagged", "rma", "direct" };
     for (int pi = 0; pi < n_provs && rc == 0; pi++) {
-        for (int path = 0; path < 2 && rc == 0; path++) {
+        for (int path = 0; path < 3 && rc == 0; path++) {
             setenv("PT_FABRIC_PROVIDER", provs[pi], 1);
-            setenv("PT_COMM_RMA_MIN", path ? "1" : "off", 1);
-            char *args[] = { "/proc/self/exe", "bench", "comm", "--worker", "--max-size", max_arg, "--out", tmp,
-                             NULL };
+            setenv("PT_COMM_RMA_MIN", path == 1 ? "1" : "off", 1);
+            setenv("PT_COMM_DIRECT_MIN", path == 2 ? "1" : "off", 1);
+            char *args[] = { "/proc/self/exe", "bench", "comm", "--worker", "--sizes", sizes_arg, "--out", tmp,
+                             path == 2 ? "--shared" : NULL, NULL };
             pt_launch_opts lo = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
             int code = 0;
             fflush(stdout);
             st = pt_launch(&lo, args, &code);
             if (st != PT_OK) {
                 fprintf(stderr, "pipetrain bench comm: %s on %s (%s path): %s\n", "measurement failed", provs[pi],
-                        path ? "rma" : "tagged", pt_last_error());
+                        path_names[path], pt_last_error());
                 rc = 1;
                 break;
+            }
+            for (int i = 0; i < n_sizes; i++) {
+                double m = copy_GBps(libc_memcpy, b, a, sizes[i]), k = copy_GBps(pt_comm_memcpy, b, a, sizes[i]);
+                if (m > mcpy[i])
+                    mcpy[i] = m;
+                if (k > ccpy[i])
+                    ccpy[i] = k;
             }
             FILE *f = fopen(tmp, "r");
             size_t bytes;
             double lat, bw;
-            while (f && fscanf(f, "%zu %lf %lf", &bytes, &lat, &bw) == 3) {
-                double m = 0;
+            while (f && fscanf(f, "%zu %lf %lf", &bytes, &lat, &bw) == 3)
                 for (int i = 0; i < n_sizes; i++)
-                    if (sizes[i] == bytes)
-                        m = mcpy[i];
-                if (json)
-                    printf("{\"bench\":\"comm\",\"provider\":\"%s\",\"path\":\"%s\",\"bytes\":%zu,\"latency_us\":%.3f,"
-                           "\"bandwidth_GBps\":%.4f,\"memcpy_GBps\":%.4f,\"of_memcpy\":%.3f}\n",
-                           provs[pi], path ? "rma" : "tagged", bytes, lat, bw, m, m > 0 ? bw / m : 0.0);
-                else
-                    printf("%-12s %-7s %12zu %12.2f %12.3f %12.3f\n", provs[pi], path ? "rma" : "tagged", bytes, lat,
-                           bw, m);
-            }
+                    if (sizes[i] == bytes && n_rows < (int)(sizeof rows / sizeof rows[0])) {
+                        rows[n_rows++] = (struct row){ pi, path, i, lat, bw };
+                        break;
+                    }
+            unsigned long long direct = 0;
+            int have_direct = f && fscanf(f, " direct %llu", &direct) == 1;
             if (f)
                 fclose(f);
-            fflush(stdout);
+            if (path == 2 && (!have_direct || direct == 0)) {
+                fprintf(stderr, "pipetrain bench comm: on %s no message took the direct path (the ranks could not "
+                                "map each other's buffers); not reporting tagged messages under that label\n",
+                        provs[pi]);
+                n_rows -= n_sizes;
+                rc = 1;
+            }
         }
     }
+    /* memcpy: glibc's, the reference of the targets; copy: pt_comm_memcpy, what the direct path
+     * runs, alone in one thread (the transport's own cost shows against it) */
+    if (!json)
+        printf("%-12s %-7s %12s %12s %10s %12s %9s %10s %8s\n", "provider", "path", "bytes", "latency_us", "GB/s",
+               "memcpy_GB/s", "of_memcpy", "copy_GB/s", "of_copy");
+    for (int i = 0; i < n_rows; i++) {
+        const struct row *w = &rows[i];
+        double m = mcpy[w->size], k = ccpy[w->size];
+        if (json)
+            printf("{\"bench\":\"comm\",\"provider\":\"%s\",\"path\":\"%s\",\"bytes\":%zu,\"latency_us\":%.3f,"
+                   "\"bandwidth_GBps\":%.4f,\"memcpy_GBps\":%.4f,\"of_memcpy\":%.3f,\"copy_GBps\":%.4f,"
+                   "\"of_copy\":%.3f}\n",
+                   provs[w->prov], path_names[w->path], sizes[w->size], w->lat, w->bw, m, m > 0 ? w->bw / m : 0.0, k,
+                   k > 0 ? w->bw / k : 0.0);
+        else
+            printf("%-12s %-7s %12zu %12.2f %10.3f %12.3f %9.3f %10.3f %8.3f\n", provs[w->prov], path_names[w->path],
+                   sizes[w->size], w->lat, w->bw, m, m > 0 ? w->bw / m : 0.0, k, k > 0 ? w->bw / k : 0.0);
+    }
+    fflush(stdout);
     unlink(tmp);
+    free(a);
+    free(b);
     unsetenv("PT_COMM_RMA_MIN");
+    unsetenv("PT_COMM_DIRECT_MIN");
     return rc;
 }

@@ -33,8 +33,9 @@
 
 #define SPIN_NS 30000          /* busy-poll this long before sleeping on the CQ */
 #define SREAD_MAX_MS 50        /* one blocking CQ read at most this long (re-checks the deadline) */
+#define NAP_BIG_BYTES ((size_t)4 << 20) /* waits for messages this large nap at once (see nap()) */
 #define CQ_BATCH 16
-#define DIRECT_MIN_DEFAULT ((size_t)256 << 10) /* direct path from here (bench/results/comm.md) */
+#define DIRECT_MIN_DEFAULT ((size_t)8 << 10) /* direct path from here: faster than tagged from 8 KiB (bench/results/comm.md) */
 #define MR_ACCESS (FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE)
 
 static const char *const kind_names[] = { "FORWARD", "BACKWARD", "BACKWARD_INPUT", "BACKWARD_WEIGHT",
@@ -512,7 +513,7 @@ static void receiver_advance(pt_comm *c, pt_comm_req *r)
             send_fin(c, r, PT_DATA_NACK | PT_DATA_DIRECT | (uint64_t)r->bytes); /* best effort */
             return;
         }
-        memcpy(r->buf, src, r->bytes);
+        pt_comm_memcpy(r->buf, src, r->bytes);
         c->direct_bytes += r->bytes;
         r->stage = 3;
         if (pt_peers_dead(c) == r->peer) { /* the data is here; nobody is left to tell */
@@ -1093,7 +1094,10 @@ static pt_status wait_impl(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
                 return st;
             }
         } else {
-            nap(now - start);
+            /* A message of several MiB takes hundreds of µs whichever path it takes: the yield
+             * phase would only take CPU from the peer doing the copy (with two ranks on one
+             * core it halved the direct path's bandwidth), so such waits nap at once. */
+            nap(r->bytes >= NAP_BIG_BYTES ? INT64_MAX : now - start);
         }
     }
 }

@@ -101,7 +101,7 @@ typedef struct pt_msg_id {
 
 /* Allocates `bytes` (rounded up to whole pages; 0 gives one page) of page-aligned, uninitialised
  * host memory that same-host ranks can map: a message sent from it to a same-host peer (from
- * PT_COMM_DIRECT_MIN bytes, default 256 KiB) is copied by the receiver straight out of it with
+ * PT_COMM_DIRECT_MIN bytes, default 8 KiB) is copied by the receiver straight out of it with
  * one memcpy (the "direct" path, docs/comm.md) instead of going through the provider. Use it for
  * send buffers that are reused (the runtime's send staging); any memory can still be sent.
  * The memory is an anonymous memfd: it has no name in /dev/shm and is released by the kernel
@@ -112,6 +112,11 @@ pt_status pt_comm_buf_alloc(size_t bytes, void **out);
 /* Frees a buffer from pt_comm_buf_alloc. NULL, and pointers that did not come from it, are
  * ignored. No send from it may be in flight. Thread-safe. */
 void pt_comm_buf_free(void *buf);
+
+/* The copy the direct path makes: memcpy, except that from 4 MiB on x86-64 it stores around the
+ * caches (non-temporal stores), which moves large messages faster than glibc's memcpy here.
+ * `dst` and `src` must not overlap. Thread-safe; exposed so benchmarks can measure it alone. */
+void pt_comm_memcpy(void *dst, const void *src, size_t n);
 
 /* Bytes this rank has sent and received by the direct path so far (completed messages only);
  * lets tests and benchmarks see which path their messages took. */
