@@ -314,7 +314,8 @@ static pt_status stage_get(pt_runtime *rt, int *out)
                 return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-byte send buffer", rt->rank,
                                bytes);
         } else {
-            PT_CHECK(pt_backend_alloc(rt->be, (void **)&rt->stage[rt->n_stage], bytes));
+            /* shared memory: a same-host receiver copies the message straight out of it (comm.h) */
+            PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
         }
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
     }
@@ -1259,7 +1260,7 @@ void pt_runtime_destroy(pt_runtime *rt)
         if (rt->dev_mem)
             free(rt->stage[b]);
         else
-            pt_backend_free(rt->be, rt->stage[b]);
+            pt_comm_buf_free(rt->stage[b]);
     }
     for (int b = 0; b < rt->n_rhost; b++)
         free(rt->rhost[b]);
