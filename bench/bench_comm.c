@@ -315,6 +315,7 @@ int pt_bench_comm(int argc, char **argv)
                     ccpy[i] = k;
             }
             FILE *f = fopen(tmp, "r");
+            int first_row = n_rows;
             size_t bytes;
             double lat, bw;
             while (f && fscanf(f, "%zu %lf %lf", &bytes, &lat, &bw) == 3)
@@ -331,7 +332,7 @@ int pt_bench_comm(int argc, char **argv)
                 fprintf(stderr, "pipetrain bench comm: on %s no message took the direct path (the ranks could not "
                                 "map each other's buffers); not reporting tagged messages under that label\n",
                         provs[pi]);
-                n_rows -= n_sizes;
+                n_rows = first_row;
                 rc = 1;
             }
         }
