@@ -103,6 +103,9 @@ pt_status pt_peers_watch(pt_comm *c, const pt_peer_ident *ids);
  * monitor, polls the pidfds); once a peer is seen dead the answer stays, and the dead peer's
  * shm region name is unlinked (it could not). Called from the comm's thread only. */
 int pt_peers_dead(pt_comm *c);
+/* 1 when `peer` is a watched peer that has ended, asking its pidfd at once when the monitor has
+ * not said so yet (then recording it as pt_peers_dead would). Comm's thread only. */
+int pt_peers_exited(pt_comm *c, int peer);
 /* Records (pt_fail, PT_ECOMM) "rank D (pid P) exited while rank R <waiting_for>" and returns it. */
 pt_status pt_peers_fail(pt_comm *c, const char *waiting_for);
 /* Stops the monitor thread (joins it) and closes the pidfds. */

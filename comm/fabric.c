@@ -501,7 +501,7 @@ static void receiver_advance(pt_comm *c, pt_comm_req *r)
         if (!src) {
             char d[128];
             describe(r, d, sizeof d);
-            if (pt_peers_dead(c) == r->peer) { /* its buffer went with it before we mapped it */
+            if (pt_peers_exited(c, r->peer)) { /* its buffer went with it before we mapped it */
                 char w[200];
                 snprintf(w, sizeof w, "was taking %s from its shared buffer", d);
                 pt_status st = pt_peers_fail(c, w);

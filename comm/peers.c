@@ -293,6 +293,23 @@ int pt_peers_dead(pt_comm *c)
     return c->dead_rank;
 }
 
+int pt_peers_exited(pt_comm *c, int peer)
+{
+    if (pt_peers_dead(c) == peer)
+        return 1;
+    int fd = c->peer_pidfd && peer >= 0 && peer < c->size ? c->peer_pidfd[peer] : -1;
+    if (fd < 0 || c->dead_rank >= 0)
+        return 0;
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll(&p, 1, 0) != 1)
+        return 0;
+    /* ended before the monitor said so: record it the way pt_peers_dead would */
+    c->dead_rank = peer;
+    if (strncmp(c->peer_region[peer], "pipetrain-", 10) == 0)
+        (void)shm_unlink(c->peer_region[peer]);
+    return 1;
+}
+
 pt_status pt_peers_fail(pt_comm *c, const char *waiting_for)
 {
     int d = c->dead_rank;
