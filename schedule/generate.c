@@ -207,6 +207,39 @@ done:
     return st;
 }
 
+pt_status pt_sched_forward_only(const pt_schedule *placement, int M, pt_schedule **out)
+{
+    *out = NULL;
+    int P = placement->n_ranks, V = placement->n_chunks, S = P * V;
+    pt_schedule *c = NULL;
+    PT_CHECK(pt_sched_create("forward", P, V, M, placement->stage_of, &c));
+    pt_status st = PT_OK;
+    for (int m = 0; m < M && st == PT_OK; m++)
+        for (int v = 0; v < S && st == PT_OK; v++) {
+            int r = 0, ch = 0;
+            st = pt_sched_owner(c, v, &r, &ch);
+            if (st == PT_OK)
+                st = pt_sched_append(c, r, (pt_action){ PT_ACT_FORWARD, m, ch, -1 });
+        }
+    if (st == PT_OK)
+        st = pt_sched_lower(c, out);
+    pt_sched_destroy(c);
+    if (st != PT_OK)
+        return st;
+    for (int r = 0; r < P; r++) { /* lowering ends every list with AR, STEP: an eval has neither */
+        int n = (*out)->n_actions[r];
+        if (n < 2 || (*out)->actions[r][n - 2].kind != PT_ACT_REDUCE_GRADS ||
+            (*out)->actions[r][n - 1].kind != PT_ACT_OPTIMIZER_STEP) {
+            pt_sched_destroy(*out);
+            *out = NULL;
+            return pt_fail(PT_EINTERNAL, "forward-only schedule: rank %d's lowered list does not end with AR, STEP",
+                           r);
+        }
+        (*out)->n_actions[r] = n - 2;
+    }
+    return PT_OK;
+}
+
 /* ---- fixed-order generators ---- */
 
 static pt_status gen_gpipe(pt_schedule *s)

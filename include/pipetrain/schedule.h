@@ -169,6 +169,13 @@ pt_status pt_sched_generate(const char *name, int P, int V, int M, const pt_sim_
  * send/receive, PT_ENOMEM. *out owned by the caller. */
 pt_status pt_sched_lower(const pt_schedule *compute, pt_schedule **out);
 
+/* Forward-only lists for evaluation, on the stage placement of `placement` (its P, V and
+ * stage_of; its actions are not read): M micro-batches, each rank doing its forwards in order
+ * of (micro-batch, virtual stage), lowered with their sends and receives, no AR or STEP. With
+ * buffered sends this never deadlocks (every rank works through one global order). It has no
+ * backward, so pt_sched_validate refuses it by design. *out owned by the caller. */
+pt_status pt_sched_forward_only(const pt_schedule *placement, int M, pt_schedule **out);
+
 /* ---- validator ---- */
 
 /* Checks that every rank can run `s`: fields in range; each (micro-batch, chunk) forward

@@ -510,10 +510,98 @@ static int test_timeline(const char *tmpdir)
     return n_fail;
 }
 
+/* pt_sched_forward_only on the placements of 1f1b, interleaved and zbv: every (micro-batch, chunk)
+ * forward exactly once, no backward/AR/STEP, each forward after its input, and a run with
+ * buffered sends and blocking receives finishes (no deadlock) with every message matched. */
+static int test_forward_only(void)
+{
+    int before = n_fail;
+    const char *gens[] = { "1f1b", "interleaved", "zbv" };
+    for (int g = 0; g < 3; g++)
+        for (int P = 1; P <= 4; P++)
+            for (int M = 1; M <= 5; M++) {
+                int V = !strcmp(gens[g], "1f1b") ? 1 : 2;
+                if (!strcmp(gens[g], "zbv") && P < 2)
+                    continue;
+                pt_schedule *train = NULL, *e = NULL;
+                if (pt_sched_generate(gens[g], P, V, P, NULL, &train) != PT_OK) {
+                    CHECK(0, "%s P=%d: %s", gens[g], P, pt_last_error());
+                    continue;
+                }
+                CHECK(pt_sched_forward_only(train, M, &e) == PT_OK, "%s P=%d M=%d: %s", gens[g], P, M, pt_last_error());
+                if (!e) {
+                    pt_sched_destroy(train);
+                    continue;
+                }
+                int S = P * V;
+                /* done[r][m*V+c], messages in flight per (src, dst): FIFO of (m, vstage) */
+                int *done = calloc((size_t)P * M * V, sizeof(int)), *pos = calloc((size_t)P, sizeof(int));
+                int *q = malloc((size_t)P * P * M * S * 2 * sizeof(int)), *qh = calloc((size_t)P * P, sizeof(int)),
+                    *qt = calloc((size_t)P * P, sizeof(int));
+                int n_f = 0;
+                for (int r = 0; r < P; r++)
+                    for (int i = 0; i < e->n_actions[r]; i++) {
+                        pt_action_kind k = e->actions[r][i].kind;
+                        CHECK(k == PT_ACT_FORWARD || k == PT_ACT_SEND_ACT || k == PT_ACT_RECV_ACT,
+                              "%s P=%d M=%d: rank %d action %d is %s", gens[g], P, M, r, i, pt_action_kind_name(k));
+                        n_f += k == PT_ACT_FORWARD;
+                    }
+                CHECK(n_f == M * S, "%s P=%d M=%d: %d forwards, want %d", gens[g], P, M, n_f, M * S);
+                for (int progress = 1; progress;) {
+                    progress = 0;
+                    for (int r = 0; r < P; r++) {
+                        while (pos[r] < e->n_actions[r]) {
+                            const pt_action *a = &e->actions[r][pos[r]];
+                            int v = pt_sched_vstage(e, r, a->chunk), m = a->microbatch;
+                            if (a->kind == PT_ACT_RECV_ACT) {
+                                int l = a->peer * P + r, base = l * M * S * 2;
+                                if (qh[l] == qt[l])
+                                    break; /* blocked */
+                                CHECK(q[base + 2 * qh[l]] == m && q[base + 2 * qh[l] + 1] == v - 1,
+                                      "%s P=%d M=%d: rank %d receives mb %d stage %d, the link carries mb %d stage %d",
+                                      gens[g], P, M, r, m, v - 1, q[base + 2 * qh[l]], q[base + 2 * qh[l] + 1]);
+                                qh[l]++;
+                                done[(r * M + m) * V + a->chunk] |= 2; /* input here */
+                            } else if (a->kind == PT_ACT_SEND_ACT) {
+                                int l = r * P + a->peer, base = l * M * S * 2;
+                                CHECK(done[(r * M + m) * V + a->chunk] & 1, "send before forward");
+                                q[base + 2 * qt[l]] = m;
+                                q[base + 2 * qt[l] + 1] = v;
+                                qt[l]++;
+                            } else {
+                                int pr = 0, pc = 0, have = v == 0;
+                                if (v > 0 && pt_sched_owner(e, v - 1, &pr, &pc) == PT_OK)
+                                    have = pr == r ? done[(r * M + m) * V + pc] & 1 : done[(r * M + m) * V + a->chunk] & 2;
+                                CHECK(have, "%s P=%d M=%d: rank %d forward mb %d chunk %d before its input", gens[g], P,
+                                      M, r, m, a->chunk);
+                                CHECK(!(done[(r * M + m) * V + a->chunk] & 1), "forward twice");
+                                done[(r * M + m) * V + a->chunk] |= 1;
+                            }
+                            pos[r]++;
+                            progress = 1;
+                        }
+                    }
+                }
+                for (int r = 0; r < P; r++)
+                    CHECK(pos[r] == e->n_actions[r], "%s P=%d M=%d: rank %d stuck at action %d of %d", gens[g], P, M, r,
+                          pos[r], e->n_actions[r]);
+                for (int l = 0; l < P * P; l++)
+                    CHECK(qh[l] == qt[l], "%s P=%d M=%d: %d messages never received", gens[g], P, M, qt[l] - qh[l]);
+                free(done);
+                free(pos);
+                free(q);
+                free(qh);
+                free(qt);
+                pt_sched_destroy(e);
+                pt_sched_destroy(train);
+            }
+    return n_fail - before;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_schedule generators|bad DIR|golden DIR|parse_errors|simulate TMP|timeline TMP\n");
+        fprintf(stderr, "usage: test_schedule generators|bad DIR|golden DIR|parse_errors|simulate TMP|timeline TMP|forward_only\n");
         return 2;
     }
     const char *t = argv[1], *arg = argc > 2 ? argv[2] : ".";
@@ -530,6 +618,8 @@ int main(int argc, char **argv)
         fails = test_simulate(arg);
     else if (!strcmp(t, "timeline"))
         fails = test_timeline(arg);
+    else if (!strcmp(t, "forward_only"))
+        fails = test_forward_only();
     else {
         fprintf(stderr, "unknown test %s\n", t);
         return 2;
