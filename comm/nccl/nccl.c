@@ -47,9 +47,9 @@ pt_status pt_nccl_version(int *code, char *buf, size_t cap)
     return PT_OK;
 }
 
-static void pt_nccl_abort(pt_nccl *nc)
+void pt_nccl_abort(pt_nccl *nc)
 {
-    if (!nc->aborted && nc->comm != NULL) {
+    if (nc != NULL && !nc->aborted && nc->comm != NULL) {
         ncclCommAbort(nc->comm);
         nc->aborted = 1;
     }
@@ -241,6 +241,34 @@ pt_status pt_nccl_wait(pt_nccl *nc, pt_stream *s, int64_t deadline_ns)
             return pt_fail(PT_ETIMEDOUT, "NCCL transfers on rank %d did not finish by the deadline; check the "
                                          "other ranks' logs (a rank died or posted a different transfer)",
                            nc->world_rank);
+        }
+        pt_nccl_nap();
+    }
+}
+
+pt_status pt_nccl_wait_event(pt_nccl *nc, pt_cuda_event *e, int64_t deadline_ns, const char *what)
+{
+    if (nc->aborted)
+        return pt_fail(PT_EBACKEND, "NCCL %s on rank %d: the communicator was aborted after an earlier error; "
+                                    "restart the run", what, nc->world_rank);
+    for (;;) {
+        int done = 0;
+        pt_status st = pt_cuda_event_query(e, &done);
+        if (st != PT_OK) {
+            pt_nccl_abort(nc);
+            return pt_fail_wrap(st, "rank %d: NCCL %s failed on the device", nc->world_rank, what);
+        }
+        if (done)
+            return PT_OK;
+        ncclResult_t state = ncclSuccess;
+        if (ncclCommGetAsyncError(nc->comm, &state) == ncclSuccess && state != ncclSuccess &&
+            state != ncclInProgress)
+            return pt_nccl_settle(nc, state, what, deadline_ns);
+        if (pt_deadline_passed(deadline_ns)) {
+            pt_nccl_abort(nc);
+            return pt_fail(PT_ETIMEDOUT, "rank %d: NCCL %s did not finish by the deadline (%lld ms), communicator aborted; "
+                                         "check the peer's log (it died or posted a different transfer)",
+                           nc->world_rank, what, (long long)nc->timeout_ms);
         }
         pt_nccl_nap();
     }

@@ -27,6 +27,7 @@
 
 #include "pipetrain/backend.h"
 #include "pipetrain/comm.h"
+#include "pipetrain/cuda.h"
 #include "pipetrain/status.h"
 
 #ifdef __cplusplus
@@ -83,6 +84,17 @@ pt_status pt_nccl_allreduce(pt_nccl *nc, float *buf, size_t n, pt_reduce_op op, 
  * communicator is aborted (it cannot be used again) and PT_EBACKEND / PT_ETIMEDOUT is returned,
  * naming this rank. */
 pt_status pt_nccl_wait(pt_nccl *nc, pt_stream *s, int64_t deadline_ns);
+
+/* Waits on the host until the work captured by event e (recorded after operations of nc) has
+ * finished, up to deadline_ns, polling the event and the communicator's asynchronous error with
+ * 50 us naps. At the deadline or on an NCCL error the communicator is aborted and PT_ETIMEDOUT /
+ * PT_EBACKEND names this rank and `what` (the transfer, e.g. "SEND_ACT mb 3 chunk 0 to rank 1"). */
+pt_status pt_nccl_wait_event(pt_nccl *nc, pt_cuda_event *e, int64_t deadline_ns, const char *what);
+
+/* Aborts the communicator (ncclCommAbort): queued operations stop, and nothing but
+ * pt_nccl_destroy may follow. For a rank whose job has already failed, so that tearing down does
+ * not wait for peers that will never answer. Accepts NULL. */
+void pt_nccl_abort(pt_nccl *nc);
 
 #ifdef __cplusplus
 }

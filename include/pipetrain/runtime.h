@@ -129,6 +129,12 @@ int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c);
 size_t pt_runtime_peak_bytes(const pt_runtime *rt);
 size_t pt_runtime_slot_bytes(const pt_runtime *rt);
 
+/* How activations, gradients and gradient all-reduces travel between this job's ranks, with the
+ * reason: "host memory (...)" on the CPU backend; on device memory "nccl (every rank has its own
+ * GPU)" or "host-staged (ranks 0 and 1 share GPU 0 on node7; NCCL needs one GPU per rank)" — the
+ * same on every rank (docs/cuda.md). Borrowed; valid until destroy. */
+const char *pt_runtime_transfer_path(const pt_runtime *rt);
+
 /* ---- the multi-rank training entry (`pipetrain train --nproc N / --stages P / --dp D`) ---- */
 
 /* One line for the user (plan, prediction, profile), without a newline; called on rank 0 only. */

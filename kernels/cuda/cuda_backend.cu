@@ -7,8 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_internal.h"
+extern "C" {
+#include "pipetrain/timeutil.h"
+}
 
 pt_status pt_cuda_fail(cudaError_t err, const char *what)
 {
@@ -74,6 +78,149 @@ extern "C" void *pt_cuda_stream_handle(pt_stream *s)
 extern "C" int pt_cuda_stream_device(const pt_stream *s)
 {
     return s->device;
+}
+
+extern "C" pt_status pt_cuda_device_uuid(int device, unsigned char uuid[16])
+{
+    memset(uuid, 0, 16);
+    int n = 0;
+    PT_CHECK(pt_cuda_device_count(&n, NULL, 0));
+    if (device < 0 || device >= n)
+        return pt_fail(PT_EINVAL, "CUDA device %d does not exist; this machine has %d", device, n);
+    cudaDeviceProp prop;
+    PT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    memcpy(uuid, prop.uuid.bytes, 16);
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_host_alloc(void **ptr, size_t bytes)
+{
+    *ptr = NULL;
+    cudaError_t err = cudaHostAlloc(ptr, bytes ? bytes : 1, cudaHostAllocPortable);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        *ptr = NULL;
+        return pt_fail(PT_ENOMEM, "cudaHostAlloc of %zu bytes of pinned host memory failed: %s; raise the locked "
+                                  "memory limit (ulimit -l) or use fewer micro-batches",
+                       bytes, cudaGetErrorString(err));
+    }
+    return PT_OK;
+}
+
+extern "C" void pt_cuda_host_free(void *ptr)
+{
+    if (ptr != NULL)
+        cudaFreeHost(ptr);
+}
+
+extern "C" pt_status pt_cuda_host_register(void *ptr, size_t bytes)
+{
+    cudaError_t err = cudaHostRegister(ptr, bytes, cudaHostRegisterPortable);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        return pt_fail(PT_ENOMEM, "cudaHostRegister of %zu bytes of host memory failed: %s; raise the locked "
+                                  "memory limit (ulimit -l) or use fewer micro-batches",
+                       bytes, cudaGetErrorString(err));
+    }
+    return PT_OK;
+}
+
+extern "C" void pt_cuda_host_unregister(void *ptr)
+{
+    if (ptr != NULL && cudaHostUnregister(ptr) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
+extern "C" pt_status pt_cuda_copy_stream_create(const pt_stream *like, pt_stream **out)
+{
+    *out = NULL;
+    pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
+    if (s == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory creating a CUDA copy stream");
+    s->device = like->device;
+    s->mm_mode = like->mm_mode;
+    pt_status st = pt_cuda_fail(cudaSetDevice(s->device), "cudaSetDevice");
+    if (st == PT_OK)
+        st = pt_cuda_fail(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate (copy)");
+    if (st != PT_OK) {
+        pt_cuda_stream_destroy(s);
+        return st;
+    }
+    *out = s;
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_memcpy_d2h_async(pt_stream *s, void *dst, const void *src, size_t bytes)
+{
+    PT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "memcpy device to host");
+    return PT_OK;
+}
+
+struct pt_cuda_event {
+    cudaEvent_t ev;
+};
+
+extern "C" pt_status pt_cuda_event_create(pt_cuda_event **out)
+{
+    *out = NULL;
+    pt_cuda_event *e = (pt_cuda_event *)calloc(1, sizeof *e);
+    if (e == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory creating a CUDA event");
+    pt_status st = pt_cuda_fail(cudaEventCreateWithFlags(&e->ev, cudaEventDisableTiming), "cudaEventCreate");
+    if (st != PT_OK) {
+        free(e);
+        return st;
+    }
+    *out = e;
+    return PT_OK;
+}
+
+extern "C" void pt_cuda_event_destroy(pt_cuda_event *e)
+{
+    if (e == NULL)
+        return;
+    cudaEventDestroy(e->ev);
+    free(e);
+}
+
+extern "C" pt_status pt_cuda_event_record(pt_cuda_event *e, pt_stream *s)
+{
+    PT_CUDA_CHECK(cudaEventRecord(e->ev, s->stream), "cudaEventRecord");
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_event_query(pt_cuda_event *e, int *done)
+{
+    *done = 0;
+    cudaError_t err = cudaEventQuery(e->ev);
+    if (err == cudaErrorNotReady) {
+        (void)cudaGetLastError();
+        return PT_OK;
+    }
+    PT_CUDA_CHECK(err, "queued work (event query)");
+    *done = 1;
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_stream_wait_event(pt_stream *s, pt_cuda_event *e)
+{
+    PT_CUDA_CHECK(cudaStreamWaitEvent(s->stream, e->ev, 0), "cudaStreamWaitEvent");
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_event_wait(pt_cuda_event *e, int64_t deadline_ns, const char *what)
+{
+    for (;;) {
+        int done = 0;
+        PT_CHECK(pt_cuda_event_query(e, &done));
+        if (done)
+            return PT_OK;
+        if (pt_deadline_passed(deadline_ns))
+            return pt_fail(PT_ETIMEDOUT, "%s did not finish by the deadline; check the device with nvidia-smi",
+                           what);
+        struct timespec ts = { 0, 50 * 1000 };
+        nanosleep(&ts, NULL);
+    }
 }
 
 static pt_cuda_mm_mode pt_cuda_mm_mode_env(pt_status *st)

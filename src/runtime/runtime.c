@@ -13,9 +13,12 @@
  *
  * Device memory. pt_comm moves host memory. When the backend's memory is host memory (cpu) a
  * receive lands in its slot and a send leaves from a staging buffer of backend memory. When it is
- * device memory (be->device_memory, cuda) the staging buffers are host memory filled by
- * memcpy_d2h, a receive lands in a host buffer that memcpy_h2d copies into the slot once it
- * arrives, and the all-reduces of gradients go through one host buffer.
+ * device memory (be->device_memory, cuda) an rt_xfer (rt_xfer.h) moves the data, on one of two
+ * paths chosen at create by rt_path_select: host-staged (pinned host buffers allocated at create,
+ * copies on a copy stream; a send's pt_comm message is posted once its copy to the host is done,
+ * a receive is copied into its slot once it arrived) or NCCL (device to device, one communicator
+ * and stream per link; receives posted strictly in list order). The gradient all-reduces go
+ * through one pinned host buffer, or through NCCL.
  */
 #include "pipetrain/runtime.h"
 
@@ -24,6 +27,7 @@
 #include <string.h>
 
 #include "pipetrain/timeutil.h"
+#include "rt_xfer.h"
 
 typedef struct rt_chunk {
     int vstage;
@@ -44,10 +48,18 @@ typedef struct rt_chunk {
     int skip_tensor;            /* index of the skipped tied copy, or -1 */
 } rt_chunk;
 
+/* Where a send stands. */
+typedef enum {
+    RT_SEND_COMM,               /* pt_comm request `req` in flight */
+    RT_SEND_COPYING,            /* host-staged: copying to the host; the pt_comm send is posted after */
+    RT_SEND_NCCL                /* NCCL send in flight on its link's stream */
+} rt_send_state;
+
 typedef struct rt_send {
     pt_comm_req *req;
     int chunk, mb, action;
     int buf;                    /* staging buffer index */
+    rt_send_state state;
 } rt_send;
 
 struct pt_runtime {
@@ -94,8 +106,10 @@ struct pt_runtime {
     int *rhost_free;            /* [n_acts] stack of free indices */
     int n_rhost_free;
     int *recv_host;             /* [n_acts] host buffer of the action's posted receive, -1 none */
-    float *red_buf;             /* host buffer for the gradient all-reduces */
-    size_t red_cap;             /* its floats */
+    rt_xfer *xfer;              /* device memory on more than one rank: how data travels */
+    unsigned char *recv_nccl;   /* [n_acts] 1: the action's receive is posted to NCCL */
+    int nccl_in_order;          /* NCCL: receives are posted strictly in list order */
+    int failed;                 /* a step failed: peers may be gone (NCCL is aborted at destroy) */
     int64_t step;
     int cur;                    /* action being executed */
     double loss_sum;
@@ -194,11 +208,68 @@ static void send_done(pt_runtime *rt, int i)
     rt->stage_free[rt->n_stage_free++] = sd.buf;
 }
 
+/* "SEND_ACT mb 3 chunk 0 to rank 1 (step 4, action 7 of 20)": a send in device-transfer errors. */
+static void send_what(const pt_runtime *rt, const rt_send *sd, char *buf, size_t cap)
+{
+    const pt_action *a = &rt->acts[sd->action];
+    snprintf(buf, cap, "%s mb %d chunk %d to rank %d (step %lld, action %d of %d)", kind_name(a->kind),
+             a->microbatch, a->chunk, world_of(rt, a->peer), (long long)rt->step, sd->action, rt->n_acts);
+}
+
+/* Host-staged: the copy of send i to the host is done; post its pt_comm message. */
+static pt_status send_post_copied(pt_runtime *rt, int i)
+{
+    rt_send *sd = &rt->sends[i];
+    const pt_action *a = &rt->acts[sd->action];
+    const rt_chunk *k = &rt->ch[sd->chunk];
+    pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1, rt->step };
+    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf],
+                                 (size_t)rt->B * rt->T * rt->C * sizeof(float), &sd->req);
+    if (st != PT_OK) {
+        sd->req = NULL;
+        return pt_fail_wrap(st, "rank %d: starting %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
+                            rt->rank, kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, a->peer),
+                            (long long)rt->step, sd->action, rt->n_acts);
+    }
+    sd->state = RT_SEND_COMM;
+    return PT_OK;
+}
+
+/* Host-staged: posts the messages of sends still copying, waiting for their copies (device work
+ * only, no peer involved). Called before this rank blocks on a peer, so that a peer never waits
+ * for a message this rank has ready but not yet posted. */
+static pt_status sends_flush(pt_runtime *rt)
+{
+    for (int i = 0; i < rt->n_sends; i++) {
+        if (rt->sends[i].state != RT_SEND_COPYING)
+            continue;
+        char what[160];
+        send_what(rt, &rt->sends[i], what, sizeof what);
+        PT_CHECK(rt_xfer_send_wait(rt->xfer, rt->sends[i].buf, rt_deadline(rt), what));
+        PT_CHECK(send_post_copied(rt, i));
+    }
+    return PT_OK;
+}
+
 /* Completes whatever sends have finished, without blocking. */
 static pt_status sends_progress(pt_runtime *rt)
 {
     for (int i = 0; i < rt->n_sends;) {
         int done = 0;
+        rt_send *sd = &rt->sends[i];
+        if (sd->state != RT_SEND_COMM) {
+            PT_CHECK(rt_xfer_send_test(rt->xfer, sd->buf, &done));
+            if (done && sd->state == RT_SEND_NCCL) {
+                send_done(rt, i);
+                continue;
+            }
+            if (done)
+                PT_CHECK(send_post_copied(rt, i));
+            else {
+                i++;
+                continue;
+            }
+        }
         pt_status st = pt_comm_test(rt->comm, rt->sends[i].req, &done);
         if (done) {
             rt->sends[i].req = NULL;
@@ -217,18 +288,34 @@ static pt_status sends_progress(pt_runtime *rt)
     return PT_OK;
 }
 
+/* Waits for send i to finish and frees its entry (the last entry moves to i). */
+static pt_status send_wait(pt_runtime *rt, int i)
+{
+    rt_send *sd = &rt->sends[i];
+    pt_status st = PT_OK;
+    if (sd->state == RT_SEND_NCCL) {
+        char what[160];
+        send_what(rt, sd, what, sizeof what);
+        int64_t t0 = pt_now_ns();
+        st = rt_xfer_send_wait(rt->xfer, sd->buf, rt_deadline(rt), what);
+        rt->wait_ns += pt_now_ns() - t0;
+    } else {
+        st = sends_flush(rt); /* this send's own message included */
+        if (st == PT_OK) {
+            pt_comm_req *r = sd->req;
+            sd->req = NULL;
+            st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
+        }
+    }
+    send_done(rt, i);
+    return st;
+}
+
 /* Waits for every send still in flight (before the reductions, and at the end of a step). */
 static pt_status sends_wait_all(pt_runtime *rt)
 {
-    while (rt->n_sends > 0) {
-        rt_send *sd = &rt->sends[rt->n_sends - 1];
-        pt_comm_req *r = sd->req;
-        sd->req = NULL;
-        pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
-        send_done(rt, rt->n_sends - 1);
-        if (st != PT_OK)
-            return st;
-    }
+    while (rt->n_sends > 0)
+        PT_CHECK(send_wait(rt, rt->n_sends - 1));
     return PT_OK;
 }
 
@@ -244,22 +331,29 @@ static pt_status slot_need(pt_runtime *rt, int c, int mb)
                    rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
 }
 
-/* A free host receive buffer (device memory only): a finished receive's or a new one. At most one
- * per receive action of the list, so the pool never runs dry. */
+/* A free pinned host receive buffer (host-staged path): one per receive action of the list was
+ * allocated at create, so the pool never runs dry. A buffer is free again once its copy to the
+ * device has finished (normally long ago; the wait is on this rank's own device). */
 static pt_status rhost_get(pt_runtime *rt, int *out)
 {
-    if (rt->n_rhost_free == 0) {
-        if (rt->n_rhost >= rt->n_acts)
-            return pt_fail(PT_EINTERNAL, "rank %d: more receives posted than the list has; please report it",
-                           rt->rank);
-        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
-        rt->rhost[rt->n_rhost] = malloc(bytes);
-        if (!rt->rhost[rt->n_rhost])
-            return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-byte receive buffer", rt->rank, bytes);
-        rt->rhost_free[rt->n_rhost_free++] = rt->n_rhost++;
+    if (rt->n_rhost_free == 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: more receives posted than the list has; please report it", rt->rank);
+    int h = rt->rhost_free[--rt->n_rhost_free];
+    pt_status st = rt_xfer_recv_buf_wait(rt->xfer, h, rt_deadline(rt));
+    if (st != PT_OK) {
+        rt->rhost_free[rt->n_rhost_free++] = h;
+        return st;
     }
-    *out = rt->rhost_free[--rt->n_rhost_free];
+    *out = h;
     return PT_OK;
+}
+
+/* "RECV_ACT mb 3 chunk 0 from rank 1 (step 4, action 7 of 20)": a receive in device-transfer errors. */
+static void recv_what(const pt_runtime *rt, int i, char *buf, size_t cap)
+{
+    const pt_action *a = &rt->acts[i];
+    snprintf(buf, cap, "%s mb %d chunk %d from rank %d (step %lld, action %d of %d)", kind_name(a->kind),
+             a->microbatch, a->chunk, world_of(rt, a->peer), (long long)rt->step, i, rt->n_acts);
 }
 
 /* Posts receives ahead: slots in list order, receives for pairs holding a slot. */
@@ -273,11 +367,13 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
         rt_chunk *k = &rt->ch[a->chunk];
         if (rt->first_touch[i] && k->mb_slot[a->microbatch] < 0) {
             if (blocked || !slot_acquire(rt, a->chunk, a->microbatch)) {
+                if (rt->nccl_in_order && a->kind != PT_ACT_FORWARD)
+                    break; /* NCCL matches by order: no later receive may overtake this one */
                 blocked = 1;
                 continue;
             }
         }
-        if (a->kind == PT_ACT_FORWARD || rt->recv_req[i] || k->mb_slot[a->microbatch] < 0)
+        if (a->kind == PT_ACT_FORWARD || rt->recv_req[i] || rt->recv_nccl[i] || k->mb_slot[a->microbatch] < 0)
             continue;
         int s = k->mb_slot[a->microbatch];
         pt_msg_id id = { a->kind == PT_ACT_RECV_ACT ? PT_ACT_SEND_ACT : PT_ACT_SEND_GRAD, a->microbatch, k->vstage,
@@ -285,8 +381,15 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        if (rt->nccl_in_order) {
+            pt_status st = rt_xfer_recv_post(rt->xfer, i, buf, world_of(rt, a->peer), a->kind == PT_ACT_RECV_GRAD);
+            if (st != PT_OK)
+                return rt_fail_at(rt, st, "posting");
+            rt->recv_nccl[i] = 1;
+            continue;
+        }
         int hb = -1;
-        if (rt->dev_mem) {
+        if (rt->xfer) {
             PT_CHECK(rhost_get(rt, &hb));
             buf = rt->rhost[hb];
         }
@@ -307,28 +410,16 @@ static pt_status stage_get(pt_runtime *rt, int *out)
 {
     PT_CHECK(sends_progress(rt));
     if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends) {
+        /* Host memory only (with device memory all cap_sends buffers came from rt_xfer at create).
+         * Shared memory: a same-host receiver copies the message straight out of it (comm.h). */
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
-        if (rt->dev_mem) {
-            rt->stage[rt->n_stage] = malloc(bytes);
-            if (!rt->stage[rt->n_stage])
-                return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-byte send buffer", rt->rank,
-                               bytes);
-        } else {
-            /* shared memory: a same-host receiver copies the message straight out of it (comm.h) */
-            PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
-        }
+        PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
     }
     while (rt->n_stage_free == 0) {
         if (rt->n_sends == 0)
             return pt_fail(PT_EINTERNAL, "rank %d: no send staging buffer free and no send in flight", rt->rank);
-        rt_send *sd = &rt->sends[0];
-        pt_comm_req *r = sd->req;
-        sd->req = NULL;
-        pt_status st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
-        send_done(rt, 0);
-        if (st != PT_OK)
-            return st;
+        PT_CHECK(send_wait(rt, 0));
     }
     *out = rt->stage_free[--rt->n_stage_free];
     return PT_OK;
@@ -344,8 +435,16 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->step };
     size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
     pt_status st;
-    if (rt->dev_mem) {
-        st = rt->be->memcpy_d2h(rt->stream, rt->stage[b], buf, bytes); /* synchronises */
+    if (rt->xfer) {
+        /* Queued behind the compute stream; the message (host-staged) is posted once the copy is done. */
+        st = rt_xfer_send_begin(rt->xfer, b, buf, world_of(rt, a->peer), a->kind == PT_ACT_SEND_GRAD);
+        if (st != PT_OK) {
+            rt->stage_free[rt->n_stage_free++] = b;
+            return rt_fail_at(rt, st, "starting");
+        }
+        rt_send_state state = rt_xfer_path(rt->xfer) == RT_PATH_NCCL ? RT_SEND_NCCL : RT_SEND_COPYING;
+        rt->sends[rt->n_sends++] = (rt_send){ NULL, a->chunk, a->microbatch, rt->cur, b, state };
+        return PT_OK;
     } else {
         st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
         if (st == PT_OK)
@@ -358,20 +457,31 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
         rt->stage_free[rt->n_stage_free++] = b;
         return rt_fail_at(rt, st, "starting");
     }
-    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b };
+    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b, RT_SEND_COMM };
     return PT_OK;
 }
 
 static pt_status recv_finish(pt_runtime *rt, int i)
 {
     const pt_action *a = &rt->acts[i];
-    if (!rt->recv_req[i]) {
+    if (!rt->recv_req[i] && !rt->recv_nccl[i]) {
         PT_CHECK(slot_need(rt, a->chunk, a->microbatch));
         PT_CHECK(recv_post_ahead(rt, i));
-        if (!rt->recv_req[i])
+        if (!rt->recv_req[i] && !rt->recv_nccl[i])
             return pt_fail(PT_EINTERNAL, "rank %d: receive of action %d was not posted; please report it", rt->rank,
                            i);
     }
+    if (rt->recv_nccl[i]) {
+        rt->recv_nccl[i] = 0;
+        char what[160];
+        recv_what(rt, i, what, sizeof what);
+        int64_t t0 = pt_now_ns();
+        pt_status st = rt_xfer_recv_wait(rt->xfer, i, rt_deadline(rt), what);
+        rt->wait_ns += pt_now_ns() - t0;
+        return st;
+    }
+    if (rt->xfer)
+        PT_CHECK(sends_flush(rt)); /* about to block on a peer: post what this rank has ready */
     pt_comm_req *r = rt->recv_req[i];
     rt->recv_req[i] = NULL;
     pt_status st = rt_wait(rt, r, a, a->peer, 1);
@@ -380,14 +490,13 @@ static pt_status recv_finish(pt_runtime *rt, int i)
     if (hb < 0)
         return st;
     if (st == PT_OK) {
-        /* Into the slot; the sync keeps the host buffer from being reused before the copy read it. */
+        /* Into the slot on the copy stream; the compute stream waits for it, and rhost_get waits
+         * for it before the host buffer is used again. */
         rt_chunk *k = &rt->ch[a->chunk];
         int s = k->mb_slot[a->microbatch];
         void *dst = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
-        st = rt->be->memcpy_h2d(rt->stream, dst, rt->rhost[hb], (size_t)rt->B * rt->T * rt->C * sizeof(float));
-        if (st == PT_OK)
-            st = rt->be->stream_sync(rt->stream);
+        st = rt_xfer_recv_copy_in(rt->xfer, hb, dst);
         if (st != PT_OK)
             st = rt_fail_at(rt, st, "copying to the device");
     }
@@ -494,22 +603,30 @@ static pt_status coll_fail(pt_runtime *rt, pt_status st, const char *what)
                         rt->cur, rt->n_acts);
 }
 
-/* Sums n floats of backend memory x over group g on every member. On device memory the sum goes
- * through the host buffer red_buf (copied out, reduced, copied back). Only the all-reduce itself
- * counts as communication wait. */
-static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, float *x, size_t n, const char *what)
+/* Sums n floats of backend memory x over group g (the tied pair or data-parallel group, `kind`)
+ * on every member. On device memory the sum goes through NCCL, or through the pinned host buffer
+ * of the host-staged path (copied out, reduced by pt_comm's ring, copied back). Only the
+ * all-reduce itself counts as communication wait. */
+static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, rt_xcomm_kind kind, float *x, size_t n,
+                                 const char *what)
 {
     float *buf = x;
-    if (rt->dev_mem) {
-        if (n > rt->red_cap) {
-            float *nb = realloc(rt->red_buf, n * sizeof(float));
-            if (!nb)
-                return pt_fail(PT_ENOMEM, "rank %d: out of host memory for a %zu-float reduction buffer", rt->rank,
-                               n);
-            rt->red_buf = nb;
-            rt->red_cap = n;
-        }
-        buf = rt->red_buf;
+    if (rt->xfer) {
+        int handled = 0;
+        char w[192];
+        snprintf(w, sizeof w, "%s (step %lld, action %d of %d)", what, (long long)rt->step, rt->cur, rt->n_acts);
+        int64_t t0 = pt_now_ns();
+        pt_status st = rt_xfer_allreduce(rt->xfer, kind, x, n, rt_deadline(rt), w, &handled);
+        rt->wait_ns += pt_now_ns() - t0;
+        if (st != PT_OK)
+            return coll_fail(rt, st, what);
+        if (handled)
+            return PT_OK;
+        buf = rt_xfer_red_buf(rt->xfer, n);
+        if (!buf)
+            return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to reduce but the reduction buffer is smaller; please "
+                                         "report it",
+                           rt->rank, n);
         PT_CHECK(rt->be->memcpy_d2h(rt->stream, buf, x, n * sizeof(float))); /* synchronises */
     }
     int64_t t0 = pt_now_ns();
@@ -517,8 +634,8 @@ static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, float *x, siz
     rt->wait_ns += pt_now_ns() - t0;
     if (st != PT_OK)
         return coll_fail(rt, st, what);
-    if (rt->dev_mem) {
-        /* The sync keeps red_buf from being reused before the copy read it. */
+    if (rt->xfer) {
+        /* The sync keeps the buffer from being reused before the copy read it. */
         PT_CHECK(rt->be->memcpy_h2d(rt->stream, x, buf, n * sizeof(float)));
         PT_CHECK(rt->be->stream_sync(rt->stream));
     }
@@ -550,7 +667,8 @@ static pt_status reduce_tied(pt_runtime *rt)
         return PT_OK;
     }
     /* Two ranks: a 2-way sum is exact and commutative, so both get the one-process bits. */
-    PT_CHECK(allreduce_grads(rt, rt->tied_group, ge ? ge : twin, n, "REDUCE_GRADS (tied embedding/head all-reduce)"));
+    PT_CHECK(allreduce_grads(rt, rt->tied_group, RT_XCOMM_TIED, ge ? ge : twin, n,
+                             "REDUCE_GRADS (tied embedding/head all-reduce)"));
     if (twin && gh != twin)
         PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, twin, n * sizeof(float)));
     return PT_OK;
@@ -563,8 +681,8 @@ static pt_status do_reduce(pt_runtime *rt)
     if (rt->D > 1) {
         for (int c = 0; c < rt->V; c++) {
             PT_CHECK(rt->be->stream_sync(rt->stream));
-            PT_CHECK(allreduce_grads(rt, rt->dp_group, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
-                                     "REDUCE_GRADS (data-parallel all-reduce)"));
+            PT_CHECK(allreduce_grads(rt, rt->dp_group, RT_XCOMM_DP, pt_model_grads(rt->ch[c].m),
+                                     pt_model_n_params(rt->ch[c].m), "REDUCE_GRADS (data-parallel all-reduce)"));
         }
     }
     /* Global norm: per-tensor sums of squares placed at their global index, then summed in that
@@ -617,7 +735,8 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
         if (s < 0)
             return pt_fail(PT_EINTERNAL, "rank %d: SEND_ACT of mb %d chunk %d before its forward", rt->rank,
                            a->microbatch, a->chunk);
-        PT_CHECK(rt->be->stream_sync(rt->stream));
+        if (!rt->xfer) /* device transfers are ordered after the compute stream by events */
+            PT_CHECK(rt->be->stream_sync(rt->stream));
         return send_start(rt, a, pt_model_slot_output(k->m, s), k->vstage + 1);
     }
     case PT_ACT_SEND_GRAD: {
@@ -625,7 +744,8 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
         if (s < 0 || !k->dgrad_pend[a->microbatch])
             return pt_fail(PT_EINTERNAL, "rank %d: SEND_GRAD of mb %d chunk %d without its input gradient", rt->rank,
                            a->microbatch, a->chunk);
-        PT_CHECK(rt->be->stream_sync(rt->stream));
+        if (!rt->xfer)
+            PT_CHECK(rt->be->stream_sync(rt->stream));
         PT_CHECK(send_start(rt, a, pt_model_slot_dinput(k->m, s), k->vstage - 1));
         k->dgrad_pend[a->microbatch] = 0;
         slot_try_release(rt, a->chunk, a->microbatch);
@@ -673,12 +793,13 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
     rt->n_stage_free = rt->n_stage;
     for (int b = 0; b < rt->n_stage; b++)
         rt->stage_free[b] = b;
-    if (rt->dev_mem) {
+    if (rt->xfer) {
         rt->n_rhost_free = rt->n_rhost;
         for (int b = 0; b < rt->n_rhost; b++)
             rt->rhost_free[b] = b;
         for (int i = 0; i < rt->n_acts; i++)
             rt->recv_host[i] = -1;
+        memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
     }
     rt->loss_sum = 0;
     rt->loss_tokens = 0;
@@ -722,10 +843,14 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
 /* Abandons what a failed step left in flight, so destroy and the next step start clean. */
 static void step_abandon(pt_runtime *rt)
 {
-    /* pt_comm_destroy frees requests never waited for; here we only forget them. */
+    /* pt_comm_destroy frees requests never waited for; here we only forget them. NCCL work of a
+     * failed job is aborted at destroy. */
     rt->n_sends = 0;
+    rt->failed = 1;
     if (rt->recv_req)
         memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
+    if (rt->recv_nccl)
+        memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
 }
 
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info)
@@ -983,6 +1108,77 @@ static pt_status mem_refuse(pt_runtime *rt, double need, const char *what)
                    rt->rank, need / 1048576.0, what, lim / 1048576.0);
 }
 
+/* Device memory on several ranks: every communicator of the job in one global order (the links
+ * (sender, receiver, activation/gradient) the schedule uses, per replica; the tied pairs; the
+ * data-parallel groups), then the rt_xfer, whose buffers become the staging and receive pools. */
+static pt_status xfer_setup(pt_runtime *rt)
+{
+    const pt_schedule *sc = rt->sched;
+    const int P = rt->P, D = rt->D;
+    unsigned char *used = calloc((size_t)P * P * 2, 1);
+    int *dp = malloc((size_t)P * D * sizeof(int));
+    rt_xcomm_spec *specs = calloc((size_t)D * P * P * 2 + (size_t)D + (size_t)P, sizeof(*specs));
+    pt_status st = PT_OK;
+    if (!used || !dp || !specs) {
+        st = pt_fail(PT_ENOMEM, "out of host memory");
+        goto out;
+    }
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < sc->n_actions[p]; i++) {
+            const pt_action *a = &sc->actions[p][i];
+            if (a->kind == PT_ACT_SEND_ACT || a->kind == PT_ACT_SEND_GRAD)
+                used[((size_t)p * P + a->peer) * 2 + (a->kind == PT_ACT_SEND_GRAD)] = 1;
+        }
+    int n = 0;
+    for (int d = 0; d < D; d++)
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < P; q++)
+                for (int k = 0; k < 2; k++)
+                    if (used[((size_t)p * P + q) * 2 + k])
+                        specs[n++] = (rt_xcomm_spec){ .kind = k ? RT_XCOMM_LINK_GRAD : RT_XCOMM_LINK_ACT, .n = 2,
+                                                      .ranks = { d * P + p, d * P + q } };
+    if (rt->emb_rank != rt->head_rank)
+        for (int d = 0; d < D; d++)
+            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_TIED, .n = 2,
+                                          .ranks = { d * P + rt->emb_rank, d * P + rt->head_rank } };
+    if (D > 1)
+        for (int p = 0; p < P; p++) {
+            for (int d = 0; d < D; d++)
+                dp[p * D + d] = d * P + p;
+            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_DP, .n = D, .dp = dp + p * D };
+        }
+    int n_recv = 0;
+    for (int i = 0; i < rt->n_acts; i++)
+        n_recv += rt->acts[i].kind == PT_ACT_RECV_ACT || rt->acts[i].kind == PT_ACT_RECV_GRAD;
+    size_t red = 0;
+    if (rt->tied_group)
+        red = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+    for (int c = 0; rt->dp_group && c < rt->V; c++)
+        if (pt_model_n_params(rt->ch[c].m) > red)
+            red = pt_model_n_params(rt->ch[c].m);
+    rt_xfer_opts xo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream,
+                        .msg_bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float), .n_send_bufs = rt->cap_sends,
+                        .n_recv_bufs = n_recv, .n_recv_slots = rt->n_acts, .red_floats = red, .comms = specs,
+                        .n_comms = n, .timeout_ms = rt->timeout_ms };
+    st = rt_xfer_create(&xo, &rt->xfer);
+    if (st != PT_OK)
+        goto out;
+    for (int b = 0; b < rt->cap_sends; b++)
+        rt->stage[b] = rt_xfer_send_buf(rt->xfer, b);
+    rt->n_stage = rt->cap_sends;
+    rt->nccl_in_order = rt_xfer_path(rt->xfer) == RT_PATH_NCCL;
+    if (!rt->nccl_in_order) {
+        for (int h = 0; h < n_recv; h++)
+            rt->rhost[h] = rt_xfer_recv_buf(rt->xfer, h);
+        rt->n_rhost = n_recv;
+    }
+out:
+    free(used);
+    free(dp);
+    free(specs);
+    return st;
+}
+
 pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
 {
     *out = NULL;
@@ -1057,12 +1253,13 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     rt->stage_free = calloc((size_t)rt->cap_sends, sizeof(int));
     rt->dev_mem = o->be->device_memory;
     rt->recv_host = malloc(((size_t)rt->n_acts + 1) * sizeof(int));
+    rt->recv_nccl = calloc((size_t)rt->n_acts + 1, 1);
     if (rt->dev_mem) {
         rt->rhost = calloc((size_t)rt->n_acts + 1, sizeof(*rt->rhost));
         rt->rhost_free = calloc((size_t)rt->n_acts + 1, sizeof(int));
     }
     if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends || !rt->stage || !rt->stage_free ||
-        !rt->recv_host || (rt->dev_mem && (!rt->rhost || !rt->rhost_free))) {
+        !rt->recv_host || !rt->recv_nccl || (rt->dev_mem && (!rt->rhost || !rt->rhost_free))) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the runtime");
         goto fail;
     }
@@ -1221,6 +1418,8 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         if (st != PT_OK)
             goto fail;
     }
+    if (rt->dev_mem && rt->comm && rt->world > 1)
+        PT_TRY(xfer_setup(rt), fail);
     PT_TRY(o->be->stream_sync(o->stream), fail);
     rt->alloc_bytes = pt_backend_bytes_in_use() - bytes0;
     if (rt->mem_limit_bytes > 0 && rt->alloc_bytes > rt->mem_limit_bytes) {
@@ -1238,6 +1437,11 @@ void pt_runtime_destroy(pt_runtime *rt)
 {
     if (!rt)
         return;
+    if (rt->xfer) {
+        rt->n_stage = 0; /* the staging and receive buffers belong to the rt_xfer */
+        rt->n_rhost = 0;
+        rt_xfer_destroy(rt->xfer, rt->failed);
+    }
     pt_comm_group_destroy(rt->dp_group);
     pt_comm_group_destroy(rt->tied_group);
     free(rt->tokens);
@@ -1256,18 +1460,12 @@ void pt_runtime_destroy(pt_runtime *rt)
         free(k->dgrad_pend);
     }
     free(rt->ch);
-    for (int b = 0; b < rt->n_stage; b++) {
-        if (rt->dev_mem)
-            free(rt->stage[b]);
-        else
-            pt_comm_buf_free(rt->stage[b]);
-    }
-    for (int b = 0; b < rt->n_rhost; b++)
-        free(rt->rhost[b]);
+    for (int b = 0; b < rt->n_stage; b++)
+        pt_comm_buf_free(rt->stage[b]); /* ignores buffers that are not its own (rt_xfer's) */
     free(rt->rhost);
     free(rt->rhost_free);
     free(rt->recv_host);
-    free(rt->red_buf);
+    free(rt->recv_nccl);
     free(rt->stage);
     free(rt->stage_free);
     free(rt->sends);
@@ -1289,3 +1487,12 @@ int pt_runtime_chunk_slots(const pt_runtime *rt, int c) { return rt->ch[c].n_slo
 int pt_runtime_chunk_peak_inflight(const pt_runtime *rt, int c) { return rt->ch[c].peak_in_use; }
 size_t pt_runtime_peak_bytes(const pt_runtime *rt) { return rt->alloc_bytes; }
 size_t pt_runtime_slot_bytes(const pt_runtime *rt) { return rt->slot_bytes; }
+
+const char *pt_runtime_transfer_path(const pt_runtime *rt)
+{
+    if (rt->xfer)
+        return rt_xfer_describe(rt->xfer);
+    if (!rt->dev_mem)
+        return "host memory (the backend computes in host memory)";
+    return "none (one rank: nothing travels between ranks)";
+}

@@ -317,6 +317,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     PT_TRY(pt_runtime_create(&ro, &rt), out);
     tm_log(a, rank, "rank 0: %.1f MiB allocated (%.1f MiB activation slots)",
            (double)pt_runtime_peak_bytes(rt) / 1048576.0, (double)pt_runtime_slot_bytes(rt) / 1048576.0);
+    tm_log(a, rank, "transfers: %s", pt_runtime_transfer_path(rt));
 
     /* The run's description for checkpoints: plan and schedule name. */
     {

@@ -13,6 +13,11 @@
  *
  *   pipe_compare [TOL [TOL_SINGLE]]    defaults 1e-5 and 0. Exits 77 when no CUDA device is usable.
  *
+ * The run's "transfers:" log line says how data travelled between the ranks; with a third
+ * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
+ *
+ *   pipe_compare [TOL [TOL_SINGLE [PATH]]]
+ *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
  * and against the emulator (cuda.emulated_pipeline: the real backend table and runtime code, CUDA
@@ -46,6 +51,15 @@ static void on_event(void *ctx, const pt_train_event *ev)
     }
 }
 
+static char g_transfers[512];
+
+static void on_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    if (strncmp(line, "transfers: ", 11) == 0)
+        snprintf(g_transfers, sizeof(g_transfers), "%s", line + 11);
+}
+
 static void cfg_common(pt_train_cfg *c, const char *backend)
 {
     pt_train_cfg_defaults(c);
@@ -76,6 +90,8 @@ static int run_pipeline(const char *backend, run_log *out)
     ta.timeout_ms = 120000;
     ta.on_event = on_event;
     ta.event_ctx = out;
+    ta.on_log = on_log;
+    g_transfers[0] = '\0';
     memset(out, 0, sizeof(*out));
     pt_train_summary sum;
     pt_status st = pt_runtime_train_main(&ta, &sum);
@@ -149,7 +165,7 @@ int main(int argc, char **argv)
         if (len <= 0)
             return 1;
         self[len] = '\0';
-        char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, NULL };
+        char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL, NULL };
         pt_launch_opts lo = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
         pt_status st = pt_launch(&lo, av, &code);
@@ -163,6 +179,12 @@ int main(int argc, char **argv)
         return 1;
     if (rank != 0)
         return 0;
+    const char *want_path = argc > 3 ? argv[3] : NULL;
+    printf("cuda pipeline transfers: %s\n", g_transfers[0] ? g_transfers : "(no log line)");
+    if (want_path && strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
+        printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
+        return 1;
+    }
     if (run_single("cuda", &single))
         return 1;
     int bad = compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);

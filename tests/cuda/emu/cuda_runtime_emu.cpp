@@ -45,6 +45,31 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     return cudaSuccess;
 }
 const char *cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
+cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int) { return cudaMalloc(p, size); }
+cudaError_t cudaHostRegister(void *, size_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaHostUnregister(void *) { return cudaSuccess; }
+/* The one pretend device: every rank that asks gets the same UUID, so ranks share it (as two
+ * stages on a one-GPU machine do) and the runtime takes the host-staged path. */
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
+{
+    if (device != 0)
+        return cudaErrorInvalidDevice;
+    memset(prop, 0, sizeof *prop);
+    strcpy(prop->name, "pt emulated device");
+    memcpy(prop->uuid.bytes, "pt-emulated-gpu0", 16);
+    return cudaSuccess;
+}
+/* Emulated work runs when it is queued: an event is always complete and a wait never waits. */
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int)
+{
+    static int token;
+    *e = (cudaEvent_t)&token;
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h)
 {
