@@ -1,12 +1,15 @@
 /* kernels/cuda/embedding.cu — token + position embedding.
  * Forward: one thread per output element. Backward, deterministic without float atomics:
  *  - dwpe (t, c) += sum over b of dout[b, t, c]: one thread per (t, c), batches in order.
- *  - dwte: rows repeat when a token repeats, so each distinct token is owned by the block of its
- *    first position. Block i checks (all its threads, strided) whether any earlier position holds
- *    the same token; if none, its threads each own channels and add dout of every position with
- *    that token, in position order, into the token's row. The order of every sum is fixed by the
- *    data, never by scheduling. The first-occurrence scan costs O(N^2) token reads in total
- *    (N = B*T; 64 M compares at N = 8192, all from L1/L2), the accumulation O(N*C).
+ *  - dwte: rows repeat when a token repeats. The N = B*T positions are sorted by the key
+ *    (token << 32 | position) with a bottom-up merge sort in the stream workspace (16 N bytes):
+ *    log2 N passes, each element placed by a binary search in the run it merges with, so
+ *    O(N log^2 N) compares in all, every one parallel (the earlier first-occurrence scan cost
+ *    O(N^2): 64 M compares at N = 8192, and serialised the accumulation of a frequent token
+ *    behind a walk over all N positions). Keys are unique, so the sorted order, and with it
+ *    every sum, is fixed by the data alone. Then the first sorted entry of each token owns its
+ *    row: its block's threads each own channels and add dout of that token's positions in
+ *    position order (the next entries of the sorted list), then add the sum into the row.
  * Token ids must lie in [0, V): the vocabulary size is not passed. A negative id is skipped
  * (its row stays zero in forward, no gradient) since the kernel cannot refuse it without
  * synchronising; the data loader and the CPU backend check ids. */
@@ -38,16 +41,51 @@ __global__ void pt_k_emb_bwd_wpe(float *dwpe, const float *dout, int B, int T, i
     }
 }
 
-__global__ void pt_k_emb_bwd_wte(float *dwte, const float *dout, const int32_t *tokens, int N, int C)
+/* Sort key of position i: token in the high word (negative ids as 0xFFFFFFFF, after every real
+ * token), position in the low word. */
+__global__ void pt_k_emb_keys(uint64_t *keys, const int32_t *tokens, int N)
 {
-    const int i = blockIdx.x;
-    const int32_t tok = tokens[i];
-    if (tok < 0)
-        return;
-    int seen = 0;
-    for (int j = threadIdx.x; j < i && !seen; j += blockDim.x)
-        seen = tokens[j] == tok;
-    if (__syncthreads_or(seen))
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x)
+        keys[i] = (uint64_t)(uint32_t)tokens[i] << 32 | (uint32_t)i;
+}
+
+/* Number of keys in a[0, n) smaller than key (a sorted). */
+__device__ __forceinline__ int pt_emb_rank(const uint64_t *a, int n, uint64_t key)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (a[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* One merge pass: runs of `width` sorted keys in src, pairwise merged into dst. A key's place in
+ * the merged run is its index in its own run plus the number of smaller keys in the other one
+ * (keys are unique, so no two keys get the same place). */
+__global__ void pt_k_emb_merge(uint64_t *dst, const uint64_t *src, int N, int width)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x) {
+        int start = i / (2 * width) * (2 * width);
+        int mid = min(start + width, N), end = min(start + 2 * width, N);
+        uint64_t key = src[i];
+        int place = i < mid ? (i - start) + pt_emb_rank(src + mid, end - mid, key)
+                            : (i - mid) + pt_emb_rank(src + start, mid - start, key);
+        dst[start + place] = key;
+    }
+}
+
+/* Block p owns the token of sorted entry p when p is its first entry: it sums the dout rows of
+ * the token's positions (entries p, p+1, ... with the same token, positions ascending) and adds
+ * the sum into the token's row. */
+__global__ void pt_k_emb_bwd_wte(float *dwte, const float *dout, const uint64_t *sorted, int N, int C)
+{
+    const int p = blockIdx.x;
+    const uint32_t tok = (uint32_t)(sorted[p] >> 32);
+    if ((int32_t)tok < 0 || (p > 0 && (uint32_t)(sorted[p - 1] >> 32) == tok))
         return;
     float *row = dwte + (size_t)tok * C;
     for (int c0 = 0; c0 < C; c0 += PT_EMB_THREADS * PT_EMB_ACC) {
@@ -55,10 +93,8 @@ __global__ void pt_k_emb_bwd_wte(float *dwte, const float *dout, const int32_t *
 #pragma unroll
         for (int k = 0; k < PT_EMB_ACC; k++)
             acc[k] = 0.0f;
-        for (int j = i; j < N; j++) {
-            if (tokens[j] != tok)
-                continue;
-            const float *d = dout + (size_t)j * C;
+        for (int q = p; q < N && (uint32_t)(sorted[q] >> 32) == tok; q++) {
+            const float *d = dout + (size_t)(uint32_t)sorted[q] * C;
 #pragma unroll
             for (int k = 0; k < PT_EMB_ACC; k++) {
                 int c = c0 + k * PT_EMB_THREADS + threadIdx.x;
@@ -102,6 +138,19 @@ pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, con
         return PT_OK;
     pt_k_emb_bwd_wpe<<<pt_cuda_blocks((size_t)T * C, 256), 256, 0, s->stream>>>(dwpe, dout, B, T, C);
     PT_CHECK(pt_cuda_launched("embedding_backward (positions)"));
-    pt_k_emb_bwd_wte<<<N, PT_EMB_THREADS, 0, s->stream>>>(dwte, dout, tokens, N, C);
+    void *scratch = NULL;
+    PT_CHECK(pt_cuda_scratch(s, (size_t)N * 2 * sizeof(uint64_t), "embedding_backward (sort keys)", &scratch));
+    uint64_t *a = (uint64_t *)scratch, *b = a + N;
+    const unsigned blocks = pt_cuda_blocks((size_t)N, 256);
+    pt_k_emb_keys<<<blocks, 256, 0, s->stream>>>(a, tokens, N);
+    PT_CHECK(pt_cuda_launched("embedding_backward (sort keys)"));
+    for (int width = 1; width < N; width *= 2) {
+        pt_k_emb_merge<<<blocks, 256, 0, s->stream>>>(b, a, N, width);
+        PT_CHECK(pt_cuda_launched("embedding_backward (merge pass)"));
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    pt_k_emb_bwd_wte<<<N, PT_EMB_THREADS, 0, s->stream>>>(dwte, dout, a, N, C);
     return pt_cuda_launched("embedding_backward (tokens)");
 }

@@ -531,6 +531,9 @@ int main(int argc, char **argv)
         test_attention(2, 35, 18, 3);  /* hs 6: the scalar (not float4) dot products */
         test_embedding(2, 24, 40, 9);
         test_embedding(1, 5, 2100, 3); /* more channels than one pass */
+        test_embedding(4, 256, 40, 3);   /* N = 1024 positions, 3 tokens: ~340 of each */
+        test_embedding(3, 77, 24, 1);    /* one token everywhere: a single owner sums all 231 */
+        test_embedding(2, 333, 16, 500); /* N = 666, not a power of two: a partial last merge run */
         test_crossentropy(5, 1000);
         test_crossentropy(3, 50257);
     } else {
@@ -568,6 +571,8 @@ int main(int argc, char **argv)
         test_attention(1, 1024, 768, 12); /* GPT-2 shape */
         test_embedding(2, 64, 96, 40);
         test_embedding(3, 50, 2100, 9); /* more channels than one pass */
+        test_embedding(8, 1024, 768, 50257); /* GPT-2 shape */
+        test_embedding(8, 1024, 64, 2);      /* 8192 positions, 2 tokens */
         test_crossentropy(7, 50257);
         test_crossentropy(64, 256);
     } else if (strcmp(group, "bf16") == 0) {
