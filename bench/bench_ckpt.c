@@ -114,6 +114,7 @@ static pt_status bench_codec(bench_state *b, int bf16, int method, int threads, 
     o.transform = method == 0 ? PT_CKPT_XFORM_NONE : (method == 1 ? PT_CKPT_XFORM_BYTES : PT_CKPT_XFORM_EXPSPLIT);
     o.raw_if_no_gain = method == 2;
     o.choose_transform = method == 2;
+    o.fast_planes = method == 2;
     pt_ckpt_codec *c;
     PT_CHECK(pt_ckpt_codec_create(&o, &c));
     pt_status st = PT_OK;

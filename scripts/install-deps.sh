@@ -8,6 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev      # cblas_sgemm (CPU matrix products)
   libzstd-dev zstd     # checkpoint compression
+  libxxhash-dev        # XXH3 block checksums of checkpoints (header only)
   libfabric-dev libfabric-bin  # transport (shm, tcp providers); fi_info / fi_pingpong
   libcjson-dev         # configs, manifests, cost files, summaries
   iproute2             # `ip netns` for the multi-node tests

@@ -40,8 +40,10 @@
  * transformed (byte planes, or exponent / sign+mantissa planes, chosen per tensor on a sample) and
  * every plane is stored zstd-compressed (content checksum on), or raw when zstd does not shrink it
  * by more than 1%. Every block
- * also carries an XXH64 of its stored bytes (so any damaged byte of a shard is caught, even one
- * zstd would ignore) and one of its raw values (checked after decoding).
+ * also carries a checksum (XXH3-64; XXH64 in format 1) of its stored bytes (so any damaged byte of
+ * a shard is caught, even one zstd would ignore) and one of its raw values (checked after decoding).
+ * Saving encodes and writes at the same time: each block is written (pwritev, straight from the
+ * encoder's buffers) as soon as every block before it is encoded.
  */
 #ifndef PIPETRAIN_CKPT_H
 #define PIPETRAIN_CKPT_H
@@ -57,8 +59,9 @@
 extern "C" {
 #endif
 
-/* Manifest format version written by this build; newer ones are refused on load. */
-#define PT_CKPT_FORMAT_VERSION 1
+/* Manifest format version written by this build; newer ones are refused on load. Version 1
+ * (XXH64 block checksums) is still read. */
+#define PT_CKPT_FORMAT_VERSION 2
 
 typedef struct pt_optim pt_optim; /* pipetrain/optim.h */
 struct pt_comm;                   /* pipetrain/comm.h */
@@ -125,8 +128,9 @@ typedef struct pt_ckpt_save_info {
     int done;                /* 1 once the background write finished (ok or not) */
     pt_status status;        /* its result once done */
     double write_s;          /* seconds the background compression + write + commit took */
-    double encode_s;         /* of which compressing (and checksumming) */
-    double io_s;             /* of which write() and fsync() of the shard */
+    double encode_s;         /* thread-seconds compressing and checksumming, summed over the saver's threads */
+    double io_s;             /* thread-seconds in pwritev() of the shard, summed over the threads, plus its
+                                fsync (encoding and writing overlap: encode_s + io_s may exceed write_s) */
     uint64_t raw_bytes;      /* tensor bytes of this rank's shard */
     uint64_t stored_bytes;   /* bytes of this rank's shard on disk */
     char step_dir[512];      /* the committed directory (DIR/step_NNNNNN) */
@@ -170,6 +174,8 @@ typedef enum pt_ckpt_transform {
     PT_CKPT_XFORM_COUNT
 } pt_ckpt_transform;
 typedef enum pt_ckpt_plane_codec { PT_CKPT_PLANE_RAW, PT_CKPT_PLANE_ZSTD, PT_CKPT_PLANE_CODEC_COUNT } pt_ckpt_plane_codec;
+/* The block checksum function: XXH64 (format 1) or XXH3-64 (format 2, ~2-4x faster), seed 0. */
+typedef enum pt_ckpt_hash { PT_CKPT_HASH_XXH64, PT_CKPT_HASH_XXH3, PT_CKPT_HASH_COUNT } pt_ckpt_hash;
 
 #define PT_CKPT_MAX_PLANES 4
 #define PT_CKPT_MAX_DIMS 4
@@ -181,8 +187,8 @@ const char *pt_ckpt_transform_name(pt_ckpt_transform t);
 size_t pt_ckpt_dtype_size(pt_ckpt_dtype d); /* bytes per value (0 when out of range) */
 
 typedef struct pt_ckpt_block {
-    uint64_t xxh64;                                /* of the block's raw bytes (the values), seed 0 */
-    uint64_t stored_xxh64;                         /* of the block's stored bytes (all planes), seed 0 */
+    uint64_t hash;                                 /* of the block's raw bytes (the values), the entry's hash */
+    uint64_t stored_hash;                          /* of the block's stored bytes (all planes) */
     uint8_t codec[PT_CKPT_MAX_PLANES];             /* pt_ckpt_plane_codec per plane */
     uint64_t plane_bytes[PT_CKPT_MAX_PLANES];      /* stored bytes per plane */
 } pt_ckpt_block;
@@ -203,6 +209,7 @@ typedef struct pt_ckpt_entry {
     int n_planes;                /* planes per block: 1 (NONE) or dtype size */
     int64_t n_blocks;
     pt_ckpt_block *blocks;       /* owned, [n_blocks] */
+    pt_ckpt_hash hash;           /* how the blocks' checksums were computed */
 } pt_ckpt_entry;
 
 typedef struct pt_ckpt_manifest {
@@ -267,10 +274,14 @@ typedef struct pt_ckpt_codec_opts {
                                     smaller (`transform` is then only the tie-break) */
     uint64_t block_elems;        /* values per block; 0: 1 Mi */
     int n_threads;               /* <= 0: 1 */
+    int fast_planes;             /* byte planes (not NONE) are compressed with zstd_level's parameters but a
+                                    match search that finds almost nothing: they are coded by zstd's Huffman
+                                    stage, 2.5x faster, and as small within 1% (docs/checkpoints.md). Decoding
+                                    is unaffected */
 } pt_ckpt_codec_opts;
 
 /* The codec pipetrain writes checkpoints with: EXPSPLIT or BYTES per tensor (choose_transform),
- * raw_if_no_gain, 1 Mi blocks. */
+ * raw_if_no_gain, fast_planes, 1 Mi blocks. */
 pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads);
 
 /* Writes a complete single-shard checkpoint ROOT/step_NNNNNN (tmp dir, fsync, rename, `latest`,
@@ -301,8 +312,12 @@ pt_status pt_ckpt_decode(pt_ckpt_codec *c, int n, const pt_ckpt_entry *const *e,
 /* Frees e->blocks (not e->name) and zeroes the pointer. */
 void pt_ckpt_entry_clear(pt_ckpt_entry *e);
 
-/* XXH64 (seed `seed`) of n bytes: the checksum checkpoints record per block. */
+/* XXH64 (seed `seed`) of n bytes: the block checksum of format 1. */
 uint64_t pt_ckpt_xxh64(const void *data, size_t n, uint64_t seed);
+/* Checksum h (seed 0) of n bytes, as blocks record it. Thread-safe. */
+uint64_t pt_ckpt_hash_bytes(pt_ckpt_hash h, const void *data, size_t n);
+/* Stable names used in manifests: "xxh64", "xxh3" (NULL when out of range). */
+const char *pt_ckpt_hash_name(pt_ckpt_hash h);
 
 #ifdef __cplusplus
 }

@@ -61,8 +61,6 @@ struct pt_ckpt_saver {
     char **names;
     uint8_t *staging;
     size_t staging_cap;
-    uint8_t *arena;
-    size_t arena_cap;
     struct pt_comm *comm; /* of the last save; used by pt_ckpt_saver_wait on the caller's thread */
     const pt_backend *be; /* NULL: each model's own */
     pt_stream *stream;
@@ -172,8 +170,7 @@ static pt_status run_job(pt_ckpt_saver *s)
     pt_ckpt_shard_times(&enc_s, &wr_s); /* resets this thread's counters */
     PT_TRY(pt_ckpt_shard_create(shard, s->rank, &fd), done);
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
-    PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off, &s->arena, &s->arena_cap),
-           done);
+    PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off), done);
     pt_ckpt_shard_times(&enc_s, &wr_s);
     int64_t t_sync = pt_now_ns();
     st = pt_ckpt_file_finish(fd, shard);
@@ -356,7 +353,6 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     free(s->src);
     free(s->pieces);
     free(s->staging);
-    free(s->arena);
     pt_ckpt_codec_destroy(s->codec);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);

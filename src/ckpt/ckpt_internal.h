@@ -7,7 +7,8 @@
 
 #include "pipetrain/ckpt.h"
 
-/* Shard file header: magic, then little-endian u32 format version and u32 rank. */
+/* Shard file header: magic, then little-endian u32 format version and u32 rank. Readers accept
+ * versions 1 .. PT_CKPT_FORMAT_VERSION (the shard layout itself has not changed). */
 #define PT_CKPT_SHARD_MAGIC "PTCKSHRD"
 #define PT_CKPT_SHARD_HEADER_BYTES 16
 #define PT_CKPT_DEFAULT_BLOCK_ELEMS ((uint64_t)1 << 20)
@@ -40,14 +41,21 @@ void pt_ckpt_shard_name(int rank, char *buf, size_t cap);
 /* "step_%06lld" into buf. */
 void pt_ckpt_step_name(int64_t step, char *buf, size_t cap);
 
-/* Encodes src[0..n) and appends them to the open file `fd` (positioned at *offset, which
- * advances), filling e[i] (name borrowed from src, rank set, offset set). `arena`/`arena_cap`
- * are a reusable output buffer (grown with realloc when needed; caller frees). `path` names
- * the file in errors. */
+/* Encodes src[0..n) on the codec's threads and writes the stored bytes to `fd` with pwritev at
+ * file offsets *offset, *offset + ... in order (the tensors back to back), each block as soon as
+ * every block before it is encoded, straight from the codec's write buffers (made on the first
+ * call and kept: 2 * n_threads + 1 blocks of planes and frames). Fills e[i] like pt_ckpt_encode,
+ * offset included; *offset advances past the last byte. encode_s / write_s: thread-seconds spent
+ * encoding and in pwritev. On failure the e[i].blocks are freed. `path` names the file in errors. */
+pt_status pt_ckpt_encode_write(pt_ckpt_codec *c, int fd, const char *path, int n, const pt_ckpt_src *src,
+                               pt_ckpt_entry *e, uint64_t *offset, double *encode_s, double *write_s);
+
+/* pt_ckpt_encode_write for a shard of rank `rank`: also sets e[i].rank, and adds the thread-seconds
+ * to this thread's counters (pt_ckpt_shard_times). */
 pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int rank, int n, const pt_ckpt_src *src,
-                               pt_ckpt_entry *e, uint64_t *offset, uint8_t **arena, size_t *arena_cap);
-/* Seconds spent encoding and in write() by pt_ckpt_shard_append on this thread since the last
- * call (then reset). */
+                               pt_ckpt_entry *e, uint64_t *offset);
+/* Thread-seconds spent encoding and in pwritev by pt_ckpt_shard_append calls of this thread since
+ * the last call (then reset). */
 void pt_ckpt_shard_times(double *encode_s, double *write_s);
 /* Creates `path` with the shard header (returns the fd, offset = header bytes). */
 pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd);

@@ -8,14 +8,22 @@
  * bf16 then splits into an exponent plane (~2.7 bits of entropy per value on N(0, 0.02)) and a
  * sign+mantissa plane that is stored raw because zstd cannot shrink it.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <zstd.h>
 
+/* XXH3 from libxxhash's header, compiled here (with -march=native it uses AVX2/AVX-512). */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "ckpt_internal.h"
+#include "pipetrain/timeutil.h"
 
 /* ---------------------------------------------------------------- names */
 
@@ -23,6 +31,8 @@ static const char *const kind_names[PT_CKPT_KIND_COUNT] = { "param", "adam_m", "
 static const char *const dtype_names[PT_CKPT_DTYPE_COUNT] = { "f32", "bf16" };
 static const size_t dtype_sizes[PT_CKPT_DTYPE_COUNT] = { 4, 2 };
 static const char *const xform_names[PT_CKPT_XFORM_COUNT] = { "none", "bytes", "expsplit" };
+static const char *const hash_names[PT_CKPT_HASH_COUNT] = { "xxh64", "xxh3" };
+_Static_assert(PT_CKPT_HASH_COUNT == 2, "hash_names must list every pt_ckpt_hash");
 _Static_assert(PT_CKPT_KIND_COUNT == 3, "kind_names must list every pt_ckpt_kind");
 _Static_assert(PT_CKPT_DTYPE_COUNT == 2, "dtype tables must list every pt_ckpt_dtype");
 _Static_assert(PT_CKPT_XFORM_COUNT == 3, "xform_names must list every pt_ckpt_transform");
@@ -40,6 +50,11 @@ const char *pt_ckpt_dtype_name(pt_ckpt_dtype d)
 const char *pt_ckpt_transform_name(pt_ckpt_transform t)
 {
     return (unsigned)t < PT_CKPT_XFORM_COUNT ? xform_names[t] : NULL;
+}
+
+const char *pt_ckpt_hash_name(pt_ckpt_hash h)
+{
+    return (unsigned)h < PT_CKPT_HASH_COUNT ? hash_names[h] : NULL;
 }
 
 size_t pt_ckpt_dtype_size(pt_ckpt_dtype d)
@@ -154,6 +169,11 @@ uint64_t pt_ckpt_xxh64(const void *data, size_t n, uint64_t seed)
     h *= XXH_P3;
     h ^= h >> 32;
     return h;
+}
+
+uint64_t pt_ckpt_hash_bytes(pt_ckpt_hash h, const void *data, size_t n)
+{
+    return h == PT_CKPT_HASH_XXH3 ? (uint64_t)XXH3_64bits(data, n) : pt_ckpt_xxh64(data, n, 0);
 }
 
 /* ---------------------------------------------------------------- parallel loop */
@@ -295,18 +315,43 @@ static void planes_join16(uint8_t *const *pl, uint8_t *dst, uint64_t n, int rot)
 #define SAMPLE_SLICE (16 * 1024)
 #define SAMPLE_SLICES 4
 
+/* fast_planes: zstd's parameters for the level, with a match search that finds almost nothing
+ * (matches of 7+ bytes through a 64-entry table). Byte planes of floats are coded almost entirely
+ * by zstd's Huffman stage; the search is what costs time (exponent planes of gpt2's weights and
+ * moments: 340 -> 835 MB/s, ratio 2.81 -> 2.67; see docs/checkpoints.md). */
+#define FAST_PLANES_MIN_MATCH 7
+#define FAST_PLANES_HASH_LOG 6
+
 typedef struct codec_worker {
-    ZSTD_CCtx *cctx;
+    ZSTD_CCtx *cctx;       /* zstd_level as it is: plain zstd (transform NONE) */
+    ZSTD_CCtx *cctx_plane; /* byte planes: zstd_level, with fast_planes' search; or cctx */
     ZSTD_DCtx *dctx;
+    XXH3_state_t *hs; /* checksum of a block's stored planes, which need not be contiguous */
     uint8_t *scratch; /* planes of one block: block_elems * 4 bytes */
     uint8_t *sample;  /* SAMPLE_SLICES * SAMPLE_SLICE bytes, and zstd's output for them */
     size_t sample_cap;
 } codec_worker;
 
+/* One block on its way to a shard file (pt_ckpt_encode_write): its planes, its zstd frames, and
+ * where each plane's stored bytes are (a raw plane is written from `scratch` as it is). */
+typedef struct write_slot {
+    uint8_t *scratch; /* block_elems * 4 bytes */
+    uint8_t *out;     /* slot_out_cap bytes */
+    int64_t unit;     /* the block it holds (index over all blocks of the call), -1 when free */
+    int next_free;    /* free list */
+    int n_seg;
+    struct iovec seg[PT_CKPT_MAX_PLANES];
+    size_t stored;
+    uint64_t file_off;
+} write_slot;
+
 struct pt_ckpt_codec {
     pt_ckpt_codec_opts o;
     int n_workers;
     codec_worker *w;
+    write_slot *slots; /* made by the first pt_ckpt_encode_write, reused by the next (warm pages) */
+    int n_slots;
+    size_t slot_out_cap;
 };
 
 pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads)
@@ -316,6 +361,7 @@ pt_ckpt_codec_opts pt_ckpt_codec_default(int zstd_level, int n_threads)
                                  .raw_if_no_gain = 1,
                                  .choose_transform = 1,
                                  .block_elems = PT_CKPT_DEFAULT_BLOCK_ELEMS,
+                                 .fast_planes = 1,
                                  .n_threads = n_threads };
 }
 
@@ -324,11 +370,19 @@ void pt_ckpt_codec_destroy(pt_ckpt_codec *c)
     if (!c)
         return;
     for (int i = 0; i < c->n_workers; i++) {
+        if (c->w[i].cctx_plane != c->w[i].cctx)
+            ZSTD_freeCCtx(c->w[i].cctx_plane);
         ZSTD_freeCCtx(c->w[i].cctx);
         ZSTD_freeDCtx(c->w[i].dctx);
+        XXH3_freeState(c->w[i].hs);
         free(c->w[i].scratch);
         free(c->w[i].sample);
     }
+    for (int i = 0; i < c->n_slots; i++) {
+        free(c->slots[i].scratch);
+        free(c->slots[i].out);
+    }
+    free(c->slots);
     free(c->w);
     free(c);
 }
@@ -370,17 +424,30 @@ pt_status pt_ckpt_codec_create(const pt_ckpt_codec_opts *o, pt_ckpt_codec **out)
         codec_worker *w = &c->w[i];
         w->cctx = ZSTD_createCCtx();
         w->dctx = ZSTD_createDCtx();
+        w->hs = XXH3_createState();
         w->scratch = malloc(be * 4);
         w->sample_cap = SAMPLE_SLICES * SAMPLE_SLICE + ZSTD_compressBound(SAMPLE_SLICES * SAMPLE_SLICE);
         w->sample = malloc(w->sample_cap);
-        if (!w->cctx || !w->dctx || !w->scratch || !w->sample) {
+        if (!w->cctx || !w->dctx || !w->hs || !w->scratch || !w->sample) {
             st = pt_fail(PT_ENOMEM, "checkpoint codec: out of memory for %d threads of %llu-value blocks",
                          c->n_workers, (unsigned long long)be);
             goto fail;
         }
-        PT_TRY(zstd_param(w->cctx, ZSTD_c_compressionLevel, o->zstd_level, "compression level"), fail);
-        PT_TRY(zstd_param(w->cctx, ZSTD_c_checksumFlag, 1, "checksum flag"), fail);
-        PT_TRY(zstd_param(w->cctx, ZSTD_c_contentSizeFlag, 1, "content size flag"), fail);
+        w->cctx_plane = o->fast_planes ? ZSTD_createCCtx() : w->cctx;
+        if (!w->cctx_plane) {
+            st = pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
+            goto fail;
+        }
+        for (int q = 0; q < 1 + (w->cctx_plane != w->cctx); q++) {
+            ZSTD_CCtx *cc = q ? w->cctx_plane : w->cctx;
+            PT_TRY(zstd_param(cc, ZSTD_c_compressionLevel, o->zstd_level, "compression level"), fail);
+            PT_TRY(zstd_param(cc, ZSTD_c_checksumFlag, 1, "checksum flag"), fail);
+            PT_TRY(zstd_param(cc, ZSTD_c_contentSizeFlag, 1, "content size flag"), fail);
+            if (q) { /* explicit search parameters override the level's */
+                PT_TRY(zstd_param(cc, ZSTD_c_minMatch, FAST_PLANES_MIN_MATCH, "min match"), fail);
+                PT_TRY(zstd_param(cc, ZSTD_c_hashLog, FAST_PLANES_HASH_LOG, "hash log"), fail);
+            }
+        }
     }
     *out = c;
     return PT_OK;
@@ -427,40 +494,33 @@ static uint64_t src_numel(const pt_ckpt_src *s)
 
 /* ---------------------------------------------------------------- encode */
 
-typedef struct enc_ctx {
-    pt_ckpt_codec *c;
-    const pt_ckpt_src *src;
-    uint8_t *const *dst;
-    const size_t *dst_cap;
-    pt_ckpt_entry *e;
-    int64_t *unit_first; /* [n+1]: first unit of tensor i */
-    size_t *slot_bytes;  /* [n]: region reserved per block in dst[i] */
-    int n;
-} enc_ctx;
-
-/* Plane k of a block stored as it is; returns its size. */
-static size_t store_raw(pt_ckpt_block *blk, int k, uint8_t *dst, const uint8_t *plane, uint64_t bytes)
+/* The tensor holding block `unit` (unit_first[i] <= unit < unit_first[i + 1]). */
+static int unit_tensor(const int64_t *unit_first, int n, int64_t unit)
 {
-    memcpy(dst, plane, (size_t)bytes);
-    blk->codec[k] = PT_CKPT_PLANE_RAW;
-    blk->plane_bytes[k] = bytes;
-    return (size_t)bytes;
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (unit_first[mid] <= unit)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
 }
 
-static pt_status encode_block(void *p, int64_t unit, int worker)
+/* Encodes block b of e (its values at `raw`): splits the values into planes in `scratch` and
+ * compresses each plane into `out` (out_cap >= block_bound), or keeps it raw. With `contiguous`,
+ * raw planes are copied into `out` as well, so the block's stored bytes are out[0, *stored);
+ * otherwise a raw plane stays where it is (in scratch, or `raw` itself for NONE). seg[k] says
+ * where plane k's stored bytes are. Fills e->blocks[b], both checksums included. */
+static pt_status encode_block_core(const pt_ckpt_codec *c, codec_worker *w, uint8_t *scratch, uint8_t *out,
+                                   size_t out_cap, int contiguous, pt_ckpt_entry *e, int64_t b, const uint8_t *raw,
+                                   struct iovec *seg, size_t *stored)
 {
-    enc_ctx *x = p;
-    int i = 0;
-    while (x->unit_first[i + 1] <= unit) /* few tensors per call; linear is fine */
-        i++;
-    int64_t b = unit - x->unit_first[i];
-    pt_ckpt_entry *e = &x->e[i];
-    codec_worker *w = &x->c->w[worker];
     size_t es = pt_ckpt_dtype_size(e->dtype);
     uint64_t nb = pt_ckpt_block_values(e, b);
-    const uint8_t *raw = (const uint8_t *)x->src[i].data + (size_t)b * e->block_elems * es;
     pt_ckpt_block *blk = &e->blocks[b];
-    blk->xxh64 = pt_ckpt_xxh64(raw, nb * es, 0);
+    blk->hash = XXH3_64bits(raw, nb * es); /* this build writes format 2 only (entries_prepare) */
 
     const uint8_t *planes[PT_CKPT_MAX_PLANES];
     uint64_t plane_raw = pt_ckpt_plane_raw_bytes(e->transform, e->dtype, nb);
@@ -469,41 +529,56 @@ static pt_status encode_block(void *p, int64_t unit, int worker)
     } else {
         int rot = e->transform == PT_CKPT_XFORM_EXPSPLIT;
         if (es == 4)
-            planes_split32(raw, w->scratch, nb, rot);
+            planes_split32(raw, scratch, nb, rot);
         else
-            planes_split16(raw, w->scratch, nb, rot);
+            planes_split16(raw, scratch, nb, rot);
         for (int k = 0; k < e->n_planes; k++)
-            planes[k] = w->scratch + (size_t)k * nb;
+            planes[k] = scratch + (size_t)k * nb;
     }
-    size_t from = (size_t)b * x->slot_bytes[i];
-    uint8_t *out = x->dst[i] + from;
-    size_t pos = 0, cap = x->slot_bytes[i];
-    if (cap > x->dst_cap[i] - from) /* the last block may be short, and so may its slot */
-        cap = x->dst_cap[i] - from;
+    ZSTD_CCtx *cc = e->transform == PT_CKPT_XFORM_NONE ? w->cctx : w->cctx_plane;
+    size_t pos = 0;
     for (int k = 0; k < e->n_planes; k++) {
-        if (x->c->o.raw_if_no_gain && plane_raw >= SAMPLE_MIN_PLANE) {
+        int keep_raw = 0;
+        if (c->o.raw_if_no_gain && plane_raw >= SAMPLE_MIN_PLANE) {
             size_t n_in = SAMPLE_SLICES * SAMPLE_SLICE, stride = (size_t)(plane_raw - SAMPLE_SLICE) / (SAMPLE_SLICES - 1);
             for (int q = 0; q < SAMPLE_SLICES; q++)
                 memcpy(w->sample + (size_t)q * SAMPLE_SLICE, planes[k] + (size_t)q * stride, SAMPLE_SLICE);
-            size_t r = ZSTD_compress2(w->cctx, w->sample + n_in, w->sample_cap - n_in, w->sample, n_in);
-            if (!ZSTD_isError(r) && (double)r >= 0.99 * (double)n_in) {
-                pos += store_raw(blk, k, out + pos, planes[k], plane_raw);
-                continue;
-            }
+            size_t r = ZSTD_compress2(cc, w->sample + n_in, w->sample_cap - n_in, w->sample, n_in);
+            keep_raw = !ZSTD_isError(r) && (double)r >= 0.99 * (double)n_in;
         }
-        size_t r = ZSTD_compress2(w->cctx, out + pos, cap - pos, planes[k], (size_t)plane_raw);
-        if (ZSTD_isError(r))
-            return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on %s block %lld plane %d (%s)",
-                           e->name ? e->name : "tensor", (long long)b, k, ZSTD_getErrorName(r));
-        if (x->c->o.raw_if_no_gain && (double)r >= 0.99 * (double)plane_raw) {
-            pos += store_raw(blk, k, out + pos, planes[k], plane_raw);
+        size_t r = 0;
+        if (!keep_raw) {
+            r = ZSTD_compress2(cc, out + pos, out_cap - pos, planes[k], (size_t)plane_raw);
+            if (ZSTD_isError(r))
+                return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on %s block %lld plane %d (%s)",
+                               e->name ? e->name : "tensor", (long long)b, k, ZSTD_getErrorName(r));
+            keep_raw = c->o.raw_if_no_gain && (double)r >= 0.99 * (double)plane_raw;
+        }
+        if (keep_raw) {
+            blk->codec[k] = PT_CKPT_PLANE_RAW;
+            blk->plane_bytes[k] = plane_raw;
+            if (contiguous) {
+                memcpy(out + pos, planes[k], (size_t)plane_raw);
+                seg[k] = (struct iovec){ out + pos, (size_t)plane_raw };
+                pos += (size_t)plane_raw;
+            } else {
+                seg[k] = (struct iovec){ (void *)planes[k], (size_t)plane_raw };
+            }
         } else {
             blk->codec[k] = PT_CKPT_PLANE_ZSTD;
             blk->plane_bytes[k] = r;
+            seg[k] = (struct iovec){ out + pos, r };
             pos += r;
         }
     }
-    blk->stored_xxh64 = pt_ckpt_xxh64(out, pos, 0);
+    size_t total = 0;
+    XXH3_64bits_reset(w->hs);
+    for (int k = 0; k < e->n_planes; k++) {
+        XXH3_64bits_update(w->hs, seg[k].iov_base, seg[k].iov_len);
+        total += seg[k].iov_len;
+    }
+    blk->stored_hash = XXH3_64bits_digest(w->hs);
+    *stored = total;
     return PT_OK;
 }
 
@@ -520,7 +595,7 @@ static pt_status trial_size(pt_ckpt_codec *c, codec_worker *w, pt_ckpt_transform
         planes_split16(raw, w->scratch, nb, rot);
     uint64_t total = 0;
     for (size_t k = 0; k < es; k++) {
-        size_t r = ZSTD_compress2(w->cctx, w->sample, w->sample_cap, w->scratch + k * nb, (size_t)nb);
+        size_t r = ZSTD_compress2(w->cctx_plane, w->sample, w->sample_cap, w->scratch + k * nb, (size_t)nb);
         if (ZSTD_isError(r))
             return pt_fail(PT_EINTERNAL, "checkpoint codec: zstd failed on a sample (%s)", ZSTD_getErrorName(r));
         total += c->o.raw_if_no_gain && (double)r >= 0.99 * (double)nb ? nb : r;
@@ -562,31 +637,28 @@ static pt_status choose_one(void *p, int64_t i, int worker)
     return PT_OK;
 }
 
-pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_t *const *dst,
-                         const size_t *dst_cap, pt_ckpt_entry *e)
+/* Fills e[0..n) from src (identity, sizes, blocks allocated, transform chosen) and
+ * unit_first[0..n] (the first block of tensor i, counting the blocks of all tensors in order).
+ * On failure every e[i].blocks is freed. */
+static pt_status entries_prepare(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, pt_ckpt_entry *e, int64_t *unit_first)
 {
     pt_status st = PT_OK;
-    int64_t *unit_first = calloc((size_t)n + 1, sizeof *unit_first);
-    size_t *slot = calloc((size_t)n + 1, sizeof *slot);
-    if (!unit_first || !slot) {
-        st = pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
-        goto done;
-    }
+    memset(e, 0, (size_t)n * sizeof *e);
+    unit_first[0] = 0;
     for (int i = 0; i < n; i++) {
         const pt_ckpt_src *s = &src[i];
         if ((unsigned)s->dtype >= PT_CKPT_DTYPE_COUNT || s->ndim < 0 || s->ndim > PT_CKPT_MAX_DIMS) {
             st = pt_fail(PT_EINVAL, "checkpoint codec: %s has an unknown dtype or %d dimensions",
                          s->name ? s->name : "tensor", s->ndim);
-            goto done;
+            goto fail;
         }
         for (int d = 0; d < s->ndim; d++)
             if (s->shape[d] < 0) {
                 st = pt_fail(PT_EINVAL, "checkpoint codec: %s has a negative dimension", s->name ? s->name : "tensor");
-                goto done;
+                goto fail;
             }
         uint64_t numel = src_numel(s);
         pt_ckpt_entry *en = &e[i];
-        memset(en, 0, sizeof *en);
         en->name = (char *)s->name;
         en->kind = s->kind;
         en->dtype = s->dtype;
@@ -597,25 +669,83 @@ pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_
         en->block_elems = c->o.block_elems;
         en->n_planes = pt_ckpt_entry_planes(en->transform, en->dtype);
         en->n_blocks = (int64_t)((numel + en->block_elems - 1) / en->block_elems);
-        slot[i] = block_bound(en->transform, en->dtype, en->block_elems);
-        if (dst_cap[i] < pt_ckpt_encode_bound(s->dtype, numel, en->block_elems)) {
-            st = pt_fail(PT_EINVAL, "checkpoint codec: output buffer for %s is smaller than pt_ckpt_encode_bound",
-                         s->name ? s->name : "tensor");
-            goto done;
-        }
+        en->hash = PT_CKPT_HASH_XXH3;
         if (en->n_blocks) {
             en->blocks = calloc((size_t)en->n_blocks, sizeof *en->blocks);
             if (!en->blocks) {
                 st = pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
-                goto done;
+                goto fail;
             }
         }
         unit_first[i + 1] = unit_first[i] + en->n_blocks;
     }
     if (c->o.choose_transform && c->o.transform != PT_CKPT_XFORM_NONE) {
         choose_ctx cx = { c, src, e };
-        PT_TRY(pt_ckpt_parallel_for(c->n_workers, n, choose_one, &cx), done);
+        PT_TRY(pt_ckpt_parallel_for(c->n_workers, n, choose_one, &cx), fail);
     }
+    return PT_OK;
+fail:
+    for (int i = 0; i < n; i++)
+        pt_ckpt_entry_clear(&e[i]);
+    return st;
+}
+
+typedef struct enc_ctx {
+    pt_ckpt_codec *c;
+    const pt_ckpt_src *src;
+    uint8_t *const *dst;
+    const size_t *dst_cap;
+    pt_ckpt_entry *e;
+    int64_t *unit_first; /* [n+1]: first unit of tensor i */
+    size_t *slot_bytes;  /* [n]: region reserved per block in dst[i] */
+    int n;
+} enc_ctx;
+
+static pt_status encode_block(void *p, int64_t unit, int worker)
+{
+    enc_ctx *x = p;
+    int i = unit_tensor(x->unit_first, x->n, unit);
+    int64_t b = unit - x->unit_first[i];
+    pt_ckpt_entry *e = &x->e[i];
+    codec_worker *w = &x->c->w[worker];
+    const uint8_t *raw = (const uint8_t *)x->src[i].data + (size_t)b * e->block_elems * pt_ckpt_dtype_size(e->dtype);
+    size_t from = (size_t)b * x->slot_bytes[i], cap = x->slot_bytes[i];
+    if (cap > x->dst_cap[i] - from) /* the last block may be short, and so may its slot */
+        cap = x->dst_cap[i] - from;
+    struct iovec seg[PT_CKPT_MAX_PLANES];
+    size_t stored;
+    return encode_block_core(x->c, w, w->scratch, x->dst[i] + from, cap, 1, e, b, raw, seg, &stored);
+}
+
+pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_t *const *dst,
+                         const size_t *dst_cap, pt_ckpt_entry *e)
+{
+    pt_status st = PT_OK;
+    int64_t *unit_first = calloc((size_t)n + 1, sizeof *unit_first);
+    size_t *slot = calloc((size_t)n + 1, sizeof *slot);
+    if (!unit_first || !slot) {
+        free(unit_first);
+        free(slot);
+        return pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
+    }
+    for (int i = 0; i < n && st == PT_OK; i++) {
+        uint64_t numel = (unsigned)src[i].dtype < PT_CKPT_DTYPE_COUNT && src[i].ndim >= 0 &&
+                                 src[i].ndim <= PT_CKPT_MAX_DIMS
+                             ? src_numel(&src[i])
+                             : 0;
+        if (dst_cap[i] < pt_ckpt_encode_bound(src[i].dtype, numel, c->o.block_elems))
+            st = pt_fail(PT_EINVAL, "checkpoint codec: output buffer for %s is smaller than pt_ckpt_encode_bound",
+                         src[i].name ? src[i].name : "tensor");
+    }
+    if (st == PT_OK)
+        st = entries_prepare(c, n, src, e, unit_first);
+    if (st != PT_OK) {
+        free(unit_first);
+        free(slot);
+        return st;
+    }
+    for (int i = 0; i < n; i++)
+        slot[i] = block_bound(e[i].transform, e[i].dtype, e[i].block_elems);
     enc_ctx x = { c, src, dst, dst_cap, e, unit_first, slot, n };
     PT_TRY(pt_ckpt_parallel_for(c->n_workers, unit_first[n], encode_block, &x), done);
     /* Blocks were written at fixed slots; close the gaps. */
@@ -641,6 +771,227 @@ done:
     return st;
 }
 
+/* ---------------------------------------------------------------- encode while writing */
+
+/* Makes the codec's write slots once: two per thread and one more, so that a thread can encode
+ * its next block while its last one waits for an earlier block to be written. */
+static pt_status ensure_slots(pt_ckpt_codec *c)
+{
+    if (c->slots)
+        return PT_OK;
+    uint64_t be = c->o.block_elems;
+    size_t a = block_bound(PT_CKPT_XFORM_BYTES, PT_CKPT_F32, be), b = block_bound(PT_CKPT_XFORM_NONE, PT_CKPT_F32, be);
+    c->slot_out_cap = a > b ? a : b;
+    int n = 2 * c->n_workers + 1;
+    c->slots = calloc((size_t)n, sizeof *c->slots);
+    if (!c->slots)
+        return pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
+    c->n_slots = n;
+    for (int i = 0; i < n; i++) {
+        c->slots[i].scratch = malloc(be * 4);
+        c->slots[i].out = malloc(c->slot_out_cap);
+        if (!c->slots[i].scratch || !c->slots[i].out)
+            return pt_fail(PT_ENOMEM, "checkpoint codec: cannot allocate %d write buffers of %zu bytes", n,
+                           (size_t)(be * 4) + c->slot_out_cap); /* destroy frees what was made */
+    }
+    return PT_OK;
+}
+
+static pt_status pwritev_all(int fd, const char *path, struct iovec *iov, int cnt, uint64_t off)
+{
+    while (cnt > 0 && iov->iov_len == 0) {
+        iov++;
+        cnt--;
+    }
+    while (cnt > 0) {
+        ssize_t w = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return pt_fail(PT_EIO, "write %s: %s; check free space", path, strerror(errno));
+        }
+        if (w == 0)
+            return pt_fail(PT_EIO, "write %s: no progress at offset %llu; check free space", path, (unsigned long long)off);
+        off += (uint64_t)w;
+        size_t left = (size_t)w;
+        while (cnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return PT_OK;
+}
+
+typedef struct wr_ctx {
+    pt_ckpt_codec *c;
+    const pt_ckpt_src *src;
+    pt_ckpt_entry *e;
+    const int64_t *unit_first; /* [n+1] */
+    int n;
+    int64_t n_units;
+    int fd;
+    const char *path;
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* a slot was freed, or a thread failed */
+    int free_head;      /* free slots (write_slot.next_free), -1: none */
+    int64_t next_unit;  /* the next block to encode */
+    int64_t next_write; /* the first block without a file offset yet */
+    int *ready;         /* [n_slots]: the slot of encoded block u (u >= next_write) at u % n_slots, or -1 */
+    uint64_t file_off;  /* where block next_write goes */
+    int failed;
+    double encode_s, write_s; /* thread-seconds */
+} wr_ctx;
+
+static void slot_release_locked(wr_ctx *x, int si)
+{
+    x->c->slots[si].unit = -1;
+    x->c->slots[si].next_free = x->free_head;
+    x->free_head = si;
+}
+
+/* One thread of pt_ckpt_encode_write: takes the next block, encodes it into a free slot, and if
+ * the blocks from next_write on are now encoded, gives them their file offsets (in order) and
+ * writes them. Whoever finishes the block at next_write writes, so every block is written once,
+ * the other thread keeps encoding meanwhile, and the buffers in use stay bounded by the slots.
+ * Units in flight always lie in [next_write, next_write + n_slots): each holds a slot. */
+static pt_status write_worker(void *p, int64_t item, int worker)
+{
+    (void)item;
+    wr_ctx *x = p;
+    pt_ckpt_codec *c = x->c;
+    codec_worker *w = &c->w[worker];
+    pt_status st = PT_OK;
+    double enc_s = 0, wr_s = 0;
+    int batch[2 * 64 + 1];
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (!x->failed && x->next_unit < x->n_units && x->free_head < 0)
+            pthread_cond_wait(&x->cv, &x->mu);
+        if (x->failed || x->next_unit >= x->n_units)
+            break;
+        int si = x->free_head;
+        write_slot *sl = &c->slots[si];
+        x->free_head = sl->next_free;
+        int64_t u = x->next_unit++;
+        pthread_mutex_unlock(&x->mu);
+
+        int i = unit_tensor(x->unit_first, x->n, u);
+        int64_t b = u - x->unit_first[i];
+        pt_ckpt_entry *e = &x->e[i];
+        const uint8_t *raw = (const uint8_t *)x->src[i].data + (size_t)b * e->block_elems * pt_ckpt_dtype_size(e->dtype);
+        int64_t t0 = pt_now_ns();
+        st = encode_block_core(c, w, sl->scratch, sl->out, c->slot_out_cap, 0, e, b, raw, sl->seg, &sl->stored);
+        sl->n_seg = e->n_planes;
+        sl->unit = u;
+        enc_s += pt_seconds_between(t0, pt_now_ns());
+
+        pthread_mutex_lock(&x->mu);
+        if (st != PT_OK) {
+            slot_release_locked(x, si);
+            x->failed = 1;
+            break;
+        }
+        x->ready[u % c->n_slots] = si;
+        int nb = 0;
+        while (nb < c->n_slots) {
+            int r = x->ready[x->next_write % c->n_slots];
+            if (r < 0 || c->slots[r].unit != x->next_write)
+                break;
+            x->ready[x->next_write % c->n_slots] = -1;
+            c->slots[r].file_off = x->file_off;
+            x->file_off += c->slots[r].stored;
+            x->next_write++;
+            batch[nb++] = r;
+        }
+        if (nb == 0)
+            continue;
+        pthread_mutex_unlock(&x->mu);
+        t0 = pt_now_ns();
+        for (int q = 0; q < nb && st == PT_OK; q++) {
+            write_slot *ws = &c->slots[batch[q]];
+            st = pwritev_all(x->fd, x->path, ws->seg, ws->n_seg, ws->file_off);
+        }
+        wr_s += pt_seconds_between(t0, pt_now_ns());
+        pthread_mutex_lock(&x->mu);
+        for (int q = 0; q < nb; q++)
+            slot_release_locked(x, batch[q]);
+        pthread_cond_broadcast(&x->cv);
+        if (st != PT_OK) {
+            x->failed = 1;
+            break;
+        }
+    }
+    x->encode_s += enc_s;
+    x->write_s += wr_s;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    return st;
+}
+
+pt_status pt_ckpt_encode_write(pt_ckpt_codec *c, int fd, const char *path, int n, const pt_ckpt_src *src,
+                               pt_ckpt_entry *e, uint64_t *offset, double *encode_s, double *write_s)
+{
+    *encode_s = *write_s = 0;
+    PT_CHECK(ensure_slots(c));
+    int64_t *unit_first = calloc((size_t)n + 1, sizeof *unit_first);
+    int *ready = malloc((size_t)c->n_slots * sizeof *ready);
+    if (!unit_first || !ready) {
+        free(unit_first);
+        free(ready);
+        return pt_fail(PT_ENOMEM, "checkpoint codec: out of memory");
+    }
+    pt_status st = entries_prepare(c, n, src, e, unit_first);
+    if (st != PT_OK) {
+        free(unit_first);
+        free(ready);
+        return st;
+    }
+    wr_ctx x = { .c = c, .src = src, .e = e, .unit_first = unit_first, .n = n, .n_units = unit_first[n], .fd = fd,
+                 .path = path, .free_head = -1, .ready = ready, .file_off = *offset };
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+    for (int i = 0; i < c->n_slots; i++) {
+        ready[i] = -1;
+        slot_release_locked(&x, i);
+    }
+    st = pt_ckpt_parallel_for(c->n_workers, c->n_workers, write_worker, &x);
+    if (st == PT_OK && x.next_write != x.n_units)
+        st = pt_fail(PT_EINTERNAL, "checkpoint codec: %lld of %lld blocks of %s were written", (long long)x.next_write,
+                     (long long)x.n_units, path);
+    pthread_cond_destroy(&x.cv);
+    pthread_mutex_destroy(&x.mu);
+    *encode_s = x.encode_s;
+    *write_s = x.write_s;
+    if (st == PT_OK) {
+        /* blocks were written in order, back to back: each tensor starts where the last one ended */
+        uint64_t off = *offset;
+        for (int i = 0; i < n; i++) {
+            uint64_t len = 0;
+            for (int64_t b = 0; b < e[i].n_blocks; b++)
+                for (int k = 0; k < e[i].n_planes; k++)
+                    len += e[i].blocks[b].plane_bytes[k];
+            e[i].offset = off;
+            e[i].stored_bytes = len;
+            off += len;
+        }
+        if (off != x.file_off)
+            st = pt_fail(PT_EINTERNAL, "checkpoint codec: %s: blocks add up to %llu bytes, %llu were written", path,
+                         (unsigned long long)(off - *offset), (unsigned long long)(x.file_off - *offset));
+        *offset = off;
+    }
+    if (st != PT_OK)
+        for (int i = 0; i < n; i++)
+            pt_ckpt_entry_clear(&e[i]);
+    free(unit_first);
+    free(ready);
+    return st;
+}
+
 /* ---------------------------------------------------------------- decode */
 
 typedef struct dec_ctx {
@@ -659,9 +1010,7 @@ static pt_status decode_block_one(dec_ctx *x, int i, int64_t b, int worker);
 static pt_status decode_block(void *p, int64_t unit, int worker)
 {
     dec_ctx *x = p;
-    int i = 0;
-    while (x->unit_first[i + 1] <= unit)
-        i++;
+    int i = unit_tensor(x->unit_first, x->n, unit);
     pt_status st = decode_block_one(x, i, unit - x->unit_first[i], worker);
     if (st != PT_OK) {
         int expected = -1;
@@ -687,10 +1036,11 @@ static pt_status decode_block_one(dec_ctx *x, int i, int64_t b, int worker)
     size_t stored = 0;
     for (int k = 0; k < e->n_planes; k++)
         stored += (size_t)blk->plane_bytes[k];
-    uint64_t sh = pt_ckpt_xxh64(in, stored, 0);
-    if (sh != blk->stored_xxh64)
-        return pt_fail(PT_EFORMAT, "%s block %lld: stored bytes damaged (xxh64 %016llx, manifest says %016llx)", e->name,
-                       (long long)b, (unsigned long long)sh, (unsigned long long)blk->stored_xxh64);
+    uint64_t sh = pt_ckpt_hash_bytes(e->hash, in, stored);
+    if (sh != blk->stored_hash)
+        return pt_fail(PT_EFORMAT, "%s block %lld: stored bytes damaged (%s %016llx, manifest says %016llx)", e->name,
+                       (long long)b, pt_ckpt_hash_name(e->hash), (unsigned long long)sh,
+                       (unsigned long long)blk->stored_hash);
     size_t pos = 0;
     for (int k = 0; k < e->n_planes; k++) {
         uint8_t *target = e->transform == PT_CKPT_XFORM_NONE ? out : w->scratch + (size_t)k * nb;
@@ -726,10 +1076,10 @@ static pt_status decode_block_one(dec_ctx *x, int i, int64_t b, int worker)
         else
             planes_join16(planes, out, nb, rot);
     }
-    uint64_t h = pt_ckpt_xxh64(out, nb * es, 0);
-    if (h != blk->xxh64)
-        return pt_fail(PT_EFORMAT, "%s block %lld: checksum mismatch (xxh64 %016llx, manifest says %016llx)", e->name,
-                       (long long)b, (unsigned long long)h, (unsigned long long)blk->xxh64);
+    uint64_t h = pt_ckpt_hash_bytes(e->hash, out, nb * es);
+    if (h != blk->hash)
+        return pt_fail(PT_EFORMAT, "%s block %lld: checksum mismatch (%s %016llx, manifest says %016llx)", e->name,
+                       (long long)b, pt_ckpt_hash_name(e->hash), (unsigned long long)h, (unsigned long long)blk->hash);
     return PT_OK;
 }
 

@@ -127,74 +127,16 @@ void pt_ckpt_shard_times(double *encode_s, double *write_s)
     shard_encode_s = shard_write_s = 0;
 }
 
-/* Tensors are encoded in batches of about this many raw bytes, so the output arena stays small
- * while every thread has blocks to work on. */
-#define SHARD_BATCH_BYTES ((uint64_t)64 << 20)
-
 pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int rank, int n, const pt_ckpt_src *src,
-                               pt_ckpt_entry *e, uint64_t *offset, uint8_t **arena, size_t *arena_cap)
+                               pt_ckpt_entry *e, uint64_t *offset)
 {
-    pt_status st = PT_OK;
-    int i = 0;
-    uint8_t **dst = calloc((size_t)n + 1, sizeof *dst);
-    size_t *cap = calloc((size_t)n + 1, sizeof *cap);
-    if (!dst || !cap) {
-        st = pt_fail(PT_ENOMEM, "checkpoint: out of memory");
-        goto done;
-    }
-    while (i < n) {
-        /* a batch: tensors [i, j) */
-        int j = i;
-        uint64_t raw = 0;
-        size_t need = 0;
-        while (j < n && (j == i || raw < SHARD_BATCH_BYTES)) {
-            uint64_t numel = 1;
-            for (int d = 0; d < src[j].ndim; d++)
-                numel *= (uint64_t)src[j].shape[d];
-            cap[j] = pt_ckpt_encode_bound(src[j].dtype, numel, pt_ckpt_codec_block_elems(c));
-            raw += numel * pt_ckpt_dtype_size(src[j].dtype);
-            need += cap[j];
-            j++;
-        }
-        if (need > *arena_cap) {
-            uint8_t *na = realloc(*arena, need);
-            if (!na) {
-                st = pt_fail(PT_ENOMEM, "checkpoint: cannot allocate %zu bytes of output buffer", need);
-                goto done;
-            }
-            *arena = na;
-            *arena_cap = need;
-        }
-        size_t pos = 0;
-        for (int k = i; k < j; k++) {
-            dst[k] = *arena + pos;
-            pos += cap[k];
-        }
-        int64_t t0 = pt_now_ns();
-        PT_TRY(pt_ckpt_encode(c, j - i, src + i, dst + i, cap + i, e + i), done);
-        int64_t t1 = pt_now_ns();
-        shard_encode_s += pt_seconds_between(t0, t1);
-        for (int k = i; k < j; k++) {
-            e[k].rank = rank;
-            e[k].offset = *offset;
-            st = write_all(fd, dst[k], (size_t)e[k].stored_bytes, path);
-            if (st != PT_OK) {
-                for (int q = i; q < j; q++)
-                    pt_ckpt_entry_clear(&e[q]);
-                goto done;
-            }
-            *offset += e[k].stored_bytes;
-        }
-        shard_write_s += pt_seconds_between(t1, pt_now_ns());
-        i = j;
-    }
-done:
-    if (st != PT_OK)
-        for (int k = 0; k < i; k++)
-            pt_ckpt_entry_clear(&e[k]);
-    free(dst);
-    free(cap);
-    return st;
+    double enc_s, wr_s;
+    PT_CHECK(pt_ckpt_encode_write(c, fd, path, n, src, e, offset, &enc_s, &wr_s));
+    for (int i = 0; i < n; i++)
+        e[i].rank = rank;
+    shard_encode_s += enc_s;
+    shard_write_s += wr_s;
+    return PT_OK;
 }
 
 /* ---------------------------------------------------------------- listing and resolving */
@@ -451,8 +393,6 @@ pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_
 
     pt_status st = PT_OK;
     pt_ckpt_codec *c = NULL;
-    uint8_t *arena = NULL;
-    size_t arena_cap = 0;
     int fd = -1;
     pt_ckpt_entry *e = calloc((size_t)n + 1, sizeof *e);
     if (!e)
@@ -460,7 +400,7 @@ pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_
     PT_TRY(pt_ckpt_codec_create(o, &c), done);
     PT_TRY(pt_ckpt_shard_create(shard, 0, &fd), done);
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
-    PT_TRY(pt_ckpt_shard_append(c, fd, shard, 0, n, t, e, &off, &arena, &arena_cap), done);
+    PT_TRY(pt_ckpt_shard_append(c, fd, shard, 0, n, t, e, &off), done);
     st = pt_ckpt_file_finish(fd, shard);
     fd = -1;
     if (st != PT_OK)
@@ -480,7 +420,6 @@ done:
     for (int i = 0; i < n; i++)
         pt_ckpt_entry_clear(&e[i]);
     free(e);
-    free(arena);
     pt_ckpt_codec_destroy(c);
     return st;
 }

@@ -31,21 +31,27 @@ static pt_status oom(void)
     return pt_fail(PT_ENOMEM, "checkpoint manifest: out of memory");
 }
 
-static cJSON *block_to_json(const pt_ckpt_block *b, int n_planes)
+/* Block checksum keys per pt_ckpt_hash: the value checksum and the stored-bytes checksum. */
+static const char *const hash_keys[PT_CKPT_HASH_COUNT][2] = { { "xxh64", "stored_xxh64" }, { "xxh3", "stored_xxh3" } };
+_Static_assert(PT_CKPT_HASH_COUNT == 2, "hash_keys must list every pt_ckpt_hash");
+
+static cJSON *block_to_json(const pt_ckpt_block *b, int n_planes, pt_ckpt_hash hash)
 {
+    if ((unsigned)hash >= PT_CKPT_HASH_COUNT)
+        return NULL;
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
     char hex[17], shex[17], codecs[PT_CKPT_MAX_PLANES + 1];
-    snprintf(hex, sizeof hex, "%016" PRIx64, b->xxh64);
-    snprintf(shex, sizeof shex, "%016" PRIx64, b->stored_xxh64);
+    snprintf(hex, sizeof hex, "%016" PRIx64, b->hash);
+    snprintf(shex, sizeof shex, "%016" PRIx64, b->stored_hash);
     double sizes[PT_CKPT_MAX_PLANES];
     for (int k = 0; k < n_planes; k++) {
         codecs[k] = b->codec[k] == PT_CKPT_PLANE_ZSTD ? 'z' : 'r';
         sizes[k] = (double)b->plane_bytes[k];
     }
     codecs[n_planes] = 0;
-    if (!cJSON_AddStringToObject(o, "xxh64", hex) || !cJSON_AddStringToObject(o, "stored_xxh64", shex) ||
+    if (!cJSON_AddStringToObject(o, hash_keys[hash][0], hex) || !cJSON_AddStringToObject(o, hash_keys[hash][1], shex) ||
         !cJSON_AddStringToObject(o, "codecs", codecs) ||
         !cJSON_AddItemToObject(o, "sizes", cJSON_CreateDoubleArray(sizes, n_planes))) {
         cJSON_Delete(o);
@@ -67,7 +73,7 @@ static cJSON *entry_to_json(const pt_ckpt_entry *e)
     cJSON *blocks = cJSON_CreateArray();
     int ok = blocks != NULL;
     for (int64_t b = 0; ok && b < e->n_blocks; b++) {
-        cJSON *bj = block_to_json(&e->blocks[b], e->n_planes);
+        cJSON *bj = block_to_json(&e->blocks[b], e->n_planes, e->hash);
         ok = bj && cJSON_AddItemToArray(blocks, bj);
     }
     ok = ok && cJSON_AddStringToObject(o, "name", e->name) &&
@@ -234,16 +240,20 @@ static pt_status parse_block(const cJSON *bj, pt_ckpt_entry *e, int64_t b, const
     if (!cJSON_IsObject(bj))
         return pt_fail(PT_EFORMAT, "%s: block %lld is not an object; the checkpoint is damaged", what, (long long)b);
     const char *hex = NULL, *shex = NULL, *codecs = NULL;
-    PT_CHECK(get_s(bj, what, "xxh64", &hex));
-    PT_CHECK(get_s(bj, what, "stored_xxh64", &shex));
+    /* the checksum keys name the function; every block of a tensor uses the first block's */
+    if (b == 0)
+        e->hash = cJSON_GetObjectItemCaseSensitive(bj, hash_keys[PT_CKPT_HASH_XXH3][0]) ? PT_CKPT_HASH_XXH3
+                                                                                        : PT_CKPT_HASH_XXH64;
+    PT_CHECK(get_s(bj, what, hash_keys[e->hash][0], &hex));
+    PT_CHECK(get_s(bj, what, hash_keys[e->hash][1], &shex));
     PT_CHECK(get_s(bj, what, "codecs", &codecs));
     pt_ckpt_block *blk = &e->blocks[b];
     if (strlen(hex) != 16 || strspn(hex, "0123456789abcdef") != 16)
         return bad(what, "bad checksum", hex);
     if (strlen(shex) != 16 || strspn(shex, "0123456789abcdef") != 16)
         return bad(what, "bad checksum", shex);
-    blk->xxh64 = strtoull(hex, NULL, 16);
-    blk->stored_xxh64 = strtoull(shex, NULL, 16);
+    blk->hash = strtoull(hex, NULL, 16);
+    blk->stored_hash = strtoull(shex, NULL, 16);
     if ((int)strlen(codecs) != e->n_planes)
         return pt_fail(PT_EFORMAT, "%s: block %lld has %zu plane codecs, expected %d; the checkpoint is damaged", what,
                        (long long)b, strlen(codecs), e->n_planes);

@@ -1,6 +1,7 @@
 /* Writes the seed corpus of the checkpoint fuzz targets (tests/ckpt/corpus/{manifest,read}/):
  * small real checkpoints with every transform and dtype, multi-block tensors and raw and zstd
- * planes. Run it after a format change:  make_ckpt_corpus tests/ckpt/corpus */
+ * planes, named v<format version>-<transform>. Run it after a format change (and keep the older
+ * versions' seeds: ckpt.compat reads them):  make_ckpt_corpus tests/ckpt/corpus */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,10 +81,10 @@ int main(int argc, char **argv)
         if (!man || !shard)
             return 1;
         uint32_t len32 = (uint32_t)mlen;
-        snprintf(path, sizeof path, "%s/manifest/%s.json", argv[1], names[t]);
+        snprintf(path, sizeof path, "%s/manifest/v%d-%s.json", argv[1], PT_CKPT_FORMAT_VERSION, names[t]);
         if (write_file(path, man, mlen, NULL, 0, NULL, 0))
             return 1;
-        snprintf(path, sizeof path, "%s/read/%s.bin", argv[1], names[t]);
+        snprintf(path, sizeof path, "%s/read/v%d-%s.bin", argv[1], PT_CKPT_FORMAT_VERSION, names[t]);
         if (write_file(path, &len32, 4, man, mlen, shard, slen))
             return 1;
         free(man);

@@ -5,6 +5,8 @@
  *  - every single-byte change of a shard file, and every truncation, is an error naming the
  *    shard file and the tensor
  *  - manifests: a newer version, a missing field, a bad shard name are one-line errors
+ *  - the shard writer (encode and write at once, many blocks over 1 and 4 threads) writes exactly
+ *    the bytes the in-memory encoder makes, the tensors back to back
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -229,6 +231,79 @@ static void test_manifest_errors(void)
           "shard path: %s", pt_last_error());
 }
 
+/* pt_ckpt_write's shard (blocks written by whichever thread completes the in-order prefix) must
+ * hold the in-memory encoder's bytes, tensor after tensor; an empty tensor included. */
+static void test_pipeline(const char *root)
+{
+    enum { N = 5 };
+    static float big[101 * 199];
+    static uint16_t half[7777];
+    uint32_t x = 99;
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        x = x * 1664525u + 1013904223u;
+        big[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * (i % 3 ? 0.02f : 3.0f);
+    }
+    for (size_t i = 0; i < sizeof half / sizeof half[0]; i++)
+        half[i] = (uint16_t)(0x3c00 + (i * 37) % 700);
+    pt_ckpt_src s[N] = {
+        { "big", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 101, 199 }, big },
+        { "empty", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 0, 5 }, big },
+        { "half", PT_CKPT_ADAM_M, PT_CKPT_BF16, 1, { 7777 }, half },
+        { "one", PT_CKPT_ADAM_V, PT_CKPT_F32, 0, { 0 }, big + 5 },
+        { "tail", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 20011 }, big },
+    };
+    for (int threads = 1; threads <= 4; threads += 3) {
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, threads);
+        o.block_elems = 64; /* ~660 blocks: the write slots are reused many times */
+        pt_train_state st = { .step = 100 + threads, .data_step = 1, .seed = 1, .run_json = "{}" };
+        CHECK(pt_ckpt_write(root, s, N, &st, &o, 0) == PT_OK, "write (%d threads): %s", threads, pt_last_error());
+        char dir[512], shard[600];
+        snprintf(dir, sizeof dir, "%s/step_%06d", root, 100 + threads);
+        snprintf(shard, sizeof shard, "%s/shard-0.ptz", dir);
+        pt_ckpt_codec *c = NULL;
+        CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
+        pt_ckpt_manifest *m = NULL;
+        CHECK(pt_ckpt_manifest_read(dir, &m) == PT_OK, "manifest: %s", pt_last_error());
+        FILE *f = fopen(shard, "rb");
+        CHECK(f != NULL, "open %s", shard);
+        uint64_t off = 16;
+        for (int i = 0; c && m && f && i < N; i++) {
+            uint64_t numel = 1;
+            for (int d = 0; d < s[i].ndim; d++)
+                numel *= (uint64_t)s[i].shape[d];
+            size_t cap = pt_ckpt_encode_bound(s[i].dtype, numel, o.block_elems);
+            uint8_t *mem = malloc(cap + 1), *disk = malloc(cap + 1);
+            uint8_t *dst = mem;
+            pt_ckpt_entry e;
+            CHECK(pt_ckpt_encode(c, 1, &s[i], &dst, &cap, &e) == PT_OK, "encode: %s", pt_last_error());
+            const pt_ckpt_entry *me = pt_ckpt_manifest_find(m, s[i].name, s[i].kind);
+            CHECK(me && me->offset == off && me->stored_bytes == e.stored_bytes && me->n_blocks == e.n_blocks,
+                  "%s (%d threads): offset %llu, %llu bytes; expected %llu, %llu", s[i].name, threads,
+                  me ? (unsigned long long)me->offset : 0ULL, me ? (unsigned long long)me->stored_bytes : 0ULL,
+                  (unsigned long long)off, (unsigned long long)e.stored_bytes);
+            if (me && me->stored_bytes == e.stored_bytes) {
+                CHECK(fseek(f, (long)off, SEEK_SET) == 0 && fread(disk, 1, (size_t)e.stored_bytes, f) == e.stored_bytes &&
+                          memcmp(disk, mem, (size_t)e.stored_bytes) == 0,
+                      "%s (%d threads): the shard holds other bytes than the encoder made", s[i].name, threads);
+                for (int64_t b = 0; b < e.n_blocks; b++)
+                    CHECK(me->blocks[b].hash == e.blocks[b].hash && me->blocks[b].stored_hash == e.blocks[b].stored_hash,
+                          "%s block %lld: checksums differ", s[i].name, (long long)b);
+            }
+            off += e.stored_bytes;
+            pt_ckpt_entry_clear(&e);
+            free(mem);
+            free(disk);
+        }
+        if (f) {
+            CHECK(fseek(f, 0, SEEK_END) == 0 && (uint64_t)ftell(f) == off, "shard is %ld bytes, tensors end at %llu",
+                  ftell(f), (unsigned long long)off);
+            fclose(f);
+        }
+        pt_ckpt_manifest_destroy(m);
+        pt_ckpt_codec_destroy(c);
+    }
+}
+
 int main(void)
 {
     char root[] = "/tmp/pt_ckpt_files_XXXXXX";
@@ -240,6 +315,7 @@ int main(void)
     test_tmp_and_fallback(root);
     test_shard_damage(root);
     test_manifest_errors();
+    test_pipeline(root);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     run(cmd);

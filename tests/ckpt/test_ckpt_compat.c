@@ -1,0 +1,210 @@
+/* ckpt.compat: checkpoints of older format versions still load, newer ones are refused.
+ *  - the format 1 seeds of the fuzz corpus (XXH64 block checksums, written by the format 1 writer)
+ *    decode bit-exactly to the values make_corpus.c generated them from
+ *  - the same values written now are format 2 (XXH3 checksums) and read back bit-exactly
+ *  - a manifest or shard header of a newer version is refused with "upgrade pipetrain"
+ * Usage: test_ckpt_compat CORPUS_DIR (tests/ckpt/corpus)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/ckpt.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                                     \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);          \
+            fprintf(stderr, __VA_ARGS__);                                                    \
+            fprintf(stderr, "\n");                                                           \
+            failures++;                                                                      \
+        }                                                                                    \
+    } while (0)
+
+/* The tensors make_corpus.c writes (same generator, same order). */
+static float a[300], b[5];
+static uint16_t h[200];
+static const char *const xform_names[PT_CKPT_XFORM_COUNT] = { "none", "bytes", "expsplit" };
+
+static void make_values(pt_ckpt_src *src)
+{
+    uint32_t x = 7;
+    for (int i = 0; i < 300; i++) {
+        x = x * 1664525u + 1013904223u;
+        a[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.04f;
+    }
+    for (int i = 0; i < 5; i++)
+        b[i] = (float)i;
+    for (int i = 0; i < 200; i++)
+        h[i] = (uint16_t)(0x3c00 + (i * 37) % 512);
+    src[0] = (pt_ckpt_src){ "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 3, 100 }, a };
+    src[1] = (pt_ckpt_src){ "lnf.bias", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 5 }, b };
+    src[2] = (pt_ckpt_src){ "wte.weight", PT_CKPT_ADAM_M, PT_CKPT_BF16, 2, { 20, 10 }, h };
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = n > 0 ? (size_t)n : 0;
+    return buf;
+}
+
+/* Decodes every tensor of a manifest + shard image (the fuzz corpus "read" layout: u32 manifest
+ * length, manifest, shard) and compares it with src. */
+static void check_image(const char *path, int want_version, pt_ckpt_hash want_hash, const pt_ckpt_src *src)
+{
+    size_t len;
+    uint8_t *img = slurp(path, &len);
+    CHECK(img && len > 4, "cannot read %s", path);
+    if (!img || len <= 4) {
+        free(img);
+        return;
+    }
+    uint32_t mlen;
+    memcpy(&mlen, img, 4);
+    CHECK(mlen <= len - 4, "%s: bad manifest length", path);
+    pt_ckpt_manifest *m = NULL;
+    CHECK(mlen <= len - 4 && pt_ckpt_manifest_parse((const char *)img + 4, mlen, path, &m) == PT_OK, "%s: %s", path,
+          pt_last_error());
+    if (m) {
+        const uint8_t *shard = img + 4 + mlen;
+        size_t shard_len = len - 4 - mlen;
+        uint32_t shard_version;
+        memcpy(&shard_version, shard + 8, 4);
+        CHECK(m->version == want_version && shard_version == (uint32_t)want_version && m->n_entries == 3,
+              "%s: manifest version %d, shard version %u, %d tensors", path, m->version, shard_version, m->n_entries);
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 2);
+        o.block_elems = 128;
+        pt_ckpt_codec *c = NULL;
+        CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
+        for (int i = 0; c && i < 3; i++) {
+            const pt_ckpt_entry *e = pt_ckpt_manifest_find(m, src[i].name, src[i].kind);
+            CHECK(e != NULL, "%s: no %s", path, src[i].name);
+            if (!e)
+                continue;
+            CHECK(e->hash == want_hash, "%s: %s uses %s, expected %s", path, e->name, pt_ckpt_hash_name(e->hash),
+                  pt_ckpt_hash_name(want_hash));
+            uint8_t out[1200];
+            void *dst = out;
+            const uint8_t *in = shard + e->offset;
+            size_t in_len = (size_t)e->stored_bytes;
+            CHECK(e->offset + e->stored_bytes <= shard_len && e->raw_bytes <= sizeof out, "%s: %s out of range", path,
+                  e->name);
+            if (e->offset + e->stored_bytes > shard_len || e->raw_bytes > sizeof out)
+                continue;
+            CHECK(pt_ckpt_decode(c, 1, &e, &in, &in_len, &dst) == PT_OK, "%s: %s: %s", path, e->name, pt_last_error());
+            CHECK(memcmp(out, src[i].data, (size_t)e->raw_bytes) == 0, "%s: %s decoded to other values", path, e->name);
+        }
+        pt_ckpt_codec_destroy(c);
+        pt_ckpt_manifest_destroy(m);
+    }
+    free(img);
+}
+
+static void run(const char *cmd)
+{
+    if (system(cmd) != 0)
+        fprintf(stderr, "warning: '%s' failed\n", cmd);
+}
+
+/* Written now: the current version, read back through the reader; then the same directory with
+ * its manifest's, then its shard's, version raised is refused. */
+static void check_current(const pt_ckpt_src *src)
+{
+    char root[] = "/tmp/pt_ckpt_compat_XXXXXX";
+    if (!mkdtemp(root)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    pt_train_state st = { .step = 3, .data_step = 3, .seed = 9, .run_json = "{}" };
+    pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 2);
+    o.block_elems = 128;
+    CHECK(pt_ckpt_write(root, src, 3, &st, &o, 0) == PT_OK, "write: %s", pt_last_error());
+    char dir[512], cmd[2048];
+    snprintf(dir, sizeof dir, "%s/step_000003", root);
+    pt_ckpt_reader *r = NULL;
+    CHECK(pt_ckpt_reader_open(dir, 2, &r) == PT_OK, "open: %s", pt_last_error());
+    if (r) {
+        const pt_ckpt_manifest *m = pt_ckpt_reader_manifest(r);
+        CHECK(m->version == PT_CKPT_FORMAT_VERSION && PT_CKPT_FORMAT_VERSION == 2, "written as version %d", m->version);
+        uint8_t out[3][1200];
+        const pt_ckpt_entry *e[3];
+        void *dst[3];
+        for (int i = 0; i < 3; i++) {
+            e[i] = pt_ckpt_manifest_find(m, src[i].name, src[i].kind);
+            dst[i] = out[i];
+        }
+        CHECK(e[0] && e[1] && e[2] && e[0]->hash == PT_CKPT_HASH_XXH3, "entries and their checksum");
+        if (e[0] && e[1] && e[2]) {
+            CHECK(pt_ckpt_reader_read(r, 3, e, dst) == PT_OK, "read: %s", pt_last_error());
+            for (int i = 0; i < 3; i++)
+                CHECK(memcmp(out[i], src[i].data, (size_t)e[i]->raw_bytes) == 0, "%s read back other values",
+                      src[i].name);
+        }
+        pt_ckpt_reader_close(r);
+    }
+    /* a shard header from a newer build */
+    snprintf(cmd, sizeof cmd, "cp %s/shard-0.ptz %s/shard.bak && printf '\\003' | dd of=%s/shard-0.ptz bs=1 seek=8 "
+                              "conv=notrunc status=none", dir, dir, dir);
+    run(cmd);
+    r = NULL;
+    CHECK(pt_ckpt_reader_open(dir, 1, &r) == PT_OK, "open: %s", pt_last_error());
+    if (r) {
+        const pt_ckpt_entry *e = &pt_ckpt_reader_manifest(r)->entries[0];
+        uint8_t out[1200];
+        void *dst = out;
+        CHECK(pt_ckpt_reader_read(r, 1, &e, &dst) == PT_EFORMAT && strstr(pt_last_error(), "shard-0.ptz") &&
+                  strstr(pt_last_error(), "format 3 is newer") && strstr(pt_last_error(), "upgrade pipetrain"),
+              "newer shard: %s", pt_last_error());
+        pt_ckpt_reader_close(r);
+    }
+    snprintf(cmd, sizeof cmd, "mv %s/shard.bak %s/shard-0.ptz", dir, dir);
+    run(cmd);
+    /* a manifest from a newer build */
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"version\":\\t2,/\"version\":\\t3,/' %s/manifest.json", dir);
+    run(cmd);
+    pt_ckpt_manifest *m = NULL;
+    CHECK(pt_ckpt_manifest_read(dir, &m) == PT_EFORMAT && strstr(pt_last_error(), "manifest.json") &&
+              strstr(pt_last_error(), "format 3 is newer than this build (2); upgrade pipetrain"),
+          "newer manifest: %s", pt_last_error());
+    pt_ckpt_manifest_destroy(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    run(cmd);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    pt_ckpt_src src[3];
+    make_values(src);
+    char path[4096];
+    for (int t = 0; t < PT_CKPT_XFORM_COUNT; t++) {
+        snprintf(path, sizeof path, "%s/read/v1-%s.bin", argv[1], xform_names[t]);
+        check_image(path, 1, PT_CKPT_HASH_XXH64, src);
+        snprintf(path, sizeof path, "%s/read/v2-%s.bin", argv[1], xform_names[t]);
+        check_image(path, 2, PT_CKPT_HASH_XXH3, src);
+    }
+    check_current(src);
+    if (failures) {
+        fprintf(stderr, "ckpt.compat: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("ckpt.compat: ok (format 1 and 2 read, newer refused)\n");
+    return 0;
+}
