@@ -5,12 +5,18 @@
 #   {"bench":"gpu_tests", ...}                       ctest -L gpu: passed / failed / skipped
 #   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
 #   {"bench":"train", "model":"gpt2-medium", ...}
-#   {"bench":"pipeline_1gpu", "stages":2, ...}        2-stage 1F1B, two processes on one GPU:
-#                                                     first the correctness check (tests/cuda/
-#                                                     pipe_compare: gpt2-tiny, 3 steps, losses vs
-#                                                     the CPU pipeline and the one-process GPU run,
-#                                                     "matches_reference"), then tokens/s and the
-#                                                     measured bubble of gpt2
+#   {"bench":"pipeline_1gpu", "stages":2, ...}        2-stage 1F1B, two processes on one GPU
+#                                                     (CUDA_VISIBLE_DEVICES=0): first the correctness
+#                                                     check (tests/cuda/pipe_compare: gpt2-tiny, 3
+#                                                     steps, losses vs the CPU pipeline and the
+#                                                     one-process GPU run, "matches_reference"), then
+#                                                     tokens/s and the measured bubble of gpt2. Two
+#                                                     ranks on one GPU cannot use NCCL: "transfers"
+#                                                     says host-staged.
+#   {"bench":"pipeline_2gpu", "stages":2, ...}        only with >= 2 GPUs: the same with one GPU per
+#                                                     rank, so activations, gradients and the tied
+#                                                     all-reduce go through NCCL ("transfers": nccl),
+#                                                     after pipe_compare has checked that path
 # MFU = tokens/s * (6 N + 12 L T C) / peak, with N the parameter count and the bf16 dense peak of
 # the GPU (H100/H200 SXM 989 TFLOP/s, A100 312; PT_GPU_PEAK_TFLOPS overrides). Matrix products
 # run in bf16 (PT_CUDA_MATMUL, default bf16). Environment: BUILD (build dir, default build-gpu),
@@ -93,25 +99,40 @@ for model in gpt2 gpt2-medium; do
   fi
 done
 
-log "2-stage 1F1B pipeline, two processes on one GPU: against the CPU pipeline and one process (gpt2-tiny)"
-match=false
-if OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$BUILD/tests/cuda/pipe_compare" 1e-4 1e-6 >"$OUT/pipe_compare.log" 2>&1; then
-  match=true
-fi
-cat "$OUT/pipe_compare.log" >&2
-log "2-stage 1F1B pipeline, two processes on one GPU (gpt2)"
-run="$OUT/pipeline"
-M=8
-if "$PT" train --backend cuda --model gpt2 --stages 2 --nproc 2 --schedule 1f1b --micro-batches $M \
-     --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" --warmup 5 --eval-batches 0 --run-dir "$run" \
-     >"$OUT/pipeline.log" 2>&1; then
-  bubble=$(sed -n 's/.*bubble: measured \([0-9.]*\)%.*/\1/p' "$OUT/pipeline.log" | tail -1)
-  summarize "$run" gpt2 "{\"bench\":\"pipeline_1gpu\",\"stages\":2,\"schedule\":\"1f1b\",\"bubble_measured_pct\":${bubble:-null},\"matches_reference\":$match}" ||
-    echo "{\"bench\":\"pipeline_1gpu\",\"error\":\"no metrics in $run\",\"bubble_measured_pct\":${bubble:-null},\"matches_reference\":$match}"
+# pipeline NAME PATH: pipe_compare on gpt2-tiny (must take transfer path PATH), then gpt2 2-stage
+# 1F1B for tokens/s, bubble and the transfer path the run logged. The caller sets
+# CUDA_VISIBLE_DEVICES to the GPUs the two ranks may use.
+pipeline() {
+  local name=$1 path=$2 match=false run="$OUT/$1" M=8
+  if OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$BUILD/tests/cuda/pipe_compare" 1e-4 1e-6 "$path" \
+       >"$OUT/$name.compare.log" 2>&1; then
+    match=true
+  fi
+  cat "$OUT/$name.compare.log" >&2
+  log "$name: 2-stage 1F1B of gpt2"
+  if "$PT" train --backend cuda --model gpt2 --stages 2 --nproc 2 --schedule 1f1b --micro-batches $M \
+       --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" --warmup 5 --eval-batches 0 --run-dir "$run" \
+       >"$OUT/$name.log" 2>&1; then
+    local bubble transfers
+    bubble=$(sed -n 's/.*bubble: measured \([0-9.]*\)%.*/\1/p' "$OUT/$name.log" | tail -1)
+    transfers=$(sed -n 's/.*transfers: \([a-z-]*\).*/\1/p' "$OUT/$name.log" | tail -1)
+    summarize "$run" gpt2 "{\"bench\":\"$name\",\"stages\":2,\"schedule\":\"1f1b\",\"transfers\":\"${transfers:-unknown}\",\"bubble_measured_pct\":${bubble:-null},\"matches_reference\":$match}" ||
+      echo "{\"bench\":\"$name\",\"error\":\"no metrics in $run\",\"bubble_measured_pct\":${bubble:-null},\"matches_reference\":$match}"
+  else
+    tail -5 "$OUT/$name.log" >&2
+    python3 -c 'import json,sys; print(json.dumps({"bench":sys.argv[3],"stages":2,"schedule":"1f1b","error":sys.argv[1],
+                                                    "matches_reference":sys.argv[2]=="true"}))' \
+      "$(tail -1 "$OUT/$name.log")" "$match" "$name"
+  fi
+}
+
+N_GPUS=$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)
+log "2-stage 1F1B pipeline, two processes on one GPU (host-staged transfers)"
+(export CUDA_VISIBLE_DEVICES=0; pipeline pipeline_1gpu host-staged)
+if [ "$N_GPUS" -ge 2 ]; then
+  log "2-stage 1F1B pipeline, one GPU per process (NCCL transfers)"
+  (export CUDA_VISIBLE_DEVICES=0,1; pipeline pipeline_2gpu nccl)
 else
-  tail -5 "$OUT/pipeline.log" >&2
-  python3 -c 'import json,sys; print(json.dumps({"bench":"pipeline_1gpu","stages":2,"schedule":"1f1b","error":sys.argv[1],
-                                                  "matches_reference":sys.argv[2]=="true"}))' \
-    "$(tail -1 "$OUT/pipeline.log")" "$match"
+  log "one GPU: the NCCL pipeline (pipeline_2gpu) needs two"
 fi
 log "logs and run directories: $OUT"
