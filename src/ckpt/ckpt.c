@@ -168,12 +168,12 @@ static pt_status run_job(pt_ckpt_saver *s)
     int fd = -1;
     double enc_s, wr_s;
     pt_ckpt_shard_times(&enc_s, &wr_s); /* resets this thread's counters */
-    PT_TRY(pt_ckpt_shard_create(shard, s->rank, &fd), done);
+    PT_TRY(pt_ckpt_shard_create(s->dir, shard, s->rank, &fd), done);
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
     PT_TRY(pt_ckpt_shard_append(s->codec, fd, shard, s->rank, s->n_src, s->src, e, &off), done);
     pt_ckpt_shard_times(&enc_s, &wr_s);
     int64_t t_sync = pt_now_ns();
-    st = pt_ckpt_file_finish(fd, shard);
+    st = pt_ckpt_shard_finish(fd, shard, off);
     fd = -1;
     if (st != PT_OK)
         goto done;

@@ -57,8 +57,17 @@ pt_status pt_ckpt_shard_append(pt_ckpt_codec *c, int fd, const char *path, int r
 /* Thread-seconds spent encoding and in pwritev by pt_ckpt_shard_append calls of this thread since
  * the last call (then reset). */
 void pt_ckpt_shard_times(double *encode_s, double *write_s);
-/* Creates `path` with the shard header (returns the fd, offset = header bytes). */
-pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd);
+/* Where pruning keeps the shards of the newest checkpoint it removes: root/recycle/shard-<rank>.ptz. */
+#define PT_CKPT_RECYCLE_DIR "recycle"
+
+/* Creates `path` with the shard header (returns the fd, offset = header bytes). With root != NULL
+ * and a shard of rank `rank` in root/recycle/ (left by pruning), that file is renamed to `path`
+ * and overwritten instead of creating a new one: its pages (tmpfs) or blocks (disk) are already
+ * allocated, and allocating fresh ones is most of the cost of a write here (docs/checkpoints.md).
+ * pt_ckpt_shard_finish then cuts it to its new size. */
+pt_status pt_ckpt_shard_create(const char *root, const char *path, int rank, int *fd);
+/* Cuts the shard to `size` bytes (a recycled file may be longer), fsyncs and closes it. */
+pt_status pt_ckpt_shard_finish(int fd, const char *path, uint64_t size);
 /* fsyncs and closes fd. */
 pt_status pt_ckpt_file_finish(int fd, const char *path);
 

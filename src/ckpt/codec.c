@@ -9,6 +9,7 @@
  * sign+mantissa plane that is stored raw because zstd cannot shrink it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -915,6 +916,11 @@ static pt_status write_worker(void *p, int64_t item, int worker)
         for (int q = 0; q < nb && st == PT_OK; q++) {
             write_slot *ws = &c->slots[batch[q]];
             st = pwritev_all(x->fd, x->path, ws->seg, ws->n_seg, ws->file_off);
+            /* start writing it back now, so that the disk works while we encode and the final
+             * fsync has little left to do (without this the kernel would wait for the fsync);
+             * a no-op on tmpfs, and an error here shows again at the fsync */
+            if (st == PT_OK && ws->stored)
+                (void)sync_file_range(x->fd, (off_t)ws->file_off, (off_t)ws->stored, SYNC_FILE_RANGE_WRITE);
         }
         wr_s += pt_seconds_between(t0, pt_now_ns());
         pthread_mutex_lock(&x->mu);

@@ -90,9 +90,16 @@ static pt_status write_all(int fd, const void *buf, size_t n, const char *path)
     return PT_OK;
 }
 
-pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd)
+pt_status pt_ckpt_shard_create(const char *root, const char *path, int rank, int *fd)
 {
-    *fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int recycled = 0;
+    if (root) {
+        char spare[4200], name[32];
+        pt_ckpt_shard_name(rank, name, sizeof name);
+        snprintf(spare, sizeof spare, "%s/%s/%s", root, PT_CKPT_RECYCLE_DIR, name);
+        recycled = rename(spare, path) == 0; /* missing (the first saves): a new file */
+    }
+    *fd = open(path, O_WRONLY | O_CREAT | (recycled ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
     if (*fd < 0)
         return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
     uint8_t hdr[PT_CKPT_SHARD_HEADER_BYTES];
@@ -106,6 +113,16 @@ pt_status pt_ckpt_shard_create(const char *path, int rank, int *fd)
         *fd = -1;
     }
     return st;
+}
+
+pt_status pt_ckpt_shard_finish(int fd, const char *path, uint64_t size)
+{
+    if (ftruncate(fd, (off_t)size) != 0) {
+        pt_status st = pt_fail(PT_EIO, "truncate %s to %llu bytes: %s", path, (unsigned long long)size, strerror(errno));
+        close(fd);
+        return st;
+    }
+    return pt_ckpt_file_finish(fd, path);
 }
 
 pt_status pt_ckpt_file_finish(int fd, const char *path)
@@ -315,6 +332,27 @@ static pt_status write_latest(const char *root, const char *name)
     return pt_ckpt_fsync_dir(root);
 }
 
+/* Moves the shards of a pruned step directory (its manifest already gone) to root/recycle/, in
+ * place of the ones there: the next save overwrites them instead of allocating new files. The
+ * moved files are no part of any checkpoint any more. */
+static pt_status recycle_shards(const char *root, const char *step_dir)
+{
+    char dir[4200], from[4400], to[4400], name[32];
+    snprintf(dir, sizeof dir, "%s/%s", root, PT_CKPT_RECYCLE_DIR);
+    PT_CHECK(pt_ckpt_remove_dir(dir)); /* shards of ranks a later run may not have */
+    PT_CHECK(pt_ckpt_mkdirs(dir));
+    for (int r = 0;; r++) {
+        pt_ckpt_shard_name(r, name, sizeof name);
+        snprintf(from, sizeof from, "%s/%s", step_dir, name);
+        snprintf(to, sizeof to, "%s/%s", dir, name);
+        if (rename(from, to) != 0) {
+            if (errno == ENOENT)
+                return PT_OK;
+            return pt_fail(PT_EIO, "rename %s -> %s: %s", from, to, strerror(errno));
+        }
+    }
+}
+
 static pt_status prune(const char *root, int keep_last, int64_t keep_step)
 {
     if (keep_last <= 0)
@@ -335,7 +373,9 @@ static pt_status prune(const char *root, int keep_last, int64_t keep_step)
         snprintf(man, sizeof man, "%s/manifest.json", path);
         if (unlink(man) != 0)
             st = pt_fail(PT_EIO, "cannot remove %s: %s", man, strerror(errno));
-        else
+        else if (excess == 1)
+            st = recycle_shards(root, path);
+        if (st == PT_OK)
             st = pt_ckpt_remove_dir(path);
         excess--;
     }
@@ -398,10 +438,10 @@ pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_
     if (!e)
         return pt_fail(PT_ENOMEM, "checkpoint: out of memory");
     PT_TRY(pt_ckpt_codec_create(o, &c), done);
-    PT_TRY(pt_ckpt_shard_create(shard, 0, &fd), done);
+    PT_TRY(pt_ckpt_shard_create(root, shard, 0, &fd), done);
     uint64_t off = PT_CKPT_SHARD_HEADER_BYTES;
     PT_TRY(pt_ckpt_shard_append(c, fd, shard, 0, n, t, e, &off), done);
-    st = pt_ckpt_file_finish(fd, shard);
+    st = pt_ckpt_shard_finish(fd, shard, off);
     fd = -1;
     if (st != PT_OK)
         goto done;

@@ -1,5 +1,6 @@
 /* ckpt.files: checkpoint directories on disk.
- *  - write + read back bit-exact; keep-K pruning; `latest` names the newest
+ *  - write + read back bit-exact; keep-K pruning; `latest` names the newest; the newest pruned
+ *    shard is kept in recycle/ and overwritten by the next write
  *  - a step_N.tmp directory is never used, even when it holds a manifest
  *  - `latest` damaged or missing: the newest complete checkpoint is used and the note says so
  *  - every single-byte change of a shard file, and every truncation, is an error naming the
@@ -100,10 +101,28 @@ done:
     return st;
 }
 
+static long inode_of(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_ino : -1;
+}
+
 static void test_write_read_keep(const char *root)
 {
-    for (int s = 1; s <= 4; s++)
+    char path[600];
+    long first_inode = -1;
+    for (int s = 1; s <= 4; s++) {
         CHECK(write_step(root, s * 10, 2, (float)s) == PT_OK, "write step %d: %s", s, pt_last_error());
+        if (s == 1) {
+            snprintf(path, sizeof path, "%s/step_000010/shard-0.ptz", root);
+            first_inode = inode_of(path);
+        }
+    }
+    /* writing 30 pruned 10, whose shard went to recycle/; writing 40 overwrote it (and pruned 20) */
+    snprintf(path, sizeof path, "%s/step_000040/shard-0.ptz", root);
+    CHECK(first_inode > 0 && inode_of(path) == first_inode, "step 40's shard is not step 10's file recycled");
+    snprintf(path, sizeof path, "%s/recycle/shard-0.ptz", root);
+    CHECK(inode_of(path) > 0, "pruning step 20 left no %s", path);
     int64_t *steps;
     int n;
     CHECK(pt_ckpt_list(root, &steps, &n) == PT_OK, "list: %s", pt_last_error());
