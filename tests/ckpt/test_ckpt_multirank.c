@@ -4,11 +4,14 @@
  *    replicas' copies deduplicated, the tied wte stored by the embedding's rank)
  *  - loaded into 1 chunk and into 3 chunks, every tensor and moment is bit-identical
  *  - a second collective save while the first is written waits for it
+ *  - keep 2 over four saves: the newest pruned checkpoint's shards (every rank's) go to recycle/,
+ *    the next save overwrites them, and the checkpoint it writes loads exactly
  * The test starts its own ranks with pt_launch (it re-runs itself with RANK etc. set). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipetrain/backend.h"
 #include "pipetrain/ckpt.h"
@@ -99,7 +102,7 @@ static int rank_main(const char *root)
     fill(m, o, be, s);
     pt_ckpt_saver *sv;
     REQUIRE(pt_ckpt_saver_create(root, 2, 1, 1, &sv));
-    for (int64_t step = 5; step <= 10; step += 5) {
+    for (int64_t step = 5; step <= 20; step += 5) { /* keep 2: 15 prunes 5, 20 overwrites its shards */
         pt_train_state ts = { .step = step, .data_step = step, .seed = 3, .run_json = "{\"stages\":2,\"dp\":2}" };
         REQUIRE(pt_ckpt_save(sv, comm, &m, &o, 1, &ts));
     }
@@ -125,7 +128,7 @@ int main(int argc, char **argv)
     REQUIRE(pt_launch(&lo, child, &code));
     int failures = 0;
     char dir[600];
-    snprintf(dir, sizeof dir, "%s/step_000010", root);
+    snprintf(dir, sizeof dir, "%s/step_000020", root);
     pt_ckpt_manifest *man;
     REQUIRE(pt_ckpt_manifest_read(dir, &man));
     int per_rank[4] = { 0 }, n_wte = 0;
@@ -142,9 +145,17 @@ int main(int argc, char **argv)
     int64_t *steps;
     int n;
     REQUIRE(pt_ckpt_list(root, &steps, &n));
-    if (n != 2 || steps[0] != 5 || steps[1] != 10) {
-        fprintf(stderr, "expected steps 5 and 10, found %d checkpoints\n", n);
+    if (n != 2 || steps[0] != 15 || steps[1] != 20) {
+        fprintf(stderr, "expected steps 15 and 20, found %d checkpoints\n", n);
         failures++;
+    }
+    for (int r = 0; r < 4; r++) { /* step 10's shards, pruned by 20's commit, wait in recycle/ */
+        char path[700];
+        snprintf(path, sizeof path, "%s/recycle/shard-%d.ptz", root, r);
+        if (access(path, F_OK) != 0) {
+            fprintf(stderr, "%s is missing\n", path);
+            failures++;
+        }
     }
     free(steps);
 
@@ -168,12 +179,12 @@ int main(int argc, char **argv)
         pt_train_state ts;
         REQUIRE(pt_ckpt_load_ex(root, m, o, counts[layout], &ts, NULL, NULL, NULL));
         for (int i = 0; i < counts[layout]; i++) {
-            if (!check(m[i], o[i], be, s, layout ? "3 chunks" : "1 chunk") || pt_optim_steps_done(o[i]) != 10)
+            if (!check(m[i], o[i], be, s, layout ? "3 chunks" : "1 chunk") || pt_optim_steps_done(o[i]) != 20)
                 failures++;
             pt_optim_destroy(o[i]);
             pt_model_destroy(m[i]);
         }
-        if (ts.step != 10 || !ts.run_json || !strstr(ts.run_json, "\"dp\":2")) {
+        if (ts.step != 20 || !ts.run_json || !strstr(ts.run_json, "\"dp\":2")) {
             fprintf(stderr, "train state: step %lld run %s\n", (long long)ts.step, ts.run_json ? ts.run_json : "-");
             failures++;
         }
