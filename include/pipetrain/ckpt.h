@@ -7,7 +7,9 @@
  *     DIR/step_000100/shard-<rank>.ptz each rank's tensors, each compressed on its own
  * A checkpoint is written into step_000100.tmp/, every file and the directory are fsynced, the
  * directory is renamed, and only then is `latest` replaced, so a crash never leaves a half
- * checkpoint that looks whole. The last `keep_last` complete checkpoints are kept.
+ * checkpoint that looks whole. The last `keep_last` complete checkpoints are kept; the shards of
+ * the newest one pruned wait in DIR/recycle/ and the next save overwrites them (allocating a new
+ * file's pages is most of what writing costs on tmpfs and in VMs).
  *
  * Training loop use (one process or every rank of a pipeline):
  *

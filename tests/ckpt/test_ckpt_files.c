@@ -7,14 +7,17 @@
  *    shard file and the tensor
  *  - manifests: a newer version, a missing field, a bad shard name are one-line errors
  *  - the shard writer (encode and write at once, many blocks over 1 and 4 threads) writes exactly
- *    the bytes the in-memory encoder makes, the tensors back to back
+ *    the bytes the in-memory encoder makes, the tensors back to back; a write failing half-way
+ *    stops every thread and is an error naming the shard
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -323,6 +326,33 @@ static void test_pipeline(const char *root)
     }
 }
 
+/* A write that fails half-way (here: the file size limit) ends every encoding thread, returns an
+ * error naming the shard file, and commits nothing. */
+static void test_write_error(const char *root)
+{
+    static float v[50000];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        v[i] = (float)i * 1e-3f;
+    pt_ckpt_src s = { "v", PT_CKPT_PARAM, PT_CKPT_F32, 1, { 50000 }, v };
+    pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 4);
+    o.block_elems = 256;
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0, "getrlimit");
+    lim = old;
+    lim.rlim_cur = 64 * 1024;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN); /* EFBIG instead of the signal */
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0, "setrlimit");
+    pt_train_state st = { .step = 500, .data_step = 1, .seed = 1, .run_json = "{}" };
+    pt_status r = pt_ckpt_write(root, &s, 1, &st, &o, 0);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    CHECK(r == PT_EIO && strstr(pt_last_error(), "step_000500.tmp/shard-0.ptz") && strstr(pt_last_error(), "write"),
+          "write past the size limit: status %d: %s", (int)r, pt_last_error());
+    char path[600];
+    snprintf(path, sizeof path, "%s/step_000500", root);
+    CHECK(access(path, F_OK) != 0, "a failed write must not commit %s", path);
+}
+
 int main(void)
 {
     char root[] = "/tmp/pt_ckpt_files_XXXXXX";
@@ -335,6 +365,7 @@ int main(void)
     test_shard_damage(root);
     test_manifest_errors();
     test_pipeline(root);
+    test_write_error(root);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     run(cmd);
