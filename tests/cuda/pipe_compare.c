@@ -16,7 +16,7 @@
  * The run's "transfers:" log line says how data travelled between the ranks; with a third
  * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
  *
- *   pipe_compare [TOL [TOL_SINGLE [PATH]]]
+ *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE]]]]    SCHEDULE: 1f1b (default) or another generator
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
@@ -78,6 +78,8 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
     c->warmup = 1;
 }
 
+static const char *g_schedule = "1f1b";
+
 static int run_pipeline(const char *backend, run_log *out)
 {
     pt_runtime_train_args ta;
@@ -85,7 +87,7 @@ static int run_pipeline(const char *backend, run_log *out)
     cfg_common(&ta.train, backend);
     ta.stages = 2;
     ta.replicas = 1;
-    ta.schedule = "1f1b";
+    ta.schedule = g_schedule;
     ta.partition = "uniform";
     ta.timeout_ms = 120000;
     ta.on_event = on_event;
@@ -165,7 +167,8 @@ int main(int argc, char **argv)
         if (len <= 0)
             return 1;
         self[len] = '\0';
-        char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL, NULL };
+        char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
+                       argc > 4 ? argv[4] : NULL, NULL };
         pt_launch_opts lo = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
         pt_status st = pt_launch(&lo, av, &code);
@@ -174,6 +177,8 @@ int main(int argc, char **argv)
         return code ? code : st != PT_OK;
     }
     int rank = atoi(getenv("RANK"));
+    if (argc > 4)
+        g_schedule = argv[4];
     run_log cpu, cuda, single;
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;

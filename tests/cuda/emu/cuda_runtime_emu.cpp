@@ -48,27 +48,60 @@ const char *cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
 cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int) { return cudaMalloc(p, size); }
 cudaError_t cudaHostRegister(void *, size_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaHostUnregister(void *) { return cudaSuccess; }
-/* The one pretend device: every rank that asks gets the same UUID, so ranks share it (as two
- * stages on a one-GPU machine do) and the runtime takes the host-staged path. */
+/* The one pretend device. Every rank that asks gets the same UUID, so ranks share it (as two
+ * stages on a one-GPU machine do) and the runtime takes the host-staged path; with
+ * PT_EMU_GPU_PER_RANK=1 the UUID carries LOCAL_RANK, so each rank seems to have its own GPU and
+ * the runtime takes the NCCL path (answered by nccl_emu.c). */
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
 {
     if (device != 0)
         return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
     strcpy(prop->name, "pt emulated device");
-    memcpy(prop->uuid.bytes, "pt-emulated-gpu0", 16);
+    memcpy(prop->uuid.bytes, "pt-emulated-gpu-", 16);
+    const char *per_rank = getenv("PT_EMU_GPU_PER_RANK"), *lr = getenv("LOCAL_RANK");
+    if (per_rank != NULL && strcmp(per_rank, "1") == 0 && lr != NULL)
+        prop->uuid.bytes[15] = (char)atoi(lr);
     return cudaSuccess;
 }
-/* Emulated work runs when it is queued: an event is always complete and a wait never waits. */
+
+/* Emulated kernels and copies run when they are queued, so an event is complete once recorded,
+ * except for emulated NCCL operations (nccl_emu.c), which are pt_comm requests: operations are
+ * numbered in the order they are queued (pt_emu_op_seq), an event remembers the number at its
+ * record, and it is done when pt_emu_ops_done says every operation up to it has finished. */
+uint64_t pt_emu_op_seq;
+int (*pt_emu_ops_done)(uint64_t upto);
+
+struct emu_event {
+    uint64_t seq;
+};
+
+uint64_t pt_emu_event_seq(cudaEvent_t e) { return ((emu_event *)e)->seq; }
+
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int)
 {
-    static int token;
-    *e = (cudaEvent_t)&token;
+    emu_event *ev = (emu_event *)calloc(1, sizeof *ev);
+    if (ev == NULL)
+        return cudaErrorMemoryAllocation;
+    *e = (cudaEvent_t)ev;
     return cudaSuccess;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    free(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
+{
+    ((emu_event *)e)->seq = pt_emu_op_seq;
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    if (pt_emu_ops_done != NULL && !pt_emu_ops_done(((emu_event *)e)->seq))
+        return cudaErrorNotReady;
+    return cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h)
