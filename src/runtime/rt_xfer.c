@@ -506,11 +506,17 @@ pt_status rt_xfer_allreduce(rt_xfer *x, rt_xcomm_kind kind, float *buf, size_t n
 #endif
 }
 
-#else /* no CUDA in this build: no backend has device memory, so the runtime never gets here */
+#else /* no CUDA in this build: no backend has device memory, so rt_xfer_create always refuses and
+       * the runtime never holds an rt_xfer; the operations below answer PT_ENOTSUP. */
 
 struct rt_xfer {
     rt_path path;
 };
+
+static pt_status xfer_no_cuda(void)
+{
+    return pt_fail(PT_ENOTSUP, "device-memory transfers need a build with CUDA; rebuild with -DPT_CUDA=ON");
+}
 
 pt_status rt_xfer_create(const rt_xfer_opts *o, rt_xfer **out)
 {
@@ -526,56 +532,61 @@ void rt_xfer_destroy(rt_xfer *x, int abort_nccl)
     free(x);
 }
 
-#define RT_XFER_NONE(...)                                                                                            \
-    return pt_fail(PT_ENOTSUP, "device transfers need a build with CUDA; rebuild with -DPT_CUDA=ON")
-
 rt_path rt_xfer_path(const rt_xfer *x) { return x->path; }
 const char *rt_xfer_describe(const rt_xfer *x) { return rt_path_name(x->path); }
-void *rt_xfer_send_buf(rt_xfer *x, int b) { (void)x, (void)b; return NULL; }
-void *rt_xfer_recv_buf(rt_xfer *x, int h) { (void)x, (void)h; return NULL; }
-float *rt_xfer_red_buf(rt_xfer *x, size_t n) { (void)x, (void)n; return NULL; }
+void *rt_xfer_send_buf(rt_xfer *x, int b) { return (void)x, (void)b, NULL; }
+void *rt_xfer_recv_buf(rt_xfer *x, int h) { return (void)x, (void)h, NULL; }
+float *rt_xfer_red_buf(rt_xfer *x, size_t n) { return (void)x, (void)n, NULL; }
+
 pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world, int is_grad)
 {
     (void)x, (void)b, (void)src, (void)peer_world, (void)is_grad;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_send_test(rt_xfer *x, int b, int *done)
 {
     (void)x, (void)b;
     *done = 0;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_send_wait(rt_xfer *x, int b, int64_t deadline_ns, const char *what)
 {
     (void)x, (void)b, (void)deadline_ns, (void)what;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, int peer_world, int is_grad)
 {
     (void)x, (void)i, (void)dst, (void)peer_world, (void)is_grad;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_recv_wait(rt_xfer *x, int i, int64_t deadline_ns, const char *what)
 {
     (void)x, (void)i, (void)deadline_ns, (void)what;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst)
 {
     (void)x, (void)h, (void)dst;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_recv_buf_wait(rt_xfer *x, int h, int64_t deadline_ns)
 {
     (void)x, (void)h, (void)deadline_ns;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
+
 pt_status rt_xfer_allreduce(rt_xfer *x, rt_xcomm_kind kind, float *buf, size_t n, int64_t deadline_ns,
                             const char *what, int *handled)
 {
     (void)x, (void)kind, (void)buf, (void)n, (void)deadline_ns, (void)what;
     *handled = 0;
-    RT_XFER_NONE();
+    return xfer_no_cuda();
 }
 
 #endif
