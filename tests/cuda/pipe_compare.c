@@ -16,7 +16,10 @@
  * The run's "transfers:" log line says how data travelled between the ranks; with a third
  * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
  *
- *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE]]]]    SCHEDULE: 1f1b (default) or another generator
+ *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS]]]]]
+ *
+ * SCHEDULE: 1f1b (default) or another generator. REPLICAS D > 1 runs 2 x D ranks (data parallel;
+ * the single-process comparison is left out, as its batch would be D times smaller).
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
@@ -79,6 +82,7 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
 }
 
 static const char *g_schedule = "1f1b";
+static int g_replicas = 1;
 
 static int run_pipeline(const char *backend, run_log *out)
 {
@@ -86,7 +90,7 @@ static int run_pipeline(const char *backend, run_log *out)
     memset(&ta, 0, sizeof(ta));
     cfg_common(&ta.train, backend);
     ta.stages = 2;
-    ta.replicas = 1;
+    ta.replicas = g_replicas;
     ta.schedule = g_schedule;
     ta.partition = "uniform";
     ta.timeout_ms = 120000;
@@ -168,8 +172,9 @@ int main(int argc, char **argv)
             return 1;
         self[len] = '\0';
         char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
-                       argc > 4 ? argv[4] : NULL, NULL };
-        pt_launch_opts lo = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
+                       argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, NULL };
+        int replicas = argc > 5 ? atoi(argv[5]) : 1;
+        pt_launch_opts lo = { .nproc = 2 * (replicas > 1 ? replicas : 1), .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
         pt_status st = pt_launch(&lo, av, &code);
         if (st != PT_OK)
@@ -179,6 +184,8 @@ int main(int argc, char **argv)
     int rank = atoi(getenv("RANK"));
     if (argc > 4)
         g_schedule = argv[4];
+    if (argc > 5 && atoi(argv[5]) > 1)
+        g_replicas = atoi(argv[5]);
     run_log cpu, cuda, single;
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;
@@ -190,6 +197,8 @@ int main(int argc, char **argv)
         printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
         return 1;
     }
+    if (g_replicas > 1)
+        return compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);
     if (run_single("cuda", &single))
         return 1;
     int bad = compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);
