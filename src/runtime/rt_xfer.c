@@ -69,8 +69,12 @@ rt_path rt_path_select(int device_memory, int nccl_built, int nccl_allowed, cons
         snprintf(why, cap, "NCCL turned off by PT_NCCL=0");
         return RT_PATH_STAGED;
     }
-    if (n < 2 || ids == NULL) {
+    if (n < 2) {
         snprintf(why, cap, "one rank: nothing travels between GPUs");
+        return RT_PATH_STAGED;
+    }
+    if (ids == NULL) {
+        snprintf(why, cap, "no list of the ranks' GPUs");
         return RT_PATH_STAGED;
     }
     for (int j = 1; j < n; j++)

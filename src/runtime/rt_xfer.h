@@ -36,7 +36,7 @@ typedef struct rt_gpu_id {
 /* THE path selection, a pure function of its inputs (no environment, no device):
  *   device_memory 0                     -> RT_PATH_HOST
  *   nccl_built 0 or nccl_allowed 0      -> RT_PATH_STAGED
- *   n < 2                               -> RT_PATH_STAGED (nothing travels between GPUs)
+ *   n < 2, or no list                   -> RT_PATH_STAGED (nothing travels between GPUs)
  *   two ranks with the same GPU UUID    -> RT_PATH_STAGED (NCCL refuses two ranks on one GPU)
  *   otherwise                           -> RT_PATH_NCCL
  * ids: n entries in world rank order (may be NULL when device_memory is 0). `why` (cap bytes, may be

@@ -49,7 +49,7 @@ int main(void)
     expect("no NCCL in the build", 1, 0, 1, own, 4, RT_PATH_STAGED, "no NCCL");
     expect("PT_NCCL=0", 1, 1, 0, own, 4, RT_PATH_STAGED, "PT_NCCL=0");
     expect("one rank", 1, 1, 1, own, 1, RT_PATH_STAGED, "one rank");
-    expect("no list", 1, 1, 1, NULL, 4, RT_PATH_STAGED, NULL);
+    expect("no list", 1, 1, 1, NULL, 4, RT_PATH_STAGED, "no list");
     /* a NULL reason buffer is allowed */
     if (rt_path_select(1, 1, 1, own, 4, NULL, 0) != RT_PATH_NCCL) {
         printf("FAIL NULL reason buffer\n");
