@@ -107,6 +107,19 @@ void pt_runtime_destroy(pt_runtime *rt);
  * broken (other ranks are mid-step, receives may still be posted): destroy the runtime. */
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info);
 
+/* Held-out evaluation of the current weights, through the pipeline: eval batches 0..n_batches-1
+ * of batch_seqs sequences each (0: B), the batches the single-process trainer's
+ * pt_train_eval_single scores with micro-batches of batch_seqs (pt_dataset_batch(PT_SPLIT_EVAL, k,
+ * 0, batch_seqs, ...)). Each is cut into micro-batches of B (batch_seqs must be a multiple of B;
+ * PT_EINVAL otherwise); replica d takes micro-batches d, d+D, ...; each replica runs its forward-
+ * only list (pt_sched_forward_only on the schedule's placement) in rounds of at most M. The head
+ * ranks score them (pt_eval_score_slot) and the totals are summed over the job, so every rank
+ * returns the same *out. With D = 1 and batch_seqs = B the numbers are those of
+ * pt_train_eval_single on the same weights, bit for bit when thread counts match. Gradients,
+ * optimizer state and the training data position are untouched. Collective (every rank, same
+ * arguments); blocking; errors name the rank and the action as pt_runtime_step does. */
+pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int batch_seqs, pt_eval_stats *out);
+
 /* This rank's world rank, pipeline rank (0..P-1) and replica (0..D-1). */
 int pt_runtime_rank(const pt_runtime *rt);
 int pt_runtime_stage_rank(const pt_runtime *rt);
@@ -143,6 +156,7 @@ typedef void (*pt_runtime_log_fn)(void *ctx, const char *line);
 typedef struct pt_runtime_train_args {
     pt_train_cfg train;       /* model, data, steps, lr schedule, B, M, T, threads, seed, run_dir,
                                  ckpt_dir/ckpt_every/resume (as the single-process trainer) */
+    int eval_batch_seqs;      /* sequences per held-out eval batch (a one-process run's B); 0: B */
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */

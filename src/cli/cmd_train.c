@@ -75,7 +75,7 @@ typedef struct {
     const char *profile_dir, *layer_costs, *provider;
     size_t mem_limit;
     double comm_timeout_s;
-    int eval_batch; /* micro-batch size of the single-process eval of a multi-rank run's result */
+    int eval_batch; /* sequences per held-out eval batch: the micro-batch size before a pipeline splits it */
     int argc;    /* the command line, passed on to the ranks when this process launches them */
     char **argv;
 } train_args;
@@ -190,36 +190,6 @@ static pt_status launch_ranks(const train_args *a, int nproc, const char *run_di
     return st;
 }
 
-/* After a multi-rank run: loads its final checkpoint into one process (resharding the stages
- * into one model) and evaluates it on the held-out split, so the run ends with a number a person
- * understands. eval_batch is the micro-batch size used for the eval. */
-static pt_status eval_final_checkpoint(const pt_train_cfg *run, int eval_batch)
-{
-    pt_train_cfg ec = *run;
-    ec.resume = 1;
-    ec.run_dir = NULL;
-    ec.metrics_path = NULL;
-    ec.init_from = NULL;
-    ec.micro_batches = 1;
-    ec.micro_batch_size = eval_batch;
-    ec.stop = NULL;
-    if (ec.eval_batches <= 0)
-        return PT_OK;
-    pt_trainer *t = NULL;
-    pt_status st = pt_trainer_create(&ec, &t);
-    pt_eval_stats ev;
-    if (st == PT_OK)
-        st = pt_train_eval_single(t, &ev);
-    if (st == PT_OK)
-        printf("held-out eval of the final checkpoint (stages merged into one process): loss %.4f  %s %.1f%% "
-               "(%lld/%lld)\n",
-               ev.loss, ev.is_task ? "exact match" : "next-token accuracy",
-               ev.n_total ? 100.0 * (double)ev.n_correct / (double)ev.n_total : 0.0, (long long)ev.n_correct,
-               (long long)ev.n_total);
-    pt_trainer_destroy(t);
-    return st;
-}
-
 static pt_status run_train(const train_args *a, int *interrupted)
 {
     pt_train_cfg cfg = a->cfg;
@@ -260,13 +230,6 @@ static pt_status run_train(const train_args *a, int *interrupted)
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
         st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
-        if (st == PT_OK && cfg.ckpt_dir && cfg.eval_batches > 0 && a->mem_limit)
-            printf("held-out eval skipped: with --mem-limit the model is split because it may not fit one process; "
-                   "the final checkpoint is in %s\n", cfg.ckpt_dir);
-        else if (st == PT_OK && cfg.ckpt_dir && eval_final_checkpoint(&cfg, a->eval_batch) != PT_OK)
-            /* the training itself succeeded and its checkpoint is written: say why there is no eval */
-            fprintf(stderr, "pipetrain: note: the final checkpoint in %s could not be evaluated in one process: %s\n",
-                    cfg.ckpt_dir, pt_last_error());
         if (st == PT_OK)
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
         return st;
@@ -276,6 +239,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
         pt_runtime_train_args ra;
         memset(&ra, 0, sizeof ra);
         ra.train = cfg;
+        /* evals score the held-out batches a one-process run of the same options would score */
+        ra.eval_batch_seqs = a->eval_batch % cfg.micro_batch_size == 0 ? a->eval_batch : cfg.micro_batch_size;
         ra.stages = a->stages;
         ra.replicas = a->dp;
         ra.chunks = a->chunks > 1 ? a->chunks : 0;
@@ -385,7 +350,7 @@ int pt_cmd_train(int argc, char **argv)
         { "seed", PT_OPT_INT64, &a.seed, "N", "seed of the weights and the data order", 0 },
         { "threads", PT_OPT_INT, &cfg->threads, "N", "CPU threads (0: all cores)", 0 },
         { "eval-every", PT_OPT_INT64, &a.eval_every, "N", "steps between evals on the held-out split (0: at the end)", 0 },
-        { "eval-batches", PT_OPT_INT, &cfg->eval_batches, "N", "micro-batches per eval (0: no eval)", 0 },
+        { "eval-batches", PT_OPT_INT, &cfg->eval_batches, "N", "held-out batches per eval, of --micro-batch-size sequences before a pipeline splits it (0: no eval)", 0 },
         { "log-every", PT_OPT_INT64, &a.log_every, "N", "steps between progress lines (0: about 20 lines)", 0 },
         { "run-dir", PT_OPT_STRING, &cfg->run_dir, "DIR", "where config.json and metrics.jsonl go (default runs/<time>)", 0 },
         { "metrics", PT_OPT_STRING, &cfg->metrics_path, "FILE", "also write the metrics JSON lines here", 0 },
@@ -417,9 +382,9 @@ int pt_cmd_train(int argc, char **argv)
         "Train a GPT-2 style model with AdamW (warmup + cosine), gradient accumulation and clipping.\n"
         "With no options: gpt2-tiny learns the built-in task (sort the letters: \"sort:dcab=abcd\") on two\n"
         "local pipeline stages (1F1B, 8 micro-batches of 2), about a minute here; rank 0 prints the plan, the\n"
-        "simulator's prediction, progress and the measured bubble, and the final checkpoint is merged into\n"
-        "one process for a held-out eval (exact-match accuracy of greedy answers). --stages 1 trains in\n"
-        "one process, with periodic evals. Metrics (one JSON object per step and per eval) go to\n"
+        "simulator's prediction, progress, held-out evals through the pipeline (exact-match accuracy of\n"
+        "greedy answers, the batches a one-process run scores) and the measured bubble. --stages 1 trains\n"
+        "in one process. Metrics (one JSON object per step and per eval) go to\n"
         "<run-dir>/metrics.jsonl. A NaN or Inf loss stops the run naming the last good step.",
         opts,
         (int)(sizeof opts / sizeof opts[0]),

@@ -111,7 +111,14 @@ struct pt_runtime {
     int nccl_in_order;          /* NCCL: receives are posted strictly in list order */
     int failed;                 /* a step failed: peers may be gone (NCCL is aborted at destroy) */
     int64_t step;
+    int64_t msg_step;           /* the step field of message ids: the step, or an eval round's tag */
     int cur;                    /* action being executed */
+    /* held-out evaluation (pt_runtime_eval) */
+    unsigned char *train_touch; /* the training list's first touches while an eval list runs */
+    unsigned char *eval_touch;  /* [n_acts] the eval list's */
+    float *ev_probs;            /* head rank: PT_EVAL_PROB_ROWS x vocab_padded host floats */
+    int32_t *ev_pred;           /* head rank: B*T greedy predictions */
+    int64_t eval_seq;           /* eval rounds so far (message tags) */
     double loss_sum;
     int64_t loss_tokens;
     int64_t wait_ns;            /* communication wait of the current action */
@@ -222,7 +229,8 @@ static pt_status send_post_copied(pt_runtime *rt, int i)
     rt_send *sd = &rt->sends[i];
     const pt_action *a = &rt->acts[sd->action];
     const rt_chunk *k = &rt->ch[sd->chunk];
-    pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1, rt->step };
+    pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1,
+                     rt->msg_step };
     pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf],
                                  (size_t)rt->B * rt->T * rt->C * sizeof(float), &sd->req);
     if (st != PT_OK) {
@@ -377,7 +385,7 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
             continue;
         int s = k->mb_slot[a->microbatch];
         pt_msg_id id = { a->kind == PT_ACT_RECV_ACT ? PT_ACT_SEND_ACT : PT_ACT_SEND_GRAD, a->microbatch, k->vstage,
-                         rt->step };
+                         rt->msg_step };
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
@@ -432,7 +440,7 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
                        rt->cap_sends);
     int b = -1;
     PT_CHECK(stage_get(rt, &b));
-    pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->step };
+    pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->msg_step };
     size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
     pt_status st;
     if (rt->xfer) {
@@ -771,7 +779,8 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
     return pt_fail(PT_EINTERNAL, "rank %d: action %d has unknown kind %d", rt->rank, i, (int)a->kind);
 }
 
-static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
+/* Frees every slot and forgets every transfer: the state a pass over an action list starts from. */
+static pt_status list_reset(pt_runtime *rt)
 {
     for (int c = 0; c < rt->V; c++) {
         rt_chunk *k = &rt->ch[c];
@@ -786,7 +795,6 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
             k->dgrad_pend[mb] = 0;
         }
         k->in_use = 0;
-        PT_CHECK(pt_model_zero_grads(k->m));
     }
     memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
     rt->n_sends = 0;
@@ -801,6 +809,14 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
             rt->recv_host[i] = -1;
         memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
     }
+    return PT_OK;
+}
+
+static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
+{
+    PT_CHECK(list_reset(rt));
+    for (int c = 0; c < rt->V; c++)
+        PT_CHECK(pt_model_zero_grads(rt->ch[c].m));
     rt->loss_sum = 0;
     rt->loss_tokens = 0;
     rt->step_wait_ns = 0;
@@ -859,6 +875,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         return pt_fail(PT_EINVAL, "pt_runtime_step: runtime and data set are required");
     int64_t t_step = pt_now_ns();
     rt->step = step;
+    rt->msg_step = step;
     rt->cur = -1;
     pt_status st = step_reset(rt, data);
     if (st != PT_OK)
@@ -910,6 +927,182 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
 fail:
     step_abandon(rt);
     return st;
+}
+
+/* ---- held-out evaluation ---- */
+
+/* touch[i] = 1 where action i of the current list is the first FORWARD or RECV_ACT of its
+ * (micro-batch, chunk): the action that takes the pair's slot. */
+static pt_status mark_first_touch(pt_runtime *rt, unsigned char *touch)
+{
+    unsigned char *seen = calloc((size_t)rt->V * rt->M, 1);
+    if (!seen)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    memset(touch, 0, (size_t)rt->n_acts);
+    for (int i = 0; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        size_t ix = (size_t)a->chunk * rt->M + a->microbatch;
+        if ((a->kind == PT_ACT_FORWARD || a->kind == PT_ACT_RECV_ACT) && !seen[ix]) {
+            seen[ix] = 1;
+            touch[i] = 1;
+        }
+    }
+    free(seen);
+    return PT_OK;
+}
+
+/* Gives (c, mb)'s slot back after a forward that has no backward. */
+static pt_status eval_release(pt_runtime *rt, int c, int mb)
+{
+    rt_chunk *k = &rt->ch[c];
+    int s = k->mb_slot[mb];
+    if (s < 0)
+        return PT_OK;
+    PT_CHECK(pt_model_slot_release(k->m, s));
+    k->bwd_done[mb] = 1;
+    k->dgrad_pend[mb] = 0;
+    slot_try_release(rt, c, mb);
+    return PT_OK;
+}
+
+/* One pass over this rank's forward-only list (the current acts): micro-batch j is the B
+ * sequences of eval step ks[2j] from sample ks[2j+1]. A pair's slot is given back as soon as its
+ * output has left: scored (head), copied into the next chunk on this rank, or staged for sending. */
+static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, int n, pt_eval_stats *acc)
+{
+    size_t bt = (size_t)rt->B * rt->T;
+    for (int j = 0; rt->tokens && j < n; j++)
+        PT_CHECK(pt_dataset_batch(data, PT_SPLIT_EVAL, ks[2 * j], ks[2 * j + 1], rt->B, rt->T, rt->tokens + j * bt,
+                                  rt->targets + j * bt));
+    PT_CHECK(list_reset(rt));
+    for (int i = 0; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        rt_chunk *k = &rt->ch[a->chunk];
+        rt->cur = i;
+        if (rt->comm && rt->world > 1) {
+            PT_CHECK(recv_post_ahead(rt, i));
+            PT_CHECK(sends_progress(rt));
+        }
+        switch (a->kind) {
+        case PT_ACT_RECV_ACT:
+            PT_CHECK(recv_finish(rt, i));
+            break;
+        case PT_ACT_FORWARD:
+            PT_CHECK(do_forward(rt, a));
+            if (k->prev_local >= 0)
+                PT_CHECK(eval_release(rt, k->prev_local, a->microbatch));
+            if (k->has_head) {
+                PT_CHECK(pt_eval_score_slot(rt->be, rt->stream, k->m, k->mb_slot[a->microbatch], data,
+                                            rt->targets + (size_t)a->microbatch * bt, rt->B, rt->T, rt->ev_probs,
+                                            rt->ev_pred, acc));
+                PT_CHECK(eval_release(rt, a->chunk, a->microbatch));
+            }
+            break;
+        case PT_ACT_SEND_ACT:
+            PT_CHECK(run_action(rt, i, 0.0f));
+            PT_CHECK(eval_release(rt, a->chunk, a->microbatch));
+            break;
+        default:
+            return pt_fail(PT_EINTERNAL, "rank %d: a %s in a forward-only list; please report it", rt->rank,
+                           kind_name(a->kind));
+        }
+    }
+    rt->cur = rt->n_acts;
+    PT_CHECK(sends_wait_all(rt));
+    return rt->be->stream_sync(rt->stream);
+}
+
+pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int batch_seqs, pt_eval_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!rt || n_batches < 0 || (!data && (rt->emb_chunk >= 0 || rt->head_chunk >= 0)))
+        return pt_fail(PT_EINVAL, "pt_runtime_eval: runtime, data set and n_batches >= 0 are required");
+    if (batch_seqs <= 0)
+        batch_seqs = rt->B;
+    if (batch_seqs % rt->B != 0)
+        return pt_fail(PT_EINVAL, "held-out eval batches of %d sequences cannot be cut into micro-batches of %d; "
+                                  "make the eval batch a multiple of --micro-batch-size",
+                       batch_seqs, rt->B);
+    int64_t t0 = pt_now_ns();
+    pt_status st = PT_OK;
+    pt_schedule *ev = NULL;
+    int64_t *ks = malloc(2 * (size_t)rt->M * sizeof(int64_t));
+    if (!ks)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    if (rt->head_chunk >= 0 && !rt->ev_probs) {
+        rt->ev_probs = malloc((size_t)PT_EVAL_PROB_ROWS * (size_t)rt->cfg->vocab_padded * sizeof(float));
+        rt->ev_pred = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
+    }
+    if (!rt->eval_touch)
+        rt->eval_touch = calloc((size_t)rt->n_acts + 1, 1);
+    if (!rt->eval_touch || (rt->head_chunk >= 0 && (!rt->ev_probs || !rt->ev_pred))) {
+        free(ks);
+        return pt_fail(PT_ENOMEM, "out of host memory for the evaluation");
+    }
+    /* Micro-batch q of the eval is eval step q / per from sample (q % per) * B; this replica takes
+     * q = d, d + D, ..., in rounds of at most M micro-batches. */
+    int per = batch_seqs / rt->B;
+    int64_t n_items = (int64_t)n_batches * per;
+    int mine = rt->d < n_items ? (int)((n_items - rt->d + rt->D - 1) / rt->D) : 0;
+    const pt_action *train_acts = rt->acts;
+    int train_n = rt->n_acts;
+    rt->train_touch = rt->first_touch;
+    for (int done = 0; done < mine && st == PT_OK; done += rt->M) {
+        int n = mine - done < rt->M ? mine - done : rt->M;
+        for (int j = 0; j < n; j++) {
+            int64_t q = rt->d + (int64_t)(done + j) * rt->D;
+            ks[2 * j] = q / per;
+            ks[2 * j + 1] = (q % per) * rt->B;
+        }
+        if (!ev || ev->n_microbatches != n) {
+            pt_sched_destroy(ev);
+            ev = NULL;
+            st = pt_sched_forward_only(rt->sched, n, &ev);
+            if (st != PT_OK)
+                break;
+        }
+        /* The eval list is the training list without its backward half, so every per-action array
+         * (sized by the training list) holds it. */
+        rt->acts = ev->actions[rt->p];
+        rt->n_acts = ev->n_actions[rt->p] <= train_n ? ev->n_actions[rt->p] : train_n;
+        rt->first_touch = rt->eval_touch;
+        rt->msg_step = ((int64_t)1 << 22) | (rt->eval_seq++ & (((int64_t)1 << 22) - 1));
+        if (ev->n_actions[rt->p] > train_n)
+            st = pt_fail(PT_EINTERNAL, "rank %d: the eval list is longer than the training list; please report it",
+                         rt->rank);
+        if (st == PT_OK)
+            st = mark_first_touch(rt, rt->first_touch);
+        if (st == PT_OK)
+            st = eval_pass(rt, data, ks, n, out);
+        rt->acts = train_acts;
+        rt->n_acts = train_n;
+        rt->first_touch = rt->train_touch;
+    }
+    rt->msg_step = rt->step;
+    pt_sched_destroy(ev);
+    free(ks);
+    if (st != PT_OK) {
+        step_abandon(rt);
+        return pt_fail_wrap(st, "rank %d: held-out eval after step %lld", rt->rank, (long long)rt->step);
+    }
+    /* Totals over the job: head ranks hold them, the others add zeros. */
+    double v[5] = { out->loss, (double)out->n_targets, (double)out->n_correct, (double)out->n_total,
+                    (double)out->is_task };
+    if (rt->comm && rt->world > 1) {
+        st = pt_comm_allreduce_f64(rt->comm, NULL, v, 5, rt_deadline(rt));
+        if (st != PT_OK) {
+            rt->failed = 1;
+            return pt_fail_wrap(st, "rank %d: summing the held-out eval after step %lld", rt->rank,
+                                (long long)rt->step);
+        }
+    }
+    out->n_targets = (int64_t)v[1];
+    out->n_correct = (int64_t)v[2];
+    out->n_total = (int64_t)v[3];
+    out->is_task = v[4] > 0;
+    out->loss = out->n_targets > 0 ? v[0] / v[1] : 0.0;
+    out->seconds = pt_seconds_between(t0, pt_now_ns());
+    return PT_OK;
 }
 
 /* ---- create ---- */
@@ -1045,13 +1238,10 @@ static pt_status check_actions(pt_runtime *rt)
                          rt->p, i, kind_name(a->kind), a->microbatch, a->chunk, a->peer, k->vstage, want);
             break;
         }
-        size_t ix = (size_t)a->chunk * rt->M + a->microbatch;
-        if ((a->kind == PT_ACT_FORWARD || a->kind == PT_ACT_RECV_ACT) && !seen[ix]) {
-            seen[ix] = 1;
-            rt->first_touch[i] = 1;
-        }
     }
     free(seen);
+    if (st == PT_OK)
+        st = mark_first_touch(rt, rt->first_touch);
     if (st == PT_OK && (n_ar != 1 || n_step != 1))
         st = pt_fail(PT_EINVAL, "schedule rank %d has %d REDUCE_GRADS and %d OPTIMIZER_STEP actions; it needs one of each",
                      rt->p, n_ar, n_step);
@@ -1470,6 +1660,9 @@ void pt_runtime_destroy(pt_runtime *rt)
     free(rt->stage_free);
     free(rt->sends);
     free(rt->first_touch);
+    free(rt->eval_touch);
+    free(rt->ev_probs);
+    free(rt->ev_pred);
     free(rt->recv_req);
     free(rt);
 }

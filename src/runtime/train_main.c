@@ -94,6 +94,13 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     return PT_OK;
 }
 
+/* The held-out eval through the pipeline: the same batches and numbers as a one-process run. */
+static pt_status tm_eval(void *ctx, pt_eval_stats *out)
+{
+    tm_ctx *t = ctx;
+    return pt_runtime_eval(t->rt, t->data, t->a->train.eval_batches, t->a->eval_batch_seqs, out);
+}
+
 static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
 {
     tm_ctx *t = ctx;
@@ -206,6 +213,12 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     }
     if (V <= 0)
         V = strcmp(sched_name, "interleaved") == 0 || strcmp(sched_name, "zbv") == 0 ? 2 : 1;
+    if (tc->eval_batches > 0 && B > 0 && a->eval_batch_seqs % B != 0) {
+        st = pt_fail(PT_EINVAL, "held-out eval batches of %d sequences cannot be cut into micro-batches of %d; make "
+                                "the eval batch a multiple of --micro-batch-size",
+                     a->eval_batch_seqs, B);
+        goto out;
+    }
 
     /* The job. The hash makes ranks started with different settings refuse each other. */
     uint64_t h = 1469598103934665603ull;
@@ -356,7 +369,8 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     tm_ctx t = { .a = a, .rt = rt, .data = data, .comm = comm, .prof = prof, .saver = saver, .run_json = run_json,
                  .first_step = first_step, .tokens_per_step = (int64_t)B * T * M * D, .rank = rank,
                  .seed = tc->seed };
-    pt_train_ops ops = { .ctx = &t, .step = tm_step, .eval = NULL, .save = saver ? tm_save : NULL };
+    pt_train_ops ops = { .ctx = &t, .step = tm_step, .eval = tc->eval_batches > 0 ? tm_eval : NULL,
+                         .save = saver ? tm_save : NULL };
     pt_train_cfg lc = *tc;
     if (rank != 0) {
         lc.run_dir = NULL;

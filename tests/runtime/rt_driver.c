@@ -47,6 +47,7 @@ typedef struct args {
 
 /* Weights and data from one seed, as the single-process trainer does (train.h). */
 #define SEED 1337
+#define EVAL_BATCHES 2 /* held-out batches the equivalence runs evaluate */
 
 static int g_rank = 0, g_world = 1;
 static pt_comm *g_comm = NULL;
@@ -100,6 +101,7 @@ typedef struct reference {
     size_t n_params;
     float **snap;  /* [step] host copy of all parameters after that step */
     double *loss;  /* [step] */
+    pt_eval_stats eval; /* held-out eval of the final weights: EVAL_BATCHES batches of B */
     pt_model *m;   /* kept for tensor lookup by name */
     pt_optim *o;
 } reference;
@@ -169,6 +171,20 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
         r->snap[step] = malloc(r->n_params * sizeof(float));
         CHECK(be->memcpy_d2h(stream, r->snap[step], pt_model_params(r->m), r->n_params * sizeof(float)));
     }
+    /* the held-out eval of the final weights, scored as pt_train_eval_single does */
+    float *probs = malloc((size_t)PT_EVAL_PROB_ROWS * cfg->vocab_padded * sizeof(float));
+    int32_t *pred = malloc((size_t)B * T * sizeof(int32_t));
+    for (int k = 0; k < EVAL_BATCHES; k++) {
+        CHECK(pt_dataset_batch(data, PT_SPLIT_EVAL, k, 0, B, T, tok, tgt));
+        CHECK(be->memcpy_h2d(stream, pt_model_slot_tokens(r->m, 0), tok, (size_t)B * T * 4));
+        CHECK(be->memcpy_h2d(stream, pt_model_slot_targets(r->m, 0), tgt, (size_t)B * T * 4));
+        CHECK(pt_model_forward(r->m, 0));
+        CHECK(pt_eval_score_slot(be, stream, r->m, 0, data, tgt, B, T, probs, pred, &r->eval));
+        CHECK(pt_model_slot_release(r->m, 0));
+    }
+    r->eval.loss = r->eval.n_targets > 0 ? r->eval.loss / (double)r->eval.n_targets : 0;
+    free(probs);
+    free(pred);
     free(ss);
     free(tok);
     free(tgt);
@@ -450,6 +466,22 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                             bad++;
                         }
                         bad += compare(rt, &ref, s, a->tol, be, stream, &max_rel, tag);
+                    }
+                    /* The held-out eval through the pipeline scores what one process scores. */
+                    pt_eval_stats ev;
+                    pt_status est = pt_runtime_eval(rt, data, EVAL_BATCHES, 0, &ev);
+                    if (est != PT_OK)
+                        die_status(tag, est);
+                    double erel = fabs(ev.loss - ref.eval.loss) / (fabs(ref.eval.loss) + 1e-30);
+                    if (ev.n_targets != ref.eval.n_targets || ev.n_total != ref.eval.n_total ||
+                        (a->tol == 0 && (ev.loss != ref.eval.loss || ev.n_correct != ref.eval.n_correct)) ||
+                        erel > (a->tol > 0 ? a->tol : 1e-6)) {
+                        fprintf(stderr, "rank %d %s: eval loss %.17g on %lld targets (%lld/%lld right), reference "
+                                        "%.17g on %lld (%lld/%lld)\n",
+                                g_rank, tag, ev.loss, (long long)ev.n_targets, (long long)ev.n_correct,
+                                (long long)ev.n_total, ref.eval.loss, (long long)ref.eval.n_targets,
+                                (long long)ref.eval.n_correct, (long long)ref.eval.n_total);
+                        bad++;
                     }
                     /* Activation slots follow the schedule. */
                     int s_rank = pt_runtime_stage_rank(rt);
