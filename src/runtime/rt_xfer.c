@@ -122,6 +122,7 @@ struct rt_xfer {
     void **send_buf;            /* [n_send] pinned pt_comm_buf_alloc memory (staged) or device (nccl) */
     pt_cuda_event **send_ev;    /* [n_send] the buffer's copy (staged) or send (nccl) */
     int *send_link;             /* [n_send] nccl: communicator of the buffer's send, -1 none */
+    unsigned char *send_pinned; /* [n_send] staged: 1 when cudaHostRegister took the buffer */
     int n_recv;
     void **recv_buf;            /* [n_recv] staged: pinned host */
     pt_cuda_event **recv_buf_ev;/* [n_recv] staged: the buffer's copy to the device */
@@ -268,7 +269,8 @@ pt_status rt_xfer_create(const rt_xfer_opts *o, rt_xfer **out)
     x->n_send = o->n_send_bufs;
     x->send_buf = calloc((size_t)(x->n_send > 0 ? x->n_send : 1), sizeof *x->send_buf);
     x->send_link = malloc((size_t)(x->n_send > 0 ? x->n_send : 1) * sizeof *x->send_link);
-    if (x->send_buf == NULL || x->send_link == NULL) {
+    x->send_pinned = calloc((size_t)(x->n_send > 0 ? x->n_send : 1), 1);
+    if (x->send_buf == NULL || x->send_link == NULL || x->send_pinned == NULL) {
         st = pt_fail(PT_ENOMEM, "out of host memory for send buffers");
         goto fail;
     }
@@ -293,15 +295,22 @@ pt_status rt_xfer_create(const rt_xfer_opts *o, rt_xfer **out)
     } else {
         PT_TRY(pt_cuda_copy_stream_create(o->compute, &x->copy), fail);
         /* pt_comm's shared buffers, so that a same-host receiver copies straight out of them,
-         * pinned so that the device copies into them asynchronously. */
+         * pinned so that the device copies into them asynchronously. Memory the driver will not
+         * pin still works (each copy then waits for itself): the description says so. */
+        int unpinned = 0;
         for (int b = 0; b < x->n_send; b++) {
             PT_TRY(pt_comm_buf_alloc(o->msg_bytes, &x->send_buf[b]), fail);
-            st = pt_cuda_host_register(x->send_buf[b], o->msg_bytes);
-            if (st != PT_OK) {
-                pt_comm_buf_free(x->send_buf[b]);
-                x->send_buf[b] = NULL;
-                goto fail;
+            if (pt_cuda_host_register(x->send_buf[b], o->msg_bytes) == PT_OK) {
+                x->send_pinned[b] = 1;
+            } else {
+                pt_clear_error();
+                unpinned++;
             }
+        }
+        if (unpinned > 0) {
+            size_t len = strlen(x->desc);
+            snprintf(x->desc + len, sizeof x->desc - len, "; %d of %d send buffers could not be pinned", unpinned,
+                     x->n_send);
         }
         x->n_recv = o->n_recv_bufs;
         x->recv_buf = calloc((size_t)(x->n_recv > 0 ? x->n_recv : 1), sizeof *x->recv_buf);
@@ -357,7 +366,8 @@ void rt_xfer_destroy(rt_xfer *x, int abort_nccl)
         if (x->path == RT_PATH_NCCL) {
             pt_backend_free(x->be, x->send_buf[b]);
         } else if (x->send_buf[b] != NULL) {
-            pt_cuda_host_unregister(x->send_buf[b]);
+            if (x->send_pinned[b])
+                pt_cuda_host_unregister(x->send_buf[b]);
             pt_comm_buf_free(x->send_buf[b]);
         }
     }
@@ -370,6 +380,7 @@ void rt_xfer_destroy(rt_xfer *x, int abort_nccl)
     pt_cuda_event_destroy(x->ev_compute);
     free(x->send_buf);
     free(x->send_link);
+    free(x->send_pinned);
     free(x->recv_buf);
     free(x->recv_link);
     free(x);
