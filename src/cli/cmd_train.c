@@ -404,7 +404,7 @@ int pt_cmd_train(int argc, char **argv)
     if (a.config)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
     /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
-     * global batch (B x M sequences) into 4 micro-batches per stage of the same total size. */
+     * global batch (B x M sequences) into at least 4 micro-batches per stage of the same total size. */
     a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the same options evaluates */
     int mb_seen = 0, mbs_seen = 0;
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
@@ -415,10 +415,15 @@ int pt_cmd_train(int argc, char **argv)
                        (config_root && cJSON_GetObjectItemCaseSensitive(config_root, "micro-batch-size"));
     }
     if (a.stages > 1 && !mb_seen) {
+        /* the smallest divisor of the global batch that gives at least 4 micro-batches per stage
+         * (else one sequence each), so the global batch, and what the run learns, stays the same */
         int global = cfg->micro_batch_size * cfg->micro_batches;
-        cfg->micro_batches = 4 * a.stages;
+        int m = 4 * a.stages;
+        while (m < global && global % m != 0)
+            m++;
+        cfg->micro_batches = mbs_seen ? 4 * a.stages : (m < global ? m : global);
         if (!mbs_seen)
-            cfg->micro_batch_size = global / cfg->micro_batches > 0 ? global / cfg->micro_batches : 1;
+            cfg->micro_batch_size = global / cfg->micro_batches;
     }
     int interrupted = 0;
     if (st == PT_OK)
