@@ -151,6 +151,9 @@ static pt_status bench_codec(bench_state *b, int bf16, int method, int threads, 
             st = pt_fail(PT_ENOMEM, "bench ckpt: cannot allocate %zu bytes", total + raw);
             goto next;
         }
+        /* touched before timing: first-touch page faults cost as much as the coding on this VM */
+        memset(arena, 0, total);
+        memset(back, 0, raw);
         size_t pos = 0, rpos = 0;
         for (int i = 0; i < n; i++) {
             dst[i] = arena + pos;
