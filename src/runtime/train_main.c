@@ -114,7 +114,11 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
     pt_train_state st = { .step = steps_done, .data_step = steps_done, .seed = t->seed, .run_json = t->run_json };
     /* Returns once the tensors are staged; the writer compresses and commits in the background
      * while training goes on (the next save, or the end of the run, waits for it). */
-    PT_CHECK(pt_ckpt_save(t->saver, t->comm, models, optims, V, &st));
+    /* Data-parallel replicas hold the same tensors: replica 0 writes them, the others write empty
+     * shards (loading goes by tensor name, so every replica reads replica 0's). */
+    /* Data-parallel replicas hold the same tensors: replica 0 writes them, the others write empty
+     * shards (loading goes by tensor name, so every replica reads replica 0's). */
+    PT_CHECK(pt_ckpt_save(t->saver, t->comm, models, optims, pt_runtime_replica(t->rt) == 0 ? V : 0, &st));
     pt_ckpt_save_info si;
     pt_ckpt_saver_info(t->saver, &si);
     snprintf(t->last_ckpt, sizeof(t->last_ckpt), "%s/step_%06lld", t->a->train.ckpt_dir, (long long)steps_done);
