@@ -258,8 +258,8 @@ static void test_manifest_errors(void)
 static void test_pipeline(const char *root)
 {
     enum { N = 5 };
-    static float big[101 * 199];
-    static uint16_t half[7777];
+    static float big[41 * 97];
+    static uint16_t half[2777];
     uint32_t x = 99;
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         x = x * 1664525u + 1013904223u;
@@ -268,15 +268,15 @@ static void test_pipeline(const char *root)
     for (size_t i = 0; i < sizeof half / sizeof half[0]; i++)
         half[i] = (uint16_t)(0x3c00 + (i * 37) % 700);
     pt_ckpt_src s[N] = {
-        { "big", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 101, 199 }, big },
+        { "big", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 41, 97 }, big },
         { "empty", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 0, 5 }, big },
-        { "half", PT_CKPT_ADAM_M, PT_CKPT_BF16, 1, { 7777 }, half },
+        { "half", PT_CKPT_ADAM_M, PT_CKPT_BF16, 1, { 2777 }, half },
         { "one", PT_CKPT_ADAM_V, PT_CKPT_F32, 0, { 0 }, big + 5 },
-        { "tail", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 20011 }, big },
+        { "tail", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 3001 }, big },
     };
     for (int threads = 1; threads <= 4; threads += 3) {
         pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, threads);
-        o.block_elems = 64; /* ~660 blocks: the write slots are reused many times */
+        o.block_elems = 32; /* ~350 blocks: the write slots are reused many times */
         pt_train_state st = { .step = 100 + threads, .data_step = 1, .seed = 1, .run_json = "{}" };
         CHECK(pt_ckpt_write(root, s, N, &st, &o, 0) == PT_OK, "write (%d threads): %s", threads, pt_last_error());
         char dir[512], shard[600];
