@@ -276,10 +276,10 @@ typedef struct pt_ckpt_codec_opts {
                                     smaller (`transform` is then only the tie-break) */
     uint64_t block_elems;        /* values per block; 0: 1 Mi */
     int n_threads;               /* <= 0: 1 */
-    int fast_planes;             /* byte planes (not NONE) are compressed with zstd_level's parameters but a
-                                    match search that finds almost nothing: they are coded by zstd's Huffman
-                                    stage, 2.5x faster, and as small within 1% (docs/checkpoints.md). Decoding
-                                    is unaffected */
+    int fast_planes;             /* at zstd levels 1..3, byte planes (not NONE) are compressed with the level's
+                                    parameters but a match search that finds almost nothing: they are coded by
+                                    zstd's Huffman stage, 2.5x faster, and as small within 1%
+                                    (docs/checkpoints.md). Decoding is unaffected */
 } pt_ckpt_codec_opts;
 
 /* The codec pipetrain writes checkpoints with: EXPSPLIT or BYTES per tensor (choose_transform),

@@ -1,6 +1,8 @@
 /* ckpt.codec: the plane/zstd codec round-trips every bit pattern, and damage is caught.
- *  - XXH64 agrees with zstd's own content checksum (its low 32 bits) at every length 0..300
- *  - round trip bit-exact for every transform x dtype x thread count, on normal values, random
+ *  - XXH64 agrees with zstd's own content checksum (its low 32 bits) at every length 0..300;
+ *    XXH3-64 gives the reference values
+ *  - round trip bit-exact for every transform x dtype x thread count (and zstd's search, the fast
+ *    planes' one, and a high level), on normal values, random
  *    bit patterns (NaN payloads, infinities), -0, denormals, odd sizes and block boundaries
  *  - flipping any single byte of an encoded tensor, or truncating it, makes decode fail
  */
@@ -56,6 +58,10 @@ static void test_xxh64(void)
         CHECK(zsum == ours, "length %zu: zstd's checksum %08x, ours %08x", n, zsum, ours);
     }
     ZSTD_freeCCtx(cc);
+    CHECK(pt_ckpt_hash_bytes(PT_CKPT_HASH_XXH3, "", 0) == 0x2D06800538D394C2ULL &&
+              pt_ckpt_hash_bytes(PT_CKPT_HASH_XXH3, "abc", 3) == 0x78AF5F94892F3950ULL,
+          "xxh3('') = %016llx", (unsigned long long)pt_ckpt_hash_bytes(PT_CKPT_HASH_XXH3, "", 0));
+    CHECK(pt_ckpt_hash_bytes(PT_CKPT_HASH_XXH64, "", 0) == 0xEF46DB3751D8E999ULL, "xxh64 through pt_ckpt_hash_bytes");
 }
 
 /* Fills n values of dtype dt with pattern p: 0 normal(0, 0.02), 1 random bits, 2 specials. */
@@ -121,20 +127,25 @@ static int roundtrip(pt_ckpt_codec *c, pt_ckpt_dtype dt, size_t n, int pattern, 
 static void test_roundtrip(void)
 {
     static const size_t sizes[] = { 0, 1, 2, 3, 7, 31, 999, 1000, 1001, 2999, 4097 };
+    /* zstd's level-1 search, the fast planes' search, and level 9 (where fast_planes does not apply) */
+    static const int levels[3] = { 1, 1, 9 }, fast[3] = { 0, 1, 1 };
     for (int t = 0; t < PT_CKPT_XFORM_COUNT; t++)
         for (int raw = 0; raw < 2; raw++)
             for (int threads = 1; threads <= 2; threads++) {
-                pt_ckpt_codec_opts o = { .transform = (pt_ckpt_transform)t, .zstd_level = 1, .raw_if_no_gain = raw,
-                                         .block_elems = 1000, .n_threads = threads };
+                int v = (t + raw + threads) % 3; /* the three variants rotate over the combinations */
+                pt_ckpt_codec_opts o = { .transform = (pt_ckpt_transform)t, .zstd_level = levels[v],
+                                         .raw_if_no_gain = raw, .fast_planes = fast[v], .block_elems = 1000,
+                                         .n_threads = threads };
                 pt_ckpt_codec *c;
                 CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
                 for (int dt = 0; dt < PT_CKPT_DTYPE_COUNT; dt++)
                     for (int p = 0; p < 3; p++)
                         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
                             char what[128];
-                            snprintf(what, sizeof what, "%s %s raw=%d thr=%d pattern %d n=%zu",
+                            snprintf(what, sizeof what, "%s %s raw=%d thr=%d level %d fast=%d pattern %d n=%zu",
                                      pt_ckpt_transform_name((pt_ckpt_transform)t),
-                                     pt_ckpt_dtype_name((pt_ckpt_dtype)dt), raw, threads, p, sizes[k]);
+                                     pt_ckpt_dtype_name((pt_ckpt_dtype)dt), raw, threads, levels[v], fast[v], p,
+                                     sizes[k]);
                             roundtrip(c, (pt_ckpt_dtype)dt, sizes[k], p, what);
                         }
                 pt_ckpt_codec_destroy(c);
