@@ -793,9 +793,17 @@ static pt_status ensure_slots(pt_ckpt_codec *c)
     for (int i = 0; i < n; i++) {
         c->slots[i].scratch = malloc(be * 4);
         c->slots[i].out = malloc(c->slot_out_cap);
-        if (!c->slots[i].scratch || !c->slots[i].out)
+        if (!c->slots[i].scratch || !c->slots[i].out) {
+            for (int k = 0; k <= i; k++) {
+                free(c->slots[k].scratch);
+                free(c->slots[k].out);
+            }
+            free(c->slots);
+            c->slots = NULL;
+            c->n_slots = 0;
             return pt_fail(PT_ENOMEM, "checkpoint codec: cannot allocate %d write buffers of %zu bytes", n,
-                           (size_t)(be * 4) + c->slot_out_cap); /* destroy frees what was made */
+                           (size_t)(be * 4) + c->slot_out_cap);
+        }
     }
     return PT_OK;
 }
