@@ -86,7 +86,9 @@ typedef struct pt_ckpt_saver pt_ckpt_saver; /* background writer thread */
 /* Creates a saver writing checkpoints under `dir` (created if missing), keeping the last
  * `keep_last` complete ones (<= 0: keep all), compressing with zstd level `zstd_level` (1..19;
  * 1 is as small as higher levels on weights and much faster) on `n_threads` threads (<= 0: 1).
- * Starts the background thread. Returns PT_EINVAL (bad argument), PT_EIO (cannot create dir). */
+ * Starts the background thread. Memory, kept between saves: a staging buffer as large as the
+ * tensors saved, and 2 * n_threads + 1 write buffers of about 8 MB each (made by the first save).
+ * Returns PT_EINVAL (bad argument), PT_EIO (cannot create dir). */
 pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, int n_threads, pt_ckpt_saver **out);
 
 /* Waits for a save in progress (its error, if any, is dropped: call pt_ckpt_saver_wait first to
