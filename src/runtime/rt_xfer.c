@@ -123,6 +123,7 @@ struct rt_xfer {
     pt_cuda_event **send_ev;    /* [n_send] the buffer's copy (staged) or send (nccl) */
     int *send_link;             /* [n_send] nccl: communicator of the buffer's send, -1 none */
     unsigned char *send_pinned; /* [n_send] staged: 1 when cudaHostRegister took the buffer */
+    int last_copy;              /* staged: buffer of the latest send copy queued, -1 none */
     int n_recv;
     void **recv_buf;            /* [n_recv] staged: pinned host */
     pt_cuda_event **recv_buf_ev;/* [n_recv] staged: the buffer's copy to the device */
@@ -257,6 +258,7 @@ pt_status rt_xfer_create(const rt_xfer_opts *o, rt_xfer **out)
     x->compute = o->compute;
     x->msg_bytes = o->msg_bytes;
     x->me = pt_comm_rank(o->comm);
+    x->last_copy = -1;
     PT_TRY(xfer_exchange_ids(o->comm, o->compute, o->timeout_ms, &ids), fail);
     char why[256];
     x->path = rt_path_select(o->be->device_memory, rt_xfer_nccl_built(), xfer_nccl_allowed(), ids,
@@ -418,9 +420,16 @@ pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world,
     PT_CHECK(xfer_after_compute(x, x->copy));
     PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], src, x->msg_bytes));
     PT_CHECK(pt_cuda_event_record(x->send_ev[b], x->copy));
-    /* Later compute work may overwrite src (the slot is released, or its buffer reused): it
-     * starts after the copy has read it. */
-    return pt_cuda_stream_wait_event(x->compute, x->send_ev[b]);
+    x->last_copy = b;
+    return PT_OK;
+}
+
+pt_status rt_xfer_compute_after_sends(rt_xfer *x)
+{
+    if (x->path == RT_PATH_NCCL || x->last_copy < 0)
+        return PT_OK;
+    /* The copy stream runs in order: the latest send copy's event covers every earlier one. */
+    return pt_cuda_stream_wait_event(x->compute, x->send_ev[x->last_copy]);
 }
 
 pt_status rt_xfer_send_test(rt_xfer *x, int b, int *done)
@@ -563,6 +572,12 @@ pt_status rt_xfer_send_test(rt_xfer *x, int b, int *done)
 {
     (void)x, (void)b;
     *done = 0;
+    return xfer_no_cuda();
+}
+
+pt_status rt_xfer_compute_after_sends(rt_xfer *x)
+{
+    (void)x;
     return xfer_no_cuda();
 }
 

@@ -98,11 +98,14 @@ void *rt_xfer_recv_buf(rt_xfer *x, int h);
 
 /* Starts a send of msg_bytes from device memory src with staging buffer b, behind everything
  * already queued on the compute stream. Host-staged: a device-to-host copy into buffer b on the
- * copy stream (the compute stream waits for it before touching src again); the caller posts the
- * pt_comm send once rt_xfer_send_test/wait says the copy is done. NCCL: a device copy into b on
- * the compute stream, then ncclSend on the stream of the link (this rank -> peer_world, kind).
- * Does not block. */
+ * copy stream; the caller posts the pt_comm send once rt_xfer_send_test/wait says the copy is
+ * done, and calls rt_xfer_compute_after_sends before the compute stream may write src's memory
+ * again. NCCL: a device copy into b on the compute stream (src is free at once), then ncclSend
+ * on the stream of the link (this rank -> peer_world, kind). Does not block. */
 pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world, int is_grad);
+/* Host-staged: makes the compute stream wait (on the device) until every send copy queued so far
+ * has read its source. No-op on the NCCL path. Does not block the host. */
+pt_status rt_xfer_compute_after_sends(rt_xfer *x);
 /* *done = 1 when buffer b's copy (host-staged) or NCCL send has finished. Does not block. */
 pt_status rt_xfer_send_test(rt_xfer *x, int b, int *done);
 /* Waits for the same until deadline_ns; `what` names the action in errors. */

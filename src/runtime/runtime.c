@@ -16,7 +16,8 @@
  * device memory (be->device_memory, cuda) an rt_xfer (rt_xfer.h) moves the data, on one of two
  * paths chosen at create by rt_path_select: host-staged (pinned host buffers allocated at create,
  * copies on a copy stream; a send's pt_comm message is posted once its copy to the host is done,
- * a receive is copied into its slot once it arrived) or NCCL (device to device, one communicator
+ * and the compute stream waits for that copy before its next work on the same chunk; a receive is
+ * copied into its slot once it arrived) or NCCL (device to device, one communicator
  * and stream per link; receives posted strictly in list order). The gradient all-reduces go
  * through one pinned host buffer, or through NCCL.
  */
@@ -108,6 +109,7 @@ struct pt_runtime {
     int *recv_host;             /* [n_acts] host buffer of the action's posted receive, -1 none */
     rt_xfer *xfer;              /* device memory on more than one rank: how data travels */
     unsigned char *recv_nccl;   /* [n_acts] 1: the action's receive is posted to NCCL */
+    unsigned char *copy_fence;  /* [V] host-staged: a send's copy may still read this chunk's slots */
     int nccl_in_order;          /* NCCL: receives are posted strictly in list order */
     int failed;                 /* a step failed: peers may be gone (NCCL is aborted at destroy) */
     int64_t step;
@@ -452,6 +454,8 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
         }
         rt_send_state state = rt_xfer_path(rt->xfer) == RT_PATH_NCCL ? RT_SEND_NCCL : RT_SEND_COPYING;
         rt->sends[rt->n_sends++] = (rt_send){ NULL, a->chunk, a->microbatch, rt->cur, b, state };
+        if (state == RT_SEND_COPYING)
+            rt->copy_fence[a->chunk] = 1;
         return PT_OK;
     } else {
         st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
@@ -516,10 +520,24 @@ static pt_status recv_finish(pt_runtime *rt, int i)
 
 static float rt_loss_scale(const pt_runtime *rt) { return rt->loss_scale; }
 
+/* Host-staged: before the compute stream works on chunk c, it waits for the copies to the host
+ * of earlier sends that may still read c's slots. Only chunk c's actions write c's slot memory
+ * (model.h: what slots share, they share within their chunk), and copies into slots run on the
+ * copy stream behind those reads, so the compute stream runs on past a send until then. */
+static pt_status copy_fence(pt_runtime *rt, int c)
+{
+    if (!rt->copy_fence || !rt->copy_fence[c])
+        return PT_OK;
+    PT_CHECK(rt_xfer_compute_after_sends(rt->xfer)); /* every send so far: the fence is cleared for all */
+    memset(rt->copy_fence, 0, (size_t)rt->V);
+    return PT_OK;
+}
+
 static pt_status do_forward(pt_runtime *rt, const pt_action *a)
 {
     int c = a->chunk, mb = a->microbatch;
     rt_chunk *k = &rt->ch[c];
+    PT_CHECK(copy_fence(rt, c));
     PT_CHECK(slot_need(rt, c, mb));
     int s = k->mb_slot[mb];
     size_t bt = (size_t)rt->B * rt->T;
@@ -571,6 +589,7 @@ static pt_status do_backward(pt_runtime *rt, const pt_action *a)
 {
     int c = a->chunk, mb = a->microbatch;
     rt_chunk *k = &rt->ch[c];
+    PT_CHECK(copy_fence(rt, c));
     int s = k->mb_slot[mb];
     if (s < 0)
         return pt_fail(PT_EINTERNAL, "rank %d: %s of mb %d chunk %d without its forward; please report it", rt->rank,
@@ -1358,6 +1377,11 @@ static pt_status xfer_setup(pt_runtime *rt)
     rt->n_stage = rt->cap_sends;
     rt->nccl_in_order = rt_xfer_path(rt->xfer) == RT_PATH_NCCL;
     if (!rt->nccl_in_order) {
+        rt->copy_fence = calloc((size_t)rt->V, 1);
+        if (!rt->copy_fence) {
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto out;
+        }
         for (int h = 0; h < n_recv; h++)
             rt->rhost[h] = rt_xfer_recv_buf(rt->xfer, h);
         rt->n_rhost = n_recv;
@@ -1656,6 +1680,7 @@ void pt_runtime_destroy(pt_runtime *rt)
     free(rt->rhost_free);
     free(rt->recv_host);
     free(rt->recv_nccl);
+    free(rt->copy_fence);
     free(rt->stage);
     free(rt->stage_free);
     free(rt->sends);
