@@ -77,6 +77,11 @@ rt_path rt_path_select(int device_memory, int nccl_built, int nccl_allowed, cons
         snprintf(why, cap, "no list of the ranks' GPUs");
         return RT_PATH_STAGED;
     }
+    for (int i = 0; i < n; i++)
+        if (ids[i].no_nccl) {
+            snprintf(why, cap, "rank %d cannot use NCCL: built without it, or PT_NCCL=0 there", i);
+            return RT_PATH_STAGED;
+        }
     for (int j = 1; j < n; j++)
         for (int i = 0; i < j; i++)
             if (memcmp(ids[i].uuid, ids[j].uuid, sizeof ids[i].uuid) == 0) {
@@ -144,13 +149,14 @@ void *rt_xfer_recv_buf(rt_xfer *x, int h) { return x->recv_buf[h]; }
 float *rt_xfer_red_buf(rt_xfer *x, size_t n) { return n <= x->red_floats ? x->red_buf : NULL; }
 
 /* Every rank's GPU, gathered to rank 0 and broadcast, in world rank order. */
-static pt_status xfer_exchange_ids(pt_comm *c, pt_stream *compute, int64_t timeout_ms, rt_gpu_id **out)
+static pt_status xfer_exchange_ids(pt_comm *c, pt_stream *compute, int no_nccl, int64_t timeout_ms, rt_gpu_id **out)
 {
     *out = NULL;
     int n = pt_comm_size(c), me = pt_comm_rank(c);
     rt_gpu_id mine;
     memset(&mine, 0, sizeof mine);
     mine.device = pt_cuda_stream_device(compute);
+    mine.no_nccl = no_nccl;
     PT_CHECK(pt_cuda_device_uuid(mine.device, mine.uuid));
     if (gethostname(mine.host, sizeof mine.host - 1) != 0)
         snprintf(mine.host, sizeof mine.host, "host of rank %d", me);
@@ -259,10 +265,11 @@ pt_status rt_xfer_create(const rt_xfer_opts *o, rt_xfer **out)
     x->msg_bytes = o->msg_bytes;
     x->me = pt_comm_rank(o->comm);
     x->last_copy = -1;
-    PT_TRY(xfer_exchange_ids(o->comm, o->compute, o->timeout_ms, &ids), fail);
+    const int nccl_built = rt_xfer_nccl_built(), nccl_allowed = xfer_nccl_allowed();
+    PT_TRY(xfer_exchange_ids(o->comm, o->compute, !nccl_built || !nccl_allowed, o->timeout_ms, &ids), fail);
     char why[256];
-    x->path = rt_path_select(o->be->device_memory, rt_xfer_nccl_built(), xfer_nccl_allowed(), ids,
-                             pt_comm_size(o->comm), why, sizeof why);
+    x->path = rt_path_select(o->be->device_memory, nccl_built, nccl_allowed, ids, pt_comm_size(o->comm), why,
+                             sizeof why);
     snprintf(x->desc, sizeof x->desc, "%s (%s)", rt_path_name(x->path), why);
     free(ids);
     ids = NULL;

@@ -31,12 +31,14 @@ typedef struct rt_gpu_id {
     unsigned char uuid[16]; /* the device's UUID: equal UUIDs = the same GPU */
     int device;             /* CUDA ordinal on its host */
     char host[64];          /* host name, for messages */
+    int no_nccl;            /* 1: that rank cannot or may not use NCCL (not built, PT_NCCL=0) */
 } rt_gpu_id;
 
 /* THE path selection, a pure function of its inputs (no environment, no device):
  *   device_memory 0                     -> RT_PATH_HOST
  *   nccl_built 0 or nccl_allowed 0      -> RT_PATH_STAGED
  *   n < 2, or no list                   -> RT_PATH_STAGED (nothing travels between GPUs)
+ *   a rank with no_nccl set             -> RT_PATH_STAGED (every rank must take the same path)
  *   two ranks with the same GPU UUID    -> RT_PATH_STAGED (NCCL refuses two ranks on one GPU)
  *   otherwise                           -> RT_PATH_NCCL
  * ids: n entries in world rank order (may be NULL when device_memory is 0). `why` (cap bytes, may be

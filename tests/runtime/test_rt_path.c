@@ -39,6 +39,9 @@ int main(void)
     /* the same device ordinal on two hosts is two GPUs */
     rt_gpu_id two_hosts[2] = { gpu("a", 0, 1), gpu("b", 0, 2) };
     rt_gpu_id one_gpu[2] = { gpu("a", 0, 7), gpu("a", 0, 7) };
+    /* rank 2 was started with PT_NCCL=0 (or another build): nobody may use NCCL */
+    rt_gpu_id one_off[4] = { gpu("a", 0, 1), gpu("a", 1, 2), gpu("b", 0, 3), gpu("b", 1, 4) };
+    one_off[2].no_nccl = 1;
 
     expect("cpu backend", 0, 1, 1, NULL, 4, RT_PATH_HOST, "host memory");
     expect("cpu backend, GPU list ignored", 0, 1, 1, own, 4, RT_PATH_HOST, NULL);
@@ -49,6 +52,7 @@ int main(void)
     expect("no NCCL in the build", 1, 0, 1, own, 4, RT_PATH_STAGED, "no NCCL");
     expect("PT_NCCL=0", 1, 1, 0, own, 4, RT_PATH_STAGED, "PT_NCCL=0");
     expect("one rank", 1, 1, 1, own, 1, RT_PATH_STAGED, "one rank");
+    expect("a rank without NCCL", 1, 1, 1, one_off, 4, RT_PATH_STAGED, "rank 2 cannot use NCCL");
     expect("no list", 1, 1, 1, NULL, 4, RT_PATH_STAGED, "no list");
     /* a NULL reason buffer is allowed */
     if (rt_path_select(1, 1, 1, own, 4, NULL, 0) != RT_PATH_NCCL) {
