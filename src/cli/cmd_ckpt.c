@@ -186,9 +186,9 @@ static int cmd_verify(int argc, char **argv)
     pt_opt opts[] = { { "all", PT_OPT_FLAG, &all, NULL, "verify every complete checkpoint under DIR, not only the latest", 0 },
                       { "threads", PT_OPT_INT, &threads, "N", "decoding threads", 0 } };
     pt_cmd_spec spec = { "pipetrain ckpt verify DIR [--all]",
-                         "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's XXH64 of its\n"
-                         "stored and raw bytes, and every size. Prints each damaged tensor (file and name) and exits\n"
-                         "1 when any is damaged.",
+                         "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's checksums of\n"
+                         "its stored and raw bytes (XXH3; XXH64 in format 1) and every size. Prints each damaged\n"
+                         "tensor (file and name) and exits 1 when any is damaged.",
                          opts, 2, NULL };
     char *pos[1];
     int done = 0;
