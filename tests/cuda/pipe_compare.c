@@ -42,6 +42,8 @@ enum { STEPS = 3 };
 typedef struct run_log {
     int n;
     double loss[STEPS], gnorm[STEPS];
+    int n_eval;          /* held-out evals seen (the loop evaluates once, at the end) */
+    pt_eval_stats eval;  /* the last one */
 } run_log;
 
 static void on_event(void *ctx, const pt_train_event *ev)
@@ -51,6 +53,10 @@ static void on_event(void *ctx, const pt_train_event *ev)
         r->loss[r->n] = ev->st->loss;
         r->gnorm[r->n] = ev->st->grad_norm;
         r->n++;
+    }
+    if (ev->kind == PT_TRAIN_EV_EVAL) {
+        r->eval = *ev->ev;
+        r->n_eval++;
     }
 }
 
@@ -77,7 +83,7 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
     c->micro_batch_size = 2;
     c->seq_len = 32;
     c->threads = 1;
-    c->eval_batches = 0;
+    c->eval_batches = 1; /* pipeline runs: one held-out eval through the pipeline at the end */
     c->warmup = 1;
 }
 
@@ -155,6 +161,18 @@ static int compare(const char *what, const run_log *a, const run_log *b, double 
     return bad;
 }
 
+/* The held-out eval through the pipeline (pt_runtime_eval) on this transfer path against the CPU
+ * pipeline's. */
+static int compare_eval(const run_log *a, const run_log *b, double tol)
+{
+    double re = rel(a->eval.loss, b->eval.loss);
+    int ok = a->n_eval == 1 && b->n_eval == 1 && a->eval.n_targets == b->eval.n_targets && a->eval.n_targets > 0 &&
+             a->eval.n_total == b->eval.n_total && re <= tol;
+    printf("%s cuda pipeline eval vs cpu pipeline eval: loss %.7f vs %.7f (rel %.2g) on %lld targets\n",
+           ok ? "ok  " : "FAIL", a->eval.loss, b->eval.loss, re, (long long)a->eval.n_targets);
+    return !ok;
+}
+
 int main(int argc, char **argv)
 {
     double tol = argc > 1 ? atof(argv[1]) : 1e-5, tol_single = argc > 2 ? atof(argv[2]) : 0.0;
@@ -198,10 +216,11 @@ int main(int argc, char **argv)
         return 1;
     }
     if (g_replicas > 1)
-        return compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);
+        return compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol) | compare_eval(&cuda, &cpu, tol);
     if (run_single("cuda", &single))
         return 1;
     int bad = compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol);
+    bad |= compare_eval(&cuda, &cpu, tol);
     bad |= compare("cuda pipeline vs cuda single process", &cuda, &single, tol_single);
     return bad;
 }
