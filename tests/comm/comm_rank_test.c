@@ -804,6 +804,7 @@ static int test_last_message(void)
     OK(pt_comm_wait(c, r, dl()));
     check_fill(buf, sizeof buf, 99, "the last message of an exited rank");
     printf("rank 0 received the last message of rank 1 after it exited\n");
+    pt_comm_destroy(c); /* closes the endpoint: its /dev/shm region goes */
     return 0;
 }
 
