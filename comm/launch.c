@@ -6,6 +6,7 @@
  * PR_SET_PDEATHSIG. The launcher waits in poll() on the ranks' pipes and a self-pipe that the
  * signal handlers write to, so it never sleeps through an event. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -132,6 +134,25 @@ static void signal_all(rank_proc *p, int n, int sig)
     for (int i = 0; i < n; i++)
         if (p[i].pid > 0 && !p[i].exited)
             kill(-p[i].pid, sig); /* the rank's process group: the rank and what it started */
+}
+
+/* A rank that was killed (or ended without closing its communicator) leaves the shm provider's
+ * region in /dev/shm, named pipetrain-PID-... after it (comm/fabric.c), and no survivor may be left
+ * to remove it; the launcher does, once the rank is reaped and its pid is not in use again. */
+static void unlink_regions(pid_t pid)
+{
+    if (kill(pid, 0) == 0 || errno != ESRCH)
+        return;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "pipetrain-%d-", (int)pid);
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+            (void)shm_unlink(e->d_name);
+    closedir(d);
 }
 
 static pid_t spawn(const pt_launch_opts *o, int local, const char *addr, int port, char *const argv[], int out[2],
@@ -349,6 +370,8 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             waitpid(p[i].pid, &p[i].status, 0);
             p[i].exited = 1;
         }
+    for (int i = 0; i < started; i++)
+        unlink_regions(p[i].pid);
     if (st == PT_OK && first_bad >= 0) {
         int s = p[first_bad].status;
         int code = WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s);

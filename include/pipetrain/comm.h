@@ -200,8 +200,10 @@ typedef struct pt_launch_opts {
  * signal) the others get SIGTERM, then SIGKILL after a 5 s grace period; children also die
  * with the launcher (PR_SET_PDEATHSIG). Sets *exit_code to 0 when every rank exited 0, else
  * to the first failing rank's exit status (128 + signal for a signal), and then returns
- * PT_ECOMM naming that rank and its status. Blocking; installs SIGINT/SIGTERM/SIGCHLD handlers
- * for its duration. Not thread-safe (one launch per process at a time). */
+ * PT_ECOMM naming that rank and its status. Once the ranks are reaped, removes the /dev/shm
+ * regions of the shm provider that ranks killed by a signal could not. Blocking; installs
+ * SIGINT/SIGTERM/SIGCHLD handlers for its duration. Not thread-safe (one launch per process at a
+ * time). */
 pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code);
 
 #ifdef __cplusplus

@@ -156,9 +156,11 @@ launcher)
   [ $(( $(date +%s) - start )) -lt 30 ] || fail "teardown took too long"
   for r in 0 2; do kill -0 "$(cat "$WORK/pid.$r")" 2>/dev/null && fail "rank $r left running"; done
   # a rank killed by a signal; one that ignores SIGTERM is killed after the grace period
-  "$L" --nproc 2 -- sh -c 'if [ $RANK = 0 ]; then sleep 0.3; kill -9 $$; fi; trap "" TERM; echo $$ > '"$WORK"'/pidt; while true; do sleep 1; done' \
+  # (rank 0 first leaves a /dev/shm region named the way the shm provider's are: the launcher removes it)
+  "$L" --nproc 2 -- sh -c 'if [ $RANK = 0 ]; then echo $$ > '"$WORK"'/pid0; : > /dev/shm/pipetrain-$$-launchtest; sleep 0.3; kill -9 $$; fi; trap "" TERM; echo $$ > '"$WORK"'/pidt; while true; do sleep 1; done' \
       >"$WORK/s.log" 2>&1
   st=$?
+  [ -e "/dev/shm/pipetrain-$(cat "$WORK/pid0")-launchtest" ] && fail "the killed rank's /dev/shm region was left behind"
   [ "$st" = 137 ] || fail "launcher exit status $st after SIGKILL, expected 137"
   grep -q "rank 0 was killed by signal 9" "$WORK/s.log" || fail "launcher message does not name the signal"
   kill -0 "$(cat "$WORK/pidt")" 2>/dev/null && fail "TERM-ignoring rank left running"
