@@ -139,6 +139,18 @@ void pt_backend_free(const pt_backend *be, void *ptr)
     be->free(ptr);
 }
 
+void pt_backend_account(long long bytes)
+{
+    pthread_mutex_lock(&g_lock);
+    if (bytes < 0 && (size_t)(-bytes) > g_in_use)
+        g_in_use = 0;
+    else
+        g_in_use += (size_t)bytes; /* wraps to the right value for a negative count */
+    if (g_in_use > g_peak)
+        g_peak = g_in_use;
+    pthread_mutex_unlock(&g_lock);
+}
+
 size_t pt_backend_bytes_in_use(void)
 {
     pthread_mutex_lock(&g_lock);

@@ -171,6 +171,11 @@ pt_status pt_backend_alloc(const pt_backend *be, void **ptr, size_t bytes);
 /* Frees memory from pt_backend_alloc (NULL ok) and takes its bytes off the account. */
 void pt_backend_free(const pt_backend *be, void *ptr);
 
+/* Adds `bytes` (negative: takes them off) of memory a module allocated another way to the same
+ * account, so that it counts like pt_backend_alloc's (the runtime's send buffers, which come from
+ * pt_comm_buf_alloc to be shared with same-host peers). Thread-safe. */
+void pt_backend_account(long long bytes);
+
 /* Bytes currently allocated through pt_backend_alloc in this process, and the peak since start
  * (or since pt_backend_reset_peak). Thread-safe. */
 size_t pt_backend_bytes_in_use(void);

@@ -424,6 +424,7 @@ static pt_status stage_get(pt_runtime *rt, int *out)
          * Shared memory: a same-host receiver copies the message straight out of it (comm.h). */
         size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
         PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
+        pt_backend_account((long long)bytes); /* communication buffers count against --mem-limit too */
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
     }
     while (rt->n_stage_free == 0) {
@@ -1674,8 +1675,10 @@ void pt_runtime_destroy(pt_runtime *rt)
         free(k->dgrad_pend);
     }
     free(rt->ch);
-    for (int b = 0; b < rt->n_stage; b++)
-        pt_comm_buf_free(rt->stage[b]); /* ignores buffers that are not its own (rt_xfer's) */
+    for (int b = 0; b < rt->n_stage; b++) { /* host memory only: rt_xfer's were not counted here */
+        pt_comm_buf_free(rt->stage[b]);
+        pt_backend_account(-(long long)((size_t)rt->B * rt->T * rt->C * sizeof(float)));
+    }
     free(rt->rhost);
     free(rt->rhost_free);
     free(rt->recv_host);

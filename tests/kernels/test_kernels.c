@@ -196,6 +196,11 @@ static void test_backend(void)
     pt_backend_free(be, NULL);
     EXPECT(pt_backend_bytes_in_use() == 0);
     EXPECT(pt_backend_bytes_peak() == (1 << 20));
+    /* memory allocated elsewhere (the runtime's shared send buffers) joins the same account */
+    pt_backend_account(3 << 20);
+    EXPECT(pt_backend_bytes_in_use() == (3 << 20) && pt_backend_bytes_peak() == (3 << 20));
+    pt_backend_account(-(3LL << 20));
+    EXPECT(pt_backend_bytes_in_use() == 0 && pt_backend_bytes_peak() == (3 << 20));
 
     /* many blocks (the size table grows), freed in a scrambled order; zero-byte blocks too */
     enum { MANY = 3000 };
