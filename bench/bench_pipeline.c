@@ -186,7 +186,7 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
 
 int pt_bench_pipeline(int argc, char **argv)
 {
-    bp_opts o = { .model = "gpt2-small", .schedule = "1f1b", .partition = "time", .mbs = "4,8,16", .B = 1,
+    bp_opts o = { .model = "gpt2-small", .schedule = "1f1b", .partition = "time", .mbs = "4,8,16", .B = 2,
                   .T = 256, .steps = 2, .P = 2, .base_threads = 2 };
     int json = 0, worker_mode = 0, worker_m = 0;
     const char *out_path = NULL;

@@ -32,7 +32,7 @@ typedef struct {
 static const bench_shape shapes[] = {
     { "gpt2", 4, 64 },
     { "gpt2", 8, 128 },
-    { "gpt2-mini", 8, 256 },
+    { "gpt2-small", 8, 256 },
 };
 
 static double flops_per_step(const pt_model_config *c, int B, int T)
@@ -135,13 +135,13 @@ int pt_bench_train(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (0: 1 and 2, each)", 0 },
         { "steps", PT_OPT_INT, &steps, "N", "timed steps per configuration", 0 },
         { "warmup", PT_OPT_INT, &warmup, "N", "untimed steps first", 0 },
-        { "model", PT_OPT_STRING, &only, "NAME", "only the configurations of this model (gpt2, gpt2-mini)", 0 },
+        { "model", PT_OPT_STRING, &only, "NAME", "only the configurations of this model (gpt2, gpt2-small)", 0 },
         { "batch", PT_OPT_INT, &batch, "B", "with --seq: one configuration of --model (default gpt2) at B x T", 0 },
         { "seq", PT_OPT_INT, &seq, "T", "sequence length of that configuration", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain bench train [--json] [--threads N] [--steps N]",
-        "Single-process training throughput on the CPU: gpt2 (124M) at B=4,T=64 and B=8,T=128, gpt2-mini\n"
+        "Single-process training throughput on the CPU: gpt2 (124M) at B=4,T=64 and B=8,T=128, gpt2-small\n"
         "at B=8,T=256, on 1 and 2 threads, random tokens. Reports the median ms/step split into forward,\n"
         "backward and optimizer (norm + clip + AdamW), tokens/s, achieved GFLOP/s counted as\n"
         "(6 N + 12 L T C) B T with N the parameters except the position embedding (as torch_gpt2.py), and\n"

@@ -29,7 +29,7 @@ unset OPENBLAS_L2_SIZE
 # model  layers heads embd  B  T
 configs="gpt2 12 12 768 4 64
 gpt2 12 12 768 8 128
-gpt2-mini 6 6 384 8 256"
+gpt2-small 6 6 384 8 256"
 
 while read -r model layers heads embd B T; do
   for thr in $THREADS; do

@@ -23,7 +23,7 @@ typedef struct cfg_preset {
  * the LM-head GEMM runs on friendly shapes; the padded rows are never targets. */
 static const cfg_preset cfg_presets[] = {
     { "gpt2-tiny", 4, 4, 128, 256, 256, 256 },
-    { "gpt2-mini", 6, 6, 384, 50257, 50304, 1024 },
+    { "gpt2-small", 6, 6, 384, 50257, 50304, 1024 },
     { "gpt2", 12, 12, 768, 50257, 50304, 1024 },
     { "gpt2-medium", 24, 16, 1024, 50257, 50304, 1024 },
     { "gpt2-large", 36, 20, 1280, 50257, 50304, 1024 },
@@ -37,17 +37,8 @@ static const cfg_preset cfg_presets[] = {
 #define CFG_N_PRESETS ((int)(sizeof(cfg_presets) / sizeof(cfg_presets[0])))
 
 static const char *const cfg_preset_names[CFG_N_PRESETS + 1] = {
-    "gpt2-tiny", "gpt2-mini", "gpt2", "gpt2-medium", "gpt2-large",
-    "gpt2-xl",   "gpt3-2.7b", "gpt3-6.7b", "gpt3-13b", "gpt3-175b", NULL,
-};
-
-/* Other names for a preset. "GPT-2 small" is the 124M model everywhere else (the paper's
- * smallest, Hugging Face's "gpt2"), so it is an alias of gpt2; the config keeps the canonical
- * name, so checkpoints and plans written under either name agree. */
-static const struct {
-    const char *alias, *preset;
-} cfg_aliases[] = {
-    { "gpt2-small", "gpt2" },
+    "gpt2-tiny", "gpt2-small", "gpt2", "gpt2-medium", "gpt2-large",
+    "gpt2-xl",   "gpt3-2.7b",  "gpt3-6.7b", "gpt3-13b", "gpt3-175b", NULL,
 };
 
 const char *const *pt_model_preset_names(void) { return cfg_preset_names; }
@@ -86,9 +77,6 @@ int64_t pt_model_config_n_params(const pt_model_config *c)
 
 static int cfg_find_preset(const char *name, pt_model_config *out)
 {
-    for (size_t i = 0; i < sizeof(cfg_aliases) / sizeof(cfg_aliases[0]); i++)
-        if (strcmp(cfg_aliases[i].alias, name) == 0)
-            name = cfg_aliases[i].preset;
     for (int i = 0; i < CFG_N_PRESETS; i++) {
         const cfg_preset *p = &cfg_presets[i];
         if (strcmp(p->name, name) == 0) {
@@ -168,7 +156,7 @@ pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
 {
     memset(out, 0, sizeof(*out));
     if (!name_or_path || !name_or_path[0])
-        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2-mini, gpt2, ...) or a JSON config");
+        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2-small, gpt2, ...) or a JSON config");
     if (cfg_find_preset(name_or_path, out))
         return PT_OK;
     struct stat sb;

@@ -50,8 +50,8 @@ extern "C" {
 
 /* ---- configs ---- */
 
-/* Fills `out` from a preset name (gpt2-tiny, gpt2-mini, gpt2 (alias gpt2-small), gpt2-medium,
- * gpt2-large, gpt2-xl, and larger planning shapes) or, when `name_or_path` is not a preset, from a JSON file with keys
+/* Fills `out` from a preset name (gpt2-tiny, gpt2-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl,
+ * and larger planning shapes) or, when `name_or_path` is not a preset, from a JSON file with keys
  * n_layer, n_head, n_embd, vocab_size, max_seq_len and optional name, vocab_padded.
  * PT_EINVAL names the bad field (heads not dividing width, zero layers, unknown keys, absurd sizes). */
 pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out);

@@ -108,8 +108,8 @@ int pt_cmd_profile_layers(int argc, char **argv)
                          "Time each layer's forward, backward-input and backward-weight on this machine and write a "
                          "cost file for pipetrain plan --costs.",
                          opts, (int)(sizeof opts / sizeof opts[0]),
-                         "example:\n  pipetrain profile-layers --model gpt2-mini --micro-batch-size 4 --seq-len 256 "
-                         "--output costs.json\n  pipetrain plan --model gpt2-mini --gpus 2 --costs costs.json" };
+                         "example:\n  pipetrain profile-layers --model gpt2-small --micro-batch-size 4 --seq-len 256 "
+                         "--output costs.json\n  pipetrain plan --model gpt2-small --gpus 2 --costs costs.json" };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
     if (st != PT_OK || done)
