@@ -19,6 +19,8 @@
 
 #include "pipetrain/ckpt.h"
 
+#include "ckpt_test.h"
+
 /* Readers allocate what a manifest asks for; the fuzzer's limits keep that small. */
 #define FUZZ_MAX_RAW ((uint64_t)16 << 20)
 #define FUZZ_MAX_BLOCK ((uint64_t)1 << 16)
@@ -90,24 +92,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 #else
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
-    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = n > 0 ? (size_t)n : 0;
-    return buf;
-}
-
 /* The file, then deterministic mutations of it. */
 static long replay(int (*target)(const uint8_t *, size_t), const uint8_t *data, size_t len)
 {
@@ -161,7 +145,7 @@ int main(int argc, char **argv)
             char path[8200];
             snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
             size_t len;
-            uint8_t *data = slurp(path, &len);
+            uint8_t *data = ckpt_test_slurp(path, &len);
             if (!data) {
                 fprintf(stderr, "fuzz replay: cannot read %s\n", path);
                 closedir(d);

@@ -9,6 +9,8 @@
 
 #include "pipetrain/ckpt.h"
 
+#include "ckpt_test.h"
+
 static int write_file(const char *path, const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc)
 {
     FILE *f = fopen(path, "wb");
@@ -16,24 +18,6 @@ static int write_file(const char *path, const void *a, size_t na, const void *b,
         return 1;
     int bad = fwrite(a, 1, na, f) != na || (nb && fwrite(b, 1, nb, f) != nb) || (nc && fwrite(c, 1, nc, f) != nc);
     return fclose(f) != 0 || bad;
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 int main(int argc, char **argv)
@@ -47,15 +31,7 @@ int main(int argc, char **argv)
         return 1;
     float a[300], b[5];
     uint16_t h[200];
-    uint32_t x = 7;
-    for (int i = 0; i < 300; i++) {
-        x = x * 1664525u + 1013904223u;
-        a[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.04f;
-    }
-    for (int i = 0; i < 5; i++)
-        b[i] = (float)i;
-    for (int i = 0; i < 200; i++)
-        h[i] = (uint16_t)(0x3c00 + (i * 37) % 512);
+    ckpt_test_corpus_values(a, b, h);
     static const char *const names[PT_CKPT_XFORM_COUNT] = { "none", "bytes", "expsplit" };
     for (int t = 0; t < PT_CKPT_XFORM_COUNT; t++) {
         pt_ckpt_src src[3] = {
@@ -75,9 +51,9 @@ int main(int argc, char **argv)
         }
         size_t mlen, slen;
         snprintf(path, sizeof path, "%s/step_000003/manifest.json", root);
-        uint8_t *man = slurp(path, &mlen);
+        uint8_t *man = ckpt_test_slurp(path, &mlen);
         snprintf(path, sizeof path, "%s/step_000003/shard-0.ptz", root);
-        uint8_t *shard = slurp(path, &slen);
+        uint8_t *shard = ckpt_test_slurp(path, &slen);
         if (!man || !shard)
             return 1;
         uint32_t len32 = (uint32_t)mlen;

@@ -15,16 +15,8 @@
 
 #include "pipetrain/ckpt.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fprintf(stderr, "\n");                                            \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
+#include "ckpt_test.h"
+
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 static uint64_t next_u64(void)

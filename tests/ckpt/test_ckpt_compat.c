@@ -12,16 +12,8 @@
 
 #include "pipetrain/ckpt.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);          \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, "\n");                                                           \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
+#include "ckpt_test.h"
+
 
 /* The tensors make_corpus.c writes (same generator, same order). */
 static float a[300], b[5];
@@ -30,36 +22,10 @@ static const char *const xform_names[PT_CKPT_XFORM_COUNT] = { "none", "bytes", "
 
 static void make_values(pt_ckpt_src *src)
 {
-    uint32_t x = 7;
-    for (int i = 0; i < 300; i++) {
-        x = x * 1664525u + 1013904223u;
-        a[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.04f;
-    }
-    for (int i = 0; i < 5; i++)
-        b[i] = (float)i;
-    for (int i = 0; i < 200; i++)
-        h[i] = (uint16_t)(0x3c00 + (i * 37) % 512);
+    ckpt_test_corpus_values(a, b, h);
     src[0] = (pt_ckpt_src){ "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 3, 100 }, a };
     src[1] = (pt_ckpt_src){ "lnf.bias", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 5 }, b };
     src[2] = (pt_ckpt_src){ "wte.weight", PT_CKPT_ADAM_M, PT_CKPT_BF16, 2, { 20, 10 }, h };
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = n > 0 ? (size_t)n : 0;
-    return buf;
 }
 
 /* Decodes every tensor of a manifest + shard image (the fuzz corpus "read" layout: u32 manifest
@@ -67,7 +33,7 @@ static uint8_t *slurp(const char *path, size_t *len)
 static void check_image(const char *path, int want_version, pt_ckpt_hash want_hash, const pt_ckpt_src *src)
 {
     size_t len;
-    uint8_t *img = slurp(path, &len);
+    uint8_t *img = ckpt_test_slurp(path, &len);
     CHECK(img && len > 4, "cannot read %s", path);
     if (!img || len <= 4) {
         free(img);

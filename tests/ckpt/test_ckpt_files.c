@@ -23,16 +23,8 @@
 
 #include "pipetrain/ckpt.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);          \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, "\n");                                                           \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
+#include "ckpt_test.h"
+
 
 enum { NT = 4 };
 static float t0[3000], t1[7], t2[64 * 33], t3[1];

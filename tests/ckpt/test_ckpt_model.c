@@ -15,16 +15,8 @@
 #include "pipetrain/model.h"
 #include "pipetrain/optim.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);          \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, "\n");                                                           \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
+#include "ckpt_test.h"
+
 #define REQUIRE(expr)                                                                        \
     do {                                                                                     \
         if ((expr) != PT_OK) {                                                               \

@@ -8,16 +8,8 @@
 #include "pipetrain/ckpt.h"
 #include "pipetrain/train.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);          \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, "\n");                                                           \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
+#include "ckpt_test.h"
+
 
 typedef struct run_result {
     float *state; /* params, m, v back to back */
