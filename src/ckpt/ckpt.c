@@ -419,6 +419,40 @@ static int saved_here(pt_model *m, const pt_param *p)
     return pt_model_has_embedding(m) || strcmp(p->name, tied_name) != 0;
 }
 
+/* Makes the host staging buffer hold `total` bytes (it only grows); touch: write every page now,
+ * so that a later copy into it does not pay the page faults. */
+static pt_status staging_grow(pt_ckpt_saver *s, size_t total, int touch)
+{
+    if (total > s->staging_cap) {
+        free(s->staging);
+        s->staging = malloc(total);
+        s->staging_cap = s->staging ? total : 0;
+        if (!s->staging)
+            return pt_fail(PT_ENOMEM, "checkpoint save: cannot allocate %zu bytes of host staging", total);
+        if (touch)
+            memset(s->staging, 0, total);
+    }
+    return PT_OK;
+}
+
+pt_status pt_ckpt_saver_reserve(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n)
+{
+    if (!s || n < 0 || (n > 0 && !models))
+        return pt_fail(PT_EINVAL, "checkpoint reserve: bad arguments (n = %d)", n);
+    pthread_mutex_lock(&s->mu);
+    pt_status st = wait_idle_locked(s); /* the writer reads the staging buffer while it works */
+    pthread_mutex_unlock(&s->mu);
+    PT_CHECK(st);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < pt_model_n_tensors(models[i]); t++) {
+            const pt_param *p = pt_model_tensor(models[i], t);
+            if (saved_here(models[i], p))
+                total += (size_t)(optims && optims[i] ? 3 : 1) * p->numel * sizeof(float);
+        }
+    return staging_grow(s, total, 1);
+}
+
 /* Collective: every rank learns whether any rank's part of the save of `step` failed (a rank
  * that returned early would leave the others waiting at the next collective until the timeout). */
 static pt_status agree(struct pt_comm *comm, pt_status st, int64_t step)
@@ -482,13 +516,7 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
             total += (size_t)n_kinds * p->numel * sizeof(float);
         }
     }
-    if (total > s->staging_cap) {
-        free(s->staging);
-        s->staging = malloc(total);
-        s->staging_cap = s->staging ? total : 0;
-        if (!s->staging)
-            return pt_fail(PT_ENOMEM, "checkpoint save: cannot allocate %zu bytes of host staging", total);
-    }
+    PT_CHECK(staging_grow(s, total, 0));
     int64_t t1 = pt_now_ns();
     size_t pos = 0;
     int si = 0;

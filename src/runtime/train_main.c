@@ -101,16 +101,23 @@ static pt_status tm_eval(void *ctx, pt_eval_stats *out)
     return pt_runtime_eval(t->rt, t->data, t->a->train.eval_batches, t->a->eval_batch_seqs, out);
 }
 
+/* This rank's chunks' models and optimizers (at most 256), in chunk order; returns how many. */
+static int tm_chunks(pt_runtime *rt, pt_model **models, pt_optim **optims)
+{
+    int V = pt_runtime_n_chunks(rt) < 256 ? pt_runtime_n_chunks(rt) : 256;
+    for (int c = 0; c < V; c++) {
+        models[c] = pt_runtime_chunk_model(rt, c);
+        optims[c] = pt_runtime_chunk_optim(rt, c);
+    }
+    return V;
+}
+
 static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
 {
     tm_ctx *t = ctx;
-    int V = pt_runtime_n_chunks(t->rt);
     pt_model *models[256];
     pt_optim *optims[256];
-    for (int c = 0; c < V && c < 256; c++) {
-        models[c] = pt_runtime_chunk_model(t->rt, c);
-        optims[c] = pt_runtime_chunk_optim(t->rt, c);
-    }
+    int V = tm_chunks(t->rt, models, optims);
     pt_train_state st = { .step = steps_done, .data_step = steps_done, .seed = t->seed, .run_json = t->run_json };
     /* Returns once the tensors are staged; the writer compresses and commits in the background
      * while training goes on (the next save, or the end of the run, waits for it). */
@@ -352,14 +359,13 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     int64_t first_step = 0;
     if (tc->ckpt_dir) {
         PT_TRY(pt_ckpt_saver_create(tc->ckpt_dir, 3, 1, 2, &saver), out);
+        pt_model *models[256];
+        pt_optim *optims[256];
+        int V_ = tm_chunks(rt, models, optims);
+        /* the staging buffer now, so the first save stalls no longer than later ones (replicas
+         * other than 0 save nothing: tm_save) */
+        PT_TRY(pt_ckpt_saver_reserve(saver, models, optims, pt_runtime_replica(rt) == 0 ? V_ : 0), out);
         if (tc->resume) {
-            int V_ = pt_runtime_n_chunks(rt);
-            pt_model *models[256];
-            pt_optim *optims[256];
-            for (int c = 0; c < V_ && c < 256; c++) {
-                models[c] = pt_runtime_chunk_model(rt, c);
-                optims[c] = pt_runtime_chunk_optim(rt, c);
-            }
             pt_ckpt_load_info li;
             memset(&li, 0, sizeof li);
             PT_TRY(pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V_, &rs, NULL, NULL, &li), out);

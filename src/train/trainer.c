@@ -426,6 +426,8 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
 #ifdef PT_TRAIN_HAVE_CKPT
         PT_TRY(pt_ckpt_saver_create(c->ckpt_dir, 3, 1, 2, &t->saver), fail);
         pt_ckpt_saver_set_device(t->saver, t->be, t->stream);
+        /* the staging buffer now, so the first save stalls training no longer than later ones */
+        PT_TRY(pt_ckpt_saver_reserve(t->saver, &t->model, &t->optim, 1), fail);
 #else
         st = pt_fail(PT_ENOTSUP, "--ckpt-dir needs the checkpoint module, which this build lacks");
         goto fail;

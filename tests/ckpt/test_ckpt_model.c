@@ -156,6 +156,9 @@ int main(void)
     fill(&three);
     pt_ckpt_saver *sv;
     REQUIRE(pt_ckpt_saver_create(root, 2, 1, 2, &sv));
+    /* the staging buffer reserved up front; the saves below then copy into it */
+    CHECK(pt_ckpt_saver_reserve(sv, NULL, NULL, 1) == PT_EINVAL, "reserve without models");
+    REQUIRE(pt_ckpt_saver_reserve(sv, three.m, three.o, three.n));
     const char *run = "{\"model\":\"gpt2-tiny\",\"schedule\":\"1f1b\"}";
     for (int64_t step = 10; step <= 30; step += 10) {
         pt_train_state ts = { .step = step, .data_step = step + 1, .seed = 42, .run_json = run };
