@@ -47,6 +47,28 @@ int pt_part_sched_fused_only(const char *schedule)
 
 int pt_plan_fused_only(const pt_plan *p) { return pt_part_sched_fused_only(p->schedule); }
 
+int pt_plan_single_layer_bound(const pt_plan *p, int *chunk, double *share, double *balance)
+{
+    if (!p || p->n_vstages < 2 || !p->pred_time_s)
+        return 0;
+    double total = 0;
+    int slow = 0;
+    for (int k = 0; k < p->n_vstages; k++) {
+        total += p->pred_time_s[k];
+        slow = p->pred_time_s[k] > p->pred_time_s[slow] ? k : slow;
+    }
+    double tmax = p->pred_time_s[slow];
+    if (tmax <= 0 || p->first_layer[slow] != p->last_layer[slow])
+        return 0;
+    double bal = total / (p->n_vstages * tmax);
+    if (bal >= 0.9)
+        return 0;
+    *chunk = slow;
+    *share = tmax / total;
+    *balance = bal;
+    return 1;
+}
+
 pt_status pt_part_sched_check_chunks(const char *schedule, int V)
 {
     const sched_info *s = sched_find(schedule);

@@ -115,19 +115,14 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
            "MFU %.1f%%\n",
            a, b, c, 100.0 * p->pred_bubble, p->pred_tokens_per_s, 100.0 * p->pred_mfu);
     /* A slowest chunk of one layer cannot be made smaller: say what that costs. */
-    double total = 0;
-    int slow = 0;
-    for (int k = 0; k < p->n_vstages; k++) {
-        total += p->pred_time_s[k];
-        slow = p->pred_time_s[k] > p->pred_time_s[slow] ? k : slow;
-    }
-    double balance = tmax > 0 ? total / (p->n_vstages * tmax) : 1.0;
-    if (p->n_vstages > 1 && p->first_layer[slow] == p->last_layer[slow] && balance < 0.9) {
+    int slow;
+    double share, balance;
+    if (pt_plan_single_layer_bound(p, &slow, &share, &balance)) {
         char holds[64];
         fmt_layers(holds, sizeof holds, cfg, p->first_layer[slow], p->last_layer[slow]);
         printf("  note: chunk %d is a single layer (%s) with %.0f%% of the work: no split into %d chunks balances "
                "them better than %.0f%% (slowest chunk against the mean); fewer stages balance better\n",
-               slow, holds, 100.0 * p->pred_time_s[slow] / total, p->n_vstages, 100.0 * balance);
+               slow, holds, 100.0 * share, p->n_vstages, 100.0 * balance);
     }
 }
 

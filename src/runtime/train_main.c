@@ -323,6 +323,22 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         tm_log(a, rank, "predicted: step %.1f ms, bubble %.1f%%, %.0f tokens/s, MFU %.1f%%, memory %.1f MiB per rank",
                1e3 * plan->pred_step_time_s, 100 * sim.bubble_overall, plan->pred_tokens_per_s, 100 * plan->pred_mfu,
                mem_max / 1048576.0);
+        int slow;
+        double share, balance;
+        if (pt_plan_single_layer_bound(plan, &slow, &share, &balance)) {
+            int l = plan->first_layer[slow];
+            char what[48];
+            if (l == 0)
+                snprintf(what, sizeof what, "the embedding");
+            else if (l == cfg.n_layer + 1)
+                snprintf(what, sizeof what, "the final norm and LM head");
+            else
+                snprintf(what, sizeof what, "block %d", l - 1);
+            tm_log(a, rank,
+                   "note: chunk %d is one layer, %s, with %.0f%% of the work: no split into %d chunks balances them "
+                   "better than %.0f%%",
+                   slow, what, 100.0 * share, plan->n_vstages, 100.0 * balance);
+        }
         pt_sim_result_free(&sim);
     }
 
