@@ -764,26 +764,38 @@ static pt_status p2p_tag(pt_comm *c, const pt_msg_id *id, uint64_t *tag)
     return PT_OK;
 }
 
+/* The checks and fields every send and receive start with: a request for `bytes` at `buf` with
+ * peer, id, tag (the source rank's bits added: this rank for a send, the peer for a receive). */
+static pt_status req_begin(pt_comm *c, int is_send, int peer, uint64_t tag, const pt_msg_id *id, const char *what,
+                           const void *buf, size_t bytes, pt_comm_req **out)
+{
+    if (bytes > PT_DATA_SIZE_MASK)
+        return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
+    if (bytes && !buf)
+        return pt_fail(PT_EINVAL, "rank %d: %s of %zu bytes %s a NULL buffer", c->rank, is_send ? "send" : "receive",
+                       bytes, is_send ? "from" : "into");
+    pt_comm_req *r = req_get(c);
+    if (!r)
+        return PT_ENOMEM;
+    r->is_send = is_send;
+    r->peer = peer;
+    if (id)
+        r->id = *id;
+    r->what = what;
+    r->tag = tag | ((uint64_t)(is_send ? c->rank : peer) << PT_TAG_SRC_SHIFT);
+    r->buf = (void *)buf;
+    r->bytes = bytes;
+    *out = r;
+    return PT_OK;
+}
+
 static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id *id, const char *what,
                             const void *buf, size_t bytes, pt_comm_req **out)
 {
     *out = NULL;
     PT_CHECK(check_peer_alive(c, peer, "send"));
-    if (bytes > PT_DATA_SIZE_MASK)
-        return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
-    if (bytes && !buf)
-        return pt_fail(PT_EINVAL, "rank %d: send of %zu bytes from a NULL buffer", c->rank, bytes);
-    pt_comm_req *r = req_get(c);
-    if (!r)
-        return PT_ENOMEM;
-    r->is_send = 1;
-    r->peer = peer;
-    if (id)
-        r->id = *id;
-    r->what = what;
-    r->tag = tag | ((uint64_t)c->rank << PT_TAG_SRC_SHIFT);
-    r->buf = (void *)buf;
-    r->bytes = bytes;
+    pt_comm_req *r = NULL;
+    PT_CHECK(req_begin(c, 1, peer, tag, id, what, buf, bytes, &r));
     /* Direct (a shared buffer to a peer that maps it) from direct_min, else RMA from rma_min;
      * never below the announce's size (the receiver's buffer holds it) */
     pt_shm_ref ref;
@@ -891,21 +903,8 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
     /* No check_peer_alive here: a peer that sent its last message and exited normally (the end of a
      * gather, say) may already have delivered what this receive asks for. The wait collects it, and
      * fails naming the dead rank only when it never arrived. */
-    if (bytes > PT_DATA_SIZE_MASK)
-        return pt_fail(PT_EINVAL, "rank %d: a %zu-byte message is too large; split it", c->rank, bytes);
-    if (bytes && !buf)
-        return pt_fail(PT_EINVAL, "rank %d: receive of %zu bytes into a NULL buffer", c->rank, bytes);
-    pt_comm_req *r = req_get(c);
-    if (!r)
-        return PT_ENOMEM;
-    r->is_send = 0;
-    r->peer = peer;
-    if (id)
-        r->id = *id;
-    r->what = what;
-    r->tag = tag | ((uint64_t)peer << PT_TAG_SRC_SHIFT);
-    r->buf = buf;
-    r->bytes = bytes;
+    pt_comm_req *r = NULL;
+    PT_CHECK(req_begin(c, 0, peer, tag, id, what, buf, bytes, &r));
     r->rma = 0; /* becomes 1 when the sender's announce arrives */
     if (c->mr_mode & FI_MR_LOCAL) {
         r->mr_idx = mr_get(c, buf, bytes);
