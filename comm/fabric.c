@@ -789,6 +789,27 @@ static pt_status req_begin(pt_comm *c, int is_send, int peer, uint64_t tag, cons
     return PT_OK;
 }
 
+/* How a send or receive start ends: on success the request is handed out (*out); on failure it is
+ * returned to the pool, or, when something of it is still posted, its operation `cancel_op` is
+ * cancelled and it waits among the zombies until the provider lets go of it. */
+static pt_status req_end(pt_comm *c, pt_comm_req *r, pt_status st, int cancel_op, pt_comm_req **out)
+{
+    if (st != PT_OK) {
+        if (r->n_pending > 0) {
+            PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[cancel_op]));
+            r->abandoned = 1;
+            r->next = c->zombies;
+            c->zombies = r;
+        } else {
+            req_put(c, r);
+        }
+        return st;
+    }
+    update_done(c, r);
+    *out = r;
+    return PT_OK;
+}
+
 static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id *id, const char *what,
                             const void *buf, size_t bytes, pt_comm_req **out)
 {
@@ -880,20 +901,7 @@ static pt_status start_send(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
                          fi_strerror((int)-ret));
         }
     }
-    if (st != PT_OK) {
-        if (r->n_pending > 0) { /* something is posted: keep the request until the provider lets go */
-            PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_CTRL_RECV]));
-            r->abandoned = 1;
-            r->next = c->zombies;
-            c->zombies = r;
-        } else {
-            req_put(c, r);
-        }
-        return st;
-    }
-    update_done(c, r);
-    *out = r;
-    return PT_OK;
+    return req_end(c, r, st, PT_OP_CTRL_RECV, out);
 }
 
 static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id *id, const char *what, void *buf,
@@ -935,20 +943,7 @@ static pt_status start_recv(pt_comm *c, int peer, uint64_t tag, const pt_msg_id 
         st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_trecv from rank %d failed: %s", c->rank, peer,
                      fi_strerror((int)-ret));
     }
-    if (st != PT_OK) {
-        if (r->n_pending > 0) {
-            PT_FI(c, fi_cancel(&c->ep->fid, &r->ops[PT_OP_RECV]));
-            r->abandoned = 1;
-            r->next = c->zombies;
-            c->zombies = r;
-        } else {
-            req_put(c, r);
-        }
-        return st;
-    }
-    update_done(c, r);
-    *out = r;
-    return PT_OK;
+    return req_end(c, r, st, PT_OP_RECV, out);
 }
 
 pt_status pt_comm_isend(pt_comm *c, int peer, const pt_msg_id *id, const void *buf, size_t bytes, pt_comm_req **out)
