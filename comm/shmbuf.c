@@ -196,7 +196,17 @@ static int peer_fd(pt_comm *c, int peer, int fd, uint64_t ino, uint64_t min_byte
         errno = ESRCH;
         return -1;
     }
-    got = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    /* PT_COMM_NO_PIDFD_GETFD=1 goes straight to /proc (where a seccomp filter would kill the
+     * process on pidfd_getfd instead of refusing it; and to test that path) */
+    static int skip_getfd = -1;
+    if (skip_getfd < 0) {
+        const char *e = getenv("PT_COMM_NO_PIDFD_GETFD");
+        skip_getfd = e && *e && strcmp(e, "0") != 0;
+    }
+    if (skip_getfd)
+        errno = EPERM;
+    else
+        got = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
     if (got < 0 && errno != EBADF) {
         /* no ptrace permission (or no pidfd_getfd): /proc/PID/fd/N asks only for read access.
          * The pidfd still refers to the peer we checked at rendezvous, and the inode check
