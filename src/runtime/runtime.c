@@ -116,8 +116,6 @@ struct pt_runtime {
     int64_t msg_step;           /* the step field of message ids: the step, or an eval round's tag */
     int cur;                    /* action being executed */
     /* held-out evaluation (pt_runtime_eval) */
-    unsigned char *train_touch; /* the training list's first touches while an eval list runs */
-    unsigned char *eval_touch;  /* [n_acts] the eval list's */
     float *ev_probs;            /* head rank: PT_EVAL_PROB_ROWS x vocab_padded host floats */
     int32_t *ev_pred;           /* head rank: B*T greedy predictions */
     int64_t eval_seq;           /* eval rounds so far (message tags) */
@@ -1053,9 +1051,7 @@ pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int b
         rt->ev_probs = malloc((size_t)PT_EVAL_PROB_ROWS * (size_t)rt->cfg->vocab_padded * sizeof(float));
         rt->ev_pred = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
     }
-    if (!rt->eval_touch)
-        rt->eval_touch = calloc((size_t)rt->n_acts + 1, 1);
-    if (!rt->eval_touch || (rt->head_chunk >= 0 && (!rt->ev_probs || !rt->ev_pred))) {
+    if (rt->head_chunk >= 0 && (!rt->ev_probs || !rt->ev_pred)) {
         free(ks);
         return pt_fail(PT_ENOMEM, "out of host memory for the evaluation");
     }
@@ -1066,7 +1062,6 @@ pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int b
     int mine = rt->d < n_items ? (int)((n_items - rt->d + rt->D - 1) / rt->D) : 0;
     const pt_action *train_acts = rt->acts;
     int train_n = rt->n_acts;
-    rt->train_touch = rt->first_touch;
     for (int done = 0; done < mine && st == PT_OK; done += rt->M) {
         int n = mine - done < rt->M ? mine - done : rt->M;
         for (int j = 0; j < n; j++) {
@@ -1083,22 +1078,24 @@ pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int b
         }
         /* The eval list is the training list without its backward half, so every per-action array
          * (sized by the training list) holds it. */
-        rt->acts = ev->actions[rt->p];
-        rt->n_acts = ev->n_actions[rt->p] <= train_n ? ev->n_actions[rt->p] : train_n;
-        rt->first_touch = rt->eval_touch;
-        rt->msg_step = ((int64_t)1 << 22) | (rt->eval_seq++ & (((int64_t)1 << 22) - 1));
-        if (ev->n_actions[rt->p] > train_n)
+        if (ev->n_actions[rt->p] > train_n) {
             st = pt_fail(PT_EINTERNAL, "rank %d: the eval list is longer than the training list; please report it",
                          rt->rank);
-        if (st == PT_OK)
-            st = mark_first_touch(rt, rt->first_touch);
+            break;
+        }
+        rt->acts = ev->actions[rt->p];
+        rt->n_acts = ev->n_actions[rt->p];
+        rt->msg_step = ((int64_t)1 << 22) | (rt->eval_seq++ & (((int64_t)1 << 22) - 1));
+        st = mark_first_touch(rt, rt->first_touch);
         if (st == PT_OK)
             st = eval_pass(rt, data, ks, n, out);
-        rt->acts = train_acts;
-        rt->n_acts = train_n;
-        rt->first_touch = rt->train_touch;
     }
+    /* back to the training list (its first touches were overwritten) */
+    rt->acts = train_acts;
+    rt->n_acts = train_n;
     rt->msg_step = rt->step;
+    if (st == PT_OK)
+        st = mark_first_touch(rt, rt->first_touch);
     pt_sched_destroy(ev);
     free(ks);
     if (st != PT_OK) {
@@ -1688,7 +1685,6 @@ void pt_runtime_destroy(pt_runtime *rt)
     free(rt->stage_free);
     free(rt->sends);
     free(rt->first_touch);
-    free(rt->eval_touch);
     free(rt->ev_probs);
     free(rt->ev_pred);
     free(rt->recv_req);
