@@ -151,6 +151,9 @@ static pt_status rt_fail_at(pt_runtime *rt, pt_status code, const char *what)
 
 static int world_of(const pt_runtime *rt, int stage_rank) { return rt->d * rt->P + stage_rank; }
 
+/* Bytes of every stage-to-stage message: one micro-batch's (B, T, C) activations or gradients. */
+static size_t rt_msg_bytes(const pt_runtime *rt) { return (size_t)rt->B * rt->T * rt->C * sizeof(float); }
+
 static int64_t rt_deadline(const pt_runtime *rt) { return pt_deadline_after_ms(rt->timeout_ms); }
 
 /* Waits for a request; on failure names the action, peer and position. */
@@ -232,7 +235,7 @@ static pt_status send_post_copied(pt_runtime *rt, int i)
     pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1,
                      rt->msg_step };
     pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf],
-                                 (size_t)rt->B * rt->T * rt->C * sizeof(float), &sd->req);
+                                 rt_msg_bytes(rt), &sd->req);
     if (st != PT_OK) {
         sd->req = NULL;
         return pt_fail_wrap(st, "rank %d: starting %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
@@ -388,7 +391,7 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
                          rt->msg_step };
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
-        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        size_t bytes = rt_msg_bytes(rt);
         if (rt->nccl_in_order) {
             pt_status st = rt_xfer_recv_post(rt->xfer, i, buf, world_of(rt, a->peer), a->kind == PT_ACT_RECV_GRAD);
             if (st != PT_OK)
@@ -420,7 +423,7 @@ static pt_status stage_get(pt_runtime *rt, int *out)
     if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends) {
         /* Host memory only (with device memory all cap_sends buffers came from rt_xfer at create).
          * Shared memory: a same-host receiver copies the message straight out of it (comm.h). */
-        size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+        size_t bytes = rt_msg_bytes(rt);
         PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
         pt_backend_account((long long)bytes); /* communication buffers count against --mem-limit too */
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
@@ -442,7 +445,7 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
     int b = -1;
     PT_CHECK(stage_get(rt, &b));
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->msg_step };
-    size_t bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float);
+    size_t bytes = rt_msg_bytes(rt);
     pt_status st;
     if (rt->xfer) {
         /* Queued behind the compute stream; the message (host-staged) is posted once the copy is done. */
@@ -578,7 +581,7 @@ static pt_status take_local_grad(pt_runtime *rt, int c, int mb, int s)
         return pt_fail(PT_EINTERNAL, "rank %d: mb %d of chunk %d has no input gradient for chunk %d; please report it",
                        rt->rank, mb, k->next_local, c);
     PT_CHECK(rt->be->memcpy_d2d(rt->stream, pt_model_slot_doutput(k->m, s), pt_model_slot_dinput(nk->m, ns),
-                                (size_t)rt->B * rt->T * rt->C * sizeof(float)));
+                                rt_msg_bytes(rt)));
     nk->dgrad_pend[mb] = 0;
     slot_try_release(rt, k->next_local, mb);
     return PT_OK;
@@ -1364,7 +1367,7 @@ static pt_status xfer_setup(pt_runtime *rt)
         if (pt_model_n_params(rt->ch[c].m) > red)
             red = pt_model_n_params(rt->ch[c].m);
     rt_xfer_opts xo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream,
-                        .msg_bytes = (size_t)rt->B * rt->T * rt->C * sizeof(float), .n_send_bufs = rt->cap_sends,
+                        .msg_bytes = rt_msg_bytes(rt), .n_send_bufs = rt->cap_sends,
                         .n_recv_bufs = n_recv, .n_recv_slots = rt->n_acts, .red_floats = red, .comms = specs,
                         .n_comms = n, .timeout_ms = rt->timeout_ms };
     st = rt_xfer_create(&xo, &rt->xfer);
@@ -1674,7 +1677,7 @@ void pt_runtime_destroy(pt_runtime *rt)
     free(rt->ch);
     for (int b = 0; b < rt->n_stage; b++) { /* host memory only: rt_xfer's were not counted here */
         pt_comm_buf_free(rt->stage[b]);
-        pt_backend_account(-(long long)((size_t)rt->B * rt->T * rt->C * sizeof(float)));
+        pt_backend_account(-(long long)(rt_msg_bytes(rt)));
     }
     free(rt->rhost);
     free(rt->rhost_free);
