@@ -419,11 +419,14 @@ int pt_cmd_train(int argc, char **argv)
          * (else one sequence each), so the global batch, and what the run learns, stays the same */
         int global = cfg->micro_batch_size * cfg->micro_batches;
         int m = 4 * a.stages;
-        while (m < global && global % m != 0)
-            m++;
-        cfg->micro_batches = mbs_seen ? 4 * a.stages : (m < global ? m : global);
-        if (!mbs_seen)
+        if (mbs_seen) {
+            cfg->micro_batches = m; /* the micro-batch size was given: keep it */
+        } else {
+            while (m < global && global % m != 0)
+                m++;
+            cfg->micro_batches = m < global ? m : global;
             cfg->micro_batch_size = global / cfg->micro_batches;
+        }
     }
     int interrupted = 0;
     if (st == PT_OK)
