@@ -162,4 +162,30 @@ __device__ __forceinline__ float pt_warp_max(float v)
 }
 #endif
 
+/* The kernel entries of a pt_backend table, shared by the CUDA backend and the CPU emulator of
+ * its sources (tests/cuda/emu), so the emulator always tests the table the backend ships. */
+#define PT_CUDA_KERNEL_ENTRIES \
+    .add = pt_cuda_add, \
+    .scale = pt_cuda_scale, \
+    .sum_squares = pt_cuda_sum_squares, \
+    .has_nonfinite = pt_cuda_has_nonfinite, \
+    .matmul_forward = pt_cuda_matmul_forward, \
+    .matmul_backward_input = pt_cuda_matmul_backward_input, \
+    .matmul_backward_weight = pt_cuda_matmul_backward_weight, \
+    .layernorm_forward = pt_cuda_layernorm_forward, \
+    .layernorm_backward_input = pt_cuda_layernorm_backward_input, \
+    .layernorm_backward_weight = pt_cuda_layernorm_backward_weight, \
+    .layernorm_backward = pt_cuda_layernorm_backward, \
+    .gelu_forward = pt_cuda_gelu_forward, \
+    .gelu_backward = pt_cuda_gelu_backward, \
+    .attention_saved_size = pt_cuda_attention_saved_size, \
+    .attention_scratch_size = pt_cuda_attention_scratch_size, \
+    .attention_forward = pt_cuda_attention_forward, \
+    .attention_backward = pt_cuda_attention_backward, \
+    .embedding_forward = pt_cuda_embedding_forward, \
+    .embedding_backward = pt_cuda_embedding_backward, \
+    .crossentropy_forward = pt_cuda_crossentropy_forward, \
+    .crossentropy_backward = pt_cuda_crossentropy_backward, \
+    .adamw_update = pt_cuda_adamw_update
+
 #endif
