@@ -437,6 +437,130 @@ static void test_crossentropy(int N, int V)
     free(tgt);
 }
 
+/* The shard path (xent_shard_*) over the vocabulary cut at bounds[0] = 0 < ... < bounds[K] = V,
+ * against the CPU backend shard by shard. On the GPU exps and dlogits alias the shard's logits
+ * and stats_out aliases stats_in (the harder cases). Ties for the maximum are planted across a
+ * shard boundary, across the threads of one block, and in padding columns (>= n_valid). */
+static void test_xent_shard(int N, int V, int n_valid, int K, const int *bounds)
+{
+    size_t n = (size_t)N * V;
+    float *logits = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n * 4), *e = malloc(n * 4), *dl = malloc(n * 4);
+    float *st = malloc((size_t)N * PT_XENT_STATS * 4), *st_got = malloc((size_t)N * PT_XENT_STATS * 4);
+    float *rmax = malloc(N * 4), *loss = malloc(N * 4), *lse = malloc(N * 4);
+    int32_t *tgt = malloc(N * 4);
+    fill(logits, n, 8.0f);
+    for (int i = 0; i < N; i++)
+        tgt[i] = (int32_t)(fabsf(frand()) * (V - 1));
+    tgt[1 % N] = -1;
+    float *row = logits;
+    if (K > 1)
+        row[bounds[1] - 1] = row[bounds[1]] = 20.0f; /* equal maxima either side of the first cut */
+    row = logits + (size_t)(1 % N) * V;
+    row[V / 2] = row[V / 2 + 1] = row[V / 2 - 37] = 20.0f; /* equal maxima in different threads */
+    row = logits + (size_t)(2 % N) * V;
+    row[V - 1] = 30.0f; /* the row's maximum in the last column (padding when n_valid < V) */
+    if (N > 3) {
+        row = logits + (size_t)3 * V;
+        for (int i = 0; i < V; i++)
+            row[i] = 1.5f; /* every column equal: the first valid one */
+    }
+    int32_t *d_tgt = dev_from(tgt, N * 4);
+    float *d_st = dev_from(st, (size_t)N * PT_XENT_STATS * 4), *d_lse = dev_from(lse, N * 4),
+          *d_loss = dev_from(loss, N * 4);
+    float *d_x[8], *d_rmax[8], *c_e[8], *c_rmax[8];
+    char what[96];
+    int stats_bad = 0;
+    for (int k = 0; k < K; k++) { /* forward, shard by shard */
+        int v0 = bounds[k], vk = bounds[k + 1] - v0;
+        size_t nk = (size_t)N * vk;
+        for (int r = 0; r < N; r++)
+            memcpy(x + (size_t)r * vk, logits + (size_t)r * V + v0, (size_t)vk * 4);
+        c_e[k] = malloc(nk * 4);
+        c_rmax[k] = malloc(N * 4);
+        d_x[k] = dev_from(x, nk * 4);
+        d_rmax[k] = dev_from(rmax, N * 4);
+        die_if(cpu->xent_shard_forward(cs, st, c_e[k], c_rmax[k], k ? st : NULL, x, tgt, N, vk, v0, n_valid),
+               "cpu xent fwd");
+        die_if(gpu->xent_shard_forward(gs, d_st, d_x[k], d_rmax[k], k ? d_st : NULL, d_x[k], d_tgt, N, vk, v0,
+                                       n_valid),
+               "cuda xent fwd (exps alias logits)");
+        to_host(got, d_x[k], nk * 4);
+        snprintf(what, sizeof what, "xent_shard_forward exps, shard %d of %d", k, K);
+        check(what, got, c_e[k], nk, 1e-7f, 1e-5f);
+        to_host(got, d_rmax[k], N * 4);
+        check("xent_shard_forward row_max", got, c_rmax[k], N, 0, 0);
+        to_host(st_got, d_st, (size_t)N * PT_XENT_STATS * 4);
+        for (int r = 0; r < N && !stats_bad; r++) {
+            const float *a = st_got + (size_t)r * PT_XENT_STATS, *b = st + (size_t)r * PT_XENT_STATS;
+            /* max, target logit and argmax exact; the sum within float rounding of the order */
+            if (a[0] != b[0] || !(fabsf(a[1] - b[1]) <= 1e-5f * fabsf(b[1])) || a[2] != b[2] || a[3] != b[3] ||
+                a[4] != b[4]) {
+                fprintf(stderr, "FAIL xent_shard_forward stats, shard %d row %d: {%.9g %.9g %.9g %.9g %g}, cpu "
+                                "{%.9g %.9g %.9g %.9g %g}\n",
+                        k, r, a[0], a[1], a[2], a[3], a[4], b[0], b[1], b[2], b[3], b[4]);
+                failures++;
+                stats_bad = 1;
+            }
+        }
+    }
+    if (!stats_bad)
+        printf("ok   %-44s K=%d\n", "xent_shard_forward stats (argmax exact)", K);
+    die_if(cpu->xent_shard_finish(cs, loss, lse, st, tgt, N, V), "cpu xent finish");
+    die_if(gpu->xent_shard_finish(gs, d_loss, d_lse, d_st, d_tgt, N, V), "cuda xent finish");
+    to_host(got, d_loss, N * 4);
+    check("xent_shard_finish losses", got, loss, N, 1e-5f, 1e-5f);
+    to_host(got, d_lse, N * 4);
+    check("xent_shard_finish lse", got, lse, N, 1e-5f, 1e-5f);
+    /* backward on the CPU's lse, so that only the kernel is compared */
+    die_if(gpu->memcpy_h2d(gs, d_lse, lse, N * 4), "h2d");
+    float dloss = 1.0f / N;
+    for (int k = 0; k < K; k++) {
+        int v0 = bounds[k], vk = bounds[k + 1] - v0;
+        size_t nk = (size_t)N * vk;
+        die_if(cpu->xent_shard_backward(cs, dl, c_e[k], c_rmax[k], lse, tgt, dloss, N, vk, v0), "cpu xent bwd");
+        /* the GPU's own exps of this shard, the CPU's row_max */
+        die_if(gpu->memcpy_h2d(gs, d_rmax[k], c_rmax[k], N * 4), "h2d");
+        die_if(gpu->xent_shard_backward(gs, d_x[k], d_x[k], d_rmax[k], d_lse, d_tgt, dloss, N, vk, v0),
+               "cuda xent bwd (dlogits alias exps)");
+        to_host(got, d_x[k], nk * 4);
+        snprintf(what, sizeof what, "xent_shard_backward, shard %d of %d", k, K);
+        check(what, got, dl, nk, 1e-8f, 1e-5f);
+    }
+    /* a target past the vocabulary: NaN loss on the GPU (it cannot refuse without a sync) */
+    tgt[0] = V;
+    die_if(gpu->memcpy_h2d(gs, d_tgt, tgt, N * 4), "h2d");
+    die_if(gpu->xent_shard_finish(gs, d_loss, d_lse, d_st, d_tgt, N, V), "cuda xent finish (bad target)");
+    to_host(got, d_loss, N * 4);
+    if (!isnan(got[0]) || (N > 1 && got[1 % N] != 0.0f)) {
+        fprintf(stderr, "FAIL xent_shard_finish: target V gave loss %g (want NaN), ignored row %g\n", got[0],
+                N > 1 ? got[1] : 0.0f);
+        failures++;
+    } else {
+        printf("ok   %-44s\n", "xent_shard_finish target >= V gives NaN");
+    }
+    for (int k = 0; k < K; k++) {
+        dev_free(d_x[k]);
+        dev_free(d_rmax[k]);
+        free(c_e[k]);
+        free(c_rmax[k]);
+    }
+    dev_free(d_tgt);
+    dev_free(d_st);
+    dev_free(d_lse);
+    dev_free(d_loss);
+    free(logits);
+    free(got);
+    free(x);
+    free(e);
+    free(dl);
+    free(st);
+    free(st_got);
+    free(rmax);
+    free(loss);
+    free(lse);
+    free(tgt);
+}
+
 /* Runs the order-sensitive kernels twice on the same inputs and compares bits. */
 static void test_determinism(void)
 {
@@ -536,6 +660,9 @@ int main(int argc, char **argv)
         test_embedding(2, 333, 16, 500); /* N = 666, not a power of two: a partial last merge run */
         test_crossentropy(5, 1000);
         test_crossentropy(3, 50257);
+        test_xent_shard(5, 1000, 1000, 1, (const int[]){ 0, 1000 });
+        test_xent_shard(5, 1000, 990, 3, (const int[]){ 0, 1, 600, 1000 }); /* one-column shard, padding */
+        test_xent_shard(4, 2100, 2050, 2, (const int[]){ 0, 1300, 2100 });   /* several columns per thread */
     } else {
         test_determinism();
     }
@@ -575,6 +702,9 @@ int main(int argc, char **argv)
         test_embedding(8, 1024, 64, 2);      /* 8192 positions, 2 tokens */
         test_crossentropy(7, 50257);
         test_crossentropy(64, 256);
+        test_xent_shard(7, 50304, 50257, 4, (const int[]){ 0, 12576, 25152, 37728, 50304 }); /* GPT-2, padded */
+        test_xent_shard(64, 256, 256, 3, (const int[]){ 0, 1, 100, 256 });
+        test_xent_shard(5, 1000, 990, 1, (const int[]){ 0, 1000 });
     } else if (strcmp(group, "bf16") == 0) {
         /* bf16 mode: inputs rounded to 8 mantissa bits, fp32 accumulate; stated tolerance
          * |err| <= 1e-2 * sqrt(K) * amp^2 + 1e-2 * |ref| for inputs of amplitude 1. */

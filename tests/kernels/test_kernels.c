@@ -2,7 +2,7 @@
  * (kernel_ref.c) and central finite differences of those references.
  *
  * Usage: test_kernels GROUP   (backend elementwise matmul layernorm gelu attention
- *                              attention_long embedding crossentropy adamw)
+ *                              attention_long embedding crossentropy xent_shard adamw)
  * A failure prints the tensor, the first bad index and both values; the exit status is the
  * number of failed checks (capped). Every group also checks that the byte account of
  * pt_backend_alloc returns to zero. */
@@ -859,6 +859,188 @@ static void test_crossentropy(void)
     be->stream_destroy(s);
 }
 
+/* ---- cross-entropy over vocabulary shards (xent_shard_*) ---- */
+
+/* One pass of the shard path over a row-major (N,V) logits matrix cut at bounds[0] = 0 <
+ * bounds[1] < ... < bounds[K] = V: each shard's columns copied to their own (N,V_k) buffer,
+ * forward in order, finish, then (dl != NULL) backward, the shards' gradients put back side by
+ * side in dl (N,V). alias: exps and dlogits are the shard's logits buffer and stats_out is
+ * stats_in; otherwise all separate. stats (N,PT_XENT_STATS) gets the final statistics. Returns
+ * finish's status (forward and backward must succeed). */
+static pt_status xent_run(pt_stream *s, const float *logits, const int32_t *tgt, int N, int V, int n_valid,
+                          const int *bounds, int K, int alias, float dloss, float *loss, float *lse, float *stats,
+                          float *dl)
+{
+    float *x[8], *e[8], *rmax[8];
+    float *st_a = fnew((size_t)N * PT_XENT_STATS), *st_b = alias ? st_a : fnew((size_t)N * PT_XENT_STATS);
+    for (int k = 0; k < K; k++) {
+        int v0 = bounds[k], vk = bounds[k + 1] - bounds[k];
+        x[k] = fnew((size_t)N * vk);
+        e[k] = alias ? x[k] : fnew((size_t)N * vk);
+        rmax[k] = fnew(N);
+        for (int n = 0; n < N; n++)
+            memcpy(x[k] + (size_t)n * vk, logits + (size_t)n * V + v0, (size_t)vk * sizeof(float));
+    }
+    float *in = NULL, *out = st_a;
+    for (int k = 0; k < K; k++) {
+        EXPECT(be->xent_shard_forward(s, out, e[k], rmax[k], in, x[k], tgt, N, bounds[k + 1] - bounds[k], bounds[k],
+                                      n_valid) == PT_OK);
+        in = out;
+        out = out == st_a ? st_b : st_a;
+    }
+    memcpy(stats, in, (size_t)N * PT_XENT_STATS * sizeof(float));
+    pt_status st = be->xent_shard_finish(s, loss, lse, in, tgt, N, V);
+    for (int k = 0; k < K && dl != NULL && st == PT_OK; k++) {
+        int v0 = bounds[k], vk = bounds[k + 1] - bounds[k];
+        float *d = alias ? e[k] : fnew((size_t)N * vk);
+        EXPECT(be->xent_shard_backward(s, d, e[k], rmax[k], lse, tgt, dloss, N, vk, v0) == PT_OK);
+        for (int n = 0; n < N; n++)
+            memcpy(dl + (size_t)n * V + v0, d + (size_t)n * vk, (size_t)vk * sizeof(float));
+        if (!alias)
+            ffree(d);
+    }
+    for (int k = 0; k < K; k++) {
+        if (!alias)
+            ffree(e[k]);
+        ffree(x[k]);
+        ffree(rmax[k]);
+    }
+    if (!alias)
+        ffree(st_b);
+    ffree(st_a);
+    return st;
+}
+
+static void test_xent_shard(void)
+{
+    pt_stream *s = stream_new(2);
+    {   /* forward against double references, backward against crossentropy_* on whole rows */
+        const int N = 7, V = 997, n_valid = 990;
+        const int cuts[][5] = { { 0, 997 }, { 0, 400, 997 }, { 0, 1, 600, 997 }, { 0, 123, 990, 997 },
+                                { 0, 400, 401, 990, 997 } };
+        const int n_cuts[] = { 1, 2, 3, 3, 4 };
+        int32_t tgt[7] = { 17, -1, 399, 600, 995, V - 1, 0 };
+        float *logits = frand_new((size_t)N * V, 4);
+        float *row = logits + (size_t)2 * V; /* a three-way tie across the boundaries at 400 and 401 */
+        row[399] = row[400] = row[401] = 7.0f;
+        row = logits + (size_t)3 * V; /* ties across the boundaries at 1 and 600 */
+        row[0] = row[1] = row[600] = 6.0f;
+        row = logits + (size_t)4 * V; /* the row's max in a padding column, the valid max after a shard cut */
+        row[995] = 9.0f;
+        row[993] = 9.0f;
+        row[700] = 5.0f;
+        row = logits + (size_t)5 * V; /* extreme logits */
+        row[5] = 1000.0f;
+        row[6] = -1000.0f;
+        row = logits + (size_t)6 * V; /* the maximum at both ends of the valid columns */
+        row[0] = row[989] = 8.0f;
+        double *ld = to_double(logits, (size_t)N * V), *ref = dnew(N), *ref_lse = dnew(N);
+        int ref_j[7];
+        ref_crossentropy(ref, ld, tgt, N, V);
+        for (int n = 0; n < N; n++) {
+            const double *x = ld + (size_t)n * V;
+            double mx = -INFINITY, sum = 0;
+            for (int i = 0; i < V; i++)
+                mx = fmax(mx, x[i]);
+            for (int i = 0; i < V; i++)
+                sum += exp(x[i] - mx);
+            ref_lse[n] = mx + log(sum);
+            ref_j[n] = 0;
+            for (int i = 1; i < n_valid; i++)
+                if (x[i] > x[ref_j[n]])
+                    ref_j[n] = i;
+        }
+        EXPECT(ref_j[2] == 399 && ref_j[3] == 0 && ref_j[4] == 700 && ref_j[6] == 0);
+
+        /* the whole-row kernels, the reference of the shard gradients */
+        const float dloss = 1.0f / N;
+        float *probs = fnew((size_t)N * V), *dl_ref = fnew((size_t)N * V), *ce_loss = fnew(N);
+        EXPECT(be->crossentropy_forward(s, ce_loss, probs, logits, tgt, N, V) == PT_OK);
+        EXPECT(be->crossentropy_backward(s, dl_ref, probs, tgt, dloss, N, V) == PT_OK);
+        double *dl_refd = to_double(dl_ref, (size_t)N * V);
+
+        float *loss = fnew(N), *lse = fnew(N), *stats = fnew((size_t)N * PT_XENT_STATS), *dl = fnew((size_t)N * V);
+        float *loss2 = fnew(N), *lse2 = fnew(N), *stats2 = fnew((size_t)N * PT_XENT_STATS),
+              *dl2 = fnew((size_t)N * V);
+        for (size_t c = 0; c < sizeof n_cuts / sizeof n_cuts[0]; c++) {
+            char what[96];
+            snprintf(what, sizeof what, "xent_shard K=%d (cut %zu)", n_cuts[c], c);
+            EXPECT(xent_run(s, logits, tgt, N, V, n_valid, cuts[c], n_cuts[c], 0, dloss, loss, lse, stats, dl) ==
+                   PT_OK);
+            check_close(what, loss, ref, N, 1e-6, 1e-5);
+            check_close(what, lse, ref_lse, N, 1e-6, 1e-5);
+            EXPECT(loss[1] == 0.0f);
+            for (int n = 0; n < N; n++) {
+                const float *st = stats + (size_t)n * PT_XENT_STATS;
+                if (st[4] != (float)ref_j[n] || st[3] != logits[(size_t)n * V + ref_j[n]]) {
+                    fprintf(stderr, "%s: row %d argmax %g (logit %g), want the first maximum %d (logit %g)\n", what,
+                            n, (double)st[4], (double)st[3], ref_j[n], (double)logits[(size_t)n * V + ref_j[n]]);
+                    g_fail++;
+                }
+            }
+            check_close(what, dl, dl_refd, (size_t)N * V, 1e-6, 1e-5);
+            for (int i = 0; i < V; i++)
+                EXPECT(dl[(size_t)1 * V + i] == 0.0f);
+            /* exps == logits, dlogits == exps, stats_out == stats_in: the same bits */
+            EXPECT(xent_run(s, logits, tgt, N, V, n_valid, cuts[c], n_cuts[c], 1, dloss, loss2, lse2, stats2, dl2) ==
+                   PT_OK);
+            check_bits("xent_shard losses (aliased)", loss, loss2, N);
+            check_bits("xent_shard lse (aliased)", lse, lse2, N);
+            check_bits("xent_shard stats (aliased)", stats, stats2, (size_t)N * PT_XENT_STATS);
+            check_bits("xent_shard dlogits (aliased)", dl, dl2, (size_t)N * V);
+        }
+        /* one shard, all columns valid: the argmax may land anywhere */
+        const int whole[2] = { 0, V };
+        EXPECT(xent_run(s, logits, tgt, N, V, V, whole, 1, 0, dloss, loss, lse, stats, NULL) == PT_OK);
+        EXPECT(stats[(size_t)4 * PT_XENT_STATS + 4] == 993.0f); /* first of 993 and 995 */
+        /* a target outside the vocabulary: refused by finish, nothing written */
+        tgt[2] = V;
+        for (int n = 0; n < N; n++)
+            loss[n] = lse[n] = -7.0f;
+        EXPECT(xent_run(s, logits, tgt, N, V, n_valid, cuts[2], n_cuts[2], 0, dloss, loss, lse, stats, NULL) ==
+               PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "row 2") != NULL);
+        for (int n = 0; n < N; n++)
+            EXPECT(loss[n] == -7.0f && lse[n] == -7.0f);
+        EXPECT(be->xent_shard_forward(s, stats, probs, lse, NULL, logits, tgt, N, 0, 0, n_valid) == PT_EINVAL);
+        EXPECT(be->xent_shard_forward(s, stats, probs, lse, NULL, logits, tgt, N, V, -1, n_valid) == PT_EINVAL);
+        EXPECT(be->xent_shard_backward(s, dl, probs, lse, lse, tgt, dloss, -1, V, 0) == PT_EINVAL);
+        free(ld);
+        free(ref);
+        free(ref_lse);
+        free(dl_refd);
+        float *all[] = { logits, probs, dl_ref, ce_loss, loss, lse, stats, dl, loss2, lse2, stats2, dl2 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+    {   /* d(mean loss)/d(logits) through three shards, by central differences of the double loss */
+        const int N = 4, V = 13, cut[4] = { 0, 5, 6, 13 };
+        const int32_t tgt[4] = { 3, -1, 12, 5 };
+        const float dloss = 1.0f / N;
+        size_t n = (size_t)N * V;
+        float *logits = frand_new(n, 3), *loss = fnew(N), *lse = fnew(N), *stats = fnew((size_t)N * PT_XENT_STATS),
+              *dl = fnew(n);
+        EXPECT(xent_run(s, logits, tgt, N, V, 12, cut, 3, 1, dloss, loss, lse, stats, dl) == PT_OK);
+        ce_ctx c = { to_double(logits, n), tgt, N, V };
+        double *R = dnew(N), *tmp = dnew(N), *g = dnew(n);
+        for (int i = 0; i < N; i++)
+            R[i] = dloss;
+        for (size_t i = 0; i < n; i++)
+            g[i] = fd_grad(ce_fwd, &c, c.logits, i, tmp, R, N);
+        check_close("xent_shard backward vs finite differences", dl, g, n, 1e-6, 1e-4);
+        free(c.logits);
+        free(R);
+        free(tmp);
+        free(g);
+        ffree(logits);
+        ffree(loss);
+        ffree(lse);
+        ffree(stats);
+        ffree(dl);
+    }
+    be->stream_destroy(s);
+}
+
 /* ---- AdamW ---- */
 
 static void test_adamw(void)
@@ -921,7 +1103,8 @@ int main(int argc, char **argv)
         { "matmul", test_matmul },         { "layernorm", test_layernorm },
         { "gelu", test_gelu },             { "attention", test_attention },
         { "attention_long", test_attention_long }, { "embedding", test_embedding },
-        { "crossentropy", test_crossentropy }, { "adamw", test_adamw },
+        { "crossentropy", test_crossentropy }, { "xent_shard", test_xent_shard },
+        { "adamw", test_adamw },
     };
     if (pt_backend_get("cpu", &be) != PT_OK) {
         fprintf(stderr, "%s\n", pt_last_error());
