@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "pipetrain/backend.h"
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
 
@@ -13,6 +14,14 @@
 #define PT_CFG_MAX_EMBD 65536
 #define PT_CFG_MAX_VOCAB (1 << 24)
 #define PT_CFG_MAX_SEQ (1 << 20)
+#define PT_CFG_MAX_HEAD_SPLIT 256
+
+/* Head shards are cut at multiples of 64 rows (friendly GEMM shapes) when the padded vocabulary
+ * is a multiple of 64 with at least 64 rows per shard, else at any row: the rows of one unit. */
+static int cfg_split_unit(const pt_model_config *c)
+{
+    return c->vocab_padded % 64 == 0 && c->vocab_padded / 64 >= pt_model_head_layers(c) ? 64 : 1;
+}
 
 typedef struct cfg_preset {
     const char *name;
@@ -65,7 +74,26 @@ pt_status pt_model_config_validate(const pt_model_config *c)
     if (c->max_seq_len < 1 || c->max_seq_len > PT_CFG_MAX_SEQ)
         return pt_fail(PT_EINVAL, "%s: max_seq_len is %d; it must be between 1 and %d", who, c->max_seq_len,
                        PT_CFG_MAX_SEQ);
+    if (c->head_split < 0 || c->head_split > PT_CFG_MAX_HEAD_SPLIT)
+        return pt_fail(PT_EINVAL, "%s: head_split is %d; it must be between 1 and %d", who, c->head_split,
+                       PT_CFG_MAX_HEAD_SPLIT);
+    if (pt_model_head_layers(c) > c->vocab_padded)
+        return pt_fail(PT_EINVAL, "%s: head_split %d leaves an LM-head shard without vocabulary rows (%d rows of wte); "
+                                  "use at most %d shards",
+                       who, c->head_split, c->vocab_padded, c->vocab_padded);
     return PT_OK;
+}
+
+void pt_model_head_shard_rows(const pt_model_config *c, int k, int *v0, int *v1)
+{
+    const int64_t K = pt_model_head_layers(c), unit = cfg_split_unit(c), units = c->vocab_padded / unit;
+    *v0 = (int)(k * units / K * unit);
+    *v1 = k + 1 >= K ? c->vocab_padded : (int)((k + 1) * units / K * unit);
+}
+
+int pt_model_boundary_width(const pt_model_config *c, int b)
+{
+    return b >= c->n_layer + 2 ? c->n_embd + PT_XENT_STATS : c->n_embd;
 }
 
 int64_t pt_model_config_n_params(const pt_model_config *c)
@@ -107,7 +135,7 @@ pt_status pt_model_config_from_json(const struct cJSON *obj, const char *what, p
 {
     memset(out, 0, sizeof(*out));
     static const char *const allowed[] = { "name",       "n_layer",     "n_head",      "n_embd",
-                                           "vocab_size", "vocab_padded", "max_seq_len", NULL };
+                                           "vocab_size", "vocab_padded", "max_seq_len", "head_split", NULL };
     if (!cJSON_IsObject(obj))
         return pt_fail(PT_EINVAL, "%s: a model config must be a JSON object with n_layer, n_head, n_embd, vocab_size "
                                   "and max_seq_len",
@@ -121,6 +149,8 @@ pt_status pt_model_config_from_json(const struct cJSON *obj, const char *what, p
     out->vocab_padded = out->vocab_size;
     if (cJSON_HasObjectItem(obj, "vocab_padded"))
         PT_CHECK(cfg_get(obj, what, "vocab_padded", 2, PT_CFG_MAX_VOCAB, &out->vocab_padded));
+    if (cJSON_HasObjectItem(obj, "head_split"))
+        PT_CHECK(cfg_get(obj, what, "head_split", 1, PT_CFG_MAX_HEAD_SPLIT, &out->head_split));
     if (cJSON_HasObjectItem(obj, "name")) {
         const char *name = NULL;
         PT_CHECK(pt_json_get_string(obj, what, "name", &name));
@@ -144,7 +174,8 @@ struct cJSON *pt_model_config_to_json(const pt_model_config *c)
              cJSON_AddNumberToObject(o, "n_head", c->n_head) && cJSON_AddNumberToObject(o, "n_embd", c->n_embd) &&
              cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size) &&
              cJSON_AddNumberToObject(o, "vocab_padded", c->vocab_padded) &&
-             cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
+             cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len) &&
+             (c->head_split <= 1 || cJSON_AddNumberToObject(o, "head_split", c->head_split));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

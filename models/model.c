@@ -80,6 +80,10 @@ typedef struct model_slot {
     block_act *act;   /* [local block]; with recompute all point at the shared area */
     block_grad *grad; /* [local block] */
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *dlnf;
+    /* head_split > 1: per local shard its exps (then dlogits) and row maxima; with the loss, the
+     * final statistics and log-sum-exp */
+    float **sh_exps, **sh_rowmax;
+    float *fstats, *lse;
     slot_state state;
 } model_slot;
 
@@ -90,6 +94,9 @@ struct pt_model {
     pt_stream *stream;
     int first, last;
     int has_emb, has_head;
+    int K;                     /* head layers (cfg head_split, at least 1) */
+    int has_lnf;               /* holds the first head layer (final layernorm) */
+    int sh0, n_sh;             /* local head layers: shards sh0 .. sh0 + n_sh - 1 */
     int first_block, n_blocks; /* global layer index of the first block, local block count */
     int n_tensors;
     pt_param *tensors;
@@ -114,6 +121,7 @@ struct pt_model {
     model_slot *slots;
     float *host_losses;  /* (N) host buffers for pt_model_slot_loss */
     int32_t *host_targets;
+    float *host_pred;    /* pt_model_slot_predict: MODEL_LOGIT_ROWS x Vp (one head layer) or N x PT_XENT_STATS */
 };
 
 /* ---- arena carving: run once with base NULL to measure, then on the allocation ---- */
@@ -171,10 +179,10 @@ static void carve_bwd_shared(carve *c, pt_model *m)
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
     if (m->n_blocks > 0)
         carve_block_grad(c, m, &m->grad_shared);
-    m->dlnf_shared = m->has_head ? carve_f(c, N * C) : NULL;
+    m->dlnf_shared = m->has_lnf ? carve_f(c, N * C) : NULL;
     for (int p = 0; p < 2; p++) {
         int used = 0;
-        for (int b = m->first + 1; b <= m->last && !used; b++)
+        for (int b = m->first + 1; b <= m->last && b <= m->cfg.n_layer + 1 && !used; b++)
             used = (b & 1) == p;
         m->dx_shared[p] = used ? carve_f(c, N * C) : NULL;
     }
@@ -186,13 +194,16 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
     const int L = m->cfg.n_layer;
     s->tokens = m->has_emb ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
-    s->targets = m->has_head ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
+    s->targets = m->n_sh > 0 ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
     for (int b = m->first; b <= m->last + 1; b++) {
-        int has = b >= 1 && b <= L + 1;
-        s->x[b - m->first] = has ? carve_f(c, N * C) : NULL;
+        int has = b >= 1 && b <= L + m->K;
+        size_t w = has ? (size_t)pt_model_boundary_width(&m->cfg, b) : 0;
+        s->x[b - m->first] = has ? carve_f(c, N * w) : NULL;
         float **dx = &s->dx[b - m->first];
         if (!has)
             *dx = NULL;
+        else if (b >= L + 2)
+            *dx = carve_f(c, N * w); /* between head shards: its own, zeroed at create (model_create) */
         else if (!m->opts.fused_only)
             *dx = carve_f(c, N * C);
         else if (boundary_internal(m, b))
@@ -212,15 +223,29 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
         else
             carve_block_grad(c, m, &s->grad[j]);
     }
-    if (m->has_head) {
+    s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = s->fstats = s->lse = NULL;
+    if (m->has_lnf) {
         s->lnf = carve_f(c, N * C);
         s->lnf_mean = carve_f(c, N);
         s->lnf_rstd = carve_f(c, N);
-        s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
-        s->losses = carve_f(c, N);
         s->dlnf = m->opts.fused_only ? m->dlnf_shared : carve_f(c, N * C);
-    } else {
-        s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = NULL;
+    }
+    if (m->has_head)
+        s->losses = carve_f(c, N);
+    if (m->K == 1) {
+        if (m->has_head)
+            s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
+        return;
+    }
+    for (int j = 0; j < m->n_sh; j++) {
+        int v0, v1;
+        pt_model_head_shard_rows(&m->cfg, m->sh0 + j, &v0, &v1);
+        s->sh_exps[j] = carve_f(c, N * (size_t)(v1 - v0));
+        s->sh_rowmax[j] = carve_f(c, N);
+    }
+    if (m->has_head) {
+        s->fstats = carve_f(c, N * PT_XENT_STATS);
+        s->lse = carve_f(c, N);
     }
 }
 
@@ -248,7 +273,7 @@ static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int 
 static pt_status model_build_tensors(pt_model *m)
 {
     const int C = m->cfg.n_embd, L = m->cfg.n_layer;
-    int cap = (m->has_emb ? 2 : 0) + m->n_blocks * BP_COUNT + (m->has_head ? 3 : 0);
+    int cap = (m->has_emb ? 2 : 0) + m->n_blocks * BP_COUNT + (m->has_lnf ? 2 : 0) + (m->n_sh > 0 ? 1 : 0);
     m->tensors = calloc((size_t)cap, sizeof(pt_param));
     m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
     if (!m->tensors || !m->t_block)
@@ -272,16 +297,18 @@ static pt_status model_build_tensors(pt_model *m)
             PT_CHECK(model_add_tensor(m, name, layer, is_weight ? 2 : 1, rows[k] * C, in));
         }
     }
-    if (m->has_head) {
+    if (m->has_lnf) {
         m->t_lnfw = m->n_tensors;
         PT_CHECK(model_add_tensor(m, "lnf.weight", L + 1, 1, C, 0));
         m->t_lnfb = m->n_tensors;
         PT_CHECK(model_add_tensor(m, "lnf.bias", L + 1, 1, C, 0));
+    }
+    if (m->n_sh > 0) {
         if (m->has_emb) {
             m->t_head_wte = m->t_wte;
-        } else {
+        } else { /* the tied copy (whole: its rows outside this chunk's shards get the job's sum too) */
             m->t_head_wte = m->n_tensors;
-            PT_CHECK(model_add_tensor(m, "wte.weight", L + 1, 2, m->cfg.vocab_padded, C));
+            PT_CHECK(model_add_tensor(m, "wte.weight", L + 1 + m->sh0, 2, m->cfg.vocab_padded, C));
         }
     }
     return PT_OK;
@@ -303,11 +330,14 @@ void pt_model_destroy(pt_model *m)
             free(m->slots[s].dx);
             free(m->slots[s].act);
             free(m->slots[s].grad);
+            free(m->slots[s].sh_exps);
+            free(m->slots[s].sh_rowmax);
         }
         free(m->slots);
     }
     free(m->host_targets);
     free(m->host_losses);
+    free(m->host_pred);
     pt_backend_free(m->be, m->bwd_shared_mem);
     pt_backend_free(m->be, m->recompute_mem);
     pt_backend_free(m->be, m->scratch_logits);
@@ -359,6 +389,10 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->last = last_layer;
     m->has_emb = first_layer == 0;
     m->has_head = last_layer == n_layers - 1;
+    m->K = pt_model_head_layers(cfg);
+    m->has_lnf = first_layer <= cfg->n_layer + 1 && last_layer >= cfg->n_layer + 1;
+    m->sh0 = (first_layer > cfg->n_layer + 1 ? first_layer : cfg->n_layer + 1) - (cfg->n_layer + 1);
+    m->n_sh = last_layer >= cfg->n_layer + 1 ? last_layer - (cfg->n_layer + 1) - m->sh0 + 1 : 0;
     m->first_block = first_layer < 1 ? 1 : first_layer;
     int last_block = last_layer > cfg->n_layer ? cfg->n_layer : last_layer;
     m->n_blocks = last_block >= m->first_block ? last_block - m->first_block + 1 : 0;
@@ -369,13 +403,15 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
     PT_TRY(pt_backend_alloc(be, (void **)&m->params, pbytes), fail);
     PT_TRY(pt_backend_alloc(be, (void **)&m->grads, pbytes), fail);
-    if (m->has_head) {
+    if (m->n_sh > 0) {
         if (m->has_emb) {
             PT_TRY(pt_backend_alloc(be, (void **)&m->twin, Vp * C * sizeof(float)), fail);
             m->own_twin = 1;
         } else {
             m->twin = G(m, m->t_head_wte);
         }
+    }
+    if (m->has_head && m->K == 1) {
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
         PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float)), fail);
     }
@@ -403,7 +439,9 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     if (m->has_head) {
         m->host_losses = malloc(N * sizeof(float));
         m->host_targets = malloc(N * sizeof(int32_t));
-        if (!m->host_losses || !m->host_targets) {
+        size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
+        m->host_pred = malloc((m->K == 1 ? rows * Vp : N * PT_XENT_STATS) * sizeof(float));
+        if (!m->host_losses || !m->host_targets || !m->host_pred) {
             st = pt_fail(PT_ENOMEM, "out of memory for host loss buffers");
             goto fail;
         }
@@ -420,7 +458,9 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         sl->dx = calloc((size_t)n_bound, sizeof(float *));
         sl->act = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_act));
         sl->grad = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_grad));
-        if (!sl->x || !sl->dx || !sl->act || !sl->grad) {
+        sl->sh_exps = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
+        sl->sh_rowmax = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
+        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->sh_exps || !sl->sh_rowmax) {
             st = pt_fail(PT_ENOMEM, "out of memory for slot tables");
             goto fail;
         }
@@ -430,6 +470,13 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         PT_TRY(pt_backend_alloc(be, &sl->mem, c.off ? c.off : 1), fail);
         c = (carve){ .base = sl->mem };
         carve_slot(&c, m, sl);
+        /* Gradients between head shards carry dh, then the log-sum-exp, then unused floats that
+         * go over the network: zero them once. */
+        for (int b = cfg->n_layer + 2; b <= last_layer + 1 && b < n_layers; b++)
+            if (b >= first_layer)
+                PT_TRY(be->memset_zero(stream, sl->dx[b - first_layer],
+                                       N * (size_t)pt_model_boundary_width(cfg, b) * sizeof(float)),
+                       fail);
     }
     *out = m;
     return PT_OK;
@@ -450,7 +497,8 @@ const pt_param *pt_model_tensor(const pt_model *m, int i) { return i >= 0 && i <
 size_t pt_model_n_params(const pt_model *m) { return m->n_params; }
 float *pt_model_params(pt_model *m) { return m->params; }
 float *pt_model_grads(pt_model *m) { return m->grads; }
-float *pt_model_head_wte_grad(pt_model *m) { return m->has_head ? m->twin : NULL; }
+float *pt_model_head_wte_grad(pt_model *m) { return m->n_sh > 0 ? m->twin : NULL; }
+int pt_model_has_head_layers(const pt_model *m) { return m->n_sh > 0; }
 size_t pt_model_slot_bytes(const pt_model *m) { return m->slot_bytes; }
 const pt_backend *pt_model_backend(const pt_model *m) { return m->be; }
 pt_stream *pt_model_stream(const pt_model *m) { return m->stream; }
@@ -619,7 +667,7 @@ pt_status pt_model_zero_grads(pt_model *m)
 
 pt_status pt_model_reduce_tied_grads(pt_model *m)
 {
-    if (!(m->has_emb && m->has_head))
+    if (!(m->has_emb && m->n_sh > 0))
         return PT_OK;
     float *g = G(m, m->t_wte);
     return m->be->add(m->stream, g, g, m->twin, (size_t)m->cfg.vocab_padded * m->cfg.n_embd);
@@ -698,6 +746,81 @@ static pt_status block_backward_weight(pt_model *m, int j, const float *x, const
     return PT_OK;
 }
 
+/* ---- the LM head as vocabulary shards (head_split > 1; model_config.h) ----
+ * Local shard j is global shard k = sh0 + j, layer L+1+k, input boundary L+1+k. Its hidden state
+ * h is the layernorm output (k = 0) or the h part of the input boundary; a boundary between two
+ * shards is h (N,C) then the running statistics (N, PT_XENT_STATS) going forward, and dh (N,C)
+ * then the log-sum-exp (N) and zeros going back. */
+
+static float *shard_h(pt_model *m, model_slot *sl, int k)
+{
+    return k == 0 ? sl->lnf : sl->x[m->cfg.n_layer + 1 + k - m->first];
+}
+
+static pt_status shards_forward(pt_model *m, model_slot *sl)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, L = m->cfg.n_layer;
+    for (int j = 0; j < m->n_sh; j++) {
+        const int k = m->sh0 + j, bi = L + 1 + k - m->first, last = k == m->K - 1;
+        int v0, v1;
+        pt_model_head_shard_rows(&m->cfg, k, &v0, &v1);
+        const int Vk = v1 - v0;
+        if (k == 0)
+            PT_CHECK(be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, sl->x[bi], P(m, m->t_lnfw),
+                                           P(m, m->t_lnfb), N, C));
+        const float *h = shard_h(m, sl, k);
+        const float *stats_in = k == 0 ? NULL : sl->x[bi] + (size_t)N * C;
+        float *stats_out = last ? sl->fstats : sl->x[bi + 1] + (size_t)N * C;
+        PT_CHECK(be->matmul_forward(m->stream, sl->sh_exps[j], h, P(m, m->t_head_wte) + (size_t)v0 * C, NULL, N, C,
+                                    Vk));
+        PT_CHECK(be->xent_shard_forward(m->stream, stats_out, sl->sh_exps[j], sl->sh_rowmax[j], stats_in,
+                                        sl->sh_exps[j], sl->targets, N, Vk, v0, m->cfg.vocab_size));
+        if (last)
+            PT_CHECK(be->xent_shard_finish(m->stream, sl->losses, sl->lse, sl->fstats, sl->targets, N,
+                                           m->cfg.vocab_padded));
+        else
+            PT_CHECK(be->memcpy_d2d(m->stream, sl->x[bi + 1], h, (size_t)N * C * sizeof(float)));
+    }
+    return PT_OK;
+}
+
+/* Backward over the local shards, last to first; `parts` as model_backward's. */
+static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, int parts, int input, int weight)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, L = m->cfg.n_layer;
+    for (int j = m->n_sh - 1; j >= 0; j--) {
+        const int k = m->sh0 + j, bi = L + 1 + k - m->first, last = k == m->K - 1;
+        int v0, v1;
+        pt_model_head_shard_rows(&m->cfg, k, &v0, &v1);
+        const int Vk = v1 - v0;
+        const float *W = P(m, m->t_head_wte) + (size_t)v0 * C;
+        float *dh = k == 0 ? sl->dlnf : sl->dx[bi]; /* the gradient at this shard's h */
+        if (parts & input) {
+            const float *lse = last ? sl->lse : sl->dx[bi + 1] + (size_t)N * C;
+            PT_CHECK(be->xent_shard_backward(m->stream, sl->sh_exps[j], sl->sh_exps[j], sl->sh_rowmax[j], lse,
+                                             sl->targets, loss_scale, N, Vk, v0));
+            PT_CHECK(be->matmul_backward_input(m->stream, dh, sl->sh_exps[j], W, N, C, Vk));
+            if (!last) /* h feeds every later shard too: add their gradient (a + b == b + a exactly) */
+                PT_CHECK(be->add(m->stream, dh, dh, sl->dx[bi + 1], (size_t)N * C));
+            if (k > 0)
+                PT_CHECK(be->memcpy_d2d(m->stream, sl->dx[bi] + (size_t)N * C, lse, (size_t)N * sizeof(float)));
+            else
+                PT_CHECK(be->layernorm_backward_input(m->stream, sl->dx[bi], sl->dlnf, sl->x[bi], P(m, m->t_lnfw),
+                                                      sl->lnf_mean, sl->lnf_rstd, N, C));
+        }
+        if (parts & weight) {
+            PT_CHECK(be->matmul_backward_weight(m->stream, m->twin + (size_t)v0 * C, NULL, sl->sh_exps[j],
+                                                shard_h(m, sl, k), N, C, Vk));
+            if (k == 0)
+                PT_CHECK(be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf,
+                                                       sl->x[bi], sl->lnf_mean, sl->lnf_rstd, N, C));
+        }
+    }
+    return PT_OK;
+}
+
 /* Local block index j <-> boundary index of its input. */
 static int block_in(const pt_model *m, int j) { return m->first_block + j - m->first; }
 
@@ -718,7 +841,9 @@ pt_status pt_model_forward(pt_model *m, int s)
         int b = block_in(m, j);
         PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
     }
-    if (m->has_head) {
+    if (m->K > 1)
+        PT_CHECK(shards_forward(m, sl));
+    else if (m->has_head) {
         const float *x = sl->x[m->cfg.n_layer + 1 - m->first];
         const int Vp = m->cfg.vocab_padded;
         PT_CHECK(be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
@@ -767,9 +892,11 @@ enum { BWD_INPUT = 1, BWD_WEIGHT = 2 };
 static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
 {
     model_slot *sl = &m->slots[s];
-    if (parts & BWD_INPUT && m->has_head)
+    if (m->K > 1)
+        PT_CHECK(shards_backward(m, sl, loss_scale, parts, BWD_INPUT, BWD_WEIGHT));
+    if (parts & BWD_INPUT && m->has_head && m->K == 1)
         PT_CHECK(head_backward_input(m, sl, loss_scale));
-    if (parts & BWD_WEIGHT && m->has_head)
+    if (parts & BWD_WEIGHT && m->has_head && m->K == 1)
         PT_CHECK(head_backward_weight(m, sl));
     for (int j = m->n_blocks - 1; j >= 0; j--) {
         int b = block_in(m, j);
@@ -844,8 +971,8 @@ pt_status pt_model_slot_loss(pt_model *m, int s, double *loss_sum, int64_t *n_to
 {
     PT_CHECK(slot_check(m, s, "slot loss"));
     if (!m->has_head)
-        return pt_fail(PT_EINVAL, "slot loss: this chunk (layers %d..%d) has no head; ask the chunk holding layer %d",
-                       m->first, m->last, m->cfg.n_layer + 1);
+        return pt_fail(PT_EINVAL, "slot loss: this chunk (layers %d..%d) has no loss; ask the chunk holding layer %d",
+                       m->first, m->last, pt_model_n_layers(&m->cfg) - 1);
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len;
     model_slot *sl = &m->slots[s];
     PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_losses, sl->losses, N * sizeof(float)));
@@ -868,6 +995,10 @@ pt_status pt_model_slot_logits(pt_model *m, int s, float *out)
     PT_CHECK(slot_check(m, s, "slot logits"));
     if (!m->has_head)
         return pt_fail(PT_EINVAL, "slot logits: this chunk (layers %d..%d) has no head", m->first, m->last);
+    if (m->K > 1)
+        return pt_fail(PT_EINVAL, "slot logits: the model splits its LM head into %d vocabulary shards, so no layer "
+                                  "holds a whole row of logits; use head_split 1 to read logits",
+                       m->K);
     const int C = m->cfg.n_embd, Vp = m->cfg.vocab_padded, N = m->opts.micro_batch * m->opts.seq_len;
     const model_slot *sl = &m->slots[s];
     for (int r0 = 0; r0 < N; r0 += MODEL_LOGIT_ROWS) {
@@ -876,6 +1007,37 @@ pt_status pt_model_slot_logits(pt_model *m, int s, float *out)
                                        NULL, rows, C, Vp));
         PT_CHECK(m->be->memcpy_d2h(m->stream, out + (size_t)r0 * Vp, m->scratch_logits,
                                    (size_t)rows * Vp * sizeof(float)));
+    }
+    return PT_OK;
+}
+
+pt_status pt_model_slot_predict(pt_model *m, int s, int32_t *pred)
+{
+    PT_CHECK(slot_check(m, s, "slot predict"));
+    if (!m->has_head)
+        return pt_fail(PT_EINVAL, "slot predict: this chunk (layers %d..%d) has no loss layer; ask the chunk holding "
+                                  "layer %d",
+                       m->first, m->last, pt_model_n_layers(&m->cfg) - 1);
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len;
+    const model_slot *sl = &m->slots[s];
+    if (m->K > 1) { /* the shards' running argmax */
+        PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_pred, sl->fstats, N * PT_XENT_STATS * sizeof(float)));
+        for (size_t r = 0; r < N; r++)
+            pred[r] = (int32_t)m->host_pred[r * PT_XENT_STATS + 4];
+        return PT_OK;
+    }
+    const int V = m->cfg.vocab_size, Vp = m->cfg.vocab_padded;
+    for (size_t r0 = 0; r0 < N; r0 += MODEL_LOGIT_ROWS) {
+        size_t n = N - r0 < MODEL_LOGIT_ROWS ? N - r0 : MODEL_LOGIT_ROWS;
+        PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_pred, sl->logits + r0 * (size_t)Vp, n * (size_t)Vp * sizeof(float)));
+        for (size_t r = 0; r < n; r++) {
+            const float *p = m->host_pred + r * (size_t)Vp;
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (p[v] > p[best])
+                    best = v;
+            pred[r0 + r] = best;
+        }
     }
     return PT_OK;
 }

@@ -39,6 +39,9 @@
 extern "C" {
 #endif
 
+/* Floats of row statistics per token passed between vocabulary shards (xent_shard_*). */
+#define PT_XENT_STATS 5
+
 /* An ordered queue of work on one device (a CUDA stream; on CPU, the thread team settings). */
 typedef struct pt_stream pt_stream;
 
@@ -141,6 +144,32 @@ typedef struct pt_backend {
      * may alias probs. dloss is the weight of each position in the loss (1 / tokens in the global batch). */
     pt_status (*crossentropy_backward)(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
                                        float dloss, int N, int V);
+
+    /* ---- cross-entropy over a vocabulary split into shards (model_config.h, head_split) ----
+     * The LM head as K layers, shard k holding vocabulary columns [v0, v0 + V): the softmax is
+     * combined across shards through running row statistics, stats (N, PT_XENT_STATS) floats:
+     *   [0] max logit m over the columns seen so far   [1] sum of exp(x - m) over them
+     *   [2] the target's logit if the target was among them, else 0
+     *   [3] the largest logit among the valid columns seen (global column < n_valid: the
+     *       vocabulary without its padding)
+     *   [4] its global column as a float (exact: vocabularies are < 2^24), -1 when none yet;
+     *       ties keep the lower column (the first maximum, as an argmax over the whole row).
+     * Forward, per row: exps (N,V) = exp(x - row_max) (may alias logits; the target's logit is
+     * read first), row_max (N) = this shard's max, and stats_out = stats_in combined with this
+     * shard (stats_in NULL for the first shard; stats_out may alias stats_in). Columns whose global
+     * index v0 + j >= n_valid (padding rows of wte) take part in the softmax, never in the argmax. */
+    pt_status (*xent_shard_forward)(pt_stream *s, float *stats_out, float *exps, float *row_max,
+                                    const float *stats_in, const float *logits, const int32_t *targets, int N,
+                                    int V, int v0, int n_valid);
+    /* After the last shard: lse (N) = m + log(sum) and losses (N) = lse - target logit (0 where
+     * target < 0), written as log(sum) + m - x_target like crossentropy_forward. The CPU backend
+     * refuses a target >= V_total with PT_EINVAL before writing anything. */
+    pt_status (*xent_shard_finish)(pt_stream *s, float *losses, float *lse, const float *stats,
+                                   const int32_t *targets, int N, int V_total);
+    /* dlogits (N,V) = dloss * (exps * exp(row_max - lse) - onehot(target - v0)), 0 rows where
+     * target < 0; may alias exps. */
+    pt_status (*xent_shard_backward)(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
+                                     const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
 
     /* ---- optimizer ---- */
     /* AdamW on one tensor (n), in place: m, v updated; bias correction with step t >= 1;

@@ -116,7 +116,10 @@ const pt_model_config *pt_model_config_of(const pt_model *m);
 int pt_model_first_layer(const pt_model *m);
 int pt_model_last_layer(const pt_model *m);
 int pt_model_has_embedding(const pt_model *m); /* holds layer 0 */
-int pt_model_has_head(const pt_model *m);      /* holds the last layer */
+int pt_model_has_head(const pt_model *m);      /* holds the last layer (the loss) */
+/* Holds at least one LM-head layer (all of the head unless head_split > 1): uses wte as the LM
+ * head, so has a head twin (pt_model_head_wte_grad) and, without the embedding, a tied copy. */
+int pt_model_has_head_layers(const pt_model *m);
 
 /* Named tensors of this chunk, in global layer order (embedding, blocks, head). A chunk holding the
  * head but not the embedding lists its own "wte.weight" (same name: the tied copy). */
@@ -129,7 +132,8 @@ size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
 /* Flat device buffers (pt_model_n_params elements), owned by the model. */
 float *pt_model_params(pt_model *m);
 float *pt_model_grads(pt_model *m);
-/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head.
+/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head layer.
+ * With head_split > 1 a chunk's shards write only their rows; the other rows stay zero.
  * With the embedding in the same chunk it is a separate buffer; in a head-only chunk it is the
  * gradient of the chunk's own wte.weight copy (a view into pt_model_grads), so after the runtime
  * sums the two ranks' contributions into it the optimizer updates the copy like the original. */
@@ -144,7 +148,7 @@ pt_status pt_model_zero_grads(pt_model *m);
 /* ---- per micro-batch, in slot s (0 <= s < n_slots) ---- */
 /* Device buffers the runtime fills or reads; owned by the model. NULL when not applicable. */
 int32_t *pt_model_slot_tokens(pt_model *m, int s);  /* (B,T): input ids, when has_embedding */
-int32_t *pt_model_slot_targets(pt_model *m, int s); /* (B,T): next-token ids (<0 ignored), when has_head */
+int32_t *pt_model_slot_targets(pt_model *m, int s); /* (B,T): next-token ids (<0 ignored), when has_head_layers */
 float *pt_model_slot_input(pt_model *m, int s);     /* (B,T,C): the chunk's input, when !has_embedding */
 float *pt_model_slot_output(pt_model *m, int s);    /* (B,T,C): the chunk's output, when !has_head */
 float *pt_model_slot_dinput(pt_model *m, int s);    /* (B,T,C): dLoss/dinput after backward, when !has_embedding */
@@ -181,10 +185,15 @@ const pt_backend *pt_model_backend(const pt_model *m);
 pt_stream *pt_model_stream(const pt_model *m);
 
 /* Device (B,T,Vp): the slot's softmax over the vocabulary after forward (head only; NULL for a
- * chunk without the head). Valid until the slot is released or its backward(_input) runs, which
+ * chunk without the head, and with head_split > 1, where no layer holds a whole row). Valid until the slot is released or its backward(_input) runs, which
  * overwrites it with d(loss)/d(logits). Evaluation reads it for greedy
  * predictions (argmax over the first vocab_size entries of each row). */
 const float *pt_model_slot_probs(pt_model *m, int s);
+
+/* Greedy predictions of the slot after forward (chunk with the loss layer): pred (B*T, host) =
+ * the first argmax over the first vocab_size entries of each row (of the probabilities with one
+ * head layer, of the logits across the shards with head_split > 1). Synchronises. */
+pt_status pt_model_slot_predict(pt_model *m, int s, int32_t *pred);
 
 /* Releases a slot after a forward that has no backward (evaluation), so it can take the next
  * micro-batch. A no-op for a slot that holds nothing. */

@@ -174,18 +174,15 @@ pt_status pt_train_step_single(pt_trainer *t, int64_t step, double lr, pt_step_s
  * optimizer state. Does not allocate. */
 pt_status pt_train_eval_single(pt_trainer *t, pt_eval_stats *out);
 
-/* Rows of probabilities pt_eval_score_slot copies to the host at a time. */
-#define PT_EVAL_PROB_ROWS 64
-
 /* Scores one evaluated micro-batch: `slot` of model `m` (a chunk holding the head, after
  * pt_model_forward with `targets` in the slot) against `targets` (B x T, host). Adds the slot's
  * loss SUM to acc->loss (the caller divides by acc->n_targets at the end), its targets to
  * acc->n_targets, and the correct/total counts of its greedy predictions (pt_dataset_score) to
- * acc->n_correct/n_total; sets acc->is_task. probs_host holds PT_EVAL_PROB_ROWS x vocab_padded
- * floats and pred B*T ints (scratch). The one scorer of the single-process trainer and the
+ * acc->n_correct/n_total; sets acc->is_task. pred holds B*T ints (scratch); the predictions are
+ * pt_model_slot_predict's. The one scorer of the single-process trainer and the
  * pipeline runtime, so both report the same numbers for the same weights. Does not allocate. */
-pt_status pt_eval_score_slot(const pt_backend *be, pt_stream *s, pt_model *m, int slot, const pt_dataset *data,
-                             const int32_t *targets, int B, int T, float *probs_host, int32_t *pred,
+pt_status pt_eval_score_slot(pt_model *m, int slot, const pt_dataset *data,
+                             const int32_t *targets, int B, int T, int32_t *pred,
                              pt_eval_stats *acc);
 
 /* The ops of this trainer for pt_train_loop (ctx = t). */

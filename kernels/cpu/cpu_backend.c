@@ -149,5 +149,8 @@ const pt_backend pt_backend_cpu = {
     .embedding_backward = pt_cpu_embedding_backward,
     .crossentropy_forward = pt_cpu_crossentropy_forward,
     .crossentropy_backward = pt_cpu_crossentropy_backward,
+    .xent_shard_forward = pt_cpu_xent_shard_forward,
+    .xent_shard_finish = pt_cpu_xent_shard_finish,
+    .xent_shard_backward = pt_cpu_xent_shard_backward,
     .adamw_update = pt_cpu_adamw_update,
 };

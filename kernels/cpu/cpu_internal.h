@@ -118,6 +118,14 @@ pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs,
 pt_status pt_cpu_crossentropy_backward(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
                                        float dloss, int N, int V);
 
+pt_status pt_cpu_xent_shard_forward(pt_stream *s, float *stats_out, float *exps, float *row_max,
+                                    const float *stats_in, const float *logits, const int32_t *targets, int N, int V,
+                                    int v0, int n_valid);
+pt_status pt_cpu_xent_shard_finish(pt_stream *s, float *losses, float *lse, const float *stats,
+                                   const int32_t *targets, int N, int V_total);
+pt_status pt_cpu_xent_shard_backward(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
+                                     const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
+
 pt_status pt_cpu_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                               int t);

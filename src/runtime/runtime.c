@@ -116,7 +116,6 @@ struct pt_runtime {
     int64_t msg_step;           /* the step field of message ids: the step, or an eval round's tag */
     int cur;                    /* action being executed */
     /* held-out evaluation (pt_runtime_eval) */
-    float *ev_probs;            /* head rank: PT_EVAL_PROB_ROWS x vocab_padded host floats */
     int32_t *ev_pred;           /* head rank: B*T greedy predictions */
     int64_t eval_seq;           /* eval rounds so far (message tags) */
     double loss_sum;
@@ -1013,8 +1012,8 @@ static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, 
             if (k->prev_local >= 0)
                 PT_CHECK(eval_release(rt, k->prev_local, a->microbatch));
             if (k->has_head) {
-                PT_CHECK(pt_eval_score_slot(rt->be, rt->stream, k->m, k->mb_slot[a->microbatch], data,
-                                            rt->targets + (size_t)a->microbatch * bt, rt->B, rt->T, rt->ev_probs,
+                PT_CHECK(pt_eval_score_slot(k->m, k->mb_slot[a->microbatch], data,
+                                            rt->targets + (size_t)a->microbatch * bt, rt->B, rt->T,
                                             rt->ev_pred, acc));
                 PT_CHECK(eval_release(rt, a->chunk, a->microbatch));
             }
@@ -1050,11 +1049,9 @@ pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int b
     int64_t *ks = malloc(2 * (size_t)rt->M * sizeof(int64_t));
     if (!ks)
         return pt_fail(PT_ENOMEM, "out of host memory");
-    if (rt->head_chunk >= 0 && !rt->ev_probs) {
-        rt->ev_probs = malloc((size_t)PT_EVAL_PROB_ROWS * (size_t)rt->cfg->vocab_padded * sizeof(float));
+    if (rt->head_chunk >= 0 && !rt->ev_pred)
         rt->ev_pred = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
-    }
-    if (rt->head_chunk >= 0 && (!rt->ev_probs || !rt->ev_pred)) {
+    if (rt->head_chunk >= 0 && !rt->ev_pred) {
         free(ks);
         return pt_fail(PT_ENOMEM, "out of host memory for the evaluation");
     }
@@ -1688,7 +1685,6 @@ void pt_runtime_destroy(pt_runtime *rt)
     free(rt->stage_free);
     free(rt->sends);
     free(rt->first_touch);
-    free(rt->ev_probs);
     free(rt->ev_pred);
     free(rt->recv_req);
     free(rt);

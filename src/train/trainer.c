@@ -278,7 +278,6 @@ struct pt_trainer {
     pt_dataset *data;
     int32_t *tokens, *targets; /* host (M*B, T) */
     int32_t *pred;             /* host (B, T) eval predictions */
-    float *probs_host;         /* host (PT_EVAL_PROB_ROWS, Vp) eval staging */
     double *sumsq;             /* host (n_tensors) */
     char *run_json;            /* config.json text (also saved in checkpoints) */
     int64_t start_step;
@@ -413,9 +412,8 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
     t->tokens = malloc(rows * T * sizeof(int32_t));
     t->targets = malloc(rows * T * sizeof(int32_t));
     t->pred = malloc((size_t)c->micro_batch_size * T * sizeof(int32_t));
-    t->probs_host = malloc((size_t)PT_EVAL_PROB_ROWS * (size_t)t->mcfg.vocab_padded * sizeof(float));
     t->sumsq = malloc((size_t)pt_model_n_tensors(t->model) * sizeof(double));
-    if (!t->tokens || !t->targets || !t->pred || !t->probs_host || !t->sumsq) {
+    if (!t->tokens || !t->targets || !t->pred || !t->sumsq) {
         st = pt_fail(PT_ENOMEM, "out of memory for %zu x %zu host batch buffers", rows, T);
         goto fail;
     }
@@ -449,7 +447,6 @@ void pt_trainer_destroy(pt_trainer *t)
 #endif
     free(t->run_json);
     free(t->sumsq);
-    free(t->probs_host);
     free(t->pred);
     free(t->targets);
     free(t->tokens);
@@ -520,29 +517,14 @@ pt_status pt_train_step_single(pt_trainer *t, int64_t step, double lr, pt_step_s
     return PT_OK;
 }
 
-pt_status pt_eval_score_slot(const pt_backend *be, pt_stream *s, pt_model *m, int slot, const pt_dataset *data,
-                             const int32_t *targets, int B, int T, float *probs_host, int32_t *pred,
+pt_status pt_eval_score_slot(pt_model *m, int slot, const pt_dataset *data,
+                             const int32_t *targets, int B, int T, int32_t *pred,
                              pt_eval_stats *acc)
 {
-    const pt_model_config *mc = pt_model_config_of(m);
-    const int V = mc->vocab_size, Vp = mc->vocab_padded;
-    const size_t mb = (size_t)B * (size_t)T;
     double ls = 0;
     int64_t nt = 0;
     PT_CHECK(pt_model_slot_loss(m, slot, &ls, &nt));
-    const float *probs = pt_model_slot_probs(m, slot);
-    for (size_t r0 = 0; r0 < mb; r0 += PT_EVAL_PROB_ROWS) {
-        size_t n = mb - r0 < PT_EVAL_PROB_ROWS ? mb - r0 : PT_EVAL_PROB_ROWS;
-        PT_CHECK(be->memcpy_d2h(s, probs_host, probs + r0 * (size_t)Vp, n * (size_t)Vp * sizeof(float)));
-        for (size_t r = 0; r < n; r++) {
-            const float *p = probs_host + r * (size_t)Vp;
-            int best = 0;
-            for (int v = 1; v < V; v++)
-                if (p[v] > p[best])
-                    best = v;
-            pred[r0 + r] = best;
-        }
-    }
+    PT_CHECK(pt_model_slot_predict(m, slot, pred));
     int64_t correct = 0, total = 0;
     pt_dataset_score(data, targets, pred, B, T, &correct, &total);
     acc->is_task = pt_dataset_is_task(data);
@@ -570,7 +552,7 @@ pt_status pt_train_eval_single(pt_trainer *t, pt_eval_stats *out)
         PT_CHECK(be->memcpy_h2d(t->stream, pt_model_slot_targets(m, 0), t->targets, mb * sizeof(int32_t)));
         pt_status st = pt_model_forward(m, 0);
         if (st == PT_OK)
-            st = pt_eval_score_slot(be, t->stream, m, 0, t->data, t->targets, B, T, t->probs_host, t->pred, out);
+            st = pt_eval_score_slot(m, 0, t->data, t->targets, B, T, t->pred, out);
         pt_status rs = pt_model_slot_release(m, 0);
         PT_CHECK(st);
         PT_CHECK(rs);

@@ -24,6 +24,13 @@ static const pt_model_config tiny = {
     .max_seq_len = 16,
 };
 
+/* The same model with its LM head as 3 vocabulary shards (21, 21 and 22 rows of wte; the last
+ * holds the 14 padding rows). */
+static const pt_model_config tiny_split = {
+    .name = "layers-test-split", .n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 50, .vocab_padded = 64,
+    .max_seq_len = 16, .head_split = 3,
+};
+
 static uint64_t rng_state = 12345;
 static double urand(void) /* [0, 1) */
 {
@@ -186,9 +193,11 @@ static void test_finite_differences(void)
     }
     const struct {
         int kind, first, last;
-    } cases[] = { { 0, 0, 0 }, { 1, 1, 1 }, { 1, L, L }, { 2, L + 1, L + 1 } };
+        const pt_model_config *cfg;
+    } cases[] = { { 0, 0, 0, &tiny }, { 1, 1, 1, &tiny }, { 1, L, L, &tiny }, { 2, L + 1, L + 1, &tiny },
+                  { 2, L + 1, L + 3, &tiny_split } /* the three shards of the split head */ };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        pt_model *m = make(&tiny, cases[c].first, cases[c].last, B, T, 1, 0);
+        pt_model *m = make(cases[c].cfg, cases[c].first, cases[c].last, B, T, 1, 0);
         randomise_params(m);
         fd_case fc = { .m = m, .kind = cases[c].kind, .R = R, .N = N, .C = (size_t)C };
         if (pt_model_has_embedding(m))
@@ -333,26 +342,26 @@ static void test_split_recompute_microbatch(void)
     pt_model_destroy(fused);
 }
 
-/* A pipeline by hand: chunks [cuts[k], cuts[k+1]-1], activations forward, gradients back. */
-static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
+/* A pipeline by hand: chunks [cuts[k], cuts[k+1]-1] of `cfg`, activations forward, gradients back. */
+static void test_chunks(const pt_model_config *cfg, const int *cuts, int n_chunks, int split, int recompute)
 {
-    const int B = 2, T = 8, C = tiny.n_embd, M = 2;
+    const int B = 2, T = 8, C = cfg->n_embd, M = 2;
     const size_t N = (size_t)B * T;
-    const int last = pt_model_n_layers(&tiny) - 1;
+    const int last = pt_model_n_layers(cfg) - 1;
     int32_t tok[2 * 16], tgt[2 * 16];
     uint64_t save = rng_state;
     rng_state = 99;
     make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
     rng_state = save;
     const float scale = 1.0f / (float)(M * N - 1); /* one target is ignored */
-    pt_model *whole = make(&tiny, 0, last, B, T, 1, 0);
+    pt_model *whole = make(cfg, 0, last, B, T, 1, 0);
     const double whole_loss = run_step(whole, M, B, T, tok, tgt, 0, scale);
     double chunk_loss = 0;
     int64_t chunk_n = 0;
 
     pt_model *ch[4] = { 0 };
     for (int k = 0; k < n_chunks; k++) {
-        ch[k] = make(&tiny, cuts[k], cuts[k + 1] - 1, B, T, M, recompute);
+        ch[k] = make(cfg, cuts[k], cuts[k + 1] - 1, B, T, M, recompute);
         /* initialisation depends only on (seed, name): every tensor equals the whole model's */
         float *pc = to_host(pt_model_params(ch[k]), pt_model_n_params(ch[k]));
         float *pw = to_host(pt_model_params(whole), pt_model_n_params(whole));
@@ -370,8 +379,8 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
                 h2d(pt_model_slot_tokens(ch[k], j), tok + j * N, N * sizeof(int32_t));
             else
                 EXPECT_OK(be->memcpy_d2d(stream, pt_model_slot_input(ch[k], j), pt_model_slot_output(ch[k - 1], j),
-                                         N * C * sizeof(float)));
-            if (pt_model_has_head(ch[k]))
+                                         N * pt_model_boundary_width(cfg, cuts[k]) * sizeof(float)));
+            if (pt_model_has_head_layers(ch[k]))
                 h2d(pt_model_slot_targets(ch[k], j), tgt + j * N, N * sizeof(int32_t));
             EXPECT_OK(pt_model_forward(ch[k], j));
         }
@@ -385,7 +394,7 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
         for (int k = n_chunks - 1; k >= 0; k--) {
             if (!pt_model_has_head(ch[k]))
                 EXPECT_OK(be->memcpy_d2d(stream, pt_model_slot_doutput(ch[k], j), pt_model_slot_dinput(ch[k + 1], j),
-                                         N * C * sizeof(float)));
+                                         N * pt_model_boundary_width(cfg, cuts[k + 1]) * sizeof(float)));
             if (split) {
                 EXPECT_OK(pt_model_backward_input(ch[k], j, scale));
                 EXPECT_OK(pt_model_backward_weight(ch[k], j));
@@ -395,12 +404,16 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
         }
     }
     EXPECT(chunk_n == (int64_t)(M * N - 1) && chunk_loss == whole_loss);
-    /* the tied wte: embedding's gradient + the head's, in that order, as the whole model does */
-    pt_model *emb = ch[0], *head = ch[n_chunks - 1];
+    /* the tied wte: embedding's gradient + the head's, as the whole model does; with a split head
+     * each row has one head layer's share, the other chunks' twins hold exact zeros there */
+    pt_model *emb = ch[0];
     const pt_param *we = pt_model_find_tensor(emb, "wte.weight");
-    size_t nw = (size_t)tiny.vocab_padded * C;
-    EXPECT_OK(be->add(stream, pt_model_grads(emb) + we->offset, pt_model_grads(emb) + we->offset,
-                      pt_model_head_wte_grad(head), nw));
+    size_t nw = (size_t)cfg->vocab_padded * C;
+    EXPECT_OK(pt_model_reduce_tied_grads(emb));
+    for (int k = 1; k < n_chunks; k++)
+        if (pt_model_has_head_layers(ch[k]))
+            EXPECT_OK(be->add(stream, pt_model_grads(emb) + we->offset, pt_model_grads(emb) + we->offset,
+                              pt_model_head_wte_grad(ch[k]), nw));
     int same = 1;
     float *gw = to_host(pt_model_grads(whole), pt_model_n_params(whole));
     for (int k = 0; k < n_chunks; k++) {
@@ -418,7 +431,7 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
     }
     free(gw);
     EXPECT(same);
-    printf("chunks");
+    printf("%s chunks", cfg->name);
     for (int k = 0; k <= n_chunks; k++)
         printf("%s%d", k ? "," : " ", cuts[k]);
     printf(" (%s%s%s): %s\n", split ? "split" : "fused", recompute & 1 ? ", recompute" : "",
@@ -427,6 +440,51 @@ static void test_chunks(const int *cuts, int n_chunks, int split, int recompute)
     for (int k = 0; k < n_chunks; k++)
         pt_model_destroy(ch[k]);
     pt_model_destroy(whole);
+}
+
+/* The split head computes the same function: loss and gradients of tiny_split equal tiny's up to
+ * rounding, and the greedy predictions are the same. */
+static void test_head_split_matches(void)
+{
+    const int B = 2, T = 8, M = 2;
+    const size_t N = (size_t)B * T;
+    int32_t tok[2 * 16], tgt[2 * 16];
+    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    const float scale = 1.0f / (float)(M * N - 1);
+    pt_model *one = make(&tiny, 0, pt_model_n_layers(&tiny) - 1, B, T, 1, 0);
+    pt_model *sp = make(&tiny_split, 0, pt_model_n_layers(&tiny_split) - 1, B, T, 1, 0);
+    EXPECT(pt_model_n_params(one) == pt_model_n_params(sp));
+    randomise_params(one);
+    randomise_params(sp);
+    double l1 = run_step(one, M, B, T, tok, tgt, 0, scale), l3 = run_step(sp, M, B, T, tok, tgt, 1, scale);
+    size_t n = pt_model_n_params(one);
+    float *g1 = to_host(pt_model_grads(one), n), *g3 = to_host(pt_model_grads(sp), n);
+    double mag = 0, err = 0;
+    for (size_t i = 0; i < n; i++) {
+        mag = fmax(mag, fabs(g1[i]));
+        err = fmax(err, fabs((double)g1[i] - g3[i]));
+    }
+    printf("head_split 3 vs 1: loss %.9g vs %.9g, max gradient difference %.3g (max |grad| %.3g)\n", l3, l1, err, mag);
+    EXPECT(fabs(l1 - l3) <= 1e-5 * fabs(l1));
+    EXPECT(err <= 1e-5 * mag);
+    int32_t p1[16], p3[16];
+    h2d(pt_model_slot_tokens(one, 0), tok, sizeof(p1));
+    h2d(pt_model_slot_targets(one, 0), tgt, sizeof(p1));
+    h2d(pt_model_slot_tokens(sp, 0), tok, sizeof(p1));
+    h2d(pt_model_slot_targets(sp, 0), tgt, sizeof(p1));
+    EXPECT_OK(pt_model_forward(one, 0));
+    EXPECT_OK(pt_model_forward(sp, 0));
+    EXPECT_OK(pt_model_slot_predict(one, 0, p1));
+    EXPECT_OK(pt_model_slot_predict(sp, 0, p3));
+    int same = memcmp(p1, p3, sizeof(p1)) == 0, in_range = 1;
+    EXPECT(same && in_range);
+    EXPECT(pt_model_slot_probs(sp, 0) == NULL);
+    float lg[16 * 64];
+    EXPECT(pt_model_slot_logits(sp, 0, lg) == PT_EINVAL && strstr(pt_last_error(), "head_split"));
+    free(g1);
+    free(g3);
+    pt_model_destroy(sp);
+    pt_model_destroy(one);
 }
 
 /* ---- initialisation ---- */
@@ -713,14 +771,23 @@ int main(void)
     test_split_recompute_microbatch();
     const int L1 = tiny.n_layer + 1;
     const int three[4] = { 0, 2, 3, L1 + 1 }, two[3] = { 0, 1, L1 + 1 }, head_alone[3] = { 0, L1, L1 + 1 };
-    test_chunks(three, 3, 0, 0);
-    test_chunks(three, 3, 1, 1);
-    test_chunks(two, 2, 1, 0);
-    test_chunks(head_alone, 2, 0, 1);
-    test_chunks(three, 3, 0, 3); /* fused_only + recompute */
-    test_chunks(two, 2, 0, 2);   /* fused_only: 3 inner boundaries, both shared dx buffers */
-    test_chunks(three, 3, 0, 2); /* fused_only: a one-block middle chunk, gradients in place */
-    test_chunks(head_alone, 2, 0, 3);
+    test_chunks(&tiny, three, 3, 0, 0);
+    test_chunks(&tiny, three, 3, 1, 1);
+    test_chunks(&tiny, two, 2, 1, 0);
+    test_chunks(&tiny, head_alone, 2, 0, 1);
+    test_chunks(&tiny, three, 3, 0, 3); /* fused_only + recompute */
+    test_chunks(&tiny, two, 2, 0, 2);   /* fused_only: 3 inner boundaries, both shared dx buffers */
+    test_chunks(&tiny, three, 3, 0, 2); /* fused_only: a one-block middle chunk, gradients in place */
+    test_chunks(&tiny, head_alone, 2, 0, 3);
+    /* the split head cut between chunks: after shard 0 (lnf), between shards, shards with blocks */
+    const int S = pt_model_n_layers(&tiny_split);
+    const int sp_a[4] = { 0, L1 + 1, L1 + 2, S }, sp_b[3] = { 0, L1 + 2, S }, sp_c[4] = { 0, 2, L1 + 1, S };
+    test_chunks(&tiny_split, sp_a, 3, 0, 0);
+    test_chunks(&tiny_split, sp_a, 3, 1, 0);
+    test_chunks(&tiny_split, sp_b, 2, 0, 2); /* fused_only */
+    test_chunks(&tiny_split, sp_c, 3, 1, 1);
+    test_chunks(&tiny_split, sp_c, 3, 0, 3);
+    test_head_split_matches();
     test_slot_bytes();
     test_errors_and_files();
     be->stream_destroy(stream);

@@ -172,18 +172,16 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
         CHECK(be->memcpy_d2h(stream, r->snap[step], pt_model_params(r->m), r->n_params * sizeof(float)));
     }
     /* the held-out eval of the final weights, scored as pt_train_eval_single does */
-    float *probs = malloc((size_t)PT_EVAL_PROB_ROWS * cfg->vocab_padded * sizeof(float));
     int32_t *pred = malloc((size_t)B * T * sizeof(int32_t));
     for (int k = 0; k < EVAL_BATCHES; k++) {
         CHECK(pt_dataset_batch(data, PT_SPLIT_EVAL, k, 0, B, T, tok, tgt));
         CHECK(be->memcpy_h2d(stream, pt_model_slot_tokens(r->m, 0), tok, (size_t)B * T * 4));
         CHECK(be->memcpy_h2d(stream, pt_model_slot_targets(r->m, 0), tgt, (size_t)B * T * 4));
         CHECK(pt_model_forward(r->m, 0));
-        CHECK(pt_eval_score_slot(be, stream, r->m, 0, data, tgt, B, T, probs, pred, &r->eval));
+        CHECK(pt_eval_score_slot(r->m, 0, data, tgt, B, T, pred, &r->eval));
         CHECK(pt_model_slot_release(r->m, 0));
     }
     r->eval.loss = r->eval.n_targets > 0 ? r->eval.loss / (double)r->eval.n_targets : 0;
-    free(probs);
     free(pred);
     free(ss);
     free(tok);
