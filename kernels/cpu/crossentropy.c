@@ -72,3 +72,103 @@ pt_status pt_cpu_crossentropy_backward(pt_stream *s, float *dlogits, const float
     }
     return PT_OK;
 }
+
+/* ---- the same loss over vocabulary shards (backend.h, xent_shard_*) ---- */
+
+static pt_status pt_cpu_xent_shape(const char *what, int N, int V, int v0)
+{
+    if (N < 0 || V <= 0 || v0 < 0)
+        return pt_fail(PT_EINVAL, "%s: shape N=%d V=%d v0=%d; V must be positive, N and v0 not negative", what, N, V,
+                       v0);
+    return PT_OK;
+}
+
+pt_status pt_cpu_xent_shard_forward(pt_stream *s, float *stats_out, float *exps, float *row_max,
+                                    const float *stats_in, const float *logits, const int32_t *targets, int N, int V,
+                                    int v0, int n_valid)
+{
+    PT_CHECK(pt_cpu_xent_shape("xent_shard_forward", N, V, v0));
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * V >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V;
+        float *e = exps + (size_t)n * V;
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int i = 0; i < V; i++)
+            mx = x[i] > mx ? x[i] : mx;
+        const int nv = n_valid - v0 < V ? n_valid - v0 : V; /* n_valid bounds the global column */
+        int best_j = nv > 0 ? 0 : -1; /* first maximum among the valid columns */
+        float best = nv > 0 ? x[0] : -INFINITY;
+        for (int i = 1; i < nv; i++)
+            if (x[i] > best) {
+                best = x[i];
+                best_j = i;
+            }
+        int32_t tgt = targets[n];
+        int has_tgt = tgt >= v0 && tgt < v0 + V;
+        float x_tgt = has_tgt ? x[tgt - v0] : 0.0f; /* read before e (which may be x) is written */
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < V; i++) {
+            float v = pt_cpu_expf(x[i] - mx);
+            e[i] = v;
+            sum += v;
+        }
+        row_max[n] = mx;
+        float *o = stats_out + (size_t)n * PT_XENT_STATS;
+        float st[PT_XENT_STATS] = { mx, sum, x_tgt, best, best_j >= 0 ? (float)(v0 + best_j) : -1.0f };
+        if (stats_in) {
+            const float *in = stats_in + (size_t)n * PT_XENT_STATS;
+            float m = in[0] > mx ? in[0] : mx;
+            st[0] = m;
+            st[1] = in[1] * expf(in[0] - m) + sum * expf(mx - m);
+            st[2] = in[2] + x_tgt;
+            if (!(best_j >= 0 && (in[4] < 0.0f || best > in[3]))) { /* the earlier shard keeps ties */
+                st[3] = in[3];
+                st[4] = in[4];
+            }
+        }
+        for (int k = 0; k < PT_XENT_STATS; k++)
+            o[k] = st[k];
+    }
+    return PT_OK;
+}
+
+pt_status pt_cpu_xent_shard_finish(pt_stream *s, float *losses, float *lse, const float *stats,
+                                   const int32_t *targets, int N, int V_total)
+{
+    PT_CHECK(pt_cpu_ce_check("xent_shard_finish", targets, N, V_total));
+    (void)s;
+    for (int n = 0; n < N; n++) {
+        const float *st = stats + (size_t)n * PT_XENT_STATS;
+        float l = logf(st[1]);
+        lse[n] = l + st[0];
+        losses[n] = targets[n] >= 0 ? l + st[0] - st[2] : 0.0f;
+    }
+    return PT_OK;
+}
+
+pt_status pt_cpu_xent_shard_backward(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
+                                     const float *lse, const int32_t *targets, float dloss, int N, int V, int v0)
+{
+    PT_CHECK(pt_cpu_xent_shape("xent_shard_backward", N, V, v0));
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * V >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *e = exps + (size_t)n * V;
+        float *d = dlogits + (size_t)n * V;
+        int32_t tgt = targets[n];
+        if (tgt < 0) {
+#pragma omp simd
+            for (int i = 0; i < V; i++)
+                d[i] = 0.0f;
+            continue;
+        }
+        float f = dloss * expf(row_max[n] - lse[n]);
+#pragma omp simd
+        for (int i = 0; i < V; i++)
+            d[i] = f * e[i];
+        if (tgt >= v0 && tgt < v0 + V)
+            d[tgt - v0] -= dloss;
+    }
+    return PT_OK;
+}
