@@ -444,7 +444,7 @@ static void test_crossentropy(int N, int V)
 static void test_xent_shard(int N, int V, int n_valid, int K, const int *bounds)
 {
     size_t n = (size_t)N * V;
-    float *logits = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n * 4), *e = malloc(n * 4), *dl = malloc(n * 4);
+    float *logits = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n * 4), *dl = malloc(n * 4);
     float *st = malloc((size_t)N * PT_XENT_STATS * 4), *st_got = malloc((size_t)N * PT_XENT_STATS * 4);
     float *rmax = malloc(N * 4), *loss = malloc(N * 4), *lse = malloc(N * 4);
     int32_t *tgt = malloc(N * 4);
@@ -551,7 +551,6 @@ static void test_xent_shard(int N, int V, int n_valid, int K, const int *bounds)
     free(logits);
     free(got);
     free(x);
-    free(e);
     free(dl);
     free(st);
     free(st_got);
@@ -608,6 +607,35 @@ static void test_determinism(void)
                 free(h);
             }
         }
+    }
+    { /* the shard cross-entropy's statistics (sums and argmax through the block trees), two shards */
+        const int N = 3, V0 = 1700, V1 = 1300;
+        float *x0 = malloc((size_t)N * V0 * 4), *x1 = malloc((size_t)N * V1 * 4);
+        float *st[2] = { malloc((size_t)N * PT_XENT_STATS * 4), malloc((size_t)N * PT_XENT_STATS * 4) };
+        int32_t t3[3] = { 5, 1800, -1 };
+        fill(x0, (size_t)N * V0, 8.0f);
+        fill(x1, (size_t)N * V1, 8.0f);
+        float *d_x0 = dev_from(x0, (size_t)N * V0 * 4), *d_x1 = dev_from(x1, (size_t)N * V1 * 4);
+        float *d_e0, *d_e1, *d_rm, *d_st;
+        int32_t *d_t3 = dev_from(t3, sizeof t3);
+        die_if(pt_backend_alloc(gpu, (void **)&d_e0, (size_t)N * V0 * 4), "alloc");
+        die_if(pt_backend_alloc(gpu, (void **)&d_e1, (size_t)N * V1 * 4), "alloc");
+        die_if(pt_backend_alloc(gpu, (void **)&d_rm, (size_t)N * 4), "alloc");
+        die_if(pt_backend_alloc(gpu, (void **)&d_st, (size_t)N * PT_XENT_STATS * 4), "alloc");
+        for (int run = 0; run < 2; run++) {
+            die_if(gpu->xent_shard_forward(gs, d_st, d_e0, d_rm, NULL, d_x0, d_t3, N, V0, 0, V0 + V1), "xent");
+            die_if(gpu->xent_shard_forward(gs, d_st, d_e1, d_rm, d_st, d_x1, d_t3, N, V1, V0, V0 + V1), "xent");
+            to_host(st[run], d_st, (size_t)N * PT_XENT_STATS * 4);
+        }
+        check_bits("xent_shard_forward stats", st[0], st[1], (size_t)N * PT_XENT_STATS);
+        float *d[] = { d_x0, d_x1, d_e0, d_e1, d_rm, d_st };
+        for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+            dev_free(d[i]);
+        dev_free(d_t3);
+        free(x0);
+        free(x1);
+        free(st[0]);
+        free(st[1]);
     }
     (void)a;
     (void)b;
