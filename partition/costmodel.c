@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "partition_internal.h"
+#include "pipetrain/backend.h"
 #include "pipetrain/json.h"
 
 /* ---- devices ---- */
@@ -120,12 +121,24 @@ double pt_part_state_bytes_per_param(const pt_device *dev)
     return 16.0 + (dev->bf16_weights ? 2.0 : 0.0);
 }
 
-double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev)
+double pt_part_chunk_tied_elems(const pt_model_config *cfg, int first, int last, int *full_copy)
 {
-    /* Alone, the head's chunk keeps its own wte copy (weights, gradient, moments), whose gradient
-     * is the head's twin. With the embedding in the same chunk it shares the embedding's wte and
-     * keeps only a separate fp32 twin gradient. */
-    return (double)vocab_padded(cfg) * cfg->n_embd * (pt_part_state_bytes_per_param(dev) - 4.0);
+    /* Alone, a chunk holding head layers keeps its own wte copy (weights, gradient, moments),
+     * whose gradient is the head's twin, however many shards it holds (models/ multiplies every
+     * local shard by rows of the one copy). With the embedding in the same chunk it shares the
+     * embedding's wte and keeps only a separate fp32 twin gradient. */
+    *full_copy = 0;
+    if (last < cfg->n_layer + 1)
+        return 0;
+    *full_copy = first > 0;
+    return (double)vocab_padded(cfg) * cfg->n_embd;
+}
+
+double pt_part_chunk_tied_state_bytes(const pt_model_config *cfg, const pt_device *dev, int first, int last)
+{
+    int full = 0;
+    const double n = pt_part_chunk_tied_elems(cfg, first, last, &full);
+    return n * (full ? pt_part_state_bytes_per_param(dev) : 4.0);
 }
 
 pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
@@ -137,13 +150,16 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         return pt_fail(PT_EINVAL, "model config '%s' has a zero size; check n_layer, n_embd, n_head, vocab_size",
                        cfg->name);
     const int L = pt_model_n_layers(cfg);
-    if (measured && (measured->n_layers != L || measured->cfg.n_embd != cfg->n_embd ||
+    if (measured && (measured->n_layers != L || pt_model_head_layers(&measured->cfg) != pt_model_head_layers(cfg) ||
+                     measured->cfg.n_embd != cfg->n_embd ||
                      measured->cfg.n_head != cfg->n_head || measured->cfg.vocab_size != cfg->vocab_size))
         return pt_fail(PT_EINVAL,
-                       "cost file measured %d layers of width %d (vocabulary %d), but model '%s' has %d layers of "
-                       "width %d (vocabulary %d); run pipetrain profile-layers for this model",
-                       measured->n_layers, measured->cfg.n_embd, measured->cfg.vocab_size, cfg->name, L, cfg->n_embd,
-                       cfg->vocab_size);
+                       "cost file measured %d layers of width %d (vocabulary %d, head split %d), but model '%s' has "
+                       "%d layers of width %d (vocabulary %d, head split %d); run pipetrain profile-layers for this "
+                       "model (with the same --head-split)",
+                       measured->n_layers, measured->cfg.n_embd, measured->cfg.vocab_size,
+                       pt_model_head_layers(&measured->cfg), cfg->name, L, cfg->n_embd, cfg->vocab_size,
+                       pt_model_head_layers(cfg));
     const double C = cfg->n_embd, N = (double)B * T, Vp = (double)vocab_padded(cfg);
     const double a = dev->act_elem_bytes, per_param = pt_part_state_bytes_per_param(dev);
     const double rate = dev->peak_flops * dev->efficiency;
@@ -179,19 +195,51 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         b->out_bytes = N * C * 4;
     }
 
-    /* head: final layernorm, logits against the tied wte (Vp x C), softmax cross-entropy. */
-    pt_layer_cost *h = &costs[L - 1];
-    memset(h, 0, sizeof *h);
-    h->fwd_flops = 2.0 * N * C * Vp;
-    h->bwd_input_flops = 2.0 * N * C * Vp;
-    h->bwd_weight_flops = 2.0 * N * C * Vp;
-    h->n_params = 2 * (int64_t)cfg->n_embd;
-    h->n_params_alloc = 2 * (int64_t)cfg->n_embd + (int64_t)(Vp * C);
-    /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
-    h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
-    h->act_split_bytes = N * C * a; /* the layernorm output's gradient */
-    h->out_bytes = 0;
-    h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
+    const int K = pt_model_head_layers(cfg);
+    if (K == 1) {
+        /* head: final layernorm, logits against the tied wte (Vp x C, the chunk's: see
+         * pt_part_chunk_tied_elems), softmax cross-entropy. */
+        pt_layer_cost *h = &costs[L - 1];
+        memset(h, 0, sizeof *h);
+        h->fwd_flops = 2.0 * N * C * Vp;
+        h->bwd_input_flops = 2.0 * N * C * Vp;
+        h->bwd_weight_flops = 2.0 * N * C * Vp;
+        h->n_params = h->n_params_alloc = 2 * (int64_t)cfg->n_embd;
+        /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
+        h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
+        h->act_split_bytes = N * C * a; /* the layernorm output's gradient */
+        h->out_bytes = 0;
+        h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
+    }
+    for (int k = 0; K > 1 && k < K; k++) {
+        /* vocabulary shard k: logits against wte rows [v0, v1), its part of the softmax combined
+         * with the earlier shards' through per-token statistics (models/model.c, shards_forward) */
+        pt_layer_cost *h = &costs[cfg->n_layer + 1 + k];
+        memset(h, 0, sizeof *h);
+        int v0, v1;
+        pt_model_head_shard_rows(cfg, k, &v0, &v1);
+        const double Vk = v1 - v0, W = C + PT_XENT_STATS;
+        h->fwd_flops = h->bwd_input_flops = h->bwd_weight_flops = 2.0 * N * C * Vk;
+        /* exponentials (then logit gradients) (N,Vk) and row maxima; the targets are counted with
+         * the first head layer (pt_part_chunk_slot_bytes adds them to chunks that start later) */
+        h->act_bytes = N * Vk * 4 + N * 4;
+        h->fwd_traffic_bytes = 3.0 * N * Vk * 4;
+        if (k == 0) {
+            /* final layernorm: its output and gradient, mean and rstd; targets */
+            h->n_params = h->n_params_alloc = 2 * (int64_t)cfg->n_embd;
+            h->act_bytes += N * 4 + 2.0 * N * C * a + 2 * N * 4;
+            h->act_split_bytes = N * C * a;
+            h->fwd_traffic_bytes += 2.0 * N * C * a;
+        }
+        if (k + 1 < K) {
+            /* the output h|stats and its gradient dh|lse, both kept per slot whatever the schedule */
+            h->act_bytes += 2.0 * N * W * a;
+            h->out_bytes = N * W * 4;
+        } else {
+            h->act_bytes += N * 4 + N * 4 + N * PT_XENT_STATS * 4; /* losses, log-sum-exp, final statistics */
+        }
+        h->act_bytes_recompute = h->act_bytes;
+    }
 
     for (int l = 0; l < L; l++) {
         pt_layer_cost *c = &costs[l];
@@ -268,6 +316,8 @@ pt_status pt_layer_times_save(const pt_layer_times *t, const char *path)
     cJSON_AddNumberToObject(model, "vocab_size", t->cfg.vocab_size);
     cJSON_AddNumberToObject(model, "vocab_padded", t->cfg.vocab_padded);
     cJSON_AddNumberToObject(model, "max_seq_len", t->cfg.max_seq_len);
+    if (pt_model_head_layers(&t->cfg) > 1) /* optional: files of unsplit heads stay as they were */
+        cJSON_AddNumberToObject(model, "head_split", t->cfg.head_split);
     cJSON_AddItemToObject(root, "model", model);
     cJSON_AddNumberToObject(root, "micro_batch_size", t->micro_batch_size);
     cJSON_AddNumberToObject(root, "seq_len", t->seq_len);
@@ -296,7 +346,7 @@ pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
     static const char *const keys[] = { "format", "version", "model", "micro_batch_size", "seq_len", "threads",
                                         "backend", "layers", NULL };
     static const char *const model_keys[] = { "name", "n_layer", "n_head", "n_embd", "vocab_size", "vocab_padded",
-                                              "max_seq_len", NULL };
+                                              "max_seq_len", "head_split", NULL };
     static const char *const layer_keys[] = { "layer", "forward_s", "backward_input_s", "backward_weight_s", NULL };
     pt_layer_times *t = NULL;
     const char *s = NULL;
@@ -333,17 +383,22 @@ pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
     cfg.vocab_padded = (int)v;
     PT_TRY(pt_json_get_int(m, path, "max_seq_len", 1, 100000000, &v), fail);
     cfg.max_seq_len = (int)v;
+    if (cJSON_GetObjectItemCaseSensitive(m, "head_split")) {
+        PT_TRY(pt_json_get_int(m, path, "head_split", 1, 256, &v), fail);
+        cfg.head_split = (int)v;
+    }
     PT_TRY(pt_json_get_int(j, path, "micro_batch_size", 1, 1 << 20, &b), fail);
     PT_TRY(pt_json_get_int(j, path, "seq_len", 1, 1 << 24, &T), fail);
     PT_TRY(pt_json_get_int(j, path, "threads", 0, 1 << 16, &th), fail);
     PT_TRY(pt_json_get_string(j, path, "backend", &s), fail);
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(j, "layers");
-    if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) != cfg.n_layer + 2) {
-        st = pt_fail(PT_EFORMAT, "%s: 'layers' must list all %d layers (embedding, blocks, head)", path,
-                     cfg.n_layer + 2);
+    const int n_layers = pt_model_n_layers(&cfg);
+    if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) != n_layers) {
+        st = pt_fail(PT_EFORMAT, "%s: 'layers' must list all %d layers (embedding, blocks, %d head layer(s))", path,
+                     n_layers, pt_model_head_layers(&cfg));
         goto fail;
     }
-    PT_TRY(pt_layer_times_create(cfg.n_layer + 2, &t), fail);
+    PT_TRY(pt_layer_times_create(n_layers, &t), fail);
     t->cfg = cfg;
     t->micro_batch_size = (int)b;
     t->seq_len = (int)T;
@@ -386,12 +441,19 @@ double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double 
     return elem_bytes * 15.0 * N * C + 16.0 * N + 4.0 * B * H * T;
 }
 
-double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
-                                 int has_head, int recompute, int fused_only, int n_internal)
+double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
+                                 int recompute, int fused_only)
 {
     const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
     const double Vp = (double)vocab_padded(cfg);
     const double rows = T < 64 ? T : 64;
+    const int head0 = cfg->n_layer + 1; /* the first head layer (final layernorm) */
+    const int has_block = last >= 1 && first <= cfg->n_layer;
+    const int has_lnf = first <= head0 && last >= head0;
+    /* inner boundaries b (first < b <= last) whose gradient lives in the shared (N,C) buffers:
+     * those up to the head's input; gradients between shards are per slot */
+    const int upto = last < head0 ? last : head0;
+    const int n_internal = upto > first ? upto - first : 0;
     double m = 0;
     if (has_block) {
         /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk */
@@ -399,11 +461,11 @@ double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, doubl
         if (recompute)
             m += pt_part_block_act_bytes(cfg, B, T, elem_bytes); /* the shared re-materialised block */
     }
-    if (has_head)
-        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits */
+    if (pt_model_head_layers(cfg) == 1 && last == head0)
+        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head only) */
     if (fused_only) {
         /* one backward at a time: a block's inner gradients (10 NC), dlnf, inner boundaries' dx */
-        m += elem_bytes * N * C * ((has_block ? 10.0 : 0.0) + (has_head ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
+        m += elem_bytes * N * C * ((has_block ? 10.0 : 0.0) + (has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
     }
     return m;
 }

@@ -10,19 +10,26 @@
  * and the bf16 copy on GPUs). */
 double pt_part_state_bytes_per_param(const pt_device *dev);
 
-/* Bytes saved when the embedding and the head share one chunk (one wte instead of two). */
-double pt_part_tied_dup_bytes(const pt_model_config *cfg, const pt_device *dev);
+/* The tied wte a chunk holding layers first..last keeps for its LM-head layers, per chunk and not
+ * per layer: none without head layers; else Vp*C elements, *full_copy = 1 when the chunk lacks the
+ * embedding (a whole copy: weights, gradient, AdamW m and v, counted in memory, the data-parallel
+ * all-reduce and the optimizer step) and 0 with it (only an fp32 twin gradient, in memory). One
+ * copy however many vocabulary shards the chunk holds. Returns the element count. */
+double pt_part_chunk_tied_elems(const pt_model_config *cfg, int first, int last, int *full_copy);
+
+/* Bytes of that tied wte in a chunk's memory: the whole copy's state or the 4-byte twin. */
+double pt_part_chunk_tied_state_bytes(const pt_model_config *cfg, const pt_device *dev, int first, int last);
 
 /* Bytes of one transformer block's internals per micro-batch of (B,T) (what recomputation drops
  * from each slot and re-materialises once per chunk). */
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
 
-/* Bytes a chunk allocates once, whatever the number of slots: attention and gradient scratch
- * (with blocks), the recomputation area, logit rows (with the head), and with fused_only the
- * backward's shared gradients (block gradients, dlnf, and one (N,C) buffer per parity of the
- * chunk's n_internal inner boundaries, at most two). */
-double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int has_block,
-                                 int has_head, int recompute, int fused_only, int n_internal);
+/* Bytes a chunk holding layers first..last allocates once, whatever the number of slots: attention
+ * and gradient scratch (with blocks), the recomputation area, logit rows (with an unsplit head),
+ * and with fused_only the backward's shared gradients (block gradients, dlnf, and one (N,C)
+ * buffer per parity of the chunk's inner boundaries up to the head's input, at most two). */
+double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
+                                 int recompute, int fused_only);
 
 /* 1 when the runtime runs `schedule` with pt_model_opts.fused_only (a known schedule without split
  * backward: gpipe, 1f1b, interleaved, looped-bfs); 0 for zb-h1, zb-h2, zbv and unknown names. */
@@ -56,11 +63,13 @@ typedef struct pt_part_ctx {
     double *pre_act_rc;    /* [L+1] with recomputation */
     double *pre_act_split; /* [L+1] the part of either kept only for split backward */
     double *pre_params;    /* [L+1] logical parameters */
-    double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0) */
+    double *pre_alloc;     /* [L+1] elements the layers allocate (n_params_alloc; no tied wte) */
+    double *comm;          /* [S] one-way transfer time of the boundary after chunk k (last: 0),
+                              priced at the widest boundary's bytes */
     int *inflight;         /* [S] micro-batches chunk k holds at its peak */
     int *inter;            /* [S] boundary after chunk k crosses nodes */
-    double tied_dup;       /* bytes saved when one chunk holds layers 0 and L-1 */
     double boundary_act;   /* per slot: a chunk's input and its gradient (2 NC), unless it starts at 0 */
+    double shard_boundary_act; /* the same for a chunk starting between head shards (2 N (C+5)) */
     double nc_bytes;       /* one (B,T,C) activation */
     int fused_only;        /* the schedule runs without split backward (pt_part_sched_fused_only) */
 } pt_part_ctx;

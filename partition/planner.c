@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "partition_internal.h"
+#include "pipetrain/backend.h"
 #ifdef PT_PARTITION_HAVE_SCHEDULE
 #include "pipetrain/schedule.h"
 #endif
@@ -50,14 +51,14 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
     snprintf(c->schedule, sizeof c->schedule, "%s", schedule);
     c->lc = calloc((size_t)L, sizeof *c->lc);
     double **pre[] = { &c->pre_time, &c->pre_fwd_blocks, &c->pre_state, &c->pre_act, &c->pre_act_rc,
-                       &c->pre_act_split, &c->pre_params };
+                       &c->pre_act_split, &c->pre_params, &c->pre_alloc };
     for (size_t a = 0; a < sizeof pre / sizeof pre[0]; a++)
         *pre[a] = calloc((size_t)L + 1, sizeof(double));
     c->comm = calloc((size_t)S, sizeof(double));
     c->inter = calloc((size_t)S, sizeof(int));
     c->inflight = calloc((size_t)S, sizeof(int));
     if (!c->lc || !c->pre_time || !c->pre_fwd_blocks || !c->pre_state || !c->pre_act || !c->pre_act_rc ||
-        !c->pre_act_split || !c->pre_params || !c->comm || !c->inter || !c->inflight) {
+        !c->pre_act_split || !c->pre_params || !c->pre_alloc || !c->comm || !c->inter || !c->inflight) {
         pt_part_ctx_destroy(c);
         return pt_fail(PT_ENOMEM, "out of host memory for the planner");
     }
@@ -78,14 +79,21 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         c->pre_act_rc[l + 1] = c->pre_act_rc[l] + x->act_bytes_recompute;
         c->pre_act_split[l + 1] = c->pre_act_split[l] + x->act_split_bytes;
         c->pre_params[l + 1] = c->pre_params[l] + (double)x->n_params;
+        c->pre_alloc[l + 1] = c->pre_alloc[l] + (double)x->n_params_alloc;
     }
-    c->tied_dup = pt_part_tied_dup_bytes(cfg, dev);
     c->nc_bytes = (double)B * T * cfg->n_embd * dev->act_elem_bytes;
     c->boundary_act = 2.0 * c->nc_bytes;
+    c->shard_boundary_act = 2.0 * (double)B * T * (cfg->n_embd + PT_XENT_STATS) * dev->act_elem_bytes;
     c->fused_only = pt_part_sched_fused_only(c->schedule);
     /* Boundary k (after chunk k): inter-node when, in any replica, its two ranks sit on different
-     * nodes. Every non-head layer outputs (B,T,C) fp32, so the bytes do not depend on the split. */
-    const double bytes = c->lc[0].out_bytes;
+     * nodes. Every layer but the last head shard outputs (B,T,C) fp32, or (B,T,C+PT_XENT_STATS)
+     * between head shards (head_split > 1). The DP needs a transfer time that does not depend on
+     * the split, so every boundary is priced at the widest one: exact with an unsplit head, and
+     * with a split head at most (C+5)/C of a block boundary's time (the per-boundary bytes the
+     * simulator gets, boundary_bytes, are exact). */
+    double bytes = 0;
+    for (int l = 0; l < L; l++)
+        bytes = c->lc[l].out_bytes > bytes ? c->lc[l].out_bytes : bytes;
     for (int k = 0; k + 1 < S; k++) {
         int r1, r2;
         place(c->schedule, P, V, k, &r1);
@@ -110,6 +118,7 @@ void pt_part_ctx_destroy(pt_part_ctx *c)
     free(c->inflight);
     free(c->inter);
     free(c->comm);
+    free(c->pre_alloc);
     free(c->pre_params);
     free(c->pre_act_split);
     free(c->pre_act_rc);
@@ -132,30 +141,32 @@ double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc)
     return t;
 }
 
-static int has_block(const pt_part_ctx *c, int i, int j) { return j >= 1 && i <= c->cfg->n_layer; }
-
 double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
 {
+    const int head0 = c->cfg->n_layer + 1; /* the first head layer (final layernorm) */
     double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
+    if (i > head0)
+        slot += 4.0 * c->B * c->T; /* the targets, counted with the first head layer otherwise */
+    if (i > head0) /* the input h|stats and its gradient dh|lse: per slot whatever the schedule */
+        return slot + c->shard_boundary_act;
     if (!c->fused_only)
         return slot + (i > 0 ? c->boundary_act : 0); /* the chunk's input and its gradient */
     /* Without split backward the inner gradients live in the chunk's shared area, the output's
      * gradient arrives in the (sent) output's buffer, and the input's gradient replaces the input
-     * after the backward, except in a head-only chunk. */
+     * after the backward, except in a chunk starting at the head (its layernorm backward reads the
+     * input while writing the gradient). */
     slot -= c->pre_act_split[j + 1] - c->pre_act_split[i];
     if (i > 0)
-        slot += i == c->L - 1 ? c->boundary_act : c->nc_bytes;
+        slot += i == head0 ? c->boundary_act : c->nc_bytes;
     return slot;
 }
 
 double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
 {
     double m = c->pre_state[j + 1] - c->pre_state[i];
-    if (i == 0 && j == c->L - 1)
-        m -= c->tied_dup;
+    m += pt_part_chunk_tied_state_bytes(c->cfg, c->dev, i, j);
     m += c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc);
-    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, has_block(c, i, j), j == c->L - 1, rc,
-                                   c->fused_only, j - i);
+    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only);
     return m;
 }
 
@@ -395,6 +406,17 @@ static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *s
 }
 #endif
 
+/* Parameter elements of a chunk holding layers i..j that are all-reduced across replicas and
+ * stepped by the optimizer: its layers' own, plus the tied wte copy of a chunk with head layers
+ * but no embedding (beside the embedding the head's twin gradient is added into wte's before
+ * either, so it is neither reduced nor stepped on its own). */
+static double chunk_stepped_elems(const pt_part_ctx *c, int i, int j)
+{
+    int full = 0;
+    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full);
+    return c->pre_alloc[j + 1] - c->pre_alloc[i] + (full ? tied : 0.0);
+}
+
 /* Fills p's predictions from the context; `simulate`: use the schedule simulator when built. */
 static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
 {
@@ -462,8 +484,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
                 int rr, chunk;
                 pt_plan_vstage_place(p, k, &rr, &chunk);
                 if (rr == r)
-                    for (int l = p->first_layer[k]; l <= p->last_layer[k]; l++)
-                        bytes += 4.0 * (double)c->lc[l].n_params_alloc;
+                    bytes += 4.0 * chunk_stepped_elems(c, p->first_layer[k], p->last_layer[k]);
             }
             const int inter = node_of(c->topo, r) != node_of(c->topo, (D - 1) * P + r);
             const double bw = inter ? c->topo->inter_bw_Bps : c->topo->intra_bw_Bps;
@@ -485,8 +506,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
                 int rr, chunk;
                 pt_plan_vstage_place(p, k, &rr, &chunk);
                 if (rr == r)
-                    for (int l = p->first_layer[k]; l <= p->last_layer[k]; l++)
-                        n += (double)c->lc[l].n_params_alloc;
+                    n += chunk_stepped_elems(c, p->first_layer[k], p->last_layer[k]);
             }
             const double t = n * per_param / c->dev->mem_bw_Bps;
             optim = t > optim ? t : optim;

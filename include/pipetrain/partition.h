@@ -14,8 +14,9 @@
  *     ... p->first_layer[s] .. p->last_layer[s], p->pred_step_time_s ...
  *     pt_plan_destroy(p);
  *
- * Layers are numbered as in model_config.h: 0 embedding, 1..n_layer blocks, n_layer+1 head; the
- * embedding and the head are real layers with their own cost. Virtual stage k (0..P*V-1) holds
+ * Layers are numbered as in model_config.h: 0 embedding, 1..n_layer blocks, n_layer+1 head (with
+ * head_split K > 1: n_layer+1 .. n_layer+K, the head's vocabulary shards, so a plan can cut the
+ * LM head between stages); the embedding and the head layers are real layers with their own cost. Virtual stage k (0..P*V-1) holds
  * layers first_layer[k]..last_layer[k]; the ranges are contiguous and cover every layer in order.
  * Rank map: virtual stage k is chunk k / P of pipeline rank k % P (interleaved order; with V = 1,
  * stage = rank), except for "zbv" where chunk 0 is stage r and chunk 1 is stage 2P-1-r.
@@ -80,7 +81,10 @@ pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, in
 typedef struct pt_layer_cost {
     double fwd_flops, bwd_input_flops, bwd_weight_flops;
     int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only) */
-    int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows; the head's tied wte copy) */
+    int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows of wte in the embedding).
+                                 The LM head's tied wte copy (or, beside the embedding, its fp32 twin
+                                 gradient) is not any layer's: a plan counts one per chunk that holds
+                                 head layers, however many vocabulary shards */
     double state_bytes;       /* parameters + gradients + AdamW m, v (+ bf16 copy on GPUs) of n_params_alloc */
     double act_bytes;         /* bytes one in-flight micro-batch holds in the layer's slot with split
                                  backward (models/ layout: output and its gradient, the gradients kept
@@ -89,7 +93,8 @@ typedef struct pt_layer_cost {
     double act_split_bytes;   /* the part of both that only split backward keeps per slot (the
                                  output's gradient, the block's or head's inner gradients); with
                                  pt_model_opts.fused_only they are shared by the chunk's slots */
-    double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; 0 for the head) */
+    double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; B*T*(C+PT_XENT_STATS)*4
+                                 from a head shard to the next; 0 for the last head layer) */
     double fwd_traffic_bytes; /* memory traffic of the forward's element-wise work (estimate) */
     /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
      * backward-input moving 1.5x and backward-weight 0.5x the forward's traffic) or measured. */

@@ -32,23 +32,37 @@ static void fmt_time(char *buf, size_t cap, double s)
         snprintf(buf, cap, "%.1f us", s * 1e6);
 }
 
-/* "emb+b0-2", "b3-5", "b10-11+head", "emb+b0-3+head" */
+/* "emb+b0-2", "b3-5", "b10-11+head", "emb+b0-3+head"; with a split head its shards by number and
+ * the rows of wte they multiply by: "b4-5+LM head 1/4 (wte rows 0-12543)", "LM head 2-4/4 (...)" */
 static void fmt_layers(char *buf, size_t cap, const pt_model_config *cfg, int first, int last)
 {
-    const int head = pt_model_n_layers(cfg) - 1;
+    const int head0 = cfg->n_layer + 1, K = pt_model_head_layers(cfg);
     int n = 0;
     buf[0] = 0;
     if (first == 0)
         n += snprintf(buf + n, cap - (size_t)n, "emb");
-    const int b0 = first < 1 ? 1 : first, b1 = last > head - 1 ? head - 1 : last;
-    if (b0 <= b1) {
+    const int b0 = first < 1 ? 1 : first, b1 = last > head0 - 1 ? head0 - 1 : last;
+    if (b0 <= b1 && n < (int)cap) {
         if (b0 == b1)
             n += snprintf(buf + n, cap - (size_t)n, "%sb%d", n ? "+" : "", b0 - 1);
         else
             n += snprintf(buf + n, cap - (size_t)n, "%sb%d-%d", n ? "+" : "", b0 - 1, b1 - 1);
     }
-    if (last == head && n < (int)cap)
+    if (last < head0 || n >= (int)cap)
+        return;
+    const int s0 = first > head0 ? first - head0 : 0, s1 = last - head0; /* shards s0..s1 */
+    if (K == 1 || (s0 == 0 && s1 == K - 1)) {
         snprintf(buf + n, cap - (size_t)n, "%shead", n ? "+" : "");
+        return;
+    }
+    int v0, v1, unused;
+    pt_model_head_shard_rows(cfg, s0, &v0, &unused);
+    pt_model_head_shard_rows(cfg, s1, &unused, &v1);
+    if (s0 == s1)
+        snprintf(buf + n, cap - (size_t)n, "%sLM head %d/%d (wte rows %d-%d)", n ? "+" : "", s0 + 1, K, v0, v1 - 1);
+    else
+        snprintf(buf + n, cap - (size_t)n, "%sLM head %d-%d/%d (wte rows %d-%d)", n ? "+" : "", s0 + 1, s1 + 1, K, v0,
+                 v1 - 1);
 }
 
 static void print_candidates(const pt_plan_candidate *cand, int n)
@@ -84,12 +98,18 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     double tmax = 0;
     for (int k = 0; k < p->n_vstages; k++)
         tmax = p->pred_time_s[k] > tmax ? p->pred_time_s[k] : tmax;
-    printf("  %-5s %-4s %-5s %-7s %-18s %9s %10s %11s %6s %-9s %s\n", "chunk", "rank", "local", "layers", "holds",
-           "params", "memory", "time/mb", "share", "recompute", "link after");
+    int w_holds = 18; /* the "holds" column: as wide as its longest entry (head shards name their rows) */
+    for (int k = 0; k < p->n_vstages; k++) {
+        char holds[96];
+        fmt_layers(holds, sizeof holds, cfg, p->first_layer[k], p->last_layer[k]);
+        w_holds = (int)strlen(holds) > w_holds ? (int)strlen(holds) : w_holds;
+    }
+    printf("  %-5s %-4s %-5s %-7s %-*s %9s %10s %11s %6s %-9s %s\n", "chunk", "rank", "local", "layers", w_holds,
+           "holds", "params", "memory", "time/mb", "share", "recompute", "link after");
     for (int k = 0; k < p->n_vstages; k++) {
         int rank, chunk;
         pt_plan_vstage_place(p, k, &rank, &chunk);
-        char layers[24], holds[64];
+        char layers[24], holds[96];
         snprintf(layers, sizeof layers, "%d-%d", p->first_layer[k], p->last_layer[k]);
         fmt_layers(holds, sizeof holds, cfg, p->first_layer[k], p->last_layer[k]);
         fmt_count(a, sizeof a, (double)p->n_params[k]);
@@ -101,7 +121,7 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
             pt_plan_vstage_place(p, k + 1, &r_next, &ch_next);
         if (r_next == rank)
             link = "same rank";
-        printf("  %-5d %-4d %-5d %-7s %-18s %9s %10s %11s %5.0f%% %-9s %s\n", k, rank, chunk, layers, holds, a, b, c,
+        printf("  %-5d %-4d %-5d %-7s %-*s %9s %10s %11s %5.0f%% %-9s %s\n", k, rank, chunk, layers, w_holds, holds, a, b, c,
                tmax > 0 ? 100.0 * p->pred_time_s[k] / tmax : 0.0, p->recompute[k] ? "yes" : "no", link);
     }
     printf("\n  memory per rank:");
@@ -118,11 +138,13 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     int slow;
     double share, balance;
     if (pt_plan_single_layer_bound(p, &slow, &share, &balance)) {
-        char holds[64];
+        char holds[96];
         fmt_layers(holds, sizeof holds, cfg, p->first_layer[slow], p->last_layer[slow]);
         printf("  note: chunk %d is a single layer (%s) with %.0f%% of the work: no split into %d chunks balances "
                "them better than %.0f%% (slowest chunk against the mean); fewer stages balance better\n",
                slow, holds, 100.0 * share, p->n_vstages, 100.0 * balance);
+        if (p->first_layer[slow] == cfg->n_layer + 1 && pt_model_head_layers(cfg) == 1)
+            printf("  note: --head-split K makes the LM head K layers (vocabulary shards) that stages can share\n");
     }
 }
 
@@ -130,7 +152,7 @@ int pt_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
-    int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0;
+    int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 1;
     size_t mem = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset (gpt2, gpt2-xl, gpt3-175b, ...) or JSON config", 0 },
@@ -148,7 +170,11 @@ int pt_cmd_plan(int argc, char **argv)
         { "global-batch", PT_OPT_INT, &gb, "N", "sequences per step over all replicas; 0: unset (auto uses 2 x G)", 0 },
         { "seq-len", PT_OPT_INT, &seq, "T", "tokens per sequence; 0: the model's context", 0 },
         { "recompute", PT_OPT_STRING, &recompute, "auto|never|always", "activation recomputation per chunk", 0 },
-        { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head count)", 0 },
+        { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head layers count)", 0 },
+        { "head-split", PT_OPT_INT, &head_split, "K",
+          "cut the LM head into K vocabulary-shard layers that stages can share: for a head that dominates the "
+          "step (small model, large vocabulary); not given: the config's",
+          0 },
         { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },
         { "json", PT_OPT_FLAG, &json, NULL, "print the plan as JSON", 0 },
@@ -159,7 +185,8 @@ int pt_cmd_plan(int argc, char **argv)
         opts, (int)(sizeof opts / sizeof opts[0]),
         "examples:\n  pipetrain plan --model gpt2-xl --gpus 8 --device h100 --partition memory --mem 16G\n"
         "  pipetrain plan --model gpt3-175b --gpus 1024 --nodes 128 --device h100 --partition auto --global-batch 1536\n"
-        "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json"
+        "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json\n"
+        "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256"
     };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
@@ -194,6 +221,10 @@ int pt_cmd_plan(int argc, char **argv)
     pt_plan_candidate cand[8];
     int n_cand = 0;
     PT_TRY(pt_model_config_load(model, &cfg), out);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].seen && opts[i].dst == &head_split)
+            cfg.head_split = head_split; /* else the config's own (a JSON config may set head_split) */
+    PT_TRY(pt_model_config_validate(&cfg), out);
     PT_TRY(pt_device_load(device, &dev), out);
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
     if (costs)

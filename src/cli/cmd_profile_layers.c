@@ -1,6 +1,7 @@
 /* `pipetrain profile-layers`: times each layer's forward, backward-input and backward-weight on
  * the real backend (one layer per pt_model, one micro-batch) and writes a cost file that
  * `pipetrain plan --costs FILE` uses in place of the analytic model. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +33,16 @@ static pt_status profile_layer(const pt_model_config *cfg, int l, int B, int T, 
                                pt_stream *stream, double *fwd, double *bi, double *bw)
 {
     const size_t N = (size_t)B * T, C = (size_t)cfg->n_embd;
+    const int n_layers = pt_model_n_layers(cfg);
+    /* floats per token at the layer's input and output: C, or C + PT_XENT_STATS between head shards */
+    const size_t w_in = l > 0 ? (size_t)pt_model_boundary_width(cfg, l) : C;
+    const size_t w_out = l + 1 < n_layers ? (size_t)pt_model_boundary_width(cfg, l + 1) : C;
+    const size_t w_max = w_in > w_out ? w_in : w_out;
     pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = 1, .recompute = 0 };
     pt_model *m = NULL;
     pt_status st = PT_OK;
     double *t = calloc((size_t)reps * 3, sizeof(double));
-    float *hf = malloc(N * C * sizeof(float));
+    float *hf = malloc(N * w_max * sizeof(float));
     int32_t *hi = malloc(N * sizeof(int32_t));
     if (!t || !hf || !hi) {
         st = pt_fail(PT_ENOMEM, "out of host memory profiling layer %d", l);
@@ -51,15 +57,32 @@ static pt_status profile_layer(const pt_model_config *cfg, int l, int B, int T, 
         PT_TRY(be->memcpy_h2d(stream, pt_model_slot_tokens(m, 0), hi, N * sizeof(int32_t)), done);
     } else {
         fill_floats(hf, N * C, 7u + (uint32_t)l);
-        PT_TRY(be->memcpy_h2d(stream, pt_model_slot_input(m, 0), hf, N * C * sizeof(float)), done);
+        if (w_in > C) {
+            /* a later head shard's input is h then the running statistics of the shards before it
+             * (backend.h, xent_shard_forward): as if they had one column, of logit 0, not the
+             * target: max 0, sum exp(0) = 1, target logit 0, best valid logit and column unset */
+            static const float stats[PT_XENT_STATS] = { 0.0f, 1.0f, 0.0f, -1e30f, -1.0f };
+            for (size_t i = 0; i < N; i++)
+                for (size_t k = 0; k < PT_XENT_STATS; k++)
+                    hf[N * C + k * N + i] = stats[k];
+        }
+        PT_TRY(be->memcpy_h2d(stream, pt_model_slot_input(m, 0), hf, N * w_in * sizeof(float)), done);
     }
     for (int r = -1; r < reps; r++) {
-        /* the gradient arriving from the next stage (or the targets, at the head) */
-        if (pt_model_has_head(m)) {
+        /* the targets (every layer of the head), and the gradient arriving from the next stage */
+        if (pt_model_slot_targets(m, 0))
             PT_TRY(be->memcpy_h2d(stream, pt_model_slot_targets(m, 0), hi, N * sizeof(int32_t)), done);
-        } else {
+        if (!pt_model_has_head(m)) {
             fill_floats(hf, N * C, 99u + (uint32_t)l);
-            PT_TRY(be->memcpy_h2d(stream, pt_model_slot_doutput(m, 0), hf, N * C * sizeof(float)), done);
+            if (w_out > C) {
+                /* into a head shard's output comes dh, then the log-sum-exp of the whole row (any
+                 * finite value: log Vp, as for uniform logits), then zeros */
+                const float lse = logf((float)(cfg->vocab_padded > 0 ? cfg->vocab_padded : cfg->vocab_size));
+                for (size_t i = 0; i < N; i++)
+                    hf[N * C + i] = lse;
+                memset(hf + N * C + N, 0, N * (w_out - C - 1) * sizeof(float));
+            }
+            PT_TRY(be->memcpy_h2d(stream, pt_model_slot_doutput(m, 0), hf, N * w_out * sizeof(float)), done);
         }
         PT_TRY(be->stream_sync(stream), done);
         int64_t t0 = pt_now_ns();
@@ -94,17 +117,21 @@ done:
 int pt_cmd_profile_layers(int argc, char **argv)
 {
     const char *model = "gpt2-tiny", *output = NULL, *backend = "cpu";
-    int B = 4, T = 0, threads = 0, reps = 5;
+    int B = 4, T = 0, threads = 0, reps = 5, head_split = 1;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset or JSON config", 0 },
         { "micro-batch-size", PT_OPT_INT, &B, "B", "sequences per micro-batch", 0 },
         { "seq-len", PT_OPT_INT, &T, "T", "tokens per sequence (default the model's context)", 0 },
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (default all cores)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "timed repetitions per layer (the median is kept)", 0 },
+        { "head-split", PT_OPT_INT, &head_split, "K",
+          "time the LM head as K vocabulary-shard layers, for pipetrain plan --head-split K (not given: the config's)",
+          0 },
         { "backend", PT_OPT_STRING, &backend, "cpu|cuda", "kernel backend", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "cost file to write (JSON)", 0 },
     };
-    pt_cmd_spec spec = { "pipetrain profile-layers --model NAME --micro-batch-size B --seq-len T [--threads N] --output FILE",
+    pt_cmd_spec spec = { "pipetrain profile-layers --model NAME --micro-batch-size B --seq-len T [--threads N] "
+                         "[--head-split K] --output FILE",
                          "Time each layer's forward, backward-input and backward-weight on this machine and write a "
                          "cost file for pipetrain plan --costs.",
                          opts, (int)(sizeof opts / sizeof opts[0]),
@@ -123,6 +150,10 @@ int pt_cmd_profile_layers(int argc, char **argv)
     pt_stream *stream = NULL;
     pt_layer_times *lt = NULL;
     PT_TRY(pt_model_config_load(model, &cfg), out);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].seen && opts[i].dst == &head_split)
+            cfg.head_split = head_split; /* else the config's own (a JSON config may set head_split) */
+    PT_TRY(pt_model_config_validate(&cfg), out);
     if (T <= 0)
         T = cfg.max_seq_len;
     if (T > cfg.max_seq_len) {
@@ -139,7 +170,7 @@ int pt_cmd_profile_layers(int argc, char **argv)
     lt->n_threads = threads;
     snprintf(lt->backend, sizeof lt->backend, "%s", be->name);
     printf("profiling %s, %d layers, micro-batch %d x %d on %s (%d reps)\n", cfg.name, L, B, T, be->name, reps);
-    printf("  %-6s %-8s %12s %12s %12s\n", "layer", "kind", "forward", "bwd-input", "bwd-weight");
+    printf("  %-6s %-9s %12s %12s %12s\n", "layer", "kind", "forward", "bwd-input", "bwd-weight");
     for (int l = 0; l < L; l++) {
         /* Blocks are identical: time the first one and reuse it, unless there are few. */
         const int is_block = l >= 1 && l <= cfg.n_layer;
@@ -151,8 +182,13 @@ int pt_cmd_profile_layers(int argc, char **argv)
         }
         PT_TRY(profile_layer(&cfg, l, B, T, reps, be, stream, &lt->fwd_s[l], &lt->bwd_input_s[l], &lt->bwd_weight_s[l]),
                out);
-        printf("  %-6d %-8s %9.3f ms %9.3f ms %9.3f ms\n", l, l == 0 ? "embed" : is_block ? "block" : "head",
-               lt->fwd_s[l] * 1e3, lt->bwd_input_s[l] * 1e3, lt->bwd_weight_s[l] * 1e3);
+        char kind[32];
+        if (l == 0 || is_block || pt_model_head_layers(&cfg) == 1)
+            snprintf(kind, sizeof kind, "%s", l == 0 ? "embed" : is_block ? "block" : "head");
+        else
+            snprintf(kind, sizeof kind, "head %d/%d", l - cfg.n_layer, pt_model_head_layers(&cfg));
+        printf("  %-6d %-9s %9.3f ms %9.3f ms %9.3f ms\n", l, kind, lt->fwd_s[l] * 1e3, lt->bwd_input_s[l] * 1e3,
+               lt->bwd_weight_s[l] * 1e3);
     }
     if (cfg.n_layer > 4)
         printf("  (blocks 2..%d share block 1's times: every block has the same shapes)\n", cfg.n_layer);
