@@ -172,8 +172,8 @@ int pt_cmd_plan(int argc, char **argv)
         { "recompute", PT_OPT_STRING, &recompute, "auto|never|always", "activation recomputation per chunk", 0 },
         { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head layers count)", 0 },
         { "head-split", PT_OPT_INT, &head_split, "K",
-          "cut the LM head into K vocabulary-shard layers that stages can share: for a head that dominates the "
-          "step (small model, large vocabulary); not given: the config's",
+          "cut the LM head into K vocabulary-shard layers that stages can share, for a head that dominates the "
+          "step (small model, large vocabulary); overrides a config file's head_split",
           0 },
         { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },

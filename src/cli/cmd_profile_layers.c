@@ -125,7 +125,8 @@ int pt_cmd_profile_layers(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (default all cores)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "timed repetitions per layer (the median is kept)", 0 },
         { "head-split", PT_OPT_INT, &head_split, "K",
-          "time the LM head as K vocabulary-shard layers, for pipetrain plan --head-split K (not given: the config's)",
+          "time the LM head as K vocabulary-shard layers, for pipetrain plan --head-split K; overrides a config "
+          "file's head_split",
           0 },
         { "backend", PT_OPT_STRING, &backend, "cpu|cuda", "kernel backend", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "cost file to write (JSON)", 0 },

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../../partition/partition_internal.h"
+#include "pipetrain/backend.h"
 #include "pipetrain/json.h"
 #ifdef PT_TEST_HAVE_MODELS
 #include "pipetrain/model.h"
@@ -120,8 +121,8 @@ static void test_flops(void)
 #ifdef PT_TEST_HAVE_MODELS
 /* The memory the cost model predicts for a chunk is what models/ really allocates (minus the
  * optimizer's m and v, which the trainer allocates), for a schedule without split backward
- * (models made with fused_only, as the runtime does) and one with it; and the slot bytes it
- * predicts are pt_model_slot_bytes. */
+ * (models made with fused_only, as the runtime does) and one with it, with the LM head whole and
+ * split into vocabulary shards; and the slot bytes it predicts are pt_model_slot_bytes. */
 static void test_memory_matches_models(void)
 {
     const pt_backend *be = NULL;
@@ -129,15 +130,24 @@ static void test_memory_matches_models(void)
     EXPECT(pt_backend_get("cpu", &be) == PT_OK);
     if (!be || be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 1 }, &stream) != PT_OK)
         return;
-    pt_model_config cfg = make_cfg("t", 4, 4, 64, 96, 128, 64);
     pt_device dev;
     pt_topology topo;
     EXPECT(pt_device_load("cpu", &dev) == PT_OK);
     EXPECT(pt_topology_init(&topo, &dev, 1, 1) == PT_OK);
-    static const int ranges[][2] = { { 0, 5 }, { 0, 2 }, { 3, 5 }, { 2, 3 }, { 5, 5 }, { 0, 0 } };
+    /* an unsplit head (layers 0..5), and the head as 3 shards of 64 wte rows (layers 5..7): chunks
+     * of shards alone, with blocks, with the embedding, one shard or several */
+    pt_model_config cfgs[2] = { make_cfg("t", 4, 4, 64, 96, 128, 64), make_cfg("t3", 4, 4, 64, 150, 192, 64) };
+    cfgs[1].head_split = 3;
+    static const struct {
+        int cfg, first, last;
+    } cases[] = { { 0, 0, 5 }, { 0, 0, 2 }, { 0, 3, 5 }, { 0, 2, 3 }, { 0, 5, 5 }, { 0, 0, 0 },
+                  { 1, 0, 7 }, { 1, 0, 5 }, { 1, 5, 7 }, { 1, 6, 6 }, { 1, 6, 7 }, { 1, 3, 5 },
+                  { 1, 7, 7 }, { 1, 2, 6 }, { 1, 5, 5 }, { 1, 0, 6 } };
     static const char *const scheds[] = { "gpipe", "zb-h1" };
     EXPECT(pt_part_sched_fused_only("gpipe") == 1 && pt_part_sched_fused_only("zb-h1") == 0);
-    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+    for (size_t r = 0; r < sizeof cases / sizeof cases[0]; r++) {
+        const pt_model_config cfg = cfgs[cases[r].cfg];
+        const int range[2] = { cases[r].first, cases[r].last };
         for (int v = 0; v < 4; v++) {
             const int rc = v & 1, P = 2, M = 1 + (int)r % 3, B = 2, T = 32;
             const char *sched = scheds[v >> 1];
@@ -146,13 +156,13 @@ static void test_memory_matches_models(void)
             if (!c)
                 continue;
             const int n_slots = c->inflight[0];
-            const double pred = pt_part_chunk_mem(c, 0, ranges[r][0], ranges[r][1], rc);
-            const double pred_slot = pt_part_chunk_slot_bytes(c, ranges[r][0], ranges[r][1], rc);
+            const double pred = pt_part_chunk_mem(c, 0, range[0], range[1], rc);
+            const double pred_slot = pt_part_chunk_slot_bytes(c, range[0], range[1], rc);
             pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = rc,
                                 .fused_only = c->fused_only };
             const size_t before = pt_backend_bytes_in_use();
             pt_model *m = NULL;
-            EXPECT(pt_model_create(&cfg, ranges[r][0], ranges[r][1], &o, be, stream, &m) == PT_OK);
+            EXPECT(pt_model_create(&cfg, range[0], range[1], &o, be, stream, &m) == PT_OK);
             if (m) {
                 const double got = (double)(pt_backend_bytes_in_use() - before);
                 const double model_side = pred - 8.0 * (double)pt_model_n_params(m); /* less AdamW m, v */
@@ -160,8 +170,11 @@ static void test_memory_matches_models(void)
                 EXPECT(model_side == got);
                 EXPECT(pred_slot == (double)pt_model_slot_bytes(m));
                 if (model_side != got)
-                    fprintf(stderr, "  layers %d..%d %s rc=%d slots=%d: predicted %.0f bytes, models/ allocated %.0f\n",
-                            ranges[r][0], ranges[r][1], sched, rc, n_slots, model_side, got);
+                    fprintf(stderr, "  %s layers %d..%d %s rc=%d slots=%d: predicted %.0f bytes, models/ allocated %.0f\n",
+                            cfg.name, range[0], range[1], sched, rc, n_slots, model_side, got);
+                if (pred_slot != (double)pt_model_slot_bytes(m))
+                    fprintf(stderr, "  %s layers %d..%d %s rc=%d: predicted slot %.0f bytes, models/ %zu\n", cfg.name,
+                            range[0], range[1], sched, rc, pred_slot, pt_model_slot_bytes(m));
             }
             pt_model_destroy(m);
             pt_part_ctx_destroy(c);
@@ -713,6 +726,135 @@ static void test_layouts(void)
     EXPECT(pt_plan_from_layout(&c, "1,2,3", 2, &p) == PT_EINVAL);
 }
 
+/* ---- the LM head split into vocabulary shards (head_split) ---- */
+
+/* Plans gpt2-small (6 blocks, C=384, vocabulary 50304 padded: the head is most of the work) on 2
+ * cpu stages, 1f1b, time partition, and returns the plan (NULL on failure). */
+static pt_plan *plan_small(int head_split)
+{
+    pt_model_config cfg = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024);
+    cfg.head_split = head_split;
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = "time";
+    rq.n_devices = 2;
+    rq.n_stages = 2;
+    rq.schedule = "1f1b";
+    rq.micro_batch_size = 4;
+    rq.seq_len = 64;
+    rq.n_microbatches = 8;
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    return p;
+}
+
+static double stage_balance(const pt_plan *p)
+{
+    const double a = p->pred_time_s[0], b = p->pred_time_s[1];
+    return a < b ? a / b : b / a;
+}
+
+static void test_head_split(void)
+{
+    /* With one head layer the boundary can only fall before the head, which has ~60% of the work;
+     * with 4 shards it falls inside the head and the stages come within 10% of each other. */
+    pt_plan *p1 = plan_small(1), *p4 = plan_small(4);
+    if (p1 && p4) {
+        EXPECT(p1->last_layer[0] == 6 && stage_balance(p1) < 0.7);
+        EXPECT(p4->last_layer[0] >= 7 && p4->last_layer[0] < 10); /* both stages hold head shards */
+        EXPECT(stage_balance(p4) >= 0.9);
+        EXPECT(p4->pred_step_time_s < 0.85 * p1->pred_step_time_s);
+        if (stage_balance(p1) >= 0.7 || stage_balance(p4) < 0.9)
+            fprintf(stderr, "  gpt2-small on 2 stages: balance %.3f unsplit, %.3f with head_split 4\n",
+                    stage_balance(p1), stage_balance(p4));
+        /* 0 and 1 both mean one head layer: the same plan */
+        pt_plan *p0 = plan_small(0);
+        EXPECT(p0 && p0->pred_step_time_s == p1->pred_step_time_s && p0->pred_mem_bytes[1] == p1->pred_mem_bytes[1]);
+        pt_plan_destroy(p0);
+    }
+    pt_plan_destroy(p1);
+    pt_plan_destroy(p4);
+
+    /* The shards' costs add up to the unsplit head's FLOPs; the other layers' costs do not change. */
+    pt_model_config c1 = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024), c4 = c1;
+    c4.head_split = 4;
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+    pt_layer_cost l1[8], l4[11];
+    EXPECT(pt_cost_layers(&c1, 4, 64, &dev, NULL, l1) == PT_OK);
+    EXPECT(pt_cost_layers(&c4, 4, 64, &dev, NULL, l4) == PT_OK);
+    EXPECT(memcmp(l1, l4, 7 * sizeof l1[0]) == 0);
+    double f = 0, params = 0;
+    for (int k = 0; k < 4; k++) {
+        f += l4[7 + k].fwd_flops;
+        params += (double)l4[7 + k].n_params;
+        EXPECT(l4[7 + k].bwd_input_flops == l4[7 + k].fwd_flops && l4[7 + k].bwd_weight_flops == l4[7 + k].fwd_flops);
+        /* h|stats between shards, nothing after the last */
+        EXPECT(l4[7 + k].out_bytes == (k < 3 ? 4.0 * 4 * 64 * (384 + PT_XENT_STATS) : 0));
+    }
+    EXPECT(f == l1[7].fwd_flops && params == (double)l1[7].n_params);
+
+    /* The tied wte is counted per chunk: one whole copy (weights, gradient, m, v) in a chunk of
+     * shards without the embedding however many it holds, the fp32 twin beside the embedding. */
+    const double wte = 50304.0 * 384, per_param = pt_part_state_bytes_per_param(&dev);
+    pt_part_ctx *c = NULL;
+    EXPECT(pt_part_ctx_create(&c4, &dev, &topo, NULL, 2, 1, 1, 4, 8, 64, "1f1b", &c) == PT_OK);
+    if (c) {
+        for (int i = 7; i <= 10; i++) {
+            for (int j = i; j <= 10; j++) {
+                /* a chunk of shards i..j: its memory less its slots and fixed buffers is its own
+                 * state (lnf with shard 0) plus exactly one wte copy */
+                const double rest = pt_part_chunk_mem(c, 1, i, j, 0) - c->inflight[1] * pt_part_chunk_slot_bytes(c, i, j, 0) -
+                                    pt_part_chunk_fixed_bytes(&c4, 4, 64, dev.act_elem_bytes, i, j, 0, c->fused_only);
+                EXPECT(rest == (i == 7 ? 2 * 384 * per_param : 0) + wte * per_param);
+            }
+        }
+        int full = -1;
+        EXPECT(pt_part_chunk_tied_elems(&c4, 0, 8, &full) == wte && full == 0);
+        EXPECT(pt_part_chunk_tied_state_bytes(&c4, &dev, 0, 8) == 4 * wte);  /* the twin */
+        EXPECT(pt_part_chunk_tied_state_bytes(&c4, &dev, 0, 10) == 4 * wte); /* one twin for all shards */
+        EXPECT(pt_part_chunk_tied_state_bytes(&c4, &dev, 3, 9) == per_param * wte);
+        EXPECT(pt_part_chunk_tied_elems(&c4, 0, 6, &full) == 0 && full == 0); /* no head layer */
+        EXPECT(pt_part_chunk_tied_state_bytes(&c4, &dev, 2, 6) == 0);
+        /* a chunk starting between shards carries h|stats in and dh|lse back, per slot */
+        EXPECT(c->comm[0] > 0 && c->comm[0] == dev.intra_latency_s + 4.0 * 4 * 64 * (384 + PT_XENT_STATS) /
+                                                                       dev.intra_bw_Bps);
+    }
+    pt_part_ctx_destroy(c);
+
+    /* Data-parallel all-reduce and optimizer step count the copy of a chunk without the embedding,
+     * not the twin beside it: with 2 replicas of one stage (embedding and head together) they move
+     * the model's allocated parameters once. */
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.n_devices = 2;
+    rq.n_stages = 1;
+    rq.micro_batch_size = 4;
+    rq.seq_len = 64;
+    pt_topology t2;
+    EXPECT(pt_topology_init(&t2, &dev, 1, 2) == PT_OK);
+    for (int K = 1; K <= 4; K += 3) {
+        pt_model_config cfg = c1;
+        cfg.head_split = K;
+        pt_plan *p = NULL;
+        EXPECT(pt_plan_make(&cfg, &dev, &t2, NULL, &rq, &p) == PT_OK);
+        /* wte (padded) + wpe + 6 blocks + lnf */
+        const double n_alloc = wte + 1024.0 * 384 + 6.0 * (12.0 * 384 * 384 + 13 * 384) + 2 * 384;
+        if (p) {
+            EXPECT(fabs(p->pred_optim_s - n_alloc * 28.0 / dev.mem_bw_Bps) <= 1e-12 * p->pred_optim_s);
+            EXPECT(fabs(p->pred_comm_s - (4.0 * n_alloc / dev.intra_bw_Bps + 2.0 * dev.intra_latency_s)) <=
+                   1e-12 * p->pred_comm_s);
+        }
+        pt_plan_destroy(p);
+    }
+}
+
 /* ---- files ---- */
 
 static void test_files(void)
@@ -755,8 +897,71 @@ static void test_files(void)
         pt_layer_times_destroy(u);
     }
     pt_layer_times_destroy(t);
-    /* a corrupt cost file names the field */
+    /* a split head: the file keeps head_split and lists every shard; an unsplit head's file has no
+     * head_split key (files written before it stay byte for byte what they were) */
+    for (int K = 1; K <= 3; K += 2) {
+        pt_model_config cfg = make_cfg("gpt2-tiny", 4, 4, 128, 256, 256, 256);
+        cfg.head_split = K;
+        const int L = pt_model_n_layers(&cfg);
+        t = NULL;
+        EXPECT(pt_layer_times_create(L, &t) == PT_OK);
+        if (!t)
+            continue;
+        t->cfg = cfg;
+        t->micro_batch_size = 2;
+        t->seq_len = 32;
+        snprintf(t->backend, sizeof t->backend, "cpu");
+        for (int l = 0; l < L; l++) {
+            t->fwd_s[l] = 1e-3 * (l + 1) / 3.0;
+            t->bwd_input_s[l] = 2e-3 * (l + 1) / 7.0;
+            t->bwd_weight_s[l] = 3e-3 * (l + 1) / 11.0;
+        }
+        EXPECT(pt_layer_times_save(t, path) == PT_OK);
+        cJSON *j = NULL;
+        EXPECT(pt_json_read_file(path, &j) == PT_OK);
+        const cJSON *hs = j ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "model"), "head_split")
+                            : NULL;
+        EXPECT(K == 1 ? hs == NULL : cJSON_IsNumber(hs) && hs->valueint == K);
+        EXPECT(j && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "layers")) == L);
+        cJSON_Delete(j);
+        pt_layer_times *u = NULL;
+        EXPECT(pt_layer_times_load(path, &u) == PT_OK);
+        if (u) {
+            EXPECT(u->n_layers == L && pt_model_head_layers(&u->cfg) == K);
+            for (int l = 0; l < L; l++)
+                EXPECT(near(u->fwd_s[l], t->fwd_s[l]) && near(u->bwd_input_s[l], t->bwd_input_s[l]) &&
+                       near(u->bwd_weight_s[l], t->bwd_weight_s[l]));
+            pt_device dev;
+            EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+            pt_layer_cost lc[8];
+            EXPECT(pt_cost_layers(&cfg, 2, 32, &dev, u, lc) == PT_OK);
+            EXPECT(lc[L - 1].t_bwd_weight == u->bwd_weight_s[L - 1]);
+            /* the same model with the other head split is refused, naming it */
+            pt_model_config other = cfg;
+            other.head_split = K == 1 ? 3 : 1;
+            EXPECT(pt_cost_layers(&other, 2, 32, &dev, u, lc) == PT_EINVAL);
+            EXPECT(strstr(pt_last_error(), "--head-split") != NULL);
+        }
+        pt_layer_times_destroy(u);
+        pt_layer_times_destroy(t);
+    }
+    /* head_split 3 but only the layers of an unsplit head */
     FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{\"format\":\"pipetrain-layer-costs\",\"version\":1,\"model\":{\"name\":\"m\",\"n_layer\":1,"
+              "\"n_head\":1,\"n_embd\":8,\"vocab_size\":8,\"vocab_padded\":8,\"max_seq_len\":8,\"head_split\":3},"
+              "\"micro_batch_size\":1,\"seq_len\":8,\"threads\":1,\"backend\":\"cpu\",\"layers\":["
+              "{\"layer\":0,\"forward_s\":0,\"backward_input_s\":0,\"backward_weight_s\":0},"
+              "{\"layer\":1,\"forward_s\":0,\"backward_input_s\":0,\"backward_weight_s\":0},"
+              "{\"layer\":2,\"forward_s\":0,\"backward_input_s\":0,\"backward_weight_s\":0}]}",
+              f);
+        fclose(f);
+    }
+    t = NULL;
+    EXPECT(pt_layer_times_load(path, &t) == PT_EFORMAT && !t);
+    EXPECT(strstr(pt_last_error(), "all 5 layers") != NULL);
+    /* a corrupt cost file names the field */
+    f = fopen(path, "w");
     if (f) {
         fputs("{\"format\":\"pipetrain-layer-costs\",\"version\":1,\"bogus\":1}", f);
         fclose(f);
@@ -805,6 +1010,7 @@ int main(void)
     test_infeasible();
     test_layouts();
     test_files();
+    test_head_split();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
