@@ -205,7 +205,7 @@ static pt_status xfer_nccl_create(rt_xfer *x, const rt_xfer_opts *o)
     const int device = pt_cuda_stream_device(o->compute);
     for (int i = 0; i < o->n_comms; i++) {
         const rt_xcomm_spec *sp = &o->comms[i];
-        const int *ranks = sp->kind == RT_XCOMM_DP ? sp->dp : sp->ranks;
+        const int *ranks = sp->members ? sp->members : sp->ranks;
         int member = -1;
         for (int k = 0; k < sp->n; k++)
             if (ranks[k] == x->me)
@@ -402,10 +402,20 @@ static pt_status xfer_after_compute(rt_xfer *x, pt_stream *s)
     return pt_cuda_stream_wait_event(s, x->ev_compute);
 }
 
-pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world, int is_grad)
+/* A message larger than the buffers would overrun them: a runtime bug, refused. */
+static pt_status xfer_size_check(const rt_xfer *x, size_t bytes)
+{
+    if (bytes > x->msg_bytes)
+        return pt_fail(PT_EINTERNAL, "rank %d: a %zu-byte message exceeds the %zu-byte transfer buffers; please report it",
+                       x->me, bytes, x->msg_bytes);
+    return PT_OK;
+}
+
+pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, size_t bytes, int peer_world, int is_grad)
 {
     if (b < 0 || b >= x->n_send)
         return pt_fail(PT_EINTERNAL, "rank %d: send buffer %d of %d; please report it", x->me, b, x->n_send);
+    PT_CHECK(xfer_size_check(x, bytes));
     if (x->path == RT_PATH_NCCL) {
 #ifdef PT_RUNTIME_NCCL
         int l = xfer_link(x, peer_world, 1, is_grad);
@@ -414,9 +424,9 @@ pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world,
                            peer_world, is_grad ? "gradients" : "activations");
         rt_xcomm *xc = &x->comms[l];
         /* The slot is free for the compute stream as soon as this copy is queued on it. */
-        PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, x->msg_bytes));
+        PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, bytes));
         PT_CHECK(xfer_after_compute(x, xc->stream));
-        PT_CHECK(pt_nccl_send(xc->nc, 1, x->send_buf[b], x->msg_bytes, xc->stream));
+        PT_CHECK(pt_nccl_send(xc->nc, 1, x->send_buf[b], bytes, xc->stream));
         PT_CHECK(pt_cuda_event_record(x->send_ev[b], xc->stream));
         x->send_link[b] = l;
         return PT_OK;
@@ -425,7 +435,7 @@ pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world,
     (void)peer_world;
     (void)is_grad;
     PT_CHECK(xfer_after_compute(x, x->copy));
-    PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], src, x->msg_bytes));
+    PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], src, bytes));
     PT_CHECK(pt_cuda_event_record(x->send_ev[b], x->copy));
     x->last_copy = b;
     return PT_OK;
@@ -455,8 +465,9 @@ pt_status rt_xfer_send_wait(rt_xfer *x, int b, int64_t deadline_ns, const char *
     return pt_cuda_event_wait(x->send_ev[b], deadline_ns, msg);
 }
 
-pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, int peer_world, int is_grad)
+pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, size_t bytes, int peer_world, int is_grad)
 {
+    PT_CHECK(xfer_size_check(x, bytes));
 #ifdef PT_RUNTIME_NCCL
     if (x->path == RT_PATH_NCCL && i >= 0 && i < x->n_recv_ev) {
         int l = xfer_link(x, peer_world, 0, is_grad);
@@ -465,7 +476,7 @@ pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, int peer_world, int is
                            peer_world, is_grad ? "gradients" : "activations");
         rt_xcomm *xc = &x->comms[l];
         PT_CHECK(xfer_after_compute(x, xc->stream));
-        PT_CHECK(pt_nccl_recv(xc->nc, 0, dst, x->msg_bytes, xc->stream));
+        PT_CHECK(pt_nccl_recv(xc->nc, 0, dst, bytes, xc->stream));
         PT_CHECK(pt_cuda_event_record(x->recv_ev[i], xc->stream));
         x->recv_link[i] = l;
         return PT_OK;
@@ -492,13 +503,14 @@ pt_status rt_xfer_recv_wait(rt_xfer *x, int i, int64_t deadline_ns, const char *
     return pt_fail(PT_EINTERNAL, "rank %d: %s was never posted to NCCL; please report it", x->me, what);
 }
 
-pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst)
+pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst, size_t bytes)
 {
+    PT_CHECK(xfer_size_check(x, bytes));
     if (x->copy == NULL || h < 0 || h >= x->n_recv)
         return pt_fail(PT_EINTERNAL, "rank %d: host receive buffer %d of %d on the %s path; please report it",
                        x->me, h, x->n_recv, rt_path_name(x->path));
     PT_CHECK(xfer_after_compute(x, x->copy));
-    PT_CHECK(x->be->memcpy_h2d(x->copy, dst, x->recv_buf[h], x->msg_bytes));
+    PT_CHECK(x->be->memcpy_h2d(x->copy, dst, x->recv_buf[h], bytes));
     PT_CHECK(pt_cuda_event_record(x->recv_buf_ev[h], x->copy));
     return pt_cuda_stream_wait_event(x->compute, x->recv_buf_ev[h]);
 }
@@ -569,9 +581,9 @@ void *rt_xfer_send_buf(rt_xfer *x, int b) { return (void)x, (void)b, NULL; }
 void *rt_xfer_recv_buf(rt_xfer *x, int h) { return (void)x, (void)h, NULL; }
 float *rt_xfer_red_buf(rt_xfer *x, size_t n) { return (void)x, (void)n, NULL; }
 
-pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world, int is_grad)
+pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, size_t bytes, int peer_world, int is_grad)
 {
-    (void)x, (void)b, (void)src, (void)peer_world, (void)is_grad;
+    (void)x, (void)b, (void)src, (void)bytes, (void)peer_world, (void)is_grad;
     return xfer_no_cuda();
 }
 
@@ -594,9 +606,9 @@ pt_status rt_xfer_send_wait(rt_xfer *x, int b, int64_t deadline_ns, const char *
     return xfer_no_cuda();
 }
 
-pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, int peer_world, int is_grad)
+pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, size_t bytes, int peer_world, int is_grad)
 {
-    (void)x, (void)i, (void)dst, (void)peer_world, (void)is_grad;
+    (void)x, (void)i, (void)dst, (void)bytes, (void)peer_world, (void)is_grad;
     return xfer_no_cuda();
 }
 
@@ -606,9 +618,9 @@ pt_status rt_xfer_recv_wait(rt_xfer *x, int i, int64_t deadline_ns, const char *
     return xfer_no_cuda();
 }
 
-pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst)
+pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst, size_t bytes)
 {
-    (void)x, (void)h, (void)dst;
+    (void)x, (void)h, (void)dst, (void)bytes;
     return xfer_no_cuda();
 }
 

@@ -57,16 +57,16 @@ int rt_xfer_nccl_built(void);
 typedef enum { RT_XCOMM_LINK_ACT, RT_XCOMM_LINK_GRAD, RT_XCOMM_TIED, RT_XCOMM_DP } rt_xcomm_kind;
 typedef struct rt_xcomm_spec {
     rt_xcomm_kind kind;
-    int n;          /* members: 2 for links (ranks[0] sends, ranks[1] receives) and the tied pair */
-    int ranks[2];   /* world ranks, when n == 2 */
-    const int *dp;  /* world ranks of a data-parallel group (n of them), borrowed */
+    int n;          /* members: 2 for links (ranks[0] sends, ranks[1] receives) */
+    int ranks[2];   /* a link's world ranks */
+    const int *members; /* world ranks of a tied or data-parallel group (n of them), borrowed */
 } rt_xcomm_spec;
 
 typedef struct rt_xfer_opts {
     pt_comm *comm;          /* borrowed; the job has more than one rank */
     const pt_backend *be;   /* borrowed; device memory */
     pt_stream *compute;     /* borrowed: the stream the model computes on */
-    size_t msg_bytes;       /* bytes of every stage-to-stage message */
+    size_t msg_bytes;       /* bytes of the largest stage-to-stage message (the buffers' size) */
     int n_send_bufs;        /* staging buffers for sends (allocated here, once) */
     int n_recv_bufs;        /* host receive buffers (host-staged path) */
     int n_recv_slots;       /* receive events (NCCL path): one per action of the list */
@@ -98,13 +98,13 @@ const char *rt_xfer_describe(const rt_xfer *x);
 void *rt_xfer_send_buf(rt_xfer *x, int b);
 void *rt_xfer_recv_buf(rt_xfer *x, int h);
 
-/* Starts a send of msg_bytes from device memory src with staging buffer b, behind everything
+/* Starts a send of `bytes` (<= msg_bytes) from device memory src with staging buffer b, behind everything
  * already queued on the compute stream. Host-staged: a device-to-host copy into buffer b on the
  * copy stream; the caller posts the pt_comm send once rt_xfer_send_test/wait says the copy is
  * done, and calls rt_xfer_compute_after_sends before the compute stream may write src's memory
  * again. NCCL: a device copy into b on the compute stream (src is free at once), then ncclSend
  * on the stream of the link (this rank -> peer_world, kind). Does not block. */
-pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, int peer_world, int is_grad);
+pt_status rt_xfer_send_begin(rt_xfer *x, int b, const void *src, size_t bytes, int peer_world, int is_grad);
 /* Host-staged: makes the compute stream wait (on the device) until every send copy queued so far
  * has read its source. No-op on the NCCL path. Does not block the host. */
 pt_status rt_xfer_compute_after_sends(rt_xfer *x);
@@ -113,16 +113,16 @@ pt_status rt_xfer_send_test(rt_xfer *x, int b, int *done);
 /* Waits for the same until deadline_ns; `what` names the action in errors. */
 pt_status rt_xfer_send_wait(rt_xfer *x, int b, int64_t deadline_ns, const char *what);
 
-/* NCCL path: queues a receive of msg_bytes from peer_world into device memory dst (a slot) on the
+/* NCCL path: queues a receive of `bytes` (<= msg_bytes) from peer_world into device memory dst (a slot) on the
  * link's stream, behind the compute stream's work queued so far (the slot's last readers). Receive
  * `i` (the action index) is then awaited with rt_xfer_recv_wait. Does not block. */
-pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, int peer_world, int is_grad);
+pt_status rt_xfer_recv_post(rt_xfer *x, int i, void *dst, size_t bytes, int peer_world, int is_grad);
 /* Waits on the host for receive i until deadline_ns, then orders the compute stream after it. */
 pt_status rt_xfer_recv_wait(rt_xfer *x, int i, int64_t deadline_ns, const char *what);
 
-/* Host-staged path: queues the copy of host buffer h into device memory dst on the copy stream,
+/* Host-staged path: queues the copy of `bytes` of host buffer h into device memory dst on the copy stream,
  * behind the compute stream's work so far; the compute stream waits for it. Does not block. */
-pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst);
+pt_status rt_xfer_recv_copy_in(rt_xfer *x, int h, void *dst, size_t bytes);
 /* Waits until host buffer h may be written again (its last copy to the device has finished). */
 pt_status rt_xfer_recv_buf_wait(rt_xfer *x, int h, int64_t deadline_ns);
 

@@ -34,6 +34,7 @@ typedef struct rt_chunk {
     int vstage;
     int first_layer, last_layer;
     int has_emb, has_head;
+    int has_hl;                 /* holds LM-head layers (all of them, or shards: head_split) */
     int prev_local, next_local; /* local chunk index of vstage -1 / +1 on this rank, else -1 */
     int prev_rank, next_rank;   /* pipeline rank owning vstage -1 / +1, else -1 */
     pt_model *m;
@@ -61,6 +62,7 @@ typedef struct rt_send {
     int chunk, mb, action;
     int buf;                    /* staging buffer index */
     rt_send_state state;
+    size_t bytes;               /* the message's size */
 } rt_send;
 
 struct pt_runtime {
@@ -79,7 +81,10 @@ struct pt_runtime {
     rt_chunk *ch;               /* [V] */
     int emb_chunk, head_chunk;  /* local chunk indices or -1 */
     int emb_rank, head_rank;    /* pipeline ranks of the first and last vstage */
-    pt_comm_group *tied_group;  /* this replica's embedding rank + head rank (when they differ) */
+    pt_comm_group *tied_group;  /* this replica's ranks holding the embedding or head layers (when several) */
+    int *tied_ranks;            /* [n_tied] their pipeline ranks, ascending */
+    int n_tied;
+    int n_hl;                   /* local chunks holding head layers (they need the targets and loss scale) */
     pt_comm_group *dp_group;    /* the D ranks of this pipeline rank (when D > 1) */
     int n_global_tensors;
     double *norm_buf;           /* [n_global_tensors + 2]: per-tensor sums of squares, loss, tokens */
@@ -150,8 +155,27 @@ static pt_status rt_fail_at(pt_runtime *rt, pt_status code, const char *what)
 
 static int world_of(const pt_runtime *rt, int stage_rank) { return rt->d * rt->P + stage_rank; }
 
-/* Bytes of every stage-to-stage message: one micro-batch's (B, T, C) activations or gradients. */
-static size_t rt_msg_bytes(const pt_runtime *rt) { return (size_t)rt->B * rt->T * rt->C * sizeof(float); }
+/* Bytes of the stage-to-stage message crossing boundary b (the input of layer b): one
+ * micro-batch's activations or gradients there, (B, T) times pt_model_boundary_width floats. */
+static size_t rt_bound_bytes(const pt_runtime *rt, int b)
+{
+    return (size_t)rt->B * rt->T * (size_t)pt_model_boundary_width(rt->cfg, b) * sizeof(float);
+}
+
+/* The largest message (staging and receive buffers hold any): B*T*C floats, and the head
+ * shards' statistics when the head is split. */
+static size_t rt_msg_bytes(const pt_runtime *rt)
+{
+    return rt_bound_bytes(rt, pt_model_n_layers(rt->cfg) - 1);
+}
+
+/* The message of action kind `kind` of chunk k: activations leave and gradients arrive at its
+ * output boundary; activations arrive and gradients leave at its input boundary. */
+static size_t rt_act_bytes(const pt_runtime *rt, const rt_chunk *k, int kind)
+{
+    int out = kind == PT_ACT_SEND_ACT || kind == PT_ACT_RECV_GRAD;
+    return rt_bound_bytes(rt, out ? k->last_layer + 1 : k->first_layer);
+}
 
 static int64_t rt_deadline(const pt_runtime *rt) { return pt_deadline_after_ms(rt->timeout_ms); }
 
@@ -233,8 +257,7 @@ static pt_status send_post_copied(pt_runtime *rt, int i)
     const rt_chunk *k = &rt->ch[sd->chunk];
     pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1,
                      rt->msg_step };
-    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf],
-                                 rt_msg_bytes(rt), &sd->req);
+    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf], sd->bytes, &sd->req);
     if (st != PT_OK) {
         sd->req = NULL;
         return pt_fail_wrap(st, "rank %d: starting %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
@@ -390,9 +413,10 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
                          rt->msg_step };
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
-        size_t bytes = rt_msg_bytes(rt);
+        size_t bytes = rt_act_bytes(rt, k, a->kind);
         if (rt->nccl_in_order) {
-            pt_status st = rt_xfer_recv_post(rt->xfer, i, buf, world_of(rt, a->peer), a->kind == PT_ACT_RECV_GRAD);
+            pt_status st =
+                rt_xfer_recv_post(rt->xfer, i, buf, bytes, world_of(rt, a->peer), a->kind == PT_ACT_RECV_GRAD);
             if (st != PT_OK)
                 return rt_fail_at(rt, st, "posting");
             rt->recv_nccl[i] = 1;
@@ -444,17 +468,17 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
     int b = -1;
     PT_CHECK(stage_get(rt, &b));
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->msg_step };
-    size_t bytes = rt_msg_bytes(rt);
+    size_t bytes = rt_act_bytes(rt, &rt->ch[a->chunk], a->kind);
     pt_status st;
     if (rt->xfer) {
         /* Queued behind the compute stream; the message (host-staged) is posted once the copy is done. */
-        st = rt_xfer_send_begin(rt->xfer, b, buf, world_of(rt, a->peer), a->kind == PT_ACT_SEND_GRAD);
+        st = rt_xfer_send_begin(rt->xfer, b, buf, bytes, world_of(rt, a->peer), a->kind == PT_ACT_SEND_GRAD);
         if (st != PT_OK) {
             rt->stage_free[rt->n_stage_free++] = b;
             return rt_fail_at(rt, st, "starting");
         }
         rt_send_state state = rt_xfer_path(rt->xfer) == RT_PATH_NCCL ? RT_SEND_NCCL : RT_SEND_COPYING;
-        rt->sends[rt->n_sends++] = (rt_send){ NULL, a->chunk, a->microbatch, rt->cur, b, state };
+        rt->sends[rt->n_sends++] = (rt_send){ NULL, a->chunk, a->microbatch, rt->cur, b, state, bytes };
         if (state == RT_SEND_COPYING)
             rt->copy_fence[a->chunk] = 1;
         return PT_OK;
@@ -470,7 +494,7 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
         rt->stage_free[rt->n_stage_free++] = b;
         return rt_fail_at(rt, st, "starting");
     }
-    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b, RT_SEND_COMM };
+    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b, RT_SEND_COMM, bytes };
     return PT_OK;
 }
 
@@ -509,7 +533,7 @@ static pt_status recv_finish(pt_runtime *rt, int i)
         int s = k->mb_slot[a->microbatch];
         void *dst = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
-        st = rt_xfer_recv_copy_in(rt->xfer, hb, dst);
+        st = rt_xfer_recv_copy_in(rt->xfer, hb, dst, rt_act_bytes(rt, k, a->kind));
         if (st != PT_OK)
             st = rt_fail_at(rt, st, "copying to the device");
     }
@@ -552,9 +576,9 @@ static pt_status do_forward(pt_runtime *rt, const pt_action *a)
             return pt_fail(PT_EINTERNAL, "rank %d: mb %d of chunk %d has no output for chunk %d; please report it",
                            rt->rank, mb, k->prev_local, c);
         PT_CHECK(rt->be->memcpy_d2d(rt->stream, pt_model_slot_input(k->m, s), pt_model_slot_output(pk->m, ps),
-                                    bt * rt->C * sizeof(float)));
+                                    rt_bound_bytes(rt, k->first_layer)));
     }
-    if (k->has_head)
+    if (k->has_hl)
         PT_CHECK(rt->be->memcpy_h2d(rt->stream, pt_model_slot_targets(k->m, s), rt->targets + (size_t)mb * bt,
                                     bt * sizeof(int32_t)));
     PT_CHECK(pt_model_forward(k->m, s));
@@ -580,7 +604,7 @@ static pt_status take_local_grad(pt_runtime *rt, int c, int mb, int s)
         return pt_fail(PT_EINTERNAL, "rank %d: mb %d of chunk %d has no input gradient for chunk %d; please report it",
                        rt->rank, mb, k->next_local, c);
     PT_CHECK(rt->be->memcpy_d2d(rt->stream, pt_model_slot_doutput(k->m, s), pt_model_slot_dinput(nk->m, ns),
-                                rt_msg_bytes(rt)));
+                                rt_bound_bytes(rt, k->last_layer + 1)));
     nk->dgrad_pend[mb] = 0;
     slot_try_release(rt, k->next_local, mb);
     return PT_OK;
@@ -670,35 +694,39 @@ static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, rt_xcomm_kind
     return PT_OK;
 }
 
+/* The tied wte: grad = the embedding's + the LM head's, summed once per step. Each row of the head
+ * twin comes from exactly one head layer (the whole head, or the shard holding that row; the
+ * other chunks' twins hold exact zeros there), so every row is a sum of at most two non-zero
+ * terms whatever the order: exact, and the one-process bits. This rank sums its own chunks'
+ * parts, the ranks of the tied group all-reduce that, and every tied copy takes the result. */
 static pt_status reduce_tied(pt_runtime *rt)
 {
-    if (rt->emb_chunk < 0 && rt->head_chunk < 0)
-        return PT_OK;
-    if (rt->emb_chunk >= 0 && rt->emb_chunk == rt->head_chunk)
-        return pt_model_reduce_tied_grads(rt->ch[rt->emb_chunk].m);
-    size_t n = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
-    float *ge = NULL, *twin = NULL, *gh = NULL;
+    const size_t n = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+    float *acc = NULL;
     if (rt->emb_chunk >= 0) {
         pt_model *m = rt->ch[rt->emb_chunk].m;
-        ge = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
+        PT_CHECK(pt_model_reduce_tied_grads(m)); /* its own head layers' twin, if any */
+        acc = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
     }
-    if (rt->head_chunk >= 0) {
-        pt_model *m = rt->ch[rt->head_chunk].m;
-        twin = pt_model_head_wte_grad(m);
-        gh = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
+    for (int c = 0; c < rt->V; c++) {
+        if (!rt->ch[c].has_hl || c == rt->emb_chunk)
+            continue;
+        float *twin = pt_model_head_wte_grad(rt->ch[c].m);
+        if (!acc)
+            acc = twin;
+        else
+            PT_CHECK(rt->be->add(rt->stream, acc, acc, twin, n));
     }
-    if (ge && twin) {
-        /* Both on this rank (zbv, or one rank with several chunks): the one-process sum. */
-        PT_CHECK(rt->be->add(rt->stream, ge, ge, twin, n));
-        if (gh != ge)
-            PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, ge, n * sizeof(float)));
+    if (!acc)
         return PT_OK;
+    if (rt->tied_group)
+        PT_CHECK(allreduce_grads(rt, rt->tied_group, RT_XCOMM_TIED, acc, n,
+                                 "REDUCE_GRADS (tied embedding/head all-reduce)"));
+    for (int c = 0; c < rt->V; c++) { /* the copies: their gradient is their twin */
+        float *twin = rt->ch[c].has_hl && c != rt->emb_chunk ? pt_model_head_wte_grad(rt->ch[c].m) : NULL;
+        if (twin && twin != acc)
+            PT_CHECK(rt->be->memcpy_d2d(rt->stream, twin, acc, n * sizeof(float)));
     }
-    /* Two ranks: a 2-way sum is exact and commutative, so both get the one-process bits. */
-    PT_CHECK(allreduce_grads(rt, rt->tied_group, RT_XCOMM_TIED, ge ? ge : twin, n,
-                             "REDUCE_GRADS (tied embedding/head all-reduce)"));
-    if (twin && gh != twin)
-        PT_CHECK(rt->be->memcpy_d2d(rt->stream, gh, twin, n * sizeof(float)));
     return PT_OK;
 }
 
@@ -852,7 +880,7 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
                                       rt->targets + j * bt));
         }
     }
-    if (rt->head_chunk >= 0) {
+    if (rt->n_hl > 0) {
         /* The loss scale is 1 / (targets >= 0 in the GLOBAL batch), as in one process (train.h), so
          * the head counts the other replicas' targets too (the data are a pure function). */
         size_t bt = (size_t)rt->B * rt->T;
@@ -891,7 +919,7 @@ static void step_abandon(pt_runtime *rt)
 
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info)
 {
-    if (!rt || (!data && (rt->emb_chunk >= 0 || rt->head_chunk >= 0)))
+    if (!rt || (!data && rt->tokens))
         return pt_fail(PT_EINVAL, "pt_runtime_step: runtime and data set are required");
     int64_t t_step = pt_now_ns();
     rt->step = step;
@@ -1035,7 +1063,7 @@ static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, 
 pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int batch_seqs, pt_eval_stats *out)
 {
     memset(out, 0, sizeof *out);
-    if (!rt || n_batches < 0 || (!data && (rt->emb_chunk >= 0 || rt->head_chunk >= 0)))
+    if (!rt || n_batches < 0 || (!data && rt->tokens))
         return pt_fail(PT_EINVAL, "pt_runtime_eval: runtime, data set and n_batches >= 0 are required");
     if (batch_seqs <= 0)
         batch_seqs = rt->B;
@@ -1324,9 +1352,10 @@ static pt_status xfer_setup(pt_runtime *rt)
     const int P = rt->P, D = rt->D;
     unsigned char *used = calloc((size_t)P * P * 2, 1);
     int *dp = malloc((size_t)P * D * sizeof(int));
+    int *tied = malloc((size_t)(rt->n_tied > 0 ? rt->n_tied : 1) * D * sizeof(int));
     rt_xcomm_spec *specs = calloc((size_t)D * P * P * 2 + (size_t)D + (size_t)P, sizeof(*specs));
     pt_status st = PT_OK;
-    if (!used || !dp || !specs) {
+    if (!used || !dp || !tied || !specs) {
         st = pt_fail(PT_ENOMEM, "out of host memory");
         goto out;
     }
@@ -1344,15 +1373,17 @@ static pt_status xfer_setup(pt_runtime *rt)
                     if (used[((size_t)p * P + q) * 2 + k])
                         specs[n++] = (rt_xcomm_spec){ .kind = k ? RT_XCOMM_LINK_GRAD : RT_XCOMM_LINK_ACT, .n = 2,
                                                       .ranks = { d * P + p, d * P + q } };
-    if (rt->emb_rank != rt->head_rank)
-        for (int d = 0; d < D; d++)
-            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_TIED, .n = 2,
-                                          .ranks = { d * P + rt->emb_rank, d * P + rt->head_rank } };
+    if (rt->n_tied > 1)
+        for (int d = 0; d < D; d++) {
+            for (int i = 0; i < rt->n_tied; i++)
+                tied[d * rt->n_tied + i] = d * P + rt->tied_ranks[i];
+            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_TIED, .n = rt->n_tied, .members = tied + d * rt->n_tied };
+        }
     if (D > 1)
         for (int p = 0; p < P; p++) {
             for (int d = 0; d < D; d++)
                 dp[p * D + d] = d * P + p;
-            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_DP, .n = D, .dp = dp + p * D };
+            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_DP, .n = D, .members = dp + p * D };
         }
     int n_recv = 0;
     for (int i = 0; i < rt->n_acts; i++)
@@ -1387,6 +1418,7 @@ static pt_status xfer_setup(pt_runtime *rt)
 out:
     free(used);
     free(dp);
+    free(tied);
     free(specs);
     return st;
 }
@@ -1493,6 +1525,8 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         k->last_layer = pl->last_layer[v];
         k->has_emb = v == 0;
         k->has_head = v == NV - 1;
+        k->has_hl = k->last_layer >= o->cfg->n_layer + 1;
+        rt->n_hl += k->has_hl;
         k->prev_local = k->next_local = -1;
         k->prev_rank = k->next_rank = -1;
         k->skip_tensor = -1;
@@ -1552,7 +1586,7 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             k->slot_mb[s] = -1;
         for (int mb = 0; mb < rt->M; mb++)
             k->mb_slot[mb] = -1;
-        if (k->has_head && !k->has_emb) {
+        if (k->has_hl && !k->has_emb) { /* the tied copy: counted once, as the embedding's */
             const pt_param *w = pt_model_find_tensor(k->m, "wte.weight");
             for (int i = 0; w && i < pt_model_n_tensors(k->m); i++)
                 if (pt_model_tensor(k->m, i) == w)
@@ -1596,7 +1630,7 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
                 max_t = pt_model_n_tensors(rt->ch[c].m);
         rt->sumsq = calloc((size_t)max_t, sizeof(double));
         rt->norm_buf = calloc((size_t)rt->n_global_tensors + 2, sizeof(double));
-        if (rt->emb_chunk >= 0 || rt->head_chunk >= 0) {
+        if (rt->emb_chunk >= 0 || rt->n_hl > 0) {
             size_t n = (size_t)rt->M * rt->B * rt->T;
             rt->tokens = malloc(n * sizeof(int32_t));
             rt->targets = malloc(n * sizeof(int32_t));
@@ -1612,10 +1646,35 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             goto fail;
         }
     }
-    /* Groups, created by members in the same order on every rank: tied pair, then data parallel. */
-    if (rt->comm && rt->emb_rank != rt->head_rank && (rt->p == rt->emb_rank || rt->p == rt->head_rank)) {
-        int g[2] = { world_of(rt, rt->emb_rank), world_of(rt, rt->head_rank) };
-        PT_TRY(pt_comm_group_create(rt->comm, g, 2, &rt->tied_group), fail);
+    /* The tied group: the pipeline ranks holding the embedding or head layers, from the plan. */
+    rt->tied_ranks = calloc((size_t)rt->P, sizeof(int));
+    if (!rt->tied_ranks) {
+        st = pt_fail(PT_ENOMEM, "out of host memory");
+        goto fail;
+    }
+    for (int q = 0; q < rt->P; q++) {
+        int member = 0;
+        for (int v = 0; v < NV && !member; v++) {
+            int r, cc;
+            PT_TRY(pt_sched_owner(sc, v, &r, &cc), fail);
+            member = r == q && (v == 0 || pl->last_layer[v] >= o->cfg->n_layer + 1);
+        }
+        if (member)
+            rt->tied_ranks[rt->n_tied++] = q;
+    }
+    /* Groups, created by members in the same order on every rank: tied group, then data parallel. */
+    int in_tied = 0;
+    for (int i = 0; i < rt->n_tied; i++)
+        in_tied |= rt->tied_ranks[i] == rt->p;
+    if (rt->comm && rt->n_tied > 1 && in_tied) {
+        int g[256];
+        if (rt->n_tied > 256) {
+            st = pt_fail(PT_EINVAL, "%d ranks hold LM-head layers; at most 256 are supported", rt->n_tied);
+            goto fail;
+        }
+        for (int i = 0; i < rt->n_tied; i++)
+            g[i] = world_of(rt, rt->tied_ranks[i]);
+        PT_TRY(pt_comm_group_create(rt->comm, g, rt->n_tied, &rt->tied_group), fail);
     }
     if (rt->comm && rt->D > 1) {
         int *g = malloc((size_t)rt->D * sizeof(int));
@@ -1656,6 +1715,7 @@ void pt_runtime_destroy(pt_runtime *rt)
     }
     pt_comm_group_destroy(rt->dp_group);
     pt_comm_group_destroy(rt->tied_group);
+    free(rt->tied_ranks);
     free(rt->tokens);
     free(rt->targets);
     free(rt->scratch_tok);
