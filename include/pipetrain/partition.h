@@ -183,7 +183,7 @@ int pt_plan_fused_only(const pt_plan *p);
 /* 1 when a priced plan's slowest chunk is a single layer that leaves the chunks less than 90%
  * balanced (mean chunk time against the slowest): no split of these layers into as many chunks
  * can do better, since that layer cannot shrink (gpt2-small's LM head on 2 stages: 62% of the
- * work, 80%). Then *chunk is that chunk, *share its part of the summed chunk times and *balance
+ * work, 80%; with head_split > 1 the head is several layers and a boundary can fall inside it). Then *chunk is that chunk, *share its part of the summed chunk times and *balance
  * the mean against the slowest; 0 otherwise. */
 int pt_plan_single_layer_bound(const pt_plan *p, int *chunk, double *share, double *balance);
 
