@@ -149,6 +149,10 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     if (cfg->n_layer < 1 || cfg->n_embd < 1 || cfg->n_head < 1 || cfg->vocab_size < 1)
         return pt_fail(PT_EINVAL, "model config '%s' has a zero size; check n_layer, n_embd, n_head, vocab_size",
                        cfg->name);
+    if (pt_model_head_layers(cfg) > vocab_padded(cfg))
+        return pt_fail(PT_EINVAL, "model config '%s' splits its LM head into %d shards but wte has %lld rows; use at most "
+                                  "that many",
+                       cfg->name, pt_model_head_layers(cfg), (long long)vocab_padded(cfg));
     const int L = pt_model_n_layers(cfg);
     if (measured && (measured->n_layers != L || pt_model_head_layers(&measured->cfg) != pt_model_head_layers(cfg) ||
                      measured->cfg.n_embd != cfg->n_embd ||
@@ -196,6 +200,8 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     }
 
     const int K = pt_model_head_layers(cfg);
+    pt_model_config shape = *cfg; /* the rows models/ gives each shard: of vocab_padded, or V when unset */
+    shape.vocab_padded = (int)Vp;
     if (K == 1) {
         /* head: final layernorm, logits against the tied wte (Vp x C, the chunk's: see
          * pt_part_chunk_tied_elems), softmax cross-entropy. */
@@ -217,7 +223,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         pt_layer_cost *h = &costs[cfg->n_layer + 1 + k];
         memset(h, 0, sizeof *h);
         int v0, v1;
-        pt_model_head_shard_rows(cfg, k, &v0, &v1);
+        pt_model_head_shard_rows(&shape, k, &v0, &v1);
         const double Vk = v1 - v0, W = C + PT_XENT_STATS;
         h->fwd_flops = h->bwd_input_flops = h->bwd_weight_flops = 2.0 * N * C * Vk;
         /* exponentials (then logit gradients) (N,Vk) and row maxima; the targets are counted with
@@ -384,7 +390,9 @@ pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
     PT_TRY(pt_json_get_int(m, path, "max_seq_len", 1, 100000000, &v), fail);
     cfg.max_seq_len = (int)v;
     if (cJSON_GetObjectItemCaseSensitive(m, "head_split")) {
-        PT_TRY(pt_json_get_int(m, path, "head_split", 1, 256, &v), fail);
+        /* at most one shard per row of wte, so that none is empty */
+        PT_TRY(pt_json_get_int(m, path, "head_split", 1, cfg.vocab_padded > 0 ? cfg.vocab_padded : cfg.vocab_size, &v),
+               fail);
         cfg.head_split = (int)v;
     }
     PT_TRY(pt_json_get_int(j, path, "micro_batch_size", 1, 1 << 20, &b), fail);

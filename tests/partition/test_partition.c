@@ -786,7 +786,7 @@ static void test_head_split(void)
     pt_topology topo;
     EXPECT(pt_device_load("cpu", &dev) == PT_OK);
     EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
-    pt_layer_cost l1[8], l4[11];
+    pt_layer_cost l1[8], l4[11], lc_many[13];
     EXPECT(pt_cost_layers(&c1, 4, 64, &dev, NULL, l1) == PT_OK);
     EXPECT(pt_cost_layers(&c4, 4, 64, &dev, NULL, l4) == PT_OK);
     EXPECT(memcmp(l1, l4, 7 * sizeof l1[0]) == 0);
@@ -799,6 +799,13 @@ static void test_head_split(void)
         EXPECT(l4[7 + k].out_bytes == (k < 3 ? 4.0 * 4 * 64 * (384 + PT_XENT_STATS) : 0));
     }
     EXPECT(f == l1[7].fwd_flops && params == (double)l1[7].n_params);
+    /* shards of V rows when vocab_padded is unset; never more shards than rows */
+    pt_model_config c3 = make_cfg("v", 1, 1, 8, 10, 0, 8);
+    c3.head_split = 3;
+    EXPECT(pt_cost_layers(&c3, 1, 8, &dev, NULL, l4) == PT_OK);
+    EXPECT(l4[2].fwd_flops > 0 && l4[2].fwd_flops + l4[3].fwd_flops + l4[4].fwd_flops == 2.0 * 8 * 8 * 10);
+    c3.head_split = 11;
+    EXPECT(pt_cost_layers(&c3, 1, 8, &dev, NULL, lc_many) == PT_EINVAL);
 
     /* The tied wte is counted per chunk: one whole copy (weights, gradient, m, v) in a chunk of
      * shards without the embedding however many it holds, the fp32 twin beside the embedding. */
