@@ -23,6 +23,7 @@
 typedef struct bp_opts {
     const char *model, *schedule, *partition, *mbs;
     int B, T, steps, P, base_threads;
+    int head_split; /* the pipeline's LM head as this many layers (the one-process baseline keeps one) */
 } bp_opts;
 
 typedef struct bp_result {
@@ -48,6 +49,7 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
     PT_TRY(pt_comm_create(NULL, &comm), out);
     int rank = pt_comm_rank(comm), world = pt_comm_size(comm);
     PT_TRY(pt_model_config_load(o->model, &cfg), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, o->head_split), out);
     PT_TRY(pt_dataset_open("builtin", 1337, &data), out);
     pt_device dev;
     pt_topology topo;
@@ -155,14 +157,16 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
     if (fd < 0)
         return pt_fail(PT_EIO, "cannot create a temporary file in /tmp");
     close(fd);
-    char m_arg[16], b_arg[16], t_arg[16], s_arg[16];
+    char m_arg[16], b_arg[16], t_arg[16], s_arg[16], k_arg[16];
     snprintf(m_arg, sizeof(m_arg), "%d", M);
     snprintf(b_arg, sizeof(b_arg), "%d", o->B);
     snprintf(t_arg, sizeof(t_arg), "%d", o->T);
     snprintf(s_arg, sizeof(s_arg), "%d", o->steps);
+    snprintf(k_arg, sizeof(k_arg), "%d", o->head_split);
     char *args[] = { "/proc/self/exe", "bench", "pipeline", "--worker", "--worker-m", m_arg, "--model",
                      (char *)o->model, "--schedule", (char *)o->schedule, "--partition", (char *)o->partition,
-                     "--micro-batch-size", b_arg, "--seq-len", t_arg, "--steps", s_arg, "--out", tmp, NULL };
+                     "--micro-batch-size", b_arg, "--seq-len", t_arg, "--steps", s_arg, "--head-split", k_arg,
+                     "--out", tmp, NULL };
     pt_launch_opts lo = { .nproc = o->P, .nodes = 1, .node_rank = 0, .master = NULL };
     int code = 0;
     pt_status st = pt_launch(&lo, args, &code);
@@ -201,6 +205,8 @@ int pt_bench_pipeline(int argc, char **argv)
         { "steps", PT_OPT_INT, &o.steps, "N", "timed steps after one warm-up step", 0 },
         { "stages", PT_OPT_INT, &o.P, "P", "pipeline ranks (one thread each)", 0 },
         { "base-threads", PT_OPT_INT, &o.base_threads, "N", "threads of the single-process run", 0 },
+        { "head-split", PT_OPT_INT, &o.head_split, "K",
+          "the pipeline's LM head as K vocabulary-shard layers the plan can cut (the one-process run keeps one)", 0 },
         { "worker", PT_OPT_FLAG, &worker_mode, NULL, "internal: run as one of the pipeline ranks", 0 },
         { "worker-m", PT_OPT_INT, &worker_m, "M", "internal: micro-batches of the worker run", 0 },
         { "out", PT_OPT_STRING, &out_path, "FILE", "internal: where rank 0 of --worker writes its result", 0 },
@@ -250,10 +256,10 @@ int pt_bench_pipeline(int argc, char **argv)
                    "\"micro_batch_size\":%d,\"seq_len\":%d,\"single_threads\":%d,\"single_tokens_per_s\":%.1f,"
                    "\"pipeline_tokens_per_s\":%.1f,\"ratio\":%.4f,\"step_s\":%.6f,\"bubble\":%.4f,"
                    "\"predicted_bubble\":%.4f,\"window_s\":%.6f,\"predicted_window_s\":%.6f,\"per_rank\":[%s],"
-                   "\"layers\":\"%s\"}\n",
+                   "\"layers\":\"%s\",\"head_split\":%d}\n",
                    o.model, o.schedule, o.P, M, o.B, o.T, o.base_threads, base, r.tokens_per_s,
                    base > 0 ? r.tokens_per_s / base : 0, r.step_s, r.bubble, r.pred_bubble, r.window_s,
-                   r.pred_window_s, ranks, r.layers);
+                   r.pred_window_s, ranks, r.layers, o.head_split > 1 ? o.head_split : 1);
         else
             printf("%-12s %-8s %3d %6d %12.0f %12.0f %6.1f%% %8.1f%% %8.1f%% %s  layers %s\n", o.model, o.schedule, o.P,
                    M, base, r.tokens_per_s, base > 0 ? 100 * r.tokens_per_s / base : 0, 100 * r.bubble,

@@ -84,6 +84,30 @@ pt_status pt_model_config_validate(const pt_model_config *c)
     return PT_OK;
 }
 
+pt_status pt_model_config_set_head_split(pt_model_config *cfg, int k)
+{
+    if (k > 0)
+        cfg->head_split = k;
+    return pt_model_config_validate(cfg);
+}
+
+void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_t cap)
+{
+    const int K = pt_model_head_layers(cfg), k = l - (cfg->n_layer + 1);
+    if (l == 0)
+        snprintf(buf, cap, "the embedding");
+    else if (l <= cfg->n_layer)
+        snprintf(buf, cap, "block %d", l - 1);
+    else if (K == 1)
+        snprintf(buf, cap, "the final norm and LM head");
+    else {
+        int v0, v1;
+        pt_model_head_shard_rows(cfg, k, &v0, &v1);
+        snprintf(buf, cap, "LM head shard %d/%d (wte rows %d-%d%s)", k + 1, K, v0, v1 - 1,
+                 k == 0 ? ", with the final norm" : k == K - 1 ? ", with the loss" : "");
+    }
+}
+
 void pt_model_head_shard_rows(const pt_model_config *c, int k, int *v0, int *v1)
 {
     const int64_t K = pt_model_head_layers(c), unit = cfg_split_unit(c), units = c->vocab_padded / unit;

@@ -68,8 +68,16 @@ pt_status pt_model_config_from_json(const struct cJSON *obj, const char *what, p
  * memory. */
 struct cJSON *pt_model_config_to_json(const pt_model_config *c);
 
+/* Sets cfg->head_split to k (the --head-split option of the commands) and validates; k <= 0 keeps
+ * the config's own value. PT_EINVAL naming the limit when the vocabulary has too few rows. */
+pt_status pt_model_config_set_head_split(pt_model_config *cfg, int k);
+
 /* Checks a config's fields; PT_EINVAL naming the field and the fix. */
 pt_status pt_model_config_validate(const pt_model_config *cfg);
+
+/* Describes layer l for people ("the embedding", "block 3", "the final norm and LM head", "LM head
+ * shard 2/4 (wte rows 12544-25087)") into buf (cap bytes). Pure. */
+void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_t cap);
 
 /* Names of the presets, NULL-terminated, for --help and errors. */
 const char *const *pt_model_preset_names(void);

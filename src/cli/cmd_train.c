@@ -337,6 +337,10 @@ int pt_cmd_train(int argc, char **argv)
         { "config", PT_OPT_STRING, &a.config, "FILE",
           "JSON object of option values ({\"steps\": 100, \"lr\": 1e-3}); the command line wins", 0 },
         { "model", PT_OPT_STRING, &cfg->model, "NAME|FILE", "preset (gpt2-tiny, gpt2-small, gpt2, ...) or JSON config", 0 },
+        { "head-split", PT_OPT_INT, &cfg->head_split, "K",
+          "the LM head as K vocabulary-shard layers, so a pipeline can cut it between stages (when the head is "
+          "most of the work: small models, large vocabularies); same parameters, loss equal up to rounding (0: the "
+          "model config's, 1 unless it says)", 0 },
         { "data", PT_OPT_STRING, &cfg->data, "FILE", "token file from 'pipetrain prepare', or builtin:sort / builtin:add", 0 },
         { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
         { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },

@@ -249,6 +249,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     }
 
     PT_TRY(pt_model_config_load(tc->model, &cfg), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, tc->head_split), out);
     PT_TRY(pt_dataset_open(tc->data, tc->seed, &data), out);
     if (pt_dataset_vocab(data) > cfg.vocab_size) {
         st = pt_fail(PT_EINVAL, "the data set's vocabulary (%d) is larger than the model's (%d); pick a model with "
@@ -327,17 +328,15 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         double share, balance;
         if (pt_plan_single_layer_bound(plan, &slow, &share, &balance)) {
             int l = plan->first_layer[slow];
-            char what[48];
-            if (l == 0)
-                snprintf(what, sizeof what, "the embedding");
-            else if (l == cfg.n_layer + 1)
-                snprintf(what, sizeof what, "the final norm and LM head");
-            else
-                snprintf(what, sizeof what, "block %d", l - 1);
+            char what[96];
+            pt_model_layer_describe(&cfg, l, what, sizeof what);
             tm_log(a, rank,
                    "note: chunk %d is one layer, %s, with %.0f%% of the work: no split into %d chunks balances them "
-                   "better than %.0f%%",
-                   slow, what, 100.0 * share, plan->n_vstages, 100.0 * balance);
+                   "better than %.0f%%%s",
+                   slow, what, 100.0 * share, plan->n_vstages, 100.0 * balance,
+                   l == pt_model_n_layers(&cfg) - 1 && pt_model_head_layers(&cfg) == 1
+                       ? "; --head-split 4 makes the LM head 4 layers the plan can cut"
+                       : "");
         }
         pt_sim_result_free(&sim);
     }

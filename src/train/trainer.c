@@ -369,6 +369,7 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
     const pt_train_cfg *c = &t->cfg;
     pt_status st = PT_OK;
     PT_TRY(pt_model_config_load(c->model, &t->mcfg), fail);
+    PT_TRY(pt_model_config_set_head_split(&t->mcfg, c->head_split), fail);
     PT_TRY(check_cfg(c, &t->mcfg), fail);
     PT_TRY(pt_backend_get(c->backend ? c->backend : "cpu", &t->be), fail);
     PT_TRY(t->be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = c->threads }, &t->stream), fail);
