@@ -97,13 +97,23 @@ pt_status pt_cpu_xent_shard_forward(pt_stream *s, float *stats_out, float *exps,
         for (int i = 0; i < V; i++)
             mx = x[i] > mx ? x[i] : mx;
         const int nv = n_valid - v0 < V ? n_valid - v0 : V; /* n_valid bounds the global column */
-        int best_j = nv > 0 ? 0 : -1; /* first maximum among the valid columns */
-        float best = nv > 0 ? x[0] : -INFINITY;
-        for (int i = 1; i < nv; i++)
-            if (x[i] > best) {
-                best = x[i];
+        /* the first maximum among the valid columns: their max (the row's when none is padding),
+         * then the first column holding it */
+        float best = mx;
+        if (nv < V) {
+            best = -INFINITY;
+#pragma omp simd reduction(max : best)
+            for (int i = 0; i < nv; i++)
+                best = x[i] > best ? x[i] : best;
+        }
+        int best_j = -1;
+        for (int i = 0; i < nv; i++)
+            if (x[i] == best) {
                 best_j = i;
+                break;
             }
+        if (best_j < 0)
+            best = -INFINITY; /* no valid column, or a NaN row */
         int32_t tgt = targets[n];
         int has_tgt = tgt >= v0 && tgt < v0 + V;
         float x_tgt = has_tgt ? x[tgt - v0] : 0.0f; /* read before e (which may be x) is written */
