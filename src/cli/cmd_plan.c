@@ -152,7 +152,7 @@ int pt_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
-    int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 1;
+    int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
     size_t mem = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset (gpt2, gpt2-xl, gpt3-175b, ...) or JSON config", 0 },
@@ -173,7 +173,7 @@ int pt_cmd_plan(int argc, char **argv)
         { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head layers count)", 0 },
         { "head-split", PT_OPT_INT, &head_split, "K",
           "cut the LM head into K vocabulary-shard layers that stages can share, for a head that dominates the "
-          "step (small model, large vocabulary); overrides a config file's head_split",
+          "step (small model, large vocabulary); 0: the config file's, 1 unless it says",
           0 },
         { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },
@@ -221,10 +221,7 @@ int pt_cmd_plan(int argc, char **argv)
     pt_plan_candidate cand[8];
     int n_cand = 0;
     PT_TRY(pt_model_config_load(model, &cfg), out);
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
-        if (opts[i].seen && opts[i].dst == &head_split)
-            cfg.head_split = head_split; /* else the config's own (a JSON config may set head_split) */
-    PT_TRY(pt_model_config_validate(&cfg), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, head_split), out); /* 0: the config's own */
     PT_TRY(pt_device_load(device, &dev), out);
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
     if (costs)

@@ -117,7 +117,7 @@ done:
 int pt_cmd_profile_layers(int argc, char **argv)
 {
     const char *model = "gpt2-tiny", *output = NULL, *backend = "cpu";
-    int B = 4, T = 0, threads = 0, reps = 5, head_split = 1;
+    int B = 4, T = 0, threads = 0, reps = 5, head_split = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset or JSON config", 0 },
         { "micro-batch-size", PT_OPT_INT, &B, "B", "sequences per micro-batch", 0 },
@@ -125,8 +125,8 @@ int pt_cmd_profile_layers(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (default all cores)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "timed repetitions per layer (the median is kept)", 0 },
         { "head-split", PT_OPT_INT, &head_split, "K",
-          "time the LM head as K vocabulary-shard layers, for pipetrain plan --head-split K; overrides a config "
-          "file's head_split",
+          "time the LM head as K vocabulary-shard layers, for pipetrain plan --head-split K; 0: the config "
+          "file's, 1 unless it says",
           0 },
         { "backend", PT_OPT_STRING, &backend, "cpu|cuda", "kernel backend", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "cost file to write (JSON)", 0 },
@@ -151,10 +151,7 @@ int pt_cmd_profile_layers(int argc, char **argv)
     pt_stream *stream = NULL;
     pt_layer_times *lt = NULL;
     PT_TRY(pt_model_config_load(model, &cfg), out);
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
-        if (opts[i].seen && opts[i].dst == &head_split)
-            cfg.head_split = head_split; /* else the config's own (a JSON config may set head_split) */
-    PT_TRY(pt_model_config_validate(&cfg), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, head_split), out); /* 0: the config's own */
     if (T <= 0)
         T = cfg.max_seq_len;
     if (T > cfg.max_seq_len) {
