@@ -23,13 +23,14 @@
 typedef struct bp_opts {
     const char *model, *schedule, *partition, *mbs;
     int B, T, steps, P, base_threads;
-    int head_split; /* the pipeline's LM head as this many layers (the one-process baseline keeps one) */
+    const char *head_split; /* the pipeline's LM head: K layers or auto (the one-process baseline keeps one) */
 } bp_opts;
 
 typedef struct bp_result {
     double tokens_per_s, step_s, bubble, pred_bubble, window_s, pred_window_s;
     double bubble_rank[8], pred_rank[8];
     char layers[128]; /* "0-5|6-7": layers of each virtual stage */
+    int head_split;   /* the LM-head layers the pipeline ran with */
 } bp_result;
 
 /* One rank of the pipeline measurement; rank 0 writes one line of numbers to `out`. */
@@ -49,7 +50,9 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
     PT_TRY(pt_comm_create(NULL, &comm), out);
     int rank = pt_comm_rank(comm), world = pt_comm_size(comm);
     PT_TRY(pt_model_config_load(o->model, &cfg), out);
-    PT_TRY(pt_model_config_set_head_split(&cfg, o->head_split), out);
+    int k = 0;
+    PT_TRY(pt_args_head_split(o->head_split, &k), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, k), out); /* auto: decided with the plan request below */
     PT_TRY(pt_dataset_open("builtin", 1337, &data), out);
     pt_device dev;
     pt_topology topo;
@@ -66,6 +69,10 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
     rq.n_microbatches = M;
     rq.seq_len = o->T;
     rq.recompute = 0;
+    if (k == PT_HEAD_SPLIT_AUTO) {
+        PT_TRY(pt_plan_best_head_split(&cfg, &dev, &topo, &rq, &k, NULL, NULL), out);
+        PT_TRY(pt_model_config_set_head_split(&cfg, k), out);
+    }
     PT_TRY(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &plan), out);
     PT_TRY(pt_sched_generate(o->schedule, world, plan->n_chunks, M, NULL, &sc), out);
     PT_TRY(pt_backend_get("cpu", &be), out);
@@ -104,7 +111,7 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
         fprintf(f, "\n");
         for (int v = 0; v < plan->n_vstages; v++)
             fprintf(f, "%s%d-%d", v ? "|" : "", plan->first_layer[v], plan->last_layer[v]);
-        fprintf(f, "\n");
+        fprintf(f, "\n%d\n", pt_model_head_layers(&cfg));
         fclose(f);
         pt_profile_summary_free(&sum);
     }
@@ -157,15 +164,14 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
     if (fd < 0)
         return pt_fail(PT_EIO, "cannot create a temporary file in /tmp");
     close(fd);
-    char m_arg[16], b_arg[16], t_arg[16], s_arg[16], k_arg[16];
+    char m_arg[16], b_arg[16], t_arg[16], s_arg[16];
     snprintf(m_arg, sizeof(m_arg), "%d", M);
     snprintf(b_arg, sizeof(b_arg), "%d", o->B);
     snprintf(t_arg, sizeof(t_arg), "%d", o->T);
     snprintf(s_arg, sizeof(s_arg), "%d", o->steps);
-    snprintf(k_arg, sizeof(k_arg), "%d", o->head_split);
     char *args[] = { "/proc/self/exe", "bench", "pipeline", "--worker", "--worker-m", m_arg, "--model",
                      (char *)o->model, "--schedule", (char *)o->schedule, "--partition", (char *)o->partition,
-                     "--micro-batch-size", b_arg, "--seq-len", t_arg, "--steps", s_arg, "--head-split", k_arg,
+                     "--micro-batch-size", b_arg, "--seq-len", t_arg, "--steps", s_arg, "--head-split", (char *)o->head_split,
                      "--out", tmp, NULL };
     pt_launch_opts lo = { .nproc = o->P, .nodes = 1, .node_rank = 0, .master = NULL };
     int code = 0;
@@ -179,7 +185,7 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
         for (int i = 0; st == PT_OK && i < world && i < 8; i++)
             if (fscanf(f, "%lf %lf", &r->bubble_rank[i], &r->pred_rank[i]) != 2)
                 st = pt_fail(PT_EFORMAT, "the pipeline ranks left a short result in %s", tmp);
-        if (st == PT_OK && fscanf(f, " %127s", r->layers) != 1)
+        if (st == PT_OK && fscanf(f, " %127s %d", r->layers, &r->head_split) != 2)
             st = pt_fail(PT_EFORMAT, "the pipeline ranks left no layer split in %s", tmp);
         if (f)
             fclose(f);
@@ -191,7 +197,7 @@ static pt_status pipeline(const bp_opts *o, int M, bp_result *r)
 int pt_bench_pipeline(int argc, char **argv)
 {
     bp_opts o = { .model = "gpt2-small", .schedule = "1f1b", .partition = "time", .mbs = "4,8,16", .B = 2,
-                  .T = 256, .steps = 2, .P = 2, .base_threads = 2 };
+                  .T = 256, .steps = 2, .P = 2, .base_threads = 2, .head_split = "auto" };
     int json = 0, worker_mode = 0, worker_m = 0;
     const char *out_path = NULL;
     pt_opt opts[] = {
@@ -205,8 +211,9 @@ int pt_bench_pipeline(int argc, char **argv)
         { "steps", PT_OPT_INT, &o.steps, "N", "timed steps after one warm-up step", 0 },
         { "stages", PT_OPT_INT, &o.P, "P", "pipeline ranks (one thread each)", 0 },
         { "base-threads", PT_OPT_INT, &o.base_threads, "N", "threads of the single-process run", 0 },
-        { "head-split", PT_OPT_INT, &o.head_split, "K",
-          "the pipeline's LM head as K vocabulary-shard layers the plan can cut (the one-process run keeps one)", 0 },
+        { "head-split", PT_OPT_STRING, &o.head_split, "K|auto",
+          "the pipeline's LM head as K vocabulary-shard layers the plan can cut, or auto: the planner's choice "
+          "(the one-process run keeps one layer)", 0 },
         { "worker", PT_OPT_FLAG, &worker_mode, NULL, "internal: run as one of the pipeline ranks", 0 },
         { "worker-m", PT_OPT_INT, &worker_m, "M", "internal: micro-batches of the worker run", 0 },
         { "out", PT_OPT_STRING, &out_path, "FILE", "internal: where rank 0 of --worker writes its result", 0 },
@@ -259,11 +266,11 @@ int pt_bench_pipeline(int argc, char **argv)
                    "\"layers\":\"%s\",\"head_split\":%d}\n",
                    o.model, o.schedule, o.P, M, o.B, o.T, o.base_threads, base, r.tokens_per_s,
                    base > 0 ? r.tokens_per_s / base : 0, r.step_s, r.bubble, r.pred_bubble, r.window_s,
-                   r.pred_window_s, ranks, r.layers, o.head_split > 1 ? o.head_split : 1);
+                   r.pred_window_s, ranks, r.layers, r.head_split);
         else
-            printf("%-12s %-8s %3d %6d %12.0f %12.0f %6.1f%% %8.1f%% %8.1f%% %s  layers %s\n", o.model, o.schedule, o.P,
-                   M, base, r.tokens_per_s, base > 0 ? 100 * r.tokens_per_s / base : 0, 100 * r.bubble,
-                   100 * r.pred_bubble, ranks, r.layers);
+            printf("%-12s %-8s %3d %6d %12.0f %12.0f %6.1f%% %8.1f%% %8.1f%% %s  layers %s (head in %d)\n", o.model, o.schedule,
+                   o.P, M, base, r.tokens_per_s, base > 0 ? 100 * r.tokens_per_s / base : 0, 100 * r.bubble,
+                   100 * r.pred_bubble, ranks, r.layers, r.head_split);
         fflush(stdout);
     }
     return 0;

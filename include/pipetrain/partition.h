@@ -231,6 +231,20 @@ void pt_plan_request_init(pt_plan_request *rq);
 pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                        const pt_layer_times *measured, const pt_plan_request *rq, pt_plan **out);
 
+/* --head-split auto: the head_split a command resolves by asking the planner. */
+#define PT_HEAD_SPLIT_AUTO (-1)
+/* The most LM-head layers auto tries. */
+#define PT_HEAD_SPLIT_AUTO_MAX 8
+
+/* Chooses cfg's head_split for request rq (analytic costs): plans K = 1 .. PT_HEAD_SPLIT_AUTO_MAX
+ * and keeps K = 1 unless a split predicts a step at least 3% shorter (the shards' statistics and
+ * extra calls cost about 2% of the head on the CPU backend, which the cost model does not see);
+ * a larger K replaces a smaller one only when at least 1% faster. *k gets the choice, *t_k and
+ * *t_1 (may be NULL) the predicted step times with it and unsplit. Errors are pt_plan_make's for
+ * K = 1; a K whose plan fails (memory cap, too few layers) is skipped. Pure. */
+pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                                  const pt_plan_request *rq, int *k, double *t_k, double *t_1);
+
 /* JSON form (the object `pipetrain train` reads and `pipetrain plan --json` prints). */
 pt_status pt_plan_to_json(const pt_plan *p, cJSON **out);
 pt_status pt_plan_from_json(const cJSON *j, pt_plan **out);

@@ -56,7 +56,9 @@ typedef struct pt_train_cfg {
     uint64_t seed;
     int64_t steps;            /* optimizer steps in the whole run */
     int threads;              /* CPU threads (<= 0: all cores) */
-    int head_split;           /* > 0: the LM head as this many vocabulary-shard layers (model_config.h) */
+    int head_split;           /* > 0: the LM head as this many vocabulary-shard layers (model_config.h);
+                               * 0: the model config's; PT_HEAD_SPLIT_AUTO (partition.h): the pipeline's
+                               * planner chooses (one process keeps the config's) */
     int micro_batches;        /* M: gradient accumulation steps per optimizer step */
     int micro_batch_size;     /* B */
     int seq_len;              /* T */

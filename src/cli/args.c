@@ -1,4 +1,5 @@
 #include "args.h"
+#include "pipetrain/partition.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -188,4 +189,23 @@ int pt_cli_finish(pt_status st)
     const char *msg = pt_last_error();
     fprintf(stderr, "pipetrain: %s\n", msg[0] ? msg : pt_status_name(st));
     return pt_status_exit_code(st);
+}
+
+pt_status pt_args_head_split(const char *text, int *k)
+{
+    *k = 0;
+    if (!text || !text[0])
+        return PT_OK;
+    if (strcmp(text, "auto") == 0) {
+        *k = PT_HEAD_SPLIT_AUTO;
+        return PT_OK;
+    }
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    if (*end != '\0' || v < 1 || v > 256)
+        return pt_fail(PT_EINVAL, "--head-split: '%s' is neither a count of LM-head layers (1 to 256) nor auto; "
+                                  "use e.g. --head-split 4 or --head-split auto",
+                       text);
+    *k = (int)v;
+    return PT_OK;
 }

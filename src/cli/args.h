@@ -61,6 +61,11 @@ pt_status pt_args_parse_n(pt_cmd_spec *spec, int argc, char **argv, char **pos, 
 /* Prints the help of `spec` to stdout. */
 void pt_args_print_help(const pt_cmd_spec *spec);
 
+/* Parses the value of --head-split: a count of LM-head layers (1..256), "auto"
+ * (PT_HEAD_SPLIT_AUTO: the planner chooses), or NULL/"" (0: the model config's own). PT_EINVAL
+ * naming the option otherwise. */
+pt_status pt_args_head_split(const char *text, int *k);
+
 /* Parses a byte size such as "24G" or "1.5G" or "4096". PT_EINVAL on anything else. */
 pt_status pt_args_parse_bytes(const char *text, size_t *out);
 

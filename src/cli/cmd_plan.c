@@ -144,7 +144,8 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
                "them better than %.0f%% (slowest chunk against the mean); fewer stages balance better\n",
                slow, holds, 100.0 * share, p->n_vstages, 100.0 * balance);
         if (p->first_layer[slow] == cfg->n_layer + 1 && pt_model_head_layers(cfg) == 1)
-            printf("  note: --head-split K makes the LM head K layers (vocabulary shards) that stages can share\n");
+            printf("  note: --head-split K (or auto) makes the LM head K layers (vocabulary shards) that stages can "
+                   "share\n");
     }
 }
 
@@ -153,6 +154,7 @@ int pt_cmd_plan(int argc, char **argv)
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
     int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
+    const char *head_split_arg = NULL;
     size_t mem = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset (gpt2, gpt2-xl, gpt3-175b, ...) or JSON config", 0 },
@@ -171,9 +173,10 @@ int pt_cmd_plan(int argc, char **argv)
         { "seq-len", PT_OPT_INT, &seq, "T", "tokens per sequence; 0: the model's context", 0 },
         { "recompute", PT_OPT_STRING, &recompute, "auto|never|always", "activation recomputation per chunk", 0 },
         { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head layers count)", 0 },
-        { "head-split", PT_OPT_INT, &head_split, "K",
+        { "head-split", PT_OPT_STRING, &head_split_arg, "K|auto",
           "cut the LM head into K vocabulary-shard layers that stages can share, for a head that dominates the "
-          "step (small model, large vocabulary); 0: the config file's, 1 unless it says",
+          "step (small model, large vocabulary); auto: the K with the shortest predicted step; default: the "
+          "config file's, 1 unless it says",
           0 },
         { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
         { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },
@@ -220,12 +223,19 @@ int pt_cmd_plan(int argc, char **argv)
     cJSON *j = NULL;
     pt_plan_candidate cand[8];
     int n_cand = 0;
+    PT_TRY(pt_args_head_split(head_split_arg, &head_split), out);
+    if (head_split == PT_HEAD_SPLIT_AUTO && layout) {
+        st = pt_fail(PT_EINVAL, "--head-split auto chooses the layers, which --layout names; give --head-split K");
+        goto out;
+    }
     PT_TRY(pt_model_config_load(model, &cfg), out);
-    PT_TRY(pt_model_config_set_head_split(&cfg, head_split), out); /* 0: the config's own */
+    PT_TRY(pt_model_config_set_head_split(&cfg, head_split), out); /* 0, auto: the config's own for now */
     PT_TRY(pt_device_load(device, &dev), out);
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
     if (costs)
         PT_TRY(pt_layer_times_load(costs, &lt), out);
+    if (head_split == PT_HEAD_SPLIT_AUTO && lt) /* a cost file was measured with its own split */
+        PT_TRY(pt_model_config_set_head_split(&cfg, lt->cfg.head_split > 1 ? lt->cfg.head_split : 1), out);
     const double cap = mem ? (double)mem : dev.mem_bytes;
     if (layout) {
         const int V = chunks > 0 ? chunks : 1;
@@ -268,6 +278,15 @@ int pt_cmd_plan(int argc, char **argv)
         rq.candidates = cand;
         rq.max_candidates = (int)(sizeof cand / sizeof cand[0]);
         rq.n_candidates = &n_cand;
+        if (head_split == PT_HEAD_SPLIT_AUTO && !lt) {
+            int k = 1;
+            double t_k = 0, t_1 = 0;
+            PT_TRY(pt_plan_best_head_split(&cfg, &dev, &topo, &rq, &k, &t_k, &t_1), out);
+            PT_TRY(pt_model_config_set_head_split(&cfg, k), out);
+            if (!json)
+                printf("head split: auto chose %d LM-head layer%s (predicted step %.2f ms; %.2f ms with one)\n", k,
+                       k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
+        }
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
     }
     if (json || output)

@@ -73,6 +73,7 @@ typedef struct {
     int no_ckpt;
     const char *schedule, *partition, *layout, *config;
     const char *profile_dir, *layer_costs, *provider;
+    const char *head_split; /* --head-split K|auto (pt_args_head_split) */
     size_t mem_limit;
     double comm_timeout_s;
     int eval_batch; /* sequences per held-out eval batch: the micro-batch size before a pipeline splits it */
@@ -337,10 +338,11 @@ int pt_cmd_train(int argc, char **argv)
         { "config", PT_OPT_STRING, &a.config, "FILE",
           "JSON object of option values ({\"steps\": 100, \"lr\": 1e-3}); the command line wins", 0 },
         { "model", PT_OPT_STRING, &cfg->model, "NAME|FILE", "preset (gpt2-tiny, gpt2-small, gpt2, ...) or JSON config", 0 },
-        { "head-split", PT_OPT_INT, &cfg->head_split, "K",
+        { "head-split", PT_OPT_STRING, &a.head_split, "K|auto",
           "the LM head as K vocabulary-shard layers, so a pipeline can cut it between stages (when the head is "
-          "most of the work: small models, large vocabularies); same parameters, loss equal up to rounding (0: the "
-          "model config's, 1 unless it says)", 0 },
+          "most of the work: small models, large vocabularies); same parameters, loss equal up to rounding; auto: "
+          "the planner picks K for the pipeline (one process keeps the model's own); default: the model config's, "
+          "1 unless it says", 0 },
         { "data", PT_OPT_STRING, &cfg->data, "FILE", "token file from 'pipetrain prepare', or builtin:sort / builtin:add", 0 },
         { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
         { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },
@@ -407,6 +409,8 @@ int pt_cmd_train(int argc, char **argv)
     cJSON *config_root = NULL;
     if (a.config)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
+    if (st == PT_OK)
+        st = pt_args_head_split(a.head_split, &cfg->head_split);
     /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
      * global batch (B x M sequences) into at least 4 micro-batches per stage of the same total size. */
     a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the same options evaluates */

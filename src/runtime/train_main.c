@@ -249,7 +249,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     }
 
     PT_TRY(pt_model_config_load(tc->model, &cfg), out);
-    PT_TRY(pt_model_config_set_head_split(&cfg, tc->head_split), out);
+    PT_TRY(pt_model_config_set_head_split(&cfg, tc->head_split), out); /* auto: after the plan request */
     PT_TRY(pt_dataset_open(tc->data, tc->seed, &data), out);
     if (pt_dataset_vocab(data) > cfg.vocab_size) {
         st = pt_fail(PT_EINVAL, "the data set's vocabulary (%d) is larger than the model's (%d); pick a model with "
@@ -268,6 +268,14 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     if (a->layer_costs)
         PT_TRY(pt_layer_times_load(a->layer_costs, &measured), out);
     const char *price_sched = is_generator(sched_name) ? sched_name : V > 1 ? "interleaved" : "1f1b";
+    if (tc->head_split == PT_HEAD_SPLIT_AUTO && a->layout) {
+        st = pt_fail(PT_EINVAL, "--head-split auto chooses the layers, which --layout names; give --head-split K "
+                                "with --layout");
+        goto out;
+    }
+    if (tc->head_split == PT_HEAD_SPLIT_AUTO && measured) /* a cost file was measured with its own split */
+        PT_TRY(pt_model_config_set_head_split(&cfg, measured->cfg.head_split > 1 ? measured->cfg.head_split : 1),
+               out);
     if (a->layout) {
         PT_TRY(pt_plan_from_layout(&cfg, a->layout, V, &plan), out);
         if (plan->n_stages != P) {
@@ -295,6 +303,14 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         rq.seq_len = T;
         rq.recompute = 0;
         rq.mem_cap_bytes = (double)a->mem_limit_bytes;
+        if (tc->head_split == PT_HEAD_SPLIT_AUTO && !measured) {
+            int k = 1;
+            double t_k = 0, t_1 = 0;
+            PT_TRY(pt_plan_best_head_split(&cfg, &dev, &topo, &rq, &k, &t_k, &t_1), out);
+            PT_TRY(pt_model_config_set_head_split(&cfg, k), out);
+            tm_log(a, rank, "head split: auto chose %d LM-head layer%s (predicted step %.1f ms; %.1f ms with one)", k,
+                   k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
+        }
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, measured, &rq, &plan), out);
     }
 
@@ -335,7 +351,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
                    "better than %.0f%%%s",
                    slow, what, 100.0 * share, plan->n_vstages, 100.0 * balance,
                    l == pt_model_n_layers(&cfg) - 1 && pt_model_head_layers(&cfg) == 1
-                       ? "; --head-split 4 makes the LM head 4 layers the plan can cut"
+                       ? "; --head-split auto lets the plan cut the LM head into layers"
                        : "");
         }
         pt_sim_result_free(&sim);

@@ -61,6 +61,9 @@ static void on_event(void *ctx, const pt_train_event *ev)
 }
 
 static char g_transfers[512];
+static const char *g_schedule = "1f1b";
+static int g_replicas = 1;
+static int g_head_split = 0; /* argv[6]: the LM head as this many shard layers (messages of two sizes) */
 
 static void on_log(void *ctx, const char *line)
 {
@@ -85,10 +88,8 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
     c->threads = 1;
     c->eval_batches = 1; /* pipeline runs: one held-out eval through the pipeline at the end */
     c->warmup = 1;
+    c->head_split = g_head_split;
 }
-
-static const char *g_schedule = "1f1b";
-static int g_replicas = 1;
 
 static int run_pipeline(const char *backend, run_log *out)
 {
@@ -190,7 +191,7 @@ int main(int argc, char **argv)
             return 1;
         self[len] = '\0';
         char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
-                       argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, NULL };
+                       argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, argc > 6 ? argv[6] : NULL, NULL };
         int replicas = argc > 5 ? atoi(argv[5]) : 1;
         pt_launch_opts lo = { .nproc = 2 * (replicas > 1 ? replicas : 1), .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
@@ -204,6 +205,8 @@ int main(int argc, char **argv)
         g_schedule = argv[4];
     if (argc > 5 && atoi(argv[5]) > 1)
         g_replicas = atoi(argv[5]);
+    if (argc > 6)
+        g_head_split = atoi(argv[6]);
     run_log cpu, cuda, single;
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;
@@ -211,6 +214,7 @@ int main(int argc, char **argv)
         return 0;
     const char *want_path = argc > 3 ? argv[3] : NULL;
     printf("cuda pipeline transfers: %s\n", g_transfers[0] ? g_transfers : "(no log line)");
+    printf("LM head layers: %d\n", g_head_split > 1 ? g_head_split : 1);
     if (want_path && strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
         printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
         return 1;

@@ -758,6 +758,46 @@ static double stage_balance(const pt_plan *p)
     return a < b ? a / b : b / a;
 }
 
+/* --head-split auto: the planner splits gpt2-small's head for 2 stages (with the predicted step it
+ * reports), and keeps one head layer where a split buys nothing (one stage; gpt2-tiny's small head). */
+static void test_head_split_auto(void)
+{
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = "time";
+    rq.n_devices = 2;
+    rq.n_stages = 2;
+    rq.schedule = "1f1b";
+    rq.micro_batch_size = 4;
+    rq.seq_len = 64;
+    rq.n_microbatches = 8;
+    pt_model_config small = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024);
+    int k = 0;
+    double t_k = 0, t_1 = 0;
+    EXPECT(pt_plan_best_head_split(&small, &dev, &topo, &rq, &k, &t_k, &t_1) == PT_OK);
+    EXPECT(k > 1 && k <= PT_HEAD_SPLIT_AUTO_MAX && t_k <= 0.97 * t_1);
+    pt_plan *p1 = plan_small(1), *pk = plan_small(k);
+    EXPECT(p1 && pk && p1->pred_step_time_s == t_1 && pk->pred_step_time_s == t_k);
+    for (int K = k + 1; K <= PT_HEAD_SPLIT_AUTO_MAX; K++) { /* no larger split beats its choice by 1% */
+        pt_plan *p = plan_small(K);
+        EXPECT(p && p->pred_step_time_s >= 0.99 * t_k);
+        pt_plan_destroy(p);
+    }
+    pt_plan_destroy(p1);
+    pt_plan_destroy(pk);
+    printf("head_split auto: gpt2-small on 2 cpu stages -> %d layers, predicted step %.3f s (%.3f s unsplit)\n", k,
+           t_k, t_1);
+    pt_model_config tiny = make_cfg("gpt2-tiny", 4, 4, 128, 256, 256, 256);
+    EXPECT(pt_plan_best_head_split(&tiny, &dev, &topo, &rq, &k, NULL, NULL) == PT_OK && k == 1);
+    rq.n_devices = rq.n_stages = 1;
+    EXPECT(pt_topology_init(&topo, &dev, 1, 1) == PT_OK);
+    EXPECT(pt_plan_best_head_split(&small, &dev, &topo, &rq, &k, NULL, NULL) == PT_OK && k == 1);
+}
+
 static void test_head_split(void)
 {
     /* With one head layer the boundary can only fall before the head, which has ~60% of the work;
@@ -1004,6 +1044,7 @@ static void test_files(void)
 int main(void)
 {
     test_param_counts();
+    test_head_split_auto();
     test_flops();
 #ifdef PT_TEST_HAVE_MODELS
     test_memory_matches_models();
