@@ -728,25 +728,31 @@ static void test_layouts(void)
 
 /* ---- the LM head split into vocabulary shards (head_split) ---- */
 
-/* Plans gpt2-small (6 blocks, C=384, vocabulary 50304 padded: the head is most of the work) on 2
- * cpu stages, 1f1b, time partition, and returns the plan (NULL on failure). */
+/* The request of the head_split tests: 2 cpu stages, 1f1b, time partition, 8 micro-batches of 4 x 64. */
+static void small_request(pt_device *dev, pt_topology *topo, pt_plan_request *rq)
+{
+    EXPECT(pt_device_load("cpu", dev) == PT_OK);
+    EXPECT(pt_topology_init(topo, dev, 1, 2) == PT_OK);
+    pt_plan_request_init(rq);
+    rq->method = "time";
+    rq->n_devices = 2;
+    rq->n_stages = 2;
+    rq->schedule = "1f1b";
+    rq->micro_batch_size = 4;
+    rq->seq_len = 64;
+    rq->n_microbatches = 8;
+}
+
+/* Plans gpt2-small (6 blocks, C=384, vocabulary 50304 padded: the head is most of the work) with
+ * small_request and returns the plan (NULL on failure). */
 static pt_plan *plan_small(int head_split)
 {
     pt_model_config cfg = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024);
     cfg.head_split = head_split;
     pt_device dev;
     pt_topology topo;
-    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
-    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
     pt_plan_request rq;
-    pt_plan_request_init(&rq);
-    rq.method = "time";
-    rq.n_devices = 2;
-    rq.n_stages = 2;
-    rq.schedule = "1f1b";
-    rq.micro_batch_size = 4;
-    rq.seq_len = 64;
-    rq.n_microbatches = 8;
+    small_request(&dev, &topo, &rq);
     pt_plan *p = NULL;
     EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &p) == PT_OK);
     return p;
@@ -764,17 +770,8 @@ static void test_head_split_auto(void)
 {
     pt_device dev;
     pt_topology topo;
-    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
-    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
     pt_plan_request rq;
-    pt_plan_request_init(&rq);
-    rq.method = "time";
-    rq.n_devices = 2;
-    rq.n_stages = 2;
-    rq.schedule = "1f1b";
-    rq.micro_batch_size = 4;
-    rq.seq_len = 64;
-    rq.n_microbatches = 8;
+    small_request(&dev, &topo, &rq);
     pt_model_config small = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024);
     int k = 0;
     double t_k = 0, t_1 = 0;
