@@ -295,6 +295,7 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON_AddNumberToObject(j, "nodes", p->n_nodes);
     cJSON_AddNumberToObject(j, "devices_per_node", p->devices_per_node);
     cJSON_AddNumberToObject(j, "params_total", (double)p->n_params_total);
+    cJSON_AddNumberToObject(j, "head_split", p->head_split > 1 ? p->head_split : 1);
     for (int k = 0; k < p->n_vstages; k++) {
         cJSON *c = cJSON_CreateObject();
         if (!c) {
@@ -342,7 +343,7 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
                                         "micro_batch_size", "micro_batches", "seq_len", "device", "nodes",
                                         "devices_per_node", "params_total", "chunk_list", "pred_rank_mem_bytes",
                                         "pred_step_time_s", "pred_bubble", "pred_tokens_per_s", "pred_mfu",
-                                        "pred_dp_comm_s", "pred_optim_s", NULL };
+                                        "pred_dp_comm_s", "pred_optim_s", "head_split", NULL };
     static const char *const chunk_keys[] = { "first_layer", "last_layer", "layers", "rank", "chunk", "recompute",
                                               "params", "pred_time_s", "pred_mem_bytes", "link_after", NULL };
     const char *what = "plan";
@@ -380,6 +381,11 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
     p->devices_per_node = (int)v;
     PT_TRY(pt_json_get_int(j, what, "params_total", 0, (long long)1 << 50, &v), fail);
     p->n_params_total = v;
+    p->head_split = 1;
+    if (cJSON_HasObjectItem(j, "head_split")) {
+        PT_TRY(pt_json_get_int(j, what, "head_split", 1, 256, &v), fail);
+        p->head_split = (int)v;
+    }
     PT_TRY(get_num(j, what, "pred_step_time_s", &p->pred_step_time_s), fail);
     PT_TRY(get_num(j, what, "pred_bubble", &p->pred_bubble), fail);
     PT_TRY(get_num(j, what, "pred_tokens_per_s", &p->pred_tokens_per_s), fail);

@@ -429,6 +429,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
     memset(p->pred_rank_mem_bytes, 0, sizeof(double) * (size_t)P);
     double f_sum = 0, i_sum = 0, w_sum = 0;
     p->n_params_total = 0;
+    p->head_split = pt_model_head_layers(c->cfg);
     for (int k = 0; k < S; k++) {
         const int i = p->first_layer[k], j = p->last_layer[k], rc = p->recompute[k];
         int r = 0, chunk = 0;

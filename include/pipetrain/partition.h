@@ -155,6 +155,8 @@ typedef struct pt_plan {
     char device[32];
     int n_nodes, devices_per_node;
     int64_t n_params_total;
+    int head_split;                 /* LM-head layers of the model the layer ranges cut (model_config.h);
+                                       set when priced, "head_split" in the JSON */
 } pt_plan;
 
 /* Allocates a plan with every array sized for P*V chunks, zeroed. */

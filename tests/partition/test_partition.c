@@ -805,6 +805,13 @@ static void test_head_split(void)
         EXPECT(p4->last_layer[0] >= 7 && p4->last_layer[0] < 10); /* both stages hold head shards */
         EXPECT(stage_balance(p4) >= 0.9);
         EXPECT(p4->pred_step_time_s < 0.85 * p1->pred_step_time_s);
+        /* the plan file says which layering its ranges cut */
+        cJSON *j = NULL;
+        pt_plan *q = NULL;
+        EXPECT(p4->head_split == 4 && p1->head_split == 1);
+        EXPECT(pt_plan_to_json(p4, &j) == PT_OK && pt_plan_from_json(j, &q) == PT_OK && q && q->head_split == 4);
+        pt_plan_destroy(q);
+        cJSON_Delete(j);
         if (stage_balance(p1) >= 0.7 || stage_balance(p4) < 0.9)
             fprintf(stderr, "  gpt2-small on 2 stages: balance %.3f unsplit, %.3f with head_split 4\n",
                     stage_balance(p1), stage_balance(p4));
