@@ -472,11 +472,11 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         carve_slot(&c, m, sl);
         /* Gradients between head shards carry dh, then the log-sum-exp, then unused floats that
          * go over the network: zero them once. */
-        for (int b = cfg->n_layer + 2; b <= last_layer + 1 && b < n_layers; b++)
-            if (b >= first_layer)
-                PT_TRY(be->memset_zero(stream, sl->dx[b - first_layer],
-                                       N * (size_t)pt_model_boundary_width(cfg, b) * sizeof(float)),
-                       fail);
+        for (int b = first_layer > cfg->n_layer + 2 ? first_layer : cfg->n_layer + 2; b <= last_layer + 1 && b < n_layers;
+             b++)
+            PT_TRY(be->memset_zero(stream, sl->dx[b - first_layer],
+                                   N * (size_t)pt_model_boundary_width(cfg, b) * sizeof(float)),
+                   fail);
     }
     *out = m;
     return PT_OK;
@@ -746,6 +746,10 @@ static pt_status block_backward_weight(pt_model *m, int j, const float *x, const
     return PT_OK;
 }
 
+/* The backward passes in one place: input gradients, weight gradients, or both per layer (the
+ * same kernels on the same inputs in every mode, so all three give the same bits). */
+enum { BWD_INPUT = 1, BWD_WEIGHT = 2 };
+
 /* ---- the LM head as vocabulary shards (head_split > 1; model_config.h) ----
  * Local shard j is global shard k = sh0 + j, layer L+1+k, input boundary L+1+k. Its hidden state
  * h is the layernorm output (k = 0) or the h part of the input boundary; a boundary between two
@@ -786,7 +790,7 @@ static pt_status shards_forward(pt_model *m, model_slot *sl)
 }
 
 /* Backward over the local shards, last to first; `parts` as model_backward's. */
-static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, int parts, int input, int weight)
+static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, int parts)
 {
     const pt_backend *be = m->be;
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, L = m->cfg.n_layer;
@@ -797,7 +801,7 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
         const int Vk = v1 - v0;
         const float *W = P(m, m->t_head_wte) + (size_t)v0 * C;
         float *dh = k == 0 ? sl->dlnf : sl->dx[bi]; /* the gradient at this shard's h */
-        if (parts & input) {
+        if (parts & BWD_INPUT) {
             const float *lse = last ? sl->lse : sl->dx[bi + 1] + (size_t)N * C;
             PT_CHECK(be->xent_shard_backward(m->stream, sl->sh_exps[j], sl->sh_exps[j], sl->sh_rowmax[j], lse,
                                              sl->targets, loss_scale, N, Vk, v0));
@@ -810,7 +814,7 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
                 PT_CHECK(be->layernorm_backward_input(m->stream, sl->dx[bi], sl->dlnf, sl->x[bi], P(m, m->t_lnfw),
                                                       sl->lnf_mean, sl->lnf_rstd, N, C));
         }
-        if (parts & weight) {
+        if (parts & BWD_WEIGHT) {
             PT_CHECK(be->matmul_backward_weight(m->stream, m->twin + (size_t)v0 * C, NULL, sl->sh_exps[j],
                                                 shard_h(m, sl, k), N, C, Vk));
             if (k == 0)
@@ -885,19 +889,18 @@ static pt_status embedding_backward_weight(pt_model *m, model_slot *sl)
                                      m->opts.micro_batch, m->opts.seq_len, m->cfg.n_embd);
 }
 
-/* The backward passes in one place: input gradients, weight gradients, or both per layer (the
- * same kernels on the same inputs in every mode, so all three give the same bits). */
-enum { BWD_INPUT = 1, BWD_WEIGHT = 2 };
 
 static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
 {
     model_slot *sl = &m->slots[s];
-    if (m->K > 1)
-        PT_CHECK(shards_backward(m, sl, loss_scale, parts, BWD_INPUT, BWD_WEIGHT));
-    if (parts & BWD_INPUT && m->has_head && m->K == 1)
-        PT_CHECK(head_backward_input(m, sl, loss_scale));
-    if (parts & BWD_WEIGHT && m->has_head && m->K == 1)
-        PT_CHECK(head_backward_weight(m, sl));
+    if (m->K > 1) {
+        PT_CHECK(shards_backward(m, sl, loss_scale, parts));
+    } else if (m->has_head) {
+        if (parts & BWD_INPUT)
+            PT_CHECK(head_backward_input(m, sl, loss_scale));
+        if (parts & BWD_WEIGHT)
+            PT_CHECK(head_backward_weight(m, sl));
+    }
     for (int j = m->n_blocks - 1; j >= 0; j--) {
         int b = block_in(m, j);
         const block_act *a = &sl->act[j];

@@ -19,6 +19,14 @@ static pt_status pt_cpu_ce_check(const char *what, const int32_t *targets, int N
     return PT_OK;
 }
 
+/* The gradient row of an ignored target (< 0). */
+static void ce_zero_row(float *d, int V)
+{
+#pragma omp simd
+    for (int i = 0; i < V; i++)
+        d[i] = 0.0f;
+}
+
 pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
                                       const int32_t *targets, int N, int V)
 {
@@ -59,9 +67,7 @@ pt_status pt_cpu_crossentropy_backward(pt_stream *s, float *dlogits, const float
         float *d = dlogits + (size_t)n * V;
         int32_t tgt = targets[n];
         if (tgt < 0) {
-#pragma omp simd
-            for (int i = 0; i < V; i++)
-                d[i] = 0.0f;
+            ce_zero_row(d, V);
             continue;
         }
         float p_tgt = p[tgt];
@@ -168,9 +174,7 @@ pt_status pt_cpu_xent_shard_backward(pt_stream *s, float *dlogits, const float *
         float *d = dlogits + (size_t)n * V;
         int32_t tgt = targets[n];
         if (tgt < 0) {
-#pragma omp simd
-            for (int i = 0; i < V; i++)
-                d[i] = 0.0f;
+            ce_zero_row(d, V);
             continue;
         }
         float f = dloss * expf(row_max[n] - lse[n]);

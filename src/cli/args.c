@@ -202,9 +202,9 @@ pt_status pt_args_head_split(const char *text, int *k)
     }
     char *end = NULL;
     long v = strtol(text, &end, 10);
-    if (*end != '\0' || v < 1 || v > 256)
-        return pt_fail(PT_EINVAL, "--head-split: '%s' is neither a count of LM-head layers (1 to 256) nor auto; "
-                                  "use e.g. --head-split 4 or --head-split auto",
+    if (*end != '\0' || v < 1 || v > INT_MAX) /* the model config checks the upper bound */
+        return pt_fail(PT_EINVAL, "--head-split: '%s' is neither a count of LM-head layers nor auto; use e.g. "
+                                  "--head-split 4 or --head-split auto",
                        text);
     *k = (int)v;
     return PT_OK;

@@ -80,7 +80,6 @@ struct pt_runtime {
     int p, d;                   /* pipeline rank, replica */
     rt_chunk *ch;               /* [V] */
     int emb_chunk, head_chunk;  /* local chunk indices or -1 */
-    int emb_rank, head_rank;    /* pipeline ranks of the first and last vstage */
     pt_comm_group *tied_group;  /* this replica's ranks holding the embedding or head layers (when several) */
     int *tied_ranks;            /* [n_tied] their pipeline ranks, ascending */
     int n_tied;
@@ -1509,14 +1508,6 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     }
     for (int i = 0; i <= rt->n_acts; i++)
         rt->recv_host[i] = -1;
-    rt->emb_rank = rt->head_rank = -1;
-    {
-        int r0, c0, r1, c1;
-        PT_TRY(pt_sched_owner(sc, 0, &r0, &c0), fail);
-        PT_TRY(pt_sched_owner(sc, NV - 1, &r1, &c1), fail);
-        rt->emb_rank = r0;
-        rt->head_rank = r1;
-    }
     for (int c = 0; c < rt->V; c++) {
         rt_chunk *k = &rt->ch[c];
         int v = pt_sched_vstage(sc, rt->p, c);
@@ -1646,36 +1637,32 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             goto fail;
         }
     }
-    /* The tied group: the pipeline ranks holding the embedding or head layers, from the plan. */
+    /* The tied group: the pipeline ranks owning the embedding's or a head layer's vstage (from the
+     * plan, so the same ascending list on every rank), as this replica's world ranks. */
     rt->tied_ranks = calloc((size_t)rt->P, sizeof(int));
-    if (!rt->tied_ranks) {
+    unsigned char *holds = calloc((size_t)rt->P, 1);
+    int *members = malloc((size_t)rt->P * sizeof(int)), in_tied = 0;
+    for (int v = 0; v < NV && st == PT_OK && holds; v++) {
+        int r, cc;
+        st = pt_sched_owner(sc, v, &r, &cc);
+        if (st == PT_OK && (v == 0 || pl->last_layer[v] >= o->cfg->n_layer + 1))
+            holds[r] = 1;
+    }
+    if (st == PT_OK && (!rt->tied_ranks || !holds || !members))
         st = pt_fail(PT_ENOMEM, "out of host memory");
-        goto fail;
-    }
-    for (int q = 0; q < rt->P; q++) {
-        int member = 0;
-        for (int v = 0; v < NV && !member; v++) {
-            int r, cc;
-            PT_TRY(pt_sched_owner(sc, v, &r, &cc), fail);
-            member = r == q && (v == 0 || pl->last_layer[v] >= o->cfg->n_layer + 1);
-        }
-        if (member)
+    for (int q = 0; q < rt->P && st == PT_OK; q++)
+        if (holds[q]) {
+            in_tied |= q == rt->p;
+            members[rt->n_tied] = world_of(rt, q);
             rt->tied_ranks[rt->n_tied++] = q;
-    }
-    /* Groups, created by members in the same order on every rank: tied group, then data parallel. */
-    int in_tied = 0;
-    for (int i = 0; i < rt->n_tied; i++)
-        in_tied |= rt->tied_ranks[i] == rt->p;
-    if (rt->comm && rt->n_tied > 1 && in_tied) {
-        int g[256];
-        if (rt->n_tied > 256) {
-            st = pt_fail(PT_EINVAL, "%d ranks hold LM-head layers; at most 256 are supported", rt->n_tied);
-            goto fail;
         }
-        for (int i = 0; i < rt->n_tied; i++)
-            g[i] = world_of(rt, rt->tied_ranks[i]);
-        PT_TRY(pt_comm_group_create(rt->comm, g, rt->n_tied, &rt->tied_group), fail);
-    }
+    /* Groups, created by members in the same order on every rank: tied group, then data parallel. */
+    if (st == PT_OK && rt->comm && rt->n_tied > 1 && in_tied)
+        st = pt_comm_group_create(rt->comm, members, rt->n_tied, &rt->tied_group);
+    free(holds);
+    free(members);
+    if (st != PT_OK)
+        goto fail;
     if (rt->comm && rt->D > 1) {
         int *g = malloc((size_t)rt->D * sizeof(int));
         if (!g) {
