@@ -145,10 +145,9 @@ double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
 {
     const int head0 = c->cfg->n_layer + 1; /* the first head layer (final layernorm) */
     double slot = rc ? c->pre_act_rc[j + 1] - c->pre_act_rc[i] : c->pre_act[j + 1] - c->pre_act[i];
-    if (i > head0)
-        slot += 4.0 * c->B * c->T; /* the targets, counted with the first head layer otherwise */
-    if (i > head0) /* the input h|stats and its gradient dh|lse: per slot whatever the schedule */
-        return slot + c->shard_boundary_act;
+    if (i > head0) /* the targets (counted with the first head layer otherwise), and the input
+                    * h|stats with its gradient dh|lse: per slot whatever the schedule */
+        return slot + 4.0 * c->B * c->T + c->shard_boundary_act;
     if (!c->fused_only)
         return slot + (i > 0 ? c->boundary_act : 0); /* the chunk's input and its gradient */
     /* Without split backward the inner gradients live in the chunk's shared area, the output's
