@@ -791,6 +791,23 @@ static void ce_fwd(void *c_, double *out)
     ref_crossentropy(out, c->logits, c->tgt, c->N, c->V);
 }
 
+/* d(dloss * sum of the rows' losses)/d(logits) (N,V) by central differences of the double
+ * reference (caller frees). */
+static double *ce_fd_grads(const float *logits, const int32_t *tgt, int N, int V, float dloss)
+{
+    size_t n = (size_t)N * V;
+    ce_ctx c = { to_double(logits, n), tgt, N, V };
+    double *R = dnew(N), *tmp = dnew(N), *g = dnew(n);
+    for (int i = 0; i < N; i++)
+        R[i] = dloss;
+    for (size_t i = 0; i < n; i++)
+        g[i] = fd_grad(ce_fwd, &c, c.logits, i, tmp, R, N);
+    free(c.logits);
+    free(R);
+    free(tmp);
+    return g;
+}
+
 static void test_crossentropy(void)
 {
     pt_stream *s = stream_new(2);
@@ -836,20 +853,12 @@ static void test_crossentropy(void)
         float *logits = frand_new(n, 3), *probs = fnew(n), *loss = fnew(N), *dl = fnew(n);
         EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_OK);
         EXPECT(be->crossentropy_backward(s, dl, probs, tgt, dloss, N, V) == PT_OK);
-        ce_ctx c = { to_double(logits, n), tgt, N, V };
-        double *R = dnew(N), *tmp = dnew(N), *g = dnew(n);
-        for (int i = 0; i < N; i++)
-            R[i] = dloss;
-        for (size_t i = 0; i < n; i++)
-            g[i] = fd_grad(ce_fwd, &c, c.logits, i, tmp, R, N);
+        double *g = ce_fd_grads(logits, tgt, N, V, dloss);
         check_close("crossentropy_backward vs finite differences", dl, g, n, 1e-6, 1e-4);
         for (int i = 0; i < V; i++)
             EXPECT(dl[(size_t)1 * V + i] == 0.0f);
         EXPECT(be->crossentropy_backward(s, probs, probs, tgt, dloss, N, V) == PT_OK); /* aliased */
         check_bits("crossentropy_backward (aliased)", probs, dl, n);
-        free(c.logits);
-        free(R);
-        free(tmp);
         free(g);
         ffree(logits);
         ffree(probs);
@@ -1021,16 +1030,8 @@ static void test_xent_shard(void)
         float *logits = frand_new(n, 3), *loss = fnew(N), *lse = fnew(N), *stats = fnew((size_t)N * PT_XENT_STATS),
               *dl = fnew(n);
         EXPECT(xent_run(s, logits, tgt, N, V, 12, cut, 3, 1, dloss, loss, lse, stats, dl) == PT_OK);
-        ce_ctx c = { to_double(logits, n), tgt, N, V };
-        double *R = dnew(N), *tmp = dnew(N), *g = dnew(n);
-        for (int i = 0; i < N; i++)
-            R[i] = dloss;
-        for (size_t i = 0; i < n; i++)
-            g[i] = fd_grad(ce_fwd, &c, c.logits, i, tmp, R, N);
+        double *g = ce_fd_grads(logits, tgt, N, V, dloss);
         check_close("xent_shard backward vs finite differences", dl, g, n, 1e-6, 1e-4);
-        free(c.logits);
-        free(R);
-        free(tmp);
         free(g);
         ffree(logits);
         ffree(loss);
