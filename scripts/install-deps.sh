@@ -11,6 +11,7 @@ PKGS=(
   libxxhash-dev        # XXH3 block checksums of checkpoints (header only)
   libfabric-dev libfabric-bin  # transport (shm, tcp providers); fi_info / fi_pingpong
   libcjson-dev         # configs, manifests, cost files, summaries
+  libpcre2-dev         # tokenizers: pre-tokenization regular expressions (UTF + UCP, JIT)
   iproute2             # `ip netns` for the multi-node tests
 )
 
