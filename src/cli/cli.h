@@ -14,6 +14,8 @@ int pt_cmd_profile_layers(int argc, char **argv);
 int pt_cmd_launch(int argc, char **argv);
 int pt_cmd_ckpt(int argc, char **argv);
 int pt_cmd_bench(int argc, char **argv);
+int pt_cmd_tokenize(int argc, char **argv);
+int pt_cmd_sample(int argc, char **argv);
 
 /* bench/bench_<name>.c: `pipetrain bench <name> [--json] ...` */
 int pt_bench_train(int argc, char **argv);
@@ -22,5 +24,8 @@ int pt_bench_plan(int argc, char **argv);
 int pt_bench_comm(int argc, char **argv);
 int pt_bench_ckpt(int argc, char **argv);
 int pt_bench_pipeline(int argc, char **argv);
+int pt_bench_tokenize(int argc, char **argv);
+int pt_bench_prepare(int argc, char **argv);
+int pt_bench_sample(int argc, char **argv);
 
 #endif

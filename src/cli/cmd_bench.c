@@ -29,6 +29,15 @@ static const pt_bench_entry benches[] = {
 #ifdef PT_HAVE_BENCH_PIPELINE
     { "pipeline", pt_bench_pipeline, "pipeline throughput and measured vs predicted bubble" },
 #endif
+#ifdef PT_HAVE_BENCH_TOKENIZE
+    { "tokenize", pt_bench_tokenize, "tokenizer encode speed (MB/s per core) and exactness" },
+#endif
+#ifdef PT_HAVE_BENCH_PREPARE
+    { "prepare", pt_bench_prepare, "prepare speed (MB/s) on every core vs one, same output" },
+#endif
+#ifdef PT_HAVE_BENCH_SAMPLE
+    { "sample", pt_bench_sample, "text generation speed with the KV cache (tokens/s)" },
+#endif
     { NULL, NULL, NULL },
 };
 

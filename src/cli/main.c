@@ -24,7 +24,13 @@ static const pt_command commands[] = {
     { "train", pt_cmd_train, "train a model (no arguments: gpt2-tiny on the built-in data set)" },
 #endif
 #ifdef PT_HAVE_CMD_PREPARE
-    { "prepare", pt_cmd_prepare, "turn a text file into a token file" },
+    { "prepare", pt_cmd_prepare, "tokenize text (files, folders, JSON lines) into token shards" },
+#endif
+#ifdef PT_HAVE_CMD_TOKENIZE
+    { "tokenize", pt_cmd_tokenize, "text to token ids and back (gpt2, cl100k, o200k, a tokenizer file)" },
+#endif
+#ifdef PT_HAVE_CMD_SAMPLE
+    { "sample", pt_cmd_sample, "generate text from a checkpoint or a safetensors file" },
 #endif
 #ifdef PT_HAVE_CMD_PLAN
     { "plan", pt_cmd_plan, "partition a model across devices and predict its speed and memory" },
