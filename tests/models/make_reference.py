@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Writes a GPT-2 reference case in the format of ../shared/reference/gpt2-ref.safetensors (see
+"""Writes a GPT-2 reference case in the format of tests/models/reference/gpt2-ref.safetensors (see
 that folder's README) for any config, computed by PyTorch in fp32 on the CPU, so that
-test_reference can be checked on shapes other than the shared file's:
+test_reference can be checked on shapes other than the default case's:
 
     /usr/bin/python3 tests/models/make_reference.py --layers 3 --heads 3 --embd 48 --vocab 97 \
         --ctx 24 --batch 3 --seq 20 --out /tmp/ref.safetensors

@@ -1,5 +1,5 @@
 /* test_reference [FILE] — reproduces a PyTorch GPT-2 computation stored as safetensors
- * (default: ../shared/reference/gpt2-ref.safetensors; format in that folder's README): imports
+ * (default: tests/models/reference/gpt2-ref.safetensors; format in that folder's README): imports
  * the Hugging Face weights, then checks the logits, the loss, every parameter gradient, every
  * parameter after one AdamW step, and the losses of four further steps. Prints the largest
  * absolute and relative error per group and fails above tolerance: logits and losses 1e-4
@@ -16,7 +16,7 @@
 #include "pipetrain/safetensors.h"
 
 #ifndef PT_REFERENCE_FILE
-#define PT_REFERENCE_FILE "../shared/reference/gpt2-ref.safetensors"
+#define PT_REFERENCE_FILE "tests/models/reference/gpt2-ref.safetensors"
 #endif
 
 #define TOL_ABS 1e-4
