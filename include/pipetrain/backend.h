@@ -185,6 +185,16 @@ typedef struct pt_backend {
      * that hand tensor memory to host code or to pt_comm copy it through host buffers with
      * memcpy_d2h / memcpy_h2d (the pipeline runtime stages its sends, receives and reductions so). */
     int device_memory;
+
+    /* ---- attention against a KV cache (added for generation, models/generate.c; a table that
+     * leaves it out gets NULL and generation refuses to run on it) ----
+     * cache (B,Tcap,3C) holds q, k, v of each sequence's positions 0..t0+n-1 side by side per
+     * position (attention_forward's qkv layout, Tcap rows per sequence); out (B,n,C) heads
+     * concatenated = the causal attention of the queries at positions t0..t0+n-1 over the keys and
+     * values at positions 0..t0+i, scale 1/sqrt(C/NH). Equal to attention_forward's rows t0..t0+n-1
+     * on the same qkv up to rounding. Needs no scratch. 0 <= t0, 1 <= n, t0 + n <= Tcap. */
+    pt_status (*attention_decode)(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
+                                  int C, int NH);
 } pt_backend;
 
 /* The CPU backend (always built). */

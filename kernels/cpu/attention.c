@@ -156,3 +156,56 @@ pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, c
     }
     return PT_OK;
 }
+
+/* Attention of new queries against a KV cache (generation): one task per (sequence, head, query),
+ * an online softmax over the keys 0..t0+i that uses the output row itself as the accumulator
+ * (rescaled when the running maximum grows), so no scratch is needed. Keys are read in order, so
+ * the result does not depend on the thread count. */
+pt_status pt_cpu_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n, int C,
+                                  int NH)
+{
+    if (B <= 0 || n <= 0 || C <= 0 || NH <= 0 || C % NH != 0 || t0 < 0 || Tcap <= 0 || t0 + n > Tcap)
+        return pt_fail(PT_EINVAL,
+                       "attention_decode: shape B=%d Tcap=%d t0=%d n=%d C=%d NH=%d; sizes must be positive, NH must "
+                       "divide C and t0 + n must not pass Tcap",
+                       B, Tcap, t0, n, C, NH);
+    const int hs = C / NH;
+    const size_t ld = 3 * (size_t)C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const int n_tasks = B * NH * n;
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (n_tasks > 1)
+    for (int task = 0; task < n_tasks; task++) {
+        const int b = task / (NH * n), h = task / n % NH, i = task % n, pos = t0 + i;
+        const float *base = cache + (size_t)b * Tcap * ld + (size_t)h * hs;
+        const float *q = base + (size_t)pos * ld;
+        float *o = out + ((size_t)b * n + i) * C + (size_t)h * hs;
+        for (int d = 0; d < hs; d++)
+            o[d] = 0.0f;
+        float m = -INFINITY, l = 0.0f;
+        for (int j = 0; j <= pos; j++) {
+            const float *k = base + (size_t)j * ld + C, *v = k + C;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int d = 0; d < hs; d++)
+                dot += q[d] * k[d];
+            dot *= scale;
+            if (dot > m) {
+                float corr = pt_cpu_expf(m - dot); /* m = -inf the first time: corr ~ 0 and o, l are 0 */
+                l *= corr;
+#pragma omp simd
+                for (int d = 0; d < hs; d++)
+                    o[d] *= corr;
+                m = dot;
+            }
+            float p = pt_cpu_expf(dot - m);
+            l += p;
+#pragma omp simd
+            for (int d = 0; d < hs; d++)
+                o[d] += p * v[d];
+        }
+        const float inv = 1.0f / l;
+        for (int d = 0; d < hs; d++)
+            o[d] *= inv;
+    }
+    return PT_OK;
+}

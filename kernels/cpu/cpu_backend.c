@@ -153,4 +153,5 @@ const pt_backend pt_backend_cpu = {
     .xent_shard_finish = pt_cpu_xent_shard_finish,
     .xent_shard_backward = pt_cpu_xent_shard_backward,
     .adamw_update = pt_cpu_adamw_update,
+    .attention_decode = pt_cpu_attention_decode,
 };

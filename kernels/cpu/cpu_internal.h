@@ -107,6 +107,8 @@ pt_status pt_cpu_attention_forward(pt_stream *s, float *out, float *saved, float
                                    int T, int C, int NH);
 pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
                                     const float *out, const float *saved, int B, int T, int C, int NH);
+pt_status pt_cpu_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n, int C,
+                                  int NH);
 
 pt_status pt_cpu_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                    const float *wpe, int B, int T, int C);

@@ -427,3 +427,88 @@ pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, 
                                                                        scale);
     return pt_cuda_launched("attention_backward (dk, dv)");
 }
+
+/* ---- attention against a KV cache (generation) ----
+ * One block per (query, sequence*head): 128 threads walk the keys in tiles of 128 (one score per
+ * thread, the dot product over hs in order), the tile's maximum and sum come from block
+ * reductions, and an online softmax keeps m and l (the same in every thread) while each thread
+ * owns the head dimensions d = tid, tid+128, ... of the accumulator in shared memory.
+ * Shared memory: q (hs), acc (hs), the tile's weights (128) and 32 floats of reduction space. */
+#define PT_DEC_THREADS 128
+
+__device__ __forceinline__ float pt_dec_reduce(float v, float *red, int is_max)
+{
+    v = is_max ? pt_warp_max(v) : pt_warp_sum(v);
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); /* red may still be read by the previous reduction */
+    if (lane == 0)
+        red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    return is_max ? pt_warp_max(v) : pt_warp_sum(v);
+}
+
+__global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0, int n, int C, int NH, float scale)
+{
+    extern __shared__ float sm[];
+    const int i = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH, hs = C / NH, pos = t0 + i;
+    const size_t ld = 3 * (size_t)C;
+    float *q = sm, *acc = sm + hs, *p = sm + 2 * hs, *red = p + PT_DEC_THREADS;
+    const float *base = cache + (size_t)b * Tcap * ld + (size_t)h * hs;
+    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+        q[d] = base[(size_t)pos * ld + d];
+        acc[d] = 0.0f;
+    }
+    __syncthreads();
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 <= pos; j0 += PT_DEC_THREADS) {
+        const int j = j0 + threadIdx.x;
+        float sc = -INFINITY;
+        if (j <= pos) {
+            const float *k = base + (size_t)j * ld + C;
+            float dot = 0.0f;
+            for (int d = 0; d < hs; d++)
+                dot += q[d] * k[d];
+            sc = dot * scale;
+        }
+        const float m_new = fmaxf(m, pt_dec_reduce(sc, red, 1));
+        const float e = j <= pos ? expf(sc - m_new) : 0.0f;
+        p[threadIdx.x] = e;
+        const float sum = pt_dec_reduce(e, red, 0); /* its barriers also publish p */
+        const float corr = expf(m - m_new);         /* 0 on the first tile (m = -inf) */
+        l = l * corr + sum;
+        m = m_new;
+        const int cnt = pos + 1 - j0 < PT_DEC_THREADS ? pos + 1 - j0 : PT_DEC_THREADS;
+        for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+            float a = acc[d] * corr;
+            for (int jj = 0; jj < cnt; jj++)
+                a += p[jj] * base[(size_t)(j0 + jj) * ld + 2 * C + d];
+            acc[d] = a;
+        }
+        __syncthreads(); /* p is rewritten by the next tile */
+    }
+    float *o = out + ((size_t)b * n + i) * C + (size_t)h * hs;
+    const float inv = 1.0f / l;
+    for (int d = threadIdx.x; d < hs; d += blockDim.x)
+        o[d] = acc[d] * inv;
+}
+
+pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
+                                   int C, int NH)
+{
+    if (B <= 0 || n <= 0 || C <= 0 || NH <= 0 || C % NH != 0 || t0 < 0 || Tcap <= 0 || t0 + n > Tcap)
+        return pt_fail(PT_EINVAL,
+                       "attention_decode: shape B=%d Tcap=%d t0=%d n=%d C=%d NH=%d; sizes must be positive, NH must "
+                       "divide C and t0 + n must not pass Tcap",
+                       B, Tcap, t0, n, C, NH);
+    if ((long)B * NH > 65535)
+        return pt_fail(PT_EINVAL, "attention_decode: B=%d x NH=%d is above the CUDA grid's 65535 (sequence, head) "
+                                  "pairs; decode fewer sequences at once", B, NH);
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    size_t smem = (size_t)(2 * hs + PT_DEC_THREADS + 32) * sizeof(float);
+    PT_CHECK(pt_att_smem(pt_k_att_decode, smem, "attention_decode shared memory"));
+    dim3 grid(n, B * NH);
+    pt_k_att_decode<<<grid, PT_DEC_THREADS, smem, s->stream>>>(out, cache, Tcap, t0, n, C, NH, scale);
+    return pt_cuda_launched("attention_decode");
+}

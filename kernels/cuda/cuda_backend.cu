@@ -381,4 +381,5 @@ extern "C" const pt_backend pt_backend_cuda = {
     .memset_zero = pt_cuda_memset_zero,
     PT_CUDA_KERNEL_ENTRIES,
     .device_memory = 1,
+    PT_CUDA_KERNEL_ENTRIES_LATE,
 };

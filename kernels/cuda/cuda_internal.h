@@ -122,6 +122,8 @@ pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, floa
                                     int T, int C, int NH);
 pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
                                      const float *out, const float *saved, int B, int T, int C, int NH);
+pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
+                                   int C, int NH);
 
 pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C);
@@ -197,5 +199,10 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .xent_shard_finish = pt_cuda_xent_shard_finish, \
     .xent_shard_backward = pt_cuda_xent_shard_backward, \
     .adamw_update = pt_cuda_adamw_update
+
+/* The entries declared after device_memory in pt_backend (C++ designators keep declaration order,
+ * so they follow `.device_memory = 1` in both tables). */
+#define PT_CUDA_KERNEL_ENTRIES_LATE \
+    .attention_decode = pt_cuda_attention_decode
 
 #endif

@@ -339,4 +339,5 @@ extern "C" const pt_backend pt_backend_cuda_emu = {
     .memset_zero = emu_memset,
     PT_CUDA_KERNEL_ENTRIES,
     .device_memory = 1,
+    PT_CUDA_KERNEL_ENTRIES_LATE,
 };
