@@ -363,6 +363,27 @@ static void test_attention(int B, int T, int C, int NH)
     free(got);
 }
 
+/* attention_decode (generation): rows t0..t0+n-1 of a KV cache of Tcap rows per sequence. */
+static void test_attention_decode(int B, int Tcap, int t0, int n, int C, int NH)
+{
+    size_t nc = (size_t)B * Tcap * 3 * C, no = (size_t)B * n * C;
+    float *cache = malloc(nc * 4), *out = malloc(no * 4), *got = malloc(no * 4);
+    fill(cache, nc, 2.0f);
+    float *d_cache = dev_from(cache, nc * 4), *d_out;
+    die_if(pt_backend_alloc(gpu, (void **)&d_out, no * 4), "alloc");
+    die_if(cpu->attention_decode(cs, out, cache, B, Tcap, t0, n, C, NH), "cpu att decode");
+    die_if(gpu->attention_decode(gs, d_out, d_cache, B, Tcap, t0, n, C, NH), "cuda att decode");
+    to_host(got, d_out, no * 4);
+    char name[96];
+    snprintf(name, sizeof name, "attention_decode B%d Tcap%d t0 %d n%d C%d NH%d", B, Tcap, t0, n, C, NH);
+    check(name, got, out, no, 1e-5f, 1e-4f);
+    dev_free(d_cache);
+    dev_free(d_out);
+    free(cache);
+    free(out);
+    free(got);
+}
+
 static void test_embedding(int B, int T, int C, int V)
 {
     size_t n = (size_t)B * T * C;
@@ -681,6 +702,9 @@ int main(int argc, char **argv)
         test_attention(1, 40, 256, 2); /* hs 128: more than 48 KiB of shared memory */
         test_attention(1, 33, 48, 3);  /* hs 16 */
         test_attention(2, 35, 18, 3);  /* hs 6: the scalar (not float4) dot products */
+        test_attention_decode(1, 8, 0, 1, 32, 1);
+        test_attention_decode(2, 300, 257, 3, 96, 3); /* three key tiles, the last partial */
+        test_attention_decode(1, 64, 10, 1, 18, 3);   /* hs 6 */
         test_embedding(2, 24, 40, 9);
         test_embedding(1, 5, 2100, 3); /* more channels than one pass */
         test_embedding(4, 256, 40, 3);   /* N = 1024 positions, 3 tokens: ~340 of each */
@@ -724,6 +748,9 @@ int main(int argc, char **argv)
         test_attention(1, 70, 256, 2);  /* hs 128 */
         test_attention(2, 35, 18, 3);   /* hs 6: the scalar (not float4) dot products */
         test_attention(1, 1024, 768, 12); /* GPT-2 shape */
+        test_attention_decode(1, 8, 0, 1, 32, 1);
+        test_attention_decode(2, 300, 257, 3, 96, 3);
+        test_attention_decode(4, 1024, 1000, 1, 768, 12); /* GPT-2 shape, one new token */
         test_embedding(2, 64, 96, 40);
         test_embedding(3, 50, 2100, 9); /* more channels than one pass */
         test_embedding(8, 1024, 768, 50257); /* GPT-2 shape */

@@ -1097,6 +1097,58 @@ static void test_adamw(void)
         ffree(all[i]);
 }
 
+/* attention_decode (generation): rows t0..t0+n-1 against a KV cache of Tcap rows per sequence, vs
+ * the reference row by row (keys 0..t0+i only: later cache rows hold junk that must not count),
+ * vs attention_forward's rows, the same bits on 1 and 2 threads, and the shape refusal. */
+static void test_attention_decode(void)
+{
+    pt_stream *s1 = stream_new(1), *s2 = stream_new(2);
+    static const struct { int B, Tcap, t0, n, C, NH; } cases[] = {
+        { 1, 8, 0, 1, 4, 1 }, { 2, 16, 5, 1, 8, 2 }, { 3, 40, 17, 4, 12, 3 }, { 1, 300, 299, 1, 32, 4 },
+        { 2, 200, 0, 130, 16, 2 },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int B = cases[k].B, Tc = cases[k].Tcap, t0 = cases[k].t0, n = cases[k].n, C = cases[k].C,
+                  NH = cases[k].NH, hs = C / NH;
+        size_t ncache = (size_t)B * Tc * 3 * C, nout = (size_t)B * n * C;
+        float *cache = frand_new(ncache, 1.5), *o1 = fnew(nout), *o2 = fnew(nout);
+        EXPECT(be->attention_decode(s1, o1, cache, B, Tc, t0, n, C, NH) == PT_OK);
+        EXPECT(be->attention_decode(s2, o2, cache, B, Tc, t0, n, C, NH) == PT_OK);
+        char what[160];
+        snprintf(what, sizeof what, "attention_decode B=%d Tcap=%d t0=%d n=%d C=%d NH=%d", B, Tc, t0, n, C, NH);
+        double *qd = to_double(cache, ncache), *row = dnew(hs);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n; i++)
+                for (int h = 0; h < NH; h++) {
+                    ref_attention_row(row, qd, b, t0 + i, h, Tc, C, NH);
+                    check_close(what, o1 + ((size_t)b * n + i) * C + (size_t)h * hs, row, hs, 1e-5, 1e-4);
+                }
+        check_bits("attention_decode, 1 vs 2 threads", o1, o2, nout);
+        if (t0 == 0) { /* the prompt: equal to attention_forward on the first n rows */
+            size_t nq = (size_t)B * n * 3 * C;
+            float *qkv = fnew(nq), *of = fnew(nout);
+            float *sv = fnew(be->attention_saved_size(B, n, C, NH)), *sc = fnew(be->attention_scratch_size(B, n, C, NH));
+            for (int b = 0; b < B; b++)
+                memcpy(qkv + (size_t)b * n * 3 * C, cache + (size_t)b * Tc * 3 * C, (size_t)n * 3 * C * sizeof(float));
+            EXPECT(be->attention_forward(s2, of, sv, sc, qkv, B, n, C, NH) == PT_OK);
+            double *ofd = to_double(of, nout);
+            check_close("attention_decode vs attention_forward", o1, ofd, nout, 1e-5, 1e-4);
+            free(ofd);
+            ffree(qkv), ffree(of), ffree(sv), ffree(sc);
+        }
+        free(qd);
+        free(row);
+        ffree(cache), ffree(o1), ffree(o2);
+    }
+    float *c = fnew(4 * 3 * 8), *o = fnew(8);
+    EXPECT(be->attention_decode(s1, o, c, 1, 4, 4, 1, 8, 2) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "Tcap") != NULL);
+    EXPECT(be->attention_decode(s1, o, c, 1, 4, 0, 1, 8, 3) == PT_EINVAL);
+    ffree(c), ffree(o);
+    be->stream_destroy(s1);
+    be->stream_destroy(s2);
+}
+
 int main(int argc, char **argv)
 {
     static const struct { const char *name; void (*fn)(void); } groups[] = {
@@ -1105,7 +1157,7 @@ int main(int argc, char **argv)
         { "gelu", test_gelu },             { "attention", test_attention },
         { "attention_long", test_attention_long }, { "embedding", test_embedding },
         { "crossentropy", test_crossentropy }, { "xent_shard", test_xent_shard },
-        { "adamw", test_adamw },
+        { "adamw", test_adamw },           { "attention_decode", test_attention_decode },
     };
     if (pt_backend_get("cpu", &be) != PT_OK) {
         fprintf(stderr, "%s\n", pt_last_error());
