@@ -330,6 +330,37 @@ static int run_reference(const char *path)
     return failures ? 1 : 0;
 }
 
+static int print_file_part(const char *what, const char *path, const char *key)
+{
+    pt_safetensors *f = NULL;
+    if (pt_safetensors_open(path, &f) != PT_OK) {
+        fprintf(stderr, "%s\n", pt_last_error());
+        return 1;
+    }
+    int rc = 1;
+    if (strcmp(what, "meta") == 0) {
+        const char *v = pt_safetensors_metadata(f, key);
+        if (v) {
+            printf("%s", v);
+            rc = 0;
+        }
+    } else {
+        const pt_safetensors_tensor *t = pt_safetensors_find(f, key);
+        int32_t *ids = t ? malloc(t->numel * sizeof(int32_t)) : NULL;
+        if (ids && pt_safetensors_read_i32(f, t, ids, t->numel) == PT_OK) {
+            for (size_t i = 0; i < t->numel; i++)
+                printf("%s%d", i ? " " : "", ids[i]);
+            printf("\n");
+            rc = 0;
+        }
+        free(ids);
+    }
+    if (rc)
+        fprintf(stderr, "%s has no %s %s\n", path, what, key);
+    pt_safetensors_close(f);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (pt_backend_get("cpu", &be) != PT_OK || be->stream_create(&(pt_stream_opts){ .n_threads = 2 }, &stream) != PT_OK) {
@@ -337,7 +368,10 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc;
-    if (argc == 3 && strcmp(argv[1], "reference") == 0) {
+    if (argc == 4 && (strcmp(argv[1], "ids") == 0 || strcmp(argv[1], "meta") == 0)) {
+        /* for the CLI test: an int tensor as space-separated ids, or a metadata string */
+        rc = print_file_part(argv[1], argv[2], argv[3]);
+    } else if (argc == 3 && strcmp(argv[1], "reference") == 0) {
         rc = run_reference(argv[2]);
     } else {
         pt_model_config cfg;
