@@ -1,6 +1,6 @@
 /* Tests of token files, data sets, the LR schedule and clip scale (no model needed).
  *   test_data                      unit tests (run in the current directory; writes scratch files)
- *   test_data prepared TOK TEXT    checks that TOK (from `pipetrain prepare`) holds TEXT's bytes */
+ *   test_data prepared TOK TEXT    checks that TOK (from `pipetrain prepare --tokenizer byte`) holds TEXT's bytes */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +137,7 @@ static void test_corrupt(void)
     b[16] = 64;
     b[17] = 0;
     spit("c.bin", b, n);
-    EXPECT_FAIL(pt_token_file_read("c.bin", &out, &nt, &v), PT_EFORMAT, "token 64 at index 64 is outside the vocab of 64");
+    EXPECT_FAIL(pt_token_file_read("c.bin", &out, &nt, &v), PT_EFORMAT, "token 64 at index 64 (byte offset 104) is outside the vocab of 64");
     pt_dataset *d = NULL;
     EXPECT_FAIL(pt_dataset_open("c.bin", 1, &d), PT_EFORMAT, "outside the vocab");
     EXPECT(d == NULL);
@@ -177,13 +177,21 @@ static void test_text_dataset(void)
     EXPECT(pt_dataset_open("text.bin", 5, &d) == PT_OK);
     EXPECT(pt_dataset_vocab(d) == 256 && !pt_dataset_is_task(d));
     int32_t x[4 * 16], y[4 * 16], x2[4 * 16], y2[4 * 16];
+    EXPECT_FAIL(pt_dataset_batch(d, PT_SPLIT_TRAIN, 3, 0, 4, 16, x, y), PT_EINVAL, "pt_dataset_set_batch");
+    /* the train split (900 tokens) holds 56 sequences of 17: a global batch of 57 is refused */
+    EXPECT_FAIL(pt_dataset_set_batch(d, 57, 0, 16), PT_EINVAL, "shorter than one batch");
+    /* the eval split (the last 100 tokens) has no sequence of 101 */
+    EXPECT_FAIL(pt_dataset_set_batch(d, 4, 2, 100), PT_EINVAL, "fewer than seq_len + 1");
+    EXPECT(pt_dataset_set_batch(d, 4, 2, 16) == PT_OK);
+    EXPECT(pt_dataset_sequences(d, PT_SPLIT_TRAIN) == 56 && pt_dataset_sequences(d, PT_SPLIT_EVAL) == 6);
     EXPECT(pt_dataset_batch(d, PT_SPLIT_TRAIN, 3, 0, 4, 16, x, y) == PT_OK);
     for (int b = 0; b < 4; b++) {
-        /* train windows (T + 1 tokens) lie in the first 90%; targets are the next tokens */
+        /* train windows (T + 1 tokens) lie in the first 90% at multiples of T; targets are the next tokens */
         int pos = find_window(tok, N, x + b * 16, 16);
-        EXPECT(pos >= 0 && pos + 17 <= 900);
+        EXPECT(pos >= 0 && pos + 17 <= 900 && pos % 16 == 0);
         EXPECT(pos >= 0 && memcmp(y + b * 16, tok + pos + 1, 16 * sizeof(int32_t)) == 0);
     }
+    EXPECT_FAIL(pt_dataset_batch(d, PT_SPLIT_TRAIN, 3, 0, 4, 8, x, y), PT_EINVAL, "was cut for 16");
     /* splitting the batch into micro-batches gives the same samples */
     EXPECT(pt_dataset_batch(d, PT_SPLIT_TRAIN, 3, 0, 2, 16, x2, y2) == PT_OK);
     EXPECT(pt_dataset_batch(d, PT_SPLIT_TRAIN, 3, 2, 2, 16, x2 + 32, y2 + 32) == PT_OK);
@@ -192,12 +200,11 @@ static void test_text_dataset(void)
     EXPECT(pt_dataset_batch(d, PT_SPLIT_TRAIN, 4, 0, 4, 16, x2, y2) == PT_OK);
     EXPECT(memcmp(x, x2, sizeof x) != 0);
     /* the eval split is the last 100 tokens: 900..999 */
-    int32_t e[2 * 64], et[2 * 64];
-    EXPECT(pt_dataset_batch(d, PT_SPLIT_EVAL, 0, 0, 2, 64, e, et) == PT_OK);
+    int32_t e[2 * 16], et[2 * 16];
+    EXPECT(pt_dataset_batch(d, PT_SPLIT_EVAL, 0, 0, 2, 16, e, et) == PT_OK);
     for (int i = 0; i < 2; i++)
-        EXPECT(find_window(tok, N, e + i * 64, 64) >= 900);
-    EXPECT_FAIL(pt_dataset_batch(d, PT_SPLIT_EVAL, 0, 0, 1, 100, e, et), PT_EINVAL, "fewer than --seq-len + 1");
-    EXPECT_FAIL(pt_dataset_batch(d, 7, 0, 0, 1, 8, e, et), PT_EINVAL, "split 7");
+        EXPECT(find_window(tok, N, e + i * 16, 16) >= 900);
+    EXPECT_FAIL(pt_dataset_batch(d, 7, 0, 0, 1, 16, e, et), PT_EINVAL, "split 7");
     int64_t c, tot;
     int32_t pred[4 * 16];
     memcpy(pred, y, sizeof pred);
@@ -321,7 +328,7 @@ static int check_prepared(const char *tok_path, const char *text_path)
     int vocab = 0;
     EXPECT(text != NULL);
     EXPECT(pt_token_file_read(tok_path, &tok, &nt, &vocab) == PT_OK);
-    EXPECT(vocab == 256 && nt == (int64_t)n);
+    EXPECT(nt == (int64_t)n); /* byte tokens: one per input byte, no separator */
     for (size_t i = 0; tok && text && i < n && (int64_t)i < nt; i++)
         if (tok[i] != text[i]) {
             fprintf(stderr, "token %zu is %d, byte is %d\n", i, tok[i], text[i]);

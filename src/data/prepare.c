@@ -1,0 +1,715 @@
+/* `pipetrain prepare` as a library call (pipetrain/data.h, docs/data.md): text or JSON lines in,
+ * llm.c shards and a sidecar out, streamed, encoded on every core, written in input order.
+ *
+ * The input is read as a sequence of units of about PREP_UNIT bytes: whole JSON lines, or pieces of
+ * one text document cut only where the tokenizer's pre-tokenizer never merges across (after a '\n'
+ * followed by an ASCII letter, for the byte, gpt2, cl100k and o200k tokenizers). A batch of units
+ * is encoded by the worker threads at once (each unit by one thread) and the tokens are appended to
+ * the shards in unit order, so the output does not depend on the thread count. Memory is a few
+ * units per thread, whatever the corpus size (a single text document with no cut point, or one
+ * JSON line, is held whole). */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <glob.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data_internal.h"
+#include "pipetrain/json.h"
+#include "pipetrain/timeutil.h"
+#include "pipetrain/tokenizer.h"
+
+enum { PREP_UNIT = 1 << 20, PREP_UNITS_PER_THREAD = 4 };
+#define PREP_DEFAULT_SHARD_TOKENS 100000000LL
+#define PREP_PROGRESS_MIN_BYTES (4LL << 20)
+
+/* ---- inputs ---- */
+
+typedef struct {
+    char **path;
+    int *jsonl;
+    int64_t *size; /* -1: unknown (stdin) */
+    int n, cap;
+} prep_inputs;
+
+static pt_status inputs_add(prep_inputs *in, const char *path, int format)
+{
+    if (in->n == in->cap) {
+        int nc = in->cap ? 2 * in->cap : 16;
+        char **p = realloc(in->path, (size_t)nc * sizeof *p);
+        if (p)
+            in->path = p;
+        int *j = realloc(in->jsonl, (size_t)nc * sizeof *j);
+        if (j)
+            in->jsonl = j;
+        int64_t *s = realloc(in->size, (size_t)nc * sizeof *s);
+        if (s)
+            in->size = s;
+        if (!p || !j || !s)
+            return pt_fail(PT_ENOMEM, "out of memory listing inputs");
+        in->cap = nc;
+    }
+    in->path[in->n] = strdup(path);
+    if (!in->path[in->n])
+        return pt_fail(PT_ENOMEM, "out of memory listing inputs");
+    int jsonl = format == PT_PREP_JSONL;
+    if (format == PT_PREP_AUTO) {
+        const char *dot = strrchr(path, '.');
+        jsonl = dot && (strcmp(dot, ".jsonl") == 0 || strcmp(dot, ".ndjson") == 0 || strcmp(dot, ".json") == 0);
+    }
+    in->jsonl[in->n] = jsonl;
+    struct stat sb;
+    in->size[in->n] = strcmp(path, "-") != 0 && stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+    in->n++;
+    return PT_OK;
+}
+
+static void inputs_free(prep_inputs *in)
+{
+    for (int i = 0; i < in->n; i++)
+        free(in->path[i]);
+    free(in->path);
+    free(in->jsonl);
+    free(in->size);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Expands one --input: "-" (stdin), a folder (its regular files, sorted, hidden ones skipped), a
+ * glob, or a file. */
+static pt_status inputs_expand(prep_inputs *in, const char *arg, int format)
+{
+    struct stat sb;
+    if (strcmp(arg, "-") == 0)
+        return inputs_add(in, arg, format);
+    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        DIR *dir = opendir(arg);
+        if (!dir)
+            return pt_fail(PT_EIO, "cannot read folder %s: %s", arg, strerror(errno));
+        char **names = NULL;
+        int n = 0, cap = 0;
+        pt_status st = PT_OK;
+        struct dirent *e;
+        while (st == PT_OK && (e = readdir(dir)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char full[PATH_MAX];
+            snprintf(full, sizeof full, "%s/%s", arg, e->d_name);
+            if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode))
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                char **nn = realloc(names, (size_t)cap * sizeof *nn);
+                if (!nn) {
+                    st = pt_fail(PT_ENOMEM, "out of memory listing %s", arg);
+                    break;
+                }
+                names = nn;
+            }
+            if (!(names[n] = strdup(full)))
+                st = pt_fail(PT_ENOMEM, "out of memory listing %s", arg);
+            else
+                n++;
+        }
+        closedir(dir);
+        if (st == PT_OK && n == 0)
+            st = pt_fail(PT_EINVAL, "input folder %s holds no files", arg);
+        if (n > 1)
+            qsort(names, (size_t)n, sizeof *names, cmp_str);
+        for (int i = 0; i < n; i++) {
+            if (st == PT_OK)
+                st = inputs_add(in, names[i], format);
+            free(names[i]);
+        }
+        free(names);
+        return st;
+    }
+    if (strpbrk(arg, "*?[") && stat(arg, &sb) != 0) {
+        glob_t g;
+        int rc = glob(arg, 0, NULL, &g);
+        if (rc == GLOB_NOMATCH)
+            return pt_fail(PT_EINVAL, "no file matches --input %s; check the pattern", arg);
+        if (rc != 0)
+            return pt_fail(PT_EIO, "cannot expand --input %s (glob error %d)", arg, rc);
+        pt_status st = PT_OK;
+        for (size_t i = 0; i < g.gl_pathc && st == PT_OK; i++)
+            if (stat(g.gl_pathv[i], &sb) == 0 && S_ISREG(sb.st_mode))
+                st = inputs_add(in, g.gl_pathv[i], format);
+        globfree(&g);
+        return st;
+    }
+    if (stat(arg, &sb) != 0)
+        return pt_fail(PT_EIO, "cannot open input %s: %s", arg, strerror(errno));
+    return inputs_add(in, arg, format);
+}
+
+/* ---- units ---- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int file;
+    int jsonl;
+    int doc_start;   /* text: this unit starts a document (an eot goes first) */
+    int64_t line;    /* jsonl: the line number of the unit's first line (1-based) */
+    int64_t docs;    /* documents the unit holds (filled by the worker for jsonl) */
+    pt_tok_ids ids;  /* the worker's output */
+    pt_status st;
+    char err[512];
+} prep_unit;
+
+static pt_status unit_reserve(prep_unit *u, size_t need)
+{
+    if (need <= u->cap)
+        return PT_OK;
+    size_t nc = u->cap ? u->cap : PREP_UNIT + 4096;
+    while (nc < need)
+        nc *= 2;
+    char *b = realloc(u->buf, nc);
+    if (!b)
+        return pt_fail(PT_ENOMEM, "out of memory for a %zu-byte input piece", nc);
+    u->buf = b;
+    u->cap = nc;
+    return PT_OK;
+}
+
+/* The reader: walks the inputs and fills units. */
+typedef struct {
+    const prep_inputs *in;
+    int file;       /* the open file's index, or in->n when done */
+    FILE *f;
+    int at_doc_start;
+    int64_t line;   /* jsonl: next line number */
+    char *carry;    /* bytes read past the last unit's cut */
+    size_t carry_len, carry_cap;
+    int can_cut;    /* the tokenizer allows cutting text at '\n' + ASCII letter */
+    int64_t bytes_read;
+} prep_reader;
+
+static pt_status reader_open_next(prep_reader *r)
+{
+    if (r->f && r->f != stdin)
+        fclose(r->f);
+    r->f = NULL;
+    r->file++;
+    if (r->file >= r->in->n)
+        return PT_OK;
+    const char *p = r->in->path[r->file];
+    r->f = strcmp(p, "-") == 0 ? stdin : fopen(p, "rb");
+    if (!r->f)
+        return pt_fail(PT_EIO, "cannot open input %s: %s", p, strerror(errno));
+    r->at_doc_start = 1;
+    r->line = 1;
+    r->carry_len = 0;
+    return PT_OK;
+}
+
+/* Where a text unit of n bytes may end: the last i in (0, n) with b[i-1] == '\n' and b[i] an
+ * ASCII letter, or 0. */
+static size_t text_cut(const char *b, size_t n)
+{
+    for (size_t i = n - 1; i > 0; i--)
+        if (b[i - 1] == '\n' && ((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z')))
+            return i;
+    return 0;
+}
+
+/* Where a jsonl unit of n bytes may end: after its last '\n', or 0. */
+static size_t line_cut(const char *b, size_t n)
+{
+    for (size_t i = n; i > 0; i--)
+        if (b[i - 1] == '\n')
+            return i;
+    return 0;
+}
+
+/* Fills u with the next unit (*got = 1), or sets *got = 0 when the inputs are done. */
+static pt_status reader_next(prep_reader *r, prep_unit *u, int *got_unit)
+{
+    *got_unit = 0;
+    u->len = 0;
+    u->docs = 0;
+    u->ids.n = 0;
+    u->st = PT_OK;
+    u->err[0] = 0;
+    for (;;) {
+        if (r->file >= r->in->n)
+            return PT_OK;
+        if (!r->f) {
+            PT_CHECK(reader_open_next(r));
+            continue;
+        }
+        u->file = r->file;
+        u->jsonl = r->in->jsonl[r->file];
+        u->doc_start = r->at_doc_start;
+        u->line = r->line;
+        PT_CHECK(unit_reserve(u, r->carry_len + PREP_UNIT));
+        memcpy(u->buf, r->carry, r->carry_len);
+        u->len = r->carry_len;
+        r->carry_len = 0;
+        int eof = 0;
+        for (;;) {
+            while (!eof && u->len < PREP_UNIT) {
+                PT_CHECK(unit_reserve(u, u->len + PREP_UNIT));
+                size_t got = fread(u->buf + u->len, 1, PREP_UNIT - (u->len % PREP_UNIT), r->f);
+                if (got == 0) {
+                    if (ferror(r->f))
+                        return pt_fail(PT_EIO, "cannot read %s: %s", r->in->path[r->file], strerror(errno));
+                    eof = 1;
+                }
+                u->len += got;
+                r->bytes_read += (int64_t)got;
+            }
+            if (eof)
+                break;
+            size_t cut = u->jsonl ? line_cut(u->buf, u->len) : r->can_cut ? text_cut(u->buf, u->len) : 0;
+            if (cut > 0) {
+                size_t rest = u->len - cut;
+                if (rest > r->carry_cap) {
+                    char *c = realloc(r->carry, rest);
+                    if (!c)
+                        return pt_fail(PT_ENOMEM, "out of memory reading %s", r->in->path[r->file]);
+                    r->carry = c;
+                    r->carry_cap = rest;
+                }
+                memcpy(r->carry, u->buf + cut, rest);
+                r->carry_len = rest;
+                u->len = cut;
+                break;
+            }
+            /* no cut point yet: read on (the unit grows) */
+            PT_CHECK(unit_reserve(u, u->len + PREP_UNIT));
+            size_t got = fread(u->buf + u->len, 1, PREP_UNIT, r->f);
+            if (got == 0) {
+                if (ferror(r->f))
+                    return pt_fail(PT_EIO, "cannot read %s: %s", r->in->path[r->file], strerror(errno));
+                eof = 1;
+                break;
+            }
+            u->len += got;
+            r->bytes_read += (int64_t)got;
+        }
+        if (u->jsonl)
+            for (size_t i = 0; i < u->len; i++)
+                r->line += u->buf[i] == '\n';
+        if (eof) {
+            PT_CHECK(reader_open_next(r)); /* the next file starts a new document */
+        } else {
+            r->at_doc_start = u->jsonl; /* a text document goes on in the next unit */
+        }
+        /* a text file is one document, even an empty one; an empty jsonl piece is nothing */
+        if (u->len > 0 || (!u->jsonl && u->doc_start)) {
+            *got_unit = 1;
+            return PT_OK;
+        }
+    }
+}
+
+/* ---- encoding (worker threads) ---- */
+
+typedef struct {
+    const pt_tokenizer *tok;
+    int flags, eot;
+    const prep_inputs *in;
+    prep_unit *units;
+    int n_units;
+    atomic_int next;
+} prep_work;
+
+static pt_status push_eot(prep_work *w, pt_tok_ids *ids)
+{
+    if (w->eot < 0)
+        return PT_OK;
+    if (ids->n == ids->cap) {
+        size_t nc = ids->cap ? 2 * ids->cap : 4096;
+        int32_t *p = realloc(ids->ids, nc * sizeof *p);
+        if (!p)
+            return pt_fail(PT_ENOMEM, "out of memory encoding");
+        ids->ids = p;
+        ids->cap = nc;
+    }
+    ids->ids[ids->n++] = w->eot;
+    return PT_OK;
+}
+
+static pt_status encode_jsonl(prep_work *w, prep_unit *u)
+{
+    const char *path = w->in->path[u->file];
+    int64_t line = u->line;
+    size_t i = 0;
+    while (i < u->len) {
+        size_t j = i;
+        while (j < u->len && u->buf[j] != '\n')
+            j++;
+        size_t k = i;
+        while (k < j && isspace((unsigned char)u->buf[k]))
+            k++;
+        if (k < j) {
+            const char *end = NULL;
+            cJSON *o = cJSON_ParseWithLengthOpts(u->buf + i, j - i, &end, 0);
+            if (!o)
+                return pt_fail(PT_EFORMAT, "%s:%lld: not valid JSON (near byte %lld of the line); each line must be "
+                                           "one object with a \"text\" string",
+                               path, (long long)line, end ? (long long)(end - (u->buf + i)) + 1 : 1LL);
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text");
+            if (!cJSON_IsString(t)) {
+                cJSON_Delete(o);
+                return pt_fail(PT_EFORMAT, "%s:%lld: no \"text\" string in this JSON line; use --format text for plain "
+                                           "text",
+                               path, (long long)line);
+            }
+            pt_status st = push_eot(w, &u->ids);
+            if (st == PT_OK)
+                st = pt_tokenizer_encode(w->tok, t->valuestring, strlen(t->valuestring), w->flags, &u->ids);
+            cJSON_Delete(o);
+            PT_CHECK(st);
+            u->docs++;
+        }
+        line++;
+        i = j + 1;
+    }
+    return PT_OK;
+}
+
+static void *prep_worker(void *arg)
+{
+    prep_work *w = arg;
+    for (;;) {
+        int i = atomic_fetch_add(&w->next, 1);
+        if (i >= w->n_units)
+            break;
+        prep_unit *u = &w->units[i];
+        pt_status st = PT_OK;
+        if (u->jsonl) {
+            st = encode_jsonl(w, u);
+        } else {
+            if (u->doc_start) {
+                st = push_eot(w, &u->ids);
+                u->docs = 1;
+            }
+            if (st == PT_OK && u->len)
+                st = pt_tokenizer_encode(w->tok, u->buf, u->len, w->flags, &u->ids);
+        }
+        if (st != PT_OK) {
+            u->st = st;
+            snprintf(u->err, sizeof u->err, "%s", pt_last_error());
+        }
+    }
+    return NULL;
+}
+
+/* ---- output ---- */
+
+typedef struct {
+    const char *out;   /* DIR or FILE.bin */
+    int one_file;
+    char name[256];    /* shard name prefix (the folder's name) */
+    int vocab;
+    int64_t shard_tokens, val_tokens; /* val_tokens < 0: not known yet */
+    pt_token_writer *w;
+    int w_val;
+    int index;         /* next shard index */
+    cJSON *shards;
+    int64_t val_done, train_done;
+} prep_sink;
+
+static pt_status sink_open(prep_sink *s, int val)
+{
+    char path[PATH_MAX];
+    if (s->one_file)
+        snprintf(path, sizeof path, "%s", s->out);
+    else
+        snprintf(path, sizeof path, "%s/%s_%s_%06d.bin", s->out, s->name, val ? "val" : "train", s->index);
+    PT_CHECK(pt_shard_writer_open(path, s->vocab, &s->w));
+    s->w_val = val;
+    return PT_OK;
+}
+
+static pt_status sink_close(prep_sink *s)
+{
+    if (!s->w)
+        return PT_OK;
+    int64_t n = 0;
+    pt_token_writer *w = s->w;
+    s->w = NULL;
+    PT_CHECK(pt_token_writer_commit(w, &n));
+    char file[PATH_MAX];
+    if (s->one_file) {
+        const char *b = strrchr(s->out, '/');
+        snprintf(file, sizeof file, "%s", b ? b + 1 : s->out);
+    } else {
+        snprintf(file, sizeof file, "%s_%s_%06d.bin", s->name, s->w_val ? "val" : "train", s->index);
+    }
+    s->index++;
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "file", file) ||
+        !cJSON_AddStringToObject(o, "split", s->one_file ? "all" : s->w_val ? "val" : "train") ||
+        !cJSON_AddNumberToObject(o, "tokens", (double)n)) {
+        cJSON_Delete(o);
+        return pt_fail(PT_ENOMEM, "out of memory writing the sidecar");
+    }
+    cJSON_AddItemToArray(s->shards, o);
+    return PT_OK;
+}
+
+static pt_status sink_append(prep_sink *s, const int32_t *t, size_t n)
+{
+    while (n > 0) {
+        if (s->one_file) {
+            if (!s->w)
+                PT_CHECK(sink_open(s, 0));
+            PT_CHECK(pt_token_writer_append(s->w, t, n));
+            s->train_done += (int64_t)n;
+            return PT_OK;
+        }
+        int val = s->val_done < s->val_tokens;
+        if (s->w && s->w_val != val)
+            PT_CHECK(sink_close(s));
+        if (!s->w)
+            PT_CHECK(sink_open(s, val));
+        int64_t room = s->shard_tokens - pt_token_writer_count(s->w);
+        if (val && s->val_tokens - s->val_done < room)
+            room = s->val_tokens - s->val_done;
+        size_t take = (int64_t)n < room ? n : (size_t)room;
+        PT_CHECK(pt_token_writer_append(s->w, t, take));
+        if (val)
+            s->val_done += (int64_t)take;
+        else
+            s->train_done += (int64_t)take;
+        t += take;
+        n -= take;
+        if (pt_token_writer_count(s->w) >= s->shard_tokens || (val && s->val_done >= s->val_tokens))
+            PT_CHECK(sink_close(s));
+    }
+    return PT_OK;
+}
+
+/* The default validation split: 1% of the estimated tokens, at least min(10%, 32768) (llm.c's
+ * tinyshakespeare split) and at most 10M. */
+static int64_t default_val_tokens(int64_t est)
+{
+    int64_t v = est / 100, floor_ = est / 10 < 32768 ? est / 10 : 32768;
+    if (v < floor_)
+        v = floor_;
+    return v > 10000000 ? 10000000 : v;
+}
+
+static pt_status write_sidecar(const pt_prepare_opts *o, const pt_tokenizer *tok, prep_sink *s,
+                               const pt_prepare_result *r, char *path, size_t cap)
+{
+    if (s->one_file)
+        snprintf(path, cap, "%s.json", o->output);
+    else
+        snprintf(path, cap, "%s/dataset.json", o->output);
+    cJSON *root = cJSON_CreateObject(), *tk = cJSON_CreateObject();
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)pt_tokenizer_fingerprint(tok));
+    int ok = root && tk && cJSON_AddStringToObject(root, "format", "pipetrain-dataset") &&
+             cJSON_AddNumberToObject(root, "version", 1) && cJSON_AddStringToObject(tk, "name", pt_tokenizer_name(tok)) &&
+             cJSON_AddNumberToObject(tk, "vocab_size", pt_tokenizer_vocab_size(tok)) &&
+             cJSON_AddStringToObject(tk, "fingerprint", fp) &&
+             cJSON_AddNumberToObject(tk, "eot", pt_tokenizer_eot(tok)) &&
+             cJSON_AddStringToObject(root, "shard_format",
+                                     s->vocab <= 65536 ? "llm.c uint16 (magic 20240520, version 1)"
+                                                       : "llm.c uint32 (magic 20240801, version 7)") &&
+             cJSON_AddNumberToObject(root, "documents", (double)r->documents) &&
+             cJSON_AddNumberToObject(root, "input_bytes", (double)r->bytes) &&
+             cJSON_AddNumberToObject(root, "tokens", (double)r->tokens) &&
+             cJSON_AddNumberToObject(root, "val_tokens", (double)r->val_tokens) &&
+             cJSON_AddNumberToObject(root, "train_tokens", (double)r->train_tokens);
+    if (!ok) {
+        cJSON_Delete(root);
+        cJSON_Delete(tk);
+        return pt_fail(PT_ENOMEM, "out of memory writing the sidecar");
+    }
+    cJSON_AddItemToObject(root, "tokenizer", tk);
+    cJSON_AddItemToObject(root, "shards", s->shards);
+    s->shards = NULL;
+    pt_status st = pt_json_write_file(path, root, 0);
+    cJSON_Delete(root);
+    return st;
+}
+
+static void progress(const pt_prepare_opts *o, int64_t done, int64_t total, int64_t t0, int final)
+{
+    if (!o->progress || total < PREP_PROGRESS_MIN_BYTES)
+        return;
+    double s = pt_seconds_between(t0, pt_now_ns());
+    double mbs = s > 0 ? (double)done / 1e6 / s : 0;
+    double eta = mbs > 0 ? (double)(total - done) / 1e6 / mbs : 0;
+    fprintf(stderr, "\rprepare: %5.1f%% of %.1f MB, %.1f MB/s, ETA %.0f s   %s", 100.0 * (double)done / (double)total,
+            (double)total / 1e6, mbs, eta < 0 ? 0 : eta, final ? "\n" : "");
+    fflush(stderr);
+}
+
+pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (!o->output || !o->n_inputs)
+        return pt_fail(PT_EINVAL, "prepare needs --input and --output");
+    size_t olen = strlen(o->output);
+    int one_file = olen > 4 && strcmp(o->output + olen - 4, ".bin") == 0;
+    if (one_file && o->val_tokens >= 0)
+        return pt_fail(PT_EINVAL, "--val-tokens needs a folder --output (shards NAME_val_*.bin); a single FILE.bin "
+                                  "keeps its last tenth for eval");
+    int64_t shard_tokens = o->shard_tokens > 0 ? o->shard_tokens : PREP_DEFAULT_SHARD_TOKENS;
+    if (shard_tokens > PT_SHARD_MAX_TOKENS)
+        return pt_fail(PT_EINVAL, "--shard-tokens %lld is more than an llm.c shard holds (%d)", (long long)shard_tokens,
+                       PT_SHARD_MAX_TOKENS);
+    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+    if (threads > 256)
+        threads = 256;
+
+    int64_t t0 = pt_now_ns();
+    pt_status st = PT_OK;
+    pt_tokenizer *tok = NULL;
+    prep_inputs in = { 0 };
+    prep_unit *units = NULL;
+    pthread_t *tids = NULL;
+    prep_reader rd = { 0 };
+    prep_sink sink = { 0 };
+    int n_units = threads * PREP_UNITS_PER_THREAD;
+    PT_TRY(pt_tokenizer_open(o->tokenizer ? o->tokenizer : "byte", &tok), out);
+    for (int i = 0; i < o->n_inputs; i++)
+        PT_TRY(inputs_expand(&in, o->inputs[i], o->format), out);
+    int64_t total = 0;
+    int known = 1;
+    for (int i = 0; i < in.n; i++) {
+        if (in.size[i] < 0)
+            known = 0;
+        else
+            total += in.size[i];
+    }
+    if (!one_file) {
+        struct stat sb;
+        if (stat(o->output, &sb) != 0 && mkdir(o->output, 0777) != 0) {
+            st = pt_fail(PT_EIO, "cannot create output folder %s: %s", o->output, strerror(errno));
+            goto out;
+        }
+        if (stat(o->output, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            st = pt_fail(PT_EINVAL, "--output %s is not a folder; give a folder, or FILE.bin for one file", o->output);
+            goto out;
+        }
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", o->output);
+        size_t n = strlen(tmp);
+        while (n > 1 && tmp[n - 1] == '/')
+            tmp[--n] = 0;
+        const char *b = strrchr(tmp, '/');
+        snprintf(sink.name, sizeof sink.name, "%s", b ? b + 1 : tmp);
+        if (!sink.name[0] || strcmp(sink.name, ".") == 0 || strcmp(sink.name, "..") == 0)
+            snprintf(sink.name, sizeof sink.name, "data");
+    }
+    const char *tname = pt_tokenizer_name(tok);
+    rd.in = &in;
+    rd.file = -1;
+    rd.can_cut = strcmp(tname, "byte") == 0 || strcmp(tname, "gpt2") == 0 || strcmp(tname, "cl100k") == 0 ||
+                 strcmp(tname, "o200k") == 0;
+    sink.out = o->output;
+    sink.one_file = one_file;
+    sink.vocab = pt_tokenizer_vocab_size(tok);
+    sink.shard_tokens = shard_tokens;
+    sink.val_tokens = o->val_tokens; /* < 0: set from the first unit */
+    sink.shards = cJSON_CreateArray();
+    units = calloc((size_t)n_units, sizeof *units);
+    tids = calloc((size_t)threads, sizeof *tids);
+    if (!units || !tids || !sink.shards) {
+        st = pt_fail(PT_ENOMEM, "out of memory starting prepare");
+        goto out;
+    }
+    prep_work w = { .tok = tok, .flags = o->allow_special ? PT_TOK_ALLOW_SPECIAL : 0, .eot = pt_tokenizer_eot(tok),
+                    .in = &in, .units = units };
+    int64_t last_progress = t0;
+    int first = 1;
+    for (;;) {
+        int n = 0, got = 1;
+        while (n < n_units && got) {
+            PT_TRY(reader_next(&rd, &units[n], &got), out);
+            n += got;
+        }
+        if (n == 0)
+            break;
+        w.n_units = n;
+        atomic_store(&w.next, 0);
+        int nt = threads < n ? threads : n;
+        int started = 0;
+        for (; started < nt - 1; started++)
+            if (pthread_create(&tids[started], NULL, prep_worker, &w) != 0)
+                break;
+        prep_worker(&w);
+        for (int i = 0; i < started; i++)
+            pthread_join(tids[i], NULL);
+        for (int i = 0; i < n; i++) {
+            prep_unit *u = &units[i];
+            if (u->st != PT_OK) {
+                st = pt_fail(u->st, "%s", u->err);
+                goto out;
+            }
+            if (first) {
+                first = 0;
+                if (sink.val_tokens < 0) {
+                    /* estimate the corpus' tokens from the first unit's bytes per token */
+                    int64_t est = u->len > 0 && known ? (int64_t)((double)total * (double)u->ids.n / (double)u->len)
+                                                      : known ? (int64_t)u->ids.n : 100000000;
+                    if (!got && n == 1)
+                        est = (int64_t)u->ids.n; /* the whole corpus was this unit */
+                    sink.val_tokens = one_file ? 0 : default_val_tokens(est);
+                }
+            }
+            PT_TRY(sink_append(&sink, u->ids.ids, u->ids.n), out);
+            r->documents += u->docs;
+            r->tokens += (int64_t)u->ids.n;
+        }
+        int64_t now = pt_now_ns();
+        if (pt_seconds_between(last_progress, now) >= 0.5) {
+            progress(o, rd.bytes_read, total, t0, 0);
+            last_progress = now;
+        }
+        if (!got)
+            break;
+    }
+    if (!one_file && sink.train_done == 0) {
+        st = pt_fail(PT_EINVAL,
+                     "all %lld tokens went to the validation split (--val-tokens %lld); give more input or a smaller "
+                     "--val-tokens",
+                     (long long)r->tokens, (long long)sink.val_tokens);
+        goto out;
+    }
+    if (one_file && !sink.w)
+        PT_TRY(sink_open(&sink, 0), out); /* an empty corpus is an empty file */
+    PT_TRY(sink_close(&sink), out);
+    r->bytes = rd.bytes_read;
+    r->val_tokens = sink.val_done;
+    r->train_tokens = sink.train_done;
+    r->shards = sink.index;
+    r->threads = threads;
+    PT_TRY(write_sidecar(o, tok, &sink, r, r->sidecar, sizeof r->sidecar), out);
+    r->seconds = pt_seconds_between(t0, pt_now_ns());
+    if (known)
+        progress(o, rd.bytes_read, total, t0, 1);
+out:
+    if (sink.w)
+        pt_token_writer_abort(sink.w);
+    cJSON_Delete(sink.shards);
+    if (rd.f && rd.f != stdin)
+        fclose(rd.f);
+    free(rd.carry);
+    for (int i = 0; units && i < n_units; i++) {
+        free(units[i].buf);
+        free(units[i].ids.ids);
+    }
+    free(units);
+    free(tids);
+    inputs_free(&in);
+    pt_tokenizer_close(tok);
+    return st;
+}
