@@ -198,6 +198,10 @@ int64_t pt_trainer_start_step(const pt_trainer *t);
  * which one was (e.g. a damaged one was skipped). Owned by the trainer. */
 const char *pt_trainer_resume_note(const pt_trainer *t);
 
+/* "" or one line saying the model's vocabulary was enlarged to the data's tokenizer's
+ * (pt_dataset_fit_model). Owned by the trainer. */
+const char *pt_trainer_data_note(const pt_trainer *t);
+
 /* Borrowed parts, for tests, benchmarks and tools. */
 pt_model *pt_trainer_model(pt_trainer *t);
 pt_optim *pt_trainer_optim(pt_trainer *t);

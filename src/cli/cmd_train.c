@@ -18,6 +18,8 @@
 
 typedef struct {
     int64_t log_every;
+    pt_train_sampler *sampler; /* --sample-every (cmd_sample.c), or NULL */
+    int64_t sample_every;
 } progress_ctx;
 
 static void fmt_duration(char *buf, size_t cap, double s)
@@ -42,6 +44,8 @@ static void on_event(void *ctx, const pt_train_event *e)
                    e->step_ms, eta);
             fflush(stdout);
         }
+        if (p->sampler && e->step % p->sample_every == 0 && pt_train_sampler_print(p->sampler, e->step, stdout) != PT_OK)
+            printf("sample at step %lld failed: %s\n", (long long)e->step, pt_last_error());
         break;
     case PT_TRAIN_EV_EVAL:
         if (e->ev->is_task)
@@ -77,6 +81,10 @@ typedef struct {
     size_t mem_limit;
     double comm_timeout_s;
     int eval_batch; /* sequences per held-out eval batch: the micro-batch size before a pipeline splits it */
+    long long sample_every; /* --sample-every: steps between samples (0: none) */
+    int sample_tokens;
+    double sample_temperature;
+    const char *sample_prompt;
     int argc;    /* the command line, passed on to the ranks when this process launches them */
     char **argv;
 } train_args;
@@ -221,6 +229,9 @@ static pt_status run_train(const train_args *a, int *interrupted)
         cfg.ckpt_dir = ckpt_dir;
     }
 
+    if (a->sample_every > 0 && (job || multi_opts))
+        return pt_fail(PT_EINVAL, "--sample-every runs in one process (--stages 1), where one model holds every layer; "
+                                  "for a pipelined run, sample its checkpoint: pipetrain sample --ckpt DIR");
     if (!job && multi_opts) {
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int nproc = a->nproc > 0 ? a->nproc : want;
@@ -283,12 +294,23 @@ static pt_status run_train(const train_args *a, int *interrupted)
            mc->name[0] ? mc->name : cfg.model, (double)pt_model_config_n_params(mc) / 1e6,
            pt_dataset_name(pt_trainer_dataset(t)), (long long)cfg.steps, cfg.micro_batches, cfg.micro_batch_size,
            cfg.seq_len, threads, cfg.run_dir);
+    if (pt_trainer_data_note(t)[0])
+        printf("%s\n", pt_trainer_data_note(t));
     if (cfg.resume) {
         printf("resuming after step %lld from %s\n", (long long)start, cfg.ckpt_dir);
         if (pt_trainer_resume_note(t)[0])
             printf("%s\n", pt_trainer_resume_note(t));
     }
     fflush(stdout);
+    if (a->sample_every > 0) {
+        st = pt_train_sampler_create(pt_trainer_model(t), pt_dataset_tokenizer(pt_trainer_dataset(t)), a->sample_prompt,
+                                     a->sample_tokens, a->sample_temperature, cfg.seed, &p.sampler);
+        if (st != PT_OK) {
+            pt_trainer_destroy(t);
+            return st;
+        }
+        p.sample_every = a->sample_every;
+    }
     pt_train_ops ops;
     pt_trainer_ops(t, &ops);
     pt_train_summary sum;
@@ -314,6 +336,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
                                          : 0.0);
         printf("\nmetrics: %s/metrics.jsonl\n", cfg.run_dir);
     }
+    pt_train_sampler_destroy(p.sampler);
     pt_trainer_destroy(t);
     return st;
 }
@@ -331,6 +354,9 @@ int pt_cmd_train(int argc, char **argv)
     a.stages = 2; /* DESIGN.md: with no arguments, two local pipeline stages */
     a.dp = a.chunks = 1;
     a.nproc = 0;
+    a.sample_tokens = 64;
+    a.sample_temperature = 1.0;
+    a.sample_prompt = "\n";
     a.argc = argc - 1;
     a.argv = argv + 1;
     pt_train_cfg *cfg = &a.cfg;
@@ -382,6 +408,11 @@ int pt_cmd_train(int argc, char **argv)
         { "comm-timeout", PT_OPT_DOUBLE, &a.comm_timeout_s, "SECONDS",
           "how long any rank waits for a peer before failing (0: PT_COMM_TIMEOUT or 300)", 0 },
         { "provider", PT_OPT_STRING, &a.provider, "NAME", "libfabric provider (shm, tcp; default: automatic)", 0 },
+        { "sample-every", PT_OPT_INT64, &a.sample_every, "N",
+          "every N steps print a short sample from the model (one process; 0: never)", 0 },
+        { "sample-prompt", PT_OPT_STRING, &a.sample_prompt, "TEXT", "the samples' prompt (\"\": the end-of-text token)", 0 },
+        { "sample-tokens", PT_OPT_INT, &a.sample_tokens, "N", "tokens per sample", 0 },
+        { "sample-temperature", PT_OPT_DOUBLE, &a.sample_temperature, "T", "the samples' temperature (0: greedy)", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain train [options]",

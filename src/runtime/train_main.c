@@ -251,12 +251,15 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     PT_TRY(pt_model_config_load(tc->model, &cfg), out);
     PT_TRY(pt_model_config_set_head_split(&cfg, tc->head_split), out); /* auto: after the plan request */
     PT_TRY(pt_dataset_open(tc->data, tc->seed, &data), out);
-    if (pt_dataset_vocab(data) > cfg.vocab_size) {
-        st = pt_fail(PT_EINVAL, "the data set's vocabulary (%d) is larger than the model's (%d); pick a model with "
-                                "vocab_size >= %d",
-                     pt_dataset_vocab(data), cfg.vocab_size, pt_dataset_vocab(data));
-        goto out;
+    {
+        char note[512];
+        pt_dataset_fit_model(data, &cfg, note, sizeof note); /* the data's tokenizer sets the vocabulary */
+        if (note[0])
+            tm_log(a, rank, "%s", note);
     }
+    PT_TRY(pt_dataset_set_batch(data, D * M * B,
+                                tc->eval_batches > 0 ? (a->eval_batch_seqs > 0 ? a->eval_batch_seqs : B) : 0, T),
+           out);
 
     /* Plan. */
     pt_device dev;
@@ -380,6 +383,11 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         PT_TRY(pt_plan_to_json(plan, &j), out);
         cJSON_AddStringToObject(j, "model", tc->model);
         cJSON_AddStringToObject(j, "schedule_name", sc->name);
+        if (pt_dataset_describe(data, j) != PT_OK) {
+            cJSON_Delete(j);
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto out;
+        }
         run_json = cJSON_PrintUnformatted(j);
         cJSON_Delete(j);
         if (!run_json) {
@@ -400,6 +408,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
             pt_ckpt_load_info li;
             memset(&li, 0, sizeof li);
             PT_TRY(pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V_, &rs, NULL, NULL, &li), out);
+            PT_TRY(pt_dataset_check_run(data, rs.run_json, tc->ckpt_dir), out);
             if (li.note[0])
                 tm_log(a, rank, "%s", li.note);
             first_step = rs.step;

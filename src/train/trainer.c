@@ -286,6 +286,7 @@ struct pt_trainer {
     pt_ckpt_saver *saver;
     char ckpt_path[4096];
     char resume_note[1024];    /* why resuming did not use `latest`, or "" */
+    char data_note[512];       /* the vocabulary taken from the data, or "" */
 #endif
 };
 
@@ -327,6 +328,10 @@ static pt_status run_json_make(const pt_trainer *t, char **out)
     cJSON_AddItemToObject(o, "model", mj);
     cJSON_AddNumberToObject(o, "n_params", (double)pt_model_config_n_params(m));
     cJSON_AddStringToObject(o, "data", pt_dataset_name(t->data));
+    if (pt_dataset_describe(t->data, o) != PT_OK) {
+        cJSON_Delete(o);
+        return pt_fail(PT_ENOMEM, "out of memory writing the run config");
+    }
     cJSON_AddStringToObject(o, "backend", t->be->name);
     cJSON_AddNumberToObject(o, "seed", (double)c->seed);
     cJSON_AddNumberToObject(o, "steps", (double)c->steps);
@@ -371,6 +376,12 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
     PT_TRY(pt_model_config_load(c->model, &t->mcfg), fail);
     PT_TRY(pt_model_config_set_head_split(&t->mcfg, c->head_split), fail);
     PT_TRY(check_cfg(c, &t->mcfg), fail);
+    /* the data first: its tokenizer sets the model's vocabulary */
+    PT_TRY(pt_dataset_open(c->data, t->data_seed, &t->data), fail);
+    pt_dataset_fit_model(t->data, &t->mcfg, t->data_note, sizeof t->data_note);
+    PT_TRY(pt_dataset_set_batch(t->data, c->micro_batches * c->micro_batch_size,
+                                c->eval_batches > 0 ? c->micro_batch_size : 0, c->seq_len),
+           fail);
     PT_TRY(pt_backend_get(c->backend ? c->backend : "cpu", &t->be), fail);
     PT_TRY(t->be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = c->threads }, &t->stream), fail);
     pt_model_opts mo = { .micro_batch = c->micro_batch_size, .seq_len = c->seq_len, .n_slots = 1, .recompute = 0,
@@ -393,7 +404,11 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
         memset(&li, 0, sizeof li);
         PT_TRY(pt_ckpt_load_ex(c->ckpt_dir, models, optims, 1, &ts, t->be, t->stream, &li), fail);
         snprintf(t->resume_note, sizeof t->resume_note, "%s", li.note);
+        st = pt_dataset_check_run(t->data, ts.run_json, c->ckpt_dir);
         free((char *)ts.run_json);
+        if (st != PT_OK)
+            goto fail;
+        pt_dataset_set_seed(t->data, ts.seed);
         t->start_step = ts.step;
         t->data_seed = ts.seed;
         pt_optim_set_steps_done(t->optim, ts.step);
@@ -401,13 +416,6 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
         st = pt_fail(PT_ENOTSUP, "--resume needs the checkpoint module, which this build lacks");
         goto fail;
 #endif
-    }
-    PT_TRY(pt_dataset_open(c->data, t->data_seed, &t->data), fail);
-    if (pt_dataset_vocab(t->data) > t->mcfg.vocab_size) {
-        st = pt_fail(PT_EINVAL, "the data set %s has a vocab of %d tokens but %s has %d; choose a model with a "
-                                "larger vocab_size",
-                     pt_dataset_name(t->data), pt_dataset_vocab(t->data), t->mcfg.name, t->mcfg.vocab_size);
-        goto fail;
     }
     size_t rows = (size_t)c->micro_batches * (size_t)c->micro_batch_size, T = (size_t)c->seq_len;
     t->tokens = malloc(rows * T * sizeof(int32_t));
@@ -604,6 +612,7 @@ void pt_trainer_ops(pt_trainer *t, pt_train_ops *ops)
 }
 
 const char *pt_trainer_resume_note(const pt_trainer *t) { return t->resume_note; }
+const char *pt_trainer_data_note(const pt_trainer *t) { return t->data_note; }
 
 int64_t pt_trainer_start_step(const pt_trainer *t) { return t->start_step; }
 pt_model *pt_trainer_model(pt_trainer *t) { return t->model; }
