@@ -6,6 +6,11 @@
 #ifndef PT_CLI_H
 #define PT_CLI_H
 
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pipetrain/model.h"
+
 int pt_cmd_train(int argc, char **argv);
 int pt_cmd_prepare(int argc, char **argv);
 int pt_cmd_plan(int argc, char **argv);
@@ -16,6 +21,17 @@ int pt_cmd_ckpt(int argc, char **argv);
 int pt_cmd_bench(int argc, char **argv);
 int pt_cmd_tokenize(int argc, char **argv);
 int pt_cmd_sample(int argc, char **argv);
+
+/* `train --sample-every N` (src/cli/cmd_sample.c): a short continuation of a prompt from the model
+ * being trained, through the KV-cache generator. m (borrowed) holds every layer; tokenizer names
+ * the data's (pt_dataset_tokenizer); prompt "" means the end-of-text token; n_new is cut to fit the
+ * context; temperature 0 is greedy. print generates from the current weights (reads them only: the
+ * training is unchanged) and writes "sample at step N ...:", the text between "---" lines, to f. */
+typedef struct pt_train_sampler pt_train_sampler;
+pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
+                                  uint64_t seed, pt_train_sampler **out);
+pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f);
+void pt_train_sampler_destroy(pt_train_sampler *s); /* accepts NULL */
 
 /* bench/bench_<name>.c: `pipetrain bench <name> [--json] ...` */
 int pt_bench_train(int argc, char **argv);

@@ -1,0 +1,97 @@
+#!/bin/sh
+# models.sample_cli: `pipetrain sample` end to end.
+#  - PyTorch's greedy ids of reference/gpt2-greedy.safetensors, from the prompt ids and from the
+#    prompt text through the gpt2 tokenizer
+#  - the same seed gives the same sampled text; --top-k 1 equals greedy
+#  - a checkpoint of a two-stage training run (built-in task) samples in one process, with the
+#    tokenizer it records (byte); another --tokenizer is refused naming both
+#  - --stages 2 (one rank per layer range, the hidden state rank to rank) gives the same ids, greedy
+#    and sampled with a seed, from the file and from the checkpoint (resharded to 3 stages)
+#  - train --sample-every prints samples in one process without changing the losses, and is refused
+#    for a pipelined run
+#  - refusals exit 2 with one line: a prompt + --max-new-tokens beyond the context, a prompt longer
+#    than the context
+set -eu
+PT="$1"
+TG="$2"
+REF="$3"
+dir=$(mktemp -d /tmp/pt_sample_cli_XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fail() { echo "models.sample_cli: $*" >&2; exit 1; }
+
+[ -f "$REF" ] || fail "missing $REF; make it with /usr/bin/python3 tests/models/make_generate_ref.py --out $REF"
+want=$("$TG" ids "$REF" expected.greedy_ids)
+prompt_ids=$("$TG" ids "$REF" prompt_ids)
+prompt=$("$TG" meta "$REF" prompt)
+n=$(echo "$want" | wc -w)
+got=$("$PT" sample --init-from "$REF" --prompt-ids "$prompt_ids" --temperature 0 --ids --max-new-tokens "$n" --threads 1 2>"$dir/err") ||
+    fail "sample --prompt-ids failed: $(cat "$dir/err")"
+[ "$got" = "$want" ] || fail "greedy ids from the prompt ids: got '$got', PyTorch '$want'"
+grep -q "prefill .* tokens/s.*decode .* tokens/s" "$dir/err" || fail "no tokens/s line on stderr: $(cat "$dir/err")"
+got=$("$PT" sample --init-from "$REF" --prompt "$prompt" --temperature 0 --ids --max-new-tokens "$n" --threads 1 2>"$dir/err") ||
+    fail "sample --prompt failed: $(cat "$dir/err")"
+[ "$got" = "$want" ] || fail "greedy ids from the prompt text '$prompt': got '$got', PyTorch '$want'"
+got=$("$PT" sample --init-from "$REF" --prompt "$prompt" --temperature 1.5 --top-k 1 --seed 3 --ids --max-new-tokens "$n" --threads 1 2>/dev/null)
+[ "$got" = "$want" ] || fail "--top-k 1 is not greedy: got '$got'"
+
+got=$("$PT" sample --init-from "$REF" --prompt-ids "$prompt_ids" --temperature 0 --ids --max-new-tokens "$n" --threads 1 --stages 2 2>"$dir/err") ||
+    fail "sample --stages 2 failed: $(cat "$dir/err")"
+[ "$got" = "$want" ] || fail "greedy ids through 2 stages: got '$got', PyTorch '$want'"
+grep -q "2 stages" "$dir/err" || fail "no 2-stage tokens/s line on stderr: $(cat "$dir/err")"
+
+a=$("$PT" sample --init-from "$REF" --prompt "$prompt" --temperature 1 --top-p 0.9 --seed 7 --max-new-tokens 20 --threads 1 2>/dev/null)
+b=$("$PT" sample --init-from "$REF" --prompt "$prompt" --temperature 1 --top-p 0.9 --seed 7 --max-new-tokens 20 --threads 2 2>/dev/null)
+[ "$a" = "$b" ] || fail "the same seed gave different text: '$a' vs '$b'"
+case "$a" in "$prompt"*) ;; *) fail "the text does not start with the prompt: '$a'" ;; esac
+
+# refusals: exit 2, one line naming the fix
+set +e
+"$PT" sample --init-from "$REF" --prompt-ids "$prompt_ids" --max-new-tokens 64 >/dev/null 2>"$dir/err"
+rc=$?
+set -e
+[ $rc -eq 2 ] || fail "prompt + --max-new-tokens past the context: exit $rc, want 2"
+grep -q "context of 64; use --max-new-tokens 58" "$dir/err" || fail "no fix in: $(cat "$dir/err")"
+long=$(seq 1 70 | tr '\n' ' ')
+set +e
+"$PT" sample --init-from "$REF" --prompt-ids "$long" --max-new-tokens 1 >/dev/null 2>"$dir/err"
+rc=$?
+set -e
+[ $rc -eq 2 ] || fail "a prompt longer than the context: exit $rc, want 2"
+grep -q "shorten the prompt" "$dir/err" || fail "no fix in: $(cat "$dir/err")"
+[ "$(wc -l < "$dir/err")" -eq 1 ] || fail "more than one line: $(cat "$dir/err")"
+
+# a two-stage training checkpoint, sampled in one process with its recorded tokenizer
+"$PT" train --steps 2 --micro-batch-size 2 --seq-len 32 --eval-batches 0 --threads 1 \
+    --run-dir "$dir/run" --ckpt-dir "$dir/ck" >"$dir/train.log" 2>&1 || fail "train failed: $(tail -3 "$dir/train.log")"
+out=$("$PT" sample --ckpt "$dir/ck" --prompt "sort:dcab=" --temperature 0 --max-new-tokens 8 --threads 1 2>"$dir/err") ||
+    fail "sample --ckpt failed: $(cat "$dir/err")"
+case "$out" in "sort:dcab="*) ;; *) fail "sample --ckpt printed '$out'" ;; esac
+one=$("$PT" sample --ckpt "$dir/ck" --prompt "sort:dcab=" --temperature 0.8 --seed 4 --ids --max-new-tokens 12 --threads 1 2>/dev/null)
+three=$("$PT" sample --ckpt "$dir/ck" --prompt "sort:dcab=" --temperature 0.8 --seed 4 --ids --max-new-tokens 12 --threads 1 --stages 3 2>"$dir/err") ||
+    fail "sample --ckpt --stages 3 failed: $(cat "$dir/err")"
+[ "$one" = "$three" ] || fail "3 stages sampled '$three', one process '$one'"
+if grep -q '"data_tokenizer"' "$dir/ck"/step_*/manifest.json; then
+    set +e
+    "$PT" sample --ckpt "$dir/ck" --prompt "x" --tokenizer gpt2 --max-new-tokens 2 >/dev/null 2>"$dir/err"
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || fail "a tokenizer other than the checkpoint's: exit $rc, want 2"
+    grep -q "gpt2.*byte" "$dir/err" || fail "the mismatch does not name both tokenizers: $(cat "$dir/err")"
+fi
+# train --sample-every: samples every 2 steps, the same losses as without
+for run in with without; do
+    extra=""
+    [ $run = with ] && extra="--sample-every 2 --sample-tokens 6 --sample-temperature 0.9 --sample-prompt sort:ba="
+    "$PT" train --stages 1 --steps 4 --micro-batch-size 2 --seq-len 32 --eval-batches 0 --threads 1 --no-ckpt \
+        --run-dir "$dir/se_$run" $extra >"$dir/se_$run.log" 2>&1 || fail "train ($run samples) failed: $(tail -3 "$dir/se_$run.log")"
+    grep -o '"loss":[^,]*' "$dir/se_$run/metrics.jsonl" >"$dir/se_$run.loss"
+done
+[ "$(grep -c '^sample at step [24] (6 tokens, sampled):' "$dir/se_with.log")" -eq 2 ] || fail "expected samples at steps 2 and 4: $(cat "$dir/se_with.log")"
+cmp -s "$dir/se_with.loss" "$dir/se_without.loss" || fail "--sample-every changed the losses"
+set +e
+"$PT" train --stages 2 --steps 2 --sample-every 1 --run-dir "$dir/se_p" >/dev/null 2>"$dir/err"
+rc=$?
+set -e
+[ $rc -eq 2 ] || fail "--sample-every with --stages 2: exit $rc, want 2"
+grep -q "pipetrain sample --ckpt" "$dir/err" || fail "the refusal does not suggest sample --ckpt: $(cat "$dir/err")"
+echo "models.sample_cli: ok"
