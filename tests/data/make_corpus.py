@@ -6,7 +6,8 @@ CR, invalid UTF-8) are spelled out here so that no editor changes them. After ch
 run it, then tests/data/make_golden.sh to remake the golden ids with the reference encoders.
 *.txt files are valid UTF-8 (the references encode them); *.bin files hold invalid UTF-8 (the
 golden test checks those by round trip and by the valid text around the invalid bytes, see
-tests/data/test_golden.c). The 10 MB line is not here: the test and make_golden.mjs generate it
+tests/data/test_golden.c); *.cases files hold many short valid strings separated by NUL, each
+encoded alone. The 10 MB line is not here: the test and make_golden.mjs generate it
 (bench/tokenize_corpus.h / .mjs).
 """
 import os
@@ -184,11 +185,57 @@ FILES["invalid_utf8.bin"] = (
 FILES["invalid_only.bin"] = b"\x80\xff\xc0\xfe\xfe\xed\xbf\xbf"
 
 
+def random_cases(seed, n):
+    """n short random strings (NUL-separated, each encoded alone by the references and the test):
+    code points drawn from blocks where pre-tokenization rules meet (letters of many scripts and
+    cases, marks, numbers, Unicode spaces, line breaks, apostrophes, punctuation, symbols, emoji),
+    only characters assigned in Unicode 14 (Debian 12's PCRE2 and this Python), minus the few on
+    which the references' own regex engines disagree (README.md)."""
+    import random
+    import unicodedata
+    rng = random.Random(seed)
+    blocks = [
+        (0x20, 0x7E, 30), (0x09, 0x0D, 6), (0xA0, 0x24F, 6), (0x250, 0x2FF, 2), (0x300, 0x36F, 4),
+        (0x370, 0x3FF, 2), (0x400, 0x4FF, 2), (0x590, 0x5FF, 1), (0x600, 0x6FF, 2), (0x900, 0x97F, 2),
+        (0xE00, 0xE7F, 1), (0x1100, 0x11FF, 1), (0x1E00, 0x1EFF, 2), (0x2000, 0x206F, 4), (0x2070, 0x209F, 1),
+        (0x20A0, 0x20CF, 1), (0x2100, 0x218F, 2), (0x2460, 0x24FF, 1), (0x2600, 0x26FF, 1), (0x3000, 0x303F, 2),
+        (0x3040, 0x30FF, 2), (0x4E00, 0x4FFF, 2), (0xAC00, 0xAD00, 1), (0xFF00, 0xFFEF, 2), (0x1F300, 0x1FAFF, 3),
+        (0x1D400, 0x1D7FF, 1), (0x10000, 0x1007F, 1), (0x20000, 0x2A6DF, 1),
+    ]
+    atoms = ["'s", "'S", "'t", "'re", "'RE", "'Ve", "'m", "'ll", "'LL", "'lL", "'d", "'D", "\r\n", "\n\n", "  ",
+             "\u200d", "\ufe0f", "/", "//", " /", "0", "123", "4567", "'", "\u2019"]
+    excluded = {0x85, 0xFEFF, 0x180E, 0x1C, 0x1D, 0x1E, 0x1F, 0x17F}
+    total = sum(w for _, _, w in blocks)
+
+    def char():
+        r = rng.uniform(0, total)
+        for lo, hi, w in blocks:
+            if r < w:
+                break
+            r -= w
+        while True:
+            c = rng.randint(lo, hi)
+            ch = chr(c)
+            if c not in excluded and unicodedata.category(ch) not in ("Cn", "Cs", "Co"):
+                return ch
+
+    cases = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 24)):
+            parts.append(rng.choice(atoms) if rng.random() < 0.15 else char())
+        cases.append("".join(parts))
+    return "\0".join(cases)
+
+
+FILES["random_unicode.cases"] = random_cases(14, 3000)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, text in FILES.items():
         data = text if isinstance(text, bytes) else text.encode("utf-8")
-        if name.endswith(".txt"):
+        if not name.endswith(".bin"):
             data.decode("utf-8")  # must be valid
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)

@@ -8,6 +8,7 @@
 // For every corpus file (tests/data/golden/corpus/) and tokenizer it writes <tok>/<file>.ids:
 //   *.txt (valid UTF-8): "ids N" then the N reference ids (special tokens never recognised:
 //         "<|endoftext|>" in the text is plain text);
+//   *.cases: NUL-separated short strings, each encoded alone: "valid N id..." per string, in order;
 //   *.bin (invalid UTF-8): the file cut into maximal valid runs and invalid-byte runs, in order:
 //         "valid N id..." (the reference ids of that valid text encoded alone) and "invalid HEX".
 // And <tok>/longline.sum for the generated 10 MB line (bench/tokenize_corpus.mjs): its byte count
@@ -114,7 +115,7 @@ function idLines(ids) {
 }
 
 const corpusDir = path.join(here, "golden", "corpus");
-const names = fs.readdirSync(corpusDir).filter((n) => n.endsWith(".txt") || n.endsWith(".bin")).sort();
+const names = fs.readdirSync(corpusDir).filter((n) => /\.(txt|bin|cases)$/.test(n)).sort();
 const dec = new TextDecoder("utf-8", { fatal: true });
 const out = {}; // path -> text; written only when every input succeeded
 for (const tok of Object.keys(encs)) {
@@ -125,6 +126,13 @@ for (const tok of Object.keys(encs)) {
     if (name.endsWith(".txt")) {
       const ids = encode(tok, dec.decode(bytes));
       body = `# ${name}: ${bytes.length} bytes\nids ${ids.length}\n${idLines(ids)}\n`;
+    } else if (name.endsWith(".cases")) {
+      const cases = dec.decode(bytes).split("\0");
+      body = `# ${name}: ${bytes.length} bytes, ${cases.length} NUL-separated cases, each encoded alone\n`;
+      for (const c of cases) {
+        const ids = encode(tok, c);
+        body += `valid ${ids.length}\n${idLines(ids)}\n`;
+      }
     } else {
       const runs = splitRuns(bytes);
       body = `# ${name}: ${bytes.length} bytes in ${runs.length} runs: each valid run's ids encoded alone, each invalid run's bytes\n`;
@@ -135,7 +143,7 @@ for (const tok of Object.keys(encs)) {
         } else body += `invalid ${Buffer.from(r.bytes).toString("hex")}\n`;
       }
     }
-    out[path.join(here, "golden", tok, name.replace(/\.(txt|bin)$/, ".ids"))] = head + body;
+    out[path.join(here, "golden", tok, name.replace(/\.(txt|bin|cases)$/, ".ids"))] = head + body;
   }
   const t0 = Date.now();
   const line = longLine();

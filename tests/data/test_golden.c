@@ -8,6 +8,9 @@
  * file, the id index, ours and the reference's ids with their bytes, and the text around it.
  * decode(encode(x)) == x byte for byte for every file.
  *
+ * *.cases files hold many short strings separated by NUL (random code points where pre-tokenization
+ * rules meet): each is encoded alone and compared with its golden entry, and round-trips.
+ *
  * Invalid UTF-8 (*.bin): the references take strings, so they have no ids for invalid bytes. The
  * golden cuts the file into maximal valid runs (with the reference's ids of each run encoded alone)
  * and invalid-byte runs. Ours must be, in order, exactly each valid run's reference ids, then ids
@@ -231,22 +234,51 @@ static void check_file(const pt_tokenizer *t, const char *corpus_dir, const char
 {
     char path[4096], gpath[4096];
     snprintf(path, sizeof path, "%s/%s", corpus_dir, name);
-    size_t nl = strlen(name);
-    int is_bin = nl > 4 && strcmp(name + nl - 4, ".bin") == 0;
-    snprintf(gpath, sizeof gpath, "%s/%.*s.ids", golden_dir, (int)(nl - 4), name);
+    const char *dot = strrchr(name, '.');
+    int is_bin = strcmp(dot, ".bin") == 0, is_cases = strcmp(dot, ".cases") == 0;
+    snprintf(gpath, sizeof gpath, "%s/%.*s.ids", golden_dir, (int)(dot - name), name);
     size_t len = 0, glen = 0;
     char *text = read_all(path, &len);
     char *gtext = text ? read_all(gpath, &glen) : NULL;
     pt_tok_ids ours = { 0 }, ref = { 0 };
     if (!text || !gtext)
         goto done;
+    int before = failures;
+    golden g = { gtext, gpath };
+    if (is_cases) {
+        /* NUL-separated strings, each encoded alone and compared with the next "valid" entry */
+        size_t n_cases = 0, start = 0;
+        for (size_t i = 0; i <= len && failures == before; i++) {
+            if (i < len && text[i] != 0)
+                continue;
+            const char *w = next_word(&g);
+            char what[4200];
+            snprintf(what, sizeof what, "%s case %zu (bytes %zu..%zu)", path, n_cases, start, i);
+            if (!w || strcmp(w, "valid") != 0 || read_ids(&g, &ref)) {
+                fail("%s: malformed golden (no entry for %s)", gpath, what);
+                break;
+            }
+            ours.n = 0;
+            if (pt_tokenizer_encode(t, text + start, i - start, 0, &ours) != PT_OK) {
+                fail("%s: encode: %s", what, pt_last_error());
+                break;
+            }
+            if (compare_ids(t, what, text + start, i - start, 0, ours.ids, ours.n, ref.ids, ref.n) == 0)
+                check_round_trip(t, what, text + start, i - start, &ours);
+            n_cases++;
+            start = i + 1;
+        }
+        if (failures == before && next_word(&g))
+            fail("%s: more entries than the %s cases", gpath, path);
+        if (failures == before)
+            printf("ok %s %s: %zu bytes, %zu cases\n", pt_tokenizer_name(t), name, len, n_cases);
+        goto done;
+    }
     if (pt_tokenizer_encode(t, text, len, 0, &ours) != PT_OK) {
         fail("%s: encode: %s", path, pt_last_error());
         goto done;
     }
-    int before = failures;
     check_round_trip(t, path, text, len, &ours);
-    golden g = { gtext, gpath };
     if (!is_bin) {
         const char *w = next_word(&g);
         if (!w || strcmp(w, "ids") != 0) {
@@ -337,13 +369,14 @@ static void check_corpus(const pt_tokenizer *t, const char *corpus_dir, const ch
     struct dirent *e;
     while ((e = readdir(d)) != NULL && n < 256) {
         size_t l = strlen(e->d_name);
-        if (l > 4 && (strcmp(e->d_name + l - 4, ".txt") == 0 || strcmp(e->d_name + l - 4, ".bin") == 0))
+        if ((l > 4 && (strcmp(e->d_name + l - 4, ".txt") == 0 || strcmp(e->d_name + l - 4, ".bin") == 0)) ||
+            (l > 6 && strcmp(e->d_name + l - 6, ".cases") == 0))
             names[n++] = strdup(e->d_name);
     }
     closedir(d);
     qsort(names, n, sizeof *names, cmp_str);
     if (n < 10)
-        fail("%s: only a few corpus files%s (expected the 14 of make_corpus.py)", corpus_dir, "");
+        fail("%s: only a few corpus files%s (expected the 15 of make_corpus.py)", corpus_dir, "");
     for (size_t i = 0; i < n; i++) {
         check_file(t, corpus_dir, golden_dir, names[i]);
         free(names[i]);
