@@ -1,0 +1,379 @@
+/* data.tokenizer: the tokenizers of pipetrain/tokenizer.h. Round trips on random bytes (invalid
+ * UTF-8 included) for every built-in tokenizer, ids checked against the reference encoders
+ * (gpt-3-encoder, js-tiktoken; taken with node when this test was written), special tokens only
+ * with the flag, malformed files refused with PT_EFORMAT naming the file, a tiny tokenizer.json
+ * written here, and threads encoding at once. Files are written into the working directory. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipetrain/tokenizer.h"
+
+static int g_fail;
+#define CHECK(c)                                                                       \
+    do {                                                                               \
+        if (!(c)) {                                                                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (%s)\n", __FILE__, __LINE__, #c, \
+                    pt_last_error());                                                  \
+            g_fail = 1;                                                                \
+        }                                                                              \
+    } while (0)
+
+static uint64_t g_rng = 0x1234567887654321ull;
+static uint64_t rnd(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+/* Random text mixing ASCII words, whitespace runs, UTF-8 of every length, invalid bytes. */
+static size_t random_text(unsigned char *buf, size_t cap)
+{
+    static const char *const frag[] = { "the", " quick", "'s", "'LL", " 12345", "\n\n", "\t", "  ", "\r\n", "<|endoftext|>",
+                                        "é", "\xe4\xbd\xa0\xe5\xa5\xbd", "\xf0\x9f\x98\x80", "e\xcc\x81", "\xef\xbb\xbf",
+                                        "\xc2\x85", "\xc2\xa0", "!!", "();", "<|", "|>" };
+    size_t n = 0, want = rnd() % cap;
+    while (n < want) {
+        unsigned k = (unsigned)(rnd() % 8);
+        if (k < 4) {
+            const char *f = frag[rnd() % (sizeof frag / sizeof *frag)];
+            size_t l = strlen(f);
+            if (n + l > cap)
+                break;
+            memcpy(buf + n, f, l);
+            n += l;
+        } else if (k < 6) {
+            buf[n++] = (unsigned char)(rnd() & 0xFF); /* any byte: often invalid UTF-8 */
+        } else if (k == 6) {
+            size_t run = rnd() % 40;
+            for (size_t i = 0; i < run && n < cap; i++)
+                buf[n++] = " \n\t"[rnd() % 3];
+        } else {
+            buf[n++] = (unsigned char)('a' + rnd() % 26);
+        }
+    }
+    return n;
+}
+
+static int roundtrip(pt_tokenizer *t, const void *text, size_t len, int flags)
+{
+    pt_tok_ids ids = { 0 };
+    if (pt_tokenizer_encode(t, text, len, flags, &ids) != PT_OK)
+        return 0;
+    int ok = 1;
+    for (size_t i = 0; i < ids.n; i++)
+        if (ids.ids[i] < 0 || ids.ids[i] >= pt_tokenizer_vocab_size(t))
+            ok = 0;
+    char *back = NULL;
+    size_t n = 0;
+    if (ok && pt_tokenizer_decode(t, ids.ids, ids.n, &back, &n) != PT_OK)
+        ok = 0;
+    if (ok && (n != len || memcmp(back, text, len) != 0)) {
+        fprintf(stderr, "round trip differs for %s (%zu bytes in, %zu out)\n", pt_tokenizer_name(t), len, n);
+        ok = 0;
+    }
+    free(back);
+    free(ids.ids);
+    return ok;
+}
+
+/* Encodes and compares with the expected ids. */
+static int encodes_as(pt_tokenizer *t, const char *text, int flags, const int32_t *want, size_t n_want)
+{
+    pt_tok_ids ids = { 0 };
+    pt_status st = pt_tokenizer_encode(t, text, strlen(text), flags, &ids);
+    int ok = st == PT_OK && ids.n == n_want && memcmp(ids.ids, want, n_want * sizeof *want) == 0;
+    if (!ok) {
+        fprintf(stderr, "%s: \"%s\" gave", pt_tokenizer_name(t), text);
+        for (size_t i = 0; i < ids.n; i++)
+            fprintf(stderr, " %d", ids.ids[i]);
+        fprintf(stderr, "\n");
+    }
+    free(ids.ids);
+    return ok;
+}
+#define ENCODES_AS(t, text, flags, ...)                                                       \
+    do {                                                                                      \
+        static const int32_t want_[] = { __VA_ARGS__ };                                       \
+        CHECK(encodes_as((t), (text), (flags), want_, sizeof want_ / sizeof *want_));         \
+    } while (0)
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Opening must fail with PT_EFORMAT and a message naming `name` (and `also`, when given). */
+static void refused(const char *path, const char *name, const char *also)
+{
+    pt_tokenizer *t = NULL;
+    pt_status st = pt_tokenizer_open(path, &t);
+    const char *msg = pt_last_error();
+    int ok = st == PT_EFORMAT && t == NULL && strstr(msg, name) && (!also || strstr(msg, also));
+    if (!ok)
+        fprintf(stderr, "opening %s: status %d, message \"%s\" (wanted PT_EFORMAT naming %s%s%s)\n", path, (int)st,
+                msg, name, also ? " and " : "", also ? also : "");
+    CHECK(ok);
+    pt_tokenizer_close(t);
+}
+
+static void test_builtin_ids(void)
+{
+    pt_tokenizer *g = NULL, *c = NULL, *o = NULL, *b = NULL;
+    CHECK(pt_tokenizer_open("gpt2", &g) == PT_OK);
+    CHECK(pt_tokenizer_open("cl100k", &c) == PT_OK);
+    CHECK(pt_tokenizer_open("o200k", &o) == PT_OK);
+    CHECK(pt_tokenizer_open("byte", &b) == PT_OK);
+    if (!g || !c || !o || !b)
+        exit(1);
+    CHECK(pt_tokenizer_vocab_size(g) == 50257 && pt_tokenizer_eot(g) == 50256);
+    CHECK(pt_tokenizer_vocab_size(c) == 100277 && pt_tokenizer_eot(c) == 100257);
+    CHECK(pt_tokenizer_vocab_size(o) == 200019 && pt_tokenizer_eot(o) == 199999);
+    CHECK(pt_tokenizer_vocab_size(b) == 256 && pt_tokenizer_eot(b) == -1);
+    CHECK(strcmp(pt_tokenizer_name(g), "gpt2") == 0 && strcmp(pt_tokenizer_name(b), "byte") == 0);
+    CHECK(pt_tokenizer_special_id(c, "<|endofprompt|>") == 100276 && pt_tokenizer_special_id(c, "hello") == -1);
+    CHECK(pt_tokenizer_special_id(o, "<|endofprompt|>") == 200018);
+    CHECK(pt_tokenizer_fingerprint(g) != pt_tokenizer_fingerprint(c) &&
+          pt_tokenizer_fingerprint(c) != pt_tokenizer_fingerprint(o));
+
+    /* from gpt-3-encoder 1.1.4 and js-tiktoken 1.0.21 */
+    ENCODES_AS(g, "Hello world", 0, 15496, 995);
+    ENCODES_AS(c, "Hello world", 0, 9906, 1917);
+    ENCODES_AS(o, "Hello world", 0, 13225, 2375);
+    const char *s1 = "I'm here, aren't you? 12345678";
+    ENCODES_AS(g, s1, 0, 40, 1101, 994, 11, 3588, 470, 345, 30, 17031, 2231, 30924);
+    ENCODES_AS(c, s1, 0, 40, 2846, 1618, 11, 7784, 956, 499, 30, 220, 4513, 10961, 2495);
+    ENCODES_AS(o, s1, 0, 15390, 2105, 11, 23236, 481, 30, 220, 7633, 19354, 4388);
+    const char *s2 = "  indented\n\n\tcode();  ";
+    ENCODES_AS(g, s2, 0, 220, 773, 4714, 628, 197, 8189, 9783, 220, 220);
+    ENCODES_AS(c, s2, 0, 220, 1280, 16243, 271, 44443, 2178, 256);
+    ENCODES_AS(o, s2, 0, 220, 1383, 23537, 279, 86873, 4177, 256);
+    const char *s3 = "\xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80 e\xcc\x81";
+    ENCODES_AS(g, s3, 0, 19526, 254, 25001, 121, 171, 120, 234, 10310, 244, 45911, 234, 30325, 222, 304, 136, 223);
+    ENCODES_AS(c, s3, 0, 57668, 53901, 3922, 3574, 244, 98220, 91416, 384, 54939);
+    ENCODES_AS(o, s3, 0, 177519, 979, 28428, 88038, 319, 13430);
+    ENCODES_AS(g, "HTTPServer's URLs", 0, 6535, 28820, 18497, 338, 32336);
+    ENCODES_AS(c, "HTTPServer's URLs", 0, 9412, 5592, 596, 36106);
+    ENCODES_AS(o, "HTTPServer's URLs", 0, 17893, 6444, 885, 67852);
+    ENCODES_AS(b, "Hi\xff", 0, 72, 105, 255);
+
+    /* special tokens: only with the flag; otherwise their text is text */
+    ENCODES_AS(g, "a<|endoftext|>b", PT_TOK_ALLOW_SPECIAL, 64, 50256, 65);
+    ENCODES_AS(g, "a<|endoftext|>b", 0, 64, 27, 91, 437, 1659, 5239, 91, 29, 65);
+    ENCODES_AS(c, "a<|endoftext|>b", PT_TOK_ALLOW_SPECIAL, 64, 100257, 65);
+    ENCODES_AS(c, "<|fim_prefix|><|endofprompt|>", PT_TOK_ALLOW_SPECIAL, 100258, 100276);
+    ENCODES_AS(o, "x<|endoftext|>", PT_TOK_ALLOW_SPECIAL, 87, 199999);
+    ENCODES_AS(b, "<|endoftext|>", PT_TOK_ALLOW_SPECIAL, 60, 124, 101, 110, 100, 111, 102, 116, 101, 120, 116, 124, 62);
+
+    /* decode: tokens and an id outside the vocabulary */
+    size_t l = 0;
+    const char *tok = pt_tokenizer_token(g, 995, &l);
+    CHECK(tok && l == 6 && memcmp(tok, " world", 6) == 0);
+    CHECK(pt_tokenizer_token(g, 50257, &l) == NULL && pt_tokenizer_token(g, -1, &l) == NULL);
+    CHECK(pt_tokenizer_token(c, 100256, &l) == NULL); /* a hole in cl100k */
+    int32_t bad[] = { 15496, 50257 };
+    char *txt = NULL;
+    size_t n = 0;
+    CHECK(pt_tokenizer_decode(g, bad, 2, &txt, &n) == PT_EINVAL && strstr(pt_last_error(), "50257"));
+    int32_t eot = 50256;
+    CHECK(pt_tokenizer_decode(g, &eot, 1, &txt, &n) == PT_OK && n == 13 && strcmp(txt, "<|endoftext|>") == 0);
+    free(txt);
+
+    /* round trips: random bytes (invalid UTF-8), with and without special tokens */
+    pt_tokenizer *all[] = { b, g, c, o };
+    static unsigned char buf[4096];
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 150; i++) {
+            size_t len = random_text(buf, sizeof buf);
+            CHECK(roundtrip(all[k], buf, len, i & 1 ? PT_TOK_ALLOW_SPECIAL : 0));
+        }
+    /* every single byte, and all bytes in a row */
+    for (int k = 0; k < 4; k++) {
+        for (int i = 0; i < 256; i++) {
+            unsigned char x = (unsigned char)i;
+            CHECK(roundtrip(all[k], &x, 1, 0));
+            buf[i] = x;
+        }
+        CHECK(roundtrip(all[k], buf, 256, 0));
+        CHECK(roundtrip(all[k], "", 0, 0));
+    }
+    /* a long whitespace run and a long line of one "word" (heap merge path, JIT stack) */
+    size_t big = 1 << 20;
+    char *w = malloc(big);
+    memset(w, ' ', big);
+    w[big - 1] = 'x';
+    for (int k = 1; k < 4; k++)
+        CHECK(roundtrip(all[k], w, big, 0));
+    for (size_t i = 0; i < big; i++)
+        w[i] = (char)('a' + (i * 7 + i / 13) % 26);
+    for (int k = 1; k < 4; k++)
+        CHECK(roundtrip(all[k], w, 200000, 0));
+    free(w);
+    for (int k = 0; k < 4; k++)
+        pt_tokenizer_close(all[k]);
+}
+
+/* Threads sharing one tokenizer give the ids one thread gives. */
+typedef struct {
+    pt_tokenizer *t;
+    const unsigned char *text;
+    size_t len;
+    pt_tok_ids ids;
+    pt_status st;
+} job;
+
+static void *run_job(void *arg)
+{
+    job *j = arg;
+    j->st = PT_OK;
+    for (int r = 0; r < 3 && j->st == PT_OK; r++) {
+        j->ids.n = 0;
+        j->st = pt_tokenizer_encode(j->t, (const char *)j->text, j->len, 0, &j->ids);
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    pt_tokenizer *t = NULL;
+    CHECK(pt_tokenizer_open("cl100k", &t) == PT_OK);
+    if (!t)
+        return;
+    size_t len = 200000;
+    unsigned char *text = malloc(len);
+    size_t n = 0;
+    while (n < len)
+        n += random_text(text + n, len - n < 512 ? len - n : 512);
+    job one = { t, text, len, { 0 }, PT_OK };
+    run_job(&one);
+    job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){ t, text, len, { 0 }, PT_OK };
+        pthread_create(&th[i], NULL, run_job, &jobs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].st == PT_OK && jobs[i].ids.n == one.ids.n &&
+              memcmp(jobs[i].ids.ids, one.ids.ids, one.ids.n * sizeof(int32_t)) == 0);
+        free(jobs[i].ids.ids);
+    }
+    free(one.ids.ids);
+    free(text);
+    pt_tokenizer_close(t);
+}
+
+/* A GPT-2-format vocabulary of the 256 bytes plus `extra` (JSON members), merges `merges`. */
+static void write_gpt2(const char *dir, const char *extra, const char *merges)
+{
+    char path[256];
+    snprintf(path, sizeof path, "mkdir -p %s", dir);
+    if (system(path) != 0)
+        exit(1);
+    snprintf(path, sizeof path, "%s/encoder.json", dir);
+    FILE *f = fopen(path, "wb");
+    fputs("{", f);
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        static int n;
+        if (b == 0)
+            n = 0;
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n++;
+        if (cp == '"' || cp == '\\')
+            fprintf(f, "\"\\%c\": %d,", (char)cp, b);
+        else
+            fprintf(f, "\"\\u%04x\": %d,", cp, b);
+    }
+    fprintf(f, "%s}", extra);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/vocab.bpe", dir);
+    write_file(path, merges);
+}
+
+static void test_small_files(void)
+{
+    /* a valid tiny GPT-2 vocabulary: "ab" (256), "abc" (257), ranks by merge order */
+    write_gpt2("tiny", "\"ab\": 256, \"abc\": 257, \"bc\": 258", "#version: 0.2\nb c\na b\nab c\n");
+    pt_tokenizer *t = NULL;
+    CHECK(pt_tokenizer_open("tiny/encoder.json", &t) == PT_OK);
+    if (t) {
+        CHECK(pt_tokenizer_vocab_size(t) == 259 && pt_tokenizer_eot(t) == -1);
+        ENCODES_AS(t, "abc", 0, 97, 258); /* "b c" has the lowest rank: a + bc; "abc" is unreachable */
+        ENCODES_AS(t, "ab", 0, 256);
+        ENCODES_AS(t, "ab abc", 0, 256, 32, 97, 258);
+        pt_tokenizer_close(t);
+    }
+    CHECK(pt_tokenizer_open("tiny", &t) == PT_OK); /* the folder */
+    pt_tokenizer_close(t);
+
+    /* malformed GPT-2 files */
+    write_gpt2("bad1", "\"ab\": 256", "#version: 0.2\na b\nab\n");
+    refused("bad1/encoder.json", "bad1/vocab.bpe", "line 3");
+    write_gpt2("bad2", "\"ab\": 256", "#version: 0.2\na b\nx y\n");
+    refused("bad2/encoder.json", "bad2/vocab.bpe", "line 3");
+    write_gpt2("bad3", "\"ab\": 256, \"cd\": 256", "a b\n");
+    refused("bad3/encoder.json", "bad3/encoder.json", "twice");
+    write_gpt2("bad4", "\"ab\": \"x\"", "a b\n");
+    refused("bad4/encoder.json", "bad4/encoder.json", "\"ab\"");
+    write_gpt2("bad5", "\"a b\": 256", "a b\n"); /* a space is not in the byte alphabet */
+    refused("bad5/encoder.json", "bad5/encoder.json", "alphabet");
+    write_gpt2("bad6", "\"ab\": 256,", "a b\n"); /* not JSON */
+    refused("bad6/encoder.json", "bad6/encoder.json", NULL);
+    write_file("bad7.json", "[1, 2, 3]");
+    write_file("vocab.bpe", "a b\n");
+    refused("bad7.json", "bad7.json", NULL);
+
+    /* tiktoken rank files */
+    write_file("tiny.tiktoken", "");
+    refused("tiny.tiktoken", "tiny.tiktoken", "empty");
+    {
+        FILE *f = fopen("ok.tiktoken", "wb");
+        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (int b = 0; b < 256; b++)
+            fprintf(f, "%c%c== %d\n", b64[b >> 2], b64[(b & 3) << 4], b);
+        fprintf(f, "YWI= 256\n"); /* "ab" */
+        fclose(f);
+        CHECK(pt_tokenizer_open("ok.tiktoken", &t) == PT_OK);
+        if (t) {
+            ENCODES_AS(t, "abab", 0, 256, 256);
+            CHECK(pt_tokenizer_vocab_size(t) == 257 && pt_tokenizer_eot(t) == -1);
+            pt_tokenizer_close(t);
+        }
+    }
+    write_file("bad1.tiktoken", "IQ== 0\nIg==\n");
+    refused("bad1.tiktoken", "bad1.tiktoken", "line 2");
+    write_file("bad2.tiktoken", "IQ== 0\n!!!! 1\n");
+    refused("bad2.tiktoken", "bad2.tiktoken", "line 2");
+    write_file("bad3.tiktoken", "IQ== 0\nIg== x1\n");
+    refused("bad3.tiktoken", "bad3.tiktoken", "line 2");
+    write_file("bad4.tiktoken", "IQ== 0\nIQ== 1\n");
+    refused("bad4.tiktoken", "bad4.tiktoken", "twice");
+    write_file("bad5.tiktoken", "IQ== 0\nIg== 1\n"); /* most bytes missing */
+    refused("bad5.tiktoken", "bad5.tiktoken", "byte 0x00");
+
+    /* unknown names and missing files */
+    CHECK(pt_tokenizer_open("gpt5", &t) == PT_EINVAL && strstr(pt_last_error(), "gpt2") && t == NULL);
+    CHECK(pt_tokenizer_open("nofolder/encoder.json", &t) == PT_EINVAL && t == NULL);
+}
+
+int main(void)
+{
+    test_builtin_ids();
+    test_threads();
+    test_small_files();
+    if (g_fail) {
+        fprintf(stderr, "data.tokenizer: FAILED\n");
+        return 1;
+    }
+    printf("data.tokenizer: ok\n");
+    return 0;
+}
