@@ -114,6 +114,7 @@ typedef struct pt_prepare_opts {
     int threads;               /* 0: every core */
     int allow_special;         /* recognise special tokens' text (PT_TOK_ALLOW_SPECIAL) */
     int progress;              /* a progress line on stderr for inputs over 4 MB */
+    size_t unit_bytes;         /* bytes of input per work unit (0: 1 MiB); tests make it small to cut often */
 } pt_prepare_opts;
 
 typedef struct pt_prepare_result {
@@ -128,9 +129,9 @@ typedef struct pt_prepare_result {
  * bytes, tokens). A text file is one document; a JSON line {"text": ...} is one (blank lines are
  * skipped). The end-of-text token goes BEFORE every document (llm.c's convention; the byte tokenizer
  * has none, so its output is the input's bytes). Streams: memory is a few MiB per thread whatever
- * the corpus (a text document is cut at '\n' + ASCII letter, where the byte/gpt2/cl100k/o200k
- * pre-tokenizers never merge across; other tokenizers' documents, and one JSON line, are held
- * whole). Encodes on `threads` threads; the output is byte-identical for any thread count. Every
+ * the corpus (a text document is cut between a '\n' that follows a visible ASCII character and an
+ * ASCII letter, where the byte/gpt2/cl100k/o200k pre-tokenizers never merge across; other
+ * tokenizers' documents, and one JSON line, are held whole). Encodes on `threads` threads; the output is byte-identical for any thread count. Every
  * file goes through tmp + fsync + rename. PT_EINVAL for bad options; PT_EFORMAT naming the file and
  * line for bad JSON or a line with no "text" string; PT_EIO naming the file that cannot be read or
  * written; the tokenizer's errors as pt_tokenizer_open. */

@@ -1,9 +1,10 @@
 /* `pipetrain prepare` as a library call (pipetrain/data.h, docs/data.md): text or JSON lines in,
  * llm.c shards and a sidecar out, streamed, encoded on every core, written in input order.
  *
- * The input is read as a sequence of units of about PREP_UNIT bytes: whole JSON lines, or pieces of
- * one text document cut only where the tokenizer's pre-tokenizer never merges across (after a '\n'
- * followed by an ASCII letter, for the byte, gpt2, cl100k and o200k tokenizers). A batch of units
+ * The input is read as a sequence of units of about 1 MiB (opts->unit_bytes): whole JSON lines, or pieces of
+ * one text document cut only where the tokenizer's pre-tokenizer never merges across (between a
+ * '\n' that follows a visible ASCII character and an ASCII letter, for the byte, gpt2, cl100k and
+ * o200k tokenizers; text_cut). A batch of units
  * is encoded by the worker threads at once (each unit by one thread) and the tokens are appended to
  * the shards in unit order, so the output does not depend on the thread count. Memory is a few
  * units per thread, whatever the corpus size (a single text document with no cut point, or one
@@ -26,7 +27,7 @@
 #include "pipetrain/timeutil.h"
 #include "pipetrain/tokenizer.h"
 
-enum { PREP_UNIT = 1 << 20, PREP_UNITS_PER_THREAD = 4 };
+enum { PREP_UNIT_DEFAULT = 1 << 20, PREP_UNITS_PER_THREAD = 4 };
 #define PREP_DEFAULT_SHARD_TOKENS 100000000LL
 #define PREP_PROGRESS_MIN_BYTES (4LL << 20)
 
@@ -169,7 +170,7 @@ static pt_status unit_reserve(prep_unit *u, size_t need)
 {
     if (need <= u->cap)
         return PT_OK;
-    size_t nc = u->cap ? u->cap : PREP_UNIT + 4096;
+    size_t nc = u->cap ? u->cap : need + 4096;
     while (nc < need)
         nc *= 2;
     char *b = realloc(u->buf, nc);
@@ -189,7 +190,8 @@ typedef struct {
     int64_t line;   /* jsonl: next line number */
     char *carry;    /* bytes read past the last unit's cut */
     size_t carry_len, carry_cap;
-    int can_cut;    /* the tokenizer allows cutting text at '\n' + ASCII letter */
+    int can_cut;    /* the tokenizer allows cutting text where text_cut says */
+    size_t unit;    /* bytes a unit is read to before it is cut */
     int64_t bytes_read;
 } prep_reader;
 
@@ -211,20 +213,26 @@ static pt_status reader_open_next(prep_reader *r)
     return PT_OK;
 }
 
-/* Where a text unit of n bytes may end: the last i in (0, n) with b[i-1] == '\n' and b[i] an
- * ASCII letter, or 0. */
-static size_t text_cut(const char *b, size_t n)
+/* Where a text unit of n bytes may end: the last i in [max(from, 2), n) with b[i-1] == '\n', b[i]
+ * an ASCII letter and b[i-2] a visible ASCII character, or 0 (bytes before `from` were searched
+ * already). There the '\n' is a whitespace run of its own in the whole text (GPT-2's \s+(?!\S)
+ * would take "  \n" or "\n\n" whole at the end of a piece but not before a letter, hence the
+ * visible character before it), and no pattern of gpt2, cl100k or o200k joins it to the letter. */
+static size_t text_cut(const char *b, size_t from, size_t n)
 {
-    for (size_t i = n - 1; i > 0; i--)
-        if (b[i - 1] == '\n' && ((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z')))
+    if (from < 2)
+        from = 2;
+    for (size_t i = n - 1; i >= from; i--)
+        if (b[i - 1] == '\n' && ((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z')) && b[i - 2] > ' ' &&
+            b[i - 2] < 0x7F)
             return i;
     return 0;
 }
 
-/* Where a jsonl unit of n bytes may end: after its last '\n', or 0. */
-static size_t line_cut(const char *b, size_t n)
+/* Where a jsonl unit of n bytes may end: after its last '\n' in b[from, n), or 0. */
+static size_t line_cut(const char *b, size_t from, size_t n)
 {
-    for (size_t i = n; i > 0; i--)
+    for (size_t i = n; i > from; i--)
         if (b[i - 1] == '\n')
             return i;
     return 0;
@@ -250,15 +258,16 @@ static pt_status reader_next(prep_reader *r, prep_unit *u, int *got_unit)
         u->jsonl = r->in->jsonl[r->file];
         u->doc_start = r->at_doc_start;
         u->line = r->line;
-        PT_CHECK(unit_reserve(u, r->carry_len + PREP_UNIT));
+        PT_CHECK(unit_reserve(u, r->carry_len + r->unit));
         memcpy(u->buf, r->carry, r->carry_len);
         u->len = r->carry_len;
         r->carry_len = 0;
         int eof = 0;
+        size_t searched = 0; /* cut points before this were looked for already */
         for (;;) {
-            while (!eof && u->len < PREP_UNIT) {
-                PT_CHECK(unit_reserve(u, u->len + PREP_UNIT));
-                size_t got = fread(u->buf + u->len, 1, PREP_UNIT - (u->len % PREP_UNIT), r->f);
+            while (!eof && u->len < r->unit) {
+                PT_CHECK(unit_reserve(u, u->len + r->unit));
+                size_t got = fread(u->buf + u->len, 1, r->unit - (u->len % r->unit), r->f);
                 if (got == 0) {
                     if (ferror(r->f))
                         return pt_fail(PT_EIO, "cannot read %s: %s", r->in->path[r->file], strerror(errno));
@@ -269,7 +278,10 @@ static pt_status reader_next(prep_reader *r, prep_unit *u, int *got_unit)
             }
             if (eof)
                 break;
-            size_t cut = u->jsonl ? line_cut(u->buf, u->len) : r->can_cut ? text_cut(u->buf, u->len) : 0;
+            size_t cut = u->jsonl ? line_cut(u->buf, searched, u->len)
+                         : r->can_cut ? text_cut(u->buf, searched, u->len)
+                                      : 0;
+            searched = u->len;
             if (cut > 0) {
                 size_t rest = u->len - cut;
                 if (rest > r->carry_cap) {
@@ -285,8 +297,8 @@ static pt_status reader_next(prep_reader *r, prep_unit *u, int *got_unit)
                 break;
             }
             /* no cut point yet: read on (the unit grows) */
-            PT_CHECK(unit_reserve(u, u->len + PREP_UNIT));
-            size_t got = fread(u->buf + u->len, 1, PREP_UNIT, r->f);
+            PT_CHECK(unit_reserve(u, u->len + r->unit));
+            size_t got = fread(u->buf + u->len, 1, r->unit, r->f);
             if (got == 0) {
                 if (ferror(r->f))
                     return pt_fail(PT_EIO, "cannot read %s: %s", r->in->path[r->file], strerror(errno));
@@ -612,6 +624,7 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     const char *tname = pt_tokenizer_name(tok);
     rd.in = &in;
     rd.file = -1;
+    rd.unit = o->unit_bytes > 0 ? o->unit_bytes : PREP_UNIT_DEFAULT;
     rd.can_cut = strcmp(tname, "byte") == 0 || strcmp(tname, "gpt2") == 0 || strcmp(tname, "cl100k") == 0 ||
                  strcmp(tname, "o200k") == 0;
     sink.out = o->output;
