@@ -365,11 +365,136 @@ static void test_small_files(void)
     CHECK(pt_tokenizer_open("nofolder/encoder.json", &t) == PT_EINVAL && t == NULL);
 }
 
+/* A tokenizer.json: the 256 byte tokens (GPT-2's alphabet) plus `vocab` members, `merges`,
+ * `added` and `pre` (JSON texts). */
+static void write_hf(const char *path, const char *model_type, const char *vocab, const char *merges, const char *added,
+                     const char *pre, const char *normalizer)
+{
+    FILE *f = fopen(path, "wb");
+    fprintf(f, "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": [%s],\n"
+               "\"normalizer\": %s, \"pre_tokenizer\": %s, \"post_processor\": null,\n"
+               "\"decoder\": {\"type\": \"ByteLevel\"},\n"
+               "\"model\": {\"type\": \"%s\", \"dropout\": null, \"unk_token\": null, \"fuse_unk\": false,\n"
+               "\"byte_fallback\": false, \"vocab\": {",
+            added, normalizer, pre, model_type);
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n++;
+        if (cp == '"' || cp == '\\')
+            fprintf(f, "\"\\%c\": %d, ", (char)cp, b);
+        else
+            fprintf(f, "\"\\u%04x\": %d, ", cp, b);
+    }
+    fprintf(f, "%s}, \"merges\": [%s]}}\n", vocab, merges);
+    fclose(f);
+}
+
+static void test_hf(void)
+{
+    static const char *const bytelevel = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": "
+                                         "true, \"use_regex\": true}";
+    /* "\u0120" is GPT-2's alphabet for the space byte */
+    write_hf("hf_tiny.json", "BPE", "\"ab\": 256, \"abc\": 257, \"\\u0120ab\": 258",
+             "\"a b\", [\"ab\", \"c\"], \"\\u0120 ab\"", "{\"id\": 259, \"content\": \"<|end|>\", \"special\": true}",
+             bytelevel, "null");
+    pt_tokenizer *t = NULL;
+    CHECK(pt_tokenizer_open("hf_tiny.json", &t) == PT_OK);
+    if (t) {
+        CHECK(pt_tokenizer_vocab_size(t) == 260 && pt_tokenizer_special_id(t, "<|end|>") == 259);
+        ENCODES_AS(t, "abc ab", 0, 257, 258);
+        ENCODES_AS(t, "abc abc", 0, 257, 32, 257);
+        ENCODES_AS(t, "ab<|end|>", PT_TOK_ALLOW_SPECIAL, 256, 259);
+        ENCODES_AS(t, "ab<|end|>", 0, 256, 60, 124, 101, 110, 100, 124, 62);
+        CHECK(roundtrip(t, "x\xff\xfe <|end|> abcabc", 20, PT_TOK_ALLOW_SPECIAL));
+        pt_tokenizer_close(t);
+    }
+    /* Llama 3 / Qwen2 style: Sequence of Split (Isolated) and ByteLevel without its regex */
+    write_hf("hf_seq.json", "BPE", "\"ab\": 256", "\"a b\"", "{\"id\": 300, \"content\": \"<|end_of_text|>\", \"special\": true}",
+             "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"[0-9]\"}, "
+             "\"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+             "\"use_regex\": false}]}",
+             "null");
+    CHECK(pt_tokenizer_open("hf_seq.json", &t) == PT_OK);
+    if (t) {
+        ENCODES_AS(t, "a1b ab", 0, 97, 49, 98, 32, 256); /* " ab" is one piece: b a space, then ab */
+        ENCODES_AS(t, "ab2ab", 0, 256, 50, 256);
+        CHECK(pt_tokenizer_eot(t) == 300 && pt_tokenizer_vocab_size(t) == 301);
+        pt_tokenizer_close(t);
+    }
+    /* refusals, each naming the file and the key */
+    write_hf("hf_bad1.json", "WordPiece", "\"ab\": 256", "", "", bytelevel, "null");
+    refused("hf_bad1.json", "hf_bad1.json", "WordPiece");
+    write_hf("hf_bad2.json", "BPE", "\"ab\": 256", "", "", "{\"type\": \"Whitespace\"}", "null");
+    refused("hf_bad2.json", "hf_bad2.json", "Whitespace");
+    write_hf("hf_bad3.json", "BPE", "\"ab\": 256", "\"a b\", \"a\"", "", bytelevel, "null");
+    refused("hf_bad3.json", "hf_bad3.json", "model.merges[1]");
+    write_hf("hf_bad4.json", "BPE", "\"ab\": 256", "\"a c\"", "", bytelevel, "null");
+    refused("hf_bad4.json", "hf_bad4.json", "model.merges[0]");
+    write_hf("hf_bad5.json", "BPE", "\"ab\": 256", "", "", bytelevel, "{\"type\": \"NFKC\"}");
+    refused("hf_bad5.json", "hf_bad5.json", "NFKC");
+    write_hf("hf_bad6.json", "BPE", "\"ab\": 256", "", "",
+             "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}", "null");
+    refused("hf_bad6.json", "hf_bad6.json", "pattern");
+    write_hf("hf_bad7.json", "BPE", "\"ab\": 256", "", "",
+             "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"x\"}, \"behavior\": \"Removed\"}", "null");
+    refused("hf_bad7.json", "hf_bad7.json", "Removed");
+    write_hf("hf_bad8.json", "BPE", "\"ab\": 256", "", "{\"id\": 256, \"content\": \"<x>\", \"special\": true}",
+             bytelevel, "null");
+    refused("hf_bad8.json", "hf_bad8.json", "added_tokens[0]");
+    write_file("hf_bad9.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [}}");
+    refused("hf_bad9.json", "hf_bad9.json", NULL);
+}
+
+/* A rank file of 128000 ranks is Llama 3's tokenizer.model: its 256 special tokens come with it. */
+static void test_llama3_ranks(void)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (system("mkdir -p llama3") != 0)
+        exit(1);
+    FILE *f = fopen("llama3/tokenizer.model", "wb");
+    for (int r = 0; r < 128000; r++) {
+        unsigned char t[3];
+        int n;
+        if (r < 256) {
+            t[0] = (unsigned char)r;
+            n = 1;
+        } else if (r < 256 + 65536) {
+            t[0] = (unsigned char)((r - 256) >> 8);
+            t[1] = (unsigned char)(r - 256);
+            n = 2;
+        } else {
+            t[0] = 'z';
+            t[1] = (unsigned char)((r - 65792) >> 8);
+            t[2] = (unsigned char)(r - 65792);
+            n = 3;
+        }
+        uint32_t v = (uint32_t)t[0] << 16 | (n > 1 ? (uint32_t)t[1] << 8 : 0) | (n > 2 ? t[2] : 0);
+        char out[5] = { b64[v >> 18], b64[(v >> 12) & 63], n > 1 ? b64[(v >> 6) & 63] : '=', n > 2 ? b64[v & 63] : '=', 0 };
+        fprintf(f, "%s %d\n", out, r);
+    }
+    fclose(f);
+    pt_tokenizer *t = NULL;
+    CHECK(pt_tokenizer_open("llama3", &t) == PT_OK);
+    if (!t)
+        return;
+    CHECK(pt_tokenizer_vocab_size(t) == 128256 && pt_tokenizer_eot(t) == 128001);
+    CHECK(pt_tokenizer_special_id(t, "<|begin_of_text|>") == 128000);
+    CHECK(pt_tokenizer_special_id(t, "<|eot_id|>") == 128009);
+    CHECK(pt_tokenizer_special_id(t, "<|reserved_special_token_2|>") == 128011);
+    CHECK(pt_tokenizer_special_id(t, "<|reserved_special_token_246|>") == 128255);
+    ENCODES_AS(t, "<|begin_of_text|>ab", PT_TOK_ALLOW_SPECIAL, 128000, 256 + ('a' << 8 | 'b'));
+    CHECK(roundtrip(t, "<|eot_id|> x\xff<|end_of_text|>", 27, PT_TOK_ALLOW_SPECIAL));
+    pt_tokenizer_close(t);
+}
+
 int main(void)
 {
     test_builtin_ids();
     test_threads();
     test_small_files();
+    test_hf();
+    test_llama3_ranks();
     if (g_fail) {
         fprintf(stderr, "data.tokenizer: FAILED\n");
         return 1;
