@@ -369,7 +369,8 @@ int pt_cmd_train(int argc, char **argv)
           "most of the work: small models, large vocabularies); same parameters, loss equal up to rounding; auto: "
           "the planner picks K for the pipeline (one process keeps the model's own); default: the model config's, "
           "1 unless it says", 0 },
-        { "data", PT_OPT_STRING, &cfg->data, "FILE", "token file from 'pipetrain prepare', or builtin:sort / builtin:add", 0 },
+        { "data", PT_OPT_STRING, &cfg->data, "FILE|DIR|GLOB",
+          "token shards from 'pipetrain prepare' (docs/data.md), or builtin:sort / builtin:add", 0 },
         { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
         { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },
         { "micro-batch-size", PT_OPT_INT, &cfg->micro_batch_size, "B", "sequences per micro-batch", 0 },
@@ -428,8 +429,9 @@ int pt_cmd_train(int argc, char **argv)
         "examples:\n"
         "  pipetrain train\n"
         "  pipetrain train --data builtin:add --steps 1500\n"
-        "  pipetrain prepare --input book.txt --output book.bin && pipetrain train --data book.bin --steps 500\n"
-        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data book.bin --lr 1e-4\n"
+        "  pipetrain prepare --tokenizer gpt2 --input book.txt --output data/book && pipetrain train --data data/book "
+        "--steps 500\n"
+        "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data data/book --lr 1e-4\n"
         "  pipetrain train --stages 2 --schedule 1f1b --micro-batches 8 --profile prof\n"
         "  pipetrain train --stages 2 --dp 2 --schedule zb-h1 --micro-batches 8",
     };

@@ -417,6 +417,78 @@ static void *prep_worker(void *arg)
     return NULL;
 }
 
+/* The worker threads: started once (the tokenizer's per-thread caches stay warm), woken per batch. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    prep_work *w;
+    int gen, busy, quit, n;
+    pthread_t tid[256];
+} prep_pool;
+
+static void *pool_main(void *arg)
+{
+    prep_pool *p = arg;
+    int seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->quit && p->gen == seen)
+            pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        seen = p->gen;
+        pthread_mutex_unlock(&p->mu);
+        prep_worker(p->w);
+        pthread_mutex_lock(&p->mu);
+        if (--p->busy == 0)
+            pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Starts up to n - 1 workers (the caller is the n-th). */
+static void pool_start(prep_pool *p, prep_work *w, int n)
+{
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->w = w;
+    for (p->n = 0; p->n < n - 1 && p->n < 256; p->n++)
+        if (pthread_create(&p->tid[p->n], NULL, pool_main, p) != 0)
+            break; /* fewer threads: slower, same output */
+}
+
+/* Encodes the work's units on every thread; returns when all are done. */
+static void pool_run(prep_pool *p)
+{
+    atomic_store(&p->w->next, 0);
+    pthread_mutex_lock(&p->mu);
+    p->busy = p->n;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    prep_worker(p->w);
+    pthread_mutex_lock(&p->mu);
+    while (p->busy > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_stop(prep_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n; i++)
+        pthread_join(p->tid[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+}
+
 /* ---- output ---- */
 
 typedef struct {
@@ -586,7 +658,8 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     pt_tokenizer *tok = NULL;
     prep_inputs in = { 0 };
     prep_unit *units = NULL;
-    pthread_t *tids = NULL;
+    prep_pool *pool = NULL;
+    int pool_on = 0;
     prep_reader rd = { 0 };
     prep_sink sink = { 0 };
     int n_units = threads * PREP_UNITS_PER_THREAD;
@@ -634,8 +707,8 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     sink.val_tokens = o->val_tokens; /* < 0: set from the first unit */
     sink.shards = cJSON_CreateArray();
     units = calloc((size_t)n_units, sizeof *units);
-    tids = calloc((size_t)threads, sizeof *tids);
-    if (!units || !tids || !sink.shards) {
+    pool = calloc(1, sizeof *pool);
+    if (!units || !pool || !sink.shards) {
         st = pt_fail(PT_ENOMEM, "out of memory starting prepare");
         goto out;
     }
@@ -652,15 +725,11 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
         if (n == 0)
             break;
         w.n_units = n;
-        atomic_store(&w.next, 0);
-        int nt = threads < n ? threads : n;
-        int started = 0;
-        for (; started < nt - 1; started++)
-            if (pthread_create(&tids[started], NULL, prep_worker, &w) != 0)
-                break;
-        prep_worker(&w);
-        for (int i = 0; i < started; i++)
-            pthread_join(tids[i], NULL);
+        if (!pool_on) {
+            pool_start(pool, &w, threads);
+            pool_on = 1;
+        }
+        pool_run(pool);
         for (int i = 0; i < n; i++) {
             prep_unit *u = &units[i];
             if (u->st != PT_OK) {
@@ -721,7 +790,9 @@ out:
         free(units[i].ids.ids);
     }
     free(units);
-    free(tids);
+    if (pool_on)
+        pool_stop(pool);
+    free(pool);
     inputs_free(&in);
     pt_tokenizer_close(tok);
     return st;
