@@ -14,3 +14,9 @@ if(TARGET pt_data AND EXISTS ${CMAKE_SOURCE_DIR}/src/data/tokenizer.c)
     set_tests_properties(data.golden_${tok}_10mb PROPERTIES LABELS "sanitize" TIMEOUT 120)
   endforeach()
 endif()
+
+# The tokenizer benchmark end to end on 1 MiB: exits non-zero unless 2 threads give the ids of one.
+if(TARGET pipetrain AND EXISTS ${CMAKE_SOURCE_DIR}/bench/bench_tokenize.c AND EXISTS ${CMAKE_SOURCE_DIR}/src/data/tokenizer.c)
+  add_test(NAME data.bench_tokenize COMMAND pipetrain bench tokenize --json --mb 1 --threads 2)
+  set_tests_properties(data.bench_tokenize PROPERTIES TIMEOUT 60)
+endif()
