@@ -172,7 +172,7 @@ static pt_status bench_tokenizer(const char *name, int json, const int *thread_l
         }
         double best = 0;
         for (int r = 0; r < repeat && st == PT_OK; r++) {
-            double s;
+            double s = 0;
             st = run_once(w, k, &s);
             if (st == PT_OK && (r == 0 || s < best))
                 best = s;
