@@ -4,8 +4,33 @@
  *   backward_input   dinp (N,C)  = dout (N,OC) @ weight              sgemm(N, N)
  *   backward_weight  dw (OC,C)  += dout^T @ inp                      sgemm(T, N), beta 1
  * The bias is written into `out` first and the product added with beta = 1: OpenBLAS makes a
- * separate pass over C whenever beta != 1, so this costs nothing over beta = 0. */
+ * separate pass over C whenever beta != 1, so this costs nothing over beta = 0.
+ * A forward of one row (N = 1, each step of generation) goes through sgemv instead: sgemm packs
+ * the whole weight before multiplying, which for one row costs more than the product. */
+#include <cblas.h>
+
 #include "cpu_internal.h"
+
+/* out (OC) = weight (OC,C) @ x (C) + beta * out, in slices of rows rounded to 64 (so each row is
+ * computed by the same code path whatever the thread count: the bits do not depend on it). */
+static void pt_cpu_gemv_rows(int n_threads, float *out, const float *x, const float *weight, float beta, int C, int OC)
+{
+    pt_cpu_blas_single();
+    const int align = 64;
+    int n_parts = n_threads;
+    if (n_parts > (OC + align - 1) / align)
+        n_parts = (OC + align - 1) / align;
+    if ((double)OC * C < 1e5)
+        n_parts = 1;
+    int chunk = (OC + n_parts - 1) / n_parts;
+    chunk = (chunk + align - 1) / align * align;
+#pragma omp parallel for num_threads(n_parts) schedule(static, 1) if (n_parts > 1)
+    for (int p = 0; p < n_parts; p++) {
+        int lo = p * chunk, hi = lo + chunk < OC ? lo + chunk : OC;
+        if (lo < hi)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, C, 1.0f, weight + (size_t)lo * C, C, x, 1, beta, out + lo, 1);
+    }
+}
 
 static pt_status pt_cpu_matmul_check(const char *what, int N, int C, int OC)
 {
@@ -30,6 +55,10 @@ pt_status pt_cpu_matmul_forward(pt_stream *s, float *out, const float *inp, cons
                 row[o] = bias[o];
         }
         beta = 1.0f;
+    }
+    if (N == 1) { /* one row (generation): sgemv reads the weight once; sgemm would first pack all of it */
+        pt_cpu_gemv_rows(s->n_threads, out, inp, weight, beta, C, OC);
+        return PT_OK;
     }
     pt_cpu_sgemm(s->n_threads, 0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
     return PT_OK;

@@ -481,6 +481,19 @@ static void test_matmul(void)
     matmul_case(s2, 256, 96, 200, 1, 0); /* split by rows across threads */
     matmul_case(s3, 64, 96, 700, 1, 0);  /* split by columns, uneven */
     matmul_case(s2, 130, 300, 130, 0, 0);
+    matmul_case(s1, 1, 7, 5, 1, 1);       /* one row: the sgemv path */
+    matmul_case(s3, 1, 300, 1000, 1, 0);  /* one row split over threads, uneven */
+    { /* one row: the same bits on 1, 2 and 3 threads */
+        const int C = 384, OC = 1000;
+        float *x = frand_new(C, 1), *w = frand_new((size_t)OC * C, 0.1), *b = frand_new(OC, 1);
+        float *o1 = fnew(OC), *o2 = fnew(OC), *o3 = fnew(OC);
+        EXPECT(be->matmul_forward(s1, o1, x, w, b, 1, C, OC) == PT_OK);
+        EXPECT(be->matmul_forward(s2, o2, x, w, b, 1, C, OC) == PT_OK);
+        EXPECT(be->matmul_forward(s3, o3, x, w, b, 1, C, OC) == PT_OK);
+        check_bits("matmul_forward N=1, 1 vs 2 threads", o1, o2, OC);
+        check_bits("matmul_forward N=1, 1 vs 3 threads", o1, o3, OC);
+        ffree(x), ffree(w), ffree(b), ffree(o1), ffree(o2), ffree(o3);
+    }
     float dummy = 0;
     EXPECT(be->matmul_forward(s1, &dummy, &dummy, &dummy, NULL, 1, 0, 1) == PT_EINVAL);
     EXPECT(be->matmul_forward(s1, &dummy, &dummy, &dummy, NULL, 0, 1, 1) == PT_OK);
