@@ -10,12 +10,14 @@
  * int32, as tokenize_ref.mjs does) and must equal the one-thread run's.
  *
  * MB here is 2^20 bytes (MiB), in --mb and in mb_per_s. Time is wall time of the encode calls only
- * (the tokenizer is opened and warmed up on one document first; its open time is reported apart).
+ * (the tokenizer is opened and warmed up on one document first; its open time is reported apart);
+ * mb_per_cpu_s divides by the encoding threads' CPU time instead, which holds up on a busy machine.
  * --repeat R keeps the fastest of R runs. --input FILE benchmarks a file instead (documents separated
  * by NUL, the format --corpus-out writes), e.g. real text gathered by bench/tokenize.sh.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,19 +35,29 @@ typedef struct {
     const size_t *off; /* document i: [off[i], off[i+1] - 1) (a NUL follows each) */
     size_t d0, d1;     /* this worker's documents */
     pt_tok_ids ids;
+    double cpu_s; /* this worker's CPU time in its last run */
     pt_status st;
     char err[256];
 } bench_work;
 
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void *encode_docs(void *arg)
 {
     bench_work *w = arg;
+    double c0 = thread_cpu_s();
     w->ids.n = 0;
     w->st = PT_OK;
     for (size_t d = w->d0; d < w->d1 && w->st == PT_OK; d++)
         w->st = pt_tokenizer_encode(w->tok, w->text + w->off[d], w->off[d + 1] - 1 - w->off[d], 0, &w->ids);
     if (w->st != PT_OK)
         snprintf(w->err, sizeof w->err, "%s", pt_last_error());
+    w->cpu_s = thread_cpu_s() - c0;
     return NULL;
 }
 
@@ -65,7 +77,7 @@ static void split_docs(const size_t *off, size_t n_docs, int k, size_t *cut)
 }
 
 /* One timed run on k threads (k >= 1; k == 1 runs on the calling thread). */
-static pt_status run_once(bench_work *w, int k, double *seconds)
+static pt_status run_once(bench_work *w, int k, double *seconds, double *cpu_seconds)
 {
     pthread_t th[256];
     int64_t t0 = pt_now_ns();
@@ -82,6 +94,9 @@ static pt_status run_once(bench_work *w, int k, double *seconds)
             return pt_fail(PT_EIO, "cannot start %d encoding threads (started %d); try fewer --threads", k, started);
     }
     *seconds = pt_seconds_between(t0, pt_now_ns());
+    *cpu_seconds = 0;
+    for (int i = 0; i < k; i++)
+        *cpu_seconds += w[i].cpu_s;
     for (int i = 0; i < k; i++)
         if (w[i].st != PT_OK)
             return pt_fail(w[i].st, "encoding thread %d: %s", i, w[i].err);
@@ -89,7 +104,7 @@ static pt_status run_once(bench_work *w, int k, double *seconds)
 }
 
 static void emit(int json, const char *tok_name, int threads, size_t bytes, size_t docs, size_t tokens, double s,
-                 uint64_t fnv, int same, double open_ms, int vocab)
+                 double cpu_s, uint64_t fnv, int same, double open_ms, int vocab)
 {
     double mbs = (double)bytes / 1048576.0 / s;
     char hex[17];
@@ -108,6 +123,8 @@ static void emit(int json, const char *tok_name, int threads, size_t bytes, size
         cJSON_AddNumberToObject(o, "mb_per_s", mbs);
         cJSON_AddNumberToObject(o, "mb_per_s_per_thread", mbs / threads);
         cJSON_AddNumberToObject(o, "tokens_per_s", (double)tokens / s);
+        cJSON_AddNumberToObject(o, "cpu_ms", cpu_s * 1e3);
+        cJSON_AddNumberToObject(o, "mb_per_cpu_s", (double)bytes / 1048576.0 / cpu_s);
         cJSON_AddStringToObject(o, "ids_fnv1a64", hex);
         cJSON_AddBoolToObject(o, "same_as_1_thread", same);
         cJSON_AddNumberToObject(o, "open_ms", open_ms);
@@ -118,8 +135,8 @@ static void emit(int json, const char *tok_name, int threads, size_t bytes, size
         cJSON_Delete(o);
     }
     else
-        printf("%-7s %3d %10zu %9.1f %8.2f %8.2f %16s %s\n", tok_name, threads, tokens, s * 1e3, mbs, mbs / threads,
-               hex, same ? "yes" : "NO");
+        printf("%-7s %3d %10zu %9.1f %8.2f %8.2f %9.2f %16s %s\n", tok_name, threads, tokens, s * 1e3, mbs,
+               mbs / threads, (double)bytes / 1048576.0 / cpu_s, hex, same ? "yes" : "NO");
     fflush(stdout);
 }
 
@@ -170,12 +187,14 @@ static pt_status bench_tokenizer(const char *name, int json, const int *thread_l
             w[i].d0 = cut[i];
             w[i].d1 = cut[i + 1];
         }
-        double best = 0;
+        double best = 0, best_cpu = 0;
         for (int r = 0; r < repeat && st == PT_OK; r++) {
-            double s = 0;
-            st = run_once(w, k, &s);
-            if (st == PT_OK && (r == 0 || s < best))
+            double s = 0, c = 0;
+            st = run_once(w, k, &s, &c);
+            if (st == PT_OK && (r == 0 || s < best)) {
                 best = s;
+                best_cpu = c;
+            }
         }
         if (st != PT_OK)
             break;
@@ -188,7 +207,7 @@ static pt_status bench_tokenizer(const char *name, int json, const int *thread_l
         if (t == 0)
             fnv1 = fnv;
         int same = fnv == fnv1;
-        emit(json, pt_tokenizer_name(tok), k, bytes, n_docs, tokens, best, fnv, same, open_ms,
+        emit(json, pt_tokenizer_name(tok), k, bytes, n_docs, tokens, best, best_cpu, fnv, same, open_ms,
              pt_tokenizer_vocab_size(tok));
         if (!same)
             st = pt_fail(PT_EINVAL, "%s on %d threads: ids differ from one thread's (FNV %016llx vs %016llx)", name, k,
@@ -333,8 +352,8 @@ int pt_bench_tokenize(int argc, char **argv)
         else {
             printf("corpus: %zu bytes (%.1f MiB) in %zu documents, FNV-1a %s (generated in %.0f ms)\n", bytes,
                    bytes / 1048576.0, n_docs, hex, gen_s * 1e3);
-            printf("%-7s %3s %10s %9s %8s %8s %16s %s\n", "tok", "thr", "tokens", "ms", "MiB/s", "/thread",
-                   "ids FNV-1a", "same");
+            printf("%-7s %3s %10s %9s %8s %8s %9s %16s %s\n", "tok", "thr", "tokens", "ms", "MiB/s", "/thread",
+                   "MiB/cpu-s", "ids FNV-1a", "same");
         }
         fflush(stdout);
     }
