@@ -108,6 +108,15 @@ static pt_status ckpt_info(const char *run_json, const char *model_opt, pt_model
     const cJSON *dj = run ? cJSON_GetObjectItemCaseSensitive(run, "data") : NULL;
     if (cJSON_IsString(dj))
         snprintf(data, data_cap, "%s", dj->valuestring);
+    /* a preset name with the data's larger vocabulary: the trainer fitted the model to it
+     * (pt_dataset_fit_model: vocab_size = the data's, vocab_padded rounded up to 128) */
+    const cJSON *vj = run ? cJSON_GetObjectItemCaseSensitive(run, "data_vocab") : NULL;
+    if (st == PT_OK && cJSON_IsNumber(vj) && vj->valueint > cfg->vocab_size) {
+        int v = vj->valueint, vp = (v + 127) / 128 * 128;
+        cfg->vocab_size = v;
+        cfg->vocab_padded = cfg->vocab_padded > vp ? cfg->vocab_padded : vp;
+        st = pt_model_config_validate(cfg);
+    }
     cJSON_Delete(run);
     return st;
 }

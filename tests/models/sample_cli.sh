@@ -7,6 +7,7 @@
 #    tokenizer it records (byte); another --tokenizer is refused naming both
 #  - --stages 2 (one rank per layer range, the hidden state rank to rank) gives the same ids, greedy
 #    and sampled with a seed, from the file and from the checkpoint (resharded to 3 stages)
+#  - a pipelined checkpoint of a preset fitted to GPT-2 tokens samples with its recorded gpt2 tokenizer
 #  - train --sample-every prints samples in one process without changing the losses, and is refused
 #    for a pipelined run
 #  - refusals exit 2 with one line: a prompt + --max-new-tokens beyond the context, a prompt longer
@@ -78,6 +79,21 @@ if grep -q '"data_tokenizer"' "$dir/ck"/step_*/manifest.json; then
     [ $rc -eq 2 ] || fail "a tokenizer other than the checkpoint's: exit $rc, want 2"
     grep -q "gpt2.*byte" "$dir/err" || fail "the mismatch does not name both tokenizers: $(cat "$dir/err")"
 fi
+# GPT-2 text through two training stages (the model fitted to the data's 50257 ids), sampled with
+# the tokenizer the checkpoint records, in one process and in two stages
+i=0
+while [ $i -lt 40 ]; do echo "The quick brown fox jumps over the lazy dog, line $i."; i=$((i + 1)); done >"$dir/book.txt"
+"$PT" prepare --tokenizer gpt2 --input "$dir/book.txt" --output "$dir/book.bin" >/dev/null 2>&1 || fail "prepare failed"
+"$PT" train --model gpt2-tiny --data "$dir/book.bin" --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 1 \
+    --seq-len 16 --eval-batches 0 --threads 1 --run-dir "$dir/run_g" --ckpt-dir "$dir/ck_g" >"$dir/train_g.log" 2>&1 ||
+    fail "train on gpt2 tokens failed: $(tail -3 "$dir/train_g.log")"
+one=$("$PT" sample --ckpt "$dir/ck_g" --prompt "The quick" --temperature 0 --max-new-tokens 6 --threads 1 2>"$dir/err") ||
+    fail "sample of the gpt2-token checkpoint failed: $(cat "$dir/err")"
+two=$("$PT" sample --ckpt "$dir/ck_g" --prompt "The quick" --temperature 0 --max-new-tokens 6 --threads 1 --stages 2 2>"$dir/err") ||
+    fail "sample --stages 2 of the gpt2-token checkpoint failed: $(cat "$dir/err")"
+[ "$one" = "$two" ] || fail "gpt2-token checkpoint: one process wrote '$one', two stages '$two'"
+case "$one" in "The quick"?*) ;; *) fail "sample of the gpt2-token checkpoint printed '$one'" ;; esac
+
 # train --sample-every: samples every 2 steps, the same losses as without
 for run in with without; do
     extra=""
