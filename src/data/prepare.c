@@ -259,7 +259,8 @@ static pt_status reader_next(prep_reader *r, prep_unit *u, int *got_unit)
         u->doc_start = r->at_doc_start;
         u->line = r->line;
         PT_CHECK(unit_reserve(u, r->carry_len + r->unit));
-        memcpy(u->buf, r->carry, r->carry_len);
+        if (r->carry_len)
+            memcpy(u->buf, r->carry, r->carry_len);
         u->len = r->carry_len;
         r->carry_len = 0;
         int eof = 0;
@@ -758,6 +759,10 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
         }
         if (!got)
             break;
+    }
+    if (!one_file && r->tokens == 0) {
+        st = pt_fail(PT_EINVAL, "the inputs hold no text (0 tokens); check --input");
+        goto out;
     }
     if (!one_file && sink.train_done == 0) {
         st = pt_fail(PT_EINVAL,
