@@ -2,7 +2,8 @@
 # Exact resume on a prepared data set: a run of 6 steps, and a run resumed from its step-3
 # checkpoint, log bitwise-equal losses for steps 4..6 (the batch of a step is a pure function of
 # (seed, split, step, sample), so the resumed run reads the tokens the uninterrupted one read).
-# With "2" as the second argument the runs go through 2 pipeline stages.
+# With "2" as the second argument the runs go through 2 pipeline stages. Resuming on data of
+# another tokenizer is refused.
 #   dataset_resume.sh PIPETRAIN [STAGES]
 set -e
 B=$1
@@ -27,5 +28,11 @@ losses $D/a/metrics.jsonl > $D/a_loss.txt
 losses $D/b/metrics.jsonl > $D/b_loss.txt
 test "$(wc -l < $D/a_loss.txt)" -eq 3 || { cat $D/a.txt $D/a_loss.txt; exit 1; }
 cmp $D/a_loss.txt $D/b_loss.txt || { paste $D/a_loss.txt $D/b_loss.txt; cat $D/b.txt; exit 1; }
+# data of another tokenizer is refused on --resume, naming both, before any weight is read
+"$B" prepare --tokenizer gpt2 --input $D/corpus.txt --output $D/gpt2data --quiet > /dev/null
+if "$B" train $(echo "$opts" | sed "s|--data $D/data|--data $D/gpt2data|") --resume --run-dir $D/b > $D/c.txt 2>&1; then
+  cat $D/c.txt; exit 1
+fi
+grep -q 'was trained on data of tokenizer byte.*was made with gpt2' $D/c.txt || { cat $D/c.txt; exit 1; }
 echo "resumed losses equal the uninterrupted run's ($P stage(s)):"
 cat $D/b_loss.txt
