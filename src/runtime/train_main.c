@@ -397,7 +397,15 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     {
         cJSON *j = NULL;
         PT_TRY(pt_plan_to_json(plan, &j), out);
-        cJSON_AddStringToObject(j, "model", tc->model);
+        /* the config as trained (the data's tokenizer may have widened the preset's vocabulary),
+         * so sample, ckpt export and resume rebuild exactly this model */
+        cJSON *mj = pt_model_config_to_json(&cfg);
+        if (!mj) {
+            cJSON_Delete(j);
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto out;
+        }
+        cJSON_AddItemToObject(j, "model", mj);
         cJSON_AddStringToObject(j, "schedule_name", sc->name);
         if (pt_dataset_describe(data, j) != PT_OK) {
             cJSON_Delete(j);
