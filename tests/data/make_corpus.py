@@ -231,6 +231,24 @@ def random_cases(seed, n):
 FILES["random_unicode.cases"] = random_cases(14, 3000)
 
 
+def edge_cases():
+    """Characters on which regex engines disagree, in contexts that tell the readings apart: U+0085,
+    U+FEFF and U+180E (whitespace for JavaScript's \\s or for Python's/Rust's, not both), U+001C..1F
+    (Python's str.isspace only), U+200B (neither), the long s and the Kelvin sign (case folding of
+    tiktoken's (?i:'s) in Rust; js-tiktoken spells the cases out). The goldens pin the npm (JavaScript)
+    references' reading; OpenAI's Python/Rust tiktoken may tokenize some of these differently."""
+    cases = []
+    for c in ["\u0085", "\ufeff", "\u180e", "\u001c", "\u001f", "\u200b"]:
+        for ctx in ["a{}b", "a {}b", "a{} b", "{}\n", "\n{}", "  {}  x", "x{}", "{}", "!{}!", "{}{}!", "x {}{}",
+                    "?{}?{}", "{}1", "{}  ", "\t{}\t", ".{}.", "{}\r\n"]:
+            cases.append(ctx.replace("{}", c))
+    cases += ["it'\u017f", "IT'\u017f", "x'K", "don'T", "\u212a", "'\u212a"]
+    return "\0".join(cases)
+
+
+FILES["regex_edges.cases"] = edge_cases()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, text in FILES.items():

@@ -75,7 +75,9 @@ function encode(tok, text) {
     }
   }
   const back = encs[tok].decode(ids);
-  if (back !== text) throw new Error(`${tok}: reference decode(encode(x)) != x`);
+  // (js-tiktoken's decode drops a leading U+FEFF: its TextDecoder takes it for a byte-order mark)
+  if (back !== text && !(text.startsWith("\ufeff") && back === text.slice(1)))
+    throw new Error(`${tok}: reference decode(encode(x)) != x`);
   return ids;
 }
 
@@ -116,7 +118,7 @@ function idLines(ids) {
 
 const corpusDir = path.join(here, "golden", "corpus");
 const names = fs.readdirSync(corpusDir).filter((n) => /\.(txt|bin|cases)$/.test(n)).sort();
-const dec = new TextDecoder("utf-8", { fatal: true });
+const dec = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }); // keep a leading U+FEFF
 const out = {}; // path -> text; written only when every input succeeded
 for (const tok of Object.keys(encs)) {
   const head = `# golden ids: ${refName[tok]}; ${versions.join(", ")}; made by tests/data/make_golden.sh\n`;
