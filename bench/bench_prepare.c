@@ -7,11 +7,15 @@
  * pieces) and corpus.jsonl (one {"text": ...} line per document). Each form is prepared with
  * --threads 1 and with --threads N (default: every core) into gpt2 shards; the time is pt_prepare's
  * wall time (reading, encoding, writing, fsync), the fastest of --repeat runs, and MB/s is input
- * bytes / 1e6 per second. The shards and sidecar of the N-thread run must equal the 1-thread run's.
+ * bytes / 1e6 per second. cpu_s is the process's user + system CPU time over that run (getrusage):
+ * on a machine shared with other work, wall time shows the share of the cores the run got, and
+ * cpu_s / seconds how many cores it kept busy. The shards and sidecar of the N-thread run must
+ * equal the 1-thread run's.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +42,14 @@ static unsigned char *slurp(const char *path, size_t *n)
 }
 
 /* 1 when the two prepared folders hold the same sidecar and shards (byte for byte). */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
 static pt_status same_output(const char *a, const char *b)
 {
     char pa[4096], pb[4096];
@@ -152,7 +164,7 @@ int pt_bench_prepare(int argc, char **argv)
         printf("prepare, %s, %.0f MiB generated corpus (%zu documents), fastest of %d\n", tokenizer, mb, n_docs,
                repeat);
     for (int f = 0; f < 2 && st == PT_OK; f++) {
-        double best[2] = { 0, 0 };
+        double best[2] = { 0, 0 }, cpu[2] = { 0, 0 };
         pt_prepare_result res[2];
         char out[2][4300];
         const int th[2] = { 1, threads };
@@ -165,9 +177,13 @@ int pt_bench_prepare(int argc, char **argv)
                 const char *in[1] = { forms[f] };
                 pt_prepare_opts o = { .tokenizer = tokenizer, .inputs = in, .n_inputs = 1, .output = out[k],
                                       .shard_tokens = 0, .val_tokens = -1, .threads = th[k] };
+                double c0 = cpu_seconds();
                 st = pt_prepare(&o, &res[k]);
-                if (st == PT_OK && (r == 0 || res[k].seconds < best[k]))
+                double c = cpu_seconds() - c0;
+                if (st == PT_OK && (r == 0 || res[k].seconds < best[k])) {
                     best[k] = res[k].seconds;
+                    cpu[k] = c;
+                }
             }
         }
         if (st == PT_OK)
@@ -178,14 +194,15 @@ int pt_bench_prepare(int argc, char **argv)
         if (json)
             for (int k = 0; k < 2; k++)
                 printf("{\"bench\":\"prepare\",\"tokenizer\":\"%s\",\"format\":\"%s\",\"threads\":%d,\"bytes\":%lld,"
-                       "\"tokens\":%lld,\"documents\":%lld,\"seconds\":%.4f,\"mb_per_s\":%.2f,\"same_output\":true}\n",
+                       "\"tokens\":%lld,\"documents\":%lld,\"seconds\":%.4f,\"cpu_s\":%.4f,\"mb_per_s\":%.2f,"
+                       "\"same_output\":true}\n",
                        tokenizer, form_name[f], th[k], (long long)res[k].bytes, (long long)res[k].tokens,
-                       (long long)res[k].documents, best[k], k ? mbsn : mbs1);
+                       (long long)res[k].documents, best[k], cpu[k], k ? mbsn : mbs1);
         else
-            printf("  %-5s %6.1f MB -> %9lld tokens: 1 thread %.2f s (%.1f MB/s), %d threads %.2f s (%.1f MB/s), "
-                   "x%.2f, same output\n",
-                   form_name[f], (double)res[0].bytes / 1e6, (long long)res[0].tokens, best[0], mbs1, threads,
-                   best[1], mbsn, best[0] / best[1]);
+            printf("  %-5s %6.1f MB -> %9lld tokens: 1 thread %.2f s (%.1f MB/s, %.2f s CPU), %d threads %.2f s "
+                   "(%.1f MB/s, %.2f s CPU), x%.2f, same output\n",
+                   form_name[f], (double)res[0].bytes / 1e6, (long long)res[0].tokens, best[0], mbs1, cpu[0],
+                   threads, best[1], mbsn, cpu[1], best[0] / best[1]);
     }
     if (!dir && st == PT_OK) {
         char cmd[8400];
