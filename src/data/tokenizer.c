@@ -80,49 +80,74 @@ typedef struct tok_ent {
     uint32_t hash;
 } tok_ent;
 
+/* A slot holds what a lookup needs (one cache miss): the key's first 8 bytes (zero-padded) when it
+ * is that short, else its offset in the blob; its hash, length (0: empty), id and rank. */
+typedef struct tok_slot {
+    uint64_t k8;
+    uint32_t hash, len;
+    int32_t id, rank;
+} tok_slot;
+
 typedef struct tok_tab {
-    uint64_t *slots;
+    tok_slot *slots;
     size_t mask, used;
 } tok_tab;
 
-static inline const tok_ent *tab_find(const tok_tab *t, const tok_ent *ents, const char *blob, const void *p,
-                                      size_t n, uint32_t h)
+static inline uint64_t load_k8(const unsigned char *p, size_t n)
+{
+    uint64_t t = 0;
+    if (n == 8) {
+        memcpy(&t, p, 8);
+        return t;
+    }
+    switch (n) {
+    case 7: t |= (uint64_t)p[6] << 48; /* fall through */
+    case 6: t |= (uint64_t)p[5] << 40; /* fall through */
+    case 5: t |= (uint64_t)p[4] << 32; /* fall through */
+    case 4: t |= (uint64_t)p[3] << 24; /* fall through */
+    case 3: t |= (uint64_t)p[2] << 16; /* fall through */
+    case 2: t |= (uint64_t)p[1] << 8; /* fall through */
+    case 1: t |= (uint64_t)p[0]; /* fall through */
+    default: break;
+    }
+    return t;
+}
+
+static inline const tok_slot *tab_find(const tok_tab *t, const char *blob, const void *key, size_t n, uint32_t h)
 {
     if (!t->slots)
         return NULL;
+    const unsigned char *p = key;
+    uint64_t k = n <= 8 ? load_k8(p, n) : 0;
     size_t i = h & t->mask;
     for (;;) {
-        uint64_t s = t->slots[i];
-        if (!s)
+        const tok_slot *s = &t->slots[i];
+        if (!s->len)
             return NULL;
-        if ((uint32_t)(s >> 32) == h) {
-            const tok_ent *e = &ents[(uint32_t)s - 1];
-            if (e->len == n && memcmp(blob + e->off, p, n) == 0)
-                return e;
-        }
+        if (s->hash == h && s->len == n && (n <= 8 ? s->k8 == k : memcmp(blob + s->k8, p, n) == 0))
+            return s;
         i = (i + 1) & t->mask;
     }
 }
 
-static pt_status tab_reserve(tok_tab *t, const tok_ent *ents, size_t want)
+static pt_status tab_reserve(tok_tab *t, size_t want)
 {
     if (t->slots && (want + 1) * 2 <= t->mask + 1)
         return PT_OK;
     size_t cap = 1024;
     while (cap < (want + 1) * 2)
         cap *= 2;
-    uint64_t *s = calloc(cap, sizeof *s);
+    tok_slot *s = calloc(cap, sizeof *s);
     if (!s)
         return pt_fail(PT_ENOMEM, "tokenizer: cannot allocate a %zu-slot table", cap);
     if (t->slots) {
         for (size_t i = 0; i <= t->mask; i++) {
-            uint64_t v = t->slots[i];
-            if (!v)
+            if (!t->slots[i].len)
                 continue;
-            size_t j = ents[(uint32_t)v - 1].hash & (cap - 1);
-            while (s[j])
+            size_t j = t->slots[i].hash & (cap - 1);
+            while (s[j].len)
                 j = (j + 1) & (cap - 1);
-            s[j] = v;
+            s[j] = t->slots[i];
         }
         free(t->slots);
     }
@@ -131,15 +156,19 @@ static pt_status tab_reserve(tok_tab *t, const tok_ent *ents, size_t want)
     return PT_OK;
 }
 
-/* Inserts entry `idx` (its bytes and hash already set); the caller checked it is not present. */
-static pt_status tab_insert(tok_tab *t, const tok_ent *ents, uint32_t idx)
+/* Inserts entry `e` (bytes in the blob); the caller checked it is not present. */
+static pt_status tab_insert(tok_tab *t, const char *blob, const tok_ent *e)
 {
-    PT_CHECK(tab_reserve(t, ents, t->used + 1));
-    uint32_t h = ents[idx].hash;
-    size_t j = h & t->mask;
-    while (t->slots[j])
+    PT_CHECK(tab_reserve(t, t->used + 1));
+    size_t j = e->hash & t->mask;
+    while (t->slots[j].len)
         j = (j + 1) & t->mask;
-    t->slots[j] = ((uint64_t)h << 32) | (uint64_t)(idx + 1);
+    tok_slot *s = &t->slots[j];
+    s->k8 = e->len <= 8 ? load_k8((const unsigned char *)blob + e->off, e->len) : e->off;
+    s->hash = e->hash;
+    s->len = e->len;
+    s->id = e->id;
+    s->rank = e->rank;
     t->used++;
     return PT_OK;
 }
@@ -184,8 +213,10 @@ struct pt_tokenizer {
     tok_tab tab;
     /* merge-list BPE (GPT-2 files, tokenizer.json): (left id, right id) -> rank, merged id. Empty:
      * tiktoken's rule, the rank of the concatenated bytes */
-    uint64_t *pkey; /* ((left << 32) | right) + 1; 0 empty */
-    int32_t *prank, *pmerged;
+    struct tok_pair {
+        uint64_t key; /* ((left << 32) | right) + 1; 0: empty */
+        int32_t rank, merged;
+    } *pairs;
     size_t pmask, pused;
     uint32_t *id_off, *id_len; /* id -> bytes (UINT32_MAX len: a hole) */
     int32_t byte_id[256];
@@ -200,6 +231,7 @@ struct pt_tokenizer {
     char *pat[TOK_MAX_PATTERNS];
     int n_re;
     int shortcut;
+    size_t max_len; /* the longest token's bytes */
     int32_t eot;
     uint64_t fp;
     pthread_key_t key;
@@ -255,9 +287,7 @@ void pt_tokenizer_close(pt_tokenizer *t)
     free(t->blob);
     free(t->ents);
     free(t->tab.slots);
-    free(t->pkey);
-    free(t->prank);
-    free(t->pmerged);
+    free(t->pairs);
     free(t->id_off);
     free(t->id_len);
     free(t->sp);
@@ -275,7 +305,7 @@ int pt_tokenizer_special_id(const pt_tokenizer *t, const char *text)
     if (!text || !t->n_sp)
         return -1;
     size_t n = strlen(text);
-    const tok_ent *e = tab_find(&t->sp_tab, t->sp, t->blob, text, n, tok_hash((const unsigned char *)text, n));
+    const tok_slot *e = tab_find(&t->sp_tab, t->blob, text, n, tok_hash((const unsigned char *)text, n));
     return e ? e->id : -1;
 }
 
@@ -417,7 +447,9 @@ static int ids_reserve(pt_tok_ids *o, size_t extra)
 
 static inline int32_t rank_of(const pt_tokenizer *t, const unsigned char *p, size_t n)
 {
-    const tok_ent *e = tab_find(&t->tab, t->ents, t->blob, p, n, tok_hash(p, n));
+    if (n > t->max_len)
+        return TOK_NO_RANK;
+    const tok_slot *e = tab_find(&t->tab, t->blob, p, n, tok_hash(p, n));
     return e ? e->rank : TOK_NO_RANK;
 }
 
@@ -425,7 +457,7 @@ static inline int32_t id_of(const pt_tokenizer *t, const unsigned char *p, size_
 {
     if (n == 1)
         return t->byte_id[p[0]];
-    const tok_ent *e = tab_find(&t->tab, t->ents, t->blob, p, n, tok_hash(p, n));
+    const tok_slot *e = tab_find(&t->tab, t->blob, p, n, tok_hash(p, n));
     return e ? e->id : -1;
 }
 
@@ -566,12 +598,12 @@ static inline int32_t pair_rank(const pt_tokenizer *t, int32_t a, int32_t b, int
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & t->pmask;
     for (;;) {
-        uint64_t k = t->pkey[i];
-        if (k == key) {
-            *merged = t->pmerged[i];
-            return t->prank[i];
+        const struct tok_pair *e = &t->pairs[i];
+        if (e->key == key) {
+            *merged = e->merged;
+            return e->rank;
         }
-        if (!k)
+        if (!e->key)
             return TOK_NO_RANK;
         i = (i + 1) & t->pmask;
     }
@@ -654,7 +686,7 @@ static size_t bpe_pair_large(const pt_tokenizer *t, tok_scratch *s, const unsign
     return k;
 }
 
-#define BPE_SMALL_MAX 256
+#define BPE_SMALL_MAX 64
 
 /* Encodes one piece (n >= 1 bytes) and appends its ids. Room for n ids is reserved by the caller. */
 static pt_status encode_piece(const pt_tokenizer *t, tok_scratch *s, const unsigned char *p, size_t n, pt_tok_ids *o)
@@ -665,7 +697,7 @@ static pt_status encode_piece(const pt_tokenizer *t, tok_scratch *s, const unsig
     }
     uint32_t h = tok_hash(p, n);
     if (t->shortcut) {
-        const tok_ent *e = tab_find(&t->tab, t->ents, t->blob, p, n, h);
+        const tok_slot *e = tab_find(&t->tab, t->blob, p, n, h);
         if (e) {
             o->ids[o->n++] = e->id;
             return PT_OK;
@@ -683,14 +715,14 @@ static pt_status encode_piece(const pt_tokenizer *t, tok_scratch *s, const unsig
     if (scratch_grow(s, n + 2) != 0)
         return pt_fail(PT_ENOMEM, "tokenizer: cannot allocate scratch for a %zu-byte piece", n);
     size_t n0 = o->n, k;
-    if (t->pkey) {
+    if (t->pairs) {
         k = n <= BPE_SMALL_MAX ? bpe_pair_small(t, s, p, n) : bpe_pair_large(t, s, p, n);
         memcpy(o->ids + o->n, s->pid, k * sizeof(int32_t));
         o->n += k;
     } else {
         k = n <= BPE_SMALL_MAX ? bpe_small(t, s, p, n) : bpe_large(t, s, p, n);
     }
-    for (size_t i = 0; i < k && !t->pkey; i++) {
+    for (size_t i = 0; i < k && !t->pairs; i++) {
         int32_t id = id_of(t, p + s->start[i], s->start[i + 1] - s->start[i]);
         if (id < 0)
             return pt_fail(PT_EINTERNAL, "tokenizer %s: merged piece of %u bytes has no id", t->name,
@@ -769,7 +801,7 @@ static pt_status split_level(const pt_tokenizer *t, tok_scratch *s, int level, c
 }
 
 /* The earliest special token in p[from..n) (longest at that position): its start, or n. */
-static size_t find_special(const pt_tokenizer *t, const unsigned char *p, size_t n, size_t from, const tok_ent **hit)
+static size_t find_special(const pt_tokenizer *t, const unsigned char *p, size_t n, size_t from, const tok_slot **hit)
 {
     for (size_t i = from; i < n; i++) {
         if (!t->sp_first[p[i]])
@@ -778,7 +810,7 @@ static size_t find_special(const pt_tokenizer *t, const unsigned char *p, size_t
             size_t l = t->sp_lens[k];
             if (i + l > n)
                 continue;
-            const tok_ent *e = tab_find(&t->sp_tab, t->sp, t->blob, p + i, l, tok_hash(p + i, l));
+            const tok_slot *e = tab_find(&t->sp_tab, t->blob, p + i, l, tok_hash(p + i, l));
             if (e) {
                 *hit = e;
                 return i;
@@ -810,7 +842,7 @@ pt_status pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t le
     if ((flags & PT_TOK_ALLOW_SPECIAL) && t->n_sp) {
         size_t at = 0;
         while (at < len && st == PT_OK) {
-            const tok_ent *hit = NULL;
+            const tok_slot *hit = NULL;
             size_t sp = find_special(t, p, len, at, &hit);
             st = split_level(t, s, 0, p + at, sp - at, out);
             if (st == PT_OK && hit) {
@@ -824,6 +856,19 @@ pt_status pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t le
     }
     if (st != PT_OK)
         out->n = n0;
+    if (s->cap > ((size_t)1 << 20)) { /* a huge piece was here: give its scratch back */
+        free(s->start);
+        free(s->rank);
+        free(s->prev);
+        free(s->next);
+        free(s->pid);
+        free(s->mid);
+        free(s->heap);
+        s->start = s->prev = s->next = NULL;
+        s->rank = s->pid = s->mid = NULL;
+        s->heap = NULL;
+        s->cap = 0;
+    }
     return st;
 }
 
@@ -994,7 +1039,7 @@ pt_status tok_builder_add(tok_builder *b, int32_t id, const void *bytes, size_t 
     if (b->id_ent[id] >= 0)
         return pt_fail(PT_EFORMAT, "%s: token id %ld appears twice", what, (long)id);
     uint32_t h = tok_hash(bytes, len);
-    const tok_ent *dup = tab_find(&t->tab, t->ents, t->blob, bytes, len, h);
+    const tok_slot *dup = tab_find(&t->tab, t->blob, bytes, len, h);
     if (dup) {
         char s[64];
         show_bytes(s, sizeof s, bytes, len);
@@ -1015,7 +1060,7 @@ pt_status tok_builder_add(tok_builder *b, int32_t id, const void *bytes, size_t 
     e->id = id;
     e->rank = rank;
     e->hash = h;
-    PT_CHECK(tab_insert(&t->tab, t->ents, (uint32_t)t->n_ents));
+    PT_CHECK(tab_insert(&t->tab, t->blob, e));
     b->id_ent[id] = (int32_t)t->n_ents;
     t->n_ents++;
     return PT_OK;
@@ -1023,32 +1068,20 @@ pt_status tok_builder_add(tok_builder *b, int32_t id, const void *bytes, size_t 
 
 static int pairs_grow(pt_tokenizer *t)
 {
-    size_t cap = t->pkey ? (t->pmask + 1) * 2 : 1 << 16;
-    uint64_t *k = calloc(cap, sizeof *k);
-    int32_t *r = malloc(cap * sizeof *r), *m = malloc(cap * sizeof *m);
-    if (!k || !r || !m) {
-        free(k);
-        free(r);
-        free(m);
+    size_t cap = t->pairs ? (t->pmask + 1) * 2 : 1 << 16;
+    struct tok_pair *np = calloc(cap, sizeof *np);
+    if (!np)
         return -1;
-    }
-    for (size_t i = 0; t->pkey && i <= t->pmask; i++) {
-        uint64_t key = t->pkey[i];
-        if (!key)
+    for (size_t i = 0; t->pairs && i <= t->pmask; i++) {
+        if (!t->pairs[i].key)
             continue;
-        size_t j = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
-        while (k[j])
+        size_t j = (size_t)((t->pairs[i].key * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+        while (np[j].key)
             j = (j + 1) & (cap - 1);
-        k[j] = key;
-        r[j] = t->prank[i];
-        m[j] = t->pmerged[i];
+        np[j] = t->pairs[i];
     }
-    free(t->pkey);
-    free(t->prank);
-    free(t->pmerged);
-    t->pkey = k;
-    t->prank = r;
-    t->pmerged = m;
+    free(t->pairs);
+    t->pairs = np;
     t->pmask = cap - 1;
     return 0;
 }
@@ -1073,17 +1106,17 @@ int tok_builder_add_merge(tok_builder *b, int32_t left, int32_t right, int32_t r
         free(cat);
     if (merged < 0)
         return -1;
-    if ((!t->pkey || (t->pused + 1) * 2 > t->pmask + 1) && pairs_grow(t) != 0)
+    if ((!t->pairs || (t->pused + 1) * 2 > t->pmask + 1) && pairs_grow(t) != 0)
         return -2;
     uint64_t key = (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & t->pmask;
-    while (t->pkey[i] && t->pkey[i] != key)
+    while (t->pairs[i].key && t->pairs[i].key != key)
         i = (i + 1) & t->pmask;
-    if (t->pkey[i])
+    if (t->pairs[i].key)
         return 0; /* a repeated merge: the first (lowest) rank stays */
-    t->pkey[i] = key;
-    t->prank[i] = rank;
-    t->pmerged[i] = merged;
+    t->pairs[i].key = key;
+    t->pairs[i].rank = rank;
+    t->pairs[i].merged = merged;
     t->pused++;
     int32_t v[4] = { left, right, rank, merged };
     b->merge_fp = fnv1a64(b->merge_fp ? b->merge_fp : FNV_OFFSET, v, sizeof v);
@@ -1093,7 +1126,7 @@ int tok_builder_add_merge(tok_builder *b, int32_t left, int32_t right, int32_t r
 int32_t tok_builder_find(const tok_builder *b, const void *bytes, size_t len)
 {
     const pt_tokenizer *t = b->t;
-    const tok_ent *e = tab_find(&t->tab, t->ents, t->blob, bytes, len, tok_hash(bytes, len));
+    const tok_slot *e = tab_find(&t->tab, t->blob, bytes, len, tok_hash(bytes, len));
     return e ? e->id : -1;
 }
 
@@ -1104,7 +1137,7 @@ pt_status tok_builder_add_special(tok_builder *b, const char *text, size_t len, 
         return pt_fail(PT_EFORMAT, "%s: special token %ld is empty", what, (long)id);
     PT_CHECK(id_slot(b, id, what));
     uint32_t h = tok_hash((const unsigned char *)text, len);
-    if (tab_find(&t->sp_tab, t->sp, t->blob, text, len, h))
+    if (tab_find(&t->sp_tab, t->blob, text, len, h))
         return pt_fail(PT_EFORMAT, "%s: special token \"%.*s\" appears twice", what, (int)(len > 60 ? 60 : len),
                        text);
     for (size_t i = 0; i < t->n_sp; i++)
@@ -1131,7 +1164,7 @@ pt_status tok_builder_add_special(tok_builder *b, const char *text, size_t len, 
     e->id = id;
     e->rank = TOK_NO_RANK;
     e->hash = h;
-    PT_CHECK(tab_insert(&t->sp_tab, t->sp, (uint32_t)t->n_sp));
+    PT_CHECK(tab_insert(&t->sp_tab, t->blob, e));
     t->n_sp++;
     return PT_OK;
 }
@@ -1246,6 +1279,8 @@ pt_status tok_builder_finish(tok_builder *b, const char *what, pt_tokenizer **ou
     for (int i = 0; i < t->vocab; i++)
         t->id_len[i] = UINT32_MAX;
     for (size_t i = 0; i < t->n_ents; i++) {
+        if (t->ents[i].len > t->max_len)
+            t->max_len = t->ents[i].len;
         t->id_off[t->ents[i].id] = t->ents[i].off;
         t->id_len[t->ents[i].id] = t->ents[i].len;
     }
