@@ -10,23 +10,27 @@
  *     free(back); free(ids.ids);
  *     pt_tokenizer_close(tok);
  *
- * Encoding is exactly the reference implementations' (GPT-2's encoder.py, tiktoken, Hugging Face
- * tokenizers for byte-level BPE): the text is split by the model's own pre-tokenization regular
- * expression (PCRE2 with UTF and UCP; invalid UTF-8 is matched byte-wise as the references do),
- * then each piece is merged by rank, lowest rank first. Special tokens (<|endoftext|>, ...) are
- * recognised only with PT_TOK_ALLOW_SPECIAL; otherwise their text is encoded as ordinary text.
- *
- * Names pt_tokenizer_open understands:
- *   "byte"     one token per byte (vocab 256), the tokenizer of the built-in task;
- *   "gpt2"     GPT-2's 50257 tokens, built in (src/data/vocab/gpt2/: encoder.json + vocab.bpe);
- *   "cl100k", "o200k"  the tiktoken rank files in src/data/vocab/ (cl100k_base, o200k_base);
- *   FILE       encoder.json (vocab.bpe beside it) or a folder holding both; a tiktoken rank file
- *              ("base64-token rank" per line: *.tiktoken, Llama 3's tokenizer.model), which takes
- *              cl100k's pattern unless the file's name says o200k; a Hugging Face tokenizer.json
- *              (model.type "BPE", ByteLevel / Split pre-tokenizers, added_tokens).
+ * Encoding is exactly the reference implementations' (gpt-3-encoder / GPT-2's encoder.py,
+ * js-tiktoken / tiktoken, Hugging Face tokenizers for byte-level BPE): the text is split into
+ * pieces by the model's own pre-tokenization regular expression (PCRE2 with UTF and UCP, JIT), then
+ * each piece's bytes are merged, the lowest-rank adjacent pair first (leftmost on ties). Merge-list
+ * vocabularies (encoder.json + vocab.bpe, tokenizer.json) rank pairs of tokens by the merge list's
+ * order, as GPT-2 and Hugging Face do; tiktoken files rank the joined bytes, and a piece that is
+ * itself a token is that token, as tiktoken does. Special tokens (<|endoftext|>, ...) are recognised
+ * only with PT_TOK_ALLOW_SPECIAL (the earliest, longest occurrence first); otherwise their text is
+ * encoded as ordinary text. Details worth knowing:
+ *   - \s in the built-in patterns (gpt2, cl100k, o200k) is JavaScript's, as in the references
+ *     (U+FEFF is whitespace, U+0085 is not); tokenizer.json patterns and Llama 3's keep PCRE2's.
+ *   - Invalid UTF-8 never stops encoding: bytes that are not valid UTF-8 match no pattern, so they
+ *     form pieces of their own between the valid text (which is tokenized as if they were a
+ *     boundary) and are merged like any bytes; decode(encode(x)) == x for any bytes.
+ *   - tokenizer.json: every added token is a special token (recognised only with the flag);
+ *     normalizers, ByteLevel add_prefix_space, and pre-tokenizers other than ByteLevel, Split
+ *     (Isolated) and Sequence are refused (PT_EFORMAT naming them), never approximated.
  *
  * Thread-safety: a tokenizer is read-only after open. Several threads may encode and decode with
- * one tokenizer at once (per-thread scratch is kept internally).
+ * one tokenizer at once: each thread that encodes gets its own scratch (PCRE2 match data and JIT
+ * stack, a 2 MB cache of recent pieces), kept until pt_tokenizer_close.
  */
 #ifndef PIPETRAIN_TOKENIZER_H
 #define PIPETRAIN_TOKENIZER_H

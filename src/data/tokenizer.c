@@ -630,9 +630,9 @@ static size_t bpe_pair_small(const pt_tokenizer *t, tok_scratch *s, const unsign
             break;
         id[i] = mid[i];
         memmove(id + i + 1, id + i + 2, (k - i - 2) * sizeof *id);
-        if (i + 2 < k) {
-            memmove(rk + i + 1, rk + i + 2, (k - i - 2) * sizeof *rk);
-            memmove(mid + i + 1, mid + i + 2, (k - i - 2) * sizeof *mid);
+        if (i + 3 < k) { /* rk and mid hold k - 1 pairs */
+            memmove(rk + i + 1, rk + i + 2, (k - i - 3) * sizeof *rk);
+            memmove(mid + i + 1, mid + i + 2, (k - i - 3) * sizeof *mid);
         }
         k--;
         if (i > 0)
@@ -1570,20 +1570,22 @@ static pt_status load_tiktoken(const char *path, const char *name, int flavour_o
         line++;
         char *q = p;
         p = nl ? nl + 1 : end;
-        if (le > q && le[-1] == '\r')
+        while (le > q && (le[-1] == '\r' || le[-1] == ' ' || le[-1] == '\t'))
             le--;
         if (le == q)
             continue;
-        char *sp = memchr(q, ' ', (size_t)(le - q));
-        if (!sp || sp == q || sp + 1 >= le) {
+        char *te = memchr(q, ' ', (size_t)(le - q)), *sp = te; /* token end; the space before the rank */
+        while (sp && sp + 1 < le && sp[1] == ' ')
+            sp++;
+        if (!sp || te == q || sp + 1 >= le) {
             st = pt_fail(PT_EFORMAT, "%s line %zu: \"%.*s\" is not \"BASE64-TOKEN RANK\" (a tiktoken rank file)", path,
                          line, (int)(le - q > 60 ? 60 : le - q), q);
             goto done;
         }
-        long nb = (size_t)(sp - q) > sizeof tmp / 3 * 4 ? -1 : b64_decode(q, (size_t)(sp - q), tmp);
+        long nb = (size_t)(te - q) > sizeof tmp / 3 * 4 ? -1 : b64_decode(q, (size_t)(te - q), tmp);
         if (nb <= 0) {
             st = pt_fail(PT_EFORMAT, "%s line %zu: \"%.*s\" is not a base64 token", path, line,
-                         (int)(sp - q > 60 ? 60 : sp - q), q);
+                         (int)(te - q > 60 ? 60 : te - q), q);
             goto done;
         }
         long long r = 0;
