@@ -286,8 +286,8 @@ struct pt_trainer {
     pt_ckpt_saver *saver;
     char ckpt_path[4096];
     char resume_note[1024];    /* why resuming did not use `latest`, or "" */
-    char data_note[512];       /* the vocabulary taken from the data, or "" */
 #endif
+    char data_note[512];       /* the vocabulary taken from the data, or "" */
 };
 
 
