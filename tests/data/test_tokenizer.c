@@ -422,6 +422,14 @@ static void test_hf(void)
         CHECK(pt_tokenizer_eot(t) == 300 && pt_tokenizer_vocab_size(t) == 301);
         pt_tokenizer_close(t);
     }
+    /* Split by a literal String */
+    write_hf("hf_str.json", "BPE", "\"ab\": 256", "\"a b\"", "",
+             "{\"type\": \"Split\", \"pattern\": {\"String\": \"a.\"}, \"behavior\": \"Isolated\"}", "null");
+    CHECK(pt_tokenizer_open("hf_str.json", &t) == PT_OK);
+    if (t) {
+        ENCODES_AS(t, "aba.b", 0, 256, 97, 46, 98); /* "ab" "a." "b": the dot is literal */
+        pt_tokenizer_close(t);
+    }
     /* refusals, each naming the file and the key */
     write_hf("hf_bad1.json", "WordPiece", "\"ab\": 256", "", "", bytelevel, "null");
     refused("hf_bad1.json", "hf_bad1.json", "WordPiece");
@@ -488,6 +496,81 @@ static void test_llama3_ranks(void)
     pt_tokenizer_close(t);
 }
 
+/* The built-in GPT-2 files rewritten as a tokenizer.json (vocab = encoder.json, merges from vocab.bpe
+ * as ["a", "b"] arrays, ByteLevel) must encode like "gpt2" (text without U+0085 / U+FEFF, where the
+ * built-in pattern's JavaScript \s differs from PCRE2's). */
+static void test_hf_gpt2(void)
+{
+    const char *dir = getenv("PT_TOKENIZER_DIR");
+    char enc[1024], bpe[1024];
+    snprintf(enc, sizeof enc, "%s/gpt2/encoder.json", dir && *dir ? dir : PT_TEST_VOCAB_DIR);
+    snprintf(bpe, sizeof bpe, "%s/gpt2/vocab.bpe", dir && *dir ? dir : PT_TEST_VOCAB_DIR);
+    FILE *fe = fopen(enc, "rb"), *fb = fopen(bpe, "rb"), *out = fopen("hf_gpt2.json", "wb");
+    CHECK(fe && fb && out);
+    if (!fe || !fb || !out)
+        return;
+    fputs("{\"added_tokens\": [{\"id\": 50256, \"content\": \"<|endoftext|>\", \"special\": true}], \"normalizer\": "
+          "null, \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}, "
+          "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": ",
+          out);
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fe)) > 0)
+        fwrite(buf, 1, n, out);
+    fputs(", \"merges\": [", out);
+    int first = 1, line = 0;
+    while (fgets(buf, sizeof buf, fb)) {
+        if (line++ == 0 && buf[0] == '#')
+            continue;
+        buf[strcspn(buf, "\r\n")] = '\0';
+        char *sp = strchr(buf, ' ');
+        if (!sp)
+            continue;
+        *sp = '\0';
+        fprintf(out, "%s[\"", first ? "" : ",");
+        for (char *c = buf; *c; c++)
+            fprintf(out, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+        fputs("\",\"", out);
+        for (char *c = sp + 1; *c; c++)
+            fprintf(out, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+        fputs("\"]", out);
+        first = 0;
+    }
+    fputs("]}}\n", out);
+    fclose(fe);
+    fclose(fb);
+    fclose(out);
+    pt_tokenizer *h = NULL, *g = NULL;
+    CHECK(pt_tokenizer_open("hf_gpt2.json", &h) == PT_OK);
+    CHECK(pt_tokenizer_open("gpt2", &g) == PT_OK);
+    if (!h || !g) {
+        pt_tokenizer_close(h);
+        pt_tokenizer_close(g);
+        return;
+    }
+    CHECK(pt_tokenizer_vocab_size(h) == 50257 && pt_tokenizer_eot(h) == 50256);
+    static unsigned char text[1 << 16];
+    size_t len = 0;
+    while (len + 600 < sizeof text) {
+        size_t k = random_text(text + len, 512);
+        for (size_t i = 0; i < k; i++) /* keep out U+0085 (C2 85) and U+FEFF (EF BB BF) */
+            if (text[len + i] == 0x85 || text[len + i] == 0xBB)
+                text[len + i] = 'x';
+        len += k;
+    }
+    for (int flags = 0; flags <= PT_TOK_ALLOW_SPECIAL; flags += PT_TOK_ALLOW_SPECIAL) {
+        pt_tok_ids a = { 0 }, b = { 0 };
+        CHECK(pt_tokenizer_encode(h, (const char *)text, len, flags, &a) == PT_OK);
+        CHECK(pt_tokenizer_encode(g, (const char *)text, len, flags, &b) == PT_OK);
+        CHECK(a.n == b.n && a.n > 0 && memcmp(a.ids, b.ids, a.n * sizeof *a.ids) == 0);
+        free(a.ids);
+        free(b.ids);
+    }
+    ENCODES_AS(h, "Hello world", 0, 15496, 995);
+    pt_tokenizer_close(h);
+    pt_tokenizer_close(g);
+}
+
 int main(void)
 {
     test_builtin_ids();
@@ -495,6 +578,7 @@ int main(void)
     test_small_files();
     test_hf();
     test_llama3_ranks();
+    test_hf_gpt2();
     if (g_fail) {
         fprintf(stderr, "data.tokenizer: FAILED\n");
         return 1;
