@@ -162,6 +162,8 @@ typedef struct {
     int64_t line;    /* jsonl: the line number of the unit's first line (1-based) */
     int64_t docs;    /* documents the unit holds (filled by the worker for jsonl) */
     pt_tok_ids ids;  /* the worker's output */
+    char *scratch;   /* jsonl: the decoded text of a line */
+    size_t scratch_cap;
     pt_status st;
     char err[512];
 } prep_unit;
@@ -352,12 +354,279 @@ static pt_status push_eot(prep_work *w, pt_tok_ids *ids)
     return PT_OK;
 }
 
-static pt_status encode_jsonl(prep_work *w, prep_unit *u)
+/* ---- JSON lines: a small validating reader that decodes the top-level "text" string ----
+ * (cJSON is not used here: its parser writes a global error state on every call, a data race
+ * between the worker threads, and its strings stop at an escaped NUL.) */
+
+typedef struct {
+    const char *p, *end;
+    char *key;         /* the current top-level key, decoded */
+    size_t key_n, key_cap;
+    char **text;       /* the "text" value, decoded (*text grows) */
+    size_t *text_n, *text_cap;
+    int found;         /* a "text" string was read */
+    int text_not_string;
+} jl_reader;
+
+static int jl_put(char **buf, size_t *n, size_t *cap, const char *src, size_t len)
+{
+    if (*n + len + 1 > *cap) {
+        size_t nc = *cap ? *cap : 256;
+        while (*n + len + 1 > nc)
+            nc *= 2;
+        char *b = realloc(*buf, nc);
+        if (!b)
+            return -1;
+        *buf = b;
+        *cap = nc;
+    }
+    memcpy(*buf + *n, src, len);
+    *n += len;
+    return 0;
+}
+
+static void jl_ws(jl_reader *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\r' || *r->p == '\n'))
+        r->p++;
+}
+
+static int jl_hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A string at r->p (the opening quote); decoded into (buf, n, cap) unless buf is NULL. Raw bytes
+ * are kept as they are (invalid UTF-8 too); a lone surrogate escape becomes U+FFFD. */
+static int jl_string(jl_reader *r, char **buf, size_t *n, size_t *cap)
+{
+    r->p++;
+    for (;;) {
+        const char *q = r->p;
+        while (q < r->end && *q != '"' && *q != '\\')
+            q++;
+        if (buf && jl_put(buf, n, cap, r->p, (size_t)(q - r->p)) != 0)
+            return -2;
+        r->p = q;
+        if (q >= r->end)
+            return -1;
+        if (*q == '"') {
+            r->p++;
+            return 0;
+        }
+        if (q + 1 >= r->end)
+            return -1;
+        char c = q[1], one = 0;
+        r->p = q + 2;
+        switch (c) {
+        case '"': one = '"'; break;
+        case '\\': one = '\\'; break;
+        case '/': one = '/'; break;
+        case 'b': one = '\b'; break;
+        case 'f': one = '\f'; break;
+        case 'n': one = '\n'; break;
+        case 'r': one = '\r'; break;
+        case 't': one = '\t'; break;
+        case 'u': {
+            unsigned u;
+            if (r->end - r->p < 4 || jl_hex4(r->p, &u) != 0)
+                return -1;
+            r->p += 4;
+            if (u >= 0xD800 && u <= 0xDBFF && r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u') {
+                unsigned lo;
+                if (jl_hex4(r->p + 2, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
+                    u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+                    r->p += 6;
+                }
+            }
+            if (u >= 0xD800 && u <= 0xDFFF)
+                u = 0xFFFD;
+            char e[4];
+            size_t k;
+            if (u < 0x80) {
+                e[0] = (char)u;
+                k = 1;
+            } else if (u < 0x800) {
+                e[0] = (char)(0xC0 | (u >> 6));
+                e[1] = (char)(0x80 | (u & 0x3F));
+                k = 2;
+            } else if (u < 0x10000) {
+                e[0] = (char)(0xE0 | (u >> 12));
+                e[1] = (char)(0x80 | ((u >> 6) & 0x3F));
+                e[2] = (char)(0x80 | (u & 0x3F));
+                k = 3;
+            } else {
+                e[0] = (char)(0xF0 | (u >> 18));
+                e[1] = (char)(0x80 | ((u >> 12) & 0x3F));
+                e[2] = (char)(0x80 | ((u >> 6) & 0x3F));
+                e[3] = (char)(0x80 | (u & 0x3F));
+                k = 4;
+            }
+            if (buf && jl_put(buf, n, cap, e, k) != 0)
+                return -2;
+            continue;
+        }
+        default: return -1;
+        }
+        if (buf && jl_put(buf, n, cap, &one, 1) != 0)
+            return -2;
+    }
+}
+
+static int jl_value(jl_reader *r, int depth);
+
+static int jl_container(jl_reader *r, int depth, int top)
+{
+    char close = *r->p == '{' ? '}' : ']';
+    int object = close == '}';
+    if (depth > 1000)
+        return -1;
+    r->p++;
+    jl_ws(r);
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 0;
+    }
+    for (;;) {
+        int is_text = 0;
+        if (object) {
+            if (r->p >= r->end || *r->p != '"')
+                return -1;
+            r->key_n = 0;
+            int rc = jl_string(r, top ? &r->key : NULL, &r->key_n, &r->key_cap);
+            if (rc)
+                return rc;
+            is_text = top && r->key_n == 4 && memcmp(r->key, "text", 4) == 0 && !r->found && !r->text_not_string;
+            jl_ws(r);
+            if (r->p >= r->end || *r->p != ':')
+                return -1;
+            r->p++;
+            jl_ws(r);
+        }
+        if (is_text && r->p < r->end && *r->p == '"') {
+            int rc = jl_string(r, r->text, r->text_n, r->text_cap);
+            if (rc)
+                return rc;
+            r->found = 1;
+        } else {
+            if (is_text)
+                r->text_not_string = 1;
+            int rc = jl_value(r, depth + 1);
+            if (rc)
+                return rc;
+        }
+        jl_ws(r);
+        if (r->p < r->end && *r->p == ',') {
+            r->p++;
+            jl_ws(r);
+            continue;
+        }
+        if (r->p < r->end && *r->p == close) {
+            r->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int jl_value(jl_reader *r, int depth)
+{
+    if (r->p >= r->end)
+        return -1;
+    char c = *r->p;
+    if (c == '{' || c == '[')
+        return jl_container(r, depth, 0);
+    if (c == '"')
+        return jl_string(r, NULL, NULL, NULL);
+    static const char *const lit[3] = { "true", "false", "null" };
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(lit[i]);
+        if ((size_t)(r->end - r->p) >= n && memcmp(r->p, lit[i], n) == 0) {
+            r->p += n;
+            return 0;
+        }
+    }
+    const char *p = r->p;
+    if (p < r->end && *p == '-')
+        p++;
+    if (p >= r->end || !(*p >= '0' && *p <= '9'))
+        return -1;
+    if (*p == '0')
+        p++;
+    else
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    if (p < r->end && *p == '.') {
+        p++;
+        if (p >= r->end || !(*p >= '0' && *p <= '9'))
+            return -1;
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < r->end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < r->end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= r->end || !(*p >= '0' && *p <= '9'))
+            return -1;
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    r->p = p;
+    return 0;
+}
+
+/* Reads one JSON line (an object) and decodes its top-level "text" string into the scratch. */
+static pt_status jl_line(prep_work *w, prep_unit *u, const char *line, size_t len, int64_t lineno, char **key,
+                         size_t *key_cap, size_t *text_n)
 {
     const char *path = w->in->path[u->file];
+    jl_reader r = { .p = line, .end = line + len, .key = *key, .key_cap = *key_cap, .text = &u->scratch,
+                    .text_n = text_n, .text_cap = &u->scratch_cap };
+    *text_n = 0;
+    jl_ws(&r);
+    int rc = r.p < r.end && *r.p == '{' ? jl_container(&r, 0, 1) : -1;
+    if (rc == 0) {
+        jl_ws(&r);
+        if (r.p != r.end)
+            rc = -1;
+    }
+    *key = r.key;
+    *key_cap = r.key_cap;
+    if (rc == -2)
+        return pt_fail(PT_ENOMEM, "%s:%lld: out of memory decoding the line", path, (long long)lineno);
+    if (rc != 0)
+        return pt_fail(PT_EFORMAT, "%s:%lld: not valid JSON (at byte %lld of the line); each line must be one object "
+                                   "with a \"text\" string",
+                       path, (long long)lineno, (long long)(r.p - line) + 1);
+    if (!r.found)
+        return pt_fail(PT_EFORMAT, "%s:%lld: no \"text\" string in this JSON line; use --format text for plain text",
+                       path, (long long)lineno);
+    return PT_OK;
+}
+
+static pt_status encode_jsonl(prep_work *w, prep_unit *u)
+{
     int64_t line = u->line;
-    size_t i = 0;
-    while (i < u->len) {
+    size_t i = 0, text_n = 0;
+    char *key = NULL;
+    size_t key_cap = 0;
+    pt_status st = PT_OK;
+    while (i < u->len && st == PT_OK) {
         size_t j = i;
         while (j < u->len && u->buf[j] != '\n')
             j++;
@@ -365,30 +634,18 @@ static pt_status encode_jsonl(prep_work *w, prep_unit *u)
         while (k < j && isspace((unsigned char)u->buf[k]))
             k++;
         if (k < j) {
-            const char *end = NULL;
-            cJSON *o = cJSON_ParseWithLengthOpts(u->buf + i, j - i, &end, 0);
-            if (!o)
-                return pt_fail(PT_EFORMAT, "%s:%lld: not valid JSON (near byte %lld of the line); each line must be "
-                                           "one object with a \"text\" string",
-                               path, (long long)line, end ? (long long)(end - (u->buf + i)) + 1 : 1LL);
-            const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text");
-            if (!cJSON_IsString(t)) {
-                cJSON_Delete(o);
-                return pt_fail(PT_EFORMAT, "%s:%lld: no \"text\" string in this JSON line; use --format text for plain "
-                                           "text",
-                               path, (long long)line);
-            }
-            pt_status st = push_eot(w, &u->ids);
+            st = jl_line(w, u, u->buf + i, j - i, line, &key, &key_cap, &text_n);
             if (st == PT_OK)
-                st = pt_tokenizer_encode(w->tok, t->valuestring, strlen(t->valuestring), w->flags, &u->ids);
-            cJSON_Delete(o);
-            PT_CHECK(st);
+                st = push_eot(w, &u->ids);
+            if (st == PT_OK)
+                st = pt_tokenizer_encode(w->tok, u->scratch ? u->scratch : "", text_n, w->flags, &u->ids);
             u->docs++;
         }
         line++;
         i = j + 1;
     }
-    return PT_OK;
+    free(key);
+    return st;
 }
 
 static void *prep_worker(void *arg)
@@ -793,6 +1050,7 @@ out:
     for (int i = 0; units && i < n_units; i++) {
         free(units[i].buf);
         free(units[i].ids.ids);
+        free(units[i].scratch);
     }
     free(units);
     if (pool_on)

@@ -436,6 +436,25 @@ static void test_prepare(void)
     spit_s("prep_notext.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n");
     bad[0] = "prep_notext.jsonl";
     EXPECT_FAIL2(pt_prepare(&o, &r), PT_EFORMAT, "prep_notext.jsonl:2:", "\"text\"");
+    spit_s("prep_trail.jsonl", "{\"text\": \"a\"} x\n");
+    bad[0] = "prep_trail.jsonl";
+    EXPECT_FAIL2(pt_prepare(&o, &r), PT_EFORMAT, "prep_trail.jsonl:1:", "at byte 15");
+    spit_s("prep_array.jsonl", "[\"text\"]\n");
+    bad[0] = "prep_array.jsonl";
+    EXPECT_FAIL2(pt_prepare(&o, &r), PT_EFORMAT, "prep_array.jsonl:1:", "not valid JSON");
+    /* escapes decode as JSON says (a pair of surrogates, an escaped NUL); only the top-level "text" counts */
+    spit_s("prep_esc.jsonl", "{\"meta\": {\"text\": \"no\"}, \"list\": [1, -2.5e3, true, null, {}, []], \"te\\u0078t\": "
+                             "\"a\\u00e9\\ud83d\\ude00\\u0000b\\n\\\"q\\\"\\\\\\/\\t\", \"text\": \"second\"}\n");
+    const char *esc[] = { "prep_esc.jsonl" };
+    o = (pt_prepare_opts){ .tokenizer = "byte", .inputs = esc, .n_inputs = 1, .output = "prep_esc.bin", .val_tokens = -1 };
+    EXPECT(pt_prepare(&o, &r) == PT_OK && r.documents == 1);
+    static const char want[] = "a\xc3\xa9\xf0\x9f\x98\x80\0b\n\"q\"\\/\t";
+    EXPECT(pt_token_file_read("prep_esc.bin", &ids, &n, NULL) == PT_OK && n == (int64_t)sizeof want - 1);
+    int esc_ok = ids != NULL && n == (int64_t)sizeof want - 1;
+    for (int64_t i = 0; esc_ok && i < n; i++)
+        esc_ok = ids[i] == (unsigned char)want[i];
+    EXPECT(esc_ok);
+    free(ids);
     o = (pt_prepare_opts){ .tokenizer = "byte", .inputs = gl, .n_inputs = 1, .output = "x.bin", .val_tokens = 10 };
     EXPECT_FAIL(pt_prepare(&o, &r), PT_EINVAL, "--val-tokens");
     o = (pt_prepare_opts){ .tokenizer = "byte", .inputs = gl, .n_inputs = 1, .output = "prep_allval", .val_tokens = 1 << 30 };
