@@ -1,4 +1,5 @@
-/* `pipetrain bench sample`: text generation speed with the KV cache (models/generate.c) on the CPU.
+/* `pipetrain bench sample`: text generation speed with the KV cache (models/generate.c), on the CPU
+ * (or --backend cuda).
  *
  * Per model shape and thread count: random weights (seed 1) and a random prompt, then
  *   prefill  the prompt in one forward pass (its last position's logits included): prompt tokens/s
@@ -45,7 +46,8 @@ static double median(double *x, int n)
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-static pt_status bench_one(const sample_shape *sh, int threads, int reps, int nocache, sample_result *r)
+static pt_status bench_one(const char *backend, const sample_shape *sh, int threads, int reps, int nocache,
+                           sample_result *r)
 {
     const pt_backend *be;
     pt_stream *s = NULL;
@@ -58,7 +60,7 @@ static pt_status bench_one(const sample_shape *sh, int threads, int reps, int no
     float *logits = NULL;
     double *pre = NULL, *dec = NULL;
     PT_CHECK(pt_model_config_load(sh->model, &cfg));
-    PT_CHECK(pt_backend_get("cpu", &be));
+    PT_CHECK(pt_backend_get(backend, &be));
     PT_CHECK(be->stream_create(&(pt_stream_opts){ .n_threads = threads }, &s));
     const int P = sh->prompt, N = sh->new_tokens, T = P + N;
     pt_model_opts mo = { .micro_batch = 1, .seq_len = 1, .n_slots = 1, .fused_only = 1 };
@@ -117,8 +119,9 @@ done:
 int pt_bench_sample(int argc, char **argv)
 {
     int json = 0, threads = 0, reps = 3, prompt = 0, new_tokens = 0, no_nocache = 0;
-    const char *only = NULL;
+    const char *only = NULL, *backend = "cpu";
     pt_opt opts[] = {
+        { "backend", PT_OPT_STRING, &backend, "cpu|cuda", "kernel backend (threads do not apply to cuda)", 0 },
         { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per configuration", 0 },
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (0: 1 and 2, each)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "timed generations per configuration (the median is reported)", 0 },
@@ -144,6 +147,8 @@ int pt_bench_sample(int argc, char **argv)
     if (reps < 1 || threads < 0 || prompt < 0 || new_tokens < 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--reps must be >= 1; --threads, --prompt and --new >= 0"));
     int thread_list[2] = { 1, 2 }, n_thr = 2;
+    if (strcmp(backend, "cpu") != 0)
+        n_thr = 1; /* one run: the thread count is the CPU backend's */
     if (threads > 0) {
         thread_list[0] = threads;
         n_thr = 1;
@@ -171,13 +176,13 @@ int pt_bench_sample(int argc, char **argv)
             sh.new_tokens = new_tokens;
         for (int k = 0; k < n_thr && st == PT_OK; k++) {
             sample_result r = { 0 };
-            st = bench_one(&sh, thread_list[k], reps, !no_nocache, &r);
+            st = bench_one(backend, &sh, thread_list[k], reps, !no_nocache, &r);
             if (st != PT_OK)
                 break;
             if (json) {
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "bench", "sample");
-                cJSON_AddStringToObject(o, "backend", "cpu");
+                cJSON_AddStringToObject(o, "backend", backend);
                 cJSON_AddStringToObject(o, "model", sh.model);
                 cJSON_AddNumberToObject(o, "prompt_tokens", sh.prompt);
                 cJSON_AddNumberToObject(o, "new_tokens", sh.new_tokens);
