@@ -24,9 +24,11 @@
  *   - Invalid UTF-8 never stops encoding: bytes that are not valid UTF-8 match no pattern, so they
  *     form pieces of their own between the valid text (which is tokenized as if they were a
  *     boundary) and are merged like any bytes; decode(encode(x)) == x for any bytes.
- *   - tokenizer.json: every added token is a special token (recognised only with the flag);
- *     normalizers, ByteLevel add_prefix_space, and pre-tokenizers other than ByteLevel, Split
- *     (Isolated) and Sequence are refused (PT_EFORMAT naming them), never approximated.
+ *   - tokenizer.json: every added token is a special token (recognised only with the flag); an NFC
+ *     normalizer (Qwen2) composes the text before pre-tokenization (Unicode 14 tables from
+ *     scripts/make-nfc-table.py; decode then gives the NFC text back); other normalizers, ByteLevel
+ *     add_prefix_space, and pre-tokenizers other than ByteLevel, Split (Isolated) and Sequence are
+ *     refused (PT_EFORMAT naming them), never approximated.
  *
  * Thread-safety: a tokenizer is read-only after open. Several threads may encode and decode with
  * one tokenizer at once: each thread that encodes gets its own scratch (PCRE2 match data and JIT

@@ -154,11 +154,24 @@ pt_status tok_load_hf(const char *path, const char *name, pt_tokenizer **out)
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (norm && !cJSON_IsNull(norm)) {
         const char *nt = type_of(norm);
-        st = pt_fail(PT_EFORMAT,
-                     "%s: normalizer \"%s\" is not supported (pipetrain encodes the text as given; byte-level BPE "
-                     "files with \"normalizer\": null work)",
-                     path, nt ? nt : "?");
-        goto done;
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        int ok = nt && strcmp(nt, "NFC") == 0;
+        if (nt && strcmp(nt, "Sequence") == 0 && cJSON_IsArray(list)) { /* a Sequence of NFCs */
+            ok = 1;
+            for (const cJSON *it = list->child; it; it = it->next)
+                if (!type_of(it) || strcmp(type_of(it), "NFC") != 0) {
+                    ok = 0;
+                    nt = type_of(it);
+                }
+        }
+        if (!ok) {
+            st = pt_fail(PT_EFORMAT,
+                         "%s: normalizer \"%s\" is not supported (only NFC is; byte-level BPE files with "
+                         "\"normalizer\": null or NFC work)",
+                         path, nt ? nt : "?");
+            goto done;
+        }
+        tok_builder_set_nfc(c.b);
     }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added)) {

@@ -53,6 +53,16 @@ long tok_gpt2_str_to_bytes(const char *s, size_t len, unsigned char *dst);
 /* The GPT-2 pre-tokenization pattern (Hugging Face ByteLevel use_regex too). */
 extern const char tok_pattern_gpt2[];
 
+/* Makes the tokenizer NFC-normalize text before pre-tokenization (tokenizer.json's NFC normalizer;
+ * special tokens are found in the text as given). */
+void tok_builder_set_nfc(tok_builder *b);
+
+/* tok_nfc.c: 1 when p[0..n) may change under NFC (some byte >= 0xCC), else 0. */
+int tok_nfc_needed(const unsigned char *p, size_t n);
+/* Writes NFC(p[0..n)) to *buf (grown as needed, *cap its size) and its length to *out_len. Bytes
+ * that are not valid UTF-8 pass through unchanged. 0, or -1 when out of memory. */
+int tok_nfc(const unsigned char *p, size_t n, unsigned char **buf, size_t *cap, size_t *out_len);
+
 /* tok_hf.c: loads a Hugging Face tokenizer.json. */
 pt_status tok_load_hf(const char *path, const char *name, pt_tokenizer **out);
 

@@ -200,6 +200,8 @@ typedef struct tok_scratch {
     uint32_t *prev, *next;
     int32_t *pid, *mid; /* merge-list BPE: part ids, the id a merge with the next part makes */
     uint64_t *heap;
+    unsigned char *nfc; /* NFC-normalized text */
+    size_t nfc_cap;
 } tok_scratch;
 
 struct pt_tokenizer {
@@ -231,6 +233,7 @@ struct pt_tokenizer {
     char *pat[TOK_MAX_PATTERNS];
     int n_re;
     int shortcut;
+    int nfc; /* NFC-normalize before pre-tokenization */
     size_t max_len; /* the longest token's bytes */
     int32_t eot;
     uint64_t fp;
@@ -264,6 +267,7 @@ static void scratch_free(tok_scratch *s)
     free(s->pid);
     free(s->mid);
     free(s->heap);
+    free(s->nfc);
     free(s);
 }
 
@@ -820,6 +824,20 @@ static size_t find_special(const pt_tokenizer *t, const unsigned char *p, size_t
     return n;
 }
 
+/* Encodes a segment without special tokens: normalized when the tokenizer says so, then split. */
+static pt_status encode_segment(const pt_tokenizer *t, tok_scratch *s, const unsigned char *p, size_t n,
+                                pt_tok_ids *out)
+{
+    if (!t->nfc || !tok_nfc_needed(p, n))
+        return split_level(t, s, 0, p, n, out);
+    size_t m;
+    if (tok_nfc(p, n, &s->nfc, &s->nfc_cap, &m) != 0)
+        return pt_fail(PT_ENOMEM, "tokenizer %s: cannot allocate NFC scratch for %zu bytes", t->name, n);
+    if (m > n && ids_reserve(out, m) != 0)
+        return pt_fail(PT_ENOMEM, "encode: cannot allocate %zu token ids", out->n + m);
+    return split_level(t, s, 0, s->nfc, m, out);
+}
+
 pt_status pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t len, int flags, pt_tok_ids *out)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -844,7 +862,11 @@ pt_status pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t le
         while (at < len && st == PT_OK) {
             const tok_slot *hit = NULL;
             size_t sp = find_special(t, p, len, at, &hit);
-            st = split_level(t, s, 0, p + at, sp - at, out);
+            st = encode_segment(t, s, p + at, sp - at, out);
+            if (st == PT_OK && hit) {
+                if (ids_reserve(out, 1) != 0)
+                    st = pt_fail(PT_ENOMEM, "encode: cannot allocate %zu token ids", out->n + 1);
+            }
             if (st == PT_OK && hit) {
                 out->ids[out->n++] = hit->id;
                 sp += hit->len;
@@ -852,7 +874,7 @@ pt_status pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t le
             at = sp;
         }
     } else {
-        st = split_level(t, s, 0, p, len, out);
+        st = encode_segment(t, s, p, len, out);
     }
     if (st != PT_OK)
         out->n = n0;
@@ -1244,6 +1266,8 @@ pt_status tok_builder_add_pattern(tok_builder *b, const char *pattern, int liter
     return PT_OK;
 }
 
+void tok_builder_set_nfc(tok_builder *b) { b->t->nfc = 1; }
+
 void tok_builder_set_options(tok_builder *b, int whole_piece_shortcut, int32_t eot)
 {
     b->t->shortcut = whole_piece_shortcut;
@@ -1328,7 +1352,7 @@ pt_status tok_builder_finish(tok_builder *b, const char *what, pt_tokenizer **ou
     }
     for (int i = 0; i < t->n_re; i++)
         h = fnv1a64(h, t->pat[i], strlen(t->pat[i]) + 1);
-    int32_t opt[2] = { t->shortcut, t->eot };
+    int32_t opt[3] = { t->shortcut, t->eot, t->nfc };
     h = fnv1a64(h, &b->merge_fp, sizeof b->merge_fp);
     t->fp = fnv1a64(h, opt, sizeof opt);
     if (pthread_key_create(&t->key, NULL) != 0) {

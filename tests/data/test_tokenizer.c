@@ -430,6 +430,19 @@ static void test_hf(void)
         ENCODES_AS(t, "aba.b", 0, 256, 97, 46, 98); /* "ab" "a." "b": the dot is literal */
         pt_tokenizer_close(t);
     }
+    /* an NFC normalizer (Qwen2): text is composed before pre-tokenization, special tokens are not */
+    write_hf("hf_nfc.json", "BPE", "\"ab\": 256", "\"a b\"", "{\"id\": 257, \"content\": \"<e\\u0301>\", \"special\": true}",
+             "null", "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}]}");
+    CHECK(pt_tokenizer_open("hf_nfc.json", &t) == PT_OK);
+    if (t) {
+        ENCODES_AS(t, "e\xcc\x81", 0, 0xC3, 0xA9);                            /* e + U+0301 -> U+00E9 */
+        ENCODES_AS(t, "\xe1\x84\x80\xe1\x85\xa1", 0, 0xEA, 0xB0, 0x80);      /* U+1100 U+1161 -> U+AC00 */
+        ENCODES_AS(t, "a\xcc\xa3\xcc\x87", 0, 0xE1, 0xBA, 0xA1, 0xCC, 0x87); /* ordering, then a + dot below */
+        ENCODES_AS(t, "e\xff\xcc\x81", 0, 0x65, 0xFF, 0xCC, 0x81);           /* an invalid byte blocks it */
+        ENCODES_AS(t, "ab<e\xcc\x81>e\xcc\x81", PT_TOK_ALLOW_SPECIAL, 256, 257, 0xC3, 0xA9);
+        ENCODES_AS(t, "\xe2\x84\xab", 0, 0xC3, 0x85);                         /* U+212B ANGSTROM -> U+00C5 */
+        pt_tokenizer_close(t);
+    }
     /* refusals, each naming the file and the key */
     write_hf("hf_bad1.json", "WordPiece", "\"ab\": 256", "", "", bytelevel, "null");
     refused("hf_bad1.json", "hf_bad1.json", "WordPiece");
