@@ -15,7 +15,6 @@
 #include <glob.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,8 +333,6 @@ typedef struct {
     int flags, eot;
     const prep_inputs *in;
     prep_unit *units;
-    int n_units;
-    atomic_int next;
 } prep_work;
 
 static pt_status push_eot(prep_work *w, pt_tok_ids *ids)
@@ -648,102 +645,111 @@ static pt_status encode_jsonl(prep_work *w, prep_unit *u)
     return st;
 }
 
-static void *prep_worker(void *arg)
+static void encode_unit(prep_work *w, prep_unit *u)
 {
-    prep_work *w = arg;
-    for (;;) {
-        int i = atomic_fetch_add(&w->next, 1);
-        if (i >= w->n_units)
-            break;
-        prep_unit *u = &w->units[i];
-        pt_status st = PT_OK;
-        if (u->jsonl) {
-            st = encode_jsonl(w, u);
-        } else {
-            if (u->doc_start) {
-                st = push_eot(w, &u->ids);
-                u->docs = 1;
-            }
-            if (st == PT_OK && u->len)
-                st = pt_tokenizer_encode(w->tok, u->buf, u->len, w->flags, &u->ids);
+    pt_status st = PT_OK;
+    if (u->jsonl) {
+        st = encode_jsonl(w, u);
+    } else {
+        if (u->doc_start) {
+            st = push_eot(w, &u->ids);
+            u->docs = 1;
         }
-        if (st != PT_OK) {
-            u->st = st;
-            snprintf(u->err, sizeof u->err, "%s", pt_last_error());
-        }
+        if (st == PT_OK && u->len)
+            st = pt_tokenizer_encode(w->tok, u->buf, u->len, w->flags, &u->ids);
     }
+    if (st != PT_OK) {
+        u->st = st;
+        snprintf(u->err, sizeof u->err, "%s", pt_last_error());
+    }
+}
+
+/* The pipeline: a ring of K unit slots. The main thread reads units into free slots (sequence
+ * numbers q = 0, 1, ...; slot q mod K) and writes encoded ones in order; the worker threads
+ * (started once, so the tokenizer's per-thread caches stay warm) take filled units in order and
+ * encode them. Which thread encodes a unit never changes its tokens. */
+enum { SLOT_FREE = 0, SLOT_FILLED, SLOT_ENCODED };
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    prep_work *w;
+    int *state;       /* per slot */
+    int K;
+    int64_t filled;   /* units < filled are filled (or encoded, or written) */
+    int64_t taken;    /* the next unit a worker takes */
+    int quit, n;
+    pthread_t tid[256];
+} prep_pipe;
+
+static void *pipe_worker(void *arg)
+{
+    prep_pipe *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->taken >= p->filled)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (p->quit)
+            break;
+        int64_t q = p->taken++;
+        pthread_mutex_unlock(&p->mu);
+        encode_unit(p->w, &p->w->units[q % p->K]);
+        pthread_mutex_lock(&p->mu);
+        p->state[q % p->K] = SLOT_ENCODED;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-/* The worker threads: started once (the tokenizer's per-thread caches stay warm), woken per batch. */
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    prep_work *w;
-    int gen, busy, quit, n;
-    pthread_t tid[256];
-} prep_pool;
-
-static void *pool_main(void *arg)
-{
-    prep_pool *p = arg;
-    int seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->quit && p->gen == seen)
-            pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        seen = p->gen;
-        pthread_mutex_unlock(&p->mu);
-        prep_worker(p->w);
-        pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0)
-            pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-
-/* Starts up to n - 1 workers (the caller is the n-th). */
-static void pool_start(prep_pool *p, prep_work *w, int n)
+/* Starts n workers (at least one, or 0 when none could start: the caller then encodes). */
+static void pipe_start(prep_pipe *p, prep_work *w, int *state, int K, int n)
 {
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
     p->w = w;
-    for (p->n = 0; p->n < n - 1 && p->n < 256; p->n++)
-        if (pthread_create(&p->tid[p->n], NULL, pool_main, p) != 0)
+    p->state = state;
+    p->K = K;
+    for (p->n = 0; p->n < n && p->n < 256; p->n++)
+        if (pthread_create(&p->tid[p->n], NULL, pipe_worker, p) != 0)
             break; /* fewer threads: slower, same output */
 }
 
-/* Encodes the work's units on every thread; returns when all are done. */
-static void pool_run(prep_pool *p)
+/* Hands unit q (just read into its slot) to the workers. */
+static void pipe_push(prep_pipe *p, int64_t q)
 {
-    atomic_store(&p->w->next, 0);
     pthread_mutex_lock(&p->mu);
-    p->busy = p->n;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
+    p->state[q % p->K] = SLOT_FILLED;
+    p->filled = q + 1;
+    pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
-    prep_worker(p->w);
+    if (p->n == 0) { /* no worker thread: encode here */
+        p->taken = q + 1;
+        encode_unit(p->w, &p->w->units[q % p->K]);
+        p->state[q % p->K] = SLOT_ENCODED;
+    }
+}
+
+/* Waits until unit q is encoded. */
+static void pipe_wait(prep_pipe *p, int64_t q)
+{
     pthread_mutex_lock(&p->mu);
-    while (p->busy > 0)
+    while (p->state[q % p->K] != SLOT_ENCODED)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
 
-static void pool_stop(prep_pool *p)
+static void pipe_stop(prep_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     p->quit = 1;
-    pthread_cond_broadcast(&p->go);
+    pthread_cond_broadcast(&p->work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n; i++)
         pthread_join(p->tid[i], NULL);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->done);
 }
 
@@ -916,8 +922,9 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     pt_tokenizer *tok = NULL;
     prep_inputs in = { 0 };
     prep_unit *units = NULL;
-    prep_pool *pool = NULL;
-    int pool_on = 0;
+    prep_pipe *pipe = NULL;
+    int *state = NULL;
+    int pipe_on = 0;
     prep_reader rd = { 0 };
     prep_sink sink = { 0 };
     int n_units = threads * PREP_UNITS_PER_THREAD;
@@ -965,57 +972,57 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     sink.val_tokens = o->val_tokens; /* < 0: set from the first unit */
     sink.shards = cJSON_CreateArray();
     units = calloc((size_t)n_units, sizeof *units);
-    pool = calloc(1, sizeof *pool);
-    if (!units || !pool || !sink.shards) {
+    pipe = calloc(1, sizeof *pipe);
+    state = calloc((size_t)n_units, sizeof *state);
+    if (!units || !pipe || !state || !sink.shards) {
         st = pt_fail(PT_ENOMEM, "out of memory starting prepare");
         goto out;
     }
     prep_work w = { .tok = tok, .flags = o->allow_special ? PT_TOK_ALLOW_SPECIAL : 0, .eot = pt_tokenizer_eot(tok),
                     .in = &in, .units = units };
     int64_t last_progress = t0;
-    int first = 1;
+    pipe_start(pipe, &w, state, n_units, threads);
+    pipe_on = 1;
+    int64_t q_fill = 0, q_write = 0;
+    int eof = 0;
     for (;;) {
-        int n = 0, got = 1;
-        while (n < n_units && got) {
-            PT_TRY(reader_next(&rd, &units[n], &got), out);
-            n += got;
+        /* read ahead into every free slot */
+        while (!eof && q_fill - q_write < n_units) {
+            int got = 0;
+            PT_TRY(reader_next(&rd, &units[q_fill % n_units], &got), out);
+            if (!got) {
+                eof = 1;
+                break;
+            }
+            pipe_push(pipe, q_fill++);
         }
-        if (n == 0)
+        if (q_write == q_fill)
             break;
-        w.n_units = n;
-        if (!pool_on) {
-            pool_start(pool, &w, threads);
-            pool_on = 1;
+        /* write the oldest unit once it is encoded */
+        pipe_wait(pipe, q_write);
+        prep_unit *u = &units[q_write % n_units];
+        if (u->st != PT_OK) {
+            st = pt_fail(u->st, "%s", u->err);
+            goto out;
         }
-        pool_run(pool);
-        for (int i = 0; i < n; i++) {
-            prep_unit *u = &units[i];
-            if (u->st != PT_OK) {
-                st = pt_fail(u->st, "%s", u->err);
-                goto out;
-            }
-            if (first) {
-                first = 0;
-                if (sink.val_tokens < 0) {
-                    /* estimate the corpus' tokens from the first unit's bytes per token */
-                    int64_t est = u->len > 0 && known ? (int64_t)((double)total * (double)u->ids.n / (double)u->len)
-                                                      : known ? (int64_t)u->ids.n : 100000000;
-                    if (!got && n == 1)
-                        est = (int64_t)u->ids.n; /* the whole corpus was this unit */
-                    sink.val_tokens = one_file ? 0 : default_val_tokens(est);
-                }
-            }
-            PT_TRY(sink_append(&sink, u->ids.ids, u->ids.n), out);
-            r->documents += u->docs;
-            r->tokens += (int64_t)u->ids.n;
+        if (q_write == 0 && sink.val_tokens < 0) {
+            /* estimate the corpus' tokens from the first unit's tokens per byte (the whole corpus
+             * when it is that unit: the read-ahead has seen the end by now, n_units >= 4) */
+            int64_t est = eof && q_fill == 1 ? (int64_t)u->ids.n
+                          : known && u->len > 0 ? (int64_t)((double)total * (double)u->ids.n / (double)u->len)
+                                                : 100000000;
+            sink.val_tokens = one_file ? 0 : default_val_tokens(est);
         }
+        PT_TRY(sink_append(&sink, u->ids.ids, u->ids.n), out);
+        r->documents += u->docs;
+        r->tokens += (int64_t)u->ids.n;
+        state[q_write % n_units] = SLOT_FREE; /* only the main thread touches a written slot */
+        q_write++;
         int64_t now = pt_now_ns();
         if (pt_seconds_between(last_progress, now) >= 0.5) {
             progress(o, rd.bytes_read, total, t0, 0);
             last_progress = now;
         }
-        if (!got)
-            break;
     }
     if (!one_file && r->tokens == 0) {
         st = pt_fail(PT_EINVAL, "the inputs hold no text (0 tokens); check --input");
@@ -1041,6 +1048,8 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     if (known)
         progress(o, rd.bytes_read, total, t0, 1);
 out:
+    if (pipe_on)
+        pipe_stop(pipe); /* before the units go: a worker may still be encoding one */
     if (sink.w)
         pt_token_writer_abort(sink.w);
     cJSON_Delete(sink.shards);
@@ -1053,9 +1062,8 @@ out:
         free(units[i].scratch);
     }
     free(units);
-    if (pool_on)
-        pool_stop(pool);
-    free(pool);
+    free(pipe);
+    free(state);
     inputs_free(&in);
     pt_tokenizer_close(tok);
     return st;
