@@ -420,6 +420,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         }
     }
     int64_t first_step = 0;
+    uint64_t run_seed = tc->seed;
     if (tc->ckpt_dir) {
         PT_TRY(pt_ckpt_saver_create(tc->ckpt_dir, 3, 1, 2, &saver), out);
         pt_model *models[256];
@@ -436,13 +437,17 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
             if (li.note[0])
                 tm_log(a, rank, "%s", li.note);
             first_step = rs.step;
+            /* the data order of the run being continued, whatever --seed says now (as the
+             * one-process trainer does) */
+            pt_dataset_set_seed(data, rs.seed);
+            run_seed = rs.seed;
             tm_log(a, rank, "resumed from %s at step %lld", tc->ckpt_dir, (long long)first_step);
         }
     }
 
     tm_ctx t = { .a = a, .rt = rt, .data = data, .comm = comm, .prof = prof, .saver = saver, .run_json = run_json,
                  .first_step = first_step, .tokens_per_step = (int64_t)B * T * M * D, .rank = rank,
-                 .seed = tc->seed };
+                 .seed = run_seed };
     pt_train_ops ops = { .ctx = &t, .step = tm_step, .eval = tc->eval_batches > 0 ? tm_eval : NULL,
                          .save = saver ? tm_save : NULL };
     pt_train_cfg lc = *tc;

@@ -3,7 +3,8 @@
 # checkpoint, log bitwise-equal losses for steps 4..6 (the batch of a step is a pure function of
 # (seed, split, step, sample), so the resumed run reads the tokens the uninterrupted one read).
 # With "2" as the second argument the runs go through 2 pipeline stages. Resuming on data of
-# another tokenizer is refused.
+# another tokenizer is refused. The resumed run is given another --seed: the data order (and the
+# rest of the run) follows the checkpoint's seed.
 #   dataset_resume.sh PIPETRAIN [STAGES]
 set -e
 B=$1
@@ -22,7 +23,7 @@ opts="--data $D/data --stages $P --threads 1 --micro-batches 2 --micro-batch-siz
 mkdir -p $D/b/ckpt
 cp -r $D/a/ckpt/step_000003 $D/b/ckpt/
 echo step_000003 > $D/b/ckpt/latest
-"$B" train $opts --resume --run-dir $D/b > $D/b.txt 2>&1 || { cat $D/b.txt; exit 1; }
+"$B" train $opts --resume --seed 99 --run-dir $D/b > $D/b.txt 2>&1 || { cat $D/b.txt; exit 1; }
 losses() { sed -n 's/.*"step":\([0-9]*\),"loss":\([^,]*\),.*/\1 \2/p' "$1" | awk '$1 >= 4'; }
 losses $D/a/metrics.jsonl > $D/a_loss.txt
 losses $D/b/metrics.jsonl > $D/b_loss.txt
