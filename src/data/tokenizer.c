@@ -1709,10 +1709,19 @@ static pt_status open_byte(pt_tokenizer **out)
     return PT_OK;
 }
 
+/* PT_TOKENIZER_DIR, else the source tree's folder, else (an installed program whose source tree is
+ * gone) the installed copy. */
 static const char *vocab_dir(void)
 {
     const char *d = getenv("PT_TOKENIZER_DIR");
-    return d && *d ? d : PT_TOKENIZER_DIR_DEFAULT;
+    if (d && *d)
+        return d;
+#ifdef PT_TOKENIZER_DIR_INSTALLED
+    struct stat sb;
+    if (stat(PT_TOKENIZER_DIR_DEFAULT, &sb) != 0 && stat(PT_TOKENIZER_DIR_INSTALLED, &sb) == 0)
+        return PT_TOKENIZER_DIR_INSTALLED;
+#endif
+    return PT_TOKENIZER_DIR_DEFAULT;
 }
 
 static int is_file(const char *p)
