@@ -250,6 +250,13 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
  * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
 
+struct pt_dataset; /* pipetrain/data.h */
+/* Refuses resuming the checkpoint under `dir` (a root or a step directory) on data set `d` when the
+ * checkpoint was trained on data of another tokenizer (pt_dataset_check_run, naming both), before
+ * any weight is read. A checkpoint that cannot be resolved or read passes: the load that follows
+ * reports what is wrong with it. */
+pt_status pt_ckpt_check_data(const char *dir, const struct pt_dataset *d);
+
 /* Steps of the complete checkpoints under root (directories step_NNNNNN holding a manifest.json),
  * ascending; *steps malloc'd (caller frees; NULL when *n == 0). */
 pt_status pt_ckpt_list(const char *root, int64_t **steps, int *n);

@@ -14,6 +14,7 @@
 
 #include "ckpt_internal.h"
 #include "pipetrain/comm.h"
+#include "pipetrain/data.h"
 #include "pipetrain/json.h"
 #include "pipetrain/optim.h"
 #include "pipetrain/timeutil.h"
@@ -804,4 +805,18 @@ pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *co
 pt_status pt_ckpt_load(const char *dir, pt_model *const *models, pt_optim *const *optims, int n, pt_train_state *st)
 {
     return pt_ckpt_load_ex(dir, models, optims, n, st, NULL, NULL, NULL);
+}
+
+pt_status pt_ckpt_check_data(const char *dir, const pt_dataset *d)
+{
+    char step_dir[4096];
+    pt_ckpt_manifest *m = NULL;
+    if (pt_ckpt_resolve(dir, step_dir, sizeof step_dir, NULL, 0) != PT_OK ||
+        pt_ckpt_manifest_read(step_dir, &m) != PT_OK) {
+        pt_clear_error();
+        return PT_OK; /* the load that follows reports what is wrong with the checkpoint */
+    }
+    pt_status st = pt_dataset_check_run(d, m->run_json, step_dir);
+    pt_ckpt_manifest_destroy(m);
+    return st;
 }

@@ -40,21 +40,6 @@ static pt_status tm_device(const pt_backend *be, int local_rank, int *out)
     return PT_OK;
 }
 
-/* Refuses --resume from a checkpoint trained on data of another tokenizer, before any weight is
- * read (a different vocabulary would otherwise fail later as a shape mismatch). */
-static pt_status check_resume_data(const char *ckpt_dir, const pt_dataset *d)
-{
-    char step_dir[4096];
-    pt_ckpt_manifest *m = NULL;
-    if (pt_ckpt_resolve(ckpt_dir, step_dir, sizeof step_dir, NULL, 0) != PT_OK ||
-        pt_ckpt_manifest_read(step_dir, &m) != PT_OK) {
-        pt_clear_error();
-        return PT_OK; /* the load that follows reports what is wrong with the checkpoint */
-    }
-    pt_status st = pt_dataset_check_run(d, m->run_json, step_dir);
-    pt_ckpt_manifest_destroy(m);
-    return st;
-}
 
 typedef struct tm_ctx {
     const pt_runtime_train_args *a;
@@ -430,7 +415,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
          * other than 0 save nothing: tm_save) */
         PT_TRY(pt_ckpt_saver_reserve(saver, models, optims, pt_runtime_replica(rt) == 0 ? V_ : 0), out);
         if (tc->resume) {
-            PT_TRY(check_resume_data(tc->ckpt_dir, data), out);
+            PT_TRY(pt_ckpt_check_data(tc->ckpt_dir, data), out);
             pt_ckpt_load_info li;
             memset(&li, 0, sizeof li);
             PT_TRY(pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V_, &rs, NULL, NULL, &li), out);

@@ -363,23 +363,6 @@ static pt_status run_json_make(const pt_trainer *t, char **out)
     return st;
 }
 
-#ifdef PT_TRAIN_HAVE_CKPT
-/* Refuses --resume from a checkpoint trained on data of another tokenizer, before any weight is
- * read (a different vocabulary would otherwise fail later as a shape mismatch). */
-static pt_status check_resume_data(const char *ckpt_dir, const pt_dataset *d)
-{
-    char step_dir[4096];
-    pt_ckpt_manifest *m = NULL;
-    if (pt_ckpt_resolve(ckpt_dir, step_dir, sizeof step_dir, NULL, 0) != PT_OK ||
-        pt_ckpt_manifest_read(step_dir, &m) != PT_OK) {
-        pt_clear_error();
-        return PT_OK; /* the load that follows reports what is wrong with the checkpoint */
-    }
-    pt_status st = pt_dataset_check_run(d, m->run_json, step_dir);
-    pt_ckpt_manifest_destroy(m);
-    return st;
-}
-#endif
 
 pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
 {
@@ -418,7 +401,7 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
         memset(&ts, 0, sizeof ts);
         pt_model *models[1] = { t->model };
         pt_optim *optims[1] = { t->optim };
-        PT_TRY(check_resume_data(c->ckpt_dir, t->data), fail);
+        PT_TRY(pt_ckpt_check_data(c->ckpt_dir, t->data), fail);
         pt_ckpt_load_info li;
         memset(&li, 0, sizeof li);
         PT_TRY(pt_ckpt_load_ex(c->ckpt_dir, models, optims, 1, &ts, t->be, t->stream, &li), fail);
