@@ -376,7 +376,7 @@ static void check_corpus(const pt_tokenizer *t, const char *corpus_dir, const ch
     closedir(d);
     qsort(names, n, sizeof *names, cmp_str);
     if (n < 10)
-        fail("%s: only a few corpus files%s (expected the 15 of make_corpus.py)", corpus_dir, "");
+        fail("%s: only a few corpus files%s (expected the 16 of make_corpus.py)", corpus_dir, "");
     for (size_t i = 0; i < n; i++) {
         check_file(t, corpus_dir, golden_dir, names[i]);
         free(names[i]);
