@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "pipetrain/comm.h"
 #include "pipetrain/model.h"
 
 int pt_cmd_train(int argc, char **argv);
@@ -25,11 +26,25 @@ int pt_cmd_sample(int argc, char **argv);
 /* `train --sample-every N` (src/cli/cmd_sample.c): a short continuation of a prompt from the model
  * being trained, through the KV-cache generator. m (borrowed) holds every layer; tokenizer names
  * the data's (pt_dataset_tokenizer); prompt "" means the end-of-text token; n_new is cut to fit the
- * context; temperature 0 is greedy. print generates from the current weights (reads them only: the
- * training is unchanged) and writes "sample at step N ...:", the text between "---" lines, to f. */
+ * context; temperature 0 is greedy; generation stops at the tokenizer's end-of-text token. print
+ * generates from the current weights (reads them only: the training is unchanged) and writes
+ * "sample at step N ...:", the text between "---" lines, to f. */
 typedef struct pt_train_sampler pt_train_sampler;
 pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
                                   uint64_t seed, pt_train_sampler **out);
+/* The same for a pipelined run: m is this rank's chunk (one contiguous layer range, not part of a
+ * split LM head), stage its pipeline stage of n_stages, whose ranks are world ranks 0..n_stages-1
+ * of comm (data-parallel replica 0). Only those ranks create one. */
+pt_status pt_train_sampler_create_stage(pt_model *m, pt_comm *comm, int stage, int n_stages, const char *tokenizer,
+                                        const char *prompt, int n_new, double temperature, uint64_t seed,
+                                        pt_train_sampler **out);
+/* Generates the sample of `step` (collective over the n_stages ranks; the hidden state goes stage
+ * to stage as in `pipetrain sample --stages`, every wait with the comm's timeout). */
+pt_status pt_train_sampler_generate(pt_train_sampler *s, int64_t step);
+/* Stage 0: writes the sample generate made for `step` to f (PT_EINVAL when there is none); other
+ * stages: nothing. */
+pt_status pt_train_sampler_write(pt_train_sampler *s, int64_t step, FILE *f);
+/* generate, then write (one process). */
 pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f);
 void pt_train_sampler_destroy(pt_train_sampler *s); /* accepts NULL */
 

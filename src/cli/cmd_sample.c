@@ -151,15 +151,19 @@ typedef struct {
     const pt_tokenizer *tok; /* NULL with --ids */
     FILE *f;
     int first;
+    int32_t stop_id; /* the end-of-text id generation stops at (not printed as text); -1: none */
 } stream_ctx;
 
+/* pt_generate_fn: prints the token (its id with --ids, else its bytes, except the end-of-text token)
+ * and asks to stop at the end-of-text token. */
 static int on_token(void *ctx, const int32_t *ids, int step)
 {
     stream_ctx *c = ctx;
     (void)step;
+    const int stop = c->stop_id >= 0 && ids[0] == c->stop_id;
     if (!c->tok) {
         fprintf(c->f, "%s%d", c->first ? "" : " ", ids[0]);
-    } else {
+    } else if (!stop) {
         size_t len = 0;
         const char *b = pt_tokenizer_token(c->tok, ids[0], &len);
         if (b)
@@ -167,7 +171,99 @@ static int on_token(void *ctx, const int32_t *ids, int step)
     }
     c->first = 0;
     fflush(c->f);
-    return 0;
+    return stop;
+}
+
+/* ---- generation through a pipeline: one rank per layer range (sample --stages, train --sample-every) ---- */
+
+/* One rank's part of the generation loop over stages 0..P-1 (world ranks 0..P-1 of comm; this is
+ * stage r; P 1 runs alone). Forward k (k = 0: the prompt, then token k-1) runs stage 0 .. P-1, each
+ * sending the new positions' hidden state (n x C floats and one stop flag) to the next; stage P-1
+ * samples token k and sends it to stage 0, which stores it in out[k], calls fn (as pt_generate
+ * does) and starts forward k+1 — or, when fn asks to stop (the end-of-text token), sends the stop
+ * flag instead, which every stage passes on and ends at. Every wait has the comm's timeout.
+ * Messages use kinds FORWARD / BACKWARD, which training's sends never use. stats (stage 0's
+ * timings, every stage's count) may be NULL. */
+static pt_status pipe_generate(pt_comm *c, int r, int P, pt_generator *g, pt_sampler *smp, const int32_t *prompt,
+                               int n_prompt, int max_new, int C, int V, int32_t *out, pt_generate_fn fn, void *ctx,
+                               pt_generate_stats *stats)
+{
+    const int last = P - 1;
+    float *h = malloc(((size_t)n_prompt * C + 1) * sizeof(float)), *logits = malloc((size_t)V * sizeof(float));
+    if (!h || !logits) {
+        free(h);
+        free(logits);
+        return pt_fail(PT_ENOMEM, "out of memory for the stage's hidden state");
+    }
+    pt_status st = PT_OK;
+    int32_t tok = 0;
+    int k = 0, stopped = 0;
+    int64_t t0 = pt_now_ns(), t1 = t0;
+    pt_generator_reset(g);
+    for (; k < max_new && !stopped; k++) {
+        const int n = k == 0 ? n_prompt : 1;
+        const size_t hbytes = ((size_t)n * C + 1) * sizeof(float);
+        const int64_t dl = c ? pt_deadline_after_ms(pt_comm_timeout_ms(c)) : 0;
+        pt_msg_id act = { PT_ACT_FORWARD, 0, 0, k }, back = { PT_ACT_BACKWARD, 0, 0, k };
+        pt_comm_req *req = NULL;
+        if (r > 0) {
+            PT_TRY(pt_comm_irecv(c, r - 1, &act, h, hbytes, &req), done);
+            PT_TRY(pt_comm_wait(c, req, dl), done);
+            if (h[(size_t)n * C] != 0.0f) { /* stage 0 stopped: pass it on and end */
+                if (r < last) {
+                    PT_TRY(pt_comm_isend(c, r + 1, &act, h, hbytes, &req), done);
+                    PT_TRY(pt_comm_wait(c, req, dl), done);
+                }
+                break;
+            }
+        }
+        if (r < last) {
+            PT_TRY(pt_generator_forward(g, k == 0 ? prompt : &tok, r > 0 ? h : NULL, n, h), done);
+            h[(size_t)n * C] = 0.0f;
+            PT_TRY(pt_comm_isend(c, r + 1, &act, h, hbytes, &req), done);
+            PT_TRY(pt_comm_wait(c, req, dl), done);
+        } else {
+            PT_TRY(pt_generator_forward(g, r == 0 ? (k == 0 ? prompt : &tok) : NULL, r > 0 ? h : NULL, n, logits),
+                   done);
+            tok = pt_sampler_next(smp, logits);
+            if (r > 0) {
+                PT_TRY(pt_comm_isend(c, 0, &back, &tok, sizeof tok, &req), done);
+                PT_TRY(pt_comm_wait(c, req, dl), done);
+            }
+        }
+        if (r == 0) {
+            if (last > 0) {
+                PT_TRY(pt_comm_irecv(c, last, &back, &tok, sizeof tok, &req), done);
+                PT_TRY(pt_comm_wait(c, req, dl), done);
+            }
+            if (tok < 0 || tok >= V) {
+                st = pt_fail(PT_ECOMM, "rank %d sent token %d, outside the vocabulary", last, tok);
+                goto done;
+            }
+            out[k] = tok;
+            if (k == 0)
+                t1 = pt_now_ns();
+            if (fn && fn(ctx, &tok, k)) {
+                stopped = 1;
+                if (last > 0 && k + 1 < max_new) { /* the others wait for forward k+1: tell them */
+                    pt_msg_id next = { PT_ACT_FORWARD, 0, 0, k + 1 };
+                    h[C] = 1.0f;
+                    PT_TRY(pt_comm_isend(c, 1, &next, h, ((size_t)C + 1) * sizeof(float), &req), done);
+                    PT_TRY(pt_comm_wait(c, req, dl), done);
+                }
+            }
+        }
+    }
+done:
+    if (stats) {
+        stats->n_prompt = n_prompt;
+        stats->n_new = k;
+        stats->prefill_s = pt_seconds_between(t0, t1);
+        stats->decode_s = pt_seconds_between(t1, pt_now_ns());
+    }
+    free(h);
+    free(logits);
+    return st;
 }
 
 /* ---- --stages P: one rank per stage (forward only), the new token's hidden state rank to rank ---- */
@@ -226,74 +322,11 @@ static FILE *inherited(const char *env, FILE *fallback)
     return f ? f : fallback;
 }
 
-/* One rank's part of the generation loop. Forward k (k = 0: the prompt, then token k-1) runs rank
- * 0 .. P-1; rank P-1 samples token k and sends it to rank 0, which prints it and starts forward k+1. */
-static pt_status run_stage(pt_comm *c, pt_generator *g, pt_sampler *smp, const int32_t *prompt, int n_prompt,
-                           int max_new, int C, int V, stream_ctx *sc, FILE *err, const char *backend, int greedy)
-{
-    const int r = pt_comm_rank(c), P = pt_comm_size(c), last = P - 1;
-    float *h = malloc((size_t)n_prompt * C * sizeof(float)), *logits = malloc((size_t)V * sizeof(float));
-    if (!h || !logits) {
-        free(h);
-        free(logits);
-        return pt_fail(PT_ENOMEM, "out of memory for the stage's hidden state");
-    }
-    pt_status st = PT_OK;
-    int32_t tok = 0;
-    int64_t t0 = pt_now_ns(), t1 = t0;
-    for (int k = 0; k < max_new && st == PT_OK; k++) {
-        const int n = k == 0 ? n_prompt : 1;
-        const int64_t dl = pt_deadline_after_ms(pt_comm_timeout_ms(c));
-        pt_msg_id act = { PT_ACT_SEND_ACT, 0, 0, k }, back = { PT_ACT_SEND_GRAD, 0, 0, k };
-        pt_comm_req *req = NULL;
-        if (r > 0) {
-            PT_TRY(pt_comm_irecv(c, r - 1, &act, h, (size_t)n * C * sizeof(float), &req), done);
-            PT_TRY(pt_comm_wait(c, req, dl), done);
-        }
-        if (r < last) {
-            PT_TRY(pt_generator_forward(g, k == 0 ? prompt : &tok, r > 0 ? h : NULL, n, h), done);
-            PT_TRY(pt_comm_isend(c, r + 1, &act, h, (size_t)n * C * sizeof(float), &req), done);
-            PT_TRY(pt_comm_wait(c, req, dl), done);
-        } else {
-            PT_TRY(pt_generator_forward(g, NULL, h, n, logits), done);
-            tok = pt_sampler_next(smp, logits);
-            PT_TRY(pt_comm_isend(c, 0, &back, &tok, sizeof tok, &req), done);
-            PT_TRY(pt_comm_wait(c, req, dl), done);
-        }
-        if (r == 0) {
-            PT_TRY(pt_comm_irecv(c, last, &back, &tok, sizeof tok, &req), done);
-            PT_TRY(pt_comm_wait(c, req, dl), done);
-            if (tok < 0 || tok >= V) {
-                st = pt_fail(PT_ECOMM, "rank %d sent token %d, outside the vocabulary", last, tok);
-                goto done;
-            }
-            on_token(sc, &tok, k);
-            if (k == 0)
-                t1 = pt_now_ns();
-        }
-    }
-    if (r == 0) {
-        fprintf(sc->f, "\n");
-        fflush(sc->f);
-        double pre = pt_seconds_between(t0, t1), dec = pt_seconds_between(t1, pt_now_ns());
-        fprintf(err, "sample: %d prompt tokens, %d new tokens; prefill %.1f tokens/s (%.1f ms), decode %.1f tokens/s "
-                     "(%.1f ms), %s, %s, %d stages\n",
-                n_prompt, max_new, pre > 0 ? n_prompt / pre : 0.0, pre * 1e3,
-                dec > 0 && max_new > 1 ? (max_new - 1) / dec : 0.0, dec * 1e3, backend,
-                greedy ? "greedy" : "sampled", P);
-        fflush(err);
-    }
-done:
-    free(h);
-    free(logits);
-    return st;
-}
-
 int pt_cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *init_from = NULL, *model = NULL, *prompt = NULL, *prompt_ids = NULL, *tok_opt = NULL;
     const char *backend = "cpu";
-    int max_new = 64, top_k = 0, threads = 0, ids_out = 0, stages = 1, allow_special = 0;
+    int max_new = 64, top_k = 0, threads = 0, ids_out = 0, stages = 1, allow_special = 0, no_stop = 0;
     double temperature = 1.0, top_p = 1.0;
     long long seed = 0;
     pt_opt opts[] = {
@@ -316,13 +349,17 @@ int pt_cmd_sample(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (0: all cores)", 0 },
         { "ids", PT_OPT_FLAG, &ids_out, NULL, "print the generated token ids instead of text", 0 },
         { "stages", PT_OPT_INT, &stages, "P", "pipeline stages to spread the model over (1: one process)", 0 },
+        { "no-stop", PT_OPT_FLAG, &no_stop, NULL,
+          "generate all --max-new-tokens even past the end-of-text token (default: stop there)", 0 },
+        { "ignore-eot", PT_OPT_FLAG, &no_stop, NULL, "the same as --no-stop", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain sample --ckpt DIR | --init-from FILE.safetensors --prompt TEXT [options]",
         "Generates a continuation of the prompt with a KV cache (the prompt in one forward pass, then one token\n"
         "at a time), streaming the text to stdout; a last line on stderr gives the prompt and new token counts\n"
         "and the prefill and decode speeds. Greedy output (--temperature 0) equals the argmax of a full forward\n"
-        "pass at every position.",
+        "pass at every position. Generation stops at the tokenizer's end-of-text token (not printed as text;\n"
+        "the last id with --ids) unless --no-stop.",
         opts,
         (int)(sizeof opts / sizeof opts[0]),
         "examples:\n"
@@ -487,32 +524,44 @@ int pt_cmd_sample(int argc, char **argv)
         st = pt_fail(PT_ENOMEM, "out of memory");
         goto out;
     }
-    stream_ctx sc = { .tok = ids_out ? NULL : tok, .f = stdout, .first = 1 };
-    if (stages > 1)
+    const int32_t eot = tok ? pt_tokenizer_eot(tok) : -1;
+    stream_ctx sc = { .tok = ids_out ? NULL : tok, .f = stdout, .first = 1, .stop_id = no_stop ? -1 : eot };
+    FILE *err = stderr;
+    if (stages > 1) {
         sc.f = inherited(SAMPLE_OUT_FD_ENV, stdout);
+        err = inherited(SAMPLE_ERR_FD_ENV, stderr);
+    }
     if (!ids_out && prompt && job_rank == 0) {
         fputs(prompt, sc.f);
         fflush(sc.f);
     }
+    pt_generate_stats gs;
     if (stages > 1) {
         PT_TRY(pt_comm_create(&(pt_comm_opts){ .config_hash = (uint64_t)stages * 1000003u + (uint64_t)max_new },
                               &comm),
                out);
-        FILE *err = inherited(SAMPLE_ERR_FD_ENV, stderr);
-        st = run_stage(comm, g, smp, ids.ids, (int)ids.n, max_new, cfg.n_embd, cfg.vocab_size, &sc, err, be->name,
-                       temperature == 0);
-        goto out;
+        st = pipe_generate(comm, job_rank, stages, g, smp, ids.ids, (int)ids.n, max_new, cfg.n_embd, cfg.vocab_size,
+                           gen, on_token, &sc, &gs);
+    } else {
+        st = pt_generate(g, smp, ids.ids, (int)ids.n, max_new, gen, on_token, &sc, &gs);
     }
-    pt_generate_stats gs;
-    st = pt_generate(g, smp, ids.ids, (int)ids.n, max_new, gen, on_token, &sc, &gs);
-    printf("\n");
-    fflush(stdout);
-    if (st == PT_OK)
-        fprintf(stderr, "sample: %d prompt tokens, %d new tokens; prefill %.1f tokens/s (%.1f ms), decode %.1f tokens/s "
-                        "(%.1f ms), %s, %s\n",
+    if (job_rank != 0)
+        goto out;
+    fprintf(sc.f, "\n");
+    fflush(sc.f);
+    if (st == PT_OK) {
+        char stages_s[32] = "", stop_s[96] = "";
+        if (stages > 1)
+            snprintf(stages_s, sizeof stages_s, ", %d stages", stages);
+        if (sc.stop_id >= 0 && gs.n_new > 0 && gen[gs.n_new - 1] == sc.stop_id)
+            snprintf(stop_s, sizeof stop_s, "; stopped at end-of-text after %d tokens", gs.n_new);
+        fprintf(err, "sample: %d prompt tokens, %d new tokens; prefill %.1f tokens/s (%.1f ms), decode %.1f tokens/s "
+                     "(%.1f ms), %s, %s%s%s\n",
                 gs.n_prompt, gs.n_new, gs.prefill_s > 0 ? gs.n_prompt / gs.prefill_s : 0.0, gs.prefill_s * 1e3,
                 gs.decode_s > 0 && gs.n_new > 1 ? (gs.n_new - 1) / gs.decode_s : 0.0, gs.decode_s * 1e3, be->name,
-                temperature == 0 ? "greedy" : "sampled");
+                temperature == 0 ? "greedy" : "sampled", stages_s, stop_s);
+        fflush(err);
+    }
 out:
     pt_comm_destroy(comm);
     free(gen);
@@ -531,13 +580,17 @@ out:
 /* ---- train --sample-every N: a short sample from the model being trained (cli.h) ---- */
 
 struct pt_train_sampler {
-    pt_model *m;         /* borrowed: the trainer's model */
+    pt_model *m;         /* borrowed: the trainer's model, or this rank's chunk */
+    pt_comm *comm;       /* borrowed; NULL in one process */
+    int stage, n_stages; /* this rank's pipeline stage of replica 0 (0 and 1 in one process) */
     pt_generator *g;
     pt_tokenizer *tok;
     pt_tok_ids prompt;
     int n_new;
     pt_sample_opts so;
     int32_t *out;
+    int n_out;           /* ids in out from the last generate (stage 0) */
+    int64_t step;        /* the step they are of; -1: none */
 };
 
 void pt_train_sampler_destroy(pt_train_sampler *s)
@@ -551,18 +604,25 @@ void pt_train_sampler_destroy(pt_train_sampler *s)
     free(s);
 }
 
-pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
-                                  uint64_t seed, pt_train_sampler **out)
+pt_status pt_train_sampler_create_stage(pt_model *m, pt_comm *comm, int stage, int n_stages, const char *tokenizer,
+                                        const char *prompt, int n_new, double temperature, uint64_t seed,
+                                        pt_train_sampler **out)
 {
     *out = NULL;
     const pt_model_config *cfg = pt_model_config_of(m);
     if (n_new < 1)
         return pt_fail(PT_EINVAL, "--sample-tokens is %d; give a number >= 1", n_new);
+    if (n_stages < 1 || stage < 0 || stage >= n_stages || (n_stages > 1 && !comm))
+        return pt_fail(PT_EINVAL, "train sampler: stage %d of %d (with%s a comm)", stage, n_stages, comm ? "" : "out");
     pt_train_sampler *s = calloc(1, sizeof *s);
     if (!s)
         return pt_fail(PT_ENOMEM, "out of memory");
     pt_status st;
     s->m = m;
+    s->comm = n_stages > 1 ? comm : NULL;
+    s->stage = stage;
+    s->n_stages = n_stages;
+    s->step = -1;
     s->so = (pt_sample_opts){ .temperature = (float)temperature, .seed = seed };
     PT_TRY(pt_tokenizer_open(tokenizer, &s->tok), fail);
     if (prompt[0])
@@ -591,24 +651,64 @@ fail:
     return st;
 }
 
-pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f)
+pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
+                                  uint64_t seed, pt_train_sampler **out)
+{
+    return pt_train_sampler_create_stage(m, NULL, 0, 1, tokenizer, prompt, n_new, temperature, seed, out);
+}
+
+/* pt_generate_fn of the samples: stop at the end-of-text token. */
+static int train_sample_stop(void *ctx, const int32_t *ids, int step)
+{
+    (void)step;
+    const pt_tokenizer *t = ctx;
+    return pt_tokenizer_eot(t) >= 0 && ids[0] == pt_tokenizer_eot(t);
+}
+
+pt_status pt_train_sampler_generate(pt_train_sampler *s, int64_t step)
 {
     pt_sample_opts so = s->so;
     so.seed ^= (uint64_t)step * 0x9E3779B97F4A7C15ull; /* a different draw each time, the same for a step */
     pt_sampler *smp = NULL;
-    PT_CHECK(pt_sampler_create(&so, pt_model_config_of(s->m)->vocab_size, &smp));
-    pt_generate_stats gs;
-    pt_status st = pt_generate(s->g, smp, s->prompt.ids, (int)s->prompt.n, s->n_new, s->out, NULL, NULL, &gs);
+    const pt_model_config *cfg = pt_model_config_of(s->m);
+    PT_CHECK(pt_sampler_create(&so, cfg->vocab_size, &smp));
+    pt_generate_stats gs = { 0 };
+    s->step = -1;
+    pt_status st;
+    if (s->n_stages == 1 && pt_model_has_embedding(s->m) && pt_model_has_head(s->m))
+        st = pt_generate(s->g, smp, s->prompt.ids, (int)s->prompt.n, s->n_new, s->out, train_sample_stop, s->tok, &gs);
+    else
+        st = pipe_generate(s->comm, s->stage, s->n_stages, s->g, smp, s->prompt.ids, (int)s->prompt.n, s->n_new,
+                           cfg->n_embd, cfg->vocab_size, s->out, train_sample_stop, s->tok, &gs);
     pt_sampler_destroy(smp);
     PT_CHECK(st);
+    s->n_out = gs.n_new;
+    s->step = step;
+    return PT_OK;
+}
+
+pt_status pt_train_sampler_write(pt_train_sampler *s, int64_t step, FILE *f)
+{
+    if (s->stage != 0)
+        return PT_OK;
+    if (s->step != step)
+        return pt_fail(PT_EINVAL, "train sampler: no sample of step %lld was generated", (long long)step);
+    const int32_t eot = pt_tokenizer_eot(s->tok);
+    const int stopped = eot >= 0 && s->n_out > 0 && s->out[s->n_out - 1] == eot;
     char *text = NULL;
     size_t len = 0;
-    PT_CHECK(pt_tokenizer_decode(s->tok, s->out, (size_t)s->n_new, &text, &len));
-    fprintf(f, "sample at step %lld (%d tokens, %s):\n---\n", (long long)step, s->n_new,
-            so.temperature == 0 ? "greedy" : "sampled");
+    PT_CHECK(pt_tokenizer_decode(s->tok, s->out, (size_t)(s->n_out - stopped), &text, &len));
+    fprintf(f, "sample at step %lld (%d tokens, %s%s):\n---\n", (long long)step, s->n_out,
+            s->so.temperature == 0 ? "greedy" : "sampled", stopped ? ", stopped at end-of-text" : "");
     fwrite(text, 1, len, f);
     fprintf(f, "\n---\n");
     fflush(f);
     free(text);
     return PT_OK;
+}
+
+pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f)
+{
+    PT_CHECK(pt_train_sampler_generate(s, step));
+    return pt_train_sampler_write(s, step, f);
 }

@@ -8,6 +8,8 @@
 #  - --stages 2 (one rank per layer range, the hidden state rank to rank) gives the same ids, greedy
 #    and sampled with a seed, from the file and from the checkpoint (resharded to 3 stages)
 #  - a pipelined checkpoint of a preset fitted to GPT-2 tokens samples with its recorded gpt2 tokenizer
+#  - end-of-text: a model trained on many short GPT-2 documents ends its greedy continuation with the
+#    end-of-text token; sample stops there (1, 2 and 3 stages alike), --no-stop / --ignore-eot go on
 #  - train --sample-every prints samples in one process without changing the losses, and is refused
 #    for a pipelined run
 #  - refusals exit 2 with one line: a prompt + --max-new-tokens beyond the context, a prompt longer
@@ -93,6 +95,39 @@ two=$("$PT" sample --ckpt "$dir/ck_g" --prompt "The quick" --temperature 0 --max
     fail "sample --stages 2 of the gpt2-token checkpoint failed: $(cat "$dir/err")"
 [ "$one" = "$two" ] || fail "gpt2-token checkpoint: one process wrote '$one', two stages '$two'"
 case "$one" in "The quick"?*) ;; *) fail "sample of the gpt2-token checkpoint printed '$one'" ;; esac
+
+# end-of-text: many short documents (prepare puts the end-of-text token before each), so a model
+# trained a few dozen steps ends them; greedy sampling stops there, in one process and in 2 and 3
+# stages alike; the token is not printed as text, it is the last id with --ids; --no-stop goes on
+i=0
+while [ $i -lt 70 ]; do
+    printf '{"text": "The cat sat."}\n{"text": "A dog ran home."}\n{"text": "Birds fly south in winter."}\n'
+    i=$((i + 1))
+done >"$dir/docs.jsonl"
+"$PT" prepare --tokenizer gpt2 --input "$dir/docs.jsonl" --output "$dir/docs.bin" --quiet >/dev/null 2>&1 || fail "prepare of docs failed"
+"$PT" train --model gpt2-tiny --data "$dir/docs.bin" --stages 1 --steps 30 --micro-batch-size 4 --seq-len 16 --lr 3e-3 \
+    --eval-batches 0 --threads 1 --run-dir "$dir/run_e" --ckpt-dir "$dir/ck_e" >"$dir/train_e.log" 2>&1 ||
+    fail "train on docs failed: $(tail -3 "$dir/train_e.log")"
+eot=50256
+ids=$("$PT" sample --ckpt "$dir/ck_e" --prompt "The cat" --temperature 0 --max-new-tokens 12 --ids --threads 1 2>"$dir/err") ||
+    fail "sample of the docs checkpoint failed: $(cat "$dir/err")"
+n_ids=$(echo "$ids" | wc -w)
+[ "${ids##* }" = "$eot" ] && [ "$n_ids" -lt 12 ] || fail "greedy sampling did not end at end-of-text ($eot): '$ids'"
+grep -q "stopped at end-of-text after $n_ids tokens" "$dir/err" || fail "no end-of-text note: $(cat "$dir/err")"
+text=$("$PT" sample --ckpt "$dir/ck_e" --prompt "The cat" --temperature 0 --max-new-tokens 12 --threads 1 2>/dev/null)
+want_text="The cat$(echo "${ids% *}" | "$PT" tokenize --tokenizer gpt2 --decode)"
+[ "$text" = "$want_text" ] || fail "text up to end-of-text: got '$text', want '$want_text'"
+for P in 2 3; do
+    got=$("$PT" sample --ckpt "$dir/ck_e" --prompt "The cat" --temperature 0 --max-new-tokens 12 --ids --threads 1 --stages $P 2>"$dir/err") ||
+        fail "sample --stages $P of the docs checkpoint failed: $(cat "$dir/err")"
+    [ "$got" = "$ids" ] || fail "$P stages stopped with '$got', one process '$ids'"
+    grep -q "stopped at end-of-text after $n_ids tokens" "$dir/err" || fail "$P stages: no end-of-text note: $(cat "$dir/err")"
+done
+for flag in --no-stop --ignore-eot; do
+    got=$("$PT" sample --ckpt "$dir/ck_e" --prompt "The cat" --temperature 0 --max-new-tokens 12 --ids --threads 1 --stages 2 $flag 2>/dev/null)
+    [ "$(echo "$got" | wc -w)" -eq 12 ] || fail "$flag: expected 12 ids, got '$got'"
+    case "$got" in "$ids "*) ;; *) fail "$flag: '$got' does not continue '$ids'" ;; esac
+done
 
 # train --sample-every: samples every 2 steps, the same losses as without
 for run in with without; do
