@@ -52,7 +52,7 @@ static double cpu_seconds(void)
 
 static pt_status same_output(const char *a, const char *b)
 {
-    char pa[4096], pb[4096];
+    char pa[8704], pb[8704]; /* two paths of up to 4 KiB each and a separator */
     snprintf(pa, sizeof pa, "%s/dataset.json", a);
     cJSON *side = NULL;
     PT_CHECK(pt_json_read_file(pa, &side));

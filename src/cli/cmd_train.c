@@ -13,6 +13,8 @@
 #include "cli.h"
 #include "pipetrain/comm.h"
 #include "pipetrain/json.h"
+#include "pipetrain/model.h"
+#include "pipetrain/partition.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/train.h"
 
@@ -199,6 +201,33 @@ static pt_status launch_ranks(const train_args *a, int nproc, const char *run_di
     return st;
 }
 
+/* A layout that cannot work is refused in one line before any rank is forked: more pipeline chunks
+ * than the model has layers (counting the LM-head layers --head-split may make), or more local
+ * ranks than this machine can run (each is a process that polls its transport). A schedule file
+ * says its own stage count, so it is checked when the ranks read it. */
+static pt_status check_layout_fits(const train_args *a, const pt_train_cfg *cfg, int nproc, long cores)
+{
+    if (cores > 0 && nproc > 8 * cores)
+        return pt_fail(PT_EINVAL, "%d local ranks on a machine with %ld cores: at most %ld run here; use fewer "
+                                  "--stages/--dp, or spread the ranks over nodes with 'pipetrain launch'",
+                       nproc, cores, 8 * cores);
+    if (a->schedule && access(a->schedule, R_OK) == 0)
+        return PT_OK;
+    pt_model_config mc;
+    PT_CHECK(pt_model_config_load(cfg->model, &mc));
+    int head = cfg->head_split == PT_HEAD_SPLIT_AUTO ? PT_HEAD_SPLIT_AUTO_MAX
+               : cfg->head_split > 1                 ? cfg->head_split
+                                                     : pt_model_head_layers(&mc);
+    int layers = mc.n_layer + 1 + head, chunks = a->chunks > 0 ? a->chunks : 1;
+    if (a->stages * chunks > layers)
+        return pt_fail(PT_EINVAL, "--stages %d%s needs %d layers but %s has %d (embedding, %d blocks, %d head layer%s); "
+                                  "use --stages %d or fewer%s",
+                       a->stages, chunks > 1 ? " x --chunks" : "", a->stages * chunks, cfg->model, layers,
+                       mc.n_layer, head, head == 1 ? "" : "s", layers / chunks,
+                       head == 1 ? ", or --head-split K to cut the LM head into K layers" : "");
+    return PT_OK;
+}
+
 static pt_status run_train(const train_args *a, int *interrupted)
 {
     pt_train_cfg cfg = a->cfg;
@@ -239,6 +268,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
             return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
                                       "(or leave it out)", nproc, a->stages, a->dp, want, want);
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        PT_CHECK(check_layout_fits(a, &cfg, nproc, cores));
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
         st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
