@@ -172,6 +172,13 @@ typedef struct pt_runtime_train_args {
     void *event_ctx;
     pt_runtime_log_fn on_log;   /* plan, prediction, profile lines (rank 0 only); may be NULL */
     void *log_ctx;
+    /* Hooks on every rank (each may be NULL; `train --sample-every`): on_start once the runtime is
+     * built (and resumed), before the first step; after_step after each optimizer step (steps_done
+     * from 1), within the step (its time counts in the step's), before its progress event. They
+     * may talk to other ranks through comm between the steps. A non-OK return ends the run. */
+    pt_status (*on_start)(void *ctx, pt_runtime *rt, pt_comm *comm, pt_dataset *data);
+    pt_status (*after_step)(void *ctx, int64_t steps_done);
+    void *hook_ctx;
 } pt_runtime_train_args;
 
 /* Runs a whole multi-rank training job from inside one rank (every rank calls it; the ranks were

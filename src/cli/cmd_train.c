@@ -22,6 +22,8 @@ typedef struct {
     int64_t log_every;
     pt_train_sampler *sampler; /* --sample-every (cmd_sample.c), or NULL */
     int64_t sample_every;
+    int pipelined;             /* the runtime's hooks generate the samples (sample_hook_*); on_event writes them */
+    const struct train_args *args;
 } progress_ctx;
 
 static void fmt_duration(char *buf, size_t cap, double s)
@@ -46,7 +48,9 @@ static void on_event(void *ctx, const pt_train_event *e)
                    e->step_ms, eta);
             fflush(stdout);
         }
-        if (p->sampler && e->step % p->sample_every == 0 && pt_train_sampler_print(p->sampler, e->step, stdout) != PT_OK)
+        if (p->sampler && e->step % p->sample_every == 0 &&
+            (p->pipelined ? pt_train_sampler_write(p->sampler, e->step, stdout)
+                          : pt_train_sampler_print(p->sampler, e->step, stdout)) != PT_OK)
             printf("sample at step %lld failed: %s\n", (long long)e->step, pt_last_error());
         break;
     case PT_TRAIN_EV_EVAL:
@@ -71,7 +75,7 @@ static void on_event(void *ctx, const pt_train_event *e)
 }
 
 /* Values of the options that are not fields of pt_train_cfg, or need checking first. */
-typedef struct {
+typedef struct train_args {
     pt_train_cfg cfg;
     long long seed, steps, warmup, eval_every, ckpt_every, log_every;
     double lr_min; /* < 0: lr / 10 */
@@ -201,6 +205,75 @@ static pt_status launch_ranks(const train_args *a, int nproc, const char *run_di
     return st;
 }
 
+/* ---- train --sample-every N in a pipelined run: the runtime's hooks (runtime.h) ---- */
+
+/* on_start, every rank: the ranks of data-parallel replica 0 (world ranks 0..P-1, one chunk each)
+ * make a stage sampler over their chunk; the other replicas sample nothing. */
+static pt_status sample_hook_start(void *ctx, pt_runtime *rt, pt_comm *comm, pt_dataset *data)
+{
+    progress_ctx *p = ctx;
+    const train_args *a = p->args;
+    if (pt_runtime_replica(rt) != 0)
+        return PT_OK;
+    if (pt_runtime_n_chunks(rt) != 1)
+        return pt_fail(PT_EINVAL, "--sample-every needs one chunk per rank, but this schedule has %d; sample the "
+                                  "checkpoint instead: pipetrain sample --ckpt DIR",
+                       pt_runtime_n_chunks(rt));
+    const int P = pt_comm_size(comm) / (a->dp > 0 ? a->dp : 1);
+    return pt_train_sampler_create_stage(pt_runtime_chunk_model(rt, 0), comm, pt_runtime_stage_rank(rt), P,
+                                         pt_dataset_tokenizer(data), a->sample_prompt, a->sample_tokens,
+                                         a->sample_temperature, (uint64_t)a->seed, &p->sampler);
+}
+
+/* after_step, every rank: replica 0's stages generate the sample together (rank 0 keeps it, and
+ * on_event writes it after the step's line); the other replicas go on to the next step, whose
+ * all-reduce waits for replica 0 within the comm timeout. */
+static pt_status sample_hook_after_step(void *ctx, int64_t steps_done)
+{
+    progress_ctx *p = ctx;
+    if (!p->sampler || steps_done % p->sample_every != 0)
+        return PT_OK;
+    return pt_train_sampler_generate(p->sampler, steps_done);
+}
+
+/* --sample-every in a pipelined run is refused in one line before any rank starts where the
+ * generator cannot run over the ranks' chunks: several chunks per rank (interleaved, zbv, --chunks
+ * V), or an LM head split into layers that a plan may cut between stages. */
+static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg)
+{
+    int V = a->chunks > 1 ? a->chunks : 1;
+    const char *sched = a->schedule ? a->schedule : "1f1b";
+    int is_gen = 0;
+    for (const char *const *g = pt_sched_generator_names(); *g; g++)
+        is_gen |= strcmp(*g, sched) == 0;
+    if (is_gen && V == 1 && (strcmp(sched, "interleaved") == 0 || strcmp(sched, "zbv") == 0))
+        V = 2;
+    if (!is_gen && access(sched, R_OK) == 0) {
+        pt_schedule *sc = NULL;
+        PT_CHECK(pt_sched_load(sched, &sc));
+        V = sc->n_chunks;
+        pt_sched_destroy(sc);
+    }
+    if (V > 1)
+        return pt_fail(PT_EINVAL, "--sample-every generates through one chunk per rank, but schedule %s runs %d "
+                                  "(--chunks); use one (a 1f1b, gpipe, zb-h1 or zb-h2 schedule without --chunks), or "
+                                  "sample the checkpoint: pipetrain sample --ckpt DIR",
+                       sched, V);
+    int head = cfg->head_split;
+    pt_model_config mc;
+    if (head == 0 && pt_model_config_load(cfg->model, &mc) == PT_OK)
+        head = pt_model_head_layers(&mc);
+    if (head == PT_HEAD_SPLIT_AUTO || head > 1) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", head);
+        return pt_fail(PT_EINVAL, "--sample-every generates through whole chunks, but a head split of %s (--head-split "
+                                  "or the model config) cuts the LM head into layers a plan may spread over stages; "
+                                  "use --head-split 1, or sample the checkpoint: pipetrain sample --ckpt DIR",
+                       head == PT_HEAD_SPLIT_AUTO ? "auto" : k);
+    }
+    return PT_OK;
+}
+
 /* A layout that cannot work is refused in one line before any rank is forked: more pipeline chunks
  * than the model has layers (counting the LM-head layers --head-split may make), or more local
  * ranks than this machine can run (each is a process that polls its transport). A schedule file
@@ -259,8 +332,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
     }
 
     if (a->sample_every > 0 && (job || multi_opts))
-        return pt_fail(PT_EINVAL, "--sample-every runs in one process (--stages 1), where one model holds every layer; "
-                                  "for a pipelined run, sample its checkpoint: pipetrain sample --ckpt DIR");
+        PT_CHECK(check_sample_every(a, &cfg));
     if (!job && multi_opts) {
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int nproc = a->nproc > 0 ? a->nproc : want;
@@ -294,13 +366,20 @@ static pt_status run_train(const train_args *a, int *interrupted)
         ra.profile_dir = a->profile_dir;
         ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
         ra.provider = a->provider;
-        progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
+        progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
+                            .sample_every = a->sample_every, .pipelined = 1, .args = a };
         ra.on_event = on_event;
         ra.event_ctx = &pr;
         ra.on_log = log_line;
+        if (a->sample_every > 0) {
+            ra.on_start = sample_hook_start;
+            ra.after_step = sample_hook_after_step;
+            ra.hook_ctx = &pr;
+        }
         pt_train_summary sum;
         memset(&sum, 0, sizeof sum);
         st = pt_runtime_train_main(&ra, &sum);
+        pt_train_sampler_destroy(pr.sampler); /* its generator's own buffers; the chunk is gone */
         if (st == PT_OK && job_rank == 0)
             printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f\n", (long long)sum.steps_done,
                    sum.seconds, sum.tokens_per_s, sum.final_loss);
@@ -440,7 +519,7 @@ int pt_cmd_train(int argc, char **argv)
           "how long any rank waits for a peer before failing (0: PT_COMM_TIMEOUT or 300)", 0 },
         { "provider", PT_OPT_STRING, &a.provider, "NAME", "libfabric provider (shm, tcp; default: automatic)", 0 },
         { "sample-every", PT_OPT_INT64, &a.sample_every, "N",
-          "every N steps print a short sample from the model (one process; 0: never)", 0 },
+          "every N steps print a short sample from the model (in a pipeline, generated through the stages; 0: never)", 0 },
         { "sample-prompt", PT_OPT_STRING, &a.sample_prompt, "TEXT", "the samples' prompt (\"\": the end-of-text token)", 0 },
         { "sample-tokens", PT_OPT_INT, &a.sample_tokens, "N", "tokens per sample", 0 },
         { "sample-temperature", PT_OPT_DOUBLE, &a.sample_temperature, "T", "the samples' temperature (0: greedy)", 0 },

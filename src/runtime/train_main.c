@@ -92,6 +92,8 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     out->fwd_s = 0;
     out->bwd_s = pt_seconds_between(t0, pt_now_ns()) - si.comm_wait_s;
     out->optim_s = 0;
+    if (t->a->after_step) /* after the step's own times */
+        PT_CHECK(t->a->after_step(t->a->hook_ctx, step + 1));
     return PT_OK;
 }
 
@@ -435,6 +437,8 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
                  .seed = run_seed };
     pt_train_ops ops = { .ctx = &t, .step = tm_step, .eval = tc->eval_batches > 0 ? tm_eval : NULL,
                          .save = saver ? tm_save : NULL };
+    if (a->on_start)
+        PT_TRY(a->on_start(a->hook_ctx, rt, comm, data), out);
     pt_train_cfg lc = *tc;
     if (rank != 0) {
         lc.run_dir = NULL;

@@ -10,8 +10,9 @@
 #  - a pipelined checkpoint of a preset fitted to GPT-2 tokens samples with its recorded gpt2 tokenizer
 #  - end-of-text: a model trained on many short GPT-2 documents ends its greedy continuation with the
 #    end-of-text token; sample stops there (1, 2 and 3 stages alike), --no-stop / --ignore-eot go on
-#  - train --sample-every prints samples in one process without changing the losses, and is refused
-#    for a pipelined run
+#  - train --sample-every prints samples in one process and through 2 stages (also with --dp 2)
+#    without changing the losses; the pipelined samples equal one process's; refused in one line
+#    for several chunks per rank or a split LM head
 #  - refusals exit 2 with one line: a prompt + --max-new-tokens beyond the context, a prompt longer
 #    than the context
 set -eu
@@ -105,8 +106,10 @@ while [ $i -lt 70 ]; do
     i=$((i + 1))
 done >"$dir/docs.jsonl"
 "$PT" prepare --tokenizer gpt2 --input "$dir/docs.jsonl" --output "$dir/docs.bin" --quiet >/dev/null 2>&1 || fail "prepare of docs failed"
-"$PT" train --model gpt2-tiny --data "$dir/docs.bin" --stages 1 --steps 30 --micro-batch-size 4 --seq-len 16 --lr 3e-3 \
-    --eval-batches 0 --threads 1 --run-dir "$dir/run_e" --ckpt-dir "$dir/ck_e" >"$dir/train_e.log" 2>&1 ||
+# (trained through 2 stages with greedy samples every 15 steps: they stop at end-of-text too)
+dtrain="--model gpt2-tiny --data $dir/docs.bin --steps 30 --micro-batches 2 --micro-batch-size 2 --seq-len 16 --lr 3e-3 --eval-batches 0 --threads 1"
+"$PT" train $dtrain --stages 2 --sample-every 15 --sample-prompt "The cat" --sample-temperature 0 \
+    --run-dir "$dir/run_e" --ckpt-dir "$dir/ck_e" >"$dir/train_e.log" 2>&1 ||
     fail "train on docs failed: $(tail -3 "$dir/train_e.log")"
 eot=50256
 ids=$("$PT" sample --ckpt "$dir/ck_e" --prompt "The cat" --temperature 0 --max-new-tokens 12 --ids --threads 1 2>"$dir/err") ||
@@ -139,10 +142,42 @@ for run in with without; do
 done
 [ "$(grep -c '^sample at step [24] (6 tokens, sampled):' "$dir/se_with.log")" -eq 2 ] || fail "expected samples at steps 2 and 4: $(cat "$dir/se_with.log")"
 cmp -s "$dir/se_with.loss" "$dir/se_without.loss" || fail "--sample-every changed the losses"
-set +e
-"$PT" train --stages 2 --steps 2 --sample-every 1 --run-dir "$dir/se_p" >/dev/null 2>"$dir/err"
-rc=$?
-set -e
-[ $rc -eq 2 ] || fail "--sample-every with --stages 2: exit $rc, want 2"
-grep -q "pipetrain sample --ckpt" "$dir/err" || fail "the refusal does not suggest sample --ckpt: $(cat "$dir/err")"
+# train --sample-every in a pipelined run: replica 0's stages generate through the pipeline with the
+# chunks' current weights; the losses are the bits of a run without samples and of one process, and
+# the samples are the one-process run's (the same weights, the same kernels)
+samples() { sed 's/^\[rank 0\] //' "$1" | grep -A 2 '^sample at step'; }
+"$PT" train $dtrain --stages 1 --sample-every 15 --sample-prompt "The cat" --sample-temperature 0 --no-ckpt \
+    --run-dir "$dir/run_e1" >"$dir/train_e1.log" 2>&1 || fail "one-process train on docs failed: $(tail -3 "$dir/train_e1.log")"
+"$PT" train $dtrain --stages 2 --no-ckpt --run-dir "$dir/run_e0" >"$dir/train_e0.log" 2>&1 ||
+    fail "train on docs without samples failed: $(tail -3 "$dir/train_e0.log")"
+for r in run_e run_e1 run_e0; do grep -o '"loss":[^,]*' "$dir/$r/metrics.jsonl" >"$dir/$r.loss"; done
+cmp -s "$dir/run_e.loss" "$dir/run_e0.loss" || fail "--sample-every changed a pipelined run's losses"
+cmp -s "$dir/run_e.loss" "$dir/run_e1.loss" || fail "2 stages and one process trained different losses"
+samples "$dir/train_e.log" >"$dir/s2"
+samples "$dir/train_e1.log" >"$dir/s1"
+[ "$(grep -c '^sample at step' "$dir/s2")" -eq 2 ] || fail "expected 2 samples from the pipelined run: $(cat "$dir/train_e.log")"
+cmp -s "$dir/s1" "$dir/s2" || fail "pipelined samples differ from one process's: $(cat "$dir/s2") vs $(cat "$dir/s1")"
+grep -q '^sample at step 30 ([0-9]* tokens, greedy, stopped at end-of-text):' "$dir/s2" ||
+    fail "the step-30 greedy sample did not stop at end-of-text: $(cat "$dir/s2")"
+# two replicas: replica 0 samples, replica 1 waits at the next step's all-reduce; no deadlock, same losses
+for run in with without; do
+    extra=""
+    [ $run = with ] && extra="--sample-every 2 --sample-tokens 5 --sample-prompt The"
+    "$PT" train $dtrain --steps 4 --stages 2 --dp 2 --no-ckpt --run-dir "$dir/dp_$run" $extra >"$dir/dp_$run.log" 2>&1 ||
+        fail "train --dp 2 ($run samples) failed: $(tail -3 "$dir/dp_$run.log")"
+    grep -o '"loss":[^,]*' "$dir/dp_$run/metrics.jsonl" >"$dir/dp_$run.loss"
+done
+cmp -s "$dir/dp_with.loss" "$dir/dp_without.loss" || fail "--sample-every changed a --dp 2 run's losses"
+[ "$(samples "$dir/dp_with.log" | grep -c '^sample at step [24] (5 tokens, sampled')" -eq 2 ] ||
+    fail "expected samples at steps 2 and 4 from --dp 2: $(cat "$dir/dp_with.log")"
+# refused in one line before any rank starts where the generator cannot run over the chunks
+for bad in "--schedule interleaved" "--schedule zbv" "--chunks 2" "--head-split auto" "--head-split 2"; do
+    set +e
+    "$PT" train --stages 2 --steps 2 --sample-every 1 $bad --run-dir "$dir/se_p" >"$dir/out" 2>"$dir/err"
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || fail "--sample-every with $bad: exit $rc, want 2"
+    grep -q "pipetrain sample --ckpt" "$dir/err" || fail "the refusal ($bad) does not suggest sample --ckpt: $(cat "$dir/err")"
+    [ "$(wc -l <"$dir/err")" -eq 1 ] && [ ! -s "$dir/out" ] || fail "$bad: not one line before any rank: $(cat "$dir/out" "$dir/err")"
+done
 echo "models.sample_cli: ok"
