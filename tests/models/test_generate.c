@@ -238,7 +238,15 @@ static void check_sampler(void)
     EXPECT(bad == NULL);
 }
 
-/* Seeded generation repeats; a too-long request is refused naming the limit. */
+/* pt_generate_fn: stop at the id *ctx (as sample does at the end-of-text token). */
+static int stop_at(void *ctx, const int32_t *ids, int step)
+{
+    (void)step;
+    return ids[0] == *(const int32_t *)ctx;
+}
+
+/* Seeded generation repeats; a callback's stop ends it after that token (the ids before are the
+ * unstopped run's); a too-long request is refused naming the limit. */
 static void check_generate_refusals(const pt_model_config *cfg)
 {
     pt_model *m = make_model(cfg, 1, 1, 11);
@@ -254,6 +262,21 @@ static void check_generate_refusals(const pt_model_config *cfg)
     EXPECT_OK(pt_generate(g, s1, prompt, 3, 32, a, NULL, NULL, NULL));
     EXPECT_OK(pt_generate(g, s2, prompt, 3, 32, b, NULL, NULL, NULL));
     EXPECT(memcmp(a, b, sizeof a) == 0);
+    {
+        int32_t stop = a[5], c[32];
+        int j = 0;
+        while (a[j] != stop)
+            j++;
+        pt_sampler *s3 = NULL;
+        pt_generate_stats gs = { 0 };
+        EXPECT_OK(pt_sampler_create(&o, cfg->vocab_size, &s3));
+        if (s3) {
+            EXPECT_OK(pt_generate(g, s3, prompt, 3, 32, c, stop_at, &stop, &gs));
+            EXPECT(gs.n_new == j + 1);
+            EXPECT(memcmp(a, c, (size_t)(j + 1) * sizeof(int32_t)) == 0);
+        }
+        pt_sampler_destroy(s3);
+    }
     int32_t big[8];
     EXPECT(pt_generate(g, s1, prompt, 3, cfg->max_seq_len, big, NULL, NULL, NULL) == PT_EINVAL);
     EXPECT(strstr(pt_last_error(), "context") != NULL);
