@@ -253,3 +253,61 @@ done:
     free(items);
     return st;
 }
+
+/* The one reader of a safetensors file's model config (model.h). */
+pt_status pt_model_config_from_safetensors(const char *path, pt_model_config *cfg)
+{
+    pt_safetensors *f;
+    PT_CHECK(pt_safetensors_open(path, &f));
+    pt_status st = PT_OK;
+    if (pt_safetensors_metadata(f, "n_layer")) {
+        memset(cfg, 0, sizeof *cfg);
+        struct {
+            const char *key;
+            int *dst;
+        } k[] = { { "n_layer", &cfg->n_layer },       { "n_head", &cfg->n_head },
+                  { "n_embd", &cfg->n_embd },         { "vocab_size", &cfg->vocab_size },
+                  { "vocab_padded", &cfg->vocab_padded }, { "max_seq_len", &cfg->max_seq_len },
+                  { "n_ctx", &cfg->max_seq_len } };
+        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+            const char *v = pt_safetensors_metadata(f, k[i].key);
+            if (v)
+                *k[i].dst = atoi(v);
+        }
+        if (!cfg->vocab_padded)
+            cfg->vocab_padded = cfg->vocab_size;
+        const char *name = pt_safetensors_metadata(f, "model");
+        snprintf(cfg->name, sizeof cfg->name, "%s", name ? name : "");
+        st = pt_model_config_validate(cfg);
+        pt_safetensors_close(f);
+        return st;
+    }
+    const pt_safetensors_tensor *wte = pt_safetensors_find(f, "wte.weight"), *wpe = pt_safetensors_find(f, "wpe.weight");
+    if (!wte || !wpe || wte->ndim != 2 || wpe->ndim != 2) {
+        pt_safetensors_close(f);
+        return pt_fail(PT_EINVAL, "%s has no GPT-2 config metadata and no wte/wpe tensors; pass --model NAME|FILE", path);
+    }
+    int n_layer = 0;
+    char name[64];
+    for (;;) {
+        snprintf(name, sizeof name, "h.%d.ln_1.weight", n_layer);
+        if (!pt_safetensors_find(f, name))
+            break;
+        n_layer++;
+    }
+    st = pt_fail(PT_EINVAL, "%s: no preset has %d blocks of width %lld with %lld positions; pass --model NAME|FILE", path,
+                 n_layer, (long long)wte->shape[1], (long long)wpe->shape[0]);
+    for (const char *const *p = pt_model_preset_names(); *p; p++) {
+        pt_model_config c;
+        if (pt_model_config_load(*p, &c) != PT_OK)
+            continue;
+        if (c.n_layer == n_layer && c.n_embd == wte->shape[1] && c.max_seq_len == wpe->shape[0] &&
+            (c.vocab_size == wte->shape[0] || c.vocab_padded == wte->shape[0])) {
+            *cfg = c;
+            st = PT_OK;
+            break;
+        }
+    }
+    pt_safetensors_close(f);
+    return st;
+}

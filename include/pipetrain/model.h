@@ -213,6 +213,12 @@ pt_status pt_model_slot_release(pt_model *m, int s);
  * layout (wte.weight, h.0.attn.c_attn.weight as [in, out], ...), transposing as needed.
  * A tensor missing from the file, or of the wrong shape, is PT_EFORMAT naming it. */
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path);
+/* The model config of a safetensors file: its metadata (n_layer, n_head, n_embd, vocab_size,
+ * optional vocab_padded, max_seq_len or n_ctx, model: what pipetrain's export and the reference
+ * files write), else the preset whose shapes match (n_layer, n_embd, positions, vocabulary rows:
+ * Hugging Face's own GPT-2 files carry no config). PT_EINVAL naming the file and suggesting
+ * --model when neither tells; PT_EIO/PT_EFORMAT when it cannot be read. */
+pt_status pt_model_config_from_safetensors(const char *path, pt_model_config *out);
 
 /* ---- added by models/: logits, Hugging Face names, export ---- */
 

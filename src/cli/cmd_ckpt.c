@@ -308,62 +308,6 @@ out:
     return pt_cli_finish(st);
 }
 
-/* The config of a safetensors file: its metadata (pipetrain's export writes it), else the preset
- * whose shapes match (Hugging Face's own files carry no config). */
-static pt_status file_model_config(const char *path, pt_model_config *cfg)
-{
-    pt_safetensors *f;
-    PT_CHECK(pt_safetensors_open(path, &f));
-    pt_status st = PT_OK;
-    const char *nl = pt_safetensors_metadata(f, "n_layer");
-    if (nl) {
-        memset(cfg, 0, sizeof *cfg);
-        struct {
-            const char *key;
-            int *dst;
-        } k[] = { { "n_layer", &cfg->n_layer },       { "n_head", &cfg->n_head },
-                  { "n_embd", &cfg->n_embd },         { "vocab_size", &cfg->vocab_size },
-                  { "vocab_padded", &cfg->vocab_padded }, { "max_seq_len", &cfg->max_seq_len } };
-        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-            const char *v = pt_safetensors_metadata(f, k[i].key);
-            *k[i].dst = v ? atoi(v) : 0;
-        }
-        if (!cfg->vocab_padded)
-            cfg->vocab_padded = cfg->vocab_size;
-        st = pt_model_config_validate(cfg);
-        goto done;
-    }
-    const pt_safetensors_tensor *wte = pt_safetensors_find(f, "wte.weight"), *wpe = pt_safetensors_find(f, "wpe.weight");
-    if (!wte || !wpe || wte->ndim != 2 || wpe->ndim != 2) {
-        st = pt_fail(PT_EINVAL, "%s has no GPT-2 config metadata and no wte/wpe tensors; pass --model NAME|FILE", path);
-        goto done;
-    }
-    int n_layer = 0;
-    char name[64];
-    for (;;) {
-        snprintf(name, sizeof name, "h.%d.ln_1.weight", n_layer);
-        if (!pt_safetensors_find(f, name))
-            break;
-        n_layer++;
-    }
-    st = pt_fail(PT_EINVAL, "%s: no preset has %d blocks of width %lld with %lld positions; pass --model NAME|FILE", path,
-                 n_layer, (long long)wte->shape[1], (long long)wpe->shape[0]);
-    for (const char *const *p = pt_model_preset_names(); *p; p++) {
-        pt_model_config c;
-        if (pt_model_config_load(*p, &c) != PT_OK)
-            continue;
-        if (c.n_layer == n_layer && c.n_embd == wte->shape[1] && c.max_seq_len == wpe->shape[0] &&
-            (c.vocab_size == wte->shape[0] || c.vocab_padded == wte->shape[0])) {
-            *cfg = c;
-            st = PT_OK;
-            break;
-        }
-    }
-done:
-    pt_safetensors_close(f);
-    return st;
-}
-
 static int cmd_import(int argc, char **argv)
 {
     const char *model = NULL;
@@ -397,7 +341,7 @@ static int cmd_import(int argc, char **argv)
     if (model)
         PT_TRY(pt_model_config_load(model, &cfg), out);
     else
-        PT_TRY(file_model_config(pos[0], &cfg), out);
+        PT_TRY(pt_model_config_from_safetensors(pos[0], &cfg), out);
     PT_TRY(full_model(&cfg, &be, &stream, &mod), out);
     PT_TRY(pt_model_load_hf_safetensors(mod, pos[0]), out);
     pt_adamw_cfg ac = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 0 };
