@@ -1,5 +1,6 @@
 /* Internal to pt_data (src/data): the token file formats' mapping and checks (shards.c), shared by
- * the data sets (dataset.c) and `prepare` (prepare.c). Not installed. */
+ * the data sets (dataset.c) and `prepare` (prepare.c), and the module's hashes (the tokenizer's
+ * fingerprint uses FNV-1a too). Not installed. */
 #ifndef PT_DATA_INTERNAL_H
 #define PT_DATA_INTERNAL_H
 
@@ -53,5 +54,18 @@ static inline int pt__tf_header_bytes(int kind)
 }
 
 uint64_t pt__splitmix64(uint64_t x);
+
+/* FNV-1a 64 over n bytes, continuing from h (start from PT_FNV_OFFSET): the PTTOKENS checksum, the
+ * built-in task's eval split and the tokenizer fingerprint. */
+#define PT_FNV_OFFSET 0xCBF29CE484222325ull
+static inline uint64_t pt__fnv1a64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001B3ull;
+    }
+    return h;
+}
 
 #endif

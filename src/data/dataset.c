@@ -34,15 +34,6 @@ static uint64_t rng_next(rng_t *r) { return splitmix64(r->key + 0x632BE59BD9B4E0
 /* Uniform in [0, n) (n small: the modulo bias is below 2^-50). */
 static int rng_below(rng_t *r, int n) { return (int)(rng_next(r) % (uint64_t)n); }
 
-static uint64_t fnv1a64(uint64_t h, const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001B3ull;
-    }
-    return h;
-}
-#define FNV_OFFSET 0xCBF29CE484222325ull
 
 /* ---- the built-in task ---- */
 
@@ -89,7 +80,7 @@ static int task_problem(task_kind kind, rng_t *r, char *p, int *answer_at)
  * held-out problem is held out in every run. */
 static int task_split_of(const char *p, int answer_at)
 {
-    uint64_t h = fnv1a64(FNV_OFFSET, (const unsigned char *)p, (size_t)answer_at);
+    uint64_t h = pt__fnv1a64(PT_FNV_OFFSET, (const unsigned char *)p, (size_t)answer_at);
     return splitmix64(h) % EVAL_ONE_IN == 0 ? PT_SPLIT_EVAL : PT_SPLIT_TRAIN;
 }
 

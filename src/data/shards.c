@@ -19,15 +19,6 @@ uint64_t pt__splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static uint64_t fnv1a64(uint64_t h, const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001B3ull;
-    }
-    return h;
-}
-#define FNV_OFFSET 0xCBF29CE484222325ull
 
 static void put_u32(unsigned char *p, uint32_t v)
 {
@@ -89,7 +80,7 @@ static pt_status writer_flush(pt_token_writer *w)
     if (w->used && fwrite(w->buf, 1, w->used, w->f) != w->used)
         return pt_fail(PT_EIO, "%s: cannot write: %s; check free disk space", w->tmp, strerror(errno));
     if (w->kind == PT_TF_PTTOKENS)
-        w->checksum = fnv1a64(w->checksum, w->buf, w->used);
+        w->checksum = pt__fnv1a64(w->checksum, w->buf, w->used);
     w->used = 0;
     return PT_OK;
 }
@@ -119,7 +110,7 @@ static pt_status writer_open(const char *path, int kind, int vocab_size, pt_toke
         w->kind = vocab_size <= 65536 ? PT_TF_LLMC16 : PT_TF_LLMC32;
         w->width = w->kind == PT_TF_LLMC16 ? 2 : 4;
     }
-    w->checksum = FNV_OFFSET;
+    w->checksum = PT_FNV_OFFSET;
     w->f = fopen(w->tmp, "wb");
     if (!w->f) {
         pt_status st = pt_fail(PT_EIO, "cannot create %s: %s; check the directory exists and is writable",
@@ -352,7 +343,7 @@ pt_status pt__token_map_open(const char *path, pt_token_map *tm)
 
 pt_status pt__token_map_check(const pt_token_map *tm, const char *path, int vocab)
 {
-    if (tm->kind == PT_TF_PTTOKENS && fnv1a64(FNV_OFFSET, tm->tokens, (size_t)(tm->n * tm->width)) != tm->checksum)
+    if (tm->kind == PT_TF_PTTOKENS && pt__fnv1a64(PT_FNV_OFFSET, tm->tokens, (size_t)(tm->n * tm->width)) != tm->checksum)
         return pt_fail(PT_EFORMAT, "%s: checksum mismatch: the tokens are corrupt; re-create the file", path);
     uint32_t v = (uint32_t)vocab;
     const uint64_t n = tm->n;

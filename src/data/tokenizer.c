@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "pipetrain/json.h"
+#include "data_internal.h"
 #include "tok_internal.h"
 
 #ifndef PT_TOKENIZER_DIR_DEFAULT
@@ -63,14 +64,6 @@ static inline uint32_t tok_hash(const unsigned char *p, size_t n)
     return (uint32_t)h;
 }
 
-#define FNV_OFFSET 0xCBF29CE484222325ull
-static uint64_t fnv1a64(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001B3ull;
-    return h;
-}
 
 /* ---- tables: byte strings -> entries, open addressing; a slot is (hash << 32) | (index + 1) ---- */
 
@@ -1141,7 +1134,7 @@ int tok_builder_add_merge(tok_builder *b, int32_t left, int32_t right, int32_t r
     t->pairs[i].merged = merged;
     t->pused++;
     int32_t v[4] = { left, right, rank, merged };
-    b->merge_fp = fnv1a64(b->merge_fp ? b->merge_fp : FNV_OFFSET, v, sizeof v);
+    b->merge_fp = pt__fnv1a64(b->merge_fp ? b->merge_fp : PT_FNV_OFFSET, v, sizeof v);
     return 0;
 }
 
@@ -1336,25 +1329,25 @@ pt_status tok_builder_finish(tok_builder *b, const char *what, pt_tokenizer **ou
     if (t->eot >= t->vocab)
         t->eot = -1;
     /* fingerprint: every (id, bytes, rank), every special token, the patterns, the options */
-    uint64_t h = fnv1a64(FNV_OFFSET, "pt-bpe-1", 8);
+    uint64_t h = pt__fnv1a64(PT_FNV_OFFSET, "pt-bpe-1", 8);
     for (int i = 0; i < t->vocab; i++) {
         if (b->id_ent[i] < 0)
             continue;
         const tok_ent *e = &t->ents[b->id_ent[i]];
         int32_t v[3] = { e->id, (int32_t)e->len, e->rank };
-        h = fnv1a64(h, v, sizeof v);
-        h = fnv1a64(h, t->blob + e->off, e->len);
+        h = pt__fnv1a64(h, v, sizeof v);
+        h = pt__fnv1a64(h, t->blob + e->off, e->len);
     }
     for (size_t i = 0; i < t->n_sp; i++) {
         int32_t v[2] = { t->sp[i].id, (int32_t)t->sp[i].len };
-        h = fnv1a64(h, v, sizeof v);
-        h = fnv1a64(h, t->blob + t->sp[i].off, t->sp[i].len);
+        h = pt__fnv1a64(h, v, sizeof v);
+        h = pt__fnv1a64(h, t->blob + t->sp[i].off, t->sp[i].len);
     }
     for (int i = 0; i < t->n_re; i++)
-        h = fnv1a64(h, t->pat[i], strlen(t->pat[i]) + 1);
+        h = pt__fnv1a64(h, t->pat[i], strlen(t->pat[i]) + 1);
     int32_t opt[3] = { t->shortcut, t->eot, t->nfc };
-    h = fnv1a64(h, &b->merge_fp, sizeof b->merge_fp);
-    t->fp = fnv1a64(h, opt, sizeof opt);
+    h = pt__fnv1a64(h, &b->merge_fp, sizeof b->merge_fp);
+    t->fp = pt__fnv1a64(h, opt, sizeof opt);
     if (pthread_key_create(&t->key, NULL) != 0) {
         st = pt_fail(PT_ENOMEM, "tokenizer %s: no thread-local key left (too many open tokenizers)", t->name);
         goto fail;
@@ -1704,7 +1697,7 @@ static pt_status open_byte(pt_tokenizer **out)
     t->kind = TOK_BYTE;
     t->vocab = 256;
     t->eot = -1;
-    t->fp = fnv1a64(FNV_OFFSET, "pt-byte-1", 9);
+    t->fp = pt__fnv1a64(PT_FNV_OFFSET, "pt-byte-1", 9);
     *out = t;
     return PT_OK;
 }
