@@ -41,7 +41,7 @@ static unsigned char *slurp(const char *path, size_t *n)
     return p;
 }
 
-/* 1 when the two prepared folders hold the same sidecar and shards (byte for byte). */
+/* This process's user + system CPU time. */
 static double cpu_seconds(void)
 {
     struct rusage ru;
@@ -50,6 +50,7 @@ static double cpu_seconds(void)
            (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* PT_OK when the two prepared folders hold the same sidecar and shards (byte for byte). */
 static pt_status same_output(const char *a, const char *b)
 {
     char pa[8704], pb[8704]; /* two paths of up to 4 KiB each and a separator */

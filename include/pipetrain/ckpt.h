@@ -250,6 +250,13 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
  * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
 
+struct pt_model_config; /* pipetrain/model_config.h */
+/* The model config a checkpoint's run description (pt_ckpt_manifest.run_json; NULL reads as "{}")
+ * records: model_opt (the --model option) when given, else its "model" (a config object, as
+ * training writes it, or a preset name / config file path). PT_EINVAL suggesting --model when it
+ * records none; the config parser's errors otherwise. */
+pt_status pt_ckpt_run_model_config(const char *run_json, const char *model_opt, struct pt_model_config *cfg);
+
 struct pt_dataset; /* pipetrain/data.h */
 /* Refuses resuming the checkpoint under `dir` (a root or a step directory) on data set `d` when the
  * checkpoint was trained on data of another tokenizer (pt_dataset_check_run, naming both), before

@@ -820,3 +820,20 @@ pt_status pt_ckpt_check_data(const char *dir, const pt_dataset *d)
     pt_ckpt_manifest_destroy(m);
     return st;
 }
+
+pt_status pt_ckpt_run_model_config(const char *run_json, const char *model_opt, pt_model_config *cfg)
+{
+    if (model_opt)
+        return pt_model_config_load(model_opt, cfg);
+    cJSON *run = cJSON_Parse(run_json ? run_json : "{}");
+    const cJSON *mj = run ? cJSON_GetObjectItemCaseSensitive(run, "model") : NULL;
+    pt_status st;
+    if (cJSON_IsString(mj))
+        st = pt_model_config_load(mj->valuestring, cfg);
+    else if (cJSON_IsObject(mj))
+        st = pt_model_config_from_json(mj, "the checkpoint's run description (\"model\")", cfg);
+    else
+        st = pt_fail(PT_EINVAL, "the checkpoint's run description names no model; pass --model NAME|FILE");
+    cJSON_Delete(run);
+    return st;
+}

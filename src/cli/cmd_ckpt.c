@@ -233,26 +233,6 @@ out:
     return pt_cli_finish(st);
 }
 
-/* The model config of a checkpoint: --model when given, else the run JSON's "model" (an object
- * with the config's fields, or a preset name / config file path). */
-static pt_status ckpt_model_config(const pt_ckpt_manifest *m, const char *model_opt, pt_model_config *cfg)
-{
-    if (model_opt)
-        return pt_model_config_load(model_opt, cfg);
-    cJSON *run = cJSON_Parse(m->run_json);
-    const cJSON *mj = run ? cJSON_GetObjectItemCaseSensitive(run, "model") : NULL;
-    pt_status st;
-    if (cJSON_IsString(mj)) {
-        st = pt_model_config_load(mj->valuestring, cfg);
-    } else if (cJSON_IsObject(mj)) {
-        st = pt_model_config_from_json(mj, "the checkpoint's run description (\"model\")", cfg);
-    } else {
-        st = pt_fail(PT_EINVAL, "the checkpoint's run description names no model; pass --model NAME|FILE");
-    }
-    cJSON_Delete(run);
-    return st;
-}
-
 static pt_status full_model(const pt_model_config *cfg, const pt_backend **be, pt_stream **stream, pt_model **m)
 {
     PT_CHECK(pt_backend_get("cpu", be));
@@ -294,7 +274,7 @@ static int cmd_export(int argc, char **argv)
     if (note[0])
         fprintf(stderr, "%s\n", note);
     PT_TRY(pt_ckpt_manifest_read(dir, &m), out);
-    PT_TRY(ckpt_model_config(m, model, &cfg), out);
+    PT_TRY(pt_ckpt_run_model_config(m->run_json, model, &cfg), out);
     PT_TRY(full_model(&cfg, &be, &stream, &mod), out);
     PT_TRY(pt_ckpt_load_ex(dir, &mod, NULL, 1, &ts, NULL, NULL, NULL), out);
     PT_TRY(pt_model_export_hf_safetensors(&mod, 1, pos[1]), out);

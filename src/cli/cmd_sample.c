@@ -28,17 +28,8 @@ static pt_status ckpt_info(const char *run_json, const char *model_opt, pt_model
 {
     tok[0] = data[0] = 0;
     *fp = 0;
+    pt_status st = pt_ckpt_run_model_config(run_json, model_opt, cfg);
     cJSON *run = cJSON_Parse(run_json ? run_json : "{}");
-    pt_status st = PT_OK;
-    const cJSON *mj = run ? cJSON_GetObjectItemCaseSensitive(run, "model") : NULL;
-    if (model_opt)
-        st = pt_model_config_load(model_opt, cfg);
-    else if (cJSON_IsString(mj))
-        st = pt_model_config_load(mj->valuestring, cfg);
-    else if (cJSON_IsObject(mj))
-        st = pt_model_config_from_json(mj, "the checkpoint's run description (\"model\")", cfg);
-    else
-        st = pt_fail(PT_EINVAL, "the checkpoint's run description names no model; pass --model NAME|FILE");
     const cJSON *tj = run ? cJSON_GetObjectItemCaseSensitive(run, "data_tokenizer") : NULL;
     if (cJSON_IsString(tj))
         snprintf(tok, tok_cap, "%s", tj->valuestring);
@@ -48,15 +39,6 @@ static pt_status ckpt_info(const char *run_json, const char *model_opt, pt_model
     const cJSON *dj = run ? cJSON_GetObjectItemCaseSensitive(run, "data") : NULL;
     if (cJSON_IsString(dj))
         snprintf(data, data_cap, "%s", dj->valuestring);
-    /* a preset name with the data's larger vocabulary: the trainer fitted the model to it
-     * (pt_dataset_fit_model: vocab_size = the data's, vocab_padded rounded up to 128) */
-    const cJSON *vj = run ? cJSON_GetObjectItemCaseSensitive(run, "data_vocab") : NULL;
-    if (st == PT_OK && cJSON_IsNumber(vj) && vj->valueint > cfg->vocab_size) {
-        int v = vj->valueint, vp = (v + 127) / 128 * 128;
-        cfg->vocab_size = v;
-        cfg->vocab_padded = cfg->vocab_padded > vp ? cfg->vocab_padded : vp;
-        st = pt_model_config_validate(cfg);
-    }
     cJSON_Delete(run);
     return st;
 }

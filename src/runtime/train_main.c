@@ -40,7 +40,6 @@ static pt_status tm_device(const pt_backend *be, int local_rank, int *out)
     return PT_OK;
 }
 
-
 typedef struct tm_ctx {
     const pt_runtime_train_args *a;
     pt_runtime *rt;

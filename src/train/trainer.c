@@ -363,7 +363,6 @@ static pt_status run_json_make(const pt_trainer *t, char **out)
     return st;
 }
 
-
 pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
 {
     *out = NULL;
