@@ -51,6 +51,7 @@ void pt_generator_destroy(pt_generator *g); /* accepts NULL */
 void pt_generator_reset(pt_generator *g);
 /* Positions held in the cache (the position the next forward starts at). */
 int pt_generator_pos(const pt_generator *g);
+/* The batch (sequences decoded together) and the longest sequence the cache holds, as created. */
 int pt_generator_batch(const pt_generator *g);
 int pt_generator_max_len(const pt_generator *g);
 
