@@ -127,8 +127,8 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
            o_qkv = gen_carve(&off, (batch > 1 ? N : 1) * 3 * C * 4), o_atty = gen_carve(&off, N * C * 4),
            o_tmp = gen_carve(&off, N * C * 4), o_fch = gen_carve(&off, N * 4 * C * 4),
            o_fchg = gen_carve(&off, N * 4 * C * 4),
-           o_saved = gen_carve(&off, be->attention_saved_size(batch, max_len, g->C, g->NH) * 4),
-           o_scr = gen_carve(&off, be->attention_scratch_size(batch, max_len, g->C, g->NH) * 4),
+           o_saved = gen_carve(&off, be->attention_saved_size(batch, max_len, g->C, g->NH, g->NH) * 4),
+           o_scr = gen_carve(&off, be->attention_scratch_size(batch, max_len, g->C, g->NH, g->NH) * 4),
            o_log = gen_carve(&off, g->has_head ? B * (size_t)g->Vp * 4 : 4);
     PT_TRY(pt_backend_alloc(be, &g->mem, off), fail);
     char *base = g->mem;
@@ -193,9 +193,9 @@ static pt_status gen_block_forward(pt_generator *g, const gen_block *bl, int n)
                                     (size_t)n * ld * sizeof(float)));
     }
     if (t0 == 0) /* the prompt: the training forward's kernel on the contiguous rows */
-        PT_CHECK(be->attention_forward(s, g->atty, g->saved, g->scratch, B == 1 ? bl->cache : g->qkv, B, n, C, NH));
+        PT_CHECK(be->attention_forward(s, g->atty, g->saved, g->scratch, B == 1 ? bl->cache : g->qkv, B, n, C, NH, NH));
     else
-        PT_CHECK(be->attention_decode(s, g->atty, bl->cache, B, g->Tc, t0, n, C, NH));
+        PT_CHECK(be->attention_decode(s, g->atty, bl->cache, B, g->Tc, t0, n, C, NH, NH));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->atty, bl->w[GB_PROJW], bl->w[GB_PROJB], N, C, C));
     PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
     PT_CHECK(be->layernorm_forward(s, g->ln, g->mean, g->rstd, g->x, bl->w[GB_LN2W], bl->w[GB_LN2B], N, C));

@@ -1,4 +1,4 @@
-/* GPT-2 layers [first, last] on one backend: parameters, activation slots, forward, split and
+/* Model layers [first, last] on one backend (GPT-2 or Llama, model_config.h): parameters, activation slots, forward, split and
  * fused backward. Kernels are reached only through the pt_backend table; tensor memory is touched
  * from the host only through memcpy_h2d/d2h (initialisation, loading, losses).
  *
@@ -53,6 +53,16 @@ enum {
     BP_COUNT
 };
 
+/* A llama block's tensors: RMSNorm weights (no biases), the fused q/k/v projection (rows: the
+ * NH query heads, then the NKV key heads, then the NKV value heads), the output projection, the
+ * fused gate/up projection (rows: gate, then up) and the down projection. */
+enum { LP_LN1W, LP_QKVW, LP_PROJW, LP_LN2W, LP_GUW, LP_DOWNW, LP_COUNT };
+
+static const char *const llama_param_suffix[LP_COUNT] = {
+    [LP_LN1W] = "ln1.weight",      [LP_QKVW] = "attn.qkv.weight",   [LP_PROJW] = "attn.proj.weight",
+    [LP_LN2W] = "ln2.weight",      [LP_GUW] = "mlp.gate_up.weight", [LP_DOWNW] = "mlp.down.weight",
+};
+
 static const char *const block_param_suffix[BP_COUNT] = {
     [BP_LN1W] = "ln1.weight",       [BP_LN1B] = "ln1.bias",       [BP_QKVW] = "attn.qkv.weight",
     [BP_QKVB] = "attn.qkv.bias",    [BP_PROJW] = "attn.proj.weight", [BP_PROJB] = "attn.proj.bias",
@@ -61,7 +71,8 @@ static const char *const block_param_suffix[BP_COUNT] = {
 };
 _Static_assert(sizeof(block_param_suffix) / sizeof(block_param_suffix[0]) == BP_COUNT, "block parameter table");
 
-/* A block's activations in one slot (or the shared recompute area). */
+/* A block's activations in one slot (or the shared recompute area). Llama: the norms keep no mean
+ * (NULL), fch is the gate/up output (N,2H) and fch_gelu the SwiGLU output (N,H). */
 typedef struct block_act {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att_saved, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu;
 } block_act;
@@ -94,6 +105,9 @@ struct pt_model {
     pt_stream *stream;
     int first, last;
     int has_emb, has_head;
+    int llama;                 /* cfg.arch == PT_ARCH_LLAMA */
+    int tied;                  /* the LM head multiplies by wte (pt_model_tied) */
+    int W, FW, AW;             /* per token: qkv width, MLP up-projection width, MLP activation width */
     int K;                     /* head layers (cfg head_split, at least 1) */
     int has_lnf;               /* holds the first head layer (final layernorm) */
     int sh0, n_sh;             /* local head layers: shards sh0 .. sh0 + n_sh - 1 */
@@ -110,6 +124,8 @@ struct pt_model {
     int own_twin;
     float *scratch_att;  /* attention scratch */
     float *scratch_nc;   /* (N,C): gradient at the attention output */
+    float *scratch_nh;   /* llama (N,H): gradient at the SwiGLU output */
+    float *rope_cos, *rope_sin; /* llama (seq_len, hs/2): the rotary tables of positions 0..T-1 */
     float *scratch_logits; /* (MODEL_LOGIT_ROWS,Vp) for pt_model_slot_logits */
     void *recompute_mem; /* shared block activations when recompute */
     block_act recompute_act;
@@ -144,27 +160,28 @@ static void carve_block_act(carve *c, const pt_model *m, block_act *a)
 {
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
     const size_t N = (size_t)B * T;
+    const int NKV = pt_model_kv_heads(&m->cfg);
     a->ln1 = carve_f(c, N * C);
-    a->ln1_mean = carve_f(c, N);
+    a->ln1_mean = m->llama ? NULL : carve_f(c, N);
     a->ln1_rstd = carve_f(c, N);
-    a->qkv = carve_f(c, N * 3 * C);
+    a->qkv = carve_f(c, N * m->W);
     a->atty = carve_f(c, N * C);
-    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, C, NH));
+    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, C, NH, NKV));
     a->res2 = carve_f(c, N * C);
     a->ln2 = carve_f(c, N * C);
-    a->ln2_mean = carve_f(c, N);
+    a->ln2_mean = m->llama ? NULL : carve_f(c, N);
     a->ln2_rstd = carve_f(c, N);
-    a->fch = carve_f(c, N * 4 * C);
-    a->fch_gelu = carve_f(c, N * 4 * C);
+    a->fch = carve_f(c, N * m->FW);
+    a->fch_gelu = carve_f(c, N * m->AW);
 }
 
 static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
 {
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
-    g->dfch = carve_f(c, N * 4 * C);
+    g->dfch = carve_f(c, N * m->FW);
     g->dln2 = carve_f(c, N * C);
     g->dres2 = carve_f(c, N * C);
-    g->dqkv = carve_f(c, N * 3 * C);
+    g->dqkv = carve_f(c, N * m->W);
     g->dln1 = carve_f(c, N * C);
 }
 
@@ -226,7 +243,7 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = s->fstats = s->lse = NULL;
     if (m->has_lnf) {
         s->lnf = carve_f(c, N * C);
-        s->lnf_mean = carve_f(c, N);
+        s->lnf_mean = m->llama ? NULL : carve_f(c, N);
         s->lnf_rstd = carve_f(c, N);
         s->dlnf = m->opts.fused_only ? m->dlnf_shared : carve_f(c, N * C);
     }
@@ -270,10 +287,52 @@ static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int 
     return PT_OK;
 }
 
+/* Llama: embedding wte; per block the LP_* tensors; the final norm; the LM head (wte, or lm_head). */
+static pt_status model_build_llama_tensors(pt_model *m)
+{
+    const int C = m->cfg.n_embd, L = m->cfg.n_layer, H = m->cfg.intermediate_size;
+    int cap = (m->has_emb ? 1 : 0) + m->n_blocks * LP_COUNT + (m->has_lnf ? 1 : 0) + (m->n_sh > 0 ? 1 : 0);
+    m->tensors = calloc((size_t)cap, sizeof(pt_param));
+    m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
+    if (!m->tensors || !m->t_block)
+        return pt_fail(PT_ENOMEM, "out of memory for the model's tensor table");
+    m->t_wte = m->t_wpe = m->t_lnfw = m->t_lnfb = m->t_head_wte = -1;
+    if (m->has_emb) {
+        m->t_wte = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
+    }
+    for (int j = 0; j < m->n_blocks; j++) {
+        int layer = m->first_block + j, i = layer - 1;
+        const int rows[LP_COUNT] = { C, m->W, C, C, 2 * H, C }, cols[LP_COUNT] = { 0, C, C, 0, C, H };
+        m->t_block[j] = m->n_tensors;
+        for (int k = 0; k < LP_COUNT; k++) {
+            char name[96];
+            snprintf(name, sizeof(name), "blocks.%d.%s", i, llama_param_suffix[k]);
+            PT_CHECK(model_add_tensor(m, name, layer, cols[k] ? 2 : 1, rows[k], cols[k]));
+        }
+    }
+    if (m->has_lnf) {
+        m->t_lnfw = m->n_tensors;
+        PT_CHECK(model_add_tensor(m, "lnf.weight", L + 1, 1, C, 0));
+    }
+    if (m->n_sh > 0) {
+        if (m->tied && m->has_emb) {
+            m->t_head_wte = m->t_wte;
+        } else { /* lm_head, or the tied copy of wte (whole, as for gpt2) */
+            m->t_head_wte = m->n_tensors;
+            PT_CHECK(model_add_tensor(m, m->tied ? "wte.weight" : "lm_head.weight", L + 1 + m->sh0, 2,
+                                      m->cfg.vocab_padded, C));
+        }
+    }
+    return PT_OK;
+}
+
 static pt_status model_build_tensors(pt_model *m)
 {
     const int C = m->cfg.n_embd, L = m->cfg.n_layer;
     int cap = (m->has_emb ? 2 : 0) + m->n_blocks * BP_COUNT + (m->has_lnf ? 2 : 0) + (m->n_sh > 0 ? 1 : 0);
+    if (m->llama)
+        return model_build_llama_tensors(m);
     m->tensors = calloc((size_t)cap, sizeof(pt_param));
     m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
     if (!m->tensors || !m->t_block)
@@ -319,6 +378,65 @@ static float *G(pt_model *m, int t) { return m->grads + m->tensors[t].offset; }
 
 /* ---- create / destroy ---- */
 
+pt_status pt_model_rope_inv_freq(const pt_model_config *cfg, float *inv_freq)
+{
+    if (cfg->arch != PT_ARCH_LLAMA)
+        return pt_fail(PT_EINVAL, "rotary frequencies: model %s is not a llama model", cfg->name);
+    const int hs = cfg->n_embd / cfg->n_head, half = hs / 2;
+    const float base = (float)cfg->rope_theta;
+    for (int i = 0; i < half; i++) { /* fp32 at each step, as Hugging Face's default rope init */
+        float e = (float)(2 * i) / (float)hs;
+        float p = (float)pow((double)base, (double)e);
+        inv_freq[i] = 1.0f / p;
+    }
+    if (cfg->rope_scaling_factor != 0.0) { /* Llama 3.1 ("rope_type": "llama3") */
+        const double factor = cfg->rope_scaling_factor, lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
+        const double old = cfg->rope_original_max_pos, lo_wav = old / lo, hi_wav = old / hi;
+        for (int i = 0; i < half; i++) {
+            double f = inv_freq[i], wav = 2.0 * M_PI / f;
+            if (wav > lo_wav)
+                f = f / factor;
+            else if (!(wav < hi_wav)) {
+                double smooth = (old / wav - lo) / (hi - lo);
+                f = (1.0 - smooth) * f / factor + smooth * f;
+            }
+            inv_freq[i] = (float)f;
+        }
+    }
+    return PT_OK;
+}
+
+/* The rotary tables of positions 0..seq_len-1: cos and sin of the fp32 angle t * inv_freq[i]. */
+static pt_status model_rope_tables(pt_model *m)
+{
+    const int T = m->opts.seq_len, half = m->cfg.n_embd / m->cfg.n_head / 2;
+    const size_t n = (size_t)T * half;
+    float *inv = malloc((size_t)half * sizeof(float)), *hc = malloc(n * sizeof(float)), *hsn = malloc(n * sizeof(float));
+    pt_status st = inv && hc && hsn ? PT_OK : pt_fail(PT_ENOMEM, "out of memory for the rotary tables (%zu floats)", n);
+    if (st == PT_OK)
+        st = pt_model_rope_inv_freq(&m->cfg, inv);
+    for (int t = 0; st == PT_OK && t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)t * inv[i];
+            hc[(size_t)t * half + i] = (float)cos((double)a);
+            hsn[(size_t)t * half + i] = (float)sin((double)a);
+        }
+    if (st == PT_OK)
+        st = pt_backend_alloc(m->be, (void **)&m->rope_cos, n * sizeof(float));
+    if (st == PT_OK)
+        st = pt_backend_alloc(m->be, (void **)&m->rope_sin, n * sizeof(float));
+    if (st == PT_OK)
+        st = m->be->memcpy_h2d(m->stream, m->rope_cos, hc, n * sizeof(float));
+    if (st == PT_OK)
+        st = m->be->memcpy_h2d(m->stream, m->rope_sin, hsn, n * sizeof(float));
+    if (st == PT_OK)
+        st = m->be->stream_sync(m->stream);
+    free(inv);
+    free(hc);
+    free(hsn);
+    return st;
+}
+
 void pt_model_destroy(pt_model *m)
 {
     if (!m)
@@ -342,6 +460,9 @@ void pt_model_destroy(pt_model *m)
     pt_backend_free(m->be, m->recompute_mem);
     pt_backend_free(m->be, m->scratch_logits);
     pt_backend_free(m->be, m->scratch_nc);
+    pt_backend_free(m->be, m->scratch_nh);
+    pt_backend_free(m->be, m->rope_cos);
+    pt_backend_free(m->be, m->rope_sin);
     pt_backend_free(m->be, m->scratch_att);
     if (m->own_twin)
         pt_backend_free(m->be, m->twin);
@@ -390,6 +511,21 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->has_emb = first_layer == 0;
     m->has_head = last_layer == n_layers - 1;
     m->K = pt_model_head_layers(cfg);
+    m->llama = cfg->arch == PT_ARCH_LLAMA;
+    m->tied = pt_model_tied(cfg);
+    {
+        const int C = cfg->n_embd, kvw = pt_model_kv_heads(cfg) * (C / cfg->n_head);
+        m->W = C + 2 * kvw;
+        m->FW = m->llama ? 2 * cfg->intermediate_size : 4 * C;
+        m->AW = m->llama ? cfg->intermediate_size : 4 * C;
+    }
+    if (m->llama && (!be->rmsnorm_forward || !be->rmsnorm_backward_input || !be->rmsnorm_backward_weight ||
+                     !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
+        free(m);
+        return pt_fail(PT_ENOTSUP, "backend %s has no llama kernels (RMSNorm, RoPE, SwiGLU); run llama models on "
+                                   "another backend",
+                       be->name);
+    }
     m->has_lnf = first_layer <= cfg->n_layer + 1 && last_layer >= cfg->n_layer + 1;
     m->sh0 = (first_layer > cfg->n_layer + 1 ? first_layer : cfg->n_layer + 1) - (cfg->n_layer + 1);
     m->n_sh = last_layer >= cfg->n_layer + 1 ? last_layer - (cfg->n_layer + 1) - m->sh0 + 1 : 0;
@@ -404,7 +540,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     PT_TRY(pt_backend_alloc(be, (void **)&m->params, pbytes), fail);
     PT_TRY(pt_backend_alloc(be, (void **)&m->grads, pbytes), fail);
     if (m->n_sh > 0) {
-        if (m->has_emb) {
+        if (m->has_emb && m->tied) {
             PT_TRY(pt_backend_alloc(be, (void **)&m->twin, Vp * C * sizeof(float)), fail);
             m->own_twin = 1;
         } else {
@@ -416,9 +552,13 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float)), fail);
     }
     if (m->n_blocks > 0) {
-        size_t att = be->attention_scratch_size(B, T, C, NH);
+        size_t att = be->attention_scratch_size(B, T, C, NH, pt_model_kv_heads(cfg));
         PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float)), fail);
         PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_nc, N * C * sizeof(float)), fail);
+        if (m->llama) {
+            PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_nh, N * (size_t)m->AW * sizeof(float)), fail);
+            PT_TRY(model_rope_tables(m), fail);
+        }
         if (m->opts.recompute) {
             carve c = { 0 };
             carve_block_act(&c, m, &m->recompute_act);
@@ -509,6 +649,13 @@ const pt_param *pt_model_find_tensor(const pt_model *m, const char *name)
         if (strcmp(m->tensors[i].name, name) == 0)
             return &m->tensors[i];
     return NULL;
+}
+
+int pt_model_tensor_is_copy(const pt_model *m, const pt_param *p)
+{
+    if (m->n_sh == 0 || m->t_head_wte < 0 || p != &m->tensors[m->t_head_wte])
+        return 0;
+    return m->tied ? !m->has_emb : m->sh0 > 0;
 }
 
 static model_slot *slot_at(pt_model *m, int s) { return s >= 0 && s < m->opts.n_slots ? &m->slots[s] : NULL; }
@@ -604,7 +751,7 @@ static int ends_with(const char *s, const char *suffix)
 /* Fills `out` (n) with the initial values of tensor `name` (GPT-2's scheme). */
 static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *name, float *out, size_t n)
 {
-    int is_ln = strncmp(name, "lnf.", 4) == 0 || strstr(name, ".ln1.") || strstr(name, ".ln2.");
+    int is_ln = strncmp(name, "lnf.", 4) == 0 || strstr(name, ".ln1.") || strstr(name, ".ln2."); /* LayerNorm, RMSNorm */
     if (ends_with(name, ".bias") || is_ln) {
         float v = is_ln && ends_with(name, ".weight") ? 1.0f : 0.0f;
         for (size_t i = 0; i < n; i++)
@@ -612,7 +759,7 @@ static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *nam
         return;
     }
     double std = 0.02;
-    if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight"))
+    if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight") || ends_with(name, "mlp.down.weight"))
         std = 0.02 / sqrt(2.0 * cfg->n_layer);
     const uint64_t base = init_stream(seed, name);
     const long long n_blocks = (long long)((n + INIT_BLOCK - 1) / INIT_BLOCK);
@@ -667,10 +814,103 @@ pt_status pt_model_zero_grads(pt_model *m)
 
 pt_status pt_model_reduce_tied_grads(pt_model *m)
 {
-    if (!(m->has_emb && m->n_sh > 0))
+    if (!(m->has_emb && m->n_sh > 0 && m->tied))
         return PT_OK;
     float *g = G(m, m->t_wte);
     return m->be->add(m->stream, g, g, m->twin, (size_t)m->cfg.vocab_padded * m->cfg.n_embd);
+}
+
+/* ---- llama blocks: RMSNorm, q/k/v, RoPE, grouped-query attention, o; RMSNorm, SwiGLU MLP ---- */
+
+static pt_status llama_block_forward(pt_model *m, int j, const float *x, const block_act *a, float *out)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int NKV = pt_model_kv_heads(&m->cfg), H = m->cfg.intermediate_size, hs = C / NH;
+    const float eps = m->cfg.rms_norm_eps;
+    const int t = m->t_block[j];
+    PT_CHECK(be->rmsnorm_forward(s, a->ln1, a->ln1_rstd, x, P(m, t + LP_LN1W), N, C, eps));
+    PT_CHECK(be->matmul_forward(s, a->qkv, a->ln1, P(m, t + LP_QKVW), NULL, N, C, m->W));
+    PT_CHECK(be->rope_forward(s, a->qkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
+    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH, NKV));
+    PT_CHECK(be->matmul_forward(s, a->res2, a->atty, P(m, t + LP_PROJW), NULL, N, C, C));
+    PT_CHECK(be->add(s, a->res2, a->res2, x, (size_t)N * C));
+    PT_CHECK(be->rmsnorm_forward(s, a->ln2, a->ln2_rstd, a->res2, P(m, t + LP_LN2W), N, C, eps));
+    PT_CHECK(be->matmul_forward(s, a->fch, a->ln2, P(m, t + LP_GUW), NULL, N, C, 2 * H));
+    PT_CHECK(be->swiglu_forward(s, a->fch_gelu, a->fch, N, H));
+    if (out) {
+        PT_CHECK(be->matmul_forward(s, out, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
+        PT_CHECK(be->add(s, out, out, a->res2, (size_t)N * C));
+    }
+    return PT_OK;
+}
+
+static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, const block_act *a,
+                                            const block_grad *g, const float *dy, float *dx)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int NKV = pt_model_kv_heads(&m->cfg), H = m->cfg.intermediate_size, hs = C / NH;
+    const int t = m->t_block[j];
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dy, P(m, t + LP_DOWNW), N, H, C));
+    PT_CHECK(be->swiglu_backward(s, g->dfch, m->scratch_nh, a->fch, N, H));
+    PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
+    PT_CHECK(be->rmsnorm_backward_input(s, g->dres2, g->dln2, a->res2, P(m, t + LP_LN2W), a->ln2_rstd, N, C));
+    PT_CHECK(be->add(s, g->dres2, g->dres2, dy, (size_t)N * C));
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, g->dres2, P(m, t + LP_PROJW), N, C, C));
+    PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
+                                    C, NH, NKV));
+    PT_CHECK(be->rope_backward(s, g->dqkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
+    PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
+    PT_CHECK(be->rmsnorm_backward_input(s, dx, g->dln1, x, P(m, t + LP_LN1W), a->ln1_rstd, N, C));
+    PT_CHECK(be->add(s, dx, dx, g->dres2, (size_t)N * C));
+    return PT_OK;
+}
+
+static pt_status llama_block_backward_weight(pt_model *m, int j, const float *x, const block_act *a,
+                                             const block_grad *g, const float *dy)
+{
+    const pt_backend *be = m->be;
+    pt_stream *s = m->stream;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, H = m->cfg.intermediate_size;
+    const int t = m->t_block[j];
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_DOWNW), NULL, dy, a->fch_gelu, N, H, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_GUW), NULL, g->dfch, a->ln2, N, C, 2 * H));
+    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN2W), g->dln2, a->res2, a->ln2_rstd, N, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_PROJW), NULL, g->dres2, a->atty, N, C, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_QKVW), NULL, g->dqkv, a->ln1, N, C, m->W));
+    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN1W), g->dln1, x, a->ln1_rstd, N, C));
+    return PT_OK;
+}
+
+/* ---- the final norm of the head: LayerNorm (gpt2) or RMSNorm (llama) ---- */
+
+static pt_status head_norm_forward(pt_model *m, model_slot *sl, const float *x, int N)
+{
+    if (m->llama)
+        return m->be->rmsnorm_forward(m->stream, sl->lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
+                                      m->cfg.rms_norm_eps);
+    return m->be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
+                                    P(m, m->t_lnfb), N, m->cfg.n_embd);
+}
+
+static pt_status head_norm_backward_input(pt_model *m, model_slot *sl, float *dx, const float *x, int N)
+{
+    if (m->llama)
+        return m->be->rmsnorm_backward_input(m->stream, dx, sl->dlnf, x, P(m, m->t_lnfw), sl->lnf_rstd, N,
+                                             m->cfg.n_embd);
+    return m->be->layernorm_backward_input(m->stream, dx, sl->dlnf, x, P(m, m->t_lnfw), sl->lnf_mean, sl->lnf_rstd, N,
+                                           m->cfg.n_embd);
+}
+
+static pt_status head_norm_backward_weight(pt_model *m, model_slot *sl, const float *x, int N)
+{
+    if (m->llama)
+        return m->be->rmsnorm_backward_weight(m->stream, G(m, m->t_lnfw), sl->dlnf, x, sl->lnf_rstd, N, m->cfg.n_embd);
+    return m->be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf, x, sl->lnf_mean,
+                                            sl->lnf_rstd, N, m->cfg.n_embd);
 }
 
 /* ---- the layers ---- */
@@ -678,6 +918,8 @@ pt_status pt_model_reduce_tied_grads(pt_model *m)
 /* Block j forward from x into its activations a; with `out`, also the block's output. */
 static pt_status block_forward(pt_model *m, int j, const float *x, const block_act *a, float *out)
 {
+    if (m->llama)
+        return llama_block_forward(m, j, x, a, out);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
@@ -685,7 +927,7 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
     PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), N,
                                    C));
     PT_CHECK(be->matmul_forward(s, a->qkv, a->ln1, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, 3 * C));
-    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH));
+    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH, NH));
     PT_CHECK(be->matmul_forward(s, a->res2, a->atty, P(m, t + BP_PROJW), P(m, t + BP_PROJB), N, C, C));
     PT_CHECK(be->add(s, a->res2, a->res2, x, (size_t)N * C));
     PT_CHECK(be->layernorm_forward(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, t + BP_LN2W),
@@ -703,6 +945,8 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
 static pt_status block_backward_input(pt_model *m, int j, const float *x, const block_act *a, const block_grad *g,
                                       const float *dy, float *dx)
 {
+    if (m->llama)
+        return llama_block_backward_input(m, j, x, a, g, dy, dx);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
@@ -715,7 +959,7 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     PT_CHECK(be->add(s, g->dres2, g->dres2, dy, (size_t)N * C));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, g->dres2, P(m, t + BP_PROJW), N, C, C));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
-                                    C, NH));
+                                    C, NH, NH));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, 3 * C));
     PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, N, C));
     PT_CHECK(be->add(s, dx, dx, g->dres2, (size_t)N * C));
@@ -726,6 +970,8 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
 static pt_status block_backward_weight(pt_model *m, int j, const float *x, const block_act *a, const block_grad *g,
                                        const float *dy)
 {
+    if (m->llama)
+        return llama_block_backward_weight(m, j, x, a, g, dy);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len;
@@ -771,8 +1017,7 @@ static pt_status shards_forward(pt_model *m, model_slot *sl)
         pt_model_head_shard_rows(&m->cfg, k, &v0, &v1);
         const int Vk = v1 - v0;
         if (k == 0)
-            PT_CHECK(be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, sl->x[bi], P(m, m->t_lnfw),
-                                           P(m, m->t_lnfb), N, C));
+            PT_CHECK(head_norm_forward(m, sl, sl->x[bi], N));
         const float *h = shard_h(m, sl, k);
         const float *stats_in = k == 0 ? NULL : sl->x[bi] + (size_t)N * C;
         float *stats_out = last ? sl->fstats : sl->x[bi + 1] + (size_t)N * C;
@@ -811,15 +1056,13 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
             if (k > 0)
                 PT_CHECK(be->memcpy_d2d(m->stream, sl->dx[bi] + (size_t)N * C, lse, (size_t)N * sizeof(float)));
             else
-                PT_CHECK(be->layernorm_backward_input(m->stream, sl->dx[bi], sl->dlnf, sl->x[bi], P(m, m->t_lnfw),
-                                                      sl->lnf_mean, sl->lnf_rstd, N, C));
+                PT_CHECK(head_norm_backward_input(m, sl, sl->dx[bi], sl->x[bi], N));
         }
         if (parts & BWD_WEIGHT) {
             PT_CHECK(be->matmul_backward_weight(m->stream, m->twin + (size_t)v0 * C, NULL, sl->sh_exps[j],
                                                 shard_h(m, sl, k), N, C, Vk));
             if (k == 0)
-                PT_CHECK(be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf,
-                                                       sl->x[bi], sl->lnf_mean, sl->lnf_rstd, N, C));
+                PT_CHECK(head_norm_backward_weight(m, sl, sl->x[bi], N));
         }
     }
     return PT_OK;
@@ -839,8 +1082,8 @@ pt_status pt_model_forward(pt_model *m, int s)
     const pt_backend *be = m->be;
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T;
     if (m->has_emb)
-        PT_CHECK(be->embedding_forward(m->stream, sl->x[1 - m->first], sl->tokens, P(m, m->t_wte), P(m, m->t_wpe), B,
-                                       T, C));
+        PT_CHECK(be->embedding_forward(m->stream, sl->x[1 - m->first], sl->tokens, P(m, m->t_wte),
+                                       m->t_wpe >= 0 ? P(m, m->t_wpe) : NULL, B, T, C));
     for (int j = 0; j < m->n_blocks; j++) {
         int b = block_in(m, j);
         PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
@@ -850,8 +1093,7 @@ pt_status pt_model_forward(pt_model *m, int s)
     else if (m->has_head) {
         const float *x = sl->x[m->cfg.n_layer + 1 - m->first];
         const int Vp = m->cfg.vocab_padded;
-        PT_CHECK(be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
-                                       P(m, m->t_lnfb), N, C));
+        PT_CHECK(head_norm_forward(m, sl, x, N));
         PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
         PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
     }
@@ -867,8 +1109,7 @@ static pt_status head_backward_input(pt_model *m, model_slot *sl, float loss_sca
     const int b = m->cfg.n_layer + 1 - m->first;
     PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
     PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
-    PT_CHECK(be->layernorm_backward_input(m->stream, sl->dx[b], sl->dlnf, sl->x[b], P(m, m->t_lnfw), sl->lnf_mean,
-                                          sl->lnf_rstd, N, C));
+    PT_CHECK(head_norm_backward_input(m, sl, sl->dx[b], sl->x[b], N));
     return PT_OK;
 }
 
@@ -878,14 +1119,14 @@ static pt_status head_backward_weight(pt_model *m, model_slot *sl)
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
     const int b = m->cfg.n_layer + 1 - m->first;
     PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, sl->logits, sl->lnf, N, C, Vp));
-    PT_CHECK(be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf, sl->x[b],
-                                           sl->lnf_mean, sl->lnf_rstd, N, C));
+    PT_CHECK(head_norm_backward_weight(m, sl, sl->x[b], N));
     return PT_OK;
 }
 
 static pt_status embedding_backward_weight(pt_model *m, model_slot *sl)
 {
-    return m->be->embedding_backward(m->stream, G(m, m->t_wte), G(m, m->t_wpe), sl->dx[1 - m->first], sl->tokens,
+    return m->be->embedding_backward(m->stream, G(m, m->t_wte), m->t_wpe >= 0 ? G(m, m->t_wpe) : NULL,
+                                     sl->dx[1 - m->first], sl->tokens,
                                      m->opts.micro_batch, m->opts.seq_len, m->cfg.n_embd);
 }
 

@@ -108,24 +108,31 @@ typedef struct pt_backend {
     /* dinp overwritten; dinp may alias dout. */
     pt_status (*gelu_backward)(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
 
-    /* ---- causal multi-head self-attention, scale 1/sqrt(C/NH), T up to 1024 ---- */
-    /* Floats the forward keeps for the backward (per call of shape B,T,C,NH). The CPU backend
+    /* ---- causal self-attention, multi-head or grouped-query, scale 1/sqrt(C/NH), T up to 1024 ----
+     * C = NH * hs is the width of the queries and of the output (hs = C / NH, the head width);
+     * NKV (1 <= NKV <= NH, dividing NH) is the number of key/value heads: query head h attends
+     * with kv head h / (NH / NKV) (grouped-query attention, Llama); NKV == NH is GPT-2's
+     * multi-head attention. Each token's qkv row is W = C + 2 * NKV * hs floats: the NH query
+     * heads, then the NKV key heads, then the NKV value heads (for NKV == NH: q, k, v side by
+     * side, (B,T,3C), as GPT-2's c_attn output). */
+    /* Floats the forward keeps for the backward (per call of shape B,T,C,NH,NKV). The CPU backend
      * keeps the log-sum-exp of each softmax row (B*NH*T) and recomputes the probabilities in
      * the backward (docs/kernels.md explains the choice). */
-    size_t (*attention_saved_size)(int B, int T, int C, int NH);
+    size_t (*attention_saved_size)(int B, int T, int C, int NH, int NKV);
     /* Floats of scratch that forward and backward need while they run (not kept). */
-    size_t (*attention_scratch_size)(int B, int T, int C, int NH);
-    /* qkv (B,T,3C) holds q, k, v side by side per token (as GPT-2's c_attn output);
-     * out (B,T,C) heads concatenated; saved: attention_saved_size floats. */
+    size_t (*attention_scratch_size)(int B, int T, int C, int NH, int NKV);
+    /* qkv (B,T,W) as above; out (B,T,C) heads concatenated; saved: attention_saved_size floats. */
     pt_status (*attention_forward)(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv,
-                                   int B, int T, int C, int NH);
-    /* dqkv (B,T,3C) overwritten, from dout (B,T,C), the forward's qkv, out and saved. */
+                                   int B, int T, int C, int NH, int NKV);
+    /* dqkv (B,T,W) overwritten, from dout (B,T,C), the forward's qkv, out and saved. The key and
+     * value gradients of a kv head sum over the NH / NKV query heads of its group. */
     pt_status (*attention_backward)(pt_stream *s, float *dqkv, float *scratch, const float *dout,
                                     const float *qkv, const float *out, const float *saved, int B, int T, int C,
-                                    int NH);
+                                    int NH, int NKV);
 
     /* ---- token + position embedding ---- */
     /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 on the device; wte (V,C), wpe (maxT,C).
+     * wpe NULL: no position term, out = wte[tokens] (llama; the backward then takes dwpe NULL).
      * Callers guarantee 0 <= tokens < V and T <= maxT (neither bound is passed); the CPU backend
      * refuses negative tokens with PT_EINVAL. */
     pt_status (*embedding_forward)(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
@@ -188,13 +195,54 @@ typedef struct pt_backend {
 
     /* ---- attention against a KV cache (added for generation, models/generate.c; a table that
      * leaves it out gets NULL and generation refuses to run on it) ----
-     * cache (B,Tcap,3C) holds q, k, v of each sequence's positions 0..t0+n-1 side by side per
-     * position (attention_forward's qkv layout, Tcap rows per sequence); out (B,n,C) heads
-     * concatenated = the causal attention of the queries at positions t0..t0+n-1 over the keys and
-     * values at positions 0..t0+i, scale 1/sqrt(C/NH). Equal to attention_forward's rows t0..t0+n-1
-     * on the same qkv up to rounding. Needs no scratch. 0 <= t0, 1 <= n, t0 + n <= Tcap. */
+     * cache (B,Tcap,W) holds q, k, v of each sequence's positions 0..t0+n-1 side by side per
+     * position (attention_forward's qkv layout, W = C + 2*NKV*(C/NH) floats, Tcap rows per
+     * sequence); out (B,n,C) heads concatenated = the causal attention of the queries at positions
+     * t0..t0+n-1 over the keys and values at positions 0..t0+i, scale 1/sqrt(C/NH), query head h
+     * using kv head h / (NH/NKV). Equal to attention_forward's rows t0..t0+n-1 on the same qkv up to
+     * rounding. Needs no scratch. 0 <= t0, 1 <= n, t0 + n <= Tcap. */
     pt_status (*attention_decode)(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
-                                  int C, int NH);
+                                  int C, int NH, int NKV);
+
+    /* ---- Llama-family layers (added with the llama architecture; a table that leaves them out
+     * gets NULL and models/ refuses to build a llama model on it, naming the backend) ---- */
+
+    /* RMSNorm over the last dim: out = (inp * rstd) * w, rstd = 1 / sqrt(mean(inp^2) + eps), the
+     * mean and the products in fp32 as Hugging Face's LlamaRMSNorm. out, inp (N,C); rstd (N) is
+     * kept for the backward. out may not alias inp. */
+    pt_status (*rmsnorm_forward)(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
+                                 int C, float eps);
+    /* dinp (N,C) overwritten; it must not alias dout or inp (nor in the fused entry below). */
+    pt_status (*rmsnorm_backward_input)(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                        const float *w, const float *rstd, int N, int C);
+    /* dw (C) added to: the column sums of dout * inp * rstd, in a fixed order. */
+    pt_status (*rmsnorm_backward_weight)(pt_stream *s, float *dw, const float *dout, const float *inp,
+                                         const float *rstd, int N, int C);
+    /* Fused: both of the above in one pass; bit-identical to calling them separately. */
+    pt_status (*rmsnorm_backward)(pt_stream *s, float *dinp, float *dw, const float *dout, const float *inp,
+                                  const float *w, const float *rstd, int N, int C);
+
+    /* Rotary position embedding, Hugging Face's rotate-half form, in place on the q and k heads of
+     * a qkv buffer (B,T,W) laid out as attention_forward's (W = (NH + 2*NKV) * hs; the v heads are
+     * not touched). Token t of a sequence is at position pos0 + t; cos and sin are (max_pos, hs/2)
+     * tables, row p holding cos(p * inv_freq[i]) and sin(p * inv_freq[i]), i < hs/2 (models/ fills
+     * them). For each head x and i < hs/2, with c, s the table values at (pos, i):
+     *   x[i] <- x[i] * c - x[i + hs/2] * s,   x[i + hs/2] <- x[i + hs/2] * c + x[i] * s.
+     * hs must be even. The caller guarantees pos0 + T <= max_pos. */
+    pt_status (*rope_forward)(pt_stream *s, float *qkv, const float *cos, const float *sin, int B, int T, int NH,
+                              int NKV, int hs, int pos0);
+    /* The transpose, in place on a gradient dqkv (B,T,W): per head and i < hs/2,
+     *   d[i] <- d[i] * c + d[i + hs/2] * s,   d[i + hs/2] <- d[i + hs/2] * c - d[i] * s.
+     * v heads untouched. */
+    pt_status (*rope_backward)(pt_stream *s, float *dqkv, const float *cos, const float *sin, int B, int T, int NH,
+                               int NKV, int hs, int pos0);
+
+    /* SwiGLU: gu (N, 2H) holds gate in columns [0,H) and up in [H,2H) (a fused gate/up projection);
+     * out (N,H) = silu(gate) * up, silu(g) = g / (1 + exp(-g)). out must not alias gu. */
+    pt_status (*swiglu_forward)(pt_stream *s, float *out, const float *gu, int N, int H);
+    /* dgu (N,2H) overwritten from dout (N,H) and the forward's gu: d gate = dout * up * silu'(gate),
+     * d up = dout * silu(gate). dgu must not alias gu or dout. */
+    pt_status (*swiglu_backward)(pt_stream *s, float *dgu, const float *dout, const float *gu, int N, int H);
 } pt_backend;
 
 /* The CPU backend (always built). */

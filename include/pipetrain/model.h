@@ -1,5 +1,13 @@
-/* pipetrain/model.h — GPT-2 as an ordered list of layers, instantiated one contiguous range
- * of layers at a time (a pipeline chunk, or the whole model in one process).
+/* pipetrain/model.h — a GPT-2 or Llama model (model_config.h) as an ordered list of layers,
+ * instantiated one contiguous range of layers at a time (a pipeline chunk, or the whole model in
+ * one process).
+ *
+ * Tensor names. gpt2: wte.weight, wpe.weight; blocks.<i>.{ln1,ln2}.{weight,bias},
+ * blocks.<i>.attn.{qkv,proj}.{weight,bias}, blocks.<i>.mlp.{fc,proj}.{weight,bias}; lnf.{weight,bias}.
+ * llama: wte.weight; blocks.<i>.ln1.weight, blocks.<i>.attn.qkv.weight ((NH + 2 NKV) hs, C: the
+ * q, k, v projections stacked by rows), blocks.<i>.attn.proj.weight (C, C), blocks.<i>.ln2.weight,
+ * blocks.<i>.mlp.gate_up.weight (2H, C: gate rows, then up rows), blocks.<i>.mlp.down.weight (C, H);
+ * lnf.weight; lm_head.weight (Vp, C) when untied. Weights are (out, in) as torch.nn.Linear.
  *
  * Layer numbering (model_config.h): 0 embedding, 1..n_layer blocks, n_layer+1 head.
  * A pt_model holds layers [first, last] of a config on one backend: its parameters, their
@@ -79,6 +87,11 @@ pt_status pt_model_config_validate(const pt_model_config *cfg);
  * shard 2/4 (wte rows 12544-25087)") into buf (cap bytes). Pure. */
 void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_t cap);
 
+/* Llama: the rotary inverse frequencies inv_freq[i], i < head width / 2, as Hugging Face computes
+ * them in fp32 (base rope_theta), with Llama 3.1's scaling when the config has rope_scaling.
+ * Angles are (float)pos * inv_freq[i]. PT_EINVAL for a gpt2 config. */
+pt_status pt_model_rope_inv_freq(const pt_model_config *cfg, float *inv_freq);
+
 /* Names of the presets, NULL-terminated, for --help and errors. */
 const char *const *pt_model_preset_names(void);
 
@@ -133,6 +146,12 @@ int pt_model_has_head_layers(const pt_model *m);
  * head but not the embedding lists its own "wte.weight" (same name: the tied copy). */
 int pt_model_n_tensors(const pt_model *m);
 const pt_param *pt_model_tensor(const pt_model *m, int i);
+/* 1 when p (a tensor of this chunk) is a copy of a tensor another chunk holds the original of, so
+ * that it is saved and counted once, by the original's chunk: the tied wte of a chunk with LM-head
+ * layers but not the embedding, and the untied lm_head.weight of a chunk whose head shards do not
+ * include shard 0 (each chunk with head shards keeps the whole matrix, as the tied copy). A copy's
+ * gradient is the job-wide sum once the runtime has reduced the tied / head group. */
+int pt_model_tensor_is_copy(const pt_model *m, const pt_param *p);
 /* Finds a tensor by global name; NULL when this chunk does not hold it. */
 const pt_param *pt_model_find_tensor(const pt_model *m, const char *name);
 size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
@@ -140,15 +159,17 @@ size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
 /* Flat device buffers (pt_model_n_params elements), owned by the model. */
 float *pt_model_params(pt_model *m);
 float *pt_model_grads(pt_model *m);
-/* The head twin's gradient for wte.weight (V_padded x C), or NULL when this chunk has no head layer.
+/* The head twin's gradient for the LM-head matrix (V_padded x C): wte.weight's, or, untied, the
+ * chunk's lm_head.weight gradient (always a view into pt_model_grads); NULL when this chunk has no
+ * head layer.
  * With head_split > 1 a chunk's shards write only their rows; the other rows stay zero.
  * With the embedding in the same chunk it is a separate buffer; in a head-only chunk it is the
  * gradient of the chunk's own wte.weight copy (a view into pt_model_grads), so after the runtime
  * sums the two ranks' contributions into it the optimizer updates the copy like the original. */
 float *pt_model_head_wte_grad(pt_model *m);
 
-/* Initialises weights as GPT-2: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), biases 0,
- * layernorm weights 1. Values depend only on (seed, tensor name). */
+/* Initialises weights as GPT-2: N(0, 0.02), residual projections (attn.proj, mlp.proj, llama's
+ * mlp.down) N(0, 0.02/sqrt(2*n_layer)), biases 0, norm weights 1 (llama uses the same scheme). Values depend only on (seed, tensor name). */
 pt_status pt_model_init_weights(pt_model *m, uint64_t seed);
 /* Zeroes gradients (and the head twin). Call at the start of each step. */
 pt_status pt_model_zero_grads(pt_model *m);

@@ -1,14 +1,21 @@
-/* pipetrain/model_config.h — the shape of a GPT-2 family model, shared by models/ (which
- * builds it), partition/ (which prices it) and src/ (which saves it in checkpoints).
+/* pipetrain/model_config.h — the shape of a model, shared by models/ (which builds it),
+ * partition/ (which prices it) and src/ (which saves it in checkpoints). Two architectures:
+ *
+ *   gpt2   learned positions, pre-LayerNorm blocks (with biases), multi-head attention, GELU MLP 4x,
+ *          LM head tied to the token embedding.
+ *   llama  no position table (rotary embedding inside attention), pre-RMSNorm blocks without
+ *          biases, grouped-query attention (n_kv_head key/value heads), SwiGLU MLP of width
+ *          intermediate_size, LM head tied to the embedding or its own (tie_word_embeddings).
+ *          Llama 2/3, Qwen2 without attention biases, Mistral without sliding windows, OLMo.
  *
  * A model is an ordered list of layers, numbered the same everywhere:
- *   layer 0              embedding (token wte (Vp,C) + position wpe (max_seq_len,C))
- *   layers 1..n_layer    transformer blocks (pre-LN, attention, GELU MLP 4x)
- *   layer n_layer + 1    head: final layernorm, LM head tied to wte, softmax cross-entropy
+ *   layer 0              embedding (token wte (Vp,C), and for gpt2 position wpe (max_seq_len,C))
+ *   layers 1..n_layer    transformer blocks
+ *   layer n_layer + 1    head: final norm, LM head (wte, or lm_head when untied), softmax cross-entropy
  * so pt_model_n_layers(cfg) == n_layer + 2. Stage boundaries in a plan cut this list.
  *
  * With head_split K > 1 the head is K layers instead, n_layer + 1 .. n_layer + K, "vocabulary
- * shards": shard k multiplies by wte's rows [v0, v1) (pt_model_head_shard_rows) and combines its
+ * shards": shard k multiplies by the LM head's rows [v0, v1) (wte, or lm_head untied) (pt_model_head_shard_rows) and combines its
  * part of the softmax with the shards before it through per-token running statistics (max, sum,
  * target logit, argmax: backend.h, xent_shard_*). Shard 0 also holds the final layernorm, the
  * last shard the loss. The parameters are the same as with K = 1 (a checkpoint loads either
@@ -27,8 +34,14 @@
 
 #include "pipetrain/status.h"
 
+typedef enum pt_model_arch {
+    PT_ARCH_GPT2 = 0, /* the default: a config without "architecture" is GPT-2 */
+    PT_ARCH_LLAMA = 1,
+} pt_model_arch;
+
 typedef struct pt_model_config {
     char name[64];    /* preset name, or the config file's "name" (may be "") */
+    pt_model_arch arch;
     int n_layer;      /* transformer blocks */
     int n_head;       /* attention heads; divides n_embd */
     int n_embd;       /* width C */
@@ -36,7 +49,28 @@ typedef struct pt_model_config {
     int vocab_padded; /* Vp >= V: rows of wte (padding rows are never targets); == V unless set */
     int max_seq_len;  /* context length (rows of wpe) */
     int head_split;   /* K: the LM head as K vocabulary-shard layers; 0 and 1 both mean one layer */
+    /* ---- llama only (zero for gpt2) ---- */
+    int n_kv_head;           /* key/value heads, dividing n_head; 0 means n_head (multi-head) */
+    int intermediate_size;   /* the SwiGLU MLP's width H */
+    float rms_norm_eps;      /* RMSNorm epsilon (1e-5 Llama 3, 1e-6 Qwen2) */
+    double rope_theta;       /* rotary base (500000 Llama 3, 10000 Llama 2) */
+    int tie_word_embeddings; /* 1: the LM head is wte (Llama 3.2 1B/3B); 0: its own lm_head.weight */
+    /* Llama 3.1 RoPE scaling ("rope_type": "llama3"); factor 0 means none */
+    double rope_scaling_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
 } pt_model_config;
+
+/* Key/value heads (n_kv_head, or n_head when 0 or gpt2). */
+static inline int pt_model_kv_heads(const pt_model_config *c)
+{
+    return c->arch == PT_ARCH_LLAMA && c->n_kv_head > 0 ? c->n_kv_head : c->n_head;
+}
+
+/* 1 when the LM head multiplies by wte (always for gpt2), 0 when it has its own lm_head.weight. */
+static inline int pt_model_tied(const pt_model_config *c) { return c->arch != PT_ARCH_LLAMA || c->tie_word_embeddings; }
+
+/* The architecture's name in configs and checkpoints: "gpt2" or "llama". */
+static inline const char *pt_model_arch_name(pt_model_arch a) { return a == PT_ARCH_LLAMA ? "llama" : "gpt2"; }
 
 /* Layers the LM head takes (head_split, at least 1). */
 static inline int pt_model_head_layers(const pt_model_config *c) { return c->head_split > 1 ? c->head_split : 1; }

@@ -22,14 +22,16 @@
 
 static int pt_att_rows(int T) { return T < PT_ATT_QBLOCK ? T : PT_ATT_QBLOCK; }
 
-size_t pt_cpu_attention_saved_size(int B, int T, int C, int NH)
+size_t pt_cpu_attention_saved_size(int B, int T, int C, int NH, int NKV)
 {
+    (void)NKV;
     (void)C;
     return (size_t)B * NH * T;
 }
 
-size_t pt_cpu_attention_scratch_size(int B, int T, int C, int NH)
+size_t pt_cpu_attention_scratch_size(int B, int T, int C, int NH, int NKV)
 {
+    (void)NKV;
     (void)C;
     return (size_t)B * NH * 2 * pt_att_rows(T) * T;
 }
@@ -50,8 +52,10 @@ static void pt_att_scores(float *S, const float *q, const float *k, int i0, int 
 }
 
 pt_status pt_cpu_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
-                                   int T, int C, int NH)
+                                   int T, int C, int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_forward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     PT_CHECK(pt_cpu_att_check("attention_forward", B, T, C, NH));
     pt_cpu_blas_single();
     const int hs = C / NH, ld = 3 * C, rows = pt_att_rows(T);
@@ -98,8 +102,10 @@ pt_status pt_cpu_attention_forward(pt_stream *s, float *out, float *saved, float
 }
 
 pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
-                                    const float *out, const float *saved, int B, int T, int C, int NH)
+                                    const float *out, const float *saved, int B, int T, int C, int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_backward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     PT_CHECK(pt_cpu_att_check("attention_backward", B, T, C, NH));
     pt_cpu_blas_single();
     const int hs = C / NH, ld = 3 * C, rows = pt_att_rows(T);
@@ -162,8 +168,10 @@ pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, c
  * (rescaled when the running maximum grows), so no scratch is needed. Keys are read in order, so
  * the result does not depend on the thread count. */
 pt_status pt_cpu_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n, int C,
-                                  int NH)
+                                  int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_decode: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     if (B <= 0 || n <= 0 || C <= 0 || NH <= 0 || C % NH != 0 || t0 < 0 || Tcap <= 0 || t0 + n > Tcap)
         return pt_fail(PT_EINVAL,
                        "attention_decode: shape B=%d Tcap=%d t0=%d n=%d C=%d NH=%d; sizes must be positive, NH must "

@@ -101,14 +101,14 @@ pt_status pt_cpu_layernorm_backward(pt_stream *s, float *dinp, float *dw, float 
 pt_status pt_cpu_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
 pt_status pt_cpu_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
 
-size_t pt_cpu_attention_saved_size(int B, int T, int C, int NH);
-size_t pt_cpu_attention_scratch_size(int B, int T, int C, int NH);
+size_t pt_cpu_attention_saved_size(int B, int T, int C, int NH, int NKV);
+size_t pt_cpu_attention_scratch_size(int B, int T, int C, int NH, int NKV);
 pt_status pt_cpu_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
-                                   int T, int C, int NH);
+                                   int T, int C, int NH, int NKV);
 pt_status pt_cpu_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
-                                    const float *out, const float *saved, int B, int T, int C, int NH);
+                                    const float *out, const float *saved, int B, int T, int C, int NH, int NKV);
 pt_status pt_cpu_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n, int C,
-                                  int NH);
+                                  int NH, int NKV);
 
 pt_status pt_cpu_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                    const float *wpe, int B, int T, int C);

@@ -1,9 +1,11 @@
-/* kernels/cpu/embedding.c — token + position embedding.
+/* kernels/cpu/embedding.c — token + position embedding (no position table: wpe NULL, llama).
  * Forward is token-parallel (rows are independent). Backward scatters into dwte rows that
  * repeat when a token repeats, so it is channel-parallel instead: each thread owns a block of
  * channels and walks every token in order. No atomics, no scratch, and the same bits for any
  * thread count. Token ids must lie in [0, V); the vocabulary size is not passed, so only
  * negative ids can be refused here (the data loader checks the upper bound). */
+#include <string.h>
+
 #include "cpu_internal.h"
 
 /* Channels per backward work item (whole cache lines, so threads never share one). */
@@ -28,8 +30,12 @@ pt_status pt_cpu_embedding_forward(pt_stream *s, float *out, const int32_t *toke
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)n * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int i = 0; i < n; i++) {
         const float *te = wte + (size_t)tokens[i] * C;
-        const float *pe = wpe + (size_t)(i % T) * C;
         float *o = out + (size_t)i * C;
+        if (!wpe) { /* no position table (llama) */
+            memcpy(o, te, (size_t)C * sizeof(float));
+            continue;
+        }
+        const float *pe = wpe + (size_t)(i % T) * C;
 #pragma omp simd
         for (int c = 0; c < C; c++)
             o[c] = te[c] + pe[c];
@@ -50,6 +56,12 @@ pt_status pt_cpu_embedding_backward(pt_stream *s, float *dwte, float *dwpe, cons
                 size_t i = (size_t)b * T + t;
                 const float *d = dout + i * C;
                 float *te = dwte + (size_t)tokens[i] * C;
+                if (!dwpe) {
+#pragma omp simd
+                    for (int c = lo; c < hi; c++)
+                        te[c] += d[c];
+                    continue;
+                }
                 float *pe = dwpe + (size_t)t * C;
 #pragma omp simd
                 for (int c = lo; c < hi; c++) {

@@ -28,14 +28,16 @@
 #define PT_ATT_PER_LANE (PT_ATT_HS_MAX / 32)
 static_assert(PT_ATT_TILE == 32, "lane l of a warp takes row l of a staged tile");
 
-size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH)
+size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH, int NKV)
 {
+    (void)NKV;
     (void)C;
     return (size_t)B * NH * T;
 }
 
-size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH)
+size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH, int NKV)
 {
+    (void)NKV;
     (void)C;
     return (size_t)B * NH * T;
 }
@@ -396,8 +398,10 @@ template <typename K> static pt_status pt_att_smem(K kernel, size_t bytes, const
 }
 
 pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
-                                    int T, int C, int NH)
+                                    int T, int C, int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_forward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     (void)scratch;
     PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH));
     const int hs = C / NH, pad = pt_att_pad(hs);
@@ -410,8 +414,10 @@ pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, floa
 }
 
 pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
-                                     const float *out, const float *saved, int B, int T, int C, int NH)
+                                     const float *out, const float *saved, int B, int T, int C, int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_backward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH));
     const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
@@ -494,8 +500,10 @@ __global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0
 }
 
 pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
-                                   int C, int NH)
+                                   int C, int NH, int NKV)
 {
+    if (NKV != NH)
+        return pt_fail(PT_ENOTSUP, "attention_decode: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     if (B <= 0 || n <= 0 || C <= 0 || NH <= 0 || C % NH != 0 || t0 < 0 || Tcap <= 0 || t0 + n > Tcap)
         return pt_fail(PT_EINVAL,
                        "attention_decode: shape B=%d Tcap=%d t0=%d n=%d C=%d NH=%d; sizes must be positive, NH must "

@@ -116,14 +116,14 @@ pt_status pt_cuda_layernorm_backward(pt_stream *s, float *dinp, float *dw, float
                                      const float *inp, const float *w, const float *mean, const float *rstd, int N,
                                      int C);
 
-size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH);
-size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH);
+size_t pt_cuda_attention_saved_size(int B, int T, int C, int NH, int NKV);
+size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH, int NKV);
 pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
-                                    int T, int C, int NH);
+                                    int T, int C, int NH, int NKV);
 pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
-                                     const float *out, const float *saved, int B, int T, int C, int NH);
+                                     const float *out, const float *saved, int B, int T, int C, int NH, int NKV);
 pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
-                                   int C, int NH);
+                                   int C, int NH, int NKV);
 
 pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C);

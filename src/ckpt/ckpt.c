@@ -24,7 +24,6 @@
 #define SAVER_WAIT_TIMEOUT_MS (3600LL * 1000)
 #define MARKER_POLL_NS (10LL * 1000 * 1000)
 
-static const char *const tied_name = "wte.weight";
 
 /* One memcpy of the staging copy (host tensors are copied in pieces on several threads). */
 typedef struct staging_piece {
@@ -414,11 +413,8 @@ static pt_status copy_piece(void *ctx, int64_t i, int worker)
     return PT_OK;
 }
 
-/* The tied wte copy of a chunk without the embedding is not saved (the embedding's is). */
-static int saved_here(pt_model *m, const pt_param *p)
-{
-    return pt_model_has_embedding(m) || strcmp(p->name, tied_name) != 0;
-}
+/* A tied wte copy or an LM-head copy (pt_model_tensor_is_copy) is not saved (the original is). */
+static int saved_here(pt_model *m, const pt_param *p) { return !pt_model_tensor_is_copy(m, p); }
 
 /* Makes the host staging buffer hold `total` bytes (it only grows); touch: write every page now,
  * so that a later copy into it does not pay the page faults. */

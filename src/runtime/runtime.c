@@ -697,18 +697,20 @@ static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, rt_xcomm_kind
  * twin comes from exactly one head layer (the whole head, or the shard holding that row; the
  * other chunks' twins hold exact zeros there), so every row is a sum of at most two non-zero
  * terms whatever the order: exact, and the one-process bits. This rank sums its own chunks'
- * parts, the ranks of the tied group all-reduce that, and every tied copy takes the result. */
+ * parts, the ranks of the tied group all-reduce that, and every tied copy takes the result.
+ * An untied LM head (llama's lm_head.weight) is the same without the embedding's term: the head
+ * chunks' twins are their lm_head gradients, one non-zero term per row. */
 static pt_status reduce_tied(pt_runtime *rt)
 {
     const size_t n = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
     float *acc = NULL;
-    if (rt->emb_chunk >= 0) {
+    if (rt->emb_chunk >= 0 && pt_model_tied(rt->cfg)) {
         pt_model *m = rt->ch[rt->emb_chunk].m;
         PT_CHECK(pt_model_reduce_tied_grads(m)); /* its own head layers' twin, if any */
         acc = pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset;
     }
     for (int c = 0; c < rt->V; c++) {
-        if (!rt->ch[c].has_hl || c == rt->emb_chunk)
+        if (!rt->ch[c].has_hl || (c == rt->emb_chunk && pt_model_tied(rt->cfg)))
             continue;
         float *twin = pt_model_head_wte_grad(rt->ch[c].m);
         if (!acc)
@@ -722,7 +724,9 @@ static pt_status reduce_tied(pt_runtime *rt)
         PT_CHECK(allreduce_grads(rt, rt->tied_group, RT_XCOMM_TIED, acc, n,
                                  "REDUCE_GRADS (tied embedding/head all-reduce)"));
     for (int c = 0; c < rt->V; c++) { /* the copies: their gradient is their twin */
-        float *twin = rt->ch[c].has_hl && c != rt->emb_chunk ? pt_model_head_wte_grad(rt->ch[c].m) : NULL;
+        float *twin = rt->ch[c].has_hl && (c != rt->emb_chunk || !pt_model_tied(rt->cfg))
+                          ? pt_model_head_wte_grad(rt->ch[c].m)
+                          : NULL;
         if (twin && twin != acc)
             PT_CHECK(rt->be->memcpy_d2d(rt->stream, twin, acc, n * sizeof(float)));
     }
@@ -1577,12 +1581,9 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             k->slot_mb[s] = -1;
         for (int mb = 0; mb < rt->M; mb++)
             k->mb_slot[mb] = -1;
-        if (k->has_hl && !k->has_emb) { /* the tied copy: counted once, as the embedding's */
-            const pt_param *w = pt_model_find_tensor(k->m, "wte.weight");
-            for (int i = 0; w && i < pt_model_n_tensors(k->m); i++)
-                if (pt_model_tensor(k->m, i) == w)
-                    k->skip_tensor = i;
-        }
+        for (int i = 0; i < pt_model_n_tensors(k->m); i++) /* a tied / LM-head copy: counted once, as the original */
+            if (pt_model_tensor_is_copy(k->m, pt_model_tensor(k->m, i)))
+                k->skip_tensor = i;
         k->n_counted = pt_model_n_tensors(k->m) - (k->skip_tensor >= 0);
         rt->slot_bytes += (size_t)k->n_slots * pt_model_slot_bytes(k->m);
     }
@@ -1645,7 +1646,7 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     for (int v = 0; v < NV && st == PT_OK && holds; v++) {
         int r, cc;
         st = pt_sched_owner(sc, v, &r, &cc);
-        if (st == PT_OK && (v == 0 || pl->last_layer[v] >= o->cfg->n_layer + 1))
+        if (st == PT_OK && ((v == 0 && pt_model_tied(o->cfg)) || pl->last_layer[v] >= o->cfg->n_layer + 1))
             holds[r] = 1;
     }
     if (st == PT_OK && (!rt->tied_ranks || !holds || !members))

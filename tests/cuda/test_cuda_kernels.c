@@ -321,8 +321,8 @@ static void test_layernorm(int N, int C)
 static void test_attention(int B, int T, int C, int NH)
 {
     size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
-    size_t nsaved_c = cpu->attention_saved_size(B, T, C, NH), nscr_c = cpu->attention_scratch_size(B, T, C, NH);
-    size_t nsaved_g = gpu->attention_saved_size(B, T, C, NH), nscr_g = gpu->attention_scratch_size(B, T, C, NH);
+    size_t nsaved_c = cpu->attention_saved_size(B, T, C, NH, NH), nscr_c = cpu->attention_scratch_size(B, T, C, NH, NH);
+    size_t nsaved_g = gpu->attention_saved_size(B, T, C, NH, NH), nscr_g = gpu->attention_scratch_size(B, T, C, NH, NH);
     float *qkv = malloc(nqkv * 4), *out = malloc(no * 4), *dout = malloc(no * 4), *dqkv = malloc(nqkv * 4);
     float *saved = malloc(nsaved_c * 4), *scr = malloc(nscr_c * 4), *got = malloc(nqkv * 4);
     fill(qkv, nqkv, 2.0f);
@@ -334,8 +334,8 @@ static void test_attention(int B, int T, int C, int NH)
     die_if(pt_backend_alloc(gpu, (void **)&d_scr, nscr_g * 4 + 4), "alloc");
     die_if(gpu->memset_zero(gs, d_dqkv, nqkv * 4), "memset"); /* so a hole shows up as 0, not garbage */
     char name[96];
-    die_if(cpu->attention_forward(cs, out, saved, scr, qkv, B, T, C, NH), "cpu att");
-    die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH), "cuda att");
+    die_if(cpu->attention_forward(cs, out, saved, scr, qkv, B, T, C, NH, NH), "cpu att");
+    die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH, NH), "cuda att");
     to_host(got, d_out, no * 4);
     snprintf(name, sizeof name, "attention_forward B%d T%d C%d NH%d", B, T, C, NH);
     check(name, got, out, no, 1e-5f, 1e-4f);
@@ -343,8 +343,8 @@ static void test_attention(int B, int T, int C, int NH)
         to_host(got, d_saved, nsaved_g * 4);
         check("attention_forward saved log-sum-exp", got, saved, nsaved_g, 1e-5f, 1e-5f);
     }
-    die_if(cpu->attention_backward(cs, dqkv, scr, dout, qkv, out, saved, B, T, C, NH), "cpu att bwd");
-    die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH), "cuda att bwd");
+    die_if(cpu->attention_backward(cs, dqkv, scr, dout, qkv, out, saved, B, T, C, NH, NH), "cpu att bwd");
+    die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH, NH), "cuda att bwd");
     to_host(got, d_dqkv, nqkv * 4);
     snprintf(name, sizeof name, "attention_backward B%d T%d C%d NH%d", B, T, C, NH);
     check(name, got, dqkv, nqkv, 5e-5f, 5e-4f);
@@ -371,8 +371,8 @@ static void test_attention_decode(int B, int Tcap, int t0, int n, int C, int NH)
     fill(cache, nc, 2.0f);
     float *d_cache = dev_from(cache, nc * 4), *d_out;
     die_if(pt_backend_alloc(gpu, (void **)&d_out, no * 4), "alloc");
-    die_if(cpu->attention_decode(cs, out, cache, B, Tcap, t0, n, C, NH), "cpu att decode");
-    die_if(gpu->attention_decode(gs, d_out, d_cache, B, Tcap, t0, n, C, NH), "cuda att decode");
+    die_if(cpu->attention_decode(cs, out, cache, B, Tcap, t0, n, C, NH, NH), "cpu att decode");
+    die_if(gpu->attention_decode(gs, d_out, d_cache, B, Tcap, t0, n, C, NH, NH), "cuda att decode");
     to_host(got, d_out, no * 4);
     char name[96];
     snprintf(name, sizeof name, "attention_decode B%d Tcap%d t0 %d n%d C%d NH%d", B, Tcap, t0, n, C, NH);
@@ -596,8 +596,8 @@ static void test_determinism(void)
     int32_t *d_tok = dev_from(tok, sizeof tok);
     die_if(pt_backend_alloc(gpu, (void **)&d_out, no * 4), "alloc");
     die_if(pt_backend_alloc(gpu, (void **)&d_dqkv, nqkv * 4), "alloc");
-    die_if(pt_backend_alloc(gpu, (void **)&d_saved, gpu->attention_saved_size(B, T, C, NH) * 4), "alloc");
-    die_if(pt_backend_alloc(gpu, (void **)&d_scr, gpu->attention_scratch_size(B, T, C, NH) * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_saved, gpu->attention_saved_size(B, T, C, NH, NH) * 4), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&d_scr, gpu->attention_scratch_size(B, T, C, NH, NH) * 4), "alloc");
     float *d_dwte, *d_dwpe, *d_dw, *d_db;
     die_if(pt_backend_alloc(gpu, (void **)&d_dwte, (size_t)V * C * 4), "alloc");
     die_if(pt_backend_alloc(gpu, (void **)&d_dwpe, (size_t)T * C * 4), "alloc");
@@ -613,8 +613,8 @@ static void test_determinism(void)
         die_if(gpu->memset_zero(gs, d_dwpe, (size_t)T * C * 4), "memset");
         die_if(gpu->memset_zero(gs, d_dw, (size_t)3 * C * C * 4), "memset");
         die_if(gpu->memset_zero(gs, d_db, (size_t)3 * C * 4), "memset");
-        die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH), "att");
-        die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH), "att bwd");
+        die_if(gpu->attention_forward(gs, d_out, d_saved, d_scr, d_qkv, B, T, C, NH, NH), "att");
+        die_if(gpu->attention_backward(gs, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_saved, B, T, C, NH, NH), "att bwd");
         die_if(gpu->embedding_backward(gs, d_dwte, d_dwpe, d_dout, d_tok, B, T, C), "emb bwd");
         die_if(gpu->matmul_backward_weight(gs, d_dw, d_db, d_qkv, d_dout, B * T, C, 3 * C), "mm bwd");
         for (int k = 0; k < 4; k++) {

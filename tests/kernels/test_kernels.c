@@ -646,10 +646,10 @@ static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows
     char what[160];
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
     float *qkv = frand_new(nqkv, 1.5), *out = fnew(nout), *dout = frand_new(nout, 1), *dqkv = fnew(nqkv);
-    float *saved = fnew(be->attention_saved_size(B, T, C, NH));
-    float *scratch = fnew(be->attention_scratch_size(B, T, C, NH));
-    EXPECT(be->attention_forward(s, out, saved, scratch, qkv, B, T, C, NH) == PT_OK);
-    EXPECT(be->attention_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH) == PT_OK);
+    float *saved = fnew(be->attention_saved_size(B, T, C, NH, NH));
+    float *scratch = fnew(be->attention_scratch_size(B, T, C, NH, NH));
+    EXPECT(be->attention_forward(s, out, saved, scratch, qkv, B, T, C, NH, NH) == PT_OK);
+    EXPECT(be->attention_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH, NH) == PT_OK);
     att_ctx c = { to_double(qkv, nqkv), B, T, C, NH };
     const int hs = C / NH;
 
@@ -711,16 +711,16 @@ static void test_attention(void)
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
     float *qkv = frand_new(nqkv, 1), *dout = frand_new(nout, 1);
     float *o1 = fnew(nout), *o2 = fnew(nout), *d1 = fnew(nqkv), *d2 = fnew(nqkv);
-    size_t nsv = be->attention_saved_size(B, T, C, NH), nsc = be->attention_scratch_size(B, T, C, NH);
+    size_t nsv = be->attention_saved_size(B, T, C, NH, NH), nsc = be->attention_scratch_size(B, T, C, NH, NH);
     float *sv1 = fnew(nsv), *sv2 = fnew(nsv), *sc = fnew(nsc);
-    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, B, T, C, NH) == PT_OK);
-    EXPECT(be->attention_backward(s1, d1, sc, dout, qkv, o1, sv1, B, T, C, NH) == PT_OK);
-    EXPECT(be->attention_forward(s2, o2, sv2, sc, qkv, B, T, C, NH) == PT_OK);
-    EXPECT(be->attention_backward(s2, d2, sc, dout, qkv, o2, sv2, B, T, C, NH) == PT_OK);
+    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, B, T, C, NH, NH) == PT_OK);
+    EXPECT(be->attention_backward(s1, d1, sc, dout, qkv, o1, sv1, B, T, C, NH, NH) == PT_OK);
+    EXPECT(be->attention_forward(s2, o2, sv2, sc, qkv, B, T, C, NH, NH) == PT_OK);
+    EXPECT(be->attention_backward(s2, d2, sc, dout, qkv, o2, sv2, B, T, C, NH, NH) == PT_OK);
     check_bits("attention_forward, 1 vs 2 threads", o1, o2, nout);
     check_bits("attention_backward, 1 vs 2 threads", d1, d2, nqkv);
-    EXPECT(be->attention_saved_size(B, T, C, NH) == (size_t)B * NH * T);
-    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, 1, 4, 10, 3) == PT_EINVAL);
+    EXPECT(be->attention_saved_size(B, T, C, NH, NH) == (size_t)B * NH * T);
+    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, 1, 4, 10, 3, 3) == PT_EINVAL);
     EXPECT(strstr(pt_last_error(), "NH") != NULL);
     float *all[] = { qkv, dout, o1, o2, d1, d2, sv1, sv2, sc };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -1125,8 +1125,8 @@ static void test_attention_decode(void)
                   NH = cases[k].NH, hs = C / NH;
         size_t ncache = (size_t)B * Tc * 3 * C, nout = (size_t)B * n * C;
         float *cache = frand_new(ncache, 1.5), *o1 = fnew(nout), *o2 = fnew(nout);
-        EXPECT(be->attention_decode(s1, o1, cache, B, Tc, t0, n, C, NH) == PT_OK);
-        EXPECT(be->attention_decode(s2, o2, cache, B, Tc, t0, n, C, NH) == PT_OK);
+        EXPECT(be->attention_decode(s1, o1, cache, B, Tc, t0, n, C, NH, NH) == PT_OK);
+        EXPECT(be->attention_decode(s2, o2, cache, B, Tc, t0, n, C, NH, NH) == PT_OK);
         char what[160];
         snprintf(what, sizeof what, "attention_decode B=%d Tcap=%d t0=%d n=%d C=%d NH=%d", B, Tc, t0, n, C, NH);
         double *qd = to_double(cache, ncache), *row = dnew(hs);
@@ -1140,10 +1140,10 @@ static void test_attention_decode(void)
         if (t0 == 0) { /* the prompt: equal to attention_forward on the first n rows */
             size_t nq = (size_t)B * n * 3 * C;
             float *qkv = fnew(nq), *of = fnew(nout);
-            float *sv = fnew(be->attention_saved_size(B, n, C, NH)), *sc = fnew(be->attention_scratch_size(B, n, C, NH));
+            float *sv = fnew(be->attention_saved_size(B, n, C, NH, NH)), *sc = fnew(be->attention_scratch_size(B, n, C, NH, NH));
             for (int b = 0; b < B; b++)
                 memcpy(qkv + (size_t)b * n * 3 * C, cache + (size_t)b * Tc * 3 * C, (size_t)n * 3 * C * sizeof(float));
-            EXPECT(be->attention_forward(s2, of, sv, sc, qkv, B, n, C, NH) == PT_OK);
+            EXPECT(be->attention_forward(s2, of, sv, sc, qkv, B, n, C, NH, NH) == PT_OK);
             double *ofd = to_double(of, nout);
             check_close("attention_decode vs attention_forward", o1, ofd, nout, 1e-5, 1e-4);
             free(ofd);
@@ -1154,9 +1154,9 @@ static void test_attention_decode(void)
         ffree(cache), ffree(o1), ffree(o2);
     }
     float *c = fnew(4 * 3 * 8), *o = fnew(8);
-    EXPECT(be->attention_decode(s1, o, c, 1, 4, 4, 1, 8, 2) == PT_EINVAL);
+    EXPECT(be->attention_decode(s1, o, c, 1, 4, 4, 1, 8, 2, 2) == PT_EINVAL);
     EXPECT(strstr(pt_last_error(), "Tcap") != NULL);
-    EXPECT(be->attention_decode(s1, o, c, 1, 4, 0, 1, 8, 3) == PT_EINVAL);
+    EXPECT(be->attention_decode(s1, o, c, 1, 4, 0, 1, 8, 3, 3) == PT_EINVAL);
     ffree(c), ffree(o);
     be->stream_destroy(s1);
     be->stream_destroy(s2);

@@ -44,6 +44,11 @@ int main(void)
         { "gpt2-large", 774030080, 36, 50304 },    { "gpt2-xl", 1557611200, 48, 50304 },
         { "gpt2-tiny", 858880, 4, 256 },           { "gpt2-small", 30339456, 6, 50304 },
         { "gpt3-175b", 174604259328LL, 96, 50304 },
+        /* Llama: the parameter counts Meta and Hugging Face publish for these configs */
+        { "llama3.2-1b", 1235814400LL, 16, 128256 },  { "llama3.2-3b", 3212749824LL, 28, 128256 },
+        { "llama3-8b", 8030261248LL, 32, 128256 },    { "llama3-70b", 70553706496LL, 80, 128256 },
+        { "llama3-405b", 405853388800LL, 126, 128256 }, { "llama-small", 100092672LL, 12, 32000 },
+        { "llama-tiny", 803968LL, 4, 256 },
     };
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
         pt_model_config c;
@@ -62,7 +67,7 @@ int main(void)
         EXPECT_OK(pt_model_config_load(*p, &c));
         n_names++;
     }
-    EXPECT(n_names == 10);
+    EXPECT(n_names == 17);
     pt_model_config g3;
     EXPECT_OK(pt_model_config_load("gpt3-175b", &g3));
     EXPECT(g3.max_seq_len == 2048 && g3.n_layer == 96 && g3.n_embd == 12288);
@@ -130,6 +135,42 @@ int main(void)
         EXPECT(pt_model_config_from_json(j, "run.json", &b) == PT_EINVAL);
         EXPECT(strstr(pt_last_error(), "run.json") && strstr(pt_last_error(), "n_head"));
         cJSON_Delete(j);
+    }
+    /* llama configs: fields, defaults, round trip, refusals with the fix */
+    {
+        pt_model_config l, r;
+        EXPECT_OK(pt_model_config_load("llama3-405b", &l));
+        EXPECT(l.arch == PT_ARCH_LLAMA && pt_model_kv_heads(&l) == 8 && l.intermediate_size == 53248 &&
+               l.rope_theta == 500000.0 && !pt_model_tied(&l) && l.rope_scaling_factor == 8.0 &&
+               l.rope_original_max_pos == 8192);
+        cJSON *j = pt_model_config_to_json(&l);
+        EXPECT(j != NULL);
+        EXPECT_OK(pt_model_config_from_json(j, "round trip", &r));
+        EXPECT(memcmp(&l, &r, sizeof l) == 0);
+        cJSON_Delete(j);
+        EXPECT_OK(pt_model_config_load("llama3.2-1b", &l));
+        EXPECT(pt_model_tied(&l) && l.rope_scaling_factor == 32.0);
+        write_file("good_config.json", "{\"architecture\": \"llama\", \"n_layer\": 2, \"n_head\": 4, \"n_embd\": 32, "
+                                       "\"vocab_size\": 64, \"max_seq_len\": 16, \"intermediate_size\": 48}");
+        EXPECT_OK(pt_model_config_load("good_config.json", &l));
+        EXPECT(pt_model_kv_heads(&l) == 4 && l.rms_norm_eps == 1e-5f && l.rope_theta == 10000.0 && !pt_model_tied(&l));
+        const char *lt = "\"vocab_size\": 64, \"max_seq_len\": 16, \"intermediate_size\": 48";
+        snprintf(buf, sizeof(buf), "{\"architecture\": \"llama\", \"n_layer\": 2, \"n_head\": 4, \"n_kv_head\": 3, "
+                 "\"n_embd\": 32, %s}", lt);
+        expect_bad(buf, "not a multiple of n_kv_head 3");
+        snprintf(buf, sizeof(buf), "{\"architecture\": \"llama\", \"n_layer\": 2, \"n_head\": 4, \"n_embd\": 36, %s}",
+                 lt);
+        expect_bad(buf, "is odd");
+        snprintf(buf, sizeof(buf), "{\"architecture\": \"mamba\", \"n_layer\": 2, \"n_head\": 4, \"n_embd\": 32, %s}",
+                 lt);
+        expect_bad(buf, "mamba");
+        snprintf(buf, sizeof(buf), "{\"n_layer\": 2, \"n_head\": 4, \"n_embd\": 32, %s}", lt);
+        expect_bad(buf, "llama field");
+        snprintf(buf, sizeof(buf), "{\"architecture\": \"llama\", \"n_layer\": 2, \"n_head\": 4, \"n_embd\": 32, "
+                 "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}, %s}", lt);
+        expect_bad(buf, "yarn");
+        remove("good_config.json");
+        remove("bad_config.json");
     }
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
