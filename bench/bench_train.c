@@ -1,4 +1,4 @@
-/* `pipetrain bench train`: single-process training throughput of GPT-2 shapes on the CPU.
+/* `pipetrain bench train`: single-process training throughput of GPT-2 and Llama shapes on the CPU.
  *
  * Each configuration runs the real trainer step (pt_train_step_single: data, forward, backward,
  * tied reduction, global norm, clipping, fused AdamW) on random tokens where every position is a
@@ -11,6 +11,9 @@
  * (per block 12 C^2, and the tied LM head Vp * C with the padded vocab) plus biases and layernorms
  * (< 0.2%). The second term is attention's scores (Q K^T) and weighted sum (A V) over the full T x T
  * (no causal halving), forward and backward. ms/step is the median over the timed steps.
+ * Llama (bench/torch_llama.py counts the same): N is every parameter (no position table): per block
+ * C (C + 2 NKV hs) + C^2 + 3 C H and two norms, the embedding Vp C, the LM head Vp C when untied;
+ * the attention term is the same 12 L T C (NH * hs = C whatever NKV).
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -33,12 +36,18 @@ static const bench_shape shapes[] = {
     { "gpt2", 4, 64 },
     { "gpt2", 8, 128 },
     { "gpt2-small", 8, 256 },
+    { "llama-small", 8, 256 },
 };
 
 static double flops_per_step(const pt_model_config *c, int B, int T)
 {
     double C = c->n_embd, tokens = (double)B * T;
     double n = (double)c->vocab_padded * C + (12.0 * C * C + 13.0 * C) * c->n_layer + 2.0 * C;
+    if (c->arch == PT_ARCH_LLAMA) {
+        double kv = (double)pt_model_kv_heads(c) * (C / c->n_head), H = c->intermediate_size;
+        n = (double)c->vocab_padded * C * (pt_model_tied(c) ? 1 : 2) +
+            (C * (C + 2 * kv) + C * C + 3 * C * H + 2 * C) * c->n_layer + C;
+    }
     return (6.0 * n + 12.0 * c->n_layer * (double)T * C) * tokens;
 }
 
@@ -135,14 +144,14 @@ int pt_bench_train(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (0: 1 and 2, each)", 0 },
         { "steps", PT_OPT_INT, &steps, "N", "timed steps per configuration", 0 },
         { "warmup", PT_OPT_INT, &warmup, "N", "untimed steps first", 0 },
-        { "model", PT_OPT_STRING, &only, "NAME", "only the configurations of this model (gpt2, gpt2-small)", 0 },
+        { "model", PT_OPT_STRING, &only, "NAME", "only the configurations of this model (gpt2, gpt2-small, llama-small)", 0 },
         { "batch", PT_OPT_INT, &batch, "B", "with --seq: one configuration of --model (default gpt2) at B x T", 0 },
         { "seq", PT_OPT_INT, &seq, "T", "sequence length of that configuration", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain bench train [--json] [--threads N] [--steps N]",
         "Single-process training throughput on the CPU: gpt2 (124M) at B=4,T=64 and B=8,T=128, gpt2-small\n"
-        "at B=8,T=256, on 1 and 2 threads, random tokens. Reports the median ms/step split into forward,\n"
+        "at B=8,T=256, llama-small (100M) at B=8,T=256, on 1 and 2 threads, random tokens. Reports the median ms/step split into forward,\n"
         "backward and optimizer (norm + clip + AdamW), tokens/s, achieved GFLOP/s counted as\n"
         "(6 N + 12 L T C) B T with N the parameters except the position embedding (as torch_gpt2.py), and\n"
         "its share of the measured fp32 peak (273 GFLOP/s on 1 core, 540 on 2). Device and heap bytes\n"

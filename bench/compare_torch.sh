@@ -7,7 +7,8 @@
 #
 # usage: bench/compare_torch.sh [PIPETRAIN_BINARY]     (default: build/pipetrain)
 #   env: STEPS (timed steps, default 5), WARMUP (default 2), THREADS ("1 2"), TORCH_BENCH (path of
-#        torch_gpt2.py), PYTHON (default /usr/bin/python3: Debian's python3-torch), LIMIT_S (per run)
+#        torch_gpt2.py), TORCH_LLAMA (bench/torch_llama.py), PYTHON (default /usr/bin/python3: Debian's
+#        python3-torch), LIMIT_S (per run), MODELS (only these models, e.g. "llama-small")
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PT=${1:-$here/../build/pipetrain}
@@ -16,22 +17,25 @@ WARMUP=${WARMUP:-2}
 THREADS=${THREADS:-"1 2"}
 PYTHON=${PYTHON:-/usr/bin/python3}
 TORCH_BENCH=${TORCH_BENCH:-$here/../../shared/bench/torch_gpt2.py}
+TORCH_LLAMA=${TORCH_LLAMA:-$here/torch_llama.py}
+MODELS=${MODELS:-}
 LIMIT_S=${LIMIT_S:-900}
 JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -n1 || true)
 
 [ -x "$PT" ] || { echo "compare_torch.sh: no pipetrain binary at $PT; build first or pass its path" >&2; exit 2; }
-[ -f "$TORCH_BENCH" ] || { echo "compare_torch.sh: $TORCH_BENCH not found; set TORCH_BENCH" >&2; exit 2; }
 [ -n "$JEMALLOC" ] || { echo "compare_torch.sh: libjemalloc.so.2 not found; apt-get install libjemalloc2" >&2; exit 2; }
 
 export OPENBLAS_CORETYPE=SkylakeX
 unset OPENBLAS_L2_SIZE
 
-# model  layers heads embd  B  T
+# model  layers heads embd  B  T  (llama: kv-heads ffn vocab)
 configs="gpt2 12 12 768 4 64
 gpt2 12 12 768 8 128
-gpt2-small 6 6 384 8 256"
+gpt2-small 6 6 384 8 256
+llama-small 12 12 768 8 256 4 2048 32000"
 
-while read -r model layers heads embd B T; do
+while read -r model layers heads embd B T kvh ffn vocab; do
+  if [ -n "$MODELS" ] && ! grep -qw -- "$model" <<<"$MODELS"; then continue; fi
   for thr in $THREADS; do
     # the same OpenMP/OpenBLAS environment for both programs
     extra=()
@@ -39,9 +43,16 @@ while read -r model layers heads embd B T; do
     env "${extra[@]}" timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --batch "$B" --seq "$T" \
       --threads "$thr" --steps "$STEPS" --warmup "$WARMUP" ||
       echo "{\"bench\":\"train\",\"impl\":\"pipetrain\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"exit $?\"}"
+    if [ -n "$kvh" ]; then
+      torch_cmd=("$TORCH_LLAMA" --layers "$layers" --heads "$heads" --kv-heads "$kvh" --embd "$embd" --ffn "$ffn"
+                 --vocab "$vocab")
+    else
+      torch_cmd=("$TORCH_BENCH" --layers "$layers" --heads "$heads" --embd "$embd" --vocab 50257
+                 --padded-vocab 50304 --block-size 1024)
+    fi
+    [ -f "${torch_cmd[0]}" ] || { echo "compare_torch.sh: ${torch_cmd[0]} not found; set TORCH_BENCH / TORCH_LLAMA" >&2; exit 2; }
     out=$(env LD_PRELOAD="$JEMALLOC" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 "${extra[@]}" \
-          timeout "$LIMIT_S" "$PYTHON" "$TORCH_BENCH" --layers "$layers" --heads "$heads" --embd "$embd" \
-          --vocab 50257 --padded-vocab 50304 --block-size 1024 --batch "$B" --seq "$T" \
+          timeout "$LIMIT_S" "$PYTHON" "${torch_cmd[@]}" --batch "$B" --seq "$T" \
           --steps "$STEPS" --warmup "$WARMUP" --threads "$thr" --quiet 2>&1 | grep '^SUMMARY' || true)
     if [ -z "$out" ]; then
       echo "{\"bench\":\"train\",\"impl\":\"torch\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"no summary (timeout $LIMIT_S s?)\"}"
