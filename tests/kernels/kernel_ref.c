@@ -41,15 +41,16 @@ void ref_gelu(double *out, const double *inp, int n)
     }
 }
 
-void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH)
+void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH, int NKV)
 {
-    int hs = C / NH;
+    int hs = C / NH, kvh = h / (NH / NKV);
+    size_t W = (size_t)C + 2 * (size_t)NKV * hs;
     double scale = 1.0 / sqrt((double)hs);
-    const double *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+    const double *q = qkv + ((size_t)b * T + t) * W + (size_t)h * hs;
     double *s = malloc(sizeof(double) * (size_t)(t + 1));
     double mx = -INFINITY;
     for (int j = 0; j <= t; j++) {
-        const double *k = qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+        const double *k = qkv + ((size_t)b * T + j) * W + C + (size_t)kvh * hs;
         double d = 0;
         for (int i = 0; i < hs; i++)
             d += q[i] * k[i];
@@ -65,20 +66,20 @@ void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, 
     for (int i = 0; i < hs; i++)
         out_row[i] = 0;
     for (int j = 0; j <= t; j++) {
-        const double *v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+        const double *v = qkv + ((size_t)b * T + j) * W + C + (size_t)(NKV + kvh) * hs;
         for (int i = 0; i < hs; i++)
             out_row[i] += s[j] / sum * v[i];
     }
     free(s);
 }
 
-void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH)
+void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH, int NKV)
 {
     int hs = C / NH;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < NH; h++)
-                ref_attention_row(out + ((size_t)b * T + t) * C + (size_t)h * hs, qkv, b, t, h, T, C, NH);
+                ref_attention_row(out + ((size_t)b * T + t) * C + (size_t)h * hs, qkv, b, t, h, T, C, NH, NKV);
 }
 
 void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C)

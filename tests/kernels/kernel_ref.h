@@ -11,10 +11,11 @@ void ref_matmul(double *out, const double *inp, const double *w, const double *b
 void ref_layernorm(double *out, const double *inp, const double *w, const double *b, int N, int C);
 /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), (n). */
 void ref_gelu(double *out, const double *inp, int n);
-/* Causal attention: qkv (B,T,3C), out (B,T,C), scale 1/sqrt(C/NH). */
-void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH);
+/* Causal attention: qkv (B,T,W), W = C + 2*NKV*hs (NH query heads, NKV key heads, NKV value
+ * heads; hs = C/NH), query head h using kv head h / (NH/NKV); out (B,T,C), scale 1/sqrt(hs). */
+void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH, int NKV);
 /* One output row (b,t) of ref_attention, head h only: out_row (C/NH). For sampled checks. */
-void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH);
+void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH, int NKV);
 /* out (B,T,C) = wte[tokens] + wpe[t]. */
 void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C);
 /* losses (N): -log softmax(logits)[target], 0 where target < 0. */

@@ -632,28 +632,33 @@ static void test_layernorm(void)
 
 /* ---- attention ---- */
 
-typedef struct att_ctx { double *qkv; int B, T, C, NH; } att_ctx;
+typedef struct att_ctx { double *qkv; int B, T, C, NH, NKV; } att_ctx;
 static void att_fwd(void *c_, double *out)
 {
     att_ctx *c = c_;
-    ref_attention(out, c->qkv, c->B, c->T, c->C, c->NH);
+    ref_attention(out, c->qkv, c->B, c->T, c->C, c->NH, c->NKV);
 }
 
+/* Floats of one token's qkv row: NH query heads, NKV key heads, NKV value heads. */
+static size_t att_width(int C, int NH, int NKV) { return (size_t)C + 2 * (size_t)NKV * (C / NH); }
+
 /* Forward against the reference (all rows, or `n_rows` sampled rows when > 0) and the input
- * gradient against central differences (all entries, or `n_fd` sampled ones when > 0). */
-static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows, int n_fd)
+ * gradient against central differences (all entries, or `n_fd` sampled ones when > 0);
+ * NKV key/value heads (NKV == NH: multi-head). */
+static void attention_case(pt_stream *s, int B, int T, int C, int NH, int NKV, int n_rows, int n_fd)
 {
     char what[160];
-    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
+    const size_t W = att_width(C, NH, NKV);
+    size_t nqkv = (size_t)B * T * W, nout = (size_t)B * T * C;
     float *qkv = frand_new(nqkv, 1.5), *out = fnew(nout), *dout = frand_new(nout, 1), *dqkv = fnew(nqkv);
-    float *saved = fnew(be->attention_saved_size(B, T, C, NH, NH));
-    float *scratch = fnew(be->attention_scratch_size(B, T, C, NH, NH));
-    EXPECT(be->attention_forward(s, out, saved, scratch, qkv, B, T, C, NH, NH) == PT_OK);
-    EXPECT(be->attention_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH, NH) == PT_OK);
-    att_ctx c = { to_double(qkv, nqkv), B, T, C, NH };
+    float *saved = fnew(be->attention_saved_size(B, T, C, NH, NKV));
+    float *scratch = fnew(be->attention_scratch_size(B, T, C, NH, NKV));
+    EXPECT(be->attention_forward(s, out, saved, scratch, qkv, B, T, C, NH, NKV) == PT_OK);
+    EXPECT(be->attention_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH, NKV) == PT_OK);
+    att_ctx c = { to_double(qkv, nqkv), B, T, C, NH, NKV };
     const int hs = C / NH;
 
-    snprintf(what, sizeof what, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    snprintf(what, sizeof what, "attention_forward B=%d T=%d C=%d NH=%d NKV=%d", B, T, C, NH, NKV);
     if (n_rows <= 0) {
         double *ref = dnew(nout);
         att_fwd(&c, ref);
@@ -666,7 +671,7 @@ static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows
             int t = k == 0 ? 0 : k == 1 ? T - 1 : k == 2 ? 64 : (int)((urand() + 1) / 2 * T);
             if (t >= T)
                 t = T - 1;
-            ref_attention_row(row, c.qkv, b, t, h, T, C, NH);
+            ref_attention_row(row, c.qkv, b, t, h, T, C, NH, NKV);
             check_close(what, out + ((size_t)b * T + t) * C + (size_t)h * hs, row, hs, 1e-5, 1e-4);
         }
         free(row);
@@ -679,12 +684,12 @@ static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows
     for (size_t k = 0; k < n_check; k++) {
         size_t i = n_fd > 0 ? (size_t)((urand() + 1) / 2 * nqkv) % nqkv : k;
         if (n_fd > 0 && k < 3) /* always include a q, a k and a v entry of the last token */
-            i = nqkv - 3 * C + k * C + 1;
+            i = nqkv - W + (k == 0 ? 0 : k == 1 ? (size_t)C : (size_t)C + (size_t)NKV * hs) + 1;
         got[k] = dqkv[i];
         want[k] = fd_grad(att_fwd, &c, c.qkv, i, tmp, R, nout);
     }
-    snprintf(what, sizeof what, "attention_backward dqkv vs finite differences B=%d T=%d C=%d NH=%d (%s)", B, T, C,
-             NH, n_fd > 0 ? "sampled entries" : "all entries");
+    snprintf(what, sizeof what, "attention_backward dqkv vs finite differences B=%d T=%d C=%d NH=%d NKV=%d (%s)", B,
+             T, C, NH, NKV, n_fd > 0 ? "sampled entries" : "all entries");
     check_close(what, got, want, n_check, 2e-5, 1e-3);
     free(R);
     free(tmp);
@@ -699,32 +704,127 @@ static void attention_case(pt_stream *s, int B, int T, int C, int NH, int n_rows
     ffree(scratch);
 }
 
+/* Runs forward and backward of one shape on stream s into out, dqkv (saved, scratch allocated here). */
+static void attention_run(pt_stream *s, float *out, float *dqkv, const float *qkv, const float *dout, int B, int T,
+                          int C, int NH, int NKV)
+{
+    float *sv = fnew(be->attention_saved_size(B, T, C, NH, NKV)), *sc = fnew(be->attention_scratch_size(B, T, C, NH, NKV));
+    EXPECT(be->attention_forward(s, out, sv, sc, qkv, B, T, C, NH, NKV) == PT_OK);
+    EXPECT(be->attention_backward(s, dqkv, sc, dout, qkv, out, sv, B, T, C, NH, NKV) == PT_OK);
+    ffree(sv);
+    ffree(sc);
+}
+
+/* Grouped-query attention is multi-head attention whose key and value heads are copied across
+ * each group: on the copied input the outputs and query gradients are the same bits, and each kv
+ * head's gradient is the sum of its group's heads' gradients, added in head order (the order the
+ * kernel promises), again the same bits. */
+static void attention_gqa_vs_mha(pt_stream *s, int B, int T, int C, int NH, int NKV)
+{
+    const int hs = C / NH, G = NH / NKV;
+    const size_t Wg = att_width(C, NH, NKV), Wm = att_width(C, NH, NH);
+    const size_t ng = (size_t)B * T * Wg, nm = (size_t)B * T * Wm, nout = (size_t)B * T * C;
+    float *qg = frand_new(ng, 1.5), *qm = fnew(nm), *dout = frand_new(nout, 1);
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        const float *src = qg + r * Wg;
+        float *dst = qm + r * Wm;
+        memcpy(dst, src, (size_t)C * sizeof(float));
+        for (int h = 0; h < NH; h++) {
+            memcpy(dst + C + (size_t)h * hs, src + C + (size_t)(h / G) * hs, (size_t)hs * sizeof(float));
+            memcpy(dst + 2 * C + (size_t)h * hs, src + C + (size_t)(NKV + h / G) * hs, (size_t)hs * sizeof(float));
+        }
+    }
+    float *og = fnew(nout), *om = fnew(nout), *dg = fnew(ng), *dm = fnew(nm), *want = fnew(ng);
+    attention_run(s, og, dg, qg, dout, B, T, C, NH, NKV);
+    attention_run(s, om, dm, qm, dout, B, T, C, NH, NH);
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        const float *m = dm + r * Wm;
+        float *w = want + r * Wg;
+        memcpy(w, m, (size_t)C * sizeof(float));
+        for (int kv = 0; kv < NKV; kv++)
+            for (int d = 0; d < hs; d++) {
+                float k = m[C + (size_t)(kv * G) * hs + d], v = m[2 * C + (size_t)(kv * G) * hs + d];
+                for (int g = 1; g < G; g++) {
+                    k += m[C + (size_t)(kv * G + g) * hs + d];
+                    v += m[2 * C + (size_t)(kv * G + g) * hs + d];
+                }
+                w[C + (size_t)kv * hs + d] = k;
+                w[C + (size_t)(NKV + kv) * hs + d] = v;
+            }
+    }
+    char what[128];
+    snprintf(what, sizeof what, "attention_forward NKV=%d vs NH=%d on copied kv heads (B=%d T=%d C=%d)", NKV, NH, B,
+             T, C);
+    check_bits(what, og, om, nout);
+    snprintf(what, sizeof what, "attention_backward NKV=%d vs NH=%d summed over groups (B=%d T=%d C=%d)", NKV, NH, B,
+             T, C);
+    check_bits(what, dg, want, ng);
+    float *all[] = { qg, qm, dout, og, om, dg, dm, want };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+}
+
 static void test_attention(void)
 {
     pt_stream *s1 = stream_new(1), *s2 = stream_new(2);
-    attention_case(s2, 2, 5, 8, 2, 0, 0);
-    attention_case(s1, 1, 1, 4, 1, 0, 0);
-    attention_case(s2, 1, 70, 12, 3, 0, 150); /* two query blocks, the second partial */
+    attention_case(s2, 2, 5, 8, 2, 2, 0, 0);
+    attention_case(s1, 1, 1, 4, 1, 1, 0, 0);
+    attention_case(s2, 1, 70, 12, 3, 3, 0, 150); /* two query blocks, the second partial */
+    /* grouped-query: multi-query (NKV 1), groups of 2 and 3, odd head widths, T > 64 */
+    attention_case(s2, 2, 5, 8, 2, 1, 0, 0);
+    attention_case(s2, 3, 7, 12, 4, 2, 0, 0);  /* hs 3 */
+    attention_case(s1, 2, 6, 30, 6, 2, 0, 0);  /* hs 5, groups of 3 */
+    attention_case(s2, 1, 9, 20, 4, 1, 0, 0);  /* hs 5, one kv head for four queries */
+    attention_case(s2, 2, 70, 16, 4, 2, 0, 200); /* two query blocks */
+    attention_case(s2, 1, 130, 12, 4, 1, 10, 120); /* three blocks, hs 3 */
 
-    /* the same bits whatever the thread count (one task per batch and head) */
+    /* the same bits whatever the thread count (one task per batch and head; the group sums in
+     * head order), for multi-head and grouped-query layouts */
     const int B = 2, T = 130, C = 32, NH = 4;
-    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C;
-    float *qkv = frand_new(nqkv, 1), *dout = frand_new(nout, 1);
-    float *o1 = fnew(nout), *o2 = fnew(nout), *d1 = fnew(nqkv), *d2 = fnew(nqkv);
-    size_t nsv = be->attention_saved_size(B, T, C, NH, NH), nsc = be->attention_scratch_size(B, T, C, NH, NH);
-    float *sv1 = fnew(nsv), *sv2 = fnew(nsv), *sc = fnew(nsc);
-    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, B, T, C, NH, NH) == PT_OK);
-    EXPECT(be->attention_backward(s1, d1, sc, dout, qkv, o1, sv1, B, T, C, NH, NH) == PT_OK);
-    EXPECT(be->attention_forward(s2, o2, sv2, sc, qkv, B, T, C, NH, NH) == PT_OK);
-    EXPECT(be->attention_backward(s2, d2, sc, dout, qkv, o2, sv2, B, T, C, NH, NH) == PT_OK);
-    check_bits("attention_forward, 1 vs 2 threads", o1, o2, nout);
-    check_bits("attention_backward, 1 vs 2 threads", d1, d2, nqkv);
-    EXPECT(be->attention_saved_size(B, T, C, NH, NH) == (size_t)B * NH * T);
-    EXPECT(be->attention_forward(s1, o1, sv1, sc, qkv, 1, 4, 10, 3, 3) == PT_EINVAL);
+    const int nkvs[] = { NH, 2, 1 };
+    for (int k = 0; k < 3; k++) {
+        const int NKV = nkvs[k];
+        size_t nqkv = (size_t)B * T * att_width(C, NH, NKV), nout = (size_t)B * T * C;
+        float *qkv = frand_new(nqkv, 1), *dout = frand_new(nout, 1);
+        float *o1 = fnew(nout), *o2 = fnew(nout), *d1 = fnew(nqkv), *d2 = fnew(nqkv);
+        pt_stream *s3 = stream_new(3);
+        attention_run(s1, o1, d1, qkv, dout, B, T, C, NH, NKV);
+        attention_run(s2, o2, d2, qkv, dout, B, T, C, NH, NKV);
+        char what[96];
+        snprintf(what, sizeof what, "attention_forward NKV=%d, 1 vs 2 threads", NKV);
+        check_bits(what, o1, o2, nout);
+        snprintf(what, sizeof what, "attention_backward NKV=%d, 1 vs 2 threads", NKV);
+        check_bits(what, d1, d2, nqkv);
+        attention_run(s3, o2, d2, qkv, dout, B, T, C, NH, NKV);
+        snprintf(what, sizeof what, "attention_backward NKV=%d, 1 vs 3 threads", NKV);
+        check_bits(what, d1, d2, nqkv);
+        be->stream_destroy(s3);
+        EXPECT(be->attention_saved_size(B, T, C, NH, NKV) == (size_t)B * NH * T);
+        float *all[] = { qkv, dout, o1, o2, d1, d2 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+    /* grouped-query scratch holds the per-head dK, dV partials on top of multi-head's */
+    EXPECT(be->attention_scratch_size(B, T, C, NH, 2) ==
+           be->attention_scratch_size(B, T, C, NH, NH) + (size_t)B * NH * 2 * T * (C / NH));
+    attention_gqa_vs_mha(s2, 2, 70, 16, 4, 2);
+    attention_gqa_vs_mha(s2, 1, 9, 24, 6, 1);
+    attention_gqa_vs_mha(s1, 3, 5, 18, 6, 3);
+
+    /* refusals: the shape, and NKV not dividing NH */
+    float *qkv = fnew(4 * 30), *o = fnew(4 * 10), *sv = fnew(64), *sc = fnew(4096);
+    EXPECT(be->attention_forward(s1, o, sv, sc, qkv, 1, 4, 10, 3, 3) == PT_EINVAL);
     EXPECT(strstr(pt_last_error(), "NH") != NULL);
-    float *all[] = { qkv, dout, o1, o2, d1, d2, sv1, sv2, sc };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        ffree(all[i]);
+    const int bad_nkv[] = { 0, 3, 5, -1 };
+    for (int k = 0; k < 4; k++) {
+        EXPECT(be->attention_forward(s1, o, sv, sc, qkv, 1, 4, 8, 4, bad_nkv[k]) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "NKV") != NULL && strstr(pt_last_error(), "divide NH") != NULL);
+        EXPECT(be->attention_backward(s1, qkv, sc, o, qkv, o, sv, 1, 4, 8, 4, bad_nkv[k]) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "attention_backward") != NULL);
+        EXPECT(be->attention_decode(s1, o, qkv, 1, 4, 0, 1, 8, 4, bad_nkv[k]) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "NKV") != NULL);
+    }
+    ffree(qkv), ffree(o), ffree(sv), ffree(sc);
     be->stream_destroy(s1);
     be->stream_destroy(s2);
 }
@@ -732,7 +832,8 @@ static void test_attention(void)
 static void test_attention_long(void)
 {
     pt_stream *s = stream_new(2);
-    attention_case(s, 1, 1024, 16, 2, 12, 12);
+    attention_case(s, 1, 1024, 16, 2, 2, 12, 12);
+    attention_case(s, 1, 300, 32, 8, 2, 8, 12); /* grouped-query, five blocks */
     be->stream_destroy(s);
 }
 
@@ -1112,40 +1213,48 @@ static void test_adamw(void)
 
 /* attention_decode (generation): rows t0..t0+n-1 against a KV cache of Tcap rows per sequence, vs
  * the reference row by row (keys 0..t0+i only: later cache rows hold junk that must not count),
- * vs attention_forward's rows, the same bits on 1 and 2 threads, and the shape refusal. */
+ * vs attention_forward's rows, the same bits on 1 and 2 threads, and the shape refusal; multi-head
+ * and grouped-query layouts. */
 static void test_attention_decode(void)
 {
     pt_stream *s1 = stream_new(1), *s2 = stream_new(2);
-    static const struct { int B, Tcap, t0, n, C, NH; } cases[] = {
-        { 1, 8, 0, 1, 4, 1 }, { 2, 16, 5, 1, 8, 2 }, { 3, 40, 17, 4, 12, 3 }, { 1, 300, 299, 1, 32, 4 },
-        { 2, 200, 0, 130, 16, 2 },
+    static const struct { int B, Tcap, t0, n, C, NH, NKV; } cases[] = {
+        { 1, 8, 0, 1, 4, 1, 1 },     { 2, 16, 5, 1, 8, 2, 2 },    { 3, 40, 17, 4, 12, 3, 3 },
+        { 1, 300, 299, 1, 32, 4, 4 }, { 2, 200, 0, 130, 16, 2, 2 }, { 2, 16, 5, 1, 8, 2, 1 },
+        { 3, 40, 17, 4, 24, 6, 2 },  { 1, 300, 299, 1, 32, 4, 1 }, { 2, 200, 0, 130, 16, 4, 2 },
+        { 1, 90, 0, 70, 30, 6, 3 },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const int B = cases[k].B, Tc = cases[k].Tcap, t0 = cases[k].t0, n = cases[k].n, C = cases[k].C,
-                  NH = cases[k].NH, hs = C / NH;
-        size_t ncache = (size_t)B * Tc * 3 * C, nout = (size_t)B * n * C;
+                  NH = cases[k].NH, NKV = cases[k].NKV, hs = C / NH;
+        const size_t W = att_width(C, NH, NKV);
+        size_t ncache = (size_t)B * Tc * W, nout = (size_t)B * n * C;
         float *cache = frand_new(ncache, 1.5), *o1 = fnew(nout), *o2 = fnew(nout);
-        EXPECT(be->attention_decode(s1, o1, cache, B, Tc, t0, n, C, NH, NH) == PT_OK);
-        EXPECT(be->attention_decode(s2, o2, cache, B, Tc, t0, n, C, NH, NH) == PT_OK);
+        EXPECT(be->attention_decode(s1, o1, cache, B, Tc, t0, n, C, NH, NKV) == PT_OK);
+        EXPECT(be->attention_decode(s2, o2, cache, B, Tc, t0, n, C, NH, NKV) == PT_OK);
         char what[160];
-        snprintf(what, sizeof what, "attention_decode B=%d Tcap=%d t0=%d n=%d C=%d NH=%d", B, Tc, t0, n, C, NH);
+        snprintf(what, sizeof what, "attention_decode B=%d Tcap=%d t0=%d n=%d C=%d NH=%d NKV=%d", B, Tc, t0, n, C, NH,
+                 NKV);
         double *qd = to_double(cache, ncache), *row = dnew(hs);
         for (int b = 0; b < B; b++)
             for (int i = 0; i < n; i++)
                 for (int h = 0; h < NH; h++) {
-                    ref_attention_row(row, qd, b, t0 + i, h, Tc, C, NH);
+                    ref_attention_row(row, qd, b, t0 + i, h, Tc, C, NH, NKV);
                     check_close(what, o1 + ((size_t)b * n + i) * C + (size_t)h * hs, row, hs, 1e-5, 1e-4);
                 }
         check_bits("attention_decode, 1 vs 2 threads", o1, o2, nout);
         if (t0 == 0) { /* the prompt: equal to attention_forward on the first n rows */
-            size_t nq = (size_t)B * n * 3 * C;
+            size_t nq = (size_t)B * n * W;
             float *qkv = fnew(nq), *of = fnew(nout);
-            float *sv = fnew(be->attention_saved_size(B, n, C, NH, NH)), *sc = fnew(be->attention_scratch_size(B, n, C, NH, NH));
+            float *sv = fnew(be->attention_saved_size(B, n, C, NH, NKV)),
+                  *sc = fnew(be->attention_scratch_size(B, n, C, NH, NKV));
             for (int b = 0; b < B; b++)
-                memcpy(qkv + (size_t)b * n * 3 * C, cache + (size_t)b * Tc * 3 * C, (size_t)n * 3 * C * sizeof(float));
-            EXPECT(be->attention_forward(s2, of, sv, sc, qkv, B, n, C, NH, NH) == PT_OK);
+                memcpy(qkv + (size_t)b * n * W, cache + (size_t)b * Tc * W, (size_t)n * W * sizeof(float));
+            EXPECT(be->attention_forward(s2, of, sv, sc, qkv, B, n, C, NH, NKV) == PT_OK);
             double *ofd = to_double(of, nout);
-            check_close("attention_decode vs attention_forward", o1, ofd, nout, 1e-5, 1e-4);
+            snprintf(what, sizeof what, "attention_decode vs attention_forward B=%d n=%d C=%d NH=%d NKV=%d", B, n, C,
+                     NH, NKV);
+            check_close(what, o1, ofd, nout, 1e-5, 1e-4);
             free(ofd);
             ffree(qkv), ffree(of), ffree(sv), ffree(sc);
         }
@@ -1157,6 +1266,8 @@ static void test_attention_decode(void)
     EXPECT(be->attention_decode(s1, o, c, 1, 4, 4, 1, 8, 2, 2) == PT_EINVAL);
     EXPECT(strstr(pt_last_error(), "Tcap") != NULL);
     EXPECT(be->attention_decode(s1, o, c, 1, 4, 0, 1, 8, 3, 3) == PT_EINVAL);
+    EXPECT(be->attention_decode(s1, o, c, 1, 4, 0, 1, 8, 2, 3) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "NKV=3") != NULL);
     ffree(c), ffree(o);
     be->stream_destroy(s1);
     be->stream_destroy(s2);
