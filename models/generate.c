@@ -1,12 +1,18 @@
 /* Generation with a KV cache (include/pipetrain/generate.h).
  *
  * Per block and call of n new positions per sequence (B sequences, cache capacity Tc):
- *   ln1 -> qkv (written straight into the block's cache rows when B == 1, else into a scratch and
- *   copied there) -> attention (attention_forward on the whole prompt when the cache is empty, so
- *   a prefill computes what the training forward computes; attention_decode against the cache
- *   otherwise) -> proj + residual -> ln2 -> fc -> gelu -> proj + residual.
- * The head normalises only each sequence's last new position and multiplies it by wte.
- * All buffers are allocated once at create, through the model's backend. */
+ *   gpt2: ln1 -> qkv (written straight into the block's cache rows when B == 1, else into a
+ *   scratch and copied there) -> attention (attention_forward on the whole prompt when the cache is
+ *   empty, so a prefill computes what the training forward computes; attention_decode against the
+ *   cache otherwise) -> proj + residual -> ln2 -> fc -> gelu -> proj + residual.
+ *   llama: RMSNorm -> qkv (W = C + 2*NKV*hs floats per row, into the cache as above) -> RoPE in
+ *   place at the absolute positions pos..pos+n-1 (before the copy to the cache, so the cache holds
+ *   rotated q and k) -> grouped-query attention (NKV) -> proj + residual -> RMSNorm -> gate_up ->
+ *   SwiGLU -> down + residual.
+ * The head normalises only each sequence's last new position and multiplies it by the LM-head
+ * matrix: wte (gpt2, tied llama) or lm_head.weight (untied llama).
+ * All buffers (the rotary tables of max_len positions included) are allocated once at create,
+ * through the model's backend. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +29,16 @@ static const char *const gen_block_suffix[GB_COUNT] = {
 };
 _Static_assert(sizeof(gen_block_suffix) / sizeof(gen_block_suffix[0]) == GB_COUNT, "block parameter table");
 
+/* A llama block's tensors (model.h): no biases, fused q/k/v and gate/up projections. */
+enum { GL_LN1W, GL_QKVW, GL_PROJW, GL_LN2W, GL_GUW, GL_DOWNW, GL_COUNT };
+static const char *const gen_llama_suffix[GL_COUNT] = {
+    "ln1.weight", "attn.qkv.weight", "attn.proj.weight", "ln2.weight", "mlp.gate_up.weight", "mlp.down.weight",
+};
+_Static_assert(sizeof(gen_llama_suffix) / sizeof(gen_llama_suffix[0]) == GL_COUNT, "llama block parameter table");
+
 typedef struct gen_block {
-    const float *w[GB_COUNT]; /* device views into the model's parameters */
-    float *cache;             /* (B, Tc, 3C) */
+    const float *w[GB_COUNT]; /* device views into the model's parameters (GB_* or, llama, GL_*) */
+    float *cache;             /* (B, Tc, W) */
 } gen_block;
 
 struct pt_generator {
@@ -33,14 +46,19 @@ struct pt_generator {
     const pt_backend *be;
     pt_stream *s;
     int B, Tc, C, NH, V, Vp;
+    int llama;                      /* cfg.arch == PT_ARCH_LLAMA */
+    int NKV, W, FW, AW;             /* kv heads; qkv row width; MLP hidden widths before / after the activation */
+    float eps;                      /* llama's RMSNorm epsilon */
     int has_emb, has_head;
     int pos;
     const float *wte, *wpe, *lnfw, *lnfb;
+    const float *head_w;            /* (Vp, C): wte, or llama's untied lm_head.weight */
     int n_blocks;
     gen_block *blocks;
     void *mem;                      /* one device allocation for everything below */
     int32_t *tokens;                /* (B*Tc) */
     float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch, *fchg, *saved, *scratch, *logits;
+    float *rope_cos, *rope_sin;     /* llama (Tc, hs/2): the rotary tables of positions 0..Tc-1 */
     float *host_logits;             /* (B, Vp) */
 };
 
@@ -64,6 +82,35 @@ static size_t gen_carve(size_t *off, size_t bytes)
     return at;
 }
 
+/* Llama: the rotary tables of positions 0..Tc-1 into g->rope_cos / rope_sin, as models/model.c
+ * makes the training forward's (cos and sin of the fp32 angle t * inv_freq[i], rounded to float),
+ * so a prompt's rotations are the training forward's bits. */
+static pt_status gen_rope_tables(pt_generator *g, const pt_model_config *cfg, int half)
+{
+    const size_t n = (size_t)g->Tc * half;
+    float *inv = malloc((size_t)half * sizeof(float)), *hc = malloc(n * sizeof(float)), *hsn = malloc(n * sizeof(float));
+    pt_status st = inv && hc && hsn ? PT_OK : pt_fail(PT_ENOMEM, "generator: out of memory for the rotary tables (%zu "
+                                                                "floats)", n);
+    if (st == PT_OK)
+        st = pt_model_rope_inv_freq(cfg, inv);
+    for (int t = 0; st == PT_OK && t < g->Tc; t++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)t * inv[i];
+            hc[(size_t)t * half + i] = (float)cos((double)a);
+            hsn[(size_t)t * half + i] = (float)sin((double)a);
+        }
+    if (st == PT_OK)
+        st = g->be->memcpy_h2d(g->s, g->rope_cos, hc, n * sizeof(float));
+    if (st == PT_OK)
+        st = g->be->memcpy_h2d(g->s, g->rope_sin, hsn, n * sizeof(float));
+    if (st == PT_OK)
+        st = g->be->stream_sync(g->s);
+    free(inv);
+    free(hc);
+    free(hsn);
+    return st;
+}
+
 pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator **out)
 {
     *out = NULL;
@@ -72,6 +119,9 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
     if (!be->attention_decode)
         return pt_fail(PT_ENOTSUP, "generator: backend %s has no attention_decode kernel; generate on another backend",
                        be->name);
+    if (cfg->arch == PT_ARCH_LLAMA && (!be->rmsnorm_forward || !be->rope_forward || !be->swiglu_forward))
+        return pt_fail(PT_ENOTSUP, "generator: backend %s has no llama kernels (RMSNorm, RoPE, SwiGLU); generate on "
+                                   "another backend", be->name);
     if (batch < 1 || max_len < 1 || max_len > cfg->max_seq_len)
         return pt_fail(PT_EINVAL, "generator: batch %d and length %d must be >= 1, the length at most the context (%d)",
                        batch, max_len, cfg->max_seq_len);
@@ -92,6 +142,12 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
     g->NH = cfg->n_head;
     g->V = cfg->vocab_size;
     g->Vp = cfg->vocab_padded;
+    g->llama = cfg->arch == PT_ARCH_LLAMA;
+    g->NKV = pt_model_kv_heads(cfg);
+    g->W = g->C + 2 * g->NKV * (g->C / g->NH);
+    g->FW = g->llama ? 2 * cfg->intermediate_size : 4 * g->C;
+    g->AW = g->llama ? cfg->intermediate_size : 4 * g->C;
+    g->eps = cfg->rms_norm_eps;
     g->has_emb = pt_model_has_embedding(m);
     g->has_head = pt_model_has_head(m);
     const int first = pt_model_first_layer(m), last = pt_model_last_layer(m), L = cfg->n_layer;
@@ -104,36 +160,41 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
     }
     if (g->has_emb) {
         g->wte = gen_param(m, "wte.weight", &st);
-        g->wpe = gen_param(m, "wpe.weight", &st);
+        if (!g->llama)
+            g->wpe = gen_param(m, "wpe.weight", &st);
     }
     if (g->has_head) {
-        g->wte = gen_param(m, "wte.weight", &st);
+        g->head_w = gen_param(m, pt_model_tied(cfg) ? "wte.weight" : "lm_head.weight", &st);
         g->lnfw = gen_param(m, "lnf.weight", &st);
-        g->lnfb = gen_param(m, "lnf.bias", &st);
+        if (!g->llama)
+            g->lnfb = gen_param(m, "lnf.bias", &st);
     }
+    const int n_w = g->llama ? GL_COUNT : GB_COUNT;
     for (int j = 0; j < g->n_blocks; j++)
-        for (int k = 0; k < GB_COUNT; k++) {
+        for (int k = 0; k < n_w; k++) {
             char name[96];
-            snprintf(name, sizeof name, "blocks.%d.%s", b0 - 1 + j, gen_block_suffix[k]);
+            snprintf(name, sizeof name, "blocks.%d.%s", b0 - 1 + j, g->llama ? gen_llama_suffix[k] : gen_block_suffix[k]);
             g->blocks[j].w[k] = gen_param(m, name, &st);
         }
     if (st != PT_OK)
         goto fail;
 
-    const size_t B = (size_t)batch, N = B * (size_t)max_len, C = (size_t)g->C;
-    size_t off = 0, o_cache = gen_carve(&off, (size_t)g->n_blocks * B * max_len * 3 * C * sizeof(float));
+    const size_t B = (size_t)batch, N = B * (size_t)max_len, C = (size_t)g->C, W = (size_t)g->W;
+    const size_t half = (size_t)(g->C / g->NH / 2), n_rope = g->llama && g->n_blocks > 0 ? (size_t)max_len * half : 0;
+    size_t off = 0, o_cache = gen_carve(&off, (size_t)g->n_blocks * B * max_len * W * sizeof(float));
     size_t o_tok = gen_carve(&off, N * sizeof(int32_t)), o_x = gen_carve(&off, N * C * 4),
            o_ln = gen_carve(&off, N * C * 4), o_mean = gen_carve(&off, N * 4), o_rstd = gen_carve(&off, N * 4),
-           o_qkv = gen_carve(&off, (batch > 1 ? N : 1) * 3 * C * 4), o_atty = gen_carve(&off, N * C * 4),
-           o_tmp = gen_carve(&off, N * C * 4), o_fch = gen_carve(&off, N * 4 * C * 4),
-           o_fchg = gen_carve(&off, N * 4 * C * 4),
-           o_saved = gen_carve(&off, be->attention_saved_size(batch, max_len, g->C, g->NH, g->NH) * 4),
-           o_scr = gen_carve(&off, be->attention_scratch_size(batch, max_len, g->C, g->NH, g->NH) * 4),
-           o_log = gen_carve(&off, g->has_head ? B * (size_t)g->Vp * 4 : 4);
+           o_qkv = gen_carve(&off, (batch > 1 ? N : 1) * W * 4), o_atty = gen_carve(&off, N * C * 4),
+           o_tmp = gen_carve(&off, N * C * 4), o_fch = gen_carve(&off, N * (size_t)g->FW * 4),
+           o_fchg = gen_carve(&off, N * (size_t)g->AW * 4),
+           o_saved = gen_carve(&off, be->attention_saved_size(batch, max_len, g->C, g->NH, g->NKV) * 4),
+           o_scr = gen_carve(&off, be->attention_scratch_size(batch, max_len, g->C, g->NH, g->NKV) * 4),
+           o_log = gen_carve(&off, g->has_head ? B * (size_t)g->Vp * 4 : 4),
+           o_cos = gen_carve(&off, n_rope * 4), o_sin = gen_carve(&off, n_rope * 4);
     PT_TRY(pt_backend_alloc(be, &g->mem, off), fail);
     char *base = g->mem;
     for (int j = 0; j < g->n_blocks; j++)
-        g->blocks[j].cache = (float *)(base + o_cache) + (size_t)j * B * max_len * 3 * C;
+        g->blocks[j].cache = (float *)(base + o_cache) + (size_t)j * B * max_len * W;
     g->tokens = (int32_t *)(base + o_tok);
     g->x = (float *)(base + o_x);
     g->ln = (float *)(base + o_ln);
@@ -147,6 +208,11 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
     g->saved = (float *)(base + o_saved);
     g->scratch = (float *)(base + o_scr);
     g->logits = (float *)(base + o_log);
+    if (n_rope > 0) {
+        g->rope_cos = (float *)(base + o_cos);
+        g->rope_sin = (float *)(base + o_sin);
+        PT_TRY(gen_rope_tables(g, cfg, (int)half), fail);
+    }
     if (g->has_head) {
         g->host_logits = malloc(B * (size_t)g->Vp * sizeof(float));
         if (!g->host_logits) {
@@ -176,26 +242,45 @@ int pt_generator_pos(const pt_generator *g) { return g->pos; }
 int pt_generator_batch(const pt_generator *g) { return g->B; }
 int pt_generator_max_len(const pt_generator *g) { return g->Tc; }
 
+/* The block's new rows' q, k, v: the qkv matmul of g->ln into the cache rows pos..pos+n-1 of each
+ * sequence (straight there when B == 1, else through g->qkv), rotated first for llama. Returns the
+ * contiguous (B, n, W) rows attention_forward reads on a prefill. */
+static pt_status gen_qkv(pt_generator *g, const gen_block *bl, const float *w, const float *bias, int n,
+                         const float **rows)
+{
+    const pt_backend *be = g->be;
+    pt_stream *s = g->s;
+    const int B = g->B, C = g->C, W = g->W, t0 = g->pos;
+    const size_t ld = (size_t)W;
+    float *dst = B == 1 ? bl->cache + (size_t)t0 * ld : g->qkv;
+    PT_CHECK(be->matmul_forward(s, dst, g->ln, w, bias, B * n, C, W));
+    if (g->llama) /* token i of each sequence is at position t0 + i */
+        PT_CHECK(be->rope_forward(s, dst, g->rope_cos, g->rope_sin, B, n, g->NH, g->NKV, C / g->NH, t0));
+    if (B > 1)
+        for (int b = 0; b < B; b++)
+            PT_CHECK(be->memcpy_d2d(s, bl->cache + ((size_t)b * g->Tc + t0) * ld, g->qkv + (size_t)b * n * ld,
+                                    (size_t)n * ld * sizeof(float)));
+    *rows = B == 1 ? bl->cache : g->qkv;
+    return PT_OK;
+}
+
+/* Attention of the new rows: the training kernel on a prompt (cache empty), else against the cache. */
+static pt_status gen_attention(pt_generator *g, const gen_block *bl, const float *rows, int n)
+{
+    if (g->pos == 0)
+        return g->be->attention_forward(g->s, g->atty, g->saved, g->scratch, rows, g->B, n, g->C, g->NH, g->NKV);
+    return g->be->attention_decode(g->s, g->atty, bl->cache, g->B, g->Tc, g->pos, n, g->C, g->NH, g->NKV);
+}
+
 static pt_status gen_block_forward(pt_generator *g, const gen_block *bl, int n)
 {
     const pt_backend *be = g->be;
     pt_stream *s = g->s;
-    const int B = g->B, C = g->C, NH = g->NH, N = B * n, t0 = g->pos;
-    const size_t ld = 3 * (size_t)C;
+    const int C = g->C, N = g->B * n;
+    const float *rows;
     PT_CHECK(be->layernorm_forward(s, g->ln, g->mean, g->rstd, g->x, bl->w[GB_LN1W], bl->w[GB_LN1B], N, C));
-    if (B == 1) {
-        PT_CHECK(be->matmul_forward(s, bl->cache + (size_t)t0 * ld, g->ln, bl->w[GB_QKVW], bl->w[GB_QKVB], N, C,
-                                    3 * C));
-    } else {
-        PT_CHECK(be->matmul_forward(s, g->qkv, g->ln, bl->w[GB_QKVW], bl->w[GB_QKVB], N, C, 3 * C));
-        for (int b = 0; b < B; b++)
-            PT_CHECK(be->memcpy_d2d(s, bl->cache + ((size_t)b * g->Tc + t0) * ld, g->qkv + (size_t)b * n * ld,
-                                    (size_t)n * ld * sizeof(float)));
-    }
-    if (t0 == 0) /* the prompt: the training forward's kernel on the contiguous rows */
-        PT_CHECK(be->attention_forward(s, g->atty, g->saved, g->scratch, B == 1 ? bl->cache : g->qkv, B, n, C, NH, NH));
-    else
-        PT_CHECK(be->attention_decode(s, g->atty, bl->cache, B, g->Tc, t0, n, C, NH, NH));
+    PT_CHECK(gen_qkv(g, bl, bl->w[GB_QKVW], bl->w[GB_QKVB], n, &rows));
+    PT_CHECK(gen_attention(g, bl, rows, n));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->atty, bl->w[GB_PROJW], bl->w[GB_PROJB], N, C, C));
     PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
     PT_CHECK(be->layernorm_forward(s, g->ln, g->mean, g->rstd, g->x, bl->w[GB_LN2W], bl->w[GB_LN2B], N, C));
@@ -204,6 +289,34 @@ static pt_status gen_block_forward(pt_generator *g, const gen_block *bl, int n)
     PT_CHECK(be->matmul_forward(s, g->tmp, g->fchg, bl->w[GB_MPROJW], bl->w[GB_MPROJB], N, 4 * C, C));
     PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
     return PT_OK;
+}
+
+/* A llama block, as models/model.c's llama_block_forward on the new rows. */
+static pt_status gen_llama_block_forward(pt_generator *g, const gen_block *bl, int n)
+{
+    const pt_backend *be = g->be;
+    pt_stream *s = g->s;
+    const int C = g->C, N = g->B * n, H = g->AW;
+    const float *rows;
+    PT_CHECK(be->rmsnorm_forward(s, g->ln, g->rstd, g->x, bl->w[GL_LN1W], N, C, g->eps));
+    PT_CHECK(gen_qkv(g, bl, bl->w[GL_QKVW], NULL, n, &rows));
+    PT_CHECK(gen_attention(g, bl, rows, n));
+    PT_CHECK(be->matmul_forward(s, g->tmp, g->atty, bl->w[GL_PROJW], NULL, N, C, C));
+    PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
+    PT_CHECK(be->rmsnorm_forward(s, g->ln, g->rstd, g->x, bl->w[GL_LN2W], N, C, g->eps));
+    PT_CHECK(be->matmul_forward(s, g->fch, g->ln, bl->w[GL_GUW], NULL, N, C, 2 * H));
+    PT_CHECK(be->swiglu_forward(s, g->fchg, g->fch, N, H));
+    PT_CHECK(be->matmul_forward(s, g->tmp, g->fchg, bl->w[GL_DOWNW], NULL, N, H, C));
+    PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
+    return PT_OK;
+}
+
+/* The final norm of rows x (count rows of C) into ln: LayerNorm (gpt2) or RMSNorm (llama). */
+static pt_status gen_final_norm(pt_generator *g, float *ln, float *mean, float *rstd, const float *x, int count)
+{
+    if (g->llama)
+        return g->be->rmsnorm_forward(g->s, ln, rstd, x, g->lnfw, count, g->C, g->eps);
+    return g->be->layernorm_forward(g->s, ln, mean, rstd, x, g->lnfw, g->lnfb, count, g->C);
 }
 
 pt_status pt_generator_forward(pt_generator *g, const int32_t *tokens, const float *x_in, int n, float *out)
@@ -223,14 +336,15 @@ pt_status pt_generator_forward(pt_generator *g, const int32_t *tokens, const flo
                 return pt_fail(PT_EINVAL, "generator: token id %d is outside the vocabulary [0, %d); check the "
                                           "tokenizer matches the model", tokens[i], g->V);
         PT_CHECK(be->memcpy_h2d(s, g->tokens, tokens, (size_t)N * sizeof(int32_t)));
-        PT_CHECK(be->embedding_forward(s, g->x, g->tokens, g->wte, g->wpe + (size_t)g->pos * C, B, n, C));
+        PT_CHECK(be->embedding_forward(s, g->x, g->tokens, g->wte, g->wpe ? g->wpe + (size_t)g->pos * C : NULL, B, n,
+                                       C));
     } else {
         if (!x_in)
             return pt_fail(PT_EINVAL, "generator: the chunk starts after the embedding; pass its input hidden state");
         PT_CHECK(be->memcpy_h2d(s, g->x, x_in, (size_t)N * C * sizeof(float)));
     }
     for (int j = 0; j < g->n_blocks; j++)
-        PT_CHECK(gen_block_forward(g, &g->blocks[j], n));
+        PT_CHECK(g->llama ? gen_llama_block_forward(g, &g->blocks[j], n) : gen_block_forward(g, &g->blocks[j], n));
     if (!g->has_head) {
         PT_CHECK(be->memcpy_d2h(s, out, g->x, (size_t)N * C * sizeof(float)));
         g->pos += n;
@@ -238,13 +352,13 @@ pt_status pt_generator_forward(pt_generator *g, const int32_t *tokens, const flo
     }
     /* the last new position of each sequence: row b*n + n-1, normalised into row b of ln */
     if (n == 1) {
-        PT_CHECK(be->layernorm_forward(s, g->ln, g->mean, g->rstd, g->x, g->lnfw, g->lnfb, B, C));
+        PT_CHECK(gen_final_norm(g, g->ln, g->mean, g->rstd, g->x, B));
     } else {
         for (int b = 0; b < B; b++)
-            PT_CHECK(be->layernorm_forward(s, g->ln + (size_t)b * C, g->mean + b, g->rstd + b,
-                                           g->x + ((size_t)b * n + n - 1) * C, g->lnfw, g->lnfb, 1, C));
+            PT_CHECK(gen_final_norm(g, g->ln + (size_t)b * C, g->mean + b, g->rstd + b,
+                                    g->x + ((size_t)b * n + n - 1) * C, 1));
     }
-    PT_CHECK(be->matmul_forward(s, g->logits, g->ln, g->wte, NULL, B, C, g->Vp));
+    PT_CHECK(be->matmul_forward(s, g->logits, g->ln, g->head_w, NULL, B, C, g->Vp));
     PT_CHECK(be->memcpy_d2h(s, g->host_logits, g->logits, (size_t)B * g->Vp * sizeof(float)));
     for (int b = 0; b < B; b++)
         memcpy(out + (size_t)b * g->V, g->host_logits + (size_t)b * g->Vp, (size_t)g->V * sizeof(float));

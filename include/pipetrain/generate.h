@@ -3,7 +3,9 @@
  * A generator runs the forward pass of a pt_model chunk (all layers, or one pipeline stage's
  * range) a few positions at a time, keeping every block's q, k, v of the positions seen so far
  * (the KV cache), so each new token costs one row of work per layer instead of the whole
- * sequence. Everything goes through the model's backend (CPU or CUDA); the host only sees token
+ * sequence. Both architectures (model_config.h): gpt2, and llama (RMSNorm, q and k rotated at
+ * their absolute positions before they enter the cache, grouped-query attention over the
+ * n_kv_head cached key/value heads, SwiGLU, the untied lm_head.weight or the tied wte as head). Everything goes through the model's backend (CPU or CUDA); the host only sees token
  * ids, the final logits (or a stage's hidden state) and the sampler's work.
  *
  *     pt_generator *g;
@@ -18,7 +20,8 @@
  * The model's own activation slots are not used (create it with micro_batch 1, seq_len 1,
  * n_slots 1, fused_only 1 to keep them small); only its parameters are read. A chunk holding
  * part of the LM head split into vocabulary shards (head_split > 1) is refused: generation reads
- * the whole wte as the head (the parameters are the same; create the model with head_split 1).
+ * the whole LM-head matrix (wte, or lm_head.weight) (the parameters are the same; create the
+ * model with head_split 1).
  *
  * Thread-safety: one generator (and its model) is used by one thread at a time; a sampler too.
  */
@@ -41,9 +44,11 @@ typedef struct pt_generator pt_generator;
 
 /* Makes a generator over chunk `m` (borrowed; must outlive it) for `batch` sequences decoded
  * together and up to `max_len` positions each (<= the config's max_seq_len). Allocates, through
- * the model's backend, the KV cache (batch * max_len * 3C floats per block) and the activations
- * of batch * max_len positions once. PT_EINVAL for a bad size or a chunk holding only some of a
- * split head; PT_ENOTSUP when the backend has no attention_decode kernel. */
+ * the model's backend, the KV cache (batch * max_len * W floats per block, W = C + 2 * n_kv_head *
+ * head width: 3C for gpt2), the activations of batch * max_len positions and, for llama, the
+ * rotary tables of max_len positions (built as the training forward's, models/model.c) once.
+ * PT_EINVAL for a bad size or a chunk holding only some of a split head; PT_ENOTSUP when the
+ * backend has no attention_decode kernel (or, llama, no RMSNorm / RoPE / SwiGLU kernels). */
 pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator **out);
 void pt_generator_destroy(pt_generator *g); /* accepts NULL */
 
