@@ -154,4 +154,12 @@ const pt_backend pt_backend_cpu = {
     .xent_shard_backward = pt_cpu_xent_shard_backward,
     .adamw_update = pt_cpu_adamw_update,
     .attention_decode = pt_cpu_attention_decode,
+    .rmsnorm_forward = pt_cpu_rmsnorm_forward,
+    .rmsnorm_backward_input = pt_cpu_rmsnorm_backward_input,
+    .rmsnorm_backward_weight = pt_cpu_rmsnorm_backward_weight,
+    .rmsnorm_backward = pt_cpu_rmsnorm_backward,
+    .rope_forward = pt_cpu_rope_forward,
+    .rope_backward = pt_cpu_rope_backward,
+    .swiglu_forward = pt_cpu_swiglu_forward,
+    .swiglu_backward = pt_cpu_swiglu_backward,
 };

@@ -128,6 +128,21 @@ pt_status pt_cpu_xent_shard_finish(pt_stream *s, float *losses, float *lse, cons
 pt_status pt_cpu_xent_shard_backward(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
                                      const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
 
+pt_status pt_cpu_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
+                                 int C, float eps);
+pt_status pt_cpu_rmsnorm_backward_input(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                        const float *w, const float *rstd, int N, int C);
+pt_status pt_cpu_rmsnorm_backward_weight(pt_stream *s, float *dw, const float *dout, const float *inp,
+                                         const float *rstd, int N, int C);
+pt_status pt_cpu_rmsnorm_backward(pt_stream *s, float *dinp, float *dw, const float *dout, const float *inp,
+                                  const float *w, const float *rstd, int N, int C);
+pt_status pt_cpu_rope_forward(pt_stream *s, float *qkv, const float *cos, const float *sin, int B, int T, int NH,
+                              int NKV, int hs, int pos0);
+pt_status pt_cpu_rope_backward(pt_stream *s, float *dqkv, const float *cos, const float *sin, int B, int T, int NH,
+                               int NKV, int hs, int pos0);
+pt_status pt_cpu_swiglu_forward(pt_stream *s, float *out, const float *gu, int N, int H);
+pt_status pt_cpu_swiglu_backward(pt_stream *s, float *dgu, const float *dout, const float *gu, int N, int H);
+
 pt_status pt_cpu_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                               int t);

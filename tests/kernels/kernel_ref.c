@@ -32,6 +32,45 @@ void ref_layernorm(double *out, const double *inp, const double *w, const double
     }
 }
 
+void ref_rmsnorm(double *out, const double *inp, const double *w, int N, int C, double eps)
+{
+    for (int n = 0; n < N; n++) {
+        const double *x = inp + (size_t)n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++)
+            ss += x[c] * x[c];
+        double r = 1.0 / sqrt(ss / C + eps);
+        for (int c = 0; c < C; c++)
+            out[(size_t)n * C + c] = x[c] * r * w[c];
+    }
+}
+
+void ref_rope(double *qkv, const double *cos, const double *sin, int B, int T, int NH, int NKV, int hs, int pos0)
+{
+    const int half = hs / 2;
+    const size_t W = (size_t)(NH + 2 * NKV) * hs;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH + NKV; h++) { /* the q heads, then the k heads */
+                double *x = qkv + ((size_t)b * T + t) * W + (size_t)h * hs;
+                const double *c = cos + (size_t)(pos0 + t) * half, *s = sin + (size_t)(pos0 + t) * half;
+                for (int i = 0; i < half; i++) {
+                    double x0 = x[i], x1 = x[i + half];
+                    x[i] = x0 * c[i] - x1 * s[i];
+                    x[i + half] = x1 * c[i] + x0 * s[i];
+                }
+            }
+}
+
+void ref_swiglu(double *out, const double *gu, int N, int H)
+{
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < H; i++) {
+            double g = gu[(size_t)n * 2 * H + i], u = gu[(size_t)n * 2 * H + H + i];
+            out[(size_t)n * H + i] = g / (1.0 + exp(-g)) * u;
+        }
+}
+
 void ref_gelu(double *out, const double *inp, int n)
 {
     const double k = sqrt(2.0 / M_PI);

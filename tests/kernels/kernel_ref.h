@@ -16,6 +16,14 @@ void ref_gelu(double *out, const double *inp, int n);
 void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH, int NKV);
 /* One output row (b,t) of ref_attention, head h only: out_row (C/NH). For sampled checks. */
 void ref_attention_row(double *out_row, const double *qkv, int b, int t, int h, int T, int C, int NH, int NKV);
+/* out (N,C) = (x / sqrt(mean(x^2) + eps)) * w per row. */
+void ref_rmsnorm(double *out, const double *inp, const double *w, int N, int C, double eps);
+/* Rotary embedding (rotate-half) of the q and k heads of qkv (B,T,W), W = (NH + 2*NKV)*hs, in
+ * place: per head and i < hs/2, at position p = pos0 + t with c = cos[p][i], s = sin[p][i]
+ * (tables (max_pos, hs/2)), (x[i], x[i+hs/2]) <- (x[i] c - x[i+hs/2] s, x[i+hs/2] c + x[i] s). */
+void ref_rope(double *qkv, const double *cos, const double *sin, int B, int T, int NH, int NKV, int hs, int pos0);
+/* out (N,H) = silu(gu[:, :H]) * gu[:, H:], silu(g) = g / (1 + exp(-g)); gu (N,2H). */
+void ref_swiglu(double *out, const double *gu, int N, int H);
 /* out (B,T,C) = wte[tokens] + wpe[t]. */
 void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C);
 /* losses (N): -log softmax(logits)[target], 0 where target < 0. */

@@ -2,7 +2,8 @@
  * (kernel_ref.c) and central finite differences of those references.
  *
  * Usage: test_kernels GROUP   (backend elementwise matmul layernorm gelu attention
- *                              attention_long embedding crossentropy xent_shard adamw)
+ *                              attention_long embedding crossentropy xent_shard adamw
+ *                              attention_decode rmsnorm rope swiglu)
  * A failure prints the tensor, the first bad index and both values; the exit status is the
  * number of failed checks (capped). Every group also checks that the byte account of
  * pt_backend_alloc returns to zero. */
@@ -179,6 +180,12 @@ static void test_backend(void)
     for (size_t i = 0; i < offsetof(pt_backend, device_memory) / sizeof(void *); i++)
         EXPECT(entries[i] != NULL);
     EXPECT(pt_backend_cpu.device_memory == 0); /* CPU tensors are host memory */
+    /* and the entries added after it: generation's and the llama layers' */
+    EXPECT(pt_backend_cpu.attention_decode != NULL);
+    EXPECT(pt_backend_cpu.rmsnorm_forward && pt_backend_cpu.rmsnorm_backward_input &&
+           pt_backend_cpu.rmsnorm_backward_weight && pt_backend_cpu.rmsnorm_backward);
+    EXPECT(pt_backend_cpu.rope_forward && pt_backend_cpu.rope_backward);
+    EXPECT(pt_backend_cpu.swiglu_forward && pt_backend_cpu.swiglu_backward);
 
     size_t base = pt_backend_bytes_in_use();
     EXPECT(base == 0);
@@ -627,6 +634,292 @@ static void test_layernorm(void)
     }
     float d = 0;
     EXPECT(be->layernorm_forward(s, &d, &d, &d, &d, &d, &d, 1, 0) == PT_EINVAL);
+    be->stream_destroy(s);
+}
+
+/* ---- RMSNorm (llama) ---- */
+
+typedef struct rms_ctx { double *inp, *w; int N, C; double eps; } rms_ctx;
+static void rms_fwd(void *c_, double *out)
+{
+    rms_ctx *c = c_;
+    ref_rmsnorm(out, c->inp, c->w, c->N, c->C, c->eps);
+}
+
+static void test_rmsnorm(void)
+{
+    pt_stream *s = stream_new(2);
+    /* forward, including rstd, on odd, gpt2-sized and llama-sized rows; eps of Llama 2 and 3 */
+    const int shapes[][2] = { { 7, 33 }, { 64, 768 }, { 3, 2048 } };
+    const float epss[] = { 1e-5f, 1e-6f, 1e-5f };
+    for (int k = 0; k < 3; k++) {
+        int N = shapes[k][0], C = shapes[k][1];
+        size_t nx = (size_t)N * C;
+        float *x = frand_new(nx, 2), *w = frand_new(C, 1), *y = fnew(nx), *rstd = fnew(N);
+        for (size_t i = 0; i < nx; i++)
+            x[i] += 0.5f; /* a non-zero mean: the norm does not subtract it */
+        x[0] = 0.0f;
+        rms_ctx c = { to_double(x, nx), to_double(w, C), N, C, epss[k] };
+        double *ref = dnew(nx), *rr = dnew(N);
+        EXPECT(be->rmsnorm_forward(s, y, rstd, x, w, N, C, epss[k]) == PT_OK);
+        rms_fwd(&c, ref);
+        for (int n = 0; n < N; n++) {
+            double ss = 0;
+            for (int i = 0; i < C; i++)
+                ss += c.inp[(size_t)n * C + i] * c.inp[(size_t)n * C + i];
+            rr[n] = 1 / sqrt(ss / C + (double)epss[k]);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "rmsnorm_forward out N=%d C=%d", N, C);
+        check_close(what, y, ref, nx, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "rmsnorm_forward rstd N=%d C=%d", N, C);
+        check_close(what, rstd, rr, N, 0, 1e-6);
+        /* Hugging Face's order: (x * rstd) * w, each product rounded to fp32 */
+        size_t bad = 0;
+        for (size_t i = 0; i < nx; i++) {
+            float want = (x[i] * rstd[i / C]) * w[i % C];
+            bad += memcmp(&want, &y[i], sizeof want) != 0;
+        }
+        if (bad) {
+            fprintf(stderr, "rmsnorm_forward N=%d C=%d: %zu outputs differ from (x * rstd) * w in fp32\n", N, C, bad);
+            g_fail++;
+        }
+        free(c.inp), free(c.w), free(ref), free(rr);
+        ffree(x), ffree(w), ffree(y), ffree(rstd);
+    }
+
+    /* gradients by central differences; dw accumulates onto what was there */
+    {
+        const int N = 4, C = 37;
+        const float eps = 1e-5f;
+        size_t nx = (size_t)N * C;
+        float *x = frand_new(nx, 2), *w = frand_new(C, 1), *y = fnew(nx), *rstd = fnew(N);
+        float *dout = frand_new(nx, 1), *dx = fnew(nx), *dw = frand_new(C, 1);
+        double *dw0 = to_double(dw, C);
+        EXPECT(be->rmsnorm_forward(s, y, rstd, x, w, N, C, eps) == PT_OK);
+        EXPECT(be->rmsnorm_backward(s, dx, dw, dout, x, w, rstd, N, C) == PT_OK);
+        rms_ctx c = { to_double(x, nx), to_double(w, C), N, C, eps };
+        double *R = to_double(dout, nx), *out = dnew(nx), *gx = dnew(nx), *gw = dnew(C);
+        for (size_t i = 0; i < nx; i++)
+            gx[i] = fd_grad(rms_fwd, &c, c.inp, i, out, R, nx);
+        for (int i = 0; i < C; i++)
+            gw[i] = dw0[i] + fd_grad(rms_fwd, &c, c.w, i, out, R, nx);
+        check_close("rmsnorm_backward dinp vs finite differences", dx, gx, nx, 1e-4, 1e-3);
+        check_close("rmsnorm_backward dw vs finite differences", dw, gw, C, 1e-4, 1e-3);
+        free(c.inp), free(c.w), free(R), free(out), free(gx), free(gw), free(dw0);
+        float *all[] = { x, w, y, rstd, dout, dx, dw };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+
+    /* split (input, then weight) and fused backward give the same bits; neither depends on the
+     * thread count (1, 2, 3) */
+    {
+        const int N = 300, C = 200;
+        size_t nx = (size_t)N * C;
+        float *x = frand_new(nx, 2), *w = frand_new(C, 1), *dout = frand_new(nx, 1);
+        float *y = fnew(nx), *y1 = fnew(nx), *rstd = fnew(N), *rstd1 = fnew(N);
+        float *dx1 = fnew(nx), *dx2 = fnew(nx), *dx3 = fnew(nx), *dw1 = frand_new(C, 1);
+        float *dw2 = fnew(C), *dw3 = fnew(C), *dw4 = fnew(C);
+        memcpy(dw2, dw1, C * sizeof(float));
+        memcpy(dw3, dw1, C * sizeof(float));
+        memcpy(dw4, dw1, C * sizeof(float));
+        pt_stream *s1 = stream_new(1), *s3 = stream_new(3);
+        EXPECT(be->rmsnorm_forward(s, y, rstd, x, w, N, C, 1e-5f) == PT_OK);
+        EXPECT(be->rmsnorm_forward(s1, y1, rstd1, x, w, N, C, 1e-5f) == PT_OK);
+        check_bits("rmsnorm_forward out, 1 vs 2 threads", y, y1, nx);
+        check_bits("rmsnorm_forward rstd, 1 vs 2 threads", rstd, rstd1, N);
+        EXPECT(be->rmsnorm_backward_input(s, dx1, dout, x, w, rstd, N, C) == PT_OK);
+        EXPECT(be->rmsnorm_backward_weight(s, dw1, dout, x, rstd, N, C) == PT_OK);
+        EXPECT(be->rmsnorm_backward(s, dx2, dw2, dout, x, w, rstd, N, C) == PT_OK);
+        check_bits("rmsnorm split vs fused dinp", dx1, dx2, nx);
+        check_bits("rmsnorm split vs fused dw", dw1, dw2, C);
+        EXPECT(be->rmsnorm_backward_weight(s3, dw3, dout, x, rstd, N, C) == PT_OK);
+        check_bits("rmsnorm dw, 2 vs 3 threads", dw1, dw3, C);
+        EXPECT(be->rmsnorm_backward(s1, dx3, dw4, dout, x, w, rstd, N, C) == PT_OK);
+        check_bits("rmsnorm fused dinp, 2 vs 1 threads", dx2, dx3, nx);
+        check_bits("rmsnorm fused dw, 2 vs 1 threads", dw2, dw4, C);
+        be->stream_destroy(s1);
+        be->stream_destroy(s3);
+        float *all[] = { x, w, dout, y, y1, rstd, rstd1, dx1, dx2, dx3, dw1, dw2, dw3, dw4 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+    float d = 0;
+    EXPECT(be->rmsnorm_forward(s, &d, &d, &d, &d, 1, 0, 1e-5f) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "rmsnorm_forward") != NULL);
+    EXPECT(be->rmsnorm_forward(s, &d, &d, &d, &d, 1, 1, -1.0f) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "eps") != NULL);
+    EXPECT(be->rmsnorm_backward(s, &d, &d, &d, &d, &d, &d, -1, 4) == PT_EINVAL);
+    EXPECT(be->rmsnorm_forward(s, &d, &d, &d, &d, 0, 4, 1e-5f) == PT_OK); /* no rows: nothing to do */
+    be->stream_destroy(s);
+}
+
+/* ---- rotary position embedding (llama) ---- */
+
+/* cos, sin (max_pos, hs/2) in fp32 as models/ fills them: angle p * theta^(-2i/hs). */
+static void rope_tables(float *cos_t, float *sin_t, int max_pos, int hs, double theta)
+{
+    for (int p = 0; p < max_pos; p++)
+        for (int i = 0; i < hs / 2; i++) {
+            double a = p * pow(theta, -2.0 * i / hs);
+            cos_t[(size_t)p * (hs / 2) + i] = (float)cos(a);
+            sin_t[(size_t)p * (hs / 2) + i] = (float)sin(a);
+        }
+}
+
+typedef struct rope_ctx { double *x, *cos, *sin; int B, T, NH, NKV, hs, pos0; size_t n; } rope_ctx;
+static void rope_fwd(void *c_, double *out)
+{
+    rope_ctx *c = c_;
+    memcpy(out, c->x, c->n * sizeof(double));
+    ref_rope(out, c->cos, c->sin, c->B, c->T, c->NH, c->NKV, c->hs, c->pos0);
+}
+
+/* Forward against the reference, v heads untouched, backward against central differences (all
+ * entries: the v entries' gradient is dout itself), forward then backward = identity. */
+static void rope_case(pt_stream *s, int B, int T, int NH, int NKV, int hs, int pos0)
+{
+    const int max_pos = pos0 + T + 3, half = hs / 2;
+    const size_t W = (size_t)(NH + 2 * NKV) * hs, n = (size_t)B * T * W, nt = (size_t)max_pos * half;
+    float *cos_t = fnew(nt), *sin_t = fnew(nt);
+    rope_tables(cos_t, sin_t, max_pos, hs, 10000.0);
+    float *x0 = frand_new(n, 2), *x = fnew(n), *d = frand_new(n, 1), *d0 = fnew(n);
+    memcpy(x, x0, n * sizeof(float));
+    memcpy(d0, d, n * sizeof(float));
+    rope_ctx c = { to_double(x0, n), to_double(cos_t, nt), to_double(sin_t, nt), B, T, NH, NKV, hs, pos0, n };
+    double *ref = dnew(n);
+    rope_fwd(&c, ref);
+    char what[128];
+    snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d NKV=%d hs=%d pos0=%d", B, T, NH, NKV, hs, pos0);
+    EXPECT(be->rope_forward(s, x, cos_t, sin_t, B, T, NH, NKV, hs, pos0) == PT_OK);
+    check_close(what, x, ref, n, 1e-6, 1e-6);
+    for (size_t r = 0; r < (size_t)B * T; r++) { /* the v heads keep their bits */
+        size_t v0 = r * W + (size_t)(NH + NKV) * hs;
+        if (memcmp(x + v0, x0 + v0, (size_t)NKV * hs * sizeof(float)) != 0) {
+            fprintf(stderr, "%s: row %zu's v heads changed\n", what, r);
+            g_fail++;
+            break;
+        }
+    }
+    /* backward: d(sum(rope(x) * dout))/dx */
+    double *R = to_double(d, n), *tmp = dnew(n), *g = dnew(n);
+    for (size_t i = 0; i < n; i++)
+        g[i] = fd_grad(rope_fwd, &c, c.x, i, tmp, R, n);
+    EXPECT(be->rope_backward(s, d, cos_t, sin_t, B, T, NH, NKV, hs, pos0) == PT_OK);
+    snprintf(what, sizeof what, "rope_backward vs finite differences B=%d T=%d NH=%d NKV=%d hs=%d pos0=%d", B, T, NH,
+             NKV, hs, pos0);
+    check_close(what, d, g, n, 1e-6, 1e-5);
+    /* a rotation's transpose is its inverse: backward(forward(x)) = x up to rounding */
+    EXPECT(be->rope_backward(s, x, cos_t, sin_t, B, T, NH, NKV, hs, pos0) == PT_OK);
+    snprintf(what, sizeof what, "rope_backward(rope_forward(x)) = x, B=%d T=%d NH=%d NKV=%d hs=%d", B, T, NH, NKV, hs);
+    check_close(what, x, c.x, n, 1e-6, 1e-6);
+    free(c.x), free(c.cos), free(c.sin), free(ref), free(R), free(tmp), free(g);
+    float *all[] = { cos_t, sin_t, x0, x, d, d0 };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+}
+
+static void test_rope(void)
+{
+    pt_stream *s1 = stream_new(1), *s2 = stream_new(2);
+    rope_case(s2, 2, 5, 4, 2, 6, 0);  /* grouped-query, hs 6 */
+    rope_case(s1, 1, 3, 2, 2, 4, 7);  /* multi-head, later positions (a KV-cache step) */
+    rope_case(s2, 3, 4, 3, 1, 2, 1);  /* multi-query, one pair per head */
+    rope_case(s2, 1, 2, 4, 4, 16, 900); /* large angles */
+
+    /* the same bits on 1 and 2 threads (large enough to use the team) */
+    {
+        const int B = 4, T = 256, NH = 4, NKV = 2, hs = 32, half = hs / 2;
+        const size_t n = (size_t)B * T * (NH + 2 * NKV) * hs, nt = (size_t)T * half;
+        float *cos_t = fnew(nt), *sin_t = fnew(nt), *a = frand_new(n, 1), *b = fnew(n);
+        rope_tables(cos_t, sin_t, T, hs, 500000.0);
+        memcpy(b, a, n * sizeof(float));
+        EXPECT(be->rope_forward(s1, a, cos_t, sin_t, B, T, NH, NKV, hs, 0) == PT_OK);
+        EXPECT(be->rope_forward(s2, b, cos_t, sin_t, B, T, NH, NKV, hs, 0) == PT_OK);
+        check_bits("rope_forward, 1 vs 2 threads", a, b, n);
+        EXPECT(be->rope_backward(s1, a, cos_t, sin_t, B, T, NH, NKV, hs, 0) == PT_OK);
+        EXPECT(be->rope_backward(s2, b, cos_t, sin_t, B, T, NH, NKV, hs, 0) == PT_OK);
+        check_bits("rope_backward, 1 vs 2 threads", a, b, n);
+        ffree(cos_t), ffree(sin_t), ffree(a), ffree(b);
+    }
+
+    /* refusals: an odd head width, NKV not dividing NH, a negative position */
+    float buf[64] = { 0 }, tab[64] = { 0 };
+    EXPECT(be->rope_forward(s1, buf, tab, tab, 1, 1, 2, 2, 5, 0) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "hs=5") != NULL && strstr(pt_last_error(), "even") != NULL);
+    EXPECT(be->rope_backward(s1, buf, tab, tab, 1, 1, 2, 2, 3, 0) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "rope_backward") != NULL);
+    EXPECT(be->rope_forward(s1, buf, tab, tab, 1, 1, 4, 3, 2, 0) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "NKV=3") != NULL);
+    EXPECT(be->rope_forward(s1, buf, tab, tab, 1, 1, 2, 2, 2, -1) == PT_EINVAL);
+    EXPECT(be->rope_forward(s1, buf, tab, tab, 0, 1, 2, 2, 2, 0) == PT_EINVAL);
+    be->stream_destroy(s1);
+    be->stream_destroy(s2);
+}
+
+/* ---- SwiGLU (llama) ---- */
+
+typedef struct swiglu_ctx { double *gu; int N, H; } swiglu_ctx;
+static void swiglu_fwd(void *c_, double *out)
+{
+    swiglu_ctx *c = c_;
+    ref_swiglu(out, c->gu, c->N, c->H);
+}
+
+static void test_swiglu(void)
+{
+    pt_stream *s = stream_new(2);
+    {   /* forward against the reference, with extreme gates */
+        const int N = 7, H = 33;
+        size_t ng = (size_t)N * 2 * H, no = (size_t)N * H;
+        float *gu = frand_new(ng, 4), *out = fnew(no);
+        const float extreme[] = { 100.0f, -100.0f, 0.0f, -20.0f, 20.0f, 1e-8f };
+        for (int i = 0; i < 6; i++)
+            gu[(size_t)2 * 2 * H + i] = extreme[i]; /* row 2's first gates */
+        double *gd = to_double(gu, ng), *ref = dnew(no);
+        ref_swiglu(ref, gd, N, H);
+        EXPECT(be->swiglu_forward(s, out, gu, N, H) == PT_OK);
+        check_close("swiglu_forward", out, ref, no, 1e-6, 1e-5);
+        EXPECT(out[(size_t)2 * H + 0] == 100.0f * gu[(size_t)2 * 2 * H + H]); /* silu(100) = 100 */
+        EXPECT(out[(size_t)2 * H + 2] == 0.0f);
+        free(gd), free(ref);
+        ffree(gu), ffree(out);
+    }
+    {   /* backward by central differences (dgu overwritten) */
+        const int N = 4, H = 9;
+        size_t ng = (size_t)N * 2 * H, no = (size_t)N * H;
+        float *gu = frand_new(ng, 3), *dout = frand_new(no, 1), *dgu = frand_new(ng, 1);
+        swiglu_ctx c = { to_double(gu, ng), N, H };
+        double *R = to_double(dout, no), *tmp = dnew(no), *g = dnew(ng);
+        for (size_t i = 0; i < ng; i++)
+            g[i] = fd_grad(swiglu_fwd, &c, c.gu, i, tmp, R, no);
+        EXPECT(be->swiglu_backward(s, dgu, dout, gu, N, H) == PT_OK);
+        check_close("swiglu_backward vs finite differences", dgu, g, ng, 1e-6, 1e-5);
+        free(c.gu), free(R), free(tmp), free(g);
+        ffree(gu), ffree(dout), ffree(dgu);
+    }
+    {   /* the same bits on 1 and 2 threads (llama-tiny's H) */
+        const int N = 64, H = 352;
+        size_t ng = (size_t)N * 2 * H, no = (size_t)N * H;
+        float *gu = frand_new(ng, 3), *dout = frand_new(no, 1);
+        float *o1 = fnew(no), *o2 = fnew(no), *d1 = fnew(ng), *d2 = fnew(ng);
+        pt_stream *s1 = stream_new(1);
+        EXPECT(be->swiglu_forward(s1, o1, gu, N, H) == PT_OK);
+        EXPECT(be->swiglu_forward(s, o2, gu, N, H) == PT_OK);
+        EXPECT(be->swiglu_backward(s1, d1, dout, gu, N, H) == PT_OK);
+        EXPECT(be->swiglu_backward(s, d2, dout, gu, N, H) == PT_OK);
+        check_bits("swiglu_forward, 1 vs 2 threads", o1, o2, no);
+        check_bits("swiglu_backward, 1 vs 2 threads", d1, d2, ng);
+        be->stream_destroy(s1);
+        float *all[] = { gu, dout, o1, o2, d1, d2 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            ffree(all[i]);
+    }
+    float d = 0;
+    EXPECT(be->swiglu_forward(s, &d, &d, 1, 0) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "swiglu_forward") != NULL);
+    EXPECT(be->swiglu_backward(s, &d, &d, &d, -1, 3) == PT_EINVAL);
     be->stream_destroy(s);
 }
 
@@ -1282,6 +1575,8 @@ int main(int argc, char **argv)
         { "attention_long", test_attention_long }, { "embedding", test_embedding },
         { "crossentropy", test_crossentropy }, { "xent_shard", test_xent_shard },
         { "adamw", test_adamw },           { "attention_decode", test_attention_decode },
+        { "rmsnorm", test_rmsnorm },       { "rope", test_rope },
+        { "swiglu", test_swiglu },
     };
     if (pt_backend_get("cpu", &be) != PT_OK) {
         fprintf(stderr, "%s\n", pt_last_error());
