@@ -1,5 +1,7 @@
-/* kernels/cuda/attention.cu — causal multi-head self-attention, scale 1/sqrt(C/NH), flash style:
- * no (T,T) matrix ever reaches global memory. Like the CPU backend, the forward keeps only the
+/* kernels/cuda/attention.cu — causal multi-head or grouped-query self-attention, scale
+ * 1/sqrt(C/NH), flash style: no (T,T) matrix ever reaches global memory. A qkv row is
+ * W = C + 2*NKV*hs floats (the NH query heads, then NKV key heads, then NKV value heads); query
+ * head h reads kv head h / (NH/NKV) (NKV == NH: GPT-2's multi-head layout, W = 3C). Like the CPU backend, the forward keeps only the
  * log-sum-exp of each softmax row, saved = (B,NH,T) floats, and the backward recomputes the
  * probabilities from Q, K and it.
  *
@@ -14,7 +16,10 @@
  *   forward   online softmax over key tiles: m, l per query; O = sum_j p_j V_j / l; lse = m + log l
  *   dQ pass   D_t = dO_t . O_t (also written to scratch), p = exp(s - lse), dp = dO_t . V_j,
  *             ds = p (dp - D_t), dQ_t = scale sum_j ds_j K_j
- *   dK,dV     per key j over query tiles t >= j: dV_j = sum_t p dO_t, dK_j = scale sum_t ds Q_t
+ *   dK,dV     per key j of kv head g, over the NH/NKV query heads of g's group in order and
+ *             within each over query tiles t >= j: dV_j = sum_h sum_t p dO_t,
+ *             dK_j = scale sum_h sum_t ds Q_t (one block per (batch, kv head, key tile), so the
+ *             group's sum needs no atomics; NKV == NH is one head per group, the MHA kernel)
  * Every sum runs in a fixed order (tiles ascending, lanes by shuffle order), so results are
  * deterministic; dQ, dK and dV are each written by one warp (no atomics), which is why the
  * backward computes the scores twice (once per pass). Scratch: D, (B,NH,T) floats. */
@@ -42,11 +47,14 @@ size_t pt_cuda_attention_scratch_size(int B, int T, int C, int NH, int NKV)
     return (size_t)B * NH * T;
 }
 
-static pt_status pt_cuda_att_check(const char *what, int B, int T, int C, int NH)
+static pt_status pt_cuda_att_check(const char *what, int B, int T, int C, int NH, int NKV)
 {
     if (B <= 0 || T <= 0 || C <= 0 || NH <= 0 || C % NH != 0)
         return pt_fail(PT_EINVAL, "%s: shape B=%d T=%d C=%d NH=%d; sizes must be positive and NH must divide C",
                        what, B, T, C, NH);
+    if (NKV <= 0 || NKV > NH || NH % NKV != 0)
+        return pt_fail(PT_EINVAL, "%s: %d key/value heads for %d query heads; NKV must be between 1 and NH and "
+                                  "divide NH", what, NKV, NH);
     if ((long)B * NH > 65535)
         return pt_fail(PT_EINVAL, "%s: B=%d x NH=%d is above the CUDA grid's 65535 (batch, head) pairs; use smaller "
                                   "micro-batches", what, B, NH);
@@ -98,17 +106,18 @@ __device__ __forceinline__ void pt_att_dots(float *acc, const float *rows, const
     }
 }
 
-__global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, int C, int NH, float scale)
+__global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, int C, int NH, int NKV, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
+    const int hs = C / NH, ld = C + 2 * NKV * hs, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
+    const int kvo = C + (h / (NH / NKV)) * hs, vo = NKV * hs; /* kv head's k within a row; v after k */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R; /* the warp's first row */
     const int tmax = min(tw + PT_ATT_R, T) - 1;                        /* its last valid row (< tw: none) */
     float *Ks = sm;                            /* [32][pad] */
     float *Vs = Ks + PT_ATT_TILE * pad;        /* [32][hs] */
     float *Qs = Vs + PT_ATT_TILE * hs;         /* [32][hs]: the block's query rows */
-    const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
+    const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs, *kvbase = qkv + (size_t)b * T * ld + kvo;
     for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
         int r = i / hs, d = i % hs, t = t0 + r;
         Qs[i] = t < T ? base[(size_t)t * ld + d] : 0.0f;
@@ -128,9 +137,9 @@ __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, in
         __syncthreads(); /* the previous tile is no longer read (and Qs is written, first time) */
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, j = k0 + r;
-            const float *row = base + (size_t)j * ld;
-            Ks[r * pad + d] = j < T ? row[C + d] : 0.0f;
-            Vs[r * hs + d] = j < T ? row[2 * C + d] : 0.0f;
+            const float *row = kvbase + (size_t)j * ld;
+            Ks[r * pad + d] = j < T ? row[d] : 0.0f;
+            Vs[r * hs + d] = j < T ? row[vo + d] : 0.0f;
         }
         __syncthreads();
         if (k0 > tmax || tmax < tw) /* every row of this warp is before the tile, or past T */
@@ -197,10 +206,11 @@ __global__ void pt_k_att_fwd(float *out, float *lse, const float *qkv, int T, in
 }
 
 __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, const float *qkv, const float *out,
-                                const float *lse, int T, int C, int NH, float scale)
+                                const float *lse, int T, int C, int NH, int NKV, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
+    const int hs = C / NH, ld = C + 2 * NKV * hs, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
+    const int kvo = C + (h / (NH / NKV)) * hs, vo = NKV * hs;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int t0 = blockIdx.x * PT_ATT_ROWS, tw = t0 + warp * PT_ATT_R;
     const int tmax = min(tw + PT_ATT_R, T) - 1;
@@ -208,7 +218,7 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
     float *Vs = Ks + PT_ATT_TILE * pad;        /* [32][pad] */
     float *Qs = Vs + PT_ATT_TILE * pad;        /* [32][hs] */
     float *dOs = Qs + PT_ATT_ROWS * hs;        /* [32][hs] */
-    const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
+    const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs, *kvbase = qkv + (size_t)b * T * ld + kvo;
     const float *obase = out + (size_t)b * T * C + (size_t)h * hs;
     const float *dobase = dout + (size_t)b * T * C + (size_t)h * hs;
     for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
@@ -238,9 +248,9 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
         __syncthreads();
         for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
             int r = i / hs, d = i % hs, j = k0 + r;
-            const float *row = base + (size_t)j * ld;
-            Ks[r * pad + d] = j < T ? row[C + d] : 0.0f;
-            Vs[r * pad + d] = j < T ? row[2 * C + d] : 0.0f;
+            const float *row = kvbase + (size_t)j * ld;
+            Ks[r * pad + d] = j < T ? row[d] : 0.0f;
+            Vs[r * pad + d] = j < T ? row[vo + d] : 0.0f;
         }
         __syncthreads();
         if (k0 > tmax || tmax < tw)
@@ -291,11 +301,14 @@ __global__ void pt_k_att_bwd_dq(float *dqkv, float *Dbuf, const float *dout, con
     }
 }
 
+/* Grid (key tiles, B * NKV): the block's 32 keys of kv head g; the group's query heads
+ * h = g * (NH/NKV) + 0, 1, ... are taken one after another, each over its query tiles in order. */
 __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *dout, const float *qkv,
-                                 const float *lse, int T, int C, int NH, float scale)
+                                 const float *lse, int T, int C, int NH, int NKV, float scale)
 {
     extern __shared__ float sm[];
-    const int hs = C / NH, ld = 3 * C, bh = blockIdx.y, b = bh / NH, h = bh % NH, pad = pt_att_pad(hs);
+    const int hs = C / NH, ld = C + 2 * NKV * hs, pad = pt_att_pad(hs), G = NH / NKV;
+    const int bg = blockIdx.y, b = bg / NKV, g = bg % NKV, vo = NKV * hs;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int j0 = blockIdx.x * PT_ATT_ROWS, jw = j0 + warp * PT_ATT_R; /* the warp's first key */
     const int jmax = min(jw + PT_ATT_R, T) - 1;                        /* its last valid key */
@@ -305,12 +318,11 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
     float *Ds = Ls + PT_ATT_TILE;              /* [32] */
     float *Kb = Ds + PT_ATT_TILE;              /* [32][hs]: the block's keys */
     float *Vb = Kb + PT_ATT_ROWS * hs;         /* [32][hs] */
-    const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
-    const float *dobase = dout + (size_t)b * T * C + (size_t)h * hs;
+    const float *kvbase = qkv + (size_t)b * T * ld + C + (size_t)g * hs;
     for (int i = threadIdx.x; i < PT_ATT_ROWS * hs; i += blockDim.x) {
         int r = i / hs, d = i % hs, j = j0 + r;
-        Kb[i] = j < T ? base[(size_t)j * ld + C + d] : 0.0f;
-        Vb[i] = j < T ? base[(size_t)j * ld + 2 * C + d] : 0.0f;
+        Kb[i] = j < T ? kvbase[(size_t)j * ld + d] : 0.0f;
+        Vb[i] = j < T ? kvbase[(size_t)j * ld + vo + d] : 0.0f;
     }
     const float *kw = Kb + warp * PT_ATT_R * hs, *vw = Vb + warp * PT_ATT_R * hs;
     float dk[PT_ATT_R][PT_ATT_PER_LANE], dv[PT_ATT_R][PT_ATT_PER_LANE];
@@ -319,53 +331,58 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
 #pragma unroll
         for (int k = 0; k < PT_ATT_PER_LANE; k++)
             dk[r][k] = dv[r][k] = 0.0f;
-    for (int q0 = j0; q0 < T; q0 += PT_ATT_TILE) {
-        __syncthreads();
-        for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
-            int r = i / hs, d = i % hs, t = q0 + r;
-            Qs[r * pad + d] = t < T ? base[(size_t)t * ld + d] : 0.0f;
-            dOs[r * pad + d] = t < T ? dobase[(size_t)t * C + d] : 0.0f;
-        }
-        if (threadIdx.x < PT_ATT_TILE) {
-            int t = q0 + threadIdx.x;
-            Ls[threadIdx.x] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
-            Ds[threadIdx.x] = t < T ? Dbuf[(size_t)bh * T + t] : 0.0f;
-        }
-        __syncthreads();
-        if (jmax < jw) /* this warp has no key below T */
-            continue;
-        const int t = q0 + lane;
-        float sc[PT_ATT_R], dp[PT_ATT_R];
+    for (int hh = 0; hh < G; hh++) {
+        const int h = g * G + hh, bh = b * NH + h;
+        const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
+        const float *dobase = dout + (size_t)b * T * C + (size_t)h * hs;
+        for (int q0 = j0; q0 < T; q0 += PT_ATT_TILE) {
+            __syncthreads(); /* the previous tile is no longer read (and Kb, Vb are written, first time) */
+            for (int i = threadIdx.x; i < PT_ATT_TILE * hs; i += blockDim.x) {
+                int r = i / hs, d = i % hs, t = q0 + r;
+                Qs[r * pad + d] = t < T ? base[(size_t)t * ld + d] : 0.0f;
+                dOs[r * pad + d] = t < T ? dobase[(size_t)t * C + d] : 0.0f;
+            }
+            if (threadIdx.x < PT_ATT_TILE) {
+                int t = q0 + threadIdx.x;
+                Ls[threadIdx.x] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
+                Ds[threadIdx.x] = t < T ? Dbuf[(size_t)bh * T + t] : 0.0f;
+            }
+            __syncthreads();
+            if (jmax < jw) /* this warp has no key below T */
+                continue;
+            const int t = q0 + lane;
+            float sc[PT_ATT_R], dp[PT_ATT_R];
 #pragma unroll
-        for (int r = 0; r < PT_ATT_R; r++)
-            sc[r] = dp[r] = 0.0f;
-        pt_att_dots(sc, kw, Qs + lane * pad, hs);
-        pt_att_dots(dp, vw, dOs + lane * pad, hs);
-        float p[PT_ATT_R], ds[PT_ATT_R];
-#pragma unroll
-        for (int r = 0; r < PT_ATT_R; r++) {
-            const int j = jw + r;
-            const bool ok = j <= jmax && t < T && t >= j;
-            p[r] = ok ? expf(scale * sc[r] - Ls[lane]) : 0.0f;
-            ds[r] = ok ? p[r] * (dp[r] - Ds[lane]) : 0.0f;
-        }
-        const int first = max(0, jw - q0), n_q = min(PT_ATT_TILE, T - q0);
-        for (int tt = first; tt < n_q; tt++) {
-            float pt[PT_ATT_R], dst[PT_ATT_R];
+            for (int r = 0; r < PT_ATT_R; r++)
+                sc[r] = dp[r] = 0.0f;
+            pt_att_dots(sc, kw, Qs + lane * pad, hs);
+            pt_att_dots(dp, vw, dOs + lane * pad, hs);
+            float p[PT_ATT_R], ds[PT_ATT_R];
 #pragma unroll
             for (int r = 0; r < PT_ATT_R; r++) {
-                pt[r] = __shfl_sync(0xffffffffu, p[r], tt);
-                dst[r] = __shfl_sync(0xffffffffu, ds[r], tt);
+                const int j = jw + r;
+                const bool ok = j <= jmax && t < T && t >= j;
+                p[r] = ok ? expf(scale * sc[r] - Ls[lane]) : 0.0f;
+                ds[r] = ok ? p[r] * (dp[r] - Ds[lane]) : 0.0f;
             }
+            const int first = max(0, jw - q0), n_q = min(PT_ATT_TILE, T - q0);
+            for (int tt = first; tt < n_q; tt++) {
+                float pt[PT_ATT_R], dst[PT_ATT_R];
 #pragma unroll
-            for (int k = 0; k < PT_ATT_PER_LANE; k++) {
-                int d = lane + 32 * k;
-                if (d < hs) {
-                    float dov = dOs[tt * pad + d], qv = Qs[tt * pad + d];
+                for (int r = 0; r < PT_ATT_R; r++) {
+                    pt[r] = __shfl_sync(0xffffffffu, p[r], tt);
+                    dst[r] = __shfl_sync(0xffffffffu, ds[r], tt);
+                }
 #pragma unroll
-                    for (int r = 0; r < PT_ATT_R; r++) {
-                        dv[r][k] += pt[r] * dov;
-                        dk[r][k] += dst[r] * qv;
+                for (int k = 0; k < PT_ATT_PER_LANE; k++) {
+                    int d = lane + 32 * k;
+                    if (d < hs) {
+                        float dov = dOs[tt * pad + d], qv = Qs[tt * pad + d];
+#pragma unroll
+                        for (int r = 0; r < PT_ATT_R; r++) {
+                            dv[r][k] += pt[r] * dov;
+                            dk[r][k] += dst[r] * qv;
+                        }
                     }
                 }
             }
@@ -376,13 +393,13 @@ __global__ void pt_k_att_bwd_dkv(float *dqkv, const float *Dbuf, const float *do
         const int j = jw + r;
         if (j > jmax)
             break;
-        float *row = dqkv + ((size_t)b * T + j) * ld + (size_t)h * hs;
+        float *row = dqkv + ((size_t)b * T + j) * ld + C + (size_t)g * hs;
 #pragma unroll
         for (int k = 0; k < PT_ATT_PER_LANE; k++) {
             int d = lane + 32 * k;
             if (d < hs) {
-                row[C + d] = scale * dk[r][k];
-                row[2 * C + d] = dv[r][k];
+                row[d] = scale * dk[r][k];
+                row[vo + d] = dv[r][k];
             }
         }
     }
@@ -400,37 +417,34 @@ template <typename K> static pt_status pt_att_smem(K kernel, size_t bytes, const
 pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, float *scratch, const float *qkv, int B,
                                     int T, int C, int NH, int NKV)
 {
-    if (NKV != NH)
-        return pt_fail(PT_ENOTSUP, "attention_forward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     (void)scratch;
-    PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH));
+    PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH, NKV));
     const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
     size_t smem = (size_t)(PT_ATT_TILE * pad + PT_ATT_TILE * hs + PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_fwd, smem, "attention_forward shared memory"));
     dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
-    pt_k_att_fwd<<<grid, PT_ATT_WARPS * 32, smem, s->stream>>>(out, saved, qkv, T, C, NH, scale);
+    pt_k_att_fwd<<<grid, PT_ATT_WARPS * 32, smem, s->stream>>>(out, saved, qkv, T, C, NH, NKV, scale);
     return pt_cuda_launched("attention_forward");
 }
 
 pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout, const float *qkv,
                                      const float *out, const float *saved, int B, int T, int C, int NH, int NKV)
 {
-    if (NKV != NH)
-        return pt_fail(PT_ENOTSUP, "attention_backward: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
-    PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH));
+    PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH, NKV));
     const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
     dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);
     size_t smem_dq = (size_t)(2 * PT_ATT_TILE * pad + 2 * PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_bwd_dq, smem_dq, "attention_backward shared memory"));
     pt_k_att_bwd_dq<<<grid, PT_ATT_WARPS * 32, smem_dq, s->stream>>>(dqkv, scratch, dout, qkv, out, saved, T, C, NH,
-                                                                     scale);
+                                                                     NKV, scale);
     PT_CHECK(pt_cuda_launched("attention_backward (dq)"));
     size_t smem_dkv = (size_t)(2 * PT_ATT_TILE * pad + 2 * PT_ATT_TILE + 2 * PT_ATT_ROWS * hs) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_bwd_dkv, smem_dkv, "attention_backward shared memory"));
-    pt_k_att_bwd_dkv<<<grid, PT_ATT_WARPS * 32, smem_dkv, s->stream>>>(dqkv, scratch, dout, qkv, saved, T, C, NH,
-                                                                       scale);
+    dim3 grid_kv((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NKV);
+    pt_k_att_bwd_dkv<<<grid_kv, PT_ATT_WARPS * 32, smem_dkv, s->stream>>>(dqkv, scratch, dout, qkv, saved, T, C,
+                                                                          NH, NKV, scale);
     return pt_cuda_launched("attention_backward (dk, dv)");
 }
 
@@ -454,13 +468,14 @@ __device__ __forceinline__ float pt_dec_reduce(float v, float *red, int is_max)
     return is_max ? pt_warp_max(v) : pt_warp_sum(v);
 }
 
-__global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0, int n, int C, int NH, float scale)
+__global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0, int n, int C, int NH, int NKV,
+                                float scale)
 {
     extern __shared__ float sm[];
     const int i = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH, hs = C / NH, pos = t0 + i;
-    const size_t ld = 3 * (size_t)C;
+    const size_t ld = (size_t)C + 2 * (size_t)NKV * hs, ko = C + (size_t)(h / (NH / NKV)) * hs, vo = ko + (size_t)NKV * hs;
     float *q = sm, *acc = sm + hs, *p = sm + 2 * hs, *red = p + PT_DEC_THREADS;
-    const float *base = cache + (size_t)b * Tcap * ld + (size_t)h * hs;
+    const float *base = cache + (size_t)b * Tcap * ld + (size_t)h * hs, *kvbase = cache + (size_t)b * Tcap * ld;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         q[d] = base[(size_t)pos * ld + d];
         acc[d] = 0.0f;
@@ -471,7 +486,7 @@ __global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0
         const int j = j0 + threadIdx.x;
         float sc = -INFINITY;
         if (j <= pos) {
-            const float *k = base + (size_t)j * ld + C;
+            const float *k = kvbase + (size_t)j * ld + ko;
             float dot = 0.0f;
             for (int d = 0; d < hs; d++)
                 dot += q[d] * k[d];
@@ -488,7 +503,7 @@ __global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0
         for (int d = threadIdx.x; d < hs; d += blockDim.x) {
             float a = acc[d] * corr;
             for (int jj = 0; jj < cnt; jj++)
-                a += p[jj] * base[(size_t)(j0 + jj) * ld + 2 * C + d];
+                a += p[jj] * kvbase[(size_t)(j0 + jj) * ld + vo + d];
             acc[d] = a;
         }
         __syncthreads(); /* p is rewritten by the next tile */
@@ -502,13 +517,14 @@ __global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0
 pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
                                    int C, int NH, int NKV)
 {
-    if (NKV != NH)
-        return pt_fail(PT_ENOTSUP, "attention_decode: grouped-query attention (NKV %d < NH %d) is not implemented on this backend yet", NKV, NH);
     if (B <= 0 || n <= 0 || C <= 0 || NH <= 0 || C % NH != 0 || t0 < 0 || Tcap <= 0 || t0 + n > Tcap)
         return pt_fail(PT_EINVAL,
                        "attention_decode: shape B=%d Tcap=%d t0=%d n=%d C=%d NH=%d; sizes must be positive, NH must "
                        "divide C and t0 + n must not pass Tcap",
                        B, Tcap, t0, n, C, NH);
+    if (NKV <= 0 || NKV > NH || NH % NKV != 0)
+        return pt_fail(PT_EINVAL, "attention_decode: %d key/value heads for %d query heads; NKV must be between 1 "
+                                  "and NH and divide NH", NKV, NH);
     if ((long)B * NH > 65535)
         return pt_fail(PT_EINVAL, "attention_decode: B=%d x NH=%d is above the CUDA grid's 65535 (sequence, head) "
                                   "pairs; decode fewer sequences at once", B, NH);
@@ -517,6 +533,6 @@ pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache,
     size_t smem = (size_t)(2 * hs + PT_DEC_THREADS + 32) * sizeof(float);
     PT_CHECK(pt_att_smem(pt_k_att_decode, smem, "attention_decode shared memory"));
     dim3 grid(n, B * NH);
-    pt_k_att_decode<<<grid, PT_DEC_THREADS, smem, s->stream>>>(out, cache, Tcap, t0, n, C, NH, scale);
+    pt_k_att_decode<<<grid, PT_DEC_THREADS, smem, s->stream>>>(out, cache, Tcap, t0, n, C, NH, NKV, scale);
     return pt_cuda_launched("attention_decode");
 }

@@ -145,6 +145,22 @@ pt_status pt_cuda_xent_shard_backward(pt_stream *s, float *dlogits, const float 
 pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                                float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                                int t);
+
+/* llama.cu */
+pt_status pt_cuda_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
+                                  int C, float eps);
+pt_status pt_cuda_rmsnorm_backward_input(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                         const float *w, const float *rstd, int N, int C);
+pt_status pt_cuda_rmsnorm_backward_weight(pt_stream *s, float *dw, const float *dout, const float *inp,
+                                          const float *rstd, int N, int C);
+pt_status pt_cuda_rmsnorm_backward(pt_stream *s, float *dinp, float *dw, const float *dout, const float *inp,
+                                   const float *w, const float *rstd, int N, int C);
+pt_status pt_cuda_rope_forward(pt_stream *s, float *qkv, const float *cos, const float *sin, int B, int T, int NH,
+                               int NKV, int hs, int pos0);
+pt_status pt_cuda_rope_backward(pt_stream *s, float *dqkv, const float *cos, const float *sin, int B, int T, int NH,
+                                int NKV, int hs, int pos0);
+pt_status pt_cuda_swiglu_forward(pt_stream *s, float *out, const float *gu, int N, int H);
+pt_status pt_cuda_swiglu_backward(pt_stream *s, float *dgu, const float *dout, const float *gu, int N, int H);
 #ifdef __cplusplus
 }
 #endif
@@ -203,6 +219,14 @@ __device__ __forceinline__ float pt_warp_max(float v)
 /* The entries declared after device_memory in pt_backend (C++ designators keep declaration order,
  * so they follow `.device_memory = 1` in both tables). */
 #define PT_CUDA_KERNEL_ENTRIES_LATE \
-    .attention_decode = pt_cuda_attention_decode
+    .attention_decode = pt_cuda_attention_decode, \
+    .rmsnorm_forward = pt_cuda_rmsnorm_forward, \
+    .rmsnorm_backward_input = pt_cuda_rmsnorm_backward_input, \
+    .rmsnorm_backward_weight = pt_cuda_rmsnorm_backward_weight, \
+    .rmsnorm_backward = pt_cuda_rmsnorm_backward, \
+    .rope_forward = pt_cuda_rope_forward, \
+    .rope_backward = pt_cuda_rope_backward, \
+    .swiglu_forward = pt_cuda_swiglu_forward, \
+    .swiglu_backward = pt_cuda_swiglu_backward
 
 #endif

@@ -1,6 +1,8 @@
-/* kernels/cuda/embedding.cu — token + position embedding.
+/* kernels/cuda/embedding.cu — token + position embedding (the position term optional: wpe and
+ * dwpe NULL for models without a position table, llama).
  * Forward: one thread per output element. Backward, deterministic without float atomics:
- *  - dwpe (t, c) += sum over b of dout[b, t, c]: one thread per (t, c), batches in order.
+ *  - dwpe (t, c) += sum over b of dout[b, t, c]: one thread per (t, c), batches in order
+ *    (skipped when dwpe is NULL).
  *  - dwte: rows repeat when a token repeats. The N = B*T positions are sorted by the key
  *    (token << 32 | position) with a bottom-up merge sort in the stream workspace (16 N bytes):
  *    log2 N passes, each element placed by a binary search in the run it merges with, so
@@ -26,7 +28,8 @@ __global__ void pt_k_emb_fwd(float *out, const int32_t *tokens, const float *wte
         size_t bt = i / C;
         int c = (int)(i % C), t = (int)(bt % T);
         int32_t tok = tokens[bt];
-        out[i] = (tok >= 0 ? wte[(size_t)tok * C + c] : 0.0f) + wpe[(size_t)t * C + c];
+        float e = tok >= 0 ? wte[(size_t)tok * C + c] : 0.0f;
+        out[i] = wpe != NULL ? e + wpe[(size_t)t * C + c] : e;
     }
 }
 
@@ -136,8 +139,10 @@ pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, con
     int N = B * T;
     if (N == 0)
         return PT_OK;
-    pt_k_emb_bwd_wpe<<<pt_cuda_blocks((size_t)T * C, 256), 256, 0, s->stream>>>(dwpe, dout, B, T, C);
-    PT_CHECK(pt_cuda_launched("embedding_backward (positions)"));
+    if (dwpe != NULL) {
+        pt_k_emb_bwd_wpe<<<pt_cuda_blocks((size_t)T * C, 256), 256, 0, s->stream>>>(dwpe, dout, B, T, C);
+        PT_CHECK(pt_cuda_launched("embedding_backward (positions)"));
+    }
     void *scratch = NULL;
     PT_CHECK(pt_cuda_scratch(s, (size_t)N * 2 * sizeof(uint64_t), "embedding_backward (sort keys)", &scratch));
     uint64_t *a = (uint64_t *)scratch, *b = a + N;

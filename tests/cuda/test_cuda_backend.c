@@ -101,7 +101,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "FAIL: entry %zu of pt_backend_cuda is NULL\n", i);
             return 1;
         }
-    printf("ok   pt_backend_cuda has all %zu entries\n", n_fns);
+    /* ... and so is every entry after device_memory (attention_decode, the Llama layers). */
+    const size_t late0 = offsetof(pt_backend, attention_decode);
+    const void *const *late = (const void *const *)((const char *)be + late0);
+    size_t n_late = (sizeof(pt_backend) - late0) / sizeof(void *);
+    for (size_t i = 0; i < n_late; i++)
+        if (late[i] == NULL) {
+            fprintf(stderr, "FAIL: entry %zu after device_memory of pt_backend_cuda is NULL\n", i);
+            return 1;
+        }
+    printf("ok   pt_backend_cuda has all %zu entries\n", n_fns + n_late);
     int n = -1;
     char why[160] = "";
     if (pt_cuda_device_count(&n, why, sizeof why) != PT_OK || n < 0) {
