@@ -1,9 +1,13 @@
 /* The layers: central finite differences (in double, from the float forward) for each layer
  * type's backward_input and backward_weight; split backward == fused, bit for bit; M micro-
  * batches of b == one batch of M*b (1e-6 relative); a model cut into chunks (activations and
- * gradients passed by hand, the tied wte reduced by hand) == the whole model, bit for bit;
- * recompute == no recompute, bit for bit; slot bytes as claimed; initialisation depends only on (seed, name); HF
- * export then import round-trips; misuse and bad files give their errors. */
+ * gradients passed by hand, the tied wte or the untied lm_head copies reduced by hand) == the
+ * whole model, bit for bit; recompute == no recompute, bit for bit; slot bytes as claimed;
+ * initialisation depends only on (seed, name); HF export then import round-trips; misuse and bad
+ * files give their errors. The model-level checks (finite differences, split/recompute/micro-
+ * batches, chunks, the split head) run on GPT-2 and on three Llama configs: untied with
+ * grouped-query attention (2 kv heads for 4), tied with one kv head and Llama 3.1 rope scaling,
+ * and untied with a 3-shard head. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +33,30 @@ static const pt_model_config tiny = {
 static const pt_model_config tiny_split = {
     .name = "layers-test-split", .n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 50, .vocab_padded = 64,
     .max_seq_len = 16, .head_split = 3,
+};
+
+/* Llama: untied LM head, grouped-query attention (4 query heads on 2 kv heads, head width 8),
+ * SwiGLU width 40, padded vocabulary. */
+static const pt_model_config llama_tiny = {
+    .name = "layers-llama", .arch = PT_ARCH_LLAMA, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
+    .vocab_size = 50, .vocab_padded = 64, .max_seq_len = 16, .intermediate_size = 40, .rms_norm_eps = 1e-5f,
+    .rope_theta = 10000.0, .tie_word_embeddings = 0,
+};
+
+/* Llama tied to wte, one kv head (multi-query), Llama 3.1 rope scaling whose bands all occur at
+ * head width 8 (wavelengths 6.3, 63, 628, 6283 against 16 / 4 and 16 / 1). */
+static const pt_model_config llama_tied = {
+    .name = "layers-llama-tied", .arch = PT_ARCH_LLAMA, .n_layer = 2, .n_head = 4, .n_kv_head = 1, .n_embd = 32,
+    .vocab_size = 50, .vocab_padded = 64, .max_seq_len = 16, .intermediate_size = 24, .rms_norm_eps = 1e-6f,
+    .rope_theta = 10000.0, .tie_word_embeddings = 1, .rope_scaling_factor = 8.0, .rope_low_freq_factor = 1.0,
+    .rope_high_freq_factor = 4.0, .rope_original_max_pos = 16,
+};
+
+/* llama_tiny with its (untied) LM head as 3 vocabulary shards. */
+static const pt_model_config llama_split = {
+    .name = "layers-llama-split", .arch = PT_ARCH_LLAMA, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
+    .vocab_size = 50, .vocab_padded = 64, .max_seq_len = 16, .intermediate_size = 40, .rms_norm_eps = 1e-5f,
+    .rope_theta = 10000.0, .tie_word_embeddings = 0, .head_split = 3,
 };
 
 static uint64_t rng_state = 12345;
@@ -180,12 +208,14 @@ static void fd_check(fd_case *fc, const char *what, float *x, const float *an, s
     printf("  fd %-28s worst error / tolerance %.3f\n", what, worst);
 }
 
-static void test_finite_differences(void)
+/* Every layer of `one` (and the head of `split`, the same model with a sharded head) against
+ * central differences. */
+static void test_finite_differences(const pt_model_config *one, const pt_model_config *split)
 {
-    const int B = 2, T = 8, C = tiny.n_embd, L = tiny.n_layer;
+    const int B = 2, T = 8, C = one->n_embd, L = one->n_layer;
     const size_t N = (size_t)B * T;
     int32_t tok[16], tgt[16];
-    make_batch((int)N, tiny.vocab_size, tok, tgt);
+    make_batch((int)N, one->vocab_size, tok, tgt);
     float *R = malloc(N * C * sizeof(float)), *xin = malloc(N * C * sizeof(float));
     for (size_t i = 0; i < N * C; i++) {
         R[i] = frand(-1, 1);
@@ -194,9 +224,12 @@ static void test_finite_differences(void)
     const struct {
         int kind, first, last;
         const pt_model_config *cfg;
-    } cases[] = { { 0, 0, 0, &tiny }, { 1, 1, 1, &tiny }, { 1, L, L, &tiny }, { 2, L + 1, L + 1, &tiny },
-                  { 2, L + 1, L + 3, &tiny_split } /* the three shards of the split head */ };
+    } cases[] = { { 0, 0, 0, one }, { 1, 1, 1, one }, { 1, L, L, one }, { 2, L + 1, L + 1, one },
+                  { 2, L + 1, L + 3, split } /* the three shards of the split head */ };
+    printf("finite differences, %s:\n", one->name);
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        if (!cases[c].cfg)
+            continue;
         pt_model *m = make(cases[c].cfg, cases[c].first, cases[c].last, B, T, 1, 0);
         randomise_params(m);
         fd_case fc = { .m = m, .kind = cases[c].kind, .R = R, .N = N, .C = (size_t)C };
@@ -223,8 +256,10 @@ static void test_finite_differences(void)
             const pt_param *p = pt_model_tensor(m, i);
             fd_check(&fc, p->name, pt_model_params(m) + p->offset, g + p->offset, p->numel, 12);
         }
-        if (pt_model_has_head(m)) /* a head-only chunk's twin is its own wte copy's gradient */
-            EXPECT(pt_model_head_wte_grad(m) == pt_model_grads(m) + pt_model_find_tensor(m, "wte.weight")->offset);
+        if (pt_model_has_head(m)) { /* a head-only chunk's twin is its own wte copy's (or lm_head's) gradient */
+            const pt_param *hw = pt_model_find_tensor(m, pt_model_tied(one) ? "wte.weight" : "lm_head.weight");
+            EXPECT(hw && pt_model_head_wte_grad(m) == pt_model_grads(m) + hw->offset);
+        }
         free(g);
         pt_model_destroy(m);
     }
@@ -275,20 +310,21 @@ static int same_bits(pt_model *a, pt_model *b, const char *what)
     return same;
 }
 
-static void test_split_recompute_microbatch(void)
+static void test_split_recompute_microbatch(const pt_model_config *cfg)
 {
     const int B = 2, T = 8, M = 3;
     const size_t N = (size_t)B * T;
     int32_t tok[3 * 16], tgt[3 * 16];
-    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    make_batch((int)(M * N), cfg->vocab_size, tok, tgt);
     int n_tok = 0;
     for (size_t i = 0; i < M * N; i++)
         n_tok += tgt[i] >= 0;
     const float scale = 1.0f / (float)n_tok;
-    const int last = pt_model_n_layers(&tiny) - 1;
+    const int last = pt_model_n_layers(cfg) - 1;
 
-    pt_model *fused = make(&tiny, 0, last, B, T, 1, 0), *split = make(&tiny, 0, last, B, T, 1, 0);
-    pt_model *rec = make(&tiny, 0, last, B, T, 1, 1), *rec_split = make(&tiny, 0, last, B, T, 1, 1);
+    printf("%s:\n", cfg->name);
+    pt_model *fused = make(cfg, 0, last, B, T, 1, 0), *split = make(cfg, 0, last, B, T, 1, 0);
+    pt_model *rec = make(cfg, 0, last, B, T, 1, 1), *rec_split = make(cfg, 0, last, B, T, 1, 1);
     run_step(fused, M, B, T, tok, tgt, 0, scale);
     run_step(split, M, B, T, tok, tgt, 1, scale);
     run_step(rec, M, B, T, tok, tgt, 0, scale);
@@ -297,7 +333,7 @@ static void test_split_recompute_microbatch(void)
     printf("recompute == keep: %s\n", same_bits(fused, rec, "recompute vs keep") ? "bit-identical" : "DIFFERENT");
     printf("recompute split == keep: %s\n",
            same_bits(fused, rec_split, "recompute split vs keep") ? "bit-identical" : "DIFFERENT");
-    pt_model *fo = make(&tiny, 0, last, B, T, 1, 2), *fo_rec = make(&tiny, 0, last, B, T, 1, 3);
+    pt_model *fo = make(cfg, 0, last, B, T, 1, 2), *fo_rec = make(cfg, 0, last, B, T, 1, 3);
     run_step(fo, M, B, T, tok, tgt, 0, scale);
     run_step(fo_rec, M, B, T, tok, tgt, 0, scale);
     printf("fused_only == keep: %s\n", same_bits(fused, fo, "fused_only vs keep") ? "bit-identical" : "DIFFERENT");
@@ -313,7 +349,7 @@ static void test_split_recompute_microbatch(void)
     pt_model_destroy(fo);
 
     /* M micro-batches of B == one batch of M*B */
-    pt_model *big = make(&tiny, 0, last, M * B, T, 1, 0);
+    pt_model *big = make(cfg, 0, last, M * B, T, 1, 0);
     run_step(big, 1, M * B, T, tok, tgt, 0, scale);
     size_t n = pt_model_n_params(big);
     float *ga = to_host(pt_model_grads(big), n), *gb = to_host(pt_model_grads(fused), n);
@@ -351,7 +387,7 @@ static void test_chunks(const pt_model_config *cfg, const int *cuts, int n_chunk
     int32_t tok[2 * 16], tgt[2 * 16];
     uint64_t save = rng_state;
     rng_state = 99;
-    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    make_batch((int)(M * N), cfg->vocab_size, tok, tgt);
     rng_state = save;
     const float scale = 1.0f / (float)(M * N - 1); /* one target is ignored */
     pt_model *whole = make(cfg, 0, last, B, T, 1, 0);
@@ -405,15 +441,25 @@ static void test_chunks(const pt_model_config *cfg, const int *cuts, int n_chunk
     }
     EXPECT(chunk_n == (int64_t)(M * N - 1) && chunk_loss == whole_loss);
     /* the tied wte: embedding's gradient + the head's, as the whole model does; with a split head
-     * each row has one head layer's share, the other chunks' twins hold exact zeros there */
+     * each row has one head layer's share, the other chunks' twins hold exact zeros there. Untied:
+     * the first chunk with head layers sums the lm_head copies of the others (their twins). */
     pt_model *emb = ch[0];
     const pt_param *we = pt_model_find_tensor(emb, "wte.weight");
     size_t nw = (size_t)cfg->vocab_padded * C;
+    int k_head = -1;
     EXPECT_OK(pt_model_reduce_tied_grads(emb));
-    for (int k = 1; k < n_chunks; k++)
-        if (pt_model_has_head_layers(ch[k]))
+    for (int k = 0; k < n_chunks; k++) {
+        if (!pt_model_has_head_layers(ch[k]))
+            continue;
+        if (pt_model_tied(cfg) && k > 0)
             EXPECT_OK(be->add(stream, pt_model_grads(emb) + we->offset, pt_model_grads(emb) + we->offset,
                               pt_model_head_wte_grad(ch[k]), nw));
+        else if (!pt_model_tied(cfg) && k_head < 0)
+            k_head = k;
+        else if (!pt_model_tied(cfg))
+            EXPECT_OK(be->add(stream, pt_model_head_wte_grad(ch[k_head]), pt_model_head_wte_grad(ch[k_head]),
+                              pt_model_head_wte_grad(ch[k]), nw));
+    }
     int same = 1;
     float *gw = to_host(pt_model_grads(whole), pt_model_n_params(whole));
     for (int k = 0; k < n_chunks; k++) {
@@ -422,6 +468,8 @@ static void test_chunks(const pt_model_config *cfg, const int *cuts, int n_chunk
             const pt_param *p = pt_model_tensor(ch[k], i), *q = pt_model_find_tensor(whole, p->name);
             if (k > 0 && strcmp(p->name, "wte.weight") == 0)
                 continue; /* the head's copy holds only the head's share */
+            if (k != k_head && strcmp(p->name, "lm_head.weight") == 0)
+                continue; /* untied: a further head chunk's copy holds only its shards' rows */
             if (!q || memcmp(gc + p->offset, gw + q->offset, p->numel * sizeof(float)) != 0) {
                 fprintf(stderr, "chunked model: gradient of %s differs from the whole model's\n", p->name);
                 same = 0;
@@ -444,15 +492,15 @@ static void test_chunks(const pt_model_config *cfg, const int *cuts, int n_chunk
 
 /* The split head computes the same function: loss and gradients of tiny_split equal tiny's up to
  * rounding, and the greedy predictions are the same. */
-static void test_head_split_matches(void)
+static void test_head_split_matches(const pt_model_config *c1, const pt_model_config *c3)
 {
     const int B = 2, T = 8, M = 2;
     const size_t N = (size_t)B * T;
     int32_t tok[2 * 16], tgt[2 * 16];
-    make_batch((int)(M * N), tiny.vocab_size, tok, tgt);
+    make_batch((int)(M * N), c1->vocab_size, tok, tgt);
     const float scale = 1.0f / (float)(M * N - 1);
-    pt_model *one = make(&tiny, 0, pt_model_n_layers(&tiny) - 1, B, T, 1, 0);
-    pt_model *sp = make(&tiny_split, 0, pt_model_n_layers(&tiny_split) - 1, B, T, 1, 0);
+    pt_model *one = make(c1, 0, pt_model_n_layers(c1) - 1, B, T, 1, 0);
+    pt_model *sp = make(c3, 0, pt_model_n_layers(c3) - 1, B, T, 1, 0);
     EXPECT(pt_model_n_params(one) == pt_model_n_params(sp));
     randomise_params(one);
     randomise_params(sp);
@@ -464,7 +512,7 @@ static void test_head_split_matches(void)
         mag = fmax(mag, fabs(g1[i]));
         err = fmax(err, fabs((double)g1[i] - g3[i]));
     }
-    printf("head_split 3 vs 1: loss %.9g vs %.9g, max gradient difference %.3g (max |grad| %.3g)\n", l3, l1, err, mag);
+    printf("%s: head_split 3 vs 1: loss %.9g vs %.9g, max gradient difference %.3g (max |grad| %.3g)\n", c1->name, l3, l1, err, mag);
     EXPECT(fabs(l1 - l3) <= 1e-5 * fabs(l1));
     EXPECT(err <= 1e-5 * mag);
     int32_t p1[16], p3[16];
@@ -767,8 +815,12 @@ int main(void)
         return 1;
     }
     test_init();
-    test_finite_differences();
-    test_split_recompute_microbatch();
+    test_finite_differences(&tiny, &tiny_split);
+    test_finite_differences(&llama_tiny, &llama_split);
+    test_finite_differences(&llama_tied, NULL);
+    test_split_recompute_microbatch(&tiny);
+    test_split_recompute_microbatch(&llama_tiny);
+    test_split_recompute_microbatch(&llama_tied);
     const int L1 = tiny.n_layer + 1;
     const int three[4] = { 0, 2, 3, L1 + 1 }, two[3] = { 0, 1, L1 + 1 }, head_alone[3] = { 0, L1, L1 + 1 };
     test_chunks(&tiny, three, 3, 0, 0);
@@ -787,7 +839,18 @@ int main(void)
     test_chunks(&tiny_split, sp_b, 2, 0, 2); /* fused_only */
     test_chunks(&tiny_split, sp_c, 3, 1, 1);
     test_chunks(&tiny_split, sp_c, 3, 0, 3);
-    test_head_split_matches();
+    /* Llama, untied and tied (the layer count is the same as tiny's) */
+    test_chunks(&llama_tiny, three, 3, 0, 0);
+    test_chunks(&llama_tiny, three, 3, 1, 1);
+    test_chunks(&llama_tiny, head_alone, 2, 0, 3);
+    test_chunks(&llama_tied, two, 2, 1, 0);
+    test_chunks(&llama_tied, head_alone, 2, 0, 1);
+    test_chunks(&llama_tied, three, 3, 0, 2);
+    test_chunks(&llama_split, sp_a, 3, 1, 0);
+    test_chunks(&llama_split, sp_b, 2, 0, 2);
+    test_chunks(&llama_split, sp_c, 3, 1, 1);
+    test_head_split_matches(&tiny, &tiny_split);
+    test_head_split_matches(&llama_tiny, &llama_split);
     test_slot_bytes();
     test_errors_and_files();
     be->stream_destroy(stream);

@@ -1,10 +1,17 @@
-/* test_reference [FILE] — reproduces a PyTorch GPT-2 computation stored as safetensors
- * (default: tests/models/reference/gpt2-ref.safetensors; format in that folder's README): imports
- * the Hugging Face weights, then checks the logits, the loss, every parameter gradient, every
- * parameter after one AdamW step, and the losses of four further steps. Prints the largest
- * absolute and relative error per group and fails above tolerance: logits and losses 1e-4
- * absolute; gradients and updated weights 1e-4 relative to each tensor's largest magnitude.
- * The config and AdamW settings come from the file's metadata, so any file of the format works.
+/* test_reference [FILE] — reproduces a PyTorch GPT-2 or Llama computation stored as safetensors
+ * (default: tests/models/reference/gpt2-ref.safetensors; format in that folder's README; metadata
+ * "model" is "gpt2" (or absent) or "llama"): imports the Hugging Face weights, then checks the
+ * logits, the loss, every parameter gradient, every parameter after one AdamW step, and the losses
+ * of four further steps. Prints the largest absolute and relative error per group and fails above
+ * tolerance: logits and losses 1e-4 absolute; gradients and updated weights 1e-4 relative to each
+ * Hugging Face tensor's largest magnitude. The config and AdamW settings come from the file's
+ * metadata, so any file of the format works.
+ *
+ * GPT-2 weights go in through pt_model_load_hf_safetensors (so that is tested too). Llama weights
+ * go in through this file's own map from Hugging Face's LlamaForCausalLM tensors to pipetrain's
+ * (llama_parts: q/k/v_proj stacked by rows into attn.qkv, gate/up_proj into mlp.gate_up, ...), so
+ * the check does not lean on the import code it could be checking; gradients and updated weights
+ * are compared per Hugging Face tensor through the same map.
  * A missing or unreadable file is a failure, not a skip. */
 #include <math.h>
 #include <stdio.h>
@@ -25,9 +32,17 @@
 typedef struct group {
     const char *name;
     double max_abs, max_rel; /* rel: a tensor's max abs error over its max |expected| */
-    const char *worst;       /* tensor with the largest relative error */
+    char worst[160];         /* tensor with the largest relative error */
     int relative;            /* 1: judged on max_rel, 0: on max_abs */
 } group;
+
+/* dst = src, cut to cap - 1 bytes. */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src) < cap - 1 ? strlen(src) : cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
 
 static void group_add(group *g, const char *tensor, const float *got, const float *want, size_t n)
 {
@@ -40,9 +55,9 @@ static void group_add(group *g, const char *tensor, const float *got, const floa
     double rel = mag > 0 ? err / mag : err;
     if (err > g->max_abs || isnan(err))
         g->max_abs = err;
-    if (rel > g->max_rel || isnan(rel)) {
+    if (rel > g->max_rel || isnan(rel) || !g->worst[0]) {
         g->max_rel = rel;
-        g->worst = tensor;
+        copy_name(g->worst, sizeof(g->worst), tensor);
     }
 }
 
@@ -57,7 +72,7 @@ static void group_add(group *g, const char *tensor, const float *got, const floa
  * checked without this allowance by the "optimizer" group. */
 typedef struct update_check {
     double max_abs, max_ratio; /* ratio: error / allowance, must stay <= 1 */
-    const char *worst;
+    char worst[160];
     size_t n_explained; /* weights beyond 1e-4 relative, explained by their gradient's difference */
 } update_check;
 
@@ -81,9 +96,9 @@ static void update_check_add(update_check *u, const char *tensor, const float *g
             u->n_explained++;
         if (e > u->max_abs || isnan(e))
             u->max_abs = e;
-        if (ratio > u->max_ratio) {
+        if (ratio > u->max_ratio || !u->worst[0]) {
             u->max_ratio = ratio;
-            u->worst = tensor;
+            copy_name(u->worst, sizeof(u->worst), tensor);
         }
     }
 }
@@ -93,7 +108,7 @@ static int group_report(const group *g)
     double v = g->relative ? g->max_rel : g->max_abs, tol = g->relative ? TOL_REL : TOL_ABS;
     int ok = v <= tol; /* NaN fails */
     printf("%-9s max abs err %.3e  max rel err %.3e  (%s tolerance %.0e%s%s)  %s\n", g->name, g->max_abs, g->max_rel,
-           g->relative ? "relative" : "absolute", tol, g->worst ? ", worst " : "", g->worst ? g->worst : "",
+           g->relative ? "relative" : "absolute", tol, g->relative ? ", worst " : "", g->relative ? g->worst : "",
            ok ? "ok" : "FAIL");
     return ok;
 }
@@ -132,22 +147,160 @@ static pt_status read_expected(pt_safetensors *f, const char *path, const char *
     return pt_safetensors_read_f32(f, t, dst, n);
 }
 
-/* Expected values of our tensor p from the file's `prefix`<hf name>, in our (out, in) layout. */
-static pt_status read_expected_param(pt_safetensors *f, const char *path, const char *prefix, const pt_param *p,
-                                     float *dst, float *tmp)
+/* One Hugging Face tensor: rows [row0, row0 + rows) of a pipetrain tensor in our (out, in) layout
+ * (all of it for GPT-2, whose Conv1D weights the file holds transposed, as [in, out]). */
+typedef struct hf_part {
+    char hf[128];
+    size_t row0, rows, cols;
+    int transposed;
+} hf_part;
+
+#define MAX_PARTS 3
+
+static pt_status set_part(hf_part *q, size_t row0, size_t rows, size_t cols, const char *fmt, int block)
 {
-    char hf[128], name[192];
-    int tr = 0;
-    PT_CHECK(pt_model_hf_name(p->name, hf, sizeof(hf), &tr));
-    snprintf(name, sizeof(name), "%s%s", prefix, hf);
-    if (!tr)
-        return read_expected(f, path, name, dst, p->numel);
-    PT_CHECK(read_expected(f, path, name, tmp, p->numel));
-    const int rows = p->shape[1], cols = p->shape[0]; /* file: [in, out] */
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            dst[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
+    if ((size_t)snprintf(q->hf, sizeof(q->hf), fmt, block) >= sizeof(q->hf))
+        return pt_fail(PT_EINVAL, "Hugging Face name of block %d is too long", block);
+    q->row0 = row0;
+    q->rows = rows;
+    q->cols = cols;
+    q->transposed = 0;
     return PT_OK;
+}
+
+/* The Hugging Face LlamaForCausalLM tensors that pipetrain tensor p is made of (issue 15's map):
+ * model.embed_tokens = wte; per block input_layernorm = ln1, q/k/v_proj stacked by rows = attn.qkv,
+ * o_proj = attn.proj, post_attention_layernorm = ln2, gate_proj then up_proj = mlp.gate_up,
+ * down_proj = mlp.down; model.norm = lnf; lm_head = lm_head. Shapes are checked against the config,
+ * so a model whose tensor differs from Hugging Face's layout fails here, naming it. */
+static pt_status llama_parts(const pt_model_config *c, const pt_param *p, hf_part *parts, int *n)
+{
+    const size_t C = (size_t)c->n_embd, hs = C / (size_t)c->n_head, q = (size_t)c->n_head * hs;
+    const size_t kv = (size_t)pt_model_kv_heads(c) * hs, H = (size_t)c->intermediate_size;
+    const size_t V = (size_t)c->vocab_padded;
+    int b = -1, used = 0;
+    const char *rest = NULL;
+    size_t want_rows = 0, want_cols = 0;
+    *n = 1;
+    if (sscanf(p->name, "blocks.%d.%n", &b, &used) == 1 && used > 0 && b >= 0)
+        rest = p->name + used;
+    if (strcmp(p->name, "wte.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, V, C, "model.embed_tokens.weight", 0));
+    } else if (strcmp(p->name, "lnf.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, C, 1, "model.norm.weight", 0));
+    } else if (strcmp(p->name, "lm_head.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, V, C, "lm_head.weight", 0));
+    } else if (rest && strcmp(rest, "ln1.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, C, 1, "model.layers.%d.input_layernorm.weight", b));
+    } else if (rest && strcmp(rest, "ln2.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, C, 1, "model.layers.%d.post_attention_layernorm.weight", b));
+    } else if (rest && strcmp(rest, "attn.qkv.weight") == 0) {
+        *n = 3;
+        PT_CHECK(set_part(&parts[0], 0, q, C, "model.layers.%d.self_attn.q_proj.weight", b));
+        PT_CHECK(set_part(&parts[1], q, kv, C, "model.layers.%d.self_attn.k_proj.weight", b));
+        PT_CHECK(set_part(&parts[2], q + kv, kv, C, "model.layers.%d.self_attn.v_proj.weight", b));
+    } else if (rest && strcmp(rest, "attn.proj.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, C, q, "model.layers.%d.self_attn.o_proj.weight", b));
+    } else if (rest && strcmp(rest, "mlp.gate_up.weight") == 0) {
+        *n = 2;
+        PT_CHECK(set_part(&parts[0], 0, H, C, "model.layers.%d.mlp.gate_proj.weight", b));
+        PT_CHECK(set_part(&parts[1], H, H, C, "model.layers.%d.mlp.up_proj.weight", b));
+    } else if (rest && strcmp(rest, "mlp.down.weight") == 0) {
+        PT_CHECK(set_part(&parts[0], 0, C, H, "model.layers.%d.mlp.down_proj.weight", b));
+    } else {
+        return pt_fail(PT_EINVAL, "pipetrain tensor %s has no Hugging Face Llama counterpart in this test's map", p->name);
+    }
+    want_rows = parts[*n - 1].row0 + parts[*n - 1].rows;
+    want_cols = parts[0].cols;
+    size_t rows = (size_t)p->shape[0], cols = p->ndim == 2 ? (size_t)p->shape[1] : 1;
+    if (p->ndim > 2 || rows != want_rows || cols != want_cols || p->numel != rows * cols)
+        return pt_fail(PT_EFORMAT,
+                       "pipetrain tensor %s is %zu x %zu; Hugging Face's layout (%s%s) needs %zu x %zu", p->name, rows,
+                       cols, parts[0].hf, *n > 1 ? " and the tensors stacked under it" : "", want_rows, want_cols);
+    return PT_OK;
+}
+
+/* The Hugging Face tensors of pipetrain tensor p: llama_parts, or GPT-2's one (pt_model_hf_name). */
+static pt_status tensor_parts(const pt_model_config *c, const pt_param *p, hf_part *parts, int *n)
+{
+    if (c->arch == PT_ARCH_LLAMA)
+        return llama_parts(c, p, parts, n);
+    int tr = 0;
+    PT_CHECK(pt_model_hf_name(p->name, parts[0].hf, sizeof(parts[0].hf), &tr));
+    parts[0].row0 = 0;
+    parts[0].rows = (size_t)p->shape[0];
+    parts[0].cols = p->numel / (size_t)p->shape[0];
+    parts[0].transposed = tr;
+    *n = 1;
+    return PT_OK;
+}
+
+/* Expected values of our tensor p from the file's `prefix`<hf name> tensors, in our (out, in)
+ * layout, into dst (p->numel floats; tmp as large). */
+static pt_status read_expected_param(pt_safetensors *f, const char *path, const char *prefix,
+                                     const pt_model_config *cfg, const pt_param *p, float *dst, float *tmp)
+{
+    hf_part parts[MAX_PARTS];
+    int n = 0;
+    PT_CHECK(tensor_parts(cfg, p, parts, &n));
+    for (int k = 0; k < n; k++) {
+        char name[192];
+        const hf_part *q = &parts[k];
+        if ((size_t)snprintf(name, sizeof(name), "%s%s", prefix, q->hf) >= sizeof(name))
+            return pt_fail(PT_EINVAL, "tensor name %s%s is too long", prefix, q->hf);
+        if (!q->transposed) {
+            PT_CHECK(read_expected(f, path, name, dst + q->row0 * q->cols, q->rows * q->cols));
+            continue;
+        }
+        PT_CHECK(read_expected(f, path, name, tmp, p->numel));
+        const int rows = p->shape[1], cols = p->shape[0]; /* file: [in, out] */
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                dst[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
+    }
+    return PT_OK;
+}
+
+/* group_add for each Hugging Face tensor of p (got and want in our layout, p->numel floats). */
+static pt_status group_add_param(group *g, const pt_model_config *cfg, const pt_param *p, const float *got,
+                                 const float *want)
+{
+    hf_part parts[MAX_PARTS];
+    int n = 0;
+    PT_CHECK(tensor_parts(cfg, p, parts, &n));
+    for (int k = 0; k < n; k++) {
+        size_t o = parts[k].row0 * parts[k].cols, len = parts[k].rows * parts[k].cols;
+        group_add(g, parts[k].hf, got + o, want + o, len);
+    }
+    return PT_OK;
+}
+
+/* update_check_add for each Hugging Face tensor of p. */
+static pt_status update_check_param(update_check *u, const pt_model_config *cfg, const pt_param *p, const float *got,
+                                    const float *want, const float *g_ours, const float *g_exp, double lr, double eps)
+{
+    hf_part parts[MAX_PARTS];
+    int n = 0;
+    PT_CHECK(tensor_parts(cfg, p, parts, &n));
+    for (int k = 0; k < n; k++) {
+        size_t o = parts[k].row0 * parts[k].cols, len = parts[k].rows * parts[k].cols;
+        update_check_add(u, parts[k].hf, got + o, want + o, g_ours + o, g_exp + o, len, lr, eps);
+    }
+    return PT_OK;
+}
+
+/* Loads a Llama case's weights (the file's Hugging Face tensors, through llama_parts) into m.
+ * tmp holds the largest tensor. */
+static pt_status load_llama(pt_model *m, pt_safetensors *f, const char *path, const pt_backend *be, pt_stream *stream,
+                            float *host, float *tmp)
+{
+    const pt_model_config *cfg = pt_model_config_of(m);
+    for (int i = 0; i < pt_model_n_tensors(m); i++) {
+        const pt_param *p = pt_model_tensor(m, i);
+        PT_CHECK(read_expected_param(f, path, "", cfg, p, host, tmp));
+        PT_CHECK(be->memcpy_h2d(stream, pt_model_params(m) + p->offset, host, p->numel * sizeof(float)));
+    }
+    return be->stream_sync(stream);
 }
 
 typedef struct run {
@@ -186,18 +339,78 @@ static pt_status backward_step(run *r, int t, int64_t n_tokens)
     return r->be->stream_sync(r->stream);
 }
 
+/* The optional metadata `key` as a double into *out (left alone when absent). */
+static pt_status meta_opt_double(pt_safetensors *f, const char *path, const char *key, double *out)
+{
+    const char *s = pt_safetensors_metadata(f, key);
+    if (!s)
+        return PT_OK;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!*s || *end || !isfinite(v))
+        return pt_fail(PT_EFORMAT, "%s: metadata \"%s\" is \"%s\", not a number", path, key, s);
+    *out = v;
+    return PT_OK;
+}
+
+/* The llama fields of the config from the file's metadata (Hugging Face config.json's names where
+ * it has one: rms_norm_eps, rope_theta, tie_word_embeddings, max_position_embeddings, and
+ * rope_scaling_<field> for rope_scaling's fields). */
+static pt_status llama_config(pt_safetensors *f, const char *path, int seq, pt_model_config *cfg)
+{
+    cfg->arch = PT_ARCH_LLAMA;
+    PT_CHECK(meta_int(f, path, "n_kv_head", &cfg->n_kv_head));
+    PT_CHECK(meta_int(f, path, "intermediate_size", &cfg->intermediate_size));
+    PT_CHECK(meta_float(f, path, "rms_norm_eps", &cfg->rms_norm_eps));
+    if (!pt_safetensors_metadata(f, "rope_theta"))
+        return pt_fail(PT_EFORMAT, "%s: metadata \"rope_theta\" is missing", path);
+    PT_CHECK(meta_opt_double(f, path, "rope_theta", &cfg->rope_theta));
+    const char *tie = pt_safetensors_metadata(f, "tie_word_embeddings");
+    if (!tie || (strcmp(tie, "true") != 0 && strcmp(tie, "false") != 0))
+        return pt_fail(PT_EFORMAT, "%s: metadata \"tie_word_embeddings\" must be \"true\" or \"false\"", path);
+    cfg->tie_word_embeddings = strcmp(tie, "true") == 0;
+    cfg->max_seq_len = seq;
+    if (pt_safetensors_metadata(f, "max_position_embeddings"))
+        PT_CHECK(meta_int(f, path, "max_position_embeddings", &cfg->max_seq_len));
+    const char *type = pt_safetensors_metadata(f, "rope_scaling_type");
+    if (type) {
+        if (strcmp(type, "llama3") != 0)
+            return pt_fail(PT_EFORMAT, "%s: rope_scaling_type \"%s\" is not Llama 3.1's \"llama3\"", path, type);
+        double old = 0;
+        if (!pt_safetensors_metadata(f, "rope_scaling_factor") ||
+            !pt_safetensors_metadata(f, "rope_scaling_low_freq_factor") ||
+            !pt_safetensors_metadata(f, "rope_scaling_high_freq_factor") ||
+            !pt_safetensors_metadata(f, "rope_scaling_original_max_position_embeddings"))
+            return pt_fail(PT_EFORMAT, "%s: rope_scaling_type llama3 needs rope_scaling_factor, _low_freq_factor, "
+                                       "_high_freq_factor and _original_max_position_embeddings", path);
+        PT_CHECK(meta_opt_double(f, path, "rope_scaling_factor", &cfg->rope_scaling_factor));
+        PT_CHECK(meta_opt_double(f, path, "rope_scaling_low_freq_factor", &cfg->rope_low_freq_factor));
+        PT_CHECK(meta_opt_double(f, path, "rope_scaling_high_freq_factor", &cfg->rope_high_freq_factor));
+        PT_CHECK(meta_opt_double(f, path, "rope_scaling_original_max_position_embeddings", &old));
+        cfg->rope_original_max_pos = (int)old;
+    }
+    return PT_OK;
+}
+
 static int run_reference(run *r)
 {
     const char *path = r->path;
     pt_model_config cfg = { 0 };
     snprintf(cfg.name, sizeof(cfg.name), "reference");
     int batch = 0, seq = 0;
+    const char *model = pt_safetensors_metadata(r->f, "model");
+    const int llama = model && strcmp(model, "llama") == 0;
+    if (model && !llama && strcmp(model, "gpt2") != 0) {
+        fprintf(stderr, "test_reference: %s: metadata model \"%s\" is neither gpt2 nor llama\n", path, model);
+        return 0;
+    }
     if (meta_int(r->f, path, "n_layer", &cfg.n_layer) || meta_int(r->f, path, "n_head", &cfg.n_head) ||
         meta_int(r->f, path, "n_embd", &cfg.n_embd) || meta_int(r->f, path, "vocab_size", &cfg.vocab_size) ||
-        meta_int(r->f, path, "n_ctx", &cfg.max_seq_len) || meta_int(r->f, path, "batch", &batch) ||
-        meta_int(r->f, path, "seq", &seq) || meta_float(r->f, path, "adamw_lr", &r->lr) ||
-        meta_float(r->f, path, "adamw_beta1", &r->beta1) || meta_float(r->f, path, "adamw_beta2", &r->beta2) ||
-        meta_float(r->f, path, "adamw_eps", &r->eps) || meta_float(r->f, path, "adamw_weight_decay", &r->wd)) {
+        meta_int(r->f, path, "batch", &batch) || meta_int(r->f, path, "seq", &seq) ||
+        (llama ? llama_config(r->f, path, seq, &cfg) : meta_int(r->f, path, "n_ctx", &cfg.max_seq_len)) ||
+        meta_float(r->f, path, "adamw_lr", &r->lr) || meta_float(r->f, path, "adamw_beta1", &r->beta1) ||
+        meta_float(r->f, path, "adamw_beta2", &r->beta2) || meta_float(r->f, path, "adamw_eps", &r->eps) ||
+        meta_float(r->f, path, "adamw_weight_decay", &r->wd)) {
         fprintf(stderr, "test_reference: %s\n", pt_last_error());
         return 0;
     }
@@ -205,10 +418,20 @@ static int run_reference(run *r)
     r->B = batch;
     r->T = seq;
     r->V = cfg.vocab_size;
-    printf("%s: n_layer %d, n_head %d, n_embd %d, vocab %d, ctx %d, batch %d x %d; AdamW lr %g betas %g/%g eps %g "
+    printf("%s: %s, n_layer %d, n_head %d, n_embd %d, vocab %d, ctx %d, batch %d x %d; AdamW lr %g betas %g/%g eps %g "
            "wd %g\n",
-           path, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.max_seq_len, batch, seq, (double)r->lr,
-           (double)r->beta1, (double)r->beta2, (double)r->eps, (double)r->wd);
+           path, pt_model_arch_name(cfg.arch), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.max_seq_len,
+           batch, seq, (double)r->lr, (double)r->beta1, (double)r->beta2, (double)r->eps, (double)r->wd);
+    if (llama) {
+        printf("  llama: n_kv_head %d, intermediate %d, rms_norm_eps %g, rope_theta %g, %s LM head, rope_scaling ",
+               cfg.n_kv_head, cfg.intermediate_size, (double)cfg.rms_norm_eps, cfg.rope_theta,
+               cfg.tie_word_embeddings ? "tied" : "untied");
+        if (cfg.rope_scaling_factor != 0.0)
+            printf("llama3 (factor %g, low/high freq factors %g/%g, original max positions %d)\n", cfg.rope_scaling_factor,
+                   cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_max_pos);
+        else
+            printf("none\n");
+    }
 
     const size_t N = (size_t)batch * seq;
     pt_model_opts o = { .micro_batch = batch, .seq_len = seq, .n_slots = 1, .recompute = 0 };
@@ -217,7 +440,6 @@ static int run_reference(run *r)
     int32_t *tokens = NULL, *targets = NULL;
     int ok = 1;
     PT_TRY(pt_model_create(&cfg, 0, pt_model_n_layers(&cfg) - 1, &o, r->be, r->stream, &r->m), fail);
-    PT_TRY(pt_model_load_hf_safetensors(r->m, path), fail);
     const size_t np = pt_model_n_params(r->m);
     size_t cap = np > N * cfg.vocab_padded ? np : N * cfg.vocab_padded;
     logits = malloc(N * cfg.vocab_padded * sizeof(float));
@@ -233,6 +455,10 @@ static int run_reference(run *r)
         st = pt_fail(PT_ENOMEM, "out of memory");
         goto fail;
     }
+    if (llama)
+        PT_TRY(load_llama(r->m, r->f, path, r->be, r->stream, want, tmp), fail);
+    else
+        PT_TRY(pt_model_load_hf_safetensors(r->m, path), fail);
     const pt_safetensors_tensor *ti = pt_safetensors_find(r->f, "input_ids");
     const pt_safetensors_tensor *tt = pt_safetensors_find(r->f, "targets");
     if (!ti || !tt || ti->numel != N || tt->numel != N) {
@@ -279,8 +505,8 @@ static int run_reference(run *r)
     group g_grad = { .name = "grads", .relative = 1 };
     for (int i = 0; i < pt_model_n_tensors(r->m); i++) {
         const pt_param *p = pt_model_tensor(r->m, i);
-        PT_TRY(read_expected_param(r->f, path, "expected.grad.", p, want, tmp), fail);
-        group_add(&g_grad, p->name, got + p->offset, want, p->numel);
+        PT_TRY(read_expected_param(r->f, path, "expected.grad.", &cfg, p, want, tmp), fail);
+        PT_TRY(group_add_param(&g_grad, &cfg, p, got + p->offset, want), fail);
     }
 
     /* one AdamW step, checked two ways. "optimizer": the imported weights stepped with the file's
@@ -292,7 +518,7 @@ static int run_reference(run *r)
     for (int i = 0; i < pt_model_n_tensors(r->m); i++) {
         const pt_param *p = pt_model_tensor(r->m, i);
         float *d = scratch_dev; /* param, grad, m, v of one tensor */
-        PT_TRY(read_expected_param(r->f, path, "expected.grad.", p, want, tmp), fail);
+        PT_TRY(read_expected_param(r->f, path, "expected.grad.", &cfg, p, want, tmp), fail);
         PT_TRY(r->be->memcpy_h2d(r->stream, d, p0 + p->offset, p->numel * sizeof(float)), fail);
         PT_TRY(r->be->memcpy_h2d(r->stream, d + p->numel, want, p->numel * sizeof(float)), fail);
         PT_TRY(r->be->memset_zero(r->stream, d + 2 * p->numel, 2 * p->numel * sizeof(float)), fail);
@@ -300,8 +526,8 @@ static int run_reference(run *r)
                                    r->beta1, r->beta2, r->eps, p->decay ? r->wd : 0.0f, 1.0f, 1),
                fail);
         PT_TRY(r->be->memcpy_d2h(r->stream, got, d, p->numel * sizeof(float)), fail);
-        PT_TRY(read_expected_param(r->f, path, "expected.updated.", p, want, tmp), fail);
-        group_add(&g_opt, p->name, got, want, p->numel);
+        PT_TRY(read_expected_param(r->f, path, "expected.updated.", &cfg, p, want, tmp), fail);
+        PT_TRY(group_add_param(&g_opt, &cfg, p, got, want), fail);
     }
     for (int i = 0; i < pt_model_n_tensors(r->m); i++) {
         const pt_param *p = pt_model_tensor(r->m, i);
@@ -314,9 +540,9 @@ static int run_reference(run *r)
     update_check u = { 0 };
     for (int i = 0; i < pt_model_n_tensors(r->m); i++) {
         const pt_param *p = pt_model_tensor(r->m, i);
-        PT_TRY(read_expected_param(r->f, path, "expected.grad.", p, gexp, tmp), fail);
-        PT_TRY(read_expected_param(r->f, path, "expected.updated.", p, want, tmp), fail);
-        update_check_add(&u, p->name, got + p->offset, want, g_ours + p->offset, gexp, p->numel, r->lr, r->eps);
+        PT_TRY(read_expected_param(r->f, path, "expected.grad.", &cfg, p, gexp, tmp), fail);
+        PT_TRY(read_expected_param(r->f, path, "expected.updated.", &cfg, p, want, tmp), fail);
+        PT_TRY(update_check_param(&u, &cfg, p, got + p->offset, want, g_ours + p->offset, gexp, r->lr, r->eps), fail);
     }
 
     /* four further steps: the loss before each */
@@ -351,7 +577,7 @@ static int run_reference(run *r)
     int upd_ok = u.max_ratio <= 1.0;
     printf("updated   max abs err %.3e  error / allowance %.3f (1e-4 relative + the gradient difference's effect on "
            "AdamW; %zu of %zu weights beyond 1e-4 relative%s%s%s)  %s\n",
-           u.max_abs, u.max_ratio, u.n_explained, np, upd_ok ? ", all explained" : "", u.worst ? ", worst " : "", u.worst ? u.worst : "",
+           u.max_abs, u.max_ratio, u.n_explained, np, upd_ok ? ", all explained" : "", ", worst ", u.worst,
            upd_ok ? "ok" : "FAIL");
     ok &= upd_ok;
     ok &= group_report(&g_losses);
