@@ -105,12 +105,71 @@ pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, in
 
 static int64_t vocab_padded(const pt_model_config *c) { return c->vocab_padded > 0 ? c->vocab_padded : c->vocab_size; }
 
-int64_t pt_cost_n_params(const pt_model_config *c)
+static int is_llama(const pt_model_config *c) { return c->arch == PT_ARCH_LLAMA; }
+
+/* Per token: the width of a block's fused q|k|v rows (C + 2 NKV hs; 3C for gpt2), of the MLP's
+ * up-projection output (2H gate|up for llama, 4C for gpt2) and of its activation (H, 4C). */
+static double qkv_width(const pt_model_config *c)
+{
+    return (double)c->n_embd + 2.0 * pt_model_kv_heads(c) * (c->n_embd / c->n_head);
+}
+static double mlp_up_width(const pt_model_config *c)
+{
+    return is_llama(c) ? 2.0 * c->intermediate_size : 4.0 * c->n_embd;
+}
+static double mlp_act_width(const pt_model_config *c) { return is_llama(c) ? c->intermediate_size : 4.0 * c->n_embd; }
+
+/* Multiply-adds per token of one block's matrix products: gpt2 12 C^2 (qkv 3C^2, proj C^2, MLP
+ * 8C^2); llama C (C + 2 NKV hs) for q|k|v, C^2 for o, 3 C H for gate, up and down. */
+static double block_macs(const pt_model_config *c)
+{
+    const double C = c->n_embd;
+    if (!is_llama(c))
+        return 12.0 * C * C;
+    return C * qkv_width(c) + C * C + 3.0 * C * c->intermediate_size;
+}
+
+/* Parameters of one block: gpt2 12 C^2 + 13 C (weights and biases, two LayerNorms); llama the
+ * matrices of block_macs and two RMSNorm weights (2 C), no biases. */
+static int64_t block_params(const pt_model_config *c)
 {
     const int64_t C = c->n_embd;
-    int64_t n = (int64_t)c->vocab_size * C + (int64_t)c->max_seq_len * C; /* wte, wpe */
-    n += (int64_t)c->n_layer * (12 * C * C + 13 * C);                      /* blocks */
-    n += 2 * C;                                                           /* final layernorm */
+    if (!is_llama(c))
+        return 12 * C * C + 13 * C;
+    const int64_t kv = (int64_t)pt_model_kv_heads(c) * (C / c->n_head), H = c->intermediate_size;
+    return C * (C + 2 * kv) + C * C + 3 * C * H + 2 * C;
+}
+
+/* Logical parameters of the embedding (wte, and gpt2's wpe) and of the final norm (LayerNorm
+ * weight and bias, or the RMSNorm weight). */
+static int64_t emb_params(const pt_model_config *c)
+{
+    return (int64_t)c->vocab_size * c->n_embd + (is_llama(c) ? 0 : (int64_t)c->max_seq_len * c->n_embd);
+}
+static int64_t emb_alloc(const pt_model_config *c)
+{
+    return vocab_padded(c) * c->n_embd + (is_llama(c) ? 0 : (int64_t)c->max_seq_len * c->n_embd);
+}
+static int64_t norm_params(const pt_model_config *c) { return (is_llama(c) ? 1 : 2) * (int64_t)c->n_embd; }
+
+/* Bytes of a norm's per-token statistics (fp32): LayerNorm keeps mean and rstd, RMSNorm rstd. */
+static double norm_stat_bytes(const pt_model_config *c) { return is_llama(c) ? 4.0 : 8.0; }
+
+/* Bytes per micro-batch of the gradients split backward keeps for one block between its
+ * backward-input and backward-weight (models/ carve_block_grad): dfch (N, up width), dln2,
+ * dres2, dln1 (N, C each), dqkv (N, qkv width): 10 NC for gpt2. */
+static double block_grad_bytes(const pt_model_config *c, double N, double elem_bytes)
+{
+    return elem_bytes * N * (mlp_up_width(c) + 3.0 * c->n_embd + qkv_width(c));
+}
+
+int64_t pt_cost_n_params(const pt_model_config *c)
+{
+    int64_t n = emb_params(c);                 /* wte (+ wpe) */
+    n += (int64_t)c->n_layer * block_params(c); /* blocks */
+    n += norm_params(c);                       /* final norm */
+    if (!pt_model_tied(c))
+        n += (int64_t)c->vocab_size * c->n_embd; /* llama's own lm_head */
     return n;
 }
 
@@ -126,11 +185,13 @@ double pt_part_chunk_tied_elems(const pt_model_config *cfg, int first, int last,
     /* Alone, a chunk holding head layers keeps its own wte copy (weights, gradient, moments),
      * whose gradient is the head's twin, however many shards it holds (models/ multiplies every
      * local shard by rows of the one copy). With the embedding in the same chunk it shares the
-     * embedding's wte and keeps only a separate fp32 twin gradient. */
+     * embedding's wte and keeps only a separate fp32 twin gradient. An untied (llama) head's
+     * lm_head is a whole tensor in every chunk with head layers, embedding or not (the first
+     * one's is the parameter, later ones are copies: pt_model_tensor_is_copy). */
     *full_copy = 0;
     if (last < cfg->n_layer + 1)
         return 0;
-    *full_copy = first > 0;
+    *full_copy = !pt_model_tied(cfg) || first > 0;
     return (double)vocab_padded(cfg) * cfg->n_embd;
 }
 
@@ -153,6 +214,9 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         return pt_fail(PT_EINVAL, "model config '%s' splits its LM head into %d shards but wte has %lld rows; use at most "
                                   "that many",
                        cfg->name, pt_model_head_layers(cfg), (long long)vocab_padded(cfg));
+    if (is_llama(cfg) && (cfg->intermediate_size < 1 || cfg->n_head % pt_model_kv_heads(cfg) != 0))
+        return pt_fail(PT_EINVAL, "llama config '%s' needs intermediate_size >= 1 and n_kv_head dividing n_head (%d, %d)",
+                       cfg->name, cfg->intermediate_size, pt_model_kv_heads(cfg));
     const int L = pt_model_n_layers(cfg);
     if (measured && (measured->n_layers != L || pt_model_head_layers(&measured->cfg) != pt_model_head_layers(cfg) ||
                      measured->cfg.n_embd != cfg->n_embd ||
@@ -164,62 +228,82 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
                        measured->n_layers, measured->cfg.n_embd, measured->cfg.vocab_size,
                        pt_model_head_layers(&measured->cfg), cfg->name, L, cfg->n_embd, cfg->vocab_size,
                        pt_model_head_layers(cfg));
+    if (measured && (measured->cfg.arch != cfg->arch || pt_model_kv_heads(&measured->cfg) != pt_model_kv_heads(cfg) ||
+                     (is_llama(cfg) && measured->cfg.intermediate_size != cfg->intermediate_size)))
+        return pt_fail(PT_EINVAL,
+                       "cost file measured a %s model (%d kv heads, MLP width %d), but model '%s' is %s (%d kv heads, "
+                       "MLP width %d); run pipetrain profile-layers for this model",
+                       pt_model_arch_name(measured->cfg.arch), pt_model_kv_heads(&measured->cfg),
+                       measured->cfg.intermediate_size, cfg->name, pt_model_arch_name(cfg->arch),
+                       pt_model_kv_heads(cfg), cfg->intermediate_size);
     const double C = cfg->n_embd, N = (double)B * T, Vp = (double)vocab_padded(cfg);
     const double a = dev->act_elem_bytes, per_param = pt_part_state_bytes_per_param(dev);
     const double rate = dev->peak_flops * dev->efficiency;
+    const double nstat = norm_stat_bytes(cfg); /* per token: mean and rstd, or rstd */
 
     /* embedding: a table lookup (no matrix products); keeps the token ids for backward. */
     pt_layer_cost *e = &costs[0];
     memset(e, 0, sizeof *e);
-    e->n_params = (int64_t)cfg->vocab_size * cfg->n_embd + (int64_t)cfg->max_seq_len * cfg->n_embd;
-    e->n_params_alloc = (int64_t)(Vp * C) + (int64_t)cfg->max_seq_len * cfg->n_embd;
+    e->n_params = emb_params(cfg);
+    e->n_params_alloc = emb_alloc(cfg);
     e->act_bytes = e->act_bytes_recompute = N * 4 + 2.0 * N * C * a; /* token ids; output and its gradient */
     e->act_split_bytes = N * C * a;
     e->out_bytes = N * C * 4;
-    e->fwd_traffic_bytes = N * C * 4 + N * C * a; /* gather wte + wpe rows, write the output */
+    e->fwd_traffic_bytes = N * C * 4 + N * C * a; /* gather the rows (wte; + wpe for gpt2), write the output */
 
     for (int l = 1; l <= cfg->n_layer; l++) {
         pt_layer_cost *b = &costs[l];
         memset(b, 0, sizeof *b);
-        /* qkv (C->3C), attention projection (C->C), MLP (C->4C->C): 12 C^2 multiply-adds a token. */
-        const double mm = 2.0 * N * 12.0 * C * C;
-        const double att = 2.0 * N * 2.0 * T * C; /* QK^T and AV over all heads */
+        /* the matrix products (block_macs: 12 C^2 a token for gpt2; q|k|v with grouped kv heads,
+         * o and the three SwiGLU matrices for llama), and attention's QK^T and AV over all query
+         * heads (T C each a token, whatever the kv heads) */
+        const double mm = 2.0 * N * block_macs(cfg);
+        const double att = 2.0 * N * 2.0 * T * C;
         b->fwd_flops = mm + att;
         b->bwd_input_flops = mm + 2.0 * att;
         b->bwd_weight_flops = mm;
-        b->n_params = b->n_params_alloc = 12 * (int64_t)cfg->n_embd * cfg->n_embd + 13 * (int64_t)cfg->n_embd;
+        b->n_params = b->n_params_alloc = block_params(cfg);
         /* per slot: the block's output and its gradient (2 NC), the gradients kept between
-         * backward-input and backward-weight (dfch 4 NC, dln2, dres2, dln1 NC each, dqkv 3 NC),
-         * and, unless recomputed, the internals; all but the output only for split backward */
-        b->act_bytes_recompute = a * 12.0 * N * C;
-        b->act_split_bytes = a * 11.0 * N * C;
+         * backward-input and backward-weight (block_grad_bytes), and, unless recomputed, the
+         * internals; all but the output only for split backward */
+        b->act_split_bytes = a * N * C + block_grad_bytes(cfg, N, a);
+        b->act_bytes_recompute = a * N * C + b->act_split_bytes;
         b->act_bytes = b->act_bytes_recompute + pt_part_block_act_bytes(cfg, B, T, a);
-        /* every internal written once and read once, plus the block's input and output */
+        /* every internal written once and read once, plus the block's input and output; RMSNorm,
+         * SwiGLU and the rest of the element-wise work are priced by these bytes, not FLOPs (as
+         * LayerNorm and GELU are); llama's RoPE also reads and rewrites q and k in place */
         b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
+        if (is_llama(cfg))
+            b->fwd_traffic_bytes += 2.0 * N * (C + (double)pt_model_kv_heads(cfg) * (cfg->n_embd / cfg->n_head)) * a;
         b->out_bytes = N * C * 4;
     }
 
     const int K = pt_model_head_layers(cfg);
+    /* the head's logical parameters: the final norm, and llama's own lm_head when untied (its
+     * allocation is the chunk's, as the tied copy: pt_part_chunk_tied_elems) */
+    const int64_t head_params = norm_params(cfg) + (pt_model_tied(cfg) ? 0 : (int64_t)cfg->vocab_size * cfg->n_embd);
     pt_model_config shape = *cfg; /* the rows models/ gives each shard: of vocab_padded, or V when unset */
     shape.vocab_padded = (int)Vp;
     if (K == 1) {
-        /* head: final layernorm, logits against the tied wte (Vp x C, the chunk's: see
-         * pt_part_chunk_tied_elems), softmax cross-entropy. */
+        /* head: final norm, logits against the LM head (Vp x C: wte tied, the chunk's copy or
+         * twin, or lm_head; see pt_part_chunk_tied_elems), softmax cross-entropy. */
         pt_layer_cost *h = &costs[L - 1];
         memset(h, 0, sizeof *h);
         h->fwd_flops = 2.0 * N * C * Vp;
         h->bwd_input_flops = 2.0 * N * C * Vp;
         h->bwd_weight_flops = 2.0 * N * C * Vp;
-        h->n_params = h->n_params_alloc = 2 * (int64_t)cfg->n_embd;
-        /* targets, layernorm output and its gradient, mean and rstd, fp32 probabilities (B,T,Vp), losses */
-        h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + 2 * N * 4 + N * Vp * 4 + N * 4;
-        h->act_split_bytes = N * C * a; /* the layernorm output's gradient */
+        h->n_params = head_params;
+        h->n_params_alloc = norm_params(cfg);
+        /* targets, norm output and its gradient, its statistics, fp32 probabilities (B,T,Vp), losses */
+        h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + N * nstat + N * Vp * 4 + N * 4;
+        h->act_split_bytes = N * C * a; /* the norm output's gradient */
         h->out_bytes = 0;
         h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
     }
     for (int k = 0; K > 1 && k < K; k++) {
-        /* vocabulary shard k: logits against wte rows [v0, v1), its part of the softmax combined
-         * with the earlier shards' through per-token statistics (models/model.c, shards_forward) */
+        /* vocabulary shard k: logits against LM-head rows [v0, v1), its part of the softmax
+         * combined with the earlier shards' through per-token statistics (models/model.c,
+         * shards_forward) */
         pt_layer_cost *h = &costs[cfg->n_layer + 1 + k];
         memset(h, 0, sizeof *h);
         int v0, v1;
@@ -231,9 +315,10 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         h->act_bytes = N * Vk * 4 + N * 4;
         h->fwd_traffic_bytes = 3.0 * N * Vk * 4;
         if (k == 0) {
-            /* final layernorm: its output and gradient, mean and rstd; targets */
-            h->n_params = h->n_params_alloc = 2 * (int64_t)cfg->n_embd;
-            h->act_bytes += N * 4 + 2.0 * N * C * a + 2 * N * 4;
+            /* final norm: its output and gradient, its statistics; targets */
+            h->n_params = head_params;
+            h->n_params_alloc = norm_params(cfg);
+            h->act_bytes += N * 4 + 2.0 * N * C * a + N * nstat;
             h->act_split_bytes = N * C * a;
             h->fwd_traffic_bytes += 2.0 * N * C * a;
         }
@@ -268,7 +353,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
 double pt_cost_step_flops(const pt_model_config *cfg, int T, double n_tokens)
 {
     const double C = cfg->n_embd, Vp = (double)vocab_padded(cfg);
-    const double per_token_block = 3.0 * 2.0 * 12.0 * C * C + 3.0 * 4.0 * T * C;
+    const double per_token_block = 3.0 * 2.0 * block_macs(cfg) + 3.0 * 4.0 * T * C;
     const double per_token_head = 3.0 * 2.0 * C * Vp;
     return n_tokens * (cfg->n_layer * per_token_block + per_token_head);
 }
@@ -324,6 +409,12 @@ pt_status pt_layer_times_save(const pt_layer_times *t, const char *path)
     cJSON_AddNumberToObject(model, "max_seq_len", t->cfg.max_seq_len);
     if (pt_model_head_layers(&t->cfg) > 1) /* optional: files of unsplit heads stay as they were */
         cJSON_AddNumberToObject(model, "head_split", t->cfg.head_split);
+    if (t->cfg.arch == PT_ARCH_LLAMA) { /* optional too: gpt2 files stay as they were */
+        cJSON_AddStringToObject(model, "architecture", pt_model_arch_name(t->cfg.arch));
+        cJSON_AddNumberToObject(model, "n_kv_head", pt_model_kv_heads(&t->cfg));
+        cJSON_AddNumberToObject(model, "intermediate_size", t->cfg.intermediate_size);
+        cJSON_AddBoolToObject(model, "tie_word_embeddings", t->cfg.tie_word_embeddings != 0);
+    }
     cJSON_AddItemToObject(root, "model", model);
     cJSON_AddNumberToObject(root, "micro_batch_size", t->micro_batch_size);
     cJSON_AddNumberToObject(root, "seq_len", t->seq_len);
@@ -352,7 +443,8 @@ pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
     static const char *const keys[] = { "format", "version", "model", "micro_batch_size", "seq_len", "threads",
                                         "backend", "layers", NULL };
     static const char *const model_keys[] = { "name", "n_layer", "n_head", "n_embd", "vocab_size", "vocab_padded",
-                                              "max_seq_len", "head_split", NULL };
+                                              "max_seq_len", "head_split", "architecture", "n_kv_head",
+                                              "intermediate_size", "tie_word_embeddings", NULL };
     static const char *const layer_keys[] = { "layer", "forward_s", "backward_input_s", "backward_weight_s", NULL };
     pt_layer_times *t = NULL;
     const char *s = NULL;
@@ -394,6 +486,45 @@ pt_status pt_layer_times_load(const char *path, pt_layer_times **out)
         PT_TRY(pt_json_get_int(m, path, "head_split", 1, cfg.vocab_padded > 0 ? cfg.vocab_padded : cfg.vocab_size, &v),
                fail);
         cfg.head_split = (int)v;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(m, "architecture")) {
+        /* llama files name the architecture and its shape; files without it are gpt2 */
+        PT_TRY(pt_json_get_string(m, path, "architecture", &s), fail);
+        if (strcmp(s, "gpt2") != 0 && strcmp(s, "llama") != 0) {
+            st = pt_fail(PT_EFORMAT, "%s: model architecture '%s' is not gpt2 or llama", path, s);
+            goto fail;
+        }
+        cfg.arch = strcmp(s, "llama") == 0 ? PT_ARCH_LLAMA : PT_ARCH_GPT2;
+    }
+    static const char *const llama_keys[] = { "n_kv_head", "intermediate_size", "tie_word_embeddings" };
+    for (int k = 0; k < 3; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(m, llama_keys[k]);
+        if (x && cfg.arch != PT_ARCH_LLAMA) {
+            st = pt_fail(PT_EFORMAT, "%s: model key '%s' needs \"architecture\": \"llama\"", path, llama_keys[k]);
+            goto fail;
+        }
+        if (!x && cfg.arch == PT_ARCH_LLAMA && k < 2) {
+            st = pt_fail(PT_EFORMAT, "%s: a llama cost file needs model key '%s'; make it again with pipetrain "
+                                     "profile-layers",
+                         path, llama_keys[k]);
+            goto fail;
+        }
+    }
+    if (cfg.arch == PT_ARCH_LLAMA) {
+        PT_TRY(pt_json_get_int(m, path, "n_kv_head", 1, cfg.n_head, &v), fail);
+        if (cfg.n_head % v != 0) {
+            st = pt_fail(PT_EFORMAT, "%s: n_kv_head %lld does not divide n_head %d", path, v, cfg.n_head);
+            goto fail;
+        }
+        cfg.n_kv_head = (int)v;
+        PT_TRY(pt_json_get_int(m, path, "intermediate_size", 1, 100000000, &v), fail);
+        cfg.intermediate_size = (int)v;
+        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(m, "tie_word_embeddings");
+        if (tie && !cJSON_IsBool(tie)) {
+            st = pt_fail(PT_EFORMAT, "%s: tie_word_embeddings must be true or false", path);
+            goto fail;
+        }
+        cfg.tie_word_embeddings = tie && cJSON_IsTrue(tie);
     }
     PT_TRY(pt_json_get_int(j, path, "micro_batch_size", 1, 1 << 20, &b), fail);
     PT_TRY(pt_json_get_int(j, path, "seq_len", 1, 1 << 24, &T), fail);
@@ -442,11 +573,14 @@ fail:
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes)
 {
     const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
-    /* A block's internals, as models/ keeps them per slot and recomputes from the block input:
-     * ln1 and ln2 outputs (2 NC) with their mean and rstd (4 N, fp32), qkv (3 NC), the attention
-     * output (NC) and its saved log-sum-exp (B,H,T, fp32), res2 = x + attention (NC), and the MLP
-     * hidden before and after GELU (8 NC). */
-    return elem_bytes * 15.0 * N * C + 16.0 * N + 4.0 * B * H * T;
+    /* A block's internals, as models/ keeps them per slot and recomputes from the block input
+     * (carve_block_act): ln1 and ln2 outputs (2 NC) with their statistics (fp32: mean and rstd,
+     * or RMSNorm's rstd), qkv (N, C + 2 NKV hs: 3 NC for gpt2; llama's after RoPE), the
+     * attention output (NC) and its saved log-sum-exp (B,NH,T, fp32), res2 = x + attention (NC),
+     * and the MLP's up-projection and activation (gpt2: 4 NC before and after GELU; llama: gate|up
+     * (N,2H) and the SwiGLU output (N,H)). gpt2: 15 NC + 16 N + 4 B NH T. */
+    return elem_bytes * N * (4.0 * C + qkv_width(cfg) + mlp_up_width(cfg) + mlp_act_width(cfg)) +
+           2.0 * norm_stat_bytes(cfg) * N + 4.0 * B * H * T;
 }
 
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
@@ -455,7 +589,7 @@ double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, doubl
     const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
     const double Vp = (double)vocab_padded(cfg);
     const double rows = T < 64 ? T : 64;
-    const int head0 = cfg->n_layer + 1; /* the first head layer (final layernorm) */
+    const int head0 = cfg->n_layer + 1; /* the first head layer (final norm) */
     const int has_block = last >= 1 && first <= cfg->n_layer;
     const int has_lnf = first <= head0 && last >= head0;
     /* inner boundaries b (first < b <= last) whose gradient lives in the shared (N,C) buffers:
@@ -464,16 +598,23 @@ double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, doubl
     const int n_internal = upto > first ? upto - first : 0;
     double m = 0;
     if (has_block) {
-        /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk */
+        /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk;
+         * with grouped kv heads the backward's per-query-head dK, dV partials, (B,H,2,T,hs) */
         m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C;
+        if (pt_model_kv_heads(cfg) < cfg->n_head)
+            m += 4.0 * 2.0 * N * C;
+        if (is_llama(cfg)) /* the (N,H) gradient at the SwiGLU output; cos and sin (T, hs/2) */
+            m += 4.0 * N * cfg->intermediate_size + 2.0 * 4.0 * T * (double)(cfg->n_embd / cfg->n_head / 2);
         if (recompute)
             m += pt_part_block_act_bytes(cfg, B, T, elem_bytes); /* the shared re-materialised block */
     }
     if (pt_model_head_layers(cfg) == 1 && last == head0)
         m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head only) */
     if (fused_only) {
-        /* one backward at a time: a block's inner gradients (10 NC), dlnf, inner boundaries' dx */
-        m += elem_bytes * N * C * ((has_block ? 10.0 : 0.0) + (has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
+        /* one backward at a time: a block's inner gradients (block_grad_bytes), dlnf, inner
+         * boundaries' dx */
+        m += (has_block ? block_grad_bytes(cfg, N, elem_bytes) : 0.0) +
+             elem_bytes * N * C * ((has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
     }
     return m;
 }

@@ -10,22 +10,26 @@
  * and the bf16 copy on GPUs). */
 double pt_part_state_bytes_per_param(const pt_device *dev);
 
-/* The tied wte a chunk holding layers first..last keeps for its LM-head layers, per chunk and not
- * per layer: none without head layers; else Vp*C elements, *full_copy = 1 when the chunk lacks the
- * embedding (a whole copy: weights, gradient, AdamW m and v, counted in memory, the data-parallel
- * all-reduce and the optimizer step) and 0 with it (only an fp32 twin gradient, in memory). One
- * copy however many vocabulary shards the chunk holds. Returns the element count. */
+/* The LM-head matrix a chunk holding layers first..last keeps for its head layers, per chunk and
+ * not per layer: none without head layers; else Vp*C elements. Tied (gpt2, tied llama): the wte
+ * copy, *full_copy = 1 when the chunk lacks the embedding (a whole copy: weights, gradient, AdamW m
+ * and v, counted in memory, the data-parallel all-reduce and the optimizer step) and 0 with it
+ * (only an fp32 twin gradient, in memory). Untied (llama): the chunk's lm_head, always a whole
+ * tensor (*full_copy = 1), embedding or not. One however many vocabulary shards the chunk holds.
+ * Returns the element count. */
 double pt_part_chunk_tied_elems(const pt_model_config *cfg, int first, int last, int *full_copy);
 
-/* Bytes of that tied wte in a chunk's memory: the whole copy's state or the 4-byte twin. */
+/* Bytes of that matrix in a chunk's memory: the whole tensor's state or the 4-byte twin. */
 double pt_part_chunk_tied_state_bytes(const pt_model_config *cfg, const pt_device *dev, int first, int last);
 
 /* Bytes of one transformer block's internals per micro-batch of (B,T) (what recomputation drops
- * from each slot and re-materialises once per chunk). */
+ * from each slot and re-materialises once per chunk), gpt2 or llama as models/ carves them. */
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
 
 /* Bytes a chunk holding layers first..last allocates once, whatever the number of slots: attention
- * and gradient scratch (with blocks), the recomputation area, logit rows (with an unsplit head),
+ * and gradient scratch (with blocks; for llama also the (N,H) SwiGLU gradient, the rotary tables
+ * and, with grouped kv heads, the attention backward's dK/dV partials), the recomputation area,
+ * logit rows (with an unsplit head),
  * and with fused_only the backward's shared gradients (block gradients, dlnf, and one (N,C)
  * buffer per parity of the chunk's inner boundaries up to the head's input, at most two). */
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,

@@ -77,14 +77,18 @@ pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, in
 /* Costs of one layer for one micro-batch of (B, T) sequences. FLOPs count matrix products (2 per
  * multiply-add) including attention's QK^T and AV over the full T x T; the backward of a matrix
  * product is split into backward-input (dX) and backward-weight (dW) halves; attention's backward
- * is all backward-input. */
+ * is all backward-input. A gpt2 block multiplies 12 C^2 a token; a llama block C (C + 2 NKV hs)
+ * for q|k|v (grouped kv heads), C^2 for o and 3 C H for SwiGLU's gate, up and down. Element-wise
+ * work (norms, GELU, SwiGLU, RoPE, softmax) is priced by the bytes it moves, not in FLOPs. */
 typedef struct pt_layer_cost {
     double fwd_flops, bwd_input_flops, bwd_weight_flops;
-    int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only) */
+    int64_t n_params;         /* logical parameters (vocab_size rows of wte; tied wte counted at layer 0 only;
+                                 an untied llama lm_head at the first head layer) */
     int64_t n_params_alloc;   /* elements this layer allocates (vocab_padded rows of wte in the embedding).
-                                 The LM head's tied wte copy (or, beside the embedding, its fp32 twin
-                                 gradient) is not any layer's: a plan counts one per chunk that holds
-                                 head layers, however many vocabulary shards */
+                                 The LM head's matrix (the tied wte copy or, beside the embedding, its
+                                 fp32 twin gradient; an untied lm_head) is not any layer's: a plan
+                                 counts one per chunk that holds head layers, however many vocabulary
+                                 shards */
     double state_bytes;       /* parameters + gradients + AdamW m, v (+ bf16 copy on GPUs) of n_params_alloc */
     double act_bytes;         /* bytes one in-flight micro-batch holds in the layer's slot with split
                                  backward (models/ layout: output and its gradient, the gradients kept
@@ -110,7 +114,9 @@ typedef struct pt_layer_times {
     double *fwd_s, *bwd_input_s, *bwd_weight_s;   /* [n_layers], owned */
 } pt_layer_times;
 
-/* Reads a cost file (format in docs/planning.md). *out is owned by the caller. */
+/* Reads a cost file (format in docs/planning.md; a llama file also names its architecture,
+ * n_kv_head, intermediate_size and tie_word_embeddings, and files without them are gpt2). *out is
+ * owned by the caller. */
 pt_status pt_layer_times_load(const char *path, pt_layer_times **out);
 /* Writes `t` as a cost file (atomic). */
 pt_status pt_layer_times_save(const pt_layer_times *t, const char *path);
@@ -120,16 +126,19 @@ void pt_layer_times_destroy(pt_layer_times *t); /* accepts NULL */
 
 /* Fills costs[0..pt_model_n_layers(cfg)-1] for micro-batches of B sequences of T tokens on `dev`.
  * With `measured` (may be NULL), times come from it, scaled by (B*T)/(B0*T0) when the shapes
- * differ; it must describe the same layer count, width, heads and vocabulary (PT_EINVAL
- * otherwise). Caller owns `costs`. */
+ * differ; it must describe the same architecture, layer count, width, heads, kv heads, MLP width
+ * and vocabulary (PT_EINVAL otherwise). Caller owns `costs`. */
 pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
                          const pt_layer_times *measured, pt_layer_cost *costs);
 
-/* Independent parameter count of the whole model (tied wte once, vocab_size rows). */
+/* Independent parameter count of the whole model (tied wte once, vocab_size rows; an untied llama
+ * head's lm_head too); equals pt_model_config_n_params for every preset. */
 int64_t pt_cost_n_params(const pt_model_config *cfg);
 
 /* Analytic FLOPs of one training step (forward + backward) over `n_tokens` tokens of length-T
- * sequences: the sum of pt_cost_layers' FLOPs. Close to 6*N*tokens + 12*n_layer*T*C*tokens. */
+ * sequences: the sum of pt_cost_layers' FLOPs. Close to 6*N*tokens + 12*n_layer*T*C*tokens (N the
+ * parameters doing matrix work: for an untied llama both wte and lm_head count in N, though only
+ * lm_head multiplies, so there 6*N overstates by 6*V*C a token). */
 double pt_cost_step_flops(const pt_model_config *cfg, int T, double n_tokens);
 
 /* ---- plans ---- */

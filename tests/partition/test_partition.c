@@ -41,6 +41,20 @@ static pt_model_config make_cfg(const char *name, int n_layer, int n_head, int n
     return c;
 }
 
+/* A llama config: n_kv key/value heads, SwiGLU width H, LM head tied or untied. */
+static pt_model_config make_llama(const char *name, int n_layer, int n_head, int n_kv, int n_embd, int H, int vocab,
+                                  int vocab_padded, int T, int tied)
+{
+    pt_model_config c = make_cfg(name, n_layer, n_head, n_embd, vocab, vocab_padded, T);
+    c.arch = PT_ARCH_LLAMA;
+    c.n_kv_head = n_kv;
+    c.intermediate_size = H;
+    c.rms_norm_eps = 1e-5f;
+    c.rope_theta = 10000.0;
+    c.tie_word_embeddings = tied;
+    return c;
+}
+
 /* xorshift: deterministic random instances */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next_u64(void)
@@ -122,7 +136,8 @@ static void test_flops(void)
 /* The memory the cost model predicts for a chunk is what models/ really allocates (minus the
  * optimizer's m and v, which the trainer allocates), for a schedule without split backward
  * (models made with fused_only, as the runtime does) and one with it, with the LM head whole and
- * split into vocabulary shards; and the slot bytes it predicts are pt_model_slot_bytes. */
+ * split into vocabulary shards, for gpt2 and for llama (grouped kv heads, SwiGLU, tied and untied
+ * heads); and the slot bytes it predicts are pt_model_slot_bytes. */
 static void test_memory_matches_models(void)
 {
     const pt_backend *be = NULL;
@@ -136,13 +151,21 @@ static void test_memory_matches_models(void)
     EXPECT(pt_topology_init(&topo, &dev, 1, 1) == PT_OK);
     /* an unsplit head (layers 0..5), and the head as 3 shards of 64 wte rows (layers 5..7): chunks
      * of shards alone, with blocks, with the embedding, one shard or several */
-    pt_model_config cfgs[2] = { make_cfg("t", 4, 4, 64, 96, 128, 64), make_cfg("t3", 4, 4, 64, 150, 192, 64) };
+    /* llama: 4 heads over 2 kv heads (head width 16), SwiGLU width 176; tied, untied, and untied
+     * with the head as 3 shards (an lm_head in every chunk that holds shards) */
+    pt_model_config cfgs[5] = { make_cfg("t", 4, 4, 64, 96, 128, 64), make_cfg("t3", 4, 4, 64, 150, 192, 64),
+                                make_llama("lt", 4, 4, 2, 64, 176, 96, 128, 64, 1),
+                                make_llama("lu", 4, 4, 2, 64, 176, 96, 128, 64, 0),
+                                make_llama("lu3", 4, 4, 1, 64, 176, 150, 192, 64, 0) };
     cfgs[1].head_split = 3;
+    cfgs[4].head_split = 3;
     static const struct {
         int cfg, first, last;
     } cases[] = { { 0, 0, 5 }, { 0, 0, 2 }, { 0, 3, 5 }, { 0, 2, 3 }, { 0, 5, 5 }, { 0, 0, 0 },
                   { 1, 0, 7 }, { 1, 0, 5 }, { 1, 5, 7 }, { 1, 6, 6 }, { 1, 6, 7 }, { 1, 3, 5 },
-                  { 1, 7, 7 }, { 1, 2, 6 }, { 1, 5, 5 }, { 1, 0, 6 } };
+                  { 1, 7, 7 }, { 1, 2, 6 }, { 1, 5, 5 }, { 1, 0, 6 }, { 2, 0, 5 }, { 2, 0, 2 },
+                  { 2, 3, 5 }, { 2, 5, 5 }, { 2, 1, 1 }, { 3, 0, 5 }, { 3, 0, 0 }, { 3, 2, 5 },
+                  { 3, 5, 5 }, { 4, 0, 7 }, { 4, 0, 5 }, { 4, 6, 7 }, { 4, 3, 6 }, { 4, 7, 7 } };
     static const char *const scheds[] = { "gpipe", "zb-h1" };
     EXPECT(pt_part_sched_fused_only("gpipe") == 1 && pt_part_sched_fused_only("zb-h1") == 0);
     for (size_t r = 0; r < sizeof cases / sizeof cases[0]; r++) {
