@@ -1,13 +1,19 @@
 /* tests/models/test_generate.c — generation with the KV cache and the sampler (models/generate.c).
  *
- *   test_generate            the unit cases (gpt2-tiny, random weights, CPU):
+ *   test_generate            the unit cases (random weights, CPU), for gpt2-tiny, llama-tiny
+ *                            (untied LM head, 2 kv heads of 4) and a tied llama with one kv head
+ *                            and Llama 3.1 rope scaling:
  *     greedy generation equals the argmax of the full forward pass at every position (one prompt
  *     and a batch of three), also with the head split into shards; a prompt fed in pieces equals
- *     it fed at once; the sampler (seeded draws repeat, top-k 1 and a tiny top-p are greedy,
- *     top-k keeps the k best, frequencies follow the softmax); refusals.
+ *     it fed at once; the model cut into 2 and 3 stages (generators chunk to chunk, the hidden
+ *     state passed on) gives the whole model's logits bit for bit; the sampler (seeded draws
+ *     repeat, top-k 1 and a tiny top-p are greedy, top-k keeps the k best, frequencies follow the
+ *     softmax); refusals.
  *   test_generate reference FILE
  *     a pipetrain-generate-1 file (tests/models/reference/gpt2-greedy.safetensors, made by
- *     make_generate_ref.py): PyTorch's greedy ids are reproduced exactly.
+ *     make_generate_ref.py; reference/llama-greedy.safetensors, made by
+ *     make_llama_generate_ref.py, metadata model "llama"): PyTorch's greedy ids are reproduced
+ *     exactly.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,13 +28,32 @@
 static const pt_backend *be;
 static pt_stream *stream;
 
+/* Random weights with about unit-variance activations: pt_model_init_weights' N(0, 0.02) matrices
+ * rescaled to N(0, 1/in) (a function of the tensor's shape, so every chunk of a config gets the
+ * same weights). At 0.02 the attention is nearly uniform and positions hardly matter (a decode
+ * step rotated at the wrong position changed 1 greedy id of 40); at this scale they steer the
+ * logits. The parameters are host memory on the CPU backend. */
+static void init_sharp(pt_model *m, uint64_t seed)
+{
+    EXPECT_OK(pt_model_init_weights(m, seed));
+    float *w = pt_model_params(m);
+    for (int i = 0; i < pt_model_n_tensors(m); i++) {
+        const pt_param *p = pt_model_tensor(m, i);
+        if (p->ndim != 2)
+            continue;
+        const float f = 1.0f / (0.02f * sqrtf((float)p->shape[1]));
+        for (size_t k = 0; k < p->numel; k++)
+            w[p->offset + k] *= f;
+    }
+}
+
 static pt_model *make_model(const pt_model_config *cfg, int B, int T, uint64_t seed)
 {
     pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = 1, .fused_only = 1 };
     pt_model *m = NULL;
     EXPECT_OK(pt_model_create(cfg, 0, pt_model_n_layers(cfg) - 1, &o, be, stream, &m));
     if (m)
-        EXPECT_OK(pt_model_init_weights(m, seed));
+        init_sharp(m, seed);
     return m;
 }
 
@@ -86,8 +111,31 @@ static void check_greedy_vs_forward(pt_model_config cfg, int B, int P, int n_new
             }
         }
     EXPECT(bad == 0);
-    printf("greedy vs forward (B=%d, P=%d, %d new, head_split %d): %d exact, %d near-ties\n", B, P, n_new,
-           cfg.head_split, exact, near);
+    /* the logits themselves: the prompt, then the generated tokens one at a time (attention_decode),
+     * against the full forward's rows P-1 .. T-2 */
+    double worst = 0, scale = 1;
+    float *step = malloc((size_t)B * V * 4);
+    int32_t *col = malloc((size_t)B * 4);
+    pt_generator_reset(g);
+    for (int t = P - 1; g && t < T - 1; t++) {
+        if (t == P - 1) {
+            EXPECT_OK(pt_generator_forward(g, prompt, NULL, P, step));
+        } else {
+            for (int b = 0; b < B; b++)
+                col[b] = seq[b * T + t];
+            EXPECT_OK(pt_generator_forward(g, col, NULL, 1, step));
+        }
+        for (int b = 0; b < B; b++)
+            for (int v = 0; v < V; v++) {
+                const double f = logits[((size_t)b * T + t) * Vp + v];
+                worst = fmax(worst, fabs(f - step[(size_t)b * V + v]));
+                scale = fmax(scale, fabs(f));
+            }
+    }
+    EXPECT(worst <= 1e-5 * scale);
+    printf("greedy vs forward (B=%d, P=%d, %d new, head_split %d): %d exact, %d near-ties; max |logit diff| %.3g "
+           "(logits up to %.3g)\n", B, P, n_new, cfg.head_split, exact, near, worst, scale);
+    free(step), free(col);
     if (ids_out)
         memcpy(ids_out, gen, (size_t)B * n_new * 4);
     free(prompt), free(gen), free(seq), free(tgt), free(pred), free(logits);
@@ -288,12 +336,95 @@ out:
     pt_model_destroy(m);
 }
 
+/* The model cut into P contiguous chunks of near-equal layer counts (as sample --stages cuts it),
+ * one generator per chunk, the hidden state handed chunk to chunk: a prompt and greedy decode steps
+ * give the whole model's logits bit for bit (same kernels on the same shapes). */
+static void check_stages(const pt_model_config *cfg, int P)
+{
+    enum { PROMPT = 7, STEPS = 6 };
+    const int n_layers = pt_model_n_layers(cfg), V = cfg->vocab_size, C = cfg->n_embd;
+    pt_model *whole = make_model(cfg, 1, 1, 21), *chunk[4] = { NULL };
+    pt_generator *gw = NULL, *gc[4] = { NULL };
+    float *lw = malloc((size_t)V * 4), *lc = malloc((size_t)V * 4);
+    float *h[2] = { malloc((size_t)PROMPT * C * 4), malloc((size_t)PROMPT * C * 4) };
+    if (whole)
+        EXPECT_OK(pt_generator_create(whole, 1, PROMPT + STEPS, &gw));
+    for (int r = 0; r < P; r++) {
+        const int base = n_layers / P, rem = n_layers % P, first = r * base + (r < rem ? r : rem);
+        const int last = first + base + (r < rem) - 1;
+        pt_model_opts o = { .micro_batch = 1, .seq_len = 1, .n_slots = 1, .fused_only = 1 };
+        EXPECT_OK(pt_model_create(cfg, first, last, &o, be, stream, &chunk[r]));
+        if (chunk[r])
+            init_sharp(chunk[r], 21); /* the whole model's weights: init depends on the name and shape */
+        if (chunk[r])
+            EXPECT_OK(pt_generator_create(chunk[r], 1, PROMPT + STEPS, &gc[r]));
+    }
+    int ok = gw != NULL;
+    for (int r = 0; r < P; r++)
+        ok &= gc[r] != NULL;
+    int32_t ids[PROMPT];
+    for (int t = 0; t < PROMPT; t++)
+        ids[t] = (t * 53 + 9) % V;
+    int equal = 1;
+    for (int k = 0; ok && k <= STEPS; k++) {
+        const int n = k == 0 ? PROMPT : 1;
+        EXPECT_OK(pt_generator_forward(gw, ids, NULL, n, lw));
+        for (int r = 0; r < P; r++)
+            EXPECT_OK(pt_generator_forward(gc[r], r == 0 ? ids : NULL, r == 0 ? NULL : h[(r - 1) % 2], n,
+                                           r == P - 1 ? lc : h[r % 2]));
+        equal &= memcmp(lw, lc, (size_t)V * 4) == 0;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (lw[v] > lw[best])
+                best = v;
+        ids[0] = best;
+    }
+    EXPECT(ok && equal);
+    printf("%s in %d stages: the logits of a %d-token prompt and %d decode steps equal the whole model's: %s\n",
+           cfg->name, P, PROMPT, STEPS, ok && equal ? "yes" : "NO");
+    for (int r = 0; r < P; r++) {
+        pt_generator_destroy(gc[r]);
+        pt_model_destroy(chunk[r]);
+    }
+    pt_generator_destroy(gw);
+    pt_model_destroy(whole);
+    free(lw), free(lc), free(h[0]), free(h[1]);
+}
+
+/* Every unit case on one config; prints which. */
+static void run_cases(const pt_model_config *cfg)
+{
+    printf("-- %s (%s, %d heads, %d kv heads, %s head)\n", cfg->name, pt_model_arch_name(cfg->arch), cfg->n_head,
+           pt_model_kv_heads(cfg), pt_model_tied(cfg) ? "tied" : "untied");
+    pt_model *probe = make_model(cfg, 1, 1, 1); /* a backend without the kernels fails here, once */
+    if (!probe)
+        return;
+    pt_model_destroy(probe);
+    int32_t one[40], split[40];
+    check_greedy_vs_forward(*cfg, 1, 5, 40, 7, one);
+    check_greedy_vs_forward(*cfg, 3, 6, 24, 8, NULL);
+    pt_model_config hs = *cfg;
+    EXPECT_OK(pt_model_config_set_head_split(&hs, 2));
+    check_greedy_vs_forward(hs, 1, 5, 40, 7, split);
+    EXPECT(memcmp(one, split, sizeof one) == 0);
+    check_pieces(cfg);
+    check_stages(cfg, 2);
+    check_stages(cfg, 3);
+    check_generate_refusals(cfg);
+}
+
 /* ---- the PyTorch reference ---- */
 
 static int meta_int(pt_safetensors *f, const char *key)
 {
     const char *v = pt_safetensors_metadata(f, key);
     return v ? atoi(v) : 0;
+}
+
+static double meta_double(pt_safetensors *f, const char *key)
+{
+    const char *v = pt_safetensors_metadata(f, key);
+    return v ? strtod(v, NULL) : 0.0;
 }
 
 static int run_reference(const char *path)
@@ -316,20 +447,43 @@ static int run_reference(const char *path)
                             .n_embd = meta_int(f, "n_embd"), .vocab_size = meta_int(f, "vocab_size"),
                             .max_seq_len = meta_int(f, "n_ctx") };
     cfg.vocab_padded = cfg.vocab_size;
+    const char *arch = pt_safetensors_metadata(f, "model");
+    const int llama = arch && strcmp(arch, "llama") == 0;
+    if (llama) { /* make_llama_generate_ref.py: the llama keys, the tensors in pipetrain's names */
+        cfg.arch = PT_ARCH_LLAMA;
+        cfg.n_kv_head = meta_int(f, "n_kv_head");
+        cfg.intermediate_size = meta_int(f, "intermediate_size");
+        cfg.rms_norm_eps = (float)meta_double(f, "rms_norm_eps");
+        cfg.rope_theta = meta_double(f, "rope_theta");
+        const char *tie = pt_safetensors_metadata(f, "tie_word_embeddings");
+        cfg.tie_word_embeddings = tie && strcmp(tie, "true") == 0;
+        cfg.rope_scaling_factor = meta_double(f, "rope_scaling_factor");
+        cfg.rope_low_freq_factor = meta_double(f, "rope_scaling_low_freq_factor");
+        cfg.rope_high_freq_factor = meta_double(f, "rope_scaling_high_freq_factor");
+        cfg.rope_original_max_pos = meta_int(f, "rope_scaling_original_max_position_embeddings");
+    }
     snprintf(cfg.name, sizeof cfg.name, "greedy-reference");
     const int P = (int)tp->numel, N = (int)te->numel;
     int32_t *prompt = malloc((size_t)P * 4), *want = malloc((size_t)N * 4), *got = malloc((size_t)N * 4);
     EXPECT_OK(pt_model_config_validate(&cfg));
     EXPECT_OK(pt_safetensors_read_i32(f, tp, prompt, (size_t)P));
     EXPECT_OK(pt_safetensors_read_i32(f, te, want, (size_t)N));
-    pt_safetensors_close(f);
     pt_model *m = NULL;
     pt_generator *g = NULL;
     pt_sampler *s = NULL;
     pt_model_opts mo = { .micro_batch = 1, .seq_len = 1, .n_slots = 1, .fused_only = 1 };
     EXPECT_OK(pt_model_create(&cfg, 0, pt_model_n_layers(&cfg) - 1, &mo, be, stream, &m));
-    if (m)
+    if (m && llama) /* every tensor by its pipetrain name (the CPU backend's parameters are host memory) */
+        for (int i = 0; i < pt_model_n_tensors(m); i++) {
+            const pt_param *p = pt_model_tensor(m, i);
+            const pt_safetensors_tensor *t = pt_safetensors_find(f, p->name);
+            EXPECT(t && t->numel == p->numel);
+            if (t && t->numel == p->numel)
+                EXPECT_OK(pt_safetensors_read_f32(f, t, pt_model_params(m) + p->offset, p->numel));
+        }
+    else if (m)
         EXPECT_OK(pt_model_load_hf_safetensors(m, path));
+    pt_safetensors_close(f);
     if (m)
         EXPECT_OK(pt_generator_create(m, 1, cfg.max_seq_len, &g));
     EXPECT_OK(pt_sampler_create(&(pt_sample_opts){ .temperature = 0 }, cfg.vocab_size, &s));
@@ -397,18 +551,24 @@ int main(int argc, char **argv)
     } else if (argc == 3 && strcmp(argv[1], "reference") == 0) {
         rc = run_reference(argv[2]);
     } else {
-        pt_model_config cfg;
+        pt_model_config cfg, llama, tied;
         EXPECT_OK(pt_model_config_load("gpt2-tiny", &cfg));
-        int32_t one[40], split[40];
-        check_greedy_vs_forward(cfg, 1, 5, 40, 7, one);
-        check_greedy_vs_forward(cfg, 3, 6, 24, 8, NULL);
-        pt_model_config hs = cfg;
-        EXPECT_OK(pt_model_config_set_head_split(&hs, 2));
-        check_greedy_vs_forward(hs, 1, 5, 40, 7, split);
-        EXPECT(memcmp(one, split, sizeof one) == 0);
-        check_pieces(&cfg);
+        run_cases(&cfg);
         check_sampler();
-        check_generate_refusals(&cfg);
+        EXPECT_OK(pt_model_config_load("llama-tiny", &llama));
+        run_cases(&llama);
+        /* tied, one kv head for all four query heads, Llama 3.1 rope scaling (over 64 positions, so
+         * the low frequencies are scaled within the prompts) */
+        tied = llama;
+        snprintf(tied.name, sizeof tied.name, "llama-tiny-tied-mqa");
+        tied.n_kv_head = 1;
+        tied.tie_word_embeddings = 1;
+        tied.rope_scaling_factor = 8.0;
+        tied.rope_low_freq_factor = 1.0;
+        tied.rope_high_freq_factor = 4.0;
+        tied.rope_original_max_pos = 64;
+        EXPECT_OK(pt_model_config_validate(&tied));
+        run_cases(&tied);
         rc = failures ? 1 : 0;
         printf("%s: %d failure(s)\n", rc ? "FAIL" : "ok", failures);
     }
