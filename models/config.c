@@ -47,11 +47,12 @@ static const cfg_preset cfg_presets[] = {
     { "gpt3-6.7b", 32, 32, 4096, 50257, 50304, 2048, 0, 0, 0, 0, 0.0f, 0.0, 0.0 },
     { "gpt3-13b", 40, 40, 5120, 50257, 50304, 2048, 0, 0, 0, 0, 0.0f, 0.0, 0.0 },
     { "gpt3-175b", 96, 96, 12288, 50257, 50304, 2048, 0, 0, 0, 0, 0.0f, 0.0, 0.0 },
-    /* Llama. llama-tiny runs in seconds on 2 cores (tests, demos); llama-small is ~100M
+    /* Llama. llama-tiny runs in seconds on 2 cores (tests, demos; 6 blocks, so that 4 stages of
+     * zbv's 2 chunks each have a layer); llama-small is ~100M
      * parameters (Llama 2's 32000-token vocabulary, tied head). The rest are the published
      * configs (Hugging Face config.json of meta-llama/Llama-3.2-1B, -3B, Meta-Llama-3-8B, -70B,
      * Llama-3.1-405B), for planning and simulation. */
-    { "llama-tiny", 4, 4, 128, 256, 256, 256, 1, 2, 352, 0, 1e-5f, 10000.0, 0 },
+    { "llama-tiny", 6, 4, 128, 256, 256, 256, 1, 2, 352, 0, 1e-5f, 10000.0, 0 },
     { "llama-small", 12, 12, 768, 32000, 32000, 1024, 1, 4, 2048, 1, 1e-5f, 10000.0, 0 },
     { "llama3.2-1b", 16, 32, 2048, 128256, 128256, 131072, 1, 8, 8192, 1, 1e-5f, 500000.0, 32.0 },
     { "llama3.2-3b", 28, 24, 3072, 128256, 128256, 131072, 1, 8, 8192, 1, 1e-5f, 500000.0, 32.0 },
@@ -380,8 +381,14 @@ pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
         return pt_fail(PT_EINVAL, "model \"%s\" is neither a preset nor a readable JSON config file (%s); presets: %s",
                        name_or_path, strerror(errno), list);
     }
+    if (S_ISDIR(sb.st_mode)) /* a Hugging Face model directory (models/hf_llama.c) */
+        return pt_model_config_from_hf(name_or_path, out);
     cJSON *root = NULL;
     PT_CHECK(pt_json_read_file(name_or_path, &root));
+    if (cJSON_HasObjectItem(root, "model_type") || cJSON_HasObjectItem(root, "architectures")) {
+        cJSON_Delete(root); /* a Hugging Face config.json */
+        return pt_model_config_from_hf(name_or_path, out);
+    }
     pt_status st = pt_model_config_from_json(root, name_or_path, out);
     cJSON_Delete(root);
     return st;

@@ -33,6 +33,11 @@ const char *const *pt_sched_generator_names(void)
     return generator_names;
 }
 
+int pt_sched_default_chunks(const char *name)
+{
+    return name && (strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0) ? 2 : 1;
+}
+
 static pt_status add(pt_schedule *s, int r, pt_action_kind k, int mb, int c)
 {
     return pt_sched_append(s, r, (pt_action){ k, mb, c, -1 });

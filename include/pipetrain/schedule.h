@@ -152,6 +152,10 @@ int pt_sched_peak_inflight(const pt_schedule *s, int rank);
  * zb-h2, zbv. Static storage. */
 const char *const *pt_sched_generator_names(void);
 
+/* Chunks per rank generator `name` uses when none is asked for: 2 for interleaved and zbv, else 1
+ * (also for names that are not generators). Pure. */
+int pt_sched_default_chunks(const char *name);
+
 /* Generates schedule `name` for P ranks, V chunks per rank and M micro-batches, with
  * communication, AR and STEP inserted by one lowering pass. Chunk counts: gpipe, 1f1b, zb-h1,
  * zb-h2: V=1 (stage = rank); interleaved: V>=2 (stage = c*P + r), any M>=1; looped-bfs: any V

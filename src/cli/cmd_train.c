@@ -16,6 +16,7 @@
 #include "pipetrain/model.h"
 #include "pipetrain/partition.h"
 #include "pipetrain/runtime.h"
+#include "pipetrain/schedule.h"
 #include "pipetrain/train.h"
 
 typedef struct {
@@ -291,11 +292,13 @@ static pt_status check_layout_fits(const train_args *a, const pt_train_cfg *cfg,
     int head = cfg->head_split == PT_HEAD_SPLIT_AUTO ? PT_HEAD_SPLIT_AUTO_MAX
                : cfg->head_split > 1                 ? cfg->head_split
                                                      : pt_model_head_layers(&mc);
-    int layers = mc.n_layer + 1 + head, chunks = a->chunks > 0 ? a->chunks : 1;
+    int layers = mc.n_layer + 1 + head;
+    int chunks = a->chunks > 1 ? a->chunks : pt_sched_default_chunks(a->schedule ? a->schedule : "1f1b");
     if (a->stages * chunks > layers)
         return pt_fail(PT_EINVAL, "--stages %d%s needs %d layers but %s has %d (embedding, %d blocks, %d head layer%s); "
                                   "use --stages %d or fewer%s",
-                       a->stages, chunks > 1 ? " x --chunks" : "", a->stages * chunks, cfg->model, layers,
+                       a->stages, chunks > 1 ? (a->chunks > 1 ? " x --chunks" : " x 2 chunks") : "", a->stages * chunks,
+                       cfg->model, layers,
                        mc.n_layer, head, head == 1 ? "" : "s", layers / chunks,
                        head == 1 ? ", or --head-split K to cut the LM head into K layers" : "");
     return PT_OK;
@@ -496,7 +499,9 @@ int pt_cmd_train(int argc, char **argv)
         { "log-every", PT_OPT_INT64, &a.log_every, "N", "steps between progress lines (0: about 20 lines)", 0 },
         { "run-dir", PT_OPT_STRING, &cfg->run_dir, "DIR", "where config.json and metrics.jsonl go (default runs/<time>)", 0 },
         { "metrics", PT_OPT_STRING, &cfg->metrics_path, "FILE", "also write the metrics JSON lines here", 0 },
-        { "init-from", PT_OPT_STRING, &cfg->init_from, "FILE", "start from Hugging Face GPT-2 safetensors weights", 0 },
+        { "init-from", PT_OPT_STRING, &cfg->init_from, "FILE|DIR",
+          "start from Hugging Face weights: a GPT-2 safetensors file, or a Llama model directory (config.json + "
+          "model.safetensors or its index; the model config too, unless --model is given)", 0 },
         { "ckpt-dir", PT_OPT_STRING, &cfg->ckpt_dir, "DIR",
           "write checkpoints here, at the end and every --ckpt-every (default <run-dir>/ckpt)", 0 },
         { "no-ckpt", PT_OPT_FLAG, &a.no_ckpt, NULL, "write no checkpoint", 0 },
@@ -541,6 +546,7 @@ int pt_cmd_train(int argc, char **argv)
         "  pipetrain prepare --tokenizer gpt2 --input book.txt --output data/book && pipetrain train --data data/book "
         "--steps 500\n"
         "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data data/book --lr 1e-4\n"
+        "  pipetrain train --init-from Llama-3.2-1B --data data/book --lr 1e-5\n"
         "  pipetrain train --stages 2 --schedule 1f1b --micro-batches 8 --profile prof\n"
         "  pipetrain train --stages 2 --dp 2 --schedule zb-h1 --micro-batches 8",
     };
@@ -553,6 +559,14 @@ int pt_cmd_train(int argc, char **argv)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
     if (st == PT_OK)
         st = pt_args_head_split(a.head_split, &cfg->head_split);
+    /* --init-from a Hugging Face model directory: its config.json is the model unless --model says */
+    struct stat init_sb;
+    int model_seen = config_root && cJSON_GetObjectItemCaseSensitive(config_root, "model");
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (strcmp(opts[i].name, "model") == 0)
+            model_seen |= opts[i].seen;
+    if (!model_seen && cfg->init_from && stat(cfg->init_from, &init_sb) == 0 && S_ISDIR(init_sb.st_mode))
+        cfg->model = cfg->init_from;
     /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
      * global batch (B x M sequences) into at least 4 micro-batches per stage of the same total size. */
     a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the same options evaluates */

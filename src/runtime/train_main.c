@@ -225,7 +225,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         M = sc->n_microbatches;
     }
     if (V <= 0)
-        V = strcmp(sched_name, "interleaved") == 0 || strcmp(sched_name, "zbv") == 0 ? 2 : 1;
+        V = pt_sched_default_chunks(sched_name);
     if (tc->eval_batches > 0 && B > 0 && a->eval_batch_seqs % B != 0) {
         st = pt_fail(PT_EINVAL, "held-out eval batches of %d sequences cannot be cut into micro-batches of %d; make "
                                 "the eval batch a multiple of --micro-batch-size",
@@ -378,6 +378,13 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     tm_log(a, rank, "rank 0: %.1f MiB allocated (%.1f MiB activation slots)",
            (double)pt_runtime_peak_bytes(rt) / 1048576.0, (double)pt_runtime_slot_bytes(rt) / 1048576.0);
     tm_log(a, rank, "transfers: %s", pt_runtime_transfer_path(rt));
+    if (tc->init_from) { /* Hugging Face weights: each chunk reads its own tensors (as the one-process trainer) */
+        pt_model *im[256];
+        pt_optim *io[256];
+        int n_im = tm_chunks(rt, im, io);
+        for (int c = 0; c < n_im; c++)
+            PT_TRY(pt_model_load_hf_safetensors(im[c], tc->init_from), out);
+    }
 
     /* The run's description for checkpoints: plan and schedule name. */
     {

@@ -48,7 +48,7 @@ int main(void)
         { "llama3.2-1b", 1235814400LL, 16, 128256 },  { "llama3.2-3b", 3212749824LL, 28, 128256 },
         { "llama3-8b", 8030261248LL, 32, 128256 },    { "llama3-70b", 70553706496LL, 80, 128256 },
         { "llama3-405b", 405853388800LL, 126, 128256 }, { "llama-small", 100092672LL, 12, 32000 },
-        { "llama-tiny", 803968LL, 4, 256 },
+        { "llama-tiny", 1173120LL, 6, 256 },
     };
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
         pt_model_config c;
