@@ -1,7 +1,9 @@
 /* `pipetrain bench plan`: how long the planner takes on a large problem, and what it predicts.
  * Default: GPT-3 175B (96 blocks, width 12288, 2048 tokens) on 1024 H100 (128 nodes x 8) with
  * `auto` and GPT-3's global batch of 1536 sequences. Prints one line per repetition and a summary;
- * with --json, one JSON object per line. */
+ * with --json, one JSON object per line. --model llama3-70b / llama3-405b with --seq-len 8192 plans
+ * the Llama 3 shapes (docs/planning.md, "Llama 3 70B and 405B").
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 
 /* Plans one case `reps` times and prints the timing and the chosen plan (or why none fits). */
 static pt_status run_case(const pt_model_config *cfg, const char *device, int gpus, int nodes, const char *method,
-                          const char *schedule, int gb, int reps, int json)
+                          const char *schedule, int gb, int seq, int reps, int json)
 {
     pt_device dev;
     pt_topology topo;
@@ -28,6 +30,7 @@ static pt_status run_case(const pt_model_config *cfg, const char *device, int gp
     rq.n_devices = gpus;
     rq.global_batch = gb;
     rq.schedule = schedule;
+    rq.seq_len = seq;
     double times[100] = { 0 };
     pt_plan *best = NULL;
     pt_status st = PT_OK;
@@ -60,6 +63,7 @@ static pt_status run_case(const pt_model_config *cfg, const char *device, int gp
                 cJSON_AddStringToObject(o, "device", dev.name);
                 cJSON_AddNumberToObject(o, "gpus", gpus);
                 cJSON_AddNumberToObject(o, "nodes", nodes);
+                cJSON_AddNumberToObject(o, "seq_len", seq > 0 ? seq : cfg->max_seq_len);
                 cJSON_AddStringToObject(o, "method", method);
                 cJSON_AddNumberToObject(o, "plan_time_s", med);
                 cJSON_AddBoolToObject(o, "fits", 0);
@@ -84,11 +88,11 @@ static pt_status run_case(const pt_model_config *cfg, const char *device, int gp
         n_rc += best->recompute[k];
     if (json) {
         printf("{\"bench\":\"plan\",\"model\":\"%s\",\"params\":%lld,\"device\":\"%s\",\"gpus\":%d,\"nodes\":%d,"
-               "\"method\":\"%s\",\"plan_time_s\":%.6f,\"fits\":true,\"stages\":%d,\"chunks\":%d,\"replicas\":%d,"
+               "\"seq_len\":%d,\"method\":\"%s\",\"plan_time_s\":%.6f,\"fits\":true,\"stages\":%d,\"chunks\":%d,\"replicas\":%d,"
                "\"schedule\":\"%s\",\"micro_batch_size\":%d,\"micro_batches\":%d,\"recompute_chunks\":%d,"
                "\"pred_step_time_s\":%.6f,\"pred_bubble\":%.6f,\"pred_tokens_per_s\":%.1f,\"pred_mfu\":%.6f,"
                "\"pred_max_mem_bytes\":%.0f}\n",
-               cfg->name, (long long)best->n_params_total, dev.name, gpus, nodes, method, med, best->n_stages,
+               cfg->name, (long long)best->n_params_total, dev.name, gpus, nodes, best->seq_len, method, med, best->n_stages,
                best->n_chunks, best->n_replicas, best->schedule, best->micro_batch_size, best->n_microbatches, n_rc,
                best->pred_step_time_s, best->pred_bubble, best->pred_tokens_per_s, best->pred_mfu, mem_max);
     } else {
@@ -109,7 +113,7 @@ static pt_status run_case(const pt_model_config *cfg, const char *device, int gp
 int pt_bench_plan(int argc, char **argv)
 {
     const char *model = "gpt3-175b", *device = NULL, *method = "auto", *schedule = NULL;
-    int gpus = 1024, nodes = 128, gb = 1536, reps = 3, json = 0;
+    int gpus = 1024, nodes = 128, gb = 1536, seq = 0, reps = 3, json = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE", "model preset or JSON config", 0 },
         { "gpus", PT_OPT_INT, &gpus, "G", "devices in all", 0 },
@@ -118,6 +122,8 @@ int pt_bench_plan(int argc, char **argv)
         { "partition", PT_OPT_STRING, &method, "METHOD", "partition method", 0 },
         { "schedule", PT_OPT_STRING, &schedule, "NAME", "fix the schedule (default: searched)", 0 },
         { "global-batch", PT_OPT_INT, &gb, "N", "sequences per optimizer step", 0 },
+        { "seq-len", PT_OPT_INT, &seq, "T",
+          "tokens per sequence; 0: the model's context (llama3-405b's is 131072: give 8192 as Meta's pre-training)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "repetitions (the median is reported)", 0 },
         { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per line", 0 },
     };
@@ -134,8 +140,8 @@ int pt_bench_plan(int argc, char **argv)
     pt_model_config cfg;
     st = pt_model_config_load(model, &cfg);
     if (st == PT_OK)
-        st = run_case(&cfg, device ? device : "h100", gpus, nodes, method, schedule, gb, reps, json);
+        st = run_case(&cfg, device ? device : "h100", gpus, nodes, method, schedule, gb, seq, reps, json);
     if (st == PT_OK && !device)
-        st = run_case(&cfg, "h200", gpus, nodes, method, schedule, gb, reps, json);
+        st = run_case(&cfg, "h200", gpus, nodes, method, schedule, gb, seq, reps, json);
     return pt_cli_finish(st);
 }

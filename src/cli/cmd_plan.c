@@ -125,9 +125,13 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
                tmax > 0 ? 100.0 * p->pred_time_s[k] / tmax : 0.0, p->recompute[k] ? "yes" : "no", link);
     }
     printf("\n  memory per rank:");
+    int peak = 0;
+    for (int r = 0; r < p->n_stages; r++)
+        peak = p->pred_rank_mem_bytes[r] > p->pred_rank_mem_bytes[peak] ? r : peak;
     for (int r = 0; r < p->n_stages && r < 16; r++)
         printf(" %.2f", p->pred_rank_mem_bytes[r] / 1e9);
-    printf("%s GB\n", p->n_stages > 16 ? " ..." : "");
+    printf("%s GB; peak %.2f GB per device (rank %d)\n", p->n_stages > 16 ? " ..." : "",
+           p->pred_rank_mem_bytes[peak] / 1e9, peak);
     fmt_time(a, sizeof a, p->pred_step_time_s);
     fmt_time(b, sizeof b, p->pred_comm_s);
     fmt_time(c, sizeof c, p->pred_optim_s);
@@ -157,7 +161,8 @@ int pt_cmd_plan(int argc, char **argv)
     const char *head_split_arg = NULL;
     size_t mem = 0;
     pt_opt opts[] = {
-        { "model", PT_OPT_STRING, &model, "NAME|FILE", "preset (gpt2, gpt2-xl, gpt3-175b, ...) or JSON config", 0 },
+        { "model", PT_OPT_STRING, &model, "NAME|FILE",
+          "preset (gpt2, gpt2-xl, gpt3-175b, llama3-8b, llama3-70b, llama3-405b, ...) or JSON config", 0 },
         { "gpus", PT_OPT_INT, &gpus, "G", "devices in all (stages x replicas)", 0 },
         { "nodes", PT_OPT_INT, &nodes, "N", "nodes the devices are spread over (G/N per node)", 0 },
         { "device", PT_OPT_STRING, &device, "cpu|h100|h200|FILE", "device preset or JSON device file", 0 },
@@ -188,6 +193,8 @@ int pt_cmd_plan(int argc, char **argv)
         opts, (int)(sizeof opts / sizeof opts[0]),
         "examples:\n  pipetrain plan --model gpt2-xl --gpus 8 --device h100 --partition memory --mem 16G\n"
         "  pipetrain plan --model gpt3-175b --gpus 1024 --nodes 128 --device h100 --partition auto --global-batch 1536\n"
+        "  pipetrain plan --model llama3-70b --gpus 512 --nodes 64 --device h100 --partition auto --seq-len 8192 "
+        "--global-batch 1024\n"
         "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json\n"
         "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256"
     };

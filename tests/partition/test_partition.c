@@ -132,6 +132,188 @@ static void test_flops(void)
     }
 }
 
+/* ---- llama ---- */
+
+/* Parameter counts: the published Llama 3 shapes give Meta's counts; with the models module, the
+ * cost model's count equals pt_model_config_n_params for every preset and the layers' logical
+ * counts add up to it. */
+static void test_llama_params(void)
+{
+    static const struct {
+        const char *name;
+        int L, NH, NKV, C, H, tied;
+        int64_t n;
+    } known[] = {
+        { "llama3.2-1b", 16, 32, 8, 2048, 8192, 1, 1235814400 },
+        { "llama3.2-3b", 28, 24, 8, 3072, 8192, 1, 3212749824 },
+        { "llama3-8b", 32, 32, 8, 4096, 14336, 0, 8030261248 },
+        { "llama3-70b", 80, 64, 8, 8192, 28672, 0, 70553706496 },
+        { "llama3-405b", 126, 128, 8, 16384, 53248, 0, 405853388800 },
+    };
+    pt_device dev;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        pt_model_config c = make_llama(known[i].name, known[i].L, known[i].NH, known[i].NKV, known[i].C, known[i].H,
+                                       128256, 128256, 8192, known[i].tied);
+        EXPECT(pt_cost_n_params(&c) == known[i].n);
+        if (pt_cost_n_params(&c) != known[i].n)
+            fprintf(stderr, "  %s: %lld parameters, published %lld\n", known[i].name, (long long)pt_cost_n_params(&c),
+                    (long long)known[i].n);
+    }
+#ifdef PT_TEST_HAVE_MODELS
+    int n_llama = 0;
+    for (const char *const *name = pt_model_preset_names(); *name; name++) {
+        pt_model_config m;
+        EXPECT(pt_model_config_load(*name, &m) == PT_OK);
+        n_llama += m.arch == PT_ARCH_LLAMA;
+        EXPECT(pt_cost_n_params(&m) == pt_model_config_n_params(&m));
+        const int L = pt_model_n_layers(&m);
+        pt_layer_cost *lc = calloc((size_t)L, sizeof *lc);
+        EXPECT(lc && pt_cost_layers(&m, 1, 64, &dev, NULL, lc) == PT_OK);
+        int64_t sum = 0;
+        for (int l = 0; lc && l < L; l++)
+            sum += lc[l].n_params;
+        EXPECT(sum == pt_model_config_n_params(&m));
+        if (sum != pt_model_config_n_params(&m))
+            fprintf(stderr, "  %s: layers add up to %lld parameters, models/ counts %lld\n", *name, (long long)sum,
+                    (long long)pt_model_config_n_params(&m));
+        free(lc);
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            if (strcmp(*name, known[i].name) == 0)
+                EXPECT(pt_cost_n_params(&m) == known[i].n);
+    }
+    EXPECT(n_llama >= 7); /* llama-tiny, -small and the five published shapes */
+#endif
+}
+
+/* FLOPs and bytes of a small llama, counted by hand: L = 2, 4 heads over 2 kv heads, C = 64 (head
+ * width 16, kv width 32, q|k|v width 128), SwiGLU H = 176, V = 96 padded to 128, B = 2, T = 32
+ * (N = 64 tokens), 4-byte activations (cpu). */
+static void test_llama_costs(void)
+{
+    pt_device dev;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    pt_model_config c = make_llama("l", 2, 4, 2, 64, 176, 96, 128, 64, 0);
+    pt_layer_cost lc[4];
+    EXPECT(pt_cost_layers(&c, 2, 32, &dev, NULL, lc) == PT_OK);
+    /* multiply-adds a token: q|k|v 64*128 = 8192, o 64*64 = 4096, gate|up and down 3*64*176 = 33792:
+     * 46080; matrix FLOPs 2*64*46080 = 5898240; attention QK^T and AV 2*64*2*32*64 = 524288 */
+    EXPECT(lc[0].fwd_flops == 0 && lc[0].bwd_input_flops == 0 && lc[0].bwd_weight_flops == 0);
+    EXPECT(lc[1].fwd_flops == 6422528.0);
+    EXPECT(lc[1].bwd_input_flops == 6946816.0); /* 5898240 + 2 * 524288 */
+    EXPECT(lc[1].bwd_weight_flops == 5898240.0);
+    EXPECT(lc[2].fwd_flops == lc[1].fwd_flops);
+    /* head: logits against the untied lm_head, 2*64*64*128 each way */
+    EXPECT(lc[3].fwd_flops == 1048576.0 && lc[3].bwd_input_flops == 1048576.0 && lc[3].bwd_weight_flops == 1048576.0);
+    /* one step of one micro-batch: 2 * (6422528 + 6946816 + 5898240) + 3 * 1048576 */
+    EXPECT(pt_cost_step_flops(&c, 32, 64) == 41680896.0);
+    /* parameters: wte 96*64 = 6144 (no wpe); a block 8192 + 4096 + 33792 + 2*64 (RMSNorm weights);
+     * the head's RMSNorm weight and lm_head 96*64; allocated: wte's and lm_head's 128 rows */
+    EXPECT(lc[0].n_params == 6144 && lc[0].n_params_alloc == 8192);
+    EXPECT(lc[1].n_params == 46208 && lc[1].n_params_alloc == 46208);
+    EXPECT(lc[3].n_params == 64 + 6144 && lc[3].n_params_alloc == 64);
+    EXPECT(pt_cost_n_params(&c) == 6144 + 2 * 46208 + 64 + 6144);
+    /* a block's internals: ln1, atty, res2, ln2 (4 NC), qkv N*128, gate|up N*352, SwiGLU out N*176,
+     * fp32: 4*64*(256 + 128 + 352 + 176) = 233472; two rstd 2*4*64; saved log-sum-exp 4*2*4*32 */
+    EXPECT(pt_part_block_act_bytes(&c, 2, 32, 4) == 233472.0 + 512.0 + 1024.0);
+    /* split backward keeps dfch N*352, dln2, dres2, dln1 (3 NC), dqkv N*128: 4*64*672, and the
+     * output's gradient NC; the output NC is kept either way */
+    EXPECT(lc[1].act_split_bytes == 16384.0 + 172032.0);
+    EXPECT(lc[1].act_bytes_recompute == 16384.0 + lc[1].act_split_bytes);
+    EXPECT(lc[1].act_bytes == lc[1].act_bytes_recompute + 235008.0);
+    /* tied: the head's wte is counted at the embedding */
+    pt_model_config t = c;
+    t.tie_word_embeddings = 1;
+    pt_layer_cost lt[4];
+    EXPECT(pt_cost_layers(&t, 2, 32, &dev, NULL, lt) == PT_OK);
+    EXPECT(lt[3].n_params == 64 && pt_cost_n_params(&t) == 6144 + 2 * 46208 + 64);
+    EXPECT(lt[3].fwd_flops == lc[3].fwd_flops);
+
+    /* Fewer kv heads: less q|k|v work, fewer parameters, less activation memory per slot and in a
+     * chunk's peak; multi-head (NKV = NH) the most. */
+    pt_topology topo;
+    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
+    double prev_act = INFINITY, prev_mem = INFINITY, prev_flops = INFINITY;
+    int64_t prev_params = INT64_MAX;
+    for (int kv = 4; kv >= 1; kv /= 2) {
+        pt_model_config g = make_llama("g", 4, 4, kv, 64, 176, 96, 128, 64, 0);
+        pt_layer_cost lg[6];
+        EXPECT(pt_cost_layers(&g, 2, 32, &dev, NULL, lg) == PT_OK);
+        pt_part_ctx *ctx = NULL;
+        EXPECT(pt_part_ctx_create(&g, &dev, &topo, NULL, 2, 1, 1, 2, 8, 32, "1f1b", &ctx) == PT_OK);
+        const double mem = ctx ? pt_part_chunk_mem(ctx, 0, 1, 3, 0) : 0;
+        EXPECT(lg[1].act_bytes < prev_act && mem < prev_mem);
+        EXPECT(lg[1].fwd_flops < prev_flops && lg[1].n_params < prev_params);
+        prev_act = lg[1].act_bytes;
+        prev_mem = mem;
+        prev_flops = lg[1].fwd_flops;
+        prev_params = lg[1].n_params;
+        pt_part_ctx_destroy(ctx);
+    }
+
+    /* An untied head keeps its own lm_head (weights, gradient, m, v) in every chunk with head
+     * layers; tied beside the embedding it is the 4-byte twin gradient; without the embedding both
+     * keep a whole matrix. */
+    pt_part_ctx *cu = NULL, *ct = NULL;
+    EXPECT(pt_part_ctx_create(&c, &dev, &topo, NULL, 2, 1, 1, 2, 8, 32, "1f1b", &cu) == PT_OK);
+    EXPECT(pt_part_ctx_create(&t, &dev, &topo, NULL, 2, 1, 1, 2, 8, 32, "1f1b", &ct) == PT_OK);
+    if (cu && ct) {
+        const double head = 128.0 * 64, per_param = pt_part_state_bytes_per_param(&dev);
+        EXPECT(pt_part_chunk_mem(cu, 1, 0, 3, 0) - pt_part_chunk_mem(ct, 1, 0, 3, 0) == head * (per_param - 4.0));
+        EXPECT(pt_part_chunk_mem(cu, 1, 2, 3, 0) == pt_part_chunk_mem(ct, 1, 2, 3, 0));
+        EXPECT(pt_part_chunk_mem(cu, 0, 0, 1, 0) == pt_part_chunk_mem(ct, 0, 0, 1, 0));
+    }
+    pt_part_ctx_destroy(cu);
+    pt_part_ctx_destroy(ct);
+}
+
+/* Llama 3 405B on one pipeline of 128 H100 (80 GB), T = 2048, 16 micro-batches: a memory plan
+ * fits with every chunk within the device; Meta's 16 pipeline stages do not fit without tensor
+ * parallelism (a stage would hold 8 blocks, 460 GB of state). The time is not asserted. */
+static void test_llama_405b_plan(void)
+{
+    pt_model_config c = make_llama("llama3-405b", 126, 128, 8, 16384, 53248, 128256, 128256, 131072, 0);
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 16, 8) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = "memory";
+    rq.n_devices = 128;
+    rq.n_stages = 128;
+    rq.n_microbatches = 16;
+    rq.seq_len = 2048;
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
+    if (p) {
+        EXPECT(p->n_stages == 128 && p->n_replicas == 1 && p->n_params_total == 405853388800);
+        EXPECT(pt_plan_check_memory(p, dev.mem_bytes) == PT_OK);
+        /* enough stages: the model's state alone (18 bytes a parameter) over the stages' memory */
+        double state = 0;
+        for (int r = 0; r < p->n_stages; r++) {
+            EXPECT(p->pred_rank_mem_bytes[r] <= dev.mem_bytes);
+            state += p->pred_rank_mem_bytes[r];
+        }
+        EXPECT(state > 405853388800.0 * pt_part_state_bytes_per_param(&dev));
+        EXPECT(p->n_stages * dev.mem_bytes > 405853388800.0 * pt_part_state_bytes_per_param(&dev));
+        /* one block per stage at most: a 405B block is 3.2B parameters, 57.6 GB of state */
+        for (int k = 0; k < p->n_vstages; k++) {
+            const int b0 = p->first_layer[k] < 1 ? 1 : p->first_layer[k];
+            const int b1 = p->last_layer[k] > 126 ? 126 : p->last_layer[k];
+            EXPECT(b1 - b0 + 1 <= 1);
+        }
+        EXPECT(p->pred_step_time_s > 0 && p->pred_mfu > 0 && p->pred_mfu < dev.efficiency);
+    }
+    pt_plan_destroy(p);
+    p = NULL;
+    /* Meta's pipeline depth alone: 16 stages x 8 replicas on the same 128 devices */
+    rq.n_stages = 16;
+    EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_ENOMEM && !p);
+    EXPECT(strstr(pt_last_error(), "llama3-405b") != NULL);
+    pt_plan_destroy(p);
+}
+
 #ifdef PT_TEST_HAVE_MODELS
 /* The memory the cost model predicts for a chunk is what models/ really allocates (minus the
  * optimizer's m and v, which the trainer allocates), for a schedule without split backward
@@ -951,10 +1133,16 @@ static void test_files(void)
             t->bwd_weight_s[l] = 3e-4 * (l + 1);
         }
         EXPECT(pt_layer_times_save(t, path) == PT_OK);
+        cJSON *j = NULL;
+        EXPECT(pt_json_read_file(path, &j) == PT_OK);
+        EXPECT(j && !cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(j, "model"), "architecture") &&
+               !cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(j, "model"), "n_kv_head"));
+        cJSON_Delete(j);
         pt_layer_times *u = NULL;
         EXPECT(pt_layer_times_load(path, &u) == PT_OK);
         if (u) {
             EXPECT(u->n_layers == 6 && u->micro_batch_size == 4 && u->seq_len == 64 && u->cfg.n_embd == 128);
+            EXPECT(u->cfg.arch == PT_ARCH_GPT2);
             for (int l = 0; l < 6; l++)
                 EXPECT(near(u->fwd_s[l], t->fwd_s[l]) && near(u->bwd_weight_s[l], t->bwd_weight_s[l]));
             /* measured times replace the analytic ones, scaled by tokens */
@@ -1019,6 +1207,49 @@ static void test_files(void)
         pt_layer_times_destroy(u);
         pt_layer_times_destroy(t);
     }
+    /* a llama cost file names its architecture and shape, loads back with them, and is refused for
+     * a model of other kv heads, MLP width or architecture; a gpt2 file has none of those keys */
+    {
+        pt_model_config cfg = make_llama("llama-tiny", 4, 4, 2, 128, 352, 256, 256, 256, 0);
+        t = NULL;
+        EXPECT(pt_layer_times_create(6, &t) == PT_OK);
+        if (t) {
+            t->cfg = cfg;
+            t->micro_batch_size = 2;
+            t->seq_len = 32;
+            snprintf(t->backend, sizeof t->backend, "cpu");
+            for (int l = 0; l < 6; l++)
+                t->fwd_s[l] = t->bwd_input_s[l] = t->bwd_weight_s[l] = 1e-3 * (l + 1);
+            EXPECT(pt_layer_times_save(t, path) == PT_OK);
+            cJSON *j = NULL;
+            EXPECT(pt_json_read_file(path, &j) == PT_OK);
+            const cJSON *m = j ? cJSON_GetObjectItemCaseSensitive(j, "model") : NULL;
+            const cJSON *arch = cJSON_GetObjectItemCaseSensitive(m, "architecture");
+            EXPECT(cJSON_IsString(arch) && strcmp(arch->valuestring, "llama") == 0);
+            cJSON_Delete(j);
+            pt_layer_times *u = NULL;
+            EXPECT(pt_layer_times_load(path, &u) == PT_OK);
+            if (u) {
+                EXPECT(u->cfg.arch == PT_ARCH_LLAMA && u->cfg.n_kv_head == 2 && u->cfg.intermediate_size == 352 &&
+                       u->cfg.tie_word_embeddings == 0);
+                pt_device dev;
+                EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+                pt_layer_cost lc[6];
+                EXPECT(pt_cost_layers(&cfg, 2, 32, &dev, u, lc) == PT_OK && lc[3].t_fwd == u->fwd_s[3]);
+                pt_model_config other = cfg;
+                other.n_kv_head = 4;
+                EXPECT(pt_cost_layers(&other, 2, 32, &dev, u, lc) == PT_EINVAL);
+                EXPECT(strstr(pt_last_error(), "kv heads") != NULL);
+                other = cfg;
+                other.intermediate_size = 384;
+                EXPECT(pt_cost_layers(&other, 2, 32, &dev, u, lc) == PT_EINVAL);
+                other = make_cfg("gpt2-tiny", 4, 4, 128, 256, 256, 256);
+                EXPECT(pt_cost_layers(&other, 2, 32, &dev, u, lc) == PT_EINVAL);
+            }
+            pt_layer_times_destroy(u);
+        }
+        pt_layer_times_destroy(t);
+    }
     /* head_split 3 but only the layers of an unsplit head */
     FILE *f = fopen(path, "w");
     if (f) {
@@ -1034,6 +1265,17 @@ static void test_files(void)
     t = NULL;
     EXPECT(pt_layer_times_load(path, &t) == PT_EFORMAT && !t);
     EXPECT(strstr(pt_last_error(), "all 5 layers") != NULL);
+    /* a llama key in a file that does not say llama */
+    f = fopen(path, "w");
+    if (f) {
+        fputs("{\"format\":\"pipetrain-layer-costs\",\"version\":1,\"model\":{\"name\":\"m\",\"n_layer\":1,"
+              "\"n_head\":1,\"n_embd\":8,\"vocab_size\":8,\"vocab_padded\":8,\"max_seq_len\":8,\"n_kv_head\":1},"
+              "\"micro_batch_size\":1,\"seq_len\":8,\"threads\":1,\"backend\":\"cpu\",\"layers\":[]}",
+              f);
+        fclose(f);
+    }
+    EXPECT(pt_layer_times_load(path, &t) == PT_EFORMAT && !t);
+    EXPECT(strstr(pt_last_error(), "n_kv_head") != NULL);
     /* a corrupt cost file names the field */
     f = fopen(path, "w");
     if (f) {
@@ -1071,6 +1313,9 @@ static void test_files(void)
 int main(void)
 {
     test_param_counts();
+    test_llama_params();
+    test_llama_costs();
+    test_llama_405b_plan();
     test_head_split_auto();
     test_flops();
 #ifdef PT_TEST_HAVE_MODELS
