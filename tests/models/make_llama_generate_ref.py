@@ -23,6 +23,14 @@ fp32, rotate-half RoPE with inv_freq = 1 / theta^(arange(0, hs, 2) / hs) in fp32
 scaling with --rope-scaling), angles inv_freq x position, grouped-query attention by repeat_kv,
 SwiGLU, final RMSNorm, LM head. Greedy: at each step the first argmax of the last position's
 logits of a full forward pass over the whole sequence (no cache), as Hugging Face's greedy search.
+With --hf-dir DIR the same weights are also written as a Hugging Face checkpoint directory,
+DIR/config.json (LlamaForCausalLM) and DIR/model.safetensors (LlamaForCausalLM naming: q/k/v and
+gate/up unstacked), with DIR/expected.txt holding the prompt ids and then the greedy ids (one line
+each): what `pipetrain sample --init-from DIR` must reproduce. With --tokenizer-json (and a
+vocabulary of at least 258) the directory also gets a tokenizer.json: byte-level BPE whose 256
+tokens are the bytes (id = byte value, GPT-2's byte alphabet, no merges) and the added tokens
+<|begin_of_text|> = 256 and <|end_of_text|> = 257, with Llama 3's post-processor adding
+<|begin_of_text|> (the first prompt id is then 256, as Hugging Face's tokenizer would encode it).
 Weights: linear N(0, 1/in), embeddings N(0, --wte-std^2), norms 1 + N(0, 0.1^2), so attention is far from
 uniform and positions steer the output. Needs only torch.
 """
@@ -94,6 +102,74 @@ def logits_of(p, ids, a):
     return x @ (p["wte.weight"] if a.tied else p["lm_head.weight"]).T
 
 
+def write_tokenizer_json(path):
+    """A byte-level BPE tokenizer.json of the 256 bytes (no merges) and two added tokens."""
+    import json
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): b for b, c in zip(bs, cs)}
+    special = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+                "special": True} for i, t in ((256, "<|begin_of_text|>"), (257, "<|end_of_text|>"))]
+    tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special, "normalizer": None,
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+           "post_processor": {"type": "TemplateProcessing",
+                              "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                                         {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [], "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>",
+                                                                                   "ids": [256], "tokens": ["<|begin_of_text|>"]}}},
+           "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+           "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                     "vocab": vocab, "merges": []}}
+    with open(path, "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+
+
+def write_hf_dir(a, p, prompt_ids, out_ids):
+    """config.json + model.safetensors in LlamaForCausalLM naming, and expected.txt."""
+    import json
+    L, NH, NKV, C, H = a.layers, a.heads, a.kv_heads, a.embd, a.intermediate
+    hs = C // NH
+    os.makedirs(a.hf_dir, exist_ok=True)
+    t = {"model.embed_tokens.weight": p["wte.weight"], "model.norm.weight": p["lnf.weight"]}
+    if not a.tied:
+        t["lm_head.weight"] = p["lm_head.weight"]
+    for i in range(L):
+        b, h = f"blocks.{i}.", f"model.layers.{i}."
+        qkv, gu = p[b + "attn.qkv.weight"], p[b + "mlp.gate_up.weight"]
+        t[h + "input_layernorm.weight"] = p[b + "ln1.weight"]
+        t[h + "self_attn.q_proj.weight"] = qkv[:C]
+        t[h + "self_attn.k_proj.weight"] = qkv[C:C + NKV * hs]
+        t[h + "self_attn.v_proj.weight"] = qkv[C + NKV * hs:]
+        t[h + "self_attn.o_proj.weight"] = p[b + "attn.proj.weight"]
+        t[h + "post_attention_layernorm.weight"] = p[b + "ln2.weight"]
+        t[h + "mlp.gate_proj.weight"] = gu[:H]
+        t[h + "mlp.up_proj.weight"] = gu[H:]
+        t[h + "mlp.down_proj.weight"] = p[b + "mlp.down.weight"]
+    write_safetensors(os.path.join(a.hf_dir, "model.safetensors"), t, {"format": "pt"})
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C,
+           "intermediate_size": H, "num_hidden_layers": L, "num_attention_heads": NH, "num_key_value_heads": NKV,
+           "vocab_size": a.vocab, "max_position_embeddings": a.ctx, "rms_norm_eps": a.eps,
+           "rope_theta": a.rope_theta, "tie_word_embeddings": bool(a.tied), "hidden_act": "silu",
+           "attention_bias": False, "mlp_bias": False, "torch_dtype": "float32", "rope_scaling": None}
+    if a.rope_scaling:
+        f, lo, hi, old = a.rope_scaling.split(",")
+        cfg["rope_scaling"] = {"rope_type": "llama3", "factor": float(f), "low_freq_factor": float(lo),
+                               "high_freq_factor": float(hi), "original_max_position_embeddings": int(old)}
+    with open(os.path.join(a.hf_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    if a.tokenizer_json:
+        write_tokenizer_json(os.path.join(a.hf_dir, "tokenizer.json"))
+    with open(os.path.join(a.hf_dir, "expected.txt"), "w") as f:
+        f.write(" ".join(map(str, prompt_ids)) + "\n" + " ".join(map(str, out_ids)) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -113,10 +189,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-margin", type=float, default=1e-3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--hf-dir", default="", help="also write the weights as a Hugging Face Llama directory")
+    ap.add_argument("--tokenizer-json", action="store_true", help="with --hf-dir: a byte tokenizer.json with "
+                    "<|begin_of_text|> (256) and <|end_of_text|> (257), the prompt starting with 256")
     a = ap.parse_args()
     L, NH, NKV, C, H, V = a.layers, a.heads, a.kv_heads, a.embd, a.intermediate, a.vocab
     hs = C // NH
     prompt_ids = list(PROMPT.encode())
+    if a.tokenizer_json:
+        assert a.hf_dir and V >= 258, "--tokenizer-json needs --hf-dir and --vocab >= 258"
+        prompt_ids = [256] + prompt_ids
     assert max(prompt_ids) < V and len(prompt_ids) + a.new_tokens <= a.ctx
     seed = a.seed
     while True:
@@ -166,6 +248,8 @@ def main():
         meta.update({"rope_scaling_factor": f, "rope_scaling_low_freq_factor": lo,
                      "rope_scaling_high_freq_factor": hi, "rope_scaling_original_max_position_embeddings": old})
     write_safetensors(a.out, t, meta)
+    if a.hf_dir:
+        write_hf_dir(a, p, prompt_ids, out_ids)
     print("wrote %s: seed %d, %d new ids, min margin %.4g: %s" % (a.out, seed, len(out_ids), margin, out_ids))
 
 
