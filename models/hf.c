@@ -1,7 +1,9 @@
-/* Hugging Face GPT-2 weights in and out: names, the Conv1D [in, out] layout, safetensors files. */
+/* Hugging Face GPT-2 weights in and out: names, the Conv1D [in, out] layout, safetensors files.
+ * Llama-family checkpoints are hf_llama.c's; the entry points here hand llama configs to it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
@@ -78,6 +80,8 @@ static size_t max_numel(pt_model *m)
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path)
 {
     const pt_model_config *cfg = pt_model_config_of(m);
+    if (cfg->arch == PT_ARCH_LLAMA)
+        return pt_model_load_hf_llama(m, path);
     const pt_backend *be = pt_model_backend(m);
     pt_stream *stream = pt_model_stream(m);
     pt_safetensors *f = NULL;
@@ -162,6 +166,8 @@ pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const c
     if (n < 1)
         return pt_fail(PT_EINVAL, "export to %s: no models given", path);
     const pt_model_config *cfg = pt_model_config_of(models[0]);
+    if (cfg->arch == PT_ARCH_LLAMA)
+        return pt_model_export_hf_llama(models, n, path, NULL);
     for (int k = 1; k < n; k++)
         if (!same_shape(cfg, pt_model_config_of(models[k])))
             return pt_fail(PT_EINVAL, "export to %s: chunk %d has a different model config than chunk 0", path, k);
@@ -257,9 +263,18 @@ done:
 /* The one reader of a safetensors file's model config (model.h). */
 pt_status pt_model_config_from_safetensors(const char *path, pt_model_config *cfg)
 {
+    struct stat sb;
+    size_t len = strlen(path);
+    if ((stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || (len >= 5 && strcmp(path + len - 5, ".json") == 0))
+        return pt_model_config_from_hf(path, cfg); /* a Hugging Face model directory */
     pt_safetensors *f;
     PT_CHECK(pt_safetensors_open(path, &f));
     pt_status st = PT_OK;
+    if (!pt_safetensors_metadata(f, "n_layer") &&
+        (pt_safetensors_find(f, "model.embed_tokens.weight") || pt_safetensors_metadata(f, "pipetrain_config"))) {
+        pt_safetensors_close(f); /* Llama naming */
+        return pt_model_config_from_hf(path, cfg);
+    }
     if (pt_safetensors_metadata(f, "n_layer")) {
         memset(cfg, 0, sizeof *cfg);
         struct {

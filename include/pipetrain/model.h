@@ -230,11 +230,15 @@ pt_status pt_model_slot_release(pt_model *m, int s);
 
 /* ---- weights in and out ---- */
 
-/* Loads every tensor of this chunk found in a safetensors file in Hugging Face GPT-2 naming and
- * layout (wte.weight, h.0.attn.c_attn.weight as [in, out], ...), transposing as needed.
+/* Loads every tensor of this chunk from Hugging Face weights. gpt2: a safetensors file in GPT-2
+ * naming and layout (wte.weight, h.0.attn.c_attn.weight as [in, out], ...), transposing as needed.
+ * llama: pt_model_load_hf_llama (a model directory, its index, or one file).
  * A tensor missing from the file, or of the wrong shape, is PT_EFORMAT naming it. */
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path);
-/* The model config of a safetensors file: its metadata (n_layer, n_head, n_embd, vocab_size,
+/* The model config of a safetensors file or Hugging Face model directory. A directory, a .json
+ * path (its config.json or index), or a file that holds model.embed_tokens.weight or
+ * pipetrain_config metadata: pt_model_config_from_hf. Otherwise GPT-2: the
+ * file's metadata (n_layer, n_head, n_embd, vocab_size,
  * optional vocab_padded, max_seq_len or n_ctx, model: what pipetrain's export and the reference
  * files write), else the preset whose shapes match (n_layer, n_embd, positions, vocabulary rows:
  * Hugging Face's own GPT-2 files carry no config). PT_EINVAL naming the file and suggesting
@@ -261,8 +265,72 @@ pt_status pt_model_hf_name(const char *name, char *hf, size_t cap, int *transpos
  * pt_model_load_hf_safetensors. wte.weight is written with all vocab_padded rows, and the
  * metadata holds the config (n_layer, n_head, n_embd, vocab_size, vocab_padded, max_seq_len).
  * Synchronises; writes through a temporary file. PT_EINVAL when the chunks miss a layer or differ
- * in config, PT_EIO when the file cannot be written. */
+ * in config, PT_EIO when the file cannot be written. A llama config goes to pt_model_export_hf_llama
+ * (default options). */
 pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const char *path);
+
+/* ---- Hugging Face Llama-family checkpoints (models/hf_llama.c) ----
+ *
+ * A checkpoint is a directory with config.json and model.safetensors, or with
+ * model.safetensors.index.json and the shards it names; a path may also name the index, the
+ * config.json, or one .safetensors file (its config from a config.json beside it, else from the
+ * "pipetrain_config" metadata pipetrain's single-file export writes). Tensors in LlamaForCausalLM
+ * naming and [out, in] layout: model.embed_tokens.weight = wte.weight; per block i
+ * model.layers.i.input_layernorm = ln1, self_attn.{q,k,v}_proj stacked by rows = attn.qkv,
+ * self_attn.o_proj = attn.proj, post_attention_layernorm = ln2, mlp.{gate,up}_proj stacked =
+ * mlp.gate_up, mlp.down_proj = mlp.down; model.norm.weight = lnf.weight; lm_head.weight (untied).
+ * F32, F16, BF16 (and F64) on disk, read as fp32. */
+
+/* A Hugging Face config.json object (LlamaForCausalLM; MistralForCausalLM and Qwen2ForCausalLM
+ * when they use no feature below) as a llama pt_model_config: num_hidden_layers,
+ * num_attention_heads, num_key_value_heads, hidden_size, intermediate_size, vocab_size,
+ * max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings, rope_scaling (default or
+ * "llama3"), and pipetrain_vocab_size (pipetrain's export of a padded vocabulary: vocab_size is
+ * then vocab_padded). transformers' defaults for absent optional fields. PT_EINVAL naming the
+ * field for what the llama blocks do not compute: sliding windows (use_sliding_window, or a
+ * non-null sliding_window without it), experts (num_local_experts, num_experts, ...),
+ * attention_bias / mlp_bias, qk-norm (use_qk_norm, qk_layernorm), clip_qkv, head_dim other than
+ * hidden_size / num_attention_heads, hidden_act other than silu, partial rotary, another
+ * rope_type, OLMo's weightless LayerNorm; then pt_model_config_validate. `what` names the source. */
+pt_status pt_model_config_from_hf_json(const struct cJSON *obj, const char *what, pt_model_config *out);
+
+/* The config of a checkpoint path (above): its config.json through pt_model_config_from_hf_json
+ * (name: the directory's), or a single file's pipetrain_config metadata. PT_EINVAL when it has
+ * neither, PT_EIO when the path does not exist. */
+pt_status pt_model_config_from_hf(const char *path, pt_model_config *out);
+
+/* The inverse of pt_model_config_from_hf_json for a llama config: a new config.json object for
+ * LlamaForCausalLM (vocab_size = vocab_padded rows, plus pipetrain_vocab_size when they differ;
+ * torch_dtype bfloat16 when bf16, else float32). NULL for a gpt2 config or when out of memory. */
+struct cJSON *pt_model_config_to_hf_json(const pt_model_config *c, int bf16);
+
+/* Loads every tensor of this llama chunk from a checkpoint path (above), stacking q/k/v and
+ * gate/up by rows. Index shards are opened only when one of their tensors is read. When the
+ * checkpoint has a config.json, the fields that tensor shapes cannot tell (heads, kv heads,
+ * rope_theta, rms_norm_eps, rope_scaling, tie_word_embeddings) must equal the model's (PT_EINVAL
+ * naming the field). A block's bias or q/k-norm tensors are PT_EINVAL naming the tensor; a missing
+ * or misshapen tensor is PT_EFORMAT naming the tensor, the file and both shapes (an embedding of
+ * vocab_size rows for a config padded to vocab_padded is refused: the padded logits would join the
+ * softmax untrained). */
+pt_status pt_model_load_hf_llama(pt_model *m, const char *path);
+
+typedef struct pt_hf_export_opts {
+    int bf16;             /* 1: BF16 on disk (round to nearest even), 0: F32 */
+    uint64_t shard_bytes; /* > 0: shards model-0000i-of-0000n.safetensors of at most this many bytes
+                           * of tensor data (a larger tensor alone in its shard) plus the index, when
+                           * the model is larger; 0: one model.safetensors */
+} pt_hf_export_opts;
+
+/* Writes the weights held by `models` (n chunks of one llama config in one process, together
+ * covering every layer; a tensor held twice is written once) in Hugging Face LlamaForCausalLM
+ * naming and layout, every vocab_padded row. `out` is a directory (created; config.json plus
+ * model.safetensors or the shards and model.safetensors.index.json; an earlier export's weight
+ * files there that this one does not rewrite are removed), or, when it ends in ".safetensors",
+ * one file with the config in its "pipetrain_config" metadata. opts NULL: F32, one file.
+ * Loading it back and exporting again gives the same bytes. Synchronises; every file is written
+ * through a temporary file. PT_EINVAL when the chunks miss a layer, differ in config or are not
+ * llama, PT_EIO when a file cannot be written. */
+pt_status pt_model_export_hf_llama(pt_model *const *models, int n, const char *out, const pt_hf_export_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -20,8 +20,10 @@ static void usage(FILE *f)
                "commands:\n"
                "  inspect DIR                              tensors, sizes and compression ratios\n"
                "  verify DIR [--all]                       check every checksum; non-zero exit on damage\n"
-               "  export DIR --format safetensors OUT      weights in Hugging Face GPT-2 naming and layout\n"
-               "  import IN.safetensors DIR                a step_000000 checkpoint (fresh optimizer state)\n\n"
+               "  export DIR --format safetensors OUT      weights in Hugging Face naming and layout (GPT-2: one\n"
+               "                                           file; llama: a directory with config.json)\n"
+               "  import IN DIR                            a step_000000 checkpoint (fresh optimizer state) from\n"
+               "                                           a .safetensors file or a Hugging Face Llama directory\n\n"
                "DIR is a checkpoint root (its `latest` is used, or the newest complete checkpoint) or one\n"
                "step directory (DIR/step_000100).\n");
 }
@@ -246,16 +248,49 @@ static pt_status full_model(const pt_model_config *cfg, const pt_backend **be, p
     return st;
 }
 
+/* "5GB", "500MB", "2GiB", "1048576": bytes (K/M/G decimal as Hugging Face's max_shard_size, KiB/MiB/GiB
+ * binary). 0 when the text is not a size. */
+static uint64_t parse_size(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!end || end == s || !(v > 0))
+        return 0;
+    static const struct {
+        const char *suffix;
+        double mul;
+    } units[] = { { "", 1 },          { "B", 1 },         { "K", 1e3 },           { "KB", 1e3 },
+                  { "M", 1e6 },       { "MB", 1e6 },      { "G", 1e9 },           { "GB", 1e9 },
+                  { "KiB", 1024.0 },  { "MiB", 1048576.0 }, { "GiB", 1073741824.0 } };
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].suffix) == 0)
+            return v * units[i].mul >= 1 && v * units[i].mul < 1.8e19 ? (uint64_t)(v * units[i].mul) : 0;
+    return 0;
+}
+
 static int cmd_export(int argc, char **argv)
 {
-    const char *format = "safetensors", *model = NULL;
+    const char *format = "safetensors", *model = NULL, *dtype = "f32", *shard_size = NULL;
     pt_opt opts[] = { { "format", PT_OPT_STRING, &format, "FORMAT", "output format (safetensors)", 0 },
                       { "model", PT_OPT_STRING, &model, "NAME|FILE",
-                        "model config (default: the one recorded in the checkpoint)", 0 } };
+                        "model config (default: the one recorded in the checkpoint)", 0 },
+                      { "dtype", PT_OPT_STRING, &dtype, "f32|bf16", "llama: tensor type on disk (default f32)", 0 },
+                      { "shard-size", PT_OPT_STRING, &shard_size, "SIZE",
+                        "llama: shards of at most SIZE (5GB, 500MB, 2GiB, bytes) with model.safetensors.index.json "
+                        "when the weights are larger (default: one model.safetensors)",
+                        0 } };
     pt_cmd_spec spec = { "pipetrain ckpt export DIR --format safetensors OUT",
-                         "Writes a checkpoint's weights to a safetensors file in Hugging Face GPT-2 naming and layout\n"
-                         "(h.0.attn.c_attn.weight as [in, out], ...), loadable by transformers and other tools.",
-                         opts, 2, "example: pipetrain ckpt export ckpt --format safetensors model.safetensors" };
+                         "Writes a checkpoint's weights in Hugging Face naming and layout, loadable by transformers\n"
+                         "and other tools. GPT-2: one safetensors file OUT (h.0.attn.c_attn.weight as [in, out], ...;\n"
+                         "the config in its metadata). Llama: OUT is a directory (created) with config.json\n"
+                         "(LlamaForCausalLM) and model.safetensors, or shards and model.safetensors.index.json with\n"
+                         "--shard-size; weights [out, in], q/k/v_proj and gate/up_proj as separate tensors. OUT\n"
+                         "ending in .safetensors writes one file with the config in its metadata instead.",
+                         opts, 4,
+                         "examples:\n"
+                         "  pipetrain ckpt export ckpt --format safetensors model.safetensors        (gpt2)\n"
+                         "  pipetrain ckpt export ckpt --format safetensors hf-out --dtype bf16      (llama)\n"
+                         "  pipetrain ckpt export ckpt --format safetensors hf-out --shard-size 2GB  (llama)" };
     char *pos[2];
     int done = 0;
     pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 2, "DIR and OUT", &done);
@@ -263,6 +298,13 @@ static int cmd_export(int argc, char **argv)
         return pt_cli_finish(st);
     if (strcmp(format, "safetensors") != 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--format %s is not supported; use --format safetensors", format));
+    pt_hf_export_opts eo = { .bf16 = strcmp(dtype, "bf16") == 0 };
+    if (!eo.bf16 && strcmp(dtype, "f32") != 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--dtype %s is not supported; use f32 or bf16", dtype));
+    if (shard_size && !(eo.shard_bytes = parse_size(shard_size)))
+        return pt_cli_finish(
+            pt_fail(PT_EINVAL, "--shard-size %s is not a size; give bytes or a number with KB, MB, GB (or KiB, MiB, GiB)",
+                    shard_size));
     char dir[512], note[1024];
     pt_ckpt_manifest *m = NULL;
     const pt_backend *be = NULL;
@@ -275,10 +317,20 @@ static int cmd_export(int argc, char **argv)
         fprintf(stderr, "%s\n", note);
     PT_TRY(pt_ckpt_manifest_read(dir, &m), out);
     PT_TRY(pt_ckpt_run_model_config(m->run_json, model, &cfg), out);
+    if (cfg.arch != PT_ARCH_LLAMA && (eo.bf16 || eo.shard_bytes)) {
+        st = pt_fail(PT_EINVAL, "--dtype bf16 and --shard-size are for llama checkpoints; %s is gpt2, whose export is "
+                                "one f32 file",
+                     dir);
+        goto out;
+    }
     PT_TRY(full_model(&cfg, &be, &stream, &mod), out);
     PT_TRY(pt_ckpt_load_ex(dir, &mod, NULL, 1, &ts, NULL, NULL, NULL), out);
-    PT_TRY(pt_model_export_hf_safetensors(&mod, 1, pos[1]), out);
-    printf("wrote %s: %d tensors of %s, step %lld\n", pos[1], pt_model_n_tensors(mod), dir, (long long)m->step);
+    if (cfg.arch == PT_ARCH_LLAMA)
+        PT_TRY(pt_model_export_hf_llama(&mod, 1, pos[1], &eo), out);
+    else
+        PT_TRY(pt_model_export_hf_safetensors(&mod, 1, pos[1]), out);
+    printf("wrote %s: %d tensors of %s, step %lld%s\n", pos[1], pt_model_n_tensors(mod), dir, (long long)m->step,
+           cfg.arch == PT_ARCH_LLAMA ? (eo.bf16 ? " (Hugging Face Llama, bf16)" : " (Hugging Face Llama, f32)") : "");
 out:
     free((char *)ts.run_json);
     pt_model_destroy(mod);
@@ -296,13 +348,18 @@ static int cmd_import(int argc, char **argv)
                         "model config (default: the file's metadata, else the preset its shapes match)", 0 },
                       { "zstd-level", PT_OPT_INT, &level, "N", "zstd level (1..19)", 0 },
                       { "threads", PT_OPT_INT, &threads, "N", "compression threads", 0 } };
-    pt_cmd_spec spec = { "pipetrain ckpt import IN.safetensors DIR",
-                         "Makes DIR/step_000000 from weights in Hugging Face GPT-2 naming and layout, with zeroed AdamW\n"
-                         "moments, so that `pipetrain train --ckpt-dir DIR --resume` starts from them.",
-                         opts, 3, "example: pipetrain ckpt import gpt2.safetensors ckpt --model gpt2" };
+    pt_cmd_spec spec = { "pipetrain ckpt import IN DIR",
+                         "Makes DIR/step_000000 from Hugging Face weights, with zeroed AdamW moments, so that\n"
+                         "`pipetrain train --ckpt-dir DIR --resume` starts from them. IN is a safetensors file in\n"
+                         "GPT-2 naming and layout, or a Llama-family checkpoint: a directory with config.json and\n"
+                         "model.safetensors (or model.safetensors.index.json and its shards), F32/F16/BF16.",
+                         opts, 3,
+                         "examples:\n"
+                         "  pipetrain ckpt import gpt2.safetensors ckpt --model gpt2\n"
+                         "  pipetrain ckpt import Llama-3.2-1B ckpt" };
     char *pos[2];
     int done = 0;
-    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 2, "IN.safetensors and DIR", &done);
+    pt_status st = pt_args_parse_n(&spec, argc, argv, pos, 2, "IN and DIR", &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     const pt_backend *be = NULL;
