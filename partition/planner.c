@@ -635,7 +635,9 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
                    "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d), "
                    "not even with the most stages: needs %.2f GB per device; %s",
                    method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9,
-                   B > 1 ? "lower the micro-batch size" : "shorten the sequences or use devices with more memory");
+                   B > 1 ? "lower the micro-batch size"
+                         : "shorten the sequences or use devices with more memory (a stage holds whole layers: "
+                           "pipetrain has no tensor parallelism)");
 }
 
 /* One fixed point (P, V, D, B, M, schedule): split by `method` and price. *out NULL with PT_OK
