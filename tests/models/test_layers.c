@@ -537,11 +537,12 @@ static void test_head_split_matches(const pt_model_config *c1, const pt_model_co
 
 /* ---- initialisation ---- */
 
-/* GPT-2's scheme: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), biases 0,
- * layernorm weights 1; a different seed gives different weights. */
-static void test_init(void)
+/* GPT-2's scheme: N(0, 0.02), residual projections (attn.proj, mlp.proj, llama's mlp.down)
+ * N(0, 0.02/sqrt(2 n_layer)), biases 0, layernorm and RMSNorm weights 1; a different seed gives
+ * different weights. */
+static void test_init(const pt_model_config *base)
 {
-    pt_model_config c = tiny;
+    pt_model_config c = *base;
     c.n_embd = 64;
     pt_model *m = make(&c, 0, pt_model_n_layers(&c) - 1, 1, 4, 1, 0);
     float *p = to_host(pt_model_params(m), pt_model_n_params(m));
@@ -553,7 +554,8 @@ static void test_init(void)
             sq += (double)p[t->offset + k] * p[t->offset + k];
         }
         double mean = sum / t->numel, sd = sqrt(sq / t->numel - mean * mean);
-        double want_sd = strstr(t->name, "proj.weight") ? 0.02 / sqrt(2.0 * c.n_layer) : 0.02;
+        int residual = strstr(t->name, "proj.weight") || strstr(t->name, "mlp.down.weight");
+        double want_sd = residual ? 0.02 / sqrt(2.0 * c.n_layer) : 0.02;
         if (t->ndim == 2)
             EXPECT(fabs(mean) < 0.1 * want_sd && fabs(sd - want_sd) < 0.05 * want_sd);
         else if (strstr(t->name, "ln") && strstr(t->name, ".weight"))
@@ -568,6 +570,53 @@ static void test_init(void)
     free(q);
     free(p);
     pt_model_destroy(m);
+}
+
+/* A llama chunk's tensors: names, shapes (issue 15's layout: q, k, v rows stacked; gate rows then
+ * up rows), layers, weight decay on matrices only; no position table; lm_head.weight only untied;
+ * the element count the config reports plus the padding rows of each vocabulary matrix. */
+static void test_llama_tensors(const pt_model_config *c)
+{
+    const int last = pt_model_n_layers(c) - 1, C = c->n_embd, hs = C / c->n_head, H = c->intermediate_size;
+    const int kv = pt_model_kv_heads(c), untied = !pt_model_tied(c);
+    pt_model *m = make(c, 0, last, 2, 8, 1, 0);
+    EXPECT(pt_model_n_tensors(m) == 1 + 6 * c->n_layer + 1 + untied);
+    EXPECT(pt_model_n_params(m) == (size_t)pt_model_config_n_params(c) +
+                                       (size_t)(1 + untied) * (size_t)(c->vocab_padded - c->vocab_size) * C);
+    EXPECT(pt_model_find_tensor(m, "wpe.weight") == NULL && pt_model_find_tensor(m, "lnf.bias") == NULL);
+    EXPECT((pt_model_find_tensor(m, "lm_head.weight") != NULL) == untied);
+    for (int i = 0; i < pt_model_n_tensors(m); i++) {
+        const pt_param *p = pt_model_tensor(m, i);
+        int rows = -1, cols = -1, layer = -1, b = -1, used = 0;
+        const char *rest = sscanf(p->name, "blocks.%d.%n", &b, &used) == 1 && used > 0 ? p->name + used : "";
+        if (strcmp(p->name, "wte.weight") == 0)
+            rows = c->vocab_padded, cols = C, layer = 0;
+        else if (strcmp(p->name, "lnf.weight") == 0)
+            rows = C, layer = last;
+        else if (strcmp(p->name, "lm_head.weight") == 0)
+            rows = c->vocab_padded, cols = C, layer = last;
+        else if (strcmp(rest, "ln1.weight") == 0 || strcmp(rest, "ln2.weight") == 0)
+            rows = C, layer = b + 1;
+        else if (strcmp(rest, "attn.qkv.weight") == 0)
+            rows = (c->n_head + 2 * kv) * hs, cols = C, layer = b + 1;
+        else if (strcmp(rest, "attn.proj.weight") == 0)
+            rows = C, cols = C, layer = b + 1;
+        else if (strcmp(rest, "mlp.gate_up.weight") == 0)
+            rows = 2 * H, cols = C, layer = b + 1;
+        else if (strcmp(rest, "mlp.down.weight") == 0)
+            rows = C, cols = H, layer = b + 1;
+        int ok = rows > 0 && p->ndim == (cols > 0 ? 2 : 1) && p->shape[0] == rows &&
+                 (cols < 0 || p->shape[1] == cols) && p->layer == layer && p->decay == (p->ndim >= 2);
+        if (!ok) {
+            fprintf(stderr, "%s: tensor %s: ndim %d, shape %d x %d, layer %d, decay %d (expected %d x %d, layer %d)\n",
+                    c->name, p->name, p->ndim, p->shape[0], p->ndim > 1 ? p->shape[1] : 1, p->layer, p->decay, rows,
+                    cols, layer);
+            failures++;
+        }
+    }
+    pt_model_destroy(m);
+    printf("%s: %d tensors, %zu parameters, layout as Hugging Face's\n", c->name, 1 + 6 * c->n_layer + 1 + untied,
+           (size_t)pt_model_config_n_params(c));
 }
 
 /* ---- misuse, files ---- */
@@ -814,7 +863,10 @@ int main(void)
         fprintf(stderr, "cpu backend: %s\n", pt_last_error());
         return 1;
     }
-    test_init();
+    test_init(&tiny);
+    test_init(&llama_tiny);
+    test_llama_tensors(&llama_tiny);
+    test_llama_tensors(&llama_tied);
     test_finite_differences(&tiny, &tiny_split);
     test_finite_differences(&llama_tiny, &llama_split);
     test_finite_differences(&llama_tied, NULL);
