@@ -488,8 +488,9 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     if (opts->micro_batch < 1 || opts->micro_batch > (1 << 20))
         return pt_fail(PT_EINVAL, "micro-batch size %d must be between 1 and %d", opts->micro_batch, 1 << 20);
     if (opts->seq_len < 1 || opts->seq_len > cfg->max_seq_len)
-        return pt_fail(PT_EINVAL, "sequence length %d must be between 1 and the model's max_seq_len %d",
-                       opts->seq_len, cfg->max_seq_len);
+        return pt_fail(PT_EINVAL, "sequence length %d must be between 1 and the model's max_seq_len %d; use a "
+                                  "sequence length of at most %d",
+                       opts->seq_len, cfg->max_seq_len, cfg->max_seq_len);
     if ((int64_t)opts->micro_batch * opts->seq_len > (1 << 24))
         return pt_fail(PT_EINVAL, "micro-batch %d x sequence %d is more than %d tokens per micro-batch; use more, "
                                   "smaller micro-batches",

@@ -289,6 +289,9 @@ static pt_status check_layout_fits(const train_args *a, const pt_train_cfg *cfg,
         return PT_OK;
     pt_model_config mc;
     PT_CHECK(pt_model_config_load(cfg->model, &mc));
+    if (cfg->seq_len > mc.max_seq_len)
+        return pt_fail(PT_EINVAL, "--seq-len %d is longer than %s's context (max_seq_len %d); use --seq-len %d or less",
+                       cfg->seq_len, cfg->model, mc.max_seq_len, mc.max_seq_len);
     int head = cfg->head_split == PT_HEAD_SPLIT_AUTO ? PT_HEAD_SPLIT_AUTO_MAX
                : cfg->head_split > 1                 ? cfg->head_split
                                                      : pt_model_head_layers(&mc);
