@@ -10,8 +10,9 @@
  * GPT-2 weights go in through pt_model_load_hf_safetensors (so that is tested too). Llama weights
  * go in through this file's own map from Hugging Face's LlamaForCausalLM tensors to pipetrain's
  * (llama_parts: q/k/v_proj stacked by rows into attn.qkv, gate/up_proj into mlp.gate_up, ...), so
- * the check does not lean on the import code it could be checking; gradients and updated weights
- * are compared per Hugging Face tensor through the same map.
+ * the check does not lean on the import code it could be checking (pt_model_load_hf_safetensors,
+ * models/hf_llama.c, must then load the same bits); gradients and updated weights are compared
+ * per Hugging Face tensor through the same map.
  * A missing or unreadable file is a failure, not a skip. */
 #include <math.h>
 #include <stdio.h>
@@ -455,10 +456,20 @@ static int run_reference(run *r)
         st = pt_fail(PT_ENOMEM, "out of memory");
         goto fail;
     }
-    if (llama)
+    int import_same = 1;
+    if (llama) {
+        /* this test's map first; then the importer must give the same bits */
         PT_TRY(load_llama(r->m, r->f, path, r->be, r->stream, want, tmp), fail);
-    else
+        PT_TRY(r->be->memcpy_d2h(r->stream, p0, pt_model_params(r->m), np * sizeof(float)), fail);
         PT_TRY(pt_model_load_hf_safetensors(r->m, path), fail);
+        PT_TRY(r->be->memcpy_d2h(r->stream, got, pt_model_params(r->m), np * sizeof(float)), fail);
+        import_same = memcmp(p0, got, np * sizeof(float)) == 0;
+        printf("import    pt_model_load_hf_safetensors %s this test's Hugging Face map  %s\n",
+               import_same ? "loads the same bits as" : "DIFFERS from", import_same ? "ok" : "FAIL");
+        PT_TRY(r->be->memcpy_h2d(r->stream, pt_model_params(r->m), p0, np * sizeof(float)), fail);
+    } else {
+        PT_TRY(pt_model_load_hf_safetensors(r->m, path), fail);
+    }
     const pt_safetensors_tensor *ti = pt_safetensors_find(r->f, "input_ids");
     const pt_safetensors_tensor *tt = pt_safetensors_find(r->f, "targets");
     if (!ti || !tt || ti->numel != N || tt->numel != N) {
@@ -570,6 +581,7 @@ static int run_reference(run *r)
         printf(" %.6f/%.6f", (double)got_losses[i], (double)want_losses[i]);
     printf(" (ours/expected)\n");
 
+    ok &= import_same;
     ok &= group_report(&g_logits);
     ok &= group_report(&g_loss);
     ok &= group_report(&g_grad);
