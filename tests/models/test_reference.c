@@ -1,4 +1,4 @@
-/* test_reference [FILE] — reproduces a PyTorch GPT-2 or Llama computation stored as safetensors
+/* test_reference [--backend cpu|cuda] [FILE] — reproduces a PyTorch GPT-2 or Llama computation stored as safetensors
  * (default: tests/models/reference/gpt2-ref.safetensors; format in that folder's README; metadata
  * "model" is "gpt2" (or absent) or "llama"): imports the Hugging Face weights, then checks the
  * logits, the loss, every parameter gradient, every parameter after one AdamW step, and the losses
@@ -614,17 +614,24 @@ done:
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 || (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))) {
-        fprintf(stderr, "usage: test_reference [FILE]   (default %s)\n", PT_REFERENCE_FILE);
-        return argc > 2 ? 2 : 0;
+    const char *backend = "cpu";
+    int a = 1;
+    if (argc >= 3 && strcmp(argv[1], "--backend") == 0) {
+        backend = argv[2];
+        a = 3;
     }
-    run r = { .path = argc == 2 ? argv[1] : PT_REFERENCE_FILE };
+    if (argc - a > 1 || (argc - a == 1 && (strcmp(argv[a], "-h") == 0 || strcmp(argv[a], "--help") == 0 ||
+                                           argv[a][0] == '-'))) {
+        fprintf(stderr, "usage: test_reference [--backend cpu|cuda] [FILE]   (default cpu, %s)\n", PT_REFERENCE_FILE);
+        return argc - a == 1 && (strcmp(argv[a], "-h") == 0 || strcmp(argv[a], "--help") == 0) ? 0 : 2;
+    }
+    run r = { .path = argc - a == 1 ? argv[a] : PT_REFERENCE_FILE };
     int ok = 0;
     if (pt_safetensors_open(r.path, &r.f) != PT_OK) {
         fprintf(stderr, "test_reference: %s\n", pt_last_error());
         return 1;
     }
-    if (pt_backend_get("cpu", &r.be) != PT_OK ||
+    if (pt_backend_get(backend, &r.be) != PT_OK ||
         r.be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 0 }, &r.stream) != PT_OK) {
         fprintf(stderr, "test_reference: %s\n", pt_last_error());
         pt_safetensors_close(r.f);
