@@ -1,4 +1,5 @@
-/* `pipetrain sample`: generates text from a checkpoint or a Hugging Face GPT-2 safetensors file with
+/* `pipetrain sample`: generates text from a checkpoint (GPT-2 or Llama), a Hugging Face GPT-2
+ * safetensors file or a Hugging Face Llama directory with
  * the KV cache (include/pipetrain/generate.h), streaming it to stdout; one line of counts and
  * tokens/s goes to stderr at the end. */
 #include <cjson/cJSON.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -41,6 +43,30 @@ static pt_status ckpt_info(const char *run_json, const char *model_opt, pt_model
         snprintf(data, data_cap, "%s", dj->valuestring);
     cJSON_Delete(run);
     return st;
+}
+
+/* A Hugging Face model's tokenizer file beside its weights: in the folder `init_from` names (or the
+ * folder of the file it names), tokenizer.json, else tokenizer.model (a tiktoken rank file, Llama 3),
+ * else original/tokenizer.model. Returns 1 with the path in out, 0 when there is none. */
+static int hf_tokenizer_beside(const char *init_from, char *out, size_t cap)
+{
+    char dir[PATH_MAX];
+    struct stat sb;
+    snprintf(dir, sizeof dir, "%s", init_from);
+    if (stat(init_from, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(dir, sizeof dir, ".");
+    }
+    static const char *const names[] = { "tokenizer.json", "tokenizer.model", "original/tokenizer.model" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int n = snprintf(out, cap, "%s/%s", dir, names[i]);
+        if (n > 0 && (size_t)n < cap && stat(out, &sb) == 0 && S_ISREG(sb.st_mode))
+            return 1;
+    }
+    return 0;
 }
 
 /* Parses whitespace-separated ids into ids (grown). */
@@ -248,15 +274,17 @@ int pt_cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *init_from = NULL, *model = NULL, *prompt = NULL, *prompt_ids = NULL, *tok_opt = NULL;
     const char *backend = "cpu";
-    int max_new = 64, top_k = 0, threads = 0, ids_out = 0, stages = 1, allow_special = 0, no_stop = 0;
+    int max_new = 64, top_k = 0, threads = 0, ids_out = 0, stages = 1, allow_special = 0, no_stop = 0, no_bos = 0;
     double temperature = 1.0, top_p = 1.0;
     long long seed = 0;
     pt_opt opts[] = {
         { "ckpt", PT_OPT_STRING, &ckpt, "DIR", "a checkpoint root or step directory (any stage layout)", 0 },
-        { "init-from", PT_OPT_STRING, &init_from, "FILE", "Hugging Face GPT-2 safetensors weights instead", 0 },
+        { "init-from", PT_OPT_STRING, &init_from, "FILE|DIR",
+          "Hugging Face weights instead: a GPT-2 safetensors file or a Llama model directory", 0 },
         { "model", PT_OPT_STRING, &model, "NAME|FILE",
           "model config (default: the checkpoint's, the file's metadata, or the preset its shapes match)", 0 },
-        { "prompt", PT_OPT_STRING, &prompt, "TEXT", "text to continue (\"\": the end-of-text token)", 0 },
+        { "prompt", PT_OPT_STRING, &prompt, "TEXT",
+          "text to continue (\"\": the end-of-text token, or llama's <|begin_of_text|>)", 0 },
         { "prompt-ids", PT_OPT_STRING, &prompt_ids, "IDS", "the prompt as token ids (\"464 2068 ...\") instead", 0 },
         { "tokenizer", PT_OPT_STRING, &tok_opt, "NAME|FILE",
           "byte, gpt2, cl100k, o200k or a file (default: the checkpoint's; byte for the built-in tasks, gpt2 for a "
@@ -274,26 +302,31 @@ int pt_cmd_sample(int argc, char **argv)
         { "no-stop", PT_OPT_FLAG, &no_stop, NULL,
           "generate all --max-new-tokens even past the end-of-text token (default: stop there)", 0 },
         { "ignore-eot", PT_OPT_FLAG, &no_stop, NULL, "the same as --no-stop", 0 },
+        { "no-bos", PT_OPT_FLAG, &no_bos, NULL,
+          "llama: do not start a --prompt with the tokenizer's <|begin_of_text|> (as Hugging Face's tokenizer does)", 0 },
     };
     pt_cmd_spec spec = {
-        "pipetrain sample --ckpt DIR | --init-from FILE.safetensors --prompt TEXT [options]",
+        "pipetrain sample --ckpt DIR | --init-from FILE.safetensors|DIR --prompt TEXT [options]",
         "Generates a continuation of the prompt with a KV cache (the prompt in one forward pass, then one token\n"
         "at a time), streaming the text to stdout; a last line on stderr gives the prompt and new token counts\n"
         "and the prefill and decode speeds. Greedy output (--temperature 0) equals the argmax of a full forward\n"
         "pass at every position. Generation stops at the tokenizer's end-of-text token (not printed as text;\n"
-        "the last id with --ids) unless --no-stop.",
+        "the last id with --ids) unless --no-stop. A Hugging Face Llama directory samples with the\n"
+        "tokenizer.json (or tokenizer.model) beside its weights, and a Llama prompt starts with the\n"
+        "tokenizer's <|begin_of_text|> when it has one, as Hugging Face's tokenizer encodes it.",
         opts,
         (int)(sizeof opts / sizeof opts[0]),
         "examples:\n"
         "  pipetrain sample --ckpt runs/20261206-120000/ckpt --prompt 'sort:dcab=' --temperature 0\n"
-        "  pipetrain sample --init-from gpt2.safetensors --prompt 'The meaning of life is' --top-k 40 --seed 1",
+        "  pipetrain sample --init-from gpt2.safetensors --prompt 'The meaning of life is' --top-k 40 --seed 1\n"
+        "  pipetrain sample --init-from Llama-3.2-1B --prompt 'The capital of France is' --temperature 0 --stages 2",
     };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (!ckpt == !init_from)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "give one of --ckpt DIR or --init-from FILE.safetensors"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "give one of --ckpt DIR or --init-from FILE.safetensors|DIR"));
     if (!prompt == !prompt_ids)
         return pt_cli_finish(pt_fail(PT_EINVAL, "give one of --prompt TEXT or --prompt-ids IDS"));
     if (max_new < 1)
@@ -315,7 +348,7 @@ int pt_cmd_sample(int argc, char **argv)
     pt_tok_ids ids = { 0 };
     int32_t *gen = NULL;
     pt_model_config cfg;
-    char step_dir[512], note[1024], rec_tok[600] = "", data[600] = "";
+    char step_dir[512], note[1024], rec_tok[600] = "", data[600] = "", hf_tok[PATH_MAX + 32];
     uint64_t rec_fp = 0;
 
     /* the model config and, for a checkpoint, the tokenizer it records */
@@ -336,6 +369,8 @@ int pt_cmd_sample(int argc, char **argv)
     const char *tok_name = tok_opt;
     if (!tok_name && rec_tok[0])
         tok_name = rec_tok;
+    if (!tok_name && init_from && cfg.arch == PT_ARCH_LLAMA && hf_tokenizer_beside(init_from, hf_tok, sizeof hf_tok))
+        tok_name = hf_tok; /* a Hugging Face Llama directory's own tokenizer */
     if (!tok_name) {
         if (strncmp(data, "builtin:", 8) == 0 || cfg.vocab_size <= 256)
             tok_name = "byte";
@@ -368,11 +403,25 @@ int pt_cmd_sample(int argc, char **argv)
         }
     }
 
-    /* the prompt */
+    /* the prompt; a llama text prompt starts with <|begin_of_text|> when the tokenizer has it (Llama 3's
+     * tokenizer.json adds it in its post-processor, which encode does not run) */
+    const int bos = prompt && !no_bos && cfg.arch == PT_ARCH_LLAMA && tok ? pt_tokenizer_special_id(tok, "<|begin_of_text|>")
+                                                                        : -1;
+    if (bos >= 0 && bos < cfg.vocab_size) {
+        PT_TRY(parse_ids("0", &ids), out);
+        ids.ids[0] = bos;
+    }
     if (prompt_ids) {
         PT_TRY(parse_ids(prompt_ids, &ids), out);
     } else if (prompt[0]) {
+        size_t had = ids.n;
         PT_TRY(pt_tokenizer_encode(tok, prompt, strlen(prompt), allow_special ? PT_TOK_ALLOW_SPECIAL : 0, &ids), out);
+        if (had == 1 && ids.n > 1 && ids.ids[1] == ids.ids[0]) { /* the prompt's own <|begin_of_text|> */
+            memmove(ids.ids, ids.ids + 1, (ids.n - 1) * sizeof(int32_t));
+            ids.n--;
+        }
+    } else if (ids.n > 0) {
+        /* "": just <|begin_of_text|> */
     } else if (pt_tokenizer_eot(tok) >= 0) {
         int32_t eot = pt_tokenizer_eot(tok);
         PT_TRY(parse_ids("0", &ids), out);
