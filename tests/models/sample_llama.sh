@@ -3,7 +3,8 @@
 #  - llama-tiny (untied LM head, 2 kv heads of 4) trained a few steps through 2 stages, with
 #    greedy --sample-every samples: sample --ckpt (its recorded byte tokenizer) continues the
 #    prompt; greedy and seeded ids equal in 1, 2 and 3 stages; the last step's greedy training
-#    sample (generated through the 2 training stages) is sample --ckpt's greedy text
+#    sample (generated through the 2 training stages) is sample --ckpt's greedy text; the same run in
+#    one process prints the same samples and trains the same losses
 #  - a tied llama with one kv head (a JSON config, Llama 3.1 rope scaling) trained through 3
 #    stages, so the head's chunk holds a copy of wte that the checkpoint does not save: sampled in 1
 #    and 2 stages alike
@@ -15,9 +16,18 @@ trap 'rm -rf "$dir"' EXIT
 fail() { echo "models.sample_llama: $*" >&2; exit 1; }
 
 prompt="sort:dcab="
-"$PT" train --model llama-tiny --stages 2 --steps 12 --micro-batches 2 --micro-batch-size 4 --seq-len 32 \
-    --eval-batches 0 --threads 1 --sample-every 6 --sample-prompt "$prompt" --sample-tokens 8 --sample-temperature 0 \
+ltrain="--model llama-tiny --steps 12 --micro-batches 2 --micro-batch-size 4 --seq-len 32 --eval-batches 0 --threads 1"
+"$PT" train $ltrain --stages 2 --sample-every 6 --sample-prompt "$prompt" --sample-tokens 8 --sample-temperature 0 \
     --run-dir "$dir/run" --ckpt-dir "$dir/ck" >"$dir/train.log" 2>&1 || fail "train llama-tiny failed: $(tail -3 "$dir/train.log")"
+"$PT" train $ltrain --stages 1 --sample-every 6 --sample-prompt "$prompt" --sample-tokens 8 --sample-temperature 0 \
+    --run-dir "$dir/run1" --no-ckpt >"$dir/train1.log" 2>&1 || fail "one-process train llama-tiny failed: $(tail -3 "$dir/train1.log")"
+samples() { sed 's/^\[rank 0\] //' "$1" | awk '/^sample at step/ { on = 1; n = 0 } on { print } on && /^---$/ { if (++n == 2) on = 0 }'; }
+samples "$dir/train.log" >"$dir/s2"
+samples "$dir/train1.log" >"$dir/s1"
+[ "$(grep -c '^sample at step' "$dir/s2")" -eq 2 ] || fail "expected samples at steps 6 and 12: $(cat "$dir/train.log")"
+cmp -s "$dir/s1" "$dir/s2" || fail "pipelined llama samples differ from one process's: $(cat "$dir/s2") vs $(cat "$dir/s1")"
+for r in run run1; do grep -o '"loss":[^,]*' "$dir/$r/metrics.jsonl" >"$dir/$r.loss"; done
+cmp -s "$dir/run.loss" "$dir/run1.loss" || fail "2 stages and one process trained different llama losses"
 grep -q '"architecture":.*"llama"' "$dir"/ck/step_*/manifest.json || fail "the checkpoint does not record a llama config"
 
 out=$("$PT" sample --ckpt "$dir/ck" --prompt "$prompt" --temperature 0 --max-new-tokens 8 --threads 1 2>"$dir/err") ||
