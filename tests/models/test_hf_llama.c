@@ -645,6 +645,31 @@ int main(void)
     c.tied = 0;
     round_trip(&c, "f32-untied-sharded");
 
+    /* ---- a padded vocabulary: every row out, pipetrain_vocab_size, back to the same config ---- */
+    {
+        char dir[128], out[160];
+        snprintf(dir, sizeof dir, "%s/f32-untied", root);
+        snprintf(out, sizeof out, "%s/padded-out", root);
+        pt_model_config cfg, back;
+        EXPECT_OK(pt_model_config_from_hf(dir, &cfg));
+        cfg.vocab_size = 50; /* the file's 64 rows are vocab_padded */
+        pt_model *m = make_model(&cfg, 0, pt_model_n_layers(&cfg) - 1);
+        EXPECT_OK(pt_model_load_hf_safetensors(m, dir));
+        EXPECT(model_matches(&tiny, m));
+        EXPECT_OK(pt_model_export_hf_llama(&m, 1, out, NULL));
+        EXPECT(same_tensors(&tiny, out));
+        EXPECT_OK(pt_model_config_from_hf(out, &back));
+        EXPECT(back.vocab_size == 50 && back.vocab_padded == 64);
+        cJSON *j = NULL;
+        char cj[200];
+        snprintf(cj, sizeof cj, "%s/config.json", out);
+        EXPECT_OK(pt_json_read_file(cj, &j));
+        EXPECT(cJSON_GetObjectItem(j, "vocab_size") && cJSON_GetObjectItem(j, "vocab_size")->valueint == 64 &&
+               cJSON_GetObjectItem(j, "pipetrain_vocab_size")->valueint == 50);
+        cJSON_Delete(j);
+        pt_model_destroy(m);
+    }
+
     /* ---- tensors: refusals ---- */
     c = tiny;
     c.drop = "model.layers.1.self_attn.k_proj.weight";
