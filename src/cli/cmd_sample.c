@@ -69,6 +69,21 @@ static int hf_tokenizer_beside(const char *init_from, char *out, size_t cap)
     return 0;
 }
 
+/* Appends one id to ids (grown). */
+static pt_status push_id(pt_tok_ids *ids, int32_t id)
+{
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        int32_t *n = realloc(ids->ids, cap * sizeof(int32_t));
+        if (!n)
+            return pt_fail(PT_ENOMEM, "out of memory");
+        ids->ids = n;
+        ids->cap = cap;
+    }
+    ids->ids[ids->n++] = id;
+    return PT_OK;
+}
+
 /* Parses whitespace-separated ids into ids (grown). */
 static pt_status parse_ids(const char *text, pt_tok_ids *ids)
 {
@@ -82,17 +97,35 @@ static pt_status parse_ids(const char *text, pt_tok_ids *ids)
         long v = strtol(p, &end, 10);
         if (end == p || v < 0 || v > INT32_MAX)
             return pt_fail(PT_EINVAL, "--prompt-ids: '%.20s' is not a token id; give ids separated by spaces", p);
-        if (ids->n == ids->cap) {
-            size_t cap = ids->cap ? ids->cap * 2 : 64;
-            int32_t *n = realloc(ids->ids, cap * sizeof(int32_t));
-            if (!n)
-                return pt_fail(PT_ENOMEM, "out of memory");
-            ids->ids = n;
-            ids->cap = cap;
-        }
-        ids->ids[ids->n++] = (int32_t)v;
+        PT_CHECK(push_id(ids, (int32_t)v));
         p = end;
     }
+}
+
+/* The ids of a text prompt (sample --prompt, train --sample-prompt), appended to ids: a llama
+ * model's prompt starts with the tokenizer's <|begin_of_text|> when it has one (Llama 3's
+ * tokenizer.json adds it in its post-processor, which pt_tokenizer_encode does not run; once: a
+ * prompt that encodes it itself keeps its own), unless no_bos; then the text; "" is the
+ * end-of-text token (or just <|begin_of_text|>). Nothing at all for "" with a tokenizer that has
+ * neither (the caller refuses an empty prompt). */
+static pt_status encode_prompt(const pt_tokenizer *tok, const pt_model_config *cfg, const char *text, int flags,
+                               int no_bos, pt_tok_ids *ids)
+{
+    const int bos = !no_bos && cfg->arch == PT_ARCH_LLAMA ? pt_tokenizer_special_id(tok, "<|begin_of_text|>") : -1;
+    const int with_bos = bos >= 0 && bos < cfg->vocab_size;
+    const size_t at = ids->n;
+    if (with_bos)
+        PT_CHECK(push_id(ids, bos));
+    if (text[0]) {
+        PT_CHECK(pt_tokenizer_encode(tok, text, strlen(text), flags, ids));
+        if (with_bos && ids->n > at + 1 && ids->ids[at + 1] == bos) { /* the text's own <|begin_of_text|> */
+            memmove(ids->ids + at, ids->ids + at + 1, (ids->n - at - 1) * sizeof(int32_t));
+            ids->n--;
+        }
+    } else if (!with_bos && pt_tokenizer_eot(tok) >= 0) {
+        PT_CHECK(push_id(ids, pt_tokenizer_eot(tok)));
+    }
+    return PT_OK;
 }
 
 typedef struct {
@@ -403,30 +436,11 @@ int pt_cmd_sample(int argc, char **argv)
         }
     }
 
-    /* the prompt; a llama text prompt starts with <|begin_of_text|> when the tokenizer has it (Llama 3's
-     * tokenizer.json adds it in its post-processor, which encode does not run) */
-    const int bos = prompt && !no_bos && cfg.arch == PT_ARCH_LLAMA && tok ? pt_tokenizer_special_id(tok, "<|begin_of_text|>")
-                                                                        : -1;
-    if (bos >= 0 && bos < cfg.vocab_size) {
-        PT_TRY(parse_ids("0", &ids), out);
-        ids.ids[0] = bos;
-    }
-    if (prompt_ids) {
+    /* the prompt */
+    if (prompt_ids)
         PT_TRY(parse_ids(prompt_ids, &ids), out);
-    } else if (prompt[0]) {
-        size_t had = ids.n;
-        PT_TRY(pt_tokenizer_encode(tok, prompt, strlen(prompt), allow_special ? PT_TOK_ALLOW_SPECIAL : 0, &ids), out);
-        if (had == 1 && ids.n > 1 && ids.ids[1] == ids.ids[0]) { /* the prompt's own <|begin_of_text|> */
-            memmove(ids.ids, ids.ids + 1, (ids.n - 1) * sizeof(int32_t));
-            ids.n--;
-        }
-    } else if (ids.n > 0) {
-        /* "": just <|begin_of_text|> */
-    } else if (pt_tokenizer_eot(tok) >= 0) {
-        int32_t eot = pt_tokenizer_eot(tok);
-        PT_TRY(parse_ids("0", &ids), out);
-        ids.ids[0] = eot;
-    }
+    else
+        PT_TRY(encode_prompt(tok, &cfg, prompt, allow_special ? PT_TOK_ALLOW_SPECIAL : 0, no_bos, &ids), out);
     if (ids.n == 0) {
         st = pt_fail(PT_EINVAL, "the prompt is empty and tokenizer %s has no end-of-text token; give a --prompt",
                      pt_tokenizer_name(tok));
@@ -596,12 +610,7 @@ pt_status pt_train_sampler_create_stage(pt_model *m, pt_comm *comm, int stage, i
     s->step = -1;
     s->so = (pt_sample_opts){ .temperature = (float)temperature, .seed = seed };
     PT_TRY(pt_tokenizer_open(tokenizer, &s->tok), fail);
-    if (prompt[0])
-        PT_TRY(pt_tokenizer_encode(s->tok, prompt, strlen(prompt), 0, &s->prompt), fail);
-    else if (pt_tokenizer_eot(s->tok) >= 0) {
-        PT_TRY(parse_ids("0", &s->prompt), fail);
-        s->prompt.ids[0] = pt_tokenizer_eot(s->tok);
-    }
+    PT_TRY(encode_prompt(s->tok, cfg, prompt, 0, 0, &s->prompt), fail);
     if (s->prompt.n == 0 || (int)s->prompt.n >= cfg->max_seq_len) {
         st = pt_fail(PT_EINVAL, "--sample-prompt is %zu tokens; give a prompt of 1 to %d tokens (\"\" means the "
                                 "end-of-text token, which %s lacks)",

@@ -4,8 +4,8 @@
 # LlamaForCausalLM naming, expected.txt). Skipped (77) where /usr/bin/python3 has no torch.
 #  - untied, 2 kv heads of 4, with a byte-level tokenizer.json beside the weights: found without
 #    --tokenizer, the text prompt starts with <|begin_of_text|> as Hugging Face's tokenizer encodes
-#    it; the greedy ids are PyTorch's, from the text and from the ids, in 1 and 2 stages; --no-bos
-#    drops it
+#    it (once: a prompt holding it with --allow-special gets no second; "" is it alone); the greedy
+#    ids are PyTorch's, from the text and from the ids, in 1 and 2 stages; --no-bos drops it
 #  - tied, one kv head, Llama 3.1 rope scaling, no tokenizer (vocabulary 256: byte): PyTorch's ids
 #    from the directory and from its model.safetensors, in 1 and 3 stages
 set -eu
@@ -35,6 +35,13 @@ case "$text" in "$prompt"*) ;; *) fail "the text does not start with the prompt:
 "$PT" sample --init-from "$dir/untied" --prompt "$prompt" --no-bos --temperature 0 --ids --max-new-tokens 2 --threads 1 \
     >/dev/null 2>"$dir/err" || fail "sample --no-bos failed: $(cat "$dir/err")"
 grep -q "^sample: 29 prompt tokens" "$dir/err" || fail "--no-bos kept <|begin_of_text|>: $(cat "$dir/err")"
+got=$("$PT" sample --init-from "$dir/untied" --prompt "<|begin_of_text|>$prompt" --allow-special --temperature 0 --ids \
+    --no-stop --max-new-tokens "$n" --threads 1 2>"$dir/err") || fail "sample --allow-special failed: $(cat "$dir/err")"
+[ "$got" = "$want" ] && grep -q "^sample: 30 prompt tokens" "$dir/err" ||
+    fail "a prompt with its own <|begin_of_text|> got a second: '$got', $(cat "$dir/err")"
+"$PT" sample --init-from "$dir/untied" --prompt "" --temperature 0 --ids --max-new-tokens 2 --threads 1 >/dev/null 2>"$dir/err" ||
+    fail "sample --prompt '' failed: $(cat "$dir/err")"
+grep -q "^sample: 1 prompt tokens" "$dir/err" || fail "--prompt '' is not <|begin_of_text|> alone: $(cat "$dir/err")"
 
 /usr/bin/python3 "$GEN" --layers 3 --kv-heads 1 --tied --wte-std 0.05 --rope-scaling 8,1,4,16 --rope-theta 500000 \
     --eps 1e-6 --out "$dir/t.safetensors" --hf-dir "$dir/tied" >/dev/null || fail "make_llama_generate_ref.py (tied) failed"
