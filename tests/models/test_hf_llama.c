@@ -606,6 +606,46 @@ int main(void)
         EXPECT_OK(pt_model_config_from_hf(dir, &cfg));
         EXPECT(cfg.vocab_size == 100 && cfg.vocab_padded == 128);
     }
+    /* the published config.json of meta-llama/Llama-3.2-1B and Meta-Llama-3-8B: the presets */
+    {
+        static const char *const published[][2] = {
+            { "llama3.2-1b",
+              "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0, "
+              "\"bos_token_id\": 128000, \"eos_token_id\": 128001, \"head_dim\": 64, \"hidden_act\": \"silu\", "
+              "\"hidden_size\": 2048, \"initializer_range\": 0.02, \"intermediate_size\": 8192, "
+              "\"max_position_embeddings\": 131072, \"mlp_bias\": false, \"model_type\": \"llama\", "
+              "\"num_attention_heads\": 32, \"num_hidden_layers\": 16, \"num_key_value_heads\": 8, "
+              "\"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05, \"rope_scaling\": {\"factor\": 32.0, "
+              "\"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192, "
+              "\"rope_type\": \"llama3\"}, \"rope_theta\": 500000.0, \"tie_word_embeddings\": true, "
+              "\"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.45.0.dev0\", \"use_cache\": true, "
+              "\"vocab_size\": 128256}" },
+            { "llama3-8b",
+              "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0, "
+              "\"bos_token_id\": 128000, \"eos_token_id\": 128001, \"hidden_act\": \"silu\", \"hidden_size\": 4096, "
+              "\"initializer_range\": 0.02, \"intermediate_size\": 14336, \"max_position_embeddings\": 8192, "
+              "\"model_type\": \"llama\", \"num_attention_heads\": 32, \"num_hidden_layers\": 32, "
+              "\"num_key_value_heads\": 8, \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05, \"rope_scaling\": null, "
+              "\"rope_theta\": 500000.0, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", "
+              "\"transformers_version\": \"4.40.0.dev0\", \"use_cache\": true, \"vocab_size\": 128256}" },
+        };
+        for (size_t i = 0; i < sizeof published / sizeof published[0]; i++) {
+            cJSON *j = cJSON_Parse(published[i][1]);
+            pt_model_config got, want;
+            EXPECT_OK(pt_model_config_from_hf_json(j, published[i][0], &got));
+            EXPECT_OK(pt_model_config_load(published[i][0], &want));
+            memcpy(got.name, want.name, sizeof got.name);
+            EXPECT(memcmp(&got, &want, sizeof got) == 0);
+            /* and back: config.json of the preset parses to the preset */
+            cJSON *back = pt_model_config_to_hf_json(&want, 1);
+            pt_model_config again;
+            EXPECT_OK(pt_model_config_from_hf_json(back, "back", &again));
+            memcpy(again.name, want.name, sizeof again.name);
+            EXPECT(memcmp(&again, &want, sizeof again) == 0);
+            cJSON_Delete(back);
+            cJSON_Delete(j);
+        }
+    }
     expect_config_refused("{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", "
                           "\"sliding_window\": 4096}",
                           "sliding_window");
