@@ -2,9 +2,16 @@
 # bench/gpu/run.sh — the one command for a machine with an NVIDIA GPU (H100 / H200 / A100):
 # builds pipetrain with the CUDA backend, runs the `gpu` tests, then measures training and
 # prints one JSON object per line on stdout (progress goes to stderr):
-#   {"bench":"gpu_tests", ...}                       ctest -L gpu: passed / failed / skipped
+#   {"bench":"gpu_tests", ...}                       ctest -L gpu: passed / failed / skipped; the
+#                                                     Llama kernels are among them: cuda.kernels_llama
+#                                                     (GQA attention and decode, RMSNorm, RoPE, SwiGLU,
+#                                                     no-position embedding vs the CPU backend),
+#                                                     cuda.kernels_determinism (GQA backward, RMSNorm
+#                                                     dw), cuda.train_vs_cpu_llama and
+#                                                     cuda.pipeline_vs_cpu_llama (llama-tiny)
 #   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
 #   {"bench":"train", "model":"gpt2-medium", ...}
+#   {"bench":"train", "model":"llama-small", ...}    (12 x 768, 12 query / 4 kv heads, ~100M)
 #   {"bench":"pipeline_1gpu", "stages":2, ...}        2-stage 1F1B, two processes on one GPU
 #                                                     (CUDA_VISIBLE_DEVICES=0): first the correctness
 #                                                     check (tests/cuda/pipe_compare: gpt2-tiny, 3
@@ -86,7 +93,7 @@ print(json.dumps(out))
 PY
 }
 
-for model in gpt2 gpt2-medium; do
+for model in gpt2 gpt2-medium llama-small; do
   log "training $model: B=$B T=$T, $STEPS steps"
   run="$OUT/$model"
   if "$PT" train --backend cuda --model "$model" --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" \

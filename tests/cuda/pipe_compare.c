@@ -16,10 +16,12 @@
  * The run's "transfers:" log line says how data travelled between the ranks; with a third
  * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
  *
- *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS]]]]]
+ *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS [HEAD_SPLIT [MODEL]]]]]]]
  *
  * SCHEDULE: 1f1b (default) or another generator. REPLICAS D > 1 runs 2 x D ranks (data parallel;
- * the single-process comparison is left out, as its batch would be D times smaller).
+ * the single-process comparison is left out, as its batch would be D times smaller). HEAD_SPLIT:
+ * the LM head as that many shard layers (0: one). MODEL: gpt2-tiny (default) or llama-tiny (no
+ * tied embedding/head all-reduce: the head has its own weights).
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
@@ -64,6 +66,7 @@ static char g_transfers[512];
 static const char *g_schedule = "1f1b";
 static int g_replicas = 1;
 static int g_head_split = 0; /* argv[6]: the LM head as this many shard layers (messages of two sizes) */
+static const char *g_model = "gpt2-tiny"; /* argv[7] */
 
 static void on_log(void *ctx, const char *line)
 {
@@ -76,7 +79,7 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
 {
     pt_train_cfg_defaults(c);
     c->backend = backend;
-    c->model = "gpt2-tiny";
+    c->model = g_model;
     c->run_dir = NULL;
     c->metrics_path = NULL;
     c->ckpt_dir = NULL;
@@ -191,7 +194,8 @@ int main(int argc, char **argv)
             return 1;
         self[len] = '\0';
         char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
-                       argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, argc > 6 ? argv[6] : NULL, NULL };
+                       argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, argc > 6 ? argv[6] : NULL,
+                       argc > 7 ? argv[7] : NULL, NULL };
         int replicas = argc > 5 ? atoi(argv[5]) : 1;
         pt_launch_opts lo = { .nproc = 2 * (replicas > 1 ? replicas : 1), .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
@@ -207,6 +211,8 @@ int main(int argc, char **argv)
         g_replicas = atoi(argv[5]);
     if (argc > 6)
         g_head_split = atoi(argv[6]);
+    if (argc > 7)
+        g_model = argv[7];
     run_log cpu, cuda, single;
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;
@@ -214,7 +220,7 @@ int main(int argc, char **argv)
         return 0;
     const char *want_path = argc > 3 ? argv[3] : NULL;
     printf("cuda pipeline transfers: %s\n", g_transfers[0] ? g_transfers : "(no log line)");
-    printf("LM head layers: %d\n", g_head_split > 1 ? g_head_split : 1);
+    printf("model %s, LM head layers: %d\n", g_model, g_head_split > 1 ? g_head_split : 1);
     if (want_path && strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
         printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
         return 1;

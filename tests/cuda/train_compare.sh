@@ -1,15 +1,16 @@
 #!/bin/sh
-# tests/cuda/train_compare.sh PIPETRAIN TEST_CUDA_BACKEND WORKDIR
-# The whole model on the CUDA backend against the CPU backend: gpt2-tiny trains 8 steps on the
+# tests/cuda/train_compare.sh PIPETRAIN TEST_CUDA_BACKEND WORKDIR [MODEL]
+# The whole model on the CUDA backend against the CPU backend: MODEL (gpt2-tiny by default;
+# llama-tiny for the Llama kernels) trains 8 steps on the
 # built-in data from the same seed with each backend; with PT_CUDA_MATMUL=fp32 every step's loss
 # and gradient norm must agree to 1e-3 relative (different summation orders, amplified a little by
 # 8 AdamW steps); in bf16 mode (the default) the losses must agree to 3e-2 and keep falling.
 # Exits 77 without a GPU.
 set -eu
-P=$1; CHECK=$2; W=$3
+P=$1; CHECK=$2; W=$3; MODEL=${4:-gpt2-tiny}
 "$CHECK" gpus 1 || exit $?
 rm -rf "$W"; mkdir -p "$W"
-common="--model gpt2-tiny --steps 8 --seed 7 --eval-batches 0 --log-every 100"
+common="--model $MODEL --steps 8 --seed 7 --eval-batches 0 --log-every 100"
 "$P" train $common --backend cpu --run-dir "$W/cpu" >/dev/null
 PT_CUDA_MATMUL=fp32 "$P" train $common --backend cuda --run-dir "$W/fp32" >/dev/null
 "$P" train $common --backend cuda --run-dir "$W/bf16" >/dev/null

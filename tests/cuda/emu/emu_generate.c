@@ -1,6 +1,7 @@
 /* tests/cuda/emu/emu_generate.c — generation with the KV cache (models/generate.c) on the CUDA
- * backend's kernels, run by the emulator, against the CPU backend: gpt2-tiny with the same random
- * weights, batches of 1 and 2 prompts, a prompt fed whole (attention_forward) and in pieces
+ * backend's kernels, run by the emulator, against the CPU backend: `test_cuda_emu_generate [MODEL]`
+ * (gpt2-tiny by default; llama-tiny: RoPE at the cached positions, grouped-query decode) with the
+ * same random weights, batches of 1 and 2 prompts, a prompt fed whole (attention_forward) and in pieces
  * (attention_decode over several rows), then 30 greedy tokens (one-row attention_decode). The
  * greedy ids must be equal and the last logits within 1e-4. This checks the generator's calling
  * sequence on the CUDA entry points (device pointers offset into wpe and the cache, the per-sequence
@@ -105,10 +106,12 @@ static int run(const pt_model_config *cfg, int B, int pieces)
     return bad;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const char *model = argc > 1 ? argv[1] : "gpt2-tiny";
     pt_model_config cfg;
-    if (pt_model_config_load("gpt2-tiny", &cfg) != PT_OK) {
+    printf("model %s\n", model);
+    if (pt_model_config_load(model, &cfg) != PT_OK) {
         fprintf(stderr, "FAIL config: %s\n", pt_last_error());
         return 1;
     }

@@ -1,5 +1,7 @@
 /* tests/cuda/emu/emu_model.c — the whole model (models/) on the CUDA backend's kernels, run by the
- * emulator, against the CPU backend: gpt2-tiny (4 blocks, C=128, 4 heads, vocab 256) on B=2, T=40
+ * emulator, against the CPU backend: `test_cuda_emu_model [MODEL]`, gpt2-tiny by default (4 blocks,
+ * C=128, 4 heads, vocab 256) or llama-tiny (4 blocks, C=128, 4 query / 2 kv heads, SwiGLU 352,
+ * untied head: RMSNorm, RoPE, grouped-query attention, no position table) on B=2, T=40
  * with one ignored target. The same weights (same seed) give the same loss (relative 1e-5) and
  * the same gradients (per tensor, relative L2 error 1e-4), fused and split backward. This is the
  * composition check that the per-kernel test cannot make: slot buffers, scratch sizes, aliasing
@@ -89,11 +91,13 @@ static int compare_grads(side *c, side *g, const char *what)
     return bad;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const char *model = argc > 1 ? argv[1] : "gpt2-tiny";
     pt_model_config cfg;
-    if (pt_model_config_load("gpt2-tiny", &cfg) != PT_OK)
-        return fail("gpt2-tiny");
+    if (pt_model_config_load(model, &cfg) != PT_OK)
+        return fail(model);
+    printf("model %s\n", model);
     const int B = 2, T = 40;
     pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = 1, .recompute = 0, .fused_only = 0 };
     const pt_backend *cpu;
@@ -124,7 +128,7 @@ int main(void)
             fprintf(stderr, "FAIL loss: emulated CUDA %.9g, CPU %.9g\n", lg, lc);
             bad = 1;
         } else {
-            printf("ok   loss sum %.9g (CPU %.9g)\n", lg, lc);
+            printf("ok   loss sum %.9g (CPU %.9g, relative difference %.2g)\n", lg, lc, fabs(lc - lg) / fabs(lc));
         }
         bad |= compare_grads(&c, &g, split ? "split backward (input, then weight)" : "fused backward");
     }

@@ -1,21 +1,22 @@
 /* tests/cuda/emu/emu_train.c — the single-process trainer (src/train/) with --backend cuda, on the
  * real CUDA backend table (kernels/cuda/cuda_backend.cu: streams, memory, copies) whose kernels
  * and CUDA runtime calls run on the emulator, against the same run with --backend cpu:
- * gpt2-tiny, 3 optimizer steps of 2 micro-batches (B=2, T=32) on the built-in data. Every step's
+ * `test_cuda_emu_train [MODEL [STEPS]]`, gpt2-tiny (or llama-tiny), 3 (STEPS) optimizer steps of 2 micro-batches (B=2, T=32) on the built-in data. Every step's
  * loss and gradient norm must agree to 1e-4 (relative). Covers what the model test does not:
  * pt_backend_get("cuda"), stream creation with its workspace, the optimizer's AdamW and
  * gradient-norm reductions, clipping, accumulation over micro-batches. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "pipetrain/train.h"
 
-static int run(const char *backend, double *loss, double *gnorm, int n)
+static int run(const char *backend, const char *model, double *loss, double *gnorm, int n)
 {
     pt_train_cfg c;
     pt_train_cfg_defaults(&c);
     c.backend = backend;
-    c.model = "gpt2-tiny";
+    c.model = model;
     c.run_dir = NULL;
     c.metrics_path = NULL;
     c.steps = n;
@@ -44,11 +45,18 @@ static int run(const char *backend, double *loss, double *gnorm, int n)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    enum { N = 3 };
-    double lc[N], gc[N], lg[N], gg[N];
-    if (run("cpu", lc, gc, N) || run("cuda", lg, gg, N))
+    enum { NMAX = 8 };
+    const char *model = argc > 1 ? argv[1] : "gpt2-tiny";
+    const int N = argc > 2 ? atoi(argv[2]) : 3;
+    if (N < 1 || N > NMAX) {
+        fprintf(stderr, "usage: test_cuda_emu_train [MODEL [STEPS 1..%d]]\n", NMAX);
+        return 2;
+    }
+    double lc[NMAX], gc[NMAX], lg[NMAX], gg[NMAX];
+    printf("model %s, %d steps\n", model, N);
+    if (run("cpu", model, lc, gc, N) || run("cuda", model, lg, gg, N))
         return 1;
     int bad = 0;
     for (int s = 0; s < N; s++) {
