@@ -396,8 +396,8 @@ static pt_status hf_src_open(const char *path, hf_src *s)
 
 /* Finds a tensor: *t NULL when the checkpoint has none of that name; *f and *file say where it is.
  * Index shards are opened on first use, so a pipeline stage opens only the files it reads. */
-static pt_status hf_src_find(hf_src *s, const char *name, pt_safetensors **f, const pt_safetensors_tensor **t,
-                             const char **file)
+static pt_status hf_src_find_exact(hf_src *s, const char *name, pt_safetensors **f, const pt_safetensors_tensor **t,
+                                   const char **file)
 {
     *t = NULL;
     *f = NULL;
@@ -425,6 +425,21 @@ static pt_status hf_src_find(hf_src *s, const char *name, pt_safetensors **f, co
     if (!*t)
         return pt_fail(PT_EFORMAT, "%s says %s holds tensor \"%s\", but %s/%s has no such tensor", s->paths.weights,
                        sh->name, name, s->paths.dir, sh->name);
+    return PT_OK;
+}
+
+/* As hf_src_find_exact, also under the name without "model." (a bare LlamaModel's checkpoint:
+ * embed_tokens.weight, layers.0...., norm.weight). */
+static pt_status hf_src_find(hf_src *s, const char *name, pt_safetensors **f, const pt_safetensors_tensor **t,
+                             const char **file)
+{
+    PT_CHECK(hf_src_find_exact(s, name, f, t, file));
+    if (!*t && strncmp(name, "model.", 6) == 0) {
+        const char *first = *file;
+        PT_CHECK(hf_src_find_exact(s, name + 6, f, t, file));
+        if (!*t)
+            *file = first;
+    }
     return PT_OK;
 }
 

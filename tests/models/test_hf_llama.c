@@ -39,6 +39,7 @@ typedef struct hf_case {
     const char *widen;      /* a tensor written with 2 more rows */
     const char *add;        /* an extra tensor (C floats) */
     const char *bad_index;  /* a weight_map value put on the first tensor */
+    int bare;               /* names without "model." (a LlamaModel's checkpoint) */
 } hf_case;
 
 static const hf_case tiny = { .L = 3, .NH = 4, .NKV = 2, .C = 32, .H = 48, .V = 64, .T = 32, .shards = 1 };
@@ -176,9 +177,9 @@ static void write_hf(const hf_case *c, const char *dir)
             if (t[j].shard != s || (c->drop && strcmp(t[j].name, c->drop) == 0))
                 continue;
             int64_t shape[2] = { t[j].rows + (c->widen && strcmp(t[j].name, c->widen) == 0 ? 2 : 0), t[j].cols };
-            EXPECT_OK(pt_safetensors_writer_declare(w, t[j].name, dt, t[j].cols ? 2 : 1, shape));
-            cJSON_AddStringToObject(map, t[j].name,
-                                    j == 0 && c->bad_index ? c->bad_index : fname);
+            const char *nm = c->bare && strncmp(t[j].name, "model.", 6) == 0 ? t[j].name + 6 : t[j].name;
+            EXPECT_OK(pt_safetensors_writer_declare(w, nm, dt, t[j].cols ? 2 : 1, shape));
+            cJSON_AddStringToObject(map, nm, j == 0 && c->bad_index ? c->bad_index : fname);
             total += (uint64_t)shape[0] * (t[j].cols ? t[j].cols : 1) * (c->bf16 ? 2 : 4);
         }
         if (c->add && s == 0) {
@@ -684,6 +685,28 @@ int main(void)
     c.bf16 = 0;
     c.tied = 0;
     round_trip(&c, "f32-untied-sharded");
+
+    /* ---- a bare LlamaModel's names (no "model."), tied as it has no head; sharded too ---- */
+    for (int shards = 1; shards <= 2; shards++) {
+        hf_case b = tiny;
+        b.bare = 1;
+        b.tied = 1;
+        b.shards = shards;
+        char dir[128], out[160];
+        snprintf(dir, sizeof dir, "%s/bare%d", root, shards);
+        snprintf(out, sizeof out, "%s/bare%d-out", root, shards);
+        write_hf(&b, dir);
+        pt_model_config cfg;
+        EXPECT_OK(pt_model_config_from_safetensors(dir, &cfg));
+        pt_model *m = make_model(&cfg, 0, pt_model_n_layers(&cfg) - 1);
+        EXPECT_OK(pt_model_load_hf_safetensors(m, dir));
+        b.bare = 0;
+        EXPECT(model_matches(&b, m));
+        EXPECT_OK(pt_model_export_hf_llama(&m, 1, out, NULL)); /* written as LlamaForCausalLM */
+        b.shards = 1;
+        EXPECT(same_tensors(&b, out));
+        pt_model_destroy(m);
+    }
 
     /* ---- a padded vocabulary: every row out, pipetrain_vocab_size, back to the same config ---- */
     {
