@@ -174,8 +174,8 @@ pt_status pt_model_config_from_hf_json(const struct cJSON *obj, const char *what
         return pt_fail(PT_EINVAL, "%s: \"use_sliding_window\" is true; pipetrain's attention is full causal attention, "
                                   "so sliding-window models do not load",
                        what);
-    if (strcmp(a->type, "qwen2") != 0 && !cJSON_HasObjectItem(obj, "use_sliding_window") &&
-        json_set(obj, "sliding_window"))
+    /* Qwen2 slides only with use_sliding_window; Mistral whenever sliding_window is set */
+    if (strcmp(a->type, "qwen2") != 0 && json_set(obj, "sliding_window"))
         return pt_fail(PT_EINVAL, "%s: \"sliding_window\" is set (%g); pipetrain's attention is full causal attention; "
                                   "only configs with \"sliding_window\": null load",
                        what, cJSON_GetObjectItemCaseSensitive(obj, "sliding_window")->valuedouble);

@@ -287,8 +287,8 @@ pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const c
  * max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings, rope_scaling (default or
  * "llama3"), and pipetrain_vocab_size (pipetrain's export of a padded vocabulary: vocab_size is
  * then vocab_padded). transformers' defaults for absent optional fields. PT_EINVAL naming the
- * field for what the llama blocks do not compute: sliding windows (use_sliding_window, or a
- * non-null sliding_window without it), experts (num_local_experts, num_experts, ...),
+ * field for what the llama blocks do not compute: sliding windows (Qwen2's use_sliding_window, or
+ * a non-null sliding_window elsewhere), experts (num_local_experts, num_experts, ...),
  * attention_bias / mlp_bias, qk-norm (use_qk_norm, qk_layernorm), clip_qkv, head_dim other than
  * hidden_size / num_attention_heads, hidden_act other than silu, partial rotary, another
  * rope_type, OLMo's weightless LayerNorm; then pt_model_config_validate. `what` names the source. */

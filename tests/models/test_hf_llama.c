@@ -650,6 +650,9 @@ int main(void)
     expect_config_refused("{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", "
                           "\"sliding_window\": 4096}",
                           "sliding_window");
+    expect_config_refused("{\"architectures\": [\"MistralForCausalLM\"], \"use_sliding_window\": false, "
+                          "\"sliding_window\": 4096}",
+                          "sliding_window");
     expect_config_refused("{\"architectures\": [\"Qwen2ForCausalLM\"], \"use_sliding_window\": true}",
                           "use_sliding_window");
     expect_config_refused("{\"num_local_experts\": 8}", "num_local_experts");
