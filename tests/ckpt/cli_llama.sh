@@ -2,7 +2,8 @@
 # ckpt.cli_llama: Hugging Face Llama checkpoints through the `pipetrain ckpt` tools and --init-from,
 # on llama-tiny (untied) and a tied llama written below.
 #  - export writes config.json + model.safetensors; import -> export gives the same bytes, in F32
-#    and BF16, and from a sharded export (--shard-size: model-0000i-of-0000n + index)
+#    and BF16, and from a sharded export (--shard-size: model-0000i-of-0000n + index); sample
+#    --init-from the export (1 and 2 stages) continues a prompt as sample --ckpt does
 #  - train --init-from DIR takes the model config from DIR, and starts from its weights in one
 #    process and in a 2-stage pipeline alike (same first loss, not a fresh initialisation's)
 #  - reshard: a checkpoint of 2 stages x 2 replicas resumes on 3 stages and on 1 process; one of 2
@@ -43,6 +44,13 @@ for model in llama-tiny "$dir/tied.json"; do
     "$PT" ckpt export "$d/b" --format safetensors "$d/hf2" >/dev/null || fail "$t: second export failed"
     cmp -s "$d/hf/model.safetensors" "$d/hf2/model.safetensors" || fail "$t: export -> import -> export changed the weights"
     cmp -s "$d/hf/config.json" "$d/hf2/config.json" || fail "$t: export -> import -> export changed config.json"
+    # the exported directory generates what the checkpoint generates (greedy, 1 and 2 stages)
+    want=$("$PT" sample --ckpt "$d/a" --prompt-ids "65 66 67" --temperature 0 --ids --max-new-tokens 8 --threads 1 2>/dev/null)
+    for P in 1 2; do
+        got=$("$PT" sample --init-from "$d/hf" --prompt-ids "65 66 67" --temperature 0 --ids --max-new-tokens 8 \
+            --threads 1 --stages $P 2>"$dir/err") || fail "$t: sample --init-from the export failed: $(cat "$dir/err")"
+        [ -n "$want" ] && [ "$got" = "$want" ] || fail "$t: sample --init-from the export ($P stages): '$got', the checkpoint '$want'"
+    done
 
     # bf16
     "$PT" ckpt export "$d/a" --format safetensors "$d/hfb" --dtype bf16 >/dev/null || fail "$t: bf16 export failed"
