@@ -7,7 +7,7 @@
  *    into one chunk and into three, every pipetrain tensor equal to the Hugging Face tensors
  *    stacked by this test's own map; exported again (same dtype), every tensor's bytes equal the
  *    original's; sharded export -> import -> export gives the same model.safetensors bytes; the
- *    single-file export carries its config
+ *    single-file export carries its config; an F16 checkpoint reads as float
  *  - missing, misshapen and extra (bias, q/k-norm) tensors, a config that disagrees with
  *    config.json, a padded vocabulary and bad indexes: one error naming the tensor/field and file */
 #include <cjson/cJSON.h>
@@ -65,9 +65,15 @@ static uint32_t bits_of(const char *name, size_t i)
     return b;
 }
 
+/* The bits a file of the case holds for element i of tensor `name`. */
+static uint16_t f16_of(uint32_t b) { return (uint16_t)(b >> 16) & 0xbfff; } /* exponent < 16: finite */
+
+/* The value element i of `name` holds once read: bf16 1: the BF16 file's top 16 bits; 2: an F16 file. */
 static float value_of(const char *name, size_t i, int bf16)
 {
     uint32_t b = bits_of(name, i);
+    if (bf16 == 2)
+        return pt_f16_to_f32(f16_of(b));
     if (bf16)
         b &= 0xffff0000u;
     float f;
@@ -172,7 +178,7 @@ static void write_hf(const hf_case *c, const char *dir)
         pt_safetensors_writer *w;
         EXPECT_OK(pt_safetensors_writer_create(path, &w));
         EXPECT_OK(pt_safetensors_writer_set_metadata(w, "format", "pt"));
-        const pt_st_dtype dt = c->bf16 ? PT_ST_BF16 : PT_ST_F32;
+        const pt_st_dtype dt = c->bf16 == 2 ? PT_ST_F16 : c->bf16 ? PT_ST_BF16 : PT_ST_F32;
         for (int j = 0; j < n; j++) {
             if (t[j].shard != s || (c->drop && strcmp(t[j].name, c->drop) == 0))
                 continue;
@@ -195,7 +201,7 @@ static void write_hf(const hf_case *c, const char *dir)
             for (size_t e = 0; e < cnt; e++) {
                 uint32_t b = bits_of(t[j].name, e);
                 if (c->bf16) {
-                    uint16_t h = (uint16_t)(b >> 16);
+                    uint16_t h = c->bf16 == 2 ? f16_of(b) : (uint16_t)(b >> 16);
                     EXPECT_OK(pt_safetensors_writer_write(w, &h, 2));
                 } else {
                     EXPECT_OK(pt_safetensors_writer_write(w, &b, 4));
@@ -688,6 +694,22 @@ int main(void)
     c.bf16 = 0;
     c.tied = 0;
     round_trip(&c, "f32-untied-sharded");
+
+    /* ---- F16 on disk: read as float (pipetrain exports F32 or BF16) ---- */
+    {
+        hf_case h = tiny;
+        h.bf16 = 2;
+        h.shards = 2;
+        char dir[128];
+        snprintf(dir, sizeof dir, "%s/f16", root);
+        write_hf(&h, dir);
+        pt_model_config cfg;
+        EXPECT_OK(pt_model_config_from_safetensors(dir, &cfg));
+        pt_model *m = make_model(&cfg, 0, pt_model_n_layers(&cfg) - 1);
+        EXPECT_OK(pt_model_load_hf_safetensors(m, dir));
+        EXPECT(model_matches(&h, m));
+        pt_model_destroy(m);
+    }
 
     /* ---- a bare LlamaModel's names (no "model."), tied as it has no head; sharded too ---- */
     for (int shards = 1; shards <= 2; shards++) {
