@@ -1,9 +1,9 @@
 /* kernels/cuda/attention.cu — causal multi-head or grouped-query self-attention, scale
  * 1/sqrt(C/NH), flash style: no (T,T) matrix ever reaches global memory. A qkv row is
  * W = C + 2*NKV*hs floats (the NH query heads, then NKV key heads, then NKV value heads); query
- * head h reads kv head h / (NH/NKV) (NKV == NH: GPT-2's multi-head layout, W = 3C). Like the CPU backend, the forward keeps only the
- * log-sum-exp of each softmax row, saved = (B,NH,T) floats, and the backward recomputes the
- * probabilities from Q, K and it.
+ * head h reads kv head h / (NH/NKV) (NKV == NH: GPT-2's multi-head layout, W = 3C). Like the
+ * CPU backend, the forward keeps only the log-sum-exp of each softmax row, saved = (B,NH,T)
+ * floats, and the backward recomputes the probabilities from Q, K and it.
  *
  * Layout of the work: a block is 8 warps and covers 32 rows of one (batch, head); a warp owns 4
  * consecutive rows (queries in the forward and the dQ pass, keys in the dK/dV pass). The block
@@ -473,7 +473,8 @@ __global__ void pt_k_att_decode(float *out, const float *cache, int Tcap, int t0
 {
     extern __shared__ float sm[];
     const int i = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH, hs = C / NH, pos = t0 + i;
-    const size_t ld = (size_t)C + 2 * (size_t)NKV * hs, ko = C + (size_t)(h / (NH / NKV)) * hs, vo = ko + (size_t)NKV * hs;
+    const size_t ld = (size_t)C + 2 * (size_t)NKV * hs;
+    const size_t ko = C + (size_t)(h / (NH / NKV)) * hs, vo = ko + (size_t)NKV * hs; /* the kv head's k, v */
     float *q = sm, *acc = sm + hs, *p = sm + 2 * hs, *red = p + PT_DEC_THREADS;
     const float *base = cache + (size_t)b * Tcap * ld + (size_t)h * hs, *kvbase = cache + (size_t)b * Tcap * ld;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {

@@ -362,7 +362,8 @@ static void test_attention(int B, int T, int C, int NH, int NKV)
     const int hs = C / NH, W = C + 2 * NKV * hs;
     size_t nqkv = (size_t)B * T * W, ne = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     size_t nsaved_c = cpu->attention_saved_size(B, T, C, NH, NH), nscr_c = cpu->attention_scratch_size(B, T, C, NH, NH);
-    size_t nsaved_g = gpu->attention_saved_size(B, T, C, NH, NKV), nscr_g = gpu->attention_scratch_size(B, T, C, NH, NKV);
+    size_t nsaved_g = gpu->attention_saved_size(B, T, C, NH, NKV);
+    size_t nscr_g = gpu->attention_scratch_size(B, T, C, NH, NKV);
     float *qkv = malloc(nqkv * 4), *qkve = malloc(ne * 4), *out = malloc(no * 4), *dout = malloc(no * 4);
     float *dqkve = malloc(ne * 4), *dqkv = malloc(nqkv * 4);
     float *saved = malloc(nsaved_c * 4), *scr = malloc(nscr_c * 4), *got = malloc(nqkv * 4);
@@ -812,9 +813,9 @@ static void test_rope(int B, int T, int NH, int NKV, int hs, int pos0)
                  B, T, NH, NKV, hs, pos0, rname);
         check(name, got, ref, n, 1e-6f, 1e-5f);
         int v_ok = 1; /* the value heads are untouched, to the bit */
+        const size_t v0 = (size_t)(NH + NKV) * hs;
         for (int bt = 0; bt < B * T && v_ok; bt++)
-            v_ok = memcmp(got + (size_t)bt * W + (size_t)(NH + NKV) * hs, qkv + (size_t)bt * W + (size_t)(NH + NKV) * hs,
-                          (size_t)NKV * hs * 4) == 0;
+            v_ok = memcmp(got + (size_t)bt * W + v0, qkv + (size_t)bt * W + v0, (size_t)NKV * hs * 4) == 0;
         if (!v_ok) {
             fprintf(stderr, "FAIL %s: a value head changed\n", name);
             failures++;
