@@ -8,6 +8,8 @@
 #  - a tied llama with one kv head (a JSON config, Llama 3.1 rope scaling) trained through 3
 #    stages, so the head's chunk holds a copy of wte that the checkpoint does not save: sampled in 1
 #    and 2 stages alike
+#  - llama-tiny trained with its LM head split into 2 shards through 3 stages samples in 1 and 2
+#    stages alike
 #  - refusals: prompt + --max-new-tokens past the context exit 2 in one line
 set -eu
 PT="$1"
@@ -68,6 +70,17 @@ one=$("$PT" sample --ckpt "$dir/ck_t" --prompt "$prompt" --temperature 0.8 --see
 two=$("$PT" sample --ckpt "$dir/ck_t" --prompt "$prompt" --temperature 0.8 --seed 2 --ids --max-new-tokens 20 --threads 1 --stages 2 2>"$dir/err") ||
     fail "sample --stages 2 of the tied llama failed: $(cat "$dir/err")"
 [ "$one" = "$two" ] || fail "tied llama: 2 stages gave '$two', one process '$one'"
+
+# llama-tiny with its untied LM head split into 2 vocabulary shards, through 3 stages: the checkpoint
+# saves lm_head.weight once (pt_model_tensor_is_copy); sample reads it by name into one head layer
+"$PT" train --model llama-tiny --steps 3 --stages 3 --micro-batches 3 --micro-batch-size 2 --seq-len 32 --eval-batches 0 \
+    --threads 1 --head-split 2 --run-dir "$dir/run_h" --ckpt-dir "$dir/ck_h" >"$dir/train_h.log" 2>&1 ||
+    fail "train with --head-split 2 failed: $(tail -3 "$dir/train_h.log")"
+one=$("$PT" sample --ckpt "$dir/ck_h" --prompt "$prompt" --temperature 0.7 --seed 3 --ids --max-new-tokens 12 --threads 1 2>"$dir/err") ||
+    fail "sample of the split-head checkpoint failed: $(cat "$dir/err")"
+two=$("$PT" sample --ckpt "$dir/ck_h" --prompt "$prompt" --temperature 0.7 --seed 3 --ids --max-new-tokens 12 --threads 1 --stages 2 2>"$dir/err") ||
+    fail "sample --stages 2 of the split-head checkpoint failed: $(cat "$dir/err")"
+[ "$one" = "$two" ] || fail "split-head checkpoint: 2 stages gave '$two', one process '$one'"
 
 set +e
 "$PT" sample --ckpt "$dir/ck_t" --prompt "$prompt" --max-new-tokens 60 >/dev/null 2>"$dir/err"
