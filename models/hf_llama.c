@@ -57,8 +57,21 @@ static void dir_of(const char *path, char *dir)
         *slash = 0;
 }
 
+/* 1 when the JSON file at path is a Hugging Face config (has model_type or architectures): a
+ * config.json beside a single file may be something else's (a training run's description). */
+static int is_hf_config(const char *path)
+{
+    cJSON *root = NULL;
+    if (pt_json_read_file(path, &root) != PT_OK)
+        return 0;
+    int hf = cJSON_HasObjectItem(root, "model_type") || cJSON_HasObjectItem(root, "architectures");
+    cJSON_Delete(root);
+    return hf;
+}
+
 /* A directory (config.json + model.safetensors or the index), its config.json, an index file, or
- * one .safetensors file (with the config.json beside it, when there is one). */
+ * one .safetensors file (with the config.json beside it, when there is one and it is a Hugging
+ * Face config). */
 static pt_status hf_resolve(const char *path, hf_paths *p)
 {
     memset(p, 0, sizeof *p);
@@ -86,6 +99,8 @@ static pt_status hf_resolve(const char *path, hf_paths *p)
     }
     if (!dir && !ends_with(path, ".json")) {
         snprintf(p->weights, HF_PATH, "%s", path);
+        if (p->config[0] && !is_hf_config(p->config))
+            p->config[0] = 0;
         return PT_OK;
     }
     if (!dir) /* config.json itself: the weights are beside it */

@@ -490,7 +490,15 @@ static void round_trip(const hf_case *c, const char *tag)
     EXPECT(same_file(a, b));
     destroy_all(ch, 3);
 
-    /* one file, the config in its metadata */
+    /* one file, the config in its metadata (a config.json beside it that is not a Hugging Face one,
+     * like a training run's, is not taken for the model's) */
+    char runcfg[200];
+    snprintf(runcfg, sizeof runcfg, "%s/config.json", root);
+    FILE *rf = fopen(runcfg, "w");
+    if (rf) {
+        fputs("{\"model\": {\"name\": \"llama-tiny\"}, \"steps\": 10}\n", rf);
+        fclose(rf);
+    }
     EXPECT_OK(pt_model_export_hf_llama(&m, 1, one, &eo));
     pt_model_config fc;
     EXPECT_OK(pt_model_config_from_safetensors(one, &fc));
