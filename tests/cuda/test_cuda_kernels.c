@@ -394,24 +394,18 @@ static void test_attention(int B, int T, int C, int NH, int NKV)
     snprintf(name, sizeof name, "attention_backward B%d T%d C%d NH%d NKV%d", B, T, C, NH, NKV);
     const float G = (float)(NH / NKV); /* a kv gradient sums G heads */
     check(name, got, dqkv, nqkv, 5e-5f * G, 5e-4f);
-    if (NKV != NH) { /* the CPU backend's own grouped-query kernels, where it has them */
+    if (NKV != NH) { /* and the CPU backend's own grouped-query kernels */
         float *out2 = malloc(no * 4), *saved2 = malloc(cpu->attention_saved_size(B, T, C, NH, NKV) * 4 + 4);
         float *scr2 = malloc(cpu->attention_scratch_size(B, T, C, NH, NKV) * 4 + 4);
-        pt_status st = cpu->attention_forward(cs, out2, saved2, scr2, qkv, B, T, C, NH, NKV);
-        if (st == PT_ENOTSUP) {
-            printf("note %-44s the CPU backend has no grouped-query attention yet: compared with its MHA "
-                   "kernels on the expanded heads only\n", name);
-        } else {
-            die_if(st, "cpu att (GQA)");
-            snprintf(name, sizeof name, "attention_forward NKV%d vs CPU GQA", NKV);
-            to_host(got, d_out, no * 4);
-            check(name, got, out2, no, 1e-5f, 1e-4f);
-            die_if(cpu->attention_backward(cs, dqkv, scr2, dout, qkv, out2, saved2, B, T, C, NH, NKV),
-                   "cpu att bwd (GQA)");
-            snprintf(name, sizeof name, "attention_backward NKV%d vs CPU GQA", NKV);
-            to_host(got, d_dqkv, nqkv * 4);
-            check(name, got, dqkv, nqkv, 5e-5f * G, 5e-4f);
-        }
+        die_if(cpu->attention_forward(cs, out2, saved2, scr2, qkv, B, T, C, NH, NKV), "cpu att (GQA)");
+        snprintf(name, sizeof name, "attention_forward NKV%d vs CPU GQA", NKV);
+        to_host(got, d_out, no * 4);
+        check(name, got, out2, no, 1e-5f, 1e-4f);
+        die_if(cpu->attention_backward(cs, dqkv, scr2, dout, qkv, out2, saved2, B, T, C, NH, NKV),
+               "cpu att bwd (GQA)");
+        snprintf(name, sizeof name, "attention_backward NKV%d vs CPU GQA", NKV);
+        to_host(got, d_dqkv, nqkv * 4);
+        check(name, got, dqkv, nqkv, 5e-5f * G, 5e-4f);
         free(out2);
         free(saved2);
         free(scr2);
@@ -449,13 +443,10 @@ static void test_attention_decode(int B, int Tcap, int t0, int n, int C, int NH,
     char name[112];
     snprintf(name, sizeof name, "attention_decode B%d Tcap%d t0 %d n%d C%d NH%d NKV%d", B, Tcap, t0, n, C, NH, NKV);
     check(name, got, out, no, 1e-5f, 1e-4f);
-    if (NKV != NH) {
-        pt_status st = cpu->attention_decode(cs, out, cache, B, Tcap, t0, n, C, NH, NKV);
-        if (st != PT_ENOTSUP) {
-            die_if(st, "cpu att decode (GQA)");
-            snprintf(name, sizeof name, "attention_decode NKV%d vs CPU GQA", NKV);
-            check(name, got, out, no, 1e-5f, 1e-4f);
-        }
+    if (NKV != NH) { /* and the CPU backend's own grouped-query decode */
+        die_if(cpu->attention_decode(cs, out, cache, B, Tcap, t0, n, C, NH, NKV), "cpu att decode (GQA)");
+        snprintf(name, sizeof name, "attention_decode NKV%d vs CPU GQA", NKV);
+        check(name, got, out, no, 1e-5f, 1e-4f);
     }
     dev_free(d_cache);
     dev_free(d_out);
@@ -665,44 +656,7 @@ static void test_xent_shard(int N, int V, int n_valid, int K, const int *bounds)
     free(tgt);
 }
 
-/* ---- Llama layers. Until the CPU backend has them (its table entries NULL) each is checked
- * against the small host reference below, which follows backend.h's formulas in float (sums in
- * double); once it does, against the CPU backend. ---- */
-static const char *llama_ref_name(const void *cpu_entry) { return cpu_entry != NULL ? "cpu" : "host ref"; }
-
-static void ref_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps)
-{
-    for (int r = 0; r < N; r++) {
-        double ss = 0.0;
-        for (int i = 0; i < C; i++)
-            ss += (double)x[(size_t)r * C + i] * x[(size_t)r * C + i];
-        float rs = 1.0f / sqrtf((float)(ss / C) + eps);
-        rstd[r] = rs;
-        for (int i = 0; i < C; i++)
-            out[(size_t)r * C + i] = (x[(size_t)r * C + i] * rs) * w[i];
-    }
-}
-
-static void ref_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
-                                 const float *rstd, int N, int C)
-{
-    double *acc = calloc((size_t)C, sizeof *acc);
-    for (int r = 0; r < N; r++) {
-        const float *xr = x + (size_t)r * C, *dyr = dy + (size_t)r * C;
-        double m = 0.0;
-        for (int i = 0; i < C; i++)
-            m += (double)w[i] * dyr[i] * xr[i] * rstd[r];
-        m /= C;
-        for (int i = 0; i < C; i++) {
-            dx[(size_t)r * C + i] = (float)(((double)w[i] * dyr[i] - (double)xr[i] * rstd[r] * m) * rstd[r]);
-            acc[i] += (double)dyr[i] * xr[i] * rstd[r];
-        }
-    }
-    for (int i = 0; i < C; i++)
-        dw[i] = (float)(dw[i] + acc[i]);
-    free(acc);
-}
-
+/* ---- Llama layers, against the CPU backend ---- */
 static void test_rmsnorm(int N, int C)
 {
     size_t n = (size_t)N * C;
@@ -718,24 +672,17 @@ static void test_rmsnorm(int N, int C)
     float *d_x = dev_from(x, n * 4), *d_w = dev_from(w, C * 4), *d_dy = dev_from(dy, n * 4);
     float *d_y = dev_from(y, n * 4), *d_rstd = dev_from(rstd, N * 4), *d_dx = dev_from(dx, n * 4);
     float *d_dw = dev_from(dw, C * 4), *d_dx2 = dev_from(dx, n * 4), *d_dw2 = dev_from(dw, C * 4);
-    const char *ref = llama_ref_name((const void *)cpu->rmsnorm_forward);
     char name[112];
-    if (cpu->rmsnorm_forward != NULL)
-        die_if(cpu->rmsnorm_forward(cs, y, rstd, x, w, N, C, eps), "cpu rmsnorm");
-    else
-        ref_rmsnorm_forward(y, rstd, x, w, N, C, eps);
+    die_if(cpu->rmsnorm_forward(cs, y, rstd, x, w, N, C, eps), "cpu rmsnorm");
     die_if(gpu->rmsnorm_forward(gs, d_y, d_rstd, d_x, d_w, N, C, eps), "cuda rmsnorm");
     to_host(got, d_y, n * 4);
-    snprintf(name, sizeof name, "rmsnorm_forward %dx%d (vs %s)", N, C, ref);
+    snprintf(name, sizeof name, "rmsnorm_forward %dx%d", N, C);
     check(name, got, y, n, 2e-6f, 2e-5f);
     to_host(got, d_rstd, N * 4);
     check("rmsnorm_forward rstd", got, rstd, N, 1e-6f, 1e-5f);
-    /* backward from the reference's rstd, so only the backward is compared */
+    /* backward from the CPU's rstd, so only the backward is compared */
     die_if(gpu->memcpy_h2d(gs, d_rstd, rstd, N * 4), "h2d");
-    if (cpu->rmsnorm_backward != NULL)
-        die_if(cpu->rmsnorm_backward(cs, dx, dw, dy, x, w, rstd, N, C), "cpu rmsnorm bwd");
-    else
-        ref_rmsnorm_backward(dx, dw, dy, x, w, rstd, N, C);
+    die_if(cpu->rmsnorm_backward(cs, dx, dw, dy, x, w, rstd, N, C), "cpu rmsnorm bwd");
     die_if(gpu->rmsnorm_backward(gs, d_dx, d_dw, d_dy, d_x, d_w, d_rstd, N, C), "cuda rmsnorm bwd");
     to_host(got, d_dx, n * 4);
     snprintf(name, sizeof name, "rmsnorm_backward dinp %dx%d", N, C);
@@ -759,23 +706,6 @@ static void test_rmsnorm(int N, int C)
         free(host[i]);
 }
 
-/* backend.h's rotation (dir 1) or its transpose (dir -1), in place on the q and k heads. */
-static void ref_rope(float *qkv, const float *cs_, const float *sn_, int B, int T, int NH, int NKV, int hs, int pos0,
-                     int dir)
-{
-    const int h2 = hs / 2, W = (NH + 2 * NKV) * hs;
-    for (int bt = 0; bt < B * T; bt++)
-        for (int head = 0; head < NH + NKV; head++) {
-            float *x = qkv + (size_t)bt * W + (size_t)head * hs;
-            const int p = pos0 + bt % T;
-            for (int i = 0; i < h2; i++) {
-                const float c = cs_[(size_t)p * h2 + i], sn = sn_[(size_t)p * h2 + i], a = x[i], b = x[i + h2];
-                x[i] = dir > 0 ? a * c - b * sn : a * c + b * sn;
-                x[i + h2] = dir > 0 ? b * c + a * sn : b * c - a * sn;
-            }
-        }
-}
-
 static void test_rope(int B, int T, int NH, int NKV, int hs, int pos0)
 {
     const int h2 = hs / 2, W = (NH + 2 * NKV) * hs, max_pos = pos0 + T + 3;
@@ -790,27 +720,20 @@ static void test_rope(int B, int T, int NH, int NKV, int hs, int pos0)
             sn_[(size_t)p * h2 + i] = sinf((float)p * inv);
         }
     float *d_qkv = dev_from(qkv, n * 4), *d_c = dev_from(cs_, nt * 4), *d_s = dev_from(sn_, nt * 4);
-    const char *rname = llama_ref_name((const void *)cpu->rope_forward);
     char name[112];
     for (int dir = 1; dir >= -1; dir -= 2) {
         memcpy(ref, qkv, n * 4);
         die_if(gpu->memcpy_h2d(gs, d_qkv, qkv, n * 4), "h2d");
         if (dir > 0) {
-            if (cpu->rope_forward != NULL)
-                die_if(cpu->rope_forward(cs, ref, cs_, sn_, B, T, NH, NKV, hs, pos0), "cpu rope");
-            else
-                ref_rope(ref, cs_, sn_, B, T, NH, NKV, hs, pos0, 1);
+            die_if(cpu->rope_forward(cs, ref, cs_, sn_, B, T, NH, NKV, hs, pos0), "cpu rope");
             die_if(gpu->rope_forward(gs, d_qkv, d_c, d_s, B, T, NH, NKV, hs, pos0), "cuda rope");
         } else {
-            if (cpu->rope_backward != NULL)
-                die_if(cpu->rope_backward(cs, ref, cs_, sn_, B, T, NH, NKV, hs, pos0), "cpu rope bwd");
-            else
-                ref_rope(ref, cs_, sn_, B, T, NH, NKV, hs, pos0, -1);
+            die_if(cpu->rope_backward(cs, ref, cs_, sn_, B, T, NH, NKV, hs, pos0), "cpu rope bwd");
             die_if(gpu->rope_backward(gs, d_qkv, d_c, d_s, B, T, NH, NKV, hs, pos0), "cuda rope bwd");
         }
         to_host(got, d_qkv, n * 4);
-        snprintf(name, sizeof name, "rope_%s B%d T%d NH%d NKV%d hs%d pos0 %d (vs %s)", dir > 0 ? "forward" : "backward",
-                 B, T, NH, NKV, hs, pos0, rname);
+        snprintf(name, sizeof name, "rope_%s B%d T%d NH%d NKV%d hs%d pos0 %d", dir > 0 ? "forward" : "backward", B,
+                 T, NH, NKV, hs, pos0);
         check(name, got, ref, n, 1e-6f, 1e-5f);
         int v_ok = 1; /* the value heads are untouched, to the bit */
         const size_t v0 = (size_t)(NH + NKV) * hs;
@@ -855,25 +778,13 @@ static void test_swiglu(int N, int H)
     float *d_gu = dev_from(gu, 2 * n * 4), *d_dout = dev_from(dout, n * 4), *d_out, *d_dgu;
     die_if(pt_backend_alloc(gpu, (void **)&d_out, n * 4), "alloc");
     die_if(pt_backend_alloc(gpu, (void **)&d_dgu, 2 * n * 4), "alloc");
-    const char *rname = llama_ref_name((const void *)cpu->swiglu_forward);
-    if (cpu->swiglu_forward != NULL) {
-        die_if(cpu->swiglu_forward(cs, out, gu, N, H), "cpu swiglu");
-        die_if(cpu->swiglu_backward(cs, dgu, dout, gu, N, H), "cpu swiglu bwd");
-    } else {
-        for (size_t r = 0; r < (size_t)N; r++)
-            for (int j = 0; j < H; j++) {
-                double g = gu[r * 2 * H + j], u = gu[r * 2 * H + H + j], dy = dout[r * H + j];
-                double sig = 1.0 / (1.0 + exp(-g));
-                out[r * H + j] = (float)(g * sig * u);
-                dgu[r * 2 * H + j] = (float)(dy * u * sig * (1.0 + g * (1.0 - sig)));
-                dgu[r * 2 * H + H + j] = (float)(dy * g * sig);
-            }
-    }
+    die_if(cpu->swiglu_forward(cs, out, gu, N, H), "cpu swiglu");
+    die_if(cpu->swiglu_backward(cs, dgu, dout, gu, N, H), "cpu swiglu bwd");
     die_if(gpu->swiglu_forward(gs, d_out, d_gu, N, H), "cuda swiglu");
     die_if(gpu->swiglu_backward(gs, d_dgu, d_dout, d_gu, N, H), "cuda swiglu bwd");
     char name[112];
     to_host(got, d_out, n * 4);
-    snprintf(name, sizeof name, "swiglu_forward %dx%d (vs %s)", N, H, rname);
+    snprintf(name, sizeof name, "swiglu_forward %dx%d", N, H);
     check(name, got, out, n, 1e-6f, 1e-5f);
     to_host(got, d_dgu, 2 * n * 4);
     snprintf(name, sizeof name, "swiglu_backward %dx%d", N, H);
