@@ -79,6 +79,15 @@ typedef struct pt_train_cfg {
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */
 void pt_train_cfg_defaults(pt_train_cfg *c);
 
+struct cJSON; /* cjson/cJSON.h */
+
+/* Adds the settings of c a run's config.json records (seed, steps, threads, micro_batches,
+ * micro_batch_size, seq_len, lr, lr_min, warmup, weight_decay, grad_clip, beta1, beta2, eps,
+ * init_from) to the JSON object o, each unless o already has that key (a pipelined run's plan
+ * holds its own micro_batches, micro_batch_size, seq_len): the one writer of them, for one-process
+ * and pipelined runs. PT_ENOMEM. */
+pt_status pt_train_cfg_to_json(const pt_train_cfg *c, struct cJSON *o);
+
 /* What one optimizer step did. Filled by a step function (single process or pipeline). */
 typedef struct pt_step_stats {
     double loss;         /* mean loss over the targets of the global batch (NaN/Inf possible) */

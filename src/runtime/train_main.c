@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "pipetrain/ckpt.h"
+#include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
 #ifdef PT_RUNTIME_CUDA
@@ -406,7 +407,24 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
             goto out;
         }
         run_json = cJSON_PrintUnformatted(j);
+        /* the run folder's config.json: the same description (the plan holds stages, chunks,
+         * replicas) with the settings, as a one-process run writes it (its keys are a superset) */
+        if (run_json && rank == 0 && tc->run_dir) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/config.json", tc->run_dir);
+            st = pt_train_mkdirs(tc->run_dir);
+            if (st == PT_OK)
+                st = pt_train_cfg_to_json(tc, j);
+            if (st == PT_OK && !(cJSON_AddNumberToObject(j, "n_params", (double)pt_model_config_n_params(&cfg)) &&
+                                 cJSON_AddStringToObject(j, "backend", be->name) &&
+                                 cJSON_AddStringToObject(j, "data", pt_dataset_name(data))))
+                st = pt_fail(PT_ENOMEM, "out of host memory");
+            if (st == PT_OK)
+                st = pt_json_write_file(path, j, 0);
+        }
         cJSON_Delete(j);
+        if (st != PT_OK)
+            goto out;
         if (!run_json) {
             st = pt_fail(PT_ENOMEM, "out of host memory");
             goto out;

@@ -314,6 +314,26 @@ static pt_status check_cfg(const pt_train_cfg *c, const pt_model_config *m)
     return PT_OK;
 }
 
+/* Adds o[key] = v unless o has the key (a plan's own layout numbers stay). */
+static int cfg_json_num(cJSON *o, const char *key, double v)
+{
+    return cJSON_HasObjectItem(o, key) || cJSON_AddNumberToObject(o, key, v);
+}
+
+pt_status pt_train_cfg_to_json(const pt_train_cfg *c, struct cJSON *o)
+{
+    int ok = cfg_json_num(o, "seed", (double)c->seed) && cfg_json_num(o, "steps", (double)c->steps) &&
+             cfg_json_num(o, "threads", c->threads) && cfg_json_num(o, "micro_batches", c->micro_batches) &&
+             cfg_json_num(o, "micro_batch_size", c->micro_batch_size) && cfg_json_num(o, "seq_len", c->seq_len) &&
+             cfg_json_num(o, "lr", c->lr) && cfg_json_num(o, "lr_min", c->lr_min) &&
+             cfg_json_num(o, "warmup", (double)c->warmup) && cfg_json_num(o, "weight_decay", c->weight_decay) &&
+             cfg_json_num(o, "grad_clip", c->grad_clip) && cfg_json_num(o, "beta1", c->beta1) &&
+             cfg_json_num(o, "beta2", c->beta2) && cfg_json_num(o, "eps", c->eps) &&
+             (!c->init_from || cJSON_HasObjectItem(o, "init_from") ||
+              cJSON_AddStringToObject(o, "init_from", c->init_from));
+    return ok ? PT_OK : pt_fail(PT_ENOMEM, "out of memory writing the run config");
+}
+
 /* The run's settings as JSON (config.json, and the run JSON of checkpoints). */
 static pt_status run_json_make(const pt_trainer *t, char **out)
 {
@@ -333,25 +353,9 @@ static pt_status run_json_make(const pt_trainer *t, char **out)
         return pt_fail(PT_ENOMEM, "out of memory writing the run config");
     }
     cJSON_AddStringToObject(o, "backend", t->be->name);
-    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
-    cJSON_AddNumberToObject(o, "steps", (double)c->steps);
-    cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddNumberToObject(o, "stages", 1);
-    cJSON_AddNumberToObject(o, "micro_batches", c->micro_batches);
-    cJSON_AddNumberToObject(o, "micro_batch_size", c->micro_batch_size);
-    cJSON_AddNumberToObject(o, "seq_len", c->seq_len);
-    cJSON_AddNumberToObject(o, "lr", c->lr);
-    cJSON_AddNumberToObject(o, "lr_min", c->lr_min);
-    cJSON_AddNumberToObject(o, "warmup", (double)c->warmup);
-    cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
-    cJSON_AddNumberToObject(o, "grad_clip", c->grad_clip);
-    cJSON_AddNumberToObject(o, "beta1", c->beta1);
-    cJSON_AddNumberToObject(o, "beta2", c->beta2);
-    cJSON_AddNumberToObject(o, "eps", c->eps);
-    if (c->init_from)
-        cJSON_AddStringToObject(o, "init_from", c->init_from);
-    pt_status st = PT_OK;
-    if (c->run_dir) {
+    pt_status st = pt_train_cfg_to_json(c, o);
+    if (st == PT_OK && c->run_dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/config.json", c->run_dir);
         st = pt_json_write_file(path, o, 0);
