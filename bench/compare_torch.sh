@@ -38,8 +38,10 @@ while read -r model layers heads embd B T kvh ffn vocab; do
   if [ -n "$MODELS" ] && ! grep -qw -- "$model" <<<"$MODELS"; then continue; fi
   for thr in $THREADS; do
     # the same OpenMP/OpenBLAS environment for both programs
-    extra=()
-    if [ "$thr" -gt 1 ]; then extra=(OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4); fi
+    # OMP_NUM_THREADS/OPENBLAS_NUM_THREADS for both: torch.set_num_threads(1) alone does not hold
+    # Debian's torch to one core (its OpenBLAS/oneDNN GEMMs still ran on 2: cpu/wall 1.7)
+    extra=(OMP_NUM_THREADS="$thr" OPENBLAS_NUM_THREADS="$thr")
+    if [ "$thr" -gt 1 ]; then extra+=(OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4); fi
     env "${extra[@]}" timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --batch "$B" --seq "$T" \
       --threads "$thr" --steps "$STEPS" --warmup "$WARMUP" ||
       echo "{\"bench\":\"train\",\"impl\":\"pipetrain\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"exit $?\"}"
