@@ -368,7 +368,7 @@ pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
 {
     memset(out, 0, sizeof(*out));
     if (!name_or_path || !name_or_path[0])
-        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2-small, gpt2, ...) or a JSON config");
+        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2, llama-tiny, llama3-8b, ...), a JSON config or a Hugging Face model directory");
     if (cfg_find_preset(name_or_path, out))
         return PT_OK;
     struct stat sb;

@@ -58,10 +58,14 @@ extern "C" {
 
 /* ---- configs ---- */
 
-/* Fills `out` from a preset name (gpt2-tiny, gpt2-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl,
- * and larger planning shapes) or, when `name_or_path` is not a preset, from a JSON file with keys
- * n_layer, n_head, n_embd, vocab_size, max_seq_len and optional name, vocab_padded.
- * PT_EINVAL names the bad field (heads not dividing width, zero layers, unknown keys, absurd sizes). */
+/* Fills `out` from a preset name (gpt2-tiny ... gpt2-xl, llama-tiny, llama-small, and the planning
+ * shapes gpt3-*, llama3.2-1b/3b, llama3-8b/70b/405b: pt_model_preset_names), or, when
+ * `name_or_path` is not a preset, from a file or directory: pipetrain's JSON config (keys n_layer,
+ * n_head, n_embd, vocab_size, max_seq_len, optional name, vocab_padded, head_split, and for
+ * "architecture": "llama" the llama keys: docs/models.md), a Hugging Face config.json (it has
+ * "model_type" or "architectures"), or a Hugging Face model directory (its config.json;
+ * pt_model_config_from_hf). PT_EINVAL names the bad field (heads not dividing width, zero layers,
+ * unknown keys, absurd sizes, unsupported Hugging Face features). */
 pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out);
 
 struct cJSON; /* cjson/cJSON.h */
