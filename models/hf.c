@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "hf_internal.h"
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
 
@@ -68,15 +69,6 @@ static void transpose(float *dst, const float *src, int rows, int cols)
             dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
 
-static size_t max_numel(pt_model *m)
-{
-    size_t max = 1;
-    for (int i = 0; i < pt_model_n_tensors(m); i++)
-        if (pt_model_tensor(m, i)->numel > max)
-            max = pt_model_tensor(m, i)->numel;
-    return max;
-}
-
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path)
 {
     const pt_model_config *cfg = pt_model_config_of(m);
@@ -87,7 +79,7 @@ pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path)
     pt_safetensors *f = NULL;
     PT_CHECK(pt_safetensors_open(path, &f));
     pt_status st = PT_OK;
-    size_t cap = max_numel(m);
+    size_t cap = pt_model_max_tensor_numel(m);
     float *host = malloc(cap * sizeof(float)), *tmp = malloc(cap * sizeof(float));
     if (!host || !tmp) {
         st = pt_fail(PT_ENOMEM, "out of memory loading %s (%zu floats)", path, cap);
@@ -149,6 +141,50 @@ done:
     return st;
 }
 
+pt_status pt_hf_export_order(pt_model *const *models, int n, const char *out_path, pt_hf_owned **out, int *n_out,
+                             size_t *max_numel)
+{
+    *out = NULL;
+    *n_out = 0;
+    *max_numel = 1;
+    const int n_layers = pt_model_n_layers(pt_model_config_of(models[0]));
+    int cap_items = 0;
+    for (int k = 0; k < n; k++)
+        cap_items += pt_model_n_tensors(models[k]);
+    pt_hf_owned *items = calloc(cap_items > 0 ? (size_t)cap_items : 1, sizeof(*items));
+    if (!items)
+        return pt_fail(PT_ENOMEM, "out of memory exporting %s", out_path);
+    int n_items = 0;
+    size_t cap = 1;
+    for (int layer = 0; layer < n_layers; layer++) {
+        pt_model *owner = NULL;
+        for (int k = 0; k < n && !owner; k++)
+            if (pt_model_first_layer(models[k]) <= layer && layer <= pt_model_last_layer(models[k]))
+                owner = models[k];
+        if (!owner) {
+            free(items);
+            return pt_fail(PT_EINVAL, "export to %s: no chunk holds layer %d; export needs every layer 0..%d",
+                           out_path, layer, n_layers - 1);
+        }
+        for (int i = 0; i < pt_model_n_tensors(owner); i++) {
+            const pt_param *p = pt_model_tensor(owner, i);
+            if (p->layer != layer)
+                continue;
+            int dup = 0;
+            for (int j = 0; j < n_items && !dup; j++)
+                dup = strcmp(items[j].p->name, p->name) == 0;
+            if (dup)
+                continue;
+            items[n_items++] = (pt_hf_owned){ .m = owner, .p = p };
+            cap = p->numel > cap ? p->numel : cap;
+        }
+    }
+    *out = items;
+    *n_out = n_items;
+    *max_numel = cap;
+    return PT_OK;
+}
+
 static int same_shape(const pt_model_config *a, const pt_model_config *b)
 {
     return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
@@ -171,44 +207,22 @@ pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const c
     for (int k = 1; k < n; k++)
         if (!same_shape(cfg, pt_model_config_of(models[k])))
             return pt_fail(PT_EINVAL, "export to %s: chunk %d has a different model config than chunk 0", path, k);
-    const int n_layers = pt_model_n_layers(cfg);
-    int cap_items = 0;
-    for (int k = 0; k < n; k++)
-        cap_items += pt_model_n_tensors(models[k]);
-    export_item *items = calloc((size_t)cap_items, sizeof(*items));
-    if (!items)
+    pt_hf_owned *order = NULL;
+    int n_items = 0;
+    size_t cap = 1;
+    PT_CHECK(pt_hf_export_order(models, n, path, &order, &n_items, &cap));
+    export_item *items = calloc(n_items > 0 ? (size_t)n_items : 1, sizeof(*items));
+    if (!items) {
+        free(order);
         return pt_fail(PT_ENOMEM, "out of memory exporting %s", path);
+    }
     pt_status st = PT_OK;
     float *host = NULL, *tmp = NULL;
     pt_safetensors_writer *w = NULL;
-    int n_items = 0;
-    size_t cap = 1;
-    /* Global layer order; for each layer, the first chunk holding it; each name once. */
-    for (int layer = 0; layer < n_layers; layer++) {
-        pt_model *owner = NULL;
-        for (int k = 0; k < n && !owner; k++)
-            if (pt_model_first_layer(models[k]) <= layer && layer <= pt_model_last_layer(models[k]))
-                owner = models[k];
-        if (!owner) {
-            st = pt_fail(PT_EINVAL, "export to %s: no chunk holds layer %d; export needs every layer 0..%d", path,
-                         layer, n_layers - 1);
-            goto done;
-        }
-        for (int i = 0; i < pt_model_n_tensors(owner); i++) {
-            const pt_param *p = pt_model_tensor(owner, i);
-            if (p->layer != layer)
-                continue;
-            int dup = 0;
-            for (int j = 0; j < n_items && !dup; j++)
-                dup = strcmp(items[j].p->name, p->name) == 0;
-            if (dup)
-                continue;
-            items[n_items] = (export_item){ .m = owner, .p = p };
-            char hf[128];
-            PT_TRY(pt_model_hf_name(p->name, hf, sizeof(hf), &items[n_items].tr), done);
-            cap = p->numel > cap ? p->numel : cap;
-            n_items++;
-        }
+    for (int j = 0; j < n_items; j++) {
+        items[j] = (export_item){ .m = order[j].m, .p = order[j].p };
+        char hf[128];
+        PT_TRY(pt_model_hf_name(items[j].p->name, hf, sizeof(hf), &items[j].tr), done);
     }
     host = malloc(cap * sizeof(float));
     tmp = malloc(cap * sizeof(float));
@@ -257,6 +271,7 @@ done:
     free(tmp);
     free(host);
     free(items);
+    free(order);
     return st;
 }
 

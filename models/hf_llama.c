@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hf_internal.h"
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
@@ -599,15 +600,6 @@ static pt_status check_block_extras(hf_src *s, int b)
     return PT_OK;
 }
 
-static size_t max_numel(pt_model *m)
-{
-    size_t max = 1;
-    for (int i = 0; i < pt_model_n_tensors(m); i++)
-        if (pt_model_tensor(m, i)->numel > max)
-            max = pt_model_tensor(m, i)->numel;
-    return max;
-}
-
 pt_status pt_model_load_hf_llama(pt_model *m, const char *path)
 {
     const pt_model_config *cfg = pt_model_config_of(m);
@@ -618,7 +610,7 @@ pt_status pt_model_load_hf_llama(pt_model *m, const char *path)
     hf_src s;
     PT_CHECK(hf_src_open(path, &s));
     pt_status st = PT_OK;
-    size_t cap = max_numel(m);
+    size_t cap = pt_model_max_tensor_numel(m);
     float *host = malloc(cap * sizeof(float));
     if (!host) {
         st = pt_fail(PT_ENOMEM, "out of memory loading %s (%zu floats)", path, cap);
@@ -829,14 +821,16 @@ pt_status pt_model_export_hf_llama(pt_model *const *models, int n, const char *o
         if (!same_config(cfg, pt_model_config_of(models[k])))
             return pt_fail(PT_EINVAL, "export to %s: chunk %d has a different model config than chunk 0", out, k);
     const int single_file = ends_with(out, ".safetensors");
-    const int n_layers = pt_model_n_layers(cfg);
     const size_t dsize = opts->bf16 ? 2 : 4;
-    int cap_items = 0;
-    for (int k = 0; k < n; k++)
-        cap_items += 3 * pt_model_n_tensors(models[k]);
-    export_item *items = calloc((size_t)cap_items, sizeof *items);
-    if (!items)
+    pt_hf_owned *order = NULL;
+    int n_order = 0;
+    size_t cap = 1;
+    PT_CHECK(pt_hf_export_order(models, n, out, &order, &n_order, &cap));
+    export_item *items = calloc(3 * (size_t)n_order + 1, sizeof *items);
+    if (!items) {
+        free(order);
         return pt_fail(PT_ENOMEM, "out of memory exporting %s", out);
+    }
     pt_status st = PT_OK;
     float *host = NULL;
     uint16_t *half = NULL;
@@ -844,36 +838,14 @@ pt_status pt_model_export_hf_llama(pt_model *const *models, int n, const char *o
     cJSON *hf = NULL, *index = NULL, *pcfg = NULL;
     char *pcfg_text = NULL;
     int n_items = 0;
-    size_t cap = 1;
-    /* global layer order; each layer from the first chunk holding it; each tensor once */
-    for (int layer = 0; layer < n_layers; layer++) {
-        pt_model *owner = NULL;
-        for (int k = 0; k < n && !owner; k++)
-            if (pt_model_first_layer(models[k]) <= layer && layer <= pt_model_last_layer(models[k]))
-                owner = models[k];
-        if (!owner) {
-            st = pt_fail(PT_EINVAL, "export to %s: no chunk holds layer %d; export needs every layer 0..%d", out, layer,
-                         n_layers - 1);
-            goto done;
-        }
-        for (int i = 0; i < pt_model_n_tensors(owner); i++) {
-            const pt_param *p = pt_model_tensor(owner, i);
-            if (p->layer != layer)
-                continue;
-            int dup = 0;
-            for (int j = 0; j < n_items && !dup; j++)
-                dup = strcmp(items[j].p->name, p->name) == 0;
-            if (dup)
-                continue;
-            hf_piece q[3];
-            int np = 0;
-            PT_TRY(llama_pieces(cfg, p->name, q, &np), done);
-            for (int k = 0; k < np; k++) {
-                items[n_items] = (export_item){ .m = owner, .p = p, .q = q[k] };
-                items[n_items].bytes = (uint64_t)q[k].rows * (uint64_t)(q[k].cols ? q[k].cols : 1) * dsize;
-                n_items++;
-            }
-            cap = p->numel > cap ? p->numel : cap;
+    for (int o = 0; o < n_order; o++) {
+        hf_piece q[3];
+        int np = 0;
+        PT_TRY(llama_pieces(cfg, order[o].p->name, q, &np), done);
+        for (int k = 0; k < np; k++) {
+            items[n_items] = (export_item){ .m = order[o].m, .p = order[o].p, .q = q[k] };
+            items[n_items].bytes = (uint64_t)q[k].rows * (uint64_t)(q[k].cols ? q[k].cols : 1) * dsize;
+            n_items++;
         }
     }
     /* shards: greedy in order, a tensor larger than the limit alone in its shard */
@@ -991,5 +963,6 @@ done:
     free(half);
     free(host);
     free(items);
+    free(order);
     return st;
 }

@@ -287,16 +287,23 @@ static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int 
     return PT_OK;
 }
 
-/* Llama: embedding wte; per block the LP_* tensors; the final norm; the LM head (wte, or lm_head). */
-static pt_status model_build_llama_tensors(pt_model *m)
+/* The tensor table for cap tensors and the per-block first-tensor indices; no tensor indices yet. */
+static pt_status model_alloc_tensor_table(pt_model *m, int cap)
 {
-    const int C = m->cfg.n_embd, L = m->cfg.n_layer, H = m->cfg.intermediate_size;
-    int cap = (m->has_emb ? 1 : 0) + m->n_blocks * LP_COUNT + (m->has_lnf ? 1 : 0) + (m->n_sh > 0 ? 1 : 0);
     m->tensors = calloc((size_t)cap, sizeof(pt_param));
     m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
     if (!m->tensors || !m->t_block)
         return pt_fail(PT_ENOMEM, "out of memory for the model's tensor table");
     m->t_wte = m->t_wpe = m->t_lnfw = m->t_lnfb = m->t_head_wte = -1;
+    return PT_OK;
+}
+
+/* Llama: embedding wte; per block the LP_* tensors; the final norm; the LM head (wte, or lm_head). */
+static pt_status model_build_llama_tensors(pt_model *m)
+{
+    const int C = m->cfg.n_embd, L = m->cfg.n_layer, H = m->cfg.intermediate_size;
+    PT_CHECK(model_alloc_tensor_table(
+        m, (m->has_emb ? 1 : 0) + m->n_blocks * LP_COUNT + (m->has_lnf ? 1 : 0) + (m->n_sh > 0 ? 1 : 0)));
     if (m->has_emb) {
         m->t_wte = m->n_tensors;
         PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
@@ -333,11 +340,7 @@ static pt_status model_build_tensors(pt_model *m)
     int cap = (m->has_emb ? 2 : 0) + m->n_blocks * BP_COUNT + (m->has_lnf ? 2 : 0) + (m->n_sh > 0 ? 1 : 0);
     if (m->llama)
         return model_build_llama_tensors(m);
-    m->tensors = calloc((size_t)cap, sizeof(pt_param));
-    m->t_block = calloc(m->n_blocks > 0 ? (size_t)m->n_blocks : 1, sizeof(int));
-    if (!m->tensors || !m->t_block)
-        return pt_fail(PT_ENOMEM, "out of memory for the model's tensor table");
-    m->t_wte = m->t_wpe = m->t_lnfw = m->t_lnfb = m->t_head_wte = -1;
+    PT_CHECK(model_alloc_tensor_table(m, cap));
     if (m->has_emb) {
         m->t_wte = m->n_tensors;
         PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
@@ -634,6 +637,13 @@ int pt_model_last_layer(const pt_model *m) { return m->last; }
 int pt_model_has_embedding(const pt_model *m) { return m->has_emb; }
 int pt_model_has_head(const pt_model *m) { return m->has_head; }
 int pt_model_n_tensors(const pt_model *m) { return m->n_tensors; }
+size_t pt_model_max_tensor_numel(const pt_model *m)
+{
+    size_t max = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        max = m->tensors[i].numel > max ? m->tensors[i].numel : max;
+    return max;
+}
 const pt_param *pt_model_tensor(const pt_model *m, int i) { return i >= 0 && i < m->n_tensors ? &m->tensors[i] : NULL; }
 size_t pt_model_n_params(const pt_model *m) { return m->n_params; }
 float *pt_model_params(pt_model *m) { return m->params; }
@@ -786,9 +796,7 @@ static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *nam
 
 pt_status pt_model_init_weights(pt_model *m, uint64_t seed)
 {
-    size_t max = 1;
-    for (int i = 0; i < m->n_tensors; i++)
-        max = m->tensors[i].numel > max ? m->tensors[i].numel : max;
+    const size_t max = pt_model_max_tensor_numel(m);
     float *host = malloc(max * sizeof(float));
     if (!host)
         return pt_fail(PT_ENOMEM, "out of memory initialising weights (%zu floats)", max);

@@ -150,6 +150,9 @@ int pt_model_has_head_layers(const pt_model *m);
  * head but not the embedding lists its own "wte.weight" (same name: the tied copy). */
 int pt_model_n_tensors(const pt_model *m);
 const pt_param *pt_model_tensor(const pt_model *m, int i);
+/* The most elements one named tensor of this chunk holds (at least 1): a host buffer of that many
+ * floats fits any one of them (loading, exporting or initialising weights tensor by tensor). */
+size_t pt_model_max_tensor_numel(const pt_model *m);
 /* 1 when p (a tensor of this chunk) is a copy of a tensor another chunk holds the original of, so
  * that it is saved and counted once, by the original's chunk: the tied wte of a chunk with LM-head
  * layers but not the embedding, and the untied lm_head.weight of a chunk whose head shards do not
