@@ -16,115 +16,35 @@
 
 #include "ckpt_test.h"
 
-#define REQUIRE(expr)                                                                                                  \
-    do {                                                                                                               \
-        if ((expr) != PT_OK) {                                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, pt_last_error());                            \
-            exit(1);                                                                                                   \
-        }                                                                                                              \
-    } while (0)
-
 static const pt_backend *be;
 static pt_stream *stream;
 static const pt_adamw_cfg adam = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f };
 
-typedef struct chunked {
-    int n;
-    pt_model *m[4];
-    pt_optim *o[4];
-} chunked;
-
-static void make(chunked *c, const pt_model_config *cfg, int n, const int *first, const int *last)
-{
-    pt_model_opts mo = { .micro_batch = 1, .seq_len = 8, .n_slots = 1 };
-    c->n = n;
-    for (int i = 0; i < n; i++) {
-        REQUIRE(pt_model_create(cfg, first[i], last[i], &mo, be, stream, &c->m[i]));
-        REQUIRE(pt_optim_create(c->m[i], &adam, &c->o[i]));
-    }
-}
-
-static void destroy(chunked *c)
-{
-    for (int i = 0; i < c->n; i++) {
-        pt_optim_destroy(c->o[i]);
-        pt_model_destroy(c->m[i]);
-    }
-    c->n = 0;
-}
+typedef ckpt_test_chunks chunked;
 
 /* Depends only on (tensor name, kind, index): every chunking, every copy, gets the same bits. */
 static float value_of(const char *name, int kind, size_t i)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(kind + 1);
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    h ^= i * 0x9E3779B97F4A7C15ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
-    float u = (float)(h >> 40) / 16777216.0f - 0.5f;
+    float u = (float)(ckpt_test_hash(name, (uint64_t)(kind + 1), i) >> 40) / 16777216.0f - 0.5f;
     return kind == 2 ? u * u * 1e-4f : u * 0.05f;
 }
 
-static void fill(chunked *c)
+static void make(chunked *c, const pt_model_config *cfg, int n, const int *first, const int *last)
 {
-    for (int i = 0; i < c->n; i++) {
-        float *bufs[3] = { pt_model_params(c->m[i]), pt_optim_m(c->o[i]), pt_optim_v(c->o[i]) };
-        for (int t = 0; t < pt_model_n_tensors(c->m[i]); t++) {
-            const pt_param *p = pt_model_tensor(c->m[i], t);
-            float *host = malloc(p->numel * sizeof(float));
-            for (int k = 0; k < 3; k++) {
-                for (size_t j = 0; j < p->numel; j++)
-                    host[j] = value_of(p->name, k, j);
-                REQUIRE(be->memcpy_h2d(stream, bufs[k] + p->offset, host, p->numel * sizeof(float)));
-            }
-            free(host);
-        }
-        pt_optim_set_steps_done(c->o[i], 5);
-    }
-    REQUIRE(be->stream_sync(stream));
+    ckpt_test_chunks_make(c, cfg, &adam, n, first, last, be, stream);
 }
 
+/* Every chunk holds value_of and its optimizer is at the checkpoint's step count. */
 static int matches(chunked *c, const char *what, int64_t step)
 {
-    for (int i = 0; i < c->n; i++) {
-        float *bufs[3] = { pt_model_params(c->m[i]), pt_optim_m(c->o[i]), pt_optim_v(c->o[i]) };
-        for (int t = 0; t < pt_model_n_tensors(c->m[i]); t++) {
-            const pt_param *p = pt_model_tensor(c->m[i], t);
-            float *host = malloc(p->numel * sizeof(float));
-            for (int k = 0; k < 3; k++) {
-                REQUIRE(be->memcpy_d2h(stream, host, bufs[k] + p->offset, p->numel * sizeof(float)));
-                for (size_t j = 0; j < p->numel; j++) {
-                    float want = value_of(p->name, k, j);
-                    if (memcmp(&host[j], &want, 4) != 0) {
-                        fprintf(stderr, "%s: chunk %d %s kind %d [%zu]: %a, want %a\n", what, i, p->name, k, j,
-                                host[j], want);
-                        free(host);
-                        return 0;
-                    }
-                }
-            }
-            free(host);
-        }
-        if (pt_optim_steps_done(c->o[i]) != step) { /* the checkpoint's step count */
+    if (!ckpt_test_chunks_match(c, be, stream, value_of, what))
+        return 0;
+    for (int i = 0; i < c->n; i++)
+        if (pt_optim_steps_done(c->o[i]) != step) {
             fprintf(stderr, "%s: chunk %d optimizer at step %lld\n", what, i, (long long)pt_optim_steps_done(c->o[i]));
             return 0;
         }
-    }
     return 1;
-}
-
-static void zero(chunked *c)
-{
-    for (int i = 0; i < c->n; i++) {
-        size_t bytes = pt_model_n_params(c->m[i]) * sizeof(float);
-        REQUIRE(be->memset_zero(stream, pt_model_params(c->m[i]), bytes));
-        REQUIRE(be->memset_zero(stream, pt_optim_m(c->o[i]), bytes));
-        REQUIRE(be->memset_zero(stream, pt_optim_v(c->o[i]), bytes));
-        pt_optim_set_steps_done(c->o[i], 0);
-    }
-    REQUIRE(be->stream_sync(stream));
 }
 
 static void save(const char *root, chunked *c, int64_t step)
@@ -170,7 +90,7 @@ static void reshard(const pt_model_config *cfg, const int *f3, const int *l3, co
     const int L = pt_model_n_layers(cfg) - 1;
     chunked three, one, two;
     make(&three, cfg, 3, f3, l3);
-    fill(&three);
+    ckpt_test_chunks_fill(&three, be, stream, value_of, 5);
     save(root, &three, 10);
     CHECK(stored(root, 10, "wte.weight") == 3, "%s: wte.weight stored %d times, want 3 (param + moments once)", tag,
           stored(root, 10, "wte.weight"));
@@ -183,7 +103,7 @@ static void reshard(const pt_model_config *cfg, const int *f3, const int *l3, co
     CHECK(load(root, &one) == PT_OK && matches(&one, tag, 10), "%s: 3 chunks -> 1: %s", tag, pt_last_error());
     make(&two, cfg, 2, f2, l2);
     CHECK(load(root, &two) == PT_OK && matches(&two, tag, 10), "%s: 3 chunks -> 2: %s", tag, pt_last_error());
-    zero(&three);
+    ckpt_test_chunks_zero(&three, be, stream);
     save(root, &one, 20);
     CHECK(load(root, &three) == PT_OK && matches(&three, tag, 20), "%s: 1 chunk -> 3: %s", tag, pt_last_error());
     /* the other head: an untied checkpoint into a tied model and back names lm_head.weight */
@@ -198,10 +118,10 @@ static void reshard(const pt_model_config *cfg, const int *f3, const int *l3, co
     else
         CHECK(st != PT_OK && strstr(pt_last_error(), "lm_head.weight"), "%s: tied -> untied: %s", tag,
               pt_last_error());
-    destroy(&o);
-    destroy(&three);
-    destroy(&one);
-    destroy(&two);
+    ckpt_test_chunks_destroy(&o);
+    ckpt_test_chunks_destroy(&three);
+    ckpt_test_chunks_destroy(&one);
+    ckpt_test_chunks_destroy(&two);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0)

@@ -17,55 +17,24 @@
 
 #include "ckpt_test.h"
 
-#define REQUIRE(expr)                                                                        \
-    do {                                                                                     \
-        if ((expr) != PT_OK) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, pt_last_error());  \
-            exit(1);                                                                         \
-        }                                                                                    \
-    } while (0)
-
 static const pt_backend *be;
 static pt_stream *stream;
 static pt_model_config cfg;
 static const pt_adamw_cfg adam = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
                                    .grad_clip = 1.0f };
 
-typedef struct chunked {
-    int n;
-    pt_model *m[3];
-    pt_optim *o[3];
-} chunked;
+typedef ckpt_test_chunks chunked;
 
 static void make(chunked *c, int n, const int *first, const int *last)
 {
-    pt_model_opts mo = { .micro_batch = 1, .seq_len = 8, .n_slots = 1, .recompute = 0 };
-    c->n = n;
-    for (int i = 0; i < n; i++) {
-        REQUIRE(pt_model_create(&cfg, first[i], last[i], &mo, be, stream, &c->m[i]));
-        REQUIRE(pt_optim_create(c->m[i], &adam, &c->o[i]));
-    }
-}
-
-static void destroy(chunked *c)
-{
-    for (int i = 0; i < c->n; i++) {
-        pt_optim_destroy(c->o[i]);
-        pt_model_destroy(c->m[i]);
-    }
+    ckpt_test_chunks_make(c, &cfg, &adam, n, first, last, be, stream);
 }
 
 /* A value that depends only on (tensor name, kind, index): every chunking gets the same numbers,
  * tied copies included. Includes awkward bit patterns (-0, denormals) among N(0, 0.02)-like values. */
 static float value_of(const char *name, int kind, size_t i)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    h ^= i * 0x9E3779B97F4A7C15ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
+    uint64_t h = ckpt_test_hash(name, (uint64_t)kind, i);
     if (i % 97 == 5)
         return -0.0f;
     if (i % 89 == 7) {
@@ -78,62 +47,8 @@ static float value_of(const char *name, int kind, size_t i)
     return kind == 2 ? u * u * 1e-4f : u * 0.05f;
 }
 
-static void fill(chunked *c)
-{
-    for (int i = 0; i < c->n; i++) {
-        float *bufs[3] = { pt_model_params(c->m[i]), pt_optim_m(c->o[i]), pt_optim_v(c->o[i]) };
-        for (int t = 0; t < pt_model_n_tensors(c->m[i]); t++) {
-            const pt_param *p = pt_model_tensor(c->m[i], t);
-            float *host = malloc(p->numel * sizeof(float));
-            for (int k = 0; k < 3; k++) {
-                for (size_t j = 0; j < p->numel; j++)
-                    host[j] = value_of(p->name, k, j);
-                REQUIRE(be->memcpy_h2d(stream, bufs[k] + p->offset, host, p->numel * sizeof(float)));
-            }
-            free(host);
-        }
-        pt_optim_set_steps_done(c->o[i], 3);
-    }
-    REQUIRE(be->stream_sync(stream));
-}
-
 /* 1 when every tensor of every chunk of c holds value_of (bit-exact), else 0 (prints the first miss). */
-static int matches(chunked *c, const char *what)
-{
-    for (int i = 0; i < c->n; i++) {
-        float *bufs[3] = { pt_model_params(c->m[i]), pt_optim_m(c->o[i]), pt_optim_v(c->o[i]) };
-        for (int t = 0; t < pt_model_n_tensors(c->m[i]); t++) {
-            const pt_param *p = pt_model_tensor(c->m[i], t);
-            float *host = malloc(p->numel * sizeof(float));
-            for (int k = 0; k < 3; k++) {
-                REQUIRE(be->memcpy_d2h(stream, host, bufs[k] + p->offset, p->numel * sizeof(float)));
-                for (size_t j = 0; j < p->numel; j++) {
-                    float want = value_of(p->name, k, j);
-                    if (memcmp(&host[j], &want, 4) != 0) {
-                        fprintf(stderr, "%s: chunk %d %s kind %d [%zu]: %a, want %a\n", what, i, p->name, k, j,
-                                host[j], want);
-                        free(host);
-                        return 0;
-                    }
-                }
-            }
-            free(host);
-        }
-    }
-    return 1;
-}
-
-static void zero(chunked *c)
-{
-    for (int i = 0; i < c->n; i++) {
-        size_t bytes = pt_model_n_params(c->m[i]) * sizeof(float);
-        REQUIRE(be->memset_zero(stream, pt_model_params(c->m[i]), bytes));
-        REQUIRE(be->memset_zero(stream, pt_optim_m(c->o[i]), bytes));
-        REQUIRE(be->memset_zero(stream, pt_optim_v(c->o[i]), bytes));
-        pt_optim_set_steps_done(c->o[i], 0);
-    }
-    REQUIRE(be->stream_sync(stream));
-}
+static int matches(chunked *c, const char *what) { return ckpt_test_chunks_match(c, be, stream, value_of, what); }
 
 static pt_status load(const char *dir, chunked *c, pt_train_state *ts, pt_ckpt_load_info *li)
 {
@@ -153,7 +68,7 @@ int main(void)
     /* --- save from 3 chunks (embedding+1 block | 2 blocks | 1 block+head), twice --- */
     chunked three;
     make(&three, 3, (int[]){ 0, 2, 4 }, (int[]){ 1, 3, L });
-    fill(&three);
+    ckpt_test_chunks_fill(&three, be, stream, value_of, 3);
     pt_ckpt_saver *sv;
     REQUIRE(pt_ckpt_saver_create(root, 2, 1, 2, &sv));
     /* the staging buffer reserved up front; the saves below then copy into it */
@@ -211,7 +126,7 @@ int main(void)
     free((char *)ts.run_json);
 
     /* --- 1 chunk -> save -> 3 chunks, and an older step by its directory --- */
-    zero(&three);
+    ckpt_test_chunks_zero(&three, be, stream);
     REQUIRE(pt_ckpt_save(sv, NULL, one.m, one.o, 1, &(pt_train_state){ .step = 40, .run_json = run }));
     REQUIRE(pt_ckpt_saver_wait(sv));
     CHECK(load(root, &three, &ts, NULL) == PT_OK && matches(&three, "3 chunks from 1"), "3 chunks from 1: %s",
@@ -247,12 +162,12 @@ int main(void)
     CHECK(load(root, &other, &ts, NULL) == PT_EFORMAT && strstr(pt_last_error(), "wte.weight") &&
               strstr(pt_last_error(), "[256,128]") && strstr(pt_last_error(), "[256,64]"),
           "shape mismatch: %s", pt_last_error());
-    destroy(&other);
+    ckpt_test_chunks_destroy(&other);
 
     pt_ckpt_saver_destroy(sv);
-    destroy(&one);
-    destroy(&two);
-    destroy(&three);
+    ckpt_test_chunks_destroy(&one);
+    ckpt_test_chunks_destroy(&two);
+    ckpt_test_chunks_destroy(&three);
     be->stream_destroy(stream);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

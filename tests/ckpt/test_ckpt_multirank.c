@@ -19,13 +19,7 @@
 #include "pipetrain/model.h"
 #include "pipetrain/optim.h"
 
-#define REQUIRE(expr)                                                                        \
-    do {                                                                                     \
-        if ((expr) != PT_OK) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, pt_last_error());  \
-            exit(1);                                                                         \
-        }                                                                                    \
-    } while (0)
+#include "ckpt_test.h"
 
 static const pt_adamw_cfg adam = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
                                    .grad_clip = 1.0f };
@@ -33,52 +27,7 @@ static const pt_adamw_cfg adam = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .
 /* Depends only on (tensor name, kind, index), so every rank and layout agrees. */
 static float value_of(const char *name, int kind, size_t i)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    h ^= i * 0x9E3779B97F4A7C15ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
-    return ((float)(h >> 40) / 16777216.0f - 0.5f) * 0.05f;
-}
-
-static void fill(pt_model *m, pt_optim *o, const pt_backend *be, pt_stream *s)
-{
-    float *bufs[3] = { pt_model_params(m), pt_optim_m(o), pt_optim_v(o) };
-    for (int t = 0; t < pt_model_n_tensors(m); t++) {
-        const pt_param *p = pt_model_tensor(m, t);
-        float *host = malloc(p->numel * sizeof(float));
-        for (int k = 0; k < 3; k++) {
-            for (size_t j = 0; j < p->numel; j++)
-                host[j] = value_of(p->name, k, j);
-            REQUIRE(be->memcpy_h2d(s, bufs[k] + p->offset, host, p->numel * sizeof(float)));
-        }
-        free(host);
-    }
-    REQUIRE(be->stream_sync(s));
-}
-
-static int check(pt_model *m, pt_optim *o, const pt_backend *be, pt_stream *s, const char *what)
-{
-    float *bufs[3] = { pt_model_params(m), pt_optim_m(o), pt_optim_v(o) };
-    for (int t = 0; t < pt_model_n_tensors(m); t++) {
-        const pt_param *p = pt_model_tensor(m, t);
-        float *host = malloc(p->numel * sizeof(float));
-        for (int k = 0; k < 3; k++) {
-            REQUIRE(be->memcpy_d2h(s, host, bufs[k] + p->offset, p->numel * sizeof(float)));
-            for (size_t j = 0; j < p->numel; j++) {
-                float want = value_of(p->name, k, j);
-                if (memcmp(&host[j], &want, 4) != 0) {
-                    fprintf(stderr, "%s: %s kind %d [%zu] differs\n", what, p->name, k, j);
-                    free(host);
-                    return 0;
-                }
-            }
-        }
-        free(host);
-    }
-    return 1;
+    return ((float)(ckpt_test_hash(name, (uint64_t)kind, i) >> 40) / 16777216.0f - 0.5f) * 0.05f;
 }
 
 static int rank_main(const char *root)
@@ -99,7 +48,7 @@ static int rank_main(const char *root)
     pt_optim *o;
     REQUIRE(pt_model_create(&cfg, stage ? 3 : 0, stage ? L : 2, &mo, be, s, &m));
     REQUIRE(pt_optim_create(m, &adam, &o));
-    fill(m, o, be, s);
+    ckpt_test_fill(m, o, be, s, value_of);
     pt_ckpt_saver *sv;
     REQUIRE(pt_ckpt_saver_create(root, 2, 1, 1, &sv));
     for (int64_t step = 5; step <= 20; step += 5) { /* keep 2: 15 prunes 5, 20 overwrites its shards */
@@ -126,7 +75,6 @@ int main(int argc, char **argv)
     int code = -1;
     pt_launch_opts lo = { .nproc = 4, .nodes = 1, .node_rank = 0, .master = NULL };
     REQUIRE(pt_launch(&lo, child, &code));
-    int failures = 0;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/step_000020", root);
     pt_ckpt_manifest *man;
@@ -179,7 +127,7 @@ int main(int argc, char **argv)
         pt_train_state ts;
         REQUIRE(pt_ckpt_load_ex(root, m, o, counts[layout], &ts, NULL, NULL, NULL));
         for (int i = 0; i < counts[layout]; i++) {
-            if (!check(m[i], o[i], be, s, layout ? "3 chunks" : "1 chunk") || pt_optim_steps_done(o[i]) != 20)
+            if (!ckpt_test_matches(m[i], o[i], be, s, value_of, layout ? "3 chunks" : "1 chunk", i) || pt_optim_steps_done(o[i]) != 20)
                 failures++;
             pt_optim_destroy(o[i]);
             pt_model_destroy(m[i]);
