@@ -621,24 +621,6 @@ static void test_llama_tensors(const pt_model_config *c)
 
 /* ---- misuse, files ---- */
 
-/* 1 when two files have the same bytes. */
-static int same_file(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        same = ca == cb;
-        if (ca == EOF || cb == EOF)
-            break;
-    }
-    if (fa)
-        fclose(fa);
-    if (fb)
-        fclose(fb);
-    return same;
-}
-
 /* Copies safetensors file src to dst with `prefix` before every name, as BF16 when bf16. */
 static void rewrite(const char *src, const char *dst, const char *prefix, int bf16)
 {
