@@ -1,12 +1,12 @@
-/* Model configs: presets, JSON config files, validation, parameter counts. */
-#include <errno.h>
+/* Model configs: presets, JSON config objects, validation, parameter counts (loading a named
+ * model: config_load.c). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "pipetrain/backend.h"
 #include "pipetrain/json.h"
+#include "config_internal.h"
 #include "pipetrain/model.h"
 
 /* Limits beyond which a config is refused as absurd (a typo, not a model). */
@@ -191,7 +191,7 @@ int64_t pt_model_config_n_params(const pt_model_config *c)
     return (int64_t)c->vocab_size * C + (int64_t)c->max_seq_len * C + (int64_t)c->n_layer * block + 2 * C;
 }
 
-static int cfg_find_preset(const char *name, pt_model_config *out)
+int pt__model_config_preset(const char *name, pt_model_config *out)
 {
     for (int i = 0; i < CFG_N_PRESETS; i++) {
         const cfg_preset *p = &cfg_presets[i];
@@ -362,34 +362,4 @@ struct cJSON *pt_model_config_to_json(const pt_model_config *c)
         return NULL;
     }
     return o;
-}
-
-pt_status pt_model_config_load(const char *name_or_path, pt_model_config *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (!name_or_path || !name_or_path[0])
-        return pt_fail(PT_EINVAL, "no model given; name a preset (gpt2-tiny, gpt2, llama-tiny, llama3-8b, ...), a JSON config or a Hugging Face model directory");
-    if (cfg_find_preset(name_or_path, out))
-        return PT_OK;
-    struct stat sb;
-    if (stat(name_or_path, &sb) != 0) {
-        char list[512] = "";
-        for (int i = 0; i < CFG_N_PRESETS; i++) {
-            size_t len = strlen(list);
-            snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "", cfg_presets[i].name);
-        }
-        return pt_fail(PT_EINVAL, "model \"%s\" is neither a preset nor a readable JSON config file (%s); presets: %s",
-                       name_or_path, strerror(errno), list);
-    }
-    if (S_ISDIR(sb.st_mode)) /* a Hugging Face model directory (models/hf_llama.c) */
-        return pt_model_config_from_hf(name_or_path, out);
-    cJSON *root = NULL;
-    PT_CHECK(pt_json_read_file(name_or_path, &root));
-    if (cJSON_HasObjectItem(root, "model_type") || cJSON_HasObjectItem(root, "architectures")) {
-        cJSON_Delete(root); /* a Hugging Face config.json */
-        return pt_model_config_from_hf(name_or_path, out);
-    }
-    pt_status st = pt_model_config_from_json(root, name_or_path, out);
-    cJSON_Delete(root);
-    return st;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config_internal.h"
 #include "hf_internal.h"
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
@@ -139,50 +140,6 @@ done:
     free(host);
     pt_safetensors_close(f);
     return st;
-}
-
-pt_status pt_hf_export_order(pt_model *const *models, int n, const char *out_path, pt_hf_owned **out, int *n_out,
-                             size_t *max_numel)
-{
-    *out = NULL;
-    *n_out = 0;
-    *max_numel = 1;
-    const int n_layers = pt_model_n_layers(pt_model_config_of(models[0]));
-    int cap_items = 0;
-    for (int k = 0; k < n; k++)
-        cap_items += pt_model_n_tensors(models[k]);
-    pt_hf_owned *items = calloc(cap_items > 0 ? (size_t)cap_items : 1, sizeof(*items));
-    if (!items)
-        return pt_fail(PT_ENOMEM, "out of memory exporting %s", out_path);
-    int n_items = 0;
-    size_t cap = 1;
-    for (int layer = 0; layer < n_layers; layer++) {
-        pt_model *owner = NULL;
-        for (int k = 0; k < n && !owner; k++)
-            if (pt_model_first_layer(models[k]) <= layer && layer <= pt_model_last_layer(models[k]))
-                owner = models[k];
-        if (!owner) {
-            free(items);
-            return pt_fail(PT_EINVAL, "export to %s: no chunk holds layer %d; export needs every layer 0..%d",
-                           out_path, layer, n_layers - 1);
-        }
-        for (int i = 0; i < pt_model_n_tensors(owner); i++) {
-            const pt_param *p = pt_model_tensor(owner, i);
-            if (p->layer != layer)
-                continue;
-            int dup = 0;
-            for (int j = 0; j < n_items && !dup; j++)
-                dup = strcmp(items[j].p->name, p->name) == 0;
-            if (dup)
-                continue;
-            items[n_items++] = (pt_hf_owned){ .m = owner, .p = p };
-            cap = p->numel > cap ? p->numel : cap;
-        }
-    }
-    *out = items;
-    *n_out = n_items;
-    *max_numel = cap;
-    return PT_OK;
 }
 
 static int same_shape(const pt_model_config *a, const pt_model_config *b)
@@ -329,7 +286,7 @@ pt_status pt_model_config_from_safetensors(const char *path, pt_model_config *cf
                  n_layer, (long long)wte->shape[1], (long long)wpe->shape[0]);
     for (const char *const *p = pt_model_preset_names(); *p; p++) {
         pt_model_config c;
-        if (pt_model_config_load(*p, &c) != PT_OK)
+        if (!pt__model_config_preset(*p, &c))
             continue;
         if (c.n_layer == n_layer && c.n_embd == wte->shape[1] && c.max_seq_len == wpe->shape[0] &&
             (c.vocab_size == wte->shape[0] || c.vocab_padded == wte->shape[0])) {
