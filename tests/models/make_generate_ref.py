@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from make_reference import gpt2_loss, write_safetensors
+from make_reference import gpt2_loss, greedy, write_safetensors
 
 PROMPT = "The pipeline of the future is"
 PROMPT_IDS = [464, 11523, 286, 262, 2003, 318]
@@ -69,16 +69,7 @@ def main():
             else:
                 t = 0.3 * torch.randn(s)
             p[n] = t.float()
-        ids = torch.tensor([PROMPT_IDS], dtype=torch.int64)
-        out_ids, margin = [], float("inf")
-        with torch.no_grad():
-            for _ in range(a.new_tokens):
-                row = logits_of(p, ids, L, H)[0, -1]
-                top = torch.topk(row, 2).values
-                margin = min(margin, float(top[0] - top[1]))
-                nxt = int(torch.argmax(row))
-                out_ids.append(nxt)
-                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        out_ids, margin = greedy(lambda ids: logits_of(p, ids, L, H), PROMPT_IDS, a.new_tokens)
         if margin >= a.min_margin:
             break
         seed += 1

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_reference import write_safetensors  # noqa: E402  (the one safetensors writer of these scripts)
+from make_reference import greedy, write_safetensors  # noqa: E402  (shared with the GPT-2 case)
 
 PROMPT = "The pipeline of the future is"
 
@@ -221,16 +221,7 @@ def main():
             else:
                 t = torch.randn(s) / math.sqrt(s[1])
             p[n] = t.float()
-        ids = torch.tensor([prompt_ids], dtype=torch.int64)
-        out_ids, margin = [], float("inf")
-        with torch.no_grad():
-            for _ in range(a.new_tokens):
-                row = logits_of(p, ids, a)[0, -1]
-                top = torch.topk(row, 2).values
-                margin = min(margin, float(top[0] - top[1]))
-                nxt = int(torch.argmax(row))
-                out_ids.append(nxt)
-                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        out_ids, margin = greedy(lambda ids: logits_of(p, ids, a), prompt_ids, a.new_tokens)
         if margin >= a.min_margin:
             break
         seed += 1

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_reference import write_safetensors  # noqa: E402  (the one safetensors writer of these scripts)
+from make_reference import train_reference, write_safetensors  # noqa: E402  (shared with the GPT-2 case)
 
 
 class Cfg:
@@ -179,31 +179,8 @@ def main():
     if a.ignore:
         targets.view(-1)[torch.randperm(a.batch * a.seq)[: a.ignore]] = -100
 
-    hp = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, wd=0.1)
-    decay = [p for n, p in params.items() if p.dim() >= 2]
-    no_decay = [p for n, p in params.items() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=hp["lr"], betas=hp["betas"], eps=hp["eps"])
-    out = {n: p.detach().clone() for n, p in params.items()}
-    out["input_ids"] = ids.int()
-    out["targets"] = targets.int()
-    loss, logits = llama_loss(params, ids, targets, c, return_logits=True)
-    loss.backward()
-    out["expected.logits"] = logits.detach().clone()
-    out["expected.loss"] = loss.detach().reshape(1).clone()
-    for n, p in params.items():
-        out[f"expected.grad.{n}"] = p.grad.detach().clone()
-    opt.step()
-    for n, p in params.items():
-        out[f"expected.updated.{n}"] = p.detach().clone()
-    losses = []
-    for _ in range(4):
-        opt.zero_grad()
-        loss = llama_loss(params, ids, targets, c)
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-    out["expected.losses"] = torch.tensor(losses, dtype=torch.float32)
+    out, hp = train_reference(params, ids, targets,
+                              lambda return_logits=False: llama_loss(params, ids, targets, c, return_logits))
     meta = {"format": "pipetrain-reference-1", "model": "llama", "n_layer": str(c.L), "n_head": str(c.NH),
             "n_kv_head": str(c.NKV), "n_embd": str(c.C), "intermediate_size": str(c.H), "vocab_size": str(c.V),
             "max_position_embeddings": str(ctx), "batch": str(a.batch), "seq": str(a.seq),

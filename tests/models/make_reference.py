@@ -61,6 +61,57 @@ def write_safetensors(path, tensors, metadata):
             f.write(b)
 
 
+def train_reference(params, ids, targets, loss_of):
+    """The tensors of a reference case and its AdamW settings: the parameters, "input_ids" and
+    "targets" (int32), then from loss_of(return_logits) (the model's loss on that batch, and with
+    return_logits its logits) "expected.logits", "expected.loss", "expected.grad.NAME", after one
+    AdamW step (weight decay on tensors of rank >= 2) "expected.updated.NAME", and
+    "expected.losses", the losses before four more steps. Returns (tensors, hp)."""
+    hp = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, wd=0.1)
+    decay = [p for n, p in params.items() if p.dim() >= 2]
+    no_decay = [p for n, p in params.items() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=hp["lr"], betas=hp["betas"], eps=hp["eps"])
+    out = {n: p.detach().clone() for n, p in params.items()}
+    out["input_ids"] = ids.int()
+    out["targets"] = targets.int()
+    loss, logits = loss_of(True)
+    loss.backward()
+    out["expected.logits"] = logits.detach().clone()
+    out["expected.loss"] = loss.detach().reshape(1).clone()
+    for n, p in params.items():
+        out[f"expected.grad.{n}"] = p.grad.detach().clone()
+    opt.step()
+    for n, p in params.items():
+        out[f"expected.updated.{n}"] = p.detach().clone()
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = loss_of(False)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    out["expected.losses"] = torch.tensor(losses, dtype=torch.float32)
+    return out, hp
+
+
+def greedy(logits_of, prompt_ids, new_tokens):
+    """Greedy decoding without a cache: new_tokens times, the first argmax of the last position's
+    logits_of(ids) (ids (1, T) int64, logits (1, T, V)) over the whole sequence so far. Returns the
+    appended ids and the smallest gap between the best and second-best logit over the steps."""
+    ids = torch.tensor([prompt_ids], dtype=torch.int64)
+    out_ids, margin = [], float("inf")
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            row = logits_of(ids)[0, -1]
+            top = torch.topk(row, 2).values
+            margin = min(margin, float(top[0] - top[1]))
+            nxt = int(torch.argmax(row))
+            out_ids.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return out_ids, margin
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -95,31 +146,8 @@ def main():
     ids = torch.randint(0, V, (a.batch, a.seq), dtype=torch.int64)
     targets = torch.randint(0, V, (a.batch, a.seq), dtype=torch.int64)
 
-    hp = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, wd=0.1)
-    decay = [p for n, p in params.items() if p.dim() >= 2]
-    no_decay = [p for n, p in params.items() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=hp["lr"], betas=hp["betas"], eps=hp["eps"])
-    out = {n: p.detach().clone() for n, p in params.items()}
-    out["input_ids"] = ids.int()
-    out["targets"] = targets.int()
-    loss, logits = gpt2_loss(params, ids, targets, L, H, return_logits=True)
-    loss.backward()
-    out["expected.logits"] = logits.detach().clone()
-    out["expected.loss"] = loss.detach().reshape(1).clone()
-    for n, p in params.items():
-        out[f"expected.grad.{n}"] = p.grad.detach().clone()
-    opt.step()
-    for n, p in params.items():
-        out[f"expected.updated.{n}"] = p.detach().clone()
-    losses = []
-    for _ in range(4):
-        opt.zero_grad()
-        loss = gpt2_loss(params, ids, targets, L, H)
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-    out["expected.losses"] = torch.tensor(losses, dtype=torch.float32)
+    out, hp = train_reference(params, ids, targets,
+                              lambda return_logits=False: gpt2_loss(params, ids, targets, L, H, return_logits))
     meta = {"format": "pipetrain-reference-1", "model": "gpt2", "n_layer": str(L), "n_head": str(H), "n_embd": str(C),
             "vocab_size": str(V), "n_ctx": str(a.ctx), "batch": str(a.batch), "seq": str(a.seq),
             "layer_norm_eps": "1e-05", "activation": "gelu_tanh", "tied_lm_head": "true",
