@@ -267,6 +267,20 @@ static void test_llama_costs(void)
     pt_part_ctx_destroy(ct);
 }
 
+/* dev: the h100; topo: nodes x per_node of them; rq: a "memory" plan over all those devices in
+ * n_stages stages of n_micro micro-batches (the other fields pt_plan_request_init's). */
+static void h100_memory_request(int nodes, int per_node, int n_stages, int n_micro, pt_device *dev, pt_topology *topo,
+                                pt_plan_request *rq)
+{
+    EXPECT(pt_device_load("h100", dev) == PT_OK);
+    EXPECT(pt_topology_init(topo, dev, nodes, per_node) == PT_OK);
+    pt_plan_request_init(rq);
+    rq->method = "memory";
+    rq->n_devices = nodes * per_node;
+    rq->n_stages = n_stages;
+    rq->n_microbatches = n_micro;
+}
+
 /* Llama 3 405B on one pipeline of 128 H100 (80 GB), T = 2048, 16 micro-batches: a memory plan
  * fits with every chunk within the device; Meta's 16 pipeline stages do not fit without tensor
  * parallelism (a stage would hold 8 blocks, 460 GB of state). The time is not asserted. */
@@ -275,14 +289,8 @@ static void test_llama_405b_plan(void)
     pt_model_config c = make_llama("llama3-405b", 126, 128, 8, 16384, 53248, 128256, 128256, 131072, 0);
     pt_device dev;
     pt_topology topo;
-    EXPECT(pt_device_load("h100", &dev) == PT_OK);
-    EXPECT(pt_topology_init(&topo, &dev, 16, 8) == PT_OK);
     pt_plan_request rq;
-    pt_plan_request_init(&rq);
-    rq.method = "memory";
-    rq.n_devices = 128;
-    rq.n_stages = 128;
-    rq.n_microbatches = 16;
+    h100_memory_request(16, 8, 128, 16, &dev, &topo, &rq);
     rq.seq_len = 2048;
     pt_plan *p = NULL;
     EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_OK);
@@ -497,6 +505,21 @@ static void random_instance(instance *in)
     }
 }
 
+/* The next split after cut (chunk k = [cut[k], cut[k+1]), cut[0] and cut[S] fixed) in the order
+ * that advances the last movable inner cut; 0 when cut was the last. */
+static int next_cuts(int *cut, int S)
+{
+    int k = S - 1;
+    while (k >= 1 && cut[k] + 1 >= cut[k + 1])
+        k--;
+    if (k < 1)
+        return 0;
+    cut[k]++;
+    for (int q = k + 1; q < S; q++)
+        cut[q] = cut[q - 1] + 1;
+    return 1;
+}
+
 /* Exhaustive search over every split of L layers into S chunks (and, with rc_choice, every
  * recomputation vector): the smallest max chunk time whose chunks all fit `cap` (<= 0: none).
  * INFINITY when nothing fits. */
@@ -527,15 +550,8 @@ static double brute_force(const pt_part_ctx *c, int rc_lo, int rc_hi, double cap
             if (ok && worst < best)
                 best = worst;
         }
-        /* next composition: advance the last movable inner cut */
-        int k = S - 1;
-        while (k >= 1 && cut[k] + 1 >= cut[k + 1])
-            k--;
-        if (k < 1)
+        if (!next_cuts(cut, S))
             break;
-        cut[k]++;
-        for (int q = k + 1; q < S; q++)
-            cut[q] = cut[q - 1] + 1;
     }
     return best;
 }
@@ -691,14 +707,8 @@ static void test_dp_interleaved(void)
                     } else if (mc == best_chunk && mr > worst_rank_at_best_chunk) {
                         worst_rank_at_best_chunk = mr;
                     }
-                    int k = S - 1;
-                    while (k >= 1 && cut[k] + 1 >= cut[k + 1])
-                        k--;
-                    if (k < 1)
+                    if (!next_cuts(cut, S))
                         break;
-                    cut[k]++;
-                    for (int q = k + 1; q < S; q++)
-                        cut[q] = cut[q - 1] + 1;
                 }
             }
             int pcut[16];
@@ -789,14 +799,8 @@ static void test_infeasible(void)
     pt_model_config c = make_cfg("gpt2-xl", 48, 25, 1600, 50257, 50304, 1024);
     pt_device dev;
     pt_topology topo;
-    EXPECT(pt_device_load("h100", &dev) == PT_OK);
-    EXPECT(pt_topology_init(&topo, &dev, 1, 2) == PT_OK);
     pt_plan_request rq;
-    pt_plan_request_init(&rq);
-    rq.method = "memory";
-    rq.n_devices = 2;
-    rq.n_stages = 2;
-    rq.n_microbatches = 4;
+    h100_memory_request(1, 2, 2, 4, &dev, &topo, &rq);
     rq.mem_cap_bytes = 8e9;
     pt_plan *p = NULL;
     EXPECT(pt_plan_make(&c, &dev, &topo, NULL, &rq, &p) == PT_ENOMEM);
