@@ -82,35 +82,6 @@ static size_t gen_carve(size_t *off, size_t bytes)
     return at;
 }
 
-/* Llama: the rotary tables of positions 0..Tc-1 into g->rope_cos / rope_sin, as models/model.c
- * makes the training forward's (cos and sin of the fp32 angle t * inv_freq[i], rounded to float),
- * so a prompt's rotations are the training forward's bits. */
-static pt_status gen_rope_tables(pt_generator *g, const pt_model_config *cfg, int half)
-{
-    const size_t n = (size_t)g->Tc * half;
-    float *inv = malloc((size_t)half * sizeof(float)), *hc = malloc(n * sizeof(float)), *hsn = malloc(n * sizeof(float));
-    pt_status st = inv && hc && hsn ? PT_OK : pt_fail(PT_ENOMEM, "generator: out of memory for the rotary tables (%zu "
-                                                                "floats)", n);
-    if (st == PT_OK)
-        st = pt_model_rope_inv_freq(cfg, inv);
-    for (int t = 0; st == PT_OK && t < g->Tc; t++)
-        for (int i = 0; i < half; i++) {
-            float a = (float)t * inv[i];
-            hc[(size_t)t * half + i] = (float)cos((double)a);
-            hsn[(size_t)t * half + i] = (float)sin((double)a);
-        }
-    if (st == PT_OK)
-        st = g->be->memcpy_h2d(g->s, g->rope_cos, hc, n * sizeof(float));
-    if (st == PT_OK)
-        st = g->be->memcpy_h2d(g->s, g->rope_sin, hsn, n * sizeof(float));
-    if (st == PT_OK)
-        st = g->be->stream_sync(g->s);
-    free(inv);
-    free(hc);
-    free(hsn);
-    return st;
-}
-
 pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator **out)
 {
     *out = NULL;
@@ -211,7 +182,8 @@ pt_status pt_generator_create(pt_model *m, int batch, int max_len, pt_generator 
     if (n_rope > 0) {
         g->rope_cos = (float *)(base + o_cos);
         g->rope_sin = (float *)(base + o_sin);
-        PT_TRY(gen_rope_tables(g, cfg, (int)half), fail);
+        /* the training forward's tables (pt_model_rope_tables), so a prompt's rotations are its bits */
+        PT_TRY(pt_model_rope_tables(cfg, g->Tc, g->be, g->s, g->rope_cos, g->rope_sin), fail);
     }
     if (g->has_head) {
         g->host_logits = malloc(B * (size_t)g->Vp * sizeof(float));

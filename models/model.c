@@ -409,35 +409,40 @@ pt_status pt_model_rope_inv_freq(const pt_model_config *cfg, float *inv_freq)
     return PT_OK;
 }
 
-/* The rotary tables of positions 0..seq_len-1: cos and sin of the fp32 angle t * inv_freq[i]. */
-static pt_status model_rope_tables(pt_model *m)
+pt_status pt_model_rope_tables(const pt_model_config *cfg, int n_pos, const pt_backend *be, pt_stream *stream,
+                               float *cos_out, float *sin_out)
 {
-    const int T = m->opts.seq_len, half = m->cfg.n_embd / m->cfg.n_head / 2;
-    const size_t n = (size_t)T * half;
+    const int half = cfg->n_embd / cfg->n_head / 2;
+    const size_t n = (size_t)n_pos * half;
     float *inv = malloc((size_t)half * sizeof(float)), *hc = malloc(n * sizeof(float)), *hsn = malloc(n * sizeof(float));
     pt_status st = inv && hc && hsn ? PT_OK : pt_fail(PT_ENOMEM, "out of memory for the rotary tables (%zu floats)", n);
     if (st == PT_OK)
-        st = pt_model_rope_inv_freq(&m->cfg, inv);
-    for (int t = 0; st == PT_OK && t < T; t++)
+        st = pt_model_rope_inv_freq(cfg, inv);
+    for (int t = 0; st == PT_OK && t < n_pos; t++)
         for (int i = 0; i < half; i++) {
             float a = (float)t * inv[i];
             hc[(size_t)t * half + i] = (float)cos((double)a);
             hsn[(size_t)t * half + i] = (float)sin((double)a);
         }
     if (st == PT_OK)
-        st = pt_backend_alloc(m->be, (void **)&m->rope_cos, n * sizeof(float));
+        st = be->memcpy_h2d(stream, cos_out, hc, n * sizeof(float));
     if (st == PT_OK)
-        st = pt_backend_alloc(m->be, (void **)&m->rope_sin, n * sizeof(float));
+        st = be->memcpy_h2d(stream, sin_out, hsn, n * sizeof(float));
     if (st == PT_OK)
-        st = m->be->memcpy_h2d(m->stream, m->rope_cos, hc, n * sizeof(float));
-    if (st == PT_OK)
-        st = m->be->memcpy_h2d(m->stream, m->rope_sin, hsn, n * sizeof(float));
-    if (st == PT_OK)
-        st = m->be->stream_sync(m->stream);
+        st = be->stream_sync(stream); /* the host tables must outlive the copies */
     free(inv);
     free(hc);
     free(hsn);
     return st;
+}
+
+/* The chunk's rotary tables, positions 0..seq_len-1. */
+static pt_status model_rope_tables(pt_model *m)
+{
+    const size_t n = (size_t)m->opts.seq_len * (m->cfg.n_embd / m->cfg.n_head / 2);
+    PT_CHECK(pt_backend_alloc(m->be, (void **)&m->rope_cos, n * sizeof(float)));
+    PT_CHECK(pt_backend_alloc(m->be, (void **)&m->rope_sin, n * sizeof(float)));
+    return pt_model_rope_tables(&m->cfg, m->opts.seq_len, m->be, m->stream, m->rope_cos, m->rope_sin);
 }
 
 void pt_model_destroy(pt_model *m)

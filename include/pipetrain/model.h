@@ -96,6 +96,14 @@ void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_
  * Angles are (float)pos * inv_freq[i]. PT_EINVAL for a gpt2 config. */
 pt_status pt_model_rope_inv_freq(const pt_model_config *cfg, float *inv_freq);
 
+/* Llama: fills the device tables cos_out and sin_out ((n_pos, head width / 2) floats each, allocated
+ * by the caller on backend be) with cos and sin of the fp32 angle (float)t * inv_freq[i] for positions
+ * t < n_pos, computed in double and rounded to float: the tables rope_forward/backward take. The one
+ * maker of them (training chunks and the generator), so generation rotates with the training bits.
+ * Synchronises stream. PT_ENOMEM, or the backend's copy error. */
+pt_status pt_model_rope_tables(const pt_model_config *cfg, int n_pos, const pt_backend *be, pt_stream *stream,
+                               float *cos_out, float *sin_out);
+
 /* Names of the presets, NULL-terminated, for --help and errors. */
 const char *const *pt_model_preset_names(void);
 
