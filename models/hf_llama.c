@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hf_internal.h"
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
@@ -755,29 +756,6 @@ static int same_config(const pt_model_config *a, const pt_model_config *b)
            pt_model_tied(a) == pt_model_tied(b);
 }
 
-/* mkdir -p */
-static pt_status make_dirs(const char *dir)
-{
-    char p[HF_PATH];
-    if (strlen(dir) >= sizeof p)
-        return pt_fail(PT_EINVAL, "path %s is too long", dir);
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/')
-            continue;
-        *c = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST)
-            return pt_fail(PT_EIO, "cannot create directory %s: %s", p, strerror(errno));
-        *c = '/';
-    }
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-        return pt_fail(PT_EIO, "cannot create directory %s: %s", p, strerror(errno));
-    struct stat sb;
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pt_fail(PT_EINVAL, "%s exists and is not a directory; export a llama model into a directory", p);
-    return PT_OK;
-}
-
 /* Removes the weight files of an earlier export that this one does not rewrite (a transformers
  * loader would prefer a stale model.safetensors to a new index). */
 static pt_status remove_stale(const char *dir, int sharded, int n_shards)
@@ -875,7 +853,7 @@ pt_status pt_model_export_hf_llama(pt_model *const *models, int n, const char *o
             goto done;
         }
     } else {
-        PT_TRY(make_dirs(out), done);
+        PT_TRY(pt_mkdirs(out), done);
         PT_TRY(remove_stale(out, sharded, n_shards), done);
         hf = pt_model_config_to_hf_json(cfg, opts->bf16);
         if (!hf) {

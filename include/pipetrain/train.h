@@ -216,9 +216,6 @@ pt_model *pt_trainer_model(pt_trainer *t);
 pt_optim *pt_trainer_optim(pt_trainer *t);
 pt_dataset *pt_trainer_dataset(pt_trainer *t);
 
-/* Creates a directory and its parents (mkdir -p). PT_EIO naming the path. */
-pt_status pt_train_mkdirs(const char *path);
-
 #ifdef __cplusplus
 }
 #endif

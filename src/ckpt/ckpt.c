@@ -15,6 +15,7 @@
 #include "ckpt_internal.h"
 #include "pipetrain/comm.h"
 #include "pipetrain/data.h"
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/optim.h"
 #include "pipetrain/timeutil.h"
@@ -290,7 +291,7 @@ pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, i
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pt_status st;
-    PT_TRY(pt_ckpt_mkdirs(dir), fail);
+    PT_TRY(pt_mkdirs(dir), fail);
     pt_ckpt_codec_opts o = pt_ckpt_codec_default(zstd_level, s->n_threads);
     PT_TRY(pt_ckpt_codec_create(&o, &s->codec), fail);
     if (pthread_create(&s->thread, NULL, saver_thread, s) != 0) {
@@ -552,7 +553,7 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
     dir_paths(s, st_in->step, tmp, sizeof tmp);
     if (rank == 0) {
         PT_CHECK(pt_ckpt_remove_dir(tmp)); /* left over from a crash */
-        PT_CHECK(pt_ckpt_mkdirs(tmp));
+        PT_CHECK(pt_mkdirs(tmp));
     }
     if (comm) {
         int64_t timeout_ms = pt_comm_timeout_ms(comm);

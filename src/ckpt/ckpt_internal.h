@@ -70,9 +70,6 @@ pt_status pt_ckpt_shard_create(const char *root, const char *path, int rank, int
 pt_status pt_ckpt_shard_finish(int fd, const char *path, uint64_t size);
 /* fsyncs and closes fd. */
 pt_status pt_ckpt_file_finish(int fd, const char *path);
-
-/* Makes `dir` (and missing parents, like mkdir -p). */
-pt_status pt_ckpt_mkdirs(const char *dir);
 /* fsyncs a directory. */
 pt_status pt_ckpt_fsync_dir(const char *dir);
 /* Removes a directory holding only plain files (a step directory). Missing is not an error. */

@@ -12,31 +12,11 @@
 #include <unistd.h>
 
 #include "ckpt_internal.h"
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/timeutil.h"
 
 /* ---------------------------------------------------------------- directories */
-
-pt_status pt_ckpt_mkdirs(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return pt_fail(PT_EINVAL, "checkpoint directory path is too long: %.80s...", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pt_fail(PT_EIO, "%s exists and is not a directory; choose another checkpoint directory", path);
-    return PT_OK;
-}
 
 pt_status pt_ckpt_fsync_dir(const char *dir)
 {
@@ -340,7 +320,7 @@ static pt_status recycle_shards(const char *root, const char *step_dir)
     char dir[4200], from[4400], to[4400], name[32];
     snprintf(dir, sizeof dir, "%s/%s", root, PT_CKPT_RECYCLE_DIR);
     PT_CHECK(pt_ckpt_remove_dir(dir)); /* shards of ranks a later run may not have */
-    PT_CHECK(pt_ckpt_mkdirs(dir));
+    PT_CHECK(pt_mkdirs(dir));
     for (int r = 0;; r++) {
         pt_ckpt_shard_name(r, name, sizeof name);
         snprintf(from, sizeof from, "%s/%s", step_dir, name);
@@ -425,10 +405,10 @@ pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_
 {
     char name[64], tmp[4096], shard[4200];
     pt_ckpt_step_name(st_in->step, name, sizeof name);
-    PT_CHECK(pt_ckpt_mkdirs(root));
+    PT_CHECK(pt_mkdirs(root));
     snprintf(tmp, sizeof tmp, "%s/%s.tmp", root, name);
     PT_CHECK(pt_ckpt_remove_dir(tmp)); /* left over from a crash */
-    PT_CHECK(pt_ckpt_mkdirs(tmp));
+    PT_CHECK(pt_mkdirs(tmp));
     snprintf(shard, sizeof shard, "%s/shard-0.ptz", tmp);
 
     pt_status st = PT_OK;

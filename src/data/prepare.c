@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "data_internal.h"
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/timeutil.h"
 #include "pipetrain/tokenizer.h"
@@ -897,22 +898,6 @@ static void progress(const pt_prepare_opts *o, int64_t done, int64_t total, int6
     fflush(stderr);
 }
 
-/* mkdir -p: creates `path` and the folders above it that are missing. 0 or -1 (errno set). */
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
 {
     memset(r, 0, sizeof *r);
@@ -957,10 +942,8 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     }
     if (!one_file) {
         struct stat sb;
-        if (stat(o->output, &sb) != 0 && mkdir_p(o->output) != 0) {
-            st = pt_fail(PT_EIO, "cannot create output folder %s: %s", o->output, strerror(errno));
+        if (stat(o->output, &sb) != 0 && (st = pt_mkdirs(o->output)) != PT_OK)
             goto out;
-        }
         if (stat(o->output, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
             st = pt_fail(PT_EINVAL, "--output %s is not a folder; give a folder, or FILE.bin for one file", o->output);
             goto out;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/partition.h"
 #include "pipetrain/schedule.h"
@@ -401,25 +402,6 @@ pt_status pt_profile_summary_json(const pt_profile_summary *s, const pt_profile_
     return PT_OK;
 }
 
-static pt_status mkdir_p(const char *dir)
-{
-    char buf[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof(buf))
-        return pt_fail(PT_EINVAL, "profile directory '%s' is empty or too long", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return pt_fail(PT_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    return PT_OK;
-}
-
 /* Events of steps >= from_step as timeline events, times from the first one's start. */
 static pt_status to_timeline(const pt_prof_event *ev, size_t n, int64_t from_step, pt_timeline_event **out,
                              int *n_out)
@@ -472,7 +454,7 @@ pt_status pt_profile_write_dir(const char *dir, const pt_prof_event *ev, size_t 
 {
     if (n == 0)
         return pt_fail(PT_EINVAL, "the profile holds no events; profile at least one step");
-    PT_CHECK(mkdir_p(dir));
+    PT_CHECK(pt_mkdirs(dir));
     int64_t first = ev[0].step, last = ev[0].step;
     for (size_t i = 0; i < n; i++) {
         if (ev[i].step > last)

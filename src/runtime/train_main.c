@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "pipetrain/ckpt.h"
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
@@ -412,7 +413,7 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
         if (run_json && rank == 0 && tc->run_dir) {
             char path[4096];
             snprintf(path, sizeof path, "%s/config.json", tc->run_dir);
-            st = pt_train_mkdirs(tc->run_dir);
+            st = pt_mkdirs(tc->run_dir);
             if (st == PT_OK)
                 st = pt_train_cfg_to_json(tc, j);
             if (st == PT_OK && !(cJSON_AddNumberToObject(j, "n_params", (double)pt_model_config_n_params(&cfg)) &&

@@ -13,6 +13,7 @@
 #include "pipetrain/timeutil.h"
 #ifdef PT_TRAIN_HAVE_CKPT
 #include "pipetrain/ckpt.h"
+#include "pipetrain/fsutil.h"
 #endif
 
 void pt_train_cfg_defaults(pt_train_cfg *c)
@@ -39,28 +40,6 @@ void pt_train_cfg_defaults(pt_train_cfg *c)
     c->eval_batches = 8;
 }
 
-pt_status pt_train_mkdirs(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf)
-        return pt_fail(PT_EINVAL, "directory path '%s' is empty or too long", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return pt_fail(PT_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pt_fail(PT_EIO, "%s exists and is not a directory; choose another --run-dir", path);
-    return PT_OK;
-}
-
 /* ---- metrics ---- */
 
 typedef struct {
@@ -74,7 +53,7 @@ static pt_status metrics_open(metrics_out *mo, const pt_train_cfg *cfg, int appe
     const char *paths[2] = { NULL, cfg->metrics_path };
     char run_metrics[4096];
     if (cfg->run_dir) {
-        PT_CHECK(pt_train_mkdirs(cfg->run_dir));
+        PT_CHECK(pt_mkdirs(cfg->run_dir));
         snprintf(run_metrics, sizeof run_metrics, "%s/metrics.jsonl", cfg->run_dir);
         paths[0] = run_metrics;
     }
@@ -429,7 +408,7 @@ pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out)
         goto fail;
     }
     if (c->run_dir)
-        PT_TRY(pt_train_mkdirs(c->run_dir), fail);
+        PT_TRY(pt_mkdirs(c->run_dir), fail);
     PT_TRY(run_json_make(t, &t->run_json), fail);
     if (c->ckpt_dir) {
 #ifdef PT_TRAIN_HAVE_CKPT

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/optim.h"
 #include "pipetrain/train.h"
@@ -209,7 +210,7 @@ static void test_loop(void)
     cfg.lr = 1e-3;
     cfg.lr_min = 1e-4;
     cfg.eval_every = 5;
-    EXPECT(pt_train_mkdirs("loop_run") == PT_OK);
+    EXPECT(pt_mkdirs("loop_run") == PT_OK);
     script sc = { .nan_at = -1 };
     pt_train_ops ops = { .ctx = &sc, .step = script_step, .eval = script_eval };
     pt_train_summary sum;
