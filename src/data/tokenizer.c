@@ -1045,6 +1045,31 @@ static void show_bytes(char *dst, size_t cap, const void *p, size_t n)
     dst[o] = '\0';
 }
 
+/* Appends an entry (bytes copied into the blob) to a growing entry array (*arr, *n of *cap; the
+ * first allocation holds first_cap) and to its lookup table: the one way ordinary and special tokens
+ * are added. */
+static pt_status ents_push(tok_builder *b, tok_ent **arr, size_t *n, size_t *cap, size_t first_cap, tok_tab *tab,
+                           const void *bytes, size_t len, int32_t id, int32_t rank, uint32_t h)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : first_cap;
+        tok_ent *e = realloc(*arr, c * sizeof *e);
+        if (!e)
+            return pt_fail(PT_ENOMEM, "tokenizer: out of memory");
+        *arr = e;
+        *cap = c;
+    }
+    tok_ent *e = &(*arr)[*n];
+    PT_CHECK(blob_append(b, bytes, len, &e->off));
+    e->len = (uint32_t)len;
+    e->id = id;
+    e->rank = rank;
+    e->hash = h;
+    PT_CHECK(tab_insert(tab, b->t->blob, e));
+    (*n)++;
+    return PT_OK;
+}
+
 pt_status tok_builder_add(tok_builder *b, int32_t id, const void *bytes, size_t len, int32_t rank, const char *what)
 {
     pt_tokenizer *t = b->t;
@@ -1061,23 +1086,8 @@ pt_status tok_builder_add(tok_builder *b, int32_t id, const void *bytes, size_t 
         return pt_fail(PT_EFORMAT, "%s: token \"%s\" appears twice (ids %ld and %ld)", what, s, (long)dup->id,
                        (long)id);
     }
-    if (t->n_ents == b->ents_cap) {
-        size_t cap = b->ents_cap ? b->ents_cap * 2 : 4096;
-        tok_ent *e = realloc(t->ents, cap * sizeof *e);
-        if (!e)
-            return pt_fail(PT_ENOMEM, "tokenizer: out of memory");
-        t->ents = e;
-        b->ents_cap = cap;
-    }
-    tok_ent *e = &t->ents[t->n_ents];
-    PT_CHECK(blob_append(b, bytes, len, &e->off));
-    e->len = (uint32_t)len;
-    e->id = id;
-    e->rank = rank;
-    e->hash = h;
-    PT_CHECK(tab_insert(&t->tab, t->blob, e));
-    b->id_ent[id] = (int32_t)t->n_ents;
-    t->n_ents++;
+    PT_CHECK(ents_push(b, &t->ents, &t->n_ents, &b->ents_cap, 4096, &t->tab, bytes, len, id, rank, h));
+    b->id_ent[id] = (int32_t)(t->n_ents - 1);
     return PT_OK;
 }
 
@@ -1165,23 +1175,7 @@ pt_status tok_builder_add_special(tok_builder *b, const char *text, size_t len, 
             return pt_fail(PT_EFORMAT, "%s: special token \"%.*s\" has id %ld, which is another token", what,
                            (int)(len > 60 ? 60 : len), text, (long)id);
     }
-    if (t->n_sp == b->sp_cap) {
-        size_t cap = b->sp_cap ? b->sp_cap * 2 : 16;
-        tok_ent *e = realloc(t->sp, cap * sizeof *e);
-        if (!e)
-            return pt_fail(PT_ENOMEM, "tokenizer: out of memory");
-        t->sp = e;
-        b->sp_cap = cap;
-    }
-    tok_ent *e = &t->sp[t->n_sp];
-    PT_CHECK(blob_append(b, text, len, &e->off));
-    e->len = (uint32_t)len;
-    e->id = id;
-    e->rank = TOK_NO_RANK;
-    e->hash = h;
-    PT_CHECK(tab_insert(&t->sp_tab, t->blob, e));
-    t->n_sp++;
-    return PT_OK;
+    return ents_push(b, &t->sp, &t->n_sp, &b->sp_cap, 16, &t->sp_tab, text, len, id, TOK_NO_RANK, h);
 }
 
 /* JavaScript's \s (ECMAScript WhiteSpace and LineTerminator): PCRE2's \s with UCP also takes
