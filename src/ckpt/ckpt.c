@@ -210,9 +210,11 @@ static pt_status run_job(pt_ckpt_saver *s)
         cJSON_Delete(j);
         if (st != PT_OK)
             goto done;
+        /* the shard and its index are durable before the marker says so; after the marker this
+         * rank never touches the directory again: rank 0 may already have renamed it */
+        PT_TRY(pt_ckpt_fsync_dir(tmp), done);
         snprintf(path, sizeof path, "%s/shard-%d.done", tmp, s->rank);
         PT_TRY(touch_durable(path), done);
-        PT_TRY(pt_ckpt_fsync_dir(tmp), done);
         if (s->rank == 0) {
             pt_ckpt_entry *all;
             int n_all;
