@@ -19,7 +19,7 @@
 /* Text-form token prefix of each kind ("F", "SA", "STEP"). */
 extern const char *const pt_sched_kind_tokens[PT_ACT_KIND_COUNT];
 
-/* A growable string. On allocation failure `oom` is set and later appends do nothing. */
+/* A growable string (sbuf.c). On allocation failure `oom` is set and later appends do nothing. */
 typedef struct pt_sbuf {
     char *p;
     size_t len, cap;
@@ -31,6 +31,12 @@ void pt_sbuf_puts(pt_sbuf *b, const char *s);
 /* Hands the string to the caller (*out malloc'd) or, after an allocation failure, frees it and
  * returns PT_ENOMEM naming `what`. */
 pt_status pt_sbuf_finish(pt_sbuf *b, const char *what, char **out);
+
+/* Appends a compute, AR or STEP action (no peer) to rank r's list: pt_sched_append's statuses. */
+static inline pt_status pt_sched_add(pt_schedule *s, int r, pt_action_kind k, int mb, int chunk)
+{
+    return pt_sched_append(s, r, (pt_action){ k, mb, chunk, -1 });
+}
 
 /* Index of (microbatch, chunk) pairs: mb * V + chunk. */
 static inline int pt_sched_pair(const pt_schedule *s, int mb, int chunk)
