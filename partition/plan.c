@@ -6,7 +6,6 @@
 
 #include "partition_internal.h"
 #include "pipetrain/json.h"
-#include "pipetrain/model.h"
 #ifdef PT_PARTITION_HAVE_SCHEDULE
 #include "pipetrain/schedule.h"
 #endif
@@ -439,39 +438,4 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
 fail:
     pt_plan_destroy(p);
     return st;
-}
-
-pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
-                                  const pt_plan_request *rq, int *k, double *t_k, double *t_1)
-{
-    pt_model_config c = *cfg;
-    double best_t = 0, first_t = 0;
-    int best = 1;
-    for (int K = 1; K <= PT_HEAD_SPLIT_AUTO_MAX; K++) {
-        c.head_split = K;
-        if (K > 1 && pt_model_config_validate(&c) != PT_OK)
-            break; /* fewer vocabulary rows than shards */
-        pt_plan *p = NULL;
-        pt_status st = pt_plan_make(&c, dev, topo, NULL, rq, &p);
-        if (st != PT_OK) {
-            if (K == 1)
-                return st;
-            continue;
-        }
-        double t = p->pred_step_time_s;
-        pt_plan_destroy(p);
-        if (K == 1)
-            best_t = first_t = t;
-        else if (t < best_t * (best == 1 ? 0.97 : 0.99)) {
-            best_t = t;
-            best = K;
-        }
-    }
-    pt_clear_error();
-    *k = best;
-    if (t_k)
-        *t_k = best_t;
-    if (t_1)
-        *t_1 = first_t;
-    return PT_OK;
 }

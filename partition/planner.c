@@ -1,5 +1,6 @@
 /* The partitioners: uniform, params, time and memory (dynamic programming over contiguous
- * splits), auto (search over P, D, B, M, schedule and recomputation), pricing of a plan. */
+ * splits), auto (search over P, D, B, M, schedule and recomputation), pricing of a plan, and the
+ * search for the LM head's vocabulary-shard count (pt_plan_best_head_split). */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 #include "partition_internal.h"
 #include "pipetrain/backend.h"
+#include "pipetrain/model.h"
 #ifdef PT_PARTITION_HAVE_SCHEDULE
 #include "pipetrain/schedule.h"
 #endif
@@ -980,4 +982,39 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
         return pt_fail(PT_EINVAL, "global batch %d does not divide into %d replicas x micro-batch size %d",
                        rq->global_batch, D, B);
     return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, cap, 0, 1, out);
+}
+
+pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                                  const pt_plan_request *rq, int *k, double *t_k, double *t_1)
+{
+    pt_model_config c = *cfg;
+    double best_t = 0, first_t = 0;
+    int best = 1;
+    for (int K = 1; K <= PT_HEAD_SPLIT_AUTO_MAX; K++) {
+        c.head_split = K;
+        if (K > 1 && pt_model_config_validate(&c) != PT_OK)
+            break; /* fewer vocabulary rows than shards */
+        pt_plan *p = NULL;
+        pt_status st = pt_plan_make(&c, dev, topo, NULL, rq, &p);
+        if (st != PT_OK) {
+            if (K == 1)
+                return st;
+            continue;
+        }
+        double t = p->pred_step_time_s;
+        pt_plan_destroy(p);
+        if (K == 1)
+            best_t = first_t = t;
+        else if (t < best_t * (best == 1 ? 0.97 : 0.99)) {
+            best_t = t;
+            best = K;
+        }
+    }
+    pt_clear_error();
+    *k = best;
+    if (t_k)
+        *t_k = best_t;
+    if (t_1)
+        *t_1 = first_t;
+    return PT_OK;
 }
