@@ -1,7 +1,8 @@
 /* src/data/tok_internal.h — what the tokenizer files of src/data share (not a public header).
  *
- * tokenizer.c holds the tokenizer object, the BPE engine, encode/decode and the GPT-2 and tiktoken
- * loaders; tok_hf.c loads Hugging Face tokenizer.json files through the builder below.
+ * tokenizer.c holds the tokenizer object, the BPE engine, encode/decode and the byte, GPT-2 and
+ * tiktoken loaders; tok_hf.c loads Hugging Face tokenizer.json files through the builder below;
+ * tok_open.c (pt_tokenizer_open) chooses among the loaders.
  */
 #ifndef PT_TOK_INTERNAL_H
 #define PT_TOK_INTERNAL_H
@@ -65,5 +66,15 @@ int tok_nfc(const unsigned char *p, size_t n, unsigned char **buf, size_t *cap, 
 
 /* tok_hf.c: loads a Hugging Face tokenizer.json. */
 pt_status tok_load_hf(const char *path, const char *name, pt_tokenizer **out);
+
+/* tokenizer.c's loaders, called by pt_tokenizer_open (tok_open.c). `name` names the result.
+ * The byte tokenizer (256 ids, one per byte, no end-of-text token). */
+pt_status tok_open_byte(pt_tokenizer **out);
+/* GPT-2: encoder.json (token string -> id, strings in the byte alphabet) + vocab.bpe (merges). */
+pt_status tok_load_gpt2(const char *enc_path, const char *bpe_path, const char *name, pt_tokenizer **out);
+/* A tiktoken rank file (base64 token and rank per line): its pattern is o200k's when flavour_o200k,
+ * else cl100k's (Llama 3's with 128000 ranks); the special tokens follow from the rank count
+ * (cl100k_base, o200k_base, Llama 3's tokenizer.model). */
+pt_status tok_load_tiktoken(const char *path, const char *name, int flavour_o200k, pt_tokenizer **out);
 
 #endif
