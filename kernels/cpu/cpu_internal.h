@@ -22,7 +22,7 @@ struct pt_stream {
 /* Below this many elements an element-wise kernel runs on one thread (a team costs more). */
 #define PT_CPU_PAR_MIN 16384
 
-/* Row-major sgemm C (M,N) = alpha * op(A) op(B) + beta * C, split across `n_threads` OpenMP
+/* sgemm.c: row-major sgemm C (M,N) = alpha * op(A) op(B) + beta * C, split across `n_threads` OpenMP
  * threads by rows or columns of C (whichever is larger); each slice is one single-threaded
  * OpenBLAS call. Deterministic for a given thread count. Must not be called from inside an
  * OpenMP parallel region (use pt_cpu_sgemm1 there). */
