@@ -17,13 +17,6 @@
 #define PT_CFG_MAX_SEQ (1 << 20)
 #define PT_CFG_MAX_HEAD_SPLIT 256
 
-/* Head shards are cut at multiples of 64 rows (friendly GEMM shapes) when the padded vocabulary
- * is a multiple of 64 with at least 64 rows per shard, else at any row: the rows of one unit. */
-static int cfg_split_unit(const pt_model_config *c)
-{
-    return c->vocab_padded % 64 == 0 && c->vocab_padded / 64 >= pt_model_head_layers(c) ? 64 : 1;
-}
-
 typedef struct cfg_preset {
     const char *name;
     int n_layer, n_head, n_embd, vocab_size, vocab_padded, max_seq_len;
@@ -164,18 +157,6 @@ void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_
         snprintf(buf, cap, "LM head shard %d/%d (wte rows %d-%d%s)", k + 1, K, v0, v1 - 1,
                  k == 0 ? ", with the final norm" : k == K - 1 ? ", with the loss" : "");
     }
-}
-
-void pt_model_head_shard_rows(const pt_model_config *c, int k, int *v0, int *v1)
-{
-    const int64_t K = pt_model_head_layers(c), unit = cfg_split_unit(c), units = c->vocab_padded / unit;
-    *v0 = (int)(k * units / K * unit);
-    *v1 = k + 1 >= K ? c->vocab_padded : (int)((k + 1) * units / K * unit);
-}
-
-int pt_model_boundary_width(const pt_model_config *c, int b)
-{
-    return b >= c->n_layer + 2 ? c->n_embd + PT_XENT_STATS : c->n_embd;
 }
 
 int64_t pt_model_config_n_params(const pt_model_config *c)

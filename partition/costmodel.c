@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "partition_internal.h"
-#include "pipetrain/backend.h"
 #include "pipetrain/json.h"
 
 /* ---- devices ---- */

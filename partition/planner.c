@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "partition_internal.h"
-#include "pipetrain/backend.h"
 #include "pipetrain/model.h"
 #ifdef PT_PARTITION_HAVE_SCHEDULE
 #include "pipetrain/schedule.h"

@@ -33,14 +33,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipetrain/model_config.h" /* PT_XENT_STATS: the statistics between vocabulary shards */
 #include "pipetrain/status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Floats of row statistics per token passed between vocabulary shards (xent_shard_*). */
-#define PT_XENT_STATS 5
 
 /* An ordered queue of work on one device (a CUDA stream; on CPU, the thread team settings). */
 typedef struct pt_stream pt_stream;

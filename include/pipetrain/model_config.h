@@ -1,5 +1,8 @@
-/* pipetrain/model_config.h — the shape of a model, shared by models/ (which builds it),
- * partition/ (which prices it) and src/ (which saves it in checkpoints). Two architectures:
+/* pipetrain/model_config.h — the shape of a model, shared by models/ (which builds it: presets,
+ * config files, validation in model.h), partition/ (which prices it), kernels/ (the statistics
+ * between head shards), src/data (which fits it to a data set) and src/ckpt (which saves it).
+ * Plain data and arithmetic, header-only: it belongs to the ground floor (core/, see
+ * docs/architecture.md), so every floor may read it. Two architectures:
  *
  *   gpt2   learned positions, pre-LayerNorm blocks (with biases), multi-head attention, GELU MLP 4x,
  *          LM head tied to the token embedding.
@@ -33,6 +36,11 @@
 #include <stdint.h>
 
 #include "pipetrain/status.h"
+
+/* Floats of running row statistics per token passed between two vocabulary shards of the head
+ * (max, sum, target logit, argmax logit and its column: their layout is the xent_shard_* kernels'
+ * contract in backend.h). A boundary inside the head is n_embd + PT_XENT_STATS floats wide. */
+#define PT_XENT_STATS 5
 
 typedef enum pt_model_arch {
     PT_ARCH_GPT2 = 0, /* the default: a config without "architecture" is GPT-2 */
@@ -78,13 +86,28 @@ static inline int pt_model_head_layers(const pt_model_config *c) { return c->hea
 /* Total number of layers in the ordered list (embedding + blocks + head layers). */
 static inline int pt_model_n_layers(const pt_model_config *c) { return c->n_layer + 1 + pt_model_head_layers(c); }
 
+/* Head shards are cut at multiples of 64 rows (friendly GEMM shapes) when the padded vocabulary
+ * is a multiple of 64 with at least 64 rows per shard, else at any row: the rows of one unit. */
+static inline int pt_model_head_shard_unit(const pt_model_config *c)
+{
+    return c->vocab_padded % 64 == 0 && c->vocab_padded / 64 >= pt_model_head_layers(c) ? 64 : 1;
+}
+
 /* Rows [*v0, *v1) of wte (columns of the logits) that head layer n_layer + 1 + k multiplies by:
  * K near-equal parts of vocab_padded, cut at multiples of 64 when vocab_padded is one. */
-void pt_model_head_shard_rows(const pt_model_config *c, int k, int *v0, int *v1);
+static inline void pt_model_head_shard_rows(const pt_model_config *c, int k, int *v0, int *v1)
+{
+    const int64_t K = pt_model_head_layers(c), unit = pt_model_head_shard_unit(c), units = c->vocab_padded / unit;
+    *v0 = (int)(k * units / K * unit);
+    *v1 = k + 1 >= K ? c->vocab_padded : (int)((k + 1) * units / K * unit);
+}
 
 /* Floats per token at boundary b, the input of layer b (1 <= b < pt_model_n_layers): n_embd,
  * or n_embd + PT_XENT_STATS between two head shards. Activations and gradients crossing the
  * boundary are (B, T) times this many floats. */
-int pt_model_boundary_width(const pt_model_config *c, int b);
+static inline int pt_model_boundary_width(const pt_model_config *c, int b)
+{
+    return b >= c->n_layer + 2 ? c->n_embd + PT_XENT_STATS : c->n_embd;
+}
 
 #endif
