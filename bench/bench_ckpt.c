@@ -22,6 +22,7 @@
 #include "pipetrain/ckpt.h"
 #include "pipetrain/model.h"
 #include "pipetrain/optim.h"
+#include "pipetrain/runtime.h"
 #include "pipetrain/safetensors.h"
 #include "pipetrain/timeutil.h"
 #include "pipetrain/train.h"
@@ -343,7 +344,9 @@ int pt_bench_ckpt(int argc, char **argv)
     if (!mkdtemp(dir))
         return pt_cli_finish(pt_fail(PT_EIO, "cannot create a directory in %s; pass --dir DIR", parent));
 
-    pt_trainer *tr = NULL;
+    pt_train_job job;
+    int trained = 0; /* job set up: m, o and steps are the runtime's */
+    memset(&job, 0, sizeof job);
     pt_model *m = NULL;
     pt_optim *o = NULL;
     const pt_backend *be = NULL;
@@ -351,7 +354,6 @@ int pt_bench_ckpt(int argc, char **argv)
     bench_state b;
     memset(&b, 0, sizeof b);
     double step_s = 0;
-    pt_train_ops ops = { 0 };
     if (synthetic) {
         pt_model_config cfg;
         PT_TRY(pt_model_config_load(model, &cfg), out);
@@ -368,23 +370,26 @@ int pt_bench_ckpt(int argc, char **argv)
         fill_normal(pt_optim_m(o), n, 1e-3, 0, &rng);
         fill_normal(pt_optim_v(o), n, 1e-3, 1, &rng);
     } else {
-        pt_train_cfg c;
-        pt_train_cfg_defaults(&c);
-        c.model = model;
-        c.steps = steps + 2;
-        c.micro_batch_size = B;
-        c.seq_len = T;
-        c.eval_batches = 0;
-        c.run_dir = NULL;
-        c.warmup = 1;
-        PT_TRY(pt_trainer_create(&c, &tr), out);
-        pt_trainer_ops(tr, &ops);
-        m = pt_trainer_model(tr);
-        o = pt_trainer_optim(tr);
+        /* real steps of the one-process run `pipetrain train --stages 1` makes (runtime.h) */
+        pt_runtime_train_args ra;
+        memset(&ra, 0, sizeof ra);
+        pt_train_cfg_defaults(&ra.train);
+        ra.train.model = model;
+        ra.train.steps = steps + 2;
+        ra.train.micro_batch_size = B;
+        ra.train.seq_len = T;
+        ra.train.eval_batches = 0;
+        ra.train.run_dir = NULL;
+        ra.train.warmup = 1;
+        ra.stages = 1;
+        trained = 1;
+        PT_TRY(pt_train_job_setup(&job, &ra), out);
+        m = pt_runtime_chunk_model(job.rt, 0);
+        o = pt_runtime_chunk_optim(job.rt, 0);
         for (int s = 0; s < steps; s++) {
-            pt_step_stats ss;
+            pt_runtime_step_info ss;
             double t0 = now_s();
-            PT_TRY(ops.step(ops.ctx, s, 1e-4, &ss), out);
+            PT_TRY(pt_runtime_step(job.rt, job.data, s, 1e-4f, &ss), out);
             step_s = now_s() - t0;
             if (!json_out)
                 printf("train step %d: loss %.4f, %.2f s\n", s + 1, ss.loss, step_s);
@@ -412,17 +417,16 @@ int pt_bench_ckpt(int argc, char **argv)
     for (int t = 1; t <= max_threads; t++)
         PT_TRY(bench_save_load(m, o, dir, t, level), out);
 
-    if (tr) {
+    if (trained) {
         /* a step with a save being written in the background, against one without */
         /* as the trainers do: the staging buffer reserved (pages written) at start-up, so this is
          * the stall of a run's first save too */
         pt_ckpt_saver *sv;
         PT_TRY(pt_ckpt_saver_create(dir, 1, level, max_threads, &sv), out);
         st = pt_ckpt_saver_reserve(sv, &m, &o, 1);
-        pt_step_stats ss;
         double t0 = now_s();
         if (st == PT_OK)
-            st = ops.step(ops.ctx, steps, 1e-4, &ss);
+            st = pt_runtime_step(job.rt, job.data, steps, 1e-4f, NULL);
         double plain_s = now_s() - t0;
         pt_train_state ts = { .step = 1, .data_step = 1, .seed = 1, .run_json = "{}" };
         t0 = now_s();
@@ -431,7 +435,7 @@ int pt_bench_ckpt(int argc, char **argv)
         double stall_s = now_s() - t0;
         t0 = now_s();
         if (st == PT_OK)
-            st = ops.step(ops.ctx, steps + 1, 1e-4, &ss);
+            st = pt_runtime_step(job.rt, job.data, steps + 1, 1e-4f, NULL);
         double during_s = now_s() - t0;
         pt_ckpt_save_info info;
         if (st == PT_OK)
@@ -451,8 +455,8 @@ int pt_bench_ckpt(int argc, char **argv)
     }
 out:
     free_state(&b);
-    if (tr) {
-        pt_trainer_destroy(tr);
+    if (trained) {
+        pt_train_job_close(&job);
     } else {
         pt_optim_destroy(o);
         pt_model_destroy(m);

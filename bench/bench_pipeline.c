@@ -2,11 +2,12 @@
  * against one process, and the measured bubble against the simulator's prediction.
  *
  * For each micro-batch count M, in the same invocation:
- *  - one process, --base-threads threads (default 2): the single-process trainer (train.h), a
- *    warm-up step then --steps timed steps; tokens/s = M*B*T / mean step time;
+ *  - one process, --base-threads threads (default 2): a P = 1 1F1B schedule through the runtime
+ *    in this process, a warm-up step then --steps timed steps; tokens/s = M*B*T / mean step time;
  *  - P ranks (default 2, started here through pt_launch), one thread each, schedule --schedule
  *    (default 1f1b), plan by --partition (default time): a warm-up step, then --steps profiled
- *    steps; tokens/s from the profiled step time, the measured bubble (idle share of the pipeline
+ *    steps; both set up by the training job's phases (runtime.h), as `pipetrain train` is;
+ *    tokens/s from the profiled step time, the measured bubble (idle share of the pipeline
  *    window per rank) and the simulator's bubble on the per-action costs measured in this run.
  * Prints a table, or one JSON object per line with --json. */
 #include <stdio.h>
@@ -33,71 +34,56 @@ typedef struct bp_result {
     int head_split;   /* the LM-head layers the pipeline ran with */
 } bp_result;
 
+/* The run both measurements set up through the training job's phases (runtime.h), as `pipetrain
+ * train` does: P ranks on one thread each with the pipeline's LM-head split, or one process
+ * (P = 1, 1F1B: forward and fused backward per micro-batch) on --base-threads with the model's own. */
+static pt_status bp_args(const bp_opts *o, int M, int P, pt_runtime_train_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    pt_train_cfg *tc = &a->train;
+    pt_train_cfg_defaults(tc);
+    tc->model = o->model;
+    tc->data = "builtin";
+    tc->seed = 1337;
+    tc->steps = o->steps + 1;
+    tc->threads = P > 1 ? 1 : o->base_threads;
+    tc->micro_batches = M;
+    tc->micro_batch_size = o->B;
+    tc->seq_len = o->T;
+    tc->lr = 1e-4;
+    tc->lr_min = 1e-4;
+    tc->warmup = 0;
+    tc->eval_batches = 0;
+    tc->run_dir = NULL;
+    if (P > 1)
+        PT_CHECK(pt_args_head_split(o->head_split, &tc->head_split));
+    a->stages = P;
+    a->schedule = P > 1 ? o->schedule : "1f1b";
+    a->partition = o->partition;
+    a->profile = P > 1;
+    return PT_OK;
+}
+
 /* One rank of the pipeline measurement; rank 0 writes one line of numbers to `out`. */
 static pt_status worker(const bp_opts *o, int M, const char *out_path)
 {
-    pt_comm *comm = NULL;
-    pt_dataset *data = NULL;
-    pt_plan *plan = NULL;
-    pt_schedule *sc = NULL;
-    pt_stream *stream = NULL;
-    pt_profile *prof = NULL;
-    pt_runtime *rt = NULL;
-    pt_prof_event *all = NULL;
-    const pt_backend *be = NULL;
-    pt_status st = PT_OK;
-    pt_model_config cfg;
-    PT_TRY(pt_comm_create(NULL, &comm), out);
-    int rank = pt_comm_rank(comm), world = pt_comm_size(comm);
-    PT_TRY(pt_model_config_load(o->model, &cfg), out);
-    int k = 0;
-    PT_TRY(pt_args_head_split(o->head_split, &k), out);
-    PT_TRY(pt_model_config_set_head_split(&cfg, k), out); /* auto: decided with the plan request below */
-    PT_TRY(pt_dataset_open("builtin", 1337, &data), out);
-    pt_device dev;
-    pt_topology topo;
-    PT_TRY(pt_device_load("cpu", &dev), out);
-    PT_TRY(pt_topology_init(&topo, &dev, 1, world), out);
-    pt_plan_request rq;
-    pt_plan_request_init(&rq);
-    rq.method = o->partition;
-    rq.n_devices = world;
-    rq.n_stages = world;
-    rq.n_replicas = 1;
-    rq.schedule = o->schedule;
-    rq.micro_batch_size = o->B;
-    rq.n_microbatches = M;
-    rq.seq_len = o->T;
-    rq.recompute = 0;
-    if (k == PT_HEAD_SPLIT_AUTO) {
-        PT_TRY(pt_plan_best_head_split(&cfg, &dev, &topo, &rq, &k, NULL, NULL), out);
-        PT_TRY(pt_model_config_set_head_split(&cfg, k), out);
-    }
-    PT_TRY(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &plan), out);
-    PT_TRY(pt_sched_generate(o->schedule, world, plan->n_chunks, M, NULL, &sc), out);
-    PT_TRY(pt_backend_get("cpu", &be), out);
-    PT_TRY(be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 1 }, &stream), out);
-    PT_TRY(pt_profile_create(rank, pt_comm_clock_offset_ns(comm), &prof), out);
-    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = comm, .be = be, .stream = stream,
-                           .adamw = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                                      .weight_decay = 0.1f, .grad_clip = 1.0f },
-                           .seed = 1337, .profile = prof };
-    PT_TRY(pt_runtime_create(&ro, &rt), out);
-    pt_profile_set_enabled(prof, 0);
-    PT_TRY(pt_runtime_step(rt, data, 0, 1e-4f, NULL), out);
-    pt_profile_set_enabled(prof, 1);
+    int in_job = 0, rank = 0, world = 1;
+    PT_CHECK(pt_comm_env_job(&in_job, &rank, &world));
+    pt_runtime_train_args a;
+    PT_CHECK(bp_args(o, M, world, &a));
+    pt_train_job j;
+    pt_profile_summary sum;
+    int have = 0;
+    pt_status st = pt_train_job_setup(&j, &a);
+    if (st != PT_OK)
+        goto out;
+    pt_profile_set_enabled(j.prof, 0);
+    PT_TRY(pt_runtime_step(j.rt, j.data, 0, 1e-4f, NULL), out);
+    pt_profile_set_enabled(j.prof, 1);
     for (int s = 1; s <= o->steps; s++)
-        PT_TRY(pt_runtime_step(rt, data, s, 1e-4f, NULL), out);
-    size_t n = 0;
-    double peak[64] = { 0 };
-    PT_TRY(pt_profile_gather(prof, comm, pt_deadline_after_ms(pt_comm_timeout_ms(comm)), &all, &n, world <= 64 ? peak : NULL),
-           out);
-    if (rank == 0) {
-        pt_profile_report_opts po = { .sched = sc, .plan = plan, .cfg = &cfg, .n_world = world,
-                                      .peak_flops = dev.peak_flops * world, .peak_bytes = peak,
-                                      .link_latency_s = dev.intra_latency_s, .link_bandwidth_Bps = dev.intra_bw_Bps };
-        pt_profile_summary sum;
-        PT_TRY(pt_profile_summarize(all, n, &po, &sum), out);
+        PT_TRY(pt_runtime_step(j.rt, j.data, s, 1e-4f, NULL), out);
+    PT_TRY(pt_train_job_profile(&j, &sum, &have), out);
+    if (have) {
         FILE *f = fopen(out_path, "w");
         if (!f) {
             pt_profile_summary_free(&sum);
@@ -105,53 +91,35 @@ static pt_status worker(const bp_opts *o, int M, const char *out_path)
             goto out;
         }
         fprintf(f, "%.9g %.9g %.9g %.9g %.9g %.9g %d", sum.tokens_per_s, sum.step_time_s, sum.bubble_overall,
-                sum.pred_bubble_overall, sum.window_s, sum.pred_step_time_s, world);
-        for (int r = 0; r < world && r < 8; r++)
+                sum.pred_bubble_overall, sum.window_s, sum.pred_step_time_s, j.world);
+        for (int r = 0; r < j.world && r < 8; r++)
             fprintf(f, " %.9g %.9g", sum.bubble[r], sum.has_prediction ? sum.pred_bubble[r] : 0.0);
         fprintf(f, "\n");
-        for (int v = 0; v < plan->n_vstages; v++)
-            fprintf(f, "%s%d-%d", v ? "|" : "", plan->first_layer[v], plan->last_layer[v]);
-        fprintf(f, "\n%d\n", pt_model_head_layers(&cfg));
+        for (int v = 0; v < j.plan->n_vstages; v++)
+            fprintf(f, "%s%d-%d", v ? "|" : "", j.plan->first_layer[v], j.plan->last_layer[v]);
+        fprintf(f, "\n%d\n", pt_model_head_layers(&j.cfg));
         fclose(f);
         pt_profile_summary_free(&sum);
     }
 out:
-    free(all);
-    pt_runtime_destroy(rt);
-    pt_profile_destroy(prof);
-    if (be && stream)
-        be->stream_destroy(stream);
-    pt_sched_destroy(sc);
-    pt_plan_destroy(plan);
-    pt_dataset_close(data);
-    pt_comm_destroy(comm);
+    pt_train_job_close(&j);
     return st;
 }
 
+/* The one-process run in this process: a warm-up step, then --steps timed ones. */
 static pt_status baseline(const bp_opts *o, int M, double *tokens_per_s)
 {
-    pt_train_cfg tc;
-    pt_train_cfg_defaults(&tc);
-    tc.model = o->model;
-    tc.data = "builtin";
-    tc.seed = 1337;
-    tc.steps = o->steps + 1;
-    tc.threads = o->base_threads;
-    tc.micro_batches = M;
-    tc.micro_batch_size = o->B;
-    tc.seq_len = o->T;
-    tc.lr = 1e-4;
-    tc.lr_min = 1e-5;
-    tc.eval_batches = 1;
-    pt_trainer *t;
-    PT_CHECK(pt_trainer_create(&tc, &t));
-    pt_step_stats ss;
-    pt_status st = pt_train_step_single(t, 0, 1e-4, &ss);
+    pt_runtime_train_args a;
+    PT_CHECK(bp_args(o, M, 1, &a));
+    pt_train_job j;
+    pt_status st = pt_train_job_setup(&j, &a);
+    if (st == PT_OK)
+        st = pt_runtime_step(j.rt, j.data, 0, 1e-4f, NULL);
     int64_t t0 = pt_now_ns();
     for (int s = 1; s <= o->steps && st == PT_OK; s++)
-        st = pt_train_step_single(t, s, 1e-4, &ss);
+        st = pt_runtime_step(j.rt, j.data, s, 1e-4f, NULL);
     double sec = pt_seconds_between(t0, pt_now_ns()) / o->steps;
-    pt_trainer_destroy(t);
+    pt_train_job_close(&j);
     PT_CHECK(st);
     *tokens_per_s = (double)M * o->B * o->T / sec;
     return PT_OK;

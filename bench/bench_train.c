@@ -1,7 +1,9 @@
 /* `pipetrain bench train`: single-process training throughput of GPT-2 and Llama shapes on the CPU.
  *
- * Each configuration runs the real trainer step (pt_train_step_single: data, forward, backward,
- * tied reduction, global norm, clipping, fused AdamW) on random tokens where every position is a
+ * Each configuration runs the step `pipetrain train --stages 1` runs (a P = 1 schedule through the
+ * runtime, set up by the training job's phases: data, forward, backward, tied reduction, global
+ * norm, clipping, fused AdamW; forward / backward / optimizer times from the runtime's action
+ * events) on random tokens where every position is a
  * target, as ../shared/bench/torch_gpt2.py does, and reports tokens/s, achieved GFLOP/s and the
  * share of this machine's measured fp32 FMA peak (273 GFLOP/s on 1 core, 540 on 2).
  *
@@ -24,6 +26,7 @@
 #include "args.h"
 #include "cli.h"
 #include "pipetrain/json.h"
+#include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
 #include "pipetrain/train.h"
 
@@ -80,6 +83,24 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Forward, backward and optimizer (reduce: tied sum + norm; step: clip + AdamW) seconds of the
+ * recorded events, per step of n_steps. */
+static void split_times(const pt_prof_event *ev, size_t n, int n_steps, bench_result *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        double ms = (double)(ev[i].end_ns - ev[i].start_ns) / 1e6 / n_steps;
+        switch ((pt_action_kind)ev[i].kind) {
+        case PT_ACT_FORWARD: r->fwd_ms += ms; break;
+        case PT_ACT_BACKWARD:
+        case PT_ACT_BACKWARD_INPUT:
+        case PT_ACT_BACKWARD_WEIGHT: r->bwd_ms += ms; break;
+        case PT_ACT_REDUCE_GRADS:
+        case PT_ACT_OPTIMIZER_STEP: r->optim_ms += ms; break;
+        default: break; /* sends and receives: none in one process */
+        }
+    }
+}
+
 /* times: scratch of `steps` doubles, allocated by the caller before anything is measured. */
 static pt_status bench_one(const bench_shape *sh, int threads, int steps, int warmup, const char *tok_path,
                            double *times, bench_result *r)
@@ -87,51 +108,63 @@ static pt_status bench_one(const bench_shape *sh, int threads, int steps, int wa
     pt_model_config mcfg;
     PT_CHECK(pt_model_config_load(sh->model, &mcfg));
     PT_CHECK(random_token_file(tok_path, mcfg.vocab_size, 1 << 18));
-    pt_train_cfg cfg;
-    pt_train_cfg_defaults(&cfg);
-    cfg.model = sh->model;
-    cfg.data = tok_path;
-    cfg.run_dir = NULL;
-    cfg.threads = threads;
-    cfg.micro_batch_size = sh->B;
-    cfg.seq_len = sh->T;
-    cfg.steps = warmup + steps;
-    cfg.lr = 1e-4;
-    cfg.lr_min = 1e-4;
-    cfg.warmup = 0;
-    cfg.eval_batches = 0;
-    pt_trainer *t;
-    PT_CHECK(pt_trainer_create(&cfg, &t));
-    const pt_model_config *mc = pt_model_config_of(pt_trainer_model(t));
-    pt_step_stats s;
-    pt_status st = PT_OK;
+    /* the one-process run `pipetrain train --stages 1` makes: a P = 1 schedule through the runtime */
+    pt_runtime_train_args a;
+    memset(&a, 0, sizeof a);
+    pt_train_cfg *cfg = &a.train;
+    pt_train_cfg_defaults(cfg);
+    cfg->model = sh->model;
+    cfg->data = tok_path;
+    cfg->run_dir = NULL;
+    cfg->threads = threads;
+    cfg->micro_batch_size = sh->B;
+    cfg->seq_len = sh->T;
+    cfg->steps = warmup + steps;
+    cfg->lr = 1e-4;
+    cfg->lr_min = 1e-4;
+    cfg->warmup = 0;
+    cfg->eval_batches = 0;
+    a.stages = 1;
+    a.profile = 1; /* the forward / backward / optimizer split of the timed steps */
+    pt_train_job j;
+    pt_status st = pt_train_job_setup(&j, &a);
     memset(r, 0, sizeof *r);
+    pt_runtime_step_info s;
+    if (st == PT_OK)
+        pt_profile_set_enabled(j.prof, 0);
     for (int i = 0; i < warmup && st == PT_OK; i++)
-        st = pt_train_step_single(t, i, cfg.lr, &s);
+        st = pt_runtime_step(j.rt, j.data, i, (float)cfg->lr, &s);
+    if (st == PT_OK)
+        pt_profile_set_enabled(j.prof, 1);
     size_t dev0 = pt_backend_bytes_in_use();
     struct mallinfo2 mi0 = mallinfo2();
     for (int i = 0; i < steps && st == PT_OK; i++) {
         int64_t t0 = pt_now_ns();
-        st = pt_train_step_single(t, warmup + i, cfg.lr, &s);
+        st = pt_runtime_step(j.rt, j.data, warmup + i, (float)cfg->lr, &s);
         times[i] = pt_seconds_between(t0, pt_now_ns());
-        r->fwd_ms += s.fwd_s * 1e3 / steps;
-        r->bwd_ms += s.bwd_s * 1e3 / steps;
-        r->optim_ms += s.optim_s * 1e3 / steps;
         r->loss = s.loss;
     }
     struct mallinfo2 mi1 = mallinfo2();
     r->device_delta = (long long)pt_backend_bytes_in_use() - (long long)dev0;
     r->heap_delta = (long long)mi1.uordblks - (long long)mi0.uordblks;
     if (st == PT_OK) {
+        pt_prof_event *ev = NULL;
+        size_t n = 0;
+        st = pt_profile_gather(j.prof, NULL, 0, &ev, &n, NULL);
+        if (st == PT_OK)
+            split_times(ev, n, steps, r);
+        free(ev);
+    }
+    if (st == PT_OK) {
         qsort(times, (size_t)steps, sizeof *times, cmp_double);
         double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
         double tokens = (double)sh->B * sh->T;
         r->ms = med * 1e3;
         r->tokens_per_s = tokens / med;
-        r->gflops = flops_per_step(mc, sh->B, sh->T) / med / 1e9;
+        r->gflops = flops_per_step(&j.cfg, sh->B, sh->T) / med / 1e9;
         r->pct_peak = 100.0 * r->gflops / (threads == 1 ? 273.0 : 540.0);
     }
-    pt_trainer_destroy(t);
+    pt_train_job_close(&j);
     return st;
 }
 

@@ -23,8 +23,8 @@
  * Only activations and their gradients travel between ranks.
  *
  * Loss scale: every micro-batch's backward uses pt_loss_scale_for(targets >= 0 in the GLOBAL batch,
- * all replicas), as the single-process trainer does (train.h), and data-parallel replicas SUM their
- * gradients: the single-process gradient of the mean loss over the global batch.
+ * all replicas), the step train.h describes, and data-parallel replicas SUM their gradients: the
+ * one-process gradient of the mean loss over the global batch.
  * A step whose loss or gradient norm is NaN/Inf runs but does not update (info->applied = 0).
  *
  * Thread-safety: a pt_runtime and everything it holds is used by one thread at a time.
@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "pipetrain/backend.h"
+#include "pipetrain/ckpt.h"
 #include "pipetrain/comm.h"
 #include "pipetrain/data.h"
 #include "pipetrain/model.h"
@@ -53,7 +54,8 @@ extern "C" {
 typedef struct pt_runtime pt_runtime;
 
 /* d(loss)/d(per-token loss) for a global batch with n_targets targets: 1.0f / (float)n_targets,
- * 0 when there are none — the single-process trainer's expression (src/train), so the bits match. */
+ * 0 when there are none — the reference trainer's expression (tests/common/ref_trainer.c), so the
+ * bits match. */
 float pt_loss_scale_for(int64_t n_targets);
 
 typedef struct pt_runtime_opts {
@@ -108,14 +110,14 @@ void pt_runtime_destroy(pt_runtime *rt);
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info);
 
 /* Held-out evaluation of the current weights, through the pipeline: eval batches 0..n_batches-1
- * of batch_seqs sequences each (0: B), the batches the single-process trainer's
- * pt_train_eval_single scores with micro-batches of batch_seqs (pt_dataset_batch(PT_SPLIT_EVAL, k,
+ * of batch_seqs sequences each (0: B), the batches the reference trainer's
+ * ref_train_eval (tests/common) scores with micro-batches of batch_seqs (pt_dataset_batch(PT_SPLIT_EVAL, k,
  * 0, batch_seqs, ...)). Each is cut into micro-batches of B (batch_seqs must be a multiple of B;
  * PT_EINVAL otherwise); replica d takes micro-batches d, d+D, ...; each replica runs its forward-
  * only list (pt_sched_forward_only on the schedule's placement) in rounds of at most M. The head
  * ranks score them (pt_eval_score_slot) and the totals are summed over the job, so every rank
  * returns the same *out. With D = 1 and batch_seqs = B the numbers are those of
- * pt_train_eval_single on the same weights, bit for bit when thread counts match. Gradients,
+ * ref_train_eval on the same weights, bit for bit when thread counts match. Gradients,
  * optimizer state and the training data position are untouched. Collective (every rank, same
  * arguments); blocking; errors name the rank and the action as pt_runtime_step does. */
 pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int batch_seqs, pt_eval_stats *out);
@@ -148,15 +150,15 @@ size_t pt_runtime_slot_bytes(const pt_runtime *rt);
  * same on every rank (docs/cuda.md). Borrowed; valid until destroy. */
 const char *pt_runtime_transfer_path(const pt_runtime *rt);
 
-/* ---- the multi-rank training entry (`pipetrain train --nproc N / --stages P / --dp D`) ---- */
+/* ---- the training entry (`pipetrain train`, every layout: one process is P = D = 1) ---- */
 
 /* One line for the user (plan, prediction, profile), without a newline; called on rank 0 only. */
 typedef void (*pt_runtime_log_fn)(void *ctx, const char *line);
 
 typedef struct pt_runtime_train_args {
     pt_train_cfg train;       /* model, data, steps, lr schedule, B, M, T, threads, seed, run_dir,
-                                 ckpt_dir/ckpt_every/resume (as the single-process trainer) */
-    int eval_batch_seqs;      /* sequences per held-out eval batch (a one-process run's B); 0: B */
+                                 ckpt_dir/ckpt_every/resume, stop (honoured in a job of one rank) */
+    int eval_batch_seqs;      /* sequences per held-out eval batch (a multiple of B); 0: B */
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
@@ -166,32 +168,108 @@ typedef struct pt_runtime_train_args {
     const char *layer_costs;  /* measured layer times for the planner (pipetrain profile-layers), or NULL */
     size_t mem_limit_bytes;   /* per rank; 0: none */
     const char *profile_dir;  /* NULL: no profile; else trace.json, timeline.svg, summary.json there */
+    int profile;              /* 1: record every action's events (j->prof) even in a one-rank job without
+                                 profile_dir, for a caller that reads them (benchmarks) */
     int64_t timeout_ms;       /* every wait; <= 0: PT_COMM_TIMEOUT or 300 s */
     const char *provider;     /* libfabric provider, NULL: automatic */
     pt_train_event_fn on_event; /* progress (rank 0 only); may be NULL */
     void *event_ctx;
-    pt_runtime_log_fn on_log;   /* plan, prediction, profile lines (rank 0 only); may be NULL */
+    pt_runtime_log_fn on_log;   /* banner, plan, prediction, resume, profile lines (rank 0 only); may be NULL */
     void *log_ctx;
     /* Hooks on every rank (each may be NULL; `train --sample-every`): on_start once the runtime is
-     * built (and resumed), before the first step; after_step after each optimizer step (steps_done
-     * from 1), within the step (its time counts in the step's), before its progress event. They
-     * may talk to other ranks through comm between the steps. A non-OK return ends the run. */
+     * built (and resumed), before the first step (comm is NULL in a job of one rank); after_step
+     * after each optimizer step (steps_done from 1), within the step (its time counts in the
+     * step's), before its progress event. They may talk to other ranks through comm between the
+     * steps. A non-OK return ends the run. */
     pt_status (*on_start)(void *ctx, pt_runtime *rt, pt_comm *comm, pt_dataset *data);
     pt_status (*after_step)(void *ctx, int64_t steps_done);
     void *hook_ctx;
 } pt_runtime_train_args;
 
-/* Runs a whole multi-rank training job from inside one rank (every rank calls it; the ranks were
- * started by pt_launch, srun, mpirun or torchrun): joins the job (pt_comm_create), loads the model
- * config and data set, makes the plan (layout or partitioner) and the schedule (generator or file),
- * logs the plan and the simulator's prediction, builds the runtime (checking --mem-limit), resumes
- * from train.ckpt_dir when train.resume, then runs pt_train_loop with the runtime as its step
- * (metrics and progress on rank 0, checkpoints of every rank's chunks), and with profile_dir
- * profiles every step after the first and writes the report, logging measurement next to
- * prediction. summary (may be NULL) is filled on every rank. Returns the first error (the same
- * kind on every rank for plan and schedule problems; a timeout names the rank waited for).
- * Blocking for the whole run. */
+/* Runs a whole training job from inside one rank (every rank calls it; a job of several ranks was
+ * started by pt_launch, srun, mpirun or torchrun; a job of one rank, P = D = 1, runs in the calling
+ * process with no comm): the phases below in order, each one line —
+ *   job (pt_train_job_open), data, plan, schedule, runtime, restore, loop, report —
+ * then pt_train_job_close. summary (may be NULL) is filled on every rank. Returns the first error
+ * (the same kind on every rank for plan and schedule problems; a timeout names the rank waited
+ * for). Blocking for the whole run. */
 pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary *summary);
+
+/* The state one rank's training run carries from phase to phase. Fields are filled by the phase
+ * named beside them and read by the later ones (and by benchmarks); everything is owned by the job
+ * and freed by pt_train_job_close. */
+typedef struct pt_train_job {
+    const pt_runtime_train_args *a; /* borrowed: must outlive the job */
+    /* job */
+    pt_comm *comm;              /* NULL in a job of one rank */
+    int rank, world, local_rank;
+    int P, D, V, M, B, T;       /* stages, replicas, chunks per rank, micro-batches, B, T */
+    const char *sched_name;     /* generator name or schedule file (borrowed from a) */
+    pt_schedule *sched;         /* a schedule file's (job), else the generator's (schedule) */
+    uint64_t run_seed;          /* the data order's seed: --seed, or the resumed run's (restore) */
+    /* data */
+    pt_model_config cfg;        /* the model as trained (the data's vocabulary; the plan's head split) */
+    pt_dataset *data;
+    /* plan */
+    pt_device dev;
+    pt_topology topo;
+    pt_layer_times *measured;   /* --layer-costs, or NULL */
+    pt_plan *plan;
+    /* schedule */
+    pt_sim_costs costs;         /* per virtual stage, from the plan's cost model (views into cost_arr) */
+    double *cost_arr;
+    /* runtime */
+    const pt_backend *be;
+    pt_stream *stream;
+    pt_profile *prof;           /* NULL in a one-rank job without profile_dir or profile */
+    pt_runtime *rt;
+    char *run_json;             /* the run's description saved in checkpoints */
+    /* restore */
+    pt_ckpt_saver *saver;       /* NULL without train.ckpt_dir */
+    int64_t first_step;         /* 0, or the steps of the checkpoint resumed from */
+    /* loop */
+    char last_ckpt[512];
+} pt_train_job;
+
+/* job: zeroes *j, reads a schedule file (its P, V, M win), checks the eval batch against B and,
+ * when the environment makes this process one rank of several, joins the job (pt_comm_create,
+ * refusing ranks started with other settings) and checks it has P * D ranks. PT_EINVAL naming the
+ * mismatch; the comm's errors. On any error of any phase, call pt_train_job_close. */
+pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a);
+/* data: model config (+ head split), pt_train_cfg_check, the data set (its tokenizer may widen the
+ * vocabulary), logs the 'training ...' banner; batches of D * M * B sequences. */
+pt_status pt_train_job_data(pt_train_job *j);
+/* plan: layout or partitioner (with --head-split auto, the planner's LM-head split; one chunk
+ * keeps the config's), priced on the cpu device scaled by the threads. */
+pt_status pt_train_job_plan(pt_train_job *j);
+/* schedule: per-stage costs, the generator (unless a file was read), the simulator's prediction,
+ * logged with the plan. */
+pt_status pt_train_job_schedule(pt_train_job *j);
+/* runtime: backend stream (device by local rank), profile (pipelines, or profile_dir), the
+ * runtime (pt_runtime_create, checking mem_limit_bytes), --init-from weights, the run's JSON and
+ * rank 0's <run_dir>/config.json. */
+pt_status pt_train_job_runtime(pt_train_job *j);
+/* restore: the checkpoint writer (train.ckpt_dir), and with train.resume the newest checkpoint's
+ * weights, moments, step and data seed (logs 'resuming after step N from DIR' and why a damaged
+ * `latest` was skipped). */
+pt_status pt_train_job_restore(pt_train_job *j);
+/* loop: on_start, pt_train_loop with the runtime as its step (eval through the pipeline,
+ * checkpoints of every rank's chunks, metrics and events on rank 0), then waits for the last
+ * checkpoint. summary may be NULL. */
+pt_status pt_train_job_loop(pt_train_job *j, pt_train_summary *summary);
+/* The profiled steps gathered to rank 0 and summarised (and written to profile_dir): *have is 1
+ * on rank 0 when *sum was filled (free it with pt_profile_summary_free), else 0 (no profile, or
+ * another rank). Collective when there is a comm. */
+pt_status pt_train_job_profile(pt_train_job *j, pt_profile_summary *sum, int *have);
+/* report: pt_train_job_profile, logged as measurement next to prediction. */
+pt_status pt_train_job_report(pt_train_job *j);
+/* The setup phases in order — open, data, plan, schedule, runtime — for a caller that runs the
+ * steps itself (pt_runtime_step on j->rt with j->data; `pipetrain bench`). On error call
+ * pt_train_job_close too. */
+pt_status pt_train_job_setup(pt_train_job *j, const pt_runtime_train_args *a);
+/* Frees everything the phases made, in reverse order; *j is zeroed. Accepts a job whose phases
+ * stopped anywhere (after pt_train_job_open was called). */
+void pt_train_job_close(pt_train_job *j);
 
 #ifdef __cplusplus
 }

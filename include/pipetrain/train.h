@@ -1,25 +1,20 @@
-/* pipetrain/train.h — the training loop and the single-process trainer.
+/* pipetrain/train.h — the training loop and the settings of a run.
  *
- * Two layers, so that the loop (learning-rate schedule, progress, eval, metrics, checkpoints, the
- * NaN check) is shared by every way of computing a step:
- *  - pt_train_loop drives any step function given as pt_train_ops (one process here; the
- *    pipeline runtime provides a multi-rank one);
- *  - pt_trainer is the single-process implementation: one pt_model holding every layer, its
- *    optimizer and the data set; pt_train_step_single is one whole optimizer step.
+ * pt_train_loop drives any step function given as pt_train_ops: learning-rate schedule, progress,
+ * eval, metrics, checkpoints, the NaN check. Every run's step is the pipeline runtime's
+ * (pipetrain/runtime.h: pt_runtime_train_main, one process being a P = 1 schedule); tests give
+ * scripted ops, and tests/common/ref_trainer.h keeps a hand-written single-process step as the
+ * reference the runtime must match bit for bit.
  *
  *     pt_train_cfg cfg;
  *     pt_train_cfg_defaults(&cfg);
  *     cfg.run_dir = "runs/demo";
- *     pt_trainer *t;
- *     PT_CHECK(pt_trainer_create(&cfg, &t));
- *     pt_train_ops ops;
- *     pt_trainer_ops(t, &ops);
+ *     pt_train_ops ops = { .ctx = my_ctx, .step = my_step, .eval = my_eval };
  *     pt_train_summary sum;
- *     pt_status st = pt_train_loop(&cfg, &ops, pt_trainer_start_step(t), print_progress, NULL, &sum);
- *     pt_trainer_destroy(t);
+ *     PT_CHECK(pt_train_loop(&cfg, &ops, 0, print_progress, NULL, &sum));
  *
- * A step of the global batch (M micro-batches of B sequences of T tokens): gradients zeroed; each
- * micro-batch j takes samples [j*B, +B) of data step `step` (pipetrain/data.h), runs forward and
+ * A step of the global batch (M micro-batches of B sequences of T tokens, per replica): gradients
+ * zeroed; micro-batch j takes samples [j*B, +B) of data step `step` (pipetrain/data.h), forward and
  * backward with loss scale 1 / (targets >= 0 in the whole global batch), so the gradient is that of
  * the mean loss over the global batch whatever M is; then the tied-weight reduction, the global
  * gradient norm (optim.h rule), clipping, and one AdamW step at the scheduled learning rate.
@@ -79,6 +74,11 @@ typedef struct pt_train_cfg {
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */
 void pt_train_cfg_defaults(pt_train_cfg *c);
 
+/* Checks the settings of c against the model config m (steps >= 1, M and B in 1..65536, T in
+ * 1..m->max_seq_len, warmup >= 0, lr_min in [0, lr], eval/ckpt counts >= 0, ckpt_every/resume
+ * with ckpt_dir): PT_OK or PT_EINVAL naming the option and what to give. Does not allocate. */
+pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m);
+
 struct cJSON; /* cjson/cJSON.h */
 
 /* Adds the settings of c a run's config.json records (seed, steps, threads, micro_batches,
@@ -88,7 +88,7 @@ struct cJSON; /* cjson/cJSON.h */
  * and pipelined runs. PT_ENOMEM. */
 pt_status pt_train_cfg_to_json(const pt_train_cfg *c, struct cJSON *o);
 
-/* What one optimizer step did. Filled by a step function (single process or pipeline). */
+/* What one optimizer step did. Filled by a step function (the runtime, or a test's). */
 typedef struct pt_step_stats {
     double loss;         /* mean loss over the targets of the global batch (NaN/Inf possible) */
     double grad_norm;    /* global gradient norm before clipping (NaN/Inf possible) */
@@ -165,56 +165,16 @@ typedef struct pt_train_summary {
 pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_t first_step,
                         pt_train_event_fn on_event, void *ev_ctx, pt_train_summary *summary);
 
-/* ---- single process ---- */
-
-typedef struct pt_trainer pt_trainer;
-
-/* Builds everything for a single-process run of cfg: model config, backend stream with cfg->threads,
- * one pt_model with all layers (weights from cfg->seed, then cfg->init_from when set), the AdamW
- * state, the data set, the host batch buffers, and (when cfg->ckpt_dir) the checkpoint writer;
- * resumes from the newest checkpoint when cfg->resume. Writes <run_dir>/config.json. All memory
- * of a step is allocated here, none in the step. PT_EINVAL naming a bad setting. */
-pt_status pt_trainer_create(const pt_train_cfg *cfg, pt_trainer **out);
-void pt_trainer_destroy(pt_trainer *t); /* accepts NULL; waits for a checkpoint being written */
-
-/* One optimizer step on data step `step` at learning rate lr (see the top of this file).
- * Does not allocate. Not thread-safe with other calls on t. */
-pt_status pt_train_step_single(pt_trainer *t, int64_t step, double lr, pt_step_stats *out);
-
-/* Loss and exact-match (or next-token) accuracy over cfg->eval_batches fixed held-out micro-batches
- * (eval data steps 0.., so every eval of a run sees the same problems). Does not touch gradients or
- * optimizer state. Does not allocate. */
-pt_status pt_train_eval_single(pt_trainer *t, pt_eval_stats *out);
-
 /* Scores one evaluated micro-batch: `slot` of model `m` (a chunk holding the head, after
  * pt_model_forward with `targets` in the slot) against `targets` (B x T, host). Adds the slot's
  * loss SUM to acc->loss (the caller divides by acc->n_targets at the end), its targets to
  * acc->n_targets, and the correct/total counts of its greedy predictions (pt_dataset_score) to
  * acc->n_correct/n_total; sets acc->is_task. pred holds B*T ints (scratch); the predictions are
- * pt_model_slot_predict's. The one scorer of the single-process trainer and the
- * pipeline runtime, so both report the same numbers for the same weights. Does not allocate. */
+ * pt_model_slot_predict's. The one scorer of the pipeline runtime's eval (pt_runtime_eval)
+ * and of the tests' reference trainer, so both report the same numbers for the same weights. Does not allocate. */
 pt_status pt_eval_score_slot(pt_model *m, int slot, const pt_dataset *data,
                              const int32_t *targets, int B, int T, int32_t *pred,
                              pt_eval_stats *acc);
-
-/* The ops of this trainer for pt_train_loop (ctx = t). */
-void pt_trainer_ops(pt_trainer *t, pt_train_ops *ops);
-
-/* The step to start the loop at: 0, or the steps done in the checkpoint resumed from. */
-int64_t pt_trainer_start_step(const pt_trainer *t);
-
-/* After a resume: "" or a sentence saying why the newest checkpoint (`latest`) was not used and
- * which one was (e.g. a damaged one was skipped). Owned by the trainer. */
-const char *pt_trainer_resume_note(const pt_trainer *t);
-
-/* "" or one line saying the model's vocabulary was enlarged to the data's tokenizer's
- * (pt_dataset_fit_model). Owned by the trainer. */
-const char *pt_trainer_data_note(const pt_trainer *t);
-
-/* Borrowed parts, for tests, benchmarks and tools. */
-pt_model *pt_trainer_model(pt_trainer *t);
-pt_optim *pt_trainer_optim(pt_trainer *t);
-pt_dataset *pt_trainer_dataset(pt_trainer *t);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,7 @@
-/* `pipetrain train`: trains a model (single process; the pipeline runtime adds the multi-rank
- * options' behaviour). With no arguments: gpt2-tiny on the built-in sort task, about a minute here. */
+/* `pipetrain train`: trains a model. Every run executes a schedule through the pipeline runtime
+ * (pt_runtime_train_main): a one-process run (--stages 1, no --dp) is a P = 1 schedule in this
+ * process; a larger layout launches its ranks, each of which runs this command again. With no
+ * arguments: gpt2-tiny on the built-in sort task on two local stages, about a minute here. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +25,6 @@ typedef struct {
     int64_t log_every;
     pt_train_sampler *sampler; /* --sample-every (cmd_sample.c), or NULL */
     int64_t sample_every;
-    int pipelined;             /* the runtime's hooks generate the samples (sample_hook_*); on_event writes them */
     const struct train_args *args;
 } progress_ctx;
 
@@ -49,9 +50,8 @@ static void on_event(void *ctx, const pt_train_event *e)
                    e->step_ms, eta);
             fflush(stdout);
         }
-        if (p->sampler && e->step % p->sample_every == 0 &&
-            (p->pipelined ? pt_train_sampler_write(p->sampler, e->step, stdout)
-                          : pt_train_sampler_print(p->sampler, e->step, stdout)) != PT_OK)
+        /* the runtime's after_step hook generated it (sample_hook_after_step) */
+        if (p->sampler && e->step % p->sample_every == 0 && pt_train_sampler_write(p->sampler, e->step, stdout) != PT_OK)
             printf("sample at step %lld failed: %s\n", (long long)e->step, pt_last_error());
         break;
     case PT_TRAIN_EV_EVAL:
@@ -206,7 +206,7 @@ static pt_status launch_ranks(const train_args *a, int nproc, const char *run_di
     return st;
 }
 
-/* ---- train --sample-every N in a pipelined run: the runtime's hooks (runtime.h) ---- */
+/* ---- train --sample-every N: the runtime's hooks (runtime.h) ---- */
 
 /* on_start, every rank: the ranks of data-parallel replica 0 (world ranks 0..P-1, one chunk each)
  * make a stage sampler over their chunk; the other replicas sample nothing. */
@@ -220,7 +220,7 @@ static pt_status sample_hook_start(void *ctx, pt_runtime *rt, pt_comm *comm, pt_
         return pt_fail(PT_EINVAL, "--sample-every needs one chunk per rank, but this schedule has %d; sample the "
                                   "checkpoint instead: pipetrain sample --ckpt DIR",
                        pt_runtime_n_chunks(rt));
-    const int P = pt_comm_size(comm) / (a->dp > 0 ? a->dp : 1);
+    const int P = comm ? pt_comm_size(comm) / (a->dp > 0 ? a->dp : 1) : 1; /* no comm: one process */
     return pt_train_sampler_create_stage(pt_runtime_chunk_model(rt, 0), comm, pt_runtime_stage_rank(rt), P,
                                          pt_dataset_tokenizer(data), a->sample_prompt, a->sample_tokens,
                                          a->sample_temperature, (uint64_t)a->seed, &p->sampler);
@@ -339,14 +339,16 @@ static pt_status run_train(const train_args *a, int *interrupted)
 
     if (a->sample_every > 0 && (job || multi_opts))
         PT_CHECK(check_sample_every(a, &cfg));
+    int nproc = a->nproc > 0 ? a->nproc : want;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (!job && multi_opts) {
-        /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
-        int nproc = a->nproc > 0 ? a->nproc : want;
         if (nproc != want && !(a->schedule && access(a->schedule, R_OK) == 0))
             return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
                                       "(or leave it out)", nproc, a->stages, a->dp, want, want);
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
         PT_CHECK(check_layout_fits(a, &cfg, nproc, cores));
+    }
+    if (!job && nproc > 1) {
+        /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
         st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
@@ -354,105 +356,67 @@ static pt_status run_train(const train_args *a, int *interrupted)
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
         return st;
     }
-    if (job || multi_opts) {
-        /* One rank of a job: the pipeline runtime runs the whole training from here. */
-        pt_runtime_train_args ra;
-        memset(&ra, 0, sizeof ra);
-        ra.train = cfg;
-        /* evals score the held-out batches a one-process run of the same options would score */
-        ra.eval_batch_seqs = a->eval_batch % cfg.micro_batch_size == 0 ? a->eval_batch : cfg.micro_batch_size;
-        ra.stages = a->stages;
-        ra.replicas = a->dp;
-        ra.chunks = a->chunks > 1 ? a->chunks : 0;
-        ra.schedule = a->schedule;
-        ra.partition = a->partition;
-        ra.layout = a->layout;
-        ra.layer_costs = a->layer_costs;
-        ra.mem_limit_bytes = a->mem_limit;
-        ra.profile_dir = a->profile_dir;
-        ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
-        ra.provider = a->provider;
-        progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
-                            .sample_every = a->sample_every, .pipelined = 1, .args = a };
-        ra.on_event = on_event;
-        ra.event_ctx = &pr;
-        ra.on_log = log_line;
-        if (a->sample_every > 0) {
-            ra.on_start = sample_hook_start;
-            ra.after_step = sample_hook_after_step;
-            ra.hook_ctx = &pr;
-        }
-        pt_train_summary sum;
-        memset(&sum, 0, sizeof sum);
-        st = pt_runtime_train_main(&ra, &sum);
-        pt_train_sampler_destroy(pr.sampler); /* its generator's own buffers; the chunk is gone */
-        if (st == PT_OK && job_rank == 0)
-            printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f\n", (long long)sum.steps_done,
-                   sum.seconds, sum.tokens_per_s, sum.final_loss);
-        return st;
-    }
-    progress_ctx p = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1) };
-
-    cfg.stop = &stop_requested; /* set by on_sigint while the loop runs */
-    pt_trainer *t = NULL;
-    st = pt_trainer_create(&cfg, &t);
-    if (st != PT_OK)
-        return st;
-    const pt_model_config *mc = pt_model_config_of(pt_trainer_model(t));
-    int64_t start = pt_trainer_start_step(t);
-    char threads[32];
-    if (cfg.threads > 0)
-        snprintf(threads, sizeof threads, "%d thread%s", cfg.threads, cfg.threads == 1 ? "" : "s");
-    else
-        snprintf(threads, sizeof threads, "all cores");
-    printf("training %s (%.2fM parameters) on %s: %lld steps of %d x %d x %d tokens, %s, run dir %s\n",
-           mc->name[0] ? mc->name : cfg.model, (double)pt_model_config_n_params(mc) / 1e6,
-           pt_dataset_name(pt_trainer_dataset(t)), (long long)cfg.steps, cfg.micro_batches, cfg.micro_batch_size,
-           cfg.seq_len, threads, cfg.run_dir);
-    if (pt_trainer_data_note(t)[0])
-        printf("%s\n", pt_trainer_data_note(t));
-    if (cfg.resume) {
-        printf("resuming after step %lld from %s\n", (long long)start, cfg.ckpt_dir);
-        if (pt_trainer_resume_note(t)[0])
-            printf("%s\n", pt_trainer_resume_note(t));
-    }
-    fflush(stdout);
+    /* One rank of a job, or the whole run in this process (a P = 1 schedule, no comm): the
+     * runtime runs the training from here. */
+    int one_process = !job || job_size == 1;
+    if (one_process)
+        cfg.stop = &stop_requested; /* set by on_sigint while the loop runs */
+    pt_runtime_train_args ra;
+    memset(&ra, 0, sizeof ra);
+    ra.train = cfg;
+    /* evals score held-out batches of the micro-batch size a --stages 1 run of the options has */
+    ra.eval_batch_seqs = a->eval_batch % cfg.micro_batch_size == 0 ? a->eval_batch : cfg.micro_batch_size;
+    ra.stages = a->stages;
+    ra.replicas = a->dp;
+    ra.chunks = a->chunks > 1 ? a->chunks : 0;
+    ra.schedule = a->schedule;
+    ra.partition = a->partition;
+    ra.layout = a->layout;
+    ra.layer_costs = a->layer_costs;
+    ra.mem_limit_bytes = a->mem_limit;
+    ra.profile_dir = a->profile_dir;
+    ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
+    ra.provider = a->provider;
+    progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
+                        .sample_every = a->sample_every, .args = a };
+    ra.on_event = on_event;
+    ra.event_ctx = &pr;
+    ra.on_log = log_line;
     if (a->sample_every > 0) {
-        st = pt_train_sampler_create(pt_trainer_model(t), pt_dataset_tokenizer(pt_trainer_dataset(t)), a->sample_prompt,
-                                     a->sample_tokens, a->sample_temperature, cfg.seed, &p.sampler);
-        if (st != PT_OK) {
-            pt_trainer_destroy(t);
-            return st;
-        }
-        p.sample_every = a->sample_every;
+        ra.on_start = sample_hook_start;
+        ra.after_step = sample_hook_after_step;
+        ra.hook_ctx = &pr;
     }
-    pt_train_ops ops;
-    pt_trainer_ops(t, &ops);
     pt_train_summary sum;
+    memset(&sum, 0, sizeof sum);
     struct sigaction sa, old_sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_sa);
-    st = pt_train_loop(&cfg, &ops, start, on_event, &p, &sum);
-    sigaction(SIGINT, &old_sa, NULL);
+    if (one_process) {
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_sa);
+    }
+    st = pt_runtime_train_main(&ra, &sum);
+    if (one_process)
+        sigaction(SIGINT, &old_sa, NULL);
+    pt_train_sampler_destroy(pr.sampler); /* its generator's own buffers; the chunk is gone */
     if (st == PT_OK && sum.interrupted) {
         printf("interrupted after step %lld", (long long)sum.steps_done);
         if (sum.last_ckpt[0])
             printf("; checkpoint %s; continue with the same command and --resume", sum.last_ckpt);
         printf("\n");
         *interrupted = 1;
-    } else if (st == PT_OK) {
-        printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f", (long long)sum.steps_done,
-               sum.seconds, sum.tokens_per_s, sum.final_loss);
+    } else if (st == PT_OK && job_rank == 0) {
+        printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f", (long long)sum.steps_done, sum.seconds,
+               sum.tokens_per_s, sum.final_loss);
         if (sum.has_eval)
             printf("; held-out %s %.1f%%", sum.last_eval.is_task ? "exact match" : "next-token accuracy",
                    sum.last_eval.n_total ? 100.0 * (double)sum.last_eval.n_correct / (double)sum.last_eval.n_total
                                          : 0.0);
-        printf("\nmetrics: %s/metrics.jsonl\n", cfg.run_dir);
+        printf("\n");
+        if (!job) /* a launcher prints it after its ranks */
+            printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
     }
-    pt_train_sampler_destroy(p.sampler);
-    pt_trainer_destroy(t);
     return st;
 }
 

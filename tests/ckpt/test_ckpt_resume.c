@@ -7,6 +7,7 @@
 
 #include "pipetrain/ckpt.h"
 #include "pipetrain/train.h"
+#include "ref_trainer.h"
 
 #include "ckpt_test.h"
 
@@ -38,17 +39,17 @@ static void run(const char *root, const char *sub, int64_t ckpt_every, int resum
     c.ckpt_every = ckpt_every;
     c.resume = resume;
     memset(r, 0, sizeof *r);
-    pt_trainer *t = NULL;
-    r->st = pt_trainer_create(&c, &t);
+    ref_trainer *t = NULL;
+    r->st = ref_trainer_create(&c, &t);
     if (r->st != PT_OK)
         return;
     pt_train_ops ops;
-    pt_trainer_ops(t, &ops);
+    ref_trainer_ops(t, &ops);
     pt_train_summary sum;
-    r->st = pt_train_loop(&c, &ops, pt_trainer_start_step(t), NULL, NULL, &sum);
+    r->st = pt_train_loop(&c, &ops, ref_trainer_start_step(t), NULL, NULL, &sum);
     if (r->st == PT_OK) {
-        pt_model *m = pt_trainer_model(t);
-        pt_optim *o = pt_trainer_optim(t);
+        pt_model *m = ref_trainer_model(t);
+        pt_optim *o = ref_trainer_optim(t);
         const pt_backend *be = pt_model_backend(m);
         size_t n = pt_model_n_params(m);
         r->n = n;
@@ -59,7 +60,7 @@ static void run(const char *root, const char *sub, int64_t ckpt_every, int resum
         r->opt_steps = pt_optim_steps_done(o);
         r->final_loss = sum.final_loss;
     }
-    pt_trainer_destroy(t);
+    ref_trainer_destroy(t);
 }
 
 int main(void)

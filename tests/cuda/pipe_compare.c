@@ -38,6 +38,7 @@
 #include "pipetrain/cuda.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/train.h"
+#include "ref_trainer.h"
 
 enum { STEPS = 3 };
 
@@ -126,24 +127,24 @@ static int run_single(const char *backend, run_log *out)
 {
     pt_train_cfg c;
     cfg_common(&c, backend);
-    pt_trainer *t = NULL;
-    if (pt_trainer_create(&c, &t) != PT_OK) {
+    ref_trainer *t = NULL;
+    if (ref_trainer_create(&c, &t) != PT_OK) {
         fprintf(stderr, "FAIL %s trainer: %s\n", backend, pt_last_error());
         return 1;
     }
     memset(out, 0, sizeof(*out));
     for (int s = 0; s < STEPS; s++) {
         pt_step_stats st;
-        if (pt_train_step_single(t, s, c.lr, &st) != PT_OK) {
+        if (ref_train_step(t, s, c.lr, &st) != PT_OK) {
             fprintf(stderr, "FAIL %s trainer step %d: %s\n", backend, s, pt_last_error());
-            pt_trainer_destroy(t);
+            ref_trainer_destroy(t);
             return 1;
         }
         out->loss[s] = st.loss;
         out->gnorm[s] = st.grad_norm;
         out->n++;
     }
-    pt_trainer_destroy(t);
+    ref_trainer_destroy(t);
     return 0;
 }
 

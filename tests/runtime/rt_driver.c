@@ -26,6 +26,7 @@
 #include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/train.h"
+#include "ref_trainer.h"
 #include "pipetrain/timeutil.h"
 
 typedef struct args {
@@ -171,7 +172,7 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
         r->snap[step] = malloc(r->n_params * sizeof(float));
         CHECK(be->memcpy_d2h(stream, r->snap[step], pt_model_params(r->m), r->n_params * sizeof(float)));
     }
-    /* the held-out eval of the final weights, scored as pt_train_eval_single does */
+    /* the held-out eval of the final weights, scored as ref_train_eval does */
     int32_t *pred = malloc((size_t)B * T * sizeof(int32_t));
     for (int k = 0; k < EVAL_BATCHES; k++) {
         CHECK(pt_dataset_batch(data, PT_SPLIT_EVAL, k, 0, B, T, tok, tgt));
@@ -189,7 +190,7 @@ static void reference_run(const pt_model_config *cfg, const args *a, int M, int 
 }
 
 /* The reference above is train.h's step written out; this checks it against the real
- * single-process trainer (pt_trainer), bit for bit, so the pipeline is compared with `pipetrain
+ * single-process trainer (ref_trainer), bit for bit, so the pipeline is compared with `pipetrain
  * train` on one process. */
 static int check_trainer(const pt_model_config *cfg, const char *model, const args *a, int M, int D,
                          const reference *r)
@@ -211,23 +212,23 @@ static int check_trainer(const pt_model_config *cfg, const char *model, const ar
     tc.beta1 = ac.beta1;
     tc.beta2 = ac.beta2;
     tc.eps = ac.eps;
-    pt_trainer *t;
-    CHECK(pt_trainer_create(&tc, &t));
+    ref_trainer *t;
+    CHECK(ref_trainer_create(&tc, &t));
     for (int s = 0; s < a->steps; s++) {
         pt_step_stats st;
-        CHECK(pt_train_step_single(t, s, lr_at(s, a->steps), &st));
+        CHECK(ref_train_step(t, s, lr_at(s, a->steps), &st));
     }
-    pt_model *m = pt_trainer_model(t);
+    pt_model *m = ref_trainer_model(t);
     size_t n = pt_model_n_params(m);
     float *h = malloc(n * sizeof(float));
     pt_stream *ts = pt_model_stream(m);
     CHECK(pt_model_backend(m)->memcpy_d2h(ts, h, pt_model_params(m), n * sizeof(float)));
     int bad = n != r->n_params || memcmp(h, r->snap[a->steps - 1], n * sizeof(float)) != 0;
     if (bad)
-        fprintf(stderr, "rank %d: %s M=%d: the written-out reference differs from pt_trainer after %d steps\n",
+        fprintf(stderr, "rank %d: %s M=%d: the written-out reference differs from ref_trainer after %d steps\n",
                 g_rank, cfg->name, M * D, a->steps);
     free(h);
-    pt_trainer_destroy(t);
+    ref_trainer_destroy(t);
     return bad;
 }
 
@@ -419,7 +420,7 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
             if (a->check_trainer && g_rank == 0) {
                 int tb = check_trainer(&cfg, mname, a, M, D, &ref);
                 fails += tb;
-                LOG0("%s reference == pt_trainer (%s, M=%d, %d steps)\n", tb ? "FAIL" : "ok", mname, M * D, a->steps);
+                LOG0("%s reference == ref_trainer (%s, M=%d, %d steps)\n", tb ? "FAIL" : "ok", mname, M * D, a->steps);
             }
             char scheds[256], *save_s = NULL;
             snprintf(scheds, sizeof(scheds), "%s", a->schedules);

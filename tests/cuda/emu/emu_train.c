@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "pipetrain/train.h"
+#include "ref_trainer.h"
 
 static int run(const char *backend, const char *model, double *loss, double *gnorm, int n)
 {
@@ -26,22 +27,22 @@ static int run(const char *backend, const char *model, double *loss, double *gno
     c.threads = 1;
     c.eval_batches = 0;
     c.warmup = 1;
-    pt_trainer *t = NULL;
-    if (pt_trainer_create(&c, &t) != PT_OK) {
+    ref_trainer *t = NULL;
+    if (ref_trainer_create(&c, &t) != PT_OK) {
         fprintf(stderr, "FAIL %s trainer: %s\n", backend, pt_last_error());
         return 1;
     }
     for (int s = 0; s < n; s++) {
         pt_step_stats st;
-        if (pt_train_step_single(t, s, c.lr, &st) != PT_OK) {
+        if (ref_train_step(t, s, c.lr, &st) != PT_OK) {
             fprintf(stderr, "FAIL %s step %d: %s\n", backend, s, pt_last_error());
-            pt_trainer_destroy(t);
+            ref_trainer_destroy(t);
             return 1;
         }
         loss[s] = st.loss;
         gnorm[s] = st.grad_norm;
     }
-    pt_trainer_destroy(t);
+    ref_trainer_destroy(t);
     return 0;
 }
 
