@@ -22,6 +22,7 @@ int pt_cmd_ckpt(int argc, char **argv);
 int pt_cmd_bench(int argc, char **argv);
 int pt_cmd_tokenize(int argc, char **argv);
 int pt_cmd_sample(int argc, char **argv);
+int pt_cmd_report(int argc, char **argv);
 
 /* `train --sample-every N` (src/cli/cmd_sample.c): a short continuation of a prompt from the model
  * being trained, through the KV-cache generator. m (borrowed) holds every layer; tokenizer names

@@ -47,6 +47,9 @@ static const pt_command commands[] = {
 #ifdef PT_HAVE_CMD_CKPT
     { "ckpt", pt_cmd_ckpt, "inspect, verify, export and import checkpoints" },
 #endif
+#ifdef PT_HAVE_CMD_REPORT
+    { "report", pt_cmd_report, "write one HTML page of a run: curves, plan, timeline, bubble" },
+#endif
 #ifdef PT_HAVE_CMD_BENCH
     { "bench", pt_cmd_bench, "measure speed (train, schedule, plan, comm, ckpt, pipeline)" },
 #endif
