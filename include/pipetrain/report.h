@@ -34,8 +34,9 @@ typedef struct pt_report_opts {
     const char *run_dir;      /* required: the folder `train --run-dir` wrote */
     const char *metrics_path; /* NULL: <run_dir>/metrics.jsonl */
     const char *config_path;  /* NULL: <run_dir>/config.json (a missing file is a note, not an error) */
-    const char *profile_dir;  /* NULL: the first of <run_dir>/profile, <run_dir>/prof holding summary.json or
-                               * timeline.svg (none: a note); "" : no profile section at all */
+    const char *profile_dir;  /* the run's --profile DIR (not there yet: a note, as during a run, which writes
+                               * it at the end); NULL: the first of <run_dir>/profile, <run_dir>/prof holding
+                               * summary.json or timeline.svg (none: a note); "": no profile section at all */
     const char *output_path;  /* NULL: <run_dir>/report.html */
     const char *title;        /* page title; NULL: "pipetrain run <run_dir>" */
     int max_points;           /* points per curve at most (>= 4); <= 0 picks PT_REPORT_MAX_POINTS_DEFAULT */

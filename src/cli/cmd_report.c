@@ -1,6 +1,7 @@
 /* `pipetrain report RUN_DIR`: one self-contained HTML page of a training run (curves, plan,
  * measured timeline, bubble measured vs predicted), through pt_report_write (pipetrain/report.h). */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "args.h"
 #include "cli.h"
@@ -38,6 +39,11 @@ int pt_cmd_report(int argc, char **argv)
         return pt_cli_finish(st);
     if (max_points < 4)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--max-points %d: a curve needs at least 4 points", max_points));
+    struct stat sb;
+    if (profile && (stat(profile, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--profile %s: no such directory; give the DIR the run had as "
+                                                "train --profile DIR",
+                                     profile));
     pt_report_opts o = { .run_dir = pos[0], .metrics_path = metrics, .profile_dir = profile, .output_path = output,
                          .title = title, .max_points = max_points };
     pt_report_info info;

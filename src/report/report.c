@@ -401,10 +401,13 @@ static pt_status find_profile(run_info *r)
     if (o->profile_dir && !o->profile_dir[0])
         return PT_OK;
     if (o->profile_dir) {
+        /* a run in progress writes its profile at the end: not there yet is a note */
         if (!is_dir(o->profile_dir))
-            return pt_fail(PT_EINVAL, "profile directory %s does not exist; give the DIR the run had as --profile DIR",
-                           o->profile_dir);
-        snprintf(r->profile_dir, sizeof r->profile_dir, "%s", o->profile_dir);
+            note(r, "no profile directory %s yet: the timeline and the measured bubble are left out (the profile is "
+                    "written at the end of the run)",
+                 o->profile_dir);
+        else
+            snprintf(r->profile_dir, sizeof r->profile_dir, "%s", o->profile_dir);
         return PT_OK;
     }
     static const char *const names[] = { "profile", "prof" };

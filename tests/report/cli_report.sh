@@ -21,6 +21,7 @@ check bad-option 2 "--colour" "$B" report "$W/empty" --colour
 "$T" fixture "$W/run" || exit 1
 check ok 0 "report: $W/run/report.html (30 steps, 3 evals, plan, profile)" "$B" report "$W/run"
 [ -s "$W/run/report.html" ] || { echo "FAIL: no $W/run/report.html"; fail=1; }
+check no-profile-dir 2 "--profile $W/noprof: no such directory" "$B" report "$W/run" --profile "$W/noprof"
 check output 0 "report: $W/x.html" "$B" report "$W/run" --output "$W/x.html"
 printf '{"step":31,"loss":oops}\n{"step":32,"loss":1}\n' >> "$W/run/metrics.jsonl"
 check bad-line 1 "$W/run/metrics.jsonl:34: not a JSON object" "$B" report "$W/run"

@@ -403,12 +403,21 @@ static void test_bad_input(const char *base)
     st = run_report(dir, NULL, 0, &info);
     CHECK(st == PT_EINVAL && strstr(pt_last_error(), "is this a run directory? train writes metrics.jsonl there"),
           "got %d: %s", st, pt_last_error());
-    /* an explicit profile folder that is not there */
+    /* an explicit profile folder that is not there (yet: train writes it at the end): a note */
     pathf(dir, sizeof dir, "%s/full", base);
     pt_report_opts o = { .run_dir = dir, .profile_dir = "/nonexistent/prof" };
     st = pt_report_write(&o, &info);
-    CHECK(st == PT_EINVAL && strstr(pt_last_error(), "/nonexistent/prof does not exist"), "got %d: %s", st,
-          pt_last_error());
+    CHECK(st == PT_OK && !info.has_profile && info.n_notes == 1, "got %d (%s), profile %d, %d notes", st,
+          pt_last_error(), info.has_profile, info.n_notes);
+    char *page = slurp(info.output_path);
+    CHECK(page && strstr(page, "no profile directory /nonexistent/prof yet") && !strstr(page, "id=\"timeline\""),
+          "no note for the missing profile directory");
+    free(page);
+    /* "": no profile section even though prof/ is there */
+    o = (pt_report_opts){ .run_dir = dir, .profile_dir = "" };
+    st = pt_report_write(&o, &info);
+    CHECK(st == PT_OK && !info.has_profile && info.n_notes == 0, "profile \"\": %d, %d notes", info.has_profile,
+          info.n_notes);
     o = (pt_report_opts){ .run_dir = dir, .max_points = 2 };
     CHECK(pt_report_write(&o, &info) == PT_EINVAL, "max_points 2 accepted");
 }
