@@ -1,7 +1,8 @@
 /* src/cli/cli.h — the subcommands of the pipetrain program. Each lives in its own file
  * src/cli/cmd_<name>.c and is compiled in when that file exists (CMake defines
- * PT_HAVE_CMD_<NAME>); main.c lists them. Each returns the process exit code and answers
- * --help. `bench` dispatches in turn to bench/bench_<name>.c (PT_HAVE_BENCH_<NAME>).
+ * PT_HAVE_CMD_<NAME> on commands.c alone, whose table main.c walks). Each returns the process
+ * exit code and answers --help. `bench` dispatches in turn to bench/bench_<name>.c
+ * (PT_HAVE_BENCH_<NAME>, the other table of commands.c).
  */
 #ifndef PT_CLI_H
 #define PT_CLI_H
@@ -11,6 +12,18 @@
 
 #include "pipetrain/comm.h"
 #include "pipetrain/model.h"
+
+/* One subcommand or benchmark: its name on the command line, its entry, one line for the usage. */
+typedef struct pt_cli_entry {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} pt_cli_entry;
+
+/* The subcommands (without `version`, main.c's own) and the benchmarks built into this program,
+ * each ending with a NULL name (src/cli/commands.c). Static storage. */
+const pt_cli_entry *pt_cli_commands(void);
+const pt_cli_entry *pt_cli_benches(void);
 
 int pt_cmd_train(int argc, char **argv);
 int pt_cmd_prepare(int argc, char **argv);

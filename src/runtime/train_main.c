@@ -12,11 +12,9 @@
 #include "pipetrain/ckpt.h"
 #include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
+#include "pipetrain/modules.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
-#ifdef PT_RUNTIME_CUDA
-#include "pipetrain/cuda.h"
-#endif
 
 /* Steps profiled for the end-of-run summary when no --profile directory was asked for. */
 #define TM_SUMMARY_STEPS 20
@@ -27,19 +25,15 @@
 static pt_status tm_device(const pt_backend *be, int local_rank, int *out)
 {
     *out = local_rank;
-#ifdef PT_RUNTIME_CUDA
     if (be->device_memory) {
         int n = 0;
         char why[256] = "";
-        PT_CHECK(pt_cuda_device_count(&n, why, sizeof why));
+        PT_CHECK(pt_modules_gpu_count(&n, why, sizeof why));
         if (n <= 0)
             return pt_fail(PT_ENOTSUP, "backend %s: no CUDA device on this node (%s); use --backend cpu", be->name,
                            why);
         *out = local_rank % n;
     }
-#else
-    (void)be;
-#endif
     return PT_OK;
 }
 
