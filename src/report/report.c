@@ -506,13 +506,18 @@ static int tick_decimals(double step)
     return d < 0 ? 0 : d;
 }
 
+/* Tick labels short enough for an axis: 0.0025, 1.5, 25.2k, 200k, 1.5M, 3.0e-05. */
 static void fmt_tick(char *buf, size_t cap, double v, double step)
 {
     double av = fabs(v);
     int d = tick_decimals(step);
     if (fabs(v) < step * 1e-6)
         v = 0, av = 0;
-    if (av >= 1e6 || d > 4)
+    if (av >= 1e6 && step >= 1e4)
+        snprintf(buf, cap, "%.*fM", tick_decimals(step / 1e6), v / 1e6);
+    else if (av >= 1e4 && step >= 100)
+        snprintf(buf, cap, "%.*fk", tick_decimals(step / 1e3), v / 1e3);
+    else if (av >= 1e6 || d > 4)
         snprintf(buf, cap, "%.*e", step > 0 && av > 0 ? 1 : 0, v);
     else
         snprintf(buf, cap, "%.*f", d, v);
@@ -541,7 +546,9 @@ static void fmt_bytes(char *buf, size_t cap, double v)
 
 /* ---- SVG charts ---- */
 
-enum { CH_W = 560, CH_H = 250, CH_ML = 62, CH_MR = 14, CH_MT = 24, CH_MB = 36 };
+enum { CH_W = 560, CH_H = 250, CH_ML = 68, CH_MR = 22, CH_MT = 24, CH_MB = 36 };
+/* a dot on every point of a marked series up to this many points (beyond, the dots would merge) */
+enum { CH_MAX_MARKERS = 60 };
 
 typedef struct chart_series {
     const char *name;  /* legend; data-name */
@@ -658,7 +665,7 @@ static pt_status chart_svg(FILE *f, const char *id, const char *title, const cha
     }
     fprintf(f, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">step</text>\n", CH_ML + pw / 2,
             CH_H - 4);
-    fprintf(f, "<text transform=\"translate(13,%.0f) rotate(-90)\" text-anchor=\"middle\" fill=\"#555\">", CH_MT + ph / 2);
+    fprintf(f, "<text transform=\"translate(12,%.0f) rotate(-90)\" text-anchor=\"middle\" fill=\"#555\">", CH_MT + ph / 2);
     esc(f, y_label);
     fprintf(f, "</text>\n");
     double lx = CH_ML + 6;
@@ -675,7 +682,7 @@ static pt_status chart_svg(FILE *f, const char *id, const char *title, const cha
         for (long long i = 0; i < n; i++)
             fprintf(f, "%s%.1f,%.1f", i ? " " : "", PX(s->x[idx[i]]), PY(s->y[idx[i]] * cs[k].scale));
         fprintf(f, "\"/>\n");
-        if (cs[k].markers || n == 1)
+        if ((cs[k].markers && n <= CH_MAX_MARKERS) || n == 1)
             for (long long i = 0; i < n; i++)
                 fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.8\" fill=\"%s\"><title>step %.0f: %.6g</title></circle>\n",
                         PX(s->x[idx[i]]), PY(s->y[idx[i]] * cs[k].scale), cs[k].color, s->x[idx[i]],
