@@ -80,6 +80,9 @@ typedef struct pt_runtime_step_info {
     int applied;         /* 1 when the optimizer ran; 0 when the loss or the norm was NaN/Inf */
     double step_s;       /* wall time of this rank's step */
     double comm_wait_s;  /* time this rank spent waiting on receives, sends and collectives */
+    double fwd_s, bwd_s, optim_s; /* host time in this rank's forward, backward (B, I, W) and
+                                   * reduce + optimizer actions, less their comm waits (on a device
+                                   * backend: to queue them, unless a profile syncs each action) */
 } pt_runtime_step_info;
 
 /* Builds this rank's chunks: for each local chunk c, a pt_model of layers

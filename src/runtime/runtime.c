@@ -920,11 +920,32 @@ static void step_abandon(pt_runtime *rt)
         memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
 }
 
+/* Which part of a step an action's host time counts in (pt_runtime_step_info): 0 forward,
+ * 1 backward, 2 reductions + optimizer, -1 transfers (their waits are comm_wait_s). */
+static int step_phase(pt_action_kind k)
+{
+    switch (k) {
+    case PT_ACT_FORWARD: return 0;
+    case PT_ACT_BACKWARD:
+    case PT_ACT_BACKWARD_INPUT:
+    case PT_ACT_BACKWARD_WEIGHT: return 1;
+    case PT_ACT_REDUCE_GRADS:
+    case PT_ACT_OPTIMIZER_STEP: return 2;
+    case PT_ACT_SEND_ACT:
+    case PT_ACT_RECV_ACT:
+    case PT_ACT_SEND_GRAD:
+    case PT_ACT_RECV_GRAD:
+    case PT_ACT_KIND_COUNT: return -1;
+    }
+    return -1;
+}
+
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info)
 {
     if (!rt || (!data && rt->tokens))
         return pt_fail(PT_EINVAL, "pt_runtime_step: runtime and data set are required");
     int64_t t_step = pt_now_ns();
+    int64_t phase_ns[3] = { 0 }; /* step_phase */
     rt->step = step;
     rt->msg_step = step;
     rt->cur = -1;
@@ -940,7 +961,11 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         }
         rt->wait_ns = 0;
         int64_t t0 = rt->prof ? pt_profile_now_ns(rt->prof) : 0;
+        int64_t t_act = pt_now_ns();
         PT_TRY(run_action(rt, i, lr), fail);
+        int ph = step_phase(a->kind);
+        if (ph >= 0)
+            phase_ns[ph] += pt_now_ns() - t_act - rt->wait_ns;
         if (rt->prof && pt_profile_enabled(rt->prof)) {
             if (pt_action_is_compute(a->kind) || a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
                 PT_TRY(rt->be->stream_sync(rt->stream), fail);
@@ -973,6 +998,9 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         info->applied = rt->applied;
         info->step_s = pt_seconds_between(t_step, pt_now_ns());
         info->comm_wait_s = (double)rt->step_wait_ns * 1e-9;
+        info->fwd_s = (double)phase_ns[0] * 1e-9;
+        info->bwd_s = (double)phase_ns[1] * 1e-9;
+        info->optim_s = (double)phase_ns[2] * 1e-9;
     }
     return PT_OK;
 fail:

@@ -423,7 +423,6 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
         pt_profile_set_enabled(j->prof, step > j->first_step &&
                                             (j->a->profile_dir || step <= j->first_step + TM_SUMMARY_STEPS));
     pt_runtime_step_info si;
-    int64_t t0 = pt_now_ns();
     PT_CHECK(pt_runtime_step(j->rt, j->data, step, (float)lr, &si));
     memset(out, 0, sizeof(*out));
     out->loss = si.loss;
@@ -433,10 +432,9 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     out->applied = si.applied;
     out->n_tokens = (int64_t)j->B * j->T * j->M * j->D;
     out->n_targets = si.n_tokens;
-    /* The pipeline interleaves forward and backward: report the whole step as compute. */
-    out->fwd_s = 0;
-    out->bwd_s = pt_seconds_between(t0, pt_now_ns()) - si.comm_wait_s;
-    out->optim_s = 0;
+    out->fwd_s = si.fwd_s;
+    out->bwd_s = si.bwd_s;
+    out->optim_s = si.optim_s;
     if (j->a->after_step) /* after the step's own times */
         PT_CHECK(j->a->after_step(j->a->hook_ctx, step + 1));
     return PT_OK;
