@@ -74,8 +74,7 @@ static pt_status plan_costs(const pt_model_config *cfg, const pt_plan *p, const 
     return PT_OK;
 }
 
-
-/* One line for the user, on rank 0 only (a_->on_log). */
+/* One line for the user, on rank 0 only (a->on_log). */
 static void tm_log(const pt_train_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void tm_log(const pt_train_job *j, const char *fmt, ...)
 {
@@ -581,21 +580,16 @@ pt_status pt_runtime_train_main(const pt_runtime_train_args *a, pt_train_summary
     if (summary)
         memset(summary, 0, sizeof(*summary));
     pt_train_job j;
-    pt_status st = pt_train_job_open(&j, a);
-    if (st == PT_OK)
-        st = pt_train_job_data(&j);
-    if (st == PT_OK)
-        st = pt_train_job_plan(&j);
-    if (st == PT_OK)
-        st = pt_train_job_schedule(&j);
-    if (st == PT_OK)
-        st = pt_train_job_runtime(&j);
-    if (st == PT_OK)
-        st = pt_train_job_restore(&j);
-    if (st == PT_OK)
-        st = pt_train_job_loop(&j, summary);
-    if (st == PT_OK)
-        st = pt_train_job_report(&j);
+    pt_status st;
+    PT_TRY(pt_train_job_open(&j, a), out);       /* the ranks (none to join for one process) */
+    PT_TRY(pt_train_job_data(&j), out);          /* model config, data set, banner */
+    PT_TRY(pt_train_job_plan(&j), out);          /* stage boundaries */
+    PT_TRY(pt_train_job_schedule(&j), out);      /* the action lists and their prediction */
+    PT_TRY(pt_train_job_runtime(&j), out);       /* this rank's chunks, --init-from, config.json */
+    PT_TRY(pt_train_job_restore(&j), out);       /* checkpoint writer, --resume */
+    PT_TRY(pt_train_job_loop(&j, summary), out); /* pt_train_loop over pt_runtime_step */
+    PT_TRY(pt_train_job_report(&j), out);        /* the profile, measured next to predicted */
+out:
     pt_train_job_close(&j);
     return st;
 }
