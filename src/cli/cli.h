@@ -20,10 +20,9 @@ typedef struct pt_cli_entry {
     const char *summary;
 } pt_cli_entry;
 
-/* The subcommands (without `version`, main.c's own) and the benchmarks built into this program,
- * each ending with a NULL name (src/cli/commands.c). Static storage. */
+/* The subcommands built into this program (without `version`, main.c's own), ending with a NULL
+ * name (src/cli/commands.c, which also holds the benchmarks' table). Static storage. */
 const pt_cli_entry *pt_cli_commands(void);
-const pt_cli_entry *pt_cli_benches(void);
 
 int pt_cmd_train(int argc, char **argv);
 int pt_cmd_prepare(int argc, char **argv);
@@ -32,7 +31,8 @@ int pt_cmd_simulate(int argc, char **argv);
 int pt_cmd_profile_layers(int argc, char **argv);
 int pt_cmd_launch(int argc, char **argv);
 int pt_cmd_ckpt(int argc, char **argv);
-int pt_cmd_bench(int argc, char **argv);
+/* `pipetrain bench NAME ...` over `benches` (ending with a NULL name): commands.c hands it its table. */
+int pt_cmd_bench(int argc, char **argv, const pt_cli_entry *benches);
 int pt_cmd_tokenize(int argc, char **argv);
 int pt_cmd_sample(int argc, char **argv);
 int pt_cmd_report(int argc, char **argv);

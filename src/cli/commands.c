@@ -1,8 +1,45 @@
 /* The subcommands and benchmarks this program was built with (cli.h): the one file that sees
  * which are present. src/cli/CMakeLists.txt defines PT_HAVE_CMD_<NAME> / PT_HAVE_BENCH_<NAME> for
- * each src/cli/cmd_<name>.c and bench/bench_<name>.c, on this file alone; main.c and cmd_bench.c
- * walk the tables. */
+ * each src/cli/cmd_<name>.c and bench/bench_<name>.c, on this file alone; main.c walks the
+ * commands and cmd_bench.c the benchmarks it is handed. */
 #include "cli.h"
+
+static const pt_cli_entry benches[] = {
+#ifdef PT_HAVE_BENCH_TRAIN
+    { "train", pt_bench_train, "one-process training throughput (tokens/s, GFLOP/s, % of peak)" },
+#endif
+#ifdef PT_HAVE_BENCH_SCHEDULE
+    { "schedule", pt_bench_schedule, "simulated bubble and memory per schedule; generation speed" },
+#endif
+#ifdef PT_HAVE_BENCH_PLAN
+    { "plan", pt_bench_plan, "planning time and predicted MFU for large models" },
+#endif
+#ifdef PT_HAVE_BENCH_COMM
+    { "comm", pt_bench_comm, "transport bandwidth and latency per message size and provider" },
+#endif
+#ifdef PT_HAVE_BENCH_CKPT
+    { "ckpt", pt_bench_ckpt, "checkpoint save/load speed and compression ratios" },
+#endif
+#ifdef PT_HAVE_BENCH_PIPELINE
+    { "pipeline", pt_bench_pipeline, "pipeline throughput and measured vs predicted bubble" },
+#endif
+#ifdef PT_HAVE_BENCH_TOKENIZE
+    { "tokenize", pt_bench_tokenize, "tokenizer encode speed (MB/s per core) and exactness" },
+#endif
+#ifdef PT_HAVE_BENCH_PREPARE
+    { "prepare", pt_bench_prepare, "prepare speed (MB/s) on every core vs one, same output" },
+#endif
+#ifdef PT_HAVE_BENCH_SAMPLE
+    { "sample", pt_bench_sample, "text generation speed with the KV cache (tokens/s)" },
+#endif
+    { NULL, NULL, NULL },
+};
+
+#ifdef PT_HAVE_CMD_BENCH
+/* `pipetrain bench`: cmd_bench.c dispatches over the table it is given (so it needs nothing from
+ * this file) */
+static int run_bench(int argc, char **argv) { return pt_cmd_bench(argc, argv, benches); }
+#endif
 
 static const pt_cli_entry commands[] = {
 #ifdef PT_HAVE_CMD_TRAIN
@@ -36,42 +73,10 @@ static const pt_cli_entry commands[] = {
     { "report", pt_cmd_report, "write one HTML page of a run: curves, plan, timeline, bubble" },
 #endif
 #ifdef PT_HAVE_CMD_BENCH
-    { "bench", pt_cmd_bench, "measure speed (train, schedule, plan, comm, ckpt, pipeline)" },
+    { "bench", run_bench, "measure speed (train, schedule, plan, comm, ckpt, pipeline)" },
 #endif
     { NULL, NULL, NULL },
 };
 
-static const pt_cli_entry benches[] = {
-#ifdef PT_HAVE_BENCH_TRAIN
-    { "train", pt_bench_train, "one-process training throughput (tokens/s, GFLOP/s, % of peak)" },
-#endif
-#ifdef PT_HAVE_BENCH_SCHEDULE
-    { "schedule", pt_bench_schedule, "simulated bubble and memory per schedule; generation speed" },
-#endif
-#ifdef PT_HAVE_BENCH_PLAN
-    { "plan", pt_bench_plan, "planning time and predicted MFU for large models" },
-#endif
-#ifdef PT_HAVE_BENCH_COMM
-    { "comm", pt_bench_comm, "transport bandwidth and latency per message size and provider" },
-#endif
-#ifdef PT_HAVE_BENCH_CKPT
-    { "ckpt", pt_bench_ckpt, "checkpoint save/load speed and compression ratios" },
-#endif
-#ifdef PT_HAVE_BENCH_PIPELINE
-    { "pipeline", pt_bench_pipeline, "pipeline throughput and measured vs predicted bubble" },
-#endif
-#ifdef PT_HAVE_BENCH_TOKENIZE
-    { "tokenize", pt_bench_tokenize, "tokenizer encode speed (MB/s per core) and exactness" },
-#endif
-#ifdef PT_HAVE_BENCH_PREPARE
-    { "prepare", pt_bench_prepare, "prepare speed (MB/s) on every core vs one, same output" },
-#endif
-#ifdef PT_HAVE_BENCH_SAMPLE
-    { "sample", pt_bench_sample, "text generation speed with the KV cache (tokens/s)" },
-#endif
-    { NULL, NULL, NULL },
-};
 
 const pt_cli_entry *pt_cli_commands(void) { return commands; }
-
-const pt_cli_entry *pt_cli_benches(void) { return benches; }
