@@ -1,0 +1,298 @@
+/* comm/nccl/link_nccl.c — the "nccl" link kind: device memory from GPU to GPU through NCCL, when
+ * every rank has its own GPU. Compiled only where NCCL is built (comm/CMakeLists.txt).
+ *
+ * One 2-rank communicator and stream per pipe (sender, receiver, activation or gradient), then
+ * one communicator per collective group, created in the job's global order (pt_link_opts). A send
+ * copies its source into a device staging buffer on the compute stream (the source is free at
+ * once) and ncclSend runs on the pipe's stream after an event on the compute stream. A receive is
+ * posted with ncclRecv straight into its destination on the pipe's stream, after the compute
+ * stream's work so far (the destination's last readers); recv_wait waits on the host for its event
+ * and orders the compute stream after it. All-reduces are ncclAllReduce on the compute stream.
+ *
+ * Why one communicator per pipe and not ncclGroupStart/End. NCCL matches a send with a receive by
+ * their order on a communicator, and runs the operations of one communicator one after another.
+ * With one communicator for everything, a rank's operations execute in its list order, so a send
+ * only completes once the peer has reached the matching receive in ITS list: rank 1
+ * "SA>2 ... RG<2" against rank 2 "SG>1 ... RA<1" deadlocks unless each such pair is put in one
+ * group, and which pairs need it depends on the schedule (a hand-written one included). The
+ * validator guarantees something simpler: on each pipe the k-th send matches the k-th receive,
+ * and the lists cannot deadlock when sends are buffered (never block the sender's list). One
+ * communicator and stream per pipe gives exactly that: a send waits on its own pipe's stream,
+ * never in front of the rank's other work, and each pipe's receives are posted in list order
+ * (ordered_recvs: the caller stops posting ahead at the first receive it cannot post yet). No
+ * groups are needed, and every schedule the validator accepts runs.
+ *
+ * Uses only the pt_nccl_* calls that tests/cuda/emu/nccl_emu.c answers (create, destroy, abort,
+ * send, recv, allreduce, wait_event), so the emulated NCCL pipeline test runs this file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../link_internal.h"
+#include "pipetrain/cuda.h"
+#include "pipetrain/nccl.h"
+
+typedef struct nccl_comm {
+    int peer;          /* pipes: the other world rank; -1 for a group */
+    int sender;        /* pipes: 1 when this rank sends on it */
+    int is_grad;       /* pipes: gradients */
+    pt_stream *stream; /* pipes: owned; NULL for a group (its all-reduce runs on the compute stream) */
+    pt_nccl *nc;       /* owned */
+} nccl_comm;
+
+typedef struct nccl_link {
+    const pt_backend *be;
+    pt_stream *compute;
+    pt_cuda_event *ev_compute; /* owned: "the compute stream so far", re-recorded each time */
+    int me;
+    int n_send;
+    void **send_buf;           /* [n_send] device memory (pt_backend_alloc: counted against --mem-limit) */
+    pt_cuda_event **send_ev;   /* [n_send] the buffer's send */
+    int *send_comm;            /* [n_send] communicator of the buffer's send, -1 none */
+    int n_recv;
+    pt_cuda_event **recv_ev;   /* [n_recv] receive i */
+    int *recv_comm;            /* [n_recv] communicator of receive i, -1 none */
+    nccl_comm *comms;          /* [n_comms] this rank's communicators, in the global order */
+    int n_comms;
+    int *group_comm;           /* [n_groups] communicator of group g, -1 when not a member */
+    int n_groups;
+} nccl_link;
+
+static pt_status nccl_identify(const pt_link_opts *o, pt_link_peer *me)
+{
+    (void)o;
+    const char *e = getenv("PT_NCCL");
+    me->nccl = e != NULL && (strcmp(e, "0") == 0 || strcmp(e, "off") == 0) ? PT_LINK_NCCL_OFF : PT_LINK_NCCL_OK;
+    return PT_OK;
+}
+
+static pt_status events_create(pt_cuda_event ***ev, int n)
+{
+    *ev = calloc((size_t)(n > 0 ? n : 1), sizeof **ev);
+    if (*ev == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory for CUDA events");
+    for (int i = 0; i < n; i++)
+        PT_CHECK(pt_cuda_event_create(&(*ev)[i]));
+    return PT_OK;
+}
+
+static void events_free(pt_cuda_event **ev, int n)
+{
+    for (int i = 0; ev != NULL && i < n; i++)
+        pt_cuda_event_destroy(ev[i]);
+    free(ev);
+}
+
+static void nccl_link_destroy(void *p, int abort)
+{
+    nccl_link *x = p;
+    if (x == NULL)
+        return;
+    for (int i = x->n_comms - 1; i >= 0; i--) {
+        if (abort)
+            pt_nccl_abort(x->comms[i].nc);
+        pt_nccl_destroy(x->comms[i].nc);
+    }
+    /* Queued receives write the destinations: let them finish (a failed job's NCCL work was
+     * aborted above). */
+    for (int i = 0; x->comms != NULL && i < x->n_comms; i++)
+        x->be->stream_destroy(x->comms[i].stream);
+    if (x->compute != NULL)
+        (void)x->be->stream_sync(x->compute);
+    free(x->comms);
+    for (int b = 0; x->send_buf != NULL && b < x->n_send; b++)
+        pt_backend_free(x->be, x->send_buf[b]);
+    events_free(x->send_ev, x->send_ev ? x->n_send : 0);
+    events_free(x->recv_ev, x->recv_ev ? x->n_recv : 0);
+    pt_cuda_event_destroy(x->ev_compute);
+    free(x->send_buf);
+    free(x->send_comm);
+    free(x->recv_comm);
+    free(x->group_comm);
+    free(x);
+}
+
+/* Creates the communicator over ranks[0..n) when this rank is a member; *idx its index or -1. */
+static pt_status comm_join(nccl_link *x, const pt_link_opts *o, const int *ranks, int n, int is_pipe, int is_grad,
+                           int *idx)
+{
+    *idx = -1;
+    int member = -1;
+    for (int k = 0; k < n; k++)
+        if (ranks[k] == x->me)
+            member = k;
+    if (member < 0)
+        return PT_OK;
+    nccl_comm *c = &x->comms[x->n_comms];
+    memset(c, 0, sizeof *c);
+    c->peer = -1;
+    if (is_pipe) {
+        c->sender = member == 0;
+        c->peer = ranks[1 - member];
+        c->is_grad = is_grad;
+        PT_CHECK(pt_cuda_copy_stream_create(o->compute, &c->stream));
+    }
+    *idx = x->n_comms++;
+    pt_status st = pt_nccl_create(o->comm, ranks, n, pt_cuda_stream_device(o->compute), &c->nc);
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: creating the NCCL communicator of %s failed", x->me,
+                            is_pipe ? "a pipeline link" : "a collective group (tied embedding/head or data parallel)");
+    return PT_OK;
+}
+
+static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note, size_t cap)
+{
+    (void)note, (void)cap;
+    *out = NULL;
+    nccl_link *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory for the NCCL link");
+    pt_status st = PT_OK;
+    x->be = o->be;
+    x->compute = o->compute;
+    x->me = pt_comm_rank(o->comm);
+    x->n_send = o->n_send_bufs;
+    x->n_recv = o->n_recv_ids;
+    x->n_groups = o->n_groups;
+    size_t ns = (size_t)(x->n_send > 0 ? x->n_send : 1), nr = (size_t)(x->n_recv > 0 ? x->n_recv : 1);
+    x->send_buf = calloc(ns, sizeof *x->send_buf);
+    x->send_comm = malloc(ns * sizeof *x->send_comm);
+    x->recv_comm = malloc(nr * sizeof *x->recv_comm);
+    x->group_comm = malloc((size_t)(o->n_groups > 0 ? o->n_groups : 1) * sizeof *x->group_comm);
+    x->comms = calloc((size_t)(o->n_channels + o->n_groups > 0 ? o->n_channels + o->n_groups : 1), sizeof *x->comms);
+    if (!x->send_buf || !x->send_comm || !x->recv_comm || !x->group_comm || !x->comms) {
+        st = pt_fail(PT_ENOMEM, "out of host memory for the NCCL link");
+        goto fail;
+    }
+    for (int b = 0; b < x->n_send; b++)
+        x->send_comm[b] = -1;
+    for (int i = 0; i < x->n_recv; i++)
+        x->recv_comm[i] = -1;
+    PT_TRY(pt_cuda_event_create(&x->ev_compute), fail);
+    PT_TRY(events_create(&x->send_ev, x->n_send), fail);
+    PT_TRY(events_create(&x->recv_ev, x->n_recv), fail);
+    for (int b = 0; b < x->n_send; b++)
+        PT_TRY(pt_backend_alloc(o->be, &x->send_buf[b], o->msg_bytes), fail);
+    int idx;
+    for (int i = 0; i < o->n_channels; i++) {
+        const int r[2] = { o->channels[i].sender, o->channels[i].receiver };
+        PT_TRY(comm_join(x, o, r, 2, 1, o->channels[i].is_grad, &idx), fail);
+    }
+    for (int g = 0; g < o->n_groups; g++)
+        PT_TRY(comm_join(x, o, o->groups[g].members, o->groups[g].n, 0, 0, &x->group_comm[g]), fail);
+    *out = x;
+    return PT_OK;
+fail:
+    nccl_link_destroy(x, 1);
+    return st;
+}
+
+static int pipe_comm(const nccl_link *x, int peer, int sender, int is_grad)
+{
+    for (int i = 0; i < x->n_comms; i++)
+        if (x->comms[i].stream != NULL && x->comms[i].peer == peer && x->comms[i].sender == sender &&
+            x->comms[i].is_grad == is_grad)
+            return i;
+    return -1;
+}
+
+/* Makes `s` wait for everything queued on the compute stream so far. */
+static pt_status after_compute(nccl_link *x, pt_stream *s)
+{
+    PT_CHECK(pt_cuda_event_record(x->ev_compute, x->compute));
+    return pt_cuda_stream_wait_event(s, x->ev_compute);
+}
+
+static pt_status nccl_send_begin(void *p, int b, const void *src, size_t bytes, int peer, const pt_msg_id *id,
+                                 int is_grad)
+{
+    (void)id; /* NCCL matches by order on the pipe's communicator */
+    nccl_link *x = p;
+    int l = pipe_comm(x, peer, 1, is_grad);
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: no NCCL link to rank %d for %s; please report it", x->me, peer,
+                       is_grad ? "gradients" : "activations");
+    nccl_comm *c = &x->comms[l];
+    /* The source is free for the compute stream as soon as this copy is queued on it. */
+    PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, bytes));
+    PT_CHECK(after_compute(x, c->stream));
+    PT_CHECK(pt_nccl_send(c->nc, 1, x->send_buf[b], bytes, c->stream));
+    PT_CHECK(pt_cuda_event_record(x->send_ev[b], c->stream));
+    x->send_comm[b] = l;
+    return PT_OK;
+}
+
+static pt_status nccl_send_test(void *p, int b, int *done)
+{
+    nccl_link *x = p;
+    return pt_cuda_event_query(x->send_ev[b], done);
+}
+
+static pt_status nccl_send_wait(void *p, int b, int64_t deadline_ns, const char *what)
+{
+    nccl_link *x = p;
+    int l = x->send_comm[b];
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: %s was never sent through NCCL; please report it", x->me, what);
+    return pt_nccl_wait_event(x->comms[l].nc, x->send_ev[b], deadline_ns, what);
+}
+
+static pt_status nccl_recv_post(void *p, int i, void *dst, size_t bytes, int peer, const pt_msg_id *id, int is_grad,
+                                int64_t deadline_ns)
+{
+    (void)id, (void)deadline_ns;
+    nccl_link *x = p;
+    int l = pipe_comm(x, peer, 0, is_grad);
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: no NCCL link from rank %d for %s; please report it", x->me, peer,
+                       is_grad ? "gradients" : "activations");
+    nccl_comm *c = &x->comms[l];
+    PT_CHECK(after_compute(x, c->stream));
+    PT_CHECK(pt_nccl_recv(c->nc, 0, dst, bytes, c->stream));
+    PT_CHECK(pt_cuda_event_record(x->recv_ev[i], c->stream));
+    x->recv_comm[i] = l;
+    return PT_OK;
+}
+
+static pt_status nccl_recv_wait(void *p, int i, int64_t deadline_ns, const char *what)
+{
+    nccl_link *x = p;
+    int l = x->recv_comm[i];
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: %s was never posted to NCCL; please report it", x->me, what);
+    x->recv_comm[i] = -1;
+    PT_CHECK(pt_nccl_wait_event(x->comms[l].nc, x->recv_ev[i], deadline_ns, what));
+    return pt_cuda_stream_wait_event(x->compute, x->recv_ev[i]);
+}
+
+static pt_status nccl_allreduce(void *p, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
+{
+    nccl_link *x = p;
+    int l = group >= 0 && group < x->n_groups ? x->group_comm[group] : -1;
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: no NCCL communicator for %s; please report it", x->me, what);
+    PT_CHECK(pt_nccl_allreduce(x->comms[l].nc, buf, n, PT_REDUCE_SUM, x->compute));
+    PT_CHECK(pt_cuda_event_record(x->ev_compute, x->compute));
+    return pt_nccl_wait_event(x->comms[l].nc, x->ev_compute, deadline_ns, what);
+}
+
+static void nccl_reset(void *p)
+{
+    nccl_link *x = p;
+    for (int i = 0; i < x->n_recv; i++)
+        x->recv_comm[i] = -1;
+}
+
+const pt_link_ops pt_link_nccl_ops = {
+    .identify = nccl_identify,
+    .create = nccl_link_create,
+    .destroy = nccl_link_destroy,
+    .send_begin = nccl_send_begin,
+    .send_test = nccl_send_test,
+    .send_wait = nccl_send_wait,
+    .recv_post = nccl_recv_post,
+    .recv_wait = nccl_recv_wait,
+    .allreduce = nccl_allreduce,
+    .reset = nccl_reset,
+    .ordered_recvs = 1,
+};
