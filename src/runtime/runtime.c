@@ -11,15 +11,12 @@
  * Receives are posted ahead in list order as soon as their pair holds a slot; slots are handed
  * out in list order only, so a later action never takes a slot an earlier one needs.
  *
- * Device memory. pt_comm moves host memory. When the backend's memory is host memory (cpu) a
- * receive lands in its slot and a send leaves from a staging buffer of backend memory. When it is
- * device memory (be->device_memory, cuda) an rt_xfer (rt_xfer.h) moves the data, on one of two
- * paths chosen at create by rt_path_select: host-staged (pinned host buffers allocated at create,
- * copies on a copy stream; a send's pt_comm message is posted once its copy to the host is done,
- * and the compute stream waits for that copy before its next work on the same chunk; a receive is
- * copied into its slot once it arrived) or NCCL (device to device, one communicator
- * and stream per link; receives posted strictly in list order). The gradient all-reduces go
- * through one pinned host buffer, or through NCCL.
+ * Transfers. Everything that travels between ranks (activations, their gradients, the tied and
+ * data-parallel gradient all-reduces) goes through one pt_link (pipetrain/link.h), made at create
+ * when the job has several ranks. comm/ chose its kind (host memory, host-staged, NCCL) from the
+ * ranks' identities; the runtime asks the link only two questions, both about ordering: whether
+ * receives must be posted in list order (pt_link_ordered_recvs), and, through pt_link_send_fence,
+ * whether a send may still read a chunk's slots when the compute stream comes back to it.
  */
 #include "pipetrain/runtime.h"
 
@@ -27,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipetrain/link.h"
 #include "pipetrain/timeutil.h"
-#include "rt_xfer.h"
 
 typedef struct rt_chunk {
     int vstage;
@@ -50,18 +47,10 @@ typedef struct rt_chunk {
     int skip_tensor;            /* index of the skipped tied copy, or -1 */
 } rt_chunk;
 
-/* Where a send stands. */
-typedef enum {
-    RT_SEND_COMM,               /* pt_comm request `req` in flight */
-    RT_SEND_COPYING,            /* host-staged: copying to the host; the pt_comm send is posted after */
-    RT_SEND_NCCL                /* NCCL send in flight on its link's stream */
-} rt_send_state;
-
+/* A send in flight on the link. */
 typedef struct rt_send {
-    pt_comm_req *req;
     int chunk, mb, action;
-    int buf;                    /* staging buffer index */
-    rt_send_state state;
+    int buf;                    /* the link's staging buffer */
     size_t bytes;               /* the message's size */
 } rt_send;
 
@@ -92,30 +81,24 @@ struct pt_runtime {
     /* per step */
     const pt_action *acts;
     int n_acts;
-    pt_comm_req **recv_req;     /* [n_acts] posted receives */
+    unsigned char *recv_posted; /* [n_acts] 1: the action's receive is posted on the link */
     unsigned char *first_touch; /* [n_acts] 1: this action takes the pair's slot */
     rt_send *sends;
     int n_sends, cap_sends;
     /* Send staging: the schedule's sends are buffered (schedule.h), but a transport send completes
      * only once the receiver has posted its buffer, so a send straight from a slot would pin that
      * slot and two ranks waiting for each other's slots could deadlock. Sends copy into a staging
-     * buffer instead (grown on demand up to the list's send count, reused every step). */
-    float **stage;              /* [cap_sends] */
-    int n_stage;                /* allocated */
+     * buffer of the link instead (indices handed out on demand up to the list's send count,
+     * reused every step). */
+    int n_stage;                /* buffer indices in use so far */
     int *stage_free;            /* stack of free indices */
     int n_stage_free;
-    /* Device memory only (see the top of the file). */
     int dev_mem;                /* be->device_memory */
-    float **rhost;              /* [n_acts] host receive buffers, grown on demand */
-    int n_rhost;                /* allocated */
-    int *rhost_free;            /* [n_acts] stack of free indices */
-    int n_rhost_free;
-    int *recv_host;             /* [n_acts] host buffer of the action's posted receive, -1 none */
-    rt_xfer *xfer;              /* device memory on more than one rank: how data travels */
-    unsigned char *recv_nccl;   /* [n_acts] 1: the action's receive is posted to NCCL */
-    unsigned char *copy_fence;  /* [V] host-staged: a send's copy may still read this chunk's slots */
-    int nccl_in_order;          /* NCCL: receives are posted strictly in list order */
-    int failed;                 /* a step failed: peers may be gone (NCCL is aborted at destroy) */
+    pt_link *link;              /* more than one rank: how data travels (owned) */
+    int tied_gi, dp_gi;         /* this rank's tied and data-parallel groups among the link's, -1 none */
+    int recv_in_order;          /* the link matches receives by posting order: post in list order */
+    unsigned char *send_fence;  /* [V] a send begun since the last fence may still read this chunk's slots */
+    int failed;                 /* a step failed: peers may be gone (the link aborts at destroy) */
     int64_t step;
     int64_t msg_step;           /* the step field of message ids: the step, or an eval round's tag */
     int cur;                    /* action being executed */
@@ -178,13 +161,10 @@ static size_t rt_act_bytes(const pt_runtime *rt, const rt_chunk *k, int kind)
 
 static int64_t rt_deadline(const pt_runtime *rt) { return pt_deadline_after_ms(rt->timeout_ms); }
 
-/* Waits for a request; on failure names the action, peer and position. */
-static pt_status rt_wait(pt_runtime *rt, pt_comm_req *r, const pt_action *a, int peer, int is_recv)
+/* The status of a finished wait for a transfer of action a with pipeline rank peer: on failure
+ * names the action, peer and position (a timeout as the runtime's own sentence). */
+static pt_status rt_wait_status(pt_runtime *rt, pt_status st, const pt_action *a, int peer, int is_recv)
 {
-    int64_t t0 = pt_now_ns();
-    pt_status st = pt_comm_wait(rt->comm, r, rt_deadline(rt));
-    int64_t dt = pt_now_ns() - t0;
-    rt->wait_ns += dt;
     if (st == PT_OK)
         return PT_OK;
     if (st == PT_ETIMEDOUT)
@@ -240,7 +220,7 @@ static void send_done(pt_runtime *rt, int i)
     rt->stage_free[rt->n_stage_free++] = sd.buf;
 }
 
-/* "SEND_ACT mb 3 chunk 0 to rank 1 (step 4, action 7 of 20)": a send in device-transfer errors. */
+/* "SEND_ACT mb 3 chunk 0 to rank 1 (step 4, action 7 of 20)": a send in the link's errors. */
 static void send_what(const pt_runtime *rt, const rt_send *sd, char *buf, size_t cap)
 {
     const pt_action *a = &rt->acts[sd->action];
@@ -248,37 +228,17 @@ static void send_what(const pt_runtime *rt, const rt_send *sd, char *buf, size_t
              a->microbatch, a->chunk, world_of(rt, a->peer), (long long)rt->step, sd->action, rt->n_acts);
 }
 
-/* Host-staged: the copy of send i to the host is done; post its pt_comm message. */
-static pt_status send_post_copied(pt_runtime *rt, int i)
-{
-    rt_send *sd = &rt->sends[i];
-    const pt_action *a = &rt->acts[sd->action];
-    const rt_chunk *k = &rt->ch[sd->chunk];
-    pt_msg_id id = { a->kind, a->microbatch, a->kind == PT_ACT_SEND_ACT ? k->vstage + 1 : k->vstage - 1,
-                     rt->msg_step };
-    pt_status st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[sd->buf], sd->bytes, &sd->req);
-    if (st != PT_OK) {
-        sd->req = NULL;
-        return pt_fail_wrap(st, "rank %d: starting %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
-                            rt->rank, kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, a->peer),
-                            (long long)rt->step, sd->action, rt->n_acts);
-    }
-    sd->state = RT_SEND_COMM;
-    return PT_OK;
-}
-
-/* Host-staged: posts the messages of sends still copying, waiting for their copies (device work
- * only, no peer involved). Called before this rank blocks on a peer, so that a peer never waits
- * for a message this rank has ready but not yet posted. */
+/* Posts the messages of sends the link still holds back (host-staged: their copies to the host),
+ * waiting for that device work only, no peer involved. Called before this rank blocks on a peer,
+ * so that a peer never waits for a message this rank has ready but not yet posted. */
 static pt_status sends_flush(pt_runtime *rt)
 {
     for (int i = 0; i < rt->n_sends; i++) {
-        if (rt->sends[i].state != RT_SEND_COPYING)
+        if (!pt_link_send_held(rt->link, rt->sends[i].buf))
             continue;
         char what[160];
         send_what(rt, &rt->sends[i], what, sizeof what);
-        PT_CHECK(rt_xfer_send_wait(rt->xfer, rt->sends[i].buf, rt_deadline(rt), what));
-        PT_CHECK(send_post_copied(rt, i));
+        PT_CHECK(pt_link_send_post(rt->link, rt->sends[i].buf, rt_deadline(rt), what));
     }
     return PT_OK;
 }
@@ -288,34 +248,18 @@ static pt_status sends_progress(pt_runtime *rt)
 {
     for (int i = 0; i < rt->n_sends;) {
         int done = 0;
-        rt_send *sd = &rt->sends[i];
-        if (sd->state != RT_SEND_COMM) {
-            PT_CHECK(rt_xfer_send_test(rt->xfer, sd->buf, &done));
-            if (done && sd->state == RT_SEND_NCCL) {
-                send_done(rt, i);
-                continue;
-            }
-            if (done)
-                PT_CHECK(send_post_copied(rt, i));
-            else {
-                i++;
-                continue;
-            }
-        }
-        pt_status st = pt_comm_test(rt->comm, rt->sends[i].req, &done);
-        if (done) {
-            rt->sends[i].req = NULL;
-            if (st != PT_OK) {
-                const pt_action *a = &rt->acts[rt->sends[i].action];
-                send_done(rt, i);
-                return pt_fail_wrap(st, "rank %d: %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
-                                    rt->rank, kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, a->peer),
-                                    (long long)rt->step, rt->cur, rt->n_acts);
-            }
-            send_done(rt, i);
-        } else {
+        pt_status st = pt_link_send_test(rt->link, rt->sends[i].buf, &done);
+        if (st == PT_OK && !done) {
             i++;
+            continue;
         }
+        const pt_action *a = &rt->acts[rt->sends[i].action];
+        if (done)
+            send_done(rt, i);
+        if (st != PT_OK)
+            return pt_fail_wrap(st, "rank %d: %s mb %d chunk %d to rank %d failed (step %lld, action %d of %d)",
+                                rt->rank, kind_name(a->kind), a->microbatch, a->chunk, world_of(rt, a->peer),
+                                (long long)rt->step, rt->cur, rt->n_acts);
     }
     return PT_OK;
 }
@@ -324,20 +268,15 @@ static pt_status sends_progress(pt_runtime *rt)
 static pt_status send_wait(pt_runtime *rt, int i)
 {
     rt_send *sd = &rt->sends[i];
-    pt_status st = PT_OK;
-    if (sd->state == RT_SEND_NCCL) {
+    const pt_action *a = &rt->acts[sd->action];
+    pt_status st = sends_flush(rt); /* this send's own message included */
+    if (st == PT_OK) {
         char what[160];
         send_what(rt, sd, what, sizeof what);
         int64_t t0 = pt_now_ns();
-        st = rt_xfer_send_wait(rt->xfer, sd->buf, rt_deadline(rt), what);
+        st = pt_link_send_wait(rt->link, sd->buf, rt_deadline(rt), what);
         rt->wait_ns += pt_now_ns() - t0;
-    } else {
-        st = sends_flush(rt); /* this send's own message included */
-        if (st == PT_OK) {
-            pt_comm_req *r = sd->req;
-            sd->req = NULL;
-            st = rt_wait(rt, r, &rt->acts[sd->action], rt->acts[sd->action].peer, 0);
-        }
+        st = rt_wait_status(rt, st, a, a->peer, 0);
     }
     send_done(rt, i);
     return st;
@@ -363,24 +302,7 @@ static pt_status slot_need(pt_runtime *rt, int c, int mb)
                    rt->rank, mb, c, rt->ch[c].n_slots, (long long)rt->step, rt->cur, rt->n_acts);
 }
 
-/* A free pinned host receive buffer (host-staged path): one per receive action of the list was
- * allocated at create, so the pool never runs dry. A buffer is free again once its copy to the
- * device has finished (normally long ago; the wait is on this rank's own device). */
-static pt_status rhost_get(pt_runtime *rt, int *out)
-{
-    if (rt->n_rhost_free == 0)
-        return pt_fail(PT_EINTERNAL, "rank %d: more receives posted than the list has; please report it", rt->rank);
-    int h = rt->rhost_free[--rt->n_rhost_free];
-    pt_status st = rt_xfer_recv_buf_wait(rt->xfer, h, rt_deadline(rt));
-    if (st != PT_OK) {
-        rt->rhost_free[rt->n_rhost_free++] = h;
-        return st;
-    }
-    *out = h;
-    return PT_OK;
-}
-
-/* "RECV_ACT mb 3 chunk 0 from rank 1 (step 4, action 7 of 20)": a receive in device-transfer errors. */
+/* "RECV_ACT mb 3 chunk 0 from rank 1 (step 4, action 7 of 20)": a receive in the link's errors. */
 static void recv_what(const pt_runtime *rt, int i, char *buf, size_t cap)
 {
     const pt_action *a = &rt->acts[i];
@@ -399,41 +321,24 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
         rt_chunk *k = &rt->ch[a->chunk];
         if (rt->first_touch[i] && k->mb_slot[a->microbatch] < 0) {
             if (blocked || !slot_acquire(rt, a->chunk, a->microbatch)) {
-                if (rt->nccl_in_order && a->kind != PT_ACT_FORWARD)
-                    break; /* NCCL matches by order: no later receive may overtake this one */
+                if (rt->recv_in_order && a->kind != PT_ACT_FORWARD)
+                    break; /* matched by order: no later receive may overtake this one */
                 blocked = 1;
                 continue;
             }
         }
-        if (a->kind == PT_ACT_FORWARD || rt->recv_req[i] || rt->recv_nccl[i] || k->mb_slot[a->microbatch] < 0)
+        if (a->kind == PT_ACT_FORWARD || rt->recv_posted[i] || k->mb_slot[a->microbatch] < 0)
             continue;
         int s = k->mb_slot[a->microbatch];
         pt_msg_id id = { a->kind == PT_ACT_RECV_ACT ? PT_ACT_SEND_ACT : PT_ACT_SEND_GRAD, a->microbatch, k->vstage,
                          rt->msg_step };
         void *buf = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
                                                : (void *)pt_model_slot_doutput(k->m, s);
-        size_t bytes = rt_act_bytes(rt, k, a->kind);
-        if (rt->nccl_in_order) {
-            pt_status st =
-                rt_xfer_recv_post(rt->xfer, i, buf, bytes, world_of(rt, a->peer), a->kind == PT_ACT_RECV_GRAD);
-            if (st != PT_OK)
-                return rt_fail_at(rt, st, "posting");
-            rt->recv_nccl[i] = 1;
-            continue;
-        }
-        int hb = -1;
-        if (rt->xfer) {
-            PT_CHECK(rhost_get(rt, &hb));
-            buf = rt->rhost[hb];
-        }
-        pt_status st = pt_comm_irecv(rt->comm, world_of(rt, a->peer), &id, buf, bytes, &rt->recv_req[i]);
-        if (st != PT_OK) {
-            rt->recv_req[i] = NULL;
-            if (hb >= 0)
-                rt->rhost_free[rt->n_rhost_free++] = hb;
+        pt_status st = pt_link_recv_post(rt->link, i, buf, rt_act_bytes(rt, k, a->kind), world_of(rt, a->peer), &id,
+                                         a->kind == PT_ACT_RECV_GRAD, rt_deadline(rt));
+        if (st != PT_OK)
             return rt_fail_at(rt, st, "posting");
-        }
-        rt->recv_host[i] = hb;
+        rt->recv_posted[i] = 1;
     }
     return PT_OK;
 }
@@ -442,14 +347,8 @@ static pt_status recv_post_ahead(pt_runtime *rt, int from)
 static pt_status stage_get(pt_runtime *rt, int *out)
 {
     PT_CHECK(sends_progress(rt));
-    if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends) {
-        /* Host memory only (with device memory all cap_sends buffers came from rt_xfer at create).
-         * Shared memory: a same-host receiver copies the message straight out of it (comm.h). */
-        size_t bytes = rt_msg_bytes(rt);
-        PT_CHECK(pt_comm_buf_alloc(bytes, (void **)&rt->stage[rt->n_stage]));
-        pt_backend_account((long long)bytes); /* communication buffers count against --mem-limit too */
+    if (rt->n_stage_free == 0 && rt->n_stage < rt->cap_sends)
         rt->stage_free[rt->n_stage_free++] = rt->n_stage++;
-    }
     while (rt->n_stage_free == 0) {
         if (rt->n_sends == 0)
             return pt_fail(PT_EINTERNAL, "rank %d: no send staging buffer free and no send in flight", rt->rank);
@@ -459,6 +358,8 @@ static pt_status stage_get(pt_runtime *rt, int *out)
     return PT_OK;
 }
 
+/* Starts the send of action a from backend memory buf: queued behind the compute stream; the
+ * link copies it into its staging buffer and sends from there. */
 static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf, int dst_vstage)
 {
     if (rt->n_sends == rt->cap_sends)
@@ -468,92 +369,52 @@ static pt_status send_start(pt_runtime *rt, const pt_action *a, const void *buf,
     PT_CHECK(stage_get(rt, &b));
     pt_msg_id id = { a->kind, a->microbatch, dst_vstage, rt->msg_step };
     size_t bytes = rt_act_bytes(rt, &rt->ch[a->chunk], a->kind);
-    pt_status st;
-    if (rt->xfer) {
-        /* Queued behind the compute stream; the message (host-staged) is posted once the copy is done. */
-        st = rt_xfer_send_begin(rt->xfer, b, buf, bytes, world_of(rt, a->peer), a->kind == PT_ACT_SEND_GRAD);
-        if (st != PT_OK) {
-            rt->stage_free[rt->n_stage_free++] = b;
-            return rt_fail_at(rt, st, "starting");
-        }
-        rt_send_state state = rt_xfer_path(rt->xfer) == RT_PATH_NCCL ? RT_SEND_NCCL : RT_SEND_COPYING;
-        rt->sends[rt->n_sends++] = (rt_send){ NULL, a->chunk, a->microbatch, rt->cur, b, state, bytes };
-        if (state == RT_SEND_COPYING)
-            rt->copy_fence[a->chunk] = 1;
-        return PT_OK;
-    } else {
-        st = rt->be->memcpy_d2d(rt->stream, rt->stage[b], buf, bytes);
-        if (st == PT_OK)
-            st = rt->be->stream_sync(rt->stream);
-    }
-    pt_comm_req *r = NULL;
-    if (st == PT_OK)
-        st = pt_comm_isend(rt->comm, world_of(rt, a->peer), &id, rt->stage[b], bytes, &r);
+    pt_status st =
+        pt_link_send_begin(rt->link, b, buf, bytes, world_of(rt, a->peer), &id, a->kind == PT_ACT_SEND_GRAD);
     if (st != PT_OK) {
         rt->stage_free[rt->n_stage_free++] = b;
         return rt_fail_at(rt, st, "starting");
     }
-    rt->sends[rt->n_sends++] = (rt_send){ r, a->chunk, a->microbatch, rt->cur, b, RT_SEND_COMM, bytes };
+    rt->sends[rt->n_sends++] = (rt_send){ a->chunk, a->microbatch, rt->cur, b, bytes };
+    rt->send_fence[a->chunk] = 1;
     return PT_OK;
 }
 
 static pt_status recv_finish(pt_runtime *rt, int i)
 {
     const pt_action *a = &rt->acts[i];
-    if (!rt->recv_req[i] && !rt->recv_nccl[i]) {
+    if (!rt->recv_posted[i]) {
         PT_CHECK(slot_need(rt, a->chunk, a->microbatch));
         PT_CHECK(recv_post_ahead(rt, i));
-        if (!rt->recv_req[i] && !rt->recv_nccl[i])
+        if (!rt->recv_posted[i])
             return pt_fail(PT_EINTERNAL, "rank %d: receive of action %d was not posted; please report it", rt->rank,
                            i);
     }
-    if (rt->recv_nccl[i]) {
-        rt->recv_nccl[i] = 0;
-        char what[160];
-        recv_what(rt, i, what, sizeof what);
-        int64_t t0 = pt_now_ns();
-        pt_status st = rt_xfer_recv_wait(rt->xfer, i, rt_deadline(rt), what);
-        rt->wait_ns += pt_now_ns() - t0;
-        return st;
-    }
-    if (rt->xfer)
-        PT_CHECK(sends_flush(rt)); /* about to block on a peer: post what this rank has ready */
-    pt_comm_req *r = rt->recv_req[i];
-    rt->recv_req[i] = NULL;
-    pt_status st = rt_wait(rt, r, a, a->peer, 1);
-    int hb = rt->recv_host[i];
-    rt->recv_host[i] = -1;
-    if (hb < 0)
-        return st;
-    if (st == PT_OK) {
-        /* Into the slot on the copy stream; the compute stream waits for it, and rhost_get waits
-         * for it before the host buffer is used again. */
-        rt_chunk *k = &rt->ch[a->chunk];
-        int s = k->mb_slot[a->microbatch];
-        void *dst = a->kind == PT_ACT_RECV_ACT ? (void *)pt_model_slot_input(k->m, s)
-                                               : (void *)pt_model_slot_doutput(k->m, s);
-        st = rt_xfer_recv_copy_in(rt->xfer, hb, dst, rt_act_bytes(rt, k, a->kind));
-        if (st != PT_OK)
-            st = rt_fail_at(rt, st, "copying to the device");
-    }
-    rt->rhost_free[rt->n_rhost_free++] = hb;
-    return st;
+    rt->recv_posted[i] = 0;
+    PT_CHECK(sends_flush(rt)); /* about to block on a peer: post what this rank has ready */
+    char what[160];
+    recv_what(rt, i, what, sizeof what);
+    int64_t t0 = pt_now_ns();
+    pt_status st = pt_link_recv_wait(rt->link, i, rt_deadline(rt), what);
+    rt->wait_ns += pt_now_ns() - t0;
+    return rt_wait_status(rt, st, a, a->peer, 1);
 }
 
 /* ---- compute ---- */
 
 static float rt_loss_scale(const pt_runtime *rt) { return rt->loss_scale; }
 
-/* Host-staged: before the compute stream works on chunk c, it waits for the copies to the host
- * of earlier sends that may still read c's slots. Only chunk c's actions write c's slot memory
- * (model.h: what slots share, they share within their chunk), and copies into slots run on the
- * copy stream behind those reads, so the compute stream runs on past a send until then. */
+/* Before the compute stream works on chunk c, it waits (pt_link_send_fence) for the sends begun
+ * since the last fence that may still read c's slots (host-staged: their copies to the host; a
+ * no-op for links that are done with a send's source when it begins). Only chunk c's actions
+ * write c's slot memory (model.h: what slots share, they share within their chunk), and copies
+ * into slots run behind those reads, so the compute stream runs on past a send until then. */
 static pt_status copy_fence(pt_runtime *rt, int c)
 {
-    if (!rt->copy_fence || !rt->copy_fence[c])
+    if (!rt->send_fence[c])
         return PT_OK;
-    PT_CHECK(rt_xfer_compute_after_sends(rt->xfer)); /* every send so far: the fence is cleared for all */
-    memset(rt->copy_fence, 0, (size_t)rt->V);
+    PT_CHECK(pt_link_send_fence(rt->link)); /* every send so far: the fence is cleared for all */
+    memset(rt->send_fence, 0, (size_t)rt->V);
     return PT_OK;
 }
 
@@ -654,42 +515,18 @@ static pt_status coll_fail(pt_runtime *rt, pt_status st, const char *what)
                         rt->cur, rt->n_acts);
 }
 
-/* Sums n floats of backend memory x over group g (the tied pair or data-parallel group, `kind`)
- * on every member. On device memory the sum goes through NCCL, or through the pinned host buffer
- * of the host-staged path (copied out, reduced by pt_comm's ring, copied back). Only the
- * all-reduce itself counts as communication wait. */
-static pt_status allreduce_grads(pt_runtime *rt, pt_comm_group *g, rt_xcomm_kind kind, float *x, size_t n,
-                                 const char *what)
+/* Sums n floats of backend memory x over the link's group gi (the tied group or the
+ * data-parallel group) on every member; the link moves the memory as its kind does (pt_comm's
+ * ring, through pinned host memory, or NCCL). The all-reduce counts as communication wait. */
+static pt_status allreduce_grads(pt_runtime *rt, int gi, float *x, size_t n, const char *what)
 {
-    float *buf = x;
-    if (rt->xfer) {
-        int handled = 0;
-        char w[192];
-        snprintf(w, sizeof w, "%s (step %lld, action %d of %d)", what, (long long)rt->step, rt->cur, rt->n_acts);
-        int64_t t0 = pt_now_ns();
-        pt_status st = rt_xfer_allreduce(rt->xfer, kind, x, n, rt_deadline(rt), w, &handled);
-        rt->wait_ns += pt_now_ns() - t0;
-        if (st != PT_OK)
-            return coll_fail(rt, st, what);
-        if (handled)
-            return PT_OK;
-        buf = rt_xfer_red_buf(rt->xfer, n);
-        if (!buf)
-            return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to reduce but the reduction buffer is smaller; please "
-                                         "report it",
-                           rt->rank, n);
-        PT_CHECK(rt->be->memcpy_d2h(rt->stream, buf, x, n * sizeof(float))); /* synchronises */
-    }
+    char w[192];
+    snprintf(w, sizeof w, "%s (step %lld, action %d of %d)", what, (long long)rt->step, rt->cur, rt->n_acts);
     int64_t t0 = pt_now_ns();
-    pt_status st = pt_comm_allreduce(rt->comm, g, buf, n, PT_REDUCE_SUM, rt_deadline(rt));
+    pt_status st = pt_link_allreduce(rt->link, gi, x, n, rt_deadline(rt), w);
     rt->wait_ns += pt_now_ns() - t0;
     if (st != PT_OK)
         return coll_fail(rt, st, what);
-    if (rt->xfer) {
-        /* The sync keeps the buffer from being reused before the copy read it. */
-        PT_CHECK(rt->be->memcpy_h2d(rt->stream, x, buf, n * sizeof(float)));
-        PT_CHECK(rt->be->stream_sync(rt->stream));
-    }
     return PT_OK;
 }
 
@@ -721,8 +558,7 @@ static pt_status reduce_tied(pt_runtime *rt)
     if (!acc)
         return PT_OK;
     if (rt->tied_group)
-        PT_CHECK(allreduce_grads(rt, rt->tied_group, RT_XCOMM_TIED, acc, n,
-                                 "REDUCE_GRADS (tied embedding/head all-reduce)"));
+        PT_CHECK(allreduce_grads(rt, rt->tied_gi, acc, n, "REDUCE_GRADS (tied embedding/head all-reduce)"));
     for (int c = 0; c < rt->V; c++) { /* the copies: their gradient is their twin */
         float *twin = rt->ch[c].has_hl && (c != rt->emb_chunk || !pt_model_tied(rt->cfg))
                           ? pt_model_head_wte_grad(rt->ch[c].m)
@@ -740,8 +576,8 @@ static pt_status do_reduce(pt_runtime *rt)
     if (rt->D > 1) {
         for (int c = 0; c < rt->V; c++) {
             PT_CHECK(rt->be->stream_sync(rt->stream));
-            PT_CHECK(allreduce_grads(rt, rt->dp_group, RT_XCOMM_DP, pt_model_grads(rt->ch[c].m),
-                                     pt_model_n_params(rt->ch[c].m), "REDUCE_GRADS (data-parallel all-reduce)"));
+            PT_CHECK(allreduce_grads(rt, rt->dp_gi, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
+                                     "REDUCE_GRADS (data-parallel all-reduce)"));
         }
     }
     /* Global norm: per-tensor sums of squares placed at their global index, then summed in that
@@ -794,8 +630,6 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
         if (s < 0)
             return pt_fail(PT_EINTERNAL, "rank %d: SEND_ACT of mb %d chunk %d before its forward", rt->rank,
                            a->microbatch, a->chunk);
-        if (!rt->xfer) /* device transfers are ordered after the compute stream by events */
-            PT_CHECK(rt->be->stream_sync(rt->stream));
         return send_start(rt, a, pt_model_slot_output(k->m, s), k->vstage + 1);
     }
     case PT_ACT_SEND_GRAD: {
@@ -803,8 +637,6 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
         if (s < 0 || !k->dgrad_pend[a->microbatch])
             return pt_fail(PT_EINTERNAL, "rank %d: SEND_GRAD of mb %d chunk %d without its input gradient", rt->rank,
                            a->microbatch, a->chunk);
-        if (!rt->xfer)
-            PT_CHECK(rt->be->stream_sync(rt->stream));
         PT_CHECK(send_start(rt, a, pt_model_slot_dinput(k->m, s), k->vstage - 1));
         k->dgrad_pend[a->microbatch] = 0;
         slot_try_release(rt, a->chunk, a->microbatch);
@@ -847,19 +679,12 @@ static pt_status list_reset(pt_runtime *rt)
         }
         k->in_use = 0;
     }
-    memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
+    memset(rt->recv_posted, 0, (size_t)rt->n_acts);
     rt->n_sends = 0;
     rt->n_stage_free = rt->n_stage;
     for (int b = 0; b < rt->n_stage; b++)
         rt->stage_free[b] = b;
-    if (rt->xfer) {
-        rt->n_rhost_free = rt->n_rhost;
-        for (int b = 0; b < rt->n_rhost; b++)
-            rt->rhost_free[b] = b;
-        for (int i = 0; i < rt->n_acts; i++)
-            rt->recv_host[i] = -1;
-        memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
-    }
+    pt_link_reset(rt->link);
     return PT_OK;
 }
 
@@ -910,14 +735,13 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
 /* Abandons what a failed step left in flight, so destroy and the next step start clean. */
 static void step_abandon(pt_runtime *rt)
 {
-    /* pt_comm_destroy frees requests never waited for; here we only forget them. NCCL work of a
-     * failed job is aborted at destroy. */
+    /* pt_comm_destroy frees requests never waited for; here we only forget them. The link aborts
+     * a failed job's transfers at destroy. */
     rt->n_sends = 0;
     rt->failed = 1;
-    if (rt->recv_req)
-        memset(rt->recv_req, 0, (size_t)rt->n_acts * sizeof(*rt->recv_req));
-    if (rt->recv_nccl)
-        memset(rt->recv_nccl, 0, (size_t)rt->n_acts);
+    if (rt->recv_posted)
+        memset(rt->recv_posted, 0, (size_t)rt->n_acts);
+    pt_link_reset(rt->link);
 }
 
 /* Which part of a step an action's host time counts in (pt_runtime_step_info): 0 forward,
@@ -955,7 +779,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
     for (int i = 0; i < rt->n_acts; i++) {
         const pt_action *a = &rt->acts[i];
         rt->cur = i;
-        if (rt->comm && rt->world > 1) {
+        if (rt->link) {
             PT_TRY(recv_post_ahead(rt, i), fail);
             PT_TRY(sends_progress(rt), fail);
         }
@@ -1058,7 +882,7 @@ static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, 
         const pt_action *a = &rt->acts[i];
         rt_chunk *k = &rt->ch[a->chunk];
         rt->cur = i;
-        if (rt->comm && rt->world > 1) {
+        if (rt->link) {
             PT_CHECK(recv_post_ahead(rt, i));
             PT_CHECK(sends_progress(rt));
         }
@@ -1374,19 +1198,21 @@ static pt_status mem_refuse(pt_runtime *rt, double need, const char *what)
                    rt->rank, need / 1048576.0, what, lim / 1048576.0);
 }
 
-/* Device memory on several ranks: every communicator of the job in one global order (the links
- * (sender, receiver, activation/gradient) the schedule uses, per replica; the tied pairs; the
- * data-parallel groups), then the rt_xfer, whose buffers become the staging and receive pools. */
-static pt_status xfer_setup(pt_runtime *rt)
+/* The job's pipes and groups in one global order, the same on every rank: the pipes
+ * (sender, receiver, activation/gradient) the schedule uses, per replica; the tied groups, per
+ * replica; the data-parallel groups, per pipeline rank. Then the link over them (collective). */
+static pt_status link_setup(pt_runtime *rt)
 {
     const pt_schedule *sc = rt->sched;
     const int P = rt->P, D = rt->D;
+    const int n_tg = rt->n_tied > 1 ? D : 0, n_dg = D > 1 ? P : 0;
     unsigned char *used = calloc((size_t)P * P * 2, 1);
     int *dp = malloc((size_t)P * D * sizeof(int));
     int *tied = malloc((size_t)(rt->n_tied > 0 ? rt->n_tied : 1) * D * sizeof(int));
-    rt_xcomm_spec *specs = calloc((size_t)D * P * P * 2 + (size_t)D + (size_t)P, sizeof(*specs));
+    pt_link_channel *chs = calloc((size_t)D * P * P * 2 + 1, sizeof(*chs));
+    pt_link_group *grs = calloc((size_t)(n_tg + n_dg) + 1, sizeof(*grs));
     pt_status st = PT_OK;
-    if (!used || !dp || !tied || !specs) {
+    if (!used || !dp || !tied || !chs || !grs) {
         st = pt_fail(PT_ENOMEM, "out of host memory");
         goto out;
     }
@@ -1396,26 +1222,26 @@ static pt_status xfer_setup(pt_runtime *rt)
             if (a->kind == PT_ACT_SEND_ACT || a->kind == PT_ACT_SEND_GRAD)
                 used[((size_t)p * P + a->peer) * 2 + (a->kind == PT_ACT_SEND_GRAD)] = 1;
         }
-    int n = 0;
+    int n_ch = 0, n_gr = 0;
     for (int d = 0; d < D; d++)
         for (int p = 0; p < P; p++)
             for (int q = 0; q < P; q++)
                 for (int k = 0; k < 2; k++)
                     if (used[((size_t)p * P + q) * 2 + k])
-                        specs[n++] = (rt_xcomm_spec){ .kind = k ? RT_XCOMM_LINK_GRAD : RT_XCOMM_LINK_ACT, .n = 2,
-                                                      .ranks = { d * P + p, d * P + q } };
-    if (rt->n_tied > 1)
-        for (int d = 0; d < D; d++) {
-            for (int i = 0; i < rt->n_tied; i++)
-                tied[d * rt->n_tied + i] = d * P + rt->tied_ranks[i];
-            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_TIED, .n = rt->n_tied, .members = tied + d * rt->n_tied };
-        }
-    if (D > 1)
-        for (int p = 0; p < P; p++) {
-            for (int d = 0; d < D; d++)
-                dp[p * D + d] = d * P + p;
-            specs[n++] = (rt_xcomm_spec){ .kind = RT_XCOMM_DP, .n = D, .members = dp + p * D };
-        }
+                        chs[n_ch++] = (pt_link_channel){ .sender = d * P + p, .receiver = d * P + q, .is_grad = k };
+    for (int d = 0; d < n_tg; d++) {
+        for (int i = 0; i < rt->n_tied; i++)
+            tied[d * rt->n_tied + i] = d * P + rt->tied_ranks[i];
+        grs[n_gr++] = (pt_link_group){ .n = rt->n_tied, .members = tied + d * rt->n_tied,
+                                       .g = d == rt->d ? rt->tied_group : NULL };
+    }
+    for (int p = 0; p < n_dg; p++) {
+        for (int d = 0; d < D; d++)
+            dp[p * D + d] = d * P + p;
+        grs[n_gr++] = (pt_link_group){ .n = D, .members = dp + p * D, .g = p == rt->p ? rt->dp_group : NULL };
+    }
+    rt->tied_gi = rt->tied_group ? rt->d : -1;
+    rt->dp_gi = rt->dp_group ? n_tg + rt->p : -1;
     int n_recv = 0;
     for (int i = 0; i < rt->n_acts; i++)
         n_recv += rt->acts[i].kind == PT_ACT_RECV_ACT || rt->acts[i].kind == PT_ACT_RECV_GRAD;
@@ -1425,38 +1251,27 @@ static pt_status xfer_setup(pt_runtime *rt)
     for (int c = 0; rt->dp_group && c < rt->V; c++)
         if (pt_model_n_params(rt->ch[c].m) > red)
             red = pt_model_n_params(rt->ch[c].m);
-    rt_xfer_opts xo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream,
-                        .msg_bytes = rt_msg_bytes(rt), .n_send_bufs = rt->cap_sends,
-                        .n_recv_bufs = n_recv, .n_recv_slots = rt->n_acts, .red_floats = red, .comms = specs,
-                        .n_comms = n, .timeout_ms = rt->timeout_ms };
-    st = rt_xfer_create(&xo, &rt->xfer);
-    if (st != PT_OK)
-        goto out;
-    for (int b = 0; b < rt->cap_sends; b++)
-        rt->stage[b] = rt_xfer_send_buf(rt->xfer, b);
-    rt->n_stage = rt->cap_sends;
-    rt->nccl_in_order = rt_xfer_path(rt->xfer) == RT_PATH_NCCL;
-    if (!rt->nccl_in_order) {
-        rt->copy_fence = calloc((size_t)rt->V, 1);
-        if (!rt->copy_fence) {
-            st = pt_fail(PT_ENOMEM, "out of host memory");
-            goto out;
-        }
-        for (int h = 0; h < n_recv; h++)
-            rt->rhost[h] = rt_xfer_recv_buf(rt->xfer, h);
-        rt->n_rhost = n_recv;
-    }
+    pt_link_opts lo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream, .msg_bytes = rt_msg_bytes(rt),
+                        .n_send_bufs = rt->cap_sends, .n_recv_ids = rt->n_acts, .n_recv_bufs = n_recv,
+                        .red_floats = red, .channels = chs, .n_channels = n_ch, .groups = grs, .n_groups = n_gr,
+                        .timeout_ms = rt->timeout_ms };
+    st = pt_link_create(&lo, &rt->link);
+    if (st == PT_OK)
+        rt->recv_in_order = pt_link_ordered_recvs(rt->link);
 out:
     free(used);
     free(dp);
     free(tied);
-    free(specs);
+    free(chs);
+    free(grs);
     return st;
 }
 
-pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
+/* ---- create, phase by phase ---- */
+
+/* The options, and the plan against the schedule and the job. */
+static pt_status create_check(const pt_runtime_opts *o)
 {
-    *out = NULL;
     if (!o || !o->cfg || !o->plan || !o->sched || !o->be || !o->stream)
         return pt_fail(PT_EINVAL, "pt_runtime_create: cfg, plan, schedule, backend and stream are required");
     const pt_plan *pl = o->plan;
@@ -1472,23 +1287,23 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         return pt_fail(PT_EINVAL, "the plan needs %d ranks (%d stages x %d replicas) but the job has %d; start %d",
                        pl->n_stages * pl->n_replicas, pl->n_stages, pl->n_replicas, world,
                        pl->n_stages * pl->n_replicas);
-    PT_CHECK(pt_sched_validate(sc));
+    return pt_sched_validate(sc);
+}
 
-    pt_runtime *rt = calloc(1, sizeof(*rt));
-    if (!rt)
-        return pt_fail(PT_ENOMEM, "out of host memory for the runtime");
-    pt_status st = PT_OK;
-    size_t bytes0 = pt_backend_bytes_in_use();
+/* The settings, this rank's place in the job, and the plan's layers and predicted memory. */
+static pt_status create_place(pt_runtime *rt, const pt_runtime_opts *o)
+{
+    const pt_plan *pl = o->plan;
     rt->cfg = o->cfg;
     rt->plan = pl;
-    rt->sched = sc;
+    rt->sched = o->sched;
     rt->comm = o->comm;
     rt->be = o->be;
     rt->stream = o->stream;
     rt->adamw = o->adamw;
     rt->prof = o->profile;
     rt->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : o->comm ? pt_comm_timeout_ms(o->comm) : 300000;
-    rt->world = world;
+    rt->world = o->comm ? pt_comm_size(o->comm) : 1;
     rt->rank = o->comm ? pt_comm_rank(o->comm) : 0;
     rt->P = pl->n_stages;
     rt->V = pl->n_chunks;
@@ -1500,46 +1315,45 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     rt->p = rt->rank % rt->P;
     rt->d = rt->rank / rt->P;
     rt->emb_chunk = rt->head_chunk = -1;
-    rt->acts = sc->actions[rt->p];
-    rt->n_acts = sc->n_actions[rt->p];
+    rt->tied_gi = rt->dp_gi = -1;
+    rt->acts = o->sched->actions[rt->p];
+    rt->n_acts = o->sched->n_actions[rt->p];
     rt->cur = -1;
+    rt->dev_mem = o->be->device_memory;
+    rt->mem_limit_bytes = o->mem_limit_bytes;
     int NV = rt->P * rt->V;
     int L = pt_model_n_layers(o->cfg);
-    if (pl->n_vstages != NV || pl->first_layer[0] != 0 || pl->last_layer[NV - 1] != L - 1) {
-        st = pt_fail(PT_EINVAL, "the plan's %d chunks do not cover layers 0..%d", pl->n_vstages, L - 1);
-        goto fail;
-    }
+    if (pl->n_vstages != NV || pl->first_layer[0] != 0 || pl->last_layer[NV - 1] != L - 1)
+        return pt_fail(PT_EINVAL, "the plan's %d chunks do not cover layers 0..%d", pl->n_vstages, L - 1);
     if (o->mem_limit_bytes > 0 && pl->pred_rank_mem_bytes && pl->pred_rank_mem_bytes[rt->p] > 0 &&
-        pl->pred_rank_mem_bytes[rt->p] > (double)o->mem_limit_bytes) {
-        rt->mem_limit_bytes = o->mem_limit_bytes;
-        rt->cfg = o->cfg;
-        st = mem_refuse(rt, pl->pred_rank_mem_bytes[rt->p], "planner's prediction");
-        goto fail;
-    }
-    rt->mem_limit_bytes = o->mem_limit_bytes;
+        pl->pred_rank_mem_bytes[rt->p] > (double)o->mem_limit_bytes)
+        return mem_refuse(rt, pl->pred_rank_mem_bytes[rt->p], "planner's prediction");
+    return PT_OK;
+}
+
+/* The per-action and per-send bookkeeping of the list. */
+static pt_status create_lists(pt_runtime *rt)
+{
     rt->ch = calloc((size_t)rt->V, sizeof(*rt->ch));
-    rt->recv_req = calloc((size_t)rt->n_acts + 1, sizeof(*rt->recv_req));
+    rt->recv_posted = calloc((size_t)rt->n_acts + 1, 1);
     rt->first_touch = calloc((size_t)rt->n_acts + 1, 1);
     rt->cap_sends = 1;
     for (int i = 0; i < rt->n_acts; i++)
         rt->cap_sends += rt->acts[i].kind == PT_ACT_SEND_ACT || rt->acts[i].kind == PT_ACT_SEND_GRAD;
     rt->sends = calloc((size_t)rt->cap_sends, sizeof(*rt->sends));
-    rt->stage = calloc((size_t)rt->cap_sends, sizeof(*rt->stage));
     rt->stage_free = calloc((size_t)rt->cap_sends, sizeof(int));
-    rt->dev_mem = o->be->device_memory;
-    rt->recv_host = malloc(((size_t)rt->n_acts + 1) * sizeof(int));
-    rt->recv_nccl = calloc((size_t)rt->n_acts + 1, 1);
-    if (rt->dev_mem) {
-        rt->rhost = calloc((size_t)rt->n_acts + 1, sizeof(*rt->rhost));
-        rt->rhost_free = calloc((size_t)rt->n_acts + 1, sizeof(int));
-    }
-    if (!rt->ch || !rt->recv_req || !rt->first_touch || !rt->sends || !rt->stage || !rt->stage_free ||
-        !rt->recv_host || !rt->recv_nccl || (rt->dev_mem && (!rt->rhost || !rt->rhost_free))) {
-        st = pt_fail(PT_ENOMEM, "out of host memory for the runtime");
-        goto fail;
-    }
-    for (int i = 0; i <= rt->n_acts; i++)
-        rt->recv_host[i] = -1;
+    rt->send_fence = calloc((size_t)rt->V, 1);
+    if (!rt->ch || !rt->recv_posted || !rt->first_touch || !rt->sends || !rt->stage_free || !rt->send_fence)
+        return pt_fail(PT_ENOMEM, "out of host memory for the runtime");
+    return PT_OK;
+}
+
+/* Each local chunk's virtual stage, layers and neighbours; then the action list against them. */
+static pt_status create_chunks(pt_runtime *rt)
+{
+    const pt_plan *pl = rt->plan;
+    const pt_schedule *sc = rt->sched;
+    int NV = rt->P * rt->V;
     for (int c = 0; c < rt->V; c++) {
         rt_chunk *k = &rt->ch[c];
         int v = pt_sched_vstage(sc, rt->p, c);
@@ -1548,20 +1362,20 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         k->last_layer = pl->last_layer[v];
         k->has_emb = v == 0;
         k->has_head = v == NV - 1;
-        k->has_hl = k->last_layer >= o->cfg->n_layer + 1;
+        k->has_hl = k->last_layer >= rt->cfg->n_layer + 1;
         rt->n_hl += k->has_hl;
         k->prev_local = k->next_local = -1;
         k->prev_rank = k->next_rank = -1;
         k->skip_tensor = -1;
         int r, cc;
         if (v > 0) {
-            PT_TRY(pt_sched_owner(sc, v - 1, &r, &cc), fail);
+            PT_CHECK(pt_sched_owner(sc, v - 1, &r, &cc));
             k->prev_rank = r;
             if (r == rt->p)
                 k->prev_local = cc;
         }
         if (v < NV - 1) {
-            PT_TRY(pt_sched_owner(sc, v + 1, &r, &cc), fail);
+            PT_CHECK(pt_sched_owner(sc, v + 1, &r, &cc));
             k->next_rank = r;
             if (r == rt->p)
                 k->next_local = cc;
@@ -1571,17 +1385,25 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         if (k->has_head)
             rt->head_chunk = c;
     }
-    PT_TRY(check_actions(rt), fail);
-    {
-        int peak[256];
-        if (rt->V > 256) {
-            st = pt_fail(PT_EINVAL, "%d chunks per rank is more than the 256 supported", rt->V);
-            goto fail;
-        }
-        PT_TRY(dry_run_slots(rt, peak), fail);
-        for (int c = 0; c < rt->V; c++)
-            rt->ch[c].n_slots = peak[c];
-    }
+    return check_actions(rt);
+}
+
+/* Slots per chunk: the peak of a dry run of the list. */
+static pt_status create_slots(pt_runtime *rt)
+{
+    int peak[256];
+    if (rt->V > 256)
+        return pt_fail(PT_EINVAL, "%d chunks per rank is more than the 256 supported", rt->V);
+    PT_CHECK(dry_run_slots(rt, peak));
+    for (int c = 0; c < rt->V; c++)
+        rt->ch[c].n_slots = peak[c];
+    return PT_OK;
+}
+
+/* Each chunk's model (weights initialised from the seed), optimizer and slot maps. */
+static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
+{
+    const pt_plan *pl = rt->plan;
     for (int c = 0; c < rt->V; c++) {
         rt_chunk *k = &rt->ch[c];
         /* A chunk whose actions never split its backward keeps no per-slot gradients between I
@@ -1594,17 +1416,15 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
                      (rt->acts[i].kind == PT_ACT_BACKWARD_INPUT || rt->acts[i].kind == PT_ACT_BACKWARD_WEIGHT);
         pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
                              .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split };
-        PT_TRY(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m), fail);
-        PT_TRY(pt_model_init_weights(k->m, o->seed), fail);
-        PT_TRY(pt_optim_create(k->m, &o->adamw, &k->o), fail);
+        PT_CHECK(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m));
+        PT_CHECK(pt_model_init_weights(k->m, o->seed));
+        PT_CHECK(pt_optim_create(k->m, &o->adamw, &k->o));
         k->slot_mb = malloc((size_t)k->n_slots * sizeof(int));
         k->mb_slot = malloc((size_t)rt->M * sizeof(int));
         k->bwd_done = calloc((size_t)rt->M, 1);
         k->dgrad_pend = calloc((size_t)rt->M, 1);
-        if (!k->slot_mb || !k->mb_slot || !k->bwd_done || !k->dgrad_pend) {
-            st = pt_fail(PT_ENOMEM, "out of host memory for slot maps");
-            goto fail;
-        }
+        if (!k->slot_mb || !k->mb_slot || !k->bwd_done || !k->dgrad_pend)
+            return pt_fail(PT_ENOMEM, "out of host memory for slot maps");
         for (int s = 0; s < k->n_slots; s++)
             k->slot_mb[s] = -1;
         for (int mb = 0; mb < rt->M; mb++)
@@ -1615,66 +1435,76 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
         k->n_counted = pt_model_n_tensors(k->m) - (k->skip_tensor >= 0);
         rt->slot_bytes += (size_t)k->n_slots * pt_model_slot_bytes(k->m);
     }
-    /* Global tensor order: counts per virtual stage from every rank of replica 0. */
-    {
-        double *cnt = calloc((size_t)NV, sizeof(double));
-        if (!cnt) {
-            st = pt_fail(PT_ENOMEM, "out of host memory");
-            goto fail;
-        }
-        if (rt->d == 0)
-            for (int c = 0; c < rt->V; c++)
-                cnt[rt->ch[c].vstage] = rt->ch[c].n_counted;
-        if (rt->comm && rt->world > 1)
-            st = pt_comm_allreduce_f64(rt->comm, NULL, cnt, (size_t)NV, pt_deadline_after_ms(rt->timeout_ms));
-        if (st == PT_OK) {
-            int g = 0;
-            for (int v = 0; v < NV; v++) {
-                for (int c = 0; c < rt->V; c++)
-                    if (rt->ch[c].vstage == v)
-                        rt->ch[c].global_tensor0 = g;
-                g += (int)cnt[v];
-            }
-            rt->n_global_tensors = g;
-        }
-        free(cnt);
-        if (st != PT_OK) {
-            st = pt_fail_wrap(st, "rank %d: exchanging tensor counts at start-up failed", rt->rank);
-            goto fail;
-        }
-    }
-    {
-        int max_t = 1;
+    return PT_OK;
+}
+
+/* Global tensor order: counts per virtual stage from every rank of replica 0 (collective). */
+static pt_status create_tensor_order(pt_runtime *rt)
+{
+    int NV = rt->P * rt->V;
+    double *cnt = calloc((size_t)NV, sizeof(double));
+    if (!cnt)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    pt_status st = PT_OK;
+    if (rt->d == 0)
         for (int c = 0; c < rt->V; c++)
-            if (pt_model_n_tensors(rt->ch[c].m) > max_t)
-                max_t = pt_model_n_tensors(rt->ch[c].m);
-        rt->sumsq = calloc((size_t)max_t, sizeof(double));
-        rt->norm_buf = calloc((size_t)rt->n_global_tensors + 2, sizeof(double));
-        if (rt->emb_chunk >= 0 || rt->n_hl > 0) {
-            size_t n = (size_t)rt->M * rt->B * rt->T;
-            rt->tokens = malloc(n * sizeof(int32_t));
-            rt->targets = malloc(n * sizeof(int32_t));
-            rt->scratch_tok = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
-            rt->scratch_tgt = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
-            if (!rt->tokens || !rt->targets || !rt->scratch_tok || !rt->scratch_tgt) {
-                st = pt_fail(PT_ENOMEM, "out of host memory for the batch");
-                goto fail;
-            }
+            cnt[rt->ch[c].vstage] = rt->ch[c].n_counted;
+    if (rt->comm && rt->world > 1)
+        st = pt_comm_allreduce_f64(rt->comm, NULL, cnt, (size_t)NV, pt_deadline_after_ms(rt->timeout_ms));
+    if (st == PT_OK) {
+        int g = 0;
+        for (int v = 0; v < NV; v++) {
+            for (int c = 0; c < rt->V; c++)
+                if (rt->ch[c].vstage == v)
+                    rt->ch[c].global_tensor0 = g;
+            g += (int)cnt[v];
         }
-        if (!rt->sumsq || !rt->norm_buf) {
-            st = pt_fail(PT_ENOMEM, "out of host memory");
-            goto fail;
-        }
+        rt->n_global_tensors = g;
     }
-    /* The tied group: the pipeline ranks owning the embedding's or a head layer's vstage (from the
-     * plan, so the same ascending list on every rank), as this replica's world ranks. */
+    free(cnt);
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: exchanging tensor counts at start-up failed", rt->rank);
+    return PT_OK;
+}
+
+/* The gradient-norm buffers, and the host batch where this rank needs tokens or targets. */
+static pt_status create_batch(pt_runtime *rt)
+{
+    int max_t = 1;
+    for (int c = 0; c < rt->V; c++)
+        if (pt_model_n_tensors(rt->ch[c].m) > max_t)
+            max_t = pt_model_n_tensors(rt->ch[c].m);
+    rt->sumsq = calloc((size_t)max_t, sizeof(double));
+    rt->norm_buf = calloc((size_t)rt->n_global_tensors + 2, sizeof(double));
+    if (rt->emb_chunk >= 0 || rt->n_hl > 0) {
+        size_t n = (size_t)rt->M * rt->B * rt->T;
+        rt->tokens = malloc(n * sizeof(int32_t));
+        rt->targets = malloc(n * sizeof(int32_t));
+        rt->scratch_tok = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
+        rt->scratch_tgt = malloc((size_t)rt->B * rt->T * sizeof(int32_t));
+        if (!rt->tokens || !rt->targets || !rt->scratch_tok || !rt->scratch_tgt)
+            return pt_fail(PT_ENOMEM, "out of host memory for the batch");
+    }
+    if (!rt->sumsq || !rt->norm_buf)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    return PT_OK;
+}
+
+/* The tied group: the pipeline ranks owning the embedding's or a head layer's vstage (from the
+ * plan, so the same ascending list on every rank), as this replica's world ranks; then the
+ * data-parallel group. Created by their members in the same order on every rank (collective). */
+static pt_status create_groups(pt_runtime *rt)
+{
+    const pt_plan *pl = rt->plan;
+    int NV = rt->P * rt->V;
+    pt_status st = PT_OK;
     rt->tied_ranks = calloc((size_t)rt->P, sizeof(int));
     unsigned char *holds = calloc((size_t)rt->P, 1);
     int *members = malloc((size_t)rt->P * sizeof(int)), in_tied = 0;
     for (int v = 0; v < NV && st == PT_OK && holds; v++) {
         int r, cc;
-        st = pt_sched_owner(sc, v, &r, &cc);
-        if (st == PT_OK && ((v == 0 && pt_model_tied(o->cfg)) || pl->last_layer[v] >= o->cfg->n_layer + 1))
+        st = pt_sched_owner(rt->sched, v, &r, &cc);
+        if (st == PT_OK && ((v == 0 && pt_model_tied(rt->cfg)) || pl->last_layer[v] >= rt->cfg->n_layer + 1))
             holds[r] = 1;
     }
     if (st == PT_OK && (!rt->tied_ranks || !holds || !members))
@@ -1685,34 +1515,59 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
             members[rt->n_tied] = world_of(rt, q);
             rt->tied_ranks[rt->n_tied++] = q;
         }
-    /* Groups, created by members in the same order on every rank: tied group, then data parallel. */
     if (st == PT_OK && rt->comm && rt->n_tied > 1 && in_tied)
         st = pt_comm_group_create(rt->comm, members, rt->n_tied, &rt->tied_group);
     free(holds);
     free(members);
-    if (st != PT_OK)
-        goto fail;
-    if (rt->comm && rt->D > 1) {
-        int *g = malloc((size_t)rt->D * sizeof(int));
-        if (!g) {
-            st = pt_fail(PT_ENOMEM, "out of host memory");
-            goto fail;
-        }
-        for (int d = 0; d < rt->D; d++)
-            g[d] = d * rt->P + rt->p;
-        st = pt_comm_group_create(rt->comm, g, rt->D, &rt->dp_group);
-        free(g);
-        if (st != PT_OK)
-            goto fail;
-    }
-    if (rt->dev_mem && rt->comm && rt->world > 1)
-        PT_TRY(xfer_setup(rt), fail);
-    PT_TRY(o->be->stream_sync(o->stream), fail);
+    if (st != PT_OK || !rt->comm || rt->D <= 1)
+        return st;
+    int *g = malloc((size_t)rt->D * sizeof(int));
+    if (!g)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    for (int d = 0; d < rt->D; d++)
+        g[d] = d * rt->P + rt->p;
+    st = pt_comm_group_create(rt->comm, g, rt->D, &rt->dp_group);
+    free(g);
+    return st;
+}
+
+/* Several ranks: the link everything travels by (collective). */
+static pt_status create_link(pt_runtime *rt)
+{
+    if (!rt->comm || rt->world <= 1)
+        return PT_OK;
+    return link_setup(rt);
+}
+
+/* What create allocated on the backend, against --mem-limit. */
+static pt_status create_measure(pt_runtime *rt, size_t bytes0)
+{
+    PT_CHECK(rt->be->stream_sync(rt->stream));
     rt->alloc_bytes = pt_backend_bytes_in_use() - bytes0;
-    if (rt->mem_limit_bytes > 0 && rt->alloc_bytes > rt->mem_limit_bytes) {
-        st = mem_refuse(rt, (double)rt->alloc_bytes, "parameters, gradients, optimizer state and activation slots");
-        goto fail;
-    }
+    if (rt->mem_limit_bytes > 0 && rt->alloc_bytes > rt->mem_limit_bytes)
+        return mem_refuse(rt, (double)rt->alloc_bytes, "parameters, gradients, optimizer state and activation slots");
+    return PT_OK;
+}
+
+pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
+{
+    *out = NULL;
+    PT_CHECK(create_check(o));
+    pt_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return pt_fail(PT_ENOMEM, "out of host memory for the runtime");
+    size_t bytes0 = pt_backend_bytes_in_use();
+    pt_status st = PT_OK;
+    PT_TRY(create_place(rt, o), fail);
+    PT_TRY(create_lists(rt), fail);
+    PT_TRY(create_chunks(rt), fail);
+    PT_TRY(create_slots(rt), fail);
+    PT_TRY(create_models(rt, o), fail);
+    PT_TRY(create_tensor_order(rt), fail);
+    PT_TRY(create_batch(rt), fail);
+    PT_TRY(create_groups(rt), fail);
+    PT_TRY(create_link(rt), fail);
+    PT_TRY(create_measure(rt, bytes0), fail);
     *out = rt;
     return PT_OK;
 fail:
@@ -1724,11 +1579,7 @@ void pt_runtime_destroy(pt_runtime *rt)
 {
     if (!rt)
         return;
-    if (rt->xfer) {
-        rt->n_stage = 0; /* the staging and receive buffers belong to the rt_xfer */
-        rt->n_rhost = 0;
-        rt_xfer_destroy(rt->xfer, rt->failed);
-    }
+    pt_link_destroy(rt->link, rt->failed);
     pt_comm_group_destroy(rt->dp_group);
     pt_comm_group_destroy(rt->tied_group);
     free(rt->tied_ranks);
@@ -1748,21 +1599,12 @@ void pt_runtime_destroy(pt_runtime *rt)
         free(k->dgrad_pend);
     }
     free(rt->ch);
-    for (int b = 0; b < rt->n_stage; b++) { /* host memory only: rt_xfer's were not counted here */
-        pt_comm_buf_free(rt->stage[b]);
-        pt_backend_account(-(long long)(rt_msg_bytes(rt)));
-    }
-    free(rt->rhost);
-    free(rt->rhost_free);
-    free(rt->recv_host);
-    free(rt->recv_nccl);
-    free(rt->copy_fence);
-    free(rt->stage);
+    free(rt->send_fence);
     free(rt->stage_free);
     free(rt->sends);
     free(rt->first_touch);
     free(rt->ev_pred);
-    free(rt->recv_req);
+    free(rt->recv_posted);
     free(rt);
 }
 
@@ -1782,8 +1624,8 @@ size_t pt_runtime_slot_bytes(const pt_runtime *rt) { return rt->slot_bytes; }
 
 const char *pt_runtime_transfer_path(const pt_runtime *rt)
 {
-    if (rt->xfer)
-        return rt_xfer_describe(rt->xfer);
+    if (rt->link)
+        return pt_link_describe(rt->link);
     if (!rt->dev_mem)
         return "host memory (the backend computes in host memory)";
     return "none (one rank: nothing travels between ranks)";
