@@ -1,4 +1,6 @@
-/* kernels/cuda/cuda_backend.cu — the CUDA backend's table, streams, memory, error conversion.
+/* kernels/cuda/cuda_backend.cu — the CUDA backend's table, streams, memory, events. The table
+ * refers to every kernel file; the kernel files call only cuda_util.cu (error conversion, the
+ * stream workspace), never this file.
  *
  * A pt_stream owns one non-blocking cudaStream_t, one cuBLAS handle bound to it (with its own
  * workspace, so cuBLAS never allocates in a step and picks the same algorithms every time), a
@@ -12,43 +14,6 @@
 #include "cuda_internal.h"
 extern "C" {
 #include "pipetrain/timeutil.h"
-}
-
-pt_status pt_cuda_fail(cudaError_t err, const char *what)
-{
-    if (err == cudaSuccess)
-        return PT_OK;
-    (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
-    pt_status code = err == cudaErrorMemoryAllocation ? PT_ENOMEM : PT_EBACKEND;
-    return pt_fail(code, "CUDA %s failed: %s (%s); check the device with nvidia-smi", what,
-                   cudaGetErrorString(err), cudaGetErrorName(err));
-}
-
-pt_status pt_cuda_blas_fail(cublasStatus_t err, const char *what)
-{
-    if (err == CUBLAS_STATUS_SUCCESS)
-        return PT_OK;
-    pt_status code = err == CUBLAS_STATUS_ALLOC_FAILED ? PT_ENOMEM : PT_EBACKEND;
-    return pt_fail(code, "cuBLAS %s failed: %s (%s)", what, cublasGetStatusString(err), cublasGetStatusName(err));
-}
-
-pt_status pt_cuda_launched(const char *kernel)
-{
-    cudaError_t err = cudaGetLastError();
-    if (err == cudaSuccess)
-        return PT_OK;
-    return pt_fail(PT_EBACKEND, "CUDA kernel %s did not launch: %s; check the shapes and the device", kernel,
-                   cudaGetErrorString(err));
-}
-
-pt_status pt_cuda_scratch(pt_stream *s, size_t bytes, const char *what, void **out)
-{
-    if (bytes > s->workspace_bytes)
-        return pt_fail(PT_ENOMEM, "%s needs %zu bytes of CUDA stream workspace but it has %zu; set "
-                                  "PT_CUDA_WORKSPACE_MB to at least %zu",
-                       what, bytes, s->workspace_bytes, (bytes >> 20) + 1);
-    *out = s->workspace;
-    return PT_OK;
 }
 
 extern "C" pt_status pt_cuda_device_count(int *n, char *why, size_t cap)
