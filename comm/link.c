@@ -157,7 +157,7 @@ struct pt_link {
     const pt_link_kind *kind;
     const pt_link_ops *ops;
     void *st;
-    char desc[384];
+    char desc[512];
     size_t msg_bytes;
     int n_send, n_recv_ids;
     int me;
