@@ -38,28 +38,24 @@ int pt_cmd_sample(int argc, char **argv);
 int pt_cmd_report(int argc, char **argv);
 
 /* `train --sample-every N` (src/cli/cmd_sample.c): a short continuation of a prompt from the model
- * being trained, through the KV-cache generator. m (borrowed) holds every layer; tokenizer names
- * the data's (pt_dataset_tokenizer); prompt "" means the end-of-text token; n_new is cut to fit the
- * context; temperature 0 is greedy; generation stops at the tokenizer's end-of-text token. print
- * generates from the current weights (reads them only: the training is unchanged) and writes
- * "sample at step N ...:", the text between "---" lines, to f. */
+ * being trained, through the KV-cache generator, made by the runtime's hooks (runtime.h) in every
+ * layout. m (borrowed) is this rank's chunk (one contiguous layer range, not part of a split LM
+ * head; in one process, every layer), stage its pipeline stage of n_stages, whose ranks are world
+ * ranks 0..n_stages-1 of comm (data-parallel replica 0; comm may be NULL when n_stages is 1). Only
+ * those ranks create one. tokenizer names the data's (pt_dataset_tokenizer); prompt "" means the
+ * end-of-text token; n_new is cut to fit the context; temperature 0 is greedy; generation stops at
+ * the tokenizer's end-of-text token. */
 typedef struct pt_train_sampler pt_train_sampler;
-pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
-                                  uint64_t seed, pt_train_sampler **out);
-/* The same for a pipelined run: m is this rank's chunk (one contiguous layer range, not part of a
- * split LM head), stage its pipeline stage of n_stages, whose ranks are world ranks 0..n_stages-1
- * of comm (data-parallel replica 0). Only those ranks create one. */
 pt_status pt_train_sampler_create_stage(pt_model *m, pt_comm *comm, int stage, int n_stages, const char *tokenizer,
                                         const char *prompt, int n_new, double temperature, uint64_t seed,
                                         pt_train_sampler **out);
-/* Generates the sample of `step` (collective over the n_stages ranks; the hidden state goes stage
- * to stage as in `pipetrain sample --stages`, every wait with the comm's timeout). */
+/* Generates the sample of `step` from the current weights (reads them only: the training is
+ * unchanged; collective over the n_stages ranks: the hidden state goes stage to stage as in
+ * `pipetrain sample --stages`, every wait with the comm's timeout). */
 pt_status pt_train_sampler_generate(pt_train_sampler *s, int64_t step);
-/* Stage 0: writes the sample generate made for `step` to f (PT_EINVAL when there is none); other
- * stages: nothing. */
+/* Stage 0: writes the sample generate made for `step` to f ("sample at step N ...:", the text
+ * between "---" lines; PT_EINVAL when there is none); other stages: nothing. */
 pt_status pt_train_sampler_write(pt_train_sampler *s, int64_t step, FILE *f);
-/* generate, then write (one process). */
-pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f);
 void pt_train_sampler_destroy(pt_train_sampler *s); /* accepts NULL */
 
 /* bench/bench_<name>.c: `pipetrain bench <name> [--json] ...` */

@@ -565,7 +565,7 @@ out:
 /* ---- train --sample-every N: a short sample from the model being trained (cli.h) ---- */
 
 struct pt_train_sampler {
-    pt_model *m;         /* borrowed: the trainer's model, or this rank's chunk */
+    pt_model *m;         /* borrowed: this rank's chunk (every layer in one process) */
     pt_comm *comm;       /* borrowed; NULL in one process */
     int stage, n_stages; /* this rank's pipeline stage of replica 0 (0 and 1 in one process) */
     pt_generator *g;
@@ -631,12 +631,6 @@ fail:
     return st;
 }
 
-pt_status pt_train_sampler_create(pt_model *m, const char *tokenizer, const char *prompt, int n_new, double temperature,
-                                  uint64_t seed, pt_train_sampler **out)
-{
-    return pt_train_sampler_create_stage(m, NULL, 0, 1, tokenizer, prompt, n_new, temperature, seed, out);
-}
-
 /* pt_generate_fn of the samples: stop at the end-of-text token. */
 static int train_sample_stop(void *ctx, const int32_t *ids, int step)
 {
@@ -685,10 +679,4 @@ pt_status pt_train_sampler_write(pt_train_sampler *s, int64_t step, FILE *f)
     fflush(f);
     free(text);
     return PT_OK;
-}
-
-pt_status pt_train_sampler_print(pt_train_sampler *s, int64_t step, FILE *f)
-{
-    PT_CHECK(pt_train_sampler_generate(s, step));
-    return pt_train_sampler_write(s, step, f);
 }
