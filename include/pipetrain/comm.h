@@ -24,6 +24,10 @@
  * RECV_ACT match, as do SEND_GRAD and RECV_GRAD). The receiver states the size it expects and
  * a message of any other size fails on both sides with both sizes named.
  *
+ * Backend memory (activations, gradients, all-reduces of the pipeline runtime) travels through a
+ * pt_link (pipetrain/link.h), whose kind (host memory, host-staged, NCCL) comm/ picks per job and
+ * which uses pt_comm underneath where the kind does.
+ *
  * Threading: a pt_comm and its requests belong to one thread at a time (no internal locks);
  * different pt_comm objects are independent. Every blocking call takes an absolute deadline in
  * pt_now_ns() units (see timeutil.h) and returns PT_ETIMEDOUT naming the peer and the message

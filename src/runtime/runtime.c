@@ -93,7 +93,7 @@ struct pt_runtime {
     int n_stage;                /* buffer indices in use so far */
     int *stage_free;            /* stack of free indices */
     int n_stage_free;
-    int dev_mem;                /* be->device_memory */
+    int dev_mem;                /* be->device_memory (what a one-rank run's transfer path says) */
     pt_link *link;              /* more than one rank: how data travels (owned) */
     int tied_gi, dp_gi;         /* this rank's tied and data-parallel groups among the link's, -1 none */
     int recv_in_order;          /* the link matches receives by posting order: post in list order */
