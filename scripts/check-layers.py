@@ -23,7 +23,8 @@ Edges between two modules on the same floor are listed as "sideways" (allowed un
 module cycle). Exceptions are listed in EXCEPTIONS, each with its reason, and printed.
 
 Prints a short summary, then one JSON line with the counts; exits 1 on any violation that no
-exception excuses (or a public header whose module is unknown), 2 on a usage error (no objects found, nm missing). Standard library only.
+exception excuses (or a public header whose module is unknown), 2 on a usage error (objects not
+built, nm missing). Standard library only.
 """
 import fnmatch
 import json
