@@ -25,7 +25,7 @@
 #include "pipetrain/runtime.h"
 #include "pipetrain/safetensors.h"
 #include "pipetrain/timeutil.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 typedef struct bench_state {
     int n[PT_CKPT_KIND_COUNT];

@@ -19,7 +19,7 @@
 #include "cli.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 typedef struct bp_opts {
     const char *model, *schedule, *partition, *mbs;

@@ -28,7 +28,7 @@
 #include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/timeutil.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 typedef struct {
     const char *model;

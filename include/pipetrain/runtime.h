@@ -45,7 +45,7 @@
 #include "pipetrain/profile.h"
 #include "pipetrain/schedule.h"
 #include "pipetrain/status.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 #ifdef __cplusplus
 extern "C" {

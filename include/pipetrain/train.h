@@ -1,17 +1,12 @@
-/* pipetrain/train.h — the training loop and the settings of a run.
+/* pipetrain/train.h — the settings of a run and what a training step reports.
  *
- * pt_train_loop drives any step function given as pt_train_ops: learning-rate schedule, progress,
- * eval, metrics, checkpoints, the NaN check. Every run's step is the pipeline runtime's
- * (pipetrain/runtime.h: pt_runtime_train_main, one process being a P = 1 schedule); tests give
- * scripted ops, and tests/common/ref_trainer.h keeps a hand-written single-process step as the
- * reference the runtime must match bit for bit.
- *
- *     pt_train_cfg cfg;
- *     pt_train_cfg_defaults(&cfg);
- *     cfg.run_dir = "runs/demo";
- *     pt_train_ops ops = { .ctx = my_ctx, .step = my_step, .eval = my_eval };
- *     pt_train_summary sum;
- *     PT_CHECK(pt_train_loop(&cfg, &ops, 0, print_progress, NULL, &sum));
+ * pt_train_cfg holds every setting of `pipetrain train` (defaults from pt_train_cfg_defaults,
+ * checked by pt_train_cfg_check, written to config.json by pt_train_cfg_to_json); pt_step_stats and
+ * pt_eval_stats are what one step and one eval report. The loop that drives a run over them is the
+ * runtime's (pipetrain/train_loop.h): every run's step is the pipeline runtime's
+ * (pipetrain/runtime.h: pt_runtime_train_main, one process being a P = 1 schedule), and
+ * tests/common/ref_trainer.h keeps a hand-written single-process step as the reference the runtime
+ * must match bit for bit.
  *
  * A step of the global batch (M micro-batches of B sequences of T tokens, per replica): gradients
  * zeroed; micro-batch j takes samples [j*B, +B) of data step `step` (pipetrain/data.h), forward and
@@ -20,11 +15,7 @@
  * gradient norm (optim.h rule), clipping, and one AdamW step at the scheduled learning rate.
  * On the CPU backend the same configuration and seed give the same bits, run after run.
  *
- * Files a run writes into its run directory: config.json (the settings), metrics.jsonl (one JSON
- * object per line: per step {"step","loss","lr","step_ms","tokens_per_s","grad_norm",...}, per eval
- * {"step","eval_loss","eval_accuracy",...}); see docs/training.md.
- *
- * Library code: nothing here prints; progress goes to the caller's pt_train_event_fn.
+ * Library code: nothing here prints.
  */
 #ifndef PIPETRAIN_TRAIN_H
 #define PIPETRAIN_TRAIN_H
@@ -109,61 +100,6 @@ typedef struct pt_eval_stats {
     int is_task;        /* 1: n_correct/n_total count problems (exact match); 0: next-token accuracy */
     double seconds;
 } pt_eval_stats;
-
-/* The step, eval and checkpoint behind the loop. ctx is passed back to each. */
-typedef struct pt_train_ops {
-    void *ctx;
-    /* One optimizer step: data step `step` (0-based), learning rate `lr`. Must not apply an update
-     * when the loss or gradient norm is not finite (stats->applied = 0). */
-    pt_status (*step)(void *ctx, int64_t step, double lr, pt_step_stats *out);
-    /* Evaluation; may be NULL. */
-    pt_status (*eval)(void *ctx, pt_eval_stats *out);
-    /* Checkpoint after `steps_done` steps; may be NULL. *path (borrowed, may stay NULL) names it. */
-    pt_status (*save)(void *ctx, int64_t steps_done, const char **path);
-} pt_train_ops;
-
-typedef enum pt_train_event_kind {
-    PT_TRAIN_EV_STEP,  /* after every step */
-    PT_TRAIN_EV_EVAL,  /* after an eval */
-    PT_TRAIN_EV_CKPT,  /* after a checkpoint */
-    PT_TRAIN_EV_KIND_COUNT
-} pt_train_event_kind;
-
-typedef struct pt_train_event {
-    pt_train_event_kind kind;
-    int64_t step;            /* steps done (1-based count) */
-    int64_t total;           /* steps in the run */
-    const pt_step_stats *st; /* PT_TRAIN_EV_STEP */
-    const pt_eval_stats *ev; /* PT_TRAIN_EV_EVAL */
-    const char *ckpt_path;   /* PT_TRAIN_EV_CKPT (may be NULL) */
-    double step_ms;          /* this step's wall time */
-    double tokens_per_s;     /* this step's throughput */
-    double elapsed_s;        /* since the loop started */
-    double eta_s;            /* estimated time to the end */
-} pt_train_event;
-
-typedef void (*pt_train_event_fn)(void *ctx, const pt_train_event *ev);
-
-typedef struct pt_train_summary {
-    int64_t steps_done;
-    double final_loss;      /* loss of the last step */
-    double seconds;         /* wall time of the loop */
-    double tokens_per_s;    /* tokens processed / seconds */
-    int has_eval;
-    pt_eval_stats last_eval;
-    char last_ckpt[512];    /* path of the last checkpoint ("" if none) */
-    int interrupted;        /* 1 when cfg->stop ended the run early */
-} pt_train_summary;
-
-/* Runs steps first_step .. cfg->steps-1 through ops: learning rate from pt_lr_at (cfg's warmup,
- * steps, lr, lr_min), a metrics line per step to <run_dir>/metrics.jsonl (the directory is created
- * if missing) and cfg->metrics_path (appended to when first_step > 0, else created), an eval every
- * cfg->eval_every steps and at the end, a checkpoint every cfg->ckpt_every steps and at the end
- * (when ops->save). on_event (may be NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
- * PT_ENUMERIC: "step N: loss is NaN; the last good step was N-1 (checkpoint ...); lower --lr ...".
- * summary may be NULL. Blocks for the whole run. */
-pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_t first_step,
-                        pt_train_event_fn on_event, void *ev_ctx, pt_train_summary *summary);
 
 /* Scores one evaluated micro-batch: `slot` of model `m` (a chunk holding the head, after
  * pt_model_forward with `targets` in the slot) against `targets` (B x T, host). Adds the slot's

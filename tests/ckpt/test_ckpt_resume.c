@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "pipetrain/ckpt.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 
 #include "ckpt_test.h"

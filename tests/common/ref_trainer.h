@@ -17,7 +17,7 @@
 #ifndef PT_TESTS_REF_TRAINER_H
 #define PT_TESTS_REF_TRAINER_H
 
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 typedef struct ref_trainer ref_trainer;
 

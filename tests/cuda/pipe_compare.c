@@ -37,7 +37,7 @@
 
 #include "pipetrain/cuda.h"
 #include "pipetrain/runtime.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 
 enum { STEPS = 3 };

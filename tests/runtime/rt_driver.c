@@ -25,7 +25,7 @@
 
 #include "pipetrain/json.h"
 #include "pipetrain/runtime.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 #include "pipetrain/timeutil.h"
 

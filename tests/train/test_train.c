@@ -11,7 +11,7 @@
 #include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/optim.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 
 static int failures;

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 
 static int run(const char *backend, const char *model, double *loss, double *gnorm, int n)
