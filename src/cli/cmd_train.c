@@ -17,16 +17,36 @@
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
 #include "pipetrain/partition.h"
+#include "pipetrain/report.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/schedule.h"
-#include "pipetrain/train.h"
+#include "pipetrain/train_loop.h"
 
 typedef struct {
     int64_t log_every;
     pt_train_sampler *sampler; /* --sample-every (cmd_sample.c), or NULL */
     int64_t sample_every;
     const struct train_args *args;
+    const char *run_dir;     /* the run's directory (the default one when --run-dir was not given) */
+    const char *profile_dir; /* --profile DIR, or NULL */
 } progress_ctx;
+
+/* RUN_DIR/report.html (pipetrain/report.h), refreshed at each eval and written at the end by rank
+ * 0. A report that cannot be written is said in one line and never fails the run. */
+static void write_report(const char *run_dir, const char *profile_dir, int quiet)
+{
+    if (!run_dir)
+        return;
+    pt_report_opts ro = { .run_dir = run_dir, .profile_dir = profile_dir };
+    pt_report_info ri;
+    if (pt_report_write(&ro, &ri) == PT_OK) {
+        if (!quiet)
+            printf("report: %s\n", ri.output_path);
+    } else {
+        printf("report not written: %s\n", pt_last_error());
+        pt_clear_error();
+    }
+}
 
 static void fmt_duration(char *buf, size_t cap, double s)
 {
@@ -65,6 +85,7 @@ static void on_event(void *ctx, const pt_train_event *e)
                    e->ev->loss,
                    e->ev->n_total ? 100.0 * (double)e->ev->n_correct / (double)e->ev->n_total : 0.0,
                    (long long)e->ev->n_total);
+        write_report(p->run_dir, p->profile_dir, 1); /* the eval's metrics line is flushed */
         fflush(stdout);
         break;
     case PT_TRAIN_EV_CKPT:
@@ -378,7 +399,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
     ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
     ra.provider = a->provider;
     progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
-                        .sample_every = a->sample_every, .args = a };
+                        .sample_every = a->sample_every, .args = a, .run_dir = cfg.run_dir,
+                        .profile_dir = a->profile_dir };
     ra.on_event = on_event;
     ra.event_ctx = &pr;
     ra.on_log = log_line;
@@ -405,6 +427,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
         if (sum.last_ckpt[0])
             printf("; checkpoint %s; continue with the same command and --resume", sum.last_ckpt);
         printf("\n");
+        if (job_rank == 0)
+            write_report(cfg.run_dir, a->profile_dir, 0);
         *interrupted = 1;
     } else if (st == PT_OK && job_rank == 0) {
         printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f", (long long)sum.steps_done, sum.seconds,
@@ -414,6 +438,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
                    sum.last_eval.n_total ? 100.0 * (double)sum.last_eval.n_correct / (double)sum.last_eval.n_total
                                          : 0.0);
         printf("\n");
+        write_report(cfg.run_dir, a->profile_dir, 0); /* the profile is written by now */
         if (!job) /* a launcher prints it after its ranks */
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
     }
