@@ -1,7 +1,10 @@
 /* File-system helpers (fsutil.h). */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "pipetrain/fsutil.h"
 
@@ -24,5 +27,45 @@ pt_status pt_mkdirs(const char *path)
     struct stat sb;
     if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return pt_fail(PT_EINVAL, "%s exists and is not a directory; choose another path", path);
+    return PT_OK;
+}
+
+pt_status pt_write_file_atomic(const char *path, const void *buf, size_t len)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return pt_fail(PT_EINVAL, "file path is too long: %.80s...", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return pt_fail(PT_EIO, "%s: cannot create (%s); check that its folder exists and is writable", tmp,
+                       strerror(errno));
+    const char *p = buf;
+    size_t off = 0;
+    const char *failed = NULL;
+    while (off < len && !failed) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            failed = "write";
+        else
+            off += (size_t)w;
+    }
+    if (!failed && fsync(fd) != 0)
+        failed = "fsync";
+    int e = errno;
+    if (close(fd) != 0 && !failed) {
+        failed = "close";
+        e = errno;
+    }
+    if (!failed && rename(tmp, path) != 0) {
+        failed = "rename";
+        e = errno;
+    }
+    if (failed) {
+        unlink(tmp);
+        return pt_fail(PT_EIO, "%s: %s failed (%s); check the disk", failed[0] == 'r' ? path : tmp, failed,
+                       strerror(e ? e : EIO));
+    }
     return PT_OK;
 }

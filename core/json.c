@@ -1,4 +1,5 @@
 #include "pipetrain/json.h"
+#include "pipetrain/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,41 +121,15 @@ pt_status pt_json_check_keys(const cJSON *obj, const char *what, const char *con
 pt_status pt_json_write_file(const char *path, const cJSON *obj, int compact)
 {
     char *text = compact ? cJSON_PrintUnformatted(obj) : cJSON_Print(obj);
-    if (!text)
-        return pt_fail(PT_ENOMEM, "%s: cannot format JSON", path);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
+    size_t len = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, len + 2) : NULL;
+    if (!line) {
         free(text);
-        return pt_fail(PT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
+        return pt_fail(PT_ENOMEM, "%s: cannot format JSON", path);
     }
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            free(text);
-            return pt_fail(PT_EIO, "%s: write failed (%s)", tmp, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    free(text);
-    if (write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return pt_fail(PT_EIO, "%s: write/fsync failed (%s)", tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return pt_fail(PT_EIO, "%s: rename failed (%s)", path, strerror(e));
-    }
-    return PT_OK;
+    line[len] = '\n';
+    line[len + 1] = 0;
+    pt_status st = pt_write_file_atomic(path, line, len + 1);
+    free(line);
+    return st;
 }

@@ -293,22 +293,10 @@ pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *not
 
 static pt_status write_latest(const char *root, const char *name)
 {
-    char tmp[4096], fin[4096];
-    snprintf(tmp, sizeof tmp, "%s/latest.tmp", root);
+    char fin[4096], line[128];
     snprintf(fin, sizeof fin, "%s/latest", root);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return pt_fail(PT_EIO, "cannot create %s: %s", tmp, strerror(errno));
-    char line[128];
     int len = snprintf(line, sizeof line, "%s\n", name);
-    pt_status st = write_all(fd, line, (size_t)len, tmp);
-    if (st != PT_OK) {
-        close(fd);
-        return st;
-    }
-    PT_CHECK(pt_ckpt_file_finish(fd, tmp));
-    if (rename(tmp, fin) != 0)
-        return pt_fail(PT_EIO, "rename %s -> %s: %s", tmp, fin, strerror(errno));
+    PT_CHECK(pt_write_file_atomic(fin, line, (size_t)len));
     return pt_ckpt_fsync_dir(root);
 }
 

@@ -135,47 +135,6 @@ static pt_status read_all(const char *path, size_t max_bytes, char **out, size_t
     return PT_OK;
 }
 
-/* Writes buf to path through path.tmp.<pid>, fsync and rename. */
-static pt_status write_atomic(const char *path, const char *buf, size_t len)
-{
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return pt_fail(PT_EIO, "%s: cannot create (%s); check that its folder exists and is writable", tmp,
-                       strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return pt_fail(PT_EIO, "%s: write failed (%s)", tmp, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return pt_fail(PT_EIO, "%s: fsync failed (%s)", tmp, strerror(e));
-    }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return pt_fail(PT_EIO, "%s: close failed (%s)", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return pt_fail(PT_EIO, "%s: rename failed (%s)", path, strerror(e));
-    }
-    return PT_OK;
-}
-
 /* Writes s with &, <, >, " escaped. */
 static void esc(FILE *f, const char *s)
 {
@@ -1298,7 +1257,7 @@ pt_status pt_report_write(const pt_report_opts *o, pt_report_info *info)
     if (fclose(f) != 0 && st == PT_OK)
         st = pt_fail(PT_ENOMEM, "report: out of memory building the page");
     if (st == PT_OK)
-        st = write_atomic(r->output_path, page, page_len);
+        st = pt_write_file_atomic(r->output_path, page, page_len);
     free(page);
     if (st == PT_OK && info) {
         snprintf(info->output_path, sizeof info->output_path, "%s", r->output_path);

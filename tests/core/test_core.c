@@ -2,7 +2,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "pipetrain/fsutil.h"
 #include "pipetrain/json.h"
 #include "pipetrain/status.h"
 #include "pipetrain/timeutil.h"
@@ -16,6 +18,44 @@ static int failures;
         }                                                                                                \
     } while (0)
 
+/* The whole contents of path (at most cap - 1 bytes), or "" when it cannot be read. */
+static const char *slurp(const char *path, char *buf, size_t cap)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        size_t n = fread(buf, 1, cap - 1, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    return buf;
+}
+
+/* pt_write_file_atomic: creates, replaces, leaves no temporary file, and on a failure keeps the old
+ * file and says which file and call failed. */
+static void test_write_file_atomic(void)
+{
+    char buf[64], tmp[64];
+    unlink("atomic.txt");
+    EXPECT(pt_write_file_atomic("atomic.txt", "one\n", 4) == PT_OK);
+    EXPECT(strcmp(slurp("atomic.txt", buf, sizeof buf), "one\n") == 0);
+    EXPECT(pt_write_file_atomic("atomic.txt", "second", 6) == PT_OK);
+    EXPECT(strcmp(slurp("atomic.txt", buf, sizeof buf), "second") == 0);
+    snprintf(tmp, sizeof tmp, "atomic.txt.tmp.%d", (int)getpid());
+    EXPECT(access(tmp, F_OK) != 0);
+    EXPECT(pt_write_file_atomic("no-such-dir/atomic.txt", "x", 1) == PT_EIO);
+    EXPECT(strstr(pt_last_error(), "no-such-dir/atomic.txt.tmp.") != NULL);
+    /* a directory in the way: the rename fails, the temporary file goes, the directory stays */
+    EXPECT(pt_mkdirs("atomic-dir/inside") == PT_OK);
+    EXPECT(pt_write_file_atomic("atomic-dir", "x", 1) == PT_EIO);
+    EXPECT(strstr(pt_last_error(), "atomic-dir: rename failed") != NULL);
+    snprintf(tmp, sizeof tmp, "atomic-dir.tmp.%d", (int)getpid());
+    EXPECT(access(tmp, F_OK) != 0);
+    EXPECT(access("atomic-dir/inside", F_OK) == 0);
+    EXPECT(pt_write_file_atomic("atomic.txt", "", 0) == PT_OK);
+    EXPECT(strcmp(slurp("atomic.txt", buf, sizeof buf), "") == 0);
+}
+
 static pt_status fails_inner(void) { return pt_fail(PT_EIO, "disk gone"); }
 static pt_status fails_outer(void)
 {
@@ -25,6 +65,7 @@ static pt_status fails_outer(void)
 
 int main(void)
 {
+    test_write_file_atomic();
     EXPECT(fails_outer() == PT_EIO);
     EXPECT(strcmp(pt_last_error(), "loading x.bin: disk gone") == 0);
     EXPECT(pt_status_exit_code(PT_OK) == 0 && pt_status_exit_code(PT_EINVAL) == 2 &&
