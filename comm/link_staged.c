@@ -64,23 +64,6 @@ static pt_status staged_identify(const pt_link_opts *o, pt_link_peer *me)
     return pt_cuda_device_uuid(me->device, me->uuid);
 }
 
-static pt_status events_create(pt_cuda_event ***ev, int n)
-{
-    *ev = calloc((size_t)(n > 0 ? n : 1), sizeof **ev);
-    if (*ev == NULL)
-        return pt_fail(PT_ENOMEM, "out of host memory for CUDA events");
-    for (int i = 0; i < n; i++)
-        PT_CHECK(pt_cuda_event_create(&(*ev)[i]));
-    return PT_OK;
-}
-
-static void events_free(pt_cuda_event **ev, int n)
-{
-    for (int i = 0; ev != NULL && i < n; i++)
-        pt_cuda_event_destroy(ev[i]);
-    free(ev);
-}
-
 static void staged_destroy(void *p, int abort)
 {
     (void)abort;
@@ -100,8 +83,8 @@ static void staged_destroy(void *p, int abort)
     for (int h = 0; x->hbuf != NULL && h < x->n_hbuf; h++)
         pt_cuda_host_free(x->hbuf[h]);
     pt_cuda_host_free(x->red_buf);
-    events_free(x->send_ev, x->send_ev ? x->n_send : 0);
-    events_free(x->hbuf_ev, x->hbuf_ev ? x->n_hbuf : 0);
+    pt_cuda_events_destroy(x->send_ev, x->send_ev ? x->n_send : 0);
+    pt_cuda_events_destroy(x->hbuf_ev, x->hbuf_ev ? x->n_hbuf : 0);
     pt_cuda_event_destroy(x->ev_compute);
     free(x->send_buf);
     free(x->send_pinned);
@@ -172,7 +155,7 @@ static pt_status staged_create(const pt_link_opts *o, void **out, char *note, si
         goto fail;
     }
     PT_TRY(pt_cuda_event_create(&x->ev_compute), fail);
-    PT_TRY(events_create(&x->send_ev, x->n_send), fail);
+    PT_TRY(pt_cuda_events_create(&x->send_ev, x->n_send), fail);
     PT_TRY(pt_cuda_copy_stream_create(o->compute, &x->copy), fail);
     /* pt_comm's shared buffers, so that a same-host receiver copies straight out of them, pinned
      * so that the device copies into them asynchronously. Memory the driver will not pin still
@@ -191,7 +174,7 @@ static pt_status staged_create(const pt_link_opts *o, void **out, char *note, si
         snprintf(note, cap, "%d of %d send buffers could not be pinned", unpinned, x->n_send);
     for (int h = 0; h < x->n_hbuf; h++)
         PT_TRY(pt_cuda_host_alloc(&x->hbuf[h], o->msg_bytes), fail);
-    PT_TRY(events_create(&x->hbuf_ev, x->n_hbuf), fail);
+    PT_TRY(pt_cuda_events_create(&x->hbuf_ev, x->n_hbuf), fail);
     if (o->red_floats > 0) {
         PT_TRY(pt_cuda_host_alloc((void **)&x->red_buf, o->red_floats * sizeof(float)), fail);
         x->red_floats = o->red_floats;

@@ -66,23 +66,6 @@ static pt_status nccl_identify(const pt_link_opts *o, pt_link_peer *me)
     return PT_OK;
 }
 
-static pt_status events_create(pt_cuda_event ***ev, int n)
-{
-    *ev = calloc((size_t)(n > 0 ? n : 1), sizeof **ev);
-    if (*ev == NULL)
-        return pt_fail(PT_ENOMEM, "out of host memory for CUDA events");
-    for (int i = 0; i < n; i++)
-        PT_CHECK(pt_cuda_event_create(&(*ev)[i]));
-    return PT_OK;
-}
-
-static void events_free(pt_cuda_event **ev, int n)
-{
-    for (int i = 0; ev != NULL && i < n; i++)
-        pt_cuda_event_destroy(ev[i]);
-    free(ev);
-}
-
 static void nccl_link_destroy(void *p, int abort)
 {
     nccl_link *x = p;
@@ -102,8 +85,8 @@ static void nccl_link_destroy(void *p, int abort)
     free(x->comms);
     for (int b = 0; x->send_buf != NULL && b < x->n_send; b++)
         pt_backend_free(x->be, x->send_buf[b]);
-    events_free(x->send_ev, x->send_ev ? x->n_send : 0);
-    events_free(x->recv_ev, x->recv_ev ? x->n_recv : 0);
+    pt_cuda_events_destroy(x->send_ev, x->send_ev ? x->n_send : 0);
+    pt_cuda_events_destroy(x->recv_ev, x->recv_ev ? x->n_recv : 0);
     pt_cuda_event_destroy(x->ev_compute);
     free(x->send_buf);
     free(x->send_comm);
@@ -169,8 +152,8 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     for (int i = 0; i < x->n_recv; i++)
         x->recv_comm[i] = -1;
     PT_TRY(pt_cuda_event_create(&x->ev_compute), fail);
-    PT_TRY(events_create(&x->send_ev, x->n_send), fail);
-    PT_TRY(events_create(&x->recv_ev, x->n_recv), fail);
+    PT_TRY(pt_cuda_events_create(&x->send_ev, x->n_send), fail);
+    PT_TRY(pt_cuda_events_create(&x->recv_ev, x->n_recv), fail);
     for (int b = 0; b < x->n_send; b++)
         PT_TRY(pt_backend_alloc(o->be, &x->send_buf[b], o->msg_bytes), fail);
     int idx;

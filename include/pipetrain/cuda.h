@@ -75,6 +75,10 @@ pt_status pt_cuda_memcpy_d2h_async(pt_stream *s, void *dst, const void *src, siz
 typedef struct pt_cuda_event pt_cuda_event;
 pt_status pt_cuda_event_create(pt_cuda_event **out);
 void pt_cuda_event_destroy(pt_cuda_event *e);
+/* n events in a malloc'd array (at least one slot). On an error *out holds the events made so far
+ * (the rest NULL): pt_cuda_events_destroy(*out, n) frees it either way (accepts NULL). */
+pt_status pt_cuda_events_create(pt_cuda_event ***out, int n);
+void pt_cuda_events_destroy(pt_cuda_event **ev, int n);
 /* Captures everything queued on s so far. Does not block. */
 pt_status pt_cuda_event_record(pt_cuda_event *e, pt_stream *s);
 /* *done = 1 when the work captured by the last record has finished (or e was never recorded),

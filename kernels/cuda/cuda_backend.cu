@@ -148,6 +148,23 @@ extern "C" void pt_cuda_event_destroy(pt_cuda_event *e)
     free(e);
 }
 
+extern "C" pt_status pt_cuda_events_create(pt_cuda_event ***out, int n)
+{
+    *out = (pt_cuda_event **)calloc((size_t)(n > 0 ? n : 1), sizeof **out);
+    if (*out == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory for %d CUDA events", n);
+    for (int i = 0; i < n; i++)
+        PT_CHECK(pt_cuda_event_create(&(*out)[i]));
+    return PT_OK;
+}
+
+extern "C" void pt_cuda_events_destroy(pt_cuda_event **ev, int n)
+{
+    for (int i = 0; ev != NULL && i < n; i++)
+        pt_cuda_event_destroy(ev[i]);
+    free(ev);
+}
+
 extern "C" pt_status pt_cuda_event_record(pt_cuda_event *e, pt_stream *s)
 {
     PT_CUDA_CHECK(cudaEventRecord(e->ev, s->stream), "cudaEventRecord");
