@@ -1,7 +1,7 @@
-/* tests/cuda/emu/nccl_emu.c — the pt_nccl_* calls the pipeline runtime makes (pipetrain/nccl.h),
+/* tests/cuda/emu/nccl_emu.c — the pt_nccl_* calls the NCCL link makes (comm/nccl/link_nccl.c, pipetrain/nccl.h),
  * answered over pt_comm, for the emulated NCCL pipeline test (cuda.emulated_pipeline_nccl). Linked
  * into the test program ahead of pt_comm_nccl, so comm/nccl/nccl.c is not used there: it defines
- * every pt_nccl_* function the runtime calls (create, destroy, abort, send, recv, allreduce,
+ * every pt_nccl_* function the link calls (create, destroy, abort, send, recv, allreduce,
  * wait_event) and no other.
  *
  * What it keeps of NCCL: a communicator is created collectively by its members; a send and a
