@@ -342,7 +342,8 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
                                         "micro_batch_size", "micro_batches", "seq_len", "device", "nodes",
                                         "devices_per_node", "params_total", "chunk_list", "pred_rank_mem_bytes",
                                         "pred_step_time_s", "pred_bubble", "pred_tokens_per_s", "pred_mfu",
-                                        "pred_dp_comm_s", "pred_optim_s", "head_split", NULL };
+                                        "pred_dp_comm_s", "pred_optim_s", "head_split",
+                                        "model" /* written by pipetrain plan, read by train --plan */, NULL };
     static const char *const chunk_keys[] = { "first_layer", "last_layer", "layers", "rank", "chunk", "recompute",
                                               "params", "pred_time_s", "pred_mem_bytes", "link_after", NULL };
     const char *what = "plan";

@@ -239,7 +239,8 @@ pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *not
     }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pt_fail(PT_EIO, "%s: no such checkpoint directory; check --ckpt-dir", dir);
+        return pt_fail(PT_EIO, "%s: no such checkpoint directory; give the directory a run saved its checkpoints in "
+                                "(a run's RUN_DIR/ckpt, or the folder its train command named)", dir);
     /* `latest` */
     char latest[256] = "", why[1200] = "";
     snprintf(path, sizeof path, "%s/latest", dir);

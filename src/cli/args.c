@@ -42,6 +42,10 @@ pt_status pt_args_parse_bytes(const char *text, size_t *out)
 
 static void print_default(const pt_opt *o)
 {
+    if (o->default_text) {
+        printf(" (default: %s)", o->default_text);
+        return;
+    }
     switch (o->type) {
     case PT_OPT_FLAG: break;
     case PT_OPT_INT: printf(" (default %d)", *(int *)o->dst); break;
@@ -158,9 +162,20 @@ pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, in
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         pt_opt *o = NULL;
-        for (int k = 0; k < spec->n_opts; k++)
+        int by_alias = 0;
+        for (int k = 0; k < spec->n_opts && !o; k++)
             if (strlen(spec->opts[k].name) == len && strncmp(spec->opts[k].name, name, len) == 0)
                 o = &spec->opts[k];
+        for (int k = 0; k < spec->n_opts && !o; k++) {
+            const char *al = spec->opts[k].alias;
+            if (al && strlen(al) == len && strncmp(al, name, len) == 0) {
+                o = &spec->opts[k];
+                by_alias = 1;
+            }
+        }
+        if (o && by_alias && !o->seen) /* one line, once: the old spelling works for one more release */
+            fprintf(stderr, "pipetrain: --%s is deprecated; use --%s (the old name goes in the next release)\n",
+                    o->alias, o->name);
         if (!o)
             return pt_fail(PT_EINVAL, "unknown option '%.*s'; see '%s --help'", (int)(len + 2), a, argv[0]);
         const char *val = NULL;
@@ -180,6 +195,24 @@ pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, in
     if (n_pos)
         *n_pos = np;
     return PT_OK;
+}
+
+pt_status pt_args_enum(const char *opt, const char *val, const char *const *names, const char *extra, int *idx)
+{
+    int n = 0;
+    for (; names[n]; n++)
+        if (val && strcmp(val, names[n]) == 0) {
+            if (idx)
+                *idx = n;
+            return PT_OK;
+        }
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (int k = 0; k < n && off + 2 < sizeof list; k++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", k ? ", " : "", names[k]);
+    return pt_fail(PT_EINVAL, "--%s '%s' is not one of: %s%s%s", opt, val ? val : "", list, extra ? ", " : "",
+                   extra ? extra : "");
 }
 
 int pt_cli_finish(pt_status st)

@@ -37,6 +37,10 @@ typedef struct pt_opt {
     const char *metavar; /* shown in --help ("N", "FILE"); NULL for flags */
     const char *help;    /* one line; the default is shown from *dst when not a flag */
     int seen;            /* set to 1 by the parser when the option was given */
+    const char *alias;   /* NULL, or the option's old spelling ("mem" for --mem-limit): still accepted for one
+                          * release, with a one-line deprecation notice on stderr; not shown in --help */
+    const char *default_text; /* NULL: --help shows the default from *dst; else this text instead ("8 at
+                               * --stages 2, 16 at 4"), for defaults that other options decide */
 } pt_opt;
 
 typedef struct pt_cmd_spec {
@@ -57,6 +61,11 @@ pt_status pt_args_parse(pt_cmd_spec *spec, int argc, char **argv, char **pos, in
  * ("the checkpoint directory", "DIR and OUT"): any other count is PT_EINVAL
  * "<argv[0]> needs <what> (usage: <spec->usage>)". pos must hold n entries. */
 pt_status pt_args_parse_n(pt_cmd_spec *spec, int argc, char **argv, char **pos, int n, const char *what, int *done);
+
+/* Checks an enumerated option's value: sets *idx to the index of `val` in the NULL-terminated
+ * `names` and returns PT_OK, or returns PT_EINVAL "--<opt> 'foo' is not one of: a, b, c" (with
+ * `extra`, e.g. "or a schedule file", after the list when not NULL). */
+pt_status pt_args_enum(const char *opt, const char *val, const char *const *names, const char *extra, int *idx);
 
 /* Prints the help of `spec` to stdout. */
 void pt_args_print_help(const pt_cmd_spec *spec);

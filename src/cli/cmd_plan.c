@@ -166,7 +166,7 @@ int pt_cmd_plan(int argc, char **argv)
         { "gpus", PT_OPT_INT, &gpus, "G", "devices in all (stages x replicas)", 0 },
         { "nodes", PT_OPT_INT, &nodes, "N", "nodes the devices are spread over (G/N per node)", 0 },
         { "device", PT_OPT_STRING, &device, "cpu|h100|h200|FILE", "device preset or JSON device file", 0 },
-        { "mem", PT_OPT_BYTES, &mem, "BYTES", "memory per device (default: the device's)", 0 },
+        { "mem-limit", PT_OPT_BYTES, &mem, "BYTES", "memory per device (24G, 512M); default: the device's", 0, "mem" },
         { "partition", PT_OPT_STRING, &method, "METHOD", "uniform, params, time, memory or auto", 0 },
         { "schedule", PT_OPT_STRING, &schedule, "NAME",
           "gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2, zbv; default 1f1b (auto searches)", 0 },
@@ -183,18 +183,21 @@ int pt_cmd_plan(int argc, char **argv)
           "step (small model, large vocabulary); auto: the K with the shortest predicted step; default: the "
           "config file's, 1 unless it says",
           0 },
-        { "costs", PT_OPT_STRING, &costs, "FILE", "measured layer costs from pipetrain profile-layers", 0 },
-        { "output", PT_OPT_STRING, &output, "FILE", "also write the plan JSON here (for pipetrain train)", 0 },
+        { "layer-costs", PT_OPT_STRING, &costs, "FILE", "measured layer times from 'pipetrain profile-layers'", 0,
+          "costs" },
+        { "output", PT_OPT_STRING, &output, "FILE",
+          "also write the plan JSON here; 'pipetrain train --plan FILE' runs it", 0 },
         { "json", PT_OPT_FLAG, &json, NULL, "print the plan as JSON", 0 },
     };
     pt_cmd_spec spec = {
-        "pipetrain plan --model NAME|CONFIG --gpus G [--nodes N] [--device D] [--mem BYTES] [--partition METHOD] ...",
+        "pipetrain plan --model NAME|CONFIG --gpus G [--nodes N] [--device D] [--mem-limit BYTES] [--partition METHOD] ...",
         "Partition a model's layers into pipeline stages and predict step time, bubble, tokens/s, MFU and memory.",
         opts, (int)(sizeof opts / sizeof opts[0]),
-        "examples:\n  pipetrain plan --model gpt2-xl --gpus 8 --device h100 --partition memory --mem 16G\n"
+        "examples:\n  pipetrain plan --model gpt2-xl --gpus 8 --device h100 --partition memory --mem-limit 16G\n"
         "  pipetrain plan --model gpt3-175b --gpus 1024 --nodes 128 --device h100 --partition auto --global-batch 1536\n"
         "  pipetrain plan --model llama3-70b --gpus 512 --nodes 64 --device h100 --partition auto --seq-len 8192 "
         "--global-batch 1024\n"
+        "  pipetrain plan --model gpt2-tiny --gpus 2 --seq-len 128 --output plan.json && pipetrain train --plan plan.json\n"
         "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json\n"
         "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256"
     };
@@ -296,8 +299,14 @@ int pt_cmd_plan(int argc, char **argv)
         }
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
     }
-    if (json || output)
+    if (json || output) {
         PT_TRY(pt_plan_to_json(p, &j), out);
+        /* the model as given, so that 'train --plan' runs (or refuses) the same one */
+        if (!cJSON_AddStringToObject(j, "model", model)) {
+            st = pt_fail(PT_ENOMEM, "out of host memory writing the plan");
+            goto out;
+        }
+    }
     if (output)
         PT_TRY(pt_json_write_file(output, j, 0), out);
     if (json) {

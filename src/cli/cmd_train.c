@@ -328,6 +328,8 @@ static pt_status check_layout_fits(const train_args *a, const pt_train_cfg *cfg,
     return PT_OK;
 }
 
+static void print_batch_shape(const train_args *a, const pt_train_cfg *cfg);
+
 static pt_status run_train(const train_args *a, int *interrupted)
 {
     pt_train_cfg cfg = a->cfg;
@@ -368,6 +370,8 @@ static pt_status run_train(const train_args *a, int *interrupted)
                                       "(or leave it out)", nproc, a->stages, a->dp, want, want);
         PT_CHECK(check_layout_fits(a, &cfg, nproc, cores));
     }
+    if (!job) /* the launcher, or the one process: the batch every step runs on */
+        print_batch_shape(a, &cfg);
     if (!job && nproc > 1) {
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
@@ -445,6 +449,251 @@ static pt_status run_train(const train_args *a, int *interrupted)
     return st;
 }
 
+/* ---- the batch shape: one resolution for --help and for the run ---- */
+
+/* The micro-batch count M and size B of a run of `stages` pipeline stages, from what was given
+ * (m_given, b_given > 0: --micro-batches, --micro-batch-size, their --config keys or --plan; 0: not
+ * given). The default global batch, pt_train_cfg_defaults' M x B = 16 sequences per replica, is
+ * kept where the options leave room: a pipeline splits it into at least 4 micro-batches per stage
+ * (the smallest divisor of 16 that gives them, else 16 of one sequence), and --micro-batches M
+ * alone makes B = 16 / M (at least 1). --micro-batch-size B alone keeps B with M = 4 x stages in a
+ * pipeline (the default M in one process). `pipetrain train --help` prints what this gives. */
+static void resolve_batch(int stages, int m_given, int b_given, int *M, int *B)
+{
+    pt_train_cfg d;
+    pt_train_cfg_defaults(&d);
+    const int global = d.micro_batch_size * d.micro_batches;
+    if (m_given > 0 && b_given > 0) {
+        *M = m_given;
+        *B = b_given;
+    } else if (m_given > 0) {
+        *M = m_given;
+        *B = global / m_given >= 1 ? global / m_given : 1;
+    } else if (b_given > 0) {
+        *B = b_given;
+        *M = stages > 1 ? 4 * stages : d.micro_batches;
+    } else if (stages <= 1) {
+        *M = d.micro_batches;
+        *B = d.micro_batch_size;
+    } else {
+        int m = 4 * stages;
+        while (m < global && global % m != 0)
+            m++;
+        *M = m < global ? m : global;
+        *B = global / *M;
+    }
+}
+
+/* The --help default of --micro-batches (want_m) or --micro-batch-size as resolve_batch gives it
+ * at each stage count: "1 at --stages 1, 8 at --stages 2 and with no --stages, 16 at --stages 3 or
+ * more", and what it is when the other of the two is given. */
+static void batch_default_text(char *buf, size_t cap, int want_m, int default_stages)
+{
+    enum { MAX_P = 64 };
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int p = 1; p <= MAX_P && off + 1 < cap;) {
+        int M, B;
+        resolve_batch(p, 0, 0, &M, &B);
+        const int v = want_m ? M : B;
+        int q = p;
+        for (;;) { /* the stage counts p..q give the same value */
+            int M2, B2;
+            if (q == MAX_P)
+                break;
+            resolve_batch(q + 1, 0, 0, &M2, &B2);
+            if ((want_m ? M2 : B2) != v)
+                break;
+            q++;
+        }
+        const char *dflt = default_stages >= p && default_stages <= q ? " and with no --stages" : "";
+        if (q == MAX_P && q > p)
+            off += (size_t)snprintf(buf + off, cap - off, "%s%d at --stages %d or more%s", p > 1 ? ", " : "", v, p,
+                                    dflt);
+        else if (q > p)
+            off += (size_t)snprintf(buf + off, cap - off, "%s%d at --stages %d to %d%s", p > 1 ? ", " : "", v, p, q,
+                                    dflt);
+        else
+            off += (size_t)snprintf(buf + off, cap - off, "%s%d at --stages %d%s", p > 1 ? ", " : "", v, p, dflt);
+        p = q + 1;
+    }
+    pt_train_cfg d;
+    pt_train_cfg_defaults(&d);
+    if (off + 1 < cap) {
+        if (want_m)
+            snprintf(buf + off, cap - off, "; with --micro-batch-size given: 4 x stages, %d at --stages 1",
+                     d.micro_batches);
+        else
+            snprintf(buf + off, cap - off, "; with --micro-batches M given: %d / M, at least 1",
+                     d.micro_batches * d.micro_batch_size);
+    }
+}
+
+/* The line train prints at start-up (before any rank starts): the batch the run steps on. A
+ * schedule file says its own stage and micro-batch counts. */
+static void print_batch_shape(const train_args *a, const pt_train_cfg *cfg)
+{
+    int M = cfg->micro_batches, P = a->stages;
+    pt_schedule *sc = NULL;
+    if (a->schedule && access(a->schedule, R_OK) == 0 && pt_sched_load(a->schedule, &sc) == PT_OK) {
+        M = sc->n_microbatches;
+        P = sc->n_ranks;
+    }
+    pt_sched_destroy(sc);
+    pt_clear_error();
+    const long long seqs = (long long)M * cfg->micro_batch_size * a->dp;
+    printf("batch shape: M=%d micro-batches x B=%d sequences x D=%d replica%s = %lld sequences of T=%d tokens, "
+           "%lld tokens a step (%d stage%s)\n",
+           M, cfg->micro_batch_size, a->dp, a->dp == 1 ? "" : "s", seqs, cfg->seq_len, seqs * cfg->seq_len, P,
+           P == 1 ? "" : "s");
+    fflush(stdout);
+}
+
+/* Unknown names are refused with the valid ones before anything starts (the library's own
+ * messages list the model presets and tokenizers). */
+static pt_status check_names(const train_args *a)
+{
+    static const char *const partitions[] = { "uniform", "params", "time", "memory", NULL };
+    static const char *const backends[] = { "cpu", "cuda", NULL };
+    if (a->schedule && access(a->schedule, R_OK) != 0) {
+        int is_gen = 0;
+        for (const char *const *g = pt_sched_generator_names(); *g; g++)
+            is_gen |= strcmp(*g, a->schedule) == 0;
+        if (!is_gen)
+            return pt_args_enum("schedule", a->schedule, pt_sched_generator_names(),
+                                "or a readable schedule file (docs/schedules.md)", NULL);
+    }
+    if (a->partition)
+        PT_CHECK(pt_args_enum("partition", a->partition, partitions, NULL, NULL));
+    if (a->cfg.backend)
+        PT_CHECK(pt_args_enum("backend", a->cfg.backend, backends, NULL, NULL));
+    return PT_OK;
+}
+
+/* Whether option `name` was given, on the command line or in the --config file. */
+static int opt_given(const pt_opt *opts, int n, const cJSON *config_root, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(opts[i].name, name) == 0 && opts[i].seen)
+            return 1;
+    return config_root && cJSON_GetObjectItemCaseSensitive(config_root, name) != NULL;
+}
+
+/* --plan FILE: the plan 'pipetrain plan --output FILE' wrote gives the model (unless --model is
+ * given), stages, chunks, replicas, the layers of each chunk (as --layout), schedule, M, B, T and
+ * the head split. An option that disagrees with it, a plan of another model or of another layer
+ * count is refused in one line. model_buf and layout receive the strings the options then point at. */
+static pt_status apply_plan(const char *path, train_args *a, const pt_opt *opts, int n, const cJSON *config_root,
+                            char *model_buf, size_t model_cap, char *layout, size_t layout_cap)
+{
+    cJSON *root = NULL;
+    pt_plan *p = NULL;
+    PT_CHECK(pt_json_read_file(path, &root));
+    pt_status st = pt_plan_from_json(root, &p);
+    if (st != PT_OK) {
+        cJSON_Delete(root);
+        return pt_fail_wrap(st, "--plan %s", path);
+    }
+    pt_train_cfg *cfg = &a->cfg;
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (cJSON_IsString(jm)) {
+        if (opt_given(opts, n, config_root, "model") && strcmp(jm->valuestring, cfg->model) != 0) {
+            st = pt_fail(PT_EINVAL, "--plan %s is a plan of %s, but --model is %s; drop --model, or make a plan of it: "
+                                    "pipetrain plan --model %s ... --output FILE",
+                         path, jm->valuestring, cfg->model, cfg->model);
+            goto out;
+        }
+        snprintf(model_buf, model_cap, "%s", jm->valuestring);
+        cfg->model = model_buf;
+    }
+    static const char *const fixed[] = { "layout", "partition", NULL };
+    for (const char *const *f = fixed; *f; f++)
+        if (opt_given(opts, n, config_root, *f)) {
+            st = pt_fail(PT_EINVAL, "--%s and --plan %s both decide the split into chunks; give one of them", *f, path);
+            goto out;
+        }
+    struct {
+        const char *name;
+        int *dst, plan;
+    } ints[] = {
+        { "stages", &a->stages, p->n_stages },
+        { "dp", &a->dp, p->n_replicas },
+        { "chunks", &a->chunks, p->n_chunks },
+        { "micro-batches", &cfg->micro_batches, p->n_microbatches },
+        { "micro-batch-size", &cfg->micro_batch_size, p->micro_batch_size },
+        { "seq-len", &cfg->seq_len, p->seq_len },
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        if (opt_given(opts, n, config_root, ints[i].name) && *ints[i].dst != ints[i].plan) {
+            st = pt_fail(PT_EINVAL, "--%s %d disagrees with --plan %s, which has %d; drop --%s, or make a plan with it",
+                         ints[i].name, *ints[i].dst, path, ints[i].plan, ints[i].name);
+            goto out;
+        }
+        *ints[i].dst = ints[i].plan;
+    }
+    if (opt_given(opts, n, config_root, "schedule") && a->schedule && strcmp(a->schedule, p->schedule) != 0) {
+        st = pt_fail(PT_EINVAL, "--schedule %s disagrees with --plan %s, which runs %s; drop --schedule, or make a plan "
+                                "with it",
+                     a->schedule, path, p->schedule);
+        goto out;
+    }
+    if (opt_given(opts, n, config_root, "head-split") && cfg->head_split != p->head_split &&
+        !(cfg->head_split <= 1 && p->head_split == 1)) {
+        st = pt_fail(PT_EINVAL, "--head-split disagrees with --plan %s, which cuts the LM head into %d layer%s; drop "
+                                "--head-split",
+                     path, p->head_split, p->head_split == 1 ? "" : "s");
+        goto out;
+    }
+    cfg->head_split = p->head_split;
+    pt_model_config mc;
+    PT_TRY(pt_model_config_load(cfg->model, &mc), out);
+    PT_TRY(pt_model_config_set_head_split(&mc, p->head_split), out);
+    const int n_plan = p->last_layer[p->n_vstages - 1] + 1, n_model = pt_model_n_layers(&mc);
+    if (n_plan != n_model) {
+        st = pt_fail(PT_EINVAL, "--plan %s splits %d layers, but %s has %d (embedding, %d blocks, %d head layer%s); "
+                                "make the plan of this model: pipetrain plan --model %s ... --output FILE",
+                     path, n_plan, cfg->model, n_model, mc.n_layer, n_model - 1 - mc.n_layer,
+                     n_model - 2 - mc.n_layer ? "s" : "", cfg->model);
+        goto out;
+    }
+    size_t off = 0;
+    layout[0] = '\0';
+    for (int v = 0; v < p->n_vstages && off + 1 < layout_cap; v++)
+        off += (size_t)snprintf(layout + off, layout_cap - off, "%s%d", v ? "," : "",
+                                p->last_layer[v] - p->first_layer[v] + 1);
+    if (off + 1 >= layout_cap) {
+        st = pt_fail(PT_EINVAL, "--plan %s has too many chunks (%d) for this build's layout text", path, p->n_vstages);
+        goto out;
+    }
+    a->layout = layout;
+    /* the schedule name goes after the layout in the same buffer, which outlives the plan */
+    if (p->schedule[0] && off + 2 + strlen(p->schedule) < layout_cap) {
+        char *sched = layout + off + 1;
+        snprintf(sched, layout_cap - off - 1, "%s", p->schedule);
+        a->schedule = sched;
+    }
+    int n_re = 0;
+    for (int v = 0; v < p->n_vstages; v++)
+        n_re += p->recompute[v] != 0;
+    int job = 0, job_rank = 0, job_size = 1;
+    if (pt_comm_env_job(&job, &job_rank, &job_size) == PT_OK && !job) {
+        printf("plan: %s (%s, %s): %d stage%s x %d chunk%s x %d replica%s, layers per chunk %s, schedule %s, M=%d B=%d "
+               "T=%d\n",
+               path, cfg->model, p->method, p->n_stages, p->n_stages == 1 ? "" : "s", p->n_chunks,
+               p->n_chunks == 1 ? "" : "s", p->n_replicas, p->n_replicas == 1 ? "" : "s", layout, a->schedule,
+               p->n_microbatches, p->micro_batch_size, p->seq_len);
+        if (n_re)
+            printf("note: the plan recomputes the activations of %d chunk%s; train keeps them instead (it has no "
+                   "recomputation)\n",
+                   n_re, n_re == 1 ? "" : "s");
+    }
+    pt_clear_error();
+out:
+    pt_plan_destroy(p);
+    cJSON_Delete(root);
+    return st;
+}
+
 int pt_cmd_train(int argc, char **argv)
 {
     train_args a;
@@ -464,6 +713,12 @@ int pt_cmd_train(int argc, char **argv)
     a.argc = argc - 1;
     a.argv = argv + 1;
     pt_train_cfg *cfg = &a.cfg;
+    /* --help shows the micro-batch defaults resolve_batch gives at each --stages */
+    char m_default[256], b_default[256];
+    batch_default_text(m_default, sizeof m_default, 1, a.stages);
+    batch_default_text(b_default, sizeof b_default, 0, a.stages);
+    const char *plan_path = NULL;
+    char plan_model[256], plan_layout[1024];
     pt_opt opts[] = {
         { "config", PT_OPT_STRING, &a.config, "FILE",
           "JSON object of option values ({\"steps\": 100, \"lr\": 1e-3}); the command line wins", 0 },
@@ -476,8 +731,11 @@ int pt_cmd_train(int argc, char **argv)
         { "data", PT_OPT_STRING, &cfg->data, "FILE|DIR|GLOB",
           "token shards from 'pipetrain prepare' (docs/data.md), or builtin:sort / builtin:add", 0 },
         { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
-        { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M", "micro-batches per step (gradient accumulation)", 0 },
-        { "micro-batch-size", PT_OPT_INT, &cfg->micro_batch_size, "B", "sequences per micro-batch", 0 },
+        { "micro-batches", PT_OPT_INT, &cfg->micro_batches, "M",
+          "micro-batches per step and replica (gradient accumulation); a step is M x B x D sequences", 0, NULL,
+          m_default },
+        { "micro-batch-size", PT_OPT_INT, &cfg->micro_batch_size, "B", "sequences per micro-batch", 0, NULL,
+          b_default },
         { "seq-len", PT_OPT_INT, &cfg->seq_len, "T", "tokens per sequence", 0 },
         { "lr", PT_OPT_DOUBLE, &cfg->lr, "LR", "peak learning rate (AdamW)", 0 },
         { "lr-min", PT_OPT_DOUBLE, &a.lr_min, "LR", "final learning rate of the cosine decay (-1: lr / 10)", 0 },
@@ -485,7 +743,8 @@ int pt_cmd_train(int argc, char **argv)
         { "weight-decay", PT_OPT_DOUBLE, &cfg->weight_decay, "WD", "decoupled weight decay (matrices only)", 0 },
         { "grad-clip", PT_OPT_DOUBLE, &cfg->grad_clip, "NORM", "clip the global gradient norm to this (0: off)", 0 },
         { "seed", PT_OPT_INT64, &a.seed, "N", "seed of the weights and the data order", 0 },
-        { "threads", PT_OPT_INT, &cfg->threads, "N", "CPU threads (0: all cores)", 0 },
+        { "threads", PT_OPT_INT, &cfg->threads, "N",
+          "CPU threads per rank (0: all cores in one process, cores / ranks each when it starts ranks)", 0 },
         { "eval-every", PT_OPT_INT64, &a.eval_every, "N", "steps between evals on the held-out split (0: at the end)", 0 },
         { "eval-batches", PT_OPT_INT, &cfg->eval_batches, "N", "held-out batches per eval, of --micro-batch-size sequences before a pipeline splits it (0: no eval)", 0 },
         { "log-every", PT_OPT_INT64, &a.log_every, "N", "steps between progress lines (0: about 20 lines)", 0 },
@@ -508,6 +767,9 @@ int pt_cmd_train(int argc, char **argv)
           "gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-h2, zbv, or a schedule file (default 1f1b)", 0 },
         { "partition", PT_OPT_STRING, &a.partition, "METHOD", "uniform, params, time or memory (default time)", 0 },
         { "layout", PT_OPT_STRING, &a.layout, "N,N,...", "layers per chunk, embedding and head included (\"3,3\")", 0 },
+        { "plan", PT_OPT_STRING, &plan_path, "FILE",
+          "run the plan 'pipetrain plan --output FILE' wrote: its model, stages, chunks, replicas, layers per chunk, "
+          "schedule, M, B and T (an option that disagrees is refused)", 0 },
         { "layer-costs", PT_OPT_STRING, &a.layer_costs, "FILE", "measured layer times from 'pipetrain profile-layers'", 0 },
         { "mem-limit", PT_OPT_BYTES, &a.mem_limit, "BYTES", "memory per rank (24G, 512M); refuse plans that exceed it", 0 },
         { "profile", PT_OPT_STRING, &a.profile_dir, "DIR",
@@ -540,7 +802,8 @@ int pt_cmd_train(int argc, char **argv)
         "  pipetrain train --model gpt2 --init-from gpt2.safetensors --data data/book --lr 1e-4\n"
         "  pipetrain train --init-from Llama-3.2-1B --data data/book --lr 1e-5\n"
         "  pipetrain train --stages 2 --schedule 1f1b --micro-batches 8 --profile prof\n"
-        "  pipetrain train --stages 2 --dp 2 --schedule zb-h1 --micro-batches 8",
+        "  pipetrain train --stages 2 --dp 2 --schedule zb-h1 --micro-batches 8\n"
+        "  pipetrain plan --model gpt2-tiny --gpus 2 --seq-len 128 --output plan.json && pipetrain train --plan plan.json",
     };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
@@ -559,30 +822,20 @@ int pt_cmd_train(int argc, char **argv)
             model_seen |= opts[i].seen;
     if (!model_seen && cfg->init_from && stat(cfg->init_from, &init_sb) == 0 && S_ISDIR(init_sb.st_mode))
         cfg->model = cfg->init_from;
-    /* A pipeline needs several micro-batches in flight: unless told otherwise, split the default
-     * global batch (B x M sequences) into at least 4 micro-batches per stage of the same total size. */
-    a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the same options evaluates */
-    int mb_seen = 0, mbs_seen = 0;
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
-        if (strcmp(opts[i].name, "micro-batches") == 0)
-            mb_seen = opts[i].seen || (config_root && cJSON_GetObjectItemCaseSensitive(config_root, "micro-batches"));
-        if (strcmp(opts[i].name, "micro-batch-size") == 0)
-            mbs_seen = opts[i].seen ||
-                       (config_root && cJSON_GetObjectItemCaseSensitive(config_root, "micro-batch-size"));
-    }
-    if (a.stages > 1 && !mb_seen) {
-        /* the smallest divisor of the global batch that gives at least 4 micro-batches per stage
-         * (else one sequence each), so the global batch, and what the run learns, stays the same */
-        int global = cfg->micro_batch_size * cfg->micro_batches;
-        int m = 4 * a.stages;
-        if (mbs_seen) {
-            cfg->micro_batches = m; /* the micro-batch size was given: keep it */
-        } else {
-            while (m < global && global % m != 0)
-                m++;
-            cfg->micro_batches = m < global ? m : global;
-            cfg->micro_batch_size = global / cfg->micro_batches;
-        }
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    if (st == PT_OK && plan_path)
+        st = apply_plan(plan_path, &a, opts, n_opts, config_root, plan_model, sizeof plan_model, plan_layout,
+                        sizeof plan_layout);
+    if (st == PT_OK)
+        st = check_names(&a);
+    /* The batch shape: what --micro-batches / --micro-batch-size (or --config, --plan) gave, the
+     * rest from resolve_batch, the function --help's defaults come from. */
+    a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the default options evaluates */
+    {
+        const int mb_seen = plan_path || opt_given(opts, n_opts, config_root, "micro-batches");
+        const int mbs_seen = plan_path || opt_given(opts, n_opts, config_root, "micro-batch-size");
+        resolve_batch(a.stages, mb_seen ? cfg->micro_batches : 0, mbs_seen ? cfg->micro_batch_size : 0,
+                      &cfg->micro_batches, &cfg->micro_batch_size);
     }
     int interrupted = 0;
     if (st == PT_OK)
