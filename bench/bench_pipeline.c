@@ -1,4 +1,4 @@
-/* `pipetrain bench pipeline [--json] [--model NAME] [--mbs 4,8,16] ...`: pipeline throughput
+/* `pipetrain bench pipeline [--json] [--model NAME] [--micro-batches 4,8,16] ...`: pipeline throughput
  * against one process, and the measured bubble against the simulator's prediction.
  *
  * For each micro-batch count M, in the same invocation:
@@ -18,6 +18,7 @@
 #include "args.h"
 #include "cli.h"
 #include "pipetrain/runtime.h"
+#include "pipetrain/schedule.h"
 #include "pipetrain/timeutil.h"
 #include "pipetrain/train_loop.h"
 
@@ -173,7 +174,7 @@ int pt_bench_pipeline(int argc, char **argv)
         { "model", PT_OPT_STRING, &o.model, "NAME|FILE", "model preset or JSON config", 0 },
         { "schedule", PT_OPT_STRING, &o.schedule, "NAME", "pipeline schedule", 0 },
         { "partition", PT_OPT_STRING, &o.partition, "METHOD", "planner method for the stage split", 0 },
-        { "mbs", PT_OPT_STRING, &o.mbs, "LIST", "micro-batch counts to measure, comma-separated", 0 },
+        { "micro-batches", PT_OPT_STRING, &o.mbs, "M,M,...", "micro-batch counts to measure, comma-separated", 0, "mbs" },
         { "micro-batch-size", PT_OPT_INT, &o.B, "B", "sequences per micro-batch", 0 },
         { "seq-len", PT_OPT_INT, &o.T, "T", "tokens per sequence", 0 },
         { "steps", PT_OPT_INT, &o.steps, "N", "timed steps after one warm-up step", 0 },
@@ -190,7 +191,7 @@ int pt_bench_pipeline(int argc, char **argv)
                          "Pipeline tokens/s against one process (same invocation), and the measured bubble\n"
                          "against the simulator's prediction on the per-action costs measured in the run.",
                          opts, (int)(sizeof(opts) / sizeof(opts[0])),
-                         "example: pipetrain bench pipeline --mbs 4,8,16 --json" };
+                         "example: pipetrain bench pipeline --micro-batches 4,8,16 --json" };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
     if (st != PT_OK || done)
@@ -198,6 +199,12 @@ int pt_bench_pipeline(int argc, char **argv)
     if (o.B < 1 || o.T < 1 || o.steps < 1 || o.P < 1 || o.P > 8)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--micro-batch-size, --seq-len and --steps must be >= 1 and "
                                                 "--stages within 1..8"));
+    static const char *const partitions[] = { "uniform", "params", "time", "memory", NULL };
+    st = pt_args_enum("schedule", o.schedule, pt_sched_generator_names(), NULL, NULL);
+    if (st == PT_OK)
+        st = pt_args_enum("partition", o.partition, partitions, NULL, NULL);
+    if (st != PT_OK)
+        return pt_cli_finish(st);
     if (worker_mode) {
         if (!out_path || worker_m < 1)
             return pt_cli_finish(pt_fail(PT_EINVAL, "--worker needs --worker-m and --out"));
@@ -211,7 +218,7 @@ int pt_bench_pipeline(int argc, char **argv)
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int M = atoi(tok);
         if (M < 1)
-            return pt_cli_finish(pt_fail(PT_EINVAL, "--mbs: '%s' is not a positive count", tok));
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--micro-batches: '%s' is not a positive count", tok));
         double base = 0;
         bp_result r;
         memset(&r, 0, sizeof(r));

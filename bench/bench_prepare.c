@@ -6,7 +6,7 @@
  * two forms: corpus.txt (the documents joined by "\n\n": one big document, which prepare cuts into
  * pieces) and corpus.jsonl (one {"text": ...} line per document). Each form is prepared with
  * --threads 1 and with --threads N (default: every core) into gpt2 shards; the time is pt_prepare's
- * wall time (reading, encoding, writing, fsync), the fastest of --repeat runs, and MB/s is input
+ * wall time (reading, encoding, writing, fsync), the fastest of --reps runs, and MB/s is input
  * bytes / 1e6 per second. cpu_s is the process's user + system CPU time over that run (getrusage):
  * on a machine shared with other work, wall time shows the share of the cores the run got, and
  * cpu_s / seconds how many cores it kept busy. The shards and sidecar of the N-thread run must
@@ -127,12 +127,12 @@ int pt_bench_prepare(int argc, char **argv)
     pt_opt opts[] = {
         { "mb", PT_OPT_DOUBLE, &mb, "MIB", "corpus size in MiB", 0 },
         { "threads", PT_OPT_INT, &threads, "N", "threads of the parallel run (0: every core)", 0 },
-        { "repeat", PT_OPT_INT, &repeat, "R", "keep the fastest of R runs", 0 },
+        { "reps", PT_OPT_INT, &repeat, "R", "keep the fastest of R runs", 0, "repeat" },
         { "tokenizer", PT_OPT_STRING, &tokenizer, "NAME|FILE", "the tokenizer", 0 },
         { "dir", PT_OPT_STRING, &dir, "DIR", "scratch folder for the corpus and shards (default: $TMPDIR or /tmp)", 0 },
         { "json", PT_OPT_FLAG, &json, NULL, "print results as JSON lines", 0 },
     };
-    pt_cmd_spec spec = { "pipetrain bench prepare [--mb 50] [--threads N] [--repeat R]",
+    pt_cmd_spec spec = { "pipetrain bench prepare [--mb 50] [--threads N] [--reps R]",
                          "prepare's MB/s on one thread and on every core (same corpus, outputs compared).", opts,
                          (int)(sizeof opts / sizeof opts[0]), NULL };
     int done = 0;
@@ -140,7 +140,7 @@ int pt_bench_prepare(int argc, char **argv)
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (mb <= 0 || repeat < 1 || threads < 0)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--mb, --repeat must be positive and --threads >= 0"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--mb, --reps must be positive and --threads >= 0"));
     if (threads == 0)
         threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     char base[4096];

@@ -126,12 +126,13 @@ int pt_bench_sample(int argc, char **argv)
         { "threads", PT_OPT_INT, &threads, "N", "CPU threads (0: 1 and 2, each)", 0 },
         { "reps", PT_OPT_INT, &reps, "N", "timed generations per configuration (the median is reported)", 0 },
         { "model", PT_OPT_STRING, &only, "NAME", "only this model (gpt2-tiny, gpt2-small; any preset with --prompt)", 0 },
-        { "prompt", PT_OPT_INT, &prompt, "N", "prompt tokens (default: 64)", 0 },
-        { "new", PT_OPT_INT, &new_tokens, "N", "new tokens per generation (default: 128)", 0 },
+        { "prompt-tokens", PT_OPT_INT, &prompt, "N", "prompt tokens (default: 64)", 0, "prompt" },
+        { "max-new-tokens", PT_OPT_INT, &new_tokens, "N", "new tokens per generation, as sample's (default: 128)", 0,
+          "new" },
         { "no-nocache", PT_OPT_FLAG, &no_nocache, NULL, "skip the no-cache comparison", 0 },
     };
     pt_cmd_spec spec = {
-        "pipetrain bench sample [--json] [--threads N] [--model NAME] [--prompt N] [--new N]",
+        "pipetrain bench sample [--json] [--threads N] [--model NAME] [--prompt-tokens N] [--max-new-tokens N]",
         "Generation speed on the CPU with the KV cache: gpt2-tiny and gpt2-small with random weights, a\n"
         "64-token prompt and 128 new tokens (greedy), on 1 and 2 threads. Reports prefill (prompt tokens/s),\n"
         "decode (new tokens/s, ms per token) and, for comparison, decoding without the cache (a full\n"
@@ -145,7 +146,7 @@ int pt_bench_sample(int argc, char **argv)
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (reps < 1 || threads < 0 || prompt < 0 || new_tokens < 0)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--reps must be >= 1; --threads, --prompt and --new >= 0"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--reps must be >= 1; --threads, --prompt-tokens and --max-new-tokens >= 0"));
     int thread_list[2] = { 1, 2 }, n_thr = 2;
     if (strcmp(backend, "cpu") != 0)
         n_thr = 1; /* one run: the thread count is the CPU backend's */

@@ -5,7 +5,7 @@
  *           costs F=1, B=2, I=W=1 (chunked schedules: per chunk) and instant links
  *  speed:   wall time to generate, validate and simulate a large schedule (P=64, V=4, M=512 for
  *           the chunked interleaved and looped-bfs; P=64, M=512 for the V=1 ones), best of
- *           --repeat runs
+ *           --reps runs
  * With --json every result is one JSON object per line. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +137,7 @@ int pt_bench_schedule(int argc, char **argv)
     int repeat = 3, P = 64, V = 4, M = 512, skip_quality = 0;
     pt_opt opts[] = {
         { "json", PT_OPT_FLAG, &json_out, NULL, "one JSON object per line", 0 },
-        { "repeat", PT_OPT_INT, &repeat, "N", "timing runs per schedule (the best is reported)", 0 },
+        { "reps", PT_OPT_INT, &repeat, "N", "timing runs per schedule (the best is reported)", 0, "repeat" },
         { "stages", PT_OPT_INT, &P, "P", "ranks of the speed test", 0 },
         { "chunks", PT_OPT_INT, &V, "V", "chunks per rank of the speed test (interleaved, looped-bfs)", 0 },
         { "micro-batches", PT_OPT_INT, &M, "M", "micro-batches of the speed test", 0 },
@@ -152,7 +152,7 @@ int pt_bench_schedule(int argc, char **argv)
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (repeat < 1)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--repeat must be >= 1"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--reps must be >= 1"));
     if (!skip_quality)
         PT_TRY(quality(), out);
     for (const char *const *g = pt_sched_generator_names(); *g; g++) {

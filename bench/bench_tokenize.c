@@ -12,7 +12,7 @@
  * MB here is 2^20 bytes (MiB), in --mb and in mb_per_s. Time is wall time of the encode calls only
  * (the tokenizer is opened and warmed up on one document first; its open time is reported apart);
  * mb_per_cpu_s divides by the encoding threads' CPU time instead, which holds up on a busy machine.
- * --repeat R keeps the fastest of R runs. --input FILE benchmarks a file instead (documents separated
+ * --reps R keeps the fastest of R runs. --input FILE benchmarks a file instead (documents separated
  * by NUL, the format --corpus-out writes), e.g. real text gathered by bench/tokenize.sh.
  */
 #include <pthread.h>
@@ -285,7 +285,7 @@ int pt_bench_tokenize(int argc, char **argv)
         { "mb", PT_OPT_DOUBLE, &mb, "N", "corpus size in MiB", 0 },
         { "tokenizer", PT_OPT_STRING, &only, "NAME", "only this tokenizer: gpt2, cl100k, o200k or a FILE (default: the three)", 0 },
         { "threads", PT_OPT_INT, &threads, "N", "threads of the parallel run (0: one per core); one thread always runs first", 0 },
-        { "repeat", PT_OPT_INT, &repeat, "R", "timed runs per configuration; the fastest is reported", 0 },
+        { "reps", PT_OPT_INT, &repeat, "R", "timed runs per configuration; the fastest is reported", 0, "repeat" },
         { "corpus-out", PT_OPT_STRING, &corpus_out, "FILE", "also write the corpus there (documents joined by NUL), for bench/tokenize_ref.mjs", 0 },
         { "input", PT_OPT_STRING, &input, "FILE", "encode this file instead of the generated corpus (documents separated by NUL)", 0 },
     };
@@ -305,7 +305,7 @@ int pt_bench_tokenize(int argc, char **argv)
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (!(mb > 0) || mb > 65536 || threads < 0 || threads > 256 || repeat < 1)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--mb must be in (0, 65536], --threads in [0, 256], --repeat >= 1"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--mb must be in (0, 65536], --threads in [0, 256], --reps >= 1"));
     if (threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (n > 256 ? 256 : (int)n) : 1;

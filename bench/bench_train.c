@@ -178,8 +178,9 @@ int pt_bench_train(int argc, char **argv)
         { "steps", PT_OPT_INT, &steps, "N", "timed steps per configuration", 0 },
         { "warmup", PT_OPT_INT, &warmup, "N", "untimed steps first", 0 },
         { "model", PT_OPT_STRING, &only, "NAME", "only the configurations of this model (gpt2, gpt2-small, llama-small)", 0 },
-        { "batch", PT_OPT_INT, &batch, "B", "with --seq: one configuration of --model (default gpt2) at B x T", 0 },
-        { "seq", PT_OPT_INT, &seq, "T", "sequence length of that configuration", 0 },
+        { "micro-batch-size", PT_OPT_INT, &batch, "B",
+          "with --seq-len: one configuration of --model (default gpt2) at B x T", 0, "batch" },
+        { "seq-len", PT_OPT_INT, &seq, "T", "tokens per sequence of that configuration", 0, "seq" },
     };
     pt_cmd_spec spec = {
         "pipetrain bench train [--json] [--threads N] [--steps N]",
@@ -200,7 +201,7 @@ int pt_bench_train(int argc, char **argv)
     if (steps < 1 || warmup < 0 || threads < 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--steps must be >= 1, --warmup and --threads >= 0"));
     if ((batch > 0) != (seq > 0) || batch < 0 || seq < 0)
-        return pt_cli_finish(pt_fail(PT_EINVAL, "--batch and --seq go together, both >= 1"));
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--micro-batch-size and --seq-len go together, both >= 1"));
 
     double *times = malloc((size_t)steps * sizeof *times);
     if (!times)

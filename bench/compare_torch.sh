@@ -42,7 +42,7 @@ while read -r model layers heads embd B T kvh ffn vocab; do
     # Debian's torch to one core (its OpenBLAS/oneDNN GEMMs still ran on 2: cpu/wall 1.7)
     extra=(OMP_NUM_THREADS="$thr" OPENBLAS_NUM_THREADS="$thr")
     if [ "$thr" -gt 1 ]; then extra+=(OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4); fi
-    env "${extra[@]}" timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --batch "$B" --seq "$T" \
+    env "${extra[@]}" timeout "$LIMIT_S" "$PT" bench train --json --model "$model" --micro-batch-size "$B" --seq-len "$T" \
       --threads "$thr" --steps "$STEPS" --warmup "$WARMUP" ||
       echo "{\"bench\":\"train\",\"impl\":\"pipetrain\",\"model\":\"$model\",\"B\":$B,\"T\":$T,\"threads\":$thr,\"error\":\"exit $?\"}"
     if [ -n "$kvh" ]; then

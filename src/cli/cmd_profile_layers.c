@@ -1,6 +1,6 @@
 /* `pipetrain profile-layers`: times each layer's forward, backward-input and backward-weight on
  * the real backend (one layer per pt_model, one micro-batch) and writes a cost file that
- * `pipetrain plan --costs FILE` uses in place of the analytic model. */
+ * `pipetrain plan --layer-costs FILE` uses in place of the analytic model. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,10 +134,10 @@ int pt_cmd_profile_layers(int argc, char **argv)
     pt_cmd_spec spec = { "pipetrain profile-layers --model NAME --micro-batch-size B --seq-len T [--threads N] "
                          "[--head-split K] --output FILE",
                          "Time each layer's forward, backward-input and backward-weight on this machine and write a "
-                         "cost file for pipetrain plan --costs.",
+                         "cost file for pipetrain plan --layer-costs (and train --layer-costs).",
                          opts, (int)(sizeof opts / sizeof opts[0]),
                          "example:\n  pipetrain profile-layers --model gpt2-small --micro-batch-size 4 --seq-len 256 "
-                         "--output costs.json\n  pipetrain plan --model gpt2-small --gpus 2 --costs costs.json" };
+                         "--output costs.json\n  pipetrain plan --model gpt2-small --gpus 2 --layer-costs costs.json" };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
     if (st != PT_OK || done)

@@ -41,9 +41,7 @@ static pt_status make_schedule(const sim_args *a, const char *name, pt_schedule 
     if (!is_generator(name)) {
         struct stat stt;
         if (stat(name, &stt) != 0)
-            return pt_fail(PT_EINVAL, "--schedule %s: neither a generator (gpipe, 1f1b, interleaved, looped-bfs, "
-                                      "zb-h1, zb-h2, zbv) nor a readable file",
-                           name);
+            return pt_args_enum("schedule", name, pt_sched_generator_names(), "or a readable schedule file", NULL);
         PT_CHECK(pt_sched_load(name, s));
         if ((a->p_seen && a->P != (*s)->n_ranks) || (a->m_seen && a->M != (*s)->n_microbatches) ||
             (a->v_seen && a->V != (*s)->n_chunks)) {
@@ -226,7 +224,9 @@ int pt_cmd_simulate(int argc, char **argv)
         { "stages", PT_OPT_INT, &a.P, "P", "pipeline ranks (generators)", 0 },
         { "micro-batches", PT_OPT_INT, &a.M, "M", "micro-batches per step (generators)", 0 },
         { "chunks", PT_OPT_INT, &a.V, "V", "chunks per rank (interleaved, zbv: 2 when not given)", 0 },
-        { "costs", PT_OPT_STRING, &a.costs_path, "FILE", "cost file (JSON; docs/schedules.md); default unit costs", 0 },
+        { "action-costs", PT_OPT_STRING, &a.costs_path, "FILE",
+          "per-stage action costs (JSON; docs/schedules.md; not profile-layers' --layer-costs); default unit costs", 0,
+          "costs" },
         { "svg", PT_OPT_STRING, &a.svg, "OUT", "write an SVG timeline", 0 },
         { "trace", PT_OPT_STRING, &a.trace, "OUT", "write a Chrome trace (opens in Perfetto)", 0 },
         { "compare", PT_OPT_STRING, &a.compare, "LIST", "comma-separated schedules: one row each", 0 },
@@ -235,7 +235,7 @@ int pt_cmd_simulate(int argc, char **argv)
         { "width", PT_OPT_INT, &a.width, "COLS", "ASCII timeline width (0: none)", 0 },
     };
     pt_cmd_spec spec = {
-        "pipetrain simulate --schedule NAME|FILE --stages P --micro-batches M [--chunks V] [--costs FILE] "
+        "pipetrain simulate --schedule NAME|FILE --stages P --micro-batches M [--chunks V] [--action-costs FILE] "
         "[--svg OUT] [--trace OUT] [--emit FILE] [--json]\n       pipetrain simulate --compare LIST --stages P "
         "--micro-batches M",
         "Validate a pipeline schedule, predict its step time, bubble and activation memory per rank, and draw\n"
