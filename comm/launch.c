@@ -1,6 +1,13 @@
 /* comm/launch.c — the local launcher: starts N ranks of a command, prefixes their output,
  * forwards signals, and tears the job down when one rank fails.
  *
+ * A SIGINT or SIGTERM is passed on to every rank, which then stops after its step and saves
+ * (`pipetrain train`: they agree on the step among themselves), so the launcher sets no deadline
+ * of its own until a rank has ended: from then the rest get STOP_GRACE_MS. A rank that ends with
+ * 128 + SIGINT or + SIGTERM (130, 143) has stopped on a signal, not failed: the others are left to
+ * finish. A second signal, a second or more after the first (the same one delivered both to the
+ * launcher and through it, as SLURM does, counts once), kills the ranks at once.
+ *
  * Each rank runs in its own process group (so a terminal's Ctrl-C reaches it once, through
  * the launcher, and signals reach its children too) and dies with the launcher through
  * PR_SET_PDEATHSIG. The launcher waits in poll() on the ranks' pipes and a self-pipe that the
@@ -25,6 +32,8 @@
 #include "pipetrain/timeutil.h"
 
 #define GRACE_MS 5000
+#define STOP_GRACE_MS 60000 /* after a stop, once one rank has ended, for the others to end too */
+#define SECOND_SIGNAL_NS 1000000000LL
 #define LINE_MAX_BYTES 65536
 
 typedef struct rank_proc {
@@ -127,6 +136,12 @@ static int pump(rank_proc *r, int s)
         }
     }
     return 1;
+}
+
+/* 130 or 143: the rank stopped on a SIGINT or SIGTERM of its own (its signal handling) */
+static int stop_exit(int status)
+{
+    return WIFEXITED(status) && (WEXITSTATUS(status) == 128 + SIGINT || WEXITSTATUS(status) == 128 + SIGTERM);
 }
 
 static void signal_all(rank_proc *p, int n, int sig)
@@ -282,7 +297,8 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
         break;
     }
 
-    int n_alive = started, first_bad = -1, forwarded_sig = 0;
+    int n_alive = started, first_bad = -1, forwarded_sig = 0, killed_on = 0, first_stop = -1;
+    int64_t forwarded_ns = 0;
     int64_t kill_at = st != PT_OK ? pt_now_ns() + GRACE_MS * 1000000LL : INT64_MAX;
     if (st != PT_OK)
         signal_all(p, started, SIGTERM);
@@ -321,13 +337,26 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             if (pfds[0].revents & POLLIN) {
                 unsigned char sigs[64];
                 ssize_t got = read(sig_pipe[0], sigs, sizeof sigs);
-                for (ssize_t j = 0; j < got; j++)
-                    if (sigs[j] == SIGINT || sigs[j] == SIGTERM) {
+                for (ssize_t j = 0; j < got; j++) {
+                    if (sigs[j] != SIGINT && sigs[j] != SIGTERM)
+                        continue;
+                    int64_t now = pt_now_ns();
+                    if (!forwarded_sig) {
                         forwarded_sig = sigs[j];
+                        forwarded_ns = now;
                         signal_all(p, started, sigs[j]);
-                        if (kill_at == INT64_MAX)
-                            kill_at = pt_now_ns() + GRACE_MS * 1000000LL;
+                        char msg[192];
+                        int ml = snprintf(msg, sizeof msg,
+                                          "launch: %s passed on to the ranks: they stop after the step in "
+                                          "progress; a second signal ends them at once\n",
+                                          sigs[j] == SIGINT ? "SIGINT" : "SIGTERM");
+                        write_all(2, msg, (size_t)ml);
+                    } else if (!killed_on && now - forwarded_ns >= SECOND_SIGNAL_NS) {
+                        killed_on = sigs[j];
+                        signal_all(p, started, SIGKILL);
+                        kill_at = now + 3600 * 1000000000LL; /* KILL once; reaping follows */
                     }
+                }
             }
             for (int j = 1; j < k; j++) {
                 if (!(pfds[j].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -349,8 +378,13 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             p[i].exited = 1;
             p[i].status = status;
             n_alive--;
-            int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-            if (bad && first_bad < 0) {
+            int stopped = stop_exit(status);
+            if (stopped && first_stop < 0)
+                first_stop = i;
+            if ((stopped || forwarded_sig) && kill_at == INT64_MAX)
+                kill_at = pt_now_ns() + STOP_GRACE_MS * 1000000LL; /* the others are ending too */
+            int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0) && !stopped;
+            if (bad && first_bad < 0 && !killed_on) {
                 first_bad = i;
                 signal_all(p, started, SIGTERM);
                 if (kill_at == INT64_MAX)
@@ -372,7 +406,14 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
         }
     for (int i = 0; i < started; i++)
         unlink_regions(p[i].pid);
-    if (st == PT_OK && first_bad >= 0) {
+    if (st == PT_OK && killed_on) {
+        int sig = forwarded_sig ? forwarded_sig : killed_on;
+        if (exit_code)
+            *exit_code = 128 + sig;
+        st = pt_fail(PT_ECOMM, "a second %s: the ranks were killed at once, without saving; a checkpoint written "
+                               "before stays usable with --resume",
+                     killed_on == SIGINT ? "SIGINT" : "SIGTERM");
+    } else if (st == PT_OK && first_bad >= 0) {
         int s = p[first_bad].status;
         int code = WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s);
         if (exit_code)
@@ -384,6 +425,8 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             st = pt_fail(PT_ECOMM, "rank %d was killed by signal %d (%s)%s; the other ranks were stopped",
                          p[first_bad].rank, WTERMSIG(s), strsignal(WTERMSIG(s)),
                          forwarded_sig ? ", forwarded by the launcher" : "");
+    } else if (st == PT_OK && first_stop >= 0 && exit_code) {
+        *exit_code = WEXITSTATUS(p[first_stop].status); /* 130 or 143: the ranks stopped on a signal */
     } else if (st == PT_OK && exit_code) {
         *exit_code = 0;
     }

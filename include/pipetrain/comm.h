@@ -204,7 +204,12 @@ typedef struct pt_launch_opts {
  * signal) the others get SIGTERM, then SIGKILL after a 5 s grace period; children also die
  * with the launcher (PR_SET_PDEATHSIG). Sets *exit_code to 0 when every rank exited 0, else
  * to the first failing rank's exit status (128 + signal for a signal), and then returns
- * PT_ECOMM naming that rank and its status. Once the ranks are reaped, removes the /dev/shm
+ * PT_ECOMM naming that rank and its status.
+ * Stopping on a signal: a forwarded SIGINT/SIGTERM sets no deadline until a rank has ended (then
+ * the rest get 60 s); a rank exiting 130 or 143 (128 + SIGINT/SIGTERM) has stopped, not failed,
+ * and when no rank failed pt_launch returns PT_OK with *exit_code that status. A second signal, a
+ * second or more after the first, SIGKILLs the ranks: PT_ECOMM saying so, *exit_code 128 + the
+ * first signal. Once the ranks are reaped, removes the /dev/shm
  * regions of the shm provider that ranks killed by a signal could not. Blocking; installs
  * SIGINT/SIGTERM/SIGCHLD handlers for its duration. Not thread-safe (one launch per process at a
  * time). */

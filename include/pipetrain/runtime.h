@@ -160,7 +160,8 @@ typedef void (*pt_runtime_log_fn)(void *ctx, const char *line);
 
 typedef struct pt_runtime_train_args {
     pt_train_cfg train;       /* model, data, steps, lr schedule, B, M, T, threads, seed, run_dir,
-                                 ckpt_dir/ckpt_every/resume, stop (honoured in a job of one rank) */
+                                 ckpt_dir/ckpt_every/resume, stop (every rank of a job passes
+                                 one; the ranks agree after each step: pt_train_ops.agree_stop) */
     int eval_batch_seqs;      /* sequences per held-out eval batch (a multiple of B); 0: B */
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
@@ -231,6 +232,7 @@ typedef struct pt_train_job {
     pt_ckpt_saver *saver;       /* NULL without train.ckpt_dir */
     int64_t first_step;         /* 0, or the steps of the checkpoint resumed from */
     /* loop */
+    int stopping;               /* 1 once the ranks agreed to stop (train.stop): the next save is the last */
     char last_ckpt[512];
 } pt_train_job;
 

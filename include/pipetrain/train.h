@@ -56,10 +56,12 @@ typedef struct pt_train_cfg {
     const char *ckpt_dir;     /* checkpoint root, or NULL */
     int64_t ckpt_every;       /* steps between checkpoints (0: only at the end when ckpt_dir is set) */
     int resume;               /* 1: continue from the newest checkpoint in ckpt_dir */
-    /* Optional (NULL: none). When *stop becomes non-zero (a SIGINT handler sets it), the loop ends
-     * after the step in progress, writes a checkpoint (when ops->save) and returns PT_OK with
-     * summary->interrupted = 1. One process only: ranks of a pipeline would stop at different steps. */
+    /* Optional (NULL: none). When *stop becomes non-zero (a SIGINT/SIGTERM handler sets it to the
+     * signal's number), the loop ends after the step in progress, writes a checkpoint (when ops->save
+     * and not no_save_on_stop) and returns PT_OK with summary->interrupted = 1. In a job of several
+     * ranks every rank must pass one and ops->agree_stop makes them stop after the same step. */
     volatile sig_atomic_t *stop;
+    int no_save_on_stop;      /* 1: a stop writes no checkpoint (--no-save-on-signal) */
 } pt_train_cfg;
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */

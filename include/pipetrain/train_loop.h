@@ -39,6 +39,11 @@ typedef struct pt_train_ops {
     pt_status (*eval)(void *ctx, pt_eval_stats *out);
     /* Checkpoint after `steps_done` steps; may be NULL. *path (borrowed, may stay NULL) names it. */
     pt_status (*save)(void *ctx, int64_t steps_done, const char **path);
+    /* After every step but the last, when cfg->stop is set: `local` is this process's *cfg->stop;
+     * *agreed becomes the stop reason every rank of the job shares (0: go on), so that all ranks
+     * stop after the same step, whichever of them was signalled. A collective in a job of several
+     * ranks (bounded by the comm timeout); may be NULL (one process: *agreed = local). */
+    pt_status (*agree_stop)(void *ctx, int local, int *agreed);
 } pt_train_ops;
 
 typedef enum pt_train_event_kind {
@@ -72,13 +77,15 @@ typedef struct pt_train_summary {
     pt_eval_stats last_eval;
     char last_ckpt[512];    /* path of the last checkpoint ("" if none) */
     int interrupted;        /* 1 when cfg->stop ended the run early */
+    int stop_signal;        /* then the agreed reason (the signal number: SIGINT, SIGTERM) */
 } pt_train_summary;
 
 /* Runs steps first_step .. cfg->steps-1 through ops: learning rate from pt_lr_at (cfg's warmup,
  * steps, lr, lr_min), a metrics line per step to <run_dir>/metrics.jsonl (the directory is created
  * if missing) and cfg->metrics_path (appended to when first_step > 0, else created), an eval every
  * cfg->eval_every steps and at the end, a checkpoint every cfg->ckpt_every steps and at the end
- * (when ops->save). on_event (may be NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
+ * (when ops->save; a stop through cfg->stop skips the final eval, and the final checkpoint too with
+ * cfg->no_save_on_stop). on_event (may be NULL) is called on the caller's thread. A NaN or Inf loss or gradient norm stops the run with
  * PT_ENUMERIC: "step N: loss is NaN; the last good step was N-1 (checkpoint ...); lower --lr ...".
  * summary may be NULL. Blocks for the whole run. */
 pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_t first_step,

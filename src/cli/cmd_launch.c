@@ -1,5 +1,6 @@
 /* `pipetrain launch --nproc N [--nodes K --node-rank R --master ADDR:PORT] -- COMMAND ...`:
  * starts N local ranks of COMMAND with the rank environment (see include/pipetrain/comm.h). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,8 +23,11 @@ int pt_cmd_launch(int argc, char **argv)
         "pipetrain launch --nproc N [--nodes K --node-rank R --master ADDR:PORT] -- COMMAND [ARGS...]",
         "Start N ranks of COMMAND on this node. Each gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
         "MASTER_ADDR, MASTER_PORT and IPATH_NO_BACKTRACE=1; their output lines are prefixed with \"[rank R] \".\n"
-        "SIGINT and SIGTERM are passed on. When a rank fails, the others are stopped (TERM, then KILL after\n"
-        "5 s) and the launcher exits with that rank's status, naming it.",
+        "SIGINT and SIGTERM are passed on: ranks of 'pipetrain train' stop after the same step, save a\n"
+        "checkpoint and exit 130 (SIGINT) or 143 (SIGTERM), as the launcher then does; a second signal, a\n"
+        "second or more later, kills the ranks at once. A rank that exits 130 or 143 has stopped, not\n"
+        "failed. When a rank fails, the others are stopped (TERM, then KILL after 5 s) and the launcher\n"
+        "exits with that rank's status, naming it.",
         opts,
         (int)(sizeof opts / sizeof opts[0]),
         "examples:\n"
@@ -43,6 +47,12 @@ int pt_cmd_launch(int argc, char **argv)
     pt_launch_opts o = { .nproc = nproc, .nodes = nodes, .node_rank = node_rank, .master = master };
     int code = 1;
     st = pt_launch(&o, pos, &code);
+    if (st == PT_OK && (code == 128 + SIGINT || code == 128 + SIGTERM)) {
+        fprintf(stderr, "pipetrain launch: the ranks stopped on %s (exit %d); rank 0's line above names the checkpoint; "
+                        "continue with the same command and --resume\n",
+                code == 128 + SIGINT ? "SIGINT" : "SIGTERM", code);
+        return code;
+    }
     if (st == PT_OK)
         return 0;
     fprintf(stderr, "pipetrain launch: %s\n", pt_last_error());

@@ -2,6 +2,7 @@
  * (pt_runtime_train_main): a one-process run (--stages 1, no --dp) is a P = 1 schedule in this
  * process; a larger layout launches its ranks, each of which runs this command again. With no
  * arguments: gpt2-tiny on the built-in sort task on two local stages, about a minute here. */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -103,6 +104,7 @@ typedef struct train_args {
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
     int no_ckpt;
+    int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
     const char *schedule, *partition, *layout, *config;
     const char *profile_dir, *layer_costs, *provider;
     const char *head_split; /* --head-split K|auto (pt_args_head_split) */
@@ -164,14 +166,93 @@ static pt_status apply_config(const char *path, pt_opt *opts, int n_opts, cJSON 
     return PT_OK;
 }
 
-/* Ctrl-C: the first one stops the run after the current step (with a checkpoint); a second one
- * kills the process, as the handler restores the default action. */
-static volatile sig_atomic_t stop_requested;
+/* ---- SIGINT / SIGTERM (docs/training.md#interruption) ----
+ * The first one only records its number: the loop stops after the step in progress, every rank
+ * of a job after the same one (pt_train_ops.agree_stop), and saves unless --no-save-on-signal.
+ * Another one a second or more later ends the process at once (the default action, so the
+ * parent sees 128 + the signal); one sooner is the same signal delivered twice — directly and
+ * through a launcher, as SLURM and process-group kills do — and counts once. */
+static volatile sig_atomic_t stop_requested; /* the first signal's number, 0 before */
+static volatile sig_atomic_t stop_first_s;   /* when it came (CLOCK_MONOTONIC, whole seconds) */
+static volatile sig_atomic_t stop_first_ms;  /* and the milliseconds within that second */
 
-static void on_sigint(int sig)
+static void on_stop_signal(int sig)
 {
-    stop_requested = 1;
+    int saved = errno;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
+    if (!stop_requested) {
+        stop_first_s = (sig_atomic_t)ts.tv_sec;
+        stop_first_ms = (sig_atomic_t)(ts.tv_nsec / 1000000);
+        stop_requested = sig;
+        errno = saved;
+        return;
+    }
+    long long since_ms = ((long long)ts.tv_sec - stop_first_s) * 1000 + ts.tv_nsec / 1000000 - stop_first_ms;
+    if (since_ms < 1000) {
+        errno = saved;
+        return;
+    }
+    const char *msg = sig == SIGINT ? "pipetrain: a second SIGINT: ending at once, without saving\n"
+                                    : "pipetrain: a second SIGTERM: ending at once, without saving\n";
+    ssize_t k = write(2, msg, strlen(msg));
+    (void)k;
     signal(sig, SIG_DFL);
+    raise(sig); /* delivered when the handler returns */
+    errno = saved;
+}
+
+/* The one line an interrupted run ends with (rank 0, and the launcher of the ranks). */
+static void print_stop_line(long long step, const char *ckpt, const char *ckpt_dir, int sig)
+{
+    if (ckpt && ckpt[0])
+        printf("interrupted after step %lld; checkpoint %s; continue with the same command and --resume\n", step, ckpt);
+    else if (ckpt_dir)
+        printf("interrupted after step %lld by %s; not saved (--no-save-on-signal); --resume continues from the newest "
+               "checkpoint in %s, if there is one\n",
+               step, sig == SIGTERM ? "SIGTERM" : "SIGINT", ckpt_dir);
+    else
+        printf("interrupted after step %lld by %s; no checkpoint (--no-ckpt)\n", step,
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    fflush(stdout);
+}
+
+/* RUN_DIR/interrupted.json {"step", "signal", "checkpoint", "ckpt_dir"}: rank 0 leaves it when the
+ * ranks stopped on a signal, for the process that launched them to say the same line. */
+static void write_stop_file(const char *run_dir, long long step, const char *ckpt, const char *ckpt_dir, int sig)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/interrupted.json", run_dir);
+    cJSON *o = cJSON_CreateObject();
+    if (o && cJSON_AddNumberToObject(o, "step", (double)step) &&
+        cJSON_AddStringToObject(o, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT") &&
+        (ckpt && ckpt[0] ? cJSON_AddStringToObject(o, "checkpoint", ckpt) != NULL
+                         : cJSON_AddNullToObject(o, "checkpoint") != NULL) &&
+        (ckpt_dir ? cJSON_AddStringToObject(o, "ckpt_dir", ckpt_dir) != NULL : 1) &&
+        pt_json_write_file(path, o, 1) == PT_OK) {
+        cJSON_Delete(o);
+        return;
+    }
+    cJSON_Delete(o);
+    printf("%s not written: %s\n", path, pt_last_error());
+    pt_clear_error();
+}
+
+/* The launcher's line after its ranks stopped on signal `sig`, from rank 0's interrupted.json. */
+static void print_launcher_stop_line(const char *stop_path, const char *ckpt_dir, int sig)
+{
+    cJSON *root = NULL;
+    long long step = -1;
+    if (pt_json_read_file(stop_path, &root) == PT_OK && pt_json_get_int(root, stop_path, "step", 0, 1LL << 62, &step) ==
+                                                            PT_OK) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "checkpoint");
+        print_stop_line(step, cJSON_IsString(c) ? c->valuestring : NULL, ckpt_dir, sig);
+    } else {
+        printf("interrupted by %s before the first step ended; nothing saved\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        fflush(stdout);
+    }
+    pt_clear_error();
+    cJSON_Delete(root);
 }
 
 /* runs/<UTC timestamp>, with -2, -3 ... when a run of the same second exists. */
@@ -376,16 +457,27 @@ static pt_status run_train(const train_args *a, int *interrupted)
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
+        char stop_path[600];
+        snprintf(stop_path, sizeof stop_path, "%s/interrupted.json", cfg.run_dir);
+        (void)unlink(stop_path); /* rank 0 writes it when the ranks stop on a signal */
         st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
+        if (code == 128 + SIGINT || code == 128 + SIGTERM) { /* stopped on a signal, or killed on a second */
+            if (st == PT_OK)
+                print_launcher_stop_line(stop_path, cfg.ckpt_dir, code - 128);
+            else
+                fprintf(stderr, "pipetrain train: %s\n", pt_last_error());
+            pt_clear_error();
+            *interrupted = code - 128;
+            return PT_OK;
+        }
         if (st == PT_OK)
             printf("metrics: %s/metrics.jsonl\n", cfg.run_dir);
         return st;
     }
     /* One rank of a job, or the whole run in this process (a P = 1 schedule, no comm): the
      * runtime runs the training from here. */
-    int one_process = !job || job_size == 1;
-    if (one_process)
-        cfg.stop = &stop_requested; /* set by on_sigint while the loop runs */
+    cfg.stop = &stop_requested; /* set by on_stop_signal; the ranks of a job agree on it after each step */
+    cfg.no_save_on_stop = a->no_save_on_signal;
     pt_runtime_train_args ra;
     memset(&ra, 0, sizeof ra);
     ra.train = cfg;
@@ -415,25 +507,27 @@ static pt_status run_train(const train_args *a, int *interrupted)
     }
     pt_train_summary sum;
     memset(&sum, 0, sizeof sum);
-    struct sigaction sa, old_sa;
-    if (one_process) {
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_sigint;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_sa);
-    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     st = pt_runtime_train_main(&ra, &sum);
-    if (one_process)
-        sigaction(SIGINT, &old_sa, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     pt_train_sampler_destroy(pr.sampler); /* its generator's own buffers; the chunk is gone */
     if (st == PT_OK && sum.interrupted) {
-        printf("interrupted after step %lld", (long long)sum.steps_done);
-        if (sum.last_ckpt[0])
-            printf("; checkpoint %s; continue with the same command and --resume", sum.last_ckpt);
-        printf("\n");
-        if (job_rank == 0)
-            write_report(cfg.run_dir, a->profile_dir, 0);
-        *interrupted = 1;
+        int sig = sum.stop_signal ? sum.stop_signal : SIGINT;
+        const char *ckpt = a->no_save_on_signal ? NULL : sum.last_ckpt;
+        if (job_rank == 0) {
+            print_stop_line((long long)sum.steps_done, ckpt, cfg.ckpt_dir, sig);
+            if (cfg.run_dir)
+                write_stop_file(cfg.run_dir, (long long)sum.steps_done, ckpt, cfg.ckpt_dir, sig);
+            write_report(cfg.run_dir, a->profile_dir, 0); /* the profile is written by now */
+        }
+        *interrupted = sig;
     } else if (st == PT_OK && job_rank == 0) {
         printf("done: %lld steps in %.1f s (%.0f tokens/s); final loss %.4f", (long long)sum.steps_done, sum.seconds,
                sum.tokens_per_s, sum.final_loss);
@@ -757,6 +851,9 @@ int pt_cmd_train(int argc, char **argv)
           "write checkpoints here, at the end and every --ckpt-every (default <run-dir>/ckpt)", 0 },
         { "no-ckpt", PT_OPT_FLAG, &a.no_ckpt, NULL, "write no checkpoint", 0 },
         { "ckpt-every", PT_OPT_INT64, &a.ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
+        { "no-save-on-signal", PT_OPT_FLAG, &a.no_save_on_signal, NULL,
+          "on SIGINT/SIGTERM stop after the step without writing a checkpoint (default: write one, then exit 130/143)",
+          0 },
         { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir (or <run-dir>/ckpt)", 0 },
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
@@ -842,7 +939,7 @@ int pt_cmd_train(int argc, char **argv)
         st = run_train(&a, &interrupted);
     cJSON_Delete(config_root);
     if (st == PT_OK && interrupted)
-        return 130; /* the shell's code for "ended by SIGINT" */
+        return 128 + interrupted; /* the shell's code for "ended by SIGINT" (130) or SIGTERM (143) */
     return pt_cli_finish(st);
 }
 

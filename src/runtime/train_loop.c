@@ -196,9 +196,17 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         }
         if (done == cfg->steps)
             break;
-        if (cfg->stop && *cfg->stop) {
-            sum->interrupted = 1;
-            break;
+        if (cfg->stop) {
+            /* every rank asks, every step, so the ranks stop after the same one whichever of them
+             * got the signal (a rank that did not still finishes this step's pipeline with the others) */
+            int why = (int)*cfg->stop;
+            if (ops->agree_stop)
+                PT_TRY(ops->agree_stop(ops->ctx, why, &why), out);
+            if (why) {
+                sum->interrupted = 1;
+                sum->stop_signal = why;
+                break;
+            }
         }
         if (ops->eval && cfg->eval_every > 0 && done % cfg->eval_every == 0)
             PT_TRY(loop_eval(ops, &mo, done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
@@ -209,7 +217,7 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         double elapsed = pt_seconds_between(t0, pt_now_ns());
         if (ops->eval && !sum->interrupted)
             PT_TRY(loop_eval(ops, &mo, sum->steps_done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
-        if (ops->save && sum->steps_done > first_step)
+        if (ops->save && sum->steps_done > first_step && !(sum->interrupted && cfg->no_save_on_stop))
             PT_TRY(loop_save(ops, sum->steps_done, cfg->steps, elapsed, on_event, ev_ctx, sum), out);
     }
 out:

@@ -3,6 +3,7 @@
  * each a function over one pt_train_job, so that `pipetrain train` (every layout, one process
  * included: a P = 1 schedule, no comm) and `pipetrain bench` set a run up the same way. */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,8 +469,26 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
                  " (waited for the save of step %lld to finish first)", (long long)si.waited_for_step);
     *path = j->last_ckpt;
     /* the last one of a run (finished or stopped) is durable before the run reports it */
-    if (steps_done == tc->steps || (tc->stop && *tc->stop))
+    if (steps_done == tc->steps || j->stopping)
         PT_CHECK(pt_ckpt_saver_wait(j->saver));
+    return PT_OK;
+}
+
+/* The stop agreement (pt_train_ops.agree_stop): a two-float sum over all ranks — how many got
+ * SIGINT, how many another stop signal — after every step, so that a signal to any one rank stops
+ * every rank after the same step, and no rank can be left waiting in a step the others skipped.
+ * SIGTERM (a preemption) wins over SIGINT when both came. */
+static pt_status tm_agree_stop(void *ctx, int local, int *agreed)
+{
+    pt_train_job *j = ctx;
+    *agreed = local;
+    if (j->comm && j->world > 1) {
+        float v[2] = { local == SIGINT ? 1.0f : 0.0f, local != 0 && local != SIGINT ? 1.0f : 0.0f };
+        PT_CHECK(pt_comm_allreduce(j->comm, NULL, v, 2, PT_REDUCE_SUM,
+                                   pt_deadline_after_ms(pt_comm_timeout_ms(j->comm))));
+        *agreed = v[1] > 0 ? SIGTERM : v[0] > 0 ? SIGINT : 0;
+    }
+    j->stopping = *agreed != 0;
     return PT_OK;
 }
 
@@ -477,7 +496,7 @@ pt_status pt_train_job_loop(pt_train_job *j, pt_train_summary *summary)
 {
     const pt_runtime_train_args *a = j->a;
     pt_train_ops ops = { .ctx = j, .step = tm_step, .eval = a->train.eval_batches > 0 ? tm_eval : NULL,
-                         .save = j->saver ? tm_save : NULL };
+                         .save = j->saver ? tm_save : NULL, .agree_stop = tm_agree_stop };
     if (a->on_start)
         PT_CHECK(a->on_start(a->hook_ctx, j->rt, j->comm, j->data));
     pt_train_cfg lc = a->train;
@@ -485,8 +504,6 @@ pt_status pt_train_job_loop(pt_train_job *j, pt_train_summary *summary)
         lc.run_dir = NULL;
         lc.metrics_path = NULL;
     }
-    if (j->world > 1) /* a stop request would end the ranks at different steps */
-        lc.stop = NULL;
     PT_CHECK(pt_train_loop(&lc, &ops, j->first_step, j->rank == 0 ? a->on_event : NULL, a->event_ctx, summary));
     return j->saver ? pt_ckpt_saver_wait(j->saver) : PT_OK; /* the last checkpoint is committed */
 }
