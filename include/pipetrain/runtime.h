@@ -188,6 +188,13 @@ typedef struct pt_runtime_train_args {
     pt_status (*on_start)(void *ctx, pt_runtime *rt, pt_comm *comm, pt_dataset *data);
     pt_status (*after_step)(void *ctx, int64_t steps_done);
     void *hook_ctx;
+    /* The model to train when not NULL (borrowed; train.model then only names it): `train --resume`
+     * takes the checkpoint's config, which a preset name or file may no longer give. */
+    const pt_model_config *model_config;
+    /* 1: check the job without running it (src/cli/job_check.c, before any rank is forked):
+     * pt_train_job_open joins no job and sets world = P x D, so that data, plan and schedule see the
+     * job the ranks will; run no later phase than schedule. */
+    int check_only;
 } pt_runtime_train_args;
 
 /* Runs a whole training job from inside one rank (every rank calls it; a job of several ranks was

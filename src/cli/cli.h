@@ -58,6 +58,85 @@ pt_status pt_train_sampler_generate(pt_train_sampler *s, int64_t step);
 pt_status pt_train_sampler_write(pt_train_sampler *s, int64_t step, FILE *f);
 void pt_train_sampler_destroy(pt_train_sampler *s); /* accepts NULL */
 
+/* ---- a job checked before it starts (src/cli/job_check.c; `train`, `launch`) ---- */
+
+struct pt_runtime_train_args; /* pipetrain/runtime.h */
+
+/* Where the job would run: its ranks on this machine (1 for a one-process run), the world rank of
+ * the first of them, the ranks of the whole job (0: the layout's P x D, unchecked), the CPU threads
+ * each rank will use (0: all cores), and --force. */
+typedef struct pt_job_check_opts {
+    int local_ranks;
+    int first_rank;
+    int world;
+    int threads_per_rank;
+    int force;
+} pt_job_check_opts;
+
+typedef struct pt_job_check_result {
+    int world, stages, replicas; /* the job's ranks (a schedule file's stage count wins) */
+    double pred_bytes;           /* the planner's memory of the ranks on this machine */
+    char note[512];              /* what --force let through ("" when nothing) */
+} pt_job_check_result;
+
+/* Checks a whole training job in the calling process before any rank is forked: the cores (local
+ * ranks x threads more than 4x the cores is refused unless o->force), then the runtime's own job,
+ * data, plan and schedule phases as the ranks will run them (ra->check_only: no comm, nothing
+ * logged) — model config, settings (pt_train_cfg_check), data set and tokenizer, the plan (stages x
+ * chunks against the layers, --layout, --mem-limit), the schedule (generator or file, validated) —
+ * the job's rank count against o->world, the planner's memory of the local ranks against the RAM
+ * (refused unless o->force), and with ra->train.resume the checkpoint: that there is one, that its
+ * data tokenizer is this data's (pt_ckpt_check_data) and its model has this model's shapes.
+ * PT_EINVAL with one line naming the thing and the fix (whatever status the refusing phase gave,
+ * but PT_EINTERNAL); *res filled on PT_OK. Reads files, allocates and frees; prints nothing. */
+pt_status pt_job_check(const struct pt_runtime_train_args *ra, const pt_job_check_opts *o, pt_job_check_result *res);
+
+/* `train --resume`: the run's settings from its checkpoint, unless the command gave them. In: the
+ * command's values and whether it gave each (an option or a --config key); steps, lr, lr_min and
+ * warmup point at the command's variables, which are overwritten with the checkpoint's where not
+ * given. Out: model (the checkpoint's config, has_model_config), data (data_source) and schedule (a
+ * generator's name) where not given; line, one line for the user saying what was taken and what
+ * changes; note, why a damaged `latest` was passed over (pt_ckpt_resolve), or "". */
+typedef struct pt_job_resume {
+    const char *model, *data, *schedule; /* borrowed, or pointing into this struct on return */
+    int model_given, data_given, schedule_given;
+    long long *steps, *warmup;
+    double *lr, *lr_min;
+    int steps_given, lr_given, lr_min_given, warmup_given;
+    int reset_schedule; /* --reset-schedule: a changed --steps/--lr/--lr-min/--warmup re-plans the rate */
+    int stages, replicas; /* this command's layout, for `line` */
+    /* out */
+    pt_model_config model_config;
+    int has_model_config;
+    int64_t ckpt_step;
+    char model_name[64], data_buf[1024], schedule_buf[64];
+    char step_dir[4096];
+    char line[8192];
+    char note[1024];
+} pt_job_resume;
+
+/* Reads the checkpoint under ckpt_dir (a root or a step directory) and applies it to *r as above.
+ * PT_EINVAL with the fix when there is no checkpoint, when a given --steps (or --lr, --lr-min,
+ * --warmup) differs from the checkpoint's run without r->reset_schedule ("the checkpoint's run has
+ * --steps 600; pass --steps 600, or --reset-schedule to re-plan the learning rate over 900 steps").
+ * A checkpoint that records no settings (older builds) leaves the command's. Prints nothing. */
+pt_status pt_job_resume_apply(const char *ckpt_dir, pt_job_resume *r);
+/* After pt_job_check (whose refusals, a tokenizer or model mismatch, come first): PT_EINVAL with the
+ * fix when the checkpoint already is the last step of the run's --steps. */
+pt_status pt_job_resume_finished(const pt_job_resume *r);
+
+/* `pipetrain launch ... -- pipetrain train ARGS`: checks the train job (pt_job_check) with
+ * local_ranks ranks here, the first of world rank first_rank, of world in all, in this process
+ * (cmd_train.c; args as pt_cmd_train takes them, argv[0] "train"). Returns 0, or the exit code
+ * after printing the one-line error. */
+int pt_cmd_train_check(int argc, char **argv, int local_ranks, int first_rank, int world);
+
+/* pt_cmd_launch with a check of the command before any rank starts: `check` (may be NULL) is
+ * called with the command's argv from its subcommand on when the command is this program's train
+ * (commands.c hands it pt_cmd_train_check; the comm tests build launch without train). */
+typedef int (*pt_cli_launch_check_fn)(int argc, char **argv, int local_ranks, int first_rank, int world);
+int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check);
+
 /* bench/bench_<name>.c: `pipetrain bench <name> [--json] ...` */
 int pt_bench_train(int argc, char **argv);
 int pt_bench_schedule(int argc, char **argv);

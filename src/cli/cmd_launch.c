@@ -1,14 +1,31 @@
 /* `pipetrain launch --nproc N [--nodes K --node-rank R --master ADDR:PORT] -- COMMAND ...`:
  * starts N local ranks of COMMAND with the rank environment (see include/pipetrain/comm.h). */
 #include <signal.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "cli.h"
 #include "pipetrain/comm.h"
 
-int pt_cmd_launch(int argc, char **argv)
+/* 1 when `cmd` (a command's argv[0]) is this program: named pipetrain, or the same file. */
+static int is_this_program(const char *cmd)
+{
+    const char *base = strrchr(cmd, '/');
+    if (strcmp(base ? base + 1 : cmd, "pipetrain") == 0)
+        return 1;
+    struct stat a, b;
+    return strchr(cmd, '/') && stat(cmd, &a) == 0 && stat("/proc/self/exe", &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+int pt_cmd_launch(int argc, char **argv) { return pt_cmd_launch_checked(argc, argv, NULL); }
+
+int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
 {
     int nproc = 1, nodes = 1, node_rank = 0;
     const char *master = NULL;
@@ -44,6 +61,12 @@ int pt_cmd_launch(int argc, char **argv)
         return pt_cli_finish(pt_fail(PT_EINVAL, "launch: no command given; put it after --, e.g. "
                                                 "`pipetrain launch --nproc 2 -- pipetrain train`"));
     pos[n_pos] = NULL;
+    /* `-- pipetrain train ...`: the whole job checked here, before any rank starts (job_check.c) */
+    if (check && n_pos >= 2 && strcmp(pos[1], "train") == 0 && is_this_program(pos[0]) && nproc >= 1 && nodes >= 1) {
+        int code = check(n_pos - 1, pos + 1, nproc, node_rank * nproc, nproc * nodes);
+        if (code != 0)
+            return code;
+    }
     pt_launch_opts o = { .nproc = nproc, .nodes = nodes, .node_rank = node_rank, .master = master };
     int code = 1;
     st = pt_launch(&o, pos, &code);

@@ -105,6 +105,11 @@ typedef struct train_args {
     int stages, dp, nproc, chunks;
     int no_ckpt;
     int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
+    int force;          /* --force: start past the cores and memory checks (job_check.c) */
+    int reset_schedule; /* --reset-schedule: a resumed run may change its learning-rate schedule */
+    /* which settings the command gave (an option or a --config key): --resume takes the others
+     * from the checkpoint's run */
+    int given_model, given_data, given_schedule, given_steps, given_lr, given_lr_min, given_warmup;
     const char *schedule, *partition, *layout, *config;
     const char *profile_dir, *layer_costs, *provider;
     const char *head_split; /* --head-split K|auto (pt_args_head_split) */
@@ -342,7 +347,7 @@ static pt_status sample_hook_after_step(void *ctx, int64_t steps_done)
 /* --sample-every in a pipelined run is refused in one line before any rank starts where the
  * generator cannot run over the ranks' chunks: several chunks per rank (interleaved, zbv, --chunks
  * V), or an LM head split into layers that a plan may cut between stages. */
-static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg)
+static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg, const pt_model_config *model)
 {
     int V = a->chunks > 1 ? a->chunks : 1;
     const char *sched = a->schedule ? a->schedule : "1f1b";
@@ -364,7 +369,9 @@ static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg
                        sched, V);
     int head = cfg->head_split;
     pt_model_config mc;
-    if (head == 0 && pt_model_config_load(cfg->model, &mc) == PT_OK)
+    if (head == 0 && model)
+        head = pt_model_head_layers(model);
+    else if (head == 0 && pt_model_config_load(cfg->model, &mc) == PT_OK)
         head = pt_model_head_layers(&mc);
     if (head == PT_HEAD_SPLIT_AUTO || head > 1) {
         char k[16];
@@ -377,42 +384,69 @@ static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg
     return PT_OK;
 }
 
-/* A layout that cannot work is refused in one line before any rank is forked: more pipeline chunks
- * than the model has layers (counting the LM-head layers --head-split may make), or more local
- * ranks than this machine can run (each is a process that polls its transport). A schedule file
- * says its own stage count, so it is checked when the ranks read it. */
-static pt_status check_layout_fits(const train_args *a, const pt_train_cfg *cfg, int nproc, long cores)
+static void print_batch_shape(const train_args *a, const pt_train_cfg *cfg);
+
+/* `pipetrain launch ... -- pipetrain train`: pt_cmd_train_check runs this command's parsing and
+ * checks only (run_train returns after pt_job_check), for the launcher's job. */
+static struct {
+    int on, local_ranks, first_rank, world;
+} check_mode;
+
+/* The runtime's settings of these options (every field but the hooks, the log and the stop flag). */
+static void runtime_args(const train_args *a, const pt_train_cfg *cfg, const pt_model_config *model,
+                         pt_runtime_train_args *ra)
 {
-    if (cores > 0 && nproc > 8 * cores)
-        return pt_fail(PT_EINVAL, "%d local ranks on a machine with %ld cores: at most %ld run here; use fewer "
-                                  "--stages/--dp, or spread the ranks over nodes with 'pipetrain launch'",
-                       nproc, cores, 8 * cores);
-    if (a->schedule && access(a->schedule, R_OK) == 0)
-        return PT_OK;
-    pt_model_config mc;
-    PT_CHECK(pt_model_config_load(cfg->model, &mc));
-    if (cfg->seq_len > mc.max_seq_len)
-        return pt_fail(PT_EINVAL, "--seq-len %d is longer than %s's context (max_seq_len %d); use --seq-len %d or less",
-                       cfg->seq_len, cfg->model, mc.max_seq_len, mc.max_seq_len);
-    int head = cfg->head_split == PT_HEAD_SPLIT_AUTO ? PT_HEAD_SPLIT_AUTO_MAX
-               : cfg->head_split > 1                 ? cfg->head_split
-                                                     : pt_model_head_layers(&mc);
-    int layers = mc.n_layer + 1 + head;
-    int chunks = a->chunks > 1 ? a->chunks : pt_sched_default_chunks(a->schedule ? a->schedule : "1f1b");
-    if (a->stages * chunks > layers)
-        return pt_fail(PT_EINVAL, "--stages %d%s needs %d layers but %s has %d (embedding, %d blocks, %d head layer%s); "
-                                  "use --stages %d or fewer%s",
-                       a->stages, chunks > 1 ? (a->chunks > 1 ? " x --chunks" : " x 2 chunks") : "", a->stages * chunks,
-                       cfg->model, layers,
-                       mc.n_layer, head, head == 1 ? "" : "s", layers / chunks,
-                       head == 1 ? ", or --head-split K to cut the LM head into K layers" : "");
+    memset(ra, 0, sizeof *ra);
+    ra->train = *cfg;
+    /* evals score held-out batches of the micro-batch size a --stages 1 run of the options has */
+    ra->eval_batch_seqs = a->eval_batch % cfg->micro_batch_size == 0 ? a->eval_batch : cfg->micro_batch_size;
+    ra->stages = a->stages;
+    ra->replicas = a->dp;
+    ra->chunks = a->chunks > 1 ? a->chunks : 0;
+    ra->schedule = a->schedule;
+    ra->partition = a->partition;
+    ra->layout = a->layout;
+    ra->layer_costs = a->layer_costs;
+    ra->mem_limit_bytes = a->mem_limit;
+    ra->profile_dir = a->profile_dir;
+    ra->timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
+    ra->provider = a->provider;
+    ra->model_config = model;
+}
+
+/* --resume: the model, data, schedule and learning-rate schedule of the checkpoint's run, unless
+ * this command gives them (job_check.c); refuses a changed schedule without --reset-schedule. */
+static pt_status resume_settings(train_args *a, pt_train_cfg *cfg, pt_job_resume *rs)
+{
+    memset(rs, 0, sizeof *rs);
+    rs->model = cfg->model;
+    rs->model_given = a->given_model;
+    rs->data = cfg->data;
+    rs->data_given = a->given_data;
+    rs->schedule = a->schedule;
+    rs->schedule_given = a->given_schedule;
+    rs->steps = &a->steps;
+    rs->steps_given = a->given_steps;
+    rs->lr = &cfg->lr;
+    rs->lr_given = a->given_lr;
+    rs->lr_min = &a->lr_min;
+    rs->lr_min_given = a->given_lr_min;
+    rs->warmup = &a->warmup;
+    rs->warmup_given = a->given_warmup;
+    rs->reset_schedule = a->reset_schedule;
+    rs->stages = a->stages;
+    rs->replicas = a->dp;
+    PT_CHECK(pt_job_resume_apply(cfg->ckpt_dir, rs));
+    cfg->model = rs->model;
+    cfg->data = rs->data;
+    a->schedule = rs->schedule;
     return PT_OK;
 }
 
-static void print_batch_shape(const train_args *a, const pt_train_cfg *cfg);
-
-static pt_status run_train(const train_args *a, int *interrupted)
+static pt_status run_train(const train_args *a_in, int *interrupted)
 {
+    train_args args = *a_in; /* --resume may take settings from the checkpoint */
+    const train_args *a = &args;
     pt_train_cfg cfg = a->cfg;
     pt_status st;
     if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0)
@@ -425,12 +459,6 @@ static pt_status run_train(const train_args *a, int *interrupted)
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
     cfg.seed = (uint64_t)a->seed;
-    cfg.steps = a->steps;
-    /* the default warmup (30 steps) would be the whole of a short run: at most a tenth of it */
-    cfg.warmup = a->warmup >= 0 ? a->warmup : (a->steps / 10 < cfg.warmup ? a->steps / 10 : cfg.warmup);
-    cfg.eval_every = a->eval_every;
-    cfg.ckpt_every = a->ckpt_every;
-    cfg.lr_min = a->lr_min < 0 ? cfg.lr / 10 : a->lr_min;
     char run_dir[512], ckpt_dir[600];
     if (!cfg.run_dir) {
         default_run_dir(run_dir, sizeof run_dir);
@@ -440,16 +468,57 @@ static pt_status run_train(const train_args *a, int *interrupted)
         snprintf(ckpt_dir, sizeof ckpt_dir, "%s/ckpt", cfg.run_dir);
         cfg.ckpt_dir = ckpt_dir;
     }
+    /* every process of the run (launcher, ranks, one process) takes the same settings from the
+     * checkpoint; the one that starts the run says which */
+    pt_job_resume resume;
+    const pt_model_config *model = NULL; /* the resumed run's config, or NULL: --model's */
+    if (cfg.resume && cfg.ckpt_dir) {
+        PT_CHECK(resume_settings(&args, &cfg, &resume));
+        model = resume.has_model_config ? &resume.model_config : NULL;
+    }
+    cfg.steps = a->steps;
+    /* the default warmup (30 steps) would be the whole of a short run: at most a tenth of it */
+    cfg.warmup = a->warmup >= 0 ? a->warmup : (a->steps / 10 < cfg.warmup ? a->steps / 10 : cfg.warmup);
+    cfg.eval_every = a->eval_every;
+    cfg.ckpt_every = a->ckpt_every;
+    cfg.lr_min = a->lr_min < 0 ? cfg.lr / 10 : a->lr_min;
 
     if (a->sample_every > 0 && (job || multi_opts))
-        PT_CHECK(check_sample_every(a, &cfg));
+        PT_CHECK(check_sample_every(a, &cfg, model));
     int nproc = a->nproc > 0 ? a->nproc : want;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (!job && multi_opts) {
-        if (nproc != want && !(a->schedule && access(a->schedule, R_OK) == 0))
-            return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
-                                      "(or leave it out)", nproc, a->stages, a->dp, want, want);
-        PT_CHECK(check_layout_fits(a, &cfg, nproc, cores));
+    int sched_file = a->schedule && access(a->schedule, R_OK) == 0;
+    if (!job && multi_opts && nproc != want && !sched_file)
+        return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
+                                  "(or leave it out)", nproc, a->stages, a->dp, want, want);
+    if (!job) {
+        /* the whole job checked here before any rank starts (job_check.c): one line, exit 2 */
+        pt_runtime_train_args ca;
+        runtime_args(a, &cfg, model, &ca);
+        pt_job_check_opts co = { .local_ranks = nproc, .first_rank = 0, .world = a->nproc > 0 ? nproc : 0,
+                                 .threads_per_rank = cfg.threads > 0 ? cfg.threads
+                                                     : nproc > 1 ? (int)(cores > nproc ? cores / nproc : 1)
+                                                                 : (int)cores,
+                                 .force = a->force };
+        if (check_mode.on) { /* the ranks of `pipetrain launch`, each using every core unless --threads */
+            co.local_ranks = check_mode.local_ranks;
+            co.first_rank = check_mode.first_rank;
+            co.world = check_mode.world;
+            co.threads_per_rank = cfg.threads > 0 ? cfg.threads : (int)cores;
+        }
+        pt_job_check_result cr;
+        PT_CHECK(pt_job_check(&ca, &co, &cr));
+        if (cfg.resume && cfg.ckpt_dir)
+            PT_CHECK(pt_job_resume_finished(&resume));
+        if (!check_mode.on && a->nproc == 0 && cr.world != nproc) /* a schedule file's ranks */
+            nproc = cr.world;
+        if (cr.note[0])
+            printf("%s\n", cr.note);
+        if (cfg.resume && cfg.ckpt_dir) /* (the restore phase says why a damaged `latest` was passed over) */
+            printf("%s\n", resume.line);
+        fflush(stdout);
+        if (check_mode.on)
+            return PT_OK;
     }
     if (!job) /* the launcher, or the one process: the batch every step runs on */
         print_batch_shape(a, &cfg);
@@ -479,21 +548,7 @@ static pt_status run_train(const train_args *a, int *interrupted)
     cfg.stop = &stop_requested; /* set by on_stop_signal; the ranks of a job agree on it after each step */
     cfg.no_save_on_stop = a->no_save_on_signal;
     pt_runtime_train_args ra;
-    memset(&ra, 0, sizeof ra);
-    ra.train = cfg;
-    /* evals score held-out batches of the micro-batch size a --stages 1 run of the options has */
-    ra.eval_batch_seqs = a->eval_batch % cfg.micro_batch_size == 0 ? a->eval_batch : cfg.micro_batch_size;
-    ra.stages = a->stages;
-    ra.replicas = a->dp;
-    ra.chunks = a->chunks > 1 ? a->chunks : 0;
-    ra.schedule = a->schedule;
-    ra.partition = a->partition;
-    ra.layout = a->layout;
-    ra.layer_costs = a->layer_costs;
-    ra.mem_limit_bytes = a->mem_limit;
-    ra.profile_dir = a->profile_dir;
-    ra.timeout_ms = a->comm_timeout_s > 0 ? (int64_t)(a->comm_timeout_s * 1000) : 0;
-    ra.provider = a->provider;
+    runtime_args(a, &cfg, model, &ra);
     progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
                         .sample_every = a->sample_every, .args = a, .run_dir = cfg.run_dir,
                         .profile_dir = a->profile_dir };
@@ -788,6 +843,17 @@ out:
     return st;
 }
 
+int pt_cmd_train_check(int argc, char **argv, int local_ranks, int first_rank, int world)
+{
+    check_mode.on = 1;
+    check_mode.local_ranks = local_ranks;
+    check_mode.first_rank = first_rank;
+    check_mode.world = world;
+    int code = pt_cmd_train(argc, argv);
+    check_mode.on = 0;
+    return code;
+}
+
 int pt_cmd_train(int argc, char **argv)
 {
     train_args a;
@@ -855,6 +921,10 @@ int pt_cmd_train(int argc, char **argv)
           "on SIGINT/SIGTERM stop after the step without writing a checkpoint (default: write one, then exit 130/143)",
           0 },
         { "resume", PT_OPT_FLAG, &cfg->resume, NULL, "continue from the newest checkpoint in --ckpt-dir (or <run-dir>/ckpt)", 0 },
+        { "reset-schedule", PT_OPT_FLAG, &a.reset_schedule, NULL,
+          "with --resume: let a new --steps/--lr/--lr-min/--warmup re-plan the learning rate (else refused)", 0 },
+        { "force", PT_OPT_FLAG, &a.force, NULL,
+          "start even when the ranks' threads exceed the cores 4x over or their predicted memory the RAM", 0 },
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
@@ -934,6 +1004,14 @@ int pt_cmd_train(int argc, char **argv)
         resolve_batch(a.stages, mb_seen ? cfg->micro_batches : 0, mbs_seen ? cfg->micro_batch_size : 0,
                       &cfg->micro_batches, &cfg->micro_batch_size);
     }
+    /* what the command gave: --resume takes the rest from the checkpoint's run */
+    a.given_model = model_seen || plan_path || (cfg->init_from && cfg->model == cfg->init_from);
+    a.given_data = opt_given(opts, n_opts, config_root, "data");
+    a.given_schedule = plan_path || opt_given(opts, n_opts, config_root, "schedule");
+    a.given_steps = opt_given(opts, n_opts, config_root, "steps");
+    a.given_lr = opt_given(opts, n_opts, config_root, "lr");
+    a.given_lr_min = opt_given(opts, n_opts, config_root, "lr-min");
+    a.given_warmup = opt_given(opts, n_opts, config_root, "warmup");
     int interrupted = 0;
     if (st == PT_OK)
         st = run_train(&a, &interrupted);

@@ -41,6 +41,13 @@ static const pt_cli_entry benches[] = {
 static int run_bench(int argc, char **argv) { return pt_cmd_bench(argc, argv, benches); }
 #endif
 
+#if defined(PT_HAVE_CMD_LAUNCH) && defined(PT_HAVE_CMD_TRAIN)
+/* `pipetrain launch ... -- pipetrain train ...` checks the train job before it starts a rank */
+static int run_launch(int argc, char **argv) { return pt_cmd_launch_checked(argc, argv, pt_cmd_train_check); }
+#elif defined(PT_HAVE_CMD_LAUNCH)
+static int run_launch(int argc, char **argv) { return pt_cmd_launch(argc, argv); }
+#endif
+
 static const pt_cli_entry commands[] = {
 #ifdef PT_HAVE_CMD_TRAIN
     { "train", pt_cmd_train, "train a model (no arguments: gpt2-tiny on the built-in data set)" },
@@ -64,7 +71,7 @@ static const pt_cli_entry commands[] = {
     { "profile-layers", pt_cmd_profile_layers, "time each layer on this machine and write a cost file" },
 #endif
 #ifdef PT_HAVE_CMD_LAUNCH
-    { "launch", pt_cmd_launch, "start N local ranks of a command" },
+    { "launch", run_launch, "start N local ranks of a command" },
 #endif
 #ifdef PT_HAVE_CMD_CKPT
     { "ckpt", pt_cmd_ckpt, "inspect, verify, export and import checkpoints" },

@@ -149,7 +149,9 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
      * the other ranks. The hash makes ranks started with different settings refuse each other. */
     int in_job = 0, env_rank = 0, env_size = 1;
     PT_CHECK(pt_comm_env_job(&in_job, &env_rank, &env_size));
-    if (env_size > 1) {
+    if (a->check_only) /* checked before launching: the job as its ranks will see it */
+        j->world = j->P * j->D;
+    else if (env_size > 1) {
         uint64_t h = 1469598103934665603ull;
         char num[160];
         snprintf(num, sizeof(num), "P%d D%d V%d M%d B%d T%d seed%llu steps%lld", j->P, j->D, j->V, j->M, j->B, j->T,
@@ -174,7 +176,10 @@ pt_status pt_train_job_data(pt_train_job *j)
 {
     const pt_runtime_train_args *a = j->a;
     const pt_train_cfg *tc = &a->train;
-    PT_CHECK(pt_model_config_load(tc->model, &j->cfg));
+    if (a->model_config) /* a resumed run's, from its checkpoint */
+        j->cfg = *a->model_config;
+    else
+        PT_CHECK(pt_model_config_load(tc->model, &j->cfg));
     /* auto: decided with the plan */
     PT_CHECK(pt_model_config_set_head_split(&j->cfg, tc->head_split));
     PT_CHECK(pt_train_cfg_check(tc, &j->cfg));
@@ -326,9 +331,13 @@ static pt_status write_run_json(pt_train_job *j)
         return pt_fail(PT_ENOMEM, "out of host memory");
     }
     cJSON_AddItemToObject(o, "model", mj);
-    pt_status st = PT_OK;
-    if (!cJSON_AddStringToObject(o, "schedule_name", j->sched->name) || pt_dataset_describe(j->data, o) != PT_OK ||
-        !(j->run_json = cJSON_PrintUnformatted(o)))
+    /* the settings too (steps and the learning-rate schedule, what --data was), which `train
+     * --resume` takes from the checkpoint and refuses to change without --reset-schedule */
+    pt_status st = pt_train_cfg_to_json(tc, o);
+    if (st == PT_OK && tc->data && !cJSON_AddStringToObject(o, "data_source", tc->data))
+        st = pt_fail(PT_ENOMEM, "out of host memory");
+    if (st == PT_OK && (!cJSON_AddStringToObject(o, "schedule_name", j->sched->name) ||
+                        pt_dataset_describe(j->data, o) != PT_OK || !(j->run_json = cJSON_PrintUnformatted(o))))
         st = pt_fail(PT_ENOMEM, "out of host memory");
     if (st == PT_OK && j->rank == 0 && tc->run_dir) {
         char path[4096];

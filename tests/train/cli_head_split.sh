@@ -19,7 +19,7 @@ $pt train $common --stages 1 --threads 1 --head-split "$k" --run-dir hs_1 --no-c
 grep 'eval at step 3' hs_out.txt | sed 's/^.rank 0. //' > hs_eval.txt
 grep 'eval at step 3' hs1_out.txt > hs1_eval.txt
 [ -s hs_eval.txt ] && cmp -s hs_eval.txt hs1_eval.txt || fail "the pipeline's eval differs from one process with --head-split $k"
-$pt train --model $model --steps 4 --seq-len 64 --eval-batches 1 --stages 1 --threads 1 --head-split 1 --resume \
+$pt train --model $model --steps 4 --seq-len 64 --eval-batches 1 --stages 1 --threads 1 --head-split 1 --resume --reset-schedule \
     --run-dir hs_r --ckpt-dir hs_pp/ckpt > hs_resume.txt 2>&1 || fail "resuming the split-head checkpoint with one head layer failed"
 grep -q 'resuming after step 3' hs_resume.txt || fail "the resume did not start after step 3"
 echo "ok: auto chose $k head layers; pipeline eval == one process; the checkpoint resumes with the head whole"
