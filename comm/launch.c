@@ -387,7 +387,7 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             if (bad && first_bad < 0 && !killed_on) {
                 first_bad = i;
                 signal_all(p, started, SIGTERM);
-                if (kill_at == INT64_MAX)
+                if (kill_at > pt_now_ns() + GRACE_MS * 1000000LL) /* also when a stop's 60 s were running */
                     kill_at = pt_now_ns() + GRACE_MS * 1000000LL;
             }
         }

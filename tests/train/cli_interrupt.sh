@@ -8,7 +8,8 @@
 #   group        SIGINT to the launcher's process group -> 130; the resumed run's losses and gradient
 #                norms equal an uninterrupted run's, bit for bit
 #   launcher     SIGTERM to the launcher -> 143, resume finishes
-#   rank         SIGTERM to rank 1 only -> every rank stops, 143, resume finishes
+#   rank         SIGTERM to rank 1 only -> every rank stops, 143, the profile is written, resume
+#                finishes
 #   launch       SIGTERM to `pipetrain launch --nproc 2 -- pipetrain train ...` -> 143, resume finishes
 #   second       SIGINT to the launcher during a long step, another 1.5 s later -> the ranks are
 #                killed at once, 130, one line saying so, nothing saved, no rank left
@@ -74,31 +75,33 @@ check_stopped() { # $1: expected exit status, $2: run dir
     [ -d "$2/ckpt/step_$(printf %06d "$n")" ] && [ -f "$2/ckpt/latest" ] || fail "no checkpoint of step $n in $2/ckpt"
     grep -q '"step":'"$n"',' "$2/metrics.jsonl" || fail "metrics.jsonl has no step $n"
     grep -q '"step":'"$((n + 1))"',' "$2/metrics.jsonl" && fail "metrics.jsonl goes on past step $n"
-    [ "$n" -lt 60 ] || fail "the run ended (step $n) before the signal: nothing was tested"
+    [ "$n" -lt "$steps" ] || fail "the run ended (step $n) before the signal: nothing was tested"
 }
-resume() { # $1: run dir; the same command with --resume finishes the 60 steps
+resume() { # $1: run dir; the same command with --resume finishes the run
     "$pt" train $common --run-dir "$1" --resume >"$W/resume.log" 2>&1 || fail "--resume failed"
     grep -q "resuming after step $n" "$W/resume.log" || fail "the resumed run did not start after step $n"
-    grep -q 'done: 60 steps' "$W/resume.log" || fail "the resumed run did not finish 60 steps"
-    [ "$(grep -c '"loss"' "$1/metrics.jsonl")" = 60 ] || fail "$1/metrics.jsonl has not 60 step lines"
+    grep -q "done: $steps steps" "$W/resume.log" || fail "the resumed run did not finish $steps steps"
+    [ "$(grep -c '"loss"' "$1/metrics.jsonl")" = "$steps" ] || fail "$1/metrics.jsonl has not $steps step lines"
 }
 
-common="--stages 2 --steps 60 --seq-len 64 --threads 1 --eval-batches 0 --log-every 1 --comm-timeout 60"
+steps=40
+common="--stages 2 --steps $steps --seq-len 64 --threads 1 --eval-batches 0 --log-every 1 --comm-timeout 60"
 case $mode in
 group)
     start run.log "$pt" train $common --run-dir "$W/run"
-    wait_line 'step      2/60' 60
+    wait_line "step      2/$steps" 60
     kill -INT -- "-$LP" # what Ctrl-C in a terminal sends: the whole foreground process group
     wait_end 60
     check_stopped 130 "$W/run"
     resume "$W/run"
     "$pt" train $common --run-dir "$W/ref" >"$W/ref.log" 2>&1 || fail "the uninterrupted run failed"
-    python3 - "$W/run/metrics.jsonl" "$W/ref/metrics.jsonl" <<'EOF' || fail "the resumed run differs from the uninterrupted one"
+    python3 - "$W/run/metrics.jsonl" "$W/ref/metrics.jsonl" "$steps" <<'EOF' || fail "the resumed run differs from the uninterrupted one"
 import json, sys
 def steps(p):
     return {o["step"]: (o["loss"], o["grad_norm"], o["lr"]) for o in map(json.loads, open(p)) if "loss" in o}
 a, b = steps(sys.argv[1]), steps(sys.argv[2])
-assert sorted(a) == list(range(1, 61)) and sorted(b) == list(range(1, 61)), (sorted(a), sorted(b))
+n = int(sys.argv[3])
+assert sorted(a) == list(range(1, n + 1)) and sorted(b) == list(range(1, n + 1)), (sorted(a), sorted(b))
 bad = [s for s in a if a[s] != b[s]]
 if bad:
     print("steps differ:", [(s, a[s], b[s]) for s in bad[:5]])
@@ -107,26 +110,28 @@ EOF
     ;;
 launcher)
     start run.log "$pt" train $common --run-dir "$W/run"
-    wait_line 'step      2/60' 60
+    wait_line "step      2/$steps" 60
     kill -TERM "$LP"
     wait_end 60
     check_stopped 143 "$W/run"
     resume "$W/run"
     ;;
 rank)
-    start run.log "$pt" train $common --run-dir "$W/run"
-    wait_line 'step      2/60' 60
+    start run.log "$pt" train $common --run-dir "$W/run" --profile "$W/prof"
+    wait_line "step      2/$steps" 60
     r1=$(rank_pid "$LP" 1)
     [ -n "$r1" ] || fail "cannot find rank 1 among the launcher's children: $(ranks_of "$LP")"
     kill -TERM "$r1"
     wait_end 60
     check_stopped 143 "$W/run"
+    for f in trace.json timeline.svg summary.json; do [ -s "$W/prof/$f" ] || fail "--profile: no $f after the stop"; done
+    grep -q '"signal":"SIGTERM"' "$W/run/interrupted.json" || fail "interrupted.json does not name SIGTERM"
     resume "$W/run"
     ;;
 launch)
     # `pipetrain launch` starting the ranks of `pipetrain train` itself
     start run.log "$pt" launch --nproc 2 -- "$pt" train $common --run-dir "$W/run"
-    wait_line 'step      2/60' 60
+    wait_line "step      2/$steps" 60
     kill -TERM "$LP"
     wait_end 60
     [ "$rc" = 143 ] || fail "exit status $rc, expected 143"
@@ -136,8 +141,8 @@ launch)
     [ -n "$n" ] && [ -f "$W/run/ckpt/latest" ] || fail "rank 0 names no checkpoint"
     "$pt" launch --nproc 2 -- "$pt" train $common --run-dir "$W/run" --resume >"$W/resume.log" 2>&1 ||
         fail "--resume under pipetrain launch failed"
-    grep -q "resuming after step $n" "$W/resume.log" && grep -q 'done: 60 steps' "$W/resume.log" ||
-        fail "the resumed run did not continue after step $n to 60"
+    grep -q "resuming after step $n" "$W/resume.log" && grep -q "done: $steps steps" "$W/resume.log" ||
+        fail "the resumed run did not continue after step $n to $steps"
     ;;
 second)
     # steps of 1536 sequences: several seconds each, so the second signal comes during the first step
@@ -157,7 +162,7 @@ second)
     ;;
 nosave)
     start one.log "$pt" train ${common/--stages 2/--stages 1} --run-dir "$W/one"
-    wait_line 'step      2/60' 60
+    wait_line "step      2/$steps" 60
     kill -TERM "$LP"
     wait_end 60
     [ "$rc" = 143 ] || fail "one process: exit status $rc after SIGTERM, expected 143"
@@ -165,7 +170,7 @@ nosave)
         fail "one process: no 'interrupted after step N; checkpoint' line"
     [ -f "$W/one/ckpt/latest" ] || fail "one process: no checkpoint after SIGTERM"
     start pp.log "$pt" train $common --no-save-on-signal --run-dir "$W/pp"
-    wait_line 'step      2/60' 60
+    wait_line "step      2/$steps" 60
     kill -INT "$LP"
     wait_end 60
     [ "$rc" = 130 ] || fail "--no-save-on-signal: exit status $rc after SIGINT, expected 130"
