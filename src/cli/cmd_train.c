@@ -180,12 +180,26 @@ static pt_status apply_config(const char *path, pt_opt *opts, int n_opts, cJSON 
 static volatile sig_atomic_t stop_requested; /* the first signal's number, 0 before */
 static volatile sig_atomic_t stop_first_s;   /* when it came (CLOCK_MONOTONIC, whole seconds) */
 static volatile sig_atomic_t stop_first_ms;  /* and the milliseconds within that second */
+/* 1 once the training loop is about to run (train_hook_start). Before — while the ranks meet,
+ * plan, allocate and load — there is nothing to save, and a rendezvous may wait for the whole
+ * comm timeout, so the first signal ends the process at once. */
+static volatile sig_atomic_t stop_in_loop;
 
 static void on_stop_signal(int sig)
 {
     int saved = errno;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
+    if (!stop_requested && !stop_in_loop) {
+        const char *msg = sig == SIGINT ? "pipetrain: SIGINT before the first step: ending at once\n"
+                                        : "pipetrain: SIGTERM before the first step: ending at once\n";
+        ssize_t k = write(2, msg, strlen(msg));
+        (void)k;
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered when the handler returns */
+        errno = saved;
+        return;
+    }
     if (!stop_requested) {
         stop_first_s = (sig_atomic_t)ts.tv_sec;
         stop_first_ms = (sig_atomic_t)(ts.tv_nsec / 1000000);
@@ -331,6 +345,15 @@ static pt_status sample_hook_start(void *ctx, pt_runtime *rt, pt_comm *comm, pt_
     return pt_train_sampler_create_stage(pt_runtime_chunk_model(rt, 0), comm, pt_runtime_stage_rank(rt), P,
                                          pt_dataset_tokenizer(data), a->sample_prompt, a->sample_tokens,
                                          a->sample_temperature, (uint64_t)a->seed, &p->sampler);
+}
+
+/* on_start, every rank, as the training loop begins: signals from now on stop it after a step
+ * (on_stop_signal); then the sampler's start when --sample-every asks for one. */
+static pt_status train_hook_start(void *ctx, pt_runtime *rt, pt_comm *comm, pt_dataset *data)
+{
+    progress_ctx *p = ctx;
+    stop_in_loop = 1;
+    return p->sample_every > 0 ? sample_hook_start(ctx, rt, comm, data) : PT_OK;
 }
 
 /* after_step, every rank: replica 0's stages generate the sample together (rank 0 keeps it, and
@@ -555,10 +578,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     ra.on_event = on_event;
     ra.event_ctx = &pr;
     ra.on_log = log_line;
+    ra.on_start = train_hook_start; /* from here a signal waits for the step's end */
+    ra.hook_ctx = &pr;
     if (a->sample_every > 0) {
-        ra.on_start = sample_hook_start;
         ra.after_step = sample_hook_after_step;
-        ra.hook_ctx = &pr;
     }
     pt_train_summary sum;
     memset(&sum, 0, sizeof sum);

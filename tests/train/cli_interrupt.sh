@@ -12,7 +12,8 @@
 #                finishes
 #   launch       SIGTERM to `pipetrain launch --nproc 2 -- pipetrain train ...` -> 143, resume finishes
 #   second       SIGINT to the launcher during a long step, another 1.5 s later -> the ranks are
-#                killed at once, 130, one line saying so, nothing saved, no rank left
+#                killed at once, 130, one line saying so, nothing saved, no rank left; a rank still
+#                waiting at the rendezvous ends at once on its first SIGTERM
 #   nosave       one process, SIGTERM -> 143 with a checkpoint; a pipeline with --no-save-on-signal,
 #                SIGINT -> 130, the line says it was not saved, no checkpoint
 set -u
@@ -148,7 +149,8 @@ second)
     # steps of 1536 sequences: several seconds each, so the second signal comes during the first step
     start run.log "$pt" train --stages 2 --steps 3 --micro-batches 192 --micro-batch-size 8 --threads 1 \
         --eval-batches 0 --comm-timeout 60 --run-dir "$W/run"
-    wait_line 'MiB allocated' 60
+    wait_line 'transfers:' 60
+    sleep 1 # into the first step (its loop begins a few ms after that line; the step lasts seconds)
     ranks=$(ranks_of "$LP")
     kill -INT "$LP"
     sleep 1.5
@@ -159,6 +161,18 @@ second)
     grep -q '^interrupted after step' "$W/run.log" && fail "the first SIGINT's stop completed: the test did not test"
     [ -e "$W/run/ckpt/latest" ] && fail "a checkpoint was written"
     for r in $ranks; do kill -0 "$r" 2>/dev/null && fail "rank process $r left running"; done
+    # before the loop (here: rank 0 waiting at the rendezvous for a rank 1 that never comes, up to
+    # --comm-timeout 60) there is nothing to save: the first signal ends the rank at once
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    log=alone.log
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port setsid "$pt" train --stages 2 --steps 3 \
+        --comm-timeout 60 --run-dir "$W/alone" >"$W/alone.log" 2>&1 &
+    LP=$!
+    sleep 1
+    kill -TERM "$LP"
+    wait_end 10
+    [ "$rc" = 143 ] || fail "a rank at the rendezvous: exit status $rc after SIGTERM, expected 143"
+    grep -q 'SIGTERM before the first step: ending at once' "$W/alone.log" || fail "no line about ending before the first step"
     ;;
 nosave)
     start one.log "$pt" train ${common/--stages 2/--stages 1} --run-dir "$W/one"
