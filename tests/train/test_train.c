@@ -127,6 +127,7 @@ static void test_optim(void)
 typedef struct {
     int64_t nan_at; /* data step whose loss is NaN (-1: never) */
     int64_t stop_at; /* data step after which *stop is raised (0: never) */
+    int n_agree;     /* calls of script_agree */
     volatile sig_atomic_t *stop;
     int n_steps, n_evals, n_saves;
     int64_t saved_at;
@@ -146,6 +147,15 @@ static pt_status script_step(void *ctx, int64_t step, double lr, pt_step_stats *
     out->n_targets = 50;
     if (sc->stop && sc->stop_at && step == sc->stop_at)
         *sc->stop = 1;
+    return PT_OK;
+}
+
+/* the ranks' stop agreement as another rank's SIGTERM after data step 5 makes it (6 steps done) */
+static pt_status script_agree(void *ctx, int local, int *agreed)
+{
+    script *sc = ctx;
+    sc->n_agree++;
+    *agreed = local ? local : sc->n_steps == 6 ? SIGTERM : 0;
     return PT_OK;
 }
 
@@ -245,6 +255,18 @@ static void test_loop(void)
     EXPECT(sum.interrupted && sum.steps_done == 4 && sc4.n_steps == 4);
     EXPECT(sc4.n_saves == 1 && sc4.saved_at == 4 && strcmp(sum.last_ckpt, "scripted") == 0);
     EXPECT(sc4.n_evals == 0);
+    /* in a job the ranks' agreement decides: this rank got no signal, another did (SIGTERM after
+     * data step 5, as agree_stop reports it), so this rank stops after that step too, and with
+     * no_save_on_stop without a checkpoint */
+    stop = 0;
+    script sc5 = { .nan_at = -1 };
+    pt_train_ops ops5 = { .ctx = &sc5, .step = script_step, .eval = script_eval, .save = script_save,
+                          .agree_stop = script_agree };
+    cfg.no_save_on_stop = 1;
+    EXPECT(pt_train_loop(&cfg, &ops5, 0, NULL, NULL, &sum) == PT_OK);
+    EXPECT(sum.interrupted && sum.stop_signal == SIGTERM && sum.steps_done == 6 && sc5.n_steps == 6);
+    EXPECT(sc5.n_agree == 6 && sc5.n_saves == 0 && sc5.n_evals == 1); /* after step 5; none at the stop */
+    cfg.no_save_on_stop = 0;
     cfg.stop = NULL;
     cfg.steps = 0;
     EXPECT(pt_train_loop(&cfg, &ops, 0, NULL, NULL, &sum) == PT_EINVAL);
