@@ -62,6 +62,11 @@ void pt_train_sampler_destroy(pt_train_sampler *s); /* accepts NULL */
 
 struct pt_runtime_train_args; /* pipetrain/runtime.h */
 
+/* The failure of a check as a usage error (PT_EINVAL, exit status 2), its message kept: whatever
+ * a check refused (a missing file, a plan over --mem-limit, a damaged manifest), the command as
+ * asked cannot run. PT_OK, PT_EINVAL and PT_EINTERNAL (a bug) are returned as they are. */
+pt_status pt_cli_as_usage(pt_status st);
+
 /* Where the job would run: its ranks on this machine (1 for a one-process run), the world rank of
  * the first of them, the ranks of the whole job (0: the layout's P x D, unchecked), the CPU threads
  * each rank will use (0: all cores), and --force. */

@@ -243,7 +243,7 @@ int pt_cmd_plan(int argc, char **argv)
     PT_TRY(pt_device_load(device, &dev), out);
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
     if (costs)
-        PT_TRY(pt_layer_times_load(costs, &lt), out);
+        PT_TRY(pt_cli_as_usage(pt_layer_times_load(costs, &lt)), out);
     if (head_split == PT_HEAD_SPLIT_AUTO && lt) /* a cost file was measured with its own split */
         PT_TRY(pt_model_config_set_head_split(&cfg, lt->cfg.head_split > 1 ? lt->cfg.head_split : 1), out);
     const double cap = mem ? (double)mem : dev.mem_bytes;

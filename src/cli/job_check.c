@@ -26,10 +26,7 @@
  * slow each other down (and every rank polls its transport), and the machine stops answering. */
 #define JC_OVERSUBSCRIBE 4
 
-/* The failure of a check as a usage error (exit status 2), its message kept: whatever a phase
- * refused (a missing file, a plan over --mem-limit, a damaged manifest), the job as asked cannot
- * run. Only a bug keeps its status. */
-static pt_status as_usage(pt_status st)
+pt_status pt_cli_as_usage(pt_status st)
 {
     if (st == PT_OK || st == PT_EINVAL || st == PT_EINTERNAL)
         return st;
@@ -77,9 +74,9 @@ static pt_status check_resume(const pt_train_job *j, const char *ckpt_dir)
         snprintf(msg, sizeof msg, "%s", pt_last_error());
         return pt_fail(PT_EINVAL, "--resume: %s", msg);
     }
-    PT_CHECK(as_usage(pt_ckpt_check_data(ckpt_dir, j->data)));
+    PT_CHECK(pt_cli_as_usage(pt_ckpt_check_data(ckpt_dir, j->data)));
     pt_ckpt_manifest *m = NULL;
-    PT_CHECK(as_usage(pt_ckpt_manifest_read(step_dir, &m)));
+    PT_CHECK(pt_cli_as_usage(pt_ckpt_manifest_read(step_dir, &m)));
     pt_model_config saved;
     st = pt_ckpt_run_model_config(m->run_json, NULL, &saved);
     pt_ckpt_manifest_destroy(m);
@@ -153,7 +150,7 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
         snprintf(res->note, sizeof res->note, "--force: %d threads on %ld cores (%.0fx)", local * threads, cores, x);
     }
 
-    PT_CHECK(as_usage(check_layers(ra)));
+    PT_CHECK(pt_cli_as_usage(check_layers(ra)));
 
     /* the phases the ranks run first, as they will run them (no comm, no log) */
     pt_runtime_train_args ca = *ra;
@@ -178,7 +175,7 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
                  : pt_fail(PT_ENOMEM, "out of host memory");
         free(tok);
     }
-    st = as_usage(st);
+    st = pt_cli_as_usage(st);
     if (st == PT_OK && o->world > 0 && j.P * j.D != o->world) {
         if (!is_generator(j.sched_name))
             st = pt_fail(PT_EINVAL, "schedule %s has %d ranks, x %d replicas = %d, but the job has %d; give --nproc "
@@ -257,7 +254,7 @@ pt_status pt_job_resume_apply(const char *ckpt_dir, pt_job_resume *r)
         return pt_fail(PT_EINVAL, "--resume: %s", msg);
     }
     pt_ckpt_manifest *m = NULL;
-    PT_CHECK(as_usage(pt_ckpt_manifest_read(r->step_dir, &m)));
+    PT_CHECK(pt_cli_as_usage(pt_ckpt_manifest_read(r->step_dir, &m)));
     r->ckpt_step = m->step;
     cJSON *run = cJSON_Parse(m->run_json ? m->run_json : "{}");
     if (!run) {

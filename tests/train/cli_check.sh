@@ -3,7 +3,7 @@
 # that would start the ranks (src/cli/job_check.c): a bad model, data, schedule, plan, backend or
 # checkpoint with --stages 2 is ONE error line and exit status 2, and no rank is started (no
 # 'launching' line, no '[rank N]' output); more threads than 4x the cores, or more predicted memory
-# than the RAM, is refused unless --force.
+# than the RAM, is refused unless --force. `pipetrain plan` refuses bad inputs the same way.
 #   cli_check.sh PIPETRAIN SOURCE_DIR
 PT=$1
 SRC=$2
@@ -51,6 +51,9 @@ refused "cannot open token file" train --stages 1 $small --data nosuch.bin --run
 refused "cannot open token file nosuch.bin" launch --nproc 2 -- "$PT" train --stages 2 $small --data nosuch.bin
 refused "--force" launch --nproc 2 -- "$PT" train --stages 2 $small --threads 64
 refused "need 2 ranks but the job has 3" launch --nproc 3 -- "$PT" train --stages 2 $small
+# pipetrain plan refuses the same inputs the same way
+refused "nosuch-costs.json" plan --model gpt2-tiny --stages 2 --layer-costs nosuch-costs.json
+refused "neither a preset nor a readable JSON config" plan --model nosuch.json --stages 2
 # --force goes on, saying what it let through
 timeout 120 "$PT" train --stages 1 --threads 16 --force --steps 1 --seq-len 32 --micro-batch-size 1 --eval-batches 0 \
     --no-ckpt --run-dir r16 > out.txt 2> err.txt || fail "--force did not run"
