@@ -185,18 +185,24 @@ static volatile sig_atomic_t stop_first_ms;  /* and the milliseconds within that
  * comm timeout, so the first signal ends the process at once. */
 static volatile sig_atomic_t stop_in_loop;
 
+/* From the signal handler: says msg on stderr and lets sig end the process with its default action
+ * (delivered when the handler returns). Async-signal-safe. */
+static void end_at_once(int sig, const char *msg)
+{
+    ssize_t k = write(2, msg, strlen(msg));
+    (void)k;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void on_stop_signal(int sig)
 {
     int saved = errno;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
     if (!stop_requested && !stop_in_loop) {
-        const char *msg = sig == SIGINT ? "pipetrain: SIGINT before the first step: ending at once\n"
-                                        : "pipetrain: SIGTERM before the first step: ending at once\n";
-        ssize_t k = write(2, msg, strlen(msg));
-        (void)k;
-        signal(sig, SIG_DFL);
-        raise(sig); /* delivered when the handler returns */
+        end_at_once(sig, sig == SIGINT ? "pipetrain: SIGINT before the first step: ending at once\n"
+                                       : "pipetrain: SIGTERM before the first step: ending at once\n");
         errno = saved;
         return;
     }
@@ -212,12 +218,8 @@ static void on_stop_signal(int sig)
         errno = saved;
         return;
     }
-    const char *msg = sig == SIGINT ? "pipetrain: a second SIGINT: ending at once, without saving\n"
-                                    : "pipetrain: a second SIGTERM: ending at once, without saving\n";
-    ssize_t k = write(2, msg, strlen(msg));
-    (void)k;
-    signal(sig, SIG_DFL);
-    raise(sig); /* delivered when the handler returns */
+    end_at_once(sig, sig == SIGINT ? "pipetrain: a second SIGINT: ending at once, without saving\n"
+                                   : "pipetrain: a second SIGTERM: ending at once, without saving\n");
     errno = saved;
 }
 
