@@ -135,6 +135,24 @@ static pt_status read_all(const char *path, size_t max_bytes, char **out, size_t
     return PT_OK;
 }
 
+/* One row of the predicted-vs-measured table: label, then the plan's prediction, the profile's
+ * measurement and the metrics' recent mean, each printed with fmt where it is known, else "-". */
+static void pred_row(FILE *f, const char *label, const char *fmt, int has_pred, double pred, int has_prof,
+                     double prof, int has_metrics, double metrics)
+{
+    char cell[3][64];
+    const int has[3] = { has_pred, has_prof, has_metrics };
+    const double v[3] = { pred, prof, metrics };
+    for (int i = 0; i < 3; i++) {
+        if (has[i])
+            snprintf(cell[i], sizeof cell[i], fmt, v[i]);
+        else
+            snprintf(cell[i], sizeof cell[i], "-");
+    }
+    fprintf(f, "<tr><td class=\"l\">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", label, cell[0], cell[1],
+            cell[2]);
+}
+
 /* Writes s with &, <, >, " escaped. */
 static void esc(FILE *f, const char *s)
 {
@@ -1008,38 +1026,12 @@ static void write_plan(FILE *f, const run_info *r)
         has_mtps = jnum(s, "tokens_per_s", &mtps), has_mmfu = jnum(s, "mfu", &mmfu);
     fprintf(f, "<table id=\"plan-prediction\"><tr><th class=\"l\"></th><th>predicted (plan)</th><th>measured "
                "(profile)</th><th>measured (metrics, recent steps)</th></tr>\n");
-    char a1[64] = "-", a2[64] = "-", a3[64] = "-";
-    if (has_pst)
-        snprintf(a1, sizeof a1, "%.1f", pst * 1e3);
-    if (has_mst)
-        snprintf(a2, sizeof a2, "%.1f", mst * 1e3);
-    if (r->step_ms.n)
-        snprintf(a3, sizeof a3, "%.1f", mean_recent(&r->step_ms));
-    fprintf(f, "<tr><td class=\"l\">step time (ms)</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", a1, a2, a3);
-    snprintf(a1, sizeof a1, "-");
-    snprintf(a2, sizeof a2, "-");
-    if (has_pb)
-        snprintf(a1, sizeof a1, "%.1f%%", pb * 100);
-    if (has_mb)
-        snprintf(a2, sizeof a2, "%.1f%%", mb * 100);
-    fprintf(f, "<tr><td class=\"l\">bubble</td><td>%s</td><td>%s</td><td>-</td></tr>\n", a1, a2);
-    snprintf(a1, sizeof a1, "-");
-    snprintf(a2, sizeof a2, "-");
-    snprintf(a3, sizeof a3, "-");
-    if (has_ptps)
-        snprintf(a1, sizeof a1, "%.0f", ptps);
-    if (has_mtps)
-        snprintf(a2, sizeof a2, "%.0f", mtps);
-    if (r->tps.n)
-        snprintf(a3, sizeof a3, "%.0f", mean_recent(&r->tps));
-    fprintf(f, "<tr><td class=\"l\">tokens/s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", a1, a2, a3);
-    snprintf(a1, sizeof a1, "-");
-    snprintf(a2, sizeof a2, "-");
-    if (has_pmfu)
-        snprintf(a1, sizeof a1, "%.1f%%", pmfu * 100);
-    if (has_mmfu)
-        snprintf(a2, sizeof a2, "%.1f%%", mmfu * 100);
-    fprintf(f, "<tr><td class=\"l\">MFU</td><td>%s</td><td>%s</td><td>-</td></tr>\n</table>\n", a1, a2);
+    pred_row(f, "step time (ms)", "%.1f", has_pst, pst * 1e3, has_mst, mst * 1e3, r->step_ms.n > 0,
+             r->step_ms.n ? mean_recent(&r->step_ms) : 0);
+    pred_row(f, "bubble", "%.1f%%", has_pb, pb * 100, has_mb, mb * 100, 0, 0);
+    pred_row(f, "tokens/s", "%.0f", has_ptps, ptps, has_mtps, mtps, r->tps.n > 0, r->tps.n ? mean_recent(&r->tps) : 0);
+    pred_row(f, "MFU", "%.1f%%", has_pmfu, pmfu * 100, has_mmfu, mmfu * 100, 0, 0);
+    fprintf(f, "</table>\n");
 
     /* one row per virtual stage (chunk) */
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(c, "model");
