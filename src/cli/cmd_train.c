@@ -483,6 +483,9 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     PT_CHECK(pt_comm_env_job(&job, &job_rank, &job_size));
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
+    if (a->warmup < -1) /* -1 is the default's sentinel (30 steps, or a tenth of --steps) */
+        return pt_fail(PT_EINVAL, "--warmup %lld: give 0 or more steps (or leave it out: 30, or a tenth of --steps if "
+                                  "less)", a->warmup);
     cfg.seed = (uint64_t)a->seed;
     char run_dir[512], ckpt_dir[600];
     if (!cfg.run_dir) {
@@ -742,6 +745,39 @@ static pt_status check_names(const train_args *a)
     if (a->cfg.backend)
         PT_CHECK(pt_args_enum("backend", a->cfg.backend, backends, NULL, NULL));
     return PT_OK;
+}
+
+/* --schedule FILE says its own micro-batch count (the job phase takes it); a --micro-batches the
+ * command gave (option or --config key) that differs is refused rather than silently overridden.
+ * A file that cannot be read is left to the job check, which names it. */
+static pt_status check_sched_file_m(const train_args *a, int m_given)
+{
+    if (!m_given || !a->schedule || access(a->schedule, R_OK) != 0)
+        return PT_OK;
+    int is_gen = 0;
+    for (const char *const *g = pt_sched_generator_names(); *g; g++)
+        is_gen |= strcmp(*g, a->schedule) == 0;
+    pt_schedule *sc = NULL;
+    if (is_gen || pt_sched_load(a->schedule, &sc) != PT_OK) {
+        pt_clear_error();
+        return PT_OK;
+    }
+    pt_status st = PT_OK;
+    if (sc->n_microbatches != a->cfg.micro_batches) {
+        int gen = 0;
+        for (const char *const *g = pt_sched_generator_names(); *g; g++)
+            gen |= strcmp(*g, sc->name) == 0;
+        char chunks[32] = "";
+        if (sc->n_chunks > 1)
+            snprintf(chunks, sizeof chunks, " --chunks %d", sc->n_chunks);
+        st = pt_fail(PT_EINVAL, "--micro-batches %d disagrees with --schedule %s, which has %d micro-batches; drop "
+                                "--micro-batches, or make the file for %d: pipetrain simulate --schedule %s --stages %d%s "
+                                "--micro-batches %d --emit FILE",
+                     a->cfg.micro_batches, a->schedule, sc->n_microbatches, a->cfg.micro_batches,
+                     gen ? sc->name : "NAME", sc->n_ranks, chunks, a->cfg.micro_batches);
+    }
+    pt_sched_destroy(sc);
+    return st;
 }
 
 /* Whether option `name` was given, on the command line or in the --config file. */
@@ -1029,6 +1065,8 @@ int pt_cmd_train(int argc, char **argv)
         resolve_batch(a.stages, mb_seen ? cfg->micro_batches : 0, mbs_seen ? cfg->micro_batch_size : 0,
                       &cfg->micro_batches, &cfg->micro_batch_size);
     }
+    if (st == PT_OK)
+        st = check_sched_file_m(&a, opt_given(opts, n_opts, config_root, "micro-batches"));
     /* what the command gave: --resume takes the rest from the checkpoint's run */
     a.given_model = model_seen || plan_path || (cfg->init_from && cfg->model == cfg->init_from);
     a.given_data = opt_given(opts, n_opts, config_root, "data");

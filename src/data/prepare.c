@@ -81,6 +81,39 @@ static void inputs_free(prep_inputs *in)
     free(in->size);
 }
 
+/* --output (FILE.bin, or the sidecar FILE.bin.json / DIR/dataset.json) must not be one of the
+ * inputs: the tokens would replace the text they are made from. The same file by another name
+ * (a hard link, ./x, a symlink) is caught by comparing st_dev/st_ino when the output exists. */
+static pt_status check_output_not_input(const prep_inputs *in, const char *output, int one_file)
+{
+    char sidecar[PATH_MAX];
+    if (one_file)
+        snprintf(sidecar, sizeof sidecar, "%s.json", output);
+    else
+        snprintf(sidecar, sizeof sidecar, "%s/dataset.json", output);
+    const char *outs[2] = { one_file ? output : NULL, sidecar };
+    for (int k = 0; k < 2; k++) {
+        struct stat ob;
+        if (!outs[k] || stat(outs[k], &ob) != 0)
+            continue; /* not there yet: no input can be it */
+        for (int i = 0; i < in->n; i++) {
+            struct stat ib;
+            if (strcmp(in->path[i], "-") == 0 || stat(in->path[i], &ib) != 0)
+                continue;
+            if (ib.st_dev != ob.st_dev || ib.st_ino != ob.st_ino)
+                continue;
+            if (k == 0)
+                return pt_fail(PT_EINVAL, "--output %s is the input %s (the same file): the tokens would replace the "
+                                          "text; give --output another path (NAME.bin beside it, or a folder)",
+                               output, in->path[i]);
+            return pt_fail(PT_EINVAL, "--output %s would write its sidecar %s over the input %s; give --output "
+                                      "another path",
+                           output, outs[k], in->path[i]);
+        }
+    }
+    return PT_OK;
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Expands one --input: "-" (stdin), a folder (its regular files, sorted, hidden ones skipped), a
@@ -932,6 +965,7 @@ pt_status pt_prepare(const pt_prepare_opts *o, pt_prepare_result *r)
     PT_TRY(pt_tokenizer_open(o->tokenizer ? o->tokenizer : "byte", &tok), out);
     for (int i = 0; i < o->n_inputs; i++)
         PT_TRY(inputs_expand(&in, o->inputs[i], o->format), out);
+    PT_TRY(check_output_not_input(&in, o->output, one_file), out);
     int64_t total = 0;
     int known = 1;
     for (int i = 0; i < in.n; i++) {

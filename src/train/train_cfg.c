@@ -48,6 +48,8 @@ pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m)
         return pt_fail(PT_EINVAL, "--seq-len is %d; %s takes 1 to %d tokens", c->seq_len, m->name, m->max_seq_len);
     if (c->warmup < 0)
         return pt_fail(PT_EINVAL, "--warmup is %lld; give 0 or more steps", (long long)c->warmup);
+    if (!(c->grad_clip >= 0)) /* NaN too */
+        return pt_fail(PT_EINVAL, "--grad-clip %g: must be >= 0 (0 turns clipping off)", c->grad_clip);
     if (!(c->lr_min >= 0) || !(c->lr_min <= c->lr))
         return pt_fail(PT_EINVAL, "the final learning rate %g must be in [0, --lr %g]", c->lr_min, c->lr);
     if (c->eval_every < 0 || c->eval_batches < 0)

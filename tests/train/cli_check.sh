@@ -3,7 +3,8 @@
 # that would start the ranks (src/cli/job_check.c): a bad model, data, schedule, plan, backend or
 # checkpoint with --stages 2 is ONE error line and exit status 2, and no rank is started (no
 # 'launching' line, no '[rank N]' output); more threads than 4x the cores, or more predicted memory
-# than the RAM, is refused unless --force. `pipetrain plan` refuses bad inputs the same way.
+# than the RAM, is refused unless --force. `pipetrain plan` refuses bad inputs the same way, and
+# `pipetrain prepare` an --output that is its own input.
 #   cli_check.sh PIPETRAIN SOURCE_DIR
 PT=$1
 SRC=$2
@@ -54,6 +55,26 @@ refused "need 2 ranks but the job has 3" launch --nproc 3 -- "$PT" train --stage
 # pipetrain plan refuses the same inputs the same way
 refused "nosuch-costs.json" plan --model gpt2-tiny --stages 2 --layer-costs nosuch-costs.json
 refused "neither a preset nor a readable JSON config" plan --model nosuch.json --stages 2
+# settings that were accepted silently (issue 21): a negative --grad-clip or --warmup, and a
+# --micro-batches that a schedule file of another micro-batch count overrode
+refused "--grad-clip -1: must be >= 0 (0 turns clipping off)" train --stages 2 $small --grad-clip -1 --run-dir r18
+refused "--grad-clip -1: must be >= 0" train --stages 1 $small --grad-clip -1 --run-dir r19
+refused "--warmup -5: give 0 or more steps" train --stages 2 $small --warmup -5 --run-dir r20
+refused "--micro-batches 8 disagrees with --schedule .*zbv_p2_m4.txt, which has 4 micro-batches; drop --micro-batches, or make the file for 8: pipetrain simulate --schedule zbv --stages 2 --chunks 2 --micro-batches 8" \
+    train --stages 2 $small --schedule "$SRC/tests/schedule/golden/zbv_p2_m4.txt" --micro-batches 8 --run-dir r21
+refused "--micro-batches 8 disagrees with --schedule" \
+    launch --nproc 2 -- "$PT" train --stages 2 $small --schedule "$SRC/tests/schedule/golden/zbv_p2_m4.txt" --micro-batches 8
+# pipetrain prepare refuses an --output that is its input (by name, by another name, or its sidecar)
+printf 'the source text, which prepare must not overwrite\n' > src.bin
+cp src.bin src.orig
+ln src.bin link.bin
+refused "--output src.bin is the input src.bin (the same file)" prepare --input src.bin --output src.bin --quiet
+refused "is the input ./src.bin (the same file)" prepare --input ./src.bin --output link.bin --quiet
+cp src.orig side.bin.json
+refused "would write its sidecar side.bin.json over the input side.bin.json" prepare --input side.bin.json --format text --output side.bin --quiet
+cmp -s src.bin src.orig || fail "prepare changed its input src.bin"
+cmp -s side.bin.json src.orig || fail "prepare changed its input side.bin.json"
+[ ! -e src.bin.json ] || fail "prepare wrote a sidecar for a refused output"
 # --force goes on, saying what it let through
 timeout 120 "$PT" train --stages 1 --threads 16 --force --steps 1 --seq-len 32 --micro-batch-size 1 --eval-batches 0 \
     --no-ckpt --run-dir r16 > out.txt 2> err.txt || fail "--force did not run"
