@@ -250,6 +250,11 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
  * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
 
+/* Whether one step directory is usable as pt_ckpt_resolve judges it (cheap, reads no tensor): its
+ * manifest parses and every shard it names exists with at least the bytes the manifest needs.
+ * PT_EFORMAT / PT_EIO naming the file otherwise. */
+pt_status pt_ckpt_check_step(const char *step_dir);
+
 struct pt_model_config; /* pipetrain/model_config.h */
 /* The model config a checkpoint's run description (pt_ckpt_manifest.run_json; NULL reads as "{}")
  * records: model_opt (the --model option) when given, else its "model" (a config object, as

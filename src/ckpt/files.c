@@ -197,8 +197,7 @@ pt_status pt_ckpt_list(const char *root, int64_t **steps, int *n)
     return PT_OK;
 }
 
-/* Usable: the manifest parses and every shard it names exists with at least the bytes it needs. */
-static pt_status check_step_dir(const char *step_dir)
+pt_status pt_ckpt_check_step(const char *step_dir)
 {
     pt_ckpt_manifest *m;
     PT_CHECK(pt_ckpt_manifest_read(step_dir, &m));
@@ -255,7 +254,7 @@ pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *not
             snprintf(why, sizeof why, "%s/latest does not name a step directory", dir);
         } else {
             snprintf(path, sizeof path, "%s/%s", dir, latest);
-            if (check_step_dir(path) == PT_OK) {
+            if (pt_ckpt_check_step(path) == PT_OK) {
                 if (snprintf(step_dir, cap, "%s", path) >= (int)cap)
                     return pt_fail(PT_EINVAL, "checkpoint path is too long: %.80s...", path);
                 return PT_OK;
@@ -274,7 +273,7 @@ pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *not
         char name[64];
         pt_ckpt_step_name(steps[i], name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (strcmp(name, latest) == 0 || check_step_dir(path) != PT_OK)
+        if (strcmp(name, latest) == 0 || pt_ckpt_check_step(path) != PT_OK)
             continue;
         if (snprintf(step_dir, cap, "%s", path) >= (int)cap) {
             free(steps);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "args.h"
@@ -190,7 +191,9 @@ static int cmd_verify(int argc, char **argv)
     pt_cmd_spec spec = { "pipetrain ckpt verify DIR [--all]",
                          "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's checksums of\n"
                          "its stored and raw bytes (XXH3; XXH64 in format 1) and every size. Prints each damaged\n"
-                         "tensor (file and name) and exits 1 when any is damaged.",
+                         "tensor (file and name) and exits 1 when anything under DIR is damaged: a tensor, or a\n"
+                         "newest checkpoint that is truncated, lacks a shard or has a broken manifest (the one a\n"
+                         "resume would pass over). The last line names what is still usable.",
                          opts, 2, NULL };
     char *pos[1];
     int done = 0;
@@ -200,7 +203,8 @@ static int cmd_verify(int argc, char **argv)
     int64_t *steps = NULL;
     int n = 0;
     char dirs[64][600];
-    int n_dirs = 0;
+    int n_dirs = 0, root_damaged = 0;
+    char note[1024] = "";
     if (all) {
         PT_TRY(pt_ckpt_list(pos[0], &steps, &n), out);
         for (int i = n > 64 ? n - 64 : 0; i < n; i++)
@@ -210,27 +214,64 @@ static int cmd_verify(int argc, char **argv)
             st = pt_fail(PT_EFORMAT, "%s holds no complete checkpoint", pos[0]);
             goto out;
         }
+        char sd[600];
+        if (pt_ckpt_resolve(pos[0], sd, sizeof sd, note, sizeof note) != PT_OK)
+            pt_clear_error(); /* every step is verified below */
     } else {
-        char note[1024];
         PT_TRY(pt_ckpt_resolve(pos[0], dirs[0], sizeof dirs[0], note, sizeof note), out);
-        if (note[0])
-            fprintf(stderr, "%s\n", note);
         n_dirs = 1;
     }
+    /* The note says the newest checkpoint (latest, or a newer step) is not usable: that is damage
+     * under DIR even when an older checkpoint verifies. */
+    if (note[0]) {
+        printf("DAMAGED %s\n", note);
+        root_damaged = 1;
+    }
     int failed_dirs = 0;
+    const char *usable = NULL;
     for (int i = 0; i < n_dirs; i++) {
         uint64_t bytes = 0;
         int64_t t0 = pt_now_ns();
         int bad = verify_one(dirs[i], threads, &bytes);
         double s = pt_seconds_between(t0, pt_now_ns());
-        if (bad == 0)
+        if (bad == 0) {
             printf("ok      %s: %.1f MiB of tensors verified in %.2f s\n", dirs[i], mib(bytes), s);
-        else
+            usable = dirs[i];
+        } else
             printf("DAMAGED %s: %s\n", dirs[i], bad < 0 ? "manifest unreadable" : "see the errors above");
         failed_dirs += bad != 0;
     }
-    if (failed_dirs)
-        st = pt_fail(PT_EFORMAT, "%d of %d checkpoint(s) are damaged", failed_dirs, n_dirs);
+    /* Only the newest was read and it is damaged: the newest older one that verifies is what is
+     * still usable. */
+    char older[600] = "";
+    const char *us = strrchr(dirs[0], '_');
+    long long first = us ? atoll(us + 1) : 0;
+    if (!all && failed_dirs && pt_ckpt_list(pos[0], &steps, &n) == PT_OK) {
+        for (int i = n - 1; i >= 0 && !older[0]; i--) {
+            char d[600];
+            snprintf(d, sizeof d, "%s/step_%06lld", pos[0], (long long)steps[i]);
+            if (steps[i] >= first)
+                continue;
+            uint64_t bytes = 0;
+            if (verify_one(d, threads, &bytes) == 0) {
+                snprintf(older, sizeof older, "%s", d);
+                printf("ok      %s: %.1f MiB of tensors verified (an older checkpoint)\n", d, mib(bytes));
+            }
+        }
+        free(steps);
+    } else
+        pt_clear_error();
+    if (older[0])
+        usable = older;
+    if (failed_dirs || root_damaged) {
+        char u[700];
+        if (usable)
+            snprintf(u, sizeof u, "still usable: %.600s (train --resume would take it)", usable);
+        else
+            snprintf(u, sizeof u, "no checkpoint under it verifies");
+        st = pt_fail(PT_EFORMAT, "%s: %d damaged checkpoint(s)%s; %s", pos[0], failed_dirs + root_damaged,
+                     root_damaged && !failed_dirs ? " (the newest)" : "", u);
+    }
 out:
     return pt_cli_finish(st);
 }
@@ -340,20 +381,46 @@ out:
     return pt_cli_finish(st);
 }
 
+/* The import's DIR is missing or empty, or force: importing into a root of training checkpoints
+ * would point its `latest` at a new step 0. Names what DIR holds. */
+static pt_status import_target_empty(const char *dir, int force)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return PT_OK; /* made by the save */
+    char first[3][64];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            snprintf(first[n < 3 ? n : 2], sizeof first[0], "%.60s", de->d_name), n++;
+    closedir(d);
+    if (n == 0 || force)
+        return PT_OK;
+    return pt_fail(PT_EINVAL, "%s is not empty (it holds %s%s%s%s%s); importing would point its latest at a new step 0 "
+                              "and a --resume there would save over the newer steps: import into an empty directory, "
+                              "or add --force",
+                   dir, first[0], n > 1 ? ", " : "", n > 1 ? first[1] : "", n > 2 ? ", " : "", n > 2 ? "..." : "");
+}
+
 static int cmd_import(int argc, char **argv)
 {
     const char *model = NULL;
-    int level = 1, threads = 2;
+    int level = 1, threads = 2, force = 0;
     pt_opt opts[] = { { "model", PT_OPT_STRING, &model, "NAME|FILE",
                         "model config (default: the file's metadata, else the preset its shapes match)", 0 },
                       { "zstd-level", PT_OPT_INT, &level, "N", "zstd level (1..19)", 0 },
-                      { "threads", PT_OPT_INT, &threads, "N", "compression threads", 0 } };
+                      { "threads", PT_OPT_INT, &threads, "N", "compression threads", 0 },
+                      { "force", PT_OPT_FLAG, &force, NULL,
+                        "import into a DIR that already holds checkpoints (its latest then names step 0; a --resume "
+                        "there is refused while a newer step is usable)",
+                        0 } };
     pt_cmd_spec spec = { "pipetrain ckpt import IN DIR",
                          "Makes DIR/step_000000 from Hugging Face weights, with zeroed AdamW moments, so that\n"
                          "`pipetrain train --ckpt-dir DIR --resume` starts from them. IN is a safetensors file in\n"
                          "GPT-2 naming and layout, or a Llama-family checkpoint: a directory with config.json and\n"
                          "model.safetensors (or model.safetensors.index.json and its shards), F32/F16/BF16.",
-                         opts, 3,
+                         opts, 4,
                          "examples:\n"
                          "  pipetrain ckpt import gpt2.safetensors ckpt --model gpt2\n"
                          "  pipetrain ckpt import Llama-3.2-1B ckpt" };
@@ -375,6 +442,7 @@ static int cmd_import(int argc, char **argv)
         st = pt_fail(PT_EINVAL, "%s already exists; import into an empty directory", path);
         goto out;
     }
+    PT_TRY(import_target_empty(pos[1], force), out);
     if (model)
         PT_TRY(pt_model_config_load(model, &cfg), out);
     else

@@ -63,6 +63,37 @@ static int same_shapes(const pt_model_config *a, const pt_model_config *b)
            (a->arch != PT_ARCH_GPT2 || a->max_seq_len == b->max_seq_len);
 }
 
+/* --resume from step `step` (step_dir, resolved from root) when root holds a usable checkpoint of a
+ * later step: the run would save over it (its `latest` was pointed back, e.g. by an import), so it
+ * is refused. A damaged newer step that resolve passed over is no loss and does not count. */
+static pt_status check_no_newer(const char *root, const char *step_dir, int64_t step)
+{
+    if (strcmp(root, step_dir) == 0) /* --ckpt-dir names a step directory itself */
+        return PT_OK;
+    int64_t *steps = NULL;
+    int n = 0;
+    if (pt_ckpt_list(root, &steps, &n) != PT_OK) {
+        pt_clear_error();
+        return PT_OK;
+    }
+    pt_status st = PT_OK;
+    for (int i = n - 1; i >= 0 && steps[i] > step; i--) {
+        char name[64], path[4096];
+        snprintf(name, sizeof name, "step_%06lld", (long long)steps[i]);
+        snprintf(path, sizeof path, "%s/%s", root, name);
+        if (pt_ckpt_check_step(path) != PT_OK) {
+            pt_clear_error();
+            continue;
+        }
+        st = pt_fail(PT_EINVAL, "--resume: %s/latest names step %lld but %s is newer and usable; resuming would save "
+                                "over it: point latest at it (echo %s > %s/latest), or use another --ckpt-dir",
+                     root, (long long)step, path, name, root);
+        break;
+    }
+    free(steps);
+    return st;
+}
+
 /* --resume: the checkpoint is there, its data were made with this job's tokenizer, and its model
  * has the shapes of the model this job trains. */
 static pt_status check_resume(const pt_train_job *j, const char *ckpt_dir)
@@ -77,6 +108,11 @@ static pt_status check_resume(const pt_train_job *j, const char *ckpt_dir)
     PT_CHECK(pt_cli_as_usage(pt_ckpt_check_data(ckpt_dir, j->data)));
     pt_ckpt_manifest *m = NULL;
     PT_CHECK(pt_cli_as_usage(pt_ckpt_manifest_read(step_dir, &m)));
+    st = check_no_newer(ckpt_dir, step_dir, m->step);
+    if (st != PT_OK) {
+        pt_ckpt_manifest_destroy(m);
+        return st;
+    }
     pt_model_config saved;
     st = pt_ckpt_run_model_config(m->run_json, NULL, &saved);
     pt_ckpt_manifest_destroy(m);

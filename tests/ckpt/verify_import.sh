@@ -1,0 +1,52 @@
+#!/bin/sh
+# ckpt.verify_import: damage that a resume would pass over is still damage, and an import never
+# points a root of training checkpoints back to step 0 unnoticed (issue 21's hostile probe).
+#  - verify exits non-zero when the newest checkpoint is truncated or its manifest is broken (an
+#    older one still verifies), and its last line names what is still usable
+#  - import into a non-empty root is refused (exit 2) unless --force; after a forced import, a
+#    --resume there is refused while the newer step is usable (it would save over it)
+set -eu
+PT="$1"
+dir=$(mktemp -d /tmp/pt_ckpt_vi_XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fail() { echo "ckpt.verify_import: $*" >&2; exit 1; }
+opts="--stages 1 --eval-batches 0 --micro-batch-size 2 --seq-len 32 --threads 1"
+
+"$PT" train $opts --steps 4 --ckpt-every 2 --run-dir "$dir/run" >/dev/null || fail "train failed"
+ck="$dir/run/ckpt"
+test "$(cat "$ck/latest")" = step_000004 || fail "latest is not step_000004"
+"$PT" ckpt verify "$ck" >/dev/null || fail "verify rejected a good checkpoint"
+cp -r "$ck" "$dir/good"
+
+# the newest shard truncated: resolve passes over it, verify must not
+shard="$ck/step_000004/shard-0.ptz"
+head -c $(( $(wc -c < "$shard") / 2 )) "$shard" > "$dir/half" && mv "$dir/half" "$shard"
+rc=0; "$PT" ckpt verify "$ck" >"$dir/out" 2>"$dir/err" || rc=$?
+test $rc -ne 0 || fail "verify exited 0 with a truncated newest checkpoint: $(cat "$dir/out")"
+grep -q "^DAMAGED .*step_000004.*truncated" "$dir/out" || fail "verify did not name the truncated shard: $(cat "$dir/out")"
+grep -q "still usable: .*step_000002" "$dir/err" || fail "verify did not name what is usable: $(cat "$dir/err")"
+rc=0; "$PT" ckpt verify "$ck" --all >"$dir/out" 2>"$dir/err" || rc=$?
+test $rc -ne 0 || fail "verify --all exited 0 with a truncated newest checkpoint"
+
+# the newest manifest broken
+rm -rf "$ck" && cp -r "$dir/good" "$ck"
+echo '{"format": ' > "$ck/step_000004/manifest.json"
+rc=0; "$PT" ckpt verify "$ck" >"$dir/out" 2>"$dir/err" || rc=$?
+test $rc -ne 0 || fail "verify exited 0 with a broken newest manifest"
+grep -q "still usable: .*step_000002" "$dir/err" || fail "verify did not name what is usable: $(cat "$dir/err")"
+
+# import into a root of training checkpoints
+rm -rf "$ck" && cp -r "$dir/good" "$ck"
+"$PT" ckpt export "$ck" --format safetensors "$dir/w.safetensors" >/dev/null || fail "export failed"
+rc=0; "$PT" ckpt import "$dir/w.safetensors" "$ck" >/dev/null 2>"$dir/err" || rc=$?
+test $rc -eq 2 || fail "import into a non-empty root exited $rc, not 2"
+grep -q "is not empty (it holds .*--force" "$dir/err" || fail "import's refusal says no fix: $(cat "$dir/err")"
+test "$(cat "$ck/latest")" = step_000004 || fail "a refused import changed latest"
+test ! -e "$ck/step_000000" || fail "a refused import wrote step_000000"
+"$PT" ckpt import "$dir/w.safetensors" "$ck" --force >/dev/null 2>&1 || fail "import --force failed"
+test "$(cat "$ck/latest")" = step_000000 || fail "import --force did not point latest at step 0"
+rc=0; "$PT" train $opts --steps 6 --run-dir "$dir/run" --resume >"$dir/out" 2>"$dir/err" || rc=$?
+test $rc -eq 2 || fail "resume over a newer usable step exited $rc, not 2: $(cat "$dir/err")"
+grep -q "step_000004 is newer and usable" "$dir/err" || fail "resume's refusal names no newer step: $(cat "$dir/err")"
+cmp -s "$ck/step_000004/shard-0.ptz" "$dir/good/step_000004/shard-0.ptz" || fail "the refused resume touched step_000004"
+echo "ckpt.verify_import: ok"
