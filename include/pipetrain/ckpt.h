@@ -250,6 +250,16 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
  * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
 
+/* Takes the checkpoint root's lock for one training job (its rank 0), so two jobs never write one
+ * root at once (they would race on `latest.tmp`): creates root (and parents) if needed, opens
+ * root/.lock and takes an exclusive flock on it, without waiting, then writes "pid P on HOST" into
+ * it. The lock is held until pt_ckpt_unlock or this process ends (a crash releases it); the file
+ * descriptor is close-on-exec. *fd receives the open descriptor. PT_EINVAL when another process
+ * holds it, naming the holder ("pid 4242 on node7") and the fix; PT_EIO for file system errors. */
+pt_status pt_ckpt_lock(const char *root, int *fd);
+/* Releases a lock from pt_ckpt_lock (fd < 0: nothing). */
+void pt_ckpt_unlock(int fd);
+
 /* Whether one step directory is usable as pt_ckpt_resolve judges it (cheap, reads no tensor): its
  * manifest parses and every shard it names exists with at least the bytes the manifest needs.
  * PT_EFORMAT / PT_EIO naming the file otherwise. */

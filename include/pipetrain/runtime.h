@@ -237,6 +237,7 @@ typedef struct pt_train_job {
     char *run_json;             /* the run's description saved in checkpoints */
     /* restore */
     pt_ckpt_saver *saver;       /* NULL without train.ckpt_dir */
+    int ckpt_lock_fd;           /* rank 0: the checkpoint root's lock (pt_ckpt_lock), -1 none */
     int64_t first_step;         /* 0, or the steps of the checkpoint resumed from */
     /* loop */
     int stopping;               /* 1 once the ranks agreed to stop (train.stop): the next save is the last */

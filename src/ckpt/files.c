@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -223,6 +224,47 @@ pt_status pt_ckpt_check_step(const char *step_dir)
     }
     pt_ckpt_manifest_destroy(m);
     return st;
+}
+
+pt_status pt_ckpt_lock(const char *root, int *fd)
+{
+    *fd = -1;
+    PT_CHECK(pt_mkdirs(root));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.lock", root);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
+        return pt_fail(PT_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char who[256] = "";
+        ssize_t n = pread(f, who, sizeof who - 1, 0);
+        who[n > 0 ? n : 0] = 0;
+        who[strcspn(who, "\r\n")] = 0;
+        close(f);
+        if (e == EWOULDBLOCK)
+            return pt_fail(PT_EINVAL, "checkpoint directory %s is in use by another training job (%s); give this run "
+                                      "another --ckpt-dir, or wait for that job to end",
+                           root, who[0] ? who : "holder unknown");
+        return pt_fail(PT_EIO, "cannot lock %s: %s", path, strerror(e));
+    }
+    char host[128] = "?", line[256];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    int len = snprintf(line, sizeof line, "pid %ld on %s\n", (long)getpid(), host);
+    if (ftruncate(f, 0) != 0 || pwrite(f, line, (size_t)len, 0) != len) {
+        int e = errno;
+        close(f);
+        return pt_fail(PT_EIO, "cannot write %s: %s", path, strerror(e));
+    }
+    *fd = f;
+    return PT_OK;
+}
+
+void pt_ckpt_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* drops the flock */
 }
 
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t cap, char *note, size_t note_cap)

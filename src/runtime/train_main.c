@@ -122,6 +122,7 @@ static int tm_chunks(pt_runtime *rt, pt_model **models, pt_optim **optims)
 pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
 {
     memset(j, 0, sizeof(*j));
+    j->ckpt_lock_fd = -1;
     j->a = a;
     j->world = 1;
     const pt_train_cfg *tc = &a->train;
@@ -395,6 +396,9 @@ pt_status pt_train_job_restore(pt_train_job *j)
     const pt_train_cfg *tc = &j->a->train;
     if (!tc->ckpt_dir)
         return PT_OK;
+    /* one job per checkpoint root: its rank 0 holds the root's lock until it ends */
+    if (!j->comm || pt_comm_rank(j->comm) == 0)
+        PT_CHECK(pt_ckpt_lock(tc->ckpt_dir, &j->ckpt_lock_fd));
     PT_CHECK(pt_ckpt_saver_create(tc->ckpt_dir, 3, 1, 2, &j->saver));
     pt_model *models[256];
     pt_optim *optims[256];
@@ -577,7 +581,9 @@ pt_status pt_train_job_report(pt_train_job *j)
 
 void pt_train_job_close(pt_train_job *j)
 {
-    pt_ckpt_saver_destroy(j->saver);
+    pt_ckpt_saver_destroy(j->saver); /* waits for its writer: the lock outlives the last write */
+    pt_ckpt_unlock(j->ckpt_lock_fd);
+    j->ckpt_lock_fd = -1;
     pt_runtime_destroy(j->rt);
     pt_profile_destroy(j->prof);
     if (j->be && j->stream)
@@ -590,6 +596,7 @@ void pt_train_job_close(pt_train_job *j)
     pt_dataset_close(j->data);
     pt_comm_destroy(j->comm);
     memset(j, 0, sizeof(*j));
+    j->ckpt_lock_fd = -1; /* closing twice closes no descriptor 0 */
 }
 
 pt_status pt_train_job_setup(pt_train_job *j, const pt_runtime_train_args *a)

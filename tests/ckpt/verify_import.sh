@@ -5,10 +5,13 @@
 #    older one still verifies), and its last line names what is still usable
 #  - import into a non-empty root is refused (exit 2) unless --force; after a forced import, a
 #    --resume there is refused while the newer step is usable (it would save over it)
+#  - a second training job on a root another job holds is refused (exit 2) naming the holder's pid;
+#    the lock dies with its holder (SIGKILL), so the next job trains
 set -eu
 PT="$1"
 dir=$(mktemp -d /tmp/pt_ckpt_vi_XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+bg=""
+trap '[ -n "$bg" ] && kill -9 $bg 2>/dev/null; rm -rf "$dir"' EXIT
 fail() { echo "ckpt.verify_import: $*" >&2; exit 1; }
 opts="--stages 1 --eval-batches 0 --micro-batch-size 2 --seq-len 32 --threads 1"
 
@@ -49,4 +52,18 @@ rc=0; "$PT" train $opts --steps 6 --run-dir "$dir/run" --resume >"$dir/out" 2>"$
 test $rc -eq 2 || fail "resume over a newer usable step exited $rc, not 2: $(cat "$dir/err")"
 grep -q "step_000004 is newer and usable" "$dir/err" || fail "resume's refusal names no newer step: $(cat "$dir/err")"
 cmp -s "$ck/step_000004/shard-0.ptz" "$dir/good/step_000004/shard-0.ptz" || fail "the refused resume touched step_000004"
+
+# two jobs, one root: the second is refused while the first holds the lock (waits on the lock
+# file's contents, not on time; bounded)
+"$PT" train $opts --steps 100000 --run-dir "$dir/r1" --ckpt-dir "$dir/lk" >/dev/null 2>&1 &
+bg=$!
+i=0; while ! grep -q "^pid $bg " "$dir/lk/.lock" 2>/dev/null; do
+  i=$((i + 1)); test $i -lt 600 || fail "the first job never took the lock"; sleep 0.1
+done
+rc=0; "$PT" train $opts --steps 2 --run-dir "$dir/r2" --ckpt-dir "$dir/lk" >/dev/null 2>"$dir/err" || rc=$?
+test $rc -eq 2 || fail "a second job on a held root exited $rc, not 2"
+grep -q "is in use by another training job (pid $bg on " "$dir/err" || fail "the refusal names no holder: $(cat "$dir/err")"
+kill -9 $bg; wait $bg 2>/dev/null || true; bg=""
+"$PT" train $opts --steps 2 --run-dir "$dir/r3" --ckpt-dir "$dir/lk" >/dev/null 2>"$dir/err" ||
+  fail "the lock outlived its killed holder: $(cat "$dir/err")"
 echo "ckpt.verify_import: ok"
