@@ -33,6 +33,14 @@ const char *const *pt_sched_generator_names(void)
     return generator_names;
 }
 
+int pt_sched_is_generator(const char *name)
+{
+    for (int i = 0; name && generator_names[i]; i++)
+        if (strcmp(generator_names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
 int pt_sched_default_chunks(const char *name)
 {
     return name && (strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0) ? 2 : 1;

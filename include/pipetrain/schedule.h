@@ -151,6 +151,8 @@ int pt_sched_peak_inflight(const pt_schedule *s, int rank);
 /* NULL-terminated list of generator names: gpipe, 1f1b, interleaved, looped-bfs, zb-h1,
  * zb-h2, zbv. Static storage. */
 const char *const *pt_sched_generator_names(void);
+/* 1 when name (may be NULL: 0) is one of pt_sched_generator_names, else 0 (a file's path, say). Pure. */
+int pt_sched_is_generator(const char *name);
 
 /* Chunks per rank generator `name` uses when none is asked for: 2 for interleaved and zbv, else 1
  * (also for names that are not generators). Pure. */

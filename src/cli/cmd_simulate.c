@@ -19,14 +19,6 @@ typedef struct sim_args {
     int v_seen, p_seen, m_seen;
 } sim_args;
 
-static int is_generator(const char *name)
-{
-    for (const char *const *g = pt_sched_generator_names(); *g; g++)
-        if (strcmp(*g, name) == 0)
-            return 1;
-    return 0;
-}
-
 /* Default chunks per rank for a generator when --chunks is not given. */
 static int default_chunks(const char *name)
 {
@@ -38,7 +30,7 @@ static pt_status make_schedule(const sim_args *a, const char *name, pt_schedule 
 {
     *s = NULL;
     *c = NULL;
-    if (!is_generator(name)) {
+    if (!pt_sched_is_generator(name)) {
         struct stat stt;
         if (stat(name, &stt) != 0)
             return pt_args_enum("schedule", name, pt_sched_generator_names(), "or a readable schedule file", NULL);
@@ -191,7 +183,7 @@ static pt_status run_compare(const sim_args *a)
         pt_sim_costs *c = NULL;
         pt_sim_result r;
         sim_args b = *a;
-        if (b.v_seen && is_generator(name) && default_chunks(name) == 1 && strcmp(name, "looped-bfs") != 0)
+        if (b.v_seen && pt_sched_is_generator(name) && default_chunks(name) == 1 && strcmp(name, "looped-bfs") != 0)
             b.v_seen = 0; /* --chunks applies to the schedules that take chunks */
         st = make_schedule(&b, name, &s, &c);
         if (st == PT_OK)

@@ -376,9 +376,7 @@ static pt_status check_sample_every(const train_args *a, const pt_train_cfg *cfg
 {
     int V = a->chunks > 1 ? a->chunks : 1;
     const char *sched = a->schedule ? a->schedule : "1f1b";
-    int is_gen = 0;
-    for (const char *const *g = pt_sched_generator_names(); *g; g++)
-        is_gen |= strcmp(*g, sched) == 0;
+    int is_gen = pt_sched_is_generator(sched);
     if (is_gen && V == 1 && (strcmp(sched, "interleaved") == 0 || strcmp(sched, "zbv") == 0))
         V = 2;
     if (!is_gen && access(sched, R_OK) == 0) {
@@ -733,10 +731,7 @@ static pt_status check_names(const train_args *a)
     static const char *const partitions[] = { "uniform", "params", "time", "memory", NULL };
     static const char *const backends[] = { "cpu", "cuda", NULL };
     if (a->schedule && access(a->schedule, R_OK) != 0) {
-        int is_gen = 0;
-        for (const char *const *g = pt_sched_generator_names(); *g; g++)
-            is_gen |= strcmp(*g, a->schedule) == 0;
-        if (!is_gen)
+        if (!pt_sched_is_generator(a->schedule))
             return pt_args_enum("schedule", a->schedule, pt_sched_generator_names(),
                                 "or a readable schedule file (docs/schedules.md)", NULL);
     }
@@ -754,19 +749,14 @@ static pt_status check_sched_file_m(const train_args *a, int m_given)
 {
     if (!m_given || !a->schedule || access(a->schedule, R_OK) != 0)
         return PT_OK;
-    int is_gen = 0;
-    for (const char *const *g = pt_sched_generator_names(); *g; g++)
-        is_gen |= strcmp(*g, a->schedule) == 0;
     pt_schedule *sc = NULL;
-    if (is_gen || pt_sched_load(a->schedule, &sc) != PT_OK) {
+    if (pt_sched_is_generator(a->schedule) || pt_sched_load(a->schedule, &sc) != PT_OK) {
         pt_clear_error();
         return PT_OK;
     }
     pt_status st = PT_OK;
     if (sc->n_microbatches != a->cfg.micro_batches) {
-        int gen = 0;
-        for (const char *const *g = pt_sched_generator_names(); *g; g++)
-            gen |= strcmp(*g, sc->name) == 0;
+        int gen = pt_sched_is_generator(sc->name);
         char chunks[32] = "";
         if (sc->n_chunks > 1)
             snprintf(chunks, sizeof chunks, " --chunks %d", sc->n_chunks);

@@ -35,14 +35,6 @@ pt_status pt_cli_as_usage(pt_status st)
     return pt_fail(PT_EINVAL, "%s", msg);
 }
 
-static int is_generator(const char *name)
-{
-    for (const char *const *g = pt_sched_generator_names(); name && *g; g++)
-        if (strcmp(*g, name) == 0)
-            return 1;
-    return 0;
-}
-
 static void describe_model(const pt_model_config *c, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s%s%s %d layers, width %d, %d heads, vocab %d, context %d", c->name[0] ? c->name : "",
@@ -136,7 +128,7 @@ static pt_status check_resume(const pt_train_job *j, const char *ckpt_dir)
 static pt_status check_layers(const pt_runtime_train_args *ra)
 {
     const pt_train_cfg *cfg = &ra->train;
-    if (ra->schedule && !is_generator(ra->schedule))
+    if (ra->schedule && !pt_sched_is_generator(ra->schedule))
         return PT_OK;
     pt_model_config mc;
     if (ra->model_config)
@@ -213,7 +205,7 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
     }
     st = pt_cli_as_usage(st);
     if (st == PT_OK && o->world > 0 && j.P * j.D != o->world) {
-        if (!is_generator(j.sched_name))
+        if (!pt_sched_is_generator(j.sched_name))
             st = pt_fail(PT_EINVAL, "schedule %s has %d ranks, x %d replicas = %d, but the job has %d; give --nproc "
                                     "%d",
                          j.sched_name, j.P, j.D, j.P * j.D, o->world, j.P * j.D);
@@ -327,7 +319,7 @@ pt_status pt_job_resume_apply(const char *ckpt_dir, pt_job_resume *r)
     add(took, sizeof took, ", data %s", r->data ? r->data : "builtin");
     /* the schedule: a generator's name (a schedule file's name is not a path) */
     const cJSON *sn = cJSON_GetObjectItemCaseSensitive(run, "schedule_name");
-    if (!r->schedule_given && cJSON_IsString(sn) && is_generator(sn->valuestring)) {
+    if (!r->schedule_given && cJSON_IsString(sn) && pt_sched_is_generator(sn->valuestring)) {
         snprintf(r->schedule_buf, sizeof r->schedule_buf, "%s", sn->valuestring);
         r->schedule = r->schedule_buf;
         add(took, sizeof took, ", schedule %s", r->schedule);

@@ -98,14 +98,6 @@ static uint64_t fnv1a(uint64_t h, const char *s)
     return h ^ 0xff;
 }
 
-static int is_generator(const char *name)
-{
-    for (const char *const *g = pt_sched_generator_names(); *g; g++)
-        if (strcmp(*g, name) == 0)
-            return 1;
-    return 0;
-}
-
 /* This rank's chunks' models and optimizers (at most 256), in chunk order; returns how many. */
 static int tm_chunks(pt_runtime *rt, pt_model **models, pt_optim **optims)
 {
@@ -134,7 +126,7 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
     j->T = tc->seq_len;
     j->V = a->chunks;
     j->run_seed = tc->seed;
-    if (!is_generator(j->sched_name)) {
+    if (!pt_sched_is_generator(j->sched_name)) {
         PT_CHECK(pt_sched_load(j->sched_name, &j->sched));
         j->P = j->sched->n_ranks;
         j->V = j->sched->n_chunks;
@@ -218,7 +210,7 @@ pt_status pt_train_job_plan(pt_train_job *j)
     PT_CHECK(pt_topology_init(&j->topo, &j->dev, 1, j->world));
     if (a->layer_costs)
         PT_CHECK(pt_layer_times_load(a->layer_costs, &j->measured));
-    const char *price_sched = is_generator(j->sched_name) ? j->sched_name : j->V > 1 ? "interleaved" : "1f1b";
+    const char *price_sched = pt_sched_is_generator(j->sched_name) ? j->sched_name : j->V > 1 ? "interleaved" : "1f1b";
     int auto_head = tc->head_split == PT_HEAD_SPLIT_AUTO;
     if (auto_head && a->layout)
         return pt_fail(PT_EINVAL, "--head-split auto chooses the layers, which --layout names; give --head-split K "
