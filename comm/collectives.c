@@ -127,6 +127,134 @@ pt_status pt_comm_allreduce_f64(pt_comm *c, pt_comm_group *g, double *buf, size_
     return ring_allreduce(c, g ? g : c->world, buf, n, sizeof(double), add_f64, "all-reduce (f64)", deadline_ns);
 }
 
+void pt_comm_segment(size_t n, int p, int k, size_t *lo, size_t *hi)
+{
+    if (p < 1)
+        p = 1;
+    size_t q = n / (size_t)p, r = n % (size_t)p, kk = (size_t)k;
+    *lo = q * kk + (kk < r ? kk : r);
+    *hi = *lo + q + (kk < r ? 1 : 0);
+}
+
+/* Piece t (BUCKET_BYTES of floats at most) of member k's segment: [*a, *a + returned length). */
+static size_t seg_piece(size_t n, int p, int k, size_t t, size_t bucket, size_t *a)
+{
+    size_t lo, hi;
+    pt_comm_segment(n, p, k, &lo, &hi);
+    size_t start = lo + t * bucket;
+    *a = start;
+    if (start >= hi)
+        return 0;
+    return hi - start < bucket ? hi - start : bucket;
+}
+
+static pt_status waitall_or_drop(pt_comm *c, pt_comm_req **r, int n, pt_status st, int64_t deadline_ns)
+{
+    pt_status w = pt_comm_waitall(c, r, n, st == PT_OK ? deadline_ns : pt_now_ns());
+    return st != PT_OK ? st : w;
+}
+
+/* Fixed-order reduce-scatter: member k's segment of buf becomes x_0 + x_1 + ... + x_{p-1} summed
+ * left to right in float (x_i: member i's values), piece by piece. Each member sends every other
+ * member its piece of that member's segment and receives the others' pieces of its own into
+ * scratch ((p - 1) pieces), so no element's order depends on the pieces, the buckets or the ring. */
+pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns)
+{
+    if (!c)
+        return pt_fail(PT_EINVAL, "pt_comm_reduce_scatter: no communicator");
+    if (!g)
+        g = c->world;
+    int p = g->n, me = g->me;
+    if (p == 1 || n == 0)
+        return PT_OK;
+    if (!buf)
+        return pt_fail(PT_EINVAL, "rank %d: reduce-scatter of %zu floats from a NULL buffer", c->rank, n);
+    const size_t bucket = BUCKET_BYTES / sizeof(float);
+    size_t longest = (n + (size_t)p - 1) / (size_t)p, iters = (longest + bucket - 1) / bucket;
+    size_t slot = longest < bucket ? longest : bucket;
+    PT_CHECK(scratch_reserve(c, (size_t)(p - 1) * slot * sizeof(float)));
+    pt_comm_req **r = calloc((size_t)(2 * p), sizeof *r);
+    const float **src = calloc((size_t)p, sizeof *src);
+    if (!r || !src) {
+        free(r);
+        free(src);
+        return pt_fail(PT_ENOMEM, "rank %d: out of memory for a reduce-scatter over %d members", c->rank, p);
+    }
+    float *scr = c->scratch;
+    pt_status st = PT_OK;
+    for (size_t t = 0; t < iters && st == PT_OK; t++) {
+        uint64_t tag = coll_tag(g, g->seq++);
+        size_t mine_at, mine = seg_piece(n, p, me, t, bucket, &mine_at);
+        int nr = 0;
+        for (int j = 0; j < p && st == PT_OK; j++) {
+            if (j == me)
+                continue;
+            float *into = scr + (size_t)(j < me ? j : j - 1) * slot;
+            if (mine)
+                st = pt_comm_irecv_tag(c, g->ranks[j], tag, "reduce-scatter", into, mine * sizeof(float), &r[nr++]);
+            size_t at, len = seg_piece(n, p, j, t, bucket, &at);
+            if (st == PT_OK && len)
+                st = pt_comm_isend_tag(c, g->ranks[j], tag, "reduce-scatter", buf + at, len * sizeof(float),
+                                       &r[nr++]);
+        }
+        st = waitall_or_drop(c, r, nr, st, deadline_ns);
+        memset(r, 0, (size_t)(2 * p) * sizeof *r);
+        if (st != PT_OK || !mine)
+            continue;
+        for (int j = 0; j < p; j++)
+            src[j] = j == me ? buf + mine_at : scr + (size_t)(j < me ? j : j - 1) * slot;
+        float *out = buf + mine_at;
+        for (size_t e = 0; e < mine; e++) {
+            float v = src[0][e];
+            for (int j = 1; j < p; j++)
+                v += src[j][e];
+            out[e] = v;
+        }
+    }
+    free(r);
+    free(src);
+    return st;
+}
+
+/* All-gather of the segments: member k sends its segment's pieces to every other member. */
+pt_status pt_comm_allgather(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns)
+{
+    if (!c)
+        return pt_fail(PT_EINVAL, "pt_comm_allgather: no communicator");
+    if (!g)
+        g = c->world;
+    int p = g->n, me = g->me;
+    if (p == 1 || n == 0)
+        return PT_OK;
+    if (!buf)
+        return pt_fail(PT_EINVAL, "rank %d: all-gather of %zu floats into a NULL buffer", c->rank, n);
+    const size_t bucket = BUCKET_BYTES / sizeof(float);
+    size_t longest = (n + (size_t)p - 1) / (size_t)p, iters = (longest + bucket - 1) / bucket;
+    pt_comm_req **r = calloc((size_t)(2 * p), sizeof *r);
+    if (!r)
+        return pt_fail(PT_ENOMEM, "rank %d: out of memory for an all-gather over %d members", c->rank, p);
+    pt_status st = PT_OK;
+    for (size_t t = 0; t < iters && st == PT_OK; t++) {
+        uint64_t tag = coll_tag(g, g->seq++);
+        size_t mine_at, mine = seg_piece(n, p, me, t, bucket, &mine_at);
+        int nr = 0;
+        for (int j = 0; j < p && st == PT_OK; j++) {
+            if (j == me)
+                continue;
+            size_t at, len = seg_piece(n, p, j, t, bucket, &at);
+            if (len)
+                st = pt_comm_irecv_tag(c, g->ranks[j], tag, "all-gather", buf + at, len * sizeof(float), &r[nr++]);
+            if (st == PT_OK && mine)
+                st = pt_comm_isend_tag(c, g->ranks[j], tag, "all-gather", buf + mine_at, mine * sizeof(float),
+                                       &r[nr++]);
+        }
+        st = waitall_or_drop(c, r, nr, st, deadline_ns);
+        memset(r, 0, (size_t)(2 * p) * sizeof *r);
+    }
+    free(r);
+    return st;
+}
+
 pt_status pt_comm_broadcast(pt_comm *c, pt_comm_group *g, void *buf, size_t bytes, int root, int64_t deadline_ns)
 {
     if (!c)

@@ -311,6 +311,22 @@ pt_status pt_link_allreduce(pt_link *l, int group, float *x, size_t n, int64_t d
     return l->ops->allreduce(l->st, group, x, n, deadline_ns, what);
 }
 
+pt_status pt_link_reduce_scatter(pt_link *l, int group, float *x, size_t n, int64_t deadline_ns, const char *what)
+{
+    if (!l->ops->reduce_scatter)
+        return pt_fail(PT_ENOTSUP, "the %s link has no fixed-order reduce-scatter yet (for %s); run with --zero 0",
+                       pt_link_describe(l), what);
+    return l->ops->reduce_scatter(l->st, group, x, n, deadline_ns, what);
+}
+
+pt_status pt_link_allgather(pt_link *l, int group, float *x, size_t n, int64_t deadline_ns, const char *what)
+{
+    if (!l->ops->allgather)
+        return pt_fail(PT_ENOTSUP, "the %s link has no all-gather yet (for %s); run with --zero 0",
+                       pt_link_describe(l), what);
+    return l->ops->allgather(l->st, group, x, n, deadline_ns, what);
+}
+
 void pt_link_reset(pt_link *l)
 {
     if (l != NULL)

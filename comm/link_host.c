@@ -130,6 +130,20 @@ static pt_status host_allreduce(void *p, int group, float *x, size_t n, int64_t 
     return pt_comm_allreduce(h->comm, h->groups[group], x, n, PT_REDUCE_SUM, deadline_ns);
 }
 
+static pt_status host_reduce_scatter(void *p, int group, float *x, size_t n, int64_t deadline_ns, const char *what)
+{
+    (void)what;
+    host_link *h = p;
+    return pt_comm_reduce_scatter(h->comm, h->groups[group], x, n, deadline_ns);
+}
+
+static pt_status host_allgather(void *p, int group, float *x, size_t n, int64_t deadline_ns, const char *what)
+{
+    (void)what;
+    host_link *h = p;
+    return pt_comm_allgather(h->comm, h->groups[group], x, n, deadline_ns);
+}
+
 static void host_reset(void *p)
 {
     host_link *h = p;
@@ -146,5 +160,7 @@ const pt_link_ops pt_link_host_ops = {
     .recv_post = host_recv_post,
     .recv_wait = host_recv_wait,
     .allreduce = host_allreduce,
+    .reduce_scatter = host_reduce_scatter,
+    .allgather = host_allgather,
     .reset = host_reset,
 };

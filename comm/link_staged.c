@@ -343,6 +343,44 @@ static pt_status staged_allreduce(void *p, int group, float *buf, size_t n, int6
     return x->be->stream_sync(x->compute);
 }
 
+/* The group's segment of this member (pt_comm_segment), for copying back only what changed. */
+static void my_segment(staged_link *x, int group, size_t n, size_t *lo, size_t *hi)
+{
+    pt_comm_group *g = x->groups[group];
+    pt_comm_segment(n, pt_comm_group_size(g), pt_comm_group_rank(g), lo, hi);
+}
+
+static pt_status staged_reduce_scatter(void *p, int group, float *buf, size_t n, int64_t deadline_ns,
+                                       const char *what)
+{
+    (void)what;
+    staged_link *x = p;
+    if (n > x->red_floats)
+        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to reduce but the reduction buffer holds %zu; please report it",
+                       x->me, n, x->red_floats);
+    PT_CHECK(x->be->memcpy_d2h(x->compute, x->red_buf, buf, n * sizeof(float))); /* synchronises */
+    PT_CHECK(pt_comm_reduce_scatter(x->comm, x->groups[group], x->red_buf, n, deadline_ns));
+    size_t lo, hi;
+    my_segment(x, group, n, &lo, &hi);
+    PT_CHECK(x->be->memcpy_h2d(x->compute, buf + lo, x->red_buf + lo, (hi - lo) * sizeof(float)));
+    return x->be->stream_sync(x->compute);
+}
+
+static pt_status staged_allgather(void *p, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
+{
+    (void)what;
+    staged_link *x = p;
+    if (n > x->red_floats)
+        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to gather but the reduction buffer holds %zu; please report it",
+                       x->me, n, x->red_floats);
+    size_t lo, hi;
+    my_segment(x, group, n, &lo, &hi);
+    PT_CHECK(x->be->memcpy_d2h(x->compute, x->red_buf + lo, buf + lo, (hi - lo) * sizeof(float)));
+    PT_CHECK(pt_comm_allgather(x->comm, x->groups[group], x->red_buf, n, deadline_ns));
+    PT_CHECK(x->be->memcpy_h2d(x->compute, buf, x->red_buf, n * sizeof(float)));
+    return x->be->stream_sync(x->compute);
+}
+
 const pt_link_ops pt_link_staged_ops = {
     .identify = staged_identify,
     .create = staged_create,
@@ -356,5 +394,7 @@ const pt_link_ops pt_link_staged_ops = {
     .recv_post = staged_recv_post,
     .recv_wait = staged_recv_wait,
     .allreduce = staged_allreduce,
+    .reduce_scatter = staged_reduce_scatter,
+    .allgather = staged_allgather,
     .reset = staged_reset,
 };

@@ -178,6 +178,21 @@ typedef enum { PT_REDUCE_SUM, PT_REDUCE_MEAN } pt_reduce_op;
 pt_status pt_comm_allreduce(pt_comm *c, pt_comm_group *g, float *buf, size_t n, pt_reduce_op op, int64_t deadline_ns);
 /* Same, double precision, sum. */
 pt_status pt_comm_allreduce_f64(pt_comm *c, pt_comm_group *g, double *buf, size_t n, int64_t deadline_ns);
+/* Member k's segment of n elements split over p members: [*lo, *hi), the
+ * first n % p members one element longer than the rest (n / p).
+ * Pure; the one rule every sharded thing (reduce-scatter, the ZeRO-1 optimizer slices, their
+ * checkpoint pieces) uses. */
+void pt_comm_segment(size_t n, int p, int k, size_t *lo, size_t *hi);
+/* Fixed-order reduce-scatter of n floats: afterwards member k's segment (pt_comm_segment) of buf
+ * holds, on member k, x_0 + x_1 + ... + x_{p-1} summed left to right in float, where x_i is member
+ * i's buf; the other segments are left as they were. The order does not depend on n's split into
+ * 4 MiB pieces or on p's parity, so reduce-scatter then all-gather gives the same bits as any other
+ * split of the same sum (ZeRO-1 equals plain data parallelism bit for bit). Member k sends each
+ * other member its piece of that member's segment directly (p - 1 messages per piece). */
+pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns);
+/* All-gather of n floats: afterwards every member's buf holds member k's segment k, for every k
+ * (each member's own segment is sent to every other member, in pieces of 4 MiB at most). */
+pt_status pt_comm_allgather(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns);
 /* Copies `bytes` of buf from the member whose world rank is `root` to every member. */
 pt_status pt_comm_broadcast(pt_comm *c, pt_comm_group *g, void *buf, size_t bytes, int root, int64_t deadline_ns);
 /* Returns once every member has entered it. */

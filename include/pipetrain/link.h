@@ -130,6 +130,13 @@ typedef struct pt_link_ops {
     /* In-place SUM all-reduce of n floats of backend memory over group `group` (an index into
      * pt_link_opts.groups that this rank is a member of). Blocks until done or deadline_ns. */
     pt_status (*allreduce)(void *st, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
+    /* pt_comm_reduce_scatter's fixed-order reduce-scatter of n floats of backend memory over group
+     * `group`: afterwards this member's segment (pt_comm_segment over the group's size, at its
+     * index in the group) holds x_0 + ... + x_{n-1} left to right in float; the rest of x is
+     * undefined. The same bits on every kind. Blocks until done or deadline_ns. */
+    pt_status (*reduce_scatter)(void *st, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
+    /* All-gather of the members' segments of n floats of backend memory (pt_comm_allgather). */
+    pt_status (*allgather)(void *st, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
     /* Forgets every transfer in flight (a pass over an action list starts, or a step failed). */
     void (*reset)(void *st);
     /* 1: the receives of one pipe are matched in the order they are posted (NCCL), so the caller
@@ -209,6 +216,8 @@ pt_status pt_link_recv_post(pt_link *l, int i, void *dst, size_t bytes, int peer
                             int64_t deadline_ns);
 pt_status pt_link_recv_wait(pt_link *l, int i, int64_t deadline_ns, const char *what);
 pt_status pt_link_allreduce(pt_link *l, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
+pt_status pt_link_reduce_scatter(pt_link *l, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
+pt_status pt_link_allgather(pt_link *l, int group, float *x, size_t n, int64_t deadline_ns, const char *what);
 void pt_link_reset(pt_link *l);
 
 #ifdef __cplusplus

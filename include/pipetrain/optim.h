@@ -50,22 +50,30 @@ typedef struct pt_optim pt_optim;
  * pt_backend_alloc. Steps done starts at 0. PT_EINVAL for out-of-range hyper-parameters (naming
  * the field), PT_ENOMEM when the moments do not fit. Blocks until the moments are zeroed. */
 pt_status pt_optim_create(pt_model *m, const pt_adamw_cfg *cfg, pt_optim **out);
+/* The same for a slice: moments for elements [lo, hi) of the model's flat parameters only (ZeRO-1:
+ * each data-parallel replica updates its own segment, pt_comm_segment); pt_optim_step updates
+ * only those elements. pt_optim_create is the slice [0, pt_model_n_params). PT_EINVAL when the
+ * slice is not within the parameters. */
+pt_status pt_optim_create_range(pt_model *m, const pt_adamw_cfg *cfg, size_t lo, size_t hi, pt_optim **out);
 /* Frees the moments. Accepts NULL. */
 void pt_optim_destroy(pt_optim *o);
 
 /* The hyper-parameters given at creation (borrowed from the optimizer). */
 const pt_adamw_cfg *pt_optim_cfg(const pt_optim *o);
 
-/* Flat device buffers of pt_model_n_params(model) floats, laid out like pt_model_params; owned by
- * the optimizer (checkpoints read and write them in place). */
+/* Flat device buffers of hi - lo floats (pt_optim_range; the whole model unless made by
+ * pt_optim_create_range), laid out like pt_model_params from element lo; owned by the optimizer
+ * (checkpoints read and write them in place). */
 float *pt_optim_m(pt_optim *o);
 float *pt_optim_v(pt_optim *o);
 
 /* Optimizer steps applied so far (the bias-correction counter). Set it when resuming. */
 int64_t pt_optim_steps_done(const pt_optim *o);
 void pt_optim_set_steps_done(pt_optim *o, int64_t t);
+/* The slice of the model's flat parameters the moments cover: [*lo, *hi). */
+void pt_optim_range(const pt_optim *o, size_t *lo, size_t *hi);
 
-/* One AdamW step on every tensor of the model, in place, through the backend's fused update (one
+/* One AdamW step on every tensor of the model (on the slice's elements of them), in place, through the backend's fused update (one
  * pass over parameter, gradient and both moments): gradients are multiplied by `grad_scale` (the clip
  * scale) first; weight decay applies only where pt_param.decay. Increments steps done. Queued on the
  * model's stream (asynchronous on CUDA). Does not allocate. */

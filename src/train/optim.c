@@ -8,7 +8,8 @@ struct pt_optim {
     pt_model *model; /* borrowed */
     const pt_backend *be;
     pt_adamw_cfg cfg;
-    float *m, *v; /* device, pt_model_n_params floats each */
+    size_t lo, hi; /* the moments cover elements [lo, hi) of the model's flat parameters */
+    float *m, *v;  /* device, hi - lo floats each (element lo first) */
     int64_t t;
 };
 
@@ -31,15 +32,25 @@ static pt_status check_cfg(const pt_adamw_cfg *c)
 
 pt_status pt_optim_create(pt_model *m, const pt_adamw_cfg *cfg, pt_optim **out)
 {
+    return pt_optim_create_range(m, cfg, 0, pt_model_n_params(m), out);
+}
+
+pt_status pt_optim_create_range(pt_model *m, const pt_adamw_cfg *cfg, size_t lo, size_t hi, pt_optim **out)
+{
     *out = NULL;
     PT_CHECK(check_cfg(cfg));
+    if (lo > hi || hi > pt_model_n_params(m))
+        return pt_fail(PT_EINVAL, "optimizer slice [%zu, %zu) is not within the model's %zu parameters", lo, hi,
+                       pt_model_n_params(m));
     pt_optim *o = calloc(1, sizeof *o);
     if (!o)
         return pt_fail(PT_ENOMEM, "out of memory creating the optimizer");
     o->model = m;
     o->be = pt_model_backend(m);
     o->cfg = *cfg;
-    size_t bytes = pt_model_n_params(m) * sizeof(float);
+    o->lo = lo;
+    o->hi = hi;
+    size_t bytes = (hi - lo) * sizeof(float);
     pt_status st = PT_OK;
     PT_TRY(pt_backend_alloc(o->be, (void **)&o->m, bytes ? bytes : sizeof(float)), fail);
     PT_TRY(pt_backend_alloc(o->be, (void **)&o->v, bytes ? bytes : sizeof(float)), fail);
@@ -67,6 +78,11 @@ float *pt_optim_m(pt_optim *o) { return o->m; }
 float *pt_optim_v(pt_optim *o) { return o->v; }
 int64_t pt_optim_steps_done(const pt_optim *o) { return o->t; }
 void pt_optim_set_steps_done(pt_optim *o, int64_t t) { o->t = t; }
+void pt_optim_range(const pt_optim *o, size_t *lo, size_t *hi)
+{
+    *lo = o->lo;
+    *hi = o->hi;
+}
 
 pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale)
 {
@@ -80,11 +96,15 @@ pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale)
     float *p = pt_model_params(m), *g = pt_model_grads(m);
     int t = (int)(o->t + 1);
     int n = pt_model_n_tensors(m);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) { /* each tensor's part within [lo, hi) */
         const pt_param *pr = pt_model_tensor(m, i);
+        size_t a = pr->offset > o->lo ? pr->offset : o->lo;
+        size_t z = pr->offset + pr->numel < o->hi ? pr->offset + pr->numel : o->hi;
+        if (a >= z)
+            continue;
         float wd = pr->decay ? o->cfg.weight_decay : 0.0f;
-        PT_CHECK(o->be->adamw_update(s, p + pr->offset, g + pr->offset, o->m + pr->offset, o->v + pr->offset,
-                                     pr->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, grad_scale, t));
+        PT_CHECK(o->be->adamw_update(s, p + a, g + a, o->m + (a - o->lo), o->v + (a - o->lo), z - a, lr,
+                                     o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, grad_scale, t));
     }
     o->t = t;
     return PT_OK;

@@ -348,6 +348,48 @@ static void check_allreduce(pt_comm *c, pt_comm_group *g, const int *members, in
     free(d);
 }
 
+static float fval(int rank, size_t i) { return 1.0f / (float)(i + 1 + (size_t)rank * 3) + 1e-3f * (float)rank; }
+
+/* Reduce-scatter then all-gather: every element is x_0 + x_1 + ... summed left to right in float
+ * in group order (non-integer data, so another order would show), the same bits on every member. */
+static void check_reduce_scatter(pt_comm *c, pt_comm_group *g, const int *members, int p, size_t n)
+{
+    int me = pt_comm_rank(c), k = pt_comm_group_rank(g);
+    float *b = malloc(sizeof(float) * (n ? n : 1));
+    CHECK(b, "oom");
+    for (size_t i = 0; i < n; i++)
+        b[i] = fval(me, i);
+    OK(pt_comm_reduce_scatter(c, g, b, n, dl()));
+    size_t lo, hi, covered = 0;
+    for (int j = 0; j < p; j++) {
+        size_t a, z;
+        pt_comm_segment(n, p, j, &a, &z);
+        CHECK(a == covered && z >= a, "segment %d of %zu over %d is [%zu, %zu)", j, n, p, a, z);
+        covered = z;
+    }
+    CHECK(covered == n, "the segments of %zu over %d cover %zu", n, p, covered);
+    pt_comm_segment(n, p, k, &lo, &hi);
+    for (size_t i = 0; i < n; i++) {
+        float want = fval(members[0], i);
+        for (int j = 1; j < p; j++)
+            want += fval(members[j], i);
+        if (i >= lo && i < hi)
+            CHECK(memcmp(&b[i], &want, sizeof want) == 0,
+                  "reduce-scatter n=%zu group of %d: element %zu is %.9g, left-to-right sum %.9g", n, p, i, b[i], want);
+        else
+            CHECK(b[i] == fval(me, i), "reduce-scatter n=%zu: element %zu outside this member's segment changed", n, i);
+    }
+    OK(pt_comm_allgather(c, g, b, n, dl()));
+    for (size_t i = 0; i < n; i++) {
+        float want = fval(members[0], i);
+        for (int j = 1; j < p; j++)
+            want += fval(members[j], i);
+        CHECK(memcmp(&b[i], &want, sizeof want) == 0, "all-gather n=%zu group of %d: element %zu is %.9g, want %.9g",
+              n, p, i, b[i], want);
+    }
+    free(b);
+}
+
 static int test_coll(void)
 {
     pt_comm *c = open_comm(9);
@@ -363,8 +405,12 @@ static int test_coll(void)
         pt_comm_group *g;
         OK(pt_comm_group_create(c, members, p, &g));
         CHECK(pt_comm_group_rank(g) == me && pt_comm_group_size(g) == p, "group index");
-        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             check_allreduce(c, g, members, p, sizes[s]);
+            check_reduce_scatter(c, g, members, p, sizes[s]);
+        }
+        if (p == 2) /* segments longer than one 4 MiB piece */
+            check_reduce_scatter(c, g, members, p, 2500001);
         pt_comm_group_destroy(g);
     }
     int m = 0;
@@ -374,6 +420,7 @@ static int test_coll(void)
         pt_comm_group *g;
         OK(pt_comm_group_create(c, members, m, &g));
         check_allreduce(c, g, members, m, 4097);
+        check_reduce_scatter(c, g, members, m, 4097);
         /* broadcast from each member, in the group */
         for (int j = 0; j < m; j++) {
             int root = members[j];

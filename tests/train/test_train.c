@@ -122,6 +122,68 @@ static void test_optim(void)
     be->stream_destroy(s);
 }
 
+/* ---- optimizer slices (ZeRO-1): three slices cut inside tensors update exactly like one whole ---- */
+
+static void test_optim_slices(void)
+{
+    pt_model_config cfg = { .name = "opt-slices", .n_layer = 1, .n_head = 2, .n_embd = 16, .vocab_size = 32,
+                            .vocab_padded = 32, .max_seq_len = 8 };
+    const pt_backend *be;
+    pt_stream *s = NULL;
+    pt_model *m[2] = { NULL, NULL };
+    EXPECT(pt_backend_get("cpu", &be) == PT_OK);
+    EXPECT(be->stream_create(&(pt_stream_opts){ .n_threads = 1 }, &s) == PT_OK);
+    pt_model_opts mo = { .micro_batch = 1, .seq_len = 8, .n_slots = 1 };
+    for (int k = 0; k < 2; k++) {
+        EXPECT(pt_model_create(&cfg, 0, pt_model_n_layers(&cfg) - 1, &mo, be, s, &m[k]) == PT_OK);
+        if (!m[k])
+            return;
+        EXPECT(pt_model_init_weights(m[k], 5) == PT_OK);
+    }
+    pt_adamw_cfg ac = { .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
+                        .grad_clip = 1.0f };
+    size_t n = pt_model_n_params(m[0]);
+    size_t cut[4] = { 0, n / 3 + 7, 2 * n / 3 + 1, n }; /* not on tensor boundaries */
+    pt_optim *whole = NULL, *part[3] = { NULL, NULL, NULL };
+    EXPECT(pt_optim_create(m[0], &ac, &whole) == PT_OK);
+    pt_optim *bad = NULL;
+    EXPECT(pt_optim_create_range(m[1], &ac, 5, n + 1, &bad) == PT_EINVAL && !bad);
+    for (int k = 0; k < 3; k++) {
+        EXPECT(pt_optim_create_range(m[1], &ac, cut[k], cut[k + 1], &part[k]) == PT_OK);
+        size_t lo = 1, hi = 0;
+        if (part[k])
+            pt_optim_range(part[k], &lo, &hi);
+        EXPECT(lo == cut[k] && hi == cut[k + 1]);
+    }
+    float *g = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
+    for (int t = 1; t <= 3 && whole && part[0] && part[1] && part[2]; t++) {
+        for (size_t i = 0; i < n; i++)
+            g[i] = (float)cos(0.11 * (double)i + t) * 0.2f;
+        for (int k = 0; k < 2; k++)
+            EXPECT(be->memcpy_h2d(s, pt_model_grads(m[k]), g, n * 4) == PT_OK);
+        EXPECT(pt_optim_step(whole, 1e-2f, 0.5f) == PT_OK);
+        for (int k = 0; k < 3; k++)
+            EXPECT(pt_optim_step(part[k], 1e-2f, 0.5f) == PT_OK);
+    }
+    EXPECT(be->memcpy_d2h(s, a, pt_model_params(m[0]), n * 4) == PT_OK);
+    EXPECT(be->memcpy_d2h(s, b, pt_model_params(m[1]), n * 4) == PT_OK);
+    EXPECT(memcmp(a, b, n * 4) == 0);
+    if (whole && part[1]) { /* the middle slice's moments are the whole's, element for element */
+        EXPECT(be->memcpy_d2h(s, a, pt_optim_v(whole), n * 4) == PT_OK);
+        EXPECT(be->memcpy_d2h(s, b, pt_optim_v(part[1]), (cut[2] - cut[1]) * 4) == PT_OK);
+        EXPECT(memcmp(a + cut[1], b, (cut[2] - cut[1]) * 4) == 0);
+    }
+    free(g);
+    free(a);
+    free(b);
+    pt_optim_destroy(whole);
+    for (int k = 0; k < 3; k++)
+        pt_optim_destroy(part[k]);
+    for (int k = 0; k < 2; k++)
+        pt_model_destroy(m[k]);
+    be->stream_destroy(s);
+}
+
 /* ---- the loop with a scripted step ---- */
 
 typedef struct {
@@ -559,6 +621,7 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "learn") == 0)
         return test_learn();
     test_optim();
+    test_optim_slices();
     test_loop();
     test_trainer();
     test_resume();
