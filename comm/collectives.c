@@ -136,16 +136,43 @@ void pt_comm_segment(size_t n, int p, int k, size_t *lo, size_t *hi)
     *hi = *lo + q + (kk < r ? 1 : 0);
 }
 
-/* Piece t (BUCKET_BYTES of floats at most) of member k's segment: [*a, *a + returned length). */
-static size_t seg_piece(size_t n, int p, int k, size_t t, size_t bucket, size_t *a)
+/* Piece t (BUCKET_BYTES of floats at most) of member k's segment of n, within [ra, rb):
+ * [*a, *a + returned length). */
+static size_t seg_piece(size_t n, int p, int k, size_t ra, size_t rb, size_t t, size_t bucket, size_t *a)
 {
     size_t lo, hi;
     pt_comm_segment(n, p, k, &lo, &hi);
+    if (lo < ra)
+        lo = ra;
+    if (hi > rb)
+        hi = rb;
     size_t start = lo + t * bucket;
     *a = start;
     if (start >= hi)
         return 0;
     return hi - start < bucket ? hi - start : bucket;
+}
+
+/* The longest member's part of [ra, rb): every member walks its pieces. */
+static size_t range_longest(size_t n, int p, size_t ra, size_t rb)
+{
+    size_t longest = 0;
+    for (int k = 0; k < p; k++) {
+        size_t lo, hi;
+        pt_comm_segment(n, p, k, &lo, &hi);
+        lo = lo < ra ? ra : lo;
+        hi = hi > rb ? rb : hi;
+        if (hi > lo && hi - lo > longest)
+            longest = hi - lo;
+    }
+    return longest;
+}
+
+static pt_status check_range(pt_comm *c, const char *what, size_t n, size_t ra, size_t rb)
+{
+    if (ra > rb || rb > n)
+        return pt_fail(PT_EINVAL, "rank %d: %s of elements [%zu, %zu) of a buffer of %zu", c->rank, what, ra, rb, n);
+    return PT_OK;
 }
 
 static pt_status waitall_or_drop(pt_comm *c, pt_comm_req **r, int n, pt_status st, int64_t deadline_ns)
@@ -160,17 +187,24 @@ static pt_status waitall_or_drop(pt_comm *c, pt_comm_req **r, int n, pt_status s
  * scratch ((p - 1) pieces), so no element's order depends on the pieces, the buckets or the ring. */
 pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns)
 {
+    return pt_comm_reduce_scatter_range(c, g, buf, n, 0, n, deadline_ns);
+}
+
+pt_status pt_comm_reduce_scatter_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
+                                       int64_t deadline_ns)
+{
     if (!c)
         return pt_fail(PT_EINVAL, "pt_comm_reduce_scatter: no communicator");
     if (!g)
         g = c->world;
+    PT_CHECK(check_range(c, "reduce-scatter", n, ra, rb));
     int p = g->n, me = g->me;
-    if (p == 1 || n == 0)
+    if (p == 1 || ra == rb)
         return PT_OK;
     if (!buf)
         return pt_fail(PT_EINVAL, "rank %d: reduce-scatter of %zu floats from a NULL buffer", c->rank, n);
     const size_t bucket = BUCKET_BYTES / sizeof(float);
-    size_t longest = (n + (size_t)p - 1) / (size_t)p, iters = (longest + bucket - 1) / bucket;
+    size_t longest = range_longest(n, p, ra, rb), iters = (longest + bucket - 1) / bucket;
     size_t slot = longest < bucket ? longest : bucket;
     PT_CHECK(scratch_reserve(c, (size_t)(p - 1) * slot * sizeof(float)));
     pt_comm_req **r = calloc((size_t)(2 * p), sizeof *r);
@@ -184,7 +218,7 @@ pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_
     pt_status st = PT_OK;
     for (size_t t = 0; t < iters && st == PT_OK; t++) {
         uint64_t tag = coll_tag(g, g->seq++);
-        size_t mine_at, mine = seg_piece(n, p, me, t, bucket, &mine_at);
+        size_t mine_at, mine = seg_piece(n, p, me, ra, rb, t, bucket, &mine_at);
         int nr = 0;
         for (int j = 0; j < p && st == PT_OK; j++) {
             if (j == me)
@@ -192,7 +226,7 @@ pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_
             float *into = scr + (size_t)(j < me ? j : j - 1) * slot;
             if (mine)
                 st = pt_comm_irecv_tag(c, g->ranks[j], tag, "reduce-scatter", into, mine * sizeof(float), &r[nr++]);
-            size_t at, len = seg_piece(n, p, j, t, bucket, &at);
+            size_t at, len = seg_piece(n, p, j, ra, rb, t, bucket, &at);
             if (st == PT_OK && len)
                 st = pt_comm_isend_tag(c, g->ranks[j], tag, "reduce-scatter", buf + at, len * sizeof(float),
                                        &r[nr++]);
@@ -219,29 +253,36 @@ pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_
 /* All-gather of the segments: member k sends its segment's pieces to every other member. */
 pt_status pt_comm_allgather(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns)
 {
+    return pt_comm_allgather_range(c, g, buf, n, 0, n, deadline_ns);
+}
+
+pt_status pt_comm_allgather_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
+                                  int64_t deadline_ns)
+{
     if (!c)
         return pt_fail(PT_EINVAL, "pt_comm_allgather: no communicator");
     if (!g)
         g = c->world;
+    PT_CHECK(check_range(c, "all-gather", n, ra, rb));
     int p = g->n, me = g->me;
-    if (p == 1 || n == 0)
+    if (p == 1 || ra == rb)
         return PT_OK;
     if (!buf)
         return pt_fail(PT_EINVAL, "rank %d: all-gather of %zu floats into a NULL buffer", c->rank, n);
     const size_t bucket = BUCKET_BYTES / sizeof(float);
-    size_t longest = (n + (size_t)p - 1) / (size_t)p, iters = (longest + bucket - 1) / bucket;
+    size_t iters = (range_longest(n, p, ra, rb) + bucket - 1) / bucket;
     pt_comm_req **r = calloc((size_t)(2 * p), sizeof *r);
     if (!r)
         return pt_fail(PT_ENOMEM, "rank %d: out of memory for an all-gather over %d members", c->rank, p);
     pt_status st = PT_OK;
     for (size_t t = 0; t < iters && st == PT_OK; t++) {
         uint64_t tag = coll_tag(g, g->seq++);
-        size_t mine_at, mine = seg_piece(n, p, me, t, bucket, &mine_at);
+        size_t mine_at, mine = seg_piece(n, p, me, ra, rb, t, bucket, &mine_at);
         int nr = 0;
         for (int j = 0; j < p && st == PT_OK; j++) {
             if (j == me)
                 continue;
-            size_t at, len = seg_piece(n, p, j, t, bucket, &at);
+            size_t at, len = seg_piece(n, p, j, ra, rb, t, bucket, &at);
             if (len)
                 st = pt_comm_irecv_tag(c, g->ranks[j], tag, "all-gather", buf + at, len * sizeof(float), &r[nr++]);
             if (st == PT_OK && mine)

@@ -193,6 +193,14 @@ pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_
 /* All-gather of n floats: afterwards every member's buf holds member k's segment k, for every k
  * (each member's own segment is sent to every other member, in pieces of 4 MiB at most). */
 pt_status pt_comm_allgather(pt_comm *c, pt_comm_group *g, float *buf, size_t n, int64_t deadline_ns);
+/* The same on elements [ra, rb) of the n only (a bucket of a gradient buffer reduced as soon as its
+ * layers' gradients are ready): each element still goes to, or comes from, the owner of its
+ * segment of n, in the same order, so any split of [0, n) into ranges gives the bits of one call
+ * on [0, n). PT_EINVAL when the range is not within n. */
+pt_status pt_comm_reduce_scatter_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
+                                       int64_t deadline_ns);
+pt_status pt_comm_allgather_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
+                                  int64_t deadline_ns);
 /* Copies `bytes` of buf from the member whose world rank is `root` to every member. */
 pt_status pt_comm_broadcast(pt_comm *c, pt_comm_group *g, void *buf, size_t bytes, int root, int64_t deadline_ns);
 /* Returns once every member has entered it. */

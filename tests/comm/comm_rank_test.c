@@ -380,6 +380,20 @@ static void check_reduce_scatter(pt_comm *c, pt_comm_group *g, const int *member
             CHECK(b[i] == fval(me, i), "reduce-scatter n=%zu: element %zu outside this member's segment changed", n, i);
     }
     OK(pt_comm_allgather(c, g, b, n, dl()));
+    if (n > 3) { /* the same in three uneven ranges, reduce-scattered and gathered one by one */
+        float *r = malloc(sizeof(float) * n);
+        CHECK(r, "oom");
+        for (size_t i = 0; i < n; i++)
+            r[i] = fval(me, i);
+        size_t cut[4] = { 0, n / 5 + 1, n / 5 + 2, n };
+        for (int k = 0; k < 3; k++)
+            OK(pt_comm_reduce_scatter_range(c, g, r, n, cut[k], cut[k + 1], dl()));
+        for (int k = 2; k >= 0; k--)
+            OK(pt_comm_allgather_range(c, g, r, n, cut[k], cut[k + 1], dl()));
+        CHECK(memcmp(r, b, sizeof(float) * n) == 0, "reduce-scatter in ranges differs from one call (n=%zu, %d)", n, p);
+        CHECK(pt_comm_reduce_scatter_range(c, g, r, n, 2, n + 1, dl()) == PT_EINVAL, "a range past n was taken");
+        free(r);
+    }
     for (size_t i = 0; i < n; i++) {
         float want = fval(members[0], i);
         for (int j = 1; j < p; j++)
