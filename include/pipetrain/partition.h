@@ -166,6 +166,9 @@ typedef struct pt_plan {
     int64_t n_params_total;
     int head_split;                 /* LM-head layers of the model the layer ranges cut (model_config.h);
                                        set when priced, "head_split" in the JSON */
+    int zero;                       /* optimizer-state sharding over the D replicas: 0 every replica holds
+                                       all of its stage's AdamW moments; 1 (ZeRO-1) each holds 1/D
+                                       (pt_comm_segment of each chunk's flat parameters). "zero" in the JSON */
 } pt_plan;
 
 /* Allocates a plan with every array sized for P*V chunks, zeroed. */
@@ -224,6 +227,7 @@ typedef struct pt_plan_request {
     int seq_len;            /* T; 0: the model's max_seq_len */
     double mem_cap_bytes;   /* per device; 0: the device's memory */
     int recompute;          /* -1: per stage, as needed (memory, auto); 0: never; 1: always */
+    int zero;               /* pt_plan.zero of the plans made (0 or 1) */
     /* auto, optional: room for max_candidates entries, one per schedule searched (fitting ones
      * fastest first, then those that did not fit); *n_candidates receives the count. Borrowed. */
     pt_plan_candidate *candidates;
