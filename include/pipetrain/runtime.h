@@ -165,6 +165,7 @@ typedef struct pt_runtime_train_args {
     int eval_batch_seqs;      /* sequences per held-out eval batch (a multiple of B); 0: B */
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
+    int zero;                 /* 1: ZeRO-1, the AdamW moments sharded over the D replicas (pt_plan.zero) */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
     const char *schedule;     /* generator name (pt_sched_generator_names) or a schedule file; NULL: 1f1b */
     const char *partition;    /* planner method: uniform, params, time, memory; NULL: time */

@@ -103,6 +103,7 @@ typedef struct train_args {
     long long seed, steps, warmup, eval_every, ckpt_every, log_every;
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
+    int zero; /* --zero: 1 shards the AdamW moments over the dp replicas */
     int no_ckpt;
     int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
     int force;          /* --force: start past the cores and memory checks (job_check.c) */
@@ -425,6 +426,7 @@ static void runtime_args(const train_args *a, const pt_train_cfg *cfg, const pt_
     ra->eval_batch_seqs = a->eval_batch % cfg->micro_batch_size == 0 ? a->eval_batch : cfg->micro_batch_size;
     ra->stages = a->stages;
     ra->replicas = a->dp;
+    ra->zero = a->zero;
     ra->chunks = a->chunks > 1 ? a->chunks : 0;
     ra->schedule = a->schedule;
     ra->partition = a->partition;
@@ -474,6 +476,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     pt_status st;
     if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0)
         return pt_fail(PT_EINVAL, "--stages, --dp and --chunks must be >= 1 and --nproc >= 0");
+    if (a->zero != 0 && a->zero != 1)
+        return pt_fail(PT_EINVAL, "--zero %d: give 0 (every replica holds its stage's whole optimizer state) or 1 "
+                                  "(each of the --dp replicas holds 1/D of it)",
+                       a->zero);
     int want = a->stages * a->dp;
     int multi_opts = a->stages > 1 || a->dp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
@@ -818,6 +824,7 @@ static pt_status apply_plan(const char *path, train_args *a, const pt_opt *opts,
     } ints[] = {
         { "stages", &a->stages, p->n_stages },
         { "dp", &a->dp, p->n_replicas },
+        { "zero", &a->zero, p->zero },
         { "chunks", &a->chunks, p->n_chunks },
         { "micro-batches", &cfg->micro_batches, p->n_microbatches },
         { "micro-batch-size", &cfg->micro_batch_size, p->micro_batch_size },
@@ -979,6 +986,9 @@ int pt_cmd_train(int argc, char **argv)
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
+        { "zero", PT_OPT_INT, &a.zero, "0|1",
+          "1: shard the AdamW moments over the --dp replicas (each holds 1/D; gradients reduce-scattered, "
+          "parameters all-gathered; the same bits as 0)", 0 },
         { "nproc", PT_OPT_INT, &a.nproc, "N", "local ranks to start (0: stages x dp)", 0 },
         { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (interleaved, zbv: 2 when left at 1)", 0 },
         { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE",

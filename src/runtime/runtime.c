@@ -75,7 +75,9 @@ struct pt_runtime {
     int n_hl;                   /* local chunks holding head layers (they need the targets and loss scale) */
     pt_comm_group *dp_group;    /* the D ranks of this pipeline rank (when D > 1) */
     int n_global_tensors;
-    double *norm_buf;           /* [n_global_tensors + 2]: per-tensor sums of squares, loss, tokens */
+    int zero;                   /* 1: ZeRO-1, this replica holds the moments of its segment of each chunk */
+    int n_norm;                 /* n_global_tensors * D: one sum of squares per (tensor, replica segment) */
+    double *norm_buf;           /* [n_norm + 2]: sums of squares, loss, tokens */
     double *sumsq;              /* [max local tensors] */
     int32_t *tokens, *targets;  /* host (M,B,T) for this step, when the rank needs them */
     /* per step */
@@ -569,42 +571,84 @@ static pt_status reduce_tied(pt_runtime *rt)
     return PT_OK;
 }
 
+/* This replica's segment of chunk c's flat parameters (pt_comm_segment over the D replicas): the
+ * part of the gradients its reduce-scatter sums, and with ZeRO-1 the part its optimizer updates. */
+static void chunk_segment(const pt_runtime *rt, int c, size_t *lo, size_t *hi)
+{
+    pt_comm_segment(pt_model_n_params(rt->ch[c].m), rt->D, rt->d, lo, hi);
+}
+
+/* Sums of squares of this replica's pieces of chunk c's gradients: for each counted tensor (global
+ * index g), the part inside this replica's segment goes to norm_buf[g * D + d]. Every other index
+ * is another replica's (or 0: an empty piece), so the world sum of norm_buf is exact and the same
+ * whether the gradients were all-gathered (--zero 0) or not (--zero 1). */
+static pt_status segment_sumsq(pt_runtime *rt, int c)
+{
+    rt_chunk *k = &rt->ch[c];
+    const float *g = pt_model_grads(k->m);
+    size_t lo, hi;
+    chunk_segment(rt, c, &lo, &hi);
+    int nt = pt_model_n_tensors(k->m), gi = k->global_tensor0;
+    for (int i = 0; i < nt; i++) {
+        if (i == k->skip_tensor)
+            continue;
+        const pt_param *pr = pt_model_tensor(k->m, i);
+        size_t a = pr->offset > lo ? pr->offset : lo, z = pr->offset + pr->numel < hi ? pr->offset + pr->numel : hi;
+        double v = 0;
+        if (a < z)
+            PT_CHECK(rt->be->sum_squares(rt->stream, &v, g + a, z - a));
+        rt->norm_buf[(size_t)gi * rt->D + rt->d] = v;
+        gi++;
+    }
+    return PT_OK;
+}
+
+/* Fixed-order reduce-scatter or all-gather of one chunk's buffer over the data-parallel group. */
+static pt_status dp_collective(pt_runtime *rt, int gather, float *x, size_t n, const char *what)
+{
+    char w[192];
+    snprintf(w, sizeof w, "%s (step %lld, action %d of %d)", what, (long long)rt->step, rt->cur, rt->n_acts);
+    int64_t t0 = pt_now_ns();
+    PT_CHECK(rt->be->stream_sync(rt->stream));
+    pt_status st = gather ? pt_link_allgather(rt->link, rt->dp_gi, x, n, rt_deadline(rt), w)
+                          : pt_link_reduce_scatter(rt->link, rt->dp_gi, x, n, rt_deadline(rt), w);
+    rt->wait_ns += pt_now_ns() - t0;
+    if (st != PT_OK)
+        return coll_fail(rt, st, what);
+    return PT_OK;
+}
+
+/* REDUCE_GRADS. The tied reduction, then with D > 1 each chunk's gradients reduce-scattered over
+ * the replicas in a fixed order (x_0 + x_1 + ..., pt_comm_reduce_scatter), so each replica holds
+ * the sum of its segment; --zero 0 then all-gathers them (every replica steps the whole chunk),
+ * --zero 1 keeps them (each steps its segment and the parameters are all-gathered after). Both
+ * give the same bits. Then the global norm: sums of squares per (tensor, segment) at fixed
+ * indices, summed in that order on every rank (optim.h's rule). */
 static pt_status do_reduce(pt_runtime *rt)
 {
     PT_CHECK(sends_wait_all(rt));
     PT_CHECK(reduce_tied(rt));
-    if (rt->D > 1) {
-        for (int c = 0; c < rt->V; c++) {
-            PT_CHECK(rt->be->stream_sync(rt->stream));
-            PT_CHECK(allreduce_grads(rt, rt->dp_gi, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
-                                     "REDUCE_GRADS (data-parallel all-reduce)"));
-        }
-    }
-    /* Global norm: per-tensor sums of squares placed at their global index, then summed in that
-     * order on every rank (optim.h's rule). Replica 0 contributes; x + 0 is exact. */
-    int ng = rt->n_global_tensors;
-    memset(rt->norm_buf, 0, (size_t)(ng + 2) * sizeof(double));
-    if (rt->d == 0) {
-        for (int c = 0; c < rt->V; c++) {
-            rt_chunk *k = &rt->ch[c];
-            PT_CHECK(pt_grad_sumsq(k->m, rt->sumsq));
-            int nt = pt_model_n_tensors(k->m), g = k->global_tensor0;
-            for (int i = 0; i < nt; i++)
-                if (i != k->skip_tensor)
-                    rt->norm_buf[g++] = rt->sumsq[i];
-        }
-    }
-    rt->norm_buf[ng] = rt->loss_sum;
-    rt->norm_buf[ng + 1] = (double)rt->loss_tokens;
+    for (int c = 0; rt->D > 1 && c < rt->V; c++)
+        PT_CHECK(dp_collective(rt, 0, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
+                               "REDUCE_GRADS (data-parallel reduce-scatter)"));
+    int nn = rt->n_norm;
+    memset(rt->norm_buf, 0, (size_t)(nn + 2) * sizeof(double));
+    for (int c = 0; c < rt->V; c++)
+        PT_CHECK(segment_sumsq(rt, c));
+    for (int c = 0; rt->D > 1 && !rt->zero && c < rt->V; c++)
+        PT_CHECK(dp_collective(rt, 1, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
+                               "REDUCE_GRADS (data-parallel all-gather of the gradients)"));
+    rt->norm_buf[nn] = rt->loss_sum;
+    rt->norm_buf[nn + 1] = (double)rt->loss_tokens;
     if (rt->comm && rt->world > 1) {
         int64_t t0 = pt_now_ns();
-        pt_status st = pt_comm_allreduce_f64(rt->comm, NULL, rt->norm_buf, (size_t)ng + 2, rt_deadline(rt));
+        pt_status st = pt_comm_allreduce_f64(rt->comm, NULL, rt->norm_buf, (size_t)nn + 2, rt_deadline(rt));
         rt->wait_ns += pt_now_ns() - t0;
         if (st != PT_OK)
             return coll_fail(rt, st, "REDUCE_GRADS (gradient norm all-reduce)");
     }
     double total = 0.0;
-    for (int i = 0; i < ng; i++)
+    for (int i = 0; i < nn; i++)
         total += rt->norm_buf[i];
     rt->grad_norm = sqrt(total);
     rt->clip_scale = pt_clip_scale(rt->grad_norm, rt->adamw.grad_clip);
@@ -650,10 +694,13 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
     case PT_ACT_OPTIMIZER_STEP:
         if (!rt->reduced)
             return pt_fail(PT_EINTERNAL, "rank %d: OPTIMIZER_STEP before REDUCE_GRADS", rt->rank);
-        if (!isfinite(rt->grad_norm) || !isfinite(rt->norm_buf[rt->n_global_tensors]))
-            return PT_OK; /* no update from a NaN/Inf step; the caller sees applied = 0 */
+        if (!isfinite(rt->grad_norm) || !isfinite(rt->norm_buf[rt->n_norm]))
+            return PT_OK; /* no update from a NaN/Inf step (every rank sees the same sums); applied = 0 */
         for (int c = 0; c < rt->V; c++)
             PT_CHECK(pt_optim_step(rt->ch[c].o, lr, rt->clip_scale));
+        for (int c = 0; rt->zero && c < rt->V; c++) /* each replica updated its segment */
+            PT_CHECK(dp_collective(rt, 1, pt_model_params(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
+                                   "OPTIMIZER_STEP (ZeRO-1 all-gather of the parameters)"));
         rt->applied = 1;
         return PT_OK;
     case PT_ACT_KIND_COUNT:
@@ -814,9 +861,9 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
     if (rt->prof)
         pt_profile_note_peak_bytes(rt->prof, pt_backend_bytes_peak());
     if (info) {
-        int ng = rt->n_global_tensors;
-        info->n_tokens = (int64_t)rt->norm_buf[ng + 1];
-        info->loss = info->n_tokens > 0 ? rt->norm_buf[ng] / (double)info->n_tokens : 0.0;
+        int nn = rt->n_norm;
+        info->n_tokens = (int64_t)rt->norm_buf[nn + 1];
+        info->loss = info->n_tokens > 0 ? rt->norm_buf[nn] / (double)info->n_tokens : 0.0;
         info->grad_norm = rt->grad_norm;
         info->clip_scale = rt->clip_scale;
         info->applied = rt->applied;
@@ -1314,6 +1361,7 @@ static pt_status create_place(pt_runtime *rt, const pt_runtime_opts *o)
     rt->C = o->cfg->n_embd;
     rt->p = rt->rank % rt->P;
     rt->d = rt->rank / rt->P;
+    rt->zero = pl->zero && rt->D > 1; /* one replica: nothing to shard (train says so) */
     rt->emb_chunk = rt->head_chunk = -1;
     rt->tied_gi = rt->dp_gi = -1;
     rt->acts = o->sched->actions[rt->p];
@@ -1418,7 +1466,13 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
                              .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split };
         PT_CHECK(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m));
         PT_CHECK(pt_model_init_weights(k->m, o->seed));
-        PT_CHECK(pt_optim_create(k->m, &o->adamw, &k->o));
+        if (rt->zero) {
+            size_t lo, hi;
+            pt_comm_segment(pt_model_n_params(k->m), rt->D, rt->d, &lo, &hi);
+            PT_CHECK(pt_optim_create_range(k->m, &o->adamw, lo, hi, &k->o));
+        } else {
+            PT_CHECK(pt_optim_create(k->m, &o->adamw, &k->o));
+        }
         k->slot_mb = malloc((size_t)k->n_slots * sizeof(int));
         k->mb_slot = malloc((size_t)rt->M * sizeof(int));
         k->bwd_done = calloc((size_t)rt->M, 1);
@@ -1438,19 +1492,29 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
     return PT_OK;
 }
 
-/* Global tensor order: counts per virtual stage from every rank of replica 0 (collective). */
+/* Global tensor order: counts per virtual stage from every rank of replica 0 (collective). The
+ * same exchange counts the ranks sharding their optimizer state, which must be all or none. */
 static pt_status create_tensor_order(pt_runtime *rt)
 {
     int NV = rt->P * rt->V;
-    double *cnt = calloc((size_t)NV, sizeof(double));
+    double *cnt = calloc((size_t)NV + 1, sizeof(double));
     if (!cnt)
         return pt_fail(PT_ENOMEM, "out of host memory");
     pt_status st = PT_OK;
     if (rt->d == 0)
         for (int c = 0; c < rt->V; c++)
             cnt[rt->ch[c].vstage] = rt->ch[c].n_counted;
+    cnt[NV] = rt->zero;
     if (rt->comm && rt->world > 1)
-        st = pt_comm_allreduce_f64(rt->comm, NULL, cnt, (size_t)NV, pt_deadline_after_ms(rt->timeout_ms));
+        st = pt_comm_allreduce_f64(rt->comm, NULL, cnt, (size_t)NV + 1, pt_deadline_after_ms(rt->timeout_ms));
+    int n_zero = (int)cnt[NV];
+    if (st == PT_OK && n_zero != 0 && n_zero != rt->world) {
+        free(cnt);
+        return pt_fail(PT_EINVAL,
+                       "rank %d: %d of the job's %d ranks shard the optimizer (--zero 1) and the others do not; "
+                       "give every rank the same --zero",
+                       rt->rank, n_zero, rt->world);
+    }
     if (st == PT_OK) {
         int g = 0;
         for (int v = 0; v < NV; v++) {
@@ -1460,6 +1524,7 @@ static pt_status create_tensor_order(pt_runtime *rt)
             g += (int)cnt[v];
         }
         rt->n_global_tensors = g;
+        rt->n_norm = g * rt->D;
     }
     free(cnt);
     if (st != PT_OK)
@@ -1475,7 +1540,7 @@ static pt_status create_batch(pt_runtime *rt)
         if (pt_model_n_tensors(rt->ch[c].m) > max_t)
             max_t = pt_model_n_tensors(rt->ch[c].m);
     rt->sumsq = calloc((size_t)max_t, sizeof(double));
-    rt->norm_buf = calloc((size_t)rt->n_global_tensors + 2, sizeof(double));
+    rt->norm_buf = calloc((size_t)rt->n_norm + 2, sizeof(double));
     if (rt->emb_chunk >= 0 || rt->n_hl > 0) {
         size_t n = (size_t)rt->M * rt->B * rt->T;
         rt->tokens = malloc(n * sizeof(int32_t));

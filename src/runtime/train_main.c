@@ -226,6 +226,7 @@ pt_status pt_train_job_plan(pt_train_job *j)
             return pt_fail(PT_EINVAL, "--layout has %d chunks, which is %d stages of %d chunks, but %d stages were asked",
                            j->plan->n_vstages, j->plan->n_stages, j->V, j->P);
         j->plan->n_replicas = j->D;
+        j->plan->zero = a->zero;
         j->plan->micro_batch_size = j->B;
         j->plan->n_microbatches = j->M;
         j->plan->seq_len = j->T;
@@ -244,6 +245,7 @@ pt_status pt_train_job_plan(pt_train_job *j)
     rq.n_microbatches = j->M;
     rq.seq_len = j->T;
     rq.recompute = 0;
+    rq.zero = a->zero;
     rq.mem_cap_bytes = (double)a->mem_limit_bytes;
     if (auto_head && !j->measured) {
         int k = 1;
@@ -253,7 +255,9 @@ pt_status pt_train_job_plan(pt_train_job *j)
         tm_log(j, "head split: auto chose %d LM-head layer%s (predicted step %.1f ms; %.1f ms with one)", k,
                k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
     }
-    return pt_plan_make(&j->cfg, &j->dev, &j->topo, j->measured, &rq, &j->plan);
+    PT_CHECK(pt_plan_make(&j->cfg, &j->dev, &j->topo, j->measured, &rq, &j->plan));
+    j->plan->zero = a->zero;
+    return PT_OK;
 }
 
 /* ---- schedule ---- */
@@ -267,8 +271,12 @@ static void log_prediction(const pt_train_job *j, const pt_sim_result *sim)
     for (int v = 0; v < plan->n_vstages && off < sizeof(ranges) - 16; v++)
         off += (size_t)snprintf(ranges + off, sizeof(ranges) - off, "%s%d-%d", v ? " | " : "", plan->first_layer[v],
                                 plan->last_layer[v]);
-    tm_log(j, "plan: %s, %d stages x %d chunks x %d replicas, schedule %s, M=%d B=%d T=%d, layers %s", j->cfg.name,
-           j->P, j->V, j->D, j->sched->name, j->M, j->B, j->T, ranges);
+    tm_log(j, "plan: %s, %d stages x %d chunks x %d replicas%s, schedule %s, M=%d B=%d T=%d, layers %s", j->cfg.name,
+           j->P, j->V, j->D, plan->zero && j->D > 1 ? " (ZeRO-1: each holds 1/D of the AdamW moments)" : "",
+           j->sched->name, j->M, j->B, j->T, ranges);
+    if (plan->zero && j->D == 1)
+        tm_log(j, "--zero 1 with one replica (--dp 1): nothing to shard; each rank keeps its stage's whole "
+                  "optimizer state");
     double mem_max = 0;
     for (int p = 0; p < j->P && plan->pred_rank_mem_bytes; p++)
         mem_max = plan->pred_rank_mem_bytes[p] > mem_max ? plan->pred_rank_mem_bytes[p] : mem_max;

@@ -44,6 +44,8 @@ typedef struct args {
     int recompute;
     const char *sched_file;
     int file_m, file_v;
+    int zero;    /* plan->zero of the runs */
+    int zero_vs; /* run each configuration with --zero 0 and 1: the same losses and weights, bit for bit */
 } args;
 
 /* Weights and data from one seed, as the single-process trainer does (train.h). */
@@ -379,6 +381,42 @@ static int parse_m(const char *tok, int P)
     return atoi(tok);
 }
 
+/* --zero-vs: pass 0 records step s's loss and every local chunk's weights; pass 1 compares, bit for
+ * bit. Returns the mismatches. */
+static int zero_check(pt_runtime *rt, int pass, int s, double loss, double *zloss, float **zsnap,
+                      const pt_backend *be, pt_stream *stream, const char *tag)
+{
+    int bad = 0;
+    if (pass == 0)
+        zloss[s] = loss;
+    else if (loss != zloss[s]) {
+        fprintf(stderr, "rank %d %s step %d: --zero 1 loss %.17g, --zero 0 %.17g\n", g_rank, tag, s, loss, zloss[s]);
+        bad++;
+    }
+    for (int c = 0; c < pt_runtime_n_chunks(rt) && c < 256; c++) {
+        pt_model *m = pt_runtime_chunk_model(rt, c);
+        size_t n = pt_model_n_params(m);
+        float *h = malloc(n * sizeof(float));
+        CHECK(be->memcpy_d2h(stream, h, pt_model_params(m), n * sizeof(float)));
+        float **slot = &zsnap[s * 256 + c];
+        if (pass == 0) {
+            *slot = h;
+            continue;
+        }
+        for (int t = 0; t < pt_model_n_tensors(m) && *slot; t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            if (memcmp(h + p->offset, *slot + p->offset, p->numel * sizeof(float)) != 0) {
+                if (bad < 3)
+                    fprintf(stderr, "rank %d %s step %d: %s (chunk %d) differs between --zero 1 and --zero 0\n",
+                            g_rank, tag, s, p->name, c);
+                bad++;
+            }
+        }
+        free(h);
+    }
+    return bad;
+}
+
 /* ---- modes ---- */
 
 static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
@@ -445,59 +483,75 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                         CHECK(pt_sched_load(a->sched_file, &sc));
                     else
                         CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
-                    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
-                                           .stream = stream, .adamw = adamw_cfg(), .seed = SEED,
-                                           .timeout_ms = a->timeout_ms };
-                    pt_runtime *rt;
-                    CHECK(pt_runtime_create(&ro, &rt));
+                    /* --zero-vs: pass 0 keeps every step's loss and weights, pass 1 (ZeRO-1) must match */
+                    int passes = a->zero_vs ? 2 : 1, zbad = 0;
+                    double zloss[64];
+                    float **zsnap = calloc((size_t)(a->steps > 0 ? a->steps : 1) * 256, sizeof(float *));
                     int bad = 0;
                     double max_rel = 0, loss_diff = 0;
-                    for (int s = 0; s < a->steps; s++) {
-                        pt_runtime_step_info si;
-                        pt_status st = pt_runtime_step(rt, data, s, lr_at(s, a->steps), &si);
-                        if (st != PT_OK)
-                            die_status(tag, st);
-                        double ld = fabs(si.loss - ref.loss[s]) / (fabs(ref.loss[s]) + 1e-30);
-                        loss_diff = ld > loss_diff ? ld : loss_diff;
-                        if ((a->tol == 0 && si.loss != ref.loss[s]) || ld > 1e-6) {
-                            fprintf(stderr, "rank %d %s step %d: loss %.17g, reference %.17g\n", g_rank, tag, s,
-                                    si.loss, ref.loss[s]);
+                    for (int zp = 0; zp < passes; zp++) {
+                    plan->zero = a->zero_vs ? zp : a->zero;
+                        pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
+                                               .stream = stream, .adamw = adamw_cfg(), .seed = SEED,
+                                               .timeout_ms = a->timeout_ms };
+                        pt_runtime *rt;
+                        CHECK(pt_runtime_create(&ro, &rt));
+                        for (int s = 0; s < a->steps; s++) {
+                            pt_runtime_step_info si;
+                            pt_status st = pt_runtime_step(rt, data, s, lr_at(s, a->steps), &si);
+                            if (st != PT_OK)
+                                die_status(tag, st);
+                            double ld = fabs(si.loss - ref.loss[s]) / (fabs(ref.loss[s]) + 1e-30);
+                            loss_diff = ld > loss_diff ? ld : loss_diff;
+                            if ((a->tol == 0 && si.loss != ref.loss[s]) || ld > 1e-6) {
+                                fprintf(stderr, "rank %d %s step %d: loss %.17g, reference %.17g\n", g_rank, tag, s,
+                                        si.loss, ref.loss[s]);
+                                bad++;
+                            }
+                            bad += compare(rt, &ref, s, a->tol, be, stream, &max_rel, tag);
+                            if (a->zero_vs && s < 64)
+                                zbad += zero_check(rt, zp, s, si.loss, zloss, zsnap, be, stream, tag);
+                        }
+                        /* The held-out eval through the pipeline scores what one process scores. */
+                        pt_eval_stats ev;
+                        pt_status est = pt_runtime_eval(rt, data, EVAL_BATCHES, 0, &ev);
+                        if (est != PT_OK)
+                            die_status(tag, est);
+                        double erel = fabs(ev.loss - ref.eval.loss) / (fabs(ref.eval.loss) + 1e-30);
+                        if (ev.n_targets != ref.eval.n_targets || ev.n_total != ref.eval.n_total ||
+                            (a->tol == 0 && (ev.loss != ref.eval.loss || ev.n_correct != ref.eval.n_correct)) ||
+                            erel > (a->tol > 0 ? a->tol : 1e-6)) {
+                            fprintf(stderr, "rank %d %s: eval loss %.17g on %lld targets (%lld/%lld right), reference "
+                                            "%.17g on %lld (%lld/%lld)\n",
+                                    g_rank, tag, ev.loss, (long long)ev.n_targets, (long long)ev.n_correct,
+                                    (long long)ev.n_total, ref.eval.loss, (long long)ref.eval.n_targets,
+                                    (long long)ref.eval.n_correct, (long long)ref.eval.n_total);
                             bad++;
                         }
-                        bad += compare(rt, &ref, s, a->tol, be, stream, &max_rel, tag);
+                        /* Activation slots follow the schedule. */
+                        int s_rank = pt_runtime_stage_rank(rt);
+                        for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
+                            int slots = pt_runtime_chunk_slots(rt, c), peak = pt_runtime_chunk_peak_inflight(rt, c);
+                            int want_max = !a->sched_file && strcmp(sn, "1f1b") == 0 ? P - s_rank : M;
+                            if (want_max > M)
+                                want_max = M;
+                            if (peak > slots || slots > want_max ||
+                                (!a->sched_file && strcmp(sn, "gpipe") == 0 && (slots != M || peak != M))) {
+                                fprintf(stderr, "rank %d %s: chunk %d holds %d slots (peak in use %d); expected at most %d%s\n",
+                                        g_rank, tag, c, slots, peak, want_max,
+                                        !a->sched_file && strcmp(sn, "gpipe") == 0 ? " and exactly M" : "");
+                                bad++;
+                            }
+                        }
+                        pt_runtime_destroy(rt);
                     }
-                    /* The held-out eval through the pipeline scores what one process scores. */
-                    pt_eval_stats ev;
-                    pt_status est = pt_runtime_eval(rt, data, EVAL_BATCHES, 0, &ev);
-                    if (est != PT_OK)
-                        die_status(tag, est);
-                    double erel = fabs(ev.loss - ref.eval.loss) / (fabs(ref.eval.loss) + 1e-30);
-                    if (ev.n_targets != ref.eval.n_targets || ev.n_total != ref.eval.n_total ||
-                        (a->tol == 0 && (ev.loss != ref.eval.loss || ev.n_correct != ref.eval.n_correct)) ||
-                        erel > (a->tol > 0 ? a->tol : 1e-6)) {
-                        fprintf(stderr, "rank %d %s: eval loss %.17g on %lld targets (%lld/%lld right), reference "
-                                        "%.17g on %lld (%lld/%lld)\n",
-                                g_rank, tag, ev.loss, (long long)ev.n_targets, (long long)ev.n_correct,
-                                (long long)ev.n_total, ref.eval.loss, (long long)ref.eval.n_targets,
-                                (long long)ref.eval.n_correct, (long long)ref.eval.n_total);
+                    for (int q = 0; q < (a->steps > 0 ? a->steps : 1) * 256; q++)
+                        free(zsnap[q]);
+                    free(zsnap);
+                    if (a->zero_vs && world_sum(zbad) > 0) {
+                        LOG0("FAIL %s: --zero 1 differs from --zero 0\n", tag);
                         bad++;
                     }
-                    /* Activation slots follow the schedule. */
-                    int s_rank = pt_runtime_stage_rank(rt);
-                    for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
-                        int slots = pt_runtime_chunk_slots(rt, c), peak = pt_runtime_chunk_peak_inflight(rt, c);
-                        int want_max = !a->sched_file && strcmp(sn, "1f1b") == 0 ? P - s_rank : M;
-                        if (want_max > M)
-                            want_max = M;
-                        if (peak > slots || slots > want_max ||
-                            (!a->sched_file && strcmp(sn, "gpipe") == 0 && (slots != M || peak != M))) {
-                            fprintf(stderr, "rank %d %s: chunk %d holds %d slots (peak in use %d); expected at most %d%s\n",
-                                    g_rank, tag, c, slots, peak, want_max,
-                                    !a->sched_file && strcmp(sn, "gpipe") == 0 ? " and exactly M" : "");
-                            bad++;
-                        }
-                    }
-                    pt_runtime_destroy(rt);
                     pt_sched_destroy(sc);
                     pt_plan_destroy(plan);
                     double all_bad = world_sum(bad);
@@ -860,6 +914,8 @@ static void parse(int argc, char **argv, args *a)
         else if (strcmp(k, "--quiet") == 0) a->quiet = 1;
         else if (strcmp(k, "--check-trainer") == 0) a->check_trainer = 1;
         else if (strcmp(k, "--recompute") == 0) a->recompute = 1;
+        else if (OPT("zero")) a->zero = atoi(v);
+        else if (strcmp(k, "--zero-vs") == 0) a->zero_vs = 1;
         else {
             fprintf(stderr, "rt_driver: unknown option %s\n", k);
             exit(2);

@@ -64,6 +64,10 @@ refused "--micro-batches 8 disagrees with --schedule .*zbv_p2_m4.txt, which has 
     train --stages 2 $small --schedule "$SRC/tests/schedule/golden/zbv_p2_m4.txt" --micro-batches 8 --run-dir r21
 refused "--micro-batches 8 disagrees with --schedule" \
     launch --nproc 2 -- "$PT" train --stages 2 $small --schedule "$SRC/tests/schedule/golden/zbv_p2_m4.txt" --micro-batches 8
+# --zero takes 0 or 1 (issue 17); --zero 1 with one replica says there is nothing to shard and runs
+refused "--zero 2: give 0 (every replica holds its stage's whole optimizer state) or 1" train --stages 2 --dp 2 $small --zero 2 --run-dir r22
+timeout 120 "$PT" train --stages 2 --zero 1 $small --no-ckpt --run-dir r23 > out.txt 2> err.txt || fail "--zero 1 --dp 1 did not run"
+grep -q -- '--zero 1 with one replica (--dp 1): nothing to shard' out.txt || fail "--zero 1 --dp 1 did not say there is nothing to shard"
 # pipetrain prepare refuses an --output that is its input (by name, by another name, or its sidecar)
 printf 'the source text, which prepare must not overwrite\n' > src.bin
 cp src.bin src.orig
