@@ -619,6 +619,34 @@ static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
     return 3; /* a failing rank, as in a real run */
 }
 
+/* zero_mixed: rank 0 asks for ZeRO-1 and the others do not (ranks launched with different
+ * --zero): every rank's create is refused, naming the count and the fix. */
+static int mode_zero_mixed(const args *a, const pt_backend *be, pt_stream *stream)
+{
+    pt_model_config cfg;
+    CHECK(pt_model_config_load("gpt2-tiny", &cfg));
+    char why[64];
+    int M = 2;
+    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, a->D, M, a->B, a->T, why, sizeof(why));
+    plan->zero = g_rank == 0;
+    pt_schedule *sc;
+    CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
+    pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms };
+    pt_runtime *rt = NULL;
+    pt_status st = pt_runtime_create(&ro, &rt);
+    int ok = st == PT_EINVAL && strstr(pt_last_error(), "shard the optimizer (--zero 1) and the others do not") &&
+             strstr(pt_last_error(), "give every rank the same --zero");
+    if (!ok)
+        fprintf(stderr, "rank %d: mixed --zero gave status %d: %s\n", g_rank, (int)st, st ? pt_last_error() : "ok");
+    else if (g_rank == 0)
+        printf("zero_mixed: refused: %s\n", pt_last_error());
+    pt_runtime_destroy(rt);
+    pt_sched_destroy(sc);
+    pt_plan_destroy(plan);
+    return ok ? 0 : 1;
+}
+
 static int mode_mem(const args *a, const pt_backend *be, pt_stream *stream)
 {
     pt_model_config cfg;
@@ -967,6 +995,8 @@ int main(int argc, char **argv)
         rc = mode_fault(&a, be, stream);
     else if (strcmp(a.mode, "mem") == 0)
         rc = mode_mem(&a, be, stream);
+    else if (strcmp(a.mode, "zero_mixed") == 0)
+        rc = mode_zero_mixed(&a, be, stream);
     else if (strcmp(a.mode, "bad") == 0)
         rc = mode_bad(&a, be, stream);
     else if (strcmp(a.mode, "bubble") == 0)
