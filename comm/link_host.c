@@ -30,7 +30,7 @@ static void host_destroy(void *p, int abort)
     for (int b = 0; h->buf != NULL && b < h->n_send; b++)
         if (h->buf[b] != NULL) {
             pt_comm_buf_free(h->buf[b]);
-            pt_backend_account(-(long long)h->msg_bytes);
+            pt_backend_account_kind(-(long long)h->msg_bytes, PT_MEM_COMM);
         }
     free(h->buf);
     free(h->send_req);
@@ -71,7 +71,7 @@ static pt_status host_send_begin(void *p, int b, const void *src, size_t bytes, 
     host_link *h = p;
     if (h->buf[b] == NULL) {
         PT_CHECK(pt_comm_buf_alloc(h->msg_bytes, &h->buf[b]));
-        pt_backend_account((long long)h->msg_bytes); /* communication buffers count against --mem-limit too */
+        pt_backend_account_kind((long long)h->msg_bytes, PT_MEM_COMM); /* counted against --mem-limit too */
     }
     /* The source is complete once the compute stream has finished; the copy makes it free again. */
     PT_CHECK(h->be->stream_sync(h->compute));

@@ -440,8 +440,8 @@ pt_status pt_model_rope_tables(const pt_model_config *cfg, int n_pos, const pt_b
 static pt_status model_rope_tables(pt_model *m)
 {
     const size_t n = (size_t)m->opts.seq_len * (m->cfg.n_embd / m->cfg.n_head / 2);
-    PT_CHECK(pt_backend_alloc(m->be, (void **)&m->rope_cos, n * sizeof(float)));
-    PT_CHECK(pt_backend_alloc(m->be, (void **)&m->rope_sin, n * sizeof(float)));
+    PT_CHECK(pt_backend_alloc_kind(m->be, (void **)&m->rope_cos, n * sizeof(float), PT_MEM_ACT));
+    PT_CHECK(pt_backend_alloc_kind(m->be, (void **)&m->rope_sin, n * sizeof(float), PT_MEM_ACT));
     return pt_model_rope_tables(&m->cfg, m->opts.seq_len, m->be, m->stream, m->rope_cos, m->rope_sin);
 }
 
@@ -546,11 +546,11 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     const int B = opts->micro_batch, T = opts->seq_len, C = cfg->n_embd, NH = cfg->n_head;
     const size_t N = (size_t)B * T, Vp = (size_t)cfg->vocab_padded;
     size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
-    PT_TRY(pt_backend_alloc(be, (void **)&m->params, pbytes), fail);
-    PT_TRY(pt_backend_alloc(be, (void **)&m->grads, pbytes), fail);
+    PT_TRY(pt_backend_alloc_kind(be, (void **)&m->params, pbytes, PT_MEM_WEIGHTS), fail);
+    PT_TRY(pt_backend_alloc_kind(be, (void **)&m->grads, pbytes, PT_MEM_GRADS), fail);
     if (m->n_sh > 0) {
         if (m->has_emb && m->tied) {
-            PT_TRY(pt_backend_alloc(be, (void **)&m->twin, Vp * C * sizeof(float)), fail);
+            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->twin, Vp * C * sizeof(float), PT_MEM_GRADS), fail);
             m->own_twin = 1;
         } else {
             m->twin = G(m, m->t_head_wte);
@@ -558,20 +558,20 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     }
     if (m->has_head && m->K == 1) {
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
-        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float)), fail);
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float), PT_MEM_ACT), fail);
     }
     if (m->n_blocks > 0) {
         size_t att = be->attention_scratch_size(B, T, C, NH, pt_model_kv_heads(cfg));
-        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float)), fail);
-        PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_nc, N * C * sizeof(float)), fail);
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float), PT_MEM_ACT), fail);
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_nc, N * C * sizeof(float), PT_MEM_ACT), fail);
         if (m->llama) {
-            PT_TRY(pt_backend_alloc(be, (void **)&m->scratch_nh, N * (size_t)m->AW * sizeof(float)), fail);
+            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_nh, N * (size_t)m->AW * sizeof(float), PT_MEM_ACT), fail);
             PT_TRY(model_rope_tables(m), fail);
         }
         if (m->opts.recompute) {
             carve c = { 0 };
             carve_block_act(&c, m, &m->recompute_act);
-            PT_TRY(pt_backend_alloc(be, &m->recompute_mem, c.off), fail);
+            PT_TRY(pt_backend_alloc_kind(be, &m->recompute_mem, c.off, PT_MEM_ACT), fail);
             c = (carve){ .base = m->recompute_mem };
             carve_block_act(&c, m, &m->recompute_act);
         }
@@ -580,7 +580,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         carve c = { 0 };
         carve_bwd_shared(&c, m);
         if (c.off > 0) {
-            PT_TRY(pt_backend_alloc(be, &m->bwd_shared_mem, c.off), fail);
+            PT_TRY(pt_backend_alloc_kind(be, &m->bwd_shared_mem, c.off, PT_MEM_ACT), fail);
             c = (carve){ .base = m->bwd_shared_mem };
             carve_bwd_shared(&c, m);
         }
@@ -616,7 +616,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         carve c = { 0 };
         carve_slot(&c, m, sl);
         m->slot_bytes = c.off;
-        PT_TRY(pt_backend_alloc(be, &sl->mem, c.off ? c.off : 1), fail);
+        PT_TRY(pt_backend_alloc_kind(be, &sl->mem, c.off ? c.off : 1, PT_MEM_ACT), fail);
         c = (carve){ .base = sl->mem };
         carve_slot(&c, m, sl);
         /* Gradients between head shards carry dh, then the log-sum-exp, then unused floats that

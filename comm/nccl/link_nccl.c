@@ -155,7 +155,7 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     PT_TRY(pt_cuda_events_create(&x->send_ev, x->n_send), fail);
     PT_TRY(pt_cuda_events_create(&x->recv_ev, x->n_recv), fail);
     for (int b = 0; b < x->n_send; b++)
-        PT_TRY(pt_backend_alloc(o->be, &x->send_buf[b], o->msg_bytes), fail);
+        PT_TRY(pt_backend_alloc_kind(o->be, &x->send_buf[b], o->msg_bytes, PT_MEM_COMM), fail);
     int idx;
     for (int i = 0; i < o->n_channels; i++) {
         const int r[2] = { o->channels[i].sender, o->channels[i].receiver };

@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipetrain/memkind.h"
+
 #include "pipetrain/model_config.h" /* PT_XENT_STATS: the statistics between vocabulary shards */
 #include "pipetrain/status.h"
 
@@ -250,22 +252,43 @@ extern const pt_backend pt_backend_cpu;
  * lacks it. The table is static and shared; thread-safe. */
 pt_status pt_backend_get(const char *name, const pt_backend **out);
 
-/* Allocates through `be` and adds the bytes to this process's account (current and peak),
- * which the runtime reports and checks against --mem-limit. PT_ENOMEM names the size. */
+/* Allocates through `be` and adds the bytes to this process's account (current and peak, in
+ * all and under `kind`), which the runtime reports and checks against --mem-limit and the
+ * summary shows beside the planner's prediction of each kind. PT_ENOMEM names the size.
+ * Thread-safe. */
+pt_status pt_backend_alloc_kind(const pt_backend *be, void **ptr, size_t bytes, pt_mem_kind kind);
+/* pt_backend_alloc_kind with PT_MEM_OTHER (tests, tools: memory no plan predicts). */
 pt_status pt_backend_alloc(const pt_backend *be, void **ptr, size_t bytes);
-/* Frees memory from pt_backend_alloc (NULL ok) and takes its bytes off the account. */
+/* Frees memory from pt_backend_alloc(_kind) (NULL ok) and takes its bytes off the account (in
+ * all and under the kind it was allocated as). */
 void pt_backend_free(const pt_backend *be, void *ptr);
 
 /* Adds `bytes` (negative: takes them off) of memory a module allocated another way to the same
- * account, so that it counts like pt_backend_alloc's (the runtime's send buffers, which come from
- * pt_comm_buf_alloc to be shared with same-host peers). Thread-safe. */
+ * account under `kind`, so that it counts like pt_backend_alloc's (the host link's send staging
+ * buffers, which come from pt_comm_buf_alloc to be shared with same-host peers: PT_MEM_COMM).
+ * A kind's current count does not go below 0. Thread-safe. */
+void pt_backend_account_kind(long long bytes, pt_mem_kind kind);
+/* pt_backend_account_kind with PT_MEM_OTHER. */
 void pt_backend_account(long long bytes);
 
 /* Bytes currently allocated through pt_backend_alloc in this process, and the peak since start
  * (or since pt_backend_reset_peak). Thread-safe. */
 size_t pt_backend_bytes_in_use(void);
 size_t pt_backend_bytes_peak(void);
+/* Sets every peak (the total's and each kind's) to what is in use now. */
 void pt_backend_reset_peak(void);
+
+/* The whole account at one instant: in use and peak in all, and per kind. A kind's peak is the
+ * most of that kind held at once since start (or pt_backend_reset_peak), so the kinds' peaks
+ * may add up to more than the total's peak when they peak at different times; peak_kinds is the
+ * split of the total's peak (what was held of each kind at that moment). Thread-safe. */
+typedef struct pt_mem_stats {
+    size_t in_use, peak;
+    size_t kind_in_use[PT_MEM_KINDS];
+    size_t kind_peak[PT_MEM_KINDS];
+    size_t peak_kinds[PT_MEM_KINDS];
+} pt_mem_stats;
+void pt_backend_mem_stats(pt_mem_stats *out);
 
 #ifdef __cplusplus
 }

@@ -52,8 +52,8 @@ pt_status pt_optim_create_range(pt_model *m, const pt_adamw_cfg *cfg, size_t lo,
     o->hi = hi;
     size_t bytes = (hi - lo) * sizeof(float);
     pt_status st = PT_OK;
-    PT_TRY(pt_backend_alloc(o->be, (void **)&o->m, bytes ? bytes : sizeof(float)), fail);
-    PT_TRY(pt_backend_alloc(o->be, (void **)&o->v, bytes ? bytes : sizeof(float)), fail);
+    PT_TRY(pt_backend_alloc_kind(o->be, (void **)&o->m, bytes ? bytes : sizeof(float), PT_MEM_OPTIM), fail);
+    PT_TRY(pt_backend_alloc_kind(o->be, (void **)&o->v, bytes ? bytes : sizeof(float), PT_MEM_OPTIM), fail);
     PT_TRY(o->be->memset_zero(pt_model_stream(m), o->m, bytes), fail);
     PT_TRY(o->be->memset_zero(pt_model_stream(m), o->v, bytes), fail);
     PT_TRY(o->be->stream_sync(pt_model_stream(m)), fail);
