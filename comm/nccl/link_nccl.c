@@ -22,8 +22,24 @@
  * (ordered_recvs: the caller stops posting ahead at the first receive it cannot post yet). No
  * groups are needed, and every schedule the validator accepts runs.
  *
+ * Reduce-scatter and all-gather (ZeRO and the data-parallel gradient sum) keep pt_comm's bits:
+ * member k's segment (pt_comm_segment) is x_0 + x_1 + ... + x_{p-1} summed left to right in float,
+ * as pt_comm_reduce_scatter sums it, so the nccl kind, the host kinds and a CPU run agree bit for
+ * bit (ncclReduceScatter sums in its own order and wants equal segments). Piece by piece (at most
+ * RS_PIECE_FLOATS of each segment): one NCCL group of sends (this member's piece of every other
+ * member's segment) and receives (the others' pieces of its own segment into one half of a device
+ * scratch of 2 x (p - 1) pieces, allocated once at create), on the compute stream; the next
+ * piece's group is queued into the other half, then the host waits for this piece (deadline) and
+ * queues the backend's add kernel, which sums it left to right into the segment on the compute
+ * stream. The host wait is what lets the emulator (whose kernels run when queued) sum arrived
+ * data; queueing the next group first keeps the device busy meanwhile, and stream order keeps a
+ * half from being received into again before its sums have read it. All-gather: one group of
+ * sends of this member's segment and receives of the others' straight into place (the segments
+ * are uneven when p does not divide n, so not ncclAllGather).
+ *
  * Uses only the pt_nccl_* calls that tests/cuda/emu/nccl_emu.c answers (create, destroy, abort,
- * send, recv, allreduce, wait_event), so the emulated NCCL pipeline test runs this file. */
+ * group_begin, group_end, send, recv, allreduce, wait_event), so the emulated NCCL tests run this
+ * file. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +71,17 @@ typedef struct nccl_link {
     nccl_comm *comms;          /* [n_comms] this rank's communicators, in the global order */
     int n_comms;
     int *group_comm;           /* [n_groups] communicator of group g, -1 when not a member */
+    int *group_n, *group_me;   /* [n_groups] members, and this rank's index among them (-1: none) */
     int n_groups;
+    size_t red_floats;         /* largest reduce-scatter / all-gather, floats (pt_link_opts) */
+    float *rs_scratch;         /* device memory (pt_backend_alloc), rs_floats: 2 halves of p - 1 pieces */
+    size_t rs_floats;
+    pt_cuda_event *rs_ev[2];   /* owned: a half's receives done */
 } nccl_link;
+
+/* Largest piece of a segment reduced at once (floats): bounds the scratch; the bits do not
+ * depend on it (each element is summed once, left to right). */
+#define RS_PIECE_FLOATS ((size_t)512 * 1024)
 
 static pt_status nccl_identify(const pt_link_opts *o, pt_link_peer *me)
 {
@@ -88,10 +113,15 @@ static void nccl_link_destroy(void *p, int abort)
     pt_cuda_events_destroy(x->send_ev, x->send_ev ? x->n_send : 0);
     pt_cuda_events_destroy(x->recv_ev, x->recv_ev ? x->n_recv : 0);
     pt_cuda_event_destroy(x->ev_compute);
+    pt_cuda_event_destroy(x->rs_ev[0]);
+    pt_cuda_event_destroy(x->rs_ev[1]);
+    pt_backend_free(x->be, x->rs_scratch);
     free(x->send_buf);
     free(x->send_comm);
     free(x->recv_comm);
     free(x->group_comm);
+    free(x->group_n);
+    free(x->group_me);
     free(x);
 }
 
@@ -141,9 +171,13 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     x->send_buf = calloc(ns, sizeof *x->send_buf);
     x->send_comm = malloc(ns * sizeof *x->send_comm);
     x->recv_comm = malloc(nr * sizeof *x->recv_comm);
-    x->group_comm = malloc((size_t)(o->n_groups > 0 ? o->n_groups : 1) * sizeof *x->group_comm);
+    size_t ng = (size_t)(o->n_groups > 0 ? o->n_groups : 1);
+    x->group_comm = malloc(ng * sizeof *x->group_comm);
+    x->group_n = calloc(ng, sizeof *x->group_n);
+    x->group_me = malloc(ng * sizeof *x->group_me);
     x->comms = calloc((size_t)(o->n_channels + o->n_groups > 0 ? o->n_channels + o->n_groups : 1), sizeof *x->comms);
-    if (!x->send_buf || !x->send_comm || !x->recv_comm || !x->group_comm || !x->comms) {
+    if (!x->send_buf || !x->send_comm || !x->recv_comm || !x->group_comm || !x->group_n || !x->group_me ||
+        !x->comms) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the NCCL link");
         goto fail;
     }
@@ -163,6 +197,28 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     }
     for (int g = 0; g < o->n_groups; g++)
         PT_TRY(comm_join(x, o, o->groups[g].members, o->groups[g].n, 0, 0, &x->group_comm[g]), fail);
+    /* The reduce-scatter scratch: two halves of p - 1 pieces for the largest group this rank is in,
+     * a piece being a segment of red_floats (at most RS_PIECE_FLOATS). */
+    x->red_floats = o->red_floats;
+    for (int g = 0; g < o->n_groups; g++) {
+        const pt_link_group *gr = &o->groups[g];
+        x->group_n[g] = gr->n;
+        x->group_me[g] = -1;
+        for (int k = 0; k < gr->n; k++)
+            if (gr->members[k] == x->me)
+                x->group_me[g] = k;
+        if (x->group_me[g] < 0 || gr->n < 2)
+            continue;
+        size_t seg = (o->red_floats + (size_t)gr->n - 1) / (size_t)gr->n,
+               need = 2 * (size_t)(gr->n - 1) * (seg < RS_PIECE_FLOATS ? seg : RS_PIECE_FLOATS);
+        if (need > x->rs_floats)
+            x->rs_floats = need;
+    }
+    if (x->rs_floats > 0) {
+        PT_TRY(pt_backend_alloc(o->be, (void **)&x->rs_scratch, x->rs_floats * sizeof(float)), fail);
+        PT_TRY(pt_cuda_event_create(&x->rs_ev[0]), fail);
+        PT_TRY(pt_cuda_event_create(&x->rs_ev[1]), fail);
+    }
     *out = x;
     return PT_OK;
 fail:
@@ -259,6 +315,140 @@ static pt_status nccl_allreduce(void *p, int group, float *buf, size_t n, int64_
     return pt_nccl_wait_event(x->comms[l].nc, x->ev_compute, deadline_ns, what);
 }
 
+/* Group `group`'s communicator, size and this rank's index, for a collective named `what`. */
+static pt_status group_of(nccl_link *x, int group, size_t n, const char *what, nccl_comm **c, int *p, int *me)
+{
+    int l = group >= 0 && group < x->n_groups ? x->group_comm[group] : -1;
+    if (l < 0)
+        return pt_fail(PT_EINTERNAL, "rank %d: no NCCL communicator for %s; please report it", x->me, what);
+    if (n > x->red_floats)
+        return pt_fail(PT_EINTERNAL, "rank %d: %s of %zu floats but the link was sized for %zu; please report it",
+                       x->me, what, n, x->red_floats);
+    *c = &x->comms[l];
+    *p = x->group_n[group];
+    *me = x->group_me[group];
+    return PT_OK;
+}
+
+/* Piece t (at most RS_PIECE_FLOATS) of member k's segment of n: [*at, *at + returned length). */
+static size_t seg_piece(size_t n, int p, int k, size_t t, size_t *at)
+{
+    size_t lo, hi;
+    pt_comm_segment(n, p, k, &lo, &hi);
+    *at = lo + t * RS_PIECE_FLOATS;
+    if (*at >= hi)
+        return 0;
+    return hi - *at < RS_PIECE_FLOATS ? hi - *at : RS_PIECE_FLOATS;
+}
+
+/* Queues piece t's exchange on the compute stream: this member's piece of every other member's
+ * segment out, the others' pieces of its own segment into scratch slots [0, p-1) of `half`
+ * (stride `slot` floats; member j's in slot j or j - 1 past this member). Then records ev. */
+static pt_status rs_exchange(nccl_link *x, nccl_comm *c, int p, int me, float *buf, size_t n, size_t t, float *half,
+                             size_t slot, pt_cuda_event *ev)
+{
+    size_t mine_at, mine = seg_piece(n, p, me, t, &mine_at);
+    PT_CHECK(pt_nccl_group_begin(c->nc));
+    pt_status st = PT_OK;
+    for (int j = 0; j < p && st == PT_OK; j++) {
+        if (j == me)
+            continue;
+        size_t at, len = seg_piece(n, p, j, t, &at);
+        if (len)
+            st = pt_nccl_send(c->nc, j, buf + at, len * sizeof(float), x->compute);
+        if (st == PT_OK && mine)
+            st = pt_nccl_recv(c->nc, j, half + (size_t)(j < me ? j : j - 1) * slot, mine * sizeof(float), x->compute);
+    }
+    pt_status e = pt_nccl_group_end(c->nc);
+    if (st == PT_OK)
+        st = e;
+    if (st == PT_OK)
+        st = pt_cuda_event_record(ev, x->compute);
+    return st;
+}
+
+/* Queues piece t's sum on the compute stream: segment piece = x_0 + x_1 + ... + x_{p-1}, left to
+ * right (x_me in place, the others in the half's slots). Float addition is commutative, so each
+ * add(out, a, b) gives the bits of the running sum plus the next term whichever side it is on. */
+static pt_status rs_sum(nccl_link *x, int p, int me, float *buf, size_t n, size_t t, float *half, size_t slot)
+{
+    size_t at, len = seg_piece(n, p, me, t, &at);
+    if (len == 0)
+        return PT_OK;
+    float *seg = buf + at;
+    /* The running sum lives in slot 0 (x_0) until this member's term is added into the segment. */
+    float *acc = me == 0 ? seg : half;
+    for (int j = 1; j < p; j++) {
+        if (j == me) {
+            PT_CHECK(x->be->add(x->compute, seg, acc, seg, len));
+            acc = seg;
+        } else {
+            PT_CHECK(x->be->add(x->compute, acc, acc, half + (size_t)(j < me ? j : j - 1) * slot, len));
+        }
+    }
+    return PT_OK;
+}
+
+static pt_status nccl_reduce_scatter(void *p_, int group, float *buf, size_t n, int64_t deadline_ns,
+                                     const char *what)
+{
+    nccl_link *x = p_;
+    nccl_comm *c = NULL;
+    int p = 0, me = -1;
+    PT_CHECK(group_of(x, group, n, what, &c, &p, &me));
+    if (p < 2 || n == 0)
+        return PT_OK;
+    size_t longest = (n + (size_t)p - 1) / (size_t)p; /* the first member's segment */
+    size_t slot = longest < RS_PIECE_FLOATS ? longest : RS_PIECE_FLOATS,
+           iters = (longest + RS_PIECE_FLOATS - 1) / RS_PIECE_FLOATS;
+    if (2 * (size_t)(p - 1) * slot > x->rs_floats)
+        return pt_fail(PT_EINTERNAL, "rank %d: %s needs %zu floats of scratch but the link has %zu; please report it",
+                       x->me, what, 2 * (size_t)(p - 1) * slot, x->rs_floats);
+    float *halves[2] = { x->rs_scratch, x->rs_scratch + (size_t)(p - 1) * slot };
+    PT_CHECK(rs_exchange(x, c, p, me, buf, n, 0, halves[0], slot, x->rs_ev[0]));
+    for (size_t t = 0; t < iters; t++) {
+        if (t + 1 < iters)
+            PT_CHECK(rs_exchange(x, c, p, me, buf, n, t + 1, halves[(t + 1) % 2], slot, x->rs_ev[(t + 1) % 2]));
+        PT_CHECK(pt_nccl_wait_event(c->nc, x->rs_ev[t % 2], deadline_ns, what));
+        PT_CHECK(rs_sum(x, p, me, buf, n, t, halves[t % 2], slot));
+    }
+    /* Done means summed (pt_link_ops): the last piece's sums too. */
+    PT_CHECK(pt_cuda_event_record(x->ev_compute, x->compute));
+    return pt_nccl_wait_event(c->nc, x->ev_compute, deadline_ns, what);
+}
+
+static pt_status nccl_allgather(void *p_, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
+{
+    nccl_link *x = p_;
+    nccl_comm *c = NULL;
+    int p = 0, me = -1;
+    PT_CHECK(group_of(x, group, n, what, &c, &p, &me));
+    if (p < 2 || n == 0)
+        return PT_OK;
+    size_t mlo, mhi;
+    pt_comm_segment(n, p, me, &mlo, &mhi);
+    PT_CHECK(pt_nccl_group_begin(c->nc));
+    pt_status st = PT_OK;
+    for (int j = 0; j < p && st == PT_OK; j++) {
+        if (j == me)
+            continue;
+        size_t lo, hi;
+        pt_comm_segment(n, p, j, &lo, &hi);
+        if (mhi > mlo)
+            st = pt_nccl_send(c->nc, j, buf + mlo, (mhi - mlo) * sizeof(float), x->compute);
+        if (st == PT_OK && hi > lo)
+            st = pt_nccl_recv(c->nc, j, buf + lo, (hi - lo) * sizeof(float), x->compute);
+    }
+    pt_status e = pt_nccl_group_end(c->nc);
+    if (st == PT_OK)
+        st = e;
+    if (st == PT_OK)
+        st = pt_cuda_event_record(x->ev_compute, x->compute);
+    if (st == PT_OK)
+        st = pt_nccl_wait_event(c->nc, x->ev_compute, deadline_ns, what);
+    return st;
+}
+
 static void nccl_reset(void *p)
 {
     nccl_link *x = p;
@@ -276,6 +466,8 @@ const pt_link_ops pt_link_nccl_ops = {
     .recv_post = nccl_recv_post,
     .recv_wait = nccl_recv_wait,
     .allreduce = nccl_allreduce,
+    .reduce_scatter = nccl_reduce_scatter,
+    .allgather = nccl_allgather,
     .reset = nccl_reset,
     .ordered_recvs = 1,
 };

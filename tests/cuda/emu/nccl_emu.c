@@ -1,16 +1,19 @@
 /* tests/cuda/emu/nccl_emu.c — the pt_nccl_* calls the NCCL link makes (comm/nccl/link_nccl.c, pipetrain/nccl.h),
  * answered over pt_comm, for the emulated NCCL pipeline test (cuda.emulated_pipeline_nccl). Linked
  * into the test program ahead of pt_comm_nccl, so comm/nccl/nccl.c is not used there: it defines
- * every pt_nccl_* function the link calls (create, destroy, abort, send, recv, allreduce,
- * wait_event) and no other.
+ * every pt_nccl_* function the link calls (create, destroy, abort, group_begin, group_end, send,
+ * recv, allreduce, wait_event) and no other.
  *
  * What it keeps of NCCL: a communicator is created collectively by its members; a send and a
  * receive match by their ORDER on the communicator (the k-th send to a peer meets the k-th receive
  * from it: the pt_comm message id is (communicator, count), not the runtime's micro-batch), so a
  * runtime that posted a link's receives out of order would get the wrong tensors; operations
  * complete asynchronously, and an event recorded after them (cuda_runtime_emu.cpp) is done only
- * once they are. What it does not keep: a send is buffered (copied when queued) instead of
- * waiting for its receiver, and an all-reduce completes when it is queued. */
+ * once they are. Groups (group_begin / group_end) nest as NCCL's do, and a wait inside an open
+ * group is refused (NCCL queues a group's operations only at its end, so the wait would hang).
+ * What it does not keep: a send is buffered (copied when queued) instead of waiting for its
+ * receiver, so the operations of a group need no group to progress, and an all-reduce completes
+ * when it is queued. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,7 @@ struct pt_nccl {
 };
 
 static struct pt_nccl *g_live;
+static int g_group_depth; /* open groups (NCCL's are per thread, not per communicator) */
 /* Communicators per member list so far: members create theirs in the same order, so the k-th
  * communicator over one list is the same one on every member. */
 static struct {
@@ -195,6 +199,23 @@ static pt_status emu_peer(const pt_nccl *nc, int peer, const char *what)
     return PT_OK;
 }
 
+pt_status pt_nccl_group_begin(pt_nccl *nc)
+{
+    if (nc->aborted)
+        return pt_fail(PT_EBACKEND, "emulated NCCL group start on rank %d: the communicator was aborted",
+                       nc->world_rank);
+    g_group_depth++;
+    return PT_OK;
+}
+
+pt_status pt_nccl_group_end(pt_nccl *nc)
+{
+    if (g_group_depth == 0)
+        return pt_fail(PT_EINTERNAL, "emulated NCCL on rank %d: group end without a group start", nc->world_rank);
+    g_group_depth--;
+    return PT_OK;
+}
+
 pt_status pt_nccl_send(pt_nccl *nc, int peer, const void *buf, size_t bytes, pt_stream *s)
 {
     (void)s;
@@ -237,6 +258,9 @@ pt_status pt_nccl_wait_event(pt_nccl *nc, pt_cuda_event *e, int64_t deadline_ns,
 {
     if (nc->aborted)
         return pt_fail(PT_EBACKEND, "emulated NCCL %s on rank %d: the communicator was aborted", what, nc->world_rank);
+    if (g_group_depth > 0)
+        return pt_fail(PT_EINTERNAL, "emulated NCCL %s on rank %d: waited inside an open group, whose operations "
+                                     "NCCL has not queued yet (it would hang)", what, nc->world_rank);
     const uint64_t upto = pt_emu_event_seq(e->ev);
     for (int i = 0; i < nc->n_ops;) {
         if (nc->ops[i].seq > upto) {
