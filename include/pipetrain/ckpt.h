@@ -38,6 +38,14 @@
  * The tied `wte.weight` is saved once, from the chunk holding the embedding; every chunk that
  * lists `wte.weight` (the embedding and the head) gets it on load.
  *
+ * ZeRO-1 slices: an optimizer made by pt_optim_create_range holds the moments of elements [lo, hi)
+ * of its model's flat parameters only. Its moments are saved as PIECES: for each tensor that
+ * intersects [lo, hi), the part inside, with its element range in the tensor's flattened values
+ * (manifest "range", format 3). Every data-parallel replica saves its own slices (replicas other
+ * than 0 with pt_ckpt_save_opts.optim_only: no weights). Loading fills whatever range each
+ * optimizer covers from whatever pieces the checkpoint holds (any D, any P, --zero 0 or 1), and
+ * fails naming the tensor, the kind and the missing element range when they do not cover it.
+ *
  * Codec: each tensor is cut into blocks of `block_elems` values; each block's values are
  * transformed (byte planes, or exponent / sign+mantissa planes, chosen per tensor on a sample) and
  * every plane is stored zstd-compressed (content checksum on), or raw when zstd does not shrink it
@@ -61,9 +69,12 @@
 extern "C" {
 #endif
 
-/* Manifest format version written by this build; newer ones are refused on load. Version 1
- * (XXH64 block checksums) is still read. */
-#define PT_CKPT_FORMAT_VERSION 2
+/* Newest manifest format version this build reads and writes; newer ones are refused on load.
+ * Version 1 (XXH64 block checksums) and 2 are still read. A checkpoint with a tensor stored as
+ * pieces (ZeRO-1 optimizer slices, "range") is written as version 3; one of whole tensors only as
+ * version 2 (PT_CKPT_FORMAT_WHOLE), which older builds still read. */
+#define PT_CKPT_FORMAT_VERSION 3
+#define PT_CKPT_FORMAT_WHOLE 2
 
 typedef struct pt_optim pt_optim; /* pipetrain/optim.h */
 struct pt_comm;                   /* pipetrain/comm.h */
@@ -100,11 +111,21 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s);
  * pt_model_stream. Call between saves, not concurrently with pt_ckpt_save. */
 void pt_ckpt_saver_set_device(pt_ckpt_saver *s, const pt_backend *be, pt_stream *stream);
 
+/* How pt_ckpt_save_ex saves. Zero-initialised: as pt_ckpt_save. */
+typedef struct pt_ckpt_save_opts {
+    int optim_only; /* save only the optimizers' moments (optims required), no weights: the data-parallel
+                       replicas other than 0 under ZeRO-1, whose slices of the moments no other rank holds */
+} pt_ckpt_save_opts;
+
 /* Allocates the host staging buffer that saves of these models (and optimizers, may be NULL) need
  * and writes every page of it, so that the first pt_ckpt_save stalls training no longer than the
  * later ones (a fresh buffer's page faults made the first save's copy about 5x slower here). Waits for
  * a save being written. Optional; call from the thread that saves. PT_ENOMEM naming the size. */
 pt_status pt_ckpt_saver_reserve(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n);
+/* The same for saves made with options o (NULL: pt_ckpt_saver_reserve): the moments counted are
+ * those of each optimizer's range (pt_optim_range), the weights not at all with o->optim_only. */
+pt_status pt_ckpt_saver_reserve_ex(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n,
+                                   const pt_ckpt_save_opts *o);
 
 /* Copies this rank's models' weights and AdamW moments (optims[i] belongs to models[i]; optims
  * may be NULL to save weights only) into a host staging buffer (allocated once, grown only when
@@ -124,6 +145,17 @@ pt_status pt_ckpt_saver_reserve(pt_ckpt_saver *s, pt_model *const *models, pt_op
  * other calls on the same saver. */
 pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                        int n, const pt_train_state *st);
+
+/* pt_ckpt_save with options (o NULL: the same as pt_ckpt_save). Moments of an optimizer whose range
+ * (pt_optim_range) is not its whole model are saved as pieces: for every saved tensor that
+ * intersects the range, the part inside (a whole entry when the range covers the tensor). With
+ * o->optim_only, weights are not saved (optims must be non-NULL; PT_EINVAL otherwise). Collective
+ * as pt_ckpt_save: every rank calls pt_ckpt_save or pt_ckpt_save_ex for the same step. When ranks
+ * store the same piece (data-parallel replicas without ZeRO), the lowest rank's is kept; pieces of
+ * one tensor from two ranks that overlap without being equal fail the save (PT_EINVAL, naming
+ * both). */
+pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
+                          int n, const pt_train_state *st, const pt_ckpt_save_opts *o);
 
 /* Waits until this rank's part of the last save is done (rank 0: committed) or failed. With the
  * last save's comm (collective then: every rank calls it), the ranks then agree on the result:
@@ -160,7 +192,11 @@ typedef struct pt_ckpt_load_info {
  * pt_model_stream). `dir` is the checkpoint root (uses
  * `latest`, falling back to the newest complete checkpoint when `latest` is missing or damaged:
  * info->note says so) or one step directory. Every tensor of every chunk must be in the
- * checkpoint with the same dtype and shape. st->run_json is malloc'd (caller frees). info may be
+ * checkpoint with the same dtype and shape. An optimizer's moments are filled over its range
+ * (pt_optim_range) only, assembled from the checkpoint's whole tensors or pieces by tensor name and
+ * element range (any D, P and ZeRO setting); pieces that do not cover the elements needed, or
+ * overlap, are PT_EFORMAT naming the tensor, the kind and the element range. st->run_json is
+ * malloc'd (caller frees). info may be
  * NULL. Returns PT_EFORMAT / PT_EIO / PT_EINVAL naming the file and tensor; on error the models
  * may be partly loaded. Blocks; decodes on 2 threads. */
 pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *const *optims, int n,
@@ -209,11 +245,13 @@ typedef struct pt_ckpt_entry {
     pt_ckpt_kind kind;
     pt_ckpt_dtype dtype;
     int ndim;
-    int64_t shape[PT_CKPT_MAX_DIMS];
+    int64_t shape[PT_CKPT_MAX_DIMS]; /* the whole tensor's shape, also for a piece */
+    uint64_t elem_lo, elem_hi;   /* the elements [elem_lo, elem_hi) of the tensor's flattened values stored
+                                    here: [0, numel) for a whole tensor, less for a piece (manifest "range") */
     int rank;                    /* shard-<rank>.ptz */
     uint64_t offset;             /* byte offset in the shard */
     uint64_t stored_bytes;       /* sum of every block's planes */
-    uint64_t raw_bytes;          /* numel * dtype size */
+    uint64_t raw_bytes;          /* (elem_hi - elem_lo) * dtype size */
     pt_ckpt_transform transform;
     uint64_t block_elems;        /* values per block (the last one may be shorter) */
     int n_planes;                /* planes per block: 1 (NONE) or dtype size */
@@ -232,8 +270,9 @@ typedef struct pt_ckpt_manifest {
     pt_ckpt_entry *entries; /* owned */
 } pt_ckpt_manifest;
 
-/* Parses manifest JSON text and checks it completely (types, ranges, sizes adding up, names
- * unique per kind), so that readers can trust every field. `what` names it in errors.
+/* Parses manifest JSON text and checks it completely (types, ranges, sizes adding up, each piece
+ * within its tensor, (name, kind, range) unique), so that readers can trust every field; whether
+ * a tensor's pieces cover it exactly once is pt_ckpt_manifest_cover's. `what` names it in errors.
  * PT_EFORMAT naming the field. *out owned by the caller. */
 pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what, pt_ckpt_manifest **out);
 /* Reads and parses STEP_DIR/manifest.json. */
@@ -241,8 +280,26 @@ pt_status pt_ckpt_manifest_read(const char *step_dir, pt_ckpt_manifest **out);
 /* Builds the manifest's JSON (caller cJSON_Deletes *out). */
 pt_status pt_ckpt_manifest_to_json(const pt_ckpt_manifest *m, struct cJSON **out);
 void pt_ckpt_manifest_destroy(pt_ckpt_manifest *m); /* accepts NULL */
-/* The entry of (name, kind), or NULL. Linear in the number of entries. */
+/* The entry of (name, kind), or NULL; for a tensor stored as pieces, its first piece in the
+ * manifest (pt_ckpt_manifest_pieces lists them all). Linear in the number of entries. */
 const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind);
+
+/* Values of the whole tensor an entry belongs to (the product of its shape). */
+uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e);
+/* 1 when the entry is a piece of its tensor (not [0, numel)). */
+int pt_ckpt_entry_is_piece(const pt_ckpt_entry *e);
+
+/* Every entry of (name, kind) — one whole tensor, or its pieces — sorted by elem_lo (then elem_hi),
+ * into *out (malloc'd, caller frees; NULL when *n == 0). PT_ENOMEM only. */
+pt_status pt_ckpt_manifest_pieces(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind,
+                                  const pt_ckpt_entry ***out, int *n);
+
+/* Checks that the entries of (name, kind) hold elements [lo, hi) of the tensor exactly once: no
+ * two of the tensor's entries overlap (anywhere), and their union covers [lo, hi). `what` names the
+ * checkpoint in errors (its manifest path). PT_EFORMAT naming the tensor, the kind, the missing
+ * (or doubly stored) element range, the pieces there are, and what to do; PT_ENOMEM. */
+pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind, uint64_t lo,
+                                 uint64_t hi, const char *what);
 
 /* Resolves `dir` to one step directory: a step directory itself, or a root whose `latest` names
  * one; when `latest` is missing or names a missing/damaged checkpoint, the newest complete one
@@ -301,8 +358,11 @@ typedef struct pt_ckpt_src {
     pt_ckpt_kind kind;
     pt_ckpt_dtype dtype;
     int ndim;
-    int64_t shape[PT_CKPT_MAX_DIMS];
-    const void *data; /* borrowed, host */
+    int64_t shape[PT_CKPT_MAX_DIMS]; /* the whole tensor's */
+    const void *data;                /* borrowed, host: the values stored (numel, or elem_hi - elem_lo) */
+    uint64_t elem_lo, elem_hi;       /* both 0: the whole tensor; else a piece, elements [elem_lo, elem_hi) of
+                                        the flattened shape (0 <= lo < hi <= numel); after data, so that
+                                        positional initialisers of whole tensors stay valid */
 } pt_ckpt_src;
 
 typedef struct pt_ckpt_codec_opts {

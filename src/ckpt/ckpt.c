@@ -60,6 +60,8 @@ struct pt_ckpt_saver {
     int n_src, src_cap;
     pt_ckpt_src *src;
     char **names;
+    const float **from; /* [src_cap]: where src[i]'s values are in the model's or optimizer's buffer */
+    int *chunk;         /* [src_cap]: the index of src[i]'s model in the save's models[] */
     uint8_t *staging;
     size_t staging_cap;
     struct pt_comm *comm; /* of the last save; used by pt_ckpt_saver_wait on the caller's thread */
@@ -136,9 +138,24 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
             int dup = 0;
             if (e[i].rank != r)
                 st = pt_fail(PT_EFORMAT, "%s lists a tensor of shard %d; the checkpoint is damaged", path, e[i].rank);
-            /* data-parallel replicas hold the same tensors: keep the lowest rank's copy */
-            for (int k = 0; k < n && !dup && st == PT_OK; k++)
-                dup = merged[k].kind == e[i].kind && strcmp(merged[k].name, e[i].name) == 0;
+            /* data-parallel replicas hold the same tensors (without ZeRO): keep the lowest rank's copy.
+             * Pieces (ZeRO-1 slices) of one tensor from several ranks are all kept; a piece held
+             * within a kept one is a copy; a partial overlap means two ranks disagree on who owns what. */
+            for (int k = 0; k < n && !dup && st == PT_OK; k++) {
+                const pt_ckpt_entry *q = &merged[k];
+                if (q->kind != e[i].kind || strcmp(q->name, e[i].name) != 0)
+                    continue;
+                if (q->elem_lo <= e[i].elem_lo && e[i].elem_hi <= q->elem_hi)
+                    dup = 1;
+                else if (e[i].elem_lo < q->elem_hi && q->elem_lo < e[i].elem_hi)
+                    st = pt_fail(PT_EINVAL,
+                                 "checkpoint step %lld: rank %d saved elements [%llu, %llu) of %s (%s) and rank %d "
+                                 "[%llu, %llu): the pieces overlap without being equal; every data-parallel replica "
+                                 "must save with the same ZeRO setting and replica count",
+                                 (long long)s->st.step, q->rank, (unsigned long long)q->elem_lo,
+                                 (unsigned long long)q->elem_hi, q->name, pt_ckpt_kind_name(q->kind), r,
+                                 (unsigned long long)e[i].elem_lo, (unsigned long long)e[i].elem_hi);
+            }
             if (dup || st != PT_OK) {
                 free(e[i].name);
                 free(e[i].blocks);
@@ -190,7 +207,7 @@ static pt_status run_job(pt_ckpt_saver *s)
     s->info.stored_bytes = off;
     pthread_mutex_unlock(&s->mu);
 
-    pt_ckpt_manifest m = { .version = PT_CKPT_FORMAT_VERSION,
+    pt_ckpt_manifest m = { .version = pt_ckpt_format_for(e, s->n_src),
                            .step = s->st.step,
                            .data_step = s->st.data_step,
                            .seed = s->st.seed,
@@ -221,6 +238,7 @@ static pt_status run_job(pt_ckpt_saver *s)
             PT_TRY(gather_indexes(s, tmp, &all, &n_all), done);
             m.entries = all;
             m.n_entries = n_all;
+            m.version = pt_ckpt_format_for(all, n_all);
             for (int r = 0; r < s->n_ranks && st == PT_OK; r++) {
                 snprintf(path, sizeof path, "%s/shard-%d.json", tmp, r);
                 unlink(path);
@@ -353,6 +371,8 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     }
     free_job_names(s);
     free(s->names);
+    free(s->from);
+    free(s->chunk);
     free(s->src);
     free(s->pieces);
     free(s->staging);
@@ -362,7 +382,10 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     free(s);
 }
 
-static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind)
+/* Adds elements [a, b) of tensor p (kind `kind`, of models[chunk]) to the job; from: where those
+ * values are. [0, numel) is the whole tensor, anything less a piece. */
+static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind, int chunk, const float *from,
+                         size_t a, size_t b)
 {
     if (s->n_src == s->src_cap) {
         int nc = s->src_cap ? s->src_cap * 2 : 256;
@@ -374,6 +397,14 @@ static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind)
         if (!nn)
             return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
         s->names = nn;
+        const float **nf = realloc(s->from, (size_t)nc * sizeof *nf);
+        if (!nf)
+            return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+        s->from = nf;
+        int *nk = realloc(s->chunk, (size_t)nc * sizeof *nk);
+        if (!nk)
+            return pt_fail(PT_ENOMEM, "checkpoint saver: out of memory");
+        s->chunk = nk;
         s->src_cap = nc;
     }
     char *name = strdup(p->name);
@@ -387,6 +418,12 @@ static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind)
     d->ndim = p->ndim;
     for (int k = 0; k < p->ndim && k < PT_CKPT_MAX_DIMS; k++)
         d->shape[k] = p->shape[k];
+    if (a != 0 || b != p->numel) {
+        d->elem_lo = a;
+        d->elem_hi = b;
+    }
+    s->from[s->n_src] = from;
+    s->chunk[s->n_src] = chunk;
     s->names[s->n_src++] = name;
     return PT_OK;
 }
@@ -435,22 +472,79 @@ static pt_status staging_grow(pt_ckpt_saver *s, size_t total, int touch)
     return PT_OK;
 }
 
-pt_status pt_ckpt_saver_reserve(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n)
+/* What a save of these chunks stores, in order: for each chunk, each tensor it saves, its weights
+ * (unless optim_only), then its two moments over the part of the tensor inside the optimizer's
+ * range (pt_optim_range: a piece when that is not the whole tensor, nothing when it misses it).
+ * With s != NULL each is added to the job (add_src); *bytes: their total size. */
+static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n,
+                            int optim_only, size_t *bytes)
 {
-    if (!s || n < 0 || (n > 0 && !models))
-        return pt_fail(PT_EINVAL, "checkpoint reserve: bad arguments (n = %d)", n);
+    *bytes = 0;
+    for (int i = 0; i < n; i++) {
+        pt_model *m = models[i];
+        pt_optim *o = optims ? optims[i] : NULL;
+        size_t lo = 0, hi = 0;
+        if (o)
+            pt_optim_range(o, &lo, &hi);
+        for (int t = 0; t < pt_model_n_tensors(m); t++) {
+            const pt_param *p = pt_model_tensor(m, t);
+            if (!saved_here(m, p))
+                continue;
+            if (p->ndim > PT_CKPT_MAX_DIMS)
+                return pt_fail(PT_EINVAL, "checkpoint save: tensor %s has %d dimensions (at most %d)", p->name, p->ndim,
+                               PT_CKPT_MAX_DIMS);
+            if (!optim_only) {
+                if (s)
+                    PT_CHECK(add_src(s, p, PT_CKPT_PARAM, i, pt_model_params(m) + p->offset, 0, p->numel));
+                *bytes += p->numel * sizeof(float);
+            }
+            if (!o)
+                continue;
+            size_t a = p->offset > lo ? p->offset : lo;
+            size_t b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+            if (a >= b)
+                continue; /* another replica's slice */
+            for (int k = 1; k <= 2; k++) {
+                const float *base = k == 1 ? pt_optim_m(o) : pt_optim_v(o); /* element lo of the model */
+                if (s)
+                    PT_CHECK(add_src(s, p, (pt_ckpt_kind)k, i, base + (a - lo), a - p->offset, b - p->offset));
+                *bytes += (b - a) * sizeof(float);
+            }
+        }
+    }
+    return PT_OK;
+}
+
+static pt_status check_save_args(pt_model *const *models, pt_optim *const *optims, int n, const pt_ckpt_save_opts *o,
+                                 const char *what)
+{
+    if (n < 0 || (n > 0 && !models))
+        return pt_fail(PT_EINVAL, "checkpoint %s: bad arguments (n = %d)", what, n);
+    if (o && o->optim_only && n > 0 && !optims)
+        return pt_fail(PT_EINVAL, "checkpoint %s: optim_only without optimizers would save nothing; pass the "
+                                  "optimizers, or n = 0",
+                       what);
+    return PT_OK;
+}
+
+pt_status pt_ckpt_saver_reserve_ex(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n,
+                                   const pt_ckpt_save_opts *o)
+{
+    if (!s)
+        return pt_fail(PT_EINVAL, "checkpoint reserve: no saver");
+    PT_CHECK(check_save_args(models, optims, n, o, "reserve"));
     pthread_mutex_lock(&s->mu);
     pt_status st = wait_idle_locked(s); /* the writer reads the staging buffer while it works */
     pthread_mutex_unlock(&s->mu);
     PT_CHECK(st);
     size_t total = 0;
-    for (int i = 0; i < n; i++)
-        for (int t = 0; t < pt_model_n_tensors(models[i]); t++) {
-            const pt_param *p = pt_model_tensor(models[i], t);
-            if (saved_here(models[i], p))
-                total += (size_t)(optims && optims[i] ? 3 : 1) * p->numel * sizeof(float);
-        }
+    PT_CHECK(walk_saved(NULL, models, optims, n, o && o->optim_only, &total));
     return staging_grow(s, total, 1);
+}
+
+pt_status pt_ckpt_saver_reserve(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n)
+{
+    return pt_ckpt_saver_reserve_ex(s, models, optims, n, NULL);
 }
 
 /* Collective: every rank learns whether any rank's part of the save of `step` failed (a rank
@@ -473,9 +567,16 @@ static pt_status agree(struct pt_comm *comm, pt_status st, int64_t step)
 pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                        int n, const pt_train_state *st_in)
 {
+    return pt_ckpt_save_ex(s, comm, models, optims, n, st_in, NULL);
+}
+
+pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
+                          int n, const pt_train_state *st_in, const pt_ckpt_save_opts *opts)
+{
     if (n < 0 || (n > 0 && !models) || !st_in || st_in->step < 0)
         return pt_fail(PT_EINVAL, "checkpoint save: bad arguments (n = %d, step %lld)", n,
                        st_in ? (long long)st_in->step : -1LL);
+    PT_CHECK(check_save_args(models, optims, n, opts, "save"));
     cJSON *run = cJSON_Parse(st_in->run_json ? st_in->run_json : "{}");
     int run_ok = cJSON_IsObject(run);
     cJSON_Delete(run);
@@ -501,50 +602,30 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
     /* 2. the tensor list and the staging copy */
     free_job_names(s);
     size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        pt_model *m = models[i];
-        for (int t = 0; t < pt_model_n_tensors(m); t++) {
-            const pt_param *p = pt_model_tensor(m, t);
-            if (!saved_here(m, p))
-                continue;
-            if (p->ndim > PT_CKPT_MAX_DIMS)
-                return pt_fail(PT_EINVAL, "checkpoint save: tensor %s has %d dimensions (at most %d)", p->name, p->ndim,
-                               PT_CKPT_MAX_DIMS);
-            int n_kinds = optims && optims[i] ? 3 : 1;
-            for (int k = 0; k < n_kinds; k++)
-                PT_CHECK(add_src(s, p, (pt_ckpt_kind)k));
-            total += (size_t)n_kinds * p->numel * sizeof(float);
-        }
-    }
+    PT_CHECK(walk_saved(s, models, optims, n, opts && opts->optim_only, &total));
     PT_CHECK(staging_grow(s, total, 0));
     int64_t t1 = pt_now_ns();
     size_t pos = 0;
-    int si = 0;
     s->n_pieces = 0;
-    for (int i = 0; i < n; i++) {
-        pt_model *m = models[i];
+    for (int i = 0; i < s->n_src; i++) {
+        pt_model *m = models[s->chunk[i]];
         const pt_backend *be = s->be ? s->be : pt_model_backend(m);
         pt_stream *stream = s->be ? s->stream : pt_model_stream(m);
         /* Host memory (the CPU backend) is copied on the saver's threads, in pieces, after this
          * loop; device memory goes through the backend's copy, in order, on its stream. */
         int on_host = strcmp(be->name, "cpu") == 0;
-        for (int t = 0; t < pt_model_n_tensors(m); t++) {
-            const pt_param *p = pt_model_tensor(m, t);
-            if (!saved_here(m, p))
-                continue;
-            int n_kinds = optims && optims[i] ? 3 : 1;
-            for (int k = 0; k < n_kinds; k++) {
-                const float *base = k == 0 ? pt_model_params(m)
-                                           : (k == 1 ? pt_optim_m(optims[i]) : pt_optim_v(optims[i]));
-                size_t bytes = p->numel * sizeof(float);
-                if (on_host)
-                    PT_CHECK(add_pieces(s, s->staging + pos, base + p->offset, bytes));
-                else
-                    PT_CHECK(be->memcpy_d2h(stream, s->staging + pos, base + p->offset, bytes));
-                s->src[si++].data = s->staging + pos;
-                pos += bytes;
-            }
-        }
+        const pt_ckpt_src *d = &s->src[i];
+        uint64_t values = d->elem_hi ? d->elem_hi - d->elem_lo : 1;
+        if (!d->elem_hi)
+            for (int k = 0; k < d->ndim; k++)
+                values *= (uint64_t)d->shape[k];
+        size_t bytes = (size_t)values * sizeof(float);
+        if (on_host)
+            PT_CHECK(add_pieces(s, s->staging + pos, s->from[i], bytes));
+        else
+            PT_CHECK(be->memcpy_d2h(stream, s->staging + pos, s->from[i], bytes));
+        s->src[i].data = s->staging + pos;
+        pos += bytes;
     }
     PT_CHECK(pt_ckpt_parallel_for(s->n_threads, s->n_pieces, copy_piece, s));
     double stage_s = pt_seconds_between(t1, pt_now_ns());
@@ -609,7 +690,8 @@ void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out)
 
 typedef struct load_item {
     const pt_ckpt_entry *e;
-    float *dev; /* destination in the model's or optimizer's buffer */
+    uint64_t from, count; /* the entry's values [from, from + count) go to dev */
+    float *dev;           /* destination in the model's or optimizer's buffer */
     const pt_backend *be;
     pt_stream *stream;
 } load_item;
@@ -633,6 +715,53 @@ static pt_status check_shape(const pt_ckpt_entry *e, const pt_param *p, const ch
                    step_dir, e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), have, want);
 }
 
+static pt_status push_item(load_item **items, int *n, int *cap, load_item it)
+{
+    if (*n == *cap) {
+        int nc = *cap ? *cap * 2 : 512;
+        load_item *ni = realloc(*items, (size_t)nc * sizeof *ni);
+        if (!ni)
+            return pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+        *items = ni;
+        *cap = nc;
+    }
+    (*items)[(*n)++] = it;
+    return PT_OK;
+}
+
+/* The items that fill elements [ta, tb) of tensor p's kind k (dst: where element ta goes) from the
+ * checkpoint's entries of it: a whole tensor, or the pieces that intersect [ta, tb), which must
+ * hold all of it exactly once. */
+static pt_status plan_tensor(const pt_ckpt_manifest *man, const char *step_dir, const pt_param *p, pt_ckpt_kind k,
+                             uint64_t ta, uint64_t tb, float *dst, const pt_backend *be, pt_stream *stream,
+                             load_item **items, int *n_items, int *cap)
+{
+    const pt_ckpt_entry **v;
+    int nv;
+    PT_CHECK(pt_ckpt_manifest_pieces(man, p->name, k, &v, &nv));
+    pt_status st = PT_OK;
+    char what[600];
+    snprintf(what, sizeof what, "%s/manifest.json", step_dir);
+    if (nv == 0) {
+        st = pt_fail(PT_EFORMAT, "%s has no %s for tensor %s; it was saved from another model%s", what,
+                     pt_ckpt_kind_name(k), p->name, k ? " or without optimizer state" : "");
+        goto done;
+    }
+    for (int i = 0; i < nv; i++)
+        PT_TRY(check_shape(v[i], p, step_dir), done);
+    PT_TRY(pt_ckpt_manifest_cover(man, p->name, k, ta, tb, what), done);
+    for (int i = 0; i < nv; i++) {
+        uint64_t a = v[i]->elem_lo > ta ? v[i]->elem_lo : ta, b = v[i]->elem_hi < tb ? v[i]->elem_hi : tb;
+        if (a >= b)
+            continue;
+        load_item it = { v[i], a - v[i]->elem_lo, b - a, dst + (a - ta), be, stream };
+        PT_TRY(push_item(items, n_items, cap, it), done);
+    }
+done:
+    free(v);
+    return st;
+}
+
 /* Loads one step directory (info->step_dir) into the chunks; the body of pt_ckpt_load_ex. */
 /* *damaged is set to 1 when the failure is damaged data found while decoding (checksum, truncation),
  * as opposed to a checkpoint that does not fit the models (missing tensor, shape, no optimizer state). */
@@ -645,38 +774,36 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
     const pt_ckpt_manifest *man = pt_ckpt_reader_manifest(r);
     pt_status st = PT_OK;
     load_item *items = NULL;
-    int n_items = 0, cap = 0;
+    int n_items = 0, cap = 0, n_tensors = 0;
     uint8_t *host = NULL;
     for (int i = 0; i < n; i++) {
         pt_model *m = models[i];
-        int n_kinds = optims && optims[i] ? 3 : 1;
+        pt_optim *o = optims ? optims[i] : NULL;
+        const pt_backend *ibe = be ? be : pt_model_backend(m);
+        pt_stream *istream = be ? stream : pt_model_stream(m);
+        size_t olo = 0, ohi = 0;
+        if (o)
+            pt_optim_range(o, &olo, &ohi);
+        int n_kinds = o ? 3 : 1;
         for (int t = 0; t < pt_model_n_tensors(m); t++) {
             const pt_param *p = pt_model_tensor(m, t);
             for (int k = 0; k < n_kinds; k++) {
-                const pt_ckpt_entry *e = pt_ckpt_manifest_find(man, p->name, (pt_ckpt_kind)k);
-                if (!e) {
-                    st = pt_fail(PT_EFORMAT, "%s/manifest.json has no %s for tensor %s; it was saved from another model%s",
-                                 info->step_dir, pt_ckpt_kind_name((pt_ckpt_kind)k), p->name,
-                                 k ? " or without optimizer state" : "");
-                    goto done;
-                }
-                PT_TRY(check_shape(e, p, info->step_dir), done);
-                if (n_items == cap) {
-                    cap = cap ? cap * 2 : 512;
-                    load_item *ni = realloc(items, (size_t)cap * sizeof *ni);
-                    if (!ni) {
-                        st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
-                        goto done;
-                    }
-                    items = ni;
-                }
-                float *base = k == 0 ? pt_model_params(m) : (k == 1 ? pt_optim_m(optims[i]) : pt_optim_v(optims[i]));
-                items[n_items++] = (load_item){ e, base + p->offset, be ? be : pt_model_backend(m),
-                                                be ? stream : pt_model_stream(m) };
+                /* weights: the whole tensor; moments: the part inside the optimizer's range (its buffer
+                 * holds the model's flat elements [olo, ohi) from element 0) */
+                size_t lo = k ? olo : 0, hi = k ? ohi : p->offset + p->numel;
+                size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+                if (a >= b)
+                    continue;
+                float *base = k == 0 ? pt_model_params(m) : (k == 1 ? pt_optim_m(o) : pt_optim_v(o));
+                PT_TRY(plan_tensor(man, info->step_dir, p, (pt_ckpt_kind)k, a - p->offset, b - p->offset, base + (a - lo),
+                                   ibe, istream, &items, &n_items, &cap),
+                       done);
+                n_tensors++;
             }
         }
     }
-    /* CPU memory is host memory: decode in place. Elsewhere decode to a host batch, then copy. */
+    /* CPU memory is host memory: a whole entry is decoded in place. Anything else (device memory,
+     * or part of a piece) is decoded to a host batch, then copied. */
     host = malloc(LOAD_BATCH_BYTES);
     if (!host) {
         st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
@@ -688,8 +815,10 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
         int j = i, nb = 0;
         size_t used = 0;
         while (j < n_items && nb < 256) {
-            int on_host = strcmp(items[j].be->name, "cpu") == 0;
-            size_t need = on_host ? 0 : (size_t)items[j].e->raw_bytes;
+            const load_item *it = &items[j];
+            int in_place = strcmp(it->be->name, "cpu") == 0 && it->from == 0 &&
+                           it->count * pt_ckpt_dtype_size(it->e->dtype) == it->e->raw_bytes;
+            size_t need = in_place ? 0 : (size_t)it->e->raw_bytes;
             if (need > LOAD_BATCH_BYTES) { /* one large tensor alone: its own buffer */
                 if (nb > 0)
                     break;
@@ -698,14 +827,15 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
                     st = pt_fail(PT_ENOMEM, "checkpoint load: cannot allocate %zu bytes", need);
                     goto done;
                 }
-                eb[0] = items[j].e;
+                eb[0] = it->e;
                 db[0] = big;
                 st = pt_ckpt_reader_read(r, 1, eb, db);
                 *damaged = st != PT_OK;
                 if (st == PT_OK)
-                    st = items[j].be->memcpy_h2d(items[j].stream, items[j].dev, big, need);
+                    st = it->be->memcpy_h2d(it->stream, it->dev, big + it->from * sizeof(float),
+                                            (size_t)it->count * sizeof(float));
                 if (st == PT_OK)
-                    st = items[j].be->stream_sync(items[j].stream);
+                    st = it->be->stream_sync(it->stream);
                 free(big);
                 if (st != PT_OK)
                     goto done;
@@ -715,8 +845,8 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
             }
             if (used + need > LOAD_BATCH_BYTES)
                 break;
-            eb[nb] = items[j].e;
-            db[nb] = on_host ? (void *)items[j].dev : (void *)(host + used);
+            eb[nb] = it->e;
+            db[nb] = in_place ? (void *)it->dev : (void *)(host + used);
             used += need;
             nb++;
             j++;
@@ -730,14 +860,16 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
             for (int q = 0; q < nb; q++) {
                 load_item *it = &items[i + q];
                 if (db[q] != (void *)it->dev)
-                    PT_TRY(it->be->memcpy_h2d(it->stream, it->dev, db[q], (size_t)it->e->raw_bytes), done);
+                    PT_TRY(it->be->memcpy_h2d(it->stream, it->dev, (uint8_t *)db[q] + it->from * sizeof(float),
+                                              (size_t)it->count * sizeof(float)),
+                           done);
             }
             for (int q = 0; q < nb; q++)
                 PT_TRY(items[i + q].be->stream_sync(items[i + q].stream), done);
         }
         i = j;
     }
-    info->n_loaded = n_items;
+    info->n_loaded = n_tensors;
     if (optims)
         for (int i = 0; i < n; i++)
             if (optims[i])

@@ -7,9 +7,12 @@
 
 #include "pipetrain/ckpt.h"
 
-/* Shard file header: magic, then little-endian u32 format version and u32 rank. Readers accept
- * versions 1 .. PT_CKPT_FORMAT_VERSION (the shard layout itself has not changed). */
+/* Shard file header: magic, then little-endian u32 format version and u32 rank. The shard layout
+ * has not changed since format 1; format 3 (pieces) changed only the manifest, so shards are still
+ * written as version PT_CKPT_SHARD_VERSION (2: checkpoints of whole tensors stay readable by
+ * builds of format 2), and readers accept 1 .. PT_CKPT_SHARD_VERSION. */
 #define PT_CKPT_SHARD_MAGIC "PTCKSHRD"
+#define PT_CKPT_SHARD_VERSION 2
 #define PT_CKPT_SHARD_HEADER_BYTES 16
 #define PT_CKPT_DEFAULT_BLOCK_ELEMS ((uint64_t)1 << 20)
 /* Largest value a manifest integer may hold (exact in a JSON double). */
@@ -81,6 +84,11 @@ pt_status pt_ckpt_remove_dir(const char *dir);
  * `final_dir` receives the committed path. */
 pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
                          int refuse_existing, char *final_dir, size_t final_cap);
+
+/* The manifest version a checkpoint of these entries is written as: PT_CKPT_FORMAT_VERSION (3) when
+ * one is a piece, else PT_CKPT_FORMAT_WHOLE (2). pt_ckpt_manifest_to_json writes the larger of this
+ * and the manifest's own version. */
+int pt_ckpt_format_for(const pt_ckpt_entry *e, int n);
 
 /* Entries array (as the manifest's "tensors") to JSON / from JSON; used to gather ranks' indexes. */
 pt_status pt_ckpt_entries_to_json(const pt_ckpt_entry *e, int n, struct cJSON **out);

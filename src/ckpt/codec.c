@@ -495,6 +495,12 @@ static uint64_t src_numel(const pt_ckpt_src *s)
     return n;
 }
 
+/* Values a source stores: its tensor's, or its piece's. */
+static uint64_t src_values(const pt_ckpt_src *s)
+{
+    return s->elem_hi ? s->elem_hi - s->elem_lo : src_numel(s);
+}
+
 /* ---------------------------------------------------------------- encode */
 
 /* The tensor holding block `unit` (unit_first[i] <= unit < unit_first[i + 1]). */
@@ -660,13 +666,22 @@ static pt_status entries_prepare(pt_ckpt_codec *c, int n, const pt_ckpt_src *src
                 st = pt_fail(PT_EINVAL, "checkpoint codec: %s has a negative dimension", s->name ? s->name : "tensor");
                 goto fail;
             }
-        uint64_t numel = src_numel(s);
+        uint64_t full = src_numel(s);
+        if ((s->elem_hi || s->elem_lo) && !(s->elem_lo < s->elem_hi && s->elem_hi <= full)) {
+            st = pt_fail(PT_EINVAL, "checkpoint codec: %s: piece [%llu, %llu) is not within its %llu values",
+                         s->name ? s->name : "tensor", (unsigned long long)s->elem_lo, (unsigned long long)s->elem_hi,
+                         (unsigned long long)full);
+            goto fail;
+        }
+        uint64_t numel = src_values(s);
         pt_ckpt_entry *en = &e[i];
         en->name = (char *)s->name;
         en->kind = s->kind;
         en->dtype = s->dtype;
         en->ndim = s->ndim;
         memcpy(en->shape, s->shape, sizeof en->shape);
+        en->elem_lo = s->elem_hi ? s->elem_lo : 0;
+        en->elem_hi = s->elem_hi ? s->elem_hi : full;
         en->raw_bytes = numel * pt_ckpt_dtype_size(s->dtype);
         en->transform = c->o.transform;
         en->block_elems = c->o.block_elems;
@@ -734,7 +749,7 @@ pt_status pt_ckpt_encode(pt_ckpt_codec *c, int n, const pt_ckpt_src *src, uint8_
     for (int i = 0; i < n && st == PT_OK; i++) {
         uint64_t numel = (unsigned)src[i].dtype < PT_CKPT_DTYPE_COUNT && src[i].ndim >= 0 &&
                                  src[i].ndim <= PT_CKPT_MAX_DIMS
-                             ? src_numel(&src[i])
+                             ? src_values(&src[i])
                              : 0;
         if (dst_cap[i] < pt_ckpt_encode_bound(src[i].dtype, numel, c->o.block_elems))
             st = pt_fail(PT_EINVAL, "checkpoint codec: output buffer for %s is smaller than pt_ckpt_encode_bound",

@@ -85,7 +85,7 @@ pt_status pt_ckpt_shard_create(const char *root, const char *path, int rank, int
         return pt_fail(PT_EIO, "cannot create %s: %s", path, strerror(errno));
     uint8_t hdr[PT_CKPT_SHARD_HEADER_BYTES];
     memcpy(hdr, PT_CKPT_SHARD_MAGIC, 8);
-    uint32_t v = PT_CKPT_FORMAT_VERSION, r = (uint32_t)rank;
+    uint32_t v = PT_CKPT_SHARD_VERSION, r = (uint32_t)rank;
     memcpy(hdr + 8, &v, 4);
     memcpy(hdr + 12, &r, 4);
     pt_status st = write_all(*fd, hdr, sizeof hdr, path);
@@ -455,7 +455,7 @@ pt_status pt_ckpt_write(const char *root, const pt_ckpt_src *t, int n, const pt_
     fd = -1;
     if (st != PT_OK)
         goto done;
-    pt_ckpt_manifest m = { .version = PT_CKPT_FORMAT_VERSION,
+    pt_ckpt_manifest m = { .version = pt_ckpt_format_for(e, n),
                            .step = st_in->step,
                            .data_step = st_in->data_step,
                            .seed = st_in->seed,
@@ -564,9 +564,9 @@ static pt_status map_shard(pt_ckpt_reader *r, int rank, const char *path)
             memcpy(&rk, s->base + 12, 4);
             if (memcmp(s->base, PT_CKPT_SHARD_MAGIC, 8) != 0)
                 st = pt_fail(PT_EFORMAT, "%s is not a pipetrain shard (bad magic); the checkpoint is damaged", path);
-            else if (v == 0 || v > PT_CKPT_FORMAT_VERSION)
+            else if (v == 0 || v > PT_CKPT_SHARD_VERSION) /* format 3 changed the manifest only */
                 st = pt_fail(PT_EFORMAT, "%s: format %u is newer than this build (%d); upgrade pipetrain", path, v,
-                             PT_CKPT_FORMAT_VERSION);
+                             PT_CKPT_SHARD_VERSION);
             else if (rk != (uint32_t)rank)
                 st = pt_fail(PT_EFORMAT, "%s says it is rank %u's shard; the checkpoint is damaged", path, rk);
             else

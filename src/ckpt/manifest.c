@@ -85,6 +85,10 @@ static cJSON *entry_to_json(const pt_ckpt_entry *e)
          cJSON_AddNumberToObject(o, "raw_bytes", (double)e->raw_bytes) &&
          cJSON_AddStringToObject(o, "transform", pt_ckpt_transform_name(e->transform)) &&
          cJSON_AddNumberToObject(o, "block_elems", (double)e->block_elems);
+    if (ok && pt_ckpt_entry_is_piece(e)) { /* absent: the whole tensor (formats 1 and 2 have none) */
+        double range[2] = { (double)e->elem_lo, (double)e->elem_hi };
+        ok = cJSON_AddItemToObject(o, "range", cJSON_CreateDoubleArray(range, 2)) != 0;
+    }
     if (ok) {
         ok = cJSON_AddItemToObject(o, "blocks", blocks);
         blocks = NULL;
@@ -95,6 +99,14 @@ static cJSON *entry_to_json(const pt_ckpt_entry *e)
         return NULL;
     }
     return o;
+}
+
+int pt_ckpt_format_for(const pt_ckpt_entry *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (pt_ckpt_entry_is_piece(&e[i]))
+            return PT_CKPT_FORMAT_VERSION;
+    return PT_CKPT_FORMAT_WHOLE;
 }
 
 pt_status pt_ckpt_entries_to_json(const pt_ckpt_entry *e, int n, cJSON **out)
@@ -124,8 +136,11 @@ pt_status pt_ckpt_manifest_to_json(const pt_ckpt_manifest *m, cJSON **out)
     cJSON *run = NULL, *tensors = NULL;
     char seed[24];
     snprintf(seed, sizeof seed, "%" PRIu64, m->seed);
+    int version = pt_ckpt_format_for(m->entries, m->n_entries);
+    if (m->version > version)
+        version = m->version;
     if (!cJSON_AddStringToObject(root, "format", MANIFEST_FORMAT_NAME) ||
-        !cJSON_AddNumberToObject(root, "version", m->version) || !cJSON_AddNumberToObject(root, "step", (double)m->step) ||
+        !cJSON_AddNumberToObject(root, "version", version) || !cJSON_AddNumberToObject(root, "step", (double)m->step) ||
         !cJSON_AddNumberToObject(root, "data_step", (double)m->data_step) ||
         !cJSON_AddStringToObject(root, "seed", seed) || !cJSON_AddNumberToObject(root, "n_ranks", m->n_ranks)) {
         st = oom();
@@ -336,20 +351,38 @@ static pt_status parse_entry(const cJSON *ej, int n_ranks, const char *manifest_
             return bad(what, "tensor too large:", "shape");
         d++;
     }
+    /* "range": [lo, hi), a piece of the tensor's flattened values (format 3); absent: all of them */
+    e->elem_lo = 0;
+    e->elem_hi = numel;
+    const cJSON *range = cJSON_GetObjectItemCaseSensitive(ej, "range");
+    if (range) {
+        const cJSON *lo = cJSON_IsArray(range) && cJSON_GetArraySize(range) == 2 ? cJSON_GetArrayItem(range, 0) : NULL;
+        const cJSON *hi = lo ? cJSON_GetArrayItem(range, 1) : NULL;
+        if (!cJSON_IsNumber(lo) || !cJSON_IsNumber(hi) || !(lo->valuedouble >= 0) ||
+            lo->valuedouble != (double)(int64_t)lo->valuedouble || hi->valuedouble != (double)(int64_t)hi->valuedouble ||
+            !(lo->valuedouble < hi->valuedouble) || !(hi->valuedouble <= (double)numel))
+            return pt_fail(PT_EFORMAT, "%s: 'range' must be [lo, hi] with 0 <= lo < hi <= %llu (the tensor's values); "
+                                       "the checkpoint is damaged",
+                           what, (unsigned long long)numel);
+        e->elem_lo = (uint64_t)lo->valuedouble;
+        e->elem_hi = (uint64_t)hi->valuedouble;
+    }
+    uint64_t values = e->elem_hi - e->elem_lo;
     int64_t offset, bytes, raw, be;
     PT_CHECK(get_u(ej, what, "offset", PT_CKPT_SHARD_HEADER_BYTES, PT_CKPT_JSON_INT_MAX, &offset));
     PT_CHECK(get_u(ej, what, "bytes", 0, PT_CKPT_JSON_INT_MAX, &bytes));
     PT_CHECK(get_u(ej, what, "raw_bytes", 0, PT_CKPT_JSON_INT_MAX, &raw));
     PT_CHECK(get_u(ej, what, "block_elems", 1, (int64_t)1 << 28, &be));
-    if ((uint64_t)raw != numel * pt_ckpt_dtype_size(e->dtype))
-        return pt_fail(PT_EFORMAT, "%s: raw_bytes %lld does not match shape and dtype (%llu); the checkpoint is damaged",
-                       what, (long long)raw, (unsigned long long)(numel * pt_ckpt_dtype_size(e->dtype)));
+    if ((uint64_t)raw != values * pt_ckpt_dtype_size(e->dtype))
+        return pt_fail(PT_EFORMAT, "%s: raw_bytes %lld does not match %s and dtype (%llu); the checkpoint is damaged",
+                       what, (long long)raw, range ? "range" : "shape",
+                       (unsigned long long)(values * pt_ckpt_dtype_size(e->dtype)));
     e->offset = (uint64_t)offset;
     e->stored_bytes = (uint64_t)bytes;
     e->raw_bytes = (uint64_t)raw;
     e->block_elems = (uint64_t)be;
     e->n_planes = pt_ckpt_entry_planes(e->transform, e->dtype);
-    e->n_blocks = (int64_t)((numel + e->block_elems - 1) / e->block_elems);
+    e->n_blocks = (int64_t)((values + e->block_elems - 1) / e->block_elems);
     const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(ej, "blocks");
     if (!cJSON_IsArray(blocks) || cJSON_GetArraySize(blocks) != e->n_blocks)
         return pt_fail(PT_EFORMAT, "%s: needs %lld blocks in 'blocks'; the checkpoint is damaged", what,
@@ -403,7 +436,13 @@ static int entry_cmp(const void *a, const void *b)
 {
     const pt_ckpt_entry *x = *(pt_ckpt_entry *const *)a, *y = *(pt_ckpt_entry *const *)b;
     int c = strcmp(x->name, y->name);
-    return c ? c : (int)x->kind - (int)y->kind;
+    if (c)
+        return c;
+    if (x->kind != y->kind)
+        return (int)x->kind - (int)y->kind;
+    if (x->elem_lo != y->elem_lo)
+        return x->elem_lo < y->elem_lo ? -1 : 1;
+    return (x->elem_hi > y->elem_hi) - (x->elem_hi < y->elem_hi);
 }
 
 pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what, pt_ckpt_manifest **out)
@@ -463,7 +502,9 @@ pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what,
     PT_TRY(pt_ckpt_entries_from_json(cJSON_GetObjectItemCaseSensitive(root, "tensors"), what, m->n_ranks, &m->entries,
                                      &m->n_entries),
            fail);
-    /* (name, kind) must be unique: a reader picks tensors by it. */
+    /* (name, kind, range) must be unique: a reader picks tensors by it. Pieces that overlap or leave
+     * gaps are found where they matter (pt_ckpt_manifest_cover: loading, ckpt verify), so that the
+     * weights of a checkpoint whose moments lack a piece can still be read (export). */
     sorted = malloc(((size_t)m->n_entries + 1) * sizeof *sorted);
     if (!sorted) {
         st = oom();
@@ -474,8 +515,9 @@ pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what,
     qsort(sorted, (size_t)m->n_entries, sizeof *sorted, entry_cmp);
     for (int i = 1; i < m->n_entries; i++)
         if (entry_cmp(&sorted[i - 1], &sorted[i]) == 0) {
-            st = pt_fail(PT_EFORMAT, "%s: tensor %.200s (%s) appears twice; the checkpoint is damaged", what,
-                         sorted[i]->name, pt_ckpt_kind_name(sorted[i]->kind));
+            st = pt_fail(PT_EFORMAT, "%s: tensor %.200s (%s)%s appears twice; the checkpoint is damaged", what,
+                         sorted[i]->name, pt_ckpt_kind_name(sorted[i]->kind),
+                         pt_ckpt_entry_is_piece(sorted[i]) ? " piece" : "");
             goto fail;
         }
     free(sorted);
@@ -543,4 +585,117 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
         if (m->entries[i].kind == kind && strcmp(m->entries[i].name, name) == 0)
             return &m->entries[i];
     return NULL;
+}
+
+uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e)
+{
+    uint64_t n = 1;
+    for (int d = 0; d < e->ndim && d < PT_CKPT_MAX_DIMS; d++)
+        n *= (uint64_t)e->shape[d];
+    return n;
+}
+
+int pt_ckpt_entry_is_piece(const pt_ckpt_entry *e)
+{
+    return e->elem_lo != 0 || e->elem_hi != pt_ckpt_entry_numel(e);
+}
+
+static int piece_cmp(const void *a, const void *b)
+{
+    const pt_ckpt_entry *x = *(const pt_ckpt_entry *const *)a, *y = *(const pt_ckpt_entry *const *)b;
+    if (x->elem_lo != y->elem_lo)
+        return x->elem_lo < y->elem_lo ? -1 : 1;
+    if (x->elem_hi != y->elem_hi)
+        return x->elem_hi < y->elem_hi ? -1 : 1;
+    return (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+pt_status pt_ckpt_manifest_pieces(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind,
+                                  const pt_ckpt_entry ***out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    int cnt = 0;
+    for (int i = 0; i < m->n_entries; i++)
+        cnt += m->entries[i].kind == kind && strcmp(m->entries[i].name, name) == 0;
+    if (cnt == 0)
+        return PT_OK;
+    const pt_ckpt_entry **v = malloc((size_t)cnt * sizeof *v);
+    if (!v)
+        return oom();
+    int k = 0;
+    for (int i = 0; i < m->n_entries; i++)
+        if (m->entries[i].kind == kind && strcmp(m->entries[i].name, name) == 0)
+            v[k++] = &m->entries[i];
+    qsort(v, (size_t)cnt, sizeof *v, piece_cmp);
+    *out = v;
+    *n = cnt;
+    return PT_OK;
+}
+
+/* "[0, 4096) in shard-0.ptz, [4096, 8192) in shard-1.ptz" (the first few) into buf. */
+static void pieces_text(const pt_ckpt_entry *const *v, int n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && len + 1 < cap; i++) {
+        if (i == 6) {
+            snprintf(buf + len, cap - len, ", ... (%d pieces)", n);
+            return;
+        }
+        int w = snprintf(buf + len, cap - len, "%s[%llu, %llu) in shard-%d.ptz", i ? ", " : "",
+                         (unsigned long long)v[i]->elem_lo, (unsigned long long)v[i]->elem_hi, v[i]->rank);
+        len += w > 0 ? (size_t)w : 0;
+    }
+    if (n == 0)
+        snprintf(buf, cap, "none");
+}
+
+pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind, uint64_t lo,
+                                 uint64_t hi, const char *what)
+{
+    const pt_ckpt_entry **v;
+    int n;
+    PT_CHECK(pt_ckpt_manifest_pieces(m, name, kind, &v, &n));
+    pt_status st = PT_OK;
+    char have[600];
+    uint64_t numel = n ? pt_ckpt_entry_numel(v[0]) : hi;
+    /* overlaps anywhere: two entries storing one element, whichever the reader would take */
+    for (int i = 1; i < n && st == PT_OK; i++)
+        if (v[i]->elem_lo < v[i - 1]->elem_hi) {
+            uint64_t end = v[i]->elem_hi < v[i - 1]->elem_hi ? v[i]->elem_hi : v[i - 1]->elem_hi;
+            st = pt_fail(PT_EFORMAT,
+                         "%s: tensor %s (%s): pieces [%llu, %llu) in shard-%d.ptz and [%llu, %llu) in shard-%d.ptz "
+                         "overlap in elements [%llu, %llu); the checkpoint is damaged: use another checkpoint "
+                         "(pipetrain ckpt verify ROOT --all lists the good ones)",
+                         what, name, pt_ckpt_kind_name(kind), (unsigned long long)v[i - 1]->elem_lo,
+                         (unsigned long long)v[i - 1]->elem_hi, v[i - 1]->rank, (unsigned long long)v[i]->elem_lo,
+                         (unsigned long long)v[i]->elem_hi, v[i]->rank, (unsigned long long)v[i]->elem_lo,
+                         (unsigned long long)end);
+        }
+    /* the first element of [lo, hi) that no entry holds, and where that gap ends */
+    uint64_t at = lo;
+    for (int i = 0; i < n && st == PT_OK && at < hi; i++) {
+        if (v[i]->elem_hi <= at)
+            continue;
+        if (v[i]->elem_lo > at)
+            break;
+        at = v[i]->elem_hi;
+    }
+    if (st == PT_OK && at < hi) {
+        uint64_t gap_end = hi;
+        for (int i = 0; i < n; i++)
+            if (v[i]->elem_lo > at && v[i]->elem_lo < gap_end)
+                gap_end = v[i]->elem_lo;
+        pieces_text(v, n, have, sizeof have);
+        st = pt_fail(PT_EFORMAT,
+                     "%s: tensor %s (%s): no piece holds elements [%llu, %llu) of its %llu (the checkpoint has %s); "
+                     "a replica's optimizer slice is missing (a shard of a rank that did not save, or a checkpoint "
+                     "assembled from another run): use another checkpoint (pipetrain ckpt verify ROOT --all lists "
+                     "the complete ones)",
+                     what, name, pt_ckpt_kind_name(kind), (unsigned long long)at, (unsigned long long)gap_end,
+                     (unsigned long long)numel, have);
+    }
+    free(v);
+    return st;
 }

@@ -34,6 +34,15 @@ static double mib(uint64_t b)
     return (double)b / 1048576.0;
 }
 
+/* "all" for a whole tensor, "LO:HI" (elements [LO, HI) of its flattened values) for a piece. */
+static void range_text(const pt_ckpt_entry *e, char *buf, size_t cap)
+{
+    if (pt_ckpt_entry_is_piece(e))
+        snprintf(buf, cap, "%llu:%llu", (unsigned long long)e->elem_lo, (unsigned long long)e->elem_hi);
+    else
+        snprintf(buf, cap, "all");
+}
+
 static void shape_text(const pt_ckpt_entry *e, char *buf, size_t cap)
 {
     buf[0] = 0;
@@ -59,8 +68,10 @@ static int cmd_inspect(int argc, char **argv)
     int json = 0;
     pt_opt opts[] = { { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per tensor, then a summary object", 0 } };
     pt_cmd_spec spec = { "pipetrain ckpt inspect DIR [--json]",
-                         "Lists a checkpoint's tensors: kind, dtype, shape, shard, raw and stored size, compression\n"
-                         "ratio and plane codecs (z = zstd, r = raw), then totals per kind and overall.",
+                         "Lists a checkpoint's tensors: kind, dtype, shape, the elements stored (all, or LO:HI for a\n"
+                         "piece: a ZeRO-1 replica's slice of the AdamW moments, elements [LO, HI) of the tensor's\n"
+                         "flattened values), shard, raw and stored size, compression ratio and plane codecs\n"
+                         "(z = zstd, r = raw), then totals per kind and overall (entries: tensors and pieces).",
                          opts, 1, NULL };
     char *pos[1];
     int done = 0;
@@ -79,13 +90,14 @@ static int cmd_inspect(int argc, char **argv)
         printf("%s: format %d, step %lld, data step %lld, seed %" PRIu64 ", %d shard(s), %d tensors\n", dir,
                m->version, (long long)m->step, (long long)m->data_step, m->seed, m->n_ranks, m->n_entries);
         printf("run: %.300s%s\n\n", m->run_json, strlen(m->run_json) > 300 ? " ..." : "");
-        printf("%-36s %-6s %-5s %-14s %-12s %10s %10s %6s %s\n", "tensor", "kind", "dtype", "shape", "shard", "raw MiB",
-               "stored MiB", "ratio", "planes");
+        printf("%-36s %-6s %-5s %-14s %-17s %-12s %10s %10s %6s %s\n", "tensor", "kind", "dtype", "shape", "elements",
+               "shard", "raw MiB", "stored MiB", "ratio", "planes");
     }
     for (int i = 0; i < m->n_entries; i++) {
         const pt_ckpt_entry *e = &m->entries[i];
-        char shape[96], planes[PT_CKPT_MAX_PLANES + 1], shard[32];
+        char shape[96], planes[PT_CKPT_MAX_PLANES + 1], shard[32], range[48];
         shape_text(e, shape, sizeof shape);
+        range_text(e, range, sizeof range);
         planes_text(e, planes);
         snprintf(shard, sizeof shard, "shard-%d.ptz", e->rank);
         double ratio = e->stored_bytes ? (double)e->raw_bytes / (double)e->stored_bytes : 0;
@@ -95,6 +107,10 @@ static int cmd_inspect(int argc, char **argv)
             cJSON_AddStringToObject(o, "kind", pt_ckpt_kind_name(e->kind));
             cJSON_AddStringToObject(o, "dtype", pt_ckpt_dtype_name(e->dtype));
             cJSON_AddStringToObject(o, "shape", shape);
+            if (pt_ckpt_entry_is_piece(e)) {
+                double rg[2] = { (double)e->elem_lo, (double)e->elem_hi };
+                cJSON_AddItemToObject(o, "range", cJSON_CreateDoubleArray(rg, 2));
+            }
             cJSON_AddStringToObject(o, "shard", shard);
             cJSON_AddNumberToObject(o, "raw_bytes", (double)e->raw_bytes);
             cJSON_AddNumberToObject(o, "stored_bytes", (double)e->stored_bytes);
@@ -107,16 +123,16 @@ static int cmd_inspect(int argc, char **argv)
             free(line);
             cJSON_Delete(o);
         } else
-            printf("%-36s %-6s %-5s %-14s %-12s %10.3f %10.3f %6.3f %s %s\n", e->name, pt_ckpt_kind_name(e->kind),
-                   pt_ckpt_dtype_name(e->dtype), shape, shard, mib(e->raw_bytes), mib(e->stored_bytes), ratio,
-                   pt_ckpt_transform_name(e->transform), planes);
+            printf("%-36s %-6s %-5s %-14s %-17s %-12s %10.3f %10.3f %6.3f %s %s\n", e->name,
+                   pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), shape, range, shard, mib(e->raw_bytes),
+                   mib(e->stored_bytes), ratio, pt_ckpt_transform_name(e->transform), planes);
         raw[e->kind] += e->raw_bytes;
         stored[e->kind] += e->stored_bytes;
         count[e->kind]++;
     }
     uint64_t tr = 0, ts = 0;
     if (!json)
-        printf("\n%-8s %8s %12s %12s %7s\n", "kind", "tensors", "raw MiB", "stored MiB", "ratio");
+        printf("\n%-8s %8s %12s %12s %7s\n", "kind", "entries", "raw MiB", "stored MiB", "ratio");
     for (int k = 0; k < PT_CKPT_KIND_COUNT; k++) {
         tr += raw[k];
         ts += stored[k];
@@ -147,7 +163,28 @@ out:
     return pt_cli_finish(st);
 }
 
-/* Decodes every tensor of one step directory; prints each failure. Returns the number of failures
+/* Every (tensor, kind) of the manifest stored exactly once: its whole entry, or pieces (ZeRO-1 optimizer
+ * slices) whose union is [0, numel) with no overlap. Prints each failure; returns their number. */
+static int verify_cover(const char *dir, const pt_ckpt_manifest *m)
+{
+    char what[700];
+    snprintf(what, sizeof what, "%s/manifest.json", dir);
+    int bad = 0;
+    for (int i = 0; i < m->n_entries; i++) {
+        const pt_ckpt_entry *e = &m->entries[i];
+        int first = 1; /* each (name, kind) once: at its first entry */
+        for (int k = 0; k < i && first; k++)
+            first = !(m->entries[k].kind == e->kind && strcmp(m->entries[k].name, e->name) == 0);
+        if (first && pt_ckpt_manifest_cover(m, e->name, e->kind, 0, pt_ckpt_entry_numel(e), what) != PT_OK) {
+            fprintf(stderr, "FAILED %s\n", pt_last_error());
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* Decodes every tensor of one step directory and checks that every tensor's pieces cover it once;
+ * prints each failure. Returns the number of failures
  * (or -1 when the manifest itself cannot be read). */
 static int verify_one(const char *dir, int threads, uint64_t *bytes)
 {
@@ -179,6 +216,7 @@ static int verify_one(const char *dir, int threads, uint64_t *bytes)
         *bytes += e->raw_bytes;
     }
     free(buf);
+    bad += verify_cover(dir, m);
     pt_ckpt_reader_close(r);
     return bad;
 }
@@ -190,7 +228,9 @@ static int cmd_verify(int argc, char **argv)
                       { "threads", PT_OPT_INT, &threads, "N", "decoding threads", 0 } };
     pt_cmd_spec spec = { "pipetrain ckpt verify DIR [--all]",
                          "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's checksums of\n"
-                         "its stored and raw bytes (XXH3; XXH64 in format 1) and every size. Prints each damaged\n"
+                         "its stored and raw bytes (XXH3; XXH64 in format 1) and every size, and that a tensor stored\n"
+                         "as pieces (ZeRO-1 optimizer slices) is covered exactly once: no element missing, no two\n"
+                         "pieces overlapping. Prints each damaged\n"
                          "tensor (file and name) and exits 1 when anything under DIR is damaged: a tensor, or a\n"
                          "newest checkpoint that is truncated, lacks a shard or has a broken manifest (the one a\n"
                          "resume would pass over). The last line names what is still usable.",

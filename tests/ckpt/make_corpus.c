@@ -57,10 +57,10 @@ int main(int argc, char **argv)
         if (!man || !shard)
             return 1;
         uint32_t len32 = (uint32_t)mlen;
-        snprintf(path, sizeof path, "%s/manifest/v%d-%s.json", argv[1], PT_CKPT_FORMAT_VERSION, names[t]);
+        snprintf(path, sizeof path, "%s/manifest/v%d-%s.json", argv[1], PT_CKPT_FORMAT_WHOLE, names[t]);
         if (write_file(path, man, mlen, NULL, 0, NULL, 0))
             return 1;
-        snprintf(path, sizeof path, "%s/read/v%d-%s.bin", argv[1], PT_CKPT_FORMAT_VERSION, names[t]);
+        snprintf(path, sizeof path, "%s/read/v%d-%s.bin", argv[1], PT_CKPT_FORMAT_WHOLE, names[t]);
         if (write_file(path, &len32, 4, man, mlen, shard, slen))
             return 1;
         free(man);

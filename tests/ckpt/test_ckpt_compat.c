@@ -105,7 +105,9 @@ static void check_current(const pt_ckpt_src *src)
     CHECK(pt_ckpt_reader_open(dir, 2, &r) == PT_OK, "open: %s", pt_last_error());
     if (r) {
         const pt_ckpt_manifest *m = pt_ckpt_reader_manifest(r);
-        CHECK(m->version == PT_CKPT_FORMAT_VERSION && PT_CKPT_FORMAT_VERSION == 2, "written as version %d", m->version);
+        /* whole tensors only: version 2, which format-2 builds read (pieces make it 3: ckpt.zero) */
+        CHECK(m->version == PT_CKPT_FORMAT_WHOLE && PT_CKPT_FORMAT_WHOLE == 2 && PT_CKPT_FORMAT_VERSION == 3,
+              "written as version %d", m->version);
         uint8_t out[3][1200];
         const pt_ckpt_entry *e[3];
         void *dst[3];
@@ -140,11 +142,11 @@ static void check_current(const pt_ckpt_src *src)
     snprintf(cmd, sizeof cmd, "mv %s/shard.bak %s/shard-0.ptz", dir, dir);
     run(cmd);
     /* a manifest from a newer build */
-    snprintf(cmd, sizeof cmd, "sed -i 's/\"version\":\\t2,/\"version\":\\t3,/' %s/manifest.json", dir);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"version\":\\t2,/\"version\":\\t4,/' %s/manifest.json", dir);
     run(cmd);
     pt_ckpt_manifest *m = NULL;
     CHECK(pt_ckpt_manifest_read(dir, &m) == PT_EFORMAT && strstr(pt_last_error(), "manifest.json") &&
-              strstr(pt_last_error(), "format 3 is newer than this build (2); upgrade pipetrain"),
+              strstr(pt_last_error(), "format 4 is newer than this build (3); upgrade pipetrain"),
           "newer manifest: %s", pt_last_error());
     pt_ckpt_manifest_destroy(m);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
@@ -171,6 +173,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "ckpt.compat: %d failure(s)\n", failures);
         return 1;
     }
-    printf("ckpt.compat: ok (format 1 and 2 read, newer refused)\n");
+    printf("ckpt.compat: ok (format 1 and 2 read, whole tensors written as 2, newer refused)\n");
     return 0;
 }
