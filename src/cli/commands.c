@@ -32,6 +32,9 @@ static const pt_cli_entry benches[] = {
 #ifdef PT_HAVE_BENCH_SAMPLE
     { "sample", pt_bench_sample, "text generation speed with the KV cache (tokens/s)" },
 #endif
+#ifdef PT_HAVE_BENCH_ZERO
+    { "zero", pt_bench_zero, "ZeRO-1 and overlapped reduction vs plain data parallel: step, comm, optimizer memory" },
+#endif
     { NULL, NULL, NULL },
 };
 

@@ -1,0 +1,448 @@
+/* `pipetrain bench zero [--json] [--model gpt2-small] [--steps N] ...`: the distributed optimizer
+ * (ZeRO-1, `train --zero 1`) and the overlapped gradient reduction against plain data parallelism,
+ * side by side in one invocation (issue 17, "Performance").
+ *
+ * For each pipeline depth P in --stages (default 1,2) with D = --dp replicas (default 2), over the
+ * --provider libfabric provider (default shm), and for each configuration
+ *   zero0          --zero 0, the gradients reduced after the backward (no overlap)
+ *   zero0-overlap  --zero 0, the reduction overlapped with the backward
+ *   zero1          --zero 1 (with the overlap when the runtime has it)
+ * it starts P x D ranks through pt_launch, one thread each, sets each rank up through the training
+ * job's phases (runtime.h) as `pipetrain train` does, runs one warm-up step, then --steps profiled
+ * steps, and each rank writes its numbers to a file of its own:
+ *   step_s          its mean pt_runtime_step_info.step_s;
+ *   exposed_comm_s  per step, the time it spent blocked in the gradient reduction: the
+ *                   communication waits (pt_prof_event.wait_ns) of its REDUCE_GRADS and
+ *                   OPTIMIZER_STEP actions (the tied all-reduce, the data-parallel reduce-scatter
+ *                   and all-gather, the norm all-reduce, ZeRO-1's parameter all-gather); the
+ *                   pipeline's own sends and receives are not in it (they are in comm_wait_s,
+ *                   the step info's every wait);
+ *   optim_bytes     the AdamW state it holds: 2 x 4 bytes per element of each chunk's optimizer's
+ *                   range (pt_optim_range through pt_runtime_chunk_optim); the optimizer allocates
+ *                   exactly that, once, at create, so it is also the rank's peak of optimizer state.
+ * Configurations run in this order, --rounds times over (each configuration's numbers are the mean
+ * of its rounds), so a slow minute of a loaded machine falls on all of them alike.
+ *
+ * Prints one JSON object per configuration (with "config"), then one per P with the ratios
+ * (optimizer state zero1 / zero0: expected 1/D; exposed communication overlap / no overlap:
+ * expected <= 0.5; step time zero1 / zero0: expected within 5%), and the same as a table (on
+ * stdout, or on stderr with --json so that stdout stays JSON lines). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "cli.h"
+#include "pipetrain/optim.h"
+#include "pipetrain/profile.h"
+#include "pipetrain/runtime.h"
+#include "pipetrain/schedule.h"
+#include "pipetrain/timeutil.h"
+#include "pipetrain/train_loop.h"
+
+#define BZ_MAX_P 4
+#define BZ_MAX_RANKS 16
+#define BZ_N_MODES 3
+
+typedef struct bz_opts {
+    const char *model, *schedule, *provider, *stages;
+    int B, T, M, D, steps, rounds;
+} bz_opts;
+
+/* One configuration's mode: the --zero setting and whether the reduction overlaps the backward. */
+typedef struct bz_mode {
+    const char *name;
+    int zero, overlap;
+} bz_mode;
+
+static const bz_mode modes[BZ_N_MODES] = { { "zero0", 0, 0 }, { "zero0-overlap", 0, 1 }, { "zero1", 1, 0 } };
+
+/* The runtime has no option to overlap the reduction with the backward yet (issue 17's overlap
+ * part): configurations that ask for it are reported as not available rather than run. */
+static int overlap_supported(void) { return 0; }
+
+/* One rank's numbers, as its worker writes them. */
+typedef struct bz_rank {
+    double step_s, comm_wait_s, exposed_s, loss;
+    double optim_bytes, peak_bytes;
+} bz_rank;
+
+/* One configuration's numbers: sums over its rounds, then means. */
+typedef struct bz_result {
+    int P, mode, ran, world;
+    bz_rank rank[BZ_MAX_RANKS];
+} bz_result;
+
+static pt_status bz_args(const bz_opts *o, int P, int zero, pt_runtime_train_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    pt_train_cfg *tc = &a->train;
+    pt_train_cfg_defaults(tc);
+    tc->model = o->model;
+    tc->data = "builtin";
+    tc->seed = 1337;
+    tc->steps = o->steps + 1;
+    tc->threads = 1;
+    tc->micro_batches = o->M;
+    tc->micro_batch_size = o->B;
+    tc->seq_len = o->T;
+    tc->lr = 1e-4;
+    tc->lr_min = 1e-4;
+    tc->warmup = 0;
+    tc->eval_batches = 0;
+    tc->run_dir = NULL;
+    a->stages = P;
+    a->replicas = o->D;
+    a->zero = zero;
+    a->schedule = o->schedule;
+    a->partition = "time";
+    a->provider = o->provider;
+    a->profile = 1;
+    return PT_OK;
+}
+
+/* Mean communication wait per step of this rank's REDUCE_GRADS and OPTIMIZER_STEP actions over
+ * the profiled steps. */
+static double reduction_wait_s(const pt_profile *p, int steps)
+{
+    const pt_prof_event *ev = pt_profile_events(p);
+    size_t n = pt_profile_n_events(p);
+    int64_t ns = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ev[i].kind == PT_ACT_REDUCE_GRADS || ev[i].kind == PT_ACT_OPTIMIZER_STEP)
+            ns += ev[i].wait_ns;
+    return (double)ns * 1e-9 / steps;
+}
+
+/* The bytes of AdamW state this rank holds: m and v over each chunk's optimizer range. */
+static double optim_state_bytes(pt_runtime *rt)
+{
+    double bytes = 0;
+    for (int c = 0; c < pt_runtime_n_chunks(rt); c++) {
+        size_t lo = 0, hi = 0;
+        pt_optim_range(pt_runtime_chunk_optim(rt, c), &lo, &hi);
+        bytes += 2.0 * (double)(hi - lo) * sizeof(float);
+    }
+    return bytes;
+}
+
+/* One rank of one configuration: a warm-up step, then --steps profiled ones; writes one line of
+ * numbers to <out>.<rank>. */
+static pt_status worker(const bz_opts *o, int zero, const char *out_path)
+{
+    int in_job = 0, rank = 0, world = 1;
+    PT_CHECK(pt_comm_env_job(&in_job, &rank, &world));
+    if (world % o->D != 0)
+        return pt_fail(PT_EINVAL, "bench zero --worker: %d ranks are not a multiple of --dp %d", world, o->D);
+    pt_runtime_train_args a;
+    PT_CHECK(bz_args(o, world / o->D, zero, &a));
+    pt_train_job j;
+    pt_status st = pt_train_job_setup(&j, &a);
+    if (st != PT_OK)
+        goto out;
+    pt_profile_set_enabled(j.prof, 0);
+    PT_TRY(pt_runtime_step(j.rt, j.data, 0, 1e-4f, NULL), out);
+    pt_profile_set_enabled(j.prof, 1);
+    bz_rank r;
+    memset(&r, 0, sizeof(r));
+    for (int s = 1; s <= o->steps; s++) {
+        pt_runtime_step_info si;
+        PT_TRY(pt_runtime_step(j.rt, j.data, s, 1e-4f, &si), out);
+        r.step_s += si.step_s / o->steps;
+        r.comm_wait_s += si.comm_wait_s / o->steps;
+        r.loss = si.loss;
+    }
+    r.exposed_s = reduction_wait_s(j.prof, o->steps);
+    r.optim_bytes = optim_state_bytes(j.rt);
+    r.peak_bytes = (double)pt_backend_bytes_peak();
+    char path[512];
+    snprintf(path, sizeof(path), "%s.%d", out_path, j.rank);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
+        goto out;
+    }
+    fprintf(f, "%.9g %.9g %.9g %.9g %.17g %.17g\n", r.step_s, r.comm_wait_s, r.exposed_s, r.loss, r.optim_bytes,
+            r.peak_bytes);
+    if (fclose(f) != 0)
+        st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
+out:
+    pt_train_job_close(&j);
+    return st;
+}
+
+/* Starts the P x D ranks of one configuration and adds their numbers to *res. */
+static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result *res)
+{
+    char tmp[] = "/tmp/pt-bench-zero-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return pt_fail(PT_EIO, "bench zero: cannot create a temporary file in /tmp");
+    close(fd);
+    int world = P * o->D;
+    char b_arg[16], t_arg[16], m_arg[16], d_arg[16], s_arg[16], z_arg[16];
+    snprintf(b_arg, sizeof(b_arg), "%d", o->B);
+    snprintf(t_arg, sizeof(t_arg), "%d", o->T);
+    snprintf(m_arg, sizeof(m_arg), "%d", o->M);
+    snprintf(d_arg, sizeof(d_arg), "%d", o->D);
+    snprintf(s_arg, sizeof(s_arg), "%d", o->steps);
+    snprintf(z_arg, sizeof(z_arg), "%d", m->zero);
+    char *args[] = { "/proc/self/exe", "bench", "zero", "--worker", "--worker-zero", z_arg, "--model", (char *)o->model,
+                     "--schedule", (char *)o->schedule, "--provider", (char *)o->provider, "--micro-batches", m_arg,
+                     "--micro-batch-size", b_arg, "--seq-len", t_arg, "--dp", d_arg, "--steps", s_arg, "--out", tmp,
+                     NULL };
+    pt_launch_opts lo = { .nproc = world, .nodes = 1, .node_rank = 0, .master = NULL };
+    int code = 0;
+    pt_status st = pt_launch(&lo, args, &code);
+    for (int r = 0; r < world; r++) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s.%d", tmp, r);
+        if (st == PT_OK) {
+            FILE *f = fopen(path, "r");
+            bz_rank x;
+            if (!f || fscanf(f, "%lf %lf %lf %lf %lf %lf", &x.step_s, &x.comm_wait_s, &x.exposed_s, &x.loss,
+                             &x.optim_bytes, &x.peak_bytes) != 6)
+                st = pt_fail(PT_EFORMAT, "bench zero: rank %d of %s left no result in %s", r, m->name, path);
+            else {
+                bz_rank *y = &res->rank[r];
+                y->step_s += x.step_s;
+                y->comm_wait_s += x.comm_wait_s;
+                y->exposed_s += x.exposed_s;
+                y->loss = x.loss;
+                y->optim_bytes = x.optim_bytes;
+                if (x.peak_bytes > y->peak_bytes)
+                    y->peak_bytes = x.peak_bytes;
+            }
+            if (f)
+                fclose(f);
+        }
+        unlink(path);
+    }
+    unlink(tmp);
+    if (st == PT_OK) {
+        res->ran++;
+        res->world = world;
+    }
+    return st;
+}
+
+/* Per-configuration figures over its ranks (after the rounds' sums were divided). */
+typedef struct bz_sum {
+    double step_s, exposed_s, comm_wait_s, optim_bytes, peak_bytes;
+} bz_sum;
+
+static bz_sum summarize(const bz_result *r)
+{
+    bz_sum s = { 0 };
+    for (int i = 0; i < r->world; i++) {
+        const bz_rank *x = &r->rank[i];
+        s.step_s += x->step_s / r->world;
+        s.exposed_s += x->exposed_s / r->world;
+        s.comm_wait_s += x->comm_wait_s / r->world;
+        if (x->optim_bytes > s.optim_bytes)
+            s.optim_bytes = x->optim_bytes;
+        if (x->peak_bytes > s.peak_bytes)
+            s.peak_bytes = x->peak_bytes;
+    }
+    return s;
+}
+
+static const char *mode_label(int k, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s%s", modes[k].name, modes[k].zero && overlap_supported() ? "-overlap" : "");
+    return buf;
+}
+
+static void print_json(const bz_opts *o, const bz_result *r)
+{
+    const bz_mode *m = &modes[r->mode];
+    char label[32];
+    mode_label(r->mode, label, sizeof(label));
+    int overlap = m->overlap || (m->zero && overlap_supported());
+    printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-%s\",\"model\":\"%s\",\"stages\":%d,\"replicas\":%d,\"zero\":%d,"
+           "\"overlap\":%s,",
+           r->P, o->D, label, o->model, r->P, o->D, m->zero, overlap ? "true" : "false");
+    if (!r->ran) {
+        printf("\"available\":false,\"reason\":\"the runtime has no option to overlap the gradient reduction with "
+               "the backward yet\"}\n");
+        return;
+    }
+    bz_sum s = summarize(r);
+    printf("\"available\":true,\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
+           "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,"
+           "\"exposed_comm_source\":\"REDUCE_GRADS+OPTIMIZER_STEP comm waits\",\"comm_wait_s\":%.6f,"
+           "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"pt_optim_range\",\"peak_bytes\":%.0f,\"per_rank\":[",
+           o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, s.exposed_s, s.comm_wait_s,
+           s.optim_bytes, s.peak_bytes);
+    for (int i = 0; i < r->world; i++) {
+        const bz_rank *x = &r->rank[i];
+        printf("%s{\"rank\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,\"comm_wait_s\":%.6f,\"optim_state_bytes\":%.0f,"
+               "\"peak_bytes\":%.0f,\"loss\":%.9g}",
+               i ? "," : "", i, x->step_s, x->exposed_s, x->comm_wait_s, x->optim_bytes, x->peak_bytes, x->loss);
+    }
+    printf("]}\n");
+}
+
+static void print_row(FILE *out, const bz_opts *o, const bz_result *r)
+{
+    char label[32], cfg[48];
+    mode_label(r->mode, label, sizeof(label));
+    snprintf(cfg, sizeof(cfg), "p%dd%d-%s", r->P, o->D, label);
+    if (!r->ran) {
+        fprintf(out, "%-22s %s\n", cfg, "not available (the runtime has no overlap option yet)");
+        return;
+    }
+    bz_sum s = summarize(r);
+    fprintf(out, "%-22s %10.1f %12.1f %12.1f %14.2f %12.2f %12.6f\n", cfg, 1e3 * s.step_s, 1e3 * s.exposed_s,
+            1e3 * s.comm_wait_s, s.optim_bytes / (1 << 20), s.peak_bytes / (1 << 20), r->rank[0].loss);
+}
+
+/* ratio a / b, or NAN when either did not run (printed as null / "n/a") */
+static double ratio(double a, double b) { return b > 0 ? a / b : NAN; }
+
+static void fmt_ratio(char *buf, size_t n, double v, int json)
+{
+    if (isnan(v))
+        snprintf(buf, n, "%s", json ? "null" : "n/a");
+    else
+        snprintf(buf, n, "%.4f", v);
+}
+
+/* The three ratios of depth P from its configurations r[0..2] (modes order). */
+static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_result *r)
+{
+    bz_sum s[BZ_N_MODES];
+    for (int k = 0; k < BZ_N_MODES; k++) {
+        memset(&s[k], 0, sizeof(s[k]));
+        if (r[k].ran)
+            s[k] = summarize(&r[k]);
+    }
+    double mem = r[0].ran && r[2].ran ? ratio(s[2].optim_bytes, s[0].optim_bytes) : NAN;
+    double exp = r[0].ran && r[1].ran ? ratio(s[1].exposed_s, s[0].exposed_s) : NAN;
+    double stp = r[0].ran && r[2].ran ? ratio(s[2].step_s, s[0].step_s) : NAN;
+    char a[32], b[32], c[32];
+    fmt_ratio(a, sizeof(a), mem, json);
+    fmt_ratio(b, sizeof(b), exp, json);
+    fmt_ratio(c, sizeof(c), stp, json);
+    if (json)
+        printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-ratios\",\"stages\":%d,\"replicas\":%d,"
+               "\"optim_state_zero1_over_zero0\":%s,\"optim_state_expected\":%.4f,"
+               "\"exposed_comm_overlap_over_none\":%s,\"exposed_comm_expected_at_most\":0.5,"
+               "\"step_zero1_over_zero0\":%s,\"step_expected_within\":0.05}\n",
+               P, o->D, P, o->D, a, 1.0 / o->D, b, c);
+    fprintf(out, "  P=%d ratios: optimizer state zero1/zero0 %s (expect %.4f), exposed comm overlap/none %s "
+                 "(expect <= 0.5), step time zero1/zero0 %s (expect 0.95..1.05)\n",
+            P, a, 1.0 / o->D, b, c);
+}
+
+int pt_bench_zero(int argc, char **argv)
+{
+    bz_opts o = { .model = "gpt2-small", .schedule = "1f1b", .provider = "shm", .stages = "1,2", .B = 2, .T = 256,
+                  .M = 4, .D = 2, .steps = 3, .rounds = 1 };
+    int json = 0, worker_mode = 0, worker_zero = 0;
+    const char *out_path = NULL;
+    pt_opt opts[] = {
+        { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per line on stdout (the table goes to stderr)", 0 },
+        { "model", PT_OPT_STRING, &o.model, "NAME|FILE", "model preset or JSON config", 0 },
+        { "stages", PT_OPT_STRING, &o.stages, "P,P,...", "pipeline depths to measure, comma-separated (1..4)", 0 },
+        { "dp", PT_OPT_INT, &o.D, "D", "data-parallel replicas of every configuration (2..4)", 0 },
+        { "schedule", PT_OPT_STRING, &o.schedule, "NAME", "pipeline schedule", 0 },
+        { "provider", PT_OPT_STRING, &o.provider, "NAME", "libfabric provider of the ranks (shm, tcp)", 0 },
+        { "micro-batches", PT_OPT_INT, &o.M, "M", "micro-batches per replica and step", 0 },
+        { "micro-batch-size", PT_OPT_INT, &o.B, "B", "sequences per micro-batch", 0 },
+        { "seq-len", PT_OPT_INT, &o.T, "T", "tokens per sequence", 0 },
+        { "steps", PT_OPT_INT, &o.steps, "N", "timed steps after one warm-up step", 0 },
+        { "rounds", PT_OPT_INT, &o.rounds, "R", "times over every configuration, in turn (numbers: the mean)", 0 },
+        { "worker", PT_OPT_FLAG, &worker_mode, NULL, "internal: run as one rank of a configuration", 0 },
+        { "worker-zero", PT_OPT_INT, &worker_zero, "0|1", "internal: --zero of the worker run", 0 },
+        { "out", PT_OPT_STRING, &out_path, "FILE", "internal: each --worker rank writes FILE.<rank>", 0 },
+    };
+    pt_cmd_spec spec = { "pipetrain bench zero [--json] [options]",
+                         "ZeRO-1 and the overlapped gradient reduction against plain data parallelism, side by\n"
+                         "side: step time, exposed communication and optimizer state per rank for --zero 0,\n"
+                         "--zero 0 with overlap and --zero 1, at each pipeline depth with D replicas.",
+                         opts, (int)(sizeof(opts) / sizeof(opts[0])),
+                         "example: pipetrain bench zero --model gpt2-small --steps 3 --json" };
+    int done = 0;
+    pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
+    if (st != PT_OK || done)
+        return pt_cli_finish(st);
+    if (o.B < 1 || o.T < 1 || o.M < 1 || o.steps < 1 || o.rounds < 1)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--micro-batch-size, --seq-len, --micro-batches, --steps and --rounds "
+                                                "must be >= 1"));
+    if (o.D < 2 || o.D > 4)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--dp %d: give 2..4 replicas (ZeRO-1 shards over them)", o.D));
+    st = pt_args_enum("schedule", o.schedule, pt_sched_generator_names(), NULL, NULL);
+    if (st != PT_OK)
+        return pt_cli_finish(st);
+    if (worker_mode) {
+        if (!out_path || (worker_zero != 0 && worker_zero != 1))
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--worker needs --worker-zero 0|1 and --out"));
+        return pt_cli_finish(worker(&o, worker_zero, out_path));
+    }
+    int Ps[BZ_MAX_P], nP = 0;
+    char list[64], *save = NULL;
+    snprintf(list, sizeof(list), "%s", o.stages);
+    for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *end = NULL;
+        long P = strtol(tok, &end, 10);
+        if (*end || P < 1 || P > BZ_MAX_P || nP == BZ_MAX_P)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--stages '%s': give up to %d depths, each 1..%d (e.g. 1,2)",
+                                         o.stages, BZ_MAX_P, BZ_MAX_P));
+        if (P * o.D > BZ_MAX_RANKS)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--stages %ld with --dp %d: %ld ranks, at most %d", P, o.D,
+                                         P * o.D, BZ_MAX_RANKS));
+        Ps[nP++] = (int)P;
+    }
+    if (nP == 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--stages '%s': give at least one depth (e.g. 1,2)", o.stages));
+    bz_result *res = calloc((size_t)nP * BZ_N_MODES, sizeof(*res));
+    if (!res)
+        return pt_cli_finish(pt_fail(PT_ENOMEM, "bench zero: out of memory"));
+    for (int i = 0; i < nP; i++)
+        for (int k = 0; k < BZ_N_MODES; k++) {
+            res[i * BZ_N_MODES + k].P = Ps[i];
+            res[i * BZ_N_MODES + k].mode = k;
+        }
+    int64_t t0 = pt_now_ns();
+    for (int round = 0; round < o.rounds && st == PT_OK; round++)
+        for (int i = 0; i < nP && st == PT_OK; i++)
+            for (int k = 0; k < BZ_N_MODES && st == PT_OK; k++) {
+                if (modes[k].overlap && !overlap_supported())
+                    continue;
+                st = run_config(&o, Ps[i], &modes[k], &res[i * BZ_N_MODES + k]);
+            }
+    if (st != PT_OK) {
+        free(res);
+        return pt_cli_finish(st);
+    }
+    for (int i = 0; i < nP * BZ_N_MODES; i++) {
+        bz_result *r = &res[i];
+        for (int x = 0; r->ran && x < r->world; x++) {
+            r->rank[x].step_s /= r->ran;
+            r->rank[x].comm_wait_s /= r->ran;
+            r->rank[x].exposed_s /= r->ran;
+        }
+    }
+    FILE *tab = json ? stderr : stdout;
+    fprintf(tab, "bench zero: %s, D = %d, %s, provider %s, M %d x B %d x T %d, %d step(s) after a warm-up, %d round(s), "
+                 "%.0f s\n",
+            o.model, o.D, o.schedule, o.provider, o.M, o.B, o.T, o.steps, o.rounds, pt_seconds_between(t0, pt_now_ns()));
+    fprintf(tab, "%-22s %10s %12s %12s %14s %12s %12s\n", "config", "step ms", "exposed ms", "all waits ms",
+            "optim MiB/rank", "peak MiB", "last loss");
+    for (int i = 0; i < nP; i++) {
+        for (int k = 0; k < BZ_N_MODES; k++) {
+            if (json)
+                print_json(&o, &res[i * BZ_N_MODES + k]);
+            print_row(tab, &o, &res[i * BZ_N_MODES + k]);
+        }
+        print_ratios(tab, json, &o, Ps[i], &res[i * BZ_N_MODES]);
+    }
+    fprintf(tab, "exposed: per step and rank, the communication waits of REDUCE_GRADS + OPTIMIZER_STEP; "
+                 "optim: m and v over each chunk's pt_optim_range (the largest rank)\n");
+    fflush(stdout);
+    free(res);
+    return 0;
+}
