@@ -219,6 +219,8 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
 {
     if (exit_code)
         *exit_code = 1;
+    if (o && o->failure)
+        *o->failure = (pt_launch_failure){ .rank = -1, .exit_status = -1 };
     if (!o || !argv || !argv[0])
         return pt_fail(PT_EINVAL, "launch: no command given; put it after --");
     int nodes = o->nodes > 0 ? o->nodes : 1;
@@ -386,7 +388,15 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0) && !stopped;
             if (bad && first_bad < 0 && !killed_on) {
                 first_bad = i;
-                signal_all(p, started, SIGTERM);
+                if (o->failure)
+                    *o->failure = (pt_launch_failure){
+                        .rank = p[i].rank, .exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                        .signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0, .at_ns = pt_now_ns(),
+                        .after_signal = forwarded_sig != 0 };
+                if (o->kill_on_failure)
+                    signal_all(p, started, SIGKILL);
+                else
+                    signal_all(p, started, SIGTERM);
                 if (kill_at > pt_now_ns() + GRACE_MS * 1000000LL) /* also when a stop's 60 s were running */
                     kill_at = pt_now_ns() + GRACE_MS * 1000000LL;
             }

@@ -9,6 +9,13 @@ int64_t pt_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+int64_t pt_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 int64_t pt_deadline_after_ms(int64_t timeout_ms)
 {
     if (timeout_ms < 0)

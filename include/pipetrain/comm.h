@@ -212,12 +212,24 @@ pt_status pt_comm_gatherv(pt_comm *c, int root, const void *send, size_t bytes, 
                           int64_t deadline_ns);
 
 /* ---- launcher (`pipetrain launch`, `pipetrain train --nproc N`) ---- */
+/* The first rank of a launch that failed (pt_launch_opts.failure). */
+typedef struct pt_launch_failure {
+    int rank;        /* world rank; -1 when no rank failed */
+    int exit_status; /* its exit status, or -1 when a signal ended it */
+    int signal;      /* the signal that ended it, or 0 */
+    int64_t at_ns;   /* when the launcher saw it end (pt_now_ns) */
+    int after_signal; /* 1: the launcher had forwarded SIGINT/SIGTERM to the ranks before */
+} pt_launch_failure;
+
 typedef struct pt_launch_opts {
     int nproc;           /* ranks on this node (>= 1) */
     int nodes;           /* nodes in the job (<= 0: 1) */
     int node_rank;       /* this node's index (0..nodes-1) */
     const char *master;  /* "ADDR:PORT" of rank 0's rendezvous; NULL: 127.0.0.1 and a free port
                             (required when nodes > 1) */
+    int kill_on_failure; /* 1: when a rank fails, SIGKILL the others at once instead of SIGTERM and a
+                            grace period (a job about to be restarted from its checkpoint) */
+    pt_launch_failure *failure; /* optional out: the first failing rank (rank -1 when none failed) */
 } pt_launch_opts;
 
 /* Starts nproc copies of argv (argv[0] looked up in PATH; NULL-terminated) with RANK,

@@ -8,6 +8,10 @@
 /* Monotonic clock (CLOCK_MONOTONIC) in nanoseconds. Thread-safe. */
 int64_t pt_now_ns(void);
 
+/* Wall clock (CLOCK_REALTIME) in nanoseconds: comparable between processes of one host (a
+ * launcher and the ranks it restarts), not monotonic. Thread-safe. */
+int64_t pt_wall_ns(void);
+
 /* Deadline `timeout_ms` from now, in pt_now_ns() units. A negative timeout means "never". */
 int64_t pt_deadline_after_ms(int64_t timeout_ms);
 

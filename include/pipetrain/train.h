@@ -62,6 +62,10 @@ typedef struct pt_train_cfg {
      * ranks every rank must pass one and ops->agree_stop makes them stop after the same step. */
     volatile sig_atomic_t *stop;
     int no_save_on_stop;      /* 1: a stop writes no checkpoint (--no-save-on-signal) */
+    int restart_count;        /* automatic restarts before this run (train/launch --max-restarts): every
+                                 metrics line says it when > 0 */
+    int64_t restart_failed_at_ns; /* CLOCK_REALTIME ns of the failure the run restarts after (0: none): the
+                                     first step's line and event report the recovery time */
 } pt_train_cfg;
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */

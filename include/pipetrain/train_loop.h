@@ -60,6 +60,8 @@ typedef struct pt_train_event {
     const pt_step_stats *st; /* PT_TRAIN_EV_STEP */
     const pt_eval_stats *ev; /* PT_TRAIN_EV_EVAL */
     const char *ckpt_path;   /* PT_TRAIN_EV_CKPT (may be NULL) */
+    double recovery_s;       /* PT_TRAIN_EV_STEP: > 0 on the first step after an automatic restart: seconds
+                                from the failure to this step's end */
     double step_ms;          /* this step's wall time */
     double tokens_per_s;     /* this step's throughput */
     double elapsed_s;        /* since the loop started */

@@ -142,6 +142,27 @@ int pt_cmd_train_check(int argc, char **argv, int local_ranks, int first_rank, i
 typedef int (*pt_cli_launch_check_fn)(int argc, char **argv, int local_ranks, int first_rank, int world);
 int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check);
 
+/* Automatic restarts (`train --max-restarts N`, `launch --max-restarts N -- pipetrain train ...`). */
+typedef struct pt_cli_restart {
+    int max_restarts;     /* restarts allowed; 0: one launch, as pt_launch */
+    const char *run_dir;  /* the job's run directory: metrics.jsonl says the step reached */
+    const char *ckpt_dir; /* its checkpoint root: a restart resumes from what pt_ckpt_resolve takes */
+    int64_t steps;        /* the run's --steps (0: unknown): a failure after the checkpoint of the last
+                             step is not restarted (nothing is left to do) */
+} pt_cli_restart;
+/* pt_launch of argv (argc entries, NULL-terminated, room for one more: "--resume"), restarted when
+ * a rank fails, up to r->max_restarts times. A failure SIGKILLs the other ranks at once
+ * (pt_launch_opts.kill_on_failure); one line on stderr records it (rank, host, signal or exit
+ * status, the step) and names the checkpoint the restart resumes from (adding --resume once one
+ * exists, else from the start). The ranks see PT_RESTART_COUNT (the attempt, from 0) and, after a
+ * failure, PT_RESTART_FAILED_AT_NS (CLOCK_REALTIME ns of the failure: train reports the recovery
+ * time). Stops, naming every failure, when the restarts are used up or the job failed during the
+ * same step three times (the first run and two restarts: a bad batch or a NaN, not bad luck).
+ * Not restarted: a launch that stopped on the user's SIGINT/SIGTERM, or a launch that could not
+ * start. Returns pt_launch's status (PT_ECOMM when it gave up). */
+pt_status pt_cli_launch_restarting(pt_launch_opts *lo, char **argv, int argc, const pt_cli_restart *r,
+                                   int *exit_code);
+
 /* bench/bench_<name>.c: `pipetrain bench <name> [--json] ...` */
 int pt_bench_train(int argc, char **argv);
 int pt_bench_schedule(int argc, char **argv);

@@ -25,9 +25,24 @@ static int is_this_program(const char *cmd)
 
 int pt_cmd_launch(int argc, char **argv) { return pt_cmd_launch_checked(argc, argv, NULL); }
 
+/* The value of option `name` in a train command's arguments ("--name V" or "--name=V"), or NULL. */
+static const char *train_opt(char **args, int n, const char *name)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < n; i++) {
+        if (strncmp(args[i], "--", 2) != 0 || strncmp(args[i] + 2, name, len) != 0)
+            continue;
+        if (args[i][2 + len] == '=')
+            return args[i] + 3 + len;
+        if (args[i][2 + len] == 0 && i + 1 < n)
+            return args[i + 1];
+    }
+    return NULL;
+}
+
 int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
 {
-    int nproc = 1, nodes = 1, node_rank = 0;
+    int nproc = 1, nodes = 1, node_rank = 0, max_restarts = 0;
     const char *master = NULL;
     pt_opt opts[] = {
         { "nproc", PT_OPT_INT, &nproc, "N", "ranks to start on this node", 0 },
@@ -35,6 +50,9 @@ int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
         { "node-rank", PT_OPT_INT, &node_rank, "R", "this node's index, 0..K-1 (its ranks are R*N .. R*N+N-1)", 0 },
         { "master", PT_OPT_STRING, &master, "ADDR:PORT",
           "rank 0's rendezvous address (default: 127.0.0.1 and a free port; required with --nodes > 1)", 0 },
+        { "max-restarts", PT_OPT_INT, &max_restarts, "N",
+          "for `-- pipetrain train --run-dir DIR ...`: when a rank fails, stop the others and restart the ranks from "
+          "the newest checkpoint, up to N times (one node)", 0 },
     };
     pt_cmd_spec spec = {
         "pipetrain launch --nproc N [--nodes K --node-rank R --master ADDR:PORT] -- COMMAND [ARGS...]",
@@ -52,9 +70,9 @@ int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
         "  # two nodes, two ranks each (run on each node with its --node-rank):\n"
         "  pipetrain launch --nproc 2 --nodes 2 --node-rank 0 --master 10.0.0.1:29500 -- pipetrain train --stages 4\n",
     };
-    char *pos[256];
+    char *pos[257];
     int n_pos = 0, done = 0;
-    pt_status st = pt_args_parse(&spec, argc, argv, pos, (int)(sizeof pos / sizeof pos[0]) - 1, &n_pos, &done);
+    pt_status st = pt_args_parse(&spec, argc, argv, pos, (int)(sizeof pos / sizeof pos[0]) - 2, &n_pos, &done);
     if (st != PT_OK || done)
         return pt_cli_finish(st);
     if (n_pos == 0)
@@ -69,7 +87,36 @@ int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
     }
     pt_launch_opts o = { .nproc = nproc, .nodes = nodes, .node_rank = node_rank, .master = master };
     int code = 1;
-    st = pt_launch(&o, pos, &code);
+    pt_cli_restart rs = { .max_restarts = max_restarts };
+    char ckpt_buf[4096];
+    if (max_restarts != 0) {
+        if (max_restarts < 0)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts %d: give 0 (no restarts) or more", max_restarts));
+        if (nodes > 1)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts restarts one node's ranks; with --nodes %d every "
+                                                    "node's launcher would restart alone: run without it",
+                                         nodes));
+        if (n_pos < 2 || strcmp(pos[1], "train") != 0 || !is_this_program(pos[0]))
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts restarts a training job: the command must be "
+                                                    "`pipetrain train ... --run-dir DIR`"));
+        rs.run_dir = train_opt(pos + 2, n_pos - 2, "run-dir");
+        if (!rs.run_dir)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts needs the train command's --run-dir DIR (the ranks "
+                                                    "of every restart must find the same checkpoints); add one"));
+        for (int i = 2; i < n_pos; i++)
+            if (strcmp(pos[i], "--no-ckpt") == 0)
+                return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts with --no-ckpt would restart from step 0 "
+                                                        "every time; drop --no-ckpt"));
+        const char *ck = train_opt(pos + 2, n_pos - 2, "ckpt-dir");
+        if (!ck) {
+            snprintf(ckpt_buf, sizeof ckpt_buf, "%s/ckpt", rs.run_dir);
+            ck = ckpt_buf;
+        }
+        rs.ckpt_dir = ck;
+        const char *steps = train_opt(pos + 2, n_pos - 2, "steps");
+        rs.steps = steps ? strtoll(steps, NULL, 10) : 0;
+    }
+    st = pt_cli_launch_restarting(&o, pos, n_pos, &rs, &code);
     if (st == PT_OK && (code == 128 + SIGINT || code == 128 + SIGTERM)) {
         fprintf(stderr, "pipetrain launch: the ranks stopped on %s (exit %d); rank 0's line above names the checkpoint; "
                         "continue with the same command and --resume\n",

@@ -30,6 +30,7 @@ typedef struct {
     const struct train_args *args;
     const char *run_dir;     /* the run's directory (the default one when --run-dir was not given) */
     const char *profile_dir; /* --profile DIR, or NULL */
+    int restart_count;       /* this run's automatic restarts so far (PT_RESTART_COUNT) */
 } progress_ctx;
 
 /* RUN_DIR/report.html (pipetrain/report.h), refreshed at each eval and written at the end by rank
@@ -64,6 +65,9 @@ static void on_event(void *ctx, const pt_train_event *e)
     char eta[32];
     switch (e->kind) {
     case PT_TRAIN_EV_STEP:
+        if (e->recovery_s > 0)
+            printf("recovered: step %lld done %.1f s after the failure (restart %d)\n", (long long)e->step,
+                   e->recovery_s, p->restart_count);
         if (e->step == 1 || e->step % p->log_every == 0 || e->step == e->total) {
             fmt_duration(eta, sizeof eta, e->eta_s);
             printf("step %6lld/%lld  loss %.4f  lr %.2e  %8.0f tok/s  %7.1f ms/step  ETA %s\n",
@@ -104,6 +108,7 @@ typedef struct train_args {
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
     int zero; /* --zero: 1 shards the AdamW moments over the dp replicas */
+    int max_restarts; /* --max-restarts: restarts of the local ranks from the newest checkpoint */
     int no_ckpt;
     int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
     int force;          /* --force: start past the cores and memory checks (job_check.c) */
@@ -300,7 +305,8 @@ static void log_line(void *ctx, const char *line)
 
 /* Starts `nproc` local ranks of this same command (pipetrain's launcher), each told the run
  * directory and its thread count explicitly so that every rank agrees on them. */
-static pt_status launch_ranks(const train_args *a, int nproc, const char *run_dir, int threads, int *exit_code)
+static pt_status launch_ranks(const train_args *a, int nproc, const char *run_dir, const char *ckpt_dir, int threads,
+                              int *exit_code)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -323,9 +329,12 @@ static pt_status launch_ranks(const train_args *a, int nproc, const char *run_di
     av[k++] = threads_s;
     av[k] = NULL;
     pt_launch_opts lo = { .nproc = nproc, .nodes = 1, .node_rank = 0, .master = NULL };
-    printf("launching %d ranks (%d thread%s each), run dir %s\n", nproc, threads, threads == 1 ? "" : "s", run_dir);
+    printf("launching %d rank%s (%d thread%s each), run dir %s%s\n", nproc, nproc == 1 ? "" : "s", threads,
+           threads == 1 ? "" : "s", run_dir, a->max_restarts > 0 ? ", restarting on a failure" : "");
     fflush(stdout);
-    pt_status st = pt_launch(&lo, av, exit_code);
+    pt_cli_restart rs = { .max_restarts = a->max_restarts, .run_dir = run_dir, .ckpt_dir = ckpt_dir,
+                          .steps = a->steps };
+    pt_status st = pt_cli_launch_restarting(&lo, av, k, &rs, exit_code);
     free(av);
     return st;
 }
@@ -476,6 +485,11 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     pt_status st;
     if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0)
         return pt_fail(PT_EINVAL, "--stages, --dp and --chunks must be >= 1 and --nproc >= 0");
+    if (a->max_restarts < 0)
+        return pt_fail(PT_EINVAL, "--max-restarts %d: give 0 (no restarts) or more", a->max_restarts);
+    if (a->max_restarts > 0 && a->no_ckpt)
+        return pt_fail(PT_EINVAL, "--max-restarts with --no-ckpt would restart from step 0 every time; drop --no-ckpt "
+                                  "(and set --ckpt-every N: a restart loses at most N steps)");
     if (a->zero != 0 && a->zero != 1)
         return pt_fail(PT_EINVAL, "--zero %d: give 0 (every replica holds its stage's whole optimizer state) or 1 "
                                   "(each of the --dp replicas holds 1/D of it)",
@@ -485,6 +499,16 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
     int job = 0, job_rank = 0, job_size = 1;
     PT_CHECK(pt_comm_env_job(&job, &job_rank, &job_size));
+    const char *restarts_env = getenv("PT_RESTART_COUNT"); /* set by a restarting launcher (restart.c) */
+    if (a->max_restarts > 0 && job && !restarts_env)
+        return pt_fail(PT_EINVAL, "--max-restarts restarts the ranks this command starts, but it is one rank of a job "
+                                  "started by another launcher; give it to that launcher (pipetrain launch "
+                                  "--max-restarts N -- pipetrain train ...)");
+    if (job && restarts_env) { /* a rank of a restarting launcher: say which attempt in the metrics */
+        cfg.restart_count = atoi(restarts_env);
+        const char *at = getenv("PT_RESTART_FAILED_AT_NS");
+        cfg.restart_failed_at_ns = at && cfg.restart_count > 0 ? strtoll(at, NULL, 10) : 0;
+    }
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);
     if (a->warmup < -1) /* -1 is the default's sentinel (30 steps, or a tenth of --steps) */
@@ -554,14 +578,14 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     }
     if (!job) /* the launcher, or the one process: the batch every step runs on */
         print_batch_shape(a, &cfg);
-    if (!job && nproc > 1) {
+    if (!job && (nproc > 1 || a->max_restarts > 0)) {
         /* Started on its own with a multi-rank layout: become the launcher of the ranks. */
         int threads = cfg.threads > 0 ? cfg.threads : (int)(cores > nproc ? cores / nproc : 1);
         int code = 0;
         char stop_path[600];
         snprintf(stop_path, sizeof stop_path, "%s/interrupted.json", cfg.run_dir);
         (void)unlink(stop_path); /* rank 0 writes it when the ranks stop on a signal */
-        st = launch_ranks(a, nproc, cfg.run_dir, threads, &code);
+        st = launch_ranks(a, nproc, cfg.run_dir, cfg.ckpt_dir, threads, &code);
         if (code == 128 + SIGINT || code == 128 + SIGTERM) { /* stopped on a signal, or killed on a second */
             if (st == PT_OK)
                 print_launcher_stop_line(stop_path, cfg.ckpt_dir, code - 128);
@@ -583,7 +607,7 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     runtime_args(a, &cfg, model, &ra);
     progress_ctx pr = { .log_every = a->log_every > 0 ? a->log_every : (a->steps >= 20 ? a->steps / 20 : 1),
                         .sample_every = a->sample_every, .args = a, .run_dir = cfg.run_dir,
-                        .profile_dir = a->profile_dir };
+                        .profile_dir = a->profile_dir, .restart_count = cfg.restart_count };
     ra.on_event = on_event;
     ra.event_ctx = &pr;
     ra.on_log = log_line;
@@ -986,6 +1010,9 @@ int pt_cmd_train(int argc, char **argv)
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
+        { "max-restarts", PT_OPT_INT, &a.max_restarts, "N",
+          "when a rank fails or hangs past --comm-timeout, stop the others and restart from the newest "
+          "checkpoint, up to N times (one line per failure; a step failing three times stops the run)", 0 },
         { "zero", PT_OPT_INT, &a.zero, "0|1",
           "1: shard the AdamW moments over the --dp replicas (each holds 1/D; gradients reduce-scattered, "
           "parameters all-gathered; the same bits as 0)", 0 },

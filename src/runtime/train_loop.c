@@ -21,8 +21,38 @@ typedef struct {
     char path[2][4096];
 } metrics_out;
 
-static pt_status metrics_open(metrics_out *mo, const pt_train_cfg *cfg, int append)
+/* A run resumed after step `keep` (an automatic restart, or --resume after a crash) may find lines
+ * of the steps after it, which it is about to run again: drop them, so the file keeps one line per
+ * step and eval (the newest run's). Lines without a step are kept. Rewritten atomically. */
+static pt_status metrics_drop_after(const char *path, int64_t keep)
 {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return PT_OK; /* nothing written yet */
+    char *out = NULL, line[16384];
+    size_t len = 0;
+    FILE *m = open_memstream(&out, &len);
+    int dropped = 0;
+    while (m && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "\"step\":");
+        if (at && strtoll(at + 7, NULL, 10) > keep) {
+            dropped = 1;
+            continue;
+        }
+        fputs(line, m);
+    }
+    fclose(f);
+    if (!m)
+        return pt_fail(PT_ENOMEM, "out of memory reading %s", path);
+    fclose(m);
+    pt_status st = dropped ? pt_write_file_atomic(path, out, len) : PT_OK;
+    free(out);
+    return st;
+}
+
+static pt_status metrics_open(metrics_out *mo, const pt_train_cfg *cfg, int64_t resume_step)
+{
+    int append = resume_step > 0;
     memset(mo, 0, sizeof *mo);
     const char *paths[2] = { NULL, cfg->metrics_path };
     char run_metrics[4096];
@@ -31,6 +61,9 @@ static pt_status metrics_open(metrics_out *mo, const pt_train_cfg *cfg, int appe
         snprintf(run_metrics, sizeof run_metrics, "%s/metrics.jsonl", cfg->run_dir);
         paths[0] = run_metrics;
     }
+    for (int i = 0; i < 2 && append; i++)
+        if (paths[i])
+            PT_CHECK(metrics_drop_after(paths[i], resume_step));
     for (int i = 0; i < 2; i++) {
         if (!paths[i])
             continue;
@@ -70,11 +103,16 @@ static pt_status metrics_write(metrics_out *mo, cJSON *obj)
     return st;
 }
 
-static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, double tokens_per_s)
+static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, double tokens_per_s, int restarts,
+                        double recovery_s)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
+    if (restarts > 0)
+        cJSON_AddNumberToObject(o, "restart_count", restarts);
+    if (recovery_s > 0)
+        cJSON_AddNumberToObject(o, "recovery_s", recovery_s);
     cJSON_AddNumberToObject(o, "step", (double)step);
     cJSON_AddNumberToObject(o, "loss", st->loss);
     cJSON_AddNumberToObject(o, "lr", st->lr);
@@ -151,7 +189,7 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         return pt_fail(PT_EINVAL, "the run resumes at step %lld, past --steps %lld; raise --steps to continue",
                        (long long)first_step, (long long)cfg->steps);
     metrics_out mo;
-    PT_CHECK(metrics_open(&mo, cfg, first_step > 0));
+    PT_CHECK(metrics_open(&mo, cfg, first_step));
     pt_status st = PT_OK;
     int64_t t0 = pt_now_ns();
     int64_t tokens = 0;
@@ -186,11 +224,17 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         tokens += s.n_tokens;
         sum->steps_done = done;
         sum->final_loss = s.loss;
-        PT_TRY(metrics_write(&mo, step_json(done, &s, dt * 1e3, tps)), out);
+        double recovery_s = 0;
+        if (step == first_step && cfg->restart_failed_at_ns > 0) {
+            recovery_s = 1e-9 * (double)(pt_wall_ns() - cfg->restart_failed_at_ns);
+            if (recovery_s <= 0)
+                recovery_s = 1e-9;
+        }
+        PT_TRY(metrics_write(&mo, step_json(done, &s, dt * 1e3, tps, cfg->restart_count, recovery_s)), out);
         double elapsed = pt_seconds_between(t0, pt_now_ns());
         if (on_event) {
             pt_train_event e = { .kind = PT_TRAIN_EV_STEP, .step = done, .total = cfg->steps, .st = &s,
-                                 .step_ms = dt * 1e3, .tokens_per_s = tps, .elapsed_s = elapsed,
+                                 .step_ms = dt * 1e3, .tokens_per_s = tps, .elapsed_s = elapsed, .recovery_s = recovery_s,
                                  .eta_s = elapsed / (double)(done - first_step) * (double)(cfg->steps - done) };
             on_event(ev_ctx, &e);
         }
