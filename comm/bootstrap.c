@@ -178,8 +178,8 @@ static pt_status io_fail(int r, int me, int peer, const char *what, int64_t time
     else
         snprintf(who, sizeof who, "rank %d", peer);
     if (r == -2)
-        return pt_fail(PT_ETIMEDOUT, "rank %d: rendezvous: no answer (%s) from %s within %lld s; check %s's log or raise PT_COMM_TIMEOUT",
-                       me, what, who, (long long)(timeout_ms / 1000), who);
+        return pt_fail(PT_ETIMEDOUT, "rank %d: rendezvous: no answer (%s) from %s within %.3g s; check %s's log or raise PT_COMM_TIMEOUT",
+                       me, what, who, (double)timeout_ms / 1000.0, who);
     if (r == -3)
         return pt_fail(PT_ECOMM, "rank %d: rendezvous: %s closed the connection while %s (it probably failed; see its log)",
                        me, who, what);
@@ -401,7 +401,7 @@ static pt_status rendezvous_root(const pt_boot_env *e, uint64_t hash, const char
             else if (off < sizeof list - 4)
                 off += (size_t)snprintf(list + off, sizeof list - off, "...");
         }
-        st = pt_fail(PT_ETIMEDOUT, "rendezvous at port %d: rank%s %s of %d did not arrive within %.0f s; check that "
+        st = pt_fail(PT_ETIMEDOUT, "rendezvous at port %d: rank%s %s of %d did not arrive within %.3g s; check that "
                                    "%s started and can reach MASTER_ADDR:MASTER_PORT (or raise PT_COMM_TIMEOUT)",
                      e->master_port, n_missing > 1 ? "s" : "", list, e->size, pt_seconds_between(t_start, pt_now_ns()),
                      n_missing > 1 ? "they" : "it");
@@ -460,9 +460,9 @@ static pt_status rendezvous_rank(const pt_boot_env *e, uint64_t hash, const char
             break;
         if (pt_deadline_passed(deadline_ns)) {
             freeaddrinfo(res);
-            return pt_fail(PT_ETIMEDOUT, "rank %d: cannot reach rank 0's rendezvous at %s:%d within %lld s (%s); check "
+            return pt_fail(PT_ETIMEDOUT, "rank %d: cannot reach rank 0's rendezvous at %s:%d within %.3g s (%s); check "
                                          "that rank 0 started and MASTER_ADDR/MASTER_PORT, or raise PT_COMM_TIMEOUT",
-                           e->rank, e->master_addr, e->master_port, (long long)(timeout_ms / 1000),
+                           e->rank, e->master_addr, e->master_port, (double)timeout_ms / 1000.0,
                            strerror(last_errno));
         }
         struct timespec ts = { 0, 50 * 1000 * 1000 };

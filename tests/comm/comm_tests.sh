@@ -69,7 +69,8 @@ rendezvous)
   ;;
 kill)
   PORT=$(free_port)
-  export WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT PT_COMM_TIMEOUT=3 IPATH_NO_BACKTRACE=1
+  # start-up with the full 60 s; only the wait on the dead rank is short (tcp detects it by its deadline)
+  export WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT PT_COMM_TIMEOUT=60 KILL_WAIT_S=3 IPATH_NO_BACKTRACE=1
   for prov in shm tcp; do
     PIDS=()
     PORT=$(free_port); export MASTER_PORT=$PORT PT_FABRIC_PROVIDER=$prov
