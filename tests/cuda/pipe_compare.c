@@ -16,12 +16,16 @@
  * The run's "transfers:" log line says how data travelled between the ranks; with a third
  * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
  *
- *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS [HEAD_SPLIT [MODEL]]]]]]]
+ *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS [HEAD_SPLIT [MODEL [ZERO]]]]]]]]
  *
  * SCHEDULE: 1f1b (default) or another generator. REPLICAS D > 1 runs 2 x D ranks (data parallel;
  * the single-process comparison is left out, as its batch would be D times smaller). HEAD_SPLIT:
  * the LM head as that many shard layers (0: one). MODEL: gpt2-tiny (default) or llama-tiny (no
- * tied embedding/head all-reduce: the head has its own weights).
+ * tied embedding/head all-reduce: the head has its own weights). ZERO 1 (with REPLICAS > 1): both
+ * pipelines run with --zero 1 (each replica steps its segment of the optimizer state, then the
+ * parameters are all-gathered), and the CUDA pipeline runs a third time with --zero 0, whose
+ * losses, gradient norms and eval loss must equal the --zero 1 run's within TOL_SINGLE (0: the
+ * same bits; both reduce the gradients in the same fixed order).
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
@@ -68,6 +72,7 @@ static const char *g_schedule = "1f1b";
 static int g_replicas = 1;
 static int g_head_split = 0; /* argv[6]: the LM head as this many shard layers (messages of two sizes) */
 static const char *g_model = "gpt2-tiny"; /* argv[7] */
+static int g_zero = 0; /* argv[8]: --zero for both pipelines */
 
 static void on_log(void *ctx, const char *line)
 {
@@ -95,13 +100,14 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
     c->head_split = g_head_split;
 }
 
-static int run_pipeline(const char *backend, run_log *out)
+static int run_pipeline(const char *backend, int zero, run_log *out)
 {
     pt_runtime_train_args ta;
     memset(&ta, 0, sizeof(ta));
     cfg_common(&ta.train, backend);
     ta.stages = 2;
     ta.replicas = g_replicas;
+    ta.zero = zero;
     ta.schedule = g_schedule;
     ta.partition = "uniform";
     ta.timeout_ms = 120000;
@@ -113,7 +119,8 @@ static int run_pipeline(const char *backend, run_log *out)
     pt_train_summary sum;
     pt_status st = pt_runtime_train_main(&ta, &sum);
     if (st != PT_OK) {
-        fprintf(stderr, "FAIL %s pipeline: %s (%s)\n", backend, pt_last_error(), pt_status_name(st));
+        fprintf(stderr, "FAIL %s pipeline (--zero %d): %s (%s)\n", backend, zero, pt_last_error(),
+                pt_status_name(st));
         return 1;
     }
     if (sum.steps_done != STEPS) {
@@ -196,7 +203,7 @@ int main(int argc, char **argv)
         self[len] = '\0';
         char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
                        argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, argc > 6 ? argv[6] : NULL,
-                       argc > 7 ? argv[7] : NULL, NULL };
+                       argc > 7 ? argv[7] : NULL, argc > 8 ? argv[8] : NULL, NULL };
         int replicas = argc > 5 ? atoi(argv[5]) : 1;
         pt_launch_opts lo = { .nproc = 2 * (replicas > 1 ? replicas : 1), .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
@@ -214,17 +221,30 @@ int main(int argc, char **argv)
         g_head_split = atoi(argv[6]);
     if (argc > 7)
         g_model = argv[7];
-    run_log cpu, cuda, single;
-    if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
+    if (argc > 8)
+        g_zero = atoi(argv[8]);
+    run_log cpu, cuda, single, cuda_z0;
+    if (run_pipeline("cpu", g_zero, &cpu) || run_pipeline("cuda", g_zero, &cuda))
+        return 1;
+    if (g_zero && run_pipeline("cuda", 0, &cuda_z0))
         return 1;
     if (rank != 0)
         return 0;
     const char *want_path = argc > 3 ? argv[3] : NULL;
     printf("cuda pipeline transfers: %s\n", g_transfers[0] ? g_transfers : "(no log line)");
-    printf("model %s, LM head layers: %d\n", g_model, g_head_split > 1 ? g_head_split : 1);
+    printf("model %s, LM head layers: %d, --zero %d\n", g_model, g_head_split > 1 ? g_head_split : 1, g_zero);
     if (want_path && strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
         printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
         return 1;
+    }
+    if (g_replicas > 1 && g_zero) {
+        int bad = compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol) | compare_eval(&cuda, &cpu, tol);
+        bad |= compare("cuda pipeline --zero 1 vs --zero 0", &cuda, &cuda_z0, tol_single);
+        double re = rel(cuda.eval.loss, cuda_z0.eval.loss);
+        int ok = cuda.n_eval == 1 && cuda_z0.n_eval == 1 && re <= tol_single;
+        printf("%s cuda pipeline eval --zero 1 vs --zero 0: loss %.9f vs %.9f (rel %.2g)\n", ok ? "ok  " : "FAIL",
+               cuda.eval.loss, cuda_z0.eval.loss, re);
+        return bad | !ok;
     }
     if (g_replicas > 1)
         return compare("cuda pipeline vs cpu pipeline", &cuda, &cpu, tol) | compare_eval(&cuda, &cpu, tol);
