@@ -17,9 +17,12 @@
  *                   and all-gather, the norm all-reduce, ZeRO-1's parameter all-gather); the
  *                   pipeline's own sends and receives are not in it (they are in comm_wait_s,
  *                   the step info's every wait);
- *   optim_bytes     the AdamW state it holds: 2 x 4 bytes per element of each chunk's optimizer's
- *                   range (pt_optim_range through pt_runtime_chunk_optim); the optimizer allocates
- *                   exactly that, once, at create, so it is also the rank's peak of optimizer state.
+ *   optim_bytes     its peak of optimizer state as the allocator measured it (pt_backend_mem_stats:
+ *                   the peak of PT_MEM_OPTIM, AdamW's m and v), beside what the optimizers' ranges
+ *                   say it must be (2 x 4 bytes per element of each chunk's pt_optim_range, through
+ *                   pt_runtime_chunk_optim), and its peak of every kind (memkind.h);
+ *   loss            the last step's loss (--zero 1 must give --zero 0's bits: the ratio line says
+ *                   whether it did).
  * Configurations run in this order, --rounds times over (each configuration's numbers are the mean
  * of its rounds), so a slow minute of a loaded machine falls on all of them alike.
  *
@@ -35,6 +38,8 @@
 
 #include "args.h"
 #include "cli.h"
+#include "pipetrain/backend.h"
+#include "pipetrain/memkind.h"
 #include "pipetrain/optim.h"
 #include "pipetrain/profile.h"
 #include "pipetrain/runtime.h"
@@ -66,12 +71,16 @@ static int overlap_supported(void) { return 0; }
 /* One rank's numbers, as its worker writes them. */
 typedef struct bz_rank {
     double step_s, comm_wait_s, exposed_s, loss;
-    double optim_bytes, peak_bytes;
+    double optim_bytes;              /* the allocator's peak of PT_MEM_OPTIM */
+    double optim_range_bytes;        /* 2 x 4 bytes x the elements of the optimizers' ranges */
+    double peak_bytes;               /* the allocator's peak, all kinds */
+    double kind_peak[PT_MEM_KINDS];  /* the allocator's peak of each kind */
 } bz_rank;
 
 /* One configuration's numbers: sums over its rounds, then means. */
 typedef struct bz_result {
     int P, mode, ran, world;
+    int loss_varied; /* 1: a rank's last loss differed between rounds (the runs should repeat bit for bit) */
     bz_rank rank[BZ_MAX_RANKS];
 } bz_result;
 
@@ -155,8 +164,13 @@ static pt_status worker(const bz_opts *o, int zero, const char *out_path)
         r.loss = si.loss;
     }
     r.exposed_s = reduction_wait_s(j.prof, o->steps);
-    r.optim_bytes = optim_state_bytes(j.rt);
-    r.peak_bytes = (double)pt_backend_bytes_peak();
+    r.optim_range_bytes = optim_state_bytes(j.rt);
+    pt_mem_stats ms;
+    pt_backend_mem_stats(&ms);
+    r.optim_bytes = (double)ms.kind_peak[PT_MEM_OPTIM];
+    r.peak_bytes = (double)ms.peak;
+    for (int k = 0; k < PT_MEM_KINDS; k++)
+        r.kind_peak[k] = (double)ms.kind_peak[k];
     char path[512];
     snprintf(path, sizeof(path), "%s.%d", out_path, j.rank);
     FILE *f = fopen(path, "w");
@@ -164,8 +178,11 @@ static pt_status worker(const bz_opts *o, int zero, const char *out_path)
         st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
         goto out;
     }
-    fprintf(f, "%.9g %.9g %.9g %.9g %.17g %.17g\n", r.step_s, r.comm_wait_s, r.exposed_s, r.loss, r.optim_bytes,
-            r.peak_bytes);
+    fprintf(f, "%.9g %.9g %.17g %.17g %.17g %.17g %.17g", r.step_s, r.comm_wait_s, r.exposed_s, r.loss, r.optim_bytes,
+            r.optim_range_bytes, r.peak_bytes);
+    for (int k = 0; k < PT_MEM_KINDS; k++)
+        fprintf(f, " %.17g", r.kind_peak[k]);
+    fprintf(f, "\n");
     if (fclose(f) != 0)
         st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
 out:
@@ -202,18 +219,29 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
         if (st == PT_OK) {
             FILE *f = fopen(path, "r");
             bz_rank x;
-            if (!f || fscanf(f, "%lf %lf %lf %lf %lf %lf", &x.step_s, &x.comm_wait_s, &x.exposed_s, &x.loss,
-                             &x.optim_bytes, &x.peak_bytes) != 6)
+            int got = f ? fscanf(f, "%lf %lf %lf %lf %lf %lf %lf", &x.step_s, &x.comm_wait_s, &x.exposed_s, &x.loss,
+                                 &x.optim_bytes, &x.optim_range_bytes, &x.peak_bytes)
+                        : 0;
+            for (int k = 0; got == 7 + k && k < PT_MEM_KINDS; k++)
+                got += fscanf(f, "%lf", &x.kind_peak[k]) == 1;
+            if (got != 7 + PT_MEM_KINDS)
                 st = pt_fail(PT_EFORMAT, "bench zero: rank %d of %s left no result in %s", r, m->name, path);
             else {
                 bz_rank *y = &res->rank[r];
                 y->step_s += x.step_s;
                 y->comm_wait_s += x.comm_wait_s;
                 y->exposed_s += x.exposed_s;
+                if (res->ran && x.loss != y->loss)
+                    res->loss_varied = 1;
                 y->loss = x.loss;
-                y->optim_bytes = x.optim_bytes;
+                y->optim_range_bytes = x.optim_range_bytes;
+                if (x.optim_bytes > y->optim_bytes)
+                    y->optim_bytes = x.optim_bytes;
                 if (x.peak_bytes > y->peak_bytes)
                     y->peak_bytes = x.peak_bytes;
+                for (int k = 0; k < PT_MEM_KINDS; k++)
+                    if (x.kind_peak[k] > y->kind_peak[k])
+                        y->kind_peak[k] = x.kind_peak[k];
             }
             if (f)
                 fclose(f);
@@ -230,7 +258,7 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
 
 /* Per-configuration figures over its ranks (after the rounds' sums were divided). */
 typedef struct bz_sum {
-    double step_s, exposed_s, comm_wait_s, optim_bytes, peak_bytes;
+    double step_s, exposed_s, comm_wait_s, optim_bytes, optim_range_bytes, peak_bytes;
 } bz_sum;
 
 static bz_sum summarize(const bz_result *r)
@@ -243,6 +271,8 @@ static bz_sum summarize(const bz_result *r)
         s.comm_wait_s += x->comm_wait_s / r->world;
         if (x->optim_bytes > s.optim_bytes)
             s.optim_bytes = x->optim_bytes;
+        if (x->optim_range_bytes > s.optim_range_bytes)
+            s.optim_range_bytes = x->optim_range_bytes;
         if (x->peak_bytes > s.peak_bytes)
             s.peak_bytes = x->peak_bytes;
     }
@@ -273,16 +303,21 @@ static void print_json(const bz_opts *o, const bz_result *r)
     printf("\"available\":true,\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
            "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,"
            "\"exposed_comm_source\":\"REDUCE_GRADS+OPTIMIZER_STEP comm waits\",\"comm_wait_s\":%.6f,"
-           "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"pt_optim_range\",\"peak_bytes\":%.0f,\"per_rank\":[",
+           "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"allocator peak of kind optimizer\","
+           "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"per_rank\":[",
            o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, s.exposed_s, s.comm_wait_s,
-           s.optim_bytes, s.peak_bytes);
+           s.optim_bytes, s.optim_range_bytes, s.peak_bytes);
     for (int i = 0; i < r->world; i++) {
         const bz_rank *x = &r->rank[i];
         printf("%s{\"rank\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,\"comm_wait_s\":%.6f,\"optim_state_bytes\":%.0f,"
-               "\"peak_bytes\":%.0f,\"loss\":%.9g}",
-               i ? "," : "", i, x->step_s, x->exposed_s, x->comm_wait_s, x->optim_bytes, x->peak_bytes, x->loss);
+               "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"peak_by_kind\":{",
+               i ? "," : "", i, x->step_s, x->exposed_s, x->comm_wait_s, x->optim_bytes, x->optim_range_bytes,
+               x->peak_bytes);
+        for (int k = 0; k < PT_MEM_KINDS; k++)
+            printf("%s\"%s\":%.0f", k ? "," : "", pt_mem_kind_name(k), x->kind_peak[k]);
+        printf("},\"loss\":%.9g}", x->loss);
     }
-    printf("]}\n");
+    printf("]%s}\n", r->loss_varied ? ",\"loss_varied_between_rounds\":true" : "");
 }
 
 static void print_row(FILE *out, const bz_opts *o, const bz_result *r)
@@ -322,6 +357,11 @@ static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_
     double mem = r[0].ran && r[2].ran ? ratio(s[2].optim_bytes, s[0].optim_bytes) : NAN;
     double exp = r[0].ran && r[1].ran ? ratio(s[1].exposed_s, s[0].exposed_s) : NAN;
     double stp = r[0].ran && r[2].ran ? ratio(s[2].step_s, s[0].step_s) : NAN;
+    /* --zero 1 gives --zero 0's bits (runtime.zero_* test it): the same last loss on every rank */
+    int same = r[0].ran && r[2].ran && r[0].world == r[2].world;
+    for (int i = 0; same && i < r[0].world; i++)
+        same = memcmp(&r[0].rank[i].loss, &r[2].rank[i].loss, sizeof(double)) == 0;
+    const char *same_s = r[0].ran && r[2].ran ? (same ? "true" : "false") : "null";
     char a[32], b[32], c[32];
     fmt_ratio(a, sizeof(a), mem, json);
     fmt_ratio(b, sizeof(b), exp, json);
@@ -330,11 +370,11 @@ static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_
         printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-ratios\",\"stages\":%d,\"replicas\":%d,"
                "\"optim_state_zero1_over_zero0\":%s,\"optim_state_expected\":%.4f,"
                "\"exposed_comm_overlap_over_none\":%s,\"exposed_comm_expected_at_most\":0.5,"
-               "\"step_zero1_over_zero0\":%s,\"step_expected_within\":0.05}\n",
-               P, o->D, P, o->D, a, 1.0 / o->D, b, c);
+               "\"step_zero1_over_zero0\":%s,\"step_expected_within\":0.05,\"loss_zero1_equals_zero0\":%s}\n",
+               P, o->D, P, o->D, a, 1.0 / o->D, b, c, same_s);
     fprintf(out, "  P=%d ratios: optimizer state zero1/zero0 %s (expect %.4f), exposed comm overlap/none %s "
-                 "(expect <= 0.5), step time zero1/zero0 %s (expect 0.95..1.05)\n",
-            P, a, 1.0 / o->D, b, c);
+                 "(expect <= 0.5), step time zero1/zero0 %s (expect 0.95..1.05); zero1 loss == zero0 loss: %s\n",
+            P, a, 1.0 / o->D, b, c, same_s);
 }
 
 int pt_bench_zero(int argc, char **argv)
@@ -441,7 +481,7 @@ int pt_bench_zero(int argc, char **argv)
         print_ratios(tab, json, &o, Ps[i], &res[i * BZ_N_MODES]);
     }
     fprintf(tab, "exposed: per step and rank, the communication waits of REDUCE_GRADS + OPTIMIZER_STEP; "
-                 "optim: m and v over each chunk's pt_optim_range (the largest rank)\n");
+                 "optim: the allocator's peak of optimizer state (the largest rank)\n");
     fflush(stdout);
     free(res);
     return 0;
