@@ -659,7 +659,9 @@ pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt
     PT_CHECK(pt_ckpt_manifest_pieces(m, name, kind, &v, &n));
     pt_status st = PT_OK;
     char have[600];
-    uint64_t numel = n ? pt_ckpt_entry_numel(v[0]) : hi;
+    char of[48] = "";
+    if (n)
+        snprintf(of, sizeof of, " of its %llu", (unsigned long long)pt_ckpt_entry_numel(v[0]));
     /* overlaps anywhere: two entries storing one element, whichever the reader would take */
     for (int i = 1; i < n && st == PT_OK; i++)
         if (v[i]->elem_lo < v[i - 1]->elem_hi) {
@@ -689,12 +691,12 @@ pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt
                 gap_end = v[i]->elem_lo;
         pieces_text(v, n, have, sizeof have);
         st = pt_fail(PT_EFORMAT,
-                     "%s: tensor %s (%s): no piece holds elements [%llu, %llu) of its %llu (the checkpoint has %s); "
+                     "%s: tensor %s (%s): no piece holds elements [%llu, %llu)%s (the checkpoint has %s); "
                      "a replica's optimizer slice is missing (a shard of a rank that did not save, or a checkpoint "
                      "assembled from another run): use another checkpoint (pipetrain ckpt verify ROOT --all lists "
                      "the complete ones)",
-                     what, name, pt_ckpt_kind_name(kind), (unsigned long long)at, (unsigned long long)gap_end,
-                     (unsigned long long)numel, have);
+                     what, name, pt_ckpt_kind_name(kind), (unsigned long long)at, (unsigned long long)gap_end, of,
+                     have);
     }
     free(v);
     return st;
