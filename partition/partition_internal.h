@@ -76,6 +76,8 @@ typedef struct pt_part_ctx {
     double shard_boundary_act; /* the same for a chunk starting between head shards (2 N (C+5)) */
     double nc_bytes;       /* one (B,T,C) activation */
     int fused_only;        /* the schedule runs without split backward (pt_part_sched_fused_only) */
+    int zero;              /* pt_plan.zero: with D > 1 each replica holds 1/D of the AdamW moments; 0 after
+                              pt_part_ctx_create, set by the caller */
 } pt_part_ctx;
 
 pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
@@ -87,8 +89,18 @@ void pt_part_ctx_destroy(pt_part_ctx *c);
  * with recomputation) plus the transfers across its incoming and outgoing boundaries. */
 double pt_part_chunk_time(const pt_part_ctx *c, int k, int i, int j, int rc);
 /* Peak bytes of chunk k holding layers i..j: state + in-flight activations (+ one block's
- * working set when recomputing). */
+ * working set when recomputing). The sum of pt_part_chunk_mem_kinds. */
 double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc);
+/* The same by kind (pipetrain/memkind.h) into kinds[PT_MEM_KINDS]; returns their sum. Weights: the
+ * parameters the chunk allocates (its layers' and a whole tied or untied head matrix; 2 more bytes
+ * each for a bf16 copy on such devices); gradients: as many, plus the twin gradient of a tied head
+ * beside the embedding; optimizer: AdamW m and v of the weights, ceil(1/D) of them with c->zero
+ * and D > 1; activations: the slots of the in-flight micro-batches and the chunk's fixed scratch
+ * (pt_part_chunk_fixed_bytes). Communication buffers are the rank's, not a chunk's: 0 here
+ * (pt_part_rank_comm_bytes). */
+double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc, double *kinds);
+/* Bytes of link buffers (PT_MEM_COMM) pipeline rank r holds: see the definition. */
+double pt_part_rank_comm_bytes(const pt_part_ctx *c, int r);
 /* Bytes one in-flight micro-batch holds in the slot of a chunk holding layers i..j (what
  * pt_model_slot_bytes reports, up to alignment). */
 double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc);

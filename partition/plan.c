@@ -169,8 +169,9 @@ pt_status pt_plan_create(int P, int V, int D, pt_plan **out)
     p->n_params = calloc((size_t)S, sizeof(int64_t));
     p->boundary_inter = calloc((size_t)S, sizeof(int));
     p->pred_rank_mem_bytes = calloc((size_t)P, sizeof(double));
+    p->pred_rank_mem_kind = calloc((size_t)P * PT_MEM_KINDS, sizeof(double));
     if (!p->first_layer || !p->last_layer || !p->recompute || !p->pred_time_s || !p->pred_mem_bytes || !p->n_params ||
-        !p->boundary_inter || !p->pred_rank_mem_bytes) {
+        !p->boundary_inter || !p->pred_rank_mem_bytes || !p->pred_rank_mem_kind) {
         pt_plan_destroy(p);
         return pt_fail(PT_ENOMEM, "out of host memory for a plan of %d chunks", S);
     }
@@ -188,6 +189,7 @@ void pt_plan_destroy(pt_plan *p)
 {
     if (!p)
         return;
+    free(p->pred_rank_mem_kind);
     free(p->pred_rank_mem_bytes);
     free(p->boundary_inter);
     free(p->n_params);
@@ -295,6 +297,7 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON_AddNumberToObject(j, "devices_per_node", p->devices_per_node);
     cJSON_AddNumberToObject(j, "params_total", (double)p->n_params_total);
     cJSON_AddNumberToObject(j, "head_split", p->head_split > 1 ? p->head_split : 1);
+    cJSON_AddNumberToObject(j, "zero", p->zero ? 1 : 0);
     for (int k = 0; k < p->n_vstages; k++) {
         cJSON *c = cJSON_CreateObject();
         if (!c) {
@@ -321,6 +324,16 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON *rm = cJSON_CreateDoubleArray(p->pred_rank_mem_bytes, p->n_stages);
     if (rm)
         cJSON_AddItemToObject(j, "pred_rank_mem_bytes", rm);
+    cJSON *rk = cJSON_CreateArray();
+    for (int r = 0; rk && r < p->n_stages; r++) {
+        cJSON *o = cJSON_CreateObject();
+        for (int q = 0; o && q < PT_MEM_KINDS; q++)
+            cJSON_AddNumberToObject(o, pt_mem_kind_name(q), p->pred_rank_mem_kind[(size_t)r * PT_MEM_KINDS + q]);
+        if (o)
+            cJSON_AddItemToArray(rk, o);
+    }
+    if (rk)
+        cJSON_AddItemToObject(j, "pred_rank_mem_by_kind", rk);
     cJSON_AddNumberToObject(j, "pred_step_time_s", p->pred_step_time_s);
     cJSON_AddNumberToObject(j, "pred_bubble", p->pred_bubble);
     cJSON_AddNumberToObject(j, "pred_tokens_per_s", p->pred_tokens_per_s);
@@ -342,7 +355,8 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
                                         "micro_batch_size", "micro_batches", "seq_len", "device", "nodes",
                                         "devices_per_node", "params_total", "chunk_list", "pred_rank_mem_bytes",
                                         "pred_step_time_s", "pred_bubble", "pred_tokens_per_s", "pred_mfu",
-                                        "pred_dp_comm_s", "pred_optim_s", "head_split",
+                                        "pred_dp_comm_s", "pred_optim_s", "head_split", "zero",
+                                        "pred_rank_mem_by_kind",
                                         "model" /* written by pipetrain plan, read by train --plan */, NULL };
     static const char *const chunk_keys[] = { "first_layer", "last_layer", "layers", "rank", "chunk", "recompute",
                                               "params", "pred_time_s", "pred_mem_bytes", "link_after", NULL };
@@ -386,6 +400,10 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
         PT_TRY(pt_json_get_int(j, what, "head_split", 1, 256, &v), fail);
         p->head_split = (int)v;
     }
+    if (cJSON_HasObjectItem(j, "zero")) {
+        PT_TRY(pt_json_get_int(j, what, "zero", 0, 1, &v), fail);
+        p->zero = (int)v;
+    }
     PT_TRY(get_num(j, what, "pred_step_time_s", &p->pred_step_time_s), fail);
     PT_TRY(get_num(j, what, "pred_bubble", &p->pred_bubble), fail);
     PT_TRY(get_num(j, what, "pred_tokens_per_s", &p->pred_tokens_per_s), fail);
@@ -404,6 +422,22 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
             goto fail;
         }
         p->pred_rank_mem_bytes[r] = x->valuedouble;
+    }
+    const cJSON *rk = cJSON_GetObjectItemCaseSensitive(j, "pred_rank_mem_by_kind");
+    if (rk && (!cJSON_IsArray(rk) || cJSON_GetArraySize(rk) != P)) {
+        st = pt_fail(PT_EFORMAT, "plan: pred_rank_mem_by_kind must hold %lld objects, one per stage", P);
+        goto fail;
+    }
+    for (int r = 0; rk && r < P; r++) {
+        const cJSON *o = cJSON_GetArrayItem(rk, r);
+        char w[64];
+        snprintf(w, sizeof w, "plan: pred_rank_mem_by_kind[%d]", r);
+        static const char *const kind_keys[] = { "weights",       "gradients", "optimizer", "activations",
+                                                 "communication", "other",     NULL };
+        PT_TRY(pt_json_check_keys(o, w, kind_keys), fail);
+        for (int q = 0; q < PT_MEM_KINDS; q++)
+            if (cJSON_HasObjectItem(o, pt_mem_kind_name(q)))
+                PT_TRY(get_num(o, w, pt_mem_kind_name(q), &p->pred_rank_mem_kind[(size_t)r * PT_MEM_KINDS + q]), fail);
     }
     int k = 0, expect_first = 0;
     const cJSON *c;

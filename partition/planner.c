@@ -161,13 +161,60 @@ double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
     return slot;
 }
 
+double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc, double *kinds)
+{
+    int full = 0;
+    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full);
+    const double own = c->pre_alloc[j + 1] - c->pre_alloc[i];
+    const double w = own + (full ? tied : 0.0); /* the model's flat parameters: what the optimizer steps */
+    /* ZeRO-1: replica d's moments are pt_comm_segment(w, D, d), at most ceil(w / D) elements */
+    const double opt = c->zero && c->D > 1 ? ceil(w / c->D) : w;
+    kinds[PT_MEM_WEIGHTS] = 4.0 * w + (c->dev->bf16_weights ? 2.0 * w : 0.0);
+    kinds[PT_MEM_GRADS] = 4.0 * (own + tied); /* a whole head matrix's gradient, or the tied twin */
+    kinds[PT_MEM_OPTIM] = 8.0 * opt;
+    kinds[PT_MEM_ACT] = c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc) +
+                        pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only);
+    kinds[PT_MEM_COMM] = 0;
+    kinds[PT_MEM_OTHER] = 0;
+    double m = 0;
+    for (int q = 0; q < PT_MEM_KINDS; q++)
+        m += kinds[q];
+    return m;
+}
+
 double pt_part_chunk_mem(const pt_part_ctx *c, int k, int i, int j, int rc)
 {
-    double m = c->pre_state[j + 1] - c->pre_state[i];
-    m += pt_part_chunk_tied_state_bytes(c->cfg, c->dev, i, j);
-    m += c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc);
-    m += pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only);
-    return m;
+    double kinds[PT_MEM_KINDS];
+    return pt_part_chunk_mem_kinds(c, k, i, j, rc, kinds);
+}
+
+double pt_part_rank_comm_bytes(const pt_part_ctx *c, int r)
+{
+    /* The link stages every send in a buffer of the largest stage-to-stage message (the runtime's
+     * rt_msg_bytes: B*T times the width of the last head layer's input) and takes a new one only
+     * when all it has are in flight, so the count depends on timing. A chunk's activation send of
+     * micro-batch mb is done before the chunk frees mb's slot (its backward needs the gradient,
+     * which needs the receiver to have the activation), so at most inflight[k] are in flight; a
+     * gradient send to chunk k-1 at most inflight[k-1]. Runs reach that bound only when the
+     * receiver falls behind (gpipe's back-to-back forwards on an oversubscribed machine); a
+     * receiver that posts ahead keeps one send in flight while the next is staged, so pricing
+     * counts min(bound, 2) per direction a chunk sends in (docs/training.md, "Memory per rank:
+     * what is counted"). One stage: no pipeline sends. */
+    if (c->P < 2)
+        return 0;
+    const double msg = (double)c->B * c->T * pt_model_boundary_width(c->cfg, c->L - 1) * 4.0;
+    double n = 0;
+    for (int k = 0; k < c->S; k++) {
+        int rk, rn;
+        place(c->schedule, c->P, c->V, k, &rk);
+        if (rk != r)
+            continue;
+        if (k + 1 < c->S && (place(c->schedule, c->P, c->V, k + 1, &rn), rn != r))
+            n += c->inflight[k] < 2 ? c->inflight[k] : 2;
+        if (k > 0 && (place(c->schedule, c->P, c->V, k - 1, &rn), rn != r))
+            n += c->inflight[k - 1] < 2 ? c->inflight[k - 1] : 2;
+    }
+    return n * msg;
 }
 
 /* ---- the dynamic program ---- */
@@ -427,6 +474,8 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
         return pt_fail(PT_ENOMEM, "out of host memory pricing a plan");
     memset(rt, 0, sizeof(double) * (size_t)P);
     memset(p->pred_rank_mem_bytes, 0, sizeof(double) * (size_t)P);
+    memset(p->pred_rank_mem_kind, 0, sizeof(double) * (size_t)P * PT_MEM_KINDS);
+    p->zero = c->zero;
     double f_sum = 0, i_sum = 0, w_sum = 0;
     p->n_params_total = 0;
     p->head_split = pt_model_head_layers(c->cfg);
@@ -435,7 +484,10 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
         int r = 0, chunk = 0;
         pt_plan_vstage_place(p, k, &r, &chunk);
         p->pred_time_s[k] = pt_part_chunk_time(c, k, i, j, rc);
-        p->pred_mem_bytes[k] = pt_part_chunk_mem(c, k, i, j, rc);
+        double kinds[PT_MEM_KINDS];
+        p->pred_mem_bytes[k] = pt_part_chunk_mem_kinds(c, k, i, j, rc, kinds);
+        for (int q = 0; q < PT_MEM_KINDS; q++)
+            p->pred_rank_mem_kind[(size_t)r * PT_MEM_KINDS + q] += kinds[q];
         p->n_params[k] = (int64_t)(c->pre_params[j + 1] - c->pre_params[i]);
         p->n_params_total += p->n_params[k];
         p->boundary_inter[k] = c->inter[k];
@@ -446,6 +498,11 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
             i_sum += c->lc[l].t_bwd_input;
             w_sum += c->lc[l].t_bwd_weight;
         }
+    }
+    for (int r = 0; r < P; r++) { /* the link's buffers are the rank's, not a chunk's */
+        const double cb = pt_part_rank_comm_bytes(c, r);
+        p->pred_rank_mem_kind[(size_t)r * PT_MEM_KINDS + PT_MEM_COMM] += cb;
+        p->pred_rank_mem_bytes[r] += cb;
     }
     double t_max = 0, t_sum = 0;
     for (int r = 0; r < P; r++) {
@@ -558,6 +615,7 @@ pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device 
     pt_part_ctx *c;
     PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, p->n_stages, p->n_chunks, p->n_replicas, p->micro_batch_size,
                                 p->n_microbatches, T, p->schedule, &c));
+    c->zero = p->zero ? 1 : 0;
     char method[16];
     snprintf(method, sizeof method, "%s", p->method);
     plan_fill_header(p, c, method);
@@ -590,10 +648,11 @@ static void uniform_split(int L, int S, int *first, int *last)
 /* Smallest cap a request needs with P stages: the memory-minimising split (recomputation allowed). */
 static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                              const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
-                             const char *schedule, int rc_lo, int rc_hi, double *need)
+                             const char *schedule, int rc_lo, int rc_hi, int zero, double *need)
 {
     pt_part_ctx *c;
     PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    c->zero = zero;
     int *buf = malloc(sizeof(int) * 3 * (size_t)c->S);
     if (!buf) {
         pt_part_ctx_destroy(c);
@@ -601,7 +660,10 @@ static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, c
     }
     double v = INFINITY;
     pt_status st = dp_minmax(c, OBJ_MEM, rc_lo, rc_hi, 0, buf, buf + c->S, buf + 2 * c->S, &v);
-    *need = v * V; /* each chunk gets cap / V */
+    double comm = 0; /* each chunk gets (cap - the rank's link buffers) / V */
+    for (int r = 0; r < P; r++)
+        comm = pt_part_rank_comm_bytes(c, r) > comm ? pt_part_rank_comm_bytes(c, r) : comm;
+    *need = v * V + comm;
     free(buf);
     pt_part_ctx_destroy(c);
     return st;
@@ -611,11 +673,11 @@ static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, c
  * replicas) that fits, and the memory per device the requested stage count would need. */
 static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                             const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
-                            int T, const char *schedule, int rc_lo, int rc_hi, double cap)
+                            int T, const char *schedule, int rc_lo, int rc_hi, double cap, int zero)
 {
     const int L = pt_model_n_layers(cfg);
     double need = INFINITY;
-    pt_status st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, &need);
+    pt_status st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, &need);
     if (st != PT_OK)
         return st;
     int fit_P = 0;
@@ -623,7 +685,8 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
         double n2;
         pt_topology t2 = *topo;
         t2.n_nodes = (P2 * D + topo->devices_per_node - 1) / topo->devices_per_node;
-        if (min_mem_for(cfg, dev, &t2, measured, P2, V, D, B, M, T, schedule, rc_lo, rc_hi, &n2) == PT_OK && n2 <= cap)
+        if (min_mem_for(cfg, dev, &t2, measured, P2, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, &n2) == PT_OK &&
+            n2 <= cap)
             fit_P = P2;
     }
     const char *name = cfg->name[0] ? cfg->name : "the model";
@@ -645,20 +708,24 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
  * when `quiet_infeasible` and nothing fits. */
 static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                             const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
-                            int T, const char *schedule, int recompute, double cap, int quiet_infeasible, int simulate,
-                            pt_plan **out)
+                            int T, const char *schedule, int recompute, int zero, double cap, int quiet_infeasible,
+                            int simulate, pt_plan **out)
 {
     *out = NULL;
     int *dp_split = NULL; /* the DP's split before refinement (V > 1) */
     pt_part_ctx *c;
     PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    c->zero = zero ? 1 : 0;
     pt_plan *p = NULL;
     pt_status st = pt_plan_create(P, V, D, &p);
     if (st != PT_OK)
         goto done;
     plan_fill_header(p, c, method);
     const int rc_lo = recompute == 1 ? 1 : 0, rc_hi = recompute == 0 ? 0 : 1;
-    const double cap_chunk = cap / V;
+    double comm = 0; /* the link's buffers come off the cap before it is shared by the chunks */
+    for (int r = 0; r < P; r++)
+        comm = pt_part_rank_comm_bytes(c, r) > comm ? pt_part_rank_comm_bytes(c, r) : comm;
+    const double cap_chunk = (cap - comm) / V > 0 ? (cap - comm) / V : DBL_MIN;
     double v = 0;
     if (strcmp(method, "uniform") == 0) {
         uniform_split(c->L, c->S, p->first_layer, p->last_layer);
@@ -714,7 +781,7 @@ nofit:
     } else if (strcmp(method, "memory") != 0 && strcmp(method, "auto") != 0) {
         /* a fixed split that does not fit: say whether a memory-aware split would */
         double need = INFINITY;
-        st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, &need);
+        st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, c->zero, &need);
         if (st == PT_OK && need <= cap) {
             int worst = 0;
             for (int r = 1; r < P; r++)
@@ -726,10 +793,10 @@ nofit:
                          method, cfg->name[0] ? cfg->name : "the model", p->pred_rank_mem_bytes[worst] / 1e9, worst,
                          cap / 1e9, P, need / 1e9);
         } else if (st == PT_OK) {
-            st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
+            st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero);
         }
     } else {
-        st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap);
+        st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero);
     }
 done:
     free(dp_split);
@@ -796,8 +863,8 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                     continue;
                 pt_plan *p = NULL;
                 tried++;
-                PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute, cap, 1, 0,
-                                    &p));
+                PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute, rq->zero,
+                                    cap, 1, 0, &p));
                 if (!p)
                     continue;
                 candidate cd = { P, V, D, B, M, sched, p->pred_tokens_per_s };
@@ -847,7 +914,7 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
         if (M < 1)
             M = 1;
         return infeasible(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute == 1,
-                          rq->recompute == 0 ? 0 : 1, cap);
+                          rq->recompute == 0 ? 0 : 1, cap, rq->zero);
     }
     /* Simulate the best few overall and the best of every schedule; keep the fastest. */
     candidate sim[TOP + 6];
@@ -871,7 +938,7 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
     for (int t = 0; t < n_sim; t++) {
         pt_plan *p = NULL;
         pt_status st = make_fixed(cfg, dev, topo, measured, "auto", sim[t].P, sim[t].V, sim[t].D, sim[t].B, sim[t].M, T,
-                                  sim[t].schedule, rq->recompute, cap, 1, 1, &p);
+                                  sim[t].schedule, rq->recompute, rq->zero, cap, 1, 1, &p);
         if (st != PT_OK) {
             pt_plan_destroy(best);
             return st;
@@ -951,6 +1018,10 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
     if (G > n_dev)
         return pt_fail(PT_EINVAL, "%d devices requested but the topology has %d nodes x %d devices", G, topo->n_nodes,
                        topo->devices_per_node);
+    if (rq->zero < 0 || rq->zero > 1)
+        return pt_fail(PT_EINVAL, "zero must be 0 (every replica holds all its AdamW moments) or 1 (each holds 1/D), "
+                                  "not %d",
+                       rq->zero);
     if (rq->recompute < -1 || rq->recompute > 1)
         return pt_fail(PT_EINVAL, "recompute must be -1 (as needed), 0 or 1 (got %d)", rq->recompute);
     const int T = rq->seq_len > 0 ? rq->seq_len : cfg->max_seq_len;
@@ -980,7 +1051,8 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
     if (M < 1)
         return pt_fail(PT_EINVAL, "global batch %d does not divide into %d replicas x micro-batch size %d",
                        rq->global_batch, D, B);
-    return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, cap, 0, 1, out);
+    return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, rq->zero, cap, 0, 1,
+                      out);
 }
 
 pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,

@@ -32,6 +32,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "pipetrain/memkind.h"
 #include "pipetrain/model_config.h"
 #include "pipetrain/status.h"
 
@@ -168,7 +169,13 @@ typedef struct pt_plan {
                                        set when priced, "head_split" in the JSON */
     int zero;                       /* optimizer-state sharding over the D replicas: 0 every replica holds
                                        all of its stage's AdamW moments; 1 (ZeRO-1) each holds 1/D
-                                       (pt_comm_segment of each chunk's flat parameters). "zero" in the JSON */
+                                       (pt_comm_segment of each chunk's flat parameters). "zero" in the JSON
+                                       (optional, default 0); pricing uses it in every memory prediction */
+    double *pred_rank_mem_kind;     /* [n_stages * PT_MEM_KINDS] pipeline rank s's predicted bytes of kind k
+                                       (pipetrain/memkind.h) at [s * PT_MEM_KINDS + k]; they add up to
+                                       pred_rank_mem_bytes[s]. Chunks' kinds plus the rank's communication
+                                       buffers. "pred_rank_mem_by_kind" in the
+                                       JSON (optional: 0 when absent) */
 } pt_plan;
 
 /* Allocates a plan with every array sized for P*V chunks, zeroed. */

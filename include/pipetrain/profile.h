@@ -2,7 +2,8 @@
  * end on a clock shared by all ranks, the time spent waiting on communication, and each rank's
  * peak memory; gathered to rank 0 and written as trace.json (Chrome trace), timeline.svg (the
  * same drawing as the simulator's) and summary.json (step time, tokens/s, FLOP/s, MFU, measured
- * bubble and communication wait per rank, peak memory per rank, and the simulator's prediction
+ * bubble and communication wait per rank, peak memory per rank (in all and by kind, beside
+ * the planner's prediction of each kind), and the simulator's prediction
  * for the same schedule from the per-action costs measured in this run).
  *
  *     pt_profile *p;
@@ -33,7 +34,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipetrain/backend.h"
 #include "pipetrain/comm.h"
+#include "pipetrain/memkind.h"
 #include "pipetrain/model_config.h"
 #include "pipetrain/status.h"
 
@@ -82,6 +85,10 @@ pt_status pt_profile_record(pt_profile *p, const pt_prof_event *e);
 
 /* Notes this rank's peak allocated bytes (kept as the maximum of all notes). */
 void pt_profile_note_peak_bytes(pt_profile *p, size_t bytes);
+/* Notes this rank's account by kind (pt_backend_mem_stats): each kind's peak and the total's peak
+ * are kept as the maxima of all notes. Call it once the run's memory is all allocated (the end of
+ * training, before pt_profile_gather). */
+void pt_profile_note_mem(pt_profile *p, const pt_mem_stats *m);
 
 /* Events recorded so far (borrowed; valid until the next record or destroy). */
 size_t pt_profile_n_events(const pt_profile *p);
@@ -93,6 +100,11 @@ const pt_prof_event *pt_profile_events(const pt_profile *p);
  * *n_all = 0. Blocks until deadline_ns. */
 pt_status pt_profile_gather(pt_profile *p, pt_comm *comm, int64_t deadline_ns, pt_prof_event **all, size_t *n_all,
                             double *peak_bytes);
+/* pt_profile_gather that also gives rank 0 each rank's peak per kind (pt_profile_note_mem; 0 where
+ * none was noted): kind_peak_bytes[r * PT_MEM_KINDS + k] for world rank r and pt_mem_kind k
+ * (caller's array of pt_comm_size * PT_MEM_KINDS entries, may be NULL). */
+pt_status pt_profile_gather_mem(pt_profile *p, pt_comm *comm, int64_t deadline_ns, pt_prof_event **all,
+                                size_t *n_all, double *peak_bytes, double *kind_peak_bytes);
 
 /* What the report needs beyond the events. */
 typedef struct pt_profile_report_opts {
@@ -102,6 +114,7 @@ typedef struct pt_profile_report_opts {
     int n_world;                     /* world size (P * D) */
     double peak_flops;               /* FLOP/s of all the ranks' hardware together, for MFU (0: not reported) */
     const double *peak_bytes;        /* [n_world] from pt_profile_gather; may be NULL */
+    const double *kind_peak_bytes;   /* [n_world * PT_MEM_KINDS] from pt_profile_gather_mem; may be NULL */
     double link_latency_s;           /* for the prediction (<= 0: 20 us) */
     double link_bandwidth_Bps;       /* for the prediction (<= 0: 10 GB/s) */
     const char *title;               /* timeline title; may be NULL */
@@ -119,6 +132,11 @@ typedef struct pt_profile_summary {
     double bubble_overall;   /* mean over ranks */
     double *comm_wait_s;     /* [n_world] mean per step */
     double *peak_bytes;      /* [n_world] (0 when unknown) */
+    /* memory by kind (pipetrain/memkind.h), world rank r's kind k at [r * PT_MEM_KINDS + k]:
+     * measured peaks (0 when unknown) and the plan's prediction for r's pipeline rank r % P
+     * (pt_plan.pred_rank_mem_kind; 0 when the plan has none); pred_bytes[r] their sum */
+    int has_kinds;           /* 1 when kind_peak_bytes was given */
+    double *kind_peak_bytes, *pred_kind_bytes, *pred_bytes;
     /* per virtual stage, mean seconds of F, B (fused), I, W as measured (0 where not run) */
     int n_vstages;
     double *cost_f, *cost_b, *cost_i, *cost_w;

@@ -23,6 +23,7 @@ struct pt_profile {
     pt_prof_event *ev;
     size_t n, cap;
     size_t peak_bytes;
+    size_t kind_peak[PT_MEM_KINDS]; /* pt_profile_note_mem */
 };
 
 pt_status pt_profile_create(int rank, int64_t clock_offset_ns, pt_profile **out)
@@ -57,6 +58,14 @@ void pt_profile_note_peak_bytes(pt_profile *p, size_t bytes)
         p->peak_bytes = bytes;
 }
 
+void pt_profile_note_mem(pt_profile *p, const pt_mem_stats *m)
+{
+    pt_profile_note_peak_bytes(p, m->peak);
+    for (int k = 0; k < PT_MEM_KINDS; k++)
+        if (m->kind_peak[k] > p->kind_peak[k])
+            p->kind_peak[k] = m->kind_peak[k];
+}
+
 pt_status pt_profile_record(pt_profile *p, const pt_prof_event *e)
 {
     if (!p->enabled)
@@ -75,20 +84,32 @@ pt_status pt_profile_record(pt_profile *p, const pt_prof_event *e)
     return PT_OK;
 }
 
-/* Each rank sends [u64 peak bytes][events]. */
 pt_status pt_profile_gather(pt_profile *p, pt_comm *comm, int64_t deadline_ns, pt_prof_event **all, size_t *n_all,
                             double *peak_bytes)
 {
+    return pt_profile_gather_mem(p, comm, deadline_ns, all, n_all, peak_bytes, NULL);
+}
+
+/* Each rank sends a header of 1 + PT_MEM_KINDS u64 (peak bytes, then each kind's peak) and its
+ * events. */
+#define PROF_HDR ((1 + PT_MEM_KINDS) * sizeof(uint64_t))
+
+pt_status pt_profile_gather_mem(pt_profile *p, pt_comm *comm, int64_t deadline_ns, pt_prof_event **all,
+                                size_t *n_all, double *peak_bytes, double *kind_peak_bytes)
+{
     *all = NULL;
     *n_all = 0;
-    size_t bytes = sizeof(uint64_t) + p->n * sizeof(pt_prof_event);
+    size_t bytes = PROF_HDR + p->n * sizeof(pt_prof_event);
     unsigned char *blob = malloc(bytes);
     if (!blob)
         return pt_fail(PT_ENOMEM, "out of host memory for gathering the profile");
-    uint64_t pk = p->peak_bytes;
-    memcpy(blob, &pk, sizeof(pk));
+    uint64_t hdr[1 + PT_MEM_KINDS];
+    hdr[0] = p->peak_bytes;
+    for (int k = 0; k < PT_MEM_KINDS; k++)
+        hdr[1 + k] = p->kind_peak[k];
+    memcpy(blob, hdr, PROF_HDR);
     if (p->n)
-        memcpy(blob + sizeof(pk), p->ev, p->n * sizeof(pt_prof_event));
+        memcpy(blob + PROF_HDR, p->ev, p->n * sizeof(pt_prof_event));
     void *recv = NULL;
     size_t *sizes = NULL;
     int world = 1, rank = 0;
@@ -114,7 +135,7 @@ pt_status pt_profile_gather(pt_profile *p, pt_comm *comm, int64_t deadline_ns, p
         return PT_OK;
     size_t total = 0;
     for (int r = 0; r < world; r++)
-        total += (sizes[r] - sizeof(uint64_t)) / sizeof(pt_prof_event);
+        total += sizes[r] >= PROF_HDR ? (sizes[r] - PROF_HDR) / sizeof(pt_prof_event) : 0;
     pt_prof_event *ev = malloc((total ? total : 1) * sizeof(*ev));
     if (!ev) {
         free(recv);
@@ -124,19 +145,21 @@ pt_status pt_profile_gather(pt_profile *p, pt_comm *comm, int64_t deadline_ns, p
     size_t off = 0, k = 0;
     for (int r = 0; r < world; r++) {
         const unsigned char *b = (const unsigned char *)recv + off;
-        if (sizes[r] < sizeof(uint64_t) || (sizes[r] - sizeof(uint64_t)) % sizeof(pt_prof_event)) {
+        if (sizes[r] < PROF_HDR || (sizes[r] - PROF_HDR) % sizeof(pt_prof_event)) {
             st = pt_fail(PT_EFORMAT, "rank %d sent a profile of %zu bytes, not a whole number of events; ranks run "
                                      "different pipetrain builds",
                          r, sizes[r]);
             break;
         }
-        uint64_t pkr;
-        memcpy(&pkr, b, sizeof(pkr));
+        uint64_t h[1 + PT_MEM_KINDS];
+        memcpy(h, b, PROF_HDR);
         if (peak_bytes)
-            peak_bytes[r] = (double)pkr;
-        size_t ne = (sizes[r] - sizeof(uint64_t)) / sizeof(pt_prof_event);
+            peak_bytes[r] = (double)h[0];
+        for (int q = 0; kind_peak_bytes && q < PT_MEM_KINDS; q++)
+            kind_peak_bytes[(size_t)r * PT_MEM_KINDS + q] = (double)h[1 + q];
+        size_t ne = (sizes[r] - PROF_HDR) / sizeof(pt_prof_event);
         if (ne)
-            memcpy(ev + k, b + sizeof(uint64_t), ne * sizeof(pt_prof_event));
+            memcpy(ev + k, b + PROF_HDR, ne * sizeof(pt_prof_event));
         k += ne;
         off += sizes[r];
     }
@@ -160,6 +183,9 @@ void pt_profile_summary_free(pt_profile_summary *s)
     free(s->bubble);
     free(s->comm_wait_s);
     free(s->peak_bytes);
+    free(s->kind_peak_bytes);
+    free(s->pred_kind_bytes);
+    free(s->pred_bytes);
     free(s->cost_f);
     free(s->cost_b);
     free(s->cost_i);
@@ -245,12 +271,15 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     out->bubble = calloc((size_t)W, sizeof(double));
     out->comm_wait_s = calloc((size_t)W, sizeof(double));
     out->peak_bytes = calloc((size_t)W, sizeof(double));
+    out->kind_peak_bytes = calloc((size_t)W * PT_MEM_KINDS, sizeof(double));
+    out->pred_kind_bytes = calloc((size_t)W * PT_MEM_KINDS, sizeof(double));
+    out->pred_bytes = calloc((size_t)W, sizeof(double));
     out->cost_f = calloc((size_t)NV, sizeof(double));
     out->cost_b = calloc((size_t)NV, sizeof(double));
     out->cost_i = calloc((size_t)NV, sizeof(double));
     out->cost_w = calloc((size_t)NV, sizeof(double));
     if (!st0 || !st1 || !wend || !busy || !wait || !out->bubble || !out->comm_wait_s || !out->peak_bytes ||
-        !out->cost_f || !out->cost_b || !out->cost_i || !out->cost_w) {
+        !out->kind_peak_bytes || !out->pred_kind_bytes || !out->pred_bytes || !out->cost_f || !out->cost_b || !out->cost_i || !out->cost_w) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the profile summary");
         goto done;
     }
@@ -313,7 +342,16 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
         out->bubble_overall += out->bubble[r] / W;
         out->comm_wait_s[r] = wait[r] / n_steps;
         out->peak_bytes[r] = o->peak_bytes ? o->peak_bytes[r] : 0;
+        const int sr = r % o->plan->n_stages; /* world rank d * P + s is pipeline rank s */
+        for (int q = 0; q < PT_MEM_KINDS; q++) {
+            const size_t at = (size_t)r * PT_MEM_KINDS + q;
+            out->kind_peak_bytes[at] = o->kind_peak_bytes ? o->kind_peak_bytes[at] : 0;
+            out->pred_kind_bytes[at] =
+                o->plan->pred_rank_mem_kind ? o->plan->pred_rank_mem_kind[(size_t)sr * PT_MEM_KINDS + q] : 0;
+        }
+        out->pred_bytes[r] = o->plan->pred_rank_mem_bytes ? o->plan->pred_rank_mem_bytes[sr] : 0;
     }
+    out->has_kinds = o->kind_peak_bytes != NULL;
     for (int kk = 0; kk < 4; kk++)
         for (int v = 0; v < NV; v++)
             if (cnt[kk * 256 + v] > 0)
@@ -347,6 +385,33 @@ static cJSON *num_array(const double *x, int n)
     return a;
 }
 
+/* "memory": each rank's measured peak by kind beside the plan's prediction for its pipeline rank,
+ * (0 where the plan predicted none). */
+static void add_memory(cJSON *j, const pt_profile_summary *s, const pt_plan *pl)
+{
+    cJSON *m = cJSON_AddObjectToObject(j, "memory");
+    cJSON *ranks = m ? cJSON_AddArrayToObject(m, "ranks") : NULL;
+    if (!ranks)
+        return;
+    cJSON_AddNumberToObject(m, "zero", pl->zero);
+    for (int r = 0; r < s->n_world; r++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            return;
+        cJSON_AddNumberToObject(o, "rank", r);
+        cJSON_AddNumberToObject(o, "stage", r % pl->n_stages);
+        cJSON_AddNumberToObject(o, "replica", r / pl->n_stages);
+        cJSON_AddNumberToObject(o, "peak_bytes", s->peak_bytes[r]);
+        cJSON_AddNumberToObject(o, "pred_bytes", s->pred_bytes[r]);
+        cJSON *me = cJSON_AddObjectToObject(o, "measured"), *pr = cJSON_AddObjectToObject(o, "predicted");
+        for (int q = 0; me && pr && q < PT_MEM_KINDS; q++) {
+            cJSON_AddNumberToObject(me, pt_mem_kind_name(q), s->kind_peak_bytes[(size_t)r * PT_MEM_KINDS + q]);
+            cJSON_AddNumberToObject(pr, pt_mem_kind_name(q), s->pred_kind_bytes[(size_t)r * PT_MEM_KINDS + q]);
+        }
+        cJSON_AddItemToArray(ranks, o);
+    }
+}
+
 static cJSON *summary_obj(const pt_profile_summary *s, const pt_profile_report_opts *o)
 {
     cJSON *j = cJSON_CreateObject();
@@ -373,6 +438,8 @@ static cJSON *summary_obj(const pt_profile_summary *s, const pt_profile_report_o
     cJSON_AddItemToObject(j, "bubble", num_array(s->bubble, s->n_world));
     cJSON_AddItemToObject(j, "comm_wait_s", num_array(s->comm_wait_s, s->n_world));
     cJSON_AddItemToObject(j, "peak_bytes", num_array(s->peak_bytes, s->n_world));
+    if (s->has_kinds)
+        add_memory(j, s, pl);
     cJSON *c = cJSON_AddObjectToObject(j, "measured_costs_s");
     if (c) {
         cJSON_AddItemToObject(c, "f", num_array(s->cost_f, s->n_vstages));

@@ -531,17 +531,22 @@ pt_status pt_train_job_profile(pt_train_job *j, pt_profile_summary *sum, int *ha
         return PT_OK;
     pt_prof_event *all = NULL;
     size_t n = 0;
-    double *peak = calloc((size_t)j->world, sizeof(double));
+    double *peak = calloc((size_t)j->world * (1 + PT_MEM_KINDS), sizeof(double));
     if (!peak)
         return pt_fail(PT_ENOMEM, "out of host memory");
+    double *kind_peak = peak + j->world; /* [world * PT_MEM_KINDS] */
+    pt_mem_stats ms; /* every buffer of the run is allocated by now: the account's peaks by kind */
+    pt_backend_mem_stats(&ms);
+    pt_profile_note_mem(j->prof, &ms);
     int64_t deadline = pt_deadline_after_ms(j->comm ? pt_comm_timeout_ms(j->comm) : 300000);
-    pt_status st = pt_profile_gather(j->prof, j->comm, deadline, &all, &n, peak);
+    pt_status st = pt_profile_gather_mem(j->prof, j->comm, deadline, &all, &n, peak, kind_peak);
     if (st == PT_OK && j->rank == 0 && n > 0) {
         char title[256];
         snprintf(title, sizeof(title), "%s %s P=%d V=%d D=%d M=%d (measured)", j->cfg.name, j->sched->name, j->P, j->V,
                  j->D, j->M);
         pt_profile_report_opts po = { .sched = j->sched, .plan = j->plan, .cfg = &j->cfg, .n_world = j->world,
                                       .peak_flops = j->dev.peak_flops * j->world, .peak_bytes = peak,
+                                      .kind_peak_bytes = kind_peak,
                                       .link_latency_s = j->dev.intra_latency_s,
                                       .link_bandwidth_Bps = j->dev.intra_bw_Bps, .title = title };
         st = pt_profile_summarize(all, n, &po, sum);
@@ -573,6 +578,19 @@ pt_status pt_train_job_report(pt_train_job *j)
         tm_log(j, "  rank %d: bubble %.1f%% (predicted %.1f%%), comm wait %.2f ms/step, peak %.1f MiB", r,
                100 * sum.bubble[r], sum.has_prediction ? 100 * sum.pred_bubble[r % j->P] : 0.0,
                1e3 * sum.comm_wait_s[r], sum.peak_bytes[r] / 1048576.0);
+    for (int r = 0; r < j->world && sum.has_kinds; r++) { /* each kind measured beside the planner's */
+        char line[512];
+        size_t off = (size_t)snprintf(line, sizeof line, "  rank %d memory, MiB measured/predicted: total %.2f/%.2f", r,
+                                      sum.peak_bytes[r] / 1048576.0, sum.pred_bytes[r] / 1048576.0);
+        for (int q = 0; q < PT_MEM_KINDS && off < sizeof line; q++) {
+            const double me = sum.kind_peak_bytes[(size_t)r * PT_MEM_KINDS + q];
+            const double pr = sum.pred_kind_bytes[(size_t)r * PT_MEM_KINDS + q];
+            if (me > 0 || pr > 0)
+                off += (size_t)snprintf(line + off, sizeof line - off, ", %s %.2f/%.2f", pt_mem_kind_name(q),
+                                        me / 1048576.0, pr / 1048576.0);
+        }
+        tm_log(j, "%s", line);
+    }
     if (j->a->profile_dir)
         tm_log(j, "profile written to %s (trace.json, timeline.svg, summary.json)", j->a->profile_dir);
     pt_profile_summary_free(&sum);
