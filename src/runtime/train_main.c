@@ -391,6 +391,19 @@ pt_status pt_train_job_runtime(pt_train_job *j)
 
 /* ---- restore ---- */
 
+/* How many of this rank's V chunks a checkpoint save passes (with optim_only on replicas other than
+ * 0). Without ZeRO the data-parallel replicas hold the same tensors: replica 0 saves them, the
+ * others nothing (loading goes by tensor name, so every replica reads replica 0's). With --zero 1
+ * and D > 1 each replica's optimizers hold only its slice of the moments (the runtime made them
+ * with pt_optim_create_range), so every replica saves its slices as pieces, and replica 0 also the
+ * weights; loading assembles any replica's range from them, for any D, P or --zero. */
+static int tm_saved_chunks(const pt_train_job *j, int V)
+{
+    if (j->plan && j->plan->zero && j->D > 1)
+        return V;
+    return pt_runtime_replica(j->rt) == 0 ? V : 0;
+}
+
 pt_status pt_train_job_restore(pt_train_job *j)
 {
     const pt_train_cfg *tc = &j->a->train;
@@ -403,9 +416,10 @@ pt_status pt_train_job_restore(pt_train_job *j)
     pt_model *models[256];
     pt_optim *optims[256];
     int V = tm_chunks(j->rt, models, optims);
-    /* the staging buffer now, so the first save stalls no longer than later ones (replicas other
-     * than 0 save nothing: tm_save) */
-    PT_CHECK(pt_ckpt_saver_reserve(j->saver, models, optims, pt_runtime_replica(j->rt) == 0 ? V : 0));
+    /* the staging buffer now, so the first save stalls no longer than later ones (what tm_save
+     * saves: replica 0 everything; the others nothing, or under ZeRO-1 their moment slices) */
+    pt_ckpt_save_opts so = { .optim_only = pt_runtime_replica(j->rt) > 0 };
+    PT_CHECK(pt_ckpt_saver_reserve_ex(j->saver, models, optims, tm_saved_chunks(j, V), &so));
     if (!tc->resume)
         return PT_OK;
     PT_CHECK(pt_ckpt_check_data(tc->ckpt_dir, j->data));
@@ -470,10 +484,11 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
     int V = tm_chunks(j->rt, models, optims);
     pt_train_state ts = { .step = steps_done, .data_step = steps_done, .seed = j->run_seed, .run_json = j->run_json };
     /* Returns once the tensors are staged; the writer compresses and commits in the background
-     * while training goes on (the next save, or the end of the run, waits for it). Data-parallel
-     * replicas hold the same tensors: replica 0 writes them, the others write empty shards
-     * (loading goes by tensor name, so every replica reads replica 0's). */
-    PT_CHECK(pt_ckpt_save(j->saver, j->comm, models, optims, pt_runtime_replica(j->rt) == 0 ? V : 0, &ts));
+     * while training goes on (the next save, or the end of the run, waits for it). Replica 0
+     * writes the weights and moments; the other replicas write empty shards, or with --zero 1
+     * their moment slices (tm_saved_chunks). */
+    pt_ckpt_save_opts so = { .optim_only = pt_runtime_replica(j->rt) > 0 };
+    PT_CHECK(pt_ckpt_save_ex(j->saver, j->comm, models, optims, tm_saved_chunks(j, V), &ts, &so));
     pt_ckpt_save_info si;
     pt_ckpt_saver_info(j->saver, &si);
     snprintf(j->last_ckpt, sizeof(j->last_ckpt), "%s/step_%06lld", tc->ckpt_dir, (long long)steps_done);
