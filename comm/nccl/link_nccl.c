@@ -19,13 +19,14 @@
  * and the lists cannot deadlock when sends are buffered (never block the sender's list). One
  * communicator and stream per pipe gives exactly that: a send waits on its own pipe's stream,
  * never in front of the rank's other work, and each pipe's receives are posted in list order
- * (ordered_recvs: the caller stops posting ahead at the first receive it cannot post yet). No
- * groups are needed, and every schedule the validator accepts runs.
+ * (ordered_recvs: the caller stops posting ahead at the first receive it cannot post yet). The
+ * pipes need no groups, and every schedule the validator accepts runs.
  *
  * Reduce-scatter and all-gather (ZeRO and the data-parallel gradient sum) keep pt_comm's bits:
  * member k's segment (pt_comm_segment) is x_0 + x_1 + ... + x_{p-1} summed left to right in float,
- * as pt_comm_reduce_scatter sums it, so the nccl kind, the host kinds and a CPU run agree bit for
- * bit (ncclReduceScatter sums in its own order and wants equal segments). Piece by piece (at most
+ * as pt_comm_reduce_scatter sums it, so on the same gradients the nccl kind and the host kinds
+ * give the same bits, and --zero 0 and 1 agree (ncclReduceScatter sums in its own order and wants
+ * equal segments). Piece by piece (at most
  * RS_PIECE_FLOATS of each segment): one NCCL group of sends (this member's piece of every other
  * member's segment) and receives (the others' pieces of its own segment into one half of a device
  * scratch of 2 x (p - 1) pieces, allocated once at create), on the compute stream; the next
@@ -74,7 +75,7 @@ typedef struct nccl_link {
     int *group_n, *group_me;   /* [n_groups] members, and this rank's index among them (-1: none) */
     int n_groups;
     size_t red_floats;         /* largest reduce-scatter / all-gather, floats (pt_link_opts) */
-    float *rs_scratch;         /* device memory (pt_backend_alloc), rs_floats: 2 halves of p - 1 pieces */
+    float *rs_scratch;         /* device memory (counted as communication), rs_floats: 2 halves of p - 1 pieces */
     size_t rs_floats;
     pt_cuda_event *rs_ev[2];   /* owned: a half's receives done */
 } nccl_link;
@@ -215,7 +216,7 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
             x->rs_floats = need;
     }
     if (x->rs_floats > 0) {
-        PT_TRY(pt_backend_alloc(o->be, (void **)&x->rs_scratch, x->rs_floats * sizeof(float)), fail);
+        PT_TRY(pt_backend_alloc_kind(o->be, (void **)&x->rs_scratch, x->rs_floats * sizeof(float), PT_MEM_COMM), fail);
         PT_TRY(pt_cuda_event_create(&x->rs_ev[0]), fail);
         PT_TRY(pt_cuda_event_create(&x->rs_ev[1]), fail);
     }
