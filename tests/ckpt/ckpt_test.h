@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "pipetrain/backend.h"
+#include "pipetrain/ckpt.h"
 #include "pipetrain/model.h"
 #include "pipetrain/optim.h"
 #include "pipetrain/status.h"
@@ -70,6 +71,18 @@ static inline void ckpt_test_corpus_values(float a[300], float b[5], uint16_t h[
         b[i] = (float)i;
     for (int i = 0; i < 200; i++)
         h[i] = (uint16_t)(0x3c00 + (i * 37) % 512);
+}
+
+/* The format-3 seed's four sources (from the corpus values): blocks.0.attn.qkv.weight's param as
+ * two pieces [0, 120) and [120, 300) of its 3x100, lnf.bias whole, and wte.weight's adam_m (bf16
+ * 20x10) as the piece [50, 200) only (its [0, 50) is missing). */
+static inline void ckpt_test_corpus_pieces(const float a[300], const float b[5], const uint16_t h[200], pt_ckpt_src src[4])
+{
+    memset(src, 0, 4 * sizeof *src);
+    src[0] = (pt_ckpt_src){ "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 3, 100 }, a, 0, 120 };
+    src[1] = (pt_ckpt_src){ "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 3, 100 }, a + 120, 120, 300 };
+    src[2] = (pt_ckpt_src){ "lnf.bias", PT_CKPT_ADAM_V, PT_CKPT_F32, 1, { 5 }, b, 0, 0 };
+    src[3] = (pt_ckpt_src){ "wte.weight", PT_CKPT_ADAM_M, PT_CKPT_BF16, 2, { 20, 10 }, h + 50, 50, 200 };
 }
 
 /* ---- chunks of real models ---- */

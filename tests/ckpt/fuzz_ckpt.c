@@ -32,8 +32,13 @@ static int fuzz_manifest(const uint8_t *data, size_t size)
         cJSON *j = NULL;
         if (pt_ckpt_manifest_to_json(m, &j) == PT_OK)
             cJSON_Delete(j);
-        for (int i = 0; i < m->n_entries; i++)
+        for (int i = 0; i < m->n_entries; i++) {
             (void)pt_ckpt_manifest_find(m, m->entries[i].name, m->entries[i].kind);
+            /* pieces: coverage of the whole tensor and of a part of it */
+            uint64_t numel = pt_ckpt_entry_numel(&m->entries[i]);
+            (void)pt_ckpt_manifest_cover(m, m->entries[i].name, m->entries[i].kind, 0, numel, "fuzz");
+            (void)pt_ckpt_manifest_cover(m, m->entries[i].name, m->entries[i].kind, numel / 3, numel / 2, "fuzz");
+        }
         pt_ckpt_manifest_destroy(m);
     }
     return 0;

@@ -1,6 +1,7 @@
 /* Writes the seed corpus of the checkpoint fuzz targets (tests/ckpt/corpus/{manifest,read}/):
  * small real checkpoints with every transform and dtype, multi-block tensors and raw and zstd
- * planes, named v<format version>-<transform>. Run it after a format change (and keep the older
+ * planes, named v<format version>-<transform>, and v3-pieces (tensors stored as pieces, format 3).
+ * Run it after a format change (and keep the older
  * versions' seeds: ckpt.compat reads them):  make_ckpt_corpus tests/ckpt/corpus */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +62,36 @@ int main(int argc, char **argv)
         if (write_file(path, man, mlen, NULL, 0, NULL, 0))
             return 1;
         snprintf(path, sizeof path, "%s/read/v%d-%s.bin", argv[1], PT_CKPT_FORMAT_WHOLE, names[t]);
+        if (write_file(path, &len32, 4, man, mlen, shard, slen))
+            return 1;
+        free(man);
+        free(shard);
+    }
+    /* format 3: tensors stored as pieces (ZeRO-1 slices), whole ones beside them */
+    {
+        pt_ckpt_src src[4];
+        ckpt_test_corpus_pieces(a, b, h, src);
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 1);
+        o.block_elems = 128;
+        char root[256], path[512];
+        snprintf(root, sizeof root, "%s/pieces", tmp);
+        pt_train_state st = { .step = 3, .data_step = 3, .seed = 9, .run_json = "{\"model\":\"gpt2-tiny\"}" };
+        if (pt_ckpt_write(root, src, 4, &st, &o, 0) != PT_OK) {
+            fprintf(stderr, "%s\n", pt_last_error());
+            return 1;
+        }
+        size_t mlen, slen;
+        snprintf(path, sizeof path, "%s/step_000003/manifest.json", root);
+        uint8_t *man = ckpt_test_slurp(path, &mlen);
+        snprintf(path, sizeof path, "%s/step_000003/shard-0.ptz", root);
+        uint8_t *shard = ckpt_test_slurp(path, &slen);
+        if (!man || !shard)
+            return 1;
+        uint32_t len32 = (uint32_t)mlen;
+        snprintf(path, sizeof path, "%s/manifest/v%d-pieces.json", argv[1], PT_CKPT_FORMAT_VERSION);
+        if (write_file(path, man, mlen, NULL, 0, NULL, 0))
+            return 1;
+        snprintf(path, sizeof path, "%s/read/v%d-pieces.bin", argv[1], PT_CKPT_FORMAT_VERSION);
         if (write_file(path, &len32, 4, man, mlen, shard, slen))
             return 1;
         free(man);

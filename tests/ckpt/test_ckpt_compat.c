@@ -2,6 +2,7 @@
  *  - the format 1 seeds of the fuzz corpus (XXH64 block checksums, written by the format 1 writer)
  *    decode bit-exactly to the values make_corpus.c generated them from
  *  - the same values written now are format 2 (XXH3 checksums) and read back bit-exactly
+ *  - the format 3 seed (pieces) decodes to its slices; a missing piece is named
  *  - a manifest or shard header of a newer version is refused with "upgrade pipetrain"
  * Usage: test_ckpt_compat CORPUS_DIR (tests/ckpt/corpus)
  */
@@ -153,6 +154,69 @@ static void check_current(const pt_ckpt_src *src)
     run(cmd);
 }
 
+/* The format-3 seed (make_corpus.c): pieces decode to their slices of the values; the pieces of
+ * blocks.0.attn.qkv.weight cover it; wte.weight's adam_m lacks [0, 50), which is named. */
+static void check_pieces(const char *path)
+{
+    float pa[300], pb[5];
+    uint16_t ph[200];
+    ckpt_test_corpus_values(pa, pb, ph);
+    pt_ckpt_src src[4];
+    ckpt_test_corpus_pieces(pa, pb, ph, src);
+    size_t len;
+    uint8_t *img = ckpt_test_slurp(path, &len);
+    CHECK(img && len > 4, "cannot read %s", path);
+    if (!img || len <= 4) {
+        free(img);
+        return;
+    }
+    uint32_t mlen;
+    memcpy(&mlen, img, 4);
+    pt_ckpt_manifest *m = NULL;
+    CHECK(mlen <= len - 4 && pt_ckpt_manifest_parse((const char *)img + 4, mlen, path, &m) == PT_OK, "%s: %s", path,
+          pt_last_error());
+    if (m) {
+        const uint8_t *shard = img + 4 + mlen;
+        uint32_t shard_version;
+        memcpy(&shard_version, shard + 8, 4);
+        CHECK(m->version == 3 && shard_version == 2 && m->n_entries == 4, "%s: manifest version %d, shard %u, %d tensors",
+              path, m->version, shard_version, m->n_entries);
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 2);
+        o.block_elems = 128;
+        pt_ckpt_codec *c = NULL;
+        CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
+        for (int i = 0; c && i < 4 && i < m->n_entries; i++) {
+            const pt_ckpt_entry *e = &m->entries[i];
+            uint64_t lo = src[i].elem_hi ? src[i].elem_lo : 0;
+            CHECK(strcmp(e->name, src[i].name) == 0 && e->elem_lo == lo &&
+                      e->elem_hi == (src[i].elem_hi ? src[i].elem_hi : pt_ckpt_entry_numel(e)) &&
+                      pt_ckpt_entry_is_piece(e) == (src[i].elem_hi != 0),
+                  "%s: entry %d is %s [%llu, %llu)", path, i, e->name, (unsigned long long)e->elem_lo,
+                  (unsigned long long)e->elem_hi);
+            uint8_t out[1200];
+            void *dst = out;
+            const uint8_t *in = shard + e->offset;
+            size_t in_len = (size_t)e->stored_bytes;
+            if (e->offset + e->stored_bytes > len - 4 - mlen || e->raw_bytes > sizeof out) {
+                CHECK(0, "%s: %s out of range", path, e->name);
+                continue;
+            }
+            CHECK(pt_ckpt_decode(c, 1, &e, &in, &in_len, &dst) == PT_OK, "%s: %s: %s", path, e->name, pt_last_error());
+            CHECK(memcmp(out, src[i].data, (size_t)e->raw_bytes) == 0, "%s: piece %d decoded to other values", path, i);
+        }
+        pt_ckpt_codec_destroy(c);
+        CHECK(pt_ckpt_manifest_cover(m, "blocks.0.attn.qkv.weight", PT_CKPT_PARAM, 0, 300, path) == PT_OK,
+              "%s: the qkv pieces: %s", path, pt_last_error());
+        CHECK(pt_ckpt_manifest_cover(m, "wte.weight", PT_CKPT_ADAM_M, 0, 200, path) == PT_EFORMAT &&
+                  strstr(pt_last_error(), "tensor wte.weight (adam_m): no piece holds elements [0, 50) of its 200"),
+              "%s: wte's missing piece: %s", path, pt_last_error());
+        CHECK(pt_ckpt_manifest_cover(m, "wte.weight", PT_CKPT_ADAM_M, 60, 200, path) == PT_OK,
+              "%s: wte [60, 200) is held: %s", path, pt_last_error());
+        pt_ckpt_manifest_destroy(m);
+    }
+    free(img);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -168,11 +232,13 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/read/v2-%s.bin", argv[1], xform_names[t]);
         check_image(path, 2, PT_CKPT_HASH_XXH3, src);
     }
+    snprintf(path, sizeof path, "%s/read/v3-pieces.bin", argv[1]);
+    check_pieces(path);
     check_current(src);
     if (failures) {
         fprintf(stderr, "ckpt.compat: %d failure(s)\n", failures);
         return 1;
     }
-    printf("ckpt.compat: ok (format 1 and 2 read, whole tensors written as 2, newer refused)\n");
+    printf("ckpt.compat: ok (format 1, 2 and 3 (pieces) read, whole tensors written as 2, newer refused)\n");
     return 0;
 }
