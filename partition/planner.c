@@ -566,6 +566,8 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
                 if (rr == r)
                     n += chunk_stepped_elems(c, p->first_layer[k], p->last_layer[k]);
             }
+            if (c->zero && D > 1) /* ZeRO-1: each replica steps its slice */
+                n = ceil(n / D);
             const double t = n * per_param / c->dev->mem_bw_Bps;
             optim = t > optim ? t : optim;
         }
@@ -690,6 +692,17 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
             fit_P = P2;
     }
     const char *name = cfg->name[0] ? cfg->name : "the model";
+    /* with replicas, say when sharding the AdamW moments (ZeRO-1) is what fits these devices */
+    double need_z = INFINITY;
+    if (!zero && D > 1 &&
+        min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, 1, &need_z) == PT_OK &&
+        need_z <= cap)
+        return pt_fail(PT_ENOMEM,
+                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x "
+                       "%d) with every replica holding all its AdamW moments: needs %.2f GB per device; with --zero 1 "
+                       "(each holds 1/D) it needs %.2f GB and fits",
+                       method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9, need_z / 1e9);
+    pt_clear_error();
     if (fit_P)
         return pt_fail(PT_ENOMEM,
                        "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d): "

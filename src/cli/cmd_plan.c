@@ -93,8 +93,11 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
            cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_replicas, dev->name, p->n_nodes,
            p->devices_per_node, p->schedule, pt_plan_fused_only(p) ? "fused" : "split");
     printf("  %d stage(s) x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
-           "memory cap %.2f GB\n\n",
-           p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9);
+           "memory cap %.2f GB%s\n\n",
+           p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9,
+           !p->zero                ? ""
+           : p->n_replicas > 1     ? "; --zero 1: each replica holds 1/D of the AdamW moments"
+                                   : "; --zero 1 with one replica: nothing to shard");
     double tmax = 0;
     for (int k = 0; k < p->n_vstages; k++)
         tmax = p->pred_time_s[k] > tmax ? p->pred_time_s[k] : tmax;
@@ -132,6 +135,12 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
         printf(" %.2f", p->pred_rank_mem_bytes[r] / 1e9);
     printf("%s GB; peak %.2f GB per device (rank %d)\n", p->n_stages > 16 ? " ..." : "",
            p->pred_rank_mem_bytes[peak] / 1e9, peak);
+    printf("  rank %d by kind:", peak);
+    for (int q = 0; q < PT_MEM_KINDS; q++)
+        if (q != PT_MEM_OTHER || p->pred_rank_mem_kind[(size_t)peak * PT_MEM_KINDS + q] > 0)
+            printf("%s %s %.2f GB", q ? "," : "", pt_mem_kind_name(q),
+                   p->pred_rank_mem_kind[(size_t)peak * PT_MEM_KINDS + q] / 1e9);
+    printf("\n");
     fmt_time(a, sizeof a, p->pred_step_time_s);
     fmt_time(b, sizeof b, p->pred_comm_s);
     fmt_time(c, sizeof c, p->pred_optim_s);
@@ -158,6 +167,7 @@ int pt_cmd_plan(int argc, char **argv)
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
     int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
+    int zero = 0;
     const char *head_split_arg = NULL;
     size_t mem = 0;
     pt_opt opts[] = {
@@ -177,6 +187,10 @@ int pt_cmd_plan(int argc, char **argv)
         { "global-batch", PT_OPT_INT, &gb, "N", "sequences per step over all replicas; 0: unset (auto uses 2 x G)", 0 },
         { "seq-len", PT_OPT_INT, &seq, "T", "tokens per sequence; 0: the model's context", 0 },
         { "recompute", PT_OPT_STRING, &recompute, "auto|never|always", "activation recomputation per chunk", 0 },
+        { "zero", PT_OPT_INT, &zero, "0|1",
+          "1: each of the D replicas holds 1/D of its stage's AdamW moments (ZeRO-1, as train --zero 1), so plans "
+          "that only fit that way are found; 0: every replica holds all of them",
+          0 },
         { "layout", PT_OPT_STRING, &layout, "N,N,...", "manual layers per chunk (embedding and head layers count)", 0 },
         { "head-split", PT_OPT_STRING, &head_split_arg, "K|auto",
           "cut the LM head into K vocabulary-shard layers that stages can share, for a head that dominates the "
@@ -199,6 +213,7 @@ int pt_cmd_plan(int argc, char **argv)
         "--global-batch 1024\n"
         "  pipetrain plan --model gpt2-tiny --gpus 2 --seq-len 128 --output plan.json && pipetrain train --plan plan.json\n"
         "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json\n"
+        "  pipetrain plan --model gpt2-xl --gpus 8 --stages 2 --device h100 --zero 1 --mem-limit 16G\n"
         "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256"
     };
     int done = 0;
@@ -211,11 +226,16 @@ int pt_cmd_plan(int argc, char **argv)
         if (opts[i].seen && (strcmp(opts[i].name, "partition") == 0 || strcmp(opts[i].name, "stages") == 0))
             return pt_cli_finish(pt_fail(PT_EINVAL, "--layout fixes the split and the stage count; drop --%s",
                                          opts[i].name));
+    if (zero != 0 && zero != 1)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--zero %d: use 0 (every replica holds all AdamW moments) or 1 (each "
+                                                "holds 1/D)",
+                                     zero));
     if (gpus < 1 || nodes < 1 || gpus % nodes != 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--gpus %d over --nodes %d: the devices must split evenly over the nodes",
                                      gpus, nodes));
     pt_plan_request rq;
     pt_plan_request_init(&rq);
+    rq.zero = zero;
     if (strcmp(recompute, "auto") == 0)
         rq.recompute = -1;
     else if (strcmp(recompute, "never") == 0)
@@ -255,6 +275,7 @@ int pt_cmd_plan(int argc, char **argv)
             goto out;
         }
         p->n_replicas = gpus / p->n_stages;
+        p->zero = zero;
         p->micro_batch_size = mbs > 0 ? mbs : 1;
         p->n_microbatches = mb > 0 ? mb : gb > 0 ? gb / (p->n_replicas * p->micro_batch_size) : 4 * p->n_stages;
         p->seq_len = seq > 0 ? seq : cfg.max_seq_len;
