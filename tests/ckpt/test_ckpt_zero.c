@@ -13,6 +13,7 @@
  *    PT_EFORMAT naming the tensor, the kind and the missing element range; `pipetrain ckpt verify`
  *    (when the binary is given) exits 1 naming it, and `ckpt export` still reads its weights
  *  - overlapping pieces (written with pt_ckpt_write) fail the load and verify, naming the range
+ *  - two ranks whose slices overlap without being equal fail the save (naming both), commit nothing
  *  - optim_only without optimizers is PT_EINVAL
  * The test starts its own ranks with pt_launch (it re-runs itself with RANK etc. set). */
 #include <stdint.h>
@@ -158,6 +159,37 @@ static int rank_main(const char *root)
     drop(&c);
     pt_comm_destroy(comm);
     return 0;
+}
+
+/* 2 ranks whose slices of one model overlap ([0, 60%) and [40%, 100%)): the save fails on both,
+ * naming the tensor and both ranges on rank 0; nothing is committed. Exit status 0 when so. */
+static int overlap_rank_main(const char *root)
+{
+    pt_comm *comm;
+    pt_comm_opts co = { .provider = NULL, .timeout_ms = 60000, .config_hash = 19 };
+    REQUIRE(pt_comm_create(&co, &comm));
+    int rank = pt_comm_rank(comm);
+    pt_model_opts mo = { .micro_batch = 1, .seq_len = 8, .n_slots = 1, .recompute = 0 };
+    chunk c;
+    REQUIRE(pt_model_create(&cfg, 0, L, &mo, be, stream, &c.m));
+    size_t n = pt_model_n_params(c.m);
+    REQUIRE(pt_optim_create_range(c.m, &adam, rank ? n * 2 / 5 : 0, rank ? n : n * 3 / 5, &c.o));
+    fill(&c, 3);
+    pt_ckpt_saver *sv;
+    REQUIRE(pt_ckpt_saver_create(root, 0, 1, 1, &sv));
+    pt_ckpt_save_opts so = { .optim_only = rank > 0 };
+    pt_train_state ts = { .step = 5, .data_step = 5, .seed = 3, .run_json = "{}" };
+    REQUIRE(pt_ckpt_save_ex(sv, comm, &c.m, &c.o, 1, &ts, &so));
+    pt_status st = pt_ckpt_saver_wait(sv);
+    int ok = st != PT_OK && (rank != 0 || (st == PT_EINVAL && strstr(pt_last_error(), "overlap without being equal") &&
+                                           strstr(pt_last_error(), "rank 0 saved elements") &&
+                                           strstr(pt_last_error(), "and rank 1")));
+    if (!ok)
+        fprintf(stderr, "rank %d: overlapping slices: status %d: %s\n", rank, st, pt_last_error());
+    pt_ckpt_saver_destroy(sv);
+    drop(&c);
+    pt_comm_destroy(comm);
+    return ok ? 0 : 1;
 }
 
 /* The manifest of the 6-rank save: format 3, weights once from replica 0's ranks, moment pieces
@@ -414,6 +446,8 @@ int main(int argc, char **argv)
     L = pt_model_n_layers(&cfg) - 1;
     if (argc == 3 && strcmp(argv[1], "--rank") == 0)
         return rank_main(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--overlap-rank") == 0)
+        return overlap_rank_main(argv[2]);
     const char *pt_bin = argc > 1 ? argv[1] : NULL; /* the pipetrain binary, for ckpt verify */
 
     char *root = make_root("dp3");
@@ -423,6 +457,17 @@ int main(int argc, char **argv)
     REQUIRE(pt_launch(&lo, child, &code));
     CHECK(code == 0, "ranks exited with %d", code);
     reshard(root);
+    remove_root(root);
+
+    root = make_root("ranks");
+    char *child2[] = { argv[0], "--overlap-rank", root, NULL };
+    pt_launch_opts lo2 = { .nproc = 2, .nodes = 1, .node_rank = 0, .master = NULL };
+    code = -1;
+    REQUIRE(pt_launch(&lo2, child2, &code));
+    char step5[300];
+    snprintf(step5, sizeof step5, "%s/step_000005", root);
+    CHECK(code == 0 && access(step5, F_OK) != 0, "overlapping slices of two ranks: exit %d, %s %s", code, step5,
+          access(step5, F_OK) == 0 ? "committed" : "absent");
     remove_root(root);
 
     root = make_root("whole");
