@@ -128,7 +128,8 @@ pt_status pt_ckpt_saver_reserve_ex(pt_ckpt_saver *s, pt_model *const *models, pt
                                    const pt_ckpt_save_opts *o);
 
 /* Copies this rank's models' weights and AdamW moments (optims[i] belongs to models[i]; optims
- * may be NULL to save weights only) into a host staging buffer (allocated once, grown only when
+ * may be NULL to save weights only; the moments of an optimizer over a range of its model as
+ * pieces, pt_ckpt_save_ex) into a host staging buffer (allocated once, grown only when
  * needed) through the backend (pt_ckpt_saver_set_device), then returns; a background thread
  * compresses and writes them. If the previous save is still being written this first waits for
  * it (recorded in pt_ckpt_saver_info). If the previous save failed, returns its error once (and
@@ -151,9 +152,10 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
  * intersects the range, the part inside (a whole entry when the range covers the tensor). With
  * o->optim_only, weights are not saved (optims must be non-NULL; PT_EINVAL otherwise). Collective
  * as pt_ckpt_save: every rank calls pt_ckpt_save or pt_ckpt_save_ex for the same step. When ranks
- * store the same piece (data-parallel replicas without ZeRO), the lowest rank's is kept; pieces of
- * one tensor from two ranks that overlap without being equal fail the save (PT_EINVAL, naming
- * both). */
+ * store the same piece (data-parallel replicas without ZeRO), the lowest rank's is kept (also a
+ * piece held within another rank's); pieces of one tensor from two ranks that overlap otherwise
+ * fail the save when rank 0 merges the indexes (PT_EINVAL naming the tensor, both ranks and both
+ * ranges, from pt_ckpt_saver_wait or the next save; nothing is committed). */
 pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                           int n, const pt_train_state *st, const pt_ckpt_save_opts *o);
 

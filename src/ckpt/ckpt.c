@@ -150,8 +150,8 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
                 else if (e[i].elem_lo < q->elem_hi && q->elem_lo < e[i].elem_hi)
                     st = pt_fail(PT_EINVAL,
                                  "checkpoint step %lld: rank %d saved elements [%llu, %llu) of %s (%s) and rank %d "
-                                 "[%llu, %llu): the pieces overlap without being equal; every data-parallel replica "
-                                 "must save with the same ZeRO setting and replica count",
+                                 "[%llu, %llu): the pieces overlap and neither holds the other; every "
+                                 "data-parallel replica must save with the same ZeRO setting and replica count",
                                  (long long)s->st.step, q->rank, (unsigned long long)q->elem_lo,
                                  (unsigned long long)q->elem_hi, q->name, pt_ckpt_kind_name(q->kind), r,
                                  (unsigned long long)e[i].elem_lo, (unsigned long long)e[i].elem_hi);

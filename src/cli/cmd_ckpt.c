@@ -180,7 +180,8 @@ static int verify_cover(const char *dir, const pt_ckpt_manifest *m)
         for (int k = 0; k < i && first; k++)
             first = strcmp(m->entries[k].name, e->name) != 0;
         for (int k = 0; first && k < PT_CKPT_KIND_COUNT; k++)
-            if (has_kind[k] && pt_ckpt_manifest_cover(m, e->name, (pt_ckpt_kind)k, 0, pt_ckpt_entry_numel(e), what) != PT_OK) {
+            if (has_kind[k] &&
+                pt_ckpt_manifest_cover(m, e->name, (pt_ckpt_kind)k, 0, pt_ckpt_entry_numel(e), what) != PT_OK) {
                 fprintf(stderr, "FAILED %s\n", pt_last_error());
                 bad++;
             }
