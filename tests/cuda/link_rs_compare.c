@@ -1,13 +1,15 @@
-/* tests/cuda/emu/emu_link_rs.c — the nccl link kind's reduce-scatter and all-gather
- * (comm/nccl/link_nccl.c) against pt_comm_reduce_scatter / pt_comm_allgather, bit for bit, on the
- * emulator: the real link code and CUDA backend table, the CUDA runtime answered by
- * cuda_runtime_emu.cpp, the add kernel's own source run by the fiber emulator, NCCL answered by
- * nccl_emu.c over pt_comm.
+/* tests/cuda/link_rs_compare.c — the nccl link kind's reduce-scatter and all-gather
+ * (comm/nccl/link_nccl.c) against pt_comm_reduce_scatter / pt_comm_allgather, bit for bit. Built
+ * twice by tests/cuda/CMakeLists.txt: on the emulator (test_cuda_emu_link_rs: the real link code
+ * and CUDA backend table, the CUDA runtime answered by emu/cuda_runtime_emu.cpp, the add kernel's
+ * own source run by the fiber emulator, NCCL answered by emu/nccl_emu.c over pt_comm) and against
+ * the real CUDA runtime and NCCL (test_link_rs, label gpu: one GPU per rank).
  *
- *   test_cuda_emu_link_rs P      P ranks (2 or more); exit 0 = pass
+ *   link_rs_compare P      P ranks (2 or more); exit 0 = pass
  *
  * Started without RANK it re-launches itself as P local ranks through pt_launch with
- * PT_EMU_GPU_PER_RANK=1 (each rank its own pretend GPU, so pt_link_create must pick "nccl"). Every
+ * PT_EMU_GPU_PER_RANK=1 (on the emulator: each rank its own pretend GPU); rank r uses CUDA device
+ * r modulo the device count, so with a GPU per rank pt_link_create must pick "nccl". Every
  * rank fills n floats from (rank, index) with values over a wide range of magnitudes and both
  * signs, so a sum in another order gives other bits, for n = 1, 7 (members with empty or uneven
  * segments), 1000, and BIG (n % P = P - 1; every segment spans more than two of the link's pieces,
@@ -29,6 +31,7 @@
 
 #include "pipetrain/backend.h"
 #include "pipetrain/comm.h"
+#include "pipetrain/cuda.h"
 #include "pipetrain/link.h"
 #include "pipetrain/timeutil.h"
 
@@ -145,8 +148,12 @@ static int run_rank(void)
     g_rank = pt_comm_rank(c);
     const pt_backend *be;
     OK(pt_backend_get("cuda", &be));
+    int n_dev = 0;
+    char why[256] = "";
+    OK(pt_cuda_device_count(&n_dev, why, sizeof why));
+    CHECK(n_dev > 0, "no CUDA device (%s)", why);
     pt_stream *s = NULL;
-    OK(be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 1 }, &s));
+    OK(be->stream_create(&(pt_stream_opts){ .device = pt_comm_local_rank(c) % n_dev, .n_threads = 1 }, &s));
     int *ranks = malloc((size_t)p * sizeof *ranks);
     CHECK(ranks, "out of memory");
     for (int i = 0; i < p; i++)
@@ -159,7 +166,7 @@ static int run_rank(void)
                         .n_groups = 1, .timeout_ms = 120000 };
     pt_link *l = NULL;
     OK(pt_link_create(&lo, &l));
-    CHECK(strncmp(pt_link_describe(l), "nccl", 4) == 0, "the link is \"%s\", want nccl (PT_EMU_GPU_PER_RANK=1?)",
+    CHECK(strncmp(pt_link_describe(l), "nccl", 4) == 0, "the link is \"%s\", want nccl (one GPU per rank)",
           pt_link_describe(l));
     if (g_rank == 0)
         printf("link: %s\n", pt_link_describe(l));
@@ -203,6 +210,6 @@ int main(int argc, char **argv)
     int code = 0;
     pt_status st = pt_launch(&lo, av, &code);
     if (st != PT_OK)
-        fprintf(stderr, "emu_link_rs: %s\n", pt_last_error());
+        fprintf(stderr, "link_rs_compare: %s\n", pt_last_error());
     return code ? code : st != PT_OK;
 }
