@@ -374,9 +374,24 @@ static void test_memory_matches_models(void)
             pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = rc,
                                 .fused_only = c->fused_only };
             const size_t before = pt_backend_bytes_in_use();
+            pt_mem_stats k0, k1;
+            pt_backend_mem_stats(&k0);
             pt_model *m = NULL;
             EXPECT(pt_model_create(&cfg, range[0], range[1], &o, be, stream, &m) == PT_OK);
             if (m) {
+                /* by kind, to the byte: the model allocates weights, gradients and activations */
+                double kinds[PT_MEM_KINDS];
+                EXPECT(pt_part_chunk_mem_kinds(c, 0, range[0], range[1], rc, kinds) == pred);
+                pt_backend_mem_stats(&k1);
+                for (int q = 0; q < PT_MEM_KINDS; q++) {
+                    const double got_q = (double)(k1.kind_in_use[q] - k0.kind_in_use[q]);
+                    const double want_q = q == PT_MEM_OPTIM ? 0.0 : kinds[q];
+                    EXPECT(got_q == want_q);
+                    if (got_q != want_q)
+                        fprintf(stderr, "  %s layers %d..%d %s rc=%d: %s predicted %.0f, models/ %.0f\n", cfg.name,
+                                range[0], range[1], sched, rc, pt_mem_kind_name(q), want_q, got_q);
+                }
+                EXPECT(kinds[PT_MEM_OPTIM] == 8.0 * (double)pt_model_n_params(m));
                 const double got = (double)(pt_backend_bytes_in_use() - before);
                 const double model_side = pred - 8.0 * (double)pt_model_n_params(m); /* less AdamW m, v */
                 /* B*T = 64 tokens: every buffer is a multiple of the 256-byte alignment, so exact */
@@ -1317,6 +1332,90 @@ static void test_files(void)
     rmdir(dir);
 }
 
+/* ZeRO-1 in the planner: requests' zero reaches the plan, the moments cost ceil(n/D) elements a
+ * replica (nothing with D = 1), nothing else changes, the kinds add up to each rank's total and
+ * both survive the JSON round trip; a plan JSON without the keys reads as zero 0. */
+static void test_zero(void)
+{
+    const pt_model_config cfg = make_cfg("z", 6, 4, 128, 1000, 1024, 64);
+    pt_device dev;
+    pt_topology topo;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    EXPECT(pt_topology_init(&topo, &dev, 1, 6) == PT_OK);
+    pt_plan *p[2] = { NULL, NULL };
+    for (int z = 0; z < 2; z++) {
+        pt_plan_request rq;
+        pt_plan_request_init(&rq);
+        rq.n_devices = 6;
+        rq.n_stages = 2;
+        rq.n_microbatches = 4;
+        rq.seq_len = 64;
+        rq.zero = z;
+        EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &p[z]) == PT_OK);
+    }
+    if (!p[0] || !p[1]) {
+        pt_plan_destroy(p[0]);
+        pt_plan_destroy(p[1]);
+        return;
+    }
+    EXPECT(p[0]->zero == 0 && p[1]->zero == 1 && p[1]->n_replicas == 3);
+    for (int r = 0; r < 2; r++) {
+        const double *k0 = p[0]->pred_rank_mem_kind + r * PT_MEM_KINDS, *k1 = p[1]->pred_rank_mem_kind + r * PT_MEM_KINDS;
+        EXPECT(p[0]->first_layer[r] == p[1]->first_layer[r]);
+        /* 8 bytes of moments per element: ceil(n / 3) of them with zero 1 */
+        const double n = k0[PT_MEM_OPTIM] / 8.0;
+        EXPECT(n > 0 && k1[PT_MEM_OPTIM] == 8.0 * ceil(n / 3.0));
+        EXPECT(k0[PT_MEM_WEIGHTS] == 4.0 * n && k0[PT_MEM_GRADS] >= k0[PT_MEM_WEIGHTS]);
+        for (int q = 0; q < PT_MEM_KINDS; q++)
+            EXPECT(q == PT_MEM_OPTIM || k0[q] == k1[q]);
+        EXPECT(k0[PT_MEM_COMM] > 0 && k0[PT_MEM_ACT] > 0 && k0[PT_MEM_OTHER] == 0);
+        double sum = 0;
+        for (int q = 0; q < PT_MEM_KINDS; q++)
+            sum += k1[q];
+        EXPECT(fabs(sum - p[1]->pred_rank_mem_bytes[r]) <= 1e-9 * sum);
+    }
+    /* the optimizer step is priced on the slice too */
+    EXPECT(p[1]->pred_optim_s < p[0]->pred_optim_s);
+    cJSON *j = NULL;
+    pt_plan *back = NULL;
+    EXPECT(pt_plan_to_json(p[1], &j) == PT_OK);
+    EXPECT(j && pt_plan_from_json(j, &back) == PT_OK);
+    if (back) {
+        EXPECT(back->zero == 1);
+        for (int i = 0; i < 2 * PT_MEM_KINDS; i++)
+            EXPECT(back->pred_rank_mem_kind[i] == p[1]->pred_rank_mem_kind[i]);
+    }
+    pt_plan_destroy(back);
+    back = NULL;
+    cJSON_DeleteItemFromObject(j, "zero");
+    cJSON_DeleteItemFromObject(j, "pred_rank_mem_by_kind");
+    EXPECT(j && pt_plan_from_json(j, &back) == PT_OK && back && back->zero == 0 && back->pred_rank_mem_kind[0] == 0);
+    pt_plan_destroy(back);
+    back = NULL;
+    cJSON_AddNumberToObject(j, "zero", 2);
+    EXPECT(pt_plan_from_json(j, &back) != PT_OK && !back);
+    cJSON_Delete(j);
+    /* a bad request, and zero 1 with one replica: nothing to shard */
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.n_devices = 2;
+    rq.n_stages = 2;
+    rq.zero = 2;
+    pt_plan *q = NULL;
+    EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &q) == PT_EINVAL && !q);
+    rq.zero = 1;
+    EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &q) == PT_OK && q);
+    rq.zero = 0;
+    pt_plan *q0 = NULL;
+    EXPECT(pt_plan_make(&cfg, &dev, &topo, NULL, &rq, &q0) == PT_OK && q0);
+    if (q && q0)
+        EXPECT(q->pred_rank_mem_bytes[0] == q0->pred_rank_mem_bytes[0] && q->zero == 1);
+    pt_plan_destroy(q);
+    pt_plan_destroy(q0);
+    pt_plan_destroy(p[0]);
+    pt_plan_destroy(p[1]);
+}
+
 int main(void)
 {
     test_param_counts();
@@ -1338,6 +1437,7 @@ int main(void)
     test_layouts();
     test_files();
     test_head_split();
+    test_zero();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
