@@ -186,7 +186,8 @@ void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out);
 typedef struct pt_ckpt_load_info {
     char step_dir[512]; /* the step directory loaded */
     char note[1024];    /* "" or a sentence for the user, e.g. why `latest` was not used */
-    int n_loaded;       /* tensors copied into the models (tied copies counted each time) */
+    int n_loaded;       /* (tensor, kind) pairs copied into the models (tied copies counted each time; a
+                           moment when part of it is in the optimizer's range, however many pieces) */
 } pt_ckpt_load_info;
 
 /* Loads weights, and AdamW moments and step counts when optims != NULL, into whatever chunks the

@@ -234,12 +234,12 @@ static int cmd_verify(int argc, char **argv)
                       { "threads", PT_OPT_INT, &threads, "N", "decoding threads", 0 } };
     pt_cmd_spec spec = { "pipetrain ckpt verify DIR [--all]",
                          "Decodes every tensor of a checkpoint, checking zstd's checksums, every block's checksums of\n"
-                         "its stored and raw bytes (XXH3; XXH64 in format 1) and every size, and that a tensor stored\n"
-                         "as pieces (ZeRO-1 optimizer slices) is covered exactly once: no element missing, no two\n"
-                         "pieces overlapping. Prints each damaged\n"
-                         "tensor (file and name) and exits 1 when anything under DIR is damaged: a tensor, or a\n"
-                         "newest checkpoint that is truncated, lacks a shard or has a broken manifest (the one a\n"
-                         "resume would pass over). The last line names what is still usable.",
+                         "its stored and raw bytes (XXH3; XXH64 in format 1) and every size, and that every tensor's\n"
+                         "weights and moments are stored exactly once (a tensor stored as pieces, ZeRO-1 optimizer\n"
+                         "slices: no element missing, no two pieces overlapping). Prints each damaged tensor (file\n"
+                         "and name) and exits 1 when anything under DIR is damaged: a tensor, or a newest\n"
+                         "checkpoint that is truncated, lacks a shard or has a broken manifest (the one a resume\n"
+                         "would pass over). The last line names what is still usable.",
                          opts, 2, NULL };
     char *pos[1];
     int done = 0;
