@@ -136,10 +136,12 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     printf("%s GB; peak %.2f GB per device (rank %d)\n", p->n_stages > 16 ? " ..." : "",
            p->pred_rank_mem_bytes[peak] / 1e9, peak);
     printf("  rank %d by kind:", peak);
-    for (int q = 0; q < PT_MEM_KINDS; q++)
-        if (q != PT_MEM_OTHER || p->pred_rank_mem_kind[(size_t)peak * PT_MEM_KINDS + q] > 0)
-            printf("%s %s %.2f GB", q ? "," : "", pt_mem_kind_name(q),
-                   p->pred_rank_mem_kind[(size_t)peak * PT_MEM_KINDS + q] / 1e9);
+    for (int q = 0; q < PT_MEM_KINDS; q++) {
+        const double v = p->pred_rank_mem_kind[(size_t)peak * PT_MEM_KINDS + q];
+        if (q != PT_MEM_OTHER || v > 0) /* GB as above; MB where a kind is under 0.1 GB */
+            printf(v >= 1e8 || v == 0 ? "%s %s %.2f GB" : "%s %s %.2f MB", q ? "," : "", pt_mem_kind_name(q),
+                   v >= 1e8 || v == 0 ? v / 1e9 : v / 1e6);
+    }
     printf("\n");
     fmt_time(a, sizeof a, p->pred_step_time_s);
     fmt_time(b, sizeof b, p->pred_comm_s);
