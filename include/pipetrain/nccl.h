@@ -1,5 +1,7 @@
-/* pipetrain/nccl.h — NCCL for device buffers: point-to-point transfers between pipeline stages
- * and all-reduce for data-parallel and tied-weight gradients, on a CUDA pt_stream. Only in
+/* pipetrain/nccl.h — NCCL for device buffers: point-to-point transfers between pipeline stages,
+ * grouped sends and receives (the nccl link's fixed-order reduce-scatter and all-gather of
+ * data-parallel gradients and parameters) and all-reduce for tied-weight gradients, on a CUDA
+ * pt_stream. Only in
  * builds with the CUDA backend (library pt_comm_nccl). The NCCL unique id travels through the
  * pt_comm bootstrap (pt_comm_broadcast), so whatever started the ranks (pipetrain launch, srun,
  * torchrun) also starts NCCL.
