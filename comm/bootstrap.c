@@ -29,6 +29,7 @@ typedef struct boot_hello {
     uint32_t magic;
     int32_t rank, size, local_rank;
     uint64_t config_hash;
+    int32_t generation; /* PT_RESTART_COUNT: the attempt of a restarted job (0 without one) */
     char version[32];
     char host[128];
     char provider[64];
@@ -271,6 +272,8 @@ static void hello_fill(boot_hello *h, const pt_boot_env *e, uint64_t hash, const
     h->size = e->size;
     h->local_rank = e->local_rank;
     h->config_hash = hash;
+    const char *g = getenv("PT_RESTART_COUNT");
+    h->generation = g ? atoi(g) : 0;
     snprintf(h->version, sizeof h->version, "%s", PT_VERSION_STRING);
     gethostname(h->host, sizeof h->host - 1);
     if (prov)
@@ -354,6 +357,18 @@ static pt_status rendezvous_root(const pt_boot_env *e, uint64_t hash, const char
         h->version[sizeof h->version - 1] = 0;
         h->host[sizeof h->host - 1] = 0;
         h->provider[sizeof h->provider - 1] = 0;
+        if (h->generation != mine.generation) {
+            /* a rank of another attempt of a restarted job (its node's launcher has not stopped it
+             * yet): it must never join this one; it is told why and the rendezvous goes on */
+            char why[256];
+            snprintf(why, sizeof why, "rendezvous: rank %d of restart attempt %d tried to join attempt %d at %s; it "
+                     "belongs to an attempt that was given up",
+                     h->rank, h->generation, mine.generation, h->host);
+            msg_send(fd, MSG_ERR, why, (uint32_t)strlen(why) + 1, hdl);
+            close(fd);
+            free(p);
+            continue;
+        }
         if (h->size != e->size || h->rank < 1 || h->rank >= e->size || b->fds[h->rank] >= 0) {
             if (h->size != e->size)
                 pt_fail(PT_EINVAL, "rendezvous: rank %d says the world has %d ranks, rank 0 says %d; start every rank "

@@ -304,8 +304,14 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
     int64_t kill_at = st != PT_OK ? pt_now_ns() + GRACE_MS * 1000000LL : INT64_MAX;
     if (st != PT_OK)
         signal_all(p, started, SIGTERM);
-    struct pollfd *pfds = calloc((size_t)(2 * n + 1), sizeof *pfds);
-    if (!pfds) {
+    int n_watch = o->on_watch && o->watch_fds ? o->n_watch : 0, watch_killed = 0;
+    struct pollfd *pfds = calloc((size_t)(2 * n + 1 + n_watch), sizeof *pfds);
+    unsigned char *watching = calloc((size_t)n_watch + 1, 1);
+    for (int w = 0; watching && w < n_watch; w++)
+        watching[w] = o->watch_fds[w] >= 0;
+    if (!pfds || !watching) {
+        free(pfds);
+        pfds = NULL;
         signal_all(p, started, SIGKILL);
         st = pt_fail(PT_ENOMEM, "launch: out of memory");
     }
@@ -327,6 +333,10 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             for (int s = 0; s < 2; s++)
                 if (p[i].fd[s] >= 0)
                     pfds[k++] = (struct pollfd){ p[i].fd[s], POLLIN, 0 };
+        int k_ranks = k;
+        for (int w = 0; w < n_watch && n_alive > 0; w++)
+            if (watching[w])
+                pfds[k++] = (struct pollfd){ o->watch_fds[w], POLLIN, 0 };
         int timeout = 200;
         if (kill_at != INT64_MAX) {
             int64_t left = (kill_at - pt_now_ns()) / 1000000;
@@ -360,7 +370,20 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
                     }
                 }
             }
-            for (int j = 1; j < k; j++) {
+            for (int j = k_ranks; j < k; j++) {
+                if (!(pfds[j].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                int r = o->on_watch(o->watch_ctx, pfds[j].fd);
+                for (int w = 0; w < n_watch && (r & 2); w++)
+                    if (o->watch_fds[w] == pfds[j].fd)
+                        watching[w] = 0;
+                if ((r & 1) && !watch_killed && first_bad < 0) {
+                    watch_killed = 1;
+                    signal_all(p, started, SIGKILL);
+                    kill_at = pt_now_ns() + 3600 * 1000000000LL;
+                }
+            }
+            for (int j = 1; j < k_ranks; j++) {
                 if (!(pfds[j].revents & (POLLIN | POLLHUP | POLLERR)))
                     continue;
                 for (int i = 0; i < started; i++)
@@ -386,7 +409,7 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
             if ((stopped || forwarded_sig) && kill_at == INT64_MAX)
                 kill_at = pt_now_ns() + STOP_GRACE_MS * 1000000LL; /* the others are ending too */
             int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0) && !stopped;
-            if (bad && first_bad < 0 && !killed_on) {
+            if (bad && first_bad < 0 && !killed_on && !watch_killed) {
                 first_bad = i;
                 if (o->failure)
                     *o->failure = (pt_launch_failure){
@@ -407,6 +430,7 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
         }
     }
     free(pfds);
+    free(watching);
     /* a rank still not reaped (poll failed): make sure nothing outlives us */
     for (int i = 0; i < started; i++)
         if (!p[i].exited) {
@@ -416,7 +440,13 @@ pt_status pt_launch(const pt_launch_opts *o, char *const argv[], int *exit_code)
         }
     for (int i = 0; i < started; i++)
         unlink_regions(p[i].pid);
-    if (st == PT_OK && killed_on) {
+    if (st == PT_OK && watch_killed && first_bad < 0) {
+        if (exit_code)
+            *exit_code = 128 + SIGKILL;
+        if (o->failure)
+            o->failure->stopped = 1;
+        st = pt_fail(PT_ECOMM, "the ranks were stopped: the job failed on another node");
+    } else if (st == PT_OK && killed_on) {
         int sig = forwarded_sig ? forwarded_sig : killed_on;
         if (exit_code)
             *exit_code = 128 + sig;

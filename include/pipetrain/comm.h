@@ -219,6 +219,7 @@ typedef struct pt_launch_failure {
     int signal;      /* the signal that ended it, or 0 */
     int64_t at_ns;   /* when the launcher saw it end (pt_now_ns) */
     int after_signal; /* 1: the launcher had forwarded SIGINT/SIGTERM to the ranks before */
+    int stopped;      /* 1: no rank failed, but on_watch asked to stop the ranks (rank is -1) */
 } pt_launch_failure;
 
 typedef struct pt_launch_opts {
@@ -230,6 +231,14 @@ typedef struct pt_launch_opts {
     int kill_on_failure; /* 1: when a rank fails, SIGKILL the others at once instead of SIGTERM and a
                             grace period (a job about to be restarted from its checkpoint) */
     pt_launch_failure *failure; /* optional out: the first failing rank (rank -1 when none failed) */
+    /* Optional: file descriptors watched while the ranks run (a node agent's sockets): when one is
+     * readable on_watch(watch_ctx, fd) is called (it reads what came); it returns a bit mask:
+     * 1 = SIGKILL the ranks now (pt_launch then returns PT_ECOMM, failure->stopped = 1, exit code
+     * 137, unless a rank had failed first), 2 = stop watching this fd. */
+    const int *watch_fds;
+    int n_watch;
+    int (*on_watch)(void *ctx, int fd);
+    void *watch_ctx;
 } pt_launch_opts;
 
 /* Starts nproc copies of argv (argv[0] looked up in PATH; NULL-terminated) with RANK,
