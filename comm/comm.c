@@ -1,4 +1,5 @@
 /* comm/comm.c — pt_comm life cycle: environment, rendezvous, endpoint, address exchange. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,7 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
         char addr[256 + sizeof(pt_peer_ident)];
         size_t addr_len = 256;
         char err[512] = "";
+        snprintf(c->local_ip, sizeof c->local_ip, "%s", b.local_ip);
         pt_status fst = pt_fabric_open(c, b.provider, b.local_ip);
         if (fst == PT_OK) {
             int ret = fi_getname(&c->ep->fid, addr, &addr_len);
@@ -172,6 +174,153 @@ fail:
     free(all);
     pt_boot_close(&b, c->size);
     pt_comm_destroy(c);
+    return st;
+}
+
+/* What each rank sends the others when it makes a dup: its new endpoint's address and identity,
+ * or why it has none. Plain bytes, the same size on every rank. */
+typedef struct dup_blob {
+    int32_t ok;
+    uint32_t addr_len;
+    char addr[256];
+    pt_peer_ident ident;
+    char err[384];
+} dup_blob;
+
+/* This rank's new endpoint (on d) described in *me; a failure is recorded in me->err. */
+static void dup_open(pt_comm *d, const pt_comm *c, dup_blob *me)
+{
+    memset(me, 0, sizeof *me);
+    char prov[64];
+    snprintf(prov, sizeof prov, "%s", c->provider);
+    size_t addr_len = sizeof me->addr;
+    pt_status st = pt_fabric_open(d, prov, c->local_ip);
+    if (st == PT_OK) {
+        int ret = fi_getname(&d->ep->fid, me->addr, &addr_len);
+        if (ret)
+            st = pt_fail(PT_ECOMM, "rank %d: libfabric fi_getname failed (provider %s): %s", d->rank, d->provider,
+                         fi_strerror(-ret));
+    }
+    if (st == PT_OK && strcmp(d->provider, "shm") == 0 && d->info && d->info->src_addr &&
+        strlen(d->info->src_addr) < sizeof d->own_region)
+        snprintf(d->own_region, sizeof d->own_region, "%s", (const char *)d->info->src_addr);
+    pt_peer_ident_self(&me->ident, d->own_region[0] ? d->own_region : NULL);
+    pt_probe_desc probe;
+    if (st == PT_OK && (st = pt_shmbuf_probe_create(d, &me->ident, &probe)) == PT_OK)
+        me->ident.probe = probe;
+    if (st != PT_OK) {
+        snprintf(me->err, sizeof me->err, "%s", pt_last_error());
+        return;
+    }
+    me->ok = 1;
+    me->addr_len = (uint32_t)addr_len;
+}
+
+pt_status pt_comm_dup(pt_comm *c, int64_t deadline_ns, pt_comm **out)
+{
+    if (!out)
+        return pt_fail(PT_EINVAL, "pt_comm_dup: out is NULL");
+    *out = NULL;
+    if (!c)
+        return pt_fail(PT_EINVAL, "pt_comm_dup: no communicator");
+    pt_comm *d = calloc(1, sizeof *d);
+    if (!d)
+        return pt_fail(PT_ENOMEM, "rank %d: out of memory for a second communicator", c->rank);
+    d->rank = c->rank;
+    d->size = c->size;
+    d->local_rank = c->local_rank;
+    d->local_size = c->local_size;
+    d->timeout_ms = c->timeout_ms;
+    d->clock_offset_ns = c->clock_offset_ns;
+    d->dead_rank = -1;
+    atomic_store(&d->dead_async, -1);
+    d->monitor_stop[0] = d->monitor_stop[1] = -1;
+    snprintf(d->provider, sizeof d->provider, "%s", c->provider);
+    snprintf(d->local_ip, sizeof d->local_ip, "%s", c->local_ip);
+    pt_status st = PT_OK;
+    dup_blob *all = NULL;
+    size_t *sizes = NULL;
+    pt_peer_ident *ids = NULL;
+    char *addrs = NULL;
+    if (c->size > 1) {
+        dup_blob me;
+        dup_open(d, c, &me);
+        /* every rank's blob to rank 0, then all of them to everyone: a rank that failed to open
+         * its endpoint still takes part, so every rank learns who failed and why */
+        void *got = NULL;
+        PT_TRY(pt_comm_gatherv(c, 0, &me, sizeof me, &got, &sizes, deadline_ns), fail);
+        if (c->rank == 0) {
+            all = got;
+            for (int i = 0; i < c->size; i++)
+                if (sizes[i] != sizeof me) {
+                    st = pt_fail(PT_EINTERNAL, "rank 0: pt_comm_dup: rank %d sent %zu bytes, expected %zu; every rank "
+                                               "must run the same pipetrain build",
+                                 i, sizes[i], sizeof me);
+                    goto fail;
+                }
+        } else {
+            all = malloc(sizeof me * (size_t)c->size);
+            if (!all) {
+                st = pt_fail(PT_ENOMEM, "rank %d: out of memory for the peers' addresses", c->rank);
+                goto fail;
+            }
+        }
+        PT_TRY(pt_comm_broadcast(c, NULL, all, sizeof me * (size_t)c->size, 0, deadline_ns), fail);
+        for (int i = 0; i < c->size; i++) {
+            all[i].err[sizeof all[i].err - 1] = 0;
+            if (!all[i].ok) {
+                st = i == c->rank ? pt_fail(PT_ECOMM, "%s", all[i].err)
+                                  : pt_fail(PT_ECOMM, "rank %d: pt_comm_dup: rank %d could not open a second endpoint: %s",
+                                            c->rank, i, all[i].err);
+                goto fail;
+            }
+            if (all[i].addr_len != all[0].addr_len || all[i].addr_len > sizeof all[i].addr) {
+                st = pt_fail(PT_ECOMM, "rank %d: pt_comm_dup: rank %d's address is %u bytes, rank 0's %u (provider %s)",
+                             c->rank, i, all[i].addr_len, all[0].addr_len, d->provider);
+                goto fail;
+            }
+        }
+        size_t al = all[0].addr_len;
+        ids = malloc(sizeof *ids * (size_t)c->size);
+        addrs = malloc(al * (size_t)(unsigned)c->size);
+        if (!ids || !addrs) {
+            st = pt_fail(PT_ENOMEM, "rank %d: out of memory for the peers' addresses", c->rank);
+            goto fail;
+        }
+        for (int i = 0; i < c->size; i++) {
+            ids[i] = all[i].ident;
+            memcpy(addrs + al * (size_t)i, all[i].addr, al);
+        }
+        PT_TRY(pt_peers_watch(d, ids), fail);
+        PT_TRY(pt_fabric_insert(d, addrs, al), fail);
+    } else {
+        snprintf(d->provider, sizeof d->provider, "self");
+    }
+    int *world = malloc(sizeof(int) * (size_t)c->size);
+    if (!world) {
+        st = pt_fail(PT_ENOMEM, "out of memory for the world group");
+        goto fail;
+    }
+    for (int i = 0; i < c->size; i++)
+        world[i] = i;
+    st = pt_comm_group_create(d, world, c->size, &d->world);
+    free(world);
+    if (st != PT_OK)
+        goto fail;
+    if (c->size > 1)
+        PT_TRY(connect_all(d), fail);
+    free(all);
+    free(sizes);
+    free(ids);
+    free(addrs);
+    *out = d;
+    return PT_OK;
+fail:
+    free(all);
+    free(sizes);
+    free(ids);
+    free(addrs);
+    pt_comm_destroy(d);
     return st;
 }
 

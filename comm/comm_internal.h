@@ -229,6 +229,7 @@ struct pt_comm {
     int64_t timeout_ms;
     int64_t clock_offset_ns;
     char provider[64];
+    char local_ip[64];        /* the address the endpoint was opened on (tcp-like providers; pt_comm_dup) */
     /* libfabric */
     struct fi_info *info;
     struct fid_fabric *fabric;

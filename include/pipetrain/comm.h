@@ -72,6 +72,18 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out);
  * transfers are abandoned). Accepts NULL. Does not wait for other ranks. */
 void pt_comm_destroy(pt_comm *c);
 
+/* A second communicator over the same ranks, for another thread: every rank opens a new endpoint
+ * of c's provider (on the same local address), the ranks exchange the new addresses through c
+ * (a collective of c's world: every rank calls it, in the same order relative to c's other
+ * world collectives), connect, and start watching their same-host peers on it. The dup has the
+ * same rank, size, timeout and clock offset as c and its own world group, message sequence
+ * numbers, registrations and requests, so one thread may use it while another uses c (each
+ * pt_comm still belongs to one thread at a time). Groups for it are made with
+ * pt_comm_group_create on the dup. With size 1 it is a "self" communicator like c. Blocking until
+ * deadline_ns; PT_ETIMEDOUT / PT_ECOMM naming the rank that failed (a rank that cannot open its
+ * endpoint is named on every rank). *out owned by the caller (pt_comm_destroy, independent of c). */
+pt_status pt_comm_dup(pt_comm *c, int64_t deadline_ns, pt_comm **out);
+
 /* Reads, without any network activity, what the environment says about this process: when a
  * launcher (pipetrain's, torchrun, srun, mpirun/PMI) started it as one rank of a job, *rank and
  * *size are set from it and *in_job is 1; otherwise *in_job is 0, *rank 0 and *size 1. The same
