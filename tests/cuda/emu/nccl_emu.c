@@ -1,6 +1,6 @@
 /* tests/cuda/emu/nccl_emu.c — the pt_nccl_* calls the NCCL link makes (comm/nccl/link_nccl.c, pipetrain/nccl.h),
- * answered over pt_comm, for the emulated NCCL pipeline test (cuda.emulated_pipeline_nccl). Linked
- * into the test program ahead of pt_comm_nccl, so comm/nccl/nccl.c is not used there: it defines
+ * answered over pt_comm, for the emulated NCCL tests (cuda.emulated_pipeline_nccl_*,
+ * cuda.emulated_link_nccl_rs*). Linked into the test program ahead of pt_comm_nccl, so comm/nccl/nccl.c is not used there: it defines
  * every pt_nccl_* function the link calls (create, destroy, abort, group_begin, group_end, send,
  * recv, allreduce, wait_event) and no other.
  *
