@@ -72,6 +72,9 @@ HEADER_MODULE = {
     # The shape of a model as plain data and inline arithmetic (no functions to derive it from):
     # read on every floor (data fits it, kernels size the head statistics by it, models builds it).
     "include/pipetrain/model_config.h": "core",
+    # The kinds of memory (an enum and its names): the allocator's account (kernels), the planner
+    # (partition) and the profile (runtime) speak of the same kinds.
+    "include/pipetrain/memkind.h": "core",
 }
 
 # Allowed violations: (kind, from-glob, to-glob, reason). kind is "upward", "file-cycle" (from/to:
