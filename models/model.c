@@ -138,6 +138,8 @@ struct pt_model {
     float *host_losses;  /* (N) host buffers for pt_model_slot_loss */
     int32_t *host_targets;
     float *host_pred;    /* pt_model_slot_predict: MODEL_LOGIT_ROWS x Vp (one head layer) or N x PT_XENT_STATS */
+    pt_model_grad_hook grad_hook; /* pt_model_set_grad_hook: told each layer's finished weight-gradient ranges */
+    void *grad_hook_ctx;
 };
 
 /* ---- arena carving: run once with base NULL to measure, then on the allocation ---- */
@@ -378,6 +380,32 @@ static pt_status model_build_tensors(pt_model *m)
 
 static float *P(pt_model *m, int t) { return m->params + m->tensors[t].offset; }
 static float *G(pt_model *m, int t) { return m->grads + m->tensors[t].offset; }
+
+void pt_model_set_grad_hook(pt_model *m, pt_model_grad_hook fn, void *ctx)
+{
+    m->grad_hook = fn;
+    m->grad_hook_ctx = fn ? ctx : NULL;
+}
+
+/* Tells the hook that layer `layer`'s weight pass wrote tensors t0..t1 (contiguous in the flat
+ * buffer, in table order). */
+static pt_status grad_hook_tensors(pt_model *m, int layer, int t0, int t1)
+{
+    if (!m->grad_hook || t0 < 0 || t1 < t0)
+        return PT_OK;
+    const pt_param *a = &m->tensors[t0], *z = &m->tensors[t1];
+    return m->grad_hook(m->grad_hook_ctx, layer, a->offset, z->offset + z->numel);
+}
+
+/* The same for rows [v0, v1) of the LM-head matrix, when its gradient is in the flat buffer (the
+ * head-only chunk's tied copy, or an untied lm_head); the separate twin is not reported. */
+static pt_status grad_hook_head_rows(pt_model *m, int layer, int v0, int v1)
+{
+    if (!m->grad_hook || m->own_twin || m->t_head_wte < 0)
+        return PT_OK;
+    size_t C = (size_t)m->cfg.n_embd, off = m->tensors[m->t_head_wte].offset;
+    return m->grad_hook(m->grad_hook_ctx, layer, off + (size_t)v0 * C, off + (size_t)v1 * C);
+}
 
 /* ---- create / destroy ---- */
 
@@ -1077,6 +1105,9 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
                                                 shard_h(m, sl, k), N, C, Vk));
             if (k == 0)
                 PT_CHECK(head_norm_backward_weight(m, sl, sl->x[bi], N));
+            PT_CHECK(grad_hook_head_rows(m, L + 1 + k, v0, v1));
+            if (k == 0)
+                PT_CHECK(grad_hook_tensors(m, L + 1, m->t_lnfw, m->t_lnfb >= 0 ? m->t_lnfb : m->t_lnfw));
         }
     }
     return PT_OK;
@@ -1153,8 +1184,11 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
     } else if (m->has_head) {
         if (parts & BWD_INPUT)
             PT_CHECK(head_backward_input(m, sl, loss_scale));
-        if (parts & BWD_WEIGHT)
+        if (parts & BWD_WEIGHT) {
             PT_CHECK(head_backward_weight(m, sl));
+            PT_CHECK(grad_hook_head_rows(m, m->cfg.n_layer + 1, 0, m->cfg.vocab_padded));
+            PT_CHECK(grad_hook_tensors(m, m->cfg.n_layer + 1, m->t_lnfw, m->t_lnfb >= 0 ? m->t_lnfb : m->t_lnfw));
+        }
     }
     for (int j = m->n_blocks - 1; j >= 0; j--) {
         int b = block_in(m, j);
@@ -1168,14 +1202,19 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
         if (parts & BWD_INPUT)
             PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
                                           in_place ? m->scratch_nc : sl->dx[b]));
-        if (parts & BWD_WEIGHT)
+        if (parts & BWD_WEIGHT) {
             PT_CHECK(block_backward_weight(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1]));
+            PT_CHECK(grad_hook_tensors(m, m->first_block + j, m->t_block[j],
+                                       m->t_block[j] + (m->llama ? LP_COUNT : BP_COUNT) - 1));
+        }
         if (in_place)
             PT_CHECK(m->be->memcpy_d2d(m->stream, sl->dx[b], m->scratch_nc,
                                        (size_t)m->opts.micro_batch * m->opts.seq_len * m->cfg.n_embd * sizeof(float)));
     }
-    if (parts & BWD_WEIGHT && m->has_emb)
+    if (parts & BWD_WEIGHT && m->has_emb) {
         PT_CHECK(embedding_backward_weight(m, sl));
+        PT_CHECK(grad_hook_tensors(m, 0, m->t_wte, m->t_wpe >= 0 ? m->t_wpe : m->t_wte));
+    }
     return PT_OK;
 }
 

@@ -210,6 +210,22 @@ pt_status pt_model_backward_input(pt_model *m, int s, float loss_scale);
 pt_status pt_model_backward_weight(pt_model *m, int s);
 /* Both, fused; bit-identical to backward_input then backward_weight. Releases the slot. */
 pt_status pt_model_backward(pt_model *m, int s, float loss_scale);
+/* Told when a layer's weight gradients of one backward pass are written (for reducing them while
+ * earlier layers still compute): called by backward_weight, and by the fused backward, right after
+ * each layer's weight-gradient kernels, with the layer's global index and an element range
+ * [lo, hi) of pt_model_grads holding what that pass wrote: a block's tensors, the embedding's
+ * (wte, wpe), the final norm's, and an LM-head layer's rows of the head matrix when its gradient is
+ * in the flat buffer (a head-only chunk's tied copy, an untied lm_head; the separate twin of a chunk
+ * holding the embedding is not reported). Several calls per layer when its ranges are not
+ * contiguous (head shard 0: its rows, then the final norm). Rows of the head matrix that only other
+ * chunks' shards write are never written here (they stay zero) and never reported. Layers come in
+ * backward order (head,
+ * last block .. first, embedding). The kernels were queued on the model's stream: on a backend with
+ * asynchronous streams the values are there once the stream is synchronised. A non-OK return fails
+ * the backward with it. fn NULL removes the hook. (Added for the overlapped gradient reduction.) */
+typedef pt_status (*pt_model_grad_hook)(void *ctx, int layer, size_t lo, size_t hi);
+void pt_model_set_grad_hook(pt_model *m, pt_model_grad_hook fn, void *ctx);
+
 /* Sum of the slot's per-token losses (targets >= 0 only) and their count, to the host (head only;
  * valid after forward until the slot's next forward, so also after its backward). Synchronises. */
 pt_status pt_model_slot_loss(pt_model *m, int s, double *loss_sum, int64_t *n_tokens);
