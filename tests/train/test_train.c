@@ -294,12 +294,13 @@ static void test_loop(void)
     double last = 0;
     EXPECT(count_lines("loop_run/metrics.jsonl", &ne, &last) == 12 && ne == 3);
     EXPECT(count_lines("loop_metrics.jsonl", &ne, &last) == 12 && ne == 3);
-    /* resuming at step 8 appends steps 9..12 */
+    /* resuming at step 8 (a checkpoint of step 8, the run having reached 12) drops the lines after
+     * step 8 and writes steps 9..12 again: still one line per step and eval */
     script sc2 = { .nan_at = -1 };
     ops.ctx = &sc2;
     EXPECT(pt_train_loop(&cfg, &ops, 8, NULL, NULL, &sum) == PT_OK);
     EXPECT(sc2.n_steps == 4 && sc2.steps_seen[0] == 8);
-    EXPECT(count_lines("loop_run/metrics.jsonl", &ne, &last) == 16);
+    EXPECT(count_lines("loop_run/metrics.jsonl", &ne, &last) == 12 && ne == 3);
     /* a NaN loss at data step 6 (the 7th step) stops the run naming step 6 as the last good one */
     script sc3 = { .nan_at = 6 };
     ops.ctx = &sc3;
