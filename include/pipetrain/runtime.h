@@ -70,6 +70,10 @@ typedef struct pt_runtime_opts {
     int64_t timeout_ms;         /* every wait; <= 0: pt_comm_timeout_ms, or 300000 without comm */
     size_t mem_limit_bytes;     /* 0: none; else refused at create when this rank would exceed it */
     pt_profile *profile;        /* borrowed; NULL: no events recorded */
+    int overlap;                /* 1 (D > 1): the data-parallel gradient reduction runs in buckets while the
+                                   backward computes (pipetrain/grad_sync.h: a thread with its own
+                                   communicator), the same bits; host-memory backends only (PT_ENOTSUP
+                                   otherwise); every rank the same (refused at create) */
 } pt_runtime_opts;
 
 typedef struct pt_runtime_step_info {
@@ -80,6 +84,9 @@ typedef struct pt_runtime_step_info {
     int applied;         /* 1 when the optimizer ran; 0 when the loss or the norm was NaN/Inf */
     double step_s;       /* wall time of this rank's step */
     double comm_wait_s;  /* time this rank spent waiting on receives, sends and collectives */
+    double exposed_comm_s; /* the part of it in REDUCE_GRADS and OPTIMIZER_STEP: the gradient reduction the
+                            * backward did not hide (with overlap, the wait for the buckets still in
+                            * flight), the tied and norm all-reduces, ZeRO-1's parameter all-gather */
     double fwd_s, bwd_s, optim_s; /* host time in this rank's forward, backward (B, I, W) and
                                    * reduce + optimizer actions, less their comm waits (on a device
                                    * backend: to queue them, unless a profile syncs each action) */
@@ -166,6 +173,7 @@ typedef struct pt_runtime_train_args {
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
     int zero;                 /* 1: ZeRO-1, the AdamW moments sharded over the D replicas (pt_plan.zero) */
+    int overlap;              /* 1: the data-parallel reduction overlaps the backward (pt_runtime_opts.overlap) */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
     const char *schedule;     /* generator name (pt_sched_generator_names) or a schedule file; NULL: 1f1b */
     const char *partition;    /* planner method: uniform, params, time, memory; NULL: time */

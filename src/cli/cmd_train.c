@@ -108,6 +108,7 @@ typedef struct train_args {
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
     int zero; /* --zero: 1 shards the AdamW moments over the dp replicas */
+    int overlap; /* --overlap: 1 reduces the dp gradients in buckets while the backward runs */
     int max_restarts; /* --max-restarts: restarts of the local ranks from the newest checkpoint */
     int no_ckpt;
     int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
@@ -436,6 +437,7 @@ static void runtime_args(const train_args *a, const pt_train_cfg *cfg, const pt_
     ra->stages = a->stages;
     ra->replicas = a->dp;
     ra->zero = a->zero;
+    ra->overlap = a->overlap;
     ra->chunks = a->chunks > 1 ? a->chunks : 0;
     ra->schedule = a->schedule;
     ra->partition = a->partition;
@@ -494,6 +496,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         return pt_fail(PT_EINVAL, "--zero %d: give 0 (every replica holds its stage's whole optimizer state) or 1 "
                                   "(each of the --dp replicas holds 1/D of it)",
                        a->zero);
+    if (a->overlap != 0 && a->overlap != 1)
+        return pt_fail(PT_EINVAL, "--overlap %d: give 0 (the gradients are reduced after the backward) or 1 (in "
+                                  "buckets while it runs)",
+                       a->overlap);
     int want = a->stages * a->dp;
     int multi_opts = a->stages > 1 || a->dp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
@@ -1016,6 +1022,9 @@ int pt_cmd_train(int argc, char **argv)
         { "zero", PT_OPT_INT, &a.zero, "0|1",
           "1: shard the AdamW moments over the --dp replicas (each holds 1/D; gradients reduce-scattered, "
           "parameters all-gathered; the same bits as 0)", 0 },
+        { "overlap", PT_OPT_INT, &a.overlap, "0|1",
+          "1: reduce the --dp replicas' gradients in buckets while the backward still runs (a communication "
+          "thread; the same bits as 0; cpu backend)", 0 },
         { "nproc", PT_OPT_INT, &a.nproc, "N", "local ranks to start (0: stages x dp)", 0 },
         { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (interleaved, zbv: 2 when left at 1)", 0 },
         { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE",

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipetrain/grad_sync.h"
 #include "pipetrain/link.h"
 #include "pipetrain/timeutil.h"
 
@@ -119,7 +120,22 @@ struct pt_runtime {
     int64_t n_targets;
     int32_t *scratch_tok, *scratch_tgt; /* (B,T) for counting other replicas' targets */
     size_t alloc_bytes, slot_bytes;
+    /* --overlap (opts.overlap, D > 1): the data-parallel reduction in buckets during the backward */
+    pt_grad_sync *gs;           /* the engine (its thread and communicator), NULL without overlap */
+    struct rt_gs_hook *gs_hooks; /* [V] the models' gradient hooks' contexts */
+    int *gs_last_wpass;         /* [V] index in the training list of the chunk's last weight pass (B or W) */
+    size_t *gs_defer;           /* [V * 4] per chunk up to two ranges [lo, hi) the tied reduction still
+                                   changes: marked ready at REDUCE_GRADS, after it */
+    int gs_live;                /* chunk whose last weight pass of the step is running, -1 none */
+    int gs_begun;               /* pt_grad_sync_begin ran for this step */
+    int64_t step_exposed_ns;    /* this step's REDUCE_GRADS + OPTIMIZER_STEP communication waits */
 };
+
+/* What a chunk's gradient hook (pt_model_set_grad_hook) needs. */
+typedef struct rt_gs_hook {
+    pt_runtime *rt;
+    int chunk;
+} rt_gs_hook;
 
 float pt_loss_scale_for(int64_t n_targets) { return n_targets > 0 ? 1.0f / (float)n_targets : 0.0f; }
 
@@ -472,6 +488,37 @@ static pt_status take_local_grad(pt_runtime *rt, int c, int mb, int s)
     return PT_OK;
 }
 
+/* --overlap: ready ranges of chunk c, less the ranges the tied reduction still changes (d: the
+ * deferred ranges left to cut out). */
+static pt_status gs_ready_cut(pt_runtime *rt, int c, size_t lo, size_t hi, int d)
+{
+    if (lo >= hi)
+        return PT_OK;
+    if (d == 2)
+        return pt_grad_sync_ready(rt->gs, c, lo, hi);
+    size_t dl = rt->gs_defer[4 * c + 2 * d], dh = rt->gs_defer[4 * c + 2 * d + 1];
+    if (dl >= dh || hi <= dl || dh <= lo)
+        return gs_ready_cut(rt, c, lo, hi, d + 1);
+    PT_CHECK(gs_ready_cut(rt, c, lo, dl > lo ? dl : lo, d + 1));
+    return gs_ready_cut(rt, c, dh < hi ? dh : hi, hi, d + 1);
+}
+
+/* The models' gradient hook: during a chunk's last weight pass of the step, each finished layer's
+ * range goes to the engine (on the CPU backend the kernels have run when the hook is called). */
+static pt_status gs_hook(void *ctx, int layer, size_t lo, size_t hi)
+{
+    (void)layer;
+    rt_gs_hook *h = ctx;
+    pt_runtime *rt = h->rt;
+    if (rt->gs_live != h->chunk)
+        return PT_OK;
+    if (!rt->gs_begun) {
+        PT_CHECK(pt_grad_sync_begin(rt->gs, rt->step));
+        rt->gs_begun = 1;
+    }
+    return gs_ready_cut(rt, h->chunk, lo, hi, 0);
+}
+
 static pt_status do_backward(pt_runtime *rt, const pt_action *a)
 {
     int c = a->chunk, mb = a->microbatch;
@@ -481,6 +528,7 @@ static pt_status do_backward(pt_runtime *rt, const pt_action *a)
     if (s < 0)
         return pt_fail(PT_EINTERNAL, "rank %d: %s of mb %d chunk %d without its forward; please report it", rt->rank,
                        kind_name(a->kind), mb, c);
+    rt->gs_live = rt->gs && a->kind != PT_ACT_BACKWARD_INPUT && rt->cur == rt->gs_last_wpass[c] ? c : -1;
     switch (a->kind) {
     case PT_ACT_BACKWARD:
         PT_CHECK(take_local_grad(rt, c, mb, s));
@@ -505,6 +553,7 @@ static pt_status do_backward(pt_runtime *rt, const pt_action *a)
     case PT_ACT_KIND_COUNT:
         return pt_fail(PT_EINTERNAL, "do_backward called for %s", kind_name(a->kind));
     }
+    rt->gs_live = -1;
     slot_try_release(rt, c, mb);
     return PT_OK;
 }
@@ -624,18 +673,57 @@ static pt_status dp_collective(pt_runtime *rt, int gather, float *x, size_t n, c
  * --zero 1 keeps them (each steps its segment and the parameters are all-gathered after). Both
  * give the same bits. Then the global norm: sums of squares per (tensor, segment) at fixed
  * indices, summed in that order on every rank (optim.h's rule). */
+/* --overlap at REDUCE_GRADS: the ranges the tied reduction has just finished go to the engine, and
+ * the wait for every bucket still in flight is this step's exposed data-parallel communication. */
+static pt_status gs_finish(pt_runtime *rt)
+{
+    pt_status st = PT_OK;
+    if (!rt->gs_begun) {
+        st = pt_grad_sync_begin(rt->gs, rt->step);
+        rt->gs_begun = st == PT_OK;
+    }
+    for (int c = 0; c < rt->V && st == PT_OK; c++)
+        for (int d = 0; d < 2 && st == PT_OK; d++)
+            if (rt->gs_defer[4 * c + 2 * d] < rt->gs_defer[4 * c + 2 * d + 1])
+                st = pt_grad_sync_ready(rt->gs, c, rt->gs_defer[4 * c + 2 * d], rt->gs_defer[4 * c + 2 * d + 1]);
+    if (st == PT_OK)
+        st = rt->be->stream_sync(rt->stream);
+    int64_t exposed = 0;
+    if (st == PT_OK)
+        st = pt_grad_sync_finish(rt->gs, rt_deadline(rt), &exposed);
+    rt->gs_begun = 0;
+    rt->wait_ns += exposed;
+    if (st != PT_OK)
+        return coll_fail(rt, st, "REDUCE_GRADS (overlapped data-parallel reduction)");
+    if (rt->prof && pt_profile_enabled(rt->prof)) { /* the engine's buckets, on their own track */
+        int64_t off = pt_profile_now_ns(rt->prof) - pt_now_ns();
+        for (int b = 0; b < pt_grad_sync_n_buckets(rt->gs); b++) {
+            pt_grad_sync_bucket_info bi;
+            PT_CHECK(pt_grad_sync_bucket(rt->gs, b, &bi));
+            pt_prof_event e = { .step = rt->step, .rank = rt->rank, .stage_rank = rt->p, .action = -1 - b,
+                                .kind = PT_ACT_REDUCE_GRADS, .microbatch = b, .chunk = bi.chunk,
+                                .vstage = rt->ch[bi.chunk].vstage, .peer = -1, .start_ns = bi.start_ns + off,
+                                .end_ns = bi.end_ns + off, .wait_ns = 0 };
+            PT_CHECK(pt_profile_record(rt->prof, &e));
+        }
+    }
+    return PT_OK;
+}
+
 static pt_status do_reduce(pt_runtime *rt)
 {
     PT_CHECK(sends_wait_all(rt));
     PT_CHECK(reduce_tied(rt));
-    for (int c = 0; rt->D > 1 && c < rt->V; c++)
+    if (rt->gs)
+        PT_CHECK(gs_finish(rt));
+    for (int c = 0; !rt->gs && rt->D > 1 && c < rt->V; c++)
         PT_CHECK(dp_collective(rt, 0, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
                                "REDUCE_GRADS (data-parallel reduce-scatter)"));
     int nn = rt->n_norm;
     memset(rt->norm_buf, 0, (size_t)(nn + 2) * sizeof(double));
     for (int c = 0; c < rt->V; c++)
         PT_CHECK(segment_sumsq(rt, c));
-    for (int c = 0; rt->D > 1 && !rt->zero && c < rt->V; c++)
+    for (int c = 0; !rt->gs && rt->D > 1 && !rt->zero && c < rt->V; c++)
         PT_CHECK(dp_collective(rt, 1, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
                                "REDUCE_GRADS (data-parallel all-gather of the gradients)"));
     rt->norm_buf[nn] = rt->loss_sum;
@@ -743,6 +831,7 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
     rt->loss_sum = 0;
     rt->loss_tokens = 0;
     rt->step_wait_ns = 0;
+    rt->step_exposed_ns = 0;
     rt->reduced = 0;
     rt->clip_scale = 1.0f;
     rt->grad_norm = 0;
@@ -786,6 +875,9 @@ static void step_abandon(pt_runtime *rt)
      * a failed job's transfers at destroy. */
     rt->n_sends = 0;
     rt->failed = 1;
+    pt_grad_sync_abort(rt->gs);
+    rt->gs_begun = 0;
+    rt->gs_live = -1;
     if (rt->recv_posted)
         memset(rt->recv_posted, 0, (size_t)rt->n_acts);
     pt_link_reset(rt->link);
@@ -848,6 +940,8 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
             PT_TRY(pt_profile_record(rt->prof, &e), fail);
         }
         rt->step_wait_ns += rt->wait_ns;
+        if (a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
+            rt->step_exposed_ns += rt->wait_ns;
     }
     rt->cur = rt->n_acts;
     rt->wait_ns = 0;
@@ -869,6 +963,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         info->applied = rt->applied;
         info->step_s = pt_seconds_between(t_step, pt_now_ns());
         info->comm_wait_s = (double)rt->step_wait_ns * 1e-9;
+        info->exposed_comm_s = (double)rt->step_exposed_ns * 1e-9;
         info->fwd_s = (double)phase_ns[0] * 1e-9;
         info->bwd_s = (double)phase_ns[1] * 1e-9;
         info->optim_s = (double)phase_ns[2] * 1e-9;
@@ -1604,6 +1699,117 @@ static pt_status create_link(pt_runtime *rt)
     return link_setup(rt);
 }
 
+/* --overlap: the engine (grad_sync.h) for this rank's data-parallel group. Every rank of a D > 1
+ * job first says whether it overlaps (mixed settings refused, as for --zero); then each chunk's
+ * gradients become buckets of whole layers (at least GS_BUCKET_FLOATS each where layers are
+ * smaller) in the order the backward finishes them: chunks by their last weight pass in the list,
+ * each chunk's layers from the last to the first; the ranges the tied reduction changes (the
+ * embedding's tied wte, a head matrix held in the flat gradients) are buckets of their own, last.
+ * The order depends only on the stage's chunks and action list, so every replica has the same. */
+#define GS_BUCKET_FLOATS ((size_t)1 << 20)
+static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
+{
+    rt->gs_live = -1;
+    if (!rt->comm || rt->world <= 1 || rt->D <= 1)
+        return PT_OK;
+    double flag = o->overlap != 0;
+    PT_CHECK(pt_comm_allreduce_f64(rt->comm, NULL, &flag, 1, pt_deadline_after_ms(rt->timeout_ms)));
+    if (flag != 0 && (int)flag != rt->world)
+        return pt_fail(PT_EINVAL, "rank %d: %d of the job's %d ranks overlap the gradient reduction with the backward "
+                                  "(--overlap 1) and the others do not; give every rank the same --overlap",
+                       rt->rank, (int)flag, rt->world);
+    if (flag == 0)
+        return PT_OK;
+    if (rt->dev_mem)
+        return pt_fail(PT_ENOTSUP, "rank %d: --overlap 1 reduces gradients in host memory while the backward runs, "
+                                   "and backend %s keeps them in device memory (the side-stream version is not built); "
+                                   "use --overlap 0",
+                       rt->rank, rt->be->name);
+    rt->gs_hooks = calloc((size_t)rt->V, sizeof *rt->gs_hooks);
+    rt->gs_last_wpass = malloc((size_t)rt->V * sizeof(int));
+    rt->gs_defer = calloc((size_t)rt->V * 4, sizeof(size_t));
+    int *g = malloc((size_t)rt->D * sizeof(int)), *order = malloc((size_t)rt->V * sizeof(int));
+    pt_status st = PT_OK;
+    if (!rt->gs_hooks || !rt->gs_last_wpass || !rt->gs_defer || !g || !order) {
+        st = pt_fail(PT_ENOMEM, "out of host memory");
+        goto out;
+    }
+    for (int c = 0; c < rt->V; c++)
+        rt->gs_last_wpass[c] = -1;
+    for (int i = 0; i < rt->n_acts; i++) {
+        const pt_action *a = &rt->acts[i];
+        if ((a->kind == PT_ACT_BACKWARD || a->kind == PT_ACT_BACKWARD_WEIGHT) && a->chunk >= 0 && a->chunk < rt->V)
+            rt->gs_last_wpass[a->chunk] = i;
+    }
+    for (int d = 0; d < rt->D; d++)
+        g[d] = d * rt->P + rt->p;
+    pt_grad_sync_opts go = { .zero = rt->zero, .timeout_ms = rt->timeout_ms };
+    PT_TRY(pt_grad_sync_create(rt->comm, g, rt->D, &go, &rt->gs), out);
+    for (int c = 0; c < rt->V; c++) {
+        pt_model *m = rt->ch[c].m;
+        float *gr = pt_model_grads(m), *twin = pt_model_head_wte_grad(m);
+        size_t n = pt_model_n_params(m);
+        if (c == rt->emb_chunk && pt_model_tied(rt->cfg)) {
+            const pt_param *w = pt_model_find_tensor(m, "wte.weight");
+            rt->gs_defer[4 * c] = w->offset;
+            rt->gs_defer[4 * c + 1] = w->offset + w->numel;
+        }
+        if (twin && twin >= gr && twin < gr + n) {
+            rt->gs_defer[4 * c + 2] = (size_t)(twin - gr);
+            rt->gs_defer[4 * c + 3] = (size_t)(twin - gr) + (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+        }
+        PT_TRY(pt_grad_sync_add_chunk(rt->gs, c, gr, n), out);
+        order[c] = c;
+    }
+    for (int i = 1; i < rt->V; i++) /* chunks by their last weight pass */
+        for (int j = i; j > 0 && rt->gs_last_wpass[order[j]] < rt->gs_last_wpass[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int q = 0; q < rt->V; q++) {
+        int c = order[q];
+        pt_model *m = rt->ch[c].m;
+        const size_t *df = rt->gs_defer + 4 * c;
+        size_t blo = 0, bhi = 0;
+        int blayer = -1;
+        for (int t = pt_model_n_tensors(m) - 1; t >= 0; t--) {
+            const pt_param *pr = pt_model_tensor(m, t);
+            size_t lo = pr->offset, hi = pr->offset + pr->numel;
+            if ((df[0] < df[1] && lo >= df[0] && hi <= df[1]) || (df[2] < df[3] && lo >= df[2] && hi <= df[3]))
+                continue; /* a deferred range: its own bucket below */
+            if (bhi > blo && lo + (hi - lo) == blo && (pr->layer == blayer || bhi - blo < GS_BUCKET_FLOATS)) {
+                blo = lo;
+                blayer = pr->layer;
+                continue;
+            }
+            if (bhi > blo)
+                PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, blo, bhi), out);
+            blo = lo;
+            bhi = hi;
+            blayer = pr->layer;
+        }
+        if (bhi > blo)
+            PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, blo, bhi), out);
+    }
+    for (int c = 0; c < rt->V; c++)
+        for (int d = 0; d < 2; d++)
+            if (rt->gs_defer[4 * c + 2 * d] < rt->gs_defer[4 * c + 2 * d + 1])
+                PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, rt->gs_defer[4 * c + 2 * d], rt->gs_defer[4 * c + 2 * d + 1]),
+                       out);
+    PT_TRY(pt_grad_sync_start(rt->gs), out);
+    for (int c = 0; c < rt->V; c++) {
+        rt->gs_hooks[c] = (rt_gs_hook){ .rt = rt, .chunk = c };
+        pt_model_set_grad_hook(rt->ch[c].m, gs_hook, &rt->gs_hooks[c]);
+    }
+out:
+    free(g);
+    free(order);
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: setting up --overlap", rt->rank);
+    return PT_OK;
+}
+
 /* What create allocated on the backend, against --mem-limit. */
 static pt_status create_measure(pt_runtime *rt, size_t bytes0)
 {
@@ -1632,6 +1838,7 @@ pt_status pt_runtime_create(const pt_runtime_opts *o, pt_runtime **out)
     PT_TRY(create_batch(rt), fail);
     PT_TRY(create_groups(rt), fail);
     PT_TRY(create_link(rt), fail);
+    PT_TRY(create_overlap(rt, o), fail);
     PT_TRY(create_measure(rt, bytes0), fail);
     *out = rt;
     return PT_OK;
@@ -1644,6 +1851,10 @@ void pt_runtime_destroy(pt_runtime *rt)
 {
     if (!rt)
         return;
+    pt_grad_sync_destroy(rt->gs); /* before the models: its thread may still read their gradients */
+    free(rt->gs_hooks);
+    free(rt->gs_last_wpass);
+    free(rt->gs_defer);
     pt_link_destroy(rt->link, rt->failed);
     pt_comm_group_destroy(rt->dp_group);
     pt_comm_group_destroy(rt->tied_group);

@@ -373,7 +373,7 @@ pt_status pt_train_job_runtime(pt_train_job *j)
                         .grad_clip = (float)tc->grad_clip };
     pt_runtime_opts ro = { .cfg = &j->cfg, .plan = j->plan, .sched = j->sched, .comm = j->comm, .be = j->be,
                            .stream = j->stream, .adamw = ac, .seed = tc->seed, .timeout_ms = a->timeout_ms,
-                           .mem_limit_bytes = a->mem_limit_bytes, .profile = j->prof };
+                           .mem_limit_bytes = a->mem_limit_bytes, .profile = j->prof, .overlap = a->overlap };
     PT_CHECK(pt_runtime_create(&ro, &j->rt));
     tm_log(j, "rank 0: %.1f MiB allocated (%.1f MiB activation slots)",
            (double)pt_runtime_peak_bytes(j->rt) / 1048576.0, (double)pt_runtime_slot_bytes(j->rt) / 1048576.0);

@@ -46,6 +46,8 @@ typedef struct args {
     int file_m, file_v;
     int zero;    /* plan->zero of the runs */
     int zero_vs; /* run each configuration with --zero 0 and 1: the same losses and weights, bit for bit */
+    int overlap;    /* pt_runtime_opts.overlap of the runs */
+    int overlap_vs; /* run each configuration with --overlap 0 and 1 (at --zero): the same bits (zero_check) */
 } args;
 
 /* Weights and data from one seed, as the single-process trainer does (train.h). */
@@ -484,7 +486,7 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                     else
                         CHECK(pt_sched_generate(sn, P, V, M, NULL, &sc));
                     /* --zero-vs: pass 0 keeps every step's loss and weights, pass 1 (ZeRO-1) must match */
-                    int passes = a->zero_vs ? 2 : 1, zbad = 0;
+                    int passes = a->zero_vs || a->overlap_vs ? 2 : 1, zbad = 0;
                     double zloss[64];
                     float **zsnap = calloc((size_t)(a->steps > 0 ? a->steps : 1) * 256, sizeof(float *));
                     int bad = 0;
@@ -493,7 +495,8 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                     plan->zero = a->zero_vs ? zp : a->zero;
                         pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be,
                                                .stream = stream, .adamw = adamw_cfg(), .seed = SEED,
-                                               .timeout_ms = a->timeout_ms };
+                                               .timeout_ms = a->timeout_ms,
+                                               .overlap = a->overlap_vs ? zp : a->overlap };
                         pt_runtime *rt;
                         CHECK(pt_runtime_create(&ro, &rt));
                         for (int s = 0; s < a->steps; s++) {
@@ -509,7 +512,7 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                                 bad++;
                             }
                             bad += compare(rt, &ref, s, a->tol, be, stream, &max_rel, tag);
-                            if (a->zero_vs && s < 64)
+                            if ((a->zero_vs || a->overlap_vs) && s < 64)
                                 zbad += zero_check(rt, zp, s, si.loss, zloss, zsnap, be, stream, tag);
                         }
                         /* The held-out eval through the pipeline scores what one process scores. */
@@ -548,8 +551,10 @@ static int mode_equiv(args *a, const pt_backend *be, pt_stream *stream)
                     for (int q = 0; q < (a->steps > 0 ? a->steps : 1) * 256; q++)
                         free(zsnap[q]);
                     free(zsnap);
-                    if (a->zero_vs && world_sum(zbad) > 0) {
-                        LOG0("FAIL %s: --zero 1 differs from --zero 0\n", tag);
+                    if ((a->zero_vs || a->overlap_vs) && world_sum(zbad) > 0) {
+                        LOG0("FAIL %s: %s\n", tag, a->overlap_vs ? "--overlap 1 differs from --overlap 0 (the messages "
+                                                                   "above say --zero for both)"
+                                                                 : "--zero 1 differs from --zero 0");
                         bad++;
                     }
                     pt_sched_destroy(sc);
@@ -620,23 +625,30 @@ static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
 }
 
 /* zero_mixed: rank 0 asks for ZeRO-1 and the others do not (ranks launched with different
- * --zero): every rank's create is refused, naming the count and the fix. */
+ * --zero): every rank's create is refused, naming the count and the fix. overlap_mixed: the same
+ * with --overlap. */
 static int mode_zero_mixed(const args *a, const pt_backend *be, pt_stream *stream)
 {
+    int ovl = strcmp(a->mode, "overlap_mixed") == 0;
     pt_model_config cfg;
     CHECK(pt_model_config_load("gpt2-tiny", &cfg));
     char why[64];
     int M = 2;
     pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, a->D, M, a->B, a->T, why, sizeof(why));
-    plan->zero = g_rank == 0;
+    plan->zero = !ovl && g_rank == 0;
     pt_schedule *sc;
     CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
     pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
-                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms };
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms,
+                           .overlap = ovl && g_rank == 0 };
     pt_runtime *rt = NULL;
     pt_status st = pt_runtime_create(&ro, &rt);
-    int ok = st == PT_EINVAL && strstr(pt_last_error(), "shard the optimizer (--zero 1) and the others do not") &&
-             strstr(pt_last_error(), "give every rank the same --zero");
+    int ok = st == PT_EINVAL &&
+             (ovl ? strstr(pt_last_error(), "overlap the gradient reduction with the backward (--overlap 1) and the "
+                                            "others do not") &&
+                        strstr(pt_last_error(), "give every rank the same --overlap")
+                  : strstr(pt_last_error(), "shard the optimizer (--zero 1) and the others do not") &&
+                        strstr(pt_last_error(), "give every rank the same --zero"));
     if (!ok)
         fprintf(stderr, "rank %d: mixed --zero gave status %d: %s\n", g_rank, (int)st, st ? pt_last_error() : "ok");
     else if (g_rank == 0)
@@ -944,6 +956,8 @@ static void parse(int argc, char **argv, args *a)
         else if (strcmp(k, "--recompute") == 0) a->recompute = 1;
         else if (OPT("zero")) a->zero = atoi(v);
         else if (strcmp(k, "--zero-vs") == 0) a->zero_vs = 1;
+        else if (OPT("overlap")) a->overlap = atoi(v);
+        else if (strcmp(k, "--overlap-vs") == 0) a->overlap_vs = 1;
         else {
             fprintf(stderr, "rt_driver: unknown option %s\n", k);
             exit(2);
@@ -995,7 +1009,7 @@ int main(int argc, char **argv)
         rc = mode_fault(&a, be, stream);
     else if (strcmp(a.mode, "mem") == 0)
         rc = mode_mem(&a, be, stream);
-    else if (strcmp(a.mode, "zero_mixed") == 0)
+    else if (strcmp(a.mode, "zero_mixed") == 0 || strcmp(a.mode, "overlap_mixed") == 0)
         rc = mode_zero_mixed(&a, be, stream);
     else if (strcmp(a.mode, "bad") == 0)
         rc = mode_bad(&a, be, stream);
