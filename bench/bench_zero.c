@@ -1,35 +1,37 @@
 /* `pipetrain bench zero [--json] [--model gpt2-small] [--steps N] ...`: the distributed optimizer
- * (ZeRO-1, `train --zero 1`) and the overlapped gradient reduction against plain data parallelism,
- * side by side in one invocation (issue 17, "Performance").
+ * (ZeRO-1, `train --zero 1`) and the gradient reduction overlapped with the backward (`train
+ * --overlap 1`) against plain data parallelism, side by side in one invocation (issue 17,
+ * "Performance").
  *
  * For each pipeline depth P in --stages (default 1,2) with D = --dp replicas (default 2), over the
- * --provider libfabric provider (default shm), and for each configuration
- *   zero0          --zero 0, the gradients reduced after the backward (no overlap)
- *   zero0-overlap  --zero 0, the reduction overlapped with the backward
- *   zero1          --zero 1 (with the overlap when the runtime has it)
+ * --provider libfabric provider (default shm), and for each configuration of --configs (default
+ * zero0,zero0-overlap,zero1-overlap; zero1 is the fourth: --zero 1 without overlap)
+ *   zero0          --zero 0, the gradients reduced after the backward
+ *   zero0-overlap  --zero 0, the reduction in buckets while the backward computes
+ *   zero1-overlap  --zero 1 with the overlap
  * it starts P x D ranks through pt_launch, one thread each, sets each rank up through the training
- * job's phases (runtime.h) as `pipetrain train` does, runs one warm-up step, then --steps profiled
+ * job's phases (runtime.h) as `pipetrain train` does, runs one warm-up step, then --steps timed
  * steps, and each rank writes its numbers to a file of its own:
  *   step_s          its mean pt_runtime_step_info.step_s;
- *   exposed_comm_s  per step, the time it spent blocked in the gradient reduction: the
- *                   communication waits (pt_prof_event.wait_ns) of its REDUCE_GRADS and
- *                   OPTIMIZER_STEP actions (the tied all-reduce, the data-parallel reduce-scatter
- *                   and all-gather, the norm all-reduce, ZeRO-1's parameter all-gather); the
- *                   pipeline's own sends and receives are not in it (they are in comm_wait_s,
- *                   the step info's every wait);
+ *   exposed_comm_s  per step, the time it spent blocked in the gradient reduction: the step info's
+ *                   exposed_comm_s, the communication waits of its REDUCE_GRADS and OPTIMIZER_STEP
+ *                   actions (with overlap, the wait for the buckets still in flight; the tied and
+ *                   norm all-reduces; ZeRO-1's parameter all-gather); the pipeline's own sends and
+ *                   receives are not in it (they are in comm_wait_s, the step info's every wait);
  *   optim_bytes     its peak of optimizer state as the allocator measured it (pt_backend_mem_stats:
  *                   the peak of PT_MEM_OPTIM, AdamW's m and v), beside what the optimizers' ranges
  *                   say it must be (2 x 4 bytes per element of each chunk's pt_optim_range, through
  *                   pt_runtime_chunk_optim), and its peak of every kind (memkind.h);
- *   loss            the last step's loss (--zero 1 must give --zero 0's bits: the ratio line says
- *                   whether it did).
+ *   loss            the last step's loss (every configuration must give the same bits: the ratio
+ *                   line says whether they did).
  * Configurations run in this order, --rounds times over (each configuration's numbers are the mean
- * of its rounds), so a slow minute of a loaded machine falls on all of them alike.
+ * of its rounds, and its fastest round is kept too), so a slow minute of a loaded machine falls on
+ * all of them alike.
  *
  * Prints one JSON object per configuration (with "config"), then one per P with the ratios
- * (optimizer state zero1 / zero0: expected 1/D; exposed communication overlap / no overlap:
- * expected <= 0.5; step time zero1 / zero0: expected within 5%), and the same as a table (on
- * stdout, or on stderr with --json so that stdout stays JSON lines). */
+ * (optimizer state zero1 / zero0: expected 1/D; exposed communication overlap / none: expected
+ * <= 0.5; step time zero1 / zero0 with the same overlap setting: expected within 5%), and the same
+ * as a table (on stdout, or on stderr with --json so that stdout stays JSON lines). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +43,6 @@
 #include "pipetrain/backend.h"
 #include "pipetrain/memkind.h"
 #include "pipetrain/optim.h"
-#include "pipetrain/profile.h"
 #include "pipetrain/runtime.h"
 #include "pipetrain/schedule.h"
 #include "pipetrain/timeutil.h"
@@ -49,10 +50,10 @@
 
 #define BZ_MAX_P 4
 #define BZ_MAX_RANKS 16
-#define BZ_N_MODES 3
+#define BZ_N_MODES 4
 
 typedef struct bz_opts {
-    const char *model, *schedule, *provider, *stages;
+    const char *model, *schedule, *provider, *stages, *configs;
     int B, T, M, D, steps, rounds;
 } bz_opts;
 
@@ -62,11 +63,11 @@ typedef struct bz_mode {
     int zero, overlap;
 } bz_mode;
 
-static const bz_mode modes[BZ_N_MODES] = { { "zero0", 0, 0 }, { "zero0-overlap", 0, 1 }, { "zero1", 1, 0 } };
-
-/* The runtime has no option to overlap the reduction with the backward yet (issue 17's overlap
- * part): configurations that ask for it are reported as not available rather than run. */
-static int overlap_supported(void) { return 0; }
+/* modes[Z * 2 + O]: --zero Z, --overlap O */
+static const bz_mode modes[BZ_N_MODES] = {
+    { "zero0", 0, 0 }, { "zero0-overlap", 0, 1 }, { "zero1", 1, 0 }, { "zero1-overlap", 1, 1 }
+};
+static const char *const mode_names[BZ_N_MODES + 1] = { "zero0", "zero0-overlap", "zero1", "zero1-overlap", NULL };
 
 /* One rank's numbers, as its worker writes them. */
 typedef struct bz_rank {
@@ -85,7 +86,7 @@ typedef struct bz_result {
     bz_rank rank[BZ_MAX_RANKS];
 } bz_result;
 
-static pt_status bz_args(const bz_opts *o, int P, int zero, pt_runtime_train_args *a)
+static pt_status bz_args(const bz_opts *o, int P, const bz_mode *m, pt_runtime_train_args *a)
 {
     memset(a, 0, sizeof(*a));
     pt_train_cfg *tc = &a->train;
@@ -105,25 +106,12 @@ static pt_status bz_args(const bz_opts *o, int P, int zero, pt_runtime_train_arg
     tc->run_dir = NULL;
     a->stages = P;
     a->replicas = o->D;
-    a->zero = zero;
+    a->zero = m->zero;
+    a->overlap = m->overlap;
     a->schedule = o->schedule;
     a->partition = "time";
     a->provider = o->provider;
-    a->profile = 1;
     return PT_OK;
-}
-
-/* Mean communication wait per step of this rank's REDUCE_GRADS and OPTIMIZER_STEP actions over
- * the profiled steps. */
-static double reduction_wait_s(const pt_profile *p, int steps)
-{
-    const pt_prof_event *ev = pt_profile_events(p);
-    size_t n = pt_profile_n_events(p);
-    int64_t ns = 0;
-    for (size_t i = 0; i < n; i++)
-        if (ev[i].kind == PT_ACT_REDUCE_GRADS || ev[i].kind == PT_ACT_OPTIMIZER_STEP)
-            ns += ev[i].wait_ns;
-    return (double)ns * 1e-9 / steps;
 }
 
 /* The bytes of AdamW state this rank holds: m and v over each chunk's optimizer range. */
@@ -138,23 +126,23 @@ static double optim_state_bytes(pt_runtime *rt)
     return bytes;
 }
 
-/* One rank of one configuration: a warm-up step, then --steps profiled ones; writes one line of
+/* One rank of one configuration: a warm-up step, then --steps timed ones; writes one line of
  * numbers to <out>.<rank>. */
-static pt_status worker(const bz_opts *o, int zero, const char *out_path)
+static pt_status worker(const bz_opts *o, const bz_mode *m, const char *out_path)
 {
     int in_job = 0, rank = 0, world = 1;
     PT_CHECK(pt_comm_env_job(&in_job, &rank, &world));
     if (world % o->D != 0)
         return pt_fail(PT_EINVAL, "bench zero --worker: %d ranks are not a multiple of --dp %d", world, o->D);
     pt_runtime_train_args a;
-    PT_CHECK(bz_args(o, world / o->D, zero, &a));
+    PT_CHECK(bz_args(o, world / o->D, m, &a));
     pt_train_job j;
     pt_status st = pt_train_job_setup(&j, &a);
     if (st != PT_OK)
         goto out;
-    pt_profile_set_enabled(j.prof, 0);
+    if (j.prof) /* a pipeline profiles its steps; the bench reads none of it */
+        pt_profile_set_enabled(j.prof, 0);
     PT_TRY(pt_runtime_step(j.rt, j.data, 0, 1e-4f, NULL), out);
-    pt_profile_set_enabled(j.prof, 1);
     bz_rank r;
     memset(&r, 0, sizeof(r));
     for (int s = 1; s <= o->steps; s++) {
@@ -162,9 +150,9 @@ static pt_status worker(const bz_opts *o, int zero, const char *out_path)
         PT_TRY(pt_runtime_step(j.rt, j.data, s, 1e-4f, &si), out);
         r.step_s += si.step_s / o->steps;
         r.comm_wait_s += si.comm_wait_s / o->steps;
+        r.exposed_s += si.exposed_comm_s / o->steps;
         r.loss = si.loss;
     }
-    r.exposed_s = reduction_wait_s(j.prof, o->steps);
     r.optim_range_bytes = optim_state_bytes(j.rt);
     pt_mem_stats ms;
     pt_backend_mem_stats(&ms);
@@ -200,14 +188,13 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
         return pt_fail(PT_EIO, "bench zero: cannot create a temporary file in /tmp");
     close(fd);
     int world = P * o->D;
-    char b_arg[16], t_arg[16], m_arg[16], d_arg[16], s_arg[16], z_arg[16];
+    char b_arg[16], t_arg[16], m_arg[16], d_arg[16], s_arg[16];
     snprintf(b_arg, sizeof(b_arg), "%d", o->B);
     snprintf(t_arg, sizeof(t_arg), "%d", o->T);
     snprintf(m_arg, sizeof(m_arg), "%d", o->M);
     snprintf(d_arg, sizeof(d_arg), "%d", o->D);
     snprintf(s_arg, sizeof(s_arg), "%d", o->steps);
-    snprintf(z_arg, sizeof(z_arg), "%d", m->zero);
-    char *args[] = { "/proc/self/exe", "bench", "zero", "--worker", "--worker-zero", z_arg, "--model", (char *)o->model,
+    char *args[] = { "/proc/self/exe", "bench", "zero", "--worker", (char *)m->name, "--model", (char *)o->model,
                      "--schedule", (char *)o->schedule, "--provider", (char *)o->provider, "--micro-batches", m_arg,
                      "--micro-batch-size", b_arg, "--seq-len", t_arg, "--dp", d_arg, "--steps", s_arg, "--out", tmp,
                      NULL };
@@ -284,30 +271,16 @@ static bz_sum summarize(const bz_result *r)
     return s;
 }
 
-static const char *mode_label(int k, char *buf, size_t n)
-{
-    snprintf(buf, n, "%s%s", modes[k].name, modes[k].zero && overlap_supported() ? "-overlap" : "");
-    return buf;
-}
-
 static void print_json(const bz_opts *o, const bz_result *r)
 {
     const bz_mode *m = &modes[r->mode];
-    char label[32];
-    mode_label(r->mode, label, sizeof(label));
-    int overlap = m->overlap || (m->zero && overlap_supported());
     printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-%s\",\"model\":\"%s\",\"stages\":%d,\"replicas\":%d,\"zero\":%d,"
            "\"overlap\":%s,",
-           r->P, o->D, label, o->model, r->P, o->D, m->zero, overlap ? "true" : "false");
-    if (!r->ran) {
-        printf("\"available\":false,\"reason\":\"the runtime has no option to overlap the gradient reduction with "
-               "the backward yet\"}\n");
-        return;
-    }
+           r->P, o->D, m->name, o->model, r->P, o->D, m->zero, m->overlap ? "true" : "false");
     bz_sum s = summarize(r);
-    printf("\"available\":true,\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
+    printf("\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
            "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"best_round_step_s\":%.6f,\"exposed_comm_s\":%.6f,"
-           "\"exposed_comm_source\":\"REDUCE_GRADS+OPTIMIZER_STEP comm waits\",\"comm_wait_s\":%.6f,"
+           "\"exposed_comm_source\":\"pt_runtime_step_info.exposed_comm_s\",\"comm_wait_s\":%.6f,"
            "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"allocator peak of kind optimizer\","
            "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"per_rank\":[",
            o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, r->best_step_s, s.exposed_s,
@@ -327,13 +300,8 @@ static void print_json(const bz_opts *o, const bz_result *r)
 
 static void print_row(FILE *out, const bz_opts *o, const bz_result *r)
 {
-    char label[32], cfg[48];
-    mode_label(r->mode, label, sizeof(label));
-    snprintf(cfg, sizeof(cfg), "p%dd%d-%s", r->P, o->D, label);
-    if (!r->ran) {
-        fprintf(out, "%-22s %s\n", cfg, "not available (the runtime has no overlap option yet)");
-        return;
-    }
+    char cfg[48];
+    snprintf(cfg, sizeof(cfg), "p%dd%d-%s", r->P, o->D, modes[r->mode].name);
     bz_sum s = summarize(r);
     fprintf(out, "%-22s %10.1f %12.1f %12.1f %14.2f %12.2f %12.6f\n", cfg, 1e3 * s.step_s, 1e3 * s.exposed_s,
             1e3 * s.comm_wait_s, s.optim_bytes / (1 << 20), s.peak_bytes / (1 << 20), r->rank[0].loss);
@@ -350,53 +318,76 @@ static void fmt_ratio(char *buf, size_t n, double v, int json)
         snprintf(buf, n, "%.4f", v);
 }
 
-/* The three ratios of depth P from its configurations r[0..2] (modes order). */
+/* The first configuration that ran of the two modes a and b (modes[] indices), or NULL. */
+static const bz_result *pick(const bz_result *r, int a, int b)
+{
+    return r[a].ran ? &r[a] : r[b].ran ? &r[b] : NULL;
+}
+
+/* The ratios of depth P from its configurations r[0..BZ_N_MODES-1] (modes order), those that ran:
+ *   optimizer state zero1 / zero0 (overlap or not: it does not change memory but for its buckets);
+ *   exposed comm overlap / none, at --zero 0 (else at --zero 1);
+ *   step zero1 / zero0 with the same overlap setting (overlapped, else not), means and best rounds;
+ *   whether every configuration's last loss is the first one's, bit for bit, on every rank. */
 static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_result *r)
 {
-    bz_sum s[BZ_N_MODES];
+    const bz_result *z0 = pick(r, 0, 1), *z1 = pick(r, 2, 3);
+    double mem = z0 && z1 ? ratio(summarize(z1).optim_bytes, summarize(z0).optim_bytes) : NAN;
+    const bz_result *en = r[0].ran && r[1].ran ? &r[0] : r[2].ran && r[3].ran ? &r[2] : NULL;
+    double exp = en ? ratio(summarize(en + 1).exposed_s, summarize(en).exposed_s) : NAN;
+    const bz_result *s0 = r[1].ran && r[3].ran ? &r[1] : r[0].ran && r[2].ran ? &r[0] : NULL;
+    const bz_result *s1 = s0 ? s0 + 2 : NULL;
+    double stp = s0 ? ratio(summarize(s1).step_s, summarize(s0).step_s) : NAN;
+    double best = s0 ? ratio(s1->best_step_s, s0->best_step_s) : NAN;
+    const bz_result *first = NULL;
+    int same = 1;
     for (int k = 0; k < BZ_N_MODES; k++) {
-        memset(&s[k], 0, sizeof(s[k]));
-        if (r[k].ran)
-            s[k] = summarize(&r[k]);
+        if (!r[k].ran)
+            continue;
+        if (!first)
+            first = &r[k];
+        for (int i = 0; i < r[k].world && first->world == r[k].world; i++)
+            same = same && memcmp(&first->rank[i].loss, &r[k].rank[i].loss, sizeof(double)) == 0;
+        same = same && !r[k].loss_varied && first->world == r[k].world;
     }
-    double mem = r[0].ran && r[2].ran ? ratio(s[2].optim_bytes, s[0].optim_bytes) : NAN;
-    double exp = r[0].ran && r[1].ran ? ratio(s[1].exposed_s, s[0].exposed_s) : NAN;
-    double stp = r[0].ran && r[2].ran ? ratio(s[2].step_s, s[0].step_s) : NAN;
-    double best = r[0].ran && r[2].ran ? ratio(r[2].best_step_s, r[0].best_step_s) : NAN;
-    /* --zero 1 gives --zero 0's bits (runtime.zero_* test it): the same last loss on every rank */
-    int same = r[0].ran && r[2].ran && r[0].world == r[2].world;
-    for (int i = 0; same && i < r[0].world; i++)
-        same = memcmp(&r[0].rank[i].loss, &r[2].rank[i].loss, sizeof(double)) == 0;
-    const char *same_s = r[0].ran && r[2].ran ? (same ? "true" : "false") : "null";
-    char a[32], b[32], c[32], d[32];
-    fmt_ratio(d, sizeof(d), best, json);
-    fmt_ratio(a, sizeof(a), mem, json);
-    fmt_ratio(b, sizeof(b), exp, json);
-    fmt_ratio(c, sizeof(c), stp, json);
+    char a[32], b[32], c[32], d[32], en_s[64], pair[64];
+    fmt_ratio(a, sizeof(a), mem, 1);
+    fmt_ratio(b, sizeof(b), exp, 1);
+    fmt_ratio(c, sizeof(c), stp, 1);
+    fmt_ratio(d, sizeof(d), best, 1);
+    snprintf(en_s, sizeof(en_s), "%s/%s", en ? modes[en[1].mode].name : "-", en ? modes[en->mode].name : "-");
+    snprintf(pair, sizeof(pair), "%s/%s", s1 ? modes[s1->mode].name : "-", s0 ? modes[s0->mode].name : "-");
     if (json)
         printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-ratios\",\"stages\":%d,\"replicas\":%d,"
                "\"optim_state_zero1_over_zero0\":%s,\"optim_state_expected\":%.4f,"
-               "\"exposed_comm_overlap_over_none\":%s,\"exposed_comm_expected_at_most\":0.5,"
-               "\"step_zero1_over_zero0\":%s,\"best_round_step_zero1_over_zero0\":%s,\"step_expected_within\":0.05,"
-               "\"loss_zero1_equals_zero0\":%s}\n",
-               P, o->D, P, o->D, a, 1.0 / o->D, b, c, d, same_s);
-    fprintf(out, "  P=%d ratios: optimizer state zero1/zero0 %s (expect %.4f), exposed comm overlap/none %s "
-                 "(expect <= 0.5),\n              step time zero1/zero0 %s (best rounds %s; expect 0.95..1.05), zero1 loss == zero0 loss: "
-                 "%s\n",
-            P, a, 1.0 / o->D, b, c, d, same_s);
+               "\"exposed_comm_overlap_over_none\":%s,\"exposed_comm_pair\":\"%s\",\"exposed_comm_expected_at_most\":0.5,"
+               "\"step_zero1_over_zero0\":%s,\"best_round_step_zero1_over_zero0\":%s,\"step_pair\":\"%s\","
+               "\"step_expected_within\":0.05,\"loss_all_equal\":%s}\n",
+               P, o->D, P, o->D, a, 1.0 / o->D, b, en_s, c, d, pair, same ? "true" : "false");
+    fmt_ratio(a, sizeof(a), mem, 0);
+    fmt_ratio(b, sizeof(b), exp, 0);
+    fmt_ratio(c, sizeof(c), stp, 0);
+    fmt_ratio(d, sizeof(d), best, 0);
+    fprintf(out, "  P=%d: optimizer state zero1/zero0 %s (expect %.4f); exposed comm %s %s (expect <= 0.5);\n"
+                 "       step %s %s, best rounds %s (expect 0.95..1.05); every configuration's loss the same bits: %s\n",
+            P, a, 1.0 / o->D, en_s, b, pair, c, d, same ? "yes" : "NO");
 }
 
 int pt_bench_zero(int argc, char **argv)
 {
-    bz_opts o = { .model = "gpt2-small", .schedule = "1f1b", .provider = "shm", .stages = "1,2", .B = 2, .T = 256,
-                  .M = 4, .D = 2, .steps = 3, .rounds = 1 };
-    int json = 0, worker_mode = 0, worker_zero = 0;
+    bz_opts o = { .model = "gpt2-small", .schedule = "1f1b", .provider = "shm", .stages = "1,2",
+                  .configs = "zero0,zero0-overlap,zero1-overlap", .B = 2, .T = 256, .M = 4, .D = 2, .steps = 3,
+                  .rounds = 1 };
+    int json = 0;
+    const char *worker_mode = NULL;
     const char *out_path = NULL;
     pt_opt opts[] = {
         { "json", PT_OPT_FLAG, &json, NULL, "one JSON object per line on stdout (the table goes to stderr)", 0 },
         { "model", PT_OPT_STRING, &o.model, "NAME|FILE", "model preset or JSON config", 0 },
         { "stages", PT_OPT_STRING, &o.stages, "P,P,...", "pipeline depths to measure, comma-separated (1..4)", 0 },
         { "dp", PT_OPT_INT, &o.D, "D", "data-parallel replicas of every configuration (2..4)", 0 },
+        { "configs", PT_OPT_STRING, &o.configs, "C,C,...",
+          "configurations, in the order run: zero0, zero0-overlap, zero1, zero1-overlap", 0 },
         { "schedule", PT_OPT_STRING, &o.schedule, "NAME", "pipeline schedule", 0 },
         { "provider", PT_OPT_STRING, &o.provider, "NAME", "libfabric provider of the ranks (shm, tcp)", 0 },
         { "micro-batches", PT_OPT_INT, &o.M, "M", "micro-batches per replica and step", 0 },
@@ -404,14 +395,13 @@ int pt_bench_zero(int argc, char **argv)
         { "seq-len", PT_OPT_INT, &o.T, "T", "tokens per sequence", 0 },
         { "steps", PT_OPT_INT, &o.steps, "N", "timed steps after one warm-up step", 0 },
         { "rounds", PT_OPT_INT, &o.rounds, "R", "times over every configuration, in turn (numbers: the mean)", 0 },
-        { "worker", PT_OPT_FLAG, &worker_mode, NULL, "internal: run as one rank of a configuration", 0 },
-        { "worker-zero", PT_OPT_INT, &worker_zero, "0|1", "internal: --zero of the worker run", 0 },
+        { "worker", PT_OPT_STRING, &worker_mode, "CONFIG", "internal: run as one rank of a configuration", 0 },
         { "out", PT_OPT_STRING, &out_path, "FILE", "internal: each --worker rank writes FILE.<rank>", 0 },
     };
     pt_cmd_spec spec = { "pipetrain bench zero [--json] [options]",
                          "ZeRO-1 and the overlapped gradient reduction against plain data parallelism, side by\n"
                          "side: step time, exposed communication and optimizer state per rank for --zero 0,\n"
-                         "--zero 0 with overlap and --zero 1, at each pipeline depth with D replicas.",
+                         "--zero 0 with overlap and --zero 1 with overlap, at each pipeline depth with D replicas.",
                          opts, (int)(sizeof(opts) / sizeof(opts[0])),
                          "example: pipetrain bench zero --model gpt2-small --steps 3 --json" };
     int done = 0;
@@ -427,10 +417,26 @@ int pt_bench_zero(int argc, char **argv)
     if (st != PT_OK)
         return pt_cli_finish(st);
     if (worker_mode) {
-        if (!out_path || (worker_zero != 0 && worker_zero != 1))
-            return pt_cli_finish(pt_fail(PT_EINVAL, "--worker needs --worker-zero 0|1 and --out"));
-        return pt_cli_finish(worker(&o, worker_zero, out_path));
+        int k = 0;
+        st = pt_args_enum("worker", worker_mode, mode_names, NULL, &k);
+        if (st == PT_OK && !out_path)
+            st = pt_fail(PT_EINVAL, "--worker needs --out");
+        return pt_cli_finish(st == PT_OK ? worker(&o, &modes[k], out_path) : st);
     }
+    int want[BZ_N_MODES] = { 0 }, n_want = 0;
+    char clist[128], *csave = NULL;
+    snprintf(clist, sizeof(clist), "%s", o.configs);
+    for (char *tok = strtok_r(clist, ",", &csave); tok; tok = strtok_r(NULL, ",", &csave)) {
+        int k = 0;
+        st = pt_args_enum("configs", tok, mode_names, NULL, &k);
+        if (st != PT_OK)
+            return pt_cli_finish(st);
+        n_want += !want[k];
+        want[k] = 1;
+    }
+    if (n_want == 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--configs '%s': give at least one of zero0, zero0-overlap, zero1, "
+                                                "zero1-overlap", o.configs));
     int Ps[BZ_MAX_P], nP = 0;
     char list[64], *save = NULL;
     snprintf(list, sizeof(list), "%s", o.stages);
@@ -458,11 +464,9 @@ int pt_bench_zero(int argc, char **argv)
     int64_t t0 = pt_now_ns();
     for (int round = 0; round < o.rounds && st == PT_OK; round++)
         for (int i = 0; i < nP && st == PT_OK; i++)
-            for (int k = 0; k < BZ_N_MODES && st == PT_OK; k++) {
-                if (modes[k].overlap && !overlap_supported())
-                    continue;
-                st = run_config(&o, Ps[i], &modes[k], &res[i * BZ_N_MODES + k]);
-            }
+            for (int k = 0; k < BZ_N_MODES && st == PT_OK; k++)
+                if (want[k])
+                    st = run_config(&o, Ps[i], &modes[k], &res[i * BZ_N_MODES + k]);
     if (st != PT_OK) {
         free(res);
         return pt_cli_finish(st);
@@ -483,13 +487,16 @@ int pt_bench_zero(int argc, char **argv)
             "optim MiB/rank", "peak MiB", "last loss");
     for (int i = 0; i < nP; i++) {
         for (int k = 0; k < BZ_N_MODES; k++) {
+            if (!want[k])
+                continue;
             if (json)
                 print_json(&o, &res[i * BZ_N_MODES + k]);
             print_row(tab, &o, &res[i * BZ_N_MODES + k]);
         }
         print_ratios(tab, json, &o, Ps[i], &res[i * BZ_N_MODES]);
     }
-    fprintf(tab, "exposed: per step and rank, the communication waits of REDUCE_GRADS + OPTIMIZER_STEP; "
+    fprintf(tab, "exposed: per step and rank, the communication waits of REDUCE_GRADS + OPTIMIZER_STEP (the step "
+                 "info's exposed_comm_s); "
                  "optim: the allocator's peak of optimizer state (the largest rank)\n");
     fflush(stdout);
     free(res);
