@@ -116,7 +116,7 @@ pt_status pt_timeline_svg(const pt_timeline_event *events, int n_events, const p
     for (int k = 0; k < n_events; k++) {
         const pt_timeline_event *e = &events[k];
         int comm = e->kind >= PT_ACT_SEND_ACT && e->kind <= PT_ACT_RECV_GRAD;
-        if (comm && (!opts->show_comm || e->end_s <= e->start_s))
+        if ((comm && (!opts->show_comm || e->end_s <= e->start_s)) || e->track != 0)
             continue;
         double x = left + (e->start_s - t0) * scale, w = (e->end_s - e->start_s) * scale;
         int y = top + e->rank * row_h + (row_h - box_h) / 2;
@@ -205,9 +205,12 @@ pt_status pt_timeline_trace(const pt_timeline_event *events, int n_events, const
         goto oom;
     if (!cJSON_AddStringToObject(root, "displayTimeUnit", "ms"))
         goto oom;
-    for (int r = 0; r < opts->n_ranks; r++) {
+    int has_comm_track = 0;
+    for (int k = 0; k < n_events; k++)
+        has_comm_track |= events[k].track != 0;
+    for (int r = 0; r < opts->n_ranks * (has_comm_track ? 2 : 1); r++) {
         char name[32];
-        snprintf(name, sizeof name, "rank %d", r);
+        snprintf(name, sizeof name, r < opts->n_ranks ? "rank %d" : "rank %d comm", r % opts->n_ranks);
         cJSON *m = cJSON_CreateObject();
         if (!m)
             goto oom;
@@ -248,7 +251,8 @@ pt_status pt_timeline_trace(const pt_timeline_event *events, int n_events, const
             !cJSON_AddStringToObject(x, "cat", pt_action_kind_name((pt_action_kind)e->kind)) ||
             !cJSON_AddStringToObject(x, "ph", "X") || !cJSON_AddNumberToObject(x, "ts", (e->start_s - t0) * 1e6) ||
             !cJSON_AddNumberToObject(x, "dur", (e->end_s - e->start_s) * 1e6) ||
-            !cJSON_AddNumberToObject(x, "pid", 0) || !cJSON_AddNumberToObject(x, "tid", e->rank) ||
+            !cJSON_AddNumberToObject(x, "pid", 0) ||
+            !cJSON_AddNumberToObject(x, "tid", e->rank + (e->track != 0 ? opts->n_ranks : 0)) ||
             !cJSON_AddNumberToObject(args, "action", e->action) ||
             !cJSON_AddNumberToObject(args, "microbatch", e->microbatch) ||
             !cJSON_AddNumberToObject(args, "chunk", e->chunk) || !cJSON_AddNumberToObject(args, "peer", e->peer))

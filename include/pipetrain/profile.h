@@ -47,7 +47,10 @@ extern "C" {
 struct pt_schedule;
 struct pt_plan;
 
-/* One executed action of one rank. */
+/* One executed action of one rank. An event with action < 0 is not an action of the list but
+ * the overlapped gradient reduction's bucket -1 - action (runtime --overlap; kind REDUCE_GRADS,
+ * microbatch = bucket, chunk = its chunk, wait_ns 0): work of the rank's communication thread,
+ * drawn on a track of its own in trace.json. */
 typedef struct pt_prof_event {
     int64_t step;       /* optimizer step */
     int32_t rank;       /* world rank */
@@ -131,6 +134,8 @@ typedef struct pt_profile_summary {
     double *bubble;          /* [n_world] measured idle share of the window */
     double bubble_overall;   /* mean over ranks */
     double *comm_wait_s;     /* [n_world] mean per step */
+    double *exposed_comm_s;  /* [n_world] mean per step: the part of comm_wait_s in REDUCE_GRADS and
+                                OPTIMIZER_STEP (the gradient reduction the backward did not hide) */
     double *peak_bytes;      /* [n_world] (0 when unknown) */
     /* memory by kind (pipetrain/memkind.h), world rank r's kind k at [r * PT_MEM_KINDS + k]:
      * measured peaks (0 when unknown) and the plan's prediction for r's pipeline rank r % P

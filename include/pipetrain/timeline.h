@@ -40,6 +40,8 @@ typedef struct pt_timeline_event {
     int peer;      /* sends/receives: the other rank; -1 otherwise */
     double start_s;
     double end_s;
+    int track;     /* 0: the rank's action list; 1: its communication thread (the overlapped gradient
+                      reduction's buckets: trace.json only, the SVG leaves them out) */
 } pt_timeline_event;
 
 typedef struct pt_timeline_opts {
@@ -61,7 +63,8 @@ pt_status pt_timeline_svg(const pt_timeline_event *events, int n_events, const p
 /* Writes `events` to `f` as Chrome trace JSON (the "traceEvents" array form; opens in Perfetto
  * and chrome://tracing): one "X" event per action, pid 0, tid = rank, named like the text form
  * of the action ("F3.0", "RA3.0<1"), times in microseconds, plus thread-name metadata
- * ("rank N"). Returns PT_OK, PT_EINVAL, PT_ENOMEM or PT_EIO. Borrows everything. */
+ * ("rank N"); events of track 1 on tid n_ranks + rank ("rank N comm"). Returns PT_OK, PT_EINVAL,
+ * PT_ENOMEM or PT_EIO. Borrows everything. */
 pt_status pt_timeline_trace(const pt_timeline_event *events, int n_events, const pt_timeline_opts *opts, FILE *f);
 
 #ifdef __cplusplus

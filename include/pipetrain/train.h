@@ -95,6 +95,8 @@ typedef struct pt_step_stats {
     int64_t n_tokens;    /* tokens processed: M*B*T (per replica times replicas) */
     int64_t n_targets;   /* of which targets >= 0 */
     double fwd_s, bwd_s, optim_s; /* host seconds in forward, backward, norm + clip + optimizer */
+    double exposed_comm_s; /* this rank's communication waits in the gradient reduction and optimizer step
+                              (pt_runtime_step_info.exposed_comm_s; 0 in one process) */
 } pt_step_stats;
 
 /* Evaluation on the held-out split. */

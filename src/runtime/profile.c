@@ -182,6 +182,7 @@ void pt_profile_summary_free(pt_profile_summary *s)
         return;
     free(s->bubble);
     free(s->comm_wait_s);
+    free(s->exposed_comm_s);
     free(s->peak_bytes);
     free(s->kind_peak_bytes);
     free(s->pred_kind_bytes);
@@ -270,6 +271,7 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     pt_status st = PT_OK;
     out->bubble = calloc((size_t)W, sizeof(double));
     out->comm_wait_s = calloc((size_t)W, sizeof(double));
+    out->exposed_comm_s = calloc((size_t)W, sizeof(double));
     out->peak_bytes = calloc((size_t)W, sizeof(double));
     out->kind_peak_bytes = calloc((size_t)W * PT_MEM_KINDS, sizeof(double));
     out->pred_kind_bytes = calloc((size_t)W * PT_MEM_KINDS, sizeof(double));
@@ -278,7 +280,8 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     out->cost_b = calloc((size_t)NV, sizeof(double));
     out->cost_i = calloc((size_t)NV, sizeof(double));
     out->cost_w = calloc((size_t)NV, sizeof(double));
-    if (!st0 || !st1 || !wend || !busy || !wait || !out->bubble || !out->comm_wait_s || !out->peak_bytes ||
+    if (!st0 || !st1 || !wend || !busy || !wait || !out->bubble || !out->comm_wait_s || !out->exposed_comm_s ||
+        !out->peak_bytes ||
         !out->kind_peak_bytes || !out->pred_kind_bytes || !out->pred_bytes || !out->cost_f || !out->cost_b || !out->cost_i || !out->cost_w) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the profile summary");
         goto done;
@@ -305,6 +308,8 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
         if (e->end_ns > st1[i])
             st1[i] = e->end_ns;
         wait[e->rank] += (double)e->wait_ns * 1e-9;
+        if (e->kind == PT_ACT_REDUCE_GRADS || e->kind == PT_ACT_OPTIMIZER_STEP)
+            out->exposed_comm_s[e->rank] += (double)e->wait_ns * 1e-9; /* divided by the steps below */
         if (is_compute(e->kind)) {
             double d = (double)(e->end_ns - e->start_ns) * 1e-9;
             if (e->end_ns > wend[i])
@@ -341,6 +346,7 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
         out->bubble[r] = tot_win > 0 ? 1.0 - busy[r] / tot_win : 0;
         out->bubble_overall += out->bubble[r] / W;
         out->comm_wait_s[r] = wait[r] / n_steps;
+        out->exposed_comm_s[r] /= n_steps;
         out->peak_bytes[r] = o->peak_bytes ? o->peak_bytes[r] : 0;
         const int sr = r % o->plan->n_stages; /* world rank d * P + s is pipeline rank s */
         for (int q = 0; q < PT_MEM_KINDS; q++) {
@@ -437,6 +443,7 @@ static cJSON *summary_obj(const pt_profile_summary *s, const pt_profile_report_o
     cJSON_AddNumberToObject(j, "bubble_overall", s->bubble_overall);
     cJSON_AddItemToObject(j, "bubble", num_array(s->bubble, s->n_world));
     cJSON_AddItemToObject(j, "comm_wait_s", num_array(s->comm_wait_s, s->n_world));
+    cJSON_AddItemToObject(j, "exposed_comm_s", num_array(s->exposed_comm_s, s->n_world));
     cJSON_AddItemToObject(j, "peak_bytes", num_array(s->peak_bytes, s->n_world));
     if (s->has_kinds)
         add_memory(j, s, pl);
@@ -490,6 +497,7 @@ static pt_status to_timeline(const pt_prof_event *ev, size_t n, int64_t from_ste
             continue;
         te[k++] = (pt_timeline_event){ .rank = ev[i].rank, .action = ev[i].action, .kind = ev[i].kind,
                                        .microbatch = ev[i].microbatch, .chunk = ev[i].chunk, .peer = ev[i].peer,
+                                       .track = ev[i].action < 0, /* the overlapped reduction's buckets */
                                        .start_s = (double)(ev[i].start_ns - t0) * 1e-9,
                                        .end_s = (double)(ev[i].end_ns - t0) * 1e-9 };
     }

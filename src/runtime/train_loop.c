@@ -124,6 +124,7 @@ static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, d
     cJSON_AddNumberToObject(o, "fwd_ms", st->fwd_s * 1e3);
     cJSON_AddNumberToObject(o, "bwd_ms", st->bwd_s * 1e3);
     cJSON_AddNumberToObject(o, "optim_ms", st->optim_s * 1e3);
+    cJSON_AddNumberToObject(o, "exposed_comm_ms", st->exposed_comm_s * 1e3);
     return o;
 }
 

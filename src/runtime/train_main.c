@@ -462,6 +462,7 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     out->fwd_s = si.fwd_s;
     out->bwd_s = si.bwd_s;
     out->optim_s = si.optim_s;
+    out->exposed_comm_s = si.exposed_comm_s;
     if (j->a->after_step) /* after the step's own times */
         PT_CHECK(j->a->after_step(j->a->hook_ctx, step + 1));
     return PT_OK;
