@@ -69,9 +69,12 @@ static const bz_mode modes[BZ_N_MODES] = {
 };
 static const char *const mode_names[BZ_N_MODES + 1] = { "zero0", "zero0-overlap", "zero1", "zero1-overlap", NULL };
 
-/* One rank's numbers, as its worker writes them. */
+/* One rank's numbers, as its worker writes them (the struct's bytes: the worker is this program). */
 typedef struct bz_rank {
     double step_s, comm_wait_s, exposed_s, loss;
+    double fwd_s, bwd_s, optim_s;    /* the step info's host time per phase, less comm waits */
+    double bucket_s;                 /* --overlap: the engine's collectives (its buckets' start to end) */
+    double hidden_s;                 /* --overlap: the part of them before the rank reached REDUCE_GRADS */
     double optim_bytes;              /* the allocator's peak of PT_MEM_OPTIM */
     double optim_range_bytes;        /* 2 x 4 bytes x the elements of the optimizers' ranges */
     double peak_bytes;               /* the allocator's peak, all kinds */
@@ -111,7 +114,34 @@ static pt_status bz_args(const bz_opts *o, int P, const bz_mode *m, pt_runtime_t
     a->schedule = o->schedule;
     a->partition = "time";
     a->provider = o->provider;
+    a->profile = 1; /* the overlapped buckets' times (pt_prof_event, action < 0) */
     return PT_OK;
+}
+
+/* Per step, over the profiled steps: the overlap engine's bucket events (kind REDUCE_GRADS, action
+ * < 0; runtime.c records them at REDUCE_GRADS) — *busy_s their collectives' time, *hidden_s the
+ * part of it before the step's REDUCE_GRADS action began (while the backward still computed). */
+static void bucket_times(const pt_profile *p, int steps, double *busy_s, double *hidden_s)
+{
+    const pt_prof_event *ev = pt_profile_events(p);
+    size_t n = pt_profile_n_events(p);
+    int64_t busy = 0, hidden = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].kind != PT_ACT_REDUCE_GRADS || ev[i].action < 0)
+            continue;
+        int64_t t_reduce = ev[i].start_ns;
+        for (size_t b = 0; b < n; b++) {
+            const pt_prof_event *e = &ev[b];
+            if (e->step != ev[i].step || e->action >= 0 || e->kind != PT_ACT_REDUCE_GRADS || e->end_ns <= e->start_ns)
+                continue;
+            busy += e->end_ns - e->start_ns;
+            int64_t z = e->end_ns < t_reduce ? e->end_ns : t_reduce;
+            if (z > e->start_ns)
+                hidden += z - e->start_ns;
+        }
+    }
+    *busy_s = (double)busy * 1e-9 / steps;
+    *hidden_s = (double)hidden * 1e-9 / steps;
 }
 
 /* The bytes of AdamW state this rank holds: m and v over each chunk's optimizer range. */
@@ -140,9 +170,9 @@ static pt_status worker(const bz_opts *o, const bz_mode *m, const char *out_path
     pt_status st = pt_train_job_setup(&j, &a);
     if (st != PT_OK)
         goto out;
-    if (j.prof) /* a pipeline profiles its steps; the bench reads none of it */
-        pt_profile_set_enabled(j.prof, 0);
+    pt_profile_set_enabled(j.prof, 0);
     PT_TRY(pt_runtime_step(j.rt, j.data, 0, 1e-4f, NULL), out);
+    pt_profile_set_enabled(j.prof, 1);
     bz_rank r;
     memset(&r, 0, sizeof(r));
     for (int s = 1; s <= o->steps; s++) {
@@ -151,8 +181,12 @@ static pt_status worker(const bz_opts *o, const bz_mode *m, const char *out_path
         r.step_s += si.step_s / o->steps;
         r.comm_wait_s += si.comm_wait_s / o->steps;
         r.exposed_s += si.exposed_comm_s / o->steps;
+        r.fwd_s += si.fwd_s / o->steps;
+        r.bwd_s += si.bwd_s / o->steps;
+        r.optim_s += si.optim_s / o->steps;
         r.loss = si.loss;
     }
+    bucket_times(j.prof, o->steps, &r.bucket_s, &r.hidden_s);
     r.optim_range_bytes = optim_state_bytes(j.rt);
     pt_mem_stats ms;
     pt_backend_mem_stats(&ms);
@@ -162,17 +196,13 @@ static pt_status worker(const bz_opts *o, const bz_mode *m, const char *out_path
         r.kind_peak[k] = (double)ms.kind_peak[k];
     char path[512];
     snprintf(path, sizeof(path), "%s.%d", out_path, j.rank);
-    FILE *f = fopen(path, "w");
+    FILE *f = fopen(path, "wb");
     if (!f) {
         st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
         goto out;
     }
-    fprintf(f, "%.9g %.9g %.17g %.17g %.17g %.17g %.17g", r.step_s, r.comm_wait_s, r.exposed_s, r.loss, r.optim_bytes,
-            r.optim_range_bytes, r.peak_bytes);
-    for (int k = 0; k < PT_MEM_KINDS; k++)
-        fprintf(f, " %.17g", r.kind_peak[k]);
-    fprintf(f, "\n");
-    if (fclose(f) != 0)
+    size_t wrote = fwrite(&r, sizeof(r), 1, f);
+    if (fclose(f) != 0 || wrote != 1)
         st = pt_fail(PT_EIO, "bench zero: cannot write %s", path);
 out:
     pt_train_job_close(&j);
@@ -206,14 +236,9 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
         char path[512];
         snprintf(path, sizeof(path), "%s.%d", tmp, r);
         if (st == PT_OK) {
-            FILE *f = fopen(path, "r");
+            FILE *f = fopen(path, "rb");
             bz_rank x;
-            int got = f ? fscanf(f, "%lf %lf %lf %lf %lf %lf %lf", &x.step_s, &x.comm_wait_s, &x.exposed_s, &x.loss,
-                                 &x.optim_bytes, &x.optim_range_bytes, &x.peak_bytes)
-                        : 0;
-            for (int k = 0; got == 7 + k && k < PT_MEM_KINDS; k++)
-                got += fscanf(f, "%lf", &x.kind_peak[k]) == 1;
-            if (got != 7 + PT_MEM_KINDS)
+            if (!f || fread(&x, sizeof(x), 1, f) != 1)
                 st = pt_fail(PT_EFORMAT, "bench zero: rank %d of %s left no result in %s", r, m->name, path);
             else {
                 bz_rank *y = &res->rank[r];
@@ -221,6 +246,11 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
                 y->step_s += x.step_s;
                 y->comm_wait_s += x.comm_wait_s;
                 y->exposed_s += x.exposed_s;
+                y->fwd_s += x.fwd_s;
+                y->bwd_s += x.bwd_s;
+                y->optim_s += x.optim_s;
+                y->bucket_s += x.bucket_s;
+                y->hidden_s += x.hidden_s;
                 if (res->ran && x.loss != y->loss)
                     res->loss_varied = 1;
                 y->loss = x.loss;
@@ -250,7 +280,8 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
 
 /* Per-configuration figures over its ranks (after the rounds' sums were divided). */
 typedef struct bz_sum {
-    double step_s, exposed_s, comm_wait_s, optim_bytes, optim_range_bytes, peak_bytes;
+    double step_s, exposed_s, comm_wait_s, fwd_s, bwd_s, optim_s, bucket_s, hidden_s; /* means over the ranks */
+    double optim_bytes, optim_range_bytes, peak_bytes;                                /* the largest rank's */
 } bz_sum;
 
 static bz_sum summarize(const bz_result *r)
@@ -261,6 +292,11 @@ static bz_sum summarize(const bz_result *r)
         s.step_s += x->step_s / r->world;
         s.exposed_s += x->exposed_s / r->world;
         s.comm_wait_s += x->comm_wait_s / r->world;
+        s.fwd_s += x->fwd_s / r->world;
+        s.bwd_s += x->bwd_s / r->world;
+        s.optim_s += x->optim_s / r->world;
+        s.bucket_s += x->bucket_s / r->world;
+        s.hidden_s += x->hidden_s / r->world;
         if (x->optim_bytes > s.optim_bytes)
             s.optim_bytes = x->optim_bytes;
         if (x->optim_range_bytes > s.optim_range_bytes)
@@ -280,17 +316,20 @@ static void print_json(const bz_opts *o, const bz_result *r)
     bz_sum s = summarize(r);
     printf("\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
            "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"best_round_step_s\":%.6f,\"exposed_comm_s\":%.6f,"
-           "\"exposed_comm_source\":\"pt_runtime_step_info.exposed_comm_s\",\"comm_wait_s\":%.6f,"
+           "\"exposed_comm_source\":\"pt_runtime_step_info.exposed_comm_s\",\"overlap_bucket_s\":%.6f,"
+           "\"overlap_hidden_s\":%.6f,\"comm_wait_s\":%.6f,\"fwd_s\":%.6f,\"bwd_s\":%.6f,\"optim_s\":%.6f,"
            "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"allocator peak of kind optimizer\","
            "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"per_rank\":[",
            o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, r->best_step_s, s.exposed_s,
-           s.comm_wait_s, s.optim_bytes, s.optim_range_bytes, s.peak_bytes);
+           s.bucket_s, s.hidden_s, s.comm_wait_s, s.fwd_s, s.bwd_s, s.optim_s, s.optim_bytes, s.optim_range_bytes,
+           s.peak_bytes);
     for (int i = 0; i < r->world; i++) {
         const bz_rank *x = &r->rank[i];
-        printf("%s{\"rank\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,\"comm_wait_s\":%.6f,\"optim_state_bytes\":%.0f,"
-               "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"peak_by_kind\":{",
-               i ? "," : "", i, x->step_s, x->exposed_s, x->comm_wait_s, x->optim_bytes, x->optim_range_bytes,
-               x->peak_bytes);
+        printf("%s{\"rank\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,\"overlap_bucket_s\":%.6f,"
+               "\"overlap_hidden_s\":%.6f,\"comm_wait_s\":%.6f,\"fwd_s\":%.6f,\"bwd_s\":%.6f,\"optim_s\":%.6f,"
+               "\"optim_state_bytes\":%.0f,\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"peak_by_kind\":{",
+               i ? "," : "", i, x->step_s, x->exposed_s, x->bucket_s, x->hidden_s, x->comm_wait_s, x->fwd_s, x->bwd_s,
+               x->optim_s, x->optim_bytes, x->optim_range_bytes, x->peak_bytes);
         for (int k = 0; k < PT_MEM_KINDS; k++)
             printf("%s\"%s\":%.0f", k ? "," : "", pt_mem_kind_name(k), x->kind_peak[k]);
         printf("},\"loss\":%.9g}", x->loss);
@@ -303,8 +342,9 @@ static void print_row(FILE *out, const bz_opts *o, const bz_result *r)
     char cfg[48];
     snprintf(cfg, sizeof(cfg), "p%dd%d-%s", r->P, o->D, modes[r->mode].name);
     bz_sum s = summarize(r);
-    fprintf(out, "%-22s %10.1f %12.1f %12.1f %14.2f %12.2f %12.6f\n", cfg, 1e3 * s.step_s, 1e3 * s.exposed_s,
-            1e3 * s.comm_wait_s, s.optim_bytes / (1 << 20), s.peak_bytes / (1 << 20), r->rank[0].loss);
+    fprintf(out, "%-20s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %11.2f %9.2f\n", cfg, 1e3 * s.step_s,
+            1e3 * r->best_step_s, 1e3 * s.exposed_s, 1e3 * s.hidden_s, 1e3 * s.bucket_s, 1e3 * s.comm_wait_s,
+            1e3 * s.optim_s, s.optim_bytes / (1 << 20), s.peak_bytes / (1 << 20));
 }
 
 /* ratio a / b, or NAN when either did not run (printed as null / "n/a") */
@@ -477,14 +517,19 @@ int pt_bench_zero(int argc, char **argv)
             r->rank[x].step_s /= r->ran;
             r->rank[x].comm_wait_s /= r->ran;
             r->rank[x].exposed_s /= r->ran;
+            r->rank[x].fwd_s /= r->ran;
+            r->rank[x].bwd_s /= r->ran;
+            r->rank[x].optim_s /= r->ran;
+            r->rank[x].bucket_s /= r->ran;
+            r->rank[x].hidden_s /= r->ran;
         }
     }
     FILE *tab = json ? stderr : stdout;
     fprintf(tab, "bench zero: %s, D = %d, %s, provider %s, M %d x B %d x T %d, %d step(s) after a warm-up, %d round(s), "
                  "%.0f s\n",
             o.model, o.D, o.schedule, o.provider, o.M, o.B, o.T, o.steps, o.rounds, pt_seconds_between(t0, pt_now_ns()));
-    fprintf(tab, "%-22s %10s %12s %12s %14s %12s %12s\n", "config", "step ms", "exposed ms", "all waits ms",
-            "optim MiB/rank", "peak MiB", "last loss");
+    fprintf(tab, "%-20s %9s %9s %9s %9s %9s %9s %9s %11s %9s\n", "config", "step ms", "best ms", "exposed", "hidden",
+            "buckets", "waits", "optim ms", "optim MiB", "peak MiB");
     for (int i = 0; i < nP; i++) {
         for (int k = 0; k < BZ_N_MODES; k++) {
             if (!want[k])
@@ -495,9 +540,10 @@ int pt_bench_zero(int argc, char **argv)
         }
         print_ratios(tab, json, &o, Ps[i], &res[i * BZ_N_MODES]);
     }
-    fprintf(tab, "exposed: per step and rank, the communication waits of REDUCE_GRADS + OPTIMIZER_STEP (the step "
-                 "info's exposed_comm_s); "
-                 "optim: the allocator's peak of optimizer state (the largest rank)\n");
+    fprintf(tab, "per step and rank (ms): exposed = the waits of REDUCE_GRADS + OPTIMIZER_STEP (exposed_comm_s); "
+                 "buckets = the overlapped collectives' time, hidden = the part of it before REDUCE_GRADS;\n"
+                 "waits = every comm wait (comm_wait_s); optim ms = reduce + optimizer host time less waits; best = the "
+                 "fastest round's step; optim MiB / peak MiB: the allocator's peaks (the largest rank)\n");
     fflush(stdout);
     free(res);
     return 0;
