@@ -1754,7 +1754,10 @@ static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
             rt->gs_defer[4 * c] = w->offset;
             rt->gs_defer[4 * c + 1] = w->offset + w->numel;
         }
-        if (twin && twin >= gr && twin < gr + n) {
+        /* a head matrix in the flat gradients changes at REDUCE_GRADS when reduce_tied sums it: tied, or
+         * an untied lm_head held by several chunks (copies) */
+        int twin_summed = pt_model_tied(rt->cfg) || rt->n_hl > 1 || rt->tied_group;
+        if (twin && twin >= gr && twin < gr + n && twin_summed) {
             rt->gs_defer[4 * c + 2] = (size_t)(twin - gr);
             rt->gs_defer[4 * c + 3] = (size_t)(twin - gr) + (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
         }
