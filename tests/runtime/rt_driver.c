@@ -585,11 +585,11 @@ static int mode_fault(const args *a, const pt_backend *be, pt_stream *stream)
     CHECK(pt_dataset_open("builtin", SEED, &data));
     char why[64];
     int M = 2 * a->P;
-    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, 1, M, a->B, a->T, why, sizeof(why));
+    pt_plan *plan = make_plan(&cfg, "uniform", "1f1b", a->P, 1, a->D, M, a->B, a->T, why, sizeof(why));
     pt_schedule *sc;
     CHECK(pt_sched_generate("1f1b", a->P, 1, M, NULL, &sc));
     pt_runtime_opts ro = { .cfg = &cfg, .plan = plan, .sched = sc, .comm = g_comm, .be = be, .stream = stream,
-                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms };
+                           .adamw = adamw_cfg(), .seed = 1, .timeout_ms = a->timeout_ms, .overlap = a->overlap };
     pt_runtime *rt;
     CHECK(pt_runtime_create(&ro, &rt));
     CHECK(pt_runtime_step(rt, data, 0, 1e-3f, NULL));
