@@ -149,6 +149,8 @@ typedef struct pt_cli_restart {
     const char *ckpt_dir; /* its checkpoint root: a restart resumes from what pt_ckpt_resolve takes */
     int64_t steps;        /* the run's --steps (0: unknown): a failure after the checkpoint of the last
                              step is not restarted (nothing is left to do) */
+    double rejoin_timeout_s; /* several nodes: how long the leader waits for a node that dropped out to
+                                connect again before giving up (<= 0: 300 s) */
 } pt_cli_restart;
 /* pt_launch of argv (argc entries, NULL-terminated, room for one more: "--resume"), restarted when
  * a rank fails, up to r->max_restarts times. A failure SIGKILLs the other ranks at once

@@ -43,6 +43,7 @@ static const char *train_opt(char **args, int n, const char *name)
 int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
 {
     int nproc = 1, nodes = 1, node_rank = 0, max_restarts = 0;
+    double rejoin_timeout = 300;
     const char *master = NULL;
     pt_opt opts[] = {
         { "nproc", PT_OPT_INT, &nproc, "N", "ranks to start on this node", 0 },
@@ -52,7 +53,11 @@ int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
           "rank 0's rendezvous address (default: 127.0.0.1 and a free port; required with --nodes > 1)", 0 },
         { "max-restarts", PT_OPT_INT, &max_restarts, "N",
           "for `-- pipetrain train --run-dir DIR ...`: when a rank fails, stop the others and restart the ranks from "
-          "the newest checkpoint, up to N times (one node)", 0 },
+          "the newest checkpoint, up to N times; with --nodes, node 0's launcher leads every node's (they meet at "
+          "the --master port + 1)", 0 },
+        { "rejoin-timeout", PT_OPT_DOUBLE, &rejoin_timeout, "SECONDS",
+          "with --max-restarts and --nodes: how long to wait for a node that dropped out to come back (default 300)",
+          0 },
     };
     pt_cmd_spec spec = {
         "pipetrain launch --nproc N [--nodes K --node-rank R --master ADDR:PORT] -- COMMAND [ARGS...]",
@@ -87,14 +92,14 @@ int pt_cmd_launch_checked(int argc, char **argv, pt_cli_launch_check_fn check)
     }
     pt_launch_opts o = { .nproc = nproc, .nodes = nodes, .node_rank = node_rank, .master = master };
     int code = 1;
-    pt_cli_restart rs = { .max_restarts = max_restarts };
+    pt_cli_restart rs = { .max_restarts = max_restarts, .rejoin_timeout_s = rejoin_timeout };
     char ckpt_buf[4096];
     if (max_restarts != 0) {
         if (max_restarts < 0)
             return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts %d: give 0 (no restarts) or more", max_restarts));
-        if (nodes > 1)
-            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts restarts one node's ranks; with --nodes %d every "
-                                                    "node's launcher would restart alone: run without it",
+        if (nodes > 1 && !master)
+            return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts with --nodes %d needs --master ADDR:PORT (the node "
+                                                    "agents meet at node 0, port PORT + 1)",
                                          nodes));
         if (n_pos < 2 || strcmp(pos[1], "train") != 0 || !is_this_program(pos[0]))
             return pt_cli_finish(pt_fail(PT_EINVAL, "--max-restarts restarts a training job: the command must be "
