@@ -404,6 +404,76 @@ static int tm_saved_chunks(const pt_train_job *j, int V)
     return pt_runtime_replica(j->rt) == 0 ? V : 0;
 }
 
+/* Every rank resumes from ONE step: the newest every rank could load. A rank whose part of the
+ * newest checkpoint is damaged falls back to an older one on its own (pt_ckpt_load_ex), so the
+ * ranks say which step each loaded (a sum over the world, each at its own index); the ones ahead
+ * reload the oldest of them, and a second round says whether everyone could. A rank that loaded
+ * nothing fails every rank, named. `loaded` is this rank's pt_ckpt_load_ex result. */
+static pt_status tm_agree_restore(pt_train_job *j, pt_status loaded, const pt_ckpt_load_info *li,
+                                  pt_model *const *models, pt_optim *const *optims, int V, pt_train_state *rs)
+{
+    const char *root = j->a->train.ckpt_dir;
+    double *v = calloc((size_t)j->world, sizeof(double));
+    if (!v)
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    char err[512] = "";
+    if (loaded != PT_OK)
+        snprintf(err, sizeof err, "%s", pt_last_error());
+    v[j->rank] = loaded == PT_OK ? (double)rs->step + 1 : 0;
+    pt_status st = pt_comm_allreduce_f64(j->comm, NULL, v, (size_t)j->world, pt_deadline_after_ms(pt_comm_timeout_ms(j->comm)));
+    int bad = -1, lo = -1, differ = 0;
+    for (int r = 0; st == PT_OK && r < j->world; r++) {
+        differ |= v[r] != v[0];
+        if (v[r] == 0 && bad < 0)
+            bad = r;
+        if (v[r] > 0 && (lo < 0 || v[r] < v[lo]))
+            lo = r;
+    }
+    int64_t agreed = lo >= 0 ? (int64_t)v[lo] - 1 : -1;
+    int64_t mine = (int64_t)v[j->rank] - 1;
+    free(v);
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: agreeing on the checkpoint to resume from failed", j->rank);
+    if (bad >= 0)
+        return loaded != PT_OK ? pt_fail_wrap(loaded, "rank %d: %s", j->rank, err)
+                               : pt_fail(PT_EFORMAT, "rank %d could load no checkpoint under %s (its error says why); "
+                                                     "nothing was resumed",
+                                         bad, root);
+    if (mine != agreed) {
+        /* this rank's note names what it found damaged, if it fell back itself */
+        fprintf(stderr, "rank %d: loaded step %lld, but rank %d could only load step %lld%s%s; resuming from that "
+                        "step on every rank\n",
+                j->rank, (long long)mine, lo, (long long)agreed, li->note[0] ? ": " : "", li->note);
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/step_%06lld", root, (long long)agreed);
+        pt_ckpt_load_info li2;
+        memset(&li2, 0, sizeof li2);
+        pt_train_state rs2 = { 0 };
+        loaded = pt_ckpt_load_ex(dir, models, optims, V, &rs2, NULL, NULL, &li2);
+        free((void *)rs2.run_json);
+        if (loaded == PT_OK)
+            *rs = rs2;
+        else
+            snprintf(err, sizeof err, "%s", pt_last_error());
+    } else if (li->note[0] && j->rank != 0) { /* rank 0's is logged with the resume line */
+        fprintf(stderr, "rank %d: %s\n", j->rank, li->note);
+    }
+    double ok = loaded == PT_OK ? 0 : 1;
+    st = pt_comm_allreduce_f64(j->comm, NULL, &ok, 1, pt_deadline_after_ms(pt_comm_timeout_ms(j->comm)));
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: agreeing on the checkpoint to resume from failed", j->rank);
+    if (loaded != PT_OK)
+        return pt_fail_wrap(loaded, "rank %d: %s", j->rank, err);
+    if (ok > 0)
+        return pt_fail(PT_EFORMAT, "%.0f rank(s) could not load step %lld of %s, the newest step every rank "
+                                   "could load before (their errors say why); nothing was resumed",
+                       ok, (long long)agreed, root);
+    if (differ && j->rank == 0)
+        tm_log(j, "the ranks' newest loadable checkpoints differed (rank %d could only load step %lld): every rank "
+                  "resumes from step %lld", lo, (long long)agreed, (long long)agreed);
+    return PT_OK;
+}
+
 pt_status pt_train_job_restore(pt_train_job *j)
 {
     const pt_train_cfg *tc = &j->a->train;
@@ -428,6 +498,9 @@ pt_status pt_train_job_restore(pt_train_job *j)
     pt_train_state rs = { 0 };
     pt_status st = pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V, &rs, NULL, NULL, &li);
     free((void *)rs.run_json);
+    rs.run_json = NULL;
+    if (j->comm && j->world > 1)
+        st = tm_agree_restore(j, st, &li, models, optims, V, &rs);
     PT_CHECK(st);
     j->first_step = rs.step;
     /* the data order of the run being continued, whatever --seed says now */

@@ -7,6 +7,9 @@
 #    --resume there is refused while the newer step is usable (it would save over it)
 #  - a second training job on a root another job holds is refused (exit 2) naming the holder's pid;
 #    the lock dies with its holder (SIGKILL), so the next job trains
+#  - ranks agree on one restore step: one byte flipped in rank 1's shard of the newest checkpoint of
+#    a 2-stage run makes every rank resume from the step before (rank 1 names the damaged tensor),
+#    instead of each rank taking its own and both waiting out the comm timeout
 set -eu
 PT="$1"
 dir=$(mktemp -d /tmp/pt_ckpt_vi_XXXXXX)
@@ -66,4 +69,14 @@ grep -q "is in use by another training job (pid $bg on " "$dir/err" || fail "the
 kill -9 $bg; wait $bg 2>/dev/null || true; bg=""
 "$PT" train $opts --steps 2 --run-dir "$dir/r3" --ckpt-dir "$dir/lk" >/dev/null 2>"$dir/err" ||
   fail "the lock outlived its killed holder: $(cat "$dir/err")"
+"$PT" train --stages 2 --eval-batches 0 --seq-len 32 --threads 1 --steps 3 --ckpt-every 1 --comm-timeout 30 \
+  --run-dir "$dir/ag" >/dev/null 2>&1 || fail "the 2-stage run failed"
+sh1="$dir/ag/ckpt/step_000003/shard-1.ptz"
+printf '\252' | dd of="$sh1" bs=1 seek=$(( $(wc -c < "$sh1") / 2 )) conv=notrunc 2>/dev/null
+timeout 120 "$PT" train --stages 2 --eval-batches 0 --seq-len 32 --threads 1 --steps 5 --reset-schedule --ckpt-every 1 \
+  --comm-timeout 30 --run-dir "$dir/ag" --resume >"$dir/out" 2>&1 || fail "the resume past a damaged shard failed: $(tail -5 "$dir/out")"
+grep -q "rank 1: checkpoint: .*shard-1.ptz: tensor .*damaged.*resumed from step_000002" "$dir/out" ||
+  fail "rank 1 did not name its damaged shard: $(cat "$dir/out")"
+grep -q "every rank resumes from step 2" "$dir/out" || fail "the ranks did not agree on step 2: $(cat "$dir/out")"
+grep -q "resuming after step 2" "$dir/out" || fail "the job did not resume after step 2"
 echo "ckpt.verify_import: ok"
