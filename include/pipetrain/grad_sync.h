@@ -113,6 +113,14 @@ typedef struct pt_grad_sync_bucket_info {
 } pt_grad_sync_bucket_info;
 
 int pt_grad_sync_n_buckets(const pt_grad_sync *gs);
+
+/* The staging buffer (host memory shared with same-host peers, pt_comm_buf_alloc, the size of the
+ * largest bucket; 0 when it could not be had and buckets are reduced in place): each bucket is
+ * copied into it so its transfers take the direct path, and its result copied back. Known after
+ * start. And the bytes the engine's communicator has moved by the direct path so far
+ * (pt_comm_direct_bytes; call between finish and the next begin). */
+size_t pt_grad_sync_stage_bytes(const pt_grad_sync *gs);
+uint64_t pt_grad_sync_direct_bytes(const pt_grad_sync *gs);
 /* PT_EINVAL for b out of range; call between finish and the next begin. */
 pt_status pt_grad_sync_bucket(const pt_grad_sync *gs, int b, pt_grad_sync_bucket_info *out);
 

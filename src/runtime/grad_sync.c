@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,8 @@ struct pt_grad_sync {
     gs_chunk chunks[GS_MAX_CHUNKS];
     gs_bucket *b;
     int nb, cap_b;
+    float *stage;                /* pt_comm_buf_alloc buffer of the largest bucket (NULL: reduce in place) */
+    size_t stage_floats;
     pthread_t thread;
     int thread_on;
     pthread_mutex_t mu;
@@ -71,17 +74,38 @@ static pt_status reported(const pt_grad_sync *gs) { return pt_fail(gs->err, "%s"
 
 /* ---- the thread ---- */
 
-/* The collectives of bucket b, on the dup (not under the lock). */
+/* The collectives of bucket b, on the dup (not under the lock). Staged: the bucket's elements are
+ * copied into the shared staging buffer first, so that what the collectives send leaves by the
+ * direct path to same-host peers (one copy by the receiver, comm.h's pt_comm_buf_alloc), and the
+ * result is copied back: this replica's segment, and with zero 0 the gathered rest. The values and
+ * the order of every sum are those of the in-place call. `base` addresses element 0 of the chunk
+ * so that elements [lo, hi) fall on the staging buffer (only those are touched). */
 static pt_status bucket_run(pt_grad_sync *gs, const gs_bucket *bk, int64_t step, int bi)
 {
     const gs_chunk *ck = &gs->chunks[bk->chunk];
+    size_t len = bk->hi - bk->lo;
+    float *base = ck->grads;
+    if (gs->stage) {
+        memcpy(gs->stage, ck->grads + bk->lo, len * sizeof(float));
+        base = (float *)((uintptr_t)gs->stage - (uintptr_t)bk->lo * sizeof(float));
+    }
     int64_t deadline = pt_deadline_after_ms(gs->timeout_ms);
-    pt_status st = pt_comm_reduce_scatter_range(gs->dup, gs->g, ck->grads, ck->n, bk->lo, bk->hi, deadline);
+    pt_status st = pt_comm_reduce_scatter_range(gs->dup, gs->g, base, ck->n, bk->lo, bk->hi, deadline);
     const char *what = "reduce-scatter";
     if (st == PT_OK && !gs->zero) {
         what = "all-gather";
-        st = pt_comm_allgather_range(gs->dup, gs->g, ck->grads, ck->n, bk->lo, bk->hi,
-                                     pt_deadline_after_ms(gs->timeout_ms));
+        st = pt_comm_allgather_range(gs->dup, gs->g, base, ck->n, bk->lo, bk->hi, pt_deadline_after_ms(gs->timeout_ms));
+    }
+    if (st == PT_OK && gs->stage) {
+        size_t a = bk->lo, z = bk->hi; /* zero 1: only this replica's segment changed */
+        if (gs->zero) {
+            size_t slo, shi;
+            pt_comm_segment(ck->n, gs->D, pt_comm_group_rank(gs->g), &slo, &shi);
+            a = slo > a ? slo : a;
+            z = shi < z ? shi : z;
+        }
+        if (a < z)
+            memcpy(ck->grads + a, gs->stage + (a - bk->lo), (z - a) * sizeof(float));
     }
     if (st != PT_OK)
         return pt_fail_wrap(st, "rank %d: overlapped data-parallel %s of step %lld, bucket %d of %d (chunk %d, "
@@ -231,6 +255,14 @@ pt_status pt_grad_sync_start(pt_grad_sync *gs)
                            gs->rank, c, covered, gs->chunks[c].n, first);
         }
     }
+    size_t most = 0;
+    for (int i = 0; i < gs->nb; i++)
+        most = gs->b[i].hi - gs->b[i].lo > most ? gs->b[i].hi - gs->b[i].lo : most;
+    if (gs->D > 1 && most > 0 && pt_comm_buf_alloc(most * sizeof(float), (void **)&gs->stage) == PT_OK)
+        gs->stage_floats = most;
+    else
+        gs->stage = NULL; /* in place: the transport's own path */
+    pt_clear_error();
     if (pthread_create(&gs->thread, NULL, thread_main, gs) != 0)
         return pt_fail(PT_ENOMEM, "rank %d: could not start the gradient reduction thread", gs->rank);
     gs->thread_on = 1;
@@ -391,6 +423,9 @@ void pt_grad_sync_abort(pt_grad_sync *gs)
 
 int pt_grad_sync_n_buckets(const pt_grad_sync *gs) { return gs ? gs->nb : 0; }
 
+size_t pt_grad_sync_stage_bytes(const pt_grad_sync *gs) { return gs ? gs->stage_floats * sizeof(float) : 0; }
+uint64_t pt_grad_sync_direct_bytes(const pt_grad_sync *gs) { return gs ? pt_comm_direct_bytes(gs->dup) : 0; }
+
 pt_status pt_grad_sync_bucket(const pt_grad_sync *gs, int b, pt_grad_sync_bucket_info *out)
 {
     if (!gs || !out || b < 0 || b >= gs->nb)
@@ -415,6 +450,7 @@ void pt_grad_sync_destroy(pt_grad_sync *gs)
     }
     pt_comm_group_destroy(gs->g);
     pt_comm_destroy(gs->dup);
+    pt_comm_buf_free(gs->stage);
     pthread_cond_destroy(&gs->cv_work);
     pthread_cond_destroy(&gs->cv_done);
     pthread_mutex_destroy(&gs->mu);

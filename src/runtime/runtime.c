@@ -1707,6 +1707,19 @@ static pt_status create_link(pt_runtime *rt)
  * embedding's tied wte, a head matrix held in the flat gradients) are buckets of their own, last.
  * The order depends only on the stage's chunks and action list, so every replica has the same. */
 #define GS_BUCKET_FLOATS ((size_t)1 << 20)
+/* Buckets are at most this many floats (16 MiB): a larger layer or tensor is several, which bounds
+ * the engine's staging buffer (grad_sync.h). */
+#define GS_BUCKET_MAX_FLOATS ((size_t)4 << 20)
+static pt_status gs_add_split(pt_runtime *rt, int c, size_t lo, size_t hi)
+{
+    while (hi > lo) { /* from the top: the backward's order within a range does not matter */
+        size_t a = hi - lo > GS_BUCKET_MAX_FLOATS ? hi - GS_BUCKET_MAX_FLOATS : lo;
+        PT_CHECK(pt_grad_sync_add_bucket(rt->gs, c, a, hi));
+        hi = a;
+    }
+    return PT_OK;
+}
+
 static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
 {
     rt->gs_live = -1;
@@ -1787,19 +1800,18 @@ static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
                 continue;
             }
             if (bhi > blo)
-                PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, blo, bhi), out);
+                PT_TRY(gs_add_split(rt, c, blo, bhi), out);
             blo = lo;
             bhi = hi;
             blayer = pr->layer;
         }
         if (bhi > blo)
-            PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, blo, bhi), out);
+            PT_TRY(gs_add_split(rt, c, blo, bhi), out);
     }
     for (int c = 0; c < rt->V; c++)
         for (int d = 0; d < 2; d++)
             if (rt->gs_defer[4 * c + 2 * d] < rt->gs_defer[4 * c + 2 * d + 1])
-                PT_TRY(pt_grad_sync_add_bucket(rt->gs, c, rt->gs_defer[4 * c + 2 * d], rt->gs_defer[4 * c + 2 * d + 1]),
-                       out);
+                PT_TRY(gs_add_split(rt, c, rt->gs_defer[4 * c + 2 * d], rt->gs_defer[4 * c + 2 * d + 1]), out);
     PT_TRY(pt_grad_sync_start(rt->gs), out);
     for (int c = 0; c < rt->V; c++) {
         rt->gs_hooks[c] = (rt_gs_hook){ .rt = rt, .chunk = c };

@@ -212,7 +212,14 @@ int main(int argc, char **argv)
             printf("rank %d: dead replica reported in %.2f s: %s\n", g_rank, (double)(pt_now_ns() - t0) * 1e-9, e);
             CHECK(pt_grad_sync_begin(gs, 2) != PT_OK, "begin after a failed step");
             pt_grad_sync_destroy(gs);
-            return 0; /* c is left to the process exit: the dead peer's endpoint is gone */
+            pt_comm_group_destroy(grp);
+            pt_comm_destroy(c);
+            for (int k = 0; k < NCH; k++) {
+                free(g[k]);
+                free(ref[k]);
+            }
+            free(dp);
+            return 0;
         }
         CHECK(st == PT_OK, "finish: %s", pt_last_error());
         CHECK(exposed >= 0, "exposed time %lld", (long long)exposed);
@@ -228,8 +235,12 @@ int main(int argc, char **argv)
                   "bucket %d's times: ready %lld start %lld end %lld", b, (long long)bi.ready_ns,
                   (long long)bi.start_ns, (long long)bi.end_ns);
         }
-        printf("rank %d: %s step %lld bitwise equal to the whole-buffer calls; finish blocked %.3f ms\n", g_rank, mode,
-               (long long)step, (double)exposed * 1e-6);
+        CHECK(pt_grad_sync_stage_bytes(gs) == 700000 * sizeof(float), "staging buffer of %zu bytes, want the largest "
+              "bucket's", pt_grad_sync_stage_bytes(gs));
+        CHECK(pt_grad_sync_direct_bytes(gs) > 0, "no byte of the staged buckets took the direct path");
+        printf("rank %d: %s step %lld bitwise equal to the whole-buffer calls; finish blocked %.3f ms; %.1f MB by the "
+               "direct path so far\n", g_rank, mode, (long long)step, (double)exposed * 1e-6,
+               (double)pt_grad_sync_direct_bytes(gs) * 1e-6);
     }
     pt_grad_sync_destroy(gs);
     pt_comm_group_destroy(grp);
