@@ -22,6 +22,11 @@
  *                   the peak of PT_MEM_OPTIM, AdamW's m and v), beside what the optimizers' ranges
  *                   say it must be (2 x 4 bytes per element of each chunk's pt_optim_range, through
  *                   pt_runtime_chunk_optim), and its peak of every kind (memkind.h);
+ *   bucket_s,       with --overlap, the engine's collectives per step (its buckets' start to end,
+ *   hidden_s        from the profile's bucket events) and the part of them done before the rank
+ *                   reached REDUCE_GRADS, i.e. while the backward still computed;
+ *   fwd_s, bwd_s,   the step info's host time per phase, less communication waits;
+ *   optim_s
  *   loss            the last step's loss (every configuration must give the same bits: the ratio
  *                   line says whether they did).
  * Configurations run in this order, --rounds times over (each configuration's numbers are the mean
@@ -72,6 +77,7 @@ static const char *const mode_names[BZ_N_MODES + 1] = { "zero0", "zero0-overlap"
 /* One rank's numbers, as its worker writes them (the struct's bytes: the worker is this program). */
 typedef struct bz_rank {
     double step_s, comm_wait_s, exposed_s, loss;
+    double min_step_s;               /* its fastest step (over the rounds too) */
     double fwd_s, bwd_s, optim_s;    /* the step info's host time per phase, less comm waits */
     double bucket_s;                 /* --overlap: the engine's collectives (its buckets' start to end) */
     double hidden_s;                 /* --overlap: the part of them before the rank reached REDUCE_GRADS */
@@ -179,6 +185,8 @@ static pt_status worker(const bz_opts *o, const bz_mode *m, const char *out_path
         pt_runtime_step_info si;
         PT_TRY(pt_runtime_step(j.rt, j.data, s, 1e-4f, &si), out);
         r.step_s += si.step_s / o->steps;
+        if (s == 1 || si.step_s < r.min_step_s)
+            r.min_step_s = si.step_s;
         r.comm_wait_s += si.comm_wait_s / o->steps;
         r.exposed_s += si.exposed_comm_s / o->steps;
         r.fwd_s += si.fwd_s / o->steps;
@@ -244,6 +252,8 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
                 bz_rank *y = &res->rank[r];
                 round_step += x.step_s / world;
                 y->step_s += x.step_s;
+                if (!res->ran || x.min_step_s < y->min_step_s)
+                    y->min_step_s = x.min_step_s;
                 y->comm_wait_s += x.comm_wait_s;
                 y->exposed_s += x.exposed_s;
                 y->fwd_s += x.fwd_s;
@@ -280,7 +290,7 @@ static pt_status run_config(const bz_opts *o, int P, const bz_mode *m, bz_result
 
 /* Per-configuration figures over its ranks (after the rounds' sums were divided). */
 typedef struct bz_sum {
-    double step_s, exposed_s, comm_wait_s, fwd_s, bwd_s, optim_s, bucket_s, hidden_s; /* means over the ranks */
+    double step_s, min_step_s, exposed_s, comm_wait_s, fwd_s, bwd_s, optim_s, bucket_s, hidden_s; /* means over the ranks */
     double optim_bytes, optim_range_bytes, peak_bytes;                                /* the largest rank's */
 } bz_sum;
 
@@ -290,6 +300,7 @@ static bz_sum summarize(const bz_result *r)
     for (int i = 0; i < r->world; i++) {
         const bz_rank *x = &r->rank[i];
         s.step_s += x->step_s / r->world;
+        s.min_step_s += x->min_step_s / r->world;
         s.exposed_s += x->exposed_s / r->world;
         s.comm_wait_s += x->comm_wait_s / r->world;
         s.fwd_s += x->fwd_s / r->world;
@@ -315,20 +326,21 @@ static void print_json(const bz_opts *o, const bz_result *r)
            r->P, o->D, m->name, o->model, r->P, o->D, m->zero, m->overlap ? "true" : "false");
     bz_sum s = summarize(r);
     printf("\"provider\":\"%s\",\"schedule\":\"%s\",\"microbatches\":%d,\"micro_batch_size\":%d,"
-           "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"best_round_step_s\":%.6f,\"exposed_comm_s\":%.6f,"
+           "\"seq_len\":%d,\"steps\":%d,\"rounds\":%d,\"step_s\":%.6f,\"best_round_step_s\":%.6f,\"fastest_step_s\":%.6f,"
+           "\"exposed_comm_s\":%.6f,"
            "\"exposed_comm_source\":\"pt_runtime_step_info.exposed_comm_s\",\"overlap_bucket_s\":%.6f,"
            "\"overlap_hidden_s\":%.6f,\"comm_wait_s\":%.6f,\"fwd_s\":%.6f,\"bwd_s\":%.6f,\"optim_s\":%.6f,"
            "\"optim_state_bytes\":%.0f,\"optim_state_source\":\"allocator peak of kind optimizer\","
            "\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"per_rank\":[",
-           o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, r->best_step_s, s.exposed_s,
-           s.bucket_s, s.hidden_s, s.comm_wait_s, s.fwd_s, s.bwd_s, s.optim_s, s.optim_bytes, s.optim_range_bytes,
+           o->provider, o->schedule, o->M, o->B, o->T, o->steps, r->ran, s.step_s, r->best_step_s, s.min_step_s,
+           s.exposed_s, s.bucket_s, s.hidden_s, s.comm_wait_s, s.fwd_s, s.bwd_s, s.optim_s, s.optim_bytes, s.optim_range_bytes,
            s.peak_bytes);
     for (int i = 0; i < r->world; i++) {
         const bz_rank *x = &r->rank[i];
-        printf("%s{\"rank\":%d,\"step_s\":%.6f,\"exposed_comm_s\":%.6f,\"overlap_bucket_s\":%.6f,"
+        printf("%s{\"rank\":%d,\"step_s\":%.6f,\"fastest_step_s\":%.6f,\"exposed_comm_s\":%.6f,\"overlap_bucket_s\":%.6f,"
                "\"overlap_hidden_s\":%.6f,\"comm_wait_s\":%.6f,\"fwd_s\":%.6f,\"bwd_s\":%.6f,\"optim_s\":%.6f,"
                "\"optim_state_bytes\":%.0f,\"optim_range_bytes\":%.0f,\"peak_bytes\":%.0f,\"peak_by_kind\":{",
-               i ? "," : "", i, x->step_s, x->exposed_s, x->bucket_s, x->hidden_s, x->comm_wait_s, x->fwd_s, x->bwd_s,
+               i ? "," : "", i, x->step_s, x->min_step_s, x->exposed_s, x->bucket_s, x->hidden_s, x->comm_wait_s, x->fwd_s, x->bwd_s,
                x->optim_s, x->optim_bytes, x->optim_range_bytes, x->peak_bytes);
         for (int k = 0; k < PT_MEM_KINDS; k++)
             printf("%s\"%s\":%.0f", k ? "," : "", pt_mem_kind_name(k), x->kind_peak[k]);
@@ -342,8 +354,8 @@ static void print_row(FILE *out, const bz_opts *o, const bz_result *r)
     char cfg[48];
     snprintf(cfg, sizeof(cfg), "p%dd%d-%s", r->P, o->D, modes[r->mode].name);
     bz_sum s = summarize(r);
-    fprintf(out, "%-20s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %11.2f %9.2f\n", cfg, 1e3 * s.step_s,
-            1e3 * r->best_step_s, 1e3 * s.exposed_s, 1e3 * s.hidden_s, 1e3 * s.bucket_s, 1e3 * s.comm_wait_s,
+    fprintf(out, "%-20s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %11.2f %9.2f\n", cfg, 1e3 * s.step_s,
+            1e3 * r->best_step_s, 1e3 * s.min_step_s, 1e3 * s.exposed_s, 1e3 * s.hidden_s, 1e3 * s.bucket_s, 1e3 * s.comm_wait_s,
             1e3 * s.optim_s, s.optim_bytes / (1 << 20), s.peak_bytes / (1 << 20));
 }
 
@@ -379,6 +391,7 @@ static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_
     const bz_result *s1 = s0 ? s0 + 2 : NULL;
     double stp = s0 ? ratio(summarize(s1).step_s, summarize(s0).step_s) : NAN;
     double best = s0 ? ratio(s1->best_step_s, s0->best_step_s) : NAN;
+    double fast = s0 ? ratio(summarize(s1).min_step_s, summarize(s0).min_step_s) : NAN;
     const bz_result *first = NULL;
     int same = 1;
     for (int k = 0; k < BZ_N_MODES; k++) {
@@ -390,7 +403,8 @@ static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_
             same = same && memcmp(&first->rank[i].loss, &r[k].rank[i].loss, sizeof(double)) == 0;
         same = same && !r[k].loss_varied && first->world == r[k].world;
     }
-    char a[32], b[32], c[32], d[32], en_s[64], pair[64];
+    char a[32], b[32], c[32], d[32], e[32], en_s[64], pair[64];
+    fmt_ratio(e, sizeof(e), fast, 1);
     fmt_ratio(a, sizeof(a), mem, 1);
     fmt_ratio(b, sizeof(b), exp, 1);
     fmt_ratio(c, sizeof(c), stp, 1);
@@ -401,16 +415,19 @@ static void print_ratios(FILE *out, int json, const bz_opts *o, int P, const bz_
         printf("{\"bench\":\"zero\",\"config\":\"p%dd%d-ratios\",\"stages\":%d,\"replicas\":%d,"
                "\"optim_state_zero1_over_zero0\":%s,\"optim_state_expected\":%.4f,"
                "\"exposed_comm_overlap_over_none\":%s,\"exposed_comm_pair\":\"%s\",\"exposed_comm_expected_at_most\":0.5,"
-               "\"step_zero1_over_zero0\":%s,\"best_round_step_zero1_over_zero0\":%s,\"step_pair\":\"%s\","
+               "\"step_zero1_over_zero0\":%s,\"best_round_step_zero1_over_zero0\":%s,\"fastest_step_zero1_over_zero0\":%s,"
+               "\"step_pair\":\"%s\","
                "\"step_expected_within\":0.05,\"loss_all_equal\":%s}\n",
-               P, o->D, P, o->D, a, 1.0 / o->D, b, en_s, c, d, pair, same ? "true" : "false");
+               P, o->D, P, o->D, a, 1.0 / o->D, b, en_s, c, d, e, pair, same ? "true" : "false");
+    fmt_ratio(e, sizeof(e), fast, 0);
     fmt_ratio(a, sizeof(a), mem, 0);
     fmt_ratio(b, sizeof(b), exp, 0);
     fmt_ratio(c, sizeof(c), stp, 0);
     fmt_ratio(d, sizeof(d), best, 0);
     fprintf(out, "  P=%d: optimizer state zero1/zero0 %s (expect %.4f); exposed comm %s %s (expect <= 0.5);\n"
-                 "       step %s %s, best rounds %s (expect 0.95..1.05); every configuration's loss the same bits: %s\n",
-            P, a, 1.0 / o->D, en_s, b, pair, c, d, same ? "yes" : "NO");
+                 "       step %s %s, best rounds %s, fastest steps %s (expect 0.95..1.05); every configuration's loss the "
+                 "same bits: %s\n",
+            P, a, 1.0 / o->D, en_s, b, pair, c, d, e, same ? "yes" : "NO");
 }
 
 int pt_bench_zero(int argc, char **argv)
@@ -528,7 +545,7 @@ int pt_bench_zero(int argc, char **argv)
     fprintf(tab, "bench zero: %s, D = %d, %s, provider %s, M %d x B %d x T %d, %d step(s) after a warm-up, %d round(s), "
                  "%.0f s\n",
             o.model, o.D, o.schedule, o.provider, o.M, o.B, o.T, o.steps, o.rounds, pt_seconds_between(t0, pt_now_ns()));
-    fprintf(tab, "%-20s %9s %9s %9s %9s %9s %9s %9s %11s %9s\n", "config", "step ms", "best ms", "exposed", "hidden",
+    fprintf(tab, "%-20s %9s %9s %9s %9s %9s %9s %9s %9s %11s %9s\n", "config", "step ms", "best ms", "min ms", "exposed", "hidden",
             "buckets", "waits", "optim ms", "optim MiB", "peak MiB");
     for (int i = 0; i < nP; i++) {
         for (int k = 0; k < BZ_N_MODES; k++) {
@@ -543,7 +560,7 @@ int pt_bench_zero(int argc, char **argv)
     fprintf(tab, "per step and rank (ms): exposed = the waits of REDUCE_GRADS + OPTIMIZER_STEP (exposed_comm_s); "
                  "buckets = the overlapped collectives' time, hidden = the part of it before REDUCE_GRADS;\n"
                  "waits = every comm wait (comm_wait_s); optim ms = reduce + optimizer host time less waits; best = the "
-                 "fastest round's step; optim MiB / peak MiB: the allocator's peaks (the largest rank)\n");
+                 "fastest round's mean step, min = the fastest step; optim MiB / peak MiB: the allocator's peaks (the largest rank)\n");
     fflush(stdout);
     free(res);
     return 0;
