@@ -37,8 +37,12 @@ typedef struct pt_train_ops {
     pt_status (*step)(void *ctx, int64_t step, double lr, pt_step_stats *out);
     /* Evaluation; may be NULL. */
     pt_status (*eval)(void *ctx, pt_eval_stats *out);
-    /* Checkpoint after `steps_done` steps; may be NULL. *path (borrowed, may stay NULL) names it. */
-    pt_status (*save)(void *ctx, int64_t steps_done, const char **path);
+    /* Checkpoint after `steps_done` steps; may be NULL. A save may finish in the background:
+     * *committed (-1 when none) is the step of the newest checkpoint known durable when the call
+     * returns (this one, or an earlier one the save waited for; the last save of a run waits for
+     * itself) and *path (borrowed) names it, so "checkpoint after step N" is only ever said of a
+     * checkpoint already renamed into place. */
+    pt_status (*save)(void *ctx, int64_t steps_done, int64_t *committed, const char **path);
     /* After every step but the last, when cfg->stop is set: `local` is this process's *cfg->stop;
      * *agreed becomes the stop reason every rank of the job shares (0: go on), so that all ranks
      * stop after the same step, whichever of them was signalled. A collective in a job of several
@@ -49,7 +53,7 @@ typedef struct pt_train_ops {
 typedef enum pt_train_event_kind {
     PT_TRAIN_EV_STEP,  /* after every step */
     PT_TRAIN_EV_EVAL,  /* after an eval */
-    PT_TRAIN_EV_CKPT,  /* after a checkpoint */
+    PT_TRAIN_EV_CKPT,  /* a checkpoint is durable (committed): step = its step, ckpt_path its directory */
     PT_TRAIN_EV_KIND_COUNT
 } pt_train_event_kind;
 

@@ -165,10 +165,13 @@ static pt_status loop_save(const pt_train_ops *ops, int64_t done, int64_t total,
                            pt_train_event_fn on_event, void *ev_ctx, pt_train_summary *sum)
 {
     const char *path = NULL;
-    PT_CHECK(ops->save(ops->ctx, done, &path));
-    snprintf(sum->last_ckpt, sizeof sum->last_ckpt, "%s", path ? path : "");
+    int64_t committed = -1;
+    PT_CHECK(ops->save(ops->ctx, done, &committed, &path));
+    if (committed < 0 || !path)
+        return PT_OK; /* being written; said once it is committed */
+    snprintf(sum->last_ckpt, sizeof sum->last_ckpt, "%s", path);
     if (on_event) {
-        pt_train_event e = { .kind = PT_TRAIN_EV_CKPT, .step = done, .total = total, .ckpt_path = path,
+        pt_train_event e = { .kind = PT_TRAIN_EV_CKPT, .step = committed, .total = total, .ckpt_path = path,
                              .elapsed_s = elapsed };
         on_event(ev_ctx, &e);
     }

@@ -549,7 +549,7 @@ static pt_status tm_eval(void *ctx, pt_eval_stats *out)
     return pt_runtime_eval(j->rt, j->data, j->a->train.eval_batches, j->a->eval_batch_seqs, out);
 }
 
-static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
+static pt_status tm_save(void *ctx, int64_t steps_done, int64_t *committed, const char **path)
 {
     pt_train_job *j = ctx;
     const pt_train_cfg *tc = &j->a->train;
@@ -562,17 +562,27 @@ static pt_status tm_save(void *ctx, int64_t steps_done, const char **path)
      * writes the weights and moments; the other replicas write empty shards, or with --zero 1
      * their moment slices (tm_saved_chunks). */
     pt_ckpt_save_opts so = { .optim_only = pt_runtime_replica(j->rt) > 0 };
+    pt_ckpt_save_info prev, si;
+    pt_ckpt_saver_info(j->saver, &prev);
+    /* it first waits for the previous save and fails if that one did: returning, that one is durable */
     PT_CHECK(pt_ckpt_save_ex(j->saver, j->comm, models, optims, tm_saved_chunks(j, V), &ts, &so));
-    pt_ckpt_save_info si;
     pt_ckpt_saver_info(j->saver, &si);
-    snprintf(j->last_ckpt, sizeof(j->last_ckpt), "%s/step_%06lld", tc->ckpt_dir, (long long)steps_done);
+    int64_t c = prev.step;
+    /* the last one of a run (finished or stopped) is durable before the run reports it */
+    if (steps_done == tc->steps || j->stopping) {
+        PT_CHECK(pt_ckpt_saver_wait(j->saver));
+        c = steps_done;
+    }
+    *committed = c;
+    *path = NULL;
+    if (c < 0)
+        return PT_OK;
+    snprintf(j->last_ckpt, sizeof(j->last_ckpt), "%s/step_%06lld", tc->ckpt_dir, (long long)c);
     if (si.waited_for_step >= 0) /* the user should know a save stalled training */
         snprintf(j->last_ckpt + strlen(j->last_ckpt), sizeof(j->last_ckpt) - strlen(j->last_ckpt),
-                 " (waited for the save of step %lld to finish first)", (long long)si.waited_for_step);
+                 " (the save of step %lld first waited for step %lld's: training stalled)", (long long)steps_done,
+                 (long long)si.waited_for_step);
     *path = j->last_ckpt;
-    /* the last one of a run (finished or stopped) is durable before the run reports it */
-    if (steps_done == tc->steps || j->stopping)
-        PT_CHECK(pt_ckpt_saver_wait(j->saver));
     return PT_OK;
 }
 

@@ -10,6 +10,9 @@
 #  - ranks agree on one restore step: one byte flipped in rank 1's shard of the newest checkpoint of
 #    a 2-stage run makes every rank resume from the step before (rank 1 names the damaged tensor),
 #    instead of each rank taking its own and both waiting out the comm timeout
+#  - "checkpoint after step N" is said only once that checkpoint is committed (saves finish in the
+#    background: step 2's is said at the next save, after step 4), and never for a save that failed
+#    (a full disk: a 600 KiB tmpfs, when one can be mounted)
 set -eu
 PT="$1"
 dir=$(mktemp -d /tmp/pt_ckpt_vi_XXXXXX)
@@ -79,4 +82,15 @@ grep -q "rank 1: checkpoint: .*shard-1.ptz: tensor .*damaged.*resumed from step_
   fail "rank 1 did not name its damaged shard: $(cat "$dir/out")"
 grep -q "every rank resumes from step 2" "$dir/out" || fail "the ranks did not agree on step 2: $(cat "$dir/out")"
 grep -q "resuming after step 2" "$dir/out" || fail "the job did not resume after step 2"
+"$PT" train $opts --steps 6 --ckpt-every 2 --log-every 1 --run-dir "$dir/said" >"$dir/out" 2>&1 || fail "the said run failed"
+grep -E '^step +4/6|^checkpoint after step' "$dir/out" | head -2 | tr '\n' '|' | grep -q '^step.*4/6.*|checkpoint after step 2: ' ||
+  fail "step 2's checkpoint was not said after step 4: $(cat "$dir/out")"
+grep -q '^checkpoint after step 6: ' "$dir/out" || fail "the last checkpoint was not said"
+if mkdir -p "$dir/full" && mount -t tmpfs -o size=600k tmpfs "$dir/full" 2>/dev/null; then
+  "$PT" train $opts --steps 6 --ckpt-every 2 --run-dir "$dir/fullrun" --ckpt-dir "$dir/full/ck" >"$dir/out" 2>&1 && st=0 || st=$?
+  umount "$dir/full"
+  test $st -ne 0 || fail "a run whose checkpoints do not fit exited 0"
+  grep -q 'checkpoint of step 2 failed: .*No space left on device' "$dir/out" || fail "the full disk was not said: $(cat "$dir/out")"
+  ! grep -q 'checkpoint after step' "$dir/out" || fail "a checkpoint that failed was said: $(cat "$dir/out")"
+fi
 echo "ckpt.verify_import: ok"

@@ -251,23 +251,27 @@ static pt_status ops_step(void *ctx, int64_t step, double lr, pt_step_stats *out
 
 static pt_status ops_eval(void *ctx, pt_eval_stats *out) { return ref_train_eval(ctx, out); }
 
-static pt_status ops_save(void *ctx, int64_t steps_done, const char **path)
+static pt_status ops_save(void *ctx, int64_t steps_done, int64_t *committed, const char **path)
 {
     ref_trainer *t = ctx;
     pt_model *models[1] = { t->model };
     pt_optim *optims[1] = { t->optim };
     pt_train_state ts = { .step = steps_done, .data_step = steps_done, .seed = t->data_seed, .run_json = t->run_json };
-    PT_CHECK(pt_ckpt_save(t->saver, NULL, models, optims, 1, &ts));
-    pt_ckpt_save_info si;
-    pt_ckpt_saver_info(t->saver, &si);
-    snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s/step_%06lld", t->cfg.ckpt_dir, (long long)steps_done);
-    if (si.waited_for_step >= 0) /* the user should know a save stalled training */
-        snprintf(t->ckpt_path + strlen(t->ckpt_path), sizeof t->ckpt_path - strlen(t->ckpt_path),
-                 " (waited for the save of step %lld to finish first)", (long long)si.waited_for_step);
-    *path = t->ckpt_path;
+    pt_ckpt_save_info prev;
+    pt_ckpt_saver_info(t->saver, &prev);
+    PT_CHECK(pt_ckpt_save(t->saver, NULL, models, optims, 1, &ts)); /* the previous one is durable now */
+    int64_t c = prev.step;
     /* the last one of a run (finished or stopped) is durable before the run reports success */
-    if (steps_done == t->cfg.steps || (t->cfg.stop && *t->cfg.stop))
+    if (steps_done == t->cfg.steps || (t->cfg.stop && *t->cfg.stop)) {
         PT_CHECK(pt_ckpt_saver_wait(t->saver));
+        c = steps_done;
+    }
+    *committed = c;
+    *path = NULL;
+    if (c >= 0) {
+        snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s/step_%06lld", t->cfg.ckpt_dir, (long long)c);
+        *path = t->ckpt_path;
+    }
     return PT_OK;
 }
 

@@ -221,11 +221,12 @@ static pt_status script_agree(void *ctx, int local, int *agreed)
     return PT_OK;
 }
 
-static pt_status script_save(void *ctx, int64_t steps_done, const char **path)
+static pt_status script_save(void *ctx, int64_t steps_done, int64_t *committed, const char **path)
 {
     script *sc = ctx;
     sc->n_saves++;
     sc->saved_at = steps_done;
+    *committed = steps_done;
     *path = "scripted";
     return PT_OK;
 }
