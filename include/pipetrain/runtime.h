@@ -248,6 +248,7 @@ typedef struct pt_train_job {
     pt_ckpt_saver *saver;       /* NULL without train.ckpt_dir */
     int ckpt_lock_fd;           /* rank 0: the checkpoint root's lock (pt_ckpt_lock), -1 none */
     int64_t first_step;         /* 0, or the steps of the checkpoint resumed from */
+    int64_t restore_begin_ns, restore_end_ns; /* pt_wall_ns around the checkpoint load (0: none) */
     /* loop */
     int stopping;               /* 1 once the ranks agreed to stop (train.stop): the next save is the last */
     char last_ckpt[512];

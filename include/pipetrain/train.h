@@ -66,6 +66,10 @@ typedef struct pt_train_cfg {
                                  metrics line says it when > 0 */
     int64_t restart_failed_at_ns; /* CLOCK_REALTIME ns of the failure the run restarts after (0: none): the
                                      first step's line and event report the recovery time */
+    /* the recovery's phases on the same clock (0: unknown), for the first step's "recovery" object:
+     * when the launcher started the ranks again, and when this run's checkpoint load began and
+     * ended (set by the training job; the loop reads them) */
+    int64_t restart_relaunch_at_ns, restore_begin_ns, restore_end_ns;
 } pt_train_cfg;
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */

@@ -514,6 +514,8 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         cfg.restart_count = atoi(restarts_env);
         const char *at = getenv("PT_RESTART_FAILED_AT_NS");
         cfg.restart_failed_at_ns = at && cfg.restart_count > 0 ? strtoll(at, NULL, 10) : 0;
+        const char *re = getenv("PT_RESTART_RELAUNCH_AT_NS");
+        cfg.restart_relaunch_at_ns = re && cfg.restart_count > 0 ? strtoll(re, NULL, 10) : 0;
     }
     if (a->seed < 0)
         return pt_fail(PT_EINVAL, "--seed is %lld; give a number >= 0", a->seed);

@@ -172,11 +172,14 @@ static int after_failure(restarter *rs, int attempt, const pt_launch_failure *f,
     return 1;
 }
 
+/* The ranks' environment of an attempt: its number, and (a restart) when it was started. */
 static void set_attempt(int attempt)
 {
     char v[32];
     snprintf(v, sizeof v, "%d", attempt);
     setenv("PT_RESTART_COUNT", v, 1);
+    snprintf(v, sizeof v, "%lld", (long long)pt_wall_ns());
+    setenv("PT_RESTART_RELAUNCH_AT_NS", v, 1);
 }
 
 static void my_host(char *h, size_t cap)

@@ -103,16 +103,35 @@ static pt_status metrics_write(metrics_out *mo, cJSON *obj)
     return st;
 }
 
-static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, double tokens_per_s, int restarts,
-                        double recovery_s)
+/* The first step after an automatic restart: its recovery's phases, in seconds, on the wall clock
+ * the launcher and the ranks share: teardown (the failure seen -> the ranks started again),
+ * startup (-> the checkpoint load begins: exec, rendezvous, plan, model), reload (the load), and
+ * first_step (-> this step's end: the transport's and caches' warm-up, and the step). */
+static void recovery_json(cJSON *o, const pt_train_cfg *c, int64_t now)
+{
+    cJSON *r = cJSON_AddObjectToObject(o, "recovery");
+    if (!r)
+        return;
+    int64_t t[5] = { c->restart_failed_at_ns, c->restart_relaunch_at_ns, c->restore_begin_ns, c->restore_end_ns, now };
+    cJSON_AddNumberToObject(r, "failure_wall_ns", (double)c->restart_failed_at_ns); /* when it was seen */
+    static const char *const names[4] = { "teardown_s", "startup_s", "reload_s", "first_step_s" };
+    for (int i = 0; i < 4; i++)
+        if (t[i] > 0 && t[i + 1] > 0)
+            cJSON_AddNumberToObject(r, names[i], 1e-9 * (double)(t[i + 1] - t[i]));
+}
+
+static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, double tokens_per_s,
+                        const pt_train_cfg *cfg, double recovery_s, int64_t now)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    if (restarts > 0)
-        cJSON_AddNumberToObject(o, "restart_count", restarts);
-    if (recovery_s > 0)
+    if (cfg->restart_count > 0)
+        cJSON_AddNumberToObject(o, "restart_count", cfg->restart_count);
+    if (recovery_s > 0) {
         cJSON_AddNumberToObject(o, "recovery_s", recovery_s);
+        recovery_json(o, cfg, now);
+    }
     cJSON_AddNumberToObject(o, "step", (double)step);
     cJSON_AddNumberToObject(o, "loss", st->loss);
     cJSON_AddNumberToObject(o, "lr", st->lr);
@@ -229,12 +248,13 @@ pt_status pt_train_loop(const pt_train_cfg *cfg, const pt_train_ops *ops, int64_
         sum->steps_done = done;
         sum->final_loss = s.loss;
         double recovery_s = 0;
+        int64_t wall = pt_wall_ns();
         if (step == first_step && cfg->restart_failed_at_ns > 0) {
-            recovery_s = 1e-9 * (double)(pt_wall_ns() - cfg->restart_failed_at_ns);
+            recovery_s = 1e-9 * (double)(wall - cfg->restart_failed_at_ns);
             if (recovery_s <= 0)
                 recovery_s = 1e-9;
         }
-        PT_TRY(metrics_write(&mo, step_json(done, &s, dt * 1e3, tps, cfg->restart_count, recovery_s)), out);
+        PT_TRY(metrics_write(&mo, step_json(done, &s, dt * 1e3, tps, cfg, recovery_s, wall)), out);
         double elapsed = pt_seconds_between(t0, pt_now_ns());
         if (on_event) {
             pt_train_event e = { .kind = PT_TRAIN_EV_STEP, .step = done, .total = cfg->steps, .st = &s,

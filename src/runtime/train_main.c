@@ -496,12 +496,14 @@ pt_status pt_train_job_restore(pt_train_job *j)
     pt_ckpt_load_info li;
     memset(&li, 0, sizeof li);
     pt_train_state rs = { 0 };
+    j->restore_begin_ns = pt_wall_ns();
     pt_status st = pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V, &rs, NULL, NULL, &li);
     free((void *)rs.run_json);
     rs.run_json = NULL;
     if (j->comm && j->world > 1)
         st = tm_agree_restore(j, st, &li, models, optims, V, &rs);
     PT_CHECK(st);
+    j->restore_end_ns = pt_wall_ns();
     j->first_step = rs.step;
     /* the data order of the run being continued, whatever --seed says now */
     pt_dataset_set_seed(j->data, rs.seed);
@@ -612,6 +614,8 @@ pt_status pt_train_job_loop(pt_train_job *j, pt_train_summary *summary)
     if (a->on_start)
         PT_CHECK(a->on_start(a->hook_ctx, j->rt, j->comm, j->data));
     pt_train_cfg lc = a->train;
+    lc.restore_begin_ns = j->restore_begin_ns;
+    lc.restore_end_ns = j->restore_end_ns;
     if (j->rank != 0) {
         lc.run_dir = NULL;
         lc.metrics_path = NULL;
