@@ -79,7 +79,8 @@ typedef struct pt_link_opts {
     int n_send_bufs;        /* staging buffers for sends, indices 0..n_send_bufs-1 */
     int n_recv_ids;         /* receive indices 0..n_recv_ids-1 (the runtime: its action indices) */
     int n_recv_bufs;        /* receives in flight at once, at most (host buffers of staged kinds) */
-    size_t red_floats;      /* largest all-reduce, floats (host buffers of staged kinds) */
+    size_t red_floats;      /* largest collective (all-reduce, reduce-scatter, all-gather), floats: sizes the
+                               host buffers of staged kinds and the nccl kind's reduce-scatter scratch */
     /* Every pipe and every group of the JOB, in the same order on every rank: kinds with a
      * communicator per pipe or group create them in this order. Borrowed during create only. */
     const pt_link_channel *channels;
