@@ -230,6 +230,7 @@ struct pt_comm {
     int64_t clock_offset_ns;
     char provider[64];
     char local_ip[64];        /* the address the endpoint was opened on (tcp-like providers; pt_comm_dup) */
+    int64_t patient_nap_ns;   /* pt_comm_set_patient: > 0, waits nap at once, up to this long; 0: default */
     /* libfabric */
     struct fi_info *info;
     struct fid_fabric *fabric;

@@ -1036,11 +1036,17 @@ static void nap(int64_t waited_ns)
     nanosleep(&ts, NULL);
 }
 
+void pt_comm_set_patient(pt_comm *c, int64_t max_nap_ns)
+{
+    if (c)
+        c->patient_nap_ns = max_nap_ns > 0 ? max_nap_ns : 0;
+}
+
 static pt_status wait_impl(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
 {
     if (!r)
         return PT_OK;
-    int64_t start = pt_now_ns();
+    int64_t start = pt_now_ns(), patient_nap = 50000;
     struct fi_cq_tagged_entry ents[CQ_BATCH];
     for (;;) {
         int dead = pt_peers_dead(c); /* read before progress: what the dead rank delivered is seen */
@@ -1074,8 +1080,14 @@ static pt_status wait_impl(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
             abandon(c, r);
             return st;
         }
-        if (now - start < SPIN_NS)
+        if (now - start < SPIN_NS && !(c->patient_nap_ns > 0 && !c->cq_waitable))
             continue;
+        if (c->patient_nap_ns > 0 && !c->cq_waitable) {
+            struct timespec ts = { 0, (long)patient_nap };
+            nanosleep(&ts, NULL);
+            patient_nap = 2 * patient_nap < c->patient_nap_ns ? 2 * patient_nap : c->patient_nap_ns;
+            continue;
+        }
         if (c->cq_waitable && dead < 0) {
             int64_t left_ms = deadline_ns == INT64_MAX ? SREAD_MAX_MS : (deadline_ns - now) / 1000000 + 1;
             int ms = left_ms < SREAD_MAX_MS ? (int)left_ms : SREAD_MAX_MS;

@@ -84,6 +84,13 @@ void pt_comm_destroy(pt_comm *c);
  * endpoint is named on every rank). *out owned by the caller (pt_comm_destroy, independent of c). */
 pt_status pt_comm_dup(pt_comm *c, int64_t deadline_ns, pt_comm **out);
 
+/* Makes c's waits patient (a background thread's communicator, whose waits are not latency-critical):
+ * where the completion queue has no wait object (shm), a wait naps at once instead of spinning and
+ * yielding first, and its naps double from 50 us up to max_nap_ns as it goes on, so a thread
+ * waiting for a late peer leaves the CPU to the threads computing. max_nap_ns <= 0 restores the
+ * default (spin, yield, 50 us naps). Call it from the thread that owns c. */
+void pt_comm_set_patient(pt_comm *c, int64_t max_nap_ns);
+
 /* Reads, without any network activity, what the environment says about this process: when a
  * launcher (pipetrain's, torchrun, srun, mpirun/PMI) started it as one rank of a job, *rank and
  * *size are set from it and *in_job is 1; otherwise *in_job is 0, *rank 0 and *size 1. The same

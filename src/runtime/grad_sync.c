@@ -21,6 +21,7 @@
 #include "pipetrain/timeutil.h"
 
 #define GS_MAX_CHUNKS 256
+#define GS_MAX_NAP_NS 1000000 /* the thread's waits nap up to 1 ms (pt_comm_set_patient) */
 
 typedef struct gs_chunk {
     float *grads;
@@ -117,6 +118,7 @@ static pt_status bucket_run(pt_grad_sync *gs, const gs_bucket *bk, int64_t step,
 static void *thread_main(void *arg)
 {
     pt_grad_sync *gs = arg;
+    pt_comm_set_patient(gs->dup, GS_MAX_NAP_NS); /* its waits leave the CPU to the backward */
     pthread_mutex_lock(&gs->mu);
     for (;;) {
         while (!gs->stop && gs->done_gen == gs->gen)
