@@ -168,10 +168,23 @@ static size_t range_longest(size_t n, int p, size_t ra, size_t rb)
     return longest;
 }
 
-static pt_status check_range(pt_comm *c, const char *what, size_t n, size_t ra, size_t rb)
+/* The arguments of a range collective: *g the group (NULL: the world); *nothing = 1 when there is
+ * nothing to move (one member, an empty range). */
+static pt_status range_args(pt_comm *c, pt_comm_group **g, const char *what, const float *buf, size_t n, size_t ra,
+                            size_t rb, int *nothing)
 {
+    *nothing = 1;
+    if (!c)
+        return pt_fail(PT_EINVAL, "pt_comm %s: no communicator", what);
+    if (!*g)
+        *g = c->world;
     if (ra > rb || rb > n)
         return pt_fail(PT_EINVAL, "rank %d: %s of elements [%zu, %zu) of a buffer of %zu", c->rank, what, ra, rb, n);
+    if ((*g)->n == 1 || ra == rb)
+        return PT_OK;
+    if (!buf)
+        return pt_fail(PT_EINVAL, "rank %d: %s of %zu floats with a NULL buffer", c->rank, what, n);
+    *nothing = 0;
     return PT_OK;
 }
 
@@ -193,16 +206,11 @@ pt_status pt_comm_reduce_scatter(pt_comm *c, pt_comm_group *g, float *buf, size_
 pt_status pt_comm_reduce_scatter_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
                                        int64_t deadline_ns)
 {
-    if (!c)
-        return pt_fail(PT_EINVAL, "pt_comm_reduce_scatter: no communicator");
-    if (!g)
-        g = c->world;
-    PT_CHECK(check_range(c, "reduce-scatter", n, ra, rb));
-    int p = g->n, me = g->me;
-    if (p == 1 || ra == rb)
+    int nothing;
+    PT_CHECK(range_args(c, &g, "reduce-scatter", buf, n, ra, rb, &nothing));
+    if (nothing)
         return PT_OK;
-    if (!buf)
-        return pt_fail(PT_EINVAL, "rank %d: reduce-scatter of %zu floats from a NULL buffer", c->rank, n);
+    int p = g->n, me = g->me;
     const size_t bucket = BUCKET_BYTES / sizeof(float);
     size_t longest = range_longest(n, p, ra, rb), iters = (longest + bucket - 1) / bucket;
     size_t slot = longest < bucket ? longest : bucket;
@@ -259,16 +267,11 @@ pt_status pt_comm_allgather(pt_comm *c, pt_comm_group *g, float *buf, size_t n, 
 pt_status pt_comm_allgather_range(pt_comm *c, pt_comm_group *g, float *buf, size_t n, size_t ra, size_t rb,
                                   int64_t deadline_ns)
 {
-    if (!c)
-        return pt_fail(PT_EINVAL, "pt_comm_allgather: no communicator");
-    if (!g)
-        g = c->world;
-    PT_CHECK(check_range(c, "all-gather", n, ra, rb));
-    int p = g->n, me = g->me;
-    if (p == 1 || ra == rb)
+    int nothing;
+    PT_CHECK(range_args(c, &g, "all-gather", buf, n, ra, rb, &nothing));
+    if (nothing)
         return PT_OK;
-    if (!buf)
-        return pt_fail(PT_EINVAL, "rank %d: all-gather of %zu floats into a NULL buffer", c->rank, n);
+    int p = g->n, me = g->me;
     const size_t bucket = BUCKET_BYTES / sizeof(float);
     size_t iters = (range_longest(n, p, ra, rb) + bucket - 1) / bucket;
     pt_comm_req **r = calloc((size_t)(2 * p), sizeof *r);

@@ -329,13 +329,19 @@ static pt_status staged_recv_wait(void *p, int i, int64_t deadline_ns, const cha
     return st;
 }
 
+/* A collective of n floats must fit the pinned reduction buffer the link was made with. */
+static pt_status red_fits(const staged_link *x, size_t n, const char *what)
+{
+    if (n > x->red_floats)
+        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats for %s but the reduction buffer holds %zu; please report it",
+                       x->me, n, what, x->red_floats);
+    return PT_OK;
+}
+
 static pt_status staged_allreduce(void *p, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
 {
-    (void)what;
     staged_link *x = p;
-    if (n > x->red_floats)
-        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to reduce but the reduction buffer holds %zu; please report it",
-                       x->me, n, x->red_floats);
+    PT_CHECK(red_fits(x, n, what));
     PT_CHECK(x->be->memcpy_d2h(x->compute, x->red_buf, buf, n * sizeof(float))); /* synchronises */
     PT_CHECK(pt_comm_allreduce(x->comm, x->groups[group], x->red_buf, n, PT_REDUCE_SUM, deadline_ns));
     /* The sync keeps the buffer from being reused before the copy read it. */
@@ -353,11 +359,8 @@ static void my_segment(staged_link *x, int group, size_t n, size_t *lo, size_t *
 static pt_status staged_reduce_scatter(void *p, int group, float *buf, size_t n, int64_t deadline_ns,
                                        const char *what)
 {
-    (void)what;
     staged_link *x = p;
-    if (n > x->red_floats)
-        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to reduce but the reduction buffer holds %zu; please report it",
-                       x->me, n, x->red_floats);
+    PT_CHECK(red_fits(x, n, what));
     PT_CHECK(x->be->memcpy_d2h(x->compute, x->red_buf, buf, n * sizeof(float))); /* synchronises */
     PT_CHECK(pt_comm_reduce_scatter(x->comm, x->groups[group], x->red_buf, n, deadline_ns));
     size_t lo, hi;
@@ -368,11 +371,8 @@ static pt_status staged_reduce_scatter(void *p, int group, float *buf, size_t n,
 
 static pt_status staged_allgather(void *p, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
 {
-    (void)what;
     staged_link *x = p;
-    if (n > x->red_floats)
-        return pt_fail(PT_EINTERNAL, "rank %d: %zu floats to gather but the reduction buffer holds %zu; please report it",
-                       x->me, n, x->red_floats);
+    PT_CHECK(red_fits(x, n, what));
     size_t lo, hi;
     my_segment(x, group, n, &lo, &hi);
     PT_CHECK(x->be->memcpy_d2h(x->compute, x->red_buf + lo, buf + lo, (hi - lo) * sizeof(float)));
