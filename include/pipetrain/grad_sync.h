@@ -115,7 +115,8 @@ typedef struct pt_grad_sync_bucket_info {
 int pt_grad_sync_n_buckets(const pt_grad_sync *gs);
 
 /* The staging buffer (host memory shared with same-host peers, pt_comm_buf_alloc, the size of the
- * largest bucket; 0 when it could not be had and buckets are reduced in place): each bucket is
+ * largest bucket, counted as PT_MEM_COMM in the backend's account (pt_backend_account_kind) from
+ * start to destroy; 0 when it could not be had and buckets are reduced in place): each bucket is
  * copied into it so its transfers take the direct path, and its result copied back. Known after
  * start. And the bytes the engine's communicator has moved by the direct path so far
  * (pt_comm_direct_bytes; call between finish and the next begin). */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pipetrain/backend.h"
 #include "pipetrain/timeutil.h"
 
 #define GS_MAX_CHUNKS 256
@@ -260,9 +261,10 @@ pt_status pt_grad_sync_start(pt_grad_sync *gs)
     size_t most = 0;
     for (int i = 0; i < gs->nb; i++)
         most = gs->b[i].hi - gs->b[i].lo > most ? gs->b[i].hi - gs->b[i].lo : most;
-    if (gs->D > 1 && most > 0 && pt_comm_buf_alloc(most * sizeof(float), (void **)&gs->stage) == PT_OK)
+    if (gs->D > 1 && most > 0 && pt_comm_buf_alloc(most * sizeof(float), (void **)&gs->stage) == PT_OK) {
         gs->stage_floats = most;
-    else
+        pt_backend_account_kind((long long)(most * sizeof(float)), PT_MEM_COMM); /* measured like the link's */
+    } else
         gs->stage = NULL; /* in place: the transport's own path */
     pt_clear_error();
     if (pthread_create(&gs->thread, NULL, thread_main, gs) != 0)
@@ -453,6 +455,8 @@ void pt_grad_sync_destroy(pt_grad_sync *gs)
     pt_comm_group_destroy(gs->g);
     pt_comm_destroy(gs->dup);
     pt_comm_buf_free(gs->stage);
+    if (gs->stage)
+        pt_backend_account_kind(-(long long)(gs->stage_floats * sizeof(float)), PT_MEM_COMM);
     pthread_cond_destroy(&gs->cv_work);
     pthread_cond_destroy(&gs->cv_done);
     pthread_mutex_destroy(&gs->mu);
