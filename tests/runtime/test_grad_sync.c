@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     if (!dead && bad_input(c, dp, D, g))
         return 1;
     pt_grad_sync *gs;
-    pt_grad_sync_opts o = { .zero = zero, .timeout_ms = dead ? 4000 : 0 };
+    pt_grad_sync_opts o = { .zero = zero, .timeout_ms = dead ? 2000 : 0 };
     OK(pt_grad_sync_create(c, dp, D, &o, &gs));
     OK(add_buckets(gs, g));
     OK(pt_grad_sync_start(gs));
