@@ -63,7 +63,11 @@ typedef struct nccl_link {
     pt_cuda_event *ev_compute; /* owned: "the compute stream so far", re-recorded each time */
     int me;
     int n_send;
-    void **send_buf;           /* [n_send] device memory (pt_backend_alloc: counted against --mem-limit) */
+    void **send_buf;           /* [n_send] device memory of msg_bytes, made at a buffer's first send (as the
+                                  host link does: the runtime hands indices out on demand, so a rank
+                                  holds what its schedule keeps in flight, not one per send of the
+                                  step); counted as communication memory */
+    size_t msg_bytes;
     pt_cuda_event **send_ev;   /* [n_send] the buffer's send */
     int *send_comm;            /* [n_send] communicator of the buffer's send, -1 none */
     int n_recv;
@@ -189,8 +193,7 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     PT_TRY(pt_cuda_event_create(&x->ev_compute), fail);
     PT_TRY(pt_cuda_events_create(&x->send_ev, x->n_send), fail);
     PT_TRY(pt_cuda_events_create(&x->recv_ev, x->n_recv), fail);
-    for (int b = 0; b < x->n_send; b++)
-        PT_TRY(pt_backend_alloc_kind(o->be, &x->send_buf[b], o->msg_bytes, PT_MEM_COMM), fail);
+    x->msg_bytes = o->msg_bytes;
     int idx;
     for (int i = 0; i < o->n_channels; i++) {
         const int r[2] = { o->channels[i].sender, o->channels[i].receiver };
@@ -253,6 +256,8 @@ static pt_status nccl_send_begin(void *p, int b, const void *src, size_t bytes, 
         return pt_fail(PT_EINTERNAL, "rank %d: no NCCL link to rank %d for %s; please report it", x->me, peer,
                        is_grad ? "gradients" : "activations");
     nccl_comm *c = &x->comms[l];
+    if (!x->send_buf[b])
+        PT_CHECK(pt_backend_alloc_kind(x->be, &x->send_buf[b], x->msg_bytes, PT_MEM_COMM));
     /* The source is free for the compute stream as soon as this copy is queued on it. */
     PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, bytes));
     PT_CHECK(after_compute(x, c->stream));
