@@ -65,6 +65,22 @@ static pt_status connect_all(pt_comm *c)
     return st;
 }
 
+/* The last step of making a communicator (pt_comm_create, pt_comm_dup): its world group, then
+ * its connections to every other rank. */
+static pt_status world_open(pt_comm *c)
+{
+    int *world = malloc(sizeof(int) * (size_t)c->size);
+    if (!world)
+        return pt_fail(PT_ENOMEM, "out of memory for the world group");
+    for (int i = 0; i < c->size; i++)
+        world[i] = i;
+    pt_status st = pt_comm_group_create(c, world, c->size, &c->world);
+    free(world);
+    if (st == PT_OK && c->size > 1)
+        st = connect_all(c);
+    return st;
+}
+
 pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
 {
     pt_comm_opts defaults = { 0 };
@@ -155,19 +171,7 @@ pt_status pt_comm_create(const pt_comm_opts *o, pt_comm **out)
         all = NULL;
         pt_boot_close(&b, c->size);
     }
-    int *world = malloc(sizeof(int) * (size_t)c->size);
-    if (!world) {
-        st = pt_fail(PT_ENOMEM, "out of memory for the world group");
-        goto fail;
-    }
-    for (int i = 0; i < c->size; i++)
-        world[i] = i;
-    st = pt_comm_group_create(c, world, c->size, &c->world);
-    free(world);
-    if (st != PT_OK)
-        goto fail;
-    if (c->size > 1)
-        PT_TRY(connect_all(c), fail);
+    PT_TRY(world_open(c), fail);
     *out = c;
     return PT_OK;
 fail:
@@ -296,19 +300,7 @@ pt_status pt_comm_dup(pt_comm *c, int64_t deadline_ns, pt_comm **out)
     } else {
         snprintf(d->provider, sizeof d->provider, "self");
     }
-    int *world = malloc(sizeof(int) * (size_t)c->size);
-    if (!world) {
-        st = pt_fail(PT_ENOMEM, "out of memory for the world group");
-        goto fail;
-    }
-    for (int i = 0; i < c->size; i++)
-        world[i] = i;
-    st = pt_comm_group_create(d, world, c->size, &d->world);
-    free(world);
-    if (st != PT_OK)
-        goto fail;
-    if (c->size > 1)
-        PT_TRY(connect_all(d), fail);
+    PT_TRY(world_open(d), fail);
     free(all);
     free(sizes);
     free(ids);
