@@ -125,8 +125,9 @@ static int after_failure(restarter *rs, int attempt, const pt_launch_failure *f,
     char d[256];
     describe(x, d, sizeof d);
     if (r->steps > 0 && x->restore >= r->steps) {
-        fprintf(stderr, "pipetrain: %s, after the checkpoint of the last step (%lld) was written: not restarted\n", d,
-                (long long)x->restore);
+        *st = pt_fail(PT_ECOMM, "%s, after the checkpoint of the last step (%lld) was written: not restarted, "
+                                "that checkpoint is complete",
+                      d, (long long)x->restore);
         return 0;
     }
     if (rs->n_fail < MAX_FAILURES)
@@ -486,8 +487,6 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
             leader_note_failure(&L, &none, 0, "?");
         }
         if (!after_failure(rs, attempt, &L.first.f, L.first.node, L.first.host, &st)) {
-            if (st == PT_OK)
-                st = pt_fail(PT_ECOMM, "the job failed after its last checkpoint; nothing is left to redo");
             agent_msg ex = ag_msg(AG_EXIT, attempt);
             ex.status = 1;
             for (int n = 1; n < nodes; n++)

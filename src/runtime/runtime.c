@@ -1563,7 +1563,7 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
         PT_CHECK(pt_model_init_weights(k->m, o->seed));
         if (rt->zero) {
             size_t lo, hi;
-            pt_comm_segment(pt_model_n_params(k->m), rt->D, rt->d, &lo, &hi);
+            chunk_segment(rt, c, &lo, &hi);
             PT_CHECK(pt_optim_create_range(k->m, &o->adamw, lo, hi, &k->o));
         } else {
             PT_CHECK(pt_optim_create(k->m, &o->adamw, &k->o));
