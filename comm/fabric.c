@@ -123,9 +123,13 @@ pt_status pt_fabric_open(pt_comm *c, const char *provider, const char *local_ip)
                        c->info->domain_attr->cq_data_size);
     if (is_shm) {
         /* shm names its /dev/shm region after the pid by default; a region left by a killed
-         * process whose pid comes round again makes fi_enable fail with EBUSY. */
-        char name[64];
-        snprintf(name, sizeof name, "pipetrain-%d-%llx", (int)getpid(), (unsigned long long)pt_now_ns());
+         * process whose pid comes round again makes fi_enable fail with EBUSY. The name, and so
+         * the endpoint address, has one length whatever the pid's digits (the rendezvous needs
+         * every rank's address to be as long as rank 0's): the hex part takes up what the pid
+         * leaves of 24 characters, and pipetrain-PID- stays the prefix the launcher removes. */
+        char name[64], pid_s[16];
+        int pl = snprintf(pid_s, sizeof pid_s, "%d", (int)getpid());
+        snprintf(name, sizeof name, "pipetrain-%s-%0*llx", pid_s, 24 - pl, (unsigned long long)pt_now_ns());
         char *dup = strdup(name);
         if (!dup)
             return pt_fail(PT_ENOMEM, "rank %d: out of memory", c->rank);
