@@ -46,7 +46,7 @@ const char *pt_comm_kind_name(int kind)
 {
     if (kind >= 0 && kind < (int)(sizeof kind_names / sizeof kind_names[0]))
         return kind_names[kind];
-    return kind == PT_COMM_KIND_COLL ? "collective" : "message";
+    return kind == PT_COMM_KIND_COLL ? "collective" : kind == PT_COMM_KIND_SNAPSHOT ? "snapshot copy" : "message";
 }
 
 /* "RECV_ACT mb 3 chunk 0 step 7" or the collective's name */

@@ -96,7 +96,8 @@ typedef struct pt_ckpt_saver pt_ckpt_saver; /* background writer thread */
 
 /* Creates a saver writing checkpoints under `dir` (created if missing), keeping the last
  * `keep_last` complete ones (<= 0: keep all), compressing with zstd level `zstd_level` (1..19;
- * 1 is as small as higher levels on weights and much faster) on `n_threads` threads (<= 0: 1).
+ * 1 is as small as higher levels on weights and much faster; 0: no compression, every value
+ * stored raw and checksummed, as the in-memory snapshots are) on `n_threads` threads (<= 0: 1).
  * Starts the background thread. Memory, kept between saves: a staging buffer as large as the
  * tensors saved, and 2 * n_threads + 1 write buffers of about 8 MB each (made by the first save).
  * Returns PT_EINVAL (bad argument), PT_EIO (cannot create dir). */
@@ -343,6 +344,27 @@ pt_status pt_ckpt_check_data(const char *dir, const struct pt_dataset *d);
  * ascending; *steps malloc'd (caller frees; NULL when *n == 0). */
 pt_status pt_ckpt_list(const char *root, int64_t **steps, int *n);
 
+/* A shard's file name in a step directory, "shard-<rank>.ptz", into buf. */
+void pt_ckpt_shard_name(int rank, char *buf, size_t cap);
+/* A step directory's name, "step_%06lld" (step_000100), into buf: the one spelling of it. */
+void pt_ckpt_step_name(int64_t step, char *buf, size_t cap);
+
+/* Removes a directory holding only plain files (a step directory). Missing is not an error. */
+pt_status pt_ckpt_remove_dir(const char *dir);
+
+/* Removes every step directory under root except the complete one of `step` (-1: every one):
+ * complete ones (manifest first, so a half removed directory never looks complete) and `*.tmp`
+ * ones (writes that never finished). `latest` is left as it is. PT_EIO naming the file. */
+pt_status pt_ckpt_keep_only(const char *root, int64_t step);
+
+/* Commits a written checkpoint: writes tmp_dir/manifest.json (fsynced), fsyncs tmp_dir, renames
+ * it to root/step_NNNNNN (an existing one is moved aside first and removed after, unless
+ * refuse_existing), fsyncs root, replaces root/latest atomically, then prunes to keep_last (<= 0:
+ * keeps all). `final_dir` (may be NULL) receives the committed path. The savers' commit, and the
+ * one of a step directory copied from another host (the snapshots' buddy copies). */
+pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
+                         int refuse_existing, char *final_dir, size_t final_cap);
+
 /* ---- reading tensors ---- */
 typedef struct pt_ckpt_reader pt_ckpt_reader;
 
@@ -380,6 +402,9 @@ typedef struct pt_ckpt_codec_opts {
                                     parameters but a match search that finds almost nothing: they are coded by
                                     zstd's Huffman stage, 2.5x faster, and as small within 1%
                                     (docs/checkpoints.md). Decoding is unaffected */
+    int store_raw;               /* every plane stored raw, no zstd (zstd_level is then ignored): the
+                                    in-memory snapshots, where the copy's speed matters and not its size.
+                                    Blocks keep both checksums */
 } pt_ckpt_codec_opts;
 
 /* The codec pipetrain writes checkpoints with: EXPSPLIT or BYTES per tensor (choose_transform),

@@ -115,6 +115,10 @@ const char *pt_comm_provider(const pt_comm *c);
 
 /* Identity of a point-to-point message. kind: a pt_action_kind value (schedule.h) below 15;
  * microbatch 0..65535, chunk 0..255; only the low 23 bits of step take part in matching. */
+/* The one message kind outside the schedule's actions: the copies of in-memory snapshots between
+ * ranks (pipetrain/snapshot.h), on a communicator of their own or before training starts. */
+#define PT_COMM_KIND_SNAPSHOT 14
+
 typedef struct pt_msg_id {
     int kind;
     int microbatch;

@@ -249,6 +249,9 @@ typedef struct pt_train_job {
     int ckpt_lock_fd;           /* rank 0: the checkpoint root's lock (pt_ckpt_lock), -1 none */
     int64_t first_step;         /* 0, or the steps of the checkpoint resumed from */
     int64_t restore_begin_ns, restore_end_ns; /* pt_wall_ns around the checkpoint load (0: none) */
+    struct pt_snapshot *snap;   /* in-memory snapshots (train.snapshot_every > 0), else NULL */
+    const char *restore_source; /* "memory", "buddy" or "disk" after a resume, else NULL */
+    char snap_dir[1024];
     /* loop */
     int stopping;               /* 1 once the ranks agreed to stop (train.stop): the next save is the last */
     char last_ckpt[512];

@@ -56,6 +56,10 @@ typedef struct pt_train_cfg {
     const char *ckpt_dir;     /* checkpoint root, or NULL */
     int64_t ckpt_every;       /* steps between checkpoints (0: only at the end when ckpt_dir is set) */
     int resume;               /* 1: continue from the newest checkpoint in ckpt_dir */
+    int64_t snapshot_every;   /* > 0: an in-memory snapshot every this many steps (pipetrain/snapshot.h); a
+                                 restarted run (restart_count > 0) then resumes from the newest one when it
+                                 is newer than the disk checkpoint. Needs ckpt_dir */
+    const char *snapshot_dir; /* the node's snapshot store (NULL: /dev/shm/pipetrain-UID/<ckpt_dir's hash>) */
     /* Optional (NULL: none). When *stop becomes non-zero (a SIGINT/SIGTERM handler sets it to the
      * signal's number), the loop ends after the step in progress, writes a checkpoint (when ops->save
      * and not no_save_on_stop) and returns PT_OK with summary->interrupted = 1. In a job of several
@@ -70,6 +74,7 @@ typedef struct pt_train_cfg {
      * when the launcher started the ranks again, and when this run's checkpoint load began and
      * ended (set by the training job; the loop reads them) */
     int64_t restart_relaunch_at_ns, restore_begin_ns, restore_end_ns;
+    const char *restore_source; /* where the resumed state came from: "memory", "buddy", "disk" (NULL: unknown) */
 } pt_train_cfg;
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */

@@ -313,6 +313,12 @@ pt_status pt_ckpt_saver_create(const char *dir, int keep_last, int zstd_level, i
     pt_status st;
     PT_TRY(pt_mkdirs(dir), fail);
     pt_ckpt_codec_opts o = pt_ckpt_codec_default(zstd_level, s->n_threads);
+    if (zstd_level == 0) { /* stored as it is: one plane per block, no transform to choose */
+        o.store_raw = 1;
+        o.transform = PT_CKPT_XFORM_NONE;
+        o.choose_transform = 0;
+        o.fast_planes = 0;
+    }
     PT_TRY(pt_ckpt_codec_create(&o, &s->codec), fail);
     if (pthread_create(&s->thread, NULL, saver_thread, s) != 0) {
         st = pt_fail(PT_ENOMEM, "checkpoint saver: cannot start its thread: %s", strerror(errno));
@@ -923,7 +929,9 @@ pt_status pt_ckpt_load_ex(const char *dir, pt_model *const *models, pt_optim *co
     for (int i = n_steps - 1; i >= 0; i--) {
         if (steps[i] >= failed_step)
             continue;
-        snprintf(info->step_dir, sizeof info->step_dir, "%s/step_%06lld", dir, (long long)steps[i]);
+        char sn[64];
+        pt_ckpt_step_name(steps[i], sn, sizeof sn);
+        snprintf(info->step_dir, sizeof info->step_dir, "%s/%s", dir, sn);
         memset(st_out, 0, sizeof *st_out);
         if (load_step_dir(models, optims, n, st_out, be, stream, info, &damaged) == PT_OK) {
             snprintf(info->note, sizeof info->note, "checkpoint: %s; resumed from step_%06lld instead, the newest "

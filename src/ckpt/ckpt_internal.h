@@ -39,10 +39,6 @@ uint64_t pt_ckpt_block_values(const pt_ckpt_entry *e, int64_t b);
 /* Raw bytes of plane p of a block of nb values. */
 uint64_t pt_ckpt_plane_raw_bytes(pt_ckpt_transform t, pt_ckpt_dtype d, uint64_t nb);
 
-/* "shard-<rank>.ptz" into buf. */
-void pt_ckpt_shard_name(int rank, char *buf, size_t cap);
-/* "step_%06lld" into buf. */
-void pt_ckpt_step_name(int64_t step, char *buf, size_t cap);
 
 /* Encodes src[0..n) on the codec's threads and writes the stored bytes to `fd` with pwritev at
  * file offsets *offset, *offset + ... in order (the tensors back to back), each block as soon as
@@ -75,15 +71,7 @@ pt_status pt_ckpt_shard_finish(int fd, const char *path, uint64_t size);
 pt_status pt_ckpt_file_finish(int fd, const char *path);
 /* fsyncs a directory. */
 pt_status pt_ckpt_fsync_dir(const char *dir);
-/* Removes a directory holding only plain files (a step directory). Missing is not an error. */
-pt_status pt_ckpt_remove_dir(const char *dir);
 
-/* Commits a written checkpoint: writes tmp_dir/manifest.json (fsynced), fsyncs tmp_dir, renames
- * it to root/step_NNNNNN (an existing one is moved aside first and removed after, unless
- * refuse_existing), fsyncs root, replaces root/latest atomically, then prunes to keep_last.
- * `final_dir` receives the committed path. */
-pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
-                         int refuse_existing, char *final_dir, size_t final_cap);
 
 /* The manifest version a checkpoint of these entries is written as: PT_CKPT_FORMAT_VERSION (3) when
  * one is a piece, else PT_CKPT_FORMAT_WHOLE (2). pt_ckpt_manifest_to_json writes the larger of this

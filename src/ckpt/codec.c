@@ -403,7 +403,7 @@ pt_status pt_ckpt_codec_create(const pt_ckpt_codec_opts *o, pt_ckpt_codec **out)
     *out = NULL;
     if ((unsigned)o->transform >= PT_CKPT_XFORM_COUNT)
         return pt_fail(PT_EINVAL, "checkpoint codec: unknown transform %d", (int)o->transform);
-    if (o->zstd_level < 1 || o->zstd_level > ZSTD_maxCLevel())
+    if (!o->store_raw && (o->zstd_level < 1 || o->zstd_level > ZSTD_maxCLevel()))
         return pt_fail(PT_EINVAL, "checkpoint codec: zstd level %d is out of range; use 1..%d (1 is best for weights)",
                        o->zstd_level, ZSTD_maxCLevel());
     uint64_t be = o->block_elems ? o->block_elems : PT_CKPT_DEFAULT_BLOCK_ELEMS;
@@ -443,7 +443,8 @@ pt_status pt_ckpt_codec_create(const pt_ckpt_codec_opts *o, pt_ckpt_codec **out)
         }
         for (int q = 0; q < 1 + (w->cctx_plane != w->cctx); q++) {
             ZSTD_CCtx *cc = q ? w->cctx_plane : w->cctx;
-            PT_TRY(zstd_param(cc, ZSTD_c_compressionLevel, o->zstd_level, "compression level"), fail);
+            PT_TRY(zstd_param(cc, ZSTD_c_compressionLevel, o->store_raw ? 1 : o->zstd_level, "compression level"),
+                   fail);
             PT_TRY(zstd_param(cc, ZSTD_c_checksumFlag, 1, "checksum flag"), fail);
             PT_TRY(zstd_param(cc, ZSTD_c_contentSizeFlag, 1, "content size flag"), fail);
             if (q) { /* explicit search parameters override the level's */
@@ -546,9 +547,9 @@ static pt_status encode_block_core(const pt_ckpt_codec *c, codec_worker *w, uint
     }
     ZSTD_CCtx *cc = e->transform == PT_CKPT_XFORM_NONE ? w->cctx : w->cctx_plane;
     size_t pos = 0;
-    for (int k = 0; k < e->n_planes; k++) {
-        int keep_raw = 0;
-        if (c->o.raw_if_no_gain && plane_raw >= SAMPLE_MIN_PLANE) {
+    for (int k = 0; k < e->n_planes && k < PT_CKPT_MAX_PLANES; k++) {
+        int keep_raw = c->o.store_raw;
+        if (!keep_raw && c->o.raw_if_no_gain && plane_raw >= SAMPLE_MIN_PLANE) {
             size_t n_in = SAMPLE_SLICES * SAMPLE_SLICE, stride = (size_t)(plane_raw - SAMPLE_SLICE) / (SAMPLE_SLICES - 1);
             for (int q = 0; q < SAMPLE_SLICES; q++)
                 memcpy(w->sample + (size_t)q * SAMPLE_SLICE, planes[k] + (size_t)q * stride, SAMPLE_SLICE);
@@ -581,12 +582,16 @@ static pt_status encode_block_core(const pt_ckpt_codec *c, codec_worker *w, uint
         }
     }
     size_t total = 0;
-    XXH3_64bits_reset(w->hs);
-    for (int k = 0; k < e->n_planes; k++) {
-        XXH3_64bits_update(w->hs, seg[k].iov_base, seg[k].iov_len);
+    for (int k = 0; k < e->n_planes; k++)
         total += seg[k].iov_len;
+    if (c->o.store_raw && e->transform == PT_CKPT_XFORM_NONE) { /* stored bytes = the values: one hash */
+        blk->stored_hash = blk->hash;
+    } else {
+        XXH3_64bits_reset(w->hs);
+        for (int k = 0; k < e->n_planes; k++)
+            XXH3_64bits_update(w->hs, seg[k].iov_base, seg[k].iov_len);
+        blk->stored_hash = XXH3_64bits_digest(w->hs);
     }
-    blk->stored_hash = XXH3_64bits_digest(w->hs);
     *stored = total;
     return PT_OK;
 }

@@ -393,6 +393,35 @@ static pt_status prune(const char *root, int keep_last, int64_t keep_step)
     return st;
 }
 
+pt_status pt_ckpt_keep_only(const char *root, int64_t step)
+{
+    DIR *d = opendir(root);
+    if (!d)
+        return errno == ENOENT ? PT_OK : pt_fail(PT_EIO, "cannot open %s: %s", root, strerror(errno));
+    pt_status st = PT_OK;
+    struct dirent *de;
+    char name[256], path[4096], man[4200];
+    while ((de = readdir(d)) && st == PT_OK) {
+        size_t len = strlen(de->d_name);
+        if (len >= sizeof name)
+            continue;
+        memcpy(name, de->d_name, len + 1);
+        if (len > 4 && strcmp(name + len - 4, ".tmp") == 0)
+            name[len - 4] = 0; /* a write that never finished */
+        int64_t s;
+        if (!parse_step_name(name, &s) || (s == step && strcmp(name, de->d_name) == 0))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", root, de->d_name);
+        snprintf(man, sizeof man, "%s/manifest.json", path);
+        if (unlink(man) != 0 && errno != ENOENT)
+            st = pt_fail(PT_EIO, "cannot remove %s: %s", man, strerror(errno));
+        else
+            st = pt_ckpt_remove_dir(path);
+    }
+    closedir(d);
+    return st;
+}
+
 pt_status pt_ckpt_commit(const char *root, const char *tmp_dir, const pt_ckpt_manifest *m, int keep_last,
                          int refuse_existing, char *final_dir, size_t final_cap)
 {

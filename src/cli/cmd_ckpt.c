@@ -253,8 +253,11 @@ static int cmd_verify(int argc, char **argv)
     char note[1024] = "";
     if (all) {
         PT_TRY(pt_ckpt_list(pos[0], &steps, &n), out);
-        for (int i = n > 64 ? n - 64 : 0; i < n; i++)
-            snprintf(dirs[n_dirs++], sizeof dirs[0], "%s/step_%06lld", pos[0], (long long)steps[i]);
+        for (int i = n > 64 ? n - 64 : 0; i < n; i++) {
+            char sn[64];
+            pt_ckpt_step_name(steps[i], sn, sizeof sn);
+            snprintf(dirs[n_dirs++], sizeof dirs[0], "%s/%s", pos[0], sn);
+        }
         free(steps);
         if (n_dirs == 0) {
             st = pt_fail(PT_EFORMAT, "%s holds no complete checkpoint", pos[0]);
@@ -295,7 +298,9 @@ static int cmd_verify(int argc, char **argv)
     if (!all && failed_dirs && pt_ckpt_list(pos[0], &steps, &n) == PT_OK) {
         for (int i = n - 1; i >= 0 && !older[0]; i--) {
             char d[600];
-            snprintf(d, sizeof d, "%s/step_%06lld", pos[0], (long long)steps[i]);
+            char sn[64];
+            pt_ckpt_step_name(steps[i], sn, sizeof sn);
+            snprintf(d, sizeof d, "%s/%s", pos[0], sn);
             if (steps[i] >= first)
                 continue;
             uint64_t bytes = 0;

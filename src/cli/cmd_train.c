@@ -536,7 +536,11 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
      * checkpoint; the one that starts the run says which */
     pt_job_resume resume;
     const pt_model_config *model = NULL; /* the resumed run's config, or NULL: --model's */
-    if (cfg.resume && cfg.ckpt_dir) {
+    char step_dir[4096];
+    int on_disk = cfg.ckpt_dir && pt_ckpt_resolve(cfg.ckpt_dir, step_dir, sizeof step_dir, NULL, 0) == PT_OK;
+    pt_clear_error();
+    /* with snapshots and no disk checkpoint yet the ranks resume from memory, on these settings */
+    if (cfg.resume && cfg.ckpt_dir && (on_disk || cfg.snapshot_every <= 0)) {
         PT_CHECK(resume_settings(&args, &cfg, &resume));
         model = resume.has_model_config ? &resume.model_config : NULL;
     }
@@ -1007,6 +1011,11 @@ int pt_cmd_train(int argc, char **argv)
           "write checkpoints here, at the end and every --ckpt-every (default <run-dir>/ckpt)", 0 },
         { "no-ckpt", PT_OPT_FLAG, &a.no_ckpt, NULL, "write no checkpoint", 0 },
         { "ckpt-every", PT_OPT_INT64, &a.ckpt_every, "N", "steps between checkpoints (0: only at the end)", 0 },
+        { "snapshot-every", PT_OPT_INT64, &cfg->snapshot_every, "K",
+          "with --max-restarts: every K steps each rank copies its state to host memory and to a rank on another "
+          "node, in the background; a restart reloads the newest one (docs/fault-tolerance.md; 0: none)", 0 },
+        { "snapshot-dir", PT_OPT_STRING, &cfg->snapshot_dir, "DIR",
+          "the node's snapshot store, on a memory file system (default /dev/shm/pipetrain-UID/<ckpt-dir's hash>)", 0 },
         { "no-save-on-signal", PT_OPT_FLAG, &a.no_save_on_signal, NULL,
           "on SIGINT/SIGTERM stop after the step without writing a checkpoint (default: write one, then exit 130/143)",
           0 },

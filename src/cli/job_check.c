@@ -71,7 +71,7 @@ static pt_status check_no_newer(const char *root, const char *step_dir, int64_t 
     pt_status st = PT_OK;
     for (int i = n - 1; i >= 0 && steps[i] > step; i--) {
         char name[64], path[4096];
-        snprintf(name, sizeof name, "step_%06lld", (long long)steps[i]);
+        pt_ckpt_step_name(steps[i], name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", root, name);
         if (pt_ckpt_check_step(path) != PT_OK) {
             pt_clear_error();
@@ -92,6 +92,10 @@ static pt_status check_resume(const pt_train_job *j, const char *ckpt_dir)
 {
     char step_dir[4096];
     pt_status st = pt_ckpt_resolve(ckpt_dir, step_dir, sizeof step_dir, NULL, 0);
+    if (st != PT_OK && j->a->train.snapshot_every > 0) { /* the ranks may resume from their snapshots */
+        pt_clear_error();
+        return PT_OK;
+    }
     if (st != PT_OK) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", pt_last_error());

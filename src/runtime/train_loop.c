@@ -114,6 +114,8 @@ static void recovery_json(cJSON *o, const pt_train_cfg *c, int64_t now)
         return;
     int64_t t[5] = { c->restart_failed_at_ns, c->restart_relaunch_at_ns, c->restore_begin_ns, c->restore_end_ns, now };
     cJSON_AddNumberToObject(r, "failure_wall_ns", (double)c->restart_failed_at_ns); /* when it was seen */
+    if (c->restore_source)
+        cJSON_AddStringToObject(r, "reload_from", c->restore_source);
     static const char *const names[4] = { "teardown_s", "startup_s", "reload_s", "first_step_s" };
     for (int i = 0; i < 4; i++)
         if (t[i] > 0 && t[i + 1] > 0)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pipetrain/ckpt.h"
@@ -15,6 +16,7 @@
 #include "pipetrain/json.h"
 #include "pipetrain/modules.h"
 #include "pipetrain/runtime.h"
+#include "pipetrain/snapshot.h"
 #include "pipetrain/timeutil.h"
 
 /* Steps profiled for the end-of-run summary when no --profile directory was asked for. */
@@ -445,7 +447,9 @@ static pt_status tm_agree_restore(pt_train_job *j, pt_status loaded, const pt_ck
                         "step on every rank\n",
                 j->rank, (long long)mine, lo, (long long)agreed, li->note[0] ? ": " : "", li->note);
         char dir[4096];
-        snprintf(dir, sizeof dir, "%s/step_%06lld", root, (long long)agreed);
+        char sn[64];
+        pt_ckpt_step_name(agreed, sn, sizeof sn);
+        snprintf(dir, sizeof dir, "%s/%s", root, sn);
         pt_ckpt_load_info li2;
         memset(&li2, 0, sizeof li2);
         pt_train_state rs2 = { 0 };
@@ -474,6 +478,52 @@ static pt_status tm_agree_restore(pt_train_job *j, pt_status loaded, const pt_ck
     return PT_OK;
 }
 
+/* The node's snapshot store of this job: --snapshot-dir, or /dev/shm/pipetrain-UID/<hash of the
+ * checkpoint root's real path>; then a directory per layout (the world, the ranks per node and the
+ * plan's stages, replicas, chunks and ZeRO setting), so that a job restarted with another layout
+ * (after an elastic shrink) never takes a snapshot of the old one. */
+static pt_status tm_snapshot_dir(pt_train_job *j, int L)
+{
+    const pt_train_cfg *tc = &j->a->train;
+    char base[900];
+    if (tc->snapshot_dir) {
+        if (strlen(tc->snapshot_dir) >= sizeof base)
+            return pt_fail(PT_EINVAL, "--snapshot-dir is too long (%zu characters)", strlen(tc->snapshot_dir));
+        snprintf(base, sizeof base, "%s", tc->snapshot_dir);
+    } else {
+        struct stat sb;
+        if (stat("/dev/shm", &sb) != 0 || !S_ISDIR(sb.st_mode))
+            return pt_fail(PT_EINVAL, "--snapshot-every: this machine has no /dev/shm; give --snapshot-dir DIR on a "
+                                      "memory file system (tmpfs)");
+        char real[4096];
+        const char *root = realpath(tc->ckpt_dir, real) ? real : tc->ckpt_dir;
+        snprintf(base, sizeof base, "/dev/shm/pipetrain-%u/%016llx", (unsigned)getuid(),
+                 (unsigned long long)fnv1a(1469598103934665603ull, root));
+    }
+    uint64_t h = 1469598103934665603ull;
+    char lay[256];
+    snprintf(lay, sizeof lay, "w%d l%d p%d d%d v%d z%d", j->world, L, j->P, j->D, j->V, j->plan ? j->plan->zero : 0);
+    h = fnv1a(h, lay);
+    for (int v = 0; j->plan && v < j->plan->n_vstages; v++) {
+        char one[64];
+        snprintf(one, sizeof one, "%d:%d-%d ", v, j->plan->first_layer[v], j->plan->last_layer[v]);
+        h = fnv1a(h, one);
+    }
+    snprintf(j->snap_dir, sizeof j->snap_dir, "%s/layout-%016llx", base, (unsigned long long)h);
+    return PT_OK;
+}
+
+/* Opens the snapshot store (collective: the buddy communicator) and reserves its staging buffer. */
+static pt_status tm_snapshot_open(pt_train_job *j, pt_model *const *models, pt_optim *const *optims, int V)
+{
+    const char *lws = getenv("LOCAL_WORLD_SIZE");
+    int L = lws && atoi(lws) > 0 ? atoi(lws) : j->world;
+    PT_CHECK(tm_snapshot_dir(j, L));
+    pt_snapshot_opts o = { .dir = j->snap_dir, .rank = j->rank, .world = j->world, .ranks_per_node = L };
+    PT_CHECK(pt_snapshot_open(&o, j->world > 1 ? j->comm : NULL, &j->snap));
+    return pt_snapshot_reserve(j->snap, models, optims, V);
+}
+
 pt_status pt_train_job_restore(pt_train_job *j)
 {
     const pt_train_cfg *tc = &j->a->train;
@@ -490,13 +540,54 @@ pt_status pt_train_job_restore(pt_train_job *j)
      * saves: replica 0 everything; the others nothing, or under ZeRO-1 their moment slices) */
     pt_ckpt_save_opts so = { .optim_only = pt_runtime_replica(j->rt) > 0 };
     PT_CHECK(pt_ckpt_saver_reserve_ex(j->saver, models, optims, tm_saved_chunks(j, V), &so));
-    if (!tc->resume)
+    if (tc->snapshot_every > 0)
+        PT_CHECK(tm_snapshot_open(j, models, optims, V));
+    /* an automatic restart with snapshots looks for them even before the first disk checkpoint */
+    if (!tc->resume && !(j->snap && tc->restart_count > 0)) {
+        if (j->snap) /* a run from the start: no snapshot of another past may be found later */
+            PT_CHECK(pt_snapshot_discard(j->snap));
         return PT_OK;
+    }
     PT_CHECK(pt_ckpt_check_data(tc->ckpt_dir, j->data));
     pt_ckpt_load_info li;
     memset(&li, 0, sizeof li);
     pt_train_state rs = { 0 };
     j->restore_begin_ns = pt_wall_ns();
+    char disk_dir[4096];
+    int64_t disk_step = -1;
+    if (pt_ckpt_resolve(tc->ckpt_dir, disk_dir, sizeof disk_dir, NULL, 0) == PT_OK) {
+        const char *b = strrchr(disk_dir, '/');
+        b = b ? b + 1 : disk_dir;
+        disk_step = strncmp(b, "step_", 5) == 0 ? strtoll(b + 5, NULL, 10) : -1;
+    }
+    pt_clear_error();
+    if (j->snap) {
+        pt_snapshot_restore_info si;
+        PT_CHECK(pt_snapshot_restore(j->snap, j->world > 1 ? j->comm : NULL, disk_step, models, optims, V, &rs, &si));
+        if (si.source != PT_SNAPSHOT_NONE) {
+            free((void *)rs.run_json);
+            j->restore_end_ns = pt_wall_ns();
+            j->first_step = rs.step;
+            pt_dataset_set_seed(j->data, rs.seed);
+            j->run_seed = rs.seed;
+            j->restore_source = si.source == PT_SNAPSHOT_BUDDY ? "buddy" : "memory";
+            char disk[64] = "no disk checkpoint yet";
+            if (disk_step >= 0)
+                snprintf(disk, sizeof disk, "the disk checkpoint has step %lld", (long long)disk_step);
+            tm_log(j, "resuming after step %lld from the in-memory snapshots in %s (%s)%s%s", (long long)j->first_step,
+                   j->snap_dir, disk, si.note[0] ? "; " : "", si.note);
+            return PT_OK;
+        }
+        if (si.note[0])
+            tm_log(j, "%s", si.note);
+        PT_CHECK(pt_snapshot_discard(j->snap));
+        if (disk_step < 0 && !tc->resume) {
+            tm_log(j, "no checkpoint and no snapshot to resume from: starting from step 0");
+            j->restore_begin_ns = 0;
+            return PT_OK;
+        }
+    }
+    j->restore_source = "disk";
     pt_status st = pt_ckpt_load_ex(tc->ckpt_dir, models, optims, V, &rs, NULL, NULL, &li);
     free((void *)rs.run_json);
     rs.run_json = NULL;
@@ -538,6 +629,14 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     out->bwd_s = si.bwd_s;
     out->optim_s = si.optim_s;
     out->exposed_comm_s = si.exposed_comm_s;
+    const pt_train_cfg *tc = &j->a->train;
+    if (j->snap && (step + 1) % tc->snapshot_every == 0 && step + 1 < tc->steps) {
+        pt_model *models[256];
+        pt_optim *optims[256];
+        int V = tm_chunks(j->rt, models, optims);
+        pt_train_state ts = { .step = step + 1, .data_step = step + 1, .seed = j->run_seed, .run_json = j->run_json };
+        PT_CHECK(pt_snapshot_take(j->snap, j->world > 1 ? j->comm : NULL, models, optims, V, &ts));
+    }
     if (j->a->after_step) /* after the step's own times */
         PT_CHECK(j->a->after_step(j->a->hook_ctx, step + 1));
     return PT_OK;
@@ -579,7 +678,9 @@ static pt_status tm_save(void *ctx, int64_t steps_done, int64_t *committed, cons
     *path = NULL;
     if (c < 0)
         return PT_OK;
-    snprintf(j->last_ckpt, sizeof(j->last_ckpt), "%s/step_%06lld", tc->ckpt_dir, (long long)c);
+    char sn[64];
+    pt_ckpt_step_name(c, sn, sizeof sn);
+    snprintf(j->last_ckpt, sizeof(j->last_ckpt), "%s/%s", tc->ckpt_dir, sn);
     if (si.waited_for_step >= 0) /* the user should know a save stalled training */
         snprintf(j->last_ckpt + strlen(j->last_ckpt), sizeof(j->last_ckpt) - strlen(j->last_ckpt),
                  " (the save of step %lld first waited for step %lld's: training stalled)", (long long)steps_done,
@@ -620,8 +721,12 @@ pt_status pt_train_job_loop(pt_train_job *j, pt_train_summary *summary)
         lc.run_dir = NULL;
         lc.metrics_path = NULL;
     }
+    lc.restore_source = j->restore_source;
     PT_CHECK(pt_train_loop(&lc, &ops, j->first_step, j->rank == 0 ? a->on_event : NULL, a->event_ctx, summary));
-    return j->saver ? pt_ckpt_saver_wait(j->saver) : PT_OK; /* the last checkpoint is committed */
+    if (j->saver) /* the last checkpoint is committed */
+        PT_CHECK(pt_ckpt_saver_wait(j->saver));
+    /* the run is over and its checkpoint durable: the snapshots' memory is given back */
+    return j->snap ? pt_snapshot_remove(j->snap) : PT_OK;
 }
 
 /* ---- report ---- */
@@ -702,6 +807,7 @@ pt_status pt_train_job_report(pt_train_job *j)
 
 void pt_train_job_close(pt_train_job *j)
 {
+    pt_snapshot_close(j->snap); /* waits for its background copy */
     pt_ckpt_saver_destroy(j->saver); /* waits for its writer: the lock outlives the last write */
     pt_ckpt_unlock(j->ckpt_lock_fd);
     j->ckpt_lock_fd = -1;

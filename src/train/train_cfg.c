@@ -58,6 +58,12 @@ pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m)
         return pt_fail(PT_EINVAL, "--ckpt-every is %lld; give 0 or more steps", (long long)c->ckpt_every);
     if ((c->ckpt_every > 0 || c->resume) && !c->ckpt_dir)
         return pt_fail(PT_EINVAL, "--ckpt-every and --resume need --ckpt-dir DIR");
+    if (c->snapshot_every < 0)
+        return pt_fail(PT_EINVAL, "--snapshot-every is %lld; give 0 (no snapshots) or more steps",
+                       (long long)c->snapshot_every);
+    if (c->snapshot_every > 0 && !c->ckpt_dir)
+        return pt_fail(PT_EINVAL, "--snapshot-every needs checkpoints (--ckpt-dir DIR): the disk checkpoint is the "
+                                  "fallback when no snapshot survives");
     return PT_OK;
 }
 
