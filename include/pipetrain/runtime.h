@@ -252,6 +252,7 @@ typedef struct pt_train_job {
     struct pt_snapshot *snap;   /* in-memory snapshots (train.snapshot_every > 0), else NULL */
     const char *restore_source; /* "memory", "buddy" or "disk" after a resume, else NULL */
     char snap_dir[1024];
+    int snap_warned;            /* the "snapshot waited" line was printed */
     /* loop */
     int stopping;               /* 1 once the ranks agreed to stop (train.stop): the next save is the last */
     char last_ckpt[512];

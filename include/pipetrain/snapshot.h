@@ -16,10 +16,10 @@
  * staging buffer and returns; the snapshot's saver thread writes DIR/rank-R/step_N (tmp dir,
  * rename, `latest`, as a checkpoint), and then a second thread sends the committed files to the
  * buddy over a communicator of its own (pt_comm_dup) and receives its source's, committed the
- * same way under DIR/buddy-Q. The next snapshot first waits for all of that, then the ranks agree
- * (one small all-reduce) that every rank finished the previous one before anything older is
- * removed: a failure at any moment leaves every rank a step that all of them hold — in its own
- * memory or at its buddy. A half-written snapshot is a `*.tmp` directory, never used.
+ * same way under DIR/buddy-Q; then, on that communicator, the ranks agree (one small all-reduce)
+ * that every rank has the new one, and only then is anything older removed: a failure at any
+ * moment leaves every rank a step that all of them hold — in its own memory or at its buddy. The
+ * next snapshot waits for all of that. A half-written snapshot is a `*.tmp` directory, never used.
  *
  * Memory per rank (S = the bytes of its state: 4 per weight + 8 per moment pair in its range):
  * the staging buffer S, its own snapshot S and its source's copy S, plus, while a snapshot is
@@ -53,9 +53,9 @@ typedef struct pt_snapshot_opts {
     int ranks_per_node;   /* L: ranks R*L .. R*L+L-1 share a node; L >= world: one node, no buddy */
 } pt_snapshot_opts;
 
-/* Opens the store (creates DIR/rank-R; removes nothing in it) and, with a buddy, makes the
- * background communicator: pt_comm_dup of comm, collective over comm's world (every rank calls
- * pt_snapshot_open at the same point). comm may be NULL with world 1. PT_EINVAL for bad options,
+/* Opens the store (creates DIR/rank-R; removes nothing in it) and, with world > 1, makes the
+ * background thread's communicator: pt_comm_dup of comm, collective over comm's world (every rank
+ * calls pt_snapshot_open at the same point). comm may be NULL with world 1. PT_EINVAL for bad options,
  * PT_EIO when DIR cannot be made (naming it), the dup's errors. */
 pt_status pt_snapshot_open(const pt_snapshot_opts *o, pt_comm *comm, pt_snapshot **out);
 
@@ -67,13 +67,12 @@ void pt_snapshot_close(pt_snapshot *s);
  * snapshot stalls training no longer than the later ones. Optional. */
 pt_status pt_snapshot_reserve(pt_snapshot *s, pt_model *const *models, pt_optim *const *optims, int n);
 
-/* Takes the snapshot of step ts->step (collective over comm: every rank calls it after the same
- * step, from the training thread). First waits for the previous snapshot's background work and
- * returns its error if it failed (every rank then fails: the agreement says which rank); then the
- * ranks agree that each finished it, and the snapshots older than it are removed; then this
- * rank's state is copied into the staging buffer and the call returns. PT_ETIMEDOUT / PT_ECOMM
- * from the agreement, PT_EIO from a write (naming the file). */
-pt_status pt_snapshot_take(pt_snapshot *s, pt_comm *comm, pt_model *const *models, pt_optim *const *optims, int n,
+/* Takes the snapshot of step ts->step (every rank after the same step, from the training thread).
+ * First waits for the previous snapshot's background work and returns its error if it failed on
+ * any rank (each rank's thread learns that in the agreement, which names the rank); then copies
+ * this rank's state into the staging buffer and returns: that copy is the training's stall.
+ * PT_EIO from a write (naming the file), PT_ETIMEDOUT / PT_ECOMM from the copy or the agreement. */
+pt_status pt_snapshot_take(pt_snapshot *s, pt_model *const *models, pt_optim *const *optims, int n,
                            const pt_train_state *ts);
 
 /* Waits until the last snapshot is written and copied to the buddy; its result. */
@@ -117,8 +116,10 @@ pt_status pt_snapshot_remove(pt_snapshot *s);
 typedef struct pt_snapshot_info {
     int64_t step;      /* of the last pt_snapshot_take (-1: none) */
     double stage_s;    /* the training thread's stall: the copy into the staging buffer */
-    double write_s;    /* the background write into the store */
-    double buddy_s;    /* the background copy to the buddy (and from its source) */
+    double waited_s;   /* of which, waiting for the previous snapshot's background work (> 0: the interval
+                          is shorter than writing and copying one takes) */
+    double write_s;    /* the background write into the store (of the last finished snapshot) */
+    double buddy_s;    /* the background copy to the buddy, from its source, and the agreement (idem) */
     uint64_t bytes;    /* this rank's snapshot bytes */
 } pt_snapshot_info;
 void pt_snapshot_get_info(pt_snapshot *s, pt_snapshot_info *out);

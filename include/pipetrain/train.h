@@ -106,6 +106,10 @@ typedef struct pt_step_stats {
     double fwd_s, bwd_s, optim_s; /* host seconds in forward, backward, norm + clip + optimizer */
     double exposed_comm_s; /* this rank's communication waits in the gradient reduction and optimizer step
                               (pt_runtime_step_info.exposed_comm_s; 0 in one process) */
+    double snapshot_s;   /* the training thread's stall taking an in-memory snapshot after the step (0: none
+                            taken; the copy to host memory: the write and the buddy copy run behind) */
+    double snapshot_wait_s;  /* of which, waiting for the previous snapshot to be written and copied */
+    double snapshot_write_s, snapshot_copy_s; /* the previous snapshot's background write and buddy copy */
 } pt_step_stats;
 
 /* Evaluation on the held-out split. */

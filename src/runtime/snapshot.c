@@ -257,14 +257,45 @@ static void *buddy_thread(void *arg)
         char dir[4400], name[64];
         pt_ckpt_step_name(step, name, sizeof name);
         snprintf(dir, sizeof dir, "%s/%s", s->own, name);
-        int64_t got;
-        /* even after a failed write: the buddy waits for this exchange (it then says "nothing") */
-        pt_status xs = snap_exchange(s->bcomm, s->to, st == PT_OK ? dir : NULL, s->from, s->held, 0, step, &got);
+        if (s->to >= 0) {
+            int64_t got;
+            /* even after a failed write: the buddy waits for this exchange (it then says "nothing") */
+            pt_status xs = snap_exchange(s->bcomm, s->to, st == PT_OK ? dir : NULL, s->from, s->held, 0, step, &got);
+            if (st == PT_OK)
+                st = xs;
+            if (st == PT_OK && got != step)
+                st = pt_fail(PT_EIO, "rank %d: rank %d had no snapshot of step %lld to copy here (its own error says "
+                                     "why)",
+                             s->o.rank, s->from, (long long)step);
+        }
+        /* every rank holds step `step` (its own and its source's copy)? Only then do older ones go */
+        char err[1024] = "";
+        if (st != PT_OK)
+            snprintf(err, sizeof err, "%s", pt_last_error());
+        double *v = calloc((size_t)s->o.world, sizeof(double));
+        pt_status as = v ? PT_OK : pt_fail(PT_ENOMEM, "out of host memory");
+        if (v) {
+            v[s->o.rank] = st != PT_OK;
+            as = pt_comm_allreduce_f64(s->bcomm, NULL, v, (size_t)s->o.world,
+                                       pt_deadline_after_ms(pt_comm_timeout_ms(s->bcomm)));
+        }
+        int bad = -1;
+        for (int r = 0; as == PT_OK && r < s->o.world && bad < 0; r++)
+            if (v[r] > 0)
+                bad = r;
+        free(v);
+        if (st != PT_OK)
+            st = pt_fail(st, "rank %d: the snapshot of step %lld failed: %s", s->o.rank, (long long)step, err);
+        else if (as != PT_OK)
+            st = pt_fail_wrap(as, "rank %d: agreeing on the snapshot of step %lld failed", s->o.rank, (long long)step);
+        else if (bad >= 0)
+            st = pt_fail(PT_EIO, "rank %d's snapshot of step %lld failed (its error says why); training stops so that "
+                                 "no restart relies on it",
+                         bad, (long long)step);
         if (st == PT_OK)
-            st = xs;
-        if (st == PT_OK && got != step)
-            st = pt_fail(PT_EIO, "rank %d: rank %d had no snapshot of step %lld to copy here (its own error says why)",
-                         s->o.rank, s->from, (long long)step);
+            st = pt_ckpt_keep_only(s->own, step);
+        if (st == PT_OK && s->from >= 0)
+            st = pt_ckpt_keep_only(s->held, step);
         pthread_mutex_lock(&s->mu);
         if (st != PT_OK && s->status == PT_OK) {
             s->status = st;
@@ -311,7 +342,7 @@ pt_status pt_snapshot_open(const pt_snapshot_opts *o, pt_comm *comm, pt_snapshot
     pt_status st;
     PT_TRY(pt_mkdirs(s->own), fail);
     PT_TRY(pt_ckpt_saver_create(s->own, 0, 0, 1, &s->saver), fail);
-    if (s->to >= 0) {
+    if (o->world > 1) { /* the background thread: the buddy copy and the ranks' agreement */
         PT_TRY(pt_comm_dup(comm, pt_deadline_after_ms(pt_comm_timeout_ms(comm)), &s->bcomm), fail);
         if (pthread_create(&s->th, NULL, buddy_thread, s) != 0) {
             st = pt_fail(PT_ENOMEM, "snapshot: cannot start its thread: %s", strerror(errno));
@@ -371,49 +402,21 @@ pt_status pt_snapshot_wait(pt_snapshot *s)
     return st;
 }
 
-pt_status pt_snapshot_take(pt_snapshot *s, pt_comm *comm, pt_model *const *models, pt_optim *const *optims, int n,
+pt_status pt_snapshot_take(pt_snapshot *s, pt_model *const *models, pt_optim *const *optims, int n,
                            const pt_train_state *ts)
 {
-    pt_status st = pt_snapshot_wait(s);
-    char err[1024] = "";
-    if (st != PT_OK)
-        snprintf(err, sizeof err, "%s", pt_last_error());
-    if (comm && s->o.world > 1) { /* every rank finished the previous one? */
-        double *v = calloc((size_t)s->o.world, sizeof(double));
-        if (!v)
-            return pt_fail(PT_ENOMEM, "out of host memory");
-        v[s->o.rank] = st != PT_OK;
-        pt_status as = pt_comm_allreduce_f64(comm, NULL, v, (size_t)s->o.world,
-                                             pt_deadline_after_ms(pt_comm_timeout_ms(comm)));
-        int bad = -1;
-        for (int r = 0; as == PT_OK && r < s->o.world && bad < 0; r++)
-            if (v[r] > 0)
-                bad = r;
-        free(v);
-        if (as != PT_OK)
-            return pt_fail_wrap(as, "rank %d: agreeing on the snapshot of step %lld failed", s->o.rank,
-                                (long long)s->prev_step);
-        if (st != PT_OK)
-            return pt_fail(st, "rank %d: the snapshot of step %lld failed: %s", s->o.rank, (long long)s->prev_step,
-                           err);
-        if (bad >= 0)
-            return pt_fail(PT_EIO, "rank %d's snapshot of step %lld failed (its error says why); training stops so no "
-                                   "restart relies on it",
-                           bad, (long long)s->prev_step);
-    } else if (st != PT_OK) {
-        return pt_fail(st, "the snapshot of step %lld failed: %s", (long long)s->prev_step, err);
-    }
-    if (s->prev_step >= 0) { /* every rank holds step prev_step, its own and its source's: older ones go */
+    int64_t t0 = pt_now_ns();
+    PT_CHECK(pt_snapshot_wait(s)); /* the previous one's failure, once every rank knows it */
+    double waited = 1e-9 * (double)(pt_now_ns() - t0);
+    if (!s->th_started && s->prev_step >= 0) /* one process: the previous one is complete */
         PT_CHECK(pt_ckpt_keep_only(s->own, s->prev_step));
-        if (s->from >= 0)
-            PT_CHECK(pt_ckpt_keep_only(s->held, s->prev_step));
-    }
     PT_CHECK(pt_ckpt_save_ex(s->saver, NULL, models, optims, n, ts, NULL));
     pt_ckpt_save_info si;
     pt_ckpt_saver_info(s->saver, &si);
     pthread_mutex_lock(&s->mu);
     s->info.step = ts->step;
-    s->info.stage_s = si.stage_s;
+    s->info.stage_s = 1e-9 * (double)(pt_now_ns() - t0);
+    s->info.waited_s = waited;
     s->info.bytes = si.raw_bytes;
     s->prev_step = ts->step;
     if (s->th_started) {

@@ -635,7 +635,19 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
         pt_optim *optims[256];
         int V = tm_chunks(j->rt, models, optims);
         pt_train_state ts = { .step = step + 1, .data_step = step + 1, .seed = j->run_seed, .run_json = j->run_json };
-        PT_CHECK(pt_snapshot_take(j->snap, j->world > 1 ? j->comm : NULL, models, optims, V, &ts));
+        PT_CHECK(pt_snapshot_take(j->snap, models, optims, V, &ts));
+        pt_snapshot_info si;
+        pt_snapshot_get_info(j->snap, &si);
+        out->snapshot_s = si.stage_s;
+        out->snapshot_wait_s = si.waited_s;
+        out->snapshot_write_s = si.write_s;
+        out->snapshot_copy_s = si.buddy_s;
+        if (si.waited_s > 0.25 * si.stage_s && si.waited_s > 0.05 && !j->snap_warned) {
+            j->snap_warned = 1;
+            tm_log(j, "the snapshot of step %lld first waited %.2f s for the previous one to be written and copied "
+                      "(%.2f s + %.2f s): training stalled; a larger --snapshot-every avoids it",
+                   (long long)(step + 1), si.waited_s, si.write_s, si.buddy_s);
+        }
     }
     if (j->a->after_step) /* after the step's own times */
         PT_CHECK(j->a->after_step(j->a->hook_ctx, step + 1));
