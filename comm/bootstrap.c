@@ -272,8 +272,7 @@ static void hello_fill(boot_hello *h, const pt_boot_env *e, uint64_t hash, const
     h->size = e->size;
     h->local_rank = e->local_rank;
     h->config_hash = hash;
-    const char *g = getenv("PT_RESTART_COUNT");
-    h->generation = g ? atoi(g) : 0;
+    h->generation = pt_comm_env_restart_count(NULL);
     snprintf(h->version, sizeof h->version, "%s", PT_VERSION_STRING);
     gethostname(h->host, sizeof h->host - 1);
     if (prov)

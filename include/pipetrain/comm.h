@@ -98,6 +98,12 @@ void pt_comm_set_patient(pt_comm *c, int64_t max_nap_ns);
  * multi-rank job without MASTER_ADDR/MASTER_PORT). Thread-safe. */
 pt_status pt_comm_env_job(int *in_job, int *rank, int *size);
 
+/* Which attempt of a restarted job this process belongs to (0: the first), and the launcher that
+ * says so: PT_RESTART_COUNT (pipetrain's, `launch/train --max-restarts`), else
+ * TORCHELASTIC_RESTART_COUNT (torchrun --max-restarts), else SLURM_RESTART_COUNT (a requeued SLURM
+ * job); *from is NULL when none is set. The ranks' rendezvous refuses a rank of another attempt. */
+int pt_comm_env_restart_count(const char **from);
+
 /* This rank (0..size-1), the world size, the rank's index among ranks on its host. */
 int pt_comm_rank(const pt_comm *c);
 int pt_comm_size(const pt_comm *c);

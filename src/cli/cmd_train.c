@@ -510,8 +510,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         return pt_fail(PT_EINVAL, "--max-restarts restarts the ranks this command starts, but it is one rank of a job "
                                   "started by another launcher; give it to that launcher (pipetrain launch "
                                   "--max-restarts N -- pipetrain train ...)");
-    if (job && restarts_env) { /* a rank of a restarting launcher: say which attempt in the metrics */
-        cfg.restart_count = atoi(restarts_env);
+    const char *restart_from = NULL;
+    int restarts = pt_comm_env_restart_count(&restart_from); /* ours, torchrun's or SLURM's */
+    if (job && restart_from) { /* a rank of a restarting launcher: say which attempt in the metrics */
+        cfg.restart_count = restarts;
         const char *at = getenv("PT_RESTART_FAILED_AT_NS");
         cfg.restart_failed_at_ns = at && cfg.restart_count > 0 ? strtoll(at, NULL, 10) : 0;
         const char *re = getenv("PT_RESTART_RELAUNCH_AT_NS");

@@ -10,7 +10,9 @@
 #  3. a byte flipped in one rank's own snapshot (and a half-written newer one lying beside it):
 #     the checksum catches it, that rank takes its buddy's copy, the half one is never used;
 #  4. a rank's own copy and its buddy's both gone: the job resumes from the disk checkpoint;
-#  5. bad settings refused in one line.
+#  5. ranks restarted by another agent (torchrun's TORCHELASTIC_RESTART_COUNT) find their
+#     snapshots by themselves;
+#  6. bad settings refused in one line.
 # Every wait is on an event (a metrics line, a process ending), bounded; no process is left behind.
 #   restart_snapshot.sh PIPETRAIN
 PT=$1
@@ -163,7 +165,22 @@ grep -q "resuming after step 7 from" a2_gone.txt || fail "did not resume from th
 same gone
 echo "ok: both copies of rank 1's snapshot gone: resumed from the disk checkpoint of step 7; same bits"
 
-# 5. refusals
+# 5. a job another agent restarts (torchrun --max-restarts: TORCHELASTIC_RESTART_COUNT; a requeued
+# SLURM job: SLURM_RESTART_COUNT): its ranks look for their snapshots by themselves, no --resume
+stopped agent $snap
+export TORCHELASTIC_RESTART_COUNT=1
+node 0 agent a2_agent.txt $snap & a=$!
+node 1 agent b2_agent.txt $snap & b=$!
+wait_end $a || fail "agent: node 0's restarted launcher exited $?"
+wait_end $b || fail "agent: node 1's restarted launcher exited $?"
+unset TORCHELASTIC_RESTART_COUNT
+grep -q "resuming after step [0-9]* from the in-memory snapshots" a2_agent.txt ||
+    fail "ranks restarted by another agent did not resume from their snapshots"
+tail -1 agent/metrics.jsonl | grep -q '"restart_count":1,' || fail "the restarted run's metrics lack restart_count 1"
+same agent
+echo "ok: restarted by another agent (TORCHELASTIC_RESTART_COUNT=1): resumed from the snapshots; same bits"
+
+# 6. refusals
 out=$("$PT" train --snapshot-every -1 --steps 2 2>&1) && fail "--snapshot-every -1 was accepted"
 echo "$out" | grep -q "snapshot-every is -1; give 0" || fail "no clear error for --snapshot-every -1: $out"
 out=$("$PT" train --snapshot-every 2 --no-ckpt --steps 2 2>&1) && fail "--snapshot-every with --no-ckpt was accepted"
