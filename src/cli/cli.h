@@ -151,6 +151,10 @@ typedef struct pt_cli_restart {
                              step is not restarted (nothing is left to do) */
     double rejoin_timeout_s; /* several nodes: how long the leader waits for a node that dropped out to
                                 connect again before giving up (<= 0: 300 s) */
+    int min_nodes;        /* `--nodes MIN:MAX`: the fewest nodes the job may shrink to (<= 0 or >= the
+                             launch's nodes: no shrink, a node that does not rejoin ends the job) */
+    int dp, micro_batches; /* with min_nodes: the train command's --dp D and --micro-batches M (both
+                              given in argv, which a shrink rewrites to D' = D x N'/N, M' = M x D/D') */
 } pt_cli_restart;
 /* pt_launch of argv (argc entries, NULL-terminated, room for one more: "--resume"), restarted when
  * a rank fails, up to r->max_restarts times. A failure SIGKILLs the other ranks at once
@@ -161,7 +165,14 @@ typedef struct pt_cli_restart {
  * time). Stops, naming every failure, when the restarts are used up or the job failed during the
  * same step three times (the first run and two restarts: a bad batch or a NaN, not bad luck).
  * Not restarted: a launch that stopped on the user's SIGINT/SIGTERM, or a launch that could not
- * start. Returns pt_launch's status (PT_ECOMM when it gave up). */
+ * start. Elastic shrink (several nodes, r->min_nodes < lo->nodes): when a node that dropped out
+ * does not rejoin within r->rejoin_timeout_s and at least min_nodes remain, the leader renumbers
+ * the remaining nodes (node 0 stays, the others keep their order), tells every agent its new node
+ * rank and count in GO, and every node restarts its ranks with --dp and --micro-batches rewritten
+ * so that the global batch M x B x D stays (one line says so); a shrink that cannot keep whole
+ * replicas or the global batch ends the job with a line saying why. A job only shrinks: a node
+ * it continued without is not taken back. Returns pt_launch's status (PT_ECOMM
+ * when it gave up). */
 pt_status pt_cli_launch_restarting(pt_launch_opts *lo, char **argv, int argc, const pt_cli_restart *r,
                                    int *exit_code);
 

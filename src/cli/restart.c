@@ -13,7 +13,11 @@
  * of an old generation can never join a new one. An agent whose connection drops is a node that
  * dropped out: the leader waits --rejoin-timeout for that node's agent to connect again (a node
  * that came back, its launcher started again with the same command), then restarts; an agent that
- * loses the leader kills its ranks and ends. */
+ * loses the leader kills its ranks and ends.
+ * Elastic shrink (`--nodes MIN:MAX`): a node that does not rejoin in time is left out when at least
+ * MIN nodes remain: the others are renumbered (GO carries each agent's node rank and the count) and
+ * every node's train command gets --dp D' = D x N'/N and --micro-batches M' = M x D / D', so a step
+ * still takes M x B x D sequences; the restart resumes from the newest checkpoint, which reshards. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -104,7 +108,42 @@ typedef struct restarter {
     int n_fail;
     char **argv;
     int argc, has_resume;
+    int dp, micro_batches;          /* the train command's now (a shrink changes them) */
+    char dp_buf[32], mb_buf[48];    /* their rewritten argv words */
 } restarter;
+
+/* Rewrites the value of option `name` ("--name V" or "--name=V") in argv to v, in buf. 0: done;
+ * -1: argv has no such option. */
+static int set_opt(char **argv, int argc, const char *name, int v, char *buf, size_t cap)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < argc; i++) {
+        if (strncmp(argv[i], "--", 2) != 0 || strncmp(argv[i] + 2, name, len) != 0)
+            continue;
+        if (argv[i][2 + len] == '=') {
+            snprintf(buf, cap, "--%s=%d", name, v);
+            argv[i] = buf;
+            return 0;
+        }
+        if (argv[i][2 + len] == 0 && i + 1 < argc) {
+            snprintf(buf, cap, "%d", v);
+            argv[i + 1] = buf;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The train command of a shrunk job: --dp dp, --micro-batches mb. */
+static pt_status shrink_argv(restarter *rs, int dp, int mb)
+{
+    if (set_opt(rs->argv, rs->argc, "dp", dp, rs->dp_buf, sizeof rs->dp_buf) != 0 ||
+        set_opt(rs->argv, rs->argc, "micro-batches", mb, rs->mb_buf, sizeof rs->mb_buf) != 0)
+        return pt_fail(PT_EINVAL, "elastic shrink: the train command lost its --dp or --micro-batches");
+    rs->dp = dp;
+    rs->micro_batches = mb;
+    return PT_OK;
+}
 
 /* Records failure f (of `node`, on `host`) of attempt `attempt`, prints its line and decides: 1 to
  * restart (PT_RESTART_FAILED_AT_NS set, --resume added once a checkpoint exists), 0 to give up
@@ -199,7 +238,8 @@ enum { DONE_OK = 0, DONE_FAILED = 1, DONE_STOPPED = 2 };
 typedef struct agent_msg {
     uint32_t magic, type;
     int32_t gen, node, status; /* status: DONE_* for DONE, the exit code for EXIT */
-    int32_t rank, exit_status, sig, resume, nodes;
+    int32_t rank, exit_status, sig, resume, nodes; /* nodes: HELLO the agent's --nodes; GO the job's now */
+    int32_t dp, micro_batches;  /* GO: the train command's --dp and --micro-batches (0: as given) */
     int64_t failed_at_wall_ns;  /* GO after a failure: PT_RESTART_FAILED_AT_NS */
     char host[64];
 } agent_msg;
@@ -282,7 +322,9 @@ static pt_status agent_addr(const char *master, char *host, size_t cap, int *por
 /* ---- the leader (node 0) ---- */
 
 typedef struct leader {
-    int nodes, gen;
+    int nodes, gen;    /* nodes: the job's now (fewer after a shrink) */
+    int max_nodes;     /* the launch's --nodes (MAX) */
+    int *orig;         /* [nodes] each node's --node-rank (its number before any shrink) */
     int *fd;           /* [nodes] each agent's socket (-1: none; fd[0] unused) */
     int *done;         /* [nodes] DONE(gen) received (or the node was lost) */
     char (*host)[64];  /* [nodes] */
@@ -319,7 +361,7 @@ static void leader_take(leader *L, int n, int rr, const agent_msg *m)
         L->fd[n] = -1;
         L->done[n] = 1;
         pt_launch_failure f = { .rank = -1, .exit_status = -1, .at_ns = pt_now_ns() };
-        leader_note_failure(L, &f, n, L->host[n]);
+        leader_note_failure(L, &f, L->orig[n], L->host[n]);
         leader_stop_others(L);
         return;
     }
@@ -329,7 +371,7 @@ static void leader_take(leader *L, int n, int rr, const agent_msg *m)
     if (m->status == DONE_FAILED) {
         pt_launch_failure f = { .rank = m->rank, .exit_status = m->exit_status, .signal = m->sig,
                                 .at_ns = pt_now_ns() };
-        leader_note_failure(L, &f, n, m->host);
+        leader_note_failure(L, &f, L->orig[n], m->host);
         leader_stop_others(L);
     }
 }
@@ -348,9 +390,14 @@ static int leader_watch(void *ctx, int fd)
     return 2;
 }
 
-/* Accepts agents until every node 1..nodes-1 has one, or the deadline. */
-static pt_status leader_accept(leader *L, int lfd, int64_t deadline_ns, const char *why)
+/* Accepts agents until every node 1..nodes-1 has one, or the deadline. At the deadline, with
+ * min_nodes > 0 and at least min_nodes present (node 0 with them), returns PT_OK with *short_of set
+ * (the leader then shrinks the job); else PT_ETIMEDOUT naming the missing nodes. */
+static pt_status leader_accept(leader *L, int lfd, int64_t deadline_ns, const char *why, int min_nodes,
+                               int *short_of)
 {
+    if (short_of)
+        *short_of = 0;
     for (;;) {
         int missing = 0;
         for (int n = 1; n < L->nodes; n++)
@@ -359,14 +406,23 @@ static pt_status leader_accept(leader *L, int lfd, int64_t deadline_ns, const ch
             return PT_OK;
         int64_t left = (deadline_ns - pt_now_ns()) / 1000000;
         if (left <= 0) {
-            char list[256] = "";
+            if (min_nodes > 0 && L->nodes - missing >= min_nodes) {
+                *short_of = missing;
+                return PT_OK;
+            }
+            char list[256] = "", more[160] = "";
             size_t off = 0;
             for (int n = 1; n < L->nodes && off < sizeof list - 8; n++)
                 if (L->fd[n] < 0)
-                    off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", off ? ", " : "", n);
-            return pt_fail(PT_ETIMEDOUT, "node agent: node%s %s did not %s; %s", missing > 1 ? "s" : "", list, why,
-                           "start `pipetrain launch --max-restarts ...` there with its --node-rank (elastic shrink to "
-                           "fewer nodes is not built)");
+                    off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", off ? ", " : "", L->orig[n]);
+            if (min_nodes > 0)
+                snprintf(more, sizeof more, " (%d node%s left, fewer than the --nodes %d:%d minimum)",
+                         L->nodes - missing, L->nodes - missing == 1 ? "" : "s", min_nodes, L->max_nodes);
+            else
+                snprintf(more, sizeof more, ", or give --nodes MIN:%d to continue on fewer nodes", L->max_nodes);
+            return pt_fail(PT_ETIMEDOUT, "node agent: node%s %s did not %s%s; start `pipetrain launch --max-restarts "
+                                         "...` there with its --node-rank%s",
+                           missing > 1 ? "s" : "", list, why, min_nodes > 0 ? more : "", min_nodes > 0 ? "" : more);
         }
         struct pollfd pf = { lfd, POLLIN, 0 };
         if (poll(&pf, 1, left > 1000 ? 1000 : (int)left) <= 0)
@@ -375,17 +431,75 @@ static pt_status leader_accept(leader *L, int lfd, int64_t deadline_ns, const ch
         if (fd < 0)
             continue;
         agent_msg m;
-        if (ag_recv(fd, &m, pt_now_ns() + 5000000000LL) != 0 || m.type != AG_HELLO || m.node < 1 ||
-            m.node >= L->nodes || m.nodes != L->nodes || L->fd[m.node] >= 0) {
+        int at = -1; /* the node's place now: its --node-rank among the job's nodes */
+        if (ag_recv(fd, &m, pt_now_ns() + 5000000000LL) == 0 && m.type == AG_HELLO && m.nodes == L->max_nodes)
+            for (int n = 1; n < L->nodes; n++)
+                if (L->orig[n] == m.node && L->fd[n] < 0)
+                    at = n;
+        if (at < 0) { /* not an agent of this job, a node already there, or one the job shrank without */
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        L->fd[m.node] = fd;
+        L->fd[at] = fd;
         m.host[sizeof m.host - 1] = 0;
-        snprintf(L->host[m.node], sizeof L->host[m.node], "%s", m.host);
+        snprintf(L->host[at], sizeof L->host[at], "%s", m.host);
     }
+}
+
+/* The job after nodes dropped out and did not rejoin (leader_accept's short_of): the nodes left
+ * (node 0 and every agent still connected, in their order) become nodes 0..N'-1, and the train
+ * command keeps the global batch with D' = D x N'/N replicas and M' = M x D / D' micro-batches.
+ * Refused (the job ends) when the N' nodes cannot hold whole replicas or M x D is not a multiple of
+ * D'. One line on stderr says what changed. */
+static pt_status leader_shrink(leader *L, pt_launch_opts *lo, restarter *rs, double join_s)
+{
+    const int N = L->nodes, D = rs->dp, M = rs->micro_batches;
+    int N2 = 1;
+    char gone[256] = "";
+    size_t off = 0;
+    for (int n = 1; n < N; n++) {
+        if (L->fd[n] >= 0)
+            N2++;
+        else if (off < sizeof gone - 16)
+            off += (size_t)snprintf(gone + off, sizeof gone - off, "%s%d", off ? ", " : "", L->orig[n]);
+    }
+    const int missing = N - N2, world = lo->nproc * N, P = D > 0 && world % D == 0 ? world / D : 0;
+    if (P <= 0)
+        return pt_fail(PT_EINVAL, "elastic shrink: --dp %d does not divide the %d ranks of %d nodes; the job cannot "
+                                  "be re-planned", D, world, N);
+    if ((lo->nproc * N2) % P != 0)
+        return pt_fail(PT_EINVAL, "node%s %s did not rejoin within %.3g s, and the %d node%s left (%d ranks) cannot hold "
+                                  "whole replicas of %d pipeline stages; start node%s %s again, or use --stages that "
+                                  "divide %d ranks",
+                       missing > 1 ? "s" : "", gone, join_s, N2, N2 == 1 ? "" : "s", lo->nproc * N2, P,
+                       missing > 1 ? "s" : "", gone, lo->nproc * N2);
+    const int D2 = lo->nproc * N2 / P;
+    if ((M * D) % D2 != 0)
+        return pt_fail(PT_EINVAL, "node%s %s did not rejoin within %.3g s, and on %d replica%s the global batch of "
+                                  "--micro-batches %d x --dp %d cannot be kept (%d is not a multiple of %d); start "
+                                  "node%s %s again, or give --micro-batches a multiple of %d",
+                       missing > 1 ? "s" : "", gone, join_s, D2, D2 == 1 ? "" : "s", M, D, M * D, D2,
+                       missing > 1 ? "s" : "", gone, D2);
+    const int M2 = M * D / D2;
+    PT_CHECK(shrink_argv(rs, D2, M2));
+    int k = 1;
+    for (int n = 1; n < N; n++) {
+        if (L->fd[n] < 0)
+            continue;
+        L->fd[k] = L->fd[n];
+        L->orig[k] = L->orig[n];
+        memmove(L->host[k], L->host[n], sizeof L->host[k]);
+        k++;
+    }
+    L->nodes = N2;
+    lo->nodes = N2;
+    fprintf(stderr, "pipetrain: node%s %s did not rejoin within %.3g s: continuing on %d node%s, D %d -> %d, "
+                    "micro-batches %d -> %d, global batch kept\n",
+            missing > 1 ? "s" : "", gone, join_s, N2, N2 == 1 ? "" : "s", D, D2, M, M2);
+    fflush(stderr);
+    return PT_OK;
 }
 
 static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
@@ -395,19 +509,23 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
     int port;
     PT_CHECK(agent_addr(lo->master, host, sizeof host, &port));
     int nodes = lo->nodes;
-    leader L = { .nodes = nodes };
+    leader L = { .nodes = nodes, .max_nodes = nodes };
     L.fd = malloc(sizeof(int) * (size_t)nodes);
+    L.orig = malloc(sizeof(int) * (size_t)nodes);
     L.done = calloc((size_t)nodes, sizeof(int));
     L.host = calloc((size_t)nodes, sizeof *L.host);
     int *wfds = malloc(sizeof(int) * (size_t)nodes);
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     pt_status st = PT_OK;
-    if (!L.fd || !L.done || !L.host || !wfds) {
+    if (!L.fd || !L.orig || !L.done || !L.host || !wfds) {
         st = pt_fail(PT_ENOMEM, "node agent: out of memory");
         goto out;
     }
-    for (int n = 0; n < nodes; n++)
+    for (int n = 0; n < nodes; n++) {
         L.fd[n] = -1;
+        L.orig[n] = n;
+    }
+    const int min_nodes = r->min_nodes > 0 && r->min_nodes < nodes ? r->min_nodes : 0;
     int one = 1;
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_ANY) };
@@ -418,7 +536,7 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
         goto out;
     }
     double join_s = r->rejoin_timeout_s > 0 ? r->rejoin_timeout_s : 300;
-    PT_TRY(leader_accept(&L, lfd, pt_now_ns() + (int64_t)(300 * 1e9), "connect within 300 s"), out);
+    PT_TRY(leader_accept(&L, lfd, pt_now_ns() + (int64_t)(300 * 1e9), "connect within 300 s", 0, NULL), out);
     fprintf(stderr, "pipetrain: node agent: all %d nodes joined (agents on port %d)\n", nodes, port);
     for (int attempt = 0;; attempt++) {
         L.gen = attempt;
@@ -428,9 +546,13 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
         go.resume = rs->has_resume;
         const char *fa = getenv("PT_RESTART_FAILED_AT_NS");
         go.failed_at_wall_ns = fa ? strtoll(fa, NULL, 10) : 0;
+        go.nodes = L.nodes;
+        go.dp = rs->dp;
+        go.micro_batches = rs->micro_batches;
         int nw = 0;
-        for (int n = 1; n < nodes; n++) {
+        for (int n = 1; n < L.nodes; n++) {
             L.done[n] = 0;
+            go.node = n;
             if (ag_send(L.fd[n], &go) != 0) {
                 agent_msg none;
                 leader_take(&L, n, -1, &none);
@@ -458,7 +580,7 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
             agent_msg ex = ag_msg(AG_EXIT, attempt);
             ex.status = *exit_code;
             leader_stop_others(&L);
-            for (int n = 1; n < nodes; n++)
+            for (int n = 1; n < L.nodes; n++)
                 if (L.fd[n] >= 0)
                     (void)ag_send(L.fd[n], &ex);
             goto out;
@@ -467,7 +589,7 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
             goto out; /* the launch itself failed */
         /* every other node's DONE (their ranks end at once on STOP) */
         int64_t dl = pt_now_ns() + 120000000000LL;
-        for (int n = 1; n < nodes; n++) {
+        for (int n = 1; n < L.nodes; n++) {
             while (L.fd[n] >= 0 && !L.done[n]) {
                 agent_msg m;
                 int rr = ag_recv(L.fd[n], &m, dl);
@@ -476,7 +598,7 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
         }
         if (!L.failed && st == PT_OK) {
             agent_msg ex = ag_msg(AG_EXIT, attempt);
-            for (int n = 1; n < nodes; n++)
+            for (int n = 1; n < L.nodes; n++)
                 if (L.fd[n] >= 0)
                     (void)ag_send(L.fd[n], &ex);
             goto out;
@@ -489,7 +611,7 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
         if (!after_failure(rs, attempt, &L.first.f, L.first.node, L.first.host, &st)) {
             agent_msg ex = ag_msg(AG_EXIT, attempt);
             ex.status = 1;
-            for (int n = 1; n < nodes; n++)
+            for (int n = 1; n < L.nodes; n++)
                 if (L.fd[n] >= 0)
                     (void)ag_send(L.fd[n], &ex);
             if (exit_code)
@@ -498,22 +620,32 @@ static pt_status run_leader(pt_launch_opts *lo, restarter *rs, int *exit_code)
         }
         char why[64];
         snprintf(why, sizeof why, "rejoin within %.3g s", join_s);
-        PT_TRY(leader_accept(&L, lfd, pt_now_ns() + (int64_t)(join_s * 1e9), why), out);
+        int short_of = 0;
+        PT_TRY(leader_accept(&L, lfd, pt_now_ns() + (int64_t)(join_s * 1e9), why, min_nodes, &short_of), out);
+        if (short_of > 0) {
+            st = leader_shrink(&L, lo, rs, join_s);
+            if (st != PT_OK) {
+                if (exit_code)
+                    *exit_code = 1;
+                goto out;
+            }
+        }
     }
 out:
     if (st != PT_OK && L.fd) { /* whatever ended the leader ends every agent */
         agent_msg ex = ag_msg(AG_EXIT, L.gen);
         ex.status = exit_code && *exit_code ? *exit_code : 1;
-        for (int n = 1; n < nodes; n++)
+        for (int n = 1; n < L.nodes; n++)
             if (L.fd[n] >= 0)
                 (void)ag_send(L.fd[n], &ex);
     }
-    for (int n = 1; L.fd && n < nodes; n++)
+    for (int n = 1; L.fd && n < L.nodes; n++)
         if (L.fd[n] >= 0)
             close(L.fd[n]);
     if (lfd >= 0)
         close(lfd);
     free(L.fd);
+    free(L.orig);
     free(L.done);
     free(L.host);
     free(wfds);
@@ -600,6 +732,16 @@ static pt_status run_follower(pt_launch_opts *lo, restarter *rs, int *exit_code)
         if (m.type != AG_GO)
             continue; /* a STOP that came after this node's ranks had ended */
         set_attempt(m.gen);
+        if (m.nodes > 0 && (m.nodes != lo->nodes || m.node != lo->node_rank)) { /* the job shrank */
+            fprintf(stderr, "pipetrain: node %d: continuing as node %d of %d\n", lo->node_rank, m.node, m.nodes);
+            lo->nodes = m.nodes;
+            lo->node_rank = m.node;
+        }
+        if (m.dp > 0 && (m.dp != rs->dp || m.micro_batches != rs->micro_batches)) {
+            st = shrink_argv(rs, m.dp, m.micro_batches);
+            if (st != PT_OK)
+                break;
+        }
         if (m.failed_at_wall_ns > 0) {
             char v[32];
             snprintf(v, sizeof v, "%lld", (long long)m.failed_at_wall_ns);
@@ -660,6 +802,8 @@ pt_status pt_cli_launch_restarting(pt_launch_opts *lo, char **argv, int argc, co
     rs->r = r;
     rs->argv = argv;
     rs->argc = argc;
+    rs->dp = r->dp;
+    rs->micro_batches = r->micro_batches;
     for (int i = 0; i < argc; i++)
         rs->has_resume |= strcmp(argv[i], "--resume") == 0;
     pt_status st;
