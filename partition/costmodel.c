@@ -571,22 +571,223 @@ fail:
 
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes)
 {
-    const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
-    /* A block's internals, as models/ keeps them per slot and recomputes from the block input
-     * (carve_block_act): ln1 and ln2 outputs (2 NC) with their statistics (fp32: mean and rstd,
-     * or RMSNorm's rstd), qkv (N, C + 2 NKV hs: 3 NC for gpt2; llama's after RoPE), the
-     * attention output (NC) and its saved log-sum-exp (B,NH,T, fp32), res2 = x + attention (NC),
-     * and the MLP's up-projection and activation (gpt2: 4 NC before and after GELU; llama: gate|up
-     * (N,2H) and the SwiGLU output (N,H)). gpt2: 15 NC + 16 N + 4 B NH T. */
-    return elem_bytes * N * (4.0 * C + qkv_width(cfg) + mlp_up_width(cfg) + mlp_act_width(cfg)) +
-           2.0 * norm_stat_bytes(cfg) * N + 4.0 * B * H * T;
+    return pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, 1, 0);
+}
+
+/* ---- tensor parallelism ---- */
+
+/* Query and kv heads one TP rank holds: n_head / T, and n_kv_head / T or (n_kv_head < T) one
+ * replicated kv head. */
+static double tp_kv_heads(const pt_model_config *c, int tp)
+{
+    const int kv = pt_model_kv_heads(c);
+    return kv >= tp ? (double)kv / tp : 1.0;
+}
+/* One rank's q|k|v width: C / T query columns and its kv heads' k and v. */
+static double tp_qkv_width(const pt_model_config *c, int tp)
+{
+    return (double)c->n_embd / tp + 2.0 * tp_kv_heads(c, tp) * (c->n_embd / c->n_head);
+}
+static double tp_block_macs(const pt_model_config *c, int tp)
+{
+    const double C = c->n_embd;
+    if (!is_llama(c))
+        return 12.0 * C * C / tp;
+    return C * tp_qkv_width(c, tp) + C * C / tp + 3.0 * C * c->intermediate_size / tp;
+}
+/* One rank's block parameters: the split matrices; gpt2's column-parallel biases (q|k|v 3C, fc 4C)
+ * / T, its row-parallel biases (attention proj, MLP proj: C each) and LayerNorms (4C) whole;
+ * llama's RMSNorm weights (2C) whole. */
+static double tp_block_params(const pt_model_config *c, int tp)
+{
+    const double C = c->n_embd;
+    if (!is_llama(c))
+        return 12.0 * C * C / tp + 7.0 * C / tp + 6.0 * C;
+    return tp_block_macs(c, tp) + 2.0 * C;
+}
+
+double pt_part_block_act_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp)
+{
+    if (tp <= 1) {
+        const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
+        /* A block's internals, as models/ keeps them per slot and recomputes from the block input
+         * (carve_block_act): ln1 and ln2 outputs (2 NC) with their statistics (fp32: mean and rstd,
+         * or RMSNorm's rstd), qkv (N, C + 2 NKV hs: 3 NC for gpt2; llama's after RoPE), the
+         * attention output (NC) and its saved log-sum-exp (B,NH,T, fp32), res2 = x + attention (NC),
+         * and the MLP's up-projection and activation (gpt2: 4 NC before and after GELU; llama: gate|up
+         * (N,2H) and the SwiGLU output (N,H)). gpt2: 15 NC + 16 N + 4 B NH T. */
+        return elem_bytes * N * (4.0 * C + qkv_width(cfg) + mlp_up_width(cfg) + mlp_act_width(cfg)) +
+               2.0 * norm_stat_bytes(cfg) * N + 4.0 * B * H * T;
+    }
+    /* one TP rank: ln1, ln2 and res2 (3 NC) and the norm statistics whole (/ T with sp); the
+     * head-split tensors (q|k|v, attention output, MLP internals, log-sum-exp) / T */
+    const double N = (double)B * T, C = cfg->n_embd, s = sp ? 1.0 / tp : 1.0;
+    return elem_bytes * N * (3.0 * C * s + C / tp + tp_qkv_width(cfg, tp) + (mlp_up_width(cfg) + mlp_act_width(cfg)) / tp) +
+           2.0 * norm_stat_bytes(cfg) * N * s + 4.0 * B * ((double)cfg->n_head / tp) * T;
+}
+
+/* Split backward's kept gradients of one TP rank's block (block_grad_bytes): dfch and dqkv split,
+ * dln2, dres2, dln1 whole (/ T with sp). */
+static double tp_block_grad_bytes(const pt_model_config *c, double N, double elem_bytes, int tp, int sp)
+{
+    if (tp <= 1)
+        return block_grad_bytes(c, N, elem_bytes);
+    const double s = sp ? 1.0 / tp : 1.0;
+    return elem_bytes * N * (mlp_up_width(c) / tp + 3.0 * c->n_embd * s + tp_qkv_width(c, tp));
+}
+
+/* Ring all-reduce of `bytes` over tp ranks on the intra-node link. */
+static double tp_allreduce_s(const pt_topology *topo, int tp, double bytes)
+{
+    if (tp <= 1)
+        return 0;
+    return 2.0 * (tp - 1) / tp * bytes / topo->intra_bw_Bps + 2.0 * (tp - 1) * topo->intra_latency_s;
+}
+
+pt_status pt_plan_check_tp(const pt_model_config *cfg, int tp, int devices_per_node)
+{
+    const char *name = cfg->name[0] ? cfg->name : "the model";
+    if (tp < 1)
+        return pt_fail(PT_EINVAL, "tensor-parallel size %d: use 1 (none) or more ranks per stage", tp);
+    if (tp == 1)
+        return PT_OK;
+    if (cfg->n_head % tp != 0)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's %d attention heads; use a T that divides %d (1, 2, 4, 8 "
+                                  "where they do)",
+                       tp, name, cfg->n_head, cfg->n_head);
+    const int kv = pt_model_kv_heads(cfg);
+    if (kv % tp != 0 && tp % kv != 0)
+        return pt_fail(PT_EINVAL, "--tp %d neither divides nor is a multiple of %s's %d kv heads; use a T that does", tp,
+                       name, kv);
+    const long long mlp = is_llama(cfg) ? cfg->intermediate_size : 4LL * cfg->n_embd;
+    if (mlp % tp != 0)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's MLP width %lld; use a T that divides it", tp, name, mlp);
+    const long long vp = vocab_padded(cfg);
+    if (vp % tp != 0)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's padded vocabulary of %lld rows (vocabulary-parallel "
+                                  "embedding and head); use a T that divides it, or pad the vocabulary (vocab_padded) "
+                                  "to a multiple of %d",
+                       tp, name, vp, tp);
+    if (devices_per_node > 0 && devices_per_node % tp != 0)
+        return pt_fail(PT_EINVAL, "--tp %d does not fit in a node of %d devices: a tensor-parallel group stays on one "
+                                  "node's link; use a T that divides %d, or more devices per node (--gpus / --nodes)",
+                       tp, devices_per_node, devices_per_node);
+    return PT_OK;
+}
+
+pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int sp, const pt_device *dev,
+                           const pt_topology *topo, const pt_layer_times *measured, pt_layer_cost *costs)
+{
+    PT_CHECK(pt_plan_check_tp(cfg, tp, 0));
+    if (tp == 1)
+        return PT_OK;
+    const int L = pt_model_n_layers(cfg), K = pt_model_head_layers(cfg), head0 = cfg->n_layer + 1;
+    const double C = cfg->n_embd, N = (double)B * T, a = dev->act_elem_bytes, s = sp ? 1.0 / tp : 1.0;
+    const double per_param = pt_part_state_bytes_per_param(dev);
+    const double rate = dev->peak_flops * dev->efficiency;
+    const double bw = dev->mem_bw_Bps > 0 ? dev->mem_bw_Bps : INFINITY;
+    const double nstat = norm_stat_bytes(cfg);
+    /* the (B,T,C) all-reduce (or its all-gather + reduce-scatter pair with sp: the same bytes) and
+     * the cross-entropy's three per-token statistics */
+    const double ar = tp_allreduce_s(topo, tp, N * C * a), ar_stats = tp_allreduce_s(topo, tp, 3.0 * N * 4);
+    for (int l = 0; l < L; l++) {
+        pt_layer_cost *c = &costs[l];
+        /* a measured layer's times scale with its FLOPs; analytic ones are priced again below */
+        const double f0 = c->t_fwd, i0 = c->t_bwd_input, w0 = c->t_bwd_weight;
+        double comm_f = 0, comm_b = 0;
+        c->fwd_flops /= tp;
+        c->bwd_input_flops /= tp;
+        c->bwd_weight_flops /= tp;
+        if (l == 0) {
+            /* vocabulary-parallel wte (gpt2's wpe whole); the output's partial sums all-reduced */
+            c->n_params_alloc = (int64_t)(vocab_padded(cfg) * cfg->n_embd / tp) +
+                                (is_llama(cfg) ? 0 : (int64_t)cfg->max_seq_len * cfg->n_embd);
+            c->act_bytes = c->act_bytes_recompute = N * 4 + 2.0 * N * C * a * s;
+            c->act_split_bytes = N * C * a * s;
+            c->fwd_traffic_bytes = (N * C * 4 + N * C * a) * s;
+            c->out_bytes *= s;
+            comm_f = ar;
+        } else if (l < head0) {
+            const double mm = 2.0 * N * tp_block_macs(cfg, tp), att = 2.0 * N * 2.0 * T * C / tp;
+            c->fwd_flops = mm + att;
+            c->bwd_input_flops = mm + 2.0 * att;
+            c->bwd_weight_flops = mm;
+            c->n_params_alloc = (int64_t)tp_block_params(cfg, tp);
+            const double inner = pt_part_block_act_bytes_tp(cfg, B, T, a, tp, sp);
+            c->act_split_bytes = a * N * C * s + tp_block_grad_bytes(cfg, N, a, tp, sp);
+            c->act_bytes_recompute = a * N * C * s + c->act_split_bytes;
+            c->act_bytes = c->act_bytes_recompute + inner;
+            c->fwd_traffic_bytes = 2.0 * inner + 2.0 * N * C * a * s;
+            if (is_llama(cfg))
+                c->fwd_traffic_bytes += 2.0 * N * (C / tp + tp_kv_heads(cfg, tp) * (C / cfg->n_head)) * a;
+            c->out_bytes *= s;
+            comm_f = 2.0 * ar; /* after attention's and the MLP's row-parallel products */
+            comm_b = 2.0 * ar; /* their column-parallel inputs' gradients */
+        } else {
+            /* vocabulary-parallel head (or shard): its rows / T; the final norm whole (/ T with sp) */
+            const int k = l - head0;
+            double Vk = (double)vocab_padded(cfg);
+            if (K > 1) {
+                pt_model_config shape = *cfg;
+                shape.vocab_padded = (int)vocab_padded(cfg);
+                int v0, v1;
+                pt_model_head_shard_rows(&shape, k, &v0, &v1);
+                Vk = v1 - v0;
+            }
+            const double W = K > 1 && k + 1 < K ? C + PT_XENT_STATS : 0;
+            c->act_bytes = N * Vk * 4 / tp + N * 4;
+            c->fwd_traffic_bytes = 3.0 * N * Vk * 4 / tp;
+            c->act_split_bytes = 0;
+            if (k == 0) {
+                c->act_bytes += (K > 1 ? 0.0 : N * 4) + (2.0 * N * C * a + N * nstat) * s;
+                if (K > 1)
+                    c->act_bytes += N * 4; /* targets */
+                c->act_split_bytes = N * C * a * s;
+                c->fwd_traffic_bytes += 2.0 * N * C * a * s;
+            }
+            if (K > 1 && k + 1 < K)
+                c->act_bytes += 2.0 * N * W * a * s;
+            else if (K > 1)
+                c->act_bytes += N * 4 + N * 4 + N * PT_XENT_STATS * 4;
+            c->act_bytes_recompute = c->act_bytes;
+            c->out_bytes *= s;
+            comm_f = ar_stats; /* max, sum of exponentials, target logit over the vocabulary shards */
+            comm_b = ar;       /* the input's gradient: each rank's rows contribute */
+        }
+        c->state_bytes = (double)c->n_params_alloc * per_param;
+        if (measured) {
+            c->t_fwd = f0 / tp;
+            c->t_bwd_input = i0 / tp;
+            c->t_bwd_weight = w0 / tp;
+        } else {
+            c->t_fwd = c->fwd_flops / rate + c->fwd_traffic_bytes / bw;
+            c->t_bwd_input = c->bwd_input_flops / rate + 1.5 * c->fwd_traffic_bytes / bw;
+            c->t_bwd_weight = c->bwd_weight_flops / rate + 0.5 * c->fwd_traffic_bytes / bw;
+        }
+        c->t_fwd += comm_f;
+        c->t_bwd_input += comm_b;
+        c->t_tp_fwd = comm_f;
+        c->t_tp_bwd = comm_b;
+    }
+    return PT_OK;
 }
 
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
                                  int recompute, int fused_only)
 {
-    const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
-    const double Vp = (double)vocab_padded(cfg);
+    return pt_part_chunk_fixed_bytes_tp(cfg, B, T, elem_bytes, first, last, recompute, fused_only, 1, 0);
+}
+
+double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
+                                    int recompute, int fused_only, int tp, int sp)
+{
+    if (tp < 1)
+        tp = 1;
+    /* with T > 1: heads (attention scratch, dK/dV partials), the MLP width and the logit rows / T;
+     * the (N,C) scratch and gradients whole, / T with sp */
+    const double s = tp > 1 && sp ? 1.0 / tp : 1.0;
+    const double N = (double)B * T, C = cfg->n_embd, H = (double)cfg->n_head / tp;
+    const double Vp = (double)vocab_padded(cfg) / tp;
     const double rows = T < 64 ? T : 64;
     const int head0 = cfg->n_layer + 1; /* the first head layer (final norm) */
     const int has_block = last >= 1 && first <= cfg->n_layer;
@@ -599,21 +800,21 @@ double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, doubl
     if (has_block) {
         /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk;
          * with grouped kv heads the backward's per-query-head dK, dV partials, (B,H,2,T,hs) */
-        m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C;
+        m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C * s;
         if (pt_model_kv_heads(cfg) < cfg->n_head)
-            m += 4.0 * 2.0 * N * C;
+            m += 4.0 * 2.0 * N * C / tp;
         if (is_llama(cfg)) /* the (N,H) gradient at the SwiGLU output; cos and sin (T, hs/2) */
-            m += 4.0 * N * cfg->intermediate_size + 2.0 * 4.0 * T * (double)(cfg->n_embd / cfg->n_head / 2);
-        if (recompute)
-            m += pt_part_block_act_bytes(cfg, B, T, elem_bytes); /* the shared re-materialised block */
+            m += 4.0 * N * cfg->intermediate_size / tp + 2.0 * 4.0 * T * (double)(cfg->n_embd / cfg->n_head / 2);
+        if (recompute) /* the shared re-materialised block */
+            m += pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
     }
     if (pt_model_head_layers(cfg) == 1 && last == head0)
         m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head only) */
     if (fused_only) {
         /* one backward at a time: a block's inner gradients (block_grad_bytes), dlnf, inner
          * boundaries' dx */
-        m += (has_block ? block_grad_bytes(cfg, N, elem_bytes) : 0.0) +
-             elem_bytes * N * C * ((has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
+        m += (has_block ? tp_block_grad_bytes(cfg, N, elem_bytes, tp, sp) : 0.0) +
+             elem_bytes * N * C * s * ((has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
     }
     return m;
 }

@@ -25,6 +25,9 @@ double pt_part_chunk_tied_state_bytes(const pt_model_config *cfg, const pt_devic
 /* Bytes of one transformer block's internals per micro-batch of (B,T) (what recomputation drops
  * from each slot and re-materialises once per chunk), gpt2 or llama as models/ carves them. */
 double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes);
+/* The same for one of `tp` tensor-parallel ranks (pt_cost_tp_split's split; `sp`: sequence
+ * parallelism); tp <= 1 is pt_part_block_act_bytes. */
+double pt_part_block_act_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp);
 
 /* Bytes a chunk holding layers first..last allocates once, whatever the number of slots: attention
  * and gradient scratch (with blocks; for llama also the (N,H) SwiGLU gradient, the rotary tables
@@ -34,6 +37,10 @@ double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double 
  * buffer per parity of the chunk's inner boundaries up to the head's input, at most two). */
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
                                  int recompute, int fused_only);
+/* The same for one of `tp` tensor-parallel ranks: the heads' scratch, the MLP-width gradient and
+ * the logit rows / T, the (N,C) buffers / T with `sp` only. tp <= 1: pt_part_chunk_fixed_bytes. */
+double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
+                                    int recompute, int fused_only, int tp, int sp);
 
 /* 1 when the runtime runs `schedule` with pt_model_opts.fused_only (a known schedule without split
  * backward: gpipe, 1f1b, interleaved, looped-bfs); 0 for zb-h1, zb-h2, zbv and unknown names. */
@@ -76,6 +83,9 @@ typedef struct pt_part_ctx {
     double shard_boundary_act; /* the same for a chunk starting between head shards (2 N (C+5)) */
     double nc_bytes;       /* one (B,T,C) activation */
     int fused_only;        /* the schedule runs without split backward (pt_part_sched_fused_only) */
+    int tp, sp;            /* tensor-parallel ranks per stage (T, >= 1) and sequence parallelism: the layer
+                              costs are one TP rank's (pt_cost_tp_split); a stage's T ranks are
+                              consecutive global ranks, (d * P + s) * T + t */
     int zero;              /* pt_plan.zero: with D > 1 each replica holds 1/D of the AdamW moments; 0 after
                               pt_part_ctx_create, set by the caller */
 } pt_part_ctx;
@@ -83,6 +93,11 @@ typedef struct pt_part_ctx {
 pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                              const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
                              const char *schedule, pt_part_ctx **out);
+/* The same with tensor parallelism: `tp` ranks per stage (1: pt_part_ctx_create), `sp` sequence
+ * parallelism. PT_EINVAL as pt_plan_check_tp (with the topology's devices per node). */
+pt_status pt_part_ctx_create_tp(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                                const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
+                                const char *schedule, int tp, int sp, pt_part_ctx **out);
 void pt_part_ctx_destroy(pt_part_ctx *c);
 
 /* Per-micro-batch time of chunk k holding layers i..j: compute (+ the blocks' forward again

@@ -160,6 +160,7 @@ pt_status pt_plan_create(int P, int V, int D, pt_plan **out)
     p->n_stages = P;
     p->n_chunks = V;
     p->n_replicas = D;
+    p->n_tp = 1;
     p->n_vstages = S;
     p->first_layer = calloc((size_t)S, sizeof(int));
     p->last_layer = calloc((size_t)S, sizeof(int));
@@ -298,6 +299,8 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON_AddNumberToObject(j, "params_total", (double)p->n_params_total);
     cJSON_AddNumberToObject(j, "head_split", p->head_split > 1 ? p->head_split : 1);
     cJSON_AddNumberToObject(j, "zero", p->zero ? 1 : 0);
+    cJSON_AddNumberToObject(j, "n_tp", p->n_tp > 1 ? p->n_tp : 1);
+    cJSON_AddBoolToObject(j, "sp", p->n_tp > 1 && p->sp);
     for (int k = 0; k < p->n_vstages; k++) {
         cJSON *c = cJSON_CreateObject();
         if (!c) {
@@ -340,6 +343,7 @@ pt_status pt_plan_to_json(const pt_plan *p, cJSON **out)
     cJSON_AddNumberToObject(j, "pred_mfu", p->pred_mfu);
     cJSON_AddNumberToObject(j, "pred_dp_comm_s", p->pred_comm_s);
     cJSON_AddNumberToObject(j, "pred_optim_s", p->pred_optim_s);
+    cJSON_AddNumberToObject(j, "pred_tp_comm_s", p->pred_tp_comm_s);
     *out = j;
     return PT_OK;
 }
@@ -356,7 +360,7 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
                                         "devices_per_node", "params_total", "chunk_list", "pred_rank_mem_bytes",
                                         "pred_step_time_s", "pred_bubble", "pred_tokens_per_s", "pred_mfu",
                                         "pred_dp_comm_s", "pred_optim_s", "head_split", "zero",
-                                        "pred_rank_mem_by_kind",
+                                        "pred_rank_mem_by_kind", "n_tp", "sp", "pred_tp_comm_s",
                                         "model" /* written by pipetrain plan, read by train --plan */, NULL };
     static const char *const chunk_keys[] = { "first_layer", "last_layer", "layers", "rank", "chunk", "recompute",
                                               "params", "pred_time_s", "pred_mem_bytes", "link_after", NULL };
@@ -404,6 +408,20 @@ pt_status pt_plan_from_json(const cJSON *j, pt_plan **out)
         PT_TRY(pt_json_get_int(j, what, "zero", 0, 1, &v), fail);
         p->zero = (int)v;
     }
+    if (cJSON_HasObjectItem(j, "n_tp")) { /* optional: plans without it have no tensor parallelism */
+        PT_TRY(pt_json_get_int(j, what, "n_tp", 1, 1 << 16, &v), fail);
+        p->n_tp = (int)v;
+    }
+    const cJSON *spj = cJSON_GetObjectItemCaseSensitive(j, "sp");
+    if (spj) {
+        if (!cJSON_IsBool(spj)) {
+            st = pt_fail(PT_EFORMAT, "plan: sp must be true or false");
+            goto fail;
+        }
+        p->sp = cJSON_IsTrue(spj) && p->n_tp > 1;
+    }
+    if (cJSON_HasObjectItem(j, "pred_tp_comm_s"))
+        PT_TRY(get_num(j, what, "pred_tp_comm_s", &p->pred_tp_comm_s), fail);
     PT_TRY(get_num(j, what, "pred_step_time_s", &p->pred_step_time_s), fail);
     PT_TRY(get_num(j, what, "pred_bubble", &p->pred_bubble), fail);
     PT_TRY(get_num(j, what, "pred_tokens_per_s", &p->pred_tokens_per_s), fail);

@@ -29,6 +29,14 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
                              const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
                              const char *schedule, pt_part_ctx **out)
 {
+    return pt_part_ctx_create_tp(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, 1, 0, out);
+}
+
+pt_status pt_part_ctx_create_tp(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
+                                const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
+                                const char *schedule, int tp, int sp, pt_part_ctx **out)
+{
+    PT_CHECK(pt_plan_check_tp(cfg, tp, topo->devices_per_node));
     const int L = pt_model_n_layers(cfg), S = P * V;
     if (S > L)
         return pt_fail(PT_EINVAL, "%d stages x %d chunks = %d chunks but %s has only %d layers; use fewer stages", P, V,
@@ -49,6 +57,8 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
     c->B = B;
     c->M = M;
     c->T = T;
+    c->tp = tp;
+    c->sp = tp > 1 && sp ? 1 : 0;
     snprintf(c->schedule, sizeof c->schedule, "%s", schedule);
     c->lc = calloc((size_t)L, sizeof *c->lc);
     double **pre[] = { &c->pre_time, &c->pre_fwd_blocks, &c->pre_state, &c->pre_act, &c->pre_act_rc,
@@ -64,6 +74,8 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         return pt_fail(PT_ENOMEM, "out of host memory for the planner");
     }
     pt_status st = pt_cost_layers(cfg, B, T, dev, measured, c->lc);
+    if (st == PT_OK)
+        st = pt_cost_tp_split(cfg, B, T, tp, c->sp, dev, topo, measured, c->lc);
     if (st == PT_OK)
         st = pt_part_inflight_counts(c->schedule, P, V, M, c->inflight);
     if (st != PT_OK) {
@@ -82,9 +94,10 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
         c->pre_params[l + 1] = c->pre_params[l] + (double)x->n_params;
         c->pre_alloc[l + 1] = c->pre_alloc[l] + (double)x->n_params_alloc;
     }
-    c->nc_bytes = (double)B * T * cfg->n_embd * dev->act_elem_bytes;
+    const double sp_share = c->sp ? 1.0 / tp : 1.0; /* a TP rank's part of a (B,T,C) boundary tensor */
+    c->nc_bytes = (double)B * T * cfg->n_embd * dev->act_elem_bytes * sp_share;
     c->boundary_act = 2.0 * c->nc_bytes;
-    c->shard_boundary_act = 2.0 * (double)B * T * (cfg->n_embd + PT_XENT_STATS) * dev->act_elem_bytes;
+    c->shard_boundary_act = 2.0 * (double)B * T * (cfg->n_embd + PT_XENT_STATS) * dev->act_elem_bytes * sp_share;
     c->fused_only = pt_part_sched_fused_only(c->schedule);
     /* Boundary k (after chunk k): inter-node when, in any replica, its two ranks sit on different
      * nodes. Every layer but the last head shard outputs (B,T,C) fp32, or (B,T,C+PT_XENT_STATS)
@@ -103,7 +116,7 @@ pt_status pt_part_ctx_create(const pt_model_config *cfg, const pt_device *dev, c
             continue; /* same rank: no transfer */
         int inter = 0;
         for (int d = 0; d < D && !inter; d++)
-            inter = node_of(topo, d * P + r1) != node_of(topo, d * P + r2);
+            inter = node_of(topo, (d * P + r1) * tp) != node_of(topo, (d * P + r2) * tp);
         c->inter[k] = inter;
         c->comm[k] = inter ? topo->inter_latency_s + bytes / topo->inter_bw_Bps
                            : topo->intra_latency_s + bytes / topo->intra_bw_Bps;
@@ -164,7 +177,7 @@ double pt_part_chunk_slot_bytes(const pt_part_ctx *c, int i, int j, int rc)
 double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc, double *kinds)
 {
     int full = 0;
-    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full);
+    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full) / c->tp; /* vocabulary-parallel */
     const double own = c->pre_alloc[j + 1] - c->pre_alloc[i];
     const double w = own + (full ? tied : 0.0); /* the model's flat parameters: what the optimizer steps */
     /* ZeRO-1: replica d's moments are pt_comm_segment(w, D, d), at most ceil(w / D) elements */
@@ -173,7 +186,8 @@ double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc
     kinds[PT_MEM_GRADS] = 4.0 * (own + tied); /* a whole head matrix's gradient, or the tied twin */
     kinds[PT_MEM_OPTIM] = 8.0 * opt;
     kinds[PT_MEM_ACT] = c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc) +
-                        pt_part_chunk_fixed_bytes(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only);
+                        pt_part_chunk_fixed_bytes_tp(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only,
+                                                     c->tp, c->sp);
     kinds[PT_MEM_COMM] = 0;
     kinds[PT_MEM_OTHER] = 0;
     double m = 0;
@@ -202,7 +216,7 @@ double pt_part_rank_comm_bytes(const pt_part_ctx *c, int r)
      * what is counted"). One stage: no pipeline sends. */
     if (c->P < 2)
         return 0;
-    const double msg = (double)c->B * c->T * pt_model_boundary_width(c->cfg, c->L - 1) * 4.0;
+    const double msg = (double)c->B * c->T * pt_model_boundary_width(c->cfg, c->L - 1) * 4.0 / (c->sp ? c->tp : 1);
     double n = 0;
     for (int k = 0; k < c->S; k++) {
         int rk, rn;
@@ -460,7 +474,7 @@ static pt_status simulate_plan(const pt_part_ctx *c, const pt_plan *p, double *s
 static double chunk_stepped_elems(const pt_part_ctx *c, int i, int j)
 {
     int full = 0;
-    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full);
+    const double tied = pt_part_chunk_tied_elems(c->cfg, i, j, &full) / c->tp;
     return c->pre_alloc[j + 1] - c->pre_alloc[i] + (full ? tied : 0.0);
 }
 
@@ -476,6 +490,8 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
     memset(p->pred_rank_mem_bytes, 0, sizeof(double) * (size_t)P);
     memset(p->pred_rank_mem_kind, 0, sizeof(double) * (size_t)P * PT_MEM_KINDS);
     p->zero = c->zero;
+    p->n_tp = c->tp;
+    p->sp = c->sp;
     double f_sum = 0, i_sum = 0, w_sum = 0;
     p->n_params_total = 0;
     p->head_split = pt_model_head_layers(c->cfg);
@@ -544,7 +560,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
                 if (rr == r)
                     bytes += 4.0 * chunk_stepped_elems(c, p->first_layer[k], p->last_layer[k]);
             }
-            const int inter = node_of(c->topo, r) != node_of(c->topo, (D - 1) * P + r);
+            const int inter = node_of(c->topo, r * c->tp) != node_of(c->topo, ((D - 1) * P + r) * c->tp);
             const double bw = inter ? c->topo->inter_bw_Bps : c->topo->intra_bw_Bps;
             const double lat = inter ? c->topo->inter_latency_s : c->topo->intra_latency_s;
             const double t = 2.0 * (D - 1) / D * bytes / bw + 2.0 * (D - 1) * lat;
@@ -572,6 +588,27 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
             optim = t > optim ? t : optim;
         }
     }
+    /* TP collectives of the slowest rank's chunks over the step (inside the step above): M times
+     * each chunk's forward (twice for recomputed blocks) and backward-input collectives */
+    double tp_comm = 0;
+    if (c->tp > 1) {
+        for (int r = 0; r < P; r++) {
+            double t = 0;
+            for (int k = 0; k < S; k++) {
+                int rr, chunk;
+                pt_plan_vstage_place(p, k, &rr, &chunk);
+                if (rr != r)
+                    continue;
+                for (int l = p->first_layer[k]; l <= p->last_layer[k]; l++) {
+                    const int is_block = l >= 1 && l <= c->cfg->n_layer;
+                    t += c->lc[l].t_tp_fwd * (p->recompute[k] && is_block ? 2.0 : 1.0) + c->lc[l].t_tp_bwd;
+                }
+            }
+            t *= c->M;
+            tp_comm = t > tp_comm ? t : tp_comm;
+        }
+    }
+    p->pred_tp_comm_s = tp_comm;
     p->pred_comm_s = comm;
     p->pred_optim_s = optim;
     p->pred_step_time_s = step + comm + optim;
@@ -579,7 +616,8 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
     const double tokens = (double)D * c->M * c->B * c->T;
     p->pred_tokens_per_s = p->pred_step_time_s > 0 ? tokens / p->pred_step_time_s : 0;
     p->pred_mfu = p->pred_step_time_s > 0
-                      ? pt_cost_step_flops(c->cfg, c->T, tokens) / (p->pred_step_time_s * P * D * c->dev->peak_flops)
+                      ? pt_cost_step_flops(c->cfg, c->T, tokens) /
+                            (p->pred_step_time_s * P * c->tp * D * c->dev->peak_flops)
                       : 0;
     return PT_OK;
 }
@@ -610,13 +648,16 @@ pt_status pt_plan_price(pt_plan *p, const pt_model_config *cfg, const pt_device 
         return pt_fail(PT_EINVAL, "plan ends at layer %d but %s has %d layers; the last chunk must hold the head",
                        p->last_layer[p->n_vstages - 1], cfg->name, L);
     PT_CHECK(pt_part_sched_check_chunks(p->schedule, p->n_chunks));
-    if (p->n_stages * p->n_replicas > topo->n_nodes * topo->devices_per_node)
-        return pt_fail(PT_EINVAL, "plan needs %d stages x %d replicas = %d devices but the topology has %d x %d",
-                       p->n_stages, p->n_replicas, p->n_stages * p->n_replicas, topo->n_nodes, topo->devices_per_node);
+    const int tp = p->n_tp > 0 ? p->n_tp : 1;
+    if (p->n_stages * tp * p->n_replicas > topo->n_nodes * topo->devices_per_node)
+        return pt_fail(PT_EINVAL,
+                       "plan needs %d stages x %d tensor x %d replicas = %d devices but the topology has %d x %d",
+                       p->n_stages, tp, p->n_replicas, p->n_stages * tp * p->n_replicas, topo->n_nodes,
+                       topo->devices_per_node);
     const int T = p->seq_len > 0 ? p->seq_len : cfg->max_seq_len;
     pt_part_ctx *c;
-    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, p->n_stages, p->n_chunks, p->n_replicas, p->micro_batch_size,
-                                p->n_microbatches, T, p->schedule, &c));
+    PT_CHECK(pt_part_ctx_create_tp(cfg, dev, topo, measured, p->n_stages, p->n_chunks, p->n_replicas,
+                                   p->micro_batch_size, p->n_microbatches, T, p->schedule, tp, p->sp, &c));
     c->zero = p->zero ? 1 : 0;
     char method[16];
     snprintf(method, sizeof method, "%s", p->method);
@@ -650,10 +691,10 @@ static void uniform_split(int L, int S, int *first, int *last)
 /* Smallest cap a request needs with P stages: the memory-minimising split (recomputation allowed). */
 static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                              const pt_layer_times *measured, int P, int V, int D, int B, int M, int T,
-                             const char *schedule, int rc_lo, int rc_hi, int zero, double *need)
+                             const char *schedule, int rc_lo, int rc_hi, int zero, int tp, int sp, double *need)
 {
     pt_part_ctx *c;
-    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    PT_CHECK(pt_part_ctx_create_tp(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, tp, sp, &c));
     c->zero = zero;
     int *buf = malloc(sizeof(int) * 3 * (size_t)c->S);
     if (!buf) {
@@ -675,59 +716,67 @@ static pt_status min_mem_for(const pt_model_config *cfg, const pt_device *dev, c
  * replicas) that fits, and the memory per device the requested stage count would need. */
 static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                             const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
-                            int T, const char *schedule, int rc_lo, int rc_hi, double cap, int zero)
+                            int T, const char *schedule, int rc_lo, int rc_hi, double cap, int zero, int tp, int sp)
 {
     const int L = pt_model_n_layers(cfg);
     double need = INFINITY;
-    pt_status st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, &need);
+    pt_status st =
+        min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, tp, sp, &need);
     if (st != PT_OK)
         return st;
     int fit_P = 0;
     for (int P2 = P + 1; P2 * V <= L && !fit_P; P2++) {
         double n2;
         pt_topology t2 = *topo;
-        t2.n_nodes = (P2 * D + topo->devices_per_node - 1) / topo->devices_per_node;
-        if (min_mem_for(cfg, dev, &t2, measured, P2, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, &n2) == PT_OK &&
+        t2.n_nodes = (P2 * tp * D + topo->devices_per_node - 1) / topo->devices_per_node;
+        if (min_mem_for(cfg, dev, &t2, measured, P2, V, D, B, M, T, schedule, rc_lo, rc_hi, zero, tp, sp, &n2) ==
+                PT_OK &&
             n2 <= cap)
             fit_P = P2;
     }
     const char *name = cfg->name[0] ? cfg->name : "the model";
+    char shape[96], tps[32] = "";
+    if (tp > 1)
+        snprintf(tps, sizeof tps, " x %d tensor", tp);
+    snprintf(shape, sizeof shape, "%d stage(s)%s x %d replica(s)", P, tps, D);
     /* with replicas, say when sharding the AdamW moments (ZeRO-1) is what fits these devices */
     double need_z = INFINITY;
     if (!zero && D > 1 &&
-        min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, 1, &need_z) == PT_OK &&
+        min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, 1, tp, sp, &need_z) == PT_OK &&
         need_z <= cap)
         return pt_fail(PT_ENOMEM,
-                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x "
+                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %s, micro-batch %d x "
                        "%d) with every replica holding all its AdamW moments: needs %.2f GB per device; with --zero 1 "
                        "(each holds 1/D) it needs %.2f GB and fits",
-                       method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9, need_z / 1e9);
+                       method, name, P * tp * D, cap / 1e9, schedule, shape, B, T, need / 1e9, need_z / 1e9);
     pt_clear_error();
     if (fit_P)
         return pt_fail(PT_ENOMEM,
-                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d): "
-                       "needs at least %d devices (%d stages x %d replicas), or %.2f GB per device",
-                       method, name, P * D, cap / 1e9, schedule, P, D, B, T, fit_P * D, fit_P, D, need / 1e9);
+                       "no %s plan of %s fits %d device(s) of %.2f GB (%s, %s, micro-batch %d x %d): "
+                       "needs at least %d devices (%d stages%s x %d replicas), or %.2f GB per device",
+                       method, name, P * tp * D, cap / 1e9, schedule, shape, B, T, fit_P * tp * D, fit_P, tps, D,
+                       need / 1e9);
     return pt_fail(PT_ENOMEM,
-                   "no %s plan of %s fits %d device(s) of %.2f GB (%s, %d stage(s) x %d replica(s), micro-batch %d x %d), "
+                   "no %s plan of %s fits %d device(s) of %.2f GB (%s, %s, micro-batch %d x %d), "
                    "not even with the most stages: needs %.2f GB per device; %s",
-                   method, name, P * D, cap / 1e9, schedule, P, D, B, T, need / 1e9,
-                   B > 1 ? "lower the micro-batch size"
-                         : "shorten the sequences or use devices with more memory (a stage holds whole layers: "
-                           "pipetrain has no tensor parallelism)");
+                   method, name, P * tp * D, cap / 1e9, schedule, shape, B, T, need / 1e9,
+                   B > 1  ? "lower the micro-batch size"
+                   : tp < 8 ? "shorten the sequences, use devices with more memory, or split each layer over more "
+                              "tensor-parallel ranks (--tp, up to the devices per node)"
+                            : "shorten the sequences or use devices with more memory");
 }
 
 /* One fixed point (P, V, D, B, M, schedule): split by `method` and price. *out NULL with PT_OK
  * when `quiet_infeasible` and nothing fits. */
 static pt_status make_fixed(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                             const pt_layer_times *measured, const char *method, int P, int V, int D, int B, int M,
-                            int T, const char *schedule, int recompute, int zero, double cap, int quiet_infeasible,
-                            int simulate, pt_plan **out)
+                            int T, const char *schedule, int recompute, int zero, int tp, int sp, double cap,
+                            int quiet_infeasible, int simulate, pt_plan **out)
 {
     *out = NULL;
     int *dp_split = NULL; /* the DP's split before refinement (V > 1) */
     pt_part_ctx *c;
-    PT_CHECK(pt_part_ctx_create(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, &c));
+    PT_CHECK(pt_part_ctx_create_tp(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, tp, sp, &c));
     c->zero = zero ? 1 : 0;
     pt_plan *p = NULL;
     pt_status st = pt_plan_create(P, V, D, &p);
@@ -794,7 +843,7 @@ nofit:
     } else if (strcmp(method, "memory") != 0 && strcmp(method, "auto") != 0) {
         /* a fixed split that does not fit: say whether a memory-aware split would */
         double need = INFINITY;
-        st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, c->zero, &need);
+        st = min_mem_for(cfg, dev, topo, measured, P, V, D, B, M, T, schedule, rc_lo, rc_hi, c->zero, tp, sp, &need);
         if (st == PT_OK && need <= cap) {
             int worst = 0;
             for (int r = 1; r < P; r++)
@@ -806,10 +855,11 @@ nofit:
                          method, cfg->name[0] ? cfg->name : "the model", p->pred_rank_mem_bytes[worst] / 1e9, worst,
                          cap / 1e9, P, need / 1e9);
         } else if (st == PT_OK) {
-            st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero);
+            st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero, tp,
+                            sp);
         }
     } else {
-        st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero);
+        st = infeasible(cfg, dev, topo, measured, method, P, V, D, B, M, T, schedule, rc_lo, rc_hi, cap, c->zero, tp, sp);
     }
 done:
     free(dp_split);
@@ -821,14 +871,14 @@ done:
 /* ---- auto ---- */
 
 typedef struct {
-    int P, V, D, B, M;
+    int P, V, D, B, M, tp;
     const char *schedule;
     double tokens_per_s;
 } candidate;
 
 static int same_candidate(const candidate *a, const candidate *b)
 {
-    return a->P == b->P && a->V == b->V && a->D == b->D && a->B == b->B && a->M == b->M &&
+    return a->P == b->P && a->V == b->V && a->D == b->D && a->B == b->B && a->M == b->M && a->tp == b->tp &&
            strcmp(a->schedule, b->schedule) == 0;
 }
 
@@ -858,14 +908,31 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
     int sched_fit[6] = { 0 };
     int n_top = 0;
     int tried = 0;
+    /* tensor-parallel sizes searched: the one asked for, else 1, 2, 4, 8 where the model and the
+     * node allow (pt_plan_check_tp) and they divide the devices */
+    int tps[4], n_tps = 0;
+    if (rq->n_tp > 0) {
+        PT_CHECK(pt_plan_check_tp(cfg, rq->n_tp, topo->devices_per_node));
+        if (G % rq->n_tp != 0)
+            return pt_fail(PT_EINVAL, "--tp %d does not divide the %d devices; use a T that divides --gpus", rq->n_tp, G);
+        tps[n_tps++] = rq->n_tp;
+    } else {
+        for (int t = 1; t <= 8; t *= 2) {
+            if (G % t == 0 && pt_plan_check_tp(cfg, t, topo->devices_per_node) == PT_OK)
+                tps[n_tps++] = t;
+        }
+        pt_clear_error();
+    }
     for (int si = 0; si < n_scheds; si++) {
         const char *sched = rq->schedule ? rq->schedule : all_scheds[si];
         const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
         PT_CHECK(pt_part_sched_check_chunks(sched, V));
-        for (int P = 1; P <= G && P * V <= L; P++) {
-            if (G % P != 0 || (rq->n_stages > 0 && P != rq->n_stages))
+        for (int ti = 0; ti < n_tps; ti++) {
+        const int tp = tps[ti];
+        for (int P = 1; P <= G / tp && P * V <= L; P++) {
+            if ((G / tp) % P != 0 || (rq->n_stages > 0 && P != rq->n_stages))
                 continue;
-            const int D = G / P;
+            const int D = G / tp / P;
             if (rq->n_replicas > 0 && D != rq->n_replicas)
                 continue;
             for (int B = 1; B <= 64; B *= 2) {
@@ -877,10 +944,10 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                 pt_plan *p = NULL;
                 tried++;
                 PT_CHECK(make_fixed(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute, rq->zero,
-                                    cap, 1, 0, &p));
+                                    tp, rq->sp, cap, 1, 0, &p));
                 if (!p)
                     continue;
-                candidate cd = { P, V, D, B, M, sched, p->pred_tokens_per_s };
+                candidate cd = { P, V, D, B, M, tp, sched, p->pred_tokens_per_s };
                 pt_plan_destroy(p);
                 if (!sched_fit[si] || cd.tokens_per_s > sched_best[si].tokens_per_s) {
                     sched_fit[si] = 1;
@@ -902,6 +969,7 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
                 }
             }
         }
+        }
     }
     if (n_top == 0) {
         if (tried == 0)
@@ -913,21 +981,23 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
          * micro-batch size asked for, else the most stages 1f1b allows and B = 1 */
         const char *sched = rq->schedule ? rq->schedule : "1f1b";
         const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
+        const int tp = tps[n_tps - 1]; /* the widest split searched: the least memory a layer needs */
+        const int Gs = G / tp;
         int P = 1;
-        for (int q = 1; q <= G && q * V <= L; q++)
-            if (G % q == 0)
+        for (int q = 1; q <= Gs && q * V <= L; q++)
+            if (Gs % q == 0)
                 P = q;
         if (rq->n_stages > 0)
             P = rq->n_stages;
         const int B = rq->micro_batch_size > 0 ? rq->micro_batch_size : 1;
         while (P > 1 && P * V > L)
             P--;
-        const int D = G / P > 0 ? G / P : 1;
+        const int D = Gs / P > 0 ? Gs / P : 1;
         int M = resolve_M(rq, P, D, B, default_gb);
         if (M < 1)
             M = 1;
         return infeasible(cfg, dev, topo, measured, "auto", P, V, D, B, M, T, sched, rq->recompute == 1,
-                          rq->recompute == 0 ? 0 : 1, cap, rq->zero);
+                          rq->recompute == 0 ? 0 : 1, cap, rq->zero, tp, rq->sp);
     }
     /* Simulate the best few overall and the best of every schedule; keep the fastest. */
     candidate sim[TOP + 6];
@@ -951,7 +1021,7 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
     for (int t = 0; t < n_sim; t++) {
         pt_plan *p = NULL;
         pt_status st = make_fixed(cfg, dev, topo, measured, "auto", sim[t].P, sim[t].V, sim[t].D, sim[t].B, sim[t].M, T,
-                                  sim[t].schedule, rq->recompute, rq->zero, cap, 1, 1, &p);
+                                  sim[t].schedule, rq->recompute, rq->zero, sim[t].tp, rq->sp, cap, 1, 1, &p);
         if (st != PT_OK) {
             pt_plan_destroy(best);
             return st;
@@ -966,6 +1036,7 @@ static pt_status make_auto(const pt_model_config *cfg, const pt_device *dev, con
             f->n_stages = p->n_stages;
             f->n_chunks = p->n_chunks;
             f->n_replicas = p->n_replicas;
+            f->n_tp = p->n_tp;
             f->micro_batch_size = p->micro_batch_size;
             f->n_microbatches = p->n_microbatches;
             f->n_recompute = 0;
@@ -1035,6 +1106,10 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
         return pt_fail(PT_EINVAL, "zero must be 0 (every replica holds all its AdamW moments) or 1 (each holds 1/D), "
                                   "not %d",
                        rq->zero);
+    if (rq->sp < 0 || rq->sp > 1)
+        return pt_fail(PT_EINVAL, "sp must be 0 or 1 (sequence parallelism with T > 1), not %d", rq->sp);
+    if (rq->n_tp < 0)
+        return pt_fail(PT_EINVAL, "tensor-parallel size %d: use 0 (auto searches), 1 or more", rq->n_tp);
     if (rq->recompute < -1 || rq->recompute > 1)
         return pt_fail(PT_EINVAL, "recompute must be -1 (as needed), 0 or 1 (got %d)", rq->recompute);
     const int T = rq->seq_len > 0 ? rq->seq_len : cfg->max_seq_len;
@@ -1047,25 +1122,28 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
     const char *sched = rq->schedule ? rq->schedule : "1f1b";
     const int V = rq->n_chunks > 0 ? rq->n_chunks : pt_part_sched_default_chunks(sched);
     PT_CHECK(pt_part_sched_check_chunks(sched, V));
+    const int tp = rq->n_tp > 0 ? rq->n_tp : 1;
+    PT_CHECK(pt_plan_check_tp(cfg, tp, topo->devices_per_node));
+    if (G % tp != 0)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide the %d devices; use a T that divides --gpus", tp, G);
+    const int Gs = G / tp; /* devices for stages x replicas */
     int P = rq->n_stages, D = rq->n_replicas;
     if (P <= 0 && D <= 0)
         D = 1;
     if (P <= 0)
-        P = G / D;
+        P = Gs / D;
     if (D <= 0)
-        D = G / P;
-    if (P < 1 || D < 1 || P * D != G)
-        return pt_fail(PT_EINVAL,
-                       "%d stages x %d replicas != %d devices; pipetrain has no tensor parallelism, so devices = "
-                       "stages x replicas",
-                       P, D, G);
+        D = Gs / P;
+    if (P < 1 || D < 1 || P * D != Gs)
+        return pt_fail(PT_EINVAL, "%d stages x %d tensor x %d replicas != %d devices; devices = stages x tensor x replicas",
+                       P, tp, D, G);
     const int B = rq->micro_batch_size > 0 ? rq->micro_batch_size : 1;
     const int M = resolve_M(rq, P, D, B, 0);
     if (M < 1)
         return pt_fail(PT_EINVAL, "global batch %d does not divide into %d replicas x micro-batch size %d",
                        rq->global_batch, D, B);
-    return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, rq->zero, cap, 0, 1,
-                      out);
+    return make_fixed(cfg, dev, topo, measured, method, P, V, D, B, M, T, sched, rq->recompute, rq->zero, tp, rq->sp, cap,
+                      0, 1, out);
 }
 
 pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,

@@ -104,6 +104,9 @@ typedef struct pt_layer_cost {
     /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
      * backward-input moving 1.5x and backward-weight 0.5x the forward's traffic) or measured. */
     double t_fwd, t_bwd_input, t_bwd_weight;
+    /* Tensor parallelism (pt_cost_tp_split): seconds of the layer's TP collectives inside t_fwd and
+     * t_bwd_input (charged on the critical path, not overlapped); 0 with T = 1 */
+    double t_tp_fwd, t_tp_bwd;
 } pt_layer_cost;
 
 /* Measured per-layer times from `pipetrain profile-layers` (a cost file). */
@@ -131,6 +134,33 @@ void pt_layer_times_destroy(pt_layer_times *t); /* accepts NULL */
  * and vocabulary (PT_EINVAL otherwise). Caller owns `costs`. */
 pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_device *dev,
                          const pt_layer_times *measured, pt_layer_cost *costs);
+
+/* Tensor parallelism (Megatron-style) over T ranks of one node: turns costs[] from
+ * pt_cost_layers (one device) into one TP rank's costs, in place. Blocks: attention split by heads
+ * (column-parallel q|k|v, row-parallel output projection; grouped kv heads split, or one kv head
+ * replicated on each rank when n_kv_head < T), the MLP column- then row-parallel (SwiGLU's gate and
+ * up both column-parallel): matrix FLOPs, attention FLOPs, weights / T; norms and row-parallel
+ * biases replicated. Embedding and LM head vocabulary-parallel (wte rows / T; gpt2's wpe
+ * replicated). Activations: the head-split tensors (q|k|v, attention output, MLP internals,
+ * logits) / T; the norm outputs, residuals, block outputs and their gradients / T only with `sp`
+ * (sequence parallelism), replicated without. Collectives per micro-batch on the intra-node link
+ * (ring all-reduce of n bytes: 2 (T-1)/T n / bw + 2 (T-1) latency; with sp the all-gather +
+ * reduce-scatter pairs that replace them cost the same): a block 2 all-reduces of B*T*C forward
+ * and 2 backward-input, the embedding 1 forward, each head layer 1 backward-input of B*T*C and the
+ * vocabulary-parallel cross-entropy's 3 per-token statistics (max, sum, target logit) forward,
+ * added to t_fwd / t_bwd_input (t_tp_fwd / t_tp_bwd say how much). out_bytes (what a pipeline send
+ * carries per TP rank) / T with sp. With `measured` (the file pt_cost_layers used) the times are
+ * divided by T, as analytic FLOPs are, before the collectives are added. T = 1:
+ * no change. PT_EINVAL as pt_plan_check_tp. */
+pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int sp, const pt_device *dev,
+                           const pt_topology *topo, const pt_layer_times *measured, pt_layer_cost *costs);
+
+/* Checks a tensor-parallel size for cfg: T >= 1 dividing n_head, the MLP width (llama's
+ * intermediate_size, gpt2's 4C), the padded vocabulary (vocab_padded, else vocab_size: the
+ * vocabulary-parallel embedding and head) and, when devices_per_node > 0, the devices per node
+ * (a TP group stays inside a node, on its fast link); with grouped kv heads n_kv_head % T == 0 or
+ * T % n_kv_head == 0. PT_EINVAL naming the value, the model and the fix. Pure. */
+pt_status pt_plan_check_tp(const pt_model_config *cfg, int tp, int devices_per_node);
 
 /* Independent parameter count of the whole model (tied wte once, vocab_size rows; an untied llama
  * head's lm_head too); equals pt_model_config_n_params for every preset. */
@@ -171,6 +201,14 @@ typedef struct pt_plan {
                                        all of its stage's AdamW moments; 1 (ZeRO-1) each holds 1/D
                                        (pt_comm_segment of each chunk's flat parameters). "zero" in the JSON
                                        (optional, default 0); pricing uses it in every memory prediction */
+    int n_tp;                       /* T: tensor-parallel ranks per stage (Megatron-style, inside one node;
+                                       pt_cost_tp_split); devices = P x T x D, global rank
+                                       ((d * P + s) * T + t). 1 by default; "n_tp" in the JSON (optional,
+                                       default 1). The runtime does not run T > 1 yet: a plan with
+                                       T > 1 is for sizing (pipetrain plan) */
+    int sp;                         /* sequence parallelism with T > 1 (0/1), "sp" in the JSON (optional) */
+    double pred_tp_comm_s;          /* per-step seconds of TP collectives on the slowest rank's critical
+                                       path (inside pred_step_time_s); 0 with T = 1 */
     double *pred_rank_mem_kind;     /* [n_stages * PT_MEM_KINDS] pipeline rank s's predicted bytes of kind k
                                        (pipetrain/memkind.h) at [s * PT_MEM_KINDS + k]; they add up to
                                        pred_rank_mem_bytes[s]. Chunks' kinds plus the rank's communication
@@ -217,12 +255,13 @@ typedef struct pt_plan_candidate {
     char schedule[32];
     int fits;               /* 0: no stage count or micro-batch size of this schedule fits memory */
     int n_stages, n_chunks, n_replicas, micro_batch_size, n_microbatches, n_recompute;
+    int n_tp;
     double pred_step_time_s, pred_bubble, pred_tokens_per_s, pred_mfu, pred_max_mem_bytes;
 } pt_plan_candidate;
 
 typedef struct pt_plan_request {
     const char *method;     /* "uniform" | "params" | "time" | "memory" | "auto" */
-    int n_devices;          /* G = P * D (no tensor parallelism) */
+    int n_devices;          /* G = P * T * D */
     int n_stages;           /* P; 0: G / n_replicas (auto searches) */
     int n_replicas;         /* D; 0: G / P */
     int n_chunks;           /* V; 0: 2 for interleaved, looped-bfs and zbv, else 1 */
@@ -235,6 +274,9 @@ typedef struct pt_plan_request {
     double mem_cap_bytes;   /* per device; 0: the device's memory */
     int recompute;          /* -1: per stage, as needed (memory, auto); 0: never; 1: always */
     int zero;               /* pt_plan.zero of the plans made (0 or 1) */
+    int n_tp;               /* T; 0: 1, except auto, which searches T in {1, 2, 4, 8} (those that pass
+                               pt_plan_check_tp with the topology's devices per node) */
+    int sp;                 /* sequence parallelism for T > 1 (0 or 1) */
     /* auto, optional: room for max_candidates entries, one per schedule searched (fitting ones
      * fastest first, then those that did not fit); *n_candidates receives the count. Borrowed. */
     pt_plan_candidate *candidates;
@@ -266,6 +308,23 @@ pt_status pt_plan_make(const pt_model_config *cfg, const pt_device *dev, const p
  * K = 1; a K whose plan fails (memory cap, too few layers) is skipped. Pure. */
 pt_status pt_plan_best_head_split(const pt_model_config *cfg, const pt_device *dev, const pt_topology *topo,
                                   const pt_plan_request *rq, int *k, double *t_k, double *t_1);
+
+/* A published training configuration (pipetrain plan prints it beside its own plan). */
+typedef struct pt_published_config {
+    const char *name;        /* "Llama 3 405B" */
+    const char *model;       /* the preset it matches: "llama3-405b" */
+    int gpus;                /* devices of the run */
+    const char *device;      /* "H100", "A100" */
+    int P, T, D;             /* pipeline, tensor, data parallel sizes */
+    int seq_len, global_batch; /* tokens per sequence, sequences per step */
+    const char *utilization; /* what the source reports, as it reports it ("41% MFU (400 TFLOP/s)") */
+    const char *source;      /* the paper and its table */
+} pt_published_config;
+
+/* The published configuration for `model` (a preset name) on `gpus` devices, or NULL. Pure. */
+const pt_published_config *pt_published_find(const char *model, int gpus);
+/* The whole table: *n receives its length. */
+const pt_published_config *pt_published_table(int *n);
 
 /* JSON form (the object `pipetrain train` reads and `pipetrain plan --json` prints). */
 pt_status pt_plan_to_json(const pt_plan *p, cJSON **out);

@@ -68,7 +68,7 @@ static void fmt_layers(char *buf, size_t cap, const pt_model_config *cfg, int fi
 static void print_candidates(const pt_plan_candidate *cand, int n)
 {
     printf("\n  auto compared (the best plan of each schedule, simulated):\n");
-    printf("    %-12s %-14s %3s %5s %9s %11s %7s %10s %6s %9s\n", "schedule", "P x V x D", "B", "M", "recompute",
+    printf("    %-12s %-18s %3s %5s %9s %11s %7s %10s %6s %9s\n", "schedule", "P x T x V x D", "B", "M", "recompute",
            "step", "bubble", "tokens/s", "MFU", "memory");
     for (int i = 0; i < n; i++) {
         const pt_plan_candidate *c = &cand[i];
@@ -76,13 +76,22 @@ static void print_candidates(const pt_plan_candidate *cand, int n)
             printf("    %-12s no plan: no stage count or micro-batch size fits memory and layers\n", c->schedule);
             continue;
         }
-        char shape[32], t[32];
-        snprintf(shape, sizeof shape, "%d x %d x %d", c->n_stages, c->n_chunks, c->n_replicas);
+        char shape[48], t[32];
+        snprintf(shape, sizeof shape, "%d x %d x %d x %d", c->n_stages, c->n_tp > 0 ? c->n_tp : 1, c->n_chunks,
+                 c->n_replicas);
         fmt_time(t, sizeof t, c->pred_step_time_s);
-        printf("    %-12s %-14s %3d %5d %9d %11s %6.1f%% %10.0f %5.1f%% %6.1f GB%s\n", c->schedule, shape,
+        printf("    %-12s %-18s %3d %5d %9d %11s %6.1f%% %10.0f %5.1f%% %6.1f GB%s\n", c->schedule, shape,
                c->micro_batch_size, c->n_microbatches, c->n_recompute, t, 100 * c->pred_bubble, c->pred_tokens_per_s,
                100 * c->pred_mfu, c->pred_max_mem_bytes / 1e9, i == 0 ? "  <- chosen" : "");
     }
+}
+
+static int n_recompute(const pt_plan *p)
+{
+    int n = 0;
+    for (int k = 0; k < p->n_vstages; k++)
+        n += p->recompute[k] != 0;
+    return n;
 }
 
 static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_device *dev, double cap)
@@ -90,14 +99,25 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     char a[32], b[32], c[32];
     fmt_count(a, sizeof a, (double)p->n_params_total);
     printf("plan %s: %s (%s parameters) on %d x %s (%d node(s) x %d), schedule %s (%s backward)\n", p->method,
-           cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_replicas, dev->name, p->n_nodes,
+           cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_tp * p->n_replicas, dev->name, p->n_nodes,
            p->devices_per_node, p->schedule, pt_plan_fused_only(p) ? "fused" : "split");
     printf("  %d stage(s) x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
-           "memory cap %.2f GB%s\n\n",
+           "memory cap %.2f GB%s\n",
            p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9,
            !p->zero                ? ""
            : p->n_replicas > 1     ? "; --zero 1: each replica holds 1/D of the AdamW moments"
                                    : "; --zero 1 with one replica: nothing to shard");
+    if (p->n_tp > 1) {
+        char t[32];
+        fmt_time(t, sizeof t, p->pred_tp_comm_s);
+        printf("  tensor parallel: T = %d ranks per stage inside a node (global rank (d x P + s) x T + t), sequence "
+               "parallelism %s; TP collectives %s per step on the critical path (intra-node link, not overlapped); "
+               "devices = %d stages x %d tensor x %d replicas\n",
+               p->n_tp, p->sp ? "on" : "off", t, p->n_stages, p->n_tp, p->n_replicas);
+        printf("  note: pipetrain train does not run T > 1 yet (issue 18): this plan sizes a layout, it cannot be "
+               "trained with --plan\n");
+    }
+    printf("\n");
     double tmax = 0;
     for (int k = 0; k < p->n_vstages; k++)
         tmax = p->pred_time_s[k] > tmax ? p->pred_time_s[k] : tmax;
@@ -149,6 +169,15 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     printf("  predicted step time %s (data-parallel all-reduce %s, optimizer %s), bubble %.1f%%, %.0f tokens/s, "
            "MFU %.1f%%\n",
            a, b, c, 100.0 * p->pred_bubble, p->pred_tokens_per_s, 100.0 * p->pred_mfu);
+    printf("  chosen: P %d, T %d, D %d, V %d, M %d, B %d, recompute %d of %d chunks%s; predicted MFU %.1f%%, peak "
+           "memory %.2f GB per device\n",
+           p->n_stages, p->n_tp, p->n_replicas, p->n_chunks, p->n_microbatches, p->micro_batch_size, n_recompute(p),
+           p->n_vstages, p->sp ? ", sequence parallel" : "", 100.0 * p->pred_mfu, p->pred_rank_mem_bytes[peak] / 1e9);
+    const pt_published_config *pub = pt_published_find(cfg->name, p->n_stages * p->n_tp * p->n_replicas);
+    if (pub)
+        printf("  published: %s on %d %s: P %d, T %d, D %d, %d sequences of %d tokens per step, %s (%s)\n",
+               pub->name, pub->gpus, pub->device, pub->P, pub->T, pub->D, pub->global_batch, pub->seq_len,
+               pub->utilization, pub->source);
     /* A slowest chunk of one layer cannot be made smaller: say what that costs. */
     int slow;
     double share, balance;
@@ -169,13 +198,20 @@ int pt_cmd_plan(int argc, char **argv)
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
     int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
-    int zero = 0;
+    int zero = 0, tp = 0, sp = 0;
     const char *head_split_arg = NULL;
     size_t mem = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE",
           "preset (gpt2, gpt2-xl, gpt3-175b, llama3-8b, llama3-70b, llama3-405b, ...) or JSON config", 0 },
-        { "gpus", PT_OPT_INT, &gpus, "G", "devices in all (stages x replicas)", 0 },
+        { "gpus", PT_OPT_INT, &gpus, "G", "devices in all (stages x tensor x replicas)", 0 },
+        { "tp", PT_OPT_INT, &tp, "T",
+          "tensor-parallel ranks per stage (Megatron-style, inside one node; must divide the heads, the MLP "
+          "width, the padded vocabulary and the devices per node); 0: auto searches 1, 2, 4, 8, other methods "
+          "use 1. Planning only: train does not run T > 1 yet",
+          0 },
+        { "sp", PT_OPT_FLAG, &sp, NULL,
+          "sequence parallelism with --tp: norms and residuals on 1/T of the sequence (activations / T)", 0 },
         { "nodes", PT_OPT_INT, &nodes, "N", "nodes the devices are spread over (G/N per node)", 0 },
         { "device", PT_OPT_STRING, &device, "cpu|h100|h200|FILE", "device preset or JSON device file", 0 },
         { "mem-limit", PT_OPT_BYTES, &mem, "BYTES", "memory per device (24G, 512M); default: the device's", 0, "mem" },
@@ -216,7 +252,11 @@ int pt_cmd_plan(int argc, char **argv)
         "  pipetrain plan --model gpt2-tiny --gpus 2 --seq-len 128 --output plan.json && pipetrain train --plan plan.json\n"
         "  pipetrain plan --model gpt2-tiny --gpus 2 --layout 3,3 --json\n"
         "  pipetrain plan --model gpt2-xl --gpus 8 --stages 2 --device h100 --zero 1 --mem-limit 16G\n"
-        "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256"
+        "  pipetrain plan --model gpt2-small --gpus 2 --head-split 4 --micro-batch-size 2 --seq-len 256\n"
+        "  pipetrain plan --model llama3-405b --gpus 16384 --nodes 2048 --device h100 --partition auto --seq-len 8192 "
+        "--global-batch 2048\n"
+        "  pipetrain plan --model llama3-70b --gpus 64 --nodes 8 --device h100 --tp 8 --sp --partition auto --seq-len "
+        "8192 --global-batch 64"
     };
     int done = 0;
     pt_status st = pt_args_parse(&spec, argc, argv, NULL, 0, NULL, &done);
@@ -235,9 +275,13 @@ int pt_cmd_plan(int argc, char **argv)
     if (gpus < 1 || nodes < 1 || gpus % nodes != 0)
         return pt_cli_finish(pt_fail(PT_EINVAL, "--gpus %d over --nodes %d: the devices must split evenly over the nodes",
                                      gpus, nodes));
+    if (tp < 0)
+        return pt_cli_finish(pt_fail(PT_EINVAL, "--tp %d: use 0 (auto searches), 1 (none) or the ranks per stage", tp));
     pt_plan_request rq;
     pt_plan_request_init(&rq);
     rq.zero = zero;
+    rq.n_tp = tp;
+    rq.sp = sp;
     if (strcmp(recompute, "auto") == 0)
         rq.recompute = -1;
     else if (strcmp(recompute, "never") == 0)
@@ -276,7 +320,16 @@ int pt_cmd_plan(int argc, char **argv)
             st = pt_fail(PT_EINVAL, "--layout has %d stages, which does not divide --gpus %d", p->n_stages, gpus);
             goto out;
         }
-        p->n_replicas = gpus / p->n_stages;
+        const int ltp = tp > 0 ? tp : 1;
+        PT_TRY(pt_plan_check_tp(&cfg, ltp, gpus / nodes), out);
+        if (gpus % (p->n_stages * ltp) != 0) {
+            st = pt_fail(PT_EINVAL, "--layout has %d stages x --tp %d, which does not divide --gpus %d", p->n_stages,
+                         ltp, gpus);
+            goto out;
+        }
+        p->n_tp = ltp;
+        p->sp = ltp > 1 && sp;
+        p->n_replicas = gpus / (p->n_stages * ltp);
         p->zero = zero;
         p->micro_batch_size = mbs > 0 ? mbs : 1;
         p->n_microbatches = mb > 0 ? mb : gb > 0 ? gb / (p->n_replicas * p->micro_batch_size) : 4 * p->n_stages;

@@ -838,6 +838,12 @@ static pt_status apply_plan(const char *path, train_args *a, const pt_opt *opts,
         cJSON_Delete(root);
         return pt_fail_wrap(st, "--plan %s", path);
     }
+    if (p->n_tp > 1) { /* the planner sizes tensor-parallel layouts; the runtime has none yet (issue 18) */
+        st = pt_fail(PT_EINVAL, "--plan %s splits each stage over %d tensor-parallel ranks, which train does not run "
+                                "yet; make the plan with pipetrain plan --tp 1",
+                     path, p->n_tp);
+        goto out;
+    }
     pt_train_cfg *cfg = &a->cfg;
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (cJSON_IsString(jm)) {
