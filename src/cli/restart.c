@@ -713,14 +713,22 @@ static pt_status run_follower(pt_launch_opts *lo, restarter *rs, int *exit_code)
         return pt_fail(PT_ECOMM, "node agent: node 0's agent closed the connection at hello");
     }
     pt_status st = PT_OK;
-    for (;;) {
+    for (int got_go = 0;;) {
         agent_msg m;
         int rr = ag_recv(fd, &m, INT64_MAX);
+        if (rr != 0 && !got_go) {
+            st = pt_fail(PT_ECOMM, "node agent: node 0's agent closed the connection after this node's hello: node %d "
+                                   "is not (or no longer) in the job (a job that shrank does not take a node back), "
+                                   "or this launcher's --nodes or --node-rank differs from the job's",
+                         lo->node_rank);
+            break;
+        }
         if (rr != 0) {
             st = pt_fail(PT_ECOMM, "node agent: lost node 0's agent (it ended or its node dropped out); node 0's "
                                    "output says why");
             break;
         }
+        got_go |= m.type == AG_GO;
         if (m.type == AG_EXIT) {
             if (exit_code)
                 *exit_code = m.status;

@@ -7,7 +7,7 @@
 # newest checkpoint. Checked: the shrink's line; its losses after the shrink equal an uninterrupted
 # D = 2 run's to TOL (relative; another summation order of the same gradients); they and the final
 # weights are bit for bit those of a run resumed by hand from the same checkpoint with --dp 1
-# --micro-batches 8. Also: --nodes 2:1 and 0:2 refused in one line (exit 2), and with --nodes 2:2
+# --micro-batches 8; node 1 started again after the shrink is not taken back and ends saying so. Also: --nodes 2:1 and 0:2 refused in one line (exit 2), and with --nodes 2:2
 # (MIN not reached) the job still fails, naming node 1. Every wait is on an event, bounded; the
 # namespaces and every process are removed at the end. Skipped (77) without root or namespaces.
 #   restart_shrink.sh PIPETRAIN
@@ -78,8 +78,16 @@ wait_step shrink '"step":5,' $a
 ip netns pids "$NS_B" | xargs -r kill -STOP
 ip netns pids "$NS_B" | xargs -r kill -KILL
 wait $b 2>/dev/null
+for t in $(seq 1 3000); do grep -q 'did not rejoin' a_shrink.txt && break; kill -0 $a 2>/dev/null || break; sleep 0.02; done
+# node 1 started again after the shrink: the job does not take it back, and it ends saying so
+node "$NS_B" 1 shrink b_late.txt --nodes 1:2 --max-restarts 2 & late=$!
 wait $a || fail "node 0's launcher exited $? after the shrink"
 end=$(date +%s.%N)
+for t in $(seq 1 1500); do kill -0 $late 2>/dev/null || break; sleep 0.02; done
+kill -0 $late 2>/dev/null && fail "node 1's late launcher still runs 30 s after the job ended"
+wait $late && fail "node 1's late launcher exited 0"
+grep -q 'a job that shrank does not take a node back' b_late.txt || fail "node 1's late launcher does not say why it ended"
+echo "ok: node 1 started again after the shrink: $(grep -o 'node 0.s agent closed[^(]*' b_late.txt)"
 line=$(grep 'did not rejoin within 3 s: continuing on 1 node, D 2 -> 1, micro-batches 4 -> 8, global batch kept' \
     a_shrink.txt) || fail "no shrink line"
 echo "ok: $line"
