@@ -90,6 +90,8 @@ typedef struct pt_snapshot_restore_info {
     int from_buddy;    /* ranks that received their copy from their buddy */
     int damaged;       /* ranks whose own copy failed its checksums (then taken from the buddy) */
     double fetch_s;    /* seconds receiving buddy copies */
+    int touched;       /* this rank's models were (partly) loaded, though the restore failed: whoever
+                          goes on must load or initialise every tensor again */
     char note[512];    /* "" or a sentence for the user: which ranks came from where, why not memory */
 } pt_snapshot_restore_info;
 

@@ -462,6 +462,22 @@ static pt_status copy_piece(void *ctx, int64_t i, int worker)
 /* A tied wte copy or an LM-head copy (pt_model_tensor_is_copy) is not saved (the original is). */
 static int saved_here(pt_model *m, const pt_param *p) { return !pt_model_tensor_is_copy(m, p); }
 
+/* With pt_ckpt_save_opts.with_copies (a rank's snapshot: whole by itself): tensor p of chunk i is
+ * saved when it is an original, or a copy whose original no chunk of these holds and that no
+ * earlier chunk of these already saves (a name is stored once). */
+static int saved_with_copies(pt_model *const *models, int n, int i, const pt_param *p)
+{
+    if (saved_here(models[i], p))
+        return 1;
+    for (int j = 0; j < n; j++)
+        for (int t = 0; t < pt_model_n_tensors(models[j]); t++) {
+            const pt_param *q = pt_model_tensor(models[j], t);
+            if (strcmp(q->name, p->name) == 0 && (saved_here(models[j], q) || j < i))
+                return 0;
+        }
+    return 1;
+}
+
 /* Makes the host staging buffer hold `total` bytes (it only grows); touch: write every page now,
  * so that a later copy into it does not pay the page faults. */
 static pt_status staging_grow(pt_ckpt_saver *s, size_t total, int touch)
@@ -483,7 +499,7 @@ static pt_status staging_grow(pt_ckpt_saver *s, size_t total, int touch)
  * range (pt_optim_range: a piece when that is not the whole tensor, nothing when it misses it).
  * With s != NULL each is added to the job (add_src); *bytes: their total size. */
 static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n,
-                            int optim_only, size_t *bytes)
+                            int optim_only, int with_copies, size_t *bytes)
 {
     *bytes = 0;
     for (int i = 0; i < n; i++) {
@@ -494,7 +510,7 @@ static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim 
             pt_optim_range(o, &lo, &hi);
         for (int t = 0; t < pt_model_n_tensors(m); t++) {
             const pt_param *p = pt_model_tensor(m, t);
-            if (!saved_here(m, p))
+            if (with_copies ? !saved_with_copies(models, n, i, p) : !saved_here(m, p))
                 continue;
             if (p->ndim > PT_CKPT_MAX_DIMS)
                 return pt_fail(PT_EINVAL, "checkpoint save: tensor %s has %d dimensions (at most %d)", p->name, p->ndim,
@@ -544,7 +560,7 @@ pt_status pt_ckpt_saver_reserve_ex(pt_ckpt_saver *s, pt_model *const *models, pt
     pthread_mutex_unlock(&s->mu);
     PT_CHECK(st);
     size_t total = 0;
-    PT_CHECK(walk_saved(NULL, models, optims, n, o && o->optim_only, &total));
+    PT_CHECK(walk_saved(NULL, models, optims, n, o && o->optim_only, o && o->with_copies, &total));
     return staging_grow(s, total, 1);
 }
 
@@ -608,7 +624,7 @@ pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *cons
     /* 2. the tensor list and the staging copy */
     free_job_names(s);
     size_t total = 0;
-    PT_CHECK(walk_saved(s, models, optims, n, opts && opts->optim_only, &total));
+    PT_CHECK(walk_saved(s, models, optims, n, opts && opts->optim_only, opts && opts->with_copies, &total));
     PT_CHECK(staging_grow(s, total, 0));
     int64_t t1 = pt_now_ns();
     size_t pos = 0;

@@ -377,7 +377,8 @@ void pt_snapshot_close(pt_snapshot *s)
 
 pt_status pt_snapshot_reserve(pt_snapshot *s, pt_model *const *models, pt_optim *const *optims, int n)
 {
-    return pt_ckpt_saver_reserve(s->saver, models, optims, n);
+    pt_ckpt_save_opts so = { .with_copies = 1 };
+    return pt_ckpt_saver_reserve_ex(s->saver, models, optims, n, &so);
 }
 
 pt_status pt_snapshot_wait(pt_snapshot *s)
@@ -410,7 +411,8 @@ pt_status pt_snapshot_take(pt_snapshot *s, pt_model *const *models, pt_optim *co
     double waited = 1e-9 * (double)(pt_now_ns() - t0);
     if (!s->th_started && s->prev_step >= 0) /* one process: the previous one is complete */
         PT_CHECK(pt_ckpt_keep_only(s->own, s->prev_step));
-    PT_CHECK(pt_ckpt_save_ex(s->saver, NULL, models, optims, n, ts, NULL));
+    pt_ckpt_save_opts so = { .with_copies = 1 }; /* a rank's snapshot loads by itself */
+    PT_CHECK(pt_ckpt_save_ex(s->saver, NULL, models, optims, n, ts, &so));
     pt_ckpt_save_info si;
     pt_ckpt_saver_info(s->saver, &si);
     pthread_mutex_lock(&s->mu);
@@ -561,6 +563,7 @@ pt_status pt_snapshot_restore(pt_snapshot *s, pt_comm *comm, int64_t disk_step, 
             memset(&li, 0, sizeof li);
             free((void *)got.run_json);
             memset(&got, 0, sizeof got);
+            info->touched = 1;
             if (pt_ckpt_load_ex(own_dir, models, optims, n, &got, NULL, NULL, &li) != PT_OK) {
                 fprintf(stderr, "rank %d: its snapshot of step %lld (%s) could not be loaded: %s\n", me,
                         (long long)best, own_dir, pt_last_error());

@@ -513,6 +513,26 @@ static pt_status tm_snapshot_dir(pt_train_job *j, int L)
     return PT_OK;
 }
 
+/* Back to the state of a run from step 0: the weights as pt_runtime_create initialised them (they
+ * depend only on the seed and the tensor names), zero moments, no optimizer step. */
+static pt_status tm_reinit(pt_train_job *j, pt_model *const *models, pt_optim *const *optims, int V)
+{
+    const pt_train_cfg *tc = &j->a->train;
+    if (tc->init_from)
+        return pt_fail(PT_EFORMAT, "rank %d: a snapshot restore failed after loading part of this rank's state, and "
+                                   "there is no checkpoint to fall back on; start the run again (--init-from %s)",
+                       j->rank, tc->init_from);
+    for (int c = 0; c < V; c++) {
+        PT_CHECK(pt_model_init_weights(models[c], tc->seed));
+        size_t lo, hi;
+        pt_optim_range(optims[c], &lo, &hi);
+        PT_CHECK(j->be->memset_zero(j->stream, pt_optim_m(optims[c]), (hi - lo) * sizeof(float)));
+        PT_CHECK(j->be->memset_zero(j->stream, pt_optim_v(optims[c]), (hi - lo) * sizeof(float)));
+        pt_optim_set_steps_done(optims[c], 0);
+    }
+    return PT_OK;
+}
+
 /* Opens the snapshot store (collective: the buddy communicator) and reserves its staging buffer. */
 static pt_status tm_snapshot_open(pt_train_job *j, pt_model *const *models, pt_optim *const *optims, int V)
 {
@@ -582,6 +602,8 @@ pt_status pt_train_job_restore(pt_train_job *j)
             tm_log(j, "%s", si.note);
         PT_CHECK(pt_snapshot_discard(j->snap));
         if (disk_step < 0 && !tc->resume) {
+            if (si.touched) /* a snapshot load that failed on another rank left tensors here */
+                PT_CHECK(tm_reinit(j, models, optims, V));
             tm_log(j, "no checkpoint and no snapshot to resume from: starting from step 0");
             j->restore_begin_ns = 0;
             return PT_OK;

@@ -11,7 +11,8 @@
 #     the checksum catches it, that rank takes its buddy's copy, the half one is never used;
 #  4. a rank's own copy and its buddy's both gone: the job resumes from the disk checkpoint;
 #  5. ranks restarted by another agent (torchrun's TORCHELASTIC_RESTART_COUNT) find their
-#     snapshots by themselves;
+#     snapshots by themselves; with no usable snapshot and no checkpoint they start from step 0
+#     (the ranks that loaded theirs re-initialised);
 #  6. bad settings refused in one line.
 # Every wait is on an event (a metrics line, a process ending), bounded; no process is left behind.
 #   restart_snapshot.sh PIPETRAIN
@@ -85,6 +86,22 @@ lost=$(grep -o 'during step [0-9]*;\|resuming after step [0-9]*' kill.txt | grep
 [ ! -e mem ] || [ -z "$(ls -A mem)" ] || fail "the finished run left its snapshots in mem/: $(ls -R mem | head -5)"
 echo "ok: killed after steps $k1, $k2, $k3; resumed from memory each time (at most $lost steps lost); same bits"
 
+# 1b. 1f1b with --zero 1: the head (with its tied copy of wte) on the last stage, each replica
+# holding half of the moments; one kill after step 5
+z="--model gpt2-tiny --stages 2 --dp 2 --zero 1 --schedule 1f1b --steps 12 --eval-batches 0 --seq-len 32
+   --micro-batch-size 1 --comm-timeout 60 --threads 1 --ckpt-every 100"
+timeout 300 "$PT" train $z --run-dir "$HERE/zref" > zref.txt 2>&1 || fail "the uninterrupted 1f1b run failed"
+"$PT" train $z --snapshot-every 2 --snapshot-dir "$HERE/zmem" --max-restarts 2 --run-dir "$HERE/zkill" > zkill.txt 2>&1 &
+launcher=$!
+wait_line zkill/metrics.jsonl '"step":5,' $launcher
+kill -9 $(pgrep -P $launcher | sed -n 4p)
+wait_end $launcher || fail "the killed 1f1b run exited $?"
+grep -q "from the in-memory snapshots" zkill.txt || fail "the 1f1b --zero 1 run did not resume from memory"
+"$PT" ckpt export zref/ckpt --format safetensors zref.safetensors > /dev/null || fail "export zref"
+"$PT" ckpt export zkill/ckpt --format safetensors zkill.safetensors > /dev/null || fail "export zkill"
+cmp -s zref.safetensors zkill.safetensors || fail "1f1b --zero 1: the final weights differ"
+echo "ok: 1f1b --zero 1 (tied head on the last stage, moment slices): $(grep -o 'resuming after step [0-9]*' zkill.txt) from memory; same bits"
+
 # two nodes on loopback: node N's launcher, its own snapshot store nodeN/
 node() { # node RANK RUN_DIR OUT [MORE TRAIN OPTIONS]
     local r=$1 dir=$2 out=$3
@@ -119,10 +136,11 @@ echo "ok: node 1's ranks and memory lost after step 9: $(grep -o 'resuming after
 # 3. and 4.: a job stopped after step 9 (no restarts: one rank killed ends it), then resumed by hand
 LAUNCH_MORE=""
 stopped() { # stopped RUN_DIR [TRAIN OPTIONS]: runs until after step 9, kills a rank, waits for the end
+    # (node 0's ranks, between two launchers over tcp, may see the death only at --comm-timeout)
     local dir=$1
     shift
-    node 0 "$dir" "a_$dir.txt" "$@" & a=$!
-    node 1 "$dir" "b_$dir.txt" "$@" & b=$!
+    node 0 "$dir" "a_$dir.txt" "$@" --comm-timeout 10 & a=$!
+    node 1 "$dir" "b_$dir.txt" "$@" --comm-timeout 10 & b=$!
     wait_line "$dir/metrics.jsonl" '"step":9,' $a $b
     [ -n "$WAIT_CKPT" ] && wait_line "$dir/ckpt/latest" "$WAIT_CKPT" $a $b
     kill -KILL $(node1_ranks "$dir" | head -1)
@@ -179,6 +197,26 @@ grep -q "resuming after step [0-9]* from the in-memory snapshots" a2_agent.txt |
 tail -1 agent/metrics.jsonl | grep -q '"restart_count":1,' || fail "the restarted run's metrics lack restart_count 1"
 same agent
 echo "ok: restarted by another agent (TORCHELASTIC_RESTART_COUNT=1): resumed from the snapshots; same bits"
+
+# 5b. the same, but rank 1's snapshots are damaged and its buddy's copy is gone, and there is no
+# disk checkpoint: the ranks that loaded theirs go back to the initial state, and the run starts
+# from step 0 (the same bits at the end)
+stopped scratch $snap
+for own in $(ls -d scratch-node0/layout-*/rank-1/step_* | grep -v '\.tmp$'); do
+    off=$(( $(grep -o '"offset": *[0-9]*' "$own/manifest.json" | head -1 | grep -o '[0-9]*$') + 100 ))
+    byte=$(od -An -tu1 -j $off -N1 "$own/shard-0.ptz" | tr -d ' ')
+    printf "\\x$(printf %02x $(( byte ^ 255 )))" | dd of="$own/shard-0.ptz" bs=1 seek=$off conv=notrunc status=none
+done
+rm -rf scratch-node1/layout-*/buddy-1
+export TORCHELASTIC_RESTART_COUNT=1
+node 0 scratch a2_scratch.txt $snap & a=$!
+node 1 scratch b2_scratch.txt $snap & b=$!
+wait_end $a || fail "scratch: node 0's restarted launcher exited $?"
+wait_end $b || fail "scratch: node 1's restarted launcher exited $?"
+unset TORCHELASTIC_RESTART_COUNT
+grep -q "starting from step 0" a2_scratch.txt || fail "scratch: the run did not start again from step 0"
+same scratch
+echo "ok: no usable snapshot and no checkpoint: the partly loaded ranks re-initialised, the run from step 0; same bits"
 
 # 6. refusals
 out=$("$PT" train --snapshot-every -1 --steps 2 2>&1) && fail "--snapshot-every -1 was accepted"
