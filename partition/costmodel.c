@@ -651,10 +651,16 @@ pt_status pt_plan_check_tp(const pt_model_config *cfg, int tp, int devices_per_n
         return pt_fail(PT_EINVAL, "tensor-parallel size %d: use 1 (none) or more ranks per stage", tp);
     if (tp == 1)
         return PT_OK;
-    if (cfg->n_head % tp != 0)
-        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's %d attention heads; use a T that divides %d (1, 2, 4, 8 "
-                                  "where they do)",
-                       tp, name, cfg->n_head, cfg->n_head);
+    if (cfg->n_head % tp != 0) {
+        char list[64];
+        int n = 0;
+        list[0] = 0;
+        for (int t = 1; t <= 16 && t <= cfg->n_head && n < (int)sizeof list - 8; t++)
+            if (cfg->n_head % t == 0)
+                n += snprintf(list + n, sizeof list - (size_t)n, "%s%d", n ? ", " : "", t);
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's %d attention heads; use a T that divides them (%s)", tp,
+                       name, cfg->n_head, list);
+    }
     const int kv = pt_model_kv_heads(cfg);
     if (kv % tp != 0 && tp % kv != 0)
         return pt_fail(PT_EINVAL, "--tp %d neither divides nor is a multiple of %s's %d kv heads; use a T that does", tp,

@@ -753,9 +753,12 @@ static pt_status infeasible(const pt_model_config *cfg, const pt_device *dev, co
     if (fit_P)
         return pt_fail(PT_ENOMEM,
                        "no %s plan of %s fits %d device(s) of %.2f GB (%s, %s, micro-batch %d x %d): "
-                       "needs at least %d devices (%d stages%s x %d replicas), or %.2f GB per device",
+                       "needs at least %d devices (%d stages%s x %d replicas), or %.2f GB per device%s",
                        method, name, P * tp * D, cap / 1e9, schedule, shape, B, T, fit_P * tp * D, fit_P, tps, D,
-                       need / 1e9);
+                       need / 1e9,
+                       tp < topo->devices_per_node && pt_plan_check_tp(cfg, 2 * tp, topo->devices_per_node) == PT_OK
+                           ? ", or each layer split over more tensor-parallel ranks (--tp, inside a node)"
+                           : "");
     return pt_fail(PT_ENOMEM,
                    "no %s plan of %s fits %d device(s) of %.2f GB (%s, %s, micro-batch %d x %d), "
                    "not even with the most stages: needs %.2f GB per device; %s",

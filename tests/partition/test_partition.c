@@ -1416,6 +1416,174 @@ static void test_zero(void)
     pt_plan_destroy(p[1]);
 }
 
+/* Tensor parallelism (pt_cost_tp_split, pt_plan_check_tp, the search over T): one layer's cost at
+ * T = 2 against T = 1 (compute halves, collectives added, weights halve, activations halve with
+ * sequence parallelism only), a llama3-70b plan that fits 80 GB only with T > 1, the refusals,
+ * the JSON round trip and the published table. */
+static void test_tp(void)
+{
+    pt_device dev;
+    EXPECT(pt_device_load("h100", &dev) == PT_OK);
+    pt_topology topo;
+    EXPECT(pt_topology_init(&topo, &dev, 2, 8) == PT_OK);
+    const int B = 2, T = 64;
+    const double N = (double)B * T, C = 256;
+    pt_model_config g = make_cfg("g", 2, 8, 256, 1024, 1024, T);
+    pt_model_config l = make_llama("l", 2, 8, 2, 256, 688, 1024, 1024, T, 0);
+    pt_model_config *cfgs[] = { &g, &l };
+    for (int m = 0; m < 2; m++) {
+        const pt_model_config *c = cfgs[m];
+        const int L = pt_model_n_layers(c);
+        pt_layer_cost one[8], two[8], two_sp[8], same[8];
+        EXPECT(L <= 8);
+        EXPECT(pt_cost_layers(c, B, T, &dev, NULL, one) == PT_OK);
+        memcpy(two, one, sizeof one);
+        memcpy(two_sp, one, sizeof one);
+        memcpy(same, one, sizeof one);
+        EXPECT(pt_cost_tp_split(c, B, T, 2, 0, &dev, &topo, NULL, two) == PT_OK);
+        EXPECT(pt_cost_tp_split(c, B, T, 2, 1, &dev, &topo, NULL, two_sp) == PT_OK);
+        EXPECT(pt_cost_tp_split(c, B, T, 1, 0, &dev, &topo, NULL, same) == PT_OK);
+        EXPECT(memcmp(same, one, sizeof(pt_layer_cost) * (size_t)L) == 0); /* T = 1: unchanged */
+        /* a ring all-reduce of one (B,T,C) fp32 tensor over 2 ranks */
+        const double ar = 2.0 * 1 / 2 * N * C * 4 / topo.intra_bw_Bps + 2.0 * topo.intra_latency_s;
+        const pt_layer_cost *b1 = &one[1], *b2 = &two[1], *b2s = &two_sp[1];
+        /* compute halves (kv heads 2 split over 2 ranks: every matrix halves) */
+        EXPECT(fabs(b2->fwd_flops - b1->fwd_flops / 2) <= 1e-9 * b1->fwd_flops);
+        EXPECT(fabs(b2->bwd_input_flops - b1->bwd_input_flops / 2) <= 1e-9 * b1->bwd_input_flops);
+        EXPECT(fabs(b2->bwd_weight_flops - b1->bwd_weight_flops / 2) <= 1e-9 * b1->bwd_weight_flops);
+        /* 2 all-reduces forward, 2 backward-input, on the critical path; none in backward-weight */
+        EXPECT(fabs(b2->t_tp_fwd - 2 * ar) <= 1e-12 && fabs(b2->t_tp_bwd - 2 * ar) <= 1e-12);
+        EXPECT(one[1].t_tp_fwd == 0 && one[1].t_tp_bwd == 0);
+        EXPECT(b2->t_fwd - b2->t_tp_fwd < b1->t_fwd && b2->t_fwd - b2->t_tp_fwd > b1->t_fwd / 2.0 * 0.999);
+        EXPECT(b2->t_bwd_weight < b1->t_bwd_weight);
+        /* weights halve but for the replicated norms (and gpt2's row-parallel biases) */
+        const double repl = m == 0 ? 6.0 * C + 7.0 * C / 2 - 13.0 * C / 2 : 2.0 * C / 2;
+        EXPECT(fabs((double)b2->n_params_alloc - ((double)b1->n_params_alloc / 2 + repl)) <= 1);
+        EXPECT(b2->n_params == b1->n_params); /* logical parameters stay the model's */
+        EXPECT(b2->state_bytes < 0.51 * b1->state_bytes && b2->state_bytes > 0.5 * b1->state_bytes);
+        /* the vocabulary-parallel embedding and head: rows / 2 */
+        EXPECT(two[0].n_params_alloc * 2 == one[0].n_params_alloc || m == 0);
+        EXPECT(fabs(two[L - 1].fwd_flops - one[L - 1].fwd_flops / 2) <= 1e-9 * one[L - 1].fwd_flops);
+        EXPECT(two[0].t_tp_fwd > 0 && two[L - 1].t_tp_bwd > 0);
+        /* activations: / T with sequence parallelism (exactly for these shapes), more without */
+        EXPECT(b2->act_bytes > b1->act_bytes / 2 && b2->act_bytes < b1->act_bytes);
+        EXPECT(fabs(b2s->act_bytes - b1->act_bytes / 2) <= 1e-9 * b1->act_bytes);
+        EXPECT(fabs(b2s->act_bytes_recompute - b1->act_bytes_recompute / 2) <= 1e-9 * b1->act_bytes_recompute);
+        EXPECT(b2->out_bytes == b1->out_bytes && b2s->out_bytes == b1->out_bytes / 2);
+        EXPECT(b2s->t_tp_fwd == b2->t_tp_fwd); /* all-gather + reduce-scatter: the all-reduce's bytes */
+    }
+    /* grouped kv heads fewer than T: one kv head replicated on each rank, so more than 1/4 */
+    {
+        pt_layer_cost one[8], four[8];
+        EXPECT(pt_cost_layers(&l, B, T, &dev, NULL, one) == PT_OK);
+        memcpy(four, one, sizeof one);
+        EXPECT(pt_cost_tp_split(&l, B, T, 4, 0, &dev, &topo, NULL, four) == PT_OK);
+        EXPECT(four[1].fwd_flops > one[1].fwd_flops / 4 && four[1].n_params_alloc > one[1].n_params_alloc / 4);
+    }
+
+    /* Refusals, one line each naming the value and the fix */
+    EXPECT(pt_plan_check_tp(&g, 3, 8) == PT_EINVAL && strstr(pt_last_error(), "8 attention heads") &&
+           strstr(pt_last_error(), "(1, 2, 4, 8)"));
+    EXPECT(pt_plan_check_tp(&g, 8, 4) == PT_EINVAL && strstr(pt_last_error(), "node of 4 devices"));
+    pt_model_config odd_vocab = make_cfg("v", 2, 8, 256, 1001, 0, T);
+    EXPECT(pt_plan_check_tp(&odd_vocab, 2, 8) == PT_EINVAL && strstr(pt_last_error(), "padded vocabulary of 1001"));
+    pt_model_config odd_mlp = make_llama("m", 2, 8, 8, 256, 100, 1024, 1024, T, 0);
+    EXPECT(pt_plan_check_tp(&odd_mlp, 8, 8) == PT_EINVAL && strstr(pt_last_error(), "MLP width 100"));
+    pt_model_config kv3 = make_llama("k", 2, 12, 3, 384, 1024, 1024, 1024, T, 0);
+    EXPECT(pt_plan_check_tp(&kv3, 2, 8) == PT_EINVAL && strstr(pt_last_error(), "3 kv heads"));
+    EXPECT(pt_plan_check_tp(&g, 0, 8) == PT_EINVAL);
+    EXPECT(pt_plan_check_tp(&g, 8, 8) == PT_OK && pt_plan_check_tp(&l, 8, 0) == PT_OK);
+    {
+        pt_plan_request rq;
+        pt_plan_request_init(&rq);
+        rq.n_devices = 16;
+        rq.n_tp = 16; /* more than a node's 8 */
+        pt_plan *p = NULL;
+        EXPECT(pt_plan_make(&g, &dev, &topo, NULL, &rq, &p) == PT_EINVAL && !p);
+        rq.n_tp = 3;
+        EXPECT(pt_plan_make(&g, &dev, &topo, NULL, &rq, &p) == PT_EINVAL && !p);
+        rq.method = "auto";
+        EXPECT(pt_plan_make(&g, &dev, &topo, NULL, &rq, &p) == PT_EINVAL && !p);
+    }
+
+    /* llama3-70b, 8 stages (one a node) on 64 H100 at T = 8192: each stage's 10 blocks (8.7B
+     * parameters, 157 GB of state) fit 80 GB only split over T > 1 ranks */
+    pt_model_config c70;
+    EXPECT(pt_model_config_load("llama3-70b", &c70) == PT_OK);
+    pt_topology t8;
+    EXPECT(pt_topology_init(&t8, &dev, 8, 8) == PT_OK);
+    pt_plan_request rq;
+    pt_plan_request_init(&rq);
+    rq.method = "auto";
+    rq.n_devices = 64;
+    rq.n_stages = 8;
+    rq.schedule = "1f1b";
+    rq.micro_batch_size = 1;
+    rq.seq_len = 8192;
+    rq.global_batch = 64;
+    rq.n_tp = 1;
+    pt_plan *p = NULL;
+    EXPECT(pt_plan_make(&c70, &dev, &t8, NULL, &rq, &p) == PT_ENOMEM && !p);
+    EXPECT(strstr(pt_last_error(), "tensor-parallel ranks (--tp") != NULL);
+    rq.n_tp = 0; /* auto searches T */
+    EXPECT(pt_plan_make(&c70, &dev, &t8, NULL, &rq, &p) == PT_OK && p);
+    if (p) {
+        EXPECT(p->n_tp > 1 && p->n_stages == 8 && p->n_stages * p->n_tp * p->n_replicas == 64);
+        EXPECT(pt_plan_check_memory(p, dev.mem_bytes) == PT_OK);
+        EXPECT(p->pred_tp_comm_s > 0 && p->pred_tp_comm_s < p->pred_step_time_s);
+        EXPECT(p->pred_mfu > 0 && p->pred_mfu < dev.efficiency);
+        /* a TP group is consecutive ranks in a node; 8 devices a node hold one stage's group(s) */
+        for (int k = 0; k + 1 < p->n_vstages; k++) {
+            int inter = 0;
+            for (int d = 0; d < p->n_replicas; d++)
+                inter |= (d * 8 + k) * p->n_tp / 8 != (d * 8 + k + 1) * p->n_tp / 8;
+            EXPECT(p->boundary_inter[k] == inter);
+        }
+        /* JSON carries T and sp; plans without them have T = 1 */
+        p->sp = 1;
+        cJSON *j = NULL;
+        pt_plan *q = NULL;
+        EXPECT(pt_plan_to_json(p, &j) == PT_OK && j);
+        EXPECT(cJSON_GetObjectItem(j, "n_tp") && cJSON_GetObjectItem(j, "n_tp")->valueint == p->n_tp);
+        EXPECT(j && pt_plan_from_json(j, &q) == PT_OK && q && q->n_tp == p->n_tp && q->sp == 1);
+        pt_plan_destroy(q);
+        q = NULL;
+        if (j) {
+            cJSON_DeleteItemFromObject(j, "n_tp");
+            cJSON_DeleteItemFromObject(j, "sp");
+        }
+        EXPECT(j && pt_plan_from_json(j, &q) == PT_OK && q && q->n_tp == 1 && q->sp == 0);
+        pt_plan_destroy(q);
+        cJSON_Delete(j);
+        /* sequence parallelism only lowers the memory (same collective bytes) */
+        rq.n_tp = p->n_tp;
+        rq.sp = 1;
+        pt_plan *s = NULL;
+        EXPECT(pt_plan_make(&c70, &dev, &t8, NULL, &rq, &s) == PT_OK && s && s->sp == 1);
+        if (s) {
+            double ms = 0, mp = 0;
+            for (int r = 0; r < 8; r++) {
+                ms = s->pred_rank_mem_bytes[r] > ms ? s->pred_rank_mem_bytes[r] : ms;
+                mp = p->pred_rank_mem_bytes[r] > mp ? p->pred_rank_mem_bytes[r] : mp;
+            }
+            EXPECT(s->pred_step_time_s <= p->pred_step_time_s * 1.0001 || ms < mp);
+        }
+        pt_plan_destroy(s);
+    }
+    pt_plan_destroy(p);
+
+    /* the published table */
+    const pt_published_config *pub = pt_published_find("llama3-405b", 16384);
+    EXPECT(pub && pub->P == 16 && pub->T == 8 && pub->D == 128 && pub->P * pub->T * pub->D == pub->gpus);
+    pub = pt_published_find("gpt3-175b", 1024);
+    EXPECT(pub && pub->T == 8 && pub->P * pub->T * pub->D == 1024);
+    EXPECT(pt_published_find("gpt3-175b", 1000) == NULL && pt_published_find(NULL, 1024) == NULL);
+    int n = 0;
+    const pt_published_config *tab = pt_published_table(&n);
+    for (int i = 0; i < n; i++)
+        EXPECT(tab[i].P * tab[i].T * tab[i].D == tab[i].gpus && tab[i].source && tab[i].source[0]);
+}
+
 int main(void)
 {
     test_param_counts();
@@ -1438,6 +1606,7 @@ int main(void)
     test_files();
     test_head_split();
     test_zero();
+    test_tp();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
