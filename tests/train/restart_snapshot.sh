@@ -156,13 +156,25 @@ resumed() { # resumed RUN_DIR [TRAIN OPTIONS]
     wait_end $a || fail "$dir: node 0's resumed launcher exited $?"
     wait_end $b || fail "$dir: node 1's resumed launcher exited $?"
 }
+flip_rank1() { # flip_rank1 RUN_DIR: one byte flipped inside the first tensor of each of rank 1's own snapshots
+    for own in $(ls -d "$1"-node0/layout-*/rank-1/step_* | grep -v '\.tmp$'); do
+        local off=$(( $(grep -o '"offset": *[0-9]*' "$own/manifest.json" | head -1 | grep -o '[0-9]*$') + 100 ))
+        local byte=$(od -An -tu1 -j $off -N1 "$own/shard-0.ptz" | tr -d ' ')
+        printf "\\x$(printf %02x $(( byte ^ 255 )))" | dd of="$own/shard-0.ptz" bs=1 seek=$off conv=notrunc status=none
+    done
+}
+restarted_by_agent() { # restarted_by_agent RUN_DIR: both launchers again, as torchrun would restart the ranks
+    export TORCHELASTIC_RESTART_COUNT=1
+    node 0 "$1" "a2_$1.txt" $snap & a=$!
+    node 1 "$1" "b2_$1.txt" $snap & b=$!
+    wait_end $a || fail "$1: node 0's restarted launcher exited $?"
+    wait_end $b || fail "$1: node 1's restarted launcher exited $?"
+    unset TORCHELASTIC_RESTART_COUNT
+}
 # 3. rank 1's own snapshots have one byte flipped each; a newer half-written one lies beside them
 stopped flip $snap
-for own in $(ls -d flip-node0/layout-*/rank-1/step_* | grep -v '\.tmp$'); do # every step it holds
-    off=$(( $(grep -o '"offset": *[0-9]*' "$own/manifest.json" | head -1 | grep -o '[0-9]*$') + 100 )) # the first tensor
-    byte=$(od -An -tu1 -j $off -N1 "$own/shard-0.ptz" | tr -d ' ')
-    printf "\\x$(printf %02x $(( byte ^ 255 )))" | dd of="$own/shard-0.ptz" bs=1 seek=$off conv=notrunc status=none
-done
+flip_rank1 flip
+own=$(ls -d flip-node0/layout-*/rank-1/step_* | grep -v '\.tmp$' | tail -1)
 mkdir -p "$(dirname "$own")/step_000099.tmp" && echo junk > "$(dirname "$own")/step_000099.tmp/shard-0.ptz"
 resumed flip $snap
 grep -q "rank 1: its snapshot of step .* could not be loaded: .*damaged (xxh3" a2_flip.txt ||
@@ -186,12 +198,7 @@ echo "ok: both copies of rank 1's snapshot gone: resumed from the disk checkpoin
 # 5. a job another agent restarts (torchrun --max-restarts: TORCHELASTIC_RESTART_COUNT; a requeued
 # SLURM job: SLURM_RESTART_COUNT): its ranks look for their snapshots by themselves, no --resume
 stopped agent $snap
-export TORCHELASTIC_RESTART_COUNT=1
-node 0 agent a2_agent.txt $snap & a=$!
-node 1 agent b2_agent.txt $snap & b=$!
-wait_end $a || fail "agent: node 0's restarted launcher exited $?"
-wait_end $b || fail "agent: node 1's restarted launcher exited $?"
-unset TORCHELASTIC_RESTART_COUNT
+restarted_by_agent agent
 grep -q "resuming after step [0-9]* from the in-memory snapshots" a2_agent.txt ||
     fail "ranks restarted by another agent did not resume from their snapshots"
 tail -1 agent/metrics.jsonl | grep -q '"restart_count":1,' || fail "the restarted run's metrics lack restart_count 1"
@@ -202,18 +209,9 @@ echo "ok: restarted by another agent (TORCHELASTIC_RESTART_COUNT=1): resumed fro
 # disk checkpoint: the ranks that loaded theirs go back to the initial state, and the run starts
 # from step 0 (the same bits at the end)
 stopped scratch $snap
-for own in $(ls -d scratch-node0/layout-*/rank-1/step_* | grep -v '\.tmp$'); do
-    off=$(( $(grep -o '"offset": *[0-9]*' "$own/manifest.json" | head -1 | grep -o '[0-9]*$') + 100 ))
-    byte=$(od -An -tu1 -j $off -N1 "$own/shard-0.ptz" | tr -d ' ')
-    printf "\\x$(printf %02x $(( byte ^ 255 )))" | dd of="$own/shard-0.ptz" bs=1 seek=$off conv=notrunc status=none
-done
+flip_rank1 scratch
 rm -rf scratch-node1/layout-*/buddy-1
-export TORCHELASTIC_RESTART_COUNT=1
-node 0 scratch a2_scratch.txt $snap & a=$!
-node 1 scratch b2_scratch.txt $snap & b=$!
-wait_end $a || fail "scratch: node 0's restarted launcher exited $?"
-wait_end $b || fail "scratch: node 1's restarted launcher exited $?"
-unset TORCHELASTIC_RESTART_COUNT
+restarted_by_agent scratch
 grep -q "starting from step 0" a2_scratch.txt || fail "scratch: the run did not start again from step 0"
 same scratch
 echo "ok: no usable snapshot and no checkpoint: the partly loaded ranks re-initialised, the run from step 0; same bits"
