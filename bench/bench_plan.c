@@ -88,19 +88,19 @@ static pt_status run_case(const pt_model_config *cfg, const char *device, int gp
         n_rc += best->recompute[k];
     if (json) {
         printf("{\"bench\":\"plan\",\"model\":\"%s\",\"params\":%lld,\"device\":\"%s\",\"gpus\":%d,\"nodes\":%d,"
-               "\"seq_len\":%d,\"method\":\"%s\",\"plan_time_s\":%.6f,\"fits\":true,\"stages\":%d,\"chunks\":%d,\"replicas\":%d,"
+               "\"seq_len\":%d,\"method\":\"%s\",\"plan_time_s\":%.6f,\"fits\":true,\"stages\":%d,\"tensor\":%d,\"chunks\":%d,\"replicas\":%d,"
                "\"schedule\":\"%s\",\"micro_batch_size\":%d,\"micro_batches\":%d,\"recompute_chunks\":%d,"
                "\"pred_step_time_s\":%.6f,\"pred_bubble\":%.6f,\"pred_tokens_per_s\":%.1f,\"pred_mfu\":%.6f,"
                "\"pred_max_mem_bytes\":%.0f}\n",
                cfg->name, (long long)best->n_params_total, dev.name, gpus, nodes, best->seq_len, method, med, best->n_stages,
-               best->n_chunks, best->n_replicas, best->schedule, best->micro_batch_size, best->n_microbatches, n_rc,
+               best->n_tp, best->n_chunks, best->n_replicas, best->schedule, best->micro_batch_size, best->n_microbatches, n_rc,
                best->pred_step_time_s, best->pred_bubble, best->pred_tokens_per_s, best->pred_mfu, mem_max);
     } else {
         printf("%s (%.1fB parameters) on %d x %s (%d nodes), %s: planned in %.3f s (median of %d)\n", cfg->name,
                (double)best->n_params_total / 1e9, gpus, dev.name, nodes, method, med, reps);
-        printf("  chose %s, %d stages x %d chunk(s) x %d replicas, micro-batch %d x %d, %d micro-batches, "
+        printf("  chose %s, %d stages x %d tensor x %d chunk(s) x %d replicas, micro-batch %d x %d, %d micro-batches, "
                "%d chunk(s) recomputed\n",
-               best->schedule, best->n_stages, best->n_chunks, best->n_replicas, best->micro_batch_size,
+               best->schedule, best->n_stages, best->n_tp, best->n_chunks, best->n_replicas, best->micro_batch_size,
                best->seq_len, best->n_microbatches, n_rc);
         printf("  predicted step %.3f s, bubble %.1f%%, %.0f tokens/s, MFU %.1f%%, peak memory %.1f GB per device\n",
                best->pred_step_time_s, 100 * best->pred_bubble, best->pred_tokens_per_s, 100 * best->pred_mfu,
