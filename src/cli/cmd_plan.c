@@ -101,9 +101,12 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     printf("plan %s: %s (%s parameters) on %d x %s (%d node(s) x %d), schedule %s (%s backward)\n", p->method,
            cfg->name[0] ? cfg->name : "model", a, p->n_stages * p->n_tp * p->n_replicas, dev->name, p->n_nodes,
            p->devices_per_node, p->schedule, pt_plan_fused_only(p) ? "fused" : "split");
-    printf("  %d stage(s) x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
+    char tps[32] = "";
+    if (p->n_tp > 1)
+        snprintf(tps, sizeof tps, " x %d tensor", p->n_tp);
+    printf("  %d stage(s)%s x %d chunk(s) x %d replica(s); %d micro-batches of %d x %d tokens per replica; "
            "memory cap %.2f GB%s\n",
-           p->n_stages, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9,
+           p->n_stages, tps, p->n_chunks, p->n_replicas, p->n_microbatches, p->micro_batch_size, p->seq_len, cap / 1e9,
            !p->zero                ? ""
            : p->n_replicas > 1     ? "; --zero 1: each replica holds 1/D of the AdamW moments"
                                    : "; --zero 1 with one replica: nothing to shard");
