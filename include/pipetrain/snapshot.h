@@ -114,6 +114,11 @@ pt_status pt_snapshot_discard(pt_snapshot *s);
  * and its last checkpoint is durable: the memory is given back. Waits for background work first. */
 pt_status pt_snapshot_remove(pt_snapshot *s);
 
+/* Removes the stores of other layouts beside `dir` (the layout-* directories of its parent but
+ * dir's own): snapshots of a job before an elastic shrink, which no rank of this layout can load.
+ * One process per node calls it (the first local rank), before the job's first snapshot. */
+pt_status pt_snapshot_remove_others(const char *dir);
+
 /* The last snapshot's numbers (thread-safe). */
 typedef struct pt_snapshot_info {
     int64_t step;      /* of the last pt_snapshot_take (-1: none) */

@@ -108,6 +108,7 @@ typedef struct restarter {
     int n_fail;
     char **argv;
     int argc, has_resume;
+    int snapshots; /* the train command has --snapshot-every K > 0 */
     int dp, micro_batches;          /* the train command's now (a shrink changes them) */
     char dp_buf[32], mb_buf[48];    /* their rewritten argv words */
 } restarter;
@@ -202,12 +203,14 @@ static int after_failure(restarter *rs, int attempt, const pt_launch_failure *f,
         rs->argv[rs->argc] = NULL;
         rs->has_resume = 1;
     }
+    /* with snapshots the ranks take the newest one they share when it is newer (they say which) */
+    const char *snap = rs->snapshots ? "the newest in-memory snapshot newer than the checkpoint, else " : "";
     if (x->restore >= 0)
-        fprintf(stderr, "pipetrain: %s; restart %d of at most %d from checkpoint step %lld (%s)\n", d, attempt + 1,
-                r->max_restarts, (long long)x->restore, r->ckpt_dir);
+        fprintf(stderr, "pipetrain: %s; restart %d of at most %d from %scheckpoint step %lld (%s)\n", d, attempt + 1,
+                r->max_restarts, snap, (long long)x->restore, r->ckpt_dir);
     else
-        fprintf(stderr, "pipetrain: %s; restart %d of at most %d from the start (no checkpoint in %s yet)\n", d,
-                attempt + 1, r->max_restarts, r->ckpt_dir);
+        fprintf(stderr, "pipetrain: %s; restart %d of at most %d from %sthe start (no checkpoint in %s yet)\n", d,
+                attempt + 1, r->max_restarts, snap, r->ckpt_dir);
     fflush(stderr);
     return 1;
 }
@@ -812,8 +815,13 @@ pt_status pt_cli_launch_restarting(pt_launch_opts *lo, char **argv, int argc, co
     rs->argc = argc;
     rs->dp = r->dp;
     rs->micro_batches = r->micro_batches;
-    for (int i = 0; i < argc; i++)
+    for (int i = 0; i < argc; i++) {
         rs->has_resume |= strcmp(argv[i], "--resume") == 0;
+        if (strcmp(argv[i], "--snapshot-every") == 0 && i + 1 < argc)
+            rs->snapshots = atoll(argv[i + 1]) > 0;
+        else if (strncmp(argv[i], "--snapshot-every=", 17) == 0)
+            rs->snapshots = atoll(argv[i] + 17) > 0;
+    }
     pt_status st;
     if (lo->nodes > 1)
         st = lo->node_rank == 0 ? run_leader(lo, rs, exit_code) : run_follower(lo, rs, exit_code);

@@ -1,4 +1,5 @@
 /* In-memory snapshots with a buddy copy on another node: see pipetrain/snapshot.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -637,3 +638,55 @@ pt_status pt_snapshot_remove(pt_snapshot *s)
     (void)rmdir(s->dir); /* the last rank of the node to finish removes the store's directory */
     return PT_OK;
 }
+
+/* Removes one store: its checkpoint roots (rank-R, buddy-Q: steps, recycle/, latest), then itself. */
+static pt_status remove_store(const char *store)
+{
+    DIR *d = opendir(store);
+    if (!d)
+        return errno == ENOENT ? PT_OK : pt_fail(PT_EIO, "cannot open %s: %s", store, strerror(errno));
+    pt_status st = PT_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) && st == PT_OK) {
+        if (de->d_name[0] == '.')
+            continue;
+        char root[4700], rec[4800];
+        snprintf(root, sizeof root, "%s/%s", store, de->d_name);
+        snprintf(rec, sizeof rec, "%s/recycle", root);
+        st = pt_ckpt_keep_only(root, -1);
+        if (st == PT_OK)
+            st = pt_ckpt_remove_dir(rec);
+        if (st == PT_OK)
+            st = pt_ckpt_remove_dir(root);
+    }
+    closedir(d);
+    if (st == PT_OK && rmdir(store) != 0 && errno != ENOENT)
+        st = pt_fail(PT_EIO, "cannot remove %s: %s", store, strerror(errno));
+    return st;
+}
+
+pt_status pt_snapshot_remove_others(const char *dir)
+{
+    char parent[2048];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (!slash || !slash[1])
+        return PT_OK;
+    const char *mine = slash + 1;
+    *slash = 0;
+    DIR *d = opendir(parent[0] ? parent : "/");
+    if (!d)
+        return PT_OK; /* nothing there yet */
+    pt_status st = PT_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) && st == PT_OK) {
+        if (strncmp(de->d_name, "layout-", 7) != 0 || strcmp(de->d_name, mine) == 0)
+            continue;
+        char store[4200];
+        snprintf(store, sizeof store, "%s/%s", parent, de->d_name);
+        st = remove_store(store);
+    }
+    closedir(d);
+    return st;
+}
+

@@ -539,6 +539,8 @@ static pt_status tm_snapshot_open(pt_train_job *j, pt_model *const *models, pt_o
     const char *lws = getenv("LOCAL_WORLD_SIZE");
     int L = lws && atoi(lws) > 0 ? atoi(lws) : j->world;
     PT_CHECK(tm_snapshot_dir(j, L));
+    if (j->local_rank == 0) /* a store of another layout (before a shrink) is never loaded again */
+        PT_CHECK(pt_snapshot_remove_others(j->snap_dir));
     pt_snapshot_opts o = { .dir = j->snap_dir, .rank = j->rank, .world = j->world, .ranks_per_node = L };
     PT_CHECK(pt_snapshot_open(&o, j->world > 1 ? j->comm : NULL, &j->snap));
     return pt_snapshot_reserve(j->snap, models, optims, V);

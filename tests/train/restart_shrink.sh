@@ -52,7 +52,7 @@ node() { # node NS RANK RUN_DIR OUT [MORE LAUNCH OPTIONS]
     local ns=$1 r=$2 dir=$3 out=$4
     shift 4
     ip netns exec "$ns" "$PT" launch --nproc 2 --node-rank "$r" --master 198.18.2.1:29621 "$@" \
-        -- $train --run-dir "$dir" > "$out" 2>&1
+        -- $train --run-dir "$dir" ${SNAP:+--snapshot-every 2 --snapshot-dir $PWD/snap-node$r} > "$out" 2>&1
 }
 wait_step() { # wait_step RUN_DIR PATTERN PID
     for t in $(seq 1 3000); do
@@ -75,8 +75,10 @@ wait $b || fail "the uninterrupted run failed on node 1"
 # started again: node 0 cannot end a step without it, so the newest checkpoint is step 4's (8's if
 # the commit came late); the job shrinks to node 0
 start=$(date +%s.%N)
-node "$NS_A" 0 shrink a_shrink.txt --nodes 1:2 --max-restarts 2 --rejoin-timeout 3 & a=$!
-node "$NS_B" 1 shrink b_shrink.txt --nodes 1:2 --max-restarts 2 & b=$!
+# (with in-memory snapshots: those of the D = 2 layout cannot serve the D = 1 one, so the shrunk job
+# takes the disk checkpoint, and node 0 drops the old layout's store)
+SNAP=1 node "$NS_A" 0 shrink a_shrink.txt --nodes 1:2 --max-restarts 2 --rejoin-timeout 3 & a=$!
+SNAP=1 node "$NS_B" 1 shrink b_shrink.txt --nodes 1:2 --max-restarts 2 & b=$!
 wait_step shrink '"step":5,' $a
 # and step 4's checkpoint committed (saves are in the background: `latest` names it once it is whole)
 for t in $(seq 1 3000); do grep -q 'step_0000[01][0-9]' shrink/ckpt/latest 2>/dev/null && break; sleep 0.02; done
@@ -97,7 +99,10 @@ echo "ok: node 1 started again after the shrink: $(grep -o 'node 0.s agent close
 line=$(grep 'did not rejoin within 3 s: continuing on 1 node, D 2 -> 1, micro-batches 4 -> 8, global batch kept' \
     a_shrink.txt) || fail "no shrink line"
 echo "ok: $line"
-K=$(sed -n 's/.*restart 1 of at most 2 from checkpoint step \([0-9]*\) .*/\1/p' a_shrink.txt | head -1)
+K=$(sed -n 's/.*restart 1 of at most 2 from .*checkpoint step \([0-9]*\) .*/\1/p' a_shrink.txt | head -1)
+grep -q "resuming after step $K from shrink/ckpt" a_shrink.txt || fail "the shrunk job did not resume from the disk"
+[ -z "$(ls -A snap-node0 2>/dev/null)" ] || fail "node 0 kept snapshot stores: $(ls snap-node0)"
+echo "ok: the shrunk job resumed from the disk checkpoint; node 0's snapshot stores of both layouts are gone"
 # 4, or 8 if the commit of step 4 came late and step 8 ended before node 1 froze (ref keeps both)
 [ "$K" = 4 ] || [ "$K" = 8 ] || fail "the restart took checkpoint step '$K', not 4 or 8"
 last=$(losses shrink/metrics.jsonl | tail -1 | cut -d' ' -f1)
