@@ -37,6 +37,24 @@ typedef struct boot_hello {
 
 /* ---------------------------------------------------------------- environment */
 
+/* pipetrain/comm.h (here: the rendezvous is its first reader) */
+int pt_comm_env_restart_count(const char **from)
+{
+    static const char *const vars[] = { "PT_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT" };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && v[0]) {
+            if (from)
+                *from = vars[i];
+            int n = atoi(v);
+            return n > 0 ? n : 0;
+        }
+    }
+    if (from)
+        *from = NULL;
+    return 0;
+}
+
 static int env_int(const char *name, int *out)
 {
     const char *v = getenv(name);

@@ -332,23 +332,6 @@ int pt_comm_rank(const pt_comm *c) { return c->rank; }
 int pt_comm_size(const pt_comm *c) { return c->size; }
 int pt_comm_local_rank(const pt_comm *c) { return c->local_rank; }
 
-int pt_comm_env_restart_count(const char **from)
-{
-    static const char *const vars[] = { "PT_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT" };
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && v[0]) {
-            if (from)
-                *from = vars[i];
-            int n = atoi(v);
-            return n > 0 ? n : 0;
-        }
-    }
-    if (from)
-        *from = NULL;
-    return 0;
-}
-
 pt_status pt_comm_env_job(int *in_job, int *rank, int *size)
 {
     pt_boot_env e;
