@@ -12,24 +12,9 @@
 PT=$1
 D=restart_nodes_test
 rm -rf $D && mkdir -p $D && cd $D || exit 1
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then echo "SKIPPED: needs root and iproute2"; exit 77; fi
-ID=$$
-NS_A="ptr${ID}a" NS_B="ptr${ID}b"
-cleanup() {
-    for ns in "$NS_A" "$NS_B"; do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-        ip netns del "$ns" 2>/dev/null
-    done
-}
-trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in *.txt; do echo "--- $f"; tail -15 "$f"; done; exit 1; }
-ip netns add "$NS_A" 2>/dev/null || { echo "SKIPPED: cannot create network namespaces"; exit 77; }
-ip netns add "$NS_B" || fail "second namespace"
-ip link add "pr${ID}a" type veth peer name "pr${ID}b" || { echo "SKIPPED: no veth"; exit 77; }
-ip link set "pr${ID}a" netns "$NS_A" && ip link set "pr${ID}b" netns "$NS_B" || fail "veth"
-ip -n "$NS_A" addr add 198.18.1.1/24 dev "pr${ID}a" && ip -n "$NS_B" addr add 198.18.1.2/24 dev "pr${ID}b" || fail "addr"
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set "pr${ID}a" up && ip -n "$NS_B" link set "pr${ID}b" up || fail "link up"
+. "$(dirname "$0")/netns_pair.sh"
+netns_pair ptr 198.18.1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PT_FABRIC_PROVIDER=tcp
 train="$PT train --model gpt2-tiny --stages 2 --dp 2 --schedule zbv --steps 24 --ckpt-every 1 --eval-batches 0
        --seq-len 32 --micro-batch-size 1 --comm-timeout 60 --threads 1"

@@ -24,24 +24,9 @@ for n in 2:1 0:2; do
     [ $rc -eq 2 ] && [ "$(wc -l < bad.txt)" -eq 1 ] || { echo "FAIL: --nodes $n: exit $rc, not one line:"; cat bad.txt; exit 1; }
     echo "ok: --nodes $n refused: $(cat bad.txt)"
 done
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then echo "SKIPPED: needs root and iproute2"; exit 77; fi
-ID=$$
-NS_A="pts${ID}a" NS_B="pts${ID}b"
-cleanup() {
-    for ns in "$NS_A" "$NS_B"; do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-        ip netns del "$ns" 2>/dev/null
-    done
-}
-trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in *.txt; do echo "--- $f"; tail -15 "$f"; done; exit 1; }
-ip netns add "$NS_A" 2>/dev/null || { echo "SKIPPED: cannot create network namespaces"; exit 77; }
-ip netns add "$NS_B" || fail "second namespace"
-ip link add "ps${ID}a" type veth peer name "ps${ID}b" || { echo "SKIPPED: no veth"; exit 77; }
-ip link set "ps${ID}a" netns "$NS_A" && ip link set "ps${ID}b" netns "$NS_B" || fail "veth"
-ip -n "$NS_A" addr add 198.18.2.1/24 dev "ps${ID}a" && ip -n "$NS_B" addr add 198.18.2.2/24 dev "ps${ID}b" || fail "addr"
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set "ps${ID}a" up && ip -n "$NS_B" link set "ps${ID}b" up || fail "link up"
+. "$(dirname "$0")/netns_pair.sh"
+netns_pair pts 198.18.2
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PT_FABRIC_PROVIDER=tcp
 STEPS=12 # checkpoints at 4, 8, 12: all three kept (train keeps the last 3), so the uninterrupted run has step 4's
 common="--model gpt2-tiny --stages 2 --schedule 1f1b --steps $STEPS --ckpt-every 4 --eval-batches 0 --seq-len 32
