@@ -106,6 +106,10 @@ int pt_peers_dead(pt_comm *c);
 /* 1 when `peer` is a watched peer that has ended, asking its pidfd at once when the monitor has
  * not said so yet (then recording it as pt_peers_dead would). Comm's thread only. */
 int pt_peers_exited(pt_comm *c, int peer);
+/* 1 when the watched `peer` has ended, whatever was recorded before (asks its pidfd; records
+ * nothing): after one peer died, its launcher stops the others of its node, and a wait on one of
+ * those must end too, not at its deadline. Comm's thread only. */
+int pt_peers_gone(pt_comm *c, int peer);
 /* Records (pt_fail, PT_ECOMM) "rank D (pid P) exited while rank R <waiting_for>" and returns it. */
 pt_status pt_peers_fail(pt_comm *c, const char *waiting_for);
 /* Stops the monitor thread (joins it) and closes the pidfds. */

@@ -1069,6 +1069,16 @@ static pt_status wait_impl(pt_comm *c, pt_comm_req *r, int64_t deadline_ns)
             abandon(c, r);
             return st;
         }
+        if (dead >= 0 && pt_peers_gone(c, r->peer)) { /* a second death: stopped by its launcher, say */
+            char d[128], w[200];
+            describe(r, d, sizeof d);
+            snprintf(w, sizeof w, r->is_send ? "waited to send %s to it" : "waited for %s from it", d);
+            st = pt_fail(PT_ECOMM, "rank %d: rank %d (same host) exited while rank %d %s, after rank %d had exited; "
+                                   "check rank %d's log for why it ended",
+                         c->rank, r->peer, c->rank, w, dead, dead);
+            abandon(c, r);
+            return st;
+        }
         int64_t now = pt_now_ns();
         if (deadline_ns != INT64_MAX && now >= deadline_ns) {
             char d[128];

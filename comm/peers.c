@@ -310,6 +310,15 @@ int pt_peers_exited(pt_comm *c, int peer)
     return 1;
 }
 
+int pt_peers_gone(pt_comm *c, int peer)
+{
+    int fd = c->peer_pidfd && peer >= 0 && peer < c->size ? c->peer_pidfd[peer] : -1;
+    if (fd < 0)
+        return 0;
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1;
+}
+
 pt_status pt_peers_fail(pt_comm *c, const char *waiting_for)
 {
     int d = c->dead_rank;

@@ -676,6 +676,48 @@ static int test_kill(void)
     return 3;
 }
 
+/* ---------------------------------------------------------------- second death */
+
+/* Rank 2 dies; rank 1 sees it and ends too (as its launcher stops a node's ranks after one died);
+ * rank 0, which saw rank 2 die first, then waits for a message of rank 1 with a deadline of a
+ * minute: the wait must end on rank 1's exit, naming it, not at the deadline. */
+static int test_second_death(void)
+{
+    pt_comm *c = open_comm(23);
+    int me = pt_comm_rank(c);
+    CHECK(pt_comm_size(c) == 3, "second runs with 3 ranks");
+    uint8_t buf[64];
+    OK(pt_comm_barrier(c, NULL, dl()));
+    if (me == 2) {
+        fprintf(stderr, "rank 2: dying now\n");
+        raise(SIGKILL);
+    }
+    pt_msg_id id = { KIND_RECV_ACT, 1, 0, 5 };
+    pt_comm_req *r;
+    pt_status st = pt_comm_irecv(c, 2, &id, buf, sizeof buf, &r);
+    if (st == PT_OK)
+        st = pt_comm_wait(c, r, pt_deadline_after_ms(pt_comm_timeout_ms(c)));
+    CHECK(st != PT_OK && strstr(pt_last_error(), "rank 2"), "rank %d: the wait on dead rank 2 did not fail naming it",
+          me);
+    if (me == 1) {
+        fprintf(stderr, "rank 1: saw rank 2 die; ending\n");
+        _exit(4);
+    }
+    id.microbatch = 2;
+    int64_t t0 = pt_now_ns();
+    st = pt_comm_irecv(c, 1, &id, buf, sizeof buf, &r);
+    if (st == PT_OK)
+        st = pt_comm_wait(c, r, pt_deadline_after_ms(60000));
+    CHECK(st != PT_OK, "a receive from rank 1, which exited, succeeded");
+    /* "rank 1 (same host) exited ..., after rank 2 had exited", or, when the watch saw rank 1 end
+     * first, "rank 1 (pid P, same host) exited ...": either way not the deadline's "no message" */
+    CHECK(strstr(pt_last_error(), "rank 1 (") && strstr(pt_last_error(), "exited while rank 0 waited"),
+          "error '%s' should say rank 1 exited", pt_last_error());
+    fprintf(stderr, "rank 0: error after %.1f s: %s\n", pt_seconds_between(t0, pt_now_ns()), pt_last_error());
+    pt_comm_destroy(c);
+    return 3;
+}
+
 /* ---------------------------------------------------------------- chain (killed mid direct transfer) */
 
 /* Rank 0 sends to rank 2, rank 2 sends to rank 1, 48 MiB + 5 B at a time from shared buffers, until
@@ -897,6 +939,8 @@ int main(int argc, char **argv)
         return test_hash();
     if (strcmp(argv[1], "kill") == 0)
         return test_kill();
+    if (strcmp(argv[1], "second") == 0)
+        return test_second_death();
     if (strcmp(argv[1], "dead") == 0)
         return test_dead(argc > 2 ? atol(argv[2]) : 20);
     if (strcmp(argv[1], "last") == 0)

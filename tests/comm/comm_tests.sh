@@ -86,6 +86,21 @@ kill)
     echo "$prov: survivors failed after $(( $(date +%s) - start )) s:"; cat "$WORK/k0.log" "$WORK/k1.log"
   done
   ;;
+second)
+  # rank 2 dies, rank 1 ends after it: rank 0's wait on rank 1 ends on that, not at its 60 s deadline
+  export WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 PT_COMM_TIMEOUT=60 IPATH_NO_BACKTRACE=1
+  for prov in shm tcp; do
+    PIDS=()
+    export MASTER_PORT=$(free_port) PT_FABRIC_PROVIDER=$prov
+    for r in 0 1 2; do RANK=$r "$T" second >"$WORK/s$r.log" 2>&1 & PIDS+=($!); done
+    wait_pids 50
+    s0=$(status_of "${PIDS[0]}"); s1=$(status_of "${PIDS[1]}"); s2=$(status_of "${PIDS[2]}")
+    [ "$s2" = 137 ] && [ "$s1" = 4 ] || fail "$prov: rank 2 should die by SIGKILL (137), rank 1 exit 4; got $s2 $s1"
+    [ "$s0" = 3 ] || { cat "$WORK/s0.log"; fail "$prov: rank 0 should exit 3 naming rank 1, got $s0"; }
+    rm -f /dev/shm/pipetrain-"${PIDS[2]}"-* /dev/shm/pipetrain-"${PIDS[1]}"-*
+    echo "$prov: $(tail -1 "$WORK/s0.log")"
+  done
+  ;;
 dead)
   export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 PT_COMM_TIMEOUT=3 IPATH_NO_BACKTRACE=1 PT_FABRIC_PROVIDER=shm
   # eager messages only, then with the RMA read path for 4 KiB and up; two death points each
