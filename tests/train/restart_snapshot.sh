@@ -136,7 +136,8 @@ echo "ok: node 1's ranks and memory lost after step 9: $(grep -o 'resuming after
 # 3. and 4.: a job stopped after step 9 (no restarts: one rank killed ends it), then resumed by hand
 LAUNCH_MORE=""
 stopped() { # stopped RUN_DIR [TRAIN OPTIONS]: runs until after step 9, kills a rank, waits for the end
-    # (node 0's ranks, between two launchers over tcp, may see the death only at --comm-timeout)
+    # (a bound: ranks of two launchers on one host see each other's deaths at once, on other hosts
+    # only at --comm-timeout)
     local dir=$1
     shift
     node 0 "$dir" "a_$dir.txt" "$@" --comm-timeout 10 & a=$!
