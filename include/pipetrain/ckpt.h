@@ -314,6 +314,10 @@ pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt
  * used. PT_EIO/PT_EFORMAT when none is usable. note may be NULL. */
 pt_status pt_ckpt_resolve(const char *dir, char *step_dir, size_t step_dir_cap, char *note, size_t note_cap);
 
+/* The step of the checkpoint a resume from `dir` would take (pt_ckpt_resolve: `latest`, or the
+ * newest complete one), or -1 when there is none (no error is left set). */
+int64_t pt_ckpt_resume_step(const char *dir);
+
 /* Takes the checkpoint root's lock for one training job (its rank 0), so two jobs never write one
  * root at once (they would race on `latest.tmp`): creates root (and parents) if needed, opens
  * root/.lock and takes an exclusive flock on it, without waiting, then writes "pid P on HOST" into

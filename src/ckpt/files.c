@@ -226,6 +226,18 @@ pt_status pt_ckpt_check_step(const char *step_dir)
     return st;
 }
 
+int64_t pt_ckpt_resume_step(const char *dir)
+{
+    char step_dir[4096];
+    int64_t step;
+    if (!dir || pt_ckpt_resolve(dir, step_dir, sizeof step_dir, NULL, 0) != PT_OK) {
+        pt_clear_error();
+        return -1;
+    }
+    const char *b = strrchr(step_dir, '/');
+    return parse_step_name(b ? b + 1 : step_dir, &step) ? step : -1;
+}
+
 pt_status pt_ckpt_lock(const char *root, int *fd)
 {
     *fd = -1;

@@ -538,9 +538,7 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
      * checkpoint; the one that starts the run says which */
     pt_job_resume resume;
     const pt_model_config *model = NULL; /* the resumed run's config, or NULL: --model's */
-    char step_dir[4096];
-    int on_disk = cfg.ckpt_dir && pt_ckpt_resolve(cfg.ckpt_dir, step_dir, sizeof step_dir, NULL, 0) == PT_OK;
-    pt_clear_error();
+    int on_disk = pt_ckpt_resume_step(cfg.ckpt_dir) >= 0;
     /* with snapshots and no disk checkpoint yet the ranks resume from memory, on these settings */
     if (cfg.resume && cfg.ckpt_dir && (on_disk || cfg.snapshot_every <= 0)) {
         PT_CHECK(resume_settings(&args, &cfg, &resume));

@@ -66,19 +66,6 @@ static int64_t last_logged_step(const char *run_dir)
     return last;
 }
 
-/* The step of the checkpoint a resume would take from ckpt_dir (pt_ckpt_resolve), or -1 with none. */
-static int64_t resume_step(const char *ckpt_dir)
-{
-    char step_dir[4096], note[1024];
-    if (!ckpt_dir || pt_ckpt_resolve(ckpt_dir, step_dir, sizeof step_dir, note, sizeof note) != PT_OK) {
-        pt_clear_error();
-        return -1;
-    }
-    const char *b = strrchr(step_dir, '/');
-    b = b ? b + 1 : step_dir;
-    return strncmp(b, "step_", 5) == 0 ? strtoll(b + 5, NULL, 10) : -1;
-}
-
 static void describe(const failure *x, char *buf, size_t cap)
 {
     if (x->f.rank < 0)
@@ -159,7 +146,7 @@ static int after_failure(restarter *rs, int attempt, const pt_launch_failure *f,
     x->node = node;
     snprintf(x->host, sizeof x->host, "%s", host);
     x->step = last_logged_step(r->run_dir) + 1;
-    x->restore = resume_step(r->ckpt_dir);
+    x->restore = pt_ckpt_resume_step(r->ckpt_dir);
     if (x->step < 1)
         x->step = x->restore + 1;
     char d[256];

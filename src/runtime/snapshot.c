@@ -33,6 +33,7 @@ struct pt_snapshot {
     char msg[1024];
     int64_t prev_step;     /* the last step taken (-1: none) */
     pt_snapshot_info info;
+    double *agree;         /* [world]: the buddy thread's agreement, one flag per rank */
 };
 
 /* ---- copying one step directory between ranks ---- */
@@ -250,7 +251,6 @@ static void *buddy_thread(void *arg)
             break;
         int64_t step = s->job_step;
         pthread_mutex_unlock(&s->mu);
-        int64_t t0 = pt_now_ns();
         pt_status st = pt_ckpt_saver_wait(s->saver);
         pt_ckpt_save_info si;
         pt_ckpt_saver_info(s->saver, &si);
@@ -273,18 +273,15 @@ static void *buddy_thread(void *arg)
         char err[1024] = "";
         if (st != PT_OK)
             snprintf(err, sizeof err, "%s", pt_last_error());
-        double *v = calloc((size_t)s->o.world, sizeof(double));
-        pt_status as = v ? PT_OK : pt_fail(PT_ENOMEM, "out of host memory");
-        if (v) {
-            v[s->o.rank] = st != PT_OK;
-            as = pt_comm_allreduce_f64(s->bcomm, NULL, v, (size_t)s->o.world,
-                                       pt_deadline_after_ms(pt_comm_timeout_ms(s->bcomm)));
-        }
+        double *v = s->agree;
+        memset(v, 0, sizeof(double) * (size_t)s->o.world);
+        v[s->o.rank] = st != PT_OK;
+        pt_status as = pt_comm_allreduce_f64(s->bcomm, NULL, v, (size_t)s->o.world,
+                                             pt_deadline_after_ms(pt_comm_timeout_ms(s->bcomm)));
         int bad = -1;
         for (int r = 0; as == PT_OK && r < s->o.world && bad < 0; r++)
             if (v[r] > 0)
                 bad = r;
-        free(v);
         if (st != PT_OK)
             st = pt_fail(st, "rank %d: the snapshot of step %lld failed: %s", s->o.rank, (long long)step, err);
         else if (as != PT_OK)
@@ -304,7 +301,6 @@ static void *buddy_thread(void *arg)
         }
         s->info.write_s = si.write_s;
         s->info.buddy_s = 1e-9 * (double)(pt_now_ns() - t1);
-        (void)t0;
         s->busy = 0;
         pthread_cond_broadcast(&s->cv);
     }
@@ -344,6 +340,10 @@ pt_status pt_snapshot_open(const pt_snapshot_opts *o, pt_comm *comm, pt_snapshot
     PT_TRY(pt_mkdirs(s->own), fail);
     PT_TRY(pt_ckpt_saver_create(s->own, 0, 0, 1, &s->saver), fail);
     if (o->world > 1) { /* the background thread: the buddy copy and the ranks' agreement */
+        if (!(s->agree = calloc((size_t)o->world, sizeof(double)))) {
+            st = pt_fail(PT_ENOMEM, "out of host memory");
+            goto fail;
+        }
         PT_TRY(pt_comm_dup(comm, pt_deadline_after_ms(pt_comm_timeout_ms(comm)), &s->bcomm), fail);
         if (pthread_create(&s->th, NULL, buddy_thread, s) != 0) {
             st = pt_fail(PT_ENOMEM, "snapshot: cannot start its thread: %s", strerror(errno));
@@ -373,6 +373,7 @@ void pt_snapshot_close(pt_snapshot *s)
     pt_ckpt_saver_destroy(s->saver);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    free(s->agree);
     free(s);
 }
 

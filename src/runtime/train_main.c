@@ -575,14 +575,7 @@ pt_status pt_train_job_restore(pt_train_job *j)
     memset(&li, 0, sizeof li);
     pt_train_state rs = { 0 };
     j->restore_begin_ns = pt_wall_ns();
-    char disk_dir[4096];
-    int64_t disk_step = -1;
-    if (pt_ckpt_resolve(tc->ckpt_dir, disk_dir, sizeof disk_dir, NULL, 0) == PT_OK) {
-        const char *b = strrchr(disk_dir, '/');
-        b = b ? b + 1 : disk_dir;
-        disk_step = strncmp(b, "step_", 5) == 0 ? strtoll(b + 5, NULL, 10) : -1;
-    }
-    pt_clear_error();
+    int64_t disk_step = pt_ckpt_resume_step(tc->ckpt_dir);
     if (j->snap) {
         pt_snapshot_restore_info si;
         PT_CHECK(pt_snapshot_restore(j->snap, j->world > 1 ? j->comm : NULL, disk_step, models, optims, V, &rs, &si));
