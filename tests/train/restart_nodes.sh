@@ -32,14 +32,6 @@ wait $a || fail "the uninterrupted run failed on node 0"
 wait $b || fail "the uninterrupted run failed on node 1"
 
 # step event -> freeze node 1's ranks, SIGKILL both: the whole node's ranks die
-wait_step() { # wait_step RUN_DIR PATTERN PID
-    for t in $(seq 1 3000); do
-        grep -q "$2" "$1/metrics.jsonl" 2>/dev/null && return 0
-        kill -0 "$3" 2>/dev/null || fail "the run ended before '$2'"
-        sleep 0.02
-    done
-    fail "no '$2' within 60 s"
-}
 node "$NS_A" 0 kill a_kill.txt --max-restarts 3 & a=$!
 node "$NS_B" 1 kill b_kill.txt --max-restarts 3 & b=$!
 wait_step kill '"step":3,' $a

@@ -39,14 +39,6 @@ node() { # node NS RANK RUN_DIR OUT [MORE LAUNCH OPTIONS]
     ip netns exec "$ns" "$PT" launch --nproc 2 --node-rank "$r" --master 198.18.2.1:29621 "$@" \
         -- $train --run-dir "$dir" ${SNAP:+--snapshot-every 2 --snapshot-dir $PWD/snap-node$r} > "$out" 2>&1
 }
-wait_step() { # wait_step RUN_DIR PATTERN PID
-    for t in $(seq 1 3000); do
-        grep -q "$2" "$1/metrics.jsonl" 2>/dev/null && return 0
-        kill -0 "$3" 2>/dev/null || fail "the run ended before '$2'"
-        sleep 0.02
-    done
-    fail "no '$2' within 60 s"
-}
 # loss of each step in a metrics.jsonl, as written (cJSON prints a double that reads back exactly)
 losses() { grep -v eval_loss "$1" | sed -n 's/.*"step":\([0-9]*\),"loss":\([^,]*\),.*/\1 \2/p'; }
 
