@@ -178,6 +178,23 @@ typedef struct pt_backend {
     pt_status (*xent_shard_backward)(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
                                      const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
 
+    /* ---- vocabulary-parallel embedding and cross-entropy (tensor parallelism; model.h tp) ----
+     * Optional (NULL: the backend cannot run tensor-parallel chunks). */
+    /* out (B,T,C) = (v0 <= tok < v0 + V ? wte[tok - v0] : 0) + (wpe ? wpe[t] : 0): wte (V,C) holds rows
+     * v0 .. v0+V-1 of the whole table. The sum over the group of every rank's out, with wpe on one
+     * rank only, is embedding_forward's bits (one non-zero table term per element). */
+    pt_status (*embedding_range_forward)(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                         const float *wpe, int v0, int V, int B, int T, int C);
+    /* dwte (V,C) rows of the tokens in [v0, v0+V) added to; dwpe (maxT,C) added to when not NULL;
+     * the same order as embedding_backward (deterministic). */
+    pt_status (*embedding_range_backward)(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                          const int32_t *tokens, int v0, int V, int B, int T, int C);
+    /* stats (N, PT_XENT_STATS) = parts[0] combined with parts[1], ..., parts[n-1] in that order, where
+     * parts (n, N, PT_XENT_STATS) are xent_shard_forward outputs each made with stats_in NULL for
+     * consecutive vocabulary ranges: xent_shard_forward's combining rule, so the result has the
+     * bits of n shards run one after the other. stats may not alias parts. */
+    pt_status (*xent_stats_combine)(pt_stream *s, float *stats, const float *parts, int n, int N);
+
     /* ---- optimizer ---- */
     /* AdamW on one tensor (n), in place: m, v updated; bias correction with step t >= 1;
      * decoupled weight decay `weight_decay` (callers pass 0 for tensors of rank < 2);

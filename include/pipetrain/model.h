@@ -124,7 +124,34 @@ typedef struct pt_model_opts {
                       * activation's buffer (see slot_dinput / slot_doutput). Same bits; less
                       * memory. pt_plan_fused_only (partition.h) says which schedules run this
                       * way. (Added by models/.) */
+    struct pt_model_tp {
+        /* Tensor parallelism (docs/parallelism.md): the chunk's layers split Megatron-style over a
+         * group of `size` ranks, this one being `rank`. size 0 or 1: none (the fields below unused).
+         * Attention by heads (q/k/v column-parallel, kv heads split, or replicated when n_kv_head <
+         * size), the output projection row-parallel; the MLP column- then row-parallel (gate and up
+         * both column-parallel); embedding and LM head vocabulary-parallel (rows [rank * Vp/size,
+         * +Vp/size) of wte / lm_head), the cross-entropy combined from every rank's row statistics
+         * in rank order (backend.h xent_stats_combine: head_split's arithmetic). Needs head_split 1.
+         * size must divide n_head, the padded vocabulary and the MLP width, and n_kv_head or be a
+         * multiple of it (pt_model_tp_check). */
+        int size, rank;
+        int sp;  /* 1: sequence parallelism: the norms, residual adds and the chunk's boundaries hold rows
+                  * [rank * N/size, +N/size) of the N = B * T tokens (N must divide by size), joined by
+                  * all-gather / reduce-scatter where the non-sp chunk all-reduces */
+        /* The group's collectives on backend memory, in the same order on every member (blocking):
+         * sum all-reduce of n floats; pt_comm_reduce_scatter's fixed-order reduce-scatter (member k's
+         * segment pt_comm_segment(n, size, k) holds the sum, the rest undefined); all-gather of the
+         * members' segments. `what` names the operation ("tp all-reduce attn.proj block 3"). */
+        pt_status (*allreduce)(void *ctx, float *x, size_t n, const char *what);
+        pt_status (*reduce_scatter)(void *ctx, float *x, size_t n, const char *what);
+        pt_status (*allgather)(void *ctx, float *x, size_t n, const char *what);
+        void *ctx;
+    } tp;
 } pt_model_opts;
+
+/* Whether layers of cfg can be split over tp ranks (tp >= 1): "" and PT_OK, or PT_EINVAL with one
+ * line naming the dimension that does not divide and the sizes that would (also: head_split > 1). */
+pt_status pt_model_tp_check(const pt_model_config *cfg, int tp, int sp, int micro_batch, int seq_len);
 
 typedef struct pt_param {
     const char *name; /* global name: "wte.weight", "wpe.weight", "blocks.3.attn.qkv.weight", "lnf.weight" ... */
@@ -134,6 +161,20 @@ typedef struct pt_param {
     size_t offset;    /* element offset into pt_model_params / pt_model_grads */
     int layer;        /* global layer index */
     int decay;        /* 1 when AdamW weight decay applies (ndim >= 2) */
+    /* Tensor parallelism (pt_model_opts.tp): which part of the whole tensor this rank holds. With
+     * tp_dim < 0 the whole (gshape == shape); with 0 the local rows, with 1 the local columns
+     * (2-D only) are the global ranges [tp_lo[i], tp_hi[i]) along that dimension, i < tp_nseg,
+     * concatenated in order (qkv: the query, key and value heads of this rank; gate_up: gate then up).
+     * Without tensor parallelism: tp_dim -1, tp_nseg 0. */
+    int gshape[2];
+    int tp_dim, tp_nseg, tp_lo[3], tp_hi[3];
+    /* Local elements [rep_lo, rep_hi) are also held by other ranks of the group: rep_n ranks, the
+     * group's rep_first .. rep_first + rep_n - 1 (rep_n 1: none). The first of them counts them in
+     * the gradient norm and writes them to checkpoints. rep_partial: each holder's gradient of the
+     * range is a partial sum (norms under sp, replicated kv heads), which the runtime sums over
+     * the holders before the data-parallel reduction. */
+    size_t rep_lo, rep_hi;
+    int rep_n, rep_first, rep_partial;
 } pt_param;
 
 typedef struct pt_model pt_model;
@@ -156,6 +197,15 @@ int pt_model_has_head_layers(const pt_model *m);
 
 /* Named tensors of this chunk, in global layer order (embedding, blocks, head). A chunk holding the
  * head but not the embedding lists its own "wte.weight" (same name: the tied copy). */
+/* The chunk's tensor-parallel group size (1 without) and this rank's index in it. */
+int pt_model_tp_size(const pt_model *m);
+int pt_model_tp_rank(const pt_model *m);
+/* Rows of the (B*T)-token activations at the chunk's boundaries: B*T, or B*T / tp size with sp.
+ * Messages between stages carry this many rows times pt_model_boundary_width. */
+int pt_model_boundary_rows(const pt_model *m);
+/* Rows of wte / the LM head this rank holds (vocab_padded / tp size). */
+int pt_model_vocab_rows(const pt_model *m);
+
 int pt_model_n_tensors(const pt_model *m);
 const pt_param *pt_model_tensor(const pt_model *m, int i);
 /* The most elements one named tensor of this chunk holds (at least 1): a host buffer of that many
