@@ -114,6 +114,10 @@ pt_status pt_cpu_embedding_forward(pt_stream *s, float *out, const int32_t *toke
                                    const float *wpe, int B, int T, int C);
 pt_status pt_cpu_embedding_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
                                     const int32_t *tokens, int B, int T, int C);
+pt_status pt_cpu_embedding_range_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                         const float *wpe, int v0, int V, int B, int T, int C);
+pt_status pt_cpu_embedding_range_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                          const int32_t *tokens, int v0, int V, int B, int T, int C);
 
 pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
                                       const int32_t *targets, int N, int V);
@@ -127,6 +131,7 @@ pt_status pt_cpu_xent_shard_finish(pt_stream *s, float *losses, float *lse, cons
                                    const int32_t *targets, int N, int V_total);
 pt_status pt_cpu_xent_shard_backward(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
                                      const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
+pt_status pt_cpu_xent_stats_combine(pt_stream *s, float *stats, const float *parts, int n, int N);
 
 pt_status pt_cpu_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
                                  int C, float eps);

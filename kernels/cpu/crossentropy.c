@@ -79,7 +79,8 @@ pt_status pt_cpu_crossentropy_backward(pt_stream *s, float *dlogits, const float
     return PT_OK;
 }
 
-/* ---- the same loss over vocabulary shards (backend.h, xent_shard_*) ---- */
+/* ---- the same loss over vocabulary shards (backend.h, xent_shard_*), and the statistics of
+ * ranges computed apart (tensor-parallel ranks) combined afterwards (xent_stats_combine) ---- */
 
 static pt_status pt_cpu_xent_shape(const char *what, int N, int V, int v0)
 {
@@ -87,6 +88,24 @@ static pt_status pt_cpu_xent_shape(const char *what, int N, int V, int v0)
         return pt_fail(PT_EINVAL, "%s: shape N=%d V=%d v0=%d; V must be positive, N and v0 not negative", what, N, V,
                        v0);
     return PT_OK;
+}
+
+/* One row's statistics: out = in (the ranges so far) combined with sh (the next range's own,
+ * as a first shard writes them). The one combining rule of xent_shard_forward and
+ * xent_stats_combine, so that both give the same bits; out may alias in or sh. */
+static inline void xent_combine(float *out, const float *in, const float *sh)
+{
+    float m = in[0] > sh[0] ? in[0] : sh[0];
+    float sum = in[1] * expf(in[0] - m) + sh[1] * expf(sh[0] - m);
+    float x_tgt = in[2] + sh[2];
+    /* the later range's maximum only when it has one and it is larger: the earlier keeps ties */
+    int later = sh[4] >= 0.0f && (in[4] < 0.0f || sh[3] > in[3]);
+    float best = later ? sh[3] : in[3], col = later ? sh[4] : in[4];
+    out[0] = m;
+    out[1] = sum;
+    out[2] = x_tgt;
+    out[3] = best;
+    out[4] = col;
 }
 
 pt_status pt_cpu_xent_shard_forward(pt_stream *s, float *stats_out, float *exps, float *row_max,
@@ -133,17 +152,29 @@ pt_status pt_cpu_xent_shard_forward(pt_stream *s, float *stats_out, float *exps,
         row_max[n] = mx;
         float *o = stats_out + (size_t)n * PT_XENT_STATS;
         float st[PT_XENT_STATS] = { mx, sum, x_tgt, best, best_j >= 0 ? (float)(v0 + best_j) : -1.0f };
-        if (stats_in) {
-            const float *in = stats_in + (size_t)n * PT_XENT_STATS;
-            float m = in[0] > mx ? in[0] : mx;
-            st[0] = m;
-            st[1] = in[1] * expf(in[0] - m) + sum * expf(mx - m);
-            st[2] = in[2] + x_tgt;
-            if (!(best_j >= 0 && (in[4] < 0.0f || best > in[3]))) { /* the earlier shard keeps ties */
-                st[3] = in[3];
-                st[4] = in[4];
-            }
-        }
+        if (stats_in)
+            xent_combine(st, stats_in + (size_t)n * PT_XENT_STATS, st);
+        for (int k = 0; k < PT_XENT_STATS; k++)
+            o[k] = st[k];
+    }
+    return PT_OK;
+}
+
+pt_status pt_cpu_xent_stats_combine(pt_stream *s, float *stats, const float *parts, int n, int N)
+{
+    if (n < 1 || N < 0)
+        return pt_fail(PT_EINVAL, "xent_stats_combine: n=%d parts of N=%d rows; n must be positive and N not "
+                                  "negative", n, N);
+    const size_t part = (size_t)N * PT_XENT_STATS;
+#pragma omp parallel for num_threads(s->n_threads) if (part * n >= PT_CPU_PAR_MIN) schedule(static)
+    for (int r = 0; r < N; r++) {
+        float st[PT_XENT_STATS];
+        const float *p = parts + (size_t)r * PT_XENT_STATS;
+        for (int k = 0; k < PT_XENT_STATS; k++)
+            st[k] = p[k];
+        for (int j = 1; j < n; j++)
+            xent_combine(st, st, p + j * part);
+        float *o = stats + (size_t)r * PT_XENT_STATS;
         for (int k = 0; k < PT_XENT_STATS; k++)
             o[k] = st[k];
     }

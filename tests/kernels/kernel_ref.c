@@ -142,3 +142,42 @@ void ref_crossentropy(double *losses, const double *logits, const int32_t *targe
         losses[n] = targets[n] >= 0 ? log(sum) + mx - x[targets[n]] : 0.0;
     }
 }
+
+void ref_embedding_range(double *out, const int32_t *tokens, const double *wte, const double *wpe, int v0, int V,
+                         int B, int T, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int32_t tok = tokens[b * T + t];
+            int in = tok >= v0 && tok < v0 + V;
+            for (int c = 0; c < C; c++)
+                out[((size_t)b * T + t) * C + c] = (in ? wte[(size_t)(tok - v0) * C + c] : 0.0) +
+                                                   (wpe ? wpe[(size_t)t * C + c] : 0.0);
+        }
+}
+
+void ref_xent_stats(double *stats, const double *logits, const int32_t *targets, int N, int V, int v0, int v1,
+                    int n_valid)
+{
+    for (int n = 0; n < N; n++) {
+        const double *x = logits + (size_t)n * V;
+        double *st = stats + (size_t)n * 5;
+        double mx = -INFINITY, sum = 0, best = -INFINITY;
+        int best_j = -1;
+        for (int i = v0; i < v1; i++)
+            if (x[i] > mx)
+                mx = x[i];
+        for (int i = v0; i < v1; i++)
+            sum += exp(x[i] - mx);
+        for (int i = v0; i < v1 && i < n_valid; i++)
+            if (best_j < 0 || x[i] > best) {
+                best = x[i];
+                best_j = i;
+            }
+        st[0] = mx;
+        st[1] = sum;
+        st[2] = targets[n] >= v0 && targets[n] < v1 ? x[targets[n]] : 0.0;
+        st[3] = best;
+        st[4] = best_j;
+    }
+}

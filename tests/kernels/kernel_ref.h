@@ -26,6 +26,16 @@ void ref_rope(double *qkv, const double *cos, const double *sin, int B, int T, i
 void ref_swiglu(double *out, const double *gu, int N, int H);
 /* out (B,T,C) = wte[tokens] + wpe[t]. */
 void ref_embedding(double *out, const int32_t *tokens, const double *wte, const double *wpe, int B, int T, int C);
+/* out (B,T,C) = (v0 <= tok < v0 + V ? wte[tok - v0] : 0) + (wpe ? wpe[t] : 0); wte (V,C) holds rows
+ * v0 .. v0+V-1 of the whole table, wpe may be NULL. */
+void ref_embedding_range(double *out, const int32_t *tokens, const double *wte, const double *wpe, int v0, int V,
+                         int B, int T, int C);
+/* The row statistics of backend.h's xent_shard_forward (5 per row) over the global columns
+ * [v0, v1) of logits (N,V) on their own: max, sum of exp(x - max), the target's logit (0 when
+ * the target is not among them), the first maximum among the columns < n_valid and its column
+ * (-INFINITY and -1 when there is none). */
+void ref_xent_stats(double *stats, const double *logits, const int32_t *targets, int N, int V, int v0, int v1,
+                    int n_valid);
 /* losses (N): -log softmax(logits)[target], 0 where target < 0. */
 void ref_crossentropy(double *losses, const double *logits, const int32_t *targets, int N, int V);
 

@@ -3,7 +3,8 @@
  *
  * Usage: test_kernels GROUP   (backend elementwise matmul layernorm gelu attention
  *                              attention_long embedding crossentropy xent_shard adamw
- *                              attention_decode rmsnorm rope swiglu)
+ *                              attention_decode rmsnorm rope swiglu embedding_range
+ *                              xent_combine)
  * A failure prints the tensor, the first bad index and both values; the exit status is the
  * number of failed checks (capped). Every group also checks that the byte account of
  * pt_backend_alloc returns to zero. */
@@ -1189,6 +1190,138 @@ static void test_embedding(void)
     be->stream_destroy(s);
 }
 
+/* ---- the vocabulary-range embedding (tensor parallelism) ---- */
+
+/* Every rank's embedding_range_forward over the table cut into n_ranks equal row ranges (wpe on
+ * rank 0 only), summed in rank order, against embedding_forward; each rank's backward against
+ * the rows of embedding_backward. Both bit for bit: one non-zero table term per element, and the
+ * gradient rows get the same additions in the same order. */
+static void emb_range_ranks(pt_stream *s, pt_stream *s3, const int32_t *tok, const float *wte, const float *wpe,
+                            const float *dout, int Vp, int n_ranks, int B, int T, int C, int maxT)
+{
+    size_t nout = (size_t)B * T * C, nte = (size_t)Vp * C, npe = (size_t)maxT * C;
+    float *full = fnew(nout), *sum = fnew(nout), *out = fnew(nout);
+    /* g_*: embedding_backward's gradients; r_*: the ranks' (r_pe0: the starting dwpe of every rank) */
+    float *g_te = fnew(nte), *g_pe = fnew(npe), *g_te0 = fnew(nte), *r_te = fnew(nte), *r_pe0 = fnew(npe),
+          *r_te3 = fnew(nte);
+    double *ref = dnew(nout), *wte_d = to_double(wte, nte), *wpe_d = to_double(wpe, npe);
+    char what[112];
+    EXPECT(be->embedding_forward(s, full, tok, wte, wpe, B, T, C) == PT_OK);
+    for (size_t i = 0; i < nte; i++)
+        g_te[i] = g_te0[i] = r_te[i] = r_te3[i] = (float)urand();
+    for (size_t i = 0; i < npe; i++)
+        g_pe[i] = r_pe0[i] = (float)urand();
+    float *g_te_nopos = fnew(nte);
+    memcpy(g_te_nopos, g_te0, nte * sizeof(float));
+    EXPECT(be->embedding_backward(s, g_te, g_pe, dout, tok, B, T, C) == PT_OK);
+    EXPECT(be->embedding_backward(s, g_te_nopos, NULL, dout, tok, B, T, C) == PT_OK);
+    const int V = Vp / n_ranks;
+    for (int r = 0; r < n_ranks; r++) {
+        const int v0 = r * V;
+        const float *pe = r == 0 ? wpe : NULL;
+        EXPECT(be->embedding_range_forward(s, out, tok, wte + (size_t)v0 * C, pe, v0, V, B, T, C) == PT_OK);
+        ref_embedding_range(ref, tok, wte_d + (size_t)v0 * C, r == 0 ? wpe_d : NULL, v0, V, B, T, C);
+        snprintf(what, sizeof what, "embedding_range_forward rank %d of %d", r, n_ranks);
+        check_close(what, out, ref, nout, 0, 1e-7);
+        for (size_t i = 0; i < (size_t)B * T; i++) /* another rank's token: a zero row (wpe NULL) */
+            if (r > 0 && !(tok[i] >= v0 && tok[i] < v0 + V))
+                for (int c = 0; c < C; c++)
+                    if (memcmp(&out[i * C + c], &(float){ 0.0f }, sizeof(float)) != 0) {
+                        fprintf(stderr, "%s: position %zu (token %d) channel %d is %g, want +0\n", what, i, tok[i],
+                                c, (double)out[i * C + c]);
+                        g_fail++;
+                        c = C;
+                    }
+        if (r == 0)
+            memcpy(sum, out, nout * sizeof(float));
+        else
+            for (size_t i = 0; i < nout; i++)
+                sum[i] += out[i];
+        /* backward: this rank's rows of dwte; dwpe on every rank (the caller decides who keeps it) */
+        float *te = r_te + (size_t)v0 * C;
+        float *pe_r = fnew(npe), *pe_r3 = fnew(npe);
+        for (size_t i = 0; i < npe; i++)
+            pe_r[i] = pe_r3[i] = r_pe0[i];
+        EXPECT(be->embedding_range_backward(s, te, pe_r, dout, tok, v0, V, B, T, C) == PT_OK);
+        EXPECT(be->embedding_range_backward(s3, r_te3 + (size_t)v0 * C, pe_r3, dout, tok, v0, V, B, T, C) == PT_OK);
+        snprintf(what, sizeof what, "embedding_range_backward dwte rank %d of %d", r, n_ranks);
+        check_bits(what, te, g_te + (size_t)v0 * C, (size_t)V * C);
+        snprintf(what, sizeof what, "embedding_range_backward dwpe rank %d of %d", r, n_ranks);
+        check_bits(what, pe_r, g_pe, npe);
+        check_bits("embedding_range_backward, 2 vs 3 threads", te, r_te3 + (size_t)v0 * C, (size_t)V * C);
+        check_bits("embedding_range_backward dwpe, 2 vs 3 threads", pe_r, pe_r3, npe);
+        /* dwpe NULL: the dwte rows alone, those of embedding_backward with dwpe NULL */
+        float *te_np = fnew((size_t)V * C);
+        memcpy(te_np, g_te0 + (size_t)v0 * C, (size_t)V * C * sizeof(float));
+        EXPECT(be->embedding_range_backward(s, te_np, NULL, dout, tok, v0, V, B, T, C) == PT_OK);
+        check_bits("embedding_range_backward dwte, dwpe NULL", te_np, g_te_nopos + (size_t)v0 * C, (size_t)V * C);
+        ffree(te_np);
+        ffree(pe_r);
+        ffree(pe_r3);
+    }
+    snprintf(what, sizeof what, "embedding_range_forward summed over %d ranks vs embedding_forward", n_ranks);
+    check_bits(what, sum, full, nout);
+    free(ref);
+    free(wte_d);
+    free(wpe_d);
+    float *all[] = { full, sum, out, g_te, g_pe, g_te0, r_te, r_pe0, r_te3, g_te_nopos };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+}
+
+static void test_embedding_range(void)
+{
+    const int B = 3, T = 7, C = 130, Vp = 12, maxT = 9;
+    size_t nout = (size_t)B * T * C;
+    int32_t tok[3 * 7];
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int32_t)((urand() + 1) / 2 * Vp) % Vp;
+    tok[0] = tok[1] = tok[B * T - 1]; /* repeats */
+    tok[2] = 0;
+    tok[3] = Vp - 1; /* both ends of the table */
+    float *wte = frand_new((size_t)Vp * C, 1), *wpe = frand_new((size_t)maxT * C, 1), *dout = frand_new(nout, 1);
+    pt_stream *s = stream_new(2), *s3 = stream_new(3);
+    for (int n_ranks = 1; n_ranks <= 4; n_ranks++)
+        if (Vp % n_ranks == 0)
+            emb_range_ranks(s, s3, tok, wte, wpe, dout, Vp, n_ranks, B, T, C, maxT);
+
+    { /* a range not at a rank boundary, wpe NULL; backward against the double sums */
+        const int v0 = 5, V = 3;
+        float *out = fnew(nout), *dte = frand_new((size_t)V * C, 1);
+        double *ref = dnew(nout), *wd = to_double(wte + (size_t)v0 * C, (size_t)V * C),
+               *gref = to_double(dte, (size_t)V * C);
+        EXPECT(be->embedding_range_forward(s, out, tok, wte + (size_t)v0 * C, NULL, v0, V, B, T, C) == PT_OK);
+        ref_embedding_range(ref, tok, wd, NULL, v0, V, B, T, C);
+        check_close("embedding_range_forward v0=5 V=3, wpe NULL", out, ref, nout, 0, 0);
+        EXPECT(be->embedding_range_backward(s, dte, NULL, dout, tok, v0, V, B, T, C) == PT_OK);
+        for (int i = 0; i < B * T; i++)
+            if (tok[i] >= v0 && tok[i] < v0 + V)
+                for (int c = 0; c < C; c++)
+                    gref[(size_t)(tok[i] - v0) * C + c] += dout[(size_t)i * C + c];
+        check_close("embedding_range_backward v0=5 V=3 vs the sum of its rows", dte, gref, (size_t)V * C, 1e-6,
+                    1e-6);
+        /* refusals: an empty or negative range, a negative token */
+        EXPECT(be->embedding_range_forward(s, out, tok, wte, NULL, 0, 0, B, T, C) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "V=0") != NULL);
+        EXPECT(be->embedding_range_forward(s, out, tok, wte, NULL, -1, V, B, T, C) == PT_EINVAL);
+        EXPECT(be->embedding_range_backward(s, dte, NULL, dout, tok, 0, -3, B, T, C) == PT_EINVAL);
+        tok[4] = -1;
+        EXPECT(be->embedding_range_forward(s, out, tok, wte, wpe, 0, Vp, B, T, C) == PT_EINVAL);
+        EXPECT(strstr(pt_last_error(), "position 4") != NULL);
+        EXPECT(be->embedding_range_backward(s, dte, NULL, dout, tok, v0, V, B, T, C) == PT_EINVAL);
+        free(ref);
+        free(wd);
+        free(gref);
+        ffree(out);
+        ffree(dte);
+    }
+    ffree(wte);
+    ffree(wpe);
+    ffree(dout);
+    be->stream_destroy(s);
+    be->stream_destroy(s3);
+}
+
 /* ---- softmax + cross-entropy ---- */
 
 typedef struct ce_ctx { double *logits; const int32_t *tgt; int N, V; } ce_ctx;
@@ -1449,6 +1582,98 @@ static void test_xent_shard(void)
     be->stream_destroy(s);
 }
 
+/* ---- the statistics of vocabulary ranges computed apart, combined (xent_stats_combine) ---- */
+
+static void test_xent_combine(void)
+{
+    pt_stream *s = stream_new(2);
+    const int N = 8, V = 997, n_valid = 990;
+    /* equal ranks' ranges would need V % n == 0; the combine takes any consecutive ranges */
+    const int cuts[][6] = { { 0, 997 }, { 0, 400, 997 }, { 0, 1, 600, 997 }, { 0, 123, 990, 997 },
+                            { 0, 400, 401, 990, 997 }, { 0, 250, 500, 750, 997 }, { 0, 993, 995, 996, 997 } };
+    const int n_cuts[] = { 1, 2, 3, 3, 4, 4, 4 };
+    int32_t tgt[8] = { 17, -1, 399, 600, 995, V - 1, 0, -100 };
+    float *logits = frand_new((size_t)N * V, 4);
+    float *row = logits + (size_t)2 * V; /* a three-way tie across the cuts at 400 and 401 */
+    row[399] = row[400] = row[401] = 7.0f;
+    row = logits + (size_t)3 * V; /* ties across the cuts at 1 and 600 */
+    row[0] = row[1] = row[600] = 6.0f;
+    row = logits + (size_t)4 * V; /* the row's max in padding columns, the valid max after a cut */
+    row[995] = 9.0f;
+    row[993] = 9.0f;
+    row[700] = 5.0f;
+    row = logits + (size_t)5 * V; /* extreme logits */
+    row[5] = 1000.0f;
+    row[6] = -1000.0f;
+    row = logits + (size_t)6 * V; /* the maximum at both ends of the valid columns */
+    row[0] = row[989] = 8.0f;
+    row = logits + (size_t)7 * V; /* every column equal: the first */
+    for (int i = 0; i < V; i++)
+        row[i] = 1.5f;
+    double *ld = to_double(logits, (size_t)N * V), *ref = dnew((size_t)N * PT_XENT_STATS);
+    float *parts = fnew((size_t)4 * N * PT_XENT_STATS), *comb = fnew((size_t)N * PT_XENT_STATS),
+          *chain = fnew((size_t)N * PT_XENT_STATS), *x = fnew((size_t)N * V), *e = fnew((size_t)N * V),
+          *rmax = fnew(N), *loss = fnew(N), *lse = fnew(N), *loss2 = fnew(N), *lse2 = fnew(N);
+    char what[112];
+    for (size_t c = 0; c < sizeof n_cuts / sizeof n_cuts[0]; c++) {
+        const int K = n_cuts[c], *b = cuts[c];
+        for (int k = 0; k < K; k++) { /* each range on its own, as a rank computes it */
+            int v0 = b[k], vk = b[k + 1] - v0;
+            for (int n = 0; n < N; n++)
+                memcpy(x + (size_t)n * vk, logits + (size_t)n * V + v0, (size_t)vk * sizeof(float));
+            float *p = parts + (size_t)k * N * PT_XENT_STATS;
+            EXPECT(be->xent_shard_forward(s, p, e, rmax, NULL, x, tgt, N, vk, v0, n_valid) == PT_OK);
+            ref_xent_stats(ref, ld, tgt, N, V, v0, b[k + 1], n_valid);
+            for (int n = 0; n < N; n++) { /* the part against the reference: all exact but the sum */
+                const float *st = p + (size_t)n * PT_XENT_STATS;
+                const double *rs = ref + (size_t)n * PT_XENT_STATS;
+                if (st[0] != rs[0] || !(fabs(st[1] - rs[1]) <= 1e-5 * rs[1]) || st[2] != rs[2] || st[3] != rs[3] ||
+                    st[4] != rs[4]) {
+                    fprintf(stderr, "xent_shard_forward part %d of cut %zu row %d: {%.9g %.9g %.9g %.9g %g}, "
+                                    "reference {%.9g %.9g %.9g %.9g %g}\n", k, c, n, (double)st[0], (double)st[1],
+                            (double)st[2], (double)st[3], (double)st[4], rs[0], rs[1], rs[2], rs[3], rs[4]);
+                    g_fail++;
+                }
+            }
+        }
+        EXPECT(be->xent_stats_combine(s, comb, parts, K, N) == PT_OK);
+        EXPECT(xent_run(s, logits, tgt, N, V, n_valid, b, K, 0, 1.0f, loss, lse, chain, NULL) == PT_OK);
+        snprintf(what, sizeof what, "xent_stats_combine of %d parts vs the chained shards (cut %zu)", K, c);
+        check_bits(what, comb, chain, (size_t)N * PT_XENT_STATS);
+        /* the whole row's statistics from the reference: the same argmax rule, padding and all */
+        ref_xent_stats(ref, ld, tgt, N, V, 0, V, n_valid);
+        for (int n = 0; n < N; n++) {
+            const float *st = comb + (size_t)n * PT_XENT_STATS;
+            const double *rs = ref + (size_t)n * PT_XENT_STATS;
+            if (st[0] != rs[0] || !(fabs(st[1] - rs[1]) <= 1e-5 * rs[1]) || st[2] != rs[2] || st[3] != rs[3] ||
+                st[4] != rs[4]) {
+                fprintf(stderr, "%s: row %d {%.9g %.9g %.9g %.9g %g}, reference {%.9g %.9g %.9g %.9g %g}\n", what,
+                        n, (double)st[0], (double)st[1], (double)st[2], (double)st[3], (double)st[4], rs[0], rs[1],
+                        rs[2], rs[3], rs[4]);
+                g_fail++;
+            }
+        }
+        EXPECT(be->xent_shard_finish(s, loss2, lse2, comb, tgt, N, V) == PT_OK);
+        check_bits("xent_shard_finish on combined statistics: losses", loss2, loss, N);
+        check_bits("xent_shard_finish on combined statistics: lse", lse2, lse, N);
+        EXPECT(loss2[1] == 0.0f && loss2[7] == 0.0f); /* targets < 0 */
+    }
+    EXPECT(comb[(size_t)4 * PT_XENT_STATS + 4] == 700.0f && comb[(size_t)2 * PT_XENT_STATS + 4] == 399.0f &&
+           comb[(size_t)3 * PT_XENT_STATS + 4] == 0.0f && comb[(size_t)7 * PT_XENT_STATS + 4] == 0.0f);
+    /* a part that is all padding (cut { 0, 993, 995, 996, 997 } above has three) has no argmax */
+    EXPECT(parts[(size_t)3 * N * PT_XENT_STATS + 4] == -1.0f);
+    EXPECT(be->xent_stats_combine(s, comb, parts, 0, N) == PT_EINVAL);
+    EXPECT(strstr(pt_last_error(), "n=0") != NULL);
+    EXPECT(be->xent_stats_combine(s, comb, parts, 2, -1) == PT_EINVAL);
+    EXPECT(be->xent_stats_combine(s, comb, parts, 2, 0) == PT_OK);
+    free(ld);
+    free(ref);
+    float *all[] = { logits, parts, comb, chain, x, e, rmax, loss, lse, loss2, lse2 };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ffree(all[i]);
+    be->stream_destroy(s);
+}
+
 /* ---- AdamW ---- */
 
 static void test_adamw(void)
@@ -1574,6 +1799,7 @@ int main(int argc, char **argv)
         { "gelu", test_gelu },             { "attention", test_attention },
         { "attention_long", test_attention_long }, { "embedding", test_embedding },
         { "crossentropy", test_crossentropy }, { "xent_shard", test_xent_shard },
+        { "embedding_range", test_embedding_range }, { "xent_combine", test_xent_combine },
         { "adamw", test_adamw },           { "attention_decode", test_attention_decode },
         { "rmsnorm", test_rmsnorm },       { "rope", test_rope },
         { "swiglu", test_swiglu },
