@@ -101,6 +101,24 @@ pt_status pt_cuda_crossentropy_backward(pt_stream *s, float *dlogits, const floa
  * every read of x for the sums is done, before exps is written); stats_out may alias stats_in
  * (only thread 0 touches a row's statistics, reading them before writing). */
 
+/* One row's statistics: out = in (the ranges so far) combined with sh (the next range's own, as
+ * a first shard writes them); out may alias in or sh. The one combining rule of
+ * pt_k_xent_fwd and pt_k_xent_combine (kernels/cpu/crossentropy.c has the same). */
+__device__ __forceinline__ void pt_xent_combine(float *out, const float *in, const float *sh)
+{
+    float m = in[0] > sh[0] ? in[0] : sh[0];
+    float sum = in[1] * expf(in[0] - m) + sh[1] * expf(sh[0] - m);
+    float x_tgt = in[2] + sh[2];
+    /* the later range's maximum only when it has one and it is larger: the earlier keeps ties */
+    int later = sh[4] >= 0.0f && (in[4] < 0.0f || sh[3] > in[3]);
+    float best = later ? sh[3] : in[3], col = later ? sh[4] : in[4];
+    out[0] = m;
+    out[1] = sum;
+    out[2] = x_tgt;
+    out[3] = best;
+    out[4] = col;
+}
+
 /* (value, column) pairs ordered by larger value, then by lower column: the first maximum. */
 __device__ __forceinline__ void pt_argmax_merge(float *v, int *j, float ov, int oj)
 {
@@ -173,17 +191,8 @@ __global__ void pt_k_xent_fwd(float *stats_out, float *exps, float *row_max, con
         int32_t tgt = targets[row];
         float x_tgt = tgt >= v0 && tgt - v0 < V ? x[tgt - v0] : 0.0f;
         float st[PT_XENT_STATS] = { mx, sum, x_tgt, best, best_j != INT_MAX ? (float)(v0 + best_j) : -1.0f };
-        if (stats_in) {
-            const float *in = stats_in + row * PT_XENT_STATS;
-            float m = in[0] > mx ? in[0] : mx;
-            st[0] = m;
-            st[1] = in[1] * expf(in[0] - m) + sum * expf(mx - m);
-            st[2] = in[2] + x_tgt;
-            if (!(best_j != INT_MAX && (in[4] < 0.0f || best > in[3]))) { /* the earlier shard keeps ties */
-                st[3] = in[3];
-                st[4] = in[4];
-            }
-        }
+        if (stats_in)
+            pt_xent_combine(st, stats_in + row * PT_XENT_STATS, st);
         row_max[row] = mx;
         float *o = stats_out + row * PT_XENT_STATS;
         for (int k = 0; k < PT_XENT_STATS; k++)
@@ -192,6 +201,23 @@ __global__ void pt_k_xent_fwd(float *stats_out, float *exps, float *row_max, con
     __syncthreads(); /* x[tgt] is read before e (which may be x) is written */
     for (int i = threadIdx.x; i < V; i += blockDim.x)
         e[i] = expf(x[i] - mx);
+}
+
+/* One thread per row: parts[0] combined with parts[1], ... in order (xent_stats_combine). */
+__global__ void pt_k_xent_combine(float *stats, const float *parts, int n, int N)
+{
+    const size_t part = (size_t)N * PT_XENT_STATS;
+    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < N; r += gridDim.x * blockDim.x) {
+        const float *p = parts + (size_t)r * PT_XENT_STATS;
+        float st[PT_XENT_STATS];
+        for (int k = 0; k < PT_XENT_STATS; k++)
+            st[k] = p[k];
+        for (int j = 1; j < n; j++)
+            pt_xent_combine(st, st, p + j * part);
+        float *o = stats + (size_t)r * PT_XENT_STATS;
+        for (int k = 0; k < PT_XENT_STATS; k++)
+            o[k] = st[k];
+    }
 }
 
 __global__ void pt_k_xent_finish(float *losses, float *lse, const float *stats, const int32_t *targets, int N,
@@ -265,4 +291,15 @@ pt_status pt_cuda_xent_shard_backward(pt_stream *s, float *dlogits, const float 
     pt_k_xent_bwd<<<pt_cuda_blocks((size_t)N * V, 256), 256, 0, s->stream>>>(dlogits, exps, row_max, lse, targets,
                                                                              dloss, N, V, v0);
     return pt_cuda_launched("xent_shard_backward");
+}
+
+pt_status pt_cuda_xent_stats_combine(pt_stream *s, float *stats, const float *parts, int n, int N)
+{
+    if (n < 1 || N < 0)
+        return pt_fail(PT_EINVAL, "xent_stats_combine: n=%d parts of N=%d rows; n must be positive and N not "
+                                  "negative", n, N);
+    if (N == 0)
+        return PT_OK;
+    pt_k_xent_combine<<<pt_cuda_blocks((size_t)N, 256), 256, 0, s->stream>>>(stats, parts, n, N);
+    return pt_cuda_launched("xent_stats_combine");
 }

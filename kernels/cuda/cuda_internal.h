@@ -22,12 +22,17 @@
 
 /* Matrix product precision, chosen per stream from PT_CUDA_MATMUL at stream creation. */
 typedef enum { PT_CUDA_MM_FP32 = 0, PT_CUDA_MM_TF32 = 1, PT_CUDA_MM_BF16 = 2 } pt_cuda_mm_mode;
+/* Attention kernels, chosen per stream from PT_CUDA_ATTENTION at stream creation
+ * (pt_cuda_attention_mode_env): fp32 CUDA-core kernels (attention.cu, the default) or the
+ * tensor-core flash kernels (attention_flash.cu). */
+typedef enum { PT_CUDA_ATT_FP32 = 0, PT_CUDA_ATT_FLASH = 1 } pt_cuda_att_mode;
 
 struct pt_stream {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
     pt_cuda_mm_mode mm_mode;
+    pt_cuda_att_mode att_mode;
     void *workspace;          /* device, PT_CUDA_WORKSPACE_MB (default 64) MiB, 256-aligned */
     size_t workspace_bytes;
     void *blas_workspace;     /* device, handed to cuBLAS once (deterministic split-K) */
@@ -124,11 +129,29 @@ pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, 
                                      const float *out, const float *saved, int B, int T, int C, int NH, int NKV);
 pt_status pt_cuda_attention_decode(pt_stream *s, float *out, const float *cache, int B, int Tcap, int t0, int n,
                                    int C, int NH, int NKV);
+/* attention_flash.cu: the same forward and backward (same saved log-sum-exp and scratch, so the
+ * two implementations may be mixed) with bf16 WMMA tile products and fp32 accumulation, for head
+ * sizes pt_cuda_attention_flash_fits accepts (a multiple of 16 up to 128); attention.cu's entries
+ * call them when the stream's att_mode is PT_CUDA_ATT_FLASH and the head size fits. */
+int pt_cuda_attention_flash_fits(int hs);
+pt_status pt_cuda_attention_flash_forward(pt_stream *s, float *out, float *saved, const float *qkv, int B, int T,
+                                          int C, int NH, int NKV);
+pt_status pt_cuda_attention_flash_backward(pt_stream *s, float *dqkv, float *scratch, const float *dout,
+                                           const float *qkv, const float *out, const float *saved, int B, int T,
+                                           int C, int NH, int NKV);
+/* Reads PT_CUDA_ATTENTION (unset, "" or "fp32": PT_CUDA_ATT_FP32; "flash": PT_CUDA_ATT_FLASH, which
+ * needs compute capability 8.0 or later on `device`): PT_EINVAL for another value, PT_ENOTSUP for
+ * flash on an older GPU, each naming the variable and what to set. */
+pt_status pt_cuda_attention_mode_env(int device, pt_cuda_att_mode *mode);
 
 pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C);
 pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
                                      const int32_t *tokens, int B, int T, int C);
+pt_status pt_cuda_embedding_range_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                          const float *wpe, int v0, int V, int B, int T, int C);
+pt_status pt_cuda_embedding_range_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                           const int32_t *tokens, int v0, int V, int B, int T, int C);
 
 pt_status pt_cuda_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
                                        const int32_t *targets, int N, int V);
@@ -141,6 +164,7 @@ pt_status pt_cuda_xent_shard_finish(pt_stream *s, float *losses, float *lse, con
                                     const int32_t *targets, int N, int V_total);
 pt_status pt_cuda_xent_shard_backward(pt_stream *s, float *dlogits, const float *exps, const float *row_max,
                                       const float *lse, const int32_t *targets, float dloss, int N, int V, int v0);
+pt_status pt_cuda_xent_stats_combine(pt_stream *s, float *stats, const float *parts, int n, int N);
 
 pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                                float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
@@ -214,6 +238,9 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .xent_shard_forward = pt_cuda_xent_shard_forward, \
     .xent_shard_finish = pt_cuda_xent_shard_finish, \
     .xent_shard_backward = pt_cuda_xent_shard_backward, \
+    .embedding_range_forward = pt_cuda_embedding_range_forward, \
+    .embedding_range_backward = pt_cuda_embedding_range_backward, \
+    .xent_stats_combine = pt_cuda_xent_stats_combine, \
     .adamw_update = pt_cuda_adamw_update
 
 /* The entries declared after device_memory in pt_backend (C++ designators keep declaration order,

@@ -1,5 +1,8 @@
 /* kernels/cuda/embedding.cu — token + position embedding (the position term optional: wpe and
- * dwpe NULL for models without a position table, llama).
+ * dwpe NULL for models without a position table, llama), over the whole vocabulary or over the
+ * rows [v0, v0 + V) of it that one tensor-parallel rank holds (embedding_range_*: a token
+ * outside the range has no table term, no gradient row). Both pairs of entry points run the same
+ * kernels, the whole vocabulary as the range [0, INT_MAX).
  * Forward: one thread per output element. Backward, deterministic without float atomics:
  *  - dwpe (t, c) += sum over b of dout[b, t, c]: one thread per (t, c), batches in order
  *    (skipped when dwpe is NULL).
@@ -15,21 +18,30 @@
  * Token ids must lie in [0, V): the vocabulary size is not passed. A negative id is skipped
  * (its row stays zero in forward, no gradient) since the kernel cannot refuse it without
  * synchronising; the data loader and the CPU backend check ids. */
+#include <limits.h>
+
 #include "cuda_internal.h"
 
 #define PT_EMB_THREADS 256
 #define PT_EMB_ACC 8 /* channels per thread per pass: a pass covers 256 * 8 = 2048 channels */
 
-__global__ void pt_k_emb_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B, int T,
-                             int C)
+/* A token's row in the local table (rows v0 .. v0+V-1 of the whole one), -1 when outside it. */
+__device__ __forceinline__ int pt_emb_local(int32_t tok, int v0, int V)
+{
+    return tok >= v0 && tok - v0 < V ? tok - v0 : -1;
+}
+
+/* One term alone keeps its bits (no position table, or another rank's token), as on the CPU. */
+__global__ void pt_k_emb_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe, int v0, int V,
+                             int B, int T, int C)
 {
     size_t n = (size_t)B * T * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         size_t bt = i / C;
         int c = (int)(i % C), t = (int)(bt % T);
-        int32_t tok = tokens[bt];
-        float e = tok >= 0 ? wte[(size_t)tok * C + c] : 0.0f;
-        out[i] = wpe != NULL ? e + wpe[(size_t)t * C + c] : e;
+        int row = pt_emb_local(tokens[bt], v0, V);
+        float p = wpe != NULL ? wpe[(size_t)t * C + c] : 0.0f;
+        out[i] = row < 0 ? p : wpe != NULL ? wte[(size_t)row * C + c] + p : wte[(size_t)row * C + c];
     }
 }
 
@@ -44,12 +56,12 @@ __global__ void pt_k_emb_bwd_wpe(float *dwpe, const float *dout, int B, int T, i
     }
 }
 
-/* Sort key of position i: token in the high word (negative ids as 0xFFFFFFFF, after every real
- * token), position in the low word. */
-__global__ void pt_k_emb_keys(uint64_t *keys, const int32_t *tokens, int N)
+/* Sort key of position i: the token's local row in the high word (0xFFFFFFFF, after every real
+ * row, for a negative id or one outside the range), position in the low word. */
+__global__ void pt_k_emb_keys(uint64_t *keys, const int32_t *tokens, int v0, int V, int N)
 {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x)
-        keys[i] = (uint64_t)(uint32_t)tokens[i] << 32 | (uint32_t)i;
+        keys[i] = (uint64_t)(uint32_t)pt_emb_local(tokens[i], v0, V) << 32 | (uint32_t)i;
 }
 
 /* Number of keys in a[0, n) smaller than key (a sorted). */
@@ -114,28 +126,43 @@ __global__ void pt_k_emb_bwd_wte(float *dwte, const float *dout, const uint64_t 
     }
 }
 
-static pt_status pt_cuda_emb_check(const char *what, int B, int T, int C)
+static pt_status pt_cuda_emb_check(const char *what, int v0, int V, int B, int T, int C)
 {
     if (B < 0 || T < 0 || C <= 0)
         return pt_fail(PT_EINVAL, "%s: shape B=%d T=%d C=%d; sizes must be positive", what, B, T, C);
+    if (v0 < 0 || V <= 0)
+        return pt_fail(PT_EINVAL, "%s: vocabulary range v0=%d V=%d; V must be positive and v0 not negative", what,
+                       v0, V);
     return PT_OK;
+}
+
+static pt_status pt_cuda_emb_forward(const char *what, pt_stream *s, float *out, const int32_t *tokens,
+                                     const float *wte, const float *wpe, int v0, int V, int B, int T, int C)
+{
+    PT_CHECK(pt_cuda_emb_check(what, v0, V, B, T, C));
+    size_t n = (size_t)B * T * C;
+    if (n == 0)
+        return PT_OK;
+    pt_k_emb_fwd<<<pt_cuda_blocks(n, 256), 256, 0, s->stream>>>(out, tokens, wte, wpe, v0, V, B, T, C);
+    return pt_cuda_launched(what);
 }
 
 pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C)
 {
-    PT_CHECK(pt_cuda_emb_check("embedding_forward", B, T, C));
-    size_t n = (size_t)B * T * C;
-    if (n == 0)
-        return PT_OK;
-    pt_k_emb_fwd<<<pt_cuda_blocks(n, 256), 256, 0, s->stream>>>(out, tokens, wte, wpe, B, T, C);
-    return pt_cuda_launched("embedding_forward");
+    return pt_cuda_emb_forward("embedding_forward", s, out, tokens, wte, wpe, 0, INT_MAX, B, T, C);
 }
 
-pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
-                                     const int32_t *tokens, int B, int T, int C)
+pt_status pt_cuda_embedding_range_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
+                                          const float *wpe, int v0, int V, int B, int T, int C)
 {
-    PT_CHECK(pt_cuda_emb_check("embedding_backward", B, T, C));
+    return pt_cuda_emb_forward("embedding_range_forward", s, out, tokens, wte, wpe, v0, V, B, T, C);
+}
+
+static pt_status pt_cuda_emb_backward(const char *what, pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                      const int32_t *tokens, int v0, int V, int B, int T, int C)
+{
+    PT_CHECK(pt_cuda_emb_check(what, v0, V, B, T, C));
     int N = B * T;
     if (N == 0)
         return PT_OK;
@@ -147,7 +174,7 @@ pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, con
     PT_CHECK(pt_cuda_scratch(s, (size_t)N * 2 * sizeof(uint64_t), "embedding_backward (sort keys)", &scratch));
     uint64_t *a = (uint64_t *)scratch, *b = a + N;
     const unsigned blocks = pt_cuda_blocks((size_t)N, 256);
-    pt_k_emb_keys<<<blocks, 256, 0, s->stream>>>(a, tokens, N);
+    pt_k_emb_keys<<<blocks, 256, 0, s->stream>>>(a, tokens, v0, V, N);
     PT_CHECK(pt_cuda_launched("embedding_backward (sort keys)"));
     for (int width = 1; width < N; width *= 2) {
         pt_k_emb_merge<<<blocks, 256, 0, s->stream>>>(b, a, N, width);
@@ -158,4 +185,16 @@ pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, con
     }
     pt_k_emb_bwd_wte<<<N, PT_EMB_THREADS, 0, s->stream>>>(dwte, dout, a, N, C);
     return pt_cuda_launched("embedding_backward (tokens)");
+}
+
+pt_status pt_cuda_embedding_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                     const int32_t *tokens, int B, int T, int C)
+{
+    return pt_cuda_emb_backward("embedding_backward", s, dwte, dwpe, dout, tokens, 0, INT_MAX, B, T, C);
+}
+
+pt_status pt_cuda_embedding_range_backward(pt_stream *s, float *dwte, float *dwpe, const float *dout,
+                                           const int32_t *tokens, int v0, int V, int B, int T, int C)
+{
+    return pt_cuda_emb_backward("embedding_range_backward", s, dwte, dwpe, dout, tokens, v0, V, B, T, C);
 }

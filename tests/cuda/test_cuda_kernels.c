@@ -1,7 +1,8 @@
 /* tests/cuda/test_cuda_kernels.c — every CUDA kernel against the CPU backend (the reference) on
  * random inputs: `test_cuda_kernels fp32` with PT_CUDA_MATMUL=fp32 and tight tolerances,
  * `test_cuda_kernels bf16` the matrix products in bf16 mode with the stated looser tolerance,
- * `test_cuda_kernels determinism` the same inputs twice give the same bits.
+ * `test_cuda_kernels determinism` the same inputs twice give the same bits, `test_cuda_kernels tp`
+ * the tensor-parallel vocabulary ops (range embedding, statistics combine).
  * Exits 77 (skipped) when this machine has no CUDA device; never passes without one.
  *
  * Built a second time with PT_CUDA_EMU_DRIVER as test_cuda_emu: the same comparisons, on smaller
@@ -656,6 +657,157 @@ static void test_xent_shard(int N, int V, int n_valid, int K, const int *bounds)
     free(tgt);
 }
 
+/* ---- tensor parallelism: the vocabulary-range embedding and the statistics combine ---- */
+
+/* The table (Vp, C) cut into n_ranks equal row ranges: each rank's range forward and backward
+ * against the CPU's, and on the GPU itself the sum over the ranks (wpe on rank 0) against
+ * embedding_forward and each rank's gradient rows against embedding_backward's, bit for bit.
+ * pos 0: no position table. */
+static void test_embedding_range(int B, int T, int C, int Vp, int n_ranks, int pos)
+{
+    size_t n = (size_t)B * T * C, nte = (size_t)Vp * C, npe = (size_t)T * C;
+    const int V = Vp / n_ranks;
+    int32_t *tok = malloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int32_t)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33) % Vp;
+    tok[0] = tok[B * T - 1]; /* at least one repeat */
+    float *wte = malloc(nte * 4), *wpe = malloc(npe * 4), *dout = malloc(n * 4), *out = malloc(n * 4),
+          *sum = malloc(n * 4), *full = malloc(n * 4), *got = malloc((n > nte ? n : nte) * 4),
+          *dte = malloc(nte * 4), *dpe = malloc(npe * 4), *g_full = malloc(nte * 4), *g_pe = malloc(npe * 4);
+    fill(wte, nte, 1.0f);
+    fill(wpe, npe, 1.0f);
+    fill(dout, n, 1.0f);
+    fill(dte, nte, 1.0f);
+    fill(dpe, npe, 1.0f);
+    int32_t *d_tok = dev_from(tok, (size_t)B * T * 4);
+    float *d_wte = dev_from(wte, nte * 4), *d_wpe = dev_from(wpe, npe * 4), *d_dout = dev_from(dout, n * 4),
+          *d_out = dev_from(out, n * 4), *d_full = dev_from(out, n * 4), *d_gte = dev_from(dte, nte * 4),
+          *d_gpe = dev_from(dpe, npe * 4);
+    char what[112];
+    /* the GPU's whole-table forward and backward, the bits the ranks must give */
+    die_if(gpu->embedding_forward(gs, d_full, d_tok, d_wte, pos ? d_wpe : NULL, B, T, C), "cuda emb");
+    to_host(full, d_full, n * 4);
+    die_if(gpu->embedding_backward(gs, d_gte, pos ? d_gpe : NULL, d_dout, d_tok, B, T, C), "cuda emb bwd");
+    to_host(g_full, d_gte, nte * 4);
+    to_host(g_pe, d_gpe, npe * 4);
+    for (int r = 0; r < n_ranks; r++) {
+        const int v0 = r * V;
+        const float *pe = pos && r == 0 ? wpe : NULL;
+        die_if(cpu->embedding_range_forward(cs, out, tok, wte + (size_t)v0 * C, pe, v0, V, B, T, C), "cpu range");
+        die_if(gpu->embedding_range_forward(gs, d_out, d_tok, d_wte + (size_t)v0 * C, pe ? d_wpe : NULL, v0, V, B,
+                                            T, C),
+               "cuda range");
+        to_host(got, d_out, n * 4);
+        snprintf(what, sizeof what, "embedding_range_forward rank %d/%d%s", r, n_ranks, pos ? "" : ", wpe NULL");
+        check_bits(what, got, out, n);
+        if (r == 0)
+            memcpy(sum, got, n * 4);
+        else
+            for (size_t i = 0; i < n; i++)
+                sum[i] += got[i];
+        /* backward into copies of the starting gradients (dpe on every rank) */
+        float *c_te = malloc((size_t)V * C * 4), *c_pe = malloc(npe * 4);
+        memcpy(c_te, dte + (size_t)v0 * C, (size_t)V * C * 4);
+        memcpy(c_pe, dpe, npe * 4);
+        float *d_te = dev_from(c_te, (size_t)V * C * 4), *d_pe = dev_from(c_pe, npe * 4);
+        die_if(cpu->embedding_range_backward(cs, c_te, pos ? c_pe : NULL, dout, tok, v0, V, B, T, C),
+               "cpu range bwd");
+        die_if(gpu->embedding_range_backward(gs, d_te, pos ? d_pe : NULL, d_dout, d_tok, v0, V, B, T, C),
+               "cuda range bwd");
+        to_host(got, d_te, (size_t)V * C * 4);
+        snprintf(what, sizeof what, "embedding_range_backward dwte rank %d/%d", r, n_ranks);
+        check(what, got, c_te, (size_t)V * C, 1e-6f * B * T, 1e-6f);
+        snprintf(what, sizeof what, "embedding_range_backward dwte rank %d/%d vs whole", r, n_ranks);
+        check_bits(what, got, g_full + (size_t)v0 * C, (size_t)V * C);
+        to_host(got, d_pe, npe * 4);
+        if (pos) {
+            check("embedding_range_backward dwpe", got, c_pe, npe, 1e-6f * B, 1e-6f);
+            check_bits("embedding_range_backward dwpe vs whole", got, g_pe, npe);
+        } else {
+            check_bits("embedding_range_backward dwpe NULL: untouched", got, dpe, npe);
+        }
+        dev_free(d_te);
+        dev_free(d_pe);
+        free(c_te);
+        free(c_pe);
+    }
+    snprintf(what, sizeof what, "embedding_range_forward sum of %d ranks vs whole", n_ranks);
+    check_bits(what, sum, full, n);
+    void *d[] = { d_tok, d_wte, d_wpe, d_dout, d_out, d_full, d_gte, d_gpe };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        dev_free(d[i]);
+    float *h[] = { wte, wpe, dout, out, sum, full, got, dte, dpe, g_full, g_pe };
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        free(h[i]);
+    free(tok);
+}
+
+/* The vocabulary cut at bounds[0] = 0 < ... < bounds[K] = V, each range's statistics made on its
+ * own (stats_in NULL, as a rank makes them), then combined: on the GPU bit for bit the chained
+ * xent_shard_forward; against the CPU's combine of the CPU's parts, max, target logit and argmax
+ * exact and the sum within rounding. Ties are planted across a cut and in padding columns. */
+static void test_xent_combine(int N, int V, int n_valid, int K, const int *bounds)
+{
+    size_t n = (size_t)N * V, ns = (size_t)N * PT_XENT_STATS;
+    float *logits = malloc(n * 4), *x = malloc(n * 4), *e = malloc(n * 4), *rmax = malloc(N * 4);
+    float *parts = malloc(K * ns * 4), *comb = malloc(ns * 4), *got = malloc(ns * 4), *chain = malloc(ns * 4);
+    int32_t *tgt = malloc(N * 4);
+    fill(logits, n, 8.0f);
+    for (int i = 0; i < N; i++)
+        tgt[i] = (int32_t)(fabsf(frand()) * (V - 1));
+    tgt[1 % N] = -1;
+    if (K > 1)
+        logits[bounds[1] - 1] = logits[bounds[1]] = 20.0f; /* row 0: equal maxima either side of the first cut */
+    logits[(size_t)(2 % N) * V + V - 1] = 30.0f;          /* the row's maximum in the last (padding) column */
+    int32_t *d_tgt = dev_from(tgt, N * 4);
+    float *d_parts = dev_from(parts, K * ns * 4), *d_comb = dev_from(comb, ns * 4), *d_st = dev_from(comb, ns * 4),
+          *d_x[8], *d_rmax = dev_from(rmax, N * 4);
+    for (int k = 0; k < K; k++) {
+        int v0 = bounds[k], vk = bounds[k + 1] - v0;
+        for (int r = 0; r < N; r++)
+            memcpy(x + (size_t)r * vk, logits + (size_t)r * V + v0, (size_t)vk * 4);
+        d_x[k] = dev_from(x, (size_t)N * vk * 4);
+        die_if(cpu->xent_shard_forward(cs, parts + k * ns, e, rmax, NULL, x, tgt, N, vk, v0, n_valid), "cpu part");
+        die_if(gpu->xent_shard_forward(gs, d_parts + k * ns, d_x[k], d_rmax, NULL, d_x[k], d_tgt, N, vk, v0,
+                                       n_valid),
+               "cuda part");
+        /* the chain runs on copies: the parts' exps overwrote d_x[k] */
+        dev_free(d_x[k]);
+        d_x[k] = dev_from(x, (size_t)N * vk * 4);
+        die_if(gpu->xent_shard_forward(gs, d_st, d_x[k], d_rmax, k ? d_st : NULL, d_x[k], d_tgt, N, vk, v0, n_valid),
+               "cuda chain");
+    }
+    die_if(cpu->xent_stats_combine(cs, comb, parts, K, N), "cpu combine");
+    die_if(gpu->xent_stats_combine(gs, d_comb, d_parts, K, N), "cuda combine");
+    to_host(got, d_comb, ns * 4);
+    to_host(chain, d_st, ns * 4);
+    char what[96];
+    snprintf(what, sizeof what, "xent_stats_combine K=%d vs chained shards", K);
+    check_bits(what, got, chain, ns);
+    int bad = 0;
+    for (int r = 0; r < N && !bad; r++) {
+        const float *a = got + (size_t)r * PT_XENT_STATS, *b = comb + (size_t)r * PT_XENT_STATS;
+        if (a[0] != b[0] || !(fabsf(a[1] - b[1]) <= 1e-5f * fabsf(b[1])) || a[2] != b[2] || a[3] != b[3] ||
+            a[4] != b[4]) {
+            fprintf(stderr, "FAIL xent_stats_combine row %d: {%.9g %.9g %.9g %.9g %g}, cpu {%.9g %.9g %.9g %.9g %g}\n",
+                    r, a[0], a[1], a[2], a[3], a[4], b[0], b[1], b[2], b[3], b[4]);
+            failures++;
+            bad = 1;
+        }
+    }
+    if (!bad)
+        printf("ok   %-44s K=%d\n", "xent_stats_combine vs cpu (argmax exact)", K);
+    for (int k = 0; k < K; k++)
+        dev_free(d_x[k]);
+    void *d[] = { d_tgt, d_parts, d_comb, d_st, d_rmax };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        dev_free(d[i]);
+    float *h[] = { logits, x, e, rmax, parts, comb, got, chain };
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        free(h[i]);
+    free(tgt);
+}
+
 /* ---- Llama layers, against the CPU backend ---- */
 static void test_rmsnorm(int N, int C)
 {
@@ -931,8 +1083,8 @@ int main(int argc, char **argv)
 {
     const char *group = argc > 1 ? argv[1] : "fp32";
     if (strcmp(group, "fp32") != 0 && strcmp(group, "bf16") != 0 && strcmp(group, "determinism") != 0 &&
-        strcmp(group, "llama") != 0) {
-        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama\n");
+        strcmp(group, "llama") != 0 && strcmp(group, "tp") != 0) {
+        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama|tp\n");
         return 2;
     }
 #ifdef PT_CUDA_EMU_DRIVER
@@ -994,6 +1146,14 @@ int main(int argc, char **argv)
         test_swiglu(3, 100003); /* more elements than one block's grid stride */
         test_embedding(2, 24, 40, 9, 0);
         test_embedding(4, 256, 40, 3, 0);
+    } else if (strcmp(group, "tp") == 0) {
+        test_embedding_range(2, 24, 40, 12, 2, 1);
+        test_embedding_range(2, 24, 40, 12, 3, 0);
+        test_embedding_range(4, 100, 2100, 8, 4, 1); /* more channels than one pass, ~50 of each token */
+        test_embedding_range(2, 333, 16, 500, 4, 1); /* N = 666: a partial last merge run */
+        test_xent_combine(5, 1000, 990, 1, (const int[]){ 0, 1000 });
+        test_xent_combine(5, 1000, 990, 4, (const int[]){ 0, 250, 500, 750, 1000 }); /* ranks, padded */
+        test_xent_combine(4, 2100, 2050, 3, (const int[]){ 0, 1, 2049, 2100 }); /* a padding-only part */
     } else {
         test_determinism();
     }
@@ -1056,6 +1216,13 @@ int main(int argc, char **argv)
         test_swiglu(37, 352);
         test_swiglu(1024, 8192); /* Llama 3.2 1B intermediate */
         test_embedding(8, 1024, 512, 128256, 0); /* Llama 3 vocabulary, no position table */
+    } else if (strcmp(group, "tp") == 0) {
+        test_embedding_range(8, 1024, 768, 50304, 4, 1); /* GPT-2, 4 ranks */
+        test_embedding_range(2, 1024, 512, 128256, 8, 0); /* Llama 3 vocabulary, 8 ranks */
+        test_embedding_range(8, 1024, 64, 8, 2, 1);       /* 8192 positions, 4 tokens per rank */
+        test_xent_combine(7, 50304, 50257, 4, (const int[]){ 0, 12576, 25152, 37728, 50304 }); /* GPT-2, 4 ranks */
+        test_xent_combine(64, 256, 256, 8, (const int[]){ 0, 32, 64, 96, 128, 160, 192, 224, 256 });
+        test_xent_combine(5, 1000, 990, 1, (const int[]){ 0, 1000 });
     } else if (strcmp(group, "bf16") == 0) {
         /* bf16 mode: inputs rounded to 8 mantissa bits, fp32 accumulate; stated tolerance
          * |err| <= 1e-2 * sqrt(K) * amp^2 + 1e-2 * |ref| for inputs of amplitude 1. */
