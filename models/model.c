@@ -80,6 +80,7 @@ typedef struct block_act {
 /* Gradients a block keeps between backward_input and backward_weight. */
 typedef struct block_grad {
     float *dfch, *dln2, *dres2, *dqkv, *dln1;
+    float *dyf; /* tensor parallelism with sp: the block's output gradient gathered over all N rows */
 } block_grad;
 
 typedef enum { SLOT_FREE = 0, SLOT_FORWARD, SLOT_INPUT_GRAD } slot_state;
@@ -107,7 +108,13 @@ struct pt_model {
     int has_emb, has_head;
     int llama;                 /* cfg.arch == PT_ARCH_LLAMA */
     int tied;                  /* the LM head multiplies by wte (pt_model_tied) */
-    int W, FW, AW;             /* per token: qkv width, MLP up-projection width, MLP activation width */
+    int W, FW, AW;             /* per token: qkv width, MLP up-projection width, MLP activation width
+                                * (this rank's part under tensor parallelism) */
+    /* tensor parallelism (pt_model_opts.tp): group size and rank (tpn 1: none), sp; local query and
+     * kv heads, the local attention width NHl * hs, the local vocabulary rows [v0, v0 + Vl), the
+     * rows R of the norm / residual activations and boundaries (N, or N / tpn with sp) */
+    int tpn, tpr, sp, NHl, NKVl, Cl, Vl, v0, R;
+    int xs;                    /* the loss comes through row statistics (head_split > 1, or tpn > 1) */
     int K;                     /* head layers (cfg head_split, at least 1) */
     int has_lnf;               /* holds the first head layer (final layernorm) */
     int sh0, n_sh;             /* local head layers: shards sh0 .. sh0 + n_sh - 1 */
@@ -127,6 +134,9 @@ struct pt_model {
     float *scratch_nh;   /* llama (N,H): gradient at the SwiGLU output */
     float *rope_cos, *rope_sin; /* llama (seq_len, hs/2): the rotary tables of positions 0..T-1 */
     float *scratch_logits; /* (MODEL_LOGIT_ROWS,Vp) for pt_model_slot_logits */
+    float *scratch_red;  /* tensor parallelism with sp: (N,C) partial sums before their reduce-scatter */
+    float *scratch_full; /* tensor parallelism with sp: (N,C) all-gathered rows */
+    float *tp_parts;     /* tensor-parallel head: (tpn, N, PT_XENT_STATS) every rank's row statistics */
     void *recompute_mem; /* shared block activations when recompute */
     block_act recompute_act;
     void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
@@ -160,19 +170,18 @@ static float *carve_f(carve *c, size_t n) { return carve_bytes(c, n * sizeof(flo
 
 static void carve_block_act(carve *c, const pt_model *m, block_act *a)
 {
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
-    const size_t N = (size_t)B * T;
-    const int NKV = pt_model_kv_heads(&m->cfg);
-    a->ln1 = carve_f(c, N * C);
-    a->ln1_mean = m->llama ? NULL : carve_f(c, N);
-    a->ln1_rstd = carve_f(c, N);
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd;
+    const size_t N = (size_t)B * T, R = (size_t)m->R; /* R: the norm / residual rows (N / T with sp) */
+    a->ln1 = carve_f(c, R * C);
+    a->ln1_mean = m->llama ? NULL : carve_f(c, R);
+    a->ln1_rstd = carve_f(c, R);
     a->qkv = carve_f(c, N * m->W);
-    a->atty = carve_f(c, N * C);
-    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, C, NH, NKV));
-    a->res2 = carve_f(c, N * C);
-    a->ln2 = carve_f(c, N * C);
-    a->ln2_mean = m->llama ? NULL : carve_f(c, N);
-    a->ln2_rstd = carve_f(c, N);
+    a->atty = carve_f(c, N * m->Cl);
+    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, m->Cl, m->NHl, m->NKVl));
+    a->res2 = carve_f(c, R * C);
+    a->ln2 = carve_f(c, R * C);
+    a->ln2_mean = m->llama ? NULL : carve_f(c, R);
+    a->ln2_rstd = carve_f(c, R);
     a->fch = carve_f(c, N * m->FW);
     a->fch_gelu = carve_f(c, N * m->AW);
 }
@@ -181,10 +190,11 @@ static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
 {
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
     g->dfch = carve_f(c, N * m->FW);
-    g->dln2 = carve_f(c, N * C);
-    g->dres2 = carve_f(c, N * C);
+    g->dln2 = carve_f(c, N * C); /* with tensor parallelism: the partial sums, then (sp) their segment */
+    g->dres2 = carve_f(c, N * C); /* with sp: this rank's rows at its segment, then all N gathered */
     g->dqkv = carve_f(c, N * m->W);
     g->dln1 = carve_f(c, N * C);
+    g->dyf = m->sp ? carve_f(c, N * C) : NULL;
 }
 
 /* Boundary b lies strictly inside the chunk: its gradient is produced and consumed within one
@@ -203,34 +213,34 @@ static void carve_bwd_shared(carve *c, pt_model *m)
         int used = 0;
         for (int b = m->first + 1; b <= m->last && b <= m->cfg.n_layer + 1 && !used; b++)
             used = (b & 1) == p;
-        m->dx_shared[p] = used ? carve_f(c, N * C) : NULL;
+        m->dx_shared[p] = used ? carve_f(c, (size_t)m->R * C) : NULL;
     }
 }
 
 /* Lays out one slot; `s` receives pointers (NULL when measuring). */
 static void carve_slot(carve *c, const pt_model *m, model_slot *s)
 {
-    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd, R = (size_t)m->R;
     const int L = m->cfg.n_layer;
     s->tokens = m->has_emb ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
     s->targets = m->n_sh > 0 ? carve_bytes(c, N * sizeof(int32_t)) : NULL;
     for (int b = m->first; b <= m->last + 1; b++) {
         int has = b >= 1 && b <= L + m->K;
         size_t w = has ? (size_t)pt_model_boundary_width(&m->cfg, b) : 0;
-        s->x[b - m->first] = has ? carve_f(c, N * w) : NULL;
+        s->x[b - m->first] = has ? carve_f(c, R * w) : NULL;
         float **dx = &s->dx[b - m->first];
         if (!has)
             *dx = NULL;
         else if (b >= L + 2)
             *dx = carve_f(c, N * w); /* between head shards: its own, zeroed at create (model_create) */
         else if (!m->opts.fused_only)
-            *dx = carve_f(c, N * C);
+            *dx = carve_f(c, R * C);
         else if (boundary_internal(m, b))
             *dx = m->dx_shared[b & 1];
         else if (b == m->last + 1 || m->n_blocks > 0)
             *dx = s->x[b - m->first]; /* output: dead once sent; input: dead after the fused backward */
         else
-            *dx = carve_f(c, N * C); /* a head-only chunk's input: its layernorm reads x while writing dx */
+            *dx = carve_f(c, R * C); /* a head-only chunk's input: its layernorm reads x while writing dx */
     }
     for (int j = 0; j < m->n_blocks; j++) {
         if (m->opts.recompute)
@@ -243,14 +253,21 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
             carve_block_grad(c, m, &s->grad[j]);
     }
     s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = s->fstats = s->lse = NULL;
-    if (m->has_lnf) {
+    if (m->has_lnf) { /* lnf: all N rows (with sp this rank's at its segment, then gathered) */
         s->lnf = carve_f(c, N * C);
-        s->lnf_mean = m->llama ? NULL : carve_f(c, N);
-        s->lnf_rstd = carve_f(c, N);
+        s->lnf_mean = m->llama ? NULL : carve_f(c, R);
+        s->lnf_rstd = carve_f(c, R);
         s->dlnf = m->opts.fused_only ? m->dlnf_shared : carve_f(c, N * C);
     }
     if (m->has_head)
         s->losses = carve_f(c, N);
+    if (m->tpn > 1) { /* the vocabulary-parallel head: this rank's logits, as one shard's */
+        s->sh_exps[0] = carve_f(c, N * (size_t)m->Vl);
+        s->sh_rowmax[0] = carve_f(c, N);
+        s->fstats = carve_f(c, N * PT_XENT_STATS);
+        s->lse = carve_f(c, N);
+        return;
+    }
     if (m->K == 1) {
         if (m->has_head)
             s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
@@ -270,7 +287,19 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
 
 /* ---- parameters ---- */
 
-static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int ndim, int d0, int d1)
+/* How a tensor is split over the tensor-parallel group: along dim (-1: whole, replicated), as
+ * segments [lo[i], hi[i]) of the whole tensor's dimension; local rows [rep_row_lo, rep_row_hi)
+ * also held by rep_n ranks from group rank rep_first (rep_n <= 1: none). */
+typedef struct tp_split {
+    int dim, nseg, lo[3], hi[3];
+    int rep_row_lo, rep_row_hi, rep_n, rep_first, rep_partial;
+} tp_split;
+
+/* Adds a tensor of whole shape (d0, d1) (d1 unused when ndim 1), of which this rank holds `sp`
+ * (NULL: the whole tensor, replicated over the group: counted and saved by group rank 0; partial
+ * gradients when `partial`, the norms under sp). */
+static pt_status model_add_split(pt_model *m, const char *name, int layer, int ndim, int d0, int d1,
+                                 const tp_split *sp, int partial)
 {
     pt_param *p = &m->tensors[m->n_tensors];
     char *copy = strdup(name);
@@ -278,15 +307,89 @@ static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int 
         return pt_fail(PT_ENOMEM, "out of memory naming tensor %s", name);
     p->name = copy;
     p->ndim = ndim;
+    p->gshape[0] = d0;
+    p->gshape[1] = ndim > 1 ? d1 : 0;
     p->shape[0] = d0;
     p->shape[1] = ndim > 1 ? d1 : 0;
-    p->numel = (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    p->tp_dim = -1;
+    p->tp_nseg = 0;
+    int rows_lo = 0, rows_hi = d0, rep_n = m->tpn, rep_first = 0, rep_partial = partial;
+    if (sp && sp->dim >= 0) {
+        int len = 0;
+        for (int i = 0; i < sp->nseg; i++) {
+            p->tp_lo[i] = sp->lo[i];
+            p->tp_hi[i] = sp->hi[i];
+            len += sp->hi[i] - sp->lo[i];
+        }
+        p->tp_dim = sp->dim;
+        p->tp_nseg = sp->nseg;
+        p->shape[sp->dim] = len;
+        rows_lo = sp->rep_row_lo;
+        rows_hi = sp->rep_row_hi;
+        rep_n = sp->rep_n;
+        rep_first = sp->rep_first;
+        rep_partial = sp->rep_partial;
+    }
+    const size_t row = ndim > 1 ? (size_t)p->shape[1] : 1;
+    p->numel = (size_t)p->shape[0] * row;
+    p->rep_n = rep_n > 1 ? rep_n : 1;
+    p->rep_first = p->rep_n > 1 ? rep_first : m->tpr;
+    p->rep_lo = p->rep_n > 1 ? (size_t)rows_lo * row : 0;
+    p->rep_hi = p->rep_n > 1 ? (size_t)rows_hi * row : 0;
+    p->rep_partial = p->rep_n > 1 && rep_partial;
     p->offset = m->n_params;
     p->layer = layer;
     p->decay = ndim >= 2;
     m->n_params += p->numel;
     m->n_tensors++;
     return PT_OK;
+}
+
+static pt_status model_add_tensor(pt_model *m, const char *name, int layer, int ndim, int d0, int d1)
+{
+    return model_add_split(m, name, layer, ndim, d0, d1, NULL, 0);
+}
+
+/* Appends this rank's part of a range [base, base + len) split evenly over the group. */
+static void split_add_even(const pt_model *m, tp_split *s, int base, int len)
+{
+    s->lo[s->nseg] = base + m->tpr * (len / m->tpn);
+    s->hi[s->nseg] = base + (m->tpr + 1) * (len / m->tpn);
+    s->nseg++;
+}
+
+/* Rows (dim 0) or columns (dim 1) of length len, split evenly (whole without tensor parallelism). */
+static tp_split split_even(const pt_model *m, int dim, int len)
+{
+    tp_split s = { .dim = m->tpn > 1 ? dim : -1 };
+    split_add_even(m, &s, 0, len);
+    return s;
+}
+
+/* The fused q/k/v rows: this rank's query heads, then its key heads, then its value heads (kv
+ * heads split, or the one kv head of its group replicated when n_kv_head < T). */
+static tp_split split_qkv(const pt_model *m)
+{
+    const int C = m->cfg.n_embd, hs = C / m->cfg.n_head, NKV = pt_model_kv_heads(&m->cfg), kvw = NKV * hs;
+    tp_split s = { .dim = m->tpn > 1 ? 0 : -1 };
+    split_add_even(m, &s, 0, C);
+    if (NKV >= m->tpn) {
+        split_add_even(m, &s, C, kvw);
+        split_add_even(m, &s, C + kvw, kvw);
+        return s;
+    }
+    const int per = m->tpn / NKV, g = m->tpr / per; /* ranks sharing a kv head, and this rank's head */
+    s.lo[1] = C + g * hs;
+    s.hi[1] = s.lo[1] + hs;
+    s.lo[2] = C + kvw + g * hs;
+    s.hi[2] = s.lo[2] + hs;
+    s.nseg = 3;
+    s.rep_row_lo = C / m->tpn;
+    s.rep_row_hi = C / m->tpn + 2 * hs;
+    s.rep_n = per;
+    s.rep_first = g * per;
+    s.rep_partial = 1;
+    return s;
 }
 
 /* The tensor table for cap tensors and the per-block first-tensor indices; no tensor indices yet. */
@@ -306,31 +409,38 @@ static pt_status model_build_llama_tensors(pt_model *m)
     const int C = m->cfg.n_embd, L = m->cfg.n_layer, H = m->cfg.intermediate_size;
     PT_CHECK(model_alloc_tensor_table(
         m, (m->has_emb ? 1 : 0) + m->n_blocks * LP_COUNT + (m->has_lnf ? 1 : 0) + (m->n_sh > 0 ? 1 : 0)));
+    const tp_split sv = split_even(m, 0, m->cfg.vocab_padded);
+    const int Wg = C + 2 * pt_model_kv_heads(&m->cfg) * (C / m->cfg.n_head); /* the whole qkv rows */
     if (m->has_emb) {
         m->t_wte = m->n_tensors;
-        PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
+        PT_CHECK(model_add_split(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C, &sv, 0));
     }
     for (int j = 0; j < m->n_blocks; j++) {
         int layer = m->first_block + j, i = layer - 1;
-        const int rows[LP_COUNT] = { C, m->W, C, C, 2 * H, C }, cols[LP_COUNT] = { 0, C, C, 0, C, H };
+        const int rows[LP_COUNT] = { C, Wg, C, C, 2 * H, C }, cols[LP_COUNT] = { 0, C, C, 0, C, H };
+        tp_split gu = { .dim = m->tpn > 1 ? 0 : -1 };
+        split_add_even(m, &gu, 0, H);
+        split_add_even(m, &gu, H, H);
+        const tp_split qkv = split_qkv(m), proj = split_even(m, 1, C), down = split_even(m, 1, H);
+        const tp_split *split[LP_COUNT] = { [LP_QKVW] = &qkv, [LP_PROJW] = &proj, [LP_GUW] = &gu, [LP_DOWNW] = &down };
         m->t_block[j] = m->n_tensors;
         for (int k = 0; k < LP_COUNT; k++) {
             char name[96];
             snprintf(name, sizeof(name), "blocks.%d.%s", i, llama_param_suffix[k]);
-            PT_CHECK(model_add_tensor(m, name, layer, cols[k] ? 2 : 1, rows[k], cols[k]));
+            PT_CHECK(model_add_split(m, name, layer, cols[k] ? 2 : 1, rows[k], cols[k], split[k], m->sp));
         }
     }
     if (m->has_lnf) {
         m->t_lnfw = m->n_tensors;
-        PT_CHECK(model_add_tensor(m, "lnf.weight", L + 1, 1, C, 0));
+        PT_CHECK(model_add_split(m, "lnf.weight", L + 1, 1, C, 0, NULL, m->sp));
     }
     if (m->n_sh > 0) {
         if (m->tied && m->has_emb) {
             m->t_head_wte = m->t_wte;
         } else { /* lm_head, or the tied copy of wte (whole, as for gpt2) */
             m->t_head_wte = m->n_tensors;
-            PT_CHECK(model_add_tensor(m, m->tied ? "wte.weight" : "lm_head.weight", L + 1 + m->sh0, 2,
-                                      m->cfg.vocab_padded, C));
+            PT_CHECK(model_add_split(m, m->tied ? "wte.weight" : "lm_head.weight", L + 1 + m->sh0, 2,
+                                     m->cfg.vocab_padded, C, &sv, 0));
         }
     }
     return PT_OK;
@@ -343,12 +453,21 @@ static pt_status model_build_tensors(pt_model *m)
     if (m->llama)
         return model_build_llama_tensors(m);
     PT_CHECK(model_alloc_tensor_table(m, cap));
+    const tp_split sv = split_even(m, 0, m->cfg.vocab_padded);
     if (m->has_emb) {
         m->t_wte = m->n_tensors;
-        PT_CHECK(model_add_tensor(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C));
+        PT_CHECK(model_add_split(m, "wte.weight", 0, 2, m->cfg.vocab_padded, C, &sv, 0));
         m->t_wpe = m->n_tensors;
         PT_CHECK(model_add_tensor(m, "wpe.weight", 0, 2, m->cfg.max_seq_len, C));
     }
+    /* q/k/v rows by heads; the MLP's rows; the two output projections by columns (their biases,
+     * added once, and the layernorms are whole on every rank) */
+    tp_split qkv = { .dim = m->tpn > 1 ? 0 : -1 };
+    for (int g = 0; g < 3; g++)
+        split_add_even(m, &qkv, g * C, C);
+    const tp_split fc = split_even(m, 0, 4 * C), proj = split_even(m, 1, C), mproj = split_even(m, 1, 4 * C);
+    const tp_split *split[BP_COUNT] = { [BP_QKVW] = &qkv, [BP_QKVB] = &qkv, [BP_PROJW] = &proj,
+                                        [BP_FCW] = &fc,   [BP_FCB] = &fc,   [BP_MPROJW] = &mproj };
     for (int j = 0; j < m->n_blocks; j++) {
         int layer = m->first_block + j, i = layer - 1;
         static const int rows[BP_COUNT] = { 1, 1, 3, 3, 1, 1, 1, 1, 4, 4, 1, 1 };
@@ -358,21 +477,22 @@ static pt_status model_build_tensors(pt_model *m)
             snprintf(name, sizeof(name), "blocks.%d.%s", i, block_param_suffix[k]);
             int is_weight = k == BP_QKVW || k == BP_PROJW || k == BP_FCW || k == BP_MPROJW;
             int in = k == BP_MPROJW ? 4 * C : C;
-            PT_CHECK(model_add_tensor(m, name, layer, is_weight ? 2 : 1, rows[k] * C, in));
+            int norm = k == BP_LN1W || k == BP_LN1B || k == BP_LN2W || k == BP_LN2B;
+            PT_CHECK(model_add_split(m, name, layer, is_weight ? 2 : 1, rows[k] * C, in, split[k], norm && m->sp));
         }
     }
     if (m->has_lnf) {
         m->t_lnfw = m->n_tensors;
-        PT_CHECK(model_add_tensor(m, "lnf.weight", L + 1, 1, C, 0));
+        PT_CHECK(model_add_split(m, "lnf.weight", L + 1, 1, C, 0, NULL, m->sp));
         m->t_lnfb = m->n_tensors;
-        PT_CHECK(model_add_tensor(m, "lnf.bias", L + 1, 1, C, 0));
+        PT_CHECK(model_add_split(m, "lnf.bias", L + 1, 1, C, 0, NULL, m->sp));
     }
     if (m->n_sh > 0) {
         if (m->has_emb) {
             m->t_head_wte = m->t_wte;
         } else { /* the tied copy (whole: its rows outside this chunk's shards get the job's sum too) */
             m->t_head_wte = m->n_tensors;
-            PT_CHECK(model_add_tensor(m, "wte.weight", L + 1 + m->sh0, 2, m->cfg.vocab_padded, C));
+            PT_CHECK(model_add_split(m, "wte.weight", L + 1 + m->sh0, 2, m->cfg.vocab_padded, C, &sv, 0));
         }
     }
     return PT_OK;
@@ -495,6 +615,9 @@ void pt_model_destroy(pt_model *m)
     pt_backend_free(m->be, m->bwd_shared_mem);
     pt_backend_free(m->be, m->recompute_mem);
     pt_backend_free(m->be, m->scratch_logits);
+    pt_backend_free(m->be, m->scratch_red);
+    pt_backend_free(m->be, m->scratch_full);
+    pt_backend_free(m->be, m->tp_parts);
     pt_backend_free(m->be, m->scratch_nc);
     pt_backend_free(m->be, m->scratch_nh);
     pt_backend_free(m->be, m->rope_cos);
@@ -550,11 +673,37 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->K = pt_model_head_layers(cfg);
     m->llama = cfg->arch == PT_ARCH_LLAMA;
     m->tied = pt_model_tied(cfg);
+    m->tpn = opts->tp.size > 1 ? opts->tp.size : 1;
+    m->tpr = m->tpn > 1 ? opts->tp.rank : 0;
+    m->sp = m->tpn > 1 && opts->tp.sp;
+    if (m->tpn > 1) {
+        if ((st = pt_model_tp_check(cfg, m->tpn, m->sp, opts->micro_batch, opts->seq_len)) != PT_OK)
+            goto fail;
+        if (m->tpr < 0 || m->tpr >= m->tpn || !opts->tp.allreduce || !opts->tp.reduce_scatter || !opts->tp.allgather) {
+            st = pt_fail(PT_EINVAL, "tensor parallelism: rank %d of a group of %d, and the group's three collectives, "
+                                    "are required",
+                         m->tpr, m->tpn);
+            goto fail;
+        }
+        if (!be->embedding_range_forward || !be->embedding_range_backward || !be->xent_stats_combine) {
+            st = pt_fail(PT_ENOTSUP, "backend %s has no vocabulary-parallel kernels; run tensor parallelism on "
+                                     "another backend",
+                         be->name);
+            goto fail;
+        }
+    }
     {
-        const int C = cfg->n_embd, kvw = pt_model_kv_heads(cfg) * (C / cfg->n_head);
-        m->W = C + 2 * kvw;
-        m->FW = m->llama ? 2 * cfg->intermediate_size : 4 * C;
-        m->AW = m->llama ? cfg->intermediate_size : 4 * C;
+        const int C = cfg->n_embd, NKV = pt_model_kv_heads(cfg), hs = C / cfg->n_head;
+        m->NHl = cfg->n_head / m->tpn;
+        m->NKVl = NKV >= m->tpn ? NKV / m->tpn : 1;
+        m->Cl = m->NHl * hs;
+        m->W = m->Cl + 2 * m->NKVl * hs;
+        m->FW = (m->llama ? 2 * cfg->intermediate_size : 4 * C) / m->tpn;
+        m->AW = (m->llama ? cfg->intermediate_size : 4 * C) / m->tpn;
+        m->Vl = cfg->vocab_padded / m->tpn;
+        m->v0 = m->tpr * m->Vl;
+        m->R = opts->micro_batch * opts->seq_len / (m->sp ? m->tpn : 1);
+        m->xs = m->K > 1 || m->tpn > 1;
     }
     if (m->llama && (!be->rmsnorm_forward || !be->rmsnorm_backward_input || !be->rmsnorm_backward_weight ||
                      !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
@@ -571,25 +720,33 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->n_blocks = last_block >= m->first_block ? last_block - m->first_block + 1 : 0;
     PT_TRY(model_build_tensors(m), fail);
 
-    const int B = opts->micro_batch, T = opts->seq_len, C = cfg->n_embd, NH = cfg->n_head;
+    const int B = opts->micro_batch, T = opts->seq_len, C = cfg->n_embd;
     const size_t N = (size_t)B * T, Vp = (size_t)cfg->vocab_padded;
     size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
     PT_TRY(pt_backend_alloc_kind(be, (void **)&m->params, pbytes, PT_MEM_WEIGHTS), fail);
     PT_TRY(pt_backend_alloc_kind(be, (void **)&m->grads, pbytes, PT_MEM_GRADS), fail);
     if (m->n_sh > 0) {
         if (m->has_emb && m->tied) {
-            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->twin, Vp * C * sizeof(float), PT_MEM_GRADS), fail);
+            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->twin, (size_t)m->Vl * C * sizeof(float), PT_MEM_GRADS), fail);
             m->own_twin = 1;
         } else {
             m->twin = G(m, m->t_head_wte);
         }
     }
-    if (m->has_head && m->K == 1) {
+    if (m->sp) {
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_red, N * C * sizeof(float), PT_MEM_ACT), fail);
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_full, N * C * sizeof(float), PT_MEM_ACT), fail);
+    }
+    if (m->has_head && m->tpn > 1)
+        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->tp_parts, (size_t)m->tpn * N * PT_XENT_STATS * sizeof(float),
+                                     PT_MEM_ACT),
+               fail);
+    if (m->has_head && !m->xs) {
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
         PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float), PT_MEM_ACT), fail);
     }
     if (m->n_blocks > 0) {
-        size_t att = be->attention_scratch_size(B, T, C, NH, pt_model_kv_heads(cfg));
+        size_t att = be->attention_scratch_size(B, T, m->Cl, m->NHl, m->NKVl);
         PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float), PT_MEM_ACT), fail);
         PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_nc, N * C * sizeof(float), PT_MEM_ACT), fail);
         if (m->llama) {
@@ -617,7 +774,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         m->host_losses = malloc(N * sizeof(float));
         m->host_targets = malloc(N * sizeof(int32_t));
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
-        m->host_pred = malloc((m->K == 1 ? rows * Vp : N * PT_XENT_STATS) * sizeof(float));
+        m->host_pred = malloc((!m->xs ? rows * Vp : N * PT_XENT_STATS) * sizeof(float));
         if (!m->host_losses || !m->host_targets || !m->host_pred) {
             st = pt_fail(PT_ENOMEM, "out of memory for host loss buffers");
             goto fail;
@@ -670,6 +827,43 @@ int pt_model_last_layer(const pt_model *m) { return m->last; }
 int pt_model_has_embedding(const pt_model *m) { return m->has_emb; }
 int pt_model_has_head(const pt_model *m) { return m->has_head; }
 int pt_model_n_tensors(const pt_model *m) { return m->n_tensors; }
+int pt_model_tp_size(const pt_model *m) { return m->tpn; }
+int pt_model_tp_rank(const pt_model *m) { return m->tpr; }
+int pt_model_boundary_rows(const pt_model *m) { return m->R; }
+int pt_model_vocab_rows(const pt_model *m) { return m->Vl; }
+
+pt_status pt_model_tp_check(const pt_model_config *cfg, int tp, int sp, int micro_batch, int seq_len)
+{
+    if (tp < 1 || tp > 256)
+        return pt_fail(PT_EINVAL, "--tp %d: the tensor-parallel size must be between 1 and 256", tp);
+    if (tp == 1)
+        return PT_OK;
+    const int NKV = pt_model_kv_heads(cfg);
+    const int mlp = cfg->arch == PT_ARCH_LLAMA ? cfg->intermediate_size : 4 * cfg->n_embd;
+    if (pt_model_head_layers(cfg) > 1)
+        return pt_fail(PT_EINVAL, "--tp %d with head_split %d: tensor parallelism already splits the LM head's "
+                                  "vocabulary over the %d ranks; use head_split 1",
+                       tp, cfg->head_split, tp);
+    if (cfg->n_head % tp)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's %d attention heads; pick a T dividing %d", tp,
+                       cfg->name, cfg->n_head, cfg->n_head);
+    if (NKV % tp && tp % NKV)
+        return pt_fail(PT_EINVAL, "--tp %d and %s's %d key/value heads: T must divide them (split) or be a multiple "
+                                  "of them (replicated); pick T dividing %d or a multiple of it",
+                       tp, cfg->name, NKV, NKV);
+    if (mlp % tp)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's MLP width %d; pick a T dividing %d", tp, cfg->name,
+                       mlp, mlp);
+    if (cfg->vocab_padded % tp)
+        return pt_fail(PT_EINVAL, "--tp %d does not divide %s's padded vocabulary %d (the LM head is split by "
+                                  "vocabulary rows); pick a T dividing %d",
+                       tp, cfg->name, cfg->vocab_padded, cfg->vocab_padded);
+    if (sp && ((int64_t)micro_batch * seq_len) % tp)
+        return pt_fail(PT_EINVAL, "--sp with --tp %d: the %lld tokens of a micro-batch (%d x %d) do not split into %d "
+                                  "equal parts; pick a micro-batch size or sequence length making B x T a multiple of %d",
+                       tp, (long long)micro_batch * seq_len, micro_batch, seq_len, tp, tp);
+    return PT_OK;
+}
 size_t pt_model_max_tensor_numel(const pt_model *m)
 {
     size_t max = 1;
@@ -827,20 +1021,61 @@ static void init_fill(const pt_model_config *cfg, uint64_t seed, const char *nam
     }
 }
 
+/* Elements of the whole tensor p is (a part of). */
+static size_t whole_numel(const pt_param *p) { return (size_t)p->gshape[0] * (p->ndim > 1 ? (size_t)p->gshape[1] : 1); }
+
+/* Copies this rank's part of the whole tensor `whole` (p->gshape) into `part` (p->shape): its
+ * segments along tp_dim, in order. */
+static void tp_take_part(const pt_param *p, const float *whole, float *part)
+{
+    if (p->tp_dim < 0) {
+        memcpy(part, whole, p->numel * sizeof(float));
+        return;
+    }
+    const size_t gcols = p->ndim > 1 ? (size_t)p->gshape[1] : 1;
+    if (p->tp_dim == 0) {
+        for (int i = 0; i < p->tp_nseg; i++) {
+            size_t n = (size_t)(p->tp_hi[i] - p->tp_lo[i]) * gcols;
+            memcpy(part, whole + (size_t)p->tp_lo[i] * gcols, n * sizeof(float));
+            part += n;
+        }
+        return;
+    }
+    for (int r = 0; r < p->gshape[0]; r++)
+        for (int i = 0; i < p->tp_nseg; i++) {
+            size_t n = (size_t)(p->tp_hi[i] - p->tp_lo[i]);
+            memcpy(part, whole + (size_t)r * gcols + p->tp_lo[i], n * sizeof(float));
+            part += n;
+        }
+}
+
 pt_status pt_model_init_weights(pt_model *m, uint64_t seed)
 {
-    const size_t max = pt_model_max_tensor_numel(m);
-    float *host = malloc(max * sizeof(float));
-    if (!host)
+    size_t max = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        max = whole_numel(&m->tensors[i]) > max ? whole_numel(&m->tensors[i]) : max;
+    float *host = malloc(max * sizeof(float)), *part = m->tpn > 1 ? malloc(max * sizeof(float)) : host;
+    if (!host || !part) {
+        free(host);
+        if (part != host)
+            free(part);
         return pt_fail(PT_ENOMEM, "out of memory initialising weights (%zu floats)", max);
+    }
     pt_status st = PT_OK;
     for (int i = 0; i < m->n_tensors && st == PT_OK; i++) {
         const pt_param *p = &m->tensors[i];
-        init_fill(&m->cfg, seed, p->name, host, p->numel);
-        st = m->be->memcpy_h2d(m->stream, m->params + p->offset, host, p->numel * sizeof(float));
+        /* the whole tensor's values, then this rank's part of them: every T gives the same model */
+        init_fill(&m->cfg, seed, p->name, host, whole_numel(p));
+        if (part != host)
+            tp_take_part(p, host, part);
+        st = m->be->memcpy_h2d(m->stream, m->params + p->offset, part, p->numel * sizeof(float));
+        if (st == PT_OK && part != host)
+            st = m->be->stream_sync(m->stream); /* part is reused by the next tensor */
     }
     if (st == PT_OK)
         st = m->be->stream_sync(m->stream); /* the host buffer must outlive the copies */
+    if (part != host)
+        free(part);
     free(host);
     return st;
 }
@@ -849,8 +1084,7 @@ pt_status pt_model_zero_grads(pt_model *m)
 {
     PT_CHECK(m->be->memset_zero(m->stream, m->grads, m->n_params * sizeof(float)));
     if (m->own_twin)
-        PT_CHECK(m->be->memset_zero(m->stream, m->twin,
-                                    (size_t)m->cfg.vocab_padded * m->cfg.n_embd * sizeof(float)));
+        PT_CHECK(m->be->memset_zero(m->stream, m->twin, (size_t)m->Vl * m->cfg.n_embd * sizeof(float)));
     return PT_OK;
 }
 
@@ -859,31 +1093,84 @@ pt_status pt_model_reduce_tied_grads(pt_model *m)
     if (!(m->has_emb && m->n_sh > 0 && m->tied))
         return PT_OK;
     float *g = G(m, m->t_wte);
-    return m->be->add(m->stream, g, g, m->twin, (size_t)m->cfg.vocab_padded * m->cfg.n_embd);
+    return m->be->add(m->stream, g, g, m->twin, (size_t)m->Vl * m->cfg.n_embd);
 }
 
-/* ---- llama blocks: RMSNorm, q/k/v, RoPE, grouped-query attention, o; RMSNorm, SwiGLU MLP ---- */
+/* ---- tensor-parallel collectives (pt_model_opts.tp) ----
+ * Partial sums of the row-parallel products are all-reduced, or with sp reduce-scattered (this
+ * rank's R rows land at its segment, seg_off floats into the (N,C) buffer); inputs of the
+ * column-parallel products are, with sp, all-gathered from every rank's R rows. */
+
+static size_t seg_off(const pt_model *m) { return m->sp ? (size_t)m->tpr * m->R * m->cfg.n_embd : 0; }
+
+static pt_status tp_call(pt_model *m, int op, float *x, size_t n, const char *what, int layer)
+{
+    char w[96];
+    snprintf(w, sizeof w, "tp %s %s (layer %d)", op == 0 ? "all-reduce" : op == 1 ? "reduce-scatter" : "all-gather",
+             what, layer);
+    const struct pt_model_tp *tp = &m->opts.tp;
+    return op == 0 ? tp->allreduce(tp->ctx, x, n, w) : op == 1 ? tp->reduce_scatter(tp->ctx, x, n, w)
+                                                               : tp->allgather(tp->ctx, x, n, w);
+}
+
+/* Sums the group's partial (N,C) buffers x: this rank's rows are then at x + seg_off. */
+static pt_status tp_reduce(pt_model *m, float *x, const char *what, int layer)
+{
+    if (m->tpn <= 1)
+        return PT_OK;
+    const size_t n = (size_t)m->opts.micro_batch * m->opts.seq_len * m->cfg.n_embd;
+    return tp_call(m, m->sp ? 1 : 0, x, n, what, layer);
+}
+
+/* All N rows of a (R,C) activation: `local` itself without sp; with sp, full (N,C) after copying
+ * local to this rank's segment (unless it is there already) and the all-gather. */
+static pt_status tp_gather(pt_model *m, const float *local, float *full, const float **out, const char *what,
+                           int layer)
+{
+    *out = local;
+    if (!m->sp)
+        return PT_OK;
+    const size_t C = (size_t)m->cfg.n_embd, N = (size_t)m->opts.micro_batch * m->opts.seq_len;
+    if (local != full + seg_off(m))
+        PT_CHECK(m->be->memcpy_d2d(m->stream, full + seg_off(m), local, (size_t)m->R * C * sizeof(float)));
+    PT_CHECK(tp_call(m, 2, full, N * C, what, layer));
+    *out = full;
+    return PT_OK;
+}
+
+/* ---- llama blocks: RMSNorm, q/k/v, RoPE, grouped-query attention, o; RMSNorm, SwiGLU MLP ----
+ * Under tensor parallelism (all of it in the kernels' shapes): NHl query and NKVl kv heads of width
+ * hs, W = (NHl + 2 NKVl) hs, the MLP's AW = H / T; norms and residual adds on R rows. */
 
 static pt_status llama_block_forward(pt_model *m, int j, const float *x, const block_act *a, float *out)
 {
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    const int NKV = pt_model_kv_heads(&m->cfg), H = m->cfg.intermediate_size, hs = C / NH;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T, R = m->R;
+    const int H = m->AW, hs = C / m->cfg.n_head, NH = m->NHl, NKV = m->NKVl, L = m->first_block + j;
     const float eps = m->cfg.rms_norm_eps;
     const int t = m->t_block[j];
-    PT_CHECK(be->rmsnorm_forward(s, a->ln1, a->ln1_rstd, x, P(m, t + LP_LN1W), N, C, eps));
-    PT_CHECK(be->matmul_forward(s, a->qkv, a->ln1, P(m, t + LP_QKVW), NULL, N, C, m->W));
+    const size_t off = seg_off(m);
+    const float *ln;
+    float *part;
+    PT_CHECK(be->rmsnorm_forward(s, a->ln1, a->ln1_rstd, x, P(m, t + LP_LN1W), R, C, eps));
+    PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
+    PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + LP_QKVW), NULL, N, C, m->W));
     PT_CHECK(be->rope_forward(s, a->qkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
-    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH, NKV));
-    PT_CHECK(be->matmul_forward(s, a->res2, a->atty, P(m, t + LP_PROJW), NULL, N, C, C));
-    PT_CHECK(be->add(s, a->res2, a->res2, x, (size_t)N * C));
-    PT_CHECK(be->rmsnorm_forward(s, a->ln2, a->ln2_rstd, a->res2, P(m, t + LP_LN2W), N, C, eps));
-    PT_CHECK(be->matmul_forward(s, a->fch, a->ln2, P(m, t + LP_GUW), NULL, N, C, 2 * H));
+    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, NH, NKV));
+    part = m->sp ? m->scratch_red : a->res2;
+    PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + LP_PROJW), NULL, N, m->Cl, C));
+    PT_CHECK(tp_reduce(m, part, "attn.proj", L));
+    PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
+    PT_CHECK(be->rmsnorm_forward(s, a->ln2, a->ln2_rstd, a->res2, P(m, t + LP_LN2W), R, C, eps));
+    PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
+    PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + LP_GUW), NULL, N, C, 2 * H));
     PT_CHECK(be->swiglu_forward(s, a->fch_gelu, a->fch, N, H));
     if (out) {
-        PT_CHECK(be->matmul_forward(s, out, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
-        PT_CHECK(be->add(s, out, out, a->res2, (size_t)N * C));
+        part = m->sp ? m->scratch_red : out;
+        PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
+        PT_CHECK(tp_reduce(m, part, "mlp.down", L));
+        PT_CHECK(be->add(s, out, part + off, a->res2, (size_t)R * C));
     }
     return PT_OK;
 }
@@ -893,21 +1180,28 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
 {
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    const int NKV = pt_model_kv_heads(&m->cfg), H = m->cfg.intermediate_size, hs = C / NH;
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T, R = m->R;
+    const int H = m->AW, hs = C / m->cfg.n_head, NH = m->NHl, NKV = m->NKVl, L = m->first_block + j;
     const int t = m->t_block[j];
-    PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dy, P(m, t + LP_DOWNW), N, H, C));
+    const size_t off = seg_off(m);
+    const float *dyf, *dres2f;
+    PT_CHECK(tp_gather(m, dy, g->dyf, &dyf, "block output gradient", L));
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dyf, P(m, t + LP_DOWNW), N, H, C));
     PT_CHECK(be->swiglu_backward(s, g->dfch, m->scratch_nh, a->fch, N, H));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
-    PT_CHECK(be->rmsnorm_backward_input(s, g->dres2, g->dln2, a->res2, P(m, t + LP_LN2W), a->ln2_rstd, N, C));
-    PT_CHECK(be->add(s, g->dres2, g->dres2, dy, (size_t)N * C));
-    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, g->dres2, P(m, t + LP_PROJW), N, C, C));
+    PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
+    PT_CHECK(be->rmsnorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W), a->ln2_rstd, R,
+                                        C));
+    PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
+    PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + LP_PROJW), N, m->Cl, C));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
-                                    C, NH, NKV));
+                                    m->Cl, NH, NKV));
     PT_CHECK(be->rope_backward(s, g->dqkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
-    PT_CHECK(be->rmsnorm_backward_input(s, dx, g->dln1, x, P(m, t + LP_LN1W), a->ln1_rstd, N, C));
-    PT_CHECK(be->add(s, dx, dx, g->dres2, (size_t)N * C));
+    PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
+    PT_CHECK(be->rmsnorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd, R, C));
+    PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
     return PT_OK;
 }
 
@@ -916,43 +1210,90 @@ static pt_status llama_block_backward_weight(pt_model *m, int j, const float *x,
 {
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, H = m->cfg.intermediate_size;
-    const int t = m->t_block[j];
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_DOWNW), NULL, dy, a->fch_gelu, N, H, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_GUW), NULL, g->dfch, a->ln2, N, C, 2 * H));
-    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN2W), g->dln2, a->res2, a->ln2_rstd, N, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_PROJW), NULL, g->dres2, a->atty, N, C, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_QKVW), NULL, g->dqkv, a->ln1, N, C, m->W));
-    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN1W), g->dln1, x, a->ln1_rstd, N, C));
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, H = m->AW, R = m->R;
+    const int t = m->t_block[j], L = m->first_block + j;
+    const size_t off = seg_off(m);
+    const float *ln;
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_DOWNW), NULL, m->sp ? g->dyf : dy, a->fch_gelu, N, H, C));
+    PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L)); /* with sp: gathered again, not kept */
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_GUW), NULL, g->dfch, ln, N, C, 2 * H));
+    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN2W), g->dln2 + off, a->res2, a->ln2_rstd, R, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_PROJW), NULL, g->dres2, a->atty, N, m->Cl, C));
+    PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + LP_QKVW), NULL, g->dqkv, ln, N, C, m->W));
+    PT_CHECK(be->rmsnorm_backward_weight(s, G(m, t + LP_LN1W), g->dln1 + off, x, a->ln1_rstd, R, C));
     return PT_OK;
 }
 
 /* ---- the final norm of the head: LayerNorm (gpt2) or RMSNorm (llama) ---- */
 
+/* On N rows; with sp this rank's R rows, at its segment of lnf / dlnf. */
 static pt_status head_norm_forward(pt_model *m, model_slot *sl, const float *x, int N)
 {
+    float *lnf = sl->lnf + seg_off(m);
     if (m->llama)
-        return m->be->rmsnorm_forward(m->stream, sl->lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
+        return m->be->rmsnorm_forward(m->stream, lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
                                       m->cfg.rms_norm_eps);
-    return m->be->layernorm_forward(m->stream, sl->lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
+    return m->be->layernorm_forward(m->stream, lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
                                     P(m, m->t_lnfb), N, m->cfg.n_embd);
 }
 
 static pt_status head_norm_backward_input(pt_model *m, model_slot *sl, float *dx, const float *x, int N)
 {
+    const float *dlnf = sl->dlnf + seg_off(m);
     if (m->llama)
-        return m->be->rmsnorm_backward_input(m->stream, dx, sl->dlnf, x, P(m, m->t_lnfw), sl->lnf_rstd, N,
+        return m->be->rmsnorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_rstd, N,
                                              m->cfg.n_embd);
-    return m->be->layernorm_backward_input(m->stream, dx, sl->dlnf, x, P(m, m->t_lnfw), sl->lnf_mean, sl->lnf_rstd, N,
+    return m->be->layernorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_mean, sl->lnf_rstd, N,
                                            m->cfg.n_embd);
 }
 
 static pt_status head_norm_backward_weight(pt_model *m, model_slot *sl, const float *x, int N)
 {
+    const float *dlnf = sl->dlnf + seg_off(m);
     if (m->llama)
-        return m->be->rmsnorm_backward_weight(m->stream, G(m, m->t_lnfw), sl->dlnf, x, sl->lnf_rstd, N, m->cfg.n_embd);
-    return m->be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), sl->dlnf, x, sl->lnf_mean,
+        return m->be->rmsnorm_backward_weight(m->stream, G(m, m->t_lnfw), dlnf, x, sl->lnf_rstd, N, m->cfg.n_embd);
+    return m->be->layernorm_backward_weight(m->stream, G(m, m->t_lnfw), G(m, m->t_lnfb), dlnf, x, sl->lnf_mean,
                                             sl->lnf_rstd, N, m->cfg.n_embd);
+}
+
+/* ---- the vocabulary-parallel head (tensor parallelism): this rank's rows [v0, v0 + Vl) of the
+ * LM head as one shard of head_split's arithmetic; the ranks' row statistics all-gathered and
+ * combined in rank order, so every rank holds the loss, the log-sum-exp and the argmax ---- */
+
+static pt_status tp_head_forward(pt_model *m, model_slot *sl)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, L = m->cfg.n_layer;
+    const size_t S = PT_XENT_STATS;
+    const float *h;
+    PT_CHECK(head_norm_forward(m, sl, sl->x[L + 1 - m->first], m->R));
+    PT_CHECK(tp_gather(m, sl->lnf + seg_off(m), sl->lnf, &h, "lnf", L + 1)); /* lnf keeps all N rows */
+    PT_CHECK(be->matmul_forward(m->stream, sl->sh_exps[0], h, P(m, m->t_head_wte), NULL, N, C, m->Vl));
+    PT_CHECK(be->xent_shard_forward(m->stream, m->tp_parts + (size_t)m->tpr * N * S, sl->sh_exps[0], sl->sh_rowmax[0],
+                                    NULL, sl->sh_exps[0], sl->targets, N, m->Vl, m->v0, m->cfg.vocab_size));
+    PT_CHECK(tp_call(m, 2, m->tp_parts, (size_t)m->tpn * N * S, "row statistics of the LM head", L + 1));
+    PT_CHECK(be->xent_stats_combine(m->stream, sl->fstats, m->tp_parts, m->tpn, N));
+    return be->xent_shard_finish(m->stream, sl->losses, sl->lse, sl->fstats, sl->targets, N, m->cfg.vocab_padded);
+}
+
+static pt_status tp_head_backward(pt_model *m, model_slot *sl, float loss_scale, int parts_)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, L = m->cfg.n_layer;
+    const int b = L + 1 - m->first;
+    if (parts_ & 1) { /* BWD_INPUT */
+        PT_CHECK(be->xent_shard_backward(m->stream, sl->sh_exps[0], sl->sh_exps[0], sl->sh_rowmax[0], sl->lse,
+                                         sl->targets, loss_scale, N, m->Vl, m->v0));
+        PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->sh_exps[0], P(m, m->t_head_wte), N, C, m->Vl));
+        PT_CHECK(tp_reduce(m, sl->dlnf, "lnf gradient", L + 1));
+        PT_CHECK(head_norm_backward_input(m, sl, sl->dx[b], sl->x[b], m->R));
+    }
+    if (parts_ & 2) { /* BWD_WEIGHT */
+        PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, sl->sh_exps[0], sl->lnf, N, C, m->Vl));
+        PT_CHECK(head_norm_backward_weight(m, sl, sl->x[b], m->R));
+    }
+    return PT_OK;
 }
 
 /* ---- the layers ---- */
@@ -964,21 +1305,33 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
         return llama_block_forward(m, j, x, a, out);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    const int t = m->t_block[j];
-    PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), N,
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T, R = m->R;
+    const int t = m->t_block[j], L = m->first_block + j, F = m->AW;
+    const size_t off = seg_off(m);
+    const int bias_here = m->tpr == 0; /* a row-parallel bias is added once, by group rank 0, before the sum */
+    const float *ln;
+    float *part;
+    PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), R,
                                    C));
-    PT_CHECK(be->matmul_forward(s, a->qkv, a->ln1, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, 3 * C));
-    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, C, NH, NH));
-    PT_CHECK(be->matmul_forward(s, a->res2, a->atty, P(m, t + BP_PROJW), P(m, t + BP_PROJB), N, C, C));
-    PT_CHECK(be->add(s, a->res2, a->res2, x, (size_t)N * C));
+    PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
+    PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, m->W));
+    PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, m->NHl, m->NHl));
+    part = m->sp ? m->scratch_red : a->res2;
+    PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + BP_PROJW), bias_here ? P(m, t + BP_PROJB) : NULL, N, m->Cl,
+                                C));
+    PT_CHECK(tp_reduce(m, part, "attn.proj", L));
+    PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
     PT_CHECK(be->layernorm_forward(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, t + BP_LN2W),
-                                   P(m, t + BP_LN2B), N, C));
-    PT_CHECK(be->matmul_forward(s, a->fch, a->ln2, P(m, t + BP_FCW), P(m, t + BP_FCB), N, C, 4 * C));
-    PT_CHECK(be->gelu_forward(s, a->fch_gelu, a->fch, (size_t)N * 4 * C));
+                                   P(m, t + BP_LN2B), R, C));
+    PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
+    PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + BP_FCW), P(m, t + BP_FCB), N, C, F));
+    PT_CHECK(be->gelu_forward(s, a->fch_gelu, a->fch, (size_t)N * F));
     if (out) {
-        PT_CHECK(be->matmul_forward(s, out, a->fch_gelu, P(m, t + BP_MPROJW), P(m, t + BP_MPROJB), N, 4 * C, C));
-        PT_CHECK(be->add(s, out, out, a->res2, (size_t)N * C));
+        part = m->sp ? m->scratch_red : out;
+        PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + BP_MPROJW), bias_here ? P(m, t + BP_MPROJB) : NULL,
+                                    N, F, C));
+        PT_CHECK(tp_reduce(m, part, "mlp.proj", L));
+        PT_CHECK(be->add(s, out, part + off, a->res2, (size_t)R * C));
     }
     return PT_OK;
 }
@@ -991,20 +1344,27 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
         return llama_block_backward_input(m, j, x, a, g, dy, dx);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    const int t = m->t_block[j];
-    PT_CHECK(be->matmul_backward_input(s, g->dfch, dy, P(m, t + BP_MPROJW), N, 4 * C, C));
-    PT_CHECK(be->gelu_backward(s, g->dfch, a->fch, g->dfch, (size_t)N * 4 * C));
-    PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + BP_FCW), N, C, 4 * C));
-    PT_CHECK(be->layernorm_backward_input(s, g->dres2, g->dln2, a->res2, P(m, t + BP_LN2W), a->ln2_mean,
-                                          a->ln2_rstd, N, C));
-    PT_CHECK(be->add(s, g->dres2, g->dres2, dy, (size_t)N * C));
-    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, g->dres2, P(m, t + BP_PROJW), N, C, C));
+    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T, R = m->R;
+    const int t = m->t_block[j], L = m->first_block + j, F = m->AW;
+    const size_t off = seg_off(m);
+    const float *dyf, *dres2f;
+    PT_CHECK(tp_gather(m, dy, g->dyf, &dyf, "block output gradient", L));
+    PT_CHECK(be->matmul_backward_input(s, g->dfch, dyf, P(m, t + BP_MPROJW), N, F, C));
+    PT_CHECK(be->gelu_backward(s, g->dfch, a->fch, g->dfch, (size_t)N * F));
+    PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + BP_FCW), N, C, F));
+    PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
+    PT_CHECK(be->layernorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + BP_LN2W), a->ln2_mean,
+                                          a->ln2_rstd, R, C));
+    PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
+    PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
+    PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + BP_PROJW), N, m->Cl, C));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
-                                    C, NH, NH));
-    PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, 3 * C));
-    PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, N, C));
-    PT_CHECK(be->add(s, dx, dx, g->dres2, (size_t)N * C));
+                                    m->Cl, m->NHl, m->NHl));
+    PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, m->W));
+    PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
+    PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, R,
+                                          C));
+    PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
     return PT_OK;
 }
 
@@ -1016,21 +1376,28 @@ static pt_status block_backward_weight(pt_model *m, int j, const float *x, const
         return llama_block_backward_weight(m, j, x, a, g, dy);
     const pt_backend *be = m->be;
     pt_stream *s = m->stream;
-    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len;
-    const int t = m->t_block[j];
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_MPROJW), G(m, t + BP_MPROJB), dy, a->fch_gelu, N, 4 * C, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_FCW), G(m, t + BP_FCB), g->dfch, a->ln2, N, C, 4 * C));
-    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN2W), G(m, t + BP_LN2B), g->dln2, a->res2, a->ln2_mean,
-                                           a->ln2_rstd, N, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_PROJW), G(m, t + BP_PROJB), g->dres2, a->atty, N, C, C));
-    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_QKVW), G(m, t + BP_QKVB), g->dqkv, a->ln1, N, C, 3 * C));
+    const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, R = m->R;
+    const int t = m->t_block[j], L = m->first_block + j, F = m->AW;
+    const size_t off = seg_off(m);
+    const float *ln;
+    /* the row-parallel biases' gradients come from the whole (gathered) output gradient: the same on
+     * every rank of the group, as their values are */
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_MPROJW), G(m, t + BP_MPROJB), m->sp ? g->dyf : dy, a->fch_gelu,
+                                        N, F, C));
+    PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L)); /* with sp: gathered again, not kept */
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_FCW), G(m, t + BP_FCB), g->dfch, ln, N, C, F));
+    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN2W), G(m, t + BP_LN2B), g->dln2 + off, a->res2,
+                                           a->ln2_mean, a->ln2_rstd, R, C));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_PROJW), G(m, t + BP_PROJB), g->dres2, a->atty, N, m->Cl, C));
+    PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
+    PT_CHECK(be->matmul_backward_weight(s, G(m, t + BP_QKVW), G(m, t + BP_QKVB), g->dqkv, ln, N, C, m->W));
     /* The key bias's gradient is exactly zero: it adds q.b to every score of a softmax row, which
      * softmax ignores. Computed, it is rounding noise (~1e-11) that AdamW's first steps turn into
      * lr-sized random moves which differ with every summation order (data-parallel, micro-batch
      * splits). Store the exact value instead. */
-    PT_CHECK(be->memset_zero(s, G(m, t + BP_QKVB) + C, (size_t)C * sizeof(float)));
-    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN1W), G(m, t + BP_LN1B), g->dln1, x, a->ln1_mean,
-                                           a->ln1_rstd, N, C));
+    PT_CHECK(be->memset_zero(s, G(m, t + BP_QKVB) + m->Cl, (size_t)m->Cl * sizeof(float)));
+    PT_CHECK(be->layernorm_backward_weight(s, G(m, t + BP_LN1W), G(m, t + BP_LN1B), g->dln1 + off, x, a->ln1_mean,
+                                           a->ln1_rstd, R, C));
     return PT_OK;
 }
 
@@ -1126,15 +1493,27 @@ pt_status pt_model_forward(pt_model *m, int s)
                        s, sl->state == SLOT_FORWARD ? "backward" : "backward_weight");
     const pt_backend *be = m->be;
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T;
-    if (m->has_emb)
+    if (m->has_emb && m->tpn <= 1)
         PT_CHECK(be->embedding_forward(m->stream, sl->x[1 - m->first], sl->tokens, P(m, m->t_wte),
                                        m->t_wpe >= 0 ? P(m, m->t_wpe) : NULL, B, T, C));
+    else if (m->has_emb) { /* this rank's vocabulary rows; the position rows on group rank 0; summed */
+        float *e = m->sp ? m->scratch_red : sl->x[1 - m->first];
+        PT_CHECK(be->embedding_range_forward(m->stream, e, sl->tokens, P(m, m->t_wte),
+                                             m->t_wpe >= 0 && m->tpr == 0 ? P(m, m->t_wpe) : NULL, m->v0, m->Vl, B, T,
+                                             C));
+        PT_CHECK(tp_reduce(m, e, "embedding", 0));
+        if (m->sp)
+            PT_CHECK(be->memcpy_d2d(m->stream, sl->x[1 - m->first], e + seg_off(m),
+                                    (size_t)m->R * C * sizeof(float)));
+    }
     for (int j = 0; j < m->n_blocks; j++) {
         int b = block_in(m, j);
         PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
     }
     if (m->K > 1)
         PT_CHECK(shards_forward(m, sl));
+    else if (m->has_head && m->tpn > 1)
+        PT_CHECK(tp_head_forward(m, sl));
     else if (m->has_head) {
         const float *x = sl->x[m->cfg.n_layer + 1 - m->first];
         const int Vp = m->cfg.vocab_padded;
@@ -1170,23 +1549,32 @@ static pt_status head_backward_weight(pt_model *m, model_slot *sl)
 
 static pt_status embedding_backward_weight(pt_model *m, model_slot *sl)
 {
-    return m->be->embedding_backward(m->stream, G(m, m->t_wte), m->t_wpe >= 0 ? G(m, m->t_wpe) : NULL,
-                                     sl->dx[1 - m->first], sl->tokens,
-                                     m->opts.micro_batch, m->opts.seq_len, m->cfg.n_embd);
+    if (m->tpn <= 1)
+        return m->be->embedding_backward(m->stream, G(m, m->t_wte), m->t_wpe >= 0 ? G(m, m->t_wpe) : NULL,
+                                         sl->dx[1 - m->first], sl->tokens, m->opts.micro_batch, m->opts.seq_len,
+                                         m->cfg.n_embd);
+    /* every rank: its vocabulary rows, and the position rows from the whole gradient (the same on
+     * every rank, as wpe is) */
+    const float *d;
+    PT_CHECK(tp_gather(m, sl->dx[1 - m->first], m->scratch_full, &d, "embedding gradient", 0));
+    return m->be->embedding_range_backward(m->stream, G(m, m->t_wte), m->t_wpe >= 0 ? G(m, m->t_wpe) : NULL, d,
+                                           sl->tokens, m->v0, m->Vl, m->opts.micro_batch, m->opts.seq_len,
+                                           m->cfg.n_embd);
 }
 
 
 static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
 {
     model_slot *sl = &m->slots[s];
+    _Static_assert(BWD_INPUT == 1 && BWD_WEIGHT == 2, "tp_head_backward's parts");
     if (m->K > 1) {
         PT_CHECK(shards_backward(m, sl, loss_scale, parts));
     } else if (m->has_head) {
         if (parts & BWD_INPUT)
-            PT_CHECK(head_backward_input(m, sl, loss_scale));
+            PT_CHECK(m->tpn > 1 ? tp_head_backward(m, sl, loss_scale, BWD_INPUT) : head_backward_input(m, sl, loss_scale));
         if (parts & BWD_WEIGHT) {
-            PT_CHECK(head_backward_weight(m, sl));
-            PT_CHECK(grad_hook_head_rows(m, m->cfg.n_layer + 1, 0, m->cfg.vocab_padded));
+            PT_CHECK(m->tpn > 1 ? tp_head_backward(m, sl, 0.0f, BWD_WEIGHT) : head_backward_weight(m, sl));
+            PT_CHECK(grad_hook_head_rows(m, m->cfg.n_layer + 1, 0, m->Vl));
             PT_CHECK(grad_hook_tensors(m, m->cfg.n_layer + 1, m->t_lnfw, m->t_lnfb >= 0 ? m->t_lnfb : m->t_lnfw));
         }
     }
@@ -1208,8 +1596,7 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
                                        m->t_block[j] + (m->llama ? LP_COUNT : BP_COUNT) - 1));
         }
         if (in_place)
-            PT_CHECK(m->be->memcpy_d2d(m->stream, sl->dx[b], m->scratch_nc,
-                                       (size_t)m->opts.micro_batch * m->opts.seq_len * m->cfg.n_embd * sizeof(float)));
+            PT_CHECK(m->be->memcpy_d2d(m->stream, sl->dx[b], m->scratch_nc, (size_t)m->R * m->cfg.n_embd * sizeof(float)));
     }
     if (parts & BWD_WEIGHT && m->has_emb) {
         PT_CHECK(embedding_backward_weight(m, sl));
@@ -1292,10 +1679,11 @@ pt_status pt_model_slot_logits(pt_model *m, int s, float *out)
     PT_CHECK(slot_check(m, s, "slot logits"));
     if (!m->has_head)
         return pt_fail(PT_EINVAL, "slot logits: this chunk (layers %d..%d) has no head", m->first, m->last);
-    if (m->K > 1)
+    if (m->xs)
         return pt_fail(PT_EINVAL, "slot logits: the model splits its LM head into %d vocabulary shards, so no layer "
-                                  "holds a whole row of logits; use head_split 1 to read logits",
-                       m->K);
+                                  "holds a whole row of logits; use head_split 1 and no tensor parallelism to read "
+                                  "logits",
+                       m->K > 1 ? m->K : m->tpn);
     const int C = m->cfg.n_embd, Vp = m->cfg.vocab_padded, N = m->opts.micro_batch * m->opts.seq_len;
     const model_slot *sl = &m->slots[s];
     for (int r0 = 0; r0 < N; r0 += MODEL_LOGIT_ROWS) {
@@ -1317,7 +1705,7 @@ pt_status pt_model_slot_predict(pt_model *m, int s, int32_t *pred)
                        m->first, m->last, pt_model_n_layers(&m->cfg) - 1);
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len;
     const model_slot *sl = &m->slots[s];
-    if (m->K > 1) { /* the shards' running argmax */
+    if (m->xs) { /* the shards' running argmax */
         PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_pred, sl->fstats, N * PT_XENT_STATS * sizeof(float)));
         for (size_t r = 0; r < N; r++)
             pred[r] = (int32_t)m->host_pred[r * PT_XENT_STATS + 4];
