@@ -46,6 +46,16 @@
  * optimizer covers from whatever pieces the checkpoint holds (any D, any P, --zero 0 or 1), and
  * fails naming the tensor, the kind and the missing element range when they do not cover it.
  *
+ * Tensor parallelism (pt_model_opts.tp): a rank's tensor is a slice of the whole one (pt_param
+ * gshape, tp_dim, tp_lo/tp_hi). Every piece is stored against the WHOLE tensor: its rows x columns
+ * BOX of the tensor's 2-D view (pt_ckpt_box; "box" in the manifest, format 4) and the element range
+ * of the box's row-major values it holds. A row slice, and any part of one, is a flat range of the
+ * whole tensor (format 3, no box); a column slice is one box per tensor (a ZeRO-1 part of it: the
+ * same box, a range of its values). Each TP rank saves its segments; elements replicated over TP
+ * ranks (pt_param rep_*) only from the group rank rep_first. Loading assembles each rank's slice
+ * (weights) or optimizer range (moments) from whatever boxes, flat pieces and whole tensors the
+ * checkpoint holds: a checkpoint saved with any T, P and D loads with any other, bit for bit.
+ *
  * Codec: each tensor is cut into blocks of `block_elems` values; each block's values are
  * transformed (byte planes, or exponent / sign+mantissa planes, chosen per tensor on a sample) and
  * every plane is stored zstd-compressed (content checksum on), or raw when zstd does not shrink it
@@ -70,10 +80,13 @@ extern "C" {
 #endif
 
 /* Newest manifest format version this build reads and writes; newer ones are refused on load.
- * Version 1 (XXH64 block checksums) and 2 are still read. A checkpoint with a tensor stored as
- * pieces (ZeRO-1 optimizer slices, "range") is written as version 3; one of whole tensors only as
- * version 2 (PT_CKPT_FORMAT_WHOLE), which older builds still read. */
-#define PT_CKPT_FORMAT_VERSION 3
+ * Versions 1 (XXH64 block checksums), 2 and 3 are still read. A checkpoint is written as the
+ * oldest version that holds it, so older builds keep reading what they can: one with a piece that
+ * is a box of the tensor (a column slice of tensor parallelism, "box") as version 4; else one with
+ * a flat piece (ZeRO-1 optimizer slices, row slices: "range") as version 3
+ * (PT_CKPT_FORMAT_PIECES); one of whole tensors only as version 2 (PT_CKPT_FORMAT_WHOLE). */
+#define PT_CKPT_FORMAT_VERSION 4
+#define PT_CKPT_FORMAT_PIECES 3
 #define PT_CKPT_FORMAT_WHOLE 2
 
 typedef struct pt_optim pt_optim; /* pipetrain/optim.h */
@@ -246,15 +259,25 @@ typedef struct pt_ckpt_block {
     uint64_t plane_bytes[PT_CKPT_MAX_PLANES];      /* stored bytes per plane */
 } pt_ckpt_block;
 
-/* One tensor of a checkpoint: identity, and where and how it is stored. */
+/* A rectangle of a tensor's 2-D VIEW: rows [r0, r1) x columns [c0, c1). The view of a tensor of
+ * shape (d0, d1, ..., dk) has d0 rows of d1 * ... * dk columns (its row-major values are the
+ * tensor's flattened ones); a 1-D tensor (d0) is d0 rows of one column; a scalar 1 x 1. */
+typedef struct pt_ckpt_box {
+    uint64_t r0, r1, c0, c1;
+} pt_ckpt_box;
+
+/* One tensor of a checkpoint, or one piece of it: identity, and where and how it is stored. */
 typedef struct pt_ckpt_entry {
     char *name; /* owned (manifest) */
     pt_ckpt_kind kind;
     pt_ckpt_dtype dtype;
     int ndim;
     int64_t shape[PT_CKPT_MAX_DIMS]; /* the whole tensor's shape, also for a piece */
-    uint64_t elem_lo, elem_hi;   /* the elements [elem_lo, elem_hi) of the tensor's flattened values stored
-                                    here: [0, numel) for a whole tensor, less for a piece (manifest "range") */
+    pt_ckpt_box box;             /* the part of the view the values come from: the whole view for whole
+                                    tensors and flat pieces (formats 1-3), less for a box (manifest "box") */
+    uint64_t elem_lo, elem_hi;   /* the elements [elem_lo, elem_hi) of the box's row-major values stored
+                                    here: [0, numel) for a whole tensor, less for a flat piece (manifest
+                                    "range"), [0, box rows x columns) for all of a box */
     int rank;                    /* shard-<rank>.ptz */
     uint64_t offset;             /* byte offset in the shard */
     uint64_t stored_bytes;       /* sum of every block's planes */
@@ -278,7 +301,7 @@ typedef struct pt_ckpt_manifest {
 } pt_ckpt_manifest;
 
 /* Parses manifest JSON text and checks it completely (types, ranges, sizes adding up, each piece
- * within its tensor, (name, kind, range) unique), so that readers can trust every field; whether
+ * within its tensor, (name, kind, box, range) unique), so that readers can trust every field; whether
  * a tensor's pieces cover it exactly once is pt_ckpt_manifest_cover's. `what` names it in errors.
  * PT_EFORMAT naming the field. *out owned by the caller. */
 pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what, pt_ckpt_manifest **out);
@@ -293,18 +316,34 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
 
 /* Values of the whole tensor an entry belongs to (the product of its shape). */
 uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e);
-/* 1 when the entry is a piece of its tensor (not [0, numel)). */
+/* 1 when the entry is a piece of its tensor (not all of it: a flat range or a box). */
 int pt_ckpt_entry_is_piece(const pt_ckpt_entry *e);
+/* 1 when the entry's box is not the whole view (a format-4 box piece). */
+int pt_ckpt_entry_is_box(const pt_ckpt_entry *e);
 
-/* Every entry of (name, kind) — one whole tensor, or its pieces — sorted by elem_lo (then elem_hi),
- * into *out (malloc'd, caller frees; NULL when *n == 0). PT_ENOMEM only. */
+/* The 2-D view of a shape (pt_ckpt_box): *rows = d0 (1 for a scalar), *cols = d1 * ... (1 for ndim <= 1). */
+void pt_ckpt_view(int ndim, const int64_t *shape, uint64_t *rows, uint64_t *cols);
+/* The elements of values [lo, hi) of box b (row-major; lo < hi <= its rows x columns) as at most 3
+ * disjoint rectangles of the view (a partial first row, whole rows, a partial last row) into out;
+ * returns how many. */
+int pt_ckpt_box_rects(pt_ckpt_box b, uint64_t lo, uint64_t hi, pt_ckpt_box out[3]);
+/* The entry's elements as at most 3 rectangles of its tensor's view (pt_ckpt_box_rects). */
+int pt_ckpt_entry_rects(const pt_ckpt_entry *e, pt_ckpt_box out[3]);
+/* Which elements an entry holds, for people: "all", "LO:HI" (a flat piece: elements [LO, HI) of the
+ * flattened values), "rows R0:R1 cols C0:C1" (a box), with " values LO:HI" for part of a box. */
+void pt_ckpt_entry_where(const pt_ckpt_entry *e, char *buf, size_t cap);
+
+/* Every entry of (name, kind) — one whole tensor, or its pieces — sorted by box (r0, c0, r1, c1),
+ * then elem_lo, elem_hi and rank, into *out (malloc'd, caller frees; NULL when *n == 0): the flat
+ * pieces of formats 1-3 by elem_lo. PT_ENOMEM only. */
 pt_status pt_ckpt_manifest_pieces(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind,
                                   const pt_ckpt_entry ***out, int *n);
 
-/* Checks that the entries of (name, kind) hold elements [lo, hi) of the tensor exactly once: no
- * two of the tensor's entries overlap (anywhere), and their union covers [lo, hi). `what` names the
- * checkpoint in errors (its manifest path). PT_EFORMAT naming the tensor, the kind, the missing
- * (or doubly stored) element range, the pieces there are, and what to do; PT_ENOMEM. */
+/* Checks that the entries of (name, kind) hold elements [lo, hi) of the tensor's flattened values
+ * exactly once: no two of the tensor's entries overlap (anywhere), and their union covers [lo, hi).
+ * `what` names the checkpoint in errors (its manifest path). PT_EFORMAT naming the tensor, the kind,
+ * the missing (or doubly stored) elements (a flat range when no box is involved, else rows x
+ * columns), the pieces there are, and what to do; PT_ENOMEM. */
 pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind, uint64_t lo,
                                  uint64_t hi, const char *what);
 
@@ -392,9 +431,13 @@ typedef struct pt_ckpt_src {
     int ndim;
     int64_t shape[PT_CKPT_MAX_DIMS]; /* the whole tensor's */
     const void *data;                /* borrowed, host: the values stored (numel, or elem_hi - elem_lo) */
-    uint64_t elem_lo, elem_hi;       /* both 0: the whole tensor; else a piece, elements [elem_lo, elem_hi) of
-                                        the flattened shape (0 <= lo < hi <= numel); after data, so that
-                                        positional initialisers of whole tensors stay valid */
+    uint64_t elem_lo, elem_hi;       /* both 0: the whole tensor (box); else a piece, elements [elem_lo, elem_hi)
+                                        of the flattened shape, or of the box's row-major values (0 <= lo < hi
+                                        <= their number); after data, so that positional initialisers of whole
+                                        tensors stay valid */
+    pt_ckpt_box box;                 /* all 0: the whole view; else a box of it (0 <= r0 < r1 <= rows, 0 <= c0
+                                        < c1 <= columns: pt_ckpt_view), stored as given (format 4 when it is
+                                        not the whole view) */
 } pt_ckpt_src;
 
 typedef struct pt_ckpt_codec_opts {

@@ -139,22 +139,31 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
             if (e[i].rank != r)
                 st = pt_fail(PT_EFORMAT, "%s lists a tensor of shard %d; the checkpoint is damaged", path, e[i].rank);
             /* data-parallel replicas hold the same tensors (without ZeRO): keep the lowest rank's copy.
-             * Pieces (ZeRO-1 slices) of one tensor from several ranks are all kept; a piece held
-             * within a kept one is a copy; a partial overlap means two ranks disagree on who owns what. */
+             * Pieces (ZeRO-1 slices, tensor-parallel boxes) of one tensor from several ranks are all
+             * kept; a piece held within a kept one is a copy; a partial overlap means two ranks
+             * disagree on who owns what. */
+            pt_ckpt_part pe = pt_ckpt_entry_part(&e[i]);
             for (int k = 0; k < n && !dup && st == PT_OK; k++) {
                 const pt_ckpt_entry *q = &merged[k];
                 if (q->kind != e[i].kind || strcmp(q->name, e[i].name) != 0)
                     continue;
-                if (q->elem_lo <= e[i].elem_lo && e[i].elem_hi <= q->elem_hi)
+                pt_ckpt_part pq = pt_ckpt_entry_part(q);
+                uint64_t shared = pt_ckpt_parts_shared(&pq, &pe);
+                if (shared == e[i].elem_hi - e[i].elem_lo) {
                     dup = 1;
-                else if (e[i].elem_lo < q->elem_hi && q->elem_lo < e[i].elem_hi)
+                } else if (shared > 0) {
+                    uint64_t R, K;
+                    char tq[160], te[160];
+                    pt_ckpt_view(q->ndim, q->shape, &R, &K);
+                    pt_ckpt_part_text(&pq.box, pq.lo, pq.hi, R, K, tq, sizeof tq);
+                    pt_ckpt_part_text(&pe.box, pe.lo, pe.hi, R, K, te, sizeof te);
                     st = pt_fail(PT_EINVAL,
-                                 "checkpoint step %lld: rank %d saved elements [%llu, %llu) of %s (%s) and rank %d "
-                                 "[%llu, %llu): the pieces overlap and neither holds the other; every "
-                                 "data-parallel replica must save with the same ZeRO setting and replica count",
-                                 (long long)s->st.step, q->rank, (unsigned long long)q->elem_lo,
-                                 (unsigned long long)q->elem_hi, q->name, pt_ckpt_kind_name(q->kind), r,
-                                 (unsigned long long)e[i].elem_lo, (unsigned long long)e[i].elem_hi);
+                                 "checkpoint step %lld: rank %d saved elements %s of %s (%s) and rank %d %s: the "
+                                 "pieces overlap and neither holds the other; every data-parallel replica must save "
+                                 "with the same ZeRO setting and replica count, every tensor-parallel rank with the "
+                                 "same tensor-parallel size",
+                                 (long long)s->st.step, q->rank, tq, q->name, pt_ckpt_kind_name(q->kind), r, te);
+                }
             }
             if (dup || st != PT_OK) {
                 free(e[i].name);
@@ -388,10 +397,10 @@ void pt_ckpt_saver_destroy(pt_ckpt_saver *s)
     free(s);
 }
 
-/* Adds elements [a, b) of tensor p (kind `kind`, of models[chunk]) to the job; from: where those
- * values are. [0, numel) is the whole tensor, anything less a piece. */
+/* Adds the whole tensor's elements `part` of tensor p (kind `kind`, of models[chunk]) to the job;
+ * from: where those values are (consecutive). */
 static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind, int chunk, const float *from,
-                         size_t a, size_t b)
+                         const pt_ckpt_part *part)
 {
     if (s->n_src == s->src_cap) {
         int nc = s->src_cap ? s->src_cap * 2 : 256;
@@ -421,16 +430,53 @@ static pt_status add_src(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind,
     d->name = name;
     d->kind = kind;
     d->dtype = PT_CKPT_F32;
-    d->ndim = p->ndim;
-    for (int k = 0; k < p->ndim && k < PT_CKPT_MAX_DIMS; k++)
-        d->shape[k] = p->shape[k];
-    if (a != 0 || b != p->numel) {
-        d->elem_lo = a;
-        d->elem_hi = b;
+    d->ndim = pt_ckpt_param_whole_shape(p, d->shape);
+    pt_ckpt_box whole = pt_ckpt_view_box(d->ndim, d->shape);
+    int is_box = memcmp(&whole, &part->box, sizeof whole) != 0;
+    if (is_box)
+        d->box = part->box;
+    uint64_t all = (part->box.r1 - part->box.r0) * (part->box.c1 - part->box.c0);
+    if (part->lo != 0 || part->hi != all) {
+        d->elem_lo = part->lo;
+        d->elem_hi = part->hi;
     }
     s->from[s->n_src] = from;
     s->chunk[s->n_src] = chunk;
     s->names[s->n_src++] = name;
+    return PT_OK;
+}
+
+/* Local elements [a, b) of tensor p (at: where element a is), less the elements other tensor-parallel
+ * ranks write (skip_rep: pt_param rep_*), as pieces of the whole tensor: added to the job when s
+ * != NULL, their bytes to *bytes. */
+static pt_status add_local(pt_ckpt_saver *s, const pt_param *p, pt_ckpt_kind kind, int chunk, const float *at,
+                           size_t a, size_t b, int skip_rep, size_t *bytes)
+{
+    size_t cut[2][2] = { { a, b }, { 0, 0 } };
+    int nc = 1;
+    if (skip_rep && p->rep_lo < p->rep_hi) {
+        nc = 0;
+        size_t x = b < p->rep_lo ? b : p->rep_lo, y = a > p->rep_hi ? a : p->rep_hi;
+        if (a < x) {
+            cut[nc][0] = a;
+            cut[nc][1] = x;
+            nc++;
+        }
+        if (y < b) {
+            cut[nc][0] = y;
+            cut[nc][1] = b;
+            nc++;
+        }
+    }
+    for (int c = 0; c < nc; c++) {
+        pt_ckpt_tp_piece pc[PT_CKPT_TP_MAX_PIECES];
+        int np = pt_ckpt_param_pieces(p, cut[c][0], cut[c][1], pc);
+        for (int i = 0; i < np; i++) {
+            if (s)
+                PT_CHECK(add_src(s, p, kind, chunk, at + (pc[i].local - a), &pc[i].part));
+            *bytes += (size_t)(pc[i].part.hi - pc[i].part.lo) * sizeof(float);
+        }
+    }
     return PT_OK;
 }
 
@@ -496,8 +542,10 @@ static pt_status staging_grow(pt_ckpt_saver *s, size_t total, int touch)
 
 /* What a save of these chunks stores, in order: for each chunk, each tensor it saves, its weights
  * (unless optim_only), then its two moments over the part of the tensor inside the optimizer's
- * range (pt_optim_range: a piece when that is not the whole tensor, nothing when it misses it).
- * With s != NULL each is added to the job (add_src); *bytes: their total size. */
+ * range (pt_optim_range: a piece when that is not the whole tensor, nothing when it misses it);
+ * with tensor parallelism each as pieces of the whole tensor, without the elements that another
+ * rank of the group writes (pt_param rep_first). With s != NULL each is added to the job (add_src);
+ * *bytes: their total size. */
 static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim *const *optims, int n,
                             int optim_only, int with_copies, size_t *bytes)
 {
@@ -508,18 +556,15 @@ static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim 
         size_t lo = 0, hi = 0;
         if (o)
             pt_optim_range(o, &lo, &hi);
+        int tp_rank = pt_model_tp_rank(m);
         for (int t = 0; t < pt_model_n_tensors(m); t++) {
             const pt_param *p = pt_model_tensor(m, t);
             if (with_copies ? !saved_with_copies(models, n, i, p) : !saved_here(m, p))
                 continue;
-            if (p->ndim > PT_CKPT_MAX_DIMS)
-                return pt_fail(PT_EINVAL, "checkpoint save: tensor %s has %d dimensions (at most %d)", p->name, p->ndim,
-                               PT_CKPT_MAX_DIMS);
-            if (!optim_only) {
-                if (s)
-                    PT_CHECK(add_src(s, p, PT_CKPT_PARAM, i, pt_model_params(m) + p->offset, 0, p->numel));
-                *bytes += p->numel * sizeof(float);
-            }
+            PT_CHECK(pt_ckpt_param_check(p));
+            int skip_rep = p->rep_n > 1 && tp_rank != p->rep_first;
+            if (!optim_only)
+                PT_CHECK(add_local(s, p, PT_CKPT_PARAM, i, pt_model_params(m) + p->offset, 0, p->numel, skip_rep, bytes));
             if (!o)
                 continue;
             size_t a = p->offset > lo ? p->offset : lo;
@@ -528,9 +573,8 @@ static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim 
                 continue; /* another replica's slice */
             for (int k = 1; k <= 2; k++) {
                 const float *base = k == 1 ? pt_optim_m(o) : pt_optim_v(o); /* element lo of the model */
-                if (s)
-                    PT_CHECK(add_src(s, p, (pt_ckpt_kind)k, i, base + (a - lo), a - p->offset, b - p->offset));
-                *bytes += (b - a) * sizeof(float);
+                PT_CHECK(add_local(s, p, (pt_ckpt_kind)k, i, base + (a - lo), a - p->offset, b - p->offset, skip_rep,
+                                   bytes));
             }
         }
     }
@@ -637,10 +681,13 @@ pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *cons
          * loop; device memory goes through the backend's copy, in order, on its stream. */
         int on_host = strcmp(be->name, "cpu") == 0;
         const pt_ckpt_src *d = &s->src[i];
-        uint64_t values = d->elem_hi ? d->elem_hi - d->elem_lo : 1;
-        if (!d->elem_hi)
-            for (int k = 0; k < d->ndim; k++)
-                values *= (uint64_t)d->shape[k];
+        uint64_t values = d->elem_hi - d->elem_lo;
+        if (!d->elem_hi) {
+            pt_ckpt_box b = d->box;
+            if (!(b.r1 || b.c1))
+                b = pt_ckpt_view_box(d->ndim, d->shape);
+            values = (b.r1 - b.r0) * (b.c1 - b.c0);
+        }
         size_t bytes = (size_t)values * sizeof(float);
         if (on_host)
             PT_CHECK(add_pieces(s, s->staging + pos, s->from[i], bytes));
@@ -710,26 +757,37 @@ void pt_ckpt_saver_info(pt_ckpt_saver *s, pt_ckpt_save_info *out)
 
 /* ---------------------------------------------------------------- load */
 
-typedef struct load_item {
-    const pt_ckpt_entry *e;
-    uint64_t from, count; /* the entry's values [from, from + count) go to dev */
-    float *dev;           /* destination in the model's or optimizer's buffer */
+/* What one (tensor, kind) of a chunk needs: the tensor's local elements [a, b) (weights: all of
+ * them; moments: those in the optimizer's range), which are the whole tensor's `pieces`, and the
+ * checkpoint entries holding any of them (items[item0 .. item0 + n_items)). */
+typedef struct load_need {
+    const pt_param *p;
+    pt_ckpt_kind kind;
+    size_t a, b;
+    float *dev; /* where local element a goes, in the model's or optimizer's buffer */
     const pt_backend *be;
     pt_stream *stream;
-} load_item;
+    int on_host;  /* the buffer is host memory (the CPU backend): filled in place */
+    int direct;   /* one entry holding exactly these values in this order: decoded straight to its place */
+    int n_pieces;
+    pt_ckpt_tp_piece pieces[PT_CKPT_TP_MAX_PIECES];
+    int item0, n_items;
+} load_need;
 
 #define LOAD_BATCH_BYTES ((size_t)64 << 20)
 
 static pt_status check_shape(const pt_ckpt_entry *e, const pt_param *p, const char *step_dir)
 {
-    int same = e->ndim == p->ndim && e->dtype == PT_CKPT_F32;
-    for (int d = 0; same && d < p->ndim; d++)
-        same = e->shape[d] == p->shape[d];
+    int64_t shape[PT_CKPT_MAX_DIMS];
+    int ndim = pt_ckpt_param_whole_shape(p, shape);
+    int same = e->ndim == ndim && e->dtype == PT_CKPT_F32;
+    for (int d = 0; same && d < ndim; d++)
+        same = e->shape[d] == shape[d];
     if (same)
         return PT_OK;
     char want[96] = "", have[96] = "";
-    for (int d = 0; d < p->ndim; d++)
-        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", d ? "," : "", p->shape[d]);
+    for (int d = 0; d < ndim; d++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", (long long)shape[d]);
     for (int d = 0; d < e->ndim; d++)
         snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? "," : "", (long long)e->shape[d]);
     return pt_fail(PT_EFORMAT, "%s/manifest.json: tensor %s (%s) is %s [%s] but the model needs f32 [%s]; "
@@ -737,55 +795,79 @@ static pt_status check_shape(const pt_ckpt_entry *e, const pt_param *p, const ch
                    step_dir, e->name, pt_ckpt_kind_name(e->kind), pt_ckpt_dtype_name(e->dtype), have, want);
 }
 
-static pt_status push_item(load_item **items, int *n, int *cap, load_item it)
+static pt_status push_item(const pt_ckpt_entry ***items, int *n, int *cap, const pt_ckpt_entry *e)
 {
     if (*n == *cap) {
         int nc = *cap ? *cap * 2 : 512;
-        load_item *ni = realloc(*items, (size_t)nc * sizeof *ni);
+        const pt_ckpt_entry **ni = realloc(*items, (size_t)nc * sizeof *ni);
         if (!ni)
             return pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
         *items = ni;
         *cap = nc;
     }
-    (*items)[(*n)++] = it;
+    (*items)[(*n)++] = e;
     return PT_OK;
 }
 
-/* The items that fill elements [ta, tb) of tensor p's kind k (dst: where element ta goes) from the
- * checkpoint's entries of it: a whole tensor, or the pieces that intersect [ta, tb), which must
- * hold all of it exactly once. */
-static pt_status plan_tensor(const pt_ckpt_manifest *man, const char *step_dir, const pt_param *p, pt_ckpt_kind k,
-                             uint64_t ta, uint64_t tb, float *dst, const pt_backend *be, pt_stream *stream,
-                             load_item **items, int *n_items, int *cap)
+/* Finds the checkpoint entries of need `nd` (its pieces set): a whole tensor, or the pieces that
+ * intersect it, which must hold all of it exactly once. */
+static pt_status plan_need(const pt_ckpt_manifest *man, const char *step_dir, load_need *nd,
+                           const pt_ckpt_entry ***items, int *n_items, int *cap)
 {
+    const pt_param *p = nd->p;
     const pt_ckpt_entry **v;
     int nv;
-    PT_CHECK(pt_ckpt_manifest_pieces(man, p->name, k, &v, &nv));
+    PT_CHECK(pt_ckpt_manifest_pieces(man, p->name, nd->kind, &v, &nv));
     pt_status st = PT_OK;
     char what[600];
     snprintf(what, sizeof what, "%s/manifest.json", step_dir);
+    int64_t shape[PT_CKPT_MAX_DIMS];
+    uint64_t R, K;
+    pt_ckpt_view(pt_ckpt_param_whole_shape(p, shape), shape, &R, &K);
+    pt_ckpt_part need[PT_CKPT_TP_MAX_PIECES];
+    for (int i = 0; i < nd->n_pieces; i++)
+        need[i] = nd->pieces[i].part;
     if (nv == 0) {
         /* a checkpoint of optimizer slices lacking every piece of this tensor: the range is missing */
-        if (k != PT_CKPT_PARAM && pt_ckpt_format_for(man->entries, man->n_entries) > PT_CKPT_FORMAT_WHOLE)
-            st = pt_ckpt_manifest_cover(man, p->name, k, ta, tb, what);
+        if (nd->kind != PT_CKPT_PARAM && pt_ckpt_format_for(man->entries, man->n_entries) > PT_CKPT_FORMAT_WHOLE)
+            st = pt_ckpt_cover_check(v, 0, p->name, nd->kind, R, K, need, nd->n_pieces, what);
         else
             st = pt_fail(PT_EFORMAT, "%s has no %s for tensor %s; it was saved from another model%s", what,
-                         pt_ckpt_kind_name(k), p->name, k ? " or without optimizer state" : "");
+                         pt_ckpt_kind_name(nd->kind), p->name, nd->kind ? " or without optimizer state" : "");
         goto done;
     }
     for (int i = 0; i < nv; i++)
         PT_TRY(check_shape(v[i], p, step_dir), done);
-    PT_TRY(pt_ckpt_manifest_cover(man, p->name, k, ta, tb, what), done);
+    PT_TRY(pt_ckpt_cover_check(v, nv, p->name, nd->kind, R, K, need, nd->n_pieces, what), done);
+    nd->item0 = *n_items;
     for (int i = 0; i < nv; i++) {
-        uint64_t a = v[i]->elem_lo > ta ? v[i]->elem_lo : ta, b = v[i]->elem_hi < tb ? v[i]->elem_hi : tb;
-        if (a >= b)
-            continue;
-        load_item it = { v[i], a - v[i]->elem_lo, b - a, dst + (a - ta), be, stream };
-        PT_TRY(push_item(items, n_items, cap, it), done);
+        pt_ckpt_part pe = pt_ckpt_entry_part(v[i]);
+        int used = 0;
+        for (int k = 0; k < nd->n_pieces && !used; k++)
+            used = pt_ckpt_parts_shared(&pe, &need[k]) > 0;
+        if (used)
+            PT_TRY(push_item(items, n_items, cap, v[i]), done);
+    }
+    nd->n_items = *n_items - nd->item0;
+    if (nd->n_pieces == 1 && nd->n_items == 1) {
+        pt_ckpt_part pe = pt_ckpt_entry_part((*items)[nd->item0]);
+        pt_ckpt_box_canon(R, K, &pe.box, &pe.lo, &pe.hi);
+        nd->direct = memcmp(&pe.box, &need[0].box, sizeof pe.box) == 0 && pe.lo == need[0].lo && pe.hi == need[0].hi;
     }
 done:
     free(v);
     return st;
+}
+
+/* Host bytes need nd takes in a batch: what is decoded (its entries, unless decoded in place) and,
+ * for device memory, the slice assembled on the host before the copy. */
+static size_t need_bytes(const load_need *nd, const pt_ckpt_entry *const *items)
+{
+    size_t b = nd->on_host ? 0 : (nd->b - nd->a) * sizeof(float);
+    if (!nd->direct)
+        for (int i = 0; i < nd->n_items; i++)
+            b += (size_t)items[nd->item0 + i]->raw_bytes;
+    return b;
 }
 
 /* Loads one step directory (info->step_dir) into the chunks; the body of pt_ckpt_load_ex. */
@@ -799,9 +881,12 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
     PT_CHECK(pt_ckpt_reader_open(info->step_dir, 2, &r));
     const pt_ckpt_manifest *man = pt_ckpt_reader_manifest(r);
     pt_status st = PT_OK;
-    load_item *items = NULL;
-    int n_items = 0, cap = 0, n_tensors = 0;
+    load_need *needs = NULL;
+    const pt_ckpt_entry **items = NULL;
+    void **dst = NULL;
+    int n_needs = 0, needs_cap = 0, n_items = 0, cap = 0;
     uint8_t *host = NULL;
+    size_t host_cap = 0;
     for (int i = 0; i < n; i++) {
         pt_model *m = models[i];
         pt_optim *o = optims ? optims[i] : NULL;
@@ -813,6 +898,7 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
         int n_kinds = o ? 3 : 1;
         for (int t = 0; t < pt_model_n_tensors(m); t++) {
             const pt_param *p = pt_model_tensor(m, t);
+            PT_TRY(pt_ckpt_param_check(p), done);
             for (int k = 0; k < n_kinds; k++) {
                 /* weights: the whole tensor; moments: the part inside the optimizer's range (its buffer
                  * holds the model's flat elements [olo, ohi) from element 0) */
@@ -820,82 +906,110 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
                 size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
                 if (a >= b)
                     continue;
+                if (n_needs == needs_cap) {
+                    int nc = needs_cap ? needs_cap * 2 : 256;
+                    load_need *nn = realloc(needs, (size_t)nc * sizeof *nn);
+                    if (!nn) {
+                        st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+                        goto done;
+                    }
+                    needs = nn;
+                    needs_cap = nc;
+                }
                 float *base = k == 0 ? pt_model_params(m) : (k == 1 ? pt_optim_m(o) : pt_optim_v(o));
-                PT_TRY(plan_tensor(man, info->step_dir, p, (pt_ckpt_kind)k, a - p->offset, b - p->offset, base + (a - lo),
-                                   ibe, istream, &items, &n_items, &cap),
-                       done);
-                n_tensors++;
+                load_need *nd = &needs[n_needs];
+                memset(nd, 0, sizeof *nd);
+                nd->p = p;
+                nd->kind = (pt_ckpt_kind)k;
+                nd->a = a - p->offset;
+                nd->b = b - p->offset;
+                nd->dev = base + (a - lo);
+                nd->be = ibe;
+                nd->stream = istream;
+                nd->on_host = strcmp(ibe->name, "cpu") == 0;
+                nd->n_pieces = pt_ckpt_param_pieces(p, nd->a, nd->b, nd->pieces);
+                PT_TRY(plan_need(man, info->step_dir, nd, &items, &n_items, &cap), done);
+                n_needs++;
             }
         }
     }
-    /* CPU memory is host memory: a whole entry is decoded in place. Anything else (device memory,
-     * or part of a piece) is decoded to a host batch, then copied. */
-    host = malloc(LOAD_BATCH_BYTES);
-    if (!host) {
+    dst = malloc(((size_t)n_items + 1) * sizeof *dst);
+    if (!dst) {
         st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
         goto done;
     }
-    const pt_ckpt_entry *eb[256];
-    void *db[256];
-    for (int i = 0; i < n_items;) {
-        int j = i, nb = 0;
-        size_t used = 0;
-        while (j < n_items && nb < 256) {
-            const load_item *it = &items[j];
-            int in_place = strcmp(it->be->name, "cpu") == 0 && it->from == 0 &&
-                           it->count * pt_ckpt_dtype_size(it->e->dtype) == it->e->raw_bytes;
-            size_t need = in_place ? 0 : (size_t)it->e->raw_bytes;
-            if (need > LOAD_BATCH_BYTES) { /* one large tensor alone: its own buffer */
-                if (nb > 0)
-                    break;
-                uint8_t *big = malloc(need);
-                if (!big) {
-                    st = pt_fail(PT_ENOMEM, "checkpoint load: cannot allocate %zu bytes", need);
-                    goto done;
-                }
-                eb[0] = it->e;
-                db[0] = big;
-                st = pt_ckpt_reader_read(r, 1, eb, db);
-                *damaged = st != PT_OK;
-                if (st == PT_OK)
-                    st = it->be->memcpy_h2d(it->stream, it->dev, big + it->from * sizeof(float),
-                                            (size_t)it->count * sizeof(float));
-                if (st == PT_OK)
-                    st = it->be->stream_sync(it->stream);
-                free(big);
-                if (st != PT_OK)
-                    goto done;
-                j++;
-                nb = -1;
+    /* Batches of needs, each decoded by one read (its entries on the reader's threads), then put in
+     * place: a need held by one entry in its order is decoded straight into host memory (CPU) or the
+     * host slice; anything else is decoded to the batch buffer and copied piece by piece. */
+    for (int i = 0; i < n_needs;) {
+        size_t want = need_bytes(&needs[i], items);
+        int j = i + 1;
+        for (; j < n_needs; j++) {
+            size_t w = need_bytes(&needs[j], items);
+            if (want + w > LOAD_BATCH_BYTES)
                 break;
-            }
-            if (used + need > LOAD_BATCH_BYTES)
-                break;
-            eb[nb] = it->e;
-            db[nb] = in_place ? (void *)it->dev : (void *)(host + used);
-            used += need;
-            nb++;
-            j++;
+            want += w;
         }
-        if (nb > 0) {
-            st = pt_ckpt_reader_read(r, nb, eb, db);
-            if (st != PT_OK) {
-                *damaged = 1;
+        if (want > host_cap) {
+            size_t nc = want > LOAD_BATCH_BYTES ? want : LOAD_BATCH_BYTES;
+            free(host);
+            host = malloc(nc);
+            host_cap = host ? nc : 0;
+            if (!host) {
+                st = pt_fail(PT_ENOMEM, "checkpoint load: cannot allocate %zu bytes", nc);
                 goto done;
             }
-            for (int q = 0; q < nb; q++) {
-                load_item *it = &items[i + q];
-                if (db[q] != (void *)it->dev)
-                    PT_TRY(it->be->memcpy_h2d(it->stream, it->dev, (uint8_t *)db[q] + it->from * sizeof(float),
-                                              (size_t)it->count * sizeof(float)),
-                           done);
-            }
-            for (int q = 0; q < nb; q++)
-                PT_TRY(items[i + q].be->stream_sync(items[i + q].stream), done);
         }
+        size_t used = 0;
+        int first_item = needs[i].item0, nb = 0;
+        float **slice = (float **)malloc((size_t)(j - i) * sizeof *slice);
+        if (!slice) {
+            st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
+            goto done;
+        }
+        for (int q = i; q < j; q++) {
+            load_need *nd = &needs[q];
+            float *sl = nd->dev;
+            if (!nd->on_host) {
+                sl = (float *)(void *)(host + used);
+                used += (nd->b - nd->a) * sizeof(float);
+            }
+            slice[q - i] = sl;
+            for (int k = 0; k < nd->n_items; k++) {
+                if (nd->direct) {
+                    dst[nd->item0 + k] = sl;
+                } else {
+                    dst[nd->item0 + k] = host + used;
+                    used += (size_t)items[nd->item0 + k]->raw_bytes;
+                }
+                nb++;
+            }
+        }
+        st = pt_ckpt_reader_read(r, nb, items + first_item, dst + first_item);
+        if (st != PT_OK) {
+            *damaged = 1;
+            free(slice);
+            goto done;
+        }
+        for (int q = i; q < j && st == PT_OK; q++) {
+            load_need *nd = &needs[q];
+            float *sl = slice[q - i];
+            for (int k = 0; k < nd->n_items && !nd->direct; k++)
+                for (int c = 0; c < nd->n_pieces; c++)
+                    pt_ckpt_copy_part(items[nd->item0 + k], dst[nd->item0 + k], &nd->pieces[c].part,
+                                      sl + (nd->pieces[c].local - nd->a));
+            if (!nd->on_host)
+                st = nd->be->memcpy_h2d(nd->stream, nd->dev, sl, (nd->b - nd->a) * sizeof(float));
+        }
+        for (int q = i; q < j && st == PT_OK; q++)
+            if (!needs[q].on_host)
+                st = needs[q].be->stream_sync(needs[q].stream);
+        free(slice);
+        if (st != PT_OK)
+            goto done;
         i = j;
     }
-    info->n_loaded = n_tensors;
+    info->n_loaded = n_needs;
     if (optims)
         for (int i = 0; i < n; i++)
             if (optims[i])
@@ -908,7 +1022,9 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
         st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
 done:
     free(host);
+    free(dst);
     free(items);
+    free(needs);
     pt_ckpt_reader_close(r);
     return st;
 }

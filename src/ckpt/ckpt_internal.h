@@ -73,9 +73,10 @@ pt_status pt_ckpt_file_finish(int fd, const char *path);
 pt_status pt_ckpt_fsync_dir(const char *dir);
 
 
-/* The manifest version a checkpoint of these entries is written as: PT_CKPT_FORMAT_VERSION (3) when
- * one is a piece, else PT_CKPT_FORMAT_WHOLE (2). pt_ckpt_manifest_to_json writes the larger of this
- * and the manifest's own version. */
+/* The manifest version a checkpoint of these entries is written as: PT_CKPT_FORMAT_VERSION (4) when
+ * one is a box (pt_ckpt_entry_is_box), else PT_CKPT_FORMAT_PIECES (3) when one is a flat piece, else
+ * PT_CKPT_FORMAT_WHOLE (2). pt_ckpt_manifest_to_json writes the larger of this and the manifest's
+ * own version. */
 int pt_ckpt_format_for(const pt_ckpt_entry *e, int n);
 
 /* Entries array (as the manifest's "tensors") to JSON / from JSON; used to gather ranks' indexes. */
@@ -83,5 +84,59 @@ pt_status pt_ckpt_entries_to_json(const pt_ckpt_entry *e, int n, struct cJSON **
 pt_status pt_ckpt_entries_from_json(const struct cJSON *arr, const char *what, int n_ranks, pt_ckpt_entry **out,
                                     int *n_out);
 void pt_ckpt_entries_free(pt_ckpt_entry *e, int n);
+
+/* ---- geometry (boxes.c) ---- */
+
+/* A set of elements of a whole tensor: values [lo, hi) of `box` of its 2-D view, row-major. */
+typedef struct pt_ckpt_part {
+    pt_ckpt_box box;
+    uint64_t lo, hi;
+} pt_ckpt_part;
+
+/* The whole view of a shape as a box. */
+pt_ckpt_box pt_ckpt_view_box(int ndim, const int64_t *shape);
+/* The elements an entry holds. */
+pt_ckpt_part pt_ckpt_entry_part(const pt_ckpt_entry *e);
+/* How many elements two parts of one tensor share. */
+uint64_t pt_ckpt_parts_shared(const pt_ckpt_part *a, const pt_ckpt_part *b);
+/* The one spelling of a part (the same elements in the same order): rows before the first value are
+ * cut from the box, the rows after the last one too, and a part whose values are consecutive in the
+ * whole tensor (a box of whole rows, or values within one row) becomes a flat range of the whole
+ * view (rows x cols). Flat parts stay as they are. */
+void pt_ckpt_box_canon(uint64_t rows, uint64_t cols, pt_ckpt_box *b, uint64_t *lo, uint64_t *hi);
+/* "[lo, hi)" for a flat part of a rows x cols view, "rows [..) x columns [..)" (+ " values [lo, hi)")
+ * for a box: the spelling of error messages. */
+void pt_ckpt_part_text(const pt_ckpt_box *b, uint64_t lo, uint64_t hi, uint64_t rows, uint64_t cols, char *buf,
+                       size_t cap);
+
+/* Part of a rank's tensor: the whole tensor's elements `part`, which are the rank's local elements
+ * [local, local + part.hi - part.lo) of the tensor (pt_param offset 0), in that order. */
+typedef struct pt_ckpt_tp_piece {
+    pt_ckpt_part part;
+    size_t local;
+} pt_ckpt_tp_piece;
+#define PT_CKPT_TP_MAX_PIECES 3
+
+/* The whole tensor's shape of p (gshape when tensor-parallel, else shape) into shape; returns ndim. */
+int pt_ckpt_param_whole_shape(const pt_param *p, int64_t shape[PT_CKPT_MAX_DIMS]);
+/* Whether checkpoints can map p's slice: at most 4 dimensions; without tensor parallelism anything;
+ * else 1 to 3 row segments of a 1-D or 2-D tensor, or one column segment of a 2-D one, within the
+ * whole shape and making the local one; the replicated range within the tensor. PT_EINVAL naming it. */
+pt_status pt_ckpt_param_check(const pt_param *p);
+/* Local elements [a, b) of p (a checked tensor) as parts of the whole tensor, one per segment they
+ * touch (at most 3), each in its one spelling (pt_ckpt_box_canon): row segments and whole tensors
+ * are flat ranges, a column segment a box. Returns how many. */
+int pt_ckpt_param_pieces(const pt_param *p, size_t a, size_t b, pt_ckpt_tp_piece out[PT_CKPT_TP_MAX_PIECES]);
+
+/* Checks that entries v[0..n) (one tensor's, one kind's, of view rows x cols) hold every element of
+ * need[0..n_need) exactly once: no two of them overlap anywhere, and they cover the needed
+ * elements. Messages of formats 1-3 (element ranges) when no box is involved, else rows x columns.
+ * PT_EFORMAT naming the tensor, the kind, the elements and the pieces there are; PT_ENOMEM. */
+pt_status pt_ckpt_cover_check(const pt_ckpt_entry *const *v, int n, const char *name, pt_ckpt_kind kind, uint64_t rows,
+                              uint64_t cols, const pt_ckpt_part *need, int n_need, const char *what);
+
+/* Copies the elements entry e holds (its decoded values at src) that are also in dst_part into dst,
+ * where dst holds dst_part's values (dst[i] is its value lo + i). Same tensor; any dtype. */
+void pt_ckpt_copy_part(const pt_ckpt_entry *e, const void *src, const pt_ckpt_part *dst_part, void *dst);
 
 #endif

@@ -496,10 +496,21 @@ static uint64_t src_numel(const pt_ckpt_src *s)
     return n;
 }
 
-/* Values a source stores: its tensor's, or its piece's. */
+static int src_has_box(const pt_ckpt_src *s)
+{
+    return s->box.r0 || s->box.r1 || s->box.c0 || s->box.c1;
+}
+
+/* Values of the part of the view a source is from: its box's, or the whole tensor's. */
+static uint64_t src_box_values(const pt_ckpt_src *s)
+{
+    return src_has_box(s) ? (s->box.r1 - s->box.r0) * (s->box.c1 - s->box.c0) : src_numel(s);
+}
+
+/* Values a source stores: its box's or tensor's, or its piece's. */
 static uint64_t src_values(const pt_ckpt_src *s)
 {
-    return s->elem_hi ? s->elem_hi - s->elem_lo : src_numel(s);
+    return s->elem_hi ? s->elem_hi - s->elem_lo : src_box_values(s);
 }
 
 /* ---------------------------------------------------------------- encode */
@@ -671,7 +682,17 @@ static pt_status entries_prepare(pt_ckpt_codec *c, int n, const pt_ckpt_src *src
                 st = pt_fail(PT_EINVAL, "checkpoint codec: %s has a negative dimension", s->name ? s->name : "tensor");
                 goto fail;
             }
-        uint64_t full = src_numel(s);
+        uint64_t vr, vc;
+        pt_ckpt_view(s->ndim, s->shape, &vr, &vc);
+        if (src_has_box(s) && !(s->box.r0 < s->box.r1 && s->box.r1 <= vr && s->box.c0 < s->box.c1 && s->box.c1 <= vc)) {
+            st = pt_fail(PT_EINVAL, "checkpoint codec: %s: box rows [%llu, %llu) x columns [%llu, %llu) is not within "
+                                    "its %llu x %llu",
+                         s->name ? s->name : "tensor", (unsigned long long)s->box.r0, (unsigned long long)s->box.r1,
+                         (unsigned long long)s->box.c0, (unsigned long long)s->box.c1, (unsigned long long)vr,
+                         (unsigned long long)vc);
+            goto fail;
+        }
+        uint64_t full = src_box_values(s);
         if ((s->elem_hi || s->elem_lo) && !(s->elem_lo < s->elem_hi && s->elem_hi <= full)) {
             st = pt_fail(PT_EINVAL, "checkpoint codec: %s: piece [%llu, %llu) is not within its %llu values",
                          s->name ? s->name : "tensor", (unsigned long long)s->elem_lo, (unsigned long long)s->elem_hi,
@@ -685,6 +706,7 @@ static pt_status entries_prepare(pt_ckpt_codec *c, int n, const pt_ckpt_src *src
         en->dtype = s->dtype;
         en->ndim = s->ndim;
         memcpy(en->shape, s->shape, sizeof en->shape);
+        en->box = src_has_box(s) ? s->box : (pt_ckpt_box){ 0, vr, 0, vc };
         en->elem_lo = s->elem_hi ? s->elem_lo : 0;
         en->elem_hi = s->elem_hi ? s->elem_hi : full;
         en->raw_bytes = numel * pt_ckpt_dtype_size(s->dtype);

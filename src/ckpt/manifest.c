@@ -85,7 +85,19 @@ static cJSON *entry_to_json(const pt_ckpt_entry *e)
          cJSON_AddNumberToObject(o, "raw_bytes", (double)e->raw_bytes) &&
          cJSON_AddStringToObject(o, "transform", pt_ckpt_transform_name(e->transform)) &&
          cJSON_AddNumberToObject(o, "block_elems", (double)e->block_elems);
-    if (ok && pt_ckpt_entry_is_piece(e)) { /* absent: the whole tensor (formats 1 and 2 have none) */
+    /* "box" absent: the whole view (formats 1-3 have none); "range" absent: all of the box's values */
+    int is_box = pt_ckpt_entry_is_box(e);
+    if (ok && is_box) {
+        double rows[2] = { (double)e->box.r0, (double)e->box.r1 }, cols[2] = { (double)e->box.c0, (double)e->box.c1 };
+        cJSON *bj = cJSON_CreateObject();
+        ok = bj && cJSON_AddItemToObject(o, "box", bj) &&
+             cJSON_AddItemToObject(bj, "rows", cJSON_CreateDoubleArray(rows, 2)) &&
+             cJSON_AddItemToObject(bj, "cols", cJSON_CreateDoubleArray(cols, 2));
+        if (!bj)
+            ok = 0;
+    }
+    uint64_t all = is_box ? (e->box.r1 - e->box.r0) * (e->box.c1 - e->box.c0) : pt_ckpt_entry_numel(e);
+    if (ok && (e->elem_lo != 0 || e->elem_hi != all)) {
         double range[2] = { (double)e->elem_lo, (double)e->elem_hi };
         ok = cJSON_AddItemToObject(o, "range", cJSON_CreateDoubleArray(range, 2)) != 0;
     }
@@ -103,10 +115,14 @@ static cJSON *entry_to_json(const pt_ckpt_entry *e)
 
 int pt_ckpt_format_for(const pt_ckpt_entry *e, int n)
 {
-    for (int i = 0; i < n; i++)
-        if (pt_ckpt_entry_is_piece(&e[i]))
+    int v = PT_CKPT_FORMAT_WHOLE;
+    for (int i = 0; i < n; i++) {
+        if (pt_ckpt_entry_is_box(&e[i]))
             return PT_CKPT_FORMAT_VERSION;
-    return PT_CKPT_FORMAT_WHOLE;
+        if (pt_ckpt_entry_is_piece(&e[i]))
+            v = PT_CKPT_FORMAT_PIECES;
+    }
+    return v;
 }
 
 pt_status pt_ckpt_entries_to_json(const pt_ckpt_entry *e, int n, cJSON **out)
@@ -351,19 +367,45 @@ static pt_status parse_entry(const cJSON *ej, int n_ranks, const char *manifest_
             return bad(what, "tensor too large:", "shape");
         d++;
     }
-    /* "range": [lo, hi), a piece of the tensor's flattened values (format 3); absent: all of them */
+    /* "box": {"rows": [r0, r1], "cols": [c0, c1]} of the tensor's 2-D view (format 4); absent: all of it */
+    uint64_t vr, vc;
+    pt_ckpt_view(e->ndim, e->shape, &vr, &vc);
+    e->box = (pt_ckpt_box){ 0, vr, 0, vc };
+    const cJSON *box = cJSON_GetObjectItemCaseSensitive(ej, "box");
+    if (box) {
+        uint64_t lim[2] = { vr, vc }, got[2][2];
+        static const char *const keys[2] = { "rows", "cols" };
+        for (int k = 0; k < 2; k++) {
+            const cJSON *a = cJSON_IsObject(box) ? cJSON_GetObjectItemCaseSensitive(box, keys[k]) : NULL;
+            const cJSON *lo = cJSON_IsArray(a) && cJSON_GetArraySize(a) == 2 ? cJSON_GetArrayItem(a, 0) : NULL;
+            const cJSON *hi = lo ? cJSON_GetArrayItem(a, 1) : NULL;
+            if (!cJSON_IsNumber(lo) || !cJSON_IsNumber(hi) || !(lo->valuedouble >= 0) ||
+                lo->valuedouble != (double)(int64_t)lo->valuedouble ||
+                hi->valuedouble != (double)(int64_t)hi->valuedouble || !(lo->valuedouble < hi->valuedouble) ||
+                !(hi->valuedouble <= (double)lim[k]))
+                return pt_fail(PT_EFORMAT, "%s: 'box' must be {\"rows\": [r0, r1], \"cols\": [c0, c1]} within the "
+                                           "tensor's %llu x %llu (r0 < r1, c0 < c1); the checkpoint is damaged",
+                               what, (unsigned long long)vr, (unsigned long long)vc);
+            got[k][0] = (uint64_t)lo->valuedouble;
+            got[k][1] = (uint64_t)hi->valuedouble;
+        }
+        e->box = (pt_ckpt_box){ got[0][0], got[0][1], got[1][0], got[1][1] };
+    }
+    /* "range": [lo, hi), a piece of the box's row-major values (format 3: of the tensor's flattened
+     * values); absent: all of them */
+    uint64_t in_box = (e->box.r1 - e->box.r0) * (e->box.c1 - e->box.c0);
     e->elem_lo = 0;
-    e->elem_hi = numel;
+    e->elem_hi = in_box;
     const cJSON *range = cJSON_GetObjectItemCaseSensitive(ej, "range");
     if (range) {
         const cJSON *lo = cJSON_IsArray(range) && cJSON_GetArraySize(range) == 2 ? cJSON_GetArrayItem(range, 0) : NULL;
         const cJSON *hi = lo ? cJSON_GetArrayItem(range, 1) : NULL;
         if (!cJSON_IsNumber(lo) || !cJSON_IsNumber(hi) || !(lo->valuedouble >= 0) ||
             lo->valuedouble != (double)(int64_t)lo->valuedouble || hi->valuedouble != (double)(int64_t)hi->valuedouble ||
-            !(lo->valuedouble < hi->valuedouble) || !(hi->valuedouble <= (double)numel))
-            return pt_fail(PT_EFORMAT, "%s: 'range' must be [lo, hi] with 0 <= lo < hi <= %llu (the tensor's values); "
+            !(lo->valuedouble < hi->valuedouble) || !(hi->valuedouble <= (double)in_box))
+            return pt_fail(PT_EFORMAT, "%s: 'range' must be [lo, hi] with 0 <= lo < hi <= %llu (the %s values); "
                                        "the checkpoint is damaged",
-                           what, (unsigned long long)numel);
+                           what, (unsigned long long)in_box, box ? "box's" : "tensor's");
         e->elem_lo = (uint64_t)lo->valuedouble;
         e->elem_hi = (uint64_t)hi->valuedouble;
     }
@@ -440,9 +482,12 @@ static int entry_cmp(const void *a, const void *b)
         return c;
     if (x->kind != y->kind)
         return (int)x->kind - (int)y->kind;
-    if (x->elem_lo != y->elem_lo)
-        return x->elem_lo < y->elem_lo ? -1 : 1;
-    return (x->elem_hi > y->elem_hi) - (x->elem_hi < y->elem_hi);
+    const uint64_t kx[6] = { x->box.r0, x->box.c0, x->box.r1, x->box.c1, x->elem_lo, x->elem_hi };
+    const uint64_t ky[6] = { y->box.r0, y->box.c0, y->box.r1, y->box.c1, y->elem_lo, y->elem_hi };
+    for (int i = 0; i < 6; i++)
+        if (kx[i] != ky[i])
+            return kx[i] < ky[i] ? -1 : 1;
+    return 0;
 }
 
 pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what, pt_ckpt_manifest **out)
@@ -502,7 +547,14 @@ pt_status pt_ckpt_manifest_parse(const char *text, size_t len, const char *what,
     PT_TRY(pt_ckpt_entries_from_json(cJSON_GetObjectItemCaseSensitive(root, "tensors"), what, m->n_ranks, &m->entries,
                                      &m->n_entries),
            fail);
-    /* (name, kind, range) must be unique: a reader picks tensors by it. Pieces that overlap or leave
+    for (int i = 0; i < m->n_entries; i++)
+        if (m->version < PT_CKPT_FORMAT_VERSION && pt_ckpt_entry_is_box(&m->entries[i])) {
+            st = pt_fail(PT_EFORMAT, "%s: tensor %.200s has a 'box', which format %d does not have (boxes came with "
+                                     "format %d); the checkpoint is damaged",
+                         what, m->entries[i].name, m->version, PT_CKPT_FORMAT_VERSION);
+            goto fail;
+        }
+    /* (name, kind, box, range) must be unique: a reader picks tensors by it. Pieces that overlap or leave
      * gaps are found where they matter (pt_ckpt_manifest_cover: loading, ckpt verify), so that the
      * weights of a checkpoint whose moments lack a piece can still be read (export). */
     sorted = malloc(((size_t)m->n_entries + 1) * sizeof *sorted);
@@ -595,18 +647,14 @@ uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e)
     return n;
 }
 
-int pt_ckpt_entry_is_piece(const pt_ckpt_entry *e)
-{
-    return e->elem_lo != 0 || e->elem_hi != pt_ckpt_entry_numel(e);
-}
-
 static int piece_cmp(const void *a, const void *b)
 {
     const pt_ckpt_entry *x = *(const pt_ckpt_entry *const *)a, *y = *(const pt_ckpt_entry *const *)b;
-    if (x->elem_lo != y->elem_lo)
-        return x->elem_lo < y->elem_lo ? -1 : 1;
-    if (x->elem_hi != y->elem_hi)
-        return x->elem_hi < y->elem_hi ? -1 : 1;
+    const uint64_t kx[6] = { x->box.r0, x->box.c0, x->box.r1, x->box.c1, x->elem_lo, x->elem_hi };
+    const uint64_t ky[6] = { y->box.r0, y->box.c0, y->box.r1, y->box.c1, y->elem_lo, y->elem_hi };
+    for (int i = 0; i < 6; i++)
+        if (kx[i] != ky[i])
+            return kx[i] < ky[i] ? -1 : 1;
     return (x->rank > y->rank) - (x->rank < y->rank);
 }
 
@@ -633,71 +681,17 @@ pt_status pt_ckpt_manifest_pieces(const pt_ckpt_manifest *m, const char *name, p
     return PT_OK;
 }
 
-/* "[0, 4096) in shard-0.ptz, [4096, 8192) in shard-1.ptz" (the first few) into buf. */
-static void pieces_text(const pt_ckpt_entry *const *v, int n, char *buf, size_t cap)
-{
-    size_t len = 0;
-    buf[0] = 0;
-    for (int i = 0; i < n && len + 1 < cap; i++) {
-        if (i == 6) {
-            snprintf(buf + len, cap - len, ", ... (%d pieces)", n);
-            return;
-        }
-        int w = snprintf(buf + len, cap - len, "%s[%llu, %llu) in shard-%d.ptz", i ? ", " : "",
-                         (unsigned long long)v[i]->elem_lo, (unsigned long long)v[i]->elem_hi, v[i]->rank);
-        len += w > 0 ? (size_t)w : 0;
-    }
-    if (n == 0)
-        snprintf(buf, cap, "none");
-}
-
 pt_status pt_ckpt_manifest_cover(const pt_ckpt_manifest *m, const char *name, pt_ckpt_kind kind, uint64_t lo,
                                  uint64_t hi, const char *what)
 {
     const pt_ckpt_entry **v;
     int n;
     PT_CHECK(pt_ckpt_manifest_pieces(m, name, kind, &v, &n));
-    pt_status st = PT_OK;
-    char have[600];
-    char of[48] = "";
+    uint64_t rows = 1, cols = hi;
     if (n)
-        snprintf(of, sizeof of, " of its %llu", (unsigned long long)pt_ckpt_entry_numel(v[0]));
-    /* overlaps anywhere: two entries storing one element, whichever the reader would take */
-    for (int i = 1; i < n && st == PT_OK; i++)
-        if (v[i]->elem_lo < v[i - 1]->elem_hi) {
-            uint64_t end = v[i]->elem_hi < v[i - 1]->elem_hi ? v[i]->elem_hi : v[i - 1]->elem_hi;
-            st = pt_fail(PT_EFORMAT,
-                         "%s: tensor %s (%s): pieces [%llu, %llu) in shard-%d.ptz and [%llu, %llu) in shard-%d.ptz "
-                         "overlap in elements [%llu, %llu); the checkpoint is damaged: use another checkpoint "
-                         "(pipetrain ckpt verify ROOT --all lists the good ones)",
-                         what, name, pt_ckpt_kind_name(kind), (unsigned long long)v[i - 1]->elem_lo,
-                         (unsigned long long)v[i - 1]->elem_hi, v[i - 1]->rank, (unsigned long long)v[i]->elem_lo,
-                         (unsigned long long)v[i]->elem_hi, v[i]->rank, (unsigned long long)v[i]->elem_lo,
-                         (unsigned long long)end);
-        }
-    /* the first element of [lo, hi) that no entry holds, and where that gap ends */
-    uint64_t at = lo;
-    for (int i = 0; i < n && st == PT_OK && at < hi; i++) {
-        if (v[i]->elem_hi <= at)
-            continue;
-        if (v[i]->elem_lo > at)
-            break;
-        at = v[i]->elem_hi;
-    }
-    if (st == PT_OK && at < hi) {
-        uint64_t gap_end = hi;
-        for (int i = 0; i < n; i++)
-            if (v[i]->elem_lo > at && v[i]->elem_lo < gap_end)
-                gap_end = v[i]->elem_lo;
-        pieces_text(v, n, have, sizeof have);
-        st = pt_fail(PT_EFORMAT,
-                     "%s: tensor %s (%s): no piece holds elements [%llu, %llu)%s (the checkpoint has %s); "
-                     "a replica's optimizer slice is missing (a shard of a rank that did not save, or a checkpoint "
-                     "assembled from another run): use another checkpoint (pipetrain ckpt verify ROOT --all lists "
-                     "the complete ones)",
-                     what, name, pt_ckpt_kind_name(kind), (unsigned long long)at, (unsigned long long)gap_end, of,
-                     have);
-    }
+        pt_ckpt_view(v[0]->ndim, v[0]->shape, &rows, &cols);
+    pt_ckpt_part need = { { 0, rows, 0, cols }, lo, hi };
+    pt_status st = pt_ckpt_cover_check(v, n, name, kind, rows, cols, &need, lo < hi, what);
     free(v);
     return st;
 }

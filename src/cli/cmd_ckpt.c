@@ -34,13 +34,11 @@ static double mib(uint64_t b)
     return (double)b / 1048576.0;
 }
 
-/* "all" for a whole tensor, "LO:HI" (elements [LO, HI) of its flattened values) for a piece. */
+/* "all" for a whole tensor, "LO:HI" (elements [LO, HI) of its flattened values) for a piece,
+ * "rows R0:R1 cols C0:C1" for a box of a tensor-parallel slice (pt_ckpt_entry_where). */
 static void range_text(const pt_ckpt_entry *e, char *buf, size_t cap)
 {
-    if (pt_ckpt_entry_is_piece(e))
-        snprintf(buf, cap, "%llu:%llu", (unsigned long long)e->elem_lo, (unsigned long long)e->elem_hi);
-    else
-        snprintf(buf, cap, "all");
+    pt_ckpt_entry_where(e, buf, cap);
 }
 
 static void shape_text(const pt_ckpt_entry *e, char *buf, size_t cap)
@@ -70,7 +68,8 @@ static int cmd_inspect(int argc, char **argv)
     pt_cmd_spec spec = { "pipetrain ckpt inspect DIR [--json]",
                          "Lists a checkpoint's tensors: kind, dtype, shape, the elements stored (all, or LO:HI for a\n"
                          "piece: a ZeRO-1 replica's slice of the AdamW moments, elements [LO, HI) of the tensor's\n"
-                         "flattened values), shard, raw and stored size, compression ratio and plane codecs\n"
+                         "flattened values; rows R0:R1 cols C0:C1 for a tensor-parallel column slice, with values\n"
+                         "LO:HI for part of it), shard, raw and stored size, compression ratio and plane codecs\n"
                          "(z = zstd, r = raw), then totals per kind and overall (entries: tensors and pieces).",
                          opts, 1, NULL };
     char *pos[1];
@@ -95,7 +94,7 @@ static int cmd_inspect(int argc, char **argv)
     }
     for (int i = 0; i < m->n_entries; i++) {
         const pt_ckpt_entry *e = &m->entries[i];
-        char shape[96], planes[PT_CKPT_MAX_PLANES + 1], shard[32], range[48];
+        char shape[96], planes[PT_CKPT_MAX_PLANES + 1], shard[32], range[112];
         shape_text(e, shape, sizeof shape);
         range_text(e, range, sizeof range);
         planes_text(e, planes);
@@ -107,6 +106,10 @@ static int cmd_inspect(int argc, char **argv)
             cJSON_AddStringToObject(o, "kind", pt_ckpt_kind_name(e->kind));
             cJSON_AddStringToObject(o, "dtype", pt_ckpt_dtype_name(e->dtype));
             cJSON_AddStringToObject(o, "shape", shape);
+            if (pt_ckpt_entry_is_box(e)) {
+                double box[4] = { (double)e->box.r0, (double)e->box.r1, (double)e->box.c0, (double)e->box.c1 };
+                cJSON_AddItemToObject(o, "box", cJSON_CreateDoubleArray(box, 4));
+            }
             if (pt_ckpt_entry_is_piece(e)) {
                 double rg[2] = { (double)e->elem_lo, (double)e->elem_hi };
                 cJSON_AddItemToObject(o, "range", cJSON_CreateDoubleArray(rg, 2));

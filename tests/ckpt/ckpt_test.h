@@ -85,6 +85,19 @@ static inline void ckpt_test_corpus_pieces(const float a[300], const float b[5],
     src[3] = (pt_ckpt_src){ "wte.weight", PT_CKPT_ADAM_M, PT_CKPT_BF16, 2, { 20, 10 }, h + 50, 50, 200 };
 }
 
+/* The format-4 seed's three sources: blocks.0.attn.proj.weight (10 x 30) as two boxes, columns
+ * [0, 12) (a[0, 120)) and values [30, 180) of columns [12, 30) (a[120, 270); its first 30 values,
+ * row 0 and the start of row 1, are missing), and lnf.bias whole. */
+static inline void ckpt_test_corpus_boxes(const float a[300], const float b[5], pt_ckpt_src src[3])
+{
+    memset(src, 0, 3 * sizeof *src);
+    src[0] = (pt_ckpt_src){ "blocks.0.attn.proj.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 10, 30 }, a, 0, 0,
+                            { 0, 10, 0, 12 } };
+    src[1] = (pt_ckpt_src){ "blocks.0.attn.proj.weight", PT_CKPT_PARAM, PT_CKPT_F32, 2, { 10, 30 }, a + 120, 30, 180,
+                            { 0, 10, 12, 30 } };
+    src[2] = (pt_ckpt_src){ "lnf.bias", PT_CKPT_PARAM, PT_CKPT_F32, 1, { 5 }, b, 0, 0, { 0, 0, 0, 0 } };
+}
+
 /* ---- chunks of real models ---- */
 
 /* The value a test stores at element i of tensor `name`: kind 0 the weights, 1 AdamW's first

@@ -38,6 +38,8 @@ static int fuzz_manifest(const uint8_t *data, size_t size)
             uint64_t numel = pt_ckpt_entry_numel(&m->entries[i]);
             (void)pt_ckpt_manifest_cover(m, m->entries[i].name, m->entries[i].kind, 0, numel, "fuzz");
             (void)pt_ckpt_manifest_cover(m, m->entries[i].name, m->entries[i].kind, numel / 3, numel / 2, "fuzz");
+            char where[128];
+            pt_ckpt_entry_where(&m->entries[i], where, sizeof where);
         }
         pt_ckpt_manifest_destroy(m);
     }

@@ -1,6 +1,7 @@
 /* Writes the seed corpus of the checkpoint fuzz targets (tests/ckpt/corpus/{manifest,read}/):
  * small real checkpoints with every transform and dtype, multi-block tensors and raw and zstd
- * planes, named v<format version>-<transform>, and v3-pieces (tensors stored as pieces, format 3).
+ * planes, named v<format version>-<transform>, v3-pieces (tensors stored as pieces, format 3) and
+ * v4-boxes (boxes of tensor-parallel column slices, format 4).
  * Run it after a format change (and keep the older
  * versions' seeds: ckpt.compat reads them):  make_ckpt_corpus tests/ckpt/corpus */
 #include <stdint.h>
@@ -67,16 +68,22 @@ int main(int argc, char **argv)
         free(man);
         free(shard);
     }
-    /* format 3: tensors stored as pieces (ZeRO-1 slices), whole ones beside them */
-    {
+    /* format 3: tensors stored as pieces (ZeRO-1 slices), whole ones beside them; format 4: boxes */
+    for (int f = PT_CKPT_FORMAT_PIECES; f <= PT_CKPT_FORMAT_VERSION; f++) {
         pt_ckpt_src src[4];
-        ckpt_test_corpus_pieces(a, b, h, src);
+        int n = 4;
+        if (f == PT_CKPT_FORMAT_PIECES) {
+            ckpt_test_corpus_pieces(a, b, h, src);
+        } else {
+            ckpt_test_corpus_boxes(a, b, src);
+            n = 3;
+        }
         pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 1);
         o.block_elems = 128;
         char root[256], path[512];
-        snprintf(root, sizeof root, "%s/pieces", tmp);
+        snprintf(root, sizeof root, "%s/%s", tmp, f == PT_CKPT_FORMAT_PIECES ? "pieces" : "boxes");
         pt_train_state st = { .step = 3, .data_step = 3, .seed = 9, .run_json = "{\"model\":\"gpt2-tiny\"}" };
-        if (pt_ckpt_write(root, src, 4, &st, &o, 0) != PT_OK) {
+        if (pt_ckpt_write(root, src, n, &st, &o, 0) != PT_OK) {
             fprintf(stderr, "%s\n", pt_last_error());
             return 1;
         }
@@ -88,10 +95,11 @@ int main(int argc, char **argv)
         if (!man || !shard)
             return 1;
         uint32_t len32 = (uint32_t)mlen;
-        snprintf(path, sizeof path, "%s/manifest/v%d-pieces.json", argv[1], PT_CKPT_FORMAT_VERSION);
+        const char *kind = f == PT_CKPT_FORMAT_PIECES ? "pieces" : "boxes";
+        snprintf(path, sizeof path, "%s/manifest/v%d-%s.json", argv[1], f, kind);
         if (write_file(path, man, mlen, NULL, 0, NULL, 0))
             return 1;
-        snprintf(path, sizeof path, "%s/read/v%d-pieces.bin", argv[1], PT_CKPT_FORMAT_VERSION);
+        snprintf(path, sizeof path, "%s/read/v%d-%s.bin", argv[1], f, kind);
         if (write_file(path, &len32, 4, man, mlen, shard, slen))
             return 1;
         free(man);

@@ -3,6 +3,8 @@
  *    decode bit-exactly to the values make_corpus.c generated them from
  *  - the same values written now are format 2 (XXH3 checksums) and read back bit-exactly
  *  - the format 3 seed (pieces) decodes to its slices; a missing piece is named
+ *  - the format 4 seed (boxes of column slices) decodes to its boxes; the missing part of a box is
+ *    named in rows x columns; a box in a manifest claiming format 3 is refused
  *  - a manifest or shard header of a newer version is refused with "upgrade pipetrain"
  * Usage: test_ckpt_compat CORPUS_DIR (tests/ckpt/corpus)
  */
@@ -107,7 +109,7 @@ static void check_current(const pt_ckpt_src *src)
     if (r) {
         const pt_ckpt_manifest *m = pt_ckpt_reader_manifest(r);
         /* whole tensors only: version 2, which format-2 builds read (pieces make it 3: ckpt.zero) */
-        CHECK(m->version == PT_CKPT_FORMAT_WHOLE && PT_CKPT_FORMAT_WHOLE == 2 && PT_CKPT_FORMAT_VERSION == 3,
+        CHECK(m->version == PT_CKPT_FORMAT_WHOLE && PT_CKPT_FORMAT_WHOLE == 2 && PT_CKPT_FORMAT_PIECES == 3 && PT_CKPT_FORMAT_VERSION == 4,
               "written as version %d", m->version);
         uint8_t out[3][1200];
         const pt_ckpt_entry *e[3];
@@ -143,11 +145,11 @@ static void check_current(const pt_ckpt_src *src)
     snprintf(cmd, sizeof cmd, "mv %s/shard.bak %s/shard-0.ptz", dir, dir);
     run(cmd);
     /* a manifest from a newer build */
-    snprintf(cmd, sizeof cmd, "sed -i 's/\"version\":\\t2,/\"version\":\\t4,/' %s/manifest.json", dir);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"version\":\\t2,/\"version\":\\t5,/' %s/manifest.json", dir);
     run(cmd);
     pt_ckpt_manifest *m = NULL;
     CHECK(pt_ckpt_manifest_read(dir, &m) == PT_EFORMAT && strstr(pt_last_error(), "manifest.json") &&
-              strstr(pt_last_error(), "format 4 is newer than this build (3); upgrade pipetrain"),
+              strstr(pt_last_error(), "format 5 is newer than this build (4); upgrade pipetrain"),
           "newer manifest: %s", pt_last_error());
     pt_ckpt_manifest_destroy(m);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
@@ -217,6 +219,84 @@ static void check_pieces(const char *path)
     free(img);
 }
 
+/* The format-4 seed (make_corpus.c): boxes decode to their values and read back where they are;
+ * the missing start of the second box is named in rows x columns; version 4 without boxes' fields
+ * would be refused in a format-3 manifest. */
+static void check_boxes(const char *path)
+{
+    float pa[300], pb[5];
+    uint16_t ph[200];
+    ckpt_test_corpus_values(pa, pb, ph);
+    pt_ckpt_src src[3];
+    ckpt_test_corpus_boxes(pa, pb, src);
+    size_t len;
+    uint8_t *img = ckpt_test_slurp(path, &len);
+    CHECK(img && len > 4, "cannot read %s", path);
+    if (!img || len <= 4) {
+        free(img);
+        return;
+    }
+    uint32_t mlen;
+    memcpy(&mlen, img, 4);
+    pt_ckpt_manifest *m = NULL;
+    CHECK(mlen <= len - 4 && pt_ckpt_manifest_parse((const char *)img + 4, mlen, path, &m) == PT_OK, "%s: %s", path,
+          pt_last_error());
+    if (m) {
+        const uint8_t *shard = img + 4 + mlen;
+        CHECK(m->version == 4 && m->n_entries == 3, "%s: manifest version %d, %d tensors", path, m->version,
+              m->n_entries);
+        static const char *const where[3] = { "rows 0:10 cols 0:12", "rows 0:10 cols 12:30 values 30:180", "all" };
+        pt_ckpt_codec_opts o = pt_ckpt_codec_default(1, 2);
+        o.block_elems = 128;
+        pt_ckpt_codec *c = NULL;
+        CHECK(pt_ckpt_codec_create(&o, &c) == PT_OK, "codec: %s", pt_last_error());
+        for (int i = 0; c && i < 3 && i < m->n_entries; i++) {
+            const pt_ckpt_entry *e = &m->entries[i];
+            char w[96];
+            pt_ckpt_entry_where(e, w, sizeof w);
+            CHECK(strcmp(e->name, src[i].name) == 0 && strcmp(w, where[i]) == 0 &&
+                      pt_ckpt_entry_is_box(e) == (i < 2),
+                  "%s: entry %d is %s %s", path, i, e->name, w);
+            uint8_t out[1200];
+            void *dst = out;
+            const uint8_t *in = shard + e->offset;
+            size_t in_len = (size_t)e->stored_bytes;
+            if (e->offset + e->stored_bytes > len - 4 - mlen || e->raw_bytes > sizeof out) {
+                CHECK(0, "%s: %s out of range", path, e->name);
+                continue;
+            }
+            CHECK(pt_ckpt_decode(c, 1, &e, &in, &in_len, &dst) == PT_OK, "%s: %s: %s", path, e->name, pt_last_error());
+            CHECK(memcmp(out, src[i].data, (size_t)e->raw_bytes) == 0, "%s: entry %d decoded to other values", path, i);
+        }
+        pt_ckpt_codec_destroy(c);
+        CHECK(pt_ckpt_manifest_cover(m, "blocks.0.attn.proj.weight", PT_CKPT_PARAM, 0, 300, path) == PT_EFORMAT &&
+                  strstr(pt_last_error(), "tensor blocks.0.attn.proj.weight (param): no piece holds rows [0, 1) x "
+                                          "columns [12, 30) of its 10x30"),
+              "%s: the missing start of the second box: %s", path, pt_last_error());
+        CHECK(pt_ckpt_manifest_cover(m, "blocks.0.attn.proj.weight", PT_CKPT_PARAM, 60, 300, path) == PT_OK,
+              "%s: rows 2.. are held: %s", path, pt_last_error());
+        pt_ckpt_manifest_destroy(m);
+    }
+    /* the same manifest claiming format 3, which has no boxes */
+    char *text = malloc(mlen + 1);
+    if (text) {
+        memcpy(text, img + 4, mlen);
+        text[mlen] = 0;
+        char *v = strstr(text, "\"version\":\t4");
+        CHECK(v != NULL, "%s: no version 4 field", path);
+        if (v) {
+            v[strlen("\"version\":\t")] = '3';
+            m = NULL;
+            CHECK(pt_ckpt_manifest_parse(text, mlen, path, &m) == PT_EFORMAT &&
+                      strstr(pt_last_error(), "has a 'box', which format 3 does not have"),
+                  "%s as format 3: %s", path, pt_last_error());
+            pt_ckpt_manifest_destroy(m);
+        }
+        free(text);
+    }
+    free(img);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -234,11 +314,14 @@ int main(int argc, char **argv)
     }
     snprintf(path, sizeof path, "%s/read/v3-pieces.bin", argv[1]);
     check_pieces(path);
+    snprintf(path, sizeof path, "%s/read/v4-boxes.bin", argv[1]);
+    check_boxes(path);
     check_current(src);
     if (failures) {
         fprintf(stderr, "ckpt.compat: %d failure(s)\n", failures);
         return 1;
     }
-    printf("ckpt.compat: ok (format 1, 2 and 3 (pieces) read, whole tensors written as 2, newer refused)\n");
+    printf("ckpt.compat: ok (format 1, 2, 3 (pieces) and 4 (boxes) read, whole tensors written as 2, newer "
+           "refused)\n");
     return 0;
 }
