@@ -167,12 +167,18 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
 /* pt_ckpt_save with options (o NULL: the same as pt_ckpt_save). Moments of an optimizer whose range
  * (pt_optim_range) is not its whole model are saved as pieces: for every saved tensor that
  * intersects the range, the part inside (a whole entry when the range covers the tensor). With
- * o->optim_only, weights are not saved (optims must be non-NULL; PT_EINVAL otherwise). Collective
- * as pt_ckpt_save: every rank calls pt_ckpt_save or pt_ckpt_save_ex for the same step. When ranks
- * store the same piece (data-parallel replicas without ZeRO), the lowest rank's is kept (also a
- * piece held within another rank's); pieces of one tensor from two ranks that overlap otherwise
- * fail the save when rank 0 merges the indexes (PT_EINVAL naming the tensor, both ranks and both
- * ranges, from pt_ckpt_saver_wait or the next save; nothing is committed). */
+ * o->optim_only, weights are not saved (optims must be non-NULL; PT_EINVAL otherwise). A
+ * tensor-parallel chunk (pt_model_tp_size > 1) saves each tensor as its segments' pieces of the
+ * whole tensor (row segments as flat ranges, a column segment as a box), without the elements
+ * replicated over the group unless pt_model_tp_rank is the tensor's rep_first; one call may hold
+ * several TP ranks' chunks (each is saved as its own rank's). A split checkpoints cannot map
+ * (pt_param fields: more than one column segment, a split 3-D tensor) is PT_EINVAL naming the
+ * tensor. Collective as pt_ckpt_save: every rank calls pt_ckpt_save or pt_ckpt_save_ex for the
+ * same step. When ranks store the same piece (data-parallel replicas without ZeRO), the lowest
+ * rank's is kept (also a piece held within another rank's); pieces of one tensor from two ranks
+ * that overlap otherwise fail the save when rank 0 merges the indexes (PT_EINVAL naming the
+ * tensor, both ranks and both pieces, from pt_ckpt_saver_wait or the next save; nothing is
+ * committed). */
 pt_status pt_ckpt_save_ex(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *models, pt_optim *const *optims,
                           int n, const pt_train_state *st, const pt_ckpt_save_opts *o);
 
@@ -212,10 +218,12 @@ typedef struct pt_ckpt_load_info {
  * pt_model_stream). `dir` is the checkpoint root (uses
  * `latest`, falling back to the newest complete checkpoint when `latest` is missing or damaged:
  * info->note says so) or one step directory. Every tensor of every chunk must be in the
- * checkpoint with the same dtype and shape. An optimizer's moments are filled over its range
- * (pt_optim_range) only, assembled from the checkpoint's whole tensors or pieces by tensor name and
- * element range (any D, P and ZeRO setting); pieces that do not cover the elements needed, or
- * overlap, are PT_EFORMAT naming the tensor, the kind and the element range. st->run_json is
+ * checkpoint with the same dtype and whole shape (pt_param gshape for a tensor-parallel slice).
+ * Weights are filled over the chunk's slice of each tensor, an optimizer's moments over its range
+ * (pt_optim_range) only, assembled from the checkpoint's whole tensors, flat pieces and boxes by
+ * tensor name and element (any T, D, P and ZeRO setting); pieces that do not cover the elements
+ * needed, or overlap, are PT_EFORMAT naming the tensor, the kind and the elements (a flat range, or
+ * rows x columns when a box is involved). st->run_json is
  * malloc'd (caller frees). info may be
  * NULL. Returns PT_EFORMAT / PT_EIO / PT_EINVAL naming the file and tensor; on error the models
  * may be partly loaded. Blocks; decodes on 2 threads. */

@@ -94,6 +94,50 @@ static pt_status touch_durable(const char *path)
     return pt_ckpt_file_finish(fd, path);
 }
 
+/* The merged entries by (name, kind): a chained hash table, so that merging the indexes of many
+ * ranks (thousands, each with a few hundred entries) compares an entry only with its own tensor's. */
+typedef struct entry_index {
+    int *head, *next; /* head[slot]: the newest entry of that slot (-1: none); next[i]: the one before i */
+    size_t n_slots;   /* a power of 2, at least twice cap */
+    int cap;          /* entries next[] holds */
+} entry_index;
+
+static size_t entry_slot(const entry_index *x, const char *name, pt_ckpt_kind kind)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind; /* FNV-1a */
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 29)) & (x->n_slots - 1);
+}
+
+/* Makes room for `need` entries, rebuilding the table over merged[0..n) when it grows. */
+static pt_status index_reserve(entry_index *x, const pt_ckpt_entry *merged, int n, int need)
+{
+    if (need <= x->cap)
+        return PT_OK;
+    int cap = x->cap * 2 > need ? x->cap * 2 : need;
+    size_t slots = 1024;
+    while (slots < 2 * (size_t)cap)
+        slots *= 2;
+    int *next = realloc(x->next, (size_t)cap * sizeof *next);
+    if (next)
+        x->next = next;
+    int *head = next ? realloc(x->head, slots * sizeof *head) : NULL;
+    if (!head)
+        return pt_fail(PT_ENOMEM, "checkpoint: out of memory merging indexes");
+    x->head = head;
+    x->cap = cap;
+    x->n_slots = slots;
+    for (size_t i = 0; i < slots; i++)
+        head[i] = -1;
+    for (int i = 0; i < n; i++) {
+        size_t h = entry_slot(x, merged[i].name, merged[i].kind);
+        x->next[i] = head[h];
+        head[h] = i;
+    }
+    return PT_OK;
+}
+
 /* Rank 0 of a multi-rank save: waits for every rank's marker, merges the indexes. */
 static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry **all, int *n_all)
 {
@@ -116,6 +160,7 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
     pt_status st = PT_OK;
     pt_ckpt_entry *merged = NULL;
     int n = 0;
+    entry_index index = { 0 };
     for (int r = 0; r < s->n_ranks && st == PT_OK; r++) {
         snprintf(path, sizeof path, "%s/shard-%d.json", tmp, r);
         cJSON *j = NULL;
@@ -134,6 +179,7 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
             break;
         }
         merged = nm;
+        st = index_reserve(&index, merged, n, n + ne);
         for (int i = 0; i < ne; i++) {
             int dup = 0;
             if (e[i].rank != r)
@@ -143,7 +189,8 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
              * kept; a piece held within a kept one is a copy; a partial overlap means two ranks
              * disagree on who owns what. */
             pt_ckpt_part pe = pt_ckpt_entry_part(&e[i]);
-            for (int k = 0; k < n && !dup && st == PT_OK; k++) {
+            size_t slot = st == PT_OK ? entry_slot(&index, e[i].name, e[i].kind) : 0;
+            for (int k = st == PT_OK ? index.head[slot] : -1; k >= 0 && !dup && st == PT_OK; k = index.next[k]) {
                 const pt_ckpt_entry *q = &merged[k];
                 if (q->kind != e[i].kind || strcmp(q->name, e[i].name) != 0)
                     continue;
@@ -169,11 +216,15 @@ static pt_status gather_indexes(pt_ckpt_saver *s, const char *tmp, pt_ckpt_entry
                 free(e[i].name);
                 free(e[i].blocks);
             } else {
+                index.next[n] = index.head[slot];
+                index.head[slot] = n;
                 merged[n++] = e[i];
             }
         }
         free(e);
     }
+    free(index.head);
+    free(index.next);
     if (st != PT_OK) {
         pt_ckpt_entries_free(merged, n);
         return st;
