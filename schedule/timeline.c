@@ -205,12 +205,14 @@ pt_status pt_timeline_trace(const pt_timeline_event *events, int n_events, const
         goto oom;
     if (!cJSON_AddStringToObject(root, "displayTimeUnit", "ms"))
         goto oom;
-    int has_comm_track = 0;
+    int n_tracks = 1; /* 1 + the highest track used: rank, comm, tp */
     for (int k = 0; k < n_events; k++)
-        has_comm_track |= events[k].track != 0;
-    for (int r = 0; r < opts->n_ranks * (has_comm_track ? 2 : 1); r++) {
+        if (events[k].track >= 0 && events[k].track < 3 && events[k].track + 1 > n_tracks)
+            n_tracks = events[k].track + 1;
+    for (int r = 0; r < opts->n_ranks * n_tracks; r++) {
+        static const char *const fmt[3] = { "rank %d", "rank %d comm", "rank %d tp" };
         char name[32];
-        snprintf(name, sizeof name, r < opts->n_ranks ? "rank %d" : "rank %d comm", r % opts->n_ranks);
+        snprintf(name, sizeof name, fmt[r / opts->n_ranks], r % opts->n_ranks);
         cJSON *m = cJSON_CreateObject();
         if (!m)
             goto oom;
@@ -252,7 +254,7 @@ pt_status pt_timeline_trace(const pt_timeline_event *events, int n_events, const
             !cJSON_AddStringToObject(x, "ph", "X") || !cJSON_AddNumberToObject(x, "ts", (e->start_s - t0) * 1e6) ||
             !cJSON_AddNumberToObject(x, "dur", (e->end_s - e->start_s) * 1e6) ||
             !cJSON_AddNumberToObject(x, "pid", 0) ||
-            !cJSON_AddNumberToObject(x, "tid", e->rank + (e->track != 0 ? opts->n_ranks : 0)) ||
+            !cJSON_AddNumberToObject(x, "tid", e->rank + (e->track > 0 && e->track < 3 ? e->track : 0) * opts->n_ranks) ||
             !cJSON_AddNumberToObject(args, "action", e->action) ||
             !cJSON_AddNumberToObject(args, "microbatch", e->microbatch) ||
             !cJSON_AddNumberToObject(args, "chunk", e->chunk) || !cJSON_AddNumberToObject(args, "peer", e->peer))

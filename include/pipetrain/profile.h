@@ -51,6 +51,11 @@ struct pt_plan;
  * the overlapped gradient reduction's bucket -1 - action (runtime --overlap; kind REDUCE_GRADS,
  * microbatch = bucket, chunk = its chunk, wait_ns 0): work of the rank's communication thread,
  * drawn on a track of its own in trace.json. */
+/* The action field of a tensor-parallel collective (the runtime with --tp): a collective inside the
+ * action kind / microbatch / chunk of the event, drawn on the rank's "tp" track; its time is part of
+ * that action's wait already, so the summary counts it only in tp_comm_s. */
+#define PT_PROF_TP_ACTION (-1000000)
+
 typedef struct pt_prof_event {
     int64_t step;       /* optimizer step */
     int32_t rank;       /* world rank */
@@ -134,6 +139,7 @@ typedef struct pt_profile_summary {
     double *bubble;          /* [n_world] measured idle share of the window */
     double bubble_overall;   /* mean over ranks */
     double *comm_wait_s;     /* [n_world] mean per step */
+    double *tp_comm_s;       /* [n_world] mean per step: the part of comm_wait_s in tensor-parallel collectives */
     double *exposed_comm_s;  /* [n_world] mean per step: the part of comm_wait_s in REDUCE_GRADS and
                                 OPTIMIZER_STEP (the gradient reduction the backward did not hide) */
     double *peak_bytes;      /* [n_world] (0 when unknown) */

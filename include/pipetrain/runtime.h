@@ -1,7 +1,8 @@
 /* pipetrain/runtime.h — executes a schedule (schedule.h) on this rank: the rank's chunks of the
  * model, their optimizers, activation slots, and one step = one pass over the rank's action list.
  *
- * Every rank of a job (P pipeline ranks x D data-parallel replicas, world rank = d * P + p) builds
+ * Every rank of a job (P pipeline ranks x D data-parallel replicas x T tensor-parallel ranks, world
+ * rank = (d * P + p) * T + t; T = 1 without tensor parallelism) builds
  * a pt_runtime from the same model config, plan and schedule. The runtime never asks which
  * generator made the schedule: forward / backward / backward-input / backward-weight run through
  * the model (and so the backend), sends and receives through pt_comm, and REDUCE_GRADS does the
@@ -84,6 +85,7 @@ typedef struct pt_runtime_step_info {
     int applied;         /* 1 when the optimizer ran; 0 when the loss or the norm was NaN/Inf */
     double step_s;       /* wall time of this rank's step */
     double comm_wait_s;  /* time this rank spent waiting on receives, sends and collectives */
+    double tp_comm_s;    /* the part of it in tensor-parallel collectives (0 without --tp) */
     double exposed_comm_s; /* the part of it in REDUCE_GRADS and OPTIMIZER_STEP: the gradient reduction the
                             * backward did not hide (with overlap, the wait for the buckets still in
                             * flight), the tied and norm all-reduces, ZeRO-1's parameter all-gather */
@@ -136,6 +138,10 @@ pt_status pt_runtime_eval(pt_runtime *rt, pt_dataset *data, int n_batches, int b
 int pt_runtime_rank(const pt_runtime *rt);
 int pt_runtime_stage_rank(const pt_runtime *rt);
 int pt_runtime_replica(const pt_runtime *rt);
+/* Tensor parallelism (pt_plan.n_tp): this rank's index in its group of the same (replica, pipeline
+ * rank), and the group's size (1 without). World rank = (d * P + p) * T + t. */
+int pt_runtime_tp_rank(const pt_runtime *rt);
+int pt_runtime_tp_size(const pt_runtime *rt);
 
 /* Chunks on this rank (the schedule's V), and for chunk c: its virtual stage, model and optimizer
  * (borrowed; owned by the runtime; valid until destroy). Checkpoints save these by tensor name. */
@@ -173,6 +179,9 @@ typedef struct pt_runtime_train_args {
     int stages;               /* P >= 1 (a schedule file's rank count wins) */
     int replicas;             /* D >= 1; the job must have P * D ranks */
     int zero;                 /* 1: ZeRO-1, the AdamW moments sharded over the D replicas (pt_plan.zero) */
+    int tp;                   /* T: tensor-parallel ranks per stage (pt_plan.n_tp; 0 or 1: none); the job has
+                                 P * D * T ranks, world rank (d * P + p) * T + t */
+    int sp;                   /* 1: sequence parallelism with T > 1 (pt_plan.sp) */
     int overlap;              /* 1: the data-parallel reduction overlaps the backward (pt_runtime_opts.overlap) */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
     const char *schedule;     /* generator name (pt_sched_generator_names) or a schedule file; NULL: 1f1b */
@@ -224,6 +233,7 @@ typedef struct pt_train_job {
     pt_comm *comm;              /* NULL in a job of one rank */
     int rank, world, local_rank;
     int P, D, V, M, B, T;       /* stages, replicas, chunks per rank, micro-batches, B, T */
+    int TP, SP;                 /* tensor-parallel ranks per stage (1: none), sequence parallelism */
     const char *sched_name;     /* generator name or schedule file (borrowed from a) */
     pt_schedule *sched;         /* a schedule file's (job), else the generator's (schedule) */
     uint64_t run_seed;          /* the data order's seed: --seed, or the resumed run's (restore) */

@@ -41,7 +41,8 @@ typedef struct pt_timeline_event {
     double start_s;
     double end_s;
     int track;     /* 0: the rank's action list; 1: its communication thread (the overlapped gradient
-                      reduction's buckets: trace.json only, the SVG leaves them out) */
+                      reduction's buckets); 2: its tensor-parallel collectives (trace.json only, the
+                      SVG leaves tracks 1 and 2 out) */
 } pt_timeline_event;
 
 typedef struct pt_timeline_opts {

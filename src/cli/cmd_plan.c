@@ -117,8 +117,8 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
                "parallelism %s; TP collectives %s per step on the critical path (intra-node link, not overlapped); "
                "devices = %d stages x %d tensor x %d replicas\n",
                p->n_tp, p->sp ? "on" : "off", t, p->n_stages, p->n_tp, p->n_replicas);
-        printf("  note: pipetrain train does not run T > 1 yet (issue 18): this plan sizes a layout, it cannot be "
-               "trained with --plan\n");
+        printf("  train it: pipetrain train --plan FILE (or --stages %d --tp %d --dp %d%s); docs/parallelism.md\n",
+               p->n_stages, p->n_tp, p->n_replicas, p->sp ? " --sp" : "");
     }
     printf("\n");
     double tmax = 0;
@@ -211,7 +211,7 @@ int pt_cmd_plan(int argc, char **argv)
         { "tp", PT_OPT_INT, &tp, "T",
           "tensor-parallel ranks per stage (Megatron-style, inside one node; must divide the heads, the MLP "
           "width, the padded vocabulary and the devices per node); 0: auto searches 1, 2, 4, 8, other methods "
-          "use 1. Planning only: train does not run T > 1 yet",
+          "use 1 (train runs it: --tp, docs/parallelism.md)",
           0 },
         { "sp", PT_OPT_FLAG, &sp, NULL,
           "sequence parallelism with --tp: norms and residuals on 1/T of the sequence (activations / T)", 0 },

@@ -107,6 +107,7 @@ typedef struct train_args {
     long long seed, steps, warmup, eval_every, ckpt_every, log_every;
     double lr_min; /* < 0: lr / 10 */
     int stages, dp, nproc, chunks;
+    int tp, sp; /* --tp T tensor-parallel ranks per stage, --sp sequence parallelism */
     int zero; /* --zero: 1 shards the AdamW moments over the dp replicas */
     int overlap; /* --overlap: 1 reduces the dp gradients in buckets while the backward runs */
     int max_restarts; /* --max-restarts: restarts of the local ranks from the newest checkpoint */
@@ -436,6 +437,8 @@ static void runtime_args(const train_args *a, const pt_train_cfg *cfg, const pt_
     ra->eval_batch_seqs = a->eval_batch % cfg->micro_batch_size == 0 ? a->eval_batch : cfg->micro_batch_size;
     ra->stages = a->stages;
     ra->replicas = a->dp;
+    ra->tp = a->tp;
+    ra->sp = a->sp;
     ra->zero = a->zero;
     ra->overlap = a->overlap;
     ra->chunks = a->chunks > 1 ? a->chunks : 0;
@@ -485,8 +488,14 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     const train_args *a = &args;
     pt_train_cfg cfg = a->cfg;
     pt_status st;
-    if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0)
-        return pt_fail(PT_EINVAL, "--stages, --dp and --chunks must be >= 1 and --nproc >= 0");
+    if (a->stages < 1 || a->dp < 1 || a->nproc < 0 || a->chunks < 0 || a->tp < 1)
+        return pt_fail(PT_EINVAL, "--stages, --dp, --tp and --chunks must be >= 1 and --nproc >= 0");
+    if (a->sp && a->tp < 2)
+        return pt_fail(PT_EINVAL, "--sp splits the sequence over the --tp ranks; give --tp 2 or more with it");
+    if (a->tp > 1 && a->sample_every > 0)
+        return pt_fail(PT_EINVAL, "--sample-every samples through one rank per stage, which --tp %d splits; sample the "
+                                  "checkpoint instead: pipetrain sample --ckpt DIR",
+                       a->tp);
     if (a->max_restarts < 0)
         return pt_fail(PT_EINVAL, "--max-restarts %d: give 0 (no restarts) or more", a->max_restarts);
     if (a->max_restarts > 0 && a->no_ckpt)
@@ -500,8 +509,8 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         return pt_fail(PT_EINVAL, "--overlap %d: give 0 (the gradients are reduced after the backward) or 1 (in "
                                   "buckets while it runs)",
                        a->overlap);
-    int want = a->stages * a->dp;
-    int multi_opts = a->stages > 1 || a->dp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
+    int want = a->stages * a->dp * a->tp;
+    int multi_opts = a->stages > 1 || a->dp > 1 || a->tp > 1 || a->nproc > 1 || a->chunks > 1 || a->schedule || a->partition ||
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
     int job = 0, job_rank = 0, job_size = 1;
     PT_CHECK(pt_comm_env_job(&job, &job_rank, &job_size));
@@ -557,8 +566,8 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int sched_file = a->schedule && access(a->schedule, R_OK) == 0;
     if (!job && multi_opts && nproc != want && !sched_file)
-        return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d = %d ranks; give --nproc %d "
-                                  "(or leave it out)", nproc, a->stages, a->dp, want, want);
+        return pt_fail(PT_EINVAL, "--nproc %d does not match --stages %d x --dp %d x --tp %d = %d ranks; give --nproc %d "
+                                  "(or leave it out)", nproc, a->stages, a->dp, a->tp, want, want);
     if (!job) {
         /* the whole job checked here before any rank starts (job_check.c): one line, exit 2 */
         pt_runtime_train_args ca;
@@ -836,12 +845,12 @@ static pt_status apply_plan(const char *path, train_args *a, const pt_opt *opts,
         cJSON_Delete(root);
         return pt_fail_wrap(st, "--plan %s", path);
     }
-    if (p->n_tp > 1) { /* the planner sizes tensor-parallel layouts; the runtime has none yet (issue 18) */
-        st = pt_fail(PT_EINVAL, "--plan %s splits each stage over %d tensor-parallel ranks, which train does not run "
-                                "yet; make the plan with pipetrain plan --tp 1",
-                     path, p->n_tp);
+    if (opt_given(opts, n, config_root, "sp") && a->sp != p->sp) {
+        st = pt_fail(PT_EINVAL, "--sp disagrees with --plan %s, which %s sequence parallelism; drop --sp", path,
+                     p->sp ? "uses" : "does not use");
         goto out;
     }
+    a->sp = p->sp;
     pt_train_cfg *cfg = &a->cfg;
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (cJSON_IsString(jm)) {
@@ -866,6 +875,7 @@ static pt_status apply_plan(const char *path, train_args *a, const pt_opt *opts,
     } ints[] = {
         { "stages", &a->stages, p->n_stages },
         { "dp", &a->dp, p->n_replicas },
+        { "tp", &a->tp, p->n_tp > 1 ? p->n_tp : 1 },
         { "zero", &a->zero, p->zero },
         { "chunks", &a->chunks, p->n_chunks },
         { "micro-batches", &cfg->micro_batches, p->n_microbatches },
@@ -965,7 +975,7 @@ int pt_cmd_train(int argc, char **argv)
     a.eval_every = a.cfg.eval_every;
     a.lr_min = -1;
     a.stages = 2; /* DESIGN.md: with no arguments, two local pipeline stages */
-    a.dp = a.chunks = 1;
+    a.dp = a.chunks = a.tp = 1;
     a.nproc = 0;
     a.sample_tokens = 64;
     a.sample_temperature = 1.0;
@@ -1033,6 +1043,11 @@ int pt_cmd_train(int argc, char **argv)
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
+        { "tp", PT_OPT_INT, &a.tp, "T",
+          "tensor-parallel ranks per stage (Megatron-style: heads, MLP and vocabulary split over T ranks of one node; "
+          "the job has stages x dp x tp ranks, docs/parallelism.md)", 0 },
+        { "sp", PT_OPT_FLAG, &a.sp, NULL,
+          "sequence parallelism with --tp: norms, residuals and stage messages on 1/T of the tokens", 0 },
         { "max-restarts", PT_OPT_INT, &a.max_restarts, "N",
           "when a rank fails or hangs past --comm-timeout, stop the others and restart from the newest "
           "checkpoint, up to N times (one line per failure; a step failing three times stops the run)", 0 },

@@ -208,17 +208,19 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
         free(tok);
     }
     st = pt_cli_as_usage(st);
-    if (st == PT_OK && o->world > 0 && j.P * j.D != o->world) {
+    const int W = j.P * j.D * j.TP;
+    if (st == PT_OK && o->world > 0 && W != o->world) {
         if (!pt_sched_is_generator(j.sched_name))
-            st = pt_fail(PT_EINVAL, "schedule %s has %d ranks, x %d replicas = %d, but the job has %d; give --nproc "
-                                    "%d",
-                         j.sched_name, j.P, j.D, j.P * j.D, o->world, j.P * j.D);
+            st = pt_fail(PT_EINVAL, "schedule %s has %d ranks, x %d replicas x %d tensor-parallel = %d, but the job has "
+                                    "%d; give --nproc %d",
+                         j.sched_name, j.P, j.D, j.TP, W, o->world, W);
         else
-            st = pt_fail(PT_EINVAL, "%d stages x %d replicas need %d ranks but the job has %d; use --nproc %d", j.P,
-                         j.D, j.P * j.D, o->world, j.P * j.D);
+            st = pt_fail(PT_EINVAL, "%d stages x %d replicas x %d tensor-parallel need %d ranks but the job has %d; use "
+                                    "--nproc %d",
+                         j.P, j.D, j.TP, W, o->world, W);
     }
     if (st == PT_OK) {
-        res->world = j.P * j.D;
+        res->world = W;
         res->stages = j.P;
         res->replicas = j.D;
         /* memory: what the planner predicts for each rank that runs here (world ranks first ..
@@ -227,7 +229,7 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
         const int first = o->first_rank > 0 ? o->first_rank : 0;
         const int n_here = o->world > 0 || local > 1 ? local : 1;
         for (int r = first; r < first + n_here && j.plan->pred_rank_mem_bytes; r++)
-            need += j.plan->pred_rank_mem_bytes[r % j.P];
+            need += j.plan->pred_rank_mem_bytes[r / j.TP % j.P];
         long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
         double ram = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
         res->pred_bytes = need;

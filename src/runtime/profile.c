@@ -182,6 +182,7 @@ void pt_profile_summary_free(pt_profile_summary *s)
         return;
     free(s->bubble);
     free(s->comm_wait_s);
+    free(s->tp_comm_s);
     free(s->exposed_comm_s);
     free(s->peak_bytes);
     free(s->kind_peak_bytes);
@@ -271,6 +272,7 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     pt_status st = PT_OK;
     out->bubble = calloc((size_t)W, sizeof(double));
     out->comm_wait_s = calloc((size_t)W, sizeof(double));
+    out->tp_comm_s = calloc((size_t)W, sizeof(double));
     out->exposed_comm_s = calloc((size_t)W, sizeof(double));
     out->peak_bytes = calloc((size_t)W, sizeof(double));
     out->kind_peak_bytes = calloc((size_t)W * PT_MEM_KINDS, sizeof(double));
@@ -280,7 +282,8 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     out->cost_b = calloc((size_t)NV, sizeof(double));
     out->cost_i = calloc((size_t)NV, sizeof(double));
     out->cost_w = calloc((size_t)NV, sizeof(double));
-    if (!st0 || !st1 || !wend || !busy || !wait || !out->bubble || !out->comm_wait_s || !out->exposed_comm_s ||
+    if (!st0 || !st1 || !wend || !busy || !wait || !out->bubble || !out->comm_wait_s || !out->tp_comm_s ||
+        !out->exposed_comm_s ||
         !out->peak_bytes ||
         !out->kind_peak_bytes || !out->pred_kind_bytes || !out->pred_bytes || !out->cost_f || !out->cost_b || !out->cost_i || !out->cost_w) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the profile summary");
@@ -303,6 +306,10 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
     for (size_t k = 0; k < n; k++) {
         const pt_prof_event *e = &ev[k];
         int64_t i = e->step - s_lo;
+        if (e->action == PT_PROF_TP_ACTION) { /* inside an action whose event counts its wait */
+            out->tp_comm_s[e->rank] += (double)(e->end_ns - e->start_ns) * 1e-9; /* divided by the steps below */
+            continue;
+        }
         if (e->start_ns < st0[i])
             st0[i] = e->start_ns;
         if (e->end_ns > st1[i])
@@ -346,9 +353,11 @@ pt_status pt_profile_summarize(const pt_prof_event *ev, size_t n, const pt_profi
         out->bubble[r] = tot_win > 0 ? 1.0 - busy[r] / tot_win : 0;
         out->bubble_overall += out->bubble[r] / W;
         out->comm_wait_s[r] = wait[r] / n_steps;
+        out->tp_comm_s[r] /= n_steps;
         out->exposed_comm_s[r] /= n_steps;
         out->peak_bytes[r] = o->peak_bytes ? o->peak_bytes[r] : 0;
-        const int sr = r % o->plan->n_stages; /* world rank d * P + s is pipeline rank s */
+        /* world rank (d * P + s) * T + t is pipeline rank s */
+        const int sr = r / (o->plan->n_tp > 1 ? o->plan->n_tp : 1) % o->plan->n_stages;
         for (int q = 0; q < PT_MEM_KINDS; q++) {
             const size_t at = (size_t)r * PT_MEM_KINDS + q;
             out->kind_peak_bytes[at] = o->kind_peak_bytes ? o->kind_peak_bytes[at] : 0;
@@ -443,6 +452,7 @@ static cJSON *summary_obj(const pt_profile_summary *s, const pt_profile_report_o
     cJSON_AddNumberToObject(j, "bubble_overall", s->bubble_overall);
     cJSON_AddItemToObject(j, "bubble", num_array(s->bubble, s->n_world));
     cJSON_AddItemToObject(j, "comm_wait_s", num_array(s->comm_wait_s, s->n_world));
+    cJSON_AddItemToObject(j, "tp_comm_s", num_array(s->tp_comm_s, s->n_world));
     cJSON_AddItemToObject(j, "exposed_comm_s", num_array(s->exposed_comm_s, s->n_world));
     cJSON_AddItemToObject(j, "peak_bytes", num_array(s->peak_bytes, s->n_world));
     if (s->has_kinds)
@@ -497,7 +507,8 @@ static pt_status to_timeline(const pt_prof_event *ev, size_t n, int64_t from_ste
             continue;
         te[k++] = (pt_timeline_event){ .rank = ev[i].rank, .action = ev[i].action, .kind = ev[i].kind,
                                        .microbatch = ev[i].microbatch, .chunk = ev[i].chunk, .peer = ev[i].peer,
-                                       .track = ev[i].action < 0, /* the overlapped reduction's buckets */
+                                       /* the overlapped reduction's buckets; the tensor-parallel collectives */
+                                       .track = ev[i].action == PT_PROF_TP_ACTION ? 2 : ev[i].action < 0,
                                        .start_s = (double)(ev[i].start_ns - t0) * 1e-9,
                                        .end_s = (double)(ev[i].end_ns - t0) * 1e-9 };
     }

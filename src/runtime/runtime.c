@@ -68,6 +68,15 @@ struct pt_runtime {
     size_t mem_limit_bytes;
     int rank, world, P, V, D, M, B, T, C;
     int p, d;                   /* pipeline rank, replica */
+    int ntp, tpr, sp;           /* tensor parallelism: group size (1: none), this rank's index, sequence parallel */
+    int rows;                   /* token rows of a stage-to-stage message: B*T, or B*T / ntp with sp */
+    pt_comm_group *tp_group;    /* the ntp ranks of this (replica, pipeline rank), when ntp > 1 */
+    pt_comm_group *kv_group;    /* the ranks sharing this rank's kv head (llama, n_kv_head < ntp) */
+    int kv_n;                   /* their number (0: no replicated kv heads) */
+    int tp_gi, kv_gi;           /* their indices among the link's groups, -1 none */
+    void *tp_pack[2];           /* backend buffers packing the partial gradients summed over the tp / kv group */
+    size_t tp_pack_n[2];        /* their floats */
+    int64_t tp_ns;              /* this step's time in tensor-parallel collectives */
     rt_chunk *ch;               /* [V] */
     int emb_chunk, head_chunk;  /* local chunk indices or -1 */
     pt_comm_group *tied_group;  /* this replica's ranks holding the embedding or head layers (when several) */
@@ -153,13 +162,17 @@ static pt_status rt_fail_at(pt_runtime *rt, pt_status code, const char *what)
     return pt_fail_wrap(code, "rank %d: %s (step %lld)", rt->rank, what, (long long)rt->step);
 }
 
-static int world_of(const pt_runtime *rt, int stage_rank) { return rt->d * rt->P + stage_rank; }
+/* World rank of (replica d, pipeline rank p, tensor-parallel rank t): ((d * P + p) * ntp + t). */
+static int world_at(const pt_runtime *rt, int d, int p, int t) { return (d * rt->P + p) * rt->ntp + t; }
+static int world_of(const pt_runtime *rt, int stage_rank) { return world_at(rt, rt->d, stage_rank, rt->tpr); }
 
 /* Bytes of the stage-to-stage message crossing boundary b (the input of layer b): one
- * micro-batch's activations or gradients there, (B, T) times pt_model_boundary_width floats. */
+ * micro-batch's activations or gradients there, (B, T) times pt_model_boundary_width floats (with
+ * sequence parallelism this rank's B*T / ntp rows of them, sent to the same tensor-parallel rank
+ * of the next stage: no gather at the boundary). */
 static size_t rt_bound_bytes(const pt_runtime *rt, int b)
 {
-    return (size_t)rt->B * rt->T * (size_t)pt_model_boundary_width(rt->cfg, b) * sizeof(float);
+    return (size_t)rt->rows * (size_t)pt_model_boundary_width(rt->cfg, b) * sizeof(float);
 }
 
 /* The largest message (staging and receive buffers hold any): B*T*C floats, and the head
@@ -464,8 +477,10 @@ static pt_status do_forward(pt_runtime *rt, const pt_action *a)
         double ls = 0;
         int64_t nt = 0;
         PT_CHECK(pt_model_slot_loss(k->m, s, &ls, &nt));
-        rt->loss_sum += ls;
-        rt->loss_tokens += nt;
+        if (rt->tpr == 0) { /* every rank of a tensor-parallel group holds the same losses: count them once */
+            rt->loss_sum += ls;
+            rt->loss_tokens += nt;
+        }
     }
     return PT_OK;
 }
@@ -590,7 +605,9 @@ static pt_status allreduce_grads(pt_runtime *rt, int gi, float *x, size_t n, con
  * chunks' twins are their lm_head gradients, one non-zero term per row. */
 static pt_status reduce_tied(pt_runtime *rt)
 {
-    const size_t n = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+    /* this rank's vocabulary rows (all of them without tensor parallelism; the tied group pairs
+     * the embedding and head ranks of one tensor-parallel index, which hold the same rows) */
+    const size_t n = (size_t)rt->cfg->vocab_padded / rt->ntp * rt->cfg->n_embd;
     float *acc = NULL;
     if (rt->emb_chunk >= 0 && pt_model_tied(rt->cfg)) {
         pt_model *m = rt->ch[rt->emb_chunk].m;
@@ -644,13 +661,105 @@ static pt_status segment_sumsq(pt_runtime *rt, int c)
         const pt_param *pr = pt_model_tensor(k->m, i);
         size_t a = pr->offset > lo ? pr->offset : lo, z = pr->offset + pr->numel < hi ? pr->offset + pr->numel : hi;
         double v = 0;
-        if (a < z)
-            PT_CHECK(rt->be->sum_squares(rt->stream, &v, g + a, z - a));
-        rt->norm_buf[(size_t)gi * rt->D + rt->d] = v;
+        /* elements other ranks of the tensor-parallel group also hold are counted by the first of them */
+        size_t ra = pr->offset + pr->rep_lo, rz = pr->offset + pr->rep_hi;
+        int skip = pr->rep_n > 1 && rt->tpr != pr->rep_first;
+        size_t cut[2][2] = { { a, z }, { 0, 0 } };
+        if (skip && ra < rz) {
+            cut[0][1] = z < ra ? z : ra;
+            cut[1][0] = a > rz ? a : rz;
+            cut[1][1] = z;
+        }
+        for (int q = 0; q < 2; q++)
+            if (cut[q][0] < cut[q][1]) {
+                double w = 0;
+                PT_CHECK(rt->be->sum_squares(rt->stream, &w, g + cut[q][0], cut[q][1] - cut[q][0]));
+                v += w;
+            }
+        rt->norm_buf[((size_t)gi * rt->ntp + rt->tpr) * rt->D + rt->d] = v;
         gi++;
     }
     return PT_OK;
 }
+
+/* Tensor parallelism: the gradients of elements several ranks of the group hold, each a partial
+ * sum (the norms under sp: each rank saw its rows; a replicated kv head: each rank its query
+ * heads), summed over their holders in rank order after the data-parallel sum (which is linear:
+ * the same total), packed into one all-reduce per group. Every TP layout has the same local
+ * tensor table, so with ZeRO-1 every holder's data-parallel segment covers the same elements. */
+static pt_status tp_pack_walk(pt_runtime *rt, int q, int unpack)
+{
+    size_t pos = 0;
+    for (int c = 0; c < rt->V; c++) {
+        pt_model *m = rt->ch[c].m;
+        float *g = pt_model_grads(m);
+        for (int i = 0; i < pt_model_n_tensors(m); i++) {
+            const pt_param *pr = pt_model_tensor(m, i);
+            if (!pr->rep_partial || (pr->rep_n == rt->ntp) != (q == 0))
+                continue;
+            size_t n = pr->rep_hi - pr->rep_lo;
+            float *pk = (float *)rt->tp_pack[q] + pos, *x = g + pr->offset + pr->rep_lo;
+            if (rt->tp_pack[q])
+                PT_CHECK(rt->be->memcpy_d2d(rt->stream, unpack ? x : pk, unpack ? pk : x, n * sizeof(float)));
+            pos += n;
+        }
+    }
+    rt->tp_pack_n[q] = pos;
+    return PT_OK;
+}
+
+static pt_status tp_sum_partials(pt_runtime *rt)
+{
+    for (int q = 0; q < 2; q++) {
+        int gi = q == 0 ? rt->tp_gi : rt->kv_gi;
+        if (gi < 0 || rt->tp_pack_n[q] == 0)
+            continue;
+        PT_CHECK(tp_pack_walk(rt, q, 0));
+        PT_CHECK(rt->be->stream_sync(rt->stream));
+        PT_CHECK(allreduce_grads(rt, gi, rt->tp_pack[q], rt->tp_pack_n[q],
+                                 q == 0 ? "REDUCE_GRADS (tensor-parallel sum of the norms' gradients)"
+                                        : "REDUCE_GRADS (tensor-parallel sum of the shared kv heads' gradients)"));
+        PT_CHECK(tp_pack_walk(rt, q, 1));
+    }
+    return PT_OK;
+}
+
+/* The model's tensor-parallel collectives (pt_model_opts.tp): on the link's group of this
+ * (replica, pipeline rank), after the work queued so far; their time counts as communication wait
+ * and, profiled, as events of their own track (action -1, kind PT_ACT_REDUCE_GRADS is not used). */
+static pt_status tp_collective(void *ctx, int op, float *x, size_t n, const char *what)
+{
+    pt_runtime *rt = ctx;
+    char w[224];
+    snprintf(w, sizeof w, "%s (step %lld, action %d of %d)", what, (long long)rt->step, rt->cur, rt->n_acts);
+    int64_t t0 = pt_now_ns();
+    pt_status st = rt->be->stream_sync(rt->stream);
+    if (st == PT_OK)
+        st = op == 0   ? pt_link_allreduce(rt->link, rt->tp_gi, x, n, rt_deadline(rt), w)
+             : op == 1 ? pt_link_reduce_scatter(rt->link, rt->tp_gi, x, n, rt_deadline(rt), w)
+                       : pt_link_allgather(rt->link, rt->tp_gi, x, n, rt_deadline(rt), w);
+    int64_t t1 = pt_now_ns();
+    rt->wait_ns += t1 - t0;
+    rt->tp_ns += t1 - t0;
+    if (st != PT_OK)
+        return pt_fail_wrap(st, "rank %d: %s failed", rt->rank, w);
+    if (rt->prof && pt_profile_enabled(rt->prof)) {
+        const pt_action *a = rt->cur >= 0 && rt->cur < rt->n_acts ? &rt->acts[rt->cur] : NULL;
+        int64_t off = pt_profile_now_ns(rt->prof) - pt_now_ns();
+        pt_prof_event e = { .step = rt->step, .rank = rt->rank, .stage_rank = rt->p, .action = PT_PROF_TP_ACTION,
+                            .kind = a ? a->kind : PT_ACT_FORWARD, .microbatch = a ? a->microbatch : -1,
+                            .chunk = a ? a->chunk : -1, .vstage = a && a->chunk >= 0 ? rt->ch[a->chunk].vstage : -1,
+                            .peer = -1, .start_ns = t0 + off, .end_ns = t1 + off, .wait_ns = t1 - t0 };
+        PT_CHECK(pt_profile_record(rt->prof, &e));
+    }
+    return PT_OK;
+}
+static pt_status tp_allreduce(void *ctx, float *x, size_t n, const char *what) { return tp_collective(ctx, 0, x, n, what); }
+static pt_status tp_reduce_scatter(void *ctx, float *x, size_t n, const char *what)
+{
+    return tp_collective(ctx, 1, x, n, what);
+}
+static pt_status tp_allgather(void *ctx, float *x, size_t n, const char *what) { return tp_collective(ctx, 2, x, n, what); }
 
 /* Fixed-order reduce-scatter or all-gather of one chunk's buffer over the data-parallel group. */
 static pt_status dp_collective(pt_runtime *rt, int gather, float *x, size_t n, const char *what)
@@ -719,6 +828,7 @@ static pt_status do_reduce(pt_runtime *rt)
     for (int c = 0; !rt->gs && rt->D > 1 && c < rt->V; c++)
         PT_CHECK(dp_collective(rt, 0, pt_model_grads(rt->ch[c].m), pt_model_n_params(rt->ch[c].m),
                                "REDUCE_GRADS (data-parallel reduce-scatter)"));
+    PT_CHECK(tp_sum_partials(rt));
     int nn = rt->n_norm;
     memset(rt->norm_buf, 0, (size_t)(nn + 2) * sizeof(double));
     for (int c = 0; c < rt->V; c++)
@@ -832,6 +942,7 @@ static pt_status step_reset(pt_runtime *rt, pt_dataset *data)
     rt->loss_tokens = 0;
     rt->step_wait_ns = 0;
     rt->step_exposed_ns = 0;
+    rt->tp_ns = 0;
     rt->reduced = 0;
     rt->clip_scale = 1.0f;
     rt->grad_norm = 0;
@@ -963,6 +1074,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         info->applied = rt->applied;
         info->step_s = pt_seconds_between(t_step, pt_now_ns());
         info->comm_wait_s = (double)rt->step_wait_ns * 1e-9;
+        info->tp_comm_s = (double)rt->tp_ns * 1e-9;
         info->exposed_comm_s = (double)rt->step_exposed_ns * 1e-9;
         info->fwd_s = (double)phase_ns[0] * 1e-9;
         info->bwd_s = (double)phase_ns[1] * 1e-9;
@@ -1037,9 +1149,11 @@ static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, 
             if (k->prev_local >= 0)
                 PT_CHECK(eval_release(rt, k->prev_local, a->microbatch));
             if (k->has_head) {
+                pt_eval_stats other; /* the other ranks of a tensor-parallel group: the same scores, not counted */
+                memset(&other, 0, sizeof other);
                 PT_CHECK(pt_eval_score_slot(k->m, k->mb_slot[a->microbatch], data,
                                             rt->targets + (size_t)a->microbatch * bt, rt->B, rt->T,
-                                            rt->ev_pred, acc));
+                                            rt->ev_pred, rt->tpr == 0 ? acc : &other));
                 PT_CHECK(eval_release(rt, a->chunk, a->microbatch));
             }
             break;
@@ -1346,15 +1460,20 @@ static pt_status mem_refuse(pt_runtime *rt, double need, const char *what)
 static pt_status link_setup(pt_runtime *rt)
 {
     const pt_schedule *sc = rt->sched;
-    const int P = rt->P, D = rt->D;
-    const int n_tg = rt->n_tied > 1 ? D : 0, n_dg = D > 1 ? P : 0;
+    const int P = rt->P, D = rt->D, T = rt->ntp;
+    /* groups: tied per (replica, tp rank), data-parallel per (pipeline rank, tp rank), tensor-parallel
+     * per (replica, pipeline rank), shared-kv per (replica, pipeline rank, kv head) */
+    const int n_tg = rt->n_tied > 1 ? D * T : 0, n_dg = D > 1 ? P * T : 0, n_pg = T > 1 ? D * P : 0;
+    const int n_kg = rt->kv_n > 1 ? D * P * (T / rt->kv_n) : 0;
     unsigned char *used = calloc((size_t)P * P * 2, 1);
-    int *dp = malloc((size_t)P * D * sizeof(int));
-    int *tied = malloc((size_t)(rt->n_tied > 0 ? rt->n_tied : 1) * D * sizeof(int));
-    pt_link_channel *chs = calloc((size_t)D * P * P * 2 + 1, sizeof(*chs));
-    pt_link_group *grs = calloc((size_t)(n_tg + n_dg) + 1, sizeof(*grs));
+    int *dp = malloc((size_t)P * D * T * sizeof(int));
+    int *tied = malloc((size_t)(rt->n_tied > 0 ? rt->n_tied : 1) * D * T * sizeof(int));
+    int *tpm = malloc((size_t)D * P * T * sizeof(int)); /* the tp groups' and the kv groups' members */
+    int *kvm = malloc((size_t)D * P * T * sizeof(int));
+    pt_link_channel *chs = calloc((size_t)D * T * P * P * 2 + 1, sizeof(*chs));
+    pt_link_group *grs = calloc((size_t)(n_tg + n_dg + n_pg + n_kg) + 1, sizeof(*grs));
     pt_status st = PT_OK;
-    if (!used || !dp || !tied || !chs || !grs) {
+    if (!used || !dp || !tied || !tpm || !kvm || !chs || !grs) {
         st = pt_fail(PT_ENOMEM, "out of host memory");
         goto out;
     }
@@ -1366,33 +1485,57 @@ static pt_status link_setup(pt_runtime *rt)
         }
     int n_ch = 0, n_gr = 0;
     for (int d = 0; d < D; d++)
-        for (int p = 0; p < P; p++)
-            for (int q = 0; q < P; q++)
-                for (int k = 0; k < 2; k++)
-                    if (used[((size_t)p * P + q) * 2 + k])
-                        chs[n_ch++] = (pt_link_channel){ .sender = d * P + p, .receiver = d * P + q, .is_grad = k };
-    for (int d = 0; d < n_tg; d++) {
+        for (int t = 0; t < T; t++)
+            for (int p = 0; p < P; p++)
+                for (int q = 0; q < P; q++)
+                    for (int k = 0; k < 2; k++)
+                        if (used[((size_t)p * P + q) * 2 + k])
+                            chs[n_ch++] = (pt_link_channel){ .sender = world_at(rt, d, p, t),
+                                                             .receiver = world_at(rt, d, q, t), .is_grad = k };
+    for (int g = 0; g < n_tg; g++) { /* g = d * T + t */
         for (int i = 0; i < rt->n_tied; i++)
-            tied[d * rt->n_tied + i] = d * P + rt->tied_ranks[i];
-        grs[n_gr++] = (pt_link_group){ .n = rt->n_tied, .members = tied + d * rt->n_tied,
-                                       .g = d == rt->d ? rt->tied_group : NULL };
+            tied[g * rt->n_tied + i] = world_at(rt, g / T, rt->tied_ranks[i], g % T);
+        grs[n_gr++] = (pt_link_group){ .n = rt->n_tied, .members = tied + g * rt->n_tied,
+                                       .g = g == rt->d * T + rt->tpr ? rt->tied_group : NULL };
     }
-    for (int p = 0; p < n_dg; p++) {
+    for (int g = 0; g < n_dg; g++) { /* g = p * T + t */
         for (int d = 0; d < D; d++)
-            dp[p * D + d] = d * P + p;
-        grs[n_gr++] = (pt_link_group){ .n = D, .members = dp + p * D, .g = p == rt->p ? rt->dp_group : NULL };
+            dp[g * D + d] = world_at(rt, d, g / T, g % T);
+        grs[n_gr++] = (pt_link_group){ .n = D, .members = dp + g * D,
+                                       .g = g == rt->p * T + rt->tpr ? rt->dp_group : NULL };
     }
-    rt->tied_gi = rt->tied_group ? rt->d : -1;
-    rt->dp_gi = rt->dp_group ? n_tg + rt->p : -1;
+    for (int g = 0; g < n_pg; g++) { /* g = d * P + p */
+        for (int t = 0; t < T; t++)
+            tpm[g * T + t] = world_at(rt, g / P, g % P, t);
+        grs[n_gr++] = (pt_link_group){ .n = T, .members = tpm + g * T,
+                                       .g = g == rt->d * P + rt->p ? rt->tp_group : NULL };
+    }
+    for (int g = 0; g < n_kg; g++) { /* g = (d * P + p) * (T / kv_n) + h: ranks h * kv_n .. of that tp group */
+        const int nh = T / rt->kv_n, base = g / nh, h = g % nh;
+        for (int i = 0; i < rt->kv_n; i++)
+            kvm[g * rt->kv_n + i] = world_at(rt, base / P, base % P, h * rt->kv_n + i);
+        grs[n_gr++] = (pt_link_group){ .n = rt->kv_n, .members = kvm + g * rt->kv_n,
+                                       .g = base == rt->d * P + rt->p && h == rt->tpr / rt->kv_n ? rt->kv_group : NULL };
+    }
+    rt->tied_gi = rt->tied_group ? rt->d * T + rt->tpr : -1;
+    rt->dp_gi = rt->dp_group ? n_tg + rt->p * T + rt->tpr : -1;
+    rt->tp_gi = rt->tp_group ? n_tg + n_dg + rt->d * P + rt->p : -1;
+    rt->kv_gi = rt->kv_group ? n_tg + n_dg + n_pg + (rt->d * P + rt->p) * (T / rt->kv_n) + rt->tpr / rt->kv_n : -1;
     int n_recv = 0;
     for (int i = 0; i < rt->n_acts; i++)
         n_recv += rt->acts[i].kind == PT_ACT_RECV_ACT || rt->acts[i].kind == PT_ACT_RECV_GRAD;
     size_t red = 0;
     if (rt->tied_group)
-        red = (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+        red = (size_t)rt->cfg->vocab_padded / T * rt->cfg->n_embd;
     for (int c = 0; rt->dp_group && c < rt->V; c++)
         if (pt_model_n_params(rt->ch[c].m) > red)
             red = pt_model_n_params(rt->ch[c].m);
+    if (T > 1) { /* the models' (N,C) partial sums and the head's row statistics; the packed partial gradients */
+        size_t n = (size_t)rt->B * rt->T * (rt->C > PT_XENT_STATS * T ? rt->C : PT_XENT_STATS * T);
+        red = n > red ? n : red;
+        red = rt->tp_pack_n[0] > red ? rt->tp_pack_n[0] : red;
+        red = rt->tp_pack_n[1] > red ? rt->tp_pack_n[1] : red;
+    }
     pt_link_opts lo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream, .msg_bytes = rt_msg_bytes(rt),
                         .n_send_bufs = rt->cap_sends, .n_recv_ids = rt->n_acts, .n_recv_bufs = n_recv,
                         .red_floats = red, .channels = chs, .n_channels = n_ch, .groups = grs, .n_groups = n_gr,
@@ -1404,6 +1547,8 @@ out:
     free(used);
     free(dp);
     free(tied);
+    free(tpm);
+    free(kvm);
     free(chs);
     free(grs);
     return st;
@@ -1424,11 +1569,13 @@ static pt_status create_check(const pt_runtime_opts *o)
                        "same settings",
                        sc->name, sc->n_ranks, sc->n_chunks, sc->n_microbatches, pl->n_stages, pl->n_chunks,
                        pl->n_microbatches);
-    int world = o->comm ? pt_comm_size(o->comm) : 1;
-    if (world != pl->n_stages * pl->n_replicas)
-        return pt_fail(PT_EINVAL, "the plan needs %d ranks (%d stages x %d replicas) but the job has %d; start %d",
-                       pl->n_stages * pl->n_replicas, pl->n_stages, pl->n_replicas, world,
-                       pl->n_stages * pl->n_replicas);
+    int world = o->comm ? pt_comm_size(o->comm) : 1, T = pl->n_tp > 1 ? pl->n_tp : 1;
+    if (world != pl->n_stages * pl->n_replicas * T)
+        return pt_fail(PT_EINVAL,
+                       "the plan needs %d ranks (%d stages x %d replicas x %d tensor-parallel) but the job has %d; "
+                       "start %d",
+                       pl->n_stages * pl->n_replicas * T, pl->n_stages, pl->n_replicas, T, world,
+                       pl->n_stages * pl->n_replicas * T);
     return pt_sched_validate(sc);
 }
 
@@ -1454,8 +1601,20 @@ static pt_status create_place(pt_runtime *rt, const pt_runtime_opts *o)
     rt->B = pl->micro_batch_size;
     rt->T = pl->seq_len;
     rt->C = o->cfg->n_embd;
-    rt->p = rt->rank % rt->P;
-    rt->d = rt->rank / rt->P;
+    rt->ntp = pl->n_tp > 1 ? pl->n_tp : 1;
+    rt->tpr = rt->rank % rt->ntp;
+    rt->sp = rt->ntp > 1 && pl->sp;
+    rt->p = rt->rank / rt->ntp % rt->P;
+    rt->d = rt->rank / rt->ntp / rt->P;
+    rt->rows = rt->B * rt->T / (rt->sp ? rt->ntp : 1);
+    rt->tp_gi = rt->kv_gi = -1;
+    if (rt->ntp > 1) {
+        const int NKV = pt_model_kv_heads(o->cfg);
+        rt->kv_n = NKV < rt->ntp ? rt->ntp / NKV : 0;
+        PT_CHECK(pt_model_tp_check(o->cfg, rt->ntp, rt->sp, rt->B, rt->T));
+        if (!o->comm)
+            return pt_fail(PT_EINVAL, "tensor parallelism over %d ranks needs a job of several ranks", rt->ntp);
+    }
     rt->zero = pl->zero && rt->D > 1; /* one replica: nothing to shard (train says so) */
     rt->emb_chunk = rt->head_chunk = -1;
     rt->tied_gi = rt->dp_gi = -1;
@@ -1559,6 +1718,9 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
                      (rt->acts[i].kind == PT_ACT_BACKWARD_INPUT || rt->acts[i].kind == PT_ACT_BACKWARD_WEIGHT);
         pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
                              .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split };
+        if (rt->ntp > 1)
+            mo.tp = (struct pt_model_tp){ .size = rt->ntp, .rank = rt->tpr, .sp = rt->sp, .allreduce = tp_allreduce,
+                                          .reduce_scatter = tp_reduce_scatter, .allgather = tp_allgather, .ctx = rt };
         PT_CHECK(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m));
         PT_CHECK(pt_model_init_weights(k->m, o->seed));
         if (rt->zero) {
@@ -1596,7 +1758,7 @@ static pt_status create_tensor_order(pt_runtime *rt)
     if (!cnt)
         return pt_fail(PT_ENOMEM, "out of host memory");
     pt_status st = PT_OK;
-    if (rt->d == 0)
+    if (rt->d == 0 && rt->tpr == 0) /* every tensor-parallel rank has the same table */
         for (int c = 0; c < rt->V; c++)
             cnt[rt->ch[c].vstage] = rt->ch[c].n_counted;
     cnt[NV] = rt->zero;
@@ -1619,7 +1781,7 @@ static pt_status create_tensor_order(pt_runtime *rt)
             g += (int)cnt[v];
         }
         rt->n_global_tensors = g;
-        rt->n_norm = g * rt->D;
+        rt->n_norm = g * rt->D * rt->ntp;
     }
     free(cnt);
     if (st != PT_OK)
@@ -1679,15 +1841,31 @@ static pt_status create_groups(pt_runtime *rt)
         st = pt_comm_group_create(rt->comm, members, rt->n_tied, &rt->tied_group);
     free(holds);
     free(members);
-    if (st != PT_OK || !rt->comm || rt->D <= 1)
+    if (st != PT_OK || !rt->comm)
         return st;
-    int *g = malloc((size_t)rt->D * sizeof(int));
+    const int n = rt->D > rt->ntp ? rt->D : rt->ntp;
+    int *g = malloc((size_t)n * sizeof(int));
     if (!g)
         return pt_fail(PT_ENOMEM, "out of host memory");
     for (int d = 0; d < rt->D; d++)
-        g[d] = d * rt->P + rt->p;
-    st = pt_comm_group_create(rt->comm, g, rt->D, &rt->dp_group);
+        g[d] = world_at(rt, d, rt->p, rt->tpr);
+    if (rt->D > 1)
+        st = pt_comm_group_create(rt->comm, g, rt->D, &rt->dp_group);
+    for (int t = 0; t < rt->ntp; t++)
+        g[t] = world_at(rt, rt->d, rt->p, t);
+    if (st == PT_OK && rt->ntp > 1)
+        st = pt_comm_group_create(rt->comm, g, rt->ntp, &rt->tp_group);
+    if (st == PT_OK && rt->kv_n > 1) { /* the ranks sharing this rank's kv head */
+        const int h0 = rt->tpr / rt->kv_n * rt->kv_n;
+        st = pt_comm_group_create(rt->comm, g + h0, rt->kv_n, &rt->kv_group);
+    }
     free(g);
+    if (st == PT_OK && rt->ntp > 1) /* the packs of the partial gradients (sizes first) */
+        for (int q = 0; q < 2 && st == PT_OK; q++) {
+            st = tp_pack_walk(rt, q, 0);
+            if (st == PT_OK && rt->tp_pack_n[q] > 0)
+                st = pt_backend_alloc_kind(rt->be, &rt->tp_pack[q], rt->tp_pack_n[q] * sizeof(float), PT_MEM_GRADS);
+        }
     return st;
 }
 
@@ -1873,6 +2051,10 @@ void pt_runtime_destroy(pt_runtime *rt)
     pt_link_destroy(rt->link, rt->failed);
     pt_comm_group_destroy(rt->dp_group);
     pt_comm_group_destroy(rt->tied_group);
+    pt_comm_group_destroy(rt->tp_group);
+    pt_comm_group_destroy(rt->kv_group);
+    for (int q = 0; q < 2; q++)
+        pt_backend_free(rt->be, rt->tp_pack[q]);
     free(rt->tied_ranks);
     free(rt->tokens);
     free(rt->targets);
@@ -1904,6 +2086,8 @@ void pt_runtime_destroy(pt_runtime *rt)
 int pt_runtime_rank(const pt_runtime *rt) { return rt->rank; }
 int pt_runtime_stage_rank(const pt_runtime *rt) { return rt->p; }
 int pt_runtime_replica(const pt_runtime *rt) { return rt->d; }
+int pt_runtime_tp_rank(const pt_runtime *rt) { return rt->tpr; }
+int pt_runtime_tp_size(const pt_runtime *rt) { return rt->ntp; }
 int pt_runtime_n_chunks(const pt_runtime *rt) { return rt->V; }
 int pt_runtime_chunk_vstage(const pt_runtime *rt, int c) { return rt->ch[c].vstage; }
 pt_model *pt_runtime_chunk_model(pt_runtime *rt, int c) { return rt->ch[c].m; }

@@ -123,6 +123,8 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
     j->sched_name = a->schedule ? a->schedule : "1f1b";
     j->P = a->stages > 0 ? a->stages : 1;
     j->D = a->replicas > 0 ? a->replicas : 1;
+    j->TP = a->tp > 1 ? a->tp : 1;
+    j->SP = j->TP > 1 && a->sp;
     j->M = tc->micro_batches;
     j->B = tc->micro_batch_size;
     j->T = tc->seq_len;
@@ -145,12 +147,12 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
     int in_job = 0, env_rank = 0, env_size = 1;
     PT_CHECK(pt_comm_env_job(&in_job, &env_rank, &env_size));
     if (a->check_only) /* checked before launching: the job as its ranks will see it */
-        j->world = j->P * j->D;
+        j->world = j->P * j->D * j->TP;
     else if (env_size > 1) {
         uint64_t h = 1469598103934665603ull;
         char num[160];
-        snprintf(num, sizeof(num), "P%d D%d V%d M%d B%d T%d seed%llu steps%lld", j->P, j->D, j->V, j->M, j->B, j->T,
-                 (unsigned long long)tc->seed, (long long)tc->steps);
+        snprintf(num, sizeof(num), "P%d D%d TP%d SP%d V%d M%d B%d T%d seed%llu steps%lld", j->P, j->D, j->TP, j->SP,
+                 j->V, j->M, j->B, j->T, (unsigned long long)tc->seed, (long long)tc->steps);
         h = fnv1a(fnv1a(fnv1a(fnv1a(fnv1a(h, tc->model), j->sched_name), a->layout ? a->layout : a->partition), num),
                   tc->data ? tc->data : "builtin");
         pt_comm_opts co = { .provider = a->provider, .timeout_ms = a->timeout_ms, .config_hash = h };
@@ -159,7 +161,11 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
         j->world = pt_comm_size(j->comm);
         j->local_rank = pt_comm_local_rank(j->comm);
     }
-    if (j->world != j->P * j->D)
+    if (j->world != j->P * j->D * j->TP && j->TP > 1)
+        return pt_fail(PT_EINVAL, "%d stages x %d replicas x %d tensor-parallel ranks need %d ranks but the job has %d; "
+                                  "use --nproc %d",
+                       j->P, j->D, j->TP, j->P * j->D * j->TP, j->world, j->P * j->D * j->TP);
+    if (j->world != j->P * j->D * j->TP)
         return pt_fail(PT_EINVAL, "%d stages x %d replicas need %d ranks but the job has %d; use --nproc %d", j->P, j->D,
                        j->P * j->D, j->world, j->P * j->D);
     return PT_OK;
@@ -189,6 +195,8 @@ pt_status pt_train_job_data(pt_train_job *j)
         snprintf(threads, sizeof threads, "all cores");
     if (j->D > 1)
         snprintf(layout, sizeof layout, "%d replicas x ", j->D);
+    if (j->TP > 1)
+        PT_CHECK(pt_model_tp_check(&j->cfg, j->TP, j->SP, j->B, j->T));
     tm_log(j, "training %s (%.2fM parameters) on %s: %lld steps of %s%d x %d x %d tokens, %s, run dir %s",
            j->cfg.name[0] ? j->cfg.name : tc->model, (double)pt_model_config_n_params(&j->cfg) / 1e6,
            pt_dataset_name(j->data), (long long)tc->steps, layout, j->M, j->B, j->T, threads,
@@ -228,6 +236,8 @@ pt_status pt_train_job_plan(pt_train_job *j)
             return pt_fail(PT_EINVAL, "--layout has %d chunks, which is %d stages of %d chunks, but %d stages were asked",
                            j->plan->n_vstages, j->plan->n_stages, j->V, j->P);
         j->plan->n_replicas = j->D;
+        j->plan->n_tp = j->TP;
+        j->plan->sp = j->SP;
         j->plan->zero = a->zero;
         j->plan->micro_batch_size = j->B;
         j->plan->n_microbatches = j->M;
@@ -241,6 +251,8 @@ pt_status pt_train_job_plan(pt_train_job *j)
     rq.n_devices = j->world;
     rq.n_stages = j->P;
     rq.n_replicas = j->D;
+    rq.n_tp = j->TP;
+    rq.sp = j->SP;
     rq.n_chunks = j->V;
     rq.schedule = price_sched;
     rq.micro_batch_size = j->B;
@@ -273,8 +285,11 @@ static void log_prediction(const pt_train_job *j, const pt_sim_result *sim)
     for (int v = 0; v < plan->n_vstages && off < sizeof(ranges) - 16; v++)
         off += (size_t)snprintf(ranges + off, sizeof(ranges) - off, "%s%d-%d", v ? " | " : "", plan->first_layer[v],
                                 plan->last_layer[v]);
-    tm_log(j, "plan: %s, %d stages x %d chunks x %d replicas%s, schedule %s, M=%d B=%d T=%d, layers %s", j->cfg.name,
-           j->P, j->V, j->D, plan->zero && j->D > 1 ? " (ZeRO-1: each holds 1/D of the AdamW moments)" : "",
+    char tp[64] = "";
+    if (j->TP > 1)
+        snprintf(tp, sizeof tp, " x %d tensor-parallel%s", j->TP, j->SP ? " (sequence-parallel)" : "");
+    tm_log(j, "plan: %s, %d stages x %d chunks x %d replicas%s%s, schedule %s, M=%d B=%d T=%d, layers %s", j->cfg.name,
+           j->P, j->V, j->D, tp, plan->zero && j->D > 1 ? " (ZeRO-1: each holds 1/D of the AdamW moments)" : "",
            j->sched->name, j->M, j->B, j->T, ranges);
     if (plan->zero && j->D == 1)
         tm_log(j, "--zero 1 with one replica (--dp 1): nothing to shard; each rank keeps its stage's whole "
@@ -502,7 +517,8 @@ static pt_status tm_snapshot_dir(pt_train_job *j, int L)
     }
     uint64_t h = 1469598103934665603ull;
     char lay[256];
-    snprintf(lay, sizeof lay, "w%d l%d p%d d%d v%d z%d", j->world, L, j->P, j->D, j->V, j->plan ? j->plan->zero : 0);
+    snprintf(lay, sizeof lay, "w%d l%d p%d d%d t%d s%d v%d z%d", j->world, L, j->P, j->D, j->TP, j->SP, j->V,
+             j->plan ? j->plan->zero : 0);
     h = fnv1a(h, lay);
     for (int v = 0; j->plan && v < j->plan->n_vstages; v++) {
         char one[64];

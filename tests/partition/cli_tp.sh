@@ -5,7 +5,7 @@
 #   2. GPT-3 175B on 1,024 H100 (128 nodes), seq 2048, 1,536 sequences, --sp: T 8, P 16, and
 #      Megatron-LM's published P 8 x T 8 x D 16 on A100 under it.
 #   3. --json carries n_tp and sp; refusals (T not dividing the heads, T beyond a node) exit 2
-#      with one line naming the fix; train --plan refuses a T > 1 plan.
+#      with one line naming the fix; train --plan runs a T = 2 plan on 2 ranks.
 # Planner only: well under a second each.
 set -u
 PT=$1
@@ -22,7 +22,8 @@ grep -q "published: Llama 3 405B on 16384 H100: P 16, T 8, D 128, 2048 sequences
     fail "405b: published line"
 grep -q "tensor parallel: T = 8 ranks per stage inside a node.*sequence parallelism on" "$out/405b.txt" ||
     fail "405b: tensor-parallel line"
-grep -q "note: pipetrain train does not run T > 1 yet" "$out/405b.txt" || fail "405b: the train note"
+grep -q "train it: pipetrain train --plan FILE (or --stages 16 --tp 8 --dp 128 --sp)\|train it: pipetrain train --plan FILE (or --stages 32 --tp 8 --dp 64 --sp)" \
+    "$out/405b.txt" || fail "405b: the train line"
 
 "$PT" plan --model gpt3-175b --gpus 1024 --nodes 128 --device h100 --partition auto --global-batch 1536 --sp \
     >"$out/175b.txt" 2>&1 || fail "175b plan failed"
@@ -45,7 +46,8 @@ grep -q "^pipetrain: --tp 16 does not fit in a node of 8 devices" "$out/node.txt
 
 "$PT" plan --model gpt2-tiny --gpus 2 --tp 2 --seq-len 64 --output "$out/tp2.json" >"$out/tp2.txt" 2>&1 ||
     fail "gpt2-tiny --tp 2 plan failed"
-"$PT" train --plan "$out/tp2.json" --steps 1 >"$out/train.txt" 2>&1
-[ $? -eq 2 ] || fail "train --plan with T = 2 must be refused as a usage error"
-grep -q "tensor-parallel ranks, which train does not run yet" "$out/train.txt" || fail "train refusal"
+"$PT" train --plan "$out/tp2.json" --steps 1 --no-ckpt --run-dir "$out/run" --eval-every 0 >"$out/train.txt" 2>&1 ||
+    fail "train --plan with T = 2 failed"
+grep -q "plan: gpt2-tiny, 1 stages x 1 chunks x 1 replicas x 2 tensor-parallel" "$out/train.txt" || fail "train: the plan line"
+grep -q "launching 2 ranks" "$out/train.txt" || fail "train: 2 ranks"
 echo "partition.cli_tp: ok"
