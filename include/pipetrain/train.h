@@ -106,6 +106,8 @@ typedef struct pt_step_stats {
     double fwd_s, bwd_s, optim_s; /* host seconds in forward, backward, norm + clip + optimizer */
     double exposed_comm_s; /* this rank's communication waits in the gradient reduction and optimizer step
                               (pt_runtime_step_info.exposed_comm_s; 0 in one process) */
+    double comm_wait_s;    /* all of this rank's communication waits in the step (pt_runtime_step_info) */
+    double tp_comm_s;      /* the part of comm_wait_s in tensor-parallel collectives (0 without --tp) */
     double snapshot_s;   /* the training thread's stall taking an in-memory snapshot after the step (0: none
                             taken; the copy to host memory: the write and the buddy copy run behind) */
     double snapshot_wait_s;  /* of which, waiting for the previous snapshot to be written and copied */

@@ -146,6 +146,9 @@ static cJSON *step_json(int64_t step, const pt_step_stats *st, double step_ms, d
     cJSON_AddNumberToObject(o, "bwd_ms", st->bwd_s * 1e3);
     cJSON_AddNumberToObject(o, "optim_ms", st->optim_s * 1e3);
     cJSON_AddNumberToObject(o, "exposed_comm_ms", st->exposed_comm_s * 1e3);
+    cJSON_AddNumberToObject(o, "comm_wait_ms", st->comm_wait_s * 1e3);
+    if (st->tp_comm_s > 0)
+        cJSON_AddNumberToObject(o, "tp_comm_ms", st->tp_comm_s * 1e3);
     if (st->snapshot_s > 0) { /* this rank's (rank 0's in a pipeline) */
         cJSON *sn = cJSON_AddObjectToObject(o, "snapshot");
         if (sn) {

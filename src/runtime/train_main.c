@@ -662,6 +662,8 @@ static pt_status tm_step(void *ctx, int64_t step, double lr, pt_step_stats *out)
     out->bwd_s = si.bwd_s;
     out->optim_s = si.optim_s;
     out->exposed_comm_s = si.exposed_comm_s;
+    out->comm_wait_s = si.comm_wait_s;
+    out->tp_comm_s = si.tp_comm_s;
     const pt_train_cfg *tc = &j->a->train;
     if (j->snap && (step + 1) % tc->snapshot_every == 0 && step + 1 < tc->steps) {
         pt_model *models[256];
@@ -827,10 +829,14 @@ pt_status pt_train_job_report(pt_train_job *j)
     tm_log(j, "bubble: measured %.1f%%, predicted %.1f%% (simulator on the measured costs); "
               "pipeline window %.1f ms measured, %.1f ms predicted",
            100 * sum.bubble_overall, 100 * sum.pred_bubble_overall, 1e3 * sum.window_s, 1e3 * sum.pred_step_time_s);
-    for (int r = 0; r < j->world; r++)
-        tm_log(j, "  rank %d: bubble %.1f%% (predicted %.1f%%), comm wait %.2f ms/step, peak %.1f MiB", r,
-               100 * sum.bubble[r], sum.has_prediction ? 100 * sum.pred_bubble[r % j->P] : 0.0,
-               1e3 * sum.comm_wait_s[r], sum.peak_bytes[r] / 1048576.0);
+    for (int r = 0; r < j->world; r++) {
+        char tp[64] = "";
+        if (j->TP > 1)
+            snprintf(tp, sizeof tp, " (%.2f in tensor-parallel collectives)", 1e3 * sum.tp_comm_s[r]);
+        tm_log(j, "  rank %d: bubble %.1f%% (predicted %.1f%%), comm wait %.2f ms/step%s, peak %.1f MiB", r,
+               100 * sum.bubble[r], sum.has_prediction ? 100 * sum.pred_bubble[r / j->TP % j->P] : 0.0,
+               1e3 * sum.comm_wait_s[r], tp, sum.peak_bytes[r] / 1048576.0);
+    }
     for (int r = 0; r < j->world && sum.has_kinds; r++) { /* each kind measured beside the planner's */
         char line[512];
         size_t off = (size_t)snprintf(line, sizeof line, "  rank %d memory, MiB measured/predicted: total %.2f/%.2f", r,
