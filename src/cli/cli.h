@@ -109,7 +109,7 @@ typedef struct pt_job_resume {
     double *lr, *lr_min;
     int steps_given, lr_given, lr_min_given, warmup_given;
     int reset_schedule; /* --reset-schedule: a changed --steps/--lr/--lr-min/--warmup re-plans the rate */
-    int stages, replicas; /* this command's layout, for `line` */
+    int stages, replicas, tp; /* this command's layout, for `line` (tp 0: not given) */
     /* out */
     pt_model_config model_config;
     int has_model_config;

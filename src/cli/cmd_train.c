@@ -475,6 +475,7 @@ static pt_status resume_settings(train_args *a, pt_train_cfg *cfg, pt_job_resume
     rs->reset_schedule = a->reset_schedule;
     rs->stages = a->stages;
     rs->replicas = a->dp;
+    rs->tp = a->tp;
     PT_CHECK(pt_job_resume_apply(cfg->ckpt_dir, rs));
     cfg->model = rs->model;
     cfg->data = rs->data;

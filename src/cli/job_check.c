@@ -339,6 +339,10 @@ pt_status pt_job_resume_apply(const char *ckpt_dir, pt_job_resume *r)
         add(changes, sizeof changes, "%s%d stages (was %d)", changes[0] ? ", " : "", r->stages, was_p);
     if (was_d > 0 && r->replicas > 0 && was_d != r->replicas)
         add(changes, sizeof changes, "%s%d replicas (was %d)", changes[0] ? ", " : "", r->replicas, was_d);
+    int was_t = num_of(run, "n_tp", &v) && v > 1 ? (int)v : 1;
+    if (r->tp > 0 && was_t != r->tp)
+        add(changes, sizeof changes, "%s%d tensor-parallel ranks per stage (was %d)", changes[0] ? ", " : "", r->tp,
+            was_t);
     /* the learning-rate schedule: steps, lr, lr_min, warmup */
     double steps, lr, lr_min, warmup;
     int has_sched = num_of(run, "steps", &steps) && num_of(run, "lr", &lr) && num_of(run, "lr_min", &lr_min) &&
