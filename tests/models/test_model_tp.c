@@ -42,7 +42,8 @@
 #include "pipetrain/model.h"
 #include "test_common.h"
 
-enum { MB = 2, BATCH = 2, SEQ = 16, NTOK = BATCH * SEQ, MAXT = 4 };
+/* B = 3 sequences of 8: with sp the ranks' rows (12 or 6) cut through sequences */
+enum { MB = 2, BATCH = 3, SEQ = 8, NTOK = BATCH * SEQ, MAXT = 4 };
 
 /* Relative error allowed per element against the tensor's largest magnitude (see the top). */
 #define TOL 2e-5
@@ -191,6 +192,8 @@ typedef struct run_out {
     int32_t pred[MB][NTOK];
     float *out[MB], *din[MB]; /* (R, C): the chunk's output and input gradient, NULL when not applicable */
     int calls;
+    int *cover; /* per gradient element: how often the grad hook reported it written */
+    int hook_bad;
     pt_status st;
     char err[512];
 } run_out;
@@ -240,12 +243,17 @@ static size_t global_index(const pt_param *p, size_t i)
  * so that every T holds slices of the same whole tensors: makes the biases non-zero and the norm
  * weights other than 1, which the initialisation leaves them (a bias added on every rank instead
  * of one, or a norm weight applied twice, shows). */
-static float perturbation(const char *name, size_t gi)
+static uint64_t name_hash(const char *name)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (const unsigned char *c = (const unsigned char *)name; *c; c++)
         h = (h ^ *c) * 0x100000001b3ull;
-    h ^= (uint64_t)gi * 0x9e3779b97f4a7c15ull;
+    return h;
+}
+
+static float perturbation(uint64_t name_h, size_t gi)
+{
+    uint64_t h = name_h ^ (uint64_t)gi * 0x9e3779b97f4a7c15ull;
     h ^= h >> 31;
     h *= 0xbf58476d1ce4e5b9ull;
     h ^= h >> 29;
@@ -259,15 +267,30 @@ static pt_status perturb(pt_model *m, pt_stream *s, float *host)
     PT_CHECK(be->stream_sync(s));
     for (int t = 0; t < pt_model_n_tensors(m); t++) {
         const pt_param *p = pt_model_tensor(m, t);
+        const uint64_t h = name_hash(p->name);
         for (size_t i = 0; i < p->numel; i++) {
-            size_t gi = global_index(p, i);
+            size_t gi = p->tp_dim < 0 ? i : global_index(p, i);
             if (gi == SIZE_MAX)
                 return pt_fail(PT_EINTERNAL, "%s: local element %zu lies in none of its slices", p->name, i);
-            host[p->offset + i] += perturbation(p->name, gi);
+            host[p->offset + i] += perturbation(h, gi);
         }
     }
     PT_CHECK(be->memcpy_h2d(s, pt_model_params(m), host, pt_model_n_params(m) * sizeof(float)));
     return be->stream_sync(s);
+}
+
+/* pt_model_set_grad_hook's report (what the overlapped gradient reduction reads): counted per element. */
+static pt_status count_hook(void *ctx, int layer, size_t lo, size_t hi)
+{
+    run_out *o = ctx;
+    (void)layer;
+    if (!(lo < hi && hi <= o->np)) {
+        o->hook_bad = 1;
+        return PT_OK;
+    }
+    for (size_t i = lo; i < hi; i++)
+        o->cover[i]++;
+    return PT_OK;
 }
 
 static pt_status run_job_(job *j)
@@ -312,6 +335,10 @@ static pt_status run_job_(job *j)
         }
     }
     const float scale = 1.0f / (MB * NTOK);
+    o->cover = calloc(o->np ? o->np : 1, sizeof(int));
+    if (!o->cover)
+        return pt_fail(PT_ENOMEM, "out of memory");
+    pt_model_set_grad_hook(m, count_hook, o);
     for (int s = MB - 1; s >= 0; s--) { /* the later micro-batch first, as a pipeline's 1F1B does */
         if (!head) /* after reading the output: with fused_only the gradient takes its buffer */
             PT_CHECK(be->memcpy_h2d(o->stream, pt_model_slot_doutput(m, s), j->io->dout[s] + row0 * C,
@@ -355,6 +382,7 @@ static void run_out_free(run_out *o)
         be->stream_destroy(o->stream);
     free(o->params);
     free(o->grads);
+    free(o->cover);
     for (int s = 0; s < MB; s++) {
         free(o->out[s]);
         free(o->din[s]);
@@ -512,6 +540,14 @@ static void compare_to_ref(const char *tag, const run_out *ref, const run_out *o
         EXPECT(pt_model_vocab_rows(o->m) == cfg->vocab_padded / T);
         EXPECT(o->calls > 0);
         EXPECT(pt_model_n_tensors(o->m) == pt_model_n_tensors(ref->m));
+        size_t un = 0; /* each backward pass reports every gradient element once */
+        for (size_t i = 0; i < o->np; i++)
+            un += o->cover[i] != MB;
+        if (o->hook_bad || un) {
+            fprintf(stderr, "%s rank %d: the grad hook reported %zu of %zu elements other than once per pass%s\n", tag,
+                    r, un, o->np, o->hook_bad ? ", and a range outside the buffer" : "");
+            failures++;
+        }
         const size_t row0 = sp ? (size_t)r * o->R : 0, rc = (size_t)o->R * C;
         for (int s = 0; s < MB; s++) {
             size_t w;
