@@ -4,11 +4,13 @@
  * rank getting the same bits; reduce-scatter and all-gather by pt_comm_segment), against the T = 1
  * model of the same config and seed.
  *
- * For gpt2-tiny, llama-tiny (4 heads on 2 kv heads: T = 4 replicates each kv head on 2 ranks) and
- * llama-tiny with an untied lm_head; T in {2, 4}; sp 0 and 1; chunks: the whole model, blocks only,
- * the head alone, the embedding and blocks (a partial chunk gets its input and output gradient from
- * the T = 1 pipeline around it; with sp rank t gets rows [t N/T, (t+1) N/T) of the N = B * T_seq
- * tokens), each with two micro-batches in flight (two slots):
+ * For gpt2-tiny, llama-tiny (4 heads on 2 kv heads: T = 4 replicates each kv head on 2 ranks) and a
+ * 3-block llama with the other tying, 8 heads on 4 kv heads and vocabulary 250 padded to 256; T in
+ * {2, 4}; sp 0 and 1; chunks: the whole model, blocks only, the head alone, the embedding and blocks
+ * (a partial chunk gets its input and output gradient from the T = 1 pipeline around it; with sp
+ * rank t gets rows [t N/T, (t+1) N/T) of the N = B * T_seq tokens, which cut through sequences),
+ * each with two micro-batches in flight (two slots), and every weight moved by a small function of
+ * (name, global element) after pt_model_init_weights so that biases and norm weights matter:
  *  - the initial weights: every rank's slice is the T = 1 tensor's elements, bit for bit, and the
  *    slice metadata (gshape, tp_dim, tp_nseg, tp_lo/hi, rep_*) covers each whole tensor exactly
  *    once, or rep_n times inside a replicated range;
@@ -17,11 +19,14 @@
  *    rep_partial: every holder's copy, which must be the same bits on every holder; with
  *    rep_partial (norms under sp, replicated kv heads): the sum over the holders in rank order)
  *    against T = 1, to a relative error of TOL = 2e-5 per element against the largest magnitude of
- *    the tensor: the row-parallel products (attn.proj, mlp.proj / mlp.down, the head's input
- *    gradient, the embedding) sum their inner dimension in T pieces and then add the pieces,
- *    where T = 1 sums it in one run, so the results differ by float rounding (about 1e-7
- *    relative per product), grown a little through the layers and the softmax. Measured maxima
- *    are printed per case (around 1e-6);
+ *    the tensor: the row-parallel products (attn.proj, mlp.proj / mlp.down, the input gradients of
+ *    qkv, fc / gate_up and the LM head) sum their inner dimension in T pieces and then add the
+ *    pieces, where T = 1 sums it in one run; the softmax comes from T rows' statistics combined;
+ *    partial gradients (norms under sp, replicated kv heads) are summed over ranks; and GEMMs of
+ *    other shapes may block their sums differently. So the results differ by float rounding
+ *    (about 1e-7 relative per product), grown a little through the layers. Measured maxima are
+ *    printed per case (at most 1.5e-6 here; TOL leaves room for other BLAS builds);
+ *  - the grad hook (pt_model_set_grad_hook) reports every gradient element once per backward pass;
  *  - bit for bit: a second run of the same T; the split backward (backward_input of both slots,
  *    then backward_weight of both) against the fused one; recompute 1 against 0; fused_only 1
  *    (with and without recompute) against fused_only 0. Every collective is also checked to be
@@ -154,12 +159,18 @@ static pt_status collective(void *ctx, int op, float *x, size_t n, const char *w
     return group_wait(g, what);
 }
 
-static pt_status cb_allreduce(void *ctx, float *x, size_t n, const char *what) { return collective(ctx, 0, x, n, what); }
+static pt_status cb_allreduce(void *ctx, float *x, size_t n, const char *what)
+{
+    return collective(ctx, 0, x, n, what);
+}
 static pt_status cb_reduce_scatter(void *ctx, float *x, size_t n, const char *what)
 {
     return collective(ctx, 1, x, n, what);
 }
-static pt_status cb_allgather(void *ctx, float *x, size_t n, const char *what) { return collective(ctx, 2, x, n, what); }
+static pt_status cb_allgather(void *ctx, float *x, size_t n, const char *what)
+{
+    return collective(ctx, 2, x, n, what);
+}
 
 /* ---- one rank's run of a chunk ---- */
 
@@ -614,8 +625,8 @@ static void compare_to_ref(const char *tag, const run_out *ref, const run_out *o
                 pr->tp_dim != -1 || pr->rep_n != 1 || p->rep_n < 1 ||
                 (p->rep_n > 1 && (p->rep_lo >= p->rep_hi || p->rep_hi > p->numel || p->rep_first > r ||
                                   r >= p->rep_first + p->rep_n))) {
-                fprintf(stderr, "%s rank %d: %s's slice metadata is inconsistent (ndim %d gshape %dx%d tp_dim %d nseg %d rep "
-                        "[%zu,%zu) n %d first %d)\n",
+                fprintf(stderr, "%s rank %d: %s's slice metadata is inconsistent (ndim %d gshape %dx%d tp_dim %d "
+                                "nseg %d rep [%zu,%zu) n %d first %d)\n",
                         tag, r, pr->name, p->ndim, p->gshape[0], p->gshape[1], p->tp_dim, p->tp_nseg, p->rep_lo,
                         p->rep_hi, p->rep_n, p->rep_first);
                 meta_bad = 1;
@@ -650,7 +661,8 @@ static void compare_to_ref(const char *tag, const run_out *ref, const run_out *o
         if (meta_bad || weight_bad || replica_bad) {
             fprintf(stderr, "%s: %s: %s%s%d weight elements differ from T=1's, %d replicated gradient elements differ "
                             "between holders\n",
-                    tag, pr->name, meta_bad ? "the slices do not cover the tensor exactly (rep_n times inside rep ranges)" : "",
+                    tag, pr->name,
+                    meta_bad ? "the slices do not cover the tensor exactly (rep_n times inside rep ranges)" : "",
                     meta_bad ? "; " : "", weight_bad, replica_bad);
             failures++;
         }
@@ -887,12 +899,15 @@ int main(void)
     MUST(pt_model_config_load("gpt2-tiny", &gpt2));
     MUST(pt_model_config_load("llama-tiny", &llama));
     llama_other = llama; /* the preset's tying flipped: the head's lm_head.weight, or the tied wte */
-    /* the preset's tying flipped (the head's own lm_head.weight, or the tied wte), 3 blocks, and a
-     * vocabulary padded past its last token (250 of 256 rows: rank 3 of 4 holds the padding) */
+    /* the preset's tying flipped (the head's own lm_head.weight, or the tied wte), 3 blocks, 8 heads
+     * on 4 kv heads (T = 2: two kv heads and four query heads per rank), and a vocabulary padded past
+     * its last token (250 of 256 rows: rank 3 of 4 holds the padding) */
     llama_other.tie_word_embeddings = !llama.tie_word_embeddings;
     llama_other.n_layer = 3;
+    llama_other.n_head = 8;
+    llama_other.n_kv_head = 4;
     llama_other.vocab_size = 250;
-    snprintf(llama_other.name, sizeof llama_other.name, "llama-tiny-%s-3l-v250",
+    snprintf(llama_other.name, sizeof llama_other.name, "llama-tiny-%s-3l-8h4kv-v250",
              llama_other.tie_word_embeddings ? "tied" : "untied");
     MUST(pt_model_config_validate(&llama_other));
     test_config(&gpt2, 11);
