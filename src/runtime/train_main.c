@@ -168,6 +168,14 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
     if (j->world != j->P * j->D * j->TP)
         return pt_fail(PT_EINVAL, "%d stages x %d replicas need %d ranks but the job has %d; use --nproc %d", j->P, j->D,
                        j->P * j->D, j->world, j->P * j->D);
+    /* a tensor-parallel group (T consecutive world ranks) talks on every layer: inside one node */
+    const char *lws = getenv("LOCAL_WORLD_SIZE");
+    int L = lws && atoi(lws) > 0 ? atoi(lws) : j->world;
+    if (j->TP > 1 && L % j->TP != 0)
+        return pt_fail(PT_EINVAL, "--tp %d spans nodes: each node runs %d ranks, and a tensor-parallel group of %d "
+                                  "consecutive ranks must sit in one node (it communicates on every layer); start a "
+                                  "multiple of %d ranks per node, or use a --tp dividing %d",
+                       j->TP, L, j->TP, j->TP, L);
     return PT_OK;
 }
 
