@@ -171,7 +171,7 @@ pt_status pt_ckpt_save(pt_ckpt_saver *s, struct pt_comm *comm, pt_model *const *
  * tensor-parallel chunk (pt_model_tp_size > 1) saves each tensor as its segments' pieces of the
  * whole tensor (row segments as flat ranges, a column segment as a box), without the elements
  * replicated over the group unless pt_model_tp_rank is the tensor's rep_first; one call may hold
- * several TP ranks' chunks (each is saved as its own rank's). A split checkpoints cannot map
+ * several TP ranks' chunks (each is saved as its own rank's). A split that checkpoints cannot map
  * (pt_param fields: more than one column segment, a split 3-D tensor) is PT_EINVAL naming the
  * tensor. Collective as pt_ckpt_save: every rank calls pt_ckpt_save or pt_ckpt_save_ex for the
  * same step. When ranks store the same piece (data-parallel replicas without ZeRO), the lowest
