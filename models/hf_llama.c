@@ -606,6 +606,8 @@ pt_status pt_model_load_hf_llama(pt_model *m, const char *path)
     const pt_model_config *cfg = pt_model_config_of(m);
     if (cfg->arch != PT_ARCH_LLAMA)
         return pt_fail(PT_EINVAL, "%s: the model (%s) is not a llama model", path, cfg->name);
+    if (pt_model_tp_size(m) > 1)
+        return pt_model_load_hf_safetensors(m, path); /* its refusal */
     const pt_backend *be = pt_model_backend(m);
     pt_stream *stream = pt_model_stream(m);
     hf_src s;

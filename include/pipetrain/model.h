@@ -295,7 +295,7 @@ const pt_backend *pt_model_backend(const pt_model *m);
 pt_stream *pt_model_stream(const pt_model *m);
 
 /* Device (B,T,Vp): the slot's softmax over the vocabulary after forward (head only; NULL for a
- * chunk without the head, and with head_split > 1, where no layer holds a whole row). Valid until the slot is released or its backward(_input) runs, which
+ * chunk without the head, and with head_split > 1 or tensor parallelism, where no layer holds a whole row). Valid until the slot is released or its backward(_input) runs, which
  * overwrites it with d(loss)/d(logits). Evaluation reads it for greedy
  * predictions (argmax over the first vocab_size entries of each row). */
 const float *pt_model_slot_probs(pt_model *m, int s);
