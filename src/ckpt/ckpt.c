@@ -823,6 +823,7 @@ typedef struct load_need {
     int n_pieces;
     pt_ckpt_tp_piece pieces[PT_CKPT_TP_MAX_PIECES];
     int item0, n_items;
+    float *slice; /* in its batch: where its elements are assembled (dev on the host, else host memory) */
 } load_need;
 
 #define LOAD_BATCH_BYTES ((size_t)64 << 20)
@@ -1013,22 +1014,16 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
         }
         size_t used = 0;
         int first_item = needs[i].item0, nb = 0;
-        float **slice = (float **)malloc((size_t)(j - i) * sizeof *slice);
-        if (!slice) {
-            st = pt_fail(PT_ENOMEM, "checkpoint load: out of memory");
-            goto done;
-        }
         for (int q = i; q < j; q++) {
             load_need *nd = &needs[q];
-            float *sl = nd->dev;
+            nd->slice = nd->dev;
             if (!nd->on_host) {
-                sl = (float *)(void *)(host + used);
+                nd->slice = (float *)(void *)(host + used);
                 used += (nd->b - nd->a) * sizeof(float);
             }
-            slice[q - i] = sl;
             for (int k = 0; k < nd->n_items; k++) {
                 if (nd->direct) {
-                    dst[nd->item0 + k] = sl;
+                    dst[nd->item0 + k] = nd->slice;
                 } else {
                     dst[nd->item0 + k] = host + used;
                     used += (size_t)items[nd->item0 + k]->raw_bytes;
@@ -1039,23 +1034,20 @@ static pt_status load_step_dir(pt_model *const *models, pt_optim *const *optims,
         st = pt_ckpt_reader_read(r, nb, items + first_item, dst + first_item);
         if (st != PT_OK) {
             *damaged = 1;
-            free(slice);
             goto done;
         }
         for (int q = i; q < j && st == PT_OK; q++) {
             load_need *nd = &needs[q];
-            float *sl = slice[q - i];
             for (int k = 0; k < nd->n_items && !nd->direct; k++)
                 for (int c = 0; c < nd->n_pieces; c++)
                     pt_ckpt_copy_part(items[nd->item0 + k], dst[nd->item0 + k], &nd->pieces[c].part,
-                                      sl + (nd->pieces[c].local - nd->a));
+                                      nd->slice + (nd->pieces[c].local - nd->a));
             if (!nd->on_host)
-                st = nd->be->memcpy_h2d(nd->stream, nd->dev, sl, (nd->b - nd->a) * sizeof(float));
+                st = nd->be->memcpy_h2d(nd->stream, nd->dev, nd->slice, (nd->b - nd->a) * sizeof(float));
         }
         for (int q = i; q < j && st == PT_OK; q++)
             if (!needs[q].on_host)
                 st = needs[q].be->stream_sync(needs[q].stream);
-        free(slice);
         if (st != PT_OK)
             goto done;
         i = j;

@@ -4,7 +4,8 @@
  *    T in {1, 2, 4} (P = 2 stages; every TP rank's chunks in one pt_ckpt_save, no comm), loaded
  *    into every T in {1, 2, 4} with P = 1 or 3: every weight and moment equals the value of its
  *    whole-tensor index, bit for bit; T > 1 writes format 4 (column slices are boxes), T = 1
- *    format 2; the replicated tensors and kv heads stored once
+ *    format 2; the replicated tensors and kv heads stored once; T = 2's save and the loads into
+ *    the saved T go through the backend's copies as for device memory (the CPU backend renamed)
  *  - the weights of pt_model_init_weights saved with T = 4 load into T = 1 and T = 2 as the
  *    models' own initialisation of those layouts (the checkpoint's slicing is the model's)
  *  - ZeRO-1 with TP: 8 ranks (llama-tiny, T = 4 x D = 2 replicas, rank = d * T + t) save through
@@ -36,6 +37,9 @@ static const pt_adamw_cfg adam = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .
                                    .grad_clip = 1.0f };
 static const pt_backend *be;
 static pt_stream *stream;
+/* The CPU backend under another name: the saver and the loader take its memory for device memory
+ * (copies through memcpy_d2h / memcpy_h2d, slices assembled in host buffers first). */
+static pt_backend as_device;
 
 /* The value of whole-tensor element g of `name`: kind 0 weights, 1 and 2 the moments. */
 static float value_of(const char *name, int kind, size_t g)
@@ -204,24 +208,41 @@ static int layout_matches(layout *l, int moments, int64_t step, const char *what
     return 1;
 }
 
-static pt_status layout_load(const char *dir, layout *l, int moments)
+/* Loads dir into the layout's chunks (moments too when moments != 0); device != 0: through
+ * as_device. */
+static pt_status layout_load_on(const char *dir, layout *l, int moments, int device)
 {
     pt_train_state ts;
-    pt_status st = pt_ckpt_load_ex(dir, l->m, moments ? l->o : NULL, l->n, &ts, NULL, NULL, NULL);
+    pt_status st = pt_ckpt_load_ex(dir, l->m, moments ? l->o : NULL, l->n, &ts, device ? &as_device : NULL,
+                                   device ? stream : NULL, NULL);
     if (st == PT_OK)
         free((char *)ts.run_json);
     return st;
 }
 
-/* Saves the chunks models[0..n) (optimizers optims, may be NULL) in this process as step `step`. */
-static void save_local(const char *root, pt_model *const *models, pt_optim *const *optims, int n, int64_t step)
+static pt_status layout_load(const char *dir, layout *l, int moments)
+{
+    return layout_load_on(dir, l, moments, 0);
+}
+
+/* Saves the chunks models[0..n) (optimizers optims, may be NULL) in this process as step `step`;
+ * device != 0: through as_device. */
+static void save_local_on(const char *root, pt_model *const *models, pt_optim *const *optims, int n, int64_t step,
+                          int device)
 {
     pt_ckpt_saver *sv;
     REQUIRE(pt_ckpt_saver_create(root, 0, 1, 2, &sv));
+    if (device)
+        pt_ckpt_saver_set_device(sv, &as_device, stream);
     pt_train_state ts = { .step = step, .data_step = step, .seed = 3, .run_json = "{}" };
     REQUIRE(pt_ckpt_save_ex(sv, NULL, models, optims, n, &ts, NULL));
     REQUIRE(pt_ckpt_saver_wait(sv));
     pt_ckpt_saver_destroy(sv);
+}
+
+static void save_local(const char *root, pt_model *const *models, pt_optim *const *optims, int n, int64_t step)
+{
+    save_local_on(root, models, optims, n, step, 0);
 }
 
 static void run(const char *cmd)
@@ -267,7 +288,7 @@ static void reshard_matrix(const char *preset)
         layout s;
         layout_make(&s, &cfg, Ts[si], 2, 0, 0);
         layout_fill(&s, 3, 0);
-        save_local(root, s.m, s.o, s.n, 10);
+        save_local_on(root, s.m, s.o, s.n, 10, si == 1); /* T = 2 through the device copies */
         layout_drop(&s);
         char dir[600], what[160];
         snprintf(dir, sizeof dir, "%s/step_000010", root);
@@ -278,8 +299,10 @@ static void reshard_matrix(const char *preset)
             int P = li == 1 ? 3 : 1;
             layout_make(&l, &cfg, Ts[li], P, 0, 0);
             layout_fill(&l, 3, 1);
-            snprintf(what, sizeof what, "%s T=%d P=2 -> T=%d P=%d", preset, Ts[si], Ts[li], P);
-            pt_status st = layout_load(dir, &l, 1);
+            int device = li == si; /* the diagonal through the device copies */
+            snprintf(what, sizeof what, "%s T=%d P=2 -> T=%d P=%d%s", preset, Ts[si], Ts[li], P,
+                     device ? " (as device memory)" : "");
+            pt_status st = layout_load_on(dir, &l, 1, device);
             CHECK(st == PT_OK, "%s: %s", what, pt_last_error());
             if (st == PT_OK && !layout_matches(&l, 1, 10, what))
                 failures++;
@@ -570,6 +593,8 @@ int main(int argc, char **argv)
 {
     REQUIRE(pt_backend_get("cpu", &be));
     REQUIRE(be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = 1 }, &stream));
+    as_device = *be;
+    as_device.name = "cpu-as-device";
     if (argc == 3 && strcmp(argv[1], "--rank") == 0)
         return rank_main(argv[2]);
     const char *pipetrain = argc > 1 ? argv[1] : NULL;
