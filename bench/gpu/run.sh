@@ -9,6 +9,13 @@
 #                                                     cuda.kernels_determinism (GQA backward, RMSNorm
 #                                                     dw), cuda.train_vs_cpu_llama and
 #                                                     cuda.pipeline_vs_cpu_llama (llama-tiny)
+#   {"bench":"attention", "shape":"gpt2", ...}       the attention kernels alone (bench_cuda_attention):
+#                                                     fp32 CUDA-core kernels vs the tensor-core flash
+#                                                     kernels (PT_CUDA_ATTENTION=flash), forward and
+#                                                     backward ms, speedups, flash TFLOP/s, for the
+#                                                     gpt2, gpt2-medium, llama3.2-1b and llama3-8b
+#                                                     shapes at T=1024; the flash kernels' own
+#                                                     correctness test is cuda.attention_flash (gpu)
 #   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
 #   {"bench":"train", "model":"gpt2-medium", ...}
 #   {"bench":"train", "model":"llama-small", ...}    (12 x 768, 12 query / 4 kv heads, ~100M)
@@ -69,6 +76,10 @@ for name, state in tests:
 print(json.dumps({"bench": "gpu_tests", "gpu": sys.argv[2], **{k: v for k, v in res.items()},
                   "ok": not res["failed"]}))
 PY
+
+log "attention kernels: fp32 vs flash (bench_cuda_attention)"
+"$BUILD/tests/cuda/bench_cuda_attention" 20 ||
+  echo '{"bench":"attention","error":"bench_cuda_attention failed (see stderr)"}'
 
 # summarize RUN_DIR MODEL EXTRA_JSON: tokens/s over the steps after the first 5, and MFU
 summarize() {

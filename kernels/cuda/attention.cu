@@ -419,6 +419,8 @@ pt_status pt_cuda_attention_forward(pt_stream *s, float *out, float *saved, floa
 {
     (void)scratch;
     PT_CHECK(pt_cuda_att_check("attention_forward", B, T, C, NH, NKV));
+    if (s->att_mode == PT_CUDA_ATT_FLASH && pt_cuda_attention_flash_fits(C / NH)) /* attention_flash.cu */
+        return pt_cuda_attention_flash_forward(s, out, saved, qkv, B, T, C, NH, NKV);
     const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
     size_t smem = (size_t)(PT_ATT_TILE * pad + PT_ATT_TILE * hs + PT_ATT_ROWS * hs) * sizeof(float);
@@ -432,6 +434,8 @@ pt_status pt_cuda_attention_backward(pt_stream *s, float *dqkv, float *scratch, 
                                      const float *out, const float *saved, int B, int T, int C, int NH, int NKV)
 {
     PT_CHECK(pt_cuda_att_check("attention_backward", B, T, C, NH, NKV));
+    if (s->att_mode == PT_CUDA_ATT_FLASH && pt_cuda_attention_flash_fits(C / NH))
+        return pt_cuda_attention_flash_backward(s, dqkv, scratch, dout, qkv, out, saved, B, T, C, NH, NKV);
     const int hs = C / NH, pad = pt_att_pad(hs);
     const float scale = 1.0f / sqrtf((float)hs);
     dim3 grid((T + PT_ATT_ROWS - 1) / PT_ATT_ROWS, B * NH);

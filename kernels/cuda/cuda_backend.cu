@@ -256,6 +256,7 @@ pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out)
     s->mm_mode = mode;
     s->workspace_bytes = ws_bytes;
     PT_TRY(pt_cuda_fail(cudaSetDevice(device), "cudaSetDevice"), fail);
+    PT_TRY(pt_cuda_attention_mode_env(device, &s->att_mode), fail); /* PT_CUDA_ATTENTION */
     PT_TRY(pt_cuda_fail(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate"), fail);
     PT_TRY(pt_cuda_fail(cudaMalloc(&s->workspace, ws_bytes), "cudaMalloc of the stream workspace"), fail);
     PT_TRY(pt_cuda_fail(cudaMalloc(&s->blas_workspace, PT_CUDA_BLAS_WORKSPACE), "cudaMalloc of the cuBLAS workspace"),

@@ -36,6 +36,7 @@ struct fiber {
     fiber_state state;
     uint3 tid;
     long block_phase, warp_phase;
+    long wmma_seq; /* WMMA loads and stores this thread has made in its block */
     std::vector<char> stack;
 };
 
@@ -50,6 +51,15 @@ void *g_ctx;
 std::vector<uint64_t> g_warp_buf[2]; /* [warp * 32 + lane] */
 int g_block_or[2];
 std::map<const void *, int> g_smem_attr;
+/* The warp-uniformity check of WMMA loads and stores, without a barrier: the n-th load or store
+ * of each lane of a warp must name the same pointer and ldm. The first lane to make its n-th one
+ * leaves them in slot n % k_wmma_ring of its warp, the others compare. */
+const long k_wmma_ring = 256;
+struct wmma_slot {
+    long seq;
+    uint64_t key;
+};
+std::vector<wmma_slot> g_wmma_ring; /* [warp * k_wmma_ring + n % k_wmma_ring] */
 const size_t k_stack = 64 * 1024;
 
 void yield_as(fiber_state st)
@@ -98,8 +108,9 @@ void run_block(size_t n_threads)
 {
     for (size_t i = 0; i < n_threads; i++) {
         g_fibers[i].state = RUNNABLE;
-        g_fibers[i].block_phase = g_fibers[i].warp_phase = 0;
+        g_fibers[i].block_phase = g_fibers[i].warp_phase = g_fibers[i].wmma_seq = 0;
     }
+    g_wmma_ring.assign((n_threads + 31) / 32 * k_wmma_ring, wmma_slot{ 0, 0 });
     g_block_or[0] = g_block_or[1] = 0;
     const size_t n_warps = (n_threads + 31) / 32;
     for (;;) {
@@ -184,6 +195,48 @@ uint64_t pt_emu_shfl(uint64_t v, int src_lane, int xor_mask)
     return buf[warp * 32 + src];
 }
 
+void pt_emu_warp_gather(uint64_t v, uint64_t all[32])
+{
+    fiber &f = g_fibers[g_cur];
+    unsigned flat = f.tid.y * pt_emu_blockDim.x + f.tid.x, warp = flat / 32, lane = flat % 32;
+    long p = ++f.warp_phase;
+    std::vector<uint64_t> &buf = g_warp_buf[p & 1];
+    buf[warp * 32 + lane] = v;
+    yield_as(WAIT_WARP);
+    if ((warp + 1) * 32 > pt_emu_blockDim.x * pt_emu_blockDim.y)
+        emu_die("a warp-wide operation (WMMA) in a warp of fewer than 32 threads");
+    memcpy(all, &buf[warp * 32], 32 * sizeof *all);
+}
+
+void pt_emu_wmma_check(const char *what, const void *p, unsigned ldm, size_t size)
+{
+    if ((uintptr_t)p % 32 != 0) {
+        fprintf(stderr, "FAIL cuda emulation: %s pointer %p is not 256-bit aligned\n", what, p);
+        emu_die("WMMA alignment");
+    }
+    if ((ldm * size) % 16 != 0) {
+        fprintf(stderr, "FAIL cuda emulation: %s ldm %u is not a multiple of 16 bytes\n", what, ldm);
+        emu_die("WMMA leading dimension");
+    }
+    fiber &f = g_fibers[g_cur];
+    unsigned flat = f.tid.y * pt_emu_blockDim.x + f.tid.x, warp = flat / 32;
+    if ((warp + 1) * 32 > pt_emu_blockDim.x * pt_emu_blockDim.y)
+        emu_die("a warp-wide operation (WMMA) in a warp of fewer than 32 threads");
+    const long n = ++f.wmma_seq;
+    const uint64_t key = (uint64_t)(uintptr_t)p ^ ((uint64_t)ldm << 48);
+    wmma_slot &slot = g_wmma_ring[warp * k_wmma_ring + n % k_wmma_ring];
+    if (slot.seq < n) {
+        slot.seq = n;
+        slot.key = key;
+    } else if (slot.seq > n) {
+        emu_die("lanes of a warp drift more than 256 WMMA loads and stores apart (or some skip one)");
+    } else if (slot.key != key) {
+        fprintf(stderr, "FAIL cuda emulation: %s number %ld of a warp: pointer or ldm differs between its lanes\n",
+                what, n);
+        emu_die("WMMA operands not warp-uniform");
+    }
+}
+
 void pt_emu_run_grid(const void *kernel, dim3 grid, dim3 block, size_t smem, void (*body)(void *), void *ctx)
 {
     size_t n_threads = (size_t)block.x * block.y * block.z;
@@ -210,15 +263,18 @@ void pt_emu_run_grid(const void *kernel, dim3 grid, dim3 block, size_t smem, voi
         g_warp_buf[k].assign((n_threads + 31) / 32 * 32, 0);
     for (size_t i = 0; i < n_threads; i++)
         g_fibers[i].tid = make_uint3((unsigned)(i % block.x), (unsigned)(i / block.x), 0);
-    std::vector<float> dyn(smem / sizeof(float) + 1);
+    /* 128-byte aligned, like the start of a block's dynamic shared memory (WMMA needs 32) */
+    std::vector<float> dyn_store(smem / sizeof(float) + 1 + 32);
+    float *dyn = (float *)(((uintptr_t)dyn_store.data() + 127) & ~(uintptr_t)127);
+    const size_t n_dyn = smem / sizeof(float) + 1;
     pt_emu_blockDim = block;
     pt_emu_gridDim = grid;
     g_body = body;
     g_ctx = ctx;
     for (unsigned by = 0; by < grid.y; by++)
         for (unsigned bx = 0; bx < grid.x; bx++) {
-            std::fill(dyn.begin(), dyn.end(), NAN);
-            pt_emu_dyn_smem = dyn.data();
+            std::fill(dyn, dyn + n_dyn, NAN);
+            pt_emu_dyn_smem = dyn;
             pt_emu_blockIdx = make_uint3(bx, by, 0);
             run_block(n_threads);
         }
@@ -239,6 +295,22 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t count, cudaStream_t)
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
+/* The pretend device is an sm_90 (H100); PT_EMU_CC=MAJOR.MINOR pretends another one, so the
+ * refusals of features an older GPU lacks can be tested. */
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int)
+{
+    const char *cc = getenv("PT_EMU_CC");
+    int major = 9, minor = 0;
+    if (cc != NULL && *cc != '\0' && sscanf(cc, "%d.%d", &major, &minor) < 1)
+        return cudaErrorInvalidValue;
+    if (attr == cudaDevAttrComputeCapabilityMajor)
+        *value = major;
+    else if (attr == cudaDevAttrComputeCapabilityMinor)
+        *value = minor;
+    else
+        return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value)
 {
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize)
@@ -275,6 +347,8 @@ extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t transa,
 }
 
 /* ---- the table ---- */
+static void emu_stream_destroy(pt_stream *s);
+
 static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
 {
     pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
@@ -285,6 +359,11 @@ static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
     s->host_double = (double *)malloc(sizeof(double));
     s->host_int = (int *)malloc(sizeof(int));
     s->mm_mode = PT_CUDA_MM_FP32;
+    pt_status st = pt_cuda_attention_mode_env(0, &s->att_mode); /* PT_CUDA_ATTENTION, as on a GPU */
+    if (st != PT_OK) {
+        emu_stream_destroy(s);
+        return st;
+    }
     if (s->workspace == NULL || s->host_double == NULL || s->host_int == NULL)
         return pt_fail(PT_ENOMEM, "emulated stream");
     /* NaN-filled, like unwritten device memory should be treated: a kernel must not read scratch

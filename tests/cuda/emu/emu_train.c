@@ -1,8 +1,9 @@
 /* tests/cuda/emu/emu_train.c — the single-process trainer (src/train/) with --backend cuda, on the
  * real CUDA backend table (kernels/cuda/cuda_backend.cu: streams, memory, copies) whose kernels
  * and CUDA runtime calls run on the emulator, against the same run with --backend cpu:
- * `test_cuda_emu_train [MODEL [STEPS]]`, gpt2-tiny (or llama-tiny), 3 (STEPS) optimizer steps of 2 micro-batches (B=2, T=32) on the built-in data. Every step's
- * loss and gradient norm must agree to 1e-4 (relative). Covers what the model test does not:
+ * `test_cuda_emu_train [MODEL [STEPS [TOL]]]`, gpt2-tiny (or llama-tiny), 3 (STEPS) optimizer steps of 2 micro-batches (B=2, T=32) on the built-in data. Every step's
+ * loss and gradient norm must agree to TOL (relative; default 1e-4, the fp32 kernels; the
+ * bf16 flash attention, PT_CUDA_ATTENTION=flash, is run with a looser one). Covers what the model test does not:
  * pt_backend_get("cuda"), stream creation with its workspace, the optimizer's AdamW and
  * gradient-norm reductions, clipping, accumulation over micro-batches. */
 #include <math.h>
@@ -51,8 +52,9 @@ int main(int argc, char **argv)
     enum { NMAX = 8 };
     const char *model = argc > 1 ? argv[1] : "gpt2-tiny";
     const int N = argc > 2 ? atoi(argv[2]) : 3;
-    if (N < 1 || N > NMAX) {
-        fprintf(stderr, "usage: test_cuda_emu_train [MODEL [STEPS 1..%d]]\n", NMAX);
+    const double tol = argc > 3 ? atof(argv[3]) : 1e-4;
+    if (N < 1 || N > NMAX || !(tol > 0.0)) {
+        fprintf(stderr, "usage: test_cuda_emu_train [MODEL [STEPS 1..%d [TOL > 0]]]\n", NMAX);
         return 2;
     }
     double lc[NMAX], gc[NMAX], lg[NMAX], gg[NMAX];
@@ -61,9 +63,9 @@ int main(int argc, char **argv)
         return 1;
     int bad = 0;
     for (int s = 0; s < N; s++) {
-        int ok = fabs(lg[s] - lc[s]) <= 1e-4 * fabs(lc[s]) && fabs(gg[s] - gc[s]) <= 1e-4 * fabs(gc[s]);
-        printf("%s step %d: loss %.7f (cpu %.7f), grad norm %.7f (cpu %.7f)\n", ok ? "ok  " : "FAIL", s + 1, lg[s],
-               lc[s], gg[s], gc[s]);
+        int ok = fabs(lg[s] - lc[s]) <= tol * fabs(lc[s]) && fabs(gg[s] - gc[s]) <= tol * fabs(gc[s]);
+        printf("%s step %d: loss %.7f (cpu %.7f, rel %.2g), grad norm %.7f (cpu %.7f, rel %.2g)\n", ok ? "ok  " : "FAIL",
+               s + 1, lg[s], lc[s], fabs(lg[s] - lc[s]) / fabs(lc[s]), gg[s], gc[s], fabs(gg[s] - gc[s]) / fabs(gc[s]));
         bad |= !ok;
     }
     return bad;
