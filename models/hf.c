@@ -73,11 +73,7 @@ static void transpose(float *dst, const float *src, int rows, int cols)
 pt_status pt_model_load_hf_safetensors(pt_model *m, const char *path)
 {
     const pt_model_config *cfg = pt_model_config_of(m);
-    if (pt_model_tp_size(m) > 1) /* the one refusal for both architectures */
-        return pt_fail(PT_ENOTSUP, "%s: Hugging Face weights load into whole tensors, and this chunk is split over %d "
-                                   "tensor-parallel ranks; start with --tp 1 and --init-from, save a checkpoint, and "
-                                   "resume it with --tp %d (checkpoints reshard across T)",
-                       path, pt_model_tp_size(m), pt_model_tp_size(m));
+    PT_CHECK(pt_hf_refuse_tp(m, path, "load"));
     if (cfg->arch == PT_ARCH_LLAMA)
         return pt_model_load_hf_llama(m, path);
     const pt_backend *be = pt_model_backend(m);
@@ -165,10 +161,7 @@ pt_status pt_model_export_hf_safetensors(pt_model *const *models, int n, const c
         return pt_fail(PT_EINVAL, "export to %s: no models given", path);
     const pt_model_config *cfg = pt_model_config_of(models[0]);
     for (int k = 0; k < n; k++)
-        if (pt_model_tp_size(models[k]) > 1)
-            return pt_fail(PT_ENOTSUP, "export to %s: chunk %d is split over %d tensor-parallel ranks; export from a "
-                                       "checkpoint (pipetrain ckpt export loads it whole)",
-                           path, k, pt_model_tp_size(models[k]));
+        PT_CHECK(pt_hf_refuse_tp(models[k], path, "export"));
     if (cfg->arch == PT_ARCH_LLAMA)
         return pt_model_export_hf_llama(models, n, path, NULL);
     for (int k = 1; k < n; k++)

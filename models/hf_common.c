@@ -47,3 +47,18 @@ pt_status pt_hf_export_order(pt_model *const *models, int n, const char *out_pat
     *max_numel = cap;
     return PT_OK;
 }
+
+pt_status pt_hf_refuse_tp(const pt_model *m, const char *path, const char *what)
+{
+    const int T = pt_model_tp_size(m);
+    if (T <= 1)
+        return PT_OK;
+    if (strcmp(what, "load") == 0)
+        return pt_fail(PT_ENOTSUP, "%s: Hugging Face weights load into whole tensors, and this chunk is split over %d "
+                                   "tensor-parallel ranks; start with --tp 1 and --init-from, save a checkpoint, and "
+                                   "resume it with --tp %d (checkpoints reshard across T)",
+                       path, T, T);
+    return pt_fail(PT_ENOTSUP, "export to %s: the chunk is split over %d tensor-parallel ranks; export from a "
+                               "checkpoint (pipetrain ckpt export loads it whole)",
+                   path, T);
+}

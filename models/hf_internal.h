@@ -21,4 +21,8 @@ typedef struct pt_hf_owned {
 pt_status pt_hf_export_order(pt_model *const *models, int n, const char *out_path, pt_hf_owned **out, int *n_out,
                              size_t *max_numel);
 
+/* PT_ENOTSUP naming `path` when m is split over tensor-parallel ranks (Hugging Face files hold whole
+ * tensors), with the way round; PT_OK otherwise. what: "load" or "export". */
+pt_status pt_hf_refuse_tp(const pt_model *m, const char *path, const char *what);
+
 #endif

@@ -606,8 +606,7 @@ pt_status pt_model_load_hf_llama(pt_model *m, const char *path)
     const pt_model_config *cfg = pt_model_config_of(m);
     if (cfg->arch != PT_ARCH_LLAMA)
         return pt_fail(PT_EINVAL, "%s: the model (%s) is not a llama model", path, cfg->name);
-    if (pt_model_tp_size(m) > 1)
-        return pt_model_load_hf_safetensors(m, path); /* its refusal */
+    PT_CHECK(pt_hf_refuse_tp(m, path, "load"));
     const pt_backend *be = pt_model_backend(m);
     pt_stream *stream = pt_model_stream(m);
     hf_src s;
@@ -792,6 +791,8 @@ pt_status pt_model_export_hf_llama(pt_model *const *models, int n, const char *o
         opts = &defaults;
     if (n < 1)
         return pt_fail(PT_EINVAL, "export to %s: no models given", out);
+    for (int k = 0; k < n; k++)
+        PT_CHECK(pt_hf_refuse_tp(models[k], out, "export"));
     const pt_model_config *cfg = pt_model_config_of(models[0]);
     if (cfg->arch != PT_ARCH_LLAMA)
         return pt_fail(PT_EINVAL, "export to %s: %s is not a llama model (GPT-2 exports with "
