@@ -130,8 +130,10 @@ typedef struct pt_ckpt_save_opts {
     int optim_only; /* save only the optimizers' moments (optims required), no weights: the data-parallel
                        replicas other than 0 under ZeRO-1, whose slices of the moments no other rank holds */
     int with_copies; /* also save the tied wte copy and LM-head copies whose original none of these chunks
-                        holds (each name once): a checkpoint that one rank's chunks load from by
-                        themselves, as the in-memory snapshots are (pipetrain/snapshot.h) */
+                        holds (each name once), and the elements replicated over the tensor-parallel
+                        group that another rank of it writes (pt_param rep_*): a checkpoint that one
+                        rank's chunks load from by themselves, as the in-memory snapshots are
+                        (pipetrain/snapshot.h) */
 } pt_ckpt_save_opts;
 
 /* Allocates the host staging buffer that saves of these models (and optimizers, may be NULL) need

@@ -12,13 +12,12 @@
 static uint64_t min_u(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static uint64_t max_u(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-void pt_ckpt_view(int ndim, const int64_t *shape, uint64_t *rows, uint64_t *cols)
+uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e)
 {
-    *rows = ndim >= 1 ? (uint64_t)shape[0] : 1;
-    uint64_t c = 1;
-    for (int d = 1; d < ndim && d < PT_CKPT_MAX_DIMS; d++)
-        c *= (uint64_t)shape[d];
-    *cols = c;
+    uint64_t n = 1;
+    for (int d = 0; d < e->ndim && d < PT_CKPT_MAX_DIMS; d++)
+        n *= (uint64_t)e->shape[d];
+    return n;
 }
 
 static uint64_t box_w(const pt_ckpt_box *b) { return b->c1 - b->c0; }

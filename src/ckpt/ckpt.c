@@ -613,7 +613,8 @@ static pt_status walk_saved(pt_ckpt_saver *s, pt_model *const *models, pt_optim 
             if (with_copies ? !saved_with_copies(models, n, i, p) : !saved_here(m, p))
                 continue;
             PT_CHECK(pt_ckpt_param_check(p));
-            int skip_rep = p->rep_n > 1 && tp_rank != p->rep_first;
+            /* a snapshot (with_copies) holds everything its rank holds: it is loaded by that rank alone */
+            int skip_rep = !with_copies && p->rep_n > 1 && tp_rank != p->rep_first;
             if (!optim_only)
                 PT_CHECK(add_local(s, p, PT_CKPT_PARAM, i, pt_model_params(m) + p->offset, 0, p->numel, skip_rep, bytes));
             if (!o)

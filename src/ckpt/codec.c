@@ -58,6 +58,17 @@ const char *pt_ckpt_hash_name(pt_ckpt_hash h)
     return (unsigned)h < PT_CKPT_HASH_COUNT ? hash_names[h] : NULL;
 }
 
+/* The 2-D view of a shape every piece is a part of (ckpt_internal.h): here, below the geometry of
+ * boxes.c and the manifest, which both use it. */
+void pt_ckpt_view(int ndim, const int64_t *shape, uint64_t *rows, uint64_t *cols)
+{
+    *rows = ndim >= 1 ? (uint64_t)shape[0] : 1;
+    uint64_t c = 1;
+    for (int d = 1; d < ndim && d < PT_CKPT_MAX_DIMS; d++)
+        c *= (uint64_t)shape[d];
+    *cols = c;
+}
+
 size_t pt_ckpt_dtype_size(pt_ckpt_dtype d)
 {
     return (unsigned)d < PT_CKPT_DTYPE_COUNT ? dtype_sizes[d] : 0;

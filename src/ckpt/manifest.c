@@ -639,14 +639,6 @@ const pt_ckpt_entry *pt_ckpt_manifest_find(const pt_ckpt_manifest *m, const char
     return NULL;
 }
 
-uint64_t pt_ckpt_entry_numel(const pt_ckpt_entry *e)
-{
-    uint64_t n = 1;
-    for (int d = 0; d < e->ndim && d < PT_CKPT_MAX_DIMS; d++)
-        n *= (uint64_t)e->shape[d];
-    return n;
-}
-
 static int piece_cmp(const void *a, const void *b)
 {
     const pt_ckpt_entry *x = *(const pt_ckpt_entry *const *)a, *y = *(const pt_ckpt_entry *const *)b;
