@@ -6,7 +6,9 @@
  * Built twice: as test_cuda_emu_flash (PT_CUDA_EMU_DRIVER) on the emulator's table, where the kernel
  * source runs on the CPU with the software WMMA of tests/cuda/emu/cuda_emu.h; and as test_cuda_flash
  * on the real CUDA backend (exits 77 without a GPU). The stream is created with
- * PT_CUDA_ATTENTION=flash, so the selection path of attention.cu is what is driven.
+ * PT_CUDA_ATTENTION=flash, so the selection path of attention.cu is what is driven; a second stream
+ * with the fp32 kernels runs their backward on the flash forward's saved state (the two
+ * implementations share it).
  *
  * Tolerance. The CPU reference is fp32; the kernel rounds the inputs of its tile products to bf16
  * (unit roundoff u = 2^-9: |bf16(x) - x| <= u |x|) and accumulates in fp32. Each case runs twice:
@@ -39,7 +41,7 @@
 extern const pt_backend pt_backend_cuda_emu;
 #endif
 static const pt_backend *cpu, *gpu;
-static pt_stream *cs, *gs;
+static pt_stream *cs, *gs, *gs32; /* gs: PT_CUDA_ATTENTION=flash, gs32: the fp32 kernels */
 static int failures;
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static const double U = 1.0 / 512.0; /* bf16 unit roundoff, 2^-9 */
@@ -242,6 +244,14 @@ static void test_case(int B, int T, int C, int NH, int NKV)
         die_if(gpu->memcpy_d2h(gs, got, d_dqkv, nqkv * 4), "d2h");
         snprintf(name, sizeof name, "backward dqkv B%d T%d hs%d NH%d NKV%d, %s", B, T, hs, NH, NKV, kind);
         check_bound(name, got, dqkv, bd, nqkv);
+        /* the fp32 backward on the flash forward's out and saved lse (the two share the saved
+         * state): within the same bounds (it rounds nothing itself) */
+        die_if(gpu->memset_zero(gs32, d_dqkv, nqkv * 4), "memset");
+        die_if(gpu->attention_backward(gs32, d_dqkv, d_scr, d_dout, d_qkv, d_out, d_lse, B, T, C, NH, NKV),
+               "fp32 attention_backward after the flash forward");
+        die_if(gpu->memcpy_d2h(gs32, got, d_dqkv, nqkv * 4), "d2h");
+        snprintf(name, sizeof name, "fp32 backward of the flash forward, %s", kind);
+        check_bound(name, got, dqkv, bd, nqkv);
     }
     pt_backend_free(gpu, d_qkv);
     pt_backend_free(gpu, d_dout);
@@ -397,6 +407,8 @@ int main(int argc, char **argv)
     test_bad_env();
     setenv("PT_CUDA_ATTENTION", "flash", 1);
     die_if(gpu->stream_create(&(pt_stream_opts){ .device = 0 }, &gs), "stream with PT_CUDA_ATTENTION=flash");
+    setenv("PT_CUDA_ATTENTION", "fp32", 1);
+    die_if(gpu->stream_create(&(pt_stream_opts){ .device = 0 }, &gs32), "stream with PT_CUDA_ATTENTION=fp32");
     test_case(1, 1, 64, 1, 1);     /* one row, one key */
     test_case(2, 37, 128, 2, 2);   /* hs 64, odd T inside one tile, rows past T in the block */
     test_case(1, 129, 256, 4, 2);  /* hs 64, GQA groups of 2, three row blocks, the last one row */
@@ -413,6 +425,7 @@ int main(int argc, char **argv)
     test_determinism(2, 100, 256, 4, 2);
     test_fallback();
     gpu->stream_destroy(gs);
+    gpu->stream_destroy(gs32);
     cpu->stream_destroy(cs);
     if (pt_backend_bytes_in_use() != 0) {
         fprintf(stderr, "FAIL: %zu bytes still allocated at exit\n", pt_backend_bytes_in_use());
