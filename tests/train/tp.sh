@@ -12,7 +12,8 @@
 # activation. AdamW then amplifies them: its first updates are about lr * g / (|g| + eps) for
 # every element, so a gradient element near eps that moved by rounding moves its weight by a
 # visible fraction of lr, and the next steps' losses carry that.
-# Then the same T run twice gives the same bits (every collective sums in a fixed order), and the
+# Then the same T run twice gives the same bits (every collective sums in a fixed order); a rank
+# killed mid-run recovers from the in-memory snapshots with the uninterrupted bits; and the
 # refusals: a T that does not divide the heads, --sp on tokens that do not split, --sp without
 # --tp, --head-split with --tp. About 60 s on 2 cores.
 set -u
@@ -97,6 +98,32 @@ run l-t4-again --model llama-tiny --stages 1 --micro-batches 4 --tp 4
 steps l-t4-again >"$out/again.steps"
 cmp -s "$out/l-t4.steps" "$out/again.steps" || fail "two runs of llama T 4 differ"
 echo "run to run: bit for bit"
+
+# a rank of P 2 x T 2 killed after step 5: the job restarts from the ranks' in-memory snapshots of
+# step 4 (each holds its slices and the replicated tensors) and ends with the uninterrupted bits
+snap="--model gpt2-tiny --stages 2 --tp 2 --sp --steps 8 --seq-len 64 --micro-batch-size 1 --micro-batches 4 \
+    --eval-every 0 --comm-timeout 60 --threads 1 --ckpt-every 100"
+"$PT" train $snap --run-dir "$out/whole" >"$out/whole.log" 2>&1 || fail "the uninterrupted snapshot run failed"
+"$PT" train $snap --snapshot-every 2 --snapshot-dir "$out/mem" --max-restarts 2 --run-dir "$out/killed" \
+    >"$out/killed.log" 2>&1 &
+launcher=$!
+for i in $(seq 1 600); do
+    grep -q '"step":5,' "$out/killed/metrics.jsonl" 2>/dev/null && break
+    kill -0 $launcher 2>/dev/null || break
+    sleep 0.1
+done
+victim=$(pgrep -P $launcher | sed -n 3p)
+[ -n "$victim" ] || fail "no rank process to kill"
+kill -9 "$victim"
+wait $launcher || fail "the killed run did not recover"
+grep -q "resuming after step [0-9]* from the in-memory snapshots" "$out/killed.log" || fail "not resumed from the snapshots"
+python3 - "$out/whole/metrics.jsonl" "$out/killed/metrics.jsonl" <<'PY' || fail "the recovered run's last loss differs"
+import json, sys
+last = lambda f: [json.loads(l) for l in open(f) if '"grad_norm"' in l][-1]
+a, b = last(sys.argv[1]), last(sys.argv[2])
+sys.exit(0 if (a["step"], a["loss"]) == (b["step"], b["loss"]) == (8, a["loss"]) else 1)
+PY
+echo "snapshot kill: recovered from memory, the uninterrupted bits"
 
 # the plan line names the layout
 grep -q "2 stages x 1 chunks x 2 replicas x 2 tensor-parallel (sequence-parallel)" "$out/g-p2t2d2.log" ||
