@@ -68,8 +68,20 @@ for model in gpt2-tiny llama-tiny; do
     close "$m-1" "$m-1" >/dev/null
 done
 
-run g-t2 --model gpt2-tiny --stages 1 --micro-batches 4 --tp 2
+run g-t2 --model gpt2-tiny --stages 1 --micro-batches 4 --tp 2 --profile "$out/prof"
 close gpt2-1 g-t2
+# the profile draws the tensor-parallel collectives on their own track and counts their time
+python3 - "$out/prof" <<'PY' || fail "the profile has no tensor-parallel track"
+import json, sys
+tr = json.load(open(sys.argv[1] + "/trace.json"))["traceEvents"]
+names = {e["args"]["name"]: e.get("tid") for e in tr if e.get("ph") == "M"}
+tids = {names.get("rank 0 tp"), names.get("rank 1 tp")}
+n = sum(1 for e in tr if e.get("ph") == "X" and e["tid"] in tids)
+s = json.load(open(sys.argv[1] + "/summary.json"))
+ok = None not in tids and n > 0 and all(v > 0 for v in s["tp_comm_s"])
+print("profile: %d tensor-parallel events on 'rank 0 tp' and 'rank 1 tp', tp_comm_s %s" % (n, s["tp_comm_s"]))
+sys.exit(0 if ok else 1)
+PY
 run g-t4sp --model gpt2-tiny --stages 1 --micro-batches 4 --tp 4 --sp
 close gpt2-1 g-t4sp
 for s in 1f1b gpipe interleaved zbv zb-h1; do
