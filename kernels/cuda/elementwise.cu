@@ -67,11 +67,11 @@ __global__ void pt_k_sumsq_partial(double *partial, const float *x, size_t n)
         partial[blockIdx.x] = total;
 }
 
-__global__ void pt_k_sumsq_final(double *out, const double *partial)
+__global__ void pt_k_sumsq_final(double *out, const double *partial, int nb)
 {
     __shared__ double sh[PT_SUMSQ_THREADS];
     double acc = 0.0;
-    for (int i = threadIdx.x; i < PT_SUMSQ_BLOCKS; i += PT_SUMSQ_THREADS)
+    for (int i = threadIdx.x; i < nb; i += PT_SUMSQ_THREADS)
         acc += partial[i];
     double total = pt_block_sum_d(acc, sh);
     if (threadIdx.x == 0)
@@ -83,9 +83,14 @@ pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t 
     void *ws;
     PT_CHECK(pt_cuda_scratch(s, (PT_SUMSQ_BLOCKS + 1) * sizeof(double), "sum_squares", &ws));
     double *partial = (double *)ws, *result = partial + PT_SUMSQ_BLOCKS;
-    pt_k_sumsq_partial<<<PT_SUMSQ_BLOCKS, PT_SUMSQ_THREADS, 0, s->stream>>>(partial, x, n);
+    /* Blocks past the last element would sum nothing: they are left out, and the second pass adds
+     * only the nb block sums (the missing ones were +0.0, and x + 0.0 == x for the non-negative
+     * sums here, so the bits are those of the full grid). The stride stays the full grid's. */
+    size_t need = (n + PT_SUMSQ_THREADS - 1) / PT_SUMSQ_THREADS;
+    int nb = need < 1 ? 1 : need < PT_SUMSQ_BLOCKS ? (int)need : PT_SUMSQ_BLOCKS;
+    pt_k_sumsq_partial<<<nb, PT_SUMSQ_THREADS, 0, s->stream>>>(partial, x, n);
     PT_CHECK(pt_cuda_launched("sum_squares"));
-    pt_k_sumsq_final<<<1, PT_SUMSQ_THREADS, 0, s->stream>>>(result, partial);
+    pt_k_sumsq_final<<<1, PT_SUMSQ_THREADS, 0, s->stream>>>(result, partial, nb);
     PT_CHECK(pt_cuda_launched("sum_squares (final)"));
     PT_CUDA_CHECK(cudaMemcpyAsync(s->host_double, result, sizeof(double), cudaMemcpyDeviceToHost, s->stream),
                   "sum_squares copy to host");
