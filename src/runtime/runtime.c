@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "pipetrain/grad_sync.h"
 #include "pipetrain/link.h"
 #include "pipetrain/timeutil.h"
@@ -1812,6 +1814,37 @@ static pt_status create_batch(pt_runtime *rt)
     return PT_OK;
 }
 
+/* The ranks of a tensor-parallel group split the same layers of the same model: each puts a hash of
+ * its model config (the JSON the checkpoints write) at its index, the group sums, and every rank
+ * compares (collective over the group). */
+static pt_status tp_check_same_model(pt_runtime *rt)
+{
+    cJSON *j = pt_model_config_to_json(rt->cfg);
+    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    double *h = calloc((size_t)rt->ntp, sizeof(double));
+    if (!text || !h) {
+        free(text);
+        free(h);
+        return pt_fail(PT_ENOMEM, "out of host memory");
+    }
+    uint64_t x = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        x = (x ^ *p) * 1099511628211ull;
+    free(text);
+    h[rt->tpr] = (double)(x >> 12); /* exact in a double */
+    pt_status st = pt_comm_allreduce_f64(rt->comm, rt->tp_group, h, (size_t)rt->ntp, pt_deadline_after_ms(rt->timeout_ms));
+    for (int t = 0; st == PT_OK && t < rt->ntp; t++)
+        if (h[t] != h[rt->tpr])
+            st = pt_fail(PT_EINVAL,
+                         "rank %d: rank %d of its tensor-parallel group (ranks %d..%d) has another model config than "
+                         "%s; start every rank with the same --model",
+                         rt->rank, world_at(rt, rt->d, rt->p, t), world_at(rt, rt->d, rt->p, 0),
+                         world_at(rt, rt->d, rt->p, rt->ntp - 1), rt->cfg->name[0] ? rt->cfg->name : "this rank's");
+    free(h);
+    return st;
+}
+
 /* The tied group: the pipeline ranks owning the embedding's or a head layer's vstage (from the
  * plan, so the same ascending list on every rank), as this replica's world ranks; then the
  * data-parallel group. Created by their members in the same order on every rank (collective). */
@@ -1860,6 +1893,8 @@ static pt_status create_groups(pt_runtime *rt)
         st = pt_comm_group_create(rt->comm, g + h0, rt->kv_n, &rt->kv_group);
     }
     free(g);
+    if (st == PT_OK && rt->ntp > 1)
+        st = tp_check_same_model(rt);
     if (st == PT_OK && rt->ntp > 1) /* the packs of the partial gradients (sizes first) */
         for (int q = 0; q < 2 && st == PT_OK; q++) {
             st = tp_pack_walk(rt, q, 0);

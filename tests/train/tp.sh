@@ -15,7 +15,8 @@
 # Then the same T run twice gives the same bits (every collective sums in a fixed order); a rank
 # killed mid-run recovers from the in-memory snapshots with the uninterrupted bits; and the
 # refusals: a T that does not divide the heads, --sp on tokens that do not split, --sp without
-# --tp, --head-split with --tp. About 60 s on 2 cores.
+# --tp, --head-split with --tp, a tensor-parallel group whose ranks read different model configs.
+# About 60 s on 2 cores.
 set -u
 PT=$1
 out=$(mktemp -d)
@@ -157,4 +158,23 @@ refuse "^pipetrain: --sp with --tp 4: the 6 tokens of a micro-batch (1 x 6) do n
 refuse "^pipetrain: --sp splits the sequence over the --tp ranks; give --tp 2 or more with it$" --model gpt2-tiny --sp
 refuse "^pipetrain: --tp 2 with head_split 2: tensor parallelism already splits the LM head" --model gpt2-tiny --tp 2 \
     --head-split 2
+# the two ranks of a tensor-parallel group read m.json from their own directories (two hosts with
+# different files: the rendezvous's hash of the settings cannot tell), and the files differ
+mkdir -p "$out/na" "$out/nb"
+echo '{"name": "m", "n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 256, "max_seq_len": 128}' >"$out/na/m.json"
+echo '{"name": "m", "n_layer": 3, "n_head": 4, "n_embd": 64, "vocab_size": 256, "max_seq_len": 128}' >"$out/nb/m.json"
+port=$((20000 + $$ % 20000))
+for r in 0 1; do
+    d=$([ $r = 0 ] && echo na || echo nb)
+    (cd "$out/$d" && RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+        "$PT" train --model m.json --stages 1 --tp 2 --steps 1 --no-ckpt --eval-every 0 --comm-timeout 60 \
+        --run-dir "$out/$d/run" >"$out/mismatch$r.log" 2>&1; echo $? >"$out/mismatch$r.rc") &
+done
+wait
+for r in 0 1; do
+    [ "$(cat "$out/mismatch$r.rc")" = 2 ] || fail "rank $r of a mismatched group exited $(cat "$out/mismatch$r.rc"), not 2"
+    grep -q "^pipetrain: rank $r: rank $((1 - r)) of its tensor-parallel group (ranks 0..1) has another model config than m; start every rank with the same --model$" \
+        "$out/mismatch$r.log" || fail "rank $r: no mismatch line"
+done
+echo "refusals: ok, and a tensor-parallel group with two model configs"
 echo "train.tp: ok"
