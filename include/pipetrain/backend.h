@@ -50,6 +50,17 @@ typedef struct pt_stream_opts {
     int n_threads; /* OpenMP threads for this stream's kernels (CPU); <= 0: all cores */
 } pt_stream_opts;
 
+/* One segment of adamw_multi_update: n elements of a parameter, its gradient and its moments (device
+ * pointers), the decoupled weight decay to apply to them, and `start`, the number of elements of
+ * the segments before it in the table. */
+typedef struct pt_adamw_seg {
+    float *param;
+    const float *grad;
+    float *m, *v;
+    size_t n, start;
+    float weight_decay;
+} pt_adamw_seg;
+
 typedef struct pt_backend {
     const char *name; /* "cpu" | "cuda" */
 
@@ -202,6 +213,16 @@ typedef struct pt_backend {
     pt_status (*adamw_update)(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                               int t);
+    /* Optional (NULL: callers loop over adamw_update): AdamW on n_segs segments in one call, on CUDA
+     * one kernel launch, on CPU one OpenMP team balanced by elements. segs (n_segs entries) is in
+     * memory this backend's kernels read (pt_backend_alloc + memcpy_h2d; host memory on CPU), so a
+     * caller uploads its table once and reuses it; segment k's start is the sum of n of the
+     * segments before it, and total = the sum of all n (n = 0 segments allowed; the CPU backend
+     * refuses a table that breaks this, CUDA trusts it). Each element gets adamw_update's operations
+     * in adamw_update's order with the segment's weight_decay, so the bits equal one adamw_update
+     * per segment. Segments must not overlap. */
+    pt_status (*adamw_multi_update)(pt_stream *s, const pt_adamw_seg *segs, int n_segs, size_t total, float lr,
+                                    float beta1, float beta2, float eps, float grad_scale, int t);
 
     /* ---- where the memory lives (added after the kernels; tables that leave it out get 0) ---- */
     /* 0: alloc returns host memory (the CPU backend): the host and the network (pt_comm) may read

@@ -70,11 +70,18 @@ float *pt_optim_v(pt_optim *o);
 /* Optimizer steps applied so far (the bias-correction counter). Set it when resuming. */
 int64_t pt_optim_steps_done(const pt_optim *o);
 void pt_optim_set_steps_done(pt_optim *o, int64_t t);
+/* Whether pt_optim_step updates every tensor in one backend call (1: adamw_multi_update over the
+ * table of tensor parts made at creation; the default where the backend has that op) or one
+ * adamw_update per tensor (0). Both give the same bits. Setting 1 on a backend without the op is
+ * PT_ENOTSUP (the optimizer stays per-tensor). */
+int pt_optim_multi_tensor(const pt_optim *o);
+pt_status pt_optim_set_multi_tensor(pt_optim *o, int on);
+
 /* The slice of the model's flat parameters the moments cover: [*lo, *hi). */
 void pt_optim_range(const pt_optim *o, size_t *lo, size_t *hi);
 
 /* One AdamW step on every tensor of the model (on the slice's elements of them), in place, through the backend's fused update (one
- * pass over parameter, gradient and both moments): gradients are multiplied by `grad_scale` (the clip
+ * pass over parameter, gradient and both moments; all tensors in one call, pt_optim_multi_tensor): gradients are multiplied by `grad_scale` (the clip
  * scale) first; weight decay applies only where pt_param.decay. Increments steps done. Queued on the
  * model's stream (asynchronous on CUDA). Does not allocate. */
 pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale);

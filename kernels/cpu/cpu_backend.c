@@ -102,6 +102,7 @@ const pt_backend pt_backend_cpu = {
     .embedding_range_backward = pt_cpu_embedding_range_backward,
     .xent_stats_combine = pt_cpu_xent_stats_combine,
     .adamw_update = pt_cpu_adamw_update,
+    .adamw_multi_update = pt_cpu_adamw_multi_update,
     .attention_decode = pt_cpu_attention_decode,
     .rmsnorm_forward = pt_cpu_rmsnorm_forward,
     .rmsnorm_backward_input = pt_cpu_rmsnorm_backward_input,

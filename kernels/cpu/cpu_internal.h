@@ -151,5 +151,7 @@ pt_status pt_cpu_swiglu_backward(pt_stream *s, float *dgu, const float *dout, co
 pt_status pt_cpu_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                               float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                               int t);
+pt_status pt_cpu_adamw_multi_update(pt_stream *s, const pt_adamw_seg *segs, int n_segs, size_t total, float lr,
+                                    float beta1, float beta2, float eps, float grad_scale, int t);
 
 #endif

@@ -169,6 +169,8 @@ pt_status pt_cuda_xent_stats_combine(pt_stream *s, float *stats, const float *pa
 pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, float *m, float *v, size_t n,
                                float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                                int t);
+pt_status pt_cuda_adamw_multi_update(pt_stream *s, const pt_adamw_seg *segs, int n_segs, size_t total, float lr,
+                                     float beta1, float beta2, float eps, float grad_scale, int t);
 
 /* llama.cu */
 pt_status pt_cuda_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
@@ -241,7 +243,8 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .embedding_range_forward = pt_cuda_embedding_range_forward, \
     .embedding_range_backward = pt_cuda_embedding_range_backward, \
     .xent_stats_combine = pt_cuda_xent_stats_combine, \
-    .adamw_update = pt_cuda_adamw_update
+    .adamw_update = pt_cuda_adamw_update, \
+    .adamw_multi_update = pt_cuda_adamw_multi_update
 
 /* The entries declared after device_memory in pt_backend (C++ designators keep declaration order,
  * so they follow `.device_memory = 1` in both tables). */

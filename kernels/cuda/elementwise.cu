@@ -168,19 +168,76 @@ pt_status pt_cuda_gelu_backward(pt_stream *s, float *dinp, const float *inp, con
 }
 
 /* AdamW, operation for operation as kernels/cpu/adamw.c (PyTorch's single-tensor AdamW); the
- * scalar factors are computed on the host in double and rounded to float, as there. */
+ * scalar factors are computed on the host in double and rounded to float, as there. One element,
+ * shared by the per-tensor and the multi-tensor kernel so both compile to the same arithmetic. */
+__device__ __forceinline__ void pt_adamw_elem(float *param, const float *grad, float *m, float *v, size_t i,
+                                              float decay, float beta1, float beta2, float one_m_b1,
+                                              float one_m_b2, float step_size, float bc2_sqrt, float eps,
+                                              float grad_scale)
+{
+    float g = grad[i] * grad_scale;
+    float mi = m[i] * beta1 + one_m_b1 * g;
+    float vi = v[i] * beta2 + one_m_b2 * (g * g);
+    m[i] = mi;
+    v[i] = vi;
+    float denom = sqrtf(vi) / bc2_sqrt + eps;
+    param[i] = param[i] * decay - step_size * (mi / denom);
+}
+
 __global__ void pt_k_adamw(float *param, const float *grad, float *m, float *v, size_t n, float decay,
                            float beta1, float beta2, float one_m_b1, float one_m_b2, float step_size,
                            float bc2_sqrt, float eps, float grad_scale)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = grad[i] * grad_scale;
-        float mi = m[i] * beta1 + one_m_b1 * g;
-        float vi = v[i] * beta2 + one_m_b2 * (g * g);
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        param[i] = param[i] * decay - step_size * (mi / denom);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        pt_adamw_elem(param, grad, m, v, i, decay, beta1, beta2, one_m_b1, one_m_b2, step_size, bc2_sqrt, eps,
+                      grad_scale);
+}
+
+/* 1 - lr * wd in double, then to float, as the host computes adamw_update's decay: the product is
+ * rounded by itself (__dmul_rn is never fused into an FMA), so the device gets the host's bits. */
+__device__ __forceinline__ float pt_adamw_decay(float lr, float wd)
+{
+#ifdef __CUDA_ARCH__
+    return (float)(1.0 - __dmul_rn((double)lr, (double)wd));
+#else
+    return (float)(1.0 - (double)lr * (double)wd);
+#endif
+}
+
+/* Multi-tensor AdamW: the segments' elements are one index space [0, total), cut into chunks of
+ * PT_ADAMW_CHUNK consecutive elements; a block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ...
+ * and, for each, finds the segment holding the chunk's first element by binary search over the
+ * starts (every thread the same, so the reads are broadcasts), then walks the segments the chunk
+ * meets, its threads on consecutive elements. */
+#define PT_ADAMW_CHUNK 4096
+__global__ void pt_k_adamw_multi(const pt_adamw_seg *segs, int n_segs, size_t total, float lr, float beta1,
+                                 float beta2, float one_m_b1, float one_m_b2, float step_size, float bc2_sqrt,
+                                 float eps, float grad_scale)
+{
+    const size_t n_chunks = (total + PT_ADAMW_CHUNK - 1) / PT_ADAMW_CHUNK;
+    for (size_t c = blockIdx.x; c < n_chunks; c += gridDim.x) {
+        const size_t c0 = c * PT_ADAMW_CHUNK, c1 = c0 + PT_ADAMW_CHUNK < total ? c0 + PT_ADAMW_CHUNK : total;
+        int k = 0; /* the last segment starting at or before c0 (past empty ones sharing its start) */
+        for (int a = 0, b = n_segs - 1; a <= b;) {
+            int mid = a + (b - a) / 2;
+            if (segs[mid].start <= c0) {
+                k = mid;
+                a = mid + 1;
+            } else {
+                b = mid - 1;
+            }
+        }
+        for (size_t i0 = c0; i0 < c1 && k < n_segs; k++) {
+            const pt_adamw_seg sg = segs[k];
+            if (sg.start + sg.n <= i0)
+                continue;
+            const size_t z = (c1 < sg.start + sg.n ? c1 : sg.start + sg.n) - sg.start;
+            const float decay = pt_adamw_decay(lr, sg.weight_decay);
+            for (size_t i = i0 - sg.start + threadIdx.x; i < z; i += blockDim.x)
+                pt_adamw_elem(sg.param, sg.grad, sg.m, sg.v, i, decay, beta1, beta2, one_m_b1, one_m_b2, step_size,
+                              bc2_sqrt, eps, grad_scale);
+            i0 = sg.start + z;
+        }
     }
 }
 
@@ -199,4 +256,23 @@ pt_status pt_cuda_adamw_update(pt_stream *s, float *param, const float *grad, fl
     pt_k_adamw<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(
         param, grad, m, v, n, decay, beta1, beta2, one_m_b1, one_m_b2, step_size, bc2_sqrt, eps, grad_scale);
     return pt_cuda_launched("adamw_update");
+}
+
+pt_status pt_cuda_adamw_multi_update(pt_stream *s, const pt_adamw_seg *segs, int n_segs, size_t total, float lr,
+                                     float beta1, float beta2, float eps, float grad_scale, int t)
+{
+    if (t < 1)
+        return pt_fail(PT_EINVAL, "adamw_multi_update: step t=%d; the first optimizer step is t=1", t);
+    if (n_segs < 0 || (n_segs > 0 && segs == NULL))
+        return pt_fail(PT_EINVAL, "adamw_multi_update: %d segment(s) at %p; pass a device table of n_segs >= 0 "
+                                  "entries", n_segs, (const void *)segs);
+    if (total == 0 || n_segs == 0)
+        return PT_OK;
+    const float one_m_b1 = (float)(1.0 - (double)beta1), one_m_b2 = (float)(1.0 - (double)beta2);
+    const float step_size = (float)((double)lr / (1.0 - pow((double)beta1, t)));
+    const float bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, t));
+    pt_k_adamw_multi<<<pt_cuda_blocks((total + PT_ADAMW_CHUNK - 1) / PT_ADAMW_CHUNK, 1), PT_EW_THREADS, 0,
+                       s->stream>>>(segs, n_segs, total, lr, beta1, beta2, one_m_b1, one_m_b2, step_size, bc2_sqrt,
+                                    eps, grad_scale);
+    return pt_cuda_launched("adamw_multi_update");
 }

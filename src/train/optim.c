@@ -11,6 +11,13 @@ struct pt_optim {
     size_t lo, hi; /* the moments cover elements [lo, hi) of the model's flat parameters */
     float *m, *v;  /* device, hi - lo floats each (element lo first) */
     int64_t t;
+    /* The multi-tensor path (backend adamw_multi_update): one segment per tensor part in [lo, hi),
+     * in tensor order, built at creation; the device copy is uploaded then (and again only if the
+     * model's parameter or gradient buffer moved). multi = 0: one adamw_update per segment. */
+    pt_adamw_seg *segs;     /* host, n_segs */
+    pt_adamw_seg *segs_dev; /* device copy (pt_backend_alloc: PT_MEM_OTHER, so PT_MEM_OPTIM stays m and v) */
+    int n_segs, multi;
+    const float *seg_params, *seg_grads; /* the buffers segs point into */
 };
 
 static pt_status check_cfg(const pt_adamw_cfg *c)
@@ -28,6 +35,35 @@ static pt_status check_cfg(const pt_adamw_cfg *c)
     if (isnan(c->grad_clip))
         return pt_fail(PT_EINVAL, "gradient clip is NaN; give a number (<= 0 disables clipping)");
     return PT_OK;
+}
+
+/* Fills o->segs from the model's tensors (each tensor's part within [lo, hi), tensor order, the
+ * per-tensor path's weight decay rule) and uploads them when the backend has the multi-tensor op. */
+static pt_status build_segs(pt_optim *o)
+{
+    pt_model *m = o->model;
+    float *p = pt_model_params(m), *g = pt_model_grads(m);
+    int n = pt_model_n_tensors(m), k = 0;
+    size_t start = 0;
+    for (int i = 0; i < n; i++) {
+        const pt_param *pr = pt_model_tensor(m, i);
+        size_t a = pr->offset > o->lo ? pr->offset : o->lo;
+        size_t z = pr->offset + pr->numel < o->hi ? pr->offset + pr->numel : o->hi;
+        if (a >= z)
+            continue;
+        o->segs[k++] = (pt_adamw_seg){ .param = p + a, .grad = g + a, .m = o->m + (a - o->lo),
+                                       .v = o->v + (a - o->lo), .n = z - a, .start = start,
+                                       .weight_decay = pr->decay ? o->cfg.weight_decay : 0.0f };
+        start += z - a;
+    }
+    o->n_segs = k;
+    o->seg_params = p;
+    o->seg_grads = g;
+    if (!o->segs_dev)
+        return PT_OK;
+    pt_stream *s = pt_model_stream(m);
+    PT_CHECK(o->be->memcpy_h2d(s, o->segs_dev, o->segs, (size_t)(k ? k : 1) * sizeof *o->segs));
+    return o->be->stream_sync(s);
 }
 
 pt_status pt_optim_create(pt_model *m, const pt_adamw_cfg *cfg, pt_optim **out)
@@ -57,6 +93,17 @@ pt_status pt_optim_create_range(pt_model *m, const pt_adamw_cfg *cfg, size_t lo,
     PT_TRY(o->be->memset_zero(pt_model_stream(m), o->m, bytes), fail);
     PT_TRY(o->be->memset_zero(pt_model_stream(m), o->v, bytes), fail);
     PT_TRY(o->be->stream_sync(pt_model_stream(m)), fail);
+    int n_t = pt_model_n_tensors(m);
+    o->segs = calloc(n_t > 0 ? (size_t)n_t : 1, sizeof *o->segs);
+    if (!o->segs) {
+        st = pt_fail(PT_ENOMEM, "out of host memory for the optimizer's table of %d tensors", n_t);
+        goto fail;
+    }
+    if (o->be->adamw_multi_update) {
+        PT_TRY(pt_backend_alloc(o->be, (void **)&o->segs_dev, (n_t > 0 ? (size_t)n_t : 1) * sizeof *o->segs), fail);
+        o->multi = 1;
+    }
+    PT_TRY(build_segs(o), fail);
     *out = o;
     return PT_OK;
 fail:
@@ -68,6 +115,8 @@ void pt_optim_destroy(pt_optim *o)
 {
     if (!o)
         return;
+    pt_backend_free(o->be, o->segs_dev);
+    free(o->segs);
     pt_backend_free(o->be, o->v);
     pt_backend_free(o->be, o->m);
     free(o);
@@ -78,6 +127,15 @@ float *pt_optim_m(pt_optim *o) { return o->m; }
 float *pt_optim_v(pt_optim *o) { return o->v; }
 int64_t pt_optim_steps_done(const pt_optim *o) { return o->t; }
 void pt_optim_set_steps_done(pt_optim *o, int64_t t) { o->t = t; }
+int pt_optim_multi_tensor(const pt_optim *o) { return o->multi; }
+pt_status pt_optim_set_multi_tensor(pt_optim *o, int on)
+{
+    if (on && !o->segs_dev)
+        return pt_fail(PT_ENOTSUP, "backend '%s' has no multi-tensor AdamW (adamw_multi_update); the optimizer "
+                                   "keeps one update per tensor", o->be->name);
+    o->multi = on != 0;
+    return PT_OK;
+}
 void pt_optim_range(const pt_optim *o, size_t *lo, size_t *hi)
 {
     *lo = o->lo;
@@ -93,18 +151,18 @@ pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale)
         return pt_fail(PT_EINVAL, "optimizer step counter %lld is past the backend's limit", (long long)o->t);
     pt_model *m = o->model;
     pt_stream *s = pt_model_stream(m);
-    float *p = pt_model_params(m), *g = pt_model_grads(m);
     int t = (int)(o->t + 1);
-    int n = pt_model_n_tensors(m);
-    for (int i = 0; i < n; i++) { /* each tensor's part within [lo, hi) */
-        const pt_param *pr = pt_model_tensor(m, i);
-        size_t a = pr->offset > o->lo ? pr->offset : o->lo;
-        size_t z = pr->offset + pr->numel < o->hi ? pr->offset + pr->numel : o->hi;
-        if (a >= z)
-            continue;
-        float wd = pr->decay ? o->cfg.weight_decay : 0.0f;
-        PT_CHECK(o->be->adamw_update(s, p + a, g + a, o->m + (a - o->lo), o->v + (a - o->lo), z - a, lr,
-                                     o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, grad_scale, t));
+    if (pt_model_params(m) != o->seg_params || pt_model_grads(m) != o->seg_grads)
+        PT_CHECK(build_segs(o)); /* the model's buffers moved: the same table over the new ones */
+    if (o->multi) {
+        PT_CHECK(o->be->adamw_multi_update(s, o->segs_dev, o->n_segs, o->hi - o->lo, lr, o->cfg.beta1, o->cfg.beta2,
+                                           o->cfg.eps, grad_scale, t));
+    } else {
+        for (int k = 0; k < o->n_segs; k++) { /* each tensor's part within [lo, hi) */
+            const pt_adamw_seg *sg = &o->segs[k];
+            PT_CHECK(o->be->adamw_update(s, sg->param, sg->grad, sg->m, sg->v, sg->n, lr, o->cfg.beta1,
+                                         o->cfg.beta2, o->cfg.eps, sg->weight_decay, grad_scale, t));
+        }
     }
     o->t = t;
     return PT_OK;
