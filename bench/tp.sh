@@ -109,15 +109,16 @@ if T > 1:
         n = names.get(e.get("tid"), "")
         if e.get("ph") == "X" and n.endswith(" tp"):
             per_rank.setdefault(int(n.split()[1]), []).append(e)
-    mins = []
-    for g0 in range(0, world, T):
+    mins, counts = [], []
+    for g0 in range(0, world, T):                                  # one TP group per pipeline rank
         group = [sorted(per_rank.get(g0 + t, []), key=lambda e: e["ts"]) for t in range(T)]
+        counts.append(len(group[0]) // summ["steps"])
         if all(len(x) == len(group[0]) for x in group):
-            mins.append(sum(min(e["dur"] for e in col) for col in zip(*group)) / 1e3 / summ["steps"])
-        out["tp_collectives_per_step"] = len(group[0]) // summ["steps"]
-    if mins:
-        out["tp_comm_fastest_ms"] = round(max(mins), 1)
-        out["tp_comm_fastest_share"] = round(max(mins) / summ["step_time_s"] / 1e3, 4)
+            mins.append(round(sum(min(e["dur"] for e in col) for col in zip(*group)) / 1e3 / summ["steps"], 1))
+    out["tp_collectives_per_step"] = counts                        # per TP group (stage)
+    if len(mins) == len(counts):
+        out["tp_comm_fastest_ms"] = mins                           # per TP group
+        out["tp_comm_fastest_share"] = [round(x / summ["step_time_s"] / 1e3, 4) for x in mins]
 out["profile_step_ms"] = round(1e3 * summ["step_time_s"], 1)
 mem = summ.get("memory", {}).get("ranks", [])
 if mem:
