@@ -64,18 +64,23 @@ case_args() {
     esac
 }
 
+for c in ${CASES//,/ }; do
+    case_args "$c" > /dev/null || { echo "bench/tp.sh: unknown case $c (t1, t1x1, t2, t2sp, p2, p2t2, p2t2sp)" >&2; exit 2; }
+done
+failed=0
 for r in $(seq 1 "$ROUNDS"); do
     for c in ${CASES//,/ }; do
-        args=$(case_args "$c") || { echo "bench/tp.sh: unknown case $c (t1, t1x1, t2, t2sp, p2, p2t2, p2t2sp)" >&2; exit 2; }
+        args=$(case_args "$c")
         load0=$(cut -d' ' -f1 /proc/loadavg)
         # shellcheck disable=SC2086
-        if ! "$PT" $common $args --run-dir run-$c-$r --profile prof-$c-$r > $c-$r.out 2>&1; then
-            echo "{\"bench\": \"tp\", \"case\": \"$c\", \"error\": \"train failed\"}"
-            tail -5 $c-$r.out >&2
+        if ! "$PT" $common $args --run-dir "run-$c-$r" --profile "prof-$c-$r" > "$c-$r.out" 2>&1; then
+            echo "{\"bench\": \"tp\", \"case\": \"$c\", \"round\": $r, \"error\": \"pipetrain train failed\"}"
+            tail -5 "$c-$r.out" >&2
+            failed=1
             continue
         fi
         load1=$(cut -d' ' -f1 /proc/loadavg)
-        python3 - "$c" "$r" "$MODEL" "$SEQ" "$CORE" "$load0" "$load1" "$args" run-$c-$r prof-$c-$r run-t1-$r <<'EOF'
+        python3 - "$c" "$r" "$MODEL" "$SEQ" "$CORE" "$load0" "$load1" "$args" "run-$c-$r" "prof-$c-$r" "run-t1-$r" <<'EOF' || failed=1
 import json, os, statistics, sys
 case, rnd, model, seq, core, load0, load1, args, run, prof, ref = sys.argv[1:]
 MiB = 1048576.0
@@ -145,3 +150,4 @@ print(json.dumps(out), flush=True)
 EOF
     done
 done
+exit $failed
