@@ -584,12 +584,24 @@ pt_status pt_model_rope_tables(const pt_model_config *cfg, int n_pos, const pt_b
     return st;
 }
 
+/* pt_backend_alloc_kind for the chunk: a failure (device memory exhausted) names what was asked for,
+ * its size and the layers, and what needs less (the backend's sentence says the bytes free). */
+static pt_status model_alloc(pt_model *m, void **ptr, size_t bytes, pt_mem_kind kind, const char *what)
+{
+    pt_status st = pt_backend_alloc_kind(m->be, ptr, bytes, kind);
+    if (st != PT_ENOMEM)
+        return st;
+    return pt_fail_wrap(st, "layers %d..%d: %s, %.1f MiB%s", m->first, m->last, what, bytes / 1048576.0,
+                        kind == PT_MEM_ACT ? " (activations: a smaller --micro-batch-size or --recompute needs less)"
+                                           : " (weights and their state: more --stages or --zero 1 need less)");
+}
+
 /* The chunk's rotary tables, positions 0..seq_len-1. */
 static pt_status model_rope_tables(pt_model *m)
 {
     const size_t n = (size_t)m->opts.seq_len * (m->cfg.n_embd / m->cfg.n_head / 2);
-    PT_CHECK(pt_backend_alloc_kind(m->be, (void **)&m->rope_cos, n * sizeof(float), PT_MEM_ACT));
-    PT_CHECK(pt_backend_alloc_kind(m->be, (void **)&m->rope_sin, n * sizeof(float), PT_MEM_ACT));
+    PT_CHECK(model_alloc(m, (void **)&m->rope_cos, n * sizeof(float), PT_MEM_ACT, "the rotary cos table"));
+    PT_CHECK(model_alloc(m, (void **)&m->rope_sin, n * sizeof(float), PT_MEM_ACT, "the rotary sin table"));
     return pt_model_rope_tables(&m->cfg, m->opts.seq_len, m->be, m->stream, m->rope_cos, m->rope_sin);
 }
 
@@ -723,40 +735,54 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     const int B = opts->micro_batch, T = opts->seq_len, C = cfg->n_embd;
     const size_t N = (size_t)B * T, Vp = (size_t)cfg->vocab_padded;
     size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
-    PT_TRY(pt_backend_alloc_kind(be, (void **)&m->params, pbytes, PT_MEM_WEIGHTS), fail);
-    PT_TRY(pt_backend_alloc_kind(be, (void **)&m->grads, pbytes, PT_MEM_GRADS), fail);
+    PT_TRY(model_alloc(m, (void **)&m->params, pbytes, PT_MEM_WEIGHTS, "the weights"), fail);
+    PT_TRY(model_alloc(m, (void **)&m->grads, pbytes, PT_MEM_GRADS, "the gradients"), fail);
     if (m->n_sh > 0) {
         if (m->has_emb && m->tied) {
-            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->twin, (size_t)m->Vl * C * sizeof(float), PT_MEM_GRADS), fail);
+            PT_TRY(model_alloc(m, (void **)&m->twin, (size_t)m->Vl * C * sizeof(float), PT_MEM_GRADS,
+                               "the LM head's wte gradient"),
+                   fail);
             m->own_twin = 1;
         } else {
             m->twin = G(m, m->t_head_wte);
         }
     }
     if (m->sp) {
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_red, N * C * sizeof(float), PT_MEM_ACT), fail);
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_full, N * C * sizeof(float), PT_MEM_ACT), fail);
+        PT_TRY(model_alloc(m, (void **)&m->scratch_red, N * C * sizeof(float), PT_MEM_ACT,
+                           "the sequence-parallel partial sums"),
+               fail);
+        PT_TRY(model_alloc(m, (void **)&m->scratch_full, N * C * sizeof(float), PT_MEM_ACT,
+                           "the sequence-parallel gathered rows"),
+               fail);
     }
     if (m->has_head && m->tpn > 1)
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->tp_parts, (size_t)m->tpn * N * PT_XENT_STATS * sizeof(float),
-                                     PT_MEM_ACT),
+        PT_TRY(model_alloc(m, (void **)&m->tp_parts, (size_t)m->tpn * N * PT_XENT_STATS * sizeof(float), PT_MEM_ACT,
+                           "the tensor-parallel head's row statistics"),
                fail);
     if (m->has_head && !m->xs) {
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_logits, rows * Vp * sizeof(float), PT_MEM_ACT), fail);
+        PT_TRY(model_alloc(m, (void **)&m->scratch_logits, rows * Vp * sizeof(float), PT_MEM_ACT,
+                           "the logits scratch"),
+               fail);
     }
     if (m->n_blocks > 0) {
         size_t att = be->attention_scratch_size(B, T, m->Cl, m->NHl, m->NKVl);
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float), PT_MEM_ACT), fail);
-        PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_nc, N * C * sizeof(float), PT_MEM_ACT), fail);
+        PT_TRY(model_alloc(m, (void **)&m->scratch_att, (att ? att : 1) * sizeof(float), PT_MEM_ACT,
+                           "the attention scratch"),
+               fail);
+        PT_TRY(model_alloc(m, (void **)&m->scratch_nc, N * C * sizeof(float), PT_MEM_ACT,
+                           "the attention-output gradient scratch"),
+               fail);
         if (m->llama) {
-            PT_TRY(pt_backend_alloc_kind(be, (void **)&m->scratch_nh, N * (size_t)m->AW * sizeof(float), PT_MEM_ACT), fail);
+            PT_TRY(model_alloc(m, (void **)&m->scratch_nh, N * (size_t)m->AW * sizeof(float), PT_MEM_ACT,
+                               "the SwiGLU gradient scratch"),
+                   fail);
             PT_TRY(model_rope_tables(m), fail);
         }
         if (m->opts.recompute) {
             carve c = { 0 };
             carve_block_act(&c, m, &m->recompute_act);
-            PT_TRY(pt_backend_alloc_kind(be, &m->recompute_mem, c.off, PT_MEM_ACT), fail);
+            PT_TRY(model_alloc(m, &m->recompute_mem, c.off, PT_MEM_ACT, "the recomputation area"), fail);
             c = (carve){ .base = m->recompute_mem };
             carve_block_act(&c, m, &m->recompute_act);
         }
@@ -765,7 +791,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         carve c = { 0 };
         carve_bwd_shared(&c, m);
         if (c.off > 0) {
-            PT_TRY(pt_backend_alloc_kind(be, &m->bwd_shared_mem, c.off, PT_MEM_ACT), fail);
+            PT_TRY(model_alloc(m, &m->bwd_shared_mem, c.off, PT_MEM_ACT, "the shared backward gradients"), fail);
             c = (carve){ .base = m->bwd_shared_mem };
             carve_bwd_shared(&c, m);
         }
@@ -801,7 +827,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         carve c = { 0 };
         carve_slot(&c, m, sl);
         m->slot_bytes = c.off;
-        PT_TRY(pt_backend_alloc_kind(be, &sl->mem, c.off ? c.off : 1, PT_MEM_ACT), fail);
+        PT_TRY(model_alloc(m, &sl->mem, c.off ? c.off : 1, PT_MEM_ACT, "an activation slot"), fail);
         c = (carve){ .base = sl->mem };
         carve_slot(&c, m, sl);
         /* Gradients between head shards carry dh, then the log-sum-exp, then unused floats that

@@ -1723,7 +1723,10 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
         if (rt->ntp > 1)
             mo.tp = (struct pt_model_tp){ .size = rt->ntp, .rank = rt->tpr, .sp = rt->sp, .allreduce = tp_allreduce,
                                           .reduce_scatter = tp_reduce_scatter, .allgather = tp_allgather, .ctx = rt };
-        PT_CHECK(pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m));
+        pt_status st = pt_model_create(o->cfg, k->first_layer, k->last_layer, &mo, o->be, o->stream, &k->m);
+        if (st == PT_ENOMEM)
+            return pt_fail_wrap(st, "rank %d (chunk %d, micro-batches of %d x %d tokens)", rt->rank, c, rt->B, rt->T);
+        PT_CHECK(st);
         PT_CHECK(pt_model_init_weights(k->m, o->seed));
         if (rt->zero) {
             size_t lo, hi;
