@@ -19,10 +19,14 @@
  * The run's "transfers:" log line must name PATH (host-staged: every rank on the one GPU; nccl:
  * PT_EMU_GPU_PER_RANK=1 on the emulator, one GPU per rank on a real machine).
  *
- *   tp_compare TOL TOL_W PATH MODEL P T SP [SCHEDULE [LAYERS]]   exits 77 when no CUDA device is usable
+ *   tp_compare TOL TOL_W PATH MODEL P T SP [SCHEDULE [LAYERS [D [ZERO [OVERLAP]]]]]
  *
- * LAYERS > 0: MODEL's preset with that many blocks (the emulator's time goes with the tensors'
- * sizes and count: gpt2-tiny's 4 blocks take twice the 2 of a test).
+ *   tp_compare refuse TEXT PATH MODEL P T SP ...       the same job on cuda only must fail on every
+ *                                                      rank with an error containing TEXT
+ *
+ * exits 77 when no CUDA device is usable. LAYERS > 0: MODEL's preset with that many blocks (the
+ * emulator's time goes with the tensors' sizes and count). D > 1: that many data-parallel replicas
+ * (P x T x D ranks), with --zero ZERO and --overlap OVERLAP (0 or 1).
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set before the ranks start). Built against the
  * emulator by tests/cuda/CMakeLists.txt (cuda.emulated_tp_*: the real backend table, runtime, link
@@ -62,11 +66,12 @@ typedef struct run_log {
 
 static char g_transfers[512];
 static const char *g_model = "gpt2-tiny", *g_schedule = "1f1b";
-static int g_P = 1, g_T = 2, g_sp = 0;
+static int g_P = 1, g_T = 2, g_sp = 0, g_D = 1, g_zero = 0, g_overlap = 0;
 static pt_model_config g_cfg; /* MODEL with LAYERS blocks */
 static pt_runtime *g_rt;   /* the running job's runtime (on_start) */
 static run_log *g_capture; /* where after_step copies the weights */
 static double g_lr;
+static const char *g_refuse; /* "refuse" mode: the text the CUDA run's error must contain */
 
 static void on_event(void *ctx, const pt_train_event *ev)
 {
@@ -152,7 +157,9 @@ static int run_pipeline(const char *backend, run_log *out)
     g_lr = c->lr;
     ta.model_config = &g_cfg;
     ta.stages = g_P;
-    ta.replicas = 1;
+    ta.replicas = g_D;
+    ta.zero = g_zero;
+    ta.overlap = g_overlap;
     ta.tp = g_T;
     ta.sp = g_sp;
     ta.schedule = g_schedule;
@@ -168,6 +175,12 @@ static int run_pipeline(const char *backend, run_log *out)
     g_capture = out;
     pt_train_summary sum;
     pt_status st = pt_runtime_train_main(&ta, &sum);
+    if (g_refuse) { /* the run must fail, naming the reason */
+        int ok = st != PT_OK && strstr(pt_last_error(), g_refuse) != NULL;
+        printf("%s %s run refused: %s\n", ok ? "ok  " : "FAIL", backend,
+               st != PT_OK ? pt_last_error() : "(it ran: no refusal)");
+        return !ok;
+    }
     if (st != PT_OK) {
         fprintf(stderr, "FAIL %s tensor-parallel run: %s (%s)\n", backend, pt_last_error(), pt_status_name(st));
         return 1;
@@ -255,9 +268,11 @@ static int compare_weights(int rank, const run_log *a, const run_log *b, double 
 int main(int argc, char **argv)
 {
     if (argc < 8) {
-        fprintf(stderr, "usage: tp_compare TOL TOL_W PATH MODEL P T SP [SCHEDULE [LAYERS]]\n");
+        fprintf(stderr, "usage: tp_compare TOL TOL_W PATH MODEL P T SP [SCHEDULE [LAYERS [D [ZERO [OVERLAP]]]]]\n");
         return 2;
     }
+    if (strcmp(argv[1], "refuse") == 0)
+        g_refuse = argv[2];
     double tol = atof(argv[1]), tol_w = atof(argv[2]);
     const char *want_path = argv[3];
     g_model = argv[4];
@@ -270,6 +285,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "tp_compare: %s\n", pt_last_error());
         return 2;
     }
+    if (argc > 10 && atoi(argv[10]) > 1)
+        g_D = atoi(argv[10]);
+    if (argc > 11)
+        g_zero = atoi(argv[11]);
+    if (argc > 12)
+        g_overlap = atoi(argv[12]);
     if (argc > 9 && atoi(argv[9]) > 0) {
         g_cfg.n_layer = atoi(argv[9]);
         if (pt_model_config_validate(&g_cfg) != PT_OK) {
@@ -290,8 +311,8 @@ int main(int argc, char **argv)
         if (len <= 0)
             return 1;
         self[len] = '\0';
-        char *av[12] = { self };
-        for (int i = 1; i < argc && i < 11; i++)
+        char *av[14] = { self };
+        for (int i = 1; i < argc && i < 13; i++)
             av[i] = argv[i];
         char dir[] = "/tmp/tp_compare.XXXXXX", data[64];
         if (!mkdtemp(dir)) {
@@ -310,7 +331,7 @@ int main(int argc, char **argv)
         int code = 0;
         if (st == PT_OK) {
             setenv("TP_COMPARE_DATA", data, 1);
-            pt_launch_opts lo = { .nproc = g_P * g_T, .nodes = 1, .node_rank = 0, .master = NULL };
+            pt_launch_opts lo = { .nproc = g_P * g_T * g_D, .nodes = 1, .node_rank = 0, .master = NULL };
             st = pt_launch(&lo, av, &code);
         }
         if (st != PT_OK)
@@ -321,14 +342,17 @@ int main(int argc, char **argv)
     }
     int rank = atoi(getenv("RANK"));
     run_log cpu, cuda;
+    if (g_refuse)
+        return run_pipeline("cuda", &cuda);
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;
     int bad = compare_weights(rank, &cuda, &cpu, tol_w);
     fflush(stdout);
     if (rank != 0)
         return bad;
-    printf("%s, %d stages (%s) x %d tensor-parallel%s; cuda transfers: %s\n", g_model, g_P, g_schedule, g_T,
-           g_sp ? " (sequence-parallel)" : "", g_transfers[0] ? g_transfers : "(no log line)");
+    printf("%s, %d stages (%s) x %d tensor-parallel%s x %d replicas (--zero %d, --overlap %d); cuda transfers: %s\n",
+           g_model, g_P, g_schedule, g_T, g_sp ? " (sequence-parallel)" : "", g_D, g_zero, g_overlap,
+           g_transfers[0] ? g_transfers : "(no log line)");
     if (strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
         printf("FAIL cuda run: transfers took \"%s\", want %s\n", g_transfers, want_path);
         return 1;
