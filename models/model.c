@@ -262,10 +262,12 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     if (m->has_head)
         s->losses = carve_f(c, N);
     if (m->tpn > 1) { /* the vocabulary-parallel head: this rank's logits, as one shard's */
-        s->sh_exps[0] = carve_f(c, N * (size_t)m->Vl);
-        s->sh_rowmax[0] = carve_f(c, N);
-        s->fstats = carve_f(c, N * PT_XENT_STATS);
-        s->lse = carve_f(c, N);
+        if (m->has_head) {
+            s->sh_exps[0] = carve_f(c, N * (size_t)m->Vl);
+            s->sh_rowmax[0] = carve_f(c, N);
+            s->fstats = carve_f(c, N * PT_XENT_STATS);
+            s->lse = carve_f(c, N);
+        }
         return;
     }
     if (m->K == 1) {

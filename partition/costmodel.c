@@ -627,13 +627,13 @@ double pt_part_block_act_bytes_tp(const pt_model_config *cfg, int B, int T, doub
 }
 
 /* Split backward's kept gradients of one TP rank's block (block_grad_bytes): dfch and dqkv split,
- * dln2, dres2, dln1 whole (/ T with sp). */
+ * dln2, dres2, dln1 whole (the partial sums of all N rows, also with sp, as models/ keeps them),
+ * and with sp the gathered output gradient (N,C). */
 static double tp_block_grad_bytes(const pt_model_config *c, double N, double elem_bytes, int tp, int sp)
 {
     if (tp <= 1)
         return block_grad_bytes(c, N, elem_bytes);
-    const double s = sp ? 1.0 / tp : 1.0;
-    return elem_bytes * N * (mlp_up_width(c) / tp + 3.0 * c->n_embd * s + tp_qkv_width(c, tp));
+    return elem_bytes * N * (mlp_up_width(c) / tp + (sp ? 4.0 : 3.0) * c->n_embd + tp_qkv_width(c, tp));
 }
 
 /* Ring all-reduce of `bytes` over tp ranks on the intra-node link. */
@@ -744,8 +744,8 @@ pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int
             c->act_bytes = N * Vk * 4 / tp + N * 4;
             c->fwd_traffic_bytes = 3.0 * N * Vk * 4 / tp;
             c->act_split_bytes = 0;
-            if (k == 0) {
-                c->act_bytes += (K > 1 ? 0.0 : N * 4) + (2.0 * N * C * a + N * nstat) * s;
+            if (k == 0) { /* the input (R rows) and the norm's statistics / T with sp; its output all N rows */
+                c->act_bytes += (K > 1 ? 0.0 : N * 4) + (N * C * a + N * nstat) * s + N * C * a * (tp > 1 ? 1.0 : s);
                 if (K > 1)
                     c->act_bytes += N * 4; /* targets */
                 c->act_split_bytes = N * C * a * s;
@@ -806,7 +806,7 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
     if (has_block) {
         /* attention scratch (B,H,2,min(T,64),T) and the (N,C) gradient scratch, once per chunk;
          * with grouped kv heads the backward's per-query-head dK, dV partials, (B,H,2,T,hs) */
-        m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C * s;
+        m += 4.0 * B * H * 2.0 * rows * T + 4.0 * N * C; /* the gradient scratch: all N rows, also with sp */
         if (pt_model_kv_heads(cfg) < cfg->n_head)
             m += 4.0 * 2.0 * N * C / tp;
         if (is_llama(cfg)) /* the (N,H) gradient at the SwiGLU output; cos and sin (T, hs/2) */
@@ -814,13 +814,17 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
         if (recompute) /* the shared re-materialised block */
             m += pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
     }
-    if (pt_model_head_layers(cfg) == 1 && last == head0)
-        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head only) */
+    if (pt_model_head_layers(cfg) == 1 && last == head0 && tp == 1)
+        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head, one rank) */
+    if (tp > 1 && last == head0) /* every rank's row statistics of the vocabulary-parallel head */
+        m += 4.0 * tp * N * PT_XENT_STATS;
+    if (tp > 1 && sp) /* the (N,C) partial sums before their reduce-scatter, and the gathered rows */
+        m += 2.0 * 4.0 * N * C;
     if (fused_only) {
-        /* one backward at a time: a block's inner gradients (block_grad_bytes), dlnf, inner
-         * boundaries' dx */
+        /* one backward at a time: a block's inner gradients (block_grad_bytes), dlnf (all N rows:
+         * the head's partial sums), inner boundaries' dx (this rank's rows) */
         m += (has_block ? tp_block_grad_bytes(cfg, N, elem_bytes, tp, sp) : 0.0) +
-             elem_bytes * N * C * s * ((has_lnf ? 1.0 : 0.0) + (n_internal < 2 ? n_internal : 2));
+             elem_bytes * N * C * ((has_lnf ? 1.0 : 0.0) + s * (n_internal < 2 ? n_internal : 2));
     }
     return m;
 }

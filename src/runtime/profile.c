@@ -414,8 +414,11 @@ static void add_memory(cJSON *j, const pt_profile_summary *s, const pt_plan *pl)
         if (!o)
             return;
         cJSON_AddNumberToObject(o, "rank", r);
-        cJSON_AddNumberToObject(o, "stage", r % pl->n_stages);
-        cJSON_AddNumberToObject(o, "replica", r / pl->n_stages);
+        const int T = pl->n_tp > 1 ? pl->n_tp : 1; /* world rank (d * P + p) * T + t */
+        cJSON_AddNumberToObject(o, "stage", r / T % pl->n_stages);
+        cJSON_AddNumberToObject(o, "replica", r / T / pl->n_stages);
+        if (T > 1)
+            cJSON_AddNumberToObject(o, "tp_rank", r % T);
         cJSON_AddNumberToObject(o, "peak_bytes", s->peak_bytes[r]);
         cJSON_AddNumberToObject(o, "pred_bytes", s->pred_bytes[r]);
         cJSON *me = cJSON_AddObjectToObject(o, "measured"), *pr = cJSON_AddObjectToObject(o, "predicted");
