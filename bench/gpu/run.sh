@@ -16,6 +16,11 @@
 #                                                     gpt2, gpt2-medium, llama3.2-1b and llama3-8b
 #                                                     shapes at T=1024; the flash kernels' own
 #                                                     correctness test is cuda.attention_flash (gpu)
+#   {"bench":"optim", "path":"per_tensor", ...}      the AdamW step of gpt2 and gpt2-medium alone
+#   {"bench":"optim", "path":"multi_tensor", ...}    (pipetrain bench optim --backend cuda): one
+#   {"bench":"optim", "path":"ratio", ...}            adamw_update launch per tensor vs one
+#                                                     adamw_multi_update launch for all; ms per step,
+#                                                     GB/s; its correctness test is cuda.adamw_multi
 #   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
 #   {"bench":"train", "model":"gpt2-medium", ...}
 #   {"bench":"train", "model":"llama-small", ...}    (12 x 768, 12 query / 4 kv heads, ~100M)
@@ -80,6 +85,12 @@ PY
 log "attention kernels: fp32 vs flash (bench_cuda_attention)"
 "$BUILD/tests/cuda/bench_cuda_attention" 20 ||
   echo '{"bench":"attention","error":"bench_cuda_attention failed (see stderr)"}'
+
+for model in gpt2 gpt2-medium; do
+  log "AdamW step of $model: per-tensor launches vs one multi-tensor launch (bench optim)"
+  "$PT" bench optim --backend cuda --model "$model" --steps 20 --json ||
+    echo "{\"bench\":\"optim\",\"model\":\"$model\",\"error\":\"pipetrain bench optim failed (see stderr)\"}"
+done
 
 # summarize RUN_DIR MODEL EXTRA_JSON: tokens/s over the steps after the first 5, and MFU
 summarize() {

@@ -35,6 +35,9 @@ static const pt_cli_entry benches[] = {
 #ifdef PT_HAVE_BENCH_ZERO
     { "zero", pt_bench_zero, "ZeRO-1 and overlapped reduction vs plain data parallel: step, comm, optimizer memory" },
 #endif
+#ifdef PT_HAVE_BENCH_OPTIM
+    { "optim", pt_bench_optim, "the AdamW step: one call per tensor vs one multi-tensor call" },
+#endif
     { NULL, NULL, NULL },
 };
 
