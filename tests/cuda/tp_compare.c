@@ -1,8 +1,8 @@
 /* tests/cuda/tp_compare.c — tensor parallelism (`train --tp T [--sp]`, issue 18) on the CUDA
  * backend against the same job on the CPU backend.
  *
- * Started without RANK in the environment it re-launches itself as P x T local ranks through
- * pt_launch (what `pipetrain train --stages P --tp T` does). Every rank runs
+ * Started without RANK in the environment it re-launches itself as P x T x D local ranks through
+ * pt_launch (what `pipetrain train --stages P --tp T --dp D` does). Every rank runs
  * pt_runtime_train_main twice on the same job (MODEL, P stages of SCHEDULE, T tensor-parallel
  * ranks, with or without --sp; 2 micro-batches of B = 2, 32 tokens, 3 steps, one thread, one
  * held-out eval at the end): first with --backend cpu, then with --backend cuda. After the last
@@ -132,6 +132,16 @@ static pt_status after_step(void *ctx, int64_t steps_done)
         }
     }
     return PT_OK;
+}
+
+static void run_log_free(run_log *r)
+{
+    for (int c = 0; c < MAX_CHUNKS; c++) {
+        free(r->w[c]);
+        free(r->t[c]);
+        r->w[c] = NULL;
+        r->t[c] = NULL;
+    }
 }
 
 static int run_pipeline(const char *backend, run_log *out)
@@ -347,6 +357,8 @@ int main(int argc, char **argv)
     if (run_pipeline("cpu", &cpu) || run_pipeline("cuda", &cuda))
         return 1;
     int bad = compare_weights(rank, &cuda, &cpu, tol_w);
+    run_log_free(&cpu);
+    run_log_free(&cuda);
     fflush(stdout);
     if (rank != 0)
         return bad;
