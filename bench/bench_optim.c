@@ -147,10 +147,6 @@ int pt_bench_optim(int argc, char **argv)
         n_thr = 1;
     }
     FILE *tab = json ? stderr : stdout;
-    fprintf(tab, "bench optim: %s on %s, %d round(s) x %d step(s) per path after %d warm-up step(s)\n", model,
-            be->name, rounds, steps, warmup);
-    fprintf(tab, "%-4s %-13s %8s %10s %10s %8s %8s\n", "thr", "path", "tensors", "median ms", "best ms", "GB/s",
-            "calls");
     for (int k = 0; k < n_thr && st == PT_OK; k++) {
         bo_stats r[2];
         size_t n = 0;
@@ -158,6 +154,12 @@ int pt_bench_optim(int argc, char **argv)
         st = bench_threads(be, &cfg, thread_list[k], steps, warmup, rounds, times, r, &n, &n_t);
         if (st != PT_OK)
             break;
+        if (k == 0) { /* after the first run, so that a backend with no device prints its one line only */
+            fprintf(tab, "bench optim: %s on %s, %d round(s) x %d step(s) per path after %d warm-up step(s)\n",
+                    model, be->name, rounds, steps, warmup);
+            fprintf(tab, "%-4s %-13s %8s %10s %10s %8s %8s\n", "thr", "path", "tensors", "median ms", "best ms",
+                    "GB/s", "calls");
+        }
         static const char *const names[2] = { "per_tensor", "multi_tensor" };
         for (int path = 0; path < 2; path++) {
             double gbs = 28.0 * (double)n / (r[path].median_ms * 1e-3) / 1e9;
