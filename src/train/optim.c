@@ -17,6 +17,7 @@ struct pt_optim {
     pt_adamw_seg *segs;     /* host, n_segs */
     pt_adamw_seg *segs_dev; /* device copy (pt_backend_alloc: PT_MEM_OTHER, so PT_MEM_OPTIM stays m and v) */
     int n_segs, multi;
+    size_t seg_total; /* the segments' elements (hi - lo unless tensors leave gaps in the flat buffer) */
     const float *seg_params, *seg_grads; /* the buffers segs point into */
 };
 
@@ -57,6 +58,7 @@ static pt_status build_segs(pt_optim *o)
         start += z - a;
     }
     o->n_segs = k;
+    o->seg_total = start;
     o->seg_params = p;
     o->seg_grads = g;
     if (!o->segs_dev)
@@ -155,7 +157,7 @@ pt_status pt_optim_step(pt_optim *o, float lr, float grad_scale)
     if (pt_model_params(m) != o->seg_params || pt_model_grads(m) != o->seg_grads)
         PT_CHECK(build_segs(o)); /* the model's buffers moved: the same table over the new ones */
     if (o->multi) {
-        PT_CHECK(o->be->adamw_multi_update(s, o->segs_dev, o->n_segs, o->hi - o->lo, lr, o->cfg.beta1, o->cfg.beta2,
+        PT_CHECK(o->be->adamw_multi_update(s, o->segs_dev, o->n_segs, o->seg_total, lr, o->cfg.beta1, o->cfg.beta2,
                                            o->cfg.eps, grad_scale, t));
     } else {
         for (int k = 0; k < o->n_segs; k++) { /* each tensor's part within [lo, hi) */
