@@ -1971,7 +1971,7 @@ static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
             rt->gs_last_wpass[a->chunk] = i;
     }
     for (int d = 0; d < rt->D; d++)
-        g[d] = d * rt->P + rt->p;
+        g[d] = world_at(rt, d, rt->p, rt->tpr);
     pt_grad_sync_opts go = { .zero = rt->zero, .timeout_ms = rt->timeout_ms };
     PT_TRY(pt_grad_sync_create(rt->comm, g, rt->D, &go, &rt->gs), out);
     for (int c = 0; c < rt->V; c++) {
@@ -1988,7 +1988,7 @@ static pt_status create_overlap(pt_runtime *rt, const pt_runtime_opts *o)
         int twin_summed = pt_model_tied(rt->cfg) || rt->n_hl > 1 || rt->tied_group;
         if (twin && twin >= gr && twin < gr + n && twin_summed) {
             rt->gs_defer[4 * c + 2] = (size_t)(twin - gr);
-            rt->gs_defer[4 * c + 3] = (size_t)(twin - gr) + (size_t)rt->cfg->vocab_padded * rt->cfg->n_embd;
+            rt->gs_defer[4 * c + 3] = (size_t)(twin - gr) + (size_t)pt_model_vocab_rows(m) * rt->cfg->n_embd;
         }
         PT_TRY(pt_grad_sync_add_chunk(rt->gs, c, gr, n), out);
         order[c] = c;

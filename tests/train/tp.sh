@@ -2,7 +2,7 @@
 # train.tp: tensor parallelism (`train --tp T [--sp]`, issue 18) against the one-process run of the
 # same global batch (4 sequences of 64 tokens a step, 4 steps), for gpt2-tiny and llama-tiny:
 #   T 2 and 4 alone; T 2 with P 2 on every schedule (1f1b, gpipe, interleaved, zbv, zb-h1); with
-#   D 2 (and --zero 1); llama T 4 replicates its 2 kv heads; each with and without --sp.
+#   D 2 (--zero 1, and llama with --overlap 1); llama T 4 replicates its 2 kv heads; +-sp.
 # Tolerance: the first step's loss within 1e-7 relative of one process's and its gradient norm
 # within 1e-6 (before any update: a few ulp; measured 7e-9 and 2e-8); every later step's loss
 # within 2e-5 and norm within 2e-4 (measured up to 3.1e-6 and 3.5e-5). The split itself is exact
@@ -98,7 +98,7 @@ run l-t2sp --model llama-tiny --stages 1 --micro-batches 4 --tp 2 --sp
 close llama-1 l-t2sp
 run l-t4 --model llama-tiny --stages 1 --micro-batches 4 --tp 4
 close llama-1 l-t4
-run l-p2t2d2 --model llama-tiny --stages 2 --dp 2 --micro-batches 2 --tp 2 --schedule zbv
+run l-p2t2d2 --model llama-tiny --stages 2 --dp 2 --micro-batches 2 --tp 2 --schedule zbv --overlap 1 --zero 1
 close llama-1 l-p2t2d2
 run l-p2t4sp --model llama-tiny --stages 2 --micro-batches 4 --tp 4 --sp --schedule interleaved
 close llama-1 l-p2t4sp
