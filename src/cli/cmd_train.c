@@ -769,10 +769,13 @@ static void print_batch_shape(const train_args *a, const pt_train_cfg *cfg)
     pt_sched_destroy(sc);
     pt_clear_error();
     const long long seqs = (long long)M * cfg->micro_batch_size * a->dp;
+    char tp[48] = "";
+    if (a->tp > 1)
+        snprintf(tp, sizeof tp, " x %d tensor-parallel", a->tp);
     printf("batch shape: M=%d micro-batches x B=%d sequences x D=%d replica%s = %lld sequences of T=%d tokens, "
-           "%lld tokens a step (%d stage%s)\n",
+           "%lld tokens a step (%d stage%s%s)\n",
            M, cfg->micro_batch_size, a->dp, a->dp == 1 ? "" : "s", seqs, cfg->seq_len, seqs * cfg->seq_len, P,
-           P == 1 ? "" : "s");
+           P == 1 ? "" : "s", tp);
     fflush(stdout);
 }
 
