@@ -15,7 +15,9 @@ struct pt_optim {
      * in tensor order, built at creation; the device copy is uploaded then (and again only if the
      * model's parameter or gradient buffer moved). multi = 0: one adamw_update per segment. */
     pt_adamw_seg *segs;     /* host, n_segs */
-    pt_adamw_seg *segs_dev; /* device copy (pt_backend_alloc: PT_MEM_OTHER, so PT_MEM_OPTIM stays m and v) */
+    pt_adamw_seg *segs_dev; /* device copy (pt_backend_alloc: PT_MEM_OTHER, so PT_MEM_OPTIM stays m and v);
+                             * on a host-memory backend the host table itself (nothing allocated: the
+                             * planner's memory kinds stay exact) */
     int n_segs, multi;
     size_t seg_total; /* the segments' elements (hi - lo unless tensors leave gaps in the flat buffer) */
     const float *seg_params, *seg_grads; /* the buffers segs point into */
@@ -61,7 +63,7 @@ static pt_status build_segs(pt_optim *o)
     o->seg_total = start;
     o->seg_params = p;
     o->seg_grads = g;
-    if (!o->segs_dev)
+    if (!o->segs_dev || o->segs_dev == o->segs)
         return PT_OK;
     pt_stream *s = pt_model_stream(m);
     PT_CHECK(o->be->memcpy_h2d(s, o->segs_dev, o->segs, (size_t)(k ? k : 1) * sizeof *o->segs));
@@ -102,7 +104,11 @@ pt_status pt_optim_create_range(pt_model *m, const pt_adamw_cfg *cfg, size_t lo,
         goto fail;
     }
     if (o->be->adamw_multi_update) {
-        PT_TRY(pt_backend_alloc(o->be, (void **)&o->segs_dev, (n_t > 0 ? (size_t)n_t : 1) * sizeof *o->segs), fail);
+        if (o->be->device_memory)
+            PT_TRY(pt_backend_alloc(o->be, (void **)&o->segs_dev, (n_t > 0 ? (size_t)n_t : 1) * sizeof *o->segs),
+                   fail);
+        else
+            o->segs_dev = o->segs;
         o->multi = 1;
     }
     PT_TRY(build_segs(o), fail);
@@ -117,7 +123,8 @@ void pt_optim_destroy(pt_optim *o)
 {
     if (!o)
         return;
-    pt_backend_free(o->be, o->segs_dev);
+    if (o->segs_dev != o->segs)
+        pt_backend_free(o->be, o->segs_dev);
     free(o->segs);
     pt_backend_free(o->be, o->v);
     pt_backend_free(o->be, o->m);
