@@ -17,6 +17,7 @@
 #include "pipetrain/comm.h"
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
+#include "pipetrain/modules.h"
 #include "pipetrain/partition.h"
 #include "pipetrain/report.h"
 #include "pipetrain/runtime.h"
@@ -515,6 +516,15 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
                      a->layout || a->profile_dir || a->mem_limit || a->layer_costs;
     int job = 0, job_rank = 0, job_size = 1;
     PT_CHECK(pt_comm_env_job(&job, &job_rank, &job_size));
+    if (!job && cfg.backend && strcmp(cfg.backend, "cuda") == 0) { /* before any rank starts: one line */
+        int n_gpus = 0;
+        char why[256] = "";
+        pt_status gs = pt_modules_gpu_count(&n_gpus, why, sizeof why);
+        pt_clear_error();
+        if (gs != PT_OK || n_gpus < 1)
+            return pt_fail(PT_ENOTSUP, "--backend cuda: no CUDA device on this machine (%s); use --backend cpu",
+                           why[0] ? why : "the CUDA runtime found none");
+    }
     const char *restarts_env = getenv("PT_RESTART_COUNT"); /* set by a restarting launcher (restart.c) */
     if (a->max_restarts > 0 && job && !restarts_env)
         return pt_fail(PT_EINVAL, "--max-restarts restarts the ranks this command starts, but it is one rank of a job "
