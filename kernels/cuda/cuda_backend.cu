@@ -205,20 +205,6 @@ extern "C" pt_status pt_cuda_event_wait(pt_cuda_event *e, int64_t deadline_ns, c
     }
 }
 
-static pt_cuda_mm_mode pt_cuda_mm_mode_env(pt_status *st)
-{
-    *st = PT_OK;
-    const char *e = getenv("PT_CUDA_MATMUL");
-    if (e == NULL || *e == '\0' || strcmp(e, "bf16") == 0)
-        return PT_CUDA_MM_BF16;
-    if (strcmp(e, "fp32") == 0)
-        return PT_CUDA_MM_FP32;
-    if (strcmp(e, "tf32") == 0)
-        return PT_CUDA_MM_TF32;
-    *st = pt_fail(PT_EINVAL, "PT_CUDA_MATMUL is \"%s\"; use bf16, tf32 or fp32", e);
-    return PT_CUDA_MM_BF16;
-}
-
 static pt_status pt_cuda_workspace_env(size_t *bytes)
 {
     const char *e = getenv("PT_CUDA_WORKSPACE_MB");
@@ -245,8 +231,8 @@ pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out)
     if (device < 0 || device >= n)
         return pt_fail(PT_EINVAL, "CUDA device %d does not exist; this machine has %d (0..%d)", device, n, n - 1);
     pt_status st;
-    pt_cuda_mm_mode mode = pt_cuda_mm_mode_env(&st);
-    PT_CHECK(st);
+    pt_cuda_mm_mode mode = PT_CUDA_MM_BF16;
+    PT_CHECK(pt_cuda_matmul_mode_env(device, &mode)); /* PT_CUDA_MATMUL against the device */
     size_t ws_bytes = 0;
     PT_CHECK(pt_cuda_workspace_env(&ws_bytes));
     pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
@@ -256,6 +242,7 @@ pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out)
     s->mm_mode = mode;
     s->workspace_bytes = ws_bytes;
     PT_TRY(pt_cuda_fail(cudaSetDevice(device), "cudaSetDevice"), fail);
+
     PT_TRY(pt_cuda_attention_mode_env(device, &s->att_mode), fail); /* PT_CUDA_ATTENTION */
     PT_TRY(pt_cuda_fail(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate"), fail);
     PT_TRY(pt_cuda_fail(cudaMalloc(&s->workspace, ws_bytes), "cudaMalloc of the stream workspace"), fail);

@@ -9,6 +9,9 @@
  * cuBLAS, products accumulated in fp32, fp32 out). The bias is broadcast into `out` first and
  * the product added with beta 1. dbias is a deterministic column sum in two passes through the
  * stream workspace. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "cuda_internal.h"
 
 static cublasComputeType_t pt_cuda_compute_type(const pt_stream *s)
@@ -130,5 +133,33 @@ pt_status pt_cuda_matmul_backward_weight(pt_stream *s, float *dweight, float *db
                           dweight, C));
     if (dbias != NULL)
         PT_CHECK(pt_cuda_colsum_add(s, dbias, dout, N, OC, "matmul_backward_weight bias"));
+    return PT_OK;
+}
+
+pt_status pt_cuda_matmul_mode_env(int device, pt_cuda_mm_mode *mode)
+{
+    *mode = PT_CUDA_MM_BF16;
+    const char *e = getenv("PT_CUDA_MATMUL");
+    const int given = e != NULL && *e != '\0';
+    if (given && strcmp(e, "fp32") == 0) {
+        *mode = PT_CUDA_MM_FP32;
+        return PT_OK;
+    }
+    if (given && strcmp(e, "tf32") == 0)
+        *mode = PT_CUDA_MM_TF32;
+    else if (given && strcmp(e, "bf16") != 0)
+        return pt_fail(PT_EINVAL, "PT_CUDA_MATMUL is \"%s\"; use bf16, tf32 or fp32", e);
+    int major = 0, minor = 0;
+    PT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                  "cudaDeviceGetAttribute (compute capability)");
+    PT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+                  "cudaDeviceGetAttribute (compute capability)");
+    if (major >= 8)
+        return PT_OK;
+    if (given)
+        return pt_fail(PT_ENOTSUP, "PT_CUDA_MATMUL=%s needs a GPU of compute capability 8.0 (Ampere) or newer, and "
+                                   "CUDA device %d is %d.%d; use PT_CUDA_MATMUL=fp32",
+                       e, device, major, minor);
+    *mode = PT_CUDA_MM_FP32; /* the default on an older GPU: fp32 products (docs/cuda.md) */
     return PT_OK;
 }

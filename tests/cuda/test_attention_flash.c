@@ -385,6 +385,35 @@ static void test_bad_env(void)
                cases[i].cc ? cases[i].cc : "", pt_last_error());
     }
     setenv("PT_CUDA_ATTENTION", "flash", 1);
+#ifdef PT_CUDA_EMU_DRIVER
+    /* bf16 matrix products asked for on a pretend pre-Ampere GPU: refused, naming the variable; the
+     * default there (PT_CUDA_MATMUL unset) falls back to fp32 and creates the stream */
+    unsetenv("PT_CUDA_ATTENTION");
+    setenv("PT_EMU_CC", "7.0", 1);
+    setenv("PT_CUDA_MATMUL", "bf16", 1);
+    pt_stream *s = NULL;
+    pt_status st = gpu->stream_create(&(pt_stream_opts){ .device = 0 }, &s);
+    if (st != PT_ENOTSUP || strstr(pt_last_error(), "PT_CUDA_MATMUL=bf16 needs a GPU of compute capability 8.0") == NULL) {
+        fprintf(stderr, "FAIL PT_CUDA_MATMUL=bf16 on 7.0: status %d, message \"%s\"\n", (int)st,
+                st == PT_OK ? "" : pt_last_error());
+        failures++;
+    } else
+        printf("ok   PT_CUDA_MATMUL=bf16 on compute 7.0 refused: %s\n", pt_last_error());
+    if (s != NULL)
+        gpu->stream_destroy(s);
+    s = NULL;
+    unsetenv("PT_CUDA_MATMUL");
+    st = gpu->stream_create(&(pt_stream_opts){ .device = 0 }, &s);
+    if (st != PT_OK) {
+        fprintf(stderr, "FAIL the default matmul precision on 7.0: %s\n", pt_last_error());
+        failures++;
+    } else
+        printf("ok   the default matmul precision on compute 7.0: a stream (fp32 products)\n");
+    if (s != NULL)
+        gpu->stream_destroy(s);
+    unsetenv("PT_EMU_CC");
+    setenv("PT_CUDA_ATTENTION", "flash", 1);
+#endif
 }
 
 int main(int argc, char **argv)

@@ -358,8 +358,11 @@ static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
     s->workspace = aligned_alloc(256, s->workspace_bytes);
     s->host_double = (double *)malloc(sizeof(double));
     s->host_int = (int *)malloc(sizeof(int));
+    /* PT_CUDA_MATMUL checked against the pretend device as on a GPU; the emulated GEMM is fp32 */
+    pt_status st = pt_cuda_matmul_mode_env(0, &s->mm_mode);
     s->mm_mode = PT_CUDA_MM_FP32;
-    pt_status st = pt_cuda_attention_mode_env(0, &s->att_mode); /* PT_CUDA_ATTENTION, as on a GPU */
+    if (st == PT_OK)
+        st = pt_cuda_attention_mode_env(0, &s->att_mode); /* PT_CUDA_ATTENTION, as on a GPU */
     if (st != PT_OK) {
         emu_stream_destroy(s);
         return st;
