@@ -859,6 +859,10 @@ static void write_header(FILE *f, const run_info *r)
         int n = snprintf(v, sizeof v, "%s, %.0f stage%s", sched ? sched : "?", P, P == 1 ? "" : "s");
         if (jnum(c, "replicas", &D) && D > 1)
             n += snprintf(v + n, sizeof v - (size_t)n, " x %.0f replicas", D);
+        double tp = 1;
+        if (jnum(c, "n_tp", &tp) && tp > 1)
+            n += snprintf(v + n, sizeof v - (size_t)n, " x %.0f tensor-parallel%s", tp,
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "sp")) ? " (sequence-parallel)" : "");
         if (jnum(c, "micro_batches", &M) && jnum(c, "micro_batch_size", &B) && jnum(c, "seq_len", &T))
             snprintf(v + n, sizeof v - (size_t)n, "; M x B x T = %.0f x %.0f x %.0f", M, B, T);
         kv_row(f, "pipeline", v);
@@ -1003,8 +1007,13 @@ static void write_plan(FILE *f, const run_info *r)
     char v[256];
     kv_row(f, "schedule", sched ? sched : "?");
     kv_row(f, "partition method", jstr(c, "method") ? jstr(c, "method") : "?");
-    snprintf(v, sizeof v, "P = %.0f stages x V = %.0f chunk%s per rank x D = %.0f replica%s", P, V, V == 1 ? "" : "s",
-             D, D == 1 ? "" : "s");
+    double tp = 1;
+    jnum(c, "n_tp", &tp);
+    int lay = snprintf(v, sizeof v, "P = %.0f stages x V = %.0f chunk%s per rank x D = %.0f replica%s", P, V,
+                       V == 1 ? "" : "s", D, D == 1 ? "" : "s");
+    if (tp > 1) /* world rank (d x P + p) x T + t (docs/parallelism.md) */
+        snprintf(v + lay, sizeof v - (size_t)lay, " x T = %.0f tensor-parallel rank%s per stage%s", tp,
+                 tp == 1 ? "" : "s", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "sp")) ? ", sequence-parallel" : "");
     kv_row(f, "layout", v);
     snprintf(v, sizeof v, "M x B x T = %.0f x %.0f x %.0f: %.0f sequences, %.0f tokens per step", M, B, T, M * B * D,
              M * B * T * D);

@@ -138,6 +138,11 @@ sys.exit(0 if (a["step"], a["loss"]) == (b["step"], b["loss"]) == (8, a["loss"])
 PY
 echo "snapshot kill: recovered from memory, the uninterrupted bits"
 
+# the run's report names the layout
+"$PT" report "$out/g-p2t2d2" >"$out/report.log" 2>&1 || fail "pipetrain report failed"
+grep -q "x T = 2 tensor-parallel ranks per stage, sequence-parallel" "$out/g-p2t2d2/report.html" ||
+    fail "the report does not name the tensor-parallel layout"
+
 # the plan line names the layout
 grep -q "2 stages x 1 chunks x 2 replicas x 2 tensor-parallel (sequence-parallel)" "$out/g-p2t2d2.log" ||
     fail "the plan line does not name the tensor-parallel layout"
