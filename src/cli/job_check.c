@@ -224,7 +224,7 @@ pt_status pt_job_check(const pt_runtime_train_args *ra, const pt_job_check_opts 
         res->stages = j.P;
         res->replicas = j.D;
         /* memory: what the planner predicts for each rank that runs here (world ranks first ..
-         * first + local - 1; rank r is pipeline rank r mod P), against this machine's RAM */
+         * first + local - 1; rank r is pipeline rank r / T mod P), against this machine's RAM */
         double need = 0;
         const int first = o->first_rank > 0 ? o->first_rank : 0;
         const int n_here = o->world > 0 || local > 1 ? local : 1;

@@ -161,13 +161,14 @@ pt_status pt_train_job_open(pt_train_job *j, const pt_runtime_train_args *a)
         j->world = pt_comm_size(j->comm);
         j->local_rank = pt_comm_local_rank(j->comm);
     }
-    if (j->world != j->P * j->D * j->TP && j->TP > 1)
-        return pt_fail(PT_EINVAL, "%d stages x %d replicas x %d tensor-parallel ranks need %d ranks but the job has %d; "
-                                  "use --nproc %d",
-                       j->P, j->D, j->TP, j->P * j->D * j->TP, j->world, j->P * j->D * j->TP);
-    if (j->world != j->P * j->D * j->TP)
-        return pt_fail(PT_EINVAL, "%d stages x %d replicas need %d ranks but the job has %d; use --nproc %d", j->P, j->D,
-                       j->P * j->D, j->world, j->P * j->D);
+    const int want = j->P * j->D * j->TP;
+    if (j->world != want) {
+        char tp[48] = "";
+        if (j->TP > 1)
+            snprintf(tp, sizeof tp, " x %d tensor-parallel ranks", j->TP);
+        return pt_fail(PT_EINVAL, "%d stages x %d replicas%s need %d ranks but the job has %d; use --nproc %d", j->P,
+                       j->D, tp, want, j->world, want);
+    }
     /* a tensor-parallel group (T consecutive world ranks) talks on every layer: inside one node */
     const char *lws = getenv("LOCAL_WORLD_SIZE");
     int L = lws && atoi(lws) > 0 ? atoi(lws) : j->world;
