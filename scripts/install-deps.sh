@@ -13,6 +13,7 @@ PKGS=(
   libcjson-dev         # configs, manifests, cost files, summaries
   libpcre2-dev         # tokenizers: pre-tokenization regular expressions (UTF + UCP, JIT)
   iproute2             # `ip netns` for the multi-node tests
+  python3              # the tests' metrics comparisons (train.tp, profile.mem_measured, ...)
   chromium             # report.render: headless Chromium renders `pipetrain report` pages (skipped without it)
 )
 
