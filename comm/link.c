@@ -242,6 +242,8 @@ pt_status pt_link_create(const pt_link_opts *o, pt_link **out)
         free(l);
         return st;
     }
+    if (o->bf16_messages && !l->ops->packs_bf16 && !note[0])
+        snprintf(note, sizeof note, "stage messages as fp32 (this kind does not pack bf16)");
     snprintf(l->desc, sizeof l->desc, "%s (%s)%s%s", l->kind->name, why, note[0] ? "; " : "", note);
     *out = l;
     return PT_OK;

@@ -3,11 +3,16 @@
  * (pt_comm_buf_alloc memory, so that a same-host receiver copies straight out of it; allocated at
  * first use and counted like backend memory against --mem-limit) and sends from there: the
  * transport completes a send only once the receiver has posted its buffer, and a send straight
- * from an activation slot would pin that slot. A receive lands in its destination directly. */
+ * from an activation slot would pin that slot. A receive lands in its destination directly.
+ * With pt_link_opts.bf16_messages the staging copy packs the floats to bf16 (pipetrain/bf16.h), so
+ * a message is half the bytes, and a receive lands in the upper half of its destination, which
+ * recv_wait widens in place: lossless for the bf16-valued tensors of a bf16 run. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "link_internal.h"
+#include "pipetrain/bf16.h"
 
 typedef struct host_link {
     pt_comm *comm;
@@ -19,6 +24,9 @@ typedef struct host_link {
     pt_comm_req **send_req;  /* [n_send] the buffer's send in flight */
     pt_comm_req **recv_req;  /* [n_recv] receive i in flight */
     pt_comm_group **groups;  /* [n_groups] borrowed */
+    int bf16;                /* pt_link_opts.bf16_messages */
+    void **recv_dst;         /* [n_recv] bf16: receive i's destination, widened at its wait */
+    size_t *recv_n;          /* [n_recv] bf16: its floats */
 } host_link;
 
 static void host_destroy(void *p, int abort)
@@ -35,13 +43,14 @@ static void host_destroy(void *p, int abort)
     free(h->buf);
     free(h->send_req);
     free(h->recv_req);
+    free(h->recv_dst);
+    free(h->recv_n);
     free(h->groups);
     free(h);
 }
 
 static pt_status host_create(const pt_link_opts *o, void **out, char *note, size_t cap)
 {
-    (void)note, (void)cap;
     *out = NULL;
     host_link *h = calloc(1, sizeof *h);
     if (h == NULL)
@@ -56,10 +65,16 @@ static pt_status host_create(const pt_link_opts *o, void **out, char *note, size
     h->send_req = calloc((size_t)(h->n_send > 0 ? h->n_send : 1), sizeof *h->send_req);
     h->recv_req = calloc((size_t)(h->n_recv > 0 ? h->n_recv : 1), sizeof *h->recv_req);
     h->groups = pt_link_groups_copy(o);
-    if (h->buf == NULL || h->send_req == NULL || h->recv_req == NULL || h->groups == NULL) {
+    h->bf16 = o->bf16_messages != 0;
+    h->recv_dst = calloc((size_t)(h->n_recv > 0 ? h->n_recv : 1), sizeof *h->recv_dst);
+    h->recv_n = calloc((size_t)(h->n_recv > 0 ? h->n_recv : 1), sizeof *h->recv_n);
+    if (h->buf == NULL || h->send_req == NULL || h->recv_req == NULL || h->groups == NULL || h->recv_dst == NULL ||
+        h->recv_n == NULL) {
         host_destroy(h, 0);
         return pt_fail(PT_ENOMEM, "out of host memory for the host-memory link");
     }
+    if (h->bf16)
+        snprintf(note, cap, "stage messages as bf16, 2 bytes an element");
     *out = h;
     return PT_OK;
 }
@@ -75,8 +90,13 @@ static pt_status host_send_begin(void *p, int b, const void *src, size_t bytes, 
     }
     /* The source is complete once the compute stream has finished; the copy makes it free again. */
     PT_CHECK(h->be->stream_sync(h->compute));
-    PT_CHECK(h->be->memcpy_d2d(h->compute, h->buf[b], src, bytes));
-    PT_CHECK(h->be->stream_sync(h->compute));
+    if (h->bf16 && bytes % sizeof(float) == 0) {
+        pt_bf16_pack(h->buf[b], src, bytes / sizeof(float)); /* host memory: this kind's backends */
+        bytes /= 2;
+    } else {
+        PT_CHECK(h->be->memcpy_d2d(h->compute, h->buf[b], src, bytes));
+        PT_CHECK(h->be->stream_sync(h->compute));
+    }
     pt_status st = pt_comm_isend(h->comm, peer, id, h->buf[b], bytes, &h->send_req[b]);
     if (st != PT_OK)
         h->send_req[b] = NULL;
@@ -108,6 +128,13 @@ static pt_status host_recv_post(void *p, int i, void *dst, size_t bytes, int pee
 {
     (void)is_grad, (void)deadline_ns;
     host_link *h = p;
+    h->recv_dst[i] = NULL;
+    if (h->bf16 && bytes % sizeof(float) == 0) { /* the packed message into the upper half */
+        h->recv_dst[i] = dst;
+        h->recv_n[i] = bytes / sizeof(float);
+        dst = (char *)dst + bytes / 2;
+        bytes /= 2;
+    }
     pt_status st = pt_comm_irecv(h->comm, peer, id, dst, bytes, &h->recv_req[i]);
     if (st != PT_OK)
         h->recv_req[i] = NULL;
@@ -120,7 +147,12 @@ static pt_status host_recv_wait(void *p, int i, int64_t deadline_ns, const char 
     host_link *h = p;
     pt_comm_req *r = h->recv_req[i];
     h->recv_req[i] = NULL;
-    return pt_comm_wait(h->comm, r, deadline_ns);
+    PT_CHECK(pt_comm_wait(h->comm, r, deadline_ns));
+    if (h->recv_dst[i]) {
+        pt_bf16_unpack_upper(h->recv_dst[i], h->recv_n[i]);
+        h->recv_dst[i] = NULL;
+    }
+    return PT_OK;
 }
 
 static pt_status host_allreduce(void *p, int group, float *x, size_t n, int64_t deadline_ns, const char *what)
@@ -149,6 +181,7 @@ static void host_reset(void *p)
     host_link *h = p;
     memset(h->send_req, 0, (size_t)h->n_send * sizeof *h->send_req);
     memset(h->recv_req, 0, (size_t)h->n_recv * sizeof *h->recv_req);
+    memset(h->recv_dst, 0, (size_t)h->n_recv * sizeof *h->recv_dst);
 }
 
 const pt_link_ops pt_link_host_ops = {
@@ -163,4 +196,5 @@ const pt_link_ops pt_link_host_ops = {
     .reduce_scatter = host_reduce_scatter,
     .allgather = host_allgather,
     .reset = host_reset,
+    .packs_bf16 = 1,
 };

@@ -344,3 +344,16 @@ struct cJSON *pt_model_config_to_json(const pt_model_config *c)
     }
     return o;
 }
+
+const char *pt_precision_name(pt_precision p) { return p == PT_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+pt_status pt_precision_parse(const char *s, pt_precision *out)
+{
+    if (s && strcmp(s, "fp32") == 0)
+        *out = PT_PRECISION_FP32;
+    else if (s && strcmp(s, "bf16") == 0)
+        *out = PT_PRECISION_BF16;
+    else
+        return pt_fail(PT_EINVAL, "precision '%s' is not one of fp32, bf16", s ? s : "(none)");
+    return PT_OK;
+}

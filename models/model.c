@@ -114,6 +114,10 @@ struct pt_model {
      * kv heads, the local attention width NHl * hs, the local vocabulary rows [v0, v0 + Vl), the
      * rows R of the norm / residual activations and boundaries (N, or N / tpn with sp) */
     int tpn, tpr, sp, NHl, NKVl, Cl, Vl, v0, R;
+    /* bf16 mixed precision (opts.precision): wcomp, the bf16 copy of params the layers compute with
+     * (NULL under fp32: they use params), remade when wstale */
+    int bf16, wstale;
+    float *wcomp;
     int xs;                    /* the loss comes through row statistics (head_split > 1, or tpn > 1) */
     int K;                     /* head layers (cfg head_split, at least 1) */
     int has_lnf;               /* holds the first head layer (final layernorm) */
@@ -500,7 +504,22 @@ static pt_status model_build_tensors(pt_model *m)
     return PT_OK;
 }
 
-static float *P(pt_model *m, int t) { return m->params + m->tensors[t].offset; }
+static float *P(pt_model *m, int t) { return (m->wcomp ? m->wcomp : m->params) + m->tensors[t].offset; }
+
+/* ---- bf16 mixed precision (model_config.h's policy) ----
+ * RB rounds a tensor a layer has just written (an activation or an activation gradient) to bf16;
+ * a no-op under fp32. weights_ready remakes the bf16 copy of the weights when a caller may have
+ * changed the masters (pt_model_params marks it stale). */
+static pt_status RB(pt_model *m, float *x, size_t n) { return m->bf16 ? m->be->round_bf16(m->stream, x, x, n) : PT_OK; }
+
+static pt_status weights_ready(pt_model *m)
+{
+    if (!m->bf16 || !m->wstale)
+        return PT_OK;
+    PT_CHECK(m->be->round_bf16(m->stream, m->wcomp, m->params, m->n_params));
+    m->wstale = 0;
+    return PT_OK;
+}
 static float *G(pt_model *m, int t) { return m->grads + m->tensors[t].offset; }
 
 void pt_model_set_grad_hook(pt_model *m, pt_model_grad_hook fn, void *ctx)
@@ -641,6 +660,7 @@ void pt_model_destroy(pt_model *m)
         pt_backend_free(m->be, m->twin);
     pt_backend_free(m->be, m->grads);
     pt_backend_free(m->be, m->params);
+    pt_backend_free(m->be, m->wcomp);
     for (int i = 0; i < m->n_tensors; i++)
         free((char *)m->tensors[i].name);
     free(m->tensors);
@@ -690,6 +710,15 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->tpn = opts->tp.size > 1 ? opts->tp.size : 1;
     m->tpr = m->tpn > 1 ? opts->tp.rank : 0;
     m->sp = m->tpn > 1 && opts->tp.sp;
+    m->bf16 = opts->precision == PT_PRECISION_BF16;
+    if (m->bf16 && !be->round_bf16) {
+        st = pt_fail(PT_ENOTSUP, "the %s backend has no bf16 rounding; train with --precision fp32", be->name);
+        goto fail;
+    }
+    if (opts->precision != PT_PRECISION_FP32 && opts->precision != PT_PRECISION_BF16) {
+        st = pt_fail(PT_EINVAL, "precision %d is not fp32 or bf16", (int)opts->precision);
+        goto fail;
+    }
     if (m->tpn > 1) {
         if ((st = pt_model_tp_check(cfg, m->tpn, m->sp, opts->micro_batch, opts->seq_len)) != PT_OK)
             goto fail;
@@ -739,6 +768,10 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     size_t pbytes = (m->n_params ? m->n_params : 1) * sizeof(float);
     PT_TRY(model_alloc(m, (void **)&m->params, pbytes, PT_MEM_WEIGHTS, "the weights"), fail);
     PT_TRY(model_alloc(m, (void **)&m->grads, pbytes, PT_MEM_GRADS, "the gradients"), fail);
+    if (m->bf16) {
+        PT_TRY(model_alloc(m, (void **)&m->wcomp, pbytes, PT_MEM_WEIGHTS, "the bf16 copy of the weights"), fail);
+        m->wstale = 1;
+    }
     if (m->n_sh > 0) {
         if (m->has_emb && m->tied) {
             PT_TRY(model_alloc(m, (void **)&m->twin, (size_t)m->Vl * C * sizeof(float), PT_MEM_GRADS,
@@ -901,7 +934,12 @@ size_t pt_model_max_tensor_numel(const pt_model *m)
 }
 const pt_param *pt_model_tensor(const pt_model *m, int i) { return i >= 0 && i < m->n_tensors ? &m->tensors[i] : NULL; }
 size_t pt_model_n_params(const pt_model *m) { return m->n_params; }
-float *pt_model_params(pt_model *m) { return m->params; }
+float *pt_model_params(pt_model *m)
+{
+    m->wstale = 1;
+    return m->params;
+}
+pt_precision pt_model_precision(const pt_model *m) { return m->bf16 ? PT_PRECISION_BF16 : PT_PRECISION_FP32; }
 float *pt_model_grads(pt_model *m) { return m->grads; }
 float *pt_model_head_wte_grad(pt_model *m) { return m->n_sh > 0 ? m->twin : NULL; }
 int pt_model_has_head_layers(const pt_model *m) { return m->n_sh > 0; }
@@ -1079,6 +1117,7 @@ static void tp_take_part(const pt_param *p, const float *whole, float *part)
 
 pt_status pt_model_init_weights(pt_model *m, uint64_t seed)
 {
+    m->wstale = 1;
     size_t max = 1;
     for (int i = 0; i < m->n_tensors; i++)
         max = whole_numel(&m->tensors[i]) > max ? whole_numel(&m->tensors[i]) : max;
@@ -1141,13 +1180,15 @@ static pt_status tp_call(pt_model *m, int op, float *x, size_t n, const char *wh
                                                                : tp->allgather(tp->ctx, x, n, w);
 }
 
-/* Sums the group's partial (N,C) buffers x: this rank's rows are then at x + seg_off. */
+/* Sums the group's partial (N,C) buffers x (the outputs of a row-parallel product): this rank's
+ * rows are then at x + seg_off. Under bf16 the partial sums add in fp32 and the sum, this rank's
+ * R rows of it, is rounded once (without tensor parallelism: the product's output). */
 static pt_status tp_reduce(pt_model *m, float *x, const char *what, int layer)
 {
-    if (m->tpn <= 1)
-        return PT_OK;
     const size_t n = (size_t)m->opts.micro_batch * m->opts.seq_len * m->cfg.n_embd;
-    return tp_call(m, m->sp ? 1 : 0, x, n, what, layer);
+    if (m->tpn > 1)
+        PT_CHECK(tp_call(m, m->sp ? 1 : 0, x, n, what, layer));
+    return RB(m, x + seg_off(m), (size_t)m->R * m->cfg.n_embd);
 }
 
 /* All N rows of a (R,C) activation: `local` itself without sp; with sp, full (N,C) after copying
@@ -1182,23 +1223,32 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
     const float *ln;
     float *part;
     PT_CHECK(be->rmsnorm_forward(s, a->ln1, a->ln1_rstd, x, P(m, t + LP_LN1W), R, C, eps));
+    PT_CHECK(RB(m, a->ln1, (size_t)R * C));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + LP_QKVW), NULL, N, C, m->W));
+    PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
     PT_CHECK(be->rope_forward(s, a->qkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
+    PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, NH, NKV));
+    PT_CHECK(RB(m, a->atty, (size_t)N * m->Cl));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + LP_PROJW), NULL, N, m->Cl, C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
     PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
+    PT_CHECK(RB(m, a->res2, (size_t)R * C));
     PT_CHECK(be->rmsnorm_forward(s, a->ln2, a->ln2_rstd, a->res2, P(m, t + LP_LN2W), R, C, eps));
+    PT_CHECK(RB(m, a->ln2, (size_t)R * C));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
     PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + LP_GUW), NULL, N, C, 2 * H));
+    PT_CHECK(RB(m, a->fch, (size_t)N * 2 * H));
     PT_CHECK(be->swiglu_forward(s, a->fch_gelu, a->fch, N, H));
+    PT_CHECK(RB(m, a->fch_gelu, (size_t)N * H));
     if (out) {
         part = m->sp ? m->scratch_red : out;
         PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
         PT_CHECK(tp_reduce(m, part, "mlp.down", L));
         PT_CHECK(be->add(s, out, part + off, a->res2, (size_t)R * C));
+        PT_CHECK(RB(m, out, (size_t)R * C));
     }
     return PT_OK;
 }
@@ -1215,21 +1265,30 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
     const float *dyf, *dres2f;
     PT_CHECK(tp_gather(m, dy, g->dyf, &dyf, "block output gradient", L));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dyf, P(m, t + LP_DOWNW), N, H, C));
+    PT_CHECK(RB(m, m->scratch_nh, (size_t)N * H));
     PT_CHECK(be->swiglu_backward(s, g->dfch, m->scratch_nh, a->fch, N, H));
+    PT_CHECK(RB(m, g->dfch, (size_t)N * 2 * H));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W), a->ln2_rstd, R,
                                         C));
+    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
     PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
+    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
     PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + LP_PROJW), N, m->Cl, C));
+    PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
                                     m->Cl, NH, NKV));
+    PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->rope_backward(s, g->dqkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
+    PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd, R, C));
+    PT_CHECK(RB(m, dx, (size_t)R * C));
     PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
+    PT_CHECK(RB(m, dx, (size_t)R * C));
     return PT_OK;
 }
 
@@ -1260,20 +1319,24 @@ static pt_status head_norm_forward(pt_model *m, model_slot *sl, const float *x, 
 {
     float *lnf = sl->lnf + seg_off(m);
     if (m->llama)
-        return m->be->rmsnorm_forward(m->stream, lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
-                                      m->cfg.rms_norm_eps);
-    return m->be->layernorm_forward(m->stream, lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
-                                    P(m, m->t_lnfb), N, m->cfg.n_embd);
+        PT_CHECK(m->be->rmsnorm_forward(m->stream, lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
+                                        m->cfg.rms_norm_eps));
+    else
+        PT_CHECK(m->be->layernorm_forward(m->stream, lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
+                                          P(m, m->t_lnfb), N, m->cfg.n_embd));
+    return RB(m, lnf, (size_t)N * m->cfg.n_embd);
 }
 
 static pt_status head_norm_backward_input(pt_model *m, model_slot *sl, float *dx, const float *x, int N)
 {
     const float *dlnf = sl->dlnf + seg_off(m);
     if (m->llama)
-        return m->be->rmsnorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_rstd, N,
-                                             m->cfg.n_embd);
-    return m->be->layernorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_mean, sl->lnf_rstd, N,
-                                           m->cfg.n_embd);
+        PT_CHECK(m->be->rmsnorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_rstd, N,
+                                               m->cfg.n_embd));
+    else
+        PT_CHECK(m->be->layernorm_backward_input(m->stream, dx, dlnf, x, P(m, m->t_lnfw), sl->lnf_mean,
+                                                 sl->lnf_rstd, N, m->cfg.n_embd));
+    return RB(m, dx, (size_t)N * m->cfg.n_embd);
 }
 
 static pt_status head_norm_backward_weight(pt_model *m, model_slot *sl, const float *x, int N)
@@ -1298,6 +1361,7 @@ static pt_status tp_head_forward(pt_model *m, model_slot *sl)
     PT_CHECK(head_norm_forward(m, sl, sl->x[L + 1 - m->first], m->R));
     PT_CHECK(tp_gather(m, sl->lnf + seg_off(m), sl->lnf, &h, "lnf", L + 1)); /* lnf keeps all N rows */
     PT_CHECK(be->matmul_forward(m->stream, sl->sh_exps[0], h, P(m, m->t_head_wte), NULL, N, C, m->Vl));
+    PT_CHECK(RB(m, sl->sh_exps[0], (size_t)N * m->Vl)); /* the logits; the softmax statistics stay fp32 */
     PT_CHECK(be->xent_shard_forward(m->stream, m->tp_parts + (size_t)m->tpr * N * S, sl->sh_exps[0], sl->sh_rowmax[0],
                                     NULL, sl->sh_exps[0], sl->targets, N, m->Vl, m->v0, m->cfg.vocab_size));
     PT_CHECK(tp_call(m, 2, m->tp_parts, (size_t)m->tpn * N * S, "row statistics of the LM head", L + 1));
@@ -1313,6 +1377,7 @@ static pt_status tp_head_backward(pt_model *m, model_slot *sl, float loss_scale,
     if (parts_ & 1) { /* BWD_INPUT */
         PT_CHECK(be->xent_shard_backward(m->stream, sl->sh_exps[0], sl->sh_exps[0], sl->sh_rowmax[0], sl->lse,
                                          sl->targets, loss_scale, N, m->Vl, m->v0));
+        PT_CHECK(RB(m, sl->sh_exps[0], (size_t)N * m->Vl));
         PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->sh_exps[0], P(m, m->t_head_wte), N, C, m->Vl));
         PT_CHECK(tp_reduce(m, sl->dlnf, "lnf gradient", L + 1));
         PT_CHECK(head_norm_backward_input(m, sl, sl->dx[b], sl->x[b], m->R));
@@ -1341,25 +1406,33 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
     float *part;
     PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), R,
                                    C));
+    PT_CHECK(RB(m, a->ln1, (size_t)R * C));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, m->W));
+    PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, m->NHl, m->NHl));
+    PT_CHECK(RB(m, a->atty, (size_t)N * m->Cl));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + BP_PROJW), bias_here ? P(m, t + BP_PROJB) : NULL, N, m->Cl,
                                 C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
     PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
+    PT_CHECK(RB(m, a->res2, (size_t)R * C));
     PT_CHECK(be->layernorm_forward(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, t + BP_LN2W),
                                    P(m, t + BP_LN2B), R, C));
+    PT_CHECK(RB(m, a->ln2, (size_t)R * C));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
     PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + BP_FCW), P(m, t + BP_FCB), N, C, F));
+    PT_CHECK(RB(m, a->fch, (size_t)N * F));
     PT_CHECK(be->gelu_forward(s, a->fch_gelu, a->fch, (size_t)N * F));
+    PT_CHECK(RB(m, a->fch_gelu, (size_t)N * F));
     if (out) {
         part = m->sp ? m->scratch_red : out;
         PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + BP_MPROJW), bias_here ? P(m, t + BP_MPROJB) : NULL,
                                     N, F, C));
         PT_CHECK(tp_reduce(m, part, "mlp.proj", L));
         PT_CHECK(be->add(s, out, part + off, a->res2, (size_t)R * C));
+        PT_CHECK(RB(m, out, (size_t)R * C));
     }
     return PT_OK;
 }
@@ -1378,21 +1451,29 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     const float *dyf, *dres2f;
     PT_CHECK(tp_gather(m, dy, g->dyf, &dyf, "block output gradient", L));
     PT_CHECK(be->matmul_backward_input(s, g->dfch, dyf, P(m, t + BP_MPROJW), N, F, C));
+    PT_CHECK(RB(m, g->dfch, (size_t)N * F));
     PT_CHECK(be->gelu_backward(s, g->dfch, a->fch, g->dfch, (size_t)N * F));
+    PT_CHECK(RB(m, g->dfch, (size_t)N * F));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + BP_FCW), N, C, F));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
     PT_CHECK(be->layernorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + BP_LN2W), a->ln2_mean,
                                           a->ln2_rstd, R, C));
+    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
     PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
+    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
     PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + BP_PROJW), N, m->Cl, C));
+    PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
                                     m->Cl, m->NHl, m->NHl));
+    PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, R,
                                           C));
+    PT_CHECK(RB(m, dx, (size_t)R * C));
     PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
+    PT_CHECK(RB(m, dx, (size_t)R * C));
     return PT_OK;
 }
 
@@ -1460,6 +1541,7 @@ static pt_status shards_forward(pt_model *m, model_slot *sl)
         float *stats_out = last ? sl->fstats : sl->x[bi + 1] + (size_t)N * C;
         PT_CHECK(be->matmul_forward(m->stream, sl->sh_exps[j], h, P(m, m->t_head_wte) + (size_t)v0 * C, NULL, N, C,
                                     Vk));
+        PT_CHECK(RB(m, sl->sh_exps[j], (size_t)N * Vk));
         PT_CHECK(be->xent_shard_forward(m->stream, stats_out, sl->sh_exps[j], sl->sh_rowmax[j], stats_in,
                                         sl->sh_exps[j], sl->targets, N, Vk, v0, m->cfg.vocab_size));
         if (last)
@@ -1487,9 +1569,12 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
             const float *lse = last ? sl->lse : sl->dx[bi + 1] + (size_t)N * C;
             PT_CHECK(be->xent_shard_backward(m->stream, sl->sh_exps[j], sl->sh_exps[j], sl->sh_rowmax[j], lse,
                                              sl->targets, loss_scale, N, Vk, v0));
+            PT_CHECK(RB(m, sl->sh_exps[j], (size_t)N * Vk));
             PT_CHECK(be->matmul_backward_input(m->stream, dh, sl->sh_exps[j], W, N, C, Vk));
+            PT_CHECK(RB(m, dh, (size_t)N * C));
             if (!last) /* h feeds every later shard too: add their gradient (a + b == b + a exactly) */
                 PT_CHECK(be->add(m->stream, dh, dh, sl->dx[bi + 1], (size_t)N * C));
+            PT_CHECK(RB(m, dh, (size_t)N * C));
             if (k > 0)
                 PT_CHECK(be->memcpy_d2d(m->stream, sl->dx[bi] + (size_t)N * C, lse, (size_t)N * sizeof(float)));
             else
@@ -1521,10 +1606,12 @@ pt_status pt_model_forward(pt_model *m, int s)
                        s, sl->state == SLOT_FORWARD ? "backward" : "backward_weight");
     const pt_backend *be = m->be;
     const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd, N = B * T;
-    if (m->has_emb && m->tpn <= 1)
+    PT_CHECK(weights_ready(m));
+    if (m->has_emb && m->tpn <= 1) {
         PT_CHECK(be->embedding_forward(m->stream, sl->x[1 - m->first], sl->tokens, P(m, m->t_wte),
                                        m->t_wpe >= 0 ? P(m, m->t_wpe) : NULL, B, T, C));
-    else if (m->has_emb) { /* this rank's vocabulary rows; the position rows on group rank 0; summed */
+        PT_CHECK(RB(m, sl->x[1 - m->first], (size_t)N * C));
+    } else if (m->has_emb) { /* this rank's vocabulary rows; the position rows on group rank 0; summed */
         float *e = m->sp ? m->scratch_red : sl->x[1 - m->first];
         PT_CHECK(be->embedding_range_forward(m->stream, e, sl->tokens, P(m, m->t_wte),
                                              m->t_wpe >= 0 && m->tpr == 0 ? P(m, m->t_wpe) : NULL, m->v0, m->Vl, B, T,
@@ -1547,6 +1634,7 @@ pt_status pt_model_forward(pt_model *m, int s)
         const int Vp = m->cfg.vocab_padded;
         PT_CHECK(head_norm_forward(m, sl, x, N));
         PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
+        PT_CHECK(RB(m, sl->logits, (size_t)N * Vp)); /* the logits; softmax and loss in fp32 */
         PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
     }
     sl->state = SLOT_FORWARD;
@@ -1560,7 +1648,9 @@ static pt_status head_backward_input(pt_model *m, model_slot *sl, float loss_sca
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
     const int b = m->cfg.n_layer + 1 - m->first;
     PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
+    PT_CHECK(RB(m, sl->logits, (size_t)N * Vp));
     PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
+    PT_CHECK(RB(m, sl->dlnf, (size_t)N * C));
     PT_CHECK(head_norm_backward_input(m, sl, sl->dx[b], sl->x[b], N));
     return PT_OK;
 }
@@ -1595,6 +1685,7 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
 {
     model_slot *sl = &m->slots[s];
     _Static_assert(BWD_INPUT == 1 && BWD_WEIGHT == 2, "tp_head_backward's parts");
+    PT_CHECK(weights_ready(m));
     if (m->K > 1) {
         PT_CHECK(shards_backward(m, sl, loss_scale, parts));
     } else if (m->has_head) {
@@ -1718,6 +1809,7 @@ pt_status pt_model_slot_logits(pt_model *m, int s, float *out)
         int rows = N - r0 < MODEL_LOGIT_ROWS ? N - r0 : MODEL_LOGIT_ROWS;
         PT_CHECK(m->be->matmul_forward(m->stream, m->scratch_logits, sl->lnf + (size_t)r0 * C, P(m, m->t_head_wte),
                                        NULL, rows, C, Vp));
+        PT_CHECK(RB(m, m->scratch_logits, (size_t)rows * Vp));
         PT_CHECK(m->be->memcpy_d2h(m->stream, out + (size_t)r0 * Vp, m->scratch_logits,
                                    (size_t)rows * Vp * sizeof(float)));
     }

@@ -1,6 +1,7 @@
 /* safetensors reader and writer (format: https://github.com/huggingface/safetensors):
  * u64 little-endian header length N, N bytes of JSON, then the data section. Offsets in the
  * header are relative to the data section. */
+#include "pipetrain/bf16.h"
 #include "pipetrain/safetensors.h"
 
 #include <errno.h>
@@ -77,10 +78,7 @@ uint16_t pt_f32_to_bf16(float f)
 {
     uint32_t bits;
     memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((bits >> 16) | 0x40); /* quiet NaN */
-    bits += 0x7fffu + ((bits >> 16) & 1);     /* round to nearest even */
-    return (uint16_t)(bits >> 16);
+    return (uint16_t)(pt_bf16_round_bits(bits) >> 16); /* pipetrain/bf16.h: the one rounding */
 }
 
 /* ---- reader ---- */

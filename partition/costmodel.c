@@ -20,9 +20,9 @@ static const pt_device device_presets[] = {
     /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
      * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. Activations are fp32 buffers (the backend seam takes
      * fp32 pointers on every backend); weights have a bf16 copy next to the fp32 master. */
-    { "h100", 989e12, 0.5, 80e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6, 3.35e12 },
+    { "h100", 989e12, 0.5, 80e9, 4, 2, 450e9, 3e-6, 50e9, 5e-6, 3.35e12 },
     /* H200: same compute as H100, 141 GB HBM3e at 4.8 TB/s (H100: 3.35 TB/s). */
-    { "h200", 989e12, 0.5, 141e9, 4, 1, 450e9, 3e-6, 50e9, 5e-6, 4.8e12 },
+    { "h200", 989e12, 0.5, 141e9, 4, 2, 450e9, 3e-6, 50e9, 5e-6, 4.8e12 },
 };
 
 pt_status pt_device_load(const char *name_or_path, pt_device *out)
@@ -65,7 +65,7 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
     }
     if (cJSON_GetObjectItemCaseSensitive(j, "bf16_weights")) {
         PT_TRY(pt_json_get_int(j, name_or_path, "bf16_weights", 0, 1, &iv), done);
-        d.bf16_weights = (int)iv;
+        d.weight_copy_bytes = 2 * (int)iv;
     }
     static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us",
                                              "mem_gbps" };
@@ -176,7 +176,7 @@ double pt_part_state_bytes_per_param(const pt_device *dev)
 {
     /* fp32 parameters (the master copy on GPUs), fp32 gradients, AdamW m and v; plus a bf16 copy
      * of the weights where the device computes in bf16. */
-    return 16.0 + (dev->bf16_weights ? 2.0 : 0.0);
+    return 16.0 + dev->weight_copy_bytes;
 }
 
 double pt_part_chunk_tied_elems(const pt_model_config *cfg, int first, int last, int *full_copy)

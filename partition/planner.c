@@ -182,7 +182,7 @@ double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc
     const double w = own + (full ? tied : 0.0); /* the model's flat parameters: what the optimizer steps */
     /* ZeRO-1: replica d's moments are pt_comm_segment(w, D, d), at most ceil(w / D) elements */
     const double opt = c->zero && c->D > 1 ? ceil(w / c->D) : w;
-    kinds[PT_MEM_WEIGHTS] = 4.0 * w + (c->dev->bf16_weights ? 2.0 * w : 0.0);
+    kinds[PT_MEM_WEIGHTS] = 4.0 * w + c->dev->weight_copy_bytes * w;
     kinds[PT_MEM_GRADS] = 4.0 * (own + tied); /* a whole head matrix's gradient, or the tied twin */
     kinds[PT_MEM_OPTIM] = 8.0 * opt;
     kinds[PT_MEM_ACT] = c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc) +
@@ -573,7 +573,7 @@ static pt_status price(const pt_part_ctx *c, pt_plan *p, int simulate)
      * parameter the rank holds, at memory bandwidth; ranks step in parallel, the slowest counts. */
     double optim = 0;
     if (c->dev->mem_bw_Bps > 0) {
-        const double per_param = 28.0 + (c->dev->bf16_weights ? 2.0 : 0.0);
+        const double per_param = 28.0 + c->dev->weight_copy_bytes;
         for (int r = 0; r < P; r++) {
             double n = 0;
             for (int k = 0; k < S; k++) {

@@ -281,6 +281,13 @@ typedef struct pt_backend {
     /* dgu (N,2H) overwritten from dout (N,H) and the forward's gu: d gate = dout * up * silu'(gate),
      * d up = dout * silu(gate). dgu must not alias gu or dout. */
     pt_status (*swiglu_backward)(pt_stream *s, float *dgu, const float *dout, const float *gu, int N, int H);
+
+    /* ---- bf16 mixed precision (added with --precision bf16; a table that leaves it out gets NULL
+     * and models/ refuses bf16 on it, naming the backend) ---- */
+    /* out[i] = x[i] rounded to the nearest bfloat16, kept as a float (pipetrain/bf16.h's rounding:
+     * ties to even, subnormals rounded, NaN stays NaN), (n). out may alias x. The same bits on every
+     * backend. */
+    pt_status (*round_bf16)(pt_stream *s, float *out, const float *x, size_t n);
 } pt_backend;
 
 /* The CPU backend (always built). */

@@ -88,6 +88,10 @@ typedef struct pt_link_opts {
     const pt_link_group *groups;
     int n_groups;
     int64_t timeout_ms;     /* start-up waits (the identity exchange, communicators) */
+    int bf16_messages;      /* 1: every send and receive is of floats holding bf16 values (a bf16 run,
+                               model_config.h pt_precision): kinds that can (host memory) move them as
+                               2-byte bf16, losslessly; the others move them as they are, and the
+                               description says so. Collectives are untouched (fp32). Same on every rank. */
 } pt_link_opts;
 
 /* The operations of a kind, on its own state (`st`, made by create). Entries marked optional may
@@ -143,6 +147,8 @@ typedef struct pt_link_ops {
     /* 1: the receives of one pipe are matched in the order they are posted (NCCL), so the caller
      * must post them in list order and never let a later one overtake one it cannot post yet. */
     int ordered_recvs;
+    /* 1: the kind honours pt_link_opts.bf16_messages (and says so in its note). */
+    int packs_bf16;
 } pt_link_ops;
 
 /* A link kind: its name, the rule that says whether it can connect two ranks, and its

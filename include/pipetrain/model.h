@@ -124,6 +124,12 @@ typedef struct pt_model_opts {
                       * activation's buffer (see slot_dinput / slot_doutput). Same bits; less
                       * memory. pt_plan_fused_only (partition.h) says which schedules run this
                       * way. (Added by models/.) */
+    pt_precision precision; /* PT_PRECISION_BF16: bf16 mixed precision (model_config.h): the layers
+                             * compute with a bf16 copy of the weights, made from pt_model_params (the
+                             * fp32 masters) before the first forward or backward after any call of
+                             * pt_model_params (whose callers may have written them), and round every
+                             * activation and activation gradient they store. Needs the backend's
+                             * round_bf16. (Added with --precision.) */
     struct pt_model_tp {
         /* Tensor parallelism (docs/parallelism.md): the chunk's layers split Megatron-style over a
          * group of `size` ranks, this one being `rank`. size 0 or 1: none (the fields below unused).
@@ -221,8 +227,13 @@ int pt_model_tensor_is_copy(const pt_model *m, const pt_param *p);
 const pt_param *pt_model_find_tensor(const pt_model *m, const char *name);
 size_t pt_model_n_params(const pt_model *m); /* elements in the flat buffers */
 
-/* Flat device buffers (pt_model_n_params elements), owned by the model. */
+/* Flat device buffers (pt_model_n_params elements), owned by the model. pt_model_params are the
+ * fp32 (master) weights; under PT_PRECISION_BF16 a call marks the layers' bf16 copy stale, so a
+ * caller that writes weights must take the pointer through it again for each write (the
+ * optimizer, loads, all-gathers do). */
 float *pt_model_params(pt_model *m);
+/* The precision the model was built with. */
+pt_precision pt_model_precision(const pt_model *m);
 float *pt_model_grads(pt_model *m);
 /* The head twin's gradient for the LM-head matrix (V_padded x C): wte.weight's, or, untied, the
  * chunk's lm_head.weight gradient (always a view into pt_model_grads); NULL when this chunk has no

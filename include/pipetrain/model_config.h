@@ -42,6 +42,22 @@
  * contract in backend.h). A boundary inside the head is n_embd + PT_XENT_STATS floats wide. */
 #define PT_XENT_STATS 5
 
+/* The numeric precision of training (train --precision; docs/cuda.md "Precision policy").
+ *  PT_PRECISION_FP32: every tensor fp32.
+ *  PT_PRECISION_BF16: bf16 mixed precision. The weights the layers compute with are a bf16 copy of
+ *    the fp32 master weights (which the optimizer updates, with fp32 AdamW moments); every
+ *    activation and activation gradient a layer writes is rounded to bf16 (backend round_bf16);
+ *    the parameter gradients accumulate in fp32, and every reduction (norm statistics, softmax,
+ *    cross-entropy, attention's log-sum-exp, tensor-parallel partial sums, gradient all-reduces)
+ *    adds in fp32 and is rounded once, where its result is stored. Stage-to-stage messages travel
+ *    as bf16 (half the bytes) on links that pack them (pt_link_opts.bf16_messages). */
+typedef enum { PT_PRECISION_FP32 = 0, PT_PRECISION_BF16 = 1 } pt_precision;
+
+/* "fp32" | "bf16". */
+const char *pt_precision_name(pt_precision p);
+/* Parses "fp32" or "bf16" into *out; PT_EINVAL naming the choices otherwise. */
+pt_status pt_precision_parse(const char *s, pt_precision *out);
+
 typedef enum pt_model_arch {
     PT_ARCH_GPT2 = 0, /* the default: a config without "architecture" is GPT-2 */
     PT_ARCH_LLAMA = 1,

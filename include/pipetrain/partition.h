@@ -48,7 +48,10 @@ typedef struct pt_device {
     double efficiency;      /* fraction of peak a large matrix product reaches (0, 1] */
     double mem_bytes;       /* memory capacity of one device */
     int act_elem_bytes;     /* bytes per stored activation element (4: fp32, what every backend stores now) */
-    int bf16_weights;       /* 1: a bf16 copy of the weights is kept next to the fp32 master */
+    int weight_copy_bytes;  /* bytes per parameter of the low-precision copy the layers compute with, kept
+                             * next to the fp32 masters: 0 none (fp32 training), 2 a bf16 copy (the h100 /
+                             * h200 presets; JSON "bf16_weights": 1), 4 bf16 values in fp32 storage (what
+                             * pipetrain's --precision bf16 allocates now; `train` sets it) */
     double intra_bw_Bps;    /* default link bandwidth between devices of one node (bytes/s) */
     double intra_latency_s;
     double inter_bw_Bps;    /* default per-device bandwidth between nodes (bytes/s) */

@@ -75,6 +75,9 @@ typedef struct pt_runtime_opts {
                                    backward computes (pipetrain/grad_sync.h: a thread with its own
                                    communicator), the same bits; host-memory backends only (PT_ENOTSUP
                                    otherwise); every rank the same (refused at create) */
+    pt_precision precision;     /* PT_PRECISION_BF16: bf16 mixed precision (model_config.h) in every chunk, and
+                                   bf16 stage messages where the link packs them and no boundary carries
+                                   the head's fp32 row statistics (head_split 1); every rank the same */
 } pt_runtime_opts;
 
 typedef struct pt_runtime_step_info {

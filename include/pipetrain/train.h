@@ -39,6 +39,8 @@ typedef struct pt_train_cfg {
     const char *run_dir;      /* where config.json and metrics.jsonl go (created); NULL: no files */
     const char *metrics_path; /* a second copy of metrics.jsonl, or NULL */
     const char *backend;      /* "cpu" (default) or "cuda" */
+    const char *precision;    /* "fp32" or "bf16" (model_config.h pt_precision); NULL: the backend's default,
+                               * bf16 on cuda, fp32 on cpu (pt_train_cfg_precision) */
     uint64_t seed;
     int64_t steps;            /* optimizer steps in the whole run */
     int threads;              /* CPU threads (<= 0: all cores) */
@@ -79,6 +81,10 @@ typedef struct pt_train_cfg {
 
 /* Fills the defaults of `pipetrain train` with no arguments: gpt2-tiny on the built-in task. */
 void pt_train_cfg_defaults(pt_train_cfg *c);
+
+/* The precision c trains in: c->precision, or the backend's default (bf16 on cuda, fp32 otherwise).
+ * An unknown name reads as fp32; pt_train_cfg_check refuses it. */
+pt_precision pt_train_cfg_precision(const pt_train_cfg *c);
 
 /* Checks the settings of c against the model config m (steps >= 1, M and B in 1..65536, T in
  * 1..m->max_seq_len, warmup >= 0, lr_min in [0, lr], eval/ckpt counts >= 0, ckpt_every/resume

@@ -112,4 +112,5 @@ const pt_backend pt_backend_cpu = {
     .rope_backward = pt_cpu_rope_backward,
     .swiglu_forward = pt_cpu_swiglu_forward,
     .swiglu_backward = pt_cpu_swiglu_backward,
+    .round_bf16 = pt_cpu_round_bf16,
 };

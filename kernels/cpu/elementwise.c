@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu_internal.h"
+#include "pipetrain/bf16.h"
 
 pt_status pt_cpu_add(pt_stream *s, float *out, const float *a, const float *b, size_t n)
 {
@@ -20,6 +21,14 @@ pt_status pt_cpu_scale(pt_stream *s, float *x, float alpha, size_t n)
 #pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++)
         x[i] *= alpha;
+    return PT_OK;
+}
+
+pt_status pt_cpu_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
+{
+#pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        out[i] = pt_bf16_round(x[i]);
     return PT_OK;
 }
 

@@ -99,6 +99,7 @@ pt_status pt_cuda_memset_zero(pt_stream *s, void *dst, size_t bytes);
 
 pt_status pt_cuda_add(pt_stream *s, float *out, const float *a, const float *b, size_t n);
 pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n);
+pt_status pt_cuda_round_bf16(pt_stream *s, float *out, const float *x, size_t n);
 pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t n);
 pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
 pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
@@ -262,6 +263,7 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .rope_forward = pt_cuda_rope_forward, \
     .rope_backward = pt_cuda_rope_backward, \
     .swiglu_forward = pt_cuda_swiglu_forward, \
-    .swiglu_backward = pt_cuda_swiglu_backward
+    .swiglu_backward = pt_cuda_swiglu_backward, \
+    .round_bf16 = pt_cuda_round_bf16
 
 #endif

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "pipetrain/bf16.h"
 
 #define PT_EW_THREADS 256
 
@@ -24,6 +25,22 @@ pt_status pt_cuda_add(pt_stream *s, float *out, const float *a, const float *b, 
         return PT_OK;
     pt_k_add<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(out, a, b, n);
     return pt_cuda_launched("add");
+}
+
+/* pipetrain/bf16.h's integer rounding (not __float2bfloat16_rn) so that the bits are the CPU
+ * backend's by construction. */
+__global__ void pt_k_round_bf16(float *out, const float *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = pt_bf16_round(x[i]);
+}
+
+pt_status pt_cuda_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_round_bf16<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(out, x, n);
+    return pt_cuda_launched("round_bf16");
 }
 
 pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n)

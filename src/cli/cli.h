@@ -105,6 +105,8 @@ pt_status pt_job_check(const struct pt_runtime_train_args *ra, const pt_job_chec
 typedef struct pt_job_resume {
     const char *model, *data, *schedule; /* borrowed, or pointing into this struct on return */
     int model_given, data_given, schedule_given;
+    const char *precision;    /* --precision (NULL: the backend's default); the checkpoint's run's where not given */
+    int precision_given;
     long long *steps, *warmup;
     double *lr, *lr_min;
     int steps_given, lr_given, lr_min_given, warmup_given;
@@ -114,7 +116,7 @@ typedef struct pt_job_resume {
     pt_model_config model_config;
     int has_model_config;
     int64_t ckpt_step;
-    char model_name[64], data_buf[1024], schedule_buf[64];
+    char model_name[64], data_buf[1024], schedule_buf[64], precision_buf[16];
     char step_dir[4096];
     char line[8192];
     char note[1024];

@@ -118,7 +118,7 @@ typedef struct train_args {
     int reset_schedule; /* --reset-schedule: a resumed run may change its learning-rate schedule */
     /* which settings the command gave (an option or a --config key): --resume takes the others
      * from the checkpoint's run */
-    int given_model, given_data, given_schedule, given_steps, given_lr, given_lr_min, given_warmup;
+    int given_model, given_data, given_schedule, given_steps, given_lr, given_lr_min, given_warmup, given_precision;
     const char *schedule, *partition, *layout, *config;
     const char *profile_dir, *layer_costs, *provider;
     const char *head_split; /* --head-split K|auto (pt_args_head_split) */
@@ -465,6 +465,8 @@ static pt_status resume_settings(train_args *a, pt_train_cfg *cfg, pt_job_resume
     rs->data_given = a->given_data;
     rs->schedule = a->schedule;
     rs->schedule_given = a->given_schedule;
+    rs->precision = cfg->precision;
+    rs->precision_given = a->given_precision;
     rs->steps = &a->steps;
     rs->steps_given = a->given_steps;
     rs->lr = &cfg->lr;
@@ -481,6 +483,7 @@ static pt_status resume_settings(train_args *a, pt_train_cfg *cfg, pt_job_resume
     cfg->model = rs->model;
     cfg->data = rs->data;
     a->schedule = rs->schedule;
+    cfg->precision = rs->precision;
     return PT_OK;
 }
 
@@ -1055,6 +1058,9 @@ int pt_cmd_train(int argc, char **argv)
         { "force", PT_OPT_FLAG, &a.force, NULL,
           "start even when the ranks' threads exceed the cores 4x over or their predicted memory the RAM", 0 },
         { "backend", PT_OPT_STRING, &cfg->backend, "cpu|cuda", "kernel backend", 0 },
+        { "precision", PT_OPT_STRING, &cfg->precision, "fp32|bf16",
+          "bf16: mixed precision, fp32 master weights and AdamW moments, bf16 activations, gradients of activations "
+          "and stage messages (docs/cuda.md; default bf16 on cuda, fp32 on cpu)", 0 },
         { "stages", PT_OPT_INT, &a.stages, "P", "pipeline stages; P x D > 1 starts that many local ranks (1: one process)", 0 },
         { "dp", PT_OPT_INT, &a.dp, "D", "data-parallel replicas", 0 },
         { "tp", PT_OPT_INT, &a.tp, "T",
@@ -1153,6 +1159,7 @@ int pt_cmd_train(int argc, char **argv)
     a.given_model = model_seen || plan_path || (cfg->init_from && cfg->model == cfg->init_from);
     a.given_data = opt_given(opts, n_opts, config_root, "data");
     a.given_schedule = plan_path || opt_given(opts, n_opts, config_root, "schedule");
+    a.given_precision = opt_given(opts, n_opts, config_root, "precision");
     a.given_steps = opt_given(opts, n_opts, config_root, "steps");
     a.given_lr = opt_given(opts, n_opts, config_root, "lr");
     a.given_lr_min = opt_given(opts, n_opts, config_root, "lr-min");

@@ -332,6 +332,14 @@ pt_status pt_job_resume_apply(const char *ckpt_dir, pt_job_resume *r)
     } else if (cJSON_IsString(sn) && strcmp(sn->valuestring, r->schedule ? r->schedule : "1f1b") != 0)
         add(changes, sizeof changes, "%sschedule %s (was %s)", changes[0] ? ", " : "", r->schedule ? r->schedule : "1f1b",
             sn->valuestring);
+    /* the precision: the checkpoint holds fp32 masters either way, so a given one may differ */
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(run, "precision");
+    if (!r->precision_given && cJSON_IsString(pr)) {
+        snprintf(r->precision_buf, sizeof r->precision_buf, "%s", pr->valuestring);
+        r->precision = r->precision_buf;
+        add(took, sizeof took, ", precision %s", r->precision);
+    } else if (cJSON_IsString(pr) && r->precision && strcmp(pr->valuestring, r->precision) != 0)
+        add(changes, sizeof changes, "%sprecision %s (was %s)", changes[0] ? ", " : "", r->precision, pr->valuestring);
     /* the layout may change freely (checkpoints load by tensor name): say so */
     double v;
     int was_p = num_of(run, "stages", &v) ? (int)v : 0, was_d = num_of(run, "replicas", &v) ? (int)v : 0;

@@ -68,6 +68,7 @@ struct pt_runtime {
     pt_profile *prof;
     int64_t timeout_ms;
     size_t mem_limit_bytes;
+    pt_precision precision;     /* pt_runtime_opts.precision */
     int rank, world, P, V, D, M, B, T, C;
     int p, d;                   /* pipeline rank, replica */
     int ntp, tpr, sp;           /* tensor parallelism: group size (1: none), this rank's index, sequence parallel */
@@ -1541,7 +1542,9 @@ static pt_status link_setup(pt_runtime *rt)
     pt_link_opts lo = { .comm = rt->comm, .be = rt->be, .compute = rt->stream, .msg_bytes = rt_msg_bytes(rt),
                         .n_send_bufs = rt->cap_sends, .n_recv_ids = rt->n_acts, .n_recv_bufs = n_recv,
                         .red_floats = red, .channels = chs, .n_channels = n_ch, .groups = grs, .n_groups = n_gr,
-                        .timeout_ms = rt->timeout_ms };
+                        .timeout_ms = rt->timeout_ms,
+                        /* a boundary inside a split head carries fp32 row statistics after h */
+                        .bf16_messages = rt->precision == PT_PRECISION_BF16 && pt_model_head_layers(rt->cfg) == 1 };
     st = pt_link_create(&lo, &rt->link);
     if (st == PT_OK)
         rt->recv_in_order = pt_link_ordered_recvs(rt->link);
@@ -1593,6 +1596,7 @@ static pt_status create_place(pt_runtime *rt, const pt_runtime_opts *o)
     rt->stream = o->stream;
     rt->adamw = o->adamw;
     rt->prof = o->profile;
+    rt->precision = o->precision;
     rt->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : o->comm ? pt_comm_timeout_ms(o->comm) : 300000;
     rt->world = o->comm ? pt_comm_size(o->comm) : 1;
     rt->rank = o->comm ? pt_comm_rank(o->comm) : 0;
@@ -1719,7 +1723,8 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
             split |= rt->acts[i].chunk == c &&
                      (rt->acts[i].kind == PT_ACT_BACKWARD_INPUT || rt->acts[i].kind == PT_ACT_BACKWARD_WEIGHT);
         pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
-                             .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split };
+                             .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split,
+                             .precision = rt->precision };
         if (rt->ntp > 1)
             mo.tp = (struct pt_model_tp){ .size = rt->ntp, .rank = rt->tpr, .sp = rt->sp, .allreduce = tp_allreduce,
                                           .reduce_scatter = tp_reduce_scatter, .allgather = tp_allgather, .ctx = rt };
@@ -1907,11 +1912,18 @@ static pt_status create_groups(pt_runtime *rt)
     return st;
 }
 
-/* Several ranks: the link everything travels by (collective). */
+/* Several ranks: the link everything travels by (collective), once every rank has said it trains in
+ * the same precision (the link's message format and the models' rounding depend on it). */
 static pt_status create_link(pt_runtime *rt)
 {
     if (!rt->comm || rt->world <= 1)
         return PT_OK;
+    double n_bf16 = rt->precision == PT_PRECISION_BF16;
+    PT_CHECK(pt_comm_allreduce_f64(rt->comm, NULL, &n_bf16, 1, pt_deadline_after_ms(rt->timeout_ms)));
+    if (n_bf16 != 0 && (int)n_bf16 != rt->world)
+        return pt_fail(PT_EINVAL, "rank %d: %d of the job's %d ranks train in bf16 and the others in fp32; give every "
+                                  "rank the same --precision",
+                       rt->rank, (int)n_bf16, rt->world);
     return link_setup(rt);
 }
 

@@ -58,6 +58,11 @@ pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m)
         return pt_fail(PT_EINVAL, "--ckpt-every is %lld; give 0 or more steps", (long long)c->ckpt_every);
     if ((c->ckpt_every > 0 || c->resume) && !c->ckpt_dir)
         return pt_fail(PT_EINVAL, "--ckpt-every and --resume need --ckpt-dir DIR");
+    if (c->precision) {
+        pt_precision p;
+        if (pt_precision_parse(c->precision, &p) != PT_OK)
+            return pt_fail(PT_EINVAL, "--precision %s: use fp32 or bf16", c->precision);
+    }
     if (c->snapshot_every < 0)
         return pt_fail(PT_EINVAL, "--snapshot-every is %lld; give 0 (no snapshots) or more steps",
                        (long long)c->snapshot_every);
@@ -74,6 +79,14 @@ static int cfg_json_num(cJSON *o, const char *key, double v)
     return cJSON_HasObjectItem(o, key) || cJSON_AddNumberToObject(o, key, v);
 }
 
+pt_precision pt_train_cfg_precision(const pt_train_cfg *c)
+{
+    pt_precision p = PT_PRECISION_FP32;
+    if (c->precision)
+        return pt_precision_parse(c->precision, &p) == PT_OK ? p : PT_PRECISION_FP32;
+    return c->backend && strcmp(c->backend, "cuda") == 0 ? PT_PRECISION_BF16 : PT_PRECISION_FP32;
+}
+
 pt_status pt_train_cfg_to_json(const pt_train_cfg *c, struct cJSON *o)
 {
     int ok = cfg_json_num(o, "seed", (double)c->seed) && cfg_json_num(o, "steps", (double)c->steps) &&
@@ -84,7 +97,9 @@ pt_status pt_train_cfg_to_json(const pt_train_cfg *c, struct cJSON *o)
              cfg_json_num(o, "grad_clip", c->grad_clip) && cfg_json_num(o, "beta1", c->beta1) &&
              cfg_json_num(o, "beta2", c->beta2) && cfg_json_num(o, "eps", c->eps) &&
              (!c->init_from || cJSON_HasObjectItem(o, "init_from") ||
-              cJSON_AddStringToObject(o, "init_from", c->init_from));
+              cJSON_AddStringToObject(o, "init_from", c->init_from)) &&
+             (cJSON_HasObjectItem(o, "precision") ||
+              cJSON_AddStringToObject(o, "precision", pt_precision_name(pt_train_cfg_precision(c))));
     return ok ? PT_OK : pt_fail(PT_ENOMEM, "out of memory writing the run config");
 }
 
