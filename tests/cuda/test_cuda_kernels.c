@@ -2,7 +2,8 @@
  * random inputs: `test_cuda_kernels fp32` with PT_CUDA_MATMUL=fp32 and tight tolerances,
  * `test_cuda_kernels bf16` the matrix products in bf16 mode with the stated looser tolerance,
  * `test_cuda_kernels determinism` the same inputs twice give the same bits, `test_cuda_kernels tp`
- * the tensor-parallel vocabulary ops (range embedding, statistics combine).
+ * the tensor-parallel vocabulary ops (range embedding, statistics combine), `test_cuda_kernels
+ * round_bf16` round_bf16 against the CPU backend and the hand-worked bf16 cases, bit for bit.
  * Exits 77 (skipped) when this machine has no CUDA device; never passes without one.
  *
  * Built a second time with PT_CUDA_EMU_DRIVER as test_cuda_emu: the same comparisons, on smaller
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/bf16_cases.h" /* the bf16 rounding cases of kernels.round_bf16 */
 #include "pipetrain/backend.h"
 #include "pipetrain/cuda.h"
 
@@ -952,6 +954,76 @@ static void test_swiglu(int N, int H)
     free(got);
 }
 
+/* round_bf16 on the device against the CPU backend, bit for bit: bf16_cases.h's hand-worked
+ * cases (ties, FLT_MAX to Inf, signed zeros, infinities, signalling NaNs, subnormals) then n_random
+ * random bit patterns (n not a multiple of the block size), out separate and in place, and from an
+ * odd element; the CPU's bits also against the hand-worked table. A guard float past the end must
+ * stay. */
+static void test_round_bf16(size_t n_random)
+{
+    const size_t cap = BF16_N_CASES + n_random;
+    float *x = malloc(cap * 4), *ref = malloc(cap * 4), *got = malloc((cap + 1) * 4);
+    if (!x || !ref || !got) {
+        fprintf(stderr, "FAIL round_bf16: out of memory\n");
+        exit(1);
+    }
+    const size_t n = bf16_case_fill(x, n_random);
+    if (gpu->round_bf16 == NULL || cpu->round_bf16 == NULL) {
+        fprintf(stderr, "FAIL round_bf16: missing from the %s backend table\n",
+                gpu->round_bf16 == NULL ? gpu->name : cpu->name);
+        failures++;
+        return;
+    }
+    die_if(cpu->round_bf16(cs, ref, x, n), "cpu round_bf16");
+    die_if(cpu->stream_sync(cs), "cpu sync");
+    for (size_t i = 0; i < BF16_N_CASES; i++)
+        if (bf16_float_bits(ref[i]) != (uint32_t)bf16_cases[i].out << 16) {
+            fprintf(stderr, "FAIL round_bf16 cpu: case 0x%08x (%s): want 0x%04x0000 got 0x%08x\n", bf16_cases[i].in,
+                    bf16_cases[i].what, bf16_cases[i].out, bf16_float_bits(ref[i]));
+            failures++;
+        }
+    const float guard = bf16_bits_to_float(0x12345678u);
+    float *dx = dev_from(x, n * 4), *dout;
+    die_if(pt_backend_alloc(gpu, (void **)&dout, (n + 1) * 4), "alloc");
+    die_if(gpu->memcpy_h2d(gs, dout + n, &guard, 4), "h2d guard");
+    for (int pass = 0; pass < 3; pass++) {
+        /* 0: out separate; 1: in place; 2: in place from element 3 */
+        const char *what = pass == 0 ? "round_bf16 out separate" : pass == 1 ? "round_bf16 in place"
+                                                                           : "round_bf16 in place from element 3";
+        size_t off = pass == 2 ? 3 : 0;
+        if (pass == 0) {
+            die_if(gpu->round_bf16(gs, dout, dx, n), "cuda round_bf16");
+        } else {
+            die_if(gpu->memcpy_h2d(gs, dout, x, n * 4), "h2d");
+            die_if(gpu->round_bf16(gs, dout + off, dout + off, n - off), "cuda round_bf16 in place");
+        }
+        to_host(got, dout, (n + 1) * 4);
+        die_if(gpu->stream_sync(gs), "cuda sync");
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t g = bf16_float_bits(got[i]), w = bf16_float_bits(i < off ? x[i] : ref[i]);
+            if (g != w && bad++ < 5)
+                fprintf(stderr, "FAIL %s: element %zu of %zu: input 0x%08x, cpu 0x%08x, %s 0x%08x\n", what, i, n,
+                        bf16_float_bits(x[i]), w, gpu->name, g);
+        }
+        if (bf16_float_bits(got[n]) != 0x12345678u) {
+            fprintf(stderr, "FAIL %s: wrote past element %zu (0x%08x)\n", what, n, bf16_float_bits(got[n]));
+            bad++;
+        }
+        if (bad) {
+            fprintf(stderr, "FAIL %s: %zu of %zu elements differ from the cpu backend\n", what, bad, n);
+            failures++;
+        } else {
+            printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", what, n - off);
+        }
+    }
+    dev_free(dx);
+    dev_free(dout);
+    free(x);
+    free(ref);
+    free(got);
+}
+
 /* Runs the order-sensitive kernels twice on the same inputs and compares bits. */
 static void test_determinism(void)
 {
@@ -1083,8 +1155,8 @@ int main(int argc, char **argv)
 {
     const char *group = argc > 1 ? argv[1] : "fp32";
     if (strcmp(group, "fp32") != 0 && strcmp(group, "bf16") != 0 && strcmp(group, "determinism") != 0 &&
-        strcmp(group, "llama") != 0 && strcmp(group, "tp") != 0) {
-        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama|tp\n");
+        strcmp(group, "llama") != 0 && strcmp(group, "tp") != 0 && strcmp(group, "round_bf16") != 0) {
+        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama|tp|round_bf16\n");
         return 2;
     }
 #ifdef PT_CUDA_EMU_DRIVER
@@ -1146,6 +1218,8 @@ int main(int argc, char **argv)
         test_swiglu(3, 100003); /* more elements than one block's grid stride */
         test_embedding(2, 24, 40, 9, 0);
         test_embedding(4, 256, 40, 3, 0);
+    } else if (strcmp(group, "round_bf16") == 0) {
+        test_round_bf16(((size_t)1 << 20) + 6);
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(2, 24, 40, 12, 2, 1);
         test_embedding_range(2, 24, 40, 12, 3, 0);
@@ -1216,6 +1290,8 @@ int main(int argc, char **argv)
         test_swiglu(37, 352);
         test_swiglu(1024, 8192); /* Llama 3.2 1B intermediate */
         test_embedding(8, 1024, 512, 128256, 0); /* Llama 3 vocabulary, no position table */
+    } else if (strcmp(group, "round_bf16") == 0) {
+        test_round_bf16(((size_t)1 << 20) + 6);
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(8, 1024, 768, 50304, 4, 1); /* GPT-2, 4 ranks */
         test_embedding_range(2, 1024, 512, 128256, 8, 0); /* Llama 3 vocabulary, 8 ranks */
