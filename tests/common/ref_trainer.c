@@ -90,7 +90,8 @@ pt_status ref_trainer_create(const pt_train_cfg *cfg, ref_trainer **out)
     PT_TRY(pt_backend_get(c->backend ? c->backend : "cpu", &t->be), fail);
     PT_TRY(t->be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = c->threads }, &t->stream), fail);
     pt_model_opts mo = { .micro_batch = c->micro_batch_size, .seq_len = c->seq_len, .n_slots = 1, .recompute = 0,
-                         .fused_only = 1 /* one process runs the fused backward only */ };
+                         .fused_only = 1 /* one process runs the fused backward only */,
+                         .precision = pt_train_cfg_precision(c) };
     PT_TRY(pt_model_create(&t->mcfg, 0, pt_model_n_layers(&t->mcfg) - 1, &mo, t->be, t->stream, &t->model), fail);
     PT_TRY(pt_model_init_weights(t->model, c->seed), fail);
     if (c->init_from)
