@@ -109,7 +109,7 @@ out = {"bench": "train", "model": model, "gpu": gpu, "B": cfg["micro_batch_size"
        "tokens_per_s": round(tps, 1), "ms_per_step": round(statistics.median(s["step_ms"] for s in timed), 2),
        "tflops": round(tps * flops_per_token / 1e12, 2),
        "mfu": round(tps * flops_per_token / (peak * 1e12), 4) if peak > 0 else None,
-       "final_loss": steps[-1]["loss"]}
+       "final_loss": steps[-1]["loss"], "precision": cfg.get("precision", "fp32")}
 out.update(json.loads(extra))
 print(json.dumps(out))
 PY
@@ -127,6 +127,15 @@ for model in gpt2 gpt2-medium llama-small; do
       "$model" "$(tail -1 "$OUT/$model.log")"
   fi
 done
+
+# the precisions side by side: gpt2 above ran in bf16 mixed precision (the CUDA default); the same in fp32
+log "training gpt2 in fp32 (--precision fp32), beside the bf16 run above"
+if "$PT" train --backend cuda --precision fp32 --model gpt2 --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" \
+     --warmup 5 --eval-batches 0 --run-dir "$OUT/gpt2-fp32" >"$OUT/gpt2-fp32.log" 2>&1; then
+  summarize "$OUT/gpt2-fp32" gpt2 '{"bench":"train_fp32"}' || echo '{"bench":"train_fp32","error":"no metrics"}'
+else
+  echo '{"bench":"train_fp32","error":"pipetrain train --precision fp32 failed (see stderr)"}'
+fi
 
 # pipeline NAME PATH: pipe_compare on gpt2-tiny (must take transfer path PATH), then gpt2 2-stage
 # 1F1B for tokens/s, bubble and the transfer path the run logged. The caller sets
