@@ -868,6 +868,7 @@ static void write_header(FILE *f, const run_info *r)
         kv_row(f, "pipeline", v);
     }
     const char *data = jstr(c, "data"), *tok = jstr(c, "data_tokenizer"), *be = jstr(c, "backend");
+    const char *prec = jstr(c, "precision");
     if (data) {
         snprintf(v, sizeof v, "%s%s%s%s", data, tok ? " (tokenizer " : "", tok ? tok : "", tok ? ")" : "");
         kv_row(f, "data", v);
@@ -880,6 +881,10 @@ static void write_header(FILE *f, const run_info *r)
             snprintf(v, sizeof v, "%s, %.0f thread%s per rank", be, th, th == 1 ? "" : "s");
         else
             snprintf(v, sizeof v, "%s", be);
+        if (prec && strcmp(prec, "bf16") == 0) {
+            size_t n = strlen(v);
+            snprintf(v + n, sizeof v - n, "; bf16 mixed precision (fp32 master weights)");
+        }
         kv_row(f, "backend", v);
     }
     kv_row(f, "run directory", r->o->run_dir);

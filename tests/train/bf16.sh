@@ -70,6 +70,8 @@ for s in 1f1b gpipe interleaved zbv zb-h1; do
 done
 grep -q "transfers: .*stage messages as bf16, 2 bytes an element" "$out/g2-1f1b.log" ||
     fail "the pipeline's transfers line does not say the messages are bf16"
+grep -q "^training gpt2-tiny .* tokens in bf16 mixed precision" "$out/g1.log" || fail "the banner does not say bf16"
+grep -q "bf16 mixed precision (fp32 master weights)" "$out/g1/report.html" || fail "the report does not say bf16"
 run g4 --model gpt2-tiny --stages 4 --partition params --precision bf16
 same g1 g4
 # data parallelism sums each replica's accumulated gradients (another order than one process's
