@@ -31,6 +31,10 @@ extern const pt_backend pt_backend_cuda;
  * and `why` (may be NULL; cap bytes) receives CUDA's reason. Thread-safe; does not block. */
 pt_status pt_cuda_device_count(int *n, char *why, size_t cap);
 
+/* The compute capability of CUDA device `device` (8.0: Ampere, 9.0: Hopper). PT_EINVAL for a bad
+ * ordinal, PT_EBACKEND naming CUDA's error. Thread-safe; does not block. */
+pt_status pt_cuda_device_capability(int device, int *major, int *minor);
+
 /* The cudaStream_t a CUDA pt_stream queues on, as void * (so C callers need no CUDA headers).
  * Borrowed: valid until the stream is destroyed. NULL for NULL. */
 void *pt_cuda_stream_handle(pt_stream *s);

@@ -31,6 +31,10 @@ int pt_modules_nccl(void);
  * or the CUDA runtime's error. */
 pt_status pt_modules_gpu_count(int *n, char *why, size_t why_cap);
 
+/* The compute capability of GPU `device` (pt_cuda_device_capability); PT_ENOTSUP without the CUDA
+ * backend. */
+pt_status pt_modules_gpu_capability(int device, int *major, int *minor);
+
 /* "cpu" or "cpu cuda" or "cpu cuda nccl": the optional parts built, for `pipetrain version`.
  * Static storage. */
 const char *pt_modules_describe(void);

@@ -35,6 +35,20 @@ extern "C" pt_status pt_cuda_device_count(int *n, char *why, size_t cap)
     return PT_OK;
 }
 
+extern "C" pt_status pt_cuda_device_capability(int device, int *major, int *minor)
+{
+    *major = *minor = 0;
+    int n = 0;
+    PT_CHECK(pt_cuda_device_count(&n, NULL, 0));
+    if (device < 0 || device >= n)
+        return pt_fail(PT_EINVAL, "CUDA device %d does not exist (this process sees %d)", device, n);
+    PT_CUDA_CHECK(cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device),
+                  "cudaDeviceGetAttribute (compute capability)");
+    PT_CUDA_CHECK(cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device),
+                  "cudaDeviceGetAttribute (compute capability)");
+    return PT_OK;
+}
+
 extern "C" void *pt_cuda_stream_handle(pt_stream *s)
 {
     return s != NULL ? (void *)s->stream : NULL;

@@ -810,6 +810,31 @@ static pt_status check_names(const train_args *a)
     return PT_OK;
 }
 
+/* --precision on the CUDA backend: bf16 needs compute capability 8.0 (Ampere) or newer. Asked for on
+ * an older GPU it is refused in one line; left to the default there it becomes fp32 (bf16 is the
+ * default only where the GPU has it). Device 0 speaks for the node (a job's GPUs are one kind). */
+static pt_status resolve_precision(train_args *a)
+{
+    pt_train_cfg *c = &a->cfg;
+    if (!c->backend || strcmp(c->backend, "cuda") != 0 || !pt_modules_cuda() ||
+        (c->precision && strcmp(c->precision, "bf16") != 0))
+        return PT_OK;
+    int n = 0, major = 0, minor = 0;
+    if (pt_modules_gpu_count(&n, NULL, 0) != PT_OK || n <= 0) { /* the job check names a missing GPU */
+        pt_clear_error();
+        return PT_OK;
+    }
+    PT_CHECK(pt_modules_gpu_capability(0, &major, &minor));
+    if (major >= 8)
+        return PT_OK;
+    if (c->precision)
+        return pt_fail(PT_ENOTSUP, "--precision bf16 needs a GPU of compute capability 8.0 (Ampere) or newer, and "
+                                   "CUDA device 0 is %d.%d; use --precision fp32",
+                       major, minor);
+    c->precision = "fp32";
+    return PT_OK;
+}
+
 /* --schedule FILE says its own micro-batch count (the job phase takes it); a --micro-batches the
  * command gave (option or --config key) that differs is refused rather than silently overridden.
  * A file that cannot be read is left to the job check, which names it. */
@@ -1144,6 +1169,8 @@ int pt_cmd_train(int argc, char **argv)
                         sizeof plan_layout);
     if (st == PT_OK)
         st = check_names(&a);
+    if (st == PT_OK)
+        st = resolve_precision(&a);
     /* The batch shape: what --micro-batches / --micro-batch-size (or --config, --plan) gave, the
      * rest from resolve_batch, the function --help's defaults come from. */
     a.eval_batch = cfg->micro_batch_size; /* as a one-process run of the default options evaluates */

@@ -33,4 +33,15 @@ pt_status pt_modules_gpu_count(int *n, char *why, size_t why_cap)
 #endif
 }
 
+pt_status pt_modules_gpu_capability(int device, int *major, int *minor)
+{
+    *major = *minor = 0;
+#ifdef PT_MODULES_HAVE_CUDA
+    return pt_cuda_device_capability(device, major, minor);
+#else
+    (void)device;
+    return pt_fail(PT_ENOTSUP, "this build has no CUDA backend; rebuild with -DPT_CUDA=ON");
+#endif
+}
+
 const char *pt_modules_describe(void) { return HAVE_NCCL ? "cpu cuda nccl" : HAVE_CUDA ? "cpu cuda" : "cpu"; }
