@@ -110,6 +110,11 @@ const char *const *pt_model_preset_names(void);
 /* Parameters of the whole model (tied wte counted once). */
 int64_t pt_model_config_n_params(const pt_model_config *cfg);
 
+/* pt_precision (model_config.h) by name: "fp32" | "bf16". */
+const char *pt_precision_name(pt_precision p);
+/* Parses "fp32" or "bf16" into *out; PT_EINVAL naming the choices otherwise. */
+pt_status pt_precision_parse(const char *s, pt_precision *out);
+
 /* ---- a chunk of layers ---- */
 
 typedef struct pt_model_opts {

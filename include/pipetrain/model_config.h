@@ -53,11 +53,6 @@
  *    as bf16 (half the bytes) on links that pack them (pt_link_opts.bf16_messages). */
 typedef enum { PT_PRECISION_FP32 = 0, PT_PRECISION_BF16 = 1 } pt_precision;
 
-/* "fp32" | "bf16". */
-const char *pt_precision_name(pt_precision p);
-/* Parses "fp32" or "bf16" into *out; PT_EINVAL naming the choices otherwise. */
-pt_status pt_precision_parse(const char *s, pt_precision *out);
-
 typedef enum pt_model_arch {
     PT_ARCH_GPT2 = 0, /* the default: a config without "architecture" is GPT-2 */
     PT_ARCH_LLAMA = 1,

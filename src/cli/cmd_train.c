@@ -562,8 +562,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
     pt_job_resume resume;
     const pt_model_config *model = NULL; /* the resumed run's config, or NULL: --model's */
     int on_disk = pt_ckpt_resume_step(cfg.ckpt_dir) >= 0;
-    /* with snapshots and no disk checkpoint yet the ranks resume from memory, on these settings */
-    if (cfg.resume && cfg.ckpt_dir && (on_disk || cfg.snapshot_every <= 0)) {
+    /* with snapshots and no disk checkpoint yet the ranks resume from memory, on these settings
+     * (then `resume` is not filled, and nothing below reads it) */
+    const int resumed = cfg.resume && cfg.ckpt_dir && (on_disk || cfg.snapshot_every <= 0);
+    if (resumed) {
         PT_CHECK(resume_settings(&args, &cfg, &resume));
         model = resume.has_model_config ? &resume.model_config : NULL;
     }
@@ -599,13 +601,13 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         }
         pt_job_check_result cr;
         PT_CHECK(pt_job_check(&ca, &co, &cr));
-        if (cfg.resume && cfg.ckpt_dir)
+        if (resumed)
             PT_CHECK(pt_job_resume_finished(&resume));
         if (!check_mode.on && a->nproc == 0 && cr.world != nproc) /* a schedule file's ranks */
             nproc = cr.world;
         if (cr.note[0])
             printf("%s\n", cr.note);
-        if (cfg.resume && cfg.ckpt_dir) /* (the restore phase says why a damaged `latest` was passed over) */
+        if (resumed) /* (the restore phase says why a damaged `latest` was passed over) */
             printf("%s\n", resume.line);
         fflush(stdout);
         if (check_mode.on)
