@@ -14,13 +14,17 @@
  * only at send_fence. A receive lands in a pinned host buffer from a pool (one per receive in
  * flight) and is copied into its destination on the copy stream at recv_wait; the buffer is used
  * again only after that copy finished. An all-reduce copies to one pinned buffer, sums with
- * pt_comm's ring and copies back. Also fills the GPU identity (UUID, ordinal) every rank exchanges,
+ * pt_comm's ring and copies back. With pt_link_opts.bf16_messages a send's staging buffer is packed
+ * to bf16 in place on the host once its copy is done (the wire carries half the bytes; the bus
+ * still carries fp32), and a receive lands in the upper half of its host buffer and is widened
+ * there before its copy to the device. Also fills the GPU identity (UUID, ordinal) every rank exchanges,
  * which the NCCL rule reads too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "link_internal.h"
+#include "pipetrain/bf16.h"
 #include "pipetrain/cuda.h"
 
 typedef struct staged_link {
@@ -54,6 +58,7 @@ typedef struct staged_link {
     float *red_buf;              /* pinned, red_floats */
     size_t red_floats;
     pt_comm_group **groups;      /* [n_groups] borrowed */
+    int bf16;                    /* pt_link_opts.bf16_messages */
 } staged_link;
 
 static pt_status staged_identify(const pt_link_opts *o, pt_link_peer *me)
@@ -170,8 +175,12 @@ static pt_status staged_create(const pt_link_opts *o, void **out, char *note, si
             unpinned++;
         }
     }
+    x->bf16 = o->bf16_messages != 0;
+    int nn = 0;
     if (unpinned > 0)
-        snprintf(note, cap, "%d of %d send buffers could not be pinned", unpinned, x->n_send);
+        nn = snprintf(note, cap, "%d of %d send buffers could not be pinned", unpinned, x->n_send);
+    if (x->bf16 && nn >= 0 && (size_t)nn < cap)
+        snprintf(note + nn, cap - (size_t)nn, "%sstage messages as bf16, 2 bytes an element", nn > 0 ? "; " : "");
     for (int h = 0; h < x->n_hbuf; h++)
         PT_TRY(pt_cuda_host_alloc(&x->hbuf[h], o->msg_bytes), fail);
     PT_TRY(pt_cuda_events_create(&x->hbuf_ev, x->n_hbuf), fail);
@@ -216,8 +225,12 @@ static int staged_send_held(void *p, int b) { return ((staged_link *)p)->held[b]
 /* The copy of held send b is done: post its message. */
 static pt_status post_copied(staged_link *x, int b, const char *what)
 {
-    pt_status st = pt_comm_isend(x->comm, x->send_peer[b], &x->send_id[b], x->send_buf[b], x->send_bytes[b],
-                                 &x->send_req[b]);
+    size_t bytes = x->send_bytes[b];
+    if (x->bf16 && bytes % sizeof(float) == 0) { /* in place, front to back (bf16.h) */
+        pt_bf16_pack(x->send_buf[b], x->send_buf[b], bytes / sizeof(float));
+        bytes /= 2;
+    }
+    pt_status st = pt_comm_isend(x->comm, x->send_peer[b], &x->send_id[b], x->send_buf[b], bytes, &x->send_req[b]);
     if (st != PT_OK) {
         x->send_req[b] = NULL;
         return pt_fail_wrap(st, "rank %d: starting %s failed", x->me, what ? what : "a send");
@@ -288,8 +301,10 @@ static pt_status staged_recv_post(void *p, int i, void *dst, size_t bytes, int p
     char msg[128];
     snprintf(msg, sizeof msg, "rank %d: the copy of a received message to the device", x->me);
     pt_status st = pt_cuda_event_wait(x->hbuf_ev[h], deadline_ns, msg);
+    const int packed = x->bf16 && bytes % sizeof(float) == 0; /* into the upper half, widened at the wait */
     if (st == PT_OK)
-        st = pt_comm_irecv(x->comm, peer, id, x->hbuf[h], bytes, &x->recv_req[i]);
+        st = pt_comm_irecv(x->comm, peer, id, packed ? (char *)x->hbuf[h] + bytes / 2 : x->hbuf[h],
+                           packed ? bytes / 2 : bytes, &x->recv_req[i]);
     if (st != PT_OK) {
         x->recv_req[i] = NULL;
         x->hfree[x->n_hfree++] = h;
@@ -315,6 +330,8 @@ static pt_status staged_recv_wait(void *p, int i, int64_t deadline_ns, const cha
     if (st == PT_OK) {
         /* Into the destination on the copy stream, behind its last readers; the compute stream
          * waits for it, and the host buffer is reused only after it (recv_post). */
+        if (x->bf16 && x->recv_bytes[i] % sizeof(float) == 0)
+            pt_bf16_unpack_upper(x->hbuf[h], x->recv_bytes[i] / sizeof(float));
         st = after_compute(x, x->copy);
         if (st == PT_OK)
             st = x->be->memcpy_h2d(x->copy, x->recv_dst[i], x->hbuf[h], x->recv_bytes[i]);
@@ -397,4 +414,5 @@ const pt_link_ops pt_link_staged_ops = {
     .reduce_scatter = staged_reduce_scatter,
     .allgather = staged_allgather,
     .reset = staged_reset,
+    .packs_bf16 = 1,
 };

@@ -1,7 +1,9 @@
 /* core/bf16.c — the host loops of pipetrain/bf16.h. */
 #include "pipetrain/bf16.h"
 
-void pt_bf16_pack(uint16_t *restrict dst, const float *restrict src, size_t n)
+/* In place (dst == src): element i's 2 bytes land at 2i, below the 4i its float starts at, which is
+ * read first; no later float is touched. */
+void pt_bf16_pack(uint16_t *dst, const float *src, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t b;

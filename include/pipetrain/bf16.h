@@ -47,8 +47,8 @@ PT_BF16_FN float pt_bf16_round(float x)
     return x;
 }
 
-/* Host loops for the links (message packing). pack: dst[i] = the bf16 nearest src[i] (dst and src
- * must not overlap). unpack_upper: buf holds n bf16 values at byte offset 2n (the upper half of n
+/* Host loops for the links (message packing). pack: dst[i] = the bf16 nearest src[i]; dst may be
+ * src itself (packing in place, front to back), else they must not overlap. unpack_upper: buf holds n bf16 values at byte offset 2n (the upper half of n
  * floats' bytes, where a link receives a packed message in place); afterwards buf holds the n
  * floats. Both single-threaded, vectorisable; a message is a few MiB at most. */
 void pt_bf16_pack(uint16_t *dst, const float *src, size_t n);

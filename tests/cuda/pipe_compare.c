@@ -16,7 +16,7 @@
  * The run's "transfers:" log line says how data travelled between the ranks; with a third
  * argument PATH (host-staged or nccl) the CUDA run must have taken that path.
  *
- *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS [HEAD_SPLIT [MODEL [ZERO]]]]]]]]
+ *   pipe_compare [TOL [TOL_SINGLE [PATH [SCHEDULE [REPLICAS [HEAD_SPLIT [MODEL [ZERO [PRECISION]]]]]]]]]
  *
  * SCHEDULE: 1f1b (default) or another generator. REPLICAS D > 1 runs 2 x D ranks (data parallel;
  * the single-process comparison is left out, as its batch would be D times smaller). HEAD_SPLIT:
@@ -25,7 +25,9 @@
  * pipelines run with --zero 1 (each replica steps its segment of the optimizer state, then the
  * parameters are all-gathered), and the CUDA pipeline runs a third time with --zero 0, whose
  * losses, gradient norms and eval loss must equal the --zero 1 run's within TOL_SINGLE (0: the
- * same bits; both reduce the gradients in the same fixed order).
+ * same bits; both reduce the gradients in the same fixed order). PRECISION: fp32 (default) or bf16
+ * for every run (--precision; the CPU pipeline is then the CUDA pipeline's bf16 twin, and the
+ * stage messages travel as bf16 on both: the run must log it).
  *
  * Matrix products run in fp32 (PT_CUDA_MATMUL=fp32, set here before the ranks start). Built twice
  * by tests/cuda/CMakeLists.txt: against the real CUDA runtime (cuda.pipeline_vs_cpu, label gpu)
@@ -73,6 +75,7 @@ static int g_replicas = 1;
 static int g_head_split = 0; /* argv[6]: the LM head as this many shard layers (messages of two sizes) */
 static const char *g_model = "gpt2-tiny"; /* argv[7] */
 static int g_zero = 0; /* argv[8]: --zero for both pipelines */
+static const char *g_precision = "fp32"; /* argv[9]: --precision for every run (cuda's default is bf16) */
 
 static void on_log(void *ctx, const char *line)
 {
@@ -85,6 +88,7 @@ static void cfg_common(pt_train_cfg *c, const char *backend)
 {
     pt_train_cfg_defaults(c);
     c->backend = backend;
+    c->precision = g_precision;
     c->model = g_model;
     c->run_dir = NULL;
     c->metrics_path = NULL;
@@ -203,7 +207,7 @@ int main(int argc, char **argv)
         self[len] = '\0';
         char *av[] = { self, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL,
                        argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL, argc > 6 ? argv[6] : NULL,
-                       argc > 7 ? argv[7] : NULL, argc > 8 ? argv[8] : NULL, NULL };
+                       argc > 7 ? argv[7] : NULL, argc > 8 ? argv[8] : NULL, argc > 9 ? argv[9] : NULL, NULL };
         int replicas = argc > 5 ? atoi(argv[5]) : 1;
         pt_launch_opts lo = { .nproc = 2 * (replicas > 1 ? replicas : 1), .nodes = 1, .node_rank = 0, .master = NULL };
         int code = 0;
@@ -223,6 +227,8 @@ int main(int argc, char **argv)
         g_model = argv[7];
     if (argc > 8)
         g_zero = atoi(argv[8]);
+    if (argc > 9)
+        g_precision = argv[9];
     run_log cpu, cuda, single, cuda_z0;
     if (run_pipeline("cpu", g_zero, &cpu) || run_pipeline("cuda", g_zero, &cuda))
         return 1;
@@ -235,6 +241,10 @@ int main(int argc, char **argv)
     printf("model %s, LM head layers: %d, --zero %d\n", g_model, g_head_split > 1 ? g_head_split : 1, g_zero);
     if (want_path && strncmp(g_transfers, want_path, strlen(want_path)) != 0) {
         printf("FAIL cuda pipeline: transfers took \"%s\", want %s\n", g_transfers, want_path);
+        return 1;
+    }
+    if (strcmp(g_precision, "bf16") == 0 && g_head_split <= 1 && !strstr(g_transfers, "stage messages as bf16")) {
+        printf("FAIL cuda pipeline: a bf16 run's transfers (\"%s\") do not pack the messages as bf16\n", g_transfers);
         return 1;
     }
     if (g_replicas > 1 && g_zero) {

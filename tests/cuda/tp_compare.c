@@ -151,6 +151,7 @@ static int run_pipeline(const char *backend, run_log *out)
     pt_train_cfg *c = &ta.train;
     pt_train_cfg_defaults(c);
     c->backend = backend;
+    c->precision = "fp32"; /* both backends (cuda's default is bf16) */
     c->model = g_model;
     c->data = getenv("TP_COMPARE_DATA");
     c->run_dir = NULL;
