@@ -18,6 +18,7 @@
 #  - bad --precision: one line, exit 2, nothing started.
 # About 40 s on 2 cores.
 set -u
+here=$(cd "$(dirname "$0")" && pwd)
 PT=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -35,15 +36,7 @@ run() {
 }
 
 # every step's loss and gradient norm (repr: every bit)
-steps() {
-    python3 - "$out/$1/metrics.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    if "step" in d and "loss" in d and "grad_norm" in d:
-        print(d["step"], repr(d["loss"]), repr(d["grad_norm"]))
-PY
-}
+steps() { python3 "$here/metrics_steps.py" "$out/$1/metrics.jsonl"; }
 
 # same REF NAME: NAME has REF's bits (every step, and the weights)
 same() {

@@ -18,6 +18,7 @@
 # --tp, --head-split with --tp, a tensor-parallel group whose ranks read different model configs.
 # About 60 s on 2 cores.
 set -u
+here=$(cd "$(dirname "$0")" && pwd)
 PT=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -33,15 +34,7 @@ run() {
 }
 
 # losses and gradient norms of a run, one "step loss norm" line per step (repr: every bit)
-steps() {
-    python3 - "$out/$1/metrics.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    if "step" in d and "loss" in d and "grad_norm" in d:
-        print(d["step"], repr(d["loss"]), repr(d["grad_norm"]))
-PY
-}
+steps() { python3 "$here/metrics_steps.py" "$out/$1/metrics.jsonl"; }
 
 # close REF NAME: NAME's losses and norms within the tolerance above of REF's
 close() {

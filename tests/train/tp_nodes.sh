@@ -9,6 +9,7 @@
 #   tp_nodes.sh PIPETRAIN
 PT=$1
 D=tp_nodes_test
+here=$(cd "$(dirname "$0")" && pwd)
 rm -rf $D && mkdir -p $D && cd $D || exit 1
 fail() { echo "FAIL: $*"; for f in *.txt; do echo "--- $f"; tail -8 "$f"; done; exit 1; }
 . "$(dirname "$0")/netns_pair.sh"
@@ -30,13 +31,7 @@ wait $b || fail "node 1's launcher failed"
 grep -q "plan: gpt2-tiny, 2 stages x 1 chunks x 1 replicas x 2 tensor-parallel (sequence-parallel)" a.txt ||
     fail "node 0 did not run the P 2 x T 2 plan"
 $train --run-dir one > one.txt 2>&1 || fail "the one-host run failed"
-steps() {
-    python3 -c 'import json, sys
-for l in open(sys.argv[1]):
-    d = json.loads(l)
-    if "grad_norm" in d:
-        print(d["step"], repr(d["loss"]), repr(d["grad_norm"]))' "$1/metrics.jsonl"
-}
+steps() { python3 "$here/metrics_steps.py" "$1/metrics.jsonl"; }
 steps two > two.steps
 steps one > one.steps
 [ "$(wc -l < one.steps)" -eq 4 ] || fail "the one-host run has $(wc -l < one.steps) steps, not 4"
