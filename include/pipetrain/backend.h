@@ -48,6 +48,9 @@ typedef struct pt_stream pt_stream;
 typedef struct pt_stream_opts {
     int device;    /* GPU ordinal (CUDA); ignored on CPU */
     int n_threads; /* OpenMP threads for this stream's kernels (CPU); <= 0: all cores */
+    int fp32_products; /* CUDA: 1: matrix products in fp32 unless PT_CUDA_MATMUL names a mode (what
+                        * `train --precision fp32` asks for); 0: PT_CUDA_MATMUL's default (bf16
+                        * inputs on Ampere and newer). Ignored on CPU (always fp32). */
 } pt_stream_opts;
 
 /* One segment of adamw_multi_update: n elements of a parameter, its gradient and its moments (device

@@ -7,7 +7,7 @@
  *     if (pt_cuda_device_count(&n) == PT_OK && n > 0) { ... pt_backend_get("cuda", &be) ... }
  *
  * Matrix product precision is chosen per stream at creation from the environment variable
- * PT_CUDA_MATMUL: "bf16" (default: inputs rounded to bf16 inside cuBLAS, fp32 accumulate, fp32
+ * PT_CUDA_MATMUL: "bf16" (default, or fp32 when pt_stream_opts.fp32_products: inputs rounded to bf16 inside cuBLAS, fp32 accumulate, fp32
  * output), "tf32", or "fp32" (CUBLAS_COMPUTE_32F, for comparisons with the CPU backend).
  * PT_CUDA_WORKSPACE_MB sets the per-stream scratch (default 64).
  */

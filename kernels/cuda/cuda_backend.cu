@@ -246,7 +246,7 @@ pt_status pt_cuda_stream_create(const pt_stream_opts *opts, pt_stream **out)
         return pt_fail(PT_EINVAL, "CUDA device %d does not exist; this machine has %d (0..%d)", device, n, n - 1);
     pt_status st;
     pt_cuda_mm_mode mode = PT_CUDA_MM_BF16;
-    PT_CHECK(pt_cuda_matmul_mode_env(device, &mode)); /* PT_CUDA_MATMUL against the device */
+    PT_CHECK(pt_cuda_matmul_mode_env(device, opts != NULL && opts->fp32_products, &mode)); /* against the device */
     size_t ws_bytes = 0;
     PT_CHECK(pt_cuda_workspace_env(&ws_bytes));
     pt_stream *s = (pt_stream *)calloc(1, sizeof *s);

@@ -144,11 +144,12 @@ pt_status pt_cuda_attention_flash_backward(pt_stream *s, float *dqkv, float *scr
  * needs compute capability 8.0 or later on `device`): PT_EINVAL for another value, PT_ENOTSUP for
  * flash on an older GPU, each naming the variable and what to set. */
 pt_status pt_cuda_attention_mode_env(int device, pt_cuda_att_mode *mode);
-/* PT_CUDA_MATMUL (matmul.cu) for CUDA device `device`: bf16 (the default), tf32 or fp32. bf16 and
- * tf32 run on tensor cores of compute capability 8.0 or newer: asked for on an older GPU they are
- * refused (PT_ENOTSUP, one line naming the variable and the device's capability); the default there
- * is fp32. PT_EINVAL for another value. */
-pt_status pt_cuda_matmul_mode_env(int device, pt_cuda_mm_mode *mode);
+/* PT_CUDA_MATMUL (matmul.cu) for CUDA device `device`: bf16 (the default; fp32 when default_fp32,
+ * pt_stream_opts.fp32_products), tf32 or fp32. bf16 and tf32 run on tensor cores of compute
+ * capability 8.0 or newer: asked for on an older GPU they are refused (PT_ENOTSUP, one line naming
+ * the variable and the device's capability); the default there is fp32. PT_EINVAL for another
+ * value. */
+pt_status pt_cuda_matmul_mode_env(int device, int default_fp32, pt_cuda_mm_mode *mode);
 
 pt_status pt_cuda_embedding_forward(pt_stream *s, float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C);

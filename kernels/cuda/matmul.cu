@@ -136,12 +136,12 @@ pt_status pt_cuda_matmul_backward_weight(pt_stream *s, float *dweight, float *db
     return PT_OK;
 }
 
-pt_status pt_cuda_matmul_mode_env(int device, pt_cuda_mm_mode *mode)
+pt_status pt_cuda_matmul_mode_env(int device, int default_fp32, pt_cuda_mm_mode *mode)
 {
     *mode = PT_CUDA_MM_BF16;
     const char *e = getenv("PT_CUDA_MATMUL");
     const int given = e != NULL && *e != '\0';
-    if (given && strcmp(e, "fp32") == 0) {
+    if ((given && strcmp(e, "fp32") == 0) || (!given && default_fp32)) {
         *mode = PT_CUDA_MM_FP32;
         return PT_OK;
     }

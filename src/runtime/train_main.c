@@ -393,7 +393,10 @@ pt_status pt_train_job_runtime(pt_train_job *j)
     PT_CHECK(pt_backend_get(tc->backend ? tc->backend : "cpu", &j->be));
     int device = 0;
     PT_CHECK(tm_device(j->be, j->local_rank, &device));
-    PT_CHECK(j->be->stream_create(&(pt_stream_opts){ .device = device, .n_threads = tc->threads }, &j->stream));
+    /* --precision fp32 on CUDA: fp32 matrix products too, unless PT_CUDA_MATMUL says otherwise */
+    PT_CHECK(j->be->stream_create(&(pt_stream_opts){ .device = device, .n_threads = tc->threads,
+                                                     .fp32_products = pt_train_cfg_precision(tc) == PT_PRECISION_FP32 },
+                                  &j->stream));
     /* a pipeline always reports its measured bubble; one process only when asked (--profile) */
     if (j->world > 1 || a->profile_dir || a->profile)
         PT_CHECK(pt_profile_create(j->rank, j->comm ? pt_comm_clock_offset_ns(j->comm) : 0, &j->prof));

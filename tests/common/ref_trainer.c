@@ -88,7 +88,10 @@ pt_status ref_trainer_create(const pt_train_cfg *cfg, ref_trainer **out)
                                 c->eval_batches > 0 ? c->micro_batch_size : 0, c->seq_len),
            fail);
     PT_TRY(pt_backend_get(c->backend ? c->backend : "cpu", &t->be), fail);
-    PT_TRY(t->be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = c->threads }, &t->stream), fail);
+    PT_TRY(t->be->stream_create(&(pt_stream_opts){ .device = 0, .n_threads = c->threads,
+                                                    .fp32_products = pt_train_cfg_precision(c) == PT_PRECISION_FP32 },
+                                &t->stream),
+           fail);
     pt_model_opts mo = { .micro_batch = c->micro_batch_size, .seq_len = c->seq_len, .n_slots = 1, .recompute = 0,
                          .fused_only = 1 /* one process runs the fused backward only */,
                          .precision = pt_train_cfg_precision(c) };

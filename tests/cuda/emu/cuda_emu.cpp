@@ -349,7 +349,7 @@ extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t transa,
 /* ---- the table ---- */
 static void emu_stream_destroy(pt_stream *s);
 
-static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
+static pt_status emu_stream_create(const pt_stream_opts *opts, pt_stream **out)
 {
     pt_stream *s = (pt_stream *)calloc(1, sizeof *s);
     if (s == NULL)
@@ -359,7 +359,7 @@ static pt_status emu_stream_create(const pt_stream_opts *, pt_stream **out)
     s->host_double = (double *)malloc(sizeof(double));
     s->host_int = (int *)malloc(sizeof(int));
     /* PT_CUDA_MATMUL checked against the pretend device as on a GPU; the emulated GEMM is fp32 */
-    pt_status st = pt_cuda_matmul_mode_env(0, &s->mm_mode);
+    pt_status st = pt_cuda_matmul_mode_env(0, opts != NULL && opts->fp32_products, &s->mm_mode);
     s->mm_mode = PT_CUDA_MM_FP32;
     if (st == PT_OK)
         st = pt_cuda_attention_mode_env(0, &s->att_mode); /* PT_CUDA_ATTENTION, as on a GPU */
