@@ -1572,9 +1572,10 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
             PT_CHECK(RB(m, sl->sh_exps[j], (size_t)N * Vk));
             PT_CHECK(be->matmul_backward_input(m->stream, dh, sl->sh_exps[j], W, N, C, Vk));
             PT_CHECK(RB(m, dh, (size_t)N * C));
-            if (!last) /* h feeds every later shard too: add their gradient (a + b == b + a exactly) */
+            if (!last) { /* h feeds every later shard too: add their gradient (a + b == b + a exactly) */
                 PT_CHECK(be->add(m->stream, dh, dh, sl->dx[bi + 1], (size_t)N * C));
-            PT_CHECK(RB(m, dh, (size_t)N * C));
+                PT_CHECK(RB(m, dh, (size_t)N * C));
+            }
             if (k > 0)
                 PT_CHECK(be->memcpy_d2d(m->stream, sl->dx[bi] + (size_t)N * C, lse, (size_t)N * sizeof(float)));
             else
