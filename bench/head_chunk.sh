@@ -6,11 +6,14 @@
 # sequences of T = 1024 tokens of gpt2-small, vocabulary 50304: 786 MiB of logits a micro-batch;
 # --quick: T = 256):
 #   s1      one process, 2 threads: auto (chunks of 1280 rows) vs --head-chunk off
-#   p2      2 stages on gpipe, 2 ranks with 1 thread each, where a stage keeps every micro-batch's
-#           activations: --head-chunk 1280 vs off (auto leaves a gpipe pipeline's head whole)
+#   p2      2 stages on 1f1b, 2 ranks with 1 thread each: auto (1280 rows) vs off
+#   g2      the same on gpipe, where a stage keeps every micro-batch's activations: --head-chunk 1280
+#           vs off (auto leaves a gpipe pipeline's head whole: its forwards all run first, so the
+#           loss gradient made in the forward lengthens that phase)
 # Each run does 1 warm-up step and N - 1 timed ones (default N = 3) and prints one JSON line: the
-# median step_ms, tokens/s, forward and backward ms (metrics.jsonl), the activation memory the
-# rank holding the head measured and the planner predicted (MiB), and the final loss. --rounds R
+# median step_ms, tokens/s, forward and backward ms (metrics.jsonl), the memory of the rank holding
+# the head (p2, g2: its total and activations, measured and predicted; s1: what one process allocated
+# and its activation slots, all it reports), in MiB, and the final loss. --rounds R
 # repeats the cases R times, interleaved (timings here are noisy: compare within a round). Leaves
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as the caller has them and names the sgemm kernel.
 set -u
@@ -39,11 +42,12 @@ CORE=$(python3 -c 'import ctypes, sys; l = ctypes.CDLL(sys.argv[1]); l.openblas_
 common="train --model gpt2-small --steps $STEPS --micro-batches 2 --micro-batch-size 4 --seq-len $SEQ --eval-batches 0
         --no-ckpt --log-every 1 --comm-timeout 600"
 for r in $(seq 1 "$ROUNDS"); do
-    for c in s1 p2; do
+    for c in s1 p2 g2; do
         for h in chunked whole; do
             case $c in
             s1) args="--stages 1 --threads 2"; hr=0; [ $h = chunked ] && hc=auto || hc=off ;;
-            p2) args="--stages 2 --threads 1 --schedule gpipe"; hr=1; [ $h = chunked ] && hc=1280 || hc=off ;;
+            p2) args="--stages 2 --threads 1"; hr=1; [ $h = chunked ] && hc=auto || hc=off ;;
+            g2) args="--stages 2 --threads 1 --schedule gpipe"; hr=1; [ $h = chunked ] && hc=1280 || hc=off ;;
             esac
             name="$c-$h-$r"
             "$PT" $common $args --head-chunk $hc --run-dir "$W/$name" >"$W/$name.log" 2>&1 || {
@@ -57,15 +61,17 @@ steps = [json.loads(l) for l in open(run + "/metrics.jsonl") if '"step_ms"' in l
 timed = steps[1:]
 text = open(log).read()
 mem = re.search(r"rank %s memory, MiB measured/predicted: total ([0-9.]+)/([0-9.]+),.*activations ([0-9.]+)/([0-9.]+)" % hr, text)
+one = re.search(r"rank 0: ([0-9.]+) MiB allocated \(([0-9.]+) MiB activation slots\)", text)  # one process says only this
 chunk = re.search(r"LM head in chunks of ([0-9]+)", text)
 med = lambda k: round(statistics.median(s[k] for s in timed), 1) if timed and k in timed[0] else None
 print(json.dumps({"bench": "head_chunk", "case": case, "head": head, "head_chunk": hc, "round": int(rnd),
                   "model": "gpt2-small", "T": int(seq), "B": 4, "M": 2, "chunk_rows": int(chunk.group(1)) if chunk else 0,
                   "ms_per_step": med("step_ms"), "tokens_per_s": med("tokens_per_s"), "fwd_ms": med("fwd_ms"),
                   "bwd_ms": med("bwd_ms"), "head_rank": int(hr),
-                  "total_mib": float(mem.group(1)) if mem else None,
+                  "total_mib": float(mem.group(1)) if mem else float(one.group(1)) if one and hr == "0" else None,
                   "activations_mib": float(mem.group(3)) if mem else None,
                   "activations_predicted_mib": float(mem.group(4)) if mem else None,
+                  "slots_mib": float(one.group(2)) if one and not mem else None,
                   "final_loss": steps[-1]["loss"], "sgemm_kernel": core}))
 PY
         done

@@ -92,6 +92,13 @@ pt_status pt_model_config_validate(const pt_model_config *c)
         return pt_fail(PT_EINVAL, "%s: head_split %d leaves an LM-head shard without vocabulary rows (%d rows of wte); "
                                   "use at most %d shards",
                        who, c->head_split, c->vocab_padded, c->vocab_padded);
+    if (c->head_chunk < 0 || c->head_chunk > (1 << 24))
+        return pt_fail(PT_EINVAL, "%s: head_chunk is %d rows; it must be between 0 (all rows at once) and %d", who,
+                       c->head_chunk, 1 << 24);
+    if (c->head_chunk > 0 && c->head_split > 1)
+        return pt_fail(PT_EINVAL, "%s: head_chunk %d and head_split %d: an LM head split into vocabulary shards "
+                                  "already keeps only its shard's logits; use one of them",
+                       who, c->head_chunk, c->head_split);
     if (c->arch != PT_ARCH_GPT2 && c->arch != PT_ARCH_LLAMA)
         return pt_fail(PT_EINVAL, "%s: architecture %d is unknown; use gpt2 or llama", who, (int)c->arch);
     if (c->arch == PT_ARCH_GPT2) {
@@ -133,6 +140,17 @@ pt_status pt_model_config_validate(const pt_model_config *c)
                            c->rope_original_max_pos);
     }
     return PT_OK;
+}
+
+int pt_model_head_chunk_auto(const pt_model_config *cfg, int tp)
+{
+    const double row = (double)(cfg->vocab_padded > 0 ? cfg->vocab_padded : cfg->vocab_size) * sizeof(float);
+    if (cfg->head_split > 1 || tp > 1)
+        return 0;
+    double rows = floor(PT_HEAD_CHUNK_AUTO_BYTES / row / 256.0) * 256.0;
+    if (rows < PT_HEAD_CHUNK_MIN_ROWS)
+        rows = PT_HEAD_CHUNK_MIN_ROWS;
+    return rows < (1 << 24) ? (int)rows : 1 << 24;
 }
 
 pt_status pt_model_config_set_head_split(pt_model_config *cfg, int k)

@@ -96,6 +96,10 @@ typedef struct model_slot {
      * final statistics and log-sum-exp */
     float **sh_exps, **sh_rowmax;
     float *fstats, *lse;
+    /* a chunked head (m->hc): 1 once the loss gradient (dlnf and the head's dW) is made, which
+     * pt_model_forward_train does with head_scale as the loss scale */
+    int head_grad;
+    float head_scale;
     slot_state state;
 } model_slot;
 
@@ -120,6 +124,7 @@ struct pt_model {
     float *wcomp;
     int xs;                    /* the loss comes through row statistics (head_split > 1, or tpn > 1) */
     int K;                     /* head layers (cfg head_split, at least 1) */
+    int hc;                    /* cfg head_chunk rows of a chunked head (at most N), 0: the whole head at once */
     int has_lnf;               /* holds the first head layer (final layernorm) */
     int sh0, n_sh;             /* local head layers: shards sh0 .. sh0 + n_sh - 1 */
     int first_block, n_blocks; /* global layer index of the first block, local block count */
@@ -212,7 +217,7 @@ static void carve_bwd_shared(carve *c, pt_model *m)
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
     if (m->n_blocks > 0)
         carve_block_grad(c, m, &m->grad_shared);
-    m->dlnf_shared = m->has_lnf ? carve_f(c, N * C) : NULL;
+    m->dlnf_shared = m->has_lnf && !m->hc ? carve_f(c, N * C) : NULL;
     for (int p = 0; p < 2; p++) {
         int used = 0;
         for (int b = m->first + 1; b <= m->last && b <= m->cfg.n_layer + 1 && !used; b++)
@@ -261,7 +266,8 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
         s->lnf = carve_f(c, N * C);
         s->lnf_mean = m->llama ? NULL : carve_f(c, R);
         s->lnf_rstd = carve_f(c, R);
-        s->dlnf = m->opts.fused_only ? m->dlnf_shared : carve_f(c, N * C);
+        /* a chunked head makes dlnf in the forward: it lives until the slot's backward */
+        s->dlnf = m->opts.fused_only && !m->hc ? m->dlnf_shared : carve_f(c, N * C);
     }
     if (m->has_head)
         s->losses = carve_f(c, N);
@@ -275,7 +281,7 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
         return;
     }
     if (m->K == 1) {
-        if (m->has_head)
+        if (m->has_head && !m->hc) /* chunked: the logits of one chunk at a time, in scratch_logits */
             s->logits = carve_f(c, N * (size_t)m->cfg.vocab_padded);
         return;
     }
@@ -747,6 +753,14 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         m->v0 = m->tpr * m->Vl;
         m->R = opts->micro_batch * opts->seq_len / (m->sp ? m->tpn : 1);
         m->xs = m->K > 1 || m->tpn > 1;
+        const int N = opts->micro_batch * opts->seq_len;
+        m->hc = m->has_head && !m->xs && cfg->head_chunk > 0 ? (cfg->head_chunk < N ? cfg->head_chunk : N) : 0;
+    }
+    if (cfg->head_chunk > 0 && m->tpn > 1) {
+        st = pt_fail(PT_EINVAL, "head_chunk %d with tensor parallelism: the vocabulary-parallel head already keeps "
+                                "only this rank's %d of %d vocabulary rows; use head_chunk 0",
+                     cfg->head_chunk, m->Vl, cfg->vocab_padded);
+        goto fail;
     }
     if (m->llama && (!be->rmsnorm_forward || !be->rmsnorm_backward_input || !be->rmsnorm_backward_weight ||
                      !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
@@ -796,8 +810,10 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
                fail);
     if (m->has_head && !m->xs) {
         size_t rows = N < MODEL_LOGIT_ROWS ? N : MODEL_LOGIT_ROWS;
+        if ((size_t)m->hc > rows)
+            rows = (size_t)m->hc;
         PT_TRY(model_alloc(m, (void **)&m->scratch_logits, rows * Vp * sizeof(float), PT_MEM_ACT,
-                           "the logits scratch"),
+                           m->hc ? "the head chunk's logits" : "the logits scratch"),
                fail);
     }
     if (m->n_blocks > 0) {
@@ -1003,7 +1019,7 @@ float *pt_model_slot_doutput(pt_model *m, int s)
 const float *pt_model_slot_probs(pt_model *m, int s)
 {
     model_slot *sl = slot_at(m, s);
-    return sl && m->has_head ? sl->logits : NULL;
+    return sl && m->has_head ? sl->logits : NULL; /* NULL too for a chunked head (no logits kept) */
 }
 
 static pt_status slot_check(pt_model *m, int s, const char *what)
@@ -1018,6 +1034,7 @@ pt_status pt_model_slot_release(pt_model *m, int s)
 {
     PT_CHECK(slot_check(m, s, "slot release"));
     m->slots[s].state = SLOT_FREE;
+    m->slots[s].head_grad = 0;
     return PT_OK;
 }
 
@@ -1597,7 +1614,39 @@ static pt_status shards_backward(pt_model *m, model_slot *sl, float loss_scale, 
 /* Local block index j <-> boundary index of its input. */
 static int block_in(const pt_model *m, int j) { return m->first_block + j - m->first; }
 
-pt_status pt_model_forward(pt_model *m, int s)
+/* A chunked head (m->hc rows at a time): each chunk's logits (bf16-rounded under bf16), its
+ * softmax and losses, and with `grads` its loss gradient at once: dlogits (rounded), the rows'
+ * dlnf = dlogits W (rounded) and dW += dlogits^T lnf, chunk after chunk, so the (N, Vp) logits
+ * never exist. The same operations in the same order whether the forward (train) or the
+ * backward (a slot whose forward made no gradient) runs them, so both give the same bits. */
+static pt_status head_chunks(pt_model *m, model_slot *sl, int grads, float loss_scale)
+{
+    const pt_backend *be = m->be;
+    const int C = m->cfg.n_embd, Vp = m->cfg.vocab_padded, N = m->opts.micro_batch * m->opts.seq_len;
+    float *lg = m->scratch_logits;
+    for (int r0 = 0; r0 < N; r0 += m->hc) {
+        const int R = N - r0 < m->hc ? N - r0 : m->hc;
+        const float *lnf = sl->lnf + (size_t)r0 * C;
+        const int32_t *tg = sl->targets + r0;
+        PT_CHECK(be->matmul_forward(m->stream, lg, lnf, P(m, m->t_head_wte), NULL, R, C, Vp));
+        PT_CHECK(RB(m, lg, (size_t)R * Vp));
+        PT_CHECK(be->crossentropy_forward(m->stream, sl->losses + r0, lg, lg, tg, R, Vp));
+        if (!grads)
+            continue;
+        PT_CHECK(be->crossentropy_backward(m->stream, lg, lg, tg, loss_scale, R, Vp));
+        PT_CHECK(RB(m, lg, (size_t)R * Vp));
+        PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf + (size_t)r0 * C, lg, P(m, m->t_head_wte), R, C, Vp));
+        PT_CHECK(RB(m, sl->dlnf + (size_t)r0 * C, (size_t)R * C));
+        PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, lg, lnf, R, C, Vp));
+    }
+    sl->head_grad = grads;
+    sl->head_scale = loss_scale;
+    return PT_OK;
+}
+
+static pt_status check_loss_scale(float loss_scale);
+
+static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
 {
     PT_CHECK(slot_check(m, s, "forward"));
     model_slot *sl = &m->slots[s];
@@ -1634,12 +1683,24 @@ pt_status pt_model_forward(pt_model *m, int s)
         const float *x = sl->x[m->cfg.n_layer + 1 - m->first];
         const int Vp = m->cfg.vocab_padded;
         PT_CHECK(head_norm_forward(m, sl, x, N));
-        PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
-        PT_CHECK(RB(m, sl->logits, (size_t)N * Vp)); /* the logits; softmax and loss in fp32 */
-        PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
+        if (m->hc)
+            PT_CHECK(head_chunks(m, sl, train, loss_scale));
+        else {
+            PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
+            PT_CHECK(RB(m, sl->logits, (size_t)N * Vp)); /* the logits; softmax and loss in fp32 */
+            PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
+        }
     }
     sl->state = SLOT_FORWARD;
     return PT_OK;
+}
+
+pt_status pt_model_forward(pt_model *m, int s) { return model_forward(m, s, 0, 0.0f); }
+
+pt_status pt_model_forward_train(pt_model *m, int s, float loss_scale)
+{
+    PT_CHECK(check_loss_scale(loss_scale));
+    return model_forward(m, s, 1, loss_scale);
 }
 
 /* Head backward_input: dlogits (in place of the probabilities), dlnf, and dx at the head's input. */
@@ -1648,10 +1709,18 @@ static pt_status head_backward_input(pt_model *m, model_slot *sl, float loss_sca
     const pt_backend *be = m->be;
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
     const int b = m->cfg.n_layer + 1 - m->first;
-    PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
-    PT_CHECK(RB(m, sl->logits, (size_t)N * Vp));
-    PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
-    PT_CHECK(RB(m, sl->dlnf, (size_t)N * C));
+    if (m->hc && sl->head_grad && sl->head_scale != loss_scale)
+        return pt_fail(PT_EINVAL, "backward: loss scale %g differs from the %g its forward_train made the chunked head's "
+                                  "gradient with; pass the same scale to both",
+                       (double)loss_scale, (double)sl->head_scale);
+    if (m->hc && !sl->head_grad) /* a plain forward: the chunks again, with their gradient */
+        PT_CHECK(head_chunks(m, sl, 1, loss_scale));
+    if (!m->hc) {
+        PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
+        PT_CHECK(RB(m, sl->logits, (size_t)N * Vp));
+        PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
+        PT_CHECK(RB(m, sl->dlnf, (size_t)N * C));
+    }
     PT_CHECK(head_norm_backward_input(m, sl, sl->dx[b], sl->x[b], N));
     return PT_OK;
 }
@@ -1661,7 +1730,9 @@ static pt_status head_backward_weight(pt_model *m, model_slot *sl)
     const pt_backend *be = m->be;
     const int C = m->cfg.n_embd, N = m->opts.micro_batch * m->opts.seq_len, Vp = m->cfg.vocab_padded;
     const int b = m->cfg.n_layer + 1 - m->first;
-    PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, sl->logits, sl->lnf, N, C, Vp));
+    if (!m->hc) /* chunked: dW was added chunk by chunk with the loss gradient */
+        PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, sl->logits, sl->lnf, N, C, Vp));
+    sl->head_grad = 0;
     PT_CHECK(head_norm_backward_weight(m, sl, sl->x[b], N));
     return PT_OK;
 }
@@ -1835,7 +1906,14 @@ pt_status pt_model_slot_predict(pt_model *m, int s, int32_t *pred)
     const int V = m->cfg.vocab_size, Vp = m->cfg.vocab_padded;
     for (size_t r0 = 0; r0 < N; r0 += MODEL_LOGIT_ROWS) {
         size_t n = N - r0 < MODEL_LOGIT_ROWS ? N - r0 : MODEL_LOGIT_ROWS;
-        PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_pred, sl->logits + r0 * (size_t)Vp, n * (size_t)Vp * sizeof(float)));
+        const float *src = sl->logits + r0 * (size_t)Vp;
+        if (m->hc) { /* no probabilities kept: the logits again, a few rows at a time (the same argmax) */
+            PT_CHECK(m->be->matmul_forward(m->stream, m->scratch_logits, sl->lnf + r0 * (size_t)m->cfg.n_embd,
+                                           P(m, m->t_head_wte), NULL, (int)n, m->cfg.n_embd, Vp));
+            PT_CHECK(RB(m, m->scratch_logits, n * (size_t)Vp));
+            src = m->scratch_logits;
+        }
+        PT_CHECK(m->be->memcpy_d2h(m->stream, m->host_pred, src, n * (size_t)Vp * sizeof(float)));
         for (size_t r = 0; r < n; r++) {
             const float *p = m->host_pred + r * (size_t)Vp;
             int best = 0;

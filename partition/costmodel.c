@@ -16,13 +16,13 @@ static const pt_device device_presets[] = {
      * here: gpt2 (124M), P=2 1F1B, M=16 of 1x256 took 17.7 s where 0.5 predicted 13.6 s. "Links"
      * are shared memory (libfabric shm: ~10 GB/s, 0.24 us; tcp 5 us); ~20 GB/s memory bandwidth
      * on large arrays (memcpy at 256 MiB). */
-    { "cpu", 270e9, 0.38, 24.0 * 1024 * 1024 * 1024, 4, 0, 10e9, 0.25e-6, 2.5e9, 7e-6, 20e9 },
+    { "cpu", 270e9, 0.38, 24.0 * 1024 * 1024 * 1024, 4, 0, 4, 10e9, 0.25e-6, 2.5e9, 7e-6, 20e9 },
     /* H100 SXM: 989 TFLOP/s bf16 dense, 80 GB HBM3, NVLink 4 ~450 GB/s per direction,
      * 400 Gb/s InfiniBand per GPU ~ 50 GB/s. Activations are fp32 buffers (the backend seam takes
      * fp32 pointers on every backend); weights have a bf16 copy next to the fp32 master. */
-    { "h100", 989e12, 0.5, 80e9, 4, 2, 450e9, 3e-6, 50e9, 5e-6, 3.35e12 },
+    { "h100", 989e12, 0.5, 80e9, 4, 2, 4, 450e9, 3e-6, 50e9, 5e-6, 3.35e12 },
     /* H200: same compute as H100, 141 GB HBM3e at 4.8 TB/s (H100: 3.35 TB/s). */
-    { "h200", 989e12, 0.5, 141e9, 4, 2, 450e9, 3e-6, 50e9, 5e-6, 4.8e12 },
+    { "h200", 989e12, 0.5, 141e9, 4, 2, 4, 450e9, 3e-6, 50e9, 5e-6, 4.8e12 },
 };
 
 pt_status pt_device_load(const char *name_or_path, pt_device *out)
@@ -40,7 +40,7 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
     if (st != PT_OK)
         return pt_fail_wrap(st, "device '%s' is not cpu, h100 or h200, and reading it as a file failed", name_or_path);
     static const char *const keys[] = { "name", "peak_tflops", "efficiency", "mem_gb", "act_elem_bytes", "bf16_weights",
-                                        "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", "mem_gbps",
+                                        "bf16_messages", "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", "mem_gbps",
                                         NULL };
     pt_device d = device_presets[1]; /* GPU-like defaults for optional keys */
     const char *name = NULL;
@@ -66,6 +66,10 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
     if (cJSON_GetObjectItemCaseSensitive(j, "bf16_weights")) {
         PT_TRY(pt_json_get_int(j, name_or_path, "bf16_weights", 0, 1, &iv), done);
         d.weight_copy_bytes = 2 * (int)iv;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(j, "bf16_messages")) {
+        PT_TRY(pt_json_get_int(j, name_or_path, "bf16_messages", 0, 1, &iv), done);
+        d.msg_elem_bytes = iv ? 2 : 4;
     }
     static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us",
                                              "mem_gbps" };
@@ -152,6 +156,14 @@ static int64_t emb_alloc(const pt_model_config *c)
 static int64_t norm_params(const pt_model_config *c) { return (is_llama(c) ? 1 : 2) * (int64_t)c->n_embd; }
 
 /* Bytes of a norm's per-token statistics (fp32): LayerNorm keeps mean and rstd, RMSNorm rstd. */
+/* The rows a chunked head (cfg head_chunk) runs at a time in micro-batches of N tokens; 0: unchunked. */
+static double head_chunk_rows(const pt_model_config *c, double N)
+{
+    if (c->head_chunk <= 0 || pt_model_head_layers(c) > 1)
+        return 0;
+    return c->head_chunk < N ? c->head_chunk : N;
+}
+
 static double norm_stat_bytes(const pt_model_config *c) { return is_llama(c) ? 4.0 : 8.0; }
 
 /* Bytes per micro-batch of the gradients split backward keeps for one block between its
@@ -247,7 +259,8 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
     e->n_params_alloc = emb_alloc(cfg);
     e->act_bytes = e->act_bytes_recompute = N * 4 + 2.0 * N * C * a; /* token ids; output and its gradient */
     e->act_split_bytes = N * C * a;
-    e->out_bytes = N * C * 4;
+    const double msg = dev->msg_elem_bytes > 0 ? dev->msg_elem_bytes : 4; /* a message's bytes an element */
+    e->out_bytes = N * C * msg;
     e->fwd_traffic_bytes = N * C * 4 + N * C * a; /* gather the rows (wte; + wpe for gpt2), write the output */
 
     for (int l = 1; l <= cfg->n_layer; l++) {
@@ -274,7 +287,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
         if (is_llama(cfg))
             b->fwd_traffic_bytes += 2.0 * N * (C + (double)pt_model_kv_heads(cfg) * (cfg->n_embd / cfg->n_head)) * a;
-        b->out_bytes = N * C * 4;
+        b->out_bytes = N * C * msg;
     }
 
     const int K = pt_model_head_layers(cfg);
@@ -298,6 +311,19 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         h->act_split_bytes = N * C * a; /* the norm output's gradient */
         h->out_bytes = 0;
         h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
+        if (head_chunk_rows(cfg, N) > 0) {
+            /* chunked (model.h pt_model_forward_train): the forward makes the loss gradient too, so
+             * all three products run in it; a slot keeps dlnf, not the probabilities (the chunk's
+             * logits are per chunk: pt_part_chunk_fixed_bytes); each chunk's dW product re-reads and
+             * rewrites the (Vp, C) fp32 gradient, and the logits are written and read twice more
+             * (gradient written, read by both products) */
+            const double n_chunks = ceil(N / head_chunk_rows(cfg, N));
+            h->fwd_flops = 6.0 * N * C * Vp;
+            h->bwd_input_flops = h->bwd_weight_flops = 0;
+            h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + N * nstat + N * 4;
+            h->act_split_bytes = 0; /* dlnf is made in the forward, kept in act_bytes whatever the schedule */
+            h->fwd_traffic_bytes = 6.0 * N * Vp * 4 + 3.0 * N * C * a + n_chunks * 2.0 * Vp * C * 4;
+        }
     }
     for (int k = 0; K > 1 && k < K; k++) {
         /* vocabulary shard k: logits against LM-head rows [v0, v1), its part of the softmax
@@ -344,6 +370,12 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
             c->t_fwd = c->fwd_flops / rate + c->fwd_traffic_bytes / bw;
             c->t_bwd_input = c->bwd_input_flops / rate + 1.5 * c->fwd_traffic_bytes / bw;
             c->t_bwd_weight = c->bwd_weight_flops / rate + 0.5 * c->fwd_traffic_bytes / bw;
+            if (l == L - 1 && K == 1 && head_chunk_rows(cfg, N) > 0) {
+                /* a chunked head's backward is its final norm's alone: dlnf, x in, dx out; then
+                 * dlnf and x again for the norm's weights */
+                c->t_bwd_input = 3.0 * N * C * a / bw;
+                c->t_bwd_weight = 2.0 * N * C * a / bw;
+            }
         }
     }
     return PT_OK;
@@ -814,8 +846,9 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
         if (recompute) /* the shared re-materialised block */
             m += pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
     }
-    if (pt_model_head_layers(cfg) == 1 && last == head0 && tp == 1)
-        m += 4.0 * 16 * Vp; /* logit rows for pt_model_slot_logits (an unsplit head, one rank) */
+    const double hc = head_chunk_rows(cfg, N);
+    if (pt_model_head_layers(cfg) == 1 && last == head0 && tp == 1) /* logit rows for pt_model_slot_logits (an */
+        m += 4.0 * (hc > 16 ? hc : 16) * Vp; /* unsplit head, one rank), or a chunked head's chunk */
     if (tp > 1 && last == head0) /* every rank's row statistics of the vocabulary-parallel head */
         m += 4.0 * tp * N * PT_XENT_STATS;
     if (tp > 1 && sp) /* the (N,C) partial sums before their reduce-scatter, and the gathered rows */
@@ -824,7 +857,7 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
         /* one backward at a time: a block's inner gradients (block_grad_bytes), dlnf (all N rows:
          * the head's partial sums), inner boundaries' dx (this rank's rows) */
         m += (has_block ? tp_block_grad_bytes(cfg, N, elem_bytes, tp, sp) : 0.0) +
-             elem_bytes * N * C * ((has_lnf ? 1.0 : 0.0) + s * (n_internal < 2 ? n_internal : 2));
+             elem_bytes * N * C * ((has_lnf && !hc ? 1.0 : 0.0) + s * (n_internal < 2 ? n_internal : 2));
     }
     return m;
 }

@@ -46,6 +46,11 @@ int pt_sched_default_chunks(const char *name)
     return name && (strcmp(name, "interleaved") == 0 || strcmp(name, "zbv") == 0) ? 2 : 1;
 }
 
+int pt_sched_forwards_first(const char *name)
+{
+    return name && (strcmp(name, "gpipe") == 0 || strcmp(name, "looped-bfs") == 0);
+}
+
 pt_status pt_sched_forward_only(const pt_schedule *placement, int M, pt_schedule **out)
 {
     *out = NULL;

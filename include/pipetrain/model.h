@@ -87,6 +87,19 @@ pt_status pt_model_config_set_head_split(pt_model_config *cfg, int k);
 /* Checks a config's fields; PT_EINVAL naming the field and the fix. */
 pt_status pt_model_config_validate(const pt_model_config *cfg);
 
+/* The chunk's logits --head-chunk auto aims at, and its fewest rows. */
+#define PT_HEAD_CHUNK_AUTO_BYTES (256.0 * 1024 * 1024)
+#define PT_HEAD_CHUNK_MIN_ROWS 1024
+
+/* --head-chunk auto: the head_chunk under tensor parallelism of tp ranks. 0 (all rows at once,
+ * the probabilities kept per slot) when the head is split (head_split > 1 or tp > 1); otherwise the
+ * largest multiple of 256 rows whose fp32 logits fit in PT_HEAD_CHUNK_AUTO_BYTES, but at least
+ * PT_HEAD_CHUNK_MIN_ROWS (each chunk's dW product re-reads and rewrites the whole (Vp, C)
+ * gradient, so it needs about a thousand rows to stay compute-bound on a GPU). A micro-batch of
+ * fewer tokens is one chunk: the whole head's products, so the bits of head_chunk 0, but made in
+ * the forward and with no probabilities kept per slot. Pure. */
+int pt_model_head_chunk_auto(const pt_model_config *cfg, int tp);
+
 /* Describes layer l for people ("the embedding", "block 3", "the final norm and LM head", "LM head
  * shard 2/4 (wte rows 12544-25087)") into buf (cap bytes). Pure. */
 void pt_model_layer_describe(const pt_model_config *cfg, int l, char *buf, size_t cap);
@@ -269,6 +282,14 @@ float *pt_model_slot_doutput(pt_model *m, int s);   /* (B,T,C): dLoss/doutput be
 
 /* Forward through the chunk's layers. With the head, also the per-token losses of the slot. */
 pt_status pt_model_forward(pt_model *m, int s);
+/* The forward of a training step: pt_model_forward, and where the head is chunked (cfg head_chunk)
+ * also its loss gradient, chunk by chunk while the chunk's logits exist: dlnf, and dW added to
+ * the head's gradient now rather than in backward(_weight). loss_scale is the backward's (it must
+ * be passed again, equal, to the slot's backward or backward_input). Elsewhere it is
+ * pt_model_forward. A slot after forward_train must have its backward (releasing it instead
+ * leaves its dW in the gradient). pt_model_forward then backward gives the same bits: the backward
+ * runs the chunks again with their gradient (one more head product). */
+pt_status pt_model_forward_train(pt_model *m, int s, float loss_scale);
 /* Gradient w.r.t. the chunk's input (and the intermediate gradients backward_weight needs).
  * loss_scale is d(loss)/d(per-token loss): 1 / (tokens in the global batch). Used by the head only. */
 pt_status pt_model_backward_input(pt_model *m, int s, float loss_scale);

@@ -68,6 +68,11 @@ typedef struct pt_model_config {
     int vocab_padded; /* Vp >= V: rows of wte (padding rows are never targets); == V unless set */
     int max_seq_len;  /* context length (rows of wpe) */
     int head_split;   /* K: the LM head as K vocabulary-shard layers; 0 and 1 both mean one layer */
+    int head_chunk;   /* an unsplit head (head_split 1, no tensor parallelism) computes its logits, loss and
+                       * loss gradient this many token rows at a time, so no (B*T, Vp) logits are kept per
+                       * micro-batch (model.h, pt_model_forward_train); 0: all rows at once. How the model
+                       * runs, not what it is: never written to config files or checkpoints (train's
+                       * --head-chunk sets it each run; pt_model_head_chunk_auto) */
     /* ---- llama only (zero for gpt2) ---- */
     int n_kv_head;           /* key/value heads, dividing n_head; 0 means n_head (multi-head) */
     int intermediate_size;   /* the SwiGLU MLP's width H */

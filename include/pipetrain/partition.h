@@ -52,6 +52,10 @@ typedef struct pt_device {
                              * next to the fp32 masters: 0 none (fp32 training), 2 a bf16 copy (the h100 /
                              * h200 presets; JSON "bf16_weights": 1), 4 bf16 values in fp32 storage (what
                              * pipetrain's --precision bf16 allocates now; `train` sets it) */
+    int msg_elem_bytes;     /* bytes per element a stage-to-stage message carries on the wire: 4 fp32, 2
+                             * bf16 (train --precision bf16 over the host and host-staged links, which pack
+                             * them; JSON "bf16_messages": 1). The presets say 4: the nccl link between GPUs
+                             * still sends fp32. The head shards' row statistics always travel in fp32 */
     double intra_bw_Bps;    /* default link bandwidth between devices of one node (bytes/s) */
     double intra_latency_s;
     double inter_bw_Bps;    /* default per-device bandwidth between nodes (bytes/s) */
@@ -101,8 +105,9 @@ typedef struct pt_layer_cost {
     double act_split_bytes;   /* the part of both that only split backward keeps per slot (the
                                  output's gradient, the block's or head's inner gradients); with
                                  pt_model_opts.fused_only they are shared by the chunk's slots */
-    double out_bytes;         /* bytes of the output sent to the next stage (B*T*C*4; B*T*(C+PT_XENT_STATS)*4
-                                 from a head shard to the next; 0 for the last head layer) */
+    double out_bytes;         /* bytes of the output sent to the next stage, on the wire (B*T*C*msg_elem_bytes;
+                                 B*T*(C+PT_XENT_STATS)*4 from a head shard to the next; 0 for the last head
+                                 layer) */
     double fwd_traffic_bytes; /* memory traffic of the forward's element-wise work (estimate) */
     /* Seconds on the device: analytic (FLOPs / (peak * efficiency) + traffic / memory bandwidth,
      * backward-input moving 1.5x and backward-weight 0.5x the forward's traffic) or measured. */

@@ -158,6 +158,13 @@ int pt_sched_is_generator(const char *name);
  * (also for names that are not generators). Pure. */
 int pt_sched_default_chunks(const char *name);
 
+/* 1 for the generators that run all of a rank's forwards before its first backward (gpipe,
+ * looped-bfs), so a pipeline's forwards and backwards are two phases, each as slow as its slowest
+ * stage: work moved from a stage's backward into its forward (a chunked LM head's loss gradient,
+ * train --head-chunk) lengthens the forward phase without shortening the backward one. 0
+ * otherwise (also NULL and names that are not generators). Pure. */
+int pt_sched_forwards_first(const char *name);
+
 /* Generates schedule `name` for P ranks, V chunks per rank and M micro-batches, with
  * communication, AR and STEP inserted by one lowering pass. Chunk counts: gpipe, 1f1b, zb-h1,
  * zb-h2: V=1 (stage = rank); interleaved: V>=2 (stage = c*P + r), any M>=1; looped-bfs: any V

@@ -32,6 +32,8 @@
 extern "C" {
 #endif
 
+#define PT_HEAD_CHUNK_OFF (-1) /* pt_train_cfg.head_chunk: the whole head at once */
+
 typedef struct pt_train_cfg {
     const char *model;        /* preset name or JSON config (pt_model_config_load) */
     const char *data;         /* token file, or NULL / "builtin[:sort|:add]" */
@@ -47,6 +49,9 @@ typedef struct pt_train_cfg {
     int head_split;           /* > 0: the LM head as this many vocabulary-shard layers (model_config.h);
                                * 0: the model config's; PT_HEAD_SPLIT_AUTO (partition.h): the pipeline's
                                * planner chooses (one process keeps the config's) */
+    int head_chunk;           /* the LM head's rows at a time (model_config.h head_chunk): 0 auto
+                               * (pt_model_head_chunk_auto, the default), PT_HEAD_CHUNK_OFF all at once,
+                               * > 0 that many rows */
     int micro_batches;        /* M: gradient accumulation steps per optimizer step */
     int micro_batch_size;     /* B */
     int seq_len;              /* T */
@@ -85,6 +90,10 @@ void pt_train_cfg_defaults(pt_train_cfg *c);
 /* The precision c trains in: c->precision, or the backend's default (bf16 on cuda, fp32 otherwise).
  * An unknown name reads as fp32; pt_train_cfg_check refuses it. */
 pt_precision pt_train_cfg_precision(const pt_train_cfg *c);
+
+/* The model config's head_chunk for c->head_chunk (auto: pt_model_head_chunk_auto of m, whose
+ * head split is final, over tp tensor-parallel ranks). */
+int pt_train_cfg_head_chunk(const pt_train_cfg *c, const pt_model_config *m, int tp);
 
 /* Checks the settings of c against the model config m (steps >= 1, M and B in 1..65536, T in
  * 1..m->max_seq_len, warmup >= 0, lr_min in [0, lr], eval/ckpt counts >= 0, ckpt_every/resume

@@ -1,5 +1,6 @@
 #include "args.h"
 #include "pipetrain/partition.h"
+#include "pipetrain/train.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -222,6 +223,25 @@ int pt_cli_finish(pt_status st)
     const char *msg = pt_last_error();
     fprintf(stderr, "pipetrain: %s\n", msg[0] ? msg : pt_status_name(st));
     return pt_status_exit_code(st);
+}
+
+pt_status pt_args_head_chunk(const char *text, int *rows)
+{
+    *rows = 0;
+    if (!text || !text[0] || strcmp(text, "auto") == 0)
+        return PT_OK;
+    if (strcmp(text, "off") == 0) {
+        *rows = PT_HEAD_CHUNK_OFF;
+        return PT_OK;
+    }
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    if (*end != '\0' || v < 1 || v > (1L << 24))
+        return pt_fail(PT_EINVAL, "--head-chunk: '%s' is neither a count of token rows (1 to %ld) nor auto or off; use "
+                                  "e.g. --head-chunk 2048",
+                       text, 1L << 24);
+    *rows = (int)v;
+    return PT_OK;
 }
 
 pt_status pt_args_head_split(const char *text, int *k)

@@ -75,6 +75,11 @@ void pt_args_print_help(const pt_cmd_spec *spec);
  * naming the option otherwise. */
 pt_status pt_args_head_split(const char *text, int *k);
 
+/* Parses the value of --head-chunk: a count of token rows (1..2^24), "auto" or NULL/"" (0: the
+ * default, pt_model_head_chunk_auto), or "off" (PT_HEAD_CHUNK_OFF). PT_EINVAL naming the option
+ * otherwise. */
+pt_status pt_args_head_chunk(const char *text, int *rows);
+
 /* Parses a byte size such as "24G" or "1.5G" or "4096". PT_EINVAL on anything else. */
 pt_status pt_args_parse_bytes(const char *text, size_t *out);
 

@@ -9,6 +9,8 @@
 #include "pipetrain/json.h"
 #include "pipetrain/model.h"
 #include "pipetrain/partition.h"
+#include "pipetrain/schedule.h"
+#include "pipetrain/train.h"
 
 static void fmt_count(char *buf, size_t cap, double n)
 {
@@ -196,13 +198,26 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     }
 }
 
+/* --head-chunk once the head split is known (pt_args_head_chunk's value): the rows the unsplit head
+ * runs at a time, as train resolves them (pt_train_cfg_head_chunk); the tensor-parallel candidates'
+ * vocabulary-parallel head ignores it. */
+static void plan_head_chunk(pt_model_config *cfg, int arg, const char *schedule)
+{
+    pt_train_cfg tc;
+    pt_train_cfg_defaults(&tc);
+    tc.head_chunk = arg;
+    cfg->head_chunk = pt_model_head_layers(cfg) > 1 ? 0 : pt_train_cfg_head_chunk(&tc, cfg, 1);
+    if (arg == 0 && pt_sched_forwards_first(schedule)) /* as train's auto: a two-phase pipeline's stays whole */
+        cfg->head_chunk = 0;
+}
+
 int pt_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
     const char *output = NULL, *recompute = "auto";
     int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
     int zero = 0, tp = 0, sp = 0;
-    const char *head_split_arg = NULL;
+    const char *head_split_arg = NULL, *head_chunk_arg = NULL;
     size_t mem = 0;
     pt_opt opts[] = {
         { "model", PT_OPT_STRING, &model, "NAME|FILE",
@@ -237,6 +252,11 @@ int pt_cmd_plan(int argc, char **argv)
           "cut the LM head into K vocabulary-shard layers that stages can share, for a head that dominates the "
           "step (small model, large vocabulary); auto: the K with the shortest predicted step; default: the "
           "config file's, 1 unless it says",
+          0 },
+        { "head-chunk", PT_OPT_STRING, &head_chunk_arg, "ROWS|auto|off",
+          "the LM head's token rows at a time, as train --head-chunk: a chunked head keeps no logits per "
+          "micro-batch and makes its loss gradient in the forward; auto (default): chunks of about 256 MiB of "
+          "logits (off with --head-split K > 1 and on --tp > 1 candidates)",
           0 },
         { "layer-costs", PT_OPT_STRING, &costs, "FILE", "measured layer times from 'pipetrain profile-layers'", 0,
           "costs" },
@@ -315,8 +335,17 @@ int pt_cmd_plan(int argc, char **argv)
         PT_TRY(pt_cli_as_usage(pt_layer_times_load(costs, &lt)), out);
     if (head_split == PT_HEAD_SPLIT_AUTO && lt) /* a cost file was measured with its own split */
         PT_TRY(pt_model_config_set_head_split(&cfg, lt->cfg.head_split > 1 ? lt->cfg.head_split : 1), out);
+    int head_chunk = 0;
+    PT_TRY(pt_args_head_chunk(head_chunk_arg, &head_chunk), out);
+    if (head_chunk > 0 && (head_split > 1 || (head_split == 0 && cfg.head_split > 1))) {
+        st = pt_fail(PT_EINVAL, "--head-chunk %d needs an unsplit LM head, but the head is split into %d vocabulary "
+                                "shards; drop --head-chunk or use --head-split 1",
+                     head_chunk, pt_model_head_layers(&cfg));
+        goto out;
+    }
     const double cap = mem ? (double)mem : dev.mem_bytes;
     if (layout) {
+        plan_head_chunk(&cfg, head_chunk, schedule);
         const int V = chunks > 0 ? chunks : 1;
         PT_TRY(pt_plan_from_layout(&cfg, layout, V, &p), out);
         if (gpus % p->n_stages != 0) {
@@ -376,6 +405,7 @@ int pt_cmd_plan(int argc, char **argv)
                 printf("head split: auto chose %d LM-head layer%s (predicted step %.2f ms; %.2f ms with one)\n", k,
                        k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
         }
+        plan_head_chunk(&cfg, head_chunk, schedule);
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
     }
     if (json || output) {

@@ -122,6 +122,7 @@ typedef struct train_args {
     const char *schedule, *partition, *layout, *config;
     const char *profile_dir, *layer_costs, *provider;
     const char *head_split; /* --head-split K|auto (pt_args_head_split) */
+    const char *head_chunk; /* --head-chunk ROWS|auto|off (pt_args_head_chunk) */
     size_t mem_limit;
     double comm_timeout_s;
     int eval_batch; /* sequences per held-out eval batch: the micro-batch size before a pipeline splits it */
@@ -1042,6 +1043,13 @@ int pt_cmd_train(int argc, char **argv)
           "most of the work: small models, large vocabularies); same parameters, loss equal up to rounding; auto: "
           "the planner picks K for the pipeline (one process keeps the model's own); default: the model config's, "
           "1 unless it says", 0 },
+        { "head-chunk", PT_OPT_STRING, &a.head_chunk, "ROWS|auto|off",
+          "the LM head's logits, loss and loss gradient this many token rows at a time, made in the forward, so "
+          "no micro-batch keeps its (B*T, vocabulary) logits (1.6 GB for gpt2 at 8 x 1024 tokens); the head's "
+          "weight gradient is summed over the chunks (equal up to rounding; one chunk: the same bits); auto "
+          "(default): chunks of about 256 MiB of logits, at least 1024 rows (gpt2: 1280); off: all rows at once, "
+          "the probabilities kept per micro-batch. Needs an unsplit head (auto is off with --head-split K > 1 "
+          "or --tp)", 0 },
         { "data", PT_OPT_STRING, &cfg->data, "FILE|DIR|GLOB",
           "token shards from 'pipetrain prepare' (docs/data.md), or builtin:sort / builtin:add", 0 },
         { "steps", PT_OPT_INT64, &a.steps, "N", "optimizer steps", 0 },
@@ -1157,6 +1165,8 @@ int pt_cmd_train(int argc, char **argv)
         st = apply_config(a.config, opts, (int)(sizeof opts / sizeof opts[0]), &config_root);
     if (st == PT_OK)
         st = pt_args_head_split(a.head_split, &cfg->head_split);
+    if (st == PT_OK)
+        st = pt_args_head_chunk(a.head_chunk, &cfg->head_chunk);
     /* --init-from a Hugging Face model directory: its config.json is the model unless --model says */
     struct stat init_sb;
     int model_seen = config_root && cJSON_GetObjectItemCaseSensitive(config_root, "model");

@@ -145,6 +145,14 @@ static pt_status check_layers(const pt_runtime_train_args *ra)
     int head = cfg->head_split == PT_HEAD_SPLIT_AUTO ? PT_HEAD_SPLIT_AUTO_MAX
                : cfg->head_split > 1                 ? cfg->head_split
                                                      : pt_model_head_layers(&mc);
+    if (cfg->head_chunk > 0 && (head > 1 || ra->tp > 1))
+        return pt_fail(PT_EINVAL, "--head-chunk %d needs an unsplit LM head, but %s already keeps only a part of each "
+                                  "row's logits; drop --head-chunk (auto turns itself off there)%s",
+                       cfg->head_chunk,
+                       ra->tp > 1 ? "--tp splits it over the vocabulary, so each rank"
+                                  : "a head split into vocabulary shards (--head-split or the model config) means each "
+                                    "shard",
+                       ra->tp > 1 ? "" : " or use --head-split 1");
     int layers = mc.n_layer + 1 + head;
     int chunks = ra->chunks > 1 ? ra->chunks : pt_sched_default_chunks(ra->schedule ? ra->schedule : "1f1b");
     int stages = ra->stages > 0 ? ra->stages : 1;

@@ -452,7 +452,9 @@ static pt_status copy_fence(pt_runtime *rt, int c)
     return PT_OK;
 }
 
-static pt_status do_forward(pt_runtime *rt, const pt_action *a)
+/* train: a training step's forward (pt_model_forward_train: a chunked head makes its loss gradient
+ * now); 0: evaluation. */
+static pt_status do_forward(pt_runtime *rt, const pt_action *a, int train)
 {
     int c = a->chunk, mb = a->microbatch;
     rt_chunk *k = &rt->ch[c];
@@ -475,7 +477,7 @@ static pt_status do_forward(pt_runtime *rt, const pt_action *a)
     if (k->has_hl)
         PT_CHECK(rt->be->memcpy_h2d(rt->stream, pt_model_slot_targets(k->m, s), rt->targets + (size_t)mb * bt,
                                     bt * sizeof(int32_t)));
-    PT_CHECK(pt_model_forward(k->m, s));
+    PT_CHECK(train ? pt_model_forward_train(k->m, s, rt_loss_scale(rt)) : pt_model_forward(k->m, s));
     if (k->has_head) {
         double ls = 0;
         int64_t nt = 0;
@@ -865,7 +867,7 @@ static pt_status run_action(pt_runtime *rt, int i, float lr)
     rt_chunk *k = a->chunk >= 0 && a->chunk < rt->V ? &rt->ch[a->chunk] : NULL;
     switch (a->kind) {
     case PT_ACT_FORWARD:
-        return do_forward(rt, a);
+        return do_forward(rt, a, 1);
     case PT_ACT_BACKWARD:
     case PT_ACT_BACKWARD_INPUT:
     case PT_ACT_BACKWARD_WEIGHT:
@@ -1148,7 +1150,7 @@ static pt_status eval_pass(pt_runtime *rt, pt_dataset *data, const int64_t *ks, 
             PT_CHECK(recv_finish(rt, i));
             break;
         case PT_ACT_FORWARD:
-            PT_CHECK(do_forward(rt, a));
+            PT_CHECK(do_forward(rt, a, 0));
             if (k->prev_local >= 0)
                 PT_CHECK(eval_release(rt, k->prev_local, a->microbatch));
             if (k->has_head) {

@@ -220,6 +220,27 @@ pt_status pt_train_job_data(pt_train_job *j)
 
 /* ---- plan ---- */
 
+/* --head-chunk, once the head split is known: the rows the head runs at a time (j->cfg.head_chunk,
+ * which the planner prices and the models follow), said once when it chunks. */
+static void head_chunk_resolve(pt_train_job *j)
+{
+    const int N = j->B * j->T;
+    j->cfg.head_chunk = pt_train_cfg_head_chunk(&j->a->train, &j->cfg, j->TP);
+    /* auto leaves a two-phase pipeline's head whole: its loss gradient would move into the forward
+     * phase (pt_sched_forwards_first); --head-chunk ROWS still chunks it */
+    if (j->a->train.head_chunk == 0 && j->P * j->V > 1 && pt_sched_forwards_first(j->sched_name))
+        j->cfg.head_chunk = 0;
+    if (j->cfg.head_chunk > 0 && j->cfg.head_chunk < N) {
+        const int R = j->cfg.head_chunk < N ? j->cfg.head_chunk : N;
+        const double row = (double)j->cfg.vocab_padded * sizeof(float);
+        const int mib = row * N >= 1024.0 * 1024.0;
+        const double unit = mib ? 1024.0 * 1024.0 : 1024.0;
+        tm_log(j, "LM head in chunks of %d of the %d token rows: %.1f %s of logits at a time instead of %.1f %s a "
+                  "micro-batch (--head-chunk)",
+               R, N, row * R / unit, mib ? "MiB" : "KiB", row * N / unit, mib ? "MiB" : "KiB");
+    }
+}
+
 pt_status pt_train_job_plan(pt_train_job *j)
 {
     const pt_runtime_train_args *a = j->a;
@@ -227,6 +248,10 @@ pt_status pt_train_job_plan(pt_train_job *j)
     PT_CHECK(pt_device_load("cpu", &j->dev));
     /* --precision bf16 keeps the layers' bf16 weights in fp32 storage next to the masters */
     j->dev.weight_copy_bytes = pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? 4 : 0;
+    /* and its stage messages travel as bf16 over the host and host-staged links; the nccl link
+     * (a CUDA job with a GPU per rank) sends fp32 */
+    j->dev.msg_elem_bytes =
+        pt_train_cfg_precision(tc) == PT_PRECISION_BF16 && (!tc->backend || strcmp(tc->backend, "cuda") != 0) ? 2 : 4;
     /* The cpu device is one core; a rank computes on as many as it has threads. */
     j->dev.peak_flops *= tc->threads > 0 ? tc->threads : (double)sysconf(_SC_NPROCESSORS_ONLN);
     PT_CHECK(pt_topology_init(&j->topo, &j->dev, 1, j->world));
@@ -243,6 +268,7 @@ pt_status pt_train_job_plan(pt_train_job *j)
         PT_CHECK(pt_model_config_set_head_split(&j->cfg,
                                                 j->measured->cfg.head_split > 1 ? j->measured->cfg.head_split : 1));
     if (a->layout) {
+        head_chunk_resolve(j);
         PT_CHECK(pt_plan_from_layout(&j->cfg, a->layout, j->V, &j->plan));
         if (j->plan->n_stages != j->P)
             return pt_fail(PT_EINVAL, "--layout has %d chunks, which is %d stages of %d chunks, but %d stages were asked",
@@ -281,6 +307,7 @@ pt_status pt_train_job_plan(pt_train_job *j)
         tm_log(j, "head split: auto chose %d LM-head layer%s (predicted step %.1f ms; %.1f ms with one)", k,
                k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
     }
+    head_chunk_resolve(j);
     PT_CHECK(pt_plan_make(&j->cfg, &j->dev, &j->topo, j->measured, &rq, &j->plan));
     j->plan->zero = a->zero;
     return PT_OK;

@@ -36,6 +36,13 @@ void pt_train_cfg_defaults(pt_train_cfg *c)
     c->eval_batches = 8;
 }
 
+int pt_train_cfg_head_chunk(const pt_train_cfg *c, const pt_model_config *m, int tp)
+{
+    if (c->head_chunk == PT_HEAD_CHUNK_OFF)
+        return 0;
+    return c->head_chunk > 0 ? c->head_chunk : pt_model_head_chunk_auto(m, tp);
+}
+
 pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m)
 {
     if (c->steps < 1)

@@ -310,6 +310,23 @@ static int same_bits(pt_model *a, pt_model *b, const char *what)
     return same;
 }
 
+/* The largest |gradient difference| between a and b (same parameter count), *mag a's largest |gradient|. */
+static double grad_diff(pt_model *a, pt_model *b, double *mag)
+{
+    size_t n = pt_model_n_params(a);
+    EXPECT(n == pt_model_n_params(b));
+    float *ga = to_host(pt_model_grads(a), n), *gb = to_host(pt_model_grads(b), n);
+    double err = 0;
+    *mag = 0;
+    for (size_t i = 0; i < n; i++) {
+        *mag = fmax(*mag, fabs(ga[i]));
+        err = fmax(err, fabs((double)ga[i] - gb[i]));
+    }
+    free(ga);
+    free(gb);
+    return err;
+}
+
 static void test_split_recompute_microbatch(const pt_model_config *cfg)
 {
     const int B = 2, T = 8, M = 3;
@@ -505,13 +522,7 @@ static void test_head_split_matches(const pt_model_config *c1, const pt_model_co
     randomise_params(one);
     randomise_params(sp);
     double l1 = run_step(one, M, B, T, tok, tgt, 0, scale), l3 = run_step(sp, M, B, T, tok, tgt, 1, scale);
-    size_t n = pt_model_n_params(one);
-    float *g1 = to_host(pt_model_grads(one), n), *g3 = to_host(pt_model_grads(sp), n);
-    double mag = 0, err = 0;
-    for (size_t i = 0; i < n; i++) {
-        mag = fmax(mag, fabs(g1[i]));
-        err = fmax(err, fabs((double)g1[i] - g3[i]));
-    }
+    double mag = 0, err = grad_diff(one, sp, &mag);
     printf("%s: head_split 3 vs 1: loss %.9g vs %.9g, max gradient difference %.3g (max |grad| %.3g)\n", c1->name, l3, l1, err, mag);
     EXPECT(fabs(l1 - l3) <= 1e-5 * fabs(l1));
     EXPECT(err <= 1e-5 * mag);
@@ -529,10 +540,143 @@ static void test_head_split_matches(const pt_model_config *c1, const pt_model_co
     EXPECT(pt_model_slot_probs(sp, 0) == NULL);
     float lg[16 * 64];
     EXPECT(pt_model_slot_logits(sp, 0, lg) == PT_EINVAL && strstr(pt_last_error(), "head_split"));
-    free(g1);
-    free(g3);
     pt_model_destroy(sp);
     pt_model_destroy(one);
+}
+
+/* ---- the chunked head (cfg head_chunk) ---- */
+
+/* The head run 5 rows at a time (16 rows: chunks of 5, 5, 5 and 1) against the whole head:
+ * losses and gradients equal up to rounding (the head's dW is a sum over the chunks);
+ * pt_model_forward_train (the loss gradient made in the forward) gives the bits of forward then
+ * backward (the backward runs the chunks again), fused and split, fp32 and bf16; the same
+ * predictions and logits; no probabilities kept, so a smaller slot; a loss scale other than the
+ * forward's, a split head or tensor parallelism with head_chunk refused. */
+static void test_head_chunk(const pt_model_config *c1)
+{
+    const int B = 2, T = 8, M = 2;
+    const size_t N = (size_t)B * T;
+    pt_model_config hc = *c1;
+    hc.head_chunk = 5;
+    int32_t tok[2 * 16], tgt[2 * 16];
+    make_batch((int)(M * N), c1->vocab_size, tok, tgt);
+    const float scale = 1.0f / (float)(M * N - 1);
+    const int last = pt_model_n_layers(c1) - 1;
+    pt_model *one = make(c1, 0, last, B, T, 1, 0), *ch = make(&hc, 0, last, B, T, 1, 0);
+    randomise_params(one);
+    randomise_params(ch);
+    double l1 = run_step(one, M, B, T, tok, tgt, 0, scale), lc = run_step(ch, M, B, T, tok, tgt, 1, scale);
+    double mag = 0, err = grad_diff(one, ch, &mag);
+    printf("%s: head in chunks of 5 rows vs whole: loss %.9g vs %.9g, max gradient difference %.3g (max |grad| "
+           "%.3g)\n", c1->name, lc, l1, err, mag);
+    EXPECT(fabs(l1 - lc) <= 1e-6 * fabs(l1));
+    EXPECT(err <= 1e-5 * mag && err > 0.0); /* another order of the dW sum: close, and not the same bits */
+    {   /* one chunk of all 16 rows: the whole head's products, so its bits */
+        pt_model_config whole = *c1;
+        whole.head_chunk = 16;
+        pt_model *w = make(&whole, 0, last, B, T, 1, 0);
+        randomise_params(w);
+        EXPECT(run_step(w, M, B, T, tok, tgt, 0, scale) == l1);
+        if (same_bits(one, w, "head_chunk 16 of 16 rows == head_chunk 0"))
+            printf("%s: one chunk of all rows: the bits of the whole head\n", c1->name);
+        pt_model_destroy(w);
+    }
+    /* forward_train == forward + backward, bit for bit: fused (1 slot, fused_only) and split */
+    for (int prec = 0; prec < 2; prec++) {
+        for (int split = 0; split < 2; split++) {
+            pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = 2, .fused_only = !split,
+                                .precision = prec ? PT_PRECISION_BF16 : PT_PRECISION_FP32 };
+            pt_model *a = NULL, *b = NULL;
+            EXPECT_OK(pt_model_create(&hc, 0, last, &o, be, stream, &a));
+            EXPECT_OK(pt_model_create(&hc, 0, last, &o, be, stream, &b));
+            if (!a || !b)
+                return;
+            randomise_params(a);
+            randomise_params(b);
+            EXPECT_OK(pt_model_zero_grads(a));
+            EXPECT_OK(pt_model_zero_grads(b));
+            double la = 0, lb = 0;
+            for (int j = 0; j < M; j++) { /* both forwards first (as GPipe), then both backwards */
+                for (int k = 0; k < 2; k++) {
+                    pt_model *m = k ? b : a;
+                    h2d(pt_model_slot_tokens(m, j), tok + (size_t)j * N, N * sizeof(int32_t));
+                    h2d(pt_model_slot_targets(m, j), tgt + (size_t)j * N, N * sizeof(int32_t));
+                }
+                EXPECT_OK(pt_model_forward_train(a, j, scale));
+                EXPECT_OK(pt_model_forward(b, j));
+                double ls;
+                int64_t nt;
+                EXPECT_OK(pt_model_slot_loss(a, j, &ls, &nt));
+                la += ls;
+                EXPECT_OK(pt_model_slot_loss(b, j, &ls, &nt));
+                lb += ls;
+            }
+            EXPECT(pt_model_backward(a, 0, scale * 2.0f) == PT_EINVAL && strstr(pt_last_error(), "loss scale"));
+            for (int j = 0; j < M; j++) {
+                for (int k = 0; k < 2; k++) {
+                    pt_model *m = k ? b : a;
+                    if (split) {
+                        EXPECT_OK(pt_model_backward_input(m, j, scale));
+                        EXPECT_OK(pt_model_backward_weight(m, j));
+                    } else {
+                        EXPECT_OK(pt_model_backward(m, j, scale));
+                    }
+                }
+            }
+            EXPECT_OK(pt_model_reduce_tied_grads(a));
+            EXPECT_OK(pt_model_reduce_tied_grads(b));
+            char what[160];
+            snprintf(what, sizeof what, "%s head_chunk 5 %s %s: forward_train == forward + backward", c1->name,
+                     prec ? "bf16" : "fp32", split ? "split" : "fused");
+            EXPECT(la == lb);
+            if (same_bits(a, b, what))
+                printf("%s\n", what);
+            pt_model_destroy(a);
+            pt_model_destroy(b);
+        }
+    }
+    /* predictions and logits as the whole head's; no probabilities; a smaller slot */
+    h2d(pt_model_slot_tokens(one, 0), tok, N * sizeof(int32_t));
+    h2d(pt_model_slot_targets(one, 0), tgt, N * sizeof(int32_t));
+    h2d(pt_model_slot_tokens(ch, 0), tok, N * sizeof(int32_t));
+    h2d(pt_model_slot_targets(ch, 0), tgt, N * sizeof(int32_t));
+    EXPECT_OK(pt_model_forward(one, 0));
+    EXPECT_OK(pt_model_forward(ch, 0));
+    int32_t p1[16], pc[16];
+    EXPECT_OK(pt_model_slot_predict(one, 0, p1));
+    EXPECT_OK(pt_model_slot_predict(ch, 0, pc));
+    EXPECT(memcmp(p1, pc, sizeof p1) == 0);
+    EXPECT(pt_model_slot_probs(ch, 0) == NULL && pt_model_slot_probs(one, 0) != NULL);
+    const size_t Vp = (size_t)c1->vocab_padded;
+    float *lg1 = malloc(N * Vp * sizeof(float)), *lgc = malloc(N * Vp * sizeof(float));
+    EXPECT_OK(pt_model_slot_logits(one, 0, lg1));
+    EXPECT_OK(pt_model_slot_logits(ch, 0, lgc));
+    EXPECT(memcmp(lg1, lgc, N * Vp * sizeof(float)) == 0); /* the same weights, the same 16-row products */
+    free(lg1);
+    free(lgc);
+    EXPECT_OK(pt_model_slot_release(one, 0));
+    EXPECT_OK(pt_model_slot_release(ch, 0));
+    EXPECT(pt_model_slot_bytes(ch) + N * Vp * sizeof(float) - N * c1->n_embd * sizeof(float) <=
+           pt_model_slot_bytes(one) + 2 * 256);
+    pt_model_destroy(ch);
+    pt_model_destroy(one);
+    /* refused: with a split head; a negative row count */
+    pt_model_config bad = hc;
+    bad.head_split = 3;
+    EXPECT(pt_model_config_validate(&bad) == PT_EINVAL && strstr(pt_last_error(), "head_split"));
+    bad = hc;
+    bad.head_chunk = -2;
+    EXPECT(pt_model_config_validate(&bad) == PT_EINVAL && strstr(pt_last_error(), "head_chunk"));
+    /* auto: about 256 MiB of logits a chunk, at least 1024 rows; off for a split head */
+    pt_model_config big = *c1;
+    big.vocab_size = big.vocab_padded = 50304;
+    EXPECT(pt_model_head_chunk_auto(&big, 1) == 1280);
+    EXPECT(pt_model_head_chunk_auto(&big, 2) == 0);
+    big.vocab_size = big.vocab_padded = 128256;
+    EXPECT(pt_model_head_chunk_auto(&big, 1) == 1024);
+    big.head_split = 4;
+    EXPECT(pt_model_head_chunk_auto(&big, 1) == 0);
+    EXPECT(pt_model_head_chunk_auto(c1, 1) == 1 << 20); /* 64 rows of wte: 256 B a row */
 }
 
 /* ---- initialisation ---- */
@@ -885,6 +1029,20 @@ int main(void)
     test_chunks(&llama_split, sp_c, 3, 1, 1);
     test_head_split_matches(&tiny, &tiny_split);
     test_head_split_matches(&llama_tiny, &llama_split);
+    test_head_chunk(&tiny);
+    test_head_chunk(&llama_tiny);
+    {   /* the chunked head under the model-level checks: finite differences, split / recompute /
+         * micro-batches, and cut into pipeline chunks (its own, and with blocks) */
+        pt_model_config tiny_hc = tiny, llama_hc = llama_tied;
+        tiny_hc.head_chunk = llama_hc.head_chunk = 5;
+        test_finite_differences(&tiny_hc, NULL);
+        test_finite_differences(&llama_hc, NULL);
+        test_split_recompute_microbatch(&tiny_hc);
+        test_chunks(&tiny_hc, three, 3, 0, 0);
+        test_chunks(&tiny_hc, head_alone, 2, 1, 1);
+        test_chunks(&tiny_hc, head_alone, 2, 0, 3);
+        test_chunks(&llama_hc, two, 2, 0, 2);
+    }
     test_slot_bytes();
     test_errors_and_files();
     be->stream_destroy(stream);

@@ -343,19 +343,23 @@ static void test_memory_matches_models(void)
      * of shards alone, with blocks, with the embedding, one shard or several */
     /* llama: 4 heads over 2 kv heads (head width 16), SwiGLU width 176; tied, untied, and untied
      * with the head as 3 shards (an lm_head in every chunk that holds shards) */
-    pt_model_config cfgs[5] = { make_cfg("t", 4, 4, 64, 96, 128, 64), make_cfg("t3", 4, 4, 64, 150, 192, 64),
+    /* and the unsplit gpt2 and tied llama heads in chunks of 24 of the 64 rows (--head-chunk) */
+    pt_model_config cfgs[7] = { make_cfg("t", 4, 4, 64, 96, 128, 64), make_cfg("t3", 4, 4, 64, 150, 192, 64),
                                 make_llama("lt", 4, 4, 2, 64, 176, 96, 128, 64, 1),
                                 make_llama("lu", 4, 4, 2, 64, 176, 96, 128, 64, 0),
-                                make_llama("lu3", 4, 4, 1, 64, 176, 150, 192, 64, 0) };
+                                make_llama("lu3", 4, 4, 1, 64, 176, 150, 192, 64, 0),
+                                make_cfg("tc", 4, 4, 64, 96, 128, 64), make_llama("ltc", 4, 4, 2, 64, 176, 96, 128, 64, 1) };
     cfgs[1].head_split = 3;
     cfgs[4].head_split = 3;
+    cfgs[5].head_chunk = cfgs[6].head_chunk = 24;
     static const struct {
         int cfg, first, last;
     } cases[] = { { 0, 0, 5 }, { 0, 0, 2 }, { 0, 3, 5 }, { 0, 2, 3 }, { 0, 5, 5 }, { 0, 0, 0 },
                   { 1, 0, 7 }, { 1, 0, 5 }, { 1, 5, 7 }, { 1, 6, 6 }, { 1, 6, 7 }, { 1, 3, 5 },
                   { 1, 7, 7 }, { 1, 2, 6 }, { 1, 5, 5 }, { 1, 0, 6 }, { 2, 0, 5 }, { 2, 0, 2 },
                   { 2, 3, 5 }, { 2, 5, 5 }, { 2, 1, 1 }, { 3, 0, 5 }, { 3, 0, 0 }, { 3, 2, 5 },
-                  { 3, 5, 5 }, { 4, 0, 7 }, { 4, 0, 5 }, { 4, 6, 7 }, { 4, 3, 6 }, { 4, 7, 7 } };
+                  { 3, 5, 5 }, { 4, 0, 7 }, { 4, 0, 5 }, { 4, 6, 7 }, { 4, 3, 6 }, { 4, 7, 7 },
+                  { 5, 0, 5 }, { 5, 3, 5 }, { 5, 5, 5 }, { 6, 0, 5 }, { 6, 5, 5 } };
     static const char *const scheds[] = { "gpipe", "zb-h1" };
     EXPECT(pt_part_sched_fused_only("gpipe") == 1 && pt_part_sched_fused_only("zb-h1") == 0);
     for (size_t r = 0; r < sizeof cases / sizeof cases[0]; r++) {
@@ -1589,9 +1593,62 @@ static void test_tp(void)
         EXPECT(tab[i].P * tab[i].T * tab[i].D == tab[i].gpus && tab[i].source && tab[i].source[0]);
 }
 
+/* The chunked head's costs (cfg head_chunk, --head-chunk): all three products in the forward, the
+ * backward only the final norm's; no probabilities per slot but dlnf; one chunk of logits among
+ * the chunk's fixed buffers; the other layers unchanged. Stage messages at bf16_messages' 2 bytes
+ * an element on the wire, the head shards' statistics still 4. */
+static void test_head_chunk_costs(void)
+{
+    pt_model_config c1 = make_cfg("gpt2-small", 6, 6, 384, 50257, 50304, 1024), hc = c1;
+    hc.head_chunk = 100; /* 256 rows: 100, 100, 56 */
+    pt_device dev;
+    EXPECT(pt_device_load("cpu", &dev) == PT_OK);
+    pt_layer_cost l1[8], lh[8];
+    EXPECT(pt_cost_layers(&c1, 4, 64, &dev, NULL, l1) == PT_OK);
+    EXPECT(pt_cost_layers(&hc, 4, 64, &dev, NULL, lh) == PT_OK);
+    EXPECT(memcmp(l1, lh, 7 * sizeof l1[0]) == 0);
+    const double N = 256, C = 384, Vp = 50304;
+    EXPECT(lh[7].fwd_flops == 3 * l1[7].fwd_flops && lh[7].bwd_input_flops == 0 && lh[7].bwd_weight_flops == 0);
+    EXPECT(lh[7].act_bytes == l1[7].act_bytes - 4 * N * Vp);
+    EXPECT(lh[7].t_bwd_input < 0.01 * l1[7].t_bwd_input && lh[7].t_fwd > l1[7].t_fwd);
+    for (int fo = 0; fo < 2; fo++) { /* fixed: 100 rows of logits for 16; fused_only shares no dlnf (it is per slot) */
+        const double d = pt_part_chunk_fixed_bytes(&hc, 4, 64, 4, 7, 7, 0, fo) -
+                         pt_part_chunk_fixed_bytes(&c1, 4, 64, 4, 7, 7, 0, fo);
+        EXPECT(d == 4.0 * (100 - 16) * Vp - (fo ? 4.0 * N * C : 0.0));
+    }
+    /* bf16 stage messages: half the bytes on the wire; the head shards' row statistics stay fp32 */
+    pt_device d2 = dev;
+    d2.msg_elem_bytes = 2;
+    pt_layer_cost m2[8], s4[11], s2[11];
+    EXPECT(pt_cost_layers(&c1, 4, 64, &d2, NULL, m2) == PT_OK);
+    for (int l = 0; l < 7; l++)
+        EXPECT(m2[l].out_bytes == 0.5 * l1[l].out_bytes && m2[l].out_bytes == 2 * N * C);
+    pt_model_config c4 = c1;
+    c4.head_split = 4;
+    EXPECT(pt_cost_layers(&c4, 4, 64, &dev, NULL, s4) == PT_OK);
+    EXPECT(pt_cost_layers(&c4, 4, 64, &d2, NULL, s2) == PT_OK);
+    EXPECT(s2[7].out_bytes == s4[7].out_bytes && s2[6].out_bytes == 0.5 * s4[6].out_bytes);
+    EXPECT(dev.msg_elem_bytes == 4);
+    pt_device h;
+    EXPECT(pt_device_load("h100", &h) == PT_OK && h.msg_elem_bytes == 4);
+    char dir[] = "/tmp/pt_part_XXXXXX";
+    EXPECT(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/dev.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{\"name\": \"x\", \"peak_tflops\": 100, \"efficiency\": 0.5, \"mem_gb\": 40, \"bf16_messages\": 1}", f);
+        fclose(f);
+    }
+    EXPECT(pt_device_load(path, &h) == PT_OK && h.msg_elem_bytes == 2);
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_param_counts();
+    test_head_chunk_costs();
     test_llama_params();
     test_llama_costs();
     test_llama_405b_plan();

@@ -1,9 +1,10 @@
 /* tests/cuda/emu/emu_train.c — the single-process trainer (src/train/) with --backend cuda, on the
  * real CUDA backend table (kernels/cuda/cuda_backend.cu: streams, memory, copies) whose kernels
  * and CUDA runtime calls run on the emulator, against the same run with --backend cpu:
- * `test_cuda_emu_train [MODEL [STEPS [TOL [PRECISION]]]]`, gpt2-tiny (or llama-tiny), 3 (STEPS) optimizer steps of 2
+ * `test_cuda_emu_train [MODEL [STEPS [TOL [PRECISION [HEAD_CHUNK]]]]]`, gpt2-tiny (or llama-tiny), 3 (STEPS) optimizer steps of 2
  * micro-batches (B=2, T=32) on the built-in data, both backends in PRECISION (fp32, or bf16: mixed precision,
- * the CUDA backend's default, against the CPU backend's bf16 twin). Every step's
+ * the CUDA backend's default, against the CPU backend's bf16 twin), the LM head in chunks of HEAD_CHUNK rows
+ * (train --head-chunk; default auto: one chunk of the 64 rows). Every step's
  * loss and gradient norm must agree to TOL (relative; default 1e-4, the fp32 kernels; the
  * bf16 flash attention, PT_CUDA_ATTENTION=flash, is run with a looser one). Covers what the model test does not:
  * pt_backend_get("cuda"), stream creation with its workspace, the optimizer's AdamW and
@@ -15,7 +16,8 @@
 #include "pipetrain/train_loop.h"
 #include "ref_trainer.h"
 
-static int run(const char *backend, const char *model, const char *precision, double *loss, double *gnorm, int n)
+static int run(const char *backend, const char *model, const char *precision, int head_chunk, double *loss,
+               double *gnorm, int n)
 {
     pt_train_cfg c;
     pt_train_cfg_defaults(&c);
@@ -31,6 +33,7 @@ static int run(const char *backend, const char *model, const char *precision, do
     c.threads = 1;
     c.eval_batches = 0;
     c.warmup = 1;
+    c.head_chunk = head_chunk;
     ref_trainer *t = NULL;
     if (ref_trainer_create(&c, &t) != PT_OK) {
         fprintf(stderr, "FAIL %s trainer: %s\n", backend, pt_last_error());
@@ -57,13 +60,15 @@ int main(int argc, char **argv)
     const int N = argc > 2 ? atoi(argv[2]) : 3;
     const double tol = argc > 3 ? atof(argv[3]) : 1e-4;
     const char *precision = argc > 4 ? argv[4] : "fp32";
-    if (N < 1 || N > NMAX || !(tol > 0.0)) {
-        fprintf(stderr, "usage: test_cuda_emu_train [MODEL [STEPS 1..%d [TOL > 0 [fp32|bf16]]]]\n", NMAX);
+    const int head_chunk = argc > 5 ? atoi(argv[5]) : 0;
+    if (N < 1 || N > NMAX || !(tol > 0.0) || head_chunk < 0) {
+        fprintf(stderr, "usage: test_cuda_emu_train [MODEL [STEPS 1..%d [TOL > 0 [fp32|bf16 [HEAD_CHUNK rows]]]]]\n",
+                NMAX);
         return 2;
     }
     double lc[NMAX], gc[NMAX], lg[NMAX], gg[NMAX];
-    printf("model %s, %d steps, precision %s\n", model, N, precision);
-    if (run("cpu", model, precision, lc, gc, N) || run("cuda", model, precision, lg, gg, N))
+    printf("model %s, %d steps, precision %s, head chunk %d\n", model, N, precision, head_chunk);
+    if (run("cpu", model, precision, head_chunk, lc, gc, N) || run("cuda", model, precision, head_chunk, lg, gg, N))
         return 1;
     int bad = 0;
     for (int s = 0; s < N; s++) {
