@@ -38,6 +38,12 @@
  * sends of this member's segment and receives of the others' straight into place (the segments
  * are uneven when p does not divide n, so not ncclAllGather).
  *
+ * bf16 messages (pt_link_opts.bf16_messages, a bf16 run, when the backend has pack_bf16 and
+ * unpack_bf16_upper): a send packs its source into the staging buffer instead of copying it (half
+ * the bytes go to ncclSend); a receive takes the half-size message into the upper half of its
+ * destination, and recv_wait widens it in place on the compute stream, after the receive's event.
+ * Lossless: the floats of a bf16 run hold bf16 values. Collectives stay fp32.
+ *
  * Uses only the pt_nccl_* calls that tests/cuda/emu/nccl_emu.c answers (create, destroy, abort,
  * group_begin, group_end, send, recv, allreduce, wait_event), so the emulated NCCL tests run this
  * file. */
@@ -82,6 +88,9 @@ typedef struct nccl_link {
     float *rs_scratch;         /* device memory (counted as communication), rs_floats: 2 halves of p - 1 pieces */
     size_t rs_floats;
     pt_cuda_event *rs_ev[2];   /* owned: a half's receives done */
+    int bf16;                  /* stage messages as bf16 (see the top) */
+    float **recv_dst;          /* [n_recv] bf16: receive i's destination, widened at its wait */
+    size_t *recv_n;            /* [n_recv] bf16: its floats (0: moved as it is) */
 } nccl_link;
 
 /* Largest piece of a segment reduced at once (floats): bounds the scratch; the bits do not
@@ -122,6 +131,8 @@ static void nccl_link_destroy(void *p, int abort)
     pt_cuda_event_destroy(x->rs_ev[1]);
     pt_backend_free(x->be, x->rs_scratch);
     free(x->send_buf);
+    free(x->recv_dst);
+    free(x->recv_n);
     free(x->send_comm);
     free(x->recv_comm);
     free(x->group_comm);
@@ -160,7 +171,6 @@ static pt_status comm_join(nccl_link *x, const pt_link_opts *o, const int *ranks
 
 static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note, size_t cap)
 {
-    (void)note, (void)cap;
     *out = NULL;
     nccl_link *x = calloc(1, sizeof *x);
     if (x == NULL)
@@ -176,13 +186,15 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     x->send_buf = calloc(ns, sizeof *x->send_buf);
     x->send_comm = malloc(ns * sizeof *x->send_comm);
     x->recv_comm = malloc(nr * sizeof *x->recv_comm);
+    x->recv_dst = calloc(nr, sizeof *x->recv_dst);
+    x->recv_n = calloc(nr, sizeof *x->recv_n);
     size_t ng = (size_t)(o->n_groups > 0 ? o->n_groups : 1);
     x->group_comm = malloc(ng * sizeof *x->group_comm);
     x->group_n = calloc(ng, sizeof *x->group_n);
     x->group_me = malloc(ng * sizeof *x->group_me);
     x->comms = calloc((size_t)(o->n_channels + o->n_groups > 0 ? o->n_channels + o->n_groups : 1), sizeof *x->comms);
     if (!x->send_buf || !x->send_comm || !x->recv_comm || !x->group_comm || !x->group_n || !x->group_me ||
-        !x->comms) {
+        !x->comms || !x->recv_dst || !x->recv_n) {
         st = pt_fail(PT_ENOMEM, "out of host memory for the NCCL link");
         goto fail;
     }
@@ -194,6 +206,10 @@ static pt_status nccl_link_create(const pt_link_opts *o, void **out, char *note,
     PT_TRY(pt_cuda_events_create(&x->send_ev, x->n_send), fail);
     PT_TRY(pt_cuda_events_create(&x->recv_ev, x->n_recv), fail);
     x->msg_bytes = o->msg_bytes;
+    x->bf16 = o->bf16_messages && o->be->pack_bf16 && o->be->unpack_bf16_upper;
+    if (o->bf16_messages)
+        snprintf(note, cap, "%s", x->bf16 ? "stage messages as bf16, 2 bytes an element"
+                                          : "stage messages as fp32 (this backend cannot pack bf16)");
     int idx;
     for (int i = 0; i < o->n_channels; i++) {
         const int r[2] = { o->channels[i].sender, o->channels[i].receiver };
@@ -258,8 +274,13 @@ static pt_status nccl_send_begin(void *p, int b, const void *src, size_t bytes, 
     nccl_comm *c = &x->comms[l];
     if (!x->send_buf[b])
         PT_CHECK(pt_backend_alloc_kind(x->be, &x->send_buf[b], x->msg_bytes, PT_MEM_COMM));
-    /* The source is free for the compute stream as soon as this copy is queued on it. */
-    PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, bytes));
+    /* The source is free for the compute stream as soon as this copy (or packing) is queued on it. */
+    if (x->bf16 && bytes % sizeof(float) == 0) {
+        PT_CHECK(x->be->pack_bf16(x->compute, x->send_buf[b], src, bytes / sizeof(float)));
+        bytes /= 2;
+    } else {
+        PT_CHECK(x->be->memcpy_d2d(x->compute, x->send_buf[b], src, bytes));
+    }
     PT_CHECK(after_compute(x, c->stream));
     PT_CHECK(pt_nccl_send(c->nc, 1, x->send_buf[b], bytes, c->stream));
     PT_CHECK(pt_cuda_event_record(x->send_ev[b], c->stream));
@@ -293,6 +314,13 @@ static pt_status nccl_recv_post(void *p, int i, void *dst, size_t bytes, int pee
                        is_grad ? "gradients" : "activations");
     nccl_comm *c = &x->comms[l];
     PT_CHECK(after_compute(x, c->stream));
+    x->recv_n[i] = 0;
+    if (x->bf16 && bytes % sizeof(float) == 0) { /* the packed message into the upper half */
+        x->recv_dst[i] = dst;
+        x->recv_n[i] = bytes / sizeof(float);
+        bytes /= 2;
+        dst = (char *)dst + bytes;
+    }
     PT_CHECK(pt_nccl_recv(c->nc, 0, dst, bytes, c->stream));
     PT_CHECK(pt_cuda_event_record(x->recv_ev[i], c->stream));
     x->recv_comm[i] = l;
@@ -307,7 +335,10 @@ static pt_status nccl_recv_wait(void *p, int i, int64_t deadline_ns, const char 
         return pt_fail(PT_EINTERNAL, "rank %d: %s was never posted to NCCL; please report it", x->me, what);
     x->recv_comm[i] = -1;
     PT_CHECK(pt_nccl_wait_event(x->comms[l].nc, x->recv_ev[i], deadline_ns, what));
-    return pt_cuda_stream_wait_event(x->compute, x->recv_ev[i]);
+    PT_CHECK(pt_cuda_stream_wait_event(x->compute, x->recv_ev[i]));
+    if (x->recv_n[i] > 0) /* after the receive, before any reader: both on the compute stream */
+        PT_CHECK(x->be->unpack_bf16_upper(x->compute, x->recv_dst[i], x->recv_n[i]));
+    return PT_OK;
 }
 
 static pt_status nccl_allreduce(void *p, int group, float *buf, size_t n, int64_t deadline_ns, const char *what)
@@ -476,4 +507,5 @@ const pt_link_ops pt_link_nccl_ops = {
     .allgather = nccl_allgather,
     .reset = nccl_reset,
     .ordered_recvs = 1,
+    .packs_bf16 = 1,
 };

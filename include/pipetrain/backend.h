@@ -291,6 +291,12 @@ typedef struct pt_backend {
      * ties to even, subnormals rounded, NaN stays NaN), (n). out may alias x. The same bits on every
      * backend. */
     pt_status (*round_bf16)(pt_stream *s, float *out, const float *x, size_t n);
+    /* Stage messages as bf16 where the link moves backend memory (the nccl link; optional, NULL:
+     * that link sends fp32). pack: dst (n 2-byte bf16 values) = x rounded as round_bf16 (the upper
+     * half of its bits); dst must not overlap x. unpack_upper: buf (n floats) holds n packed values
+     * in its upper half (bytes [2n, 4n)), widened in place to the floats they are (exact). */
+    pt_status (*pack_bf16)(pt_stream *s, uint16_t *dst, const float *x, size_t n);
+    pt_status (*unpack_bf16_upper)(pt_stream *s, float *buf, size_t n);
 } pt_backend;
 
 /* The CPU backend (always built). */

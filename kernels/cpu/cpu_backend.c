@@ -113,4 +113,6 @@ const pt_backend pt_backend_cpu = {
     .swiglu_forward = pt_cpu_swiglu_forward,
     .swiglu_backward = pt_cpu_swiglu_backward,
     .round_bf16 = pt_cpu_round_bf16,
+    .pack_bf16 = pt_cpu_pack_bf16,
+    .unpack_bf16_upper = pt_cpu_unpack_bf16_upper,
 };

@@ -32,6 +32,21 @@ pt_status pt_cpu_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
     return PT_OK;
 }
 
+/* The host links' packing (core/bf16.c), in order on the caller's thread: host memory. */
+pt_status pt_cpu_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n)
+{
+    (void)s;
+    pt_bf16_pack(dst, x, n);
+    return PT_OK;
+}
+
+pt_status pt_cpu_unpack_bf16_upper(pt_stream *s, float *buf, size_t n)
+{
+    (void)s;
+    pt_bf16_unpack_upper(buf, n);
+    return PT_OK;
+}
+
 /* The sum is taken over at most PT_SUMSQ_BLOCKS blocks of equal size (a function of n only);
  * each block's sum runs in a fixed vector order, and the block sums are added in index order.
  * So the result depends on n and the data, never on the thread count. */

@@ -100,6 +100,8 @@ pt_status pt_cuda_memset_zero(pt_stream *s, void *dst, size_t bytes);
 pt_status pt_cuda_add(pt_stream *s, float *out, const float *a, const float *b, size_t n);
 pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n);
 pt_status pt_cuda_round_bf16(pt_stream *s, float *out, const float *x, size_t n);
+pt_status pt_cuda_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n);
+pt_status pt_cuda_unpack_bf16_upper(pt_stream *s, float *buf, size_t n);
 pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t n);
 pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
 pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
@@ -265,6 +267,8 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .rope_backward = pt_cuda_rope_backward, \
     .swiglu_forward = pt_cuda_swiglu_forward, \
     .swiglu_backward = pt_cuda_swiglu_backward, \
-    .round_bf16 = pt_cuda_round_bf16
+    .round_bf16 = pt_cuda_round_bf16, \
+    .pack_bf16 = pt_cuda_pack_bf16, \
+    .unpack_bf16_upper = pt_cuda_unpack_bf16_upper
 
 #endif

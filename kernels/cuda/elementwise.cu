@@ -43,6 +43,73 @@ pt_status pt_cuda_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
     return pt_cuda_launched("round_bf16");
 }
 
+__global__ void pt_k_pack_bf16(uint16_t *dst, const float *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = (uint16_t)(pt_bf16_round_bits(__float_as_uint(x[i])) >> 16);
+}
+
+pt_status pt_cuda_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_pack_bf16<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(dst, x, n);
+    return pt_cuda_launched("pack_bf16");
+}
+
+/* In-place widening of n bf16 values held in the upper half of n floats. As 16-bit words, float i
+ * is words [2i, 2i + 2) and its packed value word n + i. A pass widens floats [f0, f0 + h) with
+ * h = floor((n - f0) / 2): it writes words below 2 (f0 + h) <= n + f0 and reads words from n + f0,
+ * so no thread of a pass writes what another reads, and the words it overwrites are those of
+ * floats below f0 + h, read by this pass or an earlier one. Passes halve what is left; the last
+ * 4096 go in one block with a barrier between its passes, the last float by one thread (it reads
+ * its word, then overwrites it). */
+#define PT_UNPACK_TAIL 4096
+
+__device__ void pt_d_unpack_range(uint16_t *w, float *f, size_t n, size_t lo, size_t hi, size_t t0, size_t step)
+{
+    for (size_t i = lo + t0; i < hi; i += step) {
+        const uint32_t b = (uint32_t)w[n + i] << 16;
+        f[i] = __uint_as_float(b);
+    }
+}
+
+__global__ void pt_k_unpack_bf16_pass(float *buf, size_t n, size_t lo, size_t hi)
+{
+    pt_d_unpack_range((uint16_t *)buf, buf, n, lo, hi, blockIdx.x * (size_t)blockDim.x + threadIdx.x,
+                      (size_t)gridDim.x * blockDim.x);
+}
+
+__global__ void pt_k_unpack_bf16_tail(float *buf, size_t n, size_t f0)
+{
+    while (n - f0 > 1) {
+        const size_t h = (n - f0) / 2;
+        pt_d_unpack_range((uint16_t *)buf, buf, n, f0, f0 + h, threadIdx.x, blockDim.x);
+        __syncthreads();
+        f0 += h;
+    }
+    if (threadIdx.x == 0 && f0 < n) {
+        const uint32_t b = (uint32_t)((uint16_t *)buf)[n + f0] << 16;
+        buf[f0] = __uint_as_float(b);
+    }
+}
+
+pt_status pt_cuda_unpack_bf16_upper(pt_stream *s, float *buf, size_t n)
+{
+    size_t f0 = 0;
+    while (n - f0 > PT_UNPACK_TAIL) {
+        const size_t h = (n - f0) / 2;
+        pt_k_unpack_bf16_pass<<<pt_cuda_blocks(h, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(buf, n, f0, f0 + h);
+        PT_CHECK(pt_cuda_launched("unpack_bf16_upper"));
+        f0 += h;
+    }
+    if (n > f0) {
+        pt_k_unpack_bf16_tail<<<1, PT_EW_THREADS, 0, s->stream>>>(buf, n, f0);
+        return pt_cuda_launched("unpack_bf16_upper");
+    }
+    return PT_OK;
+}
+
 pt_status pt_cuda_scale(pt_stream *s, float *x, float alpha, size_t n)
 {
     if (n == 0)

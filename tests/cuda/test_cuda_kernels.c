@@ -954,6 +954,83 @@ static void test_swiglu(int N, int H)
     free(got);
 }
 
+/* pack_bf16 and unpack_bf16_upper (the nccl link's bf16 messages) on the device against the CPU
+ * backend, bit for bit: n random floats packed (each the upper half of round_bf16's bits), the
+ * packed words put in the upper half of an n-float buffer, widened in place there to exactly the
+ * rounded floats (n = 1 and n below, at and past the 4096-float tail, and past a million: the
+ * passes), a guard past the end untouched. */
+static void test_pack_bf16(size_t n)
+{
+    float *x = malloc(n * 4), *ref = malloc(n * 4), *got = malloc((n + 1) * 4);
+    uint16_t *pc = malloc(n * 2), *pg = malloc(n * 2);
+    if (!x || !ref || !got || !pc || !pg) {
+        fprintf(stderr, "FAIL pack_bf16: out of memory\n");
+        exit(1);
+    }
+    if (!gpu->pack_bf16 || !gpu->unpack_bf16_upper || !cpu->pack_bf16 || !cpu->unpack_bf16_upper) {
+        fprintf(stderr, "FAIL pack_bf16: missing from a backend table\n");
+        failures++;
+        return;
+    }
+    uint64_t st = 0x9e3779b97f4a7c15ull ^ n;
+    for (size_t i = 0; i < n; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = bf16_bits_to_float((uint32_t)(st >> 32) & 0xbfffffffu); /* finite-ish, both signs */
+    }
+    die_if(cpu->round_bf16(cs, ref, x, n), "cpu round_bf16");
+    die_if(cpu->pack_bf16(cs, pc, x, n), "cpu pack_bf16");
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += (uint32_t)pc[i] << 16 != bf16_float_bits(ref[i]);
+    float *dx = dev_from(x, n * 4), *dbuf;
+    uint16_t *dp;
+    die_if(pt_backend_alloc(gpu, (void **)&dp, n * 2), "alloc");
+    die_if(pt_backend_alloc(gpu, (void **)&dbuf, (n + 1) * 4), "alloc");
+    die_if(gpu->pack_bf16(gs, dp, dx, n), "cuda pack_bf16");
+    const float guard = bf16_bits_to_float(0x12345678u);
+    die_if(gpu->memcpy_h2d(gs, dbuf + n, &guard, 4), "h2d guard");
+    die_if(gpu->memcpy_d2d(gs, (char *)dbuf + 2 * n, dp, n * 2), "d2d packed");
+    die_if(gpu->unpack_bf16_upper(gs, dbuf, n), "cuda unpack_bf16_upper");
+    to_host(pg, dp, n * 2);
+    to_host(got, dbuf, (n + 1) * 4);
+    die_if(gpu->stream_sync(gs), "cuda sync");
+    for (size_t i = 0; i < n; i++) {
+        int b = pg[i] != pc[i] || bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
+        if (b && bad < 5)
+            fprintf(stderr, "FAIL pack/unpack_bf16 n=%zu: element %zu: cpu 0x%04x, %s packed 0x%04x widened 0x%08x\n", n,
+                    i, pc[i], gpu->name, pg[i], bf16_float_bits(got[i]));
+        bad += b;
+    }
+    /* the CPU's in-place widening too */
+    memcpy((char *)got + 2 * n, pc, n * 2);
+    die_if(cpu->unpack_bf16_upper(cs, got, n), "cpu unpack_bf16_upper");
+    for (size_t i = 0; i < n; i++)
+        bad += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
+    if (bf16_float_bits(guard) != 0x12345678u)
+        bad++;
+    float tail;
+    to_host(&tail, dbuf + n, 4);
+    die_if(gpu->stream_sync(gs), "cuda sync");
+    if (bf16_float_bits(tail) != 0x12345678u) {
+        fprintf(stderr, "FAIL unpack_bf16_upper n=%zu: wrote past the end\n", n);
+        bad++;
+    }
+    if (bad) {
+        fprintf(stderr, "FAIL pack/unpack_bf16 n=%zu: %zu elements wrong\n", n, bad);
+        failures++;
+    } else {
+        printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", "pack_bf16 + unpack_bf16_upper", n);
+    }
+    dev_free(dx);
+    dev_free(dp);
+    dev_free(dbuf);
+    free(x);
+    free(ref);
+    free(got);
+    free(pc);
+    free(pg);
+}
+
 /* round_bf16 on the device against the CPU backend, bit for bit: bf16_cases.h's hand-worked
  * cases (ties, FLT_MAX to Inf, signed zeros, infinities, signalling NaNs, subnormals) then n_random
  * random bit patterns (n not a multiple of the block size), out separate and in place, and from an
@@ -1220,6 +1297,9 @@ int main(int argc, char **argv)
         test_embedding(4, 256, 40, 3, 0);
     } else if (strcmp(group, "round_bf16") == 0) {
         test_round_bf16(((size_t)1 << 20) + 6);
+        const size_t ns[] = { 1, 2, 3, 4095, 4096, 4097, 8193, ((size_t)1 << 20) + 7 };
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+            test_pack_bf16(ns[k]);
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(2, 24, 40, 12, 2, 1);
         test_embedding_range(2, 24, 40, 12, 3, 0);
@@ -1292,6 +1372,9 @@ int main(int argc, char **argv)
         test_embedding(8, 1024, 512, 128256, 0); /* Llama 3 vocabulary, no position table */
     } else if (strcmp(group, "round_bf16") == 0) {
         test_round_bf16(((size_t)1 << 20) + 6);
+        const size_t ns[] = { 1, 2, 3, 4095, 4096, 4097, 8193, ((size_t)1 << 20) + 7 };
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+            test_pack_bf16(ns[k]);
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(8, 1024, 768, 50304, 4, 1); /* GPT-2, 4 ranks */
         test_embedding_range(2, 1024, 512, 128256, 8, 0); /* Llama 3 vocabulary, 8 ranks */
