@@ -754,7 +754,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         m->R = opts->micro_batch * opts->seq_len / (m->sp ? m->tpn : 1);
         m->xs = m->K > 1 || m->tpn > 1;
         const int N = opts->micro_batch * opts->seq_len;
-        m->hc = m->has_head && !m->xs && cfg->head_chunk > 0 ? (cfg->head_chunk < N ? cfg->head_chunk : N) : 0;
+        m->hc = m->has_head && !m->xs ? pt_model_head_chunk_rows(cfg, N) : 0;
     }
     if (cfg->head_chunk > 0 && m->tpn > 1) {
         st = pt_fail(PT_EINVAL, "head_chunk %d with tensor parallelism: the vocabulary-parallel head already keeps "

@@ -156,14 +156,6 @@ static int64_t emb_alloc(const pt_model_config *c)
 static int64_t norm_params(const pt_model_config *c) { return (is_llama(c) ? 1 : 2) * (int64_t)c->n_embd; }
 
 /* Bytes of a norm's per-token statistics (fp32): LayerNorm keeps mean and rstd, RMSNorm rstd. */
-/* The rows a chunked head (cfg head_chunk) runs at a time in micro-batches of N tokens; 0: unchunked. */
-static double head_chunk_rows(const pt_model_config *c, double N)
-{
-    if (c->head_chunk <= 0 || pt_model_head_layers(c) > 1)
-        return 0;
-    return c->head_chunk < N ? c->head_chunk : N;
-}
-
 static double norm_stat_bytes(const pt_model_config *c) { return is_llama(c) ? 4.0 : 8.0; }
 
 /* Bytes per micro-batch of the gradients split backward keeps for one block between its
@@ -311,13 +303,13 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         h->act_split_bytes = N * C * a; /* the norm output's gradient */
         h->out_bytes = 0;
         h->fwd_traffic_bytes = 3.0 * N * Vp * 4 + 2.0 * N * C * a; /* logits written, read, probabilities written */
-        if (head_chunk_rows(cfg, N) > 0) {
+        if (pt_model_head_chunk_rows(cfg, (int)N) > 0) {
             /* chunked (model.h pt_model_forward_train): the forward makes the loss gradient too, so
              * all three products run in it; a slot keeps dlnf, not the probabilities (the chunk's
              * logits are per chunk: pt_part_chunk_fixed_bytes); each chunk's dW product re-reads and
              * rewrites the (Vp, C) fp32 gradient, and the logits are written and read twice more
              * (gradient written, read by both products) */
-            const double n_chunks = ceil(N / head_chunk_rows(cfg, N));
+            const double n_chunks = ceil(N / pt_model_head_chunk_rows(cfg, (int)N));
             h->fwd_flops = 6.0 * N * C * Vp;
             h->bwd_input_flops = h->bwd_weight_flops = 0;
             h->act_bytes = h->act_bytes_recompute = N * 4 + 2.0 * N * C * a + N * nstat + N * 4;
@@ -370,7 +362,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
             c->t_fwd = c->fwd_flops / rate + c->fwd_traffic_bytes / bw;
             c->t_bwd_input = c->bwd_input_flops / rate + 1.5 * c->fwd_traffic_bytes / bw;
             c->t_bwd_weight = c->bwd_weight_flops / rate + 0.5 * c->fwd_traffic_bytes / bw;
-            if (l == L - 1 && K == 1 && head_chunk_rows(cfg, N) > 0) {
+            if (l == L - 1 && K == 1 && pt_model_head_chunk_rows(cfg, (int)N) > 0) {
                 /* a chunked head's backward is its final norm's alone: dlnf, x in, dx out; then
                  * dlnf and x again for the norm's weights */
                 c->t_bwd_input = 3.0 * N * C * a / bw;
@@ -846,7 +838,7 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
         if (recompute) /* the shared re-materialised block */
             m += pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
     }
-    const double hc = head_chunk_rows(cfg, N);
+    const double hc = pt_model_head_chunk_rows(cfg, (int)N);
     if (pt_model_head_layers(cfg) == 1 && last == head0 && tp == 1) /* logit rows for pt_model_slot_logits (an */
         m += 4.0 * (hc > 16 ? hc : 16) * Vp; /* unsplit head, one rank), or a chunked head's chunk */
     if (tp > 1 && last == head0) /* every rank's row statistics of the vocabulary-parallel head */

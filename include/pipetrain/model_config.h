@@ -99,6 +99,15 @@ static inline const char *pt_model_arch_name(pt_model_arch a) { return a == PT_A
 /* Layers the LM head takes (head_split, at least 1). */
 static inline int pt_model_head_layers(const pt_model_config *c) { return c->head_split > 1 ? c->head_split : 1; }
 
+/* The token rows a chunked head (head_chunk) runs at a time in micro-batches of n_tokens: at most
+ * n_tokens; 0 when the head is whole (head_chunk 0, or split into head_split > 1 shards). */
+static inline int pt_model_head_chunk_rows(const pt_model_config *c, int n_tokens)
+{
+    if (c->head_chunk <= 0 || pt_model_head_layers(c) > 1)
+        return 0;
+    return c->head_chunk < n_tokens ? c->head_chunk : n_tokens;
+}
+
 /* Total number of layers in the ordered list (embedding + blocks + head layers). */
 static inline int pt_model_n_layers(const pt_model_config *c) { return c->n_layer + 1 + pt_model_head_layers(c); }
 

@@ -91,9 +91,13 @@ void pt_train_cfg_defaults(pt_train_cfg *c);
  * An unknown name reads as fp32; pt_train_cfg_check refuses it. */
 pt_precision pt_train_cfg_precision(const pt_train_cfg *c);
 
-/* The model config's head_chunk for c->head_chunk (auto: pt_model_head_chunk_auto of m, whose
- * head split is final, over tp tensor-parallel ranks). */
-int pt_train_cfg_head_chunk(const pt_train_cfg *c, const pt_model_config *m, int tp);
+/* The model config's head_chunk for --head-chunk's value arg (pt_train_cfg.head_chunk: 0 auto,
+ * PT_HEAD_CHUNK_OFF, or rows) on model m, whose head split is final, over tp tensor-parallel
+ * ranks. Auto is pt_model_head_chunk_auto, and 0 (whole) when two_phase: a pipeline whose schedule
+ * runs every forward before any backward (pt_sched_forwards_first), where the loss gradient made
+ * in the forward would lengthen the forward phase. What train, its one-process reference and plan
+ * all use. Pure. */
+int pt_head_chunk_resolve(int arg, const pt_model_config *m, int tp, int two_phase);
 
 /* Checks the settings of c against the model config m (steps >= 1, M and B in 1..65536, T in
  * 1..m->max_seq_len, warmup >= 0, lr_min in [0, lr], eval/ckpt counts >= 0, ckpt_every/resume

@@ -198,19 +198,6 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
     }
 }
 
-/* --head-chunk once the head split is known (pt_args_head_chunk's value): the rows the unsplit head
- * runs at a time, as train resolves them (pt_train_cfg_head_chunk); the tensor-parallel candidates'
- * vocabulary-parallel head ignores it. */
-static void plan_head_chunk(pt_model_config *cfg, int arg, const char *schedule)
-{
-    pt_train_cfg tc;
-    pt_train_cfg_defaults(&tc);
-    tc.head_chunk = arg;
-    cfg->head_chunk = pt_model_head_layers(cfg) > 1 ? 0 : pt_train_cfg_head_chunk(&tc, cfg, 1);
-    if (arg == 0 && pt_sched_forwards_first(schedule)) /* as train's auto: a two-phase pipeline's stays whole */
-        cfg->head_chunk = 0;
-}
-
 int pt_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
@@ -345,7 +332,7 @@ int pt_cmd_plan(int argc, char **argv)
     }
     const double cap = mem ? (double)mem : dev.mem_bytes;
     if (layout) {
-        plan_head_chunk(&cfg, head_chunk, schedule);
+        cfg.head_chunk = pt_head_chunk_resolve(head_chunk, &cfg, 1, pt_sched_forwards_first(schedule));
         const int V = chunks > 0 ? chunks : 1;
         PT_TRY(pt_plan_from_layout(&cfg, layout, V, &p), out);
         if (gpus % p->n_stages != 0) {
@@ -405,7 +392,7 @@ int pt_cmd_plan(int argc, char **argv)
                 printf("head split: auto chose %d LM-head layer%s (predicted step %.2f ms; %.2f ms with one)\n", k,
                        k == 1 ? "" : "s", 1e3 * t_k, 1e3 * t_1);
         }
-        plan_head_chunk(&cfg, head_chunk, schedule);
+        cfg.head_chunk = pt_head_chunk_resolve(head_chunk, &cfg, 1, pt_sched_forwards_first(schedule));
         PT_TRY(pt_plan_make(&cfg, &dev, &topo, lt, &rq, &p), out);
     }
     if (json || output) {

@@ -225,11 +225,8 @@ pt_status pt_train_job_data(pt_train_job *j)
 static void head_chunk_resolve(pt_train_job *j)
 {
     const int N = j->B * j->T;
-    j->cfg.head_chunk = pt_train_cfg_head_chunk(&j->a->train, &j->cfg, j->TP);
-    /* auto leaves a two-phase pipeline's head whole: its loss gradient would move into the forward
-     * phase (pt_sched_forwards_first); --head-chunk ROWS still chunks it */
-    if (j->a->train.head_chunk == 0 && j->P * j->V > 1 && pt_sched_forwards_first(j->sched_name))
-        j->cfg.head_chunk = 0;
+    j->cfg.head_chunk = pt_head_chunk_resolve(j->a->train.head_chunk, &j->cfg, j->TP,
+                                              j->P * j->V > 1 && pt_sched_forwards_first(j->sched_name));
     if (j->cfg.head_chunk > 0 && j->cfg.head_chunk < N) {
         const int R = j->cfg.head_chunk < N ? j->cfg.head_chunk : N;
         const double row = (double)j->cfg.vocab_padded * sizeof(float);

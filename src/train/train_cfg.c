@@ -36,11 +36,11 @@ void pt_train_cfg_defaults(pt_train_cfg *c)
     c->eval_batches = 8;
 }
 
-int pt_train_cfg_head_chunk(const pt_train_cfg *c, const pt_model_config *m, int tp)
+int pt_head_chunk_resolve(int arg, const pt_model_config *m, int tp, int two_phase)
 {
-    if (c->head_chunk == PT_HEAD_CHUNK_OFF)
+    if (arg == PT_HEAD_CHUNK_OFF || (arg == 0 && two_phase))
         return 0;
-    return c->head_chunk > 0 ? c->head_chunk : pt_model_head_chunk_auto(m, tp);
+    return arg > 0 ? arg : pt_model_head_chunk_auto(m, tp);
 }
 
 pt_status pt_train_cfg_check(const pt_train_cfg *c, const pt_model_config *m)

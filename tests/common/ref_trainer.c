@@ -80,7 +80,7 @@ pt_status ref_trainer_create(const pt_train_cfg *cfg, ref_trainer **out)
     pt_status st = PT_OK;
     PT_TRY(pt_model_config_load(c->model, &t->mcfg), fail);
     PT_TRY(pt_model_config_set_head_split(&t->mcfg, c->head_split), fail);
-    t->mcfg.head_chunk = pt_train_cfg_head_chunk(c, &t->mcfg, 1);
+    t->mcfg.head_chunk = pt_head_chunk_resolve(c->head_chunk, &t->mcfg, 1, 0);
     PT_TRY(pt_train_cfg_check(c, &t->mcfg), fail);
     /* the data first: its tokenizer sets the model's vocabulary */
     PT_TRY(pt_dataset_open(c->data, t->data_seed, &t->data), fail);

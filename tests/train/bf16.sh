@@ -23,39 +23,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 PT=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 5 "$f"; done; exit 1; }
-
 common="--steps 5 --seq-len 64 --micro-batch-size 1 --micro-batches 4 --eval-every 0 --comm-timeout 120 --threads 1"
-
-# run NAME ARGS...: trains into $out/NAME (checkpoint at the end), exports its weights to $out/NAME.st
-run() {
-    local name=$1
-    shift
-    "$PT" train $common --run-dir "$out/$name" "$@" >"$out/$name.log" 2>&1 || fail "$name: train $* failed"
-    "$PT" ckpt export "$out/$name/ckpt" --format safetensors "$out/$name.st" >>"$out/$name.log" 2>&1 ||
-        fail "$name: ckpt export failed"
-}
-
-# every step's loss and gradient norm (repr: every bit)
-steps() { python3 "$here/metrics_steps.py" "$out/$1/metrics.jsonl"; }
-
-# same REF NAME: NAME has REF's bits (every step, and the weights)
-same() {
-    steps "$1" >"$out/$1.steps"
-    steps "$2" >"$out/$2.steps"
-    test "$(wc -l <"$out/$1.steps")" -eq 5 || fail "$1: $(wc -l <"$out/$1.steps") steps in metrics.jsonl, not 5"
-    python3 - "$out/$1.steps" "$out/$2.steps" <<'PY' || fail "$2's losses or norms differ from $1's"
-import sys
-a = [l.split() for l in open(sys.argv[1])]
-b = [l.split() for l in open(sys.argv[2])]
-for x, y in zip(a, b):
-    # the loss bit for bit; the norm (a double sum of the stages' parts, in their order) to 1e-12
-    if x[1] != y[1] or abs(float(x[2]) - float(y[2])) > 1e-12 * float(x[2]):
-        sys.exit("step %s: loss %s norm %s vs loss %s norm %s" % (x[0], x[1], x[2], y[1], y[2]))
-PY
-    diff -rq "$out/$1.st" "$out/$2.st" >/dev/null || fail "$2's weights differ from $1's"
-    echo "$2: the bits of $1"
-}
+. "$here/runs.sh"
 
 run g1 --model gpt2-tiny --stages 1 --precision bf16
 for s in 1f1b gpipe interleaved zbv zb-h1; do

@@ -16,39 +16,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 PT=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 5 "$f"; done; exit 1; }
-
 common="--steps 5 --seq-len 64 --micro-batch-size 1 --micro-batches 4 --eval-every 0 --eval-batches 2"
 common="$common --comm-timeout 120 --threads 1"
+. "$here/runs.sh"
 
-# run NAME ARGS...: trains into $out/NAME (checkpoint at the end), exports its weights to $out/NAME.st
-run() {
-    local name=$1
-    shift
-    "$PT" train $common --run-dir "$out/$name" "$@" >"$out/$name.log" 2>&1 || fail "$name: train $* failed"
-    "$PT" ckpt export "$out/$name/ckpt" --format safetensors "$out/$name.st" >>"$out/$name.log" 2>&1 ||
-        fail "$name: ckpt export failed"
-}
-
-steps() { python3 "$here/metrics_steps.py" "$out/$1/metrics.jsonl"; }
 evals() { grep -o 'eval at step [0-9]*: loss [0-9.]*' "$out/$1.log"; }
 
-# same REF NAME: NAME has REF's bits (every step's loss, the weights, the eval)
-same() {
-    steps "$1" >"$out/$1.steps"
-    steps "$2" >"$out/$2.steps"
-    test "$(wc -l <"$out/$1.steps")" -eq 5 || fail "$1: $(wc -l <"$out/$1.steps") steps in metrics.jsonl, not 5"
-    python3 - "$out/$1.steps" "$out/$2.steps" <<'PY' || fail "$2's losses or norms differ from $1's"
-import sys
-a = [l.split() for l in open(sys.argv[1])]
-b = [l.split() for l in open(sys.argv[2])]
-for x, y in zip(a, b):
-    if x[1] != y[1] or abs(float(x[2]) - float(y[2])) > 1e-12 * float(x[2]):
-        sys.exit("step %s: loss %s norm %s vs loss %s norm %s" % (x[0], x[1], x[2], y[1], y[2]))
-PY
-    diff -q "$out/$1.st" "$out/$2.st" >/dev/null || fail "$2's weights differ from $1's"
+# same_eval REF NAME: same, and the held-out eval too
+same_eval() {
+    same "$1" "$2"
     test -n "$(evals "$1")" && test "$(evals "$1")" = "$(evals "$2")" || fail "$2's eval differs from $1's"
-    echo "$2: the bits of $1"
 }
 
 # one process, chunks of 24 rows; the log says so
@@ -56,24 +33,24 @@ run g1 --model gpt2-tiny --stages 1 --head-chunk 24
 grep -q "LM head in chunks of 24 of the 64 token rows" "$out/g1.log" || fail "g1: no chunk line"
 for s in 1f1b gpipe interleaved zbv zb-h1; do
     run "g2_$s" --model gpt2-tiny --stages 2 --schedule "$s" --head-chunk 24
-    same g1 "g2_$s"
+    same_eval g1 "g2_$s"
 done
 run l1 --model llama-tiny --stages 1 --head-chunk 24
 run l2 --model llama-tiny --stages 2 --head-chunk 24
-same l1 l2
+same_eval l1 l2
 run b1 --model gpt2-tiny --stages 1 --head-chunk 24 --precision bf16
 run b2 --model gpt2-tiny --stages 2 --head-chunk 24 --precision bf16 --schedule zb-h1
-same b1 b2
+same_eval b1 b2
 run d1 --model gpt2-tiny --stages 1 --dp 2 --head-chunk 24
 run d2 --model gpt2-tiny --stages 2 --dp 2 --zero 1 --head-chunk 24
-same d1 d2
+same_eval d1 d2
 
 # chunked vs the whole head: close, not equal; one chunk of all rows and auto: the whole head's bits
 run off --model gpt2-tiny --stages 1 --head-chunk off
 run all --model gpt2-tiny --stages 1 --head-chunk 64
 run auto --model gpt2-tiny --stages 1
-same off all
-same off auto
+same_eval off all
+same_eval off auto
 grep -q "LM head in chunks" "$out/auto.log" && fail "auto: chunked a 64-row micro-batch"
 steps off >"$out/off.steps"
 python3 - "$out/off.steps" "$out/g1.steps" <<'PY' || fail "chunked vs whole head"
