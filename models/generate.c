@@ -4,7 +4,8 @@
  *   gpt2: ln1 -> qkv (written straight into the block's cache rows when B == 1, else into a
  *   scratch and copied there) -> attention (attention_forward on the whole prompt when the cache is
  *   empty, so a prefill computes what the training forward computes; attention_decode against the
- *   cache otherwise) -> proj + residual -> ln2 -> fc -> gelu -> proj + residual.
+ *   cache otherwise) -> proj + residual -> ln2 -> fc -> gelu -> proj + residual (the residual
+ *   add + ln2 and the fc bias + gelu through the fused kernels, as models/model.c).
  *   llama: RMSNorm -> qkv (W = C + 2*NKV*hs floats per row, into the cache as above) -> RoPE in
  *   place at the absolute positions pos..pos+n-1 (before the copy to the cache, so the cache holds
  *   rotated q and k) -> grouped-query attention (NKV) -> proj + residual -> RMSNorm -> gate_up ->
@@ -254,10 +255,10 @@ static pt_status gen_block_forward(pt_generator *g, const gen_block *bl, int n)
     PT_CHECK(gen_qkv(g, bl, bl->w[GB_QKVW], bl->w[GB_QKVB], n, &rows));
     PT_CHECK(gen_attention(g, bl, rows, n));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->atty, bl->w[GB_PROJW], bl->w[GB_PROJB], N, C, C));
-    PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
-    PT_CHECK(be->layernorm_forward(s, g->ln, g->mean, g->rstd, g->x, bl->w[GB_LN2W], bl->w[GB_LN2B], N, C));
-    PT_CHECK(be->matmul_forward(s, g->fch, g->ln, bl->w[GB_FCW], bl->w[GB_FCB], N, C, 4 * C));
-    PT_CHECK(be->gelu_forward(s, g->fchg, g->fch, (size_t)N * 4 * C));
+    PT_CHECK(be->add_layernorm_forward(s, g->x, g->ln, g->mean, g->rstd, g->x, g->tmp, bl->w[GB_LN2W], bl->w[GB_LN2B],
+                                       N, C, 0));
+    PT_CHECK(be->matmul_forward(s, g->fch, g->ln, bl->w[GB_FCW], NULL, N, C, 4 * C));
+    PT_CHECK(be->bias_gelu_forward(s, g->fch, g->fchg, bl->w[GB_FCB], N, 4 * C, 0));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->fchg, bl->w[GB_MPROJW], bl->w[GB_MPROJB], N, 4 * C, C));
     PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
     return PT_OK;
@@ -274,8 +275,7 @@ static pt_status gen_llama_block_forward(pt_generator *g, const gen_block *bl, i
     PT_CHECK(gen_qkv(g, bl, bl->w[GL_QKVW], NULL, n, &rows));
     PT_CHECK(gen_attention(g, bl, rows, n));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->atty, bl->w[GL_PROJW], NULL, N, C, C));
-    PT_CHECK(be->add(s, g->x, g->x, g->tmp, (size_t)N * C));
-    PT_CHECK(be->rmsnorm_forward(s, g->ln, g->rstd, g->x, bl->w[GL_LN2W], N, C, g->eps));
+    PT_CHECK(be->add_rmsnorm_forward(s, g->x, g->ln, g->rstd, g->x, g->tmp, bl->w[GL_LN2W], N, C, g->eps, 0));
     PT_CHECK(be->matmul_forward(s, g->fch, g->ln, bl->w[GL_GUW], NULL, N, C, 2 * H));
     PT_CHECK(be->swiglu_forward(s, g->fchg, g->fch, N, H));
     PT_CHECK(be->matmul_forward(s, g->tmp, g->fchg, bl->w[GL_DOWNW], NULL, N, H, C));

@@ -514,7 +514,9 @@ static float *P(pt_model *m, int t) { return (m->wcomp ? m->wcomp : m->params) +
 
 /* ---- bf16 mixed precision (model_config.h's policy) ----
  * RB rounds a tensor a layer has just written (an activation or an activation gradient) to bf16;
- * a no-op under fp32. weights_ready remakes the bf16 copy of the weights when a caller may have
+ * a no-op under fp32. The fused kernels (residual add + norm, bias + GELU, the GELU gradient, the
+ * norms' input gradient + residual) round inside, with m->bf16 as their flag: the same bits as
+ * RB after each of the split calls, in fewer passes over memory. weights_ready remakes the bf16 copy of the weights when a caller may have
  * changed the masters (pt_model_params marks it stale). */
 static pt_status RB(pt_model *m, float *x, size_t n) { return m->bf16 ? m->be->round_bf16(m->stream, x, x, n) : PT_OK; }
 
@@ -721,6 +723,12 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         st = pt_fail(PT_ENOTSUP, "the %s backend has no bf16 rounding; train with --precision fp32", be->name);
         goto fail;
     }
+    if (!be->add_layernorm_forward || !be->layernorm_backward_input_add || !be->bias_gelu_forward ||
+        !be->gelu_backward_round) {
+        st = pt_fail(PT_ENOTSUP, "the %s backend lacks the fused residual-norm and bias-GELU kernels the blocks call "
+                                 "(pipetrain/backend.h); use the cpu or cuda backend", be->name);
+        goto fail;
+    }
     if (opts->precision != PT_PRECISION_FP32 && opts->precision != PT_PRECISION_BF16) {
         st = pt_fail(PT_EINVAL, "precision %d is not fp32 or bf16", (int)opts->precision);
         goto fail;
@@ -763,7 +771,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         goto fail;
     }
     if (m->llama && (!be->rmsnorm_forward || !be->rmsnorm_backward_input || !be->rmsnorm_backward_weight ||
-                     !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
+                     !be->add_rmsnorm_forward || !be->rmsnorm_backward_input_add || !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
         free(m);
         return pt_fail(PT_ENOTSUP, "backend %s has no llama kernels (RMSNorm, RoPE, SwiGLU); run llama models on "
                                    "another backend",
@@ -1251,10 +1259,8 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + LP_PROJW), NULL, N, m->Cl, C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
-    PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
-    PT_CHECK(RB(m, a->res2, (size_t)R * C));
-    PT_CHECK(be->rmsnorm_forward(s, a->ln2, a->ln2_rstd, a->res2, P(m, t + LP_LN2W), R, C, eps));
-    PT_CHECK(RB(m, a->ln2, (size_t)R * C));
+    PT_CHECK(be->add_rmsnorm_forward(s, a->res2, a->ln2, a->ln2_rstd, part + off, x, P(m, t + LP_LN2W), R, C, eps,
+                                     m->bf16));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
     PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + LP_GUW), NULL, N, C, 2 * H));
     PT_CHECK(RB(m, a->fch, (size_t)N * 2 * H));
@@ -1287,11 +1293,8 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
     PT_CHECK(RB(m, g->dfch, (size_t)N * 2 * H));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
-    PT_CHECK(be->rmsnorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W), a->ln2_rstd, R,
-                                        C));
-    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
-    PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
-    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
+    PT_CHECK(be->rmsnorm_backward_input_add(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W),
+                                            a->ln2_rstd, dy, R, C, m->bf16));
     PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + LP_PROJW), N, m->Cl, C));
     PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
@@ -1302,10 +1305,8 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
     PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
-    PT_CHECK(be->rmsnorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd, R, C));
-    PT_CHECK(RB(m, dx, (size_t)R * C));
-    PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
-    PT_CHECK(RB(m, dx, (size_t)R * C));
+    PT_CHECK(be->rmsnorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd,
+                                            g->dres2 + off, R, C, m->bf16));
     return PT_OK;
 }
 
@@ -1433,16 +1434,11 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + BP_PROJW), bias_here ? P(m, t + BP_PROJB) : NULL, N, m->Cl,
                                 C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
-    PT_CHECK(be->add(s, a->res2, part + off, x, (size_t)R * C));
-    PT_CHECK(RB(m, a->res2, (size_t)R * C));
-    PT_CHECK(be->layernorm_forward(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, t + BP_LN2W),
-                                   P(m, t + BP_LN2B), R, C));
-    PT_CHECK(RB(m, a->ln2, (size_t)R * C));
+    PT_CHECK(be->add_layernorm_forward(s, a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, part + off, x,
+                                       P(m, t + BP_LN2W), P(m, t + BP_LN2B), R, C, m->bf16));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
-    PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + BP_FCW), P(m, t + BP_FCB), N, C, F));
-    PT_CHECK(RB(m, a->fch, (size_t)N * F));
-    PT_CHECK(be->gelu_forward(s, a->fch_gelu, a->fch, (size_t)N * F));
-    PT_CHECK(RB(m, a->fch_gelu, (size_t)N * F));
+    PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + BP_FCW), NULL, N, C, F));
+    PT_CHECK(be->bias_gelu_forward(s, a->fch, a->fch_gelu, P(m, t + BP_FCB), N, F, m->bf16));
     if (out) {
         part = m->sp ? m->scratch_red : out;
         PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + BP_MPROJW), bias_here ? P(m, t + BP_MPROJB) : NULL,
@@ -1468,16 +1464,11 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     const float *dyf, *dres2f;
     PT_CHECK(tp_gather(m, dy, g->dyf, &dyf, "block output gradient", L));
     PT_CHECK(be->matmul_backward_input(s, g->dfch, dyf, P(m, t + BP_MPROJW), N, F, C));
-    PT_CHECK(RB(m, g->dfch, (size_t)N * F));
-    PT_CHECK(be->gelu_backward(s, g->dfch, a->fch, g->dfch, (size_t)N * F));
-    PT_CHECK(RB(m, g->dfch, (size_t)N * F));
+    PT_CHECK(be->gelu_backward_round(s, g->dfch, a->fch, g->dfch, (size_t)N * F, m->bf16));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + BP_FCW), N, C, F));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
-    PT_CHECK(be->layernorm_backward_input(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + BP_LN2W), a->ln2_mean,
-                                          a->ln2_rstd, R, C));
-    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
-    PT_CHECK(be->add(s, g->dres2 + off, g->dres2 + off, dy, (size_t)R * C));
-    PT_CHECK(RB(m, g->dres2 + off, (size_t)R * C));
+    PT_CHECK(be->layernorm_backward_input_add(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + BP_LN2W),
+                                              a->ln2_mean, a->ln2_rstd, dy, R, C, m->bf16));
     PT_CHECK(tp_gather(m, g->dres2 + off, g->dres2, &dres2f, "residual gradient", L));
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nc, dres2f, P(m, t + BP_PROJW), N, m->Cl, C));
     PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
@@ -1486,11 +1477,8 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
-    PT_CHECK(be->layernorm_backward_input(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd, R,
-                                          C));
-    PT_CHECK(RB(m, dx, (size_t)R * C));
-    PT_CHECK(be->add(s, dx, dx, g->dres2 + off, (size_t)R * C));
-    PT_CHECK(RB(m, dx, (size_t)R * C));
+    PT_CHECK(be->layernorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd,
+                                              g->dres2 + off, R, C, m->bf16));
     return PT_OK;
 }
 

@@ -44,6 +44,7 @@ extern "C" {
 
 /* An ordered queue of work on one device (a CUDA stream; on CPU, the thread team settings). */
 typedef struct pt_stream pt_stream;
+typedef struct pt_marker pt_marker; /* a point on a stream's timeline (marker_* below) */
 
 typedef struct pt_stream_opts {
     int device;    /* GPU ordinal (CUDA); ignored on CPU */
@@ -297,6 +298,45 @@ typedef struct pt_backend {
      * in its upper half (bytes [2n, 4n)), widened in place to the floats they are (exact). */
     pt_status (*pack_bf16)(pt_stream *s, uint16_t *dst, const float *x, size_t n);
     pt_status (*unpack_bf16_upper)(pt_stream *s, float *buf, size_t n);
+
+    /* ---- fused forms, where memory traffic dominates (models/ calls these; each gives the bits
+     * of the split sequence it names, which stays the reference kernels tests hold it to). rnd
+     * != 0 (--precision bf16) rounds as round_bf16 at each point marked [r]; rnd 0 is fp32. ----
+     * add_layernorm_forward: res = a + b [r]; out = layernorm_forward(res) [r], keeping mean and
+     * rstd (N,C): add, round_bf16, layernorm_forward, round_bf16 in one pass. res may be a or b;
+     * out must not alias res, a or b. add_rmsnorm_forward likewise with rmsnorm_forward. */
+    pt_status (*add_layernorm_forward)(pt_stream *s, float *res, float *out, float *mean, float *rstd, const float *a,
+                                       const float *b, const float *w, const float *bias, int N, int C, int rnd);
+    pt_status (*add_rmsnorm_forward)(pt_stream *s, float *res, float *out, float *rstd, const float *a,
+                                     const float *b, const float *w, int N, int C, float eps, int rnd);
+    /* The input gradient followed by a residual add: dinp = layernorm_backward_input(dout) [r] +
+     * resid [r] (N,C). dinp must not alias dout, inp or resid. Likewise for RMSNorm. */
+    pt_status (*layernorm_backward_input_add)(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                              const float *w, const float *mean, const float *rstd,
+                                              const float *resid, int N, int C, int rnd);
+    pt_status (*rmsnorm_backward_input_add)(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                            const float *w, const float *rstd, const float *resid, int N, int C,
+                                            int rnd);
+    /* A linear layer's bias and GELU: x (N,F), a bias-free matmul_forward's output, becomes x +
+     * bias (per column; bias may be NULL) [r] in place, and out = gelu_forward(x) [r]. out must
+     * not alias x. */
+    pt_status (*bias_gelu_forward)(pt_stream *s, float *x, float *out, const float *bias, int N, int F, int rnd);
+    /* gelu_backward of dout [r], then [r]: dinp = gelu'(inp) * dout, with the roundings of a bf16
+     * step around it (n). dinp may alias dout. */
+    pt_status (*gelu_backward_round)(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n,
+                                     int rnd);
+
+    /* ---- device timelines, for the profiler (optional: a table without them gets NULL, and the
+     * profiler then synchronises the stream after each action and reads the host clock) ----
+     * A marker notes when its stream reaches it, on the device's clock. record queues it on s and
+     * returns at once; elapsed gives the time from one marker's last record to another's, in ns,
+     * once the stream has passed both (after a stream_sync): negative when `to` came first. The
+     * CPU backend, whose calls finish before they return, notes pt_now_ns() at the record; CUDA
+     * uses timing events (cudaEventElapsedTime, about 0.5 us resolution). */
+    pt_status (*marker_create)(pt_marker **out);
+    void (*marker_destroy)(pt_marker *m); /* accepts NULL */
+    pt_status (*marker_record)(pt_stream *s, pt_marker *m);
+    pt_status (*marker_elapsed_ns)(const pt_marker *from, const pt_marker *to, int64_t *ns);
 } pt_backend;
 
 /* The CPU backend (always built). */

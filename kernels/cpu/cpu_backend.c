@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cpu_internal.h"
+#include "pipetrain/timeutil.h"
 
 pt_status pt_cpu_stream_create(const pt_stream_opts *opts, pt_stream **out)
 {
@@ -28,6 +29,33 @@ void pt_cpu_stream_destroy(pt_stream *s) { free(s); }
 pt_status pt_cpu_stream_sync(pt_stream *s)
 {
     (void)s; /* CPU kernels finish before they return */
+    return PT_OK;
+}
+
+/* A marker is the host clock at its record: every call queued on a CPU stream before it has
+ * finished by then. */
+struct pt_marker {
+    int64_t t_ns;
+};
+
+static pt_status pt_cpu_marker_create(pt_marker **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? PT_OK : pt_fail(PT_ENOMEM, "out of host memory creating a timeline marker");
+}
+
+static void pt_cpu_marker_destroy(pt_marker *m) { free(m); }
+
+static pt_status pt_cpu_marker_record(pt_stream *s, pt_marker *m)
+{
+    (void)s;
+    m->t_ns = pt_now_ns();
+    return PT_OK;
+}
+
+static pt_status pt_cpu_marker_elapsed_ns(const pt_marker *from, const pt_marker *to, int64_t *ns)
+{
+    *ns = to->t_ns - from->t_ns;
     return PT_OK;
 }
 
@@ -115,4 +143,14 @@ const pt_backend pt_backend_cpu = {
     .round_bf16 = pt_cpu_round_bf16,
     .pack_bf16 = pt_cpu_pack_bf16,
     .unpack_bf16_upper = pt_cpu_unpack_bf16_upper,
+    .add_layernorm_forward = pt_cpu_add_layernorm_forward,
+    .add_rmsnorm_forward = pt_cpu_add_rmsnorm_forward,
+    .layernorm_backward_input_add = pt_cpu_layernorm_backward_input_add,
+    .rmsnorm_backward_input_add = pt_cpu_rmsnorm_backward_input_add,
+    .bias_gelu_forward = pt_cpu_bias_gelu_forward,
+    .gelu_backward_round = pt_cpu_gelu_backward_round,
+    .marker_create = pt_cpu_marker_create,
+    .marker_destroy = pt_cpu_marker_destroy,
+    .marker_record = pt_cpu_marker_record,
+    .marker_elapsed_ns = pt_cpu_marker_elapsed_ns,
 };

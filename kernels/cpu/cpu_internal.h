@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pipetrain/backend.h"
+#include "pipetrain/bf16.h"
 
 /* The CPU stream: just the thread-team settings. Kernels run synchronously. */
 struct pt_stream {
@@ -67,6 +68,28 @@ static inline float pt_cpu_tanhf(float x)
     return 1.0f - 2.0f / (pt_cpu_expf(2.0f * x) + 1.0f);
 }
 
+/* Row helpers of the fused entries, with the bits of the split kernels: out = a + b (rounded to
+ * bf16 when rnd; out may be a or b), and x rounded in place as round_bf16. */
+static inline void pt_cpu_add_row(float *out, const float *a, const float *b, int n, int rnd)
+{
+    if (rnd) {
+#pragma omp simd
+        for (int i = 0; i < n; i++)
+            out[i] = pt_bf16_round(a[i] + b[i]);
+    } else {
+#pragma omp simd
+        for (int i = 0; i < n; i++)
+            out[i] = a[i] + b[i];
+    }
+}
+
+static inline void pt_cpu_round_row(float *x, int n)
+{
+#pragma omp simd
+    for (int i = 0; i < n; i++)
+        x[i] = pt_bf16_round(x[i]);
+}
+
 /* ---- entry points of pt_backend_cpu (documented in pipetrain/backend.h) ---- */
 pt_status pt_cpu_stream_create(const pt_stream_opts *opts, pt_stream **out);
 void pt_cpu_stream_destroy(pt_stream *s);
@@ -103,6 +126,20 @@ pt_status pt_cpu_layernorm_backward(pt_stream *s, float *dinp, float *dw, float 
 
 pt_status pt_cpu_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
 pt_status pt_cpu_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
+pt_status pt_cpu_bias_gelu_forward(pt_stream *s, float *x, float *out, const float *bias, int N, int F, int rnd);
+pt_status pt_cpu_gelu_backward_round(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n,
+                                     int rnd);
+pt_status pt_cpu_add_layernorm_forward(pt_stream *s, float *res, float *out, float *mean, float *rstd,
+                                       const float *a, const float *b, const float *w, const float *bias, int N,
+                                       int C, int rnd);
+pt_status pt_cpu_layernorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                              const float *w, const float *mean, const float *rstd,
+                                              const float *resid, int N, int C, int rnd);
+pt_status pt_cpu_add_rmsnorm_forward(pt_stream *s, float *res, float *out, float *rstd, const float *a,
+                                     const float *b, const float *w, int N, int C, float eps, int rnd);
+pt_status pt_cpu_rmsnorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                            const float *w, const float *rstd, const float *resid, int N, int C,
+                                            int rnd);
 
 size_t pt_cpu_attention_saved_size(int B, int T, int C, int NH, int NKV);
 size_t pt_cpu_attention_scratch_size(int B, int T, int C, int NH, int NKV);

@@ -1,4 +1,5 @@
-/* kernels/cpu/elementwise.c — add, scale, sum of squares, non-finite check, GELU (tanh form).
+/* kernels/cpu/elementwise.c — add, scale, sum of squares, non-finite check, GELU (tanh form) and
+ * its fused forms (bias + GELU, the bf16 roundings around its gradient).
  * Each loop is a plain OpenMP `parallel for simd` over the elements; small inputs stay on the
  * calling thread. */
 #include <math.h>
@@ -93,27 +94,69 @@ pt_status pt_cpu_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n)
 #define PT_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define PT_GELU_A 0.044715f
 
+/* GELU and its derivative, one element; the plain and the fused loops below all use these. */
+static inline float pt_cpu_gelu(float x)
+{
+    float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
+    return 0.5f * x * (1.0f + pt_cpu_tanhf(u));
+}
+
+static inline float pt_cpu_gelu_grad(float x)
+{
+    float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
+    float th = pt_cpu_tanhf(u);
+    float sech2 = 1.0f - th * th;
+    return 0.5f * (1.0f + th) + 0.5f * x * sech2 * PT_GELU_K * (1.0f + 3.0f * PT_GELU_A * x * x);
+}
+
 pt_status pt_cpu_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n)
 {
 #pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + pt_cpu_tanhf(u));
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = pt_cpu_gelu(inp[i]);
     return PT_OK;
 }
 
 pt_status pt_cpu_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n)
 {
 #pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
-        float th = pt_cpu_tanhf(u);
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PT_GELU_K * (1.0f + 3.0f * PT_GELU_A * x * x);
-        dinp[i] = local * dout[i];
+    for (size_t i = 0; i < n; i++)
+        dinp[i] = pt_cpu_gelu_grad(inp[i]) * dout[i];
+    return PT_OK;
+}
+
+/* x += bias [r], out = gelu(x) [r], row by row (a row of x is read once and written once). */
+pt_status pt_cpu_bias_gelu_forward(pt_stream *s, float *x, float *out, const float *bias, int N, int F, int rnd)
+{
+    if (N < 0 || F <= 0)
+        return pt_fail(PT_EINVAL, "bias_gelu_forward: shape N=%d F=%d; F must be positive and N not negative", N, F);
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * F >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (size_t)n * F, *yr = out + (size_t)n * F;
+        if (bias)
+            pt_cpu_add_row(xr, xr, bias, F, rnd);
+        else if (rnd)
+            pt_cpu_round_row(xr, F);
+        if (rnd) {
+#pragma omp simd
+            for (int i = 0; i < F; i++)
+                yr[i] = pt_bf16_round(pt_cpu_gelu(xr[i]));
+        } else {
+#pragma omp simd
+            for (int i = 0; i < F; i++)
+                yr[i] = pt_cpu_gelu(xr[i]);
+        }
     }
+    return PT_OK;
+}
+
+pt_status pt_cpu_gelu_backward_round(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n,
+                                     int rnd)
+{
+    if (!rnd)
+        return pt_cpu_gelu_backward(s, dinp, inp, dout, n);
+#pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        dinp[i] = pt_bf16_round(pt_cpu_gelu_grad(inp[i]) * pt_bf16_round(dout[i]));
     return PT_OK;
 }

@@ -5,7 +5,8 @@
  * rows in order, which keeps them deterministic (independent of the thread count) without
  * scratch. The fused backward runs both loops in one thread team and calls the same per-row and
  * per-block helpers as the split entry points (never inlined, so compiled once), so its bits
- * are identical to theirs. */
+ * are identical to theirs; so do the entries fused with a residual add (add_layernorm_forward,
+ * layernorm_backward_input_add), which work row by row where the split calls make a pass each. */
 #include <math.h>
 
 #include "cpu_internal.h"
@@ -21,31 +22,54 @@ static pt_status pt_cpu_ln_check(const char *what, int N, int C)
     return PT_OK;
 }
 
+/* Row n of the forward: y = (x - mean) * rstd * w + b, mean and rstd stored. Never inlined, so
+ * the plain and the add-fused entries run the same code and give the same bits. */
+__attribute__((noinline)) static void pt_cpu_ln_fwd_row(float *y, float *mean, float *rstd, const float *x,
+                                                        const float *w, const float *b, int C)
+{
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < C; i++)
+        sum += x[i];
+    float m = sum / (float)C;
+    float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+    for (int i = 0; i < C; i++) {
+        float d = x[i] - m;
+        var += d * d;
+    }
+    float r = 1.0f / sqrtf(var / (float)C + PT_LN_EPS);
+#pragma omp simd
+    for (int i = 0; i < C; i++)
+        y[i] = (x[i] - m) * r * w[i] + b[i];
+    *mean = m;
+    *rstd = r;
+}
+
 pt_status pt_cpu_layernorm_forward(pt_stream *s, float *out, float *mean, float *rstd, const float *inp,
                                    const float *w, const float *b, int N, int C)
 {
     PT_CHECK(pt_cpu_ln_check("layernorm_forward", N, C));
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++)
+        pt_cpu_ln_fwd_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, w, b, C);
+    return PT_OK;
+}
+
+/* Row by row: the residual sum (rounded under bf16), then the row's norm from it while it is in
+ * cache, then the norm's rounding; one pass where the split calls make four. */
+pt_status pt_cpu_add_layernorm_forward(pt_stream *s, float *res, float *out, float *mean, float *rstd,
+                                       const float *a, const float *b, const float *w, const float *bias, int N,
+                                       int C, int rnd)
+{
+    PT_CHECK(pt_cpu_ln_check("add_layernorm_forward", N, C));
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < C; i++)
-            sum += x[i];
-        float m = sum / (float)C;
-        float var = 0.0f;
-#pragma omp simd reduction(+ : var)
-        for (int i = 0; i < C; i++) {
-            float d = x[i] - m;
-            var += d * d;
-        }
-        float r = 1.0f / sqrtf(var / (float)C + PT_LN_EPS);
-#pragma omp simd
-        for (int i = 0; i < C; i++)
-            y[i] = (x[i] - m) * r * w[i] + b[i];
-        mean[n] = m;
-        rstd[n] = r;
+        size_t o = (size_t)n * C;
+        pt_cpu_add_row(res + o, a + o, b + o, C, rnd);
+        pt_cpu_ln_fwd_row(out + o, mean + n, rstd + n, res + o, w, bias, C);
+        if (rnd)
+            pt_cpu_round_row(out + o, C);
     }
     return PT_OK;
 }
@@ -103,6 +127,22 @@ pt_status pt_cpu_layernorm_backward_input(pt_stream *s, float *dinp, const float
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++)
         pt_cpu_ln_dinp_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, w, mean[n], rstd[n], C);
+    return PT_OK;
+}
+
+pt_status pt_cpu_layernorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                              const float *w, const float *mean, const float *rstd,
+                                              const float *resid, int N, int C, int rnd)
+{
+    PT_CHECK(pt_cpu_ln_check("layernorm_backward_input_add", N, C));
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        pt_cpu_ln_dinp_row(dinp + o, dout + o, inp + o, w, mean[n], rstd[n], C);
+        if (rnd)
+            pt_cpu_round_row(dinp + o, C);
+        pt_cpu_add_row(dinp + o, dinp + o, resid + o, C, rnd);
+    }
     return PT_OK;
 }
 

@@ -28,6 +28,22 @@ static pt_status pt_cpu_rms_check(const char *what, int N, int C)
     return PT_OK;
 }
 
+/* Row n of the forward (never inlined: the plain and the add-fused entries share its bits). */
+__attribute__((noinline)) static void pt_cpu_rms_fwd_row(float *y, float *rstd, const float *x, const float *w, int C,
+                                                         float eps)
+{
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < C; i++)
+        ss += (double)x[i] * (double)x[i];
+    float ms = (float)(ss / (double)C);
+    float r = 1.0f / sqrtf(ms + eps);
+#pragma omp simd
+    for (int i = 0; i < C; i++)
+        y[i] = (x[i] * r) * w[i];
+    *rstd = r;
+}
+
 pt_status pt_cpu_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const float *inp, const float *w, int N,
                                  int C, float eps)
 {
@@ -36,19 +52,26 @@ pt_status pt_cpu_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const fl
         return pt_fail(PT_EINVAL, "rmsnorm_forward: eps %g; pass the model's rms_norm_eps (>= 0, e.g. 1e-5)",
                        (double)eps);
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++)
+        pt_cpu_rms_fwd_row(out + (size_t)n * C, rstd + n, inp + (size_t)n * C, w, C, eps);
+    return PT_OK;
+}
+
+/* As add_layernorm_forward (layernorm.c): sum, rounding, norm and rounding row by row. */
+pt_status pt_cpu_add_rmsnorm_forward(pt_stream *s, float *res, float *out, float *rstd, const float *a,
+                                     const float *b, const float *w, int N, int C, float eps, int rnd)
+{
+    PT_CHECK(pt_cpu_rms_check("add_rmsnorm_forward", N, C));
+    if (!(eps >= 0.0f))
+        return pt_fail(PT_EINVAL, "add_rmsnorm_forward: eps %g; pass the model's rms_norm_eps (>= 0, e.g. 1e-5)",
+                       (double)eps);
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < C; i++)
-            ss += (double)x[i] * (double)x[i];
-        float ms = (float)(ss / (double)C);
-        float r = 1.0f / sqrtf(ms + eps);
-#pragma omp simd
-        for (int i = 0; i < C; i++)
-            y[i] = (x[i] * r) * w[i];
-        rstd[n] = r;
+        size_t o = (size_t)n * C;
+        pt_cpu_add_row(res + o, a + o, b + o, C, rnd);
+        pt_cpu_rms_fwd_row(out + o, rstd + n, res + o, w, C, eps);
+        if (rnd)
+            pt_cpu_round_row(out + o, C);
     }
     return PT_OK;
 }
@@ -94,6 +117,22 @@ pt_status pt_cpu_rmsnorm_backward_input(pt_stream *s, float *dinp, const float *
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++)
         pt_cpu_rms_dinp_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, w, rstd[n], C);
+    return PT_OK;
+}
+
+pt_status pt_cpu_rmsnorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                            const float *w, const float *rstd, const float *resid, int N, int C,
+                                            int rnd)
+{
+    PT_CHECK(pt_cpu_rms_check("rmsnorm_backward_input_add", N, C));
+#pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        pt_cpu_rms_dinp_row(dinp + o, dout + o, inp + o, w, rstd[n], C);
+        if (rnd)
+            pt_cpu_round_row(dinp + o, C);
+        pt_cpu_add_row(dinp + o, dinp + o, resid + o, C, rnd);
+    }
     return PT_OK;
 }
 

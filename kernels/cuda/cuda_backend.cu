@@ -219,6 +219,48 @@ extern "C" pt_status pt_cuda_event_wait(pt_cuda_event *e, int64_t deadline_ns, c
     }
 }
 
+/* Timeline markers: timing events (pt_cuda_event's are created without timing, to stay cheap). */
+struct pt_marker {
+    cudaEvent_t ev;
+};
+
+extern "C" pt_status pt_cuda_marker_create(pt_marker **out)
+{
+    *out = NULL;
+    pt_marker *m = (pt_marker *)calloc(1, sizeof *m);
+    if (m == NULL)
+        return pt_fail(PT_ENOMEM, "out of host memory creating a timeline marker");
+    pt_status st = pt_cuda_fail(cudaEventCreateWithFlags(&m->ev, cudaEventDefault), "cudaEventCreate (timing)");
+    if (st != PT_OK) {
+        free(m);
+        return st;
+    }
+    *out = m;
+    return PT_OK;
+}
+
+extern "C" void pt_cuda_marker_destroy(pt_marker *m)
+{
+    if (m == NULL)
+        return;
+    cudaEventDestroy(m->ev);
+    free(m);
+}
+
+extern "C" pt_status pt_cuda_marker_record(pt_stream *s, pt_marker *m)
+{
+    PT_CUDA_CHECK(cudaEventRecord(m->ev, s->stream), "cudaEventRecord (timeline marker)");
+    return PT_OK;
+}
+
+extern "C" pt_status pt_cuda_marker_elapsed_ns(const pt_marker *from, const pt_marker *to, int64_t *ns)
+{
+    float ms = 0.0f;
+    PT_CUDA_CHECK(cudaEventElapsedTime(&ms, from->ev, to->ev), "cudaEventElapsedTime (timeline markers)");
+    *ns = (int64_t)((double)ms * 1e6 + (ms >= 0.0f ? 0.5 : -0.5));
+    return PT_OK;
+}
+
 static pt_status pt_cuda_workspace_env(size_t *bytes)
 {
     const char *e = getenv("PT_CUDA_WORKSPACE_MB");
@@ -366,4 +408,9 @@ extern "C" const pt_backend pt_backend_cuda = {
     PT_CUDA_KERNEL_ENTRIES,
     .device_memory = 1,
     PT_CUDA_KERNEL_ENTRIES_LATE,
+    /* the timeline markers live here, with the streams (the emulator's kernel table has none) */
+    .marker_create = pt_cuda_marker_create,
+    .marker_destroy = pt_cuda_marker_destroy,
+    .marker_record = pt_cuda_marker_record,
+    .marker_elapsed_ns = pt_cuda_marker_elapsed_ns,
 };

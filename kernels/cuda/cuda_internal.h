@@ -106,6 +106,24 @@ pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t 
 pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
 pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
 pt_status pt_cuda_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n);
+pt_status pt_cuda_marker_create(pt_marker **out);
+void pt_cuda_marker_destroy(pt_marker *m);
+pt_status pt_cuda_marker_record(pt_stream *s, pt_marker *m);
+pt_status pt_cuda_marker_elapsed_ns(const pt_marker *from, const pt_marker *to, int64_t *ns);
+pt_status pt_cuda_bias_gelu_forward(pt_stream *s, float *x, float *out, const float *bias, int N, int F, int rnd);
+pt_status pt_cuda_gelu_backward_round(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n,
+                                      int rnd);
+pt_status pt_cuda_add_layernorm_forward(pt_stream *s, float *res, float *out, float *mean, float *rstd,
+                                        const float *a, const float *b, const float *w, const float *bias, int N,
+                                        int C, int rnd);
+pt_status pt_cuda_layernorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                               const float *w, const float *mean, const float *rstd,
+                                               const float *resid, int N, int C, int rnd);
+pt_status pt_cuda_add_rmsnorm_forward(pt_stream *s, float *res, float *out, float *rstd, const float *a,
+                                      const float *b, const float *w, int N, int C, float eps, int rnd);
+pt_status pt_cuda_rmsnorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                             const float *w, const float *rstd, const float *resid, int N, int C,
+                                             int rnd);
 
 pt_status pt_cuda_matmul_forward(pt_stream *s, float *out, const float *inp, const float *weight, const float *bias,
                                  int N, int C, int OC);
@@ -269,6 +287,12 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .swiglu_backward = pt_cuda_swiglu_backward, \
     .round_bf16 = pt_cuda_round_bf16, \
     .pack_bf16 = pt_cuda_pack_bf16, \
-    .unpack_bf16_upper = pt_cuda_unpack_bf16_upper
+    .unpack_bf16_upper = pt_cuda_unpack_bf16_upper, \
+    .add_layernorm_forward = pt_cuda_add_layernorm_forward, \
+    .add_rmsnorm_forward = pt_cuda_add_rmsnorm_forward, \
+    .layernorm_backward_input_add = pt_cuda_layernorm_backward_input_add, \
+    .rmsnorm_backward_input_add = pt_cuda_rmsnorm_backward_input_add, \
+    .bias_gelu_forward = pt_cuda_bias_gelu_forward, \
+    .gelu_backward_round = pt_cuda_gelu_backward_round
 
 #endif

@@ -214,16 +214,34 @@ pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n
 #define PT_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define PT_GELU_A 0.044715f
 
+__device__ static inline float pt_gelu(float x)
+{
+    float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+
 __global__ void pt_k_gelu_fwd(float *out, const float *inp, size_t n)
 {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = pt_gelu(inp[i]);
+}
+
+/* bias_gelu_forward: x (N,F) += bias [r] in place, out = gelu(x) [r]: one read of x, two writes. */
+__global__ void pt_k_bias_gelu_fwd(float *x, float *out, const float *bias, size_t n, int F, int rnd)
+{
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float x = inp[i];
-        float u = PT_GELU_K * (x + PT_GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
+        float v = x[i];
+        if (bias != NULL)
+            v = v + bias[i % (size_t)F];
+        v = rnd ? pt_bf16_round(v) : v;
+        x[i] = v;
+        float g = pt_gelu(v);
+        out[i] = rnd ? pt_bf16_round(g) : g;
     }
 }
 
-__global__ void pt_k_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
+/* With rnd (gelu_backward_round), dout is rounded before and the gradient after. */
+__global__ void pt_k_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n, int rnd)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float x = inp[i];
@@ -231,7 +249,9 @@ __global__ void pt_k_gelu_bwd(float *dinp, const float *inp, const float *dout, 
         float th = tanhf(u);
         float sech2 = 1.0f - th * th;
         float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PT_GELU_K * (1.0f + 3.0f * PT_GELU_A * x * x);
-        dinp[i] = local * dout[i];
+        float d = rnd ? pt_bf16_round(dout[i]) : dout[i];
+        float v = local * d;
+        dinp[i] = rnd ? pt_bf16_round(v) : v;
     }
 }
 
@@ -243,12 +263,29 @@ pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_
     return pt_cuda_launched("gelu_forward");
 }
 
+pt_status pt_cuda_bias_gelu_forward(pt_stream *s, float *x, float *out, const float *bias, int N, int F, int rnd)
+{
+    if (N < 0 || F <= 0)
+        return pt_fail(PT_EINVAL, "bias_gelu_forward: shape N=%d F=%d; F must be positive and N not negative", N, F);
+    size_t n = (size_t)N * F;
+    if (n == 0)
+        return PT_OK;
+    pt_k_bias_gelu_fwd<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(x, out, bias, n, F, rnd);
+    return pt_cuda_launched("bias_gelu_forward");
+}
+
 pt_status pt_cuda_gelu_backward(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n)
+{
+    return pt_cuda_gelu_backward_round(s, dinp, inp, dout, n, 0);
+}
+
+pt_status pt_cuda_gelu_backward_round(pt_stream *s, float *dinp, const float *inp, const float *dout, size_t n,
+                                      int rnd)
 {
     if (n == 0)
         return PT_OK;
-    pt_k_gelu_bwd<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(dinp, inp, dout, n);
-    return pt_cuda_launched("gelu_backward");
+    pt_k_gelu_bwd<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(dinp, inp, dout, n, rnd);
+    return pt_cuda_launched(rnd ? "gelu_backward_round" : "gelu_backward");
 }
 
 /* AdamW, operation for operation as kernels/cpu/adamw.c (PyTorch's single-tensor AdamW); the

@@ -2,8 +2,11 @@
  * Forward and the input gradient: one warp per row (rows are independent; a warp's butterfly
  * sums give every lane the same bits). Weight gradients reduce over rows: deterministic two-pass
  * column sums through the stream workspace (row blocks in a fixed order, see pt_cuda_row_parts). The fused entry
- * launches exactly the split kernels, so its bits equal theirs. */
+ * launches exactly the split kernels, so its bits equal theirs. The residual-fused entries run
+ * the same two row kernels with their residual operand and bf16 flag set: the add, the norm and
+ * the roundings in one read and one write of each row, with the split sequence's bits. */
 #include "cuda_internal.h"
+#include "pipetrain/bf16.h"
 
 #define PT_LN_EPS 1e-5f
 #define PT_LN_WARPS 8
@@ -15,14 +18,24 @@ static pt_status pt_cuda_ln_check(const char *what, int N, int C)
     return PT_OK;
 }
 
-__global__ void pt_k_ln_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
-                            int N, int C)
+/* One warp per row. With ra (add_layernorm_forward) the row is made first, inp[i] = ra[i] +
+ * rb[i] (rounded when rnd; each lane re-reads only what it wrote); the plain entry passes its
+ * const input with ra NULL, and nothing is written to it. With rnd the output is rounded. */
+__global__ void pt_k_ln_fwd(float *out, float *mean, float *rstd, float *inp, const float *w, const float *b, int N,
+                            int C, const float *ra, const float *rb, int rnd)
 {
     int row = blockIdx.x * PT_LN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N)
         return;
-    const float *x = inp + (size_t)row * C;
+    float *x = inp + (size_t)row * C;
     float *y = out + (size_t)row * C;
+    if (ra != NULL) {
+        const float *xa = ra + (size_t)row * C, *xb = rb + (size_t)row * C;
+        for (int i = lane; i < C; i += 32) {
+            float v = xa[i] + xb[i];
+            x[i] = rnd ? pt_bf16_round(v) : v;
+        }
+    }
     float sum = 0.0f;
     for (int i = lane; i < C; i += 32)
         sum += x[i];
@@ -33,16 +46,19 @@ __global__ void pt_k_ln_fwd(float *out, float *mean, float *rstd, const float *i
         var += d * d;
     }
     float r = 1.0f / sqrtf(pt_warp_sum(var) / (float)C + PT_LN_EPS);
-    for (int i = lane; i < C; i += 32)
-        y[i] = (x[i] - m) * r * w[i] + b[i];
+    for (int i = lane; i < C; i += 32) {
+        float v = (x[i] - m) * r * w[i] + b[i];
+        y[i] = rnd ? pt_bf16_round(v) : v;
+    }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
     }
 }
 
+/* With resid (layernorm_backward_input_add): dx [r] + resid [r]. */
 __global__ void pt_k_ln_bwd_input(float *dinp, const float *dout, const float *inp, const float *w,
-                                  const float *mean, const float *rstd, int N, int C)
+                                  const float *mean, const float *rstd, int N, int C, const float *resid, int rnd)
 {
     int row = blockIdx.x * PT_LN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N)
@@ -57,9 +73,15 @@ __global__ void pt_k_ln_bwd_input(float *dinp, const float *dout, const float *i
         sum_dn += dnorm * ((x[i] - m) * r);
     }
     float mean_d = pt_warp_sum(sum_d) / (float)C, mean_dn = pt_warp_sum(sum_dn) / (float)C;
+    const float *res = resid != NULL ? resid + (size_t)row * C : NULL;
     for (int i = lane; i < C; i += 32) {
         float norm = (x[i] - m) * r;
-        dx[i] = (w[i] * dy[i] - mean_d - norm * mean_dn) * r;
+        float v = (w[i] * dy[i] - mean_d - norm * mean_dn) * r;
+        if (res != NULL) {
+            v = rnd ? pt_bf16_round(v) : v;
+            v = v + res[i];
+        }
+        dx[i] = rnd ? pt_bf16_round(v) : v;
     }
 }
 
@@ -109,9 +131,21 @@ pt_status pt_cuda_layernorm_forward(pt_stream *s, float *out, float *mean, float
     PT_CHECK(pt_cuda_ln_check("layernorm_forward", N, C));
     if (N == 0)
         return PT_OK;
-    pt_k_ln_fwd<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(out, mean, rstd, inp, w, b,
-                                                                                           N, C);
+    pt_k_ln_fwd<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(
+        out, mean, rstd, (float *)inp, w, b, N, C, (const float *)NULL, (const float *)NULL, 0);
     return pt_cuda_launched("layernorm_forward");
+}
+
+pt_status pt_cuda_add_layernorm_forward(pt_stream *s, float *res, float *out, float *mean, float *rstd,
+                                        const float *a, const float *b, const float *w, const float *bias, int N,
+                                        int C, int rnd)
+{
+    PT_CHECK(pt_cuda_ln_check("add_layernorm_forward", N, C));
+    if (N == 0)
+        return PT_OK;
+    pt_k_ln_fwd<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(out, mean, rstd, res, w,
+                                                                                           bias, N, C, a, b, rnd);
+    return pt_cuda_launched("add_layernorm_forward");
 }
 
 pt_status pt_cuda_layernorm_backward_input(pt_stream *s, float *dinp, const float *dout, const float *inp,
@@ -120,9 +154,21 @@ pt_status pt_cuda_layernorm_backward_input(pt_stream *s, float *dinp, const floa
     PT_CHECK(pt_cuda_ln_check("layernorm_backward_input", N, C));
     if (N == 0)
         return PT_OK;
-    pt_k_ln_bwd_input<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(dinp, dout, inp, w,
-                                                                                                 mean, rstd, N, C);
+    pt_k_ln_bwd_input<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(
+        dinp, dout, inp, w, mean, rstd, N, C, (const float *)NULL, 0);
     return pt_cuda_launched("layernorm_backward_input");
+}
+
+pt_status pt_cuda_layernorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                               const float *w, const float *mean, const float *rstd,
+                                               const float *resid, int N, int C, int rnd)
+{
+    PT_CHECK(pt_cuda_ln_check("layernorm_backward_input_add", N, C));
+    if (N == 0)
+        return PT_OK;
+    pt_k_ln_bwd_input<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(
+        dinp, dout, inp, w, mean, rstd, N, C, resid, rnd);
+    return pt_cuda_launched("layernorm_backward_input_add");
 }
 
 pt_status pt_cuda_layernorm_backward_weight(pt_stream *s, float *dw, float *db, const float *dout, const float *inp,

@@ -4,7 +4,8 @@
  *    same bits), as layernorm.cu. The weight gradient reduces over rows with the same
  *    deterministic two-pass column sums (row blocks of pt_cuda_row_parts in a fixed order, then
  *    the blocks in order) through the stream workspace. The fused entry launches exactly the
- *    split kernels, so its bits equal theirs.
+ *    split kernels, so its bits equal theirs; the residual-fused entries run the two row kernels
+ *    with their residual operand and bf16 flag set (layernorm.cu's scheme).
  *  - RoPE forward / backward: one thread per rotated pair (b, t, head, i < hs/2) of the NH query
  *    and NKV key heads, in place; the value heads are not touched.
  *  - SwiGLU forward / backward: one thread per (row, j < H).
@@ -12,6 +13,7 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "pipetrain/bf16.h"
 
 #define PT_RMS_WARPS 8
 
@@ -22,26 +24,37 @@ static pt_status pt_cuda_rms_check(const char *what, int N, int C)
     return PT_OK;
 }
 
-__global__ void pt_k_rms_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps)
+/* With ra (add_rmsnorm_forward) the row is made first, as pt_k_ln_fwd (layernorm.cu) does. */
+__global__ void pt_k_rms_fwd(float *out, float *rstd, float *inp, const float *w, int N, int C, float eps,
+                             const float *ra, const float *rb, int rnd)
 {
     int row = blockIdx.x * PT_RMS_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N)
         return;
-    const float *x = inp + (size_t)row * C;
+    float *x = inp + (size_t)row * C;
     float *y = out + (size_t)row * C;
+    if (ra != NULL) {
+        const float *xa = ra + (size_t)row * C, *xb = rb + (size_t)row * C;
+        for (int i = lane; i < C; i += 32) {
+            float v = xa[i] + xb[i];
+            x[i] = rnd ? pt_bf16_round(v) : v;
+        }
+    }
     float ss = 0.0f;
     for (int i = lane; i < C; i += 32)
         ss += x[i] * x[i];
     float r = 1.0f / sqrtf(pt_warp_sum(ss) / (float)C + eps);
-    for (int i = lane; i < C; i += 32)
-        y[i] = (x[i] * r) * w[i];
+    for (int i = lane; i < C; i += 32) {
+        float v = (x[i] * r) * w[i];
+        y[i] = rnd ? pt_bf16_round(v) : v;
+    }
     if (lane == 0)
         rstd[row] = r;
 }
 
-/* dx = r * (w dy - norm * mean(w dy norm)), norm = x r. */
+/* dx = r * (w dy - norm * mean(w dy norm)), norm = x r; with resid, dx [r] + resid [r]. */
 __global__ void pt_k_rms_bwd_input(float *dinp, const float *dout, const float *inp, const float *w,
-                                   const float *rstd, int N, int C)
+                                   const float *rstd, int N, int C, const float *resid, int rnd)
 {
     int row = blockIdx.x * PT_RMS_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N)
@@ -53,8 +66,15 @@ __global__ void pt_k_rms_bwd_input(float *dinp, const float *dout, const float *
     for (int i = lane; i < C; i += 32)
         acc += (w[i] * dy[i]) * (x[i] * r);
     const float mean_dn = pt_warp_sum(acc) / (float)C;
-    for (int i = lane; i < C; i += 32)
-        dx[i] = (w[i] * dy[i] - (x[i] * r) * mean_dn) * r;
+    const float *res = resid != NULL ? resid + (size_t)row * C : NULL;
+    for (int i = lane; i < C; i += 32) {
+        float v = (w[i] * dy[i] - (x[i] * r) * mean_dn) * r;
+        if (res != NULL) {
+            v = rnd ? pt_bf16_round(v) : v;
+            v = v + res[i];
+        }
+        dx[i] = rnd ? pt_bf16_round(v) : v;
+    }
 }
 
 /* Pass 1: block (x, y) sums dy * x * r over rows [y*rows, +rows) of columns [x*32, +32). */
@@ -98,9 +118,23 @@ pt_status pt_cuda_rmsnorm_forward(pt_stream *s, float *out, float *rstd, const f
                                   "rms_norm_eps)", (double)eps);
     if (N == 0)
         return PT_OK;
-    pt_k_rms_fwd<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(out, rstd, inp, w, N,
-                                                                                               C, eps);
+    pt_k_rms_fwd<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(
+        out, rstd, (float *)inp, w, N, C, eps, (const float *)NULL, (const float *)NULL, 0);
     return pt_cuda_launched("rmsnorm_forward");
+}
+
+pt_status pt_cuda_add_rmsnorm_forward(pt_stream *s, float *res, float *out, float *rstd, const float *a,
+                                      const float *b, const float *w, int N, int C, float eps, int rnd)
+{
+    PT_CHECK(pt_cuda_rms_check("add_rmsnorm_forward", N, C));
+    if (!(eps >= 0.0f))
+        return pt_fail(PT_EINVAL, "add_rmsnorm_forward: eps %g; it must be a non-negative number (the model's "
+                                  "rms_norm_eps)", (double)eps);
+    if (N == 0)
+        return PT_OK;
+    pt_k_rms_fwd<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(out, rstd, res, w, N, C,
+                                                                                               eps, a, b, rnd);
+    return pt_cuda_launched("add_rmsnorm_forward");
 }
 
 pt_status pt_cuda_rmsnorm_backward_input(pt_stream *s, float *dinp, const float *dout, const float *inp,
@@ -109,9 +143,21 @@ pt_status pt_cuda_rmsnorm_backward_input(pt_stream *s, float *dinp, const float 
     PT_CHECK(pt_cuda_rms_check("rmsnorm_backward_input", N, C));
     if (N == 0)
         return PT_OK;
-    pt_k_rms_bwd_input<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(dinp, dout, inp,
-                                                                                                     w, rstd, N, C);
+    pt_k_rms_bwd_input<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(
+        dinp, dout, inp, w, rstd, N, C, (const float *)NULL, 0);
     return pt_cuda_launched("rmsnorm_backward_input");
+}
+
+pt_status pt_cuda_rmsnorm_backward_input_add(pt_stream *s, float *dinp, const float *dout, const float *inp,
+                                             const float *w, const float *rstd, const float *resid, int N, int C,
+                                             int rnd)
+{
+    PT_CHECK(pt_cuda_rms_check("rmsnorm_backward_input_add", N, C));
+    if (N == 0)
+        return PT_OK;
+    pt_k_rms_bwd_input<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(
+        dinp, dout, inp, w, rstd, N, C, resid, rnd);
+    return pt_cuda_launched("rmsnorm_backward_input_add");
 }
 
 pt_status pt_cuda_rmsnorm_backward_weight(pt_stream *s, float *dw, const float *dout, const float *inp,

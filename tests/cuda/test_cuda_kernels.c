@@ -1228,12 +1228,203 @@ static void test_determinism(void)
     free(b);
 }
 
+/* The fused forms (pipetrain/backend.h): each against the same backend's split calls, bit for
+ * bit, and against the CPU's fused entry within the split kernels' bounds (a bf16 rounding may
+ * land one bf16 step, 2^-8 relative, apart where the fp32 values differ in the last bits). */
+static float *dev_copy_of(const float *d, size_t n)
+{
+    float *c;
+    die_if(pt_backend_alloc(gpu, (void **)&c, n * 4), "alloc");
+    die_if(gpu->memcpy_d2d(gs, c, d, n * 4), "d2d");
+    return c;
+}
+
+static void expect_bits_dev(const char *what, const float *d_a, const float *d_b, size_t n)
+{
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    to_host(a, d_a, n * 4);
+    to_host(b, d_b, n * 4);
+    check_bits(what, a, b, n);
+    free(a);
+    free(b);
+}
+
+static void expect_close_dev(const char *what, const float *d_got, const float *ref, size_t n, float atol, float rtol)
+{
+    float *got = malloc(n * 4);
+    to_host(got, d_got, n * 4);
+    check(what, got, ref, n, atol, rtol);
+    free(got);
+}
+
+static void test_fused_norm(int N, int C, int rms, int rnd)
+{
+    size_t n = (size_t)N * C;
+    const float eps = 1e-5f, rt = rnd ? 8e-3f : 2e-5f, rtb = rnd ? 8e-3f : 1e-4f;
+    char name[128];
+    const char *nm = rms ? "add_rmsnorm" : "add_layernorm";
+    float *a = malloc(n * 4), *b = malloc(n * 4), *w = malloc(C * 4), *bias = malloc(C * 4), *dout = malloc(n * 4),
+          *resid = malloc(n * 4);
+    float *res = malloc(n * 4), *out = malloc(n * 4), *mean = malloc(N * 4), *rstd = malloc(N * 4), *dx = malloc(n * 4);
+    fill(a, n, 2.0f);
+    fill(b, n, 1.0f);
+    fill(w, C, 1.0f);
+    fill(bias, C, 1.0f);
+    fill(dout, n, 1.0f);
+    fill(resid, n, 1.0f);
+    float *d_a = dev_from(a, n * 4), *d_b = dev_from(b, n * 4), *d_w = dev_from(w, C * 4), *d_bias = dev_from(bias, C * 4);
+    float *d_dout = dev_from(dout, n * 4), *d_resid = dev_from(resid, n * 4);
+    float *d_res = dev_from(a, n * 4), *d_out = dev_from(a, n * 4), *d_res_r = dev_from(a, n * 4), *d_out_r = dev_from(a, n * 4);
+    float *d_mean = dev_from(mean, N * 4), *d_rstd = dev_from(rstd, N * 4), *d_mean_r = dev_from(mean, N * 4),
+          *d_rstd_r = dev_from(rstd, N * 4), *d_dx = dev_from(a, n * 4), *d_dx_r = dev_from(a, n * 4);
+    /* forward: add, round, norm, round on the device against the fused entry */
+    die_if(gpu->add(gs, d_res_r, d_a, d_b, n), "add");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_res_r, d_res_r, n), "round");
+    if (rms)
+        die_if(gpu->rmsnorm_forward(gs, d_out_r, d_rstd_r, d_res_r, d_w, N, C, eps), "rms");
+    else
+        die_if(gpu->layernorm_forward(gs, d_out_r, d_mean_r, d_rstd_r, d_res_r, d_w, d_bias, N, C), "ln");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_out_r, d_out_r, n), "round");
+    if (rms)
+        die_if(gpu->add_rmsnorm_forward(gs, d_res, d_out, d_rstd, d_a, d_b, d_w, N, C, eps, rnd), "fused rms");
+    else
+        die_if(gpu->add_layernorm_forward(gs, d_res, d_out, d_mean, d_rstd, d_a, d_b, d_w, d_bias, N, C, rnd),
+               "fused ln");
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res == split", nm, N, C, rnd);
+    expect_bits_dev(name, d_res, d_res_r, n);
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d out == split", nm, N, C, rnd);
+    expect_bits_dev(name, d_out, d_out_r, n);
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d rstd == split", nm, N, C, rnd);
+    expect_bits_dev(name, d_rstd, d_rstd_r, N);
+    /* res over its first operand */
+    float *d_a2 = dev_copy_of(d_a, n);
+    if (rms)
+        die_if(gpu->add_rmsnorm_forward(gs, d_a2, d_out, d_rstd, d_a2, d_b, d_w, N, C, eps, rnd), "fused rms");
+    else
+        die_if(gpu->add_layernorm_forward(gs, d_a2, d_out, d_mean, d_rstd, d_a2, d_b, d_w, d_bias, N, C, rnd),
+               "fused ln");
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res aliasing a", nm, N, C, rnd);
+    expect_bits_dev(name, d_a2, d_res_r, n);
+    /* against the CPU's fused entry */
+    if (rms)
+        die_if(cpu->add_rmsnorm_forward(cs, res, out, rstd, a, b, w, N, C, eps, rnd), "cpu fused rms");
+    else
+        die_if(cpu->add_layernorm_forward(cs, res, out, mean, rstd, a, b, w, bias, N, C, rnd), "cpu fused ln");
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res vs CPU", nm, N, C, rnd);
+    expect_close_dev(name, d_res, res, n, 0.0f, 0.0f); /* a sum and a rounding: exact on both */
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d out vs CPU", nm, N, C, rnd);
+    expect_close_dev(name, d_out, out, n, 2e-6f, rt);
+    /* backward from the CPU's statistics and sums, so only the backward is compared with it */
+    die_if(gpu->memcpy_h2d(gs, d_res, res, n * 4), "h2d");
+    die_if(gpu->memcpy_h2d(gs, d_rstd, rstd, N * 4), "h2d");
+    if (!rms)
+        die_if(gpu->memcpy_h2d(gs, d_mean, mean, N * 4), "h2d");
+    if (rms)
+        die_if(gpu->rmsnorm_backward_input(gs, d_dx_r, d_dout, d_res, d_w, d_rstd, N, C), "rms bwd");
+    else
+        die_if(gpu->layernorm_backward_input(gs, d_dx_r, d_dout, d_res, d_w, d_mean, d_rstd, N, C), "ln bwd");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_dx_r, d_dx_r, n), "round");
+    die_if(gpu->add(gs, d_dx_r, d_dx_r, d_resid, n), "add");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_dx_r, d_dx_r, n), "round");
+    if (rms)
+        die_if(gpu->rmsnorm_backward_input_add(gs, d_dx, d_dout, d_res, d_w, d_rstd, d_resid, N, C, rnd), "fused");
+    else
+        die_if(gpu->layernorm_backward_input_add(gs, d_dx, d_dout, d_res, d_w, d_mean, d_rstd, d_resid, N, C, rnd),
+               "fused");
+    snprintf(name, sizeof name, "%s backward_input_add %dx%d rnd %d == split", rms ? "rmsnorm" : "layernorm", N, C,
+             rnd);
+    expect_bits_dev(name, d_dx, d_dx_r, n);
+    if (rms)
+        die_if(cpu->rmsnorm_backward_input_add(cs, dx, dout, res, w, rstd, resid, N, C, rnd), "cpu fused");
+    else
+        die_if(cpu->layernorm_backward_input_add(cs, dx, dout, res, w, mean, rstd, resid, N, C, rnd), "cpu fused");
+    snprintf(name, sizeof name, "%s backward_input_add %dx%d rnd %d vs CPU", rms ? "rmsnorm" : "layernorm", N, C,
+             rnd);
+    expect_close_dev(name, d_dx, dx, n, 2e-5f, rtb);
+    float *dev[] = { d_a, d_b, d_w, d_bias, d_dout, d_resid, d_res, d_out, d_res_r, d_out_r, d_mean, d_rstd,
+                     d_mean_r, d_rstd_r, d_dx, d_dx_r, d_a2 };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        dev_free(dev[i]);
+    float *host[] = { a, b, w, bias, dout, resid, res, out, mean, rstd, dx };
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+}
+
+static void test_fused_gelu(int N, int F, int rnd, int with_bias)
+{
+    size_t n = (size_t)N * F;
+    char name[128];
+    float *x = malloc(n * 4), *xb = malloc(n * 4), *bias = malloc(F * 4), *dout = malloc(n * 4), *out = malloc(n * 4),
+          *dx = malloc(n * 4);
+    fill(x, n, 4.0f);
+    fill(bias, F, 1.0f);
+    fill(dout, n, 1.0f);
+    for (size_t i = 0; i < n; i++)
+        xb[i] = with_bias ? x[i] + bias[i % F] : x[i]; /* the bias after the product, as on the CPU */
+    float *d_x = dev_from(x, n * 4), *d_xr = dev_from(xb, n * 4), *d_bias = dev_from(bias, F * 4);
+    float *d_out = dev_from(x, n * 4), *d_out_r = dev_from(x, n * 4), *d_dout = dev_from(dout, n * 4);
+    float *d_dd = dev_from(dout, n * 4), *d_dx = dev_from(x, n * 4), *d_dx_r = dev_from(x, n * 4);
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_xr, d_xr, n), "round");
+    die_if(gpu->gelu_forward(gs, d_out_r, d_xr, n), "gelu");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_out_r, d_out_r, n), "round");
+    die_if(gpu->bias_gelu_forward(gs, d_x, d_out, with_bias ? d_bias : NULL, N, F, rnd), "bias_gelu");
+    snprintf(name, sizeof name, "bias_gelu_forward %dx%d rnd %d bias %d x == split", N, F, rnd, with_bias);
+    expect_bits_dev(name, d_x, d_xr, n);
+    snprintf(name, sizeof name, "bias_gelu_forward %dx%d rnd %d bias %d out == split", N, F, rnd, with_bias);
+    expect_bits_dev(name, d_out, d_out_r, n);
+    die_if(cpu->bias_gelu_forward(cs, x, out, with_bias ? bias : NULL, N, F, rnd), "cpu bias_gelu");
+    snprintf(name, sizeof name, "bias_gelu_forward %dx%d rnd %d x vs CPU", N, F, rnd);
+    expect_close_dev(name, d_x, x, n, 0.0f, 0.0f);
+    snprintf(name, sizeof name, "bias_gelu_forward %dx%d rnd %d out vs CPU", N, F, rnd);
+    expect_close_dev(name, d_out, out, n, 1e-6f, rnd ? 8e-3f : 1e-5f);
+    /* gradient: round, gelu_backward, round; then in place over dout */
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_dd, d_dd, n), "round");
+    die_if(gpu->gelu_backward(gs, d_dx_r, d_x, d_dd, n), "gelu bwd");
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_dx_r, d_dx_r, n), "round");
+    die_if(gpu->gelu_backward_round(gs, d_dx, d_x, d_dout, n, rnd), "gelu bwd round");
+    snprintf(name, sizeof name, "gelu_backward_round n %zu rnd %d == split", n, rnd);
+    expect_bits_dev(name, d_dx, d_dx_r, n);
+    die_if(gpu->gelu_backward_round(gs, d_dout, d_x, d_dout, n, rnd), "gelu bwd round aliased");
+    snprintf(name, sizeof name, "gelu_backward_round n %zu rnd %d aliased", n, rnd);
+    expect_bits_dev(name, d_dout, d_dx_r, n);
+    die_if(cpu->gelu_backward_round(cs, dx, x, dout, n, rnd), "cpu gelu bwd round");
+    snprintf(name, sizeof name, "gelu_backward_round n %zu rnd %d vs CPU", n, rnd);
+    expect_close_dev(name, d_dx, dx, n, 1e-5f, rnd ? 8e-3f : 1e-4f);
+    float *dev[] = { d_x, d_xr, d_bias, d_out, d_out_r, d_dout, d_dd, d_dx, d_dx_r };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        dev_free(dev[i]);
+    float *host[] = { x, xb, bias, dout, out, dx };
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+}
+
+static void test_fused(void)
+{
+    const int shapes[][2] = { { 1, 7 }, { 37, 100 }, { 9, 1030 } }; /* a lane with one element, uneven lanes */
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int rnd = 0; rnd < 2; rnd++) {
+            test_fused_norm(shapes[k][0], shapes[k][1], 0, rnd);
+            test_fused_norm(shapes[k][0], shapes[k][1], 1, rnd);
+            test_fused_gelu(shapes[k][0], 4 * shapes[k][1], rnd, 1);
+            test_fused_gelu(shapes[k][0], shapes[k][1], rnd, 0);
+        }
+}
+
 int main(int argc, char **argv)
 {
     const char *group = argc > 1 ? argv[1] : "fp32";
     if (strcmp(group, "fp32") != 0 && strcmp(group, "bf16") != 0 && strcmp(group, "determinism") != 0 &&
-        strcmp(group, "llama") != 0 && strcmp(group, "tp") != 0 && strcmp(group, "round_bf16") != 0) {
-        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama|tp|round_bf16\n");
+        strcmp(group, "llama") != 0 && strcmp(group, "tp") != 0 && strcmp(group, "round_bf16") != 0 &&
+        strcmp(group, "fused") != 0) {
+        fprintf(stderr, "usage: test_cuda_kernels fp32|bf16|determinism|llama|tp|round_bf16|fused\n");
         return 2;
     }
 #ifdef PT_CUDA_EMU_DRIVER
@@ -1300,6 +1491,8 @@ int main(int argc, char **argv)
         const size_t ns[] = { 1, 2, 3, 4095, 4096, 4097, 8193, ((size_t)1 << 20) + 7 };
         for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
             test_pack_bf16(ns[k]);
+    } else if (strcmp(group, "fused") == 0) {
+        test_fused();
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(2, 24, 40, 12, 2, 1);
         test_embedding_range(2, 24, 40, 12, 3, 0);
@@ -1375,6 +1568,11 @@ int main(int argc, char **argv)
         const size_t ns[] = { 1, 2, 3, 4095, 4096, 4097, 8193, ((size_t)1 << 20) + 7 };
         for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
             test_pack_bf16(ns[k]);
+    } else if (strcmp(group, "fused") == 0) {
+        test_fused();
+        test_fused_norm(8192, 768, 0, 1);  /* gpt2-small rows of a 8 x 1024 micro-batch */
+        test_fused_norm(4096, 2048, 1, 1); /* Llama 3.2 1B */
+        test_fused_gelu(8192, 3072, 1, 1);
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(8, 1024, 768, 50304, 4, 1); /* GPT-2, 4 ranks */
         test_embedding_range(2, 1024, 512, 128256, 8, 0); /* Llama 3 vocabulary, 8 ranks */

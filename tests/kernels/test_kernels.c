@@ -1791,6 +1791,155 @@ static void test_attention_decode(void)
     be->stream_destroy(s2);
 }
 
+/* ---- fused forms: each against the split calls it stands for, bit for bit ---- */
+
+static float *fcopy(const float *x, size_t n)
+{
+    float *y = fnew(n);
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+static void fused_norm_case(pt_stream *s, int N, int C, int rnd, int rms)
+{
+    size_t n = (size_t)N * C;
+    char what[128];
+    float *a = frand_new(n, 3), *b = frand_new(n, 1), *w = frand_new(C, 1), *bias = frand_new(C, 1);
+    float *res = fnew(n), *out = fnew(n), *mean = fnew(N), *rstd = fnew(N);
+    float *res_r = fnew(n), *out_r = fnew(n), *mean_r = fnew(N), *rstd_r = fnew(N);
+    const float eps = 1e-5f;
+    /* the split sequence: add, round, norm, round */
+    EXPECT(be->add(s, res_r, a, b, n) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, res_r, res_r, n) == PT_OK);
+    if (rms)
+        EXPECT(be->rmsnorm_forward(s, out_r, rstd_r, res_r, w, N, C, eps) == PT_OK);
+    else
+        EXPECT(be->layernorm_forward(s, out_r, mean_r, rstd_r, res_r, w, bias, N, C) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, out_r, out_r, n) == PT_OK);
+    if (rms)
+        EXPECT(be->add_rmsnorm_forward(s, res, out, rstd, a, b, w, N, C, eps, rnd) == PT_OK);
+    else
+        EXPECT(be->add_layernorm_forward(s, res, out, mean, rstd, a, b, w, bias, N, C, rnd) == PT_OK);
+    const char *nm = rms ? "add_rmsnorm_forward" : "add_layernorm_forward";
+    snprintf(what, sizeof what, "%s %dx%d rnd %d: res", nm, N, C, rnd);
+    check_bits(what, res, res_r, n);
+    snprintf(what, sizeof what, "%s %dx%d rnd %d: out", nm, N, C, rnd);
+    check_bits(what, out, out_r, n);
+    snprintf(what, sizeof what, "%s %dx%d rnd %d: rstd", nm, N, C, rnd);
+    check_bits(what, rstd, rstd_r, N);
+    if (!rms) {
+        snprintf(what, sizeof what, "%s %dx%d rnd %d: mean", nm, N, C, rnd);
+        check_bits(what, mean, mean_r, N);
+    }
+    if (rnd) /* rounded means rounded: the low halves are zero */
+        for (size_t i = 0; i < n; i++)
+            if (pt_bf16_round(out[i]) != out[i] || pt_bf16_round(res[i]) != res[i]) {
+                fprintf(stderr, "%s %dx%d: value %zu not a bf16\n", nm, N, C, i);
+                g_fail++;
+                break;
+            }
+    /* res may be a: the sum written over its first operand */
+    float *a2 = fcopy(a, n);
+    if (rms)
+        EXPECT(be->add_rmsnorm_forward(s, a2, out, rstd, a2, b, w, N, C, eps, rnd) == PT_OK);
+    else
+        EXPECT(be->add_layernorm_forward(s, a2, out, mean, rstd, a2, b, w, bias, N, C, rnd) == PT_OK);
+    snprintf(what, sizeof what, "%s %dx%d rnd %d: res aliasing a", nm, N, C, rnd);
+    check_bits(what, a2, res_r, n);
+    check_bits(what, out, out_r, n);
+
+    /* backward: the input gradient, round, add the residual gradient, round */
+    float *dout = frand_new(n, 1), *resid = frand_new(n, 1), *dx = fnew(n), *dx_r = fnew(n);
+    if (rms)
+        EXPECT(be->rmsnorm_backward_input(s, dx_r, dout, res_r, w, rstd_r, N, C) == PT_OK);
+    else
+        EXPECT(be->layernorm_backward_input(s, dx_r, dout, res_r, w, mean_r, rstd_r, N, C) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, dx_r, dx_r, n) == PT_OK);
+    EXPECT(be->add(s, dx_r, dx_r, resid, n) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, dx_r, dx_r, n) == PT_OK);
+    if (rms)
+        EXPECT(be->rmsnorm_backward_input_add(s, dx, dout, res_r, w, rstd_r, resid, N, C, rnd) == PT_OK);
+    else
+        EXPECT(be->layernorm_backward_input_add(s, dx, dout, res_r, w, mean_r, rstd_r, resid, N, C, rnd) == PT_OK);
+    snprintf(what, sizeof what, "%s %dx%d rnd %d", rms ? "rmsnorm_backward_input_add" : "layernorm_backward_input_add",
+             N, C, rnd);
+    check_bits(what, dx, dx_r, n);
+    float *bufs[] = { a, b, w, bias, res, out, mean, rstd, res_r, out_r, mean_r, rstd_r, a2, dout, resid, dx, dx_r };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        ffree(bufs[i]);
+}
+
+static void fused_gelu_case(pt_stream *s, int N, int F, int rnd, int with_bias)
+{
+    size_t n = (size_t)N * F;
+    char what[128];
+    float *x0 = frand_new(n, 4), *bias = with_bias ? frand_new(F, 1) : NULL;
+    float *x = fcopy(x0, n), *xr = fcopy(x0, n), *out = fnew(n), *out_r = fnew(n);
+    /* the split sequence: the bias after the product, round, gelu, round */
+    if (bias)
+        for (int r = 0; r < N; r++)
+            for (int c = 0; c < F; c++)
+                xr[(size_t)r * F + c] += bias[c];
+    if (rnd)
+        EXPECT(be->round_bf16(s, xr, xr, n) == PT_OK);
+    EXPECT(be->gelu_forward(s, out_r, xr, n) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, out_r, out_r, n) == PT_OK);
+    EXPECT(be->bias_gelu_forward(s, x, out, bias, N, F, rnd) == PT_OK);
+    snprintf(what, sizeof what, "bias_gelu_forward %dx%d rnd %d bias %d: x", N, F, rnd, with_bias);
+    check_bits(what, x, xr, n);
+    snprintf(what, sizeof what, "bias_gelu_forward %dx%d rnd %d bias %d: out", N, F, rnd, with_bias);
+    check_bits(what, out, out_r, n);
+    /* gelu_backward_round: round dout, gelu_backward, round; dinp may be dout */
+    float *dout = frand_new(n, 1), *dd = fcopy(dout, n), *dx_r = fnew(n), *dx = fnew(n);
+    if (rnd)
+        EXPECT(be->round_bf16(s, dd, dd, n) == PT_OK);
+    EXPECT(be->gelu_backward(s, dx_r, x, dd, n) == PT_OK);
+    if (rnd)
+        EXPECT(be->round_bf16(s, dx_r, dx_r, n) == PT_OK);
+    EXPECT(be->gelu_backward_round(s, dx, x, dout, n, rnd) == PT_OK);
+    snprintf(what, sizeof what, "gelu_backward_round n %zu rnd %d", n, rnd);
+    check_bits(what, dx, dx_r, n);
+    EXPECT(be->gelu_backward_round(s, dout, x, dout, n, rnd) == PT_OK);
+    snprintf(what, sizeof what, "gelu_backward_round n %zu rnd %d (dinp aliasing dout)", n, rnd);
+    check_bits(what, dout, dx_r, n);
+    float *bufs[] = { x0, x, xr, out, out_r, dout, dd, dx_r, dx };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        ffree(bufs[i]);
+    if (bias)
+        ffree(bias);
+}
+
+static void test_fused(void)
+{
+    /* 1 thread, and 3 on rows that split unevenly; shapes from one value to gpt2-small rows */
+    const int shapes[][2] = { { 1, 1 }, { 7, 33 }, { 65, 768 }, { 130, 1000 }, { 3, 4099 } };
+    const int threads[] = { 1, 3 };
+    for (int t = 0; t < 2; t++) {
+        pt_stream *s = stream_new(threads[t]);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (int rnd = 0; rnd < 2; rnd++) {
+                fused_norm_case(s, shapes[k][0], shapes[k][1], rnd, 0);
+                fused_norm_case(s, shapes[k][0], shapes[k][1], rnd, 1);
+                fused_gelu_case(s, shapes[k][0], 4 * shapes[k][1], rnd, 1);
+                fused_gelu_case(s, shapes[k][0], shapes[k][1], rnd, 0);
+            }
+        be->stream_destroy(s);
+    }
+    /* bad shapes are refused, nothing written */
+    pt_stream *s = stream_new(1);
+    float v[4] = { 1, 2, 3, 4 };
+    EXPECT(be->bias_gelu_forward(s, v, v + 2, NULL, 1, 0, 0) == PT_EINVAL);
+    EXPECT(be->add_layernorm_forward(s, v, v + 1, v + 2, v + 3, v, v, v, v, 1, 0, 0) == PT_EINVAL);
+    EXPECT(be->add_rmsnorm_forward(s, v, v + 1, v + 2, v, v, v, 1, 1, -1.0f, 0) == PT_EINVAL);
+    EXPECT(v[0] == 1 && v[1] == 2 && v[2] == 3 && v[3] == 4);
+    be->stream_destroy(s);
+}
+
 int main(int argc, char **argv)
 {
     static const struct { const char *name; void (*fn)(void); } groups[] = {
@@ -1802,7 +1951,7 @@ int main(int argc, char **argv)
         { "embedding_range", test_embedding_range }, { "xent_combine", test_xent_combine },
         { "adamw", test_adamw },           { "attention_decode", test_attention_decode },
         { "rmsnorm", test_rmsnorm },       { "rope", test_rope },
-        { "swiglu", test_swiglu },
+        { "swiglu", test_swiglu },         { "fused", test_fused },
     };
     if (pt_backend_get("cpu", &be) != PT_OK) {
         fprintf(stderr, "%s\n", pt_last_error());
