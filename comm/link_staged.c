@@ -14,10 +14,13 @@
  * only at send_fence. A receive lands in a pinned host buffer from a pool (one per receive in
  * flight) and is copied into its destination on the copy stream at recv_wait; the buffer is used
  * again only after that copy finished. An all-reduce copies to one pinned buffer, sums with
- * pt_comm's ring and copies back. With pt_link_opts.bf16_messages a send's staging buffer is packed
- * to bf16 in place on the host once its copy is done (the wire carries half the bytes; the bus
- * still carries fp32), and a receive lands in the upper half of its host buffer and is widened
- * there before its copy to the device. Also fills the GPU identity (UUID, ordinal) every rank exchanges,
+ * pt_comm's ring and copies back. With pt_link_opts.bf16_messages the bus and the wire carry 2
+ * bytes an element: a send is packed to bf16 on the device (the backend's pack_bf16, on the copy
+ * stream, into one device buffer of half a message that the in-order copy stream reuses) and
+ * only the packed half is copied to the host; a receive lands packed in its host buffer, is
+ * copied into the upper half of its destination and widened there on the device
+ * (unpack_bf16_upper), still on the copy stream. A backend without those entries packs on the
+ * host instead (the bus then carries fp32). Also fills the GPU identity (UUID, ordinal) every rank exchanges,
  * which the NCCL rule reads too. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,7 @@ typedef struct staged_link {
     size_t red_floats;
     pt_comm_group **groups;      /* [n_groups] borrowed */
     int bf16;                    /* pt_link_opts.bf16_messages */
+    uint16_t *dev_pack;          /* bf16 on the device: the send packing buffer (msg_bytes / 2), else NULL */
 } staged_link;
 
 static pt_status staged_identify(const pt_link_opts *o, pt_link_peer *me)
@@ -79,6 +83,7 @@ static void staged_destroy(void *p, int abort)
     x->be->stream_destroy(x->copy);
     if (x->compute != NULL)
         (void)x->be->stream_sync(x->compute);
+    pt_backend_free(x->be, x->dev_pack);
     for (int b = 0; x->send_buf != NULL && b < x->n_send; b++)
         if (x->send_buf[b] != NULL) {
             if (x->send_pinned[b])
@@ -176,11 +181,14 @@ static pt_status staged_create(const pt_link_opts *o, void **out, char *note, si
         }
     }
     x->bf16 = o->bf16_messages != 0;
+    if (x->bf16 && o->be->device_memory && o->be->pack_bf16 && o->be->unpack_bf16_upper && o->msg_bytes >= 4)
+        PT_TRY(pt_backend_alloc(o->be, (void **)&x->dev_pack, o->msg_bytes / 2), fail);
     int nn = 0;
     if (unpinned > 0)
         nn = snprintf(note, cap, "%d of %d send buffers could not be pinned", unpinned, x->n_send);
     if (x->bf16 && nn >= 0 && (size_t)nn < cap)
-        snprintf(note + nn, cap - (size_t)nn, "%sstage messages as bf16, 2 bytes an element", nn > 0 ? "; " : "");
+        snprintf(note + nn, cap - (size_t)nn, "%sstage messages as bf16, 2 bytes an element (%s)", nn > 0 ? "; " : "",
+                 x->dev_pack ? "packed on the device: half the bytes over the bus too" : "packed on the host");
     for (int h = 0; h < x->n_hbuf; h++)
         PT_TRY(pt_cuda_host_alloc(&x->hbuf[h], o->msg_bytes), fail);
     PT_TRY(pt_cuda_events_create(&x->hbuf_ev, x->n_hbuf), fail);
@@ -209,7 +217,12 @@ static pt_status staged_send_begin(void *p, int b, const void *src, size_t bytes
     (void)is_grad;
     staged_link *x = p;
     PT_CHECK(after_compute(x, x->copy));
-    PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], src, bytes));
+    if (x->dev_pack != NULL && bytes % sizeof(float) == 0) { /* pack, then copy the packed half */
+        PT_CHECK(x->be->pack_bf16(x->copy, x->dev_pack, src, bytes / sizeof(float)));
+        PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], x->dev_pack, bytes / 2));
+    } else {
+        PT_CHECK(pt_cuda_memcpy_d2h_async(x->copy, x->send_buf[b], src, bytes));
+    }
     PT_CHECK(pt_cuda_event_record(x->send_ev[b], x->copy));
     x->last_copy = b;
     x->held[b] = 1;
@@ -226,8 +239,9 @@ static int staged_send_held(void *p, int b) { return ((staged_link *)p)->held[b]
 static pt_status post_copied(staged_link *x, int b, const char *what)
 {
     size_t bytes = x->send_bytes[b];
-    if (x->bf16 && bytes % sizeof(float) == 0) { /* in place, front to back (bf16.h) */
-        pt_bf16_pack(x->send_buf[b], x->send_buf[b], bytes / sizeof(float));
+    if (x->bf16 && bytes % sizeof(float) == 0) {
+        if (x->dev_pack == NULL) /* on the host, in place, front to back (bf16.h) */
+            pt_bf16_pack(x->send_buf[b], x->send_buf[b], bytes / sizeof(float));
         bytes /= 2;
     }
     pt_status st = pt_comm_isend(x->comm, x->send_peer[b], &x->send_id[b], x->send_buf[b], bytes, &x->send_req[b]);
@@ -301,10 +315,12 @@ static pt_status staged_recv_post(void *p, int i, void *dst, size_t bytes, int p
     char msg[128];
     snprintf(msg, sizeof msg, "rank %d: the copy of a received message to the device", x->me);
     pt_status st = pt_cuda_event_wait(x->hbuf_ev[h], deadline_ns, msg);
-    const int packed = x->bf16 && bytes % sizeof(float) == 0; /* into the upper half, widened at the wait */
+    /* Packed: at the buffer's start when the device widens it, else into its upper half for the
+     * host to widen at the wait. */
+    const int packed = x->bf16 && bytes % sizeof(float) == 0;
+    char *land = packed && x->dev_pack == NULL ? (char *)x->hbuf[h] + bytes / 2 : (char *)x->hbuf[h];
     if (st == PT_OK)
-        st = pt_comm_irecv(x->comm, peer, id, packed ? (char *)x->hbuf[h] + bytes / 2 : x->hbuf[h],
-                           packed ? bytes / 2 : bytes, &x->recv_req[i]);
+        st = pt_comm_irecv(x->comm, peer, id, land, packed ? bytes / 2 : bytes, &x->recv_req[i]);
     if (st != PT_OK) {
         x->recv_req[i] = NULL;
         x->hfree[x->n_hfree++] = h;
@@ -330,11 +346,18 @@ static pt_status staged_recv_wait(void *p, int i, int64_t deadline_ns, const cha
     if (st == PT_OK) {
         /* Into the destination on the copy stream, behind its last readers; the compute stream
          * waits for it, and the host buffer is reused only after it (recv_post). */
-        if (x->bf16 && x->recv_bytes[i] % sizeof(float) == 0)
-            pt_bf16_unpack_upper(x->hbuf[h], x->recv_bytes[i] / sizeof(float));
+        const size_t bytes = x->recv_bytes[i];
+        const int packed = x->bf16 && bytes % sizeof(float) == 0;
+        if (packed && x->dev_pack == NULL)
+            pt_bf16_unpack_upper(x->hbuf[h], bytes / sizeof(float));
         st = after_compute(x, x->copy);
-        if (st == PT_OK)
-            st = x->be->memcpy_h2d(x->copy, x->recv_dst[i], x->hbuf[h], x->recv_bytes[i]);
+        if (st == PT_OK && packed && x->dev_pack != NULL) {
+            st = x->be->memcpy_h2d(x->copy, (char *)x->recv_dst[i] + bytes / 2, x->hbuf[h], bytes / 2);
+            if (st == PT_OK)
+                st = x->be->unpack_bf16_upper(x->copy, x->recv_dst[i], bytes / sizeof(float));
+        } else if (st == PT_OK) {
+            st = x->be->memcpy_h2d(x->copy, x->recv_dst[i], x->hbuf[h], bytes);
+        }
         if (st == PT_OK)
             st = pt_cuda_event_record(x->hbuf_ev[h], x->copy);
         if (st == PT_OK)

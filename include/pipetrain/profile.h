@@ -126,6 +126,7 @@ typedef struct pt_profile_report_opts {
     double link_latency_s;           /* for the prediction (<= 0: 20 us) */
     double link_bandwidth_Bps;       /* for the prediction (<= 0: 10 GB/s) */
     const char *title;               /* timeline title; may be NULL */
+    const char *compute_clock;       /* how compute actions were timed (summary.json "compute_clock"); may be NULL */
 } pt_profile_report_opts;
 
 typedef struct pt_profile_summary {

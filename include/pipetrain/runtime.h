@@ -94,7 +94,8 @@ typedef struct pt_runtime_step_info {
                             * flight), the tied and norm all-reduces, ZeRO-1's parameter all-gather */
     double fwd_s, bwd_s, optim_s; /* host time in this rank's forward, backward (B, I, W) and
                                    * reduce + optimizer actions, less their comm waits (on a device
-                                   * backend: to queue them, unless a profile syncs each action) */
+                                   * backend: the time to queue them; a profile times them on the
+                                   * device with the backend's timeline markers) */
 } pt_runtime_step_info;
 
 /* Builds this rank's chunks: for each local chunk c, a pt_model of layers

@@ -447,6 +447,8 @@ static cJSON *summary_obj(const pt_profile_summary *s, const pt_profile_report_o
     cJSON_AddNumberToObject(j, "micro_batch_size", pl->micro_batch_size);
     cJSON_AddNumberToObject(j, "seq_len", pl->seq_len);
     cJSON_AddNumberToObject(j, "steps", s->n_steps);
+    if (o->compute_clock)
+        cJSON_AddStringToObject(j, "compute_clock", o->compute_clock);
     cJSON_AddNumberToObject(j, "step_time_s", s->step_time_s);
     cJSON_AddNumberToObject(j, "pipeline_window_s", s->window_s);
     cJSON_AddNumberToObject(j, "tokens_per_s", s->tokens_per_s);

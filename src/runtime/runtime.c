@@ -66,6 +66,16 @@ struct pt_runtime {
     pt_stream *stream;
     pt_adamw_cfg adamw;
     pt_profile *prof;
+    /* Profiled steps on a backend with timeline markers: the compute actions are timed on the
+     * stream's own clock instead of syncing the stream after each. mk[0] is the step's anchor
+     * (recorded on an idle stream, at host time mk_anchor_ns), mk[1 + 2i] and mk[2 + 2i] bracket
+     * action i; its event waits in pend[i] (pend_on[i]) until the step's end converts them. */
+    pt_marker **mk;
+    int n_mk;
+    int64_t mk_anchor_ns;
+    pt_prof_event *pend;
+    unsigned char *pend_on;
+    int n_pend;
     int64_t timeout_ms;
     size_t mem_limit_bytes;
     pt_precision precision;     /* pt_runtime_opts.precision */
@@ -1019,6 +1029,56 @@ static int step_phase(pt_action_kind k)
     return -1;
 }
 
+/* The actions the profiler times on the stream (the rest are host-side: sends, receives). */
+static int prof_on_stream(pt_action_kind k)
+{
+    return pt_action_is_compute(k) || k == PT_ACT_REDUCE_GRADS || k == PT_ACT_OPTIMIZER_STEP;
+}
+
+/* Markers and pending events for a list of n actions (kept across steps, grown on demand). */
+static pt_status markers_ready(pt_runtime *rt, int n)
+{
+    if (rt->n_pend < n) {
+        pt_prof_event *pe = realloc(rt->pend, (size_t)n * sizeof *pe);
+        unsigned char *po = pe ? realloc(rt->pend_on, (size_t)n) : NULL;
+        if (pe)
+            rt->pend = pe;
+        if (po)
+            rt->pend_on = po;
+        if (!pe || !po)
+            return pt_fail(PT_ENOMEM, "rank %d: out of host memory for the profile's pending events", rt->rank);
+        memset(rt->pend_on, 0, (size_t)n);
+        rt->n_pend = n;
+    }
+    const int want = 1 + 2 * n;
+    if (rt->n_mk < want) {
+        pt_marker **mk = realloc(rt->mk, (size_t)want * sizeof *mk);
+        if (!mk)
+            return pt_fail(PT_ENOMEM, "rank %d: out of host memory for the profile's timeline markers", rt->rank);
+        rt->mk = mk;
+        for (; rt->n_mk < want; rt->n_mk++)
+            PT_CHECK(rt->be->marker_create(&rt->mk[rt->n_mk]));
+    }
+    return PT_OK;
+}
+
+/* After the step's last stream sync: the stream-timed actions' events, on the profile's clock. */
+static pt_status markers_flush(pt_runtime *rt)
+{
+    for (int i = 0; i < rt->n_acts; i++) {
+        if (!rt->pend_on[i])
+            continue;
+        rt->pend_on[i] = 0;
+        int64_t b = 0, e = 0;
+        PT_CHECK(rt->be->marker_elapsed_ns(rt->mk[0], rt->mk[1 + 2 * i], &b));
+        PT_CHECK(rt->be->marker_elapsed_ns(rt->mk[0], rt->mk[2 + 2 * i], &e));
+        rt->pend[i].start_ns = rt->mk_anchor_ns + b;
+        rt->pend[i].end_ns = rt->mk_anchor_ns + (e > b ? e : b);
+        PT_CHECK(pt_profile_record(rt->prof, &rt->pend[i]));
+    }
+    return PT_OK;
+}
+
 pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float lr, pt_runtime_step_info *info)
 {
     if (!rt || (!data && rt->tokens))
@@ -1028,7 +1088,22 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
     rt->step = step;
     rt->msg_step = step;
     rt->cur = -1;
-    pt_status st = step_reset(rt, data);
+    const int timed = rt->prof && pt_profile_enabled(rt->prof);
+    const int marks = timed && rt->be->marker_record != NULL;
+    pt_status st = PT_OK;
+    if (marks) { /* the anchor, on an idle stream: reached as it is recorded */
+        st = markers_ready(rt, rt->n_acts);
+        if (st == PT_OK) {
+            memset(rt->pend_on, 0, (size_t)rt->n_acts); /* nothing left over from a failed step */
+            st = rt->be->stream_sync(rt->stream);
+        }
+        if (st == PT_OK)
+            st = rt->be->marker_record(rt->stream, rt->mk[0]);
+        if (st != PT_OK)
+            return rt_fail_at(rt, st, "starting the step's timeline");
+        rt->mk_anchor_ns = pt_profile_now_ns(rt->prof);
+    }
+    st = step_reset(rt, data);
     if (st != PT_OK)
         return rt_fail_at(rt, st, "reading the batch");
     for (int i = 0; i < rt->n_acts; i++) {
@@ -1039,21 +1114,33 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
             PT_TRY(sends_progress(rt), fail);
         }
         rt->wait_ns = 0;
-        int64_t t0 = rt->prof ? pt_profile_now_ns(rt->prof) : 0;
+        const int on_stream = timed && prof_on_stream(a->kind);
+        if (marks && on_stream)
+            PT_TRY(rt->be->marker_record(rt->stream, rt->mk[1 + 2 * i]), fail);
+        int64_t t0 = timed ? pt_profile_now_ns(rt->prof) : 0;
         int64_t t_act = pt_now_ns();
         PT_TRY(run_action(rt, i, lr), fail);
         int ph = step_phase(a->kind);
         if (ph >= 0)
             phase_ns[ph] += pt_now_ns() - t_act - rt->wait_ns;
-        if (rt->prof && pt_profile_enabled(rt->prof)) {
-            if (pt_action_is_compute(a->kind) || a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
+        if (timed) {
+            /* Stream-timed actions end at their closing marker (converted at the step's end), or,
+             * on a backend without markers, when the stream has drained after them. */
+            if (on_stream && marks)
+                PT_TRY(rt->be->marker_record(rt->stream, rt->mk[2 + 2 * i]), fail);
+            else if (on_stream)
                 PT_TRY(rt->be->stream_sync(rt->stream), fail);
             rt_chunk *k = a->chunk >= 0 && a->chunk < rt->V ? &rt->ch[a->chunk] : NULL;
             pt_prof_event e = { .step = step, .rank = rt->rank, .stage_rank = rt->p, .action = i, .kind = a->kind,
                                 .microbatch = a->microbatch, .chunk = a->chunk, .vstage = k ? k->vstage : -1,
                                 .peer = a->peer, .start_ns = t0, .end_ns = pt_profile_now_ns(rt->prof),
                                 .wait_ns = rt->wait_ns };
-            PT_TRY(pt_profile_record(rt->prof, &e), fail);
+            if (on_stream && marks) {
+                rt->pend[i] = e;
+                rt->pend_on[i] = 1;
+            } else {
+                PT_TRY(pt_profile_record(rt->prof, &e), fail);
+            }
         }
         rt->step_wait_ns += rt->wait_ns;
         if (a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
@@ -1064,6 +1151,8 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
     PT_TRY(sends_wait_all(rt), fail);
     rt->step_wait_ns += rt->wait_ns;
     PT_TRY(rt->be->stream_sync(rt->stream), fail);
+    if (marks)
+        PT_TRY(markers_flush(rt), fail);
     if (!rt->reduced) {
         st = pt_fail(PT_EINVAL, "rank %d: the schedule's action list has no REDUCE_GRADS", rt->rank);
         goto fail;
@@ -2097,6 +2186,11 @@ void pt_runtime_destroy(pt_runtime *rt)
     if (!rt)
         return;
     pt_grad_sync_destroy(rt->gs); /* before the models: its thread may still read their gradients */
+    for (int i = 0; i < rt->n_mk; i++)
+        rt->be->marker_destroy(rt->mk[i]);
+    free(rt->mk);
+    free(rt->pend);
+    free(rt->pend_on);
     free(rt->gs_hooks);
     free(rt->gs_last_wpass);
     free(rt->gs_defer);

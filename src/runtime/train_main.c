@@ -245,10 +245,8 @@ pt_status pt_train_job_plan(pt_train_job *j)
     PT_CHECK(pt_device_load("cpu", &j->dev));
     /* --precision bf16 keeps the layers' bf16 weights in fp32 storage next to the masters */
     j->dev.weight_copy_bytes = pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? 4 : 0;
-    /* and its stage messages travel as bf16 over the host and host-staged links; the nccl link
-     * (a CUDA job with a GPU per rank) sends fp32 */
-    j->dev.msg_elem_bytes =
-        pt_train_cfg_precision(tc) == PT_PRECISION_BF16 && (!tc->backend || strcmp(tc->backend, "cuda") != 0) ? 2 : 4;
+    /* and its stage messages travel as bf16 over every link (host, host-staged, nccl) */
+    j->dev.msg_elem_bytes = pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? 2 : 4;
     /* The cpu device is one core; a rank computes on as many as it has threads. */
     j->dev.peak_flops *= tc->threads > 0 ? tc->threads : (double)sysconf(_SC_NPROCESSORS_ONLN);
     PT_CHECK(pt_topology_init(&j->topo, &j->dev, 1, j->world));
@@ -843,7 +841,11 @@ pt_status pt_train_job_profile(pt_train_job *j, pt_profile_summary *sum, int *ha
                                       .peak_flops = j->dev.peak_flops * j->world, .peak_bytes = peak,
                                       .kind_peak_bytes = kind_peak,
                                       .link_latency_s = j->dev.intra_latency_s,
-                                      .link_bandwidth_Bps = j->dev.intra_bw_Bps, .title = title };
+                                      .link_bandwidth_Bps = j->dev.intra_bw_Bps, .title = title,
+                                      .compute_clock = !j->be->marker_record ? "host clock after a stream sync"
+                                                       : j->be->device_memory
+                                                           ? "device timing events (markers on the compute stream)"
+                                                           : "host clock at each marker (CPU calls are synchronous)" };
         st = pt_profile_summarize(all, n, &po, sum);
         if (st == PT_OK && j->a->profile_dir)
             st = pt_profile_write_dir(j->a->profile_dir, all, n, &po, sum);

@@ -891,6 +891,12 @@ static int mode_train(const args *a)
                     fprintf(stderr, "%s lacks %s\n", path, keys[i]);
                     rc = 1;
                 }
+            /* the CPU backend's timeline markers time the compute actions */
+            const char *clk = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "compute_clock"));
+            if (!clk || strncmp(clk, "host clock at each marker", 25) != 0) {
+                fprintf(stderr, "%s: compute_clock is \"%s\", not the CPU backend's markers\n", path, clk ? clk : "");
+                rc = 1;
+            }
             cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bubble");
             if (cJSON_GetArraySize(b) != a->P * a->D) {
                 fprintf(stderr, "%s: bubble has %d ranks, not %d\n", path, cJSON_GetArraySize(b), a->P * a->D);

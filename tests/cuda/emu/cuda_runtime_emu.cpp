@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "cuda_internal.h"
 
 extern "C" {
@@ -74,6 +76,7 @@ int (*pt_emu_ops_done)(uint64_t upto);
 
 struct emu_event {
     uint64_t seq;
+    int64_t t_ns; /* the host clock at the record: the work queued before it has run by then */
 };
 
 uint64_t pt_emu_event_seq(cudaEvent_t e) { return ((emu_event *)e)->seq; }
@@ -94,6 +97,14 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
 {
     ((emu_event *)e)->seq = pt_emu_op_seq;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* pt_now_ns's clock */
+    ((emu_event *)e)->t_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
+{
+    *ms = (float)((double)(((emu_event *)end)->t_ns - ((emu_event *)start)->t_ns) / 1e6);
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e)
