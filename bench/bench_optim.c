@@ -29,12 +29,6 @@ typedef struct bo_stats {
     double median_ms, min_ms;
 } bo_stats;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* One thread count: both paths on one model and optimizer. times: 2 * rounds * steps doubles. */
 static pt_status bench_threads(const pt_backend *be, const pt_model_config *cfg, int threads, int steps, int warmup,
                                int rounds, double *times, bo_stats out[2], size_t *n_elems, int *n_tensors)
@@ -87,9 +81,8 @@ static pt_status bench_threads(const pt_backend *be, const pt_model_config *cfg,
     for (int path = 0; path < 2; path++) {
         double *x = times + (size_t)path * rounds * steps;
         size_t cnt = (size_t)rounds * steps;
-        qsort(x, cnt, sizeof *x, cmp_double);
+        out[path].median_ms = pt_cli_median(x, cnt);
         out[path].min_ms = x[0];
-        out[path].median_ms = cnt % 2 ? x[cnt / 2] : 0.5 * (x[cnt / 2 - 1] + x[cnt / 2]);
     }
 done:
     free(host);

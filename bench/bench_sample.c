@@ -34,18 +34,6 @@ typedef struct sample_result {
     double prefill_tps, decode_tps, nocache_tps, ms_per_token;
 } sample_result;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *x, int n)
-{
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
 static pt_status bench_one(const char *backend, const sample_shape *sh, int threads, int reps, int nocache,
                            sample_result *r)
 {
@@ -90,8 +78,8 @@ static pt_status bench_one(const char *backend, const sample_shape *sh, int thre
         pre[k] = P / gs.prefill_s;
         dec[k] = (N - 1) / gs.decode_s;
     }
-    r->prefill_tps = median(pre, reps);
-    r->decode_tps = median(dec, reps);
+    r->prefill_tps = pt_cli_median(pre, (size_t)reps);
+    r->decode_tps = pt_cli_median(dec, (size_t)reps);
     r->ms_per_token = 1e3 / r->decode_tps;
     r->nocache_tps = 0;
     if (nocache) { /* the last 8 tokens, each one a full forward over the sequence before it */

@@ -77,12 +77,6 @@ typedef struct {
     long long device_delta, heap_delta;
 } bench_result;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Forward, backward and optimizer (reduce: tied sum + norm; step: clip + AdamW) seconds of the
  * recorded events, per step of n_steps. */
 static void split_times(const pt_prof_event *ev, size_t n, int n_steps, bench_result *r)
@@ -156,8 +150,7 @@ static pt_status bench_one(const bench_shape *sh, int threads, int steps, int wa
         free(ev);
     }
     if (st == PT_OK) {
-        qsort(times, (size_t)steps, sizeof *times, cmp_double);
-        double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+        double med = pt_cli_median(times, (size_t)steps);
         double tokens = (double)sh->B * sh->T;
         r->ms = med * 1e3;
         r->tokens_per_s = tokens / med;

@@ -21,6 +21,12 @@
 #   {"bench":"optim", "path":"ratio", ...}            adamw_update launch per tensor vs one
 #                                                     adamw_multi_update launch for all; ms per step,
 #                                                     GB/s; its correctness test is cuda.adamw_multi
+#   {"bench":"fused", "op":"add_norm", ...}          the fused block kernels of gpt2 and llama3.2-1b
+#                                                     (pipetrain bench fused --backend cuda, 8192 rows):
+#                                                     residual add + norm, norm gradient + residual,
+#                                                     fc bias + GELU, GELU gradient, fp32 and bf16, each
+#                                                     against the split calls: ms, GB/s, split / fused;
+#                                                     their bits are cuda.kernels_fused's business
 #   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
 #   {"bench":"train", "model":"gpt2-medium", ...}
 #   {"bench":"train", "model":"llama-small", ...}    (12 x 768, 12 query / 4 kv heads, ~100M)
@@ -90,6 +96,12 @@ for model in gpt2 gpt2-medium; do
   log "AdamW step of $model: per-tensor launches vs one multi-tensor launch (bench optim)"
   "$PT" bench optim --backend cuda --model "$model" --steps 20 --json ||
     echo "{\"bench\":\"optim\",\"model\":\"$model\",\"error\":\"pipetrain bench optim failed (see stderr)\"}"
+done
+
+for model in gpt2 llama3.2-1b; do
+  log "fused block kernels of $model vs the split calls (bench fused), 8 x 1024 rows"
+  "$PT" bench fused --backend cuda --model "$model" --rows 8192 --steps 20 --json ||
+    echo "{\"bench\":\"fused\",\"model\":\"$model\",\"error\":\"pipetrain bench fused failed (see stderr)\"}"
 done
 
 # summarize RUN_DIR MODEL EXTRA_JSON: tokens/s over the steps after the first 5, and MFU

@@ -225,6 +225,18 @@ int pt_cli_finish(pt_status st)
     return pt_status_exit_code(st);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double pt_cli_median(double *x, size_t n)
+{
+    qsort(x, n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
 pt_status pt_args_head_chunk(const char *text, int *rows)
 {
     *rows = 0;

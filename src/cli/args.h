@@ -87,4 +87,8 @@ pt_status pt_args_parse_bytes(const char *text, size_t *out);
  * and returns the status's exit code. */
 int pt_cli_finish(pt_status st);
 
+/* The median of n timings (n >= 1), which it sorts in place, ascending (x[0] is then the
+ * fastest): the middle value, or the mean of the middle two. The benchmarks' one statistic. */
+double pt_cli_median(double *x, size_t n);
+
 #endif

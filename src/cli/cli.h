@@ -190,5 +190,6 @@ int pt_bench_prepare(int argc, char **argv);
 int pt_bench_sample(int argc, char **argv);
 int pt_bench_zero(int argc, char **argv);
 int pt_bench_optim(int argc, char **argv);
+int pt_bench_fused(int argc, char **argv);
 
 #endif

@@ -13,12 +13,6 @@
 #include "pipetrain/partition.h"
 #include "pipetrain/timeutil.h"
 
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Fills a (n) host buffer with small values from a fixed generator. */
 static void fill_floats(float *x, size_t n, uint32_t seed)
 {
@@ -101,11 +95,9 @@ static pt_status profile_layer(const pt_model_config *cfg, int l, int B, int T, 
             t[2 * reps + r] = (double)(t3 - t2) * 1e-9;
         }
     }
-    for (int k = 0; k < 3; k++)
-        qsort(t + (size_t)k * reps, (size_t)reps, sizeof(double), cmp_double);
-    *fwd = t[reps / 2];
-    *bi = t[reps + reps / 2];
-    *bw = t[2 * reps + reps / 2];
+    *fwd = pt_cli_median(t, (size_t)reps);
+    *bi = pt_cli_median(t + reps, (size_t)reps);
+    *bw = pt_cli_median(t + 2 * (size_t)reps, (size_t)reps);
 done:
     pt_model_destroy(m);
     free(hi);

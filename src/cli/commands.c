@@ -38,6 +38,9 @@ static const pt_cli_entry benches[] = {
 #ifdef PT_HAVE_BENCH_OPTIM
     { "optim", pt_bench_optim, "the AdamW step: one call per tensor vs one multi-tensor call" },
 #endif
+#ifdef PT_HAVE_BENCH_FUSED
+    { "fused", pt_bench_fused, "fused residual-norm and bias-GELU kernels vs the split calls they replace" },
+#endif
     { NULL, NULL, NULL },
 };
 
