@@ -10,6 +10,9 @@
  *                 matmul_forward with the bias, [round], gelu_forward, [round]
  *                 vs  matmul_forward without it, bias_gelu_forward
  *   gelu_bwd      [round], gelu_backward, [round]  vs  gelu_backward_round
+ *   head_xent     a chunk of the LM head's softmax cross-entropy, forward and backward in place over
+ *                 its logits (min(rows, 1024) x the padded vocabulary): [round], crossentropy_forward,
+ *                 crossentropy_backward, [round]  vs  both with their rnd flag
  * Shapes: --rows token rows (default 4096, a 4 x 1024 micro-batch) of the model's width C (and
  * 4C, or Llama's intermediate size, for the MLP). Each path runs --warmup untimed then --steps
  * timed calls per round, paths alternating over --rounds; a call is timed on the host around the
@@ -28,14 +31,18 @@
 #include "pipetrain/model_config.h"
 #include "pipetrain/timeutil.h"
 
-enum { BF_ADD_NORM, BF_NORM_BWD, BF_FC_GELU, BF_GELU_BWD, BF_N_OPS };
-static const char *const bf_op_names[BF_N_OPS] = { "add_norm", "norm_bwd_add", "fc_bias_gelu", "gelu_bwd" };
+enum { BF_ADD_NORM, BF_NORM_BWD, BF_FC_GELU, BF_GELU_BWD, BF_HEAD_XENT, BF_N_OPS };
+static const char *const bf_op_names[BF_N_OPS] = { "add_norm", "norm_bwd_add", "fc_bias_gelu", "gelu_bwd",
+                                                   "head_xent" };
 
 typedef struct bf_bufs {
     int N, C, F, llama;
     float eps;
     float *a, *b, *res, *out, *mean, *rstd, *w, *bias, *dout, *dx, *resid; /* (N,C) and (C) */
     float *ln, *wfc, *bfc, *fch, *fchg, *dfch;                            /* (N,C), (F,C), (F), (N,F) */
+    int HR, Vp;                                                           /* head rows, padded vocabulary */
+    float *lg, *lg0, *losses;                                             /* (HR,Vp) twice, (HR) */
+    int32_t *tg;                                                          /* (HR) */
 } bf_bufs;
 
 /* One call of op `op` by path (0 split, 1 fused) at rounding rnd. */
@@ -81,6 +88,19 @@ static pt_status bf_call(const pt_backend *be, pt_stream *s, const bf_bufs *u, i
             PT_CHECK(be->round_bf16(s, u->fch, u->fch, nf));
         PT_CHECK(be->gelu_forward(s, u->fchg, u->fch, nf));
         return rnd ? be->round_bf16(s, u->fchg, u->fchg, nf) : PT_OK;
+    case BF_HEAD_XENT: {
+        const size_t nv = (size_t)u->HR * u->Vp;
+        const float dloss = 1.0f / (float)u->HR;
+        if (path) {
+            PT_CHECK(be->crossentropy_forward(s, u->losses, u->lg, u->lg, u->tg, u->HR, u->Vp, rnd));
+            return be->crossentropy_backward(s, u->lg, u->lg, u->tg, dloss, u->HR, u->Vp, rnd);
+        }
+        if (rnd)
+            PT_CHECK(be->round_bf16(s, u->lg, u->lg, nv));
+        PT_CHECK(be->crossentropy_forward(s, u->losses, u->lg, u->lg, u->tg, u->HR, u->Vp, 0));
+        PT_CHECK(be->crossentropy_backward(s, u->lg, u->lg, u->tg, dloss, u->HR, u->Vp, 0));
+        return rnd ? be->round_bf16(s, u->lg, u->lg, nv) : PT_OK;
+    }
     default: /* BF_GELU_BWD, in place on dfch as the blocks do */
         if (path)
             return be->gelu_backward_round(s, u->dfch, u->fch, u->dfch, nf, rnd);
@@ -102,6 +122,8 @@ static double bf_floats(int op, int path, int rnd)
         return path ? 4 : 6 + 4 * rnd;
     case BF_FC_GELU:   /* the bias into the product's output w1 r1, gelu r1 w1, rounds  |  bias_gelu r1 w2 */
         return path ? 3 : 4 + 4 * rnd;
+    case BF_HEAD_XENT: /* forward r1 w1 (a row stays in cache), backward r1 w1, rounds  |  the same, no rounds */
+        return path ? 4 : 4 + 4 * rnd;
     default:           /* gelu_backward r2 w1, rounds  |  r2 w1 */
         return path ? 3 : 3 + 4 * rnd;
     }
@@ -126,10 +148,11 @@ static pt_status bf_alloc(const pt_backend *be, pt_stream *s, float **p, size_t 
 
 static void bf_free(const pt_backend *be, bf_bufs *u)
 {
-    float *all[] = { u->a,  u->b,   u->res, u->out, u->mean, u->rstd, u->w,   u->bias, u->dout,
-                     u->dx, u->resid, u->ln, u->wfc, u->bfc,  u->fch,  u->fchg, u->dfch };
+    float *all[] = { u->a,   u->b,   u->res, u->out, u->mean, u->rstd, u->w,  u->bias,  u->dout, u->dx,
+                     u->resid, u->ln, u->wfc, u->bfc, u->fch,  u->fchg, u->dfch, u->lg, u->lg0, u->losses };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         pt_backend_free(be, all[i]);
+    pt_backend_free(be, u->tg);
 }
 
 int pt_bench_fused(int argc, char **argv)
@@ -149,7 +172,8 @@ int pt_bench_fused(int argc, char **argv)
     pt_cmd_spec spec = {
         "pipetrain bench fused [--json] [--backend cpu|cuda] [--model gpt2] [--rows N] [--threads N]",
         "The fused kernels of a transformer block (residual add + norm, the norm's input gradient +\n"
-        "the residual gradient, the fc bias + GELU, the GELU gradient with its bf16 roundings) against\n"
+        "the residual gradient, the fc bias + GELU, the GELU gradient with its bf16 roundings, the LM\n"
+        "head's cross-entropy rounding its logits and their gradient) against\n"
         "the split call sequences they replace, in fp32 and bf16: median and best ms, the bytes each\n"
         "sequence moves and the GB/s that gives, and split / fused. Both give the same bits (tests:\n"
         "kernels.fused, cuda.emulated_fused).",
@@ -193,6 +217,27 @@ int pt_bench_fused(int argc, char **argv)
     PT_TRY(bf_alloc(be, s, &u.fch, nf, &r, 2.0f), out);
     PT_TRY(bf_alloc(be, s, &u.fchg, nf, &r, 1.0f), out);
     PT_TRY(bf_alloc(be, s, &u.dfch, nf, &r, 1.0f), out);
+    u.HR = u.N < 1024 ? u.N : 1024;
+    u.Vp = cfg.vocab_padded;
+    const size_t nv = (size_t)u.HR * u.Vp;
+    PT_TRY(bf_alloc(be, s, &u.lg0, nv, &r, 8.0f), out);
+    PT_TRY(bf_alloc(be, s, &u.lg, nv, &r, 1.0f), out);
+    PT_TRY(bf_alloc(be, s, &u.losses, (size_t)u.HR, &r, 1.0f), out);
+    {
+        int32_t *ht = malloc((size_t)u.HR * sizeof *ht);
+        if (!ht) {
+            st = pt_fail(PT_ENOMEM, "out of host memory for %d targets", u.HR);
+            goto out;
+        }
+        for (int i = 0; i < u.HR; i++)
+            ht[i] = (int32_t)((unsigned)(i * 7919) % (unsigned)cfg.vocab_size);
+        st = pt_backend_alloc(be, (void **)&u.tg, (size_t)u.HR * sizeof *ht);
+        if (st == PT_OK)
+            st = be->memcpy_h2d(s, u.tg, ht, (size_t)u.HR * sizeof *ht);
+        free(ht);
+        if (st != PT_OK)
+            goto out;
+    }
     fprintf(tab, "bench fused: %s on %s, %d rows x C %d (MLP %d), %d round(s) x %d call(s) per path after %d warm-up\n",
             model, be->name, u.N, u.C, u.F, rounds, steps, warmup);
     fprintf(tab, "%-13s %-5s %-6s %10s %10s %9s %8s\n", "op", "prec", "path", "median ms", "best ms", "MB moved",
@@ -207,6 +252,8 @@ int pt_bench_fused(int argc, char **argv)
                     for (int k = 0; k < warmup + steps; k++) {
                         if (op == BF_GELU_BWD) /* in place: start from the same gradient each call */
                             PT_TRY(be->memcpy_d2d(s, u.dfch, u.fchg, nf * sizeof(float)), out);
+                        if (op == BF_HEAD_XENT) /* and from the same logits */
+                            PT_TRY(be->memcpy_d2d(s, u.lg, u.lg0, nv * sizeof(float)), out);
                         PT_TRY(be->stream_sync(s), out);
                         int64_t t0 = pt_now_ns();
                         PT_TRY(bf_call(be, s, &u, op, path, rnd), out);
@@ -220,7 +267,7 @@ int pt_bench_fused(int argc, char **argv)
                 size_t cnt = (size_t)rounds * steps;
                 med[path] = pt_cli_median(x, cnt);
                 best[path] = x[0];
-                const size_t elems = op == BF_ADD_NORM || op == BF_NORM_BWD ? nc : nf;
+                const size_t elems = op == BF_ADD_NORM || op == BF_NORM_BWD ? nc : op == BF_HEAD_XENT ? nv : nf;
                 const double mb = bf_floats(op, path, rnd) * 4.0 * (double)elems / 1e6;
                 const double gbs = mb / 1e3 / (med[path] * 1e-3);
                 const char *pn = path ? "fused" : "split", *prec = rnd ? "bf16" : "fp32";

@@ -1247,8 +1247,7 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
     const size_t off = seg_off(m);
     const float *ln;
     float *part;
-    PT_CHECK(be->rmsnorm_forward(s, a->ln1, a->ln1_rstd, x, P(m, t + LP_LN1W), R, C, eps));
-    PT_CHECK(RB(m, a->ln1, (size_t)R * C));
+    PT_CHECK(be->add_rmsnorm_forward(s, NULL, a->ln1, a->ln1_rstd, x, NULL, P(m, t + LP_LN1W), R, C, eps, m->bf16));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + LP_QKVW), NULL, N, C, m->W));
     PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
@@ -1336,13 +1335,11 @@ static pt_status llama_block_backward_weight(pt_model *m, int j, const float *x,
 static pt_status head_norm_forward(pt_model *m, model_slot *sl, const float *x, int N)
 {
     float *lnf = sl->lnf + seg_off(m);
-    if (m->llama)
-        PT_CHECK(m->be->rmsnorm_forward(m->stream, lnf, sl->lnf_rstd, x, P(m, m->t_lnfw), N, m->cfg.n_embd,
-                                        m->cfg.rms_norm_eps));
-    else
-        PT_CHECK(m->be->layernorm_forward(m->stream, lnf, sl->lnf_mean, sl->lnf_rstd, x, P(m, m->t_lnfw),
-                                          P(m, m->t_lnfb), N, m->cfg.n_embd));
-    return RB(m, lnf, (size_t)N * m->cfg.n_embd);
+    if (m->llama) /* the norm and its rounding in one pass (no residual operand) */
+        return m->be->add_rmsnorm_forward(m->stream, NULL, lnf, sl->lnf_rstd, x, NULL, P(m, m->t_lnfw), N,
+                                          m->cfg.n_embd, m->cfg.rms_norm_eps, m->bf16);
+    return m->be->add_layernorm_forward(m->stream, NULL, lnf, sl->lnf_mean, sl->lnf_rstd, x, NULL, P(m, m->t_lnfw),
+                                        P(m, m->t_lnfb), N, m->cfg.n_embd, m->bf16);
 }
 
 static pt_status head_norm_backward_input(pt_model *m, model_slot *sl, float *dx, const float *x, int N)
@@ -1422,9 +1419,8 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
     const int bias_here = m->tpr == 0; /* a row-parallel bias is added once, by group rank 0, before the sum */
     const float *ln;
     float *part;
-    PT_CHECK(be->layernorm_forward(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, t + BP_LN1W), P(m, t + BP_LN1B), R,
-                                   C));
-    PT_CHECK(RB(m, a->ln1, (size_t)R * C));
+    PT_CHECK(be->add_layernorm_forward(s, NULL, a->ln1, a->ln1_mean, a->ln1_rstd, x, NULL, P(m, t + BP_LN1W),
+                                       P(m, t + BP_LN1B), R, C, m->bf16));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, m->W));
     PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
@@ -1617,12 +1613,11 @@ static pt_status head_chunks(pt_model *m, model_slot *sl, int grads, float loss_
         const float *lnf = sl->lnf + (size_t)r0 * C;
         const int32_t *tg = sl->targets + r0;
         PT_CHECK(be->matmul_forward(m->stream, lg, lnf, P(m, m->t_head_wte), NULL, R, C, Vp));
-        PT_CHECK(RB(m, lg, (size_t)R * Vp));
-        PT_CHECK(be->crossentropy_forward(m->stream, sl->losses + r0, lg, lg, tg, R, Vp));
+        /* the logits rounded as the softmax reads them, dlogits as written (bf16) */
+        PT_CHECK(be->crossentropy_forward(m->stream, sl->losses + r0, lg, lg, tg, R, Vp, m->bf16));
         if (!grads)
             continue;
-        PT_CHECK(be->crossentropy_backward(m->stream, lg, lg, tg, loss_scale, R, Vp));
-        PT_CHECK(RB(m, lg, (size_t)R * Vp));
+        PT_CHECK(be->crossentropy_backward(m->stream, lg, lg, tg, loss_scale, R, Vp, m->bf16));
         PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf + (size_t)r0 * C, lg, P(m, m->t_head_wte), R, C, Vp));
         PT_CHECK(RB(m, sl->dlnf + (size_t)r0 * C, (size_t)R * C));
         PT_CHECK(be->matmul_backward_weight(m->stream, m->twin, NULL, lg, lnf, R, C, Vp));
@@ -1675,8 +1670,9 @@ static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
             PT_CHECK(head_chunks(m, sl, train, loss_scale));
         else {
             PT_CHECK(be->matmul_forward(m->stream, sl->logits, sl->lnf, P(m, m->t_head_wte), NULL, N, C, Vp));
-            PT_CHECK(RB(m, sl->logits, (size_t)N * Vp)); /* the logits; softmax and loss in fp32 */
-            PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp));
+            /* the logits rounded as the softmax reads them; softmax and loss in fp32 */
+            PT_CHECK(be->crossentropy_forward(m->stream, sl->losses, sl->logits, sl->logits, sl->targets, N, Vp,
+                                              m->bf16));
         }
     }
     sl->state = SLOT_FORWARD;
@@ -1704,8 +1700,8 @@ static pt_status head_backward_input(pt_model *m, model_slot *sl, float loss_sca
     if (m->hc && !sl->head_grad) /* a plain forward: the chunks again, with their gradient */
         PT_CHECK(head_chunks(m, sl, 1, loss_scale));
     if (!m->hc) {
-        PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp));
-        PT_CHECK(RB(m, sl->logits, (size_t)N * Vp));
+        PT_CHECK(be->crossentropy_backward(m->stream, sl->logits, sl->logits, sl->targets, loss_scale, N, Vp,
+                                           m->bf16));
         PT_CHECK(be->matmul_backward_input(m->stream, sl->dlnf, sl->logits, P(m, m->t_head_wte), N, C, Vp));
         PT_CHECK(RB(m, sl->dlnf, (size_t)N * C));
     }

@@ -159,13 +159,16 @@ typedef struct pt_backend {
     /* ---- softmax + cross-entropy over the vocabulary ---- */
     /* logits (N,V); losses (N) = -log softmax(logits)[target]; targets < 0 are ignored (loss 0),
      * the CPU backend refuses a target >= V with PT_EINVAL before writing anything.
-     * probs (N,V) receives the softmax and may alias logits. */
+     * probs (N,V) receives the softmax and may alias logits. rnd != 0 (bf16): each logit is read
+     * as its bf16 rounding (round_bf16 of the logits, then the forward, in one pass fewer; the
+     * logits are not written back unless probs is logits); the softmax stays fp32. */
     pt_status (*crossentropy_forward)(pt_stream *s, float *losses, float *probs, const float *logits,
-                                      const int32_t *targets, int N, int V);
+                                      const int32_t *targets, int N, int V, int rnd);
     /* dlogits (N,V) = dloss * (probs - onehot(target)), 0 rows where target < 0; overwritten;
-     * may alias probs. dloss is the weight of each position in the loss (1 / tokens in the global batch). */
+     * may alias probs. dloss is the weight of each position in the loss (1 / tokens in the global
+     * batch). rnd != 0: dlogits rounded to bf16 as written (the backward, then round_bf16). */
     pt_status (*crossentropy_backward)(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
-                                       float dloss, int N, int V);
+                                       float dloss, int N, int V, int rnd);
 
     /* ---- cross-entropy over a vocabulary split into shards (model_config.h, head_split) ----
      * The LM head as K layers, shard k holding vocabulary columns [v0, v0 + V): the softmax is
@@ -304,7 +307,8 @@ typedef struct pt_backend {
      * != 0 (--precision bf16) rounds as round_bf16 at each point marked [r]; rnd 0 is fp32. ----
      * add_layernorm_forward: res = a + b [r]; out = layernorm_forward(res) [r], keeping mean and
      * rstd (N,C): add, round_bf16, layernorm_forward, round_bf16 in one pass. res may be a or b;
-     * out must not alias res, a or b. add_rmsnorm_forward likewise with rmsnorm_forward. */
+     * out must not alias res, a or b. b NULL: no sum, out = layernorm_forward(a) [r] (res is not
+     * written and may be NULL). add_rmsnorm_forward likewise with rmsnorm_forward. */
     pt_status (*add_layernorm_forward)(pt_stream *s, float *res, float *out, float *mean, float *rstd, const float *a,
                                        const float *b, const float *w, const float *bias, int N, int C, int rnd);
     pt_status (*add_rmsnorm_forward)(pt_stream *s, float *res, float *out, float *rstd, const float *a,

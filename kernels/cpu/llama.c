@@ -68,8 +68,12 @@ pt_status pt_cpu_add_rmsnorm_forward(pt_stream *s, float *res, float *out, float
 #pragma omp parallel for num_threads(s->n_threads) if ((size_t)N * C >= PT_CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         size_t o = (size_t)n * C;
-        pt_cpu_add_row(res + o, a + o, b + o, C, rnd);
-        pt_cpu_rms_fwd_row(out + o, rstd + n, res + o, w, C, eps);
+        const float *x = a + o;
+        if (b != NULL) {
+            pt_cpu_add_row(res + o, a + o, b + o, C, rnd);
+            x = res + o;
+        }
+        pt_cpu_rms_fwd_row(out + o, rstd + n, x, w, C, eps);
         if (rnd)
             pt_cpu_round_row(out + o, C);
     }

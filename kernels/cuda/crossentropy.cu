@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "pipetrain/bf16.h"
 
 #define PT_CE_THREADS 512
 
@@ -32,7 +33,10 @@ __device__ float pt_block_reduce(float v, float *sh, int is_max)
     return sh[32];
 }
 
-__global__ void pt_k_ce_fwd(float *losses, float *probs, const float *logits, const int32_t *targets, int V)
+/* A logit as the forward reads it: its bf16 rounding under rnd (round_bf16's bits). */
+__device__ static inline float pt_ce_in(float x, int rnd) { return rnd ? pt_bf16_round(x) : x; }
+
+__global__ void pt_k_ce_fwd(float *losses, float *probs, const float *logits, const int32_t *targets, int V, int rnd)
 {
     __shared__ float sh[33];
     const size_t row = blockIdx.x;
@@ -40,29 +44,31 @@ __global__ void pt_k_ce_fwd(float *losses, float *probs, const float *logits, co
     float *p = probs + row * V;
     float mx = -INFINITY;
     for (int i = threadIdx.x; i < V; i += blockDim.x)
-        mx = fmaxf(mx, x[i]);
+        mx = fmaxf(mx, pt_ce_in(x[i], rnd));
     mx = pt_block_reduce(mx, sh, 1);
     float sum = 0.0f;
     for (int i = threadIdx.x; i < V; i += blockDim.x)
-        sum += expf(x[i] - mx);
+        sum += expf(pt_ce_in(x[i], rnd) - mx);
     sum = pt_block_reduce(sum, sh, 0); /* ends with a barrier: all reads of x for the sums are done */
     int32_t tgt = targets[row];
     if (threadIdx.x == 0)
-        losses[row] = tgt < 0 ? 0.0f : tgt >= V ? NAN : logf(sum) + mx - x[tgt];
+        losses[row] = tgt < 0 ? 0.0f : tgt >= V ? NAN : logf(sum) + mx - pt_ce_in(x[tgt], rnd);
     __syncthreads(); /* x[tgt] is read before p (which may be x) is written */
     float inv = 1.0f / sum;
     for (int i = threadIdx.x; i < V; i += blockDim.x)
-        p[i] = expf(x[i] - mx) * inv;
+        p[i] = expf(pt_ce_in(x[i], rnd) - mx) * inv;
 }
 
-__global__ void pt_k_ce_bwd(float *dlogits, const float *probs, const int32_t *targets, float dloss, int N, int V)
+__global__ void pt_k_ce_bwd(float *dlogits, const float *probs, const int32_t *targets, float dloss, int N, int V,
+                            int rnd)
 {
     size_t n = (size_t)N * V;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         int32_t tgt = targets[i / V];
         int col = (int)(i % V);
         float p = probs[i];
-        dlogits[i] = tgt < 0 ? 0.0f : col == tgt ? dloss * (p - 1.0f) : dloss * p;
+        float d = tgt < 0 ? 0.0f : col == tgt ? dloss * (p - 1.0f) : dloss * p;
+        dlogits[i] = rnd ? pt_bf16_round(d) : d;
     }
 }
 
@@ -74,22 +80,23 @@ static pt_status pt_cuda_ce_check(const char *what, int N, int V)
 }
 
 pt_status pt_cuda_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
-                                       const int32_t *targets, int N, int V)
+                                       const int32_t *targets, int N, int V, int rnd)
 {
     PT_CHECK(pt_cuda_ce_check("crossentropy_forward", N, V));
     if (N == 0)
         return PT_OK;
-    pt_k_ce_fwd<<<N, PT_CE_THREADS, 0, s->stream>>>(losses, probs, logits, targets, V);
+    pt_k_ce_fwd<<<N, PT_CE_THREADS, 0, s->stream>>>(losses, probs, logits, targets, V, rnd);
     return pt_cuda_launched("crossentropy_forward");
 }
 
 pt_status pt_cuda_crossentropy_backward(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
-                                        float dloss, int N, int V)
+                                        float dloss, int N, int V, int rnd)
 {
     PT_CHECK(pt_cuda_ce_check("crossentropy_backward", N, V));
     if (N == 0)
         return PT_OK;
-    pt_k_ce_bwd<<<pt_cuda_blocks((size_t)N * V, 256), 256, 0, s->stream>>>(dlogits, probs, targets, dloss, N, V);
+    pt_k_ce_bwd<<<pt_cuda_blocks((size_t)N * V, 256), 256, 0, s->stream>>>(dlogits, probs, targets, dloss, N, V,
+                                                                                       rnd);
     return pt_cuda_launched("crossentropy_backward");
 }
 

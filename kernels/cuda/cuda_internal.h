@@ -181,9 +181,9 @@ pt_status pt_cuda_embedding_range_backward(pt_stream *s, float *dwte, float *dwp
                                            const int32_t *tokens, int v0, int V, int B, int T, int C);
 
 pt_status pt_cuda_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
-                                       const int32_t *targets, int N, int V);
+                                       const int32_t *targets, int N, int V, int rnd);
 pt_status pt_cuda_crossentropy_backward(pt_stream *s, float *dlogits, const float *probs, const int32_t *targets,
-                                        float dloss, int N, int V);
+                                        float dloss, int N, int V, int rnd);
 pt_status pt_cuda_xent_shard_forward(pt_stream *s, float *stats_out, float *exps, float *row_max,
                                      const float *stats_in, const float *logits, const int32_t *targets, int N,
                                      int V, int v0, int n_valid);

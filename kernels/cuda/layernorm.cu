@@ -143,8 +143,9 @@ pt_status pt_cuda_add_layernorm_forward(pt_stream *s, float *res, float *out, fl
     PT_CHECK(pt_cuda_ln_check("add_layernorm_forward", N, C));
     if (N == 0)
         return PT_OK;
-    pt_k_ln_fwd<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(out, mean, rstd, res, w,
-                                                                                           bias, N, C, a, b, rnd);
+    /* b NULL: the norm of a itself (the kernel writes its input only when given ra) */
+    pt_k_ln_fwd<<<(N + PT_LN_WARPS - 1) / PT_LN_WARPS, PT_LN_WARPS * 32, 0, s->stream>>>(
+        out, mean, rstd, b != NULL ? res : (float *)a, w, bias, N, C, b != NULL ? a : (const float *)NULL, b, rnd);
     return pt_cuda_launched("add_layernorm_forward");
 }
 

@@ -132,8 +132,8 @@ pt_status pt_cuda_add_rmsnorm_forward(pt_stream *s, float *res, float *out, floa
                                   "rms_norm_eps)", (double)eps);
     if (N == 0)
         return PT_OK;
-    pt_k_rms_fwd<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(out, rstd, res, w, N, C,
-                                                                                               eps, a, b, rnd);
+    pt_k_rms_fwd<<<(N + PT_RMS_WARPS - 1) / PT_RMS_WARPS, PT_RMS_WARPS * 32, 0, s->stream>>>(
+        out, rstd, b != NULL ? res : (float *)a, w, N, C, eps, b != NULL ? a : (const float *)NULL, b, rnd);
     return pt_cuda_launched("add_rmsnorm_forward");
 }
 

@@ -513,16 +513,16 @@ static void test_crossentropy(int N, int V)
     tgt[1 % N] = -1; /* ignored position */
     int32_t *d_tgt = dev_from(tgt, N * 4);
     float *d_logits = dev_from(logits, n * 4), *d_losses = dev_from(losses, N * 4);
-    die_if(cpu->crossentropy_forward(cs, losses, probs, logits, tgt, N, V), "cpu ce");
+    die_if(cpu->crossentropy_forward(cs, losses, probs, logits, tgt, N, V, 0), "cpu ce");
     /* probs aliases logits on the GPU: the harder case */
-    die_if(gpu->crossentropy_forward(gs, d_losses, d_logits, d_logits, d_tgt, N, V), "cuda ce");
+    die_if(gpu->crossentropy_forward(gs, d_losses, d_logits, d_logits, d_tgt, N, V, 0), "cuda ce");
     to_host(got, d_losses, N * 4);
     check("crossentropy_forward losses (probs alias logits)", got, losses, N, 1e-5f, 1e-5f);
     to_host(got, d_logits, n * 4);
     check("crossentropy_forward probs", got, probs, n, 1e-7f, 1e-5f);
     float dloss = 1.0f / N;
-    die_if(cpu->crossentropy_backward(cs, dl, probs, tgt, dloss, N, V), "cpu ce bwd");
-    die_if(gpu->crossentropy_backward(gs, d_logits, d_logits, d_tgt, dloss, N, V), "cuda ce bwd (aliased)");
+    die_if(cpu->crossentropy_backward(cs, dl, probs, tgt, dloss, N, V, 0), "cpu ce bwd");
+    die_if(gpu->crossentropy_backward(gs, d_logits, d_logits, d_tgt, dloss, N, V, 0), "cuda ce bwd (aliased)");
     to_host(got, d_logits, n * 4);
     check("crossentropy_backward (dlogits alias probs)", got, dl, n, 1e-8f, 1e-5f);
     dev_free(d_tgt);
@@ -1307,6 +1307,19 @@ static void test_fused_norm(int N, int C, int rms, int rnd)
                "fused ln");
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res aliasing a", nm, N, C, rnd);
     expect_bits_dev(name, d_a2, d_res_r, n);
+    /* b NULL: the norm of the sum alone, rounded, against the split norm + round of the same rows */
+    if (rms) {
+        die_if(gpu->rmsnorm_forward(gs, d_out_r, d_rstd_r, d_res_r, d_w, N, C, eps), "rms");
+        die_if(gpu->add_rmsnorm_forward(gs, NULL, d_out, d_rstd, d_res_r, NULL, d_w, N, C, eps, rnd), "fused rms");
+    } else {
+        die_if(gpu->layernorm_forward(gs, d_out_r, d_mean_r, d_rstd_r, d_res_r, d_w, d_bias, N, C), "ln");
+        die_if(gpu->add_layernorm_forward(gs, NULL, d_out, d_mean, d_rstd, d_res_r, NULL, d_w, d_bias, N, C, rnd),
+               "fused ln");
+    }
+    if (rnd)
+        die_if(gpu->round_bf16(gs, d_out_r, d_out_r, n), "round");
+    snprintf(name, sizeof name, "%s_forward %dx%d rnd %d b NULL == split", nm, N, C, rnd);
+    expect_bits_dev(name, d_out, d_out_r, n);
     /* against the CPU's fused entry */
     if (rms)
         die_if(cpu->add_rmsnorm_forward(cs, res, out, rstd, a, b, w, N, C, eps, rnd), "cpu fused rms");
@@ -1406,6 +1419,52 @@ static void test_fused_gelu(int N, int F, int rnd, int with_bias)
         free(host[i]);
 }
 
+/* crossentropy with rnd against round_bf16 + the fp32 entry, bit for bit (in place, as the head
+ * calls it), and the CPU's within the split kernels' bounds */
+static void test_fused_xent(int N, int V)
+{
+    size_t n = (size_t)N * V;
+    char name[128];
+    float *logits = malloc(n * 4), *loss = malloc(N * 4), *probs = malloc(n * 4), *dl = malloc(n * 4);
+    int32_t *tgt = malloc(N * sizeof *tgt);
+    fill(logits, n, 8.0f);
+    for (int i = 0; i < N; i++)
+        tgt[i] = i % 5 == 4 ? -1 : (int32_t)((unsigned)(i * 7919) % (unsigned)V);
+    const float dloss = 1.0f / (float)N;
+    float *d_lg = dev_from(logits, n * 4), *d_lr = dev_from(logits, n * 4), *d_loss = dev_from(loss, N * 4),
+          *d_loss_r = dev_from(loss, N * 4), *d_dl_r = dev_from(logits, n * 4);
+    int32_t *d_tgt = dev_from(tgt, N * sizeof *tgt);
+    die_if(gpu->round_bf16(gs, d_lr, d_lr, n), "round");
+    die_if(gpu->crossentropy_forward(gs, d_loss_r, d_lr, d_lr, d_tgt, N, V, 0), "ce");
+    die_if(gpu->crossentropy_forward(gs, d_loss, d_lg, d_lg, d_tgt, N, V, 1), "ce rnd");
+    snprintf(name, sizeof name, "crossentropy_forward rnd %dx%d losses == split", N, V);
+    expect_bits_dev(name, d_loss, d_loss_r, N);
+    snprintf(name, sizeof name, "crossentropy_forward rnd %dx%d probs == split", N, V);
+    expect_bits_dev(name, d_lg, d_lr, n);
+    die_if(gpu->crossentropy_backward(gs, d_dl_r, d_lr, d_tgt, dloss, N, V, 0), "ce bwd");
+    die_if(gpu->round_bf16(gs, d_dl_r, d_dl_r, n), "round");
+    die_if(gpu->crossentropy_backward(gs, d_lg, d_lg, d_tgt, dloss, N, V, 1), "ce bwd rnd");
+    snprintf(name, sizeof name, "crossentropy_backward rnd %dx%d == split", N, V);
+    expect_bits_dev(name, d_lg, d_dl_r, n);
+    die_if(cpu->crossentropy_forward(cs, loss, probs, logits, tgt, N, V, 1), "cpu ce rnd");
+    die_if(cpu->crossentropy_backward(cs, dl, probs, tgt, dloss, N, V, 1), "cpu ce bwd rnd");
+    snprintf(name, sizeof name, "crossentropy_forward rnd %dx%d losses vs CPU", N, V);
+    expect_close_dev(name, d_loss, loss, N, 1e-5f, 1e-5f);
+    snprintf(name, sizeof name, "crossentropy_backward rnd %dx%d vs CPU", N, V);
+    expect_close_dev(name, d_lg, dl, n, 1e-9f, 8e-3f);
+    dev_free(d_lg);
+    dev_free(d_lr);
+    dev_free(d_loss);
+    dev_free(d_loss_r);
+    dev_free(d_dl_r);
+    dev_free(d_tgt);
+    free(logits);
+    free(loss);
+    free(probs);
+    free(dl);
+    free(tgt);
+}
+
 static void test_fused(void)
 {
     const int shapes[][2] = { { 1, 7 }, { 37, 100 }, { 9, 1030 } }; /* a lane with one element, uneven lanes */
@@ -1416,6 +1475,8 @@ static void test_fused(void)
             test_fused_gelu(shapes[k][0], 4 * shapes[k][1], rnd, 1);
             test_fused_gelu(shapes[k][0], shapes[k][1], rnd, 0);
         }
+    test_fused_xent(1, 1);
+    test_fused_xent(13, 1001);
 }
 
 int main(int argc, char **argv)
@@ -1573,6 +1634,7 @@ int main(int argc, char **argv)
         test_fused_norm(8192, 768, 0, 1);  /* gpt2-small rows of a 8 x 1024 micro-batch */
         test_fused_norm(4096, 2048, 1, 1); /* Llama 3.2 1B */
         test_fused_gelu(8192, 3072, 1, 1);
+        test_fused_xent(1280, 50304); /* a chunk of gpt2's LM head */
     } else if (strcmp(group, "tp") == 0) {
         test_embedding_range(8, 1024, 768, 50304, 4, 1); /* GPT-2, 4 ranks */
         test_embedding_range(2, 1024, 512, 128256, 8, 0); /* Llama 3 vocabulary, 8 ranks */

@@ -1368,15 +1368,15 @@ static void test_crossentropy(void)
             for (int i = 0; i < V; i++)
                 pref[(size_t)n * V + i] = exp(ld[(size_t)n * V + i] - mx) / sum;
         }
-        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_OK);
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V, 0) == PT_OK);
         check_close("crossentropy_forward losses", loss, ref, N, 1e-5, 1e-5);
         check_close("crossentropy_forward probs", probs, pref, (size_t)N * V, 1e-9, 1e-5);
         EXPECT(loss[1] == 0.0f && loss[4] == 0.0f);
-        EXPECT(be->crossentropy_forward(s, loss, logits, logits, tgt, N, V) == PT_OK); /* probs aliases logits */
+        EXPECT(be->crossentropy_forward(s, loss, logits, logits, tgt, N, V, 0) == PT_OK); /* probs aliases logits */
         check_bits("crossentropy_forward probs (aliased)", logits, probs, (size_t)N * V);
         check_close("crossentropy_forward losses (aliased)", loss, ref, N, 1e-5, 1e-5);
         tgt[2] = V;
-        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_EINVAL);
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V, 0) == PT_EINVAL);
         EXPECT(strstr(pt_last_error(), "row 2") != NULL);
         free(ld);
         free(ref);
@@ -1391,13 +1391,13 @@ static void test_crossentropy(void)
         const float dloss = 0.25f;
         size_t n = (size_t)N * V;
         float *logits = frand_new(n, 3), *probs = fnew(n), *loss = fnew(N), *dl = fnew(n);
-        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V) == PT_OK);
-        EXPECT(be->crossentropy_backward(s, dl, probs, tgt, dloss, N, V) == PT_OK);
+        EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V, 0) == PT_OK);
+        EXPECT(be->crossentropy_backward(s, dl, probs, tgt, dloss, N, V, 0) == PT_OK);
         double *g = ce_fd_grads(logits, tgt, N, V, dloss);
         check_close("crossentropy_backward vs finite differences", dl, g, n, 1e-6, 1e-4);
         for (int i = 0; i < V; i++)
             EXPECT(dl[(size_t)1 * V + i] == 0.0f);
-        EXPECT(be->crossentropy_backward(s, probs, probs, tgt, dloss, N, V) == PT_OK); /* aliased */
+        EXPECT(be->crossentropy_backward(s, probs, probs, tgt, dloss, N, V, 0) == PT_OK); /* aliased */
         check_bits("crossentropy_backward (aliased)", probs, dl, n);
         free(g);
         ffree(logits);
@@ -1504,8 +1504,8 @@ static void test_xent_shard(void)
         /* the whole-row kernels, the reference of the shard gradients */
         const float dloss = 1.0f / N;
         float *probs = fnew((size_t)N * V), *dl_ref = fnew((size_t)N * V), *ce_loss = fnew(N);
-        EXPECT(be->crossentropy_forward(s, ce_loss, probs, logits, tgt, N, V) == PT_OK);
-        EXPECT(be->crossentropy_backward(s, dl_ref, probs, tgt, dloss, N, V) == PT_OK);
+        EXPECT(be->crossentropy_forward(s, ce_loss, probs, logits, tgt, N, V, 0) == PT_OK);
+        EXPECT(be->crossentropy_backward(s, dl_ref, probs, tgt, dloss, N, V, 0) == PT_OK);
         double *dl_refd = to_double(dl_ref, (size_t)N * V);
 
         float *loss = fnew(N), *lse = fnew(N), *stats = fnew((size_t)N * PT_XENT_STATS), *dl = fnew((size_t)N * V);
@@ -1849,6 +1849,24 @@ static void fused_norm_case(pt_stream *s, int N, int C, int rnd, int rms)
     snprintf(what, sizeof what, "%s %dx%d rnd %d: res aliasing a", nm, N, C, rnd);
     check_bits(what, a2, res_r, n);
     check_bits(what, out, out_r, n);
+    /* b NULL: the norm of a alone, rounded (res untouched) */
+    float *out1 = fnew(n), *out1_r = fnew(n), *rstd1 = fnew(N), *mean1 = fnew(N);
+    if (rms) {
+        EXPECT(be->rmsnorm_forward(s, out1_r, rstd_r, res_r, w, N, C, eps) == PT_OK);
+        EXPECT(be->add_rmsnorm_forward(s, NULL, out1, rstd1, res_r, NULL, w, N, C, eps, rnd) == PT_OK);
+    } else {
+        EXPECT(be->layernorm_forward(s, out1_r, mean_r, rstd_r, res_r, w, bias, N, C) == PT_OK);
+        EXPECT(be->add_layernorm_forward(s, NULL, out1, mean1, rstd1, res_r, NULL, w, bias, N, C, rnd) == PT_OK);
+    }
+    if (rnd)
+        EXPECT(be->round_bf16(s, out1_r, out1_r, n) == PT_OK);
+    snprintf(what, sizeof what, "%s %dx%d rnd %d: no residual (b NULL)", nm, N, C, rnd);
+    check_bits(what, out1, out1_r, n);
+    check_bits(what, rstd1, rstd_r, N);
+    ffree(out1);
+    ffree(out1_r);
+    ffree(rstd1);
+    ffree(mean1);
 
     /* backward: the input gradient, round, add the residual gradient, round */
     float *dout = frand_new(n, 1), *resid = frand_new(n, 1), *dx = fnew(n), *dx_r = fnew(n);
@@ -1914,6 +1932,40 @@ static void fused_gelu_case(pt_stream *s, int N, int F, int rnd, int with_bias)
         ffree(bias);
 }
 
+/* crossentropy with rnd: the logits read as their bf16 rounding, dlogits rounded as written */
+static void fused_xent_case(pt_stream *s, int N, int V)
+{
+    size_t n = (size_t)N * V;
+    char what[128];
+    float *logits = frand_new(n, 8), *lr = fcopy(logits, n), *probs = fnew(n), *probs_r = fnew(n);
+    float *loss = fnew(N), *loss_r = fnew(N), *dl = fnew(n), *dl_r = fnew(n);
+    int32_t *tgt = malloc((size_t)N * sizeof *tgt);
+    for (int i = 0; i < N; i++)
+        tgt[i] = i % 5 == 4 ? -1 : (int32_t)((unsigned)(i * 7919) % (unsigned)V);
+    const float dloss = 1.0f / (float)N;
+    EXPECT(be->round_bf16(s, lr, lr, n) == PT_OK);
+    EXPECT(be->crossentropy_forward(s, loss_r, probs_r, lr, tgt, N, V, 0) == PT_OK);
+    EXPECT(be->crossentropy_forward(s, loss, probs, logits, tgt, N, V, 1) == PT_OK);
+    snprintf(what, sizeof what, "crossentropy_forward rnd %dx%d: losses", N, V);
+    check_bits(what, loss, loss_r, N);
+    snprintf(what, sizeof what, "crossentropy_forward rnd %dx%d: probs", N, V);
+    check_bits(what, probs, probs_r, n);
+    EXPECT(be->crossentropy_forward(s, loss, logits, logits, tgt, N, V, 1) == PT_OK); /* in place, as the head */
+    snprintf(what, sizeof what, "crossentropy_forward rnd %dx%d: probs over the logits", N, V);
+    check_bits(what, logits, probs_r, n);
+    EXPECT(be->crossentropy_backward(s, dl_r, probs_r, tgt, dloss, N, V, 0) == PT_OK);
+    EXPECT(be->round_bf16(s, dl_r, dl_r, n) == PT_OK);
+    EXPECT(be->crossentropy_backward(s, dl, probs_r, tgt, dloss, N, V, 1) == PT_OK);
+    snprintf(what, sizeof what, "crossentropy_backward rnd %dx%d", N, V);
+    check_bits(what, dl, dl_r, n);
+    EXPECT(be->crossentropy_backward(s, probs_r, probs_r, tgt, dloss, N, V, 1) == PT_OK);
+    check_bits(what, probs_r, dl_r, n);
+    float *bufs[] = { logits, lr, probs, probs_r, loss, loss_r, dl, dl_r };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        ffree(bufs[i]);
+    free(tgt);
+}
+
 static void test_fused(void)
 {
     /* 1 thread, and 3 on rows that split unevenly; shapes from one value to gpt2-small rows */
@@ -1928,6 +1980,9 @@ static void test_fused(void)
                 fused_gelu_case(s, shapes[k][0], 4 * shapes[k][1], rnd, 1);
                 fused_gelu_case(s, shapes[k][0], shapes[k][1], rnd, 0);
             }
+        fused_xent_case(s, 1, 1);
+        fused_xent_case(s, 13, 1001);
+        fused_xent_case(s, 5, 50304);
         be->stream_destroy(s);
     }
     /* bad shapes are refused, nothing written */
