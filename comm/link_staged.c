@@ -182,7 +182,7 @@ static pt_status staged_create(const pt_link_opts *o, void **out, char *note, si
     }
     x->bf16 = o->bf16_messages != 0;
     if (x->bf16 && o->be->device_memory && o->be->pack_bf16 && o->be->unpack_bf16_upper && o->msg_bytes >= 4)
-        PT_TRY(pt_backend_alloc(o->be, (void **)&x->dev_pack, o->msg_bytes / 2), fail);
+        PT_TRY(pt_backend_alloc_kind(o->be, (void **)&x->dev_pack, o->msg_bytes / 2, PT_MEM_COMM), fail);
     int nn = 0;
     if (unpinned > 0)
         nn = snprintf(note, cap, "%d of %d send buffers could not be pinned", unpinned, x->n_send);
