@@ -514,10 +514,11 @@ static float *P(pt_model *m, int t) { return (m->wcomp ? m->wcomp : m->params) +
 
 /* ---- bf16 mixed precision (model_config.h's policy) ----
  * RB rounds a tensor a layer has just written (an activation or an activation gradient) to bf16;
- * a no-op under fp32. The fused kernels (residual add + norm, bias + GELU, the GELU gradient, the
- * norms' input gradient + residual) round inside, with m->bf16 as their flag: the same bits as
- * RB after each of the split calls, in fewer passes over memory. weights_ready remakes the bf16 copy of the weights when a caller may have
- * changed the masters (pt_model_params marks it stale). */
+ * a no-op under fp32. The fused kernels (residual add + norm, the norms alone, bias + GELU, the
+ * GELU gradient, the norms' input gradient + residual, the cross-entropy) round inside, with
+ * m->bf16 as their flag: the same bits as RB after each of the split calls, in fewer passes over
+ * memory. weights_ready remakes the bf16 copy of the weights when a caller may have changed the
+ * masters (pt_model_params marks it stale). */
 static pt_status RB(pt_model *m, float *x, size_t n) { return m->bf16 ? m->be->round_bf16(m->stream, x, x, n) : PT_OK; }
 
 static pt_status weights_ready(pt_model *m)
@@ -771,7 +772,8 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         goto fail;
     }
     if (m->llama && (!be->rmsnorm_forward || !be->rmsnorm_backward_input || !be->rmsnorm_backward_weight ||
-                     !be->add_rmsnorm_forward || !be->rmsnorm_backward_input_add || !be->rope_forward || !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
+                     !be->add_rmsnorm_forward || !be->rmsnorm_backward_input_add || !be->rope_forward ||
+                     !be->rope_backward || !be->swiglu_forward || !be->swiglu_backward)) {
         free(m);
         return pt_fail(PT_ENOTSUP, "backend %s has no llama kernels (RMSNorm, RoPE, SwiGLU); run llama models on "
                                    "another backend",

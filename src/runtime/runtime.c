@@ -1038,6 +1038,8 @@ static int prof_on_stream(pt_action_kind k)
 /* Markers and pending events for a list of n actions (kept across steps, grown on demand). */
 static pt_status markers_ready(pt_runtime *rt, int n)
 {
+    if (n < 1)
+        n = 1;
     if (rt->n_pend < n) {
         pt_prof_event *pe = realloc(rt->pend, (size_t)n * sizeof *pe);
         unsigned char *po = pe ? realloc(rt->pend_on, (size_t)n) : NULL;

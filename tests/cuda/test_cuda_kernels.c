@@ -1272,9 +1272,11 @@ static void test_fused_norm(int N, int C, int rms, int rnd)
     fill(bias, C, 1.0f);
     fill(dout, n, 1.0f);
     fill(resid, n, 1.0f);
-    float *d_a = dev_from(a, n * 4), *d_b = dev_from(b, n * 4), *d_w = dev_from(w, C * 4), *d_bias = dev_from(bias, C * 4);
+    float *d_a = dev_from(a, n * 4), *d_b = dev_from(b, n * 4), *d_w = dev_from(w, C * 4);
+    float *d_bias = dev_from(bias, C * 4);
     float *d_dout = dev_from(dout, n * 4), *d_resid = dev_from(resid, n * 4);
-    float *d_res = dev_from(a, n * 4), *d_out = dev_from(a, n * 4), *d_res_r = dev_from(a, n * 4), *d_out_r = dev_from(a, n * 4);
+    float *d_res = dev_from(a, n * 4), *d_out = dev_from(a, n * 4), *d_res_r = dev_from(a, n * 4);
+    float *d_out_r = dev_from(a, n * 4);
     float *d_mean = dev_from(mean, N * 4), *d_rstd = dev_from(rstd, N * 4), *d_mean_r = dev_from(mean, N * 4),
           *d_rstd_r = dev_from(rstd, N * 4), *d_dx = dev_from(a, n * 4), *d_dx_r = dev_from(a, n * 4);
     /* forward: add, round, norm, round on the device against the fused entry */
