@@ -72,14 +72,10 @@ static inline float pt_cpu_tanhf(float x)
  * bf16 when rnd; out may be a or b), and x rounded in place as round_bf16. */
 static inline void pt_cpu_add_row(float *out, const float *a, const float *b, int n, int rnd)
 {
-    if (rnd) {
 #pragma omp simd
-        for (int i = 0; i < n; i++)
-            out[i] = pt_bf16_round(a[i] + b[i]);
-    } else {
-#pragma omp simd
-        for (int i = 0; i < n; i++)
-            out[i] = a[i] + b[i];
+    for (int i = 0; i < n; i++) {
+        const float v = a[i] + b[i];
+        out[i] = rnd ? pt_bf16_round(v) : v;
     }
 }
 

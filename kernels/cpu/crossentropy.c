@@ -27,8 +27,9 @@ static void ce_zero_row(float *d, int V)
         d[i] = 0.0f;
 }
 
-/* A logit as the forward reads it: its bf16 rounding under rnd (round_bf16's bits). */
-static inline float ce_in(float x, int rnd) { return rnd ? pt_bf16_round(x) : x; }
+/* A logit as the forward reads it, a gradient as the backward writes it: its bf16 rounding under
+ * rnd (round_bf16's bits). */
+static inline float ce_rnd(float x, int rnd) { return rnd ? pt_bf16_round(x) : x; }
 
 pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs, const float *logits,
                                       const int32_t *targets, int N, int V, int rnd)
@@ -41,15 +42,15 @@ pt_status pt_cpu_crossentropy_forward(pt_stream *s, float *losses, float *probs,
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
         for (int i = 0; i < V; i++) {
-            float v = ce_in(x[i], rnd);
+            float v = ce_rnd(x[i], rnd);
             mx = v > mx ? v : mx;
         }
         int32_t tgt = targets[n];
-        float x_tgt = tgt >= 0 ? ce_in(x[tgt], rnd) : 0.0f; /* read before p (which may be x) is written */
+        float x_tgt = tgt >= 0 ? ce_rnd(x[tgt], rnd) : 0.0f; /* read before p (which may be x) is written */
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int i = 0; i < V; i++) {
-            float e = pt_cpu_expf(ce_in(x[i], rnd) - mx);
+            float e = pt_cpu_expf(ce_rnd(x[i], rnd) - mx);
             p[i] = e;
             sum += e;
         }
@@ -76,17 +77,10 @@ pt_status pt_cpu_crossentropy_backward(pt_stream *s, float *dlogits, const float
             continue;
         }
         float p_tgt = p[tgt];
-        if (rnd) {
 #pragma omp simd
-            for (int i = 0; i < V; i++)
-                d[i] = pt_bf16_round(dloss * p[i]);
-            d[tgt] = pt_bf16_round(dloss * (p_tgt - 1.0f));
-        } else {
-#pragma omp simd
-            for (int i = 0; i < V; i++)
-                d[i] = dloss * p[i];
-            d[tgt] = dloss * (p_tgt - 1.0f);
-        }
+        for (int i = 0; i < V; i++)
+            d[i] = ce_rnd(dloss * p[i], rnd);
+        d[tgt] = ce_rnd(dloss * (p_tgt - 1.0f), rnd);
     }
     return PT_OK;
 }

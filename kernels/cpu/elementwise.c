@@ -137,14 +137,10 @@ pt_status pt_cpu_bias_gelu_forward(pt_stream *s, float *x, float *out, const flo
             pt_cpu_add_row(xr, xr, bias, F, rnd);
         else if (rnd)
             pt_cpu_round_row(xr, F);
-        if (rnd) {
 #pragma omp simd
-            for (int i = 0; i < F; i++)
-                yr[i] = pt_bf16_round(pt_cpu_gelu(xr[i]));
-        } else {
-#pragma omp simd
-            for (int i = 0; i < F; i++)
-                yr[i] = pt_cpu_gelu(xr[i]);
+        for (int i = 0; i < F; i++) {
+            const float g = pt_cpu_gelu(xr[i]);
+            yr[i] = rnd ? pt_bf16_round(g) : g;
         }
     }
     return PT_OK;

@@ -69,12 +69,12 @@ struct pt_runtime {
     /* Profiled steps on a backend with timeline markers: the compute actions are timed on the
      * stream's own clock instead of syncing the stream after each. mk[0] is the step's anchor
      * (recorded on an idle stream, at host time mk_anchor_ns), mk[1 + 2i] and mk[2 + 2i] bracket
-     * action i; its event waits in pend[i] (pend_on[i]) until the step's end converts them. */
+     * action i; its event waits in pend[i] until the step's end converts it (every action
+     * prof_on_stream names, once the step has run them all). */
     pt_marker **mk;
     int n_mk;
     int64_t mk_anchor_ns;
     pt_prof_event *pend;
-    unsigned char *pend_on;
     int n_pend;
     int64_t timeout_ms;
     size_t mem_limit_bytes;
@@ -1042,14 +1042,9 @@ static pt_status markers_ready(pt_runtime *rt, int n)
         n = 1;
     if (rt->n_pend < n) {
         pt_prof_event *pe = realloc(rt->pend, (size_t)n * sizeof *pe);
-        unsigned char *po = pe ? realloc(rt->pend_on, (size_t)n) : NULL;
-        if (pe)
-            rt->pend = pe;
-        if (po)
-            rt->pend_on = po;
-        if (!pe || !po)
+        if (!pe)
             return pt_fail(PT_ENOMEM, "rank %d: out of host memory for the profile's pending events", rt->rank);
-        memset(rt->pend_on, 0, (size_t)n);
+        rt->pend = pe;
         rt->n_pend = n;
     }
     const int want = 1 + 2 * n;
@@ -1064,13 +1059,13 @@ static pt_status markers_ready(pt_runtime *rt, int n)
     return PT_OK;
 }
 
-/* After the step's last stream sync: the stream-timed actions' events, on the profile's clock. */
+/* After the step's last stream sync (all its actions ran): the stream-timed actions' events, on
+ * the profile's clock. */
 static pt_status markers_flush(pt_runtime *rt)
 {
     for (int i = 0; i < rt->n_acts; i++) {
-        if (!rt->pend_on[i])
+        if (!prof_on_stream(rt->acts[i].kind))
             continue;
-        rt->pend_on[i] = 0;
         int64_t b = 0, e = 0;
         PT_CHECK(rt->be->marker_elapsed_ns(rt->mk[0], rt->mk[1 + 2 * i], &b));
         PT_CHECK(rt->be->marker_elapsed_ns(rt->mk[0], rt->mk[2 + 2 * i], &e));
@@ -1095,10 +1090,8 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
     pt_status st = PT_OK;
     if (marks) { /* the anchor, on an idle stream: reached as it is recorded */
         st = markers_ready(rt, rt->n_acts);
-        if (st == PT_OK) {
-            memset(rt->pend_on, 0, (size_t)rt->n_acts); /* nothing left over from a failed step */
+        if (st == PT_OK)
             st = rt->be->stream_sync(rt->stream);
-        }
         if (st == PT_OK)
             st = rt->be->marker_record(rt->stream, rt->mk[0]);
         if (st != PT_OK)
@@ -1116,8 +1109,8 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
             PT_TRY(sends_progress(rt), fail);
         }
         rt->wait_ns = 0;
-        const int on_stream = timed && prof_on_stream(a->kind);
-        if (marks && on_stream)
+        const int on_stream = timed && prof_on_stream(a->kind), marked = on_stream && marks;
+        if (marked)
             PT_TRY(rt->be->marker_record(rt->stream, rt->mk[1 + 2 * i]), fail);
         int64_t t0 = timed ? pt_profile_now_ns(rt->prof) : 0;
         int64_t t_act = pt_now_ns();
@@ -1128,7 +1121,7 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
         if (timed) {
             /* Stream-timed actions end at their closing marker (converted at the step's end), or,
              * on a backend without markers, when the stream has drained after them. */
-            if (on_stream && marks)
+            if (marked)
                 PT_TRY(rt->be->marker_record(rt->stream, rt->mk[2 + 2 * i]), fail);
             else if (on_stream)
                 PT_TRY(rt->be->stream_sync(rt->stream), fail);
@@ -1137,12 +1130,10 @@ pt_status pt_runtime_step(pt_runtime *rt, pt_dataset *data, int64_t step, float 
                                 .microbatch = a->microbatch, .chunk = a->chunk, .vstage = k ? k->vstage : -1,
                                 .peer = a->peer, .start_ns = t0, .end_ns = pt_profile_now_ns(rt->prof),
                                 .wait_ns = rt->wait_ns };
-            if (on_stream && marks) {
+            if (marked)
                 rt->pend[i] = e;
-                rt->pend_on[i] = 1;
-            } else {
+            else
                 PT_TRY(pt_profile_record(rt->prof, &e), fail);
-            }
         }
         rt->step_wait_ns += rt->wait_ns;
         if (a->kind == PT_ACT_REDUCE_GRADS || a->kind == PT_ACT_OPTIMIZER_STEP)
@@ -2192,7 +2183,6 @@ void pt_runtime_destroy(pt_runtime *rt)
         rt->be->marker_destroy(rt->mk[i]);
     free(rt->mk);
     free(rt->pend);
-    free(rt->pend_on);
     free(rt->gs_hooks);
     free(rt->gs_last_wpass);
     free(rt->gs_defer);

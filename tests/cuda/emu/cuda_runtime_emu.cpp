@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <time.h>
-
 #include "cuda_internal.h"
+extern "C" {
+#include "pipetrain/timeutil.h"
+}
 
 extern "C" {
 cudaError_t cudaGetDeviceCount(int *count)
@@ -97,9 +98,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
 {
     ((emu_event *)e)->seq = pt_emu_op_seq;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* pt_now_ns's clock */
-    ((emu_event *)e)->t_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    ((emu_event *)e)->t_ns = pt_now_ns();
     return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
