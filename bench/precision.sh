@@ -5,10 +5,12 @@
 # gpt2-small; --quick: gpt2-tiny, T = 128):
 #   s1   one process, 2 threads
 #   p2   2 stages (1F1B), 2 ranks with 1 thread each, over the host link
+# and each case in three precisions: fp32, bf16 (its blocks' internals kept in 2 bytes between the
+# passes, the bf16 stash) and bf16-floats (bf16 with --bf16-stash 0: the same bits, kept as floats).
 # Each run does 1 warm-up step and N - 1 timed ones (default N = 4) and prints one JSON line: the
 # median step_ms, tokens/s, forward and backward ms (metrics.jsonl), the weights and activation
 # memory rank 0 measured (MiB), the bytes of one stage message (the transfers line says how they
-# travel), and the final loss. --rounds R repeats the four cases R times, interleaved (timings here
+# travel), and the final loss. --rounds R repeats the six cases R times, interleaved (timings here
 # are noisy: compare the ratio within a round). On a CPU the bf16 run rounds every activation in an
 # extra pass and keeps a bf16 copy of the weights in fp32 storage, so it is slower and larger than
 # fp32 here; what it buys on this machine is the half-size stage messages. Leaves
@@ -40,13 +42,17 @@ common="train --model $MODEL --steps $STEPS --micro-batches 4 --micro-batch-size
         --no-ckpt --log-every 1 --comm-timeout 300"
 for r in $(seq 1 "$ROUNDS"); do
     for c in s1 p2; do
-        for p in fp32 bf16; do
+        for p in fp32 bf16 bf16-floats; do
             case $c in
             s1) args="--stages 1 --threads 2" ;;
             p2) args="--stages 2 --threads 1" ;;
             esac
+            case $p in
+            bf16-floats) args="$args --precision bf16 --bf16-stash 0" ;;
+            *) args="$args --precision $p" ;;
+            esac
             name="$c-$p-$r"
-            "$PT" $common $args --precision $p --run-dir "$W/$name" --profile "$W/$name.prof" >"$W/$name.log" 2>&1 || {
+            "$PT" $common $args --run-dir "$W/$name" --profile "$W/$name.prof" >"$W/$name.log" 2>&1 || {
                 echo "{\"bench\":\"precision\",\"case\":\"$c\",\"precision\":\"$p\",\"error\":\"$(tail -1 "$W/$name.log" | tr -d '"\\')\"}"
                 continue
             }
@@ -68,7 +74,7 @@ print(json.dumps({"bench": "precision", "case": case, "precision": prec, "round"
                   "fwd_ms": med("fwd_ms"), "bwd_ms": med("bwd_ms"),
                   "total_mib": float(mem.group(1)) if mem else None, "weights_mib": float(mem.group(2)) if mem else None,
                   "activations_mib": float(mem.group(3)) if mem else None,
-                  "message_bytes": 2 * int(seq) * C * (2 if prec == "bf16" and case != "s1" else 4) if case != "s1" else 0,
+                  "message_bytes": 2 * int(seq) * C * (2 if prec.startswith("bf16") else 4) if case != "s1" else 0,
                   "transfers": tr.group(1).strip() if tr else None, "final_loss": steps[-1]["loss"],
                   "sgemm_kernel": core}))
 PY

@@ -12,6 +12,12 @@
  * What is per slot and what is shared by the chunk's slots:
  *  - recompute: the block internals live in one area shared by all blocks and slots and are
  *    recomputed from x[b] before each backward pass over the block.
+ *  - the bf16 stash (bf16 without recompute, on a backend with pack_bf16 and unpack_bf16): a
+ *    block computes its internals in that shared area, and the slot keeps the ones bf16 rounds
+ *    (ln1, qkv, atty, res2, ln2, fch, fch_gelu: all but the norm statistics and attention's saved
+ *    log-sum-exp, which stay fp32 in the slot) packed to 2 bytes an element; each backward pass
+ *    widens the ones it reads back into the area. Every packed value is already a bf16, so the
+ *    bits are those of keeping the floats; the slot holds half the bytes.
  *  - fused_only: every gradient that only lives while one backward call runs is shared: the
  *    block gradients and dlnf (one block / the head at a time), and the internal boundaries'
  *    dx (b in first+1..last), which alternate between two buffers by the parity of b (block j
@@ -25,6 +31,7 @@
  * token ids / targets, and the head's layernorm output, statistics, probabilities and losses. */
 #include <assert.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +84,25 @@ typedef struct block_act {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att_saved, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu;
 } block_act;
 
+/* The internals bf16 rounds (what the bf16 stash packs), and the backward passes that read each:
+ * backward_input qkv, atty, res2 and fch; backward_weight ln1, atty, res2, ln2 and fch_gelu. */
+enum { BA_LN1, BA_QKV, BA_ATTY, BA_RES2, BA_LN2, BA_FCH, BA_FCH_GELU, BA_ROUNDED };
+static const size_t act_rounded_off[BA_ROUNDED] = {
+    [BA_LN1] = offsetof(block_act, ln1),   [BA_QKV] = offsetof(block_act, qkv), [BA_ATTY] = offsetof(block_act, atty),
+    [BA_RES2] = offsetof(block_act, res2), [BA_LN2] = offsetof(block_act, ln2), [BA_FCH] = offsetof(block_act, fch),
+    [BA_FCH_GELU] = offsetof(block_act, fch_gelu),
+};
+#define BA_BIT(k) (1u << (k))
+#define BA_READ_INPUT (BA_BIT(BA_QKV) | BA_BIT(BA_ATTY) | BA_BIT(BA_RES2) | BA_BIT(BA_FCH))
+#define BA_READ_WEIGHT (BA_BIT(BA_LN1) | BA_BIT(BA_ATTY) | BA_BIT(BA_RES2) | BA_BIT(BA_LN2) | BA_BIT(BA_FCH_GELU))
+#define BA_ALL ((1u << BA_ROUNDED) - 1u)
+
+static float **act_field(block_act *a, int k) { return (float **)(void *)((char *)a + act_rounded_off[k]); }
+static float *act_get(const block_act *a, int k)
+{
+    return *(float *const *)(const void *)((const char *)a + act_rounded_off[k]);
+}
+
 /* Gradients a block keeps between backward_input and backward_weight. */
 typedef struct block_grad {
     float *dfch, *dln2, *dres2, *dqkv, *dln1;
@@ -89,7 +115,9 @@ typedef struct model_slot {
     void *mem;
     int32_t *tokens, *targets;
     float **x, **dx;  /* [boundary - first_layer], NULL where the boundary has no buffer */
-    block_act *act;   /* [local block]; with recompute all point at the shared area */
+    block_act *act;   /* [local block]; with recompute all point at the shared area, with the bf16
+                       * stash their rounded internals do */
+    uint16_t **stash; /* the bf16 stash: [local block * BA_ROUNDED] the packed internals */
     block_grad *grad; /* [local block] */
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *dlnf;
     /* head_split > 1: per local shard its exps (then dlogits) and row maxima; with the loss, the
@@ -146,8 +174,13 @@ struct pt_model {
     float *scratch_red;  /* tensor parallelism with sp: (N,C) partial sums before their reduce-scatter */
     float *scratch_full; /* tensor parallelism with sp: (N,C) all-gathered rows */
     float *tp_parts;     /* tensor-parallel head: (tpn, N, PT_XENT_STATS) every rank's row statistics */
-    void *recompute_mem; /* shared block activations when recompute */
-    block_act recompute_act;
+    /* the block internals shared by all blocks and slots: recomputed (recompute) or widened from
+     * the slot's bf16 stash (stash: its rounded internals only); the stash's area holds slot
+     * work_slot's block work_block's internals BA_BIT(k) in work_have (-1: none known) */
+    void *shared_act_mem;
+    block_act shared_act;
+    int stash, work_slot, work_block;
+    unsigned work_have;
     void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
     block_grad grad_shared;
     float *dlnf_shared;
@@ -177,22 +210,44 @@ static void *carve_bytes(carve *c, size_t bytes)
 
 static float *carve_f(carve *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
 
-static void carve_block_act(carve *c, const pt_model *m, block_act *a)
+/* Elements of rounded internal k (BA_*) of one block. */
+static size_t act_rounded_numel(const pt_model *m, int k)
 {
-    const int B = m->opts.micro_batch, T = m->opts.seq_len, C = m->cfg.n_embd;
-    const size_t N = (size_t)B * T, R = (size_t)m->R; /* R: the norm / residual rows (N / T with sp) */
-    a->ln1 = carve_f(c, R * C);
-    a->ln1_mean = m->llama ? NULL : carve_f(c, R);
-    a->ln1_rstd = carve_f(c, R);
-    a->qkv = carve_f(c, N * m->W);
-    a->atty = carve_f(c, N * m->Cl);
-    a->att_saved = carve_f(c, m->be->attention_saved_size(B, T, m->Cl, m->NHl, m->NKVl));
-    a->res2 = carve_f(c, R * C);
-    a->ln2 = carve_f(c, R * C);
-    a->ln2_mean = m->llama ? NULL : carve_f(c, R);
-    a->ln2_rstd = carve_f(c, R);
-    a->fch = carve_f(c, N * m->FW);
-    a->fch_gelu = carve_f(c, N * m->AW);
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, R = (size_t)m->R, C = (size_t)m->cfg.n_embd;
+    switch (k) {
+    case BA_QKV: return N * m->W;
+    case BA_ATTY: return N * m->Cl;
+    case BA_FCH: return N * m->FW;
+    case BA_FCH_GELU: return N * m->AW;
+    default: return R * C; /* ln1, res2, ln2 (R: the norm / residual rows, N / T with sp) */
+    }
+}
+
+/* A block's activations, in one order: the rounded internals (ACT_ROUNDED), the norm statistics
+ * and attention's saved log-sum-exp (ACT_STATS), or both; a part not asked for is left NULL. */
+enum { ACT_ROUNDED = 1, ACT_STATS = 2 };
+static void carve_block_act(carve *c, const pt_model *m, block_act *a, int parts)
+{
+    const int B = m->opts.micro_batch, T = m->opts.seq_len;
+    const size_t R = (size_t)m->R;
+    const int rd = parts & ACT_ROUNDED, st = parts & ACT_STATS;
+    *a = (block_act){ 0 };
+#define CARVE_R(k) (rd ? carve_f(c, act_rounded_numel(m, k)) : NULL)
+#define CARVE_S(n) (st ? carve_f(c, n) : NULL)
+    a->ln1 = CARVE_R(BA_LN1);
+    a->ln1_mean = m->llama ? NULL : CARVE_S(R);
+    a->ln1_rstd = CARVE_S(R);
+    a->qkv = CARVE_R(BA_QKV);
+    a->atty = CARVE_R(BA_ATTY);
+    a->att_saved = CARVE_S(m->be->attention_saved_size(B, T, m->Cl, m->NHl, m->NKVl));
+    a->res2 = CARVE_R(BA_RES2);
+    a->ln2 = CARVE_R(BA_LN2);
+    a->ln2_mean = m->llama ? NULL : CARVE_S(R);
+    a->ln2_rstd = CARVE_S(R);
+    a->fch = CARVE_R(BA_FCH);
+    a->fch_gelu = CARVE_R(BA_FCH_GELU);
+#undef CARVE_R
+#undef CARVE_S
 }
 
 static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
@@ -252,10 +307,17 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
             *dx = carve_f(c, R * C); /* a head-only chunk's input: its layernorm reads x while writing dx */
     }
     for (int j = 0; j < m->n_blocks; j++) {
-        if (m->opts.recompute)
-            s->act[j] = m->recompute_act;
-        else
-            carve_block_act(c, m, &s->act[j]);
+        if (m->opts.recompute) {
+            s->act[j] = m->shared_act;
+        } else if (m->stash) { /* the statistics here, the rounded internals packed, computed in the area */
+            carve_block_act(c, m, &s->act[j], ACT_STATS);
+            for (int k = 0; k < BA_ROUNDED; k++) {
+                *act_field(&s->act[j], k) = act_get(&m->shared_act, k);
+                s->stash[j * BA_ROUNDED + k] = carve_bytes(c, act_rounded_numel(m, k) * sizeof(uint16_t));
+            }
+        } else {
+            carve_block_act(c, m, &s->act[j], ACT_ROUNDED | ACT_STATS);
+        }
         if (m->opts.fused_only)
             s->grad[j] = m->grad_shared;
         else
@@ -645,6 +707,7 @@ void pt_model_destroy(pt_model *m)
             free(m->slots[s].x);
             free(m->slots[s].dx);
             free(m->slots[s].act);
+            free(m->slots[s].stash);
             free(m->slots[s].grad);
             free(m->slots[s].sh_exps);
             free(m->slots[s].sh_rowmax);
@@ -655,7 +718,7 @@ void pt_model_destroy(pt_model *m)
     free(m->host_losses);
     free(m->host_pred);
     pt_backend_free(m->be, m->bwd_shared_mem);
-    pt_backend_free(m->be, m->recompute_mem);
+    pt_backend_free(m->be, m->shared_act_mem);
     pt_backend_free(m->be, m->scratch_logits);
     pt_backend_free(m->be, m->scratch_red);
     pt_backend_free(m->be, m->scratch_full);
@@ -720,6 +783,8 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->tpr = m->tpn > 1 ? opts->tp.rank : 0;
     m->sp = m->tpn > 1 && opts->tp.sp;
     m->bf16 = opts->precision == PT_PRECISION_BF16;
+    m->stash = m->bf16 && !m->opts.recompute && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
+    m->work_slot = m->work_block = -1;
     if (m->bf16 && !be->round_bf16) {
         st = pt_fail(PT_ENOTSUP, "the %s backend has no bf16 rounding; train with --precision fp32", be->name);
         goto fail;
@@ -840,12 +905,15 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
                    fail);
             PT_TRY(model_rope_tables(m), fail);
         }
-        if (m->opts.recompute) {
+        if (m->opts.recompute || m->stash) {
+            const int parts = m->opts.recompute ? ACT_ROUNDED | ACT_STATS : ACT_ROUNDED;
             carve c = { 0 };
-            carve_block_act(&c, m, &m->recompute_act);
-            PT_TRY(model_alloc(m, &m->recompute_mem, c.off, PT_MEM_ACT, "the recomputation area"), fail);
-            c = (carve){ .base = m->recompute_mem };
-            carve_block_act(&c, m, &m->recompute_act);
+            carve_block_act(&c, m, &m->shared_act, parts);
+            PT_TRY(model_alloc(m, &m->shared_act_mem, c.off, PT_MEM_ACT,
+                               m->opts.recompute ? "the recomputation area" : "the bf16 stash's block area"),
+                   fail);
+            c = (carve){ .base = m->shared_act_mem };
+            carve_block_act(&c, m, &m->shared_act, parts);
         }
     }
     if (m->opts.fused_only) {
@@ -879,9 +947,10 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         sl->dx = calloc((size_t)n_bound, sizeof(float *));
         sl->act = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_act));
         sl->grad = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_grad));
+        sl->stash = calloc(m->n_blocks ? (size_t)m->n_blocks * BA_ROUNDED : 1, sizeof(uint16_t *));
         sl->sh_exps = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
         sl->sh_rowmax = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
-        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->sh_exps || !sl->sh_rowmax) {
+        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->stash || !sl->sh_exps || !sl->sh_rowmax) {
             st = pt_fail(PT_ENOMEM, "out of memory for slot tables");
             goto fail;
         }
@@ -1631,6 +1700,40 @@ static pt_status head_chunks(pt_model *m, model_slot *sl, int grads, float loss_
 
 static pt_status check_loss_scale(float loss_scale);
 
+/* The bf16 stash: block j's rounded internals, just computed in the shared area for slot s,
+ * packed into the slot. The area now holds all of them for (s, j). */
+static pt_status stash_pack(pt_model *m, int s, int j)
+{
+    model_slot *sl = &m->slots[s];
+    for (int k = 0; k < BA_ROUNDED; k++)
+        PT_CHECK(m->be->pack_bf16(m->stream, sl->stash[j * BA_ROUNDED + k], act_get(&sl->act[j], k),
+                                  act_rounded_numel(m, k)));
+    m->work_slot = s;
+    m->work_block = j;
+    m->work_have = BA_ALL;
+    return PT_OK;
+}
+
+/* Widens the internals in `need` of slot s's block j into the shared area, all but those it
+ * already holds for (s, j) (a backward right after the forward, or backward_weight right after
+ * backward_input, widens less). */
+static pt_status stash_widen(pt_model *m, int s, int j, unsigned need)
+{
+    model_slot *sl = &m->slots[s];
+    if (m->work_slot != s || m->work_block != j)
+        m->work_have = 0;
+    m->work_slot = s;
+    m->work_block = j;
+    for (int k = 0; k < BA_ROUNDED; k++) {
+        if (!(need & BA_BIT(k)) || (m->work_have & BA_BIT(k)))
+            continue;
+        PT_CHECK(m->be->unpack_bf16(m->stream, act_get(&sl->act[j], k), sl->stash[j * BA_ROUNDED + k],
+                                    act_rounded_numel(m, k)));
+        m->work_have |= BA_BIT(k);
+    }
+    return PT_OK;
+}
+
 static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
 {
     PT_CHECK(slot_check(m, s, "forward"));
@@ -1658,7 +1761,10 @@ static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
     }
     for (int j = 0; j < m->n_blocks; j++) {
         int b = block_in(m, j);
+        m->work_slot = -1; /* the shared area is rewritten */
         PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
+        if (m->stash)
+            PT_CHECK(stash_pack(m, s, j));
     }
     if (m->K > 1)
         PT_CHECK(shards_forward(m, sl));
@@ -1764,6 +1870,9 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
         assert(!in_place || parts == (BWD_INPUT | BWD_WEIGHT));
         if (m->opts.recompute) /* internals of block j from its kept input */
             PT_CHECK(block_forward(m, j, sl->x[b], a, NULL));
+        if (m->stash) /* the internals this pass reads, from the slot's stash */
+            PT_CHECK(stash_widen(m, s, j, (parts & BWD_INPUT ? BA_READ_INPUT : 0u) |
+                                              (parts & BWD_WEIGHT ? BA_READ_WEIGHT : 0u)));
         if (parts & BWD_INPUT)
             PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
                                           in_place ? m->scratch_nc : sl->dx[b]));

@@ -40,8 +40,8 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
     if (st != PT_OK)
         return pt_fail_wrap(st, "device '%s' is not cpu, h100 or h200, and reading it as a file failed", name_or_path);
     static const char *const keys[] = { "name", "peak_tflops", "efficiency", "mem_gb", "act_elem_bytes", "bf16_weights",
-                                        "bf16_messages", "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us", "mem_gbps",
-                                        NULL };
+                                        "bf16_messages", "bf16_stash", "intra_gbps", "intra_latency_us", "inter_gbps",
+                                        "inter_latency_us", "mem_gbps", NULL };
     pt_device d = device_presets[1]; /* GPU-like defaults for optional keys */
     const char *name = NULL;
     double tf = 0, eff = 0, mem = 0, v = 0;
@@ -71,6 +71,10 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
         PT_TRY(pt_json_get_int(j, name_or_path, "bf16_messages", 0, 1, &iv), done);
         d.msg_elem_bytes = iv ? 2 : 4;
     }
+    if (cJSON_GetObjectItemCaseSensitive(j, "bf16_stash")) {
+        PT_TRY(pt_json_get_int(j, name_or_path, "bf16_stash", 0, 1, &iv), done);
+        d.stash_elem_bytes = iv ? 2 : 0;
+    }
     static const char *const link_keys[] = { "intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us",
                                              "mem_gbps" };
     double *link_dst[] = { &d.intra_bw_Bps, &d.intra_latency_s, &d.inter_bw_Bps, &d.inter_latency_s, &d.mem_bw_Bps };
@@ -89,6 +93,13 @@ pt_status pt_device_load(const char *name_or_path, pt_device *out)
 done:
     cJSON_Delete(j);
     return st;
+}
+
+void pt_device_set_precision(pt_device *d, int bf16, int stash)
+{
+    d->weight_copy_bytes = bf16 ? 4 : 0;
+    d->msg_elem_bytes = bf16 ? 2 : 4;
+    d->stash_elem_bytes = bf16 && stash ? 2 : 0;
 }
 
 pt_status pt_topology_init(pt_topology *t, const pt_device *dev, int n_nodes, int devices_per_node)
@@ -241,6 +252,7 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
                        pt_model_kv_heads(cfg), cfg->intermediate_size);
     const double C = cfg->n_embd, N = (double)B * T, Vp = (double)vocab_padded(cfg);
     const double a = dev->act_elem_bytes, per_param = pt_part_state_bytes_per_param(dev);
+    const double stash = pt_part_stash_elem_bytes(dev);
     const double rate = dev->peak_flops * dev->efficiency;
     const double nstat = norm_stat_bytes(cfg); /* per token: mean and rstd, or rstd */
 
@@ -272,11 +284,14 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
          * internals; all but the output only for split backward */
         b->act_split_bytes = a * N * C + block_grad_bytes(cfg, N, a);
         b->act_bytes_recompute = a * N * C + b->act_split_bytes;
-        b->act_bytes = b->act_bytes_recompute + pt_part_block_act_bytes(cfg, B, T, a);
+        b->act_bytes = b->act_bytes_recompute + pt_part_block_kept_bytes_tp(cfg, B, T, a, stash, 1, 0);
         /* every internal written once and read once, plus the block's input and output; RMSNorm,
          * SwiGLU and the rest of the element-wise work are priced by these bytes, not FLOPs (as
-         * LayerNorm and GELU are); llama's RoPE also reads and rewrites q and k in place */
+         * LayerNorm and GELU are); llama's RoPE also reads and rewrites q and k in place; a bf16
+         * stash reads the rounded internals once more and writes them packed */
         b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
+        if (stash < a)
+            b->fwd_traffic_bytes += pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, 1, 0);
         if (is_llama(cfg))
             b->fwd_traffic_bytes += 2.0 * N * (C + (double)pt_model_kv_heads(cfg) * (cfg->n_embd / cfg->n_head)) * a;
         b->out_bytes = N * C * msg;
@@ -630,24 +645,46 @@ static double tp_block_params(const pt_model_config *c, int tp)
     return tp_block_macs(c, tp) + 2.0 * C;
 }
 
+/* A block's internals, as models/ keeps them per slot and recomputes from the block input
+ * (carve_block_act): ln1 and ln2 outputs (2 NC) with their statistics (fp32: mean and rstd, or
+ * RMSNorm's rstd), qkv (N, C + 2 NKV hs: 3 NC for gpt2; llama's after RoPE), the attention output
+ * (NC) and its saved log-sum-exp (B,NH,T, fp32), res2 = x + attention (NC), and the MLP's
+ * up-projection and activation (gpt2: 4 NC before and after GELU; llama: gate|up (N,2H) and the
+ * SwiGLU output (N,H)). gpt2: 15 NC + 16 N + 4 B NH T. One TP rank: ln1, ln2 and res2 (3 NC) and
+ * the norm statistics whole (/ T with sp); the head-split tensors (q|k|v, attention output, MLP
+ * internals, log-sum-exp) / T. The rounded part is every tensor but the statistics (fp32). */
+double pt_part_block_rounded_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp)
+{
+    const double N = (double)B * T, C = cfg->n_embd;
+    if (tp <= 1)
+        return elem_bytes * N * (4.0 * C + qkv_width(cfg) + mlp_up_width(cfg) + mlp_act_width(cfg));
+    const double s = sp ? 1.0 / tp : 1.0;
+    return elem_bytes * N *
+           (3.0 * C * s + C / tp + tp_qkv_width(cfg, tp) + (mlp_up_width(cfg) + mlp_act_width(cfg)) / tp);
+}
+
+static double block_stat_bytes_tp(const pt_model_config *cfg, int B, int T, int tp, int sp)
+{
+    const double N = (double)B * T, s = tp > 1 && sp ? 1.0 / tp : 1.0, t = tp > 1 ? tp : 1;
+    return 2.0 * norm_stat_bytes(cfg) * N * s + 4.0 * B * ((double)cfg->n_head / t) * T;
+}
+
 double pt_part_block_act_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp)
 {
-    if (tp <= 1) {
-        const double N = (double)B * T, C = cfg->n_embd, H = cfg->n_head;
-        /* A block's internals, as models/ keeps them per slot and recomputes from the block input
-         * (carve_block_act): ln1 and ln2 outputs (2 NC) with their statistics (fp32: mean and rstd,
-         * or RMSNorm's rstd), qkv (N, C + 2 NKV hs: 3 NC for gpt2; llama's after RoPE), the
-         * attention output (NC) and its saved log-sum-exp (B,NH,T, fp32), res2 = x + attention (NC),
-         * and the MLP's up-projection and activation (gpt2: 4 NC before and after GELU; llama: gate|up
-         * (N,2H) and the SwiGLU output (N,H)). gpt2: 15 NC + 16 N + 4 B NH T. */
-        return elem_bytes * N * (4.0 * C + qkv_width(cfg) + mlp_up_width(cfg) + mlp_act_width(cfg)) +
-               2.0 * norm_stat_bytes(cfg) * N + 4.0 * B * H * T;
-    }
-    /* one TP rank: ln1, ln2 and res2 (3 NC) and the norm statistics whole (/ T with sp); the
-     * head-split tensors (q|k|v, attention output, MLP internals, log-sum-exp) / T */
-    const double N = (double)B * T, C = cfg->n_embd, s = sp ? 1.0 / tp : 1.0;
-    return elem_bytes * N * (3.0 * C * s + C / tp + tp_qkv_width(cfg, tp) + (mlp_up_width(cfg) + mlp_act_width(cfg)) / tp) +
-           2.0 * norm_stat_bytes(cfg) * N * s + 4.0 * B * ((double)cfg->n_head / tp) * T;
+    return pt_part_block_rounded_bytes_tp(cfg, B, T, elem_bytes, tp, sp) + block_stat_bytes_tp(cfg, B, T, tp, sp);
+}
+
+double pt_part_block_kept_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, double stash_bytes,
+                                   int tp, int sp)
+{
+    const double e = stash_bytes > 0 && stash_bytes < elem_bytes ? stash_bytes : elem_bytes;
+    return pt_part_block_rounded_bytes_tp(cfg, B, T, e, tp, sp) + block_stat_bytes_tp(cfg, B, T, tp, sp);
+}
+
+double pt_part_stash_elem_bytes(const pt_device *dev)
+{
+    return dev->stash_elem_bytes > 0 && dev->stash_elem_bytes < dev->act_elem_bytes ? dev->stash_elem_bytes
+                                                                                    : dev->act_elem_bytes;
 }
 
 /* Split backward's kept gradients of one TP rank's block (block_grad_bytes): dfch and dqkv split,
@@ -713,6 +750,7 @@ pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int
         return PT_OK;
     const int L = pt_model_n_layers(cfg), K = pt_model_head_layers(cfg), head0 = cfg->n_layer + 1;
     const double C = cfg->n_embd, N = (double)B * T, a = dev->act_elem_bytes, s = sp ? 1.0 / tp : 1.0;
+    const double stash = pt_part_stash_elem_bytes(dev);
     const double per_param = pt_part_state_bytes_per_param(dev);
     const double rate = dev->peak_flops * dev->efficiency;
     const double bw = dev->mem_bw_Bps > 0 ? dev->mem_bw_Bps : INFINITY;
@@ -746,8 +784,10 @@ pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int
             const double inner = pt_part_block_act_bytes_tp(cfg, B, T, a, tp, sp);
             c->act_split_bytes = a * N * C * s + tp_block_grad_bytes(cfg, N, a, tp, sp);
             c->act_bytes_recompute = a * N * C * s + c->act_split_bytes;
-            c->act_bytes = c->act_bytes_recompute + inner;
+            c->act_bytes = c->act_bytes_recompute + pt_part_block_kept_bytes_tp(cfg, B, T, a, stash, tp, sp);
             c->fwd_traffic_bytes = 2.0 * inner + 2.0 * N * C * a * s;
+            if (stash < a) /* the bf16 stash's packing pass */
+                c->fwd_traffic_bytes += pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, tp, sp);
             if (is_llama(cfg))
                 c->fwd_traffic_bytes += 2.0 * N * (C / tp + tp_kv_heads(cfg, tp) * (C / cfg->n_head)) * a;
             c->out_bytes *= s;
@@ -805,11 +845,11 @@ pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
                                  int recompute, int fused_only)
 {
-    return pt_part_chunk_fixed_bytes_tp(cfg, B, T, elem_bytes, first, last, recompute, fused_only, 1, 0);
+    return pt_part_chunk_fixed_bytes_tp(cfg, B, T, elem_bytes, elem_bytes, first, last, recompute, fused_only, 1, 0);
 }
 
-double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
-                                    int recompute, int fused_only, int tp, int sp)
+double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, double stash_bytes,
+                                    int first, int last, int recompute, int fused_only, int tp, int sp)
 {
     if (tp < 1)
         tp = 1;
@@ -837,6 +877,8 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
             m += 4.0 * N * cfg->intermediate_size / tp + 2.0 * 4.0 * T * (double)(cfg->n_embd / cfg->n_head / 2);
         if (recompute) /* the shared re-materialised block */
             m += pt_part_block_act_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
+        else if (stash_bytes > 0 && stash_bytes < elem_bytes) /* the bf16 stash's block area */
+            m += pt_part_block_rounded_bytes_tp(cfg, B, T, elem_bytes, tp, sp);
     }
     const double hc = pt_model_head_chunk_rows(cfg, (int)N);
     if (pt_model_head_layers(cfg) == 1 && last == head0 && tp == 1) /* logit rows for pt_model_slot_logits (an */

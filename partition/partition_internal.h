@@ -28,19 +28,28 @@ double pt_part_block_act_bytes(const pt_model_config *cfg, int B, int T, double 
 /* The same for one of `tp` tensor-parallel ranks (pt_cost_tp_split's split; `sp`: sequence
  * parallelism); tp <= 1 is pt_part_block_act_bytes. */
 double pt_part_block_act_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp);
+/* Of those, the internals bf16 rounds (all but the norm statistics and attention's log-sum-exp),
+ * at elem_bytes an element; and the bytes a slot keeps of a block: those at stash_bytes (the bf16
+ * stash, when below elem_bytes; else elem_bytes) plus the fp32 statistics. */
+double pt_part_block_rounded_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int tp, int sp);
+double pt_part_block_kept_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, double stash_bytes,
+                                   int tp, int sp);
+/* The device's stash_elem_bytes where it is below act_elem_bytes (a bf16 stash), else act_elem_bytes. */
+double pt_part_stash_elem_bytes(const pt_device *dev);
 
 /* Bytes a chunk holding layers first..last allocates once, whatever the number of slots: attention
  * and gradient scratch (with blocks; for llama also the (N,H) SwiGLU gradient, the rotary tables
- * and, with grouped kv heads, the attention backward's dK/dV partials), the recomputation area,
- * logit rows (with an unsplit head),
+ * and, with grouped kv heads, the attention backward's dK/dV partials), the recomputation area
+ * (or, not recomputing, with stash_bytes below elem_bytes: the bf16 stash's block area), logit
+ * rows (with an unsplit head),
  * and with fused_only the backward's shared gradients (block gradients, dlnf, and one (N,C)
  * buffer per parity of the chunk's inner boundaries up to the head's input, at most two). */
 double pt_part_chunk_fixed_bytes(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
                                  int recompute, int fused_only);
 /* The same for one of `tp` tensor-parallel ranks: the heads' scratch, the MLP-width gradient and
  * the logit rows / T, the (N,C) buffers / T with `sp` only. tp <= 1: pt_part_chunk_fixed_bytes. */
-double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, int first, int last,
-                                    int recompute, int fused_only, int tp, int sp);
+double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, double elem_bytes, double stash_bytes,
+                                    int first, int last, int recompute, int fused_only, int tp, int sp);
 
 /* 1 when the runtime runs `schedule` with pt_model_opts.fused_only (a known schedule without split
  * backward: gpipe, 1f1b, interleaved, looped-bfs); 0 for zb-h1, zb-h2, zbv and unknown names. */

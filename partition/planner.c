@@ -186,7 +186,8 @@ double pt_part_chunk_mem_kinds(const pt_part_ctx *c, int k, int i, int j, int rc
     kinds[PT_MEM_GRADS] = 4.0 * (own + tied); /* a whole head matrix's gradient, or the tied twin */
     kinds[PT_MEM_OPTIM] = 8.0 * opt;
     kinds[PT_MEM_ACT] = c->inflight[k] * pt_part_chunk_slot_bytes(c, i, j, rc) +
-                        pt_part_chunk_fixed_bytes_tp(c->cfg, c->B, c->T, c->dev->act_elem_bytes, i, j, rc, c->fused_only,
+                        pt_part_chunk_fixed_bytes_tp(c->cfg, c->B, c->T, c->dev->act_elem_bytes,
+                                                     pt_part_stash_elem_bytes(c->dev), i, j, rc, c->fused_only,
                                                      c->tp, c->sp);
     kinds[PT_MEM_COMM] = 0;
     kinds[PT_MEM_OTHER] = 0;

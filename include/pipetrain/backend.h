@@ -301,6 +301,10 @@ typedef struct pt_backend {
      * in its upper half (bytes [2n, 4n)), widened in place to the floats they are (exact). */
     pt_status (*pack_bf16)(pt_stream *s, uint16_t *dst, const float *x, size_t n);
     pt_status (*unpack_bf16_upper)(pt_stream *s, float *buf, size_t n);
+    /* out (n floats) = the n packed bf16 values of src, widened (exact); out must not overlap src.
+     * With pack_bf16, the bf16 activation stash of models/ (optional, NULL: a bf16 model keeps
+     * its blocks' internals as floats). */
+    pt_status (*unpack_bf16)(pt_stream *s, float *out, const uint16_t *src, size_t n);
 
     /* ---- fused forms, where memory traffic dominates (models/ calls these; each gives the bits
      * of the split sequence it names, which stays the reference kernels tests hold it to). rnd

@@ -148,6 +148,12 @@ typedef struct pt_model_opts {
                              * pt_model_params (whose callers may have written them), and round every
                              * activation and activation gradient they store. Needs the backend's
                              * round_bf16. (Added with --precision.) */
+    int no_stash;           /* under bf16, a chunk that does not recompute keeps its blocks' rounded
+                             * internals between forward and backward packed to 2 bytes an element
+                             * (the bf16 stash: pack_bf16, widened back by unpack_bf16 before each
+                             * backward pass; the same bits, half those bytes, one more pass each
+                             * way; a backend without those entries keeps the floats). 1: keep the
+                             * floats (train --bf16-stash 0). */
     struct pt_model_tp {
         /* Tensor parallelism (docs/parallelism.md): the chunk's layers split Megatron-style over a
          * group of `size` ranks, this one being `rank`. size 0 or 1: none (the fields below unused).

@@ -61,14 +61,26 @@ typedef struct pt_device {
     double inter_bw_Bps;    /* default per-device bandwidth between nodes (bytes/s) */
     double inter_latency_s;
     double mem_bw_Bps;      /* device memory bandwidth: element-wise work and the optimizer step */
+    int stash_elem_bytes;   /* bytes per element of the block internals bf16 rounds, kept per slot between
+                             * forward and backward (all but the norm statistics and attention's
+                             * log-sum-exp): 0 (the presets) as act_elem_bytes; 2 the bf16 stash of
+                             * pipetrain's --precision bf16 (`train` sets it; JSON "bf16_stash": 1), where
+                             * a chunk with blocks also holds one block's internals at act_elem_bytes,
+                             * the area they are computed in and widened back into */
 } pt_device;
 
 /* Fills `out` from a preset ("cpu": this machine, 540 GFLOP/s fp32 on 2 cores at 50%;
  * "h100": 989 TFLOP/s bf16 dense, 80 GB, NVLink 450 GB/s, IB 50 GB/s; "h200": same compute,
  * 141 GB) or from a JSON file with keys name, peak_tflops, efficiency, mem_gb and optional
- * act_elem_bytes, bf16_weights, intra_gbps, intra_latency_us, inter_gbps, inter_latency_us,
+ * act_elem_bytes, bf16_weights, bf16_messages, bf16_stash, intra_gbps, intra_latency_us, inter_gbps, inter_latency_us,
  * mem_gbps (bandwidths in GB/s). PT_EINVAL / PT_EIO / PT_EFORMAT naming the file and field. */
 pt_status pt_device_load(const char *name_or_path, pt_device *out);
+
+/* Prices `d` as pipetrain's own run in that precision allocates and sends: bf16 != 0
+ * (--precision bf16) keeps the layers' bf16 weights in fp32 storage (weight_copy_bytes 4), sends
+ * stage messages as bf16 (msg_elem_bytes 2) and, with stash, keeps the blocks' internals in the
+ * bf16 stash (stash_elem_bytes 2); fp32 has no weight copy, 4-byte messages and no stash. */
+void pt_device_set_precision(pt_device *d, int bf16, int stash);
 
 typedef struct pt_topology {
     int n_nodes;            /* >= 1 */

@@ -78,6 +78,7 @@ typedef struct pt_runtime_opts {
     pt_precision precision;     /* PT_PRECISION_BF16: bf16 mixed precision (model_config.h) in every chunk, and
                                    bf16 stage messages where the link packs them and no boundary carries
                                    the head's fp32 row statistics (head_split 1); every rank the same */
+    int no_stash;               /* bf16: 1 keeps the blocks' internals as floats (pt_model_opts.no_stash) */
 } pt_runtime_opts;
 
 typedef struct pt_runtime_step_info {
@@ -187,6 +188,7 @@ typedef struct pt_runtime_train_args {
                                  P * D * T ranks, world rank (d * P + p) * T + t */
     int sp;                   /* 1: sequence parallelism with T > 1 (pt_plan.sp) */
     int overlap;              /* 1: the data-parallel reduction overlaps the backward (pt_runtime_opts.overlap) */
+    int no_stash;             /* 1: --bf16-stash 0 (pt_runtime_opts.no_stash) */
     int chunks;               /* V; 0: 2 for interleaved and zbv, else 1 */
     const char *schedule;     /* generator name (pt_sched_generator_names) or a schedule file; NULL: 1f1b */
     const char *partition;    /* planner method: uniform, params, time, memory; NULL: time */

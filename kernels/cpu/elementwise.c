@@ -33,11 +33,25 @@ pt_status pt_cpu_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
     return PT_OK;
 }
 
-/* The host links' packing (core/bf16.c), in order on the caller's thread: host memory. */
+/* pipetrain/bf16.h's rounding, as round_bf16; dst does not overlap x, so the loop is parallel. */
 pt_status pt_cpu_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n)
 {
-    (void)s;
-    pt_bf16_pack(dst, x, n);
+#pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        dst[i] = (uint16_t)(pt_bf16_round_bits(b) >> 16);
+    }
+    return PT_OK;
+}
+
+pt_status pt_cpu_unpack_bf16(pt_stream *s, float *out, const uint16_t *src, size_t n)
+{
+#pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t b = (uint32_t)src[i] << 16;
+        memcpy(&out[i], &b, 4);
+    }
     return PT_OK;
 }
 

@@ -57,6 +57,20 @@ pt_status pt_cuda_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t 
     return pt_cuda_launched("pack_bf16");
 }
 
+__global__ void pt_k_unpack_bf16(float *out, const uint16_t *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __uint_as_float((uint32_t)src[i] << 16);
+}
+
+pt_status pt_cuda_unpack_bf16(pt_stream *s, float *out, const uint16_t *src, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_unpack_bf16<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(out, src, n);
+    return pt_cuda_launched("unpack_bf16");
+}
+
 /* In-place widening of n bf16 values held in the upper half of n floats. As 16-bit words, float i
  * is words [2i, 2i + 2) and its packed value word n + i. A pass widens floats [f0, f0 + h) with
  * h = floor((n - f0) / 2): it writes words below 2 (f0 + h) <= n + f0 and reads words from n + f0,

@@ -111,6 +111,7 @@ typedef struct train_args {
     int tp, sp; /* --tp T tensor-parallel ranks per stage, --sp sequence parallelism */
     int zero; /* --zero: 1 shards the AdamW moments over the dp replicas */
     int overlap; /* --overlap: 1 reduces the dp gradients in buckets while the backward runs */
+    int bf16_stash; /* --bf16-stash: 0 keeps the blocks' internals as floats under bf16 */
     int max_restarts; /* --max-restarts: restarts of the local ranks from the newest checkpoint */
     int no_ckpt;
     int no_save_on_signal; /* --no-save-on-signal: a SIGINT/SIGTERM stops the run without a checkpoint */
@@ -443,6 +444,7 @@ static void runtime_args(const train_args *a, const pt_train_cfg *cfg, const pt_
     ra->sp = a->sp;
     ra->zero = a->zero;
     ra->overlap = a->overlap;
+    ra->no_stash = !a->bf16_stash;
     ra->chunks = a->chunks > 1 ? a->chunks : 0;
     ra->schedule = a->schedule;
     ra->partition = a->partition;
@@ -511,6 +513,10 @@ static pt_status run_train(const train_args *a_in, int *interrupted)
         return pt_fail(PT_EINVAL, "--zero %d: give 0 (every replica holds its stage's whole optimizer state) or 1 "
                                   "(each of the --dp replicas holds 1/D of it)",
                        a->zero);
+    if (a->bf16_stash != 0 && a->bf16_stash != 1)
+        return pt_fail(PT_EINVAL, "--bf16-stash %d: give 1 (a bf16 run keeps the blocks' internals in 2 bytes) or 0 "
+                                  "(as floats: more memory, a little faster)",
+                       a->bf16_stash);
     if (a->overlap != 0 && a->overlap != 1)
         return pt_fail(PT_EINVAL, "--overlap %d: give 0 (the gradients are reduced after the backward) or 1 (in "
                                   "buckets while it runs)",
@@ -1020,6 +1026,7 @@ int pt_cmd_train(int argc, char **argv)
     a.eval_every = a.cfg.eval_every;
     a.lr_min = -1;
     a.stages = 2; /* DESIGN.md: with no arguments, two local pipeline stages */
+    a.bf16_stash = 1;
     a.dp = a.chunks = a.tp = 1;
     a.nproc = 0;
     a.sample_tokens = 64;
@@ -1112,6 +1119,9 @@ int pt_cmd_train(int argc, char **argv)
         { "overlap", PT_OPT_INT, &a.overlap, "0|1",
           "1: reduce the --dp replicas' gradients in buckets while the backward still runs (a communication "
           "thread; the same bits as 0; cpu backend)", 0 },
+        { "bf16-stash", PT_OPT_INT, &a.bf16_stash, "0|1",
+          "with --precision bf16: 1 keeps each block's internals from its forward to its backward in 2 bytes an "
+          "element (the same bits, half their memory, a packing and a widening pass); 0 keeps them as floats", 0 },
         { "nproc", PT_OPT_INT, &a.nproc, "N", "local ranks to start (0: stages x dp)", 0 },
         { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (interleaved, zbv: 2 when left at 1)", 0 },
         { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE",

@@ -79,6 +79,7 @@ struct pt_runtime {
     int64_t timeout_ms;
     size_t mem_limit_bytes;
     pt_precision precision;     /* pt_runtime_opts.precision */
+    int no_stash;               /* pt_runtime_opts.no_stash */
     int rank, world, P, V, D, M, B, T, C;
     int p, d;                   /* pipeline rank, replica */
     int ntp, tpr, sp;           /* tensor parallelism: group size (1: none), this rank's index, sequence parallel */
@@ -1497,6 +1498,7 @@ static int stages_that_fit(const pt_runtime *rt, double limit)
     pt_device dev;
     if (pt_device_load("cpu", &dev) != PT_OK)
         return -1;
+    pt_device_set_precision(&dev, rt->precision == PT_PRECISION_BF16, !rt->no_stash);
     int L = pt_model_n_layers(rt->cfg);
     for (int P2 = rt->P + 1; P2 <= L; P2++) {
         pt_topology topo;
@@ -1681,6 +1683,7 @@ static pt_status create_place(pt_runtime *rt, const pt_runtime_opts *o)
     rt->adamw = o->adamw;
     rt->prof = o->profile;
     rt->precision = o->precision;
+    rt->no_stash = o->no_stash != 0;
     rt->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : o->comm ? pt_comm_timeout_ms(o->comm) : 300000;
     rt->world = o->comm ? pt_comm_size(o->comm) : 1;
     rt->rank = o->comm ? pt_comm_rank(o->comm) : 0;
@@ -1808,7 +1811,7 @@ static pt_status create_models(pt_runtime *rt, const pt_runtime_opts *o)
                      (rt->acts[i].kind == PT_ACT_BACKWARD_INPUT || rt->acts[i].kind == PT_ACT_BACKWARD_WEIGHT);
         pt_model_opts mo = { .micro_batch = rt->B, .seq_len = rt->T, .n_slots = k->n_slots,
                              .recompute = pl->recompute ? pl->recompute[k->vstage] : 0, .fused_only = !split,
-                             .precision = rt->precision };
+                             .precision = rt->precision, .no_stash = rt->no_stash };
         if (rt->ntp > 1)
             mo.tp = (struct pt_model_tp){ .size = rt->ntp, .rank = rt->tpr, .sp = rt->sp, .allreduce = tp_allreduce,
                                           .reduce_scatter = tp_reduce_scatter, .allgather = tp_allgather, .ctx = rt };

@@ -243,10 +243,9 @@ pt_status pt_train_job_plan(pt_train_job *j)
     const pt_runtime_train_args *a = j->a;
     const pt_train_cfg *tc = &a->train;
     PT_CHECK(pt_device_load("cpu", &j->dev));
-    /* --precision bf16 keeps the layers' bf16 weights in fp32 storage next to the masters */
-    j->dev.weight_copy_bytes = pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? 4 : 0;
-    /* and its stage messages travel as bf16 over every link (host, host-staged, nccl) */
-    j->dev.msg_elem_bytes = pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? 2 : 4;
+    /* --precision bf16: the bf16 weight copy, messages and activation stash, as models/ and comm/
+     * make them */
+    pt_device_set_precision(&j->dev, pt_train_cfg_precision(tc) == PT_PRECISION_BF16, !a->no_stash);
     /* The cpu device is one core; a rank computes on as many as it has threads. */
     j->dev.peak_flops *= tc->threads > 0 ? tc->threads : (double)sysconf(_SC_NPROCESSORS_ONLN);
     PT_CHECK(pt_topology_init(&j->topo, &j->dev, 1, j->world));
@@ -428,7 +427,7 @@ pt_status pt_train_job_runtime(pt_train_job *j)
     pt_runtime_opts ro = { .cfg = &j->cfg, .plan = j->plan, .sched = j->sched, .comm = j->comm, .be = j->be,
                            .stream = j->stream, .adamw = ac, .seed = tc->seed, .timeout_ms = a->timeout_ms,
                            .mem_limit_bytes = a->mem_limit_bytes, .profile = j->prof, .overlap = a->overlap,
-                           .precision = pt_train_cfg_precision(tc) };
+                           .precision = pt_train_cfg_precision(tc), .no_stash = a->no_stash };
     PT_CHECK(pt_runtime_create(&ro, &j->rt));
     tm_log(j, "rank 0: %.1f MiB allocated (%.1f MiB activation slots)",
            (double)pt_runtime_peak_bytes(j->rt) / 1048576.0, (double)pt_runtime_slot_bytes(j->rt) / 1048576.0);

@@ -1006,6 +1006,25 @@ static void test_pack_bf16(size_t n)
     die_if(cpu->unpack_bf16_upper(cs, got, n), "cpu unpack_bf16_upper");
     for (size_t i = 0; i < n; i++)
         bad += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
+    /* unpack_bf16 (the bf16 activation stash) into a separate buffer, on both backends */
+    if (!gpu->unpack_bf16 || !cpu->unpack_bf16) {
+        fprintf(stderr, "FAIL unpack_bf16: missing from a backend table\n");
+        bad++;
+    } else {
+        die_if(gpu->memcpy_h2d(gs, dbuf + n, &guard, 4), "h2d guard");
+        die_if(gpu->unpack_bf16(gs, dbuf, dp, n), "cuda unpack_bf16");
+        to_host(got, dbuf, (n + 1) * 4);
+        die_if(gpu->stream_sync(gs), "cuda sync");
+        size_t wrong = bf16_float_bits(got[n]) != 0x12345678u;
+        for (size_t i = 0; i < n; i++)
+            wrong += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
+        die_if(cpu->unpack_bf16(cs, got, pc, n), "cpu unpack_bf16");
+        for (size_t i = 0; i < n; i++)
+            wrong += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
+        if (wrong)
+            fprintf(stderr, "FAIL unpack_bf16 n=%zu: %zu elements wrong (or past the end)\n", n, wrong);
+        bad += wrong;
+    }
     if (bf16_float_bits(guard) != 0x12345678u)
         bad++;
     float tail;
@@ -1019,7 +1038,7 @@ static void test_pack_bf16(size_t n)
         fprintf(stderr, "FAIL pack/unpack_bf16 n=%zu: %zu elements wrong\n", n, bad);
         failures++;
     } else {
-        printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", "pack_bf16 + unpack_bf16_upper", n);
+        printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", "pack_bf16 + unpack_bf16(_upper)", n);
     }
     dev_free(dx);
     dev_free(dp);

@@ -17,6 +17,7 @@
 #include "pipetrain/backend.h"
 #include "pipetrain/model.h"
 #include "pipetrain/safetensors.h"
+#include "pipetrain/bf16.h"
 #include "test_common.h"
 
 static const pt_backend *be;
@@ -68,10 +69,11 @@ static double urand(void) /* [0, 1) */
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
 
 /* recompute: bit 0 = recompute, bit 1 = fused_only */
-static pt_model *make(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute)
+static pt_model *make_prec(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute,
+                           pt_precision prec)
 {
     pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = recompute & 1,
-                        .fused_only = (recompute >> 1) & 1 };
+                        .fused_only = (recompute >> 1) & 1, .precision = prec };
     pt_model *m = NULL;
     pt_status st = pt_model_create(c, first, last, &o, be, stream, &m);
     if (st != PT_OK) {
@@ -83,6 +85,11 @@ static pt_model *make(const pt_model_config *c, int first, int last, int B, int 
         exit(1);
     }
     return m;
+}
+
+static pt_model *make(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute)
+{
+    return make_prec(c, first, last, B, T, n_slots, recompute, PT_PRECISION_FP32);
 }
 
 static float *to_host(const float *dev, size_t n)
@@ -393,6 +400,105 @@ static void test_split_recompute_microbatch(const pt_model_config *cfg)
     pt_model_destroy(rec);
     pt_model_destroy(split);
     pt_model_destroy(fused);
+}
+
+/* Two micro-batches in two slots, their passes interleaved so that a model sharing one block area
+ * between slots (recompute, the bf16 stash) rewrites it between a slot's passes: F0 F1, then
+ * B1 B0 W1 W0 (split) or BW1 BW0 (fused). Returns the two losses' sum. */
+static double run_two_slots(pt_model *m, int B, int T, const int32_t *tok, const int32_t *tgt, int split, float scale)
+{
+    double loss = 0.0;
+    EXPECT_OK(pt_model_zero_grads(m));
+    for (int s = 0; s < 2; s++) {
+        h2d(pt_model_slot_tokens(m, s), tok + (size_t)s * B * T, (size_t)B * T * sizeof(int32_t));
+        h2d(pt_model_slot_targets(m, s), tgt + (size_t)s * B * T, (size_t)B * T * sizeof(int32_t));
+        EXPECT_OK(pt_model_forward(m, s));
+        double ls = 0.0;
+        int64_t nt = 0;
+        EXPECT_OK(pt_model_slot_loss(m, s, &ls, &nt));
+        loss += ls;
+    }
+    if (split) {
+        EXPECT_OK(pt_model_backward_input(m, 1, scale));
+        EXPECT_OK(pt_model_backward_input(m, 0, scale));
+        EXPECT_OK(pt_model_backward_weight(m, 1));
+        EXPECT_OK(pt_model_backward_weight(m, 0));
+    } else {
+        EXPECT_OK(pt_model_backward(m, 1, scale));
+        EXPECT_OK(pt_model_backward(m, 0, scale));
+    }
+    EXPECT_OK(pt_model_reduce_tied_grads(m));
+    return loss;
+}
+
+/* The bf16 stash: a bf16 model keeping its blocks' rounded internals packed to 2 bytes gives the
+ * bits (losses and gradients) of recomputing them, with the slots' passes interleaved, split and
+ * fused, whole and in two chunks; its slot is smaller than the fp32 model's by exactly half those
+ * internals' bytes. */
+static void test_bf16_stash(const pt_model_config *cfg)
+{
+    const int B = 2, T = 8, N = B * T;
+    int32_t tok[2 * 16], tgt[2 * 16];
+    make_batch(2 * N, cfg->vocab_size, tok, tgt);
+    const float scale = 1.0f / (float)(2 * N);
+    const int last = pt_model_n_layers(cfg) - 1;
+    for (int split = 0; split < 2; split++) {
+        pt_model *st = make_prec(cfg, 0, last, B, T, 2, 0, PT_PRECISION_BF16);
+        pt_model *rc = make_prec(cfg, 0, last, B, T, 2, 1, PT_PRECISION_BF16);
+        const double ls = run_two_slots(st, B, T, tok, tgt, split, scale);
+        const double lr = run_two_slots(rc, B, T, tok, tgt, split, scale);
+        EXPECT(ls == lr);
+        printf("%s bf16 stash (%s) == recompute: %s\n", cfg->name, split ? "split" : "fused",
+               same_bits(st, rc, "bf16 stash vs recompute") && ls == lr ? "bit-identical" : "DIFFERENT");
+        pt_model_destroy(rc);
+        pt_model_destroy(st);
+    }
+    /* a chunk of blocks alone (its internals packed, its head-less output) */
+    pt_model *st = make_prec(cfg, 1, 2, B, T, 2, 0, PT_PRECISION_BF16);
+    pt_model *rc = make_prec(cfg, 1, 2, B, T, 2, 1, PT_PRECISION_BF16);
+    const size_t NC = (size_t)N * cfg->n_embd;
+    float *x = malloc(2 * NC * sizeof(float)), *dy = malloc(2 * NC * sizeof(float));
+    for (size_t i = 0; i < 2 * NC; i++) {
+        x[i] = pt_bf16_round(frand(-1.0f, 1.0f));
+        dy[i] = pt_bf16_round(frand(-1e-2f, 1e-2f));
+    }
+    pt_model *ms[2] = { st, rc };
+    for (int k = 0; k < 2; k++) {
+        EXPECT_OK(pt_model_zero_grads(ms[k]));
+        for (int s = 0; s < 2; s++) {
+            h2d(pt_model_slot_input(ms[k], s), x + s * NC, NC * sizeof(float));
+            EXPECT_OK(pt_model_forward(ms[k], s));
+        }
+        for (int s = 1; s >= 0; s--) {
+            h2d(pt_model_slot_doutput(ms[k], s), dy + s * NC, NC * sizeof(float));
+            EXPECT_OK(pt_model_backward_input(ms[k], s, scale));
+        }
+        for (int s = 1; s >= 0; s--)
+            EXPECT_OK(pt_model_backward_weight(ms[k], s));
+    }
+    float *di0 = to_host(pt_model_slot_dinput(st, 0), NC), *di1 = to_host(pt_model_slot_dinput(rc, 0), NC);
+    EXPECT(memcmp(di0, di1, NC * sizeof(float)) == 0);
+    printf("%s bf16 stash, blocks alone == recompute: %s\n", cfg->name,
+           same_bits(st, rc, "bf16 stash chunk vs recompute") ? "bit-identical" : "DIFFERENT");
+    free(di0);
+    free(di1);
+    free(x);
+    free(dy);
+    pt_model_destroy(rc);
+    pt_model_destroy(st);
+
+    /* the slot: the rounded internals at 2 bytes instead of 4 (every buffer here a multiple of the
+     * 256-byte alignment) */
+    pt_model *s16 = make_prec(cfg, 0, last, B, T, 1, 0, PT_PRECISION_BF16), *s32 = make(cfg, 0, last, B, T, 1, 0);
+    const int C = cfg->n_embd, hs = C / cfg->n_head;
+    const int W = C + 2 * pt_model_kv_heads(cfg) * hs;
+    const int FW = cfg->arch == PT_ARCH_LLAMA ? 2 * cfg->intermediate_size : 4 * C;
+    const int AW = cfg->arch == PT_ARCH_LLAMA ? cfg->intermediate_size : 4 * C;
+    const size_t rounded = (size_t)N * (3 * C + C + W + FW + AW); /* ln1, res2, ln2; atty; qkv; fch; fch_gelu */
+    EXPECT(pt_model_slot_bytes(s32) - pt_model_slot_bytes(s16) == (size_t)cfg->n_layer * rounded * 2);
+    printf("%s slot bytes: fp32 %zu, bf16 stash %zu\n", cfg->name, pt_model_slot_bytes(s32), pt_model_slot_bytes(s16));
+    pt_model_destroy(s32);
+    pt_model_destroy(s16);
 }
 
 /* A pipeline by hand: chunks [cuts[k], cuts[k+1]-1] of `cfg`, activations forward, gradients back. */
@@ -999,6 +1105,9 @@ int main(void)
     test_split_recompute_microbatch(&tiny);
     test_split_recompute_microbatch(&llama_tiny);
     test_split_recompute_microbatch(&llama_tied);
+    test_bf16_stash(&tiny);
+    test_bf16_stash(&llama_tiny);
+    test_bf16_stash(&llama_tied);
     const int L1 = tiny.n_layer + 1;
     const int three[4] = { 0, 2, 3, L1 + 1 }, two[3] = { 0, 1, L1 + 1 }, head_alone[3] = { 0, L1, L1 + 1 };
     test_chunks(&tiny, three, 3, 0, 0);

@@ -365,18 +365,21 @@ static void test_memory_matches_models(void)
     for (size_t r = 0; r < sizeof cases / sizeof cases[0]; r++) {
         const pt_model_config cfg = cfgs[cases[r].cfg];
         const int range[2] = { cases[r].first, cases[r].last };
-        for (int v = 0; v < 4; v++) {
-            const int rc = v & 1, P = 2, M = 1 + (int)r % 3, B = 2, T = 32;
-            const char *sched = scheds[v >> 1];
+        for (int v = 0; v < 8; v++) { /* recompute or not, two schedules, fp32 or bf16 (its stash) */
+            const int rc = v & 1, bf16 = v >> 2, P = 2, M = 1 + (int)r % 3, B = 2, T = 32;
+            const char *sched = scheds[(v >> 1) & 1];
+            pt_device d = dev;
+            pt_device_set_precision(&d, bf16, 1);
             pt_part_ctx *c = NULL;
-            EXPECT(pt_part_ctx_create(&cfg, &dev, &topo, NULL, P, 1, 1, B, M, T, sched, &c) == PT_OK);
+            EXPECT(pt_part_ctx_create(&cfg, &d, &topo, NULL, P, 1, 1, B, M, T, sched, &c) == PT_OK);
             if (!c)
                 continue;
             const int n_slots = c->inflight[0];
             const double pred = pt_part_chunk_mem(c, 0, range[0], range[1], rc);
             const double pred_slot = pt_part_chunk_slot_bytes(c, range[0], range[1], rc);
             pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = rc,
-                                .fused_only = c->fused_only };
+                                .fused_only = c->fused_only,
+                                .precision = bf16 ? PT_PRECISION_BF16 : PT_PRECISION_FP32 };
             const size_t before = pt_backend_bytes_in_use();
             pt_mem_stats k0, k1;
             pt_backend_mem_stats(&k0);
@@ -392,8 +395,8 @@ static void test_memory_matches_models(void)
                     const double want_q = q == PT_MEM_OPTIM ? 0.0 : kinds[q];
                     EXPECT(got_q == want_q);
                     if (got_q != want_q)
-                        fprintf(stderr, "  %s layers %d..%d %s rc=%d: %s predicted %.0f, models/ %.0f\n", cfg.name,
-                                range[0], range[1], sched, rc, pt_mem_kind_name(q), want_q, got_q);
+                        fprintf(stderr, "  %s layers %d..%d %s rc=%d bf16=%d: %s predicted %.0f, models/ %.0f\n",
+                                cfg.name, range[0], range[1], sched, rc, bf16, pt_mem_kind_name(q), want_q, got_q);
                 }
                 EXPECT(kinds[PT_MEM_OPTIM] == 8.0 * (double)pt_model_n_params(m));
                 const double got = (double)(pt_backend_bytes_in_use() - before);

@@ -16,7 +16,9 @@
 #    over 5 steps (the partial sums of the row-parallel products add in another order before they
 #    are rounded, and bf16 carries that difference on);
 #  - resuming a bf16 checkpoint continues with the uninterrupted run's bits;
-#  - bad --precision: one line, exit 2, nothing started.
+#  - --bf16-stash 0 (the blocks' internals kept as floats, not in 2 bytes) gives the same bits with
+#    rank 0's activation slots at least a third bigger;
+#  - bad --precision or --bf16-stash: one line, exit 2, nothing started.
 # About 40 s on 2 cores.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +33,16 @@ for s in 1f1b gpipe interleaved zbv zb-h1; do
     run "g2-$s" --model gpt2-tiny --stages 2 --schedule $s --precision bf16 --ckpt-every 3
     same g1 "g2-$s"
 done
+# --bf16-stash 0 keeps the blocks' internals as floats: the same bits, bigger slots
+run g2-floats --model gpt2-tiny --stages 2 --precision bf16 --bf16-stash 0
+same g1 g2-floats
+slots() { sed -n 's/.*rank 0: .* MiB allocated (\([0-9.]*\) MiB activation slots).*/\1/p' "$out/$1.log"; }
+python3 - "$(slots g2-1f1b)" "$(slots g2-floats)" <<'PY' || fail "the bf16 stash does not shrink rank 0's slots by a quarter"
+import sys
+a, b = map(float, sys.argv[1:])
+print("rank 0 slots: %.1f MiB stashed, %.1f MiB as floats" % (a, b))
+sys.exit(0 if 0 < a < 0.75 * b else 1)
+PY
 grep -q "transfers: .*stage messages as bf16, 2 bytes an element" "$out/g2-1f1b.log" ||
     fail "the pipeline's transfers line does not say the messages are bf16"
 grep -q "^training gpt2-tiny .* tokens in bf16 mixed precision" "$out/g1.log" || fail "the banner does not say bf16"
@@ -101,4 +113,9 @@ rc=$?
 test $rc -eq 2 || fail "--precision fp16 exited $rc, not 2"
 grep -q "precision fp16: use fp32 or bf16" "$out/bad.log" || fail "no one-line error for --precision fp16"
 grep -q launching "$out/bad.log" && fail "--precision fp16 launched ranks"
+"$PT" train --precision bf16 --bf16-stash 2 --steps 1 --run-dir "$out/bad2" >"$out/bad2.log" 2>&1
+rc=$?
+test $rc -eq 2 || fail "--bf16-stash 2 exited $rc, not 2"
+grep -q "^pipetrain: --bf16-stash 2: give 1" "$out/bad2.log" || fail "no one-line error for --bf16-stash 2"
+grep -q launching "$out/bad2.log" && fail "--bf16-stash 2 launched ranks"
 echo "OK"
