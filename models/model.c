@@ -17,7 +17,11 @@
  *    (ln1, qkv, atty, res2, ln2, fch, fch_gelu: all but the norm statistics and attention's saved
  *    log-sum-exp, which stay fp32 in the slot) packed to 2 bytes an element; each backward pass
  *    widens the ones it reads back into the area. Every packed value is already a bf16, so the
- *    bits are those of keeping the floats; the slot holds half the bytes.
+ *    bits are those of keeping the floats; the slot holds half the bytes. With split backward
+ *    (not fused_only) the gradients a block keeps from backward_input to backward_weight are
+ *    stashed the same way (dfch, dres2, dqkv, the rounded ones; dln2 and dln1 are matrix products'
+ *    sums, kept fp32): a separate backward_input packs them, a separate backward_weight widens
+ *    them, and a fused backward uses the area alone.
  *  - fused_only: every gradient that only lives while one backward call runs is shared: the
  *    block gradients and dlnf (one block / the head at a time), and the internal boundaries'
  *    dx (b in first+1..last), which alternate between two buffers by the parity of b (block j
@@ -109,6 +113,20 @@ typedef struct block_grad {
     float *dyf; /* tensor parallelism with sp: the block's output gradient gathered over all N rows */
 } block_grad;
 
+/* Those of them bf16 rounds (what the bf16 stash packs); backward_weight reads all three. */
+enum { BG_DFCH, BG_DRES2, BG_DQKV, BG_ROUNDED };
+static const size_t grad_rounded_off[BG_ROUNDED] = {
+    [BG_DFCH] = offsetof(block_grad, dfch), [BG_DRES2] = offsetof(block_grad, dres2),
+    [BG_DQKV] = offsetof(block_grad, dqkv),
+};
+#define BG_ALL ((1u << BG_ROUNDED) - 1u)
+
+static float **grad_field(block_grad *g, int k) { return (float **)(void *)((char *)g + grad_rounded_off[k]); }
+static float *grad_get(const block_grad *g, int k)
+{
+    return *(float *const *)(const void *)((const char *)g + grad_rounded_off[k]);
+}
+
 typedef enum { SLOT_FREE = 0, SLOT_FORWARD, SLOT_INPUT_GRAD } slot_state;
 
 typedef struct model_slot {
@@ -118,6 +136,7 @@ typedef struct model_slot {
     block_act *act;   /* [local block]; with recompute all point at the shared area, with the bf16
                        * stash their rounded internals do */
     uint16_t **stash; /* the bf16 stash: [local block * BA_ROUNDED] the packed internals */
+    uint16_t **gstash; /* with split backward: [local block * BG_ROUNDED] the packed kept gradients */
     block_grad *grad; /* [local block] */
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *dlnf;
     /* head_split > 1: per local shard its exps (then dlogits) and row maxima; with the loss, the
@@ -181,6 +200,10 @@ struct pt_model {
     block_act shared_act;
     int stash, work_slot, work_block;
     unsigned work_have;
+    /* the kept gradients' stash (split backward under bf16): their area in grad_shared, which holds
+     * slot gwork_slot's block gwork_block's gradients (-1: none known) */
+    int gstash, gwork_slot, gwork_block;
+    void *gstash_mem;
     void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
     block_grad grad_shared;
     float *dlnf_shared;
@@ -250,15 +273,27 @@ static void carve_block_act(carve *c, const pt_model *m, block_act *a, int parts
 #undef CARVE_S
 }
 
-static void carve_block_grad(carve *c, const pt_model *m, block_grad *g)
+/* Elements of rounded kept gradient k (BG_*) of one block. */
+static size_t grad_rounded_numel(const pt_model *m, int k)
+{
+    const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len;
+    return N * (size_t)(k == BG_DFCH ? m->FW : k == BG_DQKV ? m->W : m->cfg.n_embd);
+}
+
+/* A block's kept gradients, in one order: the rounded ones (GRAD_ROUNDED), the others
+ * (GRAD_SUMS), or both; a part not asked for is left NULL. */
+enum { GRAD_ROUNDED = 1, GRAD_SUMS = 2 };
+static void carve_block_grad(carve *c, const pt_model *m, block_grad *g, int parts)
 {
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
-    g->dfch = carve_f(c, N * m->FW);
-    g->dln2 = carve_f(c, N * C); /* with tensor parallelism: the partial sums, then (sp) their segment */
-    g->dres2 = carve_f(c, N * C); /* with sp: this rank's rows at its segment, then all N gathered */
-    g->dqkv = carve_f(c, N * m->W);
-    g->dln1 = carve_f(c, N * C);
-    g->dyf = m->sp ? carve_f(c, N * C) : NULL;
+    const int rd = parts & GRAD_ROUNDED, su = parts & GRAD_SUMS;
+    g->dfch = rd ? carve_f(c, grad_rounded_numel(m, BG_DFCH)) : NULL;
+    g->dln2 = su ? carve_f(c, N * C) : NULL; /* with tensor parallelism: the partial sums, then (sp) their segment */
+    g->dres2 = rd ? carve_f(c, grad_rounded_numel(m, BG_DRES2)) : NULL; /* with sp: this rank's rows at its
+                                                                         * segment, then all N gathered */
+    g->dqkv = rd ? carve_f(c, grad_rounded_numel(m, BG_DQKV)) : NULL;
+    g->dln1 = su ? carve_f(c, N * C) : NULL;
+    g->dyf = m->sp && su ? carve_f(c, N * C) : NULL;
 }
 
 /* Boundary b lies strictly inside the chunk: its gradient is produced and consumed within one
@@ -271,7 +306,7 @@ static void carve_bwd_shared(carve *c, pt_model *m)
 {
     const size_t N = (size_t)m->opts.micro_batch * m->opts.seq_len, C = (size_t)m->cfg.n_embd;
     if (m->n_blocks > 0)
-        carve_block_grad(c, m, &m->grad_shared);
+        carve_block_grad(c, m, &m->grad_shared, GRAD_ROUNDED | GRAD_SUMS);
     m->dlnf_shared = m->has_lnf && !m->hc ? carve_f(c, N * C) : NULL;
     for (int p = 0; p < 2; p++) {
         int used = 0;
@@ -318,10 +353,17 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
         } else {
             carve_block_act(c, m, &s->act[j], ACT_ROUNDED | ACT_STATS);
         }
-        if (m->opts.fused_only)
+        if (m->opts.fused_only) {
             s->grad[j] = m->grad_shared;
-        else
-            carve_block_grad(c, m, &s->grad[j]);
+        } else if (m->gstash) { /* dln2, dln1 (dyf) here, the rounded ones packed, made in the area */
+            carve_block_grad(c, m, &s->grad[j], GRAD_SUMS);
+            for (int k = 0; k < BG_ROUNDED; k++) {
+                *grad_field(&s->grad[j], k) = grad_get(&m->grad_shared, k);
+                s->gstash[j * BG_ROUNDED + k] = carve_bytes(c, grad_rounded_numel(m, k) * sizeof(uint16_t));
+            }
+        } else {
+            carve_block_grad(c, m, &s->grad[j], GRAD_ROUNDED | GRAD_SUMS);
+        }
     }
     s->lnf = s->lnf_mean = s->lnf_rstd = s->logits = s->losses = s->dlnf = s->fstats = s->lse = NULL;
     if (m->has_lnf) { /* lnf: all N rows (with sp this rank's at its segment, then gathered) */
@@ -708,6 +750,7 @@ void pt_model_destroy(pt_model *m)
             free(m->slots[s].dx);
             free(m->slots[s].act);
             free(m->slots[s].stash);
+            free(m->slots[s].gstash);
             free(m->slots[s].grad);
             free(m->slots[s].sh_exps);
             free(m->slots[s].sh_rowmax);
@@ -719,6 +762,7 @@ void pt_model_destroy(pt_model *m)
     free(m->host_pred);
     pt_backend_free(m->be, m->bwd_shared_mem);
     pt_backend_free(m->be, m->shared_act_mem);
+    pt_backend_free(m->be, m->gstash_mem);
     pt_backend_free(m->be, m->scratch_logits);
     pt_backend_free(m->be, m->scratch_red);
     pt_backend_free(m->be, m->scratch_full);
@@ -784,7 +828,8 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->sp = m->tpn > 1 && opts->tp.sp;
     m->bf16 = opts->precision == PT_PRECISION_BF16;
     m->stash = m->bf16 && !m->opts.recompute && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
-    m->work_slot = m->work_block = -1;
+    m->gstash = m->bf16 && !m->opts.fused_only && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
+    m->work_slot = m->work_block = m->gwork_slot = m->gwork_block = -1;
     if (m->bf16 && !be->round_bf16) {
         st = pt_fail(PT_ENOTSUP, "the %s backend has no bf16 rounding; train with --precision fp32", be->name);
         goto fail;
@@ -916,6 +961,13 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
             carve_block_act(&c, m, &m->shared_act, parts);
         }
     }
+    if (m->gstash && m->n_blocks > 0) {
+        carve c = { 0 };
+        carve_block_grad(&c, m, &m->grad_shared, GRAD_ROUNDED);
+        PT_TRY(model_alloc(m, &m->gstash_mem, c.off, PT_MEM_ACT, "the bf16 stash's gradient area"), fail);
+        c = (carve){ .base = m->gstash_mem };
+        carve_block_grad(&c, m, &m->grad_shared, GRAD_ROUNDED);
+    }
     if (m->opts.fused_only) {
         carve c = { 0 };
         carve_bwd_shared(&c, m);
@@ -948,9 +1000,11 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         sl->act = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_act));
         sl->grad = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_grad));
         sl->stash = calloc(m->n_blocks ? (size_t)m->n_blocks * BA_ROUNDED : 1, sizeof(uint16_t *));
+        sl->gstash = calloc(m->n_blocks ? (size_t)m->n_blocks * BG_ROUNDED : 1, sizeof(uint16_t *));
         sl->sh_exps = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
         sl->sh_rowmax = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
-        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->stash || !sl->sh_exps || !sl->sh_rowmax) {
+        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->stash || !sl->gstash || !sl->sh_exps ||
+            !sl->sh_rowmax) {
             st = pt_fail(PT_ENOMEM, "out of memory for slot tables");
             goto fail;
         }
@@ -1734,6 +1788,34 @@ static pt_status stash_widen(pt_model *m, int s, int j, unsigned need)
     return PT_OK;
 }
 
+/* The kept gradients' stash: slot s's block j's rounded gradients, just made in the area by a
+ * separate backward_input, packed into the slot; and widened back before its backward_weight,
+ * unless the area still holds them (the chunk's first block, whose backward_input ran last). */
+static pt_status gstash_pack(pt_model *m, int s, int j)
+{
+    model_slot *sl = &m->slots[s];
+    for (int k = 0; k < BG_ROUNDED; k++)
+        PT_CHECK(m->be->pack_bf16(m->stream, sl->gstash[j * BG_ROUNDED + k], grad_get(&sl->grad[j], k),
+                                  grad_rounded_numel(m, k)));
+    m->gwork_slot = s;
+    m->gwork_block = j;
+    return PT_OK;
+}
+
+static pt_status gstash_widen(pt_model *m, int s, int j)
+{
+    model_slot *sl = &m->slots[s];
+    if (m->gwork_slot == s && m->gwork_block == j)
+        return PT_OK;
+    m->gwork_slot = -1;
+    for (int k = 0; k < BG_ROUNDED; k++)
+        PT_CHECK(m->be->unpack_bf16(m->stream, grad_get(&sl->grad[j], k), sl->gstash[j * BG_ROUNDED + k],
+                                    grad_rounded_numel(m, k)));
+    m->gwork_slot = s;
+    m->gwork_block = j;
+    return PT_OK;
+}
+
 static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
 {
     PT_CHECK(slot_check(m, s, "forward"));
@@ -1873,10 +1955,16 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
         if (m->stash) /* the internals this pass reads, from the slot's stash */
             PT_CHECK(stash_widen(m, s, j, (parts & BWD_INPUT ? BA_READ_INPUT : 0u) |
                                               (parts & BWD_WEIGHT ? BA_READ_WEIGHT : 0u)));
-        if (parts & BWD_INPUT)
+        if (parts & BWD_INPUT) {
+            m->gwork_slot = -1; /* the kept gradients' area is rewritten */
             PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
                                           in_place ? m->scratch_nc : sl->dx[b]));
+            if (m->gstash && !(parts & BWD_WEIGHT))
+                PT_CHECK(gstash_pack(m, s, j));
+        }
         if (parts & BWD_WEIGHT) {
+            if (m->gstash && !(parts & BWD_INPUT))
+                PT_CHECK(gstash_widen(m, s, j));
             PT_CHECK(block_backward_weight(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1]));
             PT_CHECK(grad_hook_tensors(m, m->first_block + j, m->t_block[j],
                                        m->t_block[j] + (m->llama ? LP_COUNT : BP_COUNT) - 1));

@@ -176,6 +176,14 @@ static double block_grad_bytes(const pt_model_config *c, double N, double elem_b
 {
     return elem_bytes * N * (mlp_up_width(c) + 3.0 * c->n_embd + qkv_width(c));
 }
+static double grad_kept_bytes_tp(const pt_model_config *c, double N, double elem_bytes, double stash_bytes, int tp,
+                                 int sp);
+
+/* The bf16 stash's traffic as forward traffic, which the times charge 1 + 1.5 + 0.5 times: the
+ * packing pass and the two widening passes (backward_input reads 9 of a gpt2 block's 15 NC of
+ * rounded internals, backward_weight 8: about one pass more) read and write the rounded internals
+ * (`pass`: their bytes at 4 + 2 an element) about twice over, so 2/3 of a pass here. */
+static double stash_traffic(double pass) { return pass * 2.0 / 3.0; }
 
 int64_t pt_cost_n_params(const pt_model_config *c)
 {
@@ -282,16 +290,16 @@ pt_status pt_cost_layers(const pt_model_config *cfg, int B, int T, const pt_devi
         /* per slot: the block's output and its gradient (2 NC), the gradients kept between
          * backward-input and backward-weight (block_grad_bytes), and, unless recomputed, the
          * internals; all but the output only for split backward */
-        b->act_split_bytes = a * N * C + block_grad_bytes(cfg, N, a);
+        b->act_split_bytes = a * N * C + grad_kept_bytes_tp(cfg, N, a, stash, 1, 0);
         b->act_bytes_recompute = a * N * C + b->act_split_bytes;
         b->act_bytes = b->act_bytes_recompute + pt_part_block_kept_bytes_tp(cfg, B, T, a, stash, 1, 0);
         /* every internal written once and read once, plus the block's input and output; RMSNorm,
          * SwiGLU and the rest of the element-wise work are priced by these bytes, not FLOPs (as
-         * LayerNorm and GELU are); llama's RoPE also reads and rewrites q and k in place; a bf16
-         * stash reads the rounded internals once more and writes them packed */
+         * LayerNorm and GELU are); llama's RoPE also reads and rewrites q and k in place; the bf16
+         * stash adds its passes (stash_traffic) */
         b->fwd_traffic_bytes = 2.0 * pt_part_block_act_bytes(cfg, B, T, a) + 2.0 * N * C * a;
         if (stash < a)
-            b->fwd_traffic_bytes += pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, 1, 0);
+            b->fwd_traffic_bytes += stash_traffic(pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, 1, 0));
         if (is_llama(cfg))
             b->fwd_traffic_bytes += 2.0 * N * (C + (double)pt_model_kv_heads(cfg) * (cfg->n_embd / cfg->n_head)) * a;
         b->out_bytes = N * C * msg;
@@ -697,6 +705,24 @@ static double tp_block_grad_bytes(const pt_model_config *c, double N, double ele
     return elem_bytes * N * (mlp_up_width(c) / tp + (sp ? 4.0 : 3.0) * c->n_embd + tp_qkv_width(c, tp));
 }
 
+/* Of those, the ones bf16 rounds (dfch, dres2, dqkv: what the bf16 stash packs), at elem_bytes. */
+static double grad_rounded_bytes_tp(const pt_model_config *c, double N, double elem_bytes, int tp)
+{
+    const int t = tp > 1 ? tp : 1;
+    return elem_bytes * N * (mlp_up_width(c) / t + c->n_embd + (t > 1 ? tp_qkv_width(c, t) : qkv_width(c)));
+}
+
+/* What a slot keeps of them: the rounded ones at stash_bytes when that is below elem_bytes (the
+ * bf16 stash), the rest at elem_bytes. */
+static double grad_kept_bytes_tp(const pt_model_config *c, double N, double elem_bytes, double stash_bytes, int tp,
+                                 int sp)
+{
+    const double full = tp_block_grad_bytes(c, N, elem_bytes, tp, sp);
+    if (!(stash_bytes > 0 && stash_bytes < elem_bytes))
+        return full;
+    return full - grad_rounded_bytes_tp(c, N, elem_bytes, tp) + grad_rounded_bytes_tp(c, N, stash_bytes, tp);
+}
+
 /* Ring all-reduce of `bytes` over tp ranks on the intra-node link. */
 static double tp_allreduce_s(const pt_topology *topo, int tp, double bytes)
 {
@@ -782,12 +808,12 @@ pt_status pt_cost_tp_split(const pt_model_config *cfg, int B, int T, int tp, int
             c->bwd_weight_flops = mm;
             c->n_params_alloc = (int64_t)tp_block_params(cfg, tp);
             const double inner = pt_part_block_act_bytes_tp(cfg, B, T, a, tp, sp);
-            c->act_split_bytes = a * N * C * s + tp_block_grad_bytes(cfg, N, a, tp, sp);
+            c->act_split_bytes = a * N * C * s + grad_kept_bytes_tp(cfg, N, a, stash, tp, sp);
             c->act_bytes_recompute = a * N * C * s + c->act_split_bytes;
             c->act_bytes = c->act_bytes_recompute + pt_part_block_kept_bytes_tp(cfg, B, T, a, stash, tp, sp);
             c->fwd_traffic_bytes = 2.0 * inner + 2.0 * N * C * a * s;
-            if (stash < a) /* the bf16 stash's packing pass */
-                c->fwd_traffic_bytes += pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, tp, sp);
+            if (stash < a)
+                c->fwd_traffic_bytes += stash_traffic(pt_part_block_rounded_bytes_tp(cfg, B, T, a + stash, tp, sp));
             if (is_llama(cfg))
                 c->fwd_traffic_bytes += 2.0 * N * (C / tp + tp_kv_heads(cfg, tp) * (C / cfg->n_head)) * a;
             c->out_bytes *= s;
@@ -892,6 +918,9 @@ double pt_part_chunk_fixed_bytes_tp(const pt_model_config *cfg, int B, int T, do
          * the head's partial sums), inner boundaries' dx (this rank's rows) */
         m += (has_block ? tp_block_grad_bytes(cfg, N, elem_bytes, tp, sp) : 0.0) +
              elem_bytes * N * C * ((has_lnf && !hc ? 1.0 : 0.0) + s * (n_internal < 2 ? n_internal : 2));
+    } else if (has_block && stash_bytes > 0 && stash_bytes < elem_bytes) {
+        /* split backward under the bf16 stash: the area its kept rounded gradients are made in */
+        m += grad_rounded_bytes_tp(cfg, N, elem_bytes, tp);
     }
     return m;
 }

@@ -152,8 +152,10 @@ typedef struct pt_model_opts {
                              * internals between forward and backward packed to 2 bytes an element
                              * (the bf16 stash: pack_bf16, widened back by unpack_bf16 before each
                              * backward pass; the same bits, half those bytes, one more pass each
-                             * way; a backend without those entries keeps the floats). 1: keep the
-                             * floats (train --bf16-stash 0). */
+                             * way; a backend without those entries keeps the floats), and without
+                             * fused_only the rounded gradients backward_input keeps for
+                             * backward_weight (dfch, dres2, dqkv) likewise. 1: keep the floats
+                             * (train --bf16-stash 0). */
     struct pt_model_tp {
         /* Tensor parallelism (docs/parallelism.md): the chunk's layers split Megatron-style over a
          * group of `size` ranks, this one being `rank`. size 0 or 1: none (the fields below unused).

@@ -63,10 +63,11 @@ typedef struct pt_device {
     double mem_bw_Bps;      /* device memory bandwidth: element-wise work and the optimizer step */
     int stash_elem_bytes;   /* bytes per element of the block internals bf16 rounds, kept per slot between
                              * forward and backward (all but the norm statistics and attention's
-                             * log-sum-exp): 0 (the presets) as act_elem_bytes; 2 the bf16 stash of
-                             * pipetrain's --precision bf16 (`train` sets it; JSON "bf16_stash": 1), where
-                             * a chunk with blocks also holds one block's internals at act_elem_bytes,
-                             * the area they are computed in and widened back into */
+                             * log-sum-exp), and of the rounded gradients a split backward keeps
+                             * (dfch, dres2, dqkv): 0 (the presets) as act_elem_bytes; 2 the bf16 stash
+                             * of pipetrain's --precision bf16 (`train` sets it; JSON "bf16_stash": 1),
+                             * where a chunk with blocks also holds one block's worth of each at
+                             * act_elem_bytes, the areas they are made in and widened back into */
 } pt_device;
 
 /* Fills `out` from a preset ("cpu": this machine, 540 GFLOP/s fp32 on 2 cores at 50%;

@@ -201,7 +201,7 @@ static void print_table(const pt_plan *p, const pt_model_config *cfg, const pt_d
 int pt_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *device = "cpu", *method = "time", *schedule = NULL, *layout = NULL, *costs = NULL;
-    const char *output = NULL, *recompute = "auto";
+    const char *output = NULL, *recompute = "auto", *precision = NULL;
     int gpus = 1, nodes = 1, stages = 0, chunks = 0, mb = 0, mbs = 0, gb = 0, seq = 0, json = 0, head_split = 0;
     int zero = 0, tp = 0, sp = 0;
     const char *head_split_arg = NULL, *head_chunk_arg = NULL;
@@ -219,6 +219,12 @@ int pt_cmd_plan(int argc, char **argv)
           "sequence parallelism with --tp: norms and residuals on 1/T of the sequence (activations / T)", 0 },
         { "nodes", PT_OPT_INT, &nodes, "N", "nodes the devices are spread over (G/N per node)", 0 },
         { "device", PT_OPT_STRING, &device, "cpu|h100|h200|FILE", "device preset or JSON device file", 0 },
+        { "precision", PT_OPT_STRING, &precision, "fp32|bf16",
+          "price the memory and messages as train --precision allocates and sends them (bf16: the weights' "
+          "bf16 copy in fp32 storage, 2-byte stage messages, the blocks' internals in the bf16 stash; fp32: "
+          "none of them); default: the device's own accounting (the h100/h200 presets: a 2-byte weight copy, "
+          "4-byte activations and messages)",
+          0 },
         { "mem-limit", PT_OPT_BYTES, &mem, "BYTES", "memory per device (24G, 512M); default: the device's", 0, "mem" },
         { "partition", PT_OPT_STRING, &method, "METHOD", "uniform, params, time, memory or auto", 0 },
         { "schedule", PT_OPT_STRING, &schedule, "NAME",
@@ -317,6 +323,16 @@ int pt_cmd_plan(int argc, char **argv)
     PT_TRY(pt_model_config_load(model, &cfg), out);
     PT_TRY(pt_model_config_set_head_split(&cfg, head_split), out); /* 0, auto: the config's own for now */
     PT_TRY(pt_device_load(device, &dev), out);
+    if (precision) {
+        pt_precision prec;
+        if (pt_precision_parse(precision, &prec) != PT_OK) {
+            st = pt_cli_as_usage(pt_fail(PT_EINVAL, "--precision %s: use fp32 or bf16 (or leave it out for the "
+                                                    "device's own accounting)",
+                                         precision));
+            goto out;
+        }
+        pt_device_set_precision(&dev, prec == PT_PRECISION_BF16, 1);
+    }
     PT_TRY(pt_topology_init(&topo, &dev, nodes, gpus / nodes), out);
     if (costs)
         PT_TRY(pt_cli_as_usage(pt_layer_times_load(costs, &lt)), out);

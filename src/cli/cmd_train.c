@@ -1120,8 +1120,9 @@ int pt_cmd_train(int argc, char **argv)
           "1: reduce the --dp replicas' gradients in buckets while the backward still runs (a communication "
           "thread; the same bits as 0; cpu backend)", 0 },
         { "bf16-stash", PT_OPT_INT, &a.bf16_stash, "0|1",
-          "with --precision bf16: 1 keeps each block's internals from its forward to its backward in 2 bytes an "
-          "element (the same bits, half their memory, a packing and a widening pass); 0 keeps them as floats", 0 },
+          "with --precision bf16: 1 keeps each block's internals from its forward to its backward (and a split "
+          "backward's kept gradients) in 2 bytes an element (the same bits, half their memory, a packing and a "
+          "widening pass); 0 keeps them as floats", 0 },
         { "nproc", PT_OPT_INT, &a.nproc, "N", "local ranks to start (0: stages x dp)", 0 },
         { "chunks", PT_OPT_INT, &a.chunks, "V", "virtual chunks per rank (interleaved, zbv: 2 when left at 1)", 0 },
         { "schedule", PT_OPT_STRING, &a.schedule, "NAME|FILE",

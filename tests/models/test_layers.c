@@ -68,12 +68,12 @@ static double urand(void) /* [0, 1) */
 }
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
 
-/* recompute: bit 0 = recompute, bit 1 = fused_only */
+/* recompute: bit 0 = recompute, bit 1 = fused_only, bit 2 = no_stash (bf16: keep the floats) */
 static pt_model *make_prec(const pt_model_config *c, int first, int last, int B, int T, int n_slots, int recompute,
                            pt_precision prec)
 {
     pt_model_opts o = { .micro_batch = B, .seq_len = T, .n_slots = n_slots, .recompute = recompute & 1,
-                        .fused_only = (recompute >> 1) & 1, .precision = prec };
+                        .fused_only = (recompute >> 1) & 1, .no_stash = (recompute >> 2) & 1, .precision = prec };
     pt_model *m = NULL;
     pt_status st = pt_model_create(c, first, last, &o, be, stream, &m);
     if (st != PT_OK) {
@@ -276,8 +276,21 @@ static void test_finite_differences(const pt_model_config *one, const pt_model_c
 
 /* ---- whole-model runs ---- */
 
+/* Micro-batch j of (tok, tgt) forward in slot s; returns its loss. */
+static double forward_micro_batch(pt_model *m, int s, int j, int B, int T, const int32_t *tok, const int32_t *tgt)
+{
+    h2d(pt_model_slot_tokens(m, s), tok + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
+    h2d(pt_model_slot_targets(m, s), tgt + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
+    EXPECT_OK(pt_model_forward(m, s));
+    double ls = 0.0;
+    int64_t nt = 0;
+    EXPECT_OK(pt_model_slot_loss(m, s, &ls, &nt));
+    return ls;
+}
+
 /* Runs one training step's forward and backward over `M` micro-batches of the global batch
  * (tok, tgt: M*B rows of T) on `m`; split: backward_input then backward_weight. */
+
 static double run_step(pt_model *m, int M, int B, int T, const int32_t *tok, const int32_t *tgt, int split,
                        float scale)
 {
@@ -285,13 +298,7 @@ static double run_step(pt_model *m, int M, int B, int T, const int32_t *tok, con
     double loss = 0.0;
     EXPECT_OK(pt_model_zero_grads(m));
     for (int j = 0; j < M; j++) {
-        h2d(pt_model_slot_tokens(m, s), tok + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
-        h2d(pt_model_slot_targets(m, s), tgt + (size_t)j * B * T, (size_t)B * T * sizeof(int32_t));
-        EXPECT_OK(pt_model_forward(m, s));
-        double ls = 0.0;
-        int64_t nt = 0;
-        EXPECT_OK(pt_model_slot_loss(m, s, &ls, &nt));
-        loss += ls;
+        loss += forward_micro_batch(m, s, j, B, T, tok, tgt);
         if (split) {
             EXPECT_OK(pt_model_backward_input(m, s, scale));
             EXPECT_OK(pt_model_backward_weight(m, s));
@@ -409,15 +416,8 @@ static double run_two_slots(pt_model *m, int B, int T, const int32_t *tok, const
 {
     double loss = 0.0;
     EXPECT_OK(pt_model_zero_grads(m));
-    for (int s = 0; s < 2; s++) {
-        h2d(pt_model_slot_tokens(m, s), tok + (size_t)s * B * T, (size_t)B * T * sizeof(int32_t));
-        h2d(pt_model_slot_targets(m, s), tgt + (size_t)s * B * T, (size_t)B * T * sizeof(int32_t));
-        EXPECT_OK(pt_model_forward(m, s));
-        double ls = 0.0;
-        int64_t nt = 0;
-        EXPECT_OK(pt_model_slot_loss(m, s, &ls, &nt));
-        loss += ls;
-    }
+    for (int s = 0; s < 2; s++)
+        loss += forward_micro_batch(m, s, s, B, T, tok, tgt);
     if (split) {
         EXPECT_OK(pt_model_backward_input(m, 1, scale));
         EXPECT_OK(pt_model_backward_input(m, 0, scale));
@@ -431,10 +431,11 @@ static double run_two_slots(pt_model *m, int B, int T, const int32_t *tok, const
     return loss;
 }
 
-/* The bf16 stash: a bf16 model keeping its blocks' rounded internals packed to 2 bytes gives the
- * bits (losses and gradients) of recomputing them, with the slots' passes interleaved, split and
- * fused, whole and in two chunks; its slot is smaller than the fp32 model's by exactly half those
- * internals' bytes. */
+/* The bf16 stash: a bf16 model keeping its blocks' rounded internals (and, with split backward,
+ * its kept rounded gradients) packed to 2 bytes gives the bits (losses and gradients) of keeping
+ * the floats (no_stash), as recomputing does, with the slots' passes interleaved, split and
+ * fused, whole and a chunk of blocks alone; its slot is smaller than the fp32 model's by exactly
+ * half those tensors' bytes. */
 static void test_bf16_stash(const pt_model_config *cfg)
 {
     const int B = 2, T = 8, N = B * T;
@@ -443,19 +444,24 @@ static void test_bf16_stash(const pt_model_config *cfg)
     const float scale = 1.0f / (float)(2 * N);
     const int last = pt_model_n_layers(cfg) - 1;
     for (int split = 0; split < 2; split++) {
+        pt_model *fl = make_prec(cfg, 0, last, B, T, 2, 4, PT_PRECISION_BF16);
         pt_model *st = make_prec(cfg, 0, last, B, T, 2, 0, PT_PRECISION_BF16);
         pt_model *rc = make_prec(cfg, 0, last, B, T, 2, 1, PT_PRECISION_BF16);
+        const double lf = run_two_slots(fl, B, T, tok, tgt, split, scale);
         const double ls = run_two_slots(st, B, T, tok, tgt, split, scale);
         const double lr = run_two_slots(rc, B, T, tok, tgt, split, scale);
-        EXPECT(ls == lr);
-        printf("%s bf16 stash (%s) == recompute: %s\n", cfg->name, split ? "split" : "fused",
-               same_bits(st, rc, "bf16 stash vs recompute") && ls == lr ? "bit-identical" : "DIFFERENT");
+        EXPECT(ls == lf && lr == lf);
+        int same = same_bits(fl, st, "bf16 stash vs floats");
+        same &= same_bits(fl, rc, "bf16 recompute (its gradients stashed) vs floats");
+        printf("%s bf16 stash (%s) == floats == recompute: %s\n", cfg->name, split ? "split" : "fused",
+               same && ls == lf && lr == lf ? "bit-identical" : "DIFFERENT");
         pt_model_destroy(rc);
         pt_model_destroy(st);
+        pt_model_destroy(fl);
     }
     /* a chunk of blocks alone (its internals packed, its head-less output) */
     pt_model *st = make_prec(cfg, 1, 2, B, T, 2, 0, PT_PRECISION_BF16);
-    pt_model *rc = make_prec(cfg, 1, 2, B, T, 2, 1, PT_PRECISION_BF16);
+    pt_model *rc = make_prec(cfg, 1, 2, B, T, 2, 4, PT_PRECISION_BF16);
     const size_t NC = (size_t)N * cfg->n_embd;
     float *x = malloc(2 * NC * sizeof(float)), *dy = malloc(2 * NC * sizeof(float));
     for (size_t i = 0; i < 2 * NC; i++) {
@@ -478,8 +484,8 @@ static void test_bf16_stash(const pt_model_config *cfg)
     }
     float *di0 = to_host(pt_model_slot_dinput(st, 0), NC), *di1 = to_host(pt_model_slot_dinput(rc, 0), NC);
     EXPECT(memcmp(di0, di1, NC * sizeof(float)) == 0);
-    printf("%s bf16 stash, blocks alone == recompute: %s\n", cfg->name,
-           same_bits(st, rc, "bf16 stash chunk vs recompute") ? "bit-identical" : "DIFFERENT");
+    printf("%s bf16 stash, blocks alone == floats: %s\n", cfg->name,
+           same_bits(st, rc, "bf16 stash chunk vs floats") ? "bit-identical" : "DIFFERENT");
     free(di0);
     free(di1);
     free(x);
@@ -487,16 +493,22 @@ static void test_bf16_stash(const pt_model_config *cfg)
     pt_model_destroy(rc);
     pt_model_destroy(st);
 
-    /* the slot: the rounded internals at 2 bytes instead of 4 (every buffer here a multiple of the
-     * 256-byte alignment) */
+    /* the slot: the rounded internals and kept gradients at 2 bytes instead of 4 (every buffer here
+     * a multiple of the 256-byte alignment); fused_only keeps no gradients in the slot */
     pt_model *s16 = make_prec(cfg, 0, last, B, T, 1, 0, PT_PRECISION_BF16), *s32 = make(cfg, 0, last, B, T, 1, 0);
+    pt_model *f16 = make_prec(cfg, 0, last, B, T, 1, 2, PT_PRECISION_BF16), *f32 = make(cfg, 0, last, B, T, 1, 2);
     const int C = cfg->n_embd, hs = C / cfg->n_head;
     const int W = C + 2 * pt_model_kv_heads(cfg) * hs;
     const int FW = cfg->arch == PT_ARCH_LLAMA ? 2 * cfg->intermediate_size : 4 * C;
     const int AW = cfg->arch == PT_ARCH_LLAMA ? cfg->intermediate_size : 4 * C;
     const size_t rounded = (size_t)N * (3 * C + C + W + FW + AW); /* ln1, res2, ln2; atty; qkv; fch; fch_gelu */
-    EXPECT(pt_model_slot_bytes(s32) - pt_model_slot_bytes(s16) == (size_t)cfg->n_layer * rounded * 2);
-    printf("%s slot bytes: fp32 %zu, bf16 stash %zu\n", cfg->name, pt_model_slot_bytes(s32), pt_model_slot_bytes(s16));
+    const size_t grads = (size_t)N * (FW + C + W);                 /* dfch, dres2, dqkv */
+    EXPECT(pt_model_slot_bytes(s32) - pt_model_slot_bytes(s16) == (size_t)cfg->n_layer * (rounded + grads) * 2);
+    EXPECT(pt_model_slot_bytes(f32) - pt_model_slot_bytes(f16) == (size_t)cfg->n_layer * rounded * 2);
+    printf("%s slot bytes: fp32 %zu, bf16 stash %zu; fused_only %zu, %zu\n", cfg->name, pt_model_slot_bytes(s32),
+           pt_model_slot_bytes(s16), pt_model_slot_bytes(f32), pt_model_slot_bytes(f16));
+    pt_model_destroy(f32);
+    pt_model_destroy(f16);
     pt_model_destroy(s32);
     pt_model_destroy(s16);
 }
