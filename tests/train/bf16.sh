@@ -17,7 +17,7 @@
 #    are rounded, and bf16 carries that difference on);
 #  - resuming a bf16 checkpoint continues with the uninterrupted run's bits;
 #  - --bf16-stash 0 (the blocks' internals kept as floats, not in 2 bytes) gives the same bits with
-#    rank 0's activation slots at least a third bigger;
+#    rank 0's activation slots at least a third bigger, also with --tp 2 --sp, fused and on zb-h1;
 #  - bad --precision or --bf16-stash: one line, exit 2, nothing started.
 # About 40 s on 2 cores.
 set -u
@@ -94,6 +94,14 @@ print("bf16 tp 2 sp vs one process, 5 steps: loss %.1e norm %.1e" % (dl, dn))
 # sgemm on an AMD EPYC, less with its Haswell kernel; the bound is bf16 vs fp32's (2%) and 3x the norm
 sys.exit(0 if dl < 2e-2 and dn < 1.5e-1 else 1)
 PY
+
+# the stash under tensor and sequence parallelism (the norms' rows 1/T, the gathered residual
+# gradient whole), fused and split backward: the bits of --bf16-stash 0
+run gt2-floats --model gpt2-tiny --stages 1 --tp 2 --sp --precision bf16 --bf16-stash 0
+same gt2 gt2-floats
+run gzt --model gpt2-tiny --stages 2 --schedule zb-h1 --tp 2 --sp --precision bf16
+run gzt-floats --model gpt2-tiny --stages 2 --schedule zb-h1 --tp 2 --sp --precision bf16 --bf16-stash 0
+same gzt gzt-floats
 
 # resume: the P 2 run's step-3 checkpoint, resumed in one process, gives the uninterrupted bits
 mkdir -p "$out/r/ckpt" && cp -r "$out/g2-1f1b/ckpt/step_000003" "$out/r/ckpt/" && echo step_000003 >"$out/r/ckpt/latest"
