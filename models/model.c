@@ -204,6 +204,11 @@ struct pt_model {
      * slot gwork_slot's block gwork_block's gradients (-1: none known) */
     int gstash, gwork_slot, gwork_block;
     void *gstash_mem;
+    /* while a block's forward (backward_input) runs under the stash: the slot's packed internals
+     * (kept gradients) of that block, which the rounding passes that end a tensor fill in the same
+     * pass (RBA, RBG, with the backend's round_pack_bf16), and the bits of those filled */
+    uint16_t **fwd_pack, **bwd_pack;
+    unsigned fwd_packed, bwd_packed;
     void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
     block_grad grad_shared;
     float *dlnf_shared;
@@ -624,6 +629,25 @@ static float *P(pt_model *m, int t) { return (m->wcomp ? m->wcomp : m->params) +
  * memory. weights_ready remakes the bf16 copy of the weights when a caller may have changed the
  * masters (pt_model_params marks it stale). */
 static pt_status RB(pt_model *m, float *x, size_t n) { return m->bf16 ? m->be->round_bf16(m->stream, x, x, n) : PT_OK; }
+
+/* RB of the block's rounded internal k (BA_*) or kept gradient k (BG_*) where that rounding is the
+ * tensor's last write; under the stash it also packs the tensor into the slot, in the same pass. */
+static pt_status RBA(pt_model *m, float *x, size_t n, int k)
+{
+    if (!m->bf16 || !m->fwd_pack || !m->be->round_pack_bf16)
+        return RB(m, x, n);
+    PT_CHECK(m->be->round_pack_bf16(m->stream, x, m->fwd_pack[k], n));
+    m->fwd_packed |= BA_BIT(k);
+    return PT_OK;
+}
+static pt_status RBG(pt_model *m, float *x, size_t n, int k)
+{
+    if (!m->bf16 || !m->bwd_pack || !m->be->round_pack_bf16)
+        return RB(m, x, n);
+    PT_CHECK(m->be->round_pack_bf16(m->stream, x, m->bwd_pack[k], n));
+    m->bwd_packed |= 1u << k;
+    return PT_OK;
+}
 
 static pt_status weights_ready(pt_model *m)
 {
@@ -1377,9 +1401,9 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + LP_QKVW), NULL, N, C, m->W));
     PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
     PT_CHECK(be->rope_forward(s, a->qkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
-    PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
+    PT_CHECK(RBA(m, a->qkv, (size_t)N * m->W, BA_QKV));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, NH, NKV));
-    PT_CHECK(RB(m, a->atty, (size_t)N * m->Cl));
+    PT_CHECK(RBA(m, a->atty, (size_t)N * m->Cl, BA_ATTY));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + LP_PROJW), NULL, N, m->Cl, C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
@@ -1387,9 +1411,9 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
                                      m->bf16));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
     PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + LP_GUW), NULL, N, C, 2 * H));
-    PT_CHECK(RB(m, a->fch, (size_t)N * 2 * H));
+    PT_CHECK(RBA(m, a->fch, (size_t)N * 2 * H, BA_FCH));
     PT_CHECK(be->swiglu_forward(s, a->fch_gelu, a->fch, N, H));
-    PT_CHECK(RB(m, a->fch_gelu, (size_t)N * H));
+    PT_CHECK(RBA(m, a->fch_gelu, (size_t)N * H, BA_FCH_GELU));
     if (out) {
         part = m->sp ? m->scratch_red : out;
         PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
@@ -1414,7 +1438,7 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dyf, P(m, t + LP_DOWNW), N, H, C));
     PT_CHECK(RB(m, m->scratch_nh, (size_t)N * H));
     PT_CHECK(be->swiglu_backward(s, g->dfch, m->scratch_nh, a->fch, N, H));
-    PT_CHECK(RB(m, g->dfch, (size_t)N * 2 * H));
+    PT_CHECK(RBG(m, g->dfch, (size_t)N * 2 * H, BG_DFCH));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input_add(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W),
@@ -1426,7 +1450,7 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
                                     m->Cl, NH, NKV));
     PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->rope_backward(s, g->dqkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
-    PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
+    PT_CHECK(RBG(m, g->dqkv, (size_t)N * m->W, BG_DQKV));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd,
@@ -1548,9 +1572,9 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
                                        P(m, t + BP_LN1B), R, C, m->bf16));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, m->W));
-    PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
+    PT_CHECK(RBA(m, a->qkv, (size_t)N * m->W, BA_QKV));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, m->NHl, m->NHl));
-    PT_CHECK(RB(m, a->atty, (size_t)N * m->Cl));
+    PT_CHECK(RBA(m, a->atty, (size_t)N * m->Cl, BA_ATTY));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + BP_PROJW), bias_here ? P(m, t + BP_PROJB) : NULL, N, m->Cl,
                                 C));
@@ -1595,7 +1619,7 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
                                     m->Cl, m->NHl, m->NHl));
-    PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
+    PT_CHECK(RBG(m, g->dqkv, (size_t)N * m->W, BG_DQKV));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->layernorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd,
@@ -1760,8 +1784,9 @@ static pt_status stash_pack(pt_model *m, int s, int j)
 {
     model_slot *sl = &m->slots[s];
     for (int k = 0; k < BA_ROUNDED; k++)
-        PT_CHECK(m->be->pack_bf16(m->stream, sl->stash[j * BA_ROUNDED + k], act_get(&sl->act[j], k),
-                                  act_rounded_numel(m, k)));
+        if (!(m->fwd_packed & BA_BIT(k))) /* not packed by its rounding pass already (RBA) */
+            PT_CHECK(m->be->pack_bf16(m->stream, sl->stash[j * BA_ROUNDED + k], act_get(&sl->act[j], k),
+                                      act_rounded_numel(m, k)));
     m->work_slot = s;
     m->work_block = j;
     m->work_have = BA_ALL;
@@ -1795,8 +1820,9 @@ static pt_status gstash_pack(pt_model *m, int s, int j)
 {
     model_slot *sl = &m->slots[s];
     for (int k = 0; k < BG_ROUNDED; k++)
-        PT_CHECK(m->be->pack_bf16(m->stream, sl->gstash[j * BG_ROUNDED + k], grad_get(&sl->grad[j], k),
-                                  grad_rounded_numel(m, k)));
+        if (!(m->bwd_packed & (1u << k))) /* not packed by its rounding pass already (RBG) */
+            PT_CHECK(m->be->pack_bf16(m->stream, sl->gstash[j * BG_ROUNDED + k], grad_get(&sl->grad[j], k),
+                                      grad_rounded_numel(m, k)));
     m->gwork_slot = s;
     m->gwork_block = j;
     return PT_OK;
@@ -1844,7 +1870,11 @@ static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
     for (int j = 0; j < m->n_blocks; j++) {
         int b = block_in(m, j);
         m->work_slot = -1; /* the shared area is rewritten */
-        PT_CHECK(block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]));
+        m->fwd_pack = m->stash ? &sl->stash[j * BA_ROUNDED] : NULL;
+        m->fwd_packed = 0;
+        const pt_status fst = block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]);
+        m->fwd_pack = NULL;
+        PT_CHECK(fst);
         if (m->stash)
             PT_CHECK(stash_pack(m, s, j));
     }
@@ -1956,10 +1986,15 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
             PT_CHECK(stash_widen(m, s, j, (parts & BWD_INPUT ? BA_READ_INPUT : 0u) |
                                               (parts & BWD_WEIGHT ? BA_READ_WEIGHT : 0u)));
         if (parts & BWD_INPUT) {
+            const int pack = m->gstash && !(parts & BWD_WEIGHT); /* backward_weight comes later */
             m->gwork_slot = -1; /* the kept gradients' area is rewritten */
-            PT_CHECK(block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
-                                          in_place ? m->scratch_nc : sl->dx[b]));
-            if (m->gstash && !(parts & BWD_WEIGHT))
+            m->bwd_pack = pack ? &sl->gstash[j * BG_ROUNDED] : NULL;
+            m->bwd_packed = 0;
+            const pt_status bst = block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
+                                                       in_place ? m->scratch_nc : sl->dx[b]);
+            m->bwd_pack = NULL;
+            PT_CHECK(bst);
+            if (pack)
                 PT_CHECK(gstash_pack(m, s, j));
         }
         if (parts & BWD_WEIGHT) {

@@ -305,6 +305,10 @@ typedef struct pt_backend {
      * With pack_bf16, the bf16 activation stash of models/ (optional, NULL: a bf16 model keeps
      * its blocks' internals as floats). */
     pt_status (*unpack_bf16)(pt_stream *s, float *out, const uint16_t *src, size_t n);
+    /* round_bf16 in place on x (n) that also writes the rounded values packed to `packed` (n 2-byte
+     * values, not overlapping x): a rounding pass and the stash's packing of the same tensor in one
+     * (optional: NULL, models/ rounds, then packs). */
+    pt_status (*round_pack_bf16)(pt_stream *s, float *x, uint16_t *packed, size_t n);
 
     /* ---- fused forms, where memory traffic dominates (models/ calls these; each gives the bits
      * of the split sequence it names, which stays the reference kernels tests hold it to). rnd

@@ -144,6 +144,7 @@ const pt_backend pt_backend_cpu = {
     .pack_bf16 = pt_cpu_pack_bf16,
     .unpack_bf16_upper = pt_cpu_unpack_bf16_upper,
     .unpack_bf16 = pt_cpu_unpack_bf16,
+    .round_pack_bf16 = pt_cpu_round_pack_bf16,
     .add_layernorm_forward = pt_cpu_add_layernorm_forward,
     .add_rmsnorm_forward = pt_cpu_add_rmsnorm_forward,
     .layernorm_backward_input_add = pt_cpu_layernorm_backward_input_add,

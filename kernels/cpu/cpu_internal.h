@@ -101,6 +101,7 @@ pt_status pt_cpu_round_bf16(pt_stream *s, float *out, const float *x, size_t n);
 pt_status pt_cpu_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n);
 pt_status pt_cpu_unpack_bf16_upper(pt_stream *s, float *buf, size_t n);
 pt_status pt_cpu_unpack_bf16(pt_stream *s, float *out, const uint16_t *src, size_t n);
+pt_status pt_cpu_round_pack_bf16(pt_stream *s, float *x, uint16_t *packed, size_t n);
 pt_status pt_cpu_sum_squares(pt_stream *s, double *out, const float *x, size_t n);
 pt_status pt_cpu_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
 

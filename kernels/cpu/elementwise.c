@@ -45,6 +45,19 @@ pt_status pt_cpu_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n
     return PT_OK;
 }
 
+pt_status pt_cpu_round_pack_bf16(pt_stream *s, float *x, uint16_t *packed, size_t n)
+{
+#pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        b = pt_bf16_round_bits(b);
+        memcpy(&x[i], &b, 4);
+        packed[i] = (uint16_t)(b >> 16);
+    }
+    return PT_OK;
+}
+
 pt_status pt_cpu_unpack_bf16(pt_stream *s, float *out, const uint16_t *src, size_t n)
 {
 #pragma omp parallel for simd num_threads(s->n_threads) if (n >= PT_CPU_PAR_MIN) schedule(static)

@@ -103,6 +103,7 @@ pt_status pt_cuda_round_bf16(pt_stream *s, float *out, const float *x, size_t n)
 pt_status pt_cuda_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t n);
 pt_status pt_cuda_unpack_bf16_upper(pt_stream *s, float *buf, size_t n);
 pt_status pt_cuda_unpack_bf16(pt_stream *s, float *out, const uint16_t *src, size_t n);
+pt_status pt_cuda_round_pack_bf16(pt_stream *s, float *x, uint16_t *packed, size_t n);
 pt_status pt_cuda_sum_squares(pt_stream *s, double *out, const float *x, size_t n);
 pt_status pt_cuda_has_nonfinite(pt_stream *s, int *out, const float *x, size_t n);
 pt_status pt_cuda_gelu_forward(pt_stream *s, float *out, const float *inp, size_t n);
@@ -290,6 +291,7 @@ __device__ __forceinline__ float pt_warp_max(float v)
     .pack_bf16 = pt_cuda_pack_bf16, \
     .unpack_bf16_upper = pt_cuda_unpack_bf16_upper, \
     .unpack_bf16 = pt_cuda_unpack_bf16, \
+    .round_pack_bf16 = pt_cuda_round_pack_bf16, \
     .add_layernorm_forward = pt_cuda_add_layernorm_forward, \
     .add_rmsnorm_forward = pt_cuda_add_rmsnorm_forward, \
     .layernorm_backward_input_add = pt_cuda_layernorm_backward_input_add, \

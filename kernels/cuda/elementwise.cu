@@ -57,6 +57,23 @@ pt_status pt_cuda_pack_bf16(pt_stream *s, uint16_t *dst, const float *x, size_t 
     return pt_cuda_launched("pack_bf16");
 }
 
+__global__ void pt_k_round_pack_bf16(float *x, uint16_t *packed, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const uint32_t b = pt_bf16_round_bits(__float_as_uint(x[i]));
+        x[i] = __uint_as_float(b);
+        packed[i] = (uint16_t)(b >> 16);
+    }
+}
+
+pt_status pt_cuda_round_pack_bf16(pt_stream *s, float *x, uint16_t *packed, size_t n)
+{
+    if (n == 0)
+        return PT_OK;
+    pt_k_round_pack_bf16<<<pt_cuda_blocks(n, PT_EW_THREADS), PT_EW_THREADS, 0, s->stream>>>(x, packed, n);
+    return pt_cuda_launched("round_pack_bf16");
+}
+
 __global__ void pt_k_unpack_bf16(float *out, const uint16_t *src, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)

@@ -1006,9 +1006,10 @@ static void test_pack_bf16(size_t n)
     die_if(cpu->unpack_bf16_upper(cs, got, n), "cpu unpack_bf16_upper");
     for (size_t i = 0; i < n; i++)
         bad += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]);
-    /* unpack_bf16 (the bf16 activation stash) into a separate buffer, on both backends */
-    if (!gpu->unpack_bf16 || !cpu->unpack_bf16) {
-        fprintf(stderr, "FAIL unpack_bf16: missing from a backend table\n");
+    /* unpack_bf16 (the bf16 activation stash) into a separate buffer, and round_pack_bf16 (a rounding
+     * pass that packs too), on both backends */
+    if (!gpu->unpack_bf16 || !cpu->unpack_bf16 || !gpu->round_pack_bf16 || !cpu->round_pack_bf16) {
+        fprintf(stderr, "FAIL unpack_bf16 / round_pack_bf16: missing from a backend table\n");
         bad++;
     } else {
         die_if(gpu->memcpy_h2d(gs, dbuf + n, &guard, 4), "h2d guard");
@@ -1024,6 +1025,28 @@ static void test_pack_bf16(size_t n)
         if (wrong)
             fprintf(stderr, "FAIL unpack_bf16 n=%zu: %zu elements wrong (or past the end)\n", n, wrong);
         bad += wrong;
+        /* round_pack: x rounded in place (as round_bf16) and packed (as pack_bf16) */
+        uint16_t *p2 = malloc(n * 2);
+        if (!p2) {
+            fprintf(stderr, "FAIL round_pack_bf16: out of memory\n");
+            exit(1);
+        }
+        die_if(gpu->memset_zero(gs, dp, n * 2), "memset");
+        die_if(gpu->round_pack_bf16(gs, dx, dp, n), "cuda round_pack_bf16");
+        to_host(got, dx, n * 4);
+        to_host(p2, dp, n * 2);
+        die_if(gpu->stream_sync(gs), "cuda sync");
+        wrong = 0;
+        for (size_t i = 0; i < n; i++)
+            wrong += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]) || p2[i] != pc[i];
+        memcpy(got, x, n * 4);
+        die_if(cpu->round_pack_bf16(cs, got, p2, n), "cpu round_pack_bf16");
+        for (size_t i = 0; i < n; i++)
+            wrong += bf16_float_bits(got[i]) != bf16_float_bits(ref[i]) || p2[i] != pc[i];
+        if (wrong)
+            fprintf(stderr, "FAIL round_pack_bf16 n=%zu: %zu elements wrong\n", n, wrong);
+        bad += wrong;
+        free(p2);
     }
     if (bf16_float_bits(guard) != 0x12345678u)
         bad++;
@@ -1038,7 +1061,7 @@ static void test_pack_bf16(size_t n)
         fprintf(stderr, "FAIL pack/unpack_bf16 n=%zu: %zu elements wrong\n", n, bad);
         failures++;
     } else {
-        printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", "pack_bf16 + unpack_bf16(_upper)", n);
+        printf("ok   %-44s n=%-9zu bits equal the cpu backend's\n", "pack_bf16, unpack_bf16(_upper), round_pack", n);
     }
     dev_free(dx);
     dev_free(dp);
