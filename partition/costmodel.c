@@ -182,7 +182,8 @@ static double grad_kept_bytes_tp(const pt_model_config *c, double N, double elem
 /* The bf16 stash's traffic as forward traffic, which the times charge 1 + 1.5 + 0.5 times: the
  * packing pass and the two widening passes (backward_input reads 9 of a gpt2 block's 15 NC of
  * rounded internals, backward_weight 8: about one pass more) read and write the rounded internals
- * (`pass`: their bytes at 4 + 2 an element) about twice over, so 2/3 of a pass here. */
+ * (`pass`: their bytes at 4 + 2 an element) about twice over, so 2/3 of a pass here. An upper
+ * bound: the tensors packed by their rounding pass (round_pack_bf16) are not read again for it. */
 static double stash_traffic(double pass) { return pass * 2.0 / 3.0; }
 
 int64_t pt_cost_n_params(const pt_model_config *c)
