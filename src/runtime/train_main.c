@@ -209,7 +209,10 @@ pt_status pt_train_job_data(pt_train_job *j)
     tm_log(j, "training %s (%.2fM parameters) on %s: %lld steps of %s%d x %d x %d tokens%s, %s, run dir %s",
            j->cfg.name[0] ? j->cfg.name : tc->model, (double)pt_model_config_n_params(&j->cfg) / 1e6,
            pt_dataset_name(j->data), (long long)tc->steps, layout, j->M, j->B, j->T,
-           pt_train_cfg_precision(tc) == PT_PRECISION_BF16 ? " in bf16 mixed precision" : "", threads,
+           pt_train_cfg_precision(tc) != PT_PRECISION_BF16 ? ""
+           : a->no_stash ? " in bf16 mixed precision (what backward reads kept as floats: --bf16-stash 0)"
+                         : " in bf16 mixed precision (what backward reads kept in 2 bytes)",
+           threads,
            tc->run_dir ? tc->run_dir : "(none)");
     if (note[0])
         tm_log(j, "%s", note);

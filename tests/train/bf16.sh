@@ -45,7 +45,10 @@ sys.exit(0 if 0 < a < 0.75 * b else 1)
 PY
 grep -q "transfers: .*stage messages as bf16, 2 bytes an element" "$out/g2-1f1b.log" ||
     fail "the pipeline's transfers line does not say the messages are bf16"
-grep -q "^training gpt2-tiny .* tokens in bf16 mixed precision" "$out/g1.log" || fail "the banner does not say bf16"
+grep -q "^training gpt2-tiny .* tokens in bf16 mixed precision (what backward reads kept in 2 bytes)" "$out/g1.log" ||
+    fail "the banner does not say bf16 and its stash"
+grep -q "in bf16 mixed precision (what backward reads kept as floats: --bf16-stash 0)" "$out/g2-floats.log" ||
+    fail "the banner does not say --bf16-stash 0"
 grep -q "bf16 mixed precision (fp32 master weights)" "$out/g1/report.html" || fail "the report does not say bf16"
 run g4 --model gpt2-tiny --stages 4 --partition params --precision bf16
 same g1 g4
