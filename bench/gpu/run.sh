@@ -27,9 +27,13 @@
 #                                                     fc bias + GELU, GELU gradient, fp32 and bf16, each
 #                                                     against the split calls: ms, GB/s, split / fused;
 #                                                     their bits are cuda.kernels_fused's business
-#   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s and MFU
+#   {"bench":"train", "model":"gpt2", ...}           single process: tokens/s, MFU, activation slots MiB
 #   {"bench":"train", "model":"gpt2-medium", ...}
 #   {"bench":"train", "model":"llama-small", ...}    (12 x 768, 12 query / 4 kv heads, ~100M)
+#   {"bench":"train_fp32", ...}                      gpt2 in fp32, beside the bf16 run
+#   {"bench":"train_bf16_floats", ...}               gpt2 in bf16 with --bf16-stash 0 (what backward
+#                                                     reads kept as floats): the stash's cost in time
+#                                                     and its saving in slots_mib, beside the bf16 run
 #   {"bench":"pipeline_1gpu", "stages":2, ...}        2-stage 1F1B, two processes on one GPU
 #                                                     (CUDA_VISIBLE_DEVICES=0): first the correctness
 #                                                     check (tests/cuda/pipe_compare: gpt2-tiny, 3
@@ -104,6 +108,9 @@ for model in gpt2 llama3.2-1b; do
     echo "{\"bench\":\"fused\",\"model\":\"$model\",\"error\":\"pipetrain bench fused failed (see stderr)\"}"
 done
 
+# slots LOG: the MiB of activation slots the run's rank 0 allocated ("null" if it did not say)
+slots() { local v; v=$(sed -n 's/.*MiB allocated (\([0-9.]*\) MiB activation slots).*/\1/p' "$1" | head -1); echo "${v:-null}"; }
+
 # summarize RUN_DIR MODEL EXTRA_JSON: tokens/s over the steps after the first 5, and MFU
 summarize() {
   python3 - "$1" "$2" "$PEAK" "$GPU" "$3" <<'PY'
@@ -132,7 +139,8 @@ for model in gpt2 gpt2-medium llama-small; do
   run="$OUT/$model"
   if "$PT" train --backend cuda --model "$model" --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" \
        --warmup 5 --eval-batches 0 --run-dir "$run" >"$OUT/$model.log" 2>&1; then
-    summarize "$run" "$model" '{}' || echo "{\"bench\":\"train\",\"model\":\"$model\",\"error\":\"no metrics in $run\"}"
+    summarize "$run" "$model" "{\"slots_mib\":$(slots "$OUT/$model.log")}" ||
+      echo "{\"bench\":\"train\",\"model\":\"$model\",\"error\":\"no metrics in $run\"}"
   else
     tail -5 "$OUT/$model.log" >&2
     python3 -c 'import json,sys; print(json.dumps({"bench":"train","model":sys.argv[1],"error":sys.argv[2]}))' \
@@ -147,6 +155,14 @@ if "$PT" train --backend cuda --precision fp32 --model gpt2 --micro-batch-size "
   summarize "$OUT/gpt2-fp32" gpt2 '{"bench":"train_fp32"}' || echo '{"bench":"train_fp32","error":"no metrics"}'
 else
   echo '{"bench":"train_fp32","error":"pipetrain train --precision fp32 failed (see stderr)"}'
+fi
+log "training gpt2 in bf16 with --bf16-stash 0 (what backward reads kept as floats), beside the bf16 run above"
+if "$PT" train --backend cuda --bf16-stash 0 --model gpt2 --micro-batch-size "$B" --seq-len "$T" --steps "$STEPS" \
+     --warmup 5 --eval-batches 0 --run-dir "$OUT/gpt2-floats" >"$OUT/gpt2-floats.log" 2>&1; then
+  summarize "$OUT/gpt2-floats" gpt2 "{\"bench\":\"train_bf16_floats\",\"slots_mib\":$(slots "$OUT/gpt2-floats.log")}" ||
+    echo '{"bench":"train_bf16_floats","error":"no metrics"}'
+else
+  echo '{"bench":"train_bf16_floats","error":"pipetrain train --bf16-stash 0 failed (see stderr)"}'
 fi
 
 # pipeline NAME PATH: pipe_compare on gpt2-tiny (must take transfer path PATH), then gpt2 2-stage
