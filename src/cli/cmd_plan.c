@@ -431,6 +431,11 @@ int pt_cmd_plan(int argc, char **argv)
         free(text);
     } else {
         print_table(p, &cfg, &dev, cap);
+        if (precision)
+            printf("  priced as train --precision %s allocates and sends: %s\n", precision,
+                   dev.stash_elem_bytes > 0 ? "the weights' bf16 copy in fp32 storage, 2-byte stage messages, what "
+                                              "backward reads kept in 2 bytes (the bf16 stash)"
+                                            : "no weight copy, 4-byte activations and stage messages");
         if (n_cand > 0)
             print_candidates(cand, n_cand);
     }
