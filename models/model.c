@@ -99,12 +99,12 @@ static const size_t act_rounded_off[BA_ROUNDED] = {
 #define BA_BIT(k) (1u << (k))
 #define BA_READ_INPUT (BA_BIT(BA_QKV) | BA_BIT(BA_ATTY) | BA_BIT(BA_RES2) | BA_BIT(BA_FCH))
 #define BA_READ_WEIGHT (BA_BIT(BA_LN1) | BA_BIT(BA_ATTY) | BA_BIT(BA_RES2) | BA_BIT(BA_LN2) | BA_BIT(BA_FCH_GELU))
-#define BA_ALL ((1u << BA_ROUNDED) - 1u)
 
-static float **act_field(block_act *a, int k) { return (float **)(void *)((char *)a + act_rounded_off[k]); }
-static float *act_get(const block_act *a, int k)
+/* The float pointer at byte offset `off` (a table's entry here) of a block_act or block_grad. */
+static float **field_at(void *base, size_t off) { return (float **)(void *)((char *)base + off); }
+static float *field_of(const void *base, size_t off)
 {
-    return *(float *const *)(const void *)((const char *)a + act_rounded_off[k]);
+    return *(float *const *)(const void *)((const char *)base + off);
 }
 
 /* Gradients a block keeps between backward_input and backward_weight. */
@@ -119,13 +119,24 @@ static const size_t grad_rounded_off[BG_ROUNDED] = {
     [BG_DFCH] = offsetof(block_grad, dfch), [BG_DRES2] = offsetof(block_grad, dres2),
     [BG_DQKV] = offsetof(block_grad, dqkv),
 };
-#define BG_ALL ((1u << BG_ROUNDED) - 1u)
 
-static float **grad_field(block_grad *g, int k) { return (float **)(void *)((char *)g + grad_rounded_off[k]); }
-static float *grad_get(const block_grad *g, int k)
-{
-    return *(float *const *)(const void *)((const char *)g + grad_rounded_off[k]);
-}
+/* The bf16 stash's two sets of rounded tensors, each made in a shared area and kept packed per
+ * slot: a block's internals (SET_ACT: block_act, BA_*, from its forward to its backward) and a
+ * split backward's kept gradients (SET_GRAD: block_grad, BG_*, from backward_input to
+ * backward_weight). */
+enum { SET_ACT, SET_GRAD, STASH_SETS };
+static const size_t *const set_off[STASH_SETS] = { act_rounded_off, grad_rounded_off };
+static const int set_n[STASH_SETS] = { BA_ROUNDED, BG_ROUNDED };
+
+/* What the model knows of a set's shared area. */
+typedef struct stash_area {
+    int slot, block; /* the area holds this slot's block's tensors `have` (bits k; slot -1: none) */
+    unsigned have;
+    uint16_t **pack; /* while the pass that makes them runs and they are to be stashed: the slot's
+                      * packed tensors of that block, which a rounding pass that ends a tensor
+                      * fills at once (RBP: round_pack_bf16) */
+    unsigned packed; /* the bits of those filled */
+} stash_area;
 
 typedef enum { SLOT_FREE = 0, SLOT_FORWARD, SLOT_INPUT_GRAD } slot_state;
 
@@ -135,8 +146,7 @@ typedef struct model_slot {
     float **x, **dx;  /* [boundary - first_layer], NULL where the boundary has no buffer */
     block_act *act;   /* [local block]; with recompute all point at the shared area, with the bf16
                        * stash their rounded internals do */
-    uint16_t **stash; /* the bf16 stash: [local block * BA_ROUNDED] the packed internals */
-    uint16_t **gstash; /* with split backward: [local block * BG_ROUNDED] the packed kept gradients */
+    uint16_t **stash[STASH_SETS]; /* the bf16 stash: [local block * set_n] each set's packed tensors */
     block_grad *grad; /* [local block] */
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *dlnf;
     /* head_split > 1: per local shard its exps (then dlogits) and row maxima; with the loss, the
@@ -194,21 +204,14 @@ struct pt_model {
     float *scratch_full; /* tensor parallelism with sp: (N,C) all-gathered rows */
     float *tp_parts;     /* tensor-parallel head: (tpn, N, PT_XENT_STATS) every rank's row statistics */
     /* the block internals shared by all blocks and slots: recomputed (recompute) or widened from
-     * the slot's bf16 stash (stash: its rounded internals only); the stash's area holds slot
-     * work_slot's block work_block's internals BA_BIT(k) in work_have (-1: none known) */
+     * the slot's bf16 stash (stash[SET_ACT]: its rounded internals only) */
     void *shared_act_mem;
     block_act shared_act;
-    int stash, work_slot, work_block;
-    unsigned work_have;
-    /* the kept gradients' stash (split backward under bf16): their area in grad_shared, which holds
-     * slot gwork_slot's block gwork_block's gradients (-1: none known) */
-    int gstash, gwork_slot, gwork_block;
+    /* the bf16 stash per set (1: on; SET_GRAD's area is grad_shared's rounded gradients, in
+     * gstash_mem), and what each area holds */
+    int stash[STASH_SETS];
+    stash_area area[STASH_SETS];
     void *gstash_mem;
-    /* while a block's forward (backward_input) runs under the stash: the slot's packed internals
-     * (kept gradients) of that block, which the rounding passes that end a tensor fill in the same
-     * pass (RBA, RBG, with the backend's round_pack_bf16), and the bits of those filled */
-    uint16_t **fwd_pack, **bwd_pack;
-    unsigned fwd_packed, bwd_packed;
     void *bwd_shared_mem; /* fused_only: block gradients, dlnf and internal dx shared by the slots */
     block_grad grad_shared;
     float *dlnf_shared;
@@ -321,6 +324,23 @@ static void carve_bwd_shared(carve *c, pt_model *m)
     }
 }
 
+/* Elements of tensor k of stash set `set` of one block. */
+static size_t set_numel(const pt_model *m, int set, int k)
+{
+    return set == SET_ACT ? act_rounded_numel(m, k) : grad_rounded_numel(m, k);
+}
+
+/* Set `set` of slot s's block j under the stash: its tensors (fields of `dst`, the block's
+ * block_act or block_grad) point into the shared area (`area`'s fields), and the slot keeps
+ * them packed. */
+static void carve_stash(carve *c, const pt_model *m, model_slot *s, int set, int j, void *dst, const void *area)
+{
+    for (int k = 0; k < set_n[set]; k++) {
+        *field_at(dst, set_off[set][k]) = field_of(area, set_off[set][k]);
+        s->stash[set][j * set_n[set] + k] = carve_bytes(c, set_numel(m, set, k) * sizeof(uint16_t));
+    }
+}
+
 /* Lays out one slot; `s` receives pointers (NULL when measuring). */
 static void carve_slot(carve *c, const pt_model *m, model_slot *s)
 {
@@ -349,23 +369,17 @@ static void carve_slot(carve *c, const pt_model *m, model_slot *s)
     for (int j = 0; j < m->n_blocks; j++) {
         if (m->opts.recompute) {
             s->act[j] = m->shared_act;
-        } else if (m->stash) { /* the statistics here, the rounded internals packed, computed in the area */
+        } else if (m->stash[SET_ACT]) { /* the statistics here, the rounded internals packed */
             carve_block_act(c, m, &s->act[j], ACT_STATS);
-            for (int k = 0; k < BA_ROUNDED; k++) {
-                *act_field(&s->act[j], k) = act_get(&m->shared_act, k);
-                s->stash[j * BA_ROUNDED + k] = carve_bytes(c, act_rounded_numel(m, k) * sizeof(uint16_t));
-            }
+            carve_stash(c, m, s, SET_ACT, j, &s->act[j], &m->shared_act);
         } else {
             carve_block_act(c, m, &s->act[j], ACT_ROUNDED | ACT_STATS);
         }
         if (m->opts.fused_only) {
             s->grad[j] = m->grad_shared;
-        } else if (m->gstash) { /* dln2, dln1 (dyf) here, the rounded ones packed, made in the area */
+        } else if (m->stash[SET_GRAD]) { /* dln2, dln1 (dyf) here, the rounded ones packed */
             carve_block_grad(c, m, &s->grad[j], GRAD_SUMS);
-            for (int k = 0; k < BG_ROUNDED; k++) {
-                *grad_field(&s->grad[j], k) = grad_get(&m->grad_shared, k);
-                s->gstash[j * BG_ROUNDED + k] = carve_bytes(c, grad_rounded_numel(m, k) * sizeof(uint16_t));
-            }
+            carve_stash(c, m, s, SET_GRAD, j, &s->grad[j], &m->grad_shared);
         } else {
             carve_block_grad(c, m, &s->grad[j], GRAD_ROUNDED | GRAD_SUMS);
         }
@@ -630,22 +644,16 @@ static float *P(pt_model *m, int t) { return (m->wcomp ? m->wcomp : m->params) +
  * masters (pt_model_params marks it stale). */
 static pt_status RB(pt_model *m, float *x, size_t n) { return m->bf16 ? m->be->round_bf16(m->stream, x, x, n) : PT_OK; }
 
-/* RB of the block's rounded internal k (BA_*) or kept gradient k (BG_*) where that rounding is the
- * tensor's last write; under the stash it also packs the tensor into the slot, in the same pass. */
-static pt_status RBA(pt_model *m, float *x, size_t n, int k)
+/* RB of tensor k of stash set `set` (a block's rounded internal BA_*, or kept gradient BG_*) where
+ * that rounding is the tensor's last write; while the set is being stashed it also packs the
+ * tensor into the slot, in the same pass. */
+static pt_status RBP(pt_model *m, int set, float *x, size_t n, int k)
 {
-    if (!m->bf16 || !m->fwd_pack || !m->be->round_pack_bf16)
+    stash_area *a = &m->area[set];
+    if (!m->bf16 || !a->pack || !m->be->round_pack_bf16)
         return RB(m, x, n);
-    PT_CHECK(m->be->round_pack_bf16(m->stream, x, m->fwd_pack[k], n));
-    m->fwd_packed |= BA_BIT(k);
-    return PT_OK;
-}
-static pt_status RBG(pt_model *m, float *x, size_t n, int k)
-{
-    if (!m->bf16 || !m->bwd_pack || !m->be->round_pack_bf16)
-        return RB(m, x, n);
-    PT_CHECK(m->be->round_pack_bf16(m->stream, x, m->bwd_pack[k], n));
-    m->bwd_packed |= 1u << k;
+    PT_CHECK(m->be->round_pack_bf16(m->stream, x, a->pack[k], n));
+    a->packed |= 1u << k;
     return PT_OK;
 }
 
@@ -773,8 +781,8 @@ void pt_model_destroy(pt_model *m)
             free(m->slots[s].x);
             free(m->slots[s].dx);
             free(m->slots[s].act);
-            free(m->slots[s].stash);
-            free(m->slots[s].gstash);
+            for (int set = 0; set < STASH_SETS; set++)
+                free(m->slots[s].stash[set]);
             free(m->slots[s].grad);
             free(m->slots[s].sh_exps);
             free(m->slots[s].sh_rowmax);
@@ -851,9 +859,12 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
     m->tpr = m->tpn > 1 ? opts->tp.rank : 0;
     m->sp = m->tpn > 1 && opts->tp.sp;
     m->bf16 = opts->precision == PT_PRECISION_BF16;
-    m->stash = m->bf16 && !m->opts.recompute && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
-    m->gstash = m->bf16 && !m->opts.fused_only && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
-    m->work_slot = m->work_block = m->gwork_slot = m->gwork_block = -1;
+    {
+        const int can = m->bf16 && !opts->no_stash && be->pack_bf16 && be->unpack_bf16;
+        m->stash[SET_ACT] = can && !m->opts.recompute;    /* a recomputing chunk keeps no internals */
+        m->stash[SET_GRAD] = can && !m->opts.fused_only;  /* only a split backward keeps gradients */
+        m->area[SET_ACT].slot = m->area[SET_GRAD].slot = -1;
+    }
     if (m->bf16 && !be->round_bf16) {
         st = pt_fail(PT_ENOTSUP, "the %s backend has no bf16 rounding; train with --precision fp32", be->name);
         goto fail;
@@ -974,7 +985,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
                    fail);
             PT_TRY(model_rope_tables(m), fail);
         }
-        if (m->opts.recompute || m->stash) {
+        if (m->opts.recompute || m->stash[SET_ACT]) {
             const int parts = m->opts.recompute ? ACT_ROUNDED | ACT_STATS : ACT_ROUNDED;
             carve c = { 0 };
             carve_block_act(&c, m, &m->shared_act, parts);
@@ -985,7 +996,7 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
             carve_block_act(&c, m, &m->shared_act, parts);
         }
     }
-    if (m->gstash && m->n_blocks > 0) {
+    if (m->stash[SET_GRAD] && m->n_blocks > 0) {
         carve c = { 0 };
         carve_block_grad(&c, m, &m->grad_shared, GRAD_ROUNDED);
         PT_TRY(model_alloc(m, &m->gstash_mem, c.off, PT_MEM_ACT, "the bf16 stash's gradient area"), fail);
@@ -1023,12 +1034,12 @@ pt_status pt_model_create(const pt_model_config *cfg, int first_layer, int last_
         sl->dx = calloc((size_t)n_bound, sizeof(float *));
         sl->act = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_act));
         sl->grad = calloc(m->n_blocks ? (size_t)m->n_blocks : 1, sizeof(block_grad));
-        sl->stash = calloc(m->n_blocks ? (size_t)m->n_blocks * BA_ROUNDED : 1, sizeof(uint16_t *));
-        sl->gstash = calloc(m->n_blocks ? (size_t)m->n_blocks * BG_ROUNDED : 1, sizeof(uint16_t *));
+        for (int set = 0; set < STASH_SETS; set++)
+            sl->stash[set] = calloc(m->n_blocks ? (size_t)m->n_blocks * set_n[set] : 1, sizeof(uint16_t *));
         sl->sh_exps = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
         sl->sh_rowmax = calloc(m->n_sh ? (size_t)m->n_sh : 1, sizeof(float *));
-        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->stash || !sl->gstash || !sl->sh_exps ||
-            !sl->sh_rowmax) {
+        if (!sl->x || !sl->dx || !sl->act || !sl->grad || !sl->stash[SET_ACT] || !sl->stash[SET_GRAD] ||
+            !sl->sh_exps || !sl->sh_rowmax) {
             st = pt_fail(PT_ENOMEM, "out of memory for slot tables");
             goto fail;
         }
@@ -1401,9 +1412,9 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + LP_QKVW), NULL, N, C, m->W));
     PT_CHECK(RB(m, a->qkv, (size_t)N * m->W));
     PT_CHECK(be->rope_forward(s, a->qkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
-    PT_CHECK(RBA(m, a->qkv, (size_t)N * m->W, BA_QKV));
+    PT_CHECK(RBP(m, SET_ACT, a->qkv, (size_t)N * m->W, BA_QKV));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, NH, NKV));
-    PT_CHECK(RBA(m, a->atty, (size_t)N * m->Cl, BA_ATTY));
+    PT_CHECK(RBP(m, SET_ACT, a->atty, (size_t)N * m->Cl, BA_ATTY));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + LP_PROJW), NULL, N, m->Cl, C));
     PT_CHECK(tp_reduce(m, part, "attn.proj", L));
@@ -1411,9 +1422,9 @@ static pt_status llama_block_forward(pt_model *m, int j, const float *x, const b
                                      m->bf16));
     PT_CHECK(tp_gather(m, a->ln2, m->scratch_full, &ln, "ln2", L));
     PT_CHECK(be->matmul_forward(s, a->fch, ln, P(m, t + LP_GUW), NULL, N, C, 2 * H));
-    PT_CHECK(RBA(m, a->fch, (size_t)N * 2 * H, BA_FCH));
+    PT_CHECK(RBP(m, SET_ACT, a->fch, (size_t)N * 2 * H, BA_FCH));
     PT_CHECK(be->swiglu_forward(s, a->fch_gelu, a->fch, N, H));
-    PT_CHECK(RBA(m, a->fch_gelu, (size_t)N * H, BA_FCH_GELU));
+    PT_CHECK(RBP(m, SET_ACT, a->fch_gelu, (size_t)N * H, BA_FCH_GELU));
     if (out) {
         part = m->sp ? m->scratch_red : out;
         PT_CHECK(be->matmul_forward(s, part, a->fch_gelu, P(m, t + LP_DOWNW), NULL, N, H, C));
@@ -1438,7 +1449,7 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
     PT_CHECK(be->matmul_backward_input(s, m->scratch_nh, dyf, P(m, t + LP_DOWNW), N, H, C));
     PT_CHECK(RB(m, m->scratch_nh, (size_t)N * H));
     PT_CHECK(be->swiglu_backward(s, g->dfch, m->scratch_nh, a->fch, N, H));
-    PT_CHECK(RBG(m, g->dfch, (size_t)N * 2 * H, BG_DFCH));
+    PT_CHECK(RBP(m, SET_GRAD, g->dfch, (size_t)N * 2 * H, BG_DFCH));
     PT_CHECK(be->matmul_backward_input(s, g->dln2, g->dfch, P(m, t + LP_GUW), N, C, 2 * H));
     PT_CHECK(tp_reduce(m, g->dln2, "ln2 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input_add(s, g->dres2 + off, g->dln2 + off, a->res2, P(m, t + LP_LN2W),
@@ -1450,7 +1461,7 @@ static pt_status llama_block_backward_input(pt_model *m, int j, const float *x, 
                                     m->Cl, NH, NKV));
     PT_CHECK(RB(m, g->dqkv, (size_t)N * m->W));
     PT_CHECK(be->rope_backward(s, g->dqkv, m->rope_cos, m->rope_sin, B, T, NH, NKV, hs, 0));
-    PT_CHECK(RBG(m, g->dqkv, (size_t)N * m->W, BG_DQKV));
+    PT_CHECK(RBP(m, SET_GRAD, g->dqkv, (size_t)N * m->W, BG_DQKV));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + LP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->rmsnorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + LP_LN1W), a->ln1_rstd,
@@ -1572,9 +1583,9 @@ static pt_status block_forward(pt_model *m, int j, const float *x, const block_a
                                        P(m, t + BP_LN1B), R, C, m->bf16));
     PT_CHECK(tp_gather(m, a->ln1, m->scratch_full, &ln, "ln1", L));
     PT_CHECK(be->matmul_forward(s, a->qkv, ln, P(m, t + BP_QKVW), P(m, t + BP_QKVB), N, C, m->W));
-    PT_CHECK(RBA(m, a->qkv, (size_t)N * m->W, BA_QKV));
+    PT_CHECK(RBP(m, SET_ACT, a->qkv, (size_t)N * m->W, BA_QKV));
     PT_CHECK(be->attention_forward(s, a->atty, a->att_saved, m->scratch_att, a->qkv, B, T, m->Cl, m->NHl, m->NHl));
-    PT_CHECK(RBA(m, a->atty, (size_t)N * m->Cl, BA_ATTY));
+    PT_CHECK(RBP(m, SET_ACT, a->atty, (size_t)N * m->Cl, BA_ATTY));
     part = m->sp ? m->scratch_red : a->res2;
     PT_CHECK(be->matmul_forward(s, part, a->atty, P(m, t + BP_PROJW), bias_here ? P(m, t + BP_PROJB) : NULL, N, m->Cl,
                                 C));
@@ -1619,7 +1630,7 @@ static pt_status block_backward_input(pt_model *m, int j, const float *x, const 
     PT_CHECK(RB(m, m->scratch_nc, (size_t)N * m->Cl));
     PT_CHECK(be->attention_backward(s, g->dqkv, m->scratch_att, m->scratch_nc, a->qkv, a->atty, a->att_saved, B, T,
                                     m->Cl, m->NHl, m->NHl));
-    PT_CHECK(RBG(m, g->dqkv, (size_t)N * m->W, BG_DQKV));
+    PT_CHECK(RBP(m, SET_GRAD, g->dqkv, (size_t)N * m->W, BG_DQKV));
     PT_CHECK(be->matmul_backward_input(s, g->dln1, g->dqkv, P(m, t + BP_QKVW), N, C, m->W));
     PT_CHECK(tp_reduce(m, g->dln1, "ln1 gradient", L));
     PT_CHECK(be->layernorm_backward_input_add(s, dx, g->dln1 + off, x, P(m, t + BP_LN1W), a->ln1_mean, a->ln1_rstd,
@@ -1778,67 +1789,57 @@ static pt_status head_chunks(pt_model *m, model_slot *sl, int grads, float loss_
 
 static pt_status check_loss_scale(float loss_scale);
 
-/* The bf16 stash: block j's rounded internals, just computed in the shared area for slot s,
- * packed into the slot. The area now holds all of them for (s, j). */
-static pt_status stash_pack(pt_model *m, int s, int j)
+/* The bf16 stash of set `set` around the pass that makes its tensors of slot s's block j in the
+ * shared area (a forward; a backward_input): stash_begin before it (pack: they are to be kept, as
+ * the set is on and, for the gradients, backward_weight comes later), stash_end after it with its
+ * status, which packs into the slot what the pass's rounding did not (RBP). The area then holds all
+ * of them for (s, j). */
+static void stash_begin(pt_model *m, int set, int s, int j, int pack)
 {
-    model_slot *sl = &m->slots[s];
-    for (int k = 0; k < BA_ROUNDED; k++)
-        if (!(m->fwd_packed & BA_BIT(k))) /* not packed by its rounding pass already (RBA) */
-            PT_CHECK(m->be->pack_bf16(m->stream, sl->stash[j * BA_ROUNDED + k], act_get(&sl->act[j], k),
-                                      act_rounded_numel(m, k)));
-    m->work_slot = s;
-    m->work_block = j;
-    m->work_have = BA_ALL;
+    stash_area *a = &m->area[set];
+    a->slot = -1; /* the area is rewritten */
+    a->pack = pack ? &m->slots[s].stash[set][j * set_n[set]] : NULL;
+    a->packed = 0;
+}
+
+static pt_status stash_end(pt_model *m, int set, int s, int j, pt_status st)
+{
+    stash_area *a = &m->area[set];
+    const int pack = a->pack != NULL;
+    a->pack = NULL;
+    if (st != PT_OK || !pack)
+        return st;
+    const model_slot *sl = &m->slots[s];
+    const void *base = set == SET_ACT ? (const void *)&sl->act[j] : (const void *)&sl->grad[j];
+    for (int k = 0; k < set_n[set]; k++)
+        if (!(a->packed & (1u << k)))
+            PT_CHECK(m->be->pack_bf16(m->stream, sl->stash[set][j * set_n[set] + k], field_of(base, set_off[set][k]),
+                                      set_numel(m, set, k)));
+    a->slot = s;
+    a->block = j;
+    a->have = (1u << set_n[set]) - 1u;
     return PT_OK;
 }
 
-/* Widens the internals in `need` of slot s's block j into the shared area, all but those it
- * already holds for (s, j) (a backward right after the forward, or backward_weight right after
- * backward_input, widens less). */
-static pt_status stash_widen(pt_model *m, int s, int j, unsigned need)
+/* Widens the tensors in `need` (bits k) of set `set` of slot s's block j into the shared area, all
+ * but those it already holds for (s, j): a backward right after the forward, backward_weight
+ * right after backward_input, widen less. */
+static pt_status stash_widen(pt_model *m, int set, int s, int j, unsigned need)
 {
-    model_slot *sl = &m->slots[s];
-    if (m->work_slot != s || m->work_block != j)
-        m->work_have = 0;
-    m->work_slot = s;
-    m->work_block = j;
-    for (int k = 0; k < BA_ROUNDED; k++) {
-        if (!(need & BA_BIT(k)) || (m->work_have & BA_BIT(k)))
+    stash_area *a = &m->area[set];
+    const model_slot *sl = &m->slots[s];
+    const void *base = set == SET_ACT ? (const void *)&sl->act[j] : (const void *)&sl->grad[j];
+    if (a->slot != s || a->block != j)
+        a->have = 0;
+    a->slot = s;
+    a->block = j;
+    for (int k = 0; k < set_n[set]; k++) {
+        if (!(need & (1u << k)) || (a->have & (1u << k)))
             continue;
-        PT_CHECK(m->be->unpack_bf16(m->stream, act_get(&sl->act[j], k), sl->stash[j * BA_ROUNDED + k],
-                                    act_rounded_numel(m, k)));
-        m->work_have |= BA_BIT(k);
+        PT_CHECK(m->be->unpack_bf16(m->stream, field_of(base, set_off[set][k]), sl->stash[set][j * set_n[set] + k],
+                                    set_numel(m, set, k)));
+        a->have |= 1u << k;
     }
-    return PT_OK;
-}
-
-/* The kept gradients' stash: slot s's block j's rounded gradients, just made in the area by a
- * separate backward_input, packed into the slot; and widened back before its backward_weight,
- * unless the area still holds them (the chunk's first block, whose backward_input ran last). */
-static pt_status gstash_pack(pt_model *m, int s, int j)
-{
-    model_slot *sl = &m->slots[s];
-    for (int k = 0; k < BG_ROUNDED; k++)
-        if (!(m->bwd_packed & (1u << k))) /* not packed by its rounding pass already (RBG) */
-            PT_CHECK(m->be->pack_bf16(m->stream, sl->gstash[j * BG_ROUNDED + k], grad_get(&sl->grad[j], k),
-                                      grad_rounded_numel(m, k)));
-    m->gwork_slot = s;
-    m->gwork_block = j;
-    return PT_OK;
-}
-
-static pt_status gstash_widen(pt_model *m, int s, int j)
-{
-    model_slot *sl = &m->slots[s];
-    if (m->gwork_slot == s && m->gwork_block == j)
-        return PT_OK;
-    m->gwork_slot = -1;
-    for (int k = 0; k < BG_ROUNDED; k++)
-        PT_CHECK(m->be->unpack_bf16(m->stream, grad_get(&sl->grad[j], k), sl->gstash[j * BG_ROUNDED + k],
-                                    grad_rounded_numel(m, k)));
-    m->gwork_slot = s;
-    m->gwork_block = j;
     return PT_OK;
 }
 
@@ -1869,14 +1870,8 @@ static pt_status model_forward(pt_model *m, int s, int train, float loss_scale)
     }
     for (int j = 0; j < m->n_blocks; j++) {
         int b = block_in(m, j);
-        m->work_slot = -1; /* the shared area is rewritten */
-        m->fwd_pack = m->stash ? &sl->stash[j * BA_ROUNDED] : NULL;
-        m->fwd_packed = 0;
-        const pt_status fst = block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1]);
-        m->fwd_pack = NULL;
-        PT_CHECK(fst);
-        if (m->stash)
-            PT_CHECK(stash_pack(m, s, j));
+        stash_begin(m, SET_ACT, s, j, m->stash[SET_ACT]);
+        PT_CHECK(stash_end(m, SET_ACT, s, j, block_forward(m, j, sl->x[b], &sl->act[j], sl->x[b + 1])));
     }
     if (m->K > 1)
         PT_CHECK(shards_forward(m, sl));
@@ -1982,24 +1977,19 @@ static pt_status model_backward(pt_model *m, int s, float loss_scale, int parts)
         assert(!in_place || parts == (BWD_INPUT | BWD_WEIGHT));
         if (m->opts.recompute) /* internals of block j from its kept input */
             PT_CHECK(block_forward(m, j, sl->x[b], a, NULL));
-        if (m->stash) /* the internals this pass reads, from the slot's stash */
-            PT_CHECK(stash_widen(m, s, j, (parts & BWD_INPUT ? BA_READ_INPUT : 0u) |
+        if (m->stash[SET_ACT]) /* the internals this pass reads, from the slot's stash */
+            PT_CHECK(stash_widen(m, SET_ACT, s, j, (parts & BWD_INPUT ? BA_READ_INPUT : 0u) |
                                               (parts & BWD_WEIGHT ? BA_READ_WEIGHT : 0u)));
         if (parts & BWD_INPUT) {
-            const int pack = m->gstash && !(parts & BWD_WEIGHT); /* backward_weight comes later */
-            m->gwork_slot = -1; /* the kept gradients' area is rewritten */
-            m->bwd_pack = pack ? &sl->gstash[j * BG_ROUNDED] : NULL;
-            m->bwd_packed = 0;
-            const pt_status bst = block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
-                                                       in_place ? m->scratch_nc : sl->dx[b]);
-            m->bwd_pack = NULL;
-            PT_CHECK(bst);
-            if (pack)
-                PT_CHECK(gstash_pack(m, s, j));
+            /* the kept gradients stashed when backward_weight comes later */
+            stash_begin(m, SET_GRAD, s, j, m->stash[SET_GRAD] && !(parts & BWD_WEIGHT));
+            PT_CHECK(stash_end(m, SET_GRAD, s, j,
+                               block_backward_input(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1],
+                                                    in_place ? m->scratch_nc : sl->dx[b])));
         }
         if (parts & BWD_WEIGHT) {
-            if (m->gstash && !(parts & BWD_INPUT))
-                PT_CHECK(gstash_widen(m, s, j));
+            if (m->stash[SET_GRAD] && !(parts & BWD_INPUT))
+                PT_CHECK(stash_widen(m, SET_GRAD, s, j, (1u << BG_ROUNDED) - 1u));
             PT_CHECK(block_backward_weight(m, j, sl->x[b], a, &sl->grad[j], sl->dx[b + 1]));
             PT_CHECK(grad_hook_tensors(m, m->first_block + j, m->t_block[j],
                                        m->t_block[j] + (m->llama ? LP_COUNT : BP_COUNT) - 1));
