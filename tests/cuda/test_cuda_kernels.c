@@ -1299,6 +1299,16 @@ static void expect_close_dev(const char *what, const float *d_got, const float *
     free(got);
 }
 
+/* The fused residual add + norm of backend `be`: add_rmsnorm_forward (rms, no mean or bias) or
+ * add_layernorm_forward. */
+static pt_status fused_norm(const pt_backend *be, pt_stream *st, int rms, float *res, float *out, float *mean,
+                            float *rstd, const float *a, const float *b, const float *w, const float *bias, int N,
+                            int C, float eps, int rnd)
+{
+    return rms ? be->add_rmsnorm_forward(st, res, out, rstd, a, b, w, N, C, eps, rnd)
+               : be->add_layernorm_forward(st, res, out, mean, rstd, a, b, w, bias, N, C, rnd);
+}
+
 static void test_fused_norm(int N, int C, int rms, int rnd)
 {
     size_t n = (size_t)N * C;
@@ -1331,11 +1341,7 @@ static void test_fused_norm(int N, int C, int rms, int rnd)
         die_if(gpu->layernorm_forward(gs, d_out_r, d_mean_r, d_rstd_r, d_res_r, d_w, d_bias, N, C), "ln");
     if (rnd)
         die_if(gpu->round_bf16(gs, d_out_r, d_out_r, n), "round");
-    if (rms)
-        die_if(gpu->add_rmsnorm_forward(gs, d_res, d_out, d_rstd, d_a, d_b, d_w, N, C, eps, rnd), "fused rms");
-    else
-        die_if(gpu->add_layernorm_forward(gs, d_res, d_out, d_mean, d_rstd, d_a, d_b, d_w, d_bias, N, C, rnd),
-               "fused ln");
+    die_if(fused_norm(gpu, gs, rms, d_res, d_out, d_mean, d_rstd, d_a, d_b, d_w, d_bias, N, C, eps, rnd), "fused norm");
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res == split", nm, N, C, rnd);
     expect_bits_dev(name, d_res, d_res_r, n);
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d out == split", nm, N, C, rnd);
@@ -1344,31 +1350,22 @@ static void test_fused_norm(int N, int C, int rms, int rnd)
     expect_bits_dev(name, d_rstd, d_rstd_r, N);
     /* res over its first operand */
     float *d_a2 = dev_copy_of(d_a, n);
-    if (rms)
-        die_if(gpu->add_rmsnorm_forward(gs, d_a2, d_out, d_rstd, d_a2, d_b, d_w, N, C, eps, rnd), "fused rms");
-    else
-        die_if(gpu->add_layernorm_forward(gs, d_a2, d_out, d_mean, d_rstd, d_a2, d_b, d_w, d_bias, N, C, rnd),
-               "fused ln");
+    die_if(fused_norm(gpu, gs, rms, d_a2, d_out, d_mean, d_rstd, d_a2, d_b, d_w, d_bias, N, C, eps, rnd), "fused norm");
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res aliasing a", nm, N, C, rnd);
     expect_bits_dev(name, d_a2, d_res_r, n);
     /* b NULL: the norm of the sum alone, rounded, against the split norm + round of the same rows */
-    if (rms) {
+    if (rms)
         die_if(gpu->rmsnorm_forward(gs, d_out_r, d_rstd_r, d_res_r, d_w, N, C, eps), "rms");
-        die_if(gpu->add_rmsnorm_forward(gs, NULL, d_out, d_rstd, d_res_r, NULL, d_w, N, C, eps, rnd), "fused rms");
-    } else {
+    else
         die_if(gpu->layernorm_forward(gs, d_out_r, d_mean_r, d_rstd_r, d_res_r, d_w, d_bias, N, C), "ln");
-        die_if(gpu->add_layernorm_forward(gs, NULL, d_out, d_mean, d_rstd, d_res_r, NULL, d_w, d_bias, N, C, rnd),
-               "fused ln");
-    }
+    die_if(fused_norm(gpu, gs, rms, NULL, d_out, d_mean, d_rstd, d_res_r, NULL, d_w, d_bias, N, C, eps, rnd),
+           "fused norm");
     if (rnd)
         die_if(gpu->round_bf16(gs, d_out_r, d_out_r, n), "round");
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d b NULL == split", nm, N, C, rnd);
     expect_bits_dev(name, d_out, d_out_r, n);
     /* against the CPU's fused entry */
-    if (rms)
-        die_if(cpu->add_rmsnorm_forward(cs, res, out, rstd, a, b, w, N, C, eps, rnd), "cpu fused rms");
-    else
-        die_if(cpu->add_layernorm_forward(cs, res, out, mean, rstd, a, b, w, bias, N, C, rnd), "cpu fused ln");
+    die_if(fused_norm(cpu, cs, rms, res, out, mean, rstd, a, b, w, bias, N, C, eps, rnd), "cpu fused norm");
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d res vs CPU", nm, N, C, rnd);
     expect_close_dev(name, d_res, res, n, 0.0f, 0.0f); /* a sum and a rounding: exact on both */
     snprintf(name, sizeof name, "%s_forward %dx%d rnd %d out vs CPU", nm, N, C, rnd);
